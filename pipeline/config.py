@@ -1,0 +1,210 @@
+"""Typed configuration, read once from params.yaml and passed down.
+
+`load_params()` reads the file; `Params.for_dataset(name)` applies that dataset's overrides
+(`datasets.<name>` in params.yaml) and returns the settings every stage uses for it.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+PARAMS_FILE = "params.yaml"
+CELLS = ("rnn", "lstm", "gru")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Paths(_Strict):
+    data: Path = Path("data")
+    reports: Path = Path("reports")
+    quarantine: Path = Path("quarantine")
+    forecasts: Path = Path("forecasts")
+    checkpoints: Path = Path(".cellcast/checkpoints")
+
+    def under(self, root: Path) -> "Paths":
+        """The same layout rooted at `root` (relative paths only)."""
+        return Paths(**{k: (v if Path(v).is_absolute() else Path(root) / v) for k, v in self.model_dump().items()})
+
+
+class IngestConfig(_Strict):
+    dedupe: Literal["reject", "first", "last", "mean"] = "reject"
+    max_fill_steps: int = Field(4, ge=0)
+    long_gaps: Literal["reject", "segment"] = "reject"
+    min_windows: int = Field(1, ge=1)
+
+
+class ValidateConfig(_Strict):
+    bounds: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    profile_tolerance: float = Field(1.0, ge=0)
+
+
+class WindowConfig(_Strict):
+    lookback: int | Literal["auto"] = "auto"
+    horizon: int | Literal["auto"] = "auto"
+    stride: int = Field(1, ge=1)
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+
+    @field_validator("lookback", "horizon")
+    @classmethod
+    def _positive(cls, v):
+        if v != "auto" and v < 1:
+            raise ValueError("must be a positive number of steps or 'auto'")
+        return v
+
+
+class TrainConfig(_Strict):
+    cells: list[Literal["rnn", "lstm", "gru"]] = list(CELLS)
+    hidden_size: int | list[int] = 64
+    num_layers: int | list[int] = 1
+    dropout: float = Field(0.0, ge=0, lt=1)
+    rnn_steps: int = Field(48, ge=1)
+    residual: bool = True
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(256, ge=1)
+    max_batch_size: int = Field(16384, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    clip_grad_norm: float = Field(1.0, gt=0)
+    patience: int = Field(4, ge=1)
+    lr_factor: float = Field(0.5, gt=0, lt=1)
+    lr_patience: int = Field(2, ge=0)
+    max_train_windows: int = Field(20000, ge=1)
+    time_budget_s: float = Field(60, gt=0)
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    parallel: int = Field(1, ge=1)
+
+    def grid(self) -> list[dict]:
+        """Every candidate: each cell x each hidden size x each depth listed."""
+        hs = self.hidden_size if isinstance(self.hidden_size, list) else [self.hidden_size]
+        ls = self.num_layers if isinstance(self.num_layers, list) else [self.num_layers]
+        return [{"cell": c, "hidden_size": h, "num_layers": n} for c in self.cells for h in hs for n in ls]
+
+
+class EvaluateConfig(_Strict):
+    seasons: list[int] | Literal["auto"] = "auto"
+    promotion_margin: float = Field(0.02, ge=0, lt=1)
+
+
+class RegistryConfig(_Strict):
+    model_suffix: str = "-forecaster"
+    parity_atol: float = Field(1e-3, gt=0)
+
+
+class ServeConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    poll_seconds: float = Field(10, gt=0)
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+
+
+_SECTIONS = ("ingest", "validate", "window", "train", "evaluate")
+
+
+class Settings(_Strict):
+    """The settings of one dataset: the base sections with its overrides applied."""
+
+    dataset: str
+    paths: Paths = Paths()
+    ingest: IngestConfig = IngestConfig()
+    validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    window: WindowConfig = WindowConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    registry: RegistryConfig = RegistryConfig()
+    serve: ServeConfig = ServeConfig()
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @property
+    def model_name(self) -> str:
+        return f"{self.dataset}{self.registry.model_suffix}"
+
+    def fingerprint(self) -> str:
+        """A short hash of every setting that shapes a model: the `params_hash` lineage tag."""
+        body = self.model_dump(mode="json", by_alias=True, exclude={"paths", "serve"})
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Params(_Strict):
+    dataset: str = "elecdemand"
+    paths: Paths = Paths()
+    ingest: IngestConfig = IngestConfig()
+    validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    window: WindowConfig = WindowConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    registry: RegistryConfig = RegistryConfig()
+    serve: ServeConfig = ServeConfig()
+    datasets: dict[str, dict[str, dict]] = Field(default_factory=dict)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _check_overrides(self):
+        for name, over in self.datasets.items():
+            for section in over:
+                if section not in _SECTIONS:
+                    raise ValueError(f"datasets.{name}.{section}: not a section that can be overridden "
+                                     f"(one of {', '.join(_SECTIONS)})")
+            self.for_dataset(name)  # type-check every override now, not at first use
+        return self
+
+    def for_dataset(self, name: str | None = None) -> Settings:
+        name = name or self.dataset
+        base = self.model_dump(by_alias=True, exclude={"datasets", "dataset"})
+        merged = copy.deepcopy(base)
+        for section, values in (self.datasets.get(name) or {}).items():
+            merged[section] = {**merged[section], **(values or {})}
+        try:
+            return Settings(dataset=name, **merged)
+        except ValidationError as e:
+            raise ConfigError(_one_line(e, prefix=f"datasets.{name}")) from None
+
+
+def _one_line(e: ValidationError, prefix: str = "") -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if p != "validate_")
+    where = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+    more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+    return f"{PARAMS_FILE}: {where}: {err['msg']}{more}"
+
+
+def find_params(start: Path | None = None) -> Path:
+    """params.yaml from $CELLCAST_PARAMS, else the working directory or the nearest parent holding one."""
+    env = os.environ.get("CELLCAST_PARAMS")
+    if env:
+        return Path(env)
+    here = Path(start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / PARAMS_FILE).is_file():
+            return d / PARAMS_FILE
+    return here / PARAMS_FILE
+
+
+def load_params(path: str | Path | None = None) -> Params:
+    p = Path(path) if path else find_params()
+    if not p.is_file():
+        return Params()
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params(**raw)
+    except ValidationError as e:
+        raise ConfigError(_one_line(e).replace(PARAMS_FILE, str(p), 1)) from None

@@ -1,0 +1,48 @@
+"""Errors a user can cause. Each message is one line naming the file or field and the rule broken;
+the CLI prints it as it is, without a traceback, and exits non-zero."""
+
+
+class CellcastError(Exception):
+    """Base of every error caused by input, configuration or state rather than by a bug."""
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(CellcastError):
+    """params.yaml or a command-line option is invalid."""
+
+
+class IngestError(CellcastError):
+    """An input file cannot be read as a time series."""
+
+
+class DataValidationError(CellcastError):
+    """A dataset broke a validation rule; the report and the rejected data are kept."""
+
+    def __init__(self, message: str, report_path: str | None = None, quarantine_path: str | None = None):
+        super().__init__(message)
+        self.report_path = report_path
+        self.quarantine_path = quarantine_path
+
+
+class NotFoundError(CellcastError):
+    """A dataset, model version or alias the user named does not exist."""
+
+
+class TrainingError(CellcastError):
+    """Training could not produce a usable model (diverged, no windows)."""
+
+
+class ExportError(CellcastError):
+    """An exported model failed its parity gate or could not be exported."""
+
+
+class NoChampionError(NotFoundError):
+    """The registry has no champion for a model."""
