@@ -1,0 +1,87 @@
+"""`cellcast datasets`, `cellcast ingest`, `cellcast validate`: data in."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import ConfigError
+
+
+def _settings(name: str):
+    from ..config import load_params
+    return load_params().for_dataset(name)
+
+
+def register(app: typer.Typer) -> None:
+    from ..cli import friendly  # here, not at import time: cli imports this module
+
+    @app.command()
+    @friendly
+    def datasets() -> None:
+        """List the bundled real datasets (loaded offline from installed packages)."""
+        from ..datasets import list_datasets
+        rows = [("name", "domain", "source", "freq", "rows", "vars", "licence")]
+        rows += [(d.name, d.domain, d.source, d.freq, str(d.rows), str(d.variables), d.licence)
+                 for d in list_datasets()]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+        for r in rows:
+            typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+
+    @app.command()
+    @friendly
+    def ingest(
+        csv: Optional[Path] = typer.Option(None, "--csv", help="a CSV file (delimiter sniffed: , ; tab |)"),
+        parquet: Optional[Path] = typer.Option(None, "--parquet", help="a Parquet file"),
+        bundled: Optional[str] = typer.Option(None, "--bundled", help="a bundled dataset (see `cellcast datasets`)"),
+        name: Optional[str] = typer.Option(None, "--name", help="dataset name (folder under data/); required for files"),
+        time_col: Optional[str] = typer.Option(None, "--time-col", help="the time column of the file"),
+        target: list[str] = typer.Option([], "--target", help="target column (repeat for several)"),
+        features: str = typer.Option("", "--features", help="feature columns, comma-separated"),
+        freq: Optional[str] = typer.Option(None, "--freq", help="pandas frequency alias (e.g. 30min, h, D, B); else inferred"),
+        delimiter: Optional[str] = typer.Option(None, "--delimiter", help="CSV delimiter (overrides sniffing; 'tab' for tabs)"),
+    ) -> None:
+        """Read a CSV/Parquet file or a bundled dataset into data/NAME/raw.parquet + raw.json."""
+        from ..ingest import ingest_bundled, ingest_file
+        given = [o for o, v in (("--csv", csv), ("--parquet", parquet), ("--bundled", bundled)) if v is not None]
+        if len(given) != 1:
+            raise ConfigError("ingest: give exactly one of --csv PATH, --parquet PATH, --bundled NAME")
+        if bundled is not None:
+            if name and name != bundled:
+                raise ConfigError(f"--name '{name}': a bundled dataset keeps its own name ('{bundled}')")
+            res = ingest_bundled(bundled, _settings(bundled))
+        else:
+            if not name:
+                raise ConfigError("--name: required when ingesting a file")
+            if not time_col:
+                raise ConfigError("--time-col: required when ingesting a file")
+            res = ingest_file(csv or parquet, name=name, time_col=time_col, targets=list(target),
+                              features=[f.strip() for f in features.split(",") if f.strip()], freq=freq,
+                              fmt="csv" if csv else "parquet", delimiter=delimiter, settings=_settings(name))
+        m = res.meta
+        g = m.gaps
+        typer.echo(f"{res.parquet_path}: {m.rows} rows, {m.start} .. {m.end}, freq {m.freq} ({m.freq_source}), "
+                   f"{g['count']} gaps ({g['missing_steps']} missing steps, longest {g['longest_steps']}), "
+                   f"{m.duplicates} duplicated timestamps")
+
+    @app.command()
+    @friendly
+    def validate(
+        name: str = typer.Argument(..., help="dataset name (ingested under data/NAME)"),
+        dedupe: Optional[str] = typer.Option(None, "--dedupe", help="duplicated timestamps: reject|first|last|mean "
+                                                                    "(overrides params.yaml)"),
+    ) -> None:
+        """Validate data/NAME/raw.parquet (GX suite + gap/duplicate policy) into validated.parquet."""
+        from ..validation import validate_dataset
+        settings = _settings(name)
+        if dedupe is not None:
+            if dedupe not in ("reject", "first", "last", "mean"):
+                raise ConfigError(f"--dedupe '{dedupe}': must be one of reject, first, last, mean")
+            settings = settings.model_copy(update={"ingest": settings.ingest.model_copy(update={"dedupe": dedupe})})
+        rep = validate_dataset(name, settings)
+        filled = sum(rep.filled.values())
+        typer.echo(f"{name}: valid, {rep.rows_in} -> {rep.rows_out} rows, {filled} points filled, "
+                   f"{len(rep.breaks)} breaks, {rep.dedupe.get('duplicated_rows', 0)} duplicates resolved, "
+                   f"windows train/val/test {rep.windows.get('train')}/{rep.windows.get('val')}/{rep.windows.get('test')}"
+                   f"; report {rep.report_path}")
