@@ -1,0 +1,115 @@
+"""Forecast accuracy and the baselines every candidate must beat.
+
+MASE divides the MAE by the in-sample MAE of the one-step naive forecast on the training split
+(per target), the convention Darts and NeuralForecast use by default, so figures compare with theirs.
+sMAPE is in percent, 0..200. Baselines are read from the full series, so a seasonal naive with a
+season longer than the lookback (a year of days, say) is still a fair bar.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .window import WindowSet
+
+EPS = 1e-12
+
+
+def mase_scale(ws: WindowSet) -> np.ndarray:
+    """Per target: mean |y_t - y_{t-1}| over the training rows (NaN breaks ignored)."""
+    y = ws.target_series()[: ws.meta.bounds["val"]].astype(np.float64)
+    d = np.abs(np.diff(y, axis=0))
+    scale = np.nanmean(d, axis=0)
+    return np.where(np.isfinite(scale) & (scale > EPS), scale, 1.0)
+
+
+def metrics(y_true: np.ndarray, y_pred: np.ndarray, scale: np.ndarray) -> dict[str, float]:
+    """y arrays (n, horizon, targets). Averages over windows, steps and targets."""
+    yt, yp = y_true.astype(np.float64), y_pred.astype(np.float64)
+    err = yp - yt
+    ae = np.abs(err)
+    denom = np.abs(yt) + np.abs(yp)
+    smape = np.where(denom > EPS, 2.0 * ae / np.maximum(denom, EPS), 0.0)
+    return {
+        "mae": float(ae.mean()),
+        "rmse": float(np.sqrt((err ** 2).mean())),
+        "smape": float(100.0 * smape.mean()),
+        "mase": float((ae / scale).mean()),
+    }
+
+
+def mae_by_step(y_true: np.ndarray, y_pred: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Scaled absolute error by horizon step (MASE per step), averaged over windows and targets."""
+    return (np.abs(y_pred.astype(np.float64) - y_true) / scale).mean(axis=(0, 2))
+
+
+def seasonal_naive(ws: WindowSet, starts: np.ndarray, season: int) -> np.ndarray:
+    """The forecast of each window repeating the last observed season (season 1: the naive forecast).
+
+    Step h of the window at s forecasts row s+L+h with row s+L+h - season*(h//season + 1),
+    the latest row one or more whole seasons back that is already observed.
+    """
+    L, H = ws.meta.lookback, ws.meta.horizon
+    h = np.arange(H)
+    src = starts[:, None] + L + h[None, :] - season * (h[None, :] // season + 1)
+    y = ws.target_series()
+    return y[np.clip(src, 0, None)]
+
+
+def baseline_names(seasons: list[int]) -> dict[str, int]:
+    out = {"naive": 1}
+    out.update({f"seasonal_naive_{m}": m for m in seasons if m > 1})
+    return out
+
+
+def usable_seasons(ws: WindowSet, seasons: list[int] | None = None) -> list[int]:
+    """Seasons whose baseline exists for every train window (the earliest must see one season back)."""
+    seasons = ws.meta.seasons if seasons is None else seasons
+    first = int(min(v.min() for v in ws.starts.values() if len(v)))
+    return [m for m in seasons if 1 < m <= first + ws.meta.lookback]
+
+
+@dataclass
+class BaselineReport:
+    split: str
+    scores: dict[str, dict[str, float]]          # baseline name -> metrics
+    best: str
+    by_step: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def best_mase(self) -> float:
+        return self.scores[self.best]["mase"]
+
+
+def evaluate_baselines(ws: WindowSet, split: str, seasons: list[int]) -> BaselineReport:
+    starts = ws.starts[split]
+    _, y = ws.batch(starts)
+    scale = mase_scale(ws)
+    scores, steps = {}, {}
+    for name, m in baseline_names(seasons).items():
+        pred = seasonal_naive(ws, starts, m)
+        scores[name] = metrics(y, pred, scale)
+        steps[name] = mae_by_step(y, pred, scale).tolist()
+    best = min(scores, key=lambda k: scores[k]["mase"])
+    return BaselineReport(split=split, scores=scores, best=best, by_step=steps)
+
+
+def season_of(baseline: str) -> int:
+    return 1 if baseline == "naive" else int(baseline.rsplit("_", 1)[1])
+
+
+def predict_windows(predict, ws: WindowSet, split: str, batch: int = 4096) -> np.ndarray:
+    """Run `predict(x) -> (B, H, T)` (torch module wrapper or ONNX session) over every window of a split."""
+    starts = ws.starts[split]
+    out = []
+    for i in range(0, len(starts), batch):
+        x, _ = ws.batch(starts[i:i + batch])
+        out.append(np.asarray(predict(np.ascontiguousarray(x))))
+    return np.concatenate(out) if out else np.zeros((0, ws.meta.horizon, len(ws.meta.targets)), np.float32)
+
+
+def evaluate_forecasts(ws: WindowSet, split: str, pred: np.ndarray) -> tuple[dict[str, float], list[float]]:
+    _, y = ws.batch(ws.starts[split])
+    scale = mase_scale(ws)
+    return metrics(y, pred, scale), mae_by_step(y, pred, scale).tolist()

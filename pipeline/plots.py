@@ -1,0 +1,62 @@
+"""Pictures people would rather look at than read: forecast vs actual, loss curves, error by horizon."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: flows and CI have no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def forecast_vs_actual(timestamps: np.ndarray, actual: np.ndarray, forecasts: dict[str, np.ndarray],
+                       title: str, target: str):
+    """Test range: the actual series and each forecaster's one-step-ahead-origin forecasts.
+
+    `forecasts[name]` is (n_windows, horizon) for consecutive windows; the picture draws every
+    horizon-th window so the curves tile the test range without overlapping.
+    """
+    fig, ax = plt.subplots(figsize=(11, 4))
+    ax.plot(timestamps, actual, color="black", lw=1.2, label="actual")
+    for name, f in forecasts.items():
+        h = f.shape[1]
+        idx = np.arange(0, len(f), h)
+        t = np.concatenate([timestamps[i:i + h] for i in idx if i + h <= len(timestamps)])
+        v = np.concatenate([f[i, : min(h, len(timestamps) - i)] for i in idx if i + h <= len(timestamps)])
+        ax.plot(t, v, lw=1, alpha=0.85, label=name)
+    ax.set_title(title)
+    ax.set_ylabel(target)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    return fig
+
+
+def loss_curves(histories: dict[str, list[dict]], title: str):
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, hist in histories.items():
+        ep = [r["epoch"] for r in hist]
+        line, = ax.plot(ep, [r["train_loss"] for r in hist], lw=1, ls="--")
+        ax.plot(ep, [r["val_loss"] for r in hist], lw=1.5, color=line.get_color(), label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MAE (scaled): dashed train, solid validation")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def error_by_horizon(by_step: dict[str, list[float]], title: str):
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, err in by_step.items():
+        ax.plot(np.arange(1, len(err) + 1), err, lw=1.5 if not name.startswith(("naive", "seasonal")) else 1,
+                ls="-" if not name.startswith(("naive", "seasonal")) else ":", label=name)
+    ax.set_xlabel("horizon step")
+    ax.set_ylabel("MASE")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def close(fig) -> None:
+    plt.close(fig)

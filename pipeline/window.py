@@ -1,0 +1,243 @@
+"""Chronological splits, a train-only scaler, and windows as strided views.
+
+A window starting at row `s` reads inputs `[s, s+lookback)` and targets `[s+lookback, s+lookback+horizon)`.
+Rows are split in time order into train | validation | test. A window belongs to a split when all of
+its targets lie inside it; train windows lie wholly inside train, so nothing a model is fit or scaled
+on comes from later rows. Validation and test windows may read inputs from earlier splits: that is
+history a forecaster would have at that time, not leakage.
+
+Windows are never materialised: `WindowSet.view()` is a `sliding_window_view` of the series (no copy),
+and a batch gathers only the rows it needs, on the CPU from numpy or on a GPU from a device-resident
+series (`TorchWindows`).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import Settings
+from .errors import DataValidationError, NotFoundError
+
+SPLITS = ("train", "val", "test")
+
+
+def seasons_for(freq: str, n_rows: int | None = None) -> list[int]:
+    """Natural seasons of a frequency, in steps: a day and a week for sub-daily data, a week (and a
+    year, when the series holds several) for daily data, 5 for business days, 12 for months..."""
+    from pandas.tseries.frequencies import to_offset
+
+    off = to_offset(freq)
+    if isinstance(off, (pd.offsets.Tick, pd.offsets.Day)):      # fixed steps: seconds .. days
+        step = pd.Timedelta(off)
+        day, week, year = pd.Timedelta("1D"), pd.Timedelta("7D"), pd.Timedelta("365D")
+        out = []
+        for period in (day, week) if step < day else (week, year):
+            k = period / step
+            if k > 1 and float(k).is_integer():
+                out.append(int(k))
+    else:
+        name = off.name.upper()
+        calendar = {"B": [5], "C": [5], "W": [52], "M": [12], "S": [12], "Q": [4]}
+        key = "Q" if "Q" in name else ("W" if name.startswith("W") else name[0])
+        if name.startswith(("BQ", "BM", "BY", "BA")):
+            key = name[1]
+        out = [] if key in ("A", "Y") else calendar.get(key, [])
+        out = [m // off.n for m in out if off.n and m % off.n == 0 and m // off.n > 1]
+    if n_rows is not None:
+        out = [m for m in out if m * 3 <= n_rows]
+    return out
+
+
+def resolve_window(settings: Settings, freq: str, n_rows: int | None = None) -> tuple[int, int]:
+    """Lookback and horizon in steps; explicit numbers in params.yaml win over 'auto'.
+
+    auto horizon: one day of steps for sub-daily data, else the shortest natural season (a week of days).
+    auto lookback: the longest natural season that fits the series comfortably plus `train.rnn_steps`,
+    so a model anchored on that season still sees its recent dynamics.
+    """
+    w = settings.window
+    seasons = seasons_for(freq, n_rows)
+    horizon = w.horizon
+    if horizon == "auto":
+        horizon = seasons[0] if seasons else 1
+    lookback = w.lookback
+    if lookback == "auto":
+        fit = [m for m in seasons if n_rows is None or (m + settings.train.rnn_steps) * 10 <= n_rows]
+        lookback = (max(fit) if fit else 0) + settings.train.rnn_steps
+    return int(lookback), int(horizon)
+
+
+@dataclass
+class WindowMeta:
+    name: str
+    variables: list[str]
+    targets: list[str]
+    freq: str
+    lookback: int
+    horizon: int
+    stride: int
+    rows: int
+    bounds: dict[str, int]                 # first row of val and of test
+    counts: dict[str, int]
+    mean: list[float]
+    std: list[float]
+    start: str
+    end: str
+    split_times: dict[str, list[str]]      # first and last timestamp of each split's rows
+    data_md5: str | None = None
+    seasons: list[int] = field(default_factory=list)
+
+    @property
+    def target_idx(self) -> list[int]:
+        return [self.variables.index(t) for t in self.targets]
+
+
+class WindowSet:
+    """A series with its splits. `values` may hold NaN rows where a long gap was kept as a break."""
+
+    def __init__(self, values: np.ndarray, timestamps: np.ndarray, meta: WindowMeta, starts: dict[str, np.ndarray]):
+        self.values = np.ascontiguousarray(values, dtype=np.float32)
+        self.timestamps = timestamps
+        self.meta = meta
+        self.starts = starts
+
+    # --- views and batches -------------------------------------------------------------------
+    @property
+    def span(self) -> int:
+        return self.meta.lookback + self.meta.horizon
+
+    def view(self) -> np.ndarray:
+        """All windows as a read-only strided view (n_windows, lookback+horizon, n_vars): no copy."""
+        v = np.lib.stride_tricks.sliding_window_view(self.values, self.span, axis=0)  # (n, V, span)
+        return v.transpose(0, 2, 1)
+
+    def batch(self, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs (B, lookback, V) and targets (B, horizon, T) for the windows starting at `starts`."""
+        w = self.view()[starts]
+        L = self.meta.lookback
+        return w[:, :L, :], w[:, L:, :][:, :, self.meta.target_idx]
+
+    def target_series(self) -> np.ndarray:
+        return self.values[:, self.meta.target_idx]
+
+    def to_torch(self, device="cpu") -> "TorchWindows":
+        return TorchWindows(self, device)
+
+
+class TorchWindows:
+    """The series resident on a device; windows are `unfold` views and batches are gathered there."""
+
+    def __init__(self, ws: WindowSet, device="cpu"):
+        import torch
+
+        self.ws = ws
+        self.device = torch.device(device)
+        self.series = torch.from_numpy(ws.values).to(self.device)
+        self.windows = self.series.unfold(0, ws.span, 1)          # (n, V, span), a view
+        self.target_idx = torch.tensor(ws.meta.target_idx, device=self.device)
+        self.starts = {k: torch.from_numpy(v).to(self.device) for k, v in ws.starts.items()}
+
+    def batch(self, idx):
+        L = self.ws.meta.lookback
+        w = self.windows[idx].transpose(1, 2)                      # (B, span, V): copies the batch only
+        return w[:, :L, :], w[:, L:, :].index_select(2, self.target_idx)
+
+
+# --- building ------------------------------------------------------------------------------------
+
+def split_bounds(rows: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    n_test = int(round(rows * test_fraction))
+    n_val = int(round(rows * val_fraction))
+    return rows - n_val - n_test, rows - n_test
+
+
+def window_starts(rows: int, lookback: int, horizon: int, val_start: int, test_start: int,
+                  stride: int = 1, valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Start rows of the windows of each split. `valid[s]` False drops the window at s (it crosses a break)."""
+    s = np.arange(max(rows - lookback - horizon + 1, 0))
+    first_target, end = s + lookback, s + lookback + horizon
+    masks = {
+        "train": end <= val_start,
+        "val": (first_target >= val_start) & (end <= test_start),
+        "test": first_target >= test_start,
+    }
+    out = {}
+    for k, m in masks.items():
+        if valid is not None:
+            m = m & valid[: len(s)]
+        idx = s[m]
+        out[k] = idx[:: stride] if k == "train" else idx
+    return out
+
+
+def complete_windows(values: np.ndarray, span: int) -> np.ndarray:
+    """valid[s] is True when the window starting at s holds no NaN (a cumulative count, no window copies)."""
+    bad = np.isnan(values).any(axis=1).astype(np.int64)
+    c = np.concatenate([[0], np.cumsum(bad)])
+    n = max(len(values) - span + 1, 0)
+    return (c[span:span + n] - c[:n]) == 0
+
+
+def build_windows(frame: pd.DataFrame, *, name: str, variables: list[str], targets: list[str], freq: str,
+                  settings: Settings, data_md5: str | None = None) -> WindowSet:
+    lookback, horizon = resolve_window(settings, freq, len(frame))
+    w = settings.window
+    values = frame[variables].to_numpy(dtype=np.float32)
+    rows = len(values)
+    val_start, test_start = split_bounds(rows, w.val_fraction, w.test_fraction)
+    valid = complete_windows(values, lookback + horizon)
+    starts = window_starts(rows, lookback, horizon, val_start, test_start, w.stride, valid)
+    need = settings.ingest.min_windows
+    short = {k: len(v) for k, v in starts.items() if len(v) < need}
+    if short:
+        k, n = next(iter(short.items()))
+        raise DataValidationError(
+            f"{name}: {rows} rows give {n} {k} window(s) of lookback {lookback} + horizon {horizon} "
+            f"(need at least {need} per split): use a longer series or a shorter window in params.yaml")
+    train = values[:val_start]
+    mean = np.nanmean(train, axis=0)
+    std = np.nanstd(train, axis=0)
+    std = np.where(~np.isfinite(std) | (std < 1e-8), 1.0, std)   # a constant column scales by 1
+    ts = frame["timestamp"].to_numpy()
+    meta = WindowMeta(
+        name=name, variables=list(variables), targets=list(targets), freq=freq, lookback=lookback,
+        horizon=horizon, stride=w.stride, rows=rows, bounds={"val": int(val_start), "test": int(test_start)},
+        counts={k: int(len(v)) for k, v in starts.items()}, mean=[float(x) for x in mean],
+        std=[float(x) for x in std], start=str(ts[0]), end=str(ts[-1]),
+        split_times={"train": [str(ts[0]), str(ts[val_start - 1])], "val": [str(ts[val_start]), str(ts[test_start - 1])],
+                     "test": [str(ts[test_start]), str(ts[-1])]},
+        data_md5=data_md5, seasons=seasons_for(freq, rows),
+    )
+    return WindowSet(values, ts, meta, starts)
+
+
+# --- storage -------------------------------------------------------------------------------------
+
+def window_paths(name: str, settings: Settings) -> tuple[Path, Path]:
+    d = Path(settings.paths.data) / name
+    return d / "windows.npz", d / "windows.json"
+
+
+def save_windows(ws: WindowSet, settings: Settings) -> tuple[Path, Path]:
+    npz, js = window_paths(ws.meta.name, settings)
+    npz.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(npz, values=ws.values, timestamps=ws.timestamps.astype("datetime64[ns]").astype(np.int64),
+             **{f"starts_{k}": v for k, v in ws.starts.items()})
+    js.write_text(json.dumps(asdict(ws.meta), indent=2))
+    return npz, js
+
+
+def load_windows(name: str, settings: Settings) -> WindowSet:
+    npz, js = window_paths(name, settings)
+    if not npz.is_file() or not js.is_file():
+        raise NotFoundError(f"{npz}: no window set for dataset '{name}': run `cellcast window {name}` first")
+    meta = WindowMeta(**json.loads(js.read_text()))
+    with np.load(npz) as z:
+        values = z["values"]
+        ts = z["timestamps"].astype("datetime64[ns]")
+        starts = {k: z[f"starts_{k}"] for k in SPLITS}
+    return WindowSet(values, ts, meta, starts)
