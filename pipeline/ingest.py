@@ -13,6 +13,7 @@ import io
 import json
 import os
 import shutil
+import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -107,7 +108,7 @@ def _write_json(path: Path, obj) -> None:
 
 # ---------------------------------------------------------------- frequency and gaps
 
-def to_freq(freq: str, where: str = "--freq") -> str:
+def to_freq(freq, where: str = "--freq") -> str:
     """A pandas alias checked and normalised ('30T' style legacy aliases are refused by pandas 3)."""
     try:
         return pd.tseries.frequencies.to_offset(freq).freqstr
@@ -126,7 +127,9 @@ def infer_freq(ts: pd.Series | pd.DatetimeIndex, source: str = "input") -> str:
     if len(idx) < 3:
         raise _err("frequency", f"{source}: cannot infer a frequency from {len(idx)} distinct timestamps; pass --freq")
     try:
-        f = pd.infer_freq(idx)
+        with warnings.catch_warnings():  # pandas 3 warns that infer_freq will return an offset: either works below
+            warnings.simplefilter("ignore")
+            f = pd.infer_freq(idx)
     except (ValueError, TypeError):
         f = None
     if f:
@@ -138,7 +141,7 @@ def infer_freq(ts: pd.Series | pd.DatetimeIndex, source: str = "input") -> str:
         raise _err("frequency", f"{source}: cannot infer a regular frequency: the most common step {step} covers only "
                           f"{n}/{len(steps)} steps; pass --freq")
     day = pd.Timedelta(days=1)
-    if step == day and not (idx.dayofweek >= 5).any():
+    if step == day and not (idx.day_of_week >= 5).any():
         return "B"
     if step == 7 * day:
         return to_freq(f"W-{idx[0].day_name()[:3].upper()}")

@@ -1,0 +1,216 @@
+"""Ingest: canonical output for good files; one clear line, a quarantined copy and an untouched input for bad ones."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from pipeline.errors import ConfigError, IngestError
+from pipeline.ingest import infer_freq, ingest_file, read_raw
+
+GOOD = "date,load,temp\n" + "".join(f"2024-01-01 {h:02d}:00,{10 + h},{h / 2}\n" for h in range(24))
+
+
+def _snapshot(p: Path):
+    return (p.read_bytes(), p.stat().st_mtime_ns) if p.is_file() else None
+
+
+# ---------------------------------------------------------------- the malformed-file corpus
+# name -> (file name, bytes or None for "do not create" / "dir" for a directory, ingest kwargs, rule, must-contain)
+CORPUS = {
+    "empty": ("empty.csv", b"", {}, "empty", ["empty file"]),
+    "header_only": ("header.csv", b"date,load,temp\n", {}, "header_only",
+                    ["header only", "columns found: date, load, temp"]),
+    "no_time_col": ("notime.csv", GOOD.replace("date", "when").encode(), {}, "time_column",
+                    ["no time column 'date'", "columns found: when, load, temp"]),
+    "bad_dates": ("dates.csv", (GOOD.replace("2024-01-01 03:00", "yesterday")
+                                .replace("2024-01-01 07:00", "31/31/2024")).encode(), {}, "time_parse",
+                  ["time column 'date'", "2 values are not dates", "first 'yesterday' at line 5"]),
+    "non_numeric": ("nonnum.csv", GOOD.replace(",12,", ",twelve,").replace(",15,", ",n/a?,").encode(), {},
+                    "numeric", ["column 'load'", "2 non-numeric values", "first 'twelve' at line 4"]),
+    "binary": ("garbage.csv", bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)), {}, "binary",
+               ["binary content"]),
+    "wrong_delimiter": ("semi.csv", GOOD.replace(",", ";").encode(), {"delimiter": ","}, "delimiter",
+                        ["do not split with delimiter ','", "--delimiter ';'"]),
+    "no_delimiter": ("spaces.csv", GOOD.replace(",", " ").replace("01 ", "01T").encode(), {}, "delimiter",
+                     ["do not split", "--delimiter"]),
+    "ragged_rows": ("ragged.csv", (GOOD + "2024-01-02 00:00,1,2,3,4\n").encode(), {}, "delimiter",
+                    ["rows do not split like the header"]),
+    "wrong_target": ("target.csv", GOOD.encode(), {"targets": ["Demand"]}, "column_missing",
+                     ["target column 'Demand' not found", "columns found: date, load, temp"]),
+    "wrong_feature": ("feature.csv", GOOD.encode(), {"features": ["humidity"]}, "column_missing",
+                      ["feature column 'humidity' not found"]),
+    "fake_parquet": ("fake.parquet", GOOD.encode(), {"fmt": "parquet"}, "parquet", ["not a Parquet file"]),
+    "truncated_parquet": ("cut.parquet", "PARQUET", {"fmt": "parquet"}, "parquet", ["Parquet"]),
+    "missing_file": ("nowhere.csv", None, {}, "missing_file", ["file not found"]),
+    "directory": ("adir.csv", "dir", {}, "directory", ["is a directory"]),
+    "irregular_no_freq": ("irregular.csv", ("date,load,temp\n" + "".join(
+        f"2024-01-01 00:{m:02d},{m},1\n" for m in (0, 1, 3, 7, 12, 20, 31, 45, 58))).encode(), {}, "frequency",
+        ["cannot infer a regular frequency", "--freq"]),
+}
+
+
+def _make(project: Path, fname: str, content) -> Path:
+    p = project / "inputs" / fname
+    p.parent.mkdir(exist_ok=True)
+    if content == "dir":
+        p.mkdir()
+    elif content == "PARQUET":  # a real Parquet file cut in half: magic at the start, not at the end
+        pd.read_csv(__import__("io").StringIO(GOOD)).to_parquet(p)
+        p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    elif content is not None:
+        p.write_bytes(content)
+    return p
+
+
+@pytest.mark.parametrize("case", list(CORPUS))
+def test_corpus_gives_one_clear_line(case, project, settings_for):
+    fname, content, kw, rule, needles = CORPUS[case]
+    path = _make(project, fname, content)
+    before = _snapshot(path)
+    args = {"name": "bad", "time_col": "date", "targets": ["load"], "features": ["temp"], **kw}
+    with pytest.raises(IngestError) as ei:
+        ingest_file(path, settings=settings_for("bad"), **args)
+    msg = str(ei.value)
+    assert "\n" not in msg and msg.startswith(str(path)), msg
+    for n in needles:
+        assert n in msg, (n, msg)
+    # the input is untouched, nothing half-written, and the quarantine holds the copy and the report
+    assert _snapshot(path) == before
+    assert not (project / "data" / "bad" / "raw.parquet").exists()
+    (q,) = list((project / "quarantine").iterdir())
+    assert q.name.startswith("bad-")
+    report = json.loads((q / "report.json").read_text())
+    assert report["rule"] == rule and report["error"] == msg
+    if path.is_file():
+        assert (q / path.name).read_bytes() == path.read_bytes()
+    if rule in ("numeric", "time_parse"):
+        assert report["count"] == 2
+
+
+# ---------------------------------------------------------------- good files
+
+@pytest.mark.parametrize("delim", [",", ";", "\t", "|"])
+def test_delimiters_are_sniffed_and_bom_is_ok(delim, project, settings_for):
+    p = project / "in.csv"
+    p.write_bytes(b"\xef\xbb\xbf" + GOOD.replace(",", delim).encode())
+    r = ingest_file(p, name="d", time_col="date", targets=["load"], features=["temp"], settings=settings_for("d"))
+    assert list(r.frame.columns) == ["timestamp", "load", "temp"]
+    assert r.meta.delimiter == delim and r.meta.freq == "h" and r.meta.rows == 24
+    assert r.frame["load"].tolist() == [float(10 + h) for h in range(24)]
+
+
+def test_canonical_output_and_metadata(project, settings_for):
+    # unsorted, a duplicate, a 3-step gap, an inf, a NaN and a decimal comma: all kept for validation
+    rows = [("2024-01-01 02:00", "3,5", "1"), ("2024-01-01 00:00", "1", "1"), ("2024-01-01 01:00", "2", ""),
+            ("2024-01-01 01:00", "2", "2"), ("2024-01-01 03:00", "inf", "1"), ("2024-01-01 07:00", "8", "1"),
+            ("2024-01-01 08:00", "9", "1")]
+    p = project / "in.csv"
+    p.write_text("t;y;x\n" + "".join(";".join(r) + "\n" for r in rows))
+    before = _snapshot(p)
+    r = ingest_file(p, name="c", time_col="t", targets=["y"], features=["x"], settings=settings_for("c"))
+    assert _snapshot(p) == before
+    df, meta = read_raw("c", settings_for("c"))
+    assert list(df.columns) == ["timestamp", "y", "x"]
+    assert str(df["timestamp"].dtype) == "datetime64[ns]" and df["y"].dtype == np.float64
+    assert df["timestamp"].is_monotonic_increasing and len(df) == 7
+    assert df["y"].iloc[-1] == 9.0 and np.isinf(df["y"]).sum() == 1 and df["x"].isna().sum() == 1
+    assert df.loc[df["timestamp"] == "2024-01-01 02:00", "y"].item() == 3.5
+    assert meta["unsorted"] is True and meta["duplicates"] == 1 and meta["decimal"] == ","
+    assert meta["freq"] == "h" and meta["freq_source"] == "inferred"
+    assert meta["gaps"] == {"count": 1, "missing_steps": 3, "longest_steps": 3, "off_grid": 0}
+    assert meta["input_sha256"] == __import__("hashlib").sha256(p.read_bytes()).hexdigest()
+    assert meta["time_col"] == "t" and meta["targets"] == ["y"] and meta["features"] == ["x"]
+    assert meta["start"] == "2024-01-01 00:00:00" and meta["end"] == "2024-01-01 08:00:00"
+    assert (project / "data" / "c" / "raw.parquet").is_file() and r.meta_path.is_file()
+
+
+def test_timezones_become_utc(project, settings_for):
+    p = project / "tz.csv"
+    # a DST change: offsets differ between rows
+    p.write_text("time,v\n2024-03-31T00:00+01:00,1\n2024-03-31T01:00+01:00,2\n2024-03-31T03:00+02:00,3\n"
+                 "2024-03-31T04:00+02:00,4\n")
+    r = ingest_file(p, name="tz", time_col="time", targets=["v"], settings=settings_for("tz"))
+    assert r.frame["timestamp"].dt.tz is None
+    assert r.frame["timestamp"].tolist() == list(pd.date_range("2024-03-30 23:00", periods=4, freq="h"))
+    assert r.meta.timezone == "UTC" and r.meta.freq == "h"
+
+
+def test_parquet_with_time_index(project, settings_for):
+    idx = pd.date_range("2024-01-01", periods=50, freq="15min", tz="Europe/Paris", name="when")
+    src = pd.DataFrame({"a": np.arange(50, dtype="int64"), "b": np.linspace(0, 1, 50)}, index=idx)
+    p = project / "in.parquet"
+    src.to_parquet(p)
+    r = ingest_file(p, name="pq", time_col="when", targets=["b"], features=["a"], settings=settings_for("pq"))
+    assert list(r.frame.columns) == ["timestamp", "b", "a"] and r.frame["a"].dtype == np.float64
+    assert r.frame["timestamp"].iloc[0] == pd.Timestamp("2023-12-31 23:00") and r.meta.freq == "15min"
+
+
+def test_frequency_inference_and_declaration(project, settings_for):
+    ts = pd.date_range("2024-01-01", periods=200, freq="30min").delete([5, 6, 7, 50, 120])
+    assert infer_freq(ts) == "30min"                              # gaps: pd.infer_freq alone gives None
+    assert infer_freq(pd.bdate_range("2024-01-01", periods=60).delete([3, 20])) == "B"
+    assert infer_freq(pd.date_range("2024-01-01", periods=30, freq="MS").delete([4])) == "MS"
+    assert infer_freq(pd.date_range("2024-01-07", periods=30, freq="W-SUN").delete([4])) == "W-SUN"
+    p = project / "in.csv"
+    p.write_text(GOOD)
+    r = ingest_file(p, name="f", time_col="date", targets=["load"], freq="30min", settings=settings_for("f"))
+    assert r.meta.freq == "30min" and r.meta.freq_source == "declared" and r.meta.gaps["missing_steps"] == 23
+    with pytest.raises(ConfigError, match="--freq 'fortnightly'"):
+        ingest_file(p, name="f", time_col="date", targets=["load"], freq="fortnightly", settings=settings_for("f"))
+    with pytest.raises(ConfigError, match="'load' is listed more than once"):
+        ingest_file(p, name="f", time_col="date", targets=["load"], features=["load"], settings=settings_for("f"))
+
+
+def test_output_never_overwrites_its_own_input(project, settings_for):
+    p = project / "in.csv"
+    p.write_text(GOOD)
+    r = ingest_file(p, name="same", time_col="date", targets=["load"], settings=settings_for("same"))
+    before = _snapshot(r.parquet_path)
+    with pytest.raises(ConfigError, match="is the output of dataset 'same'"):
+        ingest_file(r.parquet_path, name="same", time_col="timestamp", targets=["load"], settings=settings_for("same"))
+    assert _snapshot(r.parquet_path) == before
+
+
+# ---------------------------------------------------------------- CLI
+
+@pytest.fixture
+def cli():
+    from pipeline.commands.data import register
+
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, list(args))
+
+
+def test_cli_ingest(project, cli):
+    p = project / "in.csv"
+    p.write_text(GOOD)
+    ok = cli("ingest", "--csv", str(p), "--name", "ok", "--time-col", "date", "--target", "load", "--features", "temp")
+    assert ok.exit_code == 0, ok.output
+    assert "24 rows" in ok.output and "freq h (inferred)" in ok.output
+    assert read_raw("ok", __import__("pipeline.config", fromlist=["x"]).load_params().for_dataset("ok"))[1][
+        "features"] == ["temp"]
+
+    bad = project / "bad.csv"
+    bad.write_text(GOOD.replace(",12,", ",oops,"))
+    before = _snapshot(bad)
+    r = cli("ingest", "--csv", str(bad), "--name", "bad", "--time-col", "date", "--target", "load")
+    assert r.exit_code == 2
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and str(bad) in lines[0] and "non-numeric" in lines[0] and "Traceback" not in r.output
+    assert _snapshot(bad) == before and len(list((project / "quarantine").iterdir())) == 1
+
+    r = cli("ingest", "--csv", str(p), "--bundled", "sp500")
+    assert r.exit_code == 2 and "exactly one of" in r.output
+    r = cli("ingest", "--bundled", "nosuch")
+    assert r.exit_code == 2 and "elecdemand" in r.output and "sp500" in r.output
+    for cmd in ("ingest", "validate", "datasets"):
+        assert cli(cmd, "--help").exit_code == 0
