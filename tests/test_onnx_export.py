@@ -1,0 +1,94 @@
+"""torch -> ONNX export: metadata, dynamic batch and length, the unrolled RNN, the parity gate."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from pipeline.datasets import load_bundled
+from pipeline.errors import ExportError
+from pipeline.inference import OnnxForecaster
+from pipeline.model import ModelSpec, build
+from pipeline.onnx_export import check_parity, export_checked, export_onnx
+
+LOOKBACK, HORIZON, VARS = 96, 12, ["Demand", "Temperature", "WorkDay"]
+
+
+@pytest.fixture(scope="module")
+def series() -> np.ndarray:
+    """Real data: Victoria's half-hourly electricity demand, temperature and working-day flag."""
+    return load_bundled("elecdemand")[VARS].to_numpy(np.float32)
+
+
+def real_windows(series: np.ndarray, n: int, length: int = LOOKBACK, seed: int = 0) -> np.ndarray:
+    starts = np.random.default_rng(seed).integers(0, len(series) - length, n)
+    return np.stack([series[s:s + length] for s in starts])
+
+
+def make_model(cell: str, series: np.ndarray, anchor: int | None = None, seed: int = 0):
+    spec = ModelSpec(cell=cell, n_vars=3, target_idx=[0], lookback=LOOKBACK, horizon=HORIZON, hidden_size=16,
+                     num_layers=2, rnn_steps=24, anchor_season=anchor,
+                     mean=series.mean(0).tolist(), std=series.std(0).tolist())
+    torch.manual_seed(seed)
+    model = build(spec).eval()
+    with torch.no_grad():  # random non-zero weights everywhere: an anchored head starts at zero, hiding the cell
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    return model
+
+
+@pytest.mark.parametrize("cell,anchor", [("rnn", None), ("lstm", 48), ("gru", None), ("rnn", 48)])
+def test_export_parity_dynamic_shapes_and_metadata(tmp_path, series, cell, anchor):
+    model = make_model(cell, series, anchor)
+    path = export_onnx(model, tmp_path / f"{cell}.onnx", {"variables": VARS, "targets": ["Demand"], "freq": "30min",
+                                                            "dataset": "elecdemand", "data_md5": "abc"})
+    res = check_parity(model, path, real_windows(series, 300))
+    assert res.ok and res.n == 300 and res.max_rel_to_scale < 1e-4, res.reason
+    assert "within tolerance" in res.reason
+
+    engine = OnnxForecaster.from_path(path, device="cpu")
+    for batch, length in [(1, LOOKBACK), (7, LOOKBACK + 13), (33, 3 * LOOKBACK)]:
+        x = real_windows(series, batch, length, seed=batch)
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x)).numpy()
+        got = engine.predict(x)
+        assert got.shape == (batch, HORIZON, 1)
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4 * float(series[:, 0].std()))
+
+    meta = engine.metadata
+    assert meta["variables"] == VARS and meta["freq"] == "30min" and meta["data_md5"] == "abc"
+    assert meta["lookback"] == LOOKBACK and meta["horizon"] == HORIZON and meta["cell"] == cell
+    assert meta["spec"]["anchor_season"] == anchor and meta["spec"]["hidden_size"] == 16
+    assert "cellcast_version" in meta
+
+
+def test_rnn_is_unrolled_and_lstm_gru_keep_native_ops(tmp_path, series):
+    ops = {}
+    for cell in ("rnn", "lstm", "gru"):
+        path = export_onnx(make_model(cell, series), tmp_path / f"{cell}.onnx", {})
+        ops[cell] = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "RNN" not in ops["rnn"] and {"MatMul", "Tanh"} <= ops["rnn"]
+    assert "LSTM" in ops["lstm"] and "GRU" in ops["gru"]
+
+
+def test_parity_gate_rejects_a_different_model(tmp_path, series):
+    model = make_model("gru", series, seed=0)
+    other = make_model("gru", series, seed=1)
+    windows = real_windows(series, 64)
+    path = export_onnx(other, tmp_path / "other.onnx", {})
+    res = check_parity(model, path, windows)
+    assert not res.ok and res.max_rel_to_scale > 1e-3 and "NOT within" in res.reason
+
+    # export_checked: passes for the right model, and a failure removes the file and says why
+    good, res = export_checked(model, tmp_path / "good.onnx", {}, windows)
+    assert good.is_file() and res.ok
+    with pytest.raises(ExportError, match="parity gate failed"):
+        export_checked(model, tmp_path / "bad.onnx", {}, windows, rtol=1e-12)
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_bad_example_shape_is_a_one_line_error(tmp_path, series):
+    model = make_model("lstm", series)
+    with pytest.raises(ExportError, match=r"expected shape \(batch, >= 96, 3\)"):
+        export_onnx(model, tmp_path / "m.onnx", {}, example=np.zeros((2, 10, 3), np.float32))
