@@ -181,8 +181,6 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
         else:
             bad_epochs += 1
         log.info("%s epoch %d: train %.4f val %.4f lr %.2g", cand.name, epoch, train_loss, val, row["lr"])
-        if on_epoch:
-            on_epoch(row)
         done = bad_epochs >= t.patience or time.perf_counter() - t_start > t.time_budget_s or epoch == t.epochs
         if ckpt:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -192,6 +190,8 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
                         "best_epoch": best_epoch, "bad_epochs": bad_epochs, "best_state": best_state,
                         "initial": initial, "done": done}, tmp)
             tmp.replace(ckpt)  # atomic: a crash mid-write leaves the previous checkpoint
+        if on_epoch:
+            on_epoch(row)
         if bad_epochs >= t.patience:
             stopped = f"early stop: no val improvement for {t.patience} epochs"
             break

@@ -1,0 +1,52 @@
+"""Metrics and baselines, checked against values worked out by hand."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import Params
+from pipeline.evaluate import (baseline_names, evaluate_baselines, mase_scale, metrics, seasonal_naive,
+                               usable_seasons)
+from pipeline.window import build_windows
+
+
+def test_metrics_by_hand():
+    y = np.array([[[1.0], [2.0]], [[3.0], [4.0]]])
+    p = np.array([[[2.0], [2.0]], [[3.0], [2.0]]])
+    m = metrics(y, p, np.array([0.5]))
+    assert m["mae"] == pytest.approx(0.75)
+    assert m["rmse"] == pytest.approx(np.sqrt((1 + 0 + 0 + 4) / 4))
+    assert m["mase"] == pytest.approx(1.5)
+    assert m["smape"] == pytest.approx(100 * np.mean([2 / 3, 0, 0, 2 * 2 / 6]))
+
+
+def _ws(values, lookback=6, horizon=3, freq="h"):
+    df = pd.DataFrame({"timestamp": pd.date_range("2021-01-01", periods=len(values), freq=freq), "y": values})
+    s = Params(window={"lookback": lookback, "horizon": horizon, "val_fraction": 0.2, "test_fraction": 0.2}).for_dataset("t")
+    return build_windows(df, name="t", variables=["y"], targets=["y"], freq=freq, settings=s)
+
+
+def test_seasonal_naive_repeats_the_last_observed_season():
+    ws = _ws(np.arange(60, dtype=float))
+    s = ws.starts["test"][:1]
+    L = ws.meta.lookback
+    last = s[0] + L - 1
+    np.testing.assert_array_equal(seasonal_naive(ws, s, 1)[0, :, 0], [last] * 3)
+    # season 2 with horizon 3: steps read rows last-1, last, last-1
+    np.testing.assert_array_equal(seasonal_naive(ws, s, 2)[0, :, 0], [last - 1, last, last - 1])
+
+
+def test_a_perfectly_periodic_series_is_solved_by_its_season():
+    t = np.arange(400)
+    ws = _ws(np.sin(2 * np.pi * t / 24) + 5, lookback=30, horizon=6)
+    rep = evaluate_baselines(ws, "test", usable_seasons(ws, [24]))
+    assert rep.best == "seasonal_naive_24"
+    assert rep.scores["seasonal_naive_24"]["mase"] < 1e-6 < rep.scores["naive"]["mase"]
+
+
+def test_mase_scale_is_the_one_step_naive_mae_on_train_rows():
+    ws = _ws(np.array([0.0, 2.0] * 50))
+    assert mase_scale(ws)[0] == pytest.approx(2.0)
+
+
+def test_baseline_names():
+    assert baseline_names([48, 336]) == {"naive": 1, "seasonal_naive_48": 48, "seasonal_naive_336": 336}

@@ -1,0 +1,136 @@
+"""Windowing: chronological splits without leakage, a train-only scaler, windows as views."""
+import tracemalloc
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipeline.config import Params
+from pipeline.errors import DataValidationError
+from pipeline.window import (build_windows, complete_windows, load_windows, resolve_window, save_windows,
+                             seasons_for)
+
+
+def frame(n=2000, freq="h", seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return pd.DataFrame({
+        "timestamp": pd.date_range("2020-01-01", periods=n, freq=freq),
+        "load": 10 + np.sin(2 * np.pi * t / 24) + 0.1 * rng.standard_normal(n),
+        "temp": 20 + 5 * np.sin(2 * np.pi * t / (24 * 7)),
+    })
+
+
+def settings(lookback=48, horizon=12, **window):
+    return Params(window={"lookback": lookback, "horizon": horizon, **window}).for_dataset("t")
+
+
+def make(df=None, **kw):
+    df = frame() if df is None else df
+    return build_windows(df, name="t", variables=["load", "temp"], targets=["load"], freq="h", settings=settings(**kw))
+
+
+def test_splits_are_chronological_and_targets_stay_in_their_split():
+    ws = make()
+    L, H = ws.meta.lookback, ws.meta.horizon
+    val, test = ws.meta.bounds["val"], ws.meta.bounds["test"]
+    tr, va, te = ws.starts["train"], ws.starts["val"], ws.starts["test"]
+    assert len(tr) and len(va) and len(te)
+    assert (tr + L + H <= val).all(), "a train window reads a validation row"
+    assert ((va + L >= val) & (va + L + H <= test)).all()
+    assert (te + L >= test).all() and (te + L + H <= ws.meta.rows).all()
+    assert tr.max() < va.min() < te.min()
+
+
+def test_scaler_is_fitted_on_train_rows_only():
+    df = frame()
+    a = make(df)
+    later = df.copy()
+    later.loc[a.meta.bounds["val"]:, ["load", "temp"]] *= 1000   # change only validation and test rows
+    b = make(later)
+    assert a.meta.mean == b.meta.mean and a.meta.std == b.meta.std
+    assert np.isclose(a.meta.mean[0], df["load"][: a.meta.bounds["val"]].mean(), rtol=1e-6)
+
+
+def test_windows_are_views_not_copies():
+    ws = make()
+    v = ws.view()
+    assert np.shares_memory(v, ws.values)
+    assert v.shape == (ws.meta.rows - ws.span + 1, ws.span, 2)
+    s = ws.starts["val"][5]
+    x, y = ws.batch(np.array([s]))
+    np.testing.assert_array_equal(x[0], ws.values[s:s + ws.meta.lookback])
+    np.testing.assert_array_equal(y[0, :, 0], ws.values[s + ws.meta.lookback:s + ws.span, 0])
+
+
+def test_memory_grows_with_the_series_not_with_lookback():
+    df = frame(20000)
+    peaks = {}
+    for L in (24, 24 * 40):
+        tracemalloc.start()
+        ws = make(df, lookback=L, horizon=24)
+        assert ws.view().shape[0] == ws.meta.rows - ws.span + 1
+        ws.batch(ws.starts["train"][:256])                   # a batch copies only its own windows
+        peaks[L] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    # a materialised window array at L=960 would be 20000*984*2*4 bytes = 157 MB
+    assert peaks[24 * 40] < 1.5 * peaks[24] + 2_000_000, peaks
+
+
+def test_torch_windows_match_numpy_and_unfold_is_a_view():
+    ws = make()
+    tw = ws.to_torch("cpu")
+    assert tw.windows.untyped_storage().data_ptr() == tw.series.untyped_storage().data_ptr()
+    idx = ws.starts["test"][:7]
+    xt, yt = tw.batch(torch.from_numpy(idx))
+    xn, yn = ws.batch(idx)
+    np.testing.assert_array_equal(xt.numpy(), xn)
+    np.testing.assert_array_equal(yt.numpy(), yn)
+
+
+def test_windows_never_cross_a_break():
+    df = frame()
+    df.loc[700:720, ["load", "temp"]] = np.nan        # a long gap kept as a break
+    ws = make(df)
+    for starts in ws.starts.values():
+        for s in starts:
+            assert not (s <= 720 and s + ws.span > 700)
+    assert complete_windows(ws.values, ws.span).sum() == sum(1 for s in range(ws.meta.rows - ws.span + 1)
+                                                              if not (s <= 720 and s + ws.span > 700))
+
+
+def test_stride_thins_train_windows():
+    a, b = make(stride=1), make(stride=4)
+    assert len(b.starts["train"]) == -(-len(a.starts["train"]) // 4)
+    assert (np.diff(b.starts["train"]) == 4).all()
+
+
+def test_too_short_for_one_window_in_each_split_is_a_clear_error():
+    with pytest.raises(DataValidationError, match=r"give 0 (train|val|test) window"):
+        make(frame(80))
+
+
+def test_save_and_load_round_trip(tmp_path):
+    s = settings()
+    s.paths.data = tmp_path / "data"
+    ws = build_windows(frame(), name="t", variables=["load", "temp"], targets=["load"], freq="h", settings=s)
+    save_windows(ws, s)
+    back = load_windows("t", s)
+    np.testing.assert_array_equal(back.values, ws.values)
+    assert back.meta == ws.meta
+    for k in ws.starts:
+        np.testing.assert_array_equal(back.starts[k], ws.starts[k])
+
+
+@pytest.mark.parametrize("freq,seasons", [("30min", [48, 336]), ("h", [24, 168]), ("D", [7, 365]), ("B", [5]),
+                                          ("MS", [12]), ("W-SUN", [52]), ("QS", [4]), ("YS", []), ("5min", [288, 2016])])
+def test_natural_seasons(freq, seasons):
+    assert seasons_for(freq) == seasons
+
+
+def test_auto_window_follows_the_frequency():
+    s = Params().for_dataset("x")
+    assert resolve_window(s, "30min", 17520) == (336 + s.train.rnn_steps, 48)
+    assert resolve_window(s, "D", 5000)[1] == 7
+    assert resolve_window(Params(window={"lookback": 10, "horizon": 3}).for_dataset("x"), "D", 5000) == (10, 3)
