@@ -40,7 +40,7 @@ def seasons_for(freq: str, n_rows: int | None = None) -> list[int]:
             if k > 1 and float(k).is_integer():
                 out.append(int(k))
     else:
-        name = off.name.upper()
+        name = off.rule_code.upper()
         calendar = {"B": [5], "C": [5], "W": [52], "M": [12], "S": [12], "Q": [4]}
         key = "Q" if "Q" in name else ("W" if name.startswith("W") else name[0])
         if name.startswith(("BQ", "BM", "BY", "BA")):
