@@ -46,7 +46,7 @@ def configure(root: Path | str | None = None) -> str:
     """Point MLflow at $MLFLOW_TRACKING_URI, else at the embedded store under `root` (default: cwd)."""
     # a per-file progress bar on stderr clutters CLI and flow logs
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    env = os.environ.get("MLFLOW_TRACKING_URI")
+    env = _user_uri()
     if env:
         uri, artifact_root = env, None  # the server decides where artifacts go
     else:
@@ -61,9 +61,19 @@ def configure(root: Path | str | None = None) -> str:
     return uri
 
 
+def _user_uri() -> str | None:
+    """$MLFLOW_TRACKING_URI unless it is the embedded URI we set (mlflow.set_tracking_uri exports it)."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env and _state["artifact_root"] is not None and env == _state["uri"]:
+        return None
+    return env or None
+
+
 def _ensure_configured() -> None:
-    # a caller that never configured still lands in the project store, never in ./mlruns
-    if _state["uri"] is None or (os.environ.get("MLFLOW_TRACKING_URI") or _state["uri"]) != _state["uri"]:
+    # a caller that never configured still lands in the project store, never in ./mlruns;
+    # a server named in the environment since the last configure() takes over
+    user = _user_uri()
+    if _state["uri"] is None or (user is not None and user != _state["uri"]):
         configure()
 
 
@@ -209,7 +219,13 @@ def _check_example(input_example: np.ndarray) -> np.ndarray:
 def _onnx_io(onnx_path: Path) -> tuple[list[tuple[str, tuple]], list[tuple[str, tuple]]]:
     import onnx  # read the graph's declared inputs/outputs; symbolic dims come back as -1
 
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    try:
+        # the exporter leaves the forecast dims symbolic; inference recovers (horizon, targets)
+        model = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - the declared shapes are still a valid (looser) signature
+        pass
+    graph = model.graph
 
     def dims(vi):
         return tuple(d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim)

@@ -1,0 +1,112 @@
+"""`cellcast models`, `cellcast rollback`, `cellcast ui`: look at and move the model registry."""
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+
+# the decision tags worth a column, in this order
+_COLUMNS = ("promotion.candidate_mase", "promotion.baseline_mase", "promotion.baseline_name", "promotion.champion_mase")
+
+
+def _settings(name: str):
+    from ..config import load_params
+
+    return load_params().for_dataset(name)
+
+
+def _root() -> Path:
+    from ..config import find_params
+
+    return find_params().parent
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths)),
+                      *(fmt.format(*r) for r in rows)]).rstrip()
+
+
+def versions_table(versions) -> str:
+    """The registry view of one model: a row per version, newest first."""
+    header = ["version", "aliases", "decision", "MASE", "baseline", "base MASE", "champ MASE", "run", "reason"]
+    rows = []
+    for v in versions:
+        t = v.tags
+        rows.append([f"v{v.version}", ",".join(v.aliases) or "-", t.get("promotion.decision", "-"),
+                     _short(t.get("promotion.candidate_mase")), t.get("promotion.baseline_name") or "-",
+                     _short(t.get("promotion.baseline_mase")), _short(t.get("promotion.champion_mase")),
+                     v.run_id[:8] or "-", t.get("promotion.reason", "")])
+    return _table(rows, header)
+
+
+def _short(x: str | None) -> str:
+    try:
+        return f"{float(x):.4g}"
+    except (TypeError, ValueError):
+        return "-"
+
+
+def ui_command(uri: str, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+    return ["mlflow", "ui", "--backend-store-uri", uri, "--port", str(port), "--host", host]
+
+
+def register(app: typer.Typer) -> None:
+    from ..cli import friendly
+
+    @app.command()
+    @friendly
+    def models(name: str = typer.Argument(..., help="dataset name; the model is <name>-forecaster")) -> None:
+        """List a dataset's registered model versions, their aliases and promotion decisions."""
+        from .. import tracking
+        from ..errors import NotFoundError
+
+        model_name = _settings(name).model_name
+        tracking.configure(_root())
+        versions = tracking.list_versions(model_name)
+        if not versions:
+            raise NotFoundError(f"model '{model_name}' has no registered versions: train one with `cellcast train {name}`")
+        champ = next((v for v in versions if "champion" in v.aliases), None)
+        typer.echo(f"{model_name}: {len(versions)} version(s), champion "
+                   f"{'v' + str(champ.version) if champ else 'none'}")
+        typer.echo(versions_table(versions))
+
+    @app.command()
+    @friendly
+    def rollback(name: str = typer.Argument(..., help="dataset name; the model is <name>-forecaster")) -> None:
+        """Make the 'previous' version champion again (run twice to undo)."""
+        from .. import tracking
+
+        model_name = _settings(name).model_name
+        tracking.configure(_root())
+        before = tracking.get_alias(model_name, "champion")
+        now = tracking.rollback(model_name)
+        was = f"v{before.version}" if before else "none"
+        typer.echo(f"{model_name}: champion {was} -> v{now.version}; previous is now {was}")
+
+    @app.command()
+    @friendly
+    def ui(start: bool = typer.Option(False, "--start", help="run it instead of printing it"),
+           port: int = typer.Option(5000, help="port for the UI"),
+           host: str = typer.Option("127.0.0.1", help="interface to listen on")) -> None:
+        """Print (or with --start, run) the command that opens the MLflow UI on this project's store."""
+        from .. import tracking
+
+        uri = tracking.configure(_root())
+        if uri.startswith(("http://", "https://")):
+            typer.echo(f"tracking server in use (MLFLOW_TRACKING_URI): open {uri}")
+            return
+        cmd = ui_command(uri, host, port)
+        typer.echo(shlex.join(cmd))
+        if start:
+            mlflow_bin = Path(sys.executable).with_name("mlflow")
+            if mlflow_bin.exists():
+                cmd[0] = str(mlflow_bin)
+            # no background job runner: the UI answers in seconds instead of ~45 s
+            env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+            raise typer.Exit(subprocess.call(cmd, env=env))

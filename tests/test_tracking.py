@@ -1,0 +1,392 @@
+"""pipeline.tracking against a real embedded MLflow store (sqlite + local artifacts) and, once, a real
+`mlflow server` reached through MLFLOW_TRACKING_URI. Tiny real models, exported to ONNX here."""
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import typer
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from pipeline import tracking
+from pipeline.commands.registry import register as register_commands
+from pipeline.errors import NoChampionError, NotFoundError
+from pipeline.model import Forecaster, ModelSpec
+from pipeline.promotion import decide
+
+try:  # tests/ is a plain folder of modules or, if someone adds __init__.py, a package
+    from mlflow_server import mlflow_server
+except ImportError:  # pragma: no cover
+    from tests.mlflow_server import mlflow_server
+
+LOOKBACK, N_VARS, HORIZON = 24, 2, 4
+
+
+def _model(seed: int, cell: str = "lstm") -> Forecaster:
+    torch.manual_seed(seed)
+    spec = ModelSpec(cell=cell, n_vars=N_VARS, target_idx=[0], lookback=LOOKBACK, horizon=HORIZON,
+                     hidden_size=8, rnn_steps=12, mean=[10.0, 5.0], std=[2.0, 1.0])
+    m = Forecaster(spec).eval()
+    with torch.no_grad():  # a fresh head is tiny; make models clearly distinguishable
+        m.head.bias.add_(float(seed))
+    return m
+
+
+def _export(model: Forecaster, path: Path) -> Path:
+    x = torch.randn(2, LOOKBACK, N_VARS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript exporter deprecation
+        torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"],
+                          output_names=["forecast"], dynamic_axes={"x": {0: "batch", 1: "time"},
+                                                                   "forecast": {0: "batch"}})
+    return path
+
+
+def _x(batch: int = 3, steps: int = LOOKBACK, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).normal(size=(batch, steps, N_VARS)) + [10, 5]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("onnx")
+    out = {}
+    for seed in (1, 2, 3, 4):
+        m = _model(seed)
+        out[seed] = (m, _export(m, d / f"m{seed}.onnx"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def store_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("project")
+
+
+@pytest.fixture
+def store(store_root, monkeypatch):
+    """The embedded store of one project dir, shared by the module (the sqlite schema takes seconds)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(store_root)
+    tracking.configure(store_root)
+    return store_root
+
+
+def _new_version(model_name: str, onnx_path: Path, dataset: str = "toy", tags: dict | None = None) -> int:
+    with tracking.parent_run(dataset):
+        with tracking.candidate_run("lstm") as rid:
+            uri = tracking.log_onnx_model(onnx_path, _x())
+    return tracking.register_version(model_name, uri, rid, tags=tags)
+
+
+def _aliases(model_name: str) -> dict[str, int]:
+    return {a: v.version for v in tracking.list_versions(model_name) for a in v.aliases}
+
+
+# ---------------------------------------------------------------- configuration and runs
+
+def test_configure_embedded_store_and_env_override(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    uri = tracking.configure(tmp_path)
+    assert uri == f"sqlite:///{tmp_path.resolve()}/.cellcast/mlflow.db"
+    assert tracking.configure(tmp_path) == uri and mlflow.get_tracking_uri() == uri  # idempotent
+    assert mlflow.get_registry_uri() == uri
+    with tracking.parent_run("cfg") as rid:
+        tracking.log_dict({"a": 1}, "a.json")
+    exp = MlflowClient().get_experiment_by_name("cellcast/cfg")
+    assert exp.artifact_location.startswith((tmp_path / ".cellcast" / "mlartifacts").resolve().as_uri())
+    art = MlflowClient().get_run(rid).info.artifact_uri
+    assert Path(art.replace("file://", ""), "a.json").is_file()
+    assert not (tmp_path / "mlruns").exists()
+
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    assert tracking.configure(tmp_path) == other
+    assert mlflow.get_tracking_uri() == other
+
+
+def test_nested_runs_with_params_metrics_tags_and_artifacts(store):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with tracking.parent_run("nest", run_name="pipeline", tags={"data_md5": "abc"}) as pid:
+        tracking.log_params({"lookback": LOOKBACK})
+        with tracking.candidate_run("lstm-h8", params={"cell": "lstm", "hidden_size": 8}, tags={"kind": "rnn"}) as cid:
+            for step, loss in enumerate([1.0, 0.5, 0.25]):
+                tracking.log_metrics({"train_loss": loss}, step=step)
+            tracking.log_metrics({"mase": 0.8})
+            tracking.set_tags({"onnx.parity": "ok"})
+            fig, ax = plt.subplots()
+            ax.plot([1, 2, 3])
+            tracking.log_figure(fig, "plots/forecast.png")
+            plt.close(fig)
+            tracking.log_dict({"cell": "lstm"}, "spec.json")
+        tracking.set_tags({"best": cid})
+    c = MlflowClient()
+    parent, child = c.get_run(pid), c.get_run(cid)
+    assert child.data.tags["mlflow.parentRunId"] == pid
+    assert child.info.experiment_id == parent.info.experiment_id
+    assert c.get_experiment(parent.info.experiment_id).name == "cellcast/nest"
+    assert parent.data.params == {"lookback": str(LOOKBACK)} and parent.data.tags["data_md5"] == "abc"
+    assert parent.data.tags["best"] == cid and parent.info.run_name == "pipeline"
+    assert child.data.params == {"cell": "lstm", "hidden_size": "8"}
+    assert child.data.tags["kind"] == "rnn" and child.data.tags["onnx.parity"] == "ok"
+    assert child.data.metrics["mase"] == 0.8
+    assert [m.value for m in c.get_metric_history(cid, "train_loss")] == [1.0, 0.5, 0.25]
+    assert {f.path for f in c.list_artifacts(cid)} >= {"plots", "spec.json"}
+    assert [f.path for f in c.list_artifacts(cid, "plots")] == ["plots/forecast.png"]
+    assert parent.info.status == child.info.status == "FINISHED"
+
+
+def test_failure_ends_runs_failed_and_logging_outside_a_run_is_refused(store):
+    ids = {}
+    with pytest.raises(ZeroDivisionError):
+        with tracking.parent_run("nest") as pid:
+            ids["p"] = pid
+            with tracking.candidate_run("gru") as cid:
+                ids["c"] = cid
+                1 / 0
+    c = MlflowClient()
+    assert c.get_run(ids["p"]).info.status == "FAILED" and c.get_run(ids["c"]).info.status == "FAILED"
+    assert mlflow.active_run() is None
+    with pytest.raises(RuntimeError, match="no active run"):
+        tracking.log_metrics({"x": 1.0})
+    with pytest.raises(RuntimeError, match="parent_run"):
+        with tracking.candidate_run("orphan"):
+            pass
+
+
+def test_candidate_in_a_worker_thread_nests_under_the_parent(store):
+    # Prefect's default task runner runs tasks in threads, where MLflow's active run is not visible
+    out = {}
+    with tracking.parent_run("nest") as pid:
+        def task():
+            with tracking.candidate_run("rnn") as cid:
+                tracking.log_metrics({"mase": 0.9})
+                out["cid"] = cid
+        t = threading.Thread(target=task)
+        t.start()
+        t.join()
+    run = MlflowClient().get_run(out["cid"])
+    assert run.data.tags["mlflow.parentRunId"] == pid and run.data.metrics["mase"] == 0.9
+
+
+# ---------------------------------------------------------------- logged models
+
+def test_onnx_model_signature_has_flexible_batch_and_sequence(store, models):
+    m, path = models[1]
+    with tracking.parent_run("sig"):
+        with tracking.candidate_run("lstm"):
+            uri = tracking.log_onnx_model(path, _x(batch=1), metadata={"cell": "lstm"})
+    info = mlflow.models.get_model_info(uri)
+    (spec,) = info.signature.inputs.inputs
+    assert spec.shape == (-1, -1, N_VARS) and spec.name == "x" and spec.type == np.float32
+    (out,) = info.signature.outputs.inputs
+    assert out.shape == (-1, HORIZON, 1)
+    assert info.metadata == {"cell": "lstm"}
+    pyf = mlflow.pyfunc.load_model(uri)
+    for batch, steps in [(1, LOOKBACK), (5, LOOKBACK), (5, LOOKBACK + 7)]:
+        x = _x(batch, steps)
+        got = pyf.predict({"x": x})["forecast"]
+        want = m(torch.from_numpy(x)).detach().numpy()
+        np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_torch_model_loads_and_predicts_any_batch_and_length(store, models):
+    m, _ = models[2]
+    with tracking.parent_run("sig"):
+        with tracking.candidate_run("lstm"):
+            uri = tracking.log_torch_model(m, _x(batch=2))
+    info = mlflow.models.get_model_info(uri)
+    assert info.signature.inputs.inputs[0].shape == (-1, -1, N_VARS)
+    pyf = mlflow.pyfunc.load_model(uri)
+    for batch, steps in [(1, LOOKBACK), (5, LOOKBACK), (5, LOOKBACK + 7)]:
+        x = _x(batch, steps)
+        got = np.asarray(pyf.predict(x))
+        want = m(torch.from_numpy(x)).detach().numpy()
+        assert got.shape == (batch, HORIZON, 1)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+# ---------------------------------------------------------------- registry, promotion, rollback
+
+def test_register_promote_reject_and_rollback(store, models):
+    name = "promo-forecaster"
+    assert tracking.get_alias(name, "champion") is None  # no such model yet
+    v1 = _new_version(name, models[1][1], tags={"cell": "lstm"})
+    info = tracking.get_version(name, v1)
+    assert info.version == 1 and info.tags["cell"] == "lstm" and info.run_id
+
+    # v1 beats the baseline by more than the margin, no champion yet: promoted
+    tracking.apply_decision(name, v1, decide(0.80, 1.00, "seasonal_naive_48", 0.02))
+    assert _aliases(name) == {"champion": 1, "challenger": 1}
+    assert tracking.get_version(name, v1).tags["promotion.decision"] == "promoted"
+
+    # v2 is within the margin of the baseline: challenger only, champion unchanged
+    v2 = _new_version(name, models[2][1])
+    d2 = decide(0.99, 1.00, "seasonal_naive_48", 0.02, champion=0.80, champion_version=1)
+    got = tracking.apply_decision(name, v2, d2)
+    assert got.aliases == ["challenger"]
+    assert _aliases(name) == {"champion": 1, "challenger": 2}
+    assert got.tags["promotion.decision"] == "rejected" and got.tags["promotion.reason"] == d2.reason
+    assert got.tags["promotion.candidate_mase"] == "0.99" and got.tags["promotion.baseline_name"] == "seasonal_naive_48"
+
+    # v3 beats the baseline but not the champion: champion unchanged
+    v3 = _new_version(name, models[3][1])
+    tracking.apply_decision(name, v3, decide(0.85, 1.00, "naive", 0.02, champion=0.80, champion_version=1))
+    assert _aliases(name) == {"champion": 1, "challenger": 3}
+    assert "champion unchanged" in tracking.get_version(name, v3).tags["promotion.reason"]
+
+    # v4 beats both: champion moves, the old one becomes previous
+    v4 = _new_version(name, models[4][1])
+    tracking.apply_decision(name, v4, decide(0.70, 1.00, "naive", 0.02, champion=0.80, champion_version=1))
+    assert _aliases(name) == {"champion": 4, "challenger": 4, "previous": 1}
+    assert [v.version for v in tracking.list_versions(name)] == [4, 3, 2, 1]
+
+    # rollback: previous is champion again; twice is an undo
+    assert tracking.rollback(name).version == 1
+    assert _aliases(name) == {"champion": 1, "challenger": 4, "previous": 4}
+    assert tracking.rollback(name).version == 4
+    assert _aliases(name) == {"champion": 4, "challenger": 4, "previous": 1}
+
+    # the champion's ONNX file serves the champion's numbers
+    path, info = tracking.download_model(name, "champion", dst=store / "dl")
+    assert path.suffix == ".onnx" and info.version == 4
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = _x(batch=5, steps=LOOKBACK + 3)
+    want = models[4][0](torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], want, atol=1e-4)
+    # by number, into the default cache under the project, reused on the second call
+    p2, i2 = tracking.download_model(name, 2)
+    assert i2.version == 2 and p2.is_relative_to(store / ".cellcast" / "models")
+    assert tracking.download_model(name, "2")[0] == p2
+
+
+def test_rollback_and_download_with_nothing_there_give_clear_errors(store, models):
+    with pytest.raises(NotFoundError, match="'ghost-forecaster' is not registered"):
+        tracking.rollback("ghost-forecaster")
+    with pytest.raises(NoChampionError, match=r"no champion for model 'ghost-forecaster': train one"):
+        tracking.download_model("ghost-forecaster", "champion")
+
+    name = "lonely-forecaster"
+    v1 = _new_version(name, models[1][1])
+    with pytest.raises(NoChampionError, match="has no champion: nothing to roll back"):
+        tracking.rollback(name)
+    tracking.apply_decision(name, v1, decide(0.5, 1.0, "naive", 0.02))
+    with pytest.raises(NotFoundError, match=r"no 'previous' version to roll back to \(champion is v1\)"):
+        tracking.rollback(name)
+    with pytest.raises(NotFoundError, match="has no version 9"):
+        tracking.download_model(name, 9)
+    with pytest.raises(NotFoundError, match="no alias 'staging'"):
+        tracking.download_model(name, "staging")
+    assert _aliases(name) == {"champion": 1, "challenger": 1}  # errors moved nothing
+
+
+def test_with_retry_retries_only_connection_errors(monkeypatch):
+    monkeypatch.setattr(tracking, "RETRY_BASE_DELAY_S", 0.01)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # MLflow's own HTTP retries off
+    client = MlflowClient(tracking_uri="http://127.0.0.1:9", registry_uri="http://127.0.0.1:9")  # nothing listens
+    calls = []
+
+    def unreachable():
+        calls.append(1)
+        return client.get_registered_model("x")
+
+    with pytest.raises(mlflow.exceptions.MlflowException, match="127.0.0.1"):
+        tracking.with_retry(unreachable, attempts=3)
+    assert len(calls) == 3
+
+    calls.clear()
+
+    def bad():
+        calls.append(1)
+        raise ValueError("not a network problem")
+
+    with pytest.raises(ValueError):
+        tracking.with_retry(bad)
+    assert len(calls) == 1
+
+    flaky = iter([ConnectionResetError("reset"), "ok"])
+
+    def once_flaky():
+        v = next(flaky)
+        if isinstance(v, Exception):
+            raise v
+        return v
+
+    assert tracking.with_retry(once_flaky) == "ok"
+
+
+# ---------------------------------------------------------------- CLI
+
+def test_cli_models_rollback_ui(store, models):
+    app = typer.Typer()
+    register_commands(app)
+    runner = CliRunner()
+
+    r = runner.invoke(app, ["models", "clitoy"])
+    assert r.exit_code == 2 and "clitoy-forecaster" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["rollback", "clitoy"])
+    assert r.exit_code == 2 and "not registered" in r.output
+
+    name = "clitoy-forecaster"
+    v1 = _new_version(name, models[1][1], dataset="clitoy")
+    tracking.apply_decision(name, v1, decide(0.5, 1.0, "naive", 0.02))
+    v2 = _new_version(name, models[2][1], dataset="clitoy")
+    tracking.apply_decision(name, v2, decide(0.4, 1.0, "naive", 0.02, champion=0.5, champion_version=1))
+
+    r = runner.invoke(app, ["models", "clitoy"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0] == "clitoy-forecaster: 2 version(s), champion v2"
+    row2 = next(ln for ln in lines if ln.startswith("v2 "))
+    assert "challenger,champion" in row2 and "promoted" in row2 and "0.4" in row2
+    assert "previous" in next(ln for ln in lines if ln.startswith("v1 "))
+
+    r = runner.invoke(app, ["rollback", "clitoy"])
+    assert r.exit_code == 0, r.output
+    assert r.output.strip() == "clitoy-forecaster: champion v2 -> v1; previous is now v2"
+    assert _aliases(name)["champion"] == 1
+
+    r = runner.invoke(app, ["ui"])
+    assert r.exit_code == 0
+    assert r.output.strip() == (f"mlflow ui --backend-store-uri sqlite:///{store.resolve()}/.cellcast/mlflow.db "
+                                "--port 5000 --host 127.0.0.1")
+
+
+# ---------------------------------------------------------------- a real tracking server
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as url:
+        yield url
+
+
+def test_remote_server_register_promote_rollback_download(server, models, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    monkeypatch.chdir(tmp_path)
+    assert tracking.configure() == server
+    name = "remote-forecaster"
+    v1 = _new_version(name, models[1][1], dataset="remote")
+    tracking.apply_decision(name, v1, decide(0.6, 1.0, "naive", 0.02))
+    v2 = _new_version(name, models[2][1], dataset="remote")
+    tracking.apply_decision(name, v2, decide(0.5, 1.0, "naive", 0.02, champion=0.6, champion_version=v1))
+    assert _aliases(name) == {"champion": v2, "challenger": v2, "previous": v1}
+    assert tracking.get_version(name, v2).source.startswith("mlflow-artifacts:")
+
+    assert tracking.rollback(name).version == v1
+    path, info = tracking.download_model(name, "champion")
+    assert info.version == v1 and path.is_relative_to(tmp_path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = _x(batch=1)
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], models[1][0](torch.from_numpy(x)).detach().numpy(),
+                               atol=1e-4)
+    assert not (tmp_path / ".cellcast" / "mlflow.db").exists()  # nothing went to the embedded store
