@@ -1,0 +1,239 @@
+"""The real service (uvicorn on 127.0.0.1): forecasts equal the batch path, hot swaps under load lose no
+request, broken versions are not swapped in, bad requests get a 4xx with a message."""
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipeline.config import Settings
+from pipeline.datasets import load_bundled
+from pipeline.errors import NotFoundError
+from pipeline.inference import OnnxForecaster
+from pipeline.model import ModelSpec, build
+from pipeline.onnx_export import export_onnx
+from pipeline.serve import ServerThread, create_app
+
+VARS, LOOKBACK, HORIZON = ["Demand", "Temperature", "WorkDay"], 48, 6
+SETTINGS = Settings(dataset="elecdemand")
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return load_bundled("elecdemand")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, frame):
+    """Two good versions (different weights), one with NaN weights (fails its smoke forecast), one corrupt file."""
+    d = tmp_path_factory.mktemp("serve-models")
+    x = frame[VARS].to_numpy(np.float32)
+    out = {}
+    for version, seed in (("1", 1), ("2", 2), ("4", 4)):
+        spec = ModelSpec(cell="gru", n_vars=3, target_idx=[0], lookback=LOOKBACK, horizon=HORIZON, hidden_size=8,
+                         rnn_steps=12, mean=x.mean(0).tolist(), std=x.std(0).tolist())
+        torch.manual_seed(seed)
+        model = build(spec)
+        if version == "4":
+            with torch.no_grad():
+                model.head.bias.fill_(float("nan"))
+        out[version] = export_onnx(model, d / f"v{version}.onnx", {"variables": VARS, "targets": ["Demand"],
+                                                                     "freq": "30min", "dataset": "elecdemand"})
+    out["3"] = d / "v3.onnx"
+    out["3"].write_bytes(b"\x08\x07garbage, not a model")
+    return out
+
+
+class Source:
+    """A model source the test moves like a registry alias."""
+
+    def __init__(self, path, version):
+        self.set(path, version)
+
+    def set(self, path, version):
+        self.value = (path, SimpleNamespace(name="elecdemand-forecaster", version=version, run_id=f"run{version}"))
+
+    def __call__(self):
+        return self.value
+
+
+def body(frame: pd.DataFrame, end: int, timestamps: bool = True) -> dict:
+    rows = frame.iloc[end - LOOKBACK:end]
+    out = {"values": {v: rows[v].tolist() for v in VARS}}
+    if timestamps:
+        out["timestamps"] = [t.isoformat() for t in rows["timestamp"]]
+    return out
+
+
+def window(frame: pd.DataFrame, end: int) -> np.ndarray:
+    return frame[VARS].to_numpy(np.float32)[end - LOOKBACK:end]
+
+
+def wait_for(cond, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_forecasts_equal_the_batch_path(models, frame):
+    engine = OnnxForecaster.from_path(models["1"], device="cpu")
+    app = create_app(SETTINGS, source=Source(models["1"], "1"), device="cpu", poll_seconds=60)
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        assert c.get("/health").json()["version"] == "1"
+        info = c.get("/model").json()
+        assert info["version"] == "1" and info["provider"] == "CPUExecutionProvider" and info["alias"] == "champion"
+        assert (info["lookback"], info["horizon"], info["variables"]) == (LOOKBACK, HORIZON, VARS)
+        assert info["last_error"] is None and info["loaded_at"]
+
+        r = c.post("/v1/forecast", json=body(frame, 1000))
+        assert r.status_code == 200, r.text
+        got = r.json()
+        expected = engine.predict(window(frame, 1000)[None])[0, :, 0]
+        np.testing.assert_allclose(got["forecast"]["Demand"], expected, rtol=0, atol=1e-6)
+        last = frame["timestamp"].iloc[999]
+        assert got["timestamps"] == [(last + pd.Timedelta(minutes=30) * (i + 1)).isoformat() for i in range(HORIZON)]
+        assert got["model"]["version"] == "1" and got["provider"] == "CPUExecutionProvider"
+
+        # several series in one request: the same numbers as one batch through the engine
+        ends = [500, 3000, 9000]
+        r = c.post("/v1/forecast", json={"instances": [body(frame, e, timestamps=False) for e in ends]})
+        assert r.status_code == 200, r.text
+        batch = engine.predict(np.stack([window(frame, e) for e in ends]))
+        for i, item in enumerate(r.json()["forecasts"]):
+            assert item["timestamps"] is None
+            np.testing.assert_allclose(item["forecast"]["Demand"], batch[i, :, 0], rtol=0, atol=1e-6)
+
+
+def test_hot_swap_under_load_and_broken_versions(models, frame):
+    expect = {v: OnnxForecaster.from_path(models[v], device="cpu").predict(window(frame, 2000)[None])[0, :, 0]
+              for v in ("1", "2")}
+    assert np.abs(expect["1"] - expect["2"]).max() > 1e-3  # the versions are distinguishable
+    source = Source(models["1"], "1")
+    app = create_app(SETTINGS, source=source, device="cpu", poll_seconds=0.1)
+    results, errors = [], []
+    stop = threading.Event()
+
+    def client(url):
+        with httpx.Client(base_url=url, timeout=30) as c:
+            for _ in range(150):  # bounded in count and (below) in time
+                if stop.is_set():
+                    return
+                try:
+                    r = c.post("/v1/forecast", json=body(frame, 2000))
+                    results.append((r.status_code, r.json()))
+                except Exception as e:  # a lost request is a failure of this test
+                    errors.append(repr(e))
+
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        threads = [threading.Thread(target=client, args=(srv.url,)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        assert wait_for(lambda: len(results) >= 20)
+        source.set(models["2"], "2")
+        assert wait_for(lambda: c.get("/model").json()["version"] == "2")
+        n_at_swap = len(results)
+        assert wait_for(lambda: len(results) >= n_at_swap + 20)
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+
+        assert not errors
+        assert all(status == 200 for status, _ in results), [j for s, j in results if s != 200][:3]
+        seen = {j["model"]["version"] for _, j in results}
+        assert seen == {"1", "2"}
+        for _, j in results:  # each answer is wholly the old or wholly the new model
+            np.testing.assert_allclose(j["forecast"]["Demand"], expect[j["model"]["version"]], rtol=0, atol=1e-6)
+        assert c.get("/model").json()["swaps"] == 1
+
+        # a corrupt file, then a model whose smoke forecast is NaN: neither is swapped in
+        for bad, why in (("3", "could not load"), ("4", "smoke forecast failed")):
+            source.set(models[bad], bad)
+            assert wait_for(lambda: f"version {bad}" in (c.get("/model").json()["last_error"] or ""))
+            info = c.get("/model").json()
+            assert info["version"] == "2" and why in info["last_error"]
+            r = c.post("/v1/forecast", json=body(frame, 2000))
+            assert r.status_code == 200 and r.json()["model"]["version"] == "2"
+
+        # the source itself failing (registry down, alias removed) keeps the old model too
+        def gone():
+            raise NotFoundError("model 'elecdemand-forecaster' has no alias 'champion'")
+        app.state.holder.source = gone
+        assert wait_for(lambda: "model source" in (c.get("/model").json()["last_error"] or ""))
+        assert c.post("/v1/forecast", json=body(frame, 2000)).status_code == 200
+
+
+def test_bad_requests_get_4xx_with_a_message(models, frame):
+    app = create_app(SETTINGS, source=Source(models["1"], "1"), device="cpu", poll_seconds=60, max_body_bytes=200_000)
+    good = body(frame, 1000)
+
+    def with_values(**changes):
+        b = {"timestamps": good["timestamps"], "values": dict(good["values"])}
+        b["values"].update(changes)
+        return b
+
+    def with_stamps(stamps):
+        return {"timestamps": stamps, "values": good["values"]}
+
+    short = with_values(Demand=good["values"]["Demand"][:-1])
+    nan_json = ('{"values": {"Demand": [NaN' + ", 1.0" * (LOOKBACK - 1) + '], "Temperature": '
+                + str(good["values"]["Temperature"]) + ', "WorkDay": ' + str(good["values"]["WorkDay"]) + "}}")
+    irregular = list(good["timestamps"])
+    irregular[10] = irregular[11]
+    hourly = [(pd.Timestamp("2014-01-01") + pd.Timedelta(hours=i)).isoformat() for i in range(LOOKBACK)]
+    corpus = [
+        ("too short", {"json": short}, 422, "expected 48 observations"),
+        ("NaN literal", {"content": nan_json, "headers": {"content-type": "application/json"}}, 422, "NaN"),
+        ("a string", {"json": with_values(Temperature=["warm"] * LOOKBACK)}, 422, "values.Temperature[0]: expected a number, got str"),
+        ("a null", {"json": with_values(WorkDay=[None] + good["values"]["WorkDay"][1:])}, 422, "got null"),
+        ("a bool", {"json": with_values(WorkDay=[True] * LOOKBACK)}, 422, "got bool"),
+        ("missing variable", {"json": {"values": {"Demand": good["values"]["Demand"]}}}, 422, "missing Temperature, WorkDay"),
+        ("unknown variable", {"json": with_values(Wind=[1.0] * LOOKBACK)}, 422, "unknown Wind"),
+        ("values not an object", {"json": {"values": [1, 2, 3]}}, 422, "body.values: expected an object"),
+        ("not an object", {"json": [1, 2, 3]}, 422, "expected a JSON object"),
+        ("unknown field", {"json": {**good, "horizon": 3}}, 422, "unknown field(s) horizon"),
+        ("bad JSON", {"content": b'{"values": ', "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
+        ("not UTF-8", {"content": b'\xff\xfe{', "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
+        ("wrong content type", {"content": b"Demand=1", "headers": {"content-type": "text/plain"}}, 415, "content type 'text/plain'"),
+        ("oversized", {"content": b"[" + b"1.0," * 60_000 + b"1]", "headers": {"content-type": "application/json"}}, 413, "over the limit of 200000 bytes"),
+        ("irregular timestamps", {"json": with_stamps(irregular)}, 422, "regular step"),
+        ("wrong step", {"json": with_stamps(hourly)}, 422, "does not match the model's frequency 30min"),
+        ("not a date", {"json": with_stamps(["yesterday"] * LOOKBACK)}, 422, "not ISO 8601"),
+        ("too few timestamps", {"json": with_stamps(good["timestamps"][:5])}, 422, "got 5 items"),
+        ("empty instances", {"json": {"instances": []}}, 422, "non-empty list"),
+        ("bad instance", {"json": {"instances": [good, {"values": {}}]}}, 422, "instances[1].values: missing Demand"),
+    ]
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        for what, kwargs, status, message in corpus:
+            r = c.post("/v1/forecast", **kwargs)
+            assert r.status_code == status, (what, r.status_code, r.text)
+            assert message in r.json()["detail"], (what, r.json())
+        assert c.get("/v1/forecast").status_code == 405
+        r = c.post("/v1/forecast", json=good)  # still serving after all of that
+        assert r.status_code == 200 and len(r.json()["forecast"]["Demand"]) == HORIZON
+
+
+def test_bearer_token(models, frame):
+    app = create_app(SETTINGS, source=Source(models["1"], "1"), device="cpu", poll_seconds=60, token="s3cret")
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        assert c.get("/health").status_code == 200  # liveness stays open
+        assert c.post("/v1/forecast", json=body(frame, 1000)).status_code == 401
+        assert c.get("/model", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        ok = c.post("/v1/forecast", json=body(frame, 1000), headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+        assert c.get("/model", headers={"Authorization": "Bearer s3cret"}).json()["version"] == "1"
+
+
+def test_startup_without_a_model_is_one_error(tmp_path):
+    def none():
+        raise NotFoundError("no champion for model 'elecdemand-forecaster'")
+    with pytest.raises(NotFoundError, match="no champion"):
+        create_app(SETTINGS, source=none, device="cpu")
