@@ -8,8 +8,11 @@ and three aliases: `champion` (what serves), `challenger` (the latest registered
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -37,7 +40,7 @@ STORE_DIR = ".cellcast"
 RETRY_BASE_DELAY_S = 0.5
 
 _lock = threading.Lock()
-_state: dict[str, Any] = {"uri": None, "artifact_root": None, "parents": []}
+_state: dict[str, Any] = {"uri": None, "artifact_root": None, "root": None, "parents": []}
 
 
 # ---------------------------------------------------------------- configuration
@@ -47,17 +50,18 @@ def configure(root: Path | str | None = None) -> str:
     # a per-file progress bar on stderr clutters CLI and flow logs
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     env = _user_uri()
+    root = Path(root or Path.cwd()).resolve()
     if env:
         uri, artifact_root = env, None  # the server decides where artifacts go
     else:
-        base = Path(root or Path.cwd()).resolve() / STORE_DIR
+        base = root / STORE_DIR
         (base / "mlartifacts").mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{base / 'mlflow.db'}"
         artifact_root = (base / "mlartifacts").as_uri()
     with _lock:
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
-        _state["uri"], _state["artifact_root"] = uri, artifact_root
+        _state["uri"], _state["artifact_root"], _state["root"] = uri, artifact_root, root
     return uri
 
 
@@ -415,15 +419,31 @@ def download_model(model_name: str, alias_or_version: str | int,
                 raise NoChampionError(f"no champion for model '{model_name}': train one with `cellcast train ...`")
             raise NotFoundError(f"model '{model_name}' has no alias '{ref}'")
     if dst is None:
-        dst = Path.cwd() / STORE_DIR / "models" / model_name / f"v{info.version}"
+        # keyed by store too: "v3" of another tracking server is another model
+        store = hashlib.sha256(_state["uri"].encode()).hexdigest()[:8]
+        dst = _state["root"] / STORE_DIR / "models" / store / model_name / f"v{info.version}"
     dst = Path(dst)
     found = sorted(dst.rglob("*.onnx")) if dst.is_dir() else []
     if not found:
-        dst.mkdir(parents=True, exist_ok=True)
-        local = with_retry(mlflow.artifacts.download_artifacts,
-                           artifact_uri=f"models:/{model_name}/{info.version}", dst_path=str(dst),
+        uri = f"models:/{model_name}/{info.version}"
+        if dst.exists():
+            with_retry(mlflow.artifacts.download_artifacts, artifact_uri=uri, dst_path=str(dst),
+                       tracking_uri=_state["uri"])
+        else:
+            # download beside it and rename: a reader (the service polling the champion) never
+            # sees a half-written copy
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}-", dir=dst.parent))
+            try:
+                with_retry(mlflow.artifacts.download_artifacts, artifact_uri=uri, dst_path=str(tmp),
                            tracking_uri=_state["uri"])
-        found = sorted(Path(local).rglob("*.onnx"))
+                try:
+                    os.replace(tmp, dst)
+                except OSError:  # another process finished first: use its copy
+                    pass
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        found = sorted(dst.rglob("*.onnx"))
     if not found:
         raise NotFoundError(f"model '{model_name}' v{info.version} ({info.source}) holds no .onnx file")
     return found[0], info

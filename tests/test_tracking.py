@@ -2,7 +2,6 @@
 `mlflow server` reached through MLFLOW_TRACKING_URI. Tiny real models, exported to ONNX here."""
 from __future__ import annotations
 
-import os
 import threading
 import warnings
 from pathlib import Path
