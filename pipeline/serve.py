@@ -75,6 +75,7 @@ class ModelHolder:
     device: str = "auto"
     threads: int | None = None
     cpu_batch_threshold: int | None = None
+    require_gpu: bool = False
     current: Loaded | None = None
     last_error: str | None = None
     last_check: datetime | None = None
@@ -96,7 +97,8 @@ class ModelHolder:
                 if version == self._failed and not raise_errors:
                     return False  # reported already; retried when the source names another version
                 engine = OnnxForecaster.from_path(path, device=self.device, threads=self.threads,
-                                                  cpu_batch_threshold=self.cpu_batch_threshold)
+                                                  cpu_batch_threshold=self.cpu_batch_threshold,
+                                                  require_gpu=self.require_gpu)
                 engine.smoke_test()
             except Exception as e:
                 what = f"version {version}" if version is not None else "model source"
@@ -247,11 +249,11 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
 def create_app(settings: Settings, *, source: ModelSource | None = None, alias: str = "champion",
                device: str = "auto", token: str | None = None, poll_seconds: float | None = None,
                max_body_bytes: int | None = None, threads: int | None = None,
-               cpu_batch_threshold: int | None = None) -> FastAPI:
+               cpu_batch_threshold: int | None = None, require_gpu: bool = False) -> FastAPI:
     """The service app. The first model is loaded now (a failure raises, one line); the poller starts
     with the app and stops with it. token: required as `Authorization: Bearer ...` (default $CELLCAST_API_TOKEN)."""
     holder = ModelHolder(source or registry_source(settings, alias), device=device, threads=threads,
-                         cpu_batch_threshold=cpu_batch_threshold)
+                         cpu_batch_threshold=cpu_batch_threshold, require_gpu=require_gpu)
     holder.refresh(raise_errors=True)
     token = token if token is not None else os.environ.get(TOKEN_ENV) or None
     poll_s = poll_seconds if poll_seconds is not None else settings.serve.poll_seconds

@@ -1,0 +1,74 @@
+"""`cellcast serve NAME` (the forecasting service) and `cellcast forecast NAME` (a batch forecast)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _settings(name: str):
+    from ..config import load_params
+
+    return load_params().for_dataset(name)
+
+
+def _root() -> Path:
+    from ..config import find_params
+
+    return find_params().parent
+
+
+def register(app: typer.Typer) -> None:
+    from ..cli import friendly  # here, not at import time: cli imports this module
+
+    @app.command()
+    @friendly
+    def serve(
+        name: str = typer.Argument(..., help="dataset name; serves <name>-forecaster@ALIAS"),
+        host: Optional[str] = typer.Option(None, help="bind address (default: serve.host, 127.0.0.1)"),
+        port: Optional[int] = typer.Option(None, help="port (default: serve.port)"),
+        alias: str = typer.Option("champion", help="registry alias to follow"),
+        device: str = typer.Option("auto", help="auto | cpu | cuda"),
+        require_gpu: bool = typer.Option(False, "--require-gpu", help="fail instead of falling back to the CPU"),
+        token: Optional[str] = typer.Option(None, envvar="CELLCAST_API_TOKEN", show_envvar=True,
+                                            help="require 'Authorization: Bearer TOKEN'"),
+        poll_seconds: Optional[float] = typer.Option(None, help="how often the alias is checked (default: serve.poll_seconds)"),
+        threads: Optional[int] = typer.Option(None, help="ONNX Runtime intra-op threads (default: all cores)"),
+        cpu_batch_threshold: Optional[int] = typer.Option(
+            None, help="on a GPU: batches below this run on the CPU (default: measured at load)"),
+    ) -> None:
+        """Serve forecasts over HTTP (POST /v1/forecast, GET /health, GET /model), following the alias."""
+        from .. import tracking
+        from ..errors import ConfigError
+        from ..serve import registry_source, serve as run
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"--device '{device}': not one of auto, cpu, cuda")
+        settings = _settings(name)
+        tracking.configure(_root())
+        source = registry_source(settings, alias)
+        run(settings, host=host, port=port, source=source, alias=alias, device=device, token=token,
+            poll_seconds=poll_seconds, threads=threads, cpu_batch_threshold=cpu_batch_threshold,
+            require_gpu=require_gpu)
+
+    @app.command()
+    @friendly
+    def forecast(
+        name: str = typer.Argument(..., help="dataset name"),
+        alias: str = typer.Option("champion", help="registry alias (or a version number)"),
+        device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    ) -> None:
+        """Forecast the steps after the latest validated observation -> forecasts/NAME/<stamp>.parquet."""
+        from .. import tracking
+        from ..forecast import forecast_latest
+
+        settings = _settings(name)
+        tracking.configure(_root())
+        res = forecast_latest(name, settings, alias=alias, device=device)
+        f = res.frame
+        typer.echo(f"{settings.model_name} v{res.version} ({alias}) on {res.provider}: {len(f)} steps "
+                   f"{f['timestamp'].iloc[0]} .. {f['timestamp'].iloc[-1]}")
+        typer.echo(f"written: {res.path}")

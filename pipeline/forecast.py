@@ -1,0 +1,107 @@
+"""Batch forecasts: the registry's champion on the latest validated observations -> Parquet + MLflow.
+
+`forecast_frame` is the core (an engine and a frame in, a forecast frame out); `forecast_latest` adds
+the registry, the validation of the input rows and the files. The input rows go through the same
+validation suite and policy as the training data, with the bounds profiled at training time.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import Settings
+from .errors import DataValidationError
+from .inference import OnnxForecaster
+
+
+@dataclass
+class ForecastResult:
+    frame: pd.DataFrame
+    path: Path | None
+    version: int | str | None
+    provider: str
+
+
+def future_timestamps(last: pd.Timestamp, freq: str, horizon: int) -> pd.DatetimeIndex:
+    """The `horizon` steps after `last` on the series' frequency (calendar frequencies included)."""
+    return pd.date_range(start=last, periods=horizon + 1, freq=freq)[1:]
+
+
+def model_input(engine: OnnxForecaster, frame: pd.DataFrame, source: str = "frame") -> tuple[np.ndarray, pd.Timestamp]:
+    """The last `lookback` rows in the model's variable order, as one (1, lookback, n_vars) window."""
+    missing = [v for v in engine.variables if v not in frame.columns]
+    if missing:
+        raise DataValidationError(f"{source}: column(s) {', '.join(missing)} missing; the model needs "
+                                  f"{', '.join(engine.variables)}")
+    if "timestamp" not in frame.columns:
+        raise DataValidationError(f"{source}: column 'timestamp' missing")
+    if len(frame) < engine.lookback:
+        raise DataValidationError(f"{source}: {len(frame)} rows, the model needs the last {engine.lookback} "
+                                  f"(its lookback)")
+    tail = frame.sort_values("timestamp").iloc[-engine.lookback:]
+    x = tail[engine.variables].to_numpy(np.float64)
+    bad = int((~np.isfinite(x)).sum())
+    if bad:
+        cols = [v for v, n in zip(engine.variables, (~np.isfinite(x)).sum(0)) if n]
+        raise DataValidationError(f"{source}: {bad} missing or non-finite values in the last {engine.lookback} rows "
+                                  f"(columns {', '.join(cols)}); a forecast needs a complete lookback")
+    return x.astype(np.float32)[None], tail["timestamp"].iloc[-1]
+
+
+def forecast_frame(engine: OnnxForecaster, frame: pd.DataFrame, version=None, model_name: str | None = None,
+                   source: str = "frame") -> tuple[pd.DataFrame, str]:
+    """Forecast the `horizon` steps after the last row of `frame` -> (forecast frame, provider used)."""
+    x, last = model_input(engine, frame, source)
+    y, used = engine.predict_with_provider(x)
+    freq = engine.metadata.get("freq")
+    if not freq:
+        step = frame["timestamp"].sort_values().diff().iloc[-1]
+        stamps = pd.DatetimeIndex([last + step * (i + 1) for i in range(engine.horizon)])
+    else:
+        stamps = future_timestamps(last, freq, engine.horizon)
+    out = pd.DataFrame({"timestamp": stamps})
+    for j, t in enumerate(engine.targets):
+        out[t] = y[0, :, j].astype(np.float64)
+    out["model_name"] = model_name or ""
+    out["model_version"] = "" if version is None else str(version)
+    return out, used
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)  # readers never see half a file
+    return path
+
+
+def forecast_latest(name: str, settings: Settings, alias: str = "champion", device: str = "auto",
+                    log_to_mlflow: bool = True) -> ForecastResult:
+    """The `alias` model of `name` on the latest validated rows -> forecasts/NAME/<UTC stamp>.parquet,
+    logged as an artifact of a run in the dataset's experiment."""
+    from . import tracking, validation
+
+    onnx_path, info = tracking.download_model(settings.model_name, alias)
+    engine = OnnxForecaster.from_path(onnx_path, device=device)
+    df, meta = validation.read_validated(name, settings)
+    pq, _ = validation.validated_paths(name, settings)
+    # the input rows pass the same suite + policy as the training data, with the training-time bounds
+    recent = df.sort_values("timestamp").iloc[-engine.lookback:].reset_index(drop=True)
+    report = validation.validate_frame(recent, meta, settings, name=name, bounds=meta.get("bounds"),
+                                       require_windows=False, source=f"{pq} (last {engine.lookback} rows)")
+    frame, used = forecast_frame(engine, report.frame, version=info.version, model_name=settings.model_name,
+                                 source=str(pq))
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    path = _write_parquet(frame, Path(settings.paths.forecasts) / name / f"{stamp}.parquet")
+    if log_to_mlflow:
+        with tracking.parent_run(name, run_name=f"forecast-{stamp}",
+                                 tags={"cellcast.kind": "forecast", "model_version": info.version, "alias": alias}):
+            tracking.log_params({"model_name": settings.model_name, "model_version": info.version, "alias": alias,
+                                 "provider": used, "last_observation": str(recent["timestamp"].iloc[-1])})
+            tracking.log_artifact(path, "forecasts")
+    return ForecastResult(frame=frame, path=path, version=info.version, provider=used)
