@@ -51,7 +51,15 @@ def configure(root: Path | str | None = None) -> str:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     env = _user_uri()
     root = Path(root or Path.cwd()).resolve()
-    if env:
+    if env and env.startswith("sqlite:///"):
+        # a store file named directly, or the embedded URI a parent process exported
+        # (mlflow.set_tracking_uri sets the variable): artifacts beside the database, not ./mlruns
+        db = Path(env[len("sqlite:///"):]).resolve()
+        if db.parent.name == STORE_DIR:
+            root = db.parent.parent
+        (db.parent / "mlartifacts").mkdir(parents=True, exist_ok=True)
+        uri, artifact_root = env, (db.parent / "mlartifacts").as_uri()
+    elif env:
         uri, artifact_root = env, None  # the server decides where artifacts go
     else:
         base = root / STORE_DIR

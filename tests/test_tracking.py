@@ -2,6 +2,9 @@
 `mlflow server` reached through MLFLOW_TRACKING_URI. Tiny real models, exported to ONNX here."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -105,10 +108,28 @@ def test_configure_embedded_store_and_env_override(tmp_path, monkeypatch):
     assert Path(art.replace("file://", ""), "a.json").is_file()
     assert not (tmp_path / "mlruns").exists()
 
-    other = f"sqlite:///{tmp_path / 'other.db'}"
+    other = f"sqlite:///{tmp_path / 'elsewhere' / 'other.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
     assert tracking.configure(tmp_path) == other
     assert mlflow.get_tracking_uri() == other
+    with tracking.parent_run("cfg"):
+        pass
+    assert MlflowClient().get_experiment_by_name("cellcast/cfg").artifact_location == (
+        tmp_path / "elsewhere" / "mlartifacts" / "cfg").as_uri()
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_subprocess_inherits_the_embedded_store(store):
+    # mlflow exports MLFLOW_TRACKING_URI; a child process (a DVC stage, a CLI call) must land in the
+    # same project store with artifacts under .cellcast, not in its own ./mlruns
+    code = ("from pipeline import tracking; print(tracking.configure('/nonexistent-root'));"
+            "import contextlib\nwith tracking.parent_run('child') as r: tracking.log_dict({'a': 1}, 'a.json')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "MLFLOW_TRACKING_URI": tracking.configure(store)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == f"sqlite:///{store.resolve()}/.cellcast/mlflow.db"
+    exp = MlflowClient().get_experiment_by_name("cellcast/child")
+    assert exp.artifact_location == (store.resolve() / ".cellcast" / "mlartifacts" / "child").as_uri()
 
 
 def test_nested_runs_with_params_metrics_tags_and_artifacts(store):
