@@ -123,7 +123,7 @@ def test_subprocess_inherits_the_embedded_store(store):
     # mlflow exports MLFLOW_TRACKING_URI; a child process (a DVC stage, a CLI call) must land in the
     # same project store with artifacts under .cellcast, not in its own ./mlruns
     code = ("from pipeline import tracking; print(tracking.configure('/nonexistent-root'));"
-            "import contextlib\nwith tracking.parent_run('child') as r: tracking.log_dict({'a': 1}, 'a.json')")
+            "\nwith tracking.parent_run('child') as r: tracking.log_dict({'a': 1}, 'a.json')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "MLFLOW_TRACKING_URI": tracking.configure(store)})
     assert out.returncode == 0, out.stderr[-2000:]
