@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import sys
 
 import typer
@@ -24,6 +26,24 @@ def friendly(fn):
             raise typer.Exit(e.exit_code)
 
     return wrapper
+
+
+@app.callback()
+def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("alembic", "urllib3", "httpx", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _register_commands() -> None:
+    import importlib
+    for module in ("data", "training", "registry", "serving"):
+        importlib.import_module(f"pipeline.commands.{module}").register(app)
+
+
+_register_commands()
 
 
 def main() -> None:  # pragma: no cover

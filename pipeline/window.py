@@ -241,3 +241,15 @@ def load_windows(name: str, settings: Settings) -> WindowSet:
         ts = z["timestamps"].astype("datetime64[ns]")
         starts = {k: z[f"starts_{k}"] for k in SPLITS}
     return WindowSet(values, ts, meta, starts)
+
+
+def window_dataset(name: str, settings: Settings) -> WindowSet:
+    """The window stage: data/NAME/validated.parquet -> data/NAME/windows.npz + windows.json."""
+    from .validation import read_validated
+
+    frame, meta = read_validated(name, settings)
+    variables = list(meta["targets"]) + list(meta.get("features") or [])
+    ws = build_windows(frame, name=name, variables=variables, targets=list(meta["targets"]), freq=meta["freq"],
+                       settings=settings, data_md5=meta.get("data_md5"))
+    save_windows(ws, settings)
+    return ws

@@ -1,0 +1,44 @@
+"""The data flow: ingest -> validate -> window, each a task calling one pipeline function."""
+from __future__ import annotations
+
+import flows  # noqa: F401  (Prefect defaults)
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from pipeline.config import Settings
+from pipeline.ingest import ingest_bundled, ingest_file
+from pipeline.validation import validate_dataset
+from pipeline.window import window_dataset
+
+
+# No retries: a file that fails to parse or validate fails the same way every time.
+@task(name="ingest", cache_policy=NO_CACHE, retries=0)
+def ingest_task(name: str, settings: Settings, source: dict | None = None):
+    if source:
+        return ingest_file(settings=settings, name=name, **source)
+    return ingest_bundled(name, settings)
+
+
+@task(name="validate", cache_policy=NO_CACHE, retries=0)
+def validate_task(name: str, settings: Settings):
+    return validate_dataset(name, settings)
+
+
+@task(name="window", cache_policy=NO_CACHE, retries=0)
+def window_task(name: str, settings: Settings):
+    return window_dataset(name, settings)
+
+
+def data_steps(name: str, settings: Settings, source: dict | None = None):
+    """The three tasks in order; returns the WindowSet. Called inside data_flow and training_flow."""
+    ingest_task(name, settings, source)
+    validate_task(name, settings)
+    return window_task(name, settings)
+
+
+@flow(name="cellcast-data", log_prints=True)
+def data_flow(name: str, settings: Settings, source: dict | None = None):
+    """ingest -> validate -> window. `source` holds ingest_file's options for a user file; none: bundled."""
+    ws = data_steps(name, settings, source)
+    print(f"{name}: {ws.meta.rows} rows, windows {ws.meta.counts}, lookback {ws.meta.lookback}, horizon {ws.meta.horizon}")
+    return ws

@@ -1,0 +1,79 @@
+"""The training flow: data -> baselines -> candidates (in parallel) -> assess -> track -> register -> promote."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import flows  # noqa: F401  (Prefect defaults)
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.context import get_run_context
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.data import data_steps
+from pipeline import lifecycle
+from pipeline.config import Settings
+from pipeline.train import Candidate, candidates, pick_device, train_candidate
+from pipeline.window import load_windows
+
+
+@task(name="baselines", cache_policy=NO_CACHE)
+def baselines_task(ws, settings: Settings):
+    return lifecycle.baselines(ws, settings)
+
+
+@task(name="train-candidate", cache_policy=NO_CACHE, retries=0, task_run_name="train-{cand.name}")
+def train_task(ws, cand: Candidate, settings: Settings, anchor: int | None, device: str | None):
+    logger = get_run_logger()
+
+    def on_epoch(row):
+        logger.info("%s epoch %d: train %.4f  val %.4f  lr %.2g  (%.1fs)", cand.name, row["epoch"],
+                    row["train_loss"], row["val_loss"], row["lr"], row["seconds"])
+
+    ckpt = Path(settings.paths.checkpoints) / ws.meta.name / (ws.meta.data_md5 or "data")
+    return train_candidate(ws, cand, settings, anchor, device=device, checkpoint_dir=ckpt, on_epoch=on_epoch)
+
+
+@task(name="assess", cache_policy=NO_CACHE, task_run_name="assess-{result.candidate.name}")
+def assess_task(result, ws, settings: Settings, out_dir: str):
+    return lifecycle.assess(result, ws, settings, Path(out_dir))
+
+
+# Reaching MLflow is the one step where a retry can help (a tracking server restarting); the tracking
+# module already retries connection errors per call, so the task itself is not re-run (no duplicate runs).
+@task(name="track-and-promote", cache_policy=NO_CACHE)
+def promote_task(ws, settings: Settings, base, results, reports):
+    ctx = get_run_context()
+    flow_run_id = str(ctx.task_run.flow_run_id) if getattr(ctx, "task_run", None) else None
+    validation = Path(settings.paths.reports) / ws.meta.name / "validation.json"
+    outcome = lifecycle.track_and_promote(ws, settings, base, results, reports, validation, flow_run_id)
+    lifecycle.write_summary(outcome, settings)
+    return outcome
+
+
+@flow(name="cellcast-train", log_prints=True)
+def training_flow(name: str, settings: Settings, source: dict | None = None, from_windows: bool = False,
+                  device: str | None = None):
+    """Train every candidate of params.yaml on dataset `name` and let the registry decide."""
+    logger = get_run_logger()
+    ws = load_windows(name, settings) if from_windows else data_steps(name, settings, source)
+    base = baselines_task(ws, settings)
+    logger.info("baselines (test MASE): %s; models anchored on season %s",
+                {k: round(v["mase"], 3) for k, v in base.test.scores.items()}, base.anchor_season)
+    dev = str(pick_device(device or settings.train.device))
+    cands = candidates(settings)
+    runner_workers = settings.train.parallel
+    futures = [train_task.with_options(task_run_name=f"train-{c.name}").submit(ws, c, settings, base.anchor_season, dev)
+               for c in cands] if runner_workers > 1 else None
+    results = [f.result() for f in futures] if futures else [train_task(ws, c, settings, base.anchor_season, dev)
+                                                             for c in cands]
+    out_dir = Path(settings.paths.data) / name / "models"
+    reports = [assess_task(r, ws, settings, str(out_dir)) for r in results]
+    outcome = promote_task(ws, settings, base, results, reports)
+    print(lifecycle.summary_table(outcome))
+    return outcome
+
+
+def run_training(name: str, settings: Settings, **kw):
+    """Run the flow with the task runner sized by train.parallel."""
+    workers = max(1, settings.train.parallel)
+    return training_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))(name, settings, **kw)

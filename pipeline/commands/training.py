@@ -1,0 +1,111 @@
+"""`cellcast window`, `train`, `evaluate`, `run`: from a validated series to a registered champion."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _settings(name: str | None = None):
+    from ..config import load_params
+    return load_params().for_dataset(name)
+
+
+def source_of(name: str, settings) -> dict | None:
+    """How a user file was ingested (from raw.json), so a re-run reads the file's latest contents.
+    None for bundled datasets."""
+    from ..ingest import raw_paths
+    _, js = raw_paths(name, settings)
+    if not js.is_file():
+        return None
+    meta = json.loads(js.read_text())
+    if meta.get("source") != "file":
+        return None
+    return {"path": meta["input_path"], "time_col": meta["time_col"], "targets": meta["targets"],
+            "features": meta.get("features") or [], "fmt": meta.get("format"), "delimiter": meta.get("delimiter"),
+            "freq": meta["freq"] if meta.get("freq_source") == "declared" else None}
+
+
+def check_known(name: str, settings) -> None:
+    from ..datasets import list_datasets
+    from ..errors import NotFoundError
+    from ..ingest import raw_paths
+    if raw_paths(name, settings)[1].is_file() or name in {d.name for d in list_datasets()}:
+        return
+    raise NotFoundError(f"dataset '{name}': neither ingested (data/{name}/raw.json) nor bundled "
+                        f"({', '.join(d.name for d in list_datasets())}); ingest it with `cellcast ingest`")
+
+
+def register(app: typer.Typer) -> None:
+    from ..cli import friendly
+
+    @app.command()
+    @friendly
+    def window(name: str = typer.Argument(..., help="dataset name")) -> None:
+        """Cut a validated dataset into chronological train / validation / test windows (data/NAME/windows.*)."""
+        from ..window import window_dataset
+        ws = window_dataset(name, _settings(name))
+        m = ws.meta
+        typer.echo(f"{name}: {m.rows} rows -> windows train {m.counts['train']}, val {m.counts['val']}, "
+                   f"test {m.counts['test']} (lookback {m.lookback}, horizon {m.horizon}, stride {m.stride}); "
+                   f"scaler fitted on {m.split_times['train'][0]} .. {m.split_times['train'][1]}")
+
+    @app.command()
+    @friendly
+    def train(name: str = typer.Argument(..., help="dataset name (bundled or ingested)"),
+              device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (default: params.yaml train.device)"),
+              from_windows: bool = typer.Option(False, "--from-windows",
+                                                help="start from data/NAME/windows.* (the DVC stage) instead of re-ingesting"),
+              ) -> None:
+        """Run the training flow: ingest -> validate -> window -> train candidates -> evaluate -> register -> promote."""
+        from flows.training import run_training
+        settings = _settings(name)
+        if device and device not in ("auto", "cpu", "cuda"):
+            from ..errors import ConfigError
+            raise ConfigError(f"--device: '{device}' is not one of auto, cpu, cuda")
+        if not from_windows:
+            check_known(name, settings)
+        run_training(name, settings, source=None if from_windows else source_of(name, settings),
+                     from_windows=from_windows, device=device)
+        _print_ui_hint()
+
+    @app.command()
+    @friendly
+    def evaluate(name: str = typer.Argument(..., help="dataset name"),
+                 alias: str = typer.Option("champion", help="registry alias (or version number) to evaluate")) -> None:
+        """Score a registered model on the test split against the baselines: writes reports/NAME/metrics.json and
+        plot data (for `dvc metrics show` / `dvc plots show`)."""
+        from ..report import evaluate_registered
+        out = evaluate_registered(name, _settings(name), alias)
+        typer.echo(json.dumps(out["metrics"], indent=2))
+
+    @app.command()
+    @friendly
+    def run(name: Optional[str] = typer.Argument(None, help="dataset (default: params.yaml `dataset`)"),
+            device: Optional[str] = typer.Option(None, help="auto | cpu | cuda")) -> None:
+        """The main job: a bundled real dataset all the way to a registered champion and an ONNX forecast."""
+        from flows.training import run_training
+        settings = _settings(name)
+        name = settings.dataset
+        check_known(name, settings)
+        outcome = run_training(name, settings, source=source_of(name, settings), device=device)
+        if outcome.champion_after:
+            from flows.forecasting import forecast_flow
+            res = forecast_flow(name, settings)
+            typer.echo(f"\nforecast from champion v{res.version} ({res.provider}): {res.path}")
+            typer.echo(res.frame.to_string(max_rows=12))
+        else:
+            typer.echo(f"\nno champion for {settings.model_name}: no forecast written")
+        _print_ui_hint()
+
+
+def _print_ui_hint() -> None:
+    from .. import tracking
+    uri = tracking.configure()
+    if uri.startswith("sqlite"):
+        typer.echo(f"\nMLflow UI: .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+                   f"   (or `cellcast ui`)")
+    else:
+        typer.echo(f"\nMLflow: {uri}")

@@ -1,0 +1,61 @@
+"""Scores of a registered model on the current test split, as files DVC reads:
+`reports/NAME/metrics.json` (`dvc metrics show`) and `reports/NAME/plots/*.csv` (`dvc plots show`)."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import tracking
+from .config import Settings
+from .errors import NoChampionError, NotFoundError
+from .evaluate import evaluate_forecasts, predict_windows, season_of, seasonal_naive
+from .window import load_windows
+
+
+def evaluate_registered(name: str, settings: Settings, alias: str = "champion") -> dict:
+    from .inference import OnnxForecaster
+    from .lifecycle import baselines
+
+    ws = load_windows(name, settings)
+    tracking.configure()
+    ref: str | int = int(alias) if alias.isdigit() else alias
+    info = tracking.get_alias(settings.model_name, alias) if isinstance(ref, str) else None
+    if isinstance(ref, str) and info is None:
+        raise NoChampionError(f"model '{settings.model_name}' has no version with alias '{alias}': "
+                              f"train one with `cellcast train {name}`") if alias == "champion" else \
+            NotFoundError(f"model '{settings.model_name}' has no version with alias '{alias}'")
+    path, info = tracking.download_model(settings.model_name, ref)
+    eng = OnnxForecaster.from_path(path, device="cpu")
+    pred = predict_windows(eng.predict, ws, "test")
+    test, by_step = evaluate_forecasts(ws, "test", pred)
+    base = baselines(ws, settings)
+    best = base.test.best
+    out = {"metrics": {"model": {"version": info.version, "aliases": info.aliases, **test},
+                       "baselines": {k: v for k, v in base.test.scores.items()},
+                       "best_baseline": best,
+                       "beats_best_baseline_by_pct": round(100 * (1 - test["mase"] / base.test.best_mase), 2)}}
+    d = Path(settings.paths.reports) / name
+    (d / "plots").mkdir(parents=True, exist_ok=True)
+    (d / "metrics.json").write_text(json.dumps(out["metrics"], indent=2))
+    with open(d / "plots" / "error_by_horizon.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "model", best])
+        for i, (a, b) in enumerate(zip(by_step, base.test.by_step[best])):
+            w.writerow([i + 1, f"{a:.6g}", f"{b:.6g}"])
+    m = ws.meta
+    starts = ws.starts["test"][:: m.horizon]          # tile the test range with whole forecasts
+    snaive = seasonal_naive(ws, starts, season_of(best))
+    tiled = pred[:: m.horizon]
+    with open(d / "plots" / "forecast_vs_actual.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["timestamp", "actual", "model", best])
+        for k, s in enumerate(starts):
+            for h in range(m.horizon):
+                row = s + m.lookback + h
+                w.writerow([str(ws.timestamps[row]), f"{ws.values[row, m.target_idx[0]]:.6g}",
+                            f"{tiled[k, h, 0]:.6g}", f"{snaive[k, h, 0]:.6g}"])
+    out["paths"] = {"metrics": str(d / "metrics.json"), "plots": str(d / "plots")}
+    return out
