@@ -33,3 +33,39 @@ def settings_for(project):
         return s.model_copy(update=update)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory):
+    """A real Prefect server for the whole session; flows run in this process report to it."""
+    import os
+
+    from prefect_server import prefect_env, prefect_server
+
+    work = tmp_path_factory.mktemp("prefect")
+    with prefect_server(work) as api:
+        saved = {k: os.environ.get(k) for k in prefect_env(work, api)}
+        os.environ.update(prefect_env(work / "client", api))
+        try:
+            yield api
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+TINY_TRAIN = {"epochs": 3, "time_budget_s": 10, "hidden_size": 8, "batch_size": 64, "max_train_windows": 1024, "lr": 0.01,
+              "rnn_steps": 12, "patience": 2, "device": "cpu"}
+
+
+@pytest.fixture
+def tiny_params(project):
+    """params.yaml in the project folder rewritten for seconds-long training (same keys, small numbers)."""
+    import yaml
+
+    p = yaml.safe_load((project / "params.yaml").read_text())
+    p["train"].update(TINY_TRAIN)
+    (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    return project / "params.yaml"

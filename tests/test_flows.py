@@ -1,0 +1,101 @@
+"""The Prefect flows against a real Prefect server, real GX, real MLflow (embedded sqlite in the project folder)."""
+import numpy as np
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def write_series(path, n=1440, kind="seasonal", seed=0, bad_inf=False):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    if kind == "seasonal":
+        y = 50 + 10 * np.sin(2 * np.pi * t / 24) + np.cumsum(rng.standard_normal(n)) + 0.2 * rng.standard_normal(n)
+    else:  # a random walk: nothing to learn beyond the last value
+        y = 100 + np.cumsum(rng.standard_normal(n))
+    df = pd.DataFrame({"time": pd.date_range("2024-01-01", periods=n, freq="h").strftime("%Y-%m-%d %H:%M"),
+                       "load": y, "temp": 15 + 5 * np.sin(2 * np.pi * t / 24 + 1)})
+    if bad_inf:
+        df.loc[100, "load"] = np.inf
+    df.to_csv(path, index=False)
+    return {"path": str(path), "time_col": "time", "targets": ["load"], "features": ["temp"]}
+
+
+def settings(name):
+    from pipeline.config import load_params
+    return load_params().for_dataset(name)
+
+
+def flow_runs(name):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    with get_client(sync_client=True) as c:
+        runs = c.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[name])))
+        return [(r, c.read_task_runs(flow_run_filter=None) and [t for t in c.read_task_runs() if t.flow_run_id == r.id])
+                for r in runs]
+
+
+def test_data_flow_ingests_validates_and_windows(prefect_api, project, tiny_params):
+    from flows.data import data_flow
+    src = write_series(project / "load.csv")
+    ws = data_flow("load", settings("load"), src)
+    assert all(v > 0 for v in ws.meta.counts.values())
+    assert (project / "data/load/validated.parquet").is_file()
+    assert (project / "reports/load/data_docs").is_dir()
+    runs = flow_runs("cellcast-data")
+    assert runs and runs[0][0].state.is_completed()
+    assert {t.name.rsplit("-", 1)[0] for t in runs[0][1]} >= {"ingest", "validate", "window"}
+
+
+def test_a_validation_failure_fails_the_flow_once_with_the_clear_message(prefect_api, project, tiny_params):
+    from flows.data import data_flow
+    from pipeline.errors import DataValidationError
+    src = write_series(project / "bad.csv", bad_inf=True)
+    before = (project / "bad.csv").read_bytes()
+    with pytest.raises(DataValidationError, match=r"column 'load'.*finite"):
+        data_flow("bad", settings("bad"), src)
+    assert (project / "bad.csv").read_bytes() == before
+    assert any((project / "quarantine").glob("bad-*/report.json"))
+    failed = [r for r, tasks in flow_runs("cellcast-data") if r.state.is_failed()]
+    assert failed, "the flow run is not marked failed"
+    validate = [t for t in dict(flow_runs("cellcast-data"))[failed[0]] if t.name.startswith("validate")] \
+        if False else [t for r, tasks in flow_runs("cellcast-data") if r.id == failed[0].id for t in tasks
+                       if t.name.startswith("validate")]
+    assert len(validate) == 1 and validate[0].run_count == 1 and validate[0].state.is_failed()
+
+
+def test_training_flow_registers_a_champion_then_keeps_it_against_a_worse_model(prefect_api, project, tiny_params):
+    from flows.training import run_training
+    from pipeline import tracking
+    src = write_series(project / "load.csv")
+    first = run_training("load", settings("load"), source=src)
+    assert first.version == 1 and first.champion_after == 1, first.decision
+    assert first.decision["promote"] and "beats" in first.decision["reason"]
+    v1 = tracking.get_version("load-forecaster", 1)
+    assert {"champion", "challenger"} <= set(v1.aliases)
+    assert v1.tags["promotion.decision"] == "promoted"
+    for key in ("data_md5", "git_commit", "params_hash"):
+        assert v1.tags.get(key) and v1.tags[key] != "unknown" or key == "git_commit"
+    assert (project / "reports/load/train_summary.json").is_file()
+
+    # an untrained model equals its seasonal-naive anchor: it cannot beat the baseline by the margin
+    import yaml
+    p = yaml.safe_load(tiny_params.read_text())
+    p["train"].update({"epochs": 1, "lr": 1e-9, "max_train_windows": 64})
+    tiny_params.write_text(yaml.safe_dump(p))
+    second = run_training("load", settings("load"), source=src)
+    assert second.version == 2 and not second.decision["promote"]
+    assert second.champion_after == 1
+    v2 = tracking.get_version("load-forecaster", 2)
+    assert "challenger" in v2.aliases and "champion" not in v2.aliases
+    assert v2.tags["promotion.decision"] == "rejected" and v2.tags["promotion.reason"]
+
+
+def test_a_random_walk_gets_no_champion_and_says_why(prefect_api, project, tiny_params):
+    from flows.training import run_training
+    from pipeline import tracking
+    src = write_series(project / "walk.csv", kind="walk", seed=3)
+    out = run_training("walk", settings("walk"), source=src)
+    assert out.champion_after is None and not out.decision["promote"]
+    assert "no champion" in out.decision["reason"] or "does not beat" in out.decision["reason"]
+    assert tracking.get_alias("walk-forecaster", "champion") is None
