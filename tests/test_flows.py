@@ -27,12 +27,12 @@ def settings(name):
 
 
 def flow_runs(name):
+    """[(flow run, its task runs)] of the flow called `name`, newest first."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterId
     with get_client(sync_client=True) as c:
         runs = c.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[name])))
-        return [(r, c.read_task_runs(flow_run_filter=None) and [t for t in c.read_task_runs() if t.flow_run_id == r.id])
-                for r in runs]
+        return [(r, c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[r.id])))) for r in runs]
 
 
 def test_data_flow_ingests_validates_and_windows(prefect_api, project, tiny_params):
@@ -56,11 +56,9 @@ def test_a_validation_failure_fails_the_flow_once_with_the_clear_message(prefect
         data_flow("bad", settings("bad"), src)
     assert (project / "bad.csv").read_bytes() == before
     assert any((project / "quarantine").glob("bad-*/report.json"))
-    failed = [r for r, tasks in flow_runs("cellcast-data") if r.state.is_failed()]
+    failed = [(r, tasks) for r, tasks in flow_runs("cellcast-data") if r.state.is_failed()]
     assert failed, "the flow run is not marked failed"
-    validate = [t for t in dict(flow_runs("cellcast-data"))[failed[0]] if t.name.startswith("validate")] \
-        if False else [t for r, tasks in flow_runs("cellcast-data") if r.id == failed[0].id for t in tasks
-                       if t.name.startswith("validate")]
+    validate = [t for t in failed[0][1] if t.name.startswith("validate")]
     assert len(validate) == 1 and validate[0].run_count == 1 and validate[0].state.is_failed()
 
 
