@@ -98,6 +98,10 @@ def main() -> None:
             parity = check_parity(model, path, xb[:256])
             engines = [("torch-cpu", None)]
             engines.append(("ort-cpu", OnnxForecaster.from_path(path, device="cpu", threads=args.threads)))
+            if cell == "rnn":  # ORT's native RNN operator, for comparison with the unrolled export
+                native = export_onnx(model, Path(tmp) / "rnn-native.onnx", {}, unroll_rnn=False)
+                engines.append(("ort-cpu-native-op", OnnxForecaster.from_path(native, device="cpu",
+                                                                              threads=args.threads)))
             if gpu:
                 engines.append(("torch-cuda", "cuda"))
                 ort_gpu = OnnxForecaster.from_path(path, device="cuda", cpu_batch_threshold=0)
@@ -137,7 +141,7 @@ def main() -> None:
                 rows.append(emit(kind="infer", cell=cell, engine=name, p50_ms=round(min(b["p50"]), 3),
                                  p99_ms=round(min(b["p99"]), 3), batch=args.batch, windows_per_s=round(max(b["tput"])),
                                  windows_per_s_rounds=[round(v) for v in b["tput"]],
-                                 export=("unrolled" if cell == "rnn" else "native") if name.startswith("ort") else None,
+                                 export=eng.metadata.get("export") if isinstance(eng, OnnxForecaster) else None,
                                  parity_rel=parity.max_rel_to_scale, **extra))
             model.to("cpu")
 

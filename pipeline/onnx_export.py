@@ -80,9 +80,9 @@ class _UnrolledRNN(nn.Module):
         return h.unsqueeze(1), h.unsqueeze(0)
 
 
-def export_model(model: Forecaster) -> nn.Module:
+def export_model(model: Forecaster, unroll_rnn: bool = True) -> nn.Module:
     """The module that is traced: the model itself, or a copy with its RNN cell unrolled."""
-    if model.spec.cell != "rnn":
+    if model.spec.cell != "rnn" or not unroll_rnn:
         return model
     clone = copy.deepcopy(model).cpu().eval()
     clone.rnn = _UnrolledRNN(clone.rnn, model.spec.steps)
@@ -104,18 +104,20 @@ def _example(model: Forecaster, example: np.ndarray | None) -> torch.Tensor:
     return x
 
 
-def export_onnx(model: Forecaster, path: Path, metadata: dict, example: np.ndarray | None = None) -> Path:
+def export_onnx(model: Forecaster, path: Path, metadata: dict, example: np.ndarray | None = None,
+                unroll_rnn: bool = True) -> Path:
     """Write `model` as ONNX to `path` with `metadata` (+ the model spec) in metadata_props (JSON values).
 
     The graph takes `x` (batch, time, n_vars) float32 with time >= lookback and returns
-    `y` (batch, horizon, n_targets) in the data's units.
+    `y` (batch, horizon, n_targets) in the data's units. unroll_rnn=False keeps ORT's native RNN
+    operator for the vanilla cell (slower on CPU; kept for comparison in bench/inference.py).
     """
     import onnx  # onnx itself (not torch.onnx) is only needed to write the metadata
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
-    module = export_model(model)
+    module = export_model(model, unroll_rnn)
     x = _example(model, example)
     spec = model.spec
     try:
@@ -129,7 +131,7 @@ def export_onnx(model: Forecaster, path: Path, metadata: dict, example: np.ndarr
         raise ExportError(f"{path}: ONNX export of the {spec.cell} model failed: {str(e).splitlines()[0]}") from e
 
     meta = {"lookback": spec.lookback, "horizon": spec.horizon, "cell": spec.cell,
-            "export": "unrolled" if spec.cell == "rnn" else "native",
+            "export": "unrolled" if spec.cell == "rnn" and unroll_rnn else "native",
             "cellcast_version": __version__, "opset": OPSET}
     meta.update(metadata or {})
     meta["spec"] = spec.to_dict()

@@ -108,3 +108,46 @@ def test_forecast_latest_through_the_registry(project, monkeypatch, frame):
     logged = list((project / ".cellcast" / "mlartifacts").rglob(files[0].name))
     assert len(logged) == 1 and logged[0].read_bytes() == files[0].read_bytes()
     assert hashlib.md5(validated.read_bytes()).hexdigest() == md5_before  # the input is untouched
+
+    # `cellcast serve` against the same registry: a real subprocess answers what the batch path wrote
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = ("import typer; from pipeline.commands.serving import register; "
+            "app = typer.Typer(); register(app); app()")
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen([sys.executable, "-c", code, "serve", "elecdemand", "--port", str(port), "--device", "cpu",
+                             "--token", "t0k"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url, auth = f"http://127.0.0.1:{port}", {"Authorization": "Bearer t0k"}
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "cellcast serve did not start"
+            time.sleep(0.3)
+        info = httpx.get(f"{url}/model", headers=auth).json()
+        assert info["version"] == str(version) and info["name"] == settings.model_name and info["variables"] == VARS
+        rows = data.iloc[-lookback:]
+        req = {"timestamps": [t.isoformat() for t in rows["timestamp"]],
+               "values": {v: rows[v].tolist() for v in VARS}}
+        r = httpx.post(f"{url}/v1/forecast", json=req, headers=auth, timeout=30)
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(r.json()["forecast"]["Demand"], out["Demand"].to_numpy(), atol=1e-5)
+        assert r.json()["timestamps"] == [t.isoformat() for t in out["timestamp"]]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
