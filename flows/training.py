@@ -1,6 +1,7 @@
 """The training flow: data -> baselines -> candidates (in parallel) -> assess -> track -> register -> promote."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import flows  # noqa: F401  (Prefect defaults)
@@ -30,7 +31,8 @@ def train_task(ws, cand: Candidate, settings: Settings, anchor: int | None, devi
                     row["train_loss"], row["val_loss"], row["lr"], row["seconds"])
 
     ckpt = Path(settings.paths.checkpoints) / ws.meta.name / (ws.meta.data_md5 or "data")
-    return train_candidate(ws, cand, settings, anchor, device=device, checkpoint_dir=ckpt, on_epoch=on_epoch)
+    return train_candidate(ws, cand, settings, anchor, device=device, checkpoint_dir=ckpt, on_epoch=on_epoch,
+                           progress=sys.stderr.isatty())
 
 
 @task(name="assess", cache_policy=NO_CACHE, task_run_name="assess-{result.candidate.name}")

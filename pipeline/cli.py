@@ -32,9 +32,15 @@ def friendly(fn):
 def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("alembic", "urllib3", "httpx", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # cellcast's own loggers only: Prefect configures its loggers itself, and a root handler would
+    # echo every Prefect line twice and flood the terminal with GX and alembic chatter.
+    log = logging.getLogger("cellcast")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
 
 
 def _register_commands() -> None:

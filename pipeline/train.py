@@ -180,7 +180,7 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
             best_state = copy.deepcopy(model.state_dict())
         else:
             bad_epochs += 1
-        log.info("%s epoch %d: train %.4f val %.4f lr %.2g", cand.name, epoch, train_loss, val, row["lr"])
+        log.debug("%s epoch %d: train %.4f val %.4f lr %.2g", cand.name, epoch, train_loss, val, row["lr"])
         done = bad_epochs >= t.patience or time.perf_counter() - t_start > t.time_budget_s or epoch == t.epochs
         if ckpt:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
