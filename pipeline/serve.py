@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -153,7 +154,20 @@ def _number_list(values: Any, where: str, length: int) -> np.ndarray:
     return arr
 
 
-def _parse_timestamps(raw: Any, where: str, length: int, freq: str | None) -> tuple[pd.Timestamp, pd.Timedelta]:
+def _offset(freq: str | None):
+    if not freq:
+        return None
+    try:
+        return pd.tseries.frequencies.to_offset(freq)
+    except (ValueError, TypeError):
+        return None
+
+
+def future_timestamps(raw: Any, where: str, length: int, horizon: int, freq: str | None) -> list[str]:
+    """Check the request's timestamps (one per observation, regular) and continue them `horizon` steps.
+
+    With the model's frequency known, the timestamps must lie on its grid (business days and months
+    included); without it, they must have one constant step."""
     if not isinstance(raw, list) or len(raw) != length:
         got = f"{len(raw)} items" if isinstance(raw, list) else type(raw).__name__
         raise BadRequest(422, f"{where}: expected a list of {length} date-time strings (one per observation), got {got}")
@@ -161,39 +175,39 @@ def _parse_timestamps(raw: Any, where: str, length: int, freq: str | None) -> tu
         if not isinstance(v, str):
             raise BadRequest(422, f"{where}[{i}]: expected an ISO 8601 date-time string, got {type(v).__name__}")
     try:
-        ts = pd.to_datetime(pd.Series(raw), utc=True, format="ISO8601").dt.tz_localize(None)
+        # the project's convention: tz-naive UTC (a zone in the request is converted)
+        ts = pd.DatetimeIndex(pd.to_datetime(pd.Series(raw), utc=True, format="ISO8601")).tz_localize(None)
     except (ValueError, TypeError) as e:
         raise BadRequest(422, f"{where}: not ISO 8601 date-times ({str(e).splitlines()[0][:120]})") from None
-    steps = ts.diff().iloc[1:]
-    if length > 1:
-        step = steps.iloc[0]
-        irregular = int((steps != step).sum())
-        if step <= pd.Timedelta(0) or irregular:
-            i = int(np.flatnonzero((steps != step).to_numpy())[0]) + 1 if irregular else 1
-            raise BadRequest(422, f"{where}: must be strictly increasing with one regular step; step at [{i}] is "
-                                  f"{steps.iloc[i - 1]} where [1] is {step} ({irregular or 1} irregular steps)")
+    steps = ts[1:] - ts[:-1]
+    off = _offset(freq)
+    if len(steps) and (steps <= pd.Timedelta(0)).any():
+        i = int(np.flatnonzero(steps <= pd.Timedelta(0))[0]) + 1
+        raise BadRequest(422, f"{where}[{i}]: {ts[i]} does not come after {ts[i - 1]}; timestamps must increase")
+    if off is not None:
+        grid = pd.date_range(ts[0], periods=length, freq=off)
+        off_grid = np.flatnonzero(grid != ts)
+        if len(off_grid):
+            if len(set(steps)) == 1:
+                raise BadRequest(422, f"{where}: step {steps[0]} does not match the model's frequency {freq}")
+            i = int(off_grid[0])
+            raise BadRequest(422, f"{where}[{i}]: {ts[i]} breaks the regular {freq} steps from {ts[0]} (expected "
+                                  f"{grid[i]}; {len(off_grid)} timestamps off the grid)")
+        future = pd.date_range(ts[-1], periods=horizon + 1, freq=off)[1:]
     else:
-        step = None
-    expected = _fixed_step(freq)
-    if expected is not None and step is not None and step != expected:
-        raise BadRequest(422, f"{where}: step {step} does not match the model's frequency {freq}")
-    step = step if step is not None else expected
-    if step is None:
-        raise BadRequest(422, f"{where}: cannot tell the step from one timestamp and the model has no fixed frequency")
-    return ts.iloc[-1], step
-
-
-def _fixed_step(freq: str | None) -> pd.Timedelta | None:
-    if not freq:
-        return None
-    try:
-        return pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
-    except (ValueError, TypeError):
-        return None  # calendar frequencies (months) have no fixed step
+        if not len(steps):
+            raise BadRequest(422, f"{where}: cannot tell the step from one timestamp and the model has no frequency")
+        irregular = np.flatnonzero(steps != steps[0])
+        if len(irregular):
+            i = int(irregular[0]) + 1
+            raise BadRequest(422, f"{where}[{i}]: step {steps[i - 1]} breaks the regular step {steps[0]} "
+                                  f"({len(irregular)} irregular steps)")
+        future = pd.DatetimeIndex([ts[-1] + steps[0] * (k + 1) for k in range(horizon)])
+    return [t.isoformat() for t in future]
 
 
 def parse_instance(obj: Any, engine: OnnxForecaster, where: str = "body"):
-    """One series from JSON -> (window (lookback, n_vars) float32, last timestamp or None, step or None)."""
+    """One series from JSON -> (window (lookback, n_vars) float32, forecast timestamps or None)."""
     if not isinstance(obj, dict):
         raise BadRequest(422, f"{where}: expected a JSON object with 'values' (and optional 'timestamps'), "
                               f"got {type(obj).__name__}")
@@ -211,15 +225,15 @@ def parse_instance(obj: Any, engine: OnnxForecaster, where: str = "body"):
         raise BadRequest(422, f"{where}.values: {'; '.join(parts)} (the model needs {', '.join(engine.variables)})")
     cols = [_number_list(values[v], f"{where}.values.{v}", engine.lookback) for v in engine.variables]
     window = np.stack(cols, axis=1).astype(np.float32)
-    last = step = None
+    future = None
     if obj.get("timestamps") is not None:
-        last, step = _parse_timestamps(obj["timestamps"], f"{where}.timestamps", engine.lookback,
-                                       engine.metadata.get("freq"))
-    return window, last, step
+        future = future_timestamps(obj["timestamps"], f"{where}.timestamps", engine.lookback, engine.horizon,
+                                   engine.metadata.get("freq"))
+    return window, future
 
 
 def parse_request(payload: Any, engine: OnnxForecaster):
-    """-> (batch (n, lookback, n_vars), [(last, step)], single?)"""
+    """-> (batch (n, lookback, n_vars), [future timestamps or None], single?)"""
     if isinstance(payload, dict) and "instances" in payload:
         if set(payload) != {"instances"}:
             raise BadRequest(422, "body: 'instances' cannot be combined with other fields")
@@ -231,14 +245,10 @@ def parse_request(payload: Any, engine: OnnxForecaster):
     else:
         parsed = [parse_instance(payload, engine)]
         single = True
-    return np.stack([p[0] for p in parsed]), [(p[1], p[2]) for p in parsed], single
+    return np.stack([p[0] for p in parsed]), [p[1] for p in parsed], single
 
 
-def _forecast_json(y: np.ndarray, when, targets: list[str]) -> dict:
-    last, step = when
-    stamps = None
-    if last is not None:
-        stamps = [(last + step * (i + 1)).isoformat() for i in range(y.shape[0])]
+def _forecast_json(y: np.ndarray, stamps: list[str] | None, targets: list[str]) -> dict:
     return {"timestamps": stamps, "forecast": {t: [float(v) for v in y[:, j]] for j, t in enumerate(targets)}}
 
 
@@ -260,8 +270,6 @@ def create_app(settings: Settings, *, source: ModelSource | None = None, alias: 
     max_body = max_body_bytes or settings.serve.max_body_bytes
     name = settings.model_name
     stop = threading.Event()
-
-    from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -188,6 +188,8 @@ def test_bad_requests_get_4xx_with_a_message(models, frame):
                 + str(good["values"]["Temperature"]) + ', "WorkDay": ' + str(good["values"]["WorkDay"]) + "}}")
     irregular = list(good["timestamps"])
     irregular[10] = irregular[11]
+    skipped = list(good["timestamps"][:20]) + [(pd.Timestamp(t) + pd.Timedelta(minutes=30)).isoformat()
+                                               for t in good["timestamps"][20:]]
     hourly = [(pd.Timestamp("2014-01-01") + pd.Timedelta(hours=i)).isoformat() for i in range(LOOKBACK)]
     corpus = [
         ("too short", {"json": short}, 422, "expected 48 observations"),
@@ -204,7 +206,8 @@ def test_bad_requests_get_4xx_with_a_message(models, frame):
         ("not UTF-8", {"content": b'\xff\xfe{', "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
         ("wrong content type", {"content": b"Demand=1", "headers": {"content-type": "text/plain"}}, 415, "content type 'text/plain'"),
         ("oversized", {"content": b"[" + b"1.0," * 60_000 + b"1]", "headers": {"content-type": "application/json"}}, 413, "over the limit of 200000 bytes"),
-        ("irregular timestamps", {"json": with_stamps(irregular)}, 422, "regular step"),
+        ("irregular timestamps", {"json": with_stamps(irregular)}, 422, "timestamps[11]: 2014-01-21 01:30:00 does not come after"),
+        ("a skipped step", {"json": with_stamps(skipped)}, 422, "breaks the regular 30min steps"),
         ("wrong step", {"json": with_stamps(hourly)}, 422, "does not match the model's frequency 30min"),
         ("not a date", {"json": with_stamps(["yesterday"] * LOOKBACK)}, 422, "not ISO 8601"),
         ("too few timestamps", {"json": with_stamps(good["timestamps"][:5])}, 422, "got 5 items"),
