@@ -240,3 +240,18 @@ def test_startup_without_a_model_is_one_error(tmp_path):
         raise NotFoundError("no champion for model 'elecdemand-forecaster'")
     with pytest.raises(NotFoundError, match="no champion"):
         create_app(SETTINGS, source=none, device="cpu")
+
+
+def test_business_day_timestamps_continue_on_the_calendar(tmp_path):
+    spec = ModelSpec(cell="rnn", n_vars=1, target_idx=[0], lookback=10, horizon=3, hidden_size=4, rnn_steps=5)
+    torch.manual_seed(0)
+    path = export_onnx(build(spec), tmp_path / "b.onnx", {"variables": ["Close"], "freq": "B"})
+    app = create_app(Settings(dataset="sp500"), source=Source(path, "1"), device="cpu", poll_seconds=60)
+    stamps = pd.bdate_range("2024-03-04", periods=10)  # Mon 4 .. Fri 15 March
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        r = c.post("/v1/forecast", json={"timestamps": [t.isoformat() for t in stamps], "values": {"Close": [1.0] * 10}})
+        assert r.status_code == 200, r.text
+        assert r.json()["timestamps"] == ["2024-03-18T00:00:00", "2024-03-19T00:00:00", "2024-03-20T00:00:00"]
+        daily = pd.date_range("2024-03-04", periods=10)  # crosses a weekend: not business days
+        r = c.post("/v1/forecast", json={"timestamps": [t.isoformat() for t in daily], "values": {"Close": [1.0] * 10}})
+        assert r.status_code == 422 and "does not match the model's frequency B" in r.json()["detail"]
