@@ -149,6 +149,8 @@ class OnnxForecaster:
                     raise GpuUnavailableError(msg)
                 if device == "cuda":
                     log.warning("!!! %s; continuing on the CPU", msg)
+                else:
+                    log.info("%s; using the CPU", msg)
             if used == CUDA:
                 cpu_sess = ort.InferenceSession(str(path), _session_options(threads), providers=[CPU])
         except CellcastError:
