@@ -61,5 +61,18 @@ def status(targets: list[str] | None = None, root: str | Path | None = None, wit
     `with_deps`, the stages upstream of them; empty when all of them are up to date."""
     from dvc.repo import Repo
 
-    with Repo(str(_root(Path(root or Path.cwd())))) as repo:
-        return repo.status(targets=targets, with_deps=with_deps)
+    base = _root(Path(root or Path.cwd()))
+    # a bare stage name is looked up relative to the working directory: anchor it at this repository
+    targets = [t if ":" in t else f"{base / 'dvc.yaml'}:{t}" for t in targets] if targets else targets
+    with Repo(str(base)) as repo:
+        found = repo.status(targets=targets, with_deps=with_deps)
+    return {_stage_name(k, base): v for k, v in found.items()}
+
+
+def _stage_name(key: str, base: Path) -> str:
+    """DVC names a stage relative to the working directory ('../x/dvc.yaml:train'): the root pipeline's
+    stages by their bare names, the way dvc.lock and `dvc status` in the root name them."""
+    path, sep, name = key.rpartition(":")
+    if sep and Path(path).resolve() == (base / "dvc.yaml").resolve():
+        return name
+    return key
