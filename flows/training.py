@@ -1,8 +1,11 @@
 """The training flow: data -> baselines -> candidates (in parallel) -> assess -> track -> register -> promote."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+import torch
 
 import flows  # noqa: F401  (Prefect defaults)
 from prefect import flow, get_run_logger, task
@@ -63,11 +66,14 @@ def training_flow(name: str, settings: Settings, source: dict | None = None, fro
                 {k: round(v["mase"], 3) for k, v in base.test.scores.items()}, base.anchor_season)
     dev = str(pick_device(device or settings.train.device))
     cands = candidates(settings)
-    runner_workers = settings.train.parallel
-    futures = [train_task.with_options(task_run_name=f"train-{c.name}").submit(ws, c, settings, base.anchor_season, dev)
-               for c in cands] if runner_workers > 1 else None
-    results = [f.result() for f in futures] if futures else [train_task(ws, c, settings, base.anchor_season, dev)
-                                                             for c in cands]
+    if settings.train.parallel > 1:
+        if dev == "cpu":
+            # candidates share the cores: one intra-op pool per candidate instead of each grabbing all
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.train.parallel))
+        futures = [train_task.submit(ws, c, settings, base.anchor_season, dev) for c in cands]
+        results = [f.result() for f in futures]
+    else:
+        results = [train_task(ws, c, settings, base.anchor_season, dev) for c in cands]
     out_dir = Path(settings.paths.data) / name / "models"
     reports = [assess_task(r, ws, settings, str(out_dir)) for r in results]
     outcome = promote_task(ws, settings, base, results, reports)

@@ -297,9 +297,16 @@ def log_torch_model(model, input_example: np.ndarray, name: str = "pytorch_model
         y = model(torch.from_numpy(x)).numpy()
     signature = ModelSignature(inputs=Schema([_flexible_spec(x)]),
                                outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *y.shape[1:]))]))
-    info = mlflow.pytorch.log_model(model, name=name, signature=signature, input_example=x,
-                                    serialization_format="pickle",
-                                    pip_requirements=_requirements("torch", "numpy") + ["cellcast"])
+    # pickle is a deliberate choice (see above); MLflow warns about it on every call
+    mlogger = logging.getLogger("mlflow.pytorch")
+    level = mlogger.level
+    mlogger.setLevel(logging.ERROR)
+    try:
+        info = mlflow.pytorch.log_model(model, name=name, signature=signature, input_example=x,
+                                        serialization_format="pickle",
+                                        pip_requirements=_requirements("torch", "numpy") + ["cellcast"])
+    finally:
+        mlogger.setLevel(level)
     return info.model_uri
 
 

@@ -90,10 +90,14 @@ def test_training_flow_registers_a_champion_then_keeps_it_against_a_worse_model(
 
 
 def test_a_random_walk_gets_no_champion_and_says_why(prefect_api, project, tiny_params):
+    """Also runs the candidates in parallel through the flow's task runner."""
     from flows.training import run_training
     from pipeline import tracking
     src = write_series(project / "walk.csv", kind="walk", seed=3)
-    out = run_training("walk", settings("walk"), source=src)
+    s = settings("walk")
+    s = s.model_copy(update={"train": s.train.model_copy(update={"parallel": 3})})
+    out = run_training("walk", s, source=src)
+    assert sorted(c["cell"] for c in out.candidates) == ["gru", "lstm", "rnn"]
     assert out.champion_after is None and not out.decision["promote"]
     assert "no champion" in out.decision["reason"] or "does not beat" in out.decision["reason"]
     assert tracking.get_alias("walk-forecaster", "champion") is None
