@@ -63,10 +63,12 @@ def baseline_names(seasons: list[int]) -> dict[str, int]:
     return out
 
 
-def usable_seasons(ws: WindowSet, seasons: list[int] | None = None) -> list[int]:
-    """Seasons whose baseline exists for every train window (the earliest must see one season back)."""
+def usable_seasons(ws: WindowSet, seasons: list[int] | None = None, split: str = "train") -> list[int]:
+    """Seasons whose baseline exists for every window of `split` (its earliest window must see one
+    season back): a yearly season is no bar for train windows at the start, but is for test windows."""
     seasons = ws.meta.seasons if seasons is None else seasons
-    first = int(min(v.min() for v in ws.starts.values() if len(v)))
+    starts = ws.starts[split]
+    first = int(starts.min()) if len(starts) else 0
     return [m for m in seasons if 1 < m <= first + ws.meta.lookback]
 
 

@@ -37,7 +37,7 @@ def baselines(ws: WindowSet, settings: Settings) -> Baselines:
     """Naive and seasonal naive at every natural season; the best on *validation* anchors the models
     (choosing on test would leak), if its season fits the lookback."""
     seasons = settings.evaluate.seasons if settings.evaluate.seasons != "auto" else ws.meta.seasons
-    seasons = usable_seasons(ws, list(seasons))
+    seasons = usable_seasons(ws, list(seasons), split="val")   # val precedes test: usable for both
     val = evaluate_baselines(ws, "val", seasons)
     test = evaluate_baselines(ws, "test", seasons)
     fitting = {k: v for k, v in val.scores.items() if season_of(k) <= ws.meta.lookback}

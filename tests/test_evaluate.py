@@ -50,3 +50,12 @@ def test_mase_scale_is_the_one_step_naive_mae_on_train_rows():
 
 def test_baseline_names():
     assert baseline_names([48, 336]) == {"naive": 1, "seasonal_naive_48": 48, "seasonal_naive_336": 336}
+
+
+def test_a_season_longer_than_the_lookback_is_a_bar_where_history_allows():
+    t = np.arange(2000)
+    ws = _ws(np.sin(2 * np.pi * t / 365) + 0.01 * t, lookback=20, horizon=5)
+    assert usable_seasons(ws, [7, 365], split="train") == [7]
+    assert usable_seasons(ws, [7, 365], split="val") == [7, 365]
+    rep = evaluate_baselines(ws, "test", [7, 365])
+    assert "seasonal_naive_365" in rep.scores
