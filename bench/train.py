@@ -194,16 +194,17 @@ def main() -> None:
     ap.add_argument("--horizon", type=int, help="like-for-like horizon (default: 24 on CUDA, 48 on CPU)")
     ap.add_argument("--hidden", type=int, help="default: 128 on CUDA, 64 on CPU")
     ap.add_argument("--layers", type=int, help="default: 2 on CUDA, 1 on CPU")
-    ap.add_argument("--batch", type=int, nargs="+", help="cellcast batch sizes for throughput (default: 8192 16384 "
-                    "on CUDA, 256 (params.yaml) and 64 (the seed's) on CPU; cap 16384)")
+    ap.add_argument("--batch", type=int, nargs="+", help="cellcast batch sizes for throughput (default: 4096 8192 "
+                    "on CUDA (elecdemand), 256 (params.yaml) and 64 (the seed's) on CPU; cap 16384)")
     ap.add_argument("--seed-batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3, help="both loops (params.yaml's train.lr)")
     ap.add_argument("--seed-budget", type=float, default=4.0, help="seconds of seed steps per throughput row")
-    ap.add_argument("--epochs", type=int, default=2, help="cellcast epochs per throughput row")
+    ap.add_argument("--epochs", type=int, help="cellcast epochs per throughput row (default: 20 on CUDA, 2 on CPU)")
     ap.add_argument("--epoch-windows", type=int, help="windows per cellcast epoch (default: 4096 on CPU, all train "
                     "windows on CUDA)")
     ap.add_argument("--ttq-budget", type=float, default=15.0, help="seconds of training per time-to-quality run")
-    ap.add_argument("--ttq-every", type=int, default=2048, help="windows between validations (both loops)")
+    ap.add_argument("--ttq-every", type=int, help="windows between validations, both loops (default: 16384 on CUDA "
+                    "(capped at the train windows by the trainer), 2048 on CPU)")
     ap.add_argument("--ttq-batch", type=int, help="cellcast batch for time to quality (default: --batch)")
     ap.add_argument("--no-ttq", action="store_true")
     ap.add_argument("--no-production", action="store_true")
@@ -213,7 +214,11 @@ def main() -> None:
     args.horizon = args.horizon or (24 if CUDA else 48)
     args.hidden = args.hidden or (128 if CUDA else 64)
     args.layers = args.layers or (2 if CUDA else 1)
-    args.batch = [min(b, 16384) for b in (args.batch or ([8192, 16384] if CUDA else [256, 64]))]  # cuDNN: 32768 crashed
+    # CUDA: elecdemand has ~12k train windows, so an epoch is one or a few batches of this size; cap 16384
+    # (cuDNN's LSTM crashed at 32768)
+    args.batch = [min(b, 16384) for b in (args.batch or ([4096, 8192] if CUDA else [256, 64]))]
+    args.epochs = args.epochs or (20 if CUDA else 2)
+    args.ttq_every = args.ttq_every or (16384 if CUDA else 2048)
     args.ttq_batch = min(args.ttq_batch or args.batch[0], 16384)
     if args.quick:
         args.repeats, args.seed_budget, args.epochs, args.ttq_budget, args.ttq_every = 1, 0.5, 1, 2.0, 512
@@ -269,7 +274,7 @@ def main() -> None:
                 row |= {"production_windows_per_s": round(pc), "production_ratio": round(pc / seed, 2)}
             rows.append(out.emit(**row, load_avg=round(os.getloadavg()[0], 2)))
     summary = []
-    for cell in args.cells:
+    for cell in args.cells if rows else []:      # --repeats 0: time to quality only
         mine = [r for r in rows if r["cell"] == cell]
         med = lambda k: statistics.median(r[k] for r in mine)  # noqa: E731
         spread = lambda k: round(100 * (max(r[k] for r in mine) - min(r[k] for r in mine)) / med(k), 1)  # noqa: E731
@@ -328,6 +333,8 @@ def tables(summary, ttq, args, prod_ws, prod_anchor, prod) -> str:
         head += " production windows/s | production vs seed |"
         sep += " ---: | ---: |"
     lines += [head, sep]
+    if not summary:             # --repeats 0: time to quality only
+        lines = []
     for s in summary:
         line = f"| {s['cell']} | {s['seed_windows_per_s']:,} ({s['seed_spread_pct']}%) |" + "".join(
             f" {s[f'cellcast_b{b}_windows_per_s']:,} ({s[f'cellcast_b{b}_spread_pct']}%) | {s[f'median_ratio_b{b}']}x; "
@@ -335,7 +342,7 @@ def tables(summary, ttq, args, prod_ws, prod_anchor, prod) -> str:
         if prod_ws is not None:
             line += f" {s['production_windows_per_s']:,} | {s['production_median_ratio']}x |"
         lines.append(line)
-    if prod_ws is not None:
+    if prod_ws is not None and summary:
         lines.append(f"\nproduction = params.yaml for {args.dataset}: lookback {prod_ws.meta.lookback}, horizon "
                      f"{prod_ws.meta.horizon}, rnn_steps {prod.train.rnn_steps}, residual on seasonal naive "
                      f"{prod_anchor}, {prod.train.hidden_size}x{prod.train.num_layers}, batch {prod.train.batch_size}")
