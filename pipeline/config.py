@@ -71,7 +71,7 @@ class TrainConfig(_Strict):
     dropout: float = Field(0.0, ge=0, lt=1)
     rnn_steps: int = Field(48, ge=1)
     residual: bool = True
-    epochs: int = Field(20, ge=1)
+    epochs: int = Field(10, ge=1)
     batch_size: int = Field(256, ge=1)
     max_batch_size: int = Field(16384, ge=1)
     lr: float = Field(3e-3, gt=0)
@@ -80,8 +80,8 @@ class TrainConfig(_Strict):
     patience: int = Field(4, ge=1)
     lr_factor: float = Field(0.5, gt=0, lt=1)
     lr_patience: int = Field(2, ge=0)
-    max_train_windows: int = Field(20000, ge=1)
-    time_budget_s: float = Field(60, gt=0)
+    max_train_windows: int = Field(8000, ge=1)
+    time_budget_s: float = Field(300, gt=0)
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     parallel: int = Field(1, ge=1)
