@@ -30,7 +30,8 @@ test: install
 	$(VENV)/bin/python -m pytest -q
 
 repro: install
-	$(VENV)/bin/dvc repro
+	# the stages call `cellcast`: the venv's bin first on PATH
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/dvc repro
 
 bench: install
 	$(PY) bench/windows.py

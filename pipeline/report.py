@@ -55,7 +55,7 @@ def evaluate_registered(name: str, settings: Settings, alias: str = "champion") 
         for k, s in enumerate(starts):
             for h in range(m.horizon):
                 row = s + m.lookback + h
-                w.writerow([str(ws.timestamps[row]), f"{ws.values[row, m.target_idx[0]]:.6g}",
+                w.writerow([str(ws.timestamps[row].astype("datetime64[s]")), f"{ws.values[row, m.target_idx[0]]:.6g}",
                             f"{tiled[k, h, 0]:.6g}", f"{snaive[k, h, 0]:.6g}"])
     out["paths"] = {"metrics": str(d / "metrics.json"), "plots": str(d / "plots")}
     return out
