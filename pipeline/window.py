@@ -132,7 +132,7 @@ class TorchWindows:
     """The series resident on a device; windows are `unfold` views and batches are gathered there."""
 
     def __init__(self, ws: WindowSet, device="cpu"):
-        import torch
+        import torch  # here: validation imports this module and needs no torch
 
         self.ws = ws
         self.device = torch.device(device)
@@ -143,6 +143,12 @@ class TorchWindows:
 
     def batch(self, idx):
         L = self.ws.meta.lookback
+        if self.device.type == "cpu":
+            import torch
+
+            # numpy's gather on the sliding view is ~3x faster than torch indexing an unfold view on a CPU
+            x, y = self.ws.batch(idx.numpy())
+            return torch.from_numpy(x), torch.from_numpy(np.ascontiguousarray(y))
         w = self.windows[idx].transpose(1, 2)                      # (B, span, V): copies the batch only
         return w[:, :L, :], w[:, L:, :].index_select(2, self.target_idx)
 
