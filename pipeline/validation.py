@@ -227,7 +227,7 @@ def _run_gx(df: pd.DataFrame, name: str, cols: list[str], dedupe: str, bounds: d
                 count = len(df)
             examples = row["examples"] or ([row["observed_value"]] if row["observed_value"] else [])
             if rule == "min_rows":
-                examples = [f"{len(df)} rows, need at least {min_rows}"]
+                examples = [f"{len(df)} rows, need at least {min_rows} for one train, validation and test window each"]
             failed.append(_Failed(col, rule, int(count), examples))
     if docs_dir is not None:
         index = str(docs_dir / "index.html")
@@ -314,6 +314,9 @@ def _now() -> str:
 
 
 def _message(source: str, f: _Failed) -> str:
+    if f.rule in ("min_rows", "min_windows"):   # a rule on the whole table, not on a column's values
+        return (f"{source}: too short ({f.rule}): {'; '.join(str(x) for x in f.examples[:1])}; "
+                f"shorten window.lookback / window.horizon in params.yaml or supply more rows")
     eg = f" (e.g. {', '.join(str(x) for x in f.examples[:3])})" if f.examples else ""
     return f"{source}: column '{f.column}': {f.rule} failed for {f.count} rows{eg}"
 

@@ -68,6 +68,8 @@ def resolve_window(settings: Settings, freq: str, n_rows: int | None = None) -> 
     if lookback == "auto":
         fit = [m for m in seasons if n_rows is None or (m + settings.train.rnn_steps) * 10 <= n_rows]
         lookback = (max(fit) if fit else 0) + settings.train.rnn_steps
+        if n_rows is not None:   # a short series: a tenth of it at most, so every split keeps windows
+            lookback = max(2, min(lookback, n_rows // 10))
     return int(lookback), int(horizon)
 
 
@@ -209,13 +211,14 @@ def build_windows(frame: pd.DataFrame, *, name: str, variables: list[str], targe
     std = np.nanstd(train, axis=0)
     std = np.where(~np.isfinite(std) | (std < 1e-8), 1.0, std)   # a constant column scales by 1
     ts = frame["timestamp"].to_numpy()
+    at = lambda i: str(pd.Timestamp(ts[i]))  # noqa: E731  (readable stamps in windows.json and messages)
     meta = WindowMeta(
         name=name, variables=list(variables), targets=list(targets), freq=freq, lookback=lookback,
         horizon=horizon, stride=w.stride, rows=rows, bounds={"val": int(val_start), "test": int(test_start)},
         counts={k: int(len(v)) for k, v in starts.items()}, mean=[float(x) for x in mean],
-        std=[float(x) for x in std], start=str(ts[0]), end=str(ts[-1]),
-        split_times={"train": [str(ts[0]), str(ts[val_start - 1])], "val": [str(ts[val_start]), str(ts[test_start - 1])],
-                     "test": [str(ts[test_start]), str(ts[-1])]},
+        std=[float(x) for x in std], start=at(0), end=at(-1),
+        split_times={"train": [at(0), at(val_start - 1)], "val": [at(val_start), at(test_start - 1)],
+                     "test": [at(test_start), at(-1)]},
         data_md5=data_md5, seasons=seasons_for(freq, rows),
     )
     return WindowSet(values, ts, meta, starts)

@@ -39,9 +39,13 @@ def _snap(p: Path):
 
 def assert_rejected(project: Path, name: str, err: DataValidationError, column: str, rule: str, count: int | None):
     msg = str(err)
-    assert "\n" not in msg and f"column '{column}': {rule} failed for" in msg, msg
-    if count is not None:
-        assert f"failed for {count} rows" in msg, msg
+    if rule in ("min_rows", "min_windows"):   # table-level: says what is too short and what to change
+        assert "\n" not in msg and f"too short ({rule}): {count} rows, need at least" in msg, msg
+        assert "window.lookback" in msg, msg
+    else:
+        assert "\n" not in msg and f"column '{column}': {rule} failed for" in msg, msg
+        if count is not None:
+            assert f"failed for {count} rows" in msg, msg
     assert msg.startswith(str(Path("data") / name / "raw.parquet"))
     # report and Data Docs kept, data and report in quarantine, nothing validated written
     rep = json.loads((project / "reports" / name / "validation.json").read_text())

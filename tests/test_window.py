@@ -134,3 +134,12 @@ def test_auto_window_follows_the_frequency():
     assert resolve_window(s, "30min", 17520) == (336 + s.train.rnn_steps, 48)
     assert resolve_window(s, "D", 5000)[1] == 7
     assert resolve_window(Params(window={"lookback": 10, "horizon": 3}).for_dataset("x"), "D", 5000) == (10, 3)
+
+
+def test_auto_lookback_shrinks_for_a_short_series():
+    s = Params().for_dataset("x")
+    lookback, horizon = resolve_window(s, "D", 300)
+    assert lookback == 30 and horizon == 7
+    df = frame(300, freq="D")
+    ws = build_windows(df, name="t", variables=["load", "temp"], targets=["load"], freq="D", settings=s)
+    assert min(ws.meta.counts.values()) > 0
