@@ -279,8 +279,8 @@ def summary_table(outcome: Outcome) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     d = outcome.decision
     verdict = "PROMOTED to champion" if d.get("promote") else "not promoted"
-    lines += ["", f"best candidate: {outcome.best or '-'}  registered: "
-                  f"{outcome.model_name} v{outcome.version}" if outcome.version else "nothing registered",
+    registered = f"{outcome.model_name} v{outcome.version}" if outcome.version else "nothing"
+    lines += ["", f"best candidate: {outcome.best or '-'}  registered: {registered}",
               f"decision: {verdict}: {d.get('reason')}",
               f"champion now: {('v' + str(outcome.champion_after)) if outcome.champion_after else 'none'}"]
     return "\n".join(lines)
