@@ -113,10 +113,9 @@ class ServeConfig(_Strict):
 _SECTIONS = ("ingest", "validate", "window", "train", "evaluate")
 
 
-class Settings(_Strict):
-    """The settings of one dataset: the base sections with its overrides applied."""
+class _Sections(_Strict):
+    """The sections of params.yaml every stage reads."""
 
-    dataset: str
     paths: Paths = Paths()
     ingest: IngestConfig = IngestConfig()
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
@@ -127,6 +126,12 @@ class Settings(_Strict):
     serve: ServeConfig = ServeConfig()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Settings(_Sections):
+    """The settings of one dataset: the base sections with its overrides applied."""
+
+    dataset: str
 
     @property
     def model_name(self) -> str:
@@ -138,19 +143,11 @@ class Settings(_Strict):
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
-class Params(_Strict):
-    dataset: str = "elecdemand"
-    paths: Paths = Paths()
-    ingest: IngestConfig = IngestConfig()
-    validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
-    window: WindowConfig = WindowConfig()
-    train: TrainConfig = TrainConfig()
-    evaluate: EvaluateConfig = EvaluateConfig()
-    registry: RegistryConfig = RegistryConfig()
-    serve: ServeConfig = ServeConfig()
-    datasets: dict[str, dict[str, dict]] = Field(default_factory=dict)
+class Params(_Sections):
+    """params.yaml as a whole: the sections, the default dataset and per-dataset overrides."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    dataset: str = "elecdemand"
+    datasets: dict[str, dict[str, dict]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check_overrides(self):
@@ -174,9 +171,14 @@ class Params(_Strict):
             raise ConfigError(_one_line(e, prefix=f"datasets.{name}")) from None
 
 
+_TYPE_TAGS = {"int", "float", "str", "bool", "list", "dict", "tuple"}
+
+
 def _one_line(e: ValidationError, prefix: str = "") -> str:
     err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if p != "validate_")
+    # pydantic adds the union member tried ('int', "literal['auto']") to the location: not a key
+    loc = ".".join(str(p) for p in err["loc"]
+                   if p != "validate_" and not (isinstance(p, str) and (p in _TYPE_TAGS or "[" in p)))
     where = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
     more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
     return f"{PARAMS_FILE}: {where}: {err['msg']}{more}"
@@ -208,3 +210,5 @@ def load_params(path: str | Path | None = None) -> Params:
         return Params(**raw)
     except ValidationError as e:
         raise ConfigError(_one_line(e).replace(PARAMS_FILE, str(p), 1)) from None
+    except ConfigError as e:  # a dataset override, type-checked while the file is read
+        raise ConfigError(e.message.replace(PARAMS_FILE, str(p), 1)) from None

@@ -1,0 +1,43 @@
+"""Typed params.yaml: overrides per dataset, one-line errors naming the key."""
+import pytest
+
+from pipeline.config import Params, load_params
+from pipeline.errors import ConfigError
+
+
+def write(tmp_path, text):
+    p = tmp_path / "params.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_the_repository_params_load_and_every_bundled_dataset_resolves():
+    p = load_params()
+    for name in ("elecdemand", "glucose", "chicago", "sp500", "someone-elses"):
+        s = p.for_dataset(name)
+        assert s.dataset == name and s.model_name == f"{name}-forecaster"
+
+
+def test_dataset_overrides_apply_to_their_dataset_only():
+    p = Params(window={"lookback": 10}, datasets={"a": {"window": {"lookback": 99}, "train": {"epochs": 3}}})
+    assert p.for_dataset("a").window.lookback == 99 and p.for_dataset("a").train.epochs == 3
+    assert p.for_dataset("b").window.lookback == 10
+    assert p.for_dataset("a").fingerprint() != p.for_dataset("b").fingerprint()
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("train:\n  epochs: many\n", "params.yaml: train.epochs: Input should be a valid integer"),
+    ("train:\n  cells: [rnn, transformer]\n", "train.cells.1"),
+    ("trian:\n  epochs: 3\n", "trian: Extra inputs are not permitted"),
+    ("window:\n  lookback: -4\n", "window.lookback"),
+    ("datasets:\n  x:\n    serve: {port: 1}\n", "datasets.x.serve: not a section that can be overridden"),
+    ("datasets:\n  x:\n    window: {horizon: zero}\n", "datasets.x.window.horizon"),
+    ("train: [1, 2\n", "not valid YAML"),
+    ("- a\n- b\n", "must be a mapping"),
+])
+def test_a_bad_params_file_is_one_line_naming_the_key(tmp_path, text, needle):
+    with pytest.raises(ConfigError) as e:
+        load_params(write(tmp_path, text))
+    msg = str(e.value)
+    assert needle in msg and "\n" not in msg, msg
+    assert str(tmp_path / "params.yaml") in msg
