@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -180,8 +179,7 @@ def track_and_promote(ws: WindowSet, settings: Settings, base: Baselines, result
         tracking.log_dict(base.to_dict(), "baselines.json")
         if validation_report and Path(validation_report).is_file():
             tracking.log_artifact(validation_report, "validation")
-        with tempfile.TemporaryDirectory() as tmp:
-            _log_pictures(ws, base, results, reports, Path(tmp))
+        _log_pictures(ws, base, results, reports)
         for res, rep in zip(results, reports):
             _log_candidate(ws, settings, res, rep, tags)
         ok = [r for r in reports if r.parity_ok and r.error is None]
@@ -244,18 +242,18 @@ def _log_candidate(ws: WindowSet, settings: Settings, res: TrainResult, rep: Can
                                                     metadata=onnx_metadata(ws, settings) | {"candidate": rep.name})
 
 
-def _log_pictures(ws: WindowSet, base: Baselines, results: list[TrainResult], reports: list[CandidateReport],
-                  tmp: Path) -> None:
+def _log_pictures(ws: WindowSet, base: Baselines, results: list[TrainResult], reports: list[CandidateReport]) -> None:
     m = ws.meta
-    starts = ws.starts["test"]
-    ti = 0
-    actual = ws.values[m.bounds["test"]:, m.target_idx[ti]]
-    t_actual = ws.timestamps[m.bounds["test"]:]
-    first = starts[0] + m.lookback - m.bounds["test"]         # test windows' first target row, in test rows
+    ti, H = 0, m.horizon
+    starts = ws.starts["test"][-10 * H:]            # the last ten horizons of the test range: readable, not a smear
+    first = starts[0] + m.lookback                   # row of the first forecast step drawn
+    actual = ws.values[first:, m.target_idx[ti]]
+    x, _ = ws.batch(starts)
     fc = {base.test.best: seasonal_naive(ws, starts, season_of(base.test.best))[:, :, ti]}
     for res in results:
-        fc[res.candidate.name] = predict_windows(predictor(res.model), ws, "test")[:, :, ti]
-    fig = plots.forecast_vs_actual(t_actual[first:], actual[first:], fc, f"{m.name}: test range", m.targets[ti])
+        fc[res.candidate.name] = predictor(res.model)(np.ascontiguousarray(x))[:, :, ti]
+    fig = plots.forecast_vs_actual(ws.timestamps[first:], actual, fc,
+                                   f"{m.name}: last {len(starts) // H or 1} forecasts of the test range", m.targets[ti])
     tracking.log_figure(fig, "forecast_vs_actual.png"); plots.close(fig)
     fig = plots.loss_curves({r.candidate.name: r.history for r in results}, f"{m.name}: loss")
     tracking.log_figure(fig, "loss_curves.png"); plots.close(fig)
