@@ -85,15 +85,22 @@ class BaselineReport:
 
 
 def evaluate_baselines(ws: WindowSet, split: str, seasons: list[int]) -> BaselineReport:
+    """Every baseline on a split's windows. A baseline that reads into a break (a long gap kept as NaN)
+    is scored on the windows where it exists, with `coverage` < 1, and cannot be the bar: the bar
+    must be scored on exactly the windows the models are."""
     starts = ws.starts[split]
     _, y = ws.batch(starts)
     scale = mase_scale(ws)
     scores, steps = {}, {}
     for name, m in baseline_names(seasons).items():
         pred = seasonal_naive(ws, starts, m)
-        scores[name] = metrics(y, pred, scale)
-        steps[name] = mae_by_step(y, pred, scale).tolist()
-    best = min(scores, key=lambda k: scores[k]["mase"])
+        ok = np.isfinite(pred).all(axis=(1, 2))
+        if not ok.any():
+            continue
+        scores[name] = {**metrics(y[ok], pred[ok], scale), "coverage": float(ok.mean())}
+        steps[name] = mae_by_step(y[ok], pred[ok], scale).tolist()
+    complete = [k for k, v in scores.items() if v["coverage"] == 1.0] or list(scores)
+    best = min(complete, key=lambda k: scores[k]["mase"])
     return BaselineReport(split=split, scores=scores, best=best, by_step=steps)
 
 

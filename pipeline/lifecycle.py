@@ -39,7 +39,7 @@ def baselines(ws: WindowSet, settings: Settings) -> Baselines:
     seasons = usable_seasons(ws, list(seasons), split="val")   # val precedes test: usable for both
     val = evaluate_baselines(ws, "val", seasons)
     test = evaluate_baselines(ws, "test", seasons)
-    fitting = {k: v for k, v in val.scores.items() if season_of(k) <= ws.meta.lookback}
+    fitting = {k: v for k, v in val.scores.items() if season_of(k) <= ws.meta.lookback and v["coverage"] == 1.0}
     anchor = season_of(min(fitting, key=lambda k: fitting[k]["mase"])) if fitting else None
     return Baselines(val, test, anchor)
 
@@ -270,8 +270,10 @@ def summary_table(outcome: Outcome) -> str:
                      f"{c['test']['mae']:.4g}", str(c["epochs"]), f"{c['seconds']:.0f}",
                      "ok" if c["parity_ok"] else "FAIL"))
     for bname, sc in outcome.baselines["test"]["scores"].items():
-        val = outcome.baselines["val"]["scores"][bname]["mase"]
-        rows.append((bname, f"{val:.3f}", f"{sc['mase']:.3f}", f"{sc['smape']:.2f}", f"{sc['mae']:.4g}", "-", "-", "-"))
+        val = outcome.baselines["val"]["scores"].get(bname, {}).get("mase", float("nan"))
+        cov = "" if sc["coverage"] == 1.0 else f" ({sc['coverage']:.0%} of windows)"
+        rows.append((bname + cov, f"{val:.3f}", f"{sc['mase']:.3f}", f"{sc['smape']:.2f}", f"{sc['mae']:.4g}",
+                     "-", "-", "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -59,3 +59,15 @@ def test_a_season_longer_than_the_lookback_is_a_bar_where_history_allows():
     assert usable_seasons(ws, [7, 365], split="val") == [7, 365]
     rep = evaluate_baselines(ws, "test", [7, 365])
     assert "seasonal_naive_365" in rep.scores
+
+
+def test_a_baseline_reading_into_a_break_is_reported_but_is_not_the_bar():
+    t = np.arange(600)
+    y = np.sin(2 * np.pi * t / 24) + 5 + 0.001 * t
+    y[440:460] = np.nan                      # a break kept by the `segment` policy, before the test rows
+    ws = _ws(y, lookback=30, horizon=6)
+    assert ws.meta.bounds["test"] == 480 and len(ws.starts["test"])
+    rep = evaluate_baselines(ws, "test", [24, 40])
+    assert 0 < rep.scores["seasonal_naive_40"]["coverage"] < 1
+    assert np.isfinite(rep.scores["seasonal_naive_40"]["mase"])
+    assert rep.best != "seasonal_naive_40" and rep.scores[rep.best]["coverage"] == 1.0
