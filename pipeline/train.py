@@ -127,7 +127,7 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
         blob = torch.load(ckpt, map_location=device, weights_only=False)
         if blob.get("fingerprint") == fp:
             model.load_state_dict(blob["model"]); opt.load_state_dict(blob["opt"]); sched.load_state_dict(blob["sched"])
-            gen.set_state(blob["gen"].cpu() if not cuda else blob["gen"])
+            gen.set_state(blob["gen"].cpu())  # generator states are CPU byte tensors, also for CUDA generators
             history, best, best_epoch, bad_epochs = blob["history"], blob["best"], blob["best_epoch"], blob["bad_epochs"]
             best_state, initial = blob["best_state"], blob["initial"]
             start_epoch = resumed = blob["epoch"] + 1
