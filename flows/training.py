@@ -66,8 +66,8 @@ def training_flow(name: str, settings: Settings, source: dict | None = None, fro
                 {k: round(v["mase"], 3) for k, v in base.test.scores.items()}, base.anchor_season)
     dev = str(pick_device(device or settings.train.device))
     cands = candidates(settings)
-    if settings.train.parallel > 1:
-        if dev == "cpu":
+    if settings.train.task_runner == "dask" or settings.train.parallel > 1:
+        if dev == "cpu" and settings.train.task_runner == "threads":
             # candidates share the cores: one intra-op pool per candidate instead of each grabbing all
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.train.parallel))
         futures = [train_task.submit(ws, c, settings, base.anchor_season, dev) for c in cands]
@@ -81,7 +81,21 @@ def training_flow(name: str, settings: Settings, source: dict | None = None, fro
     return outcome
 
 
+def task_runner(settings: Settings):
+    """Threads in this process (train.parallel wide), or a Dask cluster: `train.dask_address`, else a local
+    cluster of train.parallel worker processes, one thread each (each candidate gets its own core)."""
+    t = settings.train
+    if t.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner
+        if t.dask_address:
+            return DaskTaskRunner(address=t.dask_address)
+        per = str(max(1, (os.cpu_count() or 1) // t.parallel))    # torch's pool per worker: the cores, shared out
+        return DaskTaskRunner(cluster_kwargs={"n_workers": t.parallel, "threads_per_worker": 1, "processes": True,
+                                              "dashboard_address": None,
+                                              "env": {"OMP_NUM_THREADS": per, "MKL_NUM_THREADS": per}})
+    return ThreadPoolTaskRunner(max_workers=max(1, t.parallel))
+
+
 def run_training(name: str, settings: Settings, **kw):
-    """Run the flow with the task runner sized by train.parallel."""
-    workers = max(1, settings.train.parallel)
-    return training_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))(name, settings, **kw)
+    """Run the flow with the task runner params.yaml asks for."""
+    return training_flow.with_options(task_runner=task_runner(settings))(name, settings, **kw)

@@ -85,6 +85,14 @@ class TrainConfig(_Strict):
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     parallel: int = Field(1, ge=1)
+    task_runner: Literal["threads", "dask"] = "threads"
+    dask_address: str | None = None
+
+    @model_validator(mode="after")
+    def _dask_needs_parallel(self):
+        if self.dask_address and self.task_runner != "dask":
+            raise ValueError("dask_address is set but task_runner is not 'dask'")
+        return self
 
     def grid(self) -> list[dict]:
         """Every candidate: each cell x each hidden size x each depth listed."""

@@ -101,3 +101,18 @@ def test_a_random_walk_gets_no_champion_and_says_why(prefect_api, project, tiny_
     assert out.champion_after is None and not out.decision["promote"]
     assert "no champion" in out.decision["reason"] or "does not beat" in out.decision["reason"]
     assert tracking.get_alias("walk-forecaster", "champion") is None
+
+
+def test_candidates_train_in_parallel_on_a_dask_cluster(prefect_api, project, tiny_params):
+    """train.task_runner: dask with no address: a local Dask cluster of worker processes, one per candidate."""
+    from flows.training import run_training, task_runner
+    src = write_series(project / "load.csv")
+    s = settings("load")
+    s = s.model_copy(update={"train": s.train.model_copy(update={"task_runner": "dask", "parallel": 2,
+                                                                  "cells": ["gru", "rnn"]})})
+    assert type(task_runner(s)).__name__ == "DaskTaskRunner"
+    out = run_training("load", s, source=src)
+    assert sorted(c["cell"] for c in out.candidates) == ["gru", "rnn"]
+    assert out.version == 1
+    runs = [r for r, _ in flow_runs("cellcast-train") if r.state.is_completed()]
+    assert runs
