@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.inference import CUDA, OnnxForecaster  # noqa: E402
 from pipeline.model import ModelSpec, build  # noqa: E402
-from pipeline.onnx_export import check_parity, export_onnx  # noqa: E402
+from pipeline.onnx_export import DEFAULT_VARIANT, VARIANTS, check_parity, export_onnx  # noqa: E402
 
 
 def emit(**kw):
@@ -98,10 +98,12 @@ def main() -> None:
             parity = check_parity(model, path, xb[:256])
             engines = [("torch-cpu", None)]
             engines.append(("ort-cpu", OnnxForecaster.from_path(path, device="cpu", threads=args.threads)))
-            if cell == "rnn":  # ORT's native RNN operator, for comparison with the unrolled export
-                native = export_onnx(model, Path(tmp) / "rnn-native.onnx", {}, unroll_rnn=False)
-                engines.append(("ort-cpu-native-op", OnnxForecaster.from_path(native, device="cpu",
-                                                                              threads=args.threads)))
+            # the other export variants beside the default one (pipeline.onnx_export.VARIANTS)
+            for variant in VARIANTS:
+                if variant != DEFAULT_VARIANT[cell]:
+                    other = export_onnx(model, Path(tmp) / f"{cell}-{variant}.onnx", {}, variant=variant)
+                    engines.append((f"ort-cpu-{variant}", OnnxForecaster.from_path(other, device="cpu",
+                                                                                   threads=args.threads)))
             if gpu:
                 engines.append(("torch-cuda", "cuda"))
                 ort_gpu = OnnxForecaster.from_path(path, device="cuda", cpu_batch_threshold=0)

@@ -4,15 +4,18 @@ The TorchScript exporter (`dynamo=False`, opset 17) is used on purpose: it emits
 operators with dynamic batch and sequence length, while the dynamo exporter unrolls recurrent
 layers with a fixed length and has exported GRUs with wrong numbers (STACK.md).
 
-The vanilla RNN is the exception: ONNX Runtime's native `RNN` operator ran 3x slower than torch
-on CPU. The Forecaster always runs exactly `spec.steps` steps of its cell (it slices the last steps
-relative to the end of the input), so the cell is exported unrolled: one MatMul for the input
-projection of every step at once, then per step MatMul + Add + Tanh. Batch and input length stay
-dynamic because the unrolled loop only depends on `spec.steps`.
+Recurrent cells can also be exported unrolled (the Forecaster always runs exactly `spec.steps` steps
+of its cell, slicing the last steps relative to the end of the input, so batch and input length stay
+dynamic): the vanilla RNN as MatMul + Add + Tanh per step (ORT's native RNN op ran 3x slower than
+torch on CPU), LSTM and GRU as per-gate Gemms that ORT fuses with their Sigmoid/Tanh (see
+_UnrolledGated). The unrolled graphs have thousands of nodes, which costs milliseconds at batch 1,
+so LSTM and GRU default to a "hybrid" graph: an If on the batch size picks the unrolled graph for
+large batches and the native operator for small ones. Variants and figures: bench/inference.py.
 """
 from __future__ import annotations
 
 import copy
+import io
 import json
 import logging
 import warnings
@@ -80,12 +83,105 @@ class _UnrolledRNN(nn.Module):
         return h.unsqueeze(1), h.unsqueeze(0)
 
 
+class _UnrolledGated(nn.Module):
+    """LSTM / GRU (batch_first) re-expressed step by step so they trace to Gemm + Sigmoid/Tanh/Mul/Add.
+
+    Layers run interleaved, step by step, and every gate has its own Gemm over [the layer's input,
+    its h] (batch, in + H) with the stacked weights [[W_ih], [W_hh]] (in + H, H) and summed biases:
+    - ONNX Runtime fuses a Gemm with the Sigmoid/Tanh that follows it (FusedGemm), so the activation
+      runs while the output is still in cache, and no Split/Slice copies the gates apart;
+    - precomputing the input projection of every step in one MatMul (ORT's native op, _UnrolledRNN)
+      writes a (batch, steps, 4H) tensor far larger than the cache; per-step Gemms stay cache-sized.
+    GRU keeps PyTorch's semantics (ONNX linear_before_reset=1): the reset gate scales W_hn h + b_hn
+    alone, so the candidate's x and h parts are two Gemms. Returns (out, state) like the torch
+    layer with only the last step in `out` (see _UnrolledRNN).
+    """
+
+    def __init__(self, layer_module: nn.Module, steps: int, cell: str):
+        super().__init__()
+        _check_unrollable(layer_module, cell)
+        self.steps, self.num_layers, self.cell = steps, layer_module.num_layers, cell
+        H = self.hidden = layer_module.hidden_size
+        # PyTorch's gate order: LSTM (i, f, g, o), GRU (r, z, n)
+        names = ("i", "f", "g", "o") if cell == "lstm" else ("r", "z")
+        for layer in range(layer_module.num_layers):
+            w_ih, w_hh, (b_ih, b_hh) = _layer_weights(layer_module, layer)
+            n_in = w_ih.shape[1]
+            for k, name in enumerate(names):
+                rows = slice(k * H, (k + 1) * H)
+                w = torch.cat([w_ih[rows].t(), w_hh[rows].t()], 0).contiguous()
+                self.register_buffer(f"w{name}{layer}", w)
+                self.register_buffer(f"wx{name}{layer}", w[:n_in].contiguous())   # first step: h = 0
+                self.register_buffer(f"b{name}{layer}", (b_ih[rows] + b_hh[rows]).contiguous())
+            if cell == "gru":
+                rows = slice(2 * H, 3 * H)
+                self.register_buffer(f"wxn{layer}", w_ih[rows].t().contiguous())
+                self.register_buffer(f"bxn{layer}", b_ih[rows].contiguous())
+                self.register_buffer(f"whn{layer}", w_hh[rows].t().contiguous())
+                self.register_buffer(f"bhn{layer}", b_hh[rows].contiguous())
+
+    def _gate(self, name: str, layer: int, inp, both, act):
+        b = getattr(self, f"b{name}{layer}")
+        pre = torch.addmm(b, inp, getattr(self, f"wx{name}{layer}")) if both is None else \
+            torch.addmm(b, both, getattr(self, f"w{name}{layer}"))
+        return act(pre)
+
+    def forward(self, seq: torch.Tensor):
+        L, sig, tanh = self.num_layers, torch.sigmoid, torch.tanh
+        h = [None] * L
+        c = [None] * L
+        for t in range(self.steps):
+            inp = seq[:, t, :]
+            for layer in range(L):
+                both = None if h[layer] is None else torch.cat([inp, h[layer]], 1)
+                if self.cell == "lstm":
+                    i, g, o = (self._gate(n, layer, inp, both, a) for n, a in (("i", sig), ("g", tanh), ("o", sig)))
+                    if c[layer] is None:
+                        c[layer] = i * g
+                    else:
+                        c[layer] = self._gate("f", layer, inp, both, sig) * c[layer] + i * g
+                    h[layer] = o * tanh(c[layer])
+                else:
+                    r, z = (self._gate(n, layer, inp, both, sig) for n in ("r", "z"))
+                    xn = torch.addmm(getattr(self, f"bxn{layer}"), inp, getattr(self, f"wxn{layer}"))
+                    bhn = getattr(self, f"bhn{layer}")
+                    if h[layer] is None:  # h = 0: W_hn h vanishes, b_hn is left
+                        n = tanh(xn + r * bhn)
+                        h[layer] = n - z * n
+                    else:
+                        n = tanh(xn + r * torch.addmm(bhn, h[layer], getattr(self, f"whn{layer}")))
+                        h[layer] = n + z * (h[layer] - n)
+                inp = h[layer]
+        top = h[-1]
+        state = (top.unsqueeze(0), c[-1].unsqueeze(0)) if self.cell == "lstm" else top.unsqueeze(0)
+        return top.unsqueeze(1), state
+
+
+def _check_unrollable(layer: nn.Module, cell: str) -> None:
+    if not layer.batch_first or layer.bidirectional or getattr(layer, "proj_size", 0):
+        raise ExportError(f"{cell}: only unidirectional batch_first layers without projection can be unrolled for export")
+
+
+def _layer_weights(rnn: nn.Module, layer: int):
+    w_ih = getattr(rnn, f"weight_ih_l{layer}").detach()
+    w_hh = getattr(rnn, f"weight_hh_l{layer}").detach()
+    zeros = torch.zeros(w_ih.shape[0])
+    if not rnn.bias:
+        return w_ih, w_hh, (zeros, zeros.clone())
+    return w_ih, w_hh, (getattr(rnn, f"bias_ih_l{layer}").detach(), getattr(rnn, f"bias_hh_l{layer}").detach())
+
+
+UNROLLED = {"rnn": _UnrolledRNN, "lstm": lambda m, steps: _UnrolledGated(m, steps, "lstm"),
+            "gru": lambda m, steps: _UnrolledGated(m, steps, "gru")}
+
+
 def export_model(model: Forecaster, unroll_rnn: bool = True) -> nn.Module:
-    """The module that is traced: the model itself, or a copy with its RNN cell unrolled."""
-    if model.spec.cell != "rnn" or not unroll_rnn:
+    """The module that is traced: the model itself (native ONNX RNN/LSTM/GRU operators), or a copy with
+    its recurrent layers unrolled into plain MatMul/Gemm and activations."""
+    if not unroll_rnn:
         return model
     clone = copy.deepcopy(model).cpu().eval()
-    clone.rnn = _UnrolledRNN(clone.rnn, model.spec.steps)
+    clone.rnn = UNROLLED[model.spec.cell](clone.rnn, model.spec.steps)
     return clone
 
 
@@ -104,38 +200,96 @@ def _example(model: Forecaster, example: np.ndarray | None) -> torch.Tensor:
     return x
 
 
-def export_onnx(model: Forecaster, path: Path, metadata: dict, example: np.ndarray | None = None,
-                unroll_rnn: bool = True) -> Path:
-    """Write `model` as ONNX to `path` with `metadata` (+ the model spec) in metadata_props (JSON values).
+VARIANTS = ("native", "unrolled", "hybrid")
+# the variant each cell gets by default: measured in bench/inference.py (2 threads, batch 1024 and 1)
+DEFAULT_VARIANT = {"rnn": "unrolled", "lstm": "hybrid", "gru": "hybrid"}
+# hybrid: batches of at least this many windows run the unrolled graph, smaller ones the native operator
+# (where the two crossed in bench/inference.py at 2 threads, 2 x 128 units, 168 steps)
+HYBRID_MIN_BATCH = {"rnn": 16, "lstm": 256, "gru": 64}
 
-    The graph takes `x` (batch, time, n_vars) float32 with time >= lookback and returns
-    `y` (batch, horizon, n_targets) in the data's units. unroll_rnn=False keeps ORT's native RNN
-    operator for the vanilla cell (slower on CPU; kept for comparison in bench/inference.py).
-    """
-    import onnx  # onnx itself (not torch.onnx) is only needed to write the metadata
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.cpu().eval()
-    module = export_model(model, unroll_rnn)
-    x = _example(model, example)
-    spec = model.spec
+def _trace(module: nn.Module, x: torch.Tensor, cell: str):
+    import onnx
+
+    buf = io.BytesIO()
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
-            torch.onnx.export(module, (x,), str(path), dynamo=False, opset_version=OPSET,
+            torch.onnx.export(module, (x,), buf, dynamo=False, opset_version=OPSET,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               dynamic_axes={INPUT_NAME: {0: "batch", 1: "time"}, OUTPUT_NAME: {0: "batch"}})
     except Exception as e:  # a failed trace is reported as one line; the traceback goes to the log
         log.debug("torch.onnx.export failed", exc_info=True)
-        raise ExportError(f"{path}: ONNX export of the {spec.cell} model failed: {str(e).splitlines()[0]}") from e
+        raise ExportError(f"ONNX export of the {cell} model failed: {str(e).splitlines()[0]}") from e
+    return onnx.load_from_string(buf.getvalue())
 
-    meta = {"lookback": spec.lookback, "horizon": spec.horizon, "cell": spec.cell,
-            "export": "unrolled" if spec.cell == "rnn" and unroll_rnn else "native",
+
+def _hybrid(native, unrolled, min_batch: int):
+    """One graph holding both exports: If(batch >= min_batch) runs the unrolled graph, else the native.
+
+    The unrolled graph has thousands of small nodes, so at batch 1 ONNX Runtime's per-node cost
+    dominates and the single native operator is faster; at large batches the unrolled graph wins.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    branches = []
+    for prefix, m in (("unrolled/", unrolled), ("native/", native)):
+        # every name gets the branch prefix except the input, which both read from the outer graph
+        g = onnx.compose.add_prefix(m, prefix, rename_inputs=False).graph
+        branches.append(helper.make_graph(list(g.node), prefix.rstrip("/"), [], list(g.output),
+                                          initializer=list(g.initializer), value_info=list(g.value_info)))
+    nodes = [
+        helper.make_node("Shape", [INPUT_NAME], ["hybrid/shape"], start=0, end=1),
+        helper.make_node("Squeeze", ["hybrid/shape"], ["hybrid/batch"]),
+        helper.make_node("GreaterOrEqual", ["hybrid/batch", "hybrid/min_batch"], ["hybrid/big"]),
+        helper.make_node("If", ["hybrid/big"], [OUTPUT_NAME], then_branch=branches[0], else_branch=branches[1]),
+    ]
+    graph = helper.make_graph(nodes, "cellcast_hybrid", list(native.graph.input), list(native.graph.output),
+                              initializer=[helper.make_tensor("hybrid/min_batch", TensorProto.INT64, [], [min_batch])])
+    model = helper.make_model(graph, opset_imports=list(native.opset_import))
+    model.ir_version = native.ir_version
+    onnx.checker.check_model(model)
+    return model
+
+
+def export_onnx(model: Forecaster, path: Path, metadata: dict, example: np.ndarray | None = None,
+                unroll_rnn: bool = True, variant: str | None = None,
+                hybrid_min_batch: int | None = None) -> Path:
+    """Write `model` as ONNX to `path` with `metadata` (+ the model spec) in metadata_props (JSON values).
+
+    The graph takes `x` (batch, time, n_vars) float32 with time >= lookback and returns
+    `y` (batch, horizon, n_targets) in the data's units. variant: "native" (ORT's RNN/LSTM/GRU
+    operators), "unrolled" (MatMul/Gemm + activations per step), "hybrid" (both, chosen per call by
+    batch size: >= hybrid_min_batch, default HYBRID_MIN_BATCH[cell], unrolled); None is DEFAULT_VARIANT for the cell, or "native" when
+    unroll_rnn=False (the old switch, kept for bench/inference.py). Recorded in the metadata 'export'.
+    """
+    import onnx  # onnx itself (not torch.onnx) writes the metadata and assembles the hybrid graph
+
+    spec = model.spec
+    variant = variant or (DEFAULT_VARIANT[spec.cell] if unroll_rnn else "native")
+    hybrid_min_batch = int(hybrid_min_batch or HYBRID_MIN_BATCH[spec.cell])
+    if variant not in VARIANTS:
+        raise ExportError(f"export variant: '{variant}' is not one of {', '.join(VARIANTS)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.cpu().eval()
+    x = _example(model, example)
+    try:
+        if variant == "hybrid":
+            proto = _hybrid(_trace(model, x, spec.cell), _trace(export_model(model, True), x, spec.cell),
+                            int(hybrid_min_batch))
+        else:
+            proto = _trace(export_model(model, variant == "unrolled"), x, spec.cell)
+    except ExportError as e:
+        raise ExportError(f"{path}: {e}") from e
+
+    meta = {"lookback": spec.lookback, "horizon": spec.horizon, "cell": spec.cell, "export": variant,
             "cellcast_version": __version__, "opset": OPSET}
+    if variant == "hybrid":
+        meta["hybrid_min_batch"] = int(hybrid_min_batch)
     meta.update(metadata or {})
     meta["spec"] = spec.to_dict()
-    proto = onnx.load(str(path))
     del proto.metadata_props[:]
     for key, value in meta.items():
         entry = proto.metadata_props.add()

@@ -10,7 +10,8 @@ from pipeline.datasets import load_bundled
 from pipeline.errors import ExportError
 from pipeline.inference import OnnxForecaster
 from pipeline.model import ModelSpec, build
-from pipeline.onnx_export import check_parity, export_checked, export_onnx
+from pipeline.onnx_export import (DEFAULT_VARIANT, HYBRID_MIN_BATCH, check_parity, export_checked,
+                                  export_onnx)
 
 LOOKBACK, HORIZON, VARS = 96, 12, ["Demand", "Temperature", "WorkDay"]
 
@@ -63,13 +64,62 @@ def test_export_parity_dynamic_shapes_and_metadata(tmp_path, series, cell, ancho
     assert "cellcast_version" in meta
 
 
-def test_rnn_is_unrolled_and_lstm_gru_keep_native_ops(tmp_path, series):
-    ops = {}
+def _ops(graph) -> set[str]:
+    """Op types in a graph and its If branches."""
+    ops = set()
+    for n in graph.node:
+        ops.add(n.op_type)
+        for attr in n.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                ops |= _ops(attr.g)
+    return ops
+
+
+def test_default_variants_and_their_ops(tmp_path, series):
+    ops, meta = {}, {}
     for cell in ("rnn", "lstm", "gru"):
         path = export_onnx(make_model(cell, series), tmp_path / f"{cell}.onnx", {})
-        ops[cell] = {n.op_type for n in onnx.load(str(path)).graph.node}
-    assert "RNN" not in ops["rnn"] and {"MatMul", "Tanh"} <= ops["rnn"]
-    assert "LSTM" in ops["lstm"] and "GRU" in ops["gru"]
+        proto = onnx.load(str(path))
+        ops[cell] = _ops(proto.graph)
+        meta[cell] = OnnxForecaster.from_path(path, device="cpu").metadata
+    assert "RNN" not in ops["rnn"] and {"MatMul", "Tanh"} <= ops["rnn"] and meta["rnn"]["export"] == "unrolled"
+    for cell, native_op in (("lstm", "LSTM"), ("gru", "GRU")):
+        assert meta[cell]["export"] == DEFAULT_VARIANT[cell]
+        if DEFAULT_VARIANT[cell] == "hybrid":  # both graphs, chosen by batch size
+            assert {"If", native_op, "Gemm", "Sigmoid"} <= ops[cell]
+            assert meta[cell]["hybrid_min_batch"] == HYBRID_MIN_BATCH[cell]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("variant", ["native", "unrolled", "hybrid"])
+def test_lstm_gru_variants_parity_ops_and_metadata(tmp_path, series, cell, variant):
+    """Every variant against torch on real windows with random weights (GRU: the reset gate applied
+    to W_hn h + b_hn, PyTorch's semantics), at batch sizes on both sides of the hybrid's switch."""
+    model = make_model(cell, series, anchor=48 if cell == "gru" else None)
+    path = export_onnx(model, tmp_path / f"{cell}-{variant}.onnx", {}, variant=variant, hybrid_min_batch=8)
+    ops = _ops(onnx.load(str(path)).graph)
+    native_op = cell.upper()
+    if variant == "native":
+        assert native_op in ops and "If" not in ops
+    elif variant == "unrolled":
+        assert native_op not in ops and {"Gemm", "Sigmoid", "Tanh", "Mul"} <= ops
+    else:
+        assert {"If", native_op, "Gemm", "Sigmoid"} <= ops
+    res = check_parity(model, path, real_windows(series, 200))
+    assert res.ok and res.max_rel_to_scale < 1e-4, res.reason
+
+    engine = OnnxForecaster.from_path(path, device="cpu")
+    assert engine.metadata["export"] == variant
+    for batch, length in [(1, LOOKBACK), (7, LOOKBACK + 5), (8, LOOKBACK), (40, 2 * LOOKBACK)]:
+        x = real_windows(series, batch, length, seed=batch)
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(engine.predict(x), ref, rtol=0, atol=1e-4 * float(series[:, 0].std()))
+
+
+def test_unknown_variant_is_a_one_line_error(tmp_path, series):
+    with pytest.raises(ExportError, match="export variant: 'fused' is not one of native, unrolled, hybrid"):
+        export_onnx(make_model("gru", series), tmp_path / "m.onnx", {}, variant="fused")
 
 
 def test_parity_gate_rejects_a_different_model(tmp_path, series):
