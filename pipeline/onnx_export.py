@@ -159,7 +159,8 @@ class _UnrolledGated(nn.Module):
 
 def _check_unrollable(layer: nn.Module, cell: str) -> None:
     if not layer.batch_first or layer.bidirectional or getattr(layer, "proj_size", 0):
-        raise ExportError(f"{cell}: only unidirectional batch_first layers without projection can be unrolled for export")
+        raise ExportError(f"{cell}: only unidirectional batch_first layers without projection "
+                          "can be unrolled for export")
 
 
 def _layer_weights(rnn: nn.Module, layer: int):
@@ -261,8 +262,8 @@ def export_onnx(model: Forecaster, path: Path, metadata: dict, example: np.ndarr
     The graph takes `x` (batch, time, n_vars) float32 with time >= lookback and returns
     `y` (batch, horizon, n_targets) in the data's units. variant: "native" (ORT's RNN/LSTM/GRU
     operators), "unrolled" (MatMul/Gemm + activations per step), "hybrid" (both, chosen per call by
-    batch size: >= hybrid_min_batch, default HYBRID_MIN_BATCH[cell], unrolled); None is DEFAULT_VARIANT for the cell, or "native" when
-    unroll_rnn=False (the old switch, kept for bench/inference.py). Recorded in the metadata 'export'.
+    batch size: >= hybrid_min_batch, default HYBRID_MIN_BATCH[cell], unrolled); None is
+    DEFAULT_VARIANT for the cell, or "native" when unroll_rnn=False (the old switch, kept for bench/inference.py). Recorded in the metadata 'export'.
     """
     import onnx  # onnx itself (not torch.onnx) writes the metadata and assembles the hybrid graph
 
