@@ -263,7 +263,8 @@ def export_onnx(model: Forecaster, path: Path, metadata: dict, example: np.ndarr
     `y` (batch, horizon, n_targets) in the data's units. variant: "native" (ORT's RNN/LSTM/GRU
     operators), "unrolled" (MatMul/Gemm + activations per step), "hybrid" (both, chosen per call by
     batch size: >= hybrid_min_batch, default HYBRID_MIN_BATCH[cell], unrolled); None is
-    DEFAULT_VARIANT for the cell, or "native" when unroll_rnn=False (the old switch, kept for bench/inference.py). Recorded in the metadata 'export'.
+    DEFAULT_VARIANT for the cell, or "native" when unroll_rnn=False (the old switch). The variant is
+    recorded in the metadata 'export'.
     """
     import onnx  # onnx itself (not torch.onnx) writes the metadata and assembles the hybrid graph
 
