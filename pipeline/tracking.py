@@ -125,16 +125,24 @@ def parent_run(dataset: str, run_name: str | None = None, tags: dict | None = No
     with _lock:
         _state["parents"].append(rid)
     try:
-        yield rid
+        with _ending():
+            yield rid
+    finally:
+        with _lock:
+            if rid in _state["parents"]:
+                _state["parents"].remove(rid)
+
+
+@contextmanager
+def _ending() -> Iterator[None]:
+    """End the active run FINISHED, or FAILED when the block raises."""
+    try:
+        yield
     except BaseException:
         mlflow.end_run(status="FAILED")
         raise
     else:
         mlflow.end_run(status="FINISHED")
-    finally:
-        with _lock:
-            if rid in _state["parents"]:
-                _state["parents"].remove(rid)
 
 
 def _open_parent() -> str | None:
@@ -157,15 +165,10 @@ def candidate_run(name: str, params: dict | None = None, tags: dict | None = Non
     run = mlflow.start_run(experiment_id=exp_id, run_name=name, nested=True, parent_run_id=parent,
                            tags=_str_tags(tags))
     rid = run.info.run_id
-    try:
+    with _ending():
         if params:
             log_params(params)
         yield rid
-    except BaseException:
-        mlflow.end_run(status="FAILED")
-        raise
-    else:
-        mlflow.end_run(status="FINISHED")
 
 
 def _current_run_id() -> str:
