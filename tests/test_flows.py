@@ -116,3 +116,29 @@ def test_candidates_train_in_parallel_on_a_dask_cluster(prefect_api, project, ti
     assert out.version == 1
     runs = [r for r, _ in flow_runs("cellcast-train") if r.state.is_completed()]
     assert runs
+
+
+def test_scheduled_deployments_register_and_the_server_schedules_runs(prefect_api, project):
+    """flows.deploy: a weekly retrain and an hourly forecast, applied to a real Prefect server, whose scheduler
+    then creates scheduled runs for them."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    from flows.deploy import deployments
+    ids = [d.apply() for d in deployments("elecdemand", "0 3 * * 1", "*/5 * * * *")]
+    assert len(ids) == 2
+    with get_client(sync_client=True) as c:
+        deps = {d.name: d for d in c.read_deployments()}
+        assert {"train-elecdemand", "forecast-elecdemand"} <= set(deps)
+        crons = {n: [s.schedule.cron for s in deps[n].schedules] for n in ("train-elecdemand", "forecast-elecdemand")}
+        assert crons == {"train-elecdemand": ["0 3 * * 1"], "forecast-elecdemand": ["*/5 * * * *"]}
+        assert deps["forecast-elecdemand"].parameters["refresh"] is True
+        assert deps["train-elecdemand"].parameters["settings"]["dataset"] == "elecdemand"
+        deadline, scheduled = time.monotonic() + 60, []
+        while not scheduled and time.monotonic() < deadline:
+            scheduled = [r for r in c.read_flow_runs(deployment_filter=DeploymentFilter(
+                name=DeploymentFilterName(any_=["forecast-elecdemand"]))) if r.state.is_scheduled()]
+            time.sleep(1)
+        assert scheduled, "the server created no scheduled run for the hourly forecast"
