@@ -191,6 +191,14 @@ def track_and_promote(ws: WindowSet, settings: Settings, base: Baselines, result
                            [asdict(r) for r in reports], base.to_dict(), _champ_dict(champ_before),
                            champ_before.version if champ_before else None, uri)
         best = min(ok, key=lambda r: r.val["mase"])
+        same = _same_as_champion(model_name, best, tags)
+        if same is not None:
+            # a rerun on unchanged data, params and code: the champion already is this model
+            decision = promotion.Decision(False, f"{best.name} is the model champion v{same} already is (same data, "
+                                                 f"params, code and candidate): nothing registered", {})
+            tracking.set_tags({"promotion.decision": "unchanged", "promotion.reason": decision.reason})
+            return Outcome(ws.meta.name, model_name, parent_id, best.name, None, asdict(decision),
+                           [asdict(r) for r in reports], base.to_dict(), _champ_dict(champ_before), same, uri)
         decision = promotion.decide(
             best.test["mase"], base.test.best_mase, base.test.best, settings.evaluate.promotion_margin,
             champion=champ_before.test["mase"] if champ_before and champ_before.comparable else None,
@@ -210,6 +218,18 @@ def track_and_promote(ws: WindowSet, settings: Settings, base: Baselines, result
         return Outcome(ws.meta.name, model_name, parent_id, best.name, version, asdict(decision),
                        [asdict(r) for r in reports], base.to_dict(), _champ_dict(champ_before),
                        champ.version if champ else None, uri)
+
+
+def _same_as_champion(model_name: str, best: CandidateReport, tags: dict) -> int | None:
+    """The champion's version when it was trained from the same data, params and committed code as `best`."""
+    champ = tracking.get_alias(model_name, "champion")
+    commit = tags.get("git_commit", "unknown")
+    if champ is None or commit == "unknown" or commit.endswith("-dirty"):
+        return None
+    keys = ("data_md5", "params_hash", "git_commit")
+    if all(champ.tags.get(k) == tags.get(k) for k in keys) and champ.tags.get("candidate") == best.name:
+        return champ.version
+    return None
 
 
 def _champ_dict(c: ChampionScore | None) -> dict | None:

@@ -142,3 +142,20 @@ def test_scheduled_deployments_register_and_the_server_schedules_runs(prefect_ap
                 name=DeploymentFilterName(any_=["forecast-elecdemand"]))) if r.state.is_scheduled()]
             time.sleep(1)
         assert scheduled, "the server created no scheduled run for the hourly forecast"
+
+
+def test_a_rerun_on_unchanged_data_params_and_code_registers_nothing(prefect_api, project, tiny_params):
+    import subprocess
+
+    from flows.training import run_training
+    from pipeline import tracking
+    for cmd in (["git", "init", "-q"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
+                                         "--allow-empty", "-m", "code"]):
+        subprocess.run(cmd, cwd=project, check=True)
+    src = write_series(project / "load.csv")
+    first = run_training("load", settings("load"), source=src)
+    assert first.champion_after == 1
+    again = run_training("load", settings("load"), source=src)
+    assert again.version is None and again.champion_after == 1
+    assert "already is" in again.decision["reason"]
+    assert [v.version for v in tracking.list_versions("load-forecaster")] == [1]
