@@ -141,8 +141,8 @@ def infer_freq(ts: pd.Series | pd.DatetimeIndex, source: str = "input") -> str:
         raise _err("frequency", f"{source}: cannot infer a regular frequency: the most common step {step} covers only "
                           f"{n}/{len(steps)} steps; pass --freq")
     day = pd.Timedelta(days=1)
-    if step == day and not (idx.day_of_week >= 5).any():
-        return "B"
+    if step == day:
+        return "D" if (idx.day_of_week >= 5).any() else "B"
     if step == 7 * day:
         return to_freq(f"W-{idx[0].day_name()[:3].upper()}")
     if pd.Timedelta(days=28) <= step <= pd.Timedelta(days=31):
@@ -303,36 +303,63 @@ def _where(i: int, fmt: str) -> str:
     return f"line {i + 2}" if fmt == "csv" else f"row {i}"
 
 
-def _parse_time(path: Path, s: pd.Series, col: str, fmt: str) -> tuple[pd.Series, str | None]:
+def _regularity(t: pd.Series) -> float:
+    """Share of consecutive steps (in file order) equal to the most common positive step: a day-first
+    date read month-first jumps back and forth and scores low."""
+    d = t.diff().dropna()
+    d = d[d > pd.Timedelta(0)]
+    return float((d == d.mode().iloc[0]).sum()) / max(len(t) - 1, 1) if len(d) else 0.0
+
+
+_TIME_UNITS = ("s", "ms", "us", "ns")
+
+
+def _parse_time(path: Path, s: pd.Series, col: str, fmt: str, time_format: str | None = None,
+                time_unit: str | None = None) -> tuple[pd.Series, str | None]:
+    raw = s.astype("string").str.strip() if not pd.api.types.is_datetime64_any_dtype(s) else None
     if pd.api.types.is_datetime64_any_dtype(s):
         t = s
-    elif pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
-        raise _err("time_parse", f"{path}: time column '{col}' holds numbers (e.g. {s.iloc[0]!r}), not dates")
+    elif time_unit:
+        if time_unit not in _TIME_UNITS:
+            raise ConfigError(f"--time-unit '{time_unit}': one of {', '.join(_TIME_UNITS)}")
+        t = pd.to_datetime(pd.to_numeric(raw, errors="coerce"), unit=time_unit, errors="coerce")
+    elif pd.to_numeric(raw, errors="coerce").notna().all():
+        raise _err("time_parse", f"{path}: time column '{col}' holds numbers (e.g. {raw.iloc[0]!r}), not dates: "
+                                 f"for Unix times pass --time-unit s (or ms, us, ns)")
     else:
-        raw = s.astype("string").str.strip()
-        t = None
-        for kw in ({}, {"format": "ISO8601"}, {"format": "mixed"}):
-            try:
-                cand = pd.to_datetime(raw, errors="coerce", **kw)
-            except (ValueError, TypeError):
-                # offsets that differ between rows (DST): parse to UTC
+        tries = [{"format": time_format}] if time_format else \
+            [{}, {"format": "ISO8601"}, {"format": "mixed"}, {"format": "mixed", "dayfirst": True}]
+        parsed = []
+        for kw in tries:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")   # "could not infer format": we compare the candidates ourselves
                 try:
-                    cand = pd.to_datetime(raw, errors="coerce", utc=True, **kw)
+                    cand = pd.to_datetime(raw, errors="coerce", **kw)
                 except (ValueError, TypeError):
-                    continue
-            if t is None or cand.isna().sum() < t.isna().sum():
-                t = cand
-            if not t.isna().any():
-                break
+                    # offsets that differ between rows (DST): parse to UTC
+                    try:
+                        cand = pd.to_datetime(raw, errors="coerce", utc=True, **kw)
+                    except (ValueError, TypeError):
+                        continue
+            parsed.append(cand)
+        t = None
+        if parsed:
+            fewest = min(int(c.isna().sum()) for c in parsed)
+            complete = [c for c in parsed if int(c.isna().sum()) == fewest]
+            # of the readings that parse the most values, the most regular: 03/04 is April 3rd when the
+            # file steps one day at a time that way (the first, pandas' own reading, wins a tie)
+            t = max(complete, key=_regularity) if fewest == 0 and len(complete) > 1 else complete[0]
         if t is None:
             t = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
-        bad = t.isna()
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            first = raw.iloc[i]
-            first = "<empty>" if pd.isna(first) or first == "" else repr(str(first)[:40])
-            raise _err("time_parse", f"{path}: time column '{col}': {int(bad.sum())} values are not dates "
-                              f"(first {first} at {_where(i, fmt)})", int(bad.sum()))
+    bad = t.isna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        first = raw.iloc[i] if raw is not None else None
+        first = "<empty>" if first is None or pd.isna(first) or first == "" else repr(str(first)[:40])
+        how = f" with --time-format {time_format!r}" if time_format else \
+            (f" as Unix times in {time_unit}" if time_unit else "")
+        raise _err("time_parse", f"{path}: time column '{col}': {int(bad.sum())} values are not dates{how} "
+                                 f"(first {first} at {_where(i, fmt)})", int(bad.sum()))
     tz = None
     if getattr(t.dt, "tz", None) is not None:
         tz = str(t.dt.tz)
@@ -357,6 +384,12 @@ def _parse_numeric(path: Path, df: pd.DataFrame, cols: list[str], fmt: str, deli
             if not (alt.isna() & txt.notna() & (txt != "")).any():
                 num, bad, decimal = alt, bad & False, ","
         if bad.any():
+            # thousands separators: "1,234.5" (quoted in a comma-delimited file, or with a decimal point)
+            grouped = txt[bad].str.fullmatch(r"[+-]?\d{1,3}(,\d{3})+(\.\d+)?")
+            if grouped.all() and (delimiter == "," or txt[bad].str.contains(".", regex=False).any()):
+                num, bad, decimal = pd.to_numeric(txt.str.replace(",", "", regex=False), errors="coerce"), bad & False, \
+                    "." if decimal is None else decimal
+        if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
             raise _err("numeric", f"{path}: column '{c}': {int(bad.sum())} non-numeric values "
                               f"(first {str(txt.iloc[i])[:40]!r} at {_where(i, fmt)})", int(bad.sum()))
@@ -365,7 +398,8 @@ def _parse_numeric(path: Path, df: pd.DataFrame, cols: list[str], fmt: str, deli
 
 
 def _canonical(path: Path, df: pd.DataFrame, time_col: str, targets: list[str], features: list[str], fmt: str,
-               delimiter: str | None) -> tuple[pd.DataFrame, dict]:
+               delimiter: str | None, time_format: str | None = None, time_unit: str | None = None
+               ) -> tuple[pd.DataFrame, dict]:
     names = targets + features
     found = ", ".join(df.columns[:30]) + (f" ... ({len(df.columns)} in all)" if len(df.columns) > 30 else "")
     if time_col not in df.columns:
@@ -376,7 +410,7 @@ def _canonical(path: Path, df: pd.DataFrame, time_col: str, targets: list[str], 
             raise _err("column_missing", f"{path}: {kind} column '{missing[0]}' not found (columns found: {found})")
     if len(df) == 0:
         raise _err("header_only", f"{path}: header only, no data rows (columns found: {found})")
-    ts, tz = _parse_time(path, df[time_col], time_col, fmt)
+    ts, tz = _parse_time(path, df[time_col], time_col, fmt, time_format, time_unit)
     values, decimal = _parse_numeric(path, df, names, fmt, delimiter)
     out = pd.DataFrame({"timestamp": ts.to_numpy(), **values})
     unsorted = not out["timestamp"].is_monotonic_increasing
@@ -442,8 +476,11 @@ def _check_options(time_col: str, targets: list[str], features: list[str]) -> No
 
 def ingest_file(path: str | Path, *, name: str, time_col: str, targets: list[str], features: list[str] | None = None,
                 freq: str | None = None, fmt: Literal["csv", "parquet"] | None = None, delimiter: str | None = None,
-                settings: Settings) -> IngestResult:
-    """Read a CSV or Parquet file into data/NAME/raw.parquet + raw.json. Failures: IngestError, input quarantined."""
+                time_format: str | None = None, time_unit: str | None = None, settings: Settings) -> IngestResult:
+    """Read a CSV or Parquet file into data/NAME/raw.parquet + raw.json. Failures: IngestError, input quarantined.
+
+    time_format: a strftime format for the time column (else detected, day-first readings included);
+    time_unit: s | ms | us | ns when the time column holds Unix times."""
     _check_name(name)
     features = list(features or [])
     targets = list(targets)
@@ -461,7 +498,8 @@ def ingest_file(path: str | Path, *, name: str, time_col: str, targets: list[str
         kind = _detect_format(path, fmt)
         sha = datasets.sha256_file(path)
         df, info = _read_csv(path, delimiter) if kind == "csv" else _read_parquet(path)
-        out, more = _canonical(path, df, time_col, targets, features, kind, info.get("delimiter"))
+        out, more = _canonical(path, df, time_col, targets, features, kind, info.get("delimiter"), time_format,
+                               time_unit)
         f = declared or infer_freq(out["timestamp"], str(path))
     except (IngestError, ConfigError) as e:
         _quarantine(name, path, e, settings, {"format": fmt, "time_col": time_col, "targets": targets,
@@ -472,7 +510,7 @@ def ingest_file(path: str | Path, *, name: str, time_col: str, targets: list[str
                       freq_source="declared" if declared else "inferred", timezone=more["timezone"],
                       unsorted=more["unsorted"], ingested_at=datetime.now(timezone.utc).isoformat(),
                       delimiter=info.get("delimiter"), encoding=info.get("encoding"), decimal=more["decimal"],
-                      **_describe(out, f))
+                      extra={"time_format": time_format, "time_unit": time_unit}, **_describe(out, f))
     return _write(name, out, meta, settings)
 
 

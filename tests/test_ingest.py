@@ -214,3 +214,45 @@ def test_cli_ingest(project, cli):
     assert r.exit_code == 2 and "elecdemand" in r.output and "sp500" in r.output
     for cmd in ("ingest", "validate", "datasets"):
         assert cli(cmd, "--help").exit_code == 0
+
+
+def _daily_csv(project: Path, fname: str, stamps, values) -> Path:
+    lines = ["when,value"] + [f"{s},{v}" for s, v in zip(stamps, values)]
+    return _make(project, fname, ("\n".join(lines) + "\n").encode())
+
+
+def test_day_first_dates_are_read_the_way_the_file_steps(project, settings_for):
+    days = pd.date_range("2021-01-01", periods=60, freq="D")
+    p = _daily_csv(project, "ddmm.csv", days.strftime("%d/%m/%Y"), range(60))
+    res = ingest_file(p, name="ddmm", time_col="when", targets=["value"], settings=settings_for("ddmm"))
+    assert list(res.frame["timestamp"]) == list(days) and res.meta.freq == "D"
+    assert res.meta.gaps["count"] == 0
+
+
+def test_an_explicit_time_format_wins_and_a_mismatch_is_one_line(project, settings_for):
+    days = pd.date_range("2021-01-01", periods=40, freq="D")
+    p = _daily_csv(project, "fmt.csv", days.strftime("%d.%m.%Y"), range(40))
+    res = ingest_file(p, name="fmt", time_col="when", targets=["value"], time_format="%d.%m.%Y",
+                      settings=settings_for("fmt"))
+    assert list(res.frame["timestamp"]) == list(days)
+    with pytest.raises(IngestError, match=r"values are not dates with --time-format '%m\.%d\.%Y'"):
+        ingest_file(p, name="fmt2", time_col="when", targets=["value"], time_format="%m.%d.%Y",
+                    settings=settings_for("fmt2"))
+
+
+def test_unix_times_need_a_unit_and_then_parse(project, settings_for):
+    days = pd.date_range("2021-01-01", periods=30, freq="D")
+    secs = (days - pd.Timestamp("1970-01-01")) // pd.Timedelta(seconds=1)
+    p = _daily_csv(project, "epoch.csv", secs, range(30))
+    with pytest.raises(IngestError, match=r"holds numbers .*pass --time-unit s"):
+        ingest_file(p, name="ep", time_col="when", targets=["value"], settings=settings_for("ep"))
+    res = ingest_file(p, name="ep", time_col="when", targets=["value"], time_unit="s", settings=settings_for("ep"))
+    assert list(res.frame["timestamp"]) == list(days)
+
+
+def test_thousands_separators_are_read(project, settings_for):
+    days = pd.date_range("2021-01-01", periods=20, freq="D")
+    vals = [f'"{1000 + 37 * i:,}.5"' for i in range(20)]
+    p = _daily_csv(project, "th.csv", days.strftime("%Y-%m-%d"), vals)
+    res = ingest_file(p, name="th", time_col="when", targets=["value"], settings=settings_for("th"))
+    np.testing.assert_allclose(res.frame["value"], [1000.5 + 37 * i for i in range(20)])

@@ -41,6 +41,9 @@ def register(app: typer.Typer) -> None:
         features: str = typer.Option("", "--features", help="feature columns, comma-separated"),
         freq: Optional[str] = typer.Option(None, "--freq", help="pandas frequency alias (e.g. 30min, h, D, B); else inferred"),
         delimiter: Optional[str] = typer.Option(None, "--delimiter", help="CSV delimiter (overrides sniffing; 'tab' for tabs)"),
+        time_format: Optional[str] = typer.Option(None, "--time-format",
+                                                  help="strftime format of the time column, e.g. %d/%m/%Y %H:%M (else detected)"),
+        time_unit: Optional[str] = typer.Option(None, "--time-unit", help="the time column holds Unix times in s | ms | us | ns"),
     ) -> None:
         """Read a CSV/Parquet file or a bundled dataset into data/NAME/raw.parquet + raw.json."""
         from ..ingest import ingest_bundled, ingest_file
@@ -58,7 +61,8 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError("--time-col: required when ingesting a file")
             res = ingest_file(csv or parquet, name=name, time_col=time_col, targets=list(target),
                               features=[f.strip() for f in features.split(",") if f.strip()], freq=freq,
-                              fmt="csv" if csv else "parquet", delimiter=delimiter, settings=_settings(name))
+                              fmt="csv" if csv else "parquet", delimiter=delimiter, time_format=time_format,
+                              time_unit=time_unit, settings=_settings(name))
         m = res.meta
         g = m.gaps
         typer.echo(f"{res.parquet_path}: {m.rows} rows, {m.start} .. {m.end}, freq {m.freq} ({m.freq_source}), "

@@ -25,7 +25,9 @@ def source_of(name: str, settings) -> dict | None:
         return None
     return {"path": meta["input_path"], "time_col": meta["time_col"], "targets": meta["targets"],
             "features": meta.get("features") or [], "fmt": meta.get("format"), "delimiter": meta.get("delimiter"),
-            "freq": meta["freq"] if meta.get("freq_source") == "declared" else None}
+            "freq": meta["freq"] if meta.get("freq_source") == "declared" else None,
+            "time_format": (meta.get("extra") or {}).get("time_format"),
+            "time_unit": (meta.get("extra") or {}).get("time_unit")}
 
 
 def check_known(name: str, settings) -> None:
