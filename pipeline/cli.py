@@ -28,6 +28,18 @@ def friendly(fn):
     return wrapper
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record is emitted (not the one at start-up)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 @app.callback()
 def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -36,7 +48,7 @@ def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug lo
     # echo every Prefect line twice and flood the terminal with GX and alembic chatter.
     log = logging.getLogger("cellcast")
     if not log.handlers:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
         log.addHandler(handler)
     log.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -9,6 +9,26 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _log_handlers_on_open_streams():
+    """Prefect's console log handler (on the root logger once a flow ran in this process) keeps the stream
+    it was created with; a CliRunner invocation closes its captured stream afterwards. A real process
+    never closes its stderr: point such handlers back at it so one test's capture can't leak into the next."""
+    import logging
+    import sys
+
+    loggers = [logging.getLogger()] + [v for v in logging.root.manager.loggerDict.values()
+                                       if isinstance(v, logging.Logger)]
+    for lg in loggers:
+        for h in lg.handlers:
+            console = getattr(h, "console", None)
+            if console is not None and getattr(console.file, "closed", False):
+                console.file = sys.__stderr__
+            elif isinstance(h, logging.StreamHandler) and getattr(h.stream, "closed", False):
+                h.stream = sys.__stderr__   # not setStream: it flushes the closed one
+    yield
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """A throwaway project folder holding a copy of params.yaml, made the working directory

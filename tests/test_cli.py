@@ -1,4 +1,8 @@
 """The `cellcast` command as a new user meets it: their own CSV in, a champion and a forecast out."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +16,13 @@ pytestmark = pytest.mark.integration
 def run(*args):
     r = CliRunner().invoke(app, list(args))
     return r.exit_code, r.output
+
+
+def shell(cwd, *args):
+    """The real command in a process of its own, as a user runs it (Prefect configures logging per process)."""
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, capture_output=True, text=True,
+                       env={**os.environ}, timeout=600)
+    return r.returncode, r.stdout + r.stderr
 
 
 def test_help_on_every_command():
@@ -33,17 +44,17 @@ def test_own_csv_to_champion_to_forecast(prefect_api, project, tiny_params):
                   "temp": 15 + 5 * np.sin(2 * np.pi * t / 24 + 1)}).to_csv(project / "plant.csv", sep=";", index=False)
     before = (project / "plant.csv").read_bytes()
 
-    code, out = run("ingest", "--csv", "plant.csv", "--time-col", "when", "--target", "kw", "--features", "temp",
+    code, out = shell(project, "ingest", "--csv", "plant.csv", "--time-col", "when", "--target", "kw", "--features", "temp",
                     "--name", "plant")
     assert code == 0, out
-    code, out = run("train", "plant")
+    code, out = shell(project, "train", "plant")
     assert code == 0, out
-    code, out = run("models", "plant")
+    code, out = shell(project, "models", "plant")
     assert code == 0 and "champion" in out, out
-    code, out = run("evaluate", "plant")
+    code, out = shell(project, "evaluate", "plant")
     assert code == 0 and '"mase"' in out, out
     assert (project / "reports/plant/metrics.json").is_file()
-    code, out = run("forecast", "plant")
+    code, out = shell(project, "forecast", "plant")
     assert code == 0, out
     files = list((project / "forecasts/plant").glob("*.parquet"))
     assert len(files) == 1 and len(pd.read_parquet(files[0])) == 24
