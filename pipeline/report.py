@@ -6,11 +6,8 @@ import csv
 import json
 from pathlib import Path
 
-import numpy as np
-
 from . import tracking
 from .config import Settings
-from .errors import NoChampionError, NotFoundError
 from .evaluate import evaluate_forecasts, predict_windows, season_of, seasonal_naive
 from .window import load_windows
 
@@ -21,20 +18,15 @@ def evaluate_registered(name: str, settings: Settings, alias: str = "champion") 
 
     ws = load_windows(name, settings)
     tracking.configure()
-    ref: str | int = int(alias) if alias.isdigit() else alias
-    info = tracking.get_alias(settings.model_name, alias) if isinstance(ref, str) else None
-    if isinstance(ref, str) and info is None:
-        raise NoChampionError(f"model '{settings.model_name}' has no version with alias '{alias}': "
-                              f"train one with `cellcast train {name}`") if alias == "champion" else \
-            NotFoundError(f"model '{settings.model_name}' has no version with alias '{alias}'")
-    path, info = tracking.download_model(settings.model_name, ref)
+    # a missing alias or version is download_model's one-line NoChampionError / NotFoundError
+    path, info = tracking.download_model(settings.model_name, int(alias) if alias.isdigit() else alias)
     eng = OnnxForecaster.from_path(path, device="cpu")
     pred = predict_windows(eng.predict, ws, "test")
     test, by_step = evaluate_forecasts(ws, "test", pred)
     base = baselines(ws, settings)
     best = base.test.best
     out = {"metrics": {"model": {"version": info.version, "aliases": info.aliases, **test},
-                       "baselines": {k: v for k, v in base.test.scores.items()},
+                       "baselines": dict(base.test.scores),
                        "best_baseline": best,
                        "beats_best_baseline_by_pct": round(100 * (1 - test["mase"] / base.test.best_mase), 2)}}
     d = Path(settings.paths.reports) / name
