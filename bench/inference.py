@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.inference import CUDA, OnnxForecaster  # noqa: E402
-from pipeline.model import ModelSpec, build  # noqa: E402
-from pipeline.onnx_export import DEFAULT_VARIANT, VARIANTS, check_parity, export_onnx  # noqa: E402
+from cellcast.pipeline.engine.inference import CUDA, OnnxForecaster  # noqa: E402
+from cellcast.pipeline.modeling.model import ModelSpec, build  # noqa: E402
+from cellcast.pipeline.engine.onnx_export import DEFAULT_VARIANT, VARIANTS, check_parity, export_onnx  # noqa: E402
 
 
 def emit(**kw):

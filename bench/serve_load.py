@@ -41,8 +41,8 @@ def run_service(pointer: Path, port: int, threads: int | None) -> None:
     """The subprocess side: the real app on uvicorn, following the pointer file."""
     import uvicorn
 
-    from pipeline.config import Settings
-    from pipeline.serve import create_app
+    from cellcast.pipeline.config import Settings
+    from cellcast.pipeline.serving.service import create_app
 
     app = create_app(Settings(dataset="bench"), source=pointer_source(pointer), device="cpu", poll_seconds=0.2,
                      threads=threads)
@@ -52,8 +52,8 @@ def run_service(pointer: Path, port: int, threads: int | None) -> None:
 def make_models(d: Path, lookback: int, horizon: int, n_vars: int, hidden: int) -> list[Path]:
     import torch
 
-    from pipeline.model import ModelSpec, build
-    from pipeline.onnx_export import export_onnx
+    from cellcast.pipeline.modeling.model import ModelSpec, build
+    from cellcast.pipeline.engine.onnx_export import export_onnx
 
     paths = []
     for seed in (1, 2):

@@ -42,12 +42,12 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from pipeline.config import Settings, load_params  # noqa: E402
-from pipeline.datasets import dataset_info, load_bundled  # noqa: E402
-from pipeline.lifecycle import baselines  # noqa: E402
-from pipeline.model import Forecaster  # noqa: E402
-from pipeline.train import Candidate, _val_loss, model_spec, train_candidate  # noqa: E402
-from pipeline.window import WindowSet, build_windows  # noqa: E402
+from cellcast.pipeline.config import Settings, load_params  # noqa: E402
+from cellcast.pipeline.data.datasets import dataset_info, load_bundled  # noqa: E402
+from cellcast.pipeline.registry.lifecycle import baselines  # noqa: E402
+from cellcast.pipeline.modeling.model import Forecaster  # noqa: E402
+from cellcast.pipeline.modeling.train import Candidate, _val_loss, model_spec, train_candidate  # noqa: E402
+from cellcast.pipeline.data.window import WindowSet, build_windows  # noqa: E402
 from windows import RESULTS, Out, env_row, machine_tag  # noqa: E402
 
 CUDA = torch.cuda.is_available()

@@ -46,7 +46,7 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline.window import WindowMeta, WindowSet  # noqa: E402
+from cellcast.pipeline.data.window import WindowMeta, WindowSet  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -112,7 +112,7 @@ def synthetic(rows: int, n_vars: int) -> np.ndarray:
 
 
 def real(name: str) -> np.ndarray:
-    from pipeline.datasets import dataset_info, load_bundled
+    from cellcast.pipeline.data.datasets import dataset_info, load_bundled
 
     info = dataset_info(name)
     return load_bundled(name)[list(info.targets) + list(info.features)].to_numpy(np.float32)

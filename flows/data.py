@@ -1,14 +1,14 @@
 """The data flow: ingest -> validate -> window, each a task calling one pipeline function."""
 from __future__ import annotations
 
-import flows  # noqa: F401  (Prefect defaults)
+import cellcast.flows  # noqa: F401  (Prefect defaults)
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from pipeline.config import Settings
-from pipeline.ingest import ingest_bundled, ingest_file
-from pipeline.validation import validate_dataset
-from pipeline.window import window_dataset
+from cellcast.pipeline.config import Settings
+from cellcast.pipeline.data.ingest import ingest_bundled, ingest_file
+from cellcast.pipeline.data.validation import validate_dataset
+from cellcast.pipeline.data.window import window_dataset
 
 
 # No retries: a file that fails to parse or validate fails the same way every time.

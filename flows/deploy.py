@@ -1,7 +1,7 @@
 """Scheduled deployments: retrain weekly and forecast hourly, served by a long-running process.
 
     .venv/bin/prefect server start --host 127.0.0.1        # schedules need a real server
-    PREFECT_API_URL=http://127.0.0.1:4200/api .venv/bin/python -m flows.deploy [DATASET]
+    PREFECT_API_URL=http://127.0.0.1:4200/api .venv/bin/python -m cellcast.flows.deploy [DATASET]
 
 Cron strings and the dataset come from the command line; everything else from params.yaml.
 """
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 
-import flows  # noqa: F401  (Prefect defaults)
+import cellcast.flows  # noqa: F401  (Prefect defaults)
 from prefect import serve
 
-from flows.forecasting import forecast_flow
-from flows.training import training_flow
-from pipeline.config import load_params
+from cellcast.flows.forecasting import forecast_flow
+from cellcast.flows.training import training_flow
+from cellcast.pipeline.config import load_params
 
 
 def deployments(dataset: str, train_cron: str, forecast_cron: str):

@@ -1,16 +1,16 @@
 """The batch forecast flow: the registry's champion on the latest data of a series."""
 from __future__ import annotations
 
-import flows  # noqa: F401  (Prefect defaults)
+import cellcast.flows  # noqa: F401  (Prefect defaults)
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from pipeline.config import Settings
+from cellcast.pipeline.config import Settings
 
 
 @task(name="forecast", cache_policy=NO_CACHE, retries=0)
 def forecast_task(name: str, settings: Settings, alias: str, device: str):
-    from pipeline.forecast import forecast_latest
+    from cellcast.pipeline.serving.forecast import forecast_latest
     return forecast_latest(name, settings, alias=alias, device=device)
 
 
@@ -19,8 +19,8 @@ def forecast_flow(name: str, settings: Settings, alias: str = "champion", device
     """Forecast the next horizon of `name` with the model the registry calls `alias`.
     refresh: re-ingest and re-validate the source first (a scheduled run picks up new rows)."""
     if refresh:
-        from flows.data import ingest_task, validate_task
-        from pipeline.commands.training import source_of
+        from cellcast.flows.data import ingest_task, validate_task
+        from cellcast.commands.training import source_of
         ingest_task(name, settings, source_of(name, settings))
         validate_task(name, settings)
     res = forecast_task(name, settings, alias, device)

@@ -7,17 +7,17 @@ from pathlib import Path
 
 import torch
 
-import flows  # noqa: F401  (Prefect defaults)
+import cellcast.flows  # noqa: F401  (Prefect defaults)
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.data import data_steps
-from pipeline import lifecycle
-from pipeline.config import Settings
-from pipeline.train import Candidate, candidates, pick_device, train_candidate
-from pipeline.window import load_windows
+from cellcast.flows.data import data_steps
+from cellcast.pipeline.registry import lifecycle
+from cellcast.pipeline.config import Settings
+from cellcast.pipeline.modeling.train import Candidate, candidates, pick_device, train_candidate
+from cellcast.pipeline.data.window import load_windows
 
 
 @task(name="baselines", cache_policy=NO_CACHE)

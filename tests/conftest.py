@@ -1,12 +1,17 @@
 """Shared fixtures: keep them small and general."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Subprocesses (the CLI as a user runs it, DVC stages, servers) import this checkout's code,
+# whichever checkout the installed package points at.
+os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +47,7 @@ def project(tmp_path, monkeypatch):
 @pytest.fixture
 def settings_for(project):
     """settings_for(name, ingest={...}, window={...}, validate={...}): Settings with section overrides."""
-    from pipeline.config import load_params
+    from cellcast.pipeline.config import load_params
 
     def make(name: str, **sections):
         s = load_params(project / "params.yaml").for_dataset(name)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from cellcast.cli import app
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +20,7 @@ def run(*args):
 
 def shell(cwd, *args):
     """The real command in a process of its own, as a user runs it (Prefect configures logging per process)."""
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "cellcast", *args], cwd=cwd, capture_output=True, text=True,
                        env={**os.environ}, timeout=600)
     return r.returncode, r.stdout + r.stderr
 

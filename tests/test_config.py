@@ -1,8 +1,8 @@
 """Typed params.yaml: overrides per dataset, one-line errors naming the key."""
 import pytest
 
-from pipeline.config import Params, load_params
-from pipeline.errors import ConfigError
+from cellcast.pipeline.config import Params, load_params
+from cellcast.pipeline.errors import ConfigError
 
 
 def write(tmp_path, text):

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.datasets import dataset_info, list_datasets, load_bundled
-from pipeline.errors import NotFoundError
+from cellcast.pipeline.data.datasets import dataset_info, list_datasets, load_bundled
+from cellcast.pipeline.errors import NotFoundError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,6 +52,6 @@ def test_unknown_name_lists_the_valid_ones():
 
 def test_loading_writes_nothing_under_home(tmp_path):
     env = {**os.environ, "HOME": str(tmp_path), "XDG_CACHE_HOME": "", "MPLCONFIGDIR": ""}
-    code = "from pipeline.datasets import list_datasets, load_bundled\nfor d in list_datasets(): load_bundled(d.name)"
+    code = "from cellcast.pipeline.data.datasets import list_datasets, load_bundled\nfor d in list_datasets(): load_bundled(d.name)"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=120)
     assert list(tmp_path.iterdir()) == []

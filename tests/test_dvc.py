@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.dvc import data_hash, lock_hash, read_lock, status
+from cellcast.pipeline.data.versioning import data_hash, lock_hash, read_lock, status
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -193,7 +193,7 @@ def test_full_pipeline_trains_evaluates_and_reports_metrics(reproduced, tmp_path
     assert fva["strokeDash"]["scale"]["domain"] == ["actual", "model"]
 
     # the registered model carries the hash dvc.lock holds for the validated data it was trained on
-    code = ("import sys; from pipeline import tracking; tracking.configure(sys.argv[1]); "
+    code = ("import sys; from cellcast.pipeline.registry import tracking; tracking.configure(sys.argv[1]); "
             f"print(tracking.get_alias('{NAME}-forecaster', 'challenger').tags['data_md5'])")
     tag = subprocess.run([sys.executable, "-c", code, str(repo)], cwd=repo, env=_env(repo), capture_output=True,
                          text=True, check=True).stdout.split()[-1]

@@ -3,10 +3,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import Params
-from pipeline.evaluate import (baseline_names, evaluate_baselines, mase_scale, metrics, seasonal_naive,
+from cellcast.pipeline.config import Params
+from cellcast.pipeline.modeling.evaluate import (baseline_names, evaluate_baselines, mase_scale, metrics, seasonal_naive,
                                usable_seasons)
-from pipeline.window import build_windows
+from cellcast.pipeline.data.window import build_windows
 
 
 def test_metrics_by_hand():

@@ -22,7 +22,7 @@ def write_series(path, n=1440, kind="seasonal", seed=0, bad_inf=False):
 
 
 def settings(name):
-    from pipeline.config import load_params
+    from cellcast.pipeline.config import load_params
     return load_params().for_dataset(name)
 
 
@@ -36,7 +36,7 @@ def flow_runs(name):
 
 
 def test_data_flow_ingests_validates_and_windows(prefect_api, project, tiny_params):
-    from flows.data import data_flow
+    from cellcast.flows.data import data_flow
     src = write_series(project / "load.csv")
     ws = data_flow("load", settings("load"), src)
     assert all(v > 0 for v in ws.meta.counts.values())
@@ -48,8 +48,8 @@ def test_data_flow_ingests_validates_and_windows(prefect_api, project, tiny_para
 
 
 def test_a_validation_failure_fails_the_flow_once_with_the_clear_message(prefect_api, project, tiny_params):
-    from flows.data import data_flow
-    from pipeline.errors import DataValidationError
+    from cellcast.flows.data import data_flow
+    from cellcast.pipeline.errors import DataValidationError
     src = write_series(project / "bad.csv", bad_inf=True)
     before = (project / "bad.csv").read_bytes()
     with pytest.raises(DataValidationError, match=r"column 'load'.*finite"):
@@ -63,8 +63,8 @@ def test_a_validation_failure_fails_the_flow_once_with_the_clear_message(prefect
 
 
 def test_training_flow_registers_a_champion_then_keeps_it_against_a_worse_model(prefect_api, project, tiny_params):
-    from flows.training import run_training
-    from pipeline import tracking
+    from cellcast.flows.training import run_training
+    from cellcast.pipeline.registry import tracking
     src = write_series(project / "load.csv")
     first = run_training("load", settings("load"), source=src)
     assert first.version == 1 and first.champion_after == 1, first.decision
@@ -91,8 +91,8 @@ def test_training_flow_registers_a_champion_then_keeps_it_against_a_worse_model(
 
 def test_a_random_walk_gets_no_champion_and_says_why(prefect_api, project, tiny_params):
     """Also runs the candidates in parallel through the flow's task runner."""
-    from flows.training import run_training
-    from pipeline import tracking
+    from cellcast.flows.training import run_training
+    from cellcast.pipeline.registry import tracking
     src = write_series(project / "walk.csv", kind="walk", seed=3)
     s = settings("walk")
     s = s.model_copy(update={"train": s.train.model_copy(update={"parallel": 3})})
@@ -105,7 +105,7 @@ def test_a_random_walk_gets_no_champion_and_says_why(prefect_api, project, tiny_
 
 def test_candidates_train_in_parallel_on_a_dask_cluster(prefect_api, project, tiny_params):
     """train.task_runner: dask with no address: a local Dask cluster of worker processes, one per candidate."""
-    from flows.training import run_training, task_runner
+    from cellcast.flows.training import run_training, task_runner
     src = write_series(project / "load.csv")
     s = settings("load")
     s = s.model_copy(update={"train": s.train.model_copy(update={"task_runner": "dask", "parallel": 2,
@@ -126,7 +126,7 @@ def test_scheduled_deployments_register_and_the_server_schedules_runs(prefect_ap
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
-    from flows.deploy import deployments
+    from cellcast.flows.deploy import deployments
     ids = [d.apply() for d in deployments("elecdemand", "0 3 * * 1", "*/5 * * * *")]
     assert len(ids) == 2
     with get_client(sync_client=True) as c:
@@ -147,8 +147,8 @@ def test_scheduled_deployments_register_and_the_server_schedules_runs(prefect_ap
 def test_a_rerun_on_unchanged_data_params_and_code_registers_nothing(prefect_api, project, tiny_params):
     import subprocess
 
-    from flows.training import run_training
-    from pipeline import tracking
+    from cellcast.flows.training import run_training
+    from cellcast.pipeline.registry import tracking
     for cmd in (["git", "init", "-q"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
                                          "--allow-empty", "-m", "code"]):
         subprocess.run(cmd, cwd=project, check=True)

@@ -10,12 +10,12 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from pipeline.commands.serving import register
-from pipeline.errors import DataValidationError
-from pipeline.forecast import forecast_frame
-from pipeline.inference import OnnxForecaster
-from pipeline.model import ModelSpec, build
-from pipeline.onnx_export import export_onnx
+from cellcast.commands.serving import register
+from cellcast.pipeline.errors import DataValidationError
+from cellcast.pipeline.serving.forecast import forecast_frame
+from cellcast.pipeline.engine.inference import OnnxForecaster
+from cellcast.pipeline.modeling.model import ModelSpec, build
+from cellcast.pipeline.engine.onnx_export import export_onnx
 
 VARS = ["Demand", "Temperature", "WorkDay"]
 
@@ -34,7 +34,7 @@ def export(path, frame: pd.DataFrame, lookback: int, horizon: int, seed: int = 0
 
 @pytest.fixture(scope="module")
 def frame() -> pd.DataFrame:
-    from pipeline.datasets import load_bundled
+    from cellcast.pipeline.data.datasets import load_bundled
 
     return load_bundled("elecdemand")
 
@@ -63,11 +63,11 @@ def test_forecast_frame_core(tmp_path, frame):
 
 @pytest.mark.integration
 def test_forecast_latest_through_the_registry(project, monkeypatch, frame):
-    from pipeline import tracking
-    from pipeline.config import load_params
-    from pipeline.ingest import ingest_bundled
-    from pipeline.promotion import decide
-    from pipeline.validation import validate_dataset, validated_paths
+    from cellcast.pipeline.registry import tracking
+    from cellcast.pipeline.config import load_params
+    from cellcast.pipeline.data.ingest import ingest_bundled
+    from cellcast.pipeline.registry.promotion import decide
+    from cellcast.pipeline.data.validation import validate_dataset, validated_paths
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     settings = load_params(project / "params.yaml").for_dataset("elecdemand")
@@ -121,7 +121,7 @@ def test_forecast_latest_through_the_registry(project, monkeypatch, frame):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = ("import typer; from pipeline.commands.serving import register; "
+    code = ("import typer; from cellcast.commands.serving import register; "
             "app = typer.Typer(); register(app); app()")
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.errors import CellcastError, NotFoundError
-from pipeline.inference import (CPU, GpuUnavailableError, InferenceInputError, ModelLoadError, OnnxForecaster,
+from cellcast.pipeline.errors import CellcastError, NotFoundError
+from cellcast.pipeline.engine.inference import (CPU, GpuUnavailableError, InferenceInputError, ModelLoadError, OnnxForecaster,
                                 _gpu_present)
-from pipeline.model import ModelSpec, build
-from pipeline.onnx_export import export_onnx
+from cellcast.pipeline.modeling.model import ModelSpec, build
+from cellcast.pipeline.engine.onnx_export import export_onnx
 
 VARS = ["Demand", "Temperature"]
 
@@ -47,7 +47,7 @@ def test_cpu_engine_predicts_like_torch_and_reads_metadata(exported):
 @pytest.mark.skipif(_gpu_present(), reason="checks the fallback of a host without a GPU")
 def test_gpu_request_without_gpu_is_loud_or_an_error(exported, caplog):
     _, path = exported
-    with caplog.at_level(logging.WARNING, logger="pipeline.inference"):
+    with caplog.at_level(logging.WARNING, logger="cellcast.pipeline.engine.inference"):
         engine = OnnxForecaster.from_path(path, device="cuda")
     assert engine.provider == CPU  # the provider ORT actually used, not the one asked for
     assert any("asked for a GPU" in r.getMessage() for r in caplog.records)
@@ -56,7 +56,7 @@ def test_gpu_request_without_gpu_is_loud_or_an_error(exported, caplog):
     assert isinstance(e.value, CellcastError)
     # auto on a host without a GPU: CPU, quietly
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="pipeline.inference"):
+    with caplog.at_level(logging.WARNING, logger="cellcast.pipeline.engine.inference"):
         assert OnnxForecaster.from_path(path).provider == CPU
     assert not caplog.records
 

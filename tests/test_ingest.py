@@ -11,8 +11,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from pipeline.errors import ConfigError, IngestError
-from pipeline.ingest import infer_freq, ingest_file, read_raw
+from cellcast.pipeline.errors import ConfigError, IngestError
+from cellcast.pipeline.data.ingest import infer_freq, ingest_file, read_raw
 
 GOOD = "date,load,temp\n" + "".join(f"2024-01-01 {h:02d}:00,{10 + h},{h / 2}\n" for h in range(24))
 
@@ -182,7 +182,7 @@ def test_output_never_overwrites_its_own_input(project, settings_for):
 
 @pytest.fixture
 def cli():
-    from pipeline.commands.data import register
+    from cellcast.commands.data import register
 
     app = typer.Typer()
     register(app)
@@ -196,7 +196,7 @@ def test_cli_ingest(project, cli):
     ok = cli("ingest", "--csv", str(p), "--name", "ok", "--time-col", "date", "--target", "load", "--features", "temp")
     assert ok.exit_code == 0, ok.output
     assert "24 rows" in ok.output and "freq h (inferred)" in ok.output
-    assert read_raw("ok", __import__("pipeline.config", fromlist=["x"]).load_params().for_dataset("ok"))[1][
+    assert read_raw("ok", __import__("cellcast.pipeline.config", fromlist=["x"]).load_params().for_dataset("ok"))[1][
         "features"] == ["temp"]
 
     bad = project / "bad.csv"

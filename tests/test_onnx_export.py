@@ -6,11 +6,11 @@ import onnx
 import pytest
 import torch
 
-from pipeline.datasets import load_bundled
-from pipeline.errors import ExportError
-from pipeline.inference import OnnxForecaster
-from pipeline.model import ModelSpec, build
-from pipeline.onnx_export import (DEFAULT_VARIANT, HYBRID_MIN_BATCH, check_parity, export_checked,
+from cellcast.pipeline.data.datasets import load_bundled
+from cellcast.pipeline.errors import ExportError
+from cellcast.pipeline.engine.inference import OnnxForecaster
+from cellcast.pipeline.modeling.model import ModelSpec, build
+from cellcast.pipeline.engine.onnx_export import (DEFAULT_VARIANT, HYBRID_MIN_BATCH, check_parity, export_checked,
                                   export_onnx)
 
 LOOKBACK, HORIZON, VARS = 96, 12, ["Demand", "Temperature", "WorkDay"]

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from pipeline.promotion import Decision, decide
+from cellcast.pipeline.registry.promotion import Decision, decide
 
 
 def test_promotes_when_beating_baseline_by_margin_and_no_champion():

@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.config import Settings
-from pipeline.datasets import load_bundled
-from pipeline.errors import NotFoundError
-from pipeline.inference import OnnxForecaster
-from pipeline.model import ModelSpec, build
-from pipeline.onnx_export import export_onnx
-from pipeline.serve import ServerThread, create_app
+from cellcast.pipeline.config import Settings
+from cellcast.pipeline.data.datasets import load_bundled
+from cellcast.pipeline.errors import NotFoundError
+from cellcast.pipeline.engine.inference import OnnxForecaster
+from cellcast.pipeline.modeling.model import ModelSpec, build
+from cellcast.pipeline.engine.onnx_export import export_onnx
+from cellcast.pipeline.serving.service import ServerThread, create_app
 
 VARS, LOOKBACK, HORIZON = ["Demand", "Temperature", "WorkDay"], 48, 6
 SETTINGS = Settings(dataset="elecdemand")

@@ -1,4 +1,4 @@
-"""pipeline.tracking against a real embedded MLflow store (sqlite + local artifacts) and, once, a real
+"""cellcast.pipeline.registry.tracking against a real embedded MLflow store (sqlite + local artifacts) and, once, a real
 `mlflow server` reached through MLFLOW_TRACKING_URI. Tiny real models, exported to ONNX here."""
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ import typer
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from pipeline import tracking
-from pipeline.commands.registry import register as register_commands
-from pipeline.errors import NoChampionError, NotFoundError
-from pipeline.model import Forecaster, ModelSpec
-from pipeline.promotion import decide
+from cellcast.pipeline.registry import tracking
+from cellcast.commands.registry import register as register_commands
+from cellcast.pipeline.errors import NoChampionError, NotFoundError
+from cellcast.pipeline.modeling.model import Forecaster, ModelSpec
+from cellcast.pipeline.registry.promotion import decide
 
 try:  # tests/ is a plain folder of modules or, if someone adds __init__.py, a package
     from mlflow_server import mlflow_server
@@ -122,7 +122,7 @@ def test_configure_embedded_store_and_env_override(tmp_path, monkeypatch):
 def test_subprocess_inherits_the_embedded_store(store):
     # mlflow exports MLFLOW_TRACKING_URI; a child process (a DVC stage, a CLI call) must land in the
     # same project store with artifacts under .cellcast, not in its own ./mlruns
-    code = ("from pipeline import tracking; print(tracking.configure('/nonexistent-root'));"
+    code = ("from cellcast.pipeline.registry import tracking; print(tracking.configure('/nonexistent-root'));"
             "\nwith tracking.parent_run('child') as r: tracking.log_dict({'a': 1}, 'a.json')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "MLFLOW_TRACKING_URI": tracking.configure(store)})

@@ -4,10 +4,10 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.config import Params
-from pipeline.evaluate import evaluate_baselines, evaluate_forecasts, predict_windows, seasonal_naive
-from pipeline.train import Candidate, predictor, train_candidate
-from pipeline.window import build_windows
+from cellcast.pipeline.config import Params
+from cellcast.pipeline.modeling.evaluate import evaluate_baselines, evaluate_forecasts, predict_windows, seasonal_naive
+from cellcast.pipeline.modeling.train import Candidate, predictor, train_candidate
+from cellcast.pipeline.data.window import build_windows
 
 torch.set_num_threads(1)
 

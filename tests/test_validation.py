@@ -11,9 +11,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from pipeline.errors import DataValidationError
-from pipeline.ingest import ingest_bundled, ingest_file
-from pipeline.validation import min_rows_for_windows, validate_dataset, validate_frame
+from cellcast.pipeline.errors import DataValidationError
+from cellcast.pipeline.data.ingest import ingest_bundled, ingest_file
+from cellcast.pipeline.data.validation import min_rows_for_windows, validate_dataset, validate_frame
 
 SMALL = {"window": {"lookback": 24, "horizon": 6}}
 META = {"targets": ["y"], "features": ["x"], "freq": "h"}
@@ -214,7 +214,7 @@ def test_real_bundled_data(project, settings_for):
 
 
 def test_cli_validate(project, settings_for):
-    from pipeline.commands.data import register
+    from cellcast.commands.data import register
 
     app = typer.Typer()
     register(app)

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.config import Params
-from pipeline.errors import DataValidationError
-from pipeline.window import (build_windows, complete_windows, load_windows, resolve_window, save_windows,
+from cellcast.pipeline.config import Params
+from cellcast.pipeline.errors import DataValidationError
+from cellcast.pipeline.data.window import (build_windows, complete_windows, load_windows, resolve_window, save_windows,
                              seasons_for)
 
 

@@ -9,19 +9,19 @@ import typer
 
 
 def _settings(name: str):
-    from ..config import load_params
+    from cellcast.pipeline.config import load_params
 
     return load_params().for_dataset(name)
 
 
 def _root() -> Path:
-    from ..config import find_params
+    from cellcast.pipeline.config import find_params
 
     return find_params().parent
 
 
 def register(app: typer.Typer) -> None:
-    from ..cli import friendly  # here, not at import time: cli imports this module
+    from cellcast.cli import friendly  # here, not at import time: cli imports this module
 
     @app.command()
     @friendly
@@ -40,9 +40,9 @@ def register(app: typer.Typer) -> None:
             None, help="on a GPU: batches below this run on the CPU (default: measured at load)"),
     ) -> None:
         """Serve forecasts over HTTP (POST /v1/forecast, GET /health, GET /model), following the alias."""
-        from .. import tracking
-        from ..errors import ConfigError
-        from ..serve import registry_source, serve as run
+        from cellcast.pipeline.registry import tracking
+        from cellcast.pipeline.errors import ConfigError
+        from cellcast.pipeline.serving.service import registry_source, serve as run
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         if device not in ("auto", "cpu", "cuda"):
@@ -62,8 +62,8 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", help="auto | cpu | cuda"),
     ) -> None:
         """Forecast the steps after the latest validated observation -> forecasts/NAME/<stamp>.parquet."""
-        from .. import tracking
-        from ..forecast import forecast_latest
+        from cellcast.pipeline.registry import tracking
+        from cellcast.pipeline.serving.forecast import forecast_latest
 
         settings = _settings(name)
         tracking.configure(_root())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 LOCK_FILE = "dvc.lock"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .errors import CellcastError, NotFoundError
+from ..errors import CellcastError, NotFoundError
 
 log = logging.getLogger(__name__)
 

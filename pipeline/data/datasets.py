@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .errors import NotFoundError
+from ..errors import NotFoundError
 
 
 @dataclass(frozen=True)

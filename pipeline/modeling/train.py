@@ -21,10 +21,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .config import Settings
-from .errors import ConfigError, TrainingError
+from ..config import Settings
+from ..errors import ConfigError, TrainingError
 from .model import Forecaster, ModelSpec
-from .window import WindowSet
+from ..data.window import WindowSet
 
 log = logging.getLogger("cellcast.train")
 

@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from .errors import CellcastError
+from cellcast.pipeline.errors import CellcastError
 
 app = typer.Typer(help="cellcast: time series in, RNN / LSTM / GRU forecasts out.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -58,7 +58,7 @@ def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug lo
 def _register_commands() -> None:
     import importlib
     for module in ("data", "training", "registry", "serving"):
-        importlib.import_module(f"pipeline.commands.{module}").register(app)
+        importlib.import_module(f"cellcast.commands.{module}").register(app)
 
 
 _register_commands()

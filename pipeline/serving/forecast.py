@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import Settings
-from .errors import DataValidationError
-from .inference import OnnxForecaster
+from ..config import Settings
+from ..errors import DataValidationError
+from ..engine.inference import OnnxForecaster
 
 
 @dataclass
@@ -84,7 +84,8 @@ def forecast_latest(name: str, settings: Settings, alias: str = "champion", devi
                     log_to_mlflow: bool = True) -> ForecastResult:
     """The `alias` model of `name` on the latest validated rows -> forecasts/NAME/<UTC stamp>.parquet,
     logged as an artifact of a run in the dataset's experiment."""
-    from . import tracking, validation
+    from ..registry import tracking
+    from ..data import validation
 
     onnx_path, info = tracking.download_model(settings.model_name, alias)
     engine = OnnxForecaster.from_path(onnx_path, device=device)

@@ -32,9 +32,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from .config import Settings
-from .errors import CellcastError
-from .inference import OnnxForecaster
+from ..config import Settings
+from ..errors import CellcastError
+from ..engine.inference import OnnxForecaster
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def registry_source(settings: Settings, alias: str = "champion") -> ModelSource:
     """The default source: the registry's `alias` of this dataset's model, downloaded as ONNX."""
 
     def source() -> tuple[Path, Any]:
-        from . import tracking  # imported on first use: mlflow costs seconds to import
+        from ..registry import tracking  # imported on first use: mlflow costs seconds to import
 
         return tracking.download_model(settings.model_name, alias)
 

@@ -28,7 +28,7 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.types import Schema, TensorSpec
 
-from .errors import NoChampionError, NotFoundError
+from ..errors import NoChampionError, NotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .promotion import Decision

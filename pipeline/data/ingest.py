@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from . import datasets
-from .config import Settings
-from .errors import ConfigError, IngestError
+from ..config import Settings
+from ..errors import ConfigError, IngestError
 
 DELIMITERS = [",", ";", "\t", "|"]
 _SNIFF_BYTES = 64 * 1024
@@ -532,7 +532,7 @@ def ingest_bundled(name: str, settings: Settings) -> IngestResult:
 
 def read_raw(name: str, settings: Settings) -> tuple[pd.DataFrame, dict]:
     """The canonical frame and metadata written by ingest."""
-    from .errors import NotFoundError
+    from ..errors import NotFoundError
     pq, js = raw_paths(name, settings)
     if not pq.is_file() or not js.is_file():
         raise NotFoundError(f"{pq}: dataset '{name}' is not ingested; run `cellcast ingest` first")

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import Settings
-from .errors import DataValidationError
+from ..config import Settings
+from ..errors import DataValidationError
 from .ingest import grid_positions, quarantine_dir, raw_paths, read_raw
 from .window import complete_windows, resolve_window, split_bounds, window_starts
 
@@ -426,7 +426,7 @@ def validate_dataset(name: str, settings: Settings) -> ValidationReport:
 
 
 def read_validated(name: str, settings: Settings) -> tuple[pd.DataFrame, dict]:
-    from .errors import NotFoundError
+    from ..errors import NotFoundError
     pq, js = validated_paths(name, settings)
     if not pq.is_file() or not js.is_file():
         raise NotFoundError(f"{pq}: dataset '{name}' is not validated; run `cellcast validate {name}` first")

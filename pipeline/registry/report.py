@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 from . import tracking
-from .config import Settings
-from .evaluate import evaluate_forecasts, predict_windows, season_of, seasonal_naive
-from .window import load_windows
+from ..config import Settings
+from ..modeling.evaluate import evaluate_forecasts, predict_windows, season_of, seasonal_naive
+from ..data.window import load_windows
 
 
 def evaluate_registered(name: str, settings: Settings, alias: str = "champion") -> dict:
-    from .inference import OnnxForecaster
+    from ..engine.inference import OnnxForecaster
     from .lifecycle import baselines
 
     ws = load_windows(name, settings)

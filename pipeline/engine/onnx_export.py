@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
-from .errors import ExportError
-from .model import Forecaster
+from .. import __version__
+from ..errors import ExportError
+from ..modeling.model import Forecaster
 
 log = logging.getLogger(__name__)
 

@@ -9,14 +9,14 @@ import typer
 
 
 def _settings(name: str | None = None):
-    from ..config import load_params
+    from cellcast.pipeline.config import load_params
     return load_params().for_dataset(name)
 
 
 def source_of(name: str, settings) -> dict | None:
     """How a user file was ingested (from raw.json), so a re-run reads the file's latest contents.
     None for bundled datasets."""
-    from ..ingest import raw_paths
+    from cellcast.pipeline.data.ingest import raw_paths
     _, js = raw_paths(name, settings)
     if not js.is_file():
         return None
@@ -31,9 +31,9 @@ def source_of(name: str, settings) -> dict | None:
 
 
 def check_known(name: str, settings) -> None:
-    from ..datasets import list_datasets
-    from ..errors import NotFoundError
-    from ..ingest import raw_paths
+    from cellcast.pipeline.data.datasets import list_datasets
+    from cellcast.pipeline.errors import NotFoundError
+    from cellcast.pipeline.data.ingest import raw_paths
     if raw_paths(name, settings)[1].is_file() or name in {d.name for d in list_datasets()}:
         return
     raise NotFoundError(f"dataset '{name}': neither ingested (data/{name}/raw.json) nor bundled "
@@ -41,13 +41,13 @@ def check_known(name: str, settings) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    from ..cli import friendly
+    from cellcast.cli import friendly
 
     @app.command()
     @friendly
     def window(name: str = typer.Argument(..., help="dataset name")) -> None:
         """Cut a validated dataset into chronological train / validation / test windows (data/NAME/windows.*)."""
-        from ..window import window_dataset
+        from cellcast.pipeline.data.window import window_dataset
         ws = window_dataset(name, _settings(name))
         m = ws.meta
         typer.echo(f"{name}: {m.rows} rows -> windows train {m.counts['train']}, val {m.counts['val']}, "
@@ -62,10 +62,10 @@ def register(app: typer.Typer) -> None:
                                                 help="start from data/NAME/windows.* (the DVC stage) instead of re-ingesting"),
               ) -> None:
         """Run the training flow: ingest -> validate -> window -> train candidates -> evaluate -> register -> promote."""
-        from flows.training import run_training
+        from cellcast.flows.training import run_training
         settings = _settings(name)
         if device and device not in ("auto", "cpu", "cuda"):
-            from ..errors import ConfigError
+            from cellcast.pipeline.errors import ConfigError
             raise ConfigError(f"--device: '{device}' is not one of auto, cpu, cuda")
         if not from_windows:
             check_known(name, settings)
@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
                  alias: str = typer.Option("champion", help="registry alias (or version number) to evaluate")) -> None:
         """Score a registered model on the test split against the baselines: writes reports/NAME/metrics.json and
         plot data (for `dvc metrics show` / `dvc plots show`)."""
-        from ..report import evaluate_registered
+        from cellcast.pipeline.registry.report import evaluate_registered
         out = evaluate_registered(name, _settings(name), alias)
         typer.echo(json.dumps(out["metrics"], indent=2))
 
@@ -88,13 +88,13 @@ def register(app: typer.Typer) -> None:
     def run(name: Optional[str] = typer.Argument(None, help="dataset (default: params.yaml `dataset`)"),
             device: Optional[str] = typer.Option(None, help="auto | cpu | cuda")) -> None:
         """The main job: a bundled real dataset all the way to a registered champion and an ONNX forecast."""
-        from flows.training import run_training
+        from cellcast.flows.training import run_training
         settings = _settings(name)
         name = settings.dataset
         check_known(name, settings)
         outcome = run_training(name, settings, source=source_of(name, settings), device=device)
         if outcome.champion_after:
-            from flows.forecasting import forecast_flow
+            from cellcast.flows.forecasting import forecast_flow
             res = forecast_flow(name, settings)
             typer.echo(f"\nforecast from champion v{res.version} ({res.provider}): {res.path}")
             typer.echo(res.frame.to_string(max_rows=12))
@@ -104,7 +104,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _print_ui_hint() -> None:
-    from .. import tracking
+    from cellcast.pipeline.registry import tracking
     uri = tracking.configure()
     if uri.startswith("sqlite"):
         typer.echo(f"\nMLflow UI: .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, plots, promotion, tracking
-from .config import Settings
-from .errors import CellcastError, ExportError
-from .evaluate import (BaselineReport, evaluate_baselines, evaluate_forecasts, mase_scale, metrics, mae_by_step,
-                       predict_windows, season_of, seasonal_naive, usable_seasons)
-from .train import TrainResult, predictor
-from .window import WindowSet
+from .. import __version__
+from ..config import Settings
+from ..data.window import WindowSet
+from ..errors import CellcastError, ExportError
+from ..modeling import plots
+from ..modeling.evaluate import (BaselineReport, evaluate_baselines, evaluate_forecasts, mase_scale, metrics,
+                                 mae_by_step, predict_windows, season_of, seasonal_naive, usable_seasons)
+from ..modeling.train import TrainResult, predictor
+from . import promotion, tracking
 
 log = logging.getLogger("cellcast.lifecycle")
 
@@ -75,7 +77,7 @@ def onnx_metadata(ws: WindowSet, settings: Settings) -> dict:
 
 def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path) -> CandidateReport:
     """Score a trained candidate on validation and test, export it to ONNX and check parity on real test windows."""
-    from .onnx_export import check_parity, export_onnx
+    from ..engine.onnx_export import check_parity, export_onnx
 
     c = result.candidate
     run = predictor(result.model)
@@ -124,7 +126,7 @@ class ChampionScore:
 
 def score_champion(model_name: str, ws: WindowSet) -> ChampionScore | None:
     """The current champion re-evaluated on *these* test windows (it may have been trained on older data)."""
-    from .inference import OnnxForecaster
+    from ..engine.inference import OnnxForecaster
 
     info = tracking.get_alias(model_name, "champion")
     if info is None:

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import Settings
-from .errors import DataValidationError, NotFoundError
+from ..config import Settings
+from ..errors import DataValidationError, NotFoundError
 
 SPLITS = ("train", "val", "test")
 

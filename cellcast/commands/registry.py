@@ -14,13 +14,13 @@ _COLUMNS = ("promotion.candidate_mase", "promotion.baseline_mase", "promotion.ba
 
 
 def _settings(name: str):
-    from ..config import load_params
+    from cellcast.pipeline.config import load_params
 
     return load_params().for_dataset(name)
 
 
 def _root() -> Path:
-    from ..config import find_params
+    from cellcast.pipeline.config import find_params
 
     return find_params().parent
 
@@ -57,14 +57,14 @@ def ui_command(uri: str, host: str = "127.0.0.1", port: int = 5000) -> list[str]
 
 
 def register(app: typer.Typer) -> None:
-    from ..cli import friendly
+    from cellcast.cli import friendly
 
     @app.command()
     @friendly
     def models(name: str = typer.Argument(..., help="dataset name; the model is <name>-forecaster")) -> None:
         """List a dataset's registered model versions, their aliases and promotion decisions."""
-        from .. import tracking
-        from ..errors import NotFoundError
+        from cellcast.pipeline.registry import tracking
+        from cellcast.pipeline.errors import NotFoundError
 
         model_name = _settings(name).model_name
         tracking.configure(_root())
@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
     @friendly
     def rollback(name: str = typer.Argument(..., help="dataset name; the model is <name>-forecaster")) -> None:
         """Make the 'previous' version champion again (run twice to undo)."""
-        from .. import tracking
+        from cellcast.pipeline.registry import tracking
 
         model_name = _settings(name).model_name
         tracking.configure(_root())
@@ -95,7 +95,7 @@ def register(app: typer.Typer) -> None:
            port: int = typer.Option(5000, help="port for the UI"),
            host: str = typer.Option("127.0.0.1", help="interface to listen on")) -> None:
         """Print (or with --start, run) the command that opens the MLflow UI on this project's store."""
-        from .. import tracking
+        from cellcast.pipeline.registry import tracking
 
         uri = tracking.configure(_root())
         if uri.startswith(("http://", "https://")):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .window import WindowSet
+from ..data.window import WindowSet
 
 EPS = 1e-12
 

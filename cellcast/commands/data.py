@@ -6,22 +6,22 @@ from typing import Optional
 
 import typer
 
-from ..errors import ConfigError
+from cellcast.pipeline.errors import ConfigError
 
 
 def _settings(name: str):
-    from ..config import load_params
+    from cellcast.pipeline.config import load_params
     return load_params().for_dataset(name)
 
 
 def register(app: typer.Typer) -> None:
-    from ..cli import friendly  # here, not at import time: cli imports this module
+    from cellcast.cli import friendly  # here, not at import time: cli imports this module
 
     @app.command()
     @friendly
     def datasets() -> None:
         """List the bundled real datasets (loaded offline from installed packages)."""
-        from ..datasets import list_datasets
+        from cellcast.pipeline.data.datasets import list_datasets
         rows = [("name", "domain", "source", "freq", "rows", "vars", "licence")]
         rows += [(d.name, d.domain, d.source, d.freq, str(d.rows), str(d.variables), d.licence)
                  for d in list_datasets()]
@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
         time_unit: Optional[str] = typer.Option(None, "--time-unit", help="the time column holds Unix times in s | ms | us | ns"),
     ) -> None:
         """Read a CSV/Parquet file or a bundled dataset into data/NAME/raw.parquet + raw.json."""
-        from ..ingest import ingest_bundled, ingest_file
+        from cellcast.pipeline.data.ingest import ingest_bundled, ingest_file
         given = [o for o, v in (("--csv", csv), ("--parquet", parquet), ("--bundled", bundled)) if v is not None]
         if len(given) != 1:
             raise ConfigError("ingest: give exactly one of --csv PATH, --parquet PATH, --bundled NAME")
@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
                                                                     "(overrides params.yaml)"),
     ) -> None:
         """Validate data/NAME/raw.parquet (GX suite + gap/duplicate policy) into validated.parquet."""
-        from ..validation import validate_dataset
+        from cellcast.pipeline.data.validation import validate_dataset
         settings = _settings(name)
         if dedupe is not None:
             if dedupe not in ("reject", "first", "last", "mean"):

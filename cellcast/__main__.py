@@ -1,0 +1,4 @@
+"""`python -m cellcast ...` is the `cellcast` command."""
+from cellcast.cli import main
+
+main()

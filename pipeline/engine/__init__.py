@@ -1,0 +1,7 @@
+"""The deployable artefact and what runs it: onnx_export (torch -> ONNX, parity gate) and inference
+(ONNX Runtime sessions, providers, engine choice per batch size).
+
+May import: the core, data and modeling. Must not import: registry, serving, flows or the CLI, nor
+MLflow, Prefect, Great Expectations or DVC. torch.onnx is used only in onnx_export, onnxruntime only
+in inference.
+"""
