@@ -1,7 +1,6 @@
 """The batch forecast flow: the registry's champion on the latest data of a series."""
 from __future__ import annotations
 
-import cellcast.flows  # noqa: F401  (Prefect defaults)
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
@@ -20,7 +19,7 @@ def forecast_flow(name: str, settings: Settings, alias: str = "champion", device
     refresh: re-ingest and re-validate the source first (a scheduled run picks up new rows)."""
     if refresh:
         from cellcast.flows.data import ingest_task, validate_task
-        from cellcast.commands.training import source_of
+        from cellcast.pipeline.data.ingest import source_of
         ingest_task(name, settings, source_of(name, settings))
         validate_task(name, settings)
     res = forecast_task(name, settings, alias, device)

@@ -20,7 +20,16 @@ class ConfigError(CellcastError):
 
 
 class IngestError(CellcastError):
-    """An input file cannot be read as a time series."""
+    """An input file cannot be read as a time series; `rule` (and `count`) go to the quarantine report."""
+
+    def __init__(self, message: str, rule: str | None = None, count: int | None = None):
+        super().__init__(message)
+        self.rule = rule
+        self.count = count
+
+    @classmethod
+    def broken(cls, rule: str, message: str, count: int | None = None) -> "IngestError":
+        return cls(message, rule, count)
 
 
 class DataValidationError(CellcastError):

@@ -67,7 +67,8 @@ def test_forecast_latest_through_the_registry(project, monkeypatch, frame):
     from cellcast.pipeline.config import load_params
     from cellcast.pipeline.data.ingest import ingest_bundled
     from cellcast.pipeline.registry.promotion import decide
-    from cellcast.pipeline.data.validation import validate_dataset, validated_paths
+    from cellcast.pipeline.catalog import validated_paths
+    from cellcast.pipeline.data.validation import validate_dataset
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     settings = load_params(project / "params.yaml").for_dataset("elecdemand")

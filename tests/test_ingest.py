@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,9 @@ import typer
 from typer.testing import CliRunner
 
 from cellcast.pipeline.errors import ConfigError, IngestError
-from cellcast.pipeline.data.ingest import infer_freq, ingest_file, read_raw
+from cellcast.pipeline.catalog import read_raw
+from cellcast.pipeline.data.frequency import infer_freq
+from cellcast.pipeline.data.ingest import ingest_file
 
 GOOD = "date,load,temp\n" + "".join(f"2024-01-01 {h:02d}:00,{10 + h},{h / 2}\n" for h in range(24))
 

@@ -18,7 +18,8 @@ from cellcast.pipeline.errors import NotFoundError
 from cellcast.pipeline.engine.inference import OnnxForecaster
 from cellcast.pipeline.modeling.model import ModelSpec, build
 from cellcast.pipeline.engine.onnx_export import export_onnx
-from cellcast.pipeline.serving.service import ServerThread, create_app
+from cellcast.pipeline.serving.service import create_app
+from uvicorn_server import ServerThread
 
 VARS, LOOKBACK, HORIZON = ["Demand", "Temperature", "WorkDay"], 48, 6
 SETTINGS = Settings(dataset="elecdemand")

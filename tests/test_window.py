@@ -8,8 +8,9 @@ import torch
 
 from cellcast.pipeline.config import Params
 from cellcast.pipeline.errors import DataValidationError
-from cellcast.pipeline.data.window import (build_windows, complete_windows, load_windows, resolve_window, save_windows,
-                             seasons_for)
+from cellcast.pipeline.data.frequency import seasons_for
+from cellcast.pipeline.data.window import (build_windows, complete_windows, load_windows, resolve_window,
+                                           save_windows)
 
 
 def frame(n=2000, freq="h", seed=0):

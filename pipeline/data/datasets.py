@@ -7,7 +7,6 @@ cache lands in ~/.cache).
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -159,11 +158,3 @@ def load_bundled(name: str) -> pd.DataFrame:
     """The canonical frame of a bundled dataset: `timestamp`, targets, features (float64), sorted as shipped."""
     _check(name)
     return _LOADERS[name]()
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

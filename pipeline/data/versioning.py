@@ -2,12 +2,12 @@
 repository's status. The stages themselves are in dvc.yaml and call the `cellcast` CLI."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import yaml
 
 from ..errors import ConfigError
+from ..files import md5_file
 
 LOCK_FILE = "dvc.lock"
 
@@ -15,11 +15,7 @@ LOCK_FILE = "dvc.lock"
 def data_hash(path: str | Path) -> str:
     """The hash DVC 3 records for a file: the md5 of its bytes (DVC 2 normalised text line endings first;
     DVC 3 does not). Models are tagged with this value, so a version can be traced to a dvc.lock entry."""
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return md5_file(path)
 
 
 def _root(start: Path) -> Path:

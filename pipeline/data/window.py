@@ -19,37 +19,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..catalog import read_validated, window_paths
 from ..config import Settings
 from ..errors import DataValidationError, NotFoundError
+from .frequency import seasons_for
 
 SPLITS = ("train", "val", "test")
-
-
-def seasons_for(freq: str, n_rows: int | None = None) -> list[int]:
-    """Natural seasons of a frequency, in steps: a day and a week for sub-daily data, a week (and a
-    year, when the series holds several) for daily data, 5 for business days, 12 for months..."""
-    from pandas.tseries.frequencies import to_offset
-
-    off = to_offset(freq)
-    if isinstance(off, (pd.offsets.Tick, pd.offsets.Day)):      # fixed steps: seconds .. days
-        step = pd.Timedelta(off)
-        day, week, year = pd.Timedelta("1D"), pd.Timedelta("7D"), pd.Timedelta("365D")
-        out = []
-        for period in (day, week) if step < day else (week, year):
-            k = period / step
-            if k > 1 and float(k).is_integer():
-                out.append(int(k))
-    else:
-        name = off.rule_code.upper()
-        calendar = {"B": [5], "C": [5], "W": [52], "M": [12], "S": [12], "Q": [4]}
-        key = "Q" if "Q" in name else ("W" if name.startswith("W") else name[0])
-        if name.startswith(("BQ", "BM", "BY", "BA")):
-            key = name[1]
-        out = [] if key in ("A", "Y") else calendar.get(key, [])
-        out = [m // off.n for m in out if off.n and m % off.n == 0 and m // off.n > 1]
-    if n_rows is not None:
-        out = [m for m in out if m * 3 <= n_rows]
-    return out
 
 
 def resolve_window(settings: Settings, freq: str, n_rows: int | None = None) -> tuple[int, int]:
@@ -226,11 +201,6 @@ def build_windows(frame: pd.DataFrame, *, name: str, variables: list[str], targe
 
 # --- storage -------------------------------------------------------------------------------------
 
-def window_paths(name: str, settings: Settings) -> tuple[Path, Path]:
-    d = Path(settings.paths.data) / name
-    return d / "windows.npz", d / "windows.json"
-
-
 def save_windows(ws: WindowSet, settings: Settings) -> tuple[Path, Path]:
     npz, js = window_paths(ws.meta.name, settings)
     npz.parent.mkdir(parents=True, exist_ok=True)
@@ -254,8 +224,6 @@ def load_windows(name: str, settings: Settings) -> WindowSet:
 
 def window_dataset(name: str, settings: Settings) -> WindowSet:
     """The window stage: data/NAME/validated.parquet -> data/NAME/windows.npz + windows.json."""
-    from .validation import read_validated
-
     frame, meta = read_validated(name, settings)
     variables = list(meta["targets"]) + list(meta.get("features") or [])
     ws = build_windows(frame, name=name, variables=variables, targets=list(meta["targets"]), freq=meta["freq"],

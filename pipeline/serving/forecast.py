@@ -6,15 +6,15 @@ validation suite and policy as the training data, with the bounds profiled at tr
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..config import Settings
+from ..data.frequency import future_timestamps
+from ..files import utc_stamp, write_parquet
 from ..errors import DataValidationError
 from ..engine.inference import OnnxForecaster
 
@@ -25,11 +25,6 @@ class ForecastResult:
     path: Path | None
     version: int | str | None
     provider: str
-
-
-def future_timestamps(last: pd.Timestamp, freq: str, horizon: int) -> pd.DatetimeIndex:
-    """The `horizon` steps after `last` on the series' frequency (calendar frequencies included)."""
-    return pd.date_range(start=last, periods=horizon + 1, freq=freq)[1:]
 
 
 def model_input(engine: OnnxForecaster, frame: pd.DataFrame, source: str = "frame") -> tuple[np.ndarray, pd.Timestamp]:
@@ -72,33 +67,26 @@ def forecast_frame(engine: OnnxForecaster, frame: pd.DataFrame, version=None, mo
     return out, used
 
 
-def _write_parquet(frame: pd.DataFrame, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)  # readers never see half a file
-    return path
-
-
 def forecast_latest(name: str, settings: Settings, alias: str = "champion", device: str = "auto",
                     log_to_mlflow: bool = True) -> ForecastResult:
     """The `alias` model of `name` on the latest validated rows -> forecasts/NAME/<UTC stamp>.parquet,
     logged as an artifact of a run in the dataset's experiment."""
-    from ..registry import tracking
+    from ..catalog import read_validated, validated_paths
     from ..data import validation
+    from ..registry import tracking
 
     onnx_path, info = tracking.download_model(settings.model_name, alias)
     engine = OnnxForecaster.from_path(onnx_path, device=device)
-    df, meta = validation.read_validated(name, settings)
-    pq, _ = validation.validated_paths(name, settings)
+    df, meta = read_validated(name, settings)
+    pq, _ = validated_paths(name, settings)
     # the input rows pass the same suite + policy as the training data, with the training-time bounds
     recent = df.sort_values("timestamp").iloc[-engine.lookback:].reset_index(drop=True)
     report = validation.validate_frame(recent, meta, settings, name=name, bounds=meta.get("bounds"),
                                        require_windows=False, source=f"{pq} (last {engine.lookback} rows)")
     frame, used = forecast_frame(engine, report.frame, version=info.version, model_name=settings.model_name,
                                  source=str(pq))
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    path = _write_parquet(frame, Path(settings.paths.forecasts) / name / f"{stamp}.parquet")
+    stamp = utc_stamp()
+    path = write_parquet(frame, Path(settings.paths.forecasts) / name / f"{stamp}.parquet")
     if log_to_mlflow:
         with tracking.parent_run(name, run_name=f"forecast-{stamp}",
                                  tags={"cellcast.kind": "forecast", "model_version": info.version, "alias": alias}):

@@ -1,0 +1,91 @@
+"""The Great Expectations suite of a canonical frame, run with Data Docs. The only module that imports
+great_expectations (slow to import: only when a frame is validated)."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .findings import EXAMPLES, RuleFailure
+
+_NUMERIC = ["float64", "float32", "int64", "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64",
+            "Float64", "Int64"]
+_FINITE = float(np.finfo(np.float64).max)
+
+
+def _gx_suite(gx, cols: list[str], dedupe: str, bounds: dict, min_rows: int | None):
+    E = gx.expectations
+    ex = [E.ExpectColumnToExist(column="timestamp", meta={"rule": "exists"}),
+          E.ExpectColumnValuesToNotBeNull(column="timestamp", meta={"rule": "not_null"})]
+    if dedupe == "reject":
+        ex.append(E.ExpectColumnValuesToBeUnique(column="timestamp", meta={"rule": "unique"}))
+    ex.append(E.ExpectColumnValuesToBeIncreasing(column="timestamp", strictly=dedupe == "reject",
+                                                 meta={"rule": "increasing"}))
+    for c in cols:
+        ex += [E.ExpectColumnToExist(column=c, meta={"rule": "exists"}),
+               E.ExpectColumnValuesToBeInTypeList(column=c, type_list=_NUMERIC, meta={"rule": "numeric"}),
+               # GX has no 'finite' expectation: inf lies outside the largest finite float
+               E.ExpectColumnValuesToBeBetween(column=c, min_value=-_FINITE, max_value=_FINITE,
+                                               meta={"rule": "finite"})]
+        if c in bounds:
+            ex.append(E.ExpectColumnValuesToBeBetween(column=c, min_value=bounds[c][0], max_value=bounds[c][1],
+                                                      meta={"rule": "in_range"}))
+    if min_rows:
+        ex.append(E.ExpectTableRowCountToBeBetween(min_value=min_rows, meta={"rule": "min_rows"}))
+    return ex
+
+
+def run_suite(df: pd.DataFrame, name: str, cols: list[str], dedupe: str, bounds: dict, min_rows: int | None,
+            docs_dir: Path | None) -> tuple[dict, list[RuleFailure], str | None]:
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    import great_expectations as gx  # slow (4-9 s): only when validating
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch = (ctx.data_sources.add_pandas(f"{name}-source").add_dataframe_asset(name)
+             .add_batch_definition_whole_dataframe("whole"))
+    suite = ctx.suites.add(gx.ExpectationSuite(name=f"{name}-schema"))
+    for e in _gx_suite(gx, cols, dedupe, bounds, min_rows):
+        suite.add_expectation(e)
+    vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=f"{name}-validation", data=batch, suite=suite))
+    actions, index = [], None
+    if docs_dir is not None:
+        if docs_dir.exists():
+            shutil.rmtree(docs_dir)  # our own output: one run's docs, not an accumulating history
+        ctx.add_data_docs_site(site_name="cellcast", site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir.resolve())},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}})
+        actions = [gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["cellcast"])]
+    cp = ctx.checkpoints.add(gx.Checkpoint(name=f"{name}-checkpoint", validation_definitions=[vd], actions=actions,
+                                           result_format="SUMMARY"))
+    res = cp.run(batch_parameters={"dataframe": df})
+    vr = next(iter(res.run_results.values()))
+    failed, rows = [], []
+    for r in vr.results:
+        cfg = r.expectation_config
+        col = cfg.kwargs.get("column") or "timestamp"
+        rule = (cfg.meta or {}).get("rule", cfg.type)
+        result = r.result or {}
+        row = {"expectation": cfg.type, "column": col, "rule": rule, "success": bool(r.success),
+               "unexpected_count": result.get("unexpected_count"),
+               "observed_value": None if result.get("observed_value") is None else str(result["observed_value"]),
+               "examples": [str(x) for x in (result.get("partial_unexpected_list") or [])[:EXAMPLES]]}
+        if r.exception_info and r.exception_info.get("raised_exception"):
+            row["exception"] = str(r.exception_info.get("exception_message"))[:300]
+        rows.append(row)
+        if not r.success:
+            count = result.get("unexpected_count")
+            if count is None:  # table-level rules (row count) and errors
+                count = len(df)
+            examples = row["examples"] or ([row["observed_value"]] if row["observed_value"] else [])
+            if rule == "min_rows":
+                examples = [f"{len(df)} rows, need at least {min_rows} for one train, validation and test window each"]
+            failed.append(RuleFailure(col, rule, int(count), examples))
+    if docs_dir is not None:
+        index = str(docs_dir / "index.html")
+    return {"success": bool(vr.success), "evaluated": len(rows), "results": rows}, failed, index

@@ -1,0 +1,108 @@
+"""Which model version serves, and the swap to a new one.
+
+A `ModelSource` is any callable returning (onnx_path, version_info); the default asks the registry for
+`NAME-forecaster@ALIAS`. `ModelHolder.poll` calls it every `poll_seconds`; a new version is loaded and
+smoke-tested completely before one reference is swapped, so every request sees either the old model or
+the new one, never a mix, and a version that fails to load is reported (`last_error`, a log line) while
+the old one keeps serving. Only ONNX files are loaded (no pickles).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import Settings
+from ..engine.inference import OnnxForecaster
+
+log = logging.getLogger(__name__)
+
+ModelSource = Callable[[], tuple[Path, Any]]
+
+
+def registry_source(settings: Settings, alias: str = "champion") -> ModelSource:
+    """The default source: the registry's `alias` of this dataset's model, downloaded as ONNX."""
+
+    def source() -> tuple[Path, Any]:
+        from ..registry import tracking  # imported on first use: mlflow costs seconds to import
+
+        return tracking.download_model(settings.model_name, alias)
+
+    return source
+
+
+def _version_of(info: Any) -> str:
+    return str(getattr(info, "version", info))
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One loaded model version; immutable, replaced as a whole on a swap."""
+
+    engine: OnnxForecaster
+    info: Any
+    version: str
+    path: Path
+    loaded_at: datetime
+
+
+@dataclass
+class ModelHolder:
+    """The model that serves, and the poller that replaces it when the source names a new version."""
+
+    source: ModelSource
+    device: str = "auto"
+    threads: int | None = None
+    cpu_batch_threshold: int | None = None
+    require_gpu: bool = False
+    current: Loaded | None = None
+    last_error: str | None = None
+    last_check: datetime | None = None
+    swaps: int = 0
+    _failed: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def refresh(self, raise_errors: bool = False) -> bool:
+        """Ask the source; load, smoke-test and swap in a new version. True when a swap happened."""
+        with self._lock:  # one refresh at a time; requests never take this lock
+            self.last_check = datetime.now(timezone.utc)
+            version = None
+            cur = self.current
+            try:
+                path, info = self.source()
+                version = _version_of(info)
+                if cur is not None and cur.version == version and cur.path == Path(path):
+                    return False
+                if version == self._failed and not raise_errors:
+                    return False  # reported already; retried when the source names another version
+                engine = OnnxForecaster.from_path(path, device=self.device, threads=self.threads,
+                                                  cpu_batch_threshold=self.cpu_batch_threshold,
+                                                  require_gpu=self.require_gpu)
+                engine.smoke_test()
+            except Exception as e:
+                what = f"version {version}" if version is not None else "model source"
+                self.last_error = f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}: {what}: {e}"
+                if version is not None:
+                    self._failed = version
+                if raise_errors:
+                    raise
+                log.error("not swapped in, %s keeps serving: %s", f"version {cur.version}" if cur else "nothing",
+                          self.last_error)
+                return False
+            old = self.current
+            self.current = Loaded(engine, info, version, Path(path), engine.loaded_at)  # the atomic swap
+            self.swaps += int(old is not None)
+            self._failed = None
+            log.info("serving version %s (%s) on %s%s", version, path, engine.provider,
+                     f", replacing version {old.version}" if old else "")
+            return True
+
+    def poll(self, stop: threading.Event, every_s: float) -> None:
+        while not stop.wait(every_s):
+            try:
+                self.refresh()
+            except Exception:  # the poller must outlive any surprise; the error is in last_error/log
+                log.exception("model poll failed")
