@@ -1,7 +1,6 @@
 """The data flow: ingest -> validate -> window, each a task calling one pipeline function."""
 from __future__ import annotations
 
-import cellcast.flows  # noqa: F401  (Prefect defaults)
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-import cellcast.flows  # noqa: F401  (Prefect defaults)
 from prefect import serve
 
 from cellcast.flows.forecasting import forecast_flow

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import torch
 
-import cellcast.flows  # noqa: F401  (Prefect defaults)
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context

@@ -6,12 +6,8 @@ from typing import Optional
 
 import typer
 
+from cellcast.commands import settings_for
 from cellcast.pipeline.errors import ConfigError
-
-
-def _settings(name: str):
-    from cellcast.pipeline.config import load_params
-    return load_params().for_dataset(name)
 
 
 def register(app: typer.Typer) -> None:
@@ -53,7 +49,7 @@ def register(app: typer.Typer) -> None:
         if bundled is not None:
             if name and name != bundled:
                 raise ConfigError(f"--name '{name}': a bundled dataset keeps its own name ('{bundled}')")
-            res = ingest_bundled(bundled, _settings(bundled))
+            res = ingest_bundled(bundled, settings_for(bundled))
         else:
             if not name:
                 raise ConfigError("--name: required when ingesting a file")
@@ -62,7 +58,7 @@ def register(app: typer.Typer) -> None:
             res = ingest_file(csv or parquet, name=name, time_col=time_col, targets=list(target),
                               features=[f.strip() for f in features.split(",") if f.strip()], freq=freq,
                               fmt="csv" if csv else "parquet", delimiter=delimiter, time_format=time_format,
-                              time_unit=time_unit, settings=_settings(name))
+                              time_unit=time_unit, settings=settings_for(name))
         m = res.meta
         g = m.gaps
         typer.echo(f"{res.parquet_path}: {m.rows} rows, {m.start} .. {m.end}, freq {m.freq} ({m.freq_source}), "
@@ -78,7 +74,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Validate data/NAME/raw.parquet (GX suite + gap/duplicate policy) into validated.parquet."""
         from cellcast.pipeline.data.validation import validate_dataset
-        settings = _settings(name)
+        settings = settings_for(name)
         if dedupe is not None:
             if dedupe not in ("reject", "first", "last", "mean"):
                 raise ConfigError(f"--dedupe '{dedupe}': must be one of reject, first, last, mean")

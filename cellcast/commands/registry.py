@@ -9,20 +9,10 @@ from pathlib import Path
 
 import typer
 
+from cellcast.commands import project_root, settings_for
+
 # the decision tags worth a column, in this order
 _COLUMNS = ("promotion.candidate_mase", "promotion.baseline_mase", "promotion.baseline_name", "promotion.champion_mase")
-
-
-def _settings(name: str):
-    from cellcast.pipeline.config import load_params
-
-    return load_params().for_dataset(name)
-
-
-def _root() -> Path:
-    from cellcast.pipeline.config import find_params
-
-    return find_params().parent
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -66,8 +56,8 @@ def register(app: typer.Typer) -> None:
         from cellcast.pipeline.registry import tracking
         from cellcast.pipeline.errors import NotFoundError
 
-        model_name = _settings(name).model_name
-        tracking.configure(_root())
+        model_name = settings_for(name).model_name
+        tracking.configure(project_root())
         versions = tracking.list_versions(model_name)
         if not versions:
             raise NotFoundError(f"model '{model_name}' has no registered versions: train one with `cellcast train {name}`")
@@ -82,8 +72,8 @@ def register(app: typer.Typer) -> None:
         """Make the 'previous' version champion again (run twice to undo)."""
         from cellcast.pipeline.registry import tracking
 
-        model_name = _settings(name).model_name
-        tracking.configure(_root())
+        model_name = settings_for(name).model_name
+        tracking.configure(project_root())
         before = tracking.get_alias(model_name, "champion")
         now = tracking.rollback(model_name)
         was = f"v{before.version}" if before else "none"
@@ -97,7 +87,7 @@ def register(app: typer.Typer) -> None:
         """Print (or with --start, run) the command that opens the MLflow UI on this project's store."""
         from cellcast.pipeline.registry import tracking
 
-        uri = tracking.configure(_root())
+        uri = tracking.configure(project_root())
         if uri.startswith(("http://", "https://")):
             typer.echo(f"tracking server in use (MLFLOW_TRACKING_URI): open {uri}")
             return

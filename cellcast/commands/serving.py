@@ -2,22 +2,11 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Optional
 
 import typer
 
-
-def _settings(name: str):
-    from cellcast.pipeline.config import load_params
-
-    return load_params().for_dataset(name)
-
-
-def _root() -> Path:
-    from cellcast.pipeline.config import find_params
-
-    return find_params().parent
+from cellcast.commands import check_device, project_root, settings_for
 
 
 def register(app: typer.Typer) -> None:
@@ -41,14 +30,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve forecasts over HTTP (POST /v1/forecast, GET /health, GET /model), following the alias."""
         from cellcast.pipeline.registry import tracking
-        from cellcast.pipeline.errors import ConfigError
-        from cellcast.pipeline.serving.service import registry_source, serve as run
+        from cellcast.pipeline.serving.service import serve as run
+        from cellcast.pipeline.serving.swap import registry_source
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        if device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"--device '{device}': not one of auto, cpu, cuda")
-        settings = _settings(name)
-        tracking.configure(_root())
+        check_device(device)
+        settings = settings_for(name)
+        tracking.configure(project_root())
         source = registry_source(settings, alias)
         run(settings, host=host, port=port, source=source, alias=alias, device=device, token=token,
             poll_seconds=poll_seconds, threads=threads, cpu_batch_threshold=cpu_batch_threshold,
@@ -65,8 +53,9 @@ def register(app: typer.Typer) -> None:
         from cellcast.pipeline.registry import tracking
         from cellcast.pipeline.serving.forecast import forecast_latest
 
-        settings = _settings(name)
-        tracking.configure(_root())
+        settings = settings_for(name)
+        tracking.configure(project_root())
+        check_device(device)
         res = forecast_latest(name, settings, alias=alias, device=device)
         f = res.frame
         typer.echo(f"{settings.model_name} v{res.version} ({alias}) on {res.provider}: {len(f)} steps "

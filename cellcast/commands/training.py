@@ -2,38 +2,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Optional
 
 import typer
 
-
-def _settings(name: str | None = None):
-    from cellcast.pipeline.config import load_params
-    return load_params().for_dataset(name)
-
-
-def source_of(name: str, settings) -> dict | None:
-    """How a user file was ingested (from raw.json), so a re-run reads the file's latest contents.
-    None for bundled datasets."""
-    from cellcast.pipeline.data.ingest import raw_paths
-    _, js = raw_paths(name, settings)
-    if not js.is_file():
-        return None
-    meta = json.loads(js.read_text())
-    if meta.get("source") != "file":
-        return None
-    return {"path": meta["input_path"], "time_col": meta["time_col"], "targets": meta["targets"],
-            "features": meta.get("features") or [], "fmt": meta.get("format"), "delimiter": meta.get("delimiter"),
-            "freq": meta["freq"] if meta.get("freq_source") == "declared" else None,
-            "time_format": (meta.get("extra") or {}).get("time_format"),
-            "time_unit": (meta.get("extra") or {}).get("time_unit")}
+from cellcast.commands import check_device, settings_for
 
 
 def check_known(name: str, settings) -> None:
+    from cellcast.pipeline.catalog import raw_paths
     from cellcast.pipeline.data.datasets import list_datasets
     from cellcast.pipeline.errors import NotFoundError
-    from cellcast.pipeline.data.ingest import raw_paths
     if raw_paths(name, settings)[1].is_file() or name in {d.name for d in list_datasets()}:
         return
     raise NotFoundError(f"dataset '{name}': neither ingested (data/{name}/raw.json) nor bundled "
@@ -42,13 +21,14 @@ def check_known(name: str, settings) -> None:
 
 def register(app: typer.Typer) -> None:
     from cellcast.cli import friendly
+    from cellcast.pipeline.data.ingest import source_of
 
     @app.command()
     @friendly
     def window(name: str = typer.Argument(..., help="dataset name")) -> None:
         """Cut a validated dataset into chronological train / validation / test windows (data/NAME/windows.*)."""
         from cellcast.pipeline.data.window import window_dataset
-        ws = window_dataset(name, _settings(name))
+        ws = window_dataset(name, settings_for(name))
         m = ws.meta
         typer.echo(f"{name}: {m.rows} rows -> windows train {m.counts['train']}, val {m.counts['val']}, "
                    f"test {m.counts['test']} (lookback {m.lookback}, horizon {m.horizon}, stride {m.stride}); "
@@ -63,10 +43,8 @@ def register(app: typer.Typer) -> None:
               ) -> None:
         """Run the training flow: ingest -> validate -> window -> train candidates -> evaluate -> register -> promote."""
         from cellcast.flows.training import run_training
-        settings = _settings(name)
-        if device and device not in ("auto", "cpu", "cuda"):
-            from cellcast.pipeline.errors import ConfigError
-            raise ConfigError(f"--device: '{device}' is not one of auto, cpu, cuda")
+        settings = settings_for(name)
+        check_device(device)
         if not from_windows:
             check_known(name, settings)
         run_training(name, settings, source=None if from_windows else source_of(name, settings),
@@ -80,7 +58,7 @@ def register(app: typer.Typer) -> None:
         """Score a registered model on the test split against the baselines: writes reports/NAME/metrics.json and
         plot data (for `dvc metrics show` / `dvc plots show`)."""
         from cellcast.pipeline.registry.report import evaluate_registered
-        out = evaluate_registered(name, _settings(name), alias)
+        out = evaluate_registered(name, settings_for(name), alias)
         typer.echo(json.dumps(out["metrics"], indent=2))
 
     @app.command()
@@ -89,7 +67,8 @@ def register(app: typer.Typer) -> None:
             device: Optional[str] = typer.Option(None, help="auto | cpu | cuda")) -> None:
         """The main job: a bundled real dataset all the way to a registered champion and an ONNX forecast."""
         from cellcast.flows.training import run_training
-        settings = _settings(name)
+        check_device(device)
+        settings = settings_for(name)
         name = settings.dataset
         check_known(name, settings)
         outcome = run_training(name, settings, source=source_of(name, settings), device=device)

@@ -48,16 +48,12 @@ class _UnrolledRNN(nn.Module):
     def __init__(self, rnn: nn.RNN, steps: int):
         super().__init__()
         self.steps = steps
-        if not rnn.batch_first or rnn.bidirectional or getattr(rnn, "proj_size", 0):
-            raise ExportError("rnn: only unidirectional batch_first RNN layers can be unrolled for export")
+        _check_unrollable(rnn, "rnn")
         self.num_layers = rnn.num_layers
         self.act = torch.tanh if rnn.nonlinearity == "tanh" else torch.relu
         for layer in range(rnn.num_layers):
-            w_ih = getattr(rnn, f"weight_ih_l{layer}").detach()
-            w_hh = getattr(rnn, f"weight_hh_l{layer}").detach()
-            b = torch.zeros(w_ih.shape[0])
-            if rnn.bias:
-                b = (getattr(rnn, f"bias_ih_l{layer}") + getattr(rnn, f"bias_hh_l{layer}")).detach()
+            w_ih, w_hh, (b_ih, b_hh) = _layer_weights(rnn, layer)
+            b = b_ih + b_hh
             # stored transposed: x @ W^T becomes a plain MatMul without a Transpose node
             self.register_buffer(f"w_ih{layer}", w_ih.t().contiguous())
             self.register_buffer(f"w_hh{layer}", w_hh.t().contiguous())

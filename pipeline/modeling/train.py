@@ -26,7 +26,7 @@ from ..errors import ConfigError, TrainingError
 from .model import Forecaster, ModelSpec
 from ..data.window import WindowSet
 
-log = logging.getLogger("cellcast.train")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

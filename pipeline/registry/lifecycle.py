@@ -16,12 +16,12 @@ from ..config import Settings
 from ..data.window import WindowSet
 from ..errors import CellcastError, ExportError
 from ..modeling import plots
-from ..modeling.evaluate import (BaselineReport, evaluate_baselines, evaluate_forecasts, mase_scale, metrics,
-                                 mae_by_step, predict_windows, season_of, seasonal_naive, usable_seasons)
+from ..modeling.evaluate import (BaselineReport, evaluate_baselines, evaluate_forecasts, predict_windows,
+                                 season_of, seasonal_naive, usable_seasons)
 from ..modeling.train import TrainResult, predictor
 from . import promotion, tracking
 
-log = logging.getLogger("cellcast.lifecycle")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -169,7 +169,6 @@ def track_and_promote(ws: WindowSet, settings: Settings, base: Baselines, result
     uri = tracking.configure()
     model_name = settings.model_name
     tags = lineage(ws, settings) | {"flow_run_id": flow_run_id or "none", "anchor_season": str(base.anchor_season)}
-    scale = mase_scale(ws)
     with tracking.parent_run(ws.meta.name, run_name=f"train-{ws.meta.name}", tags=tags) as parent_id:
         tracking.log_params({"dataset": ws.meta.name, "lookback": ws.meta.lookback, "horizon": ws.meta.horizon,
                              "freq": ws.meta.freq, "variables": ",".join(ws.meta.variables),
@@ -212,7 +211,7 @@ def track_and_promote(ws: WindowSet, settings: Settings, base: Baselines, result
                                             tags=tags | {"candidate": best.name, "cell": best.cell,
                                                          "test_mase": f"{best.test['mase']:.6g}",
                                                          "parity_max_rel": f"{best.parity.get('max_rel_to_scale', 'nan')}"})
-        after = tracking.apply_decision(model_name, version, decision)
+        tracking.apply_decision(model_name, version, decision)
         tracking.set_tags({"promotion.decision": "promoted" if decision.promote else "rejected",
                            "promotion.reason": decision.reason, "registered_version": str(version),
                            "best_candidate": best.name})
