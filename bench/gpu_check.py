@@ -307,28 +307,29 @@ def section_ttq(out: Out, args, ws: WindowSet, dev: torch.device) -> None:
                      curve=curve)
         except Exception as e:
             out.error("ttq", e, cell=cell, loop="seed")
-        try:   # the trainer: an epoch = ttq_every windows, so both validate at the same cadence
-            s = make_settings(args, batch_size=args.ttq_batch, epochs=10**6, max_train_windows=args.ttq_every,
-                              time_budget_s=args.ttq_budget)
-            curve = []
-            t0 = time.perf_counter()
-
-            def on_epoch(row):
-                curve.append((round(time.perf_counter() - t0, 3), round(row["val_loss"], 5)))
-                if row["val_loss"] <= target:
-                    raise _Reached
-
-            reached = None
+        for batch in args.ttq_batch:   # the trainer: an epoch = ttq_every windows, the seed loop's cadence
             try:
-                train_candidate(ws, cand, s, device=dev, on_epoch=on_epoch)
-            except _Reached:
-                reached = curve[-1][0]
-            out.emit("ttq", cell=cell, loop="cellcast", batch=args.ttq_batch, target_val_loss=round(target, 5),
-                     reached_s=reached, best_val_loss=min((v for _, v in curve), default=None),
-                     windows=len(curve) * min(args.ttq_every, len(ws.starts["train"])), curve=curve,
-                     note="validation under bf16 autocast on CUDA" if dev.type == "cuda" else None)
-        except Exception as e:
-            out.error("ttq", e, cell=cell, loop="cellcast")
+                s = make_settings(args, batch_size=batch, epochs=10**6, max_train_windows=args.ttq_every,
+                                  time_budget_s=args.ttq_budget)
+                curve = []
+                t0 = time.perf_counter()
+
+                def on_epoch(row):
+                    curve.append((round(time.perf_counter() - t0, 3), round(row["val_loss"], 5)))
+                    if row["val_loss"] <= target:
+                        raise _Reached
+
+                reached = None
+                try:
+                    train_candidate(ws, cand, s, device=dev, on_epoch=on_epoch)
+                except _Reached:
+                    reached = curve[-1][0]
+                out.emit("ttq", cell=cell, loop="cellcast", batch=batch, target_val_loss=round(target, 5),
+                         reached_s=reached, best_val_loss=min((v for _, v in curve), default=None),
+                         windows=len(curve) * min(args.ttq_every, len(ws.starts["train"])), curve=curve,
+                         note="validation under bf16 autocast on CUDA" if dev.type == "cuda" else None)
+            except Exception as e:
+                out.error("ttq", e, cell=cell, loop="cellcast", batch=batch)
 
 
 def _engine_figures(eng, x1: np.ndarray, xb: np.ndarray, ref1: np.ndarray, refb: np.ndarray, scale: np.ndarray,
@@ -629,8 +630,8 @@ def parse(argv=None):
     ap.add_argument("--train-epochs", type=int, default=3)
     ap.add_argument("--seed-batch", type=int, default=64)
     ap.add_argument("--seed-budget", type=float, default=4.0, help="seconds of seed-loop steps for its windows/s")
-    ap.add_argument("--ttq-budget", type=float, default=12.0, help="seconds per loop and cell for time to quality")
-    ap.add_argument("--ttq-batch", type=int, default=4096)
+    ap.add_argument("--ttq-budget", type=float, default=10.0, help="seconds per loop, batch and cell for time to quality")
+    ap.add_argument("--ttq-batch", type=int, nargs="+", default=[1024, 4096], help="trainer batch sizes for time to quality")
     ap.add_argument("--ttq-every", type=int, default=32768, help="windows between validations (both loops)")
     ap.add_argument("--target-frac", type=float, default=0.8, help="target = this x the seasonal-naive val loss")
     ap.add_argument("--infer-batch", type=int, default=4096)
@@ -643,7 +644,7 @@ def parse(argv=None):
     if args.quick:
         args.rows, args.lookback, args.horizon, args.hidden, args.layers = 3000, 48, 12, 8, 1
         args.batch, args.steps, args.train_epochs, args.seed_budget = [64, 128], 2, 1, 0.2
-        args.ttq_budget, args.ttq_batch, args.ttq_every = 1.0, 64, 256
+        args.ttq_budget, args.ttq_batch, args.ttq_every = 1.0, [64], 256
         args.infer_batch, args.branch_batches, args.n_latency, args.infer_budget = 64, [1, 64], 10, 0.1
         args.cpu_threads = [1, 0]
     args.batch = [min(b, 16384) for b in args.batch]   # cuDNN's LSTM crashed at 32768 (params.yaml max_batch_size)
@@ -653,6 +654,7 @@ def parse(argv=None):
 def main(argv=None) -> int:
     args = parse(argv)
     dev = torch.device(args.device)
+    exact_fp32(dev)   # the project's setting on a GPU (the trainer sets it too): fp32 without TF32 everywhere
     out = Out(args.out)
     t_start = time.perf_counter()
     ort_info = {}
