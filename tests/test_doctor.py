@@ -131,3 +131,20 @@ def test_the_command_runs_without_the_services(tmp_path):
         assert len(errors) == 1 and errors[0].startswith("error: device cuda: "), r.stderr
     r = run_without_services("-m cellcast", ["doctor", "--device", "tpu"], cwd=tmp_path)
     assert r.returncode == 2 and "--device 'tpu'" in r.stderr
+
+
+def test_auto_trains_on_the_gpu_when_torch_has_one(monkeypatch):
+    """params.yaml's train.device is auto: `make run` on a GPU machine trains there, and anywhere else on the CPU."""
+    from cellcast.pipeline.errors import ConfigError
+    from cellcast.pipeline.modeling.train import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto").type == "cuda" and pick_device("cuda").type == "cuda"
+    assert pick_device("cpu").type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto").type == "cpu"
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        pick_device("cuda")
+    from cellcast.pipeline.config import load_params
+    from gpu_machine import ROOT
+    assert load_params(ROOT / "params.yaml").for_dataset().train.device == "auto"   # what `make run` reads
