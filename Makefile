@@ -10,7 +10,11 @@ PIPQ := grep -v -e "is ignored: it is neither" -e "^Processing /opt" || true
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: install run test bench clean repro
+# a CUDA build of torch on a GPU machine, e.g. `make install TORCH_INDEX=https://download.pytorch.org/whl/cu130`
+# (README.md, 'On a GPU'); empty: what pip resolves for torch==2.13.0 here
+TORCH_INDEX ?=
+
+.PHONY: install run test bench clean repro gpu-bundle
 
 install: $(STAMP)
 
@@ -18,7 +22,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 2>&1 | { $(PIPQ); }
 	# torch first: pinned to the build this platform serves without a CUDA download
-	$(PY) -m pip install -q torch==2.13.0 2>&1 | { $(PIPQ); }
+	$(PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) 2>&1 | { $(PIPQ); }
 	$(PY) -m pip install -q -e '.[dev]' 2>&1 | { $(PIPQ); }
 	$(PY) -m pip check
 	touch $(STAMP)
@@ -35,6 +39,12 @@ repro: install
 
 bench: install
 	$(PY) bench/windows.py
+
+# what a lent GPU machine needs for bench/gpu_check.py (wheels into the git-ignored .whl/ and .ortgpu-parts/),
+# and the device calls that run it (bench/README.md, 'The GPU check')
+# (no install step: it reads the versions of pydantic & co. from the venv there is)
+gpu-bundle:
+	PY=$(PY) bash bench/gpu_bundle.sh
 
 clean:
 	rm -rf data reports quarantine forecasts mlruns .cellcast

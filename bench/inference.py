@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cellcast.pipeline.engine.inference import CUDA, OnnxForecaster  # noqa: E402
+from cellcast.pipeline.modeling.device import exact_fp32  # noqa: E402
 from cellcast.pipeline.modeling.model import ModelSpec, build  # noqa: E402
 from cellcast.pipeline.engine.onnx_export import DEFAULT_VARIANT, VARIANTS, check_parity, export_onnx  # noqa: E402
 
@@ -79,6 +80,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     gpu = torch.cuda.is_available()
+    if gpu:
+        exact_fp32("cuda")   # torch on the GPU without TF32, like ONNX Runtime's CUDA sessions: same arithmetic
     emit(kind="env", date=datetime.now(timezone.utc).isoformat(timespec="seconds"), python=platform.python_version(),
          torch=torch.__version__, cpu=platform.processor() or platform.machine(), threads=args.threads,
          gpu=torch.cuda.get_device_name() if gpu else None, command=" ".join(sys.argv))

@@ -29,7 +29,7 @@ def test_help_on_every_command():
     code, out = run("--help")
     assert code == 0
     for cmd in ("datasets", "ingest", "validate", "window", "train", "run", "evaluate", "models", "rollback",
-                "forecast", "serve", "ui"):
+                "forecast", "serve", "ui", "doctor"):
         assert cmd in out
         c, o = run(cmd, "--help")
         assert c == 0 and "Usage" in o, cmd

@@ -145,8 +145,9 @@ def test_every_package_folder_is_installed():
 
 @pytest.mark.parametrize("modules", [
     ["cellcast.pipeline.config", "cellcast.pipeline.data.window", "cellcast.pipeline.modeling.model",
-     "cellcast.pipeline.modeling.train", "cellcast.pipeline.modeling.evaluate",
-     "cellcast.pipeline.engine.onnx_export", "cellcast.pipeline.engine.inference"],
+     "cellcast.pipeline.modeling.train", "cellcast.pipeline.modeling.evaluate", "cellcast.pipeline.modeling.device",
+     "cellcast.pipeline.engine.onnx_export", "cellcast.pipeline.engine.inference", "cellcast.pipeline.engine.doctor",
+     "cellcast.pipeline.serving.requests"],
 ])
 def test_the_core_imports_without_the_services(modules):
     """What a GPU check needs runs where only torch, numpy, pandas, onnx and onnxruntime are."""
@@ -156,3 +157,12 @@ def test_the_core_imports_without_the_services(modules):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"the core imported {out.stdout.strip()}"
+
+
+def test_the_doctor_imports_torch_and_onnxruntime_only_when_asked():
+    """`cellcast doctor` must answer where torch or onnxruntime is missing or broken: neither comes with the import."""
+    code = ("import sys\nimport cellcast.pipeline.engine.doctor, cellcast.pipeline.modeling.device\n"
+            "print(','.join(sorted(m for m in ('torch', 'onnxruntime') if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"importing the doctor imported {out.stdout.strip()}"

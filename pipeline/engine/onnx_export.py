@@ -203,6 +203,10 @@ DEFAULT_VARIANT = {"rnn": "unrolled", "lstm": "hybrid", "gru": "hybrid"}
 # hybrid: batches of at least this many windows run the unrolled graph, smaller ones the native operator
 # (where the two crossed in bench/inference.py at 2 threads, 2 x 128 units, 168 steps)
 HYBRID_MIN_BATCH = {"rnn": 16, "lstm": 256, "gru": 64}
+# the same switch for CUDA sessions (metadata 'hybrid_min_batch_cuda', applied by the inference engine):
+# "never" = the native operator (cuDNN) at every batch size. Expected from the unrolled graph's thousands
+# of small kernels per call; bench/gpu_check.py measures both branches on a GPU and prints the value to use.
+HYBRID_MIN_BATCH_CUDA = {"rnn": "never", "lstm": "never", "gru": "never"}
 
 
 def _trace(module: nn.Module, x: torch.Tensor, cell: str):
@@ -252,7 +256,7 @@ def _hybrid(native, unrolled, min_batch: int):
 
 def export_onnx(model: Forecaster, path: Path, metadata: dict, example: np.ndarray | None = None,
                 unroll_rnn: bool = True, variant: str | None = None,
-                hybrid_min_batch: int | None = None) -> Path:
+                hybrid_min_batch: int | None = None, hybrid_min_batch_cuda: int | str | None = None) -> Path:
     """Write `model` as ONNX to `path` with `metadata` (+ the model spec) in metadata_props (JSON values).
 
     The graph takes `x` (batch, time, n_vars) float32 with time >= lookback and returns
@@ -260,7 +264,8 @@ def export_onnx(model: Forecaster, path: Path, metadata: dict, example: np.ndarr
     operators), "unrolled" (MatMul/Gemm + activations per step), "hybrid" (both, chosen per call by
     batch size: >= hybrid_min_batch, default HYBRID_MIN_BATCH[cell], unrolled); None is
     DEFAULT_VARIANT for the cell, or "native" when unroll_rnn=False (the old switch). The variant is
-    recorded in the metadata 'export'.
+    recorded in the metadata 'export'. hybrid_min_batch_cuda: the switch on CUDA (a batch size or
+    "never"; default HYBRID_MIN_BATCH_CUDA[cell]), recorded as 'hybrid_min_batch_cuda'.
     """
     import onnx  # onnx itself (not torch.onnx) writes the metadata and assembles the hybrid graph
 
@@ -286,6 +291,10 @@ def export_onnx(model: Forecaster, path: Path, metadata: dict, example: np.ndarr
             "cellcast_version": __version__, "opset": OPSET}
     if variant == "hybrid":
         meta["hybrid_min_batch"] = int(hybrid_min_batch)
+        on_cuda = hybrid_min_batch_cuda or HYBRID_MIN_BATCH_CUDA[spec.cell]
+        if on_cuda != "never" and not (isinstance(on_cuda, int) and on_cuda >= 1):
+            raise ExportError(f"hybrid_min_batch_cuda: '{on_cuda}' is not a batch size >= 1 or 'never'")
+        meta["hybrid_min_batch_cuda"] = on_cuda
     meta.update(metadata or {})
     meta["spec"] = spec.to_dict()
     del proto.metadata_props[:]

@@ -23,6 +23,7 @@ import torch
 
 from ..config import Settings
 from ..errors import ConfigError, TrainingError
+from .device import exact_fp32
 from .model import Forecaster, ModelSpec
 from ..data.window import WindowSet
 
@@ -101,6 +102,7 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
                     progress: bool = False, on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
     t = settings.train
     device = torch.device(device) if device is not None else pick_device(t.device)
+    exact_fp32(device)  # no TF32 on a GPU: fp32 work there matches the CPU and ONNX Runtime
     if len(ws.starts["train"]) == 0 or len(ws.starts["val"]) == 0:
         raise TrainingError(f"{ws.meta.name}: no train or validation windows to train {cand.name} on")
     torch.manual_seed(t.seed)
@@ -207,6 +209,7 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
 
 def predictor(model: Forecaster, device: str | torch.device = "cpu") -> Callable[[np.ndarray], np.ndarray]:
     """numpy in, numpy out, for evaluation code that also runs ONNX sessions."""
+    exact_fp32(device)
     model = model.to(device).eval()
 
     def run(x: np.ndarray) -> np.ndarray:
