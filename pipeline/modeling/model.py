@@ -9,6 +9,9 @@ with that season (1 = the naive forecast): the head starts at zero, so an untrai
 the baseline and training can only move away from it where that lowers the validation loss.
 The cell reads the last `rnn_steps` steps of the scaled inputs plus, when anchored, the
 seasonal differences of the targets over those steps (how this week differs from last week).
+A difference needs the value one season earlier, so the differences are read only when the
+lookback holds more than one season; a lookback of exactly one season (a week of half-hours,
+seven days) reads the scaled inputs alone and is still anchored on that season.
 """
 from __future__ import annotations
 
@@ -55,18 +58,27 @@ class ModelSpec:
     def __post_init__(self):
         if self.cell not in CELLS:
             raise ValueError(f"cell: '{self.cell}' is not one of {', '.join(CELLS)}")
-        if self.anchor_season is not None and self.anchor_season > self.lookback:
-            raise ValueError(f"anchor_season {self.anchor_season} is longer than the lookback {self.lookback}")
+        for name in ("lookback", "horizon", "hidden_size", "num_layers", "rnn_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: {getattr(self, name)} is not a positive number")
+        if self.anchor_season is not None and not 1 <= self.anchor_season <= self.lookback:
+            raise ValueError(f"anchor_season {self.anchor_season} is not within 1..lookback {self.lookback}")
 
     @property
     def n_targets(self) -> int:
         return len(self.target_idx)
 
     @property
+    def seasonal_diffs(self) -> bool:
+        """Whether the cell reads seasonal differences: only when the lookback holds a step before its last season."""
+        return self.anchor_season is not None and self.lookback > self.anchor_season
+
+    @property
     def steps(self) -> int:
-        """Steps the cell actually reads: rnn_steps, shortened so seasonal differences fit the lookback."""
-        room = self.lookback - (self.anchor_season or 0)
-        return max(1, min(self.rnn_steps, room if self.anchor_season else self.lookback))
+        """Steps the cell actually reads: rnn_steps, shortened to the lookback, or to the steps whose seasonal
+        difference the lookback holds."""
+        room = self.lookback - self.anchor_season if self.seasonal_diffs else self.lookback
+        return max(1, min(self.rnn_steps, room))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,7 +88,7 @@ class Forecaster(nn.Module):
     def __init__(self, spec: ModelSpec):
         super().__init__()
         self.spec = spec
-        n_in = spec.n_vars + (spec.n_targets if spec.anchor_season else 0)
+        n_in = spec.n_vars + (spec.n_targets if spec.seasonal_diffs else 0)
         cell = CELLS[spec.cell].module
         self.rnn = cell(n_in, spec.hidden_size, spec.num_layers, batch_first=True,
                         dropout=spec.dropout if spec.num_layers > 1 else 0.0)
@@ -100,10 +112,9 @@ class Forecaster(nn.Module):
         zt = z.index_select(2, self.target_idx)
         k = spec.steps
         seq = z[:, -k:, :]
-        if spec.anchor_season:
+        if spec.seasonal_diffs:
             s = spec.anchor_season
-            lagged = zt[:, -k - s:-s, :] if s > 0 else zt[:, -k:, :]
-            seq = torch.cat([seq, zt[:, -k:, :] - lagged], dim=2)
+            seq = torch.cat([seq, zt[:, -k:, :] - zt[:, -k - s:-s, :]], dim=2)
         out, _ = self.rnn(seq)
         delta = self.head(out[:, -1, :]).view(-1, spec.horizon, spec.n_targets)
         if spec.anchor_season:
