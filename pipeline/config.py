@@ -86,6 +86,7 @@ class TrainConfig(_Strict):
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     parallel: int = Field(1, ge=1)
+    threads: Positive | Literal["auto"] = "auto"
     task_runner: Literal["threads", "dask"] = "threads"
     dask_address: str | None = None
 

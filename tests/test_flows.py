@@ -95,12 +95,29 @@ def test_a_random_walk_gets_no_champion_and_says_why(prefect_api, project, tiny_
     from cellcast.pipeline.registry import tracking
     src = write_series(project / "walk.csv", kind="walk", seed=3)
     s = settings("walk")
-    s = s.model_copy(update={"train": s.train.model_copy(update={"parallel": 3})})
+    s = s.model_copy(update={"train": s.train.model_copy(update={"parallel": 3, "threads": 1})})
     out = run_training("walk", s, source=src)
     assert sorted(c["cell"] for c in out.candidates) == ["gru", "lstm", "rnn"]
     assert out.champion_after is None and not out.decision["promote"]
     assert "no champion" in out.decision["reason"] or "does not beat" in out.decision["reason"]
     assert tracking.get_alias("walk-forecaster", "champion") is None
+
+    # the flow's thread pool trained each candidate exactly as training them one by one does
+    import mlflow
+    import torch
+
+    from cellcast.pipeline.data.window import load_windows
+    from cellcast.pipeline.modeling.train import candidates, torch_threads, train_candidate
+    runs = mlflow.search_runs(experiment_names=["cellcast/walk"], output_format="list",
+                              filter_string=f"tags.mlflow.parentRunId = '{out.parent_run_id}'")
+    logged = {r.info.run_name: r.data.metrics["best_val_loss"] for r in runs}
+    ws = load_windows("walk", s)
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        alone = {c.name: train_candidate(ws, c, s, out.baselines["anchor_season"]).best_val_loss
+                 for c in candidates(s)}
+    assert logged == alone
+    assert torch.get_num_threads() == before
 
 
 def test_candidates_train_in_parallel_on_a_dask_cluster(prefect_api, project, tiny_params):

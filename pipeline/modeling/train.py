@@ -13,7 +13,9 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -69,6 +71,32 @@ def pick_device(preference: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def cpu_threads(settings: Settings, device: torch.device | str) -> int | None:
+    """Intra-op threads per candidate on the CPU: `train.threads`, or with 'auto' the cores shared out
+    among `train.parallel` candidates (None: torch's default). CPU training is bitwise repeatable for a
+    given thread count; BLAS splits some products by it, so compare runs at the same count."""
+    t = settings.train
+    if torch.device(device).type != "cpu":
+        return None
+    if t.threads != "auto":
+        return int(t.threads)
+    return max(1, (os.cpu_count() or 1) // t.parallel) if t.parallel > 1 else None
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """torch's intra-op thread count set to `n` for the block, then put back (it is process-wide)."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def model_spec(ws: WindowSet, cand: Candidate, settings: Settings, anchor_season: int | None) -> ModelSpec:
     m = ws.meta
     t = settings.train
@@ -103,10 +131,11 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
     device = torch.device(device) if device is not None else pick_device(t.device)
     if len(ws.starts["train"]) == 0 or len(ws.starts["val"]) == 0:
         raise TrainingError(f"{ws.meta.name}: no train or validation windows to train {cand.name} on")
-    torch.manual_seed(t.seed)
-    np.random.seed(t.seed)
+    # every draw from a generator of this candidate's own, none from torch's global RNG: candidates
+    # trained at once in threads stay exactly what they are when trained one after another
     spec = model_spec(ws, cand, settings, anchor_season)
-    model = Forecaster(spec).to(device)
+    model = Forecaster(spec, generator=torch.Generator().manual_seed(t.seed)).to(device)
+    model.dropout_generator = torch.Generator(device=device).manual_seed(t.seed + 1)
     cuda = device.type == "cuda"
     opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=cuda or None)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=t.lr_factor, patience=t.lr_patience)
@@ -128,6 +157,7 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
         if blob.get("fingerprint") == fp:
             model.load_state_dict(blob["model"]); opt.load_state_dict(blob["opt"]); sched.load_state_dict(blob["sched"])
             gen.set_state(blob["gen"].cpu())  # generator states are CPU byte tensors, also for CUDA generators
+            model.dropout_generator.set_state(blob["dropout_gen"].cpu())
             history, best, best_epoch, bad_epochs = blob["history"], blob["best"], blob["best_epoch"], blob["bad_epochs"]
             best_state, initial = blob["best_state"], blob["initial"]
             start_epoch = resumed = blob["epoch"] + 1
@@ -186,7 +216,8 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             tmp = ckpt.with_suffix(".tmp")
             torch.save({"fingerprint": fp, "epoch": epoch, "model": model.state_dict(), "opt": opt.state_dict(),
-                        "sched": sched.state_dict(), "gen": gen.get_state(), "history": history, "best": best,
+                        "sched": sched.state_dict(), "gen": gen.get_state(),
+                        "dropout_gen": model.dropout_generator.get_state(), "history": history, "best": best,
                         "best_epoch": best_epoch, "bad_epochs": bad_epochs, "best_state": best_state,
                         "initial": initial, "done": done}, tmp)
             tmp.replace(ckpt)  # atomic: a crash mid-write leaves the previous checkpoint
@@ -199,6 +230,7 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
             stopped = f"time budget {t.time_budget_s:g}s spent"
             break
     model.load_state_dict(best_state)
+    model.dropout_generator = None   # the trained model carries no training state (it is copied and exported)
     model = model.cpu().eval()
     return TrainResult(candidate=cand, model=model, history=history, best_epoch=best_epoch, best_val_loss=best,
                        initial_val_loss=initial, stopped=stopped, seconds=time.perf_counter() - t_start,
