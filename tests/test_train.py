@@ -136,3 +136,47 @@ def test_the_flows_thread_count_is_put_back():
     with torch_threads(cpu_threads(s, "cpu")):
         assert torch.get_num_threads() == 2
     assert torch.get_num_threads() == before
+
+
+def test_the_code_that_shapes_the_weights_is_in_the_checkpoint_fingerprint(ws, tmp_path, monkeypatch):
+    """A finished checkpoint is reused on a rerun, but not after a change in the model, the trainer or the
+    window batches (a fix or an upgrade): then the candidate trains again from its first epoch."""
+    import shutil
+
+    from cellcast.pipeline.modeling import train as train_mod
+
+    # the hash reads the source files themselves: the same bytes give the same hash, one changed byte another
+    copies = []
+    for src in train_mod.WEIGHT_SOURCES:
+        copies.append(tmp_path / "src" / src.name)
+        copies[-1].parent.mkdir(exist_ok=True)
+        shutil.copy(src, copies[-1])
+    assert train_mod.code_hash(copies) == train_mod.code_hash()
+    with open(copies[0], "a") as f:
+        f.write("\n# a fix\n")
+    assert train_mod.code_hash(copies) != train_mod.code_hash()
+    assert {p.name for p in train_mod.WEIGHT_SOURCES} == {"model.py", "train.py", "window.py"}
+
+    s = settings(epochs=2)
+    first = train_candidate(ws, Candidate("gru", 8, 1), s, 24, checkpoint_dir=tmp_path / "ck")
+    again = train_candidate(ws, Candidate("gru", 8, 1), s, 24, checkpoint_dir=tmp_path / "ck")
+    assert again.resumed_from == 3 and again.history == first.history and again.stopped == first.stopped
+    # the same checkpoint after an upgrade: another code version, so it trains again
+    monkeypatch.setattr(train_mod, "code_version", lambda: "9.9.9+0123456789ab")
+    upgraded = train_candidate(ws, Candidate("gru", 8, 1), s, 24, checkpoint_dir=tmp_path / "ck")
+    assert upgraded.resumed_from is None and len(upgraded.history) == 2
+
+
+def test_a_run_cut_short_by_the_time_budget_is_continued_by_a_rerun(ws, tmp_path):
+    ck = tmp_path / "ck"
+    full = train_candidate(ws, Candidate("lstm", 8, 1), settings(epochs=3, patience=10), 24)
+    short = train_candidate(ws, Candidate("lstm", 8, 1), settings(epochs=3, patience=10, time_budget_s=1e-9), 24,
+                            checkpoint_dir=ck)
+    assert short.stopped.startswith("time budget") and len(short.history) == 1
+    # a rerun (here with a larger budget: the budget does not shape the weights) goes on from epoch 2
+    rest = train_candidate(ws, Candidate("lstm", 8, 1), settings(epochs=3, patience=10), 24, checkpoint_dir=ck)
+    assert rest.resumed_from == 2 and rest.stopped == "max epochs"
+    assert [h["val_loss"] for h in rest.history] == [h["val_loss"] for h in full.history]
+    # finished now: a further rerun trains nothing and says how it ended
+    done = train_candidate(ws, Candidate("lstm", 8, 1), settings(epochs=3, patience=10), 24, checkpoint_dir=ck)
+    assert done.resumed_from == 4 and done.stopped == "max epochs" and len(done.history) == 3

@@ -18,7 +18,7 @@ from ..errors import CellcastError, ExportError
 from ..modeling import plots
 from ..modeling.evaluate import (BaselineReport, evaluate_baselines, evaluate_forecasts, predict_windows,
                                  season_of, seasonal_naive, usable_seasons)
-from ..modeling.train import TrainResult, predictor
+from ..modeling.train import TrainResult, code_version, predictor
 from . import promotion, tracking
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,8 @@ def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path
 
 def lineage(ws: WindowSet, settings: Settings) -> dict:
     return {"data_md5": ws.meta.data_md5 or "unknown", "params_hash": settings.fingerprint(),
-            "git_commit": git_commit(), "cellcast_version": __version__, "dataset": ws.meta.name}
+            "git_commit": git_commit(), "cellcast_version": __version__, "code_version": code_version(),
+            "dataset": ws.meta.name}
 
 
 def git_commit() -> str:
@@ -222,12 +223,13 @@ def track_and_promote(ws: WindowSet, settings: Settings, base: Baselines, result
 
 
 def _same_as_champion(model_name: str, best: CandidateReport, tags: dict) -> int | None:
-    """The champion's version when it was trained from the same data, params and committed code as `best`."""
+    """The champion's version when it was trained from the same data, params and committed code as `best`
+    (the project's commit and cellcast's own code: an upgrade of cellcast is new code too)."""
     champ = tracking.get_alias(model_name, "champion")
     commit = tags.get("git_commit", "unknown")
     if champ is None or commit == "unknown" or commit.endswith("-dirty"):
         return None
-    keys = ("data_md5", "params_hash", "git_commit")
+    keys = ("data_md5", "params_hash", "git_commit", "code_version")
     if all(champ.tags.get(k) == tags.get(k) for k in keys) and champ.tags.get("candidate") == best.name:
         return champ.version
     return None
