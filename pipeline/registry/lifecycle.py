@@ -94,7 +94,8 @@ def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path
         x, _ = ws.batch(ws.starts["test"])
         parity = check_parity(result.model, path, x, rtol=settings.registry.parity_atol)
         rep.parity = {"ok": parity.ok, "max_abs": parity.max_abs, "max_rel_to_scale": parity.max_rel_to_scale,
-                      "windows": parity.n, "tolerance": parity.rtol, "reason": parity.reason}
+                      "windows": parity.n, "tolerance": parity.rtol, "reason": parity.reason,
+                      "branches": {b.name: b.to_dict() for b in parity.branches}}
         rep.parity_ok, rep.onnx_path = parity.ok, str(path)
     except ExportError as e:
         rep.error, rep.parity = str(e), {"ok": False, "reason": str(e)}
@@ -256,7 +257,9 @@ def _log_candidate(ws: WindowSet, settings: Settings, res: TrainResult, rep: Can
                               **{f"test_{k}": v for k, v in rep.test.items()},
                               **{f"test_mase_h{i + 1}": v for i, v in enumerate(rep.by_step)}})
         tracking.set_tags({"stopped": rep.stopped, "device": rep.device, "parity.ok": str(rep.parity_ok),
-                           "parity.reason": rep.parity.get("reason", "")})
+                           "parity.reason": rep.parity.get("reason", ""),
+                           **{f"parity.{name}.max_rel": f"{b['max_rel_to_scale']:.3g}"
+                              for name, b in rep.parity.get("branches", {}).items()}})
         tracking.log_dict(asdict(rep), "candidate.json")
         example = ws.batch(ws.starts["test"][:2])[0]
         tracking.log_torch_model(res.model, example)
