@@ -117,6 +117,8 @@ class TrainConfig(_Strict):
 class EvaluateConfig(_Strict):
     seasons: list[Positive] | Literal["auto"] = "auto"
     promotion_margin: float = Field(0.02, ge=0, lt=1)
+    min_test_windows: int = Field(10, ge=2)
+    significance: float = Field(0.05, gt=0, lt=1)
 
 
 class RegistryConfig(_Strict):
