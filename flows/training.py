@@ -5,8 +5,6 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
@@ -15,7 +13,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from cellcast.flows.data import data_steps
 from cellcast.pipeline.registry import lifecycle
 from cellcast.pipeline.config import Settings
-from cellcast.pipeline.modeling.train import Candidate, candidates, pick_device, train_candidate
+from cellcast.pipeline.modeling.train import (Candidate, candidates, cpu_threads, pick_device, torch_threads,
+                                              train_candidate)
 from cellcast.pipeline.data.window import load_windows
 
 
@@ -65,14 +64,13 @@ def training_flow(name: str, settings: Settings, source: dict | None = None, fro
                 {k: round(v["mase"], 3) for k, v in base.test.scores.items()}, base.anchor_season)
     dev = str(pick_device(device or settings.train.device))
     cands = candidates(settings)
-    if settings.train.task_runner == "dask" or settings.train.parallel > 1:
-        if dev == "cpu" and settings.train.task_runner == "threads":
-            # candidates share the cores: one intra-op pool per candidate instead of each grabbing all
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.train.parallel))
-        futures = [train_task.submit(ws, c, settings, base.anchor_season, dev) for c in cands]
-        results = [f.result() for f in futures]
-    else:
-        results = [train_task(ws, c, settings, base.anchor_season, dev) for c in cands]
+    # candidates trained at once share the cores (train.threads each); the count is put back afterwards
+    with torch_threads(cpu_threads(settings, dev)):
+        if settings.train.task_runner == "dask" or settings.train.parallel > 1:
+            futures = [train_task.submit(ws, c, settings, base.anchor_season, dev) for c in cands]
+            results = [f.result() for f in futures]
+        else:
+            results = [train_task(ws, c, settings, base.anchor_season, dev) for c in cands]
     out_dir = Path(settings.paths.data) / name / "models"
     reports = [assess_task(r, ws, settings, str(out_dir)) for r in results]
     outcome = promote_task(ws, settings, base, results, reports)
@@ -88,7 +86,8 @@ def task_runner(settings: Settings):
         from prefect_dask import DaskTaskRunner
         if t.dask_address:
             return DaskTaskRunner(address=t.dask_address)
-        per = str(max(1, (os.cpu_count() or 1) // t.parallel))    # torch's pool per worker: the cores, shared out
+        # torch's pool per worker: train.threads, or the cores shared out
+        per = str(t.threads if t.threads != "auto" else max(1, (os.cpu_count() or 1) // t.parallel))
         return DaskTaskRunner(cluster_kwargs={"n_workers": t.parallel, "threads_per_worker": 1, "processes": True,
                                               "dashboard_address": None,
                                               "env": {"OMP_NUM_THREADS": per, "MKL_NUM_THREADS": per}})

@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -19,6 +19,7 @@ from .errors import ConfigError
 
 PARAMS_FILE = "params.yaml"
 CELLS = ("rnn", "lstm", "gru")
+Positive = Annotated[int, Field(ge=1)]
 
 
 class _Strict(BaseModel):
@@ -65,7 +66,7 @@ class WindowConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    cells: list[Literal["rnn", "lstm", "gru"]] = list(CELLS)
+    cells: Annotated[list[Literal["rnn", "lstm", "gru"]], Field(min_length=1)] = list(CELLS)
     hidden_size: int | list[int] = 64
     num_layers: int | list[int] = 1
     dropout: float = Field(0.0, ge=0, lt=1)
@@ -85,8 +86,20 @@ class TrainConfig(_Strict):
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     parallel: int = Field(1, ge=1)
+    threads: Positive | Literal["auto"] = "auto"
     task_runner: Literal["threads", "dask"] = "threads"
     dask_address: str | None = None
+
+    @field_validator("hidden_size", "num_layers")
+    @classmethod
+    def _sizes(cls, v):
+        # one size or a grid of them: each must build a layer, and a grid must name at least one
+        sizes = v if isinstance(v, list) else [v]
+        if not sizes:
+            raise ValueError("an empty list trains nothing: give at least one size")
+        if min(sizes) < 1:
+            raise ValueError(f"{min(sizes)} is not a positive size")
+        return v
 
     @model_validator(mode="after")
     def _dask_needs_parallel(self):
@@ -102,8 +115,10 @@ class TrainConfig(_Strict):
 
 
 class EvaluateConfig(_Strict):
-    seasons: list[int] | Literal["auto"] = "auto"
+    seasons: list[Positive] | Literal["auto"] = "auto"
     promotion_margin: float = Field(0.02, ge=0, lt=1)
+    min_test_windows: int = Field(10, ge=2)
+    significance: float = Field(0.05, gt=0, lt=1)
 
 
 class RegistryConfig(_Strict):
@@ -134,6 +149,17 @@ class _Sections(_Strict):
     serve: ServeConfig = ServeConfig()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _lookback_fits_a_request(self):
+        # a forecast request carries `lookback` observations per variable, at least 2 bytes each ("0,"):
+        # a longer lookback would train a model nobody can ask for a forecast
+        lookback, limit = self.window.lookback, self.serve.max_body_bytes
+        if lookback != "auto" and 2 * lookback > limit:
+            raise ValueError(f"window.lookback: {lookback} steps cannot fit in a forecast request of "
+                             f"serve.max_body_bytes {limit} (at least 2 bytes per observation): lower the "
+                             f"lookback or raise serve.max_body_bytes")
+        return self
 
 
 class Settings(_Sections):
@@ -184,12 +210,13 @@ _TYPE_TAGS = {"int", "float", "str", "bool", "list", "dict", "tuple"}
 
 def _one_line(e: ValidationError, prefix: str = "") -> str:
     err = e.errors()[0]
+    msg = err["msg"].removeprefix("Value error, ")   # pydantic's prefix for a validator's own message
     # pydantic adds the union member tried ('int', "literal['auto']") to the location: not a key
     loc = ".".join(str(p) for p in err["loc"]
                    if p != "validate_" and not (isinstance(p, str) and (p in _TYPE_TAGS or "[" in p)))
     where = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
     more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-    return f"{PARAMS_FILE}: {where}: {err['msg']}{more}"
+    return f"{PARAMS_FILE}: {where}: {msg}{more}" if where else f"{PARAMS_FILE}: {msg}{more}"
 
 
 def find_params(start: Path | None = None) -> Path:

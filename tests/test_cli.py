@@ -37,7 +37,7 @@ def test_help_on_every_command():
 
 def test_own_csv_to_champion_to_forecast(prefect_api, project, tiny_params):
     rng = np.random.default_rng(0)
-    n = 1440
+    n = 2000    # a test split with 12 forecast origins a day apart: enough evidence to promote (min 10)
     t = np.arange(n)
     pd.DataFrame({"when": pd.date_range("2024-03-01", periods=n, freq="h").strftime("%Y-%m-%dT%H:%M:%S"),
                   "kw": 50 + 10 * np.sin(2 * np.pi * t / 24) + np.cumsum(rng.standard_normal(n)),

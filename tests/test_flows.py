@@ -6,7 +6,9 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def write_series(path, n=1440, kind="seasonal", seed=0, bad_inf=False):
+def write_series(path, n=2000, kind="seasonal", seed=0, bad_inf=False):
+    """n = 2000 hourly rows: a test split of 300 rows holds 12 forecast origins a day apart (a decision
+    needs evaluate.min_test_windows = 10)."""
     rng = np.random.default_rng(seed)
     t = np.arange(n)
     if kind == "seasonal":
@@ -68,10 +70,15 @@ def test_training_flow_registers_a_champion_then_keeps_it_against_a_worse_model(
     src = write_series(project / "load.csv")
     first = run_training("load", settings("load"), source=src)
     assert first.version == 1 and first.champion_after == 1, first.decision
-    assert first.decision["promote"] and "beats" in first.decision["reason"]
+    assert first.decision["promote"] and "% better (margin 2%; DM -" in first.decision["reason"]
     v1 = tracking.get_version("load-forecaster", 1)
     assert {"champion", "challenger"} <= set(v1.aliases)
     assert v1.tags["promotion.decision"] == "promoted"
+    # the evidence and the rows the version was trained on travel with it
+    assert float(v1.tags["promotion.baseline_p_value"]) < 0.05 and v1.tags["promotion.baseline_windows"] == "12"
+    assert v1.tags["val_end"] == "2024-03-11 19:00:00" and v1.tags["train_start"] == "2024-01-01 00:00:00"
+    # every candidate was scored by the engine that serves it
+    assert {c["scored_with"] for c in first.candidates} == {"onnx"}
     for key in ("data_md5", "git_commit", "params_hash"):
         assert v1.tags.get(key) and v1.tags[key] != "unknown" or key == "git_commit"
     assert (project / "reports/load/train_summary.json").is_file()
@@ -95,12 +102,29 @@ def test_a_random_walk_gets_no_champion_and_says_why(prefect_api, project, tiny_
     from cellcast.pipeline.registry import tracking
     src = write_series(project / "walk.csv", kind="walk", seed=3)
     s = settings("walk")
-    s = s.model_copy(update={"train": s.train.model_copy(update={"parallel": 3})})
+    s = s.model_copy(update={"train": s.train.model_copy(update={"parallel": 3, "threads": 1})})
     out = run_training("walk", s, source=src)
     assert sorted(c["cell"] for c in out.candidates) == ["gru", "lstm", "rnn"]
     assert out.champion_after is None and not out.decision["promote"]
     assert "no champion" in out.decision["reason"] or "does not beat" in out.decision["reason"]
     assert tracking.get_alias("walk-forecaster", "champion") is None
+
+    # the flow's thread pool trained each candidate exactly as training them one by one does
+    import mlflow
+    import torch
+
+    from cellcast.pipeline.data.window import load_windows
+    from cellcast.pipeline.modeling.train import candidates, torch_threads, train_candidate
+    runs = mlflow.search_runs(experiment_names=["cellcast/walk"], output_format="list",
+                              filter_string=f"tags.mlflow.parentRunId = '{out.parent_run_id}'")
+    logged = {r.info.run_name: r.data.metrics["best_val_loss"] for r in runs}
+    ws = load_windows("walk", s)
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        alone = {c.name: train_candidate(ws, c, s, out.baselines["anchor_season"]).best_val_loss
+                 for c in candidates(s)}
+    assert logged == alone
+    assert torch.get_num_threads() == before
 
 
 def test_candidates_train_in_parallel_on_a_dask_cluster(prefect_api, project, tiny_params):
@@ -144,7 +168,7 @@ def test_scheduled_deployments_register_and_the_server_schedules_runs(prefect_ap
         assert scheduled, "the server created no scheduled run for the hourly forecast"
 
 
-def test_a_rerun_on_unchanged_data_params_and_code_registers_nothing(prefect_api, project, tiny_params):
+def test_a_rerun_on_unchanged_data_params_and_code_registers_nothing(prefect_api, project, tiny_params, monkeypatch):
     import subprocess
 
     from cellcast.flows.training import run_training
@@ -159,3 +183,37 @@ def test_a_rerun_on_unchanged_data_params_and_code_registers_nothing(prefect_api
     assert again.version is None and again.champion_after == 1
     assert "already is" in again.decision["reason"]
     assert [v.version for v in tracking.list_versions("load-forecaster")] == [1]
+
+    # after an upgrade of cellcast (another code version) the same run is new code: it is registered, and
+    # its forecasts, identical to the champion's, are no evidence to replace it
+    from cellcast.pipeline.registry import lifecycle
+    monkeypatch.setattr(lifecycle, "code_version", lambda: "9.9.9+0123456789ab")
+    upgraded = run_training("load", settings("load"), source=src)
+    assert upgraded.version == 2 and upgraded.champion_after == 1 and not upgraded.decision["promote"]
+    assert "not significantly better than champion v1" in upgraded.decision["reason"]
+    v2 = tracking.get_version("load-forecaster", 2)
+    assert v2.tags["promotion.champion_dm"] == "0.0" and v2.tags["promotion.champion_p_value"] == "0.5"
+    assert v2.tags["code_version"] == "9.9.9+0123456789ab"
+
+
+def test_a_champion_is_never_scored_on_rows_it_trained_on(prefect_api, project, tiny_params):
+    """A champion trained on newer rows than the candidate's test split: only the test windows after its
+    training rows count, and too few of them is no evidence."""
+    from cellcast.flows.training import run_training
+    from cellcast.pipeline.registry import tracking
+    newer = write_series(project / "load.csv")
+    first = run_training("load", settings("load"), source=newer)
+    assert first.champion_after == 1
+    older = write_series(project / "older.csv", n=1800)     # the first 1800 of the same rows
+    out = run_training("load", settings("load"), source=older)
+    assert out.version == 2 and out.champion_after == 1 and not out.decision["promote"], out.decision
+    champ = out.champion_before
+    # its test origins (a day apart) hold targets from 2024-03-04 18:00; champion v1 trained until 03-11 19:00
+    assert champ["trained_until"] == "2024-03-11 19:00:00" and champ["windows"] == 3
+    assert "only 3 test windows lie after the rows champion v1 trained on" in out.decision["reason"]
+    assert tracking.get_version("load-forecaster", 2).tags["promotion.champion_windows"] == "3"
+    # `cellcast evaluate` reports it the same way: the champion on the 77 stride-1 test windows after its
+    # training rows (targets from row 1700), the challenger on all 247
+    from cellcast.pipeline.registry.report import evaluate_registered
+    assert evaluate_registered("load", settings("load"), "champion")["metrics"]["model"]["test_windows"] == 77
+    assert evaluate_registered("load", settings("load"), "challenger")["metrics"]["model"]["test_windows"] == 247

@@ -66,7 +66,7 @@ def test_forecast_latest_through_the_registry(project, monkeypatch, frame):
     from cellcast.pipeline.registry import tracking
     from cellcast.pipeline.config import load_params
     from cellcast.pipeline.data.ingest import ingest_bundled
-    from cellcast.pipeline.registry.promotion import decide
+    from cellcast.pipeline.registry.promotion import Decision
     from cellcast.pipeline.catalog import validated_paths
     from cellcast.pipeline.data.validation import validate_dataset
 
@@ -91,7 +91,7 @@ def test_forecast_latest_through_the_registry(project, monkeypatch, frame):
         with tracking.candidate_run("lstm") as rid:
             uri = tracking.log_onnx_model(onnx_path, frame[VARS].to_numpy(np.float32)[None, :lookback])
     version = tracking.register_version(settings.model_name, uri, rid)
-    tracking.apply_decision(settings.model_name, version, decide(0.5, 1.0, "seasonal_naive_48", 0.02))
+    tracking.apply_decision(settings.model_name, version, Decision(True, "promoted by this test", {}))
 
     r = runner.invoke(app, ["forecast", "elecdemand", "--device", "cpu"])
     assert r.exit_code == 0, r.output

@@ -142,3 +142,42 @@ def test_bad_example_shape_is_a_one_line_error(tmp_path, series):
     model = make_model("lstm", series)
     with pytest.raises(ExportError, match=r"expected shape \(batch, >= 96, 3\)"):
         export_onnx(model, tmp_path / "m.onnx", {}, example=np.zeros((2, 10, 3), np.float32))
+
+
+def test_the_parity_gate_checks_every_branch_of_a_hybrid_graph(tmp_path, series):
+    """A hybrid graph answers a single request with its native branch and large batches with the unrolled one:
+    a wrong native branch must fail the gate even when every large batch is right."""
+    from cellcast.pipeline.engine.onnx_export import _hybrid, _trace, export_model
+
+    model, other = make_model("lstm", series, seed=0), make_model("lstm", series, seed=1)
+    windows = real_windows(series, 300)
+    x = torch.from_numpy(windows[:2])
+    switch = HYBRID_MIN_BATCH["lstm"]
+    good = export_onnx(model, tmp_path / "good.onnx", {})
+    res = check_parity(model, good, windows)
+    assert res.ok, res.reason
+    assert [(b.name, b.batches) for b in res.branches] == [("native", f"batch < {switch}"),
+                                                           ("unrolled", f"batch >= {switch}")]
+    assert all(b.ok and b.n > 0 and b.max_rel_to_scale < 1e-4 for b in res.branches)
+    assert res.branches[0].n == 300 and res.branches[1].n == 300     # every window through both paths
+    assert "native, batch < 256" in res.reason and "unrolled, batch >= 256" in res.reason
+
+    # the other model's native branch beside this model's unrolled one: right for batches >= 256 only
+    bad = tmp_path / "bad.onnx"
+    proto = _hybrid(_trace(other, x, "lstm"), _trace(export_model(model, True), x, "lstm"), switch)
+    good_proto = onnx.load(str(good))
+    proto.metadata_props.extend(good_proto.metadata_props)
+    onnx.save(proto, str(bad))
+    res = check_parity(model, bad, windows)
+    native, unrolled = res.branches
+    assert not res.ok and not native.ok and unrolled.ok, res.reason
+    assert "native, batch < 256" in res.reason and "FAILED" in res.reason
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru"])
+def test_a_one_path_graph_is_checked_at_batch_1_and_in_large_batches(tmp_path, series, cell):
+    model = make_model(cell, series)
+    path = export_onnx(model, tmp_path / "m.onnx", {}, variant="unrolled" if cell == "rnn" else "native")
+    res = check_parity(model, path, real_windows(series, 40), batch=16)
+    (branch,) = res.branches
+    assert branch.name == ("unrolled" if cell == "rnn" else "native") and branch.n == 40 and res.ok

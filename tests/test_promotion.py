@@ -1,63 +1,119 @@
-"""The promotion policy: pure, no MLflow."""
+"""The promotion policy: pure, no MLflow. A Diebold-Mariano test on per-window losses decides."""
 import math
 
+import numpy as np
 import pytest
 
-from cellcast.pipeline.registry.promotion import Decision, decide
+from cellcast.pipeline.registry.promotion import Comparison, Decision, decide, dm_test, newey_west_lag
 
 
-def test_promotes_when_beating_baseline_by_margin_and_no_champion():
-    d = decide(0.281, 0.310, "seasonal_naive_336", margin=0.02, candidate_name="lstm")
+def t3_cdf(t: float) -> float:
+    """Student's t with 3 degrees of freedom, in closed form (no library)."""
+    u = t / math.sqrt(3)
+    return 0.5 + (u / (1 + u * u) + math.atan(u)) / math.pi
+
+
+def test_dm_statistic_against_a_hand_computed_case():
+    # d = (-1, -3, -2, -2): mean -2, deviations (1, -1, 0, 0)
+    # gamma0 = (1 + 1) / 4 = 0.5; gamma1 = (1 * -1 + -1 * 0 + 0 * 0) / 4 = -0.25
+    # Newey-West lag for n = 4: floor(4 * 0.04^(2/9)) = floor(1.96) = 1, Bartlett weight 1 - 1/2 = 0.5
+    # long-run variance 0.5 + 2 * 0.5 * -0.25 = 0.25; DM = -2 / sqrt(0.25 / 4) = -8
+    # HLN (h = 1): x sqrt((4 + 1 - 2 + 0) / 4) = sqrt(3)/2, so -4 sqrt(3); p = P(t_3 <= -4 sqrt(3))
+    r = dm_test([-1, -3, -2, -2])
+    assert newey_west_lag(4) == 1 and r.lag == 1 and r.n == 4 and r.mean_diff == -2
+    assert r.statistic == pytest.approx(-4 * math.sqrt(3), rel=1e-12)
+    assert r.p_value == pytest.approx(t3_cdf(-4 * math.sqrt(3)), rel=1e-9)
+    assert r.p_value == pytest.approx(0.0030827, abs=1e-7)
+    # with no lag the variance is gamma0 alone: DM = -2 / sqrt(0.5 / 4), HLN as above
+    assert dm_test([-1, -3, -2, -2], lag=0).statistic == pytest.approx(-2 / math.sqrt(0.125) * math.sqrt(0.75))
+
+
+def test_dm_is_symmetric_and_identical_losses_carry_no_evidence():
+    rng = np.random.default_rng(0)
+    d = rng.standard_normal(40) - 0.5
+    a, b = dm_test(d), dm_test(-d)
+    assert a.statistic == pytest.approx(-b.statistic) and a.p_value == pytest.approx(1 - b.p_value)
+    same = dm_test(np.zeros(30))
+    assert same.statistic == 0 and same.p_value == 0.5
+
+
+def losses(mean: float, n: int = 30, noise: float = 0.05, seed: int = 0) -> np.ndarray:
+    return mean + noise * np.random.default_rng(seed).standard_normal(n)
+
+
+def test_identical_forecasts_are_not_promoted_over_the_champion():
+    cand = losses(0.5)
+    base = Comparison("seasonal_naive_24", cand, losses(1.0, seed=1), margin=0.02)
+    d = decide("lstm", base, Comparison("champion v3", cand, cand.copy()), champion_version=3)
+    assert not d.promote
+    assert "not significantly better than champion v3" in d.reason and "champion unchanged" in d.reason
+    assert "DM 0, p 0.5, 30 windows" in d.reason
+    assert d.metrics["champion_dm"] == 0 and d.metrics["champion_p_value"] == 0.5 and d.metrics["champion_windows"] == 30
+
+
+def test_clearly_better_is_promoted_with_the_evidence_in_reason_and_tags():
+    d = decide("lstm", Comparison("seasonal_naive_336", losses(0.28), losses(0.31, seed=1), margin=0.02))
     assert isinstance(d, Decision) and d.promote
-    assert "lstm MASE 0.281 beats seasonal_naive_336 0.31 by 9.4% (margin 2%)" in d.reason
-    assert "no champion yet" in d.reason
-    assert d.metrics["candidate_mase"] == 0.281 and d.metrics["baseline_mase"] == 0.310
-    assert d.metrics["baseline_name"] == "seasonal_naive_336" and d.metrics["champion_mase"] is None
+    assert d.reason.startswith("lstm MASE 0.2") and "vs seasonal_naive_336 0.3" in d.reason
+    assert "% better (margin 2%; DM -" in d.reason and ", 30 windows); no champion yet" in d.reason
+    m = d.metrics
+    assert m["baseline_name"] == "seasonal_naive_336" and m["baseline_windows"] == 30
+    assert m["baseline_dm"] < 0 and m["baseline_p_value"] < 0.05 and m["significance"] == 0.05
+    assert m["candidate_mase"] == pytest.approx(losses(0.28).mean(), rel=1e-5)
+
+    champ = Comparison("champion v2", losses(0.28)[:20], losses(0.33, n=20, seed=2))
+    d = decide("lstm", Comparison("naive", losses(0.28), losses(0.4, seed=1), 0.02), champ, champion_version=2)
+    assert d.promote and "and beats champion v2 0.3" in d.reason and "20 windows" in d.reason
+    assert d.metrics["champion_windows"] == 20 and d.metrics["champion_p_value"] < 0.05
 
 
-def test_promotes_when_also_beating_champion():
-    d = decide(0.281, 0.310, "seasonal_naive_336", 0.02, champion=0.295, candidate_name="lstm", champion_version=3)
-    assert d.promote
-    assert d.reason == "lstm MASE 0.281 beats seasonal_naive_336 0.31 by 9.4% (margin 2%) and champion v3 0.295"
-    assert d.metrics["champion_mase"] == 0.295 and d.metrics["champion_version"] == 3
-
-
-def test_beating_baseline_within_margin_is_not_enough():
-    # 1% better than the baseline, margin 2%: rejected, and the reason says by how little
-    d = decide(0.99, 1.0, "naive", 0.02)
+def test_few_windows_are_refused_with_the_count():
+    d = decide("gru", Comparison("naive", losses(0.1, n=6), losses(1.0, n=6)), min_windows=10)
     assert not d.promote
-    assert "by only 1.0%" in d.reason and "margin 2%" in d.reason
+    assert d.reason == ("gru not promoted: 6 test windows (one per horizon, none overlapping) are too few for a "
+                        "decision (evaluate.min_test_windows 10)")
+    # enough windows against the baseline, too few after the champion's training rows
+    champ = Comparison("champion v4", losses(0.1, n=3), losses(0.5, n=3))
+    d = decide("gru", Comparison("naive", losses(0.1), losses(1.0)), champ, min_windows=10, champion_version=4)
+    assert not d.promote and d.reason == ("gru not promoted: only 3 test windows lie after the rows champion v4 "
+                                         "trained on (evaluate.min_test_windows 10): champion unchanged")
 
 
-def test_exactly_at_margin_promotes():
-    assert decide(0.98, 1.0, "naive", 0.02).promote
+def test_a_lower_average_within_noise_is_not_enough():
+    # 3% better on average, but the windows disagree: no significant gain beyond the 2% margin
+    base = losses(1.0, noise=0.5, seed=1)
+    d = decide("rnn", Comparison("naive", base * 0.97 + losses(0, noise=0.5, seed=2), base, margin=0.02))
+    assert not d.promote and "not significantly better by the margin 2%" in d.reason and "no champion" in d.reason
+    # the same mean with a consistent gain on every window is
+    assert decide("rnn", Comparison("naive", base * 0.95, base, margin=0.02)).promote
 
 
-def test_no_candidate_beats_baseline_says_no_champion():
-    d = decide(1.2, 1.0, "naive", 0.02, candidate_name="gru")
-    assert not d.promote
-    assert d.reason == "gru MASE 1.2 does not beat naive 1: no champion"
+def test_the_margin_is_part_of_the_test():
+    base = losses(1.0)
+    # exactly 1% better on every window: beats the baseline, not by a 2% margin (the differential is positive)
+    d = decide("rnn", Comparison("naive", base * 0.99, base, margin=0.02))
+    assert not d.promote and d.metrics["baseline_dm"] > 0
+    assert decide("rnn", Comparison("naive", base * 0.99, base, margin=0.0)).promote
 
 
-def test_not_beating_champion_keeps_champion():
-    d = decide(0.30, 0.40, "naive", 0.02, champion=0.29, champion_version=2)
-    assert not d.promote
-    assert "but not champion v2 0.29: champion unchanged" in d.reason
-    # a tie does not replace the champion either
-    assert not decide(0.29, 0.40, "naive", 0.02, champion=0.29).promote
+def test_not_beating_the_baseline_says_no_champion():
+    d = decide("gru", Comparison("naive", losses(1.2), losses(1.0, seed=1), 0.02))
+    assert not d.promote and "(not better): not significantly better" in d.reason and d.reason.endswith("no champion")
 
 
 def test_parity_failure_blocks_even_a_better_model():
-    d = decide(0.1, 1.0, "naive", 0.02, parity_ok=False)
+    d = decide("lstm", Comparison("naive", losses(0.1), losses(1.0)), parity_ok=False)
     assert not d.promote and "parity" in d.reason
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
 def test_non_finite_candidate_is_rejected(bad):
-    assert not decide(bad, 1.0, "naive", 0.02).promote
+    cand = losses(0.1)
+    cand[3] = bad
+    d = decide("lstm", Comparison("naive", cand, losses(1.0)))
+    assert not d.promote and "not finite" in d.reason
 
 
-def test_metric_name_is_used_in_reason_and_keys():
-    d = decide(5.0, 10.0, "naive", 0.1, metric="rmse")
-    assert d.promote and "RMSE 5 beats naive 10 by 50.0%" in d.reason
-    assert d.metrics["candidate_rmse"] == 5.0 and d.metrics["baseline_rmse"] == 10.0
+def test_losses_must_be_on_the_same_windows():
+    with pytest.raises(ValueError, match="same windows"):
+        Comparison("naive", losses(0.1, n=5), losses(1.0, n=6))

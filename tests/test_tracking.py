@@ -22,7 +22,7 @@ from cellcast.pipeline.registry import tracking
 from cellcast.commands.registry import register as register_commands
 from cellcast.pipeline.errors import NoChampionError, NotFoundError
 from cellcast.pipeline.modeling.model import Forecaster, ModelSpec
-from cellcast.pipeline.registry.promotion import decide
+from cellcast.pipeline.registry import promotion
 
 try:  # tests/ is a plain folder of modules or, if someone adds __init__.py, a package
     from mlflow_server import mlflow_server
@@ -85,6 +85,16 @@ def _new_version(model_name: str, onnx_path: Path, dataset: str = "toy", tags: d
         with tracking.candidate_run("lstm") as rid:
             uri = tracking.log_onnx_model(onnx_path, _x())
     return tracking.register_version(model_name, uri, rid, tags=tags)
+
+
+def decide(candidate: float, baseline: float, baseline_name: str, margin: float, champion: float | None = None,
+           champion_version: int | None = None) -> promotion.Decision:
+    """The policy on 20 windows whose losses vary by 1% around the given means: a consistent difference."""
+    wiggle = 1 + 0.01 * np.resize([1.0, -1.0], 20)
+    champ = None if champion is None else promotion.Comparison(f"champion v{champion_version}", candidate * wiggle,
+                                                               champion * wiggle)
+    return promotion.decide("lstm", promotion.Comparison(baseline_name, candidate * wiggle, baseline * wiggle, margin),
+                            champ, champion_version=champion_version)
 
 
 def _aliases(model_name: str) -> dict[str, int]:

@@ -78,3 +78,105 @@ def test_early_stopping_restores_the_best_weights(ws):
     pred = predict_windows(predictor(r.model), ws, "val")
     m, _ = evaluate_forecasts(ws, "val", pred)
     assert min(h["val_loss"] for h in r.history + [{"val_loss": r.initial_val_loss}]) == pytest.approx(r.best_val_loss)
+
+
+def _weights(result) -> dict:
+    return {k: v.clone() for k, v in result.model.state_dict().items()}
+
+
+def test_candidates_trained_at_once_in_threads_equal_those_trained_one_by_one(ws):
+    """Each candidate draws its initial weights, its batches and its dropout masks from generators of its own:
+    trained concurrently (threads, as the flow's task runner does) they are bitwise what they are sequentially."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    s = settings(epochs=3, dropout=0.3)
+    cands = [Candidate(c, 16, 2) for c in ("rnn", "lstm", "gru")]
+    results = [train_candidate(ws, c, s, anchor_season=24) for c in cands]
+    assert all(r.best_epoch >= 1 for r in results), "kept the initial weights: nothing to compare"
+    one_by_one = [_weights(r) for r in results]
+    torch.manual_seed(123)   # the global RNG's state must not matter either
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        at_once = [_weights(r) for r in pool.map(lambda c: train_candidate(ws, c, s, anchor_season=24), cands)]
+    for cand, a, b in zip(cands, one_by_one, at_once):
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), f"{cand.name}: weights differ when trained in parallel"
+    # and the dropout did act: without it the weights differ
+    no_dropout = _weights(train_candidate(ws, cands[1], settings(epochs=3, dropout=0.0), anchor_season=24))
+    assert not all(torch.equal(no_dropout[k], one_by_one[1][k]) for k in no_dropout)
+
+
+def test_dropout_masks_come_from_the_candidates_generator(ws):
+    from cellcast.pipeline.modeling.model import Forecaster
+    from cellcast.pipeline.modeling.train import model_spec
+
+    s = settings(num_layers=3, dropout=0.5)
+    spec = model_spec(ws, Candidate("lstm", 16, 3), s, None)   # no anchor: its zero head would hide the cell
+    model = Forecaster(spec, generator=torch.Generator().manual_seed(0)).train()
+    x = torch.from_numpy(np.ascontiguousarray(ws.batch(ws.starts["train"][:32])[0]))
+    seq = torch.randn(8, spec.steps, model.rnn.input_size)
+    with torch.no_grad():
+        # without dropout the layer-by-layer pass is exactly nn.LSTM's stacked pass
+        assert torch.equal(model._layerwise(seq, 0.0), model.eval().rnn(seq)[0])
+        model.train()
+        outs = []
+        for seed in (1, 1, 2):
+            model.dropout_generator = torch.Generator().manual_seed(seed)
+            torch.manual_seed(seed + 100)   # a different global RNG each time: it must not matter
+            outs.append(model(x))
+    assert torch.equal(outs[0], outs[1]) and not torch.equal(outs[0], outs[2])
+
+
+def test_the_flows_thread_count_is_put_back():
+    from cellcast.pipeline.modeling.train import cpu_threads, torch_threads
+
+    before = torch.get_num_threads()
+    s = settings(parallel=3, threads=2)
+    assert cpu_threads(s, "cpu") == 2 and cpu_threads(s, "cuda") is None
+    assert cpu_threads(settings(parallel=1), "cpu") is None      # one at a time: torch's own default
+    with torch_threads(cpu_threads(s, "cpu")):
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == before
+
+
+def test_the_code_that_shapes_the_weights_is_in_the_checkpoint_fingerprint(ws, tmp_path, monkeypatch):
+    """A finished checkpoint is reused on a rerun, but not after a change in the model, the trainer or the
+    window batches (a fix or an upgrade): then the candidate trains again from its first epoch."""
+    import shutil
+
+    from cellcast.pipeline.modeling import train as train_mod
+
+    # the hash reads the source files themselves: the same bytes give the same hash, one changed byte another
+    copies = []
+    for src in train_mod.WEIGHT_SOURCES:
+        copies.append(tmp_path / "src" / src.name)
+        copies[-1].parent.mkdir(exist_ok=True)
+        shutil.copy(src, copies[-1])
+    assert train_mod.code_hash(copies) == train_mod.code_hash()
+    with open(copies[0], "a") as f:
+        f.write("\n# a fix\n")
+    assert train_mod.code_hash(copies) != train_mod.code_hash()
+    assert {p.name for p in train_mod.WEIGHT_SOURCES} == {"model.py", "train.py", "window.py"}
+
+    s = settings(epochs=2)
+    first = train_candidate(ws, Candidate("gru", 8, 1), s, 24, checkpoint_dir=tmp_path / "ck")
+    again = train_candidate(ws, Candidate("gru", 8, 1), s, 24, checkpoint_dir=tmp_path / "ck")
+    assert again.resumed_from == 3 and again.history == first.history and again.stopped == first.stopped
+    # the same checkpoint after an upgrade: another code version, so it trains again
+    monkeypatch.setattr(train_mod, "code_version", lambda: "9.9.9+0123456789ab")
+    upgraded = train_candidate(ws, Candidate("gru", 8, 1), s, 24, checkpoint_dir=tmp_path / "ck")
+    assert upgraded.resumed_from is None and len(upgraded.history) == 2
+
+
+def test_a_run_cut_short_by_the_time_budget_is_continued_by_a_rerun(ws, tmp_path):
+    ck = tmp_path / "ck"
+    full = train_candidate(ws, Candidate("lstm", 8, 1), settings(epochs=3, patience=10), 24)
+    short = train_candidate(ws, Candidate("lstm", 8, 1), settings(epochs=3, patience=10, time_budget_s=1e-9), 24,
+                            checkpoint_dir=ck)
+    assert short.stopped.startswith("time budget") and len(short.history) == 1
+    # a rerun (here with a larger budget: the budget does not shape the weights) goes on from epoch 2
+    rest = train_candidate(ws, Candidate("lstm", 8, 1), settings(epochs=3, patience=10), 24, checkpoint_dir=ck)
+    assert rest.resumed_from == 2 and rest.stopped == "max epochs"
+    assert [h["val_loss"] for h in rest.history] == [h["val_loss"] for h in full.history]
+    # finished now: a further rerun trains nothing and says how it ended
+    done = train_candidate(ws, Candidate("lstm", 8, 1), settings(epochs=3, patience=10), 24, checkpoint_dir=ck)
+    assert done.resumed_from == 4 and done.stopped == "max epochs" and len(done.history) == 3

@@ -309,24 +309,75 @@ def export_onnx(model: Forecaster, path: Path, metadata: dict, example: np.ndarr
 
 
 @dataclass(frozen=True)
+class BranchParity:
+    """Parity of one path through the exported graph: a hybrid graph answers small batches (a single
+    request) with the native operator and large ones with the unrolled graph, each with its own weights'
+    layout, so each is checked on the trained model."""
+
+    name: str                       # "native", "unrolled" (a hybrid's two), or the variant of a one-path graph
+    batches: str                    # the batch sizes that take this path, in words
+    n: int                          # windows compared on it
+    max_abs: float
+    max_rel_to_scale: float
+    ok: bool
+
+    def to_dict(self) -> dict:
+        return {"batches": self.batches, "windows": self.n, "max_abs": self.max_abs,
+                "max_rel_to_scale": self.max_rel_to_scale, "ok": self.ok}
+
+
+@dataclass(frozen=True)
 class ParityResult:
     ok: bool
     max_abs: float
     max_rel_to_scale: float
     n: int
     rtol: float = 1e-3
+    branches: tuple[BranchParity, ...] = ()
 
     @property
     def reason(self) -> str:
         verdict = "within" if self.ok else "NOT within"
-        return (f"ONNX Runtime vs PyTorch on {self.n} windows: max |diff| {self.max_abs:.3g} "
+        text = (f"ONNX Runtime vs PyTorch on {self.n} windows: max |diff| {self.max_abs:.3g} "
                 f"= {self.max_rel_to_scale:.3g} of the target scale, {verdict} tolerance {self.rtol:g}")
+        if self.branches:
+            text += " (" + "; ".join(f"{b.name}, {b.batches}: {b.max_rel_to_scale:.3g}"
+                                     + ("" if b.ok else " FAILED") for b in self.branches) + ")"
+        return text
+
+
+SINGLE_REQUESTS = 32   # windows sent one at a time (as the service answers a request) in every parity check
+
+
+def _branch_plan(metadata: dict, batch: int) -> list[tuple[str, str, list[int]]]:
+    """(path, its batch sizes in words, the batch sizes to run) for every path through the graph.
+
+    Batch 1 always runs: it is what a single request takes. A hybrid graph switches at `hybrid_min_batch`:
+    below it the native operator (batch 1 and the largest batch under the switch), from it the unrolled graph."""
+    variant = str(metadata.get("export") or "graph")
+    if variant != "hybrid":
+        return [(variant, "every batch size", [1, batch])]
+    switch = int(metadata["hybrid_min_batch"])
+    native = [1] + ([switch - 1] if switch > 2 else [])
+    return [("native", f"batch < {switch}", native), ("unrolled", f"batch >= {switch}", [max(switch, batch)])]
+
+
+def _chunks(n: int, size: int, singles: int) -> list[np.ndarray]:
+    """Index arrays covering 0..n-1 in batches of exactly `size` (the last one overlaps its neighbour so it
+    takes the same path; windows are repeated when there are fewer than `size`); size 1: `singles` windows
+    spread over the set."""
+    if size == 1:
+        return [np.array([i]) for i in np.unique(np.linspace(0, n - 1, min(n, singles)).astype(int))]
+    if n <= size:
+        return [np.resize(np.arange(n), size)]
+    return [np.arange(i, i + size) if i + size <= n else np.arange(n - size, n) for i in range(0, n, size)]
 
 
 def check_parity(model: Forecaster, onnx_path: Path, windows: np.ndarray, rtol: float = 1e-3,
-                 batch: int = 1024) -> ParityResult:
-    """Compare ONNX Runtime (CPU) with PyTorch on real windows; differences are measured relative
-    to each target's scale (its training std), so one tolerance fits every dataset's units."""
+                 batch: int = 1024, device: str = "cpu") -> ParityResult:
+    """Compare ONNX Runtime with PyTorch on real windows, on every path through the exported graph (see
+    _branch_plan), batch 1 included. Differences are measured relative to each target's scale (its
+    training std), so one tolerance fits every dataset's units; the result holds each path's figures."""
     from .inference import OnnxForecaster
 
     windows = np.ascontiguousarray(windows, dtype=np.float32)
@@ -334,20 +385,27 @@ def check_parity(model: Forecaster, onnx_path: Path, windows: np.ndarray, rtol: 
         raise ExportError(f"parity check: expected a non-empty (n, time, vars) array of windows, got shape "
                           f"{windows.shape}")
     model = model.cpu().eval()
-    engine = OnnxForecaster.from_path(onnx_path, device="cpu")
+    engine = OnnxForecaster.from_path(onnx_path, device=device)
     scale = model.target_scale().detach().cpu().numpy().astype(np.float64)
-    max_abs, max_rel = 0.0, 0.0
-    for i in range(0, len(windows), batch):
-        chunk = windows[i:i + batch]
-        with torch.no_grad():
-            ref = model(torch.from_numpy(chunk)).numpy().astype(np.float64)
-        got = engine.predict(chunk).astype(np.float64)
-        diff = np.abs(ref - got)
-        if not np.isfinite(diff).all():
-            return ParityResult(False, float("inf"), float("inf"), len(windows), rtol)
-        max_abs = max(max_abs, float(diff.max()))
-        max_rel = max(max_rel, float((diff / scale).max()))
-    return ParityResult(max_rel <= rtol, max_abs, max_rel, len(windows), rtol)
+    n = len(windows)
+    with torch.no_grad():
+        ref = np.concatenate([model(torch.from_numpy(windows[i:i + batch])).numpy()
+                              for i in range(0, n, batch)]).astype(np.float64)
+    branches = []
+    for name, words, sizes in _branch_plan(engine.metadata, batch):
+        max_abs, max_rel, seen = 0.0, 0.0, set()
+        for size in sizes:
+            for idx in _chunks(n, size, SINGLE_REQUESTS):
+                diff = np.abs(engine.predict(windows[idx]).astype(np.float64) - ref[idx])
+                if not np.isfinite(diff).all():
+                    max_abs = max_rel = float("inf")
+                    break
+                max_abs = max(max_abs, float(diff.max()))
+                max_rel = max(max_rel, float((diff / scale).max()))
+                seen.update(idx.tolist())
+        branches.append(BranchParity(name, words, len(seen), max_abs, max_rel, max_rel <= rtol))
+    return ParityResult(all(b.ok for b in branches), max(b.max_abs for b in branches),
+                        max(b.max_rel_to_scale for b in branches), n, rtol, tuple(branches))
 
 
 def export_checked(model: Forecaster, path: Path, metadata: dict, windows: np.ndarray,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from ..data.window import WindowSet
 
@@ -122,3 +123,31 @@ def evaluate_forecasts(ws: WindowSet, split: str, pred: np.ndarray) -> tuple[dic
     _, y = ws.batch(ws.starts[split])
     scale = mase_scale(ws)
     return metrics(y, pred, scale), mae_by_step(y, pred, scale).tolist()
+
+
+# --- evidence for a decision: one loss per forecast origin ---------------------------------------
+
+def targets_after(ws: WindowSet, starts: np.ndarray, after) -> np.ndarray:
+    """Mask of the windows whose every target comes after time `after` (e.g. the last row a model was
+    trained or selected on)."""
+    if not len(starts):
+        return np.zeros(0, dtype=bool)
+    first_target = ws.timestamps[np.asarray(starts) + ws.meta.lookback].astype("datetime64[ns]")
+    return first_target > np.datetime64(pd.Timestamp(after).tz_localize(None), "ns")
+
+
+def forecast_origins(ws: WindowSet, split: str = "test") -> np.ndarray:
+    """Starts of the `split` windows a horizon apart, so no two share a target row (stride-1 windows repeat
+    each other's errors: counted as independent they overstate the evidence)."""
+    keep, nxt = [], -1
+    for s in ws.starts[split].tolist():
+        if s >= nxt:
+            keep.append(s)
+            nxt = s + ws.meta.horizon
+    return np.asarray(keep, dtype=ws.starts[split].dtype)
+
+
+def window_losses(ws: WindowSet, starts: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Each window's scaled absolute error (its MASE), averaged over steps and targets: (n,)."""
+    _, y = ws.batch(starts)
+    return (np.abs(pred.astype(np.float64) - y) / mase_scale(ws)).mean(axis=(1, 2))

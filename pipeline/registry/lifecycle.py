@@ -16,9 +16,10 @@ from ..config import Settings
 from ..data.window import WindowSet
 from ..errors import CellcastError, ExportError
 from ..modeling import plots
-from ..modeling.evaluate import (BaselineReport, evaluate_baselines, evaluate_forecasts, predict_windows,
-                                 season_of, seasonal_naive, usable_seasons)
-from ..modeling.train import TrainResult, predictor
+from ..modeling.evaluate import (BaselineReport, evaluate_baselines, evaluate_forecasts, forecast_origins, mase_scale,
+                                 metrics, predict_windows, season_of, seasonal_naive, targets_after, usable_seasons,
+                                 window_losses)
+from ..modeling.train import TrainResult, code_version, predictor
 from . import promotion, tracking
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class CandidateReport:
     error: str | None = None
     run_id: str | None = None
     model_uri: str | None = None
+    scored_with: str = "torch"          # "onnx" once the export passed its parity gate: what serves is scored
 
 
 def onnx_metadata(ws: WindowSet, settings: Settings) -> dict:
@@ -75,35 +77,53 @@ def onnx_metadata(ws: WindowSet, settings: Settings) -> dict:
             "lookback": m.lookback, "horizon": m.horizon, "data_md5": m.data_md5, "params_hash": settings.fingerprint()}
 
 
+def model_metadata(ws: WindowSet, settings: Settings, candidate: str) -> dict:
+    """What travels inside an exported candidate: onnx_metadata(), its name, and the time span of the rows it
+    was trained and selected on (a later promotion scores it only on rows after them)."""
+    return onnx_metadata(ws, settings) | {"candidate": candidate, "split_times": ws.meta.split_times}
+
+
+def split_tags(ws: WindowSet) -> dict:
+    """The rows a version was trained (train) and selected (val) on, as registry tags."""
+    st = ws.meta.split_times
+    return {"train_start": st["train"][0], "train_end": st["train"][1], "val_end": st["val"][1]}
+
+
 def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path) -> CandidateReport:
-    """Score a trained candidate on validation and test, export it to ONNX and check parity on real test windows."""
+    """Export a trained candidate to ONNX, check parity on real test windows, and score it on validation and
+    test with the engine that will serve it (ONNX Runtime; PyTorch only when the export failed)."""
+    from ..engine.inference import OnnxForecaster
     from ..engine.onnx_export import check_parity, export_onnx
 
     c = result.candidate
-    run = predictor(result.model)
-    val, _ = evaluate_forecasts(ws, "val", predict_windows(run, ws, "val"))
-    test, by_step = evaluate_forecasts(ws, "test", predict_windows(run, ws, "test"))
-    rep = CandidateReport(name=c.name, cell=c.cell, hidden_size=c.hidden_size, num_layers=c.num_layers, val=val,
-                          test=test, by_step=by_step, best_epoch=result.best_epoch, epochs=len(result.history),
-                          stopped=result.stopped, seconds=result.seconds, windows_per_s=result.windows_per_s,
-                          device=result.device)
     path = Path(out_dir) / f"{c.name}.onnx"
+    parity, error, onnx_path = {}, None, None
     try:
-        export_onnx(result.model, path, onnx_metadata(ws, settings) | {"candidate": c.name},
+        export_onnx(result.model, path, model_metadata(ws, settings, c.name),
                     example=ws.batch(ws.starts["test"][:2])[0])
         x, _ = ws.batch(ws.starts["test"])
-        parity = check_parity(result.model, path, x, rtol=settings.registry.parity_atol)
-        rep.parity = {"ok": parity.ok, "max_abs": parity.max_abs, "max_rel_to_scale": parity.max_rel_to_scale,
-                      "windows": parity.n, "tolerance": parity.rtol, "reason": parity.reason}
-        rep.parity_ok, rep.onnx_path = parity.ok, str(path)
+        res = check_parity(result.model, path, x, rtol=settings.registry.parity_atol)
+        parity = {"ok": res.ok, "max_abs": res.max_abs, "max_rel_to_scale": res.max_rel_to_scale,
+                  "windows": res.n, "tolerance": res.rtol, "reason": res.reason,
+                  "branches": {b.name: b.to_dict() for b in res.branches}}
+        onnx_path = str(path)
     except ExportError as e:
-        rep.error, rep.parity = str(e), {"ok": False, "reason": str(e)}
-    return rep
+        error, parity = str(e), {"ok": False, "reason": str(e)}
+    ok = bool(parity.get("ok")) and error is None
+    run = OnnxForecaster.from_path(path, device="cpu").predict if ok else predictor(result.model)
+    val, _ = evaluate_forecasts(ws, "val", predict_windows(run, ws, "val"))
+    test, by_step = evaluate_forecasts(ws, "test", predict_windows(run, ws, "test"))
+    return CandidateReport(name=c.name, cell=c.cell, hidden_size=c.hidden_size, num_layers=c.num_layers, val=val,
+                           test=test, by_step=by_step, best_epoch=result.best_epoch, epochs=len(result.history),
+                           stopped=result.stopped, seconds=result.seconds, windows_per_s=result.windows_per_s,
+                           device=result.device, parity=parity, parity_ok=ok, onnx_path=onnx_path, error=error,
+                           scored_with="onnx" if ok else "torch")
 
 
 def lineage(ws: WindowSet, settings: Settings) -> dict:
     return {"data_md5": ws.meta.data_md5 or "unknown", "params_hash": settings.fingerprint(),
-            "git_commit": git_commit(), "cellcast_version": __version__, "dataset": ws.meta.name}
+            "git_commit": git_commit(), "cellcast_version": __version__, "code_version": code_version(),
+            "dataset": ws.meta.name}
 
 
 def git_commit() -> str:
@@ -119,13 +139,24 @@ def git_commit() -> str:
 @dataclass
 class ChampionScore:
     version: int
-    test: dict | None
+    test: dict | None                   # its scores on the comparison windows
     comparable: bool
     reason: str = ""
+    trained_until: str | None = None    # the last row it was trained or selected on (None: not recorded)
+    windows: int = 0                    # comparison windows: test origins after trained_until
+    starts: list[int] = field(default_factory=list, repr=False)
+    losses: list[float] = field(default_factory=list, repr=False)
 
 
-def score_champion(model_name: str, ws: WindowSet) -> ChampionScore | None:
-    """The current champion re-evaluated on *these* test windows (it may have been trained on older data)."""
+def trained_until(metadata: dict, tags: dict) -> str | None:
+    """The last row a registered model saw in training or selection: from its ONNX metadata, else its tags."""
+    split = metadata.get("split_times") or {}
+    return (split.get("val") or [None, None])[1] or tags.get("val_end") or None
+
+
+def score_champion(model_name: str, ws: WindowSet, starts=None) -> ChampionScore | None:
+    """The current champion re-scored by ONNX Runtime on the test origins `starts` (default: every test
+    window a horizon apart) that lie after every row it trained on (it may have been trained on newer data)."""
     from ..engine.inference import OnnxForecaster
 
     info = tracking.get_alias(model_name, "champion")
@@ -141,9 +172,41 @@ def score_champion(model_name: str, ws: WindowSet) -> ChampionScore | None:
                              f"champion v{info.version} is not comparable (variables {eng.variables}, horizon "
                              f"{eng.horizon}, lookback {eng.lookback} vs {ws.meta.variables}, {ws.meta.horizon}, "
                              f"{ws.meta.lookback})")
-    pred = predict_windows(eng.predict, ws, "test")
-    test, _ = evaluate_forecasts(ws, "test", pred)
-    return ChampionScore(info.version, test, True)
+    until = trained_until(eng.metadata, info.tags)
+    starts = forecast_origins(ws, "test") if starts is None else np.asarray(starts)
+    if until is not None:
+        starts = starts[targets_after(ws, starts, until)]
+    if not len(starts):
+        return ChampionScore(info.version, None, True, "", until, 0)
+    x, y = ws.batch(starts)
+    pred = eng.predict(np.ascontiguousarray(x))
+    reason = "" if until else f"champion v{info.version}'s training rows are not recorded: scored on every test window"
+    return ChampionScore(info.version, metrics(y, pred, mase_scale(ws)), True, reason, until, len(starts),
+                         [int(s) for s in starts], window_losses(ws, starts, pred).tolist())
+
+
+def comparisons(ws: WindowSet, settings: Settings, best: CandidateReport, starts: np.ndarray,
+                champion: ChampionScore | None) -> tuple[promotion.Comparison, promotion.Comparison | None]:
+    """The evidence the policy weighs: the best candidate's per-window losses (ONNX Runtime) beside the
+    strongest baseline's on the same test origins, and beside the champion's on the origins it never saw."""
+    from ..engine.inference import OnnxForecaster
+
+    x, _ = ws.batch(starts)
+    cand = window_losses(ws, starts, OnnxForecaster.from_path(best.onnx_path, device="cpu").predict(
+        np.ascontiguousarray(x))) if len(starts) else np.zeros(0)
+    seasons = settings.evaluate.seasons if settings.evaluate.seasons != "auto" else ws.meta.seasons
+    rivals = {}
+    for name in ["naive"] + [f"seasonal_naive_{m}" for m in usable_seasons(ws, list(seasons), split="val")]:
+        pred = seasonal_naive(ws, starts, season_of(name))
+        if np.isfinite(pred).all():   # a baseline that reads into a break is no bar on these windows
+            rivals[name] = window_losses(ws, starts, pred)
+    strongest = min(rivals, key=lambda k: rivals[k].mean()) if len(starts) else "naive"
+    baseline = promotion.Comparison(strongest, cand, rivals.get(strongest, np.zeros(0)),
+                                    settings.evaluate.promotion_margin)
+    if champion is None or not champion.comparable:
+        return baseline, None
+    mine = np.isin(starts, champion.starts)
+    return baseline, promotion.Comparison(f"champion v{champion.version}", cand[mine], np.asarray(champion.losses))
 
 
 @dataclass
@@ -184,7 +247,8 @@ def track_and_promote(ws: WindowSet, settings: Settings, base: Baselines, result
         for res, rep in zip(results, reports):
             _log_candidate(ws, settings, res, rep, tags)
         ok = [r for r in reports if r.parity_ok and r.error is None]
-        champ_before = score_champion(model_name, ws)
+        starts = forecast_origins(ws, "test")
+        champ_before = score_champion(model_name, ws, starts)
         if not ok:
             decision = promotion.Decision(False, "no candidate passed its ONNX parity gate: nothing registered", {})
             tracking.set_tags({"promotion.decision": "rejected", "promotion.reason": decision.reason})
@@ -200,17 +264,18 @@ def track_and_promote(ws: WindowSet, settings: Settings, base: Baselines, result
             tracking.set_tags({"promotion.decision": "unchanged", "promotion.reason": decision.reason})
             return Outcome(ws.meta.name, model_name, parent_id, best.name, None, asdict(decision),
                            [asdict(r) for r in reports], base.to_dict(), _champ_dict(champ_before), same, uri)
-        decision = promotion.decide(
-            best.test["mase"], base.test.best_mase, base.test.best, settings.evaluate.promotion_margin,
-            champion=champ_before.test["mase"] if champ_before and champ_before.comparable else None,
-            parity_ok=best.parity_ok, candidate_name=best.name,
-            champion_version=champ_before.version if champ_before and champ_before.comparable else None)
-        if champ_before and not champ_before.comparable:
+        vs_baseline, vs_champion = comparisons(ws, settings, best, starts, champ_before)
+        ev = settings.evaluate
+        decision = promotion.decide(best.name, vs_baseline, vs_champion, significance=ev.significance,
+                                    min_windows=ev.min_test_windows, parity_ok=best.parity_ok,
+                                    champion_version=champ_before.version if vs_champion is not None else None)
+        if champ_before and champ_before.reason:
             decision.reason += f" ({champ_before.reason})"
         version = tracking.register_version(model_name, best.model_uri, best.run_id,
-                                            tags=tags | {"candidate": best.name, "cell": best.cell,
-                                                         "test_mase": f"{best.test['mase']:.6g}",
-                                                         "parity_max_rel": f"{best.parity.get('max_rel_to_scale', 'nan')}"})
+                                            tags=tags | split_tags(ws) | {
+                                                "candidate": best.name, "cell": best.cell,
+                                                "test_mase": f"{best.test['mase']:.6g}",
+                                                "parity_max_rel": f"{best.parity.get('max_rel_to_scale', 'nan')}"})
         tracking.apply_decision(model_name, version, decision)
         tracking.set_tags({"promotion.decision": "promoted" if decision.promote else "rejected",
                            "promotion.reason": decision.reason, "registered_version": str(version),
@@ -222,19 +287,20 @@ def track_and_promote(ws: WindowSet, settings: Settings, base: Baselines, result
 
 
 def _same_as_champion(model_name: str, best: CandidateReport, tags: dict) -> int | None:
-    """The champion's version when it was trained from the same data, params and committed code as `best`."""
+    """The champion's version when it was trained from the same data, params and committed code as `best`
+    (the project's commit and cellcast's own code: an upgrade of cellcast is new code too)."""
     champ = tracking.get_alias(model_name, "champion")
     commit = tags.get("git_commit", "unknown")
     if champ is None or commit == "unknown" or commit.endswith("-dirty"):
         return None
-    keys = ("data_md5", "params_hash", "git_commit")
+    keys = ("data_md5", "params_hash", "git_commit", "code_version")
     if all(champ.tags.get(k) == tags.get(k) for k in keys) and champ.tags.get("candidate") == best.name:
         return champ.version
     return None
 
 
 def _champ_dict(c: ChampionScore | None) -> dict | None:
-    return asdict(c) if c else None
+    return {k: v for k, v in asdict(c).items() if k not in ("starts", "losses")} if c else None
 
 
 def _log_candidate(ws: WindowSet, settings: Settings, res: TrainResult, rep: CandidateReport, tags: dict) -> None:
@@ -254,13 +320,15 @@ def _log_candidate(ws: WindowSet, settings: Settings, res: TrainResult, rep: Can
                               **{f"test_{k}": v for k, v in rep.test.items()},
                               **{f"test_mase_h{i + 1}": v for i, v in enumerate(rep.by_step)}})
         tracking.set_tags({"stopped": rep.stopped, "device": rep.device, "parity.ok": str(rep.parity_ok),
-                           "parity.reason": rep.parity.get("reason", "")})
+                           "parity.reason": rep.parity.get("reason", ""),
+                           **{f"parity.{name}.max_rel": f"{b['max_rel_to_scale']:.3g}"
+                              for name, b in rep.parity.get("branches", {}).items()}})
         tracking.log_dict(asdict(rep), "candidate.json")
         example = ws.batch(ws.starts["test"][:2])[0]
         tracking.log_torch_model(res.model, example)
         if rep.onnx_path and rep.parity_ok:
             rep.model_uri = tracking.log_onnx_model(Path(rep.onnx_path), example,
-                                                    metadata=onnx_metadata(ws, settings) | {"candidate": rep.name})
+                                                    metadata=model_metadata(ws, settings, rep.name))
 
 
 def _log_pictures(ws: WindowSet, base: Baselines, results: list[TrainResult], reports: list[CandidateReport]) -> None:

@@ -8,24 +8,42 @@ from pathlib import Path
 
 from . import tracking
 from ..config import Settings
-from ..modeling.evaluate import evaluate_forecasts, predict_windows, season_of, seasonal_naive
-from ..data.window import load_windows
+from ..errors import CellcastError
+from ..modeling.evaluate import evaluate_forecasts, predict_windows, season_of, seasonal_naive, targets_after
+from ..data.window import WindowSet, load_windows
+
+
+def _unseen(ws: WindowSet, until: str | None, version: int) -> WindowSet:
+    """`ws` with only the test windows whose targets come after the rows the model trained on (a version
+    trained on newer data than these windows would be scored on what it learnt)."""
+    starts = ws.starts["test"]
+    if until is None:
+        return ws
+    keep = starts[targets_after(ws, starts, until)]
+    if len(keep) == len(starts):
+        return ws
+    if not len(keep):
+        raise CellcastError(f"{ws.meta.name}: v{version} was trained on rows up to {until}, after every test "
+                            f"window of the current window set: window newer data to score it")
+    return WindowSet(ws.values, ws.timestamps, ws.meta, {**ws.starts, "test": keep})
 
 
 def evaluate_registered(name: str, settings: Settings, alias: str = "champion") -> dict:
     from ..engine.inference import OnnxForecaster
-    from .lifecycle import baselines
+    from .lifecycle import baselines, trained_until
 
     ws = load_windows(name, settings)
     tracking.configure()
     # a missing alias or version is download_model's one-line NoChampionError / NotFoundError
     path, info = tracking.download_model(settings.model_name, int(alias) if alias.isdigit() else alias)
     eng = OnnxForecaster.from_path(path, device="cpu")
+    ws = _unseen(ws, trained_until(eng.metadata, info.tags), info.version)
     pred = predict_windows(eng.predict, ws, "test")
     test, by_step = evaluate_forecasts(ws, "test", pred)
-    base = baselines(ws, settings)
+    base = baselines(ws, settings)      # on the same test windows
     best = base.test.best
-    out = {"metrics": {"model": {"version": info.version, "aliases": info.aliases, **test},
+    out = {"metrics": {"model": {"version": info.version, "aliases": info.aliases, **test,
+                                 "test_windows": int(len(ws.starts["test"]))},
                        "baselines": dict(base.test.scores),
                        "best_baseline": best,
                        "beats_best_baseline_by_pct": round(100 * (1 - test["mase"] / base.test.best_mase), 2)}}
