@@ -40,6 +40,9 @@ def register(app: typer.Typer) -> None:
         time_format: Optional[str] = typer.Option(None, "--time-format",
                                                   help="strftime format of the time column, e.g. %d/%m/%Y %H:%M (else detected)"),
         time_unit: Optional[str] = typer.Option(None, "--time-unit", help="the time column holds Unix times in s | ms | us | ns"),
+        dayfirst: Optional[bool] = typer.Option(None, "--dayfirst/--monthfirst",
+                                                help="dates are day-first (31/01/2024) or month-first (01/31/2024); "
+                                                     "else read so only where the file is unambiguous about it"),
     ) -> None:
         """Read a CSV/Parquet file or a bundled dataset into data/NAME/raw.parquet + raw.json."""
         from cellcast.pipeline.data.ingest import ingest_bundled, ingest_file
@@ -58,12 +61,14 @@ def register(app: typer.Typer) -> None:
             res = ingest_file(csv or parquet, name=name, time_col=time_col, targets=list(target),
                               features=[f.strip() for f in features.split(",") if f.strip()], freq=freq,
                               fmt="csv" if csv else "parquet", delimiter=delimiter, time_format=time_format,
-                              time_unit=time_unit, settings=settings_for(name))
+                              time_unit=time_unit, dayfirst=dayfirst, settings=settings_for(name))
         m = res.meta
         g = m.gaps
         typer.echo(f"{res.parquet_path}: {m.rows} rows, {m.start} .. {m.end}, freq {m.freq} ({m.freq_source}), "
                    f"{g['count']} gaps ({g['missing_steps']} missing steps, longest {g['longest_steps']}), "
-                   f"{m.duplicates} duplicated timestamps")
+                   f"{m.duplicates} duplicated timestamps"
+                   + (f", dates read {m.extra['time_reading']['order']}" if (m.extra.get("time_reading") or {}).get("order")
+                      else ""))
 
     @app.command()
     @friendly
