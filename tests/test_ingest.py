@@ -51,6 +51,19 @@ CORPUS = {
     "truncated_parquet": ("cut.parquet", "PARQUET", {"fmt": "parquet"}, "parquet", ["Parquet"]),
     "missing_file": ("nowhere.csv", None, {}, "missing_file", ["file not found"]),
     "directory": ("adir.csv", "dir", {}, "directory", ["is a directory"]),
+    # found by the fuzz test (test_ingest_fuzz.py): each was a traceback or a message of several lines
+    "bom_only": ("bom.csv", b"\xef\xbb\xbf", {}, "empty", ["no header and no rows"]),
+    "separator_char_only": ("fs.csv", b"\x1c", {}, "empty", ["no header and no rows"]),
+    "dates_beyond_nanoseconds": ("old.csv", GOOD.replace("2024-01-01 03:00", "0001-01-01 03:00")
+                                 .replace("2024-01-01 09:00", "2024-01-01 09:00").replace("2024-01-01 07:00", "9999-01-01 07:00")
+                                 .encode(), {}, "time_parse", ["2 values are not dates", "first '0001-01-01 03:00' at line 5"]),
+    "header_with_a_line_break": ("nl.csv", ('"da\nte",load,temp\n' + GOOD.split("\n", 1)[1]).encode(), {}, "time_column",
+                                 ["columns found: da\\nte, load, temp"]),
+    "name_twice": ("twice.csv", GOOD.replace("date,load,temp", "date,load, load").encode(), {}, "header",
+                   ["column 'load' appears more than once"]),
+    "ragged_but_header_splits": ("rag.csv", ("date,load,temp\n" + "".join(
+        f"2024-01-01 {h:02d}:00,{h},1{',9' * (h % 2)}\n" for h in range(24))).encode(), {}, "delimiter",
+        ["rows do not split like the header with delimiter ','"]),
     "irregular_no_freq": ("irregular.csv", ("date,load,temp\n" + "".join(
         f"2024-01-01 00:{m:02d},{m},1\n" for m in (0, 1, 3, 7, 12, 20, 31, 45, 58))).encode(), {}, "frequency",
         ["cannot infer a regular frequency", "--freq"]),

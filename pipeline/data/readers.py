@@ -5,6 +5,7 @@ and the first bad line."""
 from __future__ import annotations
 
 import csv
+import re
 import warnings
 from pathlib import Path
 
@@ -49,23 +50,36 @@ def _decode_head(path: Path, head: bytes) -> tuple[str, str]:
 
 
 def _sniff_delimiter(path: Path, text: str) -> str:
-    lines = [ln for ln in text.splitlines() if ln.strip()][:50]
+    # the lines a CSV parser sees (str.splitlines also breaks at \x1c..\x1e, \x85, \u2028)
+    lines = [ln for ln in re.split(r"\r\n|\r|\n", text) if ln.strip()][:50]
+    if not lines:
+        raise IngestError.broken("empty", f"{path}: no header and no rows (only blank space); a series needs a header "
+                                 f"line naming its columns")
     if len(lines) > 1 and not text.endswith("\n") and len(text) >= _SNIFF_BYTES:
         lines = lines[:-1]
     try:
         return csv.Sniffer().sniff("\n".join(lines), delimiters="".join(DELIMITERS)).delimiter
     except csv.Error:
         pass
-    # fall back to the delimiter that splits the header most and every line the same way
+    # fall back to the delimiter that splits the header most and every line the same way; else the one that
+    # splits the header most (the rows that split otherwise are then named by the parser)
     best, best_n = None, 0
     for d in DELIMITERS:
         counts = {ln.count(d) for ln in lines}
         if len(counts) == 1 and (n := counts.pop()) > best_n:
             best, best_n = d, n
     if best is None:
+        n, d = max((lines[0].count(d), d) for d in DELIMITERS)
+        best = d if n else None
+    if best is None:
         raise IngestError.broken("delimiter", f"{path}: the columns do not split on any of , ; tab | (the header is one column "
-                          f"'{lines[0][:60]}'); pass --delimiter")
+                          f"'{_show(lines[0])}'); pass --delimiter")
     return best
+
+
+def _show(text, n: int = 60) -> str:
+    """Text from the file, cut to `n` characters, for a one-line message: invisible characters escaped."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text)[:n])
 
 
 def _show_delim(d: str) -> str:
@@ -98,14 +112,25 @@ def read_csv(path: Path, delimiter: str | None) -> tuple[pd.DataFrame, dict]:
     except UnicodeDecodeError as e:
         raise IngestError.broken("encoding", f"{path}: not UTF-8 text beyond the first {_SNIFF_BYTES} bytes ({e.reason} at byte "
                           f"{e.start})") from None
-    df.columns = [str(c).strip() for c in df.columns]
+    # a second byte-order mark (files joined together) is no part of a name
+    df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
+    try:   # the header as written: pandas renames a repeated name ('load', 'load.1') and would pick one silently
+        head = pd.read_csv(path, sep=delimiter, encoding="utf-8-sig" if encoding == "utf-8" else encoding, header=None,
+                           nrows=1, dtype=str, skipinitialspace=True, engine="c").iloc[0]
+        names = [str(c).strip().lstrip("\ufeff") for c in head if isinstance(c, str) and c.strip()]
+    except (ValueError, UnicodeDecodeError, IndexError):
+        names = list(df.columns)
+    dup = sorted({c for c in names if names.count(c) > 1})
+    if dup:
+        raise IngestError.broken("header", f"{path}: column '{_show(dup[0])}' appears more than once in the header "
+                                 f"(spaces around names ignored); rename one of them")
     if df.shape[1] == 1:
         col = df.columns[0]
         others = [d for d in DELIMITERS if d != delimiter and d in col]
         guess = f": the header looks '{_show_delim(others[0])}'-separated, try --delimiter '{_show_delim(others[0])}'" \
             if others else "; pass --delimiter"
         raise IngestError.broken("delimiter", f"{path}: the columns do not split with delimiter '{_show_delim(delimiter)}' (one column "
-                          f"'{col[:60]}'){guess}")
+                          f"'{_show(col)}'){guess}")
     return df, {"delimiter": delimiter, "encoding": encoding}
 
 
@@ -230,7 +255,16 @@ def _to_datetime(raw: pd.Series, **kw) -> tuple[pd.Series, str | None]:
     if getattr(t.dt, "tz", None) is not None:
         tz = str(t.dt.tz)
         t = t.dt.tz_convert("UTC").dt.tz_localize(None)
-    return t.astype("datetime64[ns]"), tz
+    return _ns(t), tz
+
+
+def _ns(t: pd.Series) -> pd.Series:
+    """As datetime64[ns]; an instant outside its range (before 1677, after 2262) becomes NaT: not a date here."""
+    if t.dtype != "datetime64[ns]":
+        outside = (t < pd.Timestamp.min) | (t > pd.Timestamp.max)
+        if outside.any():
+            t = t.mask(outside)
+    return t.astype("datetime64[ns]")
 
 
 def _reading(raw: pd.Series, formats: list[str]) -> tuple[pd.Series, str | None, list]:
@@ -296,6 +330,11 @@ def _parse_time(path: Path, s: pd.Series, col: str, where, time_format: str | No
                                  f"{hint}for Unix times pass --time-unit s (or ms, us, ns)")
     else:
         t, info, given = _read_dates(path, raw, col, dayfirst)
+    tz = info.pop("tz", None)
+    if getattr(t.dt, "tz", None) is not None:
+        tz = str(t.dt.tz)
+        t = t.dt.tz_convert("UTC").dt.tz_localize(None)
+    t = _ns(t)
     bad = t.isna()
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
@@ -305,12 +344,7 @@ def _parse_time(path: Path, s: pd.Series, col: str, where, time_format: str | No
         raise IngestError.broken("time_parse", f"{path}: time column '{col}': {int(bad.sum())} values are not dates{how} "
                                  f"(first {first} at {where(i)}): fix or remove those rows, "
                                  f"{_order_remedy(info)}", int(bad.sum()))
-    tz = None
-    if getattr(t.dt, "tz", None) is not None:
-        tz = str(t.dt.tz)
-        t = t.dt.tz_convert("UTC").dt.tz_localize(None)
-    read_tz = info.pop("tz", None)
-    return t.astype("datetime64[ns]"), tz or read_tz, info
+    return t, tz, info
 
 
 def _how(info: dict) -> str:
@@ -436,7 +470,7 @@ def canonical_frame(path: Path, df: pd.DataFrame, time_col: str, targets: list[s
     """The file's frame -> the canonical frame, and what was learnt reading it (zone, order, decimal mark,
     how the time column was read: `time_reading`)."""
     names = targets + features
-    found = ", ".join(df.columns[:30]) + (f" ... ({len(df.columns)} in all)" if len(df.columns) > 30 else "")
+    found = ", ".join(_show(c) for c in df.columns[:30]) + (f" ... ({len(df.columns)} in all)" if len(df.columns) > 30 else "")
     if time_col not in df.columns:
         raise IngestError.broken("time_column", f"{path}: no time column '{time_col}' (columns found: {found}); pass --time-col")
     for kind, cols in (("target", targets), ("feature", features)):
