@@ -21,7 +21,9 @@ def test_metrics_by_hand():
 
 def _ws(values, lookback=6, horizon=3, freq="h"):
     df = pd.DataFrame({"timestamp": pd.date_range("2021-01-01", periods=len(values), freq=freq), "y": values})
-    s = Params(window={"lookback": lookback, "horizon": horizon, "val_fraction": 0.2, "test_fraction": 0.2}).for_dataset("t")
+    # hand-sized series: the data rule on test windows (ingest.min_test_windows) is not what these tests check
+    s = Params(window={"lookback": lookback, "horizon": horizon, "val_fraction": 0.2, "test_fraction": 0.2},
+               ingest={"min_test_windows": 1}).for_dataset("t")
     return build_windows(df, name="t", variables=["y"], targets=["y"], freq=freq, settings=s)
 
 

@@ -234,3 +234,28 @@ def test_cli_validate(project, settings_for):
     assert r.exit_code == 2 and "--dedupe 'median'" in r.output
     r = run.invoke(app, ["validate", "nothing"])
     assert r.exit_code == 2 and "not ingested" in r.output
+
+
+def test_a_five_row_series_is_refused_saying_how_many_rows_it_needs(project, settings_for):
+    s = settings_for("tiny")                     # params.yaml as shipped: auto window, default test rule
+    ingest_frame(frame(5), project, s, "tiny")
+    with pytest.raises(DataValidationError) as ei:
+        validate_dataset("tiny", s)
+    need = min_rows_for_windows(s, 2, 1)         # a 5-row hourly series resolves to lookback 2, horizon 1
+    assert need > 5
+    assert_rejected(project, "tiny", ei.value, "timestamp", "min_rows", 5)
+    msg = str(ei.value)
+    assert f"5 rows, need at least {need}" in msg and "lookback 2, horizon 1" in msg, msg
+    assert f"{s.ingest.min_test_windows} non-overlapping test windows" in msg and "ingest.min_test_windows" in msg, msg
+
+
+def test_too_few_non_overlapping_test_windows_after_the_policy(project, settings_for):
+    # 60 test rows give 55 test windows of horizon 6: 10 non-overlapping; a break there leaves 4
+    s = settings_for("brk", ingest={"long_gaps": "segment", "min_test_windows": 8}, **SMALL)
+    df = frame(400).drop(index=range(365, 375))
+    with pytest.raises(DataValidationError, match=r"too short \(min_test_windows\): 400 rows leave 4 non-overlapping "
+                                                  r"test window\(s\) of horizon 6, need 8") as ei:
+        validate_frame(df, META, s, name="brk")
+    assert "ingest.min_test_windows" in str(ei.value)
+    ok = validate_frame(frame(400), META, s, name="ok")
+    assert ok.windows["test_origins"] == 10

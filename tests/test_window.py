@@ -23,8 +23,8 @@ def frame(n=2000, freq="h", seed=0):
     })
 
 
-def settings(lookback=48, horizon=12, **window):
-    return Params(window={"lookback": lookback, "horizon": horizon, **window}).for_dataset("t")
+def settings(lookback=48, horizon=12, ingest=None, **window):
+    return Params(window={"lookback": lookback, "horizon": horizon, **window}, ingest=ingest or {}).for_dataset("t")
 
 
 def make(df=None, **kw):
@@ -144,3 +144,10 @@ def test_auto_lookback_shrinks_for_a_short_series():
     df = frame(300, freq="D")
     ws = build_windows(df, name="t", variables=["load", "temp"], targets=["load"], freq="D", settings=s)
     assert min(ws.meta.counts.values()) > 0
+
+
+def test_the_window_stage_wants_enough_non_overlapping_test_windows():
+    # 200 rows: 30 test rows, 19 test windows of horizon 12: 2 that do not overlap
+    with pytest.raises(DataValidationError, match=r"2 non-overlapping test window\(s\) of horizon 12, need 3"):
+        make(frame(200), ingest={"min_test_windows": 3})
+    assert len(make(frame(200), ingest={"min_test_windows": 2}).starts["test"]) == 19

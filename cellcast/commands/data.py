@@ -88,5 +88,6 @@ def register(app: typer.Typer) -> None:
         filled = sum(rep.filled.values())
         typer.echo(f"{name}: valid, {rep.rows_in} -> {rep.rows_out} rows, {filled} points filled, "
                    f"{len(rep.breaks)} breaks, {rep.dedupe.get('duplicated_rows', 0)} duplicates resolved, "
-                   f"windows train/val/test {rep.windows.get('train')}/{rep.windows.get('val')}/{rep.windows.get('test')}"
+                   f"windows train/val/test {rep.windows.get('train')}/{rep.windows.get('val')}/{rep.windows.get('test')} "
+                   f"({rep.windows.get('test_origins')} non-overlapping test windows)"
                    f"; report {rep.report_path}")

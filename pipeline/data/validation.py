@@ -22,7 +22,7 @@ from ..files import md5_file, write_json, write_parquet
 from .cleaning import apply_policy
 from .expectations import run_suite
 from .findings import RuleFailure, ValidationReport
-from .window import complete_windows, resolve_window, split_bounds, window_starts
+from .window import complete_windows, resolve_window, split_bounds, test_origins, window_shortfall, window_starts
 
 __all__ = ["ValidationReport", "validate_frame", "validate_dataset", "profile_bounds", "min_rows_for_windows"]
 
@@ -41,12 +41,13 @@ def profile_bounds(df: pd.DataFrame, columns: list[str], tolerance: float) -> di
     return out
 
 def min_rows_for_windows(settings: Settings, lookback: int, horizon: int) -> int:
-    """The fewest rows (with no breaks) that give `min_windows` windows in each of train/val/test."""
-    w, need = settings.window, settings.ingest.min_windows
+    """The fewest rows (with no breaks) that give `min_windows` windows in each of train/val/test and
+    `min_test_windows` non-overlapping test windows."""
+    w = settings.window
 
     def ok(n: int) -> bool:
         v, t = split_bounds(n, w.val_fraction, w.test_fraction)
-        return all(len(s) >= need for s in window_starts(n, lookback, horizon, v, t, w.stride).values())
+        return window_shortfall(window_starts(n, lookback, horizon, v, t, w.stride), horizon, settings) is None
 
     lo, hi = lookback + horizon, lookback + horizon
     while not ok(hi):
@@ -66,13 +67,12 @@ def _check_windows(df: pd.DataFrame, rep: ValidationReport, cols: list[str], set
     v, t = split_bounds(n, w.val_fraction, w.test_fraction)
     valid = complete_windows(df[cols].to_numpy(dtype="float64"), lookback + horizon)
     starts = window_starts(n, lookback, horizon, v, t, w.stride, valid)
-    rep.windows = {"lookback": lookback, "horizon": horizon, **{k: int(len(s)) for k, s in starts.items()}}
-    need = settings.ingest.min_windows
-    short = [(k, len(s)) for k, s in starts.items() if len(s) < need]
+    rep.windows = {"lookback": lookback, "horizon": horizon, **{k: int(len(s)) for k, s in starts.items()},
+                   "test_origins": test_origins(starts["test"], horizon)}
+    short = window_shortfall(starts, horizon, settings)
     if short:
-        k, got = short[0]
-        raise RuleFailure("timestamp", "min_windows", n,
-                      [f"{k} has {got} window(s) of lookback {lookback} + horizon {horizon}, need {need}"])
+        rule, what = short
+        raise RuleFailure("timestamp", rule, n, [f"{n} rows leave {what}"])
 
 
 # ---------------------------------------------------------------- entry points
@@ -81,10 +81,14 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
+_TOO_SHORT = ("min_rows", "min_windows", "min_test_windows")   # rules on the whole table, not on a column's values
+
+
 def _message(source: str, f: RuleFailure) -> str:
-    if f.rule in ("min_rows", "min_windows"):   # a rule on the whole table, not on a column's values
-        return (f"{source}: too short ({f.rule}): {'; '.join(str(x) for x in f.examples[:1])}; "
-                f"shorten window.lookback / window.horizon in params.yaml or supply more rows")
+    if f.rule in _TOO_SHORT:
+        what = "; ".join(str(x) for x in f.examples[:1]) + (f" {f.detail}" if f.detail else "")
+        return (f"{source}: too short ({f.rule}): {what}: supply more rows, or shorten window.lookback / "
+                f"window.horizon or lower ingest.min_windows / ingest.min_test_windows in params.yaml")
     eg = f" (e.g. {', '.join(str(x) for x in f.examples[:3])})" if f.examples else ""
     return f"{source}: column '{f.column}': {f.rule} failed for {f.count} rows{eg}"
 
@@ -120,6 +124,11 @@ def validate_frame(df: pd.DataFrame, meta: dict, settings: Settings, *, name: st
         min_rows = min_rows_for_windows(settings, lookback, horizon)
     docs = report_dir / "data_docs" if report_dir is not None else None
     rep.gx, failed, rep.data_docs = run_suite(df, name, cols, settings.ingest.dedupe, rep.bounds, min_rows, docs)
+    for f in failed:
+        if f.rule == "min_rows":   # what the row count is for
+            i, w = settings.ingest, settings.window
+            f.detail = (f"for lookback {lookback}, horizon {horizon} and test_fraction {w.test_fraction:g} "
+                        f"({i.min_windows} window(s) per split, {i.min_test_windows} non-overlapping test windows)")
     rep.failures = [f.as_dict() for f in failed]
     try:
         if failed:

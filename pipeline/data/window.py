@@ -157,6 +157,28 @@ def window_starts(rows: int, lookback: int, horizon: int, val_start: int, test_s
     return out
 
 
+def test_origins(starts: np.ndarray, horizon: int) -> int:
+    """How many windows among sorted `starts` have horizons that do not overlap: origins at least a horizon
+    apart, taken greedily from the first (what a test of independent forecasts can count)."""
+    n, i, k = 0, 0, len(starts)
+    while i < k:
+        n += 1
+        i = int(np.searchsorted(starts, starts[i] + horizon))
+    return n
+
+
+def window_shortfall(starts: dict[str, np.ndarray], horizon: int, settings: Settings) -> tuple[str, str] | None:
+    """(rule, what is short) when the splits hold fewer windows than params.yaml `ingest` asks, else None."""
+    need = settings.ingest.min_windows
+    for k, s in starts.items():
+        if len(s) < need:
+            return "min_windows", f"{len(s)} {k} window(s), need {need} per split"
+    origins, need = test_origins(starts["test"], horizon), settings.ingest.min_test_windows
+    if origins < need:
+        return "min_test_windows", f"{origins} non-overlapping test window(s) of horizon {horizon}, need {need}"
+    return None
+
+
 def complete_windows(values: np.ndarray, span: int) -> np.ndarray:
     """valid[s] is True when the window starting at s holds no NaN (a cumulative count, no window copies)."""
     bad = np.isnan(values).any(axis=1).astype(np.int64)
@@ -174,13 +196,12 @@ def build_windows(frame: pd.DataFrame, *, name: str, variables: list[str], targe
     val_start, test_start = split_bounds(rows, w.val_fraction, w.test_fraction)
     valid = complete_windows(values, lookback + horizon)
     starts = window_starts(rows, lookback, horizon, val_start, test_start, w.stride, valid)
-    need = settings.ingest.min_windows
-    short = {k: len(v) for k, v in starts.items() if len(v) < need}
+    short = window_shortfall(starts, horizon, settings)
     if short:
-        k, n = next(iter(short.items()))
+        rule, what = short
         raise DataValidationError(
-            f"{name}: {rows} rows give {n} {k} window(s) of lookback {lookback} + horizon {horizon} "
-            f"(need at least {need} per split): use a longer series or a shorter window in params.yaml")
+            f"{name}: {rows} rows give {what} (lookback {lookback}, horizon {horizon}): use a longer series, "
+            f"a shorter window.lookback / window.horizon or a lower ingest.{rule} in params.yaml")
     train = values[:val_start]
     mean = np.nanmean(train, axis=0)
     std = np.nanstd(train, axis=0)
