@@ -22,7 +22,8 @@ from ..files import md5_file, write_json, write_parquet
 from .cleaning import apply_policy
 from .expectations import run_suite
 from .findings import RuleFailure, ValidationReport
-from .window import complete_windows, resolve_window, split_bounds, test_origins, window_shortfall, window_starts
+from .window import (filled_mask, resolve_window, split_bounds, test_origins, usable_windows, window_shortfall,
+                     window_starts)
 
 __all__ = ["ValidationReport", "validate_frame", "validate_dataset", "profile_bounds", "min_rows_for_windows"]
 
@@ -60,12 +61,15 @@ def min_rows_for_windows(settings: Settings, lookback: int, horizon: int) -> int
     return hi
 
 
-def _check_windows(df: pd.DataFrame, rep: ValidationReport, cols: list[str], settings: Settings) -> None:
+def _check_windows(df: pd.DataFrame, rep: ValidationReport, cols: list[str], targets: list[str],
+                   settings: Settings) -> None:
     lookback, horizon = resolve_window(settings, rep.freq, len(df))
     w = settings.window
     n = len(df)
     v, t = split_bounds(n, w.val_fraction, w.test_fraction)
-    valid = complete_windows(df[cols].to_numpy(dtype="float64"), lookback + horizon)
+    # the windows the window stage will cut: no break crossed, no filled origin, an observed target
+    valid = usable_windows(df[cols].to_numpy(dtype="float64"), filled_mask(df, cols), lookback, horizon,
+                           [cols.index(c) for c in targets])
     starts = window_starts(n, lookback, horizon, v, t, w.stride, valid)
     rep.windows = {"lookback": lookback, "horizon": horizon, **{k: int(len(s)) for k, s in starts.items()},
                    "test_origins": test_origins(starts["test"], horizon)}
@@ -135,7 +139,7 @@ def validate_frame(df: pd.DataFrame, meta: dict, settings: Settings, *, name: st
             raise failed[0]
         out = apply_policy(df[["timestamp", *cols]], rep, cols, settings)
         if require_windows:
-            _check_windows(out, rep, cols, settings)
+            _check_windows(out, rep, cols, list(meta["targets"]), settings)
     except RuleFailure as f:
         if f.as_dict() not in rep.failures:
             rep.failures.append(f.as_dict())
