@@ -71,7 +71,9 @@ def test_clean_series_passes_and_writes_everything(project, settings_for):
     vpq, vjs = project / "data/syn/validated.parquet", project / "data/syn/validated.json"
     meta = json.loads(vjs.read_text())
     assert meta["data_md5"] == hashlib.md5(vpq.read_bytes()).hexdigest()
-    assert meta["report"]["success"] and meta["bounds"]["y"][0] < 9 and meta["bounds"]["y"][1] > 11
+    assert meta["report"]["success"]
+    # no range is profiled from the frame it would check (it could never fail): only declared ones are checked
+    assert meta["bounds"] == {} and rep.bounds == {}
     assert (project / "reports/syn/validation.json").is_file()
     html = list((project / "reports/syn/data_docs").rglob("*.html"))
     assert (project / "reports/syn/data_docs/index.html") in html and len(html) >= 2
@@ -169,13 +171,18 @@ def test_out_of_range(project, settings_for):
     with pytest.raises(DataValidationError) as ei:
         validate_dataset("rng", s)
     assert_rejected(project, "rng", ei.value, "y", "in_range", 1)
-    # forecast time: new data checked against the bounds profiled at training time
-    train = validate_frame(frame(), META, settings_for("rng2", **SMALL), name="rng2")
+    assert "outside [0, 20] (validate.bounds)" in str(ei.value) and "widen validate.bounds" in str(ei.value)
+    # forecast time: new data checked against given bounds (a model's, profiled on its training rows)
     new = frame(50)
-    new.loc[3, "x"] = train.bounds["x"][1] + 1
-    with pytest.raises(DataValidationError, match="column 'x': in_range failed for 1 rows"):
-        validate_frame(new, META, settings_for("rng2", **SMALL), name="rng2", bounds=train.bounds,
-                       require_windows=False)
+    new.loc[3, "x"] = 7.0
+    with pytest.raises(DataValidationError, match=r"column 'x': in_range failed for 1 rows \(e.g. 7.0\): outside "
+                                                  r"\[0, 1\] \(the model's\)"):
+        validate_frame(new, META, settings_for("rng2", **SMALL), name="rng2", bounds={"x": [0, 1]},
+                       bounds_origin="the model's", require_windows=False)
+    # a value far outside every other is not in range merely because the frame itself was profiled
+    wild = frame()
+    wild.loc[7, "y"] = 1e9
+    assert validate_frame(wild, META, settings_for("rng3", **SMALL), name="rng3").bounds == {}
 
 
 def test_too_short_for_one_window(project, settings_for):

@@ -235,3 +235,25 @@ def test_scaler_and_window_files_keep_the_fill_mask(tmp_path):
     idx = back.starts["train"][:5]
     np.testing.assert_array_equal(tw.target_mask(torch.from_numpy(idx)).numpy(), back.target_mask(idx))
     assert make().filled is None and make().target_mask(make().starts["test"]) is None
+
+
+# ---------------------------------------------------------------- plausible bounds: profiled on the training rows
+
+def test_bounds_are_profiled_on_observed_training_rows_only():
+    df = frame()
+    a = make(df)
+    train = df.iloc[: a.meta.bounds["val"]]
+    lo, hi = train["load"].min(), train["load"].max()
+    t = Params().validate_.profile_tolerance
+    assert a.meta.value_bounds["load"] == pytest.approx([lo - t * (hi - lo), hi + t * (hi - lo)])
+    assert set(a.meta.value_bounds) == {"load", "temp"}
+    later = df.copy()
+    later.loc[a.meta.bounds["val"]:, "load"] *= 1000             # validation and test rows do not move them
+    assert make(later).meta.value_bounds == a.meta.value_bounds
+    filled = df.copy()
+    filled.loc[10:12, "load"], filled["filled:load"] = 1e6, False
+    filled.loc[10:12, "filled:load"] = True                      # nor do filled cells
+    assert make(filled).meta.value_bounds["load"] == pytest.approx(a.meta.value_bounds["load"], rel=0.05)
+    declared = Params(window={"lookback": 48, "horizon": 12}, validate={"bounds": {"load": [0, 20]}}).for_dataset("t")
+    ws = build_windows(df, name="t", variables=["load", "temp"], targets=["load"], freq="h", settings=declared)
+    assert ws.meta.value_bounds["load"] == [0, 20]               # declared ranges win

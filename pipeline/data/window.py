@@ -74,6 +74,9 @@ class WindowMeta:
     split_times: dict[str, list[str]]      # first and last timestamp of each split's rows
     data_md5: str | None = None
     seasons: list[int] = field(default_factory=list)
+    # plausible range of each variable: declared (validate.bounds) or profiled on the observed training
+    # cells; travels with the model (ONNX metadata `bounds`) and checks new data at forecast and serve time
+    value_bounds: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def target_idx(self) -> list[int]:
@@ -168,6 +171,21 @@ class TorchWindows:
 
 
 # --- building ------------------------------------------------------------------------------------
+
+def profile_bounds(df: pd.DataFrame, columns: list[str], tolerance: float) -> dict[str, list[float]]:
+    """[min - t*range, max + t*range] of each column's finite values (a constant column gets +-t*|value| or +-t).
+    Profile rows other than those it will check: a range drawn from the values it judges cannot fail."""
+    out = {}
+    for c in columns:
+        v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype="float64")
+        v = v[np.isfinite(v)]
+        if not len(v):
+            continue
+        lo, hi = float(v.min()), float(v.max())
+        span = (hi - lo) or (abs(hi) or 1.0)
+        out[c] = [lo - tolerance * span, hi + tolerance * span]
+    return out
+
 
 def split_bounds(rows: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
     n_test = int(round(rows * test_fraction))
@@ -266,8 +284,12 @@ def build_windows(frame: pd.DataFrame, *, name: str, variables: list[str], targe
             f"{name}: {rows} rows give {what} (lookback {lookback}, horizon {horizon}): use a longer series, "
             f"a shorter window.lookback / window.horizon or a lower ingest.{rule} in params.yaml")
     train = values[:val_start]
+    observed = frame[variables].iloc[:val_start]
     if filled is not None:    # observed cells only
         train = np.where(filled[:val_start], np.nan, train)
+        observed = observed.mask(filled[:val_start])
+    declared = {v: [float(x) for x in settings.validate_.bounds[v]] for v in variables if v in settings.validate_.bounds}
+    value_bounds = {**profile_bounds(observed, variables, settings.validate_.profile_tolerance), **declared}
     mean = np.nanmean(train, axis=0)
     std = np.nanstd(train, axis=0)
     std = np.where(~np.isfinite(std) | (std < 1e-8), 1.0, std)   # a constant column scales by 1
@@ -280,7 +302,7 @@ def build_windows(frame: pd.DataFrame, *, name: str, variables: list[str], targe
         std=[float(x) for x in std], start=at(0), end=at(-1),
         split_times={"train": [at(0), at(val_start - 1)], "val": [at(val_start), at(test_start - 1)],
                      "test": [at(test_start), at(-1)]},
-        data_md5=data_md5, seasons=seasons_for(freq, rows),
+        data_md5=data_md5, seasons=seasons_for(freq, rows), value_bounds=value_bounds,
     )
     return WindowSet(values, ts, meta, starts, filled)
 

@@ -72,7 +72,9 @@ class CandidateReport:
 def onnx_metadata(ws: WindowSet, settings: Settings) -> dict:
     m = ws.meta
     return {"dataset": m.name, "freq": m.freq, "variables": m.variables, "targets": m.targets,
-            "lookback": m.lookback, "horizon": m.horizon, "data_md5": m.data_md5, "params_hash": settings.fingerprint()}
+            "lookback": m.lookback, "horizon": m.horizon, "data_md5": m.data_md5, "params_hash": settings.fingerprint(),
+            # variable -> [lo, hi]: plausible inputs, profiled on the training rows; forecast and serve check them
+            "bounds": m.value_bounds}
 
 
 def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path) -> CandidateReport:
@@ -256,6 +258,7 @@ def _log_candidate(ws: WindowSet, settings: Settings, res: TrainResult, rep: Can
         tracking.set_tags({"stopped": rep.stopped, "device": rep.device, "parity.ok": str(rep.parity_ok),
                            "parity.reason": rep.parity.get("reason", "")})
         tracking.log_dict(asdict(rep), "candidate.json")
+        tracking.log_dict({"bounds": ws.meta.value_bounds, "profiled_on": ws.meta.split_times["train"]}, "bounds.json")
         example = ws.batch(ws.starts["test"][:2])[0]
         tracking.log_torch_model(res.model, example)
         if rep.onnx_path and rep.parity_ok:
