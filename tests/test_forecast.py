@@ -55,9 +55,9 @@ def test_forecast_frame_core(tmp_path, frame):
     holed.loc[holed.index[-3], "Temperature"] = np.nan
     with pytest.raises(DataValidationError, match="1 missing or non-finite values in the last 96 rows \\(columns Temperature\\)"):
         forecast_frame(engine, holed)
-    with pytest.raises(DataValidationError, match="50 rows, the model needs the last 96"):
+    with pytest.raises(DataValidationError, match="50 rows, the model needs the last 96 .*; ingest more history"):
         forecast_frame(engine, part.iloc[:50])
-    with pytest.raises(DataValidationError, match="column\\(s\\) WorkDay missing"):
+    with pytest.raises(DataValidationError, match="column\\(s\\) WorkDay missing.*--target / --features"):
         forecast_frame(engine, part.drop(columns=["WorkDay"]))
 
 

@@ -70,6 +70,20 @@ CORPUS = {
 }
 
 
+# every refusal names its remedy: the option or the fix that gets the file in
+REMEDY = {"empty": "export the series with a header line", "header_only": "export the rows below the header",
+          "no_time_col": "pass --time-col", "bad_dates": "fix or remove those rows, or pass --time-format",
+          "non_numeric": "fix or blank those cells", "binary": "export the series as CSV text",
+          "wrong_delimiter": "try --delimiter ';'", "no_delimiter": "pass --delimiter",
+          "ragged_rows": "pass --delimiter if the sniffed one is wrong", "wrong_target": "pass --target with one of them",
+          "wrong_feature": "pass --features with one of them", "fake_parquet": "pass --csv for a CSV file",
+          "truncated_parquet": "again", "missing_file": "check the path", "directory": "pass a file in it",
+          "bom_only": "export the series with a header line", "separator_char_only": "export the series with a header",
+          "dates_beyond_nanoseconds": "fix or remove those rows", "header_with_a_line_break": "pass --time-col",
+          "name_twice": "rename one of them", "ragged_but_header_splits": "pass --delimiter if the sniffed one is wrong",
+          "irregular_no_freq": "pass --freq"}
+
+
 def _make(project: Path, fname: str, content) -> Path:
     p = project / "inputs" / fname
     p.parent.mkdir(exist_ok=True)
@@ -93,7 +107,7 @@ def test_corpus_gives_one_clear_line(case, project, settings_for):
         ingest_file(path, settings=settings_for("bad"), **args)
     msg = str(ei.value)
     assert "\n" not in msg and msg.startswith(str(path)), msg
-    for n in needles:
+    for n in needles + [REMEDY[case]]:
         assert n in msg, (n, msg)
     # the input is untouched, nothing half-written, and the quarantine holds the copy and the report
     assert _snapshot(path) == before

@@ -37,8 +37,14 @@ def _snap(p: Path):
     return p.read_bytes(), p.stat().st_mtime_ns
 
 
+# every refusal names its remedy
+REMEDY = {"finite": "fix or blank those cells", "unique": "pass --dedupe first|last|mean", "long_gap": "pass --long-gaps "
+          "segment", "in_range": "widen validate.bounds", "min_rows": "supply more rows", "min_windows": "supply more rows"}
+
+
 def assert_rejected(project: Path, name: str, err: DataValidationError, column: str, rule: str, count: int | None):
     msg = str(err)
+    assert REMEDY[rule] in msg, msg
     if rule in ("min_rows", "min_windows"):   # table-level: says what is too short and what to change
         assert "\n" not in msg and f"too short ({rule}): {count} rows, need at least" in msg, msg
         assert "window.lookback" in msg, msg
@@ -266,3 +272,22 @@ def test_too_few_non_overlapping_test_windows_after_the_policy(project, settings
     assert "ingest.min_test_windows" in str(ei.value)
     ok = validate_frame(frame(400), META, s, name="ok")
     assert ok.windows["test_origins"] == 10
+
+
+def test_cli_long_gaps_option_and_the_refusal_that_names_it(project, settings_for):
+    from cellcast.commands.data import register
+
+    app = typer.Typer()
+    register(app)
+    run = CliRunner()
+    (project / "params.yaml").write_text((project / "params.yaml").read_text().replace(
+        "datasets:\n", "datasets:\n  gappy:\n    window: {lookback: 24, horizon: 6}\n", 1))
+    ingest_frame(frame(400).drop(index=range(200, 210)), project, settings_for("gappy"), "gappy")
+    r = run.invoke(app, ["validate", "gappy"])
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and "long_gap failed" in lines[0], r.output
+    assert "--long-gaps segment" in lines[0] and "ingest.max_fill_steps" in lines[0], r.output
+    r = run.invoke(app, ["validate", "gappy", "--long-gaps", "segment"])
+    assert r.exit_code == 0 and "1 breaks" in r.output, r.output
+    r = run.invoke(app, ["validate", "gappy", "--long-gaps", "bridge"])
+    assert r.exit_code == 2 and "--long-gaps 'bridge': must be one of reject, segment" in r.output, r.output

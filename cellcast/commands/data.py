@@ -76,14 +76,21 @@ def register(app: typer.Typer) -> None:
         name: str = typer.Argument(..., help="dataset name (ingested under data/NAME)"),
         dedupe: Optional[str] = typer.Option(None, "--dedupe", help="duplicated timestamps: reject|first|last|mean "
                                                                     "(overrides params.yaml)"),
+        long_gaps: Optional[str] = typer.Option(None, "--long-gaps", help="gaps longer than ingest.max_fill_steps: "
+                                                "reject|segment (kept as breaks no window crosses; overrides params.yaml)"),
     ) -> None:
         """Validate data/NAME/raw.parquet (GX suite + gap/duplicate policy) into validated.parquet."""
         from cellcast.pipeline.data.validation import validate_dataset
         settings = settings_for(name)
-        if dedupe is not None:
-            if dedupe not in ("reject", "first", "last", "mean"):
-                raise ConfigError(f"--dedupe '{dedupe}': must be one of reject, first, last, mean")
-            settings = settings.model_copy(update={"ingest": settings.ingest.model_copy(update={"dedupe": dedupe})})
+        policy = {}
+        for opt, value, allowed in (("--dedupe", dedupe, ("reject", "first", "last", "mean")),
+                                    ("--long-gaps", long_gaps, ("reject", "segment"))):
+            if value is not None:
+                if value not in allowed:
+                    raise ConfigError(f"{opt} '{value}': must be one of {', '.join(allowed)}")
+                policy[opt[2:].replace("-", "_")] = value
+        if policy:
+            settings = settings.model_copy(update={"ingest": settings.ingest.model_copy(update=policy)})
         rep = validate_dataset(name, settings)
         filled = sum(rep.filled.values())
         typer.echo(f"{name}: valid, {rep.rows_in} -> {rep.rows_out} rows, {filled} points filled, "

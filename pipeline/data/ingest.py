@@ -141,9 +141,10 @@ def ingest_file(path: str | Path, *, name: str, time_col: str, targets: list[str
     declared = to_freq(freq) if freq else None
     try:
         if not path.exists():
-            raise IngestError.broken("missing_file", f"{path}: file not found")
+            raise IngestError.broken("missing_file", f"{path}: file not found; check the path (relative paths start in "
+                                     f"{Path.cwd()})")
         if path.is_dir():
-            raise IngestError.broken("directory", f"{path}: is a directory, not a CSV or Parquet file")
+            raise IngestError.broken("directory", f"{path}: is a directory, not a CSV or Parquet file; pass a file in it")
         kind = detect_format(path, fmt)
         sha = sha256_file(path)
         df, info = read_csv(path, delimiter) if kind == "csv" else read_parquet(path)

@@ -21,7 +21,7 @@ _SNIFF_BYTES = 64 * 1024
 def detect_format(path: Path, fmt: str | None) -> str:
     if fmt:
         if fmt not in ("csv", "parquet"):
-            raise ConfigError(f"{path}: format '{fmt}' is not csv or parquet")
+            raise ConfigError(f"{path}: format '{fmt}' is not csv or parquet; use one of them")
         return fmt
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
@@ -35,7 +35,8 @@ def detect_format(path: Path, fmt: str | None) -> str:
 def _decode_head(path: Path, head: bytes) -> tuple[str, str]:
     """The start of a text file and its encoding; binary content is refused."""
     if b"\x00" in head:
-        raise IngestError.broken("binary", f"{path}: binary content, not a CSV text file (NUL byte at offset {head.index(0)})")
+        raise IngestError.broken("binary", f"{path}: binary content, not a CSV text file (NUL byte at offset {head.index(0)}); "
+                                 f"export the series as CSV text (UTF-8), or pass --parquet for a Parquet file")
     # cut at the last newline so a multi-byte character is not split
     cut = head if len(head) < _SNIFF_BYTES else head[: head.rfind(b"\n") + 1 or len(head)]
     try:
@@ -45,7 +46,7 @@ def _decode_head(path: Path, head: bytes) -> tuple[str, str]:
         ctrl = sum(1 for c in text if ord(c) < 32 and c not in "\r\n\t") + sum(1 for c in text if 0x7F <= ord(c) < 0xA0)
         if ctrl > 0.05 * max(1, len(text)):
             raise IngestError.broken("binary", f"{path}: binary content, not a CSV text file (byte 0x{cut[e.start]:02x} at offset "
-                              f"{e.start} is not UTF-8 text)") from None
+                              f"{e.start} is not UTF-8 text); export the series as CSV text (UTF-8), or pass --parquet for a Parquet file") from None
         return text, "latin-1"
 
 
@@ -53,8 +54,8 @@ def _sniff_delimiter(path: Path, text: str) -> str:
     # the lines a CSV parser sees (str.splitlines also breaks at \x1c..\x1e, \x85, \u2028)
     lines = [ln for ln in re.split(r"\r\n|\r|\n", text) if ln.strip()][:50]
     if not lines:
-        raise IngestError.broken("empty", f"{path}: no header and no rows (only blank space); a series needs a header "
-                                 f"line naming its columns")
+        raise IngestError.broken("empty", f"{path}: no header and no rows (only blank space); export the series with a "
+                                 f"header line naming its columns")
     if len(lines) > 1 and not text.endswith("\n") and len(text) >= _SNIFF_BYTES:
         lines = lines[:-1]
     try:
@@ -90,7 +91,8 @@ def read_csv(path: Path, delimiter: str | None) -> tuple[pd.DataFrame, dict]:
     with open(path, "rb") as f:
         head = f.read(_SNIFF_BYTES)
     if not head.strip():
-        raise IngestError.broken("empty", f"{path}: empty file ({len(head)} bytes), no header and no rows")
+        raise IngestError.broken("empty", f"{path}: empty file ({len(head)} bytes), no header and no rows; export the series "
+                                 f"with a header line naming its columns")
     text, encoding = _decode_head(path, head)
     declared = delimiter is not None
     if declared:
@@ -103,7 +105,8 @@ def read_csv(path: Path, delimiter: str | None) -> tuple[pd.DataFrame, dict]:
         df = pd.read_csv(path, sep=delimiter, encoding="utf-8-sig" if encoding == "utf-8" else encoding,
                          dtype=str, keep_default_na=True, skipinitialspace=True, engine="c")
     except pd.errors.EmptyDataError:
-        raise IngestError.broken("empty", f"{path}: empty file, no header and no rows") from None
+        raise IngestError.broken("empty", f"{path}: empty file, no header and no rows; export the series with a header "
+                                 f"line naming its columns") from None
     except pd.errors.ParserError as e:
         msg = str(e).strip().splitlines()[-1]
         hint = "" if declared else "; pass --delimiter if the sniffed one is wrong"
@@ -111,7 +114,7 @@ def read_csv(path: Path, delimiter: str | None) -> tuple[pd.DataFrame, dict]:
                           f"({msg}){hint}") from None
     except UnicodeDecodeError as e:
         raise IngestError.broken("encoding", f"{path}: not UTF-8 text beyond the first {_SNIFF_BYTES} bytes ({e.reason} at byte "
-                          f"{e.start})") from None
+                          f"{e.start}); re-save the file as UTF-8") from None
     # a second byte-order mark (files joined together) is no part of a name
     df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
     try:   # the header as written: pandas renames a repeated name ('load', 'load.1') and would pick one silently
@@ -137,17 +140,19 @@ def read_csv(path: Path, delimiter: str | None) -> tuple[pd.DataFrame, dict]:
 def read_parquet(path: Path) -> tuple[pd.DataFrame, dict]:
     size = path.stat().st_size
     if size == 0:
-        raise IngestError.broken("empty", f"{path}: empty file (0 bytes), not a Parquet file")
+        raise IngestError.broken("empty", f"{path}: empty file (0 bytes), not a Parquet file; export the series again")
     with open(path, "rb") as f:
         magic = f.read(4)
         f.seek(max(0, size - 4))
         tail = f.read(4)
     if magic != b"PAR1" or tail != b"PAR1":
-        raise IngestError.broken("parquet", f"{path}: not a Parquet file (no PAR1 magic bytes at its start and end)")
+        raise IngestError.broken("parquet", f"{path}: not a Parquet file (no PAR1 magic bytes at its start and end); pass "
+                                 f"--csv for a CSV file, or export the Parquet file again (it may be cut short)")
     try:
         df = pd.read_parquet(path)
     except Exception as e:  # pyarrow raises several types for a damaged file
-        raise IngestError.broken("parquet", f"{path}: cannot be read as Parquet ({str(e).splitlines()[0][:200]})") from None
+        raise IngestError.broken("parquet", f"{path}: cannot be read as Parquet ({str(e).splitlines()[0][:200]}); export it "
+                                 f"again") from None
     if not isinstance(df.index, pd.RangeIndex) and df.index.name:
         df = df.reset_index()  # a time index saved by pandas becomes a column again
     df.columns = [str(c) for c in df.columns]
@@ -481,7 +486,7 @@ def canonical_frame(path: Path, df: pd.DataFrame, time_col: str, targets: list[s
                                      f"{found}); pass {opt} with one of them")
     if len(df) == 0:
         raise IngestError.broken("header_only", f"{path}: header only, no data rows (columns found: {found}); "
-                                 f"a series needs rows below the header")
+                                 f"export the rows below the header too")
     where = _locator(path, fmt, delimiter, encoding)
     ts, tz, reading = _parse_time(path, df[time_col], time_col, where, time_format, time_unit, dayfirst)
     values, decimal = _parse_numeric(path, df, names, where, delimiter)

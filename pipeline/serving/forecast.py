@@ -33,12 +33,13 @@ def model_input(engine: OnnxForecaster, frame: pd.DataFrame, source: str = "fram
     missing = [v for v in engine.variables if v not in frame.columns]
     if missing:
         raise DataValidationError(f"{source}: column(s) {', '.join(missing)} missing; the model needs "
-                                  f"{', '.join(engine.variables)}")
+                                  f"{', '.join(engine.variables)}: ingest the data with them (--target / --features)")
     if "timestamp" not in frame.columns:
-        raise DataValidationError(f"{source}: column 'timestamp' missing")
+        raise DataValidationError(f"{source}: column 'timestamp' missing; pass a frame `cellcast ingest` wrote (its time "
+                                  f"column is 'timestamp')")
     if len(frame) < engine.lookback:
         raise DataValidationError(f"{source}: {len(frame)} rows, the model needs the last {engine.lookback} "
-                                  f"(its lookback)")
+                                  f"(its lookback); ingest more history")
     tail = frame.sort_values("timestamp").iloc[-engine.lookback:]
     x = tail[engine.variables].to_numpy(np.float64)
     bad = int((~np.isfinite(x)).sum())
