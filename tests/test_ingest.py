@@ -398,3 +398,17 @@ def test_cli_ingest_takes_the_date_order(project, cli):
     assert r.exit_code == 0 and "freq MS" in r.output, r.output
     r = cli(*args, "--monthfirst")
     assert r.exit_code == 0 and "freq D" in r.output, r.output
+
+
+def test_a_comma_in_a_column_of_decimal_points_is_not_read_as_a_decimal_comma(project, settings_for):
+    days = pd.date_range("2021-01-01", periods=20, freq="D").strftime("%Y-%m-%d")
+    vals = [f"{1000 + i}.5" for i in range(20)]
+    vals[7] = "1,234"                                  # thousands, or a typo: not 1.234
+    p = _make(project, "semi.csv", ("when;value\n" + "".join(f"{d};{v}\n" for d, v in zip(days, vals))).encode())
+    with pytest.raises(IngestError, match=r"1 non-numeric values \(the column writes decimals with '.'\) "
+                                          r"\(first '1,234' at line 9\)"):
+        ingest_file(p, name="semi", time_col="when", targets=["value"], settings=settings_for("semi"))
+    # a column of decimal commas still reads as one
+    p2 = _make(project, "comma.csv", ("when;value\n" + "".join(f"{d};{i},5\n" for i, d in enumerate(days))).encode())
+    res = ingest_file(p2, name="comma", time_col="when", targets=["value"], settings=settings_for("comma"))
+    assert res.meta.decimal == "," and res.frame["value"].iloc[3] == 3.5

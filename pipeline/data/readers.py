@@ -449,7 +449,10 @@ def _parse_numeric(path: Path, df: pd.DataFrame, cols: list[str], where, delimit
         txt = s.astype("string").str.strip()
         num = pd.to_numeric(txt, errors="coerce")
         bad = num.isna() & txt.notna() & (txt != "")
-        if bad.any() and delimiter not in (",", None):
+        # a column that writes some decimals with a point does not write others with a comma: "1,234" there
+        # is no 1.234 (a reading that would quietly divide it by a thousand)
+        point = bool(txt[~bad & txt.notna()].str.contains(".", regex=False).any())
+        if bad.any() and delimiter not in (",", None) and not point:
             # decimal commas ("3,5") are common in ';'-separated exports
             alt = pd.to_numeric(txt.str.replace(",", ".", regex=False), errors="coerce")
             if not (alt.isna() & txt.notna() & (txt != "")).any():
@@ -462,7 +465,8 @@ def _parse_numeric(path: Path, df: pd.DataFrame, cols: list[str], where, delimit
                     "." if decimal is None else decimal
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise IngestError.broken("numeric", f"{path}: column '{c}': {int(bad.sum())} non-numeric values "
+            mixed = " (the column writes decimals with '.')" if point and "," in str(txt.iloc[i]) else ""
+            raise IngestError.broken("numeric", f"{path}: column '{c}': {int(bad.sum())} non-numeric values{mixed} "
                               f"(first {str(txt.iloc[i])[:40]!r} at {where(i)}): fix or blank those cells (blank "
                               f"cells are filled or refused by the gap policy, params.yaml ingest)", int(bad.sum()))
         out[c] = num.astype("float64").to_numpy()
