@@ -234,6 +234,9 @@ def test_scaler_and_window_files_keep_the_fill_mask(tmp_path):
     tw = back.to_torch("cpu")
     idx = back.starts["train"][:5]
     np.testing.assert_array_equal(tw.target_mask(torch.from_numpy(idx)).numpy(), back.target_mask(idx))
+    idx = np.concatenate([back.starts[k] for k in ("train", "val", "test")])   # the GPU path, gathered the same way
+    np.testing.assert_array_equal(tw.device_target_mask(torch.from_numpy(idx)).numpy(), back.target_mask(idx))
+    assert back.target_mask(idx)[:, :, 0].sum() < back.target_mask(idx).size   # some targets really are masked
     assert make().filled is None and make().target_mask(make().starts["test"]) is None
 
 

@@ -167,6 +167,10 @@ class TorchWindows:
             import torch
 
             return torch.from_numpy(np.ascontiguousarray(self.ws.target_mask(idx.numpy()), dtype=np.float32))
+        return self.device_target_mask(idx)
+
+    def device_target_mask(self, idx):
+        """target_mask gathered from the device-resident unfold view (the GPU path; runs on any device)."""
         return self.observed[idx + self.ws.meta.lookback].transpose(1, 2).float()
 
 
