@@ -412,3 +412,11 @@ def test_a_comma_in_a_column_of_decimal_points_is_not_read_as_a_decimal_comma(pr
     p2 = _make(project, "comma.csv", ("when;value\n" + "".join(f"{d};{i},5\n" for i, d in enumerate(days))).encode())
     res = ingest_file(p2, name="comma", time_col="when", targets=["value"], settings=settings_for("comma"))
     assert res.meta.decimal == "," and res.frame["value"].iloc[3] == 3.5
+
+
+def test_a_time_format_with_offsets_keeps_the_zone(project, settings_for):
+    t = pd.date_range("2024-03-01", periods=30, freq="h", tz="Europe/Paris")
+    p = _daily_csv(project, "tzf.csv", t.strftime("%d/%m/%Y %H:%M%z"), range(30))
+    res = ingest_file(p, name="tzf", time_col="when", targets=["value"], time_format="%d/%m/%Y %H:%M%z",
+                      settings=settings_for("tzf"))
+    assert res.meta.timezone == "UTC+01:00" and res.frame["timestamp"].iloc[0] == pd.Timestamp("2024-02-29 23:00")

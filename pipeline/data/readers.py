@@ -324,8 +324,8 @@ def _parse_time(path: Path, s: pd.Series, col: str, where, time_format: str | No
         info.update(formats=[f"unix {time_unit}"], chosen="given")
         given = f" as Unix times in {time_unit}"
     elif time_format:
-        t, _ = _to_datetime(raw, format=time_format)
-        info.update(formats=[time_format], chosen="given", order=_format_order(time_format))
+        t, zone = _to_datetime(raw, format=time_format)
+        info.update(formats=[time_format], chosen="given", order=_format_order(time_format), tz=zone)
         given = f" with --time-format {time_format!r}"
     elif raw.notna().any() and pd.to_numeric(raw, errors="coerce").notna().all():
         eg = str(raw.dropna().iloc[0])
@@ -334,7 +334,7 @@ def _parse_time(path: Path, s: pd.Series, col: str, where, time_format: str | No
         raise IngestError.broken("time_parse", f"{path}: time column '{col}' holds numbers (e.g. {eg!r}), not dates: "
                                  f"{hint}for Unix times pass --time-unit s (or ms, us, ns)")
     else:
-        t, info, given = _read_dates(path, raw, col, dayfirst)
+        t, info = _read_dates(path, raw, col, dayfirst)
     tz = info.pop("tz", None)
     if getattr(t.dt, "tz", None) is not None:
         tz = str(t.dt.tz)
@@ -371,7 +371,9 @@ def _order_remedy(info: dict) -> str:
     return "or pass --time-format with the dates' strftime format"
 
 
-def _read_dates(path: Path, raw: pd.Series, col: str, dayfirst: bool | None) -> tuple[pd.Series, dict, str | None]:
+def _read_dates(path: Path, raw: pd.Series, col: str, dayfirst: bool | None) -> tuple[pd.Series, dict]:
+    """Date strings read by the formats they are written in (the order chosen as _parse_time says)
+    -> (timestamps, {order, formats, chosen, tz})."""
     values = raw.dropna().unique()
     n = len(values)
     pick = np.unique(np.concatenate([np.arange(min(n, _SAMPLE)), np.linspace(0, n - 1, min(n, _SAMPLE)).astype(int)])) \
@@ -410,19 +412,19 @@ def _read_dates(path: Path, raw: pd.Series, col: str, dayfirst: bool | None) -> 
     if dayfirst is not None:
         order = DAY_FIRST if dayfirst else MONTH_FIRST
         t, tz, used = read(order)
-        return t, {"order": order, "formats": used, "chosen": "given", "tz": tz}, None
+        return t, {"order": order, "formats": used, "chosen": "given", "tz": tz}
     if not fallback and not any(_format_order(f) for f in formats):
         # nothing to confuse: ISO, year-first or month names
         t, tz, used = read(None)
         if not any(_format_order(f) for f in used):
-            return t, {"order": None, "formats": used, "chosen": "unambiguous", "tz": tz}, None
+            return t, {"order": None, "formats": used, "chosen": "unambiguous", "tz": tz}
     readings = {o: read(o) for o in (DAY_FIRST, MONTH_FIRST)}
     (td, _, ud), (tm, _, um) = readings[DAY_FIRST], readings[MONTH_FIRST]
     both = td.notna() & tm.notna()
     if td.notna().equals(tm.notna()) and (td[both] == tm[both]).all():
         # both orders read the same instants (every day equals its month): nothing to decide
         t, tz, used = readings[MONTH_FIRST]
-        return t, {"order": None, "formats": used, "chosen": "unambiguous", "tz": tz}, None
+        return t, {"order": None, "formats": used, "chosen": "unambiguous", "tz": tz}
     fit = {o: _grid_fit(readings[o][0]) for o in readings}
     count = {o: int(readings[o][0].notna().sum()) for o in readings}
     if abs(fit[DAY_FIRST] - fit[MONTH_FIRST]) > _DECISIVE:
@@ -435,7 +437,7 @@ def _read_dates(path: Path, raw: pd.Series, col: str, dayfirst: bool | None) -> 
                                  f"day-first ({td.iloc[i]:%Y-%m-%d}) and month-first ({tm.iloc[i]:%Y-%m-%d}) and the "
                                  f"file does not tell which: pass --dayfirst or --monthfirst (or --time-format)")
     t, tz, used = readings[order]
-    return t, {"order": order, "formats": used, "chosen": "detected", "tz": tz}, None
+    return t, {"order": order, "formats": used, "chosen": "detected", "tz": tz}
 
 
 def _parse_numeric(path: Path, df: pd.DataFrame, cols: list[str], where, delimiter: str | None
