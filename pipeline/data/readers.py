@@ -419,7 +419,7 @@ def _read_dates(path: Path, raw: pd.Series, col: str, dayfirst: bool | None) -> 
         if not any(_format_order(f) for f in used):
             return t, {"order": None, "formats": used, "chosen": "unambiguous", "tz": tz}
     readings = {o: read(o) for o in (DAY_FIRST, MONTH_FIRST)}
-    (td, _, ud), (tm, _, um) = readings[DAY_FIRST], readings[MONTH_FIRST]
+    td, tm = readings[DAY_FIRST][0], readings[MONTH_FIRST][0]
     both = td.notna() & tm.notna()
     if td.notna().equals(tm.notna()) and (td[both] == tm[both]).all():
         # both orders read the same instants (every day equals its month): nothing to decide

@@ -12,7 +12,6 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ..catalog import quarantine_dir, raw_paths, read_raw, validated_paths
