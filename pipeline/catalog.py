@@ -12,6 +12,11 @@ from .errors import NotFoundError
 from .files import utc_stamp
 
 
+def filled_column(variable: str) -> str:
+    """validated.parquet's column saying which cells of `variable` the gap policy filled (not observed)."""
+    return f"filled:{variable}"
+
+
 def raw_paths(name: str, settings: Settings) -> tuple[Path, Path]:
     d = Path(settings.paths.data) / name
     return d / "raw.parquet", d / "raw.json"

@@ -43,6 +43,9 @@ class IngestConfig(_Strict):
     max_fill_steps: int = Field(4, ge=0)
     long_gaps: Literal["reject", "segment"] = "reject"
     min_windows: int = Field(1, ge=1)
+    # forecasts in the test split whose horizons do not overlap (origins a horizon apart): fewer is no test.
+    # The data rule; promotion's statistical test has its own evaluate.min_test_windows.
+    min_test_windows: int = Field(5, ge=1)
 
 
 class ValidateConfig(_Strict):

@@ -8,6 +8,8 @@ class CellcastError(Exception):
     exit_code = 2
 
     def __init__(self, message: str):
+        # one line, whatever the message quotes from an input (a column name holding a line break, say)
+        message = " ".join(str(message).splitlines())
         super().__init__(message)
         self.message = message
 

@@ -21,7 +21,9 @@ def test_metrics_by_hand():
 
 def _ws(values, lookback=6, horizon=3, freq="h"):
     df = pd.DataFrame({"timestamp": pd.date_range("2021-01-01", periods=len(values), freq=freq), "y": values})
-    s = Params(window={"lookback": lookback, "horizon": horizon, "val_fraction": 0.2, "test_fraction": 0.2}).for_dataset("t")
+    # hand-sized series: the data rule on test windows (ingest.min_test_windows) is not what these tests check
+    s = Params(window={"lookback": lookback, "horizon": horizon, "val_fraction": 0.2, "test_fraction": 0.2},
+               ingest={"min_test_windows": 1}).for_dataset("t")
     return build_windows(df, name="t", variables=["y"], targets=["y"], freq=freq, settings=s)
 
 
@@ -71,3 +73,36 @@ def test_a_baseline_reading_into_a_break_is_reported_but_is_not_the_bar():
     assert 0 < rep.scores["seasonal_naive_40"]["coverage"] < 1
     assert np.isfinite(rep.scores["seasonal_naive_40"]["mase"])
     assert rep.best != "seasonal_naive_40" and rep.scores[rep.best]["coverage"] == 1.0
+
+
+def test_filled_targets_are_not_scored():
+    y = np.array([[[1.0], [2.0]], [[3.0], [4.0]]])
+    p = np.array([[[1.0], [9.0]], [[3.0], [4.0]]])
+    mask = np.array([[[True], [False]], [[True], [True]]])   # the 2.0 was a filled point
+    m = metrics(y, p, np.array([1.0]), mask)
+    assert m["mae"] == 0 and m["rmse"] == 0 and m["mase"] == 0 and m["smape"] == 0
+    assert metrics(y, p, np.array([1.0]))["mae"] == pytest.approx(7 / 4)
+
+
+def test_evaluation_and_baselines_skip_filled_targets_and_the_mase_scale_filled_steps():
+    from cellcast.pipeline.modeling.evaluate import evaluate_forecasts
+
+    n = 120
+    df = pd.DataFrame({"timestamp": pd.date_range("2021-01-01", periods=n, freq="h"), "y": np.full(n, 5.0)})
+    df.loc[::7, "y"] = 6.0
+    df["filled:y"] = False
+    df.loc[100:101, "y"] = 500.0                           # filled cells with a value no forecast would match
+    df.loc[100:101, "filled:y"] = True
+    s = Params(window={"lookback": 6, "horizon": 3}, ingest={"min_test_windows": 1}).for_dataset("t")
+    ws = build_windows(df, name="t", variables=["y"], targets=["y"], freq="h", settings=s)
+    _, y = ws.batch(ws.starts["test"])
+    pred = np.where(y == 500.0, 0.0, y)                    # exact on every observed target
+    test, by_step = evaluate_forecasts(ws, "test", pred)
+    assert test["mae"] == 0 and max(by_step) == 0
+    base = evaluate_baselines(ws, "test", [])
+    assert base.scores["naive"]["mae"] < 1                 # the 500s are not counted against it either
+    df.loc[20:21, "y"], df.loc[20:21, "filled:y"] = 500.0, True    # a fill among the training rows
+    ws2 = build_windows(df, name="t", variables=["y"], targets=["y"], freq="h", settings=s)
+    y = df["y"].where(~df["filled:y"]).to_numpy()[: ws2.meta.bounds["val"]]
+    d = np.abs(np.diff(y))
+    assert mase_scale(ws2)[0] == pytest.approx(np.nanmean(d)) and mase_scale(ws2)[0] < 1   # 500s in it: ~20

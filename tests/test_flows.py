@@ -82,6 +82,17 @@ def test_training_flow_registers_a_champion_then_keeps_it_against_a_worse_model(
     for key in ("data_md5", "git_commit", "params_hash"):
         assert v1.tags.get(key) and v1.tags[key] != "unknown" or key == "git_commit"
     assert (project / "reports/load/train_summary.json").is_file()
+    # the model carries the plausible ranges of its training rows: in its ONNX metadata and in MLflow
+    import json
+
+    import mlflow
+    from cellcast.pipeline.engine.inference import OnnxForecaster
+    trained = json.loads((project / "data/load/windows.json").read_text())["value_bounds"]
+    assert set(trained) == {"load", "temp"}
+    path, _ = tracking.download_model("load-forecaster", 1)
+    assert OnnxForecaster.from_path(path, device="cpu").metadata["bounds"] == trained
+    logged = mlflow.artifacts.load_dict(f"runs:/{v1.run_id}/bounds.json")
+    assert logged["bounds"] == trained and logged["profiled_on"][0].startswith("2024-01-01")
 
     # an untrained model equals its seasonal-naive anchor: it cannot beat the baseline by the margin
     import yaml

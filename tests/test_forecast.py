@@ -55,9 +55,9 @@ def test_forecast_frame_core(tmp_path, frame):
     holed.loc[holed.index[-3], "Temperature"] = np.nan
     with pytest.raises(DataValidationError, match="1 missing or non-finite values in the last 96 rows \\(columns Temperature\\)"):
         forecast_frame(engine, holed)
-    with pytest.raises(DataValidationError, match="50 rows, the model needs the last 96"):
+    with pytest.raises(DataValidationError, match="50 rows, the model needs the last 96 .*; ingest more history"):
         forecast_frame(engine, part.iloc[:50])
-    with pytest.raises(DataValidationError, match="column\\(s\\) WorkDay missing"):
+    with pytest.raises(DataValidationError, match="column\\(s\\) WorkDay missing.*--target / --features"):
         forecast_frame(engine, part.drop(columns=["WorkDay"]))
 
 
@@ -152,3 +152,84 @@ def test_forecast_latest_through_the_registry(project, monkeypatch, frame):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_forecast_frame_refuses_values_outside_the_models_bounds(tmp_path, frame):
+    x = frame[VARS].to_numpy(np.float32)
+    spec = ModelSpec(cell="gru", n_vars=3, target_idx=[0], lookback=96, horizon=12, hidden_size=8, rnn_steps=24,
+                     mean=x.mean(0).tolist(), std=x.std(0).tolist())
+    path = export_onnx(build(spec), tmp_path / "b.onnx", {"variables": VARS, "targets": ["Demand"], "freq": "30min",
+                                                          "bounds": {"Demand": [3.0, 12.0], "Temperature": [-5, 45]}})
+    engine = OnnxForecaster.from_path(path, device="cpu")
+    part = frame.iloc[:5000].copy()
+    forecast_frame(engine, part)                                   # the real data lies inside
+    part.loc[part.index[-5:-2], "Demand"] = 30.0
+    with pytest.raises(DataValidationError) as ei:
+        forecast_frame(engine, part, source="recent.parquet")
+    msg = str(ei.value)
+    assert "\n" not in msg and msg.startswith("recent.parquet: column 'Demand': 3 values outside [3, 12]") and "30" in msg
+    assert "validate.profile_tolerance" in msg, msg               # the remedy
+
+
+@pytest.mark.integration
+def test_the_batch_forecast_checks_the_latest_rows_against_the_models_bounds(project, monkeypatch):
+    """The bounds travel with the model (profiled on its training rows); new rows far outside them are refused,
+    even though a profile of the data that holds them would contain them."""
+    from cellcast.pipeline.catalog import validated_paths
+    from cellcast.pipeline.config import load_params
+    from cellcast.pipeline.data.ingest import ingest_file
+    from cellcast.pipeline.data.validation import validate_dataset
+    from cellcast.pipeline.data.window import window_dataset
+    from cellcast.pipeline.modeling.train import Candidate, model_spec
+    from cellcast.pipeline.registry import tracking
+    from cellcast.pipeline.registry.lifecycle import onnx_metadata
+    from cellcast.pipeline.registry.promotion import decide
+    from cellcast.pipeline.serving.forecast import forecast_latest
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    n = 720
+    t = np.arange(n)
+    df = pd.DataFrame({"time": pd.date_range("2024-01-01", periods=n, freq="h").strftime("%Y-%m-%d %H:%M"),
+                       "y": 10 + np.sin(2 * np.pi * t / 24), "x": np.cos(2 * np.pi * t / 24)})
+    src = project / "s.csv"
+    df.to_csv(src, index=False)
+    base = load_params(project / "params.yaml").for_dataset("s")
+    s = base.model_copy(update={"window": base.window.model_copy(update={"lookback": 48, "horizon": 12})})
+    ingest_file(src, name="s", time_col="time", targets=["y"], features=["x"], settings=s)
+    validate_dataset("s", s)
+    ws = window_dataset("s", s)
+    assert set(ws.meta.value_bounds) == {"y", "x"}
+    tracking.configure(project)
+    torch.manual_seed(0)
+    model = build(model_spec(ws, Candidate("gru", 8, 1), s, None))
+    meta = onnx_metadata(ws, s)
+    assert meta["bounds"] == ws.meta.value_bounds
+    onnx_path = export_onnx(model, project / "m.onnx", meta)
+    with tracking.parent_run("s"):
+        with tracking.candidate_run("gru") as rid:
+            uri = tracking.log_onnx_model(onnx_path, ws.batch(ws.starts["test"][:2])[0])
+    version = tracking.register_version(s.model_name, uri, rid)
+    tracking.apply_decision(s.model_name, version, decide(0.5, 1.0, "seasonal_naive_24", 0.02))
+    assert forecast_latest("s", s, device="cpu", log_to_mlflow=False).frame["y"].notna().all()
+
+    df.loc[n - 6:n - 3, "y"] = 60.0                    # a sensor gone wild in the newest rows
+    df.to_csv(src, index=False)
+    ingest_file(src, name="s", time_col="time", targets=["y"], features=["x"], settings=s)
+    validate_dataset("s", s)                           # the data stage has no model range to check against
+    pq, _ = validated_paths("s", s)
+    with pytest.raises(DataValidationError) as ei:
+        forecast_latest("s", s, device="cpu", log_to_mlflow=False)
+    msg = str(ei.value)
+    lo, hi = ws.meta.value_bounds["y"]
+    assert "\n" not in msg and "column 'y': in_range failed for 4 rows (e.g. 60.0)" in msg, msg
+    assert f"outside [{lo:.6g}, {hi:.6g}]" in msg and "model" in msg, msg
+    assert ei.value.quarantine_path and not list((project / "forecasts").glob("s/*.parquet"))[1:]
+
+    # a refresh that reads the file on another grid is refused before the model sees it
+    df.loc[n - 6:n - 3, "y"] = 10.0
+    df.to_csv(src, index=False)
+    ingest_file(src, name="s", time_col="time", targets=["y"], features=["x"], freq="30min", settings=s)
+    validate_dataset("s", s)
+    with pytest.raises(DataValidationError, match=r"on a 30min grid, s-forecaster v1 was trained on h: re-ingest with "
+                                                  r"--freq h"):
+        forecast_latest("s", s, device="cpu", log_to_mlflow=False)

@@ -51,10 +51,37 @@ CORPUS = {
     "truncated_parquet": ("cut.parquet", "PARQUET", {"fmt": "parquet"}, "parquet", ["Parquet"]),
     "missing_file": ("nowhere.csv", None, {}, "missing_file", ["file not found"]),
     "directory": ("adir.csv", "dir", {}, "directory", ["is a directory"]),
+    # found by the fuzz test (test_ingest_fuzz.py): each was a traceback or a message of several lines
+    "bom_only": ("bom.csv", b"\xef\xbb\xbf", {}, "empty", ["no header and no rows"]),
+    "separator_char_only": ("fs.csv", b"\x1c", {}, "empty", ["no header and no rows"]),
+    "dates_beyond_nanoseconds": ("old.csv", GOOD.replace("2024-01-01 03:00", "0001-01-01 03:00")
+                                 .replace("2024-01-01 09:00", "2024-01-01 09:00").replace("2024-01-01 07:00", "9999-01-01 07:00")
+                                 .encode(), {}, "time_parse", ["2 values are not dates", "first '0001-01-01 03:00' at line 5"]),
+    "header_with_a_line_break": ("nl.csv", ('"da\nte",load,temp\n' + GOOD.split("\n", 1)[1]).encode(), {}, "time_column",
+                                 ["columns found: da\\nte, load, temp"]),
+    "name_twice": ("twice.csv", GOOD.replace("date,load,temp", "date,load, load").encode(), {}, "header",
+                   ["column 'load' appears more than once"]),
+    "ragged_but_header_splits": ("rag.csv", ("date,load,temp\n" + "".join(
+        f"2024-01-01 {h:02d}:00,{h},1{',9' * (h % 2)}\n" for h in range(24))).encode(), {}, "delimiter",
+        ["rows do not split like the header with delimiter ','"]),
     "irregular_no_freq": ("irregular.csv", ("date,load,temp\n" + "".join(
         f"2024-01-01 00:{m:02d},{m},1\n" for m in (0, 1, 3, 7, 12, 20, 31, 45, 58))).encode(), {}, "frequency",
         ["cannot infer a regular frequency", "--freq"]),
 }
+
+
+# every refusal names its remedy: the option or the fix that gets the file in
+REMEDY = {"empty": "export the series with a header line", "header_only": "export the rows below the header",
+          "no_time_col": "pass --time-col", "bad_dates": "fix or remove those rows, or pass --time-format",
+          "non_numeric": "fix or blank those cells", "binary": "export the series as CSV text",
+          "wrong_delimiter": "try --delimiter ';'", "no_delimiter": "pass --delimiter",
+          "ragged_rows": "pass --delimiter if the sniffed one is wrong", "wrong_target": "pass --target with one of them",
+          "wrong_feature": "pass --features with one of them", "fake_parquet": "pass --csv for a CSV file",
+          "truncated_parquet": "again", "missing_file": "check the path", "directory": "pass a file in it",
+          "bom_only": "export the series with a header line", "separator_char_only": "export the series with a header",
+          "dates_beyond_nanoseconds": "fix or remove those rows", "header_with_a_line_break": "pass --time-col",
+          "name_twice": "rename one of them", "ragged_but_header_splits": "pass --delimiter if the sniffed one is wrong",
+          "irregular_no_freq": "pass --freq"}
 
 
 def _make(project: Path, fname: str, content) -> Path:
@@ -80,7 +107,7 @@ def test_corpus_gives_one_clear_line(case, project, settings_for):
         ingest_file(path, settings=settings_for("bad"), **args)
     msg = str(ei.value)
     assert "\n" not in msg and msg.startswith(str(path)), msg
-    for n in needles:
+    for n in needles + [REMEDY[case]]:
         assert n in msg, (n, msg)
     # the input is untouched, nothing half-written, and the quarantine holds the copy and the report
     assert _snapshot(path) == before
@@ -257,3 +284,139 @@ def test_thousands_separators_are_read(project, settings_for):
     p = _daily_csv(project, "th.csv", days.strftime("%Y-%m-%d"), vals)
     res = ingest_file(p, name="th", time_col="when", targets=["value"], settings=settings_for("th"))
     np.testing.assert_allclose(res.frame["value"], [1000.5 + 37 * i for i in range(20)])
+
+
+# ---------------------------------------------------------------- the date order: chosen only when the file says it
+
+def _hourly_csv(project: Path, fname: str, stamps) -> Path:
+    return _make(project, fname, ("when,value\n" + "".join(f"{s},{i}\n" for i, s in enumerate(stamps))).encode())
+
+
+def test_one_bad_date_among_iso_dates_is_refused_not_absorbed_by_a_day_first_reading(project, settings_for):
+    # 800 daily ISO-like stamps: a day-first reading parses every one of them once 2024-13-01 is among them
+    stamps = list(pd.date_range("2013-06-01", periods=800, freq="D").strftime("%Y-%m-%d 00:00"))
+    stamps[300] = "2024-13-01 00:00"
+    p = _hourly_csv(project, "iso.csv", stamps)
+    before = _snapshot(p)
+    with pytest.raises(IngestError) as ei:
+        ingest_file(p, name="iso", time_col="when", targets=["value"], settings=settings_for("iso"))
+    msg = str(ei.value)
+    assert "\n" not in msg and ei.value.rule == "time_parse" and ei.value.count == 1, msg
+    assert "1 values are not dates" in msg and "first '2024-13-01 00:00' at line 302" in msg, msg
+    assert "--time-format" in msg, msg                       # the remedy
+    assert _snapshot(p) == before and not (project / "data" / "iso" / "raw.parquet").exists()
+
+
+def test_three_bad_values_are_counted_as_three_and_the_first_is_named(project, settings_for):
+    stamps = list(pd.date_range("2014-07-01", periods=200, freq="h").strftime("%Y-%m-%d %H:%M"))
+    stamps[3], stamps[20], stamps[150] = "2024-13-01 00:00", "yesterday", "2014-02-30 10:00"
+    p = _hourly_csv(project, "three.csv", stamps)
+    with pytest.raises(IngestError) as ei:
+        ingest_file(p, name="three", time_col="when", targets=["value"], settings=settings_for("three"))
+    assert ei.value.count == 3 and "3 values are not dates" in str(ei.value), str(ei.value)
+    assert "first '2024-13-01 00:00' at line 5" in str(ei.value), str(ei.value)
+
+
+def test_a_typo_does_not_flip_a_month_first_file_to_day_first(project, settings_for):
+    # ten days of hourly month-first stamps (every day <= 12: both orders read them) and one day-first typo
+    t = pd.date_range("2024-01-01", periods=240, freq="h")
+    stamps = list(t.strftime("%m/%d/%Y %H:%M"))
+    stamps[100] = "13/01/2024 04:00"
+    p = _hourly_csv(project, "typo.csv", stamps)
+    with pytest.raises(IngestError) as ei:
+        ingest_file(p, name="typo", time_col="when", targets=["value"], settings=settings_for("typo"))
+    msg = str(ei.value)
+    assert ei.value.count == 1 and "first '13/01/2024 04:00' at line 102" in msg and "month-first" in msg, msg
+    assert "--dayfirst" in msg, msg
+
+
+def test_a_file_that_reads_both_ways_needs_the_order_given(project, settings_for):
+    # the first of each month, day first: or the first twelve days of January, month first
+    stamps = [f"01/{m:02d}/2020" for m in range(1, 13)]
+    p = _hourly_csv(project, "amb.csv", stamps)
+    with pytest.raises(IngestError) as ei:
+        ingest_file(p, name="amb", time_col="when", targets=["value"], settings=settings_for("amb"))
+    msg = str(ei.value)
+    assert ei.value.rule == "date_order" and "\n" not in msg, msg
+    assert "'01/02/2020'" in msg and "--dayfirst" in msg and "--monthfirst" in msg, msg
+    res = ingest_file(p, name="amb", time_col="when", targets=["value"], dayfirst=True, settings=settings_for("amb"))
+    assert list(res.frame["timestamp"]) == list(pd.date_range("2020-01-01", periods=12, freq="MS"))
+    assert res.meta.freq == "MS" and res.meta.extra["time_reading"]["order"] == "day-first"
+    assert res.meta.extra["time_reading"]["chosen"] == "given" and res.meta.extra["dayfirst"] is True
+    res = ingest_file(p, name="amb2", time_col="when", targets=["value"], dayfirst=False, settings=settings_for("amb2"))
+    assert list(res.frame["timestamp"]) == list(pd.date_range("2020-01-01", periods=12, freq="D"))
+    # a re-run (a scheduled refresh) reads the file the way it was read before
+    from cellcast.pipeline.data.ingest import source_of
+    assert source_of("amb", settings_for("amb"))["dayfirst"] is True
+    assert source_of("amb2", settings_for("amb2"))["dayfirst"] is False
+
+
+def test_the_chosen_reading_is_recorded(project, settings_for):
+    days = pd.date_range("2021-01-01", periods=60, freq="D")
+    p = _daily_csv(project, "ddmm2.csv", days.strftime("%d/%m/%Y"), range(60))
+    res = ingest_file(p, name="ddmm2", time_col="when", targets=["value"], settings=settings_for("ddmm2"))
+    reading = res.meta.extra["time_reading"]
+    assert reading["order"] == "day-first" and reading["chosen"] == "detected" and "%d/%m/%Y" in reading["formats"]
+    p = _daily_csv(project, "iso2.csv", days.strftime("%Y-%m-%d"), range(60))
+    res = ingest_file(p, name="iso2", time_col="when", targets=["value"], settings=settings_for("iso2"))
+    assert res.meta.extra["time_reading"]["order"] is None and res.meta.extra["dayfirst"] is None
+
+
+def test_a_given_order_is_obeyed_and_a_value_against_it_is_refused(project, settings_for):
+    days = pd.date_range("2021-01-01", periods=40, freq="D")
+    p = _daily_csv(project, "mdy.csv", days.strftime("%m/%d/%Y"), range(40))
+    with pytest.raises(IngestError) as ei:
+        ingest_file(p, name="mdy", time_col="when", targets=["value"], dayfirst=True, settings=settings_for("mdy"))
+    # January 13th to 31st cannot be day-first; the first nine days of February can (and are read so)
+    assert "read day-first as --dayfirst asks" in str(ei.value) and ei.value.count == 19, str(ei.value)
+    assert "first '01/13/2021' at line 14" in str(ei.value) and "--monthfirst" in str(ei.value)
+
+
+def test_the_line_named_counts_blank_lines_and_quoted_line_breaks(project, settings_for):
+    body = ("when,value,note\n\n2024-01-01 00:00,1,a\n2024-01-01 01:00,2,\"two\nlines\"\n\n"
+            "2024-01-01 02:00,3,c\nnot a date,4,d\n2024-01-01 04:00,5,e\n")
+    p = _make(project, "lines.csv", body.encode())
+    with pytest.raises(IngestError, match="first 'not a date' at line 8"):
+        ingest_file(p, name="lines", time_col="when", targets=["value"], settings=settings_for("lines"))
+
+
+def test_compact_dates_with_a_time_format_are_dates_not_numbers(project, settings_for):
+    days = pd.date_range("2021-01-01", periods=20, freq="D")
+    p = _daily_csv(project, "compact.csv", days.strftime("%Y%m%d"), range(20))
+    with pytest.raises(IngestError, match=r"--time-format %Y%m%d"):
+        ingest_file(p, name="cp", time_col="when", targets=["value"], settings=settings_for("cp"))
+    res = ingest_file(p, name="cp", time_col="when", targets=["value"], time_format="%Y%m%d", settings=settings_for("cp"))
+    assert list(res.frame["timestamp"]) == list(days)
+
+
+def test_cli_ingest_takes_the_date_order(project, cli):
+    p = _hourly_csv(project, "amb.csv", [f"01/{m:02d}/2020" for m in range(1, 13)])
+    args = ["ingest", "--csv", str(p), "--name", "amb", "--time-col", "when", "--target", "value"]
+    r = cli(*args)
+    assert r.exit_code == 2 and "--dayfirst" in r.output, r.output
+    r = cli(*args, "--dayfirst")
+    assert r.exit_code == 0 and "freq MS" in r.output, r.output
+    r = cli(*args, "--monthfirst")
+    assert r.exit_code == 0 and "freq D" in r.output, r.output
+
+
+def test_a_comma_in_a_column_of_decimal_points_is_not_read_as_a_decimal_comma(project, settings_for):
+    days = pd.date_range("2021-01-01", periods=20, freq="D").strftime("%Y-%m-%d")
+    vals = [f"{1000 + i}.5" for i in range(20)]
+    vals[7] = "1,234"                                  # thousands, or a typo: not 1.234
+    p = _make(project, "semi.csv", ("when;value\n" + "".join(f"{d};{v}\n" for d, v in zip(days, vals))).encode())
+    with pytest.raises(IngestError, match=r"1 non-numeric values \(the column writes decimals with '.'\) "
+                                          r"\(first '1,234' at line 9\)"):
+        ingest_file(p, name="semi", time_col="when", targets=["value"], settings=settings_for("semi"))
+    # a column of decimal commas still reads as one
+    p2 = _make(project, "comma.csv", ("when;value\n" + "".join(f"{d};{i},5\n" for i, d in enumerate(days))).encode())
+    res = ingest_file(p2, name="comma", time_col="when", targets=["value"], settings=settings_for("comma"))
+    assert res.meta.decimal == "," and res.frame["value"].iloc[3] == 3.5
+
+
+def test_a_time_format_with_offsets_keeps_the_zone(project, settings_for):
+    t = pd.date_range("2024-03-01", periods=30, freq="h", tz="Europe/Paris")
+    p = _daily_csv(project, "tzf.csv", t.strftime("%d/%m/%Y %H:%M%z"), range(30))
+    res = ingest_file(p, name="tzf", time_col="when", targets=["value"], time_format="%d/%m/%Y %H:%M%z",
+                      settings=settings_for("tzf"))
+    assert res.meta.timezone == "UTC+01:00" and res.frame["timestamp"].iloc[0] == pd.Timestamp("2024-02-29 23:00")

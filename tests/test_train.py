@@ -180,3 +180,17 @@ def test_a_run_cut_short_by_the_time_budget_is_continued_by_a_rerun(ws, tmp_path
     # finished now: a further rerun trains nothing and says how it ended
     done = train_candidate(ws, Candidate("lstm", 8, 1), settings(epochs=3, patience=10), 24, checkpoint_dir=ck)
     assert done.resumed_from == 4 and done.stopped == "max epochs" and len(done.history) == 3
+
+
+def test_the_loss_ignores_filled_targets():
+    # a constant series the naive-anchored model forecasts exactly, but for filled cells set to 100:
+    # with them masked, every loss is 0 (nothing to learn); scored as observations, they would not be
+    n = 600
+    df = pd.DataFrame({"timestamp": pd.date_range("2022-01-01", periods=n, freq="h"), "y": np.full(n, 5.0),
+                       "x": np.cos(np.arange(n) / 3)})
+    df["filled:y"], df["filled:x"] = False, False
+    for a in (100, 200, 300, 450, 520):                       # in train, val and test targets
+        df.loc[a:a + 2, "y"], df.loc[a:a + 2, "filled:y"] = 100.0, True
+    ws = build_windows(df, name="c", variables=["y", "x"], targets=["y"], freq="h", settings=settings(epochs=2))
+    res = train_candidate(ws, Candidate("gru", 8, 1), settings(epochs=2), anchor_season=1)
+    assert res.initial_val_loss == 0.0 and all(h["train_loss"] == 0.0 and h["val_loss"] == 0.0 for h in res.history)

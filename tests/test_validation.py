@@ -37,8 +37,14 @@ def _snap(p: Path):
     return p.read_bytes(), p.stat().st_mtime_ns
 
 
+# every refusal names its remedy
+REMEDY = {"finite": "fix or blank those cells", "unique": "pass --dedupe first|last|mean", "long_gap": "pass --long-gaps "
+          "segment", "in_range": "widen validate.bounds", "min_rows": "supply more rows", "min_windows": "supply more rows"}
+
+
 def assert_rejected(project: Path, name: str, err: DataValidationError, column: str, rule: str, count: int | None):
     msg = str(err)
+    assert REMEDY[rule] in msg, msg
     if rule in ("min_rows", "min_windows"):   # table-level: says what is too short and what to change
         assert "\n" not in msg and f"too short ({rule}): {count} rows, need at least" in msg, msg
         assert "window.lookback" in msg, msg
@@ -71,7 +77,9 @@ def test_clean_series_passes_and_writes_everything(project, settings_for):
     vpq, vjs = project / "data/syn/validated.parquet", project / "data/syn/validated.json"
     meta = json.loads(vjs.read_text())
     assert meta["data_md5"] == hashlib.md5(vpq.read_bytes()).hexdigest()
-    assert meta["report"]["success"] and meta["bounds"]["y"][0] < 9 and meta["bounds"]["y"][1] > 11
+    assert meta["report"]["success"]
+    # no range is profiled from the frame it would check (it could never fail): only declared ones are checked
+    assert meta["bounds"] == {} and rep.bounds == {}
     assert (project / "reports/syn/validation.json").is_file()
     html = list((project / "reports/syn/data_docs").rglob("*.html"))
     assert (project / "reports/syn/data_docs/index.html") in html and len(html) >= 2
@@ -169,13 +177,18 @@ def test_out_of_range(project, settings_for):
     with pytest.raises(DataValidationError) as ei:
         validate_dataset("rng", s)
     assert_rejected(project, "rng", ei.value, "y", "in_range", 1)
-    # forecast time: new data checked against the bounds profiled at training time
-    train = validate_frame(frame(), META, settings_for("rng2", **SMALL), name="rng2")
+    assert "outside [0, 20] (validate.bounds)" in str(ei.value) and "widen validate.bounds" in str(ei.value)
+    # forecast time: new data checked against given bounds (a model's, profiled on its training rows)
     new = frame(50)
-    new.loc[3, "x"] = train.bounds["x"][1] + 1
-    with pytest.raises(DataValidationError, match="column 'x': in_range failed for 1 rows"):
-        validate_frame(new, META, settings_for("rng2", **SMALL), name="rng2", bounds=train.bounds,
-                       require_windows=False)
+    new.loc[3, "x"] = 7.0
+    with pytest.raises(DataValidationError, match=r"column 'x': in_range failed for 1 rows \(e.g. 7.0\): outside "
+                                                  r"\[0, 1\] \(the model's\)"):
+        validate_frame(new, META, settings_for("rng2", **SMALL), name="rng2", bounds={"x": [0, 1]},
+                       bounds_origin="the model's", require_windows=False)
+    # a value far outside every other is not in range merely because the frame itself was profiled
+    wild = frame()
+    wild.loc[7, "y"] = 1e9
+    assert validate_frame(wild, META, settings_for("rng3", **SMALL), name="rng3").bounds == {}
 
 
 def test_too_short_for_one_window(project, settings_for):
@@ -234,3 +247,47 @@ def test_cli_validate(project, settings_for):
     assert r.exit_code == 2 and "--dedupe 'median'" in r.output
     r = run.invoke(app, ["validate", "nothing"])
     assert r.exit_code == 2 and "not ingested" in r.output
+
+
+def test_a_five_row_series_is_refused_saying_how_many_rows_it_needs(project, settings_for):
+    s = settings_for("tiny")                     # params.yaml as shipped: auto window, default test rule
+    ingest_frame(frame(5), project, s, "tiny")
+    with pytest.raises(DataValidationError) as ei:
+        validate_dataset("tiny", s)
+    need = min_rows_for_windows(s, 2, 1)         # a 5-row hourly series resolves to lookback 2, horizon 1
+    assert need > 5
+    assert_rejected(project, "tiny", ei.value, "timestamp", "min_rows", 5)
+    msg = str(ei.value)
+    assert f"5 rows, need at least {need}" in msg and "lookback 2, horizon 1" in msg, msg
+    assert f"{s.ingest.min_test_windows} non-overlapping test windows" in msg and "ingest.min_test_windows" in msg, msg
+
+
+def test_too_few_non_overlapping_test_windows_after_the_policy(project, settings_for):
+    # 60 test rows give 55 test windows of horizon 6: 10 non-overlapping; a break there leaves 4
+    s = settings_for("brk", ingest={"long_gaps": "segment", "min_test_windows": 8}, **SMALL)
+    df = frame(400).drop(index=range(365, 375))
+    with pytest.raises(DataValidationError, match=r"too short \(min_test_windows\): 400 rows leave 4 non-overlapping "
+                                                  r"test window\(s\) of horizon 6, need 8") as ei:
+        validate_frame(df, META, s, name="brk")
+    assert "ingest.min_test_windows" in str(ei.value)
+    ok = validate_frame(frame(400), META, s, name="ok")
+    assert ok.windows["test_origins"] == 10
+
+
+def test_cli_long_gaps_option_and_the_refusal_that_names_it(project, settings_for):
+    from cellcast.commands.data import register
+
+    app = typer.Typer()
+    register(app)
+    run = CliRunner()
+    (project / "params.yaml").write_text((project / "params.yaml").read_text().replace(
+        "datasets:\n", "datasets:\n  gappy:\n    window: {lookback: 24, horizon: 6}\n", 1))
+    ingest_frame(frame(400).drop(index=range(200, 210)), project, settings_for("gappy"), "gappy")
+    r = run.invoke(app, ["validate", "gappy"])
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and "long_gap failed" in lines[0], r.output
+    assert "--long-gaps segment" in lines[0] and "ingest.max_fill_steps" in lines[0], r.output
+    r = run.invoke(app, ["validate", "gappy", "--long-gaps", "segment"])
+    assert r.exit_code == 0 and "1 breaks" in r.output, r.output
+    r = run.invoke(app, ["validate", "gappy", "--long-gaps", "bridge"])
+    assert r.exit_code == 2 and "--long-gaps 'bridge': must be one of reject, segment" in r.output, r.output

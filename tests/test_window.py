@@ -23,8 +23,8 @@ def frame(n=2000, freq="h", seed=0):
     })
 
 
-def settings(lookback=48, horizon=12, **window):
-    return Params(window={"lookback": lookback, "horizon": horizon, **window}).for_dataset("t")
+def settings(lookback=48, horizon=12, ingest=None, **window):
+    return Params(window={"lookback": lookback, "horizon": horizon, **window}, ingest=ingest or {}).for_dataset("t")
 
 
 def make(df=None, **kw):
@@ -144,3 +144,119 @@ def test_auto_lookback_shrinks_for_a_short_series():
     df = frame(300, freq="D")
     ws = build_windows(df, name="t", variables=["load", "temp"], targets=["load"], freq="D", settings=s)
     assert min(ws.meta.counts.values()) > 0
+
+
+def test_the_window_stage_wants_enough_non_overlapping_test_windows():
+    # 200 rows: 30 test rows, 19 test windows of horizon 12: 2 that do not overlap
+    with pytest.raises(DataValidationError, match=r"2 non-overlapping test window\(s\) of horizon 12, need 3"):
+        make(frame(200), ingest={"min_test_windows": 3})
+    assert len(make(frame(200), ingest={"min_test_windows": 2}).starts["test"]) == 19
+
+
+# ---------------------------------------------------------------- filled points: never read past an origin, never scored
+
+def _filled(df: pd.DataFrame, settings_over: dict | None = None):
+    """The validation policy on `df` (short gaps interpolated), then the windows of its result."""
+    from cellcast.pipeline.data.validation import validate_frame
+
+    s = Params(window={"lookback": 48, "horizon": 12}, **(settings_over or {})).for_dataset("t")
+    rep = validate_frame(df, {"targets": ["load"], "features": ["temp"], "freq": "h"}, s, name="t", quarantine=False)
+    ws = build_windows(rep.frame, name="t", variables=["load", "temp"], targets=["load"], freq="h", settings=s)
+    return rep, ws
+
+
+def test_validated_frame_says_which_cells_were_filled():
+    df = frame()
+    df.loc[500:502, "load"] = np.nan                  # 3 cells of one column
+    df = df.drop(index=[900, 901])                    # 2 missing grid points: both columns
+    rep, ws = _filled(df)
+    out = rep.frame
+    assert out["filled:load"].sum() == 5 and out["filled:temp"].sum() == 2
+    assert out.loc[500:502, "filled:load"].all() and not out.loc[499, "filled:load"]
+    assert rep.filled == {"load": 5, "temp": 2}
+    assert ws.filled is not None and ws.filled.sum() == 7
+
+
+def test_no_window_reads_a_value_interpolated_from_after_its_origin():
+    df = frame()
+    df.loc[1000:1003, ["load", "temp"]] = np.nan      # a gap filled from rows 999 and 1004
+    later = df.copy()
+    later.loc[1004:, ["load", "temp"]] += 50.0        # everything after the gap differs
+    (_, a), (_, b) = _filled(df), _filled(later)
+    L = a.meta.lookback
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(a.starts[split], b.starts[split])
+        s = a.starts[split]
+        before = s[s + L - 1 < 1004]                  # origins before the row the fill was drawn from
+        xa, _ = a.batch(before)
+        xb, _ = b.batch(before)
+        np.testing.assert_array_equal(xa, xb)         # their inputs cannot know what came after them
+    every = np.concatenate(list(a.starts.values()))
+    assert not ((every + L - 1 >= 1000) & (every + L - 1 <= 1003)).any()   # no origin inside the gap
+    assert ((every + L - 1 >= 1004) & (every <= 1000)).any()               # windows reading the fill after it: kept
+
+
+def test_filled_targets_are_masked_and_windows_with_only_filled_targets_dropped():
+    df = frame()
+    df.loc[1500:1503, "load"] = np.nan
+    _, ws = _filled(df)
+    L, H = ws.meta.lookback, ws.meta.horizon
+    s = ws.starts["val"]
+    m = ws.target_mask(s)
+    assert m.shape == (len(s), H, 1) and m.dtype == bool
+    rows = s[:, None] + L + np.arange(H)[None, :]
+    np.testing.assert_array_equal(~m[:, :, 0], (rows >= 1500) & (rows <= 1503))
+    assert ws.target_mask(ws.starts["train"]) is not None
+    # horizon 1: the windows whose one target is a fill have nothing to score and are gone
+    df2 = frame()
+    df2.loc[1500:1503, "load"] = np.nan
+    s2 = Params(window={"lookback": 48, "horizon": 1}).for_dataset("t")
+    from cellcast.pipeline.data.validation import validate_frame
+    rep = validate_frame(df2, {"targets": ["load"], "features": ["temp"], "freq": "h"}, s2, name="t", quarantine=False)
+    ws2 = build_windows(rep.frame, name="t", variables=["load", "temp"], targets=["load"], freq="h", settings=s2)
+    every = np.concatenate(list(ws2.starts.values()))
+    assert not np.isin(np.arange(1500, 1504) - 48, every).any()
+
+
+def test_scaler_and_window_files_keep_the_fill_mask(tmp_path):
+    df = frame()
+    df.loc[100:103, "load"] = 1e6                     # absurd values where the cells were filled ...
+    df["filled:load"] = False
+    df["filled:temp"] = False
+    df.loc[100:103, "filled:load"] = True             # ... are not observations: the scaler ignores them
+    s = settings()
+    s.paths.data = tmp_path / "data"
+    ws = build_windows(df, name="t", variables=["load", "temp"], targets=["load"], freq="h", settings=s)
+    assert ws.meta.mean[0] < 20
+    save_windows(ws, s)
+    back = load_windows("t", s)
+    np.testing.assert_array_equal(back.filled, ws.filled)
+    tw = back.to_torch("cpu")
+    idx = back.starts["train"][:5]
+    np.testing.assert_array_equal(tw.target_mask(torch.from_numpy(idx)).numpy(), back.target_mask(idx))
+    idx = np.concatenate([back.starts[k] for k in ("train", "val", "test")])   # the GPU path, gathered the same way
+    np.testing.assert_array_equal(tw.device_target_mask(torch.from_numpy(idx)).numpy(), back.target_mask(idx))
+    assert back.target_mask(idx)[:, :, 0].sum() < back.target_mask(idx).size   # some targets really are masked
+    assert make().filled is None and make().target_mask(make().starts["test"]) is None
+
+
+# ---------------------------------------------------------------- plausible bounds: profiled on the training rows
+
+def test_bounds_are_profiled_on_observed_training_rows_only():
+    df = frame()
+    a = make(df)
+    train = df.iloc[: a.meta.bounds["val"]]
+    lo, hi = train["load"].min(), train["load"].max()
+    t = Params().validate_.profile_tolerance
+    assert a.meta.value_bounds["load"] == pytest.approx([lo - t * (hi - lo), hi + t * (hi - lo)])
+    assert set(a.meta.value_bounds) == {"load", "temp"}
+    later = df.copy()
+    later.loc[a.meta.bounds["val"]:, "load"] *= 1000             # validation and test rows do not move them
+    assert make(later).meta.value_bounds == a.meta.value_bounds
+    filled = df.copy()
+    filled.loc[10:12, "load"], filled["filled:load"] = 1e6, False
+    filled.loc[10:12, "filled:load"] = True                      # nor do filled cells
+    assert make(filled).meta.value_bounds["load"] == pytest.approx(a.meta.value_bounds["load"], rel=0.05)
+    declared = Params(window={"lookback": 48, "horizon": 12}, validate={"bounds": {"load": [0, 20]}}).for_dataset("t")
+    ws = build_windows(df, name="t", variables=["load", "temp"], targets=["load"], freq="h", settings=declared)
+    assert ws.meta.value_bounds["load"] == [0, 20]               # declared ranges win

@@ -40,6 +40,9 @@ def register(app: typer.Typer) -> None:
         time_format: Optional[str] = typer.Option(None, "--time-format",
                                                   help="strftime format of the time column, e.g. %d/%m/%Y %H:%M (else detected)"),
         time_unit: Optional[str] = typer.Option(None, "--time-unit", help="the time column holds Unix times in s | ms | us | ns"),
+        dayfirst: Optional[bool] = typer.Option(None, "--dayfirst/--monthfirst",
+                                                help="dates are day-first (31/01/2024) or month-first (01/31/2024); "
+                                                     "else read so only where the file is unambiguous about it"),
     ) -> None:
         """Read a CSV/Parquet file or a bundled dataset into data/NAME/raw.parquet + raw.json."""
         from cellcast.pipeline.data.ingest import ingest_bundled, ingest_file
@@ -58,12 +61,14 @@ def register(app: typer.Typer) -> None:
             res = ingest_file(csv or parquet, name=name, time_col=time_col, targets=list(target),
                               features=[f.strip() for f in features.split(",") if f.strip()], freq=freq,
                               fmt="csv" if csv else "parquet", delimiter=delimiter, time_format=time_format,
-                              time_unit=time_unit, settings=settings_for(name))
+                              time_unit=time_unit, dayfirst=dayfirst, settings=settings_for(name))
         m = res.meta
         g = m.gaps
         typer.echo(f"{res.parquet_path}: {m.rows} rows, {m.start} .. {m.end}, freq {m.freq} ({m.freq_source}), "
                    f"{g['count']} gaps ({g['missing_steps']} missing steps, longest {g['longest_steps']}), "
-                   f"{m.duplicates} duplicated timestamps")
+                   f"{m.duplicates} duplicated timestamps"
+                   + (f", dates read {m.extra['time_reading']['order']}" if (m.extra.get("time_reading") or {}).get("order")
+                      else ""))
 
     @app.command()
     @friendly
@@ -71,17 +76,25 @@ def register(app: typer.Typer) -> None:
         name: str = typer.Argument(..., help="dataset name (ingested under data/NAME)"),
         dedupe: Optional[str] = typer.Option(None, "--dedupe", help="duplicated timestamps: reject|first|last|mean "
                                                                     "(overrides params.yaml)"),
+        long_gaps: Optional[str] = typer.Option(None, "--long-gaps", help="gaps longer than ingest.max_fill_steps: "
+                                                "reject|segment (kept as breaks no window crosses; overrides params.yaml)"),
     ) -> None:
         """Validate data/NAME/raw.parquet (GX suite + gap/duplicate policy) into validated.parquet."""
         from cellcast.pipeline.data.validation import validate_dataset
         settings = settings_for(name)
-        if dedupe is not None:
-            if dedupe not in ("reject", "first", "last", "mean"):
-                raise ConfigError(f"--dedupe '{dedupe}': must be one of reject, first, last, mean")
-            settings = settings.model_copy(update={"ingest": settings.ingest.model_copy(update={"dedupe": dedupe})})
+        policy = {}
+        for opt, value, allowed in (("--dedupe", dedupe, ("reject", "first", "last", "mean")),
+                                    ("--long-gaps", long_gaps, ("reject", "segment"))):
+            if value is not None:
+                if value not in allowed:
+                    raise ConfigError(f"{opt} '{value}': must be one of {', '.join(allowed)}")
+                policy[opt[2:].replace("-", "_")] = value
+        if policy:
+            settings = settings.model_copy(update={"ingest": settings.ingest.model_copy(update=policy)})
         rep = validate_dataset(name, settings)
         filled = sum(rep.filled.values())
         typer.echo(f"{name}: valid, {rep.rows_in} -> {rep.rows_out} rows, {filled} points filled, "
                    f"{len(rep.breaks)} breaks, {rep.dedupe.get('duplicated_rows', 0)} duplicates resolved, "
-                   f"windows train/val/test {rep.windows.get('train')}/{rep.windows.get('val')}/{rep.windows.get('test')}"
+                   f"windows train/val/test {rep.windows.get('train')}/{rep.windows.get('val')}/{rep.windows.get('test')} "
+                   f"({rep.windows.get('test_origins')} non-overlapping test windows)"
                    f"; report {rep.report_path}")

@@ -2,14 +2,16 @@
   duplicated timestamps  reject | first | last | mean
   clock drift            timestamps snapped to the nearest point of the regular grid
   gaps and NaN cells     runs up to `max_fill_steps` interpolated linearly (the grid is regular, so
-                         this is time-wise); longer runs: reject, or segment (kept as NaN rows that
-                         mark a break: no window crosses them)
+                         this is time-wise) and marked in a `filled:<column>` column (not observed:
+                         no window's origin lies on one, no loss or metric scores one); longer runs:
+                         reject, or segment (kept as NaN rows that mark a break: no window crosses them)
 What it did is written into the ValidationReport; a refusal is a RuleFailure."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from ..catalog import filled_column
 from ..config import Settings
 from .findings import RuleFailure, ValidationReport
 from .frequency import grid_positions
@@ -72,6 +74,7 @@ def apply_policy(df: pd.DataFrame, rep: ValidationReport, cols: list[str], setti
     k = pol.max_fill_steps
     ts = df["timestamp"]
     long_rows = np.zeros(len(df), dtype=bool)
+    filled = {}
     for c in cols:
         miss = df[c].isna().to_numpy()
         if not miss.any():
@@ -87,9 +90,10 @@ def apply_policy(df: pd.DataFrame, rep: ValidationReport, cols: list[str], setti
                                       "start": str(ts.iloc[a]), "end": str(ts.iloc[b - 1]), "steps": b - a})
                 long_rows[a:b] = True
         if short.any():
-            filled = df[c].interpolate(method="linear", limit_area="inside")
-            df.loc[short, c] = filled[short]
+            values = df[c].interpolate(method="linear", limit_area="inside")
+            df.loc[short, c] = values[short]
             rep.filled[c] = int(short.sum())
+            filled[c] = short
 
     if rep.long_runs:
         worst = max(rep.long_runs, key=lambda r: r["steps"])
@@ -106,4 +110,6 @@ def apply_policy(df: pd.DataFrame, rep: ValidationReport, cols: list[str], setti
         df.loc[long_rows, cols] = np.nan
         rep.breaks = [{"start": str(ts.iloc[a]), "end": str(ts.iloc[b - 1]), "steps": b - a}
                       for a, b in _runs(long_rows)]
+    for c in cols:
+        df[filled_column(c)] = filled.get(c, np.zeros(len(df), dtype=bool)) & ~long_rows
     return df

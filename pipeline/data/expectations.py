@@ -84,7 +84,7 @@ def run_suite(df: pd.DataFrame, name: str, cols: list[str], dedupe: str, bounds:
                 count = len(df)
             examples = row["examples"] or ([row["observed_value"]] if row["observed_value"] else [])
             if rule == "min_rows":
-                examples = [f"{len(df)} rows, need at least {min_rows} for one train, validation and test window each"]
+                examples = [f"{len(df)} rows, need at least {min_rows}"]
             failed.append(RuleFailure(col, rule, int(count), examples))
     if docs_dir is not None:
         index = str(docs_dir / "index.html")

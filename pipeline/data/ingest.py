@@ -123,11 +123,13 @@ def _check_options(time_col: str, targets: list[str], features: list[str]) -> No
 
 def ingest_file(path: str | Path, *, name: str, time_col: str, targets: list[str], features: list[str] | None = None,
                 freq: str | None = None, fmt: Literal["csv", "parquet"] | None = None, delimiter: str | None = None,
-                time_format: str | None = None, time_unit: str | None = None, settings: Settings) -> IngestResult:
+                time_format: str | None = None, time_unit: str | None = None, dayfirst: bool | None = None,
+                settings: Settings) -> IngestResult:
     """Read a CSV or Parquet file into data/NAME/raw.parquet + raw.json. Failures: IngestError, input quarantined.
 
-    time_format: a strftime format for the time column (else detected, day-first readings included);
-    time_unit: s | ms | us | ns when the time column holds Unix times."""
+    time_format: a strftime format for the time column (else detected); dayfirst: True (day-first dates) or
+    False (month-first), else chosen only where the file is unambiguous about it; time_unit: s | ms | us | ns
+    when the time column holds Unix times. The reading used is recorded in raw.json (`extra.time_reading`)."""
     _check_name(name)
     features = list(features or [])
     targets = list(targets)
@@ -139,14 +141,15 @@ def ingest_file(path: str | Path, *, name: str, time_col: str, targets: list[str
     declared = to_freq(freq) if freq else None
     try:
         if not path.exists():
-            raise IngestError.broken("missing_file", f"{path}: file not found")
+            raise IngestError.broken("missing_file", f"{path}: file not found; check the path (relative paths start in "
+                                     f"{Path.cwd()})")
         if path.is_dir():
-            raise IngestError.broken("directory", f"{path}: is a directory, not a CSV or Parquet file")
+            raise IngestError.broken("directory", f"{path}: is a directory, not a CSV or Parquet file; pass a file in it")
         kind = detect_format(path, fmt)
         sha = sha256_file(path)
         df, info = read_csv(path, delimiter) if kind == "csv" else read_parquet(path)
         out, more = canonical_frame(path, df, time_col, targets, features, kind, info.get("delimiter"), time_format,
-                                    time_unit)
+                                    time_unit, dayfirst, info.get("encoding"))
         f = declared or infer_freq(out["timestamp"], str(path))
     except (IngestError, ConfigError) as e:
         _quarantine(name, path, e, settings, {"format": fmt, "time_col": time_col, "targets": targets,
@@ -157,7 +160,10 @@ def ingest_file(path: str | Path, *, name: str, time_col: str, targets: list[str
                       freq_source="declared" if declared else "inferred", timezone=more["timezone"],
                       unsorted=more["unsorted"], ingested_at=datetime.now(timezone.utc).isoformat(),
                       delimiter=info.get("delimiter"), encoding=info.get("encoding"), decimal=more["decimal"],
-                      extra={"time_format": time_format, "time_unit": time_unit}, **_describe(out, f))
+                      extra={"time_format": time_format, "time_unit": time_unit, "time_reading": more["time_reading"],
+                             # the order read, so a re-run of a grown file reads it the same way
+                             "dayfirst": {"day-first": True, "month-first": False}.get(more["time_reading"]["order"])},
+                      **_describe(out, f))
     return _write(name, out, meta, settings)
 
 
@@ -190,4 +196,5 @@ def source_of(name: str, settings: Settings) -> dict | None:
             "features": meta.get("features") or [], "fmt": meta.get("format"), "delimiter": meta.get("delimiter"),
             "freq": meta["freq"] if meta.get("freq_source") == "declared" else None,
             "time_format": (meta.get("extra") or {}).get("time_format"),
-            "time_unit": (meta.get("extra") or {}).get("time_unit")}
+            "time_unit": (meta.get("extra") or {}).get("time_unit"),
+            "dayfirst": (meta.get("extra") or {}).get("dayfirst")}

@@ -12,7 +12,6 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ..catalog import quarantine_dir, raw_paths, read_raw, validated_paths
@@ -22,31 +21,20 @@ from ..files import md5_file, write_json, write_parquet
 from .cleaning import apply_policy
 from .expectations import run_suite
 from .findings import RuleFailure, ValidationReport
-from .window import complete_windows, resolve_window, split_bounds, window_starts
+from .window import (filled_mask, profile_bounds, resolve_window, split_bounds, test_origins, usable_windows,
+                     window_shortfall, window_starts)
 
 __all__ = ["ValidationReport", "validate_frame", "validate_dataset", "profile_bounds", "min_rows_for_windows"]
 
 
-def profile_bounds(df: pd.DataFrame, columns: list[str], tolerance: float) -> dict[str, list[float]]:
-    """[min - t*range, max + t*range] of each column's finite values (a constant column gets +-t*|value| or +-t)."""
-    out = {}
-    for c in columns:
-        v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype="float64")
-        v = v[np.isfinite(v)]
-        if not len(v):
-            continue
-        lo, hi = float(v.min()), float(v.max())
-        span = (hi - lo) or (abs(hi) or 1.0)
-        out[c] = [lo - tolerance * span, hi + tolerance * span]
-    return out
-
 def min_rows_for_windows(settings: Settings, lookback: int, horizon: int) -> int:
-    """The fewest rows (with no breaks) that give `min_windows` windows in each of train/val/test."""
-    w, need = settings.window, settings.ingest.min_windows
+    """The fewest rows (with no breaks) that give `min_windows` windows in each of train/val/test and
+    `min_test_windows` non-overlapping test windows."""
+    w = settings.window
 
     def ok(n: int) -> bool:
         v, t = split_bounds(n, w.val_fraction, w.test_fraction)
-        return all(len(s) >= need for s in window_starts(n, lookback, horizon, v, t, w.stride).values())
+        return window_shortfall(window_starts(n, lookback, horizon, v, t, w.stride), horizon, settings) is None
 
     lo, hi = lookback + horizon, lookback + horizon
     while not ok(hi):
@@ -59,20 +47,22 @@ def min_rows_for_windows(settings: Settings, lookback: int, horizon: int) -> int
     return hi
 
 
-def _check_windows(df: pd.DataFrame, rep: ValidationReport, cols: list[str], settings: Settings) -> None:
+def _check_windows(df: pd.DataFrame, rep: ValidationReport, cols: list[str], targets: list[str],
+                   settings: Settings) -> None:
     lookback, horizon = resolve_window(settings, rep.freq, len(df))
     w = settings.window
     n = len(df)
     v, t = split_bounds(n, w.val_fraction, w.test_fraction)
-    valid = complete_windows(df[cols].to_numpy(dtype="float64"), lookback + horizon)
+    # the windows the window stage will cut: no break crossed, no filled origin, an observed target
+    valid = usable_windows(df[cols].to_numpy(dtype="float64"), filled_mask(df, cols), lookback, horizon,
+                           [cols.index(c) for c in targets])
     starts = window_starts(n, lookback, horizon, v, t, w.stride, valid)
-    rep.windows = {"lookback": lookback, "horizon": horizon, **{k: int(len(s)) for k, s in starts.items()}}
-    need = settings.ingest.min_windows
-    short = [(k, len(s)) for k, s in starts.items() if len(s) < need]
+    rep.windows = {"lookback": lookback, "horizon": horizon, **{k: int(len(s)) for k, s in starts.items()},
+                   "test_origins": test_origins(starts["test"], horizon)}
+    short = window_shortfall(starts, horizon, settings)
     if short:
-        k, got = short[0]
-        raise RuleFailure("timestamp", "min_windows", n,
-                      [f"{k} has {got} window(s) of lookback {lookback} + horizon {horizon}, need {need}"])
+        rule, what = short
+        raise RuleFailure("timestamp", rule, n, [f"{n} rows leave {what}"])
 
 
 # ---------------------------------------------------------------- entry points
@@ -81,22 +71,52 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-def _message(source: str, f: RuleFailure) -> str:
-    if f.rule in ("min_rows", "min_windows"):   # a rule on the whole table, not on a column's values
-        return (f"{source}: too short ({f.rule}): {'; '.join(str(x) for x in f.examples[:1])}; "
-                f"shorten window.lookback / window.horizon in params.yaml or supply more rows")
-    eg = f" (e.g. {', '.join(str(x) for x in f.examples[:3])})" if f.examples else ""
-    return f"{source}: column '{f.column}': {f.rule} failed for {f.count} rows{eg}"
+_TOO_SHORT = ("min_rows", "min_windows", "min_test_windows")   # rules on the whole table, not on a column's values
+
+# what to do about each broken rule: every refusal names its remedy
+_REMEDY = {
+    "unique": "pass --dedupe first|last|mean to merge them (or set ingest.dedupe in params.yaml)",
+    "long_gap": "pass --long-gaps segment to keep such runs as breaks no window crosses (ingest.long_gaps), or raise "
+                "ingest.max_fill_steps in params.yaml to fill them",
+    "finite": "fix or blank those cells at the source (blank cells are filled up to ingest.max_fill_steps)",
+    "not_null": "a column empty in every row cannot be a variable: drop it from --features / --target and re-ingest",
+    "increasing": "re-ingest the file (cellcast ingest sorts the rows)",
+    "numeric": "re-ingest the file (cellcast ingest writes numeric columns)",
+    "exists": "re-ingest the file with --target / --features naming its columns",
+    "in_range": "fix those values at the source, or widen validate.bounds in params.yaml",
+}
+_MODEL_RANGE = ("check the data; if such values are real now, widen validate.profile_tolerance (or declare "
+                "validate.bounds) in params.yaml and retrain")
+
+
+def _message(source: str, f: RuleFailure, rep: ValidationReport | None = None, bounds_origin: str | None = None) -> str:
+    if f.rule in _TOO_SHORT:
+        what = "; ".join(str(x) for x in f.examples[:1]) + (f" {f.detail}" if f.detail else "")
+        return (f"{source}: too short ({f.rule}): {what}: supply more rows, or shorten window.lookback / "
+                f"window.horizon or lower ingest.min_windows / ingest.min_test_windows in params.yaml")
+    shown = list(dict.fromkeys(str(x) for x in f.examples))[:3]      # distinct examples
+    eg = f" (e.g. {', '.join(shown)})" if shown else ""
+    remedy = _REMEDY.get(f.rule, "fix the data at the source")
+    if f.rule == "in_range" and rep is not None and f.column in rep.bounds:
+        lo, hi = rep.bounds[f.column]
+        given = rep.bounds_source.get(f.column) == "given"
+        eg += f": outside [{lo:.6g}, {hi:.6g}] ({bounds_origin or 'given'})" if given else \
+            f": outside [{lo:.6g}, {hi:.6g}] (validate.bounds)"
+        remedy = _MODEL_RANGE if given else remedy
+    return f"{source}: column '{f.column}': {f.rule} failed for {f.count} rows{eg}; {remedy}"
 
 
 def validate_frame(df: pd.DataFrame, meta: dict, settings: Settings, *, name: str, report_dir: str | Path | None = None,
-                   bounds: dict[str, list[float]] | None = None, require_windows: bool = True,
-                   source: str | None = None, quarantine: bool = True) -> ValidationReport:
+                   bounds: dict[str, list[float]] | None = None, bounds_origin: str | None = None,
+                   require_windows: bool = True, source: str | None = None, quarantine: bool = True) -> ValidationReport:
     """Validate a canonical frame and apply the policy; `report.frame` is the validated frame.
 
-    `meta` needs targets, features and freq (raw.json has them). `bounds` (e.g. those profiled at
-    training time, validated.json `bounds`) win over params and profiling. With `report_dir`, the
-    report (validation.json) and Data Docs are written there, on failure too. Raises DataValidationError.
+    `meta` needs targets, features and freq (raw.json has them). Values are checked against the ranges
+    declared in params.yaml (validate.bounds) and `bounds` (a model's, profiled on its training rows:
+    ONNX metadata `bounds`), which win; `bounds_origin` says whose they are in a refusal. Nothing is
+    profiled from the frame itself: a range drawn from the values it judges could never fail. With
+    `report_dir`, the report (validation.json) and Data Docs are written there, on failure too. Raises
+    DataValidationError.
     """
     t0 = datetime.now(timezone.utc)
     cols = list(meta["targets"]) + list(meta.get("features") or [])
@@ -105,14 +125,10 @@ def validate_frame(df: pd.DataFrame, meta: dict, settings: Settings, *, name: st
                            policy=settings.ingest.model_dump())
     report_dir = Path(report_dir) if report_dir is not None else None
 
-    # bounds: explicit > declared in params > profiled from this data
+    # bounds: given (a model's) > declared in params
     declared = {c: list(v) for c, v in settings.validate_.bounds.items() if c in cols}
-    present = [c for c in cols if c in df.columns]
-    profiled = profile_bounds(df, [c for c in present if c not in declared and c not in (bounds or {})],
-                              settings.validate_.profile_tolerance)
-    rep.bounds = {**profiled, **declared, **{c: list(v) for c, v in (bounds or {}).items() if c in cols}}
-    rep.bounds_source = {c: ("given" if c in (bounds or {}) else "params" if c in declared else "profiled")
-                         for c in rep.bounds}
+    rep.bounds = {**declared, **{c: list(v) for c, v in (bounds or {}).items() if c in cols}}
+    rep.bounds_source = {c: ("given" if c in (bounds or {}) else "params") for c in rep.bounds}
 
     min_rows = None
     if require_windows:
@@ -120,17 +136,22 @@ def validate_frame(df: pd.DataFrame, meta: dict, settings: Settings, *, name: st
         min_rows = min_rows_for_windows(settings, lookback, horizon)
     docs = report_dir / "data_docs" if report_dir is not None else None
     rep.gx, failed, rep.data_docs = run_suite(df, name, cols, settings.ingest.dedupe, rep.bounds, min_rows, docs)
+    for f in failed:
+        if f.rule == "min_rows":   # what the row count is for
+            i, w = settings.ingest, settings.window
+            f.detail = (f"for lookback {lookback}, horizon {horizon} and test_fraction {w.test_fraction:g} "
+                        f"({i.min_windows} window(s) per split, {i.min_test_windows} non-overlapping test windows)")
     rep.failures = [f.as_dict() for f in failed]
     try:
         if failed:
             raise failed[0]
         out = apply_policy(df[["timestamp", *cols]], rep, cols, settings)
         if require_windows:
-            _check_windows(out, rep, cols, settings)
+            _check_windows(out, rep, cols, list(meta["targets"]), settings)
     except RuleFailure as f:
         if f.as_dict() not in rep.failures:
             rep.failures.append(f.as_dict())
-        rep.error = _message(source, f)
+        rep.error = _message(source, f, rep, bounds_origin)
         rep.seconds = (datetime.now(timezone.utc) - t0).total_seconds()
         _fail(rep, df, meta, settings, report_dir, quarantine)
     rep.success, rep.rows_out, rep.frame = True, int(len(out)), out

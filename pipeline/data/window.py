@@ -6,6 +6,13 @@ its targets lie inside it; train windows lie wholly inside train, so nothing a m
 on comes from later rows. Validation and test windows may read inputs from earlier splits: that is
 history a forecaster would have at that time, not leakage.
 
+Cells the gap policy filled (validated.parquet `filled:<variable>`) are interpolated from the
+observations on both sides. A window reads a fill from after its origin (its last input row) only
+when the origin itself lies in the filled run, so no window's origin is a filled row: every input is
+then known at the origin. Filled targets are not observations: `target_mask` leaves them out of the
+loss and the metrics, and a window with no observed target is dropped. The scaler and the plausible
+bounds are fitted on observed training cells only.
+
 Windows are never materialised: `WindowSet.view()` is a `sliding_window_view` of the series (no copy),
 and a batch gathers only the rows it needs, on the CPU from numpy or on a GPU from a device-resident
 series (`TorchWindows`).
@@ -19,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..catalog import read_validated, window_paths
+from ..catalog import filled_column, read_validated, window_paths
 from ..config import Settings
 from ..errors import DataValidationError, NotFoundError
 from .frequency import seasons_for
@@ -67,6 +74,9 @@ class WindowMeta:
     split_times: dict[str, list[str]]      # first and last timestamp of each split's rows
     data_md5: str | None = None
     seasons: list[int] = field(default_factory=list)
+    # plausible range of each variable: declared (validate.bounds) or profiled on the observed training
+    # cells; travels with the model (ONNX metadata `bounds`) and checks new data at forecast and serve time
+    value_bounds: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def target_idx(self) -> list[int]:
@@ -74,13 +84,18 @@ class WindowMeta:
 
 
 class WindowSet:
-    """A series with its splits. `values` may hold NaN rows where a long gap was kept as a break."""
+    """A series with its splits. `values` may hold NaN rows where a long gap was kept as a break;
+    `filled` (rows, variables) marks the cells the gap policy filled (None: every cell observed)."""
 
-    def __init__(self, values: np.ndarray, timestamps: np.ndarray, meta: WindowMeta, starts: dict[str, np.ndarray]):
+    def __init__(self, values: np.ndarray, timestamps: np.ndarray, meta: WindowMeta, starts: dict[str, np.ndarray],
+                 filled: np.ndarray | None = None):
         self.values = np.ascontiguousarray(values, dtype=np.float32)
         self.timestamps = timestamps
         self.meta = meta
         self.starts = starts
+        self.filled = np.ascontiguousarray(filled, dtype=bool) if filled is not None and filled.any() else None
+        # per row, per target: observed (True) or filled; the view target_mask() windows over
+        self._observed = None if self.filled is None else ~self.filled[:, meta.target_idx]
 
     # --- views and batches -------------------------------------------------------------------
     @property
@@ -98,8 +113,21 @@ class WindowSet:
         L = self.meta.lookback
         return w[:, :L, :], w[:, L:, :][:, :, self.meta.target_idx]
 
+    def target_mask(self, starts: np.ndarray) -> np.ndarray | None:
+        """(B, horizon, T) bool: which targets of the windows at `starts` were observed (False: filled, not to
+        be scored). None when no cell was filled."""
+        if self._observed is None:
+            return None
+        v = np.lib.stride_tricks.sliding_window_view(self._observed, self.meta.horizon, axis=0)  # (n, T, H), a view
+        return v[np.asarray(starts) + self.meta.lookback].transpose(0, 2, 1)
+
     def target_series(self) -> np.ndarray:
         return self.values[:, self.meta.target_idx]
+
+    def observed_target_series(self) -> np.ndarray:
+        """The targets with filled cells as NaN: observations only."""
+        y = self.target_series()
+        return y if self._observed is None else np.where(self._observed, y, np.nan)
 
     def to_torch(self, device="cpu") -> "TorchWindows":
         return TorchWindows(self, device)
@@ -117,6 +145,8 @@ class TorchWindows:
         self.windows = self.series.unfold(0, ws.span, 1)          # (n, V, span), a view
         self.target_idx = torch.tensor(ws.meta.target_idx, device=self.device)
         self.starts = {k: torch.from_numpy(v).to(self.device) for k, v in ws.starts.items()}
+        self.observed = None if ws._observed is None else \
+            torch.from_numpy(ws._observed).to(self.device).unfold(0, ws.meta.horizon, 1)   # (n, T, H), a view
 
     def batch(self, idx):
         L = self.ws.meta.lookback
@@ -129,8 +159,37 @@ class TorchWindows:
         w = self.windows[idx].transpose(1, 2)                      # (B, span, V): copies the batch only
         return w[:, :L, :], w[:, L:, :].index_select(2, self.target_idx)
 
+    def target_mask(self, idx):
+        """(B, horizon, T) float, 1 where a target was observed, 0 where filled; None when nothing was filled."""
+        if self.observed is None:
+            return None
+        if self.device.type == "cpu":
+            import torch
+
+            return torch.from_numpy(np.ascontiguousarray(self.ws.target_mask(idx.numpy()), dtype=np.float32))
+        return self.device_target_mask(idx)
+
+    def device_target_mask(self, idx):
+        """target_mask gathered from the device-resident unfold view (the GPU path; runs on any device)."""
+        return self.observed[idx + self.ws.meta.lookback].transpose(1, 2).float()
+
 
 # --- building ------------------------------------------------------------------------------------
+
+def profile_bounds(df: pd.DataFrame, columns: list[str], tolerance: float) -> dict[str, list[float]]:
+    """[min - t*range, max + t*range] of each column's finite values (a constant column gets +-t*|value| or +-t).
+    Profile rows other than those it will check: a range drawn from the values it judges cannot fail."""
+    out = {}
+    for c in columns:
+        v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype="float64")
+        v = v[np.isfinite(v)]
+        if not len(v):
+            continue
+        lo, hi = float(v.min()), float(v.max())
+        span = (hi - lo) or (abs(hi) or 1.0)
+        out[c] = [lo - tolerance * span, hi + tolerance * span]
+    return out
+
 
 def split_bounds(rows: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
     n_test = int(round(rows * test_fraction))
@@ -157,6 +216,28 @@ def window_starts(rows: int, lookback: int, horizon: int, val_start: int, test_s
     return out
 
 
+def test_origins(starts: np.ndarray, horizon: int) -> int:
+    """How many windows among sorted `starts` have horizons that do not overlap: origins at least a horizon
+    apart, taken greedily from the first (what a test of independent forecasts can count)."""
+    n, i, k = 0, 0, len(starts)
+    while i < k:
+        n += 1
+        i = int(np.searchsorted(starts, starts[i] + horizon))
+    return n
+
+
+def window_shortfall(starts: dict[str, np.ndarray], horizon: int, settings: Settings) -> tuple[str, str] | None:
+    """(rule, what is short) when the splits hold fewer windows than params.yaml `ingest` asks, else None."""
+    need = settings.ingest.min_windows
+    for k, s in starts.items():
+        if len(s) < need:
+            return "min_windows", f"{len(s)} {k} window(s), need {need} per split"
+    origins, need = test_origins(starts["test"], horizon), settings.ingest.min_test_windows
+    if origins < need:
+        return "min_test_windows", f"{origins} non-overlapping test window(s) of horizon {horizon}, need {need}"
+    return None
+
+
 def complete_windows(values: np.ndarray, span: int) -> np.ndarray:
     """valid[s] is True when the window starting at s holds no NaN (a cumulative count, no window copies)."""
     bad = np.isnan(values).any(axis=1).astype(np.int64)
@@ -165,23 +246,54 @@ def complete_windows(values: np.ndarray, span: int) -> np.ndarray:
     return (c[span:span + n] - c[:n]) == 0
 
 
+def usable_windows(values: np.ndarray, filled: np.ndarray | None, lookback: int, horizon: int,
+                   target_idx: list[int]) -> np.ndarray:
+    """valid[s]: the window at s crosses no break, its origin (row s+lookback-1) is observed in every variable
+    (a fill there was drawn from a later observation), and at least one of its targets is observed."""
+    valid = complete_windows(values, lookback + horizon)
+    if filled is None or not filled.any():
+        return valid
+    n = len(valid)
+    origin_filled = filled.any(axis=1)[lookback - 1:lookback - 1 + n]
+    seen = (~filled[:, target_idx]).any(axis=1).astype(np.int64)     # rows with an observed target
+    c = np.concatenate([[0], np.cumsum(seen)])
+    s = np.arange(n)
+    return valid & ~origin_filled & (c[s + lookback + horizon] - c[s + lookback] > 0)
+
+
+def filled_mask(frame: pd.DataFrame, variables: list[str]) -> np.ndarray | None:
+    """(rows, variables) bool from a validated frame's `filled:` columns; None when it has none."""
+    cols = [filled_column(v) for v in variables]
+    if not any(c in frame.columns for c in cols):
+        return None
+    return np.stack([frame[c].to_numpy(dtype=bool) if c in frame.columns else np.zeros(len(frame), bool)
+                     for c in cols], axis=1)
+
+
 def build_windows(frame: pd.DataFrame, *, name: str, variables: list[str], targets: list[str], freq: str,
                   settings: Settings, data_md5: str | None = None) -> WindowSet:
     lookback, horizon = resolve_window(settings, freq, len(frame))
     w = settings.window
     values = frame[variables].to_numpy(dtype=np.float32)
+    filled = filled_mask(frame, variables)
     rows = len(values)
     val_start, test_start = split_bounds(rows, w.val_fraction, w.test_fraction)
-    valid = complete_windows(values, lookback + horizon)
+    target_idx = [variables.index(t) for t in targets]
+    valid = usable_windows(values, filled, lookback, horizon, target_idx)
     starts = window_starts(rows, lookback, horizon, val_start, test_start, w.stride, valid)
-    need = settings.ingest.min_windows
-    short = {k: len(v) for k, v in starts.items() if len(v) < need}
+    short = window_shortfall(starts, horizon, settings)
     if short:
-        k, n = next(iter(short.items()))
+        rule, what = short
         raise DataValidationError(
-            f"{name}: {rows} rows give {n} {k} window(s) of lookback {lookback} + horizon {horizon} "
-            f"(need at least {need} per split): use a longer series or a shorter window in params.yaml")
+            f"{name}: {rows} rows give {what} (lookback {lookback}, horizon {horizon}): use a longer series, "
+            f"a shorter window.lookback / window.horizon or a lower ingest.{rule} in params.yaml")
     train = values[:val_start]
+    observed = frame[variables].iloc[:val_start]
+    if filled is not None:    # observed cells only
+        train = np.where(filled[:val_start], np.nan, train)
+        observed = observed.mask(filled[:val_start])
+    declared = {v: [float(x) for x in settings.validate_.bounds[v]] for v in variables if v in settings.validate_.bounds}
+    value_bounds = {**profile_bounds(observed, variables, settings.validate_.profile_tolerance), **declared}
     mean = np.nanmean(train, axis=0)
     std = np.nanstd(train, axis=0)
     std = np.where(~np.isfinite(std) | (std < 1e-8), 1.0, std)   # a constant column scales by 1
@@ -194,9 +306,9 @@ def build_windows(frame: pd.DataFrame, *, name: str, variables: list[str], targe
         std=[float(x) for x in std], start=at(0), end=at(-1),
         split_times={"train": [at(0), at(val_start - 1)], "val": [at(val_start), at(test_start - 1)],
                      "test": [at(test_start), at(-1)]},
-        data_md5=data_md5, seasons=seasons_for(freq, rows),
+        data_md5=data_md5, seasons=seasons_for(freq, rows), value_bounds=value_bounds,
     )
-    return WindowSet(values, ts, meta, starts)
+    return WindowSet(values, ts, meta, starts, filled)
 
 
 # --- storage -------------------------------------------------------------------------------------
@@ -204,8 +316,9 @@ def build_windows(frame: pd.DataFrame, *, name: str, variables: list[str], targe
 def save_windows(ws: WindowSet, settings: Settings) -> tuple[Path, Path]:
     npz, js = window_paths(ws.meta.name, settings)
     npz.parent.mkdir(parents=True, exist_ok=True)
+    extra = {} if ws.filled is None else {"filled": ws.filled}
     np.savez(npz, values=ws.values, timestamps=ws.timestamps.astype("datetime64[ns]").astype(np.int64),
-             **{f"starts_{k}": v for k, v in ws.starts.items()})
+             **{f"starts_{k}": v for k, v in ws.starts.items()}, **extra)
     js.write_text(json.dumps(asdict(ws.meta), indent=2))
     return npz, js
 
@@ -219,7 +332,8 @@ def load_windows(name: str, settings: Settings) -> WindowSet:
         values = z["values"]
         ts = z["timestamps"].astype("datetime64[ns]")
         starts = {k: z[f"starts_{k}"] for k in SPLITS}
-    return WindowSet(values, ts, meta, starts)
+        filled = z["filled"] if "filled" in z.files else None
+    return WindowSet(values, ts, meta, starts, filled)
 
 
 def window_dataset(name: str, settings: Settings) -> WindowSet:

@@ -3,7 +3,9 @@
 MASE divides the MAE by the in-sample MAE of the one-step naive forecast on the training split
 (per target), the convention Darts and NeuralForecast use by default, so figures compare with theirs.
 sMAPE is in percent, 0..200. Baselines are read from the full series, so a seasonal naive with a
-season longer than the lookback (a year of days, say) is still a fair bar.
+season longer than the lookback (a year of days, say) is still a fair bar. Targets the gap policy
+filled are not observations: every score leaves them out (`WindowSet.target_mask`), and the MASE
+scale counts only steps between two observed points.
 """
 from __future__ import annotations
 
@@ -18,31 +20,41 @@ EPS = 1e-12
 
 
 def mase_scale(ws: WindowSet) -> np.ndarray:
-    """Per target: mean |y_t - y_{t-1}| over the training rows (NaN breaks ignored)."""
-    y = ws.target_series()[: ws.meta.bounds["val"]].astype(np.float64)
+    """Per target: mean |y_t - y_{t-1}| over the training rows (NaN breaks and filled points ignored)."""
+    y = ws.observed_target_series()[: ws.meta.bounds["val"]].astype(np.float64)
     d = np.abs(np.diff(y, axis=0))
     scale = np.nanmean(d, axis=0)
     return np.where(np.isfinite(scale) & (scale > EPS), scale, 1.0)
 
 
-def metrics(y_true: np.ndarray, y_pred: np.ndarray, scale: np.ndarray) -> dict[str, float]:
-    """y arrays (n, horizon, targets). Averages over windows, steps and targets."""
+def _mean(a: np.ndarray, mask: np.ndarray | None, axis=None):
+    if mask is None:
+        return a.mean(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):   # a step with no observed target: NaN
+        return np.where(mask, a, 0.0).sum(axis=axis) / mask.sum(axis=axis)
+
+
+def metrics(y_true: np.ndarray, y_pred: np.ndarray, scale: np.ndarray, mask: np.ndarray | None = None
+            ) -> dict[str, float]:
+    """y arrays (n, horizon, targets). Averages over windows, steps and targets; `mask` (same shape, bool)
+    keeps the observed targets only (WindowSet.target_mask)."""
     yt, yp = y_true.astype(np.float64), y_pred.astype(np.float64)
     err = yp - yt
     ae = np.abs(err)
     denom = np.abs(yt) + np.abs(yp)
     smape = np.where(denom > EPS, 2.0 * ae / np.maximum(denom, EPS), 0.0)
     return {
-        "mae": float(ae.mean()),
-        "rmse": float(np.sqrt((err ** 2).mean())),
-        "smape": float(100.0 * smape.mean()),
-        "mase": float((ae / scale).mean()),
+        "mae": float(_mean(ae, mask)),
+        "rmse": float(np.sqrt(_mean(err ** 2, mask))),
+        "smape": float(100.0 * _mean(smape, mask)),
+        "mase": float(_mean(ae / scale, mask)),
     }
 
 
-def mae_by_step(y_true: np.ndarray, y_pred: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Scaled absolute error by horizon step (MASE per step), averaged over windows and targets."""
-    return (np.abs(y_pred.astype(np.float64) - y_true) / scale).mean(axis=(0, 2))
+def mae_by_step(y_true: np.ndarray, y_pred: np.ndarray, scale: np.ndarray, mask: np.ndarray | None = None
+                ) -> np.ndarray:
+    """Scaled absolute error by horizon step (MASE per step), averaged over windows and (observed) targets."""
+    return _mean(np.abs(y_pred.astype(np.float64) - y_true) / scale, mask, axis=(0, 2))
 
 
 def seasonal_naive(ws: WindowSet, starts: np.ndarray, season: int) -> np.ndarray:
@@ -91,6 +103,7 @@ def evaluate_baselines(ws: WindowSet, split: str, seasons: list[int]) -> Baselin
     must be scored on exactly the windows the models are."""
     starts = ws.starts[split]
     _, y = ws.batch(starts)
+    mask = ws.target_mask(starts)
     scale = mase_scale(ws)
     scores, steps = {}, {}
     for name, m in baseline_names(seasons).items():
@@ -98,8 +111,9 @@ def evaluate_baselines(ws: WindowSet, split: str, seasons: list[int]) -> Baselin
         ok = np.isfinite(pred).all(axis=(1, 2))
         if not ok.any():
             continue
-        scores[name] = {**metrics(y[ok], pred[ok], scale), "coverage": float(ok.mean())}
-        steps[name] = mae_by_step(y[ok], pred[ok], scale).tolist()
+        mk = None if mask is None else mask[ok]
+        scores[name] = {**metrics(y[ok], pred[ok], scale, mk), "coverage": float(ok.mean())}
+        steps[name] = mae_by_step(y[ok], pred[ok], scale, mk).tolist()
     complete = [k for k, v in scores.items() if v["coverage"] == 1.0] or list(scores)
     best = min(complete, key=lambda k: scores[k]["mase"])
     return BaselineReport(split=split, scores=scores, best=best, by_step=steps)
@@ -121,8 +135,9 @@ def predict_windows(predict, ws: WindowSet, split: str, batch: int = 4096) -> np
 
 def evaluate_forecasts(ws: WindowSet, split: str, pred: np.ndarray) -> tuple[dict[str, float], list[float]]:
     _, y = ws.batch(ws.starts[split])
+    mask = ws.target_mask(ws.starts[split])
     scale = mase_scale(ws)
-    return metrics(y, pred, scale), mae_by_step(y, pred, scale).tolist()
+    return metrics(y, pred, scale, mask), mae_by_step(y, pred, scale, mask).tolist()
 
 
 # --- evidence for a decision: one loss per forecast origin ---------------------------------------
@@ -148,6 +163,11 @@ def forecast_origins(ws: WindowSet, split: str = "test") -> np.ndarray:
 
 
 def window_losses(ws: WindowSet, starts: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Each window's scaled absolute error (its MASE), averaged over steps and targets: (n,)."""
+    """Each window's scaled absolute error (its MASE), averaged over its observed targets: (n,).
+    Filled targets are not scored (every window keeps at least one observed target)."""
     _, y = ws.batch(starts)
-    return (np.abs(pred.astype(np.float64) - y) / mase_scale(ws)).mean(axis=(1, 2))
+    err = np.abs(pred.astype(np.float64) - y) / mase_scale(ws)
+    mask = ws.target_mask(starts)
+    if mask is None:
+        return err.mean(axis=(1, 2))
+    return (err * mask).sum(axis=(1, 2)) / np.maximum(mask.sum(axis=(1, 2)), 1)

@@ -140,15 +140,22 @@ def _fingerprint(spec: ModelSpec, settings: Settings, data_md5: str | None, devi
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def masked_mean(err: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The mean of `err` over the observed targets (mask 1); filled ones (mask 0) count for nothing."""
+    return err.mean() if mask is None else (err * mask).sum() / mask.sum().clamp(min=1)
+
+
 def _val_loss(model: Forecaster, tw, starts: torch.Tensor, scale: torch.Tensor, amp: bool, batch: int) -> float:
     model.eval()
     total, n = 0.0, 0
     with torch.no_grad(), torch.autocast(tw.device.type, dtype=torch.bfloat16, enabled=amp):
         for i in range(0, len(starts), batch):
-            x, y = tw.batch(starts[i:i + batch])
+            idx = starts[i:i + batch]
+            x, y = tw.batch(idx)
             err = ((model(x).float() - y) / scale).abs()
-            total += float(err.sum())
-            n += err.numel()
+            mask = tw.target_mask(idx)
+            total += float(err.sum() if mask is None else (err * mask).sum())
+            n += err.numel() if mask is None else int(mask.sum())
     model.train()
     return total / max(n, 1)
 
@@ -209,9 +216,10 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
             from tqdm import tqdm
             bar = tqdm(total=n_batches, desc=f"{cand.name} epoch {epoch}", leave=False, unit="batch")
         for i in range(n_batches):
-            x, y = tw.batch(order[i * batch:(i + 1) * batch])
+            idx = order[i * batch:(i + 1) * batch]
+            x, y = tw.batch(idx)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                loss = ((model(x).float() - y) / scale).abs().mean()
+                loss = masked_mean(((model(x).float() - y) / scale).abs(), tw.target_mask(idx))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad_norm)

@@ -74,7 +74,9 @@ class CandidateReport:
 def onnx_metadata(ws: WindowSet, settings: Settings) -> dict:
     m = ws.meta
     return {"dataset": m.name, "freq": m.freq, "variables": m.variables, "targets": m.targets,
-            "lookback": m.lookback, "horizon": m.horizon, "data_md5": m.data_md5, "params_hash": settings.fingerprint()}
+            "lookback": m.lookback, "horizon": m.horizon, "data_md5": m.data_md5, "params_hash": settings.fingerprint(),
+            # variable -> [lo, hi]: plausible inputs, profiled on the training rows; forecast and serve check them
+            "bounds": m.value_bounds}
 
 
 def model_metadata(ws: WindowSet, settings: Settings, candidate: str) -> dict:
@@ -324,6 +326,7 @@ def _log_candidate(ws: WindowSet, settings: Settings, res: TrainResult, rep: Can
                            **{f"parity.{name}.max_rel": f"{b['max_rel_to_scale']:.3g}"
                               for name, b in rep.parity.get("branches", {}).items()}})
         tracking.log_dict(asdict(rep), "candidate.json")
+        tracking.log_dict({"bounds": ws.meta.value_bounds, "profiled_on": ws.meta.split_times["train"]}, "bounds.json")
         example = ws.batch(ws.starts["test"][:2])[0]
         tracking.log_torch_model(res.model, example)
         if rep.onnx_path and rep.parity_ok:

@@ -2,7 +2,8 @@
 
 `forecast_frame` is the core (an engine and a frame in, a forecast frame out); `forecast_latest` adds
 the registry, the validation of the input rows and the files. The input rows go through the same
-validation suite and policy as the training data, with the bounds profiled at training time.
+validation suite and policy as the training data, and are checked against the model's own plausible
+ranges (ONNX metadata `bounds`, profiled on its training rows), never against a profile of themselves.
 """
 from __future__ import annotations
 
@@ -32,20 +33,40 @@ def model_input(engine: OnnxForecaster, frame: pd.DataFrame, source: str = "fram
     missing = [v for v in engine.variables if v not in frame.columns]
     if missing:
         raise DataValidationError(f"{source}: column(s) {', '.join(missing)} missing; the model needs "
-                                  f"{', '.join(engine.variables)}")
+                                  f"{', '.join(engine.variables)}: ingest the data with them (--target / --features)")
     if "timestamp" not in frame.columns:
-        raise DataValidationError(f"{source}: column 'timestamp' missing")
+        raise DataValidationError(f"{source}: column 'timestamp' missing; pass a frame `cellcast ingest` wrote (its time "
+                                  f"column is 'timestamp')")
     if len(frame) < engine.lookback:
         raise DataValidationError(f"{source}: {len(frame)} rows, the model needs the last {engine.lookback} "
-                                  f"(its lookback)")
+                                  f"(its lookback); ingest more history")
     tail = frame.sort_values("timestamp").iloc[-engine.lookback:]
     x = tail[engine.variables].to_numpy(np.float64)
     bad = int((~np.isfinite(x)).sum())
     if bad:
         cols = [v for v, n in zip(engine.variables, (~np.isfinite(x)).sum(0)) if n]
         raise DataValidationError(f"{source}: {bad} missing or non-finite values in the last {engine.lookback} rows "
-                                  f"(columns {', '.join(cols)}); a forecast needs a complete lookback")
+                                  f"(columns {', '.join(cols)}); a forecast needs a complete lookback: fill or "
+                                  f"re-validate the data (cellcast validate)")
+    check_bounds(engine, x, source)
     return x.astype(np.float32)[None], tail["timestamp"].iloc[-1]
+
+
+def check_bounds(engine: OnnxForecaster, x: np.ndarray, source: str = "frame") -> None:
+    """Refuse inputs (time, variables) outside the model's plausible ranges (ONNX metadata `bounds`): one
+    line naming the column, the count and an example. A model exported without them checks nothing."""
+    bounds = engine.metadata.get("bounds") or {}
+    for j, v in enumerate(engine.variables):
+        if v not in bounds:
+            continue
+        lo, hi = bounds[v]
+        out = (x[:, j] < lo) | (x[:, j] > hi)
+        if out.any():
+            eg = float(x[:, j][out][0])
+            raise DataValidationError(
+                f"{source}: column '{v}': {int(out.sum())} values outside [{lo:.6g}, {hi:.6g}], the range of the model's "
+                f"training rows (e.g. {eg:.6g}); check the data; if such values are real now, widen "
+                f"validate.profile_tolerance (or declare validate.bounds) in params.yaml and retrain")
 
 
 def forecast_frame(engine: OnnxForecaster, frame: pd.DataFrame, version=None, model_name: str | None = None,
@@ -79,10 +100,17 @@ def forecast_latest(name: str, settings: Settings, alias: str = "champion", devi
     engine = OnnxForecaster.from_path(onnx_path, device=device)
     df, meta = read_validated(name, settings)
     pq, _ = validated_paths(name, settings)
-    # the input rows pass the same suite + policy as the training data, with the training-time bounds
+    model_freq = engine.metadata.get("freq")
+    if model_freq and meta.get("freq") and model_freq != meta["freq"]:
+        # a refresh re-infers the frequency from the file: a model fed another grid forecasts nonsense
+        raise DataValidationError(f"{pq}: the data is on a {meta['freq']} grid, {settings.model_name} v{info.version} was "
+                                  f"trained on {model_freq}: re-ingest with --freq {model_freq}, or retrain")
+    # the input rows pass the same suite + policy as the training data, and the model's own ranges
     recent = df.sort_values("timestamp").iloc[-engine.lookback:].reset_index(drop=True)
-    report = validation.validate_frame(recent, meta, settings, name=name, bounds=meta.get("bounds"),
-                                       require_windows=False, source=f"{pq} (last {engine.lookback} rows)")
+    origin = f"the range model {settings.model_name} v{info.version} was trained on"
+    report = validation.validate_frame(recent, meta, settings, name=name, bounds=engine.metadata.get("bounds") or {},
+                                       bounds_origin=origin, require_windows=False,
+                                       source=f"{pq} (last {engine.lookback} rows)")
     frame, used = forecast_frame(engine, report.frame, version=info.version, model_name=settings.model_name,
                                  source=str(pq))
     stamp = utc_stamp()
