@@ -183,7 +183,7 @@ def test_the_batch_forecast_checks_the_latest_rows_against_the_models_bounds(pro
     from cellcast.pipeline.modeling.train import Candidate, model_spec
     from cellcast.pipeline.registry import tracking
     from cellcast.pipeline.registry.lifecycle import onnx_metadata
-    from cellcast.pipeline.registry.promotion import decide
+    from cellcast.pipeline.registry.promotion import Decision
     from cellcast.pipeline.serving.forecast import forecast_latest
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -209,7 +209,7 @@ def test_the_batch_forecast_checks_the_latest_rows_against_the_models_bounds(pro
         with tracking.candidate_run("gru") as rid:
             uri = tracking.log_onnx_model(onnx_path, ws.batch(ws.starts["test"][:2])[0])
     version = tracking.register_version(s.model_name, uri, rid)
-    tracking.apply_decision(s.model_name, version, decide(0.5, 1.0, "seasonal_naive_24", 0.02))
+    tracking.apply_decision(s.model_name, version, Decision(True, "promoted by this test", {}))
     assert forecast_latest("s", s, device="cpu", log_to_mlflow=False).frame["y"].notna().all()
 
     df.loc[n - 6:n - 3, "y"] = 60.0                    # a sensor gone wild in the newest rows
