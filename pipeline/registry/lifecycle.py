@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .. import __version__
 from ..config import Settings
@@ -72,7 +73,22 @@ class CandidateReport:
 def onnx_metadata(ws: WindowSet, settings: Settings) -> dict:
     m = ws.meta
     return {"dataset": m.name, "freq": m.freq, "variables": m.variables, "targets": m.targets,
-            "lookback": m.lookback, "horizon": m.horizon, "data_md5": m.data_md5, "params_hash": settings.fingerprint()}
+            "lookback": m.lookback, "horizon": m.horizon, "data_md5": m.data_md5, "params_hash": settings.fingerprint(),
+            "reference": training_reference(ws, settings)}
+
+
+def training_reference(ws: WindowSet, settings: Settings) -> dict:
+    """The training split as monitoring compares recent data with it (data/drift.py), and the scale of the
+    model's MASE: recorded with the model (ONNX metadata `reference`)."""
+    from ..data.drift import reference_profile, window_rows
+    from ..modeling.evaluate import mase_scale
+
+    end = ws.meta.bounds["val"]
+    train = pd.DataFrame(ws.values[:end], columns=ws.meta.variables)
+    train.insert(0, "timestamp", pd.to_datetime(ws.timestamps[:end]))
+    return reference_profile(train, ws.meta.variables, ws.meta.targets, settings.monitor.psi_bins,
+                             settings.validate_.profile_tolerance, dict(zip(ws.meta.targets, mase_scale(ws).tolist())),
+                             window_rows(settings.monitor.drift_rows, ws.meta.lookback, settings.monitor.psi_bins))
 
 
 def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path) -> CandidateReport:
