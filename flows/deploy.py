@@ -51,10 +51,12 @@ def deployments(dataset: str, train_cron: str, forecast_cron: str | None, foreca
 
 
 def deploy_to_pool(dataset: str, work_pool: str, train_cron: str, forecast_cron: str | None,
-                   forecast_every: float | None = None, project: Path | None = None) -> list:
+                   forecast_every: float | None = None, project: Path | None = None,
+                   forecast_paused: bool = False) -> list:
     """Create (or update) the two deployments on `work_pool` (a process pool): a worker started anywhere
     this package is installed runs them in `project` (default: the folder holding params.yaml), where
-    params.yaml's relative paths and the embedded MLflow store live. Returns the deployment ids."""
+    params.yaml's relative paths and the embedded MLflow store live. forecast_paused: its schedule waits
+    (no champion to forecast with yet). Returns the deployment ids."""
     from prefect.deployments.runner import EntrypointType
 
     train, fc = _parameters(dataset)
@@ -67,7 +69,7 @@ def deploy_to_pool(dataset: str, work_pool: str, train_cron: str, forecast_cron:
         training_flow.deploy(train_deployment_name(dataset), cron=train_cron, parameters=train,
                              concurrency_limit=1, **common),
         # one refresh at a time: two would score and trigger on the same evaluation
-        forecast_flow.deploy(f"forecast-{dataset}", parameters=fc, concurrency_limit=1,
+        forecast_flow.deploy(f"forecast-{dataset}", parameters=fc, concurrency_limit=1, paused=forecast_paused,
                              **_forecast_schedule(forecast_cron, forecast_every), **common),
     ]
 
@@ -83,10 +85,13 @@ def main(argv=None) -> None:
                    help="create the deployments on this process work pool (a worker runs them) instead of serving them")
     p.add_argument("--project", default=None, help="with --work-pool: the folder the worker runs the flows in "
                                                    "(default: the one holding params.yaml)")
+    p.add_argument("--forecast-paused", action="store_true", help="with --work-pool: the forecast schedule "
+                                                                  "paused (deploy again without it to resume)")
     a = p.parse_args(argv)
     dataset = a.dataset or load_params().dataset
     if a.work_pool:
-        ids = deploy_to_pool(dataset, a.work_pool, a.train_cron, a.forecast_cron, a.forecast_every, a.project)
+        ids = deploy_to_pool(dataset, a.work_pool, a.train_cron, a.forecast_cron, a.forecast_every, a.project,
+                             a.forecast_paused)
         print(f"deployments train-{dataset}, forecast-{dataset} on work pool '{a.work_pool}': {', '.join(map(str, ids))}")
         return
     serve(*deployments(dataset, a.train_cron, a.forecast_cron, a.forecast_every))

@@ -139,3 +139,97 @@ def test_a_scheduled_run_without_a_source_rereads_the_file_the_dataset_came_from
     _write(project, df, n0 + HORIZON)
     ws = data_flow("rides", s)
     assert ws.meta.rows == n0 + HORIZON
+
+
+def _series_csv(path, n=2000):
+    """Hourly load with a daily cycle: a tiny model beats seasonal naive on it, so the stack gets a champion."""
+    rng = np.random.default_rng(0)
+    t = np.arange(n)
+    y = 50 + 10 * np.sin(2 * np.pi * t / 24) + np.cumsum(rng.standard_normal(n)) + 0.2 * rng.standard_normal(n)
+    pd.DataFrame({"time": pd.date_range("2024-01-01", periods=n, freq="h").strftime("%Y-%m-%d %H:%M"), "load": y,
+                  "temp": 15 + 5 * np.sin(2 * np.pi * t / 24 + 1)}).to_csv(path, index=False)
+
+
+def _flow_runs(api: str, deployment: str, state: str) -> list[dict]:
+    import urllib.request
+    body = {"deployments": {"name": {"any_": [deployment]}}, "flow_runs": {"state": {"type": {"any_": [state]}}}}
+    req = urllib.request.Request(f"{api}/flow_runs/filter", data=json.dumps(body).encode(),
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_the_stack_starts_as_users_start_it_runs_the_schedule_through_the_worker_and_stops(project, tiny_params):
+    """infra/stack.py (make serve-stack / stop-stack): real `mlflow server`, `prefect server`, a process work pool,
+    the deployments, `prefect worker` and `cellcast serve`. With no champion the first training runs through
+    the worker; then a short-interval forecast schedule fires and its run completes through the worker."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from services import free_port
+
+    from cellcast.pipeline.data.ingest import ingest_file
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    p = yaml.safe_load(tiny_params.read_text())
+    p["train"]["cells"] = ["rnn"]
+    tiny_params.write_text(yaml.safe_dump(p, sort_keys=False))
+    _series_csv(project / "load.csv")
+    ingest_file(settings=_settings_of("load"), name="load", path=str(project / "load.csv"), time_col="time",
+                targets=["load"], features=["temp"])
+    ports = {k: free_port() for k in ("prefect", "mlflow", "serve")}
+    env = {**os.environ, "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5", "PREFECT_WORKER_QUERY_SECONDS": "2",
+           "PREFECT_UI_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "INFO"}
+    stack = [sys.executable, str(root / "infra" / "stack.py")]
+    ports_args = ["--prefect-port", str(ports["prefect"]), "--mlflow-port", str(ports["mlflow"]),
+                  "--serve-port", str(ports["serve"])]
+    api = f"http://127.0.0.1:{ports['prefect']}/api"
+    try:
+        up = subprocess.run(stack + ["start", "load", *ports_args, "--pool", "stack-pool", "--forecast-every", "10",
+                                     "--train-timeout", "300"], cwd=project, env=env, capture_output=True, text=True,
+                            timeout=600)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "training through the worker" in up.stdout and "forecast schedule of forecast-load resumed" in up.stdout
+        first = _flow_runs(api, "train-load", "COMPLETED")
+        assert len(first) == 1 and "first-champion" in first[0]["tags"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['serve']}/model", timeout=10) as r:
+            assert json.loads(r.read())["version"] == "1"
+
+        deadline, done = time.monotonic() + 240, []
+        while not done and time.monotonic() < deadline:
+            done = _flow_runs(api, "forecast-load", "COMPLETED")
+            time.sleep(2)
+        assert done, "no scheduled forecast completed through the worker"
+        assert done[0]["auto_scheduled"] and done[0]["parameters"]["refresh"] is True
+        assert not _flow_runs(api, "forecast-load", "FAILED")        # none fired before the champion existed
+        assert list((project / "forecasts/load").glob("*.parquet"))
+        assert json.loads((project / "reports/load/monitoring/state.json").read_text())["last"]["version"] == 1
+        assert subprocess.run(stack + ["status"], cwd=project, capture_output=True).returncode == 0
+        pids = [int(f.read_text()) for f in (project / ".stack/pids").glob("*.pid")]
+        assert len(pids) == 4
+    finally:
+        down = subprocess.run(stack + ["stop", "--grace", "30"], cwd=project, env=env, capture_output=True, text=True,
+                              timeout=300)
+    assert down.returncode == 0 and down.stdout.count("stopped") == 4, down.stdout
+    time.sleep(0.5)
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split(")")[-1][:3]
+    assert subprocess.run(stack + ["status"], cwd=project, capture_output=True).returncode == 3
+
+
+def _settings_of(name):
+    from cellcast.pipeline.config import load_params
+    return load_params().for_dataset(name)
+
+
+def test_make_serve_stack_and_stop_stack_run_the_stack_script():
+    import subprocess
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    dry = subprocess.run(["make", "-n", "-o", "install", "serve-stack", "DATASET=chicago", "STACK_ARGS=--serve-port=8001"],
+                         cwd=root, capture_output=True, text=True)
+    assert dry.stdout.strip().endswith("infra/stack.py start chicago --serve-port=8001"), dry.stdout
+    stop = subprocess.run(["make", "-n", "stop-stack"], cwd=root, capture_output=True, text=True)
+    assert stop.stdout.strip().endswith("infra/stack.py stop")
