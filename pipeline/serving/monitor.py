@@ -424,7 +424,7 @@ def _scale_before(frame: pd.DataFrame, targets: list[str], since) -> dict[str, f
 def _append_scores(rep: MonitorReport, path: Path) -> Path:
     row = {"evaluation": rep.evaluation, "at": pd.Timestamp(rep.at), "data_until": pd.Timestamp(rep.data_until),
            "window_start": pd.Timestamp(rep.window_start), **rep.figures(), "reason": rep.verdict.reason,
-           "breaches": "; ".join(rep.verdict.breaches)}
+           "breach_list": "; ".join(rep.verdict.breaches)}
     old = pd.read_parquet(path) if path.is_file() else None
     new = pd.DataFrame([row])
     return write_parquet(new if old is None or old.empty else pd.concat([old, new], ignore_index=True), path)
