@@ -190,3 +190,14 @@ def test_the_monitor_section_is_typed_overridable_per_dataset_and_shapes_no_mode
         (tmp_path / "params.yaml").write_text(text)
         with pytest.raises(ConfigError, match=needle):
             load_params(tmp_path / "params.yaml")
+
+
+def test_cellcast_monitor_before_any_monitoring_is_one_line_and_exit_2(project):
+    from typer.testing import CliRunner
+
+    from cellcast.cli import app
+    res = CliRunner().invoke(app, ["monitor", "elecdemand"])
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines() == [
+        "error: reports/elecdemand/monitoring/state.json: 'elecdemand' has not been monitored yet; the scheduled "
+        "forecast flow (refresh) monitors it after each refresh"]

@@ -123,6 +123,8 @@ def test_a_level_shift_triggers_exactly_one_retrain_and_the_unchanged_series_non
     assert shown.exit_code == 0, shown.output
     assert "champion v1" in shown.output and "cooldown: 24 h: until" in str(shown.output)
     assert f"flow run {run.name} ({run.id})" in shown.output
+    as_json = CliRunner().invoke(app, ["monitor", "rides", "--json"])
+    assert json.loads(as_json.output)["last_trigger"]["flow_run_id"] == str(run.id)
 
 
 def test_a_scheduled_run_without_a_source_rereads_the_file_the_dataset_came_from(prefect_api, project):

@@ -21,8 +21,5 @@ def register(app: typer.Typer) -> None:
         from cellcast.pipeline.serving import monitor as mon
 
         settings = settings_for(name)
-        if as_json:
-            text = mon.status(name, settings)          # NotFoundError (one line) when never monitored
-            typer.echo(json.dumps(mon.read_state(name, settings), indent=2) if text else "")
-            return
-        typer.echo(mon.status(name, settings))
+        text = mon.status(name, settings)          # NotFoundError (one line, exit 2) when never monitored
+        typer.echo(json.dumps(mon.read_state(name, settings), indent=2) if as_json else text)
