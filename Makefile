@@ -14,7 +14,7 @@ export DO_NOT_TRACK ?= 1
 # (README.md, 'On a GPU'); empty: what pip resolves for torch==2.13.0 here
 TORCH_INDEX ?=
 
-.PHONY: install run test bench clean repro gpu-bundle
+.PHONY: install run test bench clean repro gpu-bundle serve-stack stop-stack stack-status
 
 install: $(STAMP)
 
@@ -45,6 +45,19 @@ bench: install
 # (no install step: it reads the versions of pydantic & co. from the venv there is)
 gpu-bundle:
 	PY=$(PY) bash bench/gpu_bundle.sh
+
+# the whole stack on 127.0.0.1 (docs/operations.md): MLflow server, Prefect server, work pool, deployments,
+# worker, forecasting service; logs and pids in .stack/. e.g. `make serve-stack DATASET=chicago STACK_ARGS=--serve-port=8001`
+DATASET ?=
+STACK_ARGS ?=
+serve-stack: install
+	$(PY) infra/stack.py start $(DATASET) $(STACK_ARGS)
+
+stop-stack:
+	$(PY) infra/stack.py stop
+
+stack-status:
+	$(PY) infra/stack.py status
 
 clean:
 	rm -rf data reports quarantine forecasts mlruns .cellcast

@@ -57,7 +57,7 @@ def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug lo
 
 def _register_commands() -> None:
     import importlib
-    for module in ("data", "training", "registry", "serving", "system"):
+    for module in ("data", "training", "registry", "serving", "monitoring", "system"):
         importlib.import_module(f"cellcast.commands.{module}").register(app)
 
 

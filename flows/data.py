@@ -5,7 +5,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from cellcast.pipeline.config import Settings
-from cellcast.pipeline.data.ingest import ingest_bundled, ingest_file
+from cellcast.pipeline.data.ingest import ingest_bundled, ingest_file, source_of
 from cellcast.pipeline.data.validation import validate_dataset
 from cellcast.pipeline.data.window import window_dataset
 
@@ -13,6 +13,8 @@ from cellcast.pipeline.data.window import window_dataset
 # No retries: a file that fails to parse or validate fails the same way every time.
 @task(name="ingest", cache_policy=NO_CACHE, retries=0)
 def ingest_task(name: str, settings: Settings, source: dict | None = None):
+    # no source given (a scheduled or triggered run): the file this dataset was ingested from, if any
+    source = source or source_of(name, settings)
     if source:
         return ingest_file(settings=settings, name=name, **source)
     return ingest_bundled(name, settings)

@@ -14,9 +14,12 @@ def forecast_task(name: str, settings: Settings, alias: str, device: str):
 
 
 @flow(name="cellcast-forecast", log_prints=True)
-def forecast_flow(name: str, settings: Settings, alias: str = "champion", device: str = "auto", refresh: bool = False):
+def forecast_flow(name: str, settings: Settings, alias: str = "champion", device: str = "auto", refresh: bool = False,
+                  monitor: bool = True):
     """Forecast the next horizon of `name` with the model the registry calls `alias`.
-    refresh: re-ingest and re-validate the source first (a scheduled run picks up new rows)."""
+    refresh: re-ingest and re-validate the source first (a scheduled run picks up new rows).
+    monitor (with refresh): then score the champion's earlier forecasts on the new actuals, measure input
+    drift, and start the retrain deployment when params.yaml `monitor` says so (flows/monitoring.py)."""
     if refresh:
         from cellcast.flows.data import ingest_task, validate_task
         from cellcast.pipeline.data.ingest import source_of
@@ -24,4 +27,7 @@ def forecast_flow(name: str, settings: Settings, alias: str = "champion", device
         validate_task(name, settings)
     res = forecast_task(name, settings, alias, device)
     print(f"{name}: forecast of {len(res.frame)} steps from v{res.version} on {res.provider} -> {res.path}")
+    if refresh and monitor and alias == "champion":
+        from cellcast.flows.monitoring import monitoring_steps
+        monitoring_steps(name, settings)
     return res

@@ -55,9 +55,12 @@ def promote_task(ws, settings: Settings, base, results, reports):
 
 @flow(name="cellcast-train", log_prints=True)
 def training_flow(name: str, settings: Settings, source: dict | None = None, from_windows: bool = False,
-                  device: str | None = None):
-    """Train every candidate of params.yaml on dataset `name` and let the registry decide."""
+                  device: str | None = None, reason: str | None = None):
+    """Train every candidate of params.yaml on dataset `name` and let the registry decide.
+    reason: why this run was started (the monitor's verdict when it triggered a retrain)."""
     logger = get_run_logger()
+    if reason:
+        logger.info("retrain of %s: %s", name, reason)
     ws = load_windows(name, settings) if from_windows else data_steps(name, settings, source)
     base = baselines_task(ws, settings)
     logger.info("baselines (test MASE): %s; models anchored on season %s",

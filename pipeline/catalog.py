@@ -39,6 +39,17 @@ def quarantine_dir(name: str, settings: Settings) -> Path:
     return d
 
 
+def forecasts_dir(name: str, settings: Settings) -> Path:
+    """Batch forecasts of a dataset, one Parquet file per run, named by its UTC stamp."""
+    return Path(settings.paths.forecasts) / name
+
+
+def monitoring_dir(name: str, settings: Settings) -> Path:
+    """The monitor's files: points.parquet (the scored window), scores.parquet (one row per evaluation),
+    state.json (the last evaluation, the last retrain trigger)."""
+    return Path(settings.paths.reports) / name / "monitoring"
+
+
 def read_raw(name: str, settings: Settings) -> tuple[pd.DataFrame, dict]:
     """The canonical frame and metadata written by ingest."""
     pq, js = raw_paths(name, settings)

@@ -136,7 +136,27 @@ class ServeConfig(_Strict):
     max_body_bytes: int = Field(1 << 20, ge=1024)
 
 
-_SECTIONS = ("ingest", "validate", "window", "train", "evaluate")
+class MonitorConfig(_Strict):
+    """When the scheduled forecast flow asks for a retrain (pipeline/serving/monitor.py)."""
+
+    mase_ratio: float | None = Field(1.5, gt=0)        # rolling MASE / champion's test MASE above this; None: never
+    min_points: int | Literal["auto"] = "auto"         # scored forecast points before accuracy is judged
+    window: int | Literal["auto"] = "auto"             # rolling window, in steps of the series
+    psi: float | None = Field(0.25, gt=0)              # any input's PSI vs the training split above this; None: never
+    psi_bins: int = Field(10, ge=2, le=100)
+    drift_rows: int | Literal["auto"] = "auto"         # the latest rows compared with the training split
+    outside_share: float | None = Field(0.02, gt=0, le=1)   # share outside the trained bounds above this; None: never
+    cooldown_hours: float = Field(24, ge=0)            # no second retrain trigger within this many hours
+
+    @field_validator("min_points", "window", "drift_rows")
+    @classmethod
+    def _positive(cls, v):
+        if v != "auto" and v < 1:
+            raise ValueError("must be a positive number or 'auto'")
+        return v
+
+
+_SECTIONS = ("ingest", "validate", "window", "train", "evaluate", "monitor")
 
 
 class _Sections(_Strict):
@@ -150,6 +170,7 @@ class _Sections(_Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
     registry: RegistryConfig = RegistryConfig()
     serve: ServeConfig = ServeConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -177,6 +198,7 @@ class Settings(_Sections):
     def fingerprint(self) -> str:
         """A short hash of every setting that shapes a model: the `params_hash` lineage tag."""
         body = self.model_dump(mode="json", by_alias=True, exclude={"paths", "serve"})
+        body.pop("monitor", None)   # when to retrain shapes no model
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 

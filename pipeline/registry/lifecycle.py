@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .. import __version__
 from ..config import Settings
@@ -76,7 +77,8 @@ def onnx_metadata(ws: WindowSet, settings: Settings) -> dict:
     return {"dataset": m.name, "freq": m.freq, "variables": m.variables, "targets": m.targets,
             "lookback": m.lookback, "horizon": m.horizon, "data_md5": m.data_md5, "params_hash": settings.fingerprint(),
             # variable -> [lo, hi]: plausible inputs, profiled on the training rows; forecast and serve check them
-            "bounds": m.value_bounds}
+            "bounds": m.value_bounds,
+            "reference": training_reference(ws, settings)}
 
 
 def model_metadata(ws: WindowSet, settings: Settings, candidate: str) -> dict:
@@ -89,6 +91,21 @@ def split_tags(ws: WindowSet) -> dict:
     """The rows a version was trained (train) and selected (val) on, as registry tags."""
     st = ws.meta.split_times
     return {"train_start": st["train"][0], "train_end": st["train"][1], "val_end": st["val"][1]}
+
+
+def training_reference(ws: WindowSet, settings: Settings) -> dict:
+    """The training split as monitoring compares recent data with it (data/drift.py), and the scale of the
+    model's MASE: recorded with the model (ONNX metadata `reference`)."""
+    from ..data.drift import reference_profile, window_rows
+    from ..modeling.evaluate import mase_scale
+
+    end = ws.meta.bounds["val"]
+    values = ws.values[:end] if ws.filled is None else np.where(ws.filled[:end], np.nan, ws.values[:end])
+    train = pd.DataFrame(values, columns=ws.meta.variables)   # observed cells only: filled ones are NaN
+    train.insert(0, "timestamp", pd.to_datetime(ws.timestamps[:end]))
+    return reference_profile(train, ws.meta.variables, ws.meta.targets, settings.monitor.psi_bins,
+                             settings.validate_.profile_tolerance, dict(zip(ws.meta.targets, mase_scale(ws).tolist())),
+                             window_rows(settings.monitor.drift_rows, ws.meta.lookback, settings.monitor.psi_bins))
 
 
 def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path) -> CandidateReport:

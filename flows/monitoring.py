@@ -1,0 +1,60 @@
+"""Monitoring in the scheduled forecast flow: score the champion, and start the retrain deployment when the
+monitor's verdict says so (pipeline/serving/monitor.py decides; this module only asks Prefect)."""
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from cellcast.pipeline.config import Settings
+
+TRAIN_FLOW = "cellcast-train"
+RETRAIN_TAG = "retrain"
+
+
+def train_deployment_name(name: str) -> str:
+    """The deployment that retrains dataset `name` (flows/deploy.py creates it)."""
+    return f"train-{name}"
+
+
+@task(name="monitor", cache_policy=NO_CACHE, retries=0)
+def monitor_task(name: str, settings: Settings):
+    from cellcast.pipeline.serving.monitor import evaluate
+    return evaluate(name, settings)
+
+
+@task(name="trigger-retrain", cache_policy=NO_CACHE, retries=0)
+def trigger_task(name: str, settings: Settings, report) -> dict | None:
+    """run_deployment of train-NAME with the reason as a parameter and tags; the promotion policy decides
+    what the retrain registers, as always. No deployment (a forecast run outside the deployed stack): the
+    monitor records that it could not start one, and the next evaluation tries again."""
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    from cellcast.pipeline.serving import monitor
+
+    logger = get_run_logger()
+    deployment = f"{TRAIN_FLOW}/{train_deployment_name(name)}"
+    kind = "accuracy" if any(b.startswith("accuracy") for b in report.verdict.breaches) else "drift"
+    try:
+        run = run_deployment(deployment, parameters={"reason": report.verdict.reason}, timeout=0,
+                             tags=[RETRAIN_TAG, f"trigger:{kind}", f"monitor-step:{report.evaluation}"],
+                             idempotency_key=f"retrain-{name}-{report.evaluation}")
+    except ObjectNotFound:
+        msg = f"deployment '{deployment}' not found: deploy it (python -m cellcast.flows.deploy {name} --work-pool ...)"
+        logger.warning("retrain due (%s) but not started: %s", report.verdict.reason, msg)
+        monitor.record_trigger_error(name, settings, report, msg)
+        return None
+    trig = monitor.record_trigger(name, settings, report, {"flow_run_id": str(run.id), "flow_run_name": run.name,
+                                                           "deployment": deployment})
+    logger.warning("retrain started: flow run %s (%s) of %s: %s", run.name, run.id, deployment, trig["reason"])
+    return trig
+
+
+def monitoring_steps(name: str, settings: Settings):
+    """Monitor, then trigger when due. Returns the monitor's report."""
+    report = monitor_task(name, settings)
+    if report.verdict.retrain:
+        trigger_task(name, settings, report)
+    elif report.verdict.breaches:
+        get_run_logger().info("thresholds crossed, no retrain: %s", report.verdict.reason)
+    return report

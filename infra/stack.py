@@ -1,0 +1,355 @@
+"""The whole stack on 127.0.0.1 for a person, started the way its users start each part (`make serve-stack`,
+`make stop-stack`; docs/operations.md):
+
+    MLflow server     mlflow server (backend: the project's store .cellcast/mlflow.db, artifacts beside it)
+    Prefect server    prefect server start (its own PREFECT_HOME under the stack folder)
+    work pool         prefect work-pool create POOL --type process
+    deployments       python -m cellcast.flows.deploy NAME --work-pool POOL   (train weekly, forecast hourly)
+    worker            prefect worker start --pool POOL   (runs the flows in the project folder)
+    service           cellcast serve NAME   (once the registry has a champion; without one, the stack starts
+                      the training deployment through the worker and waits for it)
+
+    python infra/stack.py start [NAME] [--prefect-port 4200 --mlflow-port 5000 --serve-port 8000 ...]
+    python infra/stack.py status
+    python infra/stack.py stop
+
+Logs, pids and an env file (`source .stack/env` points the CLI at the stack) live in the stack folder
+(default `.stack/`, git-ignored). Every process gets its own session: closing the terminal leaves them
+running; `stop` ends each process tree (SIGTERM, then SIGKILL after a grace period), newest first.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+HOST = "127.0.0.1"
+ORDER = ("mlflow", "prefect", "worker", "service")      # start order; stop goes backwards
+BIN = Path(sys.executable).parent
+
+
+def _project(arg: str | None) -> Path:
+    if arg:
+        return Path(arg).resolve()
+    here = Path.cwd().resolve()
+    for d in (here, *here.parents):
+        if (d / "params.yaml").is_file():
+            return d
+    return here
+
+
+def _say(msg: str) -> None:
+    print(f"stack: {msg}", flush=True)
+
+
+# ---------------------------------------------------------------- processes
+
+def _pidfile(folder: Path, name: str) -> Path:
+    return folder / "pids" / f"{name}.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:   # a zombie (exited, not yet reaped) is not running
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _running(folder: Path) -> dict[str, int]:
+    out = {}
+    for name in ORDER:
+        p = _pidfile(folder, name)
+        if p.is_file():
+            pid = int(p.read_text().split()[0])
+            if _alive(pid):
+                out[name] = pid
+    return out
+
+
+def _spawn(folder: Path, name: str, cmd: list[str], cwd: Path, env: dict) -> subprocess.Popen:
+    (folder / "logs").mkdir(parents=True, exist_ok=True)
+    (folder / "pids").mkdir(parents=True, exist_ok=True)
+    log = open(folder / "logs" / f"{name}.log", "ab")
+    log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
+    log.flush()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    _pidfile(folder, name).write_text(f"{proc.pid}\n")
+    return proc
+
+
+def _tree(pid: int) -> list[int]:
+    """pid and every descendant (children first found through /proc, so no extra package is needed)."""
+    kids: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().split(")")[-1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            kids.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def _stop_one(folder: Path, name: str, grace: float) -> str | None:
+    p = _pidfile(folder, name)
+    if not p.is_file():
+        return None
+    pid = int(p.read_text().split()[0])
+    if not _alive(pid):
+        p.unlink()
+        return f"{name}: not running"
+    procs = _tree(pid)
+    for q in procs:
+        try:
+            os.kill(q, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_alive(q) for q in procs):
+        time.sleep(0.3)
+    killed = [q for q in procs if _alive(q)]
+    for q in killed:
+        try:
+            os.kill(q, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    p.unlink()
+    return f"{name}: stopped (pid {pid}" + (f", {len(killed)} killed after {grace:.0f}s)" if killed else ")")
+
+
+# ---------------------------------------------------------------- waiting
+
+def _get(url: str, timeout: float = 3) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except OSError:
+        return 0, b""
+
+
+def _post(url: str, body: dict, timeout: float = 5) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except OSError:
+        return 0, b""
+
+
+def _wait(what: str, check, timeout: float, procs: list[subprocess.Popen] = (), folder: Path | None = None,
+          every: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        for proc in procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what}: the process exited with {proc.returncode}" + _log_hint(folder, what))
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not ready after {timeout:.0f}s" + _log_hint(folder, what))
+        time.sleep(every)
+
+
+def _log_hint(folder: Path | None, what: str) -> str:
+    name = what.split()[0]
+    if folder is None or not (folder / "logs" / f"{name}.log").is_file():
+        return ""
+    tail = (folder / "logs" / f"{name}.log").read_text(errors="replace").strip().splitlines()[-5:]
+    return f"; see {folder / 'logs' / (name + '.log')}: " + " | ".join(tail)
+
+
+def _champion(mlflow_url: str, model: str) -> str | None:
+    code, body = _get(f"{mlflow_url}/api/2.0/mlflow/registered-models/alias?name={model}&alias=champion")
+    return json.loads(body)["model_version"]["version"] if code == 200 else None
+
+
+def _worker_online(api: str, pool: str) -> bool:
+    code, body = _post(f"{api}/work_pools/{pool}/workers/filter", {})
+    return code == 200 and any(w.get("status") == "ONLINE" for w in json.loads(body))
+
+
+def _run(cmd: list[str], cwd: Path, env: dict, what: str) -> str:
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    if res.returncode:
+        raise RuntimeError(f"{what} failed ({res.returncode}): {(res.stderr or res.stdout).strip()[-800:]}")
+    return res.stdout
+
+
+# ---------------------------------------------------------------- start / stop / status
+
+def start(a) -> int:
+    project = _project(a.project)
+    folder = Path(a.dir if Path(a.dir).is_absolute() else project / a.dir)
+    up = _running(folder)
+    if up:
+        _say(f"already running ({', '.join(f'{k} pid {v}' for k, v in up.items())}): `make stop-stack` first")
+        return 2
+    dataset = a.dataset or _default_dataset(project)
+    api = f"http://{HOST}:{a.prefect_port}/api"
+    mlflow_url = f"http://{HOST}:{a.mlflow_port}"
+    store = project / ".cellcast"
+    store.mkdir(parents=True, exist_ok=True)
+    backend = a.backend_store_uri or f"sqlite:///{store / 'mlflow.db'}"
+    base = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+            "PREFECT_HOME": str(folder / "prefect"), "PYTHONUNBUFFERED": "1"}
+    for k in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL"):     # the stack's own, below; never another's
+        base.pop(k, None)
+    client = {**base, "PREFECT_API_URL": api, "MLFLOW_TRACKING_URI": mlflow_url}
+    (folder / "prefect").mkdir(parents=True, exist_ok=True)
+    started: list[str] = []
+    try:
+        # the two servers start together: each takes 10-40 s here
+        ml = _spawn(folder, "mlflow", [str(BIN / "mlflow"), "server", "--host", HOST, "--port", str(a.mlflow_port),
+                                       "--workers", "1", "--backend-store-uri", backend,
+                                       "--artifacts-destination", str(a.artifacts or store / "mlartifacts")],
+                    project, {**base, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+        started.append("mlflow")
+        # the UI asks the API at the port it really has (else it calls :4200 and shows "Can't connect")
+        pf = _spawn(folder, "prefect", [str(BIN / "prefect"), "server", "start", "--host", HOST,
+                                        "--port", str(a.prefect_port)], project,
+                    {**base, "PREFECT_UI_API_URL": api, "PREFECT_SERVER_UI_API_URL": api})
+        started.append("prefect")
+        _say(f"MLflow server and Prefect server starting (logs: {folder / 'logs'})")
+        _wait("mlflow server", lambda: _get(f"{mlflow_url}/health")[0] == 200, a.timeout, [ml], folder)
+        _say(f"MLflow server  {mlflow_url}")
+        _wait("prefect server", lambda: _get(f"{api}/health")[0] == 200, a.timeout, [pf], folder)
+        _say(f"Prefect server http://{HOST}:{a.prefect_port}")
+
+        _run([str(BIN / "prefect"), "work-pool", "create", a.pool, "--type", "process", "--overwrite"], project, client,
+             "prefect work-pool create")
+        model = f"{dataset}{_model_suffix(project)}"
+        deploy = [sys.executable, "-m", "cellcast.flows.deploy", dataset, "--work-pool", a.pool,
+                  "--train-cron", a.train_cron, "--project", str(project)]
+        deploy += ["--forecast-every", str(a.forecast_every)] if a.forecast_every else ["--forecast-cron", a.forecast_cron]
+        champion = _champion(mlflow_url, model)
+        # no champion yet: the forecast schedule waits for the first one (its runs would fail: nothing to serve)
+        _run(deploy + ([] if champion else ["--forecast-paused"]), project, client, "cellcast.flows.deploy")
+        _say(f"deployments cellcast-train/train-{dataset} ({a.train_cron}), cellcast-forecast/forecast-{dataset} "
+             f"({f'every {a.forecast_every:g} s' if a.forecast_every else a.forecast_cron}"
+             f"{'' if champion else ', paused until a champion exists'}) on work pool '{a.pool}'")
+
+        wk = _spawn(folder, "worker", [str(BIN / "prefect"), "worker", "start", "--pool", a.pool, "--type", "process",
+                                       "--name", f"cellcast-{a.pool}"], project, client)
+        started.append("worker")
+        _wait("worker", lambda: _worker_online(api, a.pool), a.timeout, [wk], folder, every=1)
+        _say(f"worker online on '{a.pool}', running flows in {project}")
+
+        if champion is None:
+            if a.no_train:
+                _say(f"no champion for {model}: the service is not started (run the training deployment, then "
+                     f"`make serve-stack` again)")
+                _write_env(folder, api, mlflow_url, None)
+                return 0
+            out = _run([str(BIN / "prefect"), "deployment", "run", f"cellcast-train/train-{dataset}",
+                        "--params", json.dumps({"reason": "no champion yet: the stack's first start"}),
+                        "--tag", "first-champion"], project, client,
+                       "prefect deployment run")
+            run_id = next((ln.split()[-1] for ln in out.splitlines() if "UUID" in ln), "?")
+            _say(f"no champion for {model} yet: training through the worker "
+                 f"(http://{HOST}:{a.prefect_port}/runs/flow-run/{run_id}); waiting up to {a.train_timeout:.0f}s")
+            _wait("worker training", lambda: _champion(mlflow_url, model) is not None, a.train_timeout, [wk], folder,
+                  every=3)
+            _run(deploy, project, client, "cellcast.flows.deploy")
+            _say(f"forecast schedule of forecast-{dataset} resumed")
+        _say(f"champion {model} v{_champion(mlflow_url, model)}")
+        sv = _spawn(folder, "service", [sys.executable, "-m", "cellcast", "serve", dataset, "--host", HOST,
+                                        "--port", str(a.serve_port)], project, client)
+        started.append("service")
+        serve_url = f"http://{HOST}:{a.serve_port}"
+        _wait("service", lambda: _get(f"{serve_url}/health")[0] == 200, a.timeout, [sv], folder)
+        _say(f"forecasting service {serve_url} (GET /model, POST /v1/forecast)")
+        _write_env(folder, api, mlflow_url, serve_url)
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        _say(f"error: {e}")
+        for name in reversed(started):
+            msg = _stop_one(folder, name, a.grace)
+            if msg:
+                _say(msg)
+        return 1
+    _say(f"up. `source {folder / 'env'}` points cellcast, prefect and mlflow at it; `make stop-stack` stops it")
+    return 0
+
+
+def _default_dataset(project: Path) -> str:
+    from cellcast.pipeline.config import load_params
+    return load_params(project / "params.yaml").dataset
+
+
+def _model_suffix(project: Path) -> str:
+    from cellcast.pipeline.config import load_params
+    return load_params(project / "params.yaml").registry.model_suffix
+
+
+def _write_env(folder: Path, api: str, mlflow_url: str, serve_url: str | None) -> None:
+    lines = [f"export PREFECT_API_URL={api}", f"export MLFLOW_TRACKING_URI={mlflow_url}",
+             f"export PREFECT_HOME={folder / 'prefect'}"]
+    if serve_url:
+        lines.append(f"export CELLCAST_SERVICE_URL={serve_url}")
+    (folder / "env").write_text("\n".join(lines) + "\n")
+
+
+def stop(a) -> int:
+    folder = Path(a.dir if Path(a.dir).is_absolute() else _project(a.project) / a.dir)
+    said = [m for name in reversed(ORDER) if (m := _stop_one(folder, name, a.grace))]
+    for m in said:
+        _say(m)
+    if not said:
+        _say(f"nothing to stop ({folder / 'pids'} is empty)")
+    return 0
+
+
+def status(a) -> int:
+    folder = Path(a.dir if Path(a.dir).is_absolute() else _project(a.project) / a.dir)
+    up = _running(folder)
+    for name in ORDER:
+        _say(f"{name}: " + (f"running, pid {up[name]}" if name in up else "not running"))
+    return 0 if up else 3
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("dataset", nargs="?", default=None, help="default: params.yaml `dataset`")
+    p.add_argument("--project", default=None, help="the folder holding params.yaml (default: found from here)")
+    p.add_argument("--dir", default=".stack", help="logs, pids, env file (relative: to the project)")
+    p.add_argument("--prefect-port", type=int, default=4200)
+    p.add_argument("--mlflow-port", type=int, default=5000)
+    p.add_argument("--serve-port", type=int, default=8000)
+    p.add_argument("--pool", default="cellcast", help="the process work pool")
+    p.add_argument("--train-cron", default="0 3 * * 1")
+    p.add_argument("--forecast-cron", default="5 * * * *")
+    p.add_argument("--forecast-every", type=float, default=None, metavar="SECONDS", help="instead of the cron")
+    p.add_argument("--backend-store-uri", default=None, help="MLflow's store (default: the project's sqlite file)")
+    p.add_argument("--artifacts", default=None, help="MLflow's artifact folder (default: .cellcast/mlartifacts)")
+    p.add_argument("--no-train", action="store_true", help="no champion: do not train one, start no service")
+    p.add_argument("--timeout", type=float, default=180, help="seconds each server may take to answer")
+    p.add_argument("--train-timeout", type=float, default=1800, help="seconds the first training may take")
+    p.add_argument("--grace", type=float, default=30, help="seconds between SIGTERM and SIGKILL on stop")
+    a = p.parse_args(argv)
+    return {"start": start, "stop": stop, "status": status}[a.action](a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
