@@ -13,8 +13,9 @@ from prefect.context import get_run_context
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from cellcast.flows.data import data_steps
-from cellcast.pipeline.registry import lifecycle
+from cellcast.pipeline.registry import lifecycle, tracking
 from cellcast.pipeline.config import Settings
+from cellcast.pipeline.errors import TrackingUnavailableError
 from cellcast.pipeline.modeling.train import Candidate, candidates, pick_device, train_candidate
 from cellcast.pipeline.data.window import load_windows
 
@@ -32,7 +33,7 @@ def train_task(ws, cand: Candidate, settings: Settings, anchor: int | None, devi
         logger.info("%s epoch %d: train %.4f  val %.4f  lr %.2g  (%.1fs)", cand.name, row["epoch"],
                     row["train_loss"], row["val_loss"], row["lr"], row["seconds"])
 
-    ckpt = Path(settings.paths.checkpoints) / ws.meta.name / (ws.meta.data_md5 or "data")
+    ckpt = _checkpoints(ws, settings)
     return train_candidate(ws, cand, settings, anchor, device=device, checkpoint_dir=ckpt, on_epoch=on_epoch,
                            progress=sys.stderr.isatty())
 
@@ -42,14 +43,36 @@ def assess_task(result, ws, settings: Settings, out_dir: str):
     return lifecycle.assess(result, ws, settings, Path(out_dir))
 
 
-# Reaching MLflow is the one step where a retry can help (a tracking server restarting); the tracking
-# module already retries connection errors per call, so the task itself is not re-run (no duplicate runs).
-@task(name="track-and-promote", cache_policy=NO_CACHE)
+def _checkpoints(ws, settings: Settings) -> Path:
+    return Path(settings.paths.checkpoints) / ws.meta.name / (ws.meta.data_md5 or "data")
+
+
+# A tracking server that is down fails here, in seconds, before any training; runs of this dataset that a
+# killed process left RUNNING are ended KILLED here too, with the reason.
+@task(name="check-tracking", cache_policy=NO_CACHE, retries=0)
+def tracking_task(name: str, settings: Settings):
+    tracking.configure(registry=settings.registry)
+    try:
+        uri = tracking.check_reachable()
+        tracking.end_orphans(name)
+        return uri
+    except TrackingUnavailableError as e:
+        raise e.kept(f"nothing was trained or registered; rerun `cellcast train {name}` once it answers") from None
+
+
+# Reaching MLflow is the one step where a retry can help (a tracking server restarting); MLflow retries each
+# request (registry.retry_seconds), so the task itself is not re-run (no duplicate runs).
+@task(name="track-and-promote", cache_policy=NO_CACHE, retries=0)
 def promote_task(ws, settings: Settings, base, results, reports):
     ctx = get_run_context()
     flow_run_id = str(ctx.task_run.flow_run_id) if getattr(ctx, "task_run", None) else None
     validation = Path(settings.paths.reports) / ws.meta.name / "validation.json"
-    outcome = lifecycle.track_and_promote(ws, settings, base, results, reports, validation, flow_run_id)
+    try:
+        outcome = lifecycle.track_and_promote(ws, settings, base, results, reports, validation, flow_run_id)
+    except TrackingUnavailableError as e:
+        # the registry is untouched or left as the last finished call left it; the weights are on disk
+        raise e.kept(f"the trained candidates are kept ({_checkpoints(ws, settings)}): rerun `cellcast train "
+                     f"{ws.meta.name}` once it answers; it resumes from them and registers") from None
     lifecycle.write_summary(outcome, settings)
     return outcome
 
@@ -59,6 +82,7 @@ def training_flow(name: str, settings: Settings, source: dict | None = None, fro
                   device: str | None = None):
     """Train every candidate of params.yaml on dataset `name` and let the registry decide."""
     logger = get_run_logger()
+    tracking_task(name, settings)
     ws = load_windows(name, settings) if from_windows else data_steps(name, settings, source)
     base = baselines_task(ws, settings)
     logger.info("baselines (test MASE): %s; models anchored on season %s",
