@@ -10,7 +10,10 @@ PIPQ := grep -v -e "is ignored: it is neither" -e "^Processing /opt" || true
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: install run test bench clean repro
+FUZZ_VENV ?= .venv-schemathesis
+SCHEMATHESIS ?= schemathesis==4.32.5
+
+.PHONY: install run test bench clean repro fuzz-venv
 
 install: $(STAMP)
 
@@ -22,6 +25,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]' 2>&1 | { $(PIPQ); }
 	$(PY) -m pip check
 	touch $(STAMP)
+
+# tests/test_fuzz_service.py runs schemathesis from here: its own venv, not one of cellcast's dependencies
+fuzz-venv: $(FUZZ_VENV)/.installed
+
+$(FUZZ_VENV)/.installed:
+	test -x $(FUZZ_VENV)/bin/python || python3 -m venv $(FUZZ_VENV)
+	$(FUZZ_VENV)/bin/pip install -q '$(SCHEMATHESIS)' 2>&1 | { $(PIPQ); }
+	touch $@
 
 run: install
 	$(VENV)/bin/cellcast run

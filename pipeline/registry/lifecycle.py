@@ -71,8 +71,11 @@ class CandidateReport:
 
 def onnx_metadata(ws: WindowSet, settings: Settings) -> dict:
     m = ws.meta
-    return {"dataset": m.name, "freq": m.freq, "variables": m.variables, "targets": m.targets,
+    meta = {"dataset": m.name, "freq": m.freq, "variables": m.variables, "targets": m.targets,
             "lookback": m.lookback, "horizon": m.horizon, "data_md5": m.data_md5, "params_hash": settings.fingerprint()}
+    # the phase of the series' grid (readings at :51 past, days from 09:00): the service refuses requests off it
+    meta["grid_origin"] = str(ws.timestamps[0].astype("datetime64[s]")) if len(ws.timestamps) else None
+    return meta
 
 
 def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path) -> CandidateReport:
