@@ -14,8 +14,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from cellcast.flows.data import data_steps
 from cellcast.pipeline.registry import lifecycle, tracking
+from cellcast.pipeline.catalog import training_lock
 from cellcast.pipeline.config import Settings
 from cellcast.pipeline.errors import TrackingUnavailableError
+from cellcast.pipeline.files import exclusive
 from cellcast.pipeline.modeling.train import Candidate, candidates, pick_device, train_candidate
 from cellcast.pipeline.data.window import load_windows
 
@@ -82,6 +84,15 @@ def training_flow(name: str, settings: Settings, source: dict | None = None, fro
                   device: str | None = None):
     """Train every candidate of params.yaml on dataset `name` and let the registry decide."""
     logger = get_run_logger()
+    # one training of a dataset at a time: two would train the same candidates into the same checkpoints and
+    # race for the champion alias; the second waits (a killed holder releases the lock)
+    lock = training_lock(name, settings)
+    with exclusive(lock, waiting=lambda who: logger.warning("%s is being trained by %s: waiting for it to finish "
+                                                             "(%s)", name, who, lock)):
+        return _train(name, settings, source, from_windows, device, logger)
+
+
+def _train(name: str, settings: Settings, source, from_windows: bool, device: str | None, logger):
     tracking_task(name, settings)
     ws = load_windows(name, settings) if from_windows else data_steps(name, settings, source)
     base = baselines_task(ws, settings)

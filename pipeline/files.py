@@ -4,8 +4,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import threading
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable, Iterator
 
 
 def utc_stamp() -> str:
@@ -16,8 +20,14 @@ def utc_stamp() -> str:
 def _replace_into(path: Path, write) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
+    # a temporary name of this writer's own: two processes writing one file must not share (and move)
+    # each other's half-written copy
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    try:
+        write(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)  # atomic: readers see the old file or the new one
     return path
 
@@ -46,3 +56,35 @@ def md5_file(path: str | Path) -> str:
 def sha256_file(path: str | Path) -> str:
     """The sha256 of a file's bytes: the provenance ingest records for an input."""
     return _digest(path, "sha256")
+
+
+@contextmanager
+def exclusive(path: str | Path, waiting: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on file `path` for the block, across processes of this machine; if another
+    holds it, call `waiting(who holds it)` once and wait. The kernel drops a lock when its holder dies,
+    kill -9 included, so a crash never leaves it stuck. (No fcntl, as on Windows: no lock.)"""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting is not None:
+                waiting(os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        me = f"process {os.getpid()} on {socket.gethostname()} since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, me.encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -3,13 +3,18 @@ run killed (kill -9) while it tracks, the tracking server stopped mid-flow and a
 A real `mlflow server` and a real Prefect server; nothing lost, one line per failure, bounded waits."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
+from pathlib import Path
+
+import mlflow
 import numpy as np
+import onnx
 import pandas as pd
 import pytest
 import yaml
@@ -129,9 +134,15 @@ def test_killed_runs_end_killed_server_down_is_one_line_and_the_rerun_registers(
         assert f"MLflow UI: {url}" in out and "sqlite" not in out                           # not the embedded store
         versions = client.search_model_versions("name = 'plant-forecaster'")
         assert [int(v.version) for v in versions] == [1]
-        assert client.get_model_version_by_alias("plant-forecaster", "champion").version == "1"
+        assert int(client.get_model_version_by_alias("plant-forecaster", "champion").version) == 1
         assert not runs(client, "RUNNING")
         assert {r.info.status for r in runs(client)} == {"KILLED", "FINISHED"}
+        # the champion's ONNX file carries its grid's phase, which the service checks requests against
+        source = client.get_model_version("plant-forecaster", "1").source
+        local = mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=url,
+                                                    dst_path=str(tmp_path / "champion"))
+        meta = {p.key: p.value for p in onnx.load(str(next(Path(local).rglob("*.onnx")))).metadata_props}
+        assert json.loads(meta["grid_origin"]) == "2024-03-01T00:00:00"
 
     # 4. no server at all: the check before training fails in seconds, nothing trained
     dead = f"http://127.0.0.1:{free_port()}"
@@ -143,3 +154,40 @@ def test_killed_runs_end_killed_server_down_is_one_line_and_the_rerun_registers(
     assert "nothing was trained or registered" in errors[0]
     assert "epoch" not in out
     assert (plant / "plant.csv").read_bytes() == before
+
+
+def test_two_trains_of_one_dataset_at_once_take_turns(prefect_api, plant):
+    """A new project (its MLflow store not created yet) and two `cellcast train plant` started together: before,
+    one died in MLflow's table creation (alembic) with a traceback; now the second waits for the first."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    procs = [cellcast(plant, "train", "plant", env=env, out_name=f"twin{i}.txt") for i in (1, 2)]
+    results = [finish(p, plant / f"twin{i}.txt") for i, p in zip((1, 2), procs)]
+    for code, out in results:
+        assert code == 0 and "Traceback" not in out, out
+    waited = [out for _, out in results if "plant is being trained by process" in out]
+    assert len(waited) == 1 and "waiting for it to finish" in waited[0]
+    client = MlflowClient(tracking_uri=f"sqlite:///{plant / '.cellcast' / 'mlflow.db'}")
+    versions = sorted(int(v.version) for v in client.search_model_versions("name = 'plant-forecaster'"))
+    assert versions == [1, 2]                       # one after the other, each decided against the champion
+    assert int(client.get_model_version_by_alias("plant-forecaster", "champion").version) == 1
+    assert {r.info.status for r in runs(client)} == {"FINISHED"}
+
+
+def test_a_lock_is_held_across_processes_and_released_when_its_holder_is_killed(tmp_path):
+    from cellcast.pipeline.files import exclusive
+
+    lock = tmp_path / "x.lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom cellcast.pipeline.files import exclusive\n"
+                               f"with exclusive({str(lock)!r}):\n    print('held', flush=True); time.sleep(600)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    seen = []
+
+    def waiting(who):
+        seen.append(who)
+        os.kill(holder.pid, signal.SIGKILL)   # the holder dies mid-block: the kernel releases its lock
+
+    with exclusive(lock, waiting=waiting):
+        assert lock.read_text().startswith(f"process {os.getpid()} on ")
+    holder.wait()
+    assert len(seen) == 1 and seen[0].startswith(f"process {holder.pid} on ")

@@ -49,7 +49,7 @@ MAX_RETRIES = 10   # MLflow refuses more (_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {"uri": None, "artifact_root": None, "root": None, "source": None, "parents": [],
-                          "policy": None}
+                          "policy": None, "ready": set()}
 
 
 # ---------------------------------------------------------------- reaching the server: retries, errors
@@ -323,6 +323,8 @@ def configure(root: Path | str | None = None, registry: RegistryConfig | None = 
         (base / "mlartifacts").mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{base / 'mlflow.db'}"
         artifact_root = (base / "mlartifacts").as_uri()
+    if uri.startswith("sqlite:///") and uri not in _state["ready"]:
+        _create_store(uri)
     with _lock:
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
@@ -330,6 +332,17 @@ def configure(root: Path | str | None = None, registry: RegistryConfig | None = 
     if uri.startswith(("http://", "https://")):
         _RetryLog.install()
     return uri
+
+
+def _create_store(uri: str) -> None:
+    """Open a sqlite store once under a file lock: MLflow creates or migrates its tables on first use, and two
+    processes doing that at once (two trains started together on a new project) fail in alembic."""
+    from ..files import exclusive
+
+    db = Path(uri[len("sqlite:///"):])
+    with exclusive(db.with_name(f".{db.name}.lock")):
+        MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)
+    _state["ready"].add(uri)
 
 
 def _retry_settings(registry: RegistryConfig) -> tuple[float, int]:
