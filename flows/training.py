@@ -17,7 +17,7 @@ from cellcast.pipeline.registry import lifecycle, tracking
 from cellcast.pipeline.catalog import training_lock
 from cellcast.pipeline.config import Settings
 from cellcast.pipeline.errors import TrackingUnavailableError
-from cellcast.pipeline.files import exclusive
+from cellcast.pipeline.files import exclusive, owner, owner_gone
 from cellcast.pipeline.modeling.train import Candidate, candidates, pick_device, train_candidate
 from cellcast.pipeline.data.window import load_windows
 
@@ -84,6 +84,7 @@ def training_flow(name: str, settings: Settings, source: dict | None = None, fro
                   device: str | None = None):
     """Train every candidate of params.yaml on dataset `name` and let the registry decide."""
     logger = get_run_logger()
+    _end_orphan_flow_runs(name, logger)
     # one training of a dataset at a time: two would train the same candidates into the same checkpoints and
     # race for the champion alias; the second waits (a killed holder releases the lock)
     lock = training_lock(name, settings)
@@ -113,6 +114,41 @@ def _train(name: str, settings: Settings, source, from_windows: bool, device: st
     outcome = promote_task(ws, settings, base, results, reports)
     print(lifecycle.summary_table(outcome))
     return outcome
+
+
+def _end_orphan_flow_runs(name: str, logger) -> list[str]:
+    """Tag this flow run with its owner (host, pid, process start) and mark Crashed the runs of this flow on
+    dataset `name` that Prefect still shows Running but whose process on this host is gone (kill -9): the
+    Prefect side of what tracking.end_orphans does for MLflow runs."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState,
+                                                FlowRunFilterStateType)
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    ctx = get_run_context()
+    me = getattr(ctx, "flow_run", None)
+    if me is None:
+        return []
+    ended = []
+    with get_client(sync_client=True) as client:
+        mine = [f"cellcast.{k}={v}" for k, v in owner().items()]
+        client.update_flow_run(me.id, tags=[*[t for t in me.tags if not t.startswith("cellcast.")], *mine])
+        running = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[ctx.flow.name])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))))
+        for run in running:
+            if run.id == me.id or (run.parameters or {}).get("name") != name:
+                continue
+            recorded = dict(t[len("cellcast."):].split("=", 1) for t in run.tags if t.startswith("cellcast.") and "=" in t)
+            if not owner_gone(recorded):
+                continue
+            why = (f"process {recorded['pid']} on {recorded['host']} ended without finishing this run (killed?); "
+                   f"found by flow run {me.name}")
+            client.set_flow_run_state(run.id, Crashed(message=why), force=True)
+            logger.warning("flow run %s was left Running by a process that is gone: marked Crashed", run.name)
+            ended.append(str(run.id))
+    return ended
 
 
 def task_runner(settings: Settings):

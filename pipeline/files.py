@@ -1,4 +1,5 @@
-"""Writing files so that a reader never sees half of one, and the hashes recorded about them."""
+"""Writing files so that a reader never sees half of one, and the hashes recorded about them; what processes
+of one machine share: locks, and telling whether the process that owns a run is still there."""
 from __future__ import annotations
 
 import hashlib
@@ -88,3 +89,40 @@ def exclusive(path: str | Path, waiting: Callable[[str], None] | None = None) ->
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _process_started(pid: int) -> str | None:
+    """When process `pid` started (a pid is reused once its process is gone); None when there is none."""
+    try:
+        import psutil
+
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except ImportError:  # pragma: no cover - psutil comes with dvc and distributed
+        pass
+    except Exception:  # noqa: BLE001 - NoSuchProcess, AccessDenied...
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return "unknown"
+
+
+def owner() -> dict[str, str]:
+    """This process, as a run records its owner: host, pid, and when the process started."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": str(pid), "process_started": _process_started(pid) or "unknown"}
+
+
+def owner_gone(recorded: dict) -> bool:
+    """True when `recorded` (owner()'s keys) names a process of this host that is gone, or whose pid another
+    process now has. A run of another host, or one with no owner recorded, is never judged gone."""
+    if recorded.get("host") != socket.gethostname() or not str(recorded.get("pid", "")).isdigit():
+        return False
+    now = _process_started(int(recorded["pid"]))
+    if now is None:
+        return True
+    was = recorded.get("process_started", "unknown")
+    return "unknown" not in (now, was) and now != was

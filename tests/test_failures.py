@@ -82,6 +82,14 @@ def runs(client: MlflowClient, status: str | None = None):
     return client.search_runs([exp.experiment_id], f"attributes.status = '{status}'" if status else "")
 
 
+def prefect_runs(flow: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as c:
+        return c.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow])))
+
+
 def test_killed_runs_end_killed_server_down_is_one_line_and_the_rerun_registers(prefect_api, plant, tmp_path):
     before = (plant / "plant.csv").read_bytes()
     work, port = tmp_path / "mlflow", free_port()
@@ -108,6 +116,9 @@ def test_killed_runs_end_killed_server_down_is_one_line_and_the_rerun_registers(
             r = client.get_run(rid)
             assert r.info.status == "KILLED"
             assert f"process {p1.pid} on " in r.data.tags["cellcast.ended_reason"]
+        killed = [r for r in prefect_runs("cellcast-train") if f"cellcast.pid={p1.pid}" in r.tags]
+        assert len(killed) == 1 and killed[0].state.is_crashed(), killed   # Prefect's copy of the run too
+        assert f"process {p1.pid} on " in killed[0].state.message
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
         code, out = finish(p2, plant / "run2.txt")

@@ -375,6 +375,33 @@ def test_unreachable_server_is_one_error_after_the_stated_retries(tmp_path, monk
     tracking.configure(registry=RegistryConfig())
 
 
+def test_every_retry_to_the_tracking_server_is_one_line_of_ours(monkeypatch, tmp_path, caplog):
+    """urllib3 logs a retry as its own warning; a reset keep-alive connection does not even name the host
+    (seen when the server was killed while a run logged its metrics)."""
+    import logging
+
+    from urllib3.util import Retry
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    monkeypatch.chdir(tmp_path)
+    tracking.configure()
+    pool_logger = logging.getLogger("urllib3.connectionpool")
+    retry = Retry(total=5, backoff_factor=2).increment(method="POST", url="/x", error=ConnectionResetError())
+    caplog.set_level("WARNING")
+    for err, url, ours in ((ConnectionResetError(104, "Connection reset by peer"), "/api/2.0/mlflow/runs/log-batch", True),
+                           (OSError("HTTPConnection(host='127.0.0.1', port=5999): refused"), "/anything", True),
+                           (ConnectionResetError(104, "Connection reset by peer"), "/simple/numpy/", False)):
+        caplog.clear()
+        pool_logger.warning("Retrying (%r) after connection broken by '%r': %s", retry, err, url)
+        said = [r.getMessage() for r in caplog.records]
+        if ours:
+            assert len(said) == 1 and said[0].startswith("tracking server http://127.0.0.1:5999: connection ")
+            assert "retry 1/" in said[0]
+        else:
+            assert len(said) == 1 and said[0].startswith("Retrying (")   # another server's: left as it was
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+
+
 def test_runs_left_running_by_a_dead_process_of_this_host_end_killed(store):
     import socket
 

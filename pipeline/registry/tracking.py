@@ -19,7 +19,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import tempfile
 import threading
 from contextlib import contextmanager
@@ -37,6 +36,7 @@ from mlflow.types import Schema, TensorSpec
 
 from ..config import RegistryConfig
 from ..errors import NoChampionError, NotFoundError, TrackingUnavailableError
+from ..files import owner, owner_gone
 
 if TYPE_CHECKING:  # pragma: no cover
     from .promotion import Decision
@@ -115,10 +115,13 @@ class _RetryLog(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not str(record.msg).startswith("Retrying (") or not isinstance(record.args, tuple) or len(record.args) < 3:
             return True
-        retry, err, _ = record.args[:3]
+        retry, err, url = record.args[:3]
         server = _state["uri"] or ""
         host = re.match(r"https?://([^/:]+)(?::(\d+))?", server)
-        if host is None or f"host='{host.group(1)}'" not in repr(err):
+        # a refused connection names its host; a reset one does not, but the path is MLflow's REST API
+        ours = host is not None and (f"host='{host.group(1)}'" in repr(err)
+                                     or str(url).startswith(("/api/2.0/mlflow", "/api/3.0/mlflow", "/ajax-api/")))
+        if not ours:
             return True                       # another server's retry: not ours to reword
         k = len(getattr(retry, "history", ()) or ())
         p = _state["policy"]
@@ -157,6 +160,8 @@ def _reason(err: BaseException | str) -> str:
     text = " ".join(str(e) for e in (_chain(err) if isinstance(err, BaseException) else [])) or str(err)
     if "refused" in text.lower():
         return "connection refused"
+    if "reset by peer" in text.lower() or "connection aborted" in text.lower():
+        return "connection reset"
     if "timed out" in text.lower() or "timeout" in text.lower():
         return f"no answer within {(_state['policy'] or RetryPolicy(0, 0, 0)).timeout_s} s"
     if "Name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text:
@@ -229,44 +234,14 @@ def check_reachable() -> str:
 OWNER_TAGS = ("cellcast.host", "cellcast.pid", "cellcast.process_started")
 
 
-def _process_started(pid: int) -> str | None:
-    """When process `pid` started (a pid is reused after its process is gone), None if there is none."""
-    try:
-        import psutil
-
-        return f"{psutil.Process(pid).create_time():.2f}"
-    except ImportError:  # pragma: no cover - psutil comes with dvc and distributed
-        return "unknown" if _pid_alive(pid) else None
-    except Exception:  # noqa: BLE001 - NoSuchProcess, AccessDenied...
-        return "unknown" if _pid_alive(pid) else None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _owner() -> dict[str, str]:
-    pid = os.getpid()
-    return {"cellcast.host": socket.gethostname(), "cellcast.pid": str(pid),
-            "cellcast.process_started": _process_started(pid) or "unknown"}
+    return {f"cellcast.{k}": v for k, v in owner().items()}
 
 
 def _orphaned(run) -> bool:
     """A RUNNING run whose owning process, on this host, is gone (or is another process with its pid)."""
     tags = run.data.tags
-    if tags.get("cellcast.host") != socket.gethostname() or not str(tags.get("cellcast.pid", "")).isdigit():
-        return False   # another machine's run, or one that predates the owner tags: not ours to judge
-    now = _process_started(int(tags["cellcast.pid"]))
-    if now is None:
-        return True
-    was = tags.get("cellcast.process_started", "unknown")
-    return "unknown" not in (now, was) and now != was
+    return owner_gone({k[len("cellcast."):]: v for k, v in tags.items() if k in OWNER_TAGS})
 
 
 @_reaching
