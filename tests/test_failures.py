@@ -177,7 +177,8 @@ def test_two_trains_of_one_dataset_at_once_take_turns(prefect_api, plant):
         assert code == 0 and "Traceback" not in out, out
     waited = [out for _, out in results if "plant is being trained by process" in out]
     assert len(waited) == 1 and "waiting for it to finish" in waited[0]
-    client = MlflowClient(tracking_uri=f"sqlite:///{plant / '.cellcast' / 'mlflow.db'}")
+    store = f"sqlite:///{plant / '.cellcast' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
     versions = sorted(int(v.version) for v in client.search_model_versions("name = 'plant-forecaster'"))
     assert versions == [1, 2]                       # one after the other, each decided against the champion
     assert int(client.get_model_version_by_alias("plant-forecaster", "champion").version) == 1
