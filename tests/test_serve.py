@@ -362,3 +362,11 @@ def test_the_openapi_schema_declares_the_body_and_every_refusal(models):
     assert values["required"] == VARS and values["additionalProperties"] is False
     assert all(values["properties"][v]["minItems"] == LOOKBACK == values["properties"][v]["maxItems"] for v in VARS)
     assert doc["components"]["schemas"]["Batch"]["properties"]["instances"]["minItems"] == 1
+
+
+def test_malformed_bounds_in_the_metadata_are_left_out_not_a_500(tmp_path):
+    path = _toy(tmp_path, "m", "D", bounds={"Close": [None, "x"], "Other": [1, 2]})
+    app = create_app(Settings(dataset="toy"), source=Source(path, "1"), device="cpu", poll_seconds=60)
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        assert c.post("/v1/forecast", json={"values": {"Close": [500.0] * 10}}).status_code == 200
+        assert c.get("/openapi.json").status_code == 200

@@ -126,7 +126,7 @@ def parse_instance(obj: Any, engine: OnnxForecaster, where: str = "body"):
     if missing or extra:
         parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown {', '.join(extra)}"] if extra else [])
         raise BadRequest(422, f"{where}.values: {'; '.join(parts)} (the model needs {', '.join(engine.variables)})")
-    bounds = engine.metadata.get("bounds") if isinstance(engine.metadata.get("bounds"), dict) else {}
+    bounds = model_bounds(engine)
     cols = [_column(values[v], f"{where}.values.{v}", engine.lookback, bounds.get(v)) for v in engine.variables]
     window = np.stack(cols, axis=1).astype(np.float32)
     future = None
@@ -136,6 +136,21 @@ def parse_instance(obj: Any, engine: OnnxForecaster, where: str = "body"):
     return window, future
 
 
+def model_bounds(engine: OnnxForecaster) -> dict[str, tuple[float, float]]:
+    """The model's ONNX metadata `bounds` ({variable: [lo, hi]}, profiled on its training rows); an entry that is
+    not two numbers is left out rather than trusted."""
+    raw = engine.metadata.get("bounds")
+    out = {}
+    for v, b in (raw.items() if isinstance(raw, dict) else ()):
+        try:
+            lo, hi = (float(x) for x in b)
+        except (TypeError, ValueError):
+            continue
+        if lo <= hi:
+            out[str(v)] = (lo, hi)
+    return out
+
+
 def _column(values: list[float], where: str, length: int, bounds) -> np.ndarray:
     if len(values) != length:
         raise BadRequest(422, f"{where}: expected {length} observations (the model's lookback), got {len(values)}")
@@ -143,7 +158,7 @@ def _column(values: list[float], where: str, length: int, bounds) -> np.ndarray:
     if np.abs(arr).max(initial=0) > F32_MAX:
         raise BadRequest(422, f"{where}: values beyond the float32 range")
     if bounds is not None:
-        lo, hi = (float(b) for b in bounds)
+        lo, hi = bounds
         out = np.flatnonzero((arr < lo) | (arr > hi))
         if len(out):
             i = int(out[0])

@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..config import Settings
 from .requests import (F32_MAX, BadRequest, Batch, BatchResponse, ForecastResponse, Problem, Series,
-                       forecast_json, parse_body)
+                       forecast_json, model_bounds, parse_body)
 from .swap import ModelHolder, ModelSource, registry_source
 
 log = logging.getLogger(__name__)
@@ -48,13 +48,13 @@ def _describe_model(series: dict, engine) -> None:
     """Series' schema for this model: each variable an array of exactly `lookback` numbers (within its
     training bounds when the model carries them), timestamps as many. The grid of the timestamps has no
     JSON Schema; it is checked (422) when the request comes."""
-    bounds = engine.metadata.get("bounds") if isinstance(engine.metadata.get("bounds"), dict) else {}
+    bounds = model_bounds(engine)
     n = engine.lookback
     props = {}
     for v in engine.variables:
         item = {"type": "number", "minimum": -F32_MAX, "maximum": F32_MAX}
         if v in bounds:
-            item["minimum"], item["maximum"] = (float(b) for b in bounds[v])
+            item["minimum"], item["maximum"] = bounds[v]
         props[v] = {"type": "array", "items": item, "minItems": n, "maxItems": n}
     series["properties"]["values"] = {"type": "object", "properties": props, "required": list(engine.variables),
                                       "additionalProperties": False,
