@@ -134,7 +134,14 @@ def test_a_store_named_in_the_environment_stays_in_use_and_the_hint_names_it(tmp
     assert tracking.configure() == "http://tracking.example:5000"
     assert ui_hint().startswith("MLflow UI: http://tracking.example:5000 ")
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    assert tracking.configure(tmp_path) == f"sqlite:///{tmp_path.resolve()}/.cellcast/mlflow.db"
+    mine = tracking.configure(tmp_path)
+    assert mine == f"sqlite:///{tmp_path.resolve()}/.cellcast/mlflow.db"
+    # the variable set back to a store this process chose itself (what a restored environment does) is not
+    # the user naming it: the project of the working directory keeps its own store
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "b")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mine)
+    assert tracking.configure() == f"sqlite:///{(tmp_path / 'b').resolve()}/.cellcast/mlflow.db"
 
 
 def test_subprocess_inherits_the_embedded_store(store):

@@ -49,7 +49,7 @@ MAX_RETRIES = 10   # MLflow refuses more (_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {"uri": None, "artifact_root": None, "root": None, "source": None, "parents": [],
-                          "policy": None, "ready": set()}
+                          "policy": None, "ready": set(), "exported": set()}
 
 
 # ---------------------------------------------------------------- reaching the server: retries, errors
@@ -304,6 +304,8 @@ def configure(root: Path | str | None = None, registry: RegistryConfig | None = 
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         _state["uri"], _state["artifact_root"], _state["root"], _state["source"] = uri, artifact_root, root, source
+        if source == "embedded":
+            _state["exported"].add(uri)
     if uri.startswith(("http://", "https://")):
         _RetryLog.install()
     return uri
@@ -337,10 +339,11 @@ def server_url() -> str | None:
 
 
 def _user_uri() -> str | None:
-    """$MLFLOW_TRACKING_URI unless it is the embedded URI we chose and exported (mlflow.set_tracking_uri
-    sets the variable). A store the user named stays the user's: a later configure() keeps it."""
+    """$MLFLOW_TRACKING_URI unless it is an embedded URI this process chose and exported
+    (mlflow.set_tracking_uri sets the variable). A store the user named stays the user's: a later
+    configure() keeps it."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env and env == _state["uri"] and _state["source"] == "embedded":
+    if env and env in _state["exported"]:
         return None
     return env or None
 
