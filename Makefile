@@ -14,7 +14,10 @@ export DO_NOT_TRACK ?= 1
 # (README.md, 'On a GPU'); empty: what pip resolves for torch==2.13.0 here
 TORCH_INDEX ?=
 
-.PHONY: install run test bench clean repro gpu-bundle serve-stack stop-stack stack-status
+FUZZ_VENV ?= .venv-schemathesis
+SCHEMATHESIS ?= schemathesis==4.32.5
+
+.PHONY: install run test bench clean repro gpu-bundle serve-stack stop-stack stack-status fuzz-venv
 
 install: $(STAMP)
 
@@ -26,6 +29,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]' 2>&1 | { $(PIPQ); }
 	$(PY) -m pip check
 	touch $(STAMP)
+
+# tests/test_fuzz_service.py runs schemathesis from here: its own venv, not one of cellcast's dependencies
+fuzz-venv: $(FUZZ_VENV)/.installed
+
+$(FUZZ_VENV)/.installed:
+	test -x $(FUZZ_VENV)/bin/python || python3 -m venv $(FUZZ_VENV)
+	$(FUZZ_VENV)/bin/pip install -q '$(SCHEMATHESIS)' 2>&1 | { $(PIPQ); }
+	touch $@
 
 run: install
 	$(VENV)/bin/cellcast run

@@ -53,6 +53,10 @@ def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug lo
         log.addHandler(handler)
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
+    # an error raised inside a flow reaches `friendly`, which prints it as the last line: Prefect's own
+    # copies of it (task failed, flow failed, each state change) would repeat it four times
+    from cellcast.flows import UserErrorLog
+    UserErrorLog.quiet = not verbose
 
 
 def _register_commands() -> None:

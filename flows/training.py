@@ -11,8 +11,11 @@ from prefect.context import get_run_context
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from cellcast.flows.data import data_steps
-from cellcast.pipeline.registry import lifecycle
+from cellcast.pipeline.registry import lifecycle, tracking
+from cellcast.pipeline.catalog import training_lock
 from cellcast.pipeline.config import Settings
+from cellcast.pipeline.errors import TrackingUnavailableError
+from cellcast.pipeline.files import exclusive, owner, owner_gone
 from cellcast.pipeline.modeling.train import (Candidate, candidates, cpu_threads, pick_device, torch_threads,
                                               train_candidate)
 from cellcast.pipeline.data.window import load_windows
@@ -31,7 +34,7 @@ def train_task(ws, cand: Candidate, settings: Settings, anchor: int | None, devi
         logger.info("%s epoch %d: train %.4f  val %.4f  lr %.2g  (%.1fs)", cand.name, row["epoch"],
                     row["train_loss"], row["val_loss"], row["lr"], row["seconds"])
 
-    ckpt = Path(settings.paths.checkpoints) / ws.meta.name / (ws.meta.data_md5 or "data")
+    ckpt = _checkpoints(ws, settings)
     return train_candidate(ws, cand, settings, anchor, device=device, checkpoint_dir=ckpt, on_epoch=on_epoch,
                            progress=sys.stderr.isatty())
 
@@ -41,14 +44,36 @@ def assess_task(result, ws, settings: Settings, out_dir: str):
     return lifecycle.assess(result, ws, settings, Path(out_dir))
 
 
-# Reaching MLflow is the one step where a retry can help (a tracking server restarting); the tracking
-# module already retries connection errors per call, so the task itself is not re-run (no duplicate runs).
-@task(name="track-and-promote", cache_policy=NO_CACHE)
+def _checkpoints(ws, settings: Settings) -> Path:
+    return Path(settings.paths.checkpoints) / ws.meta.name / (ws.meta.data_md5 or "data")
+
+
+# A tracking server that is down fails here, in seconds, before any training; runs of this dataset that a
+# killed process left RUNNING are ended KILLED here too, with the reason.
+@task(name="check-tracking", cache_policy=NO_CACHE, retries=0)
+def tracking_task(name: str, settings: Settings):
+    tracking.configure(registry=settings.registry)
+    try:
+        uri = tracking.check_reachable()
+        tracking.end_orphans(name)
+        return uri
+    except TrackingUnavailableError as e:
+        raise e.kept(f"nothing was trained or registered; rerun `cellcast train {name}` once it answers") from None
+
+
+# Reaching MLflow is the one step where a retry can help (a tracking server restarting); MLflow retries each
+# request (registry.retry_seconds), so the task itself is not re-run (no duplicate runs).
+@task(name="track-and-promote", cache_policy=NO_CACHE, retries=0)
 def promote_task(ws, settings: Settings, base, results, reports):
     ctx = get_run_context()
     flow_run_id = str(ctx.task_run.flow_run_id) if getattr(ctx, "task_run", None) else None
     validation = Path(settings.paths.reports) / ws.meta.name / "validation.json"
-    outcome = lifecycle.track_and_promote(ws, settings, base, results, reports, validation, flow_run_id)
+    try:
+        outcome = lifecycle.track_and_promote(ws, settings, base, results, reports, validation, flow_run_id)
+    except TrackingUnavailableError as e:
+        # the registry is untouched or left as the last finished call left it; the weights are on disk
+        raise e.kept(f"the trained candidates are kept ({_checkpoints(ws, settings)}): rerun `cellcast train "
+                     f"{ws.meta.name}` once it answers; it resumes from them and registers") from None
     lifecycle.write_summary(outcome, settings)
     return outcome
 
@@ -61,6 +86,17 @@ def training_flow(name: str, settings: Settings, source: dict | None = None, fro
     logger = get_run_logger()
     if reason:
         logger.info("retrain of %s: %s", name, reason)
+    _end_orphan_flow_runs(name, logger)
+    # one training of a dataset at a time: two would train the same candidates into the same checkpoints and
+    # race for the champion alias; the second waits (a killed holder releases the lock)
+    lock = training_lock(name, settings)
+    with exclusive(lock, waiting=lambda who: logger.warning("%s is being trained by %s: waiting for it to finish "
+                                                             "(%s)", name, who, lock)):
+        return _train(name, settings, source, from_windows, device, logger)
+
+
+def _train(name: str, settings: Settings, source, from_windows: bool, device: str | None, logger):
+    tracking_task(name, settings)
     ws = load_windows(name, settings) if from_windows else data_steps(name, settings, source)
     base = baselines_task(ws, settings)
     logger.info("baselines (test MASE): %s; models anchored on season %s",
@@ -79,6 +115,41 @@ def training_flow(name: str, settings: Settings, source: dict | None = None, fro
     outcome = promote_task(ws, settings, base, results, reports)
     print(lifecycle.summary_table(outcome))
     return outcome
+
+
+def _end_orphan_flow_runs(name: str, logger) -> list[str]:
+    """Tag this flow run with its owner (host, pid, process start) and mark Crashed the runs of this flow on
+    dataset `name` that Prefect still shows Running but whose process on this host is gone (kill -9): the
+    Prefect side of what tracking.end_orphans does for MLflow runs."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState,
+                                                FlowRunFilterStateType)
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    ctx = get_run_context()
+    me = getattr(ctx, "flow_run", None)
+    if me is None:
+        return []
+    ended = []
+    with get_client(sync_client=True) as client:
+        mine = [f"cellcast.{k}={v}" for k, v in owner().items()]
+        client.update_flow_run(me.id, tags=[*[t for t in me.tags if not t.startswith("cellcast.")], *mine])
+        running = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[ctx.flow.name])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))))
+        for run in running:
+            if run.id == me.id or (run.parameters or {}).get("name") != name:
+                continue
+            recorded = dict(t[len("cellcast."):].split("=", 1) for t in run.tags if t.startswith("cellcast.") and "=" in t)
+            if not owner_gone(recorded):
+                continue
+            why = (f"process {recorded['pid']} on {recorded['host']} ended without finishing this run (killed?); "
+                   f"found by flow run {me.name}")
+            client.set_flow_run_state(run.id, Crashed(message=why), force=True)
+            logger.warning("flow run %s was left Running by a process that is gone: marked Crashed", run.name)
+            ended.append(str(run.id))
+    return ended
 
 
 def task_runner(settings: Settings):

@@ -32,6 +32,11 @@ def window_paths(name: str, settings: Settings) -> tuple[Path, Path]:
     return d / "windows.npz", d / "windows.json"
 
 
+def training_lock(name: str, settings: Settings) -> Path:
+    """The lock one training run of dataset `name` holds (beside the checkpoints, outside data/)."""
+    return Path(settings.paths.checkpoints).parent / "locks" / f"{name}.train.lock"
+
+
 def quarantine_dir(name: str, settings: Settings) -> Path:
     """A new folder for one rejected input and its report."""
     d = Path(settings.paths.quarantine) / f"{name}-{utc_stamp()}"

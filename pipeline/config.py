@@ -127,6 +127,10 @@ class EvaluateConfig(_Strict):
 class RegistryConfig(_Strict):
     model_suffix: str = "-forecaster"
     parity_atol: float = Field(1e-3, gt=0)
+    # a tracking server that does not answer: retried with backoff for at most this long per call, then
+    # one error (MLflow's own default is ~4.6 minutes of silence); 0 = no retries
+    retry_seconds: float = Field(60, ge=0, le=3600)
+    request_timeout_s: int = Field(30, ge=1, le=600)   # one HTTP request to the tracking server
 
 
 class ServeConfig(_Strict):
@@ -197,7 +201,9 @@ class Settings(_Sections):
 
     def fingerprint(self) -> str:
         """A short hash of every setting that shapes a model: the `params_hash` lineage tag."""
-        body = self.model_dump(mode="json", by_alias=True, exclude={"paths", "serve"})
+        # how to reach the tracking server shapes no model
+        body = self.model_dump(mode="json", by_alias=True,
+                               exclude={"paths": True, "serve": True, "registry": {"retry_seconds", "request_timeout_s"}})
         body.pop("monitor", None)   # when to retrain shapes no model
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -57,3 +57,12 @@ class ExportError(CellcastError):
 
 class NoChampionError(NotFoundError):
     """The registry has no champion for a model."""
+
+
+class TrackingUnavailableError(CellcastError):
+    """The tracking server (MLflow) could not be reached within the configured retries
+    (params.yaml registry.retry_seconds); the message names the server and what was kept."""
+
+    def kept(self, what: str) -> "TrackingUnavailableError":
+        """The same error, saying what survived the failure and how to go on."""
+        return TrackingUnavailableError(f"{self.message}; {what}")

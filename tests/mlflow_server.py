@@ -19,10 +19,11 @@ __all__ = ["free_port", "mlflow_server"]
 
 
 @contextmanager
-def mlflow_server(workdir: Path, startup_timeout: float = 120) -> Iterator[str]:
-    """Yield the server's URL; the server is stopped (SIGTERM, then SIGKILL) afterwards."""
+def mlflow_server(workdir: Path, startup_timeout: float = 120, port: int | None = None) -> Iterator[str]:
+    """Yield the server's URL; the server is stopped (SIGTERM, then SIGKILL) afterwards.
+    The same workdir and port again: the same server restarted (its database and artifacts kept)."""
     workdir = Path(workdir)
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     cmd = [str(mlflow_bin) if mlflow_bin.exists() else "mlflow", "server",
@@ -32,5 +33,6 @@ def mlflow_server(workdir: Path, startup_timeout: float = 120) -> Iterator[str]:
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "DO_NOT_TRACK": "1",
            "MLFLOW_DISABLE_TELEMETRY": "true"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    with background_service("mlflow server", cmd, f"{url}/health", workdir, env, startup_timeout):
+    with background_service("mlflow server", cmd, f"{url}/health", workdir, env, startup_timeout) as proc:
+        mlflow_server.process = proc   # for a test that kills it abruptly
         yield url

@@ -3,6 +3,7 @@ request, broken versions are not swapped in, bad requests get a 4xx with a messa
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 import time
 from types import SimpleNamespace
 
@@ -256,3 +257,117 @@ def test_business_day_timestamps_continue_on_the_calendar(tmp_path):
         daily = pd.date_range("2024-03-04", periods=10)  # crosses a weekend: not business days
         r = c.post("/v1/forecast", json={"timestamps": [t.isoformat() for t in daily], "values": {"Close": [1.0] * 10}})
         assert r.status_code == 422 and "does not match the model's frequency B" in r.json()["detail"]
+
+
+def _toy(tmp_path, name: str, freq: str, **meta) -> "Path":
+    spec = ModelSpec(cell="gru", n_vars=1, target_idx=[0], lookback=10, horizon=3, hidden_size=4, rnn_steps=5,
+                     mean=[50.0], std=[10.0])
+    torch.manual_seed(0)
+    return export_onnx(build(spec), tmp_path / f"{name}.onnx", {"variables": ["Close"], "freq": freq, **meta})
+
+
+def test_hostile_bodies_get_a_4xx_never_a_500(tmp_path):
+    """A 400-digit integer (OverflowError before), deep nesting (RecursionError before), floats that overflow
+    inside the model: each is a 4xx with one line."""
+    path = _toy(tmp_path, "h", "D")
+    engine = OnnxForecaster.from_path(path, device="cpu")
+    app = create_app(Settings(dataset="toy"), source=Source(path, "1"), device="cpu", poll_seconds=60)
+    good = [50.0] * 10
+    huge = 3.0e38
+    overflow = engine.predict(np.full((1, 10, 1), huge, np.float32))
+    json_body = {"content-type": "application/json"}
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        big = b'{"values": {"Close": [' + b"9" * 400 + b", 1, 1, 1, 1, 1, 1, 1, 1, 1]}}"
+        r = c.post("/v1/forecast", content=big, headers=json_body)
+        assert r.status_code == 422 and r.json()["detail"] == (
+            "body.values.Close[0]: expected a number, got an integer beyond the float range (1 such values)")
+        for nested in (b'{"values": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", b"[" * 200_000 + b"]" * 200_000,
+                       b'{"instances": [' + b"{\"a\": " * 50_000 + b"1" + b"}" * 50_000 + b"]}"):
+            r = c.post("/v1/forecast", content=nested, headers=json_body)
+            assert r.status_code == 400 and "not valid JSON (recursion limit exceeded" in r.json()["detail"], r.text
+        r = c.post("/v1/forecast", json={"values": {"Close": [1e300] * 10}})
+        assert r.status_code == 422 and "beyond the float32 range" in r.json()["detail"]
+        r = c.post("/v1/forecast", json={"values": {"Close": [huge] * 10}})
+        if np.isfinite(overflow).all():
+            assert r.status_code == 200
+        else:
+            assert r.status_code == 422 and "the model's forecast is not finite" in r.json()["detail"], r.text
+        r = c.post("/v1/forecast", json={"values": {"Close": good}, "timestamps": ["9999-12-31"] * 10})
+        assert r.status_code == 422, r.text
+        for start in ("9999-12-20", "0001-01-01", "1677-09-21"):     # calendar edges: an answer, not a 500
+            stamps = [t.isoformat() for t in pd.date_range(start, periods=10, freq="D")]
+            r = c.post("/v1/forecast", json={"values": {"Close": good}, "timestamps": stamps})
+            assert r.status_code in (200, 422), r.text
+        assert c.post("/v1/forecast", json={"values": {"Close": good}}).status_code == 200
+
+
+def test_timestamps_off_the_models_grid_are_refused_not_shifted(tmp_path):
+    daily = _toy(tmp_path, "d", "D")
+    nine = _toy(tmp_path, "n", "D", grid_origin="2020-01-01T09:00:00")
+    cgm = _toy(tmp_path, "c", "5min", grid_origin="2010-03-24T09:51:00")    # readings at :51, :56, :01...
+    values = {"Close": [50.0] * 10}
+
+    def ask(path, start, freq):
+        app = create_app(Settings(dataset="toy"), source=Source(path, "1"), device="cpu", poll_seconds=60)
+        stamps = [t.isoformat() for t in pd.date_range(start, periods=10, freq=freq)]
+        with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+            r = c.post("/v1/forecast", json={"values": values, "timestamps": stamps})
+        return r.status_code, r.json()
+
+    code, got = ask(daily, "2024-03-01 06:30", "D")
+    assert code == 422 and got["detail"] == ("body.timestamps[0]: 2024-03-01 06:30:00 is off the model's D grid (at "
+                                             "midnight; 10 timestamps off it): send the observations' own timestamps")
+    code, got = ask(daily, "2024-03-01", "D")
+    assert code == 200 and got["timestamps"][0] == "2024-03-11T00:00:00"
+    code, got = ask(nine, "2024-03-01 09:00", "D")                 # a daily model whose days start at 09:00
+    assert code == 200 and got["timestamps"][0] == "2024-03-11T09:00:00"
+    code, got = ask(nine, "2024-03-01", "D")
+    assert code == 422 and "counted from 2020-01-01 09:00:00" in got["detail"]
+    code, got = ask(cgm, "2024-03-01 10:01", "5min")
+    assert code == 200 and got["timestamps"][0] == "2024-03-01T10:51:00"
+    code, got = ask(cgm, "2024-03-01 10:00", "5min")
+    assert code == 422 and "off the model's 5min grid (counted from 2010-03-24 09:51:00" in got["detail"]
+
+
+def test_values_outside_the_models_training_bounds_are_refused(tmp_path):
+    path = _toy(tmp_path, "b", "D", bounds={"Close": [0.0, 100.0]})
+    app = create_app(Settings(dataset="toy"), source=Source(path, "1"), device="cpu", poll_seconds=60)
+    inside = [50.0] * 10
+    outside = [50.0, 50.0, 50.0, 150.0, -3.0, 50.0, 50.0, 50.0, 50.0, 50.0]
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        r = c.post("/v1/forecast", json={"values": {"Close": outside}})
+        assert r.status_code == 422 and r.json()["detail"] == (
+            "body.values.Close: 2 values outside the plausible range [0, 100] profiled on the model's training data "
+            "(e.g. 150 at [3])")
+        r = c.post("/v1/forecast", json={"instances": [{"values": {"Close": inside}}, {"values": {"Close": outside}}]})
+        assert r.status_code == 422 and r.json()["detail"].startswith("instances[1].values.Close: 2 values outside")
+        assert c.post("/v1/forecast", json={"values": {"Close": inside}}).status_code == 200
+        # the schema says so too
+        series = c.get("/openapi.json").json()["components"]["schemas"]["Series"]
+        close = series["properties"]["values"]["properties"]["Close"]
+        assert (close["minItems"], close["maxItems"], close["items"]["minimum"], close["items"]["maximum"]) == \
+            (10, 10, 0.0, 100.0)
+
+
+def test_the_openapi_schema_declares_the_body_and_every_refusal(models):
+    app = create_app(SETTINGS, source=Source(models["1"], "1"), device="cpu", poll_seconds=60)
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        doc = c.get("/openapi.json").json()
+    post = doc["paths"]["/v1/forecast"]["post"]
+    body = post["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
+    assert body == [{"$ref": "#/components/schemas/Series"}, {"$ref": "#/components/schemas/Batch"}]
+    assert {"200", "400", "401", "413", "415", "422", "503"} <= set(post["responses"])
+    series = doc["components"]["schemas"]["Series"]
+    assert series["additionalProperties"] is False and series["required"] == ["values"]
+    values = series["properties"]["values"]
+    assert values["required"] == VARS and values["additionalProperties"] is False
+    assert all(values["properties"][v]["minItems"] == LOOKBACK == values["properties"][v]["maxItems"] for v in VARS)
+    assert doc["components"]["schemas"]["Batch"]["properties"]["instances"]["minItems"] == 1
+
+
+def test_malformed_bounds_in_the_metadata_are_left_out_not_a_500(tmp_path):
+    path = _toy(tmp_path, "m", "D", bounds={"Close": [None, "x"], "Other": [1, 2]})
+    app = create_app(Settings(dataset="toy"), source=Source(path, "1"), device="cpu", poll_seconds=60)
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        assert c.post("/v1/forecast", json={"values": {"Close": [500.0] * 10}}).status_code == 200
+        assert c.get("/openapi.json").status_code == 200

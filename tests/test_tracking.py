@@ -129,6 +129,31 @@ def test_configure_embedded_store_and_env_override(tmp_path, monkeypatch):
     assert not (tmp_path / "mlruns").exists()
 
 
+def test_a_store_named_in_the_environment_stays_in_use_and_the_hint_names_it(tmp_path, monkeypatch):
+    # a store file under another project's .cellcast: a second configure() (the summary's) once fell back
+    # to this project's embedded store and printed a UI command for a different database
+    from cellcast.commands.training import ui_hint
+
+    monkeypatch.chdir(tmp_path)
+    other = f"sqlite:///{tmp_path / 'shared' / '.cellcast' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    assert tracking.configure(tmp_path) == other
+    assert tracking.configure() == other and tracking.tracking_uri() == other
+    assert f"--backend-store-uri {other} " in ui_hint()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    assert tracking.configure() == "http://tracking.example:5000"
+    assert ui_hint().startswith("MLflow UI: http://tracking.example:5000 ")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    mine = tracking.configure(tmp_path)
+    assert mine == f"sqlite:///{tmp_path.resolve()}/.cellcast/mlflow.db"
+    # the variable set back to a store this process chose itself (what a restored environment does) is not
+    # the user naming it: the project of the working directory keeps its own store
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "b")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mine)
+    assert tracking.configure() == f"sqlite:///{(tmp_path / 'b').resolve()}/.cellcast/mlflow.db"
+
+
 def test_subprocess_inherits_the_embedded_store(store):
     # mlflow exports MLFLOW_TRACKING_URI; a child process (a DVC stage, a CLI call) must land in the
     # same project store with artifacts under .cellcast, not in its own ./mlruns
@@ -320,39 +345,109 @@ def test_rollback_and_download_with_nothing_there_give_clear_errors(store, model
     assert _aliases(name) == {"champion": 1, "challenger": 1}  # errors moved nothing
 
 
-def test_with_retry_retries_only_connection_errors(monkeypatch):
-    monkeypatch.setattr(tracking, "RETRY_BASE_DELAY_S", 0.01)
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # MLflow's own HTTP retries off
-    client = MlflowClient(tracking_uri="http://127.0.0.1:9", registry_uri="http://127.0.0.1:9")  # nothing listens
-    calls = []
+def test_retry_budget_from_params_bounds_mlflows_own_retries():
+    from cellcast.pipeline.config import RegistryConfig
+    for seconds in (0, 1, 2, 5, 30, 60, 300, 3600):
+        p = tracking.RetryPolicy.within(seconds, 30)
+        assert p.wait_s <= seconds and p.retries <= tracking.MAX_RETRIES
+        assert (p.retries == 0) == (seconds == 0)
+    assert tracking.RetryPolicy.within(60, 30).waits == [0, 4, 8, 16, 32]    # urllib3's schedule, no jitter
+    assert tracking.RetryPolicy.within(3600, 30).waits[-1] == 120              # one wait is capped at 120 s
+    tracking.configure(registry=RegistryConfig(retry_seconds=30, request_timeout_s=7))
+    assert (os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"], os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"],
+            os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"], os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"]) == \
+        ("5", "1", "0", "7")
+    tracking.configure()   # a later call without settings keeps them
+    assert tracking.retry_policy() == tracking.RetryPolicy(5, 1, 7)
 
-    def unreachable():
-        calls.append(1)
-        return client.get_registered_model("x")
 
-    with pytest.raises(mlflow.exceptions.MlflowException, match="127.0.0.1"):
-        tracking.with_retry(unreachable, attempts=3)
-    assert len(calls) == 3
+def test_unreachable_server_is_one_error_after_the_stated_retries(tmp_path, monkeypatch, caplog):
+    from cellcast.pipeline.config import RegistryConfig
+    from cellcast.pipeline.errors import TrackingUnavailableError
+    from mlflow_server import free_port
 
-    calls.clear()
+    dead = f"http://127.0.0.1:{free_port()}"   # nothing listens there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", dead)
+    monkeypatch.chdir(tmp_path)
+    tracking.configure(registry=RegistryConfig(retry_seconds=2))
+    caplog.set_level("WARNING", logger="cellcast")
+    for call in (lambda: tracking.get_alias("x-forecaster", "champion"), lambda: tracking.list_versions("x"),
+                 lambda: tracking.download_model("x-forecaster", "champion"), tracking.check_reachable):
+        caplog.clear()
+        with pytest.raises(TrackingUnavailableError) as e:
+            call()
+        assert "\n" not in str(e.value)
+        assert str(e.value).startswith(f"tracking server {dead} unreachable (connection refused); gave up after "
+                                       "2 retries over 2 s")
+        said = [r.getMessage() for r in caplog.records if r.name == "cellcast.pipeline.registry.tracking"]
+        assert said == [f"tracking server {dead}: connection refused; retry 1/2 in 0 s (at most 2 s of waiting in "
+                        "all, registry.retry_seconds)",
+                        f"tracking server {dead}: connection refused; retry 2/2 in 2 s (at most 2 s of waiting in "
+                        "all, registry.retry_seconds)"]
+    # a run that cannot start leaves nothing open in this process
+    with pytest.raises(TrackingUnavailableError):
+        with tracking.parent_run("down"):
+            pass
+    assert mlflow.active_run() is None
+    tracking.configure(registry=RegistryConfig())
 
-    def bad():
-        calls.append(1)
-        raise ValueError("not a network problem")
 
-    with pytest.raises(ValueError):
-        tracking.with_retry(bad)
-    assert len(calls) == 1
+def test_every_retry_to_the_tracking_server_is_one_line_of_ours(monkeypatch, tmp_path, caplog):
+    """urllib3 logs a retry as its own warning; a reset keep-alive connection does not even name the host
+    (seen when the server was killed while a run logged its metrics)."""
+    import logging
 
-    flaky = iter([ConnectionResetError("reset"), "ok"])
+    from urllib3.util import Retry
 
-    def once_flaky():
-        v = next(flaky)
-        if isinstance(v, Exception):
-            raise v
-        return v
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    monkeypatch.chdir(tmp_path)
+    tracking.configure()
+    pool_logger = logging.getLogger("urllib3.connectionpool")
+    retry = Retry(total=5, backoff_factor=2).increment(method="POST", url="/x", error=ConnectionResetError())
+    caplog.set_level("WARNING")
+    for err, url, ours in ((ConnectionResetError(104, "Connection reset by peer"), "/api/2.0/mlflow/runs/log-batch", True),
+                           (OSError("HTTPConnection(host='127.0.0.1', port=5999): refused"), "/anything", True),
+                           (ConnectionResetError(104, "Connection reset by peer"), "/simple/numpy/", False)):
+        caplog.clear()
+        pool_logger.warning("Retrying (%r) after connection broken by '%r': %s", retry, err, url)
+        said = [r.getMessage() for r in caplog.records]
+        if ours:
+            assert len(said) == 1 and said[0].startswith("tracking server http://127.0.0.1:5999: connection ")
+            assert "retry 1/" in said[0]
+        else:
+            assert len(said) == 1 and said[0].startswith("Retrying (")   # another server's: left as it was
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
 
-    assert tracking.with_retry(once_flaky) == "ok"
+
+def test_runs_left_running_by_a_dead_process_of_this_host_end_killed(store):
+    import socket
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    client = MlflowClient()
+    with tracking.parent_run("orphans"):
+        pass
+    exp = client.get_experiment_by_name("cellcast/orphans").experiment_id
+    host = socket.gethostname()
+    dead = client.create_run(exp, tags={"cellcast.host": host, "cellcast.pid": gone,
+                                        "cellcast.process_started": "1.00"}).info.run_id
+    mine = client.create_run(exp, tags=tracking._owner()).info.run_id
+    reused = client.create_run(exp, tags={**tracking._owner(), "cellcast.process_started": "1.00"}).info.run_id
+    elsewhere = client.create_run(exp, tags={"cellcast.host": "another-host", "cellcast.pid": gone}).info.run_id
+    untagged = client.create_run(exp).info.run_id
+
+    assert sorted(tracking.end_orphans("orphans")) == sorted([dead, reused])
+    status = {rid: client.get_run(rid).info.status for rid in (dead, mine, reused, elsewhere, untagged)}
+    assert status == {dead: "KILLED", mine: "RUNNING", reused: "KILLED", elsewhere: "RUNNING", untagged: "RUNNING"}
+    assert f"process {gone} on {host} ended without closing this run" in \
+        client.get_run(dead).data.tags["cellcast.ended_reason"]
+    with tracking.parent_run("orphans") as rid:  # a new run tags its owner, and ends nothing of a live process
+        pass
+    tags = client.get_run(rid).data.tags
+    assert tags["cellcast.pid"] == str(os.getpid()) and tags["cellcast.host"] == host
+    assert client.get_run(mine).info.status == "RUNNING"
+    for rid in (mine, elsewhere, untagged):
+        client.set_terminated(rid)
 
 
 # ---------------------------------------------------------------- CLI
@@ -388,8 +483,9 @@ def test_cli_models_rollback_ui(store, models):
 
     r = runner.invoke(app, ["ui"])
     assert r.exit_code == 0
-    assert r.output.strip() == (f"mlflow ui --backend-store-uri sqlite:///{store.resolve()}/.cellcast/mlflow.db "
-                                "--port 5000 --host 127.0.0.1")
+    # this environment's mlflow (a bare `mlflow` on PATH may be another one, or none)
+    assert r.output.strip() == (f"{Path(sys.executable).with_name('mlflow')} ui --backend-store-uri "
+                                f"sqlite:///{store.resolve()}/.cellcast/mlflow.db --port 5000 --host 127.0.0.1")
 
 
 # ---------------------------------------------------------------- a real tracking server

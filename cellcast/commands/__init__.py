@@ -21,6 +21,14 @@ def project_root() -> Path:
     return find_params().parent
 
 
+def configure_tracking(settings=None):
+    """MLflow pointed at $MLFLOW_TRACKING_URI or the project's embedded store, with params.yaml's retry budget."""
+    from cellcast.pipeline.registry import tracking
+
+    settings = settings or settings_for()
+    return tracking.configure(project_root(), registry=settings.registry)
+
+
 def check_device(device: str | None) -> None:
     from cellcast.pipeline.errors import ConfigError
 

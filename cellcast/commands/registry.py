@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from cellcast.commands import project_root, settings_for
+from cellcast.commands import configure_tracking, settings_for
 
 # the decision tags worth a column, in this order
 _COLUMNS = ("promotion.candidate_mase", "promotion.baseline_mase", "promotion.baseline_name", "promotion.champion_mase")
@@ -43,7 +43,10 @@ def _short(x: str | None) -> str:
 
 
 def ui_command(uri: str, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
-    return ["mlflow", "ui", "--backend-store-uri", uri, "--port", str(port), "--host", host]
+    """The MLflow UI on store `uri`, with the mlflow of this environment (a bare `mlflow` may be another one)."""
+    exe = Path(sys.executable).with_name("mlflow")
+    return [str(exe) if exe.exists() else "mlflow", "ui", "--backend-store-uri", uri, "--port", str(port),
+            "--host", host]
 
 
 def register(app: typer.Typer) -> None:
@@ -56,8 +59,9 @@ def register(app: typer.Typer) -> None:
         from cellcast.pipeline.registry import tracking
         from cellcast.pipeline.errors import NotFoundError
 
-        model_name = settings_for(name).model_name
-        tracking.configure(project_root())
+        settings = settings_for(name)
+        model_name = settings.model_name
+        configure_tracking(settings)
         versions = tracking.list_versions(model_name)
         if not versions:
             raise NotFoundError(f"model '{model_name}' has no registered versions: train one with `cellcast train {name}`")
@@ -72,8 +76,9 @@ def register(app: typer.Typer) -> None:
         """Make the 'previous' version champion again (run twice to undo)."""
         from cellcast.pipeline.registry import tracking
 
-        model_name = settings_for(name).model_name
-        tracking.configure(project_root())
+        settings = settings_for(name)
+        model_name = settings.model_name
+        configure_tracking(settings)
         before = tracking.get_alias(model_name, "champion")
         now = tracking.rollback(model_name)
         was = f"v{before.version}" if before else "none"
@@ -85,18 +90,13 @@ def register(app: typer.Typer) -> None:
            port: int = typer.Option(5000, help="port for the UI"),
            host: str = typer.Option("127.0.0.1", help="interface to listen on")) -> None:
         """Print (or with --start, run) the command that opens the MLflow UI on this project's store."""
-        from cellcast.pipeline.registry import tracking
-
-        uri = tracking.configure(project_root())
+        uri = configure_tracking()
         if uri.startswith(("http://", "https://")):
             typer.echo(f"tracking server in use (MLFLOW_TRACKING_URI): open {uri}")
             return
         cmd = ui_command(uri, host, port)
         typer.echo(shlex.join(cmd))
         if start:
-            mlflow_bin = Path(sys.executable).with_name("mlflow")
-            if mlflow_bin.exists():
-                cmd[0] = str(mlflow_bin)
             # no background job runner: the UI answers in seconds instead of ~45 s
             env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
             raise typer.Exit(subprocess.call(cmd, env=env))

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from cellcast.commands import check_device, project_root, settings_for
+from cellcast.commands import check_device, configure_tracking, settings_for
 
 
 def register(app: typer.Typer) -> None:
@@ -29,14 +29,13 @@ def register(app: typer.Typer) -> None:
             None, help="on a GPU: batches below this run on the CPU (default: measured at load)"),
     ) -> None:
         """Serve forecasts over HTTP (POST /v1/forecast, GET /health, GET /model), following the alias."""
-        from cellcast.pipeline.registry import tracking
         from cellcast.pipeline.serving.service import serve as run
         from cellcast.pipeline.serving.swap import registry_source
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         check_device(device)
         settings = settings_for(name)
-        tracking.configure(project_root())
+        configure_tracking(settings)
         source = registry_source(settings, alias)
         run(settings, host=host, port=port, source=source, alias=alias, device=device, token=token,
             poll_seconds=poll_seconds, threads=threads, cpu_batch_threshold=cpu_batch_threshold,
@@ -50,11 +49,10 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", help="auto | cpu | cuda"),
     ) -> None:
         """Forecast the steps after the latest validated observation -> forecasts/NAME/<stamp>.parquet."""
-        from cellcast.pipeline.registry import tracking
         from cellcast.pipeline.serving.forecast import forecast_latest
 
         settings = settings_for(name)
-        tracking.configure(project_root())
+        configure_tracking(settings)
         check_device(device)
         res = forecast_latest(name, settings, alias=alias, device=device)
         f = res.frame

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from cellcast.commands import check_device, settings_for
+from cellcast.commands import check_device, configure_tracking, settings_for
 
 
 def check_known(name: str, settings) -> None:
@@ -47,6 +47,7 @@ def register(app: typer.Typer) -> None:
         check_device(device)
         if not from_windows:
             check_known(name, settings)
+        configure_tracking(settings)
         run_training(name, settings, source=None if from_windows else source_of(name, settings),
                      from_windows=from_windows, device=device)
         _print_ui_hint()
@@ -58,7 +59,9 @@ def register(app: typer.Typer) -> None:
         """Score a registered model on the test split against the baselines: writes reports/NAME/metrics.json and
         plot data (for `dvc metrics show` / `dvc plots show`)."""
         from cellcast.pipeline.registry.report import evaluate_registered
-        out = evaluate_registered(name, settings_for(name), alias)
+        settings = settings_for(name)
+        configure_tracking(settings)
+        out = evaluate_registered(name, settings, alias)
         typer.echo(json.dumps(out["metrics"], indent=2))
 
     @app.command()
@@ -71,6 +74,7 @@ def register(app: typer.Typer) -> None:
         settings = settings_for(name)
         name = settings.dataset
         check_known(name, settings)
+        configure_tracking(settings)
         outcome = run_training(name, settings, source=source_of(name, settings), device=device)
         if outcome.champion_after:
             from cellcast.flows.forecasting import forecast_flow
@@ -83,10 +87,20 @@ def register(app: typer.Typer) -> None:
 
 
 def _print_ui_hint() -> None:
+    """Where to look at the runs: the store this command used (not a fresh default one)."""
+    typer.echo("\n" + ui_hint())
+
+
+def ui_hint() -> str:
+    import shlex
+
+    from cellcast.commands.registry import ui_command
     from cellcast.pipeline.registry import tracking
-    uri = tracking.configure()
+
+    server = tracking.server_url()
+    if server is not None:
+        return f"MLflow UI: {server}   (the tracking server in MLFLOW_TRACKING_URI)"
+    uri = tracking.tracking_uri()
     if uri.startswith("sqlite"):
-        typer.echo(f"\nMLflow UI: .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
-                   f"   (or `cellcast ui`)")
-    else:
-        typer.echo(f"\nMLflow: {uri}")
+        return f"MLflow UI: {shlex.join(ui_command(uri))}   (or `cellcast ui --start`)"
+    return f"MLflow: {uri}"

@@ -78,6 +78,8 @@ def onnx_metadata(ws: WindowSet, settings: Settings) -> dict:
             "lookback": m.lookback, "horizon": m.horizon, "data_md5": m.data_md5, "params_hash": settings.fingerprint(),
             # variable -> [lo, hi]: plausible inputs, profiled on the training rows; forecast and serve check them
             "bounds": m.value_bounds,
+            # the phase of the series' grid (readings at :51 past, days from 09:00): the service refuses requests off it
+            "grid_origin": str(ws.timestamps[0].astype("datetime64[s]")) if len(ws.timestamps) else None,
             "reference": training_reference(ws, settings)}
 
 

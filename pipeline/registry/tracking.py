@@ -5,16 +5,22 @@ Default store: embedded sqlite `<root>/.cellcast/mlflow.db`, artifacts in `<root
 One experiment per dataset (`cellcast/NAME`), one registered model per dataset (`NAME-forecaster`),
 and three aliases: `champion` (what serves), `challenger` (the latest registered), `previous` (what
 `rollback` goes back to). Promotion only moves aliases; versions are never edited or deleted.
+
+Reaching a tracking server: one retry mechanism, MLflow's own per-request HTTP retries, bounded by
+params.yaml `registry.retry_seconds` / `request_timeout_s` (set here as the MLFLOW_HTTP_REQUEST_*
+variables, which MLflow reads at every request). Each retry logs one line; when they run out, every
+public function here raises TrackingUnavailableError (one line naming the server), never MLflow's chain.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +34,9 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.types import Schema, TensorSpec
 
-from ..errors import NoChampionError, NotFoundError
+from ..config import RegistryConfig
+from ..errors import NoChampionError, NotFoundError, TrackingUnavailableError
+from ..files import owner, owner_gone
 
 if TYPE_CHECKING:  # pragma: no cover
     from .promotion import Decision
@@ -37,18 +45,241 @@ log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 STORE_DIR = ".cellcast"
-RETRY_BASE_DELAY_S = 0.5
+MAX_RETRIES = 10   # MLflow refuses more (_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT)
 
 _lock = threading.Lock()
-_state: dict[str, Any] = {"uri": None, "artifact_root": None, "root": None, "parents": []}
+_state: dict[str, Any] = {"uri": None, "artifact_root": None, "root": None, "source": None, "parents": [],
+                          "policy": None, "ready": set(), "exported": set()}
+
+
+# ---------------------------------------------------------------- reaching the server: retries, errors
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """MLflow's HTTP retries for one request: `retries` tries after the first, waiting
+    backoff * 2**(k-1) seconds before try k >= 2 (urllib3's schedule, no jitter, so the bound is exact)."""
+
+    retries: int
+    backoff: int
+    timeout_s: int
+
+    @property
+    def waits(self) -> list[float]:
+        # urllib3 caps one wait at Retry.DEFAULT_BACKOFF_MAX (120 s)
+        return [0.0 if k == 1 else float(min(120, self.backoff * 2 ** (k - 1))) for k in range(1, self.retries + 1)]
+
+    @property
+    def wait_s(self) -> float:
+        return sum(self.waits)
+
+    @classmethod
+    def within(cls, seconds: float, timeout_s: int) -> "RetryPolicy":
+        """The schedule that waits longest without passing `seconds` (more tries on a tie); 0: no retry."""
+        best = cls(0, 0, timeout_s)
+        if seconds <= 0:
+            return best
+        for backoff in range(1, 121):          # MLflow takes whole seconds, at most 120
+            for n in range(1, MAX_RETRIES + 1):
+                p = cls(n, backoff, timeout_s)
+                if p.wait_s <= seconds and (p.wait_s, p.retries) > (best.wait_s, best.retries):
+                    best = p
+        return best
+
+    def apply(self) -> None:
+        # read by MLflow at every request (mlflow.utils.rest_utils.http_request)
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(self.retries)
+        os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(self.backoff)
+        os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"] = "0"
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(self.timeout_s)
+
+    def describe(self) -> str:
+        return (f"{self.retries} retries over {self.wait_s:.0f} s, {self.timeout_s} s per request "
+                f"(params.yaml registry.retry_seconds, registry.request_timeout_s)")
+
+
+def retry_policy() -> RetryPolicy:
+    _ensure_configured()
+    return _state["policy"]
+
+
+class _RetryLog(logging.Filter):
+    """urllib3 logs each connection retry as a bare warning on its own logger; for requests to the tracking
+    server this turns it into one line of ours (the server, the attempt, the wait), so a wait is never silent."""
+
+    @classmethod
+    def install(cls) -> None:
+        lg = logging.getLogger("urllib3.connectionpool")
+        if not any(isinstance(f, cls) for f in lg.filters):
+            lg.addFilter(cls())
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Retrying (") or not isinstance(record.args, tuple) or len(record.args) < 3:
+            return True
+        retry, err, url = record.args[:3]
+        server = _state["uri"] or ""
+        host = re.match(r"https?://([^/:]+)(?::(\d+))?", server)
+        # a refused connection names its host; a reset one does not, but the path is MLflow's REST API
+        ours = host is not None and (f"host='{host.group(1)}'" in repr(err)
+                                     or str(url).startswith(("/api/2.0/mlflow", "/api/3.0/mlflow", "/ajax-api/")))
+        if not ours:
+            return True                       # another server's retry: not ours to reword
+        k = len(getattr(retry, "history", ()) or ())
+        p = _state["policy"]
+        wait = retry.get_backoff_time() if hasattr(retry, "get_backoff_time") else 0.0
+        log.warning("tracking server %s: %s; retry %d/%d in %.0f s (at most %.0f s of waiting in all, "
+                    "registry.retry_seconds)", server, _reason(err), k, p.retries if p else k, wait,
+                    p.wait_s if p else 0)
+        return False
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out, seen, e = [], set(), exc
+    while e is not None and id(e) not in seen:  # MlflowException wraps the requests error
+        out.append(e)
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return out
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    import requests
+    import urllib3
+
+    kinds = (ConnectionError, TimeoutError, requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+             requests.exceptions.RetryError, urllib3.exceptions.NewConnectionError,
+             urllib3.exceptions.ProtocolError, urllib3.exceptions.MaxRetryError)
+    chain = _chain(exc)
+    if any(isinstance(e, kinds) for e in chain):
+        return True
+    # MLflow re-raises some of them as text only: "API request to ... failed with exception HTTPConnectionPool..."
+    text = str(chain[0])
+    return isinstance(exc, MlflowException) and ("Max retries exceeded" in text or "timeout exception" in text)
+
+
+def _reason(err: BaseException | str) -> str:
+    text = " ".join(str(e) for e in (_chain(err) if isinstance(err, BaseException) else [])) or str(err)
+    if "refused" in text.lower():
+        return "connection refused"
+    if "reset by peer" in text.lower() or "connection aborted" in text.lower():
+        return "connection reset"
+    if "timed out" in text.lower() or "timeout" in text.lower():
+        return f"no answer within {(_state['policy'] or RetryPolicy(0, 0, 0)).timeout_s} s"
+    if "Name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text:
+        return "host name not found"
+    m = re.search(r"too many (\d+) error responses", text)
+    if m:
+        return f"it answers HTTP {m.group(1)}"
+    return re.sub(r"\s+", " ", text)[:160]
+
+
+def _unreachable(exc: BaseException) -> TrackingUnavailableError:
+    p = _state["policy"]
+    tried = f"gave up after {p.describe()}" if p else "gave up"
+    return TrackingUnavailableError(f"tracking server {_state['uri']} unreachable ({_reason(exc)}); {tried}")
+
+
+def _reaching(fn):
+    """Connection failures that outlived MLflow's retries -> TrackingUnavailableError (one line)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TrackingUnavailableError:
+            raise
+        except Exception as e:
+            if not _is_connection_error(e):
+                raise
+            raise _unreachable(e) from e
+
+    return wrapper
+
+
+@_reaching
+def _start_run(**kwargs):
+    return mlflow.start_run(**kwargs)
+
+
+@_reaching
+def _end_run(status: str) -> None:
+    mlflow.end_run(status=status)
+
+
+def _drop_active_run() -> None:
+    """Forget this thread's active run without waiting on the server (end_run pops it before calling out)."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    with _lock:
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"], os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "0", "2"
+        try:
+            mlflow.end_run(status="FAILED")
+        except Exception:  # noqa: BLE001 - unreachable, as expected; the run stays RUNNING (see _ending)
+            pass
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+@_reaching
+def check_reachable() -> str:
+    """One cheap request to the store (within the retry budget): fail before hours of work, not after."""
+    _client().search_experiments(max_results=1)
+    return _state["uri"]
+
+
+# ---------------------------------------------------------------- runs a killed process left open
+
+OWNER_TAGS = ("cellcast.host", "cellcast.pid", "cellcast.process_started")
+
+
+def _owner() -> dict[str, str]:
+    return {f"cellcast.{k}": v for k, v in owner().items()}
+
+
+def _orphaned(run) -> bool:
+    """A RUNNING run whose owning process, on this host, is gone (or is another process with its pid)."""
+    tags = run.data.tags
+    return owner_gone({k[len("cellcast."):]: v for k, v in tags.items() if k in OWNER_TAGS})
+
+
+@_reaching
+def end_orphans(dataset: str) -> list[str]:
+    """End KILLED the runs of `dataset`'s experiment left RUNNING by a process of this host that is gone
+    (kill -9, a lost machine session), with a tag saying why; returns their ids. Runs of live processes
+    (a concurrent train) and of other hosts are left alone."""
+    client = _client()
+    exp = client.get_experiment_by_name(experiment_name(dataset))
+    if exp is None:
+        return []
+    running = client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
+    ended = []
+    for run in running:
+        if not _orphaned(run):
+            continue
+        t = run.data.tags
+        reason = (f"process {t['cellcast.pid']} on {t['cellcast.host']} ended without closing this run "
+                  f"(killed?); found by process {os.getpid()}")
+        client.set_tag(run.info.run_id, "cellcast.ended_reason", reason)
+        client.set_terminated(run.info.run_id, status="KILLED")
+        ended.append(run.info.run_id)
+        log.warning("run %s (%s) was left RUNNING by a process that is gone: ended KILLED", run.info.run_id,
+                    run.info.run_name)
+    return ended
 
 
 # ---------------------------------------------------------------- configuration
 
-def configure(root: Path | str | None = None) -> str:
-    """Point MLflow at $MLFLOW_TRACKING_URI, else at the embedded store under `root` (default: cwd)."""
+def configure(root: Path | str | None = None, registry: RegistryConfig | None = None) -> str:
+    """Point MLflow at $MLFLOW_TRACKING_URI, else at the embedded store under `root` (default: cwd).
+
+    registry: the retry settings (params.yaml `registry`); kept for later calls that pass none."""
     # a per-file progress bar on stderr clutters CLI and flow logs
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if registry is not None or _state["policy"] is None:
+        _state["policy"] = RetryPolicy.within(*_retry_settings(registry or RegistryConfig()))
+    _state["policy"].apply()
     env = _user_uri()
     root = Path(root or Path.cwd()).resolve()
     if env and env.startswith("sqlite:///"):
@@ -58,25 +289,61 @@ def configure(root: Path | str | None = None) -> str:
         if db.parent.name == STORE_DIR:
             root = db.parent.parent
         (db.parent / "mlartifacts").mkdir(parents=True, exist_ok=True)
-        uri, artifact_root = env, (db.parent / "mlartifacts").as_uri()
+        uri, artifact_root, source = env, (db.parent / "mlartifacts").as_uri(), "env"
     elif env:
-        uri, artifact_root = env, None  # the server decides where artifacts go
+        uri, artifact_root, source = env, None, "env"  # the server decides where artifacts go
     else:
+        source = "embedded"
         base = root / STORE_DIR
         (base / "mlartifacts").mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{base / 'mlflow.db'}"
         artifact_root = (base / "mlartifacts").as_uri()
+    if uri.startswith("sqlite:///") and uri not in _state["ready"]:
+        _create_store(uri)
     with _lock:
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
-        _state["uri"], _state["artifact_root"], _state["root"] = uri, artifact_root, root
+        _state["uri"], _state["artifact_root"], _state["root"], _state["source"] = uri, artifact_root, root, source
+        if source == "embedded":
+            _state["exported"].add(uri)
+    if uri.startswith(("http://", "https://")):
+        _RetryLog.install()
     return uri
 
 
+def _create_store(uri: str) -> None:
+    """Open a sqlite store once under a file lock: MLflow creates or migrates its tables on first use, and two
+    processes doing that at once (two trains started together on a new project) fail in alembic."""
+    from ..files import exclusive
+
+    db = Path(uri[len("sqlite:///"):])
+    with exclusive(db.with_name(f".{db.name}.lock")):
+        MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)
+    _state["ready"].add(uri)
+
+
+def _retry_settings(registry: RegistryConfig) -> tuple[float, int]:
+    return registry.retry_seconds, registry.request_timeout_s
+
+
+def tracking_uri() -> str:
+    """The store in use (configuring the default one first if nothing was configured)."""
+    _ensure_configured()
+    return _state["uri"]
+
+
+def server_url() -> str | None:
+    """The tracking server's URL when MLflow talks to one over HTTP, else None (an embedded store)."""
+    uri = tracking_uri()
+    return uri if uri.startswith(("http://", "https://")) else None
+
+
 def _user_uri() -> str | None:
-    """$MLFLOW_TRACKING_URI unless it is the embedded URI we set (mlflow.set_tracking_uri exports it)."""
+    """$MLFLOW_TRACKING_URI unless it is an embedded URI this process chose and exported
+    (mlflow.set_tracking_uri sets the variable). A store the user named stays the user's: a later
+    configure() keeps it."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env and _state["artifact_root"] is not None and env == _state["uri"]:
+    if env and env in _state["exported"]:
         return None
     return env or None
 
@@ -98,6 +365,7 @@ def experiment_name(dataset: str) -> str:
     return f"cellcast/{dataset}"
 
 
+@_reaching
 def _experiment_id(dataset: str) -> str:
     client = _client()
     name = experiment_name(dataset)
@@ -118,9 +386,13 @@ def _experiment_id(dataset: str) -> str:
 
 @contextmanager
 def parent_run(dataset: str, run_name: str | None = None, tags: dict | None = None) -> Iterator[str]:
-    """A run for one pipeline execution on `dataset`; candidates nest under it. Ends FAILED on an exception."""
+    """A run for one pipeline execution on `dataset`; candidates nest under it. Ends FAILED on an exception.
+
+    The run is tagged with the process that owns it (host, pid, process start time); runs of this
+    dataset left RUNNING by a process that is gone (killed) are ended KILLED first (`end_orphans`)."""
     exp_id = _experiment_id(dataset)
-    run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=_str_tags(tags))
+    end_orphans(dataset)
+    run = _start_run(experiment_id=exp_id, run_name=run_name, tags=_str_tags({**(tags or {}), **_owner()}))
     rid = run.info.run_id
     with _lock:
         _state["parents"].append(rid)
@@ -135,14 +407,19 @@ def parent_run(dataset: str, run_name: str | None = None, tags: dict | None = No
 
 @contextmanager
 def _ending() -> Iterator[None]:
-    """End the active run FINISHED, or FAILED when the block raises."""
+    """End the active run FINISHED, or FAILED when the block raises. With the server unreachable the run
+    is only dropped here (another round of retries would double the wait): it stays RUNNING on the
+    server until the next run of its dataset finds its process gone and ends it KILLED."""
     try:
         yield
-    except BaseException:
-        mlflow.end_run(status="FAILED")
+    except BaseException as e:
+        if isinstance(e, TrackingUnavailableError) or _is_connection_error(e):
+            _drop_active_run()
+        else:
+            _end_run("FAILED")
         raise
     else:
-        mlflow.end_run(status="FINISHED")
+        _end_run("FINISHED")
 
 
 def _open_parent() -> str | None:
@@ -161,9 +438,9 @@ def candidate_run(name: str, params: dict | None = None, tags: dict | None = Non
     parent = _open_parent()
     if parent is None:
         raise RuntimeError("candidate_run needs an open parent_run")
-    exp_id = _client().get_run(parent).info.experiment_id
-    run = mlflow.start_run(experiment_id=exp_id, run_name=name, nested=True, parent_run_id=parent,
-                           tags=_str_tags(tags))
+    exp_id = _reaching(lambda: _client().get_run(parent).info.experiment_id)()
+    run = _start_run(experiment_id=exp_id, run_name=name, nested=True, parent_run_id=parent,
+                     tags=_str_tags({**(tags or {}), **_owner()}))
     rid = run.info.run_id
     with _ending():
         if params:
@@ -183,16 +460,19 @@ def _str_tags(tags: dict | None) -> dict[str, str] | None:
     return {str(k): str(v) for k, v in tags.items()} if tags else None
 
 
+@_reaching
 def log_params(params: dict) -> None:
     if params:
         mlflow.log_params({str(k): v for k, v in params.items()}, run_id=_current_run_id())
 
 
+@_reaching
 def log_metrics(metrics: dict, step: int | None = None) -> None:
     if metrics:
         mlflow.log_metrics({str(k): float(v) for k, v in metrics.items()}, step=step, run_id=_current_run_id())
 
 
+@_reaching
 def set_tags(tags: dict) -> None:
     rid = _current_run_id()
     client = _client()
@@ -200,14 +480,17 @@ def set_tags(tags: dict) -> None:
         client.set_tag(rid, str(k), str(v))
 
 
+@_reaching
 def log_artifact(path, artifact_dir: str | None = None) -> None:
     _client().log_artifact(_current_run_id(), str(path), artifact_path=artifact_dir)
 
 
+@_reaching
 def log_figure(fig, artifact_file: str) -> None:
     _client().log_figure(_current_run_id(), fig, artifact_file)
 
 
+@_reaching
 def log_dict(d: dict, artifact_file: str) -> None:
     _client().log_dict(_current_run_id(), d, artifact_file)
 
@@ -262,6 +545,7 @@ def _requirements(*packages: str) -> list[str]:
     return out
 
 
+@_reaching
 def log_onnx_model(onnx_path: Path, input_example: np.ndarray, name: str = "onnx_model",
                    metadata: dict | None = None) -> str:
     """Log an ONNX file as an MLflow model of the active run; returns the model URI to register."""
@@ -287,6 +571,7 @@ def log_onnx_model(onnx_path: Path, input_example: np.ndarray, name: str = "onnx
     return info.model_uri
 
 
+@_reaching
 def log_torch_model(model, input_example: np.ndarray, name: str = "pytorch_model") -> str:
     """Log the trained PyTorch module of the active run; returns its model URI.
 
@@ -336,6 +621,7 @@ def _missing(e: MlflowException) -> bool:
             or (e.error_code == ErrorCode.Name(INVALID_PARAMETER_VALUE) and "not found" in e.message))
 
 
+@_reaching
 def register_version(model_name: str, model_uri: str, run_id: str, tags: dict | None = None) -> int:
     """A new version of `model_name` from a logged model URI (the registered model is created on first use)."""
     client = _client()
@@ -360,32 +646,36 @@ def register_version(model_name: str, model_uri: str, run_id: str, tags: dict | 
     return int(mv.version)
 
 
+@_reaching
 def get_alias(model_name: str, alias: str) -> VersionInfo | None:
     try:
-        return _info(with_retry(_client().get_model_version_by_alias, model_name, alias))
+        return _info(_client().get_model_version_by_alias(model_name, alias))
     except MlflowException as e:
         if _missing(e):
             return None
         raise
 
 
+@_reaching
 def get_version(model_name: str, version: int) -> VersionInfo:
     try:
-        return _info(with_retry(_client().get_model_version, model_name, str(int(version))))
+        return _info(_client().get_model_version(model_name, str(int(version))))
     except MlflowException as e:
         if _missing(e):
             raise NotFoundError(f"model '{model_name}' has no version {version}") from None
         raise
 
 
+@_reaching
 def list_versions(model_name: str) -> list[VersionInfo]:
     """Every version of `model_name`, newest first; [] when the model does not exist."""
     client = _client()
-    found = with_retry(client.search_model_versions, f"name = '{model_name}'")
+    found = client.search_model_versions(f"name = '{model_name}'")
     # search results may omit aliases on some stores: read each version fully
     return sorted((get_version(model_name, int(mv.version)) for mv in found), key=lambda v: -v.version)
 
 
+@_reaching
 def apply_decision(model_name: str, version: int, decision: "Decision") -> VersionInfo:
     """Record a promotion decision on `version` and move aliases accordingly (nothing else changes)."""
     client = _client()
@@ -404,6 +694,7 @@ def apply_decision(model_name: str, version: int, decision: "Decision") -> Versi
     return get_version(model_name, version)
 
 
+@_reaching
 def rollback(model_name: str) -> VersionInfo:
     """`previous` becomes champion; the replaced champion becomes `previous` (a second rollback undoes it)."""
     client = _client()
@@ -422,6 +713,7 @@ def rollback(model_name: str) -> VersionInfo:
     return get_version(model_name, previous.version)
 
 
+@_reaching
 def download_model(model_name: str, alias_or_version: str | int,
                    dst: Path | None = None) -> tuple[Path, VersionInfo]:
     """The local .onnx file of a version (by alias or number), for inference without torch.
@@ -445,7 +737,7 @@ def download_model(model_name: str, alias_or_version: str | int,
     if not found:
         uri = f"models:/{model_name}/{info.version}"
         if dst.exists():
-            with_retry(mlflow.artifacts.download_artifacts, artifact_uri=uri, dst_path=str(dst),
+            mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst),
                        tracking_uri=_state["uri"])
         else:
             # download beside it and rename: a reader (the service polling the champion) never
@@ -453,7 +745,7 @@ def download_model(model_name: str, alias_or_version: str | int,
             dst.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}-", dir=dst.parent))
             try:
-                with_retry(mlflow.artifacts.download_artifacts, artifact_uri=uri, dst_path=str(tmp),
+                mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp),
                            tracking_uri=_state["uri"])
                 try:
                     os.replace(tmp, dst)
@@ -467,43 +759,12 @@ def download_model(model_name: str, alias_or_version: str | int,
     return found[0], info
 
 
-# ---------------------------------------------------------------- retries
-
-def _is_connection_error(exc: BaseException) -> bool:
-    import requests
-    import urllib3
-
-    kinds = (ConnectionError, TimeoutError, requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-             urllib3.exceptions.NewConnectionError, urllib3.exceptions.ProtocolError)
-    seen = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:  # MlflowException wraps the requests error
-        if isinstance(e, kinds):
-            return True
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return False
-
-
-def with_retry(fn, *args, attempts: int = 3, **kw):
-    """Call fn; retry only when the tracking server could not be reached (never on other errors)."""
-    for i in range(attempts):
-        try:
-            return fn(*args, **kw)
-        except Exception as e:
-            if i == attempts - 1 or not _is_connection_error(e):
-                raise
-            delay = RETRY_BASE_DELAY_S * 2 ** i
-            log.warning("tracking server unreachable (%s); retry %d/%d in %.1fs",
-                        str(e).splitlines()[0][:120], i + 1, attempts - 1, delay)
-            time.sleep(delay)
-
-
 # ---------------------------------------------------------------- monitoring
 
 MONITOR_KIND = "monitor"
 
 
+@_reaching
 def monitoring_run(dataset: str) -> str:
     """The one long-lived monitoring run of `dataset` (run name `monitor-NAME`, tag cellcast.kind=monitor),
     created on first use; its metrics are the monitor's figures over time."""
@@ -520,6 +781,7 @@ def monitoring_run(dataset: str) -> str:
     return run.info.run_id
 
 
+@_reaching
 def log_monitoring(run_id: str, metrics: dict, step: int, timestamp_ms: int, tags: dict | None = None) -> None:
     """One evaluation's figures on the monitoring run, at `step` and `timestamp_ms`; NaN figures are left out."""
     from mlflow.entities import Metric, RunTag
@@ -533,10 +795,12 @@ def log_monitoring(run_id: str, metrics: dict, step: int, timestamp_ms: int, tag
     client.set_terminated(run_id, status="FINISHED")
 
 
+@_reaching
 def run_tags(run_id: str) -> dict:
     return dict(_client().get_run(run_id).data.tags)
 
 
+@_reaching
 def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
     """(step, value) of a run's metric, in step order."""
     return sorted((m.step, m.value) for m in _client().get_metric_history(run_id, key))

@@ -1,14 +1,23 @@
 """A forecast request, checked: the JSON body -> model input windows and the forecast's timestamps.
-Every refusal is a BadRequest with the HTTP status and one line naming the field and the rule."""
+
+The shape of a body is declared once, as pydantic models (`Series`, `Batch`): they parse it and they are
+the OpenAPI schema of the service. What depends on the model that serves (its variables, lookback,
+frequency and grid, the plausible bounds profiled on its training data) is checked after, against it.
+Every refusal is a BadRequest with the HTTP status and one line naming the field and the rule broken.
+"""
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
+import pydantic_core
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..data.frequency import future_timestamps
 from ..engine.inference import OnnxForecaster
+
+F32_MAX = float(np.finfo(np.float32).max)
 
 
 class BadRequest(Exception):
@@ -17,107 +26,80 @@ class BadRequest(Exception):
         self.status, self.message = status, message
 
 
-def _number_list(values: Any, where: str, length: int) -> np.ndarray:
-    if not isinstance(values, list):
-        raise BadRequest(422, f"{where}: expected a list of {length} numbers, got {type(values).__name__}")
-    if len(values) != length:
-        raise BadRequest(422, f"{where}: expected {length} observations (the model's lookback), got {len(values)}")
-    bad = [(i, v) for i, v in enumerate(values)
-           if isinstance(v, bool) or not isinstance(v, (int, float))]
-    if bad:
-        i, v = bad[0]
-        kind = "null" if v is None else type(v).__name__
-        raise BadRequest(422, f"{where}[{i}]: expected a number, got {kind} ({len(bad)} such values)")
-    arr = np.asarray(values, dtype=np.float64)
-    nonfinite = int((~np.isfinite(arr)).sum())
-    if nonfinite:
-        i = int(np.flatnonzero(~np.isfinite(arr))[0])
-        raise BadRequest(422, f"{where}[{i}]: NaN or infinite values are not allowed ({nonfinite} such values)")
-    if np.abs(arr).max(initial=0) > np.finfo(np.float32).max:
-        raise BadRequest(422, f"{where}: values beyond the float32 range")
-    return arr
+# ---------------------------------------------------------------- the body's shape (and the OpenAPI schema)
+
+# a JSON number: not a bool, not a numeric string, finite (NaN / Infinity literals are refused)
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
-def _offset(freq: str | None):
-    if not freq:
-        return None
+class Series(BaseModel):
+    """One series: the last `lookback` observations of every variable the model reads, oldest first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    values: dict[str, list[Number]] = Field(
+        description="each variable of the model (GET /model: variables) -> its last `lookback` observations")
+    timestamps: list[str] | None = Field(
+        None, description="ISO 8601 date-times of the observations (UTC when no zone is given), on the model's "
+                          "grid; the answer then carries the forecast's timestamps")
+
+
+class Batch(BaseModel):
+    """Several series in one request, forecast as one batch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instances: list[Series] = Field(min_length=1)
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+    alias: str
+
+
+class Forecast(BaseModel):
+    timestamps: list[str] | None
+    forecast: dict[str, list[float]] = Field(description="each target -> its `horizon` forecast steps")
+
+
+class ForecastResponse(Forecast):
+    model: ModelRef
+    provider: str
+    horizon: int
+    latency_ms: float
+
+
+class BatchResponse(BaseModel):
+    model: ModelRef
+    provider: str
+    horizon: int
+    latency_ms: float
+    forecasts: list[Forecast]
+
+
+class Problem(BaseModel):
+    """A refusal: one line naming the field and the rule broken."""
+
+    detail: str
+
+
+# ---------------------------------------------------------------- parsing
+
+def parse_body(body: bytes, engine: OnnxForecaster):
+    """Raw JSON bytes -> (batch (n, lookback, n_vars), [future timestamps or None], single?).
+
+    pydantic's JSON parser, not json.loads: it bounds the nesting depth (a deeply nested body is a 400,
+    not a RecursionError) and keeps a 400-digit integer an integer, which the number type then refuses."""
     try:
-        return pd.tseries.frequencies.to_offset(freq)
-    except (ValueError, TypeError):
-        return None
-
-
-def check_timestamps(raw: Any, where: str, length: int, horizon: int, freq: str | None) -> list[str]:
-    """Check the request's timestamps (one per observation, regular) and continue them `horizon` steps.
-
-    With the model's frequency known, the timestamps must lie on its grid (business days and months
-    included); without it, they must have one constant step."""
-    if not isinstance(raw, list) or len(raw) != length:
-        got = f"{len(raw)} items" if isinstance(raw, list) else type(raw).__name__
-        raise BadRequest(422, f"{where}: expected a list of {length} date-time strings (one per observation), got {got}")
-    for i, v in enumerate(raw):
-        if not isinstance(v, str):
-            raise BadRequest(422, f"{where}[{i}]: expected an ISO 8601 date-time string, got {type(v).__name__}")
-    try:
-        # the project's convention: tz-naive UTC (a zone in the request is converted)
-        ts = pd.DatetimeIndex(pd.to_datetime(pd.Series(raw), utc=True, format="ISO8601")).tz_localize(None)
-    except (ValueError, TypeError) as e:
-        raise BadRequest(422, f"{where}: not ISO 8601 date-times ({str(e).splitlines()[0][:120]})") from None
-    steps = ts[1:] - ts[:-1]
-    off = _offset(freq)
-    if len(steps) and (steps <= pd.Timedelta(0)).any():
-        i = int(np.flatnonzero(steps <= pd.Timedelta(0))[0]) + 1
-        raise BadRequest(422, f"{where}[{i}]: {ts[i]} does not come after {ts[i - 1]}; timestamps must increase")
-    if off is not None:
-        grid = pd.date_range(ts[0], periods=length, freq=off)
-        off_grid = np.flatnonzero(grid != ts)
-        if len(off_grid):
-            if len(set(steps)) == 1:
-                raise BadRequest(422, f"{where}: step {steps[0]} does not match the model's frequency {freq}")
-            i = int(off_grid[0])
-            raise BadRequest(422, f"{where}[{i}]: {ts[i]} breaks the regular {freq} steps from {ts[0]} (expected "
-                                  f"{grid[i]}; {len(off_grid)} timestamps off the grid)")
-        future = future_timestamps(ts[-1], freq, horizon)
-    else:
-        if not len(steps):
-            raise BadRequest(422, f"{where}: cannot tell the step from one timestamp and the model has no frequency")
-        irregular = np.flatnonzero(steps != steps[0])
-        if len(irregular):
-            i = int(irregular[0]) + 1
-            raise BadRequest(422, f"{where}[{i}]: step {steps[i - 1]} breaks the regular step {steps[0]} "
-                                  f"({len(irregular)} irregular steps)")
-        future = pd.DatetimeIndex([ts[-1] + steps[0] * (k + 1) for k in range(horizon)])
-    return [t.isoformat() for t in future]
-
-
-def parse_instance(obj: Any, engine: OnnxForecaster, where: str = "body"):
-    """One series from JSON -> (window (lookback, n_vars) float32, forecast timestamps or None)."""
-    if not isinstance(obj, dict):
-        raise BadRequest(422, f"{where}: expected a JSON object with 'values' (and optional 'timestamps'), "
-                              f"got {type(obj).__name__}")
-    unknown = sorted(set(obj) - {"values", "timestamps"})
-    if unknown:
-        raise BadRequest(422, f"{where}: unknown field(s) {', '.join(unknown)}; expected 'values' and optional 'timestamps'")
-    values = obj.get("values")
-    if not isinstance(values, dict):
-        raise BadRequest(422, f"{where}.values: expected an object mapping each variable to its last "
-                              f"{engine.lookback} observations ({', '.join(engine.variables)})")
-    missing = [v for v in engine.variables if v not in values]
-    extra = sorted(set(values) - set(engine.variables))
-    if missing or extra:
-        parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown {', '.join(extra)}"] if extra else [])
-        raise BadRequest(422, f"{where}.values: {'; '.join(parts)} (the model needs {', '.join(engine.variables)})")
-    cols = [_number_list(values[v], f"{where}.values.{v}", engine.lookback) for v in engine.variables]
-    window = np.stack(cols, axis=1).astype(np.float32)
-    future = None
-    if obj.get("timestamps") is not None:
-        future = check_timestamps(obj["timestamps"], f"{where}.timestamps", engine.lookback, engine.horizon,
-                                   engine.metadata.get("freq"))
-    return window, future
+        payload = pydantic_core.from_json(body, allow_inf_nan=True)
+    except ValueError as e:
+        raise BadRequest(400, f"body: not valid JSON ({str(e).splitlines()[0][:120]})") from None
+    return parse_request(payload, engine)
 
 
 def parse_request(payload: Any, engine: OnnxForecaster):
-    """-> (batch (n, lookback, n_vars), [future timestamps or None], single?)"""
+    """Parsed JSON -> (batch (n, lookback, n_vars), [future timestamps or None], single?)"""
     if isinstance(payload, dict) and "instances" in payload:
         if set(payload) != {"instances"}:
             raise BadRequest(422, "body: 'instances' cannot be combined with other fields")
@@ -130,6 +112,196 @@ def parse_request(payload: Any, engine: OnnxForecaster):
         parsed = [parse_instance(payload, engine)]
         single = True
     return np.stack([p[0] for p in parsed]), [p[1] for p in parsed], single
+
+
+def parse_instance(obj: Any, engine: OnnxForecaster, where: str = "body"):
+    """One series from JSON -> (window (lookback, n_vars) float32, forecast timestamps or None)."""
+    try:
+        series = Series.model_validate(obj)
+    except ValidationError as e:
+        raise BadRequest(422, _one_line(e, obj, engine, where)) from None
+    values = series.values
+    missing = [v for v in engine.variables if v not in values]
+    extra = sorted(set(values) - set(engine.variables))
+    if missing or extra:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown {', '.join(extra)}"] if extra else [])
+        raise BadRequest(422, f"{where}.values: {'; '.join(parts)} (the model needs {', '.join(engine.variables)})")
+    bounds = model_bounds(engine)
+    cols = [_column(values[v], f"{where}.values.{v}", engine.lookback, bounds.get(v)) for v in engine.variables]
+    window = np.stack(cols, axis=1).astype(np.float32)
+    future = None
+    if series.timestamps is not None:
+        future = check_timestamps(series.timestamps, f"{where}.timestamps", engine.lookback, engine.horizon,
+                                  engine.metadata.get("freq"), engine.metadata.get("grid_origin"))
+    return window, future
+
+
+def model_bounds(engine: OnnxForecaster) -> dict[str, tuple[float, float]]:
+    """The model's ONNX metadata `bounds` ({variable: [lo, hi]}, profiled on its training rows); an entry that is
+    not two numbers is left out rather than trusted."""
+    raw = engine.metadata.get("bounds")
+    out = {}
+    for v, b in (raw.items() if isinstance(raw, dict) else ()):
+        try:
+            lo, hi = (float(x) for x in b)
+        except (TypeError, ValueError):
+            continue
+        if lo <= hi:
+            out[str(v)] = (lo, hi)
+    return out
+
+
+def _column(values: list[float], where: str, length: int, bounds) -> np.ndarray:
+    if len(values) != length:
+        raise BadRequest(422, f"{where}: expected {length} observations (the model's lookback), got {len(values)}")
+    arr = np.asarray(values, dtype=np.float64)
+    if np.abs(arr).max(initial=0) > F32_MAX:
+        raise BadRequest(422, f"{where}: values beyond the float32 range")
+    if bounds is not None:
+        lo, hi = bounds
+        out = np.flatnonzero((arr < lo) | (arr > hi))
+        if len(out):
+            i = int(out[0])
+            raise BadRequest(422, f"{where}: {len(out)} values outside the plausible range [{lo:.6g}, {hi:.6g}] "
+                                  f"profiled on the model's training data (e.g. {arr[i]:.6g} at [{i}])")
+    return arr
+
+
+def _kind(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > F32_MAX:
+        return "an integer beyond the float range"
+    return type(v).__name__
+
+
+def _at(obj: Any, loc: tuple) -> Any:
+    for k in loc:
+        try:
+            obj = obj[k]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return obj
+
+
+def _one_line(e: ValidationError, obj: Any, engine: OnnxForecaster, where: str) -> str:
+    """pydantic's errors -> the service's one line: the first broken rule, where, and how many alike."""
+    errors = e.errors(include_url=False)
+    # the object itself and its fields first (as a reader checks them), then the values inside
+    rank = {"model_type": 0, "extra_forbidden": 1, "missing": 2, "dict_type": 2}
+    err = min(errors, key=lambda x: (rank.get(x["type"], 3), len(x["loc"])))
+    loc, kind = tuple(err["loc"]), err["type"]
+    if kind == "model_type":
+        return (f"{where}: expected a JSON object with 'values' (and optional 'timestamps'), "
+                f"got {type(obj).__name__}")
+    if kind == "extra_forbidden":
+        unknown = sorted(str(x["loc"][-1]) for x in errors if x["type"] == "extra_forbidden" and len(x["loc"]) == 1)
+        return f"{where}: unknown field(s) {', '.join(unknown)}; expected 'values' and optional 'timestamps'"
+    if loc[0] == "values" and len(loc) == 1:
+        return (f"{where}.values: expected an object mapping each variable to its last {engine.lookback} "
+                f"observations ({', '.join(engine.variables)})")
+    if loc[0] == "values" and len(loc) == 2:
+        return (f"{where}.values.{loc[1]}: expected a list of {engine.lookback} numbers, "
+                f"got {type(_at(obj, loc)).__name__}")
+    if loc[0] == "values":
+        same = sum(1 for x in errors if tuple(x["loc"])[:2] == loc[:2] and x["type"] == kind)
+        if kind == "finite_number":
+            return f"{where}.values.{loc[1]}[{loc[2]}]: NaN or infinite values are not allowed ({same} such values)"
+        return f"{where}.values.{loc[1]}[{loc[2]}]: expected a number, got {_kind(_at(obj, loc))} ({same} such values)"
+    if loc[0] == "timestamps" and len(loc) == 1:
+        return (f"{where}.timestamps: expected a list of {engine.lookback} date-time strings (one per observation), "
+                f"got {type(_at(obj, loc)).__name__}")
+    if loc[0] == "timestamps":
+        return f"{where}.timestamps[{loc[1]}]: expected an ISO 8601 date-time string, got {_kind(_at(obj, loc))}"
+    return f"{where}.{'.'.join(str(p) for p in loc)}: {err['msg']}"
+
+
+# ---------------------------------------------------------------- timestamps
+
+def _offset(freq: str | None):
+    if not freq:
+        return None
+    try:
+        return pd.tseries.frequencies.to_offset(freq)
+    except (ValueError, TypeError):
+        return None
+
+
+def _off_phase(ts: pd.DatetimeIndex, off, origin: pd.Timestamp | None) -> np.ndarray:
+    """Positions of timestamps that are off the model's grid: a fixed step counted from `origin` (the
+    first timestamp it trained on), or, for a day or longer with no origin known, midnight."""
+    try:
+        step = pd.Timedelta(off)
+    except (ValueError, TypeError):
+        step = None                                           # calendar steps: months, business days...
+    if origin is not None and step is not None:
+        return np.flatnonzero((ts - origin) % step != pd.Timedelta(0))
+    if origin is not None:
+        return np.flatnonzero(ts - ts.normalize() != origin - origin.normalize())
+    if step is None or step >= pd.Timedelta(days=1):
+        return np.flatnonzero(ts != ts.normalize())
+    return np.array([], dtype=int)                             # sub-daily with no origin: any phase
+
+
+def check_timestamps(raw: list[str], where: str, length: int, horizon: int, freq: str | None,
+                     grid_origin: str | None = None) -> list[str]:
+    """Check the request's timestamps (one per observation, regular, on the model's grid) and continue them
+    `horizon` steps.
+
+    With the model's frequency known, the timestamps must lie on its grid (business days and months
+    included) at its phase (a daily model is not asked at 06:30); without it, they must have one
+    constant step."""
+    if len(raw) != length:
+        raise BadRequest(422, f"{where}: expected a list of {length} date-time strings (one per observation), "
+                              f"got {len(raw)} items")
+    try:
+        # the project's convention: tz-naive UTC (a zone in the request is converted)
+        ts = pd.DatetimeIndex(pd.to_datetime(pd.Series(raw), utc=True, format="ISO8601")).tz_localize(None)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise BadRequest(422, f"{where}: not ISO 8601 date-times ({str(e).splitlines()[0][:120]})") from None
+    steps = ts[1:] - ts[:-1]
+    off = _offset(freq)
+    if len(steps) and (steps <= pd.Timedelta(0)).any():
+        i = int(np.flatnonzero(steps <= pd.Timedelta(0))[0]) + 1
+        raise BadRequest(422, f"{where}[{i}]: {ts[i]} does not come after {ts[i - 1]}; timestamps must increase")
+    if off is not None:
+        try:
+            grid = pd.date_range(ts[0], periods=length, freq=off)
+            future = future_timestamps(ts[-1], freq, horizon)
+        except (ValueError, OverflowError, pd.errors.OutOfBoundsDatetime):
+            raise BadRequest(422, f"{where}: {ts[0]} .. {ts[-1]} continued {horizon} steps of {freq} leaves "
+                                  "the calendar pandas can represent") from None
+        off_grid = np.flatnonzero(grid != ts)
+        if len(off_grid):
+            if len(set(steps)) == 1:
+                raise BadRequest(422, f"{where}: step {steps[0]} does not match the model's frequency {freq}")
+            i = int(off_grid[0])
+            raise BadRequest(422, f"{where}[{i}]: {ts[i]} breaks the regular {freq} steps from {ts[0]} (expected "
+                                  f"{grid[i]}; {len(off_grid)} timestamps off the grid)")
+        try:
+            origin = pd.Timestamp(grid_origin).tz_localize(None) if grid_origin else None
+        except (ValueError, TypeError):
+            origin = None
+        phase = _off_phase(ts, off, origin)
+        if len(phase):
+            i = int(phase[0])
+            anchor = f"counted from {origin}" if origin is not None else "at midnight"
+            raise BadRequest(422, f"{where}[{i}]: {ts[i]} is off the model's {freq} grid ({anchor}; "
+                                  f"{len(phase)} timestamps off it): send the observations' own timestamps")
+    else:
+        if not len(steps):
+            raise BadRequest(422, f"{where}: cannot tell the step from one timestamp and the model has no frequency")
+        irregular = np.flatnonzero(steps != steps[0])
+        if len(irregular):
+            i = int(irregular[0]) + 1
+            raise BadRequest(422, f"{where}[{i}]: step {steps[i - 1]} breaks the regular step {steps[0]} "
+                                  f"({len(irregular)} irregular steps)")
+        try:
+            future = pd.DatetimeIndex([ts[-1] + steps[0] * (k + 1) for k in range(horizon)])
+        except (OverflowError, pd.errors.OutOfBoundsDatetime):
+            raise BadRequest(422, f"{where}: continuing {ts[-1]} {horizon} steps leaves the calendar pandas can "
+                                  "represent") from None
+    return [t.isoformat() for t in future]
 
 
 def forecast_json(y: np.ndarray, stamps: list[str] | None, targets: list[str]) -> dict:

@@ -11,19 +11,22 @@ load and a smoke forecast); requests are checked in `requests`.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import os
 import threading
 import time
 from contextlib import asynccontextmanager
 
+import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 
 from ..config import Settings
-from .requests import BadRequest, forecast_json, parse_request
+from .requests import (F32_MAX, BadRequest, Batch, BatchResponse, ForecastResponse, Problem, Series,
+                       forecast_json, model_bounds, parse_body)
 from .swap import ModelHolder, ModelSource, registry_source
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,37 @@ TOKEN_ENV = "CELLCAST_API_TOKEN"
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"detail": message}, status_code=status, headers=headers)
+
+
+def _responses(*codes: int) -> dict:
+    why = {400: "not JSON", 401: "missing or wrong bearer token", 413: "body over serve.max_body_bytes",
+           415: "not application/json", 422: "a field breaks a rule (the detail names it)", 503: "no model loaded"}
+    return {c: {"model": Problem, "description": why[c]} for c in codes}
+
+
+def _describe_model(series: dict, engine) -> None:
+    """Series' schema for this model: each variable an array of exactly `lookback` numbers (within its
+    training bounds when the model carries them), timestamps as many. The grid of the timestamps has no
+    JSON Schema; it is checked (422) when the request comes."""
+    bounds = model_bounds(engine)
+    n = engine.lookback
+    props = {}
+    for v in engine.variables:
+        item = {"type": "number", "minimum": -F32_MAX, "maximum": F32_MAX}
+        if v in bounds:
+            item["minimum"], item["maximum"] = bounds[v]
+        props[v] = {"type": "array", "items": item, "minItems": n, "maxItems": n}
+    series["properties"]["values"] = {"type": "object", "properties": props, "required": list(engine.variables),
+                                      "additionalProperties": False,
+                                      "description": series["properties"]["values"].get("description", "")}
+    series["properties"]["timestamps"] = {
+        "anyOf": [{"type": "array", "items": {"type": "string", "format": "date-time"}, "minItems": n, "maxItems": n},
+                  {"type": "null"}], "default": None,
+        "description": series["properties"]["timestamps"].get("description", "")}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def create_app(settings: Settings, *, source: ModelSource | None = None, alias: str = "champion",
@@ -62,6 +96,7 @@ def create_app(settings: Settings, *, source: ModelSource | None = None, alias: 
 
     app = FastAPI(title="cellcast forecasting service", lifespan=lifespan)
     app.state.holder = holder
+    app.state.openapi_version = None
 
     def unauthorized(request: Request) -> JSONResponse | None:
         if token is None:
@@ -73,14 +108,14 @@ def create_app(settings: Settings, *, source: ModelSource | None = None, alias: 
                           {"WWW-Authenticate": "Bearer"})
         return None
 
-    @app.get("/health")
+    @app.get("/health", responses=_responses(503))
     def health():
         cur = holder.current
         if cur is None:
             return _error(503, "no model loaded")
         return {"status": "ok", "model": name, "version": cur.version}
 
-    @app.get("/model")
+    @app.get("/model", responses=_responses(401, 503))
     def model_info(request: Request):
         if (denied := unauthorized(request)) is not None:
             return denied
@@ -96,7 +131,15 @@ def create_app(settings: Settings, *, source: ModelSource | None = None, alias: 
                 "swaps": holder.swaps, "last_check": holder.last_check and holder.last_check.isoformat(),
                 "last_error": holder.last_error}
 
-    @app.post("/v1/forecast")
+    # the body is read by hand (size limit, content type, one-line errors); its schema is declared here so the
+    # OpenAPI document describes it (and schemathesis can generate requests from it)
+    body_schema = {"required": True, "content": {"application/json": {"schema": {
+        "oneOf": [_ref("Series"), _ref("Batch")]}}}}
+    ok = {"description": "the forecast (one series) or forecasts (instances)", "content": {"application/json": {
+        "schema": {"oneOf": [_ref("ForecastResponse"), _ref("BatchResponse")]}}}}
+
+    @app.post("/v1/forecast", openapi_extra={"requestBody": body_schema},
+              responses={200: ok, **_responses(400, 401, 413, 415, 422, 503)})
     async def forecast(request: Request):
         if (denied := unauthorized(request)) is not None:
             return denied
@@ -105,18 +148,19 @@ def create_app(settings: Settings, *, source: ModelSource | None = None, alias: 
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if ctype != "application/json":
                 raise BadRequest(415, f"content type '{ctype or 'none'}': send JSON with 'Content-Type: application/json'")
-            try:
-                payload = json.loads(body)
-            except (ValueError, UnicodeDecodeError) as e:
-                raise BadRequest(400, f"body: not valid JSON ({str(e).splitlines()[0][:120]})") from None
             cur = holder.current  # read once: this request uses one version from parsing to answer
             if cur is None:
                 return _error(503, "no model loaded")
-            batch, whens, single = parse_request(payload, cur.engine)
+            batch, whens, single = parse_body(body, cur.engine)
         except BadRequest as e:
             return _error(e.status, e.message)
         t0 = time.perf_counter()
         y, used = await run_in_threadpool(cur.engine.predict_with_provider, batch)
+        if not np.isfinite(y).all():
+            # finite inputs far outside what the model saw can overflow inside it; JSON has no NaN
+            bad = sorted({i for i in range(len(y)) if not np.isfinite(y[i]).all()})
+            return _error(422, f"{'body' if single else f'instances[{bad[0]}]'}: the model's forecast is not finite "
+                               f"for these values (far outside its training data?); {len(bad)} such series")
         out = {"model": {"name": name, "version": cur.version, "alias": alias}, "provider": used,
                "horizon": cur.engine.horizon, "latency_ms": round(1e3 * (time.perf_counter() - t0), 3)}
         items = [forecast_json(y[i], whens[i], cur.engine.targets) for i in range(len(y))]
@@ -126,6 +170,21 @@ def create_app(settings: Settings, *, source: ModelSource | None = None, alias: 
             out["forecasts"] = items
         return out
 
+    def openapi() -> dict:
+        # the body's schema names the variables and lengths of the model serving now: rebuilt after a swap
+        cur = holder.current
+        key = cur.version if cur is not None else None
+        if app.openapi_schema is None or app.state.openapi_version != key:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            defs = TypeAdapter(Series | Batch | ForecastResponse | BatchResponse).json_schema(
+                ref_template="#/components/schemas/{model}")["$defs"]
+            if cur is not None:
+                _describe_model(defs["Series"], cur.engine)
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(defs)
+            app.openapi_schema, app.state.openapi_version = schema, key
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app
 
 
