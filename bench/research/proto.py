@@ -141,6 +141,7 @@ class ProtoSpec:
     head_future: bool = True                # the residual head reads the known-future block
     head_anchor: bool = True                # ... and the anchor forecast
     cell_future_past: bool = False          # the cell also reads the known features of the lookback steps
+    quantiles: list[float] = field(default_factory=list)   # non-empty: the head forecasts these (pinball loss)
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
 
@@ -161,7 +162,8 @@ class ProtoForecaster(nn.Module):
         n_in = s.n_vars + (T if s.diff_season else 0) + (s.n_future if s.cell_future_past else 0)
         self.rnn = CELLS[s.cell](n_in, s.hidden_size, s.num_layers, batch_first=True)
         n_head = s.hidden_size + (H * s.n_future if s.head_future and s.n_future else 0) + (H * T if s.head_anchor else 0)
-        self.head = nn.Linear(n_head, H * T)
+        self.n_q = len(s.quantiles)
+        self.head = nn.Linear(n_head, H * T * max(self.n_q, 1))
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         h = torch.arange(H)
@@ -227,9 +229,12 @@ class ProtoForecaster(nn.Module):
             hin.append(f.reshape(B, -1))
         if s.head_anchor:
             hin.append(base.reshape(B, -1))
-        delta = self.head(torch.cat(hin, 1)).view(B, s.horizon, s.n_targets)
         mean_t = self.mean.index_select(0, self.target_idx)
         std_t = self.std.index_select(0, self.target_idx)
+        if self.n_q:   # (B, H, T, Q): every quantile is the anchor plus its own residual
+            delta = self.head(torch.cat(hin, 1)).view(B, s.horizon, s.n_targets, self.n_q)
+            return (base.unsqueeze(-1) + delta) * std_t.unsqueeze(-1) + mean_t.unsqueeze(-1)
+        delta = self.head(torch.cat(hin, 1)).view(B, s.horizon, s.n_targets)
         return (base + delta) * std_t + mean_t
 
 
@@ -337,10 +342,18 @@ def train(model: ProtoForecaster, ser: Series, cfg: TrainCfg, log=None) -> dict:
     tr, va = ser.origins("train"), ser.origins("val")
     per_epoch = min(cfg.max_train_windows, len(tr))
 
+    qs = torch.tensor(list(model.spec.quantiles), dtype=torch.float32)
+
+    def loss_fn(p, y):
+        if len(qs):   # pinball, scaled units; at q=0.5 it is half the MAE
+            e = (y.unsqueeze(-1) - p) / scale.unsqueeze(-1)
+            return torch.maximum(qs * e, (qs - 1) * e).mean()
+        return ((p - y) / scale).abs().mean()
+
     def val_loss():
         p = torch.from_numpy(predict(model, ser, va))
         _, y, _ = _tensors(ser, va)
-        return float(((p - y) / scale).abs().mean())
+        return float(loss_fn(p, y))
 
     best = initial = val_loss()
     best_state, best_epoch, bad = copy.deepcopy(model.state_dict()), 0, 0
@@ -353,12 +366,12 @@ def train(model: ProtoForecaster, ser: Series, cfg: TrainCfg, log=None) -> dict:
         nb = math.ceil(per_epoch / cfg.batch_size)
         for i in range(nb):
             x, y, f = _tensors(ser, order[i * cfg.batch_size:(i + 1) * cfg.batch_size])
-            loss = ((model(x, f) - y) / scale).abs().mean()
+            loss = loss_fn(model(x, f), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.clip)
             opt.step()
-            tot += float(loss)
+            tot += float(loss.detach())
         v = val_loss()
         sched.step(v)
         hist.append({"epoch": epoch, "train": tot / nb, "val": v})
