@@ -54,8 +54,9 @@ def make(model: str, seasons: list[int]):
     raise ValueError(model)
 
 
-def run(d: harness.Data, model: str, stride="horizon") -> dict:
+def run(d: harness.Data, model: str, stride="horizon", history_override: int | None = None) -> dict:
     seasons, history = CONFIG[d.name][model]
+    history = history_override or history
     starts = d.starts_for("test", stride)
     origins = d.origins(starts)
     preds, fit_s, dropped = [], [], 0
@@ -72,8 +73,9 @@ def run(d: harness.Data, model: str, stride="horizon") -> dict:
         fit_s.append(time.perf_counter() - t0)
         preds.append(np.asarray(f, dtype=np.float64)[:, None])
     pred = np.stack(preds)
-    harness.save_forecasts(model, d.name, starts, pred)
-    row = {"dataset": d.name, "model": model, "seasons": seasons, "history": history or "all",
+    suffix = ("" if history_override is None else f"-h{history}") + ("" if stride == "horizon" else f"-stride{stride}")
+    harness.save_forecasts(model + suffix, d.name, starts, pred)
+    row = {"dataset": d.name, "model": model, "seasons": seasons, "history": history or "all", "stride": stride,
            "refit": "per origin", "origins": int(len(origins)), "origins_season_dropped": int(dropped),
            **d.score(pred, starts),
            "by_step": harness.mase_by_step(d.targets(starts), pred, d.mase_scale()),
@@ -107,17 +109,21 @@ def main(argv=None):
     ap.add_argument("--datasets", nargs="+", default=list(harness.DATASETS))
     ap.add_argument("--models", nargs="+", default=["mstl", "ets", "theta"])
     ap.add_argument("--out", default="classical.jsonl")
+    ap.add_argument("--stride", default="horizon", help="origins every horizon (default) or every N test windows")
+    ap.add_argument("--history", type=int, default=None, help="override the history given to each fit (rows)")
+    ap.add_argument("--no-naive", action="store_true")
     a = ap.parse_args(argv)
+    stride = a.stride if a.stride == "horizon" else int(a.stride)
     import statsforecast
 
     env = {"machine": f"{platform.node()} 2-core CPU VM (shared)", "threads": os.environ.get("OMP_NUM_THREADS"),
            "statsforecast": statsforecast.__version__, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")}
     for name in a.datasets:
         d = harness.Data(name)
-        for row in naive_rows(d):
+        for row in [] if a.no_naive else naive_rows(d):
             harness.append(a.out, {**row, **env})
         for model in a.models:
-            row = {**run(d, model), **env}
+            row = {**run(d, model, stride, a.history), **env}
             harness.append(a.out, row)
             print(f"{name:11s} {model:6s} MASE {row['mase']:.3f} sMAPE {row['smape']:.2f} "
                   f"fit {row['fit_s_total']:.1f}s total ({row['fit_s_mean']:.2f}s/origin, {row['origins']} origins)",

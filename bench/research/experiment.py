@@ -107,6 +107,8 @@ def score_all(d: harness.Data, ser: proto.Series, model, starts_h: np.ndarray) -
         if stride == "horizon":
             out["_pred"] = pred
             out["by_step"] = harness.mase_by_step(d.targets(starts), pred, d.mase_scale())
+        else:
+            out["_pred1"] = (starts, pred)
     return out
 
 
@@ -128,8 +130,9 @@ def run(name: str, cfg: dict, tag: str, out: str, log=print) -> dict:
             lr=cfg["lr"], patience=cfg["patience"], seed=cfg["seed"]))
         sc = score_all(d, ser, model, starts_h)
         pred = sc.pop("_pred")
-        anchor_scores.pop("_pred")
+        anchor_scores.pop("_pred"), anchor_scores.pop("_pred1")
         harness.save_forecasts(f"{tag}-{cell}-s{cfg['seed']}", name, starts_h, pred)
+        harness.save_forecasts(f"{tag}-{cell}-s{cfg['seed']}-stride1", name, *sc.pop("_pred1"))
         row = {"dataset": name, "tag": tag, "cell": cell, "cfg": cfg, "future_names": ser.future_names,
                "anchor_only": {k: v for k, v in anchor_scores.items() if k.startswith("stride")},
                **sc, **extra, "anchor_fit_s": round(fit_s, 2), "train_s": res["train_s"],
@@ -149,6 +152,7 @@ def run(name: str, cfg: dict, tag: str, out: str, log=print) -> dict:
         sc = score_all(d, ser, ens, starts_h)
         pred = sc.pop("_pred")
         harness.save_forecasts(f"{tag}-ens-s{cfg['seed']}", name, starts_h, pred)
+        harness.save_forecasts(f"{tag}-ens-s{cfg['seed']}-stride1", name, *sc.pop("_pred1"))
         row = {"dataset": name, "tag": tag, "cell": "ensemble", "cfg": cfg, **sc,
                "total_s": round(sum(r["total_s"] for r in rows), 1),
                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
