@@ -67,8 +67,8 @@ def main(argv=None):
                     starts = d.starts_for("test", stride)
                     pred = run(d.inputs(starts))
                     row[f"stride_{stride}"] = d.score(pred, starts)
-                    if stride == "horizon":
-                        harness.save_forecasts(f"cellcast-{cell}-s{seed}", name, starts, pred)
+                    harness.save_forecasts(f"cellcast-{cell}-s{seed}" + ("" if stride == "horizon" else "-stride1"),
+                                           name, starts, pred)
                 harness.append(a.out, row)
                 print(f"{name:11s} {cell:4s} seed {seed} anchor {anchor}: MASE {row['stride_horizon']['mase']:.3f} "
                       f"(stride 1: {row['stride_1']['mase']:.3f}) train {row['train_s']}s", flush=True)

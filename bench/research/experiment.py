@@ -44,7 +44,7 @@ DEFAULTS = {
     "future": "none",                     # none | calendar | known (calendar + known columns) | oracle (+ weather)
     "head_future": True, "head_anchor": True, "cell_future_past": False,
     "epochs": 10, "batch_size": 256, "max_train_windows": 8000, "lr": 3e-3, "patience": 4, "seed": 42,
-    "dow_onehot": False,
+    "dow_onehot": False, "decoder": False,
 }
 
 
@@ -90,7 +90,7 @@ def build(d: harness.Data, ser: proto.Series, cfg: dict, cell: str) -> proto.Pro
         anchor=cfg["anchor"], anchor_season=m, profile_k=cfg["profile_k"], level_steps=cfg["level_steps"],
         linear_all_vars=cfg["linear_all_vars"], linear_future=cfg["linear_future"],
         linear_trainable=cfg["linear_trainable"], n_future=ser.n_future, head_future=cfg["head_future"],
-        head_anchor=cfg["head_anchor"], cell_future_past=cfg["cell_future_past"],
+        head_anchor=cfg["head_anchor"], cell_future_past=cfg["cell_future_past"], decoder=cfg["decoder"],
         mean=[float(x) for x in mean], std=[float(x) for x in std])
     return proto.ProtoForecaster(spec)
 

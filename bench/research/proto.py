@@ -142,6 +142,7 @@ class ProtoSpec:
     head_anchor: bool = True                # ... and the anchor forecast
     cell_future_past: bool = False          # the cell also reads the known features of the lookback steps
     quantiles: list[float] = field(default_factory=list)   # non-empty: the head forecasts these (pinball loss)
+    decoder: bool = False                   # a second cell runs over the horizon steps reading (future_h, anchor_h)
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
 
@@ -164,6 +165,14 @@ class ProtoForecaster(nn.Module):
         n_head = s.hidden_size + (H * s.n_future if s.head_future and s.n_future else 0) + (H * T if s.head_anchor else 0)
         self.n_q = len(s.quantiles)
         self.head = nn.Linear(n_head, H * T * max(self.n_q, 1))
+        if s.decoder:
+            # seq2seq: the encoder's final state starts a decoder cell over the horizon; per step it reads the
+            # known-future inputs and the anchor there, and a shared zero-initialised layer maps its output to
+            # the residual of that step (nonlinear in the future inputs, unlike the flat head)
+            self.dec = CELLS[s.cell](s.n_future + T, s.hidden_size, s.num_layers, batch_first=True)
+            self.dec_out = nn.Linear(s.hidden_size, T * max(self.n_q, 1))
+            nn.init.zeros_(self.dec_out.weight)
+            nn.init.zeros_(self.dec_out.bias)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         h = torch.arange(H)
@@ -223,7 +232,7 @@ class ProtoForecaster(nn.Module):
             m = s.diff_season
             parts.append(zt[:, -k:, :] - zt[:, -k - m:-m, :])
         seq = torch.cat(parts, 2)
-        out, _ = self.rnn(seq)
+        out, state = self.rnn(seq)
         hin = [out[:, -1, :]]
         if s.head_future and s.n_future:
             hin.append(f.reshape(B, -1))
@@ -231,10 +240,19 @@ class ProtoForecaster(nn.Module):
             hin.append(base.reshape(B, -1))
         mean_t = self.mean.index_select(0, self.target_idx)
         std_t = self.std.index_select(0, self.target_idx)
+        extra = None
+        if s.decoder:
+            dec_in = torch.cat([f, base], 2) if s.n_future else base
+            dout, _ = self.dec(dec_in, state)
+            extra = self.dec_out(dout)                              # (B, H, T*Q)
         if self.n_q:   # (B, H, T, Q): every quantile is the anchor plus its own residual
             delta = self.head(torch.cat(hin, 1)).view(B, s.horizon, s.n_targets, self.n_q)
+            if extra is not None:
+                delta = delta + extra.view(B, s.horizon, s.n_targets, self.n_q)
             return (base.unsqueeze(-1) + delta) * std_t.unsqueeze(-1) + mean_t.unsqueeze(-1)
         delta = self.head(torch.cat(hin, 1)).view(B, s.horizon, s.n_targets)
+        if extra is not None:
+            delta = delta + extra.view(B, s.horizon, s.n_targets)
         return (base + delta) * std_t + mean_t
 
 
