@@ -44,7 +44,7 @@ DEFAULTS = {
     "future": "none",                     # none | calendar | known (calendar + known columns) | oracle (+ weather)
     "head_future": True, "head_anchor": True, "cell_future_past": False,
     "epochs": 10, "batch_size": 256, "max_train_windows": 8000, "lr": 3e-3, "patience": 4, "seed": 42,
-    "dow_onehot": False, "decoder": False,
+    "dow_onehot": False, "decoder": False, "crossfit": 0,
 }
 
 
@@ -122,7 +122,7 @@ def run(name: str, cfg: dict, tag: str, out: str, log=print) -> dict:
         extra = {}
         t0 = time.perf_counter()
         if cfg["anchor"] == "linear":
-            extra = proto.fit_linear_anchor(model, ser)
+            extra = proto.fit_linear_anchor(model, ser, crossfit=cfg["crossfit"])
         fit_s = time.perf_counter() - t0
         anchor_scores = score_all(d, ser, model, starts_h)   # head zero: the anchor alone
         res = proto.train(model, ser, proto.TrainCfg(

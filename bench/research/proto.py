@@ -220,12 +220,14 @@ class ProtoForecaster(nn.Module):
             return out + last
         return torch.zeros(B, s.horizon, s.n_targets, dtype=z.dtype, device=z.device)
 
-    def forward(self, x: torch.Tensor, f: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, f: torch.Tensor | None = None,
+                anchor_override: torch.Tensor | None = None) -> torch.Tensor:
         s = self.spec
         z = (x - self.mean) / self.std
         zt = z.index_select(2, self.target_idx)
         B = z.shape[0]
-        base = self.anchor(z, zt, f)
+        # training only: a cross-fitted (out-of-fold) anchor for the training windows, in scaled units
+        base = self.anchor(z, zt, f) if anchor_override is None else anchor_override
         k = self.k
         parts = [z[:, -k:, :]]
         if s.diff_season:
@@ -271,7 +273,7 @@ class Ensemble(nn.Module):
 # --- the closed-form linear anchor ----------------------------------------------------------------------
 
 def fit_linear_anchor(model: ProtoForecaster, ser: Series, lambdas=(0.1, 1.0, 10.0, 100.0, 1000.0),
-                      max_windows: int = 20000, seed: int = 0) -> dict:
+                      max_windows: int = 20000, seed: int = 0, crossfit: int = 0) -> dict:
     """Ridge from the anchor's inputs to the horizon (scaled units, relative to the last value), on the
     training windows; the penalty is chosen on the validation windows by MAE. Writes the linear layer."""
     s = model.spec
@@ -309,6 +311,18 @@ def fit_linear_anchor(model: ProtoForecaster, ser: Series, lambdas=(0.1, 1.0, 10
         if best is None or err < best[0]:
             best = (err, lam, W, b)
     err, lam, W, b = best
+    if crossfit:   # out-of-fold anchors for the training windows: K contiguous blocks, each fitted without itself
+        oof = np.empty_like(Y)
+        for idx in np.array_split(np.arange(len(X)), crossfit):
+            keep = np.ones(len(X), bool)
+            keep[idx] = False
+            mx, my = X[keep].mean(0), Y[keep].mean(0)
+            Xk, Yk = X[keep] - mx, Y[keep] - my
+            Wk = np.linalg.solve(Xk.T @ Xk + lam * keep.sum() * 1e-3 * np.eye(X.shape[1]), Xk.T @ Yk)
+            oof[idx] = X[idx] @ Wk + (my - mx @ Wk)
+        _, _, last_tr = design(tr)
+        model.oof = {int(o): (oof[i].reshape(s.horizon, s.n_targets) + last_tr[i, 0]).astype(np.float32)
+                     for i, o in enumerate(tr)}
     with torch.no_grad():
         model.linear.weight.copy_(torch.from_numpy(W.T).float())
         model.linear.bias.copy_(torch.from_numpy(b).float())
@@ -383,8 +397,13 @@ def train(model: ProtoForecaster, ser: Series, cfg: TrainCfg, log=None) -> dict:
         tot = 0.0
         nb = math.ceil(per_epoch / cfg.batch_size)
         for i in range(nb):
-            x, y, f = _tensors(ser, order[i * cfg.batch_size:(i + 1) * cfg.batch_size])
-            loss = loss_fn(model(x, f), y)
+            ob = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            x, y, f = _tensors(ser, ob)
+            oof = getattr(model, "oof", None)
+            if oof is not None:
+                loss = loss_fn(model(x, f, torch.from_numpy(np.stack([oof[int(o)] for o in ob]))), y)
+            else:
+                loss = loss_fn(model(x, f), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.clip)

@@ -32,6 +32,7 @@ def main(argv=None):
     ap.add_argument("--dataset", default="elecdemand")
     ap.add_argument("--cell", default="gru")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--decoder", action="store_true")
     a = ap.parse_args(argv)
     torch.set_num_threads(2)
     st = load_params(current.REPO / "params.yaml").for_dataset(a.dataset)
@@ -40,7 +41,7 @@ def main(argv=None):
     ws = load_windows(a.dataset, st)
     anchor = current.anchor_season(ws, st)
     d = harness.Data(a.dataset)
-    cfg = {**experiment.DEFAULTS, **RECIPE[a.dataset], "epochs": 1, "cells": a.cell}
+    cfg = {**experiment.DEFAULTS, **RECIPE[a.dataset], "epochs": 1, "cells": a.cell, "decoder": a.decoder}
     ser = experiment.series(d, cfg)
     for r in range(a.rounds):
         t0 = time.perf_counter()
@@ -52,7 +53,7 @@ def main(argv=None):
         t_fit = time.perf_counter() - t0
         proto.train(model, ser, proto.TrainCfg(epochs=1))
         t_recipe = time.perf_counter() - t0
-        row = {"dataset": a.dataset, "cell": a.cell, "round": r, "today_epoch_s": round(t_today, 1),
+        row = {"dataset": a.dataset, "cell": a.cell, "decoder": a.decoder, "round": r, "today_epoch_s": round(t_today, 1),
                "recipe_ridge_s": round(t_fit, 1), "recipe_epoch_s": round(t_recipe, 1),
                "ratio": round(t_recipe / t_today, 2), "load": os.getloadavg()[0]}
         harness.append("timing.jsonl", row)
