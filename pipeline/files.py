@@ -93,6 +93,15 @@ def sha256_file(path: str | Path) -> str:
     return _digest(path, "sha256")
 
 
+def sha256_tree(path: str | Path) -> str:
+    """The sha256 of a folder's files: each one's path relative to it and its bytes, in path order."""
+    root = Path(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + _digest(f, "sha256").encode())
+    return h.hexdigest()
+
+
 @contextmanager
 def exclusive(path: str | Path, waiting: Callable[[str], None] | None = None) -> Iterator[None]:
     """Hold an exclusive lock on file `path` for the block, across processes of this machine; if another

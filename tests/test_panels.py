@@ -17,6 +17,7 @@ from cellcast.pipeline.catalog import (panel_partitions, read_panel, read_partit
                                        read_validated_panel)
 from cellcast.pipeline.data.datasets import load_bundled
 from cellcast.pipeline.data.ingest import ingest_file, source_of
+from cellcast.pipeline.data.panel_validation import client_mapper
 from cellcast.pipeline.data.validation import validate_dataset
 from cellcast.pipeline.data.window import usable_windows
 from cellcast.pipeline.errors import ConfigError, DataValidationError, IngestError
@@ -73,6 +74,10 @@ def test_a_panel_is_ingested_sorted_whole_series_per_row_group_and_read_back_by_
     assert all(len(read_partition(raw, [i])) <= 500 or len(seen[i]) == 1 for i in range(groups))
     b = read_panel(raw, ["B"])
     assert set(b["series_id"]) == {"B"} and len(b) == 300 and b["timestamp"].is_monotonic_increasing
+    # reading one series reads one row group: the filter is answered from the row groups' statistics
+    import pyarrow.dataset as ds
+    fragment = next(iter(ds.dataset(raw, format="parquet").get_fragments()))
+    assert len(fragment.split_by_row_group(ds.field("series_id").isin(["B"]))) == 1
     # series start and end at different times; each is described on its own
     per = meta["panel"]["series"]
     assert per["B"]["start"] == "2024-01-03 05:00:00" and per["A"]["start"] == "2024-01-01 00:00:00"
@@ -80,6 +85,28 @@ def test_a_panel_is_ingested_sorted_whole_series_per_row_group_and_read_back_by_
                                                             "off_grid": 0}
     assert meta["rows"] == len(df) == res.meta.rows and meta["panel"]["id_cols"] == ["sensor"]
     assert source_of("city", s)["id_cols"] == ["sensor"]
+
+
+def test_a_parquet_dataset_partitioned_by_series_is_ingested_through_pyarrow(project, settings_for):
+    import pyarrow as pa
+
+    s = settings_for("hive")
+    df = pd.concat([series("A", 50), series("B", 40, "2024-01-02")], ignore_index=True)
+    root = project / "by_sensor"
+    pq.write_to_dataset(pa.Table.from_pandas(df, preserve_index=False), root, partition_cols=["sensor"])
+    assert sorted(p.name for p in root.iterdir()) == ["sensor=A", "sensor=B"]
+    res = ingest_file(root, name="hive", time_col="ts", targets=["flow"], features=["temp"], id_cols=["sensor"],
+                      fmt="parquet", settings=s)
+    out, meta = read_raw("hive", s)
+    assert sorted(meta["panel"]["series"]) == ["A", "B"] and len(out) == 90 and meta["format"] == "parquet"
+    assert meta["input_sha256"] == res.meta.input_sha256 and len(meta["input_sha256"]) == 64
+    with pytest.raises(IngestError) as ei:      # a folder is a dataset only for a panel read as Parquet
+        ingest_file(root, name="hive", time_col="ts", targets=["flow"], settings=s)
+    assert "is a directory" in str(ei.value) and "--parquet DIR with --id-col" in str(ei.value)
+    with pytest.raises(IngestError) as ei:
+        ingest_file(root, name="hive2", time_col="ts", targets=["flow"], id_cols=["station"], fmt="parquet", settings=s)
+    assert "id column 'station' not found" in str(ei.value)
+    assert any((q / "by_sensor" / "sensor=A").is_dir() for q in (project / "quarantine").iterdir())
 
 
 def test_a_panel_frequency_is_inferred_from_each_series_not_their_union(project, settings_for):
@@ -369,7 +396,7 @@ def test_validation_fans_out_over_a_local_dask_cluster(project, settings_for):
     frame_here = pd.read_parquet(project / "data/city/validated.parquet")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   silence_logs=50) as cluster, distributed.Client(cluster) as client:
-        rep = validate_dataset("city", s, mapper=lambda fn, tasks: client.gather(client.map(fn, tasks, pure=False)))
+        rep = validate_dataset("city", s, mapper=client_mapper(client))
     parts = rep.panel["partitions"]
     assert len(parts) >= 3 and len({p["worker"] for p in parts}) == 2      # two processes did the work
     assert {p["worker"].split(":")[1] for p in parts}.isdisjoint({str(__import__("os").getpid())})

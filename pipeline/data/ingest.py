@@ -23,11 +23,11 @@ import pandas as pd
 from ..catalog import quarantine_dir, raw_paths
 from ..config import Settings
 from ..errors import ConfigError, IngestError
-from ..files import sha256_file, utc_stamp, write_json, write_parquet
+from ..files import sha256_file, sha256_tree, utc_stamp, write_json, write_parquet
 from . import datasets
 from .frequency import gap_stats, infer_freq, to_freq
 from .panel import check_id_options, describe_series, infer_panel_freq, pooled, sort_panel, write_panel
-from .readers import canonical_frame, detect_format, read_csv, read_parquet
+from .readers import canonical_frame, detect_format, read_csv, read_parquet, read_parquet_dataset
 from .resample import check_agg, to_grid
 
 
@@ -124,6 +124,9 @@ def _quarantine(name: str, path: Path, error: Exception, settings: Settings, ext
     if path.is_file():
         shutil.copy2(path, q / path.name)
         copied = path.name
+    elif path.is_dir() and not q.resolve().is_relative_to(path.resolve()):   # a Parquet dataset folder
+        shutil.copytree(path, q / path.name)
+        copied = path.name
     write_json(q / "report.json", {"stage": "ingest", "name": name, "input_path": str(path), "copied": copied,
                                     "error": str(error), "rule": getattr(error, "rule", type(error).__name__),
                                     "count": getattr(error, "count", None),
@@ -177,11 +180,16 @@ def ingest_file(path: str | Path, *, name: str, time_col: str, targets: list[str
         if not path.exists():
             raise IngestError.broken("missing_file", f"{path}: file not found; check the path (relative paths start in "
                                      f"{Path.cwd()})")
-        if path.is_dir():
-            raise IngestError.broken("directory", f"{path}: is a directory, not a CSV or Parquet file; pass a file in it")
-        kind = detect_format(path, fmt)
-        sha = sha256_file(path)
-        df, info = read_csv(path, delimiter) if kind == "csv" else read_parquet(path)
+        if path.is_dir() and not (fmt == "parquet" and id_cols):
+            raise IngestError.broken("directory", f"{path}: is a directory, not a CSV or Parquet file; pass a file in it "
+                                     f"(a Parquet dataset partitioned by series: --parquet DIR with --id-col)")
+        if path.is_dir():   # a Parquet dataset, e.g. one folder per series (sensor=A/...): read through pyarrow
+            kind, sha = "parquet", sha256_tree(path)
+            df, info = read_parquet_dataset(path)
+        else:
+            kind = detect_format(path, fmt)
+            sha = sha256_file(path)
+            df, info = read_csv(path, delimiter) if kind == "csv" else read_parquet(path)
         out, more = canonical_frame(path, df, time_col, targets, features, kind, info.get("delimiter"), time_format,
                                     time_unit, dayfirst, info.get("encoding"), id_cols)
         resampled = None

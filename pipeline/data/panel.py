@@ -73,12 +73,19 @@ def series_key(path: Path, df: pd.DataFrame, id_cols: list[str], where) -> tuple
     return key, cleaned
 
 
+def _codes(frame: pd.DataFrame) -> np.ndarray:
+    # integer codes of series_id: compared as numbers, not as millions of Python strings
+    return pd.factorize(frame[SERIES_ID])[0]
+
+
 def sort_panel(frame: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
     """Sorted by (series_id, timestamp), stably (duplicated timestamps keep the file's order); and whether it was not."""
-    sid = frame[SERIES_ID].to_numpy()
-    ts = frame["timestamp"].to_numpy()
-    same = sid[1:] == sid[:-1]
-    ordered = bool((sid[1:] >= sid[:-1]).all() and (ts[1:][same] >= ts[:-1][same]).all()) if len(frame) > 1 else True
+    ordered = True
+    if len(frame) > 1:
+        codes = _codes(frame)
+        ts = frame["timestamp"].to_numpy()
+        same = codes[1:] == codes[:-1]
+        ordered = bool(frame[SERIES_ID].is_monotonic_increasing and (ts[1:][same] >= ts[:-1][same]).all())
     if ordered:
         return frame.reset_index(drop=True), False
     return frame.sort_values([SERIES_ID, "timestamp"], kind="stable", ignore_index=True), True
@@ -86,13 +93,14 @@ def sort_panel(frame: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
 
 def series_bounds(frame: pd.DataFrame) -> list[tuple[str, int, int]]:
     """(series_id, first row, end row) of each series of a sorted panel frame."""
-    sid = frame[SERIES_ID].to_numpy()
-    if not len(sid):
+    if not len(frame):
         return []
-    cut = np.flatnonzero(sid[1:] != sid[:-1]) + 1
+    codes = _codes(frame)
+    cut = np.flatnonzero(codes[1:] != codes[:-1]) + 1
     starts = np.concatenate([[0], cut])
-    ends = np.concatenate([cut, [len(sid)]])
-    return [(str(sid[a]), int(a), int(b)) for a, b in zip(starts, ends)]
+    ends = np.concatenate([cut, [len(codes)]])
+    sid = frame[SERIES_ID]
+    return [(str(sid.iat[a]), int(a), int(b)) for a, b in zip(starts, ends)]
 
 
 def group_rows(bounds: list[tuple[str, int, int]], budget: int) -> list[tuple[int, int]]:

@@ -35,6 +35,7 @@ from ..files import md5_file, parquet_groups, write_json
 from .cleaning import apply_policy
 from .expectations import Suite
 from .findings import EXAMPLES, REMEDY, RuleFailure, ValidationReport
+from .panel import series_bounds
 from .window import filled_mask, resolve_window, split_bounds, test_origins, usable_windows, window_shortfall, window_starts
 
 OK, COLD_START = "ok", "cold_start"
@@ -89,12 +90,12 @@ def _bounds(meta: dict, settings: Settings) -> dict:
 
 def _unordered(frame: pd.DataFrame) -> dict[str, int]:
     """Series whose rows go back in time (ingest sorts them: a file changed since), with how many steps back."""
-    sid = frame[SERIES_ID].to_numpy()
+    codes = pd.factorize(frame[SERIES_ID])[0]
     ts = frame["timestamp"].to_numpy()
-    back = (sid[1:] == sid[:-1]) & (ts[1:] < ts[:-1])
+    back = (codes[1:] == codes[:-1]) & (ts[1:] < ts[:-1])
     if not back.any():
         return {}
-    return {str(k): int(v) for k, v in pd.Series(sid[1:][back]).value_counts(sort=False).items()}
+    return {str(k): int(v) for k, v in frame[SERIES_ID].iloc[1:][back].value_counts(sort=False).items()}
 
 
 def _window_status(out: pd.DataFrame, cols: list[str], targets: list[str], lookback: int, horizon: int,
@@ -163,11 +164,8 @@ def validate_partitions(task: PartitionTask) -> PartitionResult:
         bad.setdefault(sid, {"rule": "increasing", "column": "timestamp", "count": n,
                              "examples": [f"{n} rows earlier than the row before"], "detail": ""})
     kept = []
-    sid_col = frame[SERIES_ID].to_numpy()
-    cut = np.flatnonzero(sid_col[1:] != sid_col[:-1]) + 1
-    for a, b in zip(np.concatenate([[0], cut]), np.concatenate([cut, [len(frame)]])):
+    for sid, a, b in series_bounds(frame):
         g = frame.iloc[a:b]
-        sid = str(sid_col[a])
         if sid in bad:
             continue
         rep = ValidationReport(name=f"{task.name}/{sid}", source=sid, success=False, freq=meta["freq"],
@@ -201,6 +199,19 @@ def panel_window(meta: dict, settings: Settings) -> tuple[int, int, int]:
     basis = int(np.median(rows)) if rows else 0
     lookback, horizon = resolve_window(settings, meta["freq"], basis)
     return lookback, horizon, basis
+
+
+def client_mapper(client) -> Callable:
+    """A `mapper` for validate_panel that fans the partitions out over a Dask cluster (a `distributed.Client`; no
+    Dask import here): every partition is submitted at once, results come back in partition order, and each is
+    released on its worker once read, so this process holds one partition's result at a time."""
+    def mapper(fn, tasks):
+        futures = client.map(fn, tasks, pure=False)
+        for i in range(len(futures)):
+            future, futures[i] = futures[i], None
+            yield future.result()
+            future.release()
+    return mapper
 
 
 def _mapped(mapper: Callable | None, tasks: list[PartitionTask]) -> Iterable[PartitionResult]:

@@ -160,6 +160,29 @@ def read_parquet(path: Path) -> tuple[pd.DataFrame, dict]:
     return df, {}
 
 
+def read_parquet_dataset(path: Path) -> tuple[pd.DataFrame, dict]:
+    """A folder of Parquet files as one frame, through a pyarrow dataset: hive-style folders (`sensor=A/`) give
+    their column back (as strings), so a panel written partitioned by series reads as it was written."""
+    import pyarrow.dataset as ds
+
+    try:
+        data = ds.dataset(str(path), format="parquet", partitioning="hive")
+        if not data.files:
+            raise IngestError.broken("empty", f"{path}: a folder without Parquet files; pass a CSV or Parquet file, or a "
+                                     f"folder of Parquet files")
+        df = data.to_table().to_pandas()
+    except IngestError:
+        raise
+    except Exception as e:  # pyarrow raises several types for damaged or mixed files
+        raise IngestError.broken("parquet", f"{path}: cannot be read as a Parquet dataset ({str(e).splitlines()[0][:200]})"
+                                 ) from None
+    for c in df.columns:
+        if isinstance(df[c].dtype, pd.CategoricalDtype):   # a partition folder's value
+            df[c] = df[c].astype(str)
+    df.columns = [str(c) for c in df.columns]
+    return df, {"files": len(data.files)}
+
+
 def _locator(path: Path, fmt: str, delimiter: str | None = None, encoding: str | None = None):
     """Where row i of the frame is in the input: for a CSV the physical line (header = line 1; blank lines and
     quoted line breaks counted, as pandas skips or joins them), found only when a refusal needs it."""
@@ -505,7 +528,8 @@ def canonical_frame(path: Path, df: pd.DataFrame, time_col: str, targets: list[s
     ts, tz, reading = _parse_time(path, df[time_col], time_col, where, time_format, time_unit, dayfirst)
     values, decimal = _parse_numeric(path, df, names, where, delimiter)
     if id_cols:
-        out = pd.DataFrame({"series_id": key.to_numpy(), **{c: v.to_numpy() for c, v in ids.items() if c != "series_id"},
+        # .array: the strings as they are stored (Arrow), not copied into Python objects
+        out = pd.DataFrame({"series_id": key.array, **{c: v.array for c, v in ids.items() if c != "series_id"},
                             "timestamp": ts.to_numpy(), **values})
         out, unsorted = sort_panel(out)
     else:
