@@ -59,8 +59,14 @@ def synthetic_panel(n_series: int, steps: int, seed: int = 0) -> pd.DataFrame:
 
 
 STAGE = r"""
-import json, os, resource, sys, time
+import json, os, sys, time
 sys.path.insert(0, {root!r})
+
+def peak_mib():
+    # VmHWM: this process's own peak (getrusage's ru_maxrss keeps the parent's RSS at fork across exec)
+    with open("/proc/self/status") as f:
+        return round(int(f.read().split("VmHWM:")[1].split()[0]) / 1024, 1)
+
 os.chdir({work!r})
 from cellcast.pipeline.config import load_params
 stage, arg = sys.argv[1], sys.argv[2]
@@ -87,14 +93,14 @@ else:
                                       silence_logs=50) as cluster, distributed.Client(cluster) as client:
             t0 = time.perf_counter()     # the cluster's start is not validation
             rep = validate_dataset("bench", s, mapper=client_mapper(client))
-            workers = list(client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss).values())
+            workers = [w * 1024 for w in client.run(peak_mib).values()]
     p = rep.panel
     out = {{"rows_in": rep.rows_in, "rows_out": rep.rows_out, "series_in": p["series_in"], "kept": p["kept"],
             "dropped": p["dropped"], "cold_start": p["cold_start"], "breaks": p["breaks"], "filled": p["filled"],
             "partitions": len(p["partitions"]), "worker_peak_mib": [round(w / 1024, 1) for w in workers],
             "partition_seconds": round(sum(x["seconds"] for x in p["partitions"]), 2)}}
 out["seconds"] = round(time.perf_counter() - t0, 2)
-out["peak_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+out["peak_mib"] = peak_mib()
 print("RESULT " + json.dumps(out))
 """
 
