@@ -186,6 +186,26 @@ def irregular() -> pd.DataFrame:
     return pd.concat([p, q], ignore_index=True)
 
 
+def test_irregular_readings_without_a_grid_are_refused_naming_a_series_and_the_way_out(project, settings_for):
+    s = settings_for("irr")
+    src = write_csv(irregular(), project / "irr.csv")
+    with pytest.raises(IngestError) as ei:
+        ingest_file(src, name="irr", time_col="ts", targets=["flow"], id_cols=["sensor"], settings=s)
+    msg = str(ei.value)
+    assert "series 'P'" in msg and "cannot infer a regular frequency" in msg and "--freq with --agg" in msg, msg
+
+
+def test_an_id_column_named_series_id_is_the_key_itself(project, settings_for):
+    s = settings_for("sid")
+    df = pd.concat([series("A", 30), series("B", 30)]).rename(columns={"sensor": "series_id"})
+    ingest_file(write_csv(df, project / "sid.csv"), name="sid", time_col="ts", targets=["flow"], id_cols=["series_id"],
+                settings=s)
+    out, meta = read_raw("sid", s)
+    assert list(out.columns) == ["series_id", "timestamp", "flow"] and meta["panel"]["series"]["A"]["ids"] == {"series_id": "A"}
+    with pytest.raises(ConfigError):
+        ingest_file(project / "sid.csv", name="sid", time_col="ts", targets=["flow"], id_cols=["series_id", "ts2"], settings=s)
+
+
 @pytest.mark.parametrize("agg", ["mean", "sum", "last", "max"])
 def test_irregular_readings_are_aggregated_onto_the_grid_per_series(agg, project, settings_for):
     s = settings_for("irr")
