@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from .config import Settings
-from .errors import NotFoundError
+from .errors import ConfigError, NotFoundError
 from .files import utc_stamp
 
 
@@ -55,17 +55,74 @@ def monitoring_dir(name: str, settings: Settings) -> Path:
     return Path(settings.paths.reports) / name / "monitoring"
 
 
-def read_raw(name: str, settings: Settings) -> tuple[pd.DataFrame, dict]:
-    """The canonical frame and metadata written by ingest."""
+SERIES_ID = "series_id"   # a panel's series key: one string per series (its id columns' values joined by "/")
+
+
+def is_panel(meta: dict) -> bool:
+    """Whether raw.json / validated.json describe a panel (many series in one long frame, ingest --id-col)."""
+    return bool(meta.get("panel"))
+
+
+def read_raw_meta(name: str, settings: Settings) -> dict:
+    """raw.json alone (a panel's data is read partition by partition)."""
     pq, js = raw_paths(name, settings)
     if not pq.is_file() or not js.is_file():
         raise NotFoundError(f"{pq}: dataset '{name}' is not ingested; run `cellcast ingest` first")
-    return pd.read_parquet(pq), json.loads(js.read_text())
+    return json.loads(js.read_text())
+
+
+def read_raw(name: str, settings: Settings) -> tuple[pd.DataFrame, dict]:
+    """The canonical frame and metadata written by ingest."""
+    meta = read_raw_meta(name, settings)
+    return pd.read_parquet(raw_paths(name, settings)[0]), meta
 
 
 def read_validated(name: str, settings: Settings) -> tuple[pd.DataFrame, dict]:
-    """The validated frame and its metadata (policy report, bounds, data_md5) written by validate."""
+    """The validated frame and its metadata (policy report, bounds, data_md5) written by validate. One series:
+    a panel is refused here (its rows would run one series into the next); read it with read_panel."""
     pq, js = validated_paths(name, settings)
     if not pq.is_file() or not js.is_file():
         raise NotFoundError(f"{pq}: dataset '{name}' is not validated; run `cellcast validate {name}` first")
-    return pd.read_parquet(pq), json.loads(js.read_text())
+    meta = json.loads(js.read_text())
+    if is_panel(meta):
+        raise ConfigError(f"{pq}: dataset '{name}' is a panel of {len(meta['panel']['series'])} series; this stage "
+                          f"takes one series (ingest one without --id-col)")
+    return pd.read_parquet(pq), meta
+
+
+def read_panel(path: str | Path, series: list[str] | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+    """Rows of a panel Parquet file (raw.parquet, validated.parquet), sorted by (series_id, timestamp): all, or
+    only the series named. A pyarrow dataset filter: row groups whose series_id range misses them are not read."""
+    import pyarrow.dataset as ds
+
+    data = ds.dataset(str(path), format="parquet")
+    flt = ds.field(SERIES_ID).isin(list(series)) if series is not None else None
+    return data.to_table(columns=columns, filter=flt).to_pandas()
+
+
+def panel_partitions(path: str | Path) -> int:
+    """How many partitions (row groups, each of whole series) a panel Parquet file holds."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(str(path)).metadata.num_row_groups
+
+
+def read_partition(path: str | Path, groups: list[int], columns: list[str] | None = None) -> pd.DataFrame:
+    """Row groups `groups` of a panel Parquet file (whole series each), through a pyarrow dataset fragment."""
+    import pyarrow.dataset as ds
+
+    fragment = next(iter(ds.dataset(str(path), format="parquet").get_fragments()))
+    return fragment.subset(row_group_ids=list(groups)).to_table(columns=columns).to_pandas()
+
+
+def read_validated_panel(name: str, settings: Settings, series: list[str] | None = None,
+                         columns: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
+    """A validated panel's rows (all, or the series named) and validated.json; `panel.series` lists the series
+    kept with their rows, start, end and status (ok | cold_start), `panel.dropped` those dropped and why."""
+    pq, js = validated_paths(name, settings)
+    if not pq.is_file() or not js.is_file():
+        raise NotFoundError(f"{pq}: dataset '{name}' is not validated; run `cellcast validate {name}` first")
+    meta = json.loads(js.read_text())
+    if not is_panel(meta):
+        raise ConfigError(f"{pq}: dataset '{name}' is one series, not a panel; read it with read_validated")
+    return read_panel(pq, series, columns), meta

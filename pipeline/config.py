@@ -46,6 +46,12 @@ class IngestConfig(_Strict):
     # forecasts in the test split whose horizons do not overlap (origins a horizon apart): fewer is no test.
     # The data rule; promotion's statistical test has its own evaluate.min_test_windows.
     min_test_windows: int = Field(5, ge=1)
+    # panels (ingest --id-col): a series that breaks a rule fails the dataset (reject) or is removed into
+    # quarantine with its report and named in the summary (drop)
+    bad_series: Literal["reject", "drop"] = "reject"
+    # panels: whole series per Parquet row group, up to this many rows (a longer series gets a group of its
+    # own): the unit read back one at a time and the unit validation fans out over
+    partition_rows: int = Field(250_000, ge=1)
 
 
 class ValidateConfig(_Strict):

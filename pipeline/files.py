@@ -41,6 +41,40 @@ def write_parquet(frame, path: str | Path) -> Path:
     return _replace_into(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))
 
 
+@contextmanager
+def parquet_groups(path: str | Path) -> Iterator[Callable]:
+    """`with parquet_groups(p) as add: add(frame)...`: each frame becomes one row group of one Parquet file
+    (the columns and types of the first), published atomically when the block ends without an error; on an
+    error, or when no frame was added, nothing is written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    state = {"writer": None, "schema": None}
+
+    def add(frame) -> None:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if state["writer"] is None:
+            state["schema"] = table.schema
+            state["writer"] = pq.ParquetWriter(tmp, table.schema)
+        else:
+            table = table.cast(state["schema"])
+        state["writer"].write_table(table, row_group_size=max(len(table), 1))
+
+    try:
+        yield add
+        if state["writer"] is not None:
+            state["writer"].close()
+            os.replace(tmp, path)
+    except BaseException:
+        if state["writer"] is not None:
+            state["writer"].close()
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _digest(path: str | Path, algo: str) -> str:
     h = hashlib.new(algo)
     with open(path, "rb") as f:
@@ -57,6 +91,15 @@ def md5_file(path: str | Path) -> str:
 def sha256_file(path: str | Path) -> str:
     """The sha256 of a file's bytes: the provenance ingest records for an input."""
     return _digest(path, "sha256")
+
+
+def sha256_tree(path: str | Path) -> str:
+    """The sha256 of a folder's files: each one's path relative to it and its bytes, in path order."""
+    root = Path(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + _digest(f, "sha256").encode())
+    return h.hexdigest()
 
 
 @contextmanager

@@ -18,9 +18,9 @@ def register(app: typer.Typer) -> None:
     def datasets() -> None:
         """List the bundled real datasets (loaded offline from installed packages)."""
         from cellcast.pipeline.data.datasets import list_datasets
-        rows = [("name", "domain", "source", "freq", "rows", "vars", "licence")]
-        rows += [(d.name, d.domain, d.source, d.freq, str(d.rows), str(d.variables), d.licence)
-                 for d in list_datasets()]
+        rows = [("name", "domain", "source", "freq", "series", "rows", "vars", "licence")]
+        rows += [(d.name, d.domain, d.source, d.freq, str(d.series) + (f" ({', '.join(d.id_cols)})" if d.id_cols else ""),
+                  str(d.rows), str(d.variables), d.licence) for d in list_datasets()]
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
         for r in rows:
             typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
@@ -35,7 +35,11 @@ def register(app: typer.Typer) -> None:
         time_col: Optional[str] = typer.Option(None, "--time-col", help="the time column of the file"),
         target: list[str] = typer.Option([], "--target", help="target column (repeat for several)"),
         features: str = typer.Option("", "--features", help="feature columns, comma-separated"),
+        id_col: list[str] = typer.Option([], "--id-col", help="a column naming each row's series (long format: a panel; "
+                                         "repeat for several: the series key is their tuple)"),
         freq: Optional[str] = typer.Option(None, "--freq", help="pandas frequency alias (e.g. 30min, h, D, B); else inferred"),
+        agg: Optional[str] = typer.Option(None, "--agg", help="readings at irregular times put on the --freq grid per "
+                                          "series: mean | sum | last | max"),
         delimiter: Optional[str] = typer.Option(None, "--delimiter", help="CSV delimiter (overrides sniffing; 'tab' for tabs)"),
         time_format: Optional[str] = typer.Option(None, "--time-format",
                                                   help="strftime format of the time column, e.g. %d/%m/%Y %H:%M (else detected)"),
@@ -61,10 +65,17 @@ def register(app: typer.Typer) -> None:
             res = ingest_file(csv or parquet, name=name, time_col=time_col, targets=list(target),
                               features=[f.strip() for f in features.split(",") if f.strip()], freq=freq,
                               fmt="csv" if csv else "parquet", delimiter=delimiter, time_format=time_format,
-                              time_unit=time_unit, dayfirst=dayfirst, settings=settings_for(name))
+                              time_unit=time_unit, dayfirst=dayfirst, id_cols=list(id_col), agg=agg,
+                              settings=settings_for(name))
         m = res.meta
         g = m.gaps
-        typer.echo(f"{res.parquet_path}: {m.rows} rows, {m.start} .. {m.end}, freq {m.freq} ({m.freq_source}), "
+        panel = (f"panel of {len(m.panel['series'])} series (id {', '.join(m.panel['id_cols'])}; "
+                 f"{m.panel['row_groups']} row group{'s' if m.panel['row_groups'] != 1 else ''}), " if m.panel else "")
+        if m.resample:
+            r = m.resample
+            panel += (f"{r['readings']} readings aggregated ({r['agg']}) into {r['grid_points']} grid points "
+                      f"({r['merged_points']} of several), ")
+        typer.echo(f"{res.parquet_path}: {panel}{m.rows} rows, {m.start} .. {m.end}, freq {m.freq} ({m.freq_source}), "
                    f"{g['count']} gaps ({g['missing_steps']} missing steps, longest {g['longest_steps']}), "
                    f"{m.duplicates} duplicated timestamps"
                    + (f", dates read {m.extra['time_reading']['order']}" if (m.extra.get("time_reading") or {}).get("order")
@@ -78,13 +89,17 @@ def register(app: typer.Typer) -> None:
                                                                     "(overrides params.yaml)"),
         long_gaps: Optional[str] = typer.Option(None, "--long-gaps", help="gaps longer than ingest.max_fill_steps: "
                                                 "reject|segment (kept as breaks no window crosses; overrides params.yaml)"),
+        bad_series: Optional[str] = typer.Option(None, "--bad-series", help="a panel's series that breaks a rule: reject "
+                                                 "(the dataset fails) | drop (quarantined, the rest kept; overrides "
+                                                 "params.yaml)"),
     ) -> None:
         """Validate data/NAME/raw.parquet (GX suite + gap/duplicate policy) into validated.parquet."""
         from cellcast.pipeline.data.validation import validate_dataset
         settings = settings_for(name)
         policy = {}
         for opt, value, allowed in (("--dedupe", dedupe, ("reject", "first", "last", "mean")),
-                                    ("--long-gaps", long_gaps, ("reject", "segment"))):
+                                    ("--long-gaps", long_gaps, ("reject", "segment")),
+                                    ("--bad-series", bad_series, ("reject", "drop"))):
             if value is not None:
                 if value not in allowed:
                     raise ConfigError(f"{opt} '{value}': must be one of {', '.join(allowed)}")
@@ -92,9 +107,26 @@ def register(app: typer.Typer) -> None:
         if policy:
             settings = settings.model_copy(update={"ingest": settings.ingest.model_copy(update=policy)})
         rep = validate_dataset(name, settings)
+        if rep.panel is not None:
+            typer.echo(_panel_summary(name, rep))
+            return
         filled = sum(rep.filled.values())
         typer.echo(f"{name}: valid, {rep.rows_in} -> {rep.rows_out} rows, {filled} points filled, "
                    f"{len(rep.breaks)} breaks, {rep.dedupe.get('duplicated_rows', 0)} duplicates resolved, "
                    f"windows train/val/test {rep.windows.get('train')}/{rep.windows.get('val')}/{rep.windows.get('test')} "
                    f"({rep.windows.get('test_origins')} non-overlapping test windows)"
                    f"; report {rep.report_path}")
+
+
+def _panel_summary(name: str, rep) -> str:
+    p = rep.panel
+    dropped = ""
+    if p["dropped_series"]:
+        shown = ", ".join(f"'{sid}': {f['rule']}" for sid, f in list(p["dropped_series"].items())[:5])
+        more = f" and {len(p['dropped_series']) - 5} more" if len(p["dropped_series"]) > 5 else ""
+        dropped = f" ({shown}{more}; kept in {rep.quarantine_path})"
+    w = p["window"]
+    return (f"{name}: valid panel, {p['series_in']} series in, {p['kept']} kept ({p['cold_start']} cold start: too "
+            f"short for their own validation/test split), {p['dropped']} dropped{dropped}; {rep.rows_in} -> "
+            f"{rep.rows_out} rows, {p['filled']} points filled, {p['breaks']} breaks; judged on lookback "
+            f"{w['lookback']} + horizon {w['horizon']}; report {rep.report_path}")

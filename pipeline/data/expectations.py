@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..catalog import SERIES_ID
 from .findings import EXAMPLES, RuleFailure
 
 _NUMERIC = ["float64", "float32", "int64", "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64",
@@ -16,14 +17,22 @@ _NUMERIC = ["float64", "float32", "int64", "int32", "int16", "int8", "uint8", "u
 _FINITE = float(np.finfo(np.float64).max)
 
 
-def _gx_suite(gx, cols: list[str], dedupe: str, bounds: dict, min_rows: int | None):
+def _gx_suite(gx, cols: list[str], dedupe: str, bounds: dict, min_rows: int | None, id_cols: list[str] | None = None):
     E = gx.expectations
     ex = [E.ExpectColumnToExist(column="timestamp", meta={"rule": "exists"}),
           E.ExpectColumnValuesToNotBeNull(column="timestamp", meta={"rule": "not_null"})]
-    if dedupe == "reject":
-        ex.append(E.ExpectColumnValuesToBeUnique(column="timestamp", meta={"rule": "unique"}))
-    ex.append(E.ExpectColumnValuesToBeIncreasing(column="timestamp", strictly=dedupe == "reject",
-                                                 meta={"rule": "increasing"}))
+    if id_cols is not None:
+        # a panel: the same rules, with the series in the batch; time order is per series (checked beside GX)
+        for c in [SERIES_ID, *[i for i in id_cols if i != SERIES_ID]]:
+            ex += [E.ExpectColumnToExist(column=c, meta={"rule": "exists"}),
+                   E.ExpectColumnValuesToNotBeNull(column=c, meta={"rule": "not_null"})]
+        if dedupe == "reject":
+            ex.append(E.ExpectCompoundColumnsToBeUnique(column_list=[SERIES_ID, "timestamp"], meta={"rule": "unique"}))
+    else:
+        if dedupe == "reject":
+            ex.append(E.ExpectColumnValuesToBeUnique(column="timestamp", meta={"rule": "unique"}))
+        ex.append(E.ExpectColumnValuesToBeIncreasing(column="timestamp", strictly=dedupe == "reject",
+                                                     meta={"rule": "increasing"}))
     for c in cols:
         ex += [E.ExpectColumnToExist(column=c, meta={"rule": "exists"}),
                E.ExpectColumnValuesToBeInTypeList(column=c, type_list=_NUMERIC, meta={"rule": "numeric"}),
@@ -38,54 +47,89 @@ def _gx_suite(gx, cols: list[str], dedupe: str, bounds: dict, min_rows: int | No
     return ex
 
 
+class Suite:
+    """The suite built once (a GX context, the expectations, a checkpoint), run on one frame or many: the
+    partitions of a panel go through one Suite. `id_cols` makes it a panel's suite: results at COMPLETE
+    detail, each failure with the rows it found counted per series (RuleFailure.series)."""
+
+    def __init__(self, name: str, cols: list[str], dedupe: str, bounds: dict, min_rows: int | None = None,
+                 docs_dir: Path | None = None, id_cols: list[str] | None = None):
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+        import great_expectations as gx  # slow (4-9 s): only when validating
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self.min_rows, self.docs_dir, self.panel = min_rows, docs_dir, id_cols is not None
+        ctx = gx.get_context(mode="ephemeral")
+        ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+        batch = (ctx.data_sources.add_pandas(f"{name}-source").add_dataframe_asset(name)
+                 .add_batch_definition_whole_dataframe("whole"))
+        suite = ctx.suites.add(gx.ExpectationSuite(name=f"{name}-schema"))
+        for e in _gx_suite(gx, cols, dedupe, bounds, min_rows, id_cols):
+            suite.add_expectation(e)
+        vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=f"{name}-validation", data=batch, suite=suite))
+        actions = []
+        if docs_dir is not None:
+            if docs_dir.exists():
+                shutil.rmtree(docs_dir)  # our own output: one run's docs, not an accumulating history
+            ctx.add_data_docs_site(site_name="cellcast", site_config={
+                "class_name": "SiteBuilder",
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir.resolve())},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}})
+            actions = [gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["cellcast"])]
+        fmt = {"result_format": "COMPLETE", "unexpected_index_column_names": [SERIES_ID]} if self.panel else "SUMMARY"
+        self._checkpoint = ctx.checkpoints.add(gx.Checkpoint(name=f"{name}-checkpoint", validation_definitions=[vd],
+                                                             actions=actions, result_format=fmt))
+
+    @property
+    def index(self) -> str | None:
+        return None if self.docs_dir is None else str(self.docs_dir / "index.html")
+
+    def run(self, df: pd.DataFrame) -> tuple[dict, list[RuleFailure]]:
+        res = self._checkpoint.run(batch_parameters={"dataframe": df})
+        vr = next(iter(res.run_results.values()))
+        failed, rows = [], []
+        for r in vr.results:
+            cfg = r.expectation_config
+            col = cfg.kwargs.get("column") or "timestamp"
+            rule = (cfg.meta or {}).get("rule", cfg.type)
+            result = r.result or {}
+            row = {"expectation": cfg.type, "column": col, "rule": rule, "success": bool(r.success),
+                   "unexpected_count": result.get("unexpected_count"),
+                   "observed_value": None if result.get("observed_value") is None else str(result["observed_value"]),
+                   "examples": [str(x) for x in (result.get("partial_unexpected_list") or [])[:EXAMPLES]]}
+            if r.exception_info and r.exception_info.get("raised_exception"):
+                row["exception"] = str(r.exception_info.get("exception_message"))[:300]
+            if not r.success:
+                count = result.get("unexpected_count")
+                if count is None:  # table-level rules (row count) and errors
+                    count = len(df)
+                examples = row["examples"] or ([row["observed_value"]] if row["observed_value"] else [])
+                if rule == "min_rows":
+                    examples = [f"{len(df)} rows, need at least {self.min_rows}"]
+                f = RuleFailure(col, rule, int(count), examples)
+                if self.panel and result.get("unexpected_index_list") is not None:
+                    f.series = _by_series(result["unexpected_index_list"], col)
+                    row["series"] = {k: v["count"] for k, v in list(f.series.items())[:EXAMPLES]}
+                    row["series_count"] = len(f.series)
+                failed.append(f)
+            rows.append(row)
+        return {"success": bool(vr.success), "evaluated": len(rows), "results": rows}, failed
+
+
+def _by_series(found: list, column: str) -> dict[str, dict]:
+    """GX's unexpected rows ({series_id: .., column: value}) -> {series_id: {count, examples}}."""
+    out: dict[str, dict] = {}
+    for item in found:
+        sid = str(item.get(SERIES_ID)) if isinstance(item, dict) else "?"
+        s = out.setdefault(sid, {"count": 0, "examples": []})
+        s["count"] += 1
+        if len(s["examples"]) < EXAMPLES and isinstance(item, dict):
+            s["examples"].append(str(item.get(column, item.get("timestamp"))))
+    return out
+
+
 def run_suite(df: pd.DataFrame, name: str, cols: list[str], dedupe: str, bounds: dict, min_rows: int | None,
             docs_dir: Path | None) -> tuple[dict, list[RuleFailure], str | None]:
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    import great_expectations as gx  # slow (4-9 s): only when validating
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    ctx = gx.get_context(mode="ephemeral")
-    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-    batch = (ctx.data_sources.add_pandas(f"{name}-source").add_dataframe_asset(name)
-             .add_batch_definition_whole_dataframe("whole"))
-    suite = ctx.suites.add(gx.ExpectationSuite(name=f"{name}-schema"))
-    for e in _gx_suite(gx, cols, dedupe, bounds, min_rows):
-        suite.add_expectation(e)
-    vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=f"{name}-validation", data=batch, suite=suite))
-    actions, index = [], None
-    if docs_dir is not None:
-        if docs_dir.exists():
-            shutil.rmtree(docs_dir)  # our own output: one run's docs, not an accumulating history
-        ctx.add_data_docs_site(site_name="cellcast", site_config={
-            "class_name": "SiteBuilder",
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir.resolve())},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}})
-        actions = [gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["cellcast"])]
-    cp = ctx.checkpoints.add(gx.Checkpoint(name=f"{name}-checkpoint", validation_definitions=[vd], actions=actions,
-                                           result_format="SUMMARY"))
-    res = cp.run(batch_parameters={"dataframe": df})
-    vr = next(iter(res.run_results.values()))
-    failed, rows = [], []
-    for r in vr.results:
-        cfg = r.expectation_config
-        col = cfg.kwargs.get("column") or "timestamp"
-        rule = (cfg.meta or {}).get("rule", cfg.type)
-        result = r.result or {}
-        row = {"expectation": cfg.type, "column": col, "rule": rule, "success": bool(r.success),
-               "unexpected_count": result.get("unexpected_count"),
-               "observed_value": None if result.get("observed_value") is None else str(result["observed_value"]),
-               "examples": [str(x) for x in (result.get("partial_unexpected_list") or [])[:EXAMPLES]]}
-        if r.exception_info and r.exception_info.get("raised_exception"):
-            row["exception"] = str(r.exception_info.get("exception_message"))[:300]
-        rows.append(row)
-        if not r.success:
-            count = result.get("unexpected_count")
-            if count is None:  # table-level rules (row count) and errors
-                count = len(df)
-            examples = row["examples"] or ([row["observed_value"]] if row["observed_value"] else [])
-            if rule == "min_rows":
-                examples = [f"{len(df)} rows, need at least {min_rows}"]
-            failed.append(RuleFailure(col, rule, int(count), examples))
-    if docs_dir is not None:
-        index = str(docs_dir / "index.html")
-    return {"success": bool(vr.success), "evaluated": len(rows), "results": rows}, failed, index
+    suite = Suite(name, cols, dedupe, bounds, min_rows, docs_dir)
+    out, failed = suite.run(df)
+    return out, failed, suite.index

@@ -9,6 +9,19 @@ import pandas as pd
 
 EXAMPLES = 5   # examples of bad values kept per broken rule
 
+# what to do about each broken rule: every refusal names its remedy
+REMEDY = {
+    "unique": "pass --dedupe first|last|mean to merge them (or set ingest.dedupe in params.yaml)",
+    "long_gap": "pass --long-gaps segment to keep such runs as breaks no window crosses (ingest.long_gaps), or raise "
+                "ingest.max_fill_steps in params.yaml to fill them",
+    "finite": "fix or blank those cells at the source (blank cells are filled up to ingest.max_fill_steps)",
+    "not_null": "a column empty in every row cannot be a variable: drop it from --features / --target and re-ingest",
+    "increasing": "re-ingest the file (cellcast ingest sorts the rows)",
+    "numeric": "re-ingest the file (cellcast ingest writes numeric columns)",
+    "exists": "re-ingest the file with --target / --features naming its columns",
+    "in_range": "fix those values at the source, or widen validate.bounds in params.yaml",
+}
+
 
 @dataclass
 class ValidationReport:
@@ -25,7 +38,7 @@ class ValidationReport:
     trimmed_rows: int = 0                            # leading/trailing rows that could not be filled
     filled: dict = field(default_factory=dict)       # column -> points interpolated
     dropped: dict = field(default_factory=dict)      # column -> points blanked by a break (segment)
-    breaks: list = field(default_factory=list)       # [{start, end, steps}]
+    breaks: list = field(default_factory=list)       # [{start, end, steps[, off_hours]}]
     long_runs: list = field(default_factory=list)    # runs longer than max_fill_steps
     bounds: dict = field(default_factory=dict)       # column -> [lo, hi]
     bounds_source: dict = field(default_factory=dict)
@@ -38,10 +51,13 @@ class ValidationReport:
     quarantine_path: str | None = None
     seconds: float = 0.0
     frame: pd.DataFrame | None = field(default=None, repr=False)
+    # panels only (left out of a single series' report): a series' reporting hours, the panel's per-series report
+    schedule: list | None = None                     # times of day a series reports at, e.g. ['08:00-18:00']
+    panel: dict | None = None                        # validation.panel_report: series in, kept, dropped, per series
 
     def to_dict(self) -> dict:
         """The report as JSON-ready data (the frame is not part of it)."""
-        d = {k: v for k, v in self.__dict__.items() if k != "frame"}
+        d = {k: v for k, v in self.__dict__.items() if k != "frame" and not (k in ("schedule", "panel") and v is None)}
         return json.loads(json.dumps(d, default=str))
 
 
@@ -51,6 +67,7 @@ class RuleFailure(Exception):
     def __init__(self, column: str, rule: str, count: int, examples: list, detail: str = ""):
         super().__init__(rule)
         self.column, self.rule, self.count, self.examples, self.detail = column, rule, count, examples, detail
+        self.series: dict | None = None   # in a panel: {series_id: {count, examples}} of the rows found
 
     def as_dict(self) -> dict:
         return {"column": self.column, "rule": self.rule, "unexpected_count": self.count,

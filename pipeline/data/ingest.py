@@ -1,7 +1,10 @@
 """Any CSV / Parquet file (or a bundled dataset) -> canonical Parquet + metadata.
 
 Canonical frame: column `timestamp` (datetime64[ns], tz-naive; UTC if the input had a zone), then the
-value columns, targets first, float64, sorted by time. Duplicated timestamps, gaps, NaN and inf are
+value columns, targets first, float64, sorted by time. A panel (`id_cols`, many series in long format)
+puts `series_id` and the id columns first and sorts by (series_id, timestamp); its Parquet file keeps whole
+series per row group (panel.py). With `agg`, readings at irregular times are first aggregated onto the
+`freq` grid per series (resample.py), and the metadata says how many readings went into how many points. Duplicated timestamps, gaps, NaN and inf are
 kept as they are: the validation policy decides about them. Ingest only refuses what cannot be read
 as a time series, with one line naming the file and the problem, and keeps a copy of the rejected
 input in quarantine. The input file is only ever read.
@@ -20,10 +23,12 @@ import pandas as pd
 from ..catalog import quarantine_dir, raw_paths
 from ..config import Settings
 from ..errors import ConfigError, IngestError
-from ..files import sha256_file, utc_stamp, write_json, write_parquet
+from ..files import sha256_file, sha256_tree, utc_stamp, write_json, write_parquet
 from . import datasets
 from .frequency import gap_stats, infer_freq, to_freq
-from .readers import canonical_frame, detect_format, read_csv, read_parquet
+from .panel import check_id_options, describe_series, infer_panel_freq, pooled, sort_panel, write_panel
+from .readers import canonical_frame, detect_format, read_csv, read_parquet, read_parquet_dataset
+from .resample import check_agg, to_grid
 
 
 @dataclass
@@ -52,9 +57,18 @@ class SeriesMeta:
     decimal: str | None = None
     dataset: dict | None = None     # DatasetInfo of a bundled dataset
     extra: dict = field(default_factory=dict)
+    # a panel: {id_cols, partition_rows, row_groups, series: {series_id: {ids, rows, observed_rows, start, end,
+    # gaps, duplicates[, readings, grid_points]}}}; None: one series
+    panel: dict | None = None
+    # readings aggregated onto the grid (--agg): {freq, agg, readings, grid_points, merged_points, most_per_point}
+    resample: dict | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        for k in ("panel", "resample"):   # a single series' raw.json stays as it was
+            if d[k] is None:
+                d.pop(k)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "SeriesMeta":
@@ -83,9 +97,23 @@ def _describe(out: pd.DataFrame, freq: str) -> dict:
     }
 
 
+def _describe_panel(out: pd.DataFrame, freq: str, variables: list[str], id_cols: list[str],
+                    resampled: dict | None) -> tuple[dict, dict]:
+    """(the pooled single-series fields, the `panel` metadata without its row groups) of a sorted panel frame."""
+    series = describe_series(out, freq, variables, id_cols)
+    for sid, counts in ((resampled or {}).pop("series", None) or {}).items():
+        series[sid].update(counts)
+    return {**pooled(series), "columns": list(out.columns)}, {"id_cols": list(id_cols), "series": series}
+
+
 def _write(name: str, out: pd.DataFrame, meta: SeriesMeta, settings: Settings) -> IngestResult:
     pq, js = raw_paths(name, settings)
-    write_parquet(out, pq)
+    if meta.panel is not None:
+        budget = settings.ingest.partition_rows
+        meta.panel = {"id_cols": meta.panel["id_cols"], "partition_rows": budget,
+                      "row_groups": write_panel(out, pq, budget), "series": meta.panel["series"]}
+    else:
+        write_parquet(out, pq)
     write_json(js, meta.to_dict())
     return IngestResult(name, out, meta, pq, js)
 
@@ -95,6 +123,9 @@ def _quarantine(name: str, path: Path, error: Exception, settings: Settings, ext
     copied = None
     if path.is_file():
         shutil.copy2(path, q / path.name)
+        copied = path.name
+    elif path.is_dir() and not q.resolve().is_relative_to(path.resolve()):   # a Parquet dataset folder
+        shutil.copytree(path, q / path.name)
         copied = path.name
     write_json(q / "report.json", {"stage": "ingest", "name": name, "input_path": str(path), "copied": copied,
                                     "error": str(error), "rule": getattr(error, "rule", type(error).__name__),
@@ -108,7 +139,7 @@ def _check_name(name: str) -> None:
         raise ConfigError(f"--name '{name}': must be a plain folder name (no slashes, not hidden)")
 
 
-def _check_options(time_col: str, targets: list[str], features: list[str]) -> None:
+def _check_options(time_col: str, targets: list[str], features: list[str], id_cols: list[str] | None = None) -> None:
     if not targets:
         raise ConfigError("--target: at least one target column is needed")
     names = targets + features
@@ -119,21 +150,27 @@ def _check_options(time_col: str, targets: list[str], features: list[str]) -> No
         raise ConfigError(f"column '{time_col}' is the time column; it cannot also be a target or feature")
     if "timestamp" in names:
         raise ConfigError("column 'timestamp' is reserved for the time column; it cannot be a target or feature")
+    if id_cols:
+        check_id_options(list(id_cols), time_col, names)
 
 
 def ingest_file(path: str | Path, *, name: str, time_col: str, targets: list[str], features: list[str] | None = None,
                 freq: str | None = None, fmt: Literal["csv", "parquet"] | None = None, delimiter: str | None = None,
                 time_format: str | None = None, time_unit: str | None = None, dayfirst: bool | None = None,
-                settings: Settings) -> IngestResult:
+                id_cols: list[str] | None = None, agg: str | None = None, settings: Settings) -> IngestResult:
     """Read a CSV or Parquet file into data/NAME/raw.parquet + raw.json. Failures: IngestError, input quarantined.
 
     time_format: a strftime format for the time column (else detected); dayfirst: True (day-first dates) or
     False (month-first), else chosen only where the file is unambiguous about it; time_unit: s | ms | us | ns
-    when the time column holds Unix times. The reading used is recorded in raw.json (`extra.time_reading`)."""
+    when the time column holds Unix times. The reading used is recorded in raw.json (`extra.time_reading`).
+    id_cols: the columns naming each row's series (long format: a panel; their tuple is the series key).
+    agg: mean | sum | last | max: readings put on the `freq` grid per series (irregular times)."""
     _check_name(name)
     features = list(features or [])
     targets = list(targets)
-    _check_options(time_col, targets, features)
+    id_cols = list(id_cols or [])
+    _check_options(time_col, targets, features, id_cols)
+    check_agg(agg, freq)
     path = Path(path)
     pq, _ = raw_paths(name, settings)
     if pq.exists() and path.exists() and pq.resolve() == path.resolve():
@@ -143,18 +180,33 @@ def ingest_file(path: str | Path, *, name: str, time_col: str, targets: list[str
         if not path.exists():
             raise IngestError.broken("missing_file", f"{path}: file not found; check the path (relative paths start in "
                                      f"{Path.cwd()})")
-        if path.is_dir():
-            raise IngestError.broken("directory", f"{path}: is a directory, not a CSV or Parquet file; pass a file in it")
-        kind = detect_format(path, fmt)
-        sha = sha256_file(path)
-        df, info = read_csv(path, delimiter) if kind == "csv" else read_parquet(path)
+        if path.is_dir() and not (fmt == "parquet" and id_cols):
+            raise IngestError.broken("directory", f"{path}: is a directory, not a CSV or Parquet file; pass a file in it "
+                                     f"(a Parquet dataset partitioned by series: --parquet DIR with --id-col)")
+        if path.is_dir():   # a Parquet dataset, e.g. one folder per series (sensor=A/...): read through pyarrow
+            kind, sha = "parquet", sha256_tree(path)
+            df, info = read_parquet_dataset(path)
+        else:
+            kind = detect_format(path, fmt)
+            sha = sha256_file(path)
+            df, info = read_csv(path, delimiter) if kind == "csv" else read_parquet(path)
         out, more = canonical_frame(path, df, time_col, targets, features, kind, info.get("delimiter"), time_format,
-                                    time_unit, dayfirst, info.get("encoding"))
-        f = declared or infer_freq(out["timestamp"], str(path))
+                                    time_unit, dayfirst, info.get("encoding"), id_cols)
+        resampled = None
+        if agg:
+            out, resampled = to_grid(out, declared, agg, targets + features, id_cols)
+        if id_cols:
+            f = declared or infer_panel_freq(out, str(path))
+        else:
+            f = declared or infer_freq(out["timestamp"], str(path))
     except (IngestError, ConfigError) as e:
         _quarantine(name, path, e, settings, {"format": fmt, "time_col": time_col, "targets": targets,
-                                               "features": features})
+                                               "features": features, "id_cols": id_cols, "agg": agg})
         raise
+    if id_cols:
+        described, panel = _describe_panel(out, f, targets + features, id_cols, resampled)
+    else:
+        described, panel = _describe(out, f), None
     meta = SeriesMeta(name=name, source="file", input_path=str(path), input_sha256=sha, format=kind,
                       time_col=time_col, targets=targets, features=features, freq=f,
                       freq_source="declared" if declared else "inferred", timezone=more["timezone"],
@@ -163,7 +215,7 @@ def ingest_file(path: str | Path, *, name: str, time_col: str, targets: list[str
                       extra={"time_format": time_format, "time_unit": time_unit, "time_reading": more["time_reading"],
                              # the order read, so a re-run of a grown file reads it the same way
                              "dayfirst": {"day-first": True, "month-first": False}.get(more["time_reading"]["order"])},
-                      **_describe(out, f))
+                      panel=panel, resample=resampled, **described)
     return _write(name, out, meta, settings)
 
 
@@ -172,14 +224,21 @@ def ingest_bundled(name: str, settings: Settings) -> IngestResult:
     info = datasets.dataset_info(name)
     out = datasets.load_bundled(name)
     src = datasets.source_file(name)
-    unsorted = not out["timestamp"].is_monotonic_increasing
-    if unsorted:
-        out = out.sort_values("timestamp", kind="stable", ignore_index=True)
+    panel = None
+    if info.id_cols:
+        out, unsorted = sort_panel(out)
+        described, panel = _describe_panel(out, info.freq, list(info.targets) + list(info.features),
+                                           list(info.id_cols), None)
+    else:
+        unsorted = not out["timestamp"].is_monotonic_increasing
+        if unsorted:
+            out = out.sort_values("timestamp", kind="stable", ignore_index=True)
+        described = _describe(out, info.freq)
     meta = SeriesMeta(name=name, source=f"bundled:{name}", input_path=str(src), input_sha256=sha256_file(src),
                       format="bundled", time_col=info.time_col, targets=list(info.targets),
                       features=list(info.features), freq=info.freq, freq_source="declared", timezone=None,
                       unsorted=bool(unsorted), ingested_at=datetime.now(timezone.utc).isoformat(),
-                      dataset=info.to_dict(), **_describe(out, info.freq))
+                      dataset=info.to_dict(), panel=panel, **described)
     return _write(name, out, meta, settings)
 
 
@@ -197,4 +256,6 @@ def source_of(name: str, settings: Settings) -> dict | None:
             "freq": meta["freq"] if meta.get("freq_source") == "declared" else None,
             "time_format": (meta.get("extra") or {}).get("time_format"),
             "time_unit": (meta.get("extra") or {}).get("time_unit"),
-            "dayfirst": (meta.get("extra") or {}).get("dayfirst")}
+            "dayfirst": (meta.get("extra") or {}).get("dayfirst"),
+            **({"id_cols": meta["panel"]["id_cols"]} if meta.get("panel") else {}),
+            **({"agg": meta["resample"]["agg"]} if meta.get("resample") else {})}

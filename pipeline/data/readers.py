@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, IngestError
+from .panel import series_key, sort_panel
 
 DELIMITERS = [",", ";", "\t", "|"]
 _SNIFF_BYTES = 64 * 1024
@@ -157,6 +158,29 @@ def read_parquet(path: Path) -> tuple[pd.DataFrame, dict]:
         df = df.reset_index()  # a time index saved by pandas becomes a column again
     df.columns = [str(c) for c in df.columns]
     return df, {}
+
+
+def read_parquet_dataset(path: Path) -> tuple[pd.DataFrame, dict]:
+    """A folder of Parquet files as one frame, through a pyarrow dataset: hive-style folders (`sensor=A/`) give
+    their column back (as strings), so a panel written partitioned by series reads as it was written."""
+    import pyarrow.dataset as ds
+
+    try:
+        data = ds.dataset(str(path), format="parquet", partitioning="hive")
+        if not data.files:
+            raise IngestError.broken("empty", f"{path}: a folder without Parquet files; pass a CSV or Parquet file, or a "
+                                     f"folder of Parquet files")
+        df = data.to_table().to_pandas()
+    except IngestError:
+        raise
+    except Exception as e:  # pyarrow raises several types for damaged or mixed files
+        raise IngestError.broken("parquet", f"{path}: cannot be read as a Parquet dataset ({str(e).splitlines()[0][:200]})"
+                                 ) from None
+    for c in df.columns:
+        if isinstance(df[c].dtype, pd.CategoricalDtype):   # a partition folder's value
+            df[c] = df[c].astype(str)
+    df.columns = [str(c) for c in df.columns]
+    return df, {"files": len(data.files)}
 
 
 def _locator(path: Path, fmt: str, delimiter: str | None = None, encoding: str | None = None):
@@ -477,27 +501,40 @@ def _parse_numeric(path: Path, df: pd.DataFrame, cols: list[str], where, delimit
 
 def canonical_frame(path: Path, df: pd.DataFrame, time_col: str, targets: list[str], features: list[str], fmt: str,
                     delimiter: str | None, time_format: str | None = None, time_unit: str | None = None,
-                    dayfirst: bool | None = None, encoding: str | None = None) -> tuple[pd.DataFrame, dict]:
+                    dayfirst: bool | None = None, encoding: str | None = None, id_cols: list[str] | None = None
+                    ) -> tuple[pd.DataFrame, dict]:
     """The file's frame -> the canonical frame, and what was learnt reading it (zone, order, decimal mark,
-    how the time column was read: `time_reading`)."""
+    how the time column was read: `time_reading`). With `id_cols`, a panel: `series_id` and the id columns
+    first, sorted by (series_id, timestamp); a refusal names the series of the row it points at."""
     names = targets + features
     found = ", ".join(_show(c) for c in df.columns[:30]) + (f" ... ({len(df.columns)} in all)" if len(df.columns) > 30 else "")
     if time_col not in df.columns:
         raise IngestError.broken("time_column", f"{path}: no time column '{time_col}' (columns found: {found}); pass --time-col")
-    for kind, cols in (("target", targets), ("feature", features)):
+    for kind, cols in (("target", targets), ("feature", features), ("id", id_cols or [])):
         missing = [c for c in cols if c not in df.columns]
         if missing:
-            opt = "--target" if kind == "target" else "--features"
+            opt = {"target": "--target", "feature": "--features", "id": "--id-col"}[kind]
             raise IngestError.broken("column_missing", f"{path}: {kind} column '{missing[0]}' not found (columns found: "
                                      f"{found}); pass {opt} with one of them")
     if len(df) == 0:
         raise IngestError.broken("header_only", f"{path}: header only, no data rows (columns found: {found}); "
                                  f"export the rows below the header too")
     where = _locator(path, fmt, delimiter, encoding)
+    ids = {}
+    if id_cols:
+        key, ids = series_key(path, df, id_cols, where)
+        line = where
+        where = lambda i: f"{line(i)}, series '{_show(key.iat[i])}'"  # noqa: E731  (a refusal names the series)
     ts, tz, reading = _parse_time(path, df[time_col], time_col, where, time_format, time_unit, dayfirst)
     values, decimal = _parse_numeric(path, df, names, where, delimiter)
-    out = pd.DataFrame({"timestamp": ts.to_numpy(), **values})
-    unsorted = not out["timestamp"].is_monotonic_increasing
-    if unsorted:
-        out = out.sort_values("timestamp", kind="stable", ignore_index=True)
+    if id_cols:
+        # .array: the strings as they are stored (Arrow), not copied into Python objects
+        out = pd.DataFrame({"series_id": key.array, **{c: v.array for c, v in ids.items() if c != "series_id"},
+                            "timestamp": ts.to_numpy(), **values})
+        out, unsorted = sort_panel(out)
+    else:
+        out = pd.DataFrame({"timestamp": ts.to_numpy(), **values})
+        unsorted = not out["timestamp"].is_monotonic_increasing
+        if unsorted:
+            out = out.sort_values("timestamp", kind="stable", ignore_index=True)
     return out, {"timezone": tz, "unsorted": bool(unsorted), "decimal": decimal, "time_reading": reading}

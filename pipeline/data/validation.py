@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..catalog import quarantine_dir, raw_paths, read_raw, validated_paths
+from ..catalog import is_panel, quarantine_dir, raw_paths, read_raw, read_raw_meta, validated_paths
 from ..config import Settings
 from ..errors import DataValidationError
 from ..files import md5_file, write_json, write_parquet
 from .cleaning import apply_policy
 from .expectations import run_suite
-from .findings import RuleFailure, ValidationReport
+from .findings import REMEDY, RuleFailure, ValidationReport
+from .panel_validation import validate_panel
 from .window import (filled_mask, profile_bounds, resolve_window, split_bounds, test_origins, usable_windows,
                      window_shortfall, window_starts)
 
@@ -73,18 +74,7 @@ def _now() -> str:
 
 _TOO_SHORT = ("min_rows", "min_windows", "min_test_windows")   # rules on the whole table, not on a column's values
 
-# what to do about each broken rule: every refusal names its remedy
-_REMEDY = {
-    "unique": "pass --dedupe first|last|mean to merge them (or set ingest.dedupe in params.yaml)",
-    "long_gap": "pass --long-gaps segment to keep such runs as breaks no window crosses (ingest.long_gaps), or raise "
-                "ingest.max_fill_steps in params.yaml to fill them",
-    "finite": "fix or blank those cells at the source (blank cells are filled up to ingest.max_fill_steps)",
-    "not_null": "a column empty in every row cannot be a variable: drop it from --features / --target and re-ingest",
-    "increasing": "re-ingest the file (cellcast ingest sorts the rows)",
-    "numeric": "re-ingest the file (cellcast ingest writes numeric columns)",
-    "exists": "re-ingest the file with --target / --features naming its columns",
-    "in_range": "fix those values at the source, or widen validate.bounds in params.yaml",
-}
+_REMEDY = REMEDY   # what to do about each broken rule: every refusal names its remedy
 _MODEL_RANGE = ("check the data; if such values are real now, widen validate.profile_tolerance (or declare "
                 "validate.bounds) in params.yaml and retrain")
 
@@ -177,8 +167,14 @@ def _fail(rep: ValidationReport, df: pd.DataFrame, meta: dict, settings: Setting
     raise DataValidationError(rep.error, report_path=rep.report_path, quarantine_path=rep.quarantine_path)
 
 
-def validate_dataset(name: str, settings: Settings) -> ValidationReport:
-    """data/NAME/raw.parquet -> data/NAME/validated.parquet + validated.json, reports/NAME/validation.json + Data Docs."""
+def validate_dataset(name: str, settings: Settings, mapper=None) -> ValidationReport:
+    """data/NAME/raw.parquet -> data/NAME/validated.parquet + validated.json, reports/NAME/validation.json + Data Docs.
+
+    A panel is validated per series, partition by partition (panel_validation.py); `mapper(fn, tasks)` runs the
+    partitions elsewhere, e.g. `lambda fn, tasks: client.gather(client.map(fn, tasks))` with a Dask client."""
+    meta = read_raw_meta(name, settings)
+    if is_panel(meta):
+        return validate_panel(name, settings, meta, mapper)
     df, meta = read_raw(name, settings)
     pq_in, _ = raw_paths(name, settings)
     rep = validate_frame(df, meta, settings, name=name, report_dir=Path(settings.paths.reports) / name,
