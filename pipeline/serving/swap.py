@@ -60,13 +60,27 @@ class ModelHolder:
     require_gpu: bool = False
     current: Loaded | None = None
     last_error: str | None = None
+    failed_version: str | None = None   # the version last_error is about (None: the source itself failed)
     last_check: datetime | None = None
     swaps: int = 0
+    failures: int = 0                   # refreshes that failed (a version not swapped in, or the source itself)
+    # called after every refresh, with the holder (the service's metrics follow it this way)
+    listeners: list[Callable[["ModelHolder"], None]] = field(default_factory=list)
     _failed: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def refresh(self, raise_errors: bool = False) -> bool:
         """Ask the source; load, smoke-test and swap in a new version. True when a swap happened."""
+        try:
+            return self._refresh(raise_errors)
+        finally:
+            for listener in self.listeners:
+                try:
+                    listener(self)
+                except Exception:  # a listener's bug must not stop the poller or a swap
+                    log.exception("model listener failed")
+
+    def _refresh(self, raise_errors: bool) -> bool:
         with self._lock:  # one refresh at a time; requests never take this lock
             self.last_check = datetime.now(timezone.utc)
             version = None
@@ -85,6 +99,8 @@ class ModelHolder:
             except Exception as e:
                 what = f"version {version}" if version is not None else "model source"
                 self.last_error = f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}: {what}: {e}"
+                self.failed_version = version
+                self.failures += 1
                 if version is not None:
                     self._failed = version
                 if raise_errors:
