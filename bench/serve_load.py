@@ -259,7 +259,8 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=30.0, help="seconds, at most, per load run")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[4])
     ap.add_argument("--rounds", type=int, default=1, help="self-contained: load runs per side and concurrency")
-    ap.add_argument("--against", help="self-contained: also the service as it was at this git revision")
+    ap.add_argument("--against", help="self-contained: also the service as it was at this git revision (or in "
+                                      "this folder, another copy of the project)")
     ap.add_argument("--against-plain", action="store_true",
                     help="with --against: that revision also as it ran before httptools and uvloop were installed "
                          "(uvicorn's pure-Python h11 parser and asyncio's loop; both hidden from its process)")
@@ -305,7 +306,9 @@ def main() -> None:
         sides = {"now": ROOT}
         hide = {}
         if args.against:
-            sides[args.against] = export_tree(args.against, tmp / "against")
+            # a folder holding another copy of the project (a variant being tried), or a git revision
+            sides[args.against] = (Path(args.against).resolve() if Path(args.against, "bench").is_dir()
+                                   else export_tree(args.against, tmp / "against"))
             if args.against_plain:
                 plain = f"{args.against} (h11, asyncio)"
                 sides[plain] = sides[args.against]

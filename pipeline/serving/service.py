@@ -36,7 +36,9 @@ from .swap import ModelHolder, ModelSource, registry_source
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "CELLCAST_API_TOKEN"
-INLINE_SERIES = 8   # requests of up to this many series are forecast on the event loop, larger ones in a thread
+# a request whose forecast should take at most this long (series x the model's one-series time, measured at load)
+# runs on the event loop; a longer one in a worker thread, so the loop keeps answering others meanwhile
+INLINE_S = 0.0004
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -172,9 +174,8 @@ def create_app(settings: Settings, *, source: ModelSource | None = None, alias: 
         except BadRequest as e:
             return _error(e.status, e.message)
         t0 = time.perf_counter()
-        if len(batch) <= INLINE_SERIES:
-            # a few series take well under a millisecond: a hop to the thread pool and back costs more than
-            # the forecast (ONNX Runtime runs on its own threads either way)
+        if len(batch) * cur.batch1_s <= INLINE_S:
+            # a forecast well under a millisecond: the hop to the thread pool and back costs more than it does
             y, used = cur.engine.predict_with_provider(batch)
         else:
             y, used = await run_in_threadpool(cur.engine.predict_with_provider, batch)

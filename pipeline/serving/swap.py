@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +39,18 @@ def _version_of(info: Any) -> str:
     return str(getattr(info, "version", info))
 
 
+def _batch1_seconds(engine: OnnxForecaster, runs: int = 5) -> float:
+    """The median time of a one-series forecast, after one warm-up."""
+    x = engine.synthetic_input(1)
+    engine.predict(x)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        engine.predict(x)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[runs // 2]
+
+
 @dataclass(frozen=True)
 class Loaded:
     """One loaded model version; immutable, replaced as a whole on a swap."""
@@ -47,6 +60,7 @@ class Loaded:
     version: str
     path: Path
     loaded_at: datetime
+    batch1_s: float = 0.0   # a one-series forecast's time, measured at load (the service decides where to run it)
 
 
 @dataclass
@@ -96,6 +110,7 @@ class ModelHolder:
                                                   cpu_batch_threshold=self.cpu_batch_threshold,
                                                   require_gpu=self.require_gpu)
                 engine.smoke_test()
+                batch1_s = _batch1_seconds(engine)
             except Exception as e:
                 what = f"version {version}" if version is not None else "model source"
                 self.last_error = f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}: {what}: {e}"
@@ -109,7 +124,7 @@ class ModelHolder:
                           self.last_error)
                 return False
             old = self.current
-            self.current = Loaded(engine, info, version, Path(path), engine.loaded_at)  # the atomic swap
+            self.current = Loaded(engine, info, version, Path(path), engine.loaded_at, batch1_s)  # the atomic swap
             self.swaps += int(old is not None)
             self._failed = None
             log.info("serving version %s (%s) on %s%s", version, path, engine.provider,
