@@ -81,6 +81,29 @@ def prefect_api(tmp_path_factory):
                     os.environ[k] = v
 
 
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL cluster (Debian's binaries) for the session: its SQLAlchemy URL."""
+    from postgres_server import REQUIRE_ENV, postgres_bin, postgres_server
+
+    if postgres_bin() is None:
+        if os.environ.get(REQUIRE_ENV):
+            pytest.fail("PostgreSQL server binaries not found (.ci/run installs Debian's postgresql)")
+        pytest.skip("PostgreSQL server binaries not found: apt-get install postgresql")
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def mlflow_on_postgres(postgres_url, tmp_path_factory):
+    """A real `mlflow server` whose tracking and registry store is that PostgreSQL database, its artifacts in a
+    shared folder (the one it was given): the URL. Tests point MLFLOW_TRACKING_URI at it."""
+    from mlflow_server import mlflow_server
+
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-pg"), backend_store_uri=postgres_url) as url:
+        yield url
+
+
 TINY_TRAIN = {"epochs": 3, "time_budget_s": 10, "hidden_size": 8, "batch_size": 64, "max_train_windows": 1024, "lr": 0.01,
               "rnn_steps": 12, "patience": 2, "device": "cpu"}
 
