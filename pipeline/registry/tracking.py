@@ -340,6 +340,21 @@ def server_url() -> str | None:
     return uri if uri.startswith(("http://", "https://")) else None
 
 
+UI_DEFAULT = "http://127.0.0.1:5000"   # where `cellcast ui` serves an embedded store
+
+
+def ui_links(dataset: str, run_ids: dict[str, str], model_name: str | None = None,
+             version: int | None = None) -> dict[str, str]:
+    """MLflow UI addresses of runs ({label: run id}) of `dataset`'s experiment and of a registered version:
+    on the tracking server, or where `cellcast ui` serves the embedded store."""
+    base = server_url() or UI_DEFAULT
+    exp = _experiment_id(dataset)
+    links = {label: f"{base}/#/experiments/{exp}/runs/{rid}" for label, rid in run_ids.items() if rid}
+    if model_name and version:
+        links[f"{model_name} v{version}"] = f"{base}/#/models/{model_name}/versions/{version}"
+    return links
+
+
 def _user_uri() -> str | None:
     """$MLFLOW_TRACKING_URI unless it is an embedded URI this process chose and exported
     (mlflow.set_tracking_uri sets the variable). A store the user named stays the user's: a later
