@@ -68,7 +68,7 @@ def prefect_api(tmp_path_factory):
     from prefect_server import prefect_env, prefect_server
 
     work = tmp_path_factory.mktemp("prefect")
-    with prefect_server(work) as api:
+    with prefect_server(work, ui=True) as api:   # the UI too: tests/test_browser.py opens it
         saved = {k: os.environ.get(k) for k in prefect_env(work, api)}
         os.environ.update(prefect_env(work / "client", api))
         try:
