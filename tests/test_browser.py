@@ -5,6 +5,7 @@ Prefect UI (the flow run's tasks, its Artifacts tab with the decision), and the 
 network request refused. Screenshots go to test-artifacts/browser/ (git-ignored)."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -20,7 +21,7 @@ SHOTS = ROOT / "test-artifacts" / "browser"
 # STACK.md: what runs as root with no network
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
-NAME = "uiload"
+NAME = "pgload"
 MODEL = f"{NAME}-forecaster"
 
 
@@ -58,46 +59,34 @@ def page(browser):
 
 
 @pytest.fixture(scope="module")
-def trained(prefect_api, mlflow_on_postgres, tmp_path_factory):
-    """A training run of NAME (champion v1), then v2 registered and rejected (challenger v2)."""
-    import yaml
-
-    from cellcast.flows.training import run_training
-    from cellcast.pipeline.config import load_params
+def trained(trained_on_postgres, monkeypatch_module):
+    """The session's training run on PostgreSQL (tests/conftest.py), a challenger beside its champion, and three
+    scheduled-style refreshes as new hours arrive: the monitoring run gets a point per evaluation."""
+    from cellcast.flows.forecasting import forecast_flow
     from cellcast.pipeline.registry import tracking
     from cellcast.pipeline.registry.promotion import Decision
-    from conftest import TINY_TRAIN
-    from test_flows import write_series
 
-    project = tmp_path_factory.mktemp("browser-project")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train"].update(TINY_TRAIN)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    t = trained_on_postgres
+    monkeypatch_module.setenv("MLFLOW_TRACKING_URI", t.mlflow)
+    monkeypatch_module.chdir(t.project)
+    tracking.configure()
+    champion = tracking.get_alias(t.model, "champion").version
+    logged = t.v1.source.split("/models/")[1].split("/")[0]
+    new = tracking.register_version(t.model, f"models:/{logged}", t.v1.run_id, tags={"candidate": "again"})
+    tracking.apply_decision(t.model, new, Decision(False, "not promoted by this test: the same model again",
+                                                   {"champion_version": champion}), expected_champion=champion)
+    horizon = json.loads((t.project / "data" / NAME / "windows.json").read_text())["horizon"]
+    forecast_flow(NAME, t.settings, refresh=True)              # the first forecast after training
+    for k in (1, 2, 3):                                        # a day of new hours arrives, the schedule fires
+        t.full.iloc[:2000 + k * horizon].to_csv(t.csv, index=False)
+        forecast_flow(NAME, t.settings, refresh=True)
+    return t
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
     with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(project)
-        mp.delenv("CELLCAST_PARAMS", raising=False)
-        mp.setenv("MLFLOW_TRACKING_URI", mlflow_on_postgres)
-        tracking.configure()
-        settings = load_params().for_dataset(NAME)
-        out = run_training(NAME, settings, source=write_series(project / f"{NAME}.csv"))
-        assert out.version == 1
-        if out.champion_after != 1:   # the policy's call on a tiny model; the pages need a champion
-            tracking.apply_decision(MODEL, 1, Decision(True, "promoted by this test", {}))
-        v1 = tracking.get_version(MODEL, 1)
-        logged = v1.source.split("/models/")[1].split("/")[0]
-        v2 = tracking.register_version(MODEL, f"models:/{logged}", v1.run_id, tags={"candidate": "again"})
-        tracking.apply_decision(MODEL, v2, Decision(False, "not promoted by this test: the same model again",
-                                                    {"champion_version": 1}), expected_champion=1)
-        from mlflow import MlflowClient
-        exp = MlflowClient().get_experiment_by_name(tracking.experiment_name(NAME)).experiment_id
-        yield SimpleNamespace(outcome=out, project=project, v1=v1, mlflow=mlflow_on_postgres, experiment=exp,
-                              prefect=prefect_api.removesuffix("/api"), flow_run=_flow_run_of(out.parent_run_id))
-
-
-def _flow_run_of(parent_run_id: str) -> str:
-    from mlflow import MlflowClient
-
-    return MlflowClient().get_run(parent_run_id).data.tags["flow_run_id"]
+        yield mp
 
 
 def shot(page, name: str) -> Path:
@@ -237,12 +226,16 @@ def test_gx_data_docs_render_with_no_network(page, trained):
     assert refused == [], refused                          # nothing was fetched from a network
 
 
-def test_mlflow_ui_monitoring_run_metrics_over_time(page, trained):
-    from mlflow import MlflowClient
+def test_mlflow_ui_monitoring_run_shows_metrics_over_time(page, trained):
+    from cellcast.pipeline.registry import tracking
 
-    runs = MlflowClient(trained.mlflow).search_runs([trained.experiment], f"tags.mlflow.runName = 'monitor-{NAME}'")
-    if not runs:
-        pytest.skip(f"no monitoring run 'monitor-{NAME}' in this store: the training run alone creates none")
-    page.goto(f"{trained.mlflow}/#/experiments/{trained.experiment}/runs/{runs[0].info.run_id}/model-metrics")
-    page.get_by_text("mase").first.wait_for()
+    rid = tracking.monitoring_run(NAME)
+    steps = [s for s, _ in tracking.metric_history(rid, "mase_ratio")]
+    assert len(steps) == 3, steps                  # one point per refresh that had actuals to score
+    page.goto(f"{trained.mlflow}/#/experiments/{trained.experiment}/runs/{rid}/model-metrics")
+    page.get_by_text("mase_ratio").first.wait_for()
+    dismiss_dialogs(page)
+    page.wait_for_timeout(1500)   # the charts draw themselves
     shot(page, "mlflow-monitoring-run")
+    text = body_text(page)
+    assert "mase_ratio" in text, text[:3000]

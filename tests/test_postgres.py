@@ -34,47 +34,40 @@ def _tables(postgres_url: str, sql: str) -> list[tuple]:
         conn.close()
 
 
-def test_training_flow_alias_moves_rollback_and_service_polling(prefect_api, project, tiny_params, monkeypatch,
-                                                                 mlflow_on_postgres, postgres_url):
-    from cellcast.flows.training import run_training
-    from cellcast.pipeline.config import load_params
+def test_training_flow_alias_moves_rollback_and_service_polling(trained_on_postgres, postgres_url, monkeypatch):
     from cellcast.pipeline.registry import tracking
     from cellcast.pipeline.registry.promotion import Decision
     from cellcast.pipeline.serving.service import create_app
     from cellcast.pipeline.serving.swap import registry_source
-    from test_flows import write_series
     from uvicorn_server import ServerThread
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_on_postgres)
-    assert tracking.configure() == mlflow_on_postgres
-    settings = load_params().for_dataset("pgload")
-    name = settings.model_name
-    outcome = run_training("pgload", settings, source=write_series(project / "pgload.csv"))
-    assert outcome.version == 1 and outcome.tracking_uri == mlflow_on_postgres
-    v1 = tracking.get_version(name, 1)
-    assert v1.tags["promotion.decision"] in ("promoted", "rejected") and v1.tags["data_md5"]
+    t = trained_on_postgres   # the training flow ran on this store (tests/conftest.py)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", t.mlflow)
+    monkeypatch.chdir(t.project)
+    assert tracking.configure() == t.mlflow and t.outcome.tracking_uri == t.mlflow
+    name, v1 = t.model, t.v1
+    assert t.outcome.version == 1 and v1.tags["promotion.decision"] == "promoted" and v1.tags["data_md5"]
     assert v1.source.startswith("mlflow-artifacts:")                   # served by the server, from its folder
     # the registry and the runs live in PostgreSQL, not in a file beside the project
-    assert ("pgload-forecaster",) in _tables(postgres_url, "SELECT name FROM registered_models")
+    assert (name,) in _tables(postgres_url, "SELECT name FROM registered_models")
     assert _tables(postgres_url, f"SELECT count(*) FROM runs WHERE run_uuid = '{v1.run_id}'") == [(1,)]
-    assert not (project / ".cellcast" / "mlflow.db").exists()
-    if "champion" not in v1.aliases:   # the policy's call on a tiny model; the rest needs a champion
-        tracking.apply_decision(name, 1, Decision(True, "promoted by this test", {}))
+    assert not (t.project / ".cellcast" / "mlflow.db").exists()
 
     # the service follows the alias on this store: a promotion, then a rollback, each swapped in
-    app = create_app(settings, source=registry_source(settings), device="cpu", poll_seconds=0.2)
+    champion = tracking.get_alias(name, "champion").version
+    app = create_app(t.settings, source=registry_source(t.settings), device="cpu", poll_seconds=0.2)
     with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
-        assert c.get("/model").json()["version"] == "1"
+        assert c.get("/model").json()["version"] == str(champion)
         logged = v1.source.split("/models/")[1].split("/")[0]   # v1's logged model (m-...), registered again
-        v2 = tracking.register_version(name, f"models:/{logged}", v1.run_id, tags={"candidate": "again"})
-        assert v2 == 2
-        tracking.apply_decision(name, v2, Decision(True, "promoted by this test", {"champion_version": 1}),
-                                expected_champion=1)
-        assert _aliases(name) == {"champion": 2, "challenger": 2, "previous": 1}
-        assert wait_for(lambda: c.get("/model").json()["version"] == "2")
-        assert tracking.rollback(name).version == 1
-        assert _aliases(name) == {"champion": 1, "challenger": 2, "previous": 2}
-        assert wait_for(lambda: c.get("/model").json()["version"] == "1")
+        new = tracking.register_version(name, f"models:/{logged}", v1.run_id, tags={"candidate": "again"})
+        tracking.apply_decision(name, new, Decision(True, "promoted by this test", {"champion_version": champion}),
+                                expected_champion=champion)
+        assert _aliases(name) == {"champion": new, "challenger": new, "previous": champion}
+        assert tracking.get_version(name, new).tags["promotion.replaced"] == str(champion)
+        assert wait_for(lambda: c.get("/model").json()["version"] == str(new))
+        assert tracking.rollback(name).version == champion
+        assert _aliases(name) == {"champion": champion, "challenger": new, "previous": new}
+        assert wait_for(lambda: c.get("/model").json()["version"] == str(champion))
         info = c.get("/model").json()
         assert info["swaps"] == 2 and info["last_error"] is None
         assert c.post("/v1/forecast", json={"values": {}}).status_code == 422   # it answers; 4xx as ever
