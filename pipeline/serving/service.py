@@ -263,6 +263,9 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
 
         if app_options.pop("source", None) is not None:
             log.info("several workers: each follows the registry alias itself")
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            log.warning("%d workers without PROMETHEUS_MULTIPROC_DIR: each /metrics scrape shows the counts of the "
+                        "one worker that answers it (docs/operations.md)", workers)
         os.environ[SERVE_ENV] = json.dumps({"dataset": settings.dataset, **app_options})
         os.environ.setdefault("CELLCAST_PARAMS", str(find_params().resolve()))
         log.info("serving %s with %d worker processes on http://%s:%d", settings.model_name, workers, host, port)
