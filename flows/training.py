@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -114,7 +115,43 @@ def _train(name: str, settings: Settings, source, from_windows: bool, device: st
     reports = [assess_task(r, ws, settings, str(out_dir)) for r in results]
     outcome = promote_task(ws, settings, base, results, reports)
     print(lifecycle.summary_table(outcome))
+    publish_result(outcome)
     return outcome
+
+
+def publish_result(outcome) -> None:
+    """The run's result on the flow run's Artifacts tab: the candidates against the baselines, the decision and
+    its reason, links to the MLflow runs and the registered version. A person who opens the flow run in the
+    Prefect UI sees what it decided without a terminal."""
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+
+    key = re.sub(r"[^a-z0-9-]+", "-", outcome.dataset.lower()).strip("-") or "dataset"
+    rows = [{"model": c["name"], "val MASE": round(c["val"]["mase"], 4), "test MASE": round(c["test"]["mase"], 4),
+             "test sMAPE": round(c["test"]["smape"], 3), "test MAE": float(f"{c['test']['mae']:.4g}"),
+             "epochs": c["epochs"], "parity": "ok" if c["parity_ok"] else "FAIL"} for c in outcome.candidates]
+    for bname, sc in outcome.baselines["test"]["scores"].items():
+        val = outcome.baselines["val"]["scores"].get(bname, {}).get("mase")
+        rows.append({"model": f"baseline: {bname}", "val MASE": None if val is None else round(val, 4),
+                     "test MASE": round(sc["mase"], 4), "test sMAPE": round(sc["smape"], 3),
+                     "test MAE": float(f"{sc['mae']:.4g}"), "epochs": None, "parity": None})
+    create_table_artifact(rows, key=f"{key}-candidates",
+                          description=f"{outcome.dataset}: the candidates against the baselines (MASE: lower is better)")
+    d = outcome.decision
+    before = (outcome.champion_before or {}).get("version")
+    registered = f"{outcome.model_name} v{outcome.version}" if outcome.version else "nothing registered"
+    create_markdown_artifact(
+        f"## {'Promoted to champion' if d.get('promote') else 'Not promoted'}: {registered}\n\n"
+        f"{d.get('reason')}\n\n"
+        f"| | |\n|---|---|\n| best candidate | {outcome.best or '-'} |\n| registered | {registered} |\n"
+        f"| champion before | {'v' + str(before) if before else 'none'} |\n"
+        f"| champion now | {'v' + str(outcome.champion_after) if outcome.champion_after else 'none'} |\n"
+        f"| tracking | {outcome.tracking_uri} |\n",
+        key=f"{key}-decision", description=f"{outcome.dataset}: the promotion decision and its reason")
+    runs = {"training run (parent)": outcome.parent_run_id,
+            **{f"candidate {c['name']}": c.get("run_id") for c in outcome.candidates}}
+    for label, url in tracking.ui_links(outcome.dataset, runs, outcome.model_name, outcome.version).items():
+        create_link_artifact(url, link_text=label, key=f"{key}-{re.sub(r'[^a-z0-9]+', '-', label.lower()).strip('-')}",
+                             description=f"MLflow: {label}")
 
 
 def _end_orphan_flow_runs(name: str, logger) -> list[str]:

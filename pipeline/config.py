@@ -144,6 +144,9 @@ class ServeConfig(_Strict):
     port: int = Field(8000, ge=0, le=65535)
     poll_seconds: float = Field(10, gt=0)
     max_body_bytes: int = Field(1 << 20, ge=1024)
+    workers: int = Field(1, ge=1, le=64)
+    graceful_shutdown_s: float = Field(30, gt=0)
+    access_log: bool = False
 
 
 class MonitorConfig(_Strict):

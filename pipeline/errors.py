@@ -66,3 +66,7 @@ class TrackingUnavailableError(CellcastError):
     def kept(self, what: str) -> "TrackingUnavailableError":
         """The same error, saying what survived the failure and how to go on."""
         return TrackingUnavailableError(f"{self.message}; {what}")
+
+
+class RegistryBusyError(CellcastError):
+    """The aliases of a model stayed locked by another process longer than the wait allows."""

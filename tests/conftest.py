@@ -68,7 +68,7 @@ def prefect_api(tmp_path_factory):
     from prefect_server import prefect_env, prefect_server
 
     work = tmp_path_factory.mktemp("prefect")
-    with prefect_server(work) as api:
+    with prefect_server(work, ui=True) as api:   # the UI too: tests/test_browser.py opens it
         saved = {k: os.environ.get(k) for k in prefect_env(work, api)}
         os.environ.update(prefect_env(work / "client", api))
         try:
@@ -79,6 +79,75 @@ def prefect_api(tmp_path_factory):
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL cluster (Debian's binaries) for the session: its SQLAlchemy URL."""
+    from postgres_server import REQUIRE_ENV, postgres_bin, postgres_server
+
+    if postgres_bin() is None:
+        if os.environ.get(REQUIRE_ENV):
+            pytest.fail("PostgreSQL server binaries not found (.ci/run installs Debian's postgresql)")
+        pytest.skip("PostgreSQL server binaries not found: apt-get install postgresql")
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def mlflow_on_postgres(postgres_url, tmp_path_factory):
+    """A real `mlflow server` whose tracking and registry store is that PostgreSQL database, its artifacts in a
+    shared folder (the one it was given): the URL. Tests point MLFLOW_TRACKING_URI at it."""
+    from mlflow_server import mlflow_server
+
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-pg"), backend_store_uri=postgres_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def trained_on_postgres(prefect_api, mlflow_on_postgres, tmp_path_factory):
+    """One training flow run of dataset `pgload` (an hourly series, 2000 rows of 2072 written: the rest arrive
+    later) in its own project folder, through the session's Prefect server, tracked on the PostgreSQL-backed
+    MLflow server; v1 is champion (promoted by hand when the policy kept the tiny model out). Tests that use it
+    read it and add versions; they never delete. A namespace: project, csv, full (the whole series), settings,
+    outcome, v1, mlflow, experiment, prefect (UI address), flow_run."""
+    import pandas as pd
+    import yaml
+    from types import SimpleNamespace
+
+    from cellcast.flows.training import run_training
+    from cellcast.pipeline.config import load_params
+    from cellcast.pipeline.registry import tracking
+    from cellcast.pipeline.registry.promotion import Decision
+    from mlflow import MlflowClient
+    from test_flows import write_series
+
+    project = tmp_path_factory.mktemp("pg-project")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"].update(TINY_TRAIN)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(project)
+        mp.delenv("CELLCAST_PARAMS", raising=False)
+        mp.setenv("MLFLOW_TRACKING_URI", mlflow_on_postgres)
+        tracking.configure()
+        source = write_series(project / "full.csv", n=2072)
+        full = pd.read_csv(project / "full.csv")
+        csv = project / "pgload.csv"
+        full.iloc[:2000].to_csv(csv, index=False)
+        source["path"] = str(csv)
+        settings = load_params().for_dataset("pgload")
+        out = run_training("pgload", settings, source=source)
+        model = settings.model_name
+        if out.champion_after != 1:
+            tracking.apply_decision(model, 1, Decision(True, "promoted by the fixture", {}), expected_champion=None)
+        client = MlflowClient()
+        exp = client.get_experiment_by_name(tracking.experiment_name("pgload")).experiment_id
+        flow_run = client.get_run(out.parent_run_id).data.tags["flow_run_id"]
+        v1 = tracking.get_version(model, 1)
+    yield SimpleNamespace(project=project, csv=csv, full=full, settings=settings, outcome=out, v1=v1, model=model,
+                          mlflow=mlflow_on_postgres, experiment=exp, prefect=prefect_api.removesuffix("/api"),
+                          flow_run=flow_run)
 
 
 TINY_TRAIN = {"epochs": 3, "time_budget_s": 10, "hidden_size": 8, "batch_size": 64, "max_train_windows": 1024, "lr": 0.01,

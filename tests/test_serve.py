@@ -171,6 +171,74 @@ def test_hot_swap_under_load_and_broken_versions(models, frame):
         app.state.holder.source = gone
         assert wait_for(lambda: "model source" in (c.get("/model").json()["last_error"] or ""))
         assert c.post("/v1/forecast", json=body(frame, 2000)).status_code == 200
+        assert c.post("/v1/forecast", content=b"[", headers={"content-type": "application/json"}).status_code == 400
+        app.state.holder.source = source   # back: the failures stop
+        time.sleep(0.3)
+
+        # what happened, as Prometheus reads it
+        m = metrics(c.get("/metrics").text)
+        forecasts = m["cellcast_requests_total"]
+        assert forecasts[(("method", "POST"), ("path", "/v1/forecast"), ("status", "200"))] == len(results) + 3
+        assert forecasts[(("method", "POST"), ("path", "/v1/forecast"), ("status", "400"))] == 1
+        model = {dict(k)["version"]: v for k, v in m["cellcast_model_info"].items()}
+        assert model == {"1": 0, "2": 1}
+        assert {dict(k)["provider"] for k in m["cellcast_model_info"]} == {"CPUExecutionProvider"}
+        assert m["cellcast_model_swaps_total"][()] == 1
+        # v3 and v4 once each, the source at every poll while it failed
+        assert m["cellcast_model_swap_failures_total"][()] == app.state.holder.failures >= 3
+        last = [dict(k) for k, v in m["cellcast_model_last_swap_error"].items() if v == 1]
+        assert len(last) == 1 and last[0]["version"] == "" and "no alias 'champion'" in last[0]["error"]
+        assert m["cellcast_model_last_swap_error_timestamp_seconds"][()] > time.time() - 60
+        hist = m["cellcast_request_duration_seconds_count"]
+        assert hist[(("path", "/v1/forecast"),)] == len(results) + 4
+        assert m["cellcast_requests_in_flight"][()] == 1   # this scrape
+
+
+def metrics(text: str) -> dict:
+    """Prometheus text -> {sample name: {sorted label pairs: value}}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def test_timestamps_fast_path_answers_as_the_pandas_path(monkeypatch):
+    """The common ISO shapes on a fixed step are checked without pandas; each answer (a forecast's timestamps)
+    must be the reference path's, and anything else must reach that path (its 422 wording included)."""
+    from cellcast.pipeline.serving import requests as rq
+
+    def hours(start, n=6, step="1h", zone=""):
+        return [(pd.Timestamp(start) + pd.Timedelta(step) * i).isoformat() + zone for i in range(n)]
+
+    cases = [("h", None, hours("2024-01-01")), ("h", None, hours("2024-01-01", zone="Z")),
+             ("h", None, hours("2024-01-01", zone="+05:30")), ("h", None, hours("2024-01-01", zone="-05:00")),
+             ("h", "2023-01-01T00:30:00", hours("2024-01-01 00:30")),     # on the grid counted from its origin
+             ("h", "2023-01-01T00:30:00", hours("2024-01-01")),           # off it
+             ("30min", None, [t.replace("T", " ")[:16] for t in hours("2024-01-01", step="30min")]),
+             ("D", None, [t[:10] for t in hours("2024-01-01", step="1D")]), ("D", None, hours("2024-01-01 06:00", step="1D")),
+             ("36h", None, hours("2024-01-01", step="36h")),               # a day or longer: every stamp at midnight
+             (None, None, hours("2024-01-01")), (None, None, hours("2024-01-01")[::-1]),
+             ("h", None, hours("2024-01-01")[:5] + ["2024-01-01T05:00:00.5"]),
+             ("s", None, hours("2024-01-01", step="1s", zone="")[:0] + [f"2024-01-01T00:00:0{i}.123456" for i in range(6)]),
+             ("h", None, hours("2024-01-01", zone="Z")[:3] + hours("2024-01-01 03:00", 3, zone="+00:00")),  # mixed zones
+             ("MS", None, ["2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01", "2024-05-01", "2024-06-01"]),
+             ("h", None, ["2024-02-30T00:00:00"] * 6), ("h", None, hours("2262-04-11 18:00"))]
+    fast_answers = 0
+    for freq, origin, raw in cases:
+        def answer():
+            try:
+                return rq.check_timestamps(raw, "body.timestamps", len(raw), 3, freq, origin)
+            except rq.BadRequest as e:
+                return e.status, e.message
+        got = answer()
+        fast_answers += rq._fast_timestamps(raw, 3, freq, origin) is not None
+        with monkeypatch.context() as mp:
+            mp.setattr(rq, "_fast_timestamps", lambda *a: None)
+            assert got == answer(), (freq, origin, raw)
+    assert fast_answers == 9   # the shapes it is for do take it
 
 
 def test_bad_requests_get_4xx_with_a_message(models, frame):

@@ -325,6 +325,45 @@ def test_register_promote_reject_and_rollback(store, models):
     assert tracking.download_model(name, "2")[0] == p2
 
 
+def test_a_stale_decision_is_not_applied_and_a_dead_holders_lock_is_broken(store, models):
+    from cellcast.pipeline.errors import RegistryBusyError
+
+    name = "stale-forecaster"
+    v1, v2, v3 = (_new_version(name, models[i][1]) for i in (1, 2, 3))
+    tracking.apply_decision(name, v1, decide(0.5, 1.0, "naive", 0.02), expected_champion=None)
+    # v3 is decided against v1; v2 is promoted over v1 meanwhile
+    d3 = decide(0.3, 1.0, "naive", 0.02, champion=0.5, champion_version=v1)
+    tracking.apply_decision(name, v2, decide(0.4, 1.0, "naive", 0.02, champion=0.5, champion_version=v1),
+                            expected_champion=v1)
+    got = tracking.apply_decision(name, v3, d3, expected_champion=v1)
+    assert _aliases(name) == {"champion": v2, "previous": v1, "challenger": v3}
+    assert got.tags["promotion.decision"] == "rejected"
+    assert got.tags["promotion.reason"].startswith("not promoted: it was decided against champion v1, but the "
+                                                   "champion is now v2 (moved meanwhile); train again")
+    assert tracking.get_version(name, v2).tags["promotion.replaced"] == str(v1)
+
+    client = MlflowClient()
+    lock = f"{name}{tracking.ALIAS_LOCK_SUFFIX}"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    import socket
+    import time
+    # a live holder (this process, as another would be): the wait ends in one line naming it
+    client.create_registered_model(lock, tags={**tracking._owner(), "cellcast.acquired": f"{time.time():.3f}"})
+    with pytest.raises(RegistryBusyError, match=rf"aliases of '{name}' have been locked for 1 s by process "
+                                                 rf"{os.getpid()} on {socket.gethostname()}"):
+        with tracking.aliases_locked(name, wait_s=1):
+            pass
+    client.delete_registered_model(lock)
+    # a holder that died (kill -9 in the middle of a promotion): its lock is broken, the rollback goes through
+    client.create_registered_model(lock, tags={"cellcast.host": socket.gethostname(), "cellcast.pid": gone,
+                                               "cellcast.process_started": "1.00",
+                                               "cellcast.acquired": f"{time.time():.3f}"})
+    assert tracking.rollback(name).version == v1
+    assert _aliases(name) == {"champion": v1, "previous": v2, "challenger": v3}
+    assert not client.search_registered_models(f"name = '{lock}'")
+
+
 def test_rollback_and_download_with_nothing_there_give_clear_errors(store, models):
     with pytest.raises(NotFoundError, match="'ghost-forecaster' is not registered"):
         tracking.rollback("ghost-forecaster")

@@ -27,8 +27,11 @@ def register(app: typer.Typer) -> None:
         threads: Optional[int] = typer.Option(None, help="ONNX Runtime intra-op threads (default: all cores)"),
         cpu_batch_threshold: Optional[int] = typer.Option(
             None, help="on a GPU: batches below this run on the CPU (default: measured at load)"),
+        workers: Optional[int] = typer.Option(None, min=1, help="processes behind the port, each following the "
+                                                                "alias (default: serve.workers)"),
     ) -> None:
-        """Serve forecasts over HTTP (POST /v1/forecast, GET /health, GET /model), following the alias."""
+        """Serve forecasts over HTTP (POST /v1/forecast, GET /health, GET /model, GET /metrics), following the
+        alias. SIGTERM / Ctrl-C: requests in flight are answered, then it exits."""
         from cellcast.pipeline.serving.service import serve as run
         from cellcast.pipeline.serving.swap import registry_source
 
@@ -39,7 +42,7 @@ def register(app: typer.Typer) -> None:
         source = registry_source(settings, alias)
         run(settings, host=host, port=port, source=source, alias=alias, device=device, token=token,
             poll_seconds=poll_seconds, threads=threads, cpu_batch_threshold=cpu_batch_threshold,
-            require_gpu=require_gpu)
+            require_gpu=require_gpu, workers=workers)
 
     @app.command()
     @friendly

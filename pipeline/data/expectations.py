@@ -3,6 +3,7 @@ great_expectations (slow to import: only when a frame is validated)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -113,6 +114,8 @@ class Suite:
                     row["series_count"] = len(f.series)
                 failed.append(f)
             rows.append(row)
+        if self.docs_dir is not None:
+            offline_docs(self.docs_dir)
         return {"success": bool(vr.success), "evaluated": len(rows), "results": rows}, failed
 
 
@@ -133,3 +136,55 @@ def run_suite(df: pd.DataFrame, name: str, cols: list[str], dedupe: str, bounds:
     suite = Suite(name, cols, dedupe, bounds, min_rows, docs_dir)
     out, failed = suite.run(df)
     return out, failed, suite.index
+
+
+# ---------------------------------------------------------------- Data Docs that render with no network
+
+ASSETS = Path(__file__).with_name("docs_assets")   # copies from npm, with their licences (docs_assets/README.md)
+# what Great Expectations 1.24's Data Docs load from CDNs -> the copy shipped here. Without them, offline, the
+# index's list of validations stays empty (bootstrap-table builds it in JavaScript) and every page is unstyled.
+CDN_COPIES = {
+    "https://maxcdn.bootstrapcdn.com/bootstrap/4.3.1/css/bootstrap.min.css": "bootstrap/bootstrap.min.css",
+    "https://stackpath.bootstrapcdn.com/bootstrap/4.3.1/js/bootstrap.min.js": "bootstrap/bootstrap.min.js",
+    "https://code.jquery.com/jquery-3.7.1.min.js": "jquery/jquery.min.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/popper.js/1.12.9/umd/popper.min.js": "popper/popper.min.js",
+    "https://unpkg.com/bootstrap-table@1.19.1/dist/bootstrap-table.min.css": "bootstrap-table/bootstrap-table.min.css",
+    "https://unpkg.com/bootstrap-table@1.19.1/dist/bootstrap-table.min.js": "bootstrap-table/bootstrap-table.min.js",
+    "https://unpkg.com/bootstrap-table@1.19.1/dist/extensions/filter-control/bootstrap-table-filter-control.min.js":
+        "bootstrap-table/bootstrap-table-filter-control.min.js",
+    "https://unpkg.com/bootstrap-table@1.19.0/dist/extensions/filter-control/bootstrap-table-filter-control.min.css":
+        "bootstrap-table/bootstrap-table-filter-control.min.css",
+    "https://unpkg.com/bootstrap-table@1.19.0/dist/extensions/filter-control/bootstrap-table-filter-control.css":
+        "bootstrap-table/bootstrap-table-filter-control.min.css",
+    "https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/css/bootstrap-datepicker.min.css":
+        "bootstrap-datepicker/bootstrap-datepicker.min.css",
+    "https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/js/bootstrap-datepicker.min.js":
+        "bootstrap-datepicker/bootstrap-datepicker.min.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/font-awesome/6.6.0/css/all.min.css": "fontawesome/css/all.min.css",
+    "https://cdn.jsdelivr.net/npm/@forevolve/bootstrap-dark@1.1.0/dist/css/bootstrap-prefers-dark.css":
+        "bootstrap-dark/bootstrap-prefers-dark.min.css",
+    "https://cdn.jsdelivr.net/npm/vega@5": "vega/vega.min.js",
+    "https://cdn.jsdelivr.net/npm/vega-lite@5": "vega/vega-lite.min.js",
+    "https://cdn.jsdelivr.net/npm/vega-embed@6": "vega/vega-embed.min.js",
+}
+# GX's logo, fetched from its web bucket (with a cache-busting query): the copy its own static folder has
+_LOGO = re.compile(r"https://great-expectations-web-assets\.s3\.[a-z0-9.-]+/(?:logo-long|full_logo_dark)\.png"
+                   r"(?:\?[^\"')\s]*)?")
+VENDOR = "static/vendor"
+
+
+def offline_docs(docs_dir: Path) -> list[Path]:
+    """Point every page of the Data Docs in `docs_dir` at local copies of its CSS, JavaScript and images
+    (copied to docs_dir/static/vendor); the pages' links to GX's website stay links. Returns the pages."""
+    docs_dir = Path(docs_dir)
+    shutil.copytree(ASSETS, docs_dir / VENDOR, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.md"))
+    pages = sorted(docs_dir.rglob("*.html"))
+    urls = sorted(CDN_COPIES, key=len, reverse=True)
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        up = Path(os.path.relpath(docs_dir, page.parent)).as_posix()
+        for url in urls:
+            text = text.replace(url, f"{up}/{VENDOR}/{CDN_COPIES[url]}")
+        text = _LOGO.sub(f"{up}/static/images/logo-long.png", text)
+        page.write_text(text, encoding="utf-8")
+    return pages

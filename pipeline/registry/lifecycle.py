@@ -297,7 +297,11 @@ def track_and_promote(ws: WindowSet, settings: Settings, base: Baselines, result
                                                 "candidate": best.name, "cell": best.cell,
                                                 "test_mase": f"{best.test['mase']:.6g}",
                                                 "parity_max_rel": f"{best.parity.get('max_rel_to_scale', 'nan')}"})
-        tracking.apply_decision(model_name, version, decision)
+        applied = tracking.apply_decision(model_name, version, decision,
+                                          expected_champion=champ_before.version if champ_before else None)
+        if decision.promote and applied.tags.get("promotion.decision") != "promoted":
+            # the champion moved while this run decided (another machine's training, a rollback): not promoted
+            decision = promotion.Decision(False, applied.tags["promotion.reason"], decision.metrics)
         tracking.set_tags({"promotion.decision": "promoted" if decision.promote else "rejected",
                            "promotion.reason": decision.reason, "registered_version": str(version),
                            "best_candidate": best.name})

@@ -21,6 +21,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +32,12 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
+from mlflow.protos.databricks_pb2 import (INVALID_PARAMETER_VALUE, RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST,
+                                          ErrorCode)
 from mlflow.types import Schema, TensorSpec
 
 from ..config import RegistryConfig
-from ..errors import NoChampionError, NotFoundError, TrackingUnavailableError
+from ..errors import NoChampionError, NotFoundError, RegistryBusyError, TrackingUnavailableError
 from ..files import owner, owner_gone
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -336,6 +338,21 @@ def server_url() -> str | None:
     """The tracking server's URL when MLflow talks to one over HTTP, else None (an embedded store)."""
     uri = tracking_uri()
     return uri if uri.startswith(("http://", "https://")) else None
+
+
+UI_DEFAULT = "http://127.0.0.1:5000"   # where `cellcast ui` serves an embedded store
+
+
+def ui_links(dataset: str, run_ids: dict[str, str], model_name: str | None = None,
+             version: int | None = None) -> dict[str, str]:
+    """MLflow UI addresses of runs ({label: run id}) of `dataset`'s experiment and of a registered version:
+    on the tracking server, or where `cellcast ui` serves the embedded store."""
+    base = server_url() or UI_DEFAULT
+    exp = _experiment_id(dataset)
+    links = {label: f"{base}/#/experiments/{exp}/runs/{rid}" for label, rid in run_ids.items() if rid}
+    if model_name and version:
+        links[f"{model_name} v{version}"] = f"{base}/#/models/{model_name}/versions/{version}"
+    return links
 
 
 def _user_uri() -> str | None:
@@ -675,22 +692,114 @@ def list_versions(model_name: str) -> list[VersionInfo]:
     return sorted((get_version(model_name, int(mv.version)) for mv in found), key=lambda v: -v.version)
 
 
+# ---- moving aliases: one process at a time per model
+#
+# MLflow moves one alias per request and has no compare-and-set, so two promotions at once (two machines training
+# the same dataset, a rollback during a promotion) could interleave: both read champion v1, both write `previous`,
+# one champion replaced without `previous` saying so. Every alias move of a model therefore happens inside a lock
+# held in the registry itself: a registered model NAME.aliases-lock, created to take it (the store's unique name
+# is the atomic test, on sqlite, PostgreSQL or through a server, across processes and hosts) and deleted to give it
+# back. It carries its owner; one left by a process that died (same host) or older than ALIAS_LOCK_STALE_S is broken.
+
+ALIAS_LOCK_SUFFIX = ".aliases-lock"
+ALIAS_LOCK_STALE_S = 300
+ALIAS_LOCK_WAIT_S = 120
+ANY = object()   # apply_decision's expected_champion when the caller does not say
+
+
+def _lock_owner(client: MlflowClient, lock: str) -> dict | None:
+    try:
+        return dict(client.get_registered_model(lock).tags or {})
+    except MlflowException as e:
+        if _missing(e):
+            return None
+        raise
+
+
+def _lock_stale(tags: dict) -> bool:
+    try:
+        age = time.time() - float(tags.get("cellcast.acquired", "nan"))
+    except ValueError:
+        age = float("nan")
+    gone = owner_gone({k[len("cellcast."):]: v for k, v in tags.items() if k in OWNER_TAGS})
+    return gone or not age < ALIAS_LOCK_STALE_S   # nan (no time recorded): stale
+
+
+@contextmanager
+def aliases_locked(model_name: str, wait_s: float = ALIAS_LOCK_WAIT_S) -> Iterator[None]:
+    """Hold the lock on `model_name`'s aliases for the block (see above); wait for another holder up to wait_s."""
+    client = _client()
+    lock = f"{model_name}{ALIAS_LOCK_SUFFIX}"
+    deadline = time.monotonic() + wait_s
+    pause = 0.02
+    while True:
+        mine = {**_owner(), "cellcast.acquired": f"{time.time():.3f}"}
+        try:
+            client.create_registered_model(lock, tags=mine, description=f"held while the aliases of {model_name} "
+                                           "move (cellcast); deleted after")
+            break
+        except MlflowException as e:
+            if e.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+        held = _lock_owner(client, lock)
+        if held is None:
+            continue                       # given back meanwhile
+        if _lock_stale(held):
+            if _lock_owner(client, lock) == held:   # still that one: not a lock someone just took
+                log.warning("breaking the lock on the aliases of %s left by process %s on %s", model_name,
+                            held.get("cellcast.pid"), held.get("cellcast.host"))
+                try:
+                    client.delete_registered_model(lock)
+                except MlflowException as e:
+                    if not _missing(e):
+                        raise
+            continue
+        if time.monotonic() > deadline:
+            raise RegistryBusyError(f"the aliases of '{model_name}' have been locked for {wait_s:.0f} s by process "
+                                    f"{held.get('cellcast.pid')} on {held.get('cellcast.host')} (registered model "
+                                    f"'{lock}'); try again once it is done, or delete that lock if its process is gone")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
+    try:
+        yield
+    finally:
+        try:
+            client.delete_registered_model(lock)
+        except MlflowException as e:
+            if not _missing(e):
+                raise
+
+
 @_reaching
-def apply_decision(model_name: str, version: int, decision: "Decision") -> VersionInfo:
-    """Record a promotion decision on `version` and move aliases accordingly (nothing else changes)."""
+def apply_decision(model_name: str, version: int, decision: "Decision", expected_champion: Any = ANY) -> VersionInfo:
+    """Record a promotion decision on `version` and move aliases accordingly (nothing else changes).
+
+    expected_champion: the champion version the decision was made against (None: there was none). If another
+    promotion or a rollback moved the champion since, the decision is stale: `version` is recorded as not promoted,
+    saying why, and the champion stays (it was never compared with this version). A promoted version records the
+    champion it replaced (tag promotion.replaced), which is what `previous` then names."""
     client = _client()
     get_version(model_name, version)  # NotFoundError before anything moves
-    tags = {"promotion.decision": "promoted" if decision.promote else "rejected",
-            "promotion.reason": decision.reason}
-    tags.update({f"promotion.{k}": "" if v is None else v for k, v in (decision.metrics or {}).items()})
-    for k, v in tags.items():
-        client.set_model_version_tag(model_name, str(version), k, str(v))
-    client.set_registered_model_alias(model_name, CHALLENGER, str(version))
-    if decision.promote:
+    with aliases_locked(model_name):
         current = get_alias(model_name, CHAMPION)
-        if current is not None and current.version != version:
-            client.set_registered_model_alias(model_name, PREVIOUS, str(current.version))
-        client.set_registered_model_alias(model_name, CHAMPION, str(version))
+        now = current.version if current is not None else None
+        promote, reason = decision.promote, decision.reason
+        if promote and expected_champion is not ANY and now != expected_champion and now != version:
+            against = f"champion v{expected_champion}" if expected_champion is not None else "no champion"
+            promote = False
+            reason = (f"not promoted: it was decided against {against}, but the champion is now v{now} (moved "
+                      f"meanwhile); train again to compare with it. The decision was: {decision.reason}")
+        tags = {"promotion.decision": "promoted" if promote else "rejected", "promotion.reason": reason}
+        tags.update({f"promotion.{k}": "" if v is None else v for k, v in (decision.metrics or {}).items()})
+        if promote:
+            tags["promotion.replaced"] = "" if now in (None, version) else now
+        for k, v in tags.items():
+            client.set_model_version_tag(model_name, str(version), k, str(v))
+        client.set_registered_model_alias(model_name, CHALLENGER, str(version))
+        if promote:
+            if now is not None and now != version:
+                client.set_registered_model_alias(model_name, PREVIOUS, str(now))
+            client.set_registered_model_alias(model_name, CHAMPION, str(version))
     return get_version(model_name, version)
 
 
@@ -698,18 +807,19 @@ def apply_decision(model_name: str, version: int, decision: "Decision") -> Versi
 def rollback(model_name: str) -> VersionInfo:
     """`previous` becomes champion; the replaced champion becomes `previous` (a second rollback undoes it)."""
     client = _client()
-    champion = get_alias(model_name, CHAMPION)
-    previous = get_alias(model_name, PREVIOUS)
-    if previous is None:
-        if champion is None:
-            if not list_versions(model_name):
-                raise NotFoundError(f"model '{model_name}' is not registered: nothing to roll back")
-            raise NoChampionError(f"model '{model_name}' has no champion: nothing to roll back")
-        raise NotFoundError(f"model '{model_name}' has no 'previous' version to roll back to "
-                            f"(champion is v{champion.version})")
-    client.set_registered_model_alias(model_name, CHAMPION, str(previous.version))
-    if champion is not None and champion.version != previous.version:
-        client.set_registered_model_alias(model_name, PREVIOUS, str(champion.version))
+    with aliases_locked(model_name):
+        champion = get_alias(model_name, CHAMPION)
+        previous = get_alias(model_name, PREVIOUS)
+        if previous is None:
+            if champion is None:
+                if not list_versions(model_name):
+                    raise NotFoundError(f"model '{model_name}' is not registered: nothing to roll back")
+                raise NoChampionError(f"model '{model_name}' has no champion: nothing to roll back")
+            raise NotFoundError(f"model '{model_name}' has no 'previous' version to roll back to "
+                                f"(champion is v{champion.version})")
+        client.set_registered_model_alias(model_name, CHAMPION, str(previous.version))
+        if champion is not None and champion.version != previous.version:
+            client.set_registered_model_alias(model_name, PREVIOUS, str(champion.version))
     return get_version(model_name, previous.version)
 
 

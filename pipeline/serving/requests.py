@@ -7,6 +7,9 @@ Every refusal is a BadRequest with the HTTP status and one line naming the field
 """
 from __future__ import annotations
 
+import re
+from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Annotated, Any
 
 import numpy as np
@@ -218,6 +221,7 @@ def _one_line(e: ValidationError, obj: Any, engine: OnnxForecaster, where: str) 
 
 # ---------------------------------------------------------------- timestamps
 
+@lru_cache(maxsize=64)
 def _offset(freq: str | None):
     if not freq:
         return None
@@ -225,6 +229,94 @@ def _offset(freq: str | None):
         return pd.tseries.frequencies.to_offset(freq)
     except (ValueError, TypeError):
         return None
+
+
+# ---- the common case without pandas: ISO strings of the usual shape on a fixed step. pandas costs ~1 ms per
+# request here (most of a small model's answer); this path answers the same in ~0.1 ms. It only ever says yes:
+# anything it does not handle exactly like the pandas path (another ISO form, a calendar frequency, an error to
+# word) goes to that path, which stays the reference.
+
+_ISO_NAIVE = r"\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:\.\d{1,6})?)?)?"
+_NAIVE_LINES = re.compile(rf"(?:{_ISO_NAIVE}\n)*{_ISO_NAIVE}")
+_ZONE = re.compile(r"(?:Z|[+-](\d\d):(\d\d))$")
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+_US = timedelta(microseconds=1)
+_DAY_US = 86_400_000_000
+_PANDAS_US = 9_223_372_036_854_775 - 1   # pandas' nanosecond timestamps end about here (years 1677 .. 2262)
+
+
+@lru_cache(maxsize=64)
+def _step_us(freq: str | None) -> int | None:
+    """The fixed step of `freq` in microseconds; None for a calendar step (months, business days) or none."""
+    off = _offset(freq)
+    if off is None:
+        return None
+    try:
+        ns = pd.Timedelta(off).value
+    except (ValueError, TypeError):
+        return None
+    return ns // 1000 if ns > 0 and ns % 1000 == 0 else None
+
+
+@lru_cache(maxsize=64)
+def _origin_us(grid_origin: str | None) -> int | None | bool:
+    """The model's grid origin in microseconds (None: none recorded; False: one this path cannot use)."""
+    if not grid_origin:
+        return None
+    try:
+        ns = pd.Timestamp(grid_origin).tz_localize(None).value
+    except (ValueError, TypeError):
+        return None
+    return ns // 1000 if ns % 1000 == 0 else False
+
+
+def _parse_us(raw: list[str]) -> np.ndarray | None:
+    """ISO strings of one shape, all without a zone or all with the same one -> UTC microseconds (numpy's
+    parser, in C); None for anything else."""
+    zone = _ZONE.search(raw[0])
+    suffix = zone.group(0) if zone else ""
+    if suffix:
+        if not all(s.endswith(suffix) for s in raw):
+            return None
+        raw = [s[:-len(suffix)] for s in raw]
+    if not _NAIVE_LINES.fullmatch("\n".join(raw)):
+        return None
+    try:
+        us = np.array(raw, dtype="datetime64[us]").astype(np.int64)
+    except (ValueError, OverflowError):   # 2024-02-30, 24:00...: worded by the pandas path
+        return None
+    if zone and zone.group(1) is not None:
+        sign = -1 if suffix[0] == "-" else 1
+        us = us - sign * (int(zone.group(1)) * 60 + int(zone.group(2))) * 60_000_000
+    return us
+
+
+def _fast_timestamps(raw: list[str], horizon: int, freq: str | None, grid_origin: str | None) -> list[str] | None:
+    if not raw or (ts := _parse_us(raw)) is None:
+        return None
+    if len(ts) < 2:
+        return None
+    if freq:
+        step = _step_us(freq)
+        origin = _origin_us(grid_origin)
+        if step is None or origin is False:
+            return None
+        if (ts != ts[0] + step * np.arange(len(ts))).any():
+            return None
+        if origin is not None:
+            if ((ts[0] - origin) % step) != 0:
+                return None
+        elif step >= _DAY_US and (ts % _DAY_US != 0).any():
+            return None
+    else:
+        steps = np.diff(ts)
+        step = int(steps[0])
+        if step <= 0 or (steps != step).any():
+            return None
+    last = int(ts[-1]) + step * horizon
+    if int(ts[0]) < -_PANDAS_US or last > _PANDAS_US:
+        return None
+    return [(_EPOCH_NAIVE + _US * (int(ts[-1]) + step * k)).isoformat() for k in range(1, horizon + 1)]
 
 
 def _off_phase(ts: pd.DatetimeIndex, off, origin: pd.Timestamp | None) -> np.ndarray:
@@ -254,6 +346,9 @@ def check_timestamps(raw: list[str], where: str, length: int, horizon: int, freq
     if len(raw) != length:
         raise BadRequest(422, f"{where}: expected a list of {length} date-time strings (one per observation), "
                               f"got {len(raw)} items")
+    fast = _fast_timestamps(raw, horizon, freq, grid_origin)
+    if fast is not None:
+        return fast
     try:
         # the project's convention: tz-naive UTC (a zone in the request is converted)
         ts = pd.DatetimeIndex(pd.to_datetime(pd.Series(raw), utc=True, format="ISO8601")).tz_localize(None)
@@ -305,4 +400,5 @@ def check_timestamps(raw: list[str], where: str, length: int, horizon: int, freq
 
 
 def forecast_json(y: np.ndarray, stamps: list[str] | None, targets: list[str]) -> dict:
-    return {"timestamps": stamps, "forecast": {t: [float(v) for v in y[:, j]] for j, t in enumerate(targets)}}
+    y = np.asarray(y, dtype=np.float64)   # float32 -> the float64 numbers JSON writes, as float() gave them
+    return {"timestamps": stamps, "forecast": {t: y[:, j].tolist() for j, t in enumerate(targets)}}

@@ -4,6 +4,7 @@
                         or {"instances": [{...}, {...}]} for several series at once
     GET  /health        200 when a model is loaded
     GET  /model         what serves: name, version, alias, provider, loaded_at, shapes, last_error
+    GET  /metrics       Prometheus metrics: requests by status, latency, the model version and provider, swaps
 
 The model that serves follows a registry alias through `swap.ModelHolder` (an atomic swap after a
 load and a smoke forecast); requests are checked in `requests`.
@@ -11,6 +12,7 @@ load and a smoke forecast); requests are checked in `requests`.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import os
 import threading
@@ -18,20 +20,25 @@ import time
 from contextlib import asynccontextmanager
 
 import numpy as np
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 
 from ..config import Settings
 from .requests import (F32_MAX, BadRequest, Batch, BatchResponse, ForecastResponse, Problem, Series,
                        forecast_json, model_bounds, parse_body)
+from .metrics import ServiceMetrics
 from .swap import ModelHolder, ModelSource, registry_source
 
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "CELLCAST_API_TOKEN"
+# a request whose forecast should take at most this long (series x the model's one-series time, measured at load)
+# runs on the event loop; a longer one in a worker thread, so the loop keeps answering others meanwhile
+INLINE_S = 0.0004
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -83,6 +90,9 @@ def create_app(settings: Settings, *, source: ModelSource | None = None, alias: 
     max_body = max_body_bytes or settings.serve.max_body_bytes
     name = settings.model_name
     stop = threading.Event()
+    metrics = ServiceMetrics({"/v1/forecast", "/health", "/model", "/metrics", "/openapi.json", "/docs"})
+    holder.listeners.append(lambda h: metrics.model_changed(h, name, alias))
+    metrics.model_changed(holder, name, alias)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -96,6 +106,8 @@ def create_app(settings: Settings, *, source: ModelSource | None = None, alias: 
 
     app = FastAPI(title="cellcast forecasting service", lifespan=lifespan)
     app.state.holder = holder
+    app.state.metrics = metrics
+    app.add_middleware(lambda inner: metrics.middleware(inner))
     app.state.openapi_version = None
 
     def unauthorized(request: Request) -> JSONResponse | None:
@@ -114,6 +126,13 @@ def create_app(settings: Settings, *, source: ModelSource | None = None, alias: 
         if cur is None:
             return _error(503, "no model loaded")
         return {"status": "ok", "model": name, "version": cur.version}
+
+    # open like /health: Prometheus scrapes it without the token; it names the version, never data
+    @app.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}},
+                                                                   "description": "Prometheus text format"}})
+    def prometheus_metrics():
+        body, ctype = metrics.exposition()
+        return Response(body, media_type=ctype)
 
     @app.get("/model", responses=_responses(401, 503))
     def model_info(request: Request):
@@ -155,7 +174,11 @@ def create_app(settings: Settings, *, source: ModelSource | None = None, alias: 
         except BadRequest as e:
             return _error(e.status, e.message)
         t0 = time.perf_counter()
-        y, used = await run_in_threadpool(cur.engine.predict_with_provider, batch)
+        if len(batch) * cur.batch1_s <= INLINE_S:
+            # a forecast well under a millisecond: the hop to the thread pool and back costs more than it does
+            y, used = cur.engine.predict_with_provider(batch)
+        else:
+            y, used = await run_in_threadpool(cur.engine.predict_with_provider, batch)
         if not np.isfinite(y).all():
             # finite inputs far outside what the model saw can overflow inside it; JSON has no NaN
             bad = sorted({i for i in range(len(y)) if not np.isfinite(y[i]).all()})
@@ -168,7 +191,8 @@ def create_app(settings: Settings, *, source: ModelSource | None = None, alias: 
             out.update(items[0])
         else:
             out["forecasts"] = items
-        return out
+        # the same JSON FastAPI would write for the dict (finite floats, checked above), without its encoder's walk
+        return Response(orjson.dumps(out), media_type="application/json")
 
     def openapi() -> dict:
         # the body's schema names the variables and lengths of the model serving now: rebuilt after a swap
@@ -205,13 +229,49 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def serve(settings: Settings, *, host: str | None = None, port: int | None = None, **app_options) -> None:
-    """Run the service in the foreground until interrupted (`cellcast serve NAME`)."""
+SERVE_ENV = "CELLCAST_SERVE"   # a worker process's options, JSON: {"dataset": NAME, "alias": ..., "poll_seconds": ...}
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker process when several serve one port: `cellcast serve NAME --workers N`, or
+    `uvicorn --factory ...service:app_from_env`, or gunicorn `'...service:app_from_env()'` (docs/operations.md).
+    The dataset and create_app's options come from $CELLCAST_SERVE, params.yaml from $CELLCAST_PARAMS or the
+    working directory, the tracking server from $MLFLOW_TRACKING_URI (else the project's embedded store)."""
+    from ..config import find_params, load_params
+    from ..registry import tracking
+
+    opts = json.loads(os.environ.get(SERVE_ENV) or "{}")
+    settings = load_params().for_dataset(opts.pop("dataset", None))
+    tracking.configure(find_params().parent, registry=settings.registry)
+    return create_app(settings, **opts)
+
+
+def serve(settings: Settings, *, host: str | None = None, port: int | None = None, workers: int | None = None,
+          **app_options) -> None:
+    """Run the service in the foreground until SIGINT / SIGTERM (`cellcast serve NAME`). On either, the port
+    closes, requests in flight are answered (for up to serve.graceful_shutdown_s), then the process exits.
+    workers > 1: that many processes behind the port, each loading and following the model on its own."""
     import uvicorn
 
-    app = create_app(settings, **app_options)
     host = host or settings.serve.host
     port = settings.serve.port if port is None else port
+    workers = workers or settings.serve.workers
+    opts = dict(host=host, port=port, log_level="info", access_log=settings.serve.access_log,
+                timeout_graceful_shutdown=settings.serve.graceful_shutdown_s)
+    if workers > 1:
+        from ..config import find_params
+
+        if app_options.pop("source", None) is not None:
+            log.info("several workers: each follows the registry alias itself")
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            log.warning("%d workers without PROMETHEUS_MULTIPROC_DIR: each /metrics scrape shows the counts of the "
+                        "one worker that answers it (docs/operations.md)", workers)
+        os.environ[SERVE_ENV] = json.dumps({"dataset": settings.dataset, **app_options})
+        os.environ.setdefault("CELLCAST_PARAMS", str(find_params().resolve()))
+        log.info("serving %s with %d worker processes on http://%s:%d", settings.model_name, workers, host, port)
+        uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=workers, **opts)
+        return
+    app = create_app(settings, **app_options)
     cur = app.state.holder.current
     log.info("serving %s version %s on http://%s:%d", settings.model_name, cur.version, host, port)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    uvicorn.run(app, **opts)

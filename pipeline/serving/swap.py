@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +39,18 @@ def _version_of(info: Any) -> str:
     return str(getattr(info, "version", info))
 
 
+def _batch1_seconds(engine: OnnxForecaster, runs: int = 5) -> float:
+    """The median time of a one-series forecast, after one warm-up."""
+    x = engine.synthetic_input(1)
+    engine.predict(x)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        engine.predict(x)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[runs // 2]
+
+
 @dataclass(frozen=True)
 class Loaded:
     """One loaded model version; immutable, replaced as a whole on a swap."""
@@ -47,6 +60,7 @@ class Loaded:
     version: str
     path: Path
     loaded_at: datetime
+    batch1_s: float = 0.0   # a one-series forecast's time, measured at load (the service decides where to run it)
 
 
 @dataclass
@@ -60,13 +74,27 @@ class ModelHolder:
     require_gpu: bool = False
     current: Loaded | None = None
     last_error: str | None = None
+    failed_version: str | None = None   # the version last_error is about (None: the source itself failed)
     last_check: datetime | None = None
     swaps: int = 0
+    failures: int = 0                   # refreshes that failed (a version not swapped in, or the source itself)
+    # called after every refresh, with the holder (the service's metrics follow it this way)
+    listeners: list[Callable[["ModelHolder"], None]] = field(default_factory=list)
     _failed: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def refresh(self, raise_errors: bool = False) -> bool:
         """Ask the source; load, smoke-test and swap in a new version. True when a swap happened."""
+        try:
+            return self._refresh(raise_errors)
+        finally:
+            for listener in self.listeners:
+                try:
+                    listener(self)
+                except Exception:  # a listener's bug must not stop the poller or a swap
+                    log.exception("model listener failed")
+
+    def _refresh(self, raise_errors: bool) -> bool:
         with self._lock:  # one refresh at a time; requests never take this lock
             self.last_check = datetime.now(timezone.utc)
             version = None
@@ -82,9 +110,12 @@ class ModelHolder:
                                                   cpu_batch_threshold=self.cpu_batch_threshold,
                                                   require_gpu=self.require_gpu)
                 engine.smoke_test()
+                batch1_s = _batch1_seconds(engine)
             except Exception as e:
                 what = f"version {version}" if version is not None else "model source"
                 self.last_error = f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}: {what}: {e}"
+                self.failed_version = version
+                self.failures += 1
                 if version is not None:
                     self._failed = version
                 if raise_errors:
@@ -93,7 +124,7 @@ class ModelHolder:
                           self.last_error)
                 return False
             old = self.current
-            self.current = Loaded(engine, info, version, Path(path), engine.loaded_at)  # the atomic swap
+            self.current = Loaded(engine, info, version, Path(path), engine.loaded_at, batch1_s)  # the atomic swap
             self.swaps += int(old is not None)
             self._failed = None
             log.info("serving version %s (%s) on %s%s", version, path, engine.provider,
