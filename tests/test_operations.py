@@ -227,11 +227,21 @@ def _settings_of(name):
     return load_params().for_dataset(name)
 
 
-def test_make_serve_stack_and_stop_stack_run_the_stack_script():
+def _make_dry_run(*args):
+    """What `make -n ARGS` would run, as a list of lines. Run under `make test` the inherited
+    MAKEFLAGS/MAKELEVEL make the child print "Entering directory" lines: drop them."""
+    import os
     import subprocess
     root = __import__("pathlib").Path(__file__).resolve().parents[1]
-    dry = subprocess.run(["make", "-n", "-o", "install", "serve-stack", "DATASET=chicago", "STACK_ARGS=--serve-port=8001"],
-                         cwd=root, capture_output=True, text=True)
-    assert dry.stdout.strip().endswith("infra/stack.py start chicago --serve-port=8001"), dry.stdout
-    stop = subprocess.run(["make", "-n", "stop-stack"], cwd=root, capture_output=True, text=True)
-    assert stop.stdout.strip().endswith("infra/stack.py stop")
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    done = subprocess.run(["make", "--no-print-directory", "-n", *args], cwd=root, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return [line for line in done.stdout.splitlines() if line.strip() and not line.startswith("make")]
+
+
+def test_make_serve_stack_and_stop_stack_run_the_stack_script():
+    start = _make_dry_run("-o", "install", "serve-stack", "DATASET=chicago", "STACK_ARGS=--serve-port=8001")
+    assert start[-1].endswith("infra/stack.py start chicago --serve-port=8001"), start
+    stop = _make_dry_run("stop-stack")
+    assert stop[-1].endswith("infra/stack.py stop"), stop
