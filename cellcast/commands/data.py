@@ -35,6 +35,11 @@ def register(app: typer.Typer) -> None:
         time_col: Optional[str] = typer.Option(None, "--time-col", help="the time column of the file"),
         target: list[str] = typer.Option([], "--target", help="target column (repeat for several)"),
         features: str = typer.Option("", "--features", help="feature columns, comma-separated"),
+        future_features: Optional[str] = typer.Option(
+            None, "--future-features", help="columns whose values are known ahead (a planned promotion, a weather "
+                                            "forecast), comma-separated: features the model also reads for the "
+                                            "horizon; rows after the last target observation may carry them "
+                                            "(default: params.yaml ingest.future_features)"),
         freq: Optional[str] = typer.Option(None, "--freq", help="pandas frequency alias (e.g. 30min, h, D, B); else inferred"),
         delimiter: Optional[str] = typer.Option(None, "--delimiter", help="CSV delimiter (overrides sniffing; 'tab' for tabs)"),
         time_format: Optional[str] = typer.Option(None, "--time-format",
@@ -49,7 +54,11 @@ def register(app: typer.Typer) -> None:
         given = [o for o, v in (("--csv", csv), ("--parquet", parquet), ("--bundled", bundled)) if v is not None]
         if len(given) != 1:
             raise ConfigError("ingest: give exactly one of --csv PATH, --parquet PATH, --bundled NAME")
+        future = None if future_features is None else [f.strip() for f in future_features.split(",") if f.strip()]
         if bundled is not None:
+            if future is not None:
+                raise ConfigError("--future-features: a bundled dataset takes them from params.yaml "
+                                  "(datasets.NAME.ingest.future_features)")
             if name and name != bundled:
                 raise ConfigError(f"--name '{name}': a bundled dataset keeps its own name ('{bundled}')")
             res = ingest_bundled(bundled, settings_for(bundled))
@@ -61,12 +70,15 @@ def register(app: typer.Typer) -> None:
             res = ingest_file(csv or parquet, name=name, time_col=time_col, targets=list(target),
                               features=[f.strip() for f in features.split(",") if f.strip()], freq=freq,
                               fmt="csv" if csv else "parquet", delimiter=delimiter, time_format=time_format,
-                              time_unit=time_unit, dayfirst=dayfirst, settings=settings_for(name))
+                              time_unit=time_unit, dayfirst=dayfirst, settings=settings_for(name),
+                              future_features=future)
         m = res.meta
         g = m.gaps
         typer.echo(f"{res.parquet_path}: {m.rows} rows, {m.start} .. {m.end}, freq {m.freq} ({m.freq_source}), "
                    f"{g['count']} gaps ({g['missing_steps']} missing steps, longest {g['longest_steps']}), "
                    f"{m.duplicates} duplicated timestamps"
+                   + (f", known ahead: {', '.join(m.future_features)} ({m.future_rows} rows after the last "
+                      f"observation)" if m.future_features else "")
                    + (f", dates read {m.extra['time_reading']['order']}" if (m.extra.get("time_reading") or {}).get("order")
                       else ""))
 

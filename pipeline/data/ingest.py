@@ -52,6 +52,10 @@ class SeriesMeta:
     decimal: str | None = None
     dataset: dict | None = None     # DatasetInfo of a bundled dataset
     extra: dict = field(default_factory=dict)
+    # features whose values are known ahead (--future-features): rows after the last observation may carry them
+    # for the horizon (the batch forecast reads them there)
+    future_features: list[str] = field(default_factory=list)
+    future_rows: int = 0            # rows after the last target observation (known-future values only)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,9 +112,12 @@ def _check_name(name: str) -> None:
         raise ConfigError(f"--name '{name}': must be a plain folder name (no slashes, not hidden)")
 
 
-def _check_options(time_col: str, targets: list[str], features: list[str]) -> None:
+def _check_options(time_col: str, targets: list[str], features: list[str], future: list[str] | None = None) -> None:
     if not targets:
         raise ConfigError("--target: at least one target column is needed")
+    known_target = [c for c in (future or []) if c in targets]
+    if known_target:
+        raise ConfigError(f"--future-features: '{known_target[0]}' is a target: a value known ahead needs no forecast")
     names = targets + features
     dup = sorted({c for c in names if names.count(c) > 1})
     if dup:
@@ -121,19 +128,32 @@ def _check_options(time_col: str, targets: list[str], features: list[str]) -> No
         raise ConfigError("column 'timestamp' is reserved for the time column; it cannot be a target or feature")
 
 
+def future_rows(frame: pd.DataFrame, targets: list[str]) -> int:
+    """Rows after the last one where every target is observed: the known-future rows of a frame."""
+    done = frame[targets].notna().all(axis=1).to_numpy()
+    if not done.any():
+        return 0
+    return int(done[::-1].argmax())     # trailing rows before the last observed one, counted from the end
+
+
 def ingest_file(path: str | Path, *, name: str, time_col: str, targets: list[str], features: list[str] | None = None,
                 freq: str | None = None, fmt: Literal["csv", "parquet"] | None = None, delimiter: str | None = None,
                 time_format: str | None = None, time_unit: str | None = None, dayfirst: bool | None = None,
-                settings: Settings) -> IngestResult:
+                settings: Settings, future_features: list[str] | None = None) -> IngestResult:
     """Read a CSV or Parquet file into data/NAME/raw.parquet + raw.json. Failures: IngestError, input quarantined.
+
+    future_features: columns whose values are known ahead (default: params.yaml ingest.future_features); they are
+    features too, and rows after the last target observation may carry them for the horizon.
 
     time_format: a strftime format for the time column (else detected); dayfirst: True (day-first dates) or
     False (month-first), else chosen only where the file is unambiguous about it; time_unit: s | ms | us | ns
     when the time column holds Unix times. The reading used is recorded in raw.json (`extra.time_reading`)."""
     _check_name(name)
-    features = list(features or [])
     targets = list(targets)
-    _check_options(time_col, targets, features)
+    future = list(settings.ingest.future_features if future_features is None else future_features)
+    features = list(features or [])
+    _check_options(time_col, targets, features, future)
+    features += [c for c in future if c not in features]     # known ahead, and read in the lookback as well
     path = Path(path)
     pq, _ = raw_paths(name, settings)
     if pq.exists() and path.exists() and pq.resolve() == path.resolve():
@@ -163,6 +183,7 @@ def ingest_file(path: str | Path, *, name: str, time_col: str, targets: list[str
                       extra={"time_format": time_format, "time_unit": time_unit, "time_reading": more["time_reading"],
                              # the order read, so a re-run of a grown file reads it the same way
                              "dayfirst": {"day-first": True, "month-first": False}.get(more["time_reading"]["order"])},
+                      future_features=future, future_rows=future_rows(out, targets) if future else 0,
                       **_describe(out, f))
     return _write(name, out, meta, settings)
 
@@ -170,16 +191,25 @@ def ingest_file(path: str | Path, *, name: str, time_col: str, targets: list[str
 def ingest_bundled(name: str, settings: Settings) -> IngestResult:
     """A bundled dataset (see `cellcast datasets`) into data/NAME/raw.parquet + raw.json."""
     info = datasets.dataset_info(name)
+    future = list(settings.ingest.future_features)
+    unknown = [c for c in future if c not in info.features]
+    if unknown:
+        raise ConfigError(f"ingest.future_features: '{unknown[0]}' is not a feature of the bundled dataset {name} "
+                          f"({', '.join(info.features) or 'it has none'})")
     out = datasets.load_bundled(name)
     src = datasets.source_file(name)
     unsorted = not out["timestamp"].is_monotonic_increasing
     if unsorted:
         out = out.sort_values("timestamp", kind="stable", ignore_index=True)
+    ahead = datasets.known_future(name, future, out["timestamp"].iloc[-1]) if future else None
+    if ahead is not None and len(ahead):   # the values it can state for the days after its last row
+        out = pd.concat([out, ahead], ignore_index=True)
     meta = SeriesMeta(name=name, source=f"bundled:{name}", input_path=str(src), input_sha256=sha256_file(src),
                       format="bundled", time_col=info.time_col, targets=list(info.targets),
                       features=list(info.features), freq=info.freq, freq_source="declared", timezone=None,
                       unsorted=bool(unsorted), ingested_at=datetime.now(timezone.utc).isoformat(),
-                      dataset=info.to_dict(), **_describe(out, info.freq))
+                      dataset=info.to_dict(), future_features=future,
+                      future_rows=0 if ahead is None else int(len(ahead)), **_describe(out, info.freq))
     return _write(name, out, meta, settings)
 
 
@@ -197,4 +227,5 @@ def source_of(name: str, settings: Settings) -> dict | None:
             "freq": meta["freq"] if meta.get("freq_source") == "declared" else None,
             "time_format": (meta.get("extra") or {}).get("time_format"),
             "time_unit": (meta.get("extra") or {}).get("time_unit"),
-            "dayfirst": (meta.get("extra") or {}).get("dayfirst")}
+            "dayfirst": (meta.get("extra") or {}).get("dayfirst"),
+            "future_features": meta.get("future_features") or []}

@@ -25,7 +25,7 @@ def _unseen(ws: WindowSet, until: str | None, version: int) -> WindowSet:
     if not len(keep):
         raise CellcastError(f"{ws.meta.name}: v{version} was trained on rows up to {until}, after every test "
                             f"window of the current window set: window newer data to score it")
-    return WindowSet(ws.values, ws.timestamps, ws.meta, {**ws.starts, "test": keep})
+    return ws.with_starts(test=keep)   # the fill mask and the known-future table come along
 
 
 def evaluate_registered(name: str, settings: Settings, alias: str = "champion") -> dict:
