@@ -139,6 +139,21 @@ class WindowSet:
         v = np.lib.stride_tricks.sliding_window_view(self.future, self.meta.horizon, axis=0)   # (n, F, H), a view
         return v[np.asarray(starts) + self.meta.lookback].transpose(0, 2, 1)
 
+    def future_scaler(self) -> tuple[list[float], list[float]]:
+        """Mean and std of each known-future column for the model's scaling: a column a user supplies is scaled
+        like the variables (its training rows); calendar features are left as they are (already in [-1, 1])."""
+        if self.future is None:
+            return [], []
+        train = self.future[: self.meta.bounds["val"]].astype(np.float64)
+        mean, std = [], []
+        for j, kind in enumerate(self.meta.future_kinds):
+            v = train[:, j][np.isfinite(train[:, j])]
+            user = kind == _calendar.USER and len(v)
+            mean.append(float(v.mean()) if user else 0.0)
+            sd = float(v.std()) if user else 1.0
+            std.append(sd if np.isfinite(sd) and sd >= 1e-8 else 1.0)
+        return mean, std
+
     def inputs(self, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """What a model reads for the windows at `starts`: the lookback (B, L, V) and the future block (or None),
         contiguous float32."""
