@@ -132,12 +132,38 @@ class WindowSet:
         L = self.meta.lookback
         return w[:, :L, :], w[:, L:, :][:, :, self.meta.target_idx]
 
-    def future_batch(self, starts: np.ndarray) -> np.ndarray | None:
-        """(B, horizon, F) known-future inputs of the windows at `starts` (their horizon rows); None without any."""
-        if self.future is None:
+    def future_batch(self, starts: np.ndarray, table: np.ndarray | None = None) -> np.ndarray | None:
+        """(B, horizon, F) known-future inputs of the windows at `starts` (their horizon rows) from this set's table
+        (or `table`, aligned with its rows: another model's, future_table_for); None without any."""
+        table = self.future if table is None else table
+        if table is None:
             return None
-        v = np.lib.stride_tricks.sliding_window_view(self.future, self.meta.horizon, axis=0)   # (n, F, H), a view
+        v = np.lib.stride_tricks.sliding_window_view(table, self.meta.horizon, axis=0)   # (n, F, H), a view
         return v[np.asarray(starts) + self.meta.lookback].transpose(0, 2, 1)
+
+    def future_table_for(self, names: list[str], kinds: list[str], calendar: dict | None) -> np.ndarray | None:
+        """The known-future table a model with these columns reads, for this series' rows (a model trained with
+        other calendar settings or columns, e.g. the champion): calendar columns computed from the timestamps,
+        user columns taken from this set's table or its variables. ValueError naming a column it cannot give."""
+        if not names:
+            return None
+        if list(names) == self.meta.future_names and list(kinds) == self.meta.future_kinds \
+                and _calendar.as_dict(calendar) == _calendar.as_dict(self.meta.calendar or None):
+            return self.future
+        cal, got = _calendar.calendar_features(self.timestamps, self.meta.freq, calendar or {})
+        cols = []
+        for n, k in zip(names, kinds):
+            if k == _calendar.CALENDAR:
+                if n not in got:
+                    raise ValueError(f"calendar column '{n}' does not exist at frequency {self.meta.freq}")
+                cols.append(cal[:, got.index(n)])
+            elif n in self.meta.future_names and self.meta.future_kinds[self.meta.future_names.index(n)] == k:
+                cols.append(self.future[:, self.meta.future_names.index(n)])
+            elif n in self.meta.variables:
+                cols.append(self.values[:, self.meta.variables.index(n)])
+            else:
+                raise ValueError(f"known-future column '{n}' is not in this data")
+        return np.stack(cols, axis=1).astype(np.float32)
 
     def future_scaler(self) -> tuple[list[float], list[float]]:
         """Mean and std of each known-future column for the model's scaling: a column a user supplies is scaled
