@@ -376,6 +376,22 @@ def future_table(timestamps, freq: str, calendar, columns: dict[str, np.ndarray]
     return np.concatenate(parts, axis=1).astype(np.float32), names, kinds
 
 
+def future_block(names: list[str], kinds: list[str], calendar: dict | None, freq: str, stamps,
+                 user: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """One forecast's known-future block (H, F) for the horizon timestamps `stamps`: calendar columns computed from
+    them, user columns from `user` (name -> H values, checked by the caller: never filled here)."""
+    cal, got = _calendar.calendar_features(stamps, freq, calendar or {})
+    cols = []
+    for n, k in zip(names, kinds):
+        if k == _calendar.CALENDAR:
+            if n not in got:
+                raise ValueError(f"calendar column '{n}' does not exist at frequency {freq}")
+            cols.append(cal[:, got.index(n)])
+        else:
+            cols.append(np.asarray((user or {})[n], dtype=np.float32))
+    return np.stack(cols, axis=1).astype(np.float32) if cols else np.zeros((len(stamps), 0), np.float32)
+
+
 def build_windows(frame: pd.DataFrame, *, name: str, variables: list[str], targets: list[str], freq: str,
                   settings: Settings, data_md5: str | None = None, future_features: list[str] | None = None
                   ) -> WindowSet:
