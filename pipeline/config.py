@@ -180,6 +180,9 @@ class EvaluateConfig(_Strict):
     coverage_tolerance: float = Field(0.05, gt=0, lt=1)
     # the held-out windows the quantiles are conformalised on: every validation window, or the N most recent
     calibration_windows: Positive | Literal["all"] = "all"
+    # how the conformal shift applies: widen (an interval only ever grows: held-out months calmer than what follows
+    # must not narrow it), two_sided (classic CQR), none (the pinball heads as trained)
+    calibration: Literal["widen", "two_sided", "none"] = "widen"
 
     @field_validator("quantiles")
     @classmethod

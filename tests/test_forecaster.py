@@ -149,6 +149,12 @@ def test_conformal_shift_reaches_the_nominal_rank_on_held_out_windows():
     fresh = rng.standard_normal((4000, 3, 1))
     inside = (fresh >= shift[..., 0]) & (fresh <= shift[..., 4])
     assert abs(inside.mean() - 0.9) < 0.02
+    # widen (the default): a band already too wide on the held-out windows is kept, never narrowed
+    wide = np.broadcast_to(np.array([-3, -2, 0, 2, 3], np.float32), q.shape)
+    assert (conformal_shift(y, wide, LEVELS)[..., 4] < 0).all()                   # two-sided narrows it
+    kept = conformal_shift(y, wide, LEVELS, mode="widen")
+    assert (kept == 0).all()
+    np.testing.assert_array_equal(conformal_shift(y, q, LEVELS, mode="widen"), shift)   # widening is kept as is
 
 
 def test_coverage_is_computed_correctly_on_a_series_with_known_noise():
@@ -185,6 +191,9 @@ def test_a_trained_and_calibrated_model_covers_its_nominal_levels_on_test():
     assert abs(scores["coverage_90"] - 0.9) < 0.02 and abs(scores["coverage_80"] - 0.8) < 0.03, scores
     recent = settings(anchor="linear", epochs=1, evaluate={"calibration_windows": 300})
     assert train_candidate(ws, Candidate("gru", 8, 1), recent, 24).calibration["windows"] == 300
+    raw = train_candidate(ws, Candidate("gru", 8, 1), settings(anchor="linear", epochs=1,
+                                                               evaluate={"calibration": "none"}), 24)
+    assert raw.calibration["windows"] == 0 and not raw.model.q_shift.any()
 
 
 def test_the_ensemble_is_the_mean_of_its_members_and_one_more_candidate():

@@ -37,14 +37,21 @@ def schemathesis() -> Path:
     return SCHEMATHESIS
 
 
-def test_the_service_holds_up_under_schemathesis(schemathesis, tmp_path):
-    # a daily model with training bounds and a grid origin: every refusal path of the service is reachable
-    spec = ModelSpec(cell="gru", n_vars=2, target_idx=[0], lookback=8, horizon=3, hidden_size=4, rnn_steps=4,
-                     mean=[50.0, 15.0], std=[10.0, 5.0])
+@pytest.mark.parametrize("known_future", [False, True], ids=["point", "future-and-quantiles"])
+def test_the_service_holds_up_under_schemathesis(schemathesis, tmp_path, known_future):
+    # a daily model with training bounds and a grid origin: every refusal path of the service is reachable; the
+    # second reads the calendar and a column known ahead for the horizon and answers quantiles
+    extra = dict(n_future=3, quantiles=[0.1, 0.5, 0.9], future_mean=[0, 0, 0.5], future_std=[1, 1, 0.5]) \
+        if known_future else {}
+    spec = ModelSpec(cell="gru", n_vars=3, target_idx=[0], lookback=8, horizon=3, hidden_size=4, rnn_steps=4,
+                     mean=[50.0, 15.0, 0.5], std=[10.0, 5.0, 0.5], **extra)
     torch.manual_seed(0)
-    path = export_onnx(build(spec), tmp_path / "m.onnx",
-                       {"variables": ["load", "temp"], "targets": ["load"], "freq": "D", "dataset": "toy",
-                        "grid_origin": "2024-01-01T00:00:00", "bounds": {"load": [0.0, 200.0]}})
+    meta = {"variables": ["load", "temp", "promo"], "targets": ["load"], "freq": "D", "dataset": "toy",
+            "grid_origin": "2024-01-01T00:00:00", "bounds": {"load": [0.0, 200.0], "promo": [0.0, 1.0]}}
+    if known_future:
+        meta.update({"future_names": ["dow_sin", "dow_cos", "promo"], "future_kinds": ["calendar", "calendar", "user"],
+                     "calendar": {"parts": ["dow"]}})
+    path = export_onnx(build(spec), tmp_path / "m.onnx", meta)
     info = SimpleNamespace(version="1", name="toy-forecaster", run_id="run1")
     app = create_app(Settings(dataset="toy"), source=lambda: (path, info), device="cpu", poll_seconds=3600,
                      token="fuzz-token")

@@ -137,5 +137,11 @@ def test_the_coverage_gate_refuses_an_uncalibrated_candidate_and_says_so():
     assert decide("gru", better, coverage={"90": (0.86, 0.9)}, coverage_tolerance=0.05).promote
     assert not decide("gru", better, coverage={"90": (0.84, 0.9)}, coverage_tolerance=0.05).promote
     assert not decide("gru", better, coverage={"90": (float("nan"), 0.9)}).promote
+    # a candidate that fails both says both: the accuracy first, then the intervals
+    tie = Comparison("naive", losses(0.3), losses(0.3, seed=1), margin=0.02)
+    both = decide("rnn", tie, coverage={"90": (0.848, 0.9)})
+    assert not both.promote and "not significantly better by the margin 2%" in both.reason
+    assert both.reason.endswith("; and uncalibrated intervals: its 90% interval covers 84.8% of test targets "
+                                "(nominal 90%): more than 5 points off nominal (evaluate.coverage_tolerance 0.05)")
     # a point forecaster has no interval to check
     assert decide("gru", better, coverage={}).promote and decide("gru", better).promote

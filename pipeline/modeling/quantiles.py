@@ -4,6 +4,8 @@ Calibration (conformalised quantile regression, Romano et al. 2019, per level): 
 horizon step, target and level tau, the shift s is the empirical tau-quantile of the misses y - q_tau, taken at
 the finite-sample rank (ceil((n+1) tau) above the median, floor((n+1) tau) below it), so that y <= q_tau + s
 holds for a share tau of exchangeable new windows. The median is not shifted: it is the point forecast.
+Held-out months are not always exchangeable with the months that follow (docs/forecasting.md): by default
+(evaluate.calibration: widen) a shift may widen an interval but never narrow it.
 
 Scores (y, quantiles (n, H, T, Q), in the data's units; `scale` per target, the MASE scale, so that pinball,
 CRPS, width and Winkler read in MASE units and compare across datasets):
@@ -36,9 +38,10 @@ def interval_name(nominal: float) -> str:
     return f"{100 * nominal:g}"
 
 
-def conformal_shift(y: np.ndarray, q: np.ndarray, levels: list[float], mask: np.ndarray | None = None
-                    ) -> np.ndarray:
-    """The per (step, target, level) shift (H, T, Q) that calibrates quantiles `q` (n, H, T, Q) on targets `y`."""
+def conformal_shift(y: np.ndarray, q: np.ndarray, levels: list[float], mask: np.ndarray | None = None,
+                    mode: str = "two_sided") -> np.ndarray:
+    """The per (step, target, level) shift (H, T, Q) that calibrates quantiles `q` (n, H, T, Q) on targets `y`.
+    mode "widen": a level above the median only moves up, one below it only down (the interval never narrows)."""
     e = y.astype(np.float64)[..., None] - q.astype(np.float64)
     if mask is not None:
         e = np.where(mask[..., None], e, np.nan)
@@ -53,6 +56,8 @@ def conformal_shift(y: np.ndarray, q: np.ndarray, levels: list[float], mask: np.
         idx = np.clip(rank, 1, np.maximum(n, 1)).astype(np.int64) - 1
         pick = np.take_along_axis(srt[..., k], idx[None], axis=0)[0]
         shift[..., k] = np.where(n > 0, pick, 0.0)
+        if mode == "widen":
+            shift[..., k] = np.maximum(shift[..., k], 0.0) if tau > 0.5 else np.minimum(shift[..., k], 0.0)
     return shift.astype(np.float32)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .. import __version__
@@ -158,7 +159,8 @@ def _fingerprint(spec: ModelSpec, settings: Settings, data_md5: str | None, devi
     body = {"spec": spec.to_dict(), "train": train, "data": data_md5, "code": code_version(),
             "torch": torch.__version__, "device": device.type, "calendar": settings.calendar.model_dump(mode="json"),
             "future": future_names or [], "anchor": anchor.fingerprint() if anchor else None,
-            "quantiles": list(ev.quantiles), "calibration_windows": ev.calibration_windows}
+            "quantiles": list(ev.quantiles), "calibration_windows": ev.calibration_windows,
+            "calibration": ev.calibration}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -234,17 +236,21 @@ def calibrate(model: QuantileOutput, ws: WindowSet, settings: Settings) -> dict:
     levels = list(model.quantiles)
     if not levels:
         return {}
-    starts = calibration_starts(ws, settings)
+    mode = settings.evaluate.calibration
     model.q_shift.zero_()
+    if mode == "none":
+        return {"method": "none: the pinball heads as trained", "windows": 0}
+    starts = calibration_starts(ws, settings)
     _, q = quantile_predictor(model)(*ws.inputs(starts))
     _, y = ws.batch(starts)
-    shift = _quantiles.conformal_shift(y, q, levels, ws.target_mask(starts))
+    shift = _quantiles.conformal_shift(y, q, levels, ws.target_mask(starts), mode)
     model.q_shift.copy_(torch.from_numpy(shift))
     scale = model.target_scale().cpu().numpy()[None, :, None]
     L = ws.meta.lookback
-    return {"method": "conformalised quantiles (per step, target, level)", "split": "val", "windows": int(len(starts)),
-            "first_target": str(ws.timestamps[starts[0] + L]) if len(starts) else None,
-            "last_target": str(ws.timestamps[starts[-1] + L + ws.meta.horizon - 1]) if len(starts) else None,
+    return {"method": f"conformalised quantiles (per step, target, level; {mode})", "split": "val",
+            "windows": int(len(starts)),
+            "first_target": str(pd.Timestamp(ws.timestamps[starts[0] + L])) if len(starts) else None,
+            "last_target": str(pd.Timestamp(ws.timestamps[starts[-1] + L + ws.meta.horizon - 1])) if len(starts) else None,
             "mean_shift_scaled": {f"{lv:g}": float((shift / scale)[..., k].mean()) for k, lv in enumerate(levels)}}
 
 

@@ -454,9 +454,12 @@ def summary_table(outcome: Outcome) -> str:
         lines += ["", f"anchor: {anchor['kind']}" + (f" (validation MASE: {vals})" if vals else "")
                   + (f"; {anchor['reason']}" if anchor.get("reason") else "")]
     cal = next((c.get("calibration") for c in outcome.candidates if c.get("calibration")), None)
-    if cal:
+    if cal and cal.get("windows"):
+        mode = cal["method"].rsplit("; ", 1)[-1].rstrip(")")
         lines.append(f"quantiles conformalised on {cal['windows']} validation windows "
-                     f"({cal.get('first_target')} .. {cal.get('last_target')})")
+                     f"({cal.get('first_target')} .. {cal.get('last_target')}; {mode})")
+    elif cal:
+        lines.append(f"quantiles: {cal['method']} (evaluate.calibration)")
     lines += ["", f"best candidate: {outcome.best or '-'}  registered: {registered}",
               f"decision: {verdict}: {d.get('reason')}",
               f"champion now: {('v' + str(outcome.champion_after)) if outcome.champion_after else 'none'}"]

@@ -145,10 +145,22 @@ def decide(candidate_name: str, baseline: Comparison, champion: Comparison | Non
     if coverage:
         metrics["coverage_tolerance"] = coverage_tolerance
     misses = coverage_misses(coverage, coverage_tolerance)
-    if misses:
-        return Decision(False, f"{candidate_name} not promoted: uncalibrated intervals: {'; '.join(misses)}: more than "
-                               f"{100 * coverage_tolerance:g} points off nominal (evaluate.coverage_tolerance "
-                               f"{coverage_tolerance:g})", metrics)
+    accuracy = _accuracy(candidate_name, baseline, champion, significance, min_windows, champion_version, metric,
+                         metrics)
+    if not misses:
+        return accuracy
+    why = (f"uncalibrated intervals: {'; '.join(misses)}: more than {100 * coverage_tolerance:g} points off nominal "
+           f"(evaluate.coverage_tolerance {coverage_tolerance:g})")
+    if accuracy.promote:
+        return Decision(False, f"{candidate_name} not promoted: {why}", accuracy.metrics)
+    return Decision(False, f"{accuracy.reason}; and {why}", accuracy.metrics)
+
+
+def _accuracy(candidate_name: str, baseline: Comparison, champion: Comparison | None, significance: float,
+              min_windows: int, champion_version: int | None, metric: str, metrics: dict) -> Decision:
+    """The accuracy half of `decide`: the baseline and the champion, each by a significant difference."""
+    m = metric.upper()
+    champ_label = f"champion v{champion_version}" if champion_version is not None else "champion"
     if baseline.n < max(min_windows, 2):
         return Decision(False, f"{candidate_name} not promoted: {baseline.n} test windows (one per horizon, "
                                f"none overlapping) are too few for a decision (evaluate.min_test_windows "
