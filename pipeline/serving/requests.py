@@ -161,7 +161,7 @@ def request_future(given: dict | None, stamps: list[str] | None, engine: OnnxFor
     """The known-future block (horizon, F) of one request: calendar columns computed from the forecast's timestamps
     (so the request's timestamps are required), user columns from `future`, each `horizon` values, none missing."""
     if not engine.future_name:
-        if given:
+        if given is not None:
             raise BadRequest(422, f"{where}.future: this model reads no known-future inputs; leave 'future' out")
         return None
     names, kinds, H = engine.future_names, engine.future_kinds, engine.horizon
