@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 NAME = "elecdemand"
 TARGET = f"window@{NAME}"
-DATA = [f"data/{NAME}/{f}" for f in ("raw.parquet", "raw.json", "validated.parquet", "validated.json",
+DATA = [f"data/{NAME}/{f}" for f in ("raw.parquet", "raw.json", "validated.parquet", "validated.json", "future.parquet",
                                      "windows.npz", "windows.json")]
 # what a fresh clone holds of DVC besides the tracked code (listed in case they are not committed yet)
 DVC_FILES = ["dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore", ".dvc/plots/timeseries.json"]

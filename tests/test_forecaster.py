@@ -209,3 +209,20 @@ def test_the_ensemble_is_the_mean_of_its_members_and_one_more_candidate():
     _, q = quantile_predictor(ens.model)(x, f)
     assert (np.diff(q, axis=-1) >= 0).all() and ens.calibration["windows"] == len(ws.starts["val"])
     assert build_ensemble(results[:1], ws, s) is None and build_ensemble(results, ws, settings()) is None
+
+
+def test_the_linear_anchor_stays_in_fp32_under_bf16_autocast():
+    """On a GPU training runs under bf16 autocast; the anchor (fitted in float64, the forecast's bulk) must not be
+    rounded to bf16 there. CPU autocast takes the same path."""
+    s = settings(anchor="linear")
+    ws = windows(s)
+    choice = choose_anchor(ws, s, 24)
+    model = Forecaster(model_spec(ws, Candidate("gru", 8, 1), s, choice)).eval()
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.from_numpy(choice.linear.weight))
+        model.linear.bias.copy_(torch.from_numpy(choice.linear.bias))
+        x, f = (torch.from_numpy(a) for a in ws.inputs(ws.starts["test"][:64]))
+        exact = model(x, f)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(x, f).float()
+    torch.testing.assert_close(mixed, exact, rtol=1e-5, atol=1e-4)

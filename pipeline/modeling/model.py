@@ -271,7 +271,9 @@ class Forecaster(QuantileOutput):
             src = [(zt[:, -s.lookback:, :] - last).reshape(B, -1)]
             if s.n_future:
                 src.append(fz.reshape(B, -1))
-            return self.linear(torch.cat(src, 1)).view(B, s.horizon, s.n_targets) + last
+            # fp32 under a GPU's bf16 autocast too: the anchor was fitted in float64 and is the forecast's bulk
+            with torch.autocast(zt.device.type, enabled=False):
+                return self.linear(torch.cat(src, 1).float()).view(B, s.horizon, s.n_targets) + last
         if s.anchor_season:
             return zt[:, -s.anchor_season:, :].index_select(1, self.base_idx)
         return None
