@@ -8,24 +8,25 @@ from cellcast.pipeline.config import Settings
 
 
 @task(name="forecast", cache_policy=NO_CACHE, retries=0)
-def forecast_task(name: str, settings: Settings, alias: str, device: str):
+def forecast_task(name: str, settings: Settings, alias: str, device: str, future_file: str | None = None):
     from cellcast.pipeline.serving.forecast import forecast_latest
-    return forecast_latest(name, settings, alias=alias, device=device)
+    return forecast_latest(name, settings, alias=alias, device=device, future_file=future_file)
 
 
 @flow(name="cellcast-forecast", log_prints=True)
 def forecast_flow(name: str, settings: Settings, alias: str = "champion", device: str = "auto", refresh: bool = False,
-                  monitor: bool = True):
+                  monitor: bool = True, future_file: str | None = None):
     """Forecast the next horizon of `name` with the model the registry calls `alias`.
     refresh: re-ingest and re-validate the source first (a scheduled run picks up new rows).
     monitor (with refresh): then score the champion's earlier forecasts on the new actuals, measure input
-    drift, and start the retrain deployment when params.yaml `monitor` says so (flows/monitoring.py)."""
+    drift, and start the retrain deployment when params.yaml `monitor` says so (flows/monitoring.py).
+    future_file: known-future values for the horizon (default: the rows after the last observation)."""
     if refresh:
         from cellcast.flows.data import ingest_task, validate_task
         from cellcast.pipeline.data.ingest import source_of
         ingest_task(name, settings, source_of(name, settings))
         validate_task(name, settings)
-    res = forecast_task(name, settings, alias, device)
+    res = forecast_task(name, settings, alias, device, future_file)
     print(f"{name}: forecast of {len(res.frame)} steps from v{res.version} on {res.provider} -> {res.path}")
     if refresh and monitor and alias == "champion":
         from cellcast.flows.monitoring import monitoring_steps

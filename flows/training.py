@@ -1,4 +1,5 @@
-"""The training flow: data -> baselines -> candidates (in parallel) -> assess -> track -> register -> promote."""
+"""The training flow: data -> baselines -> anchor -> candidates (in parallel) [-> their ensemble] -> assess -> track
+-> register -> promote."""
 from __future__ import annotations
 
 import os
@@ -17,8 +18,9 @@ from cellcast.pipeline.catalog import training_lock
 from cellcast.pipeline.config import Settings
 from cellcast.pipeline.errors import TrackingUnavailableError
 from cellcast.pipeline.files import exclusive, owner, owner_gone
-from cellcast.pipeline.modeling.train import (Candidate, candidates, cpu_threads, pick_device, torch_threads,
-                                              train_candidate)
+from cellcast.pipeline.modeling.anchor import choose_anchor
+from cellcast.pipeline.modeling.train import (Candidate, build_ensemble, candidates, cpu_threads, pick_device,
+                                              torch_threads, train_candidate)
 from cellcast.pipeline.data.window import load_windows
 
 
@@ -27,8 +29,19 @@ def baselines_task(ws, settings: Settings):
     return lifecycle.baselines(ws, settings)
 
 
+@task(name="anchor", cache_policy=NO_CACHE)
+def anchor_task(ws, settings: Settings, season: int | None):
+    """What every candidate learns its residual over (train.anchor): fitted once, shared by all of them."""
+    return choose_anchor(ws, settings, season)
+
+
+@task(name="ensemble", cache_policy=NO_CACHE)
+def ensemble_task(results, ws, settings: Settings):
+    return build_ensemble(results, ws, settings)
+
+
 @task(name="train-candidate", cache_policy=NO_CACHE, retries=0, task_run_name="train-{cand.name}")
-def train_task(ws, cand: Candidate, settings: Settings, anchor: int | None, device: str | None):
+def train_task(ws, cand: Candidate, settings: Settings, anchor, device: str | None):
     logger = get_run_logger()
 
     def on_epoch(row):
@@ -36,8 +49,8 @@ def train_task(ws, cand: Candidate, settings: Settings, anchor: int | None, devi
                     row["train_loss"], row["val_loss"], row["lr"], row["seconds"])
 
     ckpt = _checkpoints(ws, settings)
-    return train_candidate(ws, cand, settings, anchor, device=device, checkpoint_dir=ckpt, on_epoch=on_epoch,
-                           progress=sys.stderr.isatty())
+    return train_candidate(ws, cand, settings, anchor.season, anchor=anchor, device=device, checkpoint_dir=ckpt,
+                           on_epoch=on_epoch, progress=sys.stderr.isatty())
 
 
 @task(name="assess", cache_policy=NO_CACHE, task_run_name="assess-{result.candidate.name}")
@@ -100,17 +113,23 @@ def _train(name: str, settings: Settings, source, from_windows: bool, device: st
     tracking_task(name, settings)
     ws = load_windows(name, settings) if from_windows else data_steps(name, settings, source)
     base = baselines_task(ws, settings)
-    logger.info("baselines (test MASE): %s; models anchored on season %s",
+    logger.info("baselines (test MASE): %s; best seasonal naive on validation: season %s",
                 {k: round(v["mase"], 3) for k, v in base.test.scores.items()}, base.anchor_season)
+    anchor = anchor_task(ws, settings, base.anchor_season)
+    logger.info("anchor: %s (%s)%s", anchor.kind, anchor.reason,
+                f"; validation MASE {({k: round(v, 3) for k, v in anchor.val_mase.items()})}" if anchor.val_mase else "")
     dev = str(pick_device(device or settings.train.device))
     cands = candidates(settings)
     # candidates trained at once share the cores (train.threads each); the count is put back afterwards
     with torch_threads(cpu_threads(settings, dev)):
         if settings.train.task_runner == "dask" or settings.train.parallel > 1:
-            futures = [train_task.submit(ws, c, settings, base.anchor_season, dev) for c in cands]
+            futures = [train_task.submit(ws, c, settings, anchor, dev) for c in cands]
             results = [f.result() for f in futures]
         else:
-            results = [train_task(ws, c, settings, base.anchor_season, dev) for c in cands]
+            results = [train_task(ws, c, settings, anchor, dev) for c in cands]
+        ensemble = ensemble_task(results, ws, settings)
+    if ensemble is not None:
+        results = [*results, ensemble]
     out_dir = Path(settings.paths.data) / name / "models"
     reports = [assess_task(r, ws, settings, str(out_dir)) for r in results]
     outcome = promote_task(ws, settings, base, results, reports)

@@ -27,6 +27,11 @@ def validated_paths(name: str, settings: Settings) -> tuple[Path, Path]:
     return d / "validated.parquet", d / "validated.json"
 
 
+def future_path(name: str, settings: Settings) -> Path:
+    """The rows after the last observation of a validated series: their known-future values (validate writes it)."""
+    return Path(settings.paths.data) / name / "future.parquet"
+
+
 def window_paths(name: str, settings: Settings) -> tuple[Path, Path]:
     d = Path(settings.paths.data) / name
     return d / "windows.npz", d / "windows.json"

@@ -52,6 +52,18 @@ class IngestConfig(_Strict):
     # panels: whole series per Parquet row group, up to this many rows (a longer series gets a group of its
     # own): the unit read back one at a time and the unit validation fans out over
     partition_rows: int = Field(250_000, ge=1)
+    # columns whose values are known ahead (a planned promotion, a weather forecast, a working-day flag): the
+    # model reads them for the horizon too, so a forecast needs them there. `cellcast ingest --future-features`
+    # sets them for a file; this key for a bundled dataset (or as the default for a file)
+    future_features: list[str] = Field(default_factory=list)
+
+    @field_validator("future_features")
+    @classmethod
+    def _unique_columns(cls, v):
+        dup = sorted({c for c in v if v.count(c) > 1})
+        if dup:
+            raise ValueError(f"'{dup[0]}' is listed more than once")
+        return v
 
 
 class ValidateConfig(_Strict):
@@ -74,6 +86,33 @@ class WindowConfig(_Strict):
         return v
 
 
+CALENDAR_PARTS = ("tod", "dow", "doy", "holiday")
+
+
+class CalendarConfig(_Strict):
+    """Calendar features of the timestamps, known for any future step (pipeline/data/calendar.py)."""
+
+    parts: list[Literal["tod", "dow", "doy", "holiday"]] = Field(default_factory=list)   # empty: none
+    country: str | None = None        # public holidays of this country (ISO code of the `holidays` package)
+    subdiv: str | None = None         # ... and of this subdivision (state, province), e.g. VIC, IL
+    timezone: str | None = None       # the zone the calendar is read in (stored timestamps are UTC when the
+                                      # input had one); None: the timestamps as they are
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        dup = sorted({p for p in self.parts if self.parts.count(p) > 1})
+        if dup:
+            raise ValueError(f"parts: '{dup[0]}' is listed more than once")
+        if "holiday" in self.parts and not self.country:
+            raise ValueError("parts: 'holiday' needs a country (calendar.country, e.g. US, AU, DE)")
+        if self.subdiv and not self.country:
+            raise ValueError(f"subdiv '{self.subdiv}' needs a country (calendar.country)")
+        return self
+
+
+ANCHORS = ("seasonal_naive", "linear", "auto")
+
+
 class TrainConfig(_Strict):
     cells: Annotated[list[Literal["rnn", "lstm", "gru"]], Field(min_length=1)] = list(CELLS)
     hidden_size: int | list[int] = 64
@@ -81,6 +120,16 @@ class TrainConfig(_Strict):
     dropout: float = Field(0.0, ge=0, lt=1)
     rnn_steps: int = Field(48, ge=1)
     residual: bool = True
+    # what the residual is learned over: the best seasonal naive on validation (today's anchor), a linear map from
+    # the lookback and the known-future block fitted in closed form (ridge) and frozen, or auto: whichever of the
+    # two forecasts validation better (docs/forecasting.md)
+    anchor: Literal["seasonal_naive", "linear", "auto"] = "seasonal_naive"
+    anchor_ridge: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] = \
+        Field(default_factory=lambda: [0.1, 1.0, 10.0, 100.0, 1000.0])   # penalties tried, chosen on validation
+    anchor_max_windows: int = Field(20000, ge=1)   # training windows the ridge is fitted on (sampled beyond)
+    decoder: bool = False        # a second cell of the same kind runs over the horizon reading [future_h, anchor_h]
+    ensemble: bool = False       # also offer the mean of the trained cells as one more candidate (one graph; with two
+                                 # or more candidates)
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(256, ge=1)
     max_batch_size: int = Field(16384, ge=1)
@@ -114,6 +163,8 @@ class TrainConfig(_Strict):
     def _dask_needs_parallel(self):
         if self.dask_address and self.task_runner != "dask":
             raise ValueError("dask_address is set but task_runner is not 'dask'")
+        if self.anchor != "seasonal_naive" and not self.residual:
+            raise ValueError(f"anchor '{self.anchor}' needs residual: true (the anchor is what the residual is over)")
         return self
 
     def grid(self) -> list[dict]:
@@ -128,6 +179,29 @@ class EvaluateConfig(_Strict):
     promotion_margin: float = Field(0.02, ge=0, lt=1)
     min_test_windows: int = Field(10, ge=2)
     significance: float = Field(0.05, gt=0, lt=1)
+    # quantile levels every candidate forecasts (pinball heads, conformalised on held-out windows); the median is
+    # the point forecast; [] forecasts the point only. Intervals are the symmetric pairs (0.1, 0.9: 80%)
+    quantiles: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.5, 0.9, 0.95])
+    # a candidate whose test coverage of an interval misses its nominal level by more than this is not promoted
+    coverage_tolerance: float = Field(0.05, gt=0, lt=1)
+    # the held-out windows the quantiles are conformalised on: every validation window, or the N most recent
+    calibration_windows: Positive | Literal["all"] = "all"
+    # how the conformal shift applies: widen (an interval only ever grows: held-out months calmer than what follows
+    # must not narrow it), two_sided (classic CQR), none (the pinball heads as trained)
+    calibration: Literal["widen", "two_sided", "none"] = "widen"
+
+    @field_validator("quantiles")
+    @classmethod
+    def _levels(cls, v):
+        if not v:
+            return v
+        if any(not 0 < q < 1 for q in v):
+            raise ValueError(f"{next(q for q in v if not 0 < q < 1)} is not a level strictly between 0 and 1")
+        if any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError("levels must be listed in increasing order, each once")
+        if 0.5 not in v:
+            raise ValueError("the median (0.5) must be among the levels: it is the point forecast")
+        return v
 
 
 class RegistryConfig(_Strict):
@@ -169,7 +243,7 @@ class MonitorConfig(_Strict):
         return v
 
 
-_SECTIONS = ("ingest", "validate", "window", "train", "evaluate", "monitor")
+_SECTIONS = ("ingest", "validate", "window", "calendar", "train", "evaluate", "monitor")
 
 
 class _Sections(_Strict):
@@ -179,6 +253,7 @@ class _Sections(_Strict):
     ingest: IngestConfig = IngestConfig()
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
     window: WindowConfig = WindowConfig()
+    calendar: CalendarConfig = CalendarConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     registry: RegistryConfig = RegistryConfig()

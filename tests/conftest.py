@@ -153,6 +153,11 @@ def trained_on_postgres(prefect_api, mlflow_on_postgres, tmp_path_factory):
 TINY_TRAIN = {"epochs": 3, "time_budget_s": 10, "hidden_size": 8, "batch_size": 64, "max_train_windows": 1024, "lr": 0.01,
               "rnn_steps": 12, "patience": 2, "device": "cpu"}
 
+# Intervals conformalised on a few hundred validation windows of a small synthetic series (a random-walk level:
+# a dozen independent days) miss nominal by more than the 5 points a real run is held to; these tests are about
+# the pipeline, not calibration (test_promotion.py and test_flows.py hold the gate to its default).
+TINY_EVALUATE = {"coverage_tolerance": 0.3}
+
 
 @pytest.fixture
 def tiny_params(project):
@@ -161,5 +166,6 @@ def tiny_params(project):
 
     p = yaml.safe_load((project / "params.yaml").read_text())
     p["train"].update(TINY_TRAIN)
+    p["evaluate"].update(TINY_EVALUATE)
     (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     return project / "params.yaml"

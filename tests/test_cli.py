@@ -68,3 +68,47 @@ def test_unknown_dataset_and_bad_option_are_one_line_errors(project):
     assert code == 2 and "--device" in out
     code, out = run("forecast", "nosuch")
     assert code == 2 and "Traceback" not in out
+
+
+def test_known_future_columns_from_ingest_to_a_forecast_with_intervals(prefect_api, project, tiny_params):
+    """A promotion planned ahead (--future-features) and the calendar: the rows after the last observation carry the
+    promotion for the horizon; the forecast has quantile columns; a --future file missing a value is refused, one line
+    naming the column and the first timestamp without one."""
+    import yaml
+
+    p = yaml.safe_load(tiny_params.read_text())
+    p["datasets"]["shop"] = {"calendar": {"parts": ["tod", "dow"]}, "train": {"anchor": "linear", "cells": ["gru"]}}
+    tiny_params.write_text(yaml.safe_dump(p, sort_keys=False))
+    rng = np.random.default_rng(0)
+    n, ahead = 2000, 30
+    t = np.arange(n + ahead)
+    promo = (rng.random(n + ahead) < 0.15).astype(int)
+    kw = 50 + 10 * np.sin(2 * np.pi * t / 24) + np.cumsum(rng.standard_normal(n + ahead)) + 8 * promo
+    stamps = pd.date_range("2024-03-01", periods=n + ahead, freq="h")
+    pd.DataFrame({"when": stamps.strftime("%Y-%m-%dT%H:%M:%S"), "kw": np.r_[kw[:n], [np.nan] * ahead],
+                  "promo": promo}).to_csv(project / "shop.csv", index=False)
+
+    code, out = shell(project, "ingest", "--csv", "shop.csv", "--time-col", "when", "--target", "kw",
+                      "--future-features", "promo", "--name", "shop")
+    assert code == 0 and "known ahead: promo (30 rows after the last observation)" in out, out
+    code, out = shell(project, "train", "shop")
+    assert code == 0, out
+    code, out = shell(project, "models", "shop")
+    assert code == 0 and "champion" in out, out
+    code, out = shell(project, "forecast", "shop")
+    assert code == 0, out
+    fc = pd.read_parquet(next((project / "forecasts/shop").glob("*.parquet")))
+    assert list(fc.columns) == ["timestamp", "kw", "kw_q0.05", "kw_q0.1", "kw_q0.9", "kw_q0.95", "model_name",
+                                "model_version"]
+    assert list(fc["timestamp"]) == list(stamps[n:n + 24])
+    assert (fc["kw_q0.05"] <= fc["kw_q0.1"]).all() and (fc["kw_q0.9"] <= fc["kw_q0.95"]).all()
+    code, out = shell(project, "evaluate", "shop")
+    assert code == 0 and '"coverage_90"' in out and '"winkler_90"' in out, out
+
+    gap = pd.DataFrame({"timestamp": stamps[n:n + 24].strftime("%Y-%m-%d %H:%M"), "promo": promo[n:n + 24]})
+    gap = gap.drop(index=5)
+    gap.to_csv(project / "plan.csv", index=False)
+    code, out = shell(project, "forecast", "shop", "--future", "plan.csv")
+    lines = [ln for ln in out.splitlines() if ln.startswith("error")]
+    assert code == 2 and len(lines) == 1, out
+    assert f"plan.csv: known-future column 'promo': no value for {stamps[n + 5]}" in lines[0], out

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 NAME = "elecdemand"
 TARGET = f"window@{NAME}"
-DATA = [f"data/{NAME}/{f}" for f in ("raw.parquet", "raw.json", "validated.parquet", "validated.json",
+DATA = [f"data/{NAME}/{f}" for f in ("raw.parquet", "raw.json", "validated.parquet", "validated.json", "future.parquet",
                                      "windows.npz", "windows.json")]
 # what a fresh clone holds of DVC besides the tracked code (listed in case they are not committed yet)
 DVC_FILES = ["dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore", ".dvc/plots/timeseries.json"]
@@ -195,8 +195,11 @@ def test_full_pipeline_trains_evaluates_and_reports_metrics(reproduced, tmp_path
         assert lines[0].split(",")[:2] in ([x, "model"], [x, "actual"]) and len(lines) > 48, plot
 
     shown = dvc(repo, "metrics", "show", "--json").stdout
-    got = json.loads(shown)[""]["data"][f"reports/{NAME}/metrics.json"]["data"]["model"]["mase"]
-    assert got == pytest.approx(mase)
+    model = json.loads(shown)[""]["data"][f"reports/{NAME}/metrics.json"]["data"]["model"]
+    assert model["mase"] == pytest.approx(mase)
+    # the quantiles' scores: interval coverage and width at 80% and 90%, Winkler, pinball, CRPS
+    assert {"coverage_80", "coverage_90", "width_90", "winkler_90", "pinball", "crps"} <= set(model)
+    assert 0 < model["coverage_90"] <= 1 and metrics["model"]["quantiles"] == [0.05, 0.1, 0.5, 0.9, 0.95]
     assert f"{mase:.5f}"[:5] in dvc(repo, "metrics", "show").stdout
     plots = json.loads(dvc(repo, "plots", "show", "--json").stdout)["data"]
     assert set(plots) == {f"reports/{NAME}/plots/error_by_horizon.csv", f"reports/{NAME}/plots/forecast_vs_actual.csv"}

@@ -106,3 +106,16 @@ def test_evaluation_and_baselines_skip_filled_targets_and_the_mase_scale_filled_
     y = df["y"].where(~df["filled:y"]).to_numpy()[: ws2.meta.bounds["val"]]
     d = np.abs(np.diff(y))
     assert mase_scale(ws2)[0] == pytest.approx(np.nanmean(d)) and mase_scale(ws2)[0] < 1   # 500s in it: ~20
+
+
+def test_the_forecast_vs_actual_picture_draws_the_intervals_as_bands():
+    from cellcast.pipeline.modeling import plots
+
+    t = np.arange("2024-01-01T00", "2024-01-03T00", dtype="datetime64[h]")
+    actual = np.sin(np.arange(len(t)) / 4)
+    point = np.stack([actual[i:i + 6] for i in range(0, len(t) - 6)])
+    fig = plots.forecast_vs_actual(t, actual, {"gru": point}, "t", "y",
+                                   bands={"gru 80%": (point - 0.2, point + 0.2), "gru 90%": (point - 0.3, point + 0.3)})
+    ax = fig.axes[0]
+    assert len(ax.collections) == 2 and {"gru 80%", "gru 90%", "gru", "actual"} <= set(ax.get_legend_handles_labels()[1])
+    plots.close(fig)

@@ -228,3 +228,30 @@ def test_a_champion_is_never_scored_on_rows_it_trained_on(prefect_api, project, 
     from cellcast.pipeline.registry.report import evaluate_registered
     assert evaluate_registered("load", settings("load"), "champion")["metrics"]["model"]["test_windows"] == 77
     assert evaluate_registered("load", settings("load"), "challenger")["metrics"]["model"]["test_windows"] == 247
+
+
+def test_a_candidate_with_uncalibrated_intervals_is_registered_not_promoted(prefect_api, project, tiny_params):
+    """The calibration gate in the flow: a better forecast whose test coverage misses nominal stays a challenger,
+    and the version says why; the candidates' interval scores are logged and shown."""
+    import yaml
+
+    from cellcast.flows.training import run_training
+    from cellcast.pipeline.registry import lifecycle, tracking
+
+    p = yaml.safe_load(tiny_params.read_text())
+    p["evaluate"]["coverage_tolerance"] = 0.001
+    tiny_params.write_text(yaml.safe_dump(p))
+    out = run_training("load", settings("load"), source=write_series(project / "load.csv"))
+    assert out.version == 1 and out.champion_after is None
+    reason = out.decision["reason"]
+    assert "not promoted: uncalibrated intervals: its 80% interval covers" in reason, reason
+    assert "(evaluate.coverage_tolerance 0.001)" in reason
+    v1 = tracking.get_version("load-forecaster", 1)
+    assert v1.tags["promotion.decision"] == "rejected" and "uncalibrated" in v1.tags["promotion.reason"]
+    for c in out.candidates:
+        t = c["test"]
+        assert {"coverage_80", "coverage_90", "width_90", "winkler_90", "crps", "pinball"} <= set(t)
+        assert c["crossings"] == 0 and len(c["interval_by_step"]["coverage_90"]) == 24
+        assert c["calibration"]["windows"] > 100
+    table = lifecycle.summary_table(out)
+    assert "cov 80%" in table and "cov 90%" in table and "quantiles conformalised on" in table

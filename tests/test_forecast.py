@@ -233,3 +233,54 @@ def test_the_batch_forecast_checks_the_latest_rows_against_the_models_bounds(pro
     with pytest.raises(DataValidationError, match=r"on a 30min grid, s-forecaster v1 was trained on h: re-ingest with "
                                                   r"--freq h"):
         forecast_latest("s", s, device="cpu", log_to_mlflow=False)
+
+
+def test_a_batch_forecast_reads_the_known_future_rows_and_writes_quantile_columns(tmp_path, frame):
+    """Calendar columns are computed for the horizon, WorkDay is looked up in the rows after the last observation;
+    a missing value is refused naming the column and the first timestamp; quantiles become `Demand_q<level>`."""
+    from cellcast.pipeline.data.window import future_block
+    from cellcast.pipeline.modeling.model import Forecaster
+    from cellcast.pipeline.serving.forecast import read_future_file
+
+    names, kinds = ["tod_sin", "tod_cos", "holiday", "WorkDay"], ["calendar", "calendar", "calendar", "user"]
+    calendar = {"parts": ["tod", "holiday"], "country": "AU", "subdiv": "VIC"}
+    x = frame[VARS].to_numpy(np.float32)
+    spec = ModelSpec(cell="lstm", n_vars=3, target_idx=[0], lookback=96, horizon=12, hidden_size=8, rnn_steps=24,
+                     anchor_season=48, n_future=4, quantiles=[0.1, 0.5, 0.9], mean=x.mean(0).tolist(),
+                     std=x.std(0).tolist())
+    torch.manual_seed(0)
+    model = Forecaster(spec)
+    with torch.no_grad():
+        model.head.weight.normal_(0, 0.1)
+    path = export_onnx(model, tmp_path / "m.onnx", {"variables": VARS, "targets": ["Demand"], "freq": "30min",
+                                                     "future_names": names, "future_kinds": kinds,
+                                                     "calendar": calendar})
+    engine = OnnxForecaster.from_path(path, device="cpu")
+    history, ahead = frame.iloc[:5000], frame.iloc[5000:5020][["timestamp", "WorkDay"]]
+    out, _ = forecast_frame(engine, history, version=3, future=ahead)
+    assert list(out.columns) == ["timestamp", "Demand", "Demand_q0.1", "Demand_q0.9", "model_name", "model_version"]
+    stamps = pd.DatetimeIndex(out["timestamp"])
+    block = future_block(names, kinds, calendar, "30min", stamps, {"WorkDay": ahead["WorkDay"].to_numpy()[:12]})
+    y, q, _ = engine.predict_all(x[4904:5000][None], block[None])
+    np.testing.assert_allclose(out["Demand"], y[0, :, 0], atol=1e-6)
+    np.testing.assert_allclose(out["Demand_q0.9"], q[0, :, 0, 2], atol=1e-6)
+    assert (out["Demand_q0.1"] <= out["Demand"]).all() and (out["Demand"] <= out["Demand_q0.9"]).all()
+
+    holed = ahead.copy()
+    holed.loc[holed.index[7], "WorkDay"] = np.nan
+    with pytest.raises(DataValidationError, match=f"known-future column 'WorkDay': no value for {stamps[7]} "
+                                                  r"\(1 of the 12 horizon steps have none\); known-future values are "
+                                                  "never filled"):
+        forecast_frame(engine, history, future=holed)
+    with pytest.raises(DataValidationError, match=f"no value for {stamps[10]} \\(2 of the 12"):
+        forecast_frame(engine, history, future=ahead.iloc[:10])
+    with pytest.raises(DataValidationError, match=f"known-future column 'WorkDay' missing: the model needs its values "
+                                                  f"for the 12 steps from {stamps[0]}"):
+        forecast_frame(engine, history)
+
+    # the same values from a file (`cellcast forecast --future FILE`): timestamps with a zone become UTC
+    f = tmp_path / "ahead.csv"
+    pd.DataFrame({"timestamp": (stamps.tz_localize("UTC").tz_convert("Australia/Melbourne")).astype(str),
+                  "WorkDay": ahead["WorkDay"].to_numpy()[:12]}).to_csv(f, index=False)
+    again, _ = forecast_frame(engine, history, version=3, future=read_future_file(f))
+    pd.testing.assert_frame_equal(again, out)

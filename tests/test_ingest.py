@@ -420,3 +420,62 @@ def test_a_time_format_with_offsets_keeps_the_zone(project, settings_for):
     res = ingest_file(p, name="tzf", time_col="when", targets=["value"], time_format="%d/%m/%Y %H:%M%z",
                       settings=settings_for("tzf"))
     assert res.meta.timezone == "UTC+01:00" and res.frame["timestamp"].iloc[0] == pd.Timestamp("2024-02-29 23:00")
+
+
+def test_known_future_columns_and_the_rows_after_the_last_observation(project, cli):
+    """--future-features: the columns are features too; rows after the last target observation carry their values
+    for the horizon, are recorded, kept out of the validated history and written as data/NAME/future.parquet."""
+    from cellcast.pipeline.config import load_params
+    from cellcast.pipeline.data.validation import validate_dataset
+
+    n = 1000
+    stamps = pd.date_range("2024-01-01", periods=n + 5, freq="h")
+    load = [f"{10 + np.sin(i / 4):.4f}" for i in range(n)] + [""] * 5
+    temp = [f"{i % 7}" for i in range(n)] + [""] * 5
+    promo = [str(int(i % 24 < 3)) for i in range(n + 5)]
+    p = project / "shop.csv"
+    p.write_text("when,load,temp,promo\n" + "".join(f"{s},{a},{b},{c}\n" for s, a, b, c in zip(
+        stamps.strftime("%Y-%m-%d %H:%M"), load, temp, promo)))
+    before = _snapshot(p)
+    r = cli("ingest", "--csv", str(p), "--name", "shop", "--time-col", "when", "--target", "load", "--features", "temp",
+            "--future-features", "promo")
+    assert r.exit_code == 0, r.output
+    assert "known ahead: promo (5 rows after the last observation)" in r.output
+    settings = load_params().for_dataset("shop")
+    _, meta = read_raw("shop", settings)
+    assert meta["features"] == ["temp", "promo"] and meta["future_features"] == ["promo"] and meta["future_rows"] == 5
+    assert _snapshot(p) == before
+
+    rep = validate_dataset("shop", settings)
+    assert rep.frame["timestamp"].iloc[-1] == stamps[n - 1]            # the history ends at the last observation
+    ahead = pd.read_parquet(project / "data" / "shop" / "future.parquet")
+    assert list(ahead.columns) == ["timestamp", "promo"] and list(ahead["timestamp"]) == list(stamps[n:])
+    assert ahead["promo"].tolist() == [float(c) for c in promo[n:]]
+
+    r = cli("ingest", "--csv", str(p), "--name", "bad", "--time-col", "when", "--target", "load",
+            "--future-features", "load")
+    assert r.exit_code == 2 and "--future-features: 'load' is a target" in r.output
+    r = cli("ingest", "--bundled", "sp500", "--future-features", "x")
+    assert r.exit_code == 2 and "datasets.NAME.ingest.future_features" in r.output
+
+
+def test_a_bundled_dataset_states_its_known_future_values_by_its_sources_rule(project, settings_for):
+    """elecdemand's WorkDay is known ahead: the rule its source states reproduces every row of 2014, and ingest adds
+    the days after the last row by that rule (so the demo forecast has its known-future inputs)."""
+    from cellcast.pipeline.data.datasets import _workday_vic, known_future_columns, load_bundled
+    from cellcast.pipeline.data.ingest import ingest_bundled
+
+    e = load_bundled("elecdemand")
+    np.testing.assert_array_equal(_workday_vic(pd.DatetimeIndex(e["timestamp"])), e["WorkDay"].to_numpy())
+    assert known_future_columns("elecdemand") == ["WorkDay"] and known_future_columns("chicago") == []
+
+    res = ingest_bundled("elecdemand", settings_for("elecdemand", ingest={"future_features": ["WorkDay"]}))
+    ahead = res.frame.iloc[len(e):]
+    assert res.meta.future_rows == 336 == len(ahead) and res.meta.future_features == ["WorkDay"]
+    assert ahead["Demand"].isna().all() and ahead["Temperature"].isna().all()
+    day = ahead.set_index("timestamp")["WorkDay"]
+    assert day["2015-01-01 12:00"] == 0 and day["2015-01-02 12:00"] == 1 and day["2015-01-03 12:00"] == 0
+    with pytest.raises(ConfigError, match="ingest.future_features: 'Price' is not a feature of the bundled dataset"):
+        ingest_bundled("elecdemand", settings_for("elecdemand", ingest={"future_features": ["Price"]}))
+    plain = ingest_bundled("elecdemand", settings_for("elecdemand", ingest={"future_features": []}))
+    assert len(plain.frame) == len(e) and plain.meta.future_rows == 0

@@ -27,6 +27,7 @@ OWNERS = {
     "great_expectations": {"cellcast.pipeline.data.expectations"},
     "onnxruntime": {"cellcast.pipeline.engine.inference"},
     "dvc": {"cellcast.pipeline.data.versioning"},
+    "holidays": {"cellcast.pipeline.data.calendar"},
     "torch.onnx": {"cellcast.pipeline.engine.onnx_export"},
     "prefect": "cellcast.flows",
     "prefect_dask": "cellcast.flows",

@@ -181,3 +181,106 @@ def test_a_one_path_graph_is_checked_at_batch_1_and_in_large_batches(tmp_path, s
     res = check_parity(model, path, real_windows(series, 40), batch=16)
     (branch,) = res.branches
     assert branch.name == ("unrolled" if cell == "rnn" else "native") and branch.n == 40 and res.ok
+
+
+# ---------------------------------------------------------------- two inputs (x, future), two outputs (y, q)
+
+LEVELS = [0.05, 0.1, 0.5, 0.9, 0.95]
+
+
+def future_blocks(n: int, seed: int = 0) -> np.ndarray:
+    """Known-future blocks: time of day as sin/cos (as the calendar gives it) and a 0/1 working-day flag."""
+    rng = np.random.default_rng(seed)
+    phase = rng.integers(0, 48, n)[:, None] + np.arange(HORIZON)[None, :]
+    a = 2 * np.pi * phase / 48
+    flag = (rng.random((n, 1)) < 0.7).repeat(HORIZON, 1)
+    return np.stack([np.sin(a), np.cos(a), flag], -1).astype(np.float32)
+
+
+def future_model(cell: str, series: np.ndarray, anchor: str = "linear", decoder: bool = True, seed: int = 0):
+    from cellcast.pipeline.modeling.model import Forecaster
+
+    spec = ModelSpec(cell=cell, n_vars=3, target_idx=[0], lookback=LOOKBACK, horizon=HORIZON, hidden_size=16,
+                     num_layers=2, rnn_steps=24, anchor_season=48, anchor=anchor, n_future=3, decoder=decoder,
+                     future_mean=[0, 0, 0.7], future_std=[1, 1, 0.46], quantiles=LEVELS,
+                     mean=series.mean(0).tolist(), std=series.std(0).tolist())
+    model = Forecaster(spec).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():   # random weights everywhere, the linear anchor and the quantile offsets included
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.02 if p.shape[-1] > 200 else 0.3))
+        model.q_shift.copy_(torch.randn(model.q_shift.shape, generator=g) * 0.1 * float(series[:, 0].std()))
+    return model
+
+
+@pytest.mark.parametrize("cell,variant", [("lstm", "hybrid"), ("gru", "unrolled"), ("rnn", "native"),
+                                          ("rnn", "hybrid")])
+def test_export_parity_with_two_inputs_and_two_outputs_on_every_branch(tmp_path, series, cell, variant):
+    model = future_model(cell, series)
+    windows, fut = real_windows(series, 300), future_blocks(300)
+    path = export_onnx(model, tmp_path / "m.onnx", {"future_names": ["tod_sin", "tod_cos", "WorkDay"],
+                                                    "future_kinds": ["calendar", "calendar", "user"]},
+                       variant=variant, hybrid_min_batch=8 if variant == "hybrid" else None,
+                       future_example=fut[:2], example=windows[:2])
+    proto = onnx.load(str(path))
+    assert [i.name for i in proto.graph.input] == ["x", "future"] and [o.name for o in proto.graph.output] == ["y", "q"]
+    res = check_parity(model, path, windows, future=fut)
+    assert res.ok and res.max_rel_to_scale < 1e-4, res.reason
+    assert len(res.branches) == (2 if variant == "hybrid" else 1) and all(b.n == 300 for b in res.branches)
+
+    engine = OnnxForecaster.from_path(path, device="cpu")
+    assert engine.quantiles == LEVELS and engine.n_future == 3 and engine.future_kinds[-1] == "user"
+    meta = engine.metadata
+    assert meta["inputs"] == ["x", "future"] and meta["outputs"] == ["y", "q"] and meta["quantiles"] == LEVELS
+    for batch in (1, 7, 40):
+        x, f = real_windows(series, batch, seed=batch), future_blocks(batch, seed=batch)
+        y, q, _ = engine.predict_all(x, f)
+        assert y.shape == (batch, HORIZON, 1) and q.shape == (batch, HORIZON, 1, 5)
+        # no crossing after export, on either branch: the order is part of the graph
+        assert (np.diff(q, axis=-1) >= 0).all() and np.array_equal(q[..., 2], y)
+    from cellcast.pipeline.engine.inference import InferenceInputError
+    with pytest.raises(InferenceInputError, match="future: this model reads 3 known-future inputs"):
+        engine.predict(windows[:2])
+    with pytest.raises(InferenceInputError, match=r"future: expected shape \(2, 12, 3\)"):
+        engine.predict(windows[:2], fut[:2, :5])
+
+
+def test_the_parity_gate_checks_the_quantile_output_too(tmp_path, series):
+    """A graph whose point forecast is right but whose quantiles are another model's fails the gate."""
+    model = future_model("gru", series)
+    other = copy_with_other_shift(model)
+    windows, fut = real_windows(series, 64), future_blocks(64)
+    path = export_onnx(other, tmp_path / "other.onnx", {}, variant="native", future_example=fut[:2])
+    y_ref = model(torch.from_numpy(windows), torch.from_numpy(fut)).detach().numpy()
+    assert np.allclose(OnnxForecaster.from_path(path, device="cpu").predict(windows, fut), y_ref, atol=1e-4)
+    res = check_parity(model, path, windows, future=fut)
+    assert not res.ok and "NOT within" in res.reason
+    with pytest.raises(ExportError, match="pass their block"):
+        check_parity(model, path, windows)
+
+
+def copy_with_other_shift(model):
+    import copy as _copy
+
+    other = _copy.deepcopy(model)
+    with torch.no_grad():
+        other.q_shift.add_(float(model.target_scale()[0]) * 0.5)
+    return other
+
+
+def test_an_ensemble_exports_as_one_graph_with_every_members_cell(tmp_path, series):
+    from cellcast.pipeline.modeling.model import Ensemble
+
+    members = [future_model(c, series, seed=i) for i, c in enumerate(("gru", "lstm", "rnn"))]
+    ens = Ensemble(members).eval()
+    windows, fut = real_windows(series, 200), future_blocks(200)
+    path = export_onnx(ens, tmp_path / "ens.onnx", {}, future_example=fut[:2])
+    ops = _ops(onnx.load(str(path)).graph)
+    assert {"If", "GRU", "LSTM", "RNN"} <= ops          # hybrid: the native branch holds every member's operator
+    res = check_parity(ens, path, windows, future=fut)
+    assert res.ok and [b.name for b in res.branches] == ["native", "unrolled"], res.reason
+    engine = OnnxForecaster.from_path(path, device="cpu")
+    assert engine.metadata["cell"] == "ensemble" and engine.metadata["hybrid_min_batch"] == HYBRID_MIN_BATCH["lstm"]
+    y, q, _ = engine.predict_all(windows[:5], fut[:5])
+    assert (np.diff(q, axis=-1) >= 0).all()
+    assert engine.smoke_test().shape == (1, HORIZON, 1)

@@ -117,3 +117,31 @@ def test_non_finite_candidate_is_rejected(bad):
 def test_losses_must_be_on_the_same_windows():
     with pytest.raises(ValueError, match="same windows"):
         Comparison("naive", losses(0.1, n=5), losses(1.0, n=6))
+
+
+def test_the_coverage_gate_refuses_an_uncalibrated_candidate_and_says_so():
+    """A clearly better forecast whose 90% interval covers 74.7% of the test targets is not promoted."""
+    better = Comparison("seasonal_naive_336", losses(0.28), losses(0.31, seed=1), margin=0.02)
+    calibrated = {"80": (0.812, 0.8), "90": (0.887, 0.9)}
+    ok = decide("ensemble", better, coverage=calibrated, coverage_tolerance=0.05)
+    assert ok.promote and ok.metrics["coverage_90"] == 0.887 and ok.metrics["coverage_tolerance"] == 0.05
+
+    d = decide("ensemble", better, coverage={"80": (0.62, 0.8), "90": (0.747, 0.9)}, coverage_tolerance=0.05)
+    assert not d.promote
+    assert d.reason == ("ensemble not promoted: uncalibrated intervals: its 80% interval covers 62.0% of test targets "
+                        "(nominal 80%); its 90% interval covers 74.7% of test targets (nominal 90%): more than 5 points "
+                        "off nominal (evaluate.coverage_tolerance 0.05)")
+    assert d.metrics["coverage_80"] == 0.62
+    # too wide is as uncalibrated as too narrow; a looser tolerance lets a near miss through
+    assert not decide("gru", better, coverage={"90": (0.99, 0.9)}).promote
+    assert decide("gru", better, coverage={"90": (0.86, 0.9)}, coverage_tolerance=0.05).promote
+    assert not decide("gru", better, coverage={"90": (0.84, 0.9)}, coverage_tolerance=0.05).promote
+    assert not decide("gru", better, coverage={"90": (float("nan"), 0.9)}).promote
+    # a candidate that fails both says both: the accuracy first, then the intervals
+    tie = Comparison("naive", losses(0.3), losses(0.3, seed=1), margin=0.02)
+    both = decide("rnn", tie, coverage={"90": (0.848, 0.9)})
+    assert not both.promote and "not significantly better by the margin 2%" in both.reason
+    assert both.reason.endswith("; and uncalibrated intervals: its 90% interval covers 84.8% of test targets "
+                                "(nominal 90%): more than 5 points off nominal (evaluate.coverage_tolerance 0.05)")
+    # a point forecaster has no interval to check
+    assert decide("gru", better, coverage={}).promote and decide("gru", better).promote

@@ -439,3 +439,79 @@ def test_malformed_bounds_in_the_metadata_are_left_out_not_a_500(tmp_path):
     with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         assert c.post("/v1/forecast", json={"values": {"Close": [500.0] * 10}}).status_code == 200
         assert c.get("/openapi.json").status_code == 200
+
+
+# ---------------------------------------------------------------- known-future inputs and quantiles
+
+FUTURE_NAMES, FUTURE_KINDS = ["tod_sin", "tod_cos", "dow_sin", "dow_cos", "holiday", "WorkDay"], ["calendar"] * 5 + ["user"]
+CALENDAR = {"parts": ["tod", "dow", "holiday"], "country": "AU", "subdiv": "VIC", "timezone": None}
+LEVELS = [0.05, 0.1, 0.5, 0.9, 0.95]
+
+
+@pytest.fixture(scope="module")
+def future_model(tmp_path_factory, frame):
+    """A model reading the calendar (time of day, day of week, Victorian holidays) and WorkDay for the horizon,
+    forecasting five quantiles."""
+    from cellcast.pipeline.modeling.model import Forecaster
+
+    x = frame[VARS].to_numpy(np.float32)
+    spec = ModelSpec(cell="gru", n_vars=3, target_idx=[0], lookback=LOOKBACK, horizon=HORIZON, hidden_size=8,
+                     rnn_steps=12, anchor_season=48, anchor="linear", n_future=6, decoder=True, quantiles=LEVELS,
+                     future_mean=[0, 0, 0, 0, 0, 0.68], future_std=[1, 1, 1, 1, 1, 0.47],
+                     mean=x.mean(0).tolist(), std=x.std(0).tolist())
+    model = Forecaster(spec).eval()
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    path = export_onnx(model, tmp_path_factory.mktemp("future") / "m.onnx",
+                       {"variables": VARS, "targets": ["Demand"], "freq": "30min", "dataset": "elecdemand",
+                        "future_names": FUTURE_NAMES, "future_kinds": FUTURE_KINDS, "calendar": CALENDAR,
+                        "grid_origin": "2014-01-01T00:00:00", "bounds": {"WorkDay": [-1.0, 2.0]}})
+    return path
+
+
+def test_the_service_takes_known_future_values_computes_the_calendar_and_answers_quantiles(future_model, frame):
+    from cellcast.pipeline.data.window import future_block
+
+    engine = OnnxForecaster.from_path(future_model, device="cpu")
+    app = create_app(SETTINGS, source=Source(future_model, "7"), device="cpu", poll_seconds=60)
+    end = 1000
+    stamps = pd.DatetimeIndex(frame["timestamp"].iloc[end:end + HORIZON])
+    workday = frame["WorkDay"].iloc[end:end + HORIZON].tolist()
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        info = c.get("/model").json()
+        assert info["quantiles"] == LEVELS and {"name": "WorkDay", "kind": "user"} in info["future"]
+        r = c.post("/v1/forecast", json={**body(frame, end), "future": {"WorkDay": workday}})
+        assert r.status_code == 200, r.text
+        got = r.json()
+        block = future_block(FUTURE_NAMES, FUTURE_KINDS, CALENDAR, "30min", stamps, {"WorkDay": np.array(workday)})
+        y, q, _ = engine.predict_all(window(frame, end)[None], block[None])
+        np.testing.assert_allclose(got["forecast"]["Demand"], y[0, :, 0], atol=1e-6)
+        qs = got["quantiles"]["Demand"]
+        assert list(qs) == ["0.05", "0.1", "0.5", "0.9", "0.95"] and qs["0.5"] == got["forecast"]["Demand"]
+        np.testing.assert_allclose(qs["0.95"], q[0, :, 0, 4], atol=1e-6)
+        assert all(a <= b for lo, hi in zip(list(qs.values()), list(qs.values())[1:]) for a, b in zip(lo, hi))
+
+        refusals = [
+            ({**body(frame, end)}, "body.future: missing WorkDay (the model needs 6 values from "
+                                   f"{stamps[0].isoformat()} of each of WorkDay)"),
+            ({**body(frame, end), "future": {"WorkDay": workday[:4]}},
+             f"body.future.WorkDay: no value for {stamps[4].isoformat()} (2 of the 6 horizon steps have none); "
+             "known-future values are never filled: send all 6"),
+            ({**body(frame, end), "future": {"WorkDay": [1, 1, None, 1, 1, 1]}},
+             f"body.future.WorkDay: no value for {stamps[2].isoformat()} (1 of the 6 horizon steps have none)"),
+            ({**body(frame, end, timestamps=False), "future": {"WorkDay": workday}},
+             "body.timestamps: required: the model reads calendar features of the horizon (tod_sin, tod_cos"),
+            ({**body(frame, end), "future": {"WorkDay": workday, "Price": workday}}, "body.future: unknown Price"),
+            ({**body(frame, end), "future": {"WorkDay": [1, 1, 9, 1, 1, 1]}},
+             "body.future.WorkDay: 1 values outside the plausible range [-1, 2]"),
+            ({**body(frame, end), "future": {"WorkDay": [1, 1, "x", 1, 1, 1]}},
+             "body.future.WorkDay[2]: expected a number, got str"),
+        ]
+        for payload, needle in refusals:
+            r = c.post("/v1/forecast", json=payload)
+            assert r.status_code == 422 and needle in r.json()["detail"], (needle, r.text)
+        schema = c.get("/openapi.json").json()["components"]["schemas"]["Series"]
+        assert schema["required"] == ["values", "timestamps", "future"]
+        assert schema["properties"]["future"]["properties"]["WorkDay"]["minItems"] == HORIZON

@@ -23,10 +23,11 @@ def ws():
     return build_windows(df, name="syn", variables=["y", "x"], targets=["y"], freq="h", settings=settings())
 
 
-def settings(**train):
+def settings(evaluate=None, **train):
     base = {"epochs": 6, "batch_size": 64, "max_train_windows": 640, "time_budget_s": 120, "hidden_size": 16,
             "rnn_steps": 12, "patience": 3, "lr": 0.01, "device": "cpu"}
-    return Params(window={"lookback": 36, "horizon": 6}, train={**base, **train}).for_dataset("syn")
+    return Params(window={"lookback": 36, "horizon": 6}, train={**base, **train},
+                  evaluate=evaluate or {}).for_dataset("syn")
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
@@ -116,7 +117,7 @@ def test_dropout_masks_come_from_the_candidates_generator(ws):
     seq = torch.randn(8, spec.steps, model.rnn.input_size)
     with torch.no_grad():
         # without dropout the layer-by-layer pass is exactly nn.LSTM's stacked pass
-        assert torch.equal(model._layerwise(seq, 0.0), model.eval().rnn(seq)[0])
+        assert torch.equal(model._layerwise(model.rnn, seq, 0.0)[0], model.eval().rnn(seq)[0])
         model.train()
         outs = []
         for seed in (1, 1, 2):
@@ -155,7 +156,8 @@ def test_the_code_that_shapes_the_weights_is_in_the_checkpoint_fingerprint(ws, t
     with open(copies[0], "a") as f:
         f.write("\n# a fix\n")
     assert train_mod.code_hash(copies) != train_mod.code_hash()
-    assert {p.name for p in train_mod.WEIGHT_SOURCES} == {"model.py", "train.py", "window.py"}
+    assert {p.name for p in train_mod.WEIGHT_SOURCES} == {"model.py", "train.py", "window.py", "anchor.py",
+                                                          "quantiles.py"}
 
     s = settings(epochs=2)
     first = train_candidate(ws, Candidate("gru", 8, 1), s, 24, checkpoint_dir=tmp_path / "ck")
@@ -191,6 +193,7 @@ def test_the_loss_ignores_filled_targets():
     df["filled:y"], df["filled:x"] = False, False
     for a in (100, 200, 300, 450, 520):                       # in train, val and test targets
         df.loc[a:a + 2, "y"], df.loc[a:a + 2, "filled:y"] = 100.0, True
-    ws = build_windows(df, name="c", variables=["y", "x"], targets=["y"], freq="h", settings=settings(epochs=2))
-    res = train_candidate(ws, Candidate("gru", 8, 1), settings(epochs=2), anchor_season=1)
+    point = settings(epochs=2, evaluate={"quantiles": []})   # a perfect point forecast: a loss of exactly 0
+    ws = build_windows(df, name="c", variables=["y", "x"], targets=["y"], freq="h", settings=point)
+    res = train_candidate(ws, Candidate("gru", 8, 1), point, anchor_season=1)
     assert res.initial_val_loss == 0.0 and all(h["train_loss"] == 0.0 and h["val_loss"] == 0.0 for h in res.history)

@@ -260,3 +260,69 @@ def test_bounds_are_profiled_on_observed_training_rows_only():
     declared = Params(window={"lookback": 48, "horizon": 12}, validate={"bounds": {"load": [0, 20]}}).for_dataset("t")
     ws = build_windows(df, name="t", variables=["load", "temp"], targets=["load"], freq="h", settings=declared)
     assert ws.meta.value_bounds["load"] == [0, 20]               # declared ranges win
+
+
+def _with_future(tmp_path=None):
+    df = frame(1200)
+    df["promo"] = (np.arange(len(df)) % 50 < 5).astype(float)      # a planned promotion: known ahead
+    s = Params(window={"lookback": 48, "horizon": 12}, calendar={"parts": ["tod", "dow", "holiday"], "country": "US"}
+               ).for_dataset("t")
+    if tmp_path is not None:
+        s.paths.data = tmp_path / "data"
+    ws = build_windows(df, name="t", variables=["load", "temp", "promo"], targets=["load"], freq="h", settings=s,
+                       future_features=["promo"])
+    return df, s, ws
+
+
+def test_each_window_gets_the_known_future_rows_of_its_horizon_as_a_view(tmp_path):
+    from cellcast.pipeline.data.calendar import calendar_features
+
+    df, s, ws = _with_future(tmp_path)
+    m = ws.meta
+    assert m.future_names == ["tod_sin", "tod_cos", "dow_sin", "dow_cos", "holiday", "promo"]
+    assert m.future_kinds == ["calendar"] * 5 + ["user"] and m.calendar["country"] == "US"
+    cal, _ = calendar_features(df["timestamp"], "h", s.calendar)
+    table = np.concatenate([cal, df[["promo"]].to_numpy(np.float32)], axis=1)
+    np.testing.assert_array_equal(ws.future, table)
+    assert ws.future[df.index[df["timestamp"] == "2020-01-01 05:00"][0], 4] == 1.0     # New Year's Day
+    starts = ws.starts["test"][[0, 3, 17]]
+    f = ws.future_batch(starts)
+    assert f.shape == (3, m.horizon, 6)
+    for i, st in enumerate(starts):      # origin o = st + lookback: rows [o, o + horizon)
+        np.testing.assert_array_equal(f[i], table[st + m.lookback:st + m.lookback + m.horizon])
+    # the per-window blocks are a strided view of the one table: memory stays flat
+    view = np.lib.stride_tricks.sliding_window_view(ws.future, m.horizon, axis=0)
+    assert np.shares_memory(view, ws.future)
+    tw = ws.to_torch("cpu")
+    np.testing.assert_array_equal(tw.future(torch.from_numpy(starts)).numpy(), f)
+    assert tw.future_windows.untyped_storage().data_ptr() == ws.future.ctypes.data      # unfold: a view, no copy
+
+    save_windows(ws, s)
+    back = load_windows("t", s)
+    assert back.meta == ws.meta
+    np.testing.assert_array_equal(back.future_batch(starts), f)
+
+
+def test_a_window_set_without_known_future_inputs_has_none():
+    ws = make()
+    assert ws.future is None and ws.future_batch(ws.starts["test"][:3]) is None and ws.meta.future_names == []
+    assert ws.to_torch("cpu").future(torch.tensor([0])) is None
+    with pytest.raises(DataValidationError, match="known-future column\\(s\\) promo not in the data"):
+        build_windows(frame(), name="t", variables=["load", "temp"], targets=["load"], freq="h", settings=settings(),
+                      future_features=["promo"])
+
+
+def test_scoring_a_registered_model_on_later_test_windows_keeps_the_fill_mask_and_future_table():
+    """report._unseen re-cut the test split into a window set without the fill mask: filled targets were scored."""
+    from cellcast.pipeline.registry.report import _unseen
+
+    df = frame()
+    df.loc[1900:1903, "load"] = np.nan
+    _, ws = _filled(df)
+    until = str(pd.Timestamp(ws.timestamps[ws.starts["test"][10] + ws.meta.lookback]))
+    later = _unseen(ws, until, 1)
+    assert len(later.starts["test"]) < len(ws.starts["test"])
+    mask = later.target_mask(later.starts["test"])
+    assert mask is not None and not mask.all()
+    _, _, fws = _with_future()
+    assert _unseen(fws, str(pd.Timestamp(fws.timestamps[-40])), 1).future is fws.future

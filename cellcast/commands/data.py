@@ -37,6 +37,11 @@ def register(app: typer.Typer) -> None:
         features: str = typer.Option("", "--features", help="feature columns, comma-separated"),
         id_col: list[str] = typer.Option([], "--id-col", help="a column naming each row's series (long format: a panel; "
                                          "repeat for several: the series key is their tuple)"),
+        future_features: Optional[str] = typer.Option(
+            None, "--future-features", help="columns whose values are known ahead (a planned promotion, a weather "
+                                            "forecast), comma-separated: features the model also reads for the "
+                                            "horizon; rows after the last target observation may carry them "
+                                            "(default: params.yaml ingest.future_features)"),
         freq: Optional[str] = typer.Option(None, "--freq", help="pandas frequency alias (e.g. 30min, h, D, B); else inferred"),
         agg: Optional[str] = typer.Option(None, "--agg", help="readings at irregular times put on the --freq grid per "
                                           "series: mean | sum | last | max"),
@@ -53,7 +58,11 @@ def register(app: typer.Typer) -> None:
         given = [o for o, v in (("--csv", csv), ("--parquet", parquet), ("--bundled", bundled)) if v is not None]
         if len(given) != 1:
             raise ConfigError("ingest: give exactly one of --csv PATH, --parquet PATH, --bundled NAME")
+        future = None if future_features is None else [f.strip() for f in future_features.split(",") if f.strip()]
         if bundled is not None:
+            if future is not None:
+                raise ConfigError("--future-features: a bundled dataset takes them from params.yaml "
+                                  "(datasets.NAME.ingest.future_features)")
             if name and name != bundled:
                 raise ConfigError(f"--name '{name}': a bundled dataset keeps its own name ('{bundled}')")
             res = ingest_bundled(bundled, settings_for(bundled))
@@ -66,7 +75,7 @@ def register(app: typer.Typer) -> None:
                               features=[f.strip() for f in features.split(",") if f.strip()], freq=freq,
                               fmt="csv" if csv else "parquet", delimiter=delimiter, time_format=time_format,
                               time_unit=time_unit, dayfirst=dayfirst, id_cols=list(id_col), agg=agg,
-                              settings=settings_for(name))
+                              settings=settings_for(name), future_features=future)
         m = res.meta
         g = m.gaps
         panel = (f"panel of {len(m.panel['series'])} series (id {', '.join(m.panel['id_cols'])}; "
@@ -78,6 +87,8 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{res.parquet_path}: {panel}{m.rows} rows, {m.start} .. {m.end}, freq {m.freq} ({m.freq_source}), "
                    f"{g['count']} gaps ({g['missing_steps']} missing steps, longest {g['longest_steps']}), "
                    f"{m.duplicates} duplicated timestamps"
+                   + (f", known ahead: {', '.join(m.future_features)} ({m.future_rows} rows after the last "
+                      f"observation)" if m.future_features else "")
                    + (f", dates read {m.extra['time_reading']['order']}" if (m.extra.get("time_reading") or {}).get("order")
                       else ""))
 

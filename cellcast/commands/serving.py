@@ -50,6 +50,9 @@ def register(app: typer.Typer) -> None:
         name: str = typer.Argument(..., help="dataset name"),
         alias: str = typer.Option("champion", help="registry alias (or a version number)"),
         device: str = typer.Option("auto", help="auto | cpu | cuda"),
+        future: Optional[str] = typer.Option(
+            None, "--future", help="CSV/Parquet of known-future values (a `timestamp` column and the columns the model "
+                                   "reads ahead) for the horizon; default: the rows after the last observation"),
     ) -> None:
         """Forecast the steps after the latest validated observation -> forecasts/NAME/<stamp>.parquet."""
         from cellcast.pipeline.serving.forecast import forecast_latest
@@ -57,7 +60,7 @@ def register(app: typer.Typer) -> None:
         settings = settings_for(name)
         configure_tracking(settings)
         check_device(device)
-        res = forecast_latest(name, settings, alias=alias, device=device)
+        res = forecast_latest(name, settings, alias=alias, device=device, future_file=future)
         f = res.frame
         typer.echo(f"{settings.model_name} v{res.version} ({alias}) on {res.provider}: {len(f)} steps "
                    f"{f['timestamp'].iloc[0]} .. {f['timestamp'].iloc[-1]}")

@@ -32,7 +32,8 @@ def register(app: typer.Typer) -> None:
         m = ws.meta
         typer.echo(f"{name}: {m.rows} rows -> windows train {m.counts['train']}, val {m.counts['val']}, "
                    f"test {m.counts['test']} (lookback {m.lookback}, horizon {m.horizon}, stride {m.stride}); "
-                   f"scaler fitted on {m.split_times['train'][0]} .. {m.split_times['train'][1]}")
+                   f"scaler fitted on {m.split_times['train'][0]} .. {m.split_times['train'][1]}"
+                   + (f"; known-future inputs: {', '.join(m.future_names)}" if m.future_names else ""))
 
     @app.command()
     @friendly

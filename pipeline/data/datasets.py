@@ -202,6 +202,49 @@ def dataset_info(name: str) -> DatasetInfo:
     return _INFO[name]
 
 
+# Known-future values a bundled dataset can state for the days after its last row, by a rule its source
+# documents: elecdemand's WorkDay is 1 on Monday-Friday unless a public holiday of Victoria (fpp2: "1 on work days,
+# 0 otherwise"; the rule reproduces every one of its 17,520 rows, tests/test_datasets.py). They let the bundled
+# demo forecast a model that reads WorkDay for the horizon, as a user's file would carry them (docs/forecasting.md).
+KNOWN_FUTURE_DAYS = 7
+
+
+def _workday_vic(stamps: pd.DatetimeIndex) -> np.ndarray:
+    from .calendar import holiday_dates
+
+    days = stamps.normalize().to_numpy().astype("datetime64[D]")
+    hol = holiday_dates("AU", "VIC", pd.unique(stamps.year))
+    return ((stamps.day_of_week < 5) & ~np.isin(days, hol)).astype("float64")
+
+
+_KNOWN_FUTURE: dict[str, dict[str, Callable[[pd.DatetimeIndex], np.ndarray]]] = {
+    "elecdemand": {"WorkDay": _workday_vic},
+}
+
+
+def known_future_columns(name: str) -> list[str]:
+    """The columns of a bundled dataset whose values it can state ahead of its last row."""
+    _check(name)
+    return list(_KNOWN_FUTURE.get(name, {}))
+
+
+def known_future(name: str, columns: list[str], after: pd.Timestamp, days: int = KNOWN_FUTURE_DAYS) -> pd.DataFrame:
+    """Rows for the `days` after `after` on the dataset's grid: `timestamp`, `columns` (those it can state),
+    every other column empty. Empty when it can state none of them."""
+    info = dataset_info(name)
+    rules = {c: _KNOWN_FUTURE.get(name, {})[c] for c in columns if c in _KNOWN_FUTURE.get(name, {})}
+    if not rules:
+        return pd.DataFrame(columns=["timestamp", *info.targets, *info.features])
+    from .frequency import future_timestamps
+
+    step = pd.Timedelta(pd.tseries.frequencies.to_offset(info.freq))
+    stamps = future_timestamps(pd.Timestamp(after), info.freq, int(pd.Timedelta(days=days) / step))
+    out = pd.DataFrame({"timestamp": pd.DatetimeIndex(stamps).astype("datetime64[ns]")})
+    for c in [*info.targets, *info.features]:
+        out[c] = rules[c](pd.DatetimeIndex(stamps)) if c in rules else np.nan
+    return out
+
+
 def load_bundled(name: str) -> pd.DataFrame:
     """The canonical frame of a bundled dataset: `timestamp`, targets, features (float64), sorted as shipped."""
     _check(name)

@@ -62,6 +62,10 @@ class SeriesMeta:
     panel: dict | None = None
     # readings aggregated onto the grid (--agg): {freq, agg, readings, grid_points, merged_points, most_per_point}
     resample: dict | None = None
+    # features whose values are known ahead (--future-features): rows after the last observation may carry them
+    # for the horizon (the batch forecast reads them there)
+    future_features: list[str] = field(default_factory=list)
+    future_rows: int = 0            # rows after the last target observation (known-future values only)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -139,9 +143,13 @@ def _check_name(name: str) -> None:
         raise ConfigError(f"--name '{name}': must be a plain folder name (no slashes, not hidden)")
 
 
-def _check_options(time_col: str, targets: list[str], features: list[str], id_cols: list[str] | None = None) -> None:
+def _check_options(time_col: str, targets: list[str], features: list[str], future: list[str] | None = None,
+                   id_cols: list[str] | None = None) -> None:
     if not targets:
         raise ConfigError("--target: at least one target column is needed")
+    known_target = [c for c in (future or []) if c in targets]
+    if known_target:
+        raise ConfigError(f"--future-features: '{known_target[0]}' is a target: a value known ahead needs no forecast")
     names = targets + features
     dup = sorted({c for c in names if names.count(c) > 1})
     if dup:
@@ -154,11 +162,30 @@ def _check_options(time_col: str, targets: list[str], features: list[str], id_co
         check_id_options(list(id_cols), time_col, names)
 
 
+def future_rows(frame: pd.DataFrame, targets: list[str]) -> int:
+    """Rows after the last one where every target is observed: the known-future rows of a frame."""
+    done = frame[targets].notna().all(axis=1).to_numpy()
+    if not done.any():
+        return 0
+    return int(done[::-1].argmax())     # trailing rows before the last observed one, counted from the end
+
+
+def _future_rows(frame: pd.DataFrame, targets: list[str], id_cols: list[str]) -> int:
+    """Known-future rows of a frame; of a panel, summed over its series."""
+    if not id_cols:
+        return future_rows(frame, targets)
+    return int(sum(future_rows(g, targets) for _, g in frame.groupby(id_cols, sort=False, dropna=False)))
+
+
 def ingest_file(path: str | Path, *, name: str, time_col: str, targets: list[str], features: list[str] | None = None,
                 freq: str | None = None, fmt: Literal["csv", "parquet"] | None = None, delimiter: str | None = None,
                 time_format: str | None = None, time_unit: str | None = None, dayfirst: bool | None = None,
-                id_cols: list[str] | None = None, agg: str | None = None, settings: Settings) -> IngestResult:
+                id_cols: list[str] | None = None, agg: str | None = None, settings: Settings,
+                future_features: list[str] | None = None) -> IngestResult:
     """Read a CSV or Parquet file into data/NAME/raw.parquet + raw.json. Failures: IngestError, input quarantined.
+
+    future_features: columns whose values are known ahead (default: params.yaml ingest.future_features); they are
+    features too, and rows after the last target observation may carry them for the horizon.
 
     time_format: a strftime format for the time column (else detected); dayfirst: True (day-first dates) or
     False (month-first), else chosen only where the file is unambiguous about it; time_unit: s | ms | us | ns
@@ -166,11 +193,13 @@ def ingest_file(path: str | Path, *, name: str, time_col: str, targets: list[str
     id_cols: the columns naming each row's series (long format: a panel; their tuple is the series key).
     agg: mean | sum | last | max: readings put on the `freq` grid per series (irregular times)."""
     _check_name(name)
-    features = list(features or [])
     targets = list(targets)
     id_cols = list(id_cols or [])
-    _check_options(time_col, targets, features, id_cols)
+    future = list(settings.ingest.future_features if future_features is None else future_features)
+    features = list(features or [])
+    _check_options(time_col, targets, features, future, id_cols)
     check_agg(agg, freq)
+    features += [c for c in future if c not in features]     # known ahead, and read in the lookback as well
     path = Path(path)
     pq, _ = raw_paths(name, settings)
     if pq.exists() and path.exists() and pq.resolve() == path.resolve():
@@ -215,30 +244,42 @@ def ingest_file(path: str | Path, *, name: str, time_col: str, targets: list[str
                       extra={"time_format": time_format, "time_unit": time_unit, "time_reading": more["time_reading"],
                              # the order read, so a re-run of a grown file reads it the same way
                              "dayfirst": {"day-first": True, "month-first": False}.get(more["time_reading"]["order"])},
-                      panel=panel, resample=resampled, **described)
+                      panel=panel, resample=resampled, future_features=future,
+                      future_rows=_future_rows(out, targets, id_cols) if future else 0, **described)
     return _write(name, out, meta, settings)
 
 
 def ingest_bundled(name: str, settings: Settings) -> IngestResult:
     """A bundled dataset (see `cellcast datasets`) into data/NAME/raw.parquet + raw.json."""
     info = datasets.dataset_info(name)
+    future = list(settings.ingest.future_features)
+    unknown = [c for c in future if c not in info.features]
+    if unknown:
+        raise ConfigError(f"ingest.future_features: '{unknown[0]}' is not a feature of the bundled dataset {name} "
+                          f"({', '.join(info.features) or 'it has none'})")
     out = datasets.load_bundled(name)
     src = datasets.source_file(name)
     panel = None
     if info.id_cols:
         out, unsorted = sort_panel(out)
-        described, panel = _describe_panel(out, info.freq, list(info.targets) + list(info.features),
-                                           list(info.id_cols), None)
     else:
         unsorted = not out["timestamp"].is_monotonic_increasing
         if unsorted:
             out = out.sort_values("timestamp", kind="stable", ignore_index=True)
+    ahead = datasets.known_future(name, future, out["timestamp"].iloc[-1]) if future and not info.id_cols else None
+    if ahead is not None and len(ahead):   # the values it can state for the days after its last row
+        out = pd.concat([out, ahead], ignore_index=True)
+    if info.id_cols:
+        described, panel = _describe_panel(out, info.freq, list(info.targets) + list(info.features),
+                                           list(info.id_cols), None)
+    else:
         described = _describe(out, info.freq)
     meta = SeriesMeta(name=name, source=f"bundled:{name}", input_path=str(src), input_sha256=sha256_file(src),
                       format="bundled", time_col=info.time_col, targets=list(info.targets),
                       features=list(info.features), freq=info.freq, freq_source="declared", timezone=None,
                       unsorted=bool(unsorted), ingested_at=datetime.now(timezone.utc).isoformat(),
-                      dataset=info.to_dict(), panel=panel, **described)
+                      dataset=info.to_dict(), panel=panel, future_features=future,
+                      future_rows=0 if ahead is None else int(len(ahead)), **described)
     return _write(name, out, meta, settings)
 
 
@@ -257,5 +298,6 @@ def source_of(name: str, settings: Settings) -> dict | None:
             "time_format": (meta.get("extra") or {}).get("time_format"),
             "time_unit": (meta.get("extra") or {}).get("time_unit"),
             "dayfirst": (meta.get("extra") or {}).get("dayfirst"),
+            "future_features": meta.get("future_features") or [],
             **({"id_cols": meta["panel"]["id_cols"]} if meta.get("panel") else {}),
             **({"agg": meta["resample"]["agg"]} if meta.get("resample") else {})}

@@ -28,10 +28,10 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from ..catalog import SERIES_ID, panel_partitions, quarantine_dir, raw_paths, read_partition, validated_paths
+from ..catalog import SERIES_ID, future_path, panel_partitions, quarantine_dir, raw_paths, read_partition, validated_paths
 from ..config import Settings
 from ..errors import DataValidationError
-from ..files import md5_file, parquet_groups, write_json
+from ..files import md5_file, parquet_groups, write_json, write_parquet
 from .cleaning import apply_policy
 from .expectations import Suite
 from .findings import EXAMPLES, REMEDY, RuleFailure, ValidationReport
@@ -340,6 +340,10 @@ def validate_panel(name: str, settings: Settings, meta: dict, mapper: Callable |
                         "end": last, "bounds": rep.bounds, "validated_at": datetime.now(timezone.utc).isoformat(),
                         "panel": panel, "report": {k: v for k, v in rep.to_dict().items() if k != "panel"},
                         "data_md5": md5_file(pq_out)})
+    # a panel's known-future rows are read per series at forecast time; the file exists (a stage output) and
+    # says which columns they are
+    cols = ["timestamp", *meta["panel"]["id_cols"], *(meta.get("future_features") or [])]
+    write_parquet(pd.DataFrame({c: pd.Series(dtype="float64") for c in cols}), future_path(name, settings))
     return rep
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..catalog import is_panel, quarantine_dir, raw_paths, read_raw, read_raw_meta, validated_paths
+from ..catalog import future_path, is_panel, quarantine_dir, raw_paths, read_raw, read_raw_meta, validated_paths
 from ..config import Settings
 from ..errors import DataValidationError
 from ..files import md5_file, write_json, write_parquet
@@ -167,6 +167,16 @@ def _fail(rep: ValidationReport, df: pd.DataFrame, meta: dict, settings: Setting
     raise DataValidationError(rep.error, report_path=rep.report_path, quarantine_path=rep.quarantine_path)
 
 
+def known_future_rows(raw: pd.DataFrame, meta: dict, last: pd.Timestamp) -> pd.DataFrame:
+    """The rows after the last validated one (`last`) with the columns known ahead (`future_features`): what the
+    batch forecast reads for the horizon. Values are kept as they are (a missing one is refused at forecast time,
+    naming it, never filled)."""
+    cols = list(meta.get("future_features") or [])
+    later = raw[raw["timestamp"] > last] if cols else raw.iloc[:0]
+    out = later[["timestamp", *cols]].sort_values("timestamp", kind="stable")
+    return out.drop_duplicates("timestamp", keep="last").reset_index(drop=True)
+
+
 def validate_dataset(name: str, settings: Settings, mapper=None) -> ValidationReport:
     """data/NAME/raw.parquet -> data/NAME/validated.parquet + validated.json, reports/NAME/validation.json + Data Docs.
 
@@ -181,6 +191,8 @@ def validate_dataset(name: str, settings: Settings, mapper=None) -> ValidationRe
                          source=str(pq_in))
     pq, js = validated_paths(name, settings)
     write_parquet(rep.frame, pq)
+    ahead = known_future_rows(df, meta, rep.frame["timestamp"].iloc[-1])
+    write_parquet(ahead, future_path(name, settings))
     write_json(js, {**meta, "rows": rep.rows_out, "start": str(rep.frame["timestamp"].iloc[0]),
                      "end": str(rep.frame["timestamp"].iloc[-1]), "bounds": rep.bounds, "validated_at": _now(),
                      "report": rep.to_dict(), "data_md5": md5_file(pq)})

@@ -16,6 +16,11 @@ bounds are fitted on observed training cells only.
 Windows are never materialised: `WindowSet.view()` is a `sliding_window_view` of the series (no copy),
 and a batch gathers only the rows it needs, on the CPU from numpy or on a GPU from a device-resident
 series (`TorchWindows`).
+
+Known-future inputs (docs/forecasting.md): a table aligned with the rows, `future` (rows, F), holds what is
+known about each row ahead of time: calendar features of its timestamp (data/calendar.py) and the values of
+the columns ingested as known ahead (`ingest --future-features`). The window at `s` reads its rows
+[s+lookback, s+lookback+horizon), the horizon, as its future block (B, horizon, F): a view, like the windows.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ import pandas as pd
 from ..catalog import filled_column, read_validated, window_paths
 from ..config import Settings
 from ..errors import DataValidationError, NotFoundError
+from . import calendar as _calendar
 from .frequency import seasons_for
 
 SPLITS = ("train", "val", "test")
@@ -77,10 +83,19 @@ class WindowMeta:
     # plausible range of each variable: declared (validate.bounds) or profiled on the observed training
     # cells; travels with the model (ONNX metadata `bounds`) and checks new data at forecast and serve time
     value_bounds: dict[str, list[float]] = field(default_factory=dict)
+    # the known-future block: column names in order, each "calendar" (computed from timestamps) or "user"
+    # (a column ingested as known ahead), and the calendar settings that computed the first kind
+    future_names: list[str] = field(default_factory=list)
+    future_kinds: list[str] = field(default_factory=list)
+    calendar: dict = field(default_factory=dict)
 
     @property
     def target_idx(self) -> list[int]:
         return [self.variables.index(t) for t in self.targets]
+
+    @property
+    def n_future(self) -> int:
+        return len(self.future_names)
 
 
 class WindowSet:
@@ -88,12 +103,16 @@ class WindowSet:
     `filled` (rows, variables) marks the cells the gap policy filled (None: every cell observed)."""
 
     def __init__(self, values: np.ndarray, timestamps: np.ndarray, meta: WindowMeta, starts: dict[str, np.ndarray],
-                 filled: np.ndarray | None = None):
+                 filled: np.ndarray | None = None, future: np.ndarray | None = None):
         self.values = np.ascontiguousarray(values, dtype=np.float32)
         self.timestamps = timestamps
         self.meta = meta
         self.starts = starts
         self.filled = np.ascontiguousarray(filled, dtype=bool) if filled is not None and filled.any() else None
+        # (rows, F) known-future table aligned with `values`; None when the model reads no future inputs
+        self.future = np.ascontiguousarray(future, dtype=np.float32) if future is not None and future.shape[1] else None
+        if self.future is not None and len(self.future) != len(self.values):
+            raise ValueError(f"future table: {len(self.future)} rows for {len(self.values)} rows of values")
         # per row, per target: observed (True) or filled; the view target_mask() windows over
         self._observed = None if self.filled is None else ~self.filled[:, meta.target_idx]
 
@@ -113,6 +132,61 @@ class WindowSet:
         L = self.meta.lookback
         return w[:, :L, :], w[:, L:, :][:, :, self.meta.target_idx]
 
+    def future_batch(self, starts: np.ndarray, table: np.ndarray | None = None) -> np.ndarray | None:
+        """(B, horizon, F) known-future inputs of the windows at `starts` (their horizon rows) from this set's table
+        (or `table`, aligned with its rows: another model's, future_table_for); None without any."""
+        table = self.future if table is None else table
+        if table is None:
+            return None
+        v = np.lib.stride_tricks.sliding_window_view(table, self.meta.horizon, axis=0)   # (n, F, H), a view
+        return v[np.asarray(starts) + self.meta.lookback].transpose(0, 2, 1)
+
+    def future_table_for(self, names: list[str], kinds: list[str], calendar: dict | None) -> np.ndarray | None:
+        """The known-future table a model with these columns reads, for this series' rows (a model trained with
+        other calendar settings or columns, e.g. the champion): calendar columns computed from the timestamps,
+        user columns taken from this set's table or its variables. ValueError naming a column it cannot give."""
+        if not names:
+            return None
+        if list(names) == self.meta.future_names and list(kinds) == self.meta.future_kinds \
+                and _calendar.as_dict(calendar) == _calendar.as_dict(self.meta.calendar or None):
+            return self.future
+        cal, got = _calendar.calendar_features(self.timestamps, self.meta.freq, calendar or {})
+        cols = []
+        for n, k in zip(names, kinds):
+            if k == _calendar.CALENDAR:
+                if n not in got:
+                    raise ValueError(f"calendar column '{n}' does not exist at frequency {self.meta.freq}")
+                cols.append(cal[:, got.index(n)])
+            elif n in self.meta.future_names and self.meta.future_kinds[self.meta.future_names.index(n)] == k:
+                cols.append(self.future[:, self.meta.future_names.index(n)])
+            elif n in self.meta.variables:
+                cols.append(self.values[:, self.meta.variables.index(n)])
+            else:
+                raise ValueError(f"known-future column '{n}' is not in this data")
+        return np.stack(cols, axis=1).astype(np.float32)
+
+    def future_scaler(self) -> tuple[list[float], list[float]]:
+        """Mean and std of each known-future column for the model's scaling: a column a user supplies is scaled
+        like the variables (its training rows); calendar features are left as they are (already in [-1, 1])."""
+        if self.future is None:
+            return [], []
+        train = self.future[: self.meta.bounds["val"]].astype(np.float64)
+        mean, std = [], []
+        for j, kind in enumerate(self.meta.future_kinds):
+            v = train[:, j][np.isfinite(train[:, j])]
+            user = kind == _calendar.USER and len(v)
+            mean.append(float(v.mean()) if user else 0.0)
+            sd = float(v.std()) if user else 1.0
+            std.append(sd if np.isfinite(sd) and sd >= 1e-8 else 1.0)
+        return mean, std
+
+    def inputs(self, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """What a model reads for the windows at `starts`: the lookback (B, L, V) and the future block (or None),
+        contiguous float32."""
+        x, _ = self.batch(starts)
+        f = self.future_batch(starts)
+        return np.ascontiguousarray(x), None if f is None else np.ascontiguousarray(f)
+
     def target_mask(self, starts: np.ndarray) -> np.ndarray | None:
         """(B, horizon, T) bool: which targets of the windows at `starts` were observed (False: filled, not to
         be scored). None when no cell was filled."""
@@ -128,6 +202,10 @@ class WindowSet:
         """The targets with filled cells as NaN: observations only."""
         y = self.target_series()
         return y if self._observed is None else np.where(self._observed, y, np.nan)
+
+    def with_starts(self, **starts: np.ndarray) -> "WindowSet":
+        """The same series (values, fill mask, known-future table) with some splits' windows replaced."""
+        return WindowSet(self.values, self.timestamps, self.meta, {**self.starts, **starts}, self.filled, self.future)
 
     def to_torch(self, device="cpu") -> "TorchWindows":
         return TorchWindows(self, device)
@@ -147,6 +225,8 @@ class TorchWindows:
         self.starts = {k: torch.from_numpy(v).to(self.device) for k, v in ws.starts.items()}
         self.observed = None if ws._observed is None else \
             torch.from_numpy(ws._observed).to(self.device).unfold(0, ws.meta.horizon, 1)   # (n, T, H), a view
+        self.future_windows = None if ws.future is None else \
+            torch.from_numpy(ws.future).to(self.device).unfold(0, ws.meta.horizon, 1)       # (n, F, H), a view
 
     def batch(self, idx):
         L = self.ws.meta.lookback
@@ -158,6 +238,16 @@ class TorchWindows:
             return torch.from_numpy(x), torch.from_numpy(np.ascontiguousarray(y))
         w = self.windows[idx].transpose(1, 2)                      # (B, span, V): copies the batch only
         return w[:, :L, :], w[:, L:, :].index_select(2, self.target_idx)
+
+    def future(self, idx):
+        """(B, horizon, F) known-future inputs of the windows `idx`; None when the set has none."""
+        if self.future_windows is None:
+            return None
+        if self.device.type == "cpu":
+            import torch
+
+            return torch.from_numpy(np.ascontiguousarray(self.ws.future_batch(idx.numpy())))
+        return self.future_windows[idx + self.ws.meta.lookback].transpose(1, 2)
 
     def target_mask(self, idx):
         """(B, horizon, T) float, 1 where a target was observed, 0 where filled; None when nothing was filled."""
@@ -270,8 +360,41 @@ def filled_mask(frame: pd.DataFrame, variables: list[str]) -> np.ndarray | None:
                      for c in cols], axis=1)
 
 
+def future_table(timestamps, freq: str, calendar, columns: dict[str, np.ndarray] | None = None
+                 ) -> tuple[np.ndarray | None, list[str], list[str]]:
+    """The known-future table of a series: calendar features of `timestamps` (data/calendar.py), then the
+    user-supplied `columns` (name -> values, one per row). -> (rows, F) float32 or None, names, kinds."""
+    cal, names = _calendar.calendar_features(timestamps, freq, calendar)
+    kinds = [_calendar.CALENDAR] * len(names)
+    parts = [cal]
+    for c, v in (columns or {}).items():
+        parts.append(np.asarray(v, dtype=np.float32).reshape(-1, 1))
+        names.append(c)
+        kinds.append(_calendar.USER)
+    if not names:
+        return None, [], []
+    return np.concatenate(parts, axis=1).astype(np.float32), names, kinds
+
+
+def future_block(names: list[str], kinds: list[str], calendar: dict | None, freq: str, stamps,
+                 user: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """One forecast's known-future block (H, F) for the horizon timestamps `stamps`: calendar columns computed from
+    them, user columns from `user` (name -> H values, checked by the caller: never filled here)."""
+    cal, got = _calendar.calendar_features(stamps, freq, calendar or {})
+    cols = []
+    for n, k in zip(names, kinds):
+        if k == _calendar.CALENDAR:
+            if n not in got:
+                raise ValueError(f"calendar column '{n}' does not exist at frequency {freq}")
+            cols.append(cal[:, got.index(n)])
+        else:
+            cols.append(np.asarray((user or {})[n], dtype=np.float32))
+    return np.stack(cols, axis=1).astype(np.float32) if cols else np.zeros((len(stamps), 0), np.float32)
+
+
 def build_windows(frame: pd.DataFrame, *, name: str, variables: list[str], targets: list[str], freq: str,
-                  settings: Settings, data_md5: str | None = None) -> WindowSet:
+                  settings: Settings, data_md5: str | None = None, future_features: list[str] | None = None
+                  ) -> WindowSet:
     lookback, horizon = resolve_window(settings, freq, len(frame))
     w = settings.window
     values = frame[variables].to_numpy(dtype=np.float32)
@@ -298,6 +421,12 @@ def build_windows(frame: pd.DataFrame, *, name: str, variables: list[str], targe
     std = np.nanstd(train, axis=0)
     std = np.where(~np.isfinite(std) | (std < 1e-8), 1.0, std)   # a constant column scales by 1
     ts = frame["timestamp"].to_numpy()
+    missing = [c for c in (future_features or []) if c not in frame.columns]
+    if missing:
+        raise DataValidationError(f"{name}: known-future column(s) {', '.join(missing)} not in the data: re-ingest "
+                                  f"with them (--future-features)")
+    future, fnames, fkinds = future_table(ts, freq, settings.calendar,
+                                          {c: frame[c].to_numpy(np.float32) for c in (future_features or [])})
     at = lambda i: str(pd.Timestamp(ts[i]))  # noqa: E731  (readable stamps in windows.json and messages)
     meta = WindowMeta(
         name=name, variables=list(variables), targets=list(targets), freq=freq, lookback=lookback,
@@ -307,8 +436,9 @@ def build_windows(frame: pd.DataFrame, *, name: str, variables: list[str], targe
         split_times={"train": [at(0), at(val_start - 1)], "val": [at(val_start), at(test_start - 1)],
                      "test": [at(test_start), at(-1)]},
         data_md5=data_md5, seasons=seasons_for(freq, rows), value_bounds=value_bounds,
+        future_names=fnames, future_kinds=fkinds, calendar=_calendar.as_dict(settings.calendar) if fnames else {},
     )
-    return WindowSet(values, ts, meta, starts, filled)
+    return WindowSet(values, ts, meta, starts, filled, future)
 
 
 # --- storage -------------------------------------------------------------------------------------
@@ -317,6 +447,8 @@ def save_windows(ws: WindowSet, settings: Settings) -> tuple[Path, Path]:
     npz, js = window_paths(ws.meta.name, settings)
     npz.parent.mkdir(parents=True, exist_ok=True)
     extra = {} if ws.filled is None else {"filled": ws.filled}
+    if ws.future is not None:
+        extra["future"] = ws.future
     np.savez(npz, values=ws.values, timestamps=ws.timestamps.astype("datetime64[ns]").astype(np.int64),
              **{f"starts_{k}": v for k, v in ws.starts.items()}, **extra)
     js.write_text(json.dumps(asdict(ws.meta), indent=2))
@@ -333,7 +465,8 @@ def load_windows(name: str, settings: Settings) -> WindowSet:
         ts = z["timestamps"].astype("datetime64[ns]")
         starts = {k: z[f"starts_{k}"] for k in SPLITS}
         filled = z["filled"] if "filled" in z.files else None
-    return WindowSet(values, ts, meta, starts, filled)
+        future = z["future"] if "future" in z.files else None
+    return WindowSet(values, ts, meta, starts, filled, future)
 
 
 def window_dataset(name: str, settings: Settings) -> WindowSet:
@@ -341,6 +474,7 @@ def window_dataset(name: str, settings: Settings) -> WindowSet:
     frame, meta = read_validated(name, settings)
     variables = list(meta["targets"]) + list(meta.get("features") or [])
     ws = build_windows(frame, name=name, variables=variables, targets=list(meta["targets"]), freq=meta["freq"],
-                       settings=settings, data_md5=meta.get("data_md5"))
+                       settings=settings, data_md5=meta.get("data_md5"),
+                       future_features=list(meta.get("future_features") or []))
     save_windows(ws, settings)
     return ws

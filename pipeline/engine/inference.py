@@ -273,7 +273,8 @@ def pick_threshold(timings: list[tuple[int, float, float]]) -> int:
 
 
 class OnnxForecaster:
-    """An exported forecaster: (batch, time >= lookback, n_vars) float32 -> (batch, horizon, n_targets)."""
+    """An exported forecaster: (batch, time >= lookback, n_vars) float32 [+ future (batch, horizon, F)] ->
+    (batch, horizon, n_targets) [+ quantiles (batch, horizon, n_targets, levels)]."""
 
     def __init__(self, path: Path, primary: ort.InferenceSession, cpu: ort.InferenceSession | None,
                  cpu_batch_threshold: int = 0, branches: dict | None = None, pinned: list | None = None):
@@ -288,9 +289,15 @@ class OnnxForecaster:
         self._pinned = [v for v in (pinned or []) if v is not None]   # initializer overrides live as long as us
         self.calibration: list[dict] = []
         self.metadata = _parse_metadata(primary.get_modelmeta().custom_metadata_map)
+        inputs = {i.name: i for i in primary.get_inputs()}
         inp = primary.get_inputs()[0]
         self.input_name = inp.name
-        self.output_name = primary.get_outputs()[0].name
+        outputs = [o.name for o in primary.get_outputs()]
+        self.output_name = outputs[0]
+        # the known-future block, when the graph reads one, and the quantiles, when it forecasts them
+        self.future_name = "future" if "future" in inputs else None
+        self.quantile_name = "q" if "q" in outputs else None
+        self.output_names = [self.output_name] + ([self.quantile_name] if self.quantile_name else [])
         spec = self.metadata.get("spec") or {}
         self.lookback = int(self.metadata.get("lookback") or spec.get("lookback") or 1)
         self.horizon = int(self.metadata.get("horizon") or spec.get("horizon") or 0)
@@ -299,6 +306,16 @@ class OnnxForecaster:
         self.variables: list[str] = list(self.metadata.get("variables") or [f"x{i}" for i in range(self.n_vars)])
         n_targets = len(spec.get("target_idx") or []) or 1
         self.targets: list[str] = list(self.metadata.get("targets") or self.variables[:n_targets])
+        self.quantiles: list[float] = [float(q) for q in (self.metadata.get("quantiles") or [])] \
+            if self.quantile_name else []
+        fshape = inputs[self.future_name].shape if self.future_name else []
+        self.n_future = int(fshape[2]) if len(fshape) == 3 and isinstance(fshape[2], int) else \
+            int(self.metadata.get("n_future") or spec.get("n_future") or 0)
+        # what the future block holds, column by column: "calendar" (computed from timestamps by whoever
+        # forecasts) or "user" (values a user supplies), and the calendar that computes the first kind
+        self.future_names: list[str] = list(self.metadata.get("future_names") or [])
+        self.future_kinds: list[str] = list(self.metadata.get("future_kinds") or [])
+        self.calendar: dict = dict(self.metadata.get("calendar") or {})
         self.last_provider: str | None = None
         self.loaded_at = datetime.now(timezone.utc)
 
@@ -365,7 +382,7 @@ class OnnxForecaster:
         return engine
 
     # ---- running ------------------------------------------------------------------------------
-    def _check(self, x: np.ndarray) -> np.ndarray:
+    def _check(self, x: np.ndarray, future: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         x = np.asarray(x)
         if x.ndim == 2:  # one window
             x = x[None]
@@ -376,19 +393,39 @@ class OnnxForecaster:
         bad = int((~np.isfinite(x)).sum())
         if bad:
             raise InferenceInputError(f"input: {bad} values are NaN or infinite; the model needs finite values")
-        return x
+        if not self.future_name:
+            return x, None          # a model without known-future inputs reads none (a block given is not its)
+        if future is None:
+            raise InferenceInputError(f"future: this model reads {self.n_future} known-future inputs per horizon step "
+                                      f"({', '.join(self.future_names) or 'unnamed'}): pass them for the horizon")
+        f = np.asarray(future)
+        if f.ndim == 2:
+            f = f[None]
+        want = (len(x), self.horizon, self.n_future)
+        if f.shape != want:
+            raise InferenceInputError(f"future: expected shape {want}, got {tuple(f.shape)}")
+        f = np.ascontiguousarray(f, dtype=np.float32)
+        bad = int((~np.isfinite(f)).sum())
+        if bad:
+            raise InferenceInputError(f"future: {bad} values are NaN or infinite; the model needs finite values")
+        return x, f
 
-    def _run_cpu(self, x: np.ndarray) -> np.ndarray:
-        return self._cpu.run([self.output_name], {self.input_name: x})[0]
+    def _feeds(self, x: np.ndarray, f: np.ndarray | None) -> dict:
+        return {self.input_name: x, **({self.future_name: f} if self.future_name else {})}
 
-    def _run_cuda(self, x: np.ndarray) -> np.ndarray:
-        # IO binding: the input is copied to the device once and the output read back once,
+    def _run_cpu(self, x: np.ndarray, f: np.ndarray | None = None) -> list[np.ndarray]:
+        return self._cpu.run(self.output_names, self._feeds(x, f))
+
+    def _run_cuda(self, x: np.ndarray, f: np.ndarray | None = None) -> list[np.ndarray]:
+        # IO binding: the inputs are copied to the device once and the outputs read back once,
         # with no intermediate host copies. One binding per call keeps concurrent calls independent.
         binding = self._primary.io_binding()
-        binding.bind_cpu_input(self.input_name, x)
-        binding.bind_output(self.output_name, "cuda", 0)
+        for name, value in self._feeds(x, f).items():
+            binding.bind_cpu_input(name, value)
+        for name in self.output_names:
+            binding.bind_output(name, "cuda", 0)
         self._primary.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()[0]
+        return binding.copy_outputs_to_cpu()
 
     def engine_for(self, batch: int) -> str:
         """The provider a batch of this size runs on."""
@@ -396,15 +433,21 @@ class OnnxForecaster:
             return CUDA
         return CPU
 
-    def predict_with_provider(self, x: np.ndarray) -> tuple[np.ndarray, str]:
-        x = self._check(x)
+    def predict_all(self, x: np.ndarray, future: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray | None, str]:
+        """(point forecast, quantiles or None, the provider that ran it)."""
+        x, f = self._check(x, future)
         used = self.engine_for(len(x))
-        y = self._run_cuda(x) if used == CUDA else self._run_cpu(x)
+        out = self._run_cuda(x, f) if used == CUDA else self._run_cpu(x, f)
         self.last_provider = used
+        return out[0], (out[1] if len(out) > 1 else None), used
+
+    def predict_with_provider(self, x: np.ndarray, future: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+        y, _, used = self.predict_all(x, future)
         return y, used
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.predict_with_provider(x)[0]
+    def predict(self, x: np.ndarray, future: np.ndarray | None = None) -> np.ndarray:
+        return self.predict_all(x, future)[0]
 
     def synthetic_input(self, batch: int = 1) -> np.ndarray:
         """A plausible input: the training mean plus noise of the training scale (zeros if unknown)."""
@@ -414,18 +457,31 @@ class OnnxForecaster:
         rng = np.random.default_rng(0)
         return (mean + 0.1 * std * rng.standard_normal((batch, self.lookback, self.n_vars))).astype(np.float32)
 
+    def synthetic_future(self, batch: int = 1) -> np.ndarray | None:
+        """A plausible known-future block: each column at its training mean (0 for calendar features)."""
+        if not self.future_name:
+            return None
+        spec = self.metadata.get("spec") or {}
+        members = spec.get("members") or [spec]
+        mean = np.asarray(members[0].get("future_mean") or [0.0] * self.n_future, dtype=np.float32)
+        return np.broadcast_to(mean, (batch, self.horizon, self.n_future)).astype(np.float32)
+
     def smoke_test(self) -> np.ndarray:
         """One forecast on every engine this model may use; raises ModelLoadError unless finite and well shaped."""
-        x = self.synthetic_input(1)
-        outs = [self._run_cpu(x)] if self._cpu is not None else []
+        x, f = self.synthetic_input(1), self.synthetic_future(1)
+        outs = [self._run_cpu(x, f)] if self._cpu is not None else []
         if self.provider == CUDA:
-            outs.append(self._run_cuda(x))
-        for y in outs:
-            want = (1, self.horizon, len(self.targets))
-            if y.shape != want or not np.isfinite(y).all():
-                raise ModelLoadError(f"{self.path}: smoke forecast failed: expected finite values of shape {want}, "
-                                     f"got shape {y.shape} with {int((~np.isfinite(y)).sum())} non-finite values")
-        return outs[-1]
+            outs.append(self._run_cuda(x, f))
+        want = [(1, self.horizon, len(self.targets))]
+        if self.quantile_name:
+            want.append((1, self.horizon, len(self.targets), len(self.quantiles)))
+        for out in outs:
+            for y, shape in zip(out, want):
+                if y.shape != shape or not np.isfinite(y).all():
+                    raise ModelLoadError(f"{self.path}: smoke forecast failed: expected finite values of shape "
+                                         f"{shape}, got shape {y.shape} with {int((~np.isfinite(y)).sum())} "
+                                         f"non-finite values")
+        return outs[-1][0]
 
     def calibrate(self, batches=CALIBRATION_BATCHES, repeats: int = 5) -> int:
         """The batch size from which CUDA beats the CPU session (median of a few runs per size, see
@@ -435,10 +491,10 @@ class OnnxForecaster:
             return 0
         timings = []
         for b in batches:
-            x = self.synthetic_input(b)
-            self._run_cuda(x), self._run_cpu(x)   # warm-up (allocations, cuDNN plans)
-            t_gpu = _median_time(lambda: self._run_cuda(x), repeats)
-            t_cpu = _median_time(lambda: self._run_cpu(x), repeats)
+            x, f = self.synthetic_input(b), self.synthetic_future(b)
+            self._run_cuda(x, f), self._run_cpu(x, f)   # warm-up (allocations, cuDNN plans)
+            t_gpu = _median_time(lambda: self._run_cuda(x, f), repeats)
+            t_cpu = _median_time(lambda: self._run_cpu(x, f), repeats)
             timings.append((b, t_gpu, t_cpu))
             log.debug("calibration batch %d: cuda %.3f ms, cpu %.3f ms", b, 1e3 * t_gpu, 1e3 * t_cpu)
             if len(timings) >= 2 and all(g <= c for _, g, c in timings[-2:]):
@@ -460,4 +516,5 @@ class OnnxForecaster:
                 "calibration": self.calibration, "export": self.metadata.get("export"),
                 "hybrid_min_batch": self.hybrid_switch(),
                 "lookback": self.lookback, "horizon": self.horizon, "variables": self.variables,
-                "targets": self.targets, "loaded_at": self.loaded_at.isoformat()}
+                "targets": self.targets, "quantiles": self.quantiles, "future": self.future_names,
+                "loaded_at": self.loaded_at.isoformat()}

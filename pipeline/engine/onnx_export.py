@@ -11,6 +11,13 @@ torch on CPU), LSTM and GRU as per-gate Gemms that ORT fuses with their Sigmoid/
 _UnrolledGated). The unrolled graphs have thousands of nodes, which costs milliseconds at batch 1,
 so LSTM and GRU default to a "hybrid" graph: an If on the batch size picks the unrolled graph for
 large batches and the native operator for small ones. Variants and figures: bench/inference.py.
+
+Inputs and outputs: `x` (batch, time, n_vars), and `future` (batch, horizon, F) when the model reads
+known-future inputs; `y` (batch, horizon, n_targets), the point forecast, and `q` (batch, horizon,
+n_targets, levels) when it forecasts quantiles. Every variant keeps them: only the encoder cell is
+unrolled; a decoder cell over the horizon stays a native operator (its steps read the future block, its
+state comes from the encoder), and an ensemble unrolls each member's encoder. The parity gate compares
+both outputs on every path through the graph.
 """
 from __future__ import annotations
 
@@ -28,21 +35,23 @@ from torch import nn
 
 from .. import __version__
 from ..errors import ExportError
-from ..modeling.model import Forecaster
+from ..modeling.model import Ensemble, Forecaster, QuantileOutput
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
 INPUT_NAME = "x"
+FUTURE_NAME = "future"
 OUTPUT_NAME = "y"
+QUANTILE_NAME = "q"
 
 
 class _UnrolledRNN(nn.Module):
     """nn.RNN (batch_first) re-expressed step by step so it traces to plain MatMul/Add/Tanh.
 
     Returns (out, h) like nn.RNN, except that `out` holds only the last step: the Forecaster
-    reads `out[:, -1, :]` and nothing else, and skipping the per-step outputs of the top layer
-    saves a Concat of every step.
+    reads `out[:, -1, :]` and its final state (a decoder starts from it), and skipping the per-step
+    outputs of the top layer saves a Concat of every step.
     """
 
     def __init__(self, rnn: nn.RNN, steps: int):
@@ -63,6 +72,7 @@ class _UnrolledRNN(nn.Module):
         steps = self.steps  # the Forecaster always passes exactly spec.steps steps
         xs = seq
         h = None
+        finals = []
         for layer in range(self.num_layers):
             w_ih, w_hh, b = (getattr(self, f"{n}{layer}") for n in ("w_ih", "w_hh", "b"))
             proj = torch.matmul(xs, w_ih) + b           # every step's input projection at once
@@ -76,7 +86,8 @@ class _UnrolledRNN(nn.Module):
                     outs.append(h)
             if not top:
                 xs = torch.stack(outs, dim=1)
-        return h.unsqueeze(1), h.unsqueeze(0)
+            finals.append(h)
+        return h.unsqueeze(1), torch.stack(finals)
 
 
 class _UnrolledGated(nn.Module):
@@ -149,7 +160,7 @@ class _UnrolledGated(nn.Module):
                         h[layer] = n + z * (h[layer] - n)
                 inp = h[layer]
         top = h[-1]
-        state = (top.unsqueeze(0), c[-1].unsqueeze(0)) if self.cell == "lstm" else top.unsqueeze(0)
+        state = (torch.stack(h), torch.stack(c)) if self.cell == "lstm" else torch.stack(h)
         return top.unsqueeze(1), state
 
 
@@ -172,34 +183,70 @@ UNROLLED = {"rnn": _UnrolledRNN, "lstm": lambda m, steps: _UnrolledGated(m, step
             "gru": lambda m, steps: _UnrolledGated(m, steps, "gru")}
 
 
-def export_model(model: Forecaster, unroll_rnn: bool = True) -> nn.Module:
+def _forecasters(model: nn.Module) -> list[Forecaster]:
+    return [m for m in model.modules() if isinstance(m, Forecaster)]
+
+
+def export_model(model: QuantileOutput, unroll_rnn: bool = True) -> nn.Module:
     """The module that is traced: the model itself (native ONNX RNN/LSTM/GRU operators), or a copy with
-    its recurrent layers unrolled into plain MatMul/Gemm and activations."""
+    its encoder cells (every member's, for an ensemble) unrolled into plain MatMul/Gemm and activations."""
     if not unroll_rnn:
         return model
     clone = copy.deepcopy(model).cpu().eval()
-    clone.rnn = UNROLLED[model.spec.cell](clone.rnn, model.spec.steps)
+    for f in _forecasters(clone):
+        f.rnn = UNROLLED[f.spec.cell](f.rnn, f.spec.steps)
     return clone
 
 
-def _example(model: Forecaster, example: np.ndarray | None) -> torch.Tensor:
+class _Graph(nn.Module):
+    """What the ONNX graph computes: (x[, future]) -> y[, q]."""
+
+    def __init__(self, model: QuantileOutput):
+        super().__init__()
+        self.model = model
+        self.quantiles = bool(model.quantiles)
+
+    def forward(self, x: torch.Tensor, future: torch.Tensor | None = None):
+        if self.quantiles:
+            return self.model.forward_all(x, future)
+        return self.model(x, future)
+
+
+def io_names(model: QuantileOutput) -> tuple[list[str], list[str]]:
+    """The graph's input and output names for `model`."""
+    inputs = [INPUT_NAME] + ([FUTURE_NAME] if model.spec.n_future else [])
+    outputs = [OUTPUT_NAME] + ([QUANTILE_NAME] if model.quantiles else [])
+    return inputs, outputs
+
+
+def _example(model: QuantileOutput, example: np.ndarray | None, future: np.ndarray | None = None
+             ) -> tuple[torch.Tensor, ...]:
     spec = model.spec
+    rng = np.random.default_rng(0)
     if example is None:
         # a batch of 2 at twice the lookback: neither size may become a constant in the graph
-        rng = np.random.default_rng(0)
-        mean = model.mean.detach().cpu().numpy()
-        std = model.std.detach().cpu().numpy()
+        f0 = _forecasters(model)[0]
+        mean = f0.mean.detach().cpu().numpy()
+        std = f0.std.detach().cpu().numpy()
         example = (mean + std * rng.standard_normal((2, spec.lookback, spec.n_vars)))
     x = torch.as_tensor(np.ascontiguousarray(example, dtype=np.float32))
     if x.ndim != 3 or x.shape[2] != spec.n_vars or x.shape[1] < spec.lookback:
         raise ExportError(f"export example: expected shape (batch, >= {spec.lookback}, {spec.n_vars}), "
                           f"got {tuple(x.shape)}")
-    return x
+    if not spec.n_future:
+        return (x,)
+    if future is None:
+        future = rng.standard_normal((len(x), spec.horizon, spec.n_future))
+    f = torch.as_tensor(np.ascontiguousarray(future, dtype=np.float32))
+    if f.shape != (len(x), spec.horizon, spec.n_future):
+        raise ExportError(f"export example: future expected shape ({len(x)}, {spec.horizon}, {spec.n_future}), "
+                          f"got {tuple(f.shape)}")
+    return x, f
 
 
 VARIANTS = ("native", "unrolled", "hybrid")
 # the variant each cell gets by default: measured in bench/inference.py (2 threads, batch 1024 and 1)
-DEFAULT_VARIANT = {"rnn": "unrolled", "lstm": "hybrid", "gru": "hybrid"}
+DEFAULT_VARIANT = {"rnn": "unrolled", "lstm": "hybrid", "gru": "hybrid", "ensemble": "hybrid"}
 # hybrid: batches of at least this many windows run the unrolled graph, smaller ones the native operator
 # (where the two crossed in bench/inference.py at 2 threads, 2 x 128 units, 168 steps)
 HYBRID_MIN_BATCH = {"rnn": 16, "lstm": 256, "gru": 64}
@@ -209,16 +256,25 @@ HYBRID_MIN_BATCH = {"rnn": 16, "lstm": 256, "gru": 64}
 HYBRID_MIN_BATCH_CUDA = {"rnn": "never", "lstm": "never", "gru": "never"}
 
 
-def _trace(module: nn.Module, x: torch.Tensor, cell: str):
+def hybrid_min_batch_default(model: QuantileOutput) -> int:
+    """The hybrid switch of a model: its cell's, or for an ensemble the largest of its members' (below it every
+    member runs its native operator)."""
+    return max(HYBRID_MIN_BATCH[f.spec.cell] for f in _forecasters(model))
+
+
+def _trace(module: nn.Module, args: tuple[torch.Tensor, ...], cell: str):
     import onnx
 
     buf = io.BytesIO()
+    inputs, outputs = io_names(module)
+    axes = {INPUT_NAME: {0: "batch", 1: "time"}, FUTURE_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"},
+            QUANTILE_NAME: {0: "batch"}}
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
-            torch.onnx.export(module, (x,), buf, dynamo=False, opset_version=OPSET,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes={INPUT_NAME: {0: "batch", 1: "time"}, OUTPUT_NAME: {0: "batch"}})
+            torch.onnx.export(_Graph(module), args, buf, dynamo=False, opset_version=OPSET,
+                              input_names=inputs, output_names=outputs,
+                              dynamic_axes={k: v for k, v in axes.items() if k in inputs + outputs})
     except Exception as e:  # a failed trace is reported as one line; the traceback goes to the log
         log.debug("torch.onnx.export failed", exc_info=True)
         raise ExportError(f"ONNX export of the {cell} model failed: {str(e).splitlines()[0]}") from e
@@ -236,15 +292,16 @@ def _hybrid(native, unrolled, min_batch: int):
 
     branches = []
     for prefix, m in (("unrolled/", unrolled), ("native/", native)):
-        # every name gets the branch prefix except the input, which both read from the outer graph
+        # every name gets the branch prefix except the inputs, which both read from the outer graph
         g = onnx.compose.add_prefix(m, prefix, rename_inputs=False).graph
         branches.append(helper.make_graph(list(g.node), prefix.rstrip("/"), [], list(g.output),
                                           initializer=list(g.initializer), value_info=list(g.value_info)))
+    outputs = [o.name for o in native.graph.output]    # y (and q): the If yields what either branch does
     nodes = [
         helper.make_node("Shape", [INPUT_NAME], ["hybrid/shape"], start=0, end=1),
         helper.make_node("Squeeze", ["hybrid/shape"], ["hybrid/batch"]),
         helper.make_node("GreaterOrEqual", ["hybrid/batch", "hybrid/min_batch"], ["hybrid/big"]),
-        helper.make_node("If", ["hybrid/big"], [OUTPUT_NAME], then_branch=branches[0], else_branch=branches[1]),
+        helper.make_node("If", ["hybrid/big"], outputs, then_branch=branches[0], else_branch=branches[1]),
     ]
     graph = helper.make_graph(nodes, "cellcast_hybrid", list(native.graph.input), list(native.graph.output),
                               initializer=[helper.make_tensor("hybrid/min_batch", TensorProto.INT64, [], [min_batch])])
@@ -254,13 +311,15 @@ def _hybrid(native, unrolled, min_batch: int):
     return model
 
 
-def export_onnx(model: Forecaster, path: Path, metadata: dict, example: np.ndarray | None = None,
+def export_onnx(model: QuantileOutput, path: Path, metadata: dict, example: np.ndarray | None = None,
                 unroll_rnn: bool = True, variant: str | None = None,
-                hybrid_min_batch: int | None = None, hybrid_min_batch_cuda: int | str | None = None) -> Path:
+                hybrid_min_batch: int | None = None, hybrid_min_batch_cuda: int | str | None = None,
+                future_example: np.ndarray | None = None) -> Path:
     """Write `model` as ONNX to `path` with `metadata` (+ the model spec) in metadata_props (JSON values).
 
-    The graph takes `x` (batch, time, n_vars) float32 with time >= lookback and returns
-    `y` (batch, horizon, n_targets) in the data's units. variant: "native" (ORT's RNN/LSTM/GRU
+    The graph takes `x` (batch, time, n_vars) float32 with time >= lookback (and `future` (batch, horizon, F)
+    when the model reads known-future inputs) and returns `y` (batch, horizon, n_targets) in the data's units
+    (and `q` (batch, horizon, n_targets, levels) when it forecasts quantiles). variant: "native" (ORT's RNN/LSTM/GRU
     operators), "unrolled" (MatMul/Gemm + activations per step), "hybrid" (both, chosen per call by
     batch size: >= hybrid_min_batch, default HYBRID_MIN_BATCH[cell], unrolled); None is
     DEFAULT_VARIANT for the cell, or "native" when unroll_rnn=False (the old switch). The variant is
@@ -271,27 +330,29 @@ def export_onnx(model: Forecaster, path: Path, metadata: dict, example: np.ndarr
 
     spec = model.spec
     variant = variant or (DEFAULT_VARIANT[spec.cell] if unroll_rnn else "native")
-    hybrid_min_batch = int(hybrid_min_batch or HYBRID_MIN_BATCH[spec.cell])
+    hybrid_min_batch = int(hybrid_min_batch or hybrid_min_batch_default(model))
     if variant not in VARIANTS:
         raise ExportError(f"export variant: '{variant}' is not one of {', '.join(VARIANTS)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
-    x = _example(model, example)
+    args = _example(model, example, future_example)
     try:
         if variant == "hybrid":
-            proto = _hybrid(_trace(model, x, spec.cell), _trace(export_model(model, True), x, spec.cell),
+            proto = _hybrid(_trace(model, args, spec.cell), _trace(export_model(model, True), args, spec.cell),
                             int(hybrid_min_batch))
         else:
-            proto = _trace(export_model(model, variant == "unrolled"), x, spec.cell)
+            proto = _trace(export_model(model, variant == "unrolled"), args, spec.cell)
     except ExportError as e:
         raise ExportError(f"{path}: {e}") from e
 
+    inputs, outputs = io_names(model)
     meta = {"lookback": spec.lookback, "horizon": spec.horizon, "cell": spec.cell, "export": variant,
-            "cellcast_version": __version__, "opset": OPSET}
+            "cellcast_version": __version__, "opset": OPSET, "inputs": inputs, "outputs": outputs,
+            "quantiles": list(model.quantiles), "n_future": spec.n_future}
     if variant == "hybrid":
         meta["hybrid_min_batch"] = int(hybrid_min_batch)
-        on_cuda = hybrid_min_batch_cuda or HYBRID_MIN_BATCH_CUDA[spec.cell]
+        on_cuda = hybrid_min_batch_cuda or ("never" if spec.cell == "ensemble" else HYBRID_MIN_BATCH_CUDA[spec.cell])
         if on_cuda != "never" and not (isinstance(on_cuda, int) and on_cuda >= 1):
             raise ExportError(f"hybrid_min_batch_cuda: '{on_cuda}' is not a batch size >= 1 or 'never'")
         meta["hybrid_min_batch_cuda"] = on_cuda
@@ -373,46 +434,69 @@ def _chunks(n: int, size: int, singles: int) -> list[np.ndarray]:
     return [np.arange(i, i + size) if i + size <= n else np.arange(n - size, n) for i in range(0, n, size)]
 
 
-def check_parity(model: Forecaster, onnx_path: Path, windows: np.ndarray, rtol: float = 1e-3,
-                 batch: int = 1024, device: str = "cpu") -> ParityResult:
-    """Compare ONNX Runtime with PyTorch on real windows, on every path through the exported graph (see
-    _branch_plan), batch 1 included. Differences are measured relative to each target's scale (its
-    training std), so one tolerance fits every dataset's units; the result holds each path's figures."""
+def _reference(model: QuantileOutput, windows: np.ndarray, future: np.ndarray | None, batch: int):
+    ys, qs = [], []
+    with torch.no_grad():
+        for i in range(0, len(windows), batch):
+            f = None if future is None else torch.from_numpy(future[i:i + batch])
+            y, q = model.forward_all(torch.from_numpy(windows[i:i + batch]), f)
+            ys.append(y.numpy())
+            qs.append(None if q is None else q.numpy())
+    y = np.concatenate(ys).astype(np.float64)
+    return y, (None if qs[0] is None else np.concatenate(qs).astype(np.float64))
+
+
+def check_parity(model: QuantileOutput, onnx_path: Path, windows: np.ndarray, rtol: float = 1e-3,
+                 batch: int = 1024, device: str = "cpu", future: np.ndarray | None = None) -> ParityResult:
+    """Compare ONNX Runtime with PyTorch on real windows (and their future blocks), on every path through the
+    exported graph (see _branch_plan), batch 1 included, on both outputs: the point forecast and the quantiles.
+    Differences are measured relative to each target's scale (its training std), so one tolerance fits every
+    dataset's units; the result holds each path's figures."""
     from .inference import OnnxForecaster
 
     windows = np.ascontiguousarray(windows, dtype=np.float32)
     if windows.ndim != 3 or len(windows) == 0:
         raise ExportError(f"parity check: expected a non-empty (n, time, vars) array of windows, got shape "
                           f"{windows.shape}")
+    if model.spec.n_future and (future is None or len(future) != len(windows)):
+        raise ExportError(f"parity check: the model reads known-future inputs: pass their block for each of the "
+                          f"{len(windows)} windows")
+    future = None if not model.spec.n_future else np.ascontiguousarray(future, dtype=np.float32)
     model = model.cpu().eval()
     engine = OnnxForecaster.from_path(onnx_path, device=device)
     scale = model.target_scale().detach().cpu().numpy().astype(np.float64)
     n = len(windows)
-    with torch.no_grad():
-        ref = np.concatenate([model(torch.from_numpy(windows[i:i + batch])).numpy()
-                              for i in range(0, n, batch)]).astype(np.float64)
+    ref_y, ref_q = _reference(model, windows, future, batch)
     branches = []
     for name, words, sizes in _branch_plan(engine.metadata, batch):
         max_abs, max_rel, seen = 0.0, 0.0, set()
         for size in sizes:
             for idx in _chunks(n, size, SINGLE_REQUESTS):
-                diff = np.abs(engine.predict(windows[idx]).astype(np.float64) - ref[idx])
-                if not np.isfinite(diff).all():
+                y, q, _ = engine.predict_all(windows[idx], None if future is None else future[idx])
+                diffs = [(np.abs(y.astype(np.float64) - ref_y[idx]), scale)]
+                if ref_q is not None:
+                    if q is None:
+                        diffs.append((np.full(1, np.inf), scale))
+                    else:
+                        diffs.append((np.abs(q.astype(np.float64) - ref_q[idx]), scale[:, None]))
+                if not all(np.isfinite(d).all() for d, _ in diffs):
                     max_abs = max_rel = float("inf")
                     break
-                max_abs = max(max_abs, float(diff.max()))
-                max_rel = max(max_rel, float((diff / scale).max()))
+                max_abs = max(max_abs, *(float(d.max()) for d, _ in diffs))
+                max_rel = max(max_rel, *(float((d / sc).max()) for d, sc in diffs))
                 seen.update(idx.tolist())
         branches.append(BranchParity(name, words, len(seen), max_abs, max_rel, max_rel <= rtol))
     return ParityResult(all(b.ok for b in branches), max(b.max_abs for b in branches),
                         max(b.max_rel_to_scale for b in branches), n, rtol, tuple(branches))
 
 
-def export_checked(model: Forecaster, path: Path, metadata: dict, windows: np.ndarray,
-                   rtol: float = 1e-3) -> tuple[Path, ParityResult]:
+def export_checked(model: QuantileOutput, path: Path, metadata: dict, windows: np.ndarray,
+                   rtol: float = 1e-3, future: np.ndarray | None = None) -> tuple[Path, ParityResult]:
     """Export, then gate on parity: a model that fails it is removed and ExportError is raised."""
-    path = export_onnx(model, path, metadata, example=windows[:2] if len(windows) >= 2 else None)
-    result = check_parity(model, path, windows, rtol=rtol)
+    two = len(windows) >= 2
+    path = export_onnx(model, path, metadata, example=windows[:2] if two else None,
+                       future_example=future[:2] if two and future is not None else None)
+    result = check_parity(model, path, windows, rtol=rtol, future=future)
     if not result.ok:
         Path(path).unlink(missing_ok=True)
         raise ExportError(f"{path}: parity gate failed: {result.reason}")

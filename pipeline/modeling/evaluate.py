@@ -123,21 +123,55 @@ def season_of(baseline: str) -> int:
     return 1 if baseline == "naive" else int(baseline.rsplit("_", 1)[1])
 
 
-def predict_windows(predict, ws: WindowSet, split: str, batch: int = 4096) -> np.ndarray:
-    """Run `predict(x) -> (B, H, T)` (torch module wrapper or ONNX session) over every window of a split."""
-    starts = ws.starts[split]
-    out = []
+def predict_windows(predict, ws: WindowSet, split: str, batch: int = 4096, table: np.ndarray | None = None
+                    ) -> np.ndarray:
+    """Run `predict(x[, future]) -> (B, H, T)` (torch module wrapper or ONNX session) over every window of a split;
+    the future block comes from the set's known-future table (or `table`, WindowSet.future_table_for)."""
+    return forecast_windows(lambda x, f: (predict(x) if f is None else predict(x, f), None), ws, ws.starts[split],
+                            batch, table)[0]
+
+
+def forecast_windows(predict_all, ws: WindowSet, starts: np.ndarray, batch: int = 4096,
+                     table: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Run `predict_all(x, future) -> (point (B, H, T), quantiles (B, H, T, Q) or None)` over the windows at
+    `starts`, in batches."""
+    ys, qs = [], []
     for i in range(0, len(starts), batch):
-        x, _ = ws.batch(starts[i:i + batch])
-        out.append(np.asarray(predict(np.ascontiguousarray(x))))
-    return np.concatenate(out) if out else np.zeros((0, ws.meta.horizon, len(ws.meta.targets)), np.float32)
+        s = starts[i:i + batch]
+        x, _ = ws.batch(s)
+        f = ws.future_batch(s, table)
+        y, q = predict_all(np.ascontiguousarray(x), None if f is None else np.ascontiguousarray(f))
+        ys.append(np.asarray(y))
+        qs.append(None if q is None else np.asarray(q))
+    if not ys:
+        return np.zeros((0, ws.meta.horizon, len(ws.meta.targets)), np.float32), None
+    return np.concatenate(ys), (None if qs[0] is None else np.concatenate(qs))
 
 
-def evaluate_forecasts(ws: WindowSet, split: str, pred: np.ndarray) -> tuple[dict[str, float], list[float]]:
-    _, y = ws.batch(ws.starts[split])
-    mask = ws.target_mask(ws.starts[split])
+def evaluate_forecasts(ws: WindowSet, split: str, pred: np.ndarray, q: np.ndarray | None = None,
+                       levels: list[float] | None = None, starts: np.ndarray | None = None
+                       ) -> tuple[dict[str, float], list[float]]:
+    """Point metrics (and, given quantiles `q` at `levels`, the quantile scores of modeling/quantiles.py) of the
+    forecasts of a split's windows (or of the windows at `starts`), and the MASE per horizon step."""
+    from .quantiles import quantile_scores
+
+    starts = ws.starts[split] if starts is None else starts
+    _, y = ws.batch(starts)
+    mask = ws.target_mask(starts)
     scale = mase_scale(ws)
-    return metrics(y, pred, scale, mask), mae_by_step(y, pred, scale, mask).tolist()
+    out = metrics(y, pred, scale, mask)
+    if q is not None and levels:
+        out.update(quantile_scores(y, q, list(levels), scale, mask)[0])
+    return out, mae_by_step(y, pred, scale, mask).tolist()
+
+
+def quantiles_by_step(ws: WindowSet, split: str, q: np.ndarray, levels: list[float]) -> dict[str, list[float]]:
+    """Coverage and width of each interval, and the CRPS approximation, per horizon step (modeling/quantiles.py)."""
+    from .quantiles import quantile_scores
+
+    starts = ws.starts[split]
+    _, y = ws.batch(starts)
+    return quantile_scores(y, q, list(levels), mase_scale(ws), ws.target_mask(starts))[1]
 
 
 # --- evidence for a decision: one loss per forecast origin ---------------------------------------

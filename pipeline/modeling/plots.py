@@ -8,20 +8,30 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def _tiled(timestamps: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every horizon-th window's forecast laid end to end: (times, values)."""
+    h = f.shape[1]
+    idx = [i for i in range(0, len(f), h) if i + h <= len(timestamps)]
+    return (np.concatenate([timestamps[i:i + h] for i in idx]),
+            np.concatenate([f[i, :h] for i in idx]))
+
+
 def forecast_vs_actual(timestamps: np.ndarray, actual: np.ndarray, forecasts: dict[str, np.ndarray],
-                       title: str, target: str):
+                       title: str, target: str, bands: dict[str, tuple[np.ndarray, np.ndarray]] | None = None):
     """Test range: the actual series and each forecaster's one-step-ahead-origin forecasts.
 
     `forecasts[name]` is (n_windows, horizon) for consecutive windows; the picture draws every
-    horizon-th window so the curves tile the test range without overlapping.
+    horizon-th window so the curves tile the test range without overlapping. `bands[label]` = (lower,
+    upper), each (n_windows, horizon): intervals drawn as shaded bands, widest lightest.
     """
     fig, ax = plt.subplots(figsize=(11, 4))
+    for k, (label, (lo, hi)) in enumerate(sorted((bands or {}).items(), key=lambda kv: -np.nanmean(kv[1][1] - kv[1][0]))):
+        t, lower = _tiled(timestamps, lo)
+        _, upper = _tiled(timestamps, hi)
+        ax.fill_between(t, lower, upper, color="tab:blue", alpha=0.15 + 0.15 * k, lw=0, label=label)
     ax.plot(timestamps, actual, color="black", lw=1.2, label="actual")
     for name, f in forecasts.items():
-        h = f.shape[1]
-        idx = np.arange(0, len(f), h)
-        t = np.concatenate([timestamps[i:i + h] for i in idx if i + h <= len(timestamps)])
-        v = np.concatenate([f[i, : min(h, len(timestamps) - i)] for i in idx if i + h <= len(timestamps)])
+        t, v = _tiled(timestamps, f)
         ax.plot(t, v, lw=1, alpha=0.85, label=name)
     ax.set_title(title)
     ax.set_ylabel(target)

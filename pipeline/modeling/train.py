@@ -4,7 +4,10 @@ The series lives on the training device and batches are gathered there from `unf
 never waits on a DataLoader. On CUDA: bf16 autocast and a fused Adam. Everywhere: gradient clipping,
 a plateau learning-rate schedule, early stopping on validation loss with the best weights restored,
 a checkpoint after every epoch (an interrupted run resumes where it stopped), and seeds that make a
-CPU run repeatable. Loss is the MAE in scaled units, the quantity MASE ranks candidates by.
+CPU run repeatable. Loss is the MAE in scaled units, the quantity MASE ranks candidates by; with quantile
+levels (evaluate.quantiles), twice the pinball loss averaged over the levels (the MAE of the median when it
+is the only level). After the loop the quantiles are conformalised on the validation windows (`calibrate`).
+`build_ensemble` makes the mean of the trained candidates one more candidate (train.ensemble).
 """
 from __future__ import annotations
 
@@ -22,15 +25,19 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .. import __version__
 from ..config import Settings
 from ..data import window as _window
 from ..errors import ConfigError, TrainingError
+from . import anchor as _anchor
 from . import model as _model
+from . import quantiles as _quantiles
+from .anchor import AnchorChoice, choose_anchor
 from .device import exact_fp32
-from .model import Forecaster, ModelSpec
+from .model import Ensemble, Forecaster, ModelSpec, QuantileOutput
 from ..data.window import WindowSet
 
 log = logging.getLogger(__name__)
@@ -44,6 +51,8 @@ class Candidate:
 
     @property
     def name(self) -> str:
+        if self.cell == "ensemble":
+            return "ensemble"
         return f"{self.cell}-h{self.hidden_size}-l{self.num_layers}"
 
 
@@ -64,6 +73,8 @@ class TrainResult:
     windows_per_s: float = 0.0
     device: str = "cpu"
     resumed_from: int | None = None
+    anchor: dict = field(default_factory=dict)          # AnchorChoice.summary(): what the residual is over
+    calibration: dict = field(default_factory=dict)     # the conformal shift's windows and size (calibrate)
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -102,18 +113,25 @@ def torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def model_spec(ws: WindowSet, cand: Candidate, settings: Settings, anchor_season: int | None) -> ModelSpec:
+def model_spec(ws: WindowSet, cand: Candidate, settings: Settings, anchor: AnchorChoice | int | None) -> ModelSpec:
     m = ws.meta
     t = settings.train
+    if not isinstance(anchor, AnchorChoice):   # a season alone: today's seasonal-naive anchor
+        anchor = AnchorChoice("seasonal_naive" if anchor else "none", anchor)
+    fmean, fstd = ws.future_scaler()
     return ModelSpec(cell=cand.cell, n_vars=len(m.variables), target_idx=m.target_idx, lookback=m.lookback,
                      horizon=m.horizon, hidden_size=cand.hidden_size, num_layers=cand.num_layers,
                      dropout=t.dropout, rnn_steps=t.rnn_steps,
-                     anchor_season=anchor_season if t.residual else None, mean=m.mean, std=m.std)
+                     anchor_season=anchor.season if t.residual else None, mean=m.mean, std=m.std,
+                     anchor="linear" if anchor.kind == "linear" else "seasonal_naive", n_future=m.n_future,
+                     future_mean=fmean, future_std=fstd, decoder=t.decoder,
+                     quantiles=list(settings.evaluate.quantiles))
 
 
 # The source that decides which weights a run ends with: the network, this loop (loss, sampling, schedule)
 # and the window batches it reads. A change in any of them must not resume an old checkpoint.
-WEIGHT_SOURCES = (Path(_model.__file__), Path(__file__), Path(_window.__file__))
+WEIGHT_SOURCES = (Path(_model.__file__), Path(__file__), Path(_window.__file__), Path(_anchor.__file__),
+                  Path(_quantiles.__file__))
 # train settings that bound or place the work without changing the weights it produces (a checkpoint stays
 # valid when they change: a run cut short by the time budget continues under a larger one)
 NOT_WEIGHTS = {"time_budget_s", "parallel", "threads", "task_runner", "dask_address", "device"}
@@ -132,11 +150,17 @@ def code_version() -> str:
     return f"{__version__}+{code_hash()}"
 
 
-def _fingerprint(spec: ModelSpec, settings: Settings, data_md5: str | None, device: torch.device) -> str:
-    """What a checkpoint must match to be resumed: model, weight-shaping settings, data, code, torch, device."""
+def _fingerprint(spec: ModelSpec, settings: Settings, data_md5: str | None, device: torch.device,
+                 anchor: AnchorChoice | None = None, future_names: list[str] | None = None) -> str:
+    """What a checkpoint must match to be resumed: model, weight-shaping settings (the calendar, the levels and
+    their calibration included), the anchor's weights, data, code, torch, device."""
     train = {k: v for k, v in settings.train.model_dump(mode="json").items() if k not in NOT_WEIGHTS}
+    ev = settings.evaluate
     body = {"spec": spec.to_dict(), "train": train, "data": data_md5, "code": code_version(),
-            "torch": torch.__version__, "device": device.type}
+            "torch": torch.__version__, "device": device.type, "calendar": settings.calendar.model_dump(mode="json"),
+            "future": future_names or [], "anchor": anchor.fingerprint() if anchor else None,
+            "quantiles": list(ev.quantiles), "calibration_windows": ev.calibration_windows,
+            "calibration": ev.calibration}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -145,14 +169,26 @@ def masked_mean(err: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return err.mean() if mask is None else (err * mask).sum() / mask.sum().clamp(min=1)
 
 
-def _val_loss(model: Forecaster, tw, starts: torch.Tensor, scale: torch.Tensor, amp: bool, batch: int) -> float:
+def window_errors(model: QuantileOutput, x: torch.Tensor, f: torch.Tensor | None, y: torch.Tensor,
+                  scale: torch.Tensor, levels: torch.Tensor | None) -> torch.Tensor:
+    """(B, H, T) loss of each forecast target in scaled units: the absolute error, or with quantile levels twice the
+    pinball loss averaged over them (the absolute error of the median when it is the only level)."""
+    if levels is None:
+        return ((model(x, f).float() - y) / scale).abs()
+    _, q = model.forward_all(x, f)
+    e = (y.unsqueeze(-1) - q.float()) / scale.unsqueeze(-1)
+    return (2 * torch.maximum(levels * e, (levels - 1) * e)).mean(-1)
+
+
+def _val_loss(model: QuantileOutput, tw, starts: torch.Tensor, scale: torch.Tensor, amp: bool, batch: int,
+              levels: torch.Tensor | None = None) -> float:
     model.eval()
     total, n = 0.0, 0
     with torch.no_grad(), torch.autocast(tw.device.type, dtype=torch.bfloat16, enabled=amp):
         for i in range(0, len(starts), batch):
             idx = starts[i:i + batch]
             x, y = tw.batch(idx)
-            err = ((model(x).float() - y) / scale).abs()
+            err = window_errors(model, x, tw.future(idx), y, scale, levels)
             mask = tw.target_mask(idx)
             total += float(err.sum() if mask is None else (err * mask).sum())
             n += err.numel() if mask is None else int(mask.sum())
@@ -160,21 +196,93 @@ def _val_loss(model: Forecaster, tw, starts: torch.Tensor, scale: torch.Tensor, 
     return total / max(n, 1)
 
 
+@torch.no_grad()
+def _start_quantile_offsets(model: Forecaster, ws: WindowSet, max_windows: int = 4096) -> None:
+    """Start the level offsets at the spread of the untrained model's (the anchor's) residuals on training windows,
+    per step and target: the band an untrained model forecasts is then the anchor's own empirical one."""
+    spec = model.spec
+    levels, m = spec.quantiles, spec.median_index
+    starts = ws.starts["train"]
+    starts = starts[:: max(1, len(starts) // max_windows)][:max_windows]
+    was = model.training
+    model.eval()
+    x, f = ws.inputs(starts)
+    med = model(torch.from_numpy(x).to(model.mean.device),
+                None if f is None else torch.from_numpy(f).to(model.mean.device)).float().cpu().numpy()
+    model.train(was)
+    _, y = ws.batch(starts)
+    r = (y - med) / model.target_scale().cpu().numpy()
+    mask = ws.target_mask(starts)
+    if mask is not None:
+        r = np.where(mask, r, np.nan)
+    v = np.nanquantile(r.astype(np.float64), levels, axis=0)          # (Q, H, T)
+    v = np.nan_to_num(v - v[m], nan=0.0)
+    gaps = [v[k] - v[k + 1] if k < m else v[k] - v[k - 1] for k in range(len(levels)) if k != m]
+    gaps = np.abs(np.stack(gaps, axis=-1))                             # (H, T, Q-1), level order
+    model.init_quantile_offsets(torch.from_numpy(gaps.astype(np.float32)))
+
+
+def calibration_starts(ws: WindowSet, settings: Settings) -> np.ndarray:
+    """The held-out windows the quantiles are conformalised on: the validation windows, or the most recent N."""
+    starts = ws.starts["val"]
+    n = settings.evaluate.calibration_windows
+    return starts if n == "all" else starts[-int(n):]
+
+
+@torch.no_grad()
+def calibrate(model: QuantileOutput, ws: WindowSet, settings: Settings) -> dict:
+    """Conformalise `model`'s quantiles on held-out windows (modeling/quantiles.py): sets its `q_shift`.
+    Returns what it was fitted on and the mean shift per level, in units of the target's training std."""
+    levels = list(model.quantiles)
+    if not levels:
+        return {}
+    mode = settings.evaluate.calibration
+    model.q_shift.zero_()
+    if mode == "none":
+        return {"method": "none: the pinball heads as trained", "windows": 0}
+    starts = calibration_starts(ws, settings)
+    _, q = quantile_predictor(model)(*ws.inputs(starts))
+    _, y = ws.batch(starts)
+    shift = _quantiles.conformal_shift(y, q, levels, ws.target_mask(starts), mode)
+    model.q_shift.copy_(torch.from_numpy(shift))
+    scale = model.target_scale().cpu().numpy()[None, :, None]
+    L = ws.meta.lookback
+    return {"method": f"conformalised quantiles (per step, target, level; {mode})", "split": "val",
+            "windows": int(len(starts)),
+            "first_target": str(pd.Timestamp(ws.timestamps[starts[0] + L])) if len(starts) else None,
+            "last_target": str(pd.Timestamp(ws.timestamps[starts[-1] + L + ws.meta.horizon - 1])) if len(starts) else None,
+            "mean_shift_scaled": {f"{lv:g}": float((shift / scale)[..., k].mean()) for k, lv in enumerate(levels)}}
+
+
 def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_season: int | None = None, *,
-                    device: torch.device | str | None = None, checkpoint_dir: Path | None = None,
-                    progress: bool = False, on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+                    anchor: AnchorChoice | None = None, device: torch.device | str | None = None,
+                    checkpoint_dir: Path | None = None, progress: bool = False,
+                    on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train one candidate. `anchor`: what every candidate of the run is anchored on (anchor.choose_anchor, chosen
+    once per run); without it, chosen here from train.anchor with `anchor_season` the seasonal naive's season."""
     t = settings.train
+    if anchor is None:
+        anchor = choose_anchor(ws, settings, anchor_season)
     device = torch.device(device) if device is not None else pick_device(t.device)
     exact_fp32(device)  # no TF32 on a GPU: fp32 work there matches the CPU and ONNX Runtime
     if len(ws.starts["train"]) == 0 or len(ws.starts["val"]) == 0:
         raise TrainingError(f"{ws.meta.name}: no train or validation windows to train {cand.name} on")
     # every draw from a generator of this candidate's own, none from torch's global RNG: candidates
     # trained at once in threads stay exactly what they are when trained one after another
-    spec = model_spec(ws, cand, settings, anchor_season)
-    model = Forecaster(spec, generator=torch.Generator().manual_seed(t.seed)).to(device)
+    spec = model_spec(ws, cand, settings, anchor)
+    # every weight is drawn from the candidate's own generator (or fitted): the same for any order of building
+    model = Forecaster(spec, generator=torch.Generator().manual_seed(t.seed))
+    if anchor.linear is not None:
+        with torch.no_grad():
+            model.linear.weight.copy_(torch.from_numpy(anchor.linear.weight))
+            model.linear.bias.copy_(torch.from_numpy(anchor.linear.bias))
+    if spec.quantiles:
+        _start_quantile_offsets(model, ws)
+    model = model.to(device)
     model.dropout_generator = torch.Generator(device=device).manual_seed(t.seed + 1)
     cuda = device.type == "cuda"
-    opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=cuda or None)
+    params = [p for p in model.parameters() if p.requires_grad]     # the linear anchor stays as fitted
+    opt = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, fused=cuda or None)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=t.lr_factor, patience=t.lr_patience)
     tw = ws.to_torch(device)
     scale = model.target_scale().to(device)
@@ -182,13 +290,14 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
     batch = min(t.batch_size, t.max_batch_size)
     train_starts, val_starts = tw.starts["train"], tw.starts["val"]
     per_epoch = min(t.max_train_windows, len(train_starts))
+    levels = torch.tensor(spec.quantiles, device=device) if spec.quantiles else None
 
-    fp = _fingerprint(spec, settings, ws.meta.data_md5, device)
+    fp = _fingerprint(spec, settings, ws.meta.data_md5, device, anchor, ws.meta.future_names)
     ckpt = Path(checkpoint_dir) / f"{cand.name}.pt" if checkpoint_dir else None
     history: list[dict] = []
     start_epoch, best_epoch, bad_epochs, resumed = 1, 0, 0, None
     best_state = copy.deepcopy(model.state_dict())
-    initial = best = _val_loss(model, tw, val_starts, scale, cuda, max(batch, 1024))
+    initial = best = _val_loss(model, tw, val_starts, scale, cuda, max(batch, 1024), levels)
     stopped = "max epochs"
     if ckpt and ckpt.is_file():
         blob = torch.load(ckpt, map_location=device, weights_only=False)
@@ -219,10 +328,10 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
             idx = order[i * batch:(i + 1) * batch]
             x, y = tw.batch(idx)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                loss = masked_mean(((model(x).float() - y) / scale).abs(), tw.target_mask(idx))
+                loss = masked_mean(window_errors(model, x, tw.future(idx), y, scale, levels), tw.target_mask(idx))
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad_norm)
+            torch.nn.utils.clip_grad_norm_(params, t.clip_grad_norm)
             opt.step()
             losses += loss.detach()
             if bar is not None:
@@ -239,7 +348,7 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
         if not math.isfinite(train_loss):
             raise TrainingError(f"{cand.name}: training loss became {train_loss} at epoch {epoch} "
                                 f"(try a lower train.lr than {t.lr})")
-        val = _val_loss(model, tw, val_starts, scale, cuda, max(batch, 1024))
+        val = _val_loss(model, tw, val_starts, scale, cuda, max(batch, 1024), levels)
         sched.step(val)
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val, "lr": opt.param_groups[0]["lr"],
                "seconds": time.perf_counter() - t0}
@@ -272,18 +381,66 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
     model.load_state_dict(best_state)
     model.dropout_generator = None   # the trained model carries no training state (it is copied and exported)
     model = model.cpu().eval()
+    calibration = calibrate(model, ws, settings)
     return TrainResult(candidate=cand, model=model, history=history, best_epoch=best_epoch, best_val_loss=best,
                        initial_val_loss=initial, stopped=stopped, seconds=time.perf_counter() - t_start,
-                       windows_per_s=seen / busy if busy else 0.0, device=str(device), resumed_from=resumed)
+                       windows_per_s=seen / busy if busy else 0.0, device=str(device), resumed_from=resumed,
+                       anchor=anchor.summary(), calibration=calibration)
 
 
-def predictor(model: Forecaster, device: str | torch.device = "cpu") -> Callable[[np.ndarray], np.ndarray]:
-    """numpy in, numpy out, for evaluation code that also runs ONNX sessions."""
+def build_ensemble(results: list[TrainResult], ws: WindowSet, settings: Settings) -> TrainResult | None:
+    """The mean of the trained candidates as one more candidate (train.ensemble; None with fewer than two), its
+    quantiles conformalised on the same held-out windows as theirs. It costs no training of its own."""
+    if not settings.train.ensemble or len(results) < 2:
+        return None
+    members = [copy.deepcopy(r.model).cpu().eval() for r in results]
+    ens = Ensemble(members).eval()
+    calibration = calibrate(ens, ws, settings)
+    tw = ws.to_torch("cpu")
+    scale = ens.target_scale()
+    levels = torch.tensor(ens.quantiles) if ens.quantiles else None
+    val = _val_loss(ens, tw, tw.starts["val"], scale, False, 1024, levels)
+    ens.eval()
+    first = results[0].candidate
+    return TrainResult(candidate=Candidate("ensemble", first.hidden_size, first.num_layers), model=ens, history=[],
+                       best_epoch=0, best_val_loss=val, initial_val_loss=min(r.initial_val_loss for r in results),
+                       stopped=f"the mean of {len(results)} trained candidates ({', '.join(r.candidate.name for r in results)})",
+                       seconds=sum(r.seconds for r in results), device="cpu", anchor=results[0].anchor,
+                       calibration=calibration)
+
+
+def _tensor(a: np.ndarray | None, device):
+    return None if a is None else torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device)
+
+
+def predictor(model: QuantileOutput, device: str | torch.device = "cpu") -> Callable[..., np.ndarray]:
+    """numpy in (x, future=None), numpy out (the point forecast), for evaluation code that also runs ONNX sessions."""
     exact_fp32(device)
     model = model.to(device).eval()
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def run(x: np.ndarray, future: np.ndarray | None = None) -> np.ndarray:
         with torch.inference_mode():
-            return model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)).cpu().numpy()
+            return model(_tensor(x, device), _tensor(future, device)).cpu().numpy()
+
+    return run
+
+
+def quantile_predictor(model: QuantileOutput, device: str | torch.device = "cpu", batch: int = 4096
+                       ) -> Callable[..., tuple[np.ndarray, np.ndarray | None]]:
+    """numpy in (x, future=None), (point, quantiles or None) out, in batches."""
+    exact_fp32(device)
+    model = model.to(device).eval()
+
+    def run(x: np.ndarray, future: np.ndarray | None = None):
+        ys, qs = [], []
+        with torch.inference_mode():
+            for i in range(0, len(x), batch):
+                y, q = model.forward_all(_tensor(x[i:i + batch], device),
+                                         None if future is None else _tensor(future[i:i + batch], device))
+                ys.append(y.cpu().numpy())
+                qs.append(None if q is None else q.cpu().numpy())
+        if not ys:
+            return np.zeros((0,)), None
+        return np.concatenate(ys), (None if qs[0] is None else np.concatenate(qs))
 
     return run

@@ -17,10 +17,11 @@ from ..config import Settings
 from ..data.window import WindowSet
 from ..errors import CellcastError, ExportError
 from ..modeling import plots
-from ..modeling.evaluate import (BaselineReport, evaluate_baselines, evaluate_forecasts, forecast_origins, mase_scale,
-                                 metrics, predict_windows, season_of, seasonal_naive, targets_after, usable_seasons,
-                                 window_losses)
-from ..modeling.train import TrainResult, code_version, predictor
+from ..modeling.evaluate import (BaselineReport, evaluate_baselines, evaluate_forecasts, forecast_origins,
+                                 forecast_windows, mase_scale, metrics, quantiles_by_step, season_of, seasonal_naive,
+                                 targets_after, usable_seasons, window_losses)
+from ..modeling.quantiles import crossings, interval_name, intervals
+from ..modeling.train import TrainResult, code_version, predictor, quantile_predictor
 from . import promotion, tracking
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,16 @@ class CandidateReport:
     run_id: str | None = None
     model_uri: str | None = None
     scored_with: str = "torch"          # "onnx" once the export passed its parity gate: what serves is scored
+    quantiles: list[float] = field(default_factory=list)        # the levels it forecasts (val/test hold their scores)
+    interval_by_step: dict = field(default_factory=dict)        # test coverage / width / CRPS per horizon step
+    crossings: int = 0                  # test forecasts with a level below the one before it (0: ordered graph)
+    calibration: dict = field(default_factory=dict)             # the conformal shift's held-out windows
+    anchor: dict = field(default_factory=dict)                  # what its residual is over
+
+    def coverage(self) -> dict[str, tuple[float, float]]:
+        """Each interval's test coverage and nominal level: what the promotion policy's calibration gate reads."""
+        return {k[len("coverage_"):]: (v, self.test[f"nominal_{k[len('coverage_'):]}"]) for k, v in self.test.items()
+                if k.startswith("coverage_") and f"nominal_{k[len('coverage_'):]}" in self.test}
 
 
 def onnx_metadata(ws: WindowSet, settings: Settings) -> dict:
@@ -80,7 +91,10 @@ def onnx_metadata(ws: WindowSet, settings: Settings) -> dict:
             "bounds": m.value_bounds,
             # the phase of the series' grid (readings at :51 past, days from 09:00): the service refuses requests off it
             "grid_origin": str(ws.timestamps[0].astype("datetime64[s]")) if len(ws.timestamps) else None,
-            "reference": training_reference(ws, settings)}
+            "reference": training_reference(ws, settings),
+            # the known-future block in order: each column "calendar" (whoever forecasts computes it from the
+            # timestamps, with `calendar`) or "user" (values the forecast's caller must supply)
+            "future_names": m.future_names, "future_kinds": m.future_kinds, "calendar": m.calendar or {}}
 
 
 def model_metadata(ws: WindowSet, settings: Settings, candidate: str) -> dict:
@@ -119,26 +133,38 @@ def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path
     c = result.candidate
     path = Path(out_dir) / f"{c.name}.onnx"
     parity, error, onnx_path = {}, None, None
+    x, f = ws.inputs(ws.starts["test"])
     try:
-        export_onnx(result.model, path, model_metadata(ws, settings, c.name),
-                    example=ws.batch(ws.starts["test"][:2])[0])
-        x, _ = ws.batch(ws.starts["test"])
-        res = check_parity(result.model, path, x, rtol=settings.registry.parity_atol)
+        export_onnx(result.model, path, model_metadata(ws, settings, c.name) | {
+                        "calibration": result.calibration, "anchor": result.anchor},
+                    example=x[:2], future_example=None if f is None else f[:2])
+        res = check_parity(result.model, path, x, rtol=settings.registry.parity_atol, future=f)
         parity = {"ok": res.ok, "max_abs": res.max_abs, "max_rel_to_scale": res.max_rel_to_scale,
                   "windows": res.n, "tolerance": res.rtol, "reason": res.reason,
                   "branches": {b.name: b.to_dict() for b in res.branches}}
         onnx_path = str(path)
     except ExportError as e:
         error, parity = str(e), {"ok": False, "reason": str(e)}
+    del x, f
     ok = bool(parity.get("ok")) and error is None
-    run = OnnxForecaster.from_path(path, device="cpu").predict if ok else predictor(result.model)
-    val, _ = evaluate_forecasts(ws, "val", predict_windows(run, ws, "val"))
-    test, by_step = evaluate_forecasts(ws, "test", predict_windows(run, ws, "test"))
+    if ok:
+        engine = OnnxForecaster.from_path(path, device="cpu")
+        run = lambda xb, fb: engine.predict_all(xb, fb)[:2]   # noqa: E731
+    else:
+        run = quantile_predictor(result.model)
+    levels = list(result.model.quantiles)
+    yv, qv = forecast_windows(run, ws, ws.starts["val"])
+    yt, qt = forecast_windows(run, ws, ws.starts["test"])
+    val, _ = evaluate_forecasts(ws, "val", yv, qv, levels)
+    test, by_step = evaluate_forecasts(ws, "test", yt, qt, levels)
     return CandidateReport(name=c.name, cell=c.cell, hidden_size=c.hidden_size, num_layers=c.num_layers, val=val,
                            test=test, by_step=by_step, best_epoch=result.best_epoch, epochs=len(result.history),
                            stopped=result.stopped, seconds=result.seconds, windows_per_s=result.windows_per_s,
                            device=result.device, parity=parity, parity_ok=ok, onnx_path=onnx_path, error=error,
-                           scored_with="onnx" if ok else "torch")
+                           scored_with="onnx" if ok else "torch", quantiles=levels,
+                           interval_by_step=quantiles_by_step(ws, "test", qt, levels) if qt is not None else {},
+                           crossings=crossings(qt) if qt is not None else 0, calibration=result.calibration,
+                           anchor=result.anchor)
 
 
 def lineage(ws: WindowSet, settings: Settings) -> dict:
@@ -193,6 +219,10 @@ def score_champion(model_name: str, ws: WindowSet, starts=None) -> ChampionScore
                              f"champion v{info.version} is not comparable (variables {eng.variables}, horizon "
                              f"{eng.horizon}, lookback {eng.lookback} vs {ws.meta.variables}, {ws.meta.horizon}, "
                              f"{ws.meta.lookback})")
+    try:   # the champion's own known-future columns (it may read another calendar than the candidates)
+        table = ws.future_table_for(eng.future_names, eng.future_kinds, eng.calendar) if eng.future_name else None
+    except ValueError as e:
+        return ChampionScore(info.version, None, False, f"champion v{info.version} is not comparable: {e}")
     until = trained_until(eng.metadata, info.tags)
     starts = forecast_origins(ws, "test") if starts is None else np.asarray(starts)
     if until is not None:
@@ -200,7 +230,8 @@ def score_champion(model_name: str, ws: WindowSet, starts=None) -> ChampionScore
     if not len(starts):
         return ChampionScore(info.version, None, True, "", until, 0)
     x, y = ws.batch(starts)
-    pred = eng.predict(np.ascontiguousarray(x))
+    f = ws.future_batch(starts, table) if table is not None else None
+    pred = eng.predict(np.ascontiguousarray(x), None if f is None else np.ascontiguousarray(f))
     reason = "" if until else f"champion v{info.version}'s training rows are not recorded: scored on every test window"
     return ChampionScore(info.version, metrics(y, pred, mase_scale(ws)), True, reason, until, len(starts),
                          [int(s) for s in starts], window_losses(ws, starts, pred).tolist())
@@ -212,9 +243,9 @@ def comparisons(ws: WindowSet, settings: Settings, best: CandidateReport, starts
     strongest baseline's on the same test origins, and beside the champion's on the origins it never saw."""
     from ..engine.inference import OnnxForecaster
 
-    x, _ = ws.batch(starts)
-    cand = window_losses(ws, starts, OnnxForecaster.from_path(best.onnx_path, device="cpu").predict(
-        np.ascontiguousarray(x))) if len(starts) else np.zeros(0)
+    x, f = ws.inputs(starts)
+    cand = window_losses(ws, starts, OnnxForecaster.from_path(best.onnx_path, device="cpu").predict(x, f)) \
+        if len(starts) else np.zeros(0)
     seasons = settings.evaluate.seasons if settings.evaluate.seasons != "auto" else ws.meta.seasons
     rivals = {}
     for name in ["naive"] + [f"seasonal_naive_{m}" for m in usable_seasons(ws, list(seasons), split="val")]:
@@ -289,13 +320,16 @@ def track_and_promote(ws: WindowSet, settings: Settings, base: Baselines, result
         ev = settings.evaluate
         decision = promotion.decide(best.name, vs_baseline, vs_champion, significance=ev.significance,
                                     min_windows=ev.min_test_windows, parity_ok=best.parity_ok,
-                                    champion_version=champ_before.version if vs_champion is not None else None)
+                                    champion_version=champ_before.version if vs_champion is not None else None,
+                                    coverage=best.coverage(), coverage_tolerance=ev.coverage_tolerance)
         if champ_before and champ_before.reason:
             decision.reason += f" ({champ_before.reason})"
         version = tracking.register_version(model_name, best.model_uri, best.run_id,
                                             tags=tags | split_tags(ws) | {
                                                 "candidate": best.name, "cell": best.cell,
                                                 "test_mase": f"{best.test['mase']:.6g}",
+                                                **{f"test_coverage_{k}": f"{v[0]:.4g}"
+                                                   for k, v in best.coverage().items()},
                                                 "parity_max_rel": f"{best.parity.get('max_rel_to_scale', 'nan')}"})
         applied = tracking.apply_decision(model_name, version, decision,
                                           expected_champion=champ_before.version if champ_before else None)
@@ -332,7 +366,10 @@ def _log_candidate(ws: WindowSet, settings: Settings, res: TrainResult, rep: Can
     c = res.candidate
     params = {"cell": c.cell, "hidden_size": c.hidden_size, "num_layers": c.num_layers,
               **{k: v for k, v in settings.train.model_dump().items() if k not in ("cells", "hidden_size", "num_layers")},
-              "anchor_season": res.model.spec.anchor_season, "rnn_steps_used": res.model.spec.steps}
+              "anchor_season": res.model.spec.anchor_season, "rnn_steps_used": res.model.spec.steps,
+              "anchor_used": (rep.anchor or {}).get("kind"), "quantiles": ",".join(f"{q:g}" for q in rep.quantiles),
+              "calibration_windows": (rep.calibration or {}).get("windows"),
+              "future_inputs": ",".join(ws.meta.future_names)}
     with tracking.candidate_run(rep.name, params=params, tags=tags | {"cell": c.cell}) as run_id:
         rep.run_id = run_id
         for row in res.history:
@@ -343,17 +380,20 @@ def _log_candidate(ws: WindowSet, settings: Settings, res: TrainResult, rep: Can
                               "train_windows_per_s": res.windows_per_s,
                               **{f"val_{k}": v for k, v in rep.val.items()},
                               **{f"test_{k}": v for k, v in rep.test.items()},
-                              **{f"test_mase_h{i + 1}": v for i, v in enumerate(rep.by_step)}})
+                              **{f"test_mase_h{i + 1}": v for i, v in enumerate(rep.by_step)},
+                              **{f"test_{k}_h{i + 1}": v for k, steps in rep.interval_by_step.items()
+                                 for i, v in enumerate(steps) if np.isfinite(v)},
+                              "test_quantile_crossings": rep.crossings})
         tracking.set_tags({"stopped": rep.stopped, "device": rep.device, "parity.ok": str(rep.parity_ok),
                            "parity.reason": rep.parity.get("reason", ""),
                            **{f"parity.{name}.max_rel": f"{b['max_rel_to_scale']:.3g}"
                               for name, b in rep.parity.get("branches", {}).items()}})
         tracking.log_dict(asdict(rep), "candidate.json")
         tracking.log_dict({"bounds": ws.meta.value_bounds, "profiled_on": ws.meta.split_times["train"]}, "bounds.json")
-        example = ws.batch(ws.starts["test"][:2])[0]
-        tracking.log_torch_model(res.model, example)
+        example, future = ws.inputs(ws.starts["test"][:2])
+        tracking.log_torch_model(res.model, example, future_example=future)
         if rep.onnx_path and rep.parity_ok:
-            rep.model_uri = tracking.log_onnx_model(Path(rep.onnx_path), example,
+            rep.model_uri = tracking.log_onnx_model(Path(rep.onnx_path), example, future_example=future,
                                                     metadata=model_metadata(ws, settings, rep.name))
 
 
@@ -363,12 +403,21 @@ def _log_pictures(ws: WindowSet, base: Baselines, results: list[TrainResult], re
     starts = ws.starts["test"][-10 * H:]            # the last ten horizons of the test range: readable, not a smear
     first = starts[0] + m.lookback                   # row of the first forecast step drawn
     actual = ws.values[first:, m.target_idx[ti]]
-    x, _ = ws.batch(starts)
+    x, f = ws.inputs(starts)
     fc = {base.test.best: seasonal_naive(ws, starts, season_of(base.test.best))[:, :, ti]}
     for res in results:
-        fc[res.candidate.name] = predictor(res.model)(np.ascontiguousarray(x))[:, :, ti]
+        fc[res.candidate.name] = predictor(res.model)(x, f)[:, :, ti]
+    # the intervals of the candidate validation ranks first: the bands a planner would read
+    bands = {}
+    ranked = sorted(zip(results, reports), key=lambda rr: rr[1].val.get("mase", float("inf")))
+    if ranked and ranked[0][0].model.quantiles:
+        res, rep = ranked[0]
+        _, q = quantile_predictor(res.model)(x, f)
+        for lo, hi, nominal in intervals(list(res.model.quantiles)):
+            bands[f"{res.candidate.name} {interval_name(nominal)}%"] = (q[:, :, ti, lo], q[:, :, ti, hi])
     fig = plots.forecast_vs_actual(ws.timestamps[first:], actual, fc,
-                                   f"{m.name}: last {len(starts) // H or 1} forecasts of the test range", m.targets[ti])
+                                   f"{m.name}: last {len(starts) // H or 1} forecasts of the test range", m.targets[ti],
+                                   bands=bands)
     tracking.log_figure(fig, "forecast_vs_actual.png"); plots.close(fig)
     fig = plots.loss_curves({r.candidate.name: r.history for r in results}, f"{m.name}: loss")
     tracking.log_figure(fig, "loss_curves.png"); plots.close(fig)
@@ -379,22 +428,42 @@ def _log_pictures(ws: WindowSet, base: Baselines, results: list[TrainResult], re
 
 def summary_table(outcome: Outcome) -> str:
     """The table `cellcast run` prints: candidates, metrics, baselines and the promotion decision."""
-    rows = [("model", "val MASE", "test MASE", "test sMAPE", "test MAE", "epochs", "s", "parity")]
+    def pct(d: dict, key: str) -> str:
+        return f"{100 * d[key]:.1f}%" if key in d else "-"
+
+    def num(d: dict, key: str) -> str:
+        return f"{d[key]:.3f}" if key in d else "-"
+
+    rows = [("model", "val MASE", "test MASE", "test sMAPE", "test MAE", "cov 80%", "cov 90%", "CRPS", "epochs", "s",
+             "parity")]
     for c in outcome.candidates:
-        rows.append((c["name"], f"{c['val']['mase']:.3f}", f"{c['test']['mase']:.3f}", f"{c['test']['smape']:.2f}",
-                     f"{c['test']['mae']:.4g}", str(c["epochs"]), f"{c['seconds']:.0f}",
-                     "ok" if c["parity_ok"] else "FAIL"))
+        t = c["test"]
+        rows.append((c["name"], f"{c['val']['mase']:.3f}", f"{t['mase']:.3f}", f"{t['smape']:.2f}",
+                     f"{t['mae']:.4g}", pct(t, "coverage_80"), pct(t, "coverage_90"), num(t, "crps"),
+                     str(c["epochs"]), f"{c['seconds']:.0f}", "ok" if c["parity_ok"] else "FAIL"))
     for bname, sc in outcome.baselines["test"]["scores"].items():
         val = outcome.baselines["val"]["scores"].get(bname, {}).get("mase", float("nan"))
         cov = "" if sc["coverage"] == 1.0 else f" ({sc['coverage']:.0%} of windows)"
         rows.append((bname + cov, f"{val:.3f}", f"{sc['mase']:.3f}", f"{sc['smape']:.2f}", f"{sc['mae']:.4g}",
-                     "-", "-", "-"))
+                     "-", "-", "-", "-", "-", "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     d = outcome.decision
     verdict = "PROMOTED to champion" if d.get("promote") else "not promoted"
     registered = f"{outcome.model_name} v{outcome.version}" if outcome.version else "nothing"
+    anchor = next((c.get("anchor") for c in outcome.candidates if c.get("anchor")), None)
+    if anchor:
+        vals = ", ".join(f"{k} {v:.3f}" for k, v in (anchor.get("val_mase") or {}).items())
+        lines += ["", f"anchor: {anchor['kind']}" + (f" (validation MASE: {vals})" if vals else "")
+                  + (f"; {anchor['reason']}" if anchor.get("reason") else "")]
+    cal = next((c.get("calibration") for c in outcome.candidates if c.get("calibration")), None)
+    if cal and cal.get("windows"):
+        mode = cal["method"].rsplit("; ", 1)[-1].rstrip(")")
+        lines.append(f"quantiles conformalised on {cal['windows']} validation windows "
+                     f"({cal.get('first_target')} .. {cal.get('last_target')}; {mode})")
+    elif cal:
+        lines.append(f"quantiles: {cal['method']} (evaluate.calibration)")
     lines += ["", f"best candidate: {outcome.best or '-'}  registered: {registered}",
               f"decision: {verdict}: {d.get('reason')}",
               f"champion now: {('v' + str(outcome.champion_after)) if outcome.champion_after else 'none'}"]

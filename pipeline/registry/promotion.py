@@ -1,9 +1,11 @@
 """The promotion policy, as pure functions: no MLflow, no I/O.
 
-A candidate becomes champion only if its ONNX export passed the parity gate, it beats the strongest
-baseline by the configured margin (a model that cannot beat seasonal naive should not serve), and it
-beats the current champion (never replace a better model); "beats" meaning a significant difference,
-not a lower average.
+A candidate becomes champion only if its ONNX export passed the parity gate, its intervals are calibrated
+(the empirical test coverage of each central interval it forecasts, e.g. 80% and 90%, within
+`coverage_tolerance` of nominal: an interval a planner cannot trust should not serve), it beats the
+strongest baseline by the configured margin (a model that cannot beat seasonal naive should not serve),
+and it beats the current champion (never replace a better model); "beats" meaning a significant
+difference, not a lower average.
 
 The evidence is per-window losses on the same windows (scored by the engine that serves), one window
 per forecast origin with origins a horizon apart, so no two windows share a target (overlapping
@@ -108,11 +110,23 @@ def _evidence(r: DMResult) -> str:
     return f"DM {r.statistic:.3g}, p {r.p_value:.3g}, {r.n} windows"
 
 
+def coverage_misses(coverage: dict[str, tuple[float, float]] | None, tolerance: float) -> list[str]:
+    """The intervals whose empirical coverage misses nominal by more than `tolerance`, as phrases:
+    coverage maps an interval's name ("90") to (empirical coverage, nominal coverage), shares in 0..1."""
+    out = []
+    for name, (got, nominal) in sorted((coverage or {}).items(), key=lambda kv: kv[1][1]):
+        if not math.isfinite(got) or abs(got - nominal) > tolerance:
+            out.append(f"its {name}% interval covers {100 * got:.1f}% of test targets (nominal {100 * nominal:.0f}%)")
+    return out
+
+
 def decide(candidate_name: str, baseline: Comparison, champion: Comparison | None = None, *,
            significance: float = 0.05, min_windows: int = 10, parity_ok: bool = True,
-           champion_version: int | None = None, metric: str = "mase") -> Decision:
-    """Promote iff parity_ok, and the candidate beats `baseline` by its margin and `champion` (if any), each
-    significantly (one-sided Diebold-Mariano p < significance on at least `min_windows` windows).
+           champion_version: int | None = None, metric: str = "mase",
+           coverage: dict[str, tuple[float, float]] | None = None, coverage_tolerance: float = 0.05) -> Decision:
+    """Promote iff parity_ok, its intervals are calibrated (`coverage`: interval name -> (test coverage, nominal),
+    each within `coverage_tolerance`), and the candidate beats `baseline` by its margin and `champion` (if any),
+    each significantly (one-sided Diebold-Mariano p < significance on at least `min_windows` windows).
 
     The reason is one sentence with the scores compared, the statistic, p-value and window count; the
     metrics (version tags) hold the same numbers."""
@@ -126,6 +140,27 @@ def decide(candidate_name: str, baseline: Comparison, champion: Comparison | Non
     if not parity_ok:
         return Decision(False, f"{candidate_name} not promoted: its ONNX export failed the parity check "
                                f"against PyTorch", metrics)
+    for name, (got, nominal) in (coverage or {}).items():
+        metrics[f"coverage_{name}"] = _num(got) if math.isfinite(got) else None
+    if coverage:
+        metrics["coverage_tolerance"] = coverage_tolerance
+    misses = coverage_misses(coverage, coverage_tolerance)
+    accuracy = _accuracy(candidate_name, baseline, champion, significance, min_windows, champion_version, metric,
+                         metrics)
+    if not misses:
+        return accuracy
+    why = (f"uncalibrated intervals: {'; '.join(misses)}: more than {100 * coverage_tolerance:g} points off nominal "
+           f"(evaluate.coverage_tolerance {coverage_tolerance:g})")
+    if accuracy.promote:
+        return Decision(False, f"{candidate_name} not promoted: {why}", accuracy.metrics)
+    return Decision(False, f"{accuracy.reason}; and {why}", accuracy.metrics)
+
+
+def _accuracy(candidate_name: str, baseline: Comparison, champion: Comparison | None, significance: float,
+              min_windows: int, champion_version: int | None, metric: str, metrics: dict) -> Decision:
+    """The accuracy half of `decide`: the baseline and the champion, each by a significant difference."""
+    m = metric.upper()
+    champ_label = f"champion v{champion_version}" if champion_version is not None else "champion"
     if baseline.n < max(min_windows, 2):
         return Decision(False, f"{candidate_name} not promoted: {baseline.n} test windows (one per horizon, "
                                f"none overlapping) are too few for a decision (evaluate.min_test_windows "

@@ -9,7 +9,7 @@ from pathlib import Path
 from . import tracking
 from ..config import Settings
 from ..errors import CellcastError
-from ..modeling.evaluate import evaluate_forecasts, predict_windows, season_of, seasonal_naive, targets_after
+from ..modeling.evaluate import evaluate_forecasts, forecast_windows, season_of, seasonal_naive, targets_after
 from ..data.window import WindowSet, load_windows
 
 
@@ -25,7 +25,7 @@ def _unseen(ws: WindowSet, until: str | None, version: int) -> WindowSet:
     if not len(keep):
         raise CellcastError(f"{ws.meta.name}: v{version} was trained on rows up to {until}, after every test "
                             f"window of the current window set: window newer data to score it")
-    return WindowSet(ws.values, ws.timestamps, ws.meta, {**ws.starts, "test": keep})
+    return ws.with_starts(test=keep)   # the fill mask and the known-future table come along
 
 
 def evaluate_registered(name: str, settings: Settings, alias: str = "champion") -> dict:
@@ -38,12 +38,17 @@ def evaluate_registered(name: str, settings: Settings, alias: str = "champion") 
     path, info = tracking.download_model(settings.model_name, int(alias) if alias.isdigit() else alias)
     eng = OnnxForecaster.from_path(path, device="cpu")
     ws = _unseen(ws, trained_until(eng.metadata, info.tags), info.version)
-    pred = predict_windows(eng.predict, ws, "test")
-    test, by_step = evaluate_forecasts(ws, "test", pred)
+    try:   # the model's own known-future columns, computed for these rows
+        table = ws.future_table_for(eng.future_names, eng.future_kinds, eng.calendar) if eng.future_name else None
+    except ValueError as e:
+        raise CellcastError(f"{ws.meta.name}: v{info.version} cannot be scored on this window set: {e}") from None
+    pred, q = forecast_windows(lambda x, f: eng.predict_all(x, f)[:2], ws, ws.starts["test"], table=table)
+    test, by_step = evaluate_forecasts(ws, "test", pred, q, eng.quantiles)
     base = baselines(ws, settings)      # on the same test windows
     best = base.test.best
+    # the model's figures, its interval coverage and width (80%, 90%), Winkler score, pinball and CRPS among them
     out = {"metrics": {"model": {"version": info.version, "aliases": info.aliases, **test,
-                                 "test_windows": int(len(ws.starts["test"]))},
+                                 "test_windows": int(len(ws.starts["test"])), "quantiles": eng.quantiles},
                        "baselines": dict(base.test.scores),
                        "best_baseline": best,
                        "beats_best_baseline_by_pct": round(100 * (1 - test["mase"] / base.test.best_mase), 2)}}
@@ -59,13 +64,16 @@ def evaluate_registered(name: str, settings: Settings, alias: str = "champion") 
     starts = ws.starts["test"][:: m.horizon]          # tile the test range with whole forecasts
     snaive = seasonal_naive(ws, starts, season_of(best))
     tiled = pred[:: m.horizon]
+    qt = None if q is None else q[:: m.horizon]
+    bands = [] if qt is None else [(f"q{lv:g}", j) for j, lv in enumerate(eng.quantiles) if lv != 0.5]
     with open(d / "plots" / "forecast_vs_actual.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["timestamp", "actual", "model", best])
+        w.writerow(["timestamp", "actual", "model", best, *[name for name, _ in bands]])
         for k, s in enumerate(starts):
             for h in range(m.horizon):
                 row = s + m.lookback + h
                 w.writerow([str(ws.timestamps[row].astype("datetime64[s]")), f"{ws.values[row, m.target_idx[0]]:.6g}",
-                            f"{tiled[k, h, 0]:.6g}", f"{snaive[k, h, 0]:.6g}"])
+                            f"{tiled[k, h, 0]:.6g}", f"{snaive[k, h, 0]:.6g}",
+                            *[f"{qt[k, h, 0, j]:.6g}" for _, j in bands]])
     out["paths"] = {"metrics": str(d / "metrics.json"), "plots": str(d / "plots")}
     return out

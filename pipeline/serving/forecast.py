@@ -4,6 +4,13 @@
 the registry, the validation of the input rows and the files. The input rows go through the same
 validation suite and policy as the training data, and are checked against the model's own plausible
 ranges (ONNX metadata `bounds`, profiled on its training rows), never against a profile of themselves.
+
+A model that reads known-future inputs gets them for the horizon: calendar columns computed here from the
+forecast's timestamps (its metadata names the parts and the country), user-supplied columns from the rows
+after the last observation in the refreshed data (data/NAME/future.parquet, written by validate) or from a
+file given (`cellcast forecast NAME --future FILE`). A missing value is refused, naming the column and the
+first timestamp without one; it is never filled. A model with quantiles adds `<target>_q<level>` columns
+(the median is the target's own column).
 """
 from __future__ import annotations
 
@@ -14,7 +21,9 @@ import numpy as np
 import pandas as pd
 
 from ..config import Settings
+from ..data.calendar import USER
 from ..data.frequency import future_timestamps
+from ..data.window import future_block
 from ..files import utc_stamp, write_parquet
 from ..errors import DataValidationError
 from ..engine.inference import OnnxForecaster
@@ -69,30 +78,119 @@ def check_bounds(engine: OnnxForecaster, x: np.ndarray, source: str = "frame") -
                 f"validate.profile_tolerance (or declare validate.bounds) in params.yaml and retrain")
 
 
+def user_future_columns(engine: OnnxForecaster) -> list[str]:
+    """The known-future columns a caller must supply (the calendar ones are computed from timestamps)."""
+    return [n for n, k in zip(engine.future_names, engine.future_kinds) if k == USER]
+
+
+def future_input(engine: OnnxForecaster, stamps: pd.DatetimeIndex, supplied: pd.DataFrame | None,
+                 source: str = "future rows") -> np.ndarray | None:
+    """The (1, horizon, F) known-future block of one forecast at `stamps`: calendar columns computed, user columns
+    looked up by timestamp in `supplied` (a frame with `timestamp` and those columns). A column or a value missing
+    is refused with the column and the first timestamp lacking it; values outside the model's bounds too."""
+    if not engine.future_name:
+        return None
+    user = {}
+    hint = ("add rows after the last observation holding them (ingest --future-features) or pass "
+            "`cellcast forecast --future FILE`")
+    for c in user_future_columns(engine):
+        if supplied is None or c not in supplied.columns:
+            raise DataValidationError(f"{source}: known-future column '{c}' missing: the model needs its values for "
+                                      f"the {len(stamps)} steps from {stamps[0]}; {hint}")
+        given = supplied.drop_duplicates("timestamp", keep="last").set_index("timestamp")[c].reindex(stamps)
+        v = pd.to_numeric(given, errors="coerce").to_numpy(np.float64)
+        text = np.flatnonzero(~np.isfinite(v) & given.notna().to_numpy())
+        if len(text):
+            raise DataValidationError(f"{source}: known-future column '{c}': {given.iloc[text[0]]!r} at "
+                                      f"{stamps[text[0]]} is not a finite number ({len(text)} such values)")
+        gone = np.flatnonzero(~np.isfinite(v))
+        if len(gone):
+            raise DataValidationError(f"{source}: known-future column '{c}': no value for {stamps[gone[0]]} "
+                                      f"({len(gone)} of the {len(stamps)} horizon steps have none); known-future "
+                                      f"values are never filled: {hint}")
+        user[c] = v
+    check_bounds_of(engine, user, source)
+    try:
+        block = future_block(engine.future_names, engine.future_kinds, engine.calendar,
+                             engine.metadata.get("freq") or "D", stamps, user)
+    except ValueError as e:
+        raise DataValidationError(f"{source}: {e}") from None
+    return block[None]
+
+
+def check_bounds_of(engine: OnnxForecaster, columns: dict[str, np.ndarray], source: str) -> None:
+    """Known-future values outside the model's plausible range of that column (ONNX metadata `bounds`) are refused."""
+    bounds = engine.metadata.get("bounds") or {}
+    for c, v in columns.items():
+        if c not in bounds:
+            continue
+        lo, hi = bounds[c]
+        out = (v < lo) | (v > hi)
+        if out.any():
+            raise DataValidationError(f"{source}: known-future column '{c}': {int(out.sum())} values outside "
+                                      f"[{lo:.6g}, {hi:.6g}], the range of the model's training rows (e.g. "
+                                      f"{float(v[out][0]):.6g})")
+
+
+def quantile_column(target: str, level: float) -> str:
+    """The batch forecast's column of `target`'s quantile `level` (what monitoring reads: `Demand_q0.05`)."""
+    return f"{target}_q{level:g}"
+
+
 def forecast_frame(engine: OnnxForecaster, frame: pd.DataFrame, version=None, model_name: str | None = None,
-                   source: str = "frame") -> tuple[pd.DataFrame, str]:
-    """Forecast the `horizon` steps after the last row of `frame` -> (forecast frame, provider used)."""
+                   source: str = "frame", future: pd.DataFrame | None = None,
+                   future_source: str = "future rows") -> tuple[pd.DataFrame, str]:
+    """Forecast the `horizon` steps after the last row of `frame` -> (forecast frame, provider used). `future`:
+    rows (`timestamp` + columns) holding the user-supplied known-future values, when the model reads any."""
     x, last = model_input(engine, frame, source)
-    y, used = engine.predict_with_provider(x)
     freq = engine.metadata.get("freq")
     if not freq:
         step = frame["timestamp"].sort_values().diff().iloc[-1]
         stamps = pd.DatetimeIndex([last + step * (i + 1) for i in range(engine.horizon)])
     else:
         stamps = future_timestamps(last, freq, engine.horizon)
+    f = future_input(engine, pd.DatetimeIndex(stamps), future, future_source)
+    y, q, used = engine.predict_all(x, f)
     out = pd.DataFrame({"timestamp": stamps})
     for j, t in enumerate(engine.targets):
         out[t] = y[0, :, j].astype(np.float64)
+        for k, level in enumerate(engine.quantiles if q is not None else []):
+            if level != 0.5:
+                out[quantile_column(t, level)] = q[0, :, j, k].astype(np.float64)
     out["model_name"] = model_name or ""
     out["model_version"] = "" if version is None else str(version)
     return out, used
 
 
+def read_future_file(path: str | Path, time_col: str | None = None) -> pd.DataFrame:
+    """A file of known-future values (CSV or Parquet): a time column (`timestamp`, or the series' own) and the
+    columns. Timestamps with a zone are converted to UTC, as ingest does. One line per problem."""
+    from ..data.readers import read_csv, read_parquet
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataValidationError(f"{path}: --future file not found")
+    df, _ = read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else read_csv(path, None)
+    col = "timestamp" if "timestamp" in df.columns else time_col
+    if col not in df.columns:
+        raise DataValidationError(f"{path}: no time column ('timestamp'{f' or {time_col!r}' if time_col else ''}); "
+                                  f"columns found: {', '.join(map(str, df.columns))}")
+    raw = df[col]
+    try:
+        ts = pd.to_datetime(raw, utc=True, format="ISO8601" if raw.dtype == object else None)
+    except (ValueError, TypeError) as e:
+        raise DataValidationError(f"{path}: column '{col}': not date-times ({str(e).splitlines()[0][:120]})") from None
+    out = df.drop(columns=[col]).copy()
+    out.insert(0, "timestamp", pd.DatetimeIndex(ts).tz_localize(None).astype("datetime64[ns]"))
+    return out
+
+
 def forecast_latest(name: str, settings: Settings, alias: str = "champion", device: str = "auto",
-                    log_to_mlflow: bool = True) -> ForecastResult:
+                    log_to_mlflow: bool = True, future_file: str | Path | None = None) -> ForecastResult:
     """The `alias` model of `name` on the latest validated rows -> forecasts/NAME/<UTC stamp>.parquet,
-    logged as an artifact of a run in the dataset's experiment."""
-    from ..catalog import read_validated, validated_paths
+    logged as an artifact of a run in the dataset's experiment. Known-future values: from `future_file`, else
+    the rows after the last observation (data/NAME/future.parquet)."""
+    from ..catalog import future_path, read_validated, validated_paths
     from ..data import validation
     from ..registry import tracking
 
@@ -111,8 +209,17 @@ def forecast_latest(name: str, settings: Settings, alias: str = "champion", devi
     report = validation.validate_frame(recent, meta, settings, name=name, bounds=engine.metadata.get("bounds") or {},
                                        bounds_origin=origin, require_windows=False,
                                        source=f"{pq} (last {engine.lookback} rows)")
+    supplied, where = None, "future rows"
+    if engine.future_name and user_future_columns(engine):
+        if future_file is not None:
+            supplied, where = read_future_file(future_file, meta.get("time_col")), str(future_file)
+        elif future_path(name, settings).is_file():
+            fp = future_path(name, settings)
+            supplied, where = pd.read_parquet(fp), f"{fp} (the rows after the last observation)"
+        else:
+            where = f"{name}: no rows after the last observation"
     frame, used = forecast_frame(engine, report.frame, version=info.version, model_name=settings.model_name,
-                                 source=str(pq))
+                                 source=str(pq), future=supplied, future_source=where)
     stamp = utc_stamp()
     path = write_parquet(frame, Path(settings.paths.forecasts) / name / f"{stamp}.parquet")
     if log_to_mlflow:

@@ -10,14 +10,16 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..data.calendar import CALENDAR, USER
 from ..data.frequency import future_timestamps
+from ..data.window import future_block
 from ..engine.inference import OnnxForecaster
 
 F32_MAX = float(np.finfo(np.float32).max)
@@ -44,7 +46,11 @@ class Series(BaseModel):
         description="each variable of the model (GET /model: variables) -> its last `lookback` observations")
     timestamps: list[str] | None = Field(
         None, description="ISO 8601 date-times of the observations (UTC when no zone is given), on the model's "
-                          "grid; the answer then carries the forecast's timestamps")
+                          "grid; the answer then carries the forecast's timestamps. Required when the model reads "
+                          "calendar features of the horizon (GET /model: future), which are computed from them")
+    future: dict[str, list[Number | None]] | None = Field(
+        None, description="each known-future column the caller supplies (GET /model: future, kind 'user') -> its "
+                          "`horizon` values for the forecast's steps; a missing one is refused, never filled")
 
 
 class Batch(BaseModel):
@@ -64,6 +70,9 @@ class ModelRef(BaseModel):
 class Forecast(BaseModel):
     timestamps: list[str] | None
     forecast: dict[str, list[float]] = Field(description="each target -> its `horizon` forecast steps")
+    quantiles: dict[str, dict[str, list[float]]] | None = Field(
+        None, description="each target -> each quantile level ('0.05', ..., '0.95') -> its `horizon` steps; the "
+                          "median is `forecast`; calibrated on held-out data, they never cross")
 
 
 class ForecastResponse(Forecast):
@@ -89,8 +98,17 @@ class Problem(BaseModel):
 
 # ---------------------------------------------------------------- parsing
 
-def parse_body(body: bytes, engine: OnnxForecaster):
-    """Raw JSON bytes -> (batch (n, lookback, n_vars), [future timestamps or None], single?).
+class Parsed(NamedTuple):
+    """A request, checked: the model's inputs and what the answer needs."""
+
+    batch: np.ndarray                   # (n, lookback, n_vars)
+    stamps: list                        # per series: the forecast's timestamps, or None
+    single: bool                        # one series (not `instances`)
+    future: np.ndarray | None = None    # (n, horizon, F) known-future block, when the model reads one
+
+
+def parse_body(body: bytes, engine: OnnxForecaster) -> Parsed:
+    """Raw JSON bytes -> Parsed (batch (n, lookback, n_vars), [forecast timestamps or None], single?, future block).
 
     pydantic's JSON parser, not json.loads: it bounds the nesting depth (a deeply nested body is a 400,
     not a RecursionError) and keeps a 400-digit integer an integer, which the number type then refuses."""
@@ -101,8 +119,8 @@ def parse_body(body: bytes, engine: OnnxForecaster):
     return parse_request(payload, engine)
 
 
-def parse_request(payload: Any, engine: OnnxForecaster):
-    """Parsed JSON -> (batch (n, lookback, n_vars), [future timestamps or None], single?)"""
+def parse_request(payload: Any, engine: OnnxForecaster) -> Parsed:
+    """Parsed JSON -> Parsed (batch (n, lookback, n_vars), [forecast timestamps or None], single?, future block)"""
     if isinstance(payload, dict) and "instances" in payload:
         if set(payload) != {"instances"}:
             raise BadRequest(422, "body: 'instances' cannot be combined with other fields")
@@ -114,11 +132,13 @@ def parse_request(payload: Any, engine: OnnxForecaster):
     else:
         parsed = [parse_instance(payload, engine)]
         single = True
-    return np.stack([p[0] for p in parsed]), [p[1] for p in parsed], single
+    future = np.stack([p[2] for p in parsed]) if engine.future_name else None
+    return Parsed(np.stack([p[0] for p in parsed]), [p[1] for p in parsed], single, future)
 
 
 def parse_instance(obj: Any, engine: OnnxForecaster, where: str = "body"):
-    """One series from JSON -> (window (lookback, n_vars) float32, forecast timestamps or None)."""
+    """One series from JSON -> (window (lookback, n_vars) float32, forecast timestamps or None, future block
+    (horizon, F) or None)."""
     try:
         series = Series.model_validate(obj)
     except ValidationError as e:
@@ -132,11 +152,58 @@ def parse_instance(obj: Any, engine: OnnxForecaster, where: str = "body"):
     bounds = model_bounds(engine)
     cols = [_column(values[v], f"{where}.values.{v}", engine.lookback, bounds.get(v)) for v in engine.variables]
     window = np.stack(cols, axis=1).astype(np.float32)
-    future = None
+    stamps = None
     if series.timestamps is not None:
-        future = check_timestamps(series.timestamps, f"{where}.timestamps", engine.lookback, engine.horizon,
+        stamps = check_timestamps(series.timestamps, f"{where}.timestamps", engine.lookback, engine.horizon,
                                   engine.metadata.get("freq"), engine.metadata.get("grid_origin"))
-    return window, future
+    return window, stamps, request_future(series.future, stamps, engine, where, bounds)
+
+
+def request_future(given: dict | None, stamps: list[str] | None, engine: OnnxForecaster, where: str,
+                   bounds: dict) -> np.ndarray | None:
+    """The known-future block (horizon, F) of one request: calendar columns computed from the forecast's timestamps
+    (so the request's timestamps are required), user columns from `future`, each `horizon` values, none missing."""
+    if not engine.future_name:
+        if given is not None:
+            raise BadRequest(422, f"{where}.future: this model reads no known-future inputs; leave 'future' out")
+        return None
+    names, kinds, H = engine.future_names, engine.future_kinds, engine.horizon
+    calendar = [n for n, k in zip(names, kinds) if k == CALENDAR]
+    if calendar and stamps is None:
+        raise BadRequest(422, f"{where}.timestamps: required: the model reads calendar features of the horizon "
+                              f"({', '.join(calendar)}), computed from the observations' timestamps")
+    user = [n for n, k in zip(names, kinds) if k == USER]
+    given = given or {}
+    missing = [c for c in user if c not in given]
+    extra = sorted(set(given) - set(user))
+    if missing or extra:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown {', '.join(extra)}"] if extra else [])
+        first = f" from {stamps[0]}" if stamps else ""
+        raise BadRequest(422, f"{where}.future: {'; '.join(parts)} (the model needs {H} values{first} of each of "
+                              f"{', '.join(user) or 'none'})")
+    values = {}
+    for c in user:
+        v = given[c]
+        gone = [i for i in range(H) if i >= len(v) or v[i] is None]
+        if gone:
+            at = stamps[gone[0]] if stamps else f"horizon step {gone[0] + 1}"
+            raise BadRequest(422, f"{where}.future.{c}: no value for {at} ({len(gone)} of the {H} horizon steps have "
+                                  f"none); known-future values are never filled: send all {H}")
+        if len(v) > H:
+            raise BadRequest(422, f"{where}.future.{c}: {len(v)} values for the {H} horizon steps")
+        arr = np.asarray(v, dtype=np.float64)
+        if np.abs(arr).max(initial=0) > F32_MAX:
+            raise BadRequest(422, f"{where}.future.{c}: values beyond the float32 range")
+        if c in bounds:
+            lo, hi = bounds[c]
+            out = np.flatnonzero((arr < lo) | (arr > hi))
+            if len(out):
+                raise BadRequest(422, f"{where}.future.{c}: {len(out)} values outside the plausible range "
+                                      f"[{lo:.6g}, {hi:.6g}] profiled on the model's training data (e.g. "
+                                      f"{arr[out[0]]:.6g} at [{int(out[0])}])")
+        values[c] = arr
+    when = pd.DatetimeIndex(stamps) if stamps else range(H)
+    return future_block(names, kinds, engine.calendar, engine.metadata.get("freq") or "D", when, values)
 
 
 def model_bounds(engine: OnnxForecaster) -> dict[str, tuple[float, float]]:
@@ -199,7 +266,15 @@ def _one_line(e: ValidationError, obj: Any, engine: OnnxForecaster, where: str) 
                 f"got {type(obj).__name__}")
     if kind == "extra_forbidden":
         unknown = sorted(str(x["loc"][-1]) for x in errors if x["type"] == "extra_forbidden" and len(x["loc"]) == 1)
-        return f"{where}: unknown field(s) {', '.join(unknown)}; expected 'values' and optional 'timestamps'"
+        return f"{where}: unknown field(s) {', '.join(unknown)}; expected 'values' and optional 'timestamps', 'future'"
+    if loc[0] == "future" and len(loc) <= 2:
+        return (f"{where}.{'.'.join(str(p) for p in loc)}: expected an object mapping each known-future column to "
+                f"its {engine.horizon} values for the horizon")
+    if loc[0] == "future":
+        same = sum(1 for x in errors if tuple(x["loc"])[:2] == loc[:2] and x["type"] == kind)
+        what = "NaN or infinite values are not allowed" if kind == "finite_number" else \
+            f"expected a number, got {_kind(_at(obj, loc))}"
+        return f"{where}.future.{loc[1]}[{loc[2]}]: {what} ({same} such values)"
     if loc[0] == "values" and len(loc) == 1:
         return (f"{where}.values: expected an object mapping each variable to its last {engine.lookback} "
                 f"observations ({', '.join(engine.variables)})")
@@ -399,6 +474,13 @@ def check_timestamps(raw: list[str], where: str, length: int, horizon: int, freq
     return [t.isoformat() for t in future]
 
 
-def forecast_json(y: np.ndarray, stamps: list[str] | None, targets: list[str]) -> dict:
+def forecast_json(y: np.ndarray, stamps: list[str] | None, targets: list[str], q: np.ndarray | None = None,
+                  levels: list[float] | None = None) -> dict:
+    """One series' answer: y (horizon, T), q (horizon, T, Q) at `levels` when the model forecasts quantiles."""
     y = np.asarray(y, dtype=np.float64)   # float32 -> the float64 numbers JSON writes, as float() gave them
-    return {"timestamps": stamps, "forecast": {t: y[:, j].tolist() for j, t in enumerate(targets)}}
+    out = {"timestamps": stamps, "forecast": {t: y[:, j].tolist() for j, t in enumerate(targets)}}
+    if q is not None and levels:
+        q = np.asarray(q, dtype=np.float64)
+        out["quantiles"] = {t: {f"{lv:g}": q[:, j, k].tolist() for k, lv in enumerate(levels)}
+                            for j, t in enumerate(targets)}
+    return out

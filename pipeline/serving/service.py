@@ -1,7 +1,9 @@
 """The forecasting service: FastAPI + uvicorn, following the registry's champion alias.
 
-    POST /v1/forecast   {"timestamps": [...optional...], "values": {"Demand": [...], ...}}
-                        or {"instances": [{...}, {...}]} for several series at once
+    POST /v1/forecast   {"timestamps": [...optional...], "values": {"Demand": [...], ...},
+                         "future": {"WorkDay": [...horizon values...]}}   (known-future columns the model reads)
+                        or {"instances": [{...}, {...}]} for several series at once; the answer holds the
+                        point forecast and, for a model with quantiles, each level's
     GET  /health        200 when a model is loaded
     GET  /model         what serves: name, version, alias, provider, loaded_at, shapes, last_error
     GET  /metrics       Prometheus metrics: requests by status, latency, the model version and provider, swaps
@@ -66,10 +68,21 @@ def _describe_model(series: dict, engine) -> None:
     series["properties"]["values"] = {"type": "object", "properties": props, "required": list(engine.variables),
                                       "additionalProperties": False,
                                       "description": series["properties"]["values"].get("description", "")}
+    stamps = {"type": "array", "items": {"type": "string", "format": "date-time"}, "minItems": n, "maxItems": n}
+    calendar = any(k == "calendar" for k in engine.future_kinds)
     series["properties"]["timestamps"] = {
-        "anyOf": [{"type": "array", "items": {"type": "string", "format": "date-time"}, "minItems": n, "maxItems": n},
-                  {"type": "null"}], "default": None,
+        **({} if calendar else {"anyOf": [stamps, {"type": "null"}], "default": None}), **(stamps if calendar else {}),
         "description": series["properties"]["timestamps"].get("description", "")}
+    user = [c for c, k in zip(engine.future_names, engine.future_kinds) if k == "user"]
+    h = engine.horizon
+    future = {"type": "object", "additionalProperties": False, "required": user,
+              "properties": {c: {"type": "array", "minItems": h, "maxItems": h,
+                                 "items": {"type": "number", "minimum": bounds.get(c, (-F32_MAX, F32_MAX))[0],
+                                           "maximum": bounds.get(c, (-F32_MAX, F32_MAX))[1]}} for c in user},
+              "description": series["properties"]["future"].get("description", "")}
+    series["properties"]["future"] = future if user else {"type": "null", "default": None,
+                                                          "description": "this model reads no user-supplied future"}
+    series["required"] = ["values", *(["timestamps"] if calendar else []), *(["future"] if user else [])]
 
 
 def _ref(name: str) -> dict:
@@ -147,6 +160,8 @@ def create_app(settings: Settings, *, source: ModelSource | None = None, alias: 
                 "cpu_batch_threshold": e.cpu_batch_threshold, "loaded_at": cur.loaded_at.isoformat(),
                 "lookback": e.lookback, "horizon": e.horizon, "variables": e.variables, "targets": e.targets,
                 "freq": e.metadata.get("freq"), "cell": e.metadata.get("cell"), "dataset": e.metadata.get("dataset"),
+                "quantiles": e.quantiles, "calendar": e.calendar if e.future_name else None,
+                "future": [{"name": n, "kind": k} for n, k in zip(e.future_names, e.future_kinds)],
                 "swaps": holder.swaps, "last_check": holder.last_check and holder.last_check.isoformat(),
                 "last_error": holder.last_error}
 
@@ -170,15 +185,15 @@ def create_app(settings: Settings, *, source: ModelSource | None = None, alias: 
             cur = holder.current  # read once: this request uses one version from parsing to answer
             if cur is None:
                 return _error(503, "no model loaded")
-            batch, whens, single = parse_body(body, cur.engine)
+            batch, whens, single, future = parse_body(body, cur.engine)
         except BadRequest as e:
             return _error(e.status, e.message)
         t0 = time.perf_counter()
         if len(batch) * cur.batch1_s <= INLINE_S:
             # a forecast well under a millisecond: the hop to the thread pool and back costs more than it does
-            y, used = cur.engine.predict_with_provider(batch)
+            y, q, used = cur.engine.predict_all(batch, future)
         else:
-            y, used = await run_in_threadpool(cur.engine.predict_with_provider, batch)
+            y, q, used = await run_in_threadpool(cur.engine.predict_all, batch, future)
         if not np.isfinite(y).all():
             # finite inputs far outside what the model saw can overflow inside it; JSON has no NaN
             bad = sorted({i for i in range(len(y)) if not np.isfinite(y[i]).all()})
@@ -186,7 +201,8 @@ def create_app(settings: Settings, *, source: ModelSource | None = None, alias: 
                                f"for these values (far outside its training data?); {len(bad)} such series")
         out = {"model": {"name": name, "version": cur.version, "alias": alias}, "provider": used,
                "horizon": cur.engine.horizon, "latency_ms": round(1e3 * (time.perf_counter() - t0), 3)}
-        items = [forecast_json(y[i], whens[i], cur.engine.targets) for i in range(len(y))]
+        items = [forecast_json(y[i], whens[i], cur.engine.targets, None if q is None else q[i], cur.engine.quantiles)
+                 for i in range(len(y))]
         if single:
             out.update(items[0])
         else:

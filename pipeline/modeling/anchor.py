@@ -1,0 +1,173 @@
+"""The anchor a forecaster learns its residual over, chosen once per window set (train.anchor).
+
+seasonal_naive: the best seasonal naive on validation (registry/lifecycle.baselines picks its season).
+linear: a ridge regression from the target's lookback, relative to its last value (NLinear), and the
+known-future block of the horizon (scaled as the model scales them) to the horizon, relative to that same
+last value. It is fitted in closed form: the normal equations are accumulated over the training windows in
+float64, chunk by chunk (memory does not grow with the windows), solved for each penalty in
+`train.anchor_ridge` (lambda * n * 1e-3 added to the diagonal of the centred Gram matrix), and the penalty
+with the lowest validation MAE kept. Windows with a filled target are left out of the fit. The fit is
+deterministic (no seed), and frozen inside every candidate (bench/research/FINDINGS.md: training it further
+did not help).
+auto: whichever of the two has the lower validation MASE (e.g. glucose keeps its naive anchor).
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config import Settings
+from ..data.window import WindowSet
+from .evaluate import mase_scale, metrics, seasonal_naive
+
+CHUNK = 2048
+
+
+@dataclass
+class LinearAnchor:
+    weight: np.ndarray                # (H*T, L*T + H*F) float32: what nn.Linear holds
+    bias: np.ndarray                  # (H*T,)
+    ridge: float                      # the penalty chosen on validation
+    val_mae_scaled: float             # its validation MAE in scaled units
+    windows: int                      # training windows fitted on
+    seconds: float
+    by_ridge: dict[str, float] = field(default_factory=dict)   # validation MAE (scaled) of every penalty tried
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(np.ascontiguousarray(self.weight).tobytes())
+        h.update(np.ascontiguousarray(self.bias).tobytes())
+        return h.hexdigest()[:16]
+
+    def summary(self) -> dict:
+        return {"ridge": self.ridge, "val_mae_scaled": self.val_mae_scaled, "windows": self.windows,
+                "seconds": round(self.seconds, 3), "by_ridge": self.by_ridge}
+
+
+@dataclass
+class AnchorChoice:
+    """What every candidate of one training run is anchored on."""
+
+    kind: str                          # seasonal_naive | linear | none
+    season: int | None                 # the seasonal naive's season; also the seasonal differences the cell reads
+    linear: LinearAnchor | None = None
+    val_mase: dict[str, float] = field(default_factory=dict)   # each anchor considered, on validation
+    reason: str = ""
+
+    def fingerprint(self) -> str:
+        return f"{self.kind}:{self.season}:{self.linear.fingerprint() if self.linear else ''}"
+
+    def summary(self) -> dict:
+        return {"kind": self.kind, "season": self.season, "val_mase": self.val_mase, "reason": self.reason,
+                "linear": self.linear.summary() if self.linear else None}
+
+
+def _design(ws: WindowSet, starts: np.ndarray, fmean: np.ndarray, fstd: np.ndarray):
+    """Ridge inputs X (n, L*T + H*F), outputs Y (n, H*T) relative to each window's last value, and the last
+    values (n, T), in the model's scaled units (float64)."""
+    m = ws.meta
+    tidx = m.target_idx
+    mu = np.asarray(m.mean, np.float64)[tidx]
+    sd = np.asarray(m.std, np.float64)[tidx]
+    x, y = ws.batch(starts)
+    zt = (x[:, :, tidx].astype(np.float64) - mu) / sd
+    last = zt[:, -1, :]
+    parts = [(zt - last[:, None, :]).reshape(len(starts), -1)]
+    f = ws.future_batch(starts)
+    if f is not None:
+        parts.append(((f.astype(np.float64) - fmean) / fstd).reshape(len(starts), -1))
+    Y = ((y.astype(np.float64) - mu) / sd - last[:, None, :]).reshape(len(starts), -1)
+    return np.concatenate(parts, axis=1), Y, last
+
+
+def fit_linear_anchor(ws: WindowSet, settings: Settings) -> LinearAnchor:
+    """The ridge anchor of `ws` (module docstring)."""
+    t0 = time.perf_counter()
+    t = settings.train
+    fm, fs = ws.future_scaler()
+    fmean, fstd = np.asarray(fm, np.float64), np.asarray(fs, np.float64)
+    train = ws.starts["train"]
+    mask = ws.target_mask(train)
+    if mask is not None:   # a filled target is no observation to fit
+        train = train[mask.all(axis=(1, 2))]
+    if len(train) > t.anchor_max_windows:
+        rng = np.random.default_rng(t.seed)
+        train = np.sort(rng.choice(train, t.anchor_max_windows, replace=False))
+    n = len(train)
+    if n < 2:
+        raise ValueError(f"{ws.meta.name}: {n} complete training windows: too few to fit a linear anchor")
+    xtx = xty = sx = sy = None
+    for i in range(0, n, CHUNK):
+        X, Y, _ = _design(ws, train[i:i + CHUNK], fmean, fstd)
+        if xtx is None:
+            xtx, xty = np.zeros((X.shape[1],) * 2), np.zeros((X.shape[1], Y.shape[1]))
+            sx, sy = np.zeros(X.shape[1]), np.zeros(Y.shape[1])
+        xtx += X.T @ X
+        xty += X.T @ Y
+        sx += X.sum(0)
+        sy += Y.sum(0)
+    mx, my = sx / n, sy / n
+    gram = xtx - n * np.outer(mx, mx)
+    cross = xty - n * np.outer(mx, my)
+    eye = np.eye(len(gram))
+    solutions = {}
+    for lam in t.anchor_ridge:
+        w = np.linalg.solve(gram + lam * n * 1e-3 * eye, cross)
+        solutions[lam] = (w, my - mx @ w)
+    val = ws.starts["val"]
+    err = {lam: 0.0 for lam in solutions}
+    count = 0.0
+    for i in range(0, len(val), CHUNK):
+        s = val[i:i + CHUNK]
+        X, Y, _ = _design(ws, s, fmean, fstd)
+        vm = ws.target_mask(s)
+        w_obs = np.ones_like(Y) if vm is None else vm.reshape(len(s), -1).astype(np.float64)
+        count += w_obs.sum()
+        for lam, (w, b) in solutions.items():
+            err[lam] += float((np.abs(X @ w + b - Y) * w_obs).sum())
+    by = {lam: e / max(count, 1.0) for lam, e in err.items()}
+    best = min(by, key=lambda k: (by[k], k))
+    w, b = solutions[best]
+    return LinearAnchor(weight=w.T.astype(np.float32), bias=b.astype(np.float32), ridge=float(best),
+                        val_mae_scaled=float(by[best]), windows=n, seconds=time.perf_counter() - t0,
+                        by_ridge={f"{k:g}": float(v) for k, v in by.items()})
+
+
+def linear_forecast(ws: WindowSet, starts: np.ndarray, anchor: LinearAnchor) -> np.ndarray:
+    """The linear anchor's forecast (n, H, T) in the data's units, as the model computes it."""
+    m = ws.meta
+    tidx = m.target_idx
+    mu = np.asarray(m.mean, np.float64)[tidx]
+    sd = np.asarray(m.std, np.float64)[tidx]
+    fm, fs = ws.future_scaler()
+    out = []
+    for i in range(0, len(starts), CHUNK):
+        X, _, last = _design(ws, starts[i:i + CHUNK], np.asarray(fm), np.asarray(fs))
+        z = (X @ anchor.weight.T.astype(np.float64) + anchor.bias).reshape(len(X), m.horizon, len(tidx))
+        out.append((z + last[:, None, :]) * sd + mu)
+    return np.concatenate(out) if out else np.zeros((0, m.horizon, len(tidx)))
+
+
+def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> AnchorChoice:
+    """The anchor of one training run: train.anchor, with `season` the best seasonal naive's (lifecycle.baselines).
+    auto fits the linear anchor and keeps whichever of the two forecasts validation better (MASE)."""
+    t = settings.train
+    if not t.residual:
+        return AnchorChoice("none", None, reason="train.residual is false: no anchor")
+    if t.anchor == "seasonal_naive":
+        return AnchorChoice("seasonal_naive" if season else "none", season,
+                            reason="train.anchor: seasonal_naive" if season else "no seasonal naive fits the lookback")
+    lin = fit_linear_anchor(ws, settings)
+    val = ws.starts["val"]
+    _, y = ws.batch(val)
+    mask, scale = ws.target_mask(val), mase_scale(ws)
+    scores = {"linear": metrics(y, linear_forecast(ws, val, lin), scale, mask)["mase"]}
+    if season:
+        scores["seasonal_naive"] = metrics(y, seasonal_naive(ws, val, season), scale, mask)["mase"]
+    if t.anchor == "linear" or "seasonal_naive" not in scores or scores["linear"] < scores["seasonal_naive"]:
+        why = "train.anchor: linear" if t.anchor == "linear" else "auto: the linear anchor forecasts validation better"
+        return AnchorChoice("linear", season, lin, scores, why)
+    return AnchorChoice("seasonal_naive", season, None, scores,
+                        f"auto: seasonal naive ({season}) forecasts validation better than the linear anchor")

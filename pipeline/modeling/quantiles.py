@@ -1,0 +1,103 @@
+"""Quantile forecasts: the conformal shift that calibrates them, and the scores that judge them (numpy only).
+
+Calibration (conformalised quantile regression, Romano et al. 2019, per level): on held-out windows, for each
+horizon step, target and level tau, the shift s is the empirical tau-quantile of the misses y - q_tau, taken at
+the finite-sample rank (ceil((n+1) tau) above the median, floor((n+1) tau) below it), so that y <= q_tau + s
+holds for a share tau of exchangeable new windows. The median is not shifted: it is the point forecast.
+Held-out months are not always exchangeable with the months that follow (docs/forecasting.md): by default
+(evaluate.calibration: widen) a shift may widen an interval but never narrow it.
+
+Scores (y, quantiles (n, H, T, Q), in the data's units; `scale` per target, the MASE scale, so that pinball,
+CRPS, width and Winkler read in MASE units and compare across datasets):
+  pinball     mean over levels of the pinball (quantile) loss
+  crps        2 x the mean pinball loss over the levels: the quantile-score approximation of the CRPS
+              (exact in the limit of many evenly spaced levels)
+  coverage_P  share of observed targets inside the central interval of nominal P% (levels tau and 1 - tau)
+  width_P     its mean width
+  winkler_P   width + (2 / alpha) x the distance by which the target falls outside (alpha = 1 - P/100)
+Filled targets (mask False) are not scored.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def intervals(levels: list[float]) -> list[tuple[int, int, float]]:
+    """The central intervals the levels hold: (lower index, upper index, nominal coverage), widest last."""
+    out = []
+    for i, lo in enumerate(levels):
+        if lo >= 0.5:
+            continue
+        for j, hi in enumerate(levels):
+            if abs(hi - (1 - lo)) < 1e-9:
+                out.append((i, j, round(hi - lo, 6)))
+    return sorted(out, key=lambda t: t[2])
+
+
+def interval_name(nominal: float) -> str:
+    return f"{100 * nominal:g}"
+
+
+def conformal_shift(y: np.ndarray, q: np.ndarray, levels: list[float], mask: np.ndarray | None = None,
+                    mode: str = "two_sided") -> np.ndarray:
+    """The per (step, target, level) shift (H, T, Q) that calibrates quantiles `q` (n, H, T, Q) on targets `y`.
+    mode "widen": a level above the median only moves up, one below it only down (the interval never narrows)."""
+    e = y.astype(np.float64)[..., None] - q.astype(np.float64)
+    if mask is not None:
+        e = np.where(mask[..., None], e, np.nan)
+    srt = np.sort(e, axis=0)                       # NaN (unobserved) last
+    n_obs = np.isfinite(e).sum(axis=0)             # (H, T, Q)
+    shift = np.zeros(q.shape[1:], np.float64)
+    for k, tau in enumerate(levels):
+        if abs(tau - 0.5) < 1e-12:
+            continue
+        n = n_obs[..., k]
+        rank = np.ceil((n + 1) * tau) if tau > 0.5 else np.floor((n + 1) * tau)
+        idx = np.clip(rank, 1, np.maximum(n, 1)).astype(np.int64) - 1
+        pick = np.take_along_axis(srt[..., k], idx[None], axis=0)[0]
+        shift[..., k] = np.where(n > 0, pick, 0.0)
+        if mode == "widen":
+            shift[..., k] = np.maximum(shift[..., k], 0.0) if tau > 0.5 else np.minimum(shift[..., k], 0.0)
+    return shift.astype(np.float32)
+
+
+def _mean(a: np.ndarray, mask: np.ndarray | None, axis=None):
+    if mask is None:
+        return a.mean(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(mask, a, 0.0).sum(axis=axis) / mask.sum(axis=axis)
+
+
+def pinball(y: np.ndarray, q: np.ndarray, levels: list[float], scale: np.ndarray) -> np.ndarray:
+    """The pinball loss of every level, scaled: (n, H, T, Q)."""
+    e = (y.astype(np.float64)[..., None] - q.astype(np.float64)) / np.asarray(scale)[None, None, :, None]
+    tau = np.asarray(levels, np.float64)
+    return np.maximum(tau * e, (tau - 1) * e)
+
+
+def quantile_scores(y: np.ndarray, q: np.ndarray, levels: list[float], scale: np.ndarray,
+                    mask: np.ndarray | None = None) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """(scores, scores per horizon step) of quantile forecasts (module docstring). Empty without levels."""
+    if q is None or not levels:
+        return {}, {}
+    y64 = y.astype(np.float64)
+    sc = np.asarray(scale, np.float64)[None, None, :]
+    loss = pinball(y, q, levels, scale).mean(axis=-1)             # (n, H, T): mean over levels
+    out = {"pinball": float(_mean(loss, mask)), "crps": float(2 * _mean(loss, mask))}
+    steps = {"crps": (2 * _mean(loss, mask, axis=(0, 2))).tolist()}
+    for lo, hi, nominal in intervals(levels):
+        name, alpha = interval_name(nominal), 1 - nominal
+        low, up = q[..., lo].astype(np.float64), q[..., hi].astype(np.float64)
+        inside = ((y64 >= low) & (y64 <= up)).astype(np.float64)
+        width = (up - low) / sc
+        winkler = width + (2 / alpha) * (np.maximum(low - y64, 0) + np.maximum(y64 - up, 0)) / sc
+        out.update({f"coverage_{name}": float(_mean(inside, mask)), f"nominal_{name}": nominal,
+                    f"width_{name}": float(_mean(width, mask)), f"winkler_{name}": float(_mean(winkler, mask))})
+        steps[f"coverage_{name}"] = _mean(inside, mask, axis=(0, 2)).tolist()
+        steps[f"width_{name}"] = _mean(width, mask, axis=(0, 2)).tolist()
+    return out, steps
+
+
+def crossings(q: np.ndarray) -> int:
+    """How many (window, step, target) forecasts have a level below the one before it."""
+    return int((np.diff(q, axis=-1) < 0).any(axis=-1).sum())

@@ -1,0 +1,228 @@
+"""The forecaster's new parts: the linear anchor (closed form, chosen on validation), known-future inputs, the
+decoder, quantile heads that cannot cross, their conformal calibration, and the ensemble."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cellcast.pipeline.config import Params
+from cellcast.pipeline.data.window import build_windows
+from cellcast.pipeline.modeling.anchor import choose_anchor, fit_linear_anchor, linear_forecast
+from cellcast.pipeline.modeling.evaluate import mase_scale, metrics, seasonal_naive
+from cellcast.pipeline.modeling.model import Ensemble, Forecaster, ModelSpec, monotone
+from cellcast.pipeline.modeling.quantiles import conformal_shift, quantile_scores
+from cellcast.pipeline.modeling.train import (Candidate, build_ensemble, model_spec, predictor, quantile_predictor,
+                                              train_candidate)
+
+torch.set_num_threads(1)
+LEVELS = [0.05, 0.1, 0.5, 0.9, 0.95]
+TRAIN = {"epochs": 2, "batch_size": 64, "max_train_windows": 512, "hidden_size": 8, "rnn_steps": 12, "lr": 0.01,
+         "patience": 2, "device": "cpu"}
+
+
+def promo_series(n=3000, noise=0.3, seed=0):
+    """Hourly sales: a daily cycle, a planned promotion that lifts them (known ahead), Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    promo = (rng.random(n) < 0.1).astype(float)
+    y = 10 + np.sin(2 * np.pi * t / 24) + 2 * promo + noise * rng.standard_normal(n)
+    return pd.DataFrame({"timestamp": pd.date_range("2022-01-01", periods=n, freq="h"), "y": y, "promo": promo})
+
+
+def settings(lookback=48, horizon=6, calendar=None, evaluate=None, **train):
+    return Params(window={"lookback": lookback, "horizon": horizon}, calendar=calendar or {"parts": ["tod", "dow"]},
+                  train={**TRAIN, **train}, evaluate=evaluate or {}).for_dataset("syn")
+
+
+def windows(s, df=None, future=True):
+    df = promo_series() if df is None else df
+    return build_windows(df, name="syn", variables=["y", "promo"], targets=["y"], freq="h", settings=s,
+                         future_features=["promo"] if future else [])
+
+
+def test_the_linear_anchor_is_fitted_in_closed_form_and_an_untrained_model_is_that_anchor():
+    s = settings(anchor="linear")
+    ws = windows(s)
+    lin = fit_linear_anchor(ws, s)
+    assert set(lin.by_ridge) == {"0.1", "1", "10", "100", "1000"} and lin.by_ridge[f"{lin.ridge:g}"] == min(lin.by_ridge.values())
+    assert lin.weight.shape == (6, 48 + 6 * 5)            # lookback of the target + the horizon's future block
+    # the promotion is known ahead: its weight at each step of the horizon recovers its lift (2 / std of y)
+    promo_w = lin.weight[np.arange(6), 48 + np.arange(6) * 5 + 4] * ws.future_scaler()[1][4] ** -1
+    np.testing.assert_allclose(promo_w * ws.meta.std[0], 2.0, rtol=0.1)
+    again = fit_linear_anchor(ws, s)
+    assert np.array_equal(again.weight, lin.weight)                     # closed form: no seed, the same every time
+
+    choice = choose_anchor(ws, s, 24)
+    spec = model_spec(ws, Candidate("gru", 8, 1), s, choice)
+    assert spec.anchor == "linear" and spec.anchor_season == 24 and spec.n_future == 5
+    model = Forecaster(spec, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.from_numpy(lin.weight))
+        model.linear.bias.copy_(torch.from_numpy(lin.bias))
+    test = ws.starts["test"]
+    np.testing.assert_allclose(predictor(model)(*ws.inputs(test)), linear_forecast(ws, test, lin), rtol=0, atol=1e-4)
+    _, y = ws.batch(test)
+    assert metrics(y, linear_forecast(ws, test, lin), mase_scale(ws))["mase"] < \
+        0.6 * metrics(y, seasonal_naive(ws, test, 24), mase_scale(ws))["mase"]
+
+
+def test_auto_keeps_the_anchor_that_forecasts_validation_better():
+    s = settings(anchor="auto")
+    lin = choose_anchor(windows(s), s, 24)
+    assert lin.kind == "linear" and lin.val_mase["linear"] < lin.val_mase["seasonal_naive"]
+    # a noiseless daily cycle: repeating yesterday is exact, a ridge can only come close
+    n = 3000
+    df = pd.DataFrame({"timestamp": pd.date_range("2022-01-01", periods=n, freq="h"),
+                       "y": 10 + np.sin(2 * np.pi * np.arange(n) / 24), "promo": np.zeros(n)})
+    snaive = choose_anchor(windows(s, df), s, 24)
+    assert snaive.kind == "seasonal_naive" and snaive.linear is None and "seasonal naive (24)" in snaive.reason
+    assert choose_anchor(windows(settings()), settings(), 24).kind == "seasonal_naive"      # today's default
+    assert choose_anchor(windows(settings()), settings(), None).kind == "none"
+
+
+def _random(model: torch.nn.Module, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return model
+
+
+@pytest.mark.parametrize("cell,decoder", [("gru", False), ("lstm", True), ("rnn", True)])
+def test_quantiles_never_cross_whatever_the_weights_and_the_shift(cell, decoder):
+    spec = ModelSpec(cell=cell, n_vars=2, target_idx=[0], lookback=24, horizon=4, hidden_size=8, num_layers=2,
+                     anchor_season=12, n_future=3, decoder=decoder, quantiles=LEVELS, mean=[5, 0], std=[2, 1])
+    model = _random(Forecaster(spec)).eval()
+    model.q_shift.copy_(torch.randn(model.q_shift.shape) * 3)          # a wild calibration: still ordered
+    x, f = torch.randn(64, 24, 2) * 3, torch.randn(64, 4, 3)
+    with torch.no_grad():
+        y, q = model.forward_all(x, f)
+    assert q.shape == (64, 4, 1, 5) and (q.diff(dim=-1) >= 0).all()
+    assert torch.equal(q[..., 2], y)                                   # the median is the point forecast
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, f), y)
+    with pytest.raises(ValueError, match="reads 3 known-future inputs"):
+        model(x)
+    # monotone keeps what is already ordered and the median as it is
+    ordered = torch.sort(torch.randn(5, 5), dim=-1).values
+    assert torch.equal(monotone(ordered, 2), ordered)
+
+
+def test_an_untrained_decoder_model_is_its_anchor_and_the_decoder_reads_the_future():
+    s = settings(decoder=True)
+    ws = windows(s)
+    r = train_candidate(ws, Candidate("lstm", 8, 1), s, 24)
+    spec = r.model.spec
+    assert spec.decoder and spec.anchor == "seasonal_naive" and spec.n_future == 5
+    untrained = Forecaster(spec, generator=torch.Generator().manual_seed(3)).eval()
+    test = ws.starts["test"]
+    np.testing.assert_allclose(predictor(untrained)(*ws.inputs(test)), seasonal_naive(ws, test, 24), atol=1e-4)
+    # with weights, the decoder's output moves when only the future block does
+    model = _random(Forecaster(spec)).eval()
+    x, f = ws.inputs(test[:8])
+    a = predictor(model)(x, f)
+    f2 = f.copy()
+    f2[:, :, -1] = 1 - f2[:, :, -1]
+    assert not np.allclose(a, predictor(model)(x, f2))
+
+
+def test_weights_do_not_depend_on_the_global_rng_or_what_was_built_before():
+    s = settings(decoder=True, anchor="linear")
+    ws = windows(s)
+    a = train_candidate(ws, Candidate("gru", 8, 1), s, 24)
+    torch.manual_seed(1234)
+    torch.nn.LSTM(4, 4)                                               # someone else drew from the global generator
+    b = train_candidate(ws, Candidate("gru", 8, 1), s, 24)
+    assert all(torch.equal(a.model.state_dict()[k], b.model.state_dict()[k]) for k in a.model.state_dict())
+
+
+def test_conformal_shift_reaches_the_nominal_rank_on_held_out_windows():
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal((4000, 3, 1))
+    q = np.zeros((4000, 3, 1, 5), np.float32)                          # every level forecasts 0: uncalibrated
+    shift = conformal_shift(y, q, LEVELS)
+    assert shift[..., 2].tolist() == [[0.0]] * 3                        # the median is never moved
+    np.testing.assert_allclose(shift[..., 4], 1.645, atol=0.08)        # the 95% quantile of N(0, 1)
+    np.testing.assert_allclose(shift[..., 0], -1.645, atol=0.08)
+    fresh = rng.standard_normal((4000, 3, 1))
+    inside = (fresh >= shift[..., 0]) & (fresh <= shift[..., 4])
+    assert abs(inside.mean() - 0.9) < 0.02
+    # widen (the default): a band already too wide on the held-out windows is kept, never narrowed
+    wide = np.broadcast_to(np.array([-3, -2, 0, 2, 3], np.float32), q.shape)
+    assert (conformal_shift(y, wide, LEVELS)[..., 4] < 0).all()                   # two-sided narrows it
+    kept = conformal_shift(y, wide, LEVELS, mode="widen")
+    assert (kept == 0).all()
+    np.testing.assert_array_equal(conformal_shift(y, q, LEVELS, mode="widen"), shift)   # widening is kept as is
+
+
+def test_coverage_is_computed_correctly_on_a_series_with_known_noise():
+    """Nominal 90% gives 90% +- 2 over many windows: with the true quantiles of the noise, the scores say so."""
+    rng = np.random.default_rng(1)
+    n, H = 5000, 6
+    mean = 10 + np.sin(np.arange(n + H) / 5)
+    y = np.stack([mean[i:i + H] for i in range(n)])[..., None] + 0.5 * rng.standard_normal((n, H, 1))
+    z = np.array([-1.6449, -1.2816, 0.0, 1.2816, 1.6449])
+    q = np.stack([mean[i:i + H] for i in range(n)])[..., None, None] + 0.5 * z
+    scores, steps = quantile_scores(y, q, LEVELS, np.array([0.5]))
+    assert abs(scores["coverage_90"] - 0.90) < 0.02 and abs(scores["coverage_80"] - 0.80) < 0.02
+    assert scores["nominal_90"] == 0.9 and len(steps["coverage_90"]) == H
+    assert scores["width_90"] == pytest.approx(2 * 1.6449, rel=1e-3)     # in units of the scale (0.5)
+    assert scores["crps"] == pytest.approx(2 * scores["pinball"])
+    # an interval half as wide covers less, and Winkler punishes it
+    narrow = np.stack([mean[i:i + H] for i in range(n)])[..., None, None] + 0.25 * z
+    worse, _ = quantile_scores(y, narrow, LEVELS, np.array([0.5]))
+    assert worse["coverage_90"] < 0.65 and worse["winkler_90"] > scores["winkler_90"]
+    mask = np.ones_like(y, bool)
+    mask[:, 0] = False                                                   # filled targets are not scored
+    assert np.isnan(quantile_scores(y, q, LEVELS, np.array([0.5]), mask)[1]["coverage_90"][0])
+
+
+def test_a_trained_and_calibrated_model_covers_its_nominal_levels_on_test():
+    s = settings(anchor="linear", epochs=1)
+    ws = windows(s, promo_series(n=9000, noise=0.5, seed=2))
+    r = train_candidate(ws, Candidate("gru", 8, 1), s, 24)
+    assert r.calibration["windows"] == len(ws.starts["val"]) and r.calibration["split"] == "val"
+    test = ws.starts["test"]
+    y_hat, q = quantile_predictor(r.model)(*ws.inputs(test))
+    _, y = ws.batch(test)
+    scores, _ = quantile_scores(y, q, LEVELS, mase_scale(ws))
+    assert abs(scores["coverage_90"] - 0.9) < 0.02 and abs(scores["coverage_80"] - 0.8) < 0.03, scores
+    recent = settings(anchor="linear", epochs=1, evaluate={"calibration_windows": 300})
+    assert train_candidate(ws, Candidate("gru", 8, 1), recent, 24).calibration["windows"] == 300
+    raw = train_candidate(ws, Candidate("gru", 8, 1), settings(anchor="linear", epochs=1,
+                                                               evaluate={"calibration": "none"}), 24)
+    assert raw.calibration["windows"] == 0 and not raw.model.q_shift.any()
+
+
+def test_the_ensemble_is_the_mean_of_its_members_and_one_more_candidate():
+    s = settings(ensemble=True, cells=["gru", "rnn"])
+    ws = windows(s)
+    results = [train_candidate(ws, Candidate(c, 8, 1), s, 24) for c in ("gru", "rnn")]
+    ens = build_ensemble(results, ws, s)
+    assert ens.candidate.name == "ensemble" and isinstance(ens.model, Ensemble)
+    assert ens.model.spec.to_dict()["cell"] == "ensemble" and [m["cell"] for m in ens.model.spec.members] == ["gru", "rnn"]
+    x, f = ws.inputs(ws.starts["test"][:50])
+    members = np.mean([predictor(r.model)(x, f) for r in results], axis=0)
+    np.testing.assert_allclose(predictor(ens.model)(x, f), members, atol=1e-5)
+    _, q = quantile_predictor(ens.model)(x, f)
+    assert (np.diff(q, axis=-1) >= 0).all() and ens.calibration["windows"] == len(ws.starts["val"])
+    assert build_ensemble(results[:1], ws, s) is None and build_ensemble(results, ws, settings()) is None
+
+
+def test_the_linear_anchor_stays_in_fp32_under_bf16_autocast():
+    """On a GPU training runs under bf16 autocast; the anchor (fitted in float64, the forecast's bulk) must not be
+    rounded to bf16 there. CPU autocast takes the same path."""
+    s = settings(anchor="linear")
+    ws = windows(s)
+    choice = choose_anchor(ws, s, 24)
+    model = Forecaster(model_spec(ws, Candidate("gru", 8, 1), s, choice)).eval()
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.from_numpy(choice.linear.weight))
+        model.linear.bias.copy_(torch.from_numpy(choice.linear.bias))
+        x, f = (torch.from_numpy(a) for a in ws.inputs(ws.starts["test"][:64]))
+        exact = model(x, f)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(x, f).float()
+    torch.testing.assert_close(mixed, exact, rtol=1e-5, atol=1e-4)
