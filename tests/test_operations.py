@@ -89,6 +89,9 @@ def test_a_level_shift_triggers_exactly_one_retrain_and_the_unchanged_series_non
         verdicts.append(json.loads((project / "reports/rides/monitoring/state.json").read_text())["last"])
 
     ratios = [v["mase_ratio"] for v in verdicts]
+    # the model forecasts quantiles: their interval coverage is scored beside accuracy (nominal 90%: 0.05-0.95)
+    assert all(np.isfinite(v["accuracy"]["coverage"]) for v in verdicts[1:]), verdicts
+    assert verdicts[1]["accuracy"]["coverage_nominal"] == pytest.approx(0.9)
     assert all(v["accuracy"]["points"] == 2 * HORIZON for v in verdicts[1:])         # the window: two horizons
     assert max(ratios[:3]) < 1.5 and not any(v["verdict"]["breaches"] for v in verdicts[:3]), ratios
     # the stated detection: within two refreshes after the shift (window two horizons, a refresh a horizon)
