@@ -512,6 +512,46 @@ def main(argv=None) -> None:
 
 # --- the table ----------------------------------------------------------------------------------------------
 
+def summary(latest: dict[tuple, dict]) -> list[str]:
+    """One line per dataset: the bar, each family's best row, the best peer, cellcast today and a column to fill."""
+    def ok(r):
+        return r and r.get("mase") is not None and not r.get("error")
+
+    lines = ["| dataset | bar (strongest naive, test) | MSTL | AutoETS | AutoTheta | best Darts | best NeuralForecast | "
+             "best peer | cellcast today | cellcast champion (issue 12) |",
+             "| --- | --- | ---: | ---: | ---: | --- | --- | --- | ---: | ---: |"]
+    for ds in DATASETS:
+        h = {k[1]: v for k, v in latest.items() if k[0] == ds and k[2] == "horizon" and ok(v)}
+        s1 = {k[1]: v for k, v in latest.items() if k[0] == ds and k[2] == "1" and ok(v)}
+        if not h:
+            continue
+        def cell(m):
+            r = h.get(m)
+            if not r:
+                return ""
+            one = s1.get(m)
+            return f"{r['mase']:.3f}" + (f" / {one['mase']:.3f}" if one else "")
+        base = {m: r for m, r in h.items() if r["lib"] == "naive"}
+        bar = min(base, key=lambda m: base[m]["mase"]) if base else None
+        def best(pred):
+            c = {m: r for m, r in h.items() if pred(m)}
+            if not c:
+                return ""
+            m = min(c, key=lambda m: c[m]["mase"])
+            return f"{m} {cell(m)}"
+        today = CELLCAST_TODAY[ds]
+        # no champion: cellcast forecasts with the baseline it could not beat, scored here on today's windows
+        now = (f"naive {cell('naive')} (no champion)" if today["model"].startswith("none") else
+               f"{today['model']} {today['horizon']:.3f} / {today['stride1']:.3f}")
+        lines.append(f"| {ds} | {bar} {cell(bar) if bar else ''} | {cell('sf-mstl')} | {cell('sf-ets')} | "
+                     f"{cell('sf-theta')} | {best(lambda m: m.startswith('darts-'))} | "
+                     f"{best(lambda m: m.startswith('nf-'))} | {best(lambda m: h[m]['lib'] != 'naive')} | "
+                     f"{now} (today) | |")
+    lines += ["", "MASE at every-horizon origins / at stride 1 (where run). cellcast today: BENCHMARKS.md's quality "
+              "table (stride 1) and bench/research (every horizon), before issue 12's model changes.", ""]
+    return lines
+
+
 def write_report(path: Path) -> None:
     # a run split over processes (e.g. --out results/peers-neural.jsonl and peers-classical.jsonl) reads as one
     paths = [path] + sorted(p for p in path.parent.glob(f"{path.stem}-*.jsonl") if p != path)
@@ -519,7 +559,7 @@ def write_report(path: Path) -> None:
     latest: dict[tuple, dict] = {}
     for r in rows:       # the latest row per (dataset, model, stride) wins: reruns replace
         latest[(r["dataset"], r["model"], str(r.get("stride")))] = r
-    lines = []
+    lines = summary(latest)
     for ds in DATASETS:
         got = {k: v for k, v in latest.items() if k[0] == ds}
         if not got:
