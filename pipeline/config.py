@@ -77,6 +77,8 @@ class WindowConfig(_Strict):
     stride: int = Field(1, ge=1)
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    # a panel's training windows: uniform over windows (a long series weighs more) or per_series (each series alike)
+    panel_weighting: Literal["uniform", "per_series"] = "uniform"
 
     @field_validator("lookback", "horizon")
     @classmethod

@@ -291,8 +291,12 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
     train_starts, val_starts = tw.starts["train"], tw.starts["val"]
     per_epoch = min(t.max_train_windows, len(train_starts))
     levels = torch.tensor(spec.quantiles, device=device) if spec.quantiles else None
+    w = ws.sample_weights()
+    weights = None if w is None else torch.from_numpy(w).to(device)
 
     fp = _fingerprint(spec, settings, ws.meta.data_md5, device, anchor, ws.meta.future_names)
+    if weights is not None:   # the sampler shapes the weights too
+        fp = hashlib.sha256(f"{fp}:per_series".encode()).hexdigest()[:16]
     ckpt = Path(checkpoint_dir) / f"{cand.name}.pt" if checkpoint_dir else None
     history: list[dict] = []
     start_epoch, best_epoch, bad_epochs, resumed = 1, 0, 0, None
@@ -316,7 +320,10 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
     t_start = time.perf_counter()
     for epoch in range(start_epoch, t.epochs + 1):
         model.train()
-        order = train_starts[torch.randperm(len(train_starts), generator=gen, device=device)[:per_epoch]]
+        if weights is None:
+            order = train_starts[torch.randperm(len(train_starts), generator=gen, device=device)[:per_epoch]]
+        else:   # a panel weighted per series (window.panel_weighting)
+            order = train_starts[torch.multinomial(weights, per_epoch, replacement=True, generator=gen)]
         n_batches = math.ceil(per_epoch / batch)
         losses = torch.zeros((), device=device)
         t0 = time.perf_counter()

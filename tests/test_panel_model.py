@@ -1,0 +1,86 @@
+"""Panels through the model: windows across series (one array, per-series offsets, splits and scales; cold start
+kept apart), the sampler, one global model trained on all series, evaluation per series, the panel forecast and the
+service's many-series requests, through the real flow (Prefect, MLflow, GX, DVC)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cellcast.pipeline.data.validation import validate_dataset
+from cellcast.pipeline.data.window import COLD, PanelWindowSet, load_windows, window_dataset
+from cellcast.pipeline.errors import DataValidationError
+from cellcast.pipeline.modeling.evaluate import seasonal_naive
+
+from test_panels import ingest_panel, mixed_panel, write_csv
+
+SMALL = {"window": {"lookback": 24, "horizon": 6}}
+
+
+def windowed_mixed(project, settings_for, **window):
+    s = settings_for("city", ingest={"bad_series": "drop", "partition_rows": 500},
+                     window={"lookback": 24, "horizon": 6, **window})
+    ingest_panel(write_csv(mixed_panel(), project / "city.csv"), s, freq="h")
+    validate_dataset("city", s)
+    return window_dataset("city", s), s
+
+
+def test_panel_windows_stay_inside_their_series_with_own_splits_scales_and_cold_start(project, settings_for):
+    ws, s = windowed_mixed(project, settings_for)
+    assert isinstance(ws, PanelWindowSet) and ws.series_ids == ["A", "B", "D"]
+    assert ws.meta.panel["status"] == {"A": "ok", "B": "ok", "D": "cold_start"}
+    # one array: each series then one break row; nothing copied per window
+    assert list(ws.offsets) == [0, 401, 702] and list(ws.lengths) == [400, 300, 60]
+    assert len(ws.values) == 400 + 300 + 60 + 3 and np.isnan(ws.values[[400, 701, 762]]).all()
+    assert np.shares_memory(ws.view(), ws.values)
+    span = ws.span
+    for split in ("train", "val", "test", COLD):
+        st = ws.starts[split]
+        floor = ws.series_floor(st)
+        end = floor + ws.lengths[ws.series_index(st)]
+        assert ((st >= floor) & (st + span <= end)).all(), split      # never across a series boundary
+    # each series' own chronological split: A's 400 rows -> train ends at row 280, its test targets from row 340
+    a = {k: v for k, v in ((k, ws.series_starts(k).get("A")) for k in ("train", "val", "test"))}
+    assert a["train"].max() + span <= 280 and a["val"].min() + 24 >= 280 and a["test"].min() + 24 >= 340
+    assert set(ws.series_starts("train")) == {"A", "B"} and set(ws.series_starts(COLD)) == {"D"}
+    assert len(ws.starts[COLD]) == 60 - span + 1 and not set(ws.starts[COLD]) & set(ws.starts["test"])
+    # per-series scaling fitted on the series' own training rows: there the scaled target has mean 0 and a mean
+    # absolute one-step difference of 1 (the MASE denominator)
+    for i, sid in enumerate(ws.series_ids):
+        o, e = ws.offsets[i], ws.train_end[i]
+        y = ws.values[o:o + e, 0].astype(np.float64)
+        assert abs(y.mean()) < 1e-4 and abs(np.abs(np.diff(y)).mean() - 1) < 1e-4, sid
+    raw = mixed_panel()
+    b = raw[raw.sensor == "B"].sort_values("ts")["flow"].to_numpy()
+    mean, scale = ws.scaler("B")
+    assert np.allclose(ws.values[401:701, 0] * scale[0] + mean[0], b, atol=1e-4)
+    # the window set on disk is the same panel
+    back = load_windows("city", s)
+    assert isinstance(back, PanelWindowSet) and back.meta.panel == ws.meta.panel
+    assert all(np.array_equal(back.starts[k], ws.starts[k]) for k in ws.starts)
+
+
+def test_seasonal_naive_never_reads_the_series_before(project, settings_for):
+    ws, _ = windowed_mixed(project, settings_for)
+    first_b = ws.series_starts("train")["B"][:1]                  # B's first window: 24 rows of history
+    assert np.isnan(seasonal_naive(ws, first_b, 48)).all()        # two days back lies in A: no forecast
+    assert np.isfinite(seasonal_naive(ws, first_b, 24)).all()
+
+
+def test_per_series_weighting_draws_each_series_alike(project, settings_for):
+    ws, _ = windowed_mixed(project, settings_for, panel_weighting="per_series")
+    w = ws.sample_weights()
+    idx = ws.series_index(ws.starts["train"])
+    share = np.bincount(idx, weights=w) / w.sum()
+    assert np.allclose(share[:2], 0.5)                            # A has more windows than B, weighs the same
+    uniform, _ = windowed_mixed(project, settings_for)
+    assert uniform.sample_weights() is None
+
+
+def test_a_panel_of_cold_start_series_only_is_refused(project, settings_for):
+    s = settings_for("city", window={"lookback": 24, "horizon": 6})
+    df = mixed_panel()
+    ingest_panel(write_csv(df[df.sensor == "D"], project / "d.csv"), s, freq="h")
+    validate_dataset("city", s)
+    with pytest.raises(DataValidationError, match="every series is cold start"):
+        window_dataset("city", s)
