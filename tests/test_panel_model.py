@@ -84,3 +84,63 @@ def test_a_panel_of_cold_start_series_only_is_refused(project, settings_for):
     validate_dataset("city", s)
     with pytest.raises(DataValidationError, match="every series is cold start"):
         window_dataset("city", s)
+
+
+# --- through the real flow ------------------------------------------------------------------------
+
+def panel_params(project, name: str, **sections):
+    """The project's params.yaml (already tiny) with a `datasets: NAME:` entry."""
+    import yaml
+
+    p = yaml.safe_load((project / "params.yaml").read_text())
+    p.setdefault("datasets", {})[name] = sections
+    (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    from cellcast.pipeline.config import load_params
+    return load_params(project / "params.yaml").for_dataset(name)
+
+
+@pytest.mark.integration
+def test_one_global_model_is_trained_on_every_series_scored_per_series_and_registered(prefect_api, project,
+                                                                                       tiny_params):
+    import json
+
+    from mlflow import MlflowClient
+
+    from cellcast.flows.training import run_training
+    from cellcast.pipeline.registry import tracking
+
+    s = panel_params(project, "city", ingest={"bad_series": "drop", "partition_rows": 500},
+                     window={"lookback": 24, "horizon": 6}, calendar={"parts": ["tod"]},
+                     train={"cells": ["gru"], "anchor": "linear"})
+    src = write_csv(mixed_panel(), project / "city.csv")
+    before = src.read_bytes()
+    out = run_training("city", s, source={"path": str(src), "time_col": "ts", "targets": ["flow"],
+                                          "features": ["temp"], "id_cols": ["sensor"], "freq": "h"})
+    assert src.read_bytes() == before
+    assert out.version == 1, out.decision
+    best = out.candidates[0]
+    agg = best["panel"]["aggregate"]
+    # C, E and G were dropped by the policy (quarantined at validation); A and B scored per series, D as cold start
+    rows = {r["series_id"]: r for r in best["panel"]["series"]}
+    assert set(rows) == {"A", "B", "D"} and rows["D"]["status"] == "cold_start"
+    assert rows["A"]["windows"] == 60 - 6 + 1 and rows["D"]["windows"] == 60 - 30 + 1
+    assert (agg["series"], agg["cold_start_series"]) == (2, 1)
+    assert agg["worst_series"] in {"A", "B"} and 0 <= agg["share_improved"] <= 1
+    assert np.isclose(agg["mean_mase"], np.mean([rows["A"]["mase"], rows["B"]["mase"]]))
+    # the decision names the share of series improved and the worst series
+    assert f"it beats each series' strongest baseline on {agg['improved']}" in out.decision["reason"]
+    assert f"worst series '{agg['worst_series']}'" in out.decision["reason"]
+    # MLflow: the aggregate as metrics, the per-series table and the pictures as artifacts
+    client = MlflowClient()
+    run = client.get_run(best["run_id"])
+    assert run.data.metrics["panel_median_mase"] == pytest.approx(agg["median_mase"])
+    table = json.loads(open(client.download_artifacts(best["run_id"], "per_series.json")).read())
+    assert sorted(r[table["columns"].index("series_id")] for r in table["data"]) == ["A", "B", "D"]
+    parent = {a.path for a in client.list_artifacts(out.parent_run_id)}
+    assert {"panel_series_forecasts.png", "panel_mase_distribution.png"} <= parent
+    # one registered model for the panel; its graph carries each series' scale
+    path, _ = tracking.download_model("city-forecaster", 1)
+    from cellcast.pipeline.engine.inference import OnnxForecaster
+    meta = OnnxForecaster.from_path(path, device="cpu").metadata
+    assert set(meta["panel"]["series"]) == {"A", "B", "D"} and meta["panel"]["id_cols"] == ["sensor"]
+    assert meta["panel"]["series"]["D"]["status"] == "cold_start"
