@@ -144,3 +144,51 @@ def test_one_global_model_is_trained_on_every_series_scored_per_series_and_regis
     meta = OnnxForecaster.from_path(path, device="cpu").metadata
     assert set(meta["panel"]["series"]) == {"A", "B", "D"} and meta["panel"]["id_cols"] == ["sensor"]
     assert meta["panel"]["series"]["D"]["status"] == "cold_start"
+
+    # the batch forecast: one long-format Parquet, every kept series (the cold-start one flagged), one ONNX call
+    from typer.testing import CliRunner
+
+    from cellcast.cli import app
+    r = CliRunner().invoke(app, ["forecast", "city"])
+    assert r.exit_code == 0, r.output
+    assert "3 series (1 cold start) x 6 steps" in r.output
+    fc = pd.read_parquet(next((project / "forecasts/city").glob("*.parquet")))
+    assert list(fc.columns[:3]) == ["series_id", "sensor", "timestamp"] and "flow_q0.1" in fc.columns
+    assert sorted(fc["series_id"].unique()) == ["A", "B", "D"] and len(fc) == 3 * 6
+    assert fc.groupby("series_id")["cold_start"].first().to_dict() == {"A": False, "B": False, "D": True}
+    frame = pd.read_parquet(project / "data/city/validated.parquet")
+    last = frame.groupby("series_id")["timestamp"].max()
+    assert (fc.groupby("series_id")["timestamp"].min() == last + pd.Timedelta(hours=1)).all()
+    assert fc["flow"].between(7, 13).all()          # each series in its own units (10 + a daily sine)
+
+    # the service: one series or many per request, each with its id; the same numbers as the batch forecast
+    import httpx
+    from test_serve import Source
+    from uvicorn_server import ServerThread
+
+    from cellcast.pipeline.serving.service import create_app
+
+    def instance(sid, **extra):
+        rows = frame[frame.series_id == sid].iloc[-24:]
+        return {"id": sid, "values": {v: rows[v].tolist() for v in ("flow", "temp")},
+                "timestamps": [t.isoformat() for t in rows["timestamp"]], **extra}
+
+    svc = create_app(s, source=Source(path, "1"), device="cpu", poll_seconds=60)
+    with ServerThread(svc) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        info = c.get("/model").json()
+        assert info["series"] == ["A", "B", "D"] and info["id_cols"] == ["sensor"]
+        got = c.post("/v1/forecast", json={"instances": [instance("D"), instance("A")]})
+        assert got.status_code == 200, got.text
+        for item in got.json()["forecasts"]:
+            want = fc[fc.series_id == item["id"]]["flow"].to_numpy()
+            np.testing.assert_allclose(item["forecast"]["flow"], want, rtol=0, atol=1e-4)
+        one = c.post("/v1/forecast", json=instance("B"))
+        assert one.status_code == 200 and one.json()["id"] == "B"
+        bad = c.post("/v1/forecast", json={"instances": [instance("A"), instance("Z")]})
+        assert bad.status_code == 422 and bad.json()["detail"].startswith("instances[1].id: unknown series 'Z'")
+        nameless = instance("A")
+        del nameless["id"]
+        bad = c.post("/v1/forecast", json=nameless)
+        assert bad.status_code == 422 and "body.id: required" in bad.json()["detail"]
+        schema = c.get("/openapi.json").json()["components"]["schemas"]["Series"]
+        assert "id" in schema["required"] and schema["properties"]["id"]["enum"] == ["A", "B", "D"]
