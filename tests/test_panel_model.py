@@ -3,6 +3,8 @@ kept apart), the sampler, one global model trained on all series, evaluation per
 service's many-series requests, through the real flow (Prefect, MLflow, GX, DVC)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -192,3 +194,57 @@ def test_one_global_model_is_trained_on_every_series_scored_per_series_and_regis
         assert bad.status_code == 422 and "body.id: required" in bad.json()["detail"]
         schema = c.get("/openapi.json").json()["components"]["schemas"]["Series"]
         assert "id" in schema["required"] and schema["properties"]["id"]["enum"] == ["A", "B", "D"]
+
+
+@pytest.mark.integration
+def test_a_real_panel_read_at_irregular_times_is_resampled_trained_and_forecast_through_the_cli(prefect_api, project,
+                                                                                              tiny_params):
+    """Three airports' hourly weather (bundled, real: missing hours, 5 in a row at every airport), each reading
+    written at an irregular minute and one airport's split into two readings an hour: `--freq h --agg mean` puts
+    them back on the grid, then `cellcast train` and `cellcast forecast` as a user runs them."""
+    from typer.testing import CliRunner
+
+    from cellcast.cli import app
+    from cellcast.pipeline.data.datasets import load_bundled
+
+    panel_params(project, "nyc", ingest={"long_gaps": "segment"}, window={"lookback": 24, "horizon": 6},
+                 calendar={"parts": ["tod"]}, train={"cells": ["gru"]})
+    w = load_bundled("weather")
+    w = w[(w["timestamp"] >= "2013-10-14") & (w["timestamp"] < "2013-11-05")]   # ends a day after its last break
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"airport": w["origin"].to_numpy(), "temp": w["temp"].to_numpy(),
+                       "humid": w["humid"].to_numpy(),
+                       "time": (w["timestamp"] + pd.to_timedelta(rng.integers(0, 50, len(w)), unit="min")).to_numpy()})
+    # LGA reports twice an hour, half a degree either side of the hour's value: the mean is that value
+    lga = df[df.airport == "LGA"]
+    early, late = lga.copy(), lga.copy()
+    early["time"] = early["time"].dt.floor("h") + pd.Timedelta(minutes=5)
+    late["time"] = late["time"].dt.floor("h") + pd.Timedelta(minutes=45)
+    early["temp"] -= 0.5
+    late["temp"] += 0.5
+    df = pd.concat([df[df.airport != "LGA"], early, late]).sample(frac=1, random_state=0)
+    df["time"] = df["time"].dt.strftime("%Y-%m-%d %H:%M")
+    write_csv(df, project / "weather.csv")
+    run = CliRunner().invoke
+    r = run(app, ["ingest", "--csv", "weather.csv", "--time-col", "time", "--id-col", "airport", "--target", "temp",
+                  "--features", "humid", "--name", "nyc", "--freq", "h", "--agg", "mean"])
+    assert r.exit_code == 0, r.output
+    r = run(app, ["train", "nyc"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((project / "reports/nyc/train_summary.json").read_text())
+    assert summary["version"] == 1 and "across 3 series" in summary["decision"]["reason"], summary["decision"]
+    rows = {x["series_id"]: x for x in summary["candidates"][0]["panel"]["series"]}
+    assert set(rows) == {"EWR", "JFK", "LGA"} and all(x["status"] == "ok" for x in rows.values())
+    # LGA's mean of two readings an hour is the hour's reading again
+    frame = pd.read_parquet(project / "data/nyc/validated.parquet")
+    got = frame[frame.series_id == "LGA"].set_index("timestamp")["temp"]
+    truth = w[w.origin == "LGA"].set_index("timestamp")["temp"]
+    both = got.index.intersection(truth.index)
+    assert len(both) > 450 and np.allclose(got[both], truth[both])
+    r = run(app, ["forecast", "nyc", "--alias", "1"])    # registered; champion or not, the tiny model forecasts
+    assert r.exit_code == 0, r.output
+    fc = pd.read_parquet(next((project / "forecasts/nyc").glob("*.parquet")))
+    assert sorted(fc["airport"].unique()) == ["EWR", "JFK", "LGA"] and len(fc) == 3 * 6
+    assert (fc["timestamp"].dt.minute == 0).all() and fc["temp"].between(20, 90).all()
+    assert (fc.groupby("airport")["timestamp"].min() == frame.groupby("series_id")["timestamp"].max()
+            + pd.Timedelta(hours=1)).all()
