@@ -79,6 +79,17 @@ def test_per_series_weighting_draws_each_series_alike(project, settings_for):
     assert uniform.sample_weights() is None
 
 
+def test_the_most_recent_calibration_windows_of_a_panel_are_taken_across_its_series(project, settings_for):
+    from cellcast.pipeline.modeling.train import calibration_starts
+
+    ws, s = windowed_mixed(project, settings_for)
+    s = s.model_copy(update={"evaluate": s.evaluate.model_copy(update={"calibration_windows": 40})})
+    got = calibration_starts(ws, s)
+    when = ws.timestamps[ws.starts["val"] + 24]
+    assert len(got) == 40 and set(ws.series_index(got)) == {0, 1}        # not only the last series' windows
+    assert ws.timestamps[got + 24].min() >= np.sort(when)[-40]
+
+
 def test_a_panel_of_cold_start_series_only_is_refused(project, settings_for):
     s = settings_for("city", window={"lookback": 24, "horizon": 6})
     df = mixed_panel()

@@ -226,7 +226,12 @@ def calibration_starts(ws: WindowSet, settings: Settings) -> np.ndarray:
     """The held-out windows the quantiles are conformalised on: the validation windows, or the most recent N."""
     starts = ws.starts["val"]
     n = settings.evaluate.calibration_windows
-    return starts if n == "all" else starts[-int(n):]
+    if n == "all":
+        return starts
+    if ws.is_panel:   # the series lie one after another: the most recent by time, across every series
+        when = ws.timestamps[starts + ws.meta.lookback]
+        return np.sort(starts[np.argsort(when, kind="stable")[-int(n):]])
+    return starts[-int(n):]
 
 
 @torch.no_grad()
