@@ -149,6 +149,9 @@ class TrainConfig(_Strict):
     threads: Positive | Literal["auto"] = "auto"
     task_runner: Literal["threads", "dask"] = "threads"
     dask_address: str | None = None
+    # a panel: one global model per candidate (registered), or also one model per series (local), trained and scored
+    # for comparison only (a comparison run in MLflow, never registered); local fans out like task_runner says
+    strategy: Literal["global", "local"] = "global"
 
     @field_validator("hidden_size", "num_layers")
     @classmethod

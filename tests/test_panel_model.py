@@ -90,6 +90,31 @@ def test_the_most_recent_calibration_windows_of_a_panel_are_taken_across_its_ser
     assert ws.timestamps[got + 24].min() >= np.sort(when)[-40]
 
 
+def test_local_models_train_one_per_series_over_a_local_dask_cluster(project, settings_for):
+    from distributed import Client, LocalCluster
+
+    from cellcast.pipeline.data.panel_validation import client_mapper
+    from cellcast.pipeline.modeling.local import local_comparison, series_set
+
+    ws, s = windowed_mixed(project, settings_for)
+    one = series_set(ws, 1)                                     # B alone: views of the panel's arrays
+    assert one.series_ids == ["B"] and np.shares_memory(one.values, ws.values)
+    assert np.array_equal(one.batch(one.starts["test"])[1], ws.batch(ws.series_starts("test")["B"])[1])
+    s = s.model_copy(update={"train": s.train.model_copy(update={"cells": ["gru"], "epochs": 2, "hidden_size": 8,
+                                                                 "rnn_steps": 12, "max_train_windows": 256})})
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        fanned = local_comparison(ws, s, 24, mapper=client_mapper(client))
+    here = local_comparison(ws, s, 24)
+    c = fanned["gru-h8-l1"]
+    assert c["models"] == 2 and not c["failed"]                  # A and B; D is cold start: no model of its own
+    assert [r["series_id"] for r in c["series"]] == ["A", "B"]
+    assert c["aggregate"]["series"] == 2 and c["aggregate"]["cold_start_series"] == 0
+    # the same models wherever they train (seeded, one thread each)
+    assert [r["mase"] for r in c["series"]] == pytest.approx([r["mase"] for r in here["gru-h8-l1"]["series"]],
+                                                             rel=1e-4)
+
+
 def test_a_panel_of_cold_start_series_only_is_refused(project, settings_for):
     s = settings_for("city", window={"lookback": 24, "horizon": 6})
     df = mixed_panel()
@@ -124,7 +149,7 @@ def test_one_global_model_is_trained_on_every_series_scored_per_series_and_regis
 
     s = panel_params(project, "city", ingest={"bad_series": "drop", "partition_rows": 500},
                      window={"lookback": 24, "horizon": 6}, calendar={"parts": ["tod"]},
-                     train={"cells": ["gru"], "anchor": "linear"})
+                     train={"cells": ["gru"], "anchor": "linear", "strategy": "local"})
     src = write_csv(mixed_panel(), project / "city.csv")
     before = src.read_bytes()
     out = run_training("city", s, source={"path": str(src), "time_col": "ts", "targets": ["flow"],
@@ -151,6 +176,11 @@ def test_one_global_model_is_trained_on_every_series_scored_per_series_and_regis
     assert sorted(r[table["columns"].index("series_id")] for r in table["data"]) == ["A", "B", "D"]
     parent = {a.path for a in client.list_artifacts(out.parent_run_id)}
     assert {"panel_series_forecasts.png", "panel_mase_distribution.png"} <= parent
+    # train.strategy: local: one model per series as a comparison run, never registered
+    local = client.search_runs([run.info.experiment_id], "tags.`cellcast.kind` = 'comparison'")
+    assert len(local) == 1 and local[0].info.run_name == "local-city"
+    assert local[0].data.metrics["gru-h8-l1_models"] == 2 and "gru-h8-l1_panel_mean_mase" in local[0].data.metrics
+    assert [v.version for v in tracking.list_versions("city-forecaster")] == [1]
     # one registered model for the panel; its graph carries each series' scale
     path, _ = tracking.download_model("city-forecaster", 1)
     from cellcast.pipeline.engine.inference import OnnxForecaster

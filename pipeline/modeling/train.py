@@ -134,7 +134,7 @@ WEIGHT_SOURCES = (Path(_model.__file__), Path(__file__), Path(_window.__file__),
                   Path(_quantiles.__file__))
 # train settings that bound or place the work without changing the weights it produces (a checkpoint stays
 # valid when they change: a run cut short by the time budget continues under a larger one)
-NOT_WEIGHTS = {"time_budget_s", "parallel", "threads", "task_runner", "dask_address", "device"}
+NOT_WEIGHTS = {"time_budget_s", "parallel", "threads", "task_runner", "dask_address", "device", "strategy"}
 
 
 def code_hash(paths=WEIGHT_SOURCES) -> str:

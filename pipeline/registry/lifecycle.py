@@ -370,6 +370,23 @@ def track_and_promote(ws: WindowSet, settings: Settings, base: Baselines, result
                        champ.version if champ else None, uri)
 
 
+def log_local_comparison(ws: WindowSet, settings: Settings, comparison: dict) -> str:
+    """Local models (train.strategy: local; modeling/local.py) as one comparison run `local-NAME` of the dataset's
+    experiment: per candidate the aggregate as metrics (`<candidate>_panel_*`), the per-series table, the series
+    that could not train. Nothing is registered. Returns the run id."""
+    tags = lineage(ws, settings) | {"cellcast.kind": "comparison", "strategy": "local"}
+    with tracking.parent_run(ws.meta.name, run_name=f"local-{ws.meta.name}", tags=tags) as run_id:
+        for cand, c in comparison.items():
+            tracking.log_metrics({f"{cand}_panel_{k}": v for k, v in c["aggregate"].items()
+                                  if isinstance(v, (int, float)) and v is not None})
+            tracking.log_metrics({f"{cand}_models": c["models"], f"{cand}_train_seconds": c["seconds"],
+                                  f"{cand}_train_windows_per_s": c["windows_per_s"]})
+            tracking.log_table(pd.DataFrame(c["series"]), f"{cand}/per_series.json")
+            if c["failed"]:
+                tracking.log_dict(c["failed"], f"{cand}/failed.json")
+    return run_id
+
+
 def _same_as_champion(model_name: str, best: CandidateReport, tags: dict) -> int | None:
     """The champion's version when it was trained from the same data, params and committed code as `best`
     (the project's commit and cellcast's own code: an upgrade of cellcast is new code too)."""
