@@ -69,14 +69,20 @@ def test_seasonal_naive_never_reads_the_series_before(project, settings_for):
     assert np.isfinite(seasonal_naive(ws, first_b, 24)).all()
 
 
-def test_per_series_weighting_draws_each_series_alike(project, settings_for):
-    ws, _ = windowed_mixed(project, settings_for, panel_weighting="per_series")
-    w = ws.sample_weights()
-    idx = ws.series_index(ws.starts["train"])
-    share = np.bincount(idx, weights=w) / w.sum()
-    assert np.allclose(share[:2], 0.5)                            # A has more windows than B, weighs the same
-    uniform, _ = windowed_mixed(project, settings_for)
-    assert uniform.sample_weights() is None
+def test_the_sampler_draws_across_series_uniformly_or_each_series_alike(project, settings_for):
+    import torch
+
+    from cellcast.pipeline.modeling.train import panel_sampler
+
+    for weighting, want in (("per_series", [0.5, 0.5]), ("uniform", None)):
+        ws, _ = windowed_mixed(project, settings_for, panel_weighting=weighting)
+        train = torch.from_numpy(ws.starts["train"])
+        got = panel_sampler(ws, train, "cpu")(20000, torch.Generator().manual_seed(0)).numpy()
+        assert np.isin(got, ws.starts["train"]).all()                 # training windows only
+        share = np.bincount(ws.series_index(got), minlength=3) / len(got)
+        counts = np.bincount(ws.series_index(ws.starts["train"]), minlength=3)
+        want = want or (counts / counts.sum())[:2]                     # uniform: A has more windows, weighs more
+        assert np.allclose(share[:2], want, atol=0.02) and share[2] == 0, (weighting, share)
 
 
 def test_the_most_recent_calibration_windows_of_a_panel_are_taken_across_its_series(project, settings_for):

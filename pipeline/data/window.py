@@ -209,10 +209,6 @@ class WindowSet:
         """The first row of the series each window lies in (0 here; a panel's series start at their offsets)."""
         return np.zeros(len(starts), dtype=np.int64)
 
-    def sample_weights(self) -> np.ndarray | None:
-        """Weights of the training windows for the trainer's sampler; None: uniform over windows."""
-        return None
-
     def target_series(self) -> np.ndarray:
         return self.values[:, self.meta.target_idx]
 
@@ -482,8 +478,8 @@ def build_windows(frame: pd.DataFrame, *, name: str, variables: list[str], targe
 # never trained or selected on, scored and reported per series, forecast like the others, and left out of the pooled
 # test windows the promotion weighs.
 #
-# Sampling (`window.panel_weighting`): `uniform` draws training windows uniformly (a long series weighs more);
-# `per_series` weighs each window by 1 / its series' training windows, so each series counts alike.
+# Sampling (`window.panel_weighting`, modeling/train.panel_sampler): `uniform` draws training windows uniformly (a
+# long series weighs more); `per_series` draws a series uniformly, then one of its windows, so each counts alike.
 
 COLD = "cold"        # the starts key of cold-start series' windows
 
@@ -546,14 +542,6 @@ class PanelWindowSet(WindowSet):
         for o, e in zip(self.offsets, self.train_end):
             m[o:o + e] = True
         return m
-
-    def sample_weights(self) -> np.ndarray | None:
-        """Weights of the training windows for the sampler (None: uniform over windows)."""
-        if self.meta.panel.get("weighting", "uniform") != "per_series":
-            return None
-        idx = self.series_index(self.starts["train"])
-        counts = np.bincount(idx, minlength=len(self.offsets)).astype(np.float64)
-        return 1.0 / counts[idx]
 
     def future_scaler(self) -> tuple[list[float], list[float]]:
         if self.future is None:

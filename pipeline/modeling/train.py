@@ -36,6 +36,7 @@ from . import anchor as _anchor
 from . import model as _model
 from . import quantiles as _quantiles
 from .anchor import AnchorChoice, choose_anchor
+from .evaluate import forecast_windows
 from .device import exact_fp32
 from .model import Ensemble, Forecaster, ModelSpec, QuantileOutput
 from ..data.window import WindowSet
@@ -222,6 +223,31 @@ def _start_quantile_offsets(model: Forecaster, ws: WindowSet, max_windows: int =
     model.init_quantile_offsets(torch.from_numpy(gaps.astype(np.float32)))
 
 
+def panel_sampler(ws: WindowSet, train_starts: torch.Tensor, device) -> Callable | None:
+    """A panel's draw of training windows, `draw(n, generator) -> n starts`, in O(n) memory (no permutation of every
+    window of every series): uniform over windows, or with window.panel_weighting: per_series a series uniformly then
+    one of its windows (each series alike). With replacement: an epoch is `max_train_windows` draws. None for one
+    series (its epoch is a permutation, as always)."""
+    if not ws.is_panel:
+        return None
+    st = ws.starts["train"]                                   # sorted: series after series, each in time order
+    first = np.searchsorted(st, ws.offsets)
+    counts = np.diff(np.append(first, len(st)))
+    keep = counts > 0
+    first_t = torch.from_numpy(first[keep].astype(np.int64)).to(device)
+    counts_t = torch.from_numpy(counts[keep].astype(np.int64)).to(device)
+    per_series = ws.meta.panel.get("weighting") == "per_series"
+
+    def draw(n: int, gen: torch.Generator) -> torch.Tensor:
+        if not per_series:
+            return train_starts[torch.randint(len(train_starts), (n,), generator=gen, device=device)]
+        s = torch.randint(len(first_t), (n,), generator=gen, device=device)
+        k = (torch.rand(n, generator=gen, device=device, dtype=torch.float64) * counts_t[s]).long()
+        return train_starts[first_t[s] + torch.minimum(k, counts_t[s] - 1)]
+
+    return draw
+
+
 def calibration_starts(ws: WindowSet, settings: Settings) -> np.ndarray:
     """The held-out windows the quantiles are conformalised on: the validation windows, or the most recent N."""
     starts = ws.starts["val"]
@@ -246,7 +272,7 @@ def calibrate(model: QuantileOutput, ws: WindowSet, settings: Settings) -> dict:
     if mode == "none":
         return {"method": "none: the pinball heads as trained", "windows": 0}
     starts = calibration_starts(ws, settings)
-    _, q = quantile_predictor(model)(*ws.inputs(starts))
+    _, q = forecast_windows(quantile_predictor(model), ws, starts)   # inputs gathered a batch at a time
     _, y = ws.batch(starts)
     shift = _quantiles.conformal_shift(y, q, levels, ws.target_mask(starts), mode)
     model.q_shift.copy_(torch.from_numpy(shift))
@@ -296,12 +322,11 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
     train_starts, val_starts = tw.starts["train"], tw.starts["val"]
     per_epoch = min(t.max_train_windows, len(train_starts))
     levels = torch.tensor(spec.quantiles, device=device) if spec.quantiles else None
-    w = ws.sample_weights()
-    weights = None if w is None else torch.from_numpy(w).to(device)
+    draw = panel_sampler(ws, train_starts, device)
 
     fp = _fingerprint(spec, settings, ws.meta.data_md5, device, anchor, ws.meta.future_names)
-    if weights is not None:   # the sampler shapes the weights too
-        fp = hashlib.sha256(f"{fp}:per_series".encode()).hexdigest()[:16]
+    if draw is not None:   # the sampler shapes the weights too
+        fp = hashlib.sha256(f"{fp}:{ws.meta.panel.get('weighting', 'uniform')}".encode()).hexdigest()[:16]
     ckpt = Path(checkpoint_dir) / f"{cand.name}.pt" if checkpoint_dir else None
     history: list[dict] = []
     start_epoch, best_epoch, bad_epochs, resumed = 1, 0, 0, None
@@ -325,10 +350,10 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
     t_start = time.perf_counter()
     for epoch in range(start_epoch, t.epochs + 1):
         model.train()
-        if weights is None:
+        if draw is None:
             order = train_starts[torch.randperm(len(train_starts), generator=gen, device=device)[:per_epoch]]
-        else:   # a panel weighted per series (window.panel_weighting)
-            order = train_starts[torch.multinomial(weights, per_epoch, replacement=True, generator=gen)]
+        else:   # a panel: drawn across its series without a permutation of every window
+            order = draw(per_epoch, gen)
         n_batches = math.ceil(per_epoch / batch)
         losses = torch.zeros((), device=device)
         t0 = time.perf_counter()
