@@ -142,6 +142,8 @@ class TrainConfig(_Strict):
     lr_factor: float = Field(0.5, gt=0, lt=1)
     lr_patience: int = Field(2, ge=0)
     max_train_windows: int = Field(8000, ge=1)
+    max_val_windows: int | None = Field(None, ge=1)   # the epoch's validation loss on at most this many windows, evenly
+                                                     # spread (a large panel holds millions); None: all of them
     time_budget_s: float = Field(300, gt=0)
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"

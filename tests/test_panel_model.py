@@ -121,6 +121,27 @@ def test_local_models_train_one_per_series_over_a_local_dask_cluster(project, se
                                                              rel=1e-4)
 
 
+def test_the_epochs_validation_loss_reads_at_most_max_val_windows_evenly_spread(project, settings_for):
+    import torch
+
+    from cellcast.pipeline.modeling.train import Candidate, _val_loss, train_candidate
+
+    ws, s = windowed_mixed(project, settings_for)
+    s = s.model_copy(update={"train": s.train.model_copy(update={
+        "cells": ["gru"], "epochs": 1, "hidden_size": 8, "rnn_steps": 12, "max_train_windows": 64, "max_val_windows": 9,
+        "residual": True, "anchor": "seasonal_naive"}), "evaluate": s.evaluate.model_copy(update={"quantiles": []})})
+    res = train_candidate(ws, Candidate("gru", 8, 1), s, 24, device="cpu")
+    val = ws.starts["val"]
+    spread = val[np.linspace(0, len(val) - 1, 9).round().astype(int)]
+    assert set(ws.series_index(spread)) == {0, 1}                     # both series' validation windows
+    untrained = res.model.__class__(res.model.spec)                   # head at zero: the anchor's forecast
+    tw = ws.to_torch("cpu")
+    scale = untrained.target_scale()
+    want = _val_loss(untrained, tw, torch.from_numpy(spread), scale, False, 1024)
+    assert res.initial_val_loss == pytest.approx(want, rel=1e-6)
+    assert res.initial_val_loss != pytest.approx(_val_loss(untrained, tw, tw.starts["val"], scale, False, 1024))
+
+
 def test_a_panel_of_cold_start_series_only_is_refused(project, settings_for):
     s = settings_for("city", window={"lookback": 24, "horizon": 6})
     df = mixed_panel()

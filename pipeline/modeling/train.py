@@ -320,6 +320,9 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
     gen = torch.Generator(device=device).manual_seed(t.seed)
     batch = min(t.batch_size, t.max_batch_size)
     train_starts, val_starts = tw.starts["train"], tw.starts["val"]
+    if t.max_val_windows and len(val_starts) > t.max_val_windows:   # evenly spread: every series, every season
+        keep = np.unique(np.linspace(0, len(val_starts) - 1, t.max_val_windows).round().astype(np.int64))
+        val_starts = val_starts[torch.from_numpy(keep).to(val_starts.device)]
     per_epoch = min(t.max_train_windows, len(train_starts))
     levels = torch.tensor(spec.quantiles, device=device) if spec.quantiles else None
     draw = panel_sampler(ws, train_starts, device)
