@@ -15,7 +15,7 @@ validated by the library here. Then:
 - the batch forecast: the global model exported to ONNX, `forecast_panel_frame` over every series (one call: the
   batch is the series), and the ONNX call alone.
 
-    .venv/bin/python bench/panel_model.py [--series 1000] [--steps 8760] [--local-series 5] [--quick]
+    .venv/bin/python bench/panel_model.py [--series 1000] [--steps 8760] [--local-series 10] [--threads 1] [--quick]
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ RESULTS = ROOT / "bench" / "results"
 
 from panel_data import synthetic_panel  # noqa: E402
 
-TRAIN = {"cells": ["gru"], "hidden_size": 64, "epochs": 2, "max_train_windows": 4000, "max_val_windows": 5000,
+TRAIN = {"cells": ["gru"], "hidden_size": 64, "epochs": 5, "max_train_windows": 8000, "max_val_windows": 20000,
          "batch_size": 256, "patience": 3, "device": "cpu", "time_budget_s": 600}
 
 
@@ -101,14 +101,17 @@ def main() -> None:
     ap.add_argument("--series", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=8760)
     ap.add_argument("--small", type=int, default=100, help="the smaller panel the windowing memory is compared with")
-    ap.add_argument("--local-series", type=int, default=5, help="series given a local model each")
+    ap.add_argument("--local-series", type=int, default=10, help="series given a local model each")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads for training (on this shared 2-core machine 2 threads trained ~70x slower "
+                         "than 1: the cores are taken and the second thread waits)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 40 series x 2,000 steps, no results file")
     args = ap.parse_args()
     n, steps, small = (40, 2000, 10) if args.quick else (args.series, args.steps, args.small)
     k_local = min(args.local_series, n)
     import torch
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
     from cellcast.pipeline.catalog import read_validated_panel
     from cellcast.pipeline.data.ingest import ingest_file
     from cellcast.pipeline.data.validation import validate_dataset

@@ -27,6 +27,37 @@ def windowed_mixed(project, settings_for, **window):
     return window_dataset("city", s), s
 
 
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """The mixed panel windowed once for the tests that only read it: (window set, settings)."""
+    import shutil
+
+    from conftest import ROOT
+
+    from cellcast.pipeline.config import load_params
+
+    work = tmp_path_factory.mktemp("mixed")
+    shutil.copy(ROOT / "params.yaml", work / "params.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(work)
+        mp.delenv("CELLCAST_PARAMS", raising=False)
+        s = load_params(work / "params.yaml").for_dataset("city")
+        s = s.model_copy(update={"ingest": s.ingest.model_copy(update={"bad_series": "drop", "partition_rows": 500}),
+                                 "window": s.window.model_copy(update={"lookback": 24, "horizon": 6})})
+        ingest_panel(write_csv(mixed_panel(), work / "city.csv"), s, freq="h")
+        validate_dataset("city", s)
+        return window_dataset("city", s), s
+
+
+def weighted(ws, weighting: str):
+    """The same window set, sampled with another window.panel_weighting."""
+    from dataclasses import replace
+
+    out = ws.with_starts()
+    out.meta = replace(ws.meta, panel={**ws.meta.panel, "weighting": weighting})
+    return out
+
+
 def test_panel_windows_stay_inside_their_series_with_own_splits_scales_and_cold_start(project, settings_for):
     ws, s = windowed_mixed(project, settings_for)
     assert isinstance(ws, PanelWindowSet) and ws.series_ids == ["A", "B", "D"]
@@ -62,20 +93,20 @@ def test_panel_windows_stay_inside_their_series_with_own_splits_scales_and_cold_
     assert all(np.array_equal(back.starts[k], ws.starts[k]) for k in ws.starts)
 
 
-def test_seasonal_naive_never_reads_the_series_before(project, settings_for):
-    ws, _ = windowed_mixed(project, settings_for)
+def test_seasonal_naive_never_reads_the_series_before(mixed):
+    ws, _ = mixed
     first_b = ws.series_starts("train")["B"][:1]                  # B's first window: 24 rows of history
     assert np.isnan(seasonal_naive(ws, first_b, 48)).all()        # two days back lies in A: no forecast
     assert np.isfinite(seasonal_naive(ws, first_b, 24)).all()
 
 
-def test_the_sampler_draws_across_series_uniformly_or_each_series_alike(project, settings_for):
+def test_the_sampler_draws_across_series_uniformly_or_each_series_alike(mixed):
     import torch
 
     from cellcast.pipeline.modeling.train import panel_sampler
 
     for weighting, want in (("per_series", [0.5, 0.5]), ("uniform", None)):
-        ws, _ = windowed_mixed(project, settings_for, panel_weighting=weighting)
+        ws = weighted(mixed[0], weighting)
         train = torch.from_numpy(ws.starts["train"])
         got = panel_sampler(ws, train, "cpu")(20000, torch.Generator().manual_seed(0)).numpy()
         assert np.isin(got, ws.starts["train"]).all()                 # training windows only
@@ -85,10 +116,10 @@ def test_the_sampler_draws_across_series_uniformly_or_each_series_alike(project,
         assert np.allclose(share[:2], want, atol=0.02) and share[2] == 0, (weighting, share)
 
 
-def test_the_most_recent_calibration_windows_of_a_panel_are_taken_across_its_series(project, settings_for):
+def test_the_most_recent_calibration_windows_of_a_panel_are_taken_across_its_series(mixed):
     from cellcast.pipeline.modeling.train import calibration_starts
 
-    ws, s = windowed_mixed(project, settings_for)
+    ws, s = mixed
     s = s.model_copy(update={"evaluate": s.evaluate.model_copy(update={"calibration_windows": 40})})
     got = calibration_starts(ws, s)
     when = ws.timestamps[ws.starts["val"] + 24]
@@ -96,13 +127,13 @@ def test_the_most_recent_calibration_windows_of_a_panel_are_taken_across_its_ser
     assert ws.timestamps[got + 24].min() >= np.sort(when)[-40]
 
 
-def test_local_models_train_one_per_series_over_a_local_dask_cluster(project, settings_for):
+def test_local_models_train_one_per_series_over_a_local_dask_cluster(mixed):
     from distributed import Client, LocalCluster
 
     from cellcast.pipeline.data.panel_validation import client_mapper
     from cellcast.pipeline.modeling.local import local_comparison, series_set
 
-    ws, s = windowed_mixed(project, settings_for)
+    ws, s = mixed
     one = series_set(ws, 1)                                     # B alone: views of the panel's arrays
     assert one.series_ids == ["B"] and np.shares_memory(one.values, ws.values)
     assert np.array_equal(one.batch(one.starts["test"])[1], ws.batch(ws.series_starts("test")["B"])[1])
@@ -121,12 +152,12 @@ def test_local_models_train_one_per_series_over_a_local_dask_cluster(project, se
                                                              rel=1e-4)
 
 
-def test_the_epochs_validation_loss_reads_at_most_max_val_windows_evenly_spread(project, settings_for):
+def test_the_epochs_validation_loss_reads_at_most_max_val_windows_evenly_spread(mixed):
     import torch
 
     from cellcast.pipeline.modeling.train import Candidate, _val_loss, train_candidate
 
-    ws, s = windowed_mixed(project, settings_for)
+    ws, s = mixed
     s = s.model_copy(update={"train": s.train.model_copy(update={
         "cells": ["gru"], "epochs": 1, "hidden_size": 8, "rnn_steps": 12, "max_train_windows": 64, "max_val_windows": 9,
         "residual": True, "anchor": "seasonal_naive"}), "evaluate": s.evaluate.model_copy(update={"quantiles": []})})
