@@ -173,6 +173,35 @@ def test_the_epochs_validation_loss_reads_at_most_max_val_windows_evenly_spread(
     assert res.initial_val_loss != pytest.approx(_val_loss(untrained, tw, tw.starts["val"], scale, False, 1024))
 
 
+def test_the_batch_forecast_names_the_series_it_cannot_forecast_and_scales_each_series(mixed, tmp_path):
+    from cellcast.pipeline.engine.inference import OnnxForecaster
+    from cellcast.pipeline.engine.onnx_export import export_onnx
+    from cellcast.pipeline.modeling.model import Forecaster
+    from cellcast.pipeline.modeling.train import Candidate, model_spec
+    from cellcast.pipeline.registry.lifecycle import model_metadata
+    from cellcast.pipeline.serving.forecast import forecast_panel_frame
+    import torch
+
+    ws, s = mixed
+    model = Forecaster(model_spec(ws, Candidate("gru", 8, 1), s, 24), generator=torch.Generator().manual_seed(0))
+    path = export_onnx(model.eval(), tmp_path / "m.onnx", model_metadata(ws, s, "gru"),
+                       example=ws.inputs(ws.starts["test"][:2])[0])
+    eng = OnnxForecaster.from_path(path, device="cpu")
+    rows = mixed_panel().rename(columns={"sensor": "series_id", "ts": "timestamp"})
+    rows = rows[rows.series_id.isin(["A", "B", "D", "C"])].sort_values(["series_id", "timestamp"])
+    rows.loc[rows.series_id == "B", "flow"] = rows.loc[rows.series_id == "B", "flow"].to_numpy() * np.r_[
+        np.ones((rows.series_id == "B").sum() - 3), [np.nan, 1, 1]]      # a gap in B's last lookback
+    out, _, skipped = forecast_panel_frame(eng, rows)
+    assert sorted(out["series_id"].unique()) == ["A", "D"] and len(out) == 2 * 6
+    assert set(skipped) == {"B", "C"} and "hold a break" in skipped["B"] and "not in the model" in skipped["C"]
+    assert out.groupby("series_id")["status"].first().to_dict() == {"A": "ok", "D": "cold_start"}
+    # A's forecast: its last 24 rows in A's scale through the graph, back in A's units
+    a = rows[rows.series_id == "A"].iloc[-24:][["flow", "temp"]].to_numpy()
+    mean, scale = ws.scaler("A")
+    y = eng.predict(((a - mean) / scale)[None].astype(np.float32))[0, :, 0] * scale[0] + mean[0]
+    np.testing.assert_allclose(out[out.series_id == "A"]["flow"].to_numpy(), y, rtol=0, atol=1e-4)
+
+
 def test_a_panel_of_cold_start_series_only_is_refused(project, settings_for):
     s = settings_for("city", window={"lookback": 24, "horizon": 6})
     df = mixed_panel()

@@ -626,8 +626,8 @@ def build_panel_windows(frame: pd.DataFrame, meta: dict, *, name: str, settings:
             continue
         vs, te = split_bounds(n, w.val_fraction, w.test_fraction)
         own = window_starts(n, lookback, horizon, vs, te, w.stride, valid)
-        declared = (info["series"].get(s_id) or {}).get("status", "ok")
-        short = window_shortfall(own, horizon, settings) if declared == "ok" else ("cold_start", "validated as such")
+        validated = (info["series"].get(s_id) or {}).get("status", "ok")
+        short = window_shortfall(own, horizon, settings) if validated == "ok" else ("cold_start", "validated as such")
         if short is None:
             kind, end = "ok", vs
             for k in ("train", "val", "test"):
@@ -643,7 +643,7 @@ def build_panel_windows(frame: pd.DataFrame, meta: dict, *, name: str, settings:
         offsets.append(row)
         lengths.append(n)
         train_end.append(end)
-        status[s_id] = kind if short is None or declared != "ok" else f"cold_start ({short[1]})"
+        status[s_id] = kind if short is None or validated != "ok" else f"cold_start ({short[1]})"
         scales[s_id] = {"mean": [float(x) for x in mean], "scale": [float(x) for x in scale]}
         counts[s_id] = {k: int(len(own[k])) for k in ("train", "val", "test")} if kind == "ok" else \
             {COLD: int(valid.sum())}
