@@ -556,9 +556,12 @@ def summary_table(outcome: Outcome) -> str:
                      f"({cal.get('first_target')} .. {cal.get('last_target')}; {mode})")
     elif cal:
         lines.append(f"quantiles: {cal['method']} (evaluate.calibration)")
-    for c in outcome.candidates:
-        if (c.get("panel") or {}).get("aggregate"):
-            lines.append(f"per series, {c['name']}: {panel_eval.describe(c['panel']['aggregate'])}")
+    panel = [c for c in outcome.candidates if (c.get("panel") or {}).get("aggregate")]
+    if panel:
+        lines.append("a panel: each series scaled by its own one-step naive error, so MAE above is MASE (sMAPE is of "
+                     "scaled values)")
+    for c in panel:
+        lines.append(f"per series, {c['name']}: {panel_eval.describe(c['panel']['aggregate'])}")
     lines += ["", f"best candidate: {outcome.best or '-'}  registered: {registered}",
               f"decision: {verdict}: {d.get('reason')}",
               f"champion now: {('v' + str(outcome.champion_after)) if outcome.champion_after else 'none'}"]
