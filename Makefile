@@ -40,6 +40,8 @@ $(FUZZ_VENV)/.installed:
 
 run: install
 	$(VENV)/bin/cellcast run
+	# then a panel: three airports' hourly weather, one global model, a forecast for every series
+	$(VENV)/bin/cellcast run weather
 
 test: install
 	$(VENV)/bin/python -m pytest -q

@@ -508,7 +508,7 @@ def section_serve(out: Out, args, ws: WindowSet, dev: torch.device, shipped: dic
                 body = json.dumps(payload)
 
                 def request():
-                    batch, whens, single, future = parse_request(json.loads(body), eng)
+                    batch, whens, single, future = parse_request(json.loads(body), eng)[:4]
                     y, used = eng.predict_with_provider(batch, future)
                     return json.dumps({"provider": used, **forecast_json(y[0], whens[0], eng.targets)})
 

@@ -27,8 +27,11 @@ def forecast_flow(name: str, settings: Settings, alias: str = "champion", device
         ingest_task(name, settings, source_of(name, settings))
         validate_task(name, settings)
     res = forecast_task(name, settings, alias, device, future_file)
-    print(f"{name}: forecast of {len(res.frame)} steps from v{res.version} on {res.provider} -> {res.path}")
-    if refresh and monitor and alias == "champion":
+    what = f"{res.frame['series_id'].nunique()} series" if res.skipped is not None else f"{len(res.frame)} steps"
+    print(f"{name}: forecast of {what} from v{res.version} on {res.provider} -> {res.path}")
+    if refresh and monitor and alias == "champion" and res.skipped is not None:
+        print(f"{name}: a panel: monitoring scores one series' forecasts and is not run for panels yet")
+    elif refresh and monitor and alias == "champion":
         from cellcast.flows.monitoring import monitoring_steps
         monitoring_steps(name, settings)
     return res

@@ -135,7 +135,38 @@ def _train(name: str, settings: Settings, source, from_windows: bool, device: st
     outcome = promote_task(ws, settings, base, results, reports)
     print(lifecycle.summary_table(outcome))
     publish_result(outcome)
+    if settings.train.strategy == "local" and ws.is_panel:
+        local_task(ws, settings, base.anchor_season)
     return outcome
+
+
+@task(name="local-models", cache_policy=NO_CACHE, retries=0)
+def local_task(ws, settings: Settings, season: int | None):
+    """train.strategy: local: one model per series and candidate, for comparison (modeling/local.py), fanned out over
+    Dask with train.task_runner: dask (a scheduler at train.dask_address, else a local cluster); a comparison run."""
+    from cellcast.pipeline.modeling.local import local_comparison
+    from cellcast.pipeline.modeling.panel_eval import describe
+
+    logger = get_run_logger()
+    t = settings.train
+    if t.task_runner == "dask":
+        from distributed import Client, LocalCluster
+
+        from cellcast.pipeline.data.panel_validation import client_mapper
+        cluster = None if t.dask_address else LocalCluster(n_workers=t.parallel, threads_per_worker=1,
+                                                            dashboard_address=None)
+        with Client(t.dask_address or cluster) as client:
+            comparison = local_comparison(ws, settings, season, mapper=client_mapper(client))
+        if cluster is not None:
+            cluster.close()
+    else:
+        comparison = local_comparison(ws, settings, season)
+    run_id = lifecycle.log_local_comparison(ws, settings, comparison)
+    for cand, c in comparison.items():
+        logger.info("local models, %s (%d series models, %.0fs): %s%s", cand, c["models"], c["seconds"],
+                    describe(c["aggregate"]), f"; {len(c['failed'])} could not train" if c["failed"] else "")
+    logger.info("comparison run local-%s: %s (not registered)", ws.meta.name, run_id)
+    return comparison
 
 
 def publish_result(outcome) -> None:

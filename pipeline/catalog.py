@@ -82,6 +82,14 @@ def read_raw(name: str, settings: Settings) -> tuple[pd.DataFrame, dict]:
     return pd.read_parquet(raw_paths(name, settings)[0]), meta
 
 
+def read_validated_meta(name: str, settings: Settings) -> dict:
+    """validated.json alone (whether it is a panel, its series and their status)."""
+    pq, js = validated_paths(name, settings)
+    if not pq.is_file() or not js.is_file():
+        raise NotFoundError(f"{pq}: dataset '{name}' is not validated; run `cellcast validate {name}` first")
+    return json.loads(js.read_text())
+
+
 def read_validated(name: str, settings: Settings) -> tuple[pd.DataFrame, dict]:
     """The validated frame and its metadata (policy report, bounds, data_md5) written by validate. One series:
     a panel is refused here (its rows would run one series into the next); read it with read_panel."""

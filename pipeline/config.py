@@ -77,6 +77,8 @@ class WindowConfig(_Strict):
     stride: int = Field(1, ge=1)
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    # a panel's training windows: uniform over windows (a long series weighs more) or per_series (each series alike)
+    panel_weighting: Literal["uniform", "per_series"] = "uniform"
 
     @field_validator("lookback", "horizon")
     @classmethod
@@ -140,6 +142,8 @@ class TrainConfig(_Strict):
     lr_factor: float = Field(0.5, gt=0, lt=1)
     lr_patience: int = Field(2, ge=0)
     max_train_windows: int = Field(8000, ge=1)
+    max_val_windows: int | None = Field(None, ge=1)   # the epoch's validation loss on at most this many windows, evenly
+                                                     # spread (a large panel holds millions); None: all of them
     time_budget_s: float = Field(300, gt=0)
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -147,6 +151,9 @@ class TrainConfig(_Strict):
     threads: Positive | Literal["auto"] = "auto"
     task_runner: Literal["threads", "dask"] = "threads"
     dask_address: str | None = None
+    # a panel: one global model per candidate (registered), or also one model per series (local), trained and scored
+    # for comparison only (a comparison run in MLflow, never registered); local fans out like task_runner says
+    strategy: Literal["global", "local"] = "global"
 
     @field_validator("hidden_size", "num_layers")
     @classmethod

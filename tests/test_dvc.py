@@ -161,10 +161,12 @@ def test_push_then_pull_restores_identical_bytes(reproduced, tmp_path):
     assert ran(dvc(repo, "repro", TARGET)) == set()
 
 
-def test_a_bundled_panel_runs_through_the_ingest_and_validate_stages(fresh, tmp_path):
+def test_a_bundled_panel_runs_through_the_ingest_validate_and_window_stages(fresh, tmp_path):
     repo = copy_repo(fresh, tmp_path / "cellcast")
-    p = dvc(repo, "repro", "validate@weather")
-    assert ran(p) == {"ingest@weather", "validate@weather"}, p.stdout
+    p = dvc(repo, "repro", "window@weather")
+    assert ran(p) == {"ingest@weather", "validate@weather", "window@weather"}, p.stdout
+    windows = json.loads((repo / "data/weather/windows.json").read_text())
+    assert sorted(windows["panel"]["series"]) == ["EWR", "JFK", "LGA"] and windows["counts"]["train"] > 0
     meta = json.loads((repo / "data/weather/validated.json").read_text())
     assert meta["panel"]["series_in"] == meta["panel"]["kept"] == 3 and meta["panel"]["id_cols"] == ["origin"]
     # the hash validation records is the one dvc.lock holds, and the stage recorded the panel's own params
@@ -172,7 +174,7 @@ def test_a_bundled_panel_runs_through_the_ingest_and_validate_stages(fresh, tmp_
     stages = read_lock(repo)
     assert stages["validate@weather"]["params"]["params.yaml"]["datasets.weather"]["ingest"]["long_gaps"] == "segment"
     assert stages["ingest@weather"]["params"]["params.yaml"]["ingest.partition_rows"] > 0
-    assert status(["validate@weather"], repo) == {}
+    assert status(["window@weather"], repo) == {}
 
 
 @pytest.mark.integration

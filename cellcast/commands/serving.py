@@ -62,6 +62,14 @@ def register(app: typer.Typer) -> None:
         check_device(device)
         res = forecast_latest(name, settings, alias=alias, device=device, future_file=future)
         f = res.frame
-        typer.echo(f"{settings.model_name} v{res.version} ({alias}) on {res.provider}: {len(f)} steps "
-                   f"{f['timestamp'].iloc[0]} .. {f['timestamp'].iloc[-1]}")
+        if "series_id" in f.columns:   # a panel: every series, one long frame
+            cold = int(f.loc[f["cold_start"], "series_id"].nunique())
+            typer.echo(f"{settings.model_name} v{res.version} ({alias}) on {res.provider}: {f['series_id'].nunique()} "
+                       f"series ({cold} cold start) x {len(f) // max(f['series_id'].nunique(), 1)} steps, "
+                       f"{f['timestamp'].min()} .. {f['timestamp'].max()}")
+            for sid, why in (res.skipped or {}).items():
+                typer.echo(f"not forecast: series '{sid}': {why}")
+        else:
+            typer.echo(f"{settings.model_name} v{res.version} ({alias}) on {res.provider}: {len(f)} steps "
+                       f"{f['timestamp'].iloc[0]} .. {f['timestamp'].iloc[-1]}")
         typer.echo(f"written: {res.path}")

@@ -30,6 +30,14 @@ def register(app: typer.Typer) -> None:
         from cellcast.pipeline.data.window import window_dataset
         ws = window_dataset(name, settings_for(name))
         m = ws.meta
+        if ws.is_panel:
+            cold = sum(1 for v in m.panel["status"].values() if v.startswith("cold_start"))
+            typer.echo(f"{name}: a panel of {len(ws.series_ids)} series ({cold} cold start) in one array of {m.rows} "
+                       f"rows -> windows train {m.counts['train']}, val {m.counts['val']}, test {m.counts['test']}, "
+                       f"cold start {m.counts.get('cold', 0)} (lookback {m.lookback}, horizon {m.horizon}, stride "
+                       f"{m.stride}); each series scaled on its own training rows"
+                       + (f"; known-future inputs: {', '.join(m.future_names)}" if m.future_names else ""))
+            return
         typer.echo(f"{name}: {m.rows} rows -> windows train {m.counts['train']}, val {m.counts['val']}, "
                    f"test {m.counts['test']} (lookback {m.lookback}, horizon {m.horizon}, stride {m.stride}); "
                    f"scaler fitted on {m.split_times['train'][0]} .. {m.split_times['train'][1]}"

@@ -17,6 +17,9 @@ Windows are never materialised: `WindowSet.view()` is a `sliding_window_view` of
 and a batch gathers only the rows it needs, on the CPU from numpy or on a GPU from a device-resident
 series (`TorchWindows`).
 
+A panel (many series, docs/architecture.md "Panels"): PanelWindowSet, its series one after another in one
+array with per-series offsets, splits and scales (the section "panels" below).
+
 Known-future inputs (docs/forecasting.md): a table aligned with the rows, `future` (rows, F), holds what is
 known about each row ahead of time: calendar features of its timestamp (data/calendar.py) and the values of
 the columns ingested as known ahead (`ingest --future-features`). The window at `s` reads its rows
@@ -25,13 +28,15 @@ the columns ingested as known ahead (`ingest --future-features`). The window at 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..catalog import filled_column, read_validated, window_paths
+from ..catalog import (SERIES_ID, filled_column, is_panel, read_validated, read_validated_meta, read_validated_panel,
+                       window_paths)
 from ..config import Settings
 from ..errors import DataValidationError, NotFoundError
 from . import calendar as _calendar
@@ -88,6 +93,8 @@ class WindowMeta:
     future_names: list[str] = field(default_factory=list)
     future_kinds: list[str] = field(default_factory=list)
     calendar: dict = field(default_factory=dict)
+    # a panel's series (PanelWindowSet): ids in order, status, per-series scales, window counts; {}: one series
+    panel: dict = field(default_factory=dict)
 
     @property
     def target_idx(self) -> list[int]:
@@ -100,7 +107,10 @@ class WindowMeta:
 
 class WindowSet:
     """A series with its splits. `values` may hold NaN rows where a long gap was kept as a break;
-    `filled` (rows, variables) marks the cells the gap policy filled (None: every cell observed)."""
+    `filled` (rows, variables) marks the cells the gap policy filled (None: every cell observed).
+    A panel's series in one array: PanelWindowSet (below)."""
+
+    is_panel = False
 
     def __init__(self, values: np.ndarray, timestamps: np.ndarray, meta: WindowMeta, starts: dict[str, np.ndarray],
                  filled: np.ndarray | None = None, future: np.ndarray | None = None):
@@ -194,6 +204,10 @@ class WindowSet:
             return None
         v = np.lib.stride_tricks.sliding_window_view(self._observed, self.meta.horizon, axis=0)  # (n, T, H), a view
         return v[np.asarray(starts) + self.meta.lookback].transpose(0, 2, 1)
+
+    def series_floor(self, starts: np.ndarray) -> np.ndarray:
+        """The first row of the series each window lies in (0 here; a panel's series start at their offsets)."""
+        return np.zeros(len(starts), dtype=np.int64)
 
     def target_series(self) -> np.ndarray:
         return self.values[:, self.meta.target_idx]
@@ -441,6 +455,260 @@ def build_windows(frame: pd.DataFrame, *, name: str, variables: list[str], targe
     return WindowSet(values, ts, meta, starts, filled, future)
 
 
+# --- panels: many series in one array -----------------------------------------------------------
+# Windows across the series of a panel (docs/architecture.md, "Panels"), without copying series x lookback.
+#
+# Layout: one values array holds every kept series one after another in validated.parquet's order, each followed by
+# one NaN row (a break: a diff or a window that ran from one series into the next would meet it), and
+# `offsets[i]` is the first row of series i. Window starts are rows of that array, chosen per series and per split
+# exactly as for one series (its own chronological train | validation | test by `window.val_fraction` /
+# `test_fraction` of its own rows, never crossing a break), so `WindowSet.view()` / `batch()` / the trainer and
+# the evaluation read a panel as they read one series: a batch gathers its rows, nothing else is materialised.
+#
+# Scaling is per series: each series' values are stored as `(raw - mean) / scale`, with `mean` and `scale` fitted
+# on the observed cells of that series' own training rows, `scale` the mean absolute one-step difference there (the
+# MASE denominator; the standard deviation where that is zero). So one scaled error is a MASE contribution of that
+# series: pooled metrics are the window-weighted mean of per-series MASE, and one global model sees series of any
+# level and unit alike. The model's own scaler (ModelSpec mean / std) is then fitted on the pooled scaled training
+# cells. The per-series `mean` and `scale` travel with the model (ONNX metadata `panel`): a forecast scales a series'
+# lookback with them and unscales the output.
+#
+# Cold start (validated.json status `cold_start`): a series too short for its own splits is scaled on its first
+# `lookback` rows (history before any target it is scored on) and all its windows are kept apart (`starts["cold"]`):
+# never trained or selected on, scored and reported per series, forecast like the others, and left out of the pooled
+# test windows the promotion weighs.
+#
+# Sampling (`window.panel_weighting`, modeling/train.panel_sampler): `uniform` draws training windows uniformly (a
+# long series weighs more); `per_series` draws a series uniformly, then one of its windows, so each counts alike.
+
+COLD = "cold"        # the starts key of cold-start series' windows
+
+
+def series_scale(values: np.ndarray, observed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per variable: the mean and the mean absolute one-step difference of the observed cells of `values`
+    (rows, V); a difference counts only between two observed neighbours. Where that is zero or missing: the
+    standard deviation, then 1."""
+    v = values.astype(np.float64)
+    if observed is not None:
+        v = np.where(observed, v, np.nan)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)     # an all-NaN column: handled below
+        mean = np.nanmean(v, axis=0) if len(v) else np.zeros(v.shape[1])
+        d = np.nanmean(np.abs(np.diff(v, axis=0)), axis=0) if len(v) > 1 else np.full(v.shape[1], np.nan)
+        sd = np.nanstd(v, axis=0) if len(v) else np.full(v.shape[1], np.nan)
+    mean = np.where(np.isfinite(mean), mean, 0.0)
+    scale = np.where(np.isfinite(d) & (d > 1e-8), d, np.where(np.isfinite(sd) & (sd > 1e-8), sd, 1.0))
+    return mean, scale
+
+
+class PanelWindowSet(WindowSet):
+    """A panel's series in one array (module docstring). `meta.panel` names the series in order with their
+    status, scale and window counts; `offsets`, `lengths` and `train_end` (rows of each series' own training
+    split) locate them."""
+
+    is_panel = True
+
+    def __init__(self, values, timestamps, meta: WindowMeta, starts, filled=None, future=None, *,
+                 offsets: np.ndarray, lengths: np.ndarray, train_end: np.ndarray):
+        super().__init__(values, timestamps, meta, starts, filled, future)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.train_end = np.asarray(train_end, dtype=np.int64)
+
+    # --- which series a window belongs to --------------------------------------------------------
+    @property
+    def series_ids(self) -> list[str]:
+        return list(self.meta.panel["series"])
+
+    def series_index(self, starts: np.ndarray) -> np.ndarray:
+        """The position (in series_ids) of the series each window start lies in."""
+        return np.searchsorted(self.offsets, np.asarray(starts), side="right") - 1
+
+    def series_floor(self, starts: np.ndarray) -> np.ndarray:
+        """The first row of each window's series: nothing before it belongs to that series."""
+        return self.offsets[self.series_index(starts)]
+
+    def series_starts(self, split: str) -> dict[str, np.ndarray]:
+        """Each series' windows of `split` (or 'cold'): series id -> starts (empty series left out)."""
+        starts = self.starts.get(split, np.zeros(0, np.int64))
+        idx = self.series_index(starts)
+        ids = self.series_ids
+        cuts = np.flatnonzero(np.diff(idx)) + 1
+        return {ids[int(g[0])]: s for g, s in zip(np.split(idx, cuts), np.split(starts, cuts)) if len(s)}
+
+    def train_rows(self) -> np.ndarray:
+        """bool (rows,): the rows of every series' own training split (a cold-start series: its first lookback)."""
+        m = np.zeros(len(self.values), dtype=bool)
+        for o, e in zip(self.offsets, self.train_end):
+            m[o:o + e] = True
+        return m
+
+    def future_scaler(self) -> tuple[list[float], list[float]]:
+        if self.future is None:
+            return [], []
+        train = self.future[self.train_rows()].astype(np.float64)
+        mean, std = [], []
+        for j, kind in enumerate(self.meta.future_kinds):
+            v = train[:, j][np.isfinite(train[:, j])]
+            user = kind == _calendar.USER and len(v)
+            mean.append(float(v.mean()) if user else 0.0)
+            sd = float(v.std()) if user else 1.0
+            std.append(sd if np.isfinite(sd) and sd >= 1e-8 else 1.0)
+        return mean, std
+
+    def with_starts(self, **starts: np.ndarray) -> "PanelWindowSet":
+        return PanelWindowSet(self.values, self.timestamps, self.meta, {**self.starts, **starts}, self.filled,
+                              self.future, offsets=self.offsets, lengths=self.lengths, train_end=self.train_end)
+
+    # --- per-series scaling ----------------------------------------------------------------------
+    def scaler(self, series_id: str) -> tuple[np.ndarray, np.ndarray]:
+        s = self.meta.panel["scales"][series_id]
+        return np.asarray(s["mean"], np.float64), np.asarray(s["scale"], np.float64)
+
+    def unscale_targets(self, y: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """(B, H, T[, Q]) forecasts or targets of the windows at `starts`, back in each series' own units."""
+        mu, sc = self._target_scales()
+        i = self.series_index(starts)
+        shape = (len(i), 1, -1) + (1,) * (y.ndim - 3)
+        return y * sc[i].reshape(shape) + mu[i].reshape(shape)
+
+    def _target_scales(self) -> tuple[np.ndarray, np.ndarray]:
+        tidx = self.meta.target_idx
+        mu = np.stack([self.scaler(s)[0][tidx] for s in self.series_ids])
+        sc = np.stack([self.scaler(s)[1][tidx] for s in self.series_ids])
+        return mu, sc
+
+
+def panel_window_meta(meta: dict, settings: Settings) -> tuple[int, int]:
+    """The lookback and horizon of a panel's windows: what validation judged the statuses on (params.yaml's
+    numbers, else 'auto' resolved for the median series)."""
+    w = (meta.get("panel") or {}).get("window") or {}
+    lb, hz = settings.window.lookback, settings.window.horizon
+    return int(lb if lb != "auto" else w["lookback"]), int(hz if hz != "auto" else w["horizon"])
+
+
+def build_panel_windows(frame: pd.DataFrame, meta: dict, *, name: str, settings: Settings) -> PanelWindowSet:
+    """validated.parquet's rows (sorted by series, then time) and validated.json -> the panel's window set."""
+    targets = list(meta["targets"])
+    variables = targets + list(meta.get("features") or [])
+    future_features = list(meta.get("future_features") or [])
+    missing = [c for c in future_features if c not in frame.columns]
+    if missing:
+        raise DataValidationError(f"{name}: known-future column(s) {', '.join(missing)} not in the data: re-ingest "
+                                  f"with them (--future-features)")
+    freq = meta["freq"]
+    info = meta["panel"]
+    lookback, horizon = panel_window_meta(meta, settings)
+    w = settings.window
+    target_idx = [variables.index(t) for t in targets]
+    span = lookback + horizon
+
+    sid = frame[SERIES_ID].to_numpy()
+    cuts = np.flatnonzero(sid[1:] != sid[:-1]) + 1
+    bounds = np.concatenate([[0], cuts, [len(frame)]]).astype(np.int64)
+    raw = frame[variables].to_numpy(dtype=np.float64)
+    fill = filled_mask(frame, variables)
+    ts_all = frame["timestamp"].to_numpy().astype("datetime64[ns]")
+
+    ids, offsets, lengths, train_end, scales, status, counts = [], [], [], [], {}, {}, {}
+    starts = {"train": [], "val": [], "test": [], COLD: []}
+    blocks, fblocks, tblocks = [], [], []
+    row = 0
+    skipped, spans = {}, []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        s_id = str(sid[a])
+        n = int(b - a)
+        vals = raw[a:b]
+        f = None if fill is None else fill[a:b]
+        valid = usable_windows(vals, f, lookback, horizon, target_idx)
+        if not valid.any():
+            skipped[s_id] = f"{n} rows hold no whole window of lookback {lookback} + horizon {horizon}"
+            continue
+        vs, te = split_bounds(n, w.val_fraction, w.test_fraction)
+        own = window_starts(n, lookback, horizon, vs, te, w.stride, valid)
+        validated = (info["series"].get(s_id) or {}).get("status", "ok")
+        short = window_shortfall(own, horizon, settings) if validated == "ok" else ("cold_start", "validated as such")
+        if short is None:
+            kind, end = "ok", vs
+            for k in ("train", "val", "test"):
+                starts[k].append(own[k] + row)
+            t = ts_all[a:b]
+            spans.append([t[0], t[vs - 1], t[vs], t[te - 1], t[te], t[-1]])
+        else:   # too short for its own splits: every whole window is a cold-start test window
+            kind, end = "cold_start", lookback
+            starts[COLD].append(np.flatnonzero(valid) + row)
+        observed = None if f is None else ~f[:end]
+        mean, scale = series_scale(vals[:end], observed)
+        ids.append(s_id)
+        offsets.append(row)
+        lengths.append(n)
+        train_end.append(end)
+        status[s_id] = kind if short is None or validated != "ok" else f"cold_start ({short[1]})"
+        scales[s_id] = {"mean": [float(x) for x in mean], "scale": [float(x) for x in scale]}
+        counts[s_id] = {k: int(len(own[k])) for k in ("train", "val", "test")} if kind == "ok" else \
+            {COLD: int(valid.sum())}
+        blocks.append(((vals - mean) / scale).astype(np.float32))
+        blocks.append(np.full((1, len(variables)), np.nan, np.float32))     # the break after each series
+        tblocks.append(ts_all[a:b])
+        tblocks.append(ts_all[b - 1:b])                                     # the break row repeats the last stamp
+        if f is not None:
+            fblocks.append(f)
+            fblocks.append(np.zeros((1, len(variables)), bool))
+        row += n + 1
+    if not ids:
+        raise DataValidationError(f"{name}: none of its {len(bounds) - 1} series holds a whole window of lookback "
+                                  f"{lookback} + horizon {horizon}: use a shorter window.lookback / window.horizon")
+    if not any(len(x) for x in starts["train"]):
+        raise DataValidationError(f"{name}: every series is cold start (too short for its own train / validation / "
+                                  f"test windows): a global model needs at least one series with its own splits")
+    values = np.concatenate(blocks)
+    ts = np.concatenate(tblocks)
+    filled = np.concatenate(fblocks) if fblocks else None
+    st = {k: (np.concatenate(v) if v else np.zeros(0, np.int64)).astype(np.int64) for k, v in starts.items()}
+    fut, fnames, fkinds = future_table(ts, freq, settings.calendar,
+                                       {c: _with_breaks(frame[c].to_numpy(np.float32), bounds, ids, sid)
+                                        for c in future_features})
+    offsets_a, train_a = np.asarray(offsets), np.asarray(train_end)
+    tmask = np.zeros(len(values), bool)
+    for o, e in zip(offsets_a, train_a):
+        tmask[o:o + e] = True
+    train_vals = np.where(filled[tmask], np.nan, values[tmask]) if filled is not None else values[tmask]
+    gmean = np.nanmean(train_vals, axis=0)
+    gstd = np.nanstd(train_vals, axis=0)
+    gstd = np.where(~np.isfinite(gstd) | (gstd < 1e-8), 1.0, gstd)
+    at = lambda t: str(pd.Timestamp(t))  # noqa: E731
+    spans = np.asarray(spans, dtype="datetime64[ns]")   # per series with splits: first/last stamp of each split
+    split_times = {k: [at(spans[:, 2 * j].min()), at(spans[:, 2 * j + 1].max())]
+                   for j, k in enumerate(("train", "val", "test"))}
+    declared = {v: [float(x) for x in settings.validate_.bounds[v]] for v in variables if v in settings.validate_.bounds}
+    wmeta = WindowMeta(
+        name=name, variables=variables, targets=targets, freq=freq, lookback=lookback, horizon=horizon,
+        stride=w.stride, rows=int(len(values)), bounds={"val": 0, "test": 0},
+        counts={k: int(len(v)) for k, v in st.items()}, mean=[float(x) for x in gmean], std=[float(x) for x in gstd],
+        start=at(ts.min()), end=at(ts.max()), split_times=split_times, data_md5=meta.get("data_md5"),
+        seasons=seasons_for(freq, int(np.median(lengths))),
+        # per-series scales make profiled ranges per series; only the declared ranges (raw units) travel
+        value_bounds=declared, future_names=fnames, future_kinds=fkinds,
+        calendar=_calendar.as_dict(settings.calendar) if fnames else {},
+        panel={"id_cols": list(info.get("id_cols") or []),
+               "series": {s: (info["series"].get(s) or {}).get("ids", {}) for s in ids},
+               "status": status, "scales": scales, "counts": counts, "not_windowed": skipped,
+               "weighting": settings.window.panel_weighting,
+               "scaling": "per series: (value - mean) / mean |one-step difference| of its own training rows"})
+    return PanelWindowSet(values, ts, wmeta, st, filled, fut, offsets=offsets_a, lengths=np.asarray(lengths),
+                          train_end=train_a)
+
+
+def _with_breaks(col: np.ndarray, bounds: np.ndarray, ids: list[str], sid: np.ndarray) -> np.ndarray:
+    """A frame column laid out like the panel's values: the windowed series, each followed by its break row."""
+    keep = set(ids)
+    parts = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        if str(sid[a]) in keep:
+            parts += [col[a:b], col[b - 1:b]]
+    return np.concatenate(parts)
+
+
 # --- storage -------------------------------------------------------------------------------------
 
 def save_windows(ws: WindowSet, settings: Settings) -> tuple[Path, Path]:
@@ -449,6 +717,8 @@ def save_windows(ws: WindowSet, settings: Settings) -> tuple[Path, Path]:
     extra = {} if ws.filled is None else {"filled": ws.filled}
     if ws.future is not None:
         extra["future"] = ws.future
+    if ws.is_panel:
+        extra.update(series_offsets=ws.offsets, series_lengths=ws.lengths, series_train_end=ws.train_end)
     np.savez(npz, values=ws.values, timestamps=ws.timestamps.astype("datetime64[ns]").astype(np.int64),
              **{f"starts_{k}": v for k, v in ws.starts.items()}, **extra)
     js.write_text(json.dumps(asdict(ws.meta), indent=2))
@@ -466,11 +736,21 @@ def load_windows(name: str, settings: Settings) -> WindowSet:
         starts = {k: z[f"starts_{k}"] for k in SPLITS}
         filled = z["filled"] if "filled" in z.files else None
         future = z["future"] if "future" in z.files else None
+        if meta.panel:
+            starts[COLD] = z[f"starts_{COLD}"]
+            return PanelWindowSet(values, ts, meta, starts, filled, future, offsets=z["series_offsets"],
+                                  lengths=z["series_lengths"], train_end=z["series_train_end"])
     return WindowSet(values, ts, meta, starts, filled, future)
 
 
 def window_dataset(name: str, settings: Settings) -> WindowSet:
-    """The window stage: data/NAME/validated.parquet -> data/NAME/windows.npz + windows.json."""
+    """The window stage: data/NAME/validated.parquet -> data/NAME/windows.npz + windows.json (a panel: its
+    series side by side, PanelWindowSet)."""
+    if is_panel(read_validated_meta(name, settings)):
+        frame, meta = read_validated_panel(name, settings)
+        ws = build_panel_windows(frame, meta, name=name, settings=settings)
+        save_windows(ws, settings)
+        return ws
     frame, meta = read_validated(name, settings)
     variables = list(meta["targets"]) + list(meta.get("features") or [])
     ws = build_windows(frame, name=name, variables=variables, targets=list(meta["targets"]), freq=meta["freq"],

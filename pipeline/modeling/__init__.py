@@ -1,4 +1,4 @@
-"""The forecaster and how it is trained and scored: model, train, evaluate (metrics and baselines), plots,
+"""The forecaster and how it is trained and scored: model, train, evaluate (metrics and baselines), panel_eval (a panel per series), plots,
 device (is there a GPU, what torch can do with it, fp32 kept exact on it).
 
 May import: the core and data. Must not import: engine, registry, serving, flows or the CLI, nor

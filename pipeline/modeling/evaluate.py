@@ -20,7 +20,10 @@ EPS = 1e-12
 
 
 def mase_scale(ws: WindowSet) -> np.ndarray:
-    """Per target: mean |y_t - y_{t-1}| over the training rows (NaN breaks and filled points ignored)."""
+    """Per target: mean |y_t - y_{t-1}| over the training rows (NaN breaks and filled points ignored). A panel's
+    values are already divided by this per series (data/window.py PanelWindowSet): its scale is 1."""
+    if ws.is_panel:
+        return np.ones(len(ws.meta.targets))
     y = ws.observed_target_series()[: ws.meta.bounds["val"]].astype(np.float64)
     d = np.abs(np.diff(y, axis=0))
     scale = np.nanmean(d, axis=0)
@@ -67,7 +70,11 @@ def seasonal_naive(ws: WindowSet, starts: np.ndarray, season: int) -> np.ndarray
     h = np.arange(H)
     src = starts[:, None] + L + h[None, :] - season * (h[None, :] // season + 1)
     y = ws.target_series()
-    return y[np.clip(src, 0, None)]
+    out = y[np.clip(src, 0, None)]
+    if ws.is_panel:   # a row before the window's own series is none of its history: no forecast (NaN)
+        before = src < ws.series_floor(starts)[:, None]
+        out = np.where(before[:, :, None], np.nan, out)
+    return out
 
 
 def baseline_names(seasons: list[int]) -> dict[str, int]:
@@ -81,7 +88,7 @@ def usable_seasons(ws: WindowSet, seasons: list[int] | None = None, split: str =
     season back): a yearly season is no bar for train windows at the start, but is for test windows."""
     seasons = ws.meta.seasons if seasons is None else seasons
     starts = ws.starts[split]
-    first = int(starts.min()) if len(starts) else 0
+    first = int((starts - ws.series_floor(starts)).min()) if len(starts) else 0
     return [m for m in seasons if 1 < m <= first + ws.meta.lookback]
 
 

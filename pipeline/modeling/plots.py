@@ -70,3 +70,38 @@ def error_by_horizon(by_step: dict[str, list[float]], title: str):
 
 def close(fig) -> None:
     plt.close(fig)
+
+
+def panel_small_multiples(panels: list[dict], title: str, target: str):
+    """One small panel per series (e.g. the best, median and worst by MASE): `panels` items hold `label`,
+    `timestamps`, `actual` (one value per timestamp) and `forecasts` {name: (n_windows, horizon)} tiled as in
+    forecast_vs_actual."""
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 2.6 * len(panels)), squeeze=False)
+    for ax, p in zip(axes[:, 0], panels):
+        ax.plot(p["timestamps"], p["actual"], color="black", lw=1.2, label="actual")
+        for name, f in p["forecasts"].items():
+            t, v = _tiled(p["timestamps"], f)
+            ax.plot(t, v, lw=1, alpha=0.85, label=name)
+        ax.set_title(p["label"], fontsize=9)
+        ax.set_ylabel(target)
+        ax.legend(loc="upper right", fontsize=7)
+    fig.suptitle(title)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    return fig
+
+
+def mase_distribution(values: dict[str, np.ndarray], title: str):
+    """Histogram of the per-series MASE of each forecaster (the model, the strongest baseline per series)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    finite = [np.asarray(v, float)[np.isfinite(v)] for v in values.values()]
+    allv = np.concatenate(finite) if finite else np.zeros(0)
+    bins = np.linspace(allv.min(), allv.max(), 25) if len(allv) and allv.max() > allv.min() else 10
+    for (name, _), v in zip(values.items(), finite):
+        ax.hist(v, bins=bins, alpha=0.5, label=f"{name} (median {np.median(v):.3f})" if len(v) else name)
+    ax.set_xlabel("MASE per series")
+    ax.set_ylabel("series")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -36,6 +36,7 @@ from . import anchor as _anchor
 from . import model as _model
 from . import quantiles as _quantiles
 from .anchor import AnchorChoice, choose_anchor
+from .evaluate import forecast_windows
 from .device import exact_fp32
 from .model import Ensemble, Forecaster, ModelSpec, QuantileOutput
 from ..data.window import WindowSet
@@ -134,7 +135,7 @@ WEIGHT_SOURCES = (Path(_model.__file__), Path(__file__), Path(_window.__file__),
                   Path(_quantiles.__file__))
 # train settings that bound or place the work without changing the weights it produces (a checkpoint stays
 # valid when they change: a run cut short by the time budget continues under a larger one)
-NOT_WEIGHTS = {"time_budget_s", "parallel", "threads", "task_runner", "dask_address", "device"}
+NOT_WEIGHTS = {"time_budget_s", "parallel", "threads", "task_runner", "dask_address", "device", "strategy"}
 
 
 def code_hash(paths=WEIGHT_SOURCES) -> str:
@@ -222,11 +223,41 @@ def _start_quantile_offsets(model: Forecaster, ws: WindowSet, max_windows: int =
     model.init_quantile_offsets(torch.from_numpy(gaps.astype(np.float32)))
 
 
+def panel_sampler(ws: WindowSet, train_starts: torch.Tensor, device) -> Callable | None:
+    """A panel's draw of training windows, `draw(n, generator) -> n starts`, in O(n) memory (no permutation of every
+    window of every series): uniform over windows, or with window.panel_weighting: per_series a series uniformly then
+    one of its windows (each series alike). With replacement: an epoch is `max_train_windows` draws. None for one
+    series (its epoch is a permutation, as always)."""
+    if not ws.is_panel:
+        return None
+    st = ws.starts["train"]                                   # sorted: series after series, each in time order
+    first = np.searchsorted(st, ws.offsets)
+    counts = np.diff(np.append(first, len(st)))
+    keep = counts > 0
+    first_t = torch.from_numpy(first[keep].astype(np.int64)).to(device)
+    counts_t = torch.from_numpy(counts[keep].astype(np.int64)).to(device)
+    per_series = ws.meta.panel.get("weighting") == "per_series"
+
+    def draw(n: int, gen: torch.Generator) -> torch.Tensor:
+        if not per_series:
+            return train_starts[torch.randint(len(train_starts), (n,), generator=gen, device=device)]
+        s = torch.randint(len(first_t), (n,), generator=gen, device=device)
+        k = (torch.rand(n, generator=gen, device=device, dtype=torch.float64) * counts_t[s]).long()
+        return train_starts[first_t[s] + torch.minimum(k, counts_t[s] - 1)]
+
+    return draw
+
+
 def calibration_starts(ws: WindowSet, settings: Settings) -> np.ndarray:
     """The held-out windows the quantiles are conformalised on: the validation windows, or the most recent N."""
     starts = ws.starts["val"]
     n = settings.evaluate.calibration_windows
-    return starts if n == "all" else starts[-int(n):]
+    if n == "all":
+        return starts
+    if ws.is_panel:   # the series lie one after another: the most recent by time, across every series
+        when = ws.timestamps[starts + ws.meta.lookback]
+        return np.sort(starts[np.argsort(when, kind="stable")[-int(n):]])
+    return starts[-int(n):]
 
 
 @torch.no_grad()
@@ -241,7 +272,7 @@ def calibrate(model: QuantileOutput, ws: WindowSet, settings: Settings) -> dict:
     if mode == "none":
         return {"method": "none: the pinball heads as trained", "windows": 0}
     starts = calibration_starts(ws, settings)
-    _, q = quantile_predictor(model)(*ws.inputs(starts))
+    _, q = forecast_windows(quantile_predictor(model), ws, starts)   # inputs gathered a batch at a time
     _, y = ws.batch(starts)
     shift = _quantiles.conformal_shift(y, q, levels, ws.target_mask(starts), mode)
     model.q_shift.copy_(torch.from_numpy(shift))
@@ -289,10 +320,16 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
     gen = torch.Generator(device=device).manual_seed(t.seed)
     batch = min(t.batch_size, t.max_batch_size)
     train_starts, val_starts = tw.starts["train"], tw.starts["val"]
+    if t.max_val_windows and len(val_starts) > t.max_val_windows:   # evenly spread: every series, every season
+        keep = np.unique(np.linspace(0, len(val_starts) - 1, t.max_val_windows).round().astype(np.int64))
+        val_starts = val_starts[torch.from_numpy(keep).to(val_starts.device)]
     per_epoch = min(t.max_train_windows, len(train_starts))
     levels = torch.tensor(spec.quantiles, device=device) if spec.quantiles else None
+    draw = panel_sampler(ws, train_starts, device)
 
     fp = _fingerprint(spec, settings, ws.meta.data_md5, device, anchor, ws.meta.future_names)
+    if draw is not None:   # the sampler shapes the weights too
+        fp = hashlib.sha256(f"{fp}:{ws.meta.panel.get('weighting', 'uniform')}".encode()).hexdigest()[:16]
     ckpt = Path(checkpoint_dir) / f"{cand.name}.pt" if checkpoint_dir else None
     history: list[dict] = []
     start_epoch, best_epoch, bad_epochs, resumed = 1, 0, 0, None
@@ -316,7 +353,10 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
     t_start = time.perf_counter()
     for epoch in range(start_epoch, t.epochs + 1):
         model.train()
-        order = train_starts[torch.randperm(len(train_starts), generator=gen, device=device)[:per_epoch]]
+        if draw is None:
+            order = train_starts[torch.randperm(len(train_starts), generator=gen, device=device)[:per_epoch]]
+        else:   # a panel: drawn across its series without a permutation of every window
+            order = draw(per_epoch, gen)
         n_batches = math.ceil(per_epoch / batch)
         losses = torch.zeros((), device=device)
         t0 = time.perf_counter()

@@ -14,9 +14,9 @@ import pandas as pd
 
 from .. import __version__
 from ..config import Settings
-from ..data.window import WindowSet
+from ..data.window import COLD, WindowSet
 from ..errors import CellcastError, ExportError
-from ..modeling import plots
+from ..modeling import panel_eval, plots
 from ..modeling.evaluate import (BaselineReport, evaluate_baselines, evaluate_forecasts, forecast_origins,
                                  forecast_windows, mase_scale, metrics, quantiles_by_step, season_of, seasonal_naive,
                                  targets_after, usable_seasons, window_losses)
@@ -76,6 +76,7 @@ class CandidateReport:
     crossings: int = 0                  # test forecasts with a level below the one before it (0: ordered graph)
     calibration: dict = field(default_factory=dict)             # the conformal shift's held-out windows
     anchor: dict = field(default_factory=dict)                  # what its residual is over
+    panel: dict = field(default_factory=dict)   # a panel: {aggregate, series: per-series rows} (modeling/panel_eval.py)
 
     def coverage(self) -> dict[str, tuple[float, float]]:
         """Each interval's test coverage and nominal level: what the promotion policy's calibration gate reads."""
@@ -94,7 +95,18 @@ def onnx_metadata(ws: WindowSet, settings: Settings) -> dict:
             "reference": training_reference(ws, settings),
             # the known-future block in order: each column "calendar" (whoever forecasts computes it from the
             # timestamps, with `calendar`) or "user" (values the forecast's caller must supply)
-            "future_names": m.future_names, "future_kinds": m.future_kinds, "calendar": m.calendar or {}}
+            "future_names": m.future_names, "future_kinds": m.future_kinds, "calendar": m.calendar or {},
+            **({"panel": panel_metadata(ws)} if ws.is_panel else {})}
+
+
+def panel_metadata(ws: WindowSet) -> dict:
+    """What a panel model needs to forecast its series without the registry (ONNX metadata `panel`): the id
+    columns, and per series its ids, its status (ok | cold_start) and the mean and scale of each variable (the
+    graph reads `(value - mean) / scale` and returns targets in those units: the caller unscales)."""
+    p = ws.meta.panel
+    return {"id_cols": p["id_cols"], "scaling": p["scaling"],
+            "series": {s: {"ids": p["series"][s], "status": p["status"][s].split(" ", 1)[0],
+                           "mean": p["scales"][s]["mean"], "scale": p["scales"][s]["scale"]} for s in ws.series_ids}}
 
 
 def model_metadata(ws: WindowSet, settings: Settings, candidate: str) -> dict:
@@ -115,13 +127,18 @@ def training_reference(ws: WindowSet, settings: Settings) -> dict:
     from ..data.drift import reference_profile, window_rows
     from ..modeling.evaluate import mase_scale
 
-    end = ws.meta.bounds["val"]
-    values = ws.values[:end] if ws.filled is None else np.where(ws.filled[:end], np.nan, ws.values[:end])
+    rows = ws.train_rows() if ws.is_panel else slice(0, ws.meta.bounds["val"])   # a panel: every series' own
+    values = ws.values[rows] if ws.filled is None else np.where(ws.filled[rows], np.nan, ws.values[rows])
     train = pd.DataFrame(values, columns=ws.meta.variables)   # observed cells only: filled ones are NaN
-    train.insert(0, "timestamp", pd.to_datetime(ws.timestamps[:end]))
+    train.insert(0, "timestamp", pd.to_datetime(ws.timestamps[rows]))
+    if ws.is_panel:
+        train = train.sort_values("timestamp", kind="stable")
     return reference_profile(train, ws.meta.variables, ws.meta.targets, settings.monitor.psi_bins,
                              settings.validate_.profile_tolerance, dict(zip(ws.meta.targets, mase_scale(ws).tolist())),
                              window_rows(settings.monitor.drift_rows, ws.meta.lookback, settings.monitor.psi_bins))
+
+
+PARITY_WINDOWS = 8192     # test windows the export's parity check reads at most
 
 
 def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path) -> CandidateReport:
@@ -133,7 +150,8 @@ def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path
     c = result.candidate
     path = Path(out_dir) / f"{c.name}.onnx"
     parity, error, onnx_path = {}, None, None
-    x, f = ws.inputs(ws.starts["test"])
+    test = ws.starts["test"]
+    x, f = ws.inputs(test[:: -(-len(test) // PARITY_WINDOWS)])   # evenly spread: all test windows of a panel are GBs
     try:
         export_onnx(result.model, path, model_metadata(ws, settings, c.name) | {
                         "calibration": result.calibration, "anchor": result.anchor},
@@ -157,6 +175,8 @@ def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path
     yt, qt = forecast_windows(run, ws, ws.starts["test"])
     val, _ = evaluate_forecasts(ws, "val", yv, qv, levels)
     test, by_step = evaluate_forecasts(ws, "test", yt, qt, levels)
+    panel = panel_scores(ws, settings, {"test": yt, COLD: forecast_windows(run, ws, ws.starts[COLD])[0]}) \
+        if ws.is_panel else {}
     return CandidateReport(name=c.name, cell=c.cell, hidden_size=c.hidden_size, num_layers=c.num_layers, val=val,
                            test=test, by_step=by_step, best_epoch=result.best_epoch, epochs=len(result.history),
                            stopped=result.stopped, seconds=result.seconds, windows_per_s=result.windows_per_s,
@@ -164,7 +184,14 @@ def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path
                            scored_with="onnx" if ok else "torch", quantiles=levels,
                            interval_by_step=quantiles_by_step(ws, "test", qt, levels) if qt is not None else {},
                            crossings=crossings(qt) if qt is not None else 0, calibration=result.calibration,
-                           anchor=result.anchor)
+                           anchor=result.anchor, panel=panel)
+
+
+def panel_scores(ws: WindowSet, settings: Settings, pred: dict[str, np.ndarray]) -> dict:
+    """A panel candidate per series against each series' own baselines, and the aggregate (modeling/panel_eval)."""
+    seasons = settings.evaluate.seasons if settings.evaluate.seasons != "auto" else ws.meta.seasons
+    table = panel_eval.series_table(ws, pred, [m for m in seasons if m > 1])
+    return {"aggregate": panel_eval.aggregate(table), "series": table.to_dict(orient="records")}
 
 
 def lineage(ws: WindowSet, settings: Settings) -> dict:
@@ -324,6 +351,8 @@ def track_and_promote(ws: WindowSet, settings: Settings, base: Baselines, result
                                     coverage=best.coverage(), coverage_tolerance=ev.coverage_tolerance)
         if champ_before and champ_before.reason:
             decision.reason += f" ({champ_before.reason})"
+        if best.panel:   # the pooled test says better or not; the reason says across how many series, and the worst
+            decision.reason += f"; {panel_eval.describe(best.panel['aggregate'])}"
         version = tracking.register_version(model_name, best.model_uri, best.run_id,
                                             tags=tags | split_tags(ws) | {
                                                 "candidate": best.name, "cell": best.cell,
@@ -343,6 +372,23 @@ def track_and_promote(ws: WindowSet, settings: Settings, base: Baselines, result
         return Outcome(ws.meta.name, model_name, parent_id, best.name, version, asdict(decision),
                        [asdict(r) for r in reports], base.to_dict(), _champ_dict(champ_before),
                        champ.version if champ else None, uri)
+
+
+def log_local_comparison(ws: WindowSet, settings: Settings, comparison: dict) -> str:
+    """Local models (train.strategy: local; modeling/local.py) as one comparison run `local-NAME` of the dataset's
+    experiment: per candidate the aggregate as metrics (`<candidate>_panel_*`), the per-series table, the series
+    that could not train. Nothing is registered. Returns the run id."""
+    tags = lineage(ws, settings) | {"cellcast.kind": "comparison", "strategy": "local"}
+    with tracking.parent_run(ws.meta.name, run_name=f"local-{ws.meta.name}", tags=tags) as run_id:
+        for cand, c in comparison.items():
+            tracking.log_metrics({f"{cand}_panel_{k}": v for k, v in c["aggregate"].items()
+                                  if isinstance(v, (int, float)) and v is not None})
+            tracking.log_metrics({f"{cand}_models": c["models"], f"{cand}_train_seconds": c["seconds"],
+                                  f"{cand}_train_windows_per_s": c["windows_per_s"]})
+            tracking.log_table(pd.DataFrame(c["series"]), f"{cand}/per_series.json")
+            if c["failed"]:
+                tracking.log_dict(c["failed"], f"{cand}/failed.json")
+    return run_id
 
 
 def _same_as_champion(model_name: str, best: CandidateReport, tags: dict) -> int | None:
@@ -389,6 +435,10 @@ def _log_candidate(ws: WindowSet, settings: Settings, res: TrainResult, rep: Can
                            **{f"parity.{name}.max_rel": f"{b['max_rel_to_scale']:.3g}"
                               for name, b in rep.parity.get("branches", {}).items()}})
         tracking.log_dict(asdict(rep), "candidate.json")
+        if rep.panel:
+            tracking.log_metrics({f"panel_{k}": v for k, v in rep.panel["aggregate"].items()
+                                  if isinstance(v, (int, float)) and v is not None})
+            tracking.log_table(pd.DataFrame(rep.panel["series"]), "per_series.json")
         tracking.log_dict({"bounds": ws.meta.value_bounds, "profiled_on": ws.meta.split_times["train"]}, "bounds.json")
         example, future = ws.inputs(ws.starts["test"][:2])
         tracking.log_torch_model(res.model, example, future_example=future)
@@ -415,15 +465,57 @@ def _log_pictures(ws: WindowSet, base: Baselines, results: list[TrainResult], re
         _, q = quantile_predictor(res.model)(x, f)
         for lo, hi, nominal in intervals(list(res.model.quantiles)):
             bands[f"{res.candidate.name} {interval_name(nominal)}%"] = (q[:, :, ti, lo], q[:, :, ti, hi])
-    fig = plots.forecast_vs_actual(ws.timestamps[first:], actual, fc,
-                                   f"{m.name}: last {len(starts) // H or 1} forecasts of the test range", m.targets[ti],
-                                   bands=bands)
-    tracking.log_figure(fig, "forecast_vs_actual.png"); plots.close(fig)
+    if not ws.is_panel:   # a panel's test range runs through many series: drawn per series below
+        fig = plots.forecast_vs_actual(ws.timestamps[first:], actual, fc,
+                                       f"{m.name}: last {len(starts) // H or 1} forecasts of the test range",
+                                       m.targets[ti], bands=bands)
+        tracking.log_figure(fig, "forecast_vs_actual.png"); plots.close(fig)
     fig = plots.loss_curves({r.candidate.name: r.history for r in results}, f"{m.name}: loss")
     tracking.log_figure(fig, "loss_curves.png"); plots.close(fig)
     steps = {base.test.best: base.test.by_step[base.test.best], **{r.name: r.by_step for r in reports}}
     fig = plots.error_by_horizon(steps, f"{m.name}: test MASE by horizon step")
     tracking.log_figure(fig, "error_by_horizon.png"); plots.close(fig)
+    if ws.is_panel:
+        _log_panel_pictures(ws, results, reports)
+
+
+def _log_panel_pictures(ws: WindowSet, results: list[TrainResult], reports: list[CandidateReport]) -> None:
+    """The candidate validation ranks first: its test forecasts of the best, median and worst series (in each
+    series' own units) beside the series' strongest baseline, and the MASE of every series."""
+    ranked = sorted(zip(results, reports), key=lambda rr: rr[1].val.get("mase", float("inf")))
+    res, rep = ranked[0]
+    agg = rep.panel.get("aggregate") or {}
+    if not agg.get("series"):
+        return
+    table = pd.DataFrame(rep.panel["series"]).set_index("series_id")
+    m = ws.meta
+    by_series = ws.series_starts("test")
+    run = predictor(res.model)
+    panels = []
+    for which in ("best", "median", "worst"):
+        sid = agg[f"{which}_series"]
+        starts = by_series[sid][-10 * m.horizon:]
+        first = starts[0] + m.lookback
+        end = ws.offsets[ws.series_ids.index(sid)] + ws.lengths[ws.series_ids.index(sid)]
+        x, f = ws.inputs(starts)
+        unscale = lambda y: ws.unscale_targets(y, starts)[:, :, 0]   # noqa: E731
+        row = table.loc[sid]
+        fc = {res.candidate.name: unscale(run(x, f))}
+        if row["strongest_baseline"]:
+            fc[row["strongest_baseline"]] = unscale(seasonal_naive(ws, starts, season_of(row["strongest_baseline"])))
+        mean, scale = ws.scaler(sid)
+        actual = ws.values[first:end, m.target_idx[0]] * scale[m.target_idx[0]] + mean[m.target_idx[0]]
+        panels.append({"label": f"{which}: series '{sid}' (MASE {row['mase']:.3f}; {row['strongest_baseline']} "
+                                f"{row['strongest_mase']:.3f})", "timestamps": ws.timestamps[first:end],
+                       "actual": actual, "forecasts": fc})
+    fig = plots.panel_small_multiples(panels, f"{m.name}: {res.candidate.name}, best / median / worst series by test "
+                                              f"MASE", m.targets[0])
+    tracking.log_figure(fig, "panel_series_forecasts.png"); plots.close(fig)
+    ok = table[table["status"] == "ok"]
+    fig = plots.mase_distribution({res.candidate.name: ok["mase"].to_numpy(),
+                                   "strongest baseline (per series)": ok["strongest_mase"].to_numpy()},
+                                  f"{m.name}: test MASE across {len(ok)} series")
+    tracking.log_figure(fig, "panel_mase_distribution.png"); plots.close(fig)
 
 
 def summary_table(outcome: Outcome) -> str:
@@ -464,6 +556,12 @@ def summary_table(outcome: Outcome) -> str:
                      f"({cal.get('first_target')} .. {cal.get('last_target')}; {mode})")
     elif cal:
         lines.append(f"quantiles: {cal['method']} (evaluate.calibration)")
+    panel = [c for c in outcome.candidates if (c.get("panel") or {}).get("aggregate")]
+    if panel:
+        lines.append("a panel: each series scaled by its own one-step naive error, so MAE above is MASE (sMAPE is of "
+                     "scaled values)")
+    for c in panel:
+        lines.append(f"per series, {c['name']}: {panel_eval.describe(c['panel']['aggregate'])}")
     lines += ["", f"best candidate: {outcome.best or '-'}  registered: {registered}",
               f"decision: {verdict}: {d.get('reason')}",
               f"champion now: {('v' + str(outcome.champion_after)) if outcome.champion_after else 'none'}"]

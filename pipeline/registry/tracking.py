@@ -512,6 +512,12 @@ def log_dict(d: dict, artifact_file: str) -> None:
     _client().log_dict(_current_run_id(), d, artifact_file)
 
 
+@_reaching
+def log_table(frame, artifact_file: str) -> None:
+    """A table (pandas DataFrame) as a run artifact the MLflow UI shows as one (a `.json` artifact_file)."""
+    _client().log_table(_current_run_id(), frame, artifact_file)
+
+
 # ---------------------------------------------------------------- logged models
 
 def _flexible_spec(example: np.ndarray, name: str | None = None, tail: tuple[int, ...] | None = None) -> TensorSpec:

@@ -27,6 +27,7 @@ from ..data.window import future_block
 from ..files import utc_stamp, write_parquet
 from ..errors import DataValidationError
 from ..engine.inference import OnnxForecaster
+from .requests import panel_scales, unscale
 
 
 @dataclass
@@ -35,6 +36,83 @@ class ForecastResult:
     path: Path | None
     version: int | str | None
     provider: str
+    skipped: dict[str, str] | None = None     # a panel: series not forecast -> why
+
+
+# --- panels: one forecast per series, all in one batch ------------------------------------------------
+
+def forecast_panel_frame(engine: OnnxForecaster, frame: pd.DataFrame, version=None, model_name: str | None = None,
+                         source: str = "frame", id_frame: pd.DataFrame | None = None
+                         ) -> tuple[pd.DataFrame, str, dict[str, str]]:
+    """Forecast the `horizon` steps after each series' last row of a long `frame` (`series_id`, `timestamp`, the
+    variables), every series in one batch -> (long forecast frame, provider, {series not forecast: why}).
+    A series the model does not know (no scale) or whose last `lookback` rows hold a break is not forecast, and
+    said so. Output columns: series_id, the id columns (from `id_frame`, one row per series), timestamp, the
+    targets, their quantile columns, status (ok | cold_start), cold_start (bool), model_name, model_version."""
+    from ..catalog import SERIES_ID
+
+    known = engine.metadata["panel"]["series"]
+    if user_future_columns(engine):
+        raise DataValidationError(f"{source}: the model reads user-supplied known-future columns "
+                                  f"({', '.join(user_future_columns(engine))}), which a panel forecast does not take yet")
+    missing = [v for v in engine.variables if v not in frame.columns]
+    if missing:
+        raise DataValidationError(f"{source}: column(s) {', '.join(missing)} missing; the model needs "
+                                  f"{', '.join(engine.variables)}")
+    L, H = engine.lookback, engine.horizon
+    frame = frame.sort_values([SERIES_ID, "timestamp"], kind="stable")
+    sid = frame[SERIES_ID].astype(str).to_numpy()
+    values = frame[engine.variables].to_numpy(np.float64)
+    stamps_all = frame["timestamp"].to_numpy()
+    cuts = np.concatenate([[0], np.flatnonzero(sid[1:] != sid[:-1]) + 1, [len(sid)]])
+    series, windows, lasts, skipped = [], [], [], {}
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        s = str(sid[a])
+        if s not in known:
+            skipped[s] = "not in the model (trained without it): retrain to forecast it"
+        elif b - a < L:
+            skipped[s] = f"{b - a} rows, the model needs the last {L} (its lookback)"
+        elif not np.isfinite(values[b - L:b]).all():
+            skipped[s] = f"its last {L} rows hold a break or missing values"
+        else:
+            series.append(s)
+            windows.append(values[b - L:b])
+            lasts.append(pd.Timestamp(stamps_all[b - 1]))
+    freq = engine.metadata.get("freq")
+    cols = {c: [] for c in ("series_id", "timestamp")}
+    if not series:
+        raise DataValidationError(f"{source}: no series to forecast ({len(skipped)} not forecast: "
+                                  + "; ".join(f"'{k}': {v}" for k, v in list(skipped.items())[:3]) + ")")
+    x = np.stack(windows)
+    check_bounds(engine, x.reshape(-1, x.shape[-1]), source)
+    mean, scale = panel_scales(engine, series)
+    xs = ((x - mean[:, None, :]) / scale[:, None, :]).astype(np.float32)
+    horizons = [pd.DatetimeIndex(future_timestamps(t, freq, H)) for t in lasts]
+    f = None
+    if engine.future_name:
+        f = np.stack([future_input(engine, h, None, source)[0] for h in horizons])
+    y, q, used = engine.predict_all(xs, f)            # one call: the batch is the series
+    y = unscale(engine, y.astype(np.float64), mean, scale)
+    q = None if q is None else unscale(engine, q.astype(np.float64), mean, scale)
+    n = len(series)
+    cols["series_id"] = np.repeat(series, H)
+    cols["timestamp"] = np.concatenate([h.to_numpy() for h in horizons])
+    out = pd.DataFrame(cols)
+    if id_frame is not None and len(id_frame.columns) > 1:
+        ids = id_frame.drop_duplicates(SERIES_ID).set_index(SERIES_ID)
+        for c in ids.columns:
+            out.insert(out.columns.get_loc("timestamp"), c, ids[c].reindex(out["series_id"]).to_numpy())
+    for j, t in enumerate(engine.targets):
+        out[t] = y[:, :, j].reshape(n * H)
+        for k, level in enumerate(engine.quantiles if q is not None else []):
+            if level != 0.5:
+                out[quantile_column(t, level)] = q[:, :, j, k].reshape(n * H)
+    status = np.repeat([known[s].get("status", "ok") for s in series], H)
+    out["status"] = status
+    out["cold_start"] = status == "cold_start"
+    out["model_name"] = model_name or ""
+    out["model_version"] = "" if version is None else str(version)
+    return out, used, skipped
 
 
 def model_input(engine: OnnxForecaster, frame: pd.DataFrame, source: str = "frame") -> tuple[np.ndarray, pd.Timestamp]:
@@ -190,12 +268,14 @@ def forecast_latest(name: str, settings: Settings, alias: str = "champion", devi
     """The `alias` model of `name` on the latest validated rows -> forecasts/NAME/<UTC stamp>.parquet,
     logged as an artifact of a run in the dataset's experiment. Known-future values: from `future_file`, else
     the rows after the last observation (data/NAME/future.parquet)."""
-    from ..catalog import future_path, read_validated, validated_paths
+    from ..catalog import future_path, is_panel, read_validated, read_validated_meta, validated_paths
     from ..data import validation
     from ..registry import tracking
 
     onnx_path, info = tracking.download_model(settings.model_name, alias)
     engine = OnnxForecaster.from_path(onnx_path, device=device)
+    if is_panel(read_validated_meta(name, settings)):
+        return _forecast_panel(name, settings, engine, info, alias, log_to_mlflow)
     df, meta = read_validated(name, settings)
     pq, _ = validated_paths(name, settings)
     model_freq = engine.metadata.get("freq")
@@ -229,3 +309,36 @@ def forecast_latest(name: str, settings: Settings, alias: str = "champion", devi
                                  "provider": used, "last_observation": str(recent["timestamp"].iloc[-1])})
             tracking.log_artifact(path, "forecasts")
     return ForecastResult(frame=frame, path=path, version=info.version, provider=used)
+
+
+def _forecast_panel(name: str, settings: Settings, engine: OnnxForecaster, info, alias: str,
+                    log_to_mlflow: bool) -> ForecastResult:
+    """forecast_latest for a panel: every kept series of validated.parquet (already validated per series by the
+    validate stage) forecast in one batch -> one long-format Parquet."""
+    from ..catalog import SERIES_ID, read_validated_panel, validated_paths
+    from ..registry import tracking
+
+    pq, _ = validated_paths(name, settings)
+    if "panel" not in engine.metadata:
+        raise DataValidationError(f"{pq}: dataset '{name}' is a panel, but {settings.model_name} v{info.version} was "
+                                  f"trained on one series: retrain it (cellcast train {name})")
+    df, meta = read_validated_panel(name, settings)
+    model_freq = engine.metadata.get("freq")
+    if model_freq and meta.get("freq") and model_freq != meta["freq"]:
+        raise DataValidationError(f"{pq}: the data is on a {meta['freq']} grid, {settings.model_name} v{info.version} was "
+                                  f"trained on {model_freq}: re-ingest with --freq {model_freq}, or retrain")
+    id_cols = [c for c in (meta["panel"].get("id_cols") or []) if c in df.columns and c != SERIES_ID]
+    frame, used, skipped = forecast_panel_frame(engine, df, version=info.version, model_name=settings.model_name,
+                                                source=str(pq), id_frame=df[[SERIES_ID, *id_cols]])
+    stamp = utc_stamp()
+    path = write_parquet(frame, Path(settings.paths.forecasts) / name / f"{stamp}.parquet")
+    if log_to_mlflow:
+        with tracking.parent_run(name, run_name=f"forecast-{stamp}",
+                                 tags={"cellcast.kind": "forecast", "model_version": info.version, "alias": alias}):
+            tracking.log_params({"model_name": settings.model_name, "model_version": info.version, "alias": alias,
+                                 "provider": used, "series": int(frame["series_id"].nunique()),
+                                 "series_not_forecast": len(skipped)})
+            tracking.log_artifact(path, "forecasts")
+            if skipped:
+                tracking.log_dict(skipped, "series_not_forecast.json")
+    return ForecastResult(frame=frame, path=path, version=info.version, provider=used, skipped=skipped)

@@ -42,6 +42,9 @@ class Series(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    id: str | None = Field(
+        None, description="the series' id (GET /model: series) when the model was trained on a panel: its values are "
+                          "read in that series' scale; required by such a model, refused by one trained on one series")
     values: dict[str, list[Number]] = Field(
         description="each variable of the model (GET /model: variables) -> its last `lookback` observations")
     timestamps: list[str] | None = Field(
@@ -68,6 +71,7 @@ class ModelRef(BaseModel):
 
 
 class Forecast(BaseModel):
+    id: str | None = Field(None, description="the series' id, as the request gave it (a panel model)")
     timestamps: list[str] | None
     forecast: dict[str, list[float]] = Field(description="each target -> its `horizon` forecast steps")
     quantiles: dict[str, dict[str, list[float]]] | None = Field(
@@ -105,6 +109,8 @@ class Parsed(NamedTuple):
     stamps: list                        # per series: the forecast's timestamps, or None
     single: bool                        # one series (not `instances`)
     future: np.ndarray | None = None    # (n, horizon, F) known-future block, when the model reads one
+    ids: list | None = None             # a panel model: each series' id
+    scales: tuple | None = None         # a panel model: (mean, scale) (n, V): `batch` is scaled, unscale the answer
 
 
 def parse_body(body: bytes, engine: OnnxForecaster) -> Parsed:
@@ -133,16 +139,48 @@ def parse_request(payload: Any, engine: OnnxForecaster) -> Parsed:
         parsed = [parse_instance(payload, engine)]
         single = True
     future = np.stack([p[2] for p in parsed]) if engine.future_name else None
-    return Parsed(np.stack([p[0] for p in parsed]), [p[1] for p in parsed], single, future)
+    batch = np.stack([p[0] for p in parsed])
+    if "panel" not in engine.metadata:
+        return Parsed(batch, [p[1] for p in parsed], single, future)
+    ids = [p[3] for p in parsed]
+    mean, scale = panel_scales(engine, ids)
+    batch = ((batch - mean[:, None, :]) / scale[:, None, :]).astype(np.float32)
+    return Parsed(batch, [p[1] for p in parsed], single, future, ids, (mean, scale))
+
+
+def panel_scales(engine: OnnxForecaster, series: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(n, V) mean and scale of each series (ONNX metadata `panel`): a panel model's graph reads
+    (value - mean) / scale and answers in those units (data/window.py, PanelWindowSet)."""
+    info = engine.metadata["panel"]["series"]
+    return (np.asarray([info[s]["mean"] for s in series], np.float64),
+            np.asarray([info[s]["scale"] for s in series], np.float64))
+
+
+def unscale(engine: OnnxForecaster, y: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """A panel model's targets (n, H, T[, Q]) out of the graph's per-series units into each series' own."""
+    tidx = [engine.variables.index(t) for t in engine.targets]
+    shape = (len(y), 1, len(tidx)) + (1,) * (y.ndim - 3)
+    return y * scale[:, tidx].reshape(shape) + mean[:, tidx].reshape(shape)
 
 
 def parse_instance(obj: Any, engine: OnnxForecaster, where: str = "body"):
     """One series from JSON -> (window (lookback, n_vars) float32, forecast timestamps or None, future block
-    (horizon, F) or None)."""
+    (horizon, F) or None, the series' id or None)."""
     try:
         series = Series.model_validate(obj)
     except ValidationError as e:
         raise BadRequest(422, _one_line(e, obj, engine, where)) from None
+    panel = engine.metadata.get("panel")
+    if panel is None and series.id is not None:
+        raise BadRequest(422, f"{where}.id: this model was trained on one series; leave 'id' out")
+    if panel is not None:
+        known = panel.get("series") or {}
+        if series.id is None:
+            raise BadRequest(422, f"{where}.id: required: the model was trained on a panel of {len(known)} series, "
+                                  f"each in its own scale (GET /model: series)")
+        if series.id not in known:
+            raise BadRequest(422, f"{where}.id: unknown series {series.id[:80]!r}: the model knows {len(known)} series "
+                                  f"(GET /model: series) and has no scale for another; retrain to add it")
     values = series.values
     missing = [v for v in engine.variables if v not in values]
     extra = sorted(set(values) - set(engine.variables))
@@ -156,7 +194,7 @@ def parse_instance(obj: Any, engine: OnnxForecaster, where: str = "body"):
     if series.timestamps is not None:
         stamps = check_timestamps(series.timestamps, f"{where}.timestamps", engine.lookback, engine.horizon,
                                   engine.metadata.get("freq"), engine.metadata.get("grid_origin"))
-    return window, stamps, request_future(series.future, stamps, engine, where, bounds)
+    return window, stamps, request_future(series.future, stamps, engine, where, bounds), series.id
 
 
 def request_future(given: dict | None, stamps: list[str] | None, engine: OnnxForecaster, where: str,
@@ -475,10 +513,11 @@ def check_timestamps(raw: list[str], where: str, length: int, horizon: int, freq
 
 
 def forecast_json(y: np.ndarray, stamps: list[str] | None, targets: list[str], q: np.ndarray | None = None,
-                  levels: list[float] | None = None) -> dict:
+                  levels: list[float] | None = None, series_id: str | None = None) -> dict:
     """One series' answer: y (horizon, T), q (horizon, T, Q) at `levels` when the model forecasts quantiles."""
     y = np.asarray(y, dtype=np.float64)   # float32 -> the float64 numbers JSON writes, as float() gave them
-    out = {"timestamps": stamps, "forecast": {t: y[:, j].tolist() for j, t in enumerate(targets)}}
+    out = {"id": series_id} if series_id is not None else {}
+    out |= {"timestamps": stamps, "forecast": {t: y[:, j].tolist() for j, t in enumerate(targets)}}
     if q is not None and levels:
         q = np.asarray(q, dtype=np.float64)
         out["quantiles"] = {t: {f"{lv:g}": q[:, j, k].tolist() for k, lv in enumerate(levels)}

@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..config import Settings
 from .requests import (F32_MAX, BadRequest, Batch, BatchResponse, ForecastResponse, Problem, Series,
-                       forecast_json, model_bounds, parse_body)
+                       forecast_json, model_bounds, parse_body, unscale)
 from .metrics import ServiceMetrics
 from .swap import ModelHolder, ModelSource, registry_source
 
@@ -82,7 +82,15 @@ def _describe_model(series: dict, engine) -> None:
               "description": series["properties"]["future"].get("description", "")}
     series["properties"]["future"] = future if user else {"type": "null", "default": None,
                                                           "description": "this model reads no user-supplied future"}
-    series["required"] = ["values", *(["timestamps"] if calendar else []), *(["future"] if user else [])]
+    panel = engine.metadata.get("panel")
+    if panel is not None:   # each series in its own scale: the id names it
+        series["properties"]["id"] = {"type": "string", "enum": list(panel["series"]),
+                                      "description": series["properties"]["id"].get("description", "")}
+    else:
+        series["properties"]["id"] = {"type": "null", "default": None,
+                                      "description": "this model was trained on one series: no id"}
+    series["required"] = ["values", *(["timestamps"] if calendar else []), *(["future"] if user else []),
+                          *(["id"] if panel is not None else [])]
 
 
 def _ref(name: str) -> dict:
@@ -162,6 +170,8 @@ def create_app(settings: Settings, *, source: ModelSource | None = None, alias: 
                 "freq": e.metadata.get("freq"), "cell": e.metadata.get("cell"), "dataset": e.metadata.get("dataset"),
                 "quantiles": e.quantiles, "calendar": e.calendar if e.future_name else None,
                 "future": [{"name": n, "kind": k} for n, k in zip(e.future_names, e.future_kinds)],
+                **({"id_cols": e.metadata["panel"].get("id_cols"), "series": list(e.metadata["panel"]["series"])}
+                   if "panel" in e.metadata else {}),
                 "swaps": holder.swaps, "last_check": holder.last_check and holder.last_check.isoformat(),
                 "last_error": holder.last_error}
 
@@ -185,7 +195,7 @@ def create_app(settings: Settings, *, source: ModelSource | None = None, alias: 
             cur = holder.current  # read once: this request uses one version from parsing to answer
             if cur is None:
                 return _error(503, "no model loaded")
-            batch, whens, single, future = parse_body(body, cur.engine)
+            batch, whens, single, future, ids, scales = parse_body(body, cur.engine)
         except BadRequest as e:
             return _error(e.status, e.message)
         t0 = time.perf_counter()
@@ -194,6 +204,9 @@ def create_app(settings: Settings, *, source: ModelSource | None = None, alias: 
             y, q, used = cur.engine.predict_all(batch, future)
         else:
             y, q, used = await run_in_threadpool(cur.engine.predict_all, batch, future)
+        if scales is not None:   # a panel model answers in each series' scale
+            y = unscale(cur.engine, y, *scales)
+            q = None if q is None else unscale(cur.engine, q, *scales)
         if not np.isfinite(y).all():
             # finite inputs far outside what the model saw can overflow inside it; JSON has no NaN
             bad = sorted({i for i in range(len(y)) if not np.isfinite(y[i]).all()})
@@ -201,8 +214,8 @@ def create_app(settings: Settings, *, source: ModelSource | None = None, alias: 
                                f"for these values (far outside its training data?); {len(bad)} such series")
         out = {"model": {"name": name, "version": cur.version, "alias": alias}, "provider": used,
                "horizon": cur.engine.horizon, "latency_ms": round(1e3 * (time.perf_counter() - t0), 3)}
-        items = [forecast_json(y[i], whens[i], cur.engine.targets, None if q is None else q[i], cur.engine.quantiles)
-                 for i in range(len(y))]
+        items = [forecast_json(y[i], whens[i], cur.engine.targets, None if q is None else q[i], cur.engine.quantiles,
+                               None if ids is None else ids[i]) for i in range(len(y))]
         if single:
             out.update(items[0])
         else:

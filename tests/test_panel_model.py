@@ -1,0 +1,378 @@
+"""Panels through the model: windows across series (one array, per-series offsets, splits and scales; cold start
+kept apart), the sampler, one global model trained on all series, evaluation per series, the panel forecast and the
+service's many-series requests, through the real flow (Prefect, MLflow, GX, DVC)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cellcast.pipeline.data.validation import validate_dataset
+from cellcast.pipeline.data.window import COLD, PanelWindowSet, load_windows, window_dataset
+from cellcast.pipeline.errors import DataValidationError
+from cellcast.pipeline.modeling.evaluate import seasonal_naive
+
+from test_panels import ingest_panel, mixed_panel, write_csv
+
+SMALL = {"window": {"lookback": 24, "horizon": 6}}
+
+
+def windowed_mixed(project, settings_for, **window):
+    s = settings_for("city", ingest={"bad_series": "drop", "partition_rows": 500},
+                     window={"lookback": 24, "horizon": 6, **window})
+    ingest_panel(write_csv(mixed_panel(), project / "city.csv"), s, freq="h")
+    validate_dataset("city", s)
+    return window_dataset("city", s), s
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """The mixed panel windowed once for the tests that only read it: (window set, settings)."""
+    import shutil
+
+    from conftest import ROOT
+
+    from cellcast.pipeline.config import load_params
+
+    work = tmp_path_factory.mktemp("mixed")
+    shutil.copy(ROOT / "params.yaml", work / "params.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(work)
+        mp.delenv("CELLCAST_PARAMS", raising=False)
+        s = load_params(work / "params.yaml").for_dataset("city")
+        s = s.model_copy(update={"ingest": s.ingest.model_copy(update={"bad_series": "drop", "partition_rows": 500}),
+                                 "window": s.window.model_copy(update={"lookback": 24, "horizon": 6})})
+        ingest_panel(write_csv(mixed_panel(), work / "city.csv"), s, freq="h")
+        validate_dataset("city", s)
+        return window_dataset("city", s), s
+
+
+def weighted(ws, weighting: str):
+    """The same window set, sampled with another window.panel_weighting."""
+    from dataclasses import replace
+
+    out = ws.with_starts()
+    out.meta = replace(ws.meta, panel={**ws.meta.panel, "weighting": weighting})
+    return out
+
+
+def test_panel_windows_stay_inside_their_series_with_own_splits_scales_and_cold_start(project, settings_for):
+    ws, s = windowed_mixed(project, settings_for)
+    assert isinstance(ws, PanelWindowSet) and ws.series_ids == ["A", "B", "D"]
+    assert ws.meta.panel["status"] == {"A": "ok", "B": "ok", "D": "cold_start"}
+    # one array: each series then one break row; nothing copied per window
+    assert list(ws.offsets) == [0, 401, 702] and list(ws.lengths) == [400, 300, 60]
+    assert len(ws.values) == 400 + 300 + 60 + 3 and np.isnan(ws.values[[400, 701, 762]]).all()
+    assert np.shares_memory(ws.view(), ws.values)
+    span = ws.span
+    for split in ("train", "val", "test", COLD):
+        st = ws.starts[split]
+        floor = ws.series_floor(st)
+        end = floor + ws.lengths[ws.series_index(st)]
+        assert ((st >= floor) & (st + span <= end)).all(), split      # never across a series boundary
+    # each series' own chronological split: A's 400 rows -> train ends at row 280, its test targets from row 340
+    a = {k: v for k, v in ((k, ws.series_starts(k).get("A")) for k in ("train", "val", "test"))}
+    assert a["train"].max() + span <= 280 and a["val"].min() + 24 >= 280 and a["test"].min() + 24 >= 340
+    assert set(ws.series_starts("train")) == {"A", "B"} and set(ws.series_starts(COLD)) == {"D"}
+    assert len(ws.starts[COLD]) == 60 - span + 1 and not set(ws.starts[COLD]) & set(ws.starts["test"])
+    # per-series scaling fitted on the series' own training rows: there the scaled target has mean 0 and a mean
+    # absolute one-step difference of 1 (the MASE denominator)
+    for i, sid in enumerate(ws.series_ids):
+        o, e = ws.offsets[i], ws.train_end[i]
+        y = ws.values[o:o + e, 0].astype(np.float64)
+        assert abs(y.mean()) < 1e-4 and abs(np.abs(np.diff(y)).mean() - 1) < 1e-4, sid
+    raw = mixed_panel()
+    b = raw[raw.sensor == "B"].sort_values("ts")["flow"].to_numpy()
+    mean, scale = ws.scaler("B")
+    assert np.allclose(ws.values[401:701, 0] * scale[0] + mean[0], b, atol=1e-4)
+    # the window set on disk is the same panel
+    back = load_windows("city", s)
+    assert isinstance(back, PanelWindowSet) and back.meta.panel == ws.meta.panel
+    assert all(np.array_equal(back.starts[k], ws.starts[k]) for k in ws.starts)
+
+
+def test_seasonal_naive_never_reads_the_series_before(mixed):
+    ws, _ = mixed
+    first_b = ws.series_starts("train")["B"][:1]                  # B's first window: 24 rows of history
+    assert np.isnan(seasonal_naive(ws, first_b, 48)).all()        # two days back lies in A: no forecast
+    assert np.isfinite(seasonal_naive(ws, first_b, 24)).all()
+
+
+def test_the_sampler_draws_across_series_uniformly_or_each_series_alike(mixed):
+    import torch
+
+    from cellcast.pipeline.modeling.train import panel_sampler
+
+    for weighting, want in (("per_series", [0.5, 0.5]), ("uniform", None)):
+        ws = weighted(mixed[0], weighting)
+        train = torch.from_numpy(ws.starts["train"])
+        got = panel_sampler(ws, train, "cpu")(20000, torch.Generator().manual_seed(0)).numpy()
+        assert np.isin(got, ws.starts["train"]).all()                 # training windows only
+        share = np.bincount(ws.series_index(got), minlength=3) / len(got)
+        counts = np.bincount(ws.series_index(ws.starts["train"]), minlength=3)
+        want = want or (counts / counts.sum())[:2]                     # uniform: A has more windows, weighs more
+        assert np.allclose(share[:2], want, atol=0.02) and share[2] == 0, (weighting, share)
+
+
+def test_the_most_recent_calibration_windows_of_a_panel_are_taken_across_its_series(mixed):
+    from cellcast.pipeline.modeling.train import calibration_starts
+
+    ws, s = mixed
+    s = s.model_copy(update={"evaluate": s.evaluate.model_copy(update={"calibration_windows": 40})})
+    got = calibration_starts(ws, s)
+    when = ws.timestamps[ws.starts["val"] + 24]
+    assert len(got) == 40 and set(ws.series_index(got)) == {0, 1}        # not only the last series' windows
+    assert ws.timestamps[got + 24].min() >= np.sort(when)[-40]
+
+
+def test_local_models_train_one_per_series_over_a_local_dask_cluster(mixed):
+    from distributed import Client, LocalCluster
+
+    from cellcast.pipeline.data.panel_validation import client_mapper
+    from cellcast.pipeline.modeling.local import local_comparison, series_set
+
+    ws, s = mixed
+    one = series_set(ws, 1)                                     # B alone: views of the panel's arrays
+    assert one.series_ids == ["B"] and np.shares_memory(one.values, ws.values)
+    assert np.array_equal(one.batch(one.starts["test"])[1], ws.batch(ws.series_starts("test")["B"])[1])
+    s = s.model_copy(update={"train": s.train.model_copy(update={"cells": ["gru"], "epochs": 2, "hidden_size": 8,
+                                                                 "rnn_steps": 12, "max_train_windows": 256})})
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        fanned = local_comparison(ws, s, 24, mapper=client_mapper(client))
+    here = local_comparison(ws, s, 24)
+    c = fanned["gru-h8-l1"]
+    assert c["models"] == 2 and not c["failed"]                  # A and B; D is cold start: no model of its own
+    assert [r["series_id"] for r in c["series"]] == ["A", "B"]
+    assert c["aggregate"]["series"] == 2 and c["aggregate"]["cold_start_series"] == 0
+    # the same models wherever they train (seeded, one thread each)
+    assert [r["mase"] for r in c["series"]] == pytest.approx([r["mase"] for r in here["gru-h8-l1"]["series"]],
+                                                             rel=1e-4)
+
+
+def test_the_epochs_validation_loss_reads_at_most_max_val_windows_evenly_spread(mixed):
+    import torch
+
+    from cellcast.pipeline.modeling.train import Candidate, _val_loss, train_candidate
+
+    ws, s = mixed
+    s = s.model_copy(update={"train": s.train.model_copy(update={
+        "cells": ["gru"], "epochs": 1, "hidden_size": 8, "rnn_steps": 12, "max_train_windows": 64, "max_val_windows": 9,
+        "residual": True, "anchor": "seasonal_naive"}), "evaluate": s.evaluate.model_copy(update={"quantiles": []})})
+    res = train_candidate(ws, Candidate("gru", 8, 1), s, 24, device="cpu")
+    val = ws.starts["val"]
+    spread = val[np.linspace(0, len(val) - 1, 9).round().astype(int)]
+    assert set(ws.series_index(spread)) == {0, 1}                     # both series' validation windows
+    untrained = res.model.__class__(res.model.spec)                   # head at zero: the anchor's forecast
+    tw = ws.to_torch("cpu")
+    scale = untrained.target_scale()
+    want = _val_loss(untrained, tw, torch.from_numpy(spread), scale, False, 1024)
+    assert res.initial_val_loss == pytest.approx(want, rel=1e-6)
+    assert res.initial_val_loss != pytest.approx(_val_loss(untrained, tw, tw.starts["val"], scale, False, 1024))
+
+
+def test_the_batch_forecast_names_the_series_it_cannot_forecast_and_scales_each_series(mixed, tmp_path):
+    from cellcast.pipeline.engine.inference import OnnxForecaster
+    from cellcast.pipeline.engine.onnx_export import export_onnx
+    from cellcast.pipeline.modeling.model import Forecaster
+    from cellcast.pipeline.modeling.train import Candidate, model_spec
+    from cellcast.pipeline.registry.lifecycle import model_metadata
+    from cellcast.pipeline.serving.forecast import forecast_panel_frame
+    import torch
+
+    ws, s = mixed
+    model = Forecaster(model_spec(ws, Candidate("gru", 8, 1), s, 24), generator=torch.Generator().manual_seed(0))
+    path = export_onnx(model.eval(), tmp_path / "m.onnx", model_metadata(ws, s, "gru"),
+                       example=ws.inputs(ws.starts["test"][:2])[0])
+    eng = OnnxForecaster.from_path(path, device="cpu")
+    rows = mixed_panel().rename(columns={"sensor": "series_id", "ts": "timestamp"})
+    rows = rows[rows.series_id.isin(["A", "B", "D", "C"])].sort_values(["series_id", "timestamp"])
+    rows.loc[rows.series_id == "B", "flow"] = rows.loc[rows.series_id == "B", "flow"].to_numpy() * np.r_[
+        np.ones((rows.series_id == "B").sum() - 3), [np.nan, 1, 1]]      # a gap in B's last lookback
+    out, _, skipped = forecast_panel_frame(eng, rows)
+    assert sorted(out["series_id"].unique()) == ["A", "D"] and len(out) == 2 * 6
+    assert set(skipped) == {"B", "C"} and "hold a break" in skipped["B"] and "not in the model" in skipped["C"]
+    assert out.groupby("series_id")["status"].first().to_dict() == {"A": "ok", "D": "cold_start"}
+    # A's forecast: its last 24 rows in A's scale through the graph, back in A's units
+    a = rows[rows.series_id == "A"].iloc[-24:][["flow", "temp"]].to_numpy()
+    mean, scale = ws.scaler("A")
+    y = eng.predict(((a - mean) / scale)[None].astype(np.float32))[0, :, 0] * scale[0] + mean[0]
+    np.testing.assert_allclose(out[out.series_id == "A"]["flow"].to_numpy(), y, rtol=0, atol=1e-4)
+
+
+def test_a_panel_of_cold_start_series_only_is_refused(project, settings_for):
+    s = settings_for("city", window={"lookback": 24, "horizon": 6})
+    df = mixed_panel()
+    ingest_panel(write_csv(df[df.sensor == "D"], project / "d.csv"), s, freq="h")
+    validate_dataset("city", s)
+    with pytest.raises(DataValidationError, match="every series is cold start"):
+        window_dataset("city", s)
+
+
+# --- through the real flow ------------------------------------------------------------------------
+
+def panel_params(project, name: str, **sections):
+    """The project's params.yaml (already tiny) with a `datasets: NAME:` entry."""
+    import yaml
+
+    p = yaml.safe_load((project / "params.yaml").read_text())
+    p.setdefault("datasets", {})[name] = sections
+    (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    from cellcast.pipeline.config import load_params
+    return load_params(project / "params.yaml").for_dataset(name)
+
+
+@pytest.mark.integration
+def test_one_global_model_is_trained_on_every_series_scored_per_series_and_registered(prefect_api, project,
+                                                                                       tiny_params):
+    import json
+
+    from mlflow import MlflowClient
+
+    from cellcast.flows.training import run_training
+    from cellcast.pipeline.registry import tracking
+
+    s = panel_params(project, "city", ingest={"bad_series": "drop", "partition_rows": 500},
+                     window={"lookback": 24, "horizon": 6}, calendar={"parts": ["tod"]},
+                     train={"cells": ["gru"], "anchor": "linear", "strategy": "local"})
+    src = write_csv(mixed_panel(), project / "city.csv")
+    before = src.read_bytes()
+    out = run_training("city", s, source={"path": str(src), "time_col": "ts", "targets": ["flow"],
+                                          "features": ["temp"], "id_cols": ["sensor"], "freq": "h"})
+    assert src.read_bytes() == before
+    assert out.version == 1, out.decision
+    best = out.candidates[0]
+    agg = best["panel"]["aggregate"]
+    # C, E and G were dropped by the policy (quarantined at validation); A and B scored per series, D as cold start
+    rows = {r["series_id"]: r for r in best["panel"]["series"]}
+    assert set(rows) == {"A", "B", "D"} and rows["D"]["status"] == "cold_start"
+    assert rows["A"]["windows"] == 60 - 6 + 1 and rows["D"]["windows"] == 60 - 30 + 1
+    assert (agg["series"], agg["cold_start_series"]) == (2, 1)
+    assert agg["worst_series"] in {"A", "B"} and 0 <= agg["share_improved"] <= 1
+    assert np.isclose(agg["mean_mase"], np.mean([rows["A"]["mase"], rows["B"]["mase"]]))
+    # the decision names the share of series improved and the worst series
+    assert f"it beats each series' strongest baseline on {agg['improved']}" in out.decision["reason"]
+    assert f"worst series '{agg['worst_series']}'" in out.decision["reason"]
+    # MLflow: the aggregate as metrics, the per-series table and the pictures as artifacts
+    client = MlflowClient()
+    run = client.get_run(best["run_id"])
+    assert run.data.metrics["panel_median_mase"] == pytest.approx(agg["median_mase"])
+    table = json.loads(open(client.download_artifacts(best["run_id"], "per_series.json")).read())
+    assert sorted(r[table["columns"].index("series_id")] for r in table["data"]) == ["A", "B", "D"]
+    parent = {a.path for a in client.list_artifacts(out.parent_run_id)}
+    assert {"panel_series_forecasts.png", "panel_mase_distribution.png"} <= parent
+    # train.strategy: local: one model per series as a comparison run, never registered
+    local = client.search_runs([run.info.experiment_id], "tags.`cellcast.kind` = 'comparison'")
+    assert len(local) == 1 and local[0].info.run_name == "local-city"
+    assert local[0].data.metrics["gru-h8-l1_models"] == 2 and "gru-h8-l1_panel_mean_mase" in local[0].data.metrics
+    assert [v.version for v in tracking.list_versions("city-forecaster")] == [1]
+    # one registered model for the panel; its graph carries each series' scale
+    path, _ = tracking.download_model("city-forecaster", 1)
+    from cellcast.pipeline.engine.inference import OnnxForecaster
+    meta = OnnxForecaster.from_path(path, device="cpu").metadata
+    assert set(meta["panel"]["series"]) == {"A", "B", "D"} and meta["panel"]["id_cols"] == ["sensor"]
+    assert meta["panel"]["series"]["D"]["status"] == "cold_start"
+
+    # the batch forecast: one long-format Parquet, every kept series (the cold-start one flagged), one ONNX call
+    from typer.testing import CliRunner
+
+    from cellcast.cli import app
+    r = CliRunner().invoke(app, ["forecast", "city"])
+    assert r.exit_code == 0, r.output
+    assert "3 series (1 cold start) x 6 steps" in r.output
+    fc = pd.read_parquet(next((project / "forecasts/city").glob("*.parquet")))
+    assert list(fc.columns[:3]) == ["series_id", "sensor", "timestamp"] and "flow_q0.1" in fc.columns
+    assert sorted(fc["series_id"].unique()) == ["A", "B", "D"] and len(fc) == 3 * 6
+    assert fc.groupby("series_id")["cold_start"].first().to_dict() == {"A": False, "B": False, "D": True}
+    frame = pd.read_parquet(project / "data/city/validated.parquet")
+    last = frame.groupby("series_id")["timestamp"].max()
+    assert (fc.groupby("series_id")["timestamp"].min() == last + pd.Timedelta(hours=1)).all()
+    assert fc["flow"].between(7, 13).all()          # each series in its own units (10 + a daily sine)
+
+    # the service: one series or many per request, each with its id; the same numbers as the batch forecast
+    import httpx
+    from test_serve import Source
+    from uvicorn_server import ServerThread
+
+    from cellcast.pipeline.serving.service import create_app
+
+    def instance(sid, **extra):
+        rows = frame[frame.series_id == sid].iloc[-24:]
+        return {"id": sid, "values": {v: rows[v].tolist() for v in ("flow", "temp")},
+                "timestamps": [t.isoformat() for t in rows["timestamp"]], **extra}
+
+    svc = create_app(s, source=Source(path, "1"), device="cpu", poll_seconds=60)
+    with ServerThread(svc) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        info = c.get("/model").json()
+        assert info["series"] == ["A", "B", "D"] and info["id_cols"] == ["sensor"]
+        got = c.post("/v1/forecast", json={"instances": [instance("D"), instance("A")]})
+        assert got.status_code == 200, got.text
+        for item in got.json()["forecasts"]:
+            want = fc[fc.series_id == item["id"]]["flow"].to_numpy()
+            np.testing.assert_allclose(item["forecast"]["flow"], want, rtol=0, atol=1e-4)
+        one = c.post("/v1/forecast", json=instance("B"))
+        assert one.status_code == 200 and one.json()["id"] == "B"
+        bad = c.post("/v1/forecast", json={"instances": [instance("A"), instance("Z")]})
+        assert bad.status_code == 422 and bad.json()["detail"].startswith("instances[1].id: unknown series 'Z'")
+        nameless = instance("A")
+        del nameless["id"]
+        bad = c.post("/v1/forecast", json=nameless)
+        assert bad.status_code == 422 and "body.id: required" in bad.json()["detail"]
+        schema = c.get("/openapi.json").json()["components"]["schemas"]["Series"]
+        assert "id" in schema["required"] and schema["properties"]["id"]["enum"] == ["A", "B", "D"]
+
+
+@pytest.mark.integration
+def test_a_real_panel_read_at_irregular_times_is_resampled_trained_and_forecast_through_the_cli(prefect_api, project,
+                                                                                              tiny_params):
+    """Three airports' hourly weather (bundled, real: missing hours, 5 in a row at every airport), each reading
+    written at an irregular minute and one airport's split into two readings an hour: `--freq h --agg mean` puts
+    them back on the grid, then `cellcast train` and `cellcast forecast` as a user runs them."""
+    from typer.testing import CliRunner
+
+    from cellcast.cli import app
+    from cellcast.pipeline.data.datasets import load_bundled
+
+    panel_params(project, "nyc", ingest={"long_gaps": "segment"}, window={"lookback": 24, "horizon": 6},
+                 calendar={"parts": ["tod"]}, train={"cells": ["gru"]})
+    w = load_bundled("weather")
+    w = w[(w["timestamp"] >= "2013-10-14") & (w["timestamp"] < "2013-11-05")]   # ends a day after its last break
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"airport": w["origin"].to_numpy(), "temp": w["temp"].to_numpy(),
+                       "humid": w["humid"].to_numpy(),
+                       "time": (w["timestamp"] + pd.to_timedelta(rng.integers(0, 50, len(w)), unit="min")).to_numpy()})
+    # LGA reports twice an hour, half a degree either side of the hour's value: the mean is that value
+    lga = df[df.airport == "LGA"]
+    early, late = lga.copy(), lga.copy()
+    early["time"] = early["time"].dt.floor("h") + pd.Timedelta(minutes=5)
+    late["time"] = late["time"].dt.floor("h") + pd.Timedelta(minutes=45)
+    early["temp"] -= 0.5
+    late["temp"] += 0.5
+    df = pd.concat([df[df.airport != "LGA"], early, late]).sample(frac=1, random_state=0)
+    df["time"] = df["time"].dt.strftime("%Y-%m-%d %H:%M")
+    write_csv(df, project / "weather.csv")
+    run = CliRunner().invoke
+    r = run(app, ["ingest", "--csv", "weather.csv", "--time-col", "time", "--id-col", "airport", "--target", "temp",
+                  "--features", "humid", "--name", "nyc", "--freq", "h", "--agg", "mean"])
+    assert r.exit_code == 0, r.output
+    r = run(app, ["train", "nyc"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((project / "reports/nyc/train_summary.json").read_text())
+    assert summary["version"] == 1 and "across 3 series" in summary["decision"]["reason"], summary["decision"]
+    rows = {x["series_id"]: x for x in summary["candidates"][0]["panel"]["series"]}
+    assert set(rows) == {"EWR", "JFK", "LGA"} and all(x["status"] == "ok" for x in rows.values())
+    # LGA's mean of two readings an hour is the hour's reading again
+    frame = pd.read_parquet(project / "data/nyc/validated.parquet")
+    got = frame[frame.series_id == "LGA"].set_index("timestamp")["temp"]
+    truth = w[w.origin == "LGA"].set_index("timestamp")["temp"]
+    both = got.index.intersection(truth.index)
+    assert len(both) > 450 and np.allclose(got[both], truth[both])
+    r = run(app, ["forecast", "nyc", "--alias", "1"])    # registered; champion or not, the tiny model forecasts
+    assert r.exit_code == 0, r.output
+    fc = pd.read_parquet(next((project / "forecasts/nyc").glob("*.parquet")))
+    assert sorted(fc["airport"].unique()) == ["EWR", "JFK", "LGA"] and len(fc) == 3 * 6
+    assert (fc["timestamp"].dt.minute == 0).all() and fc["temp"].between(20, 90).all()
+    assert (fc.groupby("airport")["timestamp"].min() == frame.groupby("series_id")["timestamp"].max()
+            + pd.Timedelta(hours=1)).all()
