@@ -6,7 +6,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from cellcast.flows.data import data_steps
+from cellcast.pipeline.catalog import training_lock
 from cellcast.pipeline.config import Settings
+from cellcast.pipeline.files import exclusive
 from cellcast.pipeline.data.window import load_windows
 from cellcast.pipeline.modeling import plots
 from cellcast.pipeline.modeling.train import cpu_threads, pick_device, torch_threads
@@ -62,9 +64,14 @@ def track_task(result, ws, settings: Settings):
 def backtest_flow(name: str, settings: Settings, source: dict | None = None, from_windows: bool = False,
                   folds: int | None = None, refit: str | None = None, device: str | None = None):
     """Rolling-origin evaluation of the candidates of params.yaml on dataset `name` (docs/forecasting.md)."""
+    logger = get_run_logger()
     tracking.configure(registry=settings.registry)
     tracking.check_reachable()
-    ws = load_windows(name, settings) if from_windows else data_steps(name, settings, source)
+    # the training lock: a training of the same dataset rewrites data/NAME/ (ingest, validate, window) as this reads it
+    lock = training_lock(name, settings)
+    with exclusive(lock, waiting=lambda who: logger.warning("%s is being trained by %s: waiting for it to finish "
+                                                             "(%s)", name, who, lock)):
+        ws = load_windows(name, settings) if from_windows else data_steps(name, settings, source)
     dev = str(pick_device(device or settings.train.device))
     result = backtest_steps(ws, settings, folds, refit, device=dev)
     result = track_task(result, ws, settings)

@@ -228,3 +228,13 @@ def test_selection_by_backtest_overrides_the_validation_ranking():
     best, how = _select([a, b], {"folds": 3, "mean_mase": {"rnn-h8-l1": 1.2, "gru-h8-l1": 0.8}})
     assert best is b and how == ("selected by the backtest's mean MASE over 3 folds before the test split "
                                  "(gru-h8-l1 0.800; evaluate.selection: backtest)")
+
+
+def test_backtest_command_refuses_an_unknown_refit(project):
+    from typer.testing import CliRunner
+
+    from cellcast.cli import app
+
+    r = CliRunner().invoke(app, ["backtest", "elecdemand", "--refit", "sometimes"])
+    assert r.exit_code == 2 and r.output.strip().splitlines()[-1] == \
+        "error: --refit 'sometimes': not one of retrain, calibration"
