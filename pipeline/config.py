@@ -195,7 +195,7 @@ class EvaluateConfig(_Strict):
     # classical reference rows beside the candidates (modeling/classical.py), scored on the promotion's test origins;
     # evidence only: promotion's bar stays the seasonal-naive family (docs/forecasting.md)
     references: list[Literal["mstl", "ets", "theta"]] = Field(default_factory=lambda: ["mstl", "ets", "theta"])
-    reference_budget_s: float = Field(60, gt=0)      # wall seconds per reference, all its origins: past it, reported
+    reference_budget_s: float = Field(180, gt=0)      # wall seconds per reference, all its origins: past it, reported
     # rows of history each reference fit is given: auto = 8 cycles of the longest natural season (8 weeks of a
     # half-hourly series, 8 years of a daily one), else this many
     reference_history: Positive | Literal["auto"] = "auto"

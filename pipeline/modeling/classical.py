@@ -104,8 +104,8 @@ def _history(series: np.ndarray, end: int, history: int | None) -> np.ndarray:
 def reference_forecasts(series: np.ndarray, origins: np.ndarray, horizon: int, names: list[str],
                         seasons: list[int], budget_s: float, history: int | None = None) -> dict[str, Reference]:
     """Each reference's forecasts (n, horizon, T) from every origin: origin o forecasts rows [o, o + horizon) from
-    rows before o of `series` (rows, T). A reference whose first fit says it cannot finish within `budget_s`, or
-    that passes it, stops there; one that raises is reported failed."""
+    rows before o of `series` (rows, T). A reference whose first three fits say it cannot finish within `budget_s`,
+    or that passes it, stops there; one that raises is reported failed."""
     series = np.asarray(series, dtype=np.float64)
     if series.ndim == 1:
         series = series[:, None]
@@ -127,7 +127,8 @@ def reference_forecasts(series: np.ndarray, origins: np.ndarray, horizon: int, n
                         preds[i, :, t] = forecast_one(name, y, seasons, horizon)
                         fits += 1
                     spent = time.perf_counter() - t0
-                    if spent > budget_s or (fits and spent / fits * total > 2 * budget_s):
+                    # three fits say what the rest would cost: a reference that cannot finish stops early
+                    if spent > budget_s or (fits >= 3 and fits < total and spent / fits * total > budget_s):
                         status = (f"over budget: {spent:.1f}s for {fits} of {total} fits "
                                   f"(evaluate.reference_budget_s {budget_s:g})")
                         break
