@@ -214,6 +214,11 @@ def test_training_with_backtest_selection_picks_by_the_backtest_mean_and_logs_th
     table = lifecycle.summary_table(out)
     assert "references (statsmodels, refitted at each of the 12 promotion origins" in table
     assert f"  mstl   test MASE {out.references['mstl']['mase']:.3f}" in table
+    # `cellcast evaluate` (the DVC stage) puts them in reports/NAME/metrics.json: `dvc metrics show` reads them
+    from cellcast.pipeline.registry.report import evaluate_registered
+    metrics = evaluate_registered("syn", load_params().for_dataset("syn"), "challenger")["metrics"]
+    assert metrics["references"]["mstl"]["mase"] == pytest.approx(out.references["mstl"]["mase"])
+    assert metrics["references"]["mstl"]["status"] == "ok" and metrics["references"]["mstl"]["windows"] == 12
 
 
 def test_selection_by_backtest_overrides_the_validation_ranking():
