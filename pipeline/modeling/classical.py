@@ -4,7 +4,8 @@ Each forecast origin gets its own fit on the target's history up to that origin 
 most `history` rows), as bench/research/classical.py does with statsforecast (which cannot be installed here: it
 pins pandas < 3). What each reference is:
 
-- mstl: statsmodels' MSTL over the natural seasons the history holds twice; each seasonal component is repeated
+- mstl: statsmodels' MSTL over the natural seasons the history holds twice, with statsforecast's seasonal smoother
+  (degree 0); each seasonal component is repeated
   from its last cycle, and the deseasonalised rest (trend + remainder) is forecast by exponential smoothing with
   no season, level only or a damped additive trend, whichever has the lower AIC (statsforecast's MSTL uses
   AutoETS(ZZN) there).
@@ -61,7 +62,10 @@ def _mstl(y: np.ndarray, seasons: list[int], h: int) -> np.ndarray:
 
     if not seasons:
         return np.asarray(_ets_auto(y, None).forecast(h))
-    res = MSTL(y, periods=seasons if len(seasons) > 1 else seasons[0]).fit()
+    # seasonal_deg 0 (a moving-average seasonal smoother: seasons that change slowly), as statsforecast's and R's
+    # mstl fit it; statsmodels' default (local-linear) follows the last cycles' noise: on chicago's 61 test origins
+    # (a sample of 21) MASE 0.287 against 0.365
+    res = MSTL(y, periods=seasons if len(seasons) > 1 else seasons[0], stl_kwargs={"seasonal_deg": 0}).fit()
     seasonal = np.asarray(res.seasonal).reshape(len(y), -1)
     steps = np.arange(h)
     fc = np.zeros(h)
