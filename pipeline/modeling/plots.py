@@ -107,6 +107,6 @@ def backtest_errors(folds: list[dict], candidates: list[str], title: str):
     bottom.set_ylabel("MASE of each forecast origin")
     bottom.set_title("error over time: every test origin of every fold (red: a fold's first test row)", fontsize=9)
     bottom.legend(fontsize=7)
-    fig.autofmt_xdate()
+    plt.setp(bottom.get_xticklabels(), rotation=25, ha="right")   # not autofmt_xdate: it hides the top axis' folds
     fig.tight_layout()
     return fig
