@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from cellcast.flows.backtest import backtest_steps
 from cellcast.flows.data import data_steps
 from cellcast.pipeline.registry import lifecycle, tracking
 from cellcast.pipeline.catalog import training_lock
@@ -27,6 +28,12 @@ from cellcast.pipeline.data.window import load_windows
 @task(name="baselines", cache_policy=NO_CACHE)
 def baselines_task(ws, settings: Settings):
     return lifecycle.baselines(ws, settings)
+
+
+@task(name="references", cache_policy=NO_CACHE)
+def references_task(ws, settings: Settings):
+    """MSTL / ETS / Theta on the promotion's test origins: reference rows, never a reason to fail the run."""
+    return lifecycle.reference_rows(ws, settings)
 
 
 @task(name="anchor", cache_policy=NO_CACHE)
@@ -78,12 +85,13 @@ def tracking_task(name: str, settings: Settings):
 # Reaching MLflow is the one step where a retry can help (a tracking server restarting); MLflow retries each
 # request (registry.retry_seconds), so the task itself is not re-run (no duplicate runs).
 @task(name="track-and-promote", cache_policy=NO_CACHE, retries=0)
-def promote_task(ws, settings: Settings, base, results, reports):
+def promote_task(ws, settings: Settings, base, results, reports, selection=None, references=None):
     ctx = get_run_context()
     flow_run_id = str(ctx.task_run.flow_run_id) if getattr(ctx, "task_run", None) else None
     validation = Path(settings.paths.reports) / ws.meta.name / "validation.json"
     try:
-        outcome = lifecycle.track_and_promote(ws, settings, base, results, reports, validation, flow_run_id)
+        outcome = lifecycle.track_and_promote(ws, settings, base, results, reports, validation, flow_run_id,
+                                              selection=selection, references=references)
     except TrackingUnavailableError as e:
         # the registry is untouched or left as the last finished call left it; the weights are on disk
         raise e.kept(f"the trained candidates are kept ({_checkpoints(ws, settings)}): rerun `cellcast train "
@@ -130,9 +138,21 @@ def _train(name: str, settings: Settings, source, from_windows: bool, device: st
         ensemble = ensemble_task(results, ws, settings)
     if ensemble is not None:
         results = [*results, ensemble]
+    selection = None
+    if settings.evaluate.selection == "backtest":
+        # folds cut from the rows before the test split: the final test rows decide promotion, never selection
+        bt = backtest_steps(ws, settings, end=ws.meta.bounds["test"], device=dev)
+        selection = {"folds": len(bt.folds), "refit": bt.refit, "rows": [0, bt.end],
+                     "mean_mase": bt.mean_mase([r.candidate.name for r in results])}
+        logger.info("backtest selection over %d folds (rows 0..%d): mean MASE %s", len(bt.folds), bt.end - 1,
+                    {k: round(v, 3) for k, v in selection["mean_mase"].items()})
+    refs = references_task(ws, settings)
+    if refs:
+        logger.info("references (test MASE on the promotion origins): %s",
+                    {k: round(v["mase"], 3) if "mase" in v else v["status"] for k, v in refs.items()})
     out_dir = Path(settings.paths.data) / name / "models"
     reports = [assess_task(r, ws, settings, str(out_dir)) for r in results]
-    outcome = promote_task(ws, settings, base, results, reports)
+    outcome = promote_task(ws, settings, base, results, reports, selection, refs)
     print(lifecycle.summary_table(outcome))
     publish_result(outcome)
     if settings.train.strategy == "local" and ws.is_panel:
@@ -184,6 +204,11 @@ def publish_result(outcome) -> None:
         rows.append({"model": f"baseline: {bname}", "val MASE": None if val is None else round(val, 4),
                      "test MASE": round(sc["mase"], 4), "test sMAPE": round(sc["smape"], 3),
                      "test MAE": float(f"{sc['mae']:.4g}"), "epochs": None, "parity": None})
+    for rname, row in (outcome.references or {}).items():
+        rows.append({"model": f"reference: {rname}", "val MASE": None,
+                     "test MASE": round(row["mase"], 4) if "mase" in row else row["status"],
+                     "test sMAPE": round(row["smape"], 3) if "smape" in row else None,
+                     "test MAE": float(f"{row['mae']:.4g}") if "mae" in row else None, "epochs": None, "parity": None})
     create_table_artifact(rows, key=f"{key}-candidates",
                           description=f"{outcome.dataset}: the candidates against the baselines (MASE: lower is better)")
     d = outcome.decision

@@ -196,6 +196,24 @@ class EvaluateConfig(_Strict):
     # how the conformal shift applies: widen (an interval only ever grows: held-out months calmer than what follows
     # must not narrow it), two_sided (classic CQR), none (the pinball heads as trained)
     calibration: Literal["widen", "two_sided", "none"] = "widen"
+    # how the training flow picks its best candidate: the validation split's MASE (split), or the mean MASE over the
+    # backtest's folds cut from the rows before the test split (backtest: params `backtest`; never the final test)
+    selection: Literal["split", "backtest"] = "split"
+    # classical reference rows beside the candidates (modeling/classical.py), scored on the promotion's test origins;
+    # evidence only: promotion's bar stays the seasonal-naive family (docs/forecasting.md)
+    references: list[Literal["mstl", "ets", "theta"]] = Field(default_factory=lambda: ["mstl", "ets", "theta"])
+    reference_budget_s: float = Field(180, gt=0)      # wall seconds per reference, all its origins: past it, reported
+    # rows of history each reference fit is given: auto = 8 cycles of the longest natural season (8 weeks of a
+    # half-hourly series, 8 years of a daily one), else this many
+    reference_history: Positive | Literal["auto"] = "auto"
+
+    @field_validator("references")
+    @classmethod
+    def _unique_references(cls, v):
+        dup = sorted({r for r in v if v.count(r) > 1})
+        if dup:
+            raise ValueError(f"'{dup[0]}' is listed more than once")
+        return v
 
     @field_validator("quantiles")
     @classmethod
@@ -209,6 +227,16 @@ class EvaluateConfig(_Strict):
         if 0.5 not in v:
             raise ValueError("the median (0.5) must be among the levels: it is the point forecast")
         return v
+
+
+class BacktestConfig(_Strict):
+    """Rolling-origin evaluation (`cellcast backtest`, evaluate.selection: backtest; data/folds.py)."""
+
+    folds: Positive = 4
+    # retrain: every fold trains the candidates again on its own rows (same seeds and params); calibration: the
+    # candidates are trained once, on the first fold's training rows, and every fold recomputes only the conformal
+    # calibration on its validation rows (one training instead of K)
+    refit: Literal["retrain", "calibration"] = "retrain"
 
 
 class RegistryConfig(_Strict):
@@ -250,7 +278,7 @@ class MonitorConfig(_Strict):
         return v
 
 
-_SECTIONS = ("ingest", "validate", "window", "calendar", "train", "evaluate", "monitor")
+_SECTIONS = ("ingest", "validate", "window", "calendar", "train", "evaluate", "backtest", "monitor")
 
 
 class _Sections(_Strict):
@@ -263,6 +291,7 @@ class _Sections(_Strict):
     calendar: CalendarConfig = CalendarConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    backtest: BacktestConfig = BacktestConfig()
     registry: RegistryConfig = RegistryConfig()
     serve: ServeConfig = ServeConfig()
     monitor: MonitorConfig = MonitorConfig()

@@ -28,7 +28,7 @@ def shell(cwd, *args):
 def test_help_on_every_command():
     code, out = run("--help")
     assert code == 0
-    for cmd in ("datasets", "ingest", "validate", "window", "train", "run", "evaluate", "models", "rollback",
+    for cmd in ("datasets", "ingest", "validate", "window", "train", "run", "backtest", "evaluate", "models", "rollback",
                 "forecast", "serve", "ui", "doctor"):
         assert cmd in out
         c, o = run(cmd, "--help")

@@ -28,6 +28,7 @@ OWNERS = {
     "onnxruntime": {"cellcast.pipeline.engine.inference"},
     "dvc": {"cellcast.pipeline.data.versioning"},
     "holidays": {"cellcast.pipeline.data.calendar"},
+    "statsmodels": {"cellcast.pipeline.modeling.classical"},
     "torch.onnx": {"cellcast.pipeline.engine.onnx_export"},
     "prefect": "cellcast.flows",
     "prefect_dask": "cellcast.flows",

@@ -376,3 +376,18 @@ def test_a_real_panel_read_at_irregular_times_is_resampled_trained_and_forecast_
     assert (fc["timestamp"].dt.minute == 0).all() and fc["temp"].between(20, 90).all()
     assert (fc.groupby("airport")["timestamp"].min() == frame.groupby("series_id")["timestamp"].max()
             + pd.Timedelta(hours=1)).all()
+
+
+def test_a_panel_is_refused_by_the_backtest_and_gets_no_classical_references(mixed):
+    """Folds cut one time axis and the references fit one series' history: on a panel both say so, cheaply,
+    instead of reading the series one after another as one."""
+    from cellcast.pipeline.errors import ConfigError
+    from cellcast.pipeline.registry.backtest import plan
+    from cellcast.pipeline.registry.lifecycle import reference_rows
+
+    ws, s = mixed
+    with pytest.raises(ConfigError, match="a panel .* not implemented for panels"):
+        plan(ws, s, k=2)
+    s = s.model_copy(update={"evaluate": s.evaluate.model_copy(update={"references": ["mstl", "theta"]})})
+    rows = reference_rows(ws, s)
+    assert set(rows) == {"mstl", "theta"} and all(r["status"].startswith("not run: a panel") for r in rows.values())

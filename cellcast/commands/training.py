@@ -63,6 +63,33 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     @friendly
+    def backtest(name: str = typer.Argument(..., help="dataset name (bundled or ingested)"),
+                 folds: Optional[int] = typer.Option(None, "--folds", min=1,
+                                                     help="expanding-window folds (default: params.yaml backtest.folds)"),
+                 refit: Optional[str] = typer.Option(None, "--refit",
+                                                     help="retrain | calibration (default: params.yaml backtest.refit)"),
+                 device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (default: params.yaml train.device)"),
+                 from_windows: bool = typer.Option(False, "--from-windows",
+                                                   help="start from data/NAME/windows.* instead of re-ingesting"),
+                 ) -> None:
+        """Rolling-origin evaluation: K expanding-window folds, each trained (or recalibrated) and scored on its own
+        test block; one MLflow parent run with a child per fold, reports/NAME/backtest.json and backtest.png."""
+        from cellcast.flows.backtest import backtest_flow
+        from cellcast.pipeline.errors import ConfigError
+        settings = settings_for(name)
+        check_device(device)
+        if refit is not None and refit not in ("retrain", "calibration"):
+            raise ConfigError(f"--refit '{refit}': not one of retrain, calibration")
+        if not from_windows:
+            check_known(name, settings)
+        configure_tracking(settings)
+        result = backtest_flow(name, settings, source=None if from_windows else source_of(name, settings),
+                               from_windows=from_windows, folds=folds, refit=refit, device=device)
+        typer.echo(f"\nreport: {result.picture}  (and backtest.json beside it); MLflow run {result.parent_run_id}")
+        _print_ui_hint()
+
+    @app.command()
+    @friendly
     def evaluate(name: str = typer.Argument(..., help="dataset name"),
                  alias: str = typer.Option("champion", help="registry alias (or version number) to evaluate")) -> None:
         """Score a registered model on the test split against the baselines: writes reports/NAME/metrics.json and

@@ -105,3 +105,43 @@ def mase_distribution(values: dict[str, np.ndarray], title: str):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def backtest_errors(folds: list[dict], candidates: list[str], title: str):
+    """A backtest (registry/backtest.py FoldRecord dicts): above, each fold's test MASE per candidate beside its
+    seasonal-naive bar and the MSTL reference; below, the MASE of every test origin over the whole span (the
+    selected candidate, the bar, MSTL), fold boundaries marked."""
+    import pandas as pd
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7), gridspec_kw={"height_ratios": [1, 1.2]})
+    x = np.arange(1, len(folds) + 1)
+    labels = [f"{f['fold']['index']}\n{f['times']['test'][0][:10]}" for f in folds]
+    for name in candidates:
+        top.plot(x, [f["scores"].get(name, {}).get("mase", np.nan) for f in folds], marker="o", lw=1.3, label=name)
+    top.plot(x, [f["scores"][f["bar"]]["mase"] for f in folds], marker="s", color="black", ls=":", lw=1.2,
+             label="seasonal naive (each fold's bar: " + ", ".join(sorted({f["bar"] for f in folds})) + ")")
+    if any("mase" in f["scores"].get("ref_mstl", {}) for f in folds):
+        top.plot(x, [f["scores"].get("ref_mstl", {}).get("mase", np.nan) for f in folds], marker="^", color="grey",
+                 ls="--", lw=1.2, label="MSTL (reference)")
+    top.set_xticks(x, labels, fontsize=8)
+    top.set_xlabel("fold (first test day)")
+    top.set_ylabel("test MASE")
+    top.set_title(title)
+    top.legend(fontsize=7, ncol=2)
+    for f in folds:
+        t = pd.to_datetime(f["origin_times"])
+        sel = f["losses"].get("selected")
+        if sel is not None:
+            bottom.plot(t, sel, color="tab:blue", lw=1, label="selected candidate" if f is folds[0] else None)
+        bottom.plot(t, f["losses"][f["bar"]], color="black", lw=0.8, ls=":",
+                    label="seasonal naive (bar)" if f is folds[0] else None)
+        if "ref_mstl" in f["losses"]:
+            bottom.plot(t, f["losses"]["ref_mstl"], color="grey", lw=0.8, ls="--",
+                        label="MSTL" if f is folds[0] else None)
+        bottom.axvline(pd.Timestamp(f["times"]["test"][0]), color="red", lw=0.6, alpha=0.5)
+    bottom.set_ylabel("MASE of each forecast origin")
+    bottom.set_title("error over time: every test origin of every fold (red: a fold's first test row)", fontsize=9)
+    bottom.legend(fontsize=7)
+    plt.setp(bottom.get_xticklabels(), rotation=25, ha="right")   # not autofmt_xdate: it hides the top axis' folds
+    fig.tight_layout()
+    return fig

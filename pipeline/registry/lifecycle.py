@@ -301,14 +301,46 @@ class Outcome:
     champion_before: dict | None
     champion_after: int | None
     tracking_uri: str
+    # how the best candidate was picked (evaluate.selection) and the classical reference rows (modeling/classical.py)
+    selection: dict = field(default_factory=dict)
+    references: dict = field(default_factory=dict)
+
+
+def reference_rows(ws: WindowSet, settings: Settings) -> dict:
+    """The classical references of evaluate.references (modeling/classical.py) on the promotion's test origins (a
+    horizon apart), each with its scores or the status that says why it has none."""
+    from ..modeling import classical
+
+    if not settings.evaluate.references:
+        return {}
+    if ws.is_panel:   # the classical fits read one series' history; per-series references are not built
+        return {name: {"status": "not run: a panel (the references fit one series; per series they are not "
+                                 "implemented)", "seconds": 0.0, "windows": 0} for name in settings.evaluate.references}
+    starts = forecast_origins(ws, "test")
+    return classical.reference_scores(ws, starts, classical.references(ws, starts, settings))
+
+
+def _select(ok: list[CandidateReport], selection: dict | None) -> tuple[CandidateReport, str]:
+    """The best candidate and a sentence saying how it was picked (evaluate.selection)."""
+    means = (selection or {}).get("mean_mase") or {}
+    if means:
+        best = min(ok, key=lambda r: (means.get(r.name, float("inf")), r.val["mase"]))
+        return best, (f"selected by the backtest's mean MASE over {selection['folds']} folds before the test split "
+                      f"({best.name} {means.get(best.name, float('nan')):.3f}; evaluate.selection: backtest)")
+    best = min(ok, key=lambda r: r.val["mase"])
+    return best, f"selected by validation MASE ({best.name} {best.val['mase']:.3f}; evaluate.selection: split)"
 
 
 def track_and_promote(ws: WindowSet, settings: Settings, base: Baselines, results: list[TrainResult],
                       reports: list[CandidateReport], validation_report: Path | None = None,
-                      flow_run_id: str | None = None) -> Outcome:
+                      flow_run_id: str | None = None, selection: dict | None = None,
+                      references: dict | None = None) -> Outcome:
     """One parent run per training run, a nested run per candidate; the best parity-checked candidate by
-    validation MASE becomes a new version (alias challenger); the policy decides on champion."""
+    validation MASE (or, given `selection`'s backtest means, by those) becomes a new version (alias challenger); the
+    policy decides on champion. `references`: reference_rows(), logged beside the baselines."""
     uri = tracking.configure()
+    references = references or {}
+    sel = {"method": "backtest", **selection} if selection else {"method": "split"}
     model_name = settings.model_name
     tags = lineage(ws, settings) | {"flow_run_id": flow_run_id or "none", "anchor_season": str(base.anchor_season)}
     with tracking.parent_run(ws.meta.name, run_name=f"train-{ws.meta.name}", tags=tags) as parent_id:
@@ -320,6 +352,15 @@ def track_and_promote(ws: WindowSet, settings: Settings, base: Baselines, result
             for bname, sc in rep.scores.items():
                 tracking.log_metrics({f"{split}_{bname}_{k}": v for k, v in sc.items()})
         tracking.log_dict(base.to_dict(), "baselines.json")
+        for rname, row in references.items():
+            tracking.log_metrics({f"ref_{rname}_test_{k}": row[k] for k in ("mase", "smape", "mae", "rmse") if k in row}
+                                 | {f"ref_{rname}_seconds": row["seconds"]})
+        tracking.set_tags({f"ref.{rname}.status": row["status"] for rname, row in references.items()}
+                          | {"selection": sel["method"]})
+        if references:
+            tracking.log_dict(references, "references.json")
+        if selection:
+            tracking.log_metrics({f"backtest_{k}_mase_mean": v for k, v in selection.get("mean_mase", {}).items()})
         if validation_report and Path(validation_report).is_file():
             tracking.log_artifact(validation_report, "validation")
         _log_pictures(ws, base, results, reports)
@@ -333,16 +374,18 @@ def track_and_promote(ws: WindowSet, settings: Settings, base: Baselines, result
             tracking.set_tags({"promotion.decision": "rejected", "promotion.reason": decision.reason})
             return Outcome(ws.meta.name, model_name, parent_id, None, None, asdict(decision),
                            [asdict(r) for r in reports], base.to_dict(), _champ_dict(champ_before),
-                           champ_before.version if champ_before else None, uri)
-        best = min(ok, key=lambda r: r.val["mase"])
+                           champ_before.version if champ_before else None, uri, sel, references)
+        best, how = _select(ok, selection)
+        sel["why"] = how
         same = _same_as_champion(model_name, best, tags)
         if same is not None:
             # a rerun on unchanged data, params and code: the champion already is this model
             decision = promotion.Decision(False, f"{best.name} is the model champion v{same} already is (same data, "
-                                                 f"params, code and candidate): nothing registered", {})
+                                                 f"params, code and candidate): nothing registered ({how})", {})
             tracking.set_tags({"promotion.decision": "unchanged", "promotion.reason": decision.reason})
             return Outcome(ws.meta.name, model_name, parent_id, best.name, None, asdict(decision),
-                           [asdict(r) for r in reports], base.to_dict(), _champ_dict(champ_before), same, uri)
+                           [asdict(r) for r in reports], base.to_dict(), _champ_dict(champ_before), same, uri, sel,
+                           references)
         vs_baseline, vs_champion = comparisons(ws, settings, best, starts, champ_before)
         ev = settings.evaluate
         decision = promotion.decide(best.name, vs_baseline, vs_champion, significance=ev.significance,
@@ -353,6 +396,7 @@ def track_and_promote(ws: WindowSet, settings: Settings, base: Baselines, result
             decision.reason += f" ({champ_before.reason})"
         if best.panel:   # the pooled test says better or not; the reason says across how many series, and the worst
             decision.reason += f"; {panel_eval.describe(best.panel['aggregate'])}"
+        decision.reason += f" [{how}]"
         version = tracking.register_version(model_name, best.model_uri, best.run_id,
                                             tags=tags | split_tags(ws) | {
                                                 "candidate": best.name, "cell": best.cell,
@@ -371,7 +415,7 @@ def track_and_promote(ws: WindowSet, settings: Settings, base: Baselines, result
         champ = tracking.get_alias(model_name, "champion")
         return Outcome(ws.meta.name, model_name, parent_id, best.name, version, asdict(decision),
                        [asdict(r) for r in reports], base.to_dict(), _champ_dict(champ_before),
-                       champ.version if champ else None, uri)
+                       champ.version if champ else None, uri, sel, references)
 
 
 def log_local_comparison(ws: WindowSet, settings: Settings, comparison: dict) -> str:
@@ -562,10 +606,31 @@ def summary_table(outcome: Outcome) -> str:
                      "scaled values)")
     for c in panel:
         lines.append(f"per series, {c['name']}: {panel_eval.describe(c['panel']['aggregate'])}")
+    lines += reference_lines(outcome)
     lines += ["", f"best candidate: {outcome.best or '-'}  registered: {registered}",
               f"decision: {verdict}: {d.get('reason')}",
               f"champion now: {('v' + str(outcome.champion_after)) if outcome.champion_after else 'none'}"]
     return "\n".join(lines)
+
+
+def reference_lines(outcome: Outcome) -> list[str]:
+    """The classical references beside the best candidate and the bar, on the promotion's test origins."""
+    refs = outcome.references or {}
+    if not refs:
+        return []
+    d = outcome.decision.get("metrics") or {}
+    n = next(iter(refs.values())).get("windows")
+    if not n:   # none ran (a panel): one line says why
+        return ["", f"references ({', '.join(refs)}): {next(iter(refs.values()))['status']}"]
+    out = ["", f"references (statsmodels, refitted at each of the {n} promotion origins, a horizon apart; evidence, "
+               f"not the bar):"]
+    for name, row in refs.items():
+        out.append(f"  {name:6s} " + (f"test MASE {row['mase']:.3f}  sMAPE {row['smape']:.2f}  ({row['seconds']:.0f}s)"
+                                      if "mase" in row else row["status"]))
+    if d.get("candidate_mase") is not None:
+        out.append(f"  on the same origins: {outcome.best} {d['candidate_mase']:.3f}, bar {d.get('baseline_name')} "
+                   f"{d['baseline_mase']:.3f}")
+    return out
 
 
 def write_summary(outcome: Outcome, settings: Settings) -> Path:

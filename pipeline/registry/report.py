@@ -53,6 +53,9 @@ def evaluate_registered(name: str, settings: Settings, alias: str = "champion") 
                        "best_baseline": best,
                        "beats_best_baseline_by_pct": round(100 * (1 - test["mase"] / base.test.best_mase), 2)}}
     d = Path(settings.paths.reports) / name
+    refs = _references(d / "train_summary.json")
+    if refs:   # the training run's classical reference rows (its promotion origins): beside the model in `dvc metrics`
+        out["metrics"]["references"] = refs
     (d / "plots").mkdir(parents=True, exist_ok=True)
     (d / "metrics.json").write_text(json.dumps(out["metrics"], indent=2))
     with open(d / "plots" / "error_by_horizon.csv", "w", newline="") as f:
@@ -77,3 +80,16 @@ def evaluate_registered(name: str, settings: Settings, alias: str = "champion") 
                             *[f"{qt[k, h, 0, j]:.6g}" for _, j in bands]])
     out["paths"] = {"metrics": str(d / "metrics.json"), "plots": str(d / "plots")}
     return out
+
+
+def _references(summary: Path) -> dict:
+    """The reference rows of the last training run (reports/NAME/train_summary.json, the evaluate stage's dependency):
+    per reference its test scores on the promotion origins, or its status."""
+    if not summary.is_file():
+        return {}
+    try:
+        refs = json.loads(summary.read_text()).get("references") or {}
+    except (OSError, ValueError):
+        return {}
+    keep = ("mase", "smape", "mae", "rmse", "windows", "seconds")
+    return {k: {"status": v.get("status"), **{m: v[m] for m in keep if m in v}} for k, v in refs.items()}

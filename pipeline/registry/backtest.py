@@ -1,0 +1,312 @@
+"""Rolling-origin backtests (`cellcast backtest NAME`, evaluate.selection: backtest): plain functions; the Prefect flow in
+flows/backtest.py calls them in order.
+
+Each fold (data/folds.py) gets its candidates (backtest.refit: retrain trains them on the fold's own rows with the
+same seeds and params; calibration trains them once, on the first fold's rows, and recomputes only the conformal
+calibration on each fold's validation rows), the baselines and the classical references, all scored on the fold's
+test origins a horizon apart (as promotion scores them) with the metrics of modeling/evaluate.py and quantiles.py.
+Candidates are scored by PyTorch (no export per fold: the ONNX parity gate of the training run covers the graph).
+The fold's `selected` row is the candidate its validation MASE picks, what a training run on that fold would offer.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from ..config import Settings
+from ..data.folds import Fold, fold_windowset, folds_for
+from ..data.window import WindowSet
+from ..errors import ConfigError, DataValidationError
+from ..modeling import classical, plots
+from ..modeling.anchor import choose_anchor
+from ..modeling.evaluate import (evaluate_forecasts, forecast_origins, forecast_windows, mase_scale, metrics,
+                                 season_of, seasonal_naive, usable_seasons, window_losses)
+from ..modeling.quantiles import quantile_scores
+from ..modeling.train import TrainResult, build_ensemble, calibrate, candidates, quantile_predictor, train_candidate
+
+log = logging.getLogger(__name__)
+
+# the metrics whose spread over the folds is reported (each present where the model produces it)
+SPREAD = ("mase", "smape", "coverage_80", "coverage_90", "winkler_80", "winkler_90", "crps")
+
+
+@dataclass
+class FoldRecord:
+    fold: Fold
+    times: dict[str, list[str]]                 # first and last timestamp of each block
+    origins: int                                # test origins scored (a horizon apart)
+    scores: dict[str, dict]                     # model -> metrics on the test origins (references: + status)
+    val_mase: dict[str, float]                  # candidate -> validation MASE (all the fold's validation windows)
+    selected: str                               # the candidate its validation picks
+    bar: str                                    # the strongest of the naive family on its test origins
+    trained_on: list[int]                       # the rows the candidates were trained on: [0, end)
+    origin_times: list[str] = field(default_factory=list)     # first target of each origin
+    losses: dict[str, list[float]] = field(default_factory=dict)   # model -> MASE of each origin
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"fold": asdict(self.fold) | {"rows": self.fold.rows()}}
+
+
+@dataclass
+class BacktestResult:
+    dataset: str
+    folds: list[FoldRecord]
+    refit: str
+    end: int                                    # rows [0, end) were backtested
+    spread: dict[str, dict[str, dict[str, float]]]   # model -> metric -> mean / std / min / max over the folds
+    seconds: float = 0.0
+    parent_run_id: str | None = None
+    picture: str | None = None
+
+    def mean_mase(self, names: list[str] | None = None) -> dict[str, float]:
+        """Each model's mean test MASE over the folds (of the candidates `names`, default every model)."""
+        return {k: v["mase"]["mean"] for k, v in self.spread.items()
+                if "mase" in v and (names is None or k in names)}
+
+    def to_dict(self) -> dict:
+        return {"dataset": self.dataset, "refit": self.refit, "end": self.end, "seconds": round(self.seconds, 1),
+                "parent_run_id": self.parent_run_id, "spread": self.spread,
+                "folds": [f.to_dict() for f in self.folds]}
+
+
+def plan(ws: WindowSet, settings: Settings, k: int | None = None, end: int | None = None) -> list[Fold]:
+    """The folds of `ws` (backtest.folds unless `k`), ending at `end` (default: the series' end); one clear line
+    when the series is too short for them."""
+    k = settings.backtest.folds if k is None else k
+    if ws.is_panel:   # a fold cuts one time axis; a panel's series each have their own
+        raise ConfigError(f"{ws.meta.name}: a panel ({len(ws.meta.panel.get('series') or [])} series): backtests "
+                          f"cut one series' time axis and are not implemented for panels; use evaluate.selection: "
+                          f"split and the per-series test scores")
+    try:
+        return folds_for(ws, k, end)
+    except ValueError as e:
+        raise DataValidationError(f"{ws.meta.name}: backtest.folds {k}: {e}: use fewer folds or a longer series") \
+            from None
+
+
+def anchor_season(ws: WindowSet, settings: Settings) -> int | None:
+    """The season the residual models of this window set are anchored on: the best seasonal naive on validation
+    among those the lookback holds (as lifecycle.baselines chooses it)."""
+    from .lifecycle import baselines
+
+    return baselines(ws, settings).anchor_season
+
+
+def fit_candidates(fws: WindowSet, settings: Settings, device: str = "cpu",
+                   on_epoch: Callable[[str, dict], None] | None = None) -> list[TrainResult]:
+    """Every candidate of params.yaml trained on a fold's rows (same seeds and params as `cellcast train`; no
+    checkpoints: a fold's weights are not the training run's), and their ensemble when train.ensemble."""
+    anchor = choose_anchor(fws, settings, anchor_season(fws, settings))
+    results = []
+    for cand in candidates(settings):
+        cb = (lambda row, n=cand.name: on_epoch(n, row)) if on_epoch else None
+        results.append(train_candidate(fws, cand, settings, anchor.season, anchor=anchor, device=device, on_epoch=cb))
+    ens = build_ensemble(results, fws, settings)
+    return results + ([ens] if ens is not None else [])
+
+
+def recalibrated(results: list[TrainResult], fws: WindowSet, settings: Settings) -> list[TrainResult]:
+    """The same trained candidates with their conformal calibration recomputed on the fold's validation rows."""
+    out = []
+    for r in results:
+        model = copy.deepcopy(r.model)
+        cal = calibrate(model, fws, settings)
+        out.append(_with(r, model=model, calibration=cal))
+    return out
+
+
+def _with(r: TrainResult, **kw) -> TrainResult:
+    c = copy.copy(r)
+    for k, v in kw.items():
+        setattr(c, k, v)
+    return c
+
+
+def _naive_family(fws: WindowSet, settings: Settings, origins: np.ndarray) -> dict[str, np.ndarray]:
+    seasons = settings.evaluate.seasons if settings.evaluate.seasons != "auto" else fws.meta.seasons
+    out = {}
+    for name in ["naive"] + [f"seasonal_naive_{m}" for m in usable_seasons(fws, list(seasons), split="val")]:
+        pred = seasonal_naive(fws, origins, season_of(name))
+        if np.isfinite(pred).all():   # a baseline reading into a break is no bar on these windows
+            out[name] = pred
+    return out
+
+
+def score_fold(ws: WindowSet, fold: Fold, results: list[TrainResult], settings: Settings, trained_on: Fold,
+               with_references: bool = True) -> FoldRecord:
+    """A fold's candidates, baselines and references on its test origins (a horizon apart)."""
+    t0 = time.perf_counter()
+    fws = fold_windowset(ws, fold, settings)
+    origins = forecast_origins(fws, "test")
+    if not len(origins):
+        raise DataValidationError(f"{ws.meta.name}: backtest fold {fold.index} holds no test window")
+    _, y = fws.batch(origins)
+    mask, scale = fws.target_mask(origins), mase_scale(fws)
+    scores, losses, val = {}, {}, {}
+    for r in results:
+        run = quantile_predictor(r.model)
+        pred, q = run(*fws.inputs(origins))
+        levels = list(r.model.quantiles)
+        sc = metrics(y, pred, scale, mask)
+        if q is not None and levels:
+            sc.update(quantile_scores(y, q, levels, scale, mask)[0])
+        name = r.candidate.name
+        scores[name], losses[name] = sc, window_losses(fws, origins, pred).tolist()
+        yv, _ = forecast_windows(run, fws, fws.starts["val"])
+        val[name] = evaluate_forecasts(fws, "val", yv)[0]["mase"]
+    naive = _naive_family(fws, settings, origins)
+    for name, pred in naive.items():
+        scores[name], losses[name] = metrics(y, pred, scale, mask), window_losses(fws, origins, pred).tolist()
+    bar = min(naive, key=lambda k: scores[k]["mase"]) if naive else "naive"
+    if with_references and settings.evaluate.references:
+        refs = classical.references(fws, origins, settings)
+        for name, row in classical.reference_scores(fws, origins, refs).items():
+            scores[f"ref_{name}"] = row
+            if refs[name].ok:
+                losses[f"ref_{name}"] = window_losses(fws, origins, refs[name].pred).tolist()
+    selected = min(val, key=lambda k: val[k])
+    scores["selected"] = {**scores[selected], "candidate": selected}
+    losses["selected"] = losses[selected]
+    st = fws.meta.split_times
+    return FoldRecord(fold=fold, times=st, origins=int(len(origins)), scores=scores, val_mase=val, selected=selected,
+                      bar=bar, trained_on=[0, trained_on.val_start],
+                      origin_times=[str(pd.Timestamp(fws.timestamps[s + fws.meta.lookback])) for s in origins],
+                      losses=losses, seconds=time.perf_counter() - t0)
+
+
+def run_fold(ws: WindowSet, fold: Fold, settings: Settings, refit: str, first: tuple[Fold, list[TrainResult]] | None,
+             device: str = "cpu", on_epoch=None) -> tuple[FoldRecord, tuple[Fold, list[TrainResult]]]:
+    """One fold: its candidates (trained on its rows, or the first fold's recalibrated on its validation rows) and
+    their scores. Returns the record and what a calibration-only fold after it reuses."""
+    t0 = time.perf_counter()
+    fws = fold_windowset(ws, fold, settings)
+    if refit == "retrain" or first is None:
+        first = (fold, fit_candidates(fws, settings, device, on_epoch))
+        results = first[1]
+    else:
+        results = recalibrated(first[1], fws, settings)
+    rec = score_fold(ws, fold, results, settings, trained_on=first[0])
+    rec.seconds = time.perf_counter() - t0
+    return rec, first
+
+
+def spread(records: list[FoldRecord]) -> dict[str, dict[str, dict[str, float]]]:
+    """Each model's mean, std, min and max of every SPREAD metric over the folds that scored it."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    names = {n for r in records for n in r.scores}
+    for n in sorted(names):
+        for m in SPREAD:
+            vals = [r.scores[n][m] for r in records if n in r.scores and m in r.scores[n]]
+            if vals:
+                a = np.asarray(vals, dtype=np.float64)
+                out.setdefault(n, {})[m] = {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()),
+                                            "max": float(a.max()), "folds": len(a)}
+    return out
+
+
+def run_backtest(ws: WindowSet, settings: Settings, k: int | None = None, refit: str | None = None,
+                 end: int | None = None, device: str = "cpu", on_fold=None, on_epoch=None) -> BacktestResult:
+    """Every fold in order (module docstring); `on_fold(record)` after each."""
+    t0 = time.perf_counter()
+    refit = refit or settings.backtest.refit
+    folds = plan(ws, settings, k, end)
+    records, first = [], None
+    for fold in folds:
+        rec, first = run_fold(ws, fold, settings, refit, first, device, on_epoch)
+        records.append(rec)
+        if on_fold:
+            on_fold(rec)
+    return finish(ws, records, refit, folds[-1].test_end, time.perf_counter() - t0)
+
+
+def finish(ws: WindowSet, records: list[FoldRecord], refit: str, end: int, seconds: float) -> BacktestResult:
+    return BacktestResult(ws.meta.name, records, refit, end, spread(records), seconds)
+
+
+def picture(result: BacktestResult, candidates_: list[str]):
+    """Per-fold MASE of each candidate beside the fold's seasonal-naive bar (and MSTL), and the MASE of every test
+    origin over the whole backtest span."""
+    return plots.backtest_errors([r.to_dict() for r in result.folds], candidates_,
+                                 f"{result.dataset}: backtest over {len(result.folds)} folds ({result.refit})")
+
+
+def summary(result: BacktestResult) -> str:
+    """The table `cellcast backtest` prints: per fold the test MASE of each model, then the spread."""
+    names = [n for n in result.folds[0].scores if n != "selected"]
+    names = ["selected", *names]
+    rows = [("model", *[f"fold {r.fold.index}" for r in result.folds], "mean", "std", "min", "max")]
+    for n in names:
+        cells = []
+        for r in result.folds:
+            sc = r.scores.get(n, {})
+            cells.append(f"{sc['mase']:.3f}" if "mase" in sc else (sc.get("status", "-")[:12] if sc else "-"))
+        sp = result.spread.get(n, {}).get("mase")
+        label = n + (f" ({', '.join(r.selected for r in result.folds)})" if n == "selected" else "")
+        rows.append((label, *cells, *([f"{sp[k]:.3f}" for k in ("mean", "std", "min", "max")] if sp else ["-"] * 4)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    cov = [f"fold {r.fold.index}: " + ", ".join(f"{k[len('coverage_'):]}% {100 * v:.1f}"
+                                                 for k, v in r.scores["selected"].items() if k.startswith("coverage_"))
+           for r in result.folds]
+    lines += ["", "test MASE on each fold's origins a horizon apart; selected: the candidate its validation picks",
+              "coverage of the selected candidate's intervals: " + "; ".join(cov)]
+    for r in result.folds:
+        rows_ = r.fold.rows()
+        lines.append(f"fold {r.fold.index}: trained on rows {r.trained_on[0]}..{r.trained_on[1] - 1}, validation "
+                     f"{rows_['val'][0]}..{rows_['val'][1] - 1}, test {rows_['test'][0]}..{rows_['test'][1] - 1} "
+                     f"({r.times['test'][0]} .. {r.times['test'][1]}, {r.origins} origins); bar {r.bar}")
+    return "\n".join(lines)
+
+
+def write_report(result: BacktestResult, settings: Settings, fig=None) -> Path:
+    """reports/NAME/backtest.json and, given the picture, reports/NAME/backtest.png."""
+    d = Path(settings.paths.reports) / result.dataset
+    d.mkdir(parents=True, exist_ok=True)
+    if fig is not None:
+        fig.savefig(d / "backtest.png", dpi=110)
+        result.picture = str(d / "backtest.png")
+    (d / "backtest.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    return d / "backtest.json"
+
+
+def track(result: BacktestResult, ws: WindowSet, settings: Settings, fig, tags: dict | None = None) -> str:
+    """One MLflow parent run `backtest-NAME`, a child run per fold (tags: its row ranges and times; metrics per
+    model), the spread on the parent, the picture and the JSON as its artifacts."""
+    from . import tracking
+    from .lifecycle import lineage
+
+    tags = lineage(ws, settings) | {"cellcast.kind": "backtest", "backtest.refit": result.refit,
+                                    "backtest.folds": str(len(result.folds))} | (tags or {})
+    with tracking.parent_run(ws.meta.name, run_name=f"backtest-{ws.meta.name}", tags=tags) as parent:
+        result.parent_run_id = parent
+        tracking.log_params({"folds": len(result.folds), "refit": result.refit, "rows": result.end,
+                             "lookback": ws.meta.lookback, "horizon": ws.meta.horizon,
+                             "references": ",".join(settings.evaluate.references)})
+        for r in result.folds:
+            rows = r.fold.rows()
+            ftags = {"fold": r.fold.index, "selected": r.selected, "bar": r.bar,
+                     **{f"fold.{k}_rows": f"{a}..{b - 1}" for k, (a, b) in rows.items()},
+                     **{f"fold.{k}_time": f"{a} .. {b}" for k, (a, b) in r.times.items()},
+                     "fold.trained_on_rows": f"{r.trained_on[0]}..{r.trained_on[1] - 1}",
+                     **{f"ref.{n[4:]}.status": sc["status"] for n, sc in r.scores.items() if n.startswith("ref_")}}
+            with tracking.candidate_run(f"fold-{r.fold.index}", tags=ftags):
+                tracking.log_metrics({f"{n}_{m}": v for n, sc in r.scores.items() for m, v in sc.items()
+                                      if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
+                                     | {f"{n}_val_mase": v for n, v in r.val_mase.items()}
+                                     | {"origins": r.origins, "seconds": r.seconds})
+        tracking.log_metrics({f"{n}_{m}_{s}": v[s] for n, ms in result.spread.items() for m, v in ms.items()
+                              for s in ("mean", "std", "min", "max")} | {"seconds": result.seconds})
+        if fig is not None:
+            tracking.log_figure(fig, "backtest.png")
+        tracking.log_dict(result.to_dict(), "backtest.json")
+    return parent
