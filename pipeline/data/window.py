@@ -180,7 +180,7 @@ class WindowSet:
         like the variables (its training rows); calendar features are left as they are (already in [-1, 1])."""
         if self.future is None:
             return [], []
-        train = self.future[: self.meta.bounds["val"]].astype(np.float64)
+        train = self.future[self._future_train_rows()].astype(np.float64)
         mean, std = [], []
         for j, kind in enumerate(self.meta.future_kinds):
             v = train[:, j][np.isfinite(train[:, j])]
@@ -189,6 +189,10 @@ class WindowSet:
             sd = float(v.std()) if user else 1.0
             std.append(sd if np.isfinite(sd) and sd >= 1e-8 else 1.0)
         return mean, std
+
+    def _future_train_rows(self):
+        """The rows the future scaler is fitted on: the training split's."""
+        return slice(0, self.meta.bounds["val"])
 
     def inputs(self, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """What a model reads for the windows at `starts`: the lookback (B, L, V) and the future block (or None),
@@ -543,18 +547,8 @@ class PanelWindowSet(WindowSet):
             m[o:o + e] = True
         return m
 
-    def future_scaler(self) -> tuple[list[float], list[float]]:
-        if self.future is None:
-            return [], []
-        train = self.future[self.train_rows()].astype(np.float64)
-        mean, std = [], []
-        for j, kind in enumerate(self.meta.future_kinds):
-            v = train[:, j][np.isfinite(train[:, j])]
-            user = kind == _calendar.USER and len(v)
-            mean.append(float(v.mean()) if user else 0.0)
-            sd = float(v.std()) if user else 1.0
-            std.append(sd if np.isfinite(sd) and sd >= 1e-8 else 1.0)
-        return mean, std
+    def _future_train_rows(self):
+        return self.train_rows()   # every series' own training rows
 
     def with_starts(self, **starts: np.ndarray) -> "PanelWindowSet":
         return PanelWindowSet(self.values, self.timestamps, self.meta, {**self.starts, **starts}, self.filled,
