@@ -22,6 +22,14 @@ CELLS = ("rnn", "lstm", "gru")
 Positive = Annotated[int, Field(ge=1)]
 
 
+def _no_repeats(values: list, what: str = "") -> list:
+    """A list setting that names each item once (the first repeated one is named)."""
+    dup = sorted({v for v in values if values.count(v) > 1})
+    if dup:
+        raise ValueError(f"{what}'{dup[0]}' is listed more than once")
+    return values
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -60,10 +68,7 @@ class IngestConfig(_Strict):
     @field_validator("future_features")
     @classmethod
     def _unique_columns(cls, v):
-        dup = sorted({c for c in v if v.count(c) > 1})
-        if dup:
-            raise ValueError(f"'{dup[0]}' is listed more than once")
-        return v
+        return _no_repeats(v)
 
 
 class ValidateConfig(_Strict):
@@ -102,9 +107,7 @@ class CalendarConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self):
-        dup = sorted({p for p in self.parts if self.parts.count(p) > 1})
-        if dup:
-            raise ValueError(f"parts: '{dup[0]}' is listed more than once")
+        _no_repeats(self.parts, "parts: ")
         if "holiday" in self.parts and not self.country:
             raise ValueError("parts: 'holiday' needs a country (calendar.country, e.g. US, AU, DE)")
         if self.subdiv and not self.country:
@@ -210,10 +213,7 @@ class EvaluateConfig(_Strict):
     @field_validator("references")
     @classmethod
     def _unique_references(cls, v):
-        dup = sorted({r for r in v if v.count(r) > 1})
-        if dup:
-            raise ValueError(f"'{dup[0]}' is listed more than once")
-        return v
+        return _no_repeats(v)
 
     @field_validator("quantiles")
     @classmethod

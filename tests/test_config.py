@@ -43,6 +43,8 @@ def test_dataset_overrides_apply_to_their_dataset_only():
                                       "of serve.max_body_bytes 1048576"),
     ("datasets:\n  x:\n    window: {lookback: 600000}\n", "datasets.x: window.lookback: 600000 steps cannot fit"),
     ("- a\n- b\n", "must be a mapping"),
+    ("evaluate:\n  references: [mstl, theta, mstl]\n", "evaluate.references: 'mstl' is listed more than once"),
+    ("ingest:\n  future_features: [WorkDay, WorkDay]\n", "'WorkDay' is listed more than once"),
 ])
 def test_a_bad_params_file_is_one_line_naming_the_key(tmp_path, text, needle):
     with pytest.raises(ConfigError) as e:
