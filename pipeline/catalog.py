@@ -27,6 +27,12 @@ def validated_paths(name: str, settings: Settings) -> tuple[Path, Path]:
     return d / "validated.parquet", d / "validated.json"
 
 
+def policy_path(name: str, settings: Settings) -> Path:
+    """The validation policy given on the command line for NAME (`cellcast validate --long-gaps ...`), kept so later
+    runs of the dataset (train, a scheduled refresh, a forecast) validate it the same way."""
+    return Path(settings.paths.data) / name / "policy.json"
+
+
 def future_path(name: str, settings: Settings) -> Path:
     """The rows after the last observation of a validated series: their known-future values (validate writes it)."""
     return Path(settings.paths.data) / name / "future.parquet"

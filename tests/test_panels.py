@@ -449,7 +449,9 @@ def test_cli_ingests_a_panel_with_aggregation_and_validates_it_dropping_a_series
     # the window stage cuts each series on its own (tests/test_panel_model.py)
     r = runner.invoke(app, ["window", "city"])
     assert r.exit_code == 0 and "a panel of 2 series (0 cold start)" in r.output, r.output
-    r = runner.invoke(app, ["validate", "city"])
+    r = runner.invoke(app, ["validate", "city"])          # the policy given is kept for the dataset
+    assert r.exit_code == 0 and "1 dropped ('C'" in r.output, r.output
+    r = runner.invoke(app, ["validate", "city", "--bad-series", "reject"])
     assert r.exit_code == 2 and "error:" in r.output and "series 'C'" in r.output
     r = runner.invoke(app, ["datasets"])
     assert "148 (Series_ID)" in r.output and "3 (origin)" in r.output

@@ -38,7 +38,7 @@ def _snap(p: Path):
 
 
 # every refusal names its remedy
-REMEDY = {"finite": "fix or blank those cells", "unique": "pass --dedupe first|last|mean", "long_gap": "pass --long-gaps "
+REMEDY = {"finite": "fix or blank those cells", "unique": "--dedupe first|last|mean", "long_gap": "--long-gaps "
           "segment", "in_range": "widen validate.bounds", "min_rows": "supply more rows", "min_windows": "supply more rows"}
 
 
@@ -286,8 +286,18 @@ def test_cli_long_gaps_option_and_the_refusal_that_names_it(project, settings_fo
     r = run.invoke(app, ["validate", "gappy"])
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert r.exit_code == 2 and len(lines) == 1 and "long_gap failed" in lines[0], r.output
-    assert "--long-gaps segment" in lines[0] and "ingest.max_fill_steps" in lines[0], r.output
+    assert "cellcast validate gappy --long-gaps segment" in lines[0] and "ingest.max_fill_steps" in lines[0], r.output
     r = run.invoke(app, ["validate", "gappy", "--long-gaps", "segment"])
     assert r.exit_code == 0 and "1 breaks" in r.output, r.output
     r = run.invoke(app, ["validate", "gappy", "--long-gaps", "bridge"])
     assert r.exit_code == 2 and "--long-gaps 'bridge': must be one of reject, segment" in r.output, r.output
+
+    # the policy given is kept for the dataset: a later validation (train, a scheduled refresh) applies it, as does
+    # the forecast's check of the latest rows, though params.yaml still says reject
+    from cellcast.pipeline.data.validation import recorded_policy, validate_dataset, with_recorded_policy
+    s = settings_for("gappy")
+    assert s.ingest.long_gaps == "reject" and recorded_policy("gappy", s) == {"long_gaps": "segment"}
+    assert with_recorded_policy("gappy", s).ingest.long_gaps == "segment"
+    assert len(validate_dataset("gappy", s).breaks) == 1
+    r = run.invoke(app, ["validate", "gappy", "--long-gaps", "reject"])     # given again: replaced
+    assert r.exit_code == 2 and recorded_policy("gappy", s) == {"long_gaps": "reject"}, r.output

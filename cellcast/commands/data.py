@@ -97,15 +97,16 @@ def register(app: typer.Typer) -> None:
     def validate(
         name: str = typer.Argument(..., help="dataset name (ingested under data/NAME)"),
         dedupe: Optional[str] = typer.Option(None, "--dedupe", help="duplicated timestamps: reject|first|last|mean "
-                                                                    "(overrides params.yaml)"),
+                                                                    "(overrides params.yaml for NAME from now on)"),
         long_gaps: Optional[str] = typer.Option(None, "--long-gaps", help="gaps longer than ingest.max_fill_steps: "
-                                                "reject|segment (kept as breaks no window crosses; overrides params.yaml)"),
+                                                "reject|segment (kept as breaks no window crosses; overrides params.yaml for NAME "
+                                                "from now on)"),
         bad_series: Optional[str] = typer.Option(None, "--bad-series", help="a panel's series that breaks a rule: reject "
                                                  "(the dataset fails) | drop (quarantined, the rest kept; overrides "
                                                  "params.yaml)"),
     ) -> None:
         """Validate data/NAME/raw.parquet (GX suite + gap/duplicate policy) into validated.parquet."""
-        from cellcast.pipeline.data.validation import validate_dataset
+        from cellcast.pipeline.data.validation import record_policy, validate_dataset
         settings = settings_for(name)
         policy = {}
         for opt, value, allowed in (("--dedupe", dedupe, ("reject", "first", "last", "mean")),
@@ -115,8 +116,8 @@ def register(app: typer.Typer) -> None:
                 if value not in allowed:
                     raise ConfigError(f"{opt} '{value}': must be one of {', '.join(allowed)}")
                 policy[opt[2:].replace("-", "_")] = value
-        if policy:
-            settings = settings.model_copy(update={"ingest": settings.ingest.model_copy(update=policy)})
+        if policy:   # kept for NAME: train, scheduled refreshes and forecasts validate it the same way
+            record_policy(name, settings, policy)
         rep = validate_dataset(name, settings)
         if rep.panel is not None:
             typer.echo(_panel_summary(name, rep))

@@ -321,7 +321,7 @@ def validate_panel(name: str, settings: Settings, meta: dict, mapper: Callable |
     elif refused and not bad:
         rep.error = f"{source}: no series to validate (0 rows in {len(parts)} partitions); ingest the file again"
     elif refused:
-        rep.error = _message(source, bad, series_in, policy)
+        rep.error = _message(source, bad, series_in, policy).replace("cellcast validate NAME", f"cellcast validate {name}")
     if bad or failure is not None:
         rep.quarantine_path = _quarantine(name, settings, meta, bad_rows if failure is None else [], rep.to_dict())
         if failure is not None:

@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..catalog import future_path, is_panel, quarantine_dir, raw_paths, read_raw, read_raw_meta, validated_paths
+import json
+
+from ..catalog import (future_path, is_panel, policy_path, quarantine_dir, raw_paths, read_raw, read_raw_meta,
+                       validated_paths)
 from ..config import Settings
 from ..errors import DataValidationError
 from ..files import md5_file, write_json, write_parquet
@@ -141,7 +144,7 @@ def validate_frame(df: pd.DataFrame, meta: dict, settings: Settings, *, name: st
     except RuleFailure as f:
         if f.as_dict() not in rep.failures:
             rep.failures.append(f.as_dict())
-        rep.error = _message(source, f, rep, bounds_origin)
+        rep.error = _message(source, f, rep, bounds_origin).replace("cellcast validate NAME", f"cellcast validate {name}")
         rep.seconds = (datetime.now(timezone.utc) - t0).total_seconds()
         _fail(rep, df, meta, settings, report_dir, quarantine)
     rep.success, rep.rows_out, rep.frame = True, int(len(out)), out
@@ -177,11 +180,38 @@ def known_future_rows(raw: pd.DataFrame, meta: dict, last: pd.Timestamp) -> pd.D
     return out.drop_duplicates("timestamp", keep="last").reset_index(drop=True)
 
 
+POLICY_KEYS = ("dedupe", "long_gaps", "bad_series")   # the ingest settings `cellcast validate` takes as options
+
+
+def record_policy(name: str, settings: Settings, policy: dict) -> None:
+    """Keep the policy given for NAME on the command line (data/NAME/policy.json, merged with what was given before):
+    every later validation of NAME applies it over params.yaml (with_recorded_policy)."""
+    unknown = sorted(set(policy) - set(POLICY_KEYS))
+    if unknown:
+        raise ValueError(f"not a validation policy: {unknown}")
+    path = policy_path(name, settings)
+    before = json.loads(path.read_text()) if path.is_file() else {}
+    write_json(path, {**before, **policy})
+
+
+def recorded_policy(name: str, settings: Settings) -> dict:
+    path = policy_path(name, settings)
+    return {k: v for k, v in json.loads(path.read_text()).items() if k in POLICY_KEYS} if path.is_file() else {}
+
+
+def with_recorded_policy(name: str, settings: Settings) -> Settings:
+    """`settings` with the validation policy recorded for NAME (record_policy) over params.yaml's."""
+    policy = recorded_policy(name, settings)
+    return settings.model_copy(update={"ingest": settings.ingest.model_copy(update=policy)}) if policy else settings
+
+
 def validate_dataset(name: str, settings: Settings, mapper=None) -> ValidationReport:
     """data/NAME/raw.parquet -> data/NAME/validated.parquet + validated.json, reports/NAME/validation.json + Data Docs.
 
+    The policy recorded for NAME by `cellcast validate --dedupe/--long-gaps/--bad-series` applies over params.yaml's.
     A panel is validated per series, partition by partition (panel_validation.py); `mapper(fn, tasks)` runs the
     partitions elsewhere, e.g. `lambda fn, tasks: client.gather(client.map(fn, tasks))` with a Dask client."""
+    settings = with_recorded_policy(name, settings)
     meta = read_raw_meta(name, settings)
     if is_panel(meta):
         return validate_panel(name, settings, meta, mapper)

@@ -286,7 +286,8 @@ def forecast_latest(name: str, settings: Settings, alias: str = "champion", devi
     # the input rows pass the same suite + policy as the training data, and the model's own ranges
     recent = df.sort_values("timestamp").iloc[-engine.lookback:].reset_index(drop=True)
     origin = f"the range model {settings.model_name} v{info.version} was trained on"
-    report = validation.validate_frame(recent, meta, settings, name=name, bounds=engine.metadata.get("bounds") or {},
+    report = validation.validate_frame(recent, meta, validation.with_recorded_policy(name, settings), name=name,
+                                       bounds=engine.metadata.get("bounds") or {},
                                        bounds_origin=origin, require_windows=False,
                                        source=f"{pq} (last {engine.lookback} rows)")
     supplied, where = None, "future rows"
