@@ -242,6 +242,11 @@ def test_cli_validate(project, settings_for):
     assert r.exit_code == 2 and len(lines) == 1 and "column 'timestamp': unique failed for 2 rows" in lines[0]
     r = run.invoke(app, ["validate", "dup", "--dedupe", "mean"])
     assert r.exit_code == 0 and "1 duplicates resolved" in r.output, r.output
+    # a test split the data rule accepts but promotion's statistical test cannot decide on: said before any training
+    import re
+    origins = int(re.search(r"\((\d+) non-overlapping test windows\)", r.output).group(1))
+    assert origins < 10 and "fewer than evaluate.min_test_windows 10: a model trains and registers but cannot be " \
+                            "promoted" in r.output, r.output
     assert _snap(project / "data/dup/raw.parquet") == before
     r = run.invoke(app, ["validate", "dup", "--dedupe", "median"])
     assert r.exit_code == 2 and "--dedupe 'median'" in r.output
@@ -289,6 +294,10 @@ def test_cli_long_gaps_option_and_the_refusal_that_names_it(project, settings_fo
     assert "cellcast validate gappy --long-gaps segment" in lines[0] and "ingest.max_fill_steps" in lines[0], r.output
     r = run.invoke(app, ["validate", "gappy", "--long-gaps", "segment"])
     assert r.exit_code == 0 and "1 breaks" in r.output, r.output
+    # a test split the data rule accepts but promotion's test cannot decide on is said before any training
+    import re
+    origins = int(re.search(r"\((\d+) non-overlapping test windows\)", r.output).group(1))
+    assert origins == 10 and "min_test_windows" not in r.output, r.output       # enough: nothing to say
     r = run.invoke(app, ["validate", "gappy", "--long-gaps", "bridge"])
     assert r.exit_code == 2 and "--long-gaps 'bridge': must be one of reject, segment" in r.output, r.output
 

@@ -127,7 +127,18 @@ def register(app: typer.Typer) -> None:
                    f"{len(rep.breaks)} breaks, {rep.dedupe.get('duplicated_rows', 0)} duplicates resolved, "
                    f"windows train/val/test {rep.windows.get('train')}/{rep.windows.get('val')}/{rep.windows.get('test')} "
                    f"({rep.windows.get('test_origins')} non-overlapping test windows)"
-                   f"; report {rep.report_path}")
+                   + _promotion_hint(rep.windows.get("test_origins"), settings)
+                   + f"; report {rep.report_path}")
+
+
+def _promotion_hint(origins, settings) -> str:
+    """The data rule (ingest.min_test_windows) lets a shorter test through than promotion's statistical test needs
+    (evaluate.min_test_windows): say so before a training, not after it."""
+    need = settings.evaluate.min_test_windows
+    if origins is None or origins >= need:
+        return ""
+    return (f" (fewer than evaluate.min_test_windows {need}: a model trains and registers but cannot be promoted; "
+            f"supply more rows or shorten window.horizon)")
 
 
 def _panel_summary(name: str, rep) -> str:
