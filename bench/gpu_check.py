@@ -50,12 +50,14 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 from cellcast.pipeline.config import Params, Settings  # noqa: E402
 from cellcast.pipeline.data.window import WindowSet, build_windows  # noqa: E402
 from cellcast.pipeline.modeling.device import exact_fp32, tf32_settings  # noqa: E402
 from cellcast.pipeline.modeling.evaluate import seasonal_naive  # noqa: E402
 from cellcast.pipeline.modeling.model import Forecaster  # noqa: E402
 from cellcast.pipeline.modeling.train import Candidate, _val_loss, model_spec, train_candidate  # noqa: E402
+from seed_loop import SeedLoop  # noqa: E402  (bench/: the seed tutorial's loop)
 
 SECTIONS = ("doctor", "train", "ttq", "infer", "serve")
 CELLS = ("lstm", "gru", "rnn")
@@ -164,51 +166,6 @@ def window_set(args) -> WindowSet:
     names = [c for c in frame.columns if c != "timestamp"]
     return build_windows(frame, name="synthetic", variables=names, targets=names[:1], freq="h",
                          settings=make_settings(args))
-
-
-# --- the seed tutorial's loop ----------------------------------------------------------------------
-
-class SeedWindows(torch.utils.data.Dataset):
-    """The seed's pattern: a numpy slice and two new tensors per item."""
-
-    def __init__(self, ws: WindowSet):
-        self.values, self.starts = ws.values, ws.starts["train"]
-        self.L, self.H, self.tidx = ws.meta.lookback, ws.meta.horizon, ws.meta.target_idx
-
-    def __len__(self):
-        return len(self.starts)
-
-    def __getitem__(self, i):
-        s = int(self.starts[i])
-        x = self.values[s:s + self.L]
-        y = self.values[s + self.L:s + self.L + self.H][:, self.tidx]
-        return torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
-
-
-class SeedLoop:
-    """DataLoader(batch 64, shuffle, no workers), plain Adam in fp32, the trainer's loss (scaled MAE)."""
-
-    def __init__(self, ws: WindowSet, cand: Candidate, settings: Settings, dev: torch.device, batch: int):
-        torch.manual_seed(settings.train.seed)
-        self.dev = dev
-        self.model = Forecaster(model_spec(ws, cand, settings, None)).to(dev)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=settings.train.lr)
-        self.scale = self.model.target_scale().to(dev)
-        self.loader = torch.utils.data.DataLoader(SeedWindows(ws), batch_size=batch, shuffle=True, num_workers=0)
-        self.it = iter(self.loader)
-
-    def step(self) -> int:
-        try:
-            x, y = next(self.it)
-        except StopIteration:
-            self.it = iter(self.loader)
-            x, y = next(self.it)
-        x, y = x.to(self.dev), y.to(self.dev)
-        loss = ((self.model(x) - y) / self.scale).abs().mean()
-        self.opt.zero_grad()
-        loss.backward()
-        self.opt.step()
-        return len(x)
 
 
 # --- sections --------------------------------------------------------------------------------------

@@ -45,9 +45,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from cellcast.pipeline.config import Settings, load_params  # noqa: E402
 from cellcast.pipeline.data.datasets import dataset_info, load_bundled  # noqa: E402
 from cellcast.pipeline.registry.lifecycle import baselines  # noqa: E402
-from cellcast.pipeline.modeling.model import Forecaster  # noqa: E402
-from cellcast.pipeline.modeling.train import Candidate, _val_loss, model_spec, train_candidate  # noqa: E402
+from cellcast.pipeline.modeling.train import Candidate, _val_loss, train_candidate  # noqa: E402
 from cellcast.pipeline.data.window import WindowSet, build_windows  # noqa: E402
+from seed_loop import SeedLoop  # noqa: E402  (bench/: the seed tutorial's loop)
 from windows import RESULTS, Out, env_row, machine_tag  # noqa: E402
 
 CUDA = torch.cuda.is_available()
@@ -69,52 +69,14 @@ def window_set(name: str, settings: Settings) -> WindowSet:
 
 
 def like_for_like(base: Settings, args, **train) -> Settings:
-    """Residual off, the cell reads the whole lookback: the seed's network shape."""
-    return settings_for(base, window={"lookback": args.lookback, "horizon": args.horizon},
-                        train={"rnn_steps": args.lookback, "residual": False, "hidden_size": args.hidden,
-                               "num_layers": args.layers, "lr": args.lr, **train})
-
-
-# --- the seed's loop -----------------------------------------------------------------------------
-
-class SeedWindows(torch.utils.data.Dataset):
-    """The seed's Dataset over the train windows: a numpy slice and two new tensors per item."""
-
-    def __init__(self, ws: WindowSet):
-        self.values, self.starts = ws.values, ws.starts["train"]
-        self.L, self.H, self.tidx = ws.meta.lookback, ws.meta.horizon, ws.meta.target_idx
-
-    def __len__(self):
-        return len(self.starts)
-
-    def __getitem__(self, i):
-        s = int(self.starts[i])
-        x = self.values[s:s + self.L]
-        y = self.values[s + self.L:s + self.L + self.H][:, self.tidx]
-        return torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
-
-
-class SeedLoop:
-    def __init__(self, ws: WindowSet, cand: Candidate, settings: Settings, batch: int):
-        torch.manual_seed(settings.train.seed)
-        self.model = Forecaster(model_spec(ws, cand, settings, None)).to(DEV)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=settings.train.lr)
-        self.scale = self.model.target_scale().to(DEV)
-        self.loader = torch.utils.data.DataLoader(SeedWindows(ws), batch_size=batch, shuffle=True, num_workers=0)
-        self.it = iter(self.loader)
-
-    def step(self) -> int:
-        try:
-            x, y = next(self.it)
-        except StopIteration:
-            self.it = iter(self.loader)
-            x, y = next(self.it)
-        x, y = x.to(DEV), y.to(DEV)
-        loss = ((self.model(x) - y) / self.scale).abs().mean()
-        self.opt.zero_grad()
-        loss.backward()
-        self.opt.step()
-        return len(x)
+    """Residual off, the cell reads the whole lookback, past inputs only (no calendar or known-future block, no
+    anchor, decoder or ensemble): the seed's network shape."""
+    s = settings_for(base, window={"lookback": args.lookback, "horizon": args.horizon},
+                     train={"rnn_steps": args.lookback, "residual": False, "hidden_size": args.hidden,
+                            "num_layers": args.layers, "lr": args.lr, "anchor": "seasonal_naive", "decoder": False,
+                            "ensemble": False, **train})
+    return s.model_copy(update={"calendar": s.calendar.model_copy(update={"parts": []}),
+                                "ingest": s.ingest.model_copy(update={"future_features": []})})
 
 
 def sync():
@@ -123,7 +85,7 @@ def sync():
 
 
 def seed_throughput(ws, cand, settings, args) -> float:
-    loop = SeedLoop(ws, cand, settings, args.seed_batch)
+    loop = SeedLoop(ws, cand, settings, DEV, args.seed_batch)
     for _ in range(3):
         loop.step()
     sync()
@@ -151,7 +113,7 @@ def warm_up(ws, cand, settings, anchor):
 # --- time to quality -----------------------------------------------------------------------------
 
 def seed_curve(ws, cand, settings, args) -> tuple[list[tuple[float, float]], int]:
-    loop = SeedLoop(ws, cand, settings, args.seed_batch)
+    loop = SeedLoop(ws, cand, settings, DEV, args.seed_batch)
     tw = ws.to_torch(DEV)
     curve, seen, since = [], 0, 0
     t0 = time.perf_counter()
