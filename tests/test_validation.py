@@ -240,6 +240,7 @@ def test_cli_validate(project, settings_for):
     r = run.invoke(app, ["validate", "dup"])
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert r.exit_code == 2 and len(lines) == 1 and "column 'timestamp': unique failed for 2 rows" in lines[0]
+    assert "run `cellcast validate dup --dedupe first|last|mean`" in lines[0] and "NAME" not in lines[0], lines[0]
     r = run.invoke(app, ["validate", "dup", "--dedupe", "mean"])
     assert r.exit_code == 0 and "1 duplicates resolved" in r.output, r.output
     # a test split the data rule accepts but promotion's statistical test cannot decide on: said before any training
@@ -292,6 +293,7 @@ def test_cli_long_gaps_option_and_the_refusal_that_names_it(project, settings_fo
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert r.exit_code == 2 and len(lines) == 1 and "long_gap failed" in lines[0], r.output
     assert "cellcast validate gappy --long-gaps segment" in lines[0] and "ingest.max_fill_steps" in lines[0], r.output
+    assert "NAME" not in lines[0], r.output                         # the remedy names this dataset, nothing generic
     r = run.invoke(app, ["validate", "gappy", "--long-gaps", "segment"])
     assert r.exit_code == 0 and "1 breaks" in r.output, r.output
     # a test split the data rule accepts but promotion's test cannot decide on is said before any training

@@ -11,10 +11,10 @@ EXAMPLES = 5   # examples of bad values kept per broken rule
 
 # what to do about each broken rule: every refusal names its remedy
 REMEDY = {
-    "unique": "run `cellcast validate NAME --dedupe first|last|mean` to merge them (kept for later runs of NAME; or set "
+    "unique": "run `cellcast validate NAME --dedupe first|last|mean` to merge them (kept for later runs of the dataset; or set "
               "ingest.dedupe in params.yaml)",
     "long_gap": "run `cellcast validate NAME --long-gaps segment` to keep such runs as breaks no window crosses (kept for "
-                "later runs of NAME; or ingest.long_gaps), or raise ingest.max_fill_steps in params.yaml to fill them",
+                "later runs of the dataset; or ingest.long_gaps), or raise ingest.max_fill_steps in params.yaml to fill them",
     "finite": "fix or blank those cells at the source (blank cells are filled up to ingest.max_fill_steps)",
     "not_null": "a column empty in every row cannot be a variable: drop it from --features / --target and re-ingest",
     "increasing": "re-ingest the file (cellcast ingest sorts the rows)",
