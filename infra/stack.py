@@ -139,18 +139,8 @@ def _stop_one(folder: Path, name: str, grace: float) -> str | None:
 
 # ---------------------------------------------------------------- waiting
 
-def _get(url: str, timeout: float = 3) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-    except OSError:
-        return 0, b""
-
-
-def _post(url: str, body: dict, timeout: float = 5) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+def _open(req: str | urllib.request.Request, timeout: float) -> tuple[int, bytes]:
+    """(status, body) of one HTTP request; (0, b"") when nothing answers."""
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, r.read()
@@ -158,6 +148,15 @@ def _post(url: str, body: dict, timeout: float = 5) -> tuple[int, bytes]:
         return e.code, e.read()
     except OSError:
         return 0, b""
+
+
+def _get(url: str, timeout: float = 3) -> tuple[int, bytes]:
+    return _open(url, timeout)
+
+
+def _post(url: str, body: dict, timeout: float = 5) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    return _open(req, timeout)
 
 
 def _wait(what: str, check, timeout: float, procs: list[subprocess.Popen] = (), folder: Path | None = None,
