@@ -5,13 +5,14 @@ candidate's interval coverage; then the spread over the folds. Reads reports/NAM
     PYTHONPATH=$PWD .venv/bin/python bench/backtest_report.py --project DIR --datasets elecdemand chicago \
         [--note "load 5-7"] [--out bench/results/backtest-cpu2t.jsonl]
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import os
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -31,16 +32,33 @@ def rows_of(project: Path, name: str) -> list[dict]:
         wk = weekly(sc)
         sel = sc["selected"]
         mstl = sc.get("ref_mstl", {})
-        out.append({"dataset": name, "refit": bt["refit"], "fold": f["fold"]["index"], "test": f["times"]["test"],
-                    "trained_on": f["trained_on"], "origins": f["origins"], "selected": f["selected"],
-                    "selected_mase": sel["mase"], "candidates": {k: v["mase"] for k, v in sc.items()
-                                                                  if k in f["val_mase"]},
-                    "bar": f["bar"], "bar_mase": sc[f["bar"]]["mase"], "weekly": wk,
-                    "weekly_mase": sc[wk]["mase"] if wk else None, "mstl_mase": mstl.get("mase"),
-                    "mstl_status": mstl.get("status"), "ets_mase": sc.get("ref_ets", {}).get("mase"),
-                    "ets_status": sc.get("ref_ets", {}).get("status"), "theta_mase": sc.get("ref_theta", {}).get("mase"),
-                    "coverage_80": sel.get("coverage_80"), "coverage_90": sel.get("coverage_90"),
-                    "crps": sel.get("crps"), "seconds": f["seconds"], "backtest_seconds": bt["seconds"]})
+        out.append(
+            {
+                "dataset": name,
+                "refit": bt["refit"],
+                "fold": f["fold"]["index"],
+                "test": f["times"]["test"],
+                "trained_on": f["trained_on"],
+                "origins": f["origins"],
+                "selected": f["selected"],
+                "selected_mase": sel["mase"],
+                "candidates": {k: v["mase"] for k, v in sc.items() if k in f["val_mase"]},
+                "bar": f["bar"],
+                "bar_mase": sc[f["bar"]]["mase"],
+                "weekly": wk,
+                "weekly_mase": sc[wk]["mase"] if wk else None,
+                "mstl_mase": mstl.get("mase"),
+                "mstl_status": mstl.get("status"),
+                "ets_mase": sc.get("ref_ets", {}).get("mase"),
+                "ets_status": sc.get("ref_ets", {}).get("status"),
+                "theta_mase": sc.get("ref_theta", {}).get("mase"),
+                "coverage_80": sel.get("coverage_80"),
+                "coverage_90": sel.get("coverage_90"),
+                "crps": sel.get("crps"),
+                "seconds": f["seconds"],
+                "backtest_seconds": bt["seconds"],
+            }
+        )
     return out
 
 
@@ -57,22 +75,29 @@ def main(argv=None):
     ap.add_argument("--note", default="")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
-    env = {"machine": f"{platform.node()} {os.cpu_count()}-core CPU VM (shared)", "note": a.note,
-           "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")}
+    env = {
+        "machine": f"{platform.node()} {os.cpu_count()}-core CPU VM (shared)",
+        "note": a.note,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
+    }
     rows = [r | env for n in a.datasets for r in rows_of(a.project, n)]
     for r in rows:
         print(json.dumps(r))
-    print("\n| dataset | fold | test block | selected | its MASE | weekly snaive | vs weekly | MSTL | vs MSTL | "
-          "ETS | Theta | cov 80% | cov 90% |")
+    print(
+        "\n| dataset | fold | test block | selected | its MASE | weekly snaive | vs weekly | MSTL | vs MSTL | "
+        "ETS | Theta | cov 80% | cov 90% |"
+    )
     print("| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         vs_w = fmt(r["selected_mase"] / r["weekly_mase"], True) if r["weekly_mase"] else "-"
         vs_m = fmt(r["selected_mase"] / r["mstl_mase"], True) if r["mstl_mase"] else "-"
-        print(f"| {r['dataset']} | {r['fold']} | {r['test'][0][:10]} .. {r['test'][1][:10]} | {r['selected']} | "
-              f"{fmt(r['selected_mase'])} | {fmt(r['weekly_mase'])} | {vs_w} | "
-              f"{fmt(r['mstl_mase']) if r['mstl_mase'] else r['mstl_status']} | {vs_m} | "
-              f"{fmt(r['ets_mase']) if r['ets_mase'] else (r['ets_status'] or '-')[:11]} | {fmt(r['theta_mase'])} | "
-              f"{fmt(r['coverage_80'], True)} | {fmt(r['coverage_90'], True)} |")
+        print(
+            f"| {r['dataset']} | {r['fold']} | {r['test'][0][:10]} .. {r['test'][1][:10]} | {r['selected']} | "
+            f"{fmt(r['selected_mase'])} | {fmt(r['weekly_mase'])} | {vs_w} | "
+            f"{fmt(r['mstl_mase']) if r['mstl_mase'] else r['mstl_status']} | {vs_m} | "
+            f"{fmt(r['ets_mase']) if r['ets_mase'] else (r['ets_status'] or '-')[:11]} | {fmt(r['theta_mase'])} | "
+            f"{fmt(r['coverage_80'], True)} | {fmt(r['coverage_90'], True)} |"
+        )
     if a.out:
         with open(a.out, "a") as f:
             for r in rows:

@@ -12,6 +12,7 @@ fuzz    schemathesis against `cellcast serve` of a trained champion (needs .venv
 Each trial prints one JSON line: what was done, what the user saw (exit code, error line), and what was lost
 (the input's hash, registered versions, runs left RUNNING).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,18 @@ from mlflow_server import free_port, mlflow_server  # noqa: E402
 from prefect_server import prefect_env, prefect_server  # noqa: E402
 
 PY = sys.executable
-TINY = {"epochs": 3, "time_budget_s": 20, "hidden_size": 8, "batch_size": 64, "max_train_windows": 1024,
-        "lr": 0.01, "rnn_steps": 12, "patience": 2, "device": "cpu", "cells": ["rnn", "gru"]}
+TINY = {
+    "epochs": 3,
+    "time_budget_s": 20,
+    "hidden_size": 8,
+    "batch_size": 64,
+    "max_train_windows": 1024,
+    "lr": 0.01,
+    "rnn_steps": 12,
+    "patience": 2,
+    "device": "cpu",
+    "cells": ["rnn", "gru"],
+}
 
 
 def sha(path: Path) -> str:
@@ -59,14 +70,24 @@ def make_project(base: Path, retry_seconds: float = 4) -> Path:
     (base / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     n, rng = 1200, np.random.default_rng(0)
     t = np.arange(n)
-    pd.DataFrame({"when": pd.date_range("2024-03-01", periods=n, freq="h").strftime("%Y-%m-%d %H:%M"),
-                  "kw": 50 + 10 * np.sin(2 * np.pi * t / 24) + np.cumsum(rng.standard_normal(n)),
-                  "temp": 15 + 5 * np.sin(2 * np.pi * t / 24 + 1)}).to_csv(base / "plant.csv", index=False)
+    pd.DataFrame(
+        {
+            "when": pd.date_range("2024-03-01", periods=n, freq="h").strftime("%Y-%m-%d %H:%M"),
+            "kw": 50 + 10 * np.sin(2 * np.pi * t / 24) + np.cumsum(rng.standard_normal(n)),
+            "temp": 15 + 5 * np.sin(2 * np.pi * t / 24 + 1),
+        }
+    ).to_csv(base / "plant.csv", index=False)
     cwd = os.getcwd()
     os.chdir(base)
     try:
-        ingest_file(base / "plant.csv", name="plant", time_col="when", targets=["kw"], features=["temp"],
-                    settings=load_params(base / "params.yaml").for_dataset("plant"))
+        ingest_file(
+            base / "plant.csv",
+            name="plant",
+            time_col="when",
+            targets=["kw"],
+            features=["temp"],
+            settings=load_params(base / "params.yaml").for_dataset("plant"),
+        )
     finally:
         os.chdir(cwd)
     return base
@@ -75,8 +96,9 @@ def make_project(base: Path, retry_seconds: float = 4) -> Path:
 def start(cwd: Path, args: list[str], env: dict, out: str) -> tuple[subprocess.Popen, Path]:
     path = cwd / out
     f = open(path, "w")
-    proc = subprocess.Popen([PY, "-m", "cellcast", *args], cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [PY, "-m", "cellcast", *args], cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
+    )
     proc.t0 = time.monotonic()
     return proc, path
 
@@ -89,12 +111,17 @@ def finish(proc: subprocess.Popen, path: Path, timeout: float = 600) -> dict:
         proc.wait()
     text = path.read_text()
     errors = [ln for ln in text.splitlines() if ln.startswith("error:")]
-    return {"exit": proc.returncode, "seconds": round(time.monotonic() - proc.t0, 1),
-            "error": errors[-1] if errors else None, "tracebacks": text.count("Traceback"),
-            "lines": len(text.splitlines()), "resumed": "resuming after epoch" in text,
-            "reaped": len(re.findall(r"left RUNNING by a process that is gone", text)),
-            "retry_lines": len(re.findall(r"; retry \d+/\d+ in", text)),
-            "summary": [ln for ln in text.splitlines() if ln.startswith(("decision:", "best candidate:"))]}
+    return {
+        "exit": proc.returncode,
+        "seconds": round(time.monotonic() - proc.t0, 1),
+        "error": errors[-1] if errors else None,
+        "tracebacks": text.count("Traceback"),
+        "lines": len(text.splitlines()),
+        "resumed": "resuming after epoch" in text,
+        "reaped": len(re.findall(r"left RUNNING by a process that is gone", text)),
+        "retry_lines": len(re.findall(r"; retry \d+/\d+ in", text)),
+        "summary": [ln for ln in text.splitlines() if ln.startswith(("decision:", "best candidate:"))],
+    }
 
 
 def wait_for(cond, proc: subprocess.Popen | None, timeout: float = 300) -> bool:
@@ -142,8 +169,11 @@ def parent_running(client):
         exp = client.get_experiment_by_name("cellcast/plant")
         if exp is None:
             return False
-        return any("mlflow.parentRunId" not in r.data.tags
-                   for r in client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'"))
+        return any(
+            "mlflow.parentRunId" not in r.data.tags
+            for r in client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
+        )
+
     return cond
 
 
@@ -176,9 +206,16 @@ def trial_kill(work: Path, env: dict, stage: str) -> dict:
     after_kill = registry_state(client) if (proj / ".cellcast" / "mlflow.db").exists() else {}
     rerun = finish(*start(proj, ["train", "plant"], env, "rerun.txt"))
     state = registry_state(client)
-    return {"fault": "kill -9", "stage": stage, "hit": hit, "after_kill": after_kill, "rerun": rerun,
-            "after_rerun": state, "prefect_run_of_killed": prefect_state(proc.pid),
-            "input_unchanged": sha(proj / "plant.csv") == before}
+    return {
+        "fault": "kill -9",
+        "stage": stage,
+        "hit": hit,
+        "after_kill": after_kill,
+        "rerun": rerun,
+        "after_rerun": state,
+        "prefect_run_of_killed": prefect_state(proc.pid),
+        "input_unchanged": sha(proj / "plant.csv") == before,
+    }
 
 
 def prefect_state(pid: int) -> str | None:
@@ -224,8 +261,12 @@ def trial_twins(work: Path, env: dict) -> dict:
     procs = [start(proj, ["train", "plant"], env, f"twin{i}.txt") for i in (1, 2)]
     res = [finish(*p) for p in procs]
     waited = sum("is being trained by process" in (proj / f"twin{i}.txt").read_text() for i in (1, 2))
-    return {"fault": "two trains of one dataset at once", "runs": res, "waited": waited,
-            "after": registry_state(store(proj))}
+    return {
+        "fault": "two trains of one dataset at once",
+        "runs": res,
+        "waited": waited,
+        "after": registry_state(store(proj)),
+    }
 
 
 def _load(url: str, body: dict, stop: threading.Event, results: list) -> None:
@@ -250,6 +291,7 @@ def _serve(proj: Path, env: dict, port: int, out: str):
 
 def _health(port: int) -> bool:
     import httpx
+
     try:
         return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
     except Exception:  # noqa: BLE001
@@ -258,11 +300,14 @@ def _health(port: int) -> bool:
 
 def _request_body(proj: Path) -> dict:
     import pandas as pd
+
     df = pd.read_parquet(proj / "data" / "plant" / "validated.parquet")
     lookback = int(json.loads((proj / "data" / "plant" / "windows.json").read_text())["lookback"])
     rows = df.iloc[-lookback:]
-    return {"timestamps": [t.isoformat() for t in rows["timestamp"]],
-            "values": {c: rows[c].tolist() for c in ("kw", "temp")}}
+    return {
+        "timestamps": [t.isoformat() for t in rows["timestamp"]],
+        "values": {c: rows[c].tolist() for c in ("kw", "temp")},
+    }
 
 
 def trial_onnx(work: Path, env: dict) -> dict:
@@ -287,13 +332,16 @@ def trial_onnx(work: Path, env: dict) -> dict:
     for t in threads:
         t.start()
     time.sleep(3)
-    onnx_file.write_bytes(onnx_file.read_bytes()[:200] + b"corrupted" * 10)   # truncated + garbage
+    onnx_file.write_bytes(onnx_file.read_bytes()[:200] + b"corrupted" * 10)  # truncated + garbage
     client.set_registered_model_alias("plant-forecaster", "champion", str(v2.version))
-    seen = wait_for(lambda: "version" in str(httpx.get(f"http://127.0.0.1:{port}/model", timeout=5).json()
-                                             .get("last_error")), proc, timeout=60)
+    seen = wait_for(
+        lambda: "version" in str(httpx.get(f"http://127.0.0.1:{port}/model", timeout=5).json().get("last_error")),
+        proc,
+        timeout=60,
+    )
     model = httpx.get(f"http://127.0.0.1:{port}/model", timeout=5).json()
     time.sleep(3)
-    client.set_registered_model_alias("plant-forecaster", "champion", "1")   # the operator rolls back
+    client.set_registered_model_alias("plant-forecaster", "champion", "1")  # the operator rolls back
     time.sleep(3)
     stop.set()
     for t in threads:
@@ -303,10 +351,15 @@ def trial_onnx(work: Path, env: dict) -> dict:
     codes = {}
     for code, version in results:
         codes[f"{code} v{version}"] = codes.get(f"{code} v{version}", 0) + 1
-    return {"fault": "corrupted ONNX made champion while serving", "train": first["exit"], "noticed": seen,
-            "serving_version": model.get("version"), "last_error": model.get("last_error"),
-            "requests": codes, "service_log_errors": [ln[:200] for ln in out.read_text().splitlines()
-                                                       if "not swapped in" in ln]}
+    return {
+        "fault": "corrupted ONNX made champion while serving",
+        "train": first["exit"],
+        "noticed": seen,
+        "serving_version": model.get("version"),
+        "last_error": model.get("last_error"),
+        "requests": codes,
+        "service_log_errors": [ln[:200] for ln in out.read_text().splitlines() if "not swapped in" in ln],
+    }
 
 
 def trial_fuzz(work: Path, env: dict, examples: int) -> dict:
@@ -318,18 +371,44 @@ def trial_fuzz(work: Path, env: dict, examples: int) -> dict:
     port = free_port()
     proc, out = _serve(proj, {**env, "CELLCAST_API_TOKEN": "fuzz"}, port, "serve.txt")
     try:
-        r = subprocess.run([str(st), "run", f"http://127.0.0.1:{port}/openapi.json", "-H", "Authorization: Bearer fuzz",
-                            "--checks", "all", "--exclude-checks", "positive_data_acceptance", "--max-examples",
-                            str(examples), "--seed", "11", "--workers", "1", "--no-color"],
-                           capture_output=True, text=True, timeout=900, cwd=work)
+        r = subprocess.run(
+            [
+                str(st),
+                "run",
+                f"http://127.0.0.1:{port}/openapi.json",
+                "-H",
+                "Authorization: Bearer fuzz",
+                "--checks",
+                "all",
+                "--exclude-checks",
+                "positive_data_acceptance",
+                "--max-examples",
+                str(examples),
+                "--seed",
+                "11",
+                "--workers",
+                "1",
+                "--no-color",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            cwd=work,
+        )
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
     text = r.stdout + r.stderr
     m = re.search(r"(\d+) generated, (\d+) passed", text)
     fails = re.findall(r"^\s*❌ (.+)$", text, re.M)
-    return {"fault": "schemathesis", "exit": r.returncode, "generated": m and int(m.group(1)),
-            "passed": m and int(m.group(2)), "failures": fails[:10], "server_5xx": text.count("Server error")}
+    return {
+        "fault": "schemathesis",
+        "exit": r.returncode,
+        "generated": m and int(m.group(1)),
+        "passed": m and int(m.group(2)),
+        "failures": fails[:10],
+        "server_5xx": text.count("Server error"),
+    }
 
 
 def main() -> None:
@@ -346,8 +425,12 @@ def main() -> None:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with prefect_server(work / "prefect") as api:
-        env = {**os.environ, **prefect_env(work / "client", api), "PREFECT_LOGGING_LEVEL": "INFO",
-               "PYTHONPATH": str(ROOT)}
+        env = {
+            **os.environ,
+            **prefect_env(work / "client", api),
+            "PREFECT_LOGGING_LEVEL": "INFO",
+            "PYTHONPATH": str(ROOT),
+        }
         os.environ.update({"PREFECT_API_URL": api, "PREFECT_HOME": str(work / "client")})  # this process's queries
         env.pop("MLFLOW_TRACKING_URI", None)
         trials = []

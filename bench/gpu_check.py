@@ -27,6 +27,7 @@ Sections (--sections; default all, in this order):
 Targets (from the issue; each a `target` record): LSTM >= 268k, GRU >= 160k, RNN >= 800k windows/s, each
 >= 15x the seed loop; ORT CUDA batch 4096 >= 2x torch eager; served batch-1 p50 <= 1 ms.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,24 +41,25 @@ import sys
 import tempfile
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # before torch: see bench/README.md
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see bench/README.md
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from seed_loop import SeedLoop  # noqa: E402  (bench/: the seed tutorial's loop)
+
 from cellcast.pipeline.config import Params, Settings  # noqa: E402
 from cellcast.pipeline.data.window import WindowSet, build_windows  # noqa: E402
 from cellcast.pipeline.modeling.device import exact_fp32, tf32_settings  # noqa: E402
 from cellcast.pipeline.modeling.evaluate import seasonal_naive  # noqa: E402
 from cellcast.pipeline.modeling.model import Forecaster  # noqa: E402
 from cellcast.pipeline.modeling.train import Candidate, _val_loss, model_spec, train_candidate  # noqa: E402
-from seed_loop import SeedLoop  # noqa: E402  (bench/: the seed tutorial's loop)
 
 SECTIONS = ("doctor", "train", "ttq", "infer", "serve")
 CELLS = ("lstm", "gru", "rnn")
@@ -66,10 +68,11 @@ TRAIN_TARGETS = {"lstm": 268_000, "gru": 160_000, "rnn": 800_000}
 SEED_FACTOR = 15
 ORT_VS_TORCH = 2.0
 SERVED_P50_MS = 1.0
-SEASON = 24   # the synthetic series is hourly: a day
+SEASON = 24  # the synthetic series is hourly: a day
 
 
 # --- output --------------------------------------------------------------------------------------
+
 
 class Out:
     """Records to DIR/gpu_check.jsonl (flushed per line) and to stdout."""
@@ -90,8 +93,13 @@ class Out:
         return row
 
     def error(self, section: str, e: BaseException, **where) -> None:
-        self.emit("error", section=section, **where, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500],
-                  trace=traceback.format_exc(limit=4)[-1500:])
+        self.emit(
+            "error",
+            section=section,
+            **where,
+            error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500],
+            trace=traceback.format_exc(limit=4)[-1500:],
+        )
 
 
 def _plain(v):
@@ -132,6 +140,7 @@ def throughput(fn, batch: int, budget: float) -> float:
 
 # --- data and settings -----------------------------------------------------------------------------
 
+
 def synthetic_frame(rows: int, n_vars: int):
     """Hourly: a daily and a weekly cycle per variable (own phase and amplitude), an AR(1) component with
     phi 0.98 (what a model can read from the recent past and seasonal naive cannot), and noise."""
@@ -142,33 +151,52 @@ def synthetic_frame(rows: int, n_vars: int):
     shocks = 0.2 * rng.standard_normal((rows, n_vars))
     ar = np.empty_like(shocks)
     ar[0] = shocks[0]
-    for i in range(1, rows):                    # ~0.5 s for 200k rows
+    for i in range(1, rows):  # ~0.5 s for 200k rows
         ar[i] = 0.98 * ar[i - 1] + shocks[i]
     phase = rng.uniform(0, 2 * np.pi, n_vars)
     amp = rng.uniform(0.5, 1.5, n_vars)
-    x = (10 + amp * np.sin(2 * np.pi * t / 24 + phase) + 0.5 * np.sin(2 * np.pi * t / 168 + phase / 2) + ar
-         + 0.05 * rng.standard_normal((rows, n_vars)))
+    x = (
+        10
+        + amp * np.sin(2 * np.pi * t / 24 + phase)
+        + 0.5 * np.sin(2 * np.pi * t / 168 + phase / 2)
+        + ar
+        + 0.05 * rng.standard_normal((rows, n_vars))
+    )
     frame = pd.DataFrame(x.astype(np.float32), columns=[f"v{i}" for i in range(n_vars)])
     frame.insert(0, "timestamp", pd.date_range("2020-01-01", periods=rows, freq="h"))
     return frame
 
 
 def make_settings(args, **train) -> Settings:
-    base = {"cells": list(CELLS), "hidden_size": args.hidden, "num_layers": args.layers, "rnn_steps": args.lookback,
-            "residual": False, "lr": args.lr, "batch_size": args.batch[0], "device": args.device, "epochs": 1,
-            "max_train_windows": 1024, "patience": 10**6, "time_budget_s": 1e9}
-    return Params(window={"lookback": args.lookback, "horizon": args.horizon},
-                  train={**base, **train}).for_dataset("synthetic")
+    base = {
+        "cells": list(CELLS),
+        "hidden_size": args.hidden,
+        "num_layers": args.layers,
+        "rnn_steps": args.lookback,
+        "residual": False,
+        "lr": args.lr,
+        "batch_size": args.batch[0],
+        "device": args.device,
+        "epochs": 1,
+        "max_train_windows": 1024,
+        "patience": 10**6,
+        "time_budget_s": 1e9,
+    }
+    return Params(window={"lookback": args.lookback, "horizon": args.horizon}, train={**base, **train}).for_dataset(
+        "synthetic"
+    )
 
 
 def window_set(args) -> WindowSet:
     frame = synthetic_frame(args.rows, args.vars)
     names = [c for c in frame.columns if c != "timestamp"]
-    return build_windows(frame, name="synthetic", variables=names, targets=names[:1], freq="h",
-                         settings=make_settings(args))
+    return build_windows(
+        frame, name="synthetic", variables=names, targets=names[:1], freq="h", settings=make_settings(args)
+    )
 
 
 # --- sections --------------------------------------------------------------------------------------
+
 
 def section_doctor(out: Out, args) -> None:
     from cellcast.pipeline.engine.doctor import diagnose
@@ -200,27 +228,51 @@ def section_train(out: Out, args, ws: WindowSet, dev: torch.device, models: dict
             try:
                 s = make_settings(args, batch_size=b, epochs=args.train_epochs, max_train_windows=args.steps * b)
                 warm = make_settings(args, batch_size=b, epochs=1, max_train_windows=2 * b)
-                train_candidate(ws, cand, warm, device=dev)          # cuDNN plans, allocator, autocast caches
+                train_candidate(ws, cand, warm, device=dev)  # cuDNN plans, allocator, autocast caches
                 if dev.type == "cuda":
                     torch.cuda.reset_peak_memory_stats()
                 r = train_candidate(ws, cand, s, device=dev)
                 peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None
                 models[cell] = r.model
                 best = max(best, r.windows_per_s)
-                out.emit("train", cell=cell, loop="cellcast", batch=b, windows_per_s=round(r.windows_per_s),
-                         vs_seed=round(r.windows_per_s / seed, 2) if seed else None, epochs=len(r.history),
-                         windows=args.train_epochs * min(args.steps * b, len(ws.starts["train"])),
-                         val_loss=round(r.best_val_loss, 5), peak_mib=peak and round(peak),
-                         bf16=dev.type == "cuda", fused_adam=dev.type == "cuda", device=r.device)
+                out.emit(
+                    "train",
+                    cell=cell,
+                    loop="cellcast",
+                    batch=b,
+                    windows_per_s=round(r.windows_per_s),
+                    vs_seed=round(r.windows_per_s / seed, 2) if seed else None,
+                    epochs=len(r.history),
+                    windows=args.train_epochs * min(args.steps * b, len(ws.starts["train"])),
+                    val_loss=round(r.best_val_loss, 5),
+                    peak_mib=peak and round(peak),
+                    bf16=dev.type == "cuda",
+                    fused_adam=dev.type == "cuda",
+                    device=r.device,
+                )
             except Exception as e:
                 out.error("train", e, cell=cell, batch=b)
-        if best and dev.type == "cuda":   # the targets are GPU figures
+        if best and dev.type == "cuda":  # the targets are GPU figures
             goal = TRAIN_TARGETS.get(cell)
-            out.emit("target", name=f"train-{cell}", value=round(best), goal=goal, unit="windows/s",
-                     met=best >= goal, device=str(dev))
+            out.emit(
+                "target",
+                name=f"train-{cell}",
+                value=round(best),
+                goal=goal,
+                unit="windows/s",
+                met=best >= goal,
+                device=str(dev),
+            )
             if seed:
-                out.emit("target", name=f"train-{cell}-vs-seed", value=round(best / seed, 2), goal=SEED_FACTOR,
-                         unit="x seed loop", met=best / seed >= SEED_FACTOR, device=str(dev))
+                out.emit(
+                    "target",
+                    name=f"train-{cell}-vs-seed",
+                    value=round(best / seed, 2),
+                    goal=SEED_FACTOR,
+                    unit="x seed loop",
+                    met=best / seed >= SEED_FACTOR,
+                    device=str(dev),
+                )
 
 
 class _Reached(Exception):
@@ -239,13 +291,19 @@ def seasonal_naive_loss(ws: WindowSet) -> float:
 def section_ttq(out: Out, args, ws: WindowSet, dev: torch.device) -> None:
     base = seasonal_naive_loss(ws)
     target = args.target_frac * base
-    out.emit("ttq-target", seasonal_naive_val_loss=round(base, 5), target_frac=args.target_frac,
-             target_val_loss=round(target, 5), budget_s=args.ttq_budget, every_windows=args.ttq_every)
+    out.emit(
+        "ttq-target",
+        seasonal_naive_val_loss=round(base, 5),
+        target_frac=args.target_frac,
+        target_val_loss=round(target, 5),
+        budget_s=args.ttq_budget,
+        every_windows=args.ttq_every,
+    )
     tw = ws.to_torch(dev)
     for cell in args.cells:
         cand = Candidate(cell, args.hidden, args.layers)
         settings = make_settings(args)
-        try:   # the seed loop, validated every ttq_every windows with the trainer's validation (fp32)
+        try:  # the seed loop, validated every ttq_every windows with the trainer's validation (fp32)
             loop = SeedLoop(ws, cand, settings, dev, args.seed_batch)
             curve, seen, since, reached = [], 0, 0, None
             t0 = time.perf_counter()
@@ -259,15 +317,28 @@ def section_ttq(out: Out, args, ws: WindowSet, dev: torch.device) -> None:
                     if v <= target:
                         reached = curve[-1][0]
                         break
-            out.emit("ttq", cell=cell, loop="seed", batch=args.seed_batch, target_val_loss=round(target, 5),
-                     reached_s=reached, best_val_loss=min((v for _, v in curve), default=None), windows=seen,
-                     curve=curve)
+            out.emit(
+                "ttq",
+                cell=cell,
+                loop="seed",
+                batch=args.seed_batch,
+                target_val_loss=round(target, 5),
+                reached_s=reached,
+                best_val_loss=min((v for _, v in curve), default=None),
+                windows=seen,
+                curve=curve,
+            )
         except Exception as e:
             out.error("ttq", e, cell=cell, loop="seed")
-        for batch in args.ttq_batch:   # the trainer: an epoch = ttq_every windows, the seed loop's cadence
+        for batch in args.ttq_batch:  # the trainer: an epoch = ttq_every windows, the seed loop's cadence
             try:
-                s = make_settings(args, batch_size=batch, epochs=10**6, max_train_windows=args.ttq_every,
-                                  time_budget_s=args.ttq_budget)
+                s = make_settings(
+                    args,
+                    batch_size=batch,
+                    epochs=10**6,
+                    max_train_windows=args.ttq_every,
+                    time_budget_s=args.ttq_budget,
+                )
                 curve = []
                 t0 = time.perf_counter()
 
@@ -281,25 +352,41 @@ def section_ttq(out: Out, args, ws: WindowSet, dev: torch.device) -> None:
                     train_candidate(ws, cand, s, device=dev, on_epoch=on_epoch)
                 except _Reached:
                     reached = curve[-1][0]
-                out.emit("ttq", cell=cell, loop="cellcast", batch=batch, target_val_loss=round(target, 5),
-                         reached_s=reached, best_val_loss=min((v for _, v in curve), default=None),
-                         windows=len(curve) * min(args.ttq_every, len(ws.starts["train"])), curve=curve,
-                         note="validation under bf16 autocast on CUDA" if dev.type == "cuda" else None)
+                out.emit(
+                    "ttq",
+                    cell=cell,
+                    loop="cellcast",
+                    batch=batch,
+                    target_val_loss=round(target, 5),
+                    reached_s=reached,
+                    best_val_loss=min((v for _, v in curve), default=None),
+                    windows=len(curve) * min(args.ttq_every, len(ws.starts["train"])),
+                    curve=curve,
+                    note="validation under bf16 autocast on CUDA" if dev.type == "cuda" else None,
+                )
             except Exception as e:
                 out.error("ttq", e, cell=cell, loop="cellcast", batch=batch)
 
 
-def _engine_figures(eng, x1: np.ndarray, xb: np.ndarray, ref1: np.ndarray, refb: np.ndarray, scale: np.ndarray,
-                    args) -> dict:
+def _engine_figures(
+    eng, x1: np.ndarray, xb: np.ndarray, ref1: np.ndarray, refb: np.ndarray, scale: np.ndarray, args
+) -> dict:
     y1, used1 = eng.predict_with_provider(x1)
     yb, usedb = eng.predict_with_provider(xb)
     rel = lambda y, r: float((np.abs(y.astype(np.float64) - r) / scale).max())  # noqa: E731
     p50, p99 = latency(lambda: eng.predict(x1), args.n_latency)
-    return {"provider": eng.provider, "used_batch1": used1, "used_batch": usedb,
-            "parity_rel_batch1": rel(y1, ref1), "parity_rel_batch": rel(yb, refb),
-            "p50_ms": p50, "p99_ms": p99, "windows_per_s": round(throughput(lambda: eng.predict(xb), len(xb),
-                                                                              args.infer_budget)),
-            "export": eng.metadata.get("export"), "hybrid_min_batch": eng.hybrid_switch()}
+    return {
+        "provider": eng.provider,
+        "used_batch1": used1,
+        "used_batch": usedb,
+        "parity_rel_batch1": rel(y1, ref1),
+        "parity_rel_batch": rel(yb, refb),
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "windows_per_s": round(throughput(lambda: eng.predict(xb), len(xb), args.infer_budget)),
+        "export": eng.metadata.get("export"),
+        "hybrid_min_batch": eng.hybrid_switch(),
+    }
 
 
 def section_infer(out: Out, args, ws: WindowSet, dev: torch.device, models: dict, tmp: Path, shipped: dict) -> None:
@@ -309,7 +396,7 @@ def section_infer(out: Out, args, ws: WindowSet, dev: torch.device, models: dict
     starts = ws.starts["test"]
     n = min(args.infer_batch, len(starts))
     reps = int(math.ceil(args.infer_batch / n))
-    xb, _ = ws.batch(np.tile(starts[:n], reps)[:args.infer_batch])
+    xb, _ = ws.batch(np.tile(starts[:n], reps)[: args.infer_batch])
     xb = np.ascontiguousarray(xb, dtype=np.float32)
     x1 = xb[:1].copy()
     meta = {"variables": ws.meta.variables, "targets": ws.meta.targets, "freq": "h", "dataset": "synthetic"}
@@ -330,16 +417,28 @@ def section_infer(out: Out, args, ws: WindowSet, dev: torch.device, models: dict
             seconds = time.perf_counter() - t0
             shipped[cell] = path
             eng_meta = OnnxForecaster.from_path(path, device="cpu").metadata
-            out.emit("export", cell=cell, variant=eng_meta.get("export"), seconds=round(seconds, 2),
-                     bytes=path.stat().st_size, hybrid_min_batch=eng_meta.get("hybrid_min_batch"),
-                     hybrid_min_batch_cuda=eng_meta.get("hybrid_min_batch_cuda"))
+            out.emit(
+                "export",
+                cell=cell,
+                variant=eng_meta.get("export"),
+                seconds=round(seconds, 2),
+                bytes=path.stat().st_size,
+                hybrid_min_batch=eng_meta.get("hybrid_min_batch"),
+                hybrid_min_batch_cuda=eng_meta.get("hybrid_min_batch_cuda"),
+            )
             if eng_meta.get("export") == "hybrid":
                 hybrid = path
             else:
                 t0 = time.perf_counter()
                 hybrid = export_onnx(model, tmp / f"{cell}-hybrid.onnx", meta, example=xb[:2], variant="hybrid")
-                out.emit("export", cell=cell, variant="hybrid", seconds=round(time.perf_counter() - t0, 2),
-                         bytes=hybrid.stat().st_size, purpose="branch measurement only")
+                out.emit(
+                    "export",
+                    cell=cell,
+                    variant="hybrid",
+                    seconds=round(time.perf_counter() - t0, 2),
+                    bytes=hybrid.stat().st_size,
+                    purpose="branch measurement only",
+                )
         except Exception as e:
             out.error("infer", e, cell=cell, step="export")
             continue
@@ -359,38 +458,66 @@ def section_infer(out: Out, args, ws: WindowSet, dev: torch.device, models: dict
             rel = float((np.abs(run(tb).numpy().astype(np.float64) - refb) / scale).max())
             p50, p99 = latency(lambda: run(t1), args.n_latency)
             torch_tput = throughput(lambda: run(tb), len(xb), args.infer_budget)
-            out.emit("infer", cell=cell, engine=f"torch-eager-{dev.type}", provider=None, parity_rel_batch=rel,
-                     p50_ms=p50, p99_ms=p99, batch=len(xb), windows_per_s=round(torch_tput), tf32=tf32_settings())
+            out.emit(
+                "infer",
+                cell=cell,
+                engine=f"torch-eager-{dev.type}",
+                provider=None,
+                parity_rel_batch=rel,
+                p50_ms=p50,
+                p99_ms=p99,
+                batch=len(xb),
+                windows_per_s=round(torch_tput),
+                tf32=tf32_settings(),
+            )
             del m
         except Exception as e:
             out.error("infer", e, cell=cell, engine="torch-eager")
 
         # ONNX Runtime on the device: the file that ships (with its per-device branch), then each branch
         figures = {}
-        for name, file, switch in (("ort-shipped", path, None), ("ort-hybrid-native", hybrid, "never"),
-                                   ("ort-hybrid-unrolled", hybrid, 1)):
+        for name, file, switch in (
+            ("ort-shipped", path, None),
+            ("ort-hybrid-native", hybrid, "never"),
+            ("ort-hybrid-unrolled", hybrid, 1),
+        ):
             try:
                 t0 = time.perf_counter()
                 eng = OnnxForecaster.from_path(file, device=ort_device, cpu_batch_threshold=0, hybrid_min_batch=switch)
                 load_s = time.perf_counter() - t0
                 f = _engine_figures(eng, x1, xb, ref1, refb, scale, args)
                 figures[name] = f
-                out.emit("infer", cell=cell, engine=f"{name}-{ort_device}", batch=len(xb), load_s=round(load_s, 2),
-                         vs_torch=round(f["windows_per_s"] / torch_tput, 2) if torch_tput else None,
-                         parity_ok=max(f["parity_rel_batch1"], f["parity_rel_batch"]) <= args.parity_rtol, **f)
+                out.emit(
+                    "infer",
+                    cell=cell,
+                    engine=f"{name}-{ort_device}",
+                    batch=len(xb),
+                    load_s=round(load_s, 2),
+                    vs_torch=round(f["windows_per_s"] / torch_tput, 2) if torch_tput else None,
+                    parity_ok=max(f["parity_rel_batch1"], f["parity_rel_batch"]) <= args.parity_rtol,
+                    **f,
+                )
                 del eng
             except Exception as e:
                 out.error("infer", e, cell=cell, engine=name)
         if ort_device == "cuda" and "ort-shipped" in figures and torch_tput:
             f = figures["ort-shipped"]
-            out.emit("target", name=f"ort-cuda-{cell}-batch{len(xb)}-vs-torch", value=round(f["windows_per_s"] / torch_tput, 2),
-                     goal=ORT_VS_TORCH, unit="x torch eager", met=f["provider"] == CUDA
-                     and f["windows_per_s"] / torch_tput >= ORT_VS_TORCH, device=str(dev))
+            out.emit(
+                "target",
+                name=f"ort-cuda-{cell}-batch{len(xb)}-vs-torch",
+                value=round(f["windows_per_s"] / torch_tput, 2),
+                goal=ORT_VS_TORCH,
+                unit="x torch eager",
+                met=f["provider"] == CUDA and f["windows_per_s"] / torch_tput >= ORT_VS_TORCH,
+                device=str(dev),
+            )
 
         # which branch the device wants, by batch size: unrolled vs native at a few sizes
         try:
-            engines = {b: OnnxForecaster.from_path(hybrid, device=ort_device, cpu_batch_threshold=0, hybrid_min_batch=b)
-                       for b in ("never", 1)}
+            engines = {
+                b: OnnxForecaster.from_path(hybrid, device=ort_device, cpu_batch_threshold=0, hybrid_min_batch=b)
+                for b in ("never", 1)
+            }
             sizes = [b for b in args.branch_batches if b <= len(xb)]
             timings, rows = [], []
             for b in sizes:
@@ -398,12 +525,20 @@ def section_infer(out: Out, args, ws: WindowSet, dev: torch.device, models: dict
                 t_unrolled = len(x) / throughput(lambda: engines[1].predict(x), len(x), args.infer_budget / 2)
                 t_native = len(x) / throughput(lambda: engines["never"].predict(x), len(x), args.infer_budget / 2)
                 timings.append((b, t_unrolled, t_native))
-                rows.append({"batch": b, "unrolled_ms": round(1e3 * t_unrolled, 4), "native_ms": round(1e3 * t_native, 4)})
+                rows.append(
+                    {"batch": b, "unrolled_ms": round(1e3 * t_unrolled, 4), "native_ms": round(1e3 * t_native, 4)}
+                )
             switch = pick_threshold(timings)
             suggest = "never" if switch > sizes[-1] else switch
-            out.emit("branch-choice", cell=cell, device=ort_device, provider=engines[1].provider, timings=rows,
-                     suggested_hybrid_min_batch=suggest,
-                     exported=(engines[1].metadata.get(f"hybrid_min_batch{'_cuda' if ort_device == 'cuda' else ''}")))
+            out.emit(
+                "branch-choice",
+                cell=cell,
+                device=ort_device,
+                provider=engines[1].provider,
+                timings=rows,
+                suggested_hybrid_min_batch=suggest,
+                exported=(engines[1].metadata.get(f"hybrid_min_batch{'_cuda' if ort_device == 'cuda' else ''}")),
+            )
             del engines
         except Exception as e:
             out.error("infer", e, cell=cell, step="branch-choice")
@@ -414,8 +549,15 @@ def section_infer(out: Out, args, ws: WindowSet, dev: torch.device, models: dict
             if ort_device != "cpu":
                 eng = OnnxForecaster.from_path(path, device="cpu")
                 f = _engine_figures(eng, x1, xb, ref1, refb, scale, args)
-                out.emit("infer", cell=cell, engine="ort-shipped-cpu", batch=len(xb), threads="default",
-                         parity_ok=max(f["parity_rel_batch1"], f["parity_rel_batch"]) <= args.parity_rtol, **f)
+                out.emit(
+                    "infer",
+                    cell=cell,
+                    engine="ort-shipped-cpu",
+                    batch=len(xb),
+                    threads="default",
+                    parity_ok=max(f["parity_rel_batch1"], f["parity_rel_batch"]) <= args.parity_rtol,
+                    **f,
+                )
             sweep = []
             for k in args.cpu_threads:
                 e1 = OnnxForecaster.from_path(path, device="cpu", threads=k or None)
@@ -435,8 +577,8 @@ def section_serve(out: Out, args, ws: WindowSet, dev: torch.device, shipped: dic
     ort_device = "cuda" if dev.type == "cuda" else "cpu"
     s = ws.starts["test"][0]
     L = ws.meta.lookback
-    window = ws.values[s:s + L]
-    stamps = [t.isoformat() for t in pd.DatetimeIndex(ws.timestamps[s:s + L])]
+    window = ws.values[s : s + L]
+    stamps = [t.isoformat() for t in pd.DatetimeIndex(ws.timestamps[s : s + L])]
     for cell in args.cells:
         path = shipped.get(cell)
         if path is None:
@@ -444,20 +586,41 @@ def section_serve(out: Out, args, ws: WindowSet, dev: torch.device, shipped: dic
             continue
         try:
             t0 = time.perf_counter()
-            eng = OnnxForecaster.from_path(path, device=ort_device)      # as the service loads it: calibrated
+            eng = OnnxForecaster.from_path(path, device=ort_device)  # as the service loads it: calibrated
             load_s = time.perf_counter() - t0
-            out.emit("serve-engine", cell=cell, load_s=round(load_s, 2), **{k: v for k, v in eng.describe().items()
-                                                                            if k in ("provider", "cpu_batch_threshold",
-                                                                                     "calibration", "export",
-                                                                                     "hybrid_min_batch")},
-                     batch1_engine=eng.engine_for(1))
+            out.emit(
+                "serve-engine",
+                cell=cell,
+                load_s=round(load_s, 2),
+                **{
+                    k: v
+                    for k, v in eng.describe().items()
+                    if k in ("provider", "cpu_batch_threshold", "calibration", "export", "hybrid_min_batch")
+                },
+                batch1_engine=eng.engine_for(1),
+            )
             x1 = window[None].astype(np.float32)
             p50, p99 = latency(lambda: eng.predict(x1), args.n_latency)
-            out.emit("serve", cell=cell, path="engine", engine_used=eng.engine_for(1), p50_ms=p50, p99_ms=p99,
-                     n=args.n_latency)
+            out.emit(
+                "serve",
+                cell=cell,
+                path="engine",
+                engine_used=eng.engine_for(1),
+                p50_ms=p50,
+                p99_ms=p99,
+                n=args.n_latency,
+            )
             if ort_device == "cuda":
-                out.emit("target", name=f"served-batch1-p50-{cell}", value=p50, goal=SERVED_P50_MS, unit="ms",
-                         met=p50 <= SERVED_P50_MS, device=str(dev), engine_used=eng.engine_for(1))
+                out.emit(
+                    "target",
+                    name=f"served-batch1-p50-{cell}",
+                    value=p50,
+                    goal=SERVED_P50_MS,
+                    unit="ms",
+                    met=p50 <= SERVED_P50_MS,
+                    device=str(dev),
+                    engine_used=eng.engine_for(1),
+                )
             for with_time in (False, True):
                 payload = {"values": {v: window[:, j].tolist() for j, v in enumerate(eng.variables)}}
                 if with_time:
@@ -470,8 +633,17 @@ def section_serve(out: Out, args, ws: WindowSet, dev: torch.device, shipped: dic
                     return json.dumps({"provider": used, **forecast_json(y[0], whens[0], eng.targets)})
 
                 p50, p99 = latency(request, args.n_latency)
-                out.emit("serve", cell=cell, path="parse+engine", timestamps=with_time, engine_used=eng.last_provider,
-                         p50_ms=p50, p99_ms=p99, n=args.n_latency, body_bytes=len(body))
+                out.emit(
+                    "serve",
+                    cell=cell,
+                    path="parse+engine",
+                    timestamps=with_time,
+                    engine_used=eng.last_provider,
+                    p50_ms=p50,
+                    p99_ms=p99,
+                    n=args.n_latency,
+                    body_bytes=len(body),
+                )
             _serve_http(out, args, cell, path, body, ort_device, eng.cpu_batch_threshold)
         except Exception as e:
             out.error("serve", e, cell=cell)
@@ -486,80 +658,129 @@ def _serve_http(out: Out, args, cell: str, path: Path, body: str, device: str, t
     except ImportError as e:
         out.emit("serve", cell=cell, path="http-asgi", skipped=f"FastAPI not installed ({e.name})")
         return
-    app = create_app(make_settings(args), source=lambda: (path, "gpu-check"), device=device, poll_seconds=3600,
-                     cpu_batch_threshold=threshold)
+    app = create_app(
+        make_settings(args),
+        source=lambda: (path, "gpu-check"),
+        device=device,
+        poll_seconds=3600,
+        cpu_batch_threshold=threshold,
+    )
     server_ms = []
     with TestClient(app) as client:
+
         def request():
             r = client.post("/v1/forecast", content=body, headers={"content-type": "application/json"})
             r.raise_for_status()
             server_ms.append(r.json()["latency_ms"])
 
         p50, p99 = latency(request, args.n_latency)
-    out.emit("serve", cell=cell, path="http-asgi", p50_ms=p50, p99_ms=p99, n=args.n_latency,
-             engine_p50_ms=round(float(np.median(server_ms)), 4),
-             note="in-process ASGI client: includes the client's own cost, no network")
+    out.emit(
+        "serve",
+        cell=cell,
+        path="http-asgi",
+        p50_ms=p50,
+        p99_ms=p99,
+        n=args.n_latency,
+        engine_p50_ms=round(float(np.median(server_ms)), 4),
+        note="in-process ASGI client: includes the client's own cost, no network",
+    )
 
 
 # --- the summary -----------------------------------------------------------------------------------
 
+
 def summary(rows: list[dict]) -> str:
     env = next((r for r in rows if r["kind"] == "env"), {})
-    lines = [f"# GPU check: {env.get('gpu') or 'CPU'} · {env.get('date')} · torch {env.get('torch')} · "
-             f"{env.get('ort_package')} {env.get('ort_version')} · `{env.get('command')}`", ""]
+    lines = [
+        f"# GPU check: {env.get('gpu') or 'CPU'} · {env.get('date')} · torch {env.get('torch')} · "
+        f"{env.get('ort_package')} {env.get('ort_version')} · `{env.get('command')}`",
+        "",
+    ]
     train = [r for r in rows if r["kind"] == "train"]
     if train:
         batches = sorted({r["batch"] for r in train if r["loop"] == "cellcast"})
-        lines += ["## Training windows/s (the trainer vs the seed loop, same device and network)", "",
-                  "| cell | seed loop (batch 64) | " + " | ".join(f"cellcast b{b}" for b in batches) + " | best vs seed | target |",
-                  "| --- | ---: | " + " | ".join("---:" for _ in batches) + " | ---: | --- |"]
+        lines += [
+            "## Training windows/s (the trainer vs the seed loop, same device and network)",
+            "",
+            "| cell | seed loop (batch 64) | "
+            + " | ".join(f"cellcast b{b}" for b in batches)
+            + " | best vs seed | target |",
+            "| --- | ---: | " + " | ".join("---:" for _ in batches) + " | ---: | --- |",
+        ]
         for cell in dict.fromkeys(r["cell"] for r in train):
             seed = next((r["windows_per_s"] for r in train if r["cell"] == cell and r["loop"] == "seed"), None)
             got = {r["batch"]: r["windows_per_s"] for r in train if r["cell"] == cell and r["loop"] == "cellcast"}
             best = max(got.values(), default=0)
             goal = TRAIN_TARGETS.get(cell)
             met = bool(seed) and best >= goal and best / seed >= SEED_FACTOR
-            lines.append(f"| {cell} | {f'{seed:,}' if seed else '-'} | "
-                         + " | ".join(f"{got[b]:,}" if b in got else "-" for b in batches)
-                         + f" | {f'{best / seed:.1f}x' if seed and best else '-'} | >= {goal:,} and >= {SEED_FACTOR}x: "
-                         f"{'met' if met else 'not met'} |")
+            lines.append(
+                f"| {cell} | {f'{seed:,}' if seed else '-'} | "
+                + " | ".join(f"{got[b]:,}" if b in got else "-" for b in batches)
+                + f" | {f'{best / seed:.1f}x' if seed and best else '-'} | >= {goal:,} and >= {SEED_FACTOR}x: "
+                f"{'met' if met else 'not met'} |"
+            )
         lines.append("")
     ttq = [r for r in rows if r["kind"] == "ttq"]
     if ttq:
         tgt = next((r for r in rows if r["kind"] == "ttq-target"), {})
-        lines += [f"## Time to a validation loss of {tgt.get('target_val_loss')} ({tgt.get('target_frac')} x seasonal "
-                  f"naive's {tgt.get('seasonal_naive_val_loss')}), budget {tgt.get('budget_s')} s", "",
-                  "| cell | loop | batch | reached at | best in budget |", "| --- | --- | ---: | ---: | ---: |"]
+        lines += [
+            f"## Time to a validation loss of {tgt.get('target_val_loss')} ({tgt.get('target_frac')} x seasonal "
+            f"naive's {tgt.get('seasonal_naive_val_loss')}), budget {tgt.get('budget_s')} s",
+            "",
+            "| cell | loop | batch | reached at | best in budget |",
+            "| --- | --- | ---: | ---: | ---: |",
+        ]
         for r in ttq:
-            lines.append(f"| {r['cell']} | {r['loop']} | {r['batch']} | "
-                         f"{'not reached' if r['reached_s'] is None else str(r['reached_s']) + ' s'} | {r['best_val_loss']} |")
+            lines.append(
+                f"| {r['cell']} | {r['loop']} | {r['batch']} | "
+                f"{'not reached' if r['reached_s'] is None else str(r['reached_s']) + ' s'} | {r['best_val_loss']} |"
+            )
         lines.append("")
     infer = [r for r in rows if r["kind"] == "infer"]
     if infer:
-        lines += ["## Inference (parity: max |diff| / target scale vs torch fp32 on the CPU)", "",
-                  "| cell | engine | provider | parity b1 / batch | p50 ms | p99 ms | windows/s | vs torch |",
-                  "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [
+            "## Inference (parity: max |diff| / target scale vs torch fp32 on the CPU)",
+            "",
+            "| cell | engine | provider | parity b1 / batch | p50 ms | p99 ms | windows/s | vs torch |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
         for r in infer:
-            par = (f"{r.get('parity_rel_batch1', 0):.1e} / {r.get('parity_rel_batch', 0):.1e}"
-                   if "parity_rel_batch1" in r else f"- / {r.get('parity_rel_batch', 0):.1e}")
-            lines.append(f"| {r['cell']} | {r['engine']} | {r.get('provider') or '-'} | {par} | {r['p50_ms']} | "
-                         f"{r['p99_ms']} | {r['windows_per_s']:,} | {r.get('vs_torch') or '-'} |")
+            par = (
+                f"{r.get('parity_rel_batch1', 0):.1e} / {r.get('parity_rel_batch', 0):.1e}"
+                if "parity_rel_batch1" in r
+                else f"- / {r.get('parity_rel_batch', 0):.1e}"
+            )
+            lines.append(
+                f"| {r['cell']} | {r['engine']} | {r.get('provider') or '-'} | {par} | {r['p50_ms']} | "
+                f"{r['p99_ms']} | {r['windows_per_s']:,} | {r.get('vs_torch') or '-'} |"
+            )
         lines.append("")
     for r in (r for r in rows if r["kind"] == "branch-choice"):
-        lines.append(f"- {r['cell']} hybrid branches on {r['device']} ({r['provider']}): "
-                     + ", ".join(f"b{t['batch']}: unrolled {t['unrolled_ms']} ms / native {t['native_ms']} ms"
-                                 for t in r["timings"])
-                     + f" -> suggested switch `{r['suggested_hybrid_min_batch']}` (exported: `{r['exported']}`)")
+        lines.append(
+            f"- {r['cell']} hybrid branches on {r['device']} ({r['provider']}): "
+            + ", ".join(
+                f"b{t['batch']}: unrolled {t['unrolled_ms']} ms / native {t['native_ms']} ms" for t in r["timings"]
+            )
+            + f" -> suggested switch `{r['suggested_hybrid_min_batch']}` (exported: `{r['exported']}`)"
+        )
     serve = [r for r in rows if r["kind"] == "serve" and "p50_ms" in r]
     if serve:
-        lines += ["", "## Served batch 1", "", "| cell | path | engine | p50 ms | p99 ms |", "| --- | --- | --- | ---: | ---: |"]
+        lines += [
+            "",
+            "## Served batch 1",
+            "",
+            "| cell | path | engine | p50 ms | p99 ms |",
+            "| --- | --- | --- | ---: | ---: |",
+        ]
         for r in serve:
             path = r["path"] + (" (with timestamps)" if r.get("timestamps") else "")
             lines.append(f"| {r['cell']} | {path} | {r.get('engine_used') or '-'} | {r['p50_ms']} | {r['p99_ms']} |")
     targets = [r for r in rows if r["kind"] == "target"]
     if targets:
-        lines += ["", "## Targets", ""] + [f"- {r['name']}: {r['value']} {r['unit']} (goal {r['goal']}): "
-                                           f"**{'met' if r['met'] else 'not met'}**" for r in targets]
+        lines += ["", "## Targets", ""] + [
+            f"- {r['name']}: {r['value']} {r['unit']} (goal {r['goal']}): **{'met' if r['met'] else 'not met'}**"
+            for r in targets
+        ]
     errors = [r for r in rows if r["kind"] == "error"]
     if errors:
         lines += ["", "## Errors", ""] + [f"- {r['section']} {r.get('cell', '')}: {r['error']}" for r in errors]
@@ -567,6 +788,7 @@ def summary(rows: list[dict]) -> str:
 
 
 # --- main ------------------------------------------------------------------------------------------
+
 
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -587,15 +809,21 @@ def parse(argv=None):
     ap.add_argument("--train-epochs", type=int, default=3)
     ap.add_argument("--seed-batch", type=int, default=64)
     ap.add_argument("--seed-budget", type=float, default=4.0, help="seconds of seed-loop steps for its windows/s")
-    ap.add_argument("--ttq-budget", type=float, default=10.0, help="seconds per loop, batch and cell for time to quality")
-    ap.add_argument("--ttq-batch", type=int, nargs="+", default=[1024, 4096], help="trainer batch sizes for time to quality")
+    ap.add_argument(
+        "--ttq-budget", type=float, default=10.0, help="seconds per loop, batch and cell for time to quality"
+    )
+    ap.add_argument(
+        "--ttq-batch", type=int, nargs="+", default=[1024, 4096], help="trainer batch sizes for time to quality"
+    )
     ap.add_argument("--ttq-every", type=int, default=32768, help="windows between validations (both loops)")
     ap.add_argument("--target-frac", type=float, default=0.8, help="target = this x the seasonal-naive val loss")
     ap.add_argument("--infer-batch", type=int, default=4096)
     ap.add_argument("--branch-batches", type=int, nargs="+", default=[16, 256, 1024, 4096])
     ap.add_argument("--n-latency", type=int, default=200)
     ap.add_argument("--infer-budget", type=float, default=2.0, help="seconds per throughput figure")
-    ap.add_argument("--cpu-threads", type=int, nargs="+", default=[1, 2, 4, 0], help="ORT CPU threads at batch 1 (0: default)")
+    ap.add_argument(
+        "--cpu-threads", type=int, nargs="+", default=[1, 2, 4, 0], help="ORT CPU threads at batch 1 (0: default)"
+    )
     ap.add_argument("--parity-rtol", type=float, default=1e-3, help="registry.parity_atol's default")
     args = ap.parse_args(argv)
     if args.quick:
@@ -604,30 +832,43 @@ def parse(argv=None):
         args.ttq_budget, args.ttq_batch, args.ttq_every = 1.0, [64], 256
         args.infer_batch, args.branch_batches, args.n_latency, args.infer_budget = 64, [1, 64], 10, 0.1
         args.cpu_threads = [1, 0]
-    args.batch = [min(b, 16384) for b in args.batch]   # cuDNN's LSTM crashed at 32768 (params.yaml max_batch_size)
+    args.batch = [min(b, 16384) for b in args.batch]  # cuDNN's LSTM crashed at 32768 (params.yaml max_batch_size)
     return args
 
 
 def main(argv=None) -> int:
     args = parse(argv)
     dev = torch.device(args.device)
-    exact_fp32(dev)   # the project's setting on a GPU (the trainer sets it too): fp32 without TF32 everywhere
+    exact_fp32(dev)  # the project's setting on a GPU (the trainer sets it too): fp32 without TF32 everywhere
     out = Out(args.out)
     t_start = time.perf_counter()
     ort_info = {}
     try:
         from cellcast.pipeline.engine.inference import package_info
+
         ort_info = package_info()
     except Exception as e:
         ort_info = {"package": "onnxruntime", "version": None, "error": str(e).splitlines()[0]}
     gpu = torch.cuda.is_available()
-    out.emit("env", date=datetime.now(timezone.utc).isoformat(timespec="seconds"), host=socket.gethostname(),
-             python=platform.python_version(), torch=torch.__version__, cuda=torch.version.cuda,
-             cudnn=torch.backends.cudnn.version() if gpu else None, gpu=torch.cuda.get_device_name() if gpu else None,
-             gpu_memory_gib=round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if gpu else None,
-             cpus=os.cpu_count(), device=str(dev), ort_package=ort_info.get("package"), ort_version=ort_info.get("version"),
-             ort_providers=ort_info.get("providers"), command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-             quick=args.quick, args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
+    out.emit(
+        "env",
+        date=datetime.now(UTC).isoformat(timespec="seconds"),
+        host=socket.gethostname(),
+        python=platform.python_version(),
+        torch=torch.__version__,
+        cuda=torch.version.cuda,
+        cudnn=torch.backends.cudnn.version() if gpu else None,
+        gpu=torch.cuda.get_device_name() if gpu else None,
+        gpu_memory_gib=round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if gpu else None,
+        cpus=os.cpu_count(),
+        device=str(dev),
+        ort_package=ort_info.get("package"),
+        ort_version=ort_info.get("version"),
+        ort_providers=ort_info.get("providers"),
+        command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        quick=args.quick,
+        args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    )
     if "doctor" in args.sections:
         try:
             section_doctor(out, args)
@@ -638,16 +879,28 @@ def main(argv=None) -> int:
     except Exception as e:
         out.error("data", e)
         return finish(out, args, t_start, 1)
-    out.emit("config", rows=ws.meta.rows, vars=len(ws.meta.variables), lookback=ws.meta.lookback, horizon=ws.meta.horizon,
-             hidden=args.hidden, layers=args.layers, windows={k: int(len(v)) for k, v in ws.starts.items()},
-             cells=args.cells, batches=args.batch, seed_batch=args.seed_batch)
+    out.emit(
+        "config",
+        rows=ws.meta.rows,
+        vars=len(ws.meta.variables),
+        lookback=ws.meta.lookback,
+        horizon=ws.meta.horizon,
+        hidden=args.hidden,
+        layers=args.layers,
+        windows={k: int(len(v)) for k, v in ws.starts.items()},
+        cells=args.cells,
+        batches=args.batch,
+        seed_batch=args.seed_batch,
+    )
     models: dict = {}
     shipped: dict = {}
     with tempfile.TemporaryDirectory(prefix="cellcast-gpu-check-") as tmp:
-        for name, fn in (("train", lambda: section_train(out, args, ws, dev, models)),
-                         ("ttq", lambda: section_ttq(out, args, ws, dev)),
-                         ("infer", lambda: section_infer(out, args, ws, dev, models, Path(tmp), shipped)),
-                         ("serve", lambda: section_serve(out, args, ws, dev, shipped))):
+        for name, fn in (
+            ("train", lambda: section_train(out, args, ws, dev, models)),
+            ("ttq", lambda: section_ttq(out, args, ws, dev)),
+            ("infer", lambda: section_infer(out, args, ws, dev, models, Path(tmp), shipped)),
+            ("serve", lambda: section_serve(out, args, ws, dev, shipped)),
+        ):
             if name in args.sections:
                 t0 = time.perf_counter()
                 try:
@@ -659,8 +912,7 @@ def main(argv=None) -> int:
 
 
 def finish(out: Out, args, t_start: float, code: int) -> int:
-    out.emit("end", seconds=round(time.perf_counter() - t_start, 1),
-             errors=sum(r["kind"] == "error" for r in out.rows))
+    out.emit("end", seconds=round(time.perf_counter() - t_start, 1), errors=sum(r["kind"] == "error" for r in out.rows))
     (args.out / "gpu_check.md").write_text(summary(out.rows))
     out.fh.close()
     print(f"\nwrote {out.path} and {args.out / 'gpu_check.md'}")

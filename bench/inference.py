@@ -8,6 +8,7 @@ the best round is kept (latency: lowest p50/p99; throughput: highest), which dam
 
     .venv/bin/python bench/inference.py [--cells rnn lstm gru] [--threads 2] [--budget 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,7 @@ import platform
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cellcast.pipeline.engine.inference import CUDA, OnnxForecaster  # noqa: E402
+from cellcast.pipeline.engine.onnx_export import DEFAULT_VARIANT, VARIANTS, check_parity, export_onnx  # noqa: E402
 from cellcast.pipeline.modeling.device import exact_fp32  # noqa: E402
 from cellcast.pipeline.modeling.model import ModelSpec, build  # noqa: E402
-from cellcast.pipeline.engine.onnx_export import DEFAULT_VARIANT, VARIANTS, check_parity, export_onnx  # noqa: E402
 
 
 def emit(**kw):
@@ -81,20 +82,36 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     gpu = torch.cuda.is_available()
     if gpu:
-        exact_fp32("cuda")   # torch on the GPU without TF32, like ONNX Runtime's CUDA sessions: same arithmetic
-    emit(kind="env", date=datetime.now(timezone.utc).isoformat(timespec="seconds"), python=platform.python_version(),
-         torch=torch.__version__, cpu=platform.processor() or platform.machine(), threads=args.threads,
-         gpu=torch.cuda.get_device_name() if gpu else None, command=" ".join(sys.argv))
+        exact_fp32("cuda")  # torch on the GPU without TF32, like ONNX Runtime's CUDA sessions: same arithmetic
+    emit(
+        kind="env",
+        date=datetime.now(UTC).isoformat(timespec="seconds"),
+        python=platform.python_version(),
+        torch=torch.__version__,
+        cpu=platform.processor() or platform.machine(),
+        threads=args.threads,
+        gpu=torch.cuda.get_device_name() if gpu else None,
+        command=" ".join(sys.argv),
+    )
     data = series(args.vars, 20_000)
     starts = np.random.default_rng(1).integers(0, len(data) - args.lookback, args.batch)
-    xb = np.stack([data[s:s + args.lookback] for s in starts])
+    xb = np.stack([data[s : s + args.lookback] for s in starts])
     x1 = xb[:1].copy()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for cell in args.cells:
-            spec = ModelSpec(cell=cell, n_vars=args.vars, target_idx=[0], lookback=args.lookback, horizon=args.horizon,
-                             hidden_size=args.hidden, num_layers=args.layers, rnn_steps=args.lookback,
-                             mean=data.mean(0).tolist(), std=data.std(0).tolist())
+            spec = ModelSpec(
+                cell=cell,
+                n_vars=args.vars,
+                target_idx=[0],
+                lookback=args.lookback,
+                horizon=args.horizon,
+                hidden_size=args.hidden,
+                num_layers=args.layers,
+                rnn_steps=args.lookback,
+                mean=data.mean(0).tolist(),
+                std=data.std(0).tolist(),
+            )
             torch.manual_seed(0)
             model = build(spec).eval()
             path = export_onnx(model, Path(tmp) / f"{cell}.onnx", {"variables": [f"v{i}" for i in range(args.vars)]})
@@ -105,8 +122,9 @@ def main() -> None:
             for variant in VARIANTS:
                 if variant != DEFAULT_VARIANT[cell]:
                     other = export_onnx(model, Path(tmp) / f"{cell}-{variant}.onnx", {}, variant=variant)
-                    engines.append((f"ort-cpu-{variant}", OnnxForecaster.from_path(other, device="cpu",
-                                                                                   threads=args.threads)))
+                    engines.append(
+                        (f"ort-cpu-{variant}", OnnxForecaster.from_path(other, device="cpu", threads=args.threads))
+                    )
             if gpu:
                 engines.append(("torch-cuda", "cuda"))
                 ort_gpu = OnnxForecaster.from_path(path, device="cuda", cpu_batch_threshold=0)
@@ -143,21 +161,38 @@ def main() -> None:
                 extra = {}
                 if isinstance(eng, OnnxForecaster):
                     extra = {"provider": eng.provider, "cpu_batch_threshold": eng.cpu_batch_threshold}
-                rows.append(emit(kind="infer", cell=cell, engine=name, p50_ms=round(min(b["p50"]), 3),
-                                 p99_ms=round(min(b["p99"]), 3), batch=args.batch, windows_per_s=round(max(b["tput"])),
-                                 windows_per_s_rounds=[round(v) for v in b["tput"]],
-                                 export=eng.metadata.get("export") if isinstance(eng, OnnxForecaster) else None,
-                                 parity_rel=parity.max_rel_to_scale, **extra))
+                rows.append(
+                    emit(
+                        kind="infer",
+                        cell=cell,
+                        engine=name,
+                        p50_ms=round(min(b["p50"]), 3),
+                        p99_ms=round(min(b["p99"]), 3),
+                        batch=args.batch,
+                        windows_per_s=round(max(b["tput"])),
+                        windows_per_s_rounds=[round(v) for v in b["tput"]],
+                        export=eng.metadata.get("export") if isinstance(eng, OnnxForecaster) else None,
+                        parity_rel=parity.max_rel_to_scale,
+                        **extra,
+                    )
+                )
             model.to("cpu")
 
     print()
     print(f"| cell | engine | p50 ms (batch 1) | p99 ms | windows/s (batch {args.batch}) | vs torch same device |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for r in rows:
-        base = next(b for b in rows if b["cell"] == r["cell"]
-                    and b["engine"] == ("torch-cuda" if r["engine"] in ("torch-cuda", "ort-cuda", "ort-policy") else "torch-cpu"))
-        print(f"| {r['cell']} | {r['engine']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['windows_per_s']:,} | "
-              f"{r['windows_per_s'] / base['windows_per_s']:.2f}x |")
+        base = next(
+            b
+            for b in rows
+            if b["cell"] == r["cell"]
+            and b["engine"]
+            == ("torch-cuda" if r["engine"] in ("torch-cuda", "ort-cuda", "ort-policy") else "torch-cpu")
+        )
+        print(
+            f"| {r['cell']} | {r['engine']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['windows_per_s']:,} | "
+            f"{r['windows_per_s'] / base['windows_per_s']:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ results are checked against the true timestamps (a fast wrong reading is no resu
 
     .venv/bin/python bench/ingest.py [--rows 100000] [--repeats 3] [--against 82f23fa] [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -28,14 +29,19 @@ sys.path.insert(0, str(ROOT))
 from cellcast.pipeline.data import readers  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-FORMATS = {"iso": "%Y-%m-%d %H:%M", "day-first": "%d/%m/%Y %H:%M", "month-first 12h": "%m/%d/%Y %I:%M %p",
-           "day-first 2-digit year": "%d.%m.%y %H:%M"}
+FORMATS = {
+    "iso": "%Y-%m-%d %H:%M",
+    "day-first": "%d/%m/%Y %H:%M",
+    "month-first 12h": "%m/%d/%Y %I:%M %p",
+    "day-first 2-digit year": "%d.%m.%y %H:%M",
+}
 
 
 def old_parser(ref: str):
     """`_parse_time` of readers.py at git revision `ref` (its relative imports pointed at the package)."""
-    src = subprocess.run(["git", "show", f"{ref}:pipeline/data/readers.py"], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout.replace("from ..errors import", "from cellcast.pipeline.errors import")
+    src = subprocess.run(
+        ["git", "show", f"{ref}:pipeline/data/readers.py"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.replace("from ..errors import", "from cellcast.pipeline.errors import")
     path = Path(tempfile.mkdtemp()) / "readers_then.py"
     path.write_text(src)
     spec = importlib.util.spec_from_file_location("readers_then", path)
@@ -61,26 +67,37 @@ def main() -> None:
         s = pd.Series(truth.strftime(fmt))
         times = {m: [] for m in methods}
         for _ in range(repeats):
-            for m, fn in methods.items():       # round-robin: both sides under the same load
+            for m, fn in methods.items():  # round-robin: both sides under the same load
                 t0 = time.perf_counter()
                 try:
                     got = fn(s)
                     ok = bool((got.to_numpy() == truth.to_numpy()).all())
-                except Exception as e:         # the old reader may refuse a format: that is a result too
+                except Exception as e:  # the old reader may refuse a format: that is a result too
                     ok = f"{type(e).__name__}: {str(e)[:80]}"
                 times[m].append((time.perf_counter() - t0, ok))
         for m, runs in times.items():
             secs = statistics.median(t for t, _ in runs)
-            line = {"bench": "ingest_time_column", "format": label, "strftime": fmt, "rows": rows, "method": m,
-                    "seconds": round(secs, 3), "rows_per_s": round(rows / secs), "correct": runs[0][1],
-                    "machine": platform.node(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
+            line = {
+                "bench": "ingest_time_column",
+                "format": label,
+                "strftime": fmt,
+                "rows": rows,
+                "method": m,
+                "seconds": round(secs, 3),
+                "rows_per_s": round(rows / secs),
+                "correct": runs[0][1],
+                "machine": platform.node(),
+                "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+            }
             lines.append(line)
             print(json.dumps(line))
     print(f"\n| format | {' | '.join(f'{m} s (correct)' for m in methods)} |")
     print("| --- | " + " | ".join("---:" for _ in methods) + " |")
     for label in FORMATS:
-        cells = [next(f"{x['seconds']:.2f} ({x['correct']})" for x in lines if x["format"] == label and x["method"] == m)
-                 for m in methods]
+        cells = [
+            next(f"{x['seconds']:.2f} ({x['correct']})" for x in lines if x["format"] == label and x["method"] == m)
+            for m in methods
+        ]
         print(f"| {label} | {' | '.join(cells)} |")
     if not args.quick:
         RESULTS.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ validate fanned out over a local Dask cluster of --workers processes.
 
     .venv/bin/python bench/panel_data.py [--series 1000] [--steps 8760] [--csv] [--workers 2] [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +29,14 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-N_BAD = 5            # series given one infinite reading
+N_BAD = 5  # series given one infinite reading
 
 
 def synthetic_panel(n_series: int, steps: int, seed: int = 0) -> pd.DataFrame:
     """The long frame: sensor, ts, load, temp (float64), rows of each series in time order."""
     rng = np.random.default_rng(seed)
     t = np.arange(steps)
-    offsets = rng.integers(0, 60 * 24, n_series)                 # series start up to 60 days apart
+    offsets = rng.integers(0, 60 * 24, n_series)  # series start up to 60 days apart
     base = pd.Timestamp("2023-01-01").value
     frames = []
     for i in range(n_series):
@@ -44,17 +45,25 @@ def synthetic_panel(n_series: int, steps: int, seed: int = 0) -> pd.DataFrame:
         week = rng.uniform(0, 2) * np.sin(2 * np.pi * (hours / 168 + rng.uniform()))
         level = rng.uniform(5, 50) + np.cumsum(np.where(rng.random(steps) < 2 / steps, rng.normal(0, 5, steps), 0))
         y = level + day + week + rng.normal(0, 0.3 + 0.05 * abs(level.mean()) / 10, steps)
-        temp = 10 + 8 * np.sin(2 * np.pi * hours / 8760) + 3 * np.sin(2 * np.pi * (hours - 15) / 24) + rng.normal(0, 1, steps)
-        keep = rng.random(steps) >= 0.02                           # 2% of readings never arrive
-        for _ in range(rng.integers(0, 4)):                       # outages of 2-12 hours
+        temp = (
+            10
+            + 8 * np.sin(2 * np.pi * hours / 8760)
+            + 3 * np.sin(2 * np.pi * (hours - 15) / 24)
+            + rng.normal(0, 1, steps)
+        )
+        keep = rng.random(steps) >= 0.02  # 2% of readings never arrive
+        for _ in range(rng.integers(0, 4)):  # outages of 2-12 hours
             a = int(rng.integers(0, steps - 12))
-            keep[a:a + int(rng.integers(2, 13))] = False
+            keep[a : a + int(rng.integers(2, 13))] = False
         keep[0] = keep[-1] = True
         if i < N_BAD:
             y[steps // 2] = np.inf
         ts = base + hours[keep].astype(np.int64) * 3_600_000_000_000
-        frames.append(pd.DataFrame({"sensor": f"s{i:05d}", "ts": ts.astype("datetime64[ns]"), "load": y[keep],
-                                    "temp": temp[keep]}))
+        frames.append(
+            pd.DataFrame(
+                {"sensor": f"s{i:05d}", "ts": ts.astype("datetime64[ns]"), "load": y[keep], "temp": temp[keep]}
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -121,7 +130,9 @@ def main() -> None:
     ap.add_argument("--series", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=8760)
     ap.add_argument("--csv", action="store_true", help="ingest from CSV too (Parquet always)")
-    ap.add_argument("--workers", type=int, default=2, help="Dask worker processes for the fanned-out validation (0: skip)")
+    ap.add_argument(
+        "--workers", type=int, default=2, help="Dask worker processes for the fanned-out validation (0: skip)"
+    )
     ap.add_argument("--quick", action="store_true", help="smoke run: 30 series x 2,000 steps, no results file")
     args = ap.parse_args()
     n, steps = (30, 2000) if args.quick else (args.series, args.steps)
@@ -137,12 +148,20 @@ def main() -> None:
         if args.csv:
             df.to_csv(work / "panel.csv", index=False)
             inputs.append(work / "panel.csv")
-        sizes = {p.suffix[1:]: round(p.stat().st_size / 2 ** 20, 1) for p in inputs}
-        print(f"{n} series x {steps} steps: {len(df):,} readings generated in {gen:.1f} s; files MiB {sizes}", flush=True)
+        sizes = {p.suffix[1:]: round(p.stat().st_size / 2**20, 1) for p in inputs}
+        print(
+            f"{n} series x {steps} steps: {len(df):,} readings generated in {gen:.1f} s; files MiB {sizes}", flush=True
+        )
         del df
-        common = {"bench": "panel_data", "series": n, "steps": steps, "machine": platform.node(),
-                  "cpus": os.cpu_count(), "load_avg": [round(x, 2) for x in os.getloadavg()],
-                  "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+        common = {
+            "bench": "panel_data",
+            "series": n,
+            "steps": steps,
+            "machine": platform.node(),
+            "cpus": os.cpu_count(),
+            "load_avg": [round(x, 2) for x in os.getloadavg()],
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        }
         lines = []
         for src in inputs:
             r = run_stage(work, "ingest", str(src))
@@ -155,10 +174,13 @@ def main() -> None:
             print(json.dumps(lines[-1]), flush=True)
         print("\n| stage | seconds | peak MiB (process) | notes |\n| --- | ---: | ---: | --- |")
         for x in lines:
-            notes = (f"{x['rows']:,} rows, {x['series']} series, {x['row_groups']} row groups" if "rows" in x else
-                     f"{x['series_in']} series in, {x['kept']} kept, {x['dropped']} dropped, {x['cold_start']} cold start, "
-                     f"{x['breaks']} breaks, {x['filled']:,} filled, {x['partitions']} partitions"
-                     + (f"; workers' peak MiB {x['worker_peak_mib']}" if x["worker_peak_mib"] else ""))
+            notes = (
+                f"{x['rows']:,} rows, {x['series']} series, {x['row_groups']} row groups"
+                if "rows" in x
+                else f"{x['series_in']} series in, {x['kept']} kept, {x['dropped']} dropped, {x['cold_start']} cold start, "
+                f"{x['breaks']} breaks, {x['filled']:,} filled, {x['partitions']} partitions"
+                + (f"; workers' peak MiB {x['worker_peak_mib']}" if x["worker_peak_mib"] else "")
+            )
             print(f"| {x['stage']} | {x['seconds']:.1f} | {x['peak_mib']:,.0f} | {notes} |")
         if not args.quick:
             RESULTS.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ validated by the library here. Then:
 
     .venv/bin/python bench/panel_model.py [--series 1000] [--steps 8760] [--local-series 10] [--threads 1] [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -41,22 +42,34 @@ RESULTS = ROOT / "bench" / "results"
 
 from panel_data import synthetic_panel  # noqa: E402
 
-TRAIN = {"cells": ["gru"], "hidden_size": 64, "epochs": 5, "max_train_windows": 8000, "max_val_windows": 20000,
-         "batch_size": 256, "patience": 3, "device": "cpu", "time_budget_s": 600}
+TRAIN = {
+    "cells": ["gru"],
+    "hidden_size": 64,
+    "epochs": 5,
+    "max_train_windows": 8000,
+    "max_val_windows": 20000,
+    "batch_size": 256,
+    "patience": 3,
+    "device": "cpu",
+    "time_budget_s": 600,
+}
 
 
 def settings_for(work: Path, **train):
     from cellcast.pipeline.config import load_params
 
     s = load_params(work / "params.yaml").for_dataset("bench")
-    return s.model_copy(update={
-        "ingest": s.ingest.model_copy(update={"long_gaps": "segment", "bad_series": "drop"}),
-        "train": s.train.model_copy(update={**TRAIN, **train}),
-        "evaluate": s.evaluate.model_copy(update={"calibration_windows": 20000})})
+    return s.model_copy(
+        update={
+            "ingest": s.ingest.model_copy(update={"long_gaps": "segment", "bad_series": "drop"}),
+            "train": s.train.model_copy(update={**TRAIN, **train}),
+            "evaluate": s.evaluate.model_copy(update={"calibration_windows": 20000}),
+        }
+    )
 
 
 def mib(nbytes: float) -> float:
-    return round(nbytes / 2 ** 20, 1)
+    return round(nbytes / 2**20, 1)
 
 
 def window_bytes(ws) -> int:
@@ -102,9 +115,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8760)
     ap.add_argument("--small", type=int, default=100, help="the smaller panel the windowing memory is compared with")
     ap.add_argument("--local-series", type=int, default=10, help="series given a local model each")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads for training (on this shared 2-core machine 2 threads trained ~70x slower "
-                         "than 1: the cores are taken and the second thread waits)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for training (on this shared 2-core machine 2 threads trained ~70x slower "
+        "than 1: the cores are taken and the second thread waits)",
+    )
     ap.add_argument("--quick", action="store_true", help="smoke run: 40 series x 2,000 steps, no results file")
     args = ap.parse_args()
     n, steps, small = (40, 2000, 10) if args.quick else (args.series, args.steps, args.small)
@@ -126,9 +143,15 @@ def main() -> None:
     from cellcast.pipeline.registry.lifecycle import baselines, model_metadata
     from cellcast.pipeline.serving.forecast import forecast_panel_frame
 
-    common = {"bench": "panel_model", "series": n, "steps": steps, "machine": platform.node(),
-              "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-              "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    common = {
+        "bench": "panel_model",
+        "series": n,
+        "steps": steps,
+        "machine": platform.node(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
     lines = []
 
     def emit(**kw):
@@ -145,12 +168,26 @@ def main() -> None:
         df.to_parquet(work / "panel.parquet", index=False)
         del df
         t0 = time.perf_counter()
-        ingest_file(work / "panel.parquet", name="bench", time_col="ts", targets=["load"], features=["temp"],
-                    id_cols=["sensor"], fmt="parquet", settings=s)
+        ingest_file(
+            work / "panel.parquet",
+            name="bench",
+            time_col="ts",
+            targets=["load"],
+            features=["temp"],
+            id_cols=["sensor"],
+            fmt="parquet",
+            settings=s,
+        )
         t1 = time.perf_counter()
         rep = validate_dataset("bench", s)
-        emit(stage="ingest + validate", ingest_s=round(t1 - t0, 1), validate_s=round(time.perf_counter() - t1, 1),
-             kept=rep.panel["kept"], dropped=rep.panel["dropped"], cold_start=rep.panel["cold_start"])
+        emit(
+            stage="ingest + validate",
+            ingest_s=round(t1 - t0, 1),
+            validate_s=round(time.perf_counter() - t1, 1),
+            kept=rep.panel["kept"],
+            dropped=rep.panel["dropped"],
+            cold_start=rep.panel["cold_start"],
+        )
 
         frame, meta = read_validated_panel("bench", s)
         ids = sorted(frame["series_id"].unique())
@@ -162,9 +199,18 @@ def main() -> None:
             built = time.perf_counter() - t0
             L, H, V = ws.meta.lookback, ws.meta.horizon, len(ws.meta.variables)
             windows = sum(len(v) for v in ws.starts.values())
-            emit(stage="windows", panel=label, seconds=round(built, 2), rows=len(ws.values), windows=windows,
-                 lookback=L, horizon=H, window_set_mib=mib(window_bytes(ws)),
-                 materialised_mib=mib(windows * (L + H) * V * 4), **batch_memory(ws))
+            emit(
+                stage="windows",
+                panel=label,
+                seconds=round(built, 2),
+                rows=len(ws.values),
+                windows=windows,
+                lookback=L,
+                horizon=H,
+                window_set_mib=mib(window_bytes(ws)),
+                materialised_mib=mib(windows * (L + H) * V * 4),
+                **batch_memory(ws),
+            )
             sets[label] = ws
         ws = sets[f"{len(ids)} series"]
         del sets, frame
@@ -176,18 +222,30 @@ def main() -> None:
         t0 = time.perf_counter()
         glob = train_candidate(ws, cand, s, anchor=anchor, device="cpu")
         g_seconds = time.perf_counter() - t0
-        emit(stage="train global", model=cand.name, epochs=len(glob.history), windows_per_s=round(glob.windows_per_s),
-             seconds=round(g_seconds, 1), windows_drawn=len(glob.history) * TRAIN["max_train_windows"],
-             anchor=anchor.kind, season=anchor.season)
+        emit(
+            stage="train global",
+            model=cand.name,
+            epochs=len(glob.history),
+            windows_per_s=round(glob.windows_per_s),
+            seconds=round(g_seconds, 1),
+            windows_drawn=len(glob.history) * TRAIN["max_train_windows"],
+            anchor=anchor.kind,
+            season=anchor.season,
+        )
         own = [i for i, sid in enumerate(ws.series_ids) if ws.meta.panel["counts"][sid].get("train")]
         pick = [own[j] for j in np.linspace(0, len(own) - 1, k_local).round().astype(int)]
-        local = [train_local(LocalTask(ws.series_ids[i], series_set(ws, i), cand, s, base.anchor_season))
-                 for i in pick]
+        local = [train_local(LocalTask(ws.series_ids[i], series_set(ws, i), cand, s, base.anchor_season)) for i in pick]
         l_seconds = sum(r.seconds for r in local)
-        emit(stage="train local", model=cand.name, models=len(local), failed=sum(r.pred is None for r in local),
-             windows_per_s=round(float(np.mean([r.windows_per_s for r in local]))), seconds=round(l_seconds, 1),
-             seconds_per_model=round(l_seconds / len(local), 1),
-             extrapolated_all_series_s=round(l_seconds / len(local) * len(own)))
+        emit(
+            stage="train local",
+            model=cand.name,
+            models=len(local),
+            failed=sum(r.pred is None for r in local),
+            windows_per_s=round(float(np.mean([r.windows_per_s for r in local]))),
+            seconds=round(l_seconds, 1),
+            seconds_per_model=round(l_seconds / len(local), 1),
+            extrapolated_all_series_s=round(l_seconds / len(local) * len(own)),
+        )
 
         # accuracy on test windows a horizon apart: global vs local vs each series' strongest seasonal naive
         test = origins(ws)
@@ -196,12 +254,18 @@ def main() -> None:
         pred = forecast_windows(lambda x, f: (predictor(glob.model)(x, f), None), test, test.starts["test"])[0]
         g_table = panel_eval.series_table(test.with_starts(cold=np.zeros(0, np.int64)), {"test": pred}, seasons)
         agg = panel_eval.aggregate(g_table)
-        emit(stage="accuracy, every series", windows=len(test.starts["test"]), score_s=round(time.perf_counter() - t0, 1),
-             global_mean_mase=round(agg["mean_mase"], 4), global_median_mase=round(agg["median_mase"], 4),
-             baseline_mean_mase=round(agg["mean_strongest_baseline_mase"], 4),
-             baseline_median_mase=round(agg["median_strongest_baseline_mase"], 4),
-             share_improved=round(agg["share_improved"], 3), worst_series=agg["worst_series"],
-             worst_mase=round(agg["worst_mase"], 4))
+        emit(
+            stage="accuracy, every series",
+            windows=len(test.starts["test"]),
+            score_s=round(time.perf_counter() - t0, 1),
+            global_mean_mase=round(agg["mean_mase"], 4),
+            global_median_mase=round(agg["median_mase"], 4),
+            baseline_mean_mase=round(agg["mean_strongest_baseline_mase"], 4),
+            baseline_median_mase=round(agg["median_strongest_baseline_mase"], 4),
+            share_improved=round(agg["share_improved"], 3),
+            worst_series=agg["worst_series"],
+            worst_mase=round(agg["worst_mase"], 4),
+        )
         rows = []
         for i, r in zip(pick, local):
             sid = ws.series_ids[i]
@@ -215,18 +279,26 @@ def main() -> None:
                 lm = float(lt["mase"].iloc[0])
             rows.append({"series": sid, "global": g["mase"], "local": lm, "baseline": g["strongest_mase"]})
         sub = pd.DataFrame(rows)
-        emit(stage="accuracy, local subset", series_compared=len(sub),
-             global_mean_mase=round(sub["global"].mean(), 4), local_mean_mase=round(sub["local"].mean(), 4),
-             baseline_mean_mase=round(sub["baseline"].mean(), 4),
-             global_beats_local=int((sub["global"] < sub["local"]).sum()),
-             per_series=[{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows])
+        emit(
+            stage="accuracy, local subset",
+            series_compared=len(sub),
+            global_mean_mase=round(sub["global"].mean(), 4),
+            local_mean_mase=round(sub["local"].mean(), 4),
+            baseline_mean_mase=round(sub["baseline"].mean(), 4),
+            global_beats_local=int((sub["global"] < sub["local"]).sum()),
+            per_series=[{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
+        )
 
         # one batch forecast for every series: one ONNX call
-        path = export_onnx(glob.model, work / "global.onnx", model_metadata(ws, s, cand.name),
-                           example=ws.inputs(ws.starts["test"][:2])[0])
+        path = export_onnx(
+            glob.model,
+            work / "global.onnx",
+            model_metadata(ws, s, cand.name),
+            example=ws.inputs(ws.starts["test"][:2])[0],
+        )
         eng = OnnxForecaster.from_path(path, device="cpu")
         frame, _ = read_validated_panel("bench", s)
-        forecast_panel_frame(eng, frame.head(20000))                   # warm-up
+        forecast_panel_frame(eng, frame.head(20000))  # warm-up
         t0 = time.perf_counter()
         out, provider, skipped = forecast_panel_frame(eng, frame, version=1, model_name="bench-forecaster")
         whole = time.perf_counter() - t0
@@ -238,9 +310,16 @@ def main() -> None:
             t0 = time.perf_counter()
             eng.predict_all(x, f)
             calls.append(time.perf_counter() - t0)
-        emit(stage="batch forecast", series=int(out["series_id"].nunique()), not_forecast=len(skipped),
-             rows=len(out), provider=provider, forecast_panel_frame_s=round(whole, 3),
-             onnx_call_s_median=round(float(np.median(calls)), 4), ort_threads="default (the machine's cores)")
+        emit(
+            stage="batch forecast",
+            series=int(out["series_id"].nunique()),
+            not_forecast=len(skipped),
+            rows=len(out),
+            provider=provider,
+            forecast_panel_frame_s=round(whole, 3),
+            onnx_call_s_median=round(float(np.median(calls)), 4),
+            ort_threads="default (the machine's cores)",
+        )
     finally:
         os.chdir(cwd)
         shutil.rmtree(work, ignore_errors=True)

@@ -2,6 +2,7 @@
 against: a per-item Dataset (a numpy slice and two new tensors per window), DataLoader(shuffle, no workers),
 plain Adam in fp32, the trainer's loss (MAE scaled by the target's scale). Imports torch and the model only, so
 the GPU check can use it with the services made unimportable."""
+
 from __future__ import annotations
 
 import torch
@@ -24,8 +25,8 @@ class SeedWindows(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         s = int(self.starts[i])
-        x = self.values[s:s + self.L]
-        y = self.values[s + self.L:s + self.L + self.H][:, self.tidx]
+        x = self.values[s : s + self.L]
+        y = self.values[s + self.L : s + self.L + self.H][:, self.tidx]
         return torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
 
 

@@ -15,6 +15,7 @@ It also measures, in this process, the engine's own batch-1 p50 on the same mode
 started beside this one and loaded in turn, round-robin, with the same client, models and requests:
 on a shared machine compare the two within one run, not across runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -52,26 +53,45 @@ def run_service(pointer: Path, port: int, threads: int | None) -> None:
     from cellcast.pipeline.config import Settings
     from cellcast.pipeline.serving.service import create_app
 
-    app = create_app(Settings(dataset="bench"), source=pointer_source(pointer), device="cpu", poll_seconds=0.2,
-                     threads=threads)
+    app = create_app(
+        Settings(dataset="bench"), source=pointer_source(pointer), device="cpu", poll_seconds=0.2, threads=threads
+    )
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-def make_models(d: Path, lookback: int, horizon: int, n_vars: int, hidden: int, cell: str = "gru",
-                layers: int = 1, rnn_steps: int = 48) -> list[Path]:
+def make_models(
+    d: Path,
+    lookback: int,
+    horizon: int,
+    n_vars: int,
+    hidden: int,
+    cell: str = "gru",
+    layers: int = 1,
+    rnn_steps: int = 48,
+) -> list[Path]:
     import torch
 
-    from cellcast.pipeline.modeling.model import ModelSpec, build
     from cellcast.pipeline.engine.onnx_export import export_onnx
+    from cellcast.pipeline.modeling.model import ModelSpec, build
 
     paths = []
     for seed in (1, 2):
-        spec = ModelSpec(cell=cell, n_vars=n_vars, target_idx=[0], lookback=lookback, horizon=horizon,
-                         hidden_size=hidden, num_layers=layers, rnn_steps=rnn_steps, mean=[10.0] * n_vars,
-                         std=[2.0] * n_vars)
+        spec = ModelSpec(
+            cell=cell,
+            n_vars=n_vars,
+            target_idx=[0],
+            lookback=lookback,
+            horizon=horizon,
+            hidden_size=hidden,
+            num_layers=layers,
+            rnn_steps=rnn_steps,
+            mean=[10.0] * n_vars,
+            std=[2.0] * n_vars,
+        )
         torch.manual_seed(seed)
-        paths.append(export_onnx(build(spec), d / f"v{seed}.onnx",
-                                 {"variables": [f"v{i}" for i in range(n_vars)], "freq": "h"}))
+        paths.append(
+            export_onnx(build(spec), d / f"v{seed}.onnx", {"variables": [f"v{i}" for i in range(n_vars)], "freq": "h"})
+        )
     return paths
 
 
@@ -88,10 +108,10 @@ def request_body(info: dict) -> bytes:
     model is hourly), encoded once: the client's JSON encoding is not what is measured."""
     t = np.arange(info["lookback"])
     values = {v: (10 + 2 * np.sin(2 * np.pi * (t + i) / 24)).tolist() for i, v in enumerate(info["variables"])}
-    start = datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp()
+    start = datetime(2024, 1, 1, tzinfo=UTC).timestamp()
     payload = {"values": values}
     if info.get("freq") == "h":
-        payload["timestamps"] = [datetime.fromtimestamp(start + 3600 * i, timezone.utc).isoformat() for i in t]
+        payload["timestamps"] = [datetime.fromtimestamp(start + 3600 * i, UTC).isoformat() for i in t]
     return json.dumps(payload).encode()
 
 
@@ -128,8 +148,10 @@ def prepared(url: str, path: str, body: bytes, token: str | None) -> bytes:
 
     host = urlsplit(url).netloc
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
-    return (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{auth}"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{auth}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 def load(url: str, token: str | None, requests: int, duration: float, concurrency: int, on_half=None) -> dict:
@@ -186,11 +208,20 @@ def load(url: str, token: str | None, requests: int, duration: float, concurrenc
         th.join()
     wall = time.perf_counter() - t0
     lat_ms = 1e3 * np.asarray(lat) if lat else np.asarray([np.nan])
-    return {"kind": "serve_load", "requests": len(lat) + len(errors), "errors": len(errors),
-            "first_errors": errors[:3], "concurrency": concurrency, "seconds": round(wall, 2),
-            "requests_per_s": round((len(lat) + len(errors)) / wall, 1),
-            "p50_ms": round(float(np.percentile(lat_ms, 50)), 3), "p99_ms": round(float(np.percentile(lat_ms, 99)), 3),
-            "versions": versions, "lookback": info["lookback"], "variables": len(info["variables"])}
+    return {
+        "kind": "serve_load",
+        "requests": len(lat) + len(errors),
+        "errors": len(errors),
+        "first_errors": errors[:3],
+        "concurrency": concurrency,
+        "seconds": round(wall, 2),
+        "requests_per_s": round((len(lat) + len(errors)) / wall, 1),
+        "p50_ms": round(float(np.percentile(lat_ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(lat_ms, 99)), 3),
+        "versions": versions,
+        "lookback": info["lookback"],
+        "variables": len(info["variables"]),
+    }
 
 
 def http_floor(url: str, n: int = 300) -> float:
@@ -218,7 +249,7 @@ def engine_p50(path: Path, lookback: int, n_vars: int, threads: int | None, n: i
 
     eng = OnnxForecaster.from_path(path, device="cpu", threads=threads)
     x = (10 + np.random.default_rng(0).standard_normal((1, lookback, n_vars))).astype(np.float32)
-    f = eng.synthetic_future(1)   # a model with known-future inputs needs them (None otherwise)
+    f = eng.synthetic_future(1)  # a model with known-future inputs needs them (None otherwise)
     for _ in range(20):
         eng.predict(x, f)
     lat = []
@@ -260,11 +291,17 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=30.0, help="seconds, at most, per load run")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[4])
     ap.add_argument("--rounds", type=int, default=1, help="self-contained: load runs per side and concurrency")
-    ap.add_argument("--against", help="self-contained: also the service as it was at this git revision (or in "
-                                      "this folder, another copy of the project)")
-    ap.add_argument("--against-plain", action="store_true",
-                    help="with --against: that revision also as it ran before httptools and uvloop were installed "
-                         "(uvicorn's pure-Python h11 parser and asyncio's loop; both hidden from its process)")
+    ap.add_argument(
+        "--against",
+        help="self-contained: also the service as it was at this git revision (or in "
+        "this folder, another copy of the project)",
+    )
+    ap.add_argument(
+        "--against-plain",
+        action="store_true",
+        help="with --against: that revision also as it ran before httptools and uvloop were installed "
+        "(uvicorn's pure-Python h11 parser and asyncio's loop; both hidden from its process)",
+    )
     ap.add_argument("--lookback", type=int, default=168)
     ap.add_argument("--horizon", type=int, default=24)
     ap.add_argument("--vars", type=int, default=7)
@@ -291,8 +328,15 @@ def main() -> None:
             out.flush()
 
     load_avg = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    emit({"kind": "env", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
-          "load_1min": load_avg, "command": " ".join(sys.argv)})
+    emit(
+        {
+            "kind": "env",
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "cpus": os.cpu_count(),
+            "load_1min": load_avg,
+            "command": " ".join(sys.argv),
+        }
+    )
     if args.url:
         for conc in args.concurrency:
             emit(load(args.url, args.token, args.requests, args.duration, conc))
@@ -300,22 +344,33 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        models = make_models(tmp, args.lookback, args.horizon, args.vars, args.hidden, args.cell, args.layers,
-                             args.rnn_steps)
-        model = {"cell": args.cell, "hidden": args.hidden, "layers": args.layers, "rnn_steps": args.rnn_steps,
-                 "lookback": args.lookback, "vars": args.vars, "horizon": args.horizon}
+        models = make_models(
+            tmp, args.lookback, args.horizon, args.vars, args.hidden, args.cell, args.layers, args.rnn_steps
+        )
+        model = {
+            "cell": args.cell,
+            "hidden": args.hidden,
+            "layers": args.layers,
+            "rnn_steps": args.rnn_steps,
+            "lookback": args.lookback,
+            "vars": args.vars,
+            "horizon": args.horizon,
+        }
         sides = {"now": ROOT}
         hide = {}
         if args.against:
             # a folder holding another copy of the project (a variant being tried), or a git revision
-            sides[args.against] = (Path(args.against).resolve() if Path(args.against, "bench").is_dir()
-                                   else export_tree(args.against, tmp / "against"))
+            sides[args.against] = (
+                Path(args.against).resolve()
+                if Path(args.against, "bench").is_dir()
+                else export_tree(args.against, tmp / "against")
+            )
             if args.against_plain:
                 plain = f"{args.against} (h11, asyncio)"
                 sides[plain] = sides[args.against]
                 hide[plain] = tmp / "hidden"
                 hide[plain].mkdir()
-                for mod in ("httptools", "uvloop"):   # uvicorn's "auto" falls back when the import fails
+                for mod in ("httptools", "uvloop"):  # uvicorn's "auto" falls back when the import fails
                     (hide[plain] / f"{mod}.py").write_text(f"raise ImportError('{mod} hidden by the benchmark')\n")
         procs, urls, pointers = {}, {}, {}
         try:
@@ -323,8 +378,14 @@ def main() -> None:
                 pointers[side] = tmp / f"champion-{len(pointers)}.json"
                 pointers[side].write_text(json.dumps({"path": str(models[0]), "version": "1"}))
                 port = free_port()
-                cmd = [sys.executable, str(tree / "bench" / "serve_load.py"), "--serve-pointer", str(pointers[side]),
-                       "--port", str(port)]
+                cmd = [
+                    sys.executable,
+                    str(tree / "bench" / "serve_load.py"),
+                    "--serve-pointer",
+                    str(pointers[side]),
+                    "--port",
+                    str(port),
+                ]
                 if args.threads:
                     cmd += ["--threads", str(args.threads)]
                 env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, filter(None, [hide.get(side), tree])))}
@@ -332,15 +393,20 @@ def main() -> None:
                 urls[side] = f"http://127.0.0.1:{port}"
             for side in sides:
                 wait_healthy(urls[side], procs[side])
-            emit({"kind": "engine", "model": model, "batch1_p50_ms": engine_p50(models[0], args.lookback, args.vars,
-                                                                                 args.threads)})
+            emit(
+                {
+                    "kind": "engine",
+                    "model": model,
+                    "batch1_p50_ms": engine_p50(models[0], args.lookback, args.vars, args.threads),
+                }
+            )
             for side in sides:
                 emit({"kind": "http_floor", "side": side, "health_p50_ms": http_floor(urls[side])})
 
             rows = []
             for conc in args.concurrency:
                 for rnd in range(args.rounds):
-                    for side in sides:   # round-robin: both sides under the same load of the machine
+                    for side in sides:  # round-robin: both sides under the same load of the machine
                         ptr = pointers[side]
                         now = json.loads(ptr.read_text())["version"]
                         nxt = "2" if now == "1" else "1"
@@ -351,16 +417,25 @@ def main() -> None:
                             os.replace(tmp_ptr, ptr)
 
                         res = load(urls[side], None, args.requests, args.duration, conc, on_half=swap)
-                        res.update(side=side, round=rnd, model=model, hot_swap=f"{now} -> {nxt}",
-                                   load_1min=os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
+                        res.update(
+                            side=side,
+                            round=rnd,
+                            model=model,
+                            hot_swap=f"{now} -> {nxt}",
+                            load_1min=os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+                        )
                         res["swap_ok"] = res["errors"] == 0 and set(res["versions"]) == {"1", "2"}
                         emit(res)
                         rows.append(res)
-            print("\n| side | concurrency | round | requests | errors | req/s | p50 ms | p99 ms | versions answered |\n"
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+            print(
+                "\n| side | concurrency | round | requests | errors | req/s | p50 ms | p99 ms | versions answered |\n"
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+            )
             for r in rows:
-                print(f"| {r['side']} | {r['concurrency']} | {r['round']} | {r['requests']} | {r['errors']} | "
-                      f"{r['requests_per_s']} | {r['p50_ms']} | {r['p99_ms']} | {r['versions']} |")
+                print(
+                    f"| {r['side']} | {r['concurrency']} | {r['round']} | {r['requests']} | {r['errors']} | "
+                    f"{r['requests_per_s']} | {r['p50_ms']} | {r['p99_ms']} | {r['versions']} |"
+                )
             if not all(r["swap_ok"] for r in rows):
                 raise SystemExit("errors or a missing version across a hot swap")
         finally:

@@ -21,6 +21,7 @@ above --mem-cap-gb. On CUDA the device figure is torch.cuda.max_memory_allocated
 
     .venv/bin/python bench/windows.py [--quick] [--repeats 3] [--budget 2] [--rows 200000] [--lookback 168]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,7 @@ RESULTS = ROOT / "bench" / "results"
 
 
 # --- environment and output ----------------------------------------------------------------------
+
 
 def cpu_model() -> str:
     try:
@@ -91,13 +93,24 @@ class Out:
 
 def env_row(threads: int, args) -> dict:
     gpu = torch.cuda.is_available()
-    return dict(kind="env", date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                python=platform.python_version(), torch=torch.__version__, numpy=np.__version__,
-                cpu=cpu_model(), cores=os.cpu_count(), threads=threads, load_avg=list(os.getloadavg()),
-                gpu=torch.cuda.get_device_name() if gpu else None, command=" ".join(sys.argv), quick=args.quick)
+    return dict(
+        kind="env",
+        date=datetime.now(UTC).isoformat(timespec="seconds"),
+        python=platform.python_version(),
+        torch=torch.__version__,
+        numpy=np.__version__,
+        cpu=cpu_model(),
+        cores=os.cpu_count(),
+        threads=threads,
+        load_avg=list(os.getloadavg()),
+        gpu=torch.cuda.get_device_name() if gpu else None,
+        command=" ".join(sys.argv),
+        quick=args.quick,
+    )
 
 
 # --- data ----------------------------------------------------------------------------------------
+
 
 def synthetic(rows: int, n_vars: int) -> np.ndarray:
     """Daily and weekly cycles plus a slow random walk and noise, per variable (float32, built in place)."""
@@ -106,8 +119,12 @@ def synthetic(rows: int, n_vars: int) -> np.ndarray:
     t = np.arange(rows, dtype=np.float32)
     for v in range(n_vars):
         walk = np.cumsum(rng.standard_normal(rows, dtype=np.float32)) / 50
-        out[:, v] = (np.sin(2 * np.pi * t / 48 + v) + 0.5 * np.sin(2 * np.pi * t / 336) + walk
-                     + 0.1 * rng.standard_normal(rows, dtype=np.float32))
+        out[:, v] = (
+            np.sin(2 * np.pi * t / 48 + v)
+            + 0.5 * np.sin(2 * np.pi * t / 336)
+            + walk
+            + 0.1 * rng.standard_normal(rows, dtype=np.float32)
+        )
     return out
 
 
@@ -124,10 +141,23 @@ def window_set(values: np.ndarray, lookback: int, horizon: int, name: str = "ben
     if n < 1:
         raise SystemExit(f"{name}: {len(values)} rows are too few for lookback {lookback} + horizon {horizon}")
     V = values.shape[1]
-    meta = WindowMeta(name=name, variables=[f"v{i}" for i in range(V)], targets=["v0"], freq="30min",
-                      lookback=lookback, horizon=horizon, stride=1, rows=len(values), bounds={"val": n, "test": n},
-                      counts={"train": n, "val": 0, "test": 0}, mean=[0.0] * V, std=[1.0] * V, start="", end="",
-                      split_times={})
+    meta = WindowMeta(
+        name=name,
+        variables=[f"v{i}" for i in range(V)],
+        targets=["v0"],
+        freq="30min",
+        lookback=lookback,
+        horizon=horizon,
+        stride=1,
+        rows=len(values),
+        bounds={"val": n, "test": n},
+        counts={"train": n, "val": 0, "test": 0},
+        mean=[0.0] * V,
+        std=[1.0] * V,
+        start="",
+        end="",
+        split_times={},
+    )
     starts = {"train": np.arange(n), "val": np.arange(0), "test": np.arange(0)}
     return WindowSet(values, np.arange(len(values)), meta, starts)
 
@@ -142,12 +172,13 @@ class SeedWindows(torch.utils.data.Dataset):
         return len(self.data) - self.lookback - self.horizon + 1
 
     def __getitem__(self, i):
-        x = self.data[i:i + self.lookback]
-        y = self.data[i + self.lookback:i + self.lookback + self.horizon, self.target_idx]
+        x = self.data[i : i + self.lookback]
+        y = self.data[i + self.lookback : i + self.lookback + self.horizon, self.target_idx]
         return torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
 
 
 # --- batch makers: each returns step() -> windows assembled ---------------------------------------
+
 
 def seed_maker(ws: WindowSet, batch: int, device: str = "cpu"):
     ds = SeedWindows(ws.values, ws.meta.lookback, ws.meta.horizon, ws.meta.target_idx)
@@ -176,7 +207,7 @@ def numpy_maker(ws: WindowSet, batch: int):
     def step():
         if state["pos"] >= len(starts):
             state["order"], state["pos"] = rng.permutation(starts), 0
-        idx = state["order"][state["pos"]:state["pos"] + batch]
+        idx = state["order"][state["pos"] : state["pos"] + batch]
         state["pos"] += batch
         x, y = ws.batch(idx)
         x, y = torch.from_numpy(x), torch.from_numpy(y)
@@ -195,7 +226,7 @@ def torch_maker(ws: WindowSet, batch: int, device: str = "cpu", contiguous: bool
         if state["pos"] >= len(starts):
             state["order"] = starts[torch.randperm(len(starts), generator=gen, device=tw.device)]
             state["pos"] = 0
-        idx = state["order"][state["pos"]:state["pos"] + batch]
+        idx = state["order"][state["pos"] : state["pos"] + batch]
         state["pos"] += batch
         x, y = tw.batch(idx)
         if contiguous:
@@ -225,7 +256,7 @@ def methods(gpu: bool) -> dict:
 
 
 def timed(step, budget: float, cuda: bool) -> tuple[int, float]:
-    for _ in range(2):      # warm-up: first iterator, allocator, kernels
+    for _ in range(2):  # warm-up: first iterator, allocator, kernels
         step()
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     sync()
@@ -243,11 +274,23 @@ def throughput(out: Out, datasets: dict, args) -> list[dict]:
     for dname, values in datasets.items():
         ws = window_set(values, args.lookback, args.horizon, dname)
         for rep in range(args.repeats):
-            for mname, make in ms.items():      # round-robin: load on the shared machine hits every method
+            for mname, make in ms.items():  # round-robin: load on the shared machine hits every method
                 n, s = timed(make(ws), args.budget, "cuda" in mname)
-                rows.append(out.emit(kind="assembly", dataset=dname, rows=len(values), vars=values.shape[1],
-                                     lookback=args.lookback, horizon=args.horizon, method=mname, repeat=rep,
-                                     windows=n, seconds=round(s, 4), windows_per_s=round(n / s)))
+                rows.append(
+                    out.emit(
+                        kind="assembly",
+                        dataset=dname,
+                        rows=len(values),
+                        vars=values.shape[1],
+                        lookback=args.lookback,
+                        horizon=args.horizon,
+                        method=mname,
+                        repeat=rep,
+                        windows=n,
+                        seconds=round(s, 4),
+                        windows_per_s=round(n / s),
+                    )
+                )
     return rows
 
 
@@ -259,18 +302,30 @@ def summarise(out: Out, rows: list[dict], base: str = "seed-b64") -> list[dict]:
         for mname in dict.fromkeys(r["method"] for r in mine):
             rate = [r["windows_per_s"] for r in mine if r["method"] == mname]
             # the ratio within each repeat, then the median: both sides saw the same load
-            ratio = [next(r["windows_per_s"] for r in mine if r["method"] == mname and r["repeat"] == k)
-                     / next(r["windows_per_s"] for r in mine if r["method"] == base and r["repeat"] == k)
-                     for k in reps]
-            summary.append(out.emit(kind="assembly-summary", dataset=dname, method=mname, repeats=len(rate),
-                                    median_windows_per_s=round(statistics.median(rate)), min=min(rate), max=max(rate),
-                                    spread_pct=round(100 * (max(rate) - min(rate)) / statistics.median(rate), 1),
-                                    median_ratio_vs_seed_b64=round(statistics.median(ratio), 2),
-                                    ratios=[round(x, 2) for x in ratio]))
+            ratio = [
+                next(r["windows_per_s"] for r in mine if r["method"] == mname and r["repeat"] == k)
+                / next(r["windows_per_s"] for r in mine if r["method"] == base and r["repeat"] == k)
+                for k in reps
+            ]
+            summary.append(
+                out.emit(
+                    kind="assembly-summary",
+                    dataset=dname,
+                    method=mname,
+                    repeats=len(rate),
+                    median_windows_per_s=round(statistics.median(rate)),
+                    min=min(rate),
+                    max=max(rate),
+                    spread_pct=round(100 * (max(rate) - min(rate)) / statistics.median(rate), 1),
+                    median_ratio_vs_seed_b64=round(statistics.median(ratio), 2),
+                    ratios=[round(x, 2) for x in ratio],
+                )
+            )
     return summary
 
 
 # --- memory --------------------------------------------------------------------------------------
+
 
 def _hwm_kb() -> int | None:
     try:
@@ -292,7 +347,7 @@ def _rss_kb() -> int:
 
 def _reset_peak() -> str:
     try:
-        Path("/proc/self/clear_refs").write_text("5")   # resets VmHWM (and ru_maxrss) to the current RSS
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (and ru_maxrss) to the current RSS
         return "VmHWM after clear_refs"
     except OSError:
         return "ru_maxrss delta (no reset)"
@@ -301,8 +356,8 @@ def _reset_peak() -> str:
 def _assemble(method: str, ws: WindowSet, batches: int, batch: int, device: str) -> None:
     if method == "materialise":
         starts, L, H = ws.starts["train"], ws.meta.lookback, ws.meta.horizon
-        x = np.stack([ws.values[s:s + L] for s in starts])
-        y = np.stack([ws.values[s + L:s + L + H][:, ws.meta.target_idx] for s in starts])
+        x = np.stack([ws.values[s : s + L] for s in starts])
+        y = np.stack([ws.values[s + L : s + L + H][:, ws.meta.target_idx] for s in starts])
         x, y = torch.from_numpy(x), torch.from_numpy(y)
         if device != "cpu":
             x, y = x.to(device), y.to(device)
@@ -310,8 +365,11 @@ def _assemble(method: str, ws: WindowSet, batches: int, batch: int, device: str)
         for _ in range(batches):
             x[idx], y[idx]
         return
-    step = {"seed": lambda: seed_maker(ws, 64, device), "numpy": lambda: numpy_maker(ws, batch),
-            "torch": lambda: torch_maker(ws, batch, device)}[method]()
+    step = {
+        "seed": lambda: seed_maker(ws, 64, device),
+        "numpy": lambda: numpy_maker(ws, batch),
+        "torch": lambda: torch_maker(ws, batch, device),
+    }[method]()
     for _ in range(batches):
         step()
 
@@ -334,8 +392,13 @@ def mem_child(spec: dict) -> None:
     ws = window_set(values, spec["lookback"], spec["horizon"])
     _assemble(spec["method"], ws, spec["batches"], spec["batch"], device)
     after = _hwm_kb() if how.startswith("VmHWM") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    row = dict(rows=ws_rows, peak_mib=round((after - before_rss) / 1024, 1), rss_before_mib=round(before_rss / 1024, 1),
-               hwm_before_mib=round(before_hwm / 1024, 1), how=how)
+    row = dict(
+        rows=ws_rows,
+        peak_mib=round((after - before_rss) / 1024, 1),
+        rss_before_mib=round(before_rss / 1024, 1),
+        hwm_before_mib=round(before_hwm / 1024, 1),
+        how=how,
+    )
     if device == "cuda":
         torch.cuda.synchronize()
         row["device_peak_mib"] = round((torch.cuda.max_memory_allocated() - dev_before) / 2**20, 1)
@@ -358,21 +421,46 @@ def memory(out: Out, datasets: dict, args) -> list[dict]:
                 if n < 1:
                     continue
                 series_mib = values.nbytes / 2**20
-                full_mib = n * (L * V + args.horizon) * 4 / 2**20        # every window's inputs and targets
+                full_mib = n * (L * V + args.horizon) * 4 / 2**20  # every window's inputs and targets
                 batch_mib = args.mem_batch * ((L + args.horizon) * V) * 4 / 2**20
                 for method, device in configs:
-                    base = dict(kind="memory", dataset=dname, lookback=L, horizon=args.horizon, method=method,
-                                device=device, windows=n, series_mib=round(series_mib, 1),
-                                materialised_mib=round(full_mib, 1), batch_mib=round(batch_mib, 1),
-                                batch=64 if method == "seed" else args.mem_batch)
+                    base = dict(
+                        kind="memory",
+                        dataset=dname,
+                        lookback=L,
+                        horizon=args.horizon,
+                        method=method,
+                        device=device,
+                        windows=n,
+                        series_mib=round(series_mib, 1),
+                        materialised_mib=round(full_mib, 1),
+                        batch_mib=round(batch_mib, 1),
+                        batch=64 if method == "seed" else args.mem_batch,
+                    )
                     if method == "materialise" and full_mib > args.mem_cap_gb * 1024:
-                        rows.append(out.emit(**base, skipped=f"would need {full_mib / 1024:.1f} GiB "
-                                                             f"(> --mem-cap-gb {args.mem_cap_gb:g})"))
+                        rows.append(
+                            out.emit(
+                                **base,
+                                skipped=f"would need {full_mib / 1024:.1f} GiB (> --mem-cap-gb {args.mem_cap_gb:g})",
+                            )
+                        )
                         continue
-                    spec = dict(npy=str(npy), lookback=L, horizon=args.horizon, method=method, device=device,
-                                batches=args.mem_batches, batch=args.mem_batch, threads=args.threads)
-                    p = subprocess.run([sys.executable, __file__, "--_mem-child", json.dumps(spec)],
-                                       capture_output=True, text=True, timeout=900)
+                    spec = dict(
+                        npy=str(npy),
+                        lookback=L,
+                        horizon=args.horizon,
+                        method=method,
+                        device=device,
+                        batches=args.mem_batches,
+                        batch=args.mem_batch,
+                        threads=args.threads,
+                    )
+                    p = subprocess.run(
+                        [sys.executable, __file__, "--_mem-child", json.dumps(spec)],
+                        capture_output=True,
+                        text=True,
+                        timeout=900,
+                    )
                     if p.returncode != 0:
                         rows.append(out.emit(**base, error=p.stderr.strip().splitlines()[-1][:300]))
                         continue
@@ -382,26 +470,34 @@ def memory(out: Out, datasets: dict, args) -> list[dict]:
 
 # --- report --------------------------------------------------------------------------------------
 
+
 def tables(summary: list[dict], mem: list[dict], args) -> str:
     lines = []
     for dname in dict.fromkeys(r["dataset"] for r in summary):
         mine = [r for r in summary if r["dataset"] == dname]
-        lines += [f"\nBatch assembly, {dname} (lookback {args.lookback}, horizon {args.horizon}; "
-                  f"median of {mine[0]['repeats']} repeats)\n",
-                  "| method | windows/s (median) | min .. max | spread | vs seed-b64 (median of per-repeat ratios) |",
-                  "| --- | ---: | ---: | ---: | ---: |"]
+        lines += [
+            f"\nBatch assembly, {dname} (lookback {args.lookback}, horizon {args.horizon}; "
+            f"median of {mine[0]['repeats']} repeats)\n",
+            "| method | windows/s (median) | min .. max | spread | vs seed-b64 (median of per-repeat ratios) |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
         for r in mine:
-            lines.append(f"| {r['method']} | {r['median_windows_per_s']:,} | {r['min']:,} .. {r['max']:,} | "
-                         f"{r['spread_pct']}% | {r['median_ratio_vs_seed_b64']}x |")
+            lines.append(
+                f"| {r['method']} | {r['median_windows_per_s']:,} | {r['min']:,} .. {r['max']:,} | "
+                f"{r['spread_pct']}% | {r['median_ratio_vs_seed_b64']}x |"
+            )
     if mem:
         lines += ["\nPeak memory above the loaded series (MiB, resident; fresh process per cell)\n"]
         for dname in dict.fromkeys(r["dataset"] for r in mem):
             mine = [r for r in mem if r["dataset"] == dname]
             cols = list(dict.fromkeys((r["method"], r["device"]) for r in mine))
             head = " | ".join(f"{m} ({d})" for m, d in cols)
-            lines += [f"\n{dname} ({mine[0]['series_mib']} MiB series)\n",
-                      f"| lookback | windows | all windows materialised (computed) | batch of {args.mem_batch} "
-                      f"(computed) | {head} |", "| ---: " * (4 + len(cols)) + "|"]
+            lines += [
+                f"\n{dname} ({mine[0]['series_mib']} MiB series)\n",
+                f"| lookback | windows | all windows materialised (computed) | batch of {args.mem_batch} "
+                f"(computed) | {head} |",
+                "| ---: " * (4 + len(cols)) + "|",
+            ]
             for L in dict.fromkeys(r["lookback"] for r in mine):
                 at = {(r["method"], r["device"]): r for r in mine if r["lookback"] == L}
                 r0 = next(iter(at.values()))
@@ -416,8 +512,11 @@ def tables(summary: list[dict], mem: list[dict], args) -> str:
                         cells.append(f"{r.get('device_peak_mib', '')} (device)")
                     else:
                         cells.append(f"{r.get('peak_mib', '')}")
-                lines.append(f"| {L} | {r0['windows']:,} | {r0['materialised_mib']:,} | {r0['batch_mib']} | "
-                             + " | ".join(cells) + " |")
+                lines.append(
+                    f"| {L} | {r0['windows']:,} | {r0['materialised_mib']:,} | {r0['batch_mib']} | "
+                    + " | ".join(cells)
+                    + " |"
+                )
     return "\n".join(lines)
 
 
@@ -435,8 +534,13 @@ def main() -> None:
     ap.add_argument("--vars", type=int, default=7, help="variables of the synthetic series")
     ap.add_argument("--lookback", type=int, default=168)
     ap.add_argument("--horizon", type=int, default=24)
-    ap.add_argument("--mem-lookbacks", type=int, nargs="*", default=[24, 168, 720, 2000],
-                    help="lookbacks of the memory sweep (none: skip it)")
+    ap.add_argument(
+        "--mem-lookbacks",
+        type=int,
+        nargs="*",
+        default=[24, 168, 720, 2000],
+        help="lookbacks of the memory sweep (none: skip it)",
+    )
     ap.add_argument("--mem-batch", type=int, default=1024)
     ap.add_argument("--mem-batches", type=int, default=20, help="batches assembled per memory cell")
     ap.add_argument("--mem-cap-gb", type=float, default=3.0, help="skip materialising above this size")
@@ -454,7 +558,7 @@ def main() -> None:
         datasets[f"synthetic-{args.rows // 1000}k"] = synthetic(args.rows, args.vars)
     rows = throughput(out, datasets, args)
     summary = summarise(out, rows)
-    mem_sets = dict(list(datasets.items())[:1]) if args.quick else datasets   # quick: the real series only
+    mem_sets = dict(list(datasets.items())[:1]) if args.quick else datasets  # quick: the real series only
     mem = memory(out, mem_sets, args) if args.mem_lookbacks else []
     out.emit(kind="env-end", load_avg=list(os.getloadavg()))
     print(tables(summary, mem, args))

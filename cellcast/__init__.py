@@ -9,12 +9,16 @@ distribution claims one top-level name, `cellcast`, not the generic `pipeline` a
 In a source checkout that is not installed (a GPU machine that was sent the tree), they are found
 beside this folder.
 """
+
 from pathlib import Path as _Path
 
 _here = _Path(__file__).resolve().parent
 _checkout = _here.parent
-if not (_here / "pipeline").is_dir() and (_checkout / "pipeline" / "__init__.py").is_file() \
-        and str(_checkout) not in __path__:  # noqa: F821 - the package's own search path
+if (
+    not (_here / "pipeline").is_dir()
+    and (_checkout / "pipeline" / "__init__.py").is_file()
+    and str(_checkout) not in __path__
+):  # noqa: F821 - the package's own search path
     __path__.append(str(_checkout))  # noqa: F821
 
 from .pipeline import __version__  # noqa: E402

@@ -1,4 +1,5 @@
 """`python -m cellcast ...` is the `cellcast` command."""
+
 from cellcast.cli import main
 
 main()

@@ -1,4 +1,5 @@
 """The `cellcast` command. Each command calls library functions; user errors print one line, exit 2."""
+
 from __future__ import annotations
 
 import functools
@@ -10,8 +11,12 @@ import typer
 
 from cellcast.pipeline.errors import CellcastError
 
-app = typer.Typer(help="cellcast: time series in, RNN / LSTM / GRU forecasts out.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="cellcast: time series in, RNN / LSTM / GRU forecasts out.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 
 
 def friendly(fn):
@@ -56,11 +61,13 @@ def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug lo
     # an error raised inside a flow reaches `friendly`, which prints it as the last line: Prefect's own
     # copies of it (task failed, flow failed, each state change) would repeat it four times
     from cellcast.flows import UserErrorLog
+
     UserErrorLog.quiet = not verbose
 
 
 def _register_commands() -> None:
     import importlib
+
     for module in ("data", "training", "registry", "serving", "monitoring", "system"):
         importlib.import_module(f"cellcast.commands.{module}").register(app)
 

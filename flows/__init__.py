@@ -1,6 +1,7 @@
 """Prefect flows: thin orchestration over `pipeline`. Importing this package sets the Prefect
 defaults cellcast relies on (no analytics; a server start-up timeout that holds on 2 cores), and
 keeps a user's error (a CellcastError: bad file, server down) to one line in the run logs."""
+
 import logging
 import os
 

@@ -1,5 +1,6 @@
 """The backtest flow: data -> folds -> each fold (train or recalibrate, score) -> picture -> track in MLflow.
 Thin: the work is pipeline/registry/backtest.py's."""
+
 from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
@@ -8,8 +9,8 @@ from prefect.cache_policies import NO_CACHE
 from cellcast.flows.data import data_steps
 from cellcast.pipeline.catalog import training_lock
 from cellcast.pipeline.config import Settings
-from cellcast.pipeline.files import exclusive
 from cellcast.pipeline.data.window import load_windows
+from cellcast.pipeline.files import exclusive
 from cellcast.pipeline.modeling import plots
 from cellcast.pipeline.modeling.train import cpu_threads, pick_device, torch_threads
 from cellcast.pipeline.registry import backtest as bt
@@ -21,19 +22,37 @@ def fold_task(ws, fold, settings: Settings, refit: str, first, device: str):
     logger = get_run_logger()
 
     def on_epoch(name, row):
-        logger.info("fold %d %s epoch %d: train %.4f  val %.4f", fold.index, name, row["epoch"], row["train_loss"],
-                    row["val_loss"])
+        logger.info(
+            "fold %d %s epoch %d: train %.4f  val %.4f",
+            fold.index,
+            name,
+            row["epoch"],
+            row["train_loss"],
+            row["val_loss"],
+        )
 
     rec, first = bt.run_fold(ws, fold, settings, refit, first, device, on_epoch)
-    logger.info("fold %d (test %s .. %s, %d origins): %s; bar %s %.3f; selected %s", fold.index, *rec.times["test"],
-                rec.origins, ", ".join(f"{k} {v['mase']:.3f}" for k, v in rec.scores.items()
-                                       if "mase" in v and k != "selected"),
-                rec.bar, rec.scores[rec.bar]["mase"], rec.selected)
+    logger.info(
+        "fold %d (test %s .. %s, %d origins): %s; bar %s %.3f; selected %s",
+        fold.index,
+        *rec.times["test"],
+        rec.origins,
+        ", ".join(f"{k} {v['mase']:.3f}" for k, v in rec.scores.items() if "mase" in v and k != "selected"),
+        rec.bar,
+        rec.scores[rec.bar]["mase"],
+        rec.selected,
+    )
     return rec, first
 
 
-def backtest_steps(ws, settings: Settings, folds: int | None = None, refit: str | None = None,
-                   end: int | None = None, device: str = "cpu"):
+def backtest_steps(
+    ws,
+    settings: Settings,
+    folds: int | None = None,
+    refit: str | None = None,
+    end: int | None = None,
+    device: str = "cpu",
+):
     """Every fold in order, each a task; returns the BacktestResult (not yet tracked). Called by the backtest flow
     and by the training flow (evaluate.selection: backtest, with `end` the main split's first test row)."""
     import time
@@ -54,23 +73,32 @@ def track_task(result, ws, settings: Settings):
     try:
         bt.write_report(result, settings, fig)
         bt.track(result, ws, settings, fig)
-        bt.write_report(result, settings)      # again, with the parent run's id
+        bt.write_report(result, settings)  # again, with the parent run's id
     finally:
         plots.close(fig)
     return result
 
 
 @flow(name="cellcast-backtest", log_prints=True)
-def backtest_flow(name: str, settings: Settings, source: dict | None = None, from_windows: bool = False,
-                  folds: int | None = None, refit: str | None = None, device: str | None = None):
+def backtest_flow(
+    name: str,
+    settings: Settings,
+    source: dict | None = None,
+    from_windows: bool = False,
+    folds: int | None = None,
+    refit: str | None = None,
+    device: str | None = None,
+):
     """Rolling-origin evaluation of the candidates of params.yaml on dataset `name` (docs/forecasting.md)."""
     logger = get_run_logger()
     tracking.configure(registry=settings.registry)
     tracking.check_reachable()
     # the training lock: a training of the same dataset rewrites data/NAME/ (ingest, validate, window) as this reads it
     lock = training_lock(name, settings)
-    with exclusive(lock, waiting=lambda who: logger.warning("%s is being trained by %s: waiting for it to finish "
-                                                             "(%s)", name, who, lock)):
+    with exclusive(
+        lock,
+        waiting=lambda who: logger.warning("%s is being trained by %s: waiting for it to finish (%s)", name, who, lock),
+    ):
         ws = load_windows(name, settings) if from_windows else data_steps(name, settings, source)
     dev = str(pick_device(device or settings.train.device))
     result = backtest_steps(ws, settings, folds, refit, device=dev)

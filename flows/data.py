@@ -1,4 +1,5 @@
 """The data flow: ingest -> validate -> window, each a task calling one pipeline function."""
+
 from __future__ import annotations
 
 from prefect import flow, task
@@ -41,5 +42,7 @@ def data_steps(name: str, settings: Settings, source: dict | None = None):
 def data_flow(name: str, settings: Settings, source: dict | None = None):
     """ingest -> validate -> window. `source` holds ingest_file's options for a user file; none: bundled."""
     ws = data_steps(name, settings, source)
-    print(f"{name}: {ws.meta.rows} rows, windows {ws.meta.counts}, lookback {ws.meta.lookback}, horizon {ws.meta.horizon}")
+    print(
+        f"{name}: {ws.meta.rows} rows, windows {ws.meta.counts}, lookback {ws.meta.lookback}, horizon {ws.meta.horizon}"
+    )
     return ws

@@ -1,4 +1,5 @@
 """The batch forecast flow: the registry's champion on the latest data of a series."""
+
 from __future__ import annotations
 
 from prefect import flow, task
@@ -10,12 +11,20 @@ from cellcast.pipeline.config import Settings
 @task(name="forecast", cache_policy=NO_CACHE, retries=0)
 def forecast_task(name: str, settings: Settings, alias: str, device: str, future_file: str | None = None):
     from cellcast.pipeline.serving.forecast import forecast_latest
+
     return forecast_latest(name, settings, alias=alias, device=device, future_file=future_file)
 
 
 @flow(name="cellcast-forecast", log_prints=True)
-def forecast_flow(name: str, settings: Settings, alias: str = "champion", device: str = "auto", refresh: bool = False,
-                  monitor: bool = True, future_file: str | None = None):
+def forecast_flow(
+    name: str,
+    settings: Settings,
+    alias: str = "champion",
+    device: str = "auto",
+    refresh: bool = False,
+    monitor: bool = True,
+    future_file: str | None = None,
+):
     """Forecast the next horizon of `name` with the model the registry calls `alias`.
     refresh: re-ingest and re-validate the source first (a scheduled run picks up new rows).
     monitor (with refresh): then score the champion's earlier forecasts on the new actuals, measure input
@@ -24,6 +33,7 @@ def forecast_flow(name: str, settings: Settings, alias: str = "champion", device
     if refresh:
         from cellcast.flows.data import ingest_task, validate_task
         from cellcast.pipeline.data.ingest import source_of
+
         ingest_task(name, settings, source_of(name, settings))
         validate_task(name, settings)
     res = forecast_task(name, settings, alias, device, future_file)
@@ -33,5 +43,6 @@ def forecast_flow(name: str, settings: Settings, alias: str = "champion", device
         print(f"{name}: a panel: monitoring scores one series' forecasts and is not run for panels yet")
     elif refresh and monitor and alias == "champion":
         from cellcast.flows.monitoring import monitoring_steps
+
         monitoring_steps(name, settings)
     return res

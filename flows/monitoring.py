@@ -1,5 +1,6 @@
 """Monitoring in the scheduled forecast flow: score the champion, and start the retrain deployment when the
 monitor's verdict says so (pipeline/serving/monitor.py decides; this module only asks Prefect)."""
+
 from __future__ import annotations
 
 from prefect import get_run_logger, task
@@ -19,6 +20,7 @@ def train_deployment_name(name: str) -> str:
 @task(name="monitor", cache_policy=NO_CACHE, retries=0)
 def monitor_task(name: str, settings: Settings):
     from cellcast.pipeline.serving.monitor import evaluate
+
     return evaluate(name, settings)
 
 
@@ -36,16 +38,21 @@ def trigger_task(name: str, settings: Settings, report) -> dict | None:
     deployment = f"{TRAIN_FLOW}/{train_deployment_name(name)}"
     kind = "accuracy" if any(b.startswith("accuracy") for b in report.verdict.breaches) else "drift"
     try:
-        run = run_deployment(deployment, parameters={"reason": report.verdict.reason}, timeout=0,
-                             tags=[RETRAIN_TAG, f"trigger:{kind}", f"monitor-step:{report.evaluation}"],
-                             idempotency_key=f"retrain-{name}-{report.evaluation}")
+        run = run_deployment(
+            deployment,
+            parameters={"reason": report.verdict.reason},
+            timeout=0,
+            tags=[RETRAIN_TAG, f"trigger:{kind}", f"monitor-step:{report.evaluation}"],
+            idempotency_key=f"retrain-{name}-{report.evaluation}",
+        )
     except ObjectNotFound:
         msg = f"deployment '{deployment}' not found: deploy it (python -m cellcast.flows.deploy {name} --work-pool ...)"
         logger.warning("retrain due (%s) but not started: %s", report.verdict.reason, msg)
         monitor.record_trigger_error(name, settings, report, msg)
         return None
-    trig = monitor.record_trigger(name, settings, report, {"flow_run_id": str(run.id), "flow_run_name": run.name,
-                                                           "deployment": deployment})
+    trig = monitor.record_trigger(
+        name, settings, report, {"flow_run_id": str(run.id), "flow_run_name": run.name, "deployment": deployment}
+    )
     logger.warning("retrain started: flow run %s (%s) of %s: %s", run.name, run.id, deployment, trig["reason"])
     return trig
 

@@ -1,5 +1,6 @@
 """The training flow: data -> baselines -> anchor -> candidates (in parallel) [-> their ensemble] -> assess -> track
 -> register -> promote."""
+
 from __future__ import annotations
 
 import os
@@ -14,15 +15,22 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from cellcast.flows.backtest import backtest_steps
 from cellcast.flows.data import data_steps
-from cellcast.pipeline.registry import lifecycle, tracking
 from cellcast.pipeline.catalog import training_lock
 from cellcast.pipeline.config import Settings
+from cellcast.pipeline.data.window import load_windows
 from cellcast.pipeline.errors import TrackingUnavailableError
 from cellcast.pipeline.files import exclusive, owner, owner_gone
 from cellcast.pipeline.modeling.anchor import choose_anchor
-from cellcast.pipeline.modeling.train import (Candidate, build_ensemble, candidates, cpu_threads, pick_device,
-                                              torch_threads, train_candidate)
-from cellcast.pipeline.data.window import load_windows
+from cellcast.pipeline.modeling.train import (
+    Candidate,
+    build_ensemble,
+    candidates,
+    cpu_threads,
+    pick_device,
+    torch_threads,
+    train_candidate,
+)
+from cellcast.pipeline.registry import lifecycle, tracking
 
 
 @task(name="baselines", cache_policy=NO_CACHE)
@@ -52,12 +60,28 @@ def train_task(ws, cand: Candidate, settings: Settings, anchor, device: str | No
     logger = get_run_logger()
 
     def on_epoch(row):
-        logger.info("%s epoch %d: train %.4f  val %.4f  lr %.2g  (%.1fs)", cand.name, row["epoch"],
-                    row["train_loss"], row["val_loss"], row["lr"], row["seconds"])
+        logger.info(
+            "%s epoch %d: train %.4f  val %.4f  lr %.2g  (%.1fs)",
+            cand.name,
+            row["epoch"],
+            row["train_loss"],
+            row["val_loss"],
+            row["lr"],
+            row["seconds"],
+        )
 
     ckpt = _checkpoints(ws, settings)
-    return train_candidate(ws, cand, settings, anchor.season, anchor=anchor, device=device, checkpoint_dir=ckpt,
-                           on_epoch=on_epoch, progress=sys.stderr.isatty())
+    return train_candidate(
+        ws,
+        cand,
+        settings,
+        anchor.season,
+        anchor=anchor,
+        device=device,
+        checkpoint_dir=ckpt,
+        on_epoch=on_epoch,
+        progress=sys.stderr.isatty(),
+    )
 
 
 @task(name="assess", cache_policy=NO_CACHE, task_run_name="assess-{result.candidate.name}")
@@ -90,19 +114,28 @@ def promote_task(ws, settings: Settings, base, results, reports, selection=None,
     flow_run_id = str(ctx.task_run.flow_run_id) if getattr(ctx, "task_run", None) else None
     validation = Path(settings.paths.reports) / ws.meta.name / "validation.json"
     try:
-        outcome = lifecycle.track_and_promote(ws, settings, base, results, reports, validation, flow_run_id,
-                                              selection=selection, references=references)
+        outcome = lifecycle.track_and_promote(
+            ws, settings, base, results, reports, validation, flow_run_id, selection=selection, references=references
+        )
     except TrackingUnavailableError as e:
         # the registry is untouched or left as the last finished call left it; the weights are on disk
-        raise e.kept(f"the trained candidates are kept ({_checkpoints(ws, settings)}): rerun `cellcast train "
-                     f"{ws.meta.name}` once it answers; it resumes from them and registers") from None
+        raise e.kept(
+            f"the trained candidates are kept ({_checkpoints(ws, settings)}): rerun `cellcast train "
+            f"{ws.meta.name}` once it answers; it resumes from them and registers"
+        ) from None
     lifecycle.write_summary(outcome, settings)
     return outcome
 
 
 @flow(name="cellcast-train", log_prints=True)
-def training_flow(name: str, settings: Settings, source: dict | None = None, from_windows: bool = False,
-                  device: str | None = None, reason: str | None = None):
+def training_flow(
+    name: str,
+    settings: Settings,
+    source: dict | None = None,
+    from_windows: bool = False,
+    device: str | None = None,
+    reason: str | None = None,
+):
     """Train every candidate of params.yaml on dataset `name` and let the registry decide.
     reason: why this run was started (the monitor's verdict when it triggered a retrain)."""
     logger = get_run_logger()
@@ -112,8 +145,10 @@ def training_flow(name: str, settings: Settings, source: dict | None = None, fro
     # one training of a dataset at a time: two would train the same candidates into the same checkpoints and
     # race for the champion alias; the second waits (a killed holder releases the lock)
     lock = training_lock(name, settings)
-    with exclusive(lock, waiting=lambda who: logger.warning("%s is being trained by %s: waiting for it to finish "
-                                                             "(%s)", name, who, lock)):
+    with exclusive(
+        lock,
+        waiting=lambda who: logger.warning("%s is being trained by %s: waiting for it to finish (%s)", name, who, lock),
+    ):
         return _train(name, settings, source, from_windows, device, logger)
 
 
@@ -121,11 +156,18 @@ def _train(name: str, settings: Settings, source, from_windows: bool, device: st
     tracking_task(name, settings)
     ws = load_windows(name, settings) if from_windows else data_steps(name, settings, source)
     base = baselines_task(ws, settings)
-    logger.info("baselines (test MASE): %s; best seasonal naive on validation: season %s",
-                {k: round(v["mase"], 3) for k, v in base.test.scores.items()}, base.anchor_season)
+    logger.info(
+        "baselines (test MASE): %s; best seasonal naive on validation: season %s",
+        {k: round(v["mase"], 3) for k, v in base.test.scores.items()},
+        base.anchor_season,
+    )
     anchor = anchor_task(ws, settings, base.anchor_season)
-    logger.info("anchor: %s (%s)%s", anchor.kind, anchor.reason,
-                f"; validation MASE {({k: round(v, 3) for k, v in anchor.val_mase.items()})}" if anchor.val_mase else "")
+    logger.info(
+        "anchor: %s (%s)%s",
+        anchor.kind,
+        anchor.reason,
+        f"; validation MASE { ({k: round(v, 3) for k, v in anchor.val_mase.items()}) }" if anchor.val_mase else "",
+    )
     dev = str(pick_device(device or settings.train.device))
     cands = candidates(settings)
     # candidates trained at once share the cores (train.threads each); the count is put back afterwards
@@ -142,14 +184,24 @@ def _train(name: str, settings: Settings, source, from_windows: bool, device: st
     if settings.evaluate.selection == "backtest":
         # folds cut from the rows before the test split: the final test rows decide promotion, never selection
         bt = backtest_steps(ws, settings, end=ws.meta.bounds["test"], device=dev)
-        selection = {"folds": len(bt.folds), "refit": bt.refit, "rows": [0, bt.end],
-                     "mean_mase": bt.mean_mase([r.candidate.name for r in results])}
-        logger.info("backtest selection over %d folds (rows 0..%d): mean MASE %s", len(bt.folds), bt.end - 1,
-                    {k: round(v, 3) for k, v in selection["mean_mase"].items()})
+        selection = {
+            "folds": len(bt.folds),
+            "refit": bt.refit,
+            "rows": [0, bt.end],
+            "mean_mase": bt.mean_mase([r.candidate.name for r in results]),
+        }
+        logger.info(
+            "backtest selection over %d folds (rows 0..%d): mean MASE %s",
+            len(bt.folds),
+            bt.end - 1,
+            {k: round(v, 3) for k, v in selection["mean_mase"].items()},
+        )
     refs = references_task(ws, settings)
     if refs:
-        logger.info("references (test MASE on the promotion origins): %s",
-                    {k: round(v["mase"], 3) if "mase" in v else v["status"] for k, v in refs.items()})
+        logger.info(
+            "references (test MASE on the promotion origins): %s",
+            {k: round(v["mase"], 3) if "mase" in v else v["status"] for k, v in refs.items()},
+        )
     out_dir = Path(settings.paths.data) / name / "models"
     reports = [assess_task(r, ws, settings, str(out_dir)) for r in results]
     outcome = promote_task(ws, settings, base, results, reports, selection, refs)
@@ -173,8 +225,10 @@ def local_task(ws, settings: Settings, season: int | None):
         from distributed import Client, LocalCluster
 
         from cellcast.pipeline.data.panel_validation import client_mapper
-        cluster = None if t.dask_address else LocalCluster(n_workers=t.parallel, threads_per_worker=1,
-                                                            dashboard_address=None)
+
+        cluster = (
+            None if t.dask_address else LocalCluster(n_workers=t.parallel, threads_per_worker=1, dashboard_address=None)
+        )
         with Client(t.dask_address or cluster) as client:
             comparison = local_comparison(ws, settings, season, mapper=client_mapper(client))
         if cluster is not None:
@@ -183,8 +237,14 @@ def local_task(ws, settings: Settings, season: int | None):
         comparison = local_comparison(ws, settings, season)
     run_id = lifecycle.log_local_comparison(ws, settings, comparison)
     for cand, c in comparison.items():
-        logger.info("local models, %s (%d series models, %.0fs): %s%s", cand, c["models"], c["seconds"],
-                    describe(c["aggregate"]), f"; {len(c['failed'])} could not train" if c["failed"] else "")
+        logger.info(
+            "local models, %s (%d series models, %.0fs): %s%s",
+            cand,
+            c["models"],
+            c["seconds"],
+            describe(c["aggregate"]),
+            f"; {len(c['failed'])} could not train" if c["failed"] else "",
+        )
     logger.info("comparison run local-%s: %s (not registered)", ws.meta.name, run_id)
     return comparison
 
@@ -196,21 +256,48 @@ def publish_result(outcome) -> None:
     from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
     key = re.sub(r"[^a-z0-9-]+", "-", outcome.dataset.lower()).strip("-") or "dataset"
-    rows = [{"model": c["name"], "val MASE": round(c["val"]["mase"], 4), "test MASE": round(c["test"]["mase"], 4),
-             "test sMAPE": round(c["test"]["smape"], 3), "test MAE": float(f"{c['test']['mae']:.4g}"),
-             "epochs": c["epochs"], "parity": "ok" if c["parity_ok"] else "FAIL"} for c in outcome.candidates]
+    rows = [
+        {
+            "model": c["name"],
+            "val MASE": round(c["val"]["mase"], 4),
+            "test MASE": round(c["test"]["mase"], 4),
+            "test sMAPE": round(c["test"]["smape"], 3),
+            "test MAE": float(f"{c['test']['mae']:.4g}"),
+            "epochs": c["epochs"],
+            "parity": "ok" if c["parity_ok"] else "FAIL",
+        }
+        for c in outcome.candidates
+    ]
     for bname, sc in outcome.baselines["test"]["scores"].items():
         val = outcome.baselines["val"]["scores"].get(bname, {}).get("mase")
-        rows.append({"model": f"baseline: {bname}", "val MASE": None if val is None else round(val, 4),
-                     "test MASE": round(sc["mase"], 4), "test sMAPE": round(sc["smape"], 3),
-                     "test MAE": float(f"{sc['mae']:.4g}"), "epochs": None, "parity": None})
+        rows.append(
+            {
+                "model": f"baseline: {bname}",
+                "val MASE": None if val is None else round(val, 4),
+                "test MASE": round(sc["mase"], 4),
+                "test sMAPE": round(sc["smape"], 3),
+                "test MAE": float(f"{sc['mae']:.4g}"),
+                "epochs": None,
+                "parity": None,
+            }
+        )
     for rname, row in (outcome.references or {}).items():
-        rows.append({"model": f"reference: {rname}", "val MASE": None,
-                     "test MASE": round(row["mase"], 4) if "mase" in row else row["status"],
-                     "test sMAPE": round(row["smape"], 3) if "smape" in row else None,
-                     "test MAE": float(f"{row['mae']:.4g}") if "mae" in row else None, "epochs": None, "parity": None})
-    create_table_artifact(rows, key=f"{key}-candidates",
-                          description=f"{outcome.dataset}: the candidates against the baselines (MASE: lower is better)")
+        rows.append(
+            {
+                "model": f"reference: {rname}",
+                "val MASE": None,
+                "test MASE": round(row["mase"], 4) if "mase" in row else row["status"],
+                "test sMAPE": round(row["smape"], 3) if "smape" in row else None,
+                "test MAE": float(f"{row['mae']:.4g}") if "mae" in row else None,
+                "epochs": None,
+                "parity": None,
+            }
+        )
+    create_table_artifact(
+        rows,
+        key=f"{key}-candidates",
+        description=f"{outcome.dataset}: the candidates against the baselines (MASE: lower is better)",
+    )
     d = outcome.decision
     before = (outcome.champion_before or {}).get("version")
     registered = f"{outcome.model_name} v{outcome.version}" if outcome.version else "nothing registered"
@@ -221,12 +308,20 @@ def publish_result(outcome) -> None:
         f"| champion before | {'v' + str(before) if before else 'none'} |\n"
         f"| champion now | {'v' + str(outcome.champion_after) if outcome.champion_after else 'none'} |\n"
         f"| tracking | {outcome.tracking_uri} |\n",
-        key=f"{key}-decision", description=f"{outcome.dataset}: the promotion decision and its reason")
-    runs = {"training run (parent)": outcome.parent_run_id,
-            **{f"candidate {c['name']}": c.get("run_id") for c in outcome.candidates}}
+        key=f"{key}-decision",
+        description=f"{outcome.dataset}: the promotion decision and its reason",
+    )
+    runs = {
+        "training run (parent)": outcome.parent_run_id,
+        **{f"candidate {c['name']}": c.get("run_id") for c in outcome.candidates},
+    }
     for label, url in tracking.ui_links(outcome.dataset, runs, outcome.model_name, outcome.version).items():
-        create_link_artifact(url, link_text=label, key=f"{key}-{re.sub(r'[^a-z0-9]+', '-', label.lower()).strip('-')}",
-                             description=f"MLflow: {label}")
+        create_link_artifact(
+            url,
+            link_text=label,
+            key=f"{key}-{re.sub(r'[^a-z0-9]+', '-', label.lower()).strip('-')}",
+            description=f"MLflow: {label}",
+        )
 
 
 def _end_orphan_flow_runs(name: str, logger) -> list[str]:
@@ -234,8 +329,13 @@ def _end_orphan_flow_runs(name: str, logger) -> list[str]:
     dataset `name` that Prefect still shows Running but whose process on this host is gone (kill -9): the
     Prefect side of what tracking.end_orphans does for MLflow runs."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState,
-                                                FlowRunFilterStateType)
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
     from prefect.client.schemas.objects import StateType
     from prefect.states import Crashed
 
@@ -249,15 +349,22 @@ def _end_orphan_flow_runs(name: str, logger) -> list[str]:
         client.update_flow_run(me.id, tags=[*[t for t in me.tags if not t.startswith("cellcast.")], *mine])
         running = client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=[ctx.flow.name])),
-            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))))
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
+            ),
+        )
         for run in running:
             if run.id == me.id or (run.parameters or {}).get("name") != name:
                 continue
-            recorded = dict(t[len("cellcast."):].split("=", 1) for t in run.tags if t.startswith("cellcast.") and "=" in t)
+            recorded = dict(
+                t[len("cellcast.") :].split("=", 1) for t in run.tags if t.startswith("cellcast.") and "=" in t
+            )
             if not owner_gone(recorded):
                 continue
-            why = (f"process {recorded['pid']} on {recorded['host']} ended without finishing this run (killed?); "
-                   f"found by flow run {me.name}")
+            why = (
+                f"process {recorded['pid']} on {recorded['host']} ended without finishing this run (killed?); "
+                f"found by flow run {me.name}"
+            )
             client.set_flow_run_state(run.id, Crashed(message=why), force=True)
             logger.warning("flow run %s was left Running by a process that is gone: marked Crashed", run.name)
             ended.append(str(run.id))
@@ -270,13 +377,20 @@ def task_runner(settings: Settings):
     t = settings.train
     if t.task_runner == "dask":
         from prefect_dask import DaskTaskRunner
+
         if t.dask_address:
             return DaskTaskRunner(address=t.dask_address)
         # torch's pool per worker: train.threads, or the cores shared out
         per = str(t.threads if t.threads != "auto" else max(1, (os.cpu_count() or 1) // t.parallel))
-        return DaskTaskRunner(cluster_kwargs={"n_workers": t.parallel, "threads_per_worker": 1, "processes": True,
-                                              "dashboard_address": None,
-                                              "env": {"OMP_NUM_THREADS": per, "MKL_NUM_THREADS": per}})
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": t.parallel,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+                "env": {"OMP_NUM_THREADS": per, "MKL_NUM_THREADS": per},
+            }
+        )
     return ThreadPoolTaskRunner(max_workers=max(1, t.parallel))
 
 

@@ -17,6 +17,7 @@ Logs, pids and an env file (`source .stack/env` points the CLI at the stack) liv
 (default `.stack/`, git-ignored). Every process gets its own session: closing the terminal leaves them
 running; `stop` ends each process tree (SIGTERM, then SIGKILL after a grace period), newest first.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,7 @@ import urllib.request
 from pathlib import Path
 
 HOST = "127.0.0.1"
-ORDER = ("mlflow", "prefect", "worker", "service")      # start order; stop goes backwards
+ORDER = ("mlflow", "prefect", "worker", "service")  # start order; stop goes backwards
 BIN = Path(sys.executable).parent
 
 
@@ -51,6 +52,7 @@ def _say(msg: str) -> None:
 
 # ---------------------------------------------------------------- processes
 
+
 def _pidfile(folder: Path, name: str) -> Path:
     return folder / "pids" / f"{name}.pid"
 
@@ -62,7 +64,7 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:   # a zombie (exited, not yet reaped) is not running
+    try:  # a zombie (exited, not yet reaped) is not running
         with open(f"/proc/{pid}/stat") as f:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
@@ -86,8 +88,9 @@ def _spawn(folder: Path, name: str, cmd: list[str], cwd: Path, env: dict) -> sub
     log = open(folder / "logs" / f"{name}.log", "ab")
     log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
     log.flush()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+    )
     _pidfile(folder, name).write_text(f"{proc.pid}\n")
     return proc
 
@@ -139,6 +142,7 @@ def _stop_one(folder: Path, name: str, grace: float) -> str | None:
 
 # ---------------------------------------------------------------- waiting
 
+
 def _open(req: str | urllib.request.Request, timeout: float) -> tuple[int, bytes]:
     """(status, body) of one HTTP request; (0, b"") when nothing answers."""
     try:
@@ -159,8 +163,9 @@ def _post(url: str, body: dict, timeout: float = 5) -> tuple[int, bytes]:
     return _open(req, timeout)
 
 
-def _wait(what: str, check, timeout: float, procs: list[subprocess.Popen] = (), folder: Path | None = None,
-          every: float = 0.5) -> None:
+def _wait(
+    what: str, check, timeout: float, procs: list[subprocess.Popen] = (), folder: Path | None = None, every: float = 0.5
+) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         for proc in procs:
@@ -198,6 +203,7 @@ def _run(cmd: list[str], cwd: Path, env: dict, what: str) -> str:
 
 # ---------------------------------------------------------------- start / stop / status
 
+
 def start(a) -> int:
     project = _project(a.project)
     folder = Path(a.dir if Path(a.dir).is_absolute() else project / a.dir)
@@ -211,24 +217,49 @@ def start(a) -> int:
     store = project / ".cellcast"
     store.mkdir(parents=True, exist_ok=True)
     backend = a.backend_store_uri or f"sqlite:///{store / 'mlflow.db'}"
-    base = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-            "PREFECT_HOME": str(folder / "prefect"), "PYTHONUNBUFFERED": "1"}
-    for k in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL"):     # the stack's own, below; never another's
+    base = {
+        **os.environ,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_HOME": str(folder / "prefect"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    for k in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL"):  # the stack's own, below; never another's
         base.pop(k, None)
     client = {**base, "PREFECT_API_URL": api, "MLFLOW_TRACKING_URI": mlflow_url}
     (folder / "prefect").mkdir(parents=True, exist_ok=True)
     started: list[str] = []
     try:
         # the two servers start together: each takes 10-40 s here
-        ml = _spawn(folder, "mlflow", [str(BIN / "mlflow"), "server", "--host", HOST, "--port", str(a.mlflow_port),
-                                       "--workers", "1", "--backend-store-uri", backend,
-                                       "--artifacts-destination", str(a.artifacts or store / "mlartifacts")],
-                    project, {**base, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+        ml = _spawn(
+            folder,
+            "mlflow",
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--host",
+                HOST,
+                "--port",
+                str(a.mlflow_port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                backend,
+                "--artifacts-destination",
+                str(a.artifacts or store / "mlartifacts"),
+            ],
+            project,
+            {**base, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        )
         started.append("mlflow")
         # the UI asks the API at the port it really has (else it calls :4200 and shows "Can't connect")
-        pf = _spawn(folder, "prefect", [str(BIN / "prefect"), "server", "start", "--host", HOST,
-                                        "--port", str(a.prefect_port)], project,
-                    {**base, "PREFECT_UI_API_URL": api, "PREFECT_SERVER_UI_API_URL": api})
+        pf = _spawn(
+            folder,
+            "prefect",
+            [str(BIN / "prefect"), "server", "start", "--host", HOST, "--port", str(a.prefect_port)],
+            project,
+            {**base, "PREFECT_UI_API_URL": api, "PREFECT_SERVER_UI_API_URL": api},
+        )
         started.append("prefect")
         _say(f"MLflow server and Prefect server starting (logs: {folder / 'logs'})")
         _wait("mlflow server", lambda: _get(f"{mlflow_url}/health")[0] == 200, a.timeout, [ml], folder)
@@ -236,45 +267,104 @@ def start(a) -> int:
         _wait("prefect server", lambda: _get(f"{api}/health")[0] == 200, a.timeout, [pf], folder)
         _say(f"Prefect server http://{HOST}:{a.prefect_port}")
 
-        _run([str(BIN / "prefect"), "work-pool", "create", a.pool, "--type", "process", "--overwrite"], project, client,
-             "prefect work-pool create")
+        _run(
+            [str(BIN / "prefect"), "work-pool", "create", a.pool, "--type", "process", "--overwrite"],
+            project,
+            client,
+            "prefect work-pool create",
+        )
         model = f"{dataset}{_model_suffix(project)}"
-        deploy = [sys.executable, "-m", "cellcast.flows.deploy", dataset, "--work-pool", a.pool,
-                  "--train-cron", a.train_cron, "--project", str(project)]
-        deploy += ["--forecast-every", str(a.forecast_every)] if a.forecast_every else ["--forecast-cron", a.forecast_cron]
+        deploy = [
+            sys.executable,
+            "-m",
+            "cellcast.flows.deploy",
+            dataset,
+            "--work-pool",
+            a.pool,
+            "--train-cron",
+            a.train_cron,
+            "--project",
+            str(project),
+        ]
+        deploy += (
+            ["--forecast-every", str(a.forecast_every)] if a.forecast_every else ["--forecast-cron", a.forecast_cron]
+        )
         champion = _champion(mlflow_url, model)
         # no champion yet: the forecast schedule waits for the first one (its runs would fail: nothing to serve)
         _run(deploy + ([] if champion else ["--forecast-paused"]), project, client, "cellcast.flows.deploy")
-        _say(f"deployments cellcast-train/train-{dataset} ({a.train_cron}), cellcast-forecast/forecast-{dataset} "
-             f"({f'every {a.forecast_every:g} s' if a.forecast_every else a.forecast_cron}"
-             f"{'' if champion else ', paused until a champion exists'}) on work pool '{a.pool}'")
+        _say(
+            f"deployments cellcast-train/train-{dataset} ({a.train_cron}), cellcast-forecast/forecast-{dataset} "
+            f"({f'every {a.forecast_every:g} s' if a.forecast_every else a.forecast_cron}"
+            f"{'' if champion else ', paused until a champion exists'}) on work pool '{a.pool}'"
+        )
 
-        wk = _spawn(folder, "worker", [str(BIN / "prefect"), "worker", "start", "--pool", a.pool, "--type", "process",
-                                       "--name", f"cellcast-{a.pool}"], project, client)
+        wk = _spawn(
+            folder,
+            "worker",
+            [
+                str(BIN / "prefect"),
+                "worker",
+                "start",
+                "--pool",
+                a.pool,
+                "--type",
+                "process",
+                "--name",
+                f"cellcast-{a.pool}",
+            ],
+            project,
+            client,
+        )
         started.append("worker")
         _wait("worker", lambda: _worker_online(api, a.pool), a.timeout, [wk], folder, every=1)
         _say(f"worker online on '{a.pool}', running flows in {project}")
 
         if champion is None:
             if a.no_train:
-                _say(f"no champion for {model}: the service is not started (run the training deployment, then "
-                     f"`make serve-stack` again)")
+                _say(
+                    f"no champion for {model}: the service is not started (run the training deployment, then "
+                    f"`make serve-stack` again)"
+                )
                 _write_env(folder, api, mlflow_url, None)
                 return 0
-            out = _run([str(BIN / "prefect"), "deployment", "run", f"cellcast-train/train-{dataset}",
-                        "--params", json.dumps({"reason": "no champion yet: the stack's first start"}),
-                        "--tag", "first-champion"], project, client,
-                       "prefect deployment run")
+            out = _run(
+                [
+                    str(BIN / "prefect"),
+                    "deployment",
+                    "run",
+                    f"cellcast-train/train-{dataset}",
+                    "--params",
+                    json.dumps({"reason": "no champion yet: the stack's first start"}),
+                    "--tag",
+                    "first-champion",
+                ],
+                project,
+                client,
+                "prefect deployment run",
+            )
             run_id = next((ln.split()[-1] for ln in out.splitlines() if "UUID" in ln), "?")
-            _say(f"no champion for {model} yet: training through the worker "
-                 f"(http://{HOST}:{a.prefect_port}/runs/flow-run/{run_id}); waiting up to {a.train_timeout:.0f}s")
-            _wait("worker training", lambda: _champion(mlflow_url, model) is not None, a.train_timeout, [wk], folder,
-                  every=3)
+            _say(
+                f"no champion for {model} yet: training through the worker "
+                f"(http://{HOST}:{a.prefect_port}/runs/flow-run/{run_id}); waiting up to {a.train_timeout:.0f}s"
+            )
+            _wait(
+                "worker training",
+                lambda: _champion(mlflow_url, model) is not None,
+                a.train_timeout,
+                [wk],
+                folder,
+                every=3,
+            )
             _run(deploy, project, client, "cellcast.flows.deploy")
             _say(f"forecast schedule of forecast-{dataset} resumed")
         _say(f"champion {model} v{_champion(mlflow_url, model)}")
-        sv = _spawn(folder, "service", [sys.executable, "-m", "cellcast", "serve", dataset, "--host", HOST,
-                                        "--port", str(a.serve_port)], project, client)
+        sv = _spawn(
+            folder,
+            "service",
+            [sys.executable, "-m", "cellcast", "serve", dataset, "--host", HOST, "--port", str(a.serve_port)],
+            project,
+            client,
+        )
         started.append("service")
         serve_url = f"http://{HOST}:{a.serve_port}"
         _wait("service", lambda: _get(f"{serve_url}/health")[0] == 200, a.timeout, [sv], folder)
@@ -293,17 +383,22 @@ def start(a) -> int:
 
 def _default_dataset(project: Path) -> str:
     from cellcast.pipeline.config import load_params
+
     return load_params(project / "params.yaml").dataset
 
 
 def _model_suffix(project: Path) -> str:
     from cellcast.pipeline.config import load_params
+
     return load_params(project / "params.yaml").registry.model_suffix
 
 
 def _write_env(folder: Path, api: str, mlflow_url: str, serve_url: str | None) -> None:
-    lines = [f"export PREFECT_API_URL={api}", f"export MLFLOW_TRACKING_URI={mlflow_url}",
-             f"export PREFECT_HOME={folder / 'prefect'}"]
+    lines = [
+        f"export PREFECT_API_URL={api}",
+        f"export MLFLOW_TRACKING_URI={mlflow_url}",
+        f"export PREFECT_HOME={folder / 'prefect'}",
+    ]
     if serve_url:
         lines.append(f"export CELLCAST_SERVICE_URL={serve_url}")
     (folder / "env").write_text("\n".join(lines) + "\n")

@@ -11,6 +11,7 @@ Layers, each importing only those below it (tests/test_layers.py keeps this true
 
 No Prefect and no CLI in here: flows/ and cellcast/ import this package, never the reverse.
 """
+
 import os
 
 __version__ = "0.1.0"

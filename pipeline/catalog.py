@@ -1,5 +1,6 @@
 """Where every file of a dataset lives, and reading back what the stages wrote: the one place that
 knows the layout under params.yaml `paths` (docs/architecture.md lists the files)."""
+
 from __future__ import annotations
 
 import json
@@ -66,7 +67,7 @@ def monitoring_dir(name: str, settings: Settings) -> Path:
     return Path(settings.paths.reports) / name / "monitoring"
 
 
-SERIES_ID = "series_id"   # a panel's series key: one string per series (its id columns' values joined by "/")
+SERIES_ID = "series_id"  # a panel's series key: one string per series (its id columns' values joined by "/")
 
 
 def is_panel(meta: dict) -> bool:
@@ -104,8 +105,10 @@ def read_validated(name: str, settings: Settings) -> tuple[pd.DataFrame, dict]:
         raise NotFoundError(f"{pq}: dataset '{name}' is not validated; run `cellcast validate {name}` first")
     meta = json.loads(js.read_text())
     if is_panel(meta):
-        raise ConfigError(f"{pq}: dataset '{name}' is a panel of {len(meta['panel']['series'])} series; this stage "
-                          f"takes one series (ingest one without --id-col)")
+        raise ConfigError(
+            f"{pq}: dataset '{name}' is a panel of {len(meta['panel']['series'])} series; this stage "
+            f"takes one series (ingest one without --id-col)"
+        )
     return pd.read_parquet(pq), meta
 
 
@@ -134,8 +137,9 @@ def read_partition(path: str | Path, groups: list[int], columns: list[str] | Non
     return fragment.subset(row_group_ids=list(groups)).to_table(columns=columns).to_pandas()
 
 
-def read_validated_panel(name: str, settings: Settings, series: list[str] | None = None,
-                         columns: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
+def read_validated_panel(
+    name: str, settings: Settings, series: list[str] | None = None, columns: list[str] | None = None
+) -> tuple[pd.DataFrame, dict]:
     """A validated panel's rows (all, or the series named) and validated.json; `panel.series` lists the series
     kept with their rows, start, end and status (ok | cold_start), `panel.dropped` those dropped and why."""
     pq, js = validated_paths(name, settings)

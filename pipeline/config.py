@@ -3,6 +3,7 @@
 `load_params()` reads the file; `Params.for_dataset(name)` applies that dataset's overrides
 (`datasets.<name>` in params.yaml) and returns the settings every stage uses for it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -41,7 +42,7 @@ class Paths(_Strict):
     forecasts: Path = Path("forecasts")
     checkpoints: Path = Path(".cellcast/checkpoints")
 
-    def under(self, root: Path) -> "Paths":
+    def under(self, root: Path) -> Paths:
         """The same layout rooted at `root` (relative paths only)."""
         return Paths(**{k: (v if Path(v).is_absolute() else Path(root) / v) for k, v in self.model_dump().items()})
 
@@ -99,11 +100,11 @@ CALENDAR_PARTS = ("tod", "dow", "doy", "holiday")
 class CalendarConfig(_Strict):
     """Calendar features of the timestamps, known for any future step (pipeline/data/calendar.py)."""
 
-    parts: list[Literal["tod", "dow", "doy", "holiday"]] = Field(default_factory=list)   # empty: none
-    country: str | None = None        # public holidays of this country (ISO code of the `holidays` package)
-    subdiv: str | None = None         # ... and of this subdivision (state, province), e.g. VIC, IL
-    timezone: str | None = None       # the zone the calendar is read in (stored timestamps are UTC when the
-                                      # input had one); None: the timestamps as they are
+    parts: list[Literal["tod", "dow", "doy", "holiday"]] = Field(default_factory=list)  # empty: none
+    country: str | None = None  # public holidays of this country (ISO code of the `holidays` package)
+    subdiv: str | None = None  # ... and of this subdivision (state, province), e.g. VIC, IL
+    timezone: str | None = None  # the zone the calendar is read in (stored timestamps are UTC when the
+    # input had one); None: the timestamps as they are
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -129,12 +130,13 @@ class TrainConfig(_Strict):
     # the lookback and the known-future block fitted in closed form (ridge) and frozen, or auto: whichever of the
     # two forecasts validation better (docs/forecasting.md)
     anchor: Literal["seasonal_naive", "linear", "auto"] = "seasonal_naive"
-    anchor_ridge: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] = \
-        Field(default_factory=lambda: [0.1, 1.0, 10.0, 100.0, 1000.0])   # penalties tried, chosen on validation
-    anchor_max_windows: int = Field(20000, ge=1)   # training windows the ridge is fitted on (sampled beyond)
-    decoder: bool = False        # a second cell of the same kind runs over the horizon reading [future_h, anchor_h]
-    ensemble: bool = False       # also offer the mean of the trained cells as one more candidate (one graph; with two
-                                 # or more candidates)
+    anchor_ridge: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] = Field(
+        default_factory=lambda: [0.1, 1.0, 10.0, 100.0, 1000.0]
+    )  # penalties tried, chosen on validation
+    anchor_max_windows: int = Field(20000, ge=1)  # training windows the ridge is fitted on (sampled beyond)
+    decoder: bool = False  # a second cell of the same kind runs over the horizon reading [future_h, anchor_h]
+    ensemble: bool = False  # also offer the mean of the trained cells as one more candidate (one graph; with two
+    # or more candidates)
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(256, ge=1)
     max_batch_size: int = Field(16384, ge=1)
@@ -145,8 +147,8 @@ class TrainConfig(_Strict):
     lr_factor: float = Field(0.5, gt=0, lt=1)
     lr_patience: int = Field(2, ge=0)
     max_train_windows: int = Field(8000, ge=1)
-    max_val_windows: int | None = Field(None, ge=1)   # the epoch's validation loss on at most this many windows, evenly
-                                                     # spread (a large panel holds millions); None: all of them
+    max_val_windows: int | None = Field(None, ge=1)  # the epoch's validation loss on at most this many windows, evenly
+    # spread (a large panel holds millions); None: all of them
     time_budget_s: float = Field(300, gt=0)
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -205,7 +207,7 @@ class EvaluateConfig(_Strict):
     # classical reference rows beside the candidates (modeling/classical.py), scored on the promotion's test origins;
     # evidence only: promotion's bar stays the seasonal-naive family (docs/forecasting.md)
     references: list[Literal["mstl", "ets", "theta"]] = Field(default_factory=lambda: ["mstl", "ets", "theta"])
-    reference_budget_s: float = Field(180, gt=0)      # wall seconds per reference, all its origins: past it, reported
+    reference_budget_s: float = Field(180, gt=0)  # wall seconds per reference, all its origins: past it, reported
     # rows of history each reference fit is given: auto = 8 cycles of the longest natural season (8 weeks of a
     # half-hourly series, 8 years of a daily one), else this many
     reference_history: Positive | Literal["auto"] = "auto"
@@ -245,7 +247,7 @@ class RegistryConfig(_Strict):
     # a tracking server that does not answer: retried with backoff for at most this long per call, then
     # one error (MLflow's own default is ~4.6 minutes of silence); 0 = no retries
     retry_seconds: float = Field(60, ge=0, le=3600)
-    request_timeout_s: int = Field(30, ge=1, le=600)   # one HTTP request to the tracking server
+    request_timeout_s: int = Field(30, ge=1, le=600)  # one HTTP request to the tracking server
 
 
 class ServeConfig(_Strict):
@@ -261,14 +263,14 @@ class ServeConfig(_Strict):
 class MonitorConfig(_Strict):
     """When the scheduled forecast flow asks for a retrain (pipeline/serving/monitor.py)."""
 
-    mase_ratio: float | None = Field(1.5, gt=0)        # rolling MASE / champion's test MASE above this; None: never
-    min_points: int | Literal["auto"] = "auto"         # scored forecast points before accuracy is judged
-    window: int | Literal["auto"] = "auto"             # rolling window, in steps of the series
-    psi: float | None = Field(0.25, gt=0)              # any input's PSI vs the training split above this; None: never
+    mase_ratio: float | None = Field(1.5, gt=0)  # rolling MASE / champion's test MASE above this; None: never
+    min_points: int | Literal["auto"] = "auto"  # scored forecast points before accuracy is judged
+    window: int | Literal["auto"] = "auto"  # rolling window, in steps of the series
+    psi: float | None = Field(0.25, gt=0)  # any input's PSI vs the training split above this; None: never
     psi_bins: int = Field(10, ge=2, le=100)
-    drift_rows: int | Literal["auto"] = "auto"         # the latest rows compared with the training split
-    outside_share: float | None = Field(0.02, gt=0, le=1)   # share outside the trained bounds above this; None: never
-    cooldown_hours: float = Field(24, ge=0)            # no second retrain trigger within this many hours
+    drift_rows: int | Literal["auto"] = "auto"  # the latest rows compared with the training split
+    outside_share: float | None = Field(0.02, gt=0, le=1)  # share outside the trained bounds above this; None: never
+    cooldown_hours: float = Field(24, ge=0)  # no second retrain trigger within this many hours
 
     @field_validator("min_points", "window", "drift_rows")
     @classmethod
@@ -304,9 +306,11 @@ class _Sections(_Strict):
         # a longer lookback would train a model nobody can ask for a forecast
         lookback, limit = self.window.lookback, self.serve.max_body_bytes
         if lookback != "auto" and 2 * lookback > limit:
-            raise ValueError(f"window.lookback: {lookback} steps cannot fit in a forecast request of "
-                             f"serve.max_body_bytes {limit} (at least 2 bytes per observation): lower the "
-                             f"lookback or raise serve.max_body_bytes")
+            raise ValueError(
+                f"window.lookback: {lookback} steps cannot fit in a forecast request of "
+                f"serve.max_body_bytes {limit} (at least 2 bytes per observation): lower the "
+                f"lookback or raise serve.max_body_bytes"
+            )
         return self
 
 
@@ -322,9 +326,12 @@ class Settings(_Sections):
     def fingerprint(self) -> str:
         """A short hash of every setting that shapes a model: the `params_hash` lineage tag."""
         # how to reach the tracking server shapes no model
-        body = self.model_dump(mode="json", by_alias=True,
-                               exclude={"paths": True, "serve": True, "registry": {"retry_seconds", "request_timeout_s"}})
-        body.pop("monitor", None)   # when to retrain shapes no model
+        body = self.model_dump(
+            mode="json",
+            by_alias=True,
+            exclude={"paths": True, "serve": True, "registry": {"retry_seconds", "request_timeout_s"}},
+        )
+        body.pop("monitor", None)  # when to retrain shapes no model
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -339,8 +346,10 @@ class Params(_Sections):
         for name, over in self.datasets.items():
             for section in over:
                 if section not in _SECTIONS:
-                    raise ValueError(f"datasets.{name}.{section}: not a section that can be overridden "
-                                     f"(one of {', '.join(_SECTIONS)})")
+                    raise ValueError(
+                        f"datasets.{name}.{section}: not a section that can be overridden "
+                        f"(one of {', '.join(_SECTIONS)})"
+                    )
             self.for_dataset(name)  # type-check every override now, not at first use
         return self
 
@@ -361,10 +370,11 @@ _TYPE_TAGS = {"int", "float", "str", "bool", "list", "dict", "tuple"}
 
 def _one_line(e: ValidationError, prefix: str = "") -> str:
     err = e.errors()[0]
-    msg = err["msg"].removeprefix("Value error, ")   # pydantic's prefix for a validator's own message
+    msg = err["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's own message
     # pydantic adds the union member tried ('int', "literal['auto']") to the location: not a key
-    loc = ".".join(str(p) for p in err["loc"]
-                   if p != "validate_" and not (isinstance(p, str) and (p in _TYPE_TAGS or "[" in p)))
+    loc = ".".join(
+        str(p) for p in err["loc"] if p != "validate_" and not (isinstance(p, str) and (p in _TYPE_TAGS or "[" in p))
+    )
     where = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
     more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
     return f"{PARAMS_FILE}: {where}: {msg}{more}" if where else f"{PARAMS_FILE}: {msg}{more}"

@@ -1,5 +1,6 @@
 """Writing files so that a reader never sees half of one, and the hashes recorded about them; what processes
 of one machine share: locks, and telling whether the process that owns a run is still there."""
+
 from __future__ import annotations
 
 import hashlib
@@ -7,15 +8,15 @@ import json
 import os
 import socket
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterator
 
 
 def utc_stamp() -> str:
     """A sortable UTC time stamp for folder and file names (microseconds: two in one second differ)."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def _replace_into(path: Path, write) -> Path:
@@ -122,7 +123,7 @@ def exclusive(path: str | Path, waiting: Callable[[str], None] | None = None) ->
             if waiting is not None:
                 waiting(os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process")
             fcntl.flock(fd, fcntl.LOCK_EX)
-        me = f"process {os.getpid()} on {socket.gethostname()} since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+        me = f"process {os.getpid()} on {socket.gethostname()} since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC"
         os.ftruncate(fd, 0)
         os.pwrite(fd, me.encode(), 0)
         try:

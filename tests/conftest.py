@@ -1,4 +1,5 @@
 """Shared fixtures: keep them small and general."""
+
 from __future__ import annotations
 
 import os
@@ -22,15 +23,16 @@ def _log_handlers_on_open_streams():
     import logging
     import sys
 
-    loggers = [logging.getLogger()] + [v for v in logging.root.manager.loggerDict.values()
-                                       if isinstance(v, logging.Logger)]
+    loggers = [logging.getLogger()] + [
+        v for v in logging.root.manager.loggerDict.values() if isinstance(v, logging.Logger)
+    ]
     for lg in loggers:
         for h in lg.handlers:
             console = getattr(h, "console", None)
             if console is not None and getattr(console.file, "closed", False):
                 console.file = sys.__stderr__
             elif isinstance(h, logging.StreamHandler) and getattr(h.stream, "closed", False):
-                h.stream = sys.__stderr__   # not setStream: it flushes the closed one
+                h.stream = sys.__stderr__  # not setStream: it flushes the closed one
     yield
 
 
@@ -68,7 +70,7 @@ def prefect_api(tmp_path_factory):
     from prefect_server import prefect_env, prefect_server
 
     work = tmp_path_factory.mktemp("prefect")
-    with prefect_server(work, ui=True) as api:   # the UI too: tests/test_browser.py opens it
+    with prefect_server(work, ui=True) as api:  # the UI too: tests/test_browser.py opens it
         saved = {k: os.environ.get(k) for k in prefect_env(work, api)}
         os.environ.update(prefect_env(work / "client", api))
         try:
@@ -111,16 +113,17 @@ def trained_on_postgres(prefect_api, mlflow_on_postgres, tmp_path_factory):
     MLflow server; v1 is champion (promoted by hand when the policy kept the tiny model out). Tests that use it
     read it and add versions; they never delete. A namespace: project, csv, full (the whole series), settings,
     outcome, v1, mlflow, experiment, prefect (UI address), flow_run."""
+    from types import SimpleNamespace
+
     import pandas as pd
     import yaml
-    from types import SimpleNamespace
+    from mlflow import MlflowClient
+    from test_flows import write_series
 
     from cellcast.flows.training import run_training
     from cellcast.pipeline.config import load_params
     from cellcast.pipeline.registry import tracking
     from cellcast.pipeline.registry.promotion import Decision
-    from mlflow import MlflowClient
-    from test_flows import write_series
 
     project = tmp_path_factory.mktemp("pg-project")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -145,20 +148,41 @@ def trained_on_postgres(prefect_api, mlflow_on_postgres, tmp_path_factory):
         exp = client.get_experiment_by_name(tracking.experiment_name("pgload")).experiment_id
         flow_run = client.get_run(out.parent_run_id).data.tags["flow_run_id"]
         v1 = tracking.get_version(model, 1)
-    yield SimpleNamespace(project=project, csv=csv, full=full, settings=settings, outcome=out, v1=v1, model=model,
-                          mlflow=mlflow_on_postgres, experiment=exp, prefect=prefect_api.removesuffix("/api"),
-                          flow_run=flow_run)
+    yield SimpleNamespace(
+        project=project,
+        csv=csv,
+        full=full,
+        settings=settings,
+        outcome=out,
+        v1=v1,
+        model=model,
+        mlflow=mlflow_on_postgres,
+        experiment=exp,
+        prefect=prefect_api.removesuffix("/api"),
+        flow_run=flow_run,
+    )
 
 
-TINY_TRAIN = {"epochs": 3, "time_budget_s": 10, "hidden_size": 8, "batch_size": 64, "max_train_windows": 1024, "lr": 0.01,
-              "rnn_steps": 12, "patience": 2, "device": "cpu"}
+TINY_TRAIN = {
+    "epochs": 3,
+    "time_budget_s": 10,
+    "hidden_size": 8,
+    "batch_size": 64,
+    "max_train_windows": 1024,
+    "lr": 0.01,
+    "rnn_steps": 12,
+    "patience": 2,
+    "device": "cpu",
+}
 
 # Intervals conformalised on a few hundred validation windows of a small synthetic series (a random-walk level:
 # a dozen independent days) miss nominal by more than the 5 points a real run is held to; these tests are about
 # the pipeline, not calibration (test_promotion.py and test_flows.py hold the gate to its default).
-TINY_EVALUATE = {"coverage_tolerance": 0.3,
-                 # the classical references refit per origin (seconds each): tests/test_backtest.py runs them
-                 "references": []}
+TINY_EVALUATE = {
+    "coverage_tolerance": 0.3,
+    # the classical references refit per origin (seconds each): tests/test_backtest.py runs them
+    "references": [],
+}
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Running cellcast as it runs on the lent GPU machine: its Python has torch, numpy, pandas, pyarrow, onnx,
 pyyaml and typer, and gets pydantic and onnxruntime-gpu carried as wheels (`make gpu-bundle`); the services
 are not there. A subprocess here gets the same view: importing any of them fails."""
+
 from __future__ import annotations
 
 import subprocess
@@ -19,10 +20,12 @@ def run_without_services(target: str, args: list[str], cwd: Path | None = None, 
     else:
         start = f"runpy.run_path({target!r}, run_name='__main__')"
         argv0 = target
-    code = ("import runpy, sys\n"
-            f"for name in {ABSENT!r}:\n"
-            "    sys.modules[name] = None   # `import name` now raises ImportError\n"
-            f"sys.argv = {[argv0, *args]!r}\n"
-            + start + "\n")
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd or ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    code = (
+        "import runpy, sys\n"
+        f"for name in {ABSENT!r}:\n"
+        "    sys.modules[name] = None   # `import name` now raises ImportError\n"
+        f"sys.argv = {[argv0, *args]!r}\n" + start + "\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout
+    )

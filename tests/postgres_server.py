@@ -1,6 +1,7 @@
 """A throwaway PostgreSQL cluster for tests: Debian's server binaries, initdb into a fresh folder, the server on
 127.0.0.1 and a free port, removed afterwards. PostgreSQL refuses to run as root: as root the cluster belongs to
 an unprivileged user (`nobody`)."""
+
 from __future__ import annotations
 
 import glob
@@ -11,16 +12,16 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 try:
     from services import free_port
 except ImportError:  # imported as tests.postgres_server
     from tests.services import free_port
 
-REQUIRE_ENV = "CELLCAST_REQUIRE_SERVICES"   # .ci/run sets it: a missing server there is a failure, not a skip
+REQUIRE_ENV = "CELLCAST_REQUIRE_SERVICES"  # .ci/run sets it: a missing server there is a failure, not a skip
 
 
 def postgres_bin() -> Path | None:
@@ -59,16 +60,55 @@ def postgres_server(database: str = "mlflow", startup_timeout: float = 60) -> It
         for p in (root, data):
             os.chown(p, as_user["user"], as_user["group"])
     env = {"PATH": os.environ.get("PATH", ""), "LANG": "C", "LC_ALL": "C"}
-    subprocess.run([str(bindir / "initdb"), "-D", str(data), "-U", "cellcast", "--auth=trust", "-E", "UTF8",
-                    "--no-locale", "--no-sync"], check=True, capture_output=True, env=env, cwd=root, **as_user)
+    subprocess.run(
+        [
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "cellcast",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+        cwd=root,
+        **as_user,
+    )
     port = free_port()
     log = open(root / "server.log", "wb")
     # a throwaway cluster: durability off (fsync, full-page writes) for speed
-    proc = subprocess.Popen([str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(data),
-                             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off",
-                             "-c", "synchronous_commit=off", "-c", "max_connections=200"],
-                            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            **as_user)
+    proc = subprocess.Popen(
+        [
+            str(bindir / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-k",
+            str(data),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "max_connections=200",
+        ],
+        cwd=root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        **as_user,
+    )
     try:
         deadline = time.monotonic() + startup_timeout
         while True:
@@ -86,7 +126,7 @@ def postgres_server(database: str = "mlflow", startup_timeout: float = 60) -> It
         yield f"postgresql+psycopg2://cellcast@127.0.0.1:{port}/{database}"
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)   # "fast" shutdown: ends sessions, no waiting for clients
+            proc.send_signal(signal.SIGINT)  # "fast" shutdown: ends sessions, no waiting for clients
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:

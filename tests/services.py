@@ -1,5 +1,6 @@
 """Run a real server process for tests: start it in its own process group, wait for its health URL,
 stop it (SIGTERM, then SIGKILL) afterwards. Used by the MLflow and Prefect server fixtures."""
+
 from __future__ import annotations
 
 import os
@@ -8,9 +9,9 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 
 def free_port() -> int:
@@ -20,8 +21,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def background_service(name: str, cmd: list[str], health_url: str, workdir: Path, env: dict,
-                       startup_timeout: float = 120, stop_timeout: float = 25) -> Iterator[subprocess.Popen]:
+def background_service(
+    name: str,
+    cmd: list[str],
+    health_url: str,
+    workdir: Path,
+    env: dict,
+    startup_timeout: float = 120,
+    stop_timeout: float = 25,
+) -> Iterator[subprocess.Popen]:
     """Yield the running process once `health_url` answers 200; its output goes to workdir/server.log."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)

@@ -1,38 +1,50 @@
 """Backtests: the folds never fit anything on their own test rows (a property over lengths, folds and horizons), the
 flow end to end (MLflow parent + a child per fold, the picture), selection by the backtest mean, and the classical
 reference rows (MSTL beats seasonal naive on a two-season series with a wandering level)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
-
 from conftest import TINY_TRAIN
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 
 def _settings(**evaluate):
     from cellcast.pipeline.config import Params
 
     s = Params().for_dataset("syn")
-    return s.model_copy(update={"train": s.train.model_copy(update=TINY_TRAIN),
-                                "evaluate": s.evaluate.model_copy(update=evaluate)})
+    return s.model_copy(
+        update={"train": s.train.model_copy(update=TINY_TRAIN), "evaluate": s.evaluate.model_copy(update=evaluate)}
+    )
 
 
 def _two_seasons(n: int, seed: int = 0, noise: float = 0.3) -> np.ndarray:
     """Hourly: a day and a week season over a random-walk level (seasonal naive lags the level; MSTL follows it)."""
     rng = np.random.default_rng(seed)
     t = np.arange(n)
-    return (100 + 10 * np.sin(2 * np.pi * t / 24) + 6 * np.sin(2 * np.pi * t / 168)
-            + 0.5 * np.cumsum(rng.standard_normal(n)) + noise * rng.standard_normal(n))
+    return (
+        100
+        + 10 * np.sin(2 * np.pi * t / 24)
+        + 6 * np.sin(2 * np.pi * t / 168)
+        + 0.5 * np.cumsum(rng.standard_normal(n))
+        + noise * rng.standard_normal(n)
+    )
 
 
 def _windows(values: np.ndarray, lookback: int, horizon: int, settings=None, filled: np.ndarray | None = None):
     from cellcast.pipeline.data.window import build_windows
 
     s = settings or _settings()
-    s = s.model_copy(update={"window": s.window.model_copy(update={"lookback": lookback, "horizon": horizon}),
-                             "ingest": s.ingest.model_copy(update={"min_test_windows": 1})})
+    s = s.model_copy(
+        update={
+            "window": s.window.model_copy(update={"lookback": lookback, "horizon": horizon}),
+            "ingest": s.ingest.model_copy(update={"min_test_windows": 1}),
+        }
+    )
     frame = pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=len(values), freq="h"), "y": values})
     if filled is not None:
         frame["filled:y"] = filled
@@ -40,8 +52,13 @@ def _windows(values: np.ndarray, lookback: int, horizon: int, settings=None, fil
 
 
 @hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rows=st.integers(60, 900), lookback=st.integers(2, 40), horizon=st.integers(1, 24), k=st.integers(1, 6),
-       seed=st.integers(0, 2 ** 16))
+@given(
+    rows=st.integers(60, 900),
+    lookback=st.integers(2, 40),
+    horizon=st.integers(1, 24),
+    k=st.integers(1, 6),
+    seed=st.integers(0, 2**16),
+)
 def test_folds_are_ordered_expanding_and_never_fit_on_their_test_rows(rows, lookback, horizon, k, seed):
     from cellcast.pipeline.data.folds import fold_windowset, folds_for
     from cellcast.pipeline.modeling.evaluate import mase_scale
@@ -52,7 +69,7 @@ def test_folds_are_ordered_expanding_and_never_fit_on_their_test_rows(rows, look
     filled = rng.random(rows) < 0.03
     try:
         ws, s = _windows(values, lookback, horizon, filled=filled)
-    except Exception:          # too short for the main split's windows: no backtest either
+    except Exception:  # too short for the main split's windows: no backtest either
         return
     try:
         folds = folds_for(ws, k)
@@ -61,21 +78,22 @@ def test_folds_are_ordered_expanding_and_never_fit_on_their_test_rows(rows, look
         return
     assert [f.index for f in folds] == list(range(1, k + 1)) and folds[-1].test_end == rows
     for a, b in zip(folds, folds[1:]):
-        assert a.val_start < b.val_start and a.test_end <= b.test_start      # expanding; test blocks follow, apart
+        assert a.val_start < b.val_start and a.test_end <= b.test_start  # expanding; test blocks follow, apart
     L, H = ws.meta.lookback, ws.meta.horizon
     for f in folds:
         fws = fold_windowset(ws, f, s)
-        assert len(fws.values) == f.test_end                                 # nothing after its test block
+        assert len(fws.values) == f.test_end  # nothing after its test block
         tr, va, te = (fws.starts[x] for x in ("train", "val", "test"))
-        assert (tr + L + H <= f.val_start).all()                             # trained on rows before validation
+        assert (tr + L + H <= f.val_start).all()  # trained on rows before validation
         assert ((va + L >= f.val_start) & (va + L + H <= f.test_start)).all()
         assert ((te + L >= f.test_start) & (te + L + H <= f.test_end)).all()
         cal = calibration_starts(fws, s)
-        assert (cal + L + H <= f.test_start).all()                           # calibrated before its test rows
+        assert (cal + L + H <= f.test_start).all()  # calibrated before its test rows
         # the scaler, the bounds, the MASE scale and the training windows: the same whatever the test rows hold
         noisy = ws.values.copy()
-        noisy[f.test_start:] += 1e3 * rng.standard_normal((rows - f.test_start, 1))
+        noisy[f.test_start :] += 1e3 * rng.standard_normal((rows - f.test_start, 1))
         from cellcast.pipeline.data.window import WindowSet
+
         other = fold_windowset(WindowSet(noisy, ws.timestamps, ws.meta, ws.starts, ws.filled, ws.future), f, s)
         assert other.meta.mean == fws.meta.mean and other.meta.std == fws.meta.std
         assert other.meta.value_bounds == fws.meta.value_bounds
@@ -92,7 +110,7 @@ def test_the_linear_anchor_and_calibration_of_a_fold_ignore_its_test_rows():
     fold = folds_for(ws, 3)[1]
     fws = fold_windowset(ws, fold, s)
     noisy = ws.values.copy()
-    noisy[fold.test_start:] *= -7
+    noisy[fold.test_start :] *= -7
     other = fold_windowset(WindowSet(noisy, ws.timestamps, ws.meta, ws.starts), fold, s)
     a, b = fit_linear_anchor(fws, s), fit_linear_anchor(other, s)
     assert np.array_equal(a.weight, b.weight) and a.ridge == b.ridge
@@ -103,14 +121,17 @@ def test_too_many_folds_for_the_series_is_one_clear_line():
     from cellcast.pipeline.registry.backtest import plan
 
     ws, s = _windows(_two_seasons(600), 48, 24)
-    with pytest.raises(DataValidationError, match=r"^syn: backtest.folds 9: 9 folds of \d+ validation \+ \d+ test "
-                                                  r"rows leave the first fold 0 training rows .*use fewer folds"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"^syn: backtest.folds 9: 9 folds of \d+ validation \+ \d+ test "
+        r"rows leave the first fold 0 training rows .*use fewer folds",
+    ):
         plan(ws, s, 9)
 
 
 def test_mstl_reference_beats_seasonal_naive_on_a_two_season_series():
     from cellcast.pipeline.modeling import classical
-    from cellcast.pipeline.modeling.evaluate import forecast_origins, metrics, mase_scale, seasonal_naive
+    from cellcast.pipeline.modeling.evaluate import forecast_origins, mase_scale, metrics, seasonal_naive
 
     ws, s = _windows(_two_seasons(1300, seed=1), 200, 24, _settings(references=["mstl"], reference_history=1000))
     starts = forecast_origins(ws, "test")[:6]
@@ -129,7 +150,7 @@ def test_a_reference_that_fails_or_runs_past_its_budget_is_reported_not_raised()
     over = reference_forecasts(y, np.array([500, 524, 548]), 24, ["ets"], [24], budget_s=1e-4)["ets"]
     assert not over.ok and over.pred is None and over.status.startswith("over budget: ")
     broken = y.copy()
-    broken[:600] = np.nan          # a break right before the origin: three observations to fit on
+    broken[:600] = np.nan  # a break right before the origin: three observations to fit on
     failed = reference_forecasts(broken, np.array([603]), 24, ["theta"], [24], budget_s=60)["theta"]
     assert not failed.ok and failed.status.startswith("failed: ValueError: 3 observations before origin row 603")
 
@@ -173,11 +194,14 @@ def test_backtest_flow_logs_a_parent_run_with_a_child_per_fold_and_the_picture(p
     for name in ("selected", "rnn-h8-l1", "gru-h8-l1", "seasonal_naive_24", "ref_mstl"):
         assert m[f"{name}_mase_min"] <= m[f"{name}_mase_mean"] <= m[f"{name}_mase_max"], name
     assert 0 <= m["selected_coverage_80_mean"] <= 1 and m["selected_crps_mean"] > 0 and "selected_winkler_90_std" in m
-    children = client.search_runs([parent.info.experiment_id],
-                                  f"tags.mlflow.parentRunId = '{res.parent_run_id}'", order_by=["tags.fold ASC"])
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{res.parent_run_id}'", order_by=["tags.fold ASC"]
+    )
     assert [c.data.tags["fold"] for c in children] == ["1", "2"]
     assert children[1].data.tags["fold.test_rows"] == "1700..1999"
-    assert children[1].data.tags["fold.trained_on_rows"] == "0..1099" and children[1].data.tags["ref.mstl.status"] == "ok"
+    assert (
+        children[1].data.tags["fold.trained_on_rows"] == "0..1099" and children[1].data.tags["ref.mstl.status"] == "ok"
+    )
     for c, rec in zip(children, res.folds):
         assert c.data.metrics["selected_mase"] == pytest.approx(rec.scores["selected"]["mase"])
         assert c.data.metrics["origins"] == rec.origins == 12
@@ -200,12 +224,14 @@ def test_training_with_backtest_selection_picks_by_the_backtest_mean_and_logs_th
     tracking.configure(project)
     out = run_training("syn", load_params().for_dataset("syn"), source=src)
     sel = out.selection
-    assert sel["method"] == "backtest" and sel["folds"] == 2 and sel["rows"] == [0, 1700]   # never the test rows
+    assert sel["method"] == "backtest" and sel["folds"] == 2 and sel["rows"] == [0, 1700]  # never the test rows
     means = sel["mean_mase"]
     assert set(means) == {"rnn-h8-l1", "gru-h8-l1"}
     assert out.best == min(means, key=means.get)
-    assert f"selected by the backtest's mean MASE over 2 folds before the test split ({out.best} " \
-           f"{means[out.best]:.3f}; evaluate.selection: backtest)" in out.decision["reason"]
+    assert (
+        f"selected by the backtest's mean MASE over 2 folds before the test split ({out.best} "
+        f"{means[out.best]:.3f}; evaluate.selection: backtest)" in out.decision["reason"]
+    )
     run = MlflowClient().get_run(out.parent_run_id)
     assert run.data.tags["selection"] == "backtest" and run.data.tags["ref.mstl.status"] == "ok"
     assert run.data.metrics["ref_mstl_test_mase"] == pytest.approx(out.references["mstl"]["mase"])
@@ -216,6 +242,7 @@ def test_training_with_backtest_selection_picks_by_the_backtest_mean_and_logs_th
     assert f"  mstl   test MASE {out.references['mstl']['mase']:.3f}" in table
     # `cellcast evaluate` (the DVC stage) puts them in reports/NAME/metrics.json: `dvc metrics show` reads them
     from cellcast.pipeline.registry.report import evaluate_registered
+
     metrics = evaluate_registered("syn", load_params().for_dataset("syn"), "challenger")["metrics"]
     assert metrics["references"]["mstl"]["mase"] == pytest.approx(out.references["mstl"]["mase"])
     assert metrics["references"]["mstl"]["status"] == "ok" and metrics["references"]["mstl"]["windows"] == 12
@@ -231,8 +258,10 @@ def test_selection_by_backtest_overrides_the_validation_ranking():
     best, how = _select([a, b], None)
     assert best is a and how == "selected by validation MASE (rnn-h8-l1 0.500; evaluate.selection: split)"
     best, how = _select([a, b], {"folds": 3, "mean_mase": {"rnn-h8-l1": 1.2, "gru-h8-l1": 0.8}})
-    assert best is b and how == ("selected by the backtest's mean MASE over 3 folds before the test split "
-                                 "(gru-h8-l1 0.800; evaluate.selection: backtest)")
+    assert best is b and how == (
+        "selected by the backtest's mean MASE over 3 folds before the test split "
+        "(gru-h8-l1 0.800; evaluate.selection: backtest)"
+    )
 
 
 def test_backtest_command_refuses_an_unknown_refit(project):
@@ -241,5 +270,7 @@ def test_backtest_command_refuses_an_unknown_refit(project):
     from cellcast.cli import app
 
     r = CliRunner().invoke(app, ["backtest", "elecdemand", "--refit", "sometimes"])
-    assert r.exit_code == 2 and r.output.strip().splitlines()[-1] == \
-        "error: --refit 'sometimes': not one of retrain, calibration"
+    assert (
+        r.exit_code == 2
+        and r.output.strip().splitlines()[-1] == "error: --refit 'sometimes': not one of retrain, calibration"
+    )

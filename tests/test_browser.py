@@ -3,6 +3,7 @@ module. One training run of a small real-shaped series, through the Prefect serv
 server on PostgreSQL, then: the MLflow UI (aliases, lineage tags, the candidate's metrics and pictures), the
 Prefect UI (the flow run's tasks, its Artifacts tab with the decision), and the GX Data Docs opened with every
 network request refused. Screenshots go to test-artifacts/browser/ (git-ignored)."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,6 @@ import os
 import re
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -19,8 +19,15 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "test-artifacts" / "browser"
 # STACK.md: what runs as root with no network
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 NAME = "pgload"
 MODEL = f"{NAME}-forecaster"
 
@@ -73,12 +80,16 @@ def trained(trained_on_postgres, monkeypatch_module):
     champion = tracking.get_alias(t.model, "champion").version
     logged = t.v1.source.split("/models/")[1].split("/")[0]
     new = tracking.register_version(t.model, f"models:/{logged}", t.v1.run_id, tags={"candidate": "again"})
-    tracking.apply_decision(t.model, new, Decision(False, "not promoted by this test: the same model again",
-                                                   {"champion_version": champion}), expected_champion=champion)
+    tracking.apply_decision(
+        t.model,
+        new,
+        Decision(False, "not promoted by this test: the same model again", {"champion_version": champion}),
+        expected_champion=champion,
+    )
     horizon = json.loads((t.project / "data" / NAME / "windows.json").read_text())["horizon"]
-    forecast_flow(NAME, t.settings, refresh=True)              # the first forecast after training
-    for k in (1, 2, 3):                                        # a day of new hours arrives, the schedule fires
-        t.full.iloc[:2000 + k * horizon].to_csv(t.csv, index=False)
+    forecast_flow(NAME, t.settings, refresh=True)  # the first forecast after training
+    for k in (1, 2, 3):  # a day of new hours arrives, the schedule fires
+        t.full.iloc[: 2000 + k * horizon].to_csv(t.csv, index=False)
         forecast_flow(NAME, t.settings, refresh=True)
     return t
 
@@ -158,14 +169,19 @@ def test_prefect_ui_shows_the_tasks_and_the_decision_as_artifacts(page, trained)
     out = trained.outcome
     page.goto(f"{trained.prefect}/runs/flow-run/{trained.flow_run}")
     page.get_by_text("cellcast-train").first.wait_for()
-    page.wait_for_timeout(1500)   # the graph draws itself
+    page.wait_for_timeout(1500)  # the graph draws itself
     shot(page, "prefect-flow-run-graph")
     # the graph is drawn on a canvas; the same task runs, as text, are on the Task Runs tab
     page.get_by_text("Task Runs", exact=True).first.click()
     page.get_by_text("track-and-promote").first.wait_for()
     text = body_text(page)
-    tasks = {"check-tracking", "baselines", "track-and-promote", *(f"train-{c['name']}" for c in out.candidates),
-             *(f"assess-{c['name']}" for c in out.candidates)}
+    tasks = {
+        "check-tracking",
+        "baselines",
+        "track-and-promote",
+        *(f"train-{c['name']}" for c in out.candidates),
+        *(f"assess-{c['name']}" for c in out.candidates),
+    }
     missing = [t for t in tasks if t not in text]
     assert not missing, missing
     shot(page, "prefect-flow-run-tasks")
@@ -216,14 +232,14 @@ def test_gx_data_docs_render_with_no_network(page, trained):
     assert border == "solid", border
     shot(page, "gx-data-docs-index")
 
-    assert f"{NAME}-source-{NAME}" in row.inner_text()     # the validation run of this dataset's asset
-    row.get_by_text(f"{NAME}-source-{NAME}").click()        # a row opens its validation result
+    assert f"{NAME}-source-{NAME}" in row.inner_text()  # the validation run of this dataset's asset
+    row.get_by_text(f"{NAME}-source-{NAME}").click()  # a row opens its validation result
     page.get_by_text("Statistics").first.wait_for()
     text = body_text(page)
     assert "Expectation Validation Result" in text and "Evaluated Expectations" in text, text[:1500]
-    assert "load" in text and "temp" in text               # our own series' columns
+    assert "load" in text and "temp" in text  # our own series' columns
     shot(page, "gx-data-docs-validation")
-    assert refused == [], refused                          # nothing was fetched from a network
+    assert refused == [], refused  # nothing was fetched from a network
 
 
 def test_mlflow_ui_monitoring_run_shows_metrics_over_time(page, trained):
@@ -231,11 +247,11 @@ def test_mlflow_ui_monitoring_run_shows_metrics_over_time(page, trained):
 
     rid = tracking.monitoring_run(NAME)
     steps = [s for s, _ in tracking.metric_history(rid, "mase_ratio")]
-    assert len(steps) == 3, steps                  # one point per refresh that had actuals to score
+    assert len(steps) == 3, steps  # one point per refresh that had actuals to score
     page.goto(f"{trained.mlflow}/#/experiments/{trained.experiment}/runs/{rid}/model-metrics")
     page.get_by_text("mase_ratio").first.wait_for()
     dismiss_dialogs(page)
-    page.wait_for_timeout(1500)   # the charts draw themselves
+    page.wait_for_timeout(1500)  # the charts draw themselves
     shot(page, "mlflow-monitoring-run")
     text = body_text(page)
     assert "mase_ratio" in text, text[:3000]

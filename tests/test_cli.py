@@ -1,4 +1,5 @@
 """The `cellcast` command as a new user meets it: their own CSV in, a champion and a forecast out."""
+
 import os
 import subprocess
 import sys
@@ -20,16 +21,36 @@ def run(*args):
 
 def shell(cwd, *args):
     """The real command in a process of its own, as a user runs it (Prefect configures logging per process)."""
-    r = subprocess.run([sys.executable, "-m", "cellcast", *args], cwd=cwd, capture_output=True, text=True,
-                       env={**os.environ}, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "cellcast", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        timeout=600,
+    )
     return r.returncode, r.stdout + r.stderr
 
 
 def test_help_on_every_command():
     code, out = run("--help")
     assert code == 0
-    for cmd in ("datasets", "ingest", "validate", "window", "train", "run", "backtest", "evaluate", "models", "rollback",
-                "forecast", "serve", "ui", "doctor"):
+    for cmd in (
+        "datasets",
+        "ingest",
+        "validate",
+        "window",
+        "train",
+        "run",
+        "backtest",
+        "evaluate",
+        "models",
+        "rollback",
+        "forecast",
+        "serve",
+        "ui",
+        "doctor",
+    ):
         assert cmd in out
         c, o = run(cmd, "--help")
         assert c == 0 and "Usage" in o, cmd
@@ -37,15 +58,31 @@ def test_help_on_every_command():
 
 def test_own_csv_to_champion_to_forecast(prefect_api, project, tiny_params):
     rng = np.random.default_rng(0)
-    n = 2000    # a test split with 12 forecast origins a day apart: enough evidence to promote (min 10)
+    n = 2000  # a test split with 12 forecast origins a day apart: enough evidence to promote (min 10)
     t = np.arange(n)
-    pd.DataFrame({"when": pd.date_range("2024-03-01", periods=n, freq="h").strftime("%Y-%m-%dT%H:%M:%S"),
-                  "kw": 50 + 10 * np.sin(2 * np.pi * t / 24) + np.cumsum(rng.standard_normal(n)),
-                  "temp": 15 + 5 * np.sin(2 * np.pi * t / 24 + 1)}).to_csv(project / "plant.csv", sep=";", index=False)
+    pd.DataFrame(
+        {
+            "when": pd.date_range("2024-03-01", periods=n, freq="h").strftime("%Y-%m-%dT%H:%M:%S"),
+            "kw": 50 + 10 * np.sin(2 * np.pi * t / 24) + np.cumsum(rng.standard_normal(n)),
+            "temp": 15 + 5 * np.sin(2 * np.pi * t / 24 + 1),
+        }
+    ).to_csv(project / "plant.csv", sep=";", index=False)
     before = (project / "plant.csv").read_bytes()
 
-    code, out = shell(project, "ingest", "--csv", "plant.csv", "--time-col", "when", "--target", "kw", "--features", "temp",
-                    "--name", "plant")
+    code, out = shell(
+        project,
+        "ingest",
+        "--csv",
+        "plant.csv",
+        "--time-col",
+        "when",
+        "--target",
+        "kw",
+        "--features",
+        "temp",
+        "--name",
+        "plant",
+    )
     assert code == 0, out
     code, out = shell(project, "train", "plant")
     assert code == 0, out
@@ -85,11 +122,24 @@ def test_known_future_columns_from_ingest_to_a_forecast_with_intervals(prefect_a
     promo = (rng.random(n + ahead) < 0.15).astype(int)
     kw = 50 + 10 * np.sin(2 * np.pi * t / 24) + np.cumsum(rng.standard_normal(n + ahead)) + 8 * promo
     stamps = pd.date_range("2024-03-01", periods=n + ahead, freq="h")
-    pd.DataFrame({"when": stamps.strftime("%Y-%m-%dT%H:%M:%S"), "kw": np.r_[kw[:n], [np.nan] * ahead],
-                  "promo": promo}).to_csv(project / "shop.csv", index=False)
+    pd.DataFrame(
+        {"when": stamps.strftime("%Y-%m-%dT%H:%M:%S"), "kw": np.r_[kw[:n], [np.nan] * ahead], "promo": promo}
+    ).to_csv(project / "shop.csv", index=False)
 
-    code, out = shell(project, "ingest", "--csv", "shop.csv", "--time-col", "when", "--target", "kw",
-                      "--future-features", "promo", "--name", "shop")
+    code, out = shell(
+        project,
+        "ingest",
+        "--csv",
+        "shop.csv",
+        "--time-col",
+        "when",
+        "--target",
+        "kw",
+        "--future-features",
+        "promo",
+        "--name",
+        "shop",
+    )
     assert code == 0 and "known ahead: promo (30 rows after the last observation)" in out, out
     code, out = shell(project, "train", "shop")
     assert code == 0, out
@@ -98,14 +148,22 @@ def test_known_future_columns_from_ingest_to_a_forecast_with_intervals(prefect_a
     code, out = shell(project, "forecast", "shop")
     assert code == 0, out
     fc = pd.read_parquet(next((project / "forecasts/shop").glob("*.parquet")))
-    assert list(fc.columns) == ["timestamp", "kw", "kw_q0.05", "kw_q0.1", "kw_q0.9", "kw_q0.95", "model_name",
-                                "model_version"]
-    assert list(fc["timestamp"]) == list(stamps[n:n + 24])
+    assert list(fc.columns) == [
+        "timestamp",
+        "kw",
+        "kw_q0.05",
+        "kw_q0.1",
+        "kw_q0.9",
+        "kw_q0.95",
+        "model_name",
+        "model_version",
+    ]
+    assert list(fc["timestamp"]) == list(stamps[n : n + 24])
     assert (fc["kw_q0.05"] <= fc["kw_q0.1"]).all() and (fc["kw_q0.9"] <= fc["kw_q0.95"]).all()
     code, out = shell(project, "evaluate", "shop")
     assert code == 0 and '"coverage_90"' in out and '"winkler_90"' in out, out
 
-    gap = pd.DataFrame({"timestamp": stamps[n:n + 24].strftime("%Y-%m-%d %H:%M"), "promo": promo[n:n + 24]})
+    gap = pd.DataFrame({"timestamp": stamps[n : n + 24].strftime("%Y-%m-%d %H:%M"), "promo": promo[n : n + 24]})
     gap = gap.drop(index=5)
     gap.to_csv(project / "plan.csv", index=False)
     code, out = shell(project, "forecast", "shop", "--future", "plan.csv")

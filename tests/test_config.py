@@ -1,4 +1,5 @@
 """Typed params.yaml: overrides per dataset, one-line errors naming the key."""
+
 import pytest
 
 from cellcast.pipeline.config import Params, load_params
@@ -25,27 +26,33 @@ def test_dataset_overrides_apply_to_their_dataset_only():
     assert p.for_dataset("a").fingerprint() != p.for_dataset("b").fingerprint()
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("train:\n  epochs: many\n", "params.yaml: train.epochs: Input should be a valid integer"),
-    ("train:\n  cells: [rnn, transformer]\n", "train.cells.1"),
-    ("trian:\n  epochs: 3\n", "trian: Extra inputs are not permitted"),
-    ("window:\n  lookback: -4\n", "window.lookback"),
-    ("datasets:\n  x:\n    serve: {port: 1}\n", "datasets.x.serve: not a section that can be overridden"),
-    ("datasets:\n  x:\n    window: {horizon: zero}\n", "datasets.x.window.horizon"),
-    ("train: [1, 2\n", "not valid YAML"),
-    # settings that could not build, train or serve a model: refused before any work starts
-    ("train:\n  hidden_size: 0\n", "train.hidden_size: 0 is not a positive size"),
-    ("train:\n  num_layers: [1, 0]\n", "train.num_layers: 0 is not a positive size"),
-    ("train:\n  hidden_size: []\n", "train.hidden_size: an empty list trains nothing"),
-    ("train:\n  cells: []\n", "train.cells: List should have at least 1 item"),
-    ("evaluate:\n  seasons: [24, 0]\n", "evaluate.seasons.1: Input should be greater than or equal to 1"),
-    ("window:\n  lookback: 600000\n", "params.yaml: window.lookback: 600000 steps cannot fit in a forecast request "
-                                      "of serve.max_body_bytes 1048576"),
-    ("datasets:\n  x:\n    window: {lookback: 600000}\n", "datasets.x: window.lookback: 600000 steps cannot fit"),
-    ("- a\n- b\n", "must be a mapping"),
-    ("evaluate:\n  references: [mstl, theta, mstl]\n", "evaluate.references: 'mstl' is listed more than once"),
-    ("ingest:\n  future_features: [WorkDay, WorkDay]\n", "'WorkDay' is listed more than once"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("train:\n  epochs: many\n", "params.yaml: train.epochs: Input should be a valid integer"),
+        ("train:\n  cells: [rnn, transformer]\n", "train.cells.1"),
+        ("trian:\n  epochs: 3\n", "trian: Extra inputs are not permitted"),
+        ("window:\n  lookback: -4\n", "window.lookback"),
+        ("datasets:\n  x:\n    serve: {port: 1}\n", "datasets.x.serve: not a section that can be overridden"),
+        ("datasets:\n  x:\n    window: {horizon: zero}\n", "datasets.x.window.horizon"),
+        ("train: [1, 2\n", "not valid YAML"),
+        # settings that could not build, train or serve a model: refused before any work starts
+        ("train:\n  hidden_size: 0\n", "train.hidden_size: 0 is not a positive size"),
+        ("train:\n  num_layers: [1, 0]\n", "train.num_layers: 0 is not a positive size"),
+        ("train:\n  hidden_size: []\n", "train.hidden_size: an empty list trains nothing"),
+        ("train:\n  cells: []\n", "train.cells: List should have at least 1 item"),
+        ("evaluate:\n  seasons: [24, 0]\n", "evaluate.seasons.1: Input should be greater than or equal to 1"),
+        (
+            "window:\n  lookback: 600000\n",
+            "params.yaml: window.lookback: 600000 steps cannot fit in a forecast request "
+            "of serve.max_body_bytes 1048576",
+        ),
+        ("datasets:\n  x:\n    window: {lookback: 600000}\n", "datasets.x: window.lookback: 600000 steps cannot fit"),
+        ("- a\n- b\n", "must be a mapping"),
+        ("evaluate:\n  references: [mstl, theta, mstl]\n", "evaluate.references: 'mstl' is listed more than once"),
+        ("ingest:\n  future_features: [WorkDay, WorkDay]\n", "'WorkDay' is listed more than once"),
+    ],
+)
 def test_a_bad_params_file_is_one_line_naming_the_key(tmp_path, text, needle):
     with pytest.raises(ConfigError) as e:
         load_params(write(tmp_path, text))

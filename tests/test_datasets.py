@@ -1,4 +1,5 @@
 """Bundled datasets: real data, offline, canonical, nothing written under $HOME."""
+
 from __future__ import annotations
 
 import os
@@ -24,15 +25,16 @@ def test_each_bundled_dataset_is_canonical(info):
     assert str(df["timestamp"].dtype) == "datetime64[ns]"
     assert all(df[c].dtype == np.float64 for c in [*info.targets, *info.features])
     assert len(df) == info.rows and info.variables == len(info.targets) + len(info.features)
-    if info.id_cols:   # a panel: sorted by (series_id, timestamp), as many series as it says
+    if info.id_cols:  # a panel: sorted by (series_id, timestamp), as many series as it says
         assert df["series_id"].nunique() == info.series > 1 and df["series_id"].is_monotonic_increasing
         assert df.groupby("series_id")["timestamp"].apply(lambda t: t.is_monotonic_increasing).all()
     else:
         assert df["timestamp"].is_monotonic_increasing and info.series == 1
     assert info.domain and info.licence and info.description and info.source
     # the most common step is the declared frequency (the series may still have gaps)
-    if info.id_cols:   # each series steps at the declared frequency (a monthly step is no fixed length)
+    if info.id_cols:  # each series steps at the declared frequency (a monthly step is no fixed length)
         from cellcast.pipeline.data.frequency import infer_freq
+
         assert {infer_freq(g["timestamp"]) for _, g in df.groupby("series_id")} == {info.freq}
         return
     step = df["timestamp"].diff().mode().iloc[0]
@@ -50,8 +52,8 @@ def test_known_contents():
     c = load_bundled("chicago")
     assert c["timestamp"].iloc[0] == pd.Timestamp("2001-01-22") and c["ridership"].between(0, 40).all()
     w = load_bundled("weather")
-    assert sorted(w["origin"].unique()) == ["EWR", "JFK", "LGA"] and w["wind_speed"].max() > 1000   # a real bad reading
-    assert not w.duplicated(["series_id", "timestamp"]).any()      # the UTC instant: no repeated DST hour
+    assert sorted(w["origin"].unique()) == ["EWR", "JFK", "LGA"] and w["wind_speed"].max() > 1000  # a real bad reading
+    assert not w.duplicated(["series_id", "timestamp"]).any()  # the UTC instant: no repeated DST hour
     assert w.groupby("series_id").size().to_dict() == {"EWR": 8703, "JFK": 8706, "LGA": 8706}
     u = load_bundled("us_employment")
     first = u.dropna().groupby("series_id")["timestamp"].min()

@@ -1,15 +1,16 @@
 """`cellcast doctor` and the torch device helpers: what a machine can run on, judged without a GPU here."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 import torch
+from gpu_machine import run_without_services
 
 from cellcast.pipeline.engine.doctor import DeviceUnavailableError, _judge, diagnose, render
 from cellcast.pipeline.errors import CellcastError
 from cellcast.pipeline.modeling.device import exact_fp32, gpu_present, tf32_settings
-from gpu_machine import run_without_services
 
 CPU_ONLY = not torch.cuda.is_available() and not gpu_present()
 
@@ -25,10 +26,10 @@ def tf32_restored():
 
 def test_exact_fp32_turns_tf32_off_on_cuda_only(tf32_restored):
     b = torch.backends
-    b.cudnn.rnn.fp32_precision = "tf32"           # cuDNN's default: RNNs in TF32
+    b.cudnn.rnn.fp32_precision = "tf32"  # cuDNN's default: RNNs in TF32
     exact_fp32("cpu")
     assert tf32_settings()["cudnn.rnn"] == "tf32"
-    exact_fp32(torch.device("cuda"))               # setting the flags needs no GPU
+    exact_fp32(torch.device("cuda"))  # setting the flags needs no GPU
     assert tf32_settings() == {"cuda.matmul": "ieee", "cudnn.conv": "ieee", "cudnn.rnn": "ieee"}
 
 
@@ -79,34 +80,112 @@ def test_on_a_host_without_a_gpu():
 
 
 # The verdict on reports of GPU machines: torch's and ONNX Runtime's findings as dicts.
-TORCH_OK = {"installed": True, "version": "2.11.0+cu130", "cuda_build": "13.0", "cuda_available": True,
-            "gpu": "NVIDIA H100 80GB HBM3", "gpu_memory_gib": 79.2, "smoke": "ok: LSTM step"}
-ORT_OK = {"installed": True, "package": "onnxruntime-gpu", "version": "1.31.1", "cuda_build": "13.0",
-          "providers": ["CUDAExecutionProvider", "CPUExecutionProvider"],
-          "cuda_session": {"ok": True, "provider": "CUDAExecutionProvider", "missing": [], "error": None}}
+TORCH_OK = {
+    "installed": True,
+    "version": "2.11.0+cu130",
+    "cuda_build": "13.0",
+    "cuda_available": True,
+    "gpu": "NVIDIA H100 80GB HBM3",
+    "gpu_memory_gib": 79.2,
+    "smoke": "ok: LSTM step",
+}
+ORT_OK = {
+    "installed": True,
+    "package": "onnxruntime-gpu",
+    "version": "1.31.1",
+    "cuda_build": "13.0",
+    "providers": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "cuda_session": {"ok": True, "provider": "CUDAExecutionProvider", "missing": [], "error": None},
+}
 
 
-@pytest.mark.parametrize("device, gpu, torch_over, ort_over, ok, words", [
-    ("cuda", True, {}, {}, True, "run on NVIDIA H100"),
-    ("auto", True, {}, {}, True, "run on NVIDIA H100"),
-    ("auto", False, {}, {}, True, "no NVIDIA GPU"),
-    ("cpu", True, {}, {}, True, "is cpu"),
-    ("auto", True, {"cuda_build": None, "version": "2.13.0+cpu"}, {}, False,
-     "a GPU is present (/dev/nvidia*) but torch 2.13.0+cpu is a CPU-only build"),
-    ("cuda", True, {"cuda_available": False, "cuda_error": "driver too old"}, {}, False, "cannot use it: driver too old"),
-    ("cuda", True, {"smoke": None, "cuda_error": "CUDNN_STATUS_NOT_INITIALIZED"}, {}, False,
-     "training step on the GPU failed: CUDNN_STATUS_NOT_INITIALIZED"),
-    ("cuda", True, {}, {"package": "onnxruntime", "providers": ["CPUExecutionProvider"], "cuda_session": None}, False,
-     "onnxruntime 1.31.1 has no CUDA provider"),
-    ("cuda", True, {}, {"cuda_session": {"ok": False, "provider": "CPUExecutionProvider",
-                                         "missing": ["libcublasLt.so.13", "libcudnn.so.9"], "error": None}}, False,
-     "CUDA libraries not found: libcublasLt.so.13, libcudnn.so.9"),
-    ("cuda", True, {}, {"cuda_session": {"ok": False, "provider": "CPUExecutionProvider", "missing": [],
-                                         "error": "EP Error: CUDA failure 35"}}, False, "EP Error: CUDA failure 35"),
-    ("cuda", True, {"installed": False, "error": "import torch failed: libc10.so"}, {}, False, "import torch failed"),
-    ("cpu", False, {}, {"installed": False, "error": "import onnxruntime failed: no module"}, False,
-     "install onnxruntime-gpu"),
-])
+@pytest.mark.parametrize(
+    "device, gpu, torch_over, ort_over, ok, words",
+    [
+        ("cuda", True, {}, {}, True, "run on NVIDIA H100"),
+        ("auto", True, {}, {}, True, "run on NVIDIA H100"),
+        ("auto", False, {}, {}, True, "no NVIDIA GPU"),
+        ("cpu", True, {}, {}, True, "is cpu"),
+        (
+            "auto",
+            True,
+            {"cuda_build": None, "version": "2.13.0+cpu"},
+            {},
+            False,
+            "a GPU is present (/dev/nvidia*) but torch 2.13.0+cpu is a CPU-only build",
+        ),
+        (
+            "cuda",
+            True,
+            {"cuda_available": False, "cuda_error": "driver too old"},
+            {},
+            False,
+            "cannot use it: driver too old",
+        ),
+        (
+            "cuda",
+            True,
+            {"smoke": None, "cuda_error": "CUDNN_STATUS_NOT_INITIALIZED"},
+            {},
+            False,
+            "training step on the GPU failed: CUDNN_STATUS_NOT_INITIALIZED",
+        ),
+        (
+            "cuda",
+            True,
+            {},
+            {"package": "onnxruntime", "providers": ["CPUExecutionProvider"], "cuda_session": None},
+            False,
+            "onnxruntime 1.31.1 has no CUDA provider",
+        ),
+        (
+            "cuda",
+            True,
+            {},
+            {
+                "cuda_session": {
+                    "ok": False,
+                    "provider": "CPUExecutionProvider",
+                    "missing": ["libcublasLt.so.13", "libcudnn.so.9"],
+                    "error": None,
+                }
+            },
+            False,
+            "CUDA libraries not found: libcublasLt.so.13, libcudnn.so.9",
+        ),
+        (
+            "cuda",
+            True,
+            {},
+            {
+                "cuda_session": {
+                    "ok": False,
+                    "provider": "CPUExecutionProvider",
+                    "missing": [],
+                    "error": "EP Error: CUDA failure 35",
+                }
+            },
+            False,
+            "EP Error: CUDA failure 35",
+        ),
+        (
+            "cuda",
+            True,
+            {"installed": False, "error": "import torch failed: libc10.so"},
+            {},
+            False,
+            "import torch failed",
+        ),
+        (
+            "cpu",
+            False,
+            {},
+            {"installed": False, "error": "import onnxruntime failed: no module"},
+            False,
+            "install onnxruntime-gpu",
+        ),
+    ],
+)
 def test_the_verdict(device, gpu, torch_over, ort_over, ok, words):
     want_gpu = device == "cuda" or (device == "auto" and gpu)
     got_ok, reason = _judge(device, gpu, want_gpu, {**TORCH_OK, **torch_over}, {**ORT_OK, **ort_over})
@@ -145,6 +224,8 @@ def test_auto_trains_on_the_gpu_when_torch_has_one(monkeypatch):
     assert pick_device("auto").type == "cpu"
     with pytest.raises(ConfigError, match="no CUDA device"):
         pick_device("cuda")
-    from cellcast.pipeline.config import load_params
     from gpu_machine import ROOT
-    assert load_params(ROOT / "params.yaml").for_dataset().train.device == "auto"   # what `make run` reads
+
+    from cellcast.pipeline.config import load_params
+
+    assert load_params(ROOT / "params.yaml").for_dataset().train.device == "auto"  # what `make run` reads

@@ -3,6 +3,7 @@
 One module-scoped copy runs ingest -> validate -> window for elecdemand once; tests that change
 params or delete data work on their own copy of it. The full pipeline (train + evaluate through
 Prefect and MLflow) runs once, with tiny training settings, in the integration test."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,18 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 NAME = "elecdemand"
 TARGET = f"window@{NAME}"
-DATA = [f"data/{NAME}/{f}" for f in ("raw.parquet", "raw.json", "validated.parquet", "validated.json", "future.parquet",
-                                     "windows.npz", "windows.json")]
+DATA = [
+    f"data/{NAME}/{f}"
+    for f in (
+        "raw.parquet",
+        "raw.json",
+        "validated.parquet",
+        "validated.json",
+        "future.parquet",
+        "windows.npz",
+        "windows.json",
+    )
+]
 # what a fresh clone holds of DVC besides the tracked code (listed in case they are not committed yet)
 DVC_FILES = ["dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore", ".dvc/plots/timeseries.json"]
 
@@ -36,9 +47,14 @@ def _source_files() -> list[str]:
 
 
 def _env(repo: Path) -> dict:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "PREFECT_HOME": str(repo / ".prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "DO_NOT_TRACK": "1", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PREFECT_HOME": str(repo / ".prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    }
     # the copy's own stores: params.yaml found from the working directory, MLflow under <copy>/.cellcast
     for k in ("CELLCAST_PARAMS", "MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
         env.pop(k, None)
@@ -46,8 +62,7 @@ def _env(repo: Path) -> dict:
 
 
 def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    p = subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=_env(repo), capture_output=True, text=True,
-                       timeout=600)
+    p = subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=_env(repo), capture_output=True, text=True, timeout=600)
     if check and p.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} exited {p.returncode}:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
     return p
@@ -141,10 +156,10 @@ def test_a_changed_param_reruns_the_stages_that_read_it(reproduced, tmp_path):
 
 def test_push_then_pull_restores_identical_bytes(reproduced, tmp_path):
     repo = copy_repo(reproduced, tmp_path / "cellcast")
-    remote = repo / "dvc-storage"        # the default remote of .dvc/config, inside the checkout
+    remote = repo / "dvc-storage"  # the default remote of .dvc/config, inside the checkout
     assert not remote.exists()
     before = {f: (repo / f).read_bytes() for f in DATA}
-    distinct = len({data_hash(repo / f) for f in DATA})   # the remote stores identical files once
+    distinct = len({data_hash(repo / f) for f in DATA})  # the remote stores identical files once
     p = dvc(repo, "push", TARGET, "--with-deps")
     assert f"{distinct} files pushed" in p.stdout, p.stdout
     # a folder remote stores each file under its md5: files/md5/<2 chars>/<rest>
@@ -181,8 +196,12 @@ def test_a_bundled_panel_runs_through_the_ingest_validate_and_window_stages(fres
 def test_full_pipeline_trains_evaluates_and_reports_metrics(reproduced, tmp_path):
     """ingest -> ... -> train -> evaluate via `dvc repro`, with seconds-long training."""
     repo = copy_repo(reproduced, tmp_path / "cellcast")
-    edit_params(repo, lambda p: p["train"].update(cells=["gru"], epochs=1, time_budget_s=5, hidden_size=8,
-                                                  max_train_windows=1024, device="cpu"))
+    edit_params(
+        repo,
+        lambda p: p["train"].update(
+            cells=["gru"], epochs=1, time_budget_s=5, hidden_size=8, max_train_windows=1024, device="cpu"
+        ),
+    )
     p = dvc(repo, "repro", "evaluate")
     # the data stages did not depend on train.cells / epochs: only train and evaluate ran
     assert ran(p) == {"train", "evaluate"}, p.stdout
@@ -208,14 +227,17 @@ def test_full_pipeline_trains_evaluates_and_reports_metrics(reproduced, tmp_path
     err = plots[f"reports/{NAME}/plots/error_by_horizon.csv"][0]["content"]
     assert err["encoding"]["x"]["field"] == "step" and '"field": "model"' in json.dumps(err["layer"])
     fva = plots[f"reports/{NAME}/plots/forecast_vs_actual.csv"][0]["content"]["encoding"]
-    assert fva["x"] == {"field": "timestamp", "type": "temporal", "title": "timestamp"}     # our template
+    assert fva["x"] == {"field": "timestamp", "type": "temporal", "title": "timestamp"}  # our template
     assert fva["strokeDash"]["scale"]["domain"] == ["actual", "model"]
 
     # the registered model carries the hash dvc.lock holds for the validated data it was trained on
-    code = ("import sys; from cellcast.pipeline.registry import tracking; tracking.configure(sys.argv[1]); "
-            f"print(tracking.get_alias('{NAME}-forecaster', 'challenger').tags['data_md5'])")
-    tag = subprocess.run([sys.executable, "-c", code, str(repo)], cwd=repo, env=_env(repo), capture_output=True,
-                         text=True, check=True).stdout.split()[-1]
+    code = (
+        "import sys; from cellcast.pipeline.registry import tracking; tracking.configure(sys.argv[1]); "
+        f"print(tracking.get_alias('{NAME}-forecaster', 'challenger').tags['data_md5'])"
+    )
+    tag = subprocess.run(
+        [sys.executable, "-c", code, str(repo)], cwd=repo, env=_env(repo), capture_output=True, text=True, check=True
+    ).stdout.split()[-1]
     assert tag == lock_hash(f"data/{NAME}/validated.parquet", repo)
 
     assert status(None, repo).keys().isdisjoint({"train", "evaluate", TARGET})

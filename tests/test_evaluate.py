@@ -1,12 +1,19 @@
 """Metrics and baselines, checked against values worked out by hand."""
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from cellcast.pipeline.config import Params
-from cellcast.pipeline.modeling.evaluate import (baseline_names, evaluate_baselines, mase_scale, metrics, seasonal_naive,
-                               usable_seasons)
 from cellcast.pipeline.data.window import build_windows
+from cellcast.pipeline.modeling.evaluate import (
+    baseline_names,
+    evaluate_baselines,
+    mase_scale,
+    metrics,
+    seasonal_naive,
+    usable_seasons,
+)
 
 
 def test_metrics_by_hand():
@@ -22,8 +29,10 @@ def test_metrics_by_hand():
 def _ws(values, lookback=6, horizon=3, freq="h"):
     df = pd.DataFrame({"timestamp": pd.date_range("2021-01-01", periods=len(values), freq=freq), "y": values})
     # hand-sized series: the data rule on test windows (ingest.min_test_windows) is not what these tests check
-    s = Params(window={"lookback": lookback, "horizon": horizon, "val_fraction": 0.2, "test_fraction": 0.2},
-               ingest={"min_test_windows": 1}).for_dataset("t")
+    s = Params(
+        window={"lookback": lookback, "horizon": horizon, "val_fraction": 0.2, "test_fraction": 0.2},
+        ingest={"min_test_windows": 1},
+    ).for_dataset("t")
     return build_windows(df, name="t", variables=["y"], targets=["y"], freq=freq, settings=s)
 
 
@@ -66,7 +75,7 @@ def test_a_season_longer_than_the_lookback_is_a_bar_where_history_allows():
 def test_a_baseline_reading_into_a_break_is_reported_but_is_not_the_bar():
     t = np.arange(600)
     y = np.sin(2 * np.pi * t / 24) + 5 + 0.001 * t
-    y[440:460] = np.nan                      # a break kept by the `segment` policy, before the test rows
+    y[440:460] = np.nan  # a break kept by the `segment` policy, before the test rows
     ws = _ws(y, lookback=30, horizon=6)
     assert ws.meta.bounds["test"] == 480 and len(ws.starts["test"])
     rep = evaluate_baselines(ws, "test", [24, 40])
@@ -78,7 +87,7 @@ def test_a_baseline_reading_into_a_break_is_reported_but_is_not_the_bar():
 def test_filled_targets_are_not_scored():
     y = np.array([[[1.0], [2.0]], [[3.0], [4.0]]])
     p = np.array([[[1.0], [9.0]], [[3.0], [4.0]]])
-    mask = np.array([[[True], [False]], [[True], [True]]])   # the 2.0 was a filled point
+    mask = np.array([[[True], [False]], [[True], [True]]])  # the 2.0 was a filled point
     m = metrics(y, p, np.array([1.0]), mask)
     assert m["mae"] == 0 and m["rmse"] == 0 and m["mase"] == 0 and m["smape"] == 0
     assert metrics(y, p, np.array([1.0]))["mae"] == pytest.approx(7 / 4)
@@ -91,21 +100,21 @@ def test_evaluation_and_baselines_skip_filled_targets_and_the_mase_scale_filled_
     df = pd.DataFrame({"timestamp": pd.date_range("2021-01-01", periods=n, freq="h"), "y": np.full(n, 5.0)})
     df.loc[::7, "y"] = 6.0
     df["filled:y"] = False
-    df.loc[100:101, "y"] = 500.0                           # filled cells with a value no forecast would match
+    df.loc[100:101, "y"] = 500.0  # filled cells with a value no forecast would match
     df.loc[100:101, "filled:y"] = True
     s = Params(window={"lookback": 6, "horizon": 3}, ingest={"min_test_windows": 1}).for_dataset("t")
     ws = build_windows(df, name="t", variables=["y"], targets=["y"], freq="h", settings=s)
     _, y = ws.batch(ws.starts["test"])
-    pred = np.where(y == 500.0, 0.0, y)                    # exact on every observed target
+    pred = np.where(y == 500.0, 0.0, y)  # exact on every observed target
     test, by_step = evaluate_forecasts(ws, "test", pred)
     assert test["mae"] == 0 and max(by_step) == 0
     base = evaluate_baselines(ws, "test", [])
-    assert base.scores["naive"]["mae"] < 1                 # the 500s are not counted against it either
-    df.loc[20:21, "y"], df.loc[20:21, "filled:y"] = 500.0, True    # a fill among the training rows
+    assert base.scores["naive"]["mae"] < 1  # the 500s are not counted against it either
+    df.loc[20:21, "y"], df.loc[20:21, "filled:y"] = 500.0, True  # a fill among the training rows
     ws2 = build_windows(df, name="t", variables=["y"], targets=["y"], freq="h", settings=s)
     y = df["y"].where(~df["filled:y"]).to_numpy()[: ws2.meta.bounds["val"]]
     d = np.abs(np.diff(y))
-    assert mase_scale(ws2)[0] == pytest.approx(np.nanmean(d)) and mase_scale(ws2)[0] < 1   # 500s in it: ~20
+    assert mase_scale(ws2)[0] == pytest.approx(np.nanmean(d)) and mase_scale(ws2)[0] < 1  # 500s in it: ~20
 
 
 def test_the_forecast_vs_actual_picture_draws_the_intervals_as_bands():
@@ -113,9 +122,17 @@ def test_the_forecast_vs_actual_picture_draws_the_intervals_as_bands():
 
     t = np.arange("2024-01-01T00", "2024-01-03T00", dtype="datetime64[h]")
     actual = np.sin(np.arange(len(t)) / 4)
-    point = np.stack([actual[i:i + 6] for i in range(0, len(t) - 6)])
-    fig = plots.forecast_vs_actual(t, actual, {"gru": point}, "t", "y",
-                                   bands={"gru 80%": (point - 0.2, point + 0.2), "gru 90%": (point - 0.3, point + 0.3)})
+    point = np.stack([actual[i : i + 6] for i in range(0, len(t) - 6)])
+    fig = plots.forecast_vs_actual(
+        t,
+        actual,
+        {"gru": point},
+        "t",
+        "y",
+        bands={"gru 80%": (point - 0.2, point + 0.2), "gru 90%": (point - 0.3, point + 0.3)},
+    )
     ax = fig.axes[0]
-    assert len(ax.collections) == 2 and {"gru 80%", "gru 90%", "gru", "actual"} <= set(ax.get_legend_handles_labels()[1])
+    assert len(ax.collections) == 2 and {"gru 80%", "gru 90%", "gru", "actual"} <= set(
+        ax.get_legend_handles_labels()[1]
+    )
     plots.close(fig)

@@ -1,6 +1,7 @@
 """Faults a user meets, tried for real through the `cellcast` command in processes of its own: a training
 run killed (kill -9) while it tracks, the tracking server stopped mid-flow and absent from the start.
 A real `mlflow server` and a real Prefect server; nothing lost, one line per failure, bounded waits."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-
 from pathlib import Path
 
 import mlflow
@@ -19,12 +19,11 @@ import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
-
 from mlflow_server import free_port, mlflow_server
 
 pytestmark = pytest.mark.integration
 
-RETRY_SECONDS = 2     # params.yaml registry.retry_seconds here: one immediate retry, then one after 2 s
+RETRY_SECONDS = 2  # params.yaml registry.retry_seconds here: one immediate retry, then one after 2 s
 
 
 @pytest.fixture
@@ -39,19 +38,35 @@ def plant(project, tiny_params):
     tiny_params.write_text(yaml.safe_dump(p, sort_keys=False))
     n, rng = 1200, np.random.default_rng(0)
     t = np.arange(n)
-    pd.DataFrame({"when": pd.date_range("2024-03-01", periods=n, freq="h").strftime("%Y-%m-%d %H:%M"),
-                  "kw": 50 + 10 * np.sin(2 * np.pi * t / 24) + np.cumsum(rng.standard_normal(n)),
-                  "temp": 15 + 5 * np.sin(2 * np.pi * t / 24 + 1)}).to_csv(project / "plant.csv", index=False)
-    ingest_file(project / "plant.csv", name="plant", time_col="when", targets=["kw"], features=["temp"],
-                settings=load_params(tiny_params).for_dataset("plant"))
+    pd.DataFrame(
+        {
+            "when": pd.date_range("2024-03-01", periods=n, freq="h").strftime("%Y-%m-%d %H:%M"),
+            "kw": 50 + 10 * np.sin(2 * np.pi * t / 24) + np.cumsum(rng.standard_normal(n)),
+            "temp": 15 + 5 * np.sin(2 * np.pi * t / 24 + 1),
+        }
+    ).to_csv(project / "plant.csv", index=False)
+    ingest_file(
+        project / "plant.csv",
+        name="plant",
+        time_col="when",
+        targets=["kw"],
+        features=["temp"],
+        settings=load_params(tiny_params).for_dataset("plant"),
+    )
     return project
 
 
 def cellcast(cwd, *args, env: dict, out_name: str) -> subprocess.Popen:
     """`python -m cellcast ARGS` in its own process group, output to a file (read while it runs)."""
     out = open(cwd / out_name, "w")
-    return subprocess.Popen([sys.executable, "-m", "cellcast", *args], cwd=cwd, env=env, stdout=out,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cellcast", *args],
+        cwd=cwd,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def finish(proc: subprocess.Popen, path, timeout=420) -> tuple[int, str]:
@@ -110,8 +125,11 @@ def test_killed_runs_end_killed_server_down_is_one_line_and_the_rerun_registers(
         server = mlflow_server.process
         # 1. kill -9 while the run tracks its candidates: the parent run and its children stay RUNNING
         p1 = cellcast(plant, "train", "plant", env=env, out_name="run1.txt")
-        parent = wait_until(lambda: [r for r in runs(client, "RUNNING") if "mlflow.parentRunId" not in r.data.tags],
-                            "a RUNNING parent run", proc=p1)[0]
+        parent = wait_until(
+            lambda: [r for r in runs(client, "RUNNING") if "mlflow.parentRunId" not in r.data.tags],
+            "a RUNNING parent run",
+            proc=p1,
+        )[0]
         os.killpg(p1.pid, signal.SIGKILL)
         p1.wait()
         orphans = {r.info.run_id for r in runs(client, "RUNNING")}
@@ -126,7 +144,7 @@ def test_killed_runs_end_killed_server_down_is_one_line_and_the_rerun_registers(
             assert r.info.status == "KILLED"
             assert f"process {p1.pid} on " in r.data.tags["cellcast.ended_reason"]
         killed = [r for r in prefect_runs("cellcast-train") if f"cellcast.pid={p1.pid}" in r.tags]
-        assert len(killed) == 1 and killed[0].state.is_crashed(), killed   # Prefect's copy of the run too
+        assert len(killed) == 1 and killed[0].state.is_crashed(), killed  # Prefect's copy of the run too
         assert f"process {p1.pid} on " in killed[0].state.message
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
@@ -141,17 +159,19 @@ def test_killed_runs_end_killed_server_down_is_one_line_and_the_rerun_registers(
     assert "the trained candidates are kept" in errors[0] and "rerun `cellcast train plant`" in errors[0]
     assert f"tracking server {url}: connection refused; retry 1/2 in 0 s" in out
     assert f"retry 2/2 in {RETRY_SECONDS} s" in out
-    assert "gru-h8-l1: resuming after epoch" in out      # run 1's finished candidate, reused
+    assert "gru-h8-l1: resuming after epoch" in out  # run 1's finished candidate, reused
 
     # 3. the server back (same database): the rerun resumes from the checkpoints and registers one version
     with mlflow_server(work, port=port):
         # Prefect's run loggers at INFO, as a user has them (the test session's server runs quieter)
-        code, out = finish(cellcast(plant, "train", "plant", env={**env, "PREFECT_LOGGING_LEVEL": "INFO"},
-                                    out_name="run3.txt"), plant / "run3.txt")
+        code, out = finish(
+            cellcast(plant, "train", "plant", env={**env, "PREFECT_LOGGING_LEVEL": "INFO"}, out_name="run3.txt"),
+            plant / "run3.txt",
+        )
         assert code == 0, out
         assert "INFO cellcast.pipeline.modeling.train: gru-h8-l1: resuming after epoch" in out  # a library line
-        assert "baselines (test MASE)" in out                                              # the flow's logger
-        assert f"MLflow UI: {url}" in out and "sqlite" not in out                           # not the embedded store
+        assert "baselines (test MASE)" in out  # the flow's logger
+        assert f"MLflow UI: {url}" in out and "sqlite" not in out  # not the embedded store
         versions = client.search_model_versions("name = 'plant-forecaster'")
         assert [int(v.version) for v in versions] == [1]
         decided(client, "1")
@@ -159,15 +179,18 @@ def test_killed_runs_end_killed_server_down_is_one_line_and_the_rerun_registers(
         assert {r.info.status for r in runs(client)} == {"KILLED", "FINISHED"}
         # the champion's ONNX file carries its grid's phase, which the service checks requests against
         source = client.get_model_version("plant-forecaster", "1").source
-        local = mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=url,
-                                                    dst_path=str(tmp_path / "champion"))
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=source, tracking_uri=url, dst_path=str(tmp_path / "champion")
+        )
         meta = {p.key: p.value for p in onnx.load(str(next(Path(local).rglob("*.onnx")))).metadata_props}
         assert json.loads(meta["grid_origin"]) == "2024-03-01T00:00:00"
 
     # 4. no server at all: the check before training fails in seconds, nothing trained
     dead = f"http://127.0.0.1:{free_port()}"
-    code, out = finish(cellcast(plant, "train", "plant", env={**env, "MLFLOW_TRACKING_URI": dead},
-                                out_name="run4.txt"), plant / "run4.txt")
+    code, out = finish(
+        cellcast(plant, "train", "plant", env={**env, "MLFLOW_TRACKING_URI": dead}, out_name="run4.txt"),
+        plant / "run4.txt",
+    )
     assert code == 2 and "Traceback" not in out, out
     errors = [ln for ln in out.splitlines() if ln.startswith("error:") or "ERROR" in ln]
     assert len(errors) == 1 and f"tracking server {dead} unreachable (connection refused)" in errors[0]
@@ -189,7 +212,7 @@ def test_two_trains_of_one_dataset_at_once_take_turns(prefect_api, plant):
     store = f"sqlite:///{plant / '.cellcast' / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=store, registry_uri=store)
     versions = sorted(int(v.version) for v in client.search_model_versions("name = 'plant-forecaster'"))
-    assert versions == [1, 2]                       # one after the other, each decided
+    assert versions == [1, 2]  # one after the other, each decided
     decided(client, "1")
     decided(client, "2")
     assert {r.info.status for r in runs(client)} == {"FINISHED"}
@@ -199,15 +222,22 @@ def test_a_lock_is_held_across_processes_and_released_when_its_holder_is_killed(
     from cellcast.pipeline.files import exclusive
 
     lock = tmp_path / "x.lock"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom cellcast.pipeline.files import exclusive\n"
-                               f"with exclusive({str(lock)!r}):\n    print('held', flush=True); time.sleep(600)"],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom cellcast.pipeline.files import exclusive\n"
+            f"with exclusive({str(lock)!r}):\n    print('held', flush=True); time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
     seen = []
 
     def waiting(who):
         seen.append(who)
-        os.kill(holder.pid, signal.SIGKILL)   # the holder dies mid-block: the kernel releases its lock
+        os.kill(holder.pid, signal.SIGKILL)  # the holder dies mid-block: the kernel releases its lock
 
     with exclusive(lock, waiting=waiting):
         assert lock.read_text().startswith(f"process {os.getpid()} on ")

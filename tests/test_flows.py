@@ -1,4 +1,5 @@
 """The Prefect flows against a real Prefect server, real GX, real MLflow (embedded sqlite in the project folder)."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,8 +16,13 @@ def write_series(path, n=2000, kind="seasonal", seed=0, bad_inf=False):
         y = 50 + 10 * np.sin(2 * np.pi * t / 24) + np.cumsum(rng.standard_normal(n)) + 0.2 * rng.standard_normal(n)
     else:  # a random walk: nothing to learn beyond the last value
         y = 100 + np.cumsum(rng.standard_normal(n))
-    df = pd.DataFrame({"time": pd.date_range("2024-01-01", periods=n, freq="h").strftime("%Y-%m-%d %H:%M"),
-                       "load": y, "temp": 15 + 5 * np.sin(2 * np.pi * t / 24 + 1)})
+    df = pd.DataFrame(
+        {
+            "time": pd.date_range("2024-01-01", periods=n, freq="h").strftime("%Y-%m-%d %H:%M"),
+            "load": y,
+            "temp": 15 + 5 * np.sin(2 * np.pi * t / 24 + 1),
+        }
+    )
     if bad_inf:
         df.loc[100, "load"] = np.inf
     df.to_csv(path, index=False)
@@ -25,6 +31,7 @@ def write_series(path, n=2000, kind="seasonal", seed=0, bad_inf=False):
 
 def settings(name):
     from cellcast.pipeline.config import load_params
+
     return load_params().for_dataset(name)
 
 
@@ -32,6 +39,7 @@ def flow_runs(name):
     """[(flow run, its task runs)] of the flow called `name`, newest first."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterId
+
     with get_client(sync_client=True) as c:
         runs = c.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[name])))
         return [(r, c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[r.id])))) for r in runs]
@@ -39,6 +47,7 @@ def flow_runs(name):
 
 def test_data_flow_ingests_validates_and_windows(prefect_api, project, tiny_params):
     from cellcast.flows.data import data_flow
+
     src = write_series(project / "load.csv")
     ws = data_flow("load", settings("load"), src)
     assert all(v > 0 for v in ws.meta.counts.values())
@@ -52,6 +61,7 @@ def test_data_flow_ingests_validates_and_windows(prefect_api, project, tiny_para
 def test_a_validation_failure_fails_the_flow_once_with_the_clear_message(prefect_api, project, tiny_params):
     from cellcast.flows.data import data_flow
     from cellcast.pipeline.errors import DataValidationError
+
     src = write_series(project / "bad.csv", bad_inf=True)
     before = (project / "bad.csv").read_bytes()
     with pytest.raises(DataValidationError, match=r"column 'load'.*finite"):
@@ -67,6 +77,7 @@ def test_a_validation_failure_fails_the_flow_once_with_the_clear_message(prefect
 def test_training_flow_registers_a_champion_then_keeps_it_against_a_worse_model(prefect_api, project, tiny_params):
     from cellcast.flows.training import run_training
     from cellcast.pipeline.registry import tracking
+
     src = write_series(project / "load.csv")
     first = run_training("load", settings("load"), source=src)
     assert first.version == 1 and first.champion_after == 1, first.decision
@@ -86,7 +97,9 @@ def test_training_flow_registers_a_champion_then_keeps_it_against_a_worse_model(
     import json
 
     import mlflow
+
     from cellcast.pipeline.engine.inference import OnnxForecaster
+
     trained = json.loads((project / "data/load/windows.json").read_text())["value_bounds"]
     assert set(trained) == {"load", "temp"}
     path, _ = tracking.download_model("load-forecaster", 1)
@@ -96,6 +109,7 @@ def test_training_flow_registers_a_champion_then_keeps_it_against_a_worse_model(
 
     # an untrained model equals its seasonal-naive anchor: it cannot beat the baseline by the margin
     import yaml
+
     p = yaml.safe_load(tiny_params.read_text())
     p["train"].update({"epochs": 1, "lr": 1e-9, "max_train_windows": 64})
     tiny_params.write_text(yaml.safe_dump(p))
@@ -111,6 +125,7 @@ def test_a_random_walk_gets_no_champion_and_says_why(prefect_api, project, tiny_
     """Also runs the candidates in parallel through the flow's task runner."""
     from cellcast.flows.training import run_training
     from cellcast.pipeline.registry import tracking
+
     src = write_series(project / "walk.csv", kind="walk", seed=3)
     s = settings("walk")
     s = s.model_copy(update={"train": s.train.model_copy(update={"parallel": 3, "threads": 1})})
@@ -126,14 +141,17 @@ def test_a_random_walk_gets_no_champion_and_says_why(prefect_api, project, tiny_
 
     from cellcast.pipeline.data.window import load_windows
     from cellcast.pipeline.modeling.train import candidates, torch_threads, train_candidate
-    runs = mlflow.search_runs(experiment_names=["cellcast/walk"], output_format="list",
-                              filter_string=f"tags.mlflow.parentRunId = '{out.parent_run_id}'")
+
+    runs = mlflow.search_runs(
+        experiment_names=["cellcast/walk"],
+        output_format="list",
+        filter_string=f"tags.mlflow.parentRunId = '{out.parent_run_id}'",
+    )
     logged = {r.info.run_name: r.data.metrics["best_val_loss"] for r in runs}
     ws = load_windows("walk", s)
     before = torch.get_num_threads()
     with torch_threads(1):
-        alone = {c.name: train_candidate(ws, c, s, out.baselines["anchor_season"]).best_val_loss
-                 for c in candidates(s)}
+        alone = {c.name: train_candidate(ws, c, s, out.baselines["anchor_season"]).best_val_loss for c in candidates(s)}
     assert logged == alone
     assert torch.get_num_threads() == before
 
@@ -141,10 +159,12 @@ def test_a_random_walk_gets_no_champion_and_says_why(prefect_api, project, tiny_
 def test_candidates_train_in_parallel_on_a_dask_cluster(prefect_api, project, tiny_params):
     """train.task_runner: dask with no address: a local Dask cluster of worker processes, one per candidate."""
     from cellcast.flows.training import run_training, task_runner
+
     src = write_series(project / "load.csv")
     s = settings("load")
-    s = s.model_copy(update={"train": s.train.model_copy(update={"task_runner": "dask", "parallel": 2,
-                                                                  "cells": ["gru", "rnn"]})})
+    s = s.model_copy(
+        update={"train": s.train.model_copy(update={"task_runner": "dask", "parallel": 2, "cells": ["gru", "rnn"]})}
+    )
     assert type(task_runner(s)).__name__ == "DaskTaskRunner"
     out = run_training("load", s, source=src)
     assert sorted(c["cell"] for c in out.candidates) == ["gru", "rnn"]
@@ -162,6 +182,7 @@ def test_scheduled_deployments_register_and_the_server_schedules_runs(prefect_ap
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
     from cellcast.flows.deploy import deployments
+
     ids = [d.apply() for d in deployments("elecdemand", "0 3 * * 1", "*/5 * * * *")]
     assert len(ids) == 2
     with get_client(sync_client=True) as c:
@@ -173,8 +194,13 @@ def test_scheduled_deployments_register_and_the_server_schedules_runs(prefect_ap
         assert deps["train-elecdemand"].parameters["settings"]["dataset"] == "elecdemand"
         deadline, scheduled = time.monotonic() + 60, []
         while not scheduled and time.monotonic() < deadline:
-            scheduled = [r for r in c.read_flow_runs(deployment_filter=DeploymentFilter(
-                name=DeploymentFilterName(any_=["forecast-elecdemand"]))) if r.state.is_scheduled()]
+            scheduled = [
+                r
+                for r in c.read_flow_runs(
+                    deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["forecast-elecdemand"]))
+                )
+                if r.state.is_scheduled()
+            ]
             time.sleep(1)
         assert scheduled, "the server created no scheduled run for the hourly forecast"
 
@@ -184,8 +210,11 @@ def test_a_rerun_on_unchanged_data_params_and_code_registers_nothing(prefect_api
 
     from cellcast.flows.training import run_training
     from cellcast.pipeline.registry import tracking
-    for cmd in (["git", "init", "-q"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
-                                         "--allow-empty", "-m", "code"]):
+
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "code"],
+    ):
         subprocess.run(cmd, cwd=project, check=True)
     src = write_series(project / "load.csv")
     first = run_training("load", settings("load"), source=src)
@@ -198,6 +227,7 @@ def test_a_rerun_on_unchanged_data_params_and_code_registers_nothing(prefect_api
     # after an upgrade of cellcast (another code version) the same run is new code: it is registered, and
     # its forecasts, identical to the champion's, are no evidence to replace it
     from cellcast.pipeline.registry import lifecycle
+
     monkeypatch.setattr(lifecycle, "code_version", lambda: "9.9.9+0123456789ab")
     upgraded = run_training("load", settings("load"), source=src)
     assert upgraded.version == 2 and upgraded.champion_after == 1 and not upgraded.decision["promote"]
@@ -212,10 +242,11 @@ def test_a_champion_is_never_scored_on_rows_it_trained_on(prefect_api, project, 
     training rows count, and too few of them is no evidence."""
     from cellcast.flows.training import run_training
     from cellcast.pipeline.registry import tracking
+
     newer = write_series(project / "load.csv")
     first = run_training("load", settings("load"), source=newer)
     assert first.champion_after == 1
-    older = write_series(project / "older.csv", n=1800)     # the first 1800 of the same rows
+    older = write_series(project / "older.csv", n=1800)  # the first 1800 of the same rows
     out = run_training("load", settings("load"), source=older)
     assert out.version == 2 and out.champion_after == 1 and not out.decision["promote"], out.decision
     champ = out.champion_before
@@ -226,6 +257,7 @@ def test_a_champion_is_never_scored_on_rows_it_trained_on(prefect_api, project, 
     # `cellcast evaluate` reports it the same way: the champion on the 77 stride-1 test windows after its
     # training rows (targets from row 1700), the challenger on all 247
     from cellcast.pipeline.registry.report import evaluate_registered
+
     assert evaluate_registered("load", settings("load"), "champion")["metrics"]["model"]["test_windows"] == 77
     assert evaluate_registered("load", settings("load"), "challenger")["metrics"]["model"]["test_windows"] == 247
 

@@ -1,4 +1,5 @@
 """Batch forecasts: the core on a frame, then the whole path through a real sqlite MLflow registry."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,25 +12,36 @@ import typer
 from typer.testing import CliRunner
 
 from cellcast.commands.serving import register
-from cellcast.pipeline.errors import DataValidationError
-from cellcast.pipeline.serving.forecast import forecast_frame
 from cellcast.pipeline.engine.inference import OnnxForecaster
-from cellcast.pipeline.modeling.model import ModelSpec, build
 from cellcast.pipeline.engine.onnx_export import export_onnx
+from cellcast.pipeline.errors import DataValidationError
+from cellcast.pipeline.modeling.model import ModelSpec, build
+from cellcast.pipeline.serving.forecast import forecast_frame
 
 VARS = ["Demand", "Temperature", "WorkDay"]
 
 
 def export(path, frame: pd.DataFrame, lookback: int, horizon: int, seed: int = 0):
     x = frame[VARS].to_numpy(np.float32)
-    spec = ModelSpec(cell="lstm", n_vars=3, target_idx=[0], lookback=lookback, horizon=horizon, hidden_size=8,
-                     rnn_steps=24, anchor_season=48, mean=x.mean(0).tolist(), std=x.std(0).tolist())
+    spec = ModelSpec(
+        cell="lstm",
+        n_vars=3,
+        target_idx=[0],
+        lookback=lookback,
+        horizon=horizon,
+        hidden_size=8,
+        rnn_steps=24,
+        anchor_season=48,
+        mean=x.mean(0).tolist(),
+        std=x.std(0).tolist(),
+    )
     torch.manual_seed(seed)
     model = build(spec)
     with torch.no_grad():
         model.head.weight.normal_(0, 0.1)
-    return export_onnx(model, path, {"variables": VARS, "targets": ["Demand"], "freq": "30min",
-                                     "dataset": "elecdemand"})
+    return export_onnx(
+        model, path, {"variables": VARS, "targets": ["Demand"], "freq": "30min", "dataset": "elecdemand"}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +65,9 @@ def test_forecast_frame_core(tmp_path, frame):
 
     holed = part.copy()
     holed.loc[holed.index[-3], "Temperature"] = np.nan
-    with pytest.raises(DataValidationError, match="1 missing or non-finite values in the last 96 rows \\(columns Temperature\\)"):
+    with pytest.raises(
+        DataValidationError, match="1 missing or non-finite values in the last 96 rows \\(columns Temperature\\)"
+    ):
         forecast_frame(engine, holed)
     with pytest.raises(DataValidationError, match="50 rows, the model needs the last 96 .*; ingest more history"):
         forecast_frame(engine, part.iloc[:50])
@@ -63,12 +77,12 @@ def test_forecast_frame_core(tmp_path, frame):
 
 @pytest.mark.integration
 def test_forecast_latest_through_the_registry(project, monkeypatch, frame):
-    from cellcast.pipeline.registry import tracking
+    from cellcast.pipeline.catalog import validated_paths
     from cellcast.pipeline.config import load_params
     from cellcast.pipeline.data.ingest import ingest_bundled
-    from cellcast.pipeline.registry.promotion import Decision
-    from cellcast.pipeline.catalog import validated_paths
     from cellcast.pipeline.data.validation import validate_dataset
+    from cellcast.pipeline.registry import tracking
+    from cellcast.pipeline.registry.promotion import Decision
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     settings = load_params(project / "params.yaml").for_dataset("elecdemand")
@@ -122,12 +136,16 @@ def test_forecast_latest_through_the_registry(project, monkeypatch, frame):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = ("import typer; from cellcast.commands.serving import register; "
-            "app = typer.Typer(); register(app); app()")
+    code = "import typer; from cellcast.commands.serving import register; app = typer.Typer(); register(app); app()"
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen([sys.executable, "-c", code, "serve", "elecdemand", "--port", str(port), "--device", "cpu",
-                             "--token", "t0k"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "serve", "elecdemand", "--port", str(port), "--device", "cpu", "--token", "t0k"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         url, auth = f"http://127.0.0.1:{port}", {"Authorization": "Bearer t0k"}
         deadline = time.monotonic() + 90
@@ -143,8 +161,7 @@ def test_forecast_latest_through_the_registry(project, monkeypatch, frame):
         info = httpx.get(f"{url}/model", headers=auth).json()
         assert info["version"] == str(version) and info["name"] == settings.model_name and info["variables"] == VARS
         rows = data.iloc[-lookback:]
-        req = {"timestamps": [t.isoformat() for t in rows["timestamp"]],
-               "values": {v: rows[v].tolist() for v in VARS}}
+        req = {"timestamps": [t.isoformat() for t in rows["timestamp"]], "values": {v: rows[v].tolist() for v in VARS}}
         r = httpx.post(f"{url}/v1/forecast", json=req, headers=auth, timeout=30)
         assert r.status_code == 200, r.text
         np.testing.assert_allclose(r.json()["forecast"]["Demand"], out["Demand"].to_numpy(), atol=1e-5)
@@ -156,19 +173,38 @@ def test_forecast_latest_through_the_registry(project, monkeypatch, frame):
 
 def test_forecast_frame_refuses_values_outside_the_models_bounds(tmp_path, frame):
     x = frame[VARS].to_numpy(np.float32)
-    spec = ModelSpec(cell="gru", n_vars=3, target_idx=[0], lookback=96, horizon=12, hidden_size=8, rnn_steps=24,
-                     mean=x.mean(0).tolist(), std=x.std(0).tolist())
-    path = export_onnx(build(spec), tmp_path / "b.onnx", {"variables": VARS, "targets": ["Demand"], "freq": "30min",
-                                                          "bounds": {"Demand": [3.0, 12.0], "Temperature": [-5, 45]}})
+    spec = ModelSpec(
+        cell="gru",
+        n_vars=3,
+        target_idx=[0],
+        lookback=96,
+        horizon=12,
+        hidden_size=8,
+        rnn_steps=24,
+        mean=x.mean(0).tolist(),
+        std=x.std(0).tolist(),
+    )
+    path = export_onnx(
+        build(spec),
+        tmp_path / "b.onnx",
+        {
+            "variables": VARS,
+            "targets": ["Demand"],
+            "freq": "30min",
+            "bounds": {"Demand": [3.0, 12.0], "Temperature": [-5, 45]},
+        },
+    )
     engine = OnnxForecaster.from_path(path, device="cpu")
     part = frame.iloc[:5000].copy()
-    forecast_frame(engine, part)                                   # the real data lies inside
+    forecast_frame(engine, part)  # the real data lies inside
     part.loc[part.index[-5:-2], "Demand"] = 30.0
     with pytest.raises(DataValidationError) as ei:
         forecast_frame(engine, part, source="recent.parquet")
     msg = str(ei.value)
-    assert "\n" not in msg and msg.startswith("recent.parquet: column 'Demand': 3 values outside [3, 12]") and "30" in msg
-    assert "validate.profile_tolerance" in msg, msg               # the remedy
+    assert (
+        "\n" not in msg and msg.startswith("recent.parquet: column 'Demand': 3 values outside [3, 12]") and "30" in msg
+    )
+    assert "validate.profile_tolerance" in msg, msg  # the remedy
 
 
 @pytest.mark.integration
@@ -189,8 +225,13 @@ def test_the_batch_forecast_checks_the_latest_rows_against_the_models_bounds(pro
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     n = 720
     t = np.arange(n)
-    df = pd.DataFrame({"time": pd.date_range("2024-01-01", periods=n, freq="h").strftime("%Y-%m-%d %H:%M"),
-                       "y": 10 + np.sin(2 * np.pi * t / 24), "x": np.cos(2 * np.pi * t / 24)})
+    df = pd.DataFrame(
+        {
+            "time": pd.date_range("2024-01-01", periods=n, freq="h").strftime("%Y-%m-%d %H:%M"),
+            "y": 10 + np.sin(2 * np.pi * t / 24),
+            "x": np.cos(2 * np.pi * t / 24),
+        }
+    )
     src = project / "s.csv"
     df.to_csv(src, index=False)
     base = load_params(project / "params.yaml").for_dataset("s")
@@ -212,10 +253,10 @@ def test_the_batch_forecast_checks_the_latest_rows_against_the_models_bounds(pro
     tracking.apply_decision(s.model_name, version, Decision(True, "promoted by this test", {}))
     assert forecast_latest("s", s, device="cpu", log_to_mlflow=False).frame["y"].notna().all()
 
-    df.loc[n - 6:n - 3, "y"] = 60.0                    # a sensor gone wild in the newest rows
+    df.loc[n - 6 : n - 3, "y"] = 60.0  # a sensor gone wild in the newest rows
     df.to_csv(src, index=False)
     ingest_file(src, name="s", time_col="time", targets=["y"], features=["x"], settings=s)
-    validate_dataset("s", s)                           # the data stage has no model range to check against
+    validate_dataset("s", s)  # the data stage has no model range to check against
     pq, _ = validated_paths("s", s)
     with pytest.raises(DataValidationError) as ei:
         forecast_latest("s", s, device="cpu", log_to_mlflow=False)
@@ -226,12 +267,15 @@ def test_the_batch_forecast_checks_the_latest_rows_against_the_models_bounds(pro
     assert ei.value.quarantine_path and not list((project / "forecasts").glob("s/*.parquet"))[1:]
 
     # a refresh that reads the file on another grid is refused before the model sees it
-    df.loc[n - 6:n - 3, "y"] = 10.0
+    df.loc[n - 6 : n - 3, "y"] = 10.0
     df.to_csv(src, index=False)
     ingest_file(src, name="s", time_col="time", targets=["y"], features=["x"], freq="30min", settings=s)
     validate_dataset("s", s)
-    with pytest.raises(DataValidationError, match=r"on a 30min grid, s-forecaster v1 was trained on h: re-ingest with "
-                                                  r"--freq h"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"on a 30min grid, s-forecaster v1 was trained on h: re-ingest with "
+        r"--freq h",
+    ):
         forecast_latest("s", s, device="cpu", log_to_mlflow=False)
 
 
@@ -245,16 +289,36 @@ def test_a_batch_forecast_reads_the_known_future_rows_and_writes_quantile_column
     names, kinds = ["tod_sin", "tod_cos", "holiday", "WorkDay"], ["calendar", "calendar", "calendar", "user"]
     calendar = {"parts": ["tod", "holiday"], "country": "AU", "subdiv": "VIC"}
     x = frame[VARS].to_numpy(np.float32)
-    spec = ModelSpec(cell="lstm", n_vars=3, target_idx=[0], lookback=96, horizon=12, hidden_size=8, rnn_steps=24,
-                     anchor_season=48, n_future=4, quantiles=[0.1, 0.5, 0.9], mean=x.mean(0).tolist(),
-                     std=x.std(0).tolist())
+    spec = ModelSpec(
+        cell="lstm",
+        n_vars=3,
+        target_idx=[0],
+        lookback=96,
+        horizon=12,
+        hidden_size=8,
+        rnn_steps=24,
+        anchor_season=48,
+        n_future=4,
+        quantiles=[0.1, 0.5, 0.9],
+        mean=x.mean(0).tolist(),
+        std=x.std(0).tolist(),
+    )
     torch.manual_seed(0)
     model = Forecaster(spec)
     with torch.no_grad():
         model.head.weight.normal_(0, 0.1)
-    path = export_onnx(model, tmp_path / "m.onnx", {"variables": VARS, "targets": ["Demand"], "freq": "30min",
-                                                     "future_names": names, "future_kinds": kinds,
-                                                     "calendar": calendar})
+    path = export_onnx(
+        model,
+        tmp_path / "m.onnx",
+        {
+            "variables": VARS,
+            "targets": ["Demand"],
+            "freq": "30min",
+            "future_names": names,
+            "future_kinds": kinds,
+            "calendar": calendar,
+        },
+    )
     engine = OnnxForecaster.from_path(path, device="cpu")
     history, ahead = frame.iloc[:5000], frame.iloc[5000:5020][["timestamp", "WorkDay"]]
     out, _ = forecast_frame(engine, history, version=3, future=ahead)
@@ -268,19 +332,28 @@ def test_a_batch_forecast_reads_the_known_future_rows_and_writes_quantile_column
 
     holed = ahead.copy()
     holed.loc[holed.index[7], "WorkDay"] = np.nan
-    with pytest.raises(DataValidationError, match=f"known-future column 'WorkDay': no value for {stamps[7]} "
-                                                  r"\(1 of the 12 horizon steps have none\); known-future values are "
-                                                  "never filled"):
+    with pytest.raises(
+        DataValidationError,
+        match=f"known-future column 'WorkDay': no value for {stamps[7]} "
+        r"\(1 of the 12 horizon steps have none\); known-future values are "
+        "never filled",
+    ):
         forecast_frame(engine, history, future=holed)
     with pytest.raises(DataValidationError, match=f"no value for {stamps[10]} \\(2 of the 12"):
         forecast_frame(engine, history, future=ahead.iloc[:10])
-    with pytest.raises(DataValidationError, match=f"known-future column 'WorkDay' missing: the model needs its values "
-                                                  f"for the 12 steps from {stamps[0]}"):
+    with pytest.raises(
+        DataValidationError,
+        match=f"known-future column 'WorkDay' missing: the model needs its values for the 12 steps from {stamps[0]}",
+    ):
         forecast_frame(engine, history)
 
     # the same values from a file (`cellcast forecast --future FILE`): timestamps with a zone become UTC
     f = tmp_path / "ahead.csv"
-    pd.DataFrame({"timestamp": (stamps.tz_localize("UTC").tz_convert("Australia/Melbourne")).astype(str),
-                  "WorkDay": ahead["WorkDay"].to_numpy()[:12]}).to_csv(f, index=False)
+    pd.DataFrame(
+        {
+            "timestamp": (stamps.tz_localize("UTC").tz_convert("Australia/Melbourne")).astype(str),
+            "WorkDay": ahead["WorkDay"].to_numpy()[:12],
+        }
+    ).to_csv(f, index=False)
     again, _ = forecast_frame(engine, history, version=3, future=read_future_file(f))
     pd.testing.assert_frame_equal(again, out)

@@ -1,5 +1,6 @@
 """The forecaster's new parts: the linear anchor (closed form, chosen on validation), known-future inputs, the
 decoder, quantile heads that cannot cross, their conformal calibration, and the ensemble."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,13 +14,27 @@ from cellcast.pipeline.modeling.anchor import choose_anchor, fit_linear_anchor, 
 from cellcast.pipeline.modeling.evaluate import mase_scale, metrics, seasonal_naive
 from cellcast.pipeline.modeling.model import Ensemble, Forecaster, ModelSpec, monotone
 from cellcast.pipeline.modeling.quantiles import conformal_shift, quantile_scores
-from cellcast.pipeline.modeling.train import (Candidate, build_ensemble, model_spec, predictor, quantile_predictor,
-                                              train_candidate)
+from cellcast.pipeline.modeling.train import (
+    Candidate,
+    build_ensemble,
+    model_spec,
+    predictor,
+    quantile_predictor,
+    train_candidate,
+)
 
 torch.set_num_threads(1)
 LEVELS = [0.05, 0.1, 0.5, 0.9, 0.95]
-TRAIN = {"epochs": 2, "batch_size": 64, "max_train_windows": 512, "hidden_size": 8, "rnn_steps": 12, "lr": 0.01,
-         "patience": 2, "device": "cpu"}
+TRAIN = {
+    "epochs": 2,
+    "batch_size": 64,
+    "max_train_windows": 512,
+    "hidden_size": 8,
+    "rnn_steps": 12,
+    "lr": 0.01,
+    "patience": 2,
+    "device": "cpu",
+}
 
 
 def promo_series(n=3000, noise=0.3, seed=0):
@@ -32,27 +47,40 @@ def promo_series(n=3000, noise=0.3, seed=0):
 
 
 def settings(lookback=48, horizon=6, calendar=None, evaluate=None, **train):
-    return Params(window={"lookback": lookback, "horizon": horizon}, calendar=calendar or {"parts": ["tod", "dow"]},
-                  train={**TRAIN, **train}, evaluate=evaluate or {}).for_dataset("syn")
+    return Params(
+        window={"lookback": lookback, "horizon": horizon},
+        calendar=calendar or {"parts": ["tod", "dow"]},
+        train={**TRAIN, **train},
+        evaluate=evaluate or {},
+    ).for_dataset("syn")
 
 
 def windows(s, df=None, future=True):
     df = promo_series() if df is None else df
-    return build_windows(df, name="syn", variables=["y", "promo"], targets=["y"], freq="h", settings=s,
-                         future_features=["promo"] if future else [])
+    return build_windows(
+        df,
+        name="syn",
+        variables=["y", "promo"],
+        targets=["y"],
+        freq="h",
+        settings=s,
+        future_features=["promo"] if future else [],
+    )
 
 
 def test_the_linear_anchor_is_fitted_in_closed_form_and_an_untrained_model_is_that_anchor():
     s = settings(anchor="linear")
     ws = windows(s)
     lin = fit_linear_anchor(ws, s)
-    assert set(lin.by_ridge) == {"0.1", "1", "10", "100", "1000"} and lin.by_ridge[f"{lin.ridge:g}"] == min(lin.by_ridge.values())
-    assert lin.weight.shape == (6, 48 + 6 * 5)            # lookback of the target + the horizon's future block
+    assert set(lin.by_ridge) == {"0.1", "1", "10", "100", "1000"} and lin.by_ridge[f"{lin.ridge:g}"] == min(
+        lin.by_ridge.values()
+    )
+    assert lin.weight.shape == (6, 48 + 6 * 5)  # lookback of the target + the horizon's future block
     # the promotion is known ahead: its weight at each step of the horizon recovers its lift (2 / std of y)
     promo_w = lin.weight[np.arange(6), 48 + np.arange(6) * 5 + 4] * ws.future_scaler()[1][4] ** -1
     np.testing.assert_allclose(promo_w * ws.meta.std[0], 2.0, rtol=0.1)
     again = fit_linear_anchor(ws, s)
-    assert np.array_equal(again.weight, lin.weight)                     # closed form: no seed, the same every time
+    assert np.array_equal(again.weight, lin.weight)  # closed form: no seed, the same every time
 
     choice = choose_anchor(ws, s, 24)
     spec = model_spec(ws, Candidate("gru", 8, 1), s, choice)
@@ -64,8 +92,10 @@ def test_the_linear_anchor_is_fitted_in_closed_form_and_an_untrained_model_is_th
     test = ws.starts["test"]
     np.testing.assert_allclose(predictor(model)(*ws.inputs(test)), linear_forecast(ws, test, lin), rtol=0, atol=1e-4)
     _, y = ws.batch(test)
-    assert metrics(y, linear_forecast(ws, test, lin), mase_scale(ws))["mase"] < \
-        0.6 * metrics(y, seasonal_naive(ws, test, 24), mase_scale(ws))["mase"]
+    assert (
+        metrics(y, linear_forecast(ws, test, lin), mase_scale(ws))["mase"]
+        < 0.6 * metrics(y, seasonal_naive(ws, test, 24), mase_scale(ws))["mase"]
+    )
 
 
 def test_auto_keeps_the_anchor_that_forecasts_validation_better():
@@ -74,11 +104,16 @@ def test_auto_keeps_the_anchor_that_forecasts_validation_better():
     assert lin.kind == "linear" and lin.val_mase["linear"] < lin.val_mase["seasonal_naive"]
     # a noiseless daily cycle: repeating yesterday is exact, a ridge can only come close
     n = 3000
-    df = pd.DataFrame({"timestamp": pd.date_range("2022-01-01", periods=n, freq="h"),
-                       "y": 10 + np.sin(2 * np.pi * np.arange(n) / 24), "promo": np.zeros(n)})
+    df = pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2022-01-01", periods=n, freq="h"),
+            "y": 10 + np.sin(2 * np.pi * np.arange(n) / 24),
+            "promo": np.zeros(n),
+        }
+    )
     snaive = choose_anchor(windows(s, df), s, 24)
     assert snaive.kind == "seasonal_naive" and snaive.linear is None and "seasonal naive (24)" in snaive.reason
-    assert choose_anchor(windows(settings()), settings(), 24).kind == "seasonal_naive"      # today's default
+    assert choose_anchor(windows(settings()), settings(), 24).kind == "seasonal_naive"  # today's default
     assert choose_anchor(windows(settings()), settings(), None).kind == "none"
 
 
@@ -92,15 +127,28 @@ def _random(model: torch.nn.Module, seed: int = 0):
 
 @pytest.mark.parametrize("cell,decoder", [("gru", False), ("lstm", True), ("rnn", True)])
 def test_quantiles_never_cross_whatever_the_weights_and_the_shift(cell, decoder):
-    spec = ModelSpec(cell=cell, n_vars=2, target_idx=[0], lookback=24, horizon=4, hidden_size=8, num_layers=2,
-                     anchor_season=12, n_future=3, decoder=decoder, quantiles=LEVELS, mean=[5, 0], std=[2, 1])
+    spec = ModelSpec(
+        cell=cell,
+        n_vars=2,
+        target_idx=[0],
+        lookback=24,
+        horizon=4,
+        hidden_size=8,
+        num_layers=2,
+        anchor_season=12,
+        n_future=3,
+        decoder=decoder,
+        quantiles=LEVELS,
+        mean=[5, 0],
+        std=[2, 1],
+    )
     model = _random(Forecaster(spec)).eval()
-    model.q_shift.copy_(torch.randn(model.q_shift.shape) * 3)          # a wild calibration: still ordered
+    model.q_shift.copy_(torch.randn(model.q_shift.shape) * 3)  # a wild calibration: still ordered
     x, f = torch.randn(64, 24, 2) * 3, torch.randn(64, 4, 3)
     with torch.no_grad():
         y, q = model.forward_all(x, f)
     assert q.shape == (64, 4, 1, 5) and (q.diff(dim=-1) >= 0).all()
-    assert torch.equal(q[..., 2], y)                                   # the median is the point forecast
+    assert torch.equal(q[..., 2], y)  # the median is the point forecast
     with torch.no_grad():
         torch.testing.assert_close(model(x, f), y)
     with pytest.raises(ValueError, match="reads 3 known-future inputs"):
@@ -133,7 +181,7 @@ def test_weights_do_not_depend_on_the_global_rng_or_what_was_built_before():
     ws = windows(s)
     a = train_candidate(ws, Candidate("gru", 8, 1), s, 24)
     torch.manual_seed(1234)
-    torch.nn.LSTM(4, 4)                                               # someone else drew from the global generator
+    torch.nn.LSTM(4, 4)  # someone else drew from the global generator
     b = train_candidate(ws, Candidate("gru", 8, 1), s, 24)
     assert all(torch.equal(a.model.state_dict()[k], b.model.state_dict()[k]) for k in a.model.state_dict())
 
@@ -141,20 +189,20 @@ def test_weights_do_not_depend_on_the_global_rng_or_what_was_built_before():
 def test_conformal_shift_reaches_the_nominal_rank_on_held_out_windows():
     rng = np.random.default_rng(0)
     y = rng.standard_normal((4000, 3, 1))
-    q = np.zeros((4000, 3, 1, 5), np.float32)                          # every level forecasts 0: uncalibrated
+    q = np.zeros((4000, 3, 1, 5), np.float32)  # every level forecasts 0: uncalibrated
     shift = conformal_shift(y, q, LEVELS)
-    assert shift[..., 2].tolist() == [[0.0]] * 3                        # the median is never moved
-    np.testing.assert_allclose(shift[..., 4], 1.645, atol=0.08)        # the 95% quantile of N(0, 1)
+    assert shift[..., 2].tolist() == [[0.0]] * 3  # the median is never moved
+    np.testing.assert_allclose(shift[..., 4], 1.645, atol=0.08)  # the 95% quantile of N(0, 1)
     np.testing.assert_allclose(shift[..., 0], -1.645, atol=0.08)
     fresh = rng.standard_normal((4000, 3, 1))
     inside = (fresh >= shift[..., 0]) & (fresh <= shift[..., 4])
     assert abs(inside.mean() - 0.9) < 0.02
     # widen (the default): a band already too wide on the held-out windows is kept, never narrowed
     wide = np.broadcast_to(np.array([-3, -2, 0, 2, 3], np.float32), q.shape)
-    assert (conformal_shift(y, wide, LEVELS)[..., 4] < 0).all()                   # two-sided narrows it
+    assert (conformal_shift(y, wide, LEVELS)[..., 4] < 0).all()  # two-sided narrows it
     kept = conformal_shift(y, wide, LEVELS, mode="widen")
     assert (kept == 0).all()
-    np.testing.assert_array_equal(conformal_shift(y, q, LEVELS, mode="widen"), shift)   # widening is kept as is
+    np.testing.assert_array_equal(conformal_shift(y, q, LEVELS, mode="widen"), shift)  # widening is kept as is
 
 
 def test_coverage_is_computed_correctly_on_a_series_with_known_noise():
@@ -162,20 +210,20 @@ def test_coverage_is_computed_correctly_on_a_series_with_known_noise():
     rng = np.random.default_rng(1)
     n, H = 5000, 6
     mean = 10 + np.sin(np.arange(n + H) / 5)
-    y = np.stack([mean[i:i + H] for i in range(n)])[..., None] + 0.5 * rng.standard_normal((n, H, 1))
+    y = np.stack([mean[i : i + H] for i in range(n)])[..., None] + 0.5 * rng.standard_normal((n, H, 1))
     z = np.array([-1.6449, -1.2816, 0.0, 1.2816, 1.6449])
-    q = np.stack([mean[i:i + H] for i in range(n)])[..., None, None] + 0.5 * z
+    q = np.stack([mean[i : i + H] for i in range(n)])[..., None, None] + 0.5 * z
     scores, steps = quantile_scores(y, q, LEVELS, np.array([0.5]))
     assert abs(scores["coverage_90"] - 0.90) < 0.02 and abs(scores["coverage_80"] - 0.80) < 0.02
     assert scores["nominal_90"] == 0.9 and len(steps["coverage_90"]) == H
-    assert scores["width_90"] == pytest.approx(2 * 1.6449, rel=1e-3)     # in units of the scale (0.5)
+    assert scores["width_90"] == pytest.approx(2 * 1.6449, rel=1e-3)  # in units of the scale (0.5)
     assert scores["crps"] == pytest.approx(2 * scores["pinball"])
     # an interval half as wide covers less, and Winkler punishes it
-    narrow = np.stack([mean[i:i + H] for i in range(n)])[..., None, None] + 0.25 * z
+    narrow = np.stack([mean[i : i + H] for i in range(n)])[..., None, None] + 0.25 * z
     worse, _ = quantile_scores(y, narrow, LEVELS, np.array([0.5]))
     assert worse["coverage_90"] < 0.65 and worse["winkler_90"] > scores["winkler_90"]
     mask = np.ones_like(y, bool)
-    mask[:, 0] = False                                                   # filled targets are not scored
+    mask[:, 0] = False  # filled targets are not scored
     assert np.isnan(quantile_scores(y, q, LEVELS, np.array([0.5]), mask)[1]["coverage_90"][0])
 
 
@@ -191,8 +239,9 @@ def test_a_trained_and_calibrated_model_covers_its_nominal_levels_on_test():
     assert abs(scores["coverage_90"] - 0.9) < 0.02 and abs(scores["coverage_80"] - 0.8) < 0.03, scores
     recent = settings(anchor="linear", epochs=1, evaluate={"calibration_windows": 300})
     assert train_candidate(ws, Candidate("gru", 8, 1), recent, 24).calibration["windows"] == 300
-    raw = train_candidate(ws, Candidate("gru", 8, 1), settings(anchor="linear", epochs=1,
-                                                               evaluate={"calibration": "none"}), 24)
+    raw = train_candidate(
+        ws, Candidate("gru", 8, 1), settings(anchor="linear", epochs=1, evaluate={"calibration": "none"}), 24
+    )
     assert raw.calibration["windows"] == 0 and not raw.model.q_shift.any()
 
 
@@ -202,7 +251,10 @@ def test_the_ensemble_is_the_mean_of_its_members_and_one_more_candidate():
     results = [train_candidate(ws, Candidate(c, 8, 1), s, 24) for c in ("gru", "rnn")]
     ens = build_ensemble(results, ws, s)
     assert ens.candidate.name == "ensemble" and isinstance(ens.model, Ensemble)
-    assert ens.model.spec.to_dict()["cell"] == "ensemble" and [m["cell"] for m in ens.model.spec.members] == ["gru", "rnn"]
+    assert ens.model.spec.to_dict()["cell"] == "ensemble" and [m["cell"] for m in ens.model.spec.members] == [
+        "gru",
+        "rnn",
+    ]
     x, f = ws.inputs(ws.starts["test"][:50])
     members = np.mean([predictor(r.model)(x, f) for r in results], axis=0)
     np.testing.assert_allclose(predictor(ens.model)(x, f), members, atol=1e-5)

@@ -3,6 +3,7 @@ OpenAPI schema: bounded, seeded examples, zero 5xx, every answer as the schema d
 
 schemathesis lives in its own virtualenv (.venv-schemathesis, made by .ci/run or `make fuzz-venv`), never in
 cellcast's dependencies."""
+
 from __future__ import annotations
 
 import os
@@ -13,12 +14,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from uvicorn_server import ServerThread
 
 from cellcast.pipeline.config import Settings
 from cellcast.pipeline.engine.onnx_export import export_onnx
 from cellcast.pipeline.modeling.model import ModelSpec, build
 from cellcast.pipeline.serving.service import create_app
-from uvicorn_server import ServerThread
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMATHESIS = ROOT / ".venv-schemathesis" / "bin" / "schemathesis"
@@ -41,26 +42,68 @@ def schemathesis() -> Path:
 def test_the_service_holds_up_under_schemathesis(schemathesis, tmp_path, known_future):
     # a daily model with training bounds and a grid origin: every refusal path of the service is reachable; the
     # second reads the calendar and a column known ahead for the horizon and answers quantiles
-    extra = dict(n_future=3, quantiles=[0.1, 0.5, 0.9], future_mean=[0, 0, 0.5], future_std=[1, 1, 0.5]) \
-        if known_future else {}
-    spec = ModelSpec(cell="gru", n_vars=3, target_idx=[0], lookback=8, horizon=3, hidden_size=4, rnn_steps=4,
-                     mean=[50.0, 15.0, 0.5], std=[10.0, 5.0, 0.5], **extra)
+    extra = (
+        dict(n_future=3, quantiles=[0.1, 0.5, 0.9], future_mean=[0, 0, 0.5], future_std=[1, 1, 0.5])
+        if known_future
+        else {}
+    )
+    spec = ModelSpec(
+        cell="gru",
+        n_vars=3,
+        target_idx=[0],
+        lookback=8,
+        horizon=3,
+        hidden_size=4,
+        rnn_steps=4,
+        mean=[50.0, 15.0, 0.5],
+        std=[10.0, 5.0, 0.5],
+        **extra,
+    )
     torch.manual_seed(0)
-    meta = {"variables": ["load", "temp", "promo"], "targets": ["load"], "freq": "D", "dataset": "toy",
-            "grid_origin": "2024-01-01T00:00:00", "bounds": {"load": [0.0, 200.0], "promo": [0.0, 1.0]}}
+    meta = {
+        "variables": ["load", "temp", "promo"],
+        "targets": ["load"],
+        "freq": "D",
+        "dataset": "toy",
+        "grid_origin": "2024-01-01T00:00:00",
+        "bounds": {"load": [0.0, 200.0], "promo": [0.0, 1.0]},
+    }
     if known_future:
-        meta.update({"future_names": ["dow_sin", "dow_cos", "promo"], "future_kinds": ["calendar", "calendar", "user"],
-                     "calendar": {"parts": ["dow"]}})
+        meta.update(
+            {
+                "future_names": ["dow_sin", "dow_cos", "promo"],
+                "future_kinds": ["calendar", "calendar", "user"],
+                "calendar": {"parts": ["dow"]},
+            }
+        )
     path = export_onnx(build(spec), tmp_path / "m.onnx", meta)
     info = SimpleNamespace(version="1", name="toy-forecaster", run_id="run1")
-    app = create_app(Settings(dataset="toy"), source=lambda: (path, info), device="cpu", poll_seconds=3600,
-                     token="fuzz-token")
+    app = create_app(
+        Settings(dataset="toy"), source=lambda: (path, info), device="cpu", poll_seconds=3600, token="fuzz-token"
+    )
     with ServerThread(app) as srv:
-        out = subprocess.run([str(schemathesis), "run", f"{srv.url}/openapi.json", "-H",
-                              "Authorization: Bearer fuzz-token", *CHECKS, "--max-examples", str(EXAMPLES),
-                              "--seed", str(SEED), "--workers", "1", "--no-color"],
-                             capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                             env=dict(os.environ))
+        out = subprocess.run(
+            [
+                str(schemathesis),
+                "run",
+                f"{srv.url}/openapi.json",
+                "-H",
+                "Authorization: Bearer fuzz-token",
+                *CHECKS,
+                "--max-examples",
+                str(EXAMPLES),
+                "--seed",
+                str(SEED),
+                "--workers",
+                "1",
+                "--no-color",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+            env=dict(os.environ),
+        )
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-4000:]
     m = re.search(r"(\d+) generated, (\d+) passed", text)

@@ -1,12 +1,12 @@
 """bench/gpu_check.py's dry run on the CPU, so that the script a GPU session runs once cannot rot: it runs to the
 end with only what the GPU machine has, and writes every record the GPU figures will be read from."""
+
 from __future__ import annotations
 
 import json
 import sys
 
 import pytest
-
 from gpu_machine import ROOT, run_without_services
 
 SCRIPT = str(ROOT / "bench" / "gpu_check.py")
@@ -73,7 +73,12 @@ def test_inference_records(dry_run):
         else:
             assert exports[1]["variant"] == "hybrid"
         engines = {r["engine"]: r for r in rows if r["kind"] == "infer" and r["cell"] == cell}
-        assert set(engines) == {"torch-eager-cpu", "ort-shipped-cpu", "ort-hybrid-native-cpu", "ort-hybrid-unrolled-cpu"}
+        assert set(engines) == {
+            "torch-eager-cpu",
+            "ort-shipped-cpu",
+            "ort-hybrid-native-cpu",
+            "ort-hybrid-unrolled-cpu",
+        }
         for name, r in engines.items():
             assert r["p50_ms"] > 0 and r["p99_ms"] >= r["p50_ms"] and r["windows_per_s"] > 0
             if name.startswith("ort"):
@@ -83,8 +88,10 @@ def test_inference_records(dry_run):
         assert engines["ort-hybrid-native-cpu"]["hybrid_min_batch"] == {"cpu": "never"}
         assert engines["ort-hybrid-unrolled-cpu"]["hybrid_min_batch"] == {"cpu": 1}
         choice = next(r for r in rows if r["kind"] == "branch-choice" and r["cell"] == cell)
-        assert choice["timings"] and (choice["suggested_hybrid_min_batch"] == "never"
-                                      or choice["suggested_hybrid_min_batch"] in [t["batch"] for t in choice["timings"]])
+        assert choice["timings"] and (
+            choice["suggested_hybrid_min_batch"] == "never"
+            or choice["suggested_hybrid_min_batch"] in [t["batch"] for t in choice["timings"]]
+        )
         sweep = next(r for r in rows if r["kind"] == "cpu-threads" and r["cell"] == cell)["sweep"]
         assert [s["threads"] for s in sweep] == [1, "default"] and all(s["p50_ms"] > 0 for s in sweep)
 
@@ -98,15 +105,32 @@ def test_served_path_records(dry_run):
         paths = {(r["path"], r.get("timestamps")) for r in serve}
         assert {("engine", None), ("parse+engine", False), ("parse+engine", True), ("http-asgi", None)} == paths
         http = next(r for r in serve if r["path"] == "http-asgi")
-        assert "FastAPI not installed" in http["skipped"]        # as on the GPU machine
+        assert "FastAPI not installed" in http["skipped"]  # as on the GPU machine
         assert all(r["p50_ms"] > 0 for r in serve if r["path"] != "http-asgi")
 
 
 def test_the_service_over_http_where_fastapi_is_installed(tmp_path):
     import subprocess
 
-    r = subprocess.run([sys.executable, SCRIPT, "--out", str(tmp_path), "--device", "cpu", "--quick",
-                        "--sections", "infer", "serve", "--cells", "rnn"], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            SCRIPT,
+            "--out",
+            str(tmp_path),
+            "--device",
+            "cpu",
+            "--quick",
+            "--sections",
+            "infer",
+            "serve",
+            "--cells",
+            "rnn",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = records(tmp_path)
     assert not [x for x in rows if x["kind"] == "error"]
@@ -127,7 +151,7 @@ def test_the_bundle_fits_each_call_under_the_limit(tmp_path):
     (repo / "bench").mkdir(parents=True)
     shutil.copy(ROOT / "bench" / "gpu_bundle.sh", repo / "bench")
     shutil.copy(ROOT / ".gitignore", repo)
-    (repo / "README.md").write_bytes(os.urandom(300_000))               # the working tree that travels each time
+    (repo / "README.md").write_bytes(os.urandom(300_000))  # the working tree that travels each time
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     whl, parts = repo / ".whl", repo / ".ortgpu-parts"
     whl.mkdir()
@@ -140,9 +164,12 @@ def test_the_bundle_fits_each_call_under_the_limit(tmp_path):
     r = subprocess.run(["bash", "bench/gpu_bundle.sh"], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     pieces = sorted(parts.glob("ort.part.*"))
-    assert len(pieces) == 3                                              # ceil((25 MiB + 1 MiB) / (9 MiB - tree))
-    tree = (repo / "README.md").stat().st_size + (repo / "bench" / "gpu_bundle.sh").stat().st_size \
+    assert len(pieces) == 3  # ceil((25 MiB + 1 MiB) / (9 MiB - tree))
+    tree = (
+        (repo / "README.md").stat().st_size
+        + (repo / "bench" / "gpu_bundle.sh").stat().st_size
         + (repo / ".gitignore").stat().st_size
+    )
     extra = sum(f.stat().st_size for f in whl.iterdir())
     limit = 10 * 2**20
     for k, p in enumerate(pieces):

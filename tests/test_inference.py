@@ -1,4 +1,5 @@
 """ONNX Runtime engine: providers actually used, GPU requests on a CPU host, input checks, smoke test."""
+
 from __future__ import annotations
 
 import json
@@ -8,23 +9,39 @@ import numpy as np
 import pytest
 import torch
 
-from cellcast.pipeline.errors import CellcastError, NotFoundError
-from cellcast.pipeline.engine.inference import (CPU, GpuUnavailableError, InferenceInputError, ModelLoadError, OnnxForecaster,
-                                _gpu_present)
-from cellcast.pipeline.modeling.model import ModelSpec, build
+from cellcast.pipeline.engine.inference import (
+    CPU,
+    GpuUnavailableError,
+    InferenceInputError,
+    ModelLoadError,
+    OnnxForecaster,
+    _gpu_present,
+)
 from cellcast.pipeline.engine.onnx_export import export_onnx
+from cellcast.pipeline.errors import CellcastError, NotFoundError
+from cellcast.pipeline.modeling.model import ModelSpec, build
 
 VARS = ["Demand", "Temperature"]
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    spec = ModelSpec(cell="lstm", n_vars=2, target_idx=[0], lookback=48, horizon=6, hidden_size=8, rnn_steps=12,
-                     mean=[4.0, 15.0], std=[0.8, 5.0])
+    spec = ModelSpec(
+        cell="lstm",
+        n_vars=2,
+        target_idx=[0],
+        lookback=48,
+        horizon=6,
+        hidden_size=8,
+        rnn_steps=12,
+        mean=[4.0, 15.0],
+        std=[0.8, 5.0],
+    )
     torch.manual_seed(0)
     model = build(spec).eval()
-    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "m.onnx",
-                       {"variables": VARS, "targets": ["Demand"], "freq": "30min"})
+    path = export_onnx(
+        model, tmp_path_factory.mktemp("onnx") / "m.onnx", {"variables": VARS, "targets": ["Demand"], "freq": "30min"}
+    )
     return model, path
 
 
@@ -156,21 +173,33 @@ def fake_ort(monkeypatch, tmp_path):
     CUDA library is missing."""
     clock = FakeClock()
     made, calls = [], []
-    state = {"cuda_ok": True, "cpu_cost": lambda b: 1e-3 + 1e-4 * b, "cuda_cost": lambda b: 3e-3 + 1e-6 * b,
-             "meta": {"lookback": 48, "horizon": 6, "export": "hybrid", "hybrid_min_batch": 256,
-                      "hybrid_min_batch_cuda": NEVER, "spec": {"target_idx": [0], "n_vars": 2}}}
+    state = {
+        "cuda_ok": True,
+        "cpu_cost": lambda b: 1e-3 + 1e-4 * b,
+        "cuda_cost": lambda b: 3e-3 + 1e-6 * b,
+        "meta": {
+            "lookback": 48,
+            "horizon": 6,
+            "export": "hybrid",
+            "hybrid_min_batch": 256,
+            "hybrid_min_batch_cuda": NEVER,
+            "spec": {"target_idx": [0], "n_vars": 2},
+        },
+    }
     real_override = inference._branch_override
 
     def open_session(model, so, providers, notes=None):
         asked_cuda = isinstance(providers[0], tuple) and providers[0][0] == CUDA
         provider = CUDA if asked_cuda and state["cuda_ok"] else CPU
-        sess = FakeSession(provider, state["cuda_cost" if provider == CUDA else "cpu_cost"], clock, state["meta"], calls)
+        sess = FakeSession(
+            provider, state["cuda_cost" if provider == CUDA else "cpu_cost"], clock, state["meta"], calls
+        )
         made.append({"providers": providers, "switch": so._switch, "provider": provider})
         return sess
 
     def override(so, min_batch):
         so._switch = min_batch
-        return real_override(ort.SessionOptions(), min_batch)   # the real call, on options nobody uses
+        return real_override(ort.SessionOptions(), min_batch)  # the real call, on options nobody uses
 
     import onnxruntime as ort
 
@@ -204,7 +233,7 @@ def test_cuda_sessions_run_with_tf32_off(fake_ort):
 def test_the_cuda_session_takes_the_exports_cuda_branch(fake_ort):
     engine = OnnxForecaster.from_path(fake_ort.path, device="cuda", cpu_batch_threshold=0)
     by_provider = {m["provider"]: m["switch"] for m in fake_ort.made}
-    assert by_provider == {CPU: None, CUDA: NEVER}        # CPU: as exported (256); CUDA: the metadata's choice
+    assert by_provider == {CPU: None, CUDA: NEVER}  # CPU: as exported (256); CUDA: the metadata's choice
     assert engine.hybrid_switch() == {"cpu": 256, "cuda": NEVER}
     assert engine.describe()["hybrid_min_batch"] == {"cpu": 256, "cuda": NEVER}
     # the engine option wins on both devices (measuring or gating one branch)
@@ -224,7 +253,7 @@ def test_calibration_sends_small_batches_to_the_cpu(fake_ort):
     # CPU: 1 ms + 0.1 ms per window; CUDA: 3 ms + 1 us per window -> CUDA is ahead from ~21 windows
     engine = OnnxForecaster.from_path(fake_ort.path, device="cuda")
     assert engine.cpu_batch_threshold == 64
-    assert [c["batch"] for c in engine.calibration] == [1, 4, 16, 64, 256]   # stopped after two CUDA wins
+    assert [c["batch"] for c in engine.calibration] == [1, 4, 16, 64, 256]  # stopped after two CUDA wins
     assert engine.engine_for(1) == CPU and engine.engine_for(63) == CPU
     assert engine.engine_for(64) == CUDA and engine.engine_for(5000) == CUDA
     fake_ort.calls.clear()
@@ -235,9 +264,9 @@ def test_calibration_sends_small_batches_to_the_cpu(fake_ort):
 
 
 def test_calibration_when_cuda_never_or_always_wins(fake_ort):
-    fake_ort.state["cuda_cost"] = lambda b: 1.0          # a very slow GPU: everything measured stays on the CPU
+    fake_ort.state["cuda_cost"] = lambda b: 1.0  # a very slow GPU: everything measured stays on the CPU
     assert OnnxForecaster.from_path(fake_ort.path, device="cuda").cpu_batch_threshold == 2048
-    fake_ort.state["cuda_cost"] = lambda b: 1e-5         # a GPU faster at every size
+    fake_ort.state["cuda_cost"] = lambda b: 1e-5  # a GPU faster at every size
     engine = OnnxForecaster.from_path(fake_ort.path, device="cuda")
     assert engine.cpu_batch_threshold == 1 and engine.engine_for(1) == CUDA
     # a threshold given is used as is: no calibration runs
@@ -250,8 +279,8 @@ def test_pick_threshold_ignores_a_lucky_small_batch():
     # CUDA won at batch 4 by chance, lost at 16 and 64, then won from 256 on
     timings = [(1, 5.0, 1.0), (4, 0.5, 1.0), (16, 6.0, 2.0), (64, 6.0, 5.0), (256, 7.0, 20.0), (1024, 8.0, 80.0)]
     assert pick_threshold(timings) == 256
-    assert pick_threshold([(1, 2.0, 1.0), (4, 2.0, 1.0)]) == 8        # CUDA never ahead: beyond what was measured
-    assert pick_threshold([(1, 1.0, 1.0), (4, 1.0, 2.0)]) == 1        # a tie goes to CUDA
+    assert pick_threshold([(1, 2.0, 1.0), (4, 2.0, 1.0)]) == 8  # CUDA never ahead: beyond what was measured
+    assert pick_threshold([(1, 1.0, 1.0), (4, 1.0, 2.0)]) == 1  # a tie goes to CUDA
     assert pick_threshold([]) == 0
 
 
@@ -269,6 +298,7 @@ def test_a_cuda_session_that_falls_back_is_reported_with_the_missing_library(fak
 
 # --- the hybrid switch on real ONNX Runtime sessions ------------------------------------------------------
 
+
 def _two_branch_model(path):
     """A graph shaped like onnx_export's hybrid: If(batch >= hybrid/min_batch) then x*2 else x*3."""
     import onnx
@@ -276,13 +306,25 @@ def _two_branch_model(path):
 
     out = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 2])  # noqa: E731
     branch = lambda name, k: helper.make_graph(  # noqa: E731
-        [helper.make_node("Mul", ["x", f"{name}/k"], [f"{name}/y"])], name, [], [out(f"{name}/y")],
-        initializer=[helper.make_tensor(f"{name}/k", TensorProto.FLOAT, [], [k])])
-    nodes = [helper.make_node("Shape", ["x"], ["s"], start=0, end=1), helper.make_node("Squeeze", ["s"], ["b"]),
-             helper.make_node("GreaterOrEqual", ["b", inference.HYBRID_THRESHOLD], ["big"]),
-             helper.make_node("If", ["big"], ["y"], then_branch=branch("unrolled", 2.0), else_branch=branch("native", 3.0))]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2])], [out("y")],
-                              initializer=[helper.make_tensor(inference.HYBRID_THRESHOLD, TensorProto.INT64, [], [4])])
+        [helper.make_node("Mul", ["x", f"{name}/k"], [f"{name}/y"])],
+        name,
+        [],
+        [out(f"{name}/y")],
+        initializer=[helper.make_tensor(f"{name}/k", TensorProto.FLOAT, [], [k])],
+    )
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"], start=0, end=1),
+        helper.make_node("Squeeze", ["s"], ["b"]),
+        helper.make_node("GreaterOrEqual", ["b", inference.HYBRID_THRESHOLD], ["big"]),
+        helper.make_node("If", ["big"], ["y"], then_branch=branch("unrolled", 2.0), else_branch=branch("native", 3.0)),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2])],
+        [out("y")],
+        initializer=[helper.make_tensor(inference.HYBRID_THRESHOLD, TensorProto.INT64, [], [4])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -301,7 +343,7 @@ def test_the_switch_override_picks_the_branch(tmp_path):
         sess = ort.InferenceSession(str(path), so, providers=[CPU])
         return {2.0: "unrolled", 3.0: "native"}[float(sess.run(None, {"x": x[:batch]})[0][0, 0])]
 
-    assert branch(None, 8) == "unrolled" and branch(None, 2) == "native"      # as built: switch at 4
+    assert branch(None, 8) == "unrolled" and branch(None, 2) == "native"  # as built: switch at 4
     assert branch(NEVER, 8) == "native"
     assert branch(1, 1) == "unrolled"
     with pytest.raises(CellcastError, match="hybrid_min_batch: '0'"):
@@ -314,8 +356,17 @@ def test_a_hybrid_export_records_its_cuda_switch_and_both_branches_agree(tmp_pat
     from cellcast.pipeline.engine.onnx_export import HYBRID_MIN_BATCH_CUDA
     from cellcast.pipeline.errors import ExportError
 
-    spec = ModelSpec(cell="gru", n_vars=2, target_idx=[0], lookback=24, horizon=4, hidden_size=8, rnn_steps=8,
-                     mean=[4.0, 15.0], std=[0.8, 5.0])
+    spec = ModelSpec(
+        cell="gru",
+        n_vars=2,
+        target_idx=[0],
+        lookback=24,
+        horizon=4,
+        hidden_size=8,
+        rnn_steps=8,
+        mean=[4.0, 15.0],
+        std=[0.8, 5.0],
+    )
     torch.manual_seed(0)
     model = build(spec).eval()
     path = export_onnx(model, tmp_path / "h.onnx", {}, variant="hybrid")

@@ -1,4 +1,5 @@
 """Ingest: canonical output for good files; one clear line, a quarantined copy and an untouched input for bad ones."""
+
 from __future__ import annotations
 
 import json
@@ -10,10 +11,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cellcast.pipeline.errors import ConfigError, IngestError
 from cellcast.pipeline.catalog import read_raw
 from cellcast.pipeline.data.frequency import infer_freq
 from cellcast.pipeline.data.ingest import ingest_file
+from cellcast.pipeline.errors import ConfigError, IngestError
 
 GOOD = "date,load,temp\n" + "".join(f"2024-01-01 {h:02d}:00,{10 + h},{h / 2}\n" for h in range(24))
 
@@ -26,27 +27,76 @@ def _snapshot(p: Path):
 # name -> (file name, bytes or None for "do not create" / "dir" for a directory, ingest kwargs, rule, must-contain)
 CORPUS = {
     "empty": ("empty.csv", b"", {}, "empty", ["empty file"]),
-    "header_only": ("header.csv", b"date,load,temp\n", {}, "header_only",
-                    ["header only", "columns found: date, load, temp"]),
-    "no_time_col": ("notime.csv", GOOD.replace("date", "when").encode(), {}, "time_column",
-                    ["no time column 'date'", "columns found: when, load, temp"]),
-    "bad_dates": ("dates.csv", (GOOD.replace("2024-01-01 03:00", "yesterday")
-                                .replace("2024-01-01 07:00", "31/31/2024")).encode(), {}, "time_parse",
-                  ["time column 'date'", "2 values are not dates", "first 'yesterday' at line 5"]),
-    "non_numeric": ("nonnum.csv", GOOD.replace(",12,", ",twelve,").replace(",15,", ",n/a?,").encode(), {},
-                    "numeric", ["column 'load'", "2 non-numeric values", "first 'twelve' at line 4"]),
-    "binary": ("garbage.csv", bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)), {}, "binary",
-               ["binary content"]),
-    "wrong_delimiter": ("semi.csv", GOOD.replace(",", ";").encode(), {"delimiter": ","}, "delimiter",
-                        ["do not split with delimiter ','", "--delimiter ';'"]),
-    "no_delimiter": ("spaces.csv", GOOD.replace(",", " ").replace("01 ", "01T").encode(), {}, "delimiter",
-                     ["do not split", "--delimiter"]),
-    "ragged_rows": ("ragged.csv", (GOOD + "2024-01-02 00:00,1,2,3,4\n").encode(), {}, "delimiter",
-                    ["rows do not split like the header"]),
-    "wrong_target": ("target.csv", GOOD.encode(), {"targets": ["Demand"]}, "column_missing",
-                     ["target column 'Demand' not found", "columns found: date, load, temp"]),
-    "wrong_feature": ("feature.csv", GOOD.encode(), {"features": ["humidity"]}, "column_missing",
-                      ["feature column 'humidity' not found"]),
+    "header_only": (
+        "header.csv",
+        b"date,load,temp\n",
+        {},
+        "header_only",
+        ["header only", "columns found: date, load, temp"],
+    ),
+    "no_time_col": (
+        "notime.csv",
+        GOOD.replace("date", "when").encode(),
+        {},
+        "time_column",
+        ["no time column 'date'", "columns found: when, load, temp"],
+    ),
+    "bad_dates": (
+        "dates.csv",
+        (GOOD.replace("2024-01-01 03:00", "yesterday").replace("2024-01-01 07:00", "31/31/2024")).encode(),
+        {},
+        "time_parse",
+        ["time column 'date'", "2 values are not dates", "first 'yesterday' at line 5"],
+    ),
+    "non_numeric": (
+        "nonnum.csv",
+        GOOD.replace(",12,", ",twelve,").replace(",15,", ",n/a?,").encode(),
+        {},
+        "numeric",
+        ["column 'load'", "2 non-numeric values", "first 'twelve' at line 4"],
+    ),
+    "binary": (
+        "garbage.csv",
+        bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)),
+        {},
+        "binary",
+        ["binary content"],
+    ),
+    "wrong_delimiter": (
+        "semi.csv",
+        GOOD.replace(",", ";").encode(),
+        {"delimiter": ","},
+        "delimiter",
+        ["do not split with delimiter ','", "--delimiter ';'"],
+    ),
+    "no_delimiter": (
+        "spaces.csv",
+        GOOD.replace(",", " ").replace("01 ", "01T").encode(),
+        {},
+        "delimiter",
+        ["do not split", "--delimiter"],
+    ),
+    "ragged_rows": (
+        "ragged.csv",
+        (GOOD + "2024-01-02 00:00,1,2,3,4\n").encode(),
+        {},
+        "delimiter",
+        ["rows do not split like the header"],
+    ),
+    "wrong_target": (
+        "target.csv",
+        GOOD.encode(),
+        {"targets": ["Demand"]},
+        "column_missing",
+        ["target column 'Demand' not found", "columns found: date, load, temp"],
+    ),
+    "wrong_feature": (
+        "feature.csv",
+        GOOD.encode(),
+        {"features": ["humidity"]},
+        "column_missing",
+        ["feature column 'humidity' not found"],
+    ),
     "fake_parquet": ("fake.parquet", GOOD.encode(), {"fmt": "parquet"}, "parquet", ["not a Parquet file"]),
     "truncated_parquet": ("cut.parquet", "PARQUET", {"fmt": "parquet"}, "parquet", ["Parquet"]),
     "missing_file": ("nowhere.csv", None, {}, "missing_file", ["file not found"]),
@@ -54,34 +104,74 @@ CORPUS = {
     # found by the fuzz test (test_ingest_fuzz.py): each was a traceback or a message of several lines
     "bom_only": ("bom.csv", b"\xef\xbb\xbf", {}, "empty", ["no header and no rows"]),
     "separator_char_only": ("fs.csv", b"\x1c", {}, "empty", ["no header and no rows"]),
-    "dates_beyond_nanoseconds": ("old.csv", GOOD.replace("2024-01-01 03:00", "0001-01-01 03:00")
-                                 .replace("2024-01-01 09:00", "2024-01-01 09:00").replace("2024-01-01 07:00", "9999-01-01 07:00")
-                                 .encode(), {}, "time_parse", ["2 values are not dates", "first '0001-01-01 03:00' at line 5"]),
-    "header_with_a_line_break": ("nl.csv", ('"da\nte",load,temp\n' + GOOD.split("\n", 1)[1]).encode(), {}, "time_column",
-                                 ["columns found: da\\nte, load, temp"]),
-    "name_twice": ("twice.csv", GOOD.replace("date,load,temp", "date,load, load").encode(), {}, "header",
-                   ["column 'load' appears more than once"]),
-    "ragged_but_header_splits": ("rag.csv", ("date,load,temp\n" + "".join(
-        f"2024-01-01 {h:02d}:00,{h},1{',9' * (h % 2)}\n" for h in range(24))).encode(), {}, "delimiter",
-        ["rows do not split like the header with delimiter ','"]),
-    "irregular_no_freq": ("irregular.csv", ("date,load,temp\n" + "".join(
-        f"2024-01-01 00:{m:02d},{m},1\n" for m in (0, 1, 3, 7, 12, 20, 31, 45, 58))).encode(), {}, "frequency",
-        ["cannot infer a regular frequency", "--freq"]),
+    "dates_beyond_nanoseconds": (
+        "old.csv",
+        GOOD.replace("2024-01-01 03:00", "0001-01-01 03:00")
+        .replace("2024-01-01 09:00", "2024-01-01 09:00")
+        .replace("2024-01-01 07:00", "9999-01-01 07:00")
+        .encode(),
+        {},
+        "time_parse",
+        ["2 values are not dates", "first '0001-01-01 03:00' at line 5"],
+    ),
+    "header_with_a_line_break": (
+        "nl.csv",
+        ('"da\nte",load,temp\n' + GOOD.split("\n", 1)[1]).encode(),
+        {},
+        "time_column",
+        ["columns found: da\\nte, load, temp"],
+    ),
+    "name_twice": (
+        "twice.csv",
+        GOOD.replace("date,load,temp", "date,load, load").encode(),
+        {},
+        "header",
+        ["column 'load' appears more than once"],
+    ),
+    "ragged_but_header_splits": (
+        "rag.csv",
+        ("date,load,temp\n" + "".join(f"2024-01-01 {h:02d}:00,{h},1{',9' * (h % 2)}\n" for h in range(24))).encode(),
+        {},
+        "delimiter",
+        ["rows do not split like the header with delimiter ','"],
+    ),
+    "irregular_no_freq": (
+        "irregular.csv",
+        (
+            "date,load,temp\n" + "".join(f"2024-01-01 00:{m:02d},{m},1\n" for m in (0, 1, 3, 7, 12, 20, 31, 45, 58))
+        ).encode(),
+        {},
+        "frequency",
+        ["cannot infer a regular frequency", "--freq"],
+    ),
 }
 
 
 # every refusal names its remedy: the option or the fix that gets the file in
-REMEDY = {"empty": "export the series with a header line", "header_only": "export the rows below the header",
-          "no_time_col": "pass --time-col", "bad_dates": "fix or remove those rows, or pass --time-format",
-          "non_numeric": "fix or blank those cells", "binary": "export the series as CSV text",
-          "wrong_delimiter": "try --delimiter ';'", "no_delimiter": "pass --delimiter",
-          "ragged_rows": "pass --delimiter if the sniffed one is wrong", "wrong_target": "pass --target with one of them",
-          "wrong_feature": "pass --features with one of them", "fake_parquet": "pass --csv for a CSV file",
-          "truncated_parquet": "again", "missing_file": "check the path", "directory": "pass a file in it",
-          "bom_only": "export the series with a header line", "separator_char_only": "export the series with a header",
-          "dates_beyond_nanoseconds": "fix or remove those rows", "header_with_a_line_break": "pass --time-col",
-          "name_twice": "rename one of them", "ragged_but_header_splits": "pass --delimiter if the sniffed one is wrong",
-          "irregular_no_freq": "pass --freq"}
+REMEDY = {
+    "empty": "export the series with a header line",
+    "header_only": "export the rows below the header",
+    "no_time_col": "pass --time-col",
+    "bad_dates": "fix or remove those rows, or pass --time-format",
+    "non_numeric": "fix or blank those cells",
+    "binary": "export the series as CSV text",
+    "wrong_delimiter": "try --delimiter ';'",
+    "no_delimiter": "pass --delimiter",
+    "ragged_rows": "pass --delimiter if the sniffed one is wrong",
+    "wrong_target": "pass --target with one of them",
+    "wrong_feature": "pass --features with one of them",
+    "fake_parquet": "pass --csv for a CSV file",
+    "truncated_parquet": "again",
+    "missing_file": "check the path",
+    "directory": "pass a file in it",
+    "bom_only": "export the series with a header line",
+    "separator_char_only": "export the series with a header",
+    "dates_beyond_nanoseconds": "fix or remove those rows",
+    "header_with_a_line_break": "pass --time-col",
+    "name_twice": "rename one of them",
+    "ragged_but_header_splits": "pass --delimiter if the sniffed one is wrong",
+    "irregular_no_freq": "pass --freq",
+}
 
 
 def _make(project: Path, fname: str, content) -> Path:
@@ -124,6 +214,7 @@ def test_corpus_gives_one_clear_line(case, project, settings_for):
 
 # ---------------------------------------------------------------- good files
 
+
 @pytest.mark.parametrize("delim", [",", ";", "\t", "|"])
 def test_delimiters_are_sniffed_and_bom_is_ok(delim, project, settings_for):
     p = project / "in.csv"
@@ -136,9 +227,15 @@ def test_delimiters_are_sniffed_and_bom_is_ok(delim, project, settings_for):
 
 def test_canonical_output_and_metadata(project, settings_for):
     # unsorted, a duplicate, a 3-step gap, an inf, a NaN and a decimal comma: all kept for validation
-    rows = [("2024-01-01 02:00", "3,5", "1"), ("2024-01-01 00:00", "1", "1"), ("2024-01-01 01:00", "2", ""),
-            ("2024-01-01 01:00", "2", "2"), ("2024-01-01 03:00", "inf", "1"), ("2024-01-01 07:00", "8", "1"),
-            ("2024-01-01 08:00", "9", "1")]
+    rows = [
+        ("2024-01-01 02:00", "3,5", "1"),
+        ("2024-01-01 00:00", "1", "1"),
+        ("2024-01-01 01:00", "2", ""),
+        ("2024-01-01 01:00", "2", "2"),
+        ("2024-01-01 03:00", "inf", "1"),
+        ("2024-01-01 07:00", "8", "1"),
+        ("2024-01-01 08:00", "9", "1"),
+    ]
     p = project / "in.csv"
     p.write_text("t;y;x\n" + "".join(";".join(r) + "\n" for r in rows))
     before = _snapshot(p)
@@ -162,8 +259,10 @@ def test_canonical_output_and_metadata(project, settings_for):
 def test_timezones_become_utc(project, settings_for):
     p = project / "tz.csv"
     # a DST change: offsets differ between rows
-    p.write_text("time,v\n2024-03-31T00:00+01:00,1\n2024-03-31T01:00+01:00,2\n2024-03-31T03:00+02:00,3\n"
-                 "2024-03-31T04:00+02:00,4\n")
+    p.write_text(
+        "time,v\n2024-03-31T00:00+01:00,1\n2024-03-31T01:00+01:00,2\n2024-03-31T03:00+02:00,3\n"
+        "2024-03-31T04:00+02:00,4\n"
+    )
     r = ingest_file(p, name="tz", time_col="time", targets=["v"], settings=settings_for("tz"))
     assert r.frame["timestamp"].dt.tz is None
     assert r.frame["timestamp"].tolist() == list(pd.date_range("2024-03-30 23:00", periods=4, freq="h"))
@@ -182,7 +281,7 @@ def test_parquet_with_time_index(project, settings_for):
 
 def test_frequency_inference_and_declaration(project, settings_for):
     ts = pd.date_range("2024-01-01", periods=200, freq="30min").delete([5, 6, 7, 50, 120])
-    assert infer_freq(ts) == "30min"                              # gaps: pd.infer_freq alone gives None
+    assert infer_freq(ts) == "30min"  # gaps: pd.infer_freq alone gives None
     assert infer_freq(pd.bdate_range("2024-01-01", periods=60).delete([3, 20])) == "B"
     assert infer_freq(pd.date_range("2024-01-01", periods=30, freq="MS").delete([4])) == "MS"
     assert infer_freq(pd.date_range("2024-01-07", periods=30, freq="W-SUN").delete([4])) == "W-SUN"
@@ -208,6 +307,7 @@ def test_output_never_overwrites_its_own_input(project, settings_for):
 
 # ---------------------------------------------------------------- CLI
 
+
 @pytest.fixture
 def cli():
     from cellcast.commands.data import register
@@ -225,7 +325,8 @@ def test_cli_ingest(project, cli):
     assert ok.exit_code == 0, ok.output
     assert "24 rows" in ok.output and "freq h (inferred)" in ok.output
     assert read_raw("ok", __import__("cellcast.pipeline.config", fromlist=["x"]).load_params().for_dataset("ok"))[1][
-        "features"] == ["temp"]
+        "features"
+    ] == ["temp"]
 
     bad = project / "bad.csv"
     bad.write_text(GOOD.replace(",12,", ",oops,"))
@@ -260,12 +361,14 @@ def test_day_first_dates_are_read_the_way_the_file_steps(project, settings_for):
 def test_an_explicit_time_format_wins_and_a_mismatch_is_one_line(project, settings_for):
     days = pd.date_range("2021-01-01", periods=40, freq="D")
     p = _daily_csv(project, "fmt.csv", days.strftime("%d.%m.%Y"), range(40))
-    res = ingest_file(p, name="fmt", time_col="when", targets=["value"], time_format="%d.%m.%Y",
-                      settings=settings_for("fmt"))
+    res = ingest_file(
+        p, name="fmt", time_col="when", targets=["value"], time_format="%d.%m.%Y", settings=settings_for("fmt")
+    )
     assert list(res.frame["timestamp"]) == list(days)
     with pytest.raises(IngestError, match=r"values are not dates with --time-format '%m\.%d\.%Y'"):
-        ingest_file(p, name="fmt2", time_col="when", targets=["value"], time_format="%m.%d.%Y",
-                    settings=settings_for("fmt2"))
+        ingest_file(
+            p, name="fmt2", time_col="when", targets=["value"], time_format="%m.%d.%Y", settings=settings_for("fmt2")
+        )
 
 
 def test_unix_times_need_a_unit_and_then_parse(project, settings_for):
@@ -288,6 +391,7 @@ def test_thousands_separators_are_read(project, settings_for):
 
 # ---------------------------------------------------------------- the date order: chosen only when the file says it
 
+
 def _hourly_csv(project: Path, fname: str, stamps) -> Path:
     return _make(project, fname, ("when,value\n" + "".join(f"{s},{i}\n" for i, s in enumerate(stamps))).encode())
 
@@ -303,7 +407,7 @@ def test_one_bad_date_among_iso_dates_is_refused_not_absorbed_by_a_day_first_rea
     msg = str(ei.value)
     assert "\n" not in msg and ei.value.rule == "time_parse" and ei.value.count == 1, msg
     assert "1 values are not dates" in msg and "first '2024-13-01 00:00' at line 302" in msg, msg
-    assert "--time-format" in msg, msg                       # the remedy
+    assert "--time-format" in msg, msg  # the remedy
     assert _snapshot(p) == before and not (project / "data" / "iso" / "raw.parquet").exists()
 
 
@@ -347,6 +451,7 @@ def test_a_file_that_reads_both_ways_needs_the_order_given(project, settings_for
     assert list(res.frame["timestamp"]) == list(pd.date_range("2020-01-01", periods=12, freq="D"))
     # a re-run (a scheduled refresh) reads the file the way it was read before
     from cellcast.pipeline.data.ingest import source_of
+
     assert source_of("amb", settings_for("amb"))["dayfirst"] is True
     assert source_of("amb2", settings_for("amb2"))["dayfirst"] is False
 
@@ -373,8 +478,10 @@ def test_a_given_order_is_obeyed_and_a_value_against_it_is_refused(project, sett
 
 
 def test_the_line_named_counts_blank_lines_and_quoted_line_breaks(project, settings_for):
-    body = ("when,value,note\n\n2024-01-01 00:00,1,a\n2024-01-01 01:00,2,\"two\nlines\"\n\n"
-            "2024-01-01 02:00,3,c\nnot a date,4,d\n2024-01-01 04:00,5,e\n")
+    body = (
+        'when,value,note\n\n2024-01-01 00:00,1,a\n2024-01-01 01:00,2,"two\nlines"\n\n'
+        "2024-01-01 02:00,3,c\nnot a date,4,d\n2024-01-01 04:00,5,e\n"
+    )
     p = _make(project, "lines.csv", body.encode())
     with pytest.raises(IngestError, match="first 'not a date' at line 8"):
         ingest_file(p, name="lines", time_col="when", targets=["value"], settings=settings_for("lines"))
@@ -385,7 +492,9 @@ def test_compact_dates_with_a_time_format_are_dates_not_numbers(project, setting
     p = _daily_csv(project, "compact.csv", days.strftime("%Y%m%d"), range(20))
     with pytest.raises(IngestError, match=r"--time-format %Y%m%d"):
         ingest_file(p, name="cp", time_col="when", targets=["value"], settings=settings_for("cp"))
-    res = ingest_file(p, name="cp", time_col="when", targets=["value"], time_format="%Y%m%d", settings=settings_for("cp"))
+    res = ingest_file(
+        p, name="cp", time_col="when", targets=["value"], time_format="%Y%m%d", settings=settings_for("cp")
+    )
     assert list(res.frame["timestamp"]) == list(days)
 
 
@@ -403,10 +512,13 @@ def test_cli_ingest_takes_the_date_order(project, cli):
 def test_a_comma_in_a_column_of_decimal_points_is_not_read_as_a_decimal_comma(project, settings_for):
     days = pd.date_range("2021-01-01", periods=20, freq="D").strftime("%Y-%m-%d")
     vals = [f"{1000 + i}.5" for i in range(20)]
-    vals[7] = "1,234"                                  # thousands, or a typo: not 1.234
+    vals[7] = "1,234"  # thousands, or a typo: not 1.234
     p = _make(project, "semi.csv", ("when;value\n" + "".join(f"{d};{v}\n" for d, v in zip(days, vals))).encode())
-    with pytest.raises(IngestError, match=r"1 non-numeric values \(the column writes decimals with '.'\) "
-                                          r"\(first '1,234' at line 9\)"):
+    with pytest.raises(
+        IngestError,
+        match=r"1 non-numeric values \(the column writes decimals with '.'\) "
+        r"\(first '1,234' at line 9\)",
+    ):
         ingest_file(p, name="semi", time_col="when", targets=["value"], settings=settings_for("semi"))
     # a column of decimal commas still reads as one
     p2 = _make(project, "comma.csv", ("when;value\n" + "".join(f"{d};{i},5\n" for i, d in enumerate(days))).encode())
@@ -417,8 +529,9 @@ def test_a_comma_in_a_column_of_decimal_points_is_not_read_as_a_decimal_comma(pr
 def test_a_time_format_with_offsets_keeps_the_zone(project, settings_for):
     t = pd.date_range("2024-03-01", periods=30, freq="h", tz="Europe/Paris")
     p = _daily_csv(project, "tzf.csv", t.strftime("%d/%m/%Y %H:%M%z"), range(30))
-    res = ingest_file(p, name="tzf", time_col="when", targets=["value"], time_format="%d/%m/%Y %H:%M%z",
-                      settings=settings_for("tzf"))
+    res = ingest_file(
+        p, name="tzf", time_col="when", targets=["value"], time_format="%d/%m/%Y %H:%M%z", settings=settings_for("tzf")
+    )
     assert res.meta.timezone == "UTC+01:00" and res.frame["timestamp"].iloc[0] == pd.Timestamp("2024-02-29 23:00")
 
 
@@ -434,11 +547,26 @@ def test_known_future_columns_and_the_rows_after_the_last_observation(project, c
     temp = [f"{i % 7}" for i in range(n)] + [""] * 5
     promo = [str(int(i % 24 < 3)) for i in range(n + 5)]
     p = project / "shop.csv"
-    p.write_text("when,load,temp,promo\n" + "".join(f"{s},{a},{b},{c}\n" for s, a, b, c in zip(
-        stamps.strftime("%Y-%m-%d %H:%M"), load, temp, promo)))
+    p.write_text(
+        "when,load,temp,promo\n"
+        + "".join(f"{s},{a},{b},{c}\n" for s, a, b, c in zip(stamps.strftime("%Y-%m-%d %H:%M"), load, temp, promo))
+    )
     before = _snapshot(p)
-    r = cli("ingest", "--csv", str(p), "--name", "shop", "--time-col", "when", "--target", "load", "--features", "temp",
-            "--future-features", "promo")
+    r = cli(
+        "ingest",
+        "--csv",
+        str(p),
+        "--name",
+        "shop",
+        "--time-col",
+        "when",
+        "--target",
+        "load",
+        "--features",
+        "temp",
+        "--future-features",
+        "promo",
+    )
     assert r.exit_code == 0, r.output
     assert "known ahead: promo (5 rows after the last observation)" in r.output
     settings = load_params().for_dataset("shop")
@@ -447,13 +575,24 @@ def test_known_future_columns_and_the_rows_after_the_last_observation(project, c
     assert _snapshot(p) == before
 
     rep = validate_dataset("shop", settings)
-    assert rep.frame["timestamp"].iloc[-1] == stamps[n - 1]            # the history ends at the last observation
+    assert rep.frame["timestamp"].iloc[-1] == stamps[n - 1]  # the history ends at the last observation
     ahead = pd.read_parquet(project / "data" / "shop" / "future.parquet")
     assert list(ahead.columns) == ["timestamp", "promo"] and list(ahead["timestamp"]) == list(stamps[n:])
     assert ahead["promo"].tolist() == [float(c) for c in promo[n:]]
 
-    r = cli("ingest", "--csv", str(p), "--name", "bad", "--time-col", "when", "--target", "load",
-            "--future-features", "load")
+    r = cli(
+        "ingest",
+        "--csv",
+        str(p),
+        "--name",
+        "bad",
+        "--time-col",
+        "when",
+        "--target",
+        "load",
+        "--future-features",
+        "load",
+    )
     assert r.exit_code == 2 and "--future-features: 'load' is a target" in r.output
     r = cli("ingest", "--bundled", "sp500", "--future-features", "x")
     assert r.exit_code == 2 and "datasets.NAME.ingest.future_features" in r.output
@@ -470,7 +609,7 @@ def test_a_bundled_dataset_states_its_known_future_values_by_its_sources_rule(pr
     assert known_future_columns("elecdemand") == ["WorkDay"] and known_future_columns("chicago") == []
 
     res = ingest_bundled("elecdemand", settings_for("elecdemand", ingest={"future_features": ["WorkDay"]}))
-    ahead = res.frame.iloc[len(e):]
+    ahead = res.frame.iloc[len(e) :]
     assert res.meta.future_rows == 336 == len(ahead) and res.meta.future_features == ["WorkDay"]
     assert ahead["Demand"].isna().all() and ahead["Temperature"].isna().all()
     day = ahead.set_index("timestamp")["WorkDay"]

@@ -1,6 +1,7 @@
 """The shape of the code, kept true: the CLI above the flows above the library, the library's stage
 packages in one order, each outside system behind one module, no import cycles, and a core that
 imports without the services (docs/architecture.md)."""
+
 from __future__ import annotations
 
 import ast
@@ -18,8 +19,13 @@ FOLDERS = {"pipeline": "cellcast.pipeline", "flows": "cellcast.flows", "cellcast
 
 # the library's layers, lowest first: a module may import its own layer and those below
 LAYERS = ["core", "data", "modeling", "engine", "registry", "serving"]
-CORE = {"cellcast.pipeline", "cellcast.pipeline.config", "cellcast.pipeline.errors", "cellcast.pipeline.files",
-        "cellcast.pipeline.catalog"}
+CORE = {
+    "cellcast.pipeline",
+    "cellcast.pipeline.config",
+    "cellcast.pipeline.errors",
+    "cellcast.pipeline.files",
+    "cellcast.pipeline.catalog",
+}
 
 # each outside system is imported by one module (or one folder) only
 OWNERS = {
@@ -117,8 +123,11 @@ def test_each_outside_system_has_one_owner():
 
 
 def test_no_import_cycles_in_the_library():
-    lib = {m: {i for i in imps if i in MODULES and i != m} for m, imps in GRAPH.items()
-           if m.startswith("cellcast.pipeline")}
+    lib = {
+        m: {i for i in imps if i in MODULES and i != m}
+        for m, imps in GRAPH.items()
+        if m.startswith("cellcast.pipeline")
+    }
     # a package's __init__ importing nothing of its own: edges to a package mean its __init__
     state: dict[str, int] = defaultdict(int)
     path: list[str] = []
@@ -128,7 +137,7 @@ def test_no_import_cycles_in_the_library():
         path.append(m)
         for n in lib.get(m, ()):
             if state[n] == 1:
-                raise AssertionError("import cycle: " + " -> ".join(path[path.index(n):] + [n]))
+                raise AssertionError("import cycle: " + " -> ".join(path[path.index(n) :] + [n]))
             if state[n] == 0:
                 visit(n)
         path.pop()
@@ -145,17 +154,31 @@ def test_every_package_folder_is_installed():
     assert found == listed, f"pyproject.toml packages: missing {sorted(found - listed)}, stale {sorted(listed - found)}"
 
 
-@pytest.mark.parametrize("modules", [
-    ["cellcast.pipeline.config", "cellcast.pipeline.data.window", "cellcast.pipeline.modeling.model",
-     "cellcast.pipeline.modeling.train", "cellcast.pipeline.modeling.evaluate", "cellcast.pipeline.modeling.device",
-     "cellcast.pipeline.engine.onnx_export", "cellcast.pipeline.engine.inference", "cellcast.pipeline.engine.doctor",
-     "cellcast.pipeline.serving.requests"],
-])
+@pytest.mark.parametrize(
+    "modules",
+    [
+        [
+            "cellcast.pipeline.config",
+            "cellcast.pipeline.data.window",
+            "cellcast.pipeline.modeling.model",
+            "cellcast.pipeline.modeling.train",
+            "cellcast.pipeline.modeling.evaluate",
+            "cellcast.pipeline.modeling.device",
+            "cellcast.pipeline.engine.onnx_export",
+            "cellcast.pipeline.engine.inference",
+            "cellcast.pipeline.engine.doctor",
+            "cellcast.pipeline.serving.requests",
+        ],
+    ],
+)
 def test_the_core_imports_without_the_services(modules):
     """What a GPU check needs runs where only torch, numpy, pandas, onnx and onnxruntime are."""
-    code = ("import sys\n" + "".join(f"import {m}\n" for m in modules) +
-            "bad = sorted(s for s in ('mlflow', 'prefect', 'great_expectations', 'dvc', 'fastapi') if s in sys.modules)\n"
-            "print(','.join(bad))")
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in modules)
+        + "bad = sorted(s for s in ('mlflow', 'prefect', 'great_expectations', 'dvc', 'fastapi') if s in sys.modules)\n"
+        "print(','.join(bad))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"the core imported {out.stdout.strip()}"
@@ -163,8 +186,10 @@ def test_the_core_imports_without_the_services(modules):
 
 def test_the_doctor_imports_torch_and_onnxruntime_only_when_asked():
     """`cellcast doctor` must answer where torch or onnxruntime is missing or broken: neither comes with the import."""
-    code = ("import sys\nimport cellcast.pipeline.engine.doctor, cellcast.pipeline.modeling.device\n"
-            "print(','.join(sorted(m for m in ('torch', 'onnxruntime') if m in sys.modules)))")
+    code = (
+        "import sys\nimport cellcast.pipeline.engine.doctor, cellcast.pipeline.modeling.device\n"
+        "print(','.join(sorted(m for m in ('torch', 'onnxruntime') if m in sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"importing the doctor imported {out.stdout.strip()}"

@@ -1,5 +1,6 @@
 """The Forecaster's shapes across lookback / season / rnn_steps: every combination the config accepts
 builds, forecasts, trains and exports."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,25 +26,38 @@ def window_set(lookback: int, season: int | None, rnn_steps: int):
     period = season if season and season > 1 else 5
     rng = np.random.default_rng(lookback)
     y = 10 + np.sin(2 * np.pi * t / period) + 0.1 * rng.standard_normal(rows)
-    df = pd.DataFrame({"timestamp": pd.date_range("2023-01-01", periods=rows, freq="D"), "y": y,
-                       "x": np.cos(2 * np.pi * t / period)})
-    settings = Params(window={"lookback": lookback, "horizon": HORIZON},
-                      train={"epochs": 1, "batch_size": 16, "max_train_windows": 16, "hidden_size": 8,
-                             "rnn_steps": rnn_steps, "device": "cpu"}).for_dataset("grid")
+    df = pd.DataFrame(
+        {"timestamp": pd.date_range("2023-01-01", periods=rows, freq="D"), "y": y, "x": np.cos(2 * np.pi * t / period)}
+    )
+    settings = Params(
+        window={"lookback": lookback, "horizon": HORIZON},
+        train={
+            "epochs": 1,
+            "batch_size": 16,
+            "max_train_windows": 16,
+            "hidden_size": 8,
+            "rnn_steps": rnn_steps,
+            "device": "cpu",
+        },
+    ).for_dataset("grid")
     return build_windows(df, name="grid", variables=["y", "x"], targets=["y"], freq="D", settings=settings), settings
 
 
-@pytest.mark.parametrize("lookback,season,rnn_steps,cell", [
-    (7, 7, 48, "rnn"), (7, 7, 48, "lstm"), (7, 7, 48, "gru"),   # lookback == season: a week of days
-    (8, 7, 48, "lstm"),       # lookback == season + 1: one step of seasonal differences
-    (7, 7, 3, "gru"),         # rnn_steps below the lookback, no room for differences
-    (5, 1, 48, "gru"),        # season 1 (naive anchor), rnn_steps > lookback
-    (1, 1, 48, "lstm"),       # the shortest lookback there is
-    (6, None, 48, "rnn"),     # no anchor, rnn_steps > lookback
-    (336, 336, 48, "gru"),    # a week of half-hours read with the weekly anchor
-])
-def test_every_lookback_season_and_rnn_steps_forecasts_trains_and_exports(tmp_path, lookback, season, rnn_steps,
-                                                                            cell):
+@pytest.mark.parametrize(
+    "lookback,season,rnn_steps,cell",
+    [
+        (7, 7, 48, "rnn"),
+        (7, 7, 48, "lstm"),
+        (7, 7, 48, "gru"),  # lookback == season: a week of days
+        (8, 7, 48, "lstm"),  # lookback == season + 1: one step of seasonal differences
+        (7, 7, 3, "gru"),  # rnn_steps below the lookback, no room for differences
+        (5, 1, 48, "gru"),  # season 1 (naive anchor), rnn_steps > lookback
+        (1, 1, 48, "lstm"),  # the shortest lookback there is
+        (6, None, 48, "rnn"),  # no anchor, rnn_steps > lookback
+        (336, 336, 48, "gru"),  # a week of half-hours read with the weekly anchor
+    ],
+)
+def test_every_lookback_season_and_rnn_steps_forecasts_trains_and_exports(tmp_path, lookback, season, rnn_steps, cell):
     ws, settings = window_set(lookback, season, rnn_steps)
     x, _ = ws.batch(ws.starts["test"])
 
@@ -75,7 +89,11 @@ def test_every_lookback_season_and_rnn_steps_forecasts_trains_and_exports(tmp_pa
 
 def test_a_spec_that_cannot_be_built_is_refused_by_name():
     base = dict(cell="gru", n_vars=1, target_idx=[0], lookback=7, horizon=2)
-    for bad, needle in [({"anchor_season": 8}, "anchor_season 8"), ({"anchor_season": 0}, "anchor_season 0"),
-                        ({"hidden_size": 0}, "hidden_size"), ({"lookback": 0}, "lookback")]:
+    for bad, needle in [
+        ({"anchor_season": 8}, "anchor_season 8"),
+        ({"anchor_season": 0}, "anchor_season 0"),
+        ({"hidden_size": 0}, "hidden_size"),
+        ({"lookback": 0}, "lookback"),
+    ]:
         with pytest.raises(ValueError, match=needle):
             ModelSpec(**{**base, **bad})

@@ -1,6 +1,7 @@
 """The monitor's arithmetic on small synthetic data: PSI and the training split's own variability, scoring
 earlier forecasts on the actuals that arrived, the verdict and its cooldown, the monitor section of params.yaml."""
-from datetime import datetime, timedelta, timezone
+
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -11,10 +12,11 @@ from cellcast.pipeline.data import drift as D
 from cellcast.pipeline.errors import ConfigError
 from cellcast.pipeline.serving import monitor as M
 
-NOW = datetime(2025, 3, 1, 12, tzinfo=timezone.utc)
+NOW = datetime(2025, 3, 1, 12, tzinfo=UTC)
 
 
 # ---------------------------------------------------------------- drift
+
 
 def test_psi_is_near_zero_for_the_same_distribution_and_large_for_a_shift():
     rng = np.random.default_rng(0)
@@ -31,7 +33,7 @@ def test_a_flag_variable_gets_as_many_bins_as_it_has_values():
     prof = D.bin_profile(train, 10)
     assert prof["cuts"] == [0.0, 1.0] and prof["shares"] == pytest.approx([0.0, 0.3, 0.7])
     assert D.psi(prof["shares"], D.shares(train[::7], prof["cuts"])) < 0.01
-    assert D.psi(prof["shares"], D.shares(np.ones(50), prof["cuts"])) > 1      # the zeros are gone
+    assert D.psi(prof["shares"], D.shares(np.ones(50), prof["cuts"])) > 1  # the zeros are gone
 
 
 def test_outside_share_counts_values_beyond_the_bounds_and_ignores_missing_ones():
@@ -53,10 +55,10 @@ def test_a_seasonal_series_strays_from_itself_beyond_the_rule_of_thumb_and_that_
     ref = D.reference_profile(train, ["y"], ["y"], bins=10, tolerance=1.0, window=rows)
     normal = ref["variables"]["y"]["psi_normal"]
     assert normal > 0.25
-    recent = pd.DataFrame({"y": y[n + 200:n + 300]})
+    recent = pd.DataFrame({"y": y[n + 200 : n + 300]})
     d = D.drift(recent, ref)["y"]
     assert d["psi"] > 0.25 and d["psi"] <= normal and d["psi_normal"] == normal
-    shifted = pd.DataFrame({"y": y[n + 200:n + 300] + 6})
+    shifted = pd.DataFrame({"y": y[n + 200 : n + 300] + 6})
     assert D.drift(shifted, ref)["y"]["psi"] > normal
     # the calibration holds for windows of its own length only
     assert D.drift(recent.iloc[:50], ref)["y"]["psi_normal"] is None
@@ -66,8 +68,13 @@ def test_a_seasonal_series_strays_from_itself_beyond_the_rule_of_thumb_and_that_
 
 
 def test_the_reference_records_the_training_rows_scale_and_bounds():
-    train = pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=5, freq="h"),
-                          "load": [1.0, 3.0, 2.0, 2.0, 6.0], "temp": [5.0, 5.0, 6.0, 7.0, 9.0]})
+    train = pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2024-01-01", periods=5, freq="h"),
+            "load": [1.0, 3.0, 2.0, 2.0, 6.0],
+            "temp": [5.0, 5.0, 6.0, 7.0, 9.0],
+        }
+    )
     ref = D.reference_profile(train, ["load", "temp"], ["load"], bins=4, tolerance=0.5)
     assert ref["mase_scale"] == {"load": pytest.approx((2 + 1 + 0 + 4) / 4)}
     assert ref["bounds"]["temp"] == pytest.approx([5 - 2, 9 + 2])
@@ -76,18 +83,29 @@ def test_the_reference_records_the_training_rows_scale_and_bounds():
 
 # ---------------------------------------------------------------- accuracy
 
+
 def _actuals(n=60, season=24, freq="h"):
     t = np.arange(n)
-    return pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=n, freq=freq),
-                         "load": 100 + 10 * np.sin(2 * np.pi * t / season)})
+    return pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2024-01-01", periods=n, freq=freq),
+            "load": 100 + 10 * np.sin(2 * np.pi * t / season),
+        }
+    )
 
 
 def _forecast(actuals, origin_row, horizon, offset=0.0, version=1, quantiles=False):
     ts = actuals["timestamp"]
     stamps = pd.date_range(ts.iloc[origin_row], periods=horizon + 1, freq="h")[1:]
     truth = actuals.set_index("timestamp")["load"].reindex(stamps).to_numpy()
-    fc = pd.DataFrame({"timestamp": stamps, "load": np.where(np.isfinite(truth), truth, 100.0) + offset,
-                       "model_name": "x-forecaster", "model_version": str(version)})
+    fc = pd.DataFrame(
+        {
+            "timestamp": stamps,
+            "load": np.where(np.isfinite(truth), truth, 100.0) + offset,
+            "model_name": "x-forecaster",
+            "model_version": str(version),
+        }
+    )
     if quantiles:
         fc["load_q0.1"], fc["load_q0.5"], fc["load_q0.9"] = fc["load"] - 1, fc["load"], fc["load"] + 1
     return fc
@@ -95,21 +113,23 @@ def _forecast(actuals, origin_row, horizon, offset=0.0, version=1, quantiles=Fal
 
 def test_points_are_scored_where_actuals_arrived_with_the_seasonal_naive_of_the_same_origin():
     a = _actuals(60)
-    fcs = [("b.parquet", _forecast(a, 49, 24, offset=2.0)),     # steps 50..73: 10 arrived
-           ("a.parquet", _forecast(a, 40, 5, offset=-1.0))]     # steps 41..45: all arrived
+    fcs = [
+        ("b.parquet", _forecast(a, 49, 24, offset=2.0)),  # steps 50..73: 10 arrived
+        ("a.parquet", _forecast(a, 40, 5, offset=-1.0)),
+    ]  # steps 41..45: all arrived
     p = M.score_points(fcs, a, ["load"], season=24)
     assert len(p) == 15 and set(p["forecast_file"]) == {"a.parquet", "b.parquet"}
     first = p[p["forecast_file"] == "b.parquet"].iloc[0]
     assert first["timestamp"] == a["timestamp"][50] and first["step"] == 1
-    assert first["naive"] == a["load"][50 - 24]          # one season back from the forecast step, observed then
+    assert first["naive"] == a["load"][50 - 24]  # one season back from the forecast step, observed then
     late = p[(p["forecast_file"] == "a.parquet") & (p["step"] == 5)].iloc[0]
     assert late["naive"] == a["load"][45 - 24]
     acc = M.accuracy(p, {"load": 2.0}, ["load"])
     assert acc["points"] == 15 and acc["forecasts"] == 2
     assert acc["mase"] == pytest.approx((10 * 2.0 + 5 * 1.0) / 15 / 2.0)
-    assert acc["bias.load"] == pytest.approx((10 * 2.0 - 5 * 1.0) / 15)    # forecast - actual
+    assert acc["bias.load"] == pytest.approx((10 * 2.0 - 5 * 1.0) / 15)  # forecast - actual
     assert acc["naive_mase"] > 0 and acc["relative_mase"] == pytest.approx(acc["mase"] / acc["naive_mase"])
-    assert np.isnan(acc["coverage"])                                        # no quantile columns
+    assert np.isnan(acc["coverage"])  # no quantile columns
     # the window: only points at or after `since` count
     assert len(M.score_points(fcs, a, ["load"], 24, since=a["timestamp"][55])) == 5
 
@@ -117,8 +137,8 @@ def test_points_are_scored_where_actuals_arrived_with_the_seasonal_naive_of_the_
 def test_interval_coverage_uses_the_outermost_quantiles_around_the_median():
     a = _actuals(60)
     fc = _forecast(a, 40, 10, offset=0.5, quantiles=True)
-    fc.loc[fc.index[:4], "load"] += 5                                     # shifts the point forecast only
-    fc.loc[fc.index[:4], ["load_q0.1", "load_q0.9"]] += 5                 # ... and its interval: 4 misses
+    fc.loc[fc.index[:4], "load"] += 5  # shifts the point forecast only
+    fc.loc[fc.index[:4], ["load_q0.1", "load_q0.9"]] += 5  # ... and its interval: 4 misses
     assert M.quantile_columns(fc, "load") == ("load_q0.1", "load_q0.9", pytest.approx(0.8))
     acc = M.accuracy(M.score_points([("f", fc)], a, ["load"], 24), {"load": 1.0}, ["load"])
     assert acc["coverage"] == pytest.approx(0.6) and acc["coverage_nominal"] == pytest.approx(0.8)
@@ -133,16 +153,17 @@ def test_a_filled_actual_is_no_observation():
 
 def test_forecast_files_newest_first_one_per_origin_of_the_champion_only(tmp_path):
     a = _actuals(60)
-    write = lambda name, fc: fc.to_parquet(tmp_path / name, index=False)   # noqa: E731
-    write("20250101T000000Z.parquet", _forecast(a, 10, 5))                  # before the window: stops the scan
-    write("20250101T010000Z.parquet", _forecast(a, 40, 5, offset=9))        # same origin, older: superseded
+    write = lambda name, fc: fc.to_parquet(tmp_path / name, index=False)  # noqa: E731
+    write("20250101T000000Z.parquet", _forecast(a, 10, 5))  # before the window: stops the scan
+    write("20250101T010000Z.parquet", _forecast(a, 40, 5, offset=9))  # same origin, older: superseded
     write("20250101T020000Z.parquet", _forecast(a, 40, 5, offset=1))
-    write("20250101T030000Z.parquet", _forecast(a, 45, 5, version=2))       # another version
+    write("20250101T030000Z.parquet", _forecast(a, 45, 5, version=2))  # another version
     got = M.read_forecasts(tmp_path, version=1, since=a["timestamp"][30])
     assert [n for n, _ in got] == ["20250101T020000Z.parquet"]
 
 
 # ---------------------------------------------------------------- verdict
+
 
 def _acc(points, mase=1.0):
     return {"points": points, "mase": mase}
@@ -151,11 +172,11 @@ def _acc(points, mase=1.0):
 def test_accuracy_triggers_past_the_ratio_once_enough_points_arrived():
     th = M.thresholds(MonitorConfig(mase_ratio=1.5), horizon=7, lookback=28)
     assert (th.min_points, th.window, th.drift_rows) == (7, 14, 100)
-    assert not M.judge(_acc(6, 1.0), {}, 0.5, th, {}, NOW).retrain             # 2x, but 6 points < 7
+    assert not M.judge(_acc(6, 1.0), {}, 0.5, th, {}, NOW).retrain  # 2x, but 6 points < 7
     v = M.judge(_acc(7, 1.0), {}, 0.5, th, {}, NOW)
     assert v.retrain and "2.00x the champion's test MASE 0.500" in v.reason
-    assert not M.judge(_acc(50, 0.7), {}, 0.5, th, {}, NOW).retrain            # 1.4x
-    assert not M.judge(_acc(50, 9.0), {}, None, th, {}, NOW).retrain           # no test MASE recorded
+    assert not M.judge(_acc(50, 0.7), {}, 0.5, th, {}, NOW).retrain  # 1.4x
+    assert not M.judge(_acc(50, 9.0), {}, None, th, {}, NOW).retrain  # no test MASE recorded
     off = M.thresholds(MonitorConfig(mase_ratio=None), 7, 28)
     assert not M.judge(_acc(50, 9.0), {}, 0.5, off, {}, NOW).retrain
 
@@ -178,15 +199,18 @@ def test_the_cooldown_holds_a_second_trigger_back_and_then_lets_it_through():
 
 # ---------------------------------------------------------------- params.yaml
 
+
 def test_the_monitor_section_is_typed_overridable_per_dataset_and_shapes_no_model(tmp_path):
     p = Params(monitor={"mase_ratio": 2.0}, datasets={"a": {"monitor": {"psi": None, "window": 48}}})
     assert p.for_dataset("a").monitor.psi is None and p.for_dataset("a").monitor.window == 48
     assert p.for_dataset("b").monitor.psi == 0.25 and p.for_dataset("b").monitor.mase_ratio == 2.0
     assert p.for_dataset("a").fingerprint() == Params().for_dataset("a").fingerprint()
-    assert load_params().for_dataset("elecdemand").monitor == MonitorConfig()   # the file states the defaults
-    for text, needle in [("monitor:\n  cooldown_hour: 3\n", "monitor.cooldown_hour: Extra inputs"),
-                         ("monitor:\n  window: 0\n", "monitor.window"),
-                         ("monitor:\n  psi: -1\n", "monitor.psi")]:
+    assert load_params().for_dataset("elecdemand").monitor == MonitorConfig()  # the file states the defaults
+    for text, needle in [
+        ("monitor:\n  cooldown_hour: 3\n", "monitor.cooldown_hour: Extra inputs"),
+        ("monitor:\n  window: 0\n", "monitor.window"),
+        ("monitor:\n  psi: -1\n", "monitor.psi"),
+    ]:
         (tmp_path / "params.yaml").write_text(text)
         with pytest.raises(ConfigError, match=needle):
             load_params(tmp_path / "params.yaml")
@@ -196,8 +220,10 @@ def test_cellcast_monitor_before_any_monitoring_is_one_line_and_exit_2(project):
     from typer.testing import CliRunner
 
     from cellcast.cli import app
+
     res = CliRunner().invoke(app, ["monitor", "elecdemand"])
     assert res.exit_code == 2
     assert res.output.strip().splitlines() == [
         "error: reports/elecdemand/monitoring/state.json: 'elecdemand' has not been monitored yet; the scheduled "
-        "forecast flow (refresh) monitors it after each refresh"]
+        "forecast flow (refresh) monitors it after each refresh"
+    ]

@@ -1,4 +1,5 @@
 """torch -> ONNX export: metadata, dynamic batch and length, the unrolled RNN, the parity gate."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,11 +8,16 @@ import pytest
 import torch
 
 from cellcast.pipeline.data.datasets import load_bundled
-from cellcast.pipeline.errors import ExportError
 from cellcast.pipeline.engine.inference import OnnxForecaster
+from cellcast.pipeline.engine.onnx_export import (
+    DEFAULT_VARIANT,
+    HYBRID_MIN_BATCH,
+    check_parity,
+    export_checked,
+    export_onnx,
+)
+from cellcast.pipeline.errors import ExportError
 from cellcast.pipeline.modeling.model import ModelSpec, build
-from cellcast.pipeline.engine.onnx_export import (DEFAULT_VARIANT, HYBRID_MIN_BATCH, check_parity, export_checked,
-                                  export_onnx)
 
 LOOKBACK, HORIZON, VARS = 96, 12, ["Demand", "Temperature", "WorkDay"]
 
@@ -24,13 +30,23 @@ def series() -> np.ndarray:
 
 def real_windows(series: np.ndarray, n: int, length: int = LOOKBACK, seed: int = 0) -> np.ndarray:
     starts = np.random.default_rng(seed).integers(0, len(series) - length, n)
-    return np.stack([series[s:s + length] for s in starts])
+    return np.stack([series[s : s + length] for s in starts])
 
 
 def make_model(cell: str, series: np.ndarray, anchor: int | None = None, seed: int = 0):
-    spec = ModelSpec(cell=cell, n_vars=3, target_idx=[0], lookback=LOOKBACK, horizon=HORIZON, hidden_size=16,
-                     num_layers=2, rnn_steps=24, anchor_season=anchor,
-                     mean=series.mean(0).tolist(), std=series.std(0).tolist())
+    spec = ModelSpec(
+        cell=cell,
+        n_vars=3,
+        target_idx=[0],
+        lookback=LOOKBACK,
+        horizon=HORIZON,
+        hidden_size=16,
+        num_layers=2,
+        rnn_steps=24,
+        anchor_season=anchor,
+        mean=series.mean(0).tolist(),
+        std=series.std(0).tolist(),
+    )
     torch.manual_seed(seed)
     model = build(spec).eval()
     with torch.no_grad():  # random non-zero weights everywhere: an anchored head starts at zero, hiding the cell
@@ -42,8 +58,11 @@ def make_model(cell: str, series: np.ndarray, anchor: int | None = None, seed: i
 @pytest.mark.parametrize("cell,anchor", [("rnn", None), ("lstm", 48), ("gru", None), ("rnn", 48)])
 def test_export_parity_dynamic_shapes_and_metadata(tmp_path, series, cell, anchor):
     model = make_model(cell, series, anchor)
-    path = export_onnx(model, tmp_path / f"{cell}.onnx", {"variables": VARS, "targets": ["Demand"], "freq": "30min",
-                                                            "dataset": "elecdemand", "data_md5": "abc"})
+    path = export_onnx(
+        model,
+        tmp_path / f"{cell}.onnx",
+        {"variables": VARS, "targets": ["Demand"], "freq": "30min", "dataset": "elecdemand", "data_md5": "abc"},
+    )
     res = check_parity(model, path, real_windows(series, 300))
     assert res.ok and res.n == 300 and res.max_rel_to_scale < 1e-4, res.reason
     assert "within tolerance" in res.reason
@@ -156,10 +175,12 @@ def test_the_parity_gate_checks_every_branch_of_a_hybrid_graph(tmp_path, series)
     good = export_onnx(model, tmp_path / "good.onnx", {})
     res = check_parity(model, good, windows)
     assert res.ok, res.reason
-    assert [(b.name, b.batches) for b in res.branches] == [("native", f"batch < {switch}"),
-                                                           ("unrolled", f"batch >= {switch}")]
+    assert [(b.name, b.batches) for b in res.branches] == [
+        ("native", f"batch < {switch}"),
+        ("unrolled", f"batch >= {switch}"),
+    ]
     assert all(b.ok and b.n > 0 and b.max_rel_to_scale < 1e-4 for b in res.branches)
-    assert res.branches[0].n == 300 and res.branches[1].n == 300     # every window through both paths
+    assert res.branches[0].n == 300 and res.branches[1].n == 300  # every window through both paths
     assert "native, batch < 256" in res.reason and "unrolled, batch >= 256" in res.reason
 
     # the other model's native branch beside this model's unrolled one: right for batches >= 256 only
@@ -200,28 +221,49 @@ def future_blocks(n: int, seed: int = 0) -> np.ndarray:
 def future_model(cell: str, series: np.ndarray, anchor: str = "linear", decoder: bool = True, seed: int = 0):
     from cellcast.pipeline.modeling.model import Forecaster
 
-    spec = ModelSpec(cell=cell, n_vars=3, target_idx=[0], lookback=LOOKBACK, horizon=HORIZON, hidden_size=16,
-                     num_layers=2, rnn_steps=24, anchor_season=48, anchor=anchor, n_future=3, decoder=decoder,
-                     future_mean=[0, 0, 0.7], future_std=[1, 1, 0.46], quantiles=LEVELS,
-                     mean=series.mean(0).tolist(), std=series.std(0).tolist())
+    spec = ModelSpec(
+        cell=cell,
+        n_vars=3,
+        target_idx=[0],
+        lookback=LOOKBACK,
+        horizon=HORIZON,
+        hidden_size=16,
+        num_layers=2,
+        rnn_steps=24,
+        anchor_season=48,
+        anchor=anchor,
+        n_future=3,
+        decoder=decoder,
+        future_mean=[0, 0, 0.7],
+        future_std=[1, 1, 0.46],
+        quantiles=LEVELS,
+        mean=series.mean(0).tolist(),
+        std=series.std(0).tolist(),
+    )
     model = Forecaster(spec).eval()
     g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():   # random weights everywhere, the linear anchor and the quantile offsets included
+    with torch.no_grad():  # random weights everywhere, the linear anchor and the quantile offsets included
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * (0.02 if p.shape[-1] > 200 else 0.3))
         model.q_shift.copy_(torch.randn(model.q_shift.shape, generator=g) * 0.1 * float(series[:, 0].std()))
     return model
 
 
-@pytest.mark.parametrize("cell,variant", [("lstm", "hybrid"), ("gru", "unrolled"), ("rnn", "native"),
-                                          ("rnn", "hybrid")])
+@pytest.mark.parametrize(
+    "cell,variant", [("lstm", "hybrid"), ("gru", "unrolled"), ("rnn", "native"), ("rnn", "hybrid")]
+)
 def test_export_parity_with_two_inputs_and_two_outputs_on_every_branch(tmp_path, series, cell, variant):
     model = future_model(cell, series)
     windows, fut = real_windows(series, 300), future_blocks(300)
-    path = export_onnx(model, tmp_path / "m.onnx", {"future_names": ["tod_sin", "tod_cos", "WorkDay"],
-                                                    "future_kinds": ["calendar", "calendar", "user"]},
-                       variant=variant, hybrid_min_batch=8 if variant == "hybrid" else None,
-                       future_example=fut[:2], example=windows[:2])
+    path = export_onnx(
+        model,
+        tmp_path / "m.onnx",
+        {"future_names": ["tod_sin", "tod_cos", "WorkDay"], "future_kinds": ["calendar", "calendar", "user"]},
+        variant=variant,
+        hybrid_min_batch=8 if variant == "hybrid" else None,
+        future_example=fut[:2],
+        example=windows[:2],
+    )
     proto = onnx.load(str(path))
     assert [i.name for i in proto.graph.input] == ["x", "future"] and [o.name for o in proto.graph.output] == ["y", "q"]
     res = check_parity(model, path, windows, future=fut)
@@ -239,6 +281,7 @@ def test_export_parity_with_two_inputs_and_two_outputs_on_every_branch(tmp_path,
         # no crossing after export, on either branch: the order is part of the graph
         assert (np.diff(q, axis=-1) >= 0).all() and np.array_equal(q[..., 2], y)
     from cellcast.pipeline.engine.inference import InferenceInputError
+
     with pytest.raises(InferenceInputError, match="future: this model reads 3 known-future inputs"):
         engine.predict(windows[:2])
     with pytest.raises(InferenceInputError, match=r"future: expected shape \(2, 12, 3\)"):
@@ -276,7 +319,7 @@ def test_an_ensemble_exports_as_one_graph_with_every_members_cell(tmp_path, seri
     windows, fut = real_windows(series, 200), future_blocks(200)
     path = export_onnx(ens, tmp_path / "ens.onnx", {}, future_example=fut[:2])
     ops = _ops(onnx.load(str(path)).graph)
-    assert {"If", "GRU", "LSTM", "RNN"} <= ops          # hybrid: the native branch holds every member's operator
+    assert {"If", "GRU", "LSTM", "RNN"} <= ops  # hybrid: the native branch holds every member's operator
     res = check_parity(ens, path, windows, future=fut)
     assert res.ok and [b.name for b in res.branches] == ["native", "unrolled"], res.reason
     engine = OnnxForecaster.from_path(path, device="cpu")

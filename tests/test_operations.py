@@ -1,6 +1,7 @@
 """The closed loop against real services: a real Prefect server and deployments on a process work pool,
 real MLflow (embedded store), real GX. A bundled real series (Chicago L ridership) is trained on, then
 refreshed week by week as new days arrive: unchanged for three weeks, then with a level shift."""
+
 import json
 
 import numpy as np
@@ -12,7 +13,7 @@ pytestmark = pytest.mark.integration
 
 # ridership alone: a champion that beats weekly seasonal naive by a clear, significant margin on 2011-2014
 START, CUT = "2011-01-01", "2014-09-13"
-HORIZON, SHIFT = 7, 6.0          # a week ahead; +6 (thousand entries a day, ~30% of a weekday) after training
+HORIZON, SHIFT = 7, 6.0  # a week ahead; +6 (thousand entries a day, ~30% of a weekday) after training
 TRAIN = {"cells": ["rnn"], "hidden_size": 16, "epochs": 8, "time_budget_s": 60}
 
 
@@ -39,6 +40,7 @@ def _write(project, df, n, shift_from=None):
 
 def _settings():
     from cellcast.pipeline.config import load_params
+
     return load_params().for_dataset("rides")
 
 
@@ -46,6 +48,7 @@ def _work_pool(name: str) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
+
     with get_client(sync_client=True) as c:
         try:
             c.create_work_pool(WorkPoolCreate(name=name, type="process"))
@@ -56,6 +59,7 @@ def _work_pool(name: str) -> None:
 def _runs_of(deployment_name: str):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
     with get_client(sync_client=True) as c:
         return c.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name])))
 
@@ -73,16 +77,22 @@ def test_a_level_shift_triggers_exactly_one_retrain_and_the_unchanged_series_non
     df, n0 = _rides(project, TRAIN)
     _write(project, df, n0)
     s = _settings()
-    ingest_file(settings=s, name="rides", path=str(project / "rides.csv"), time_col="timestamp",
-                targets=["ridership"], features=[])
+    ingest_file(
+        settings=s,
+        name="rides",
+        path=str(project / "rides.csv"),
+        time_col="timestamp",
+        targets=["ridership"],
+        features=[],
+    )
     out = run_training("rides", s)
     assert out.champion_after == 1, out.decision
-    _work_pool("loop-pool")            # the retrain deployment exists; no worker: its runs stay scheduled
+    _work_pool("loop-pool")  # the retrain deployment exists; no worker: its runs stay scheduled
     deploy_to_pool("rides", "loop-pool", "0 3 * * 1", "5 * * * *", project=project)
 
-    forecast_flow("rides", s, refresh=True)                   # the first forecast after training
+    forecast_flow("rides", s, refresh=True)  # the first forecast after training
     n, verdicts = n0, []
-    for week in range(6):                                     # three weeks as they came, three shifted
+    for week in range(6):  # three weeks as they came, three shifted
         n += HORIZON
         _write(project, df, n, shift_from=n0 + 3 * HORIZON)
         forecast_flow("rides", s, refresh=True)
@@ -92,7 +102,7 @@ def test_a_level_shift_triggers_exactly_one_retrain_and_the_unchanged_series_non
     # the model forecasts quantiles: their interval coverage is scored beside accuracy (nominal 90%: 0.05-0.95)
     assert all(np.isfinite(v["accuracy"]["coverage"]) for v in verdicts[1:]), verdicts
     assert verdicts[1]["accuracy"]["coverage_nominal"] == pytest.approx(0.9)
-    assert all(v["accuracy"]["points"] == 2 * HORIZON for v in verdicts[1:])         # the window: two horizons
+    assert all(v["accuracy"]["points"] == 2 * HORIZON for v in verdicts[1:])  # the window: two horizons
     assert max(ratios[:3]) < 1.5 and not any(v["verdict"]["breaches"] for v in verdicts[:3]), ratios
     # the stated detection: within two refreshes after the shift (window two horizons, a refresh a horizon)
     fired = [i for i, v in enumerate(verdicts) if v["verdict"]["retrain"]]
@@ -102,7 +112,7 @@ def test_a_level_shift_triggers_exactly_one_retrain_and_the_unchanged_series_non
     assert held["breaches"] and not held["retrain"] and held["reason"].startswith("cooldown until")
 
     # the retrain: one run of train-rides, its parameters and tags carrying the reason
-    runs = [r for r in _runs_of("train-rides") if not r.auto_scheduled]    # not the weekly cron's
+    runs = [r for r in _runs_of("train-rides") if not r.auto_scheduled]  # not the weekly cron's
     assert len(runs) == 1
     run = runs[0]
     assert run.parameters["reason"] == verdicts[fired[0]]["verdict"]["reason"]
@@ -114,7 +124,7 @@ def test_a_level_shift_triggers_exactly_one_retrain_and_the_unchanged_series_non
 
     # MLflow: one monitoring run, a step per evaluation, the trigger on it
     rid = tracking.monitoring_run("rides")
-    assert len(tracking.metric_history(rid, "mase_ratio")) == 6            # the first evaluation scored nothing
+    assert len(tracking.metric_history(rid, "mase_ratio")) == 6  # the first evaluation scored nothing
     assert [s for s, _ in tracking.metric_history(rid, "retrain_triggered")] == [fired[0] + 2]
     tags = tracking.run_tags(rid)
     assert tags["trigger.flow_run_id"] == str(run.id) and tags["trigger.reason"].startswith("accuracy")
@@ -139,8 +149,14 @@ def test_a_scheduled_run_without_a_source_rereads_the_file_the_dataset_came_from
     df, n0 = _rides(project)
     _write(project, df, n0)
     s = _settings()
-    ingest_file(settings=s, name="rides", path=str(project / "rides.csv"), time_col="timestamp",
-                targets=["ridership"], features=[])
+    ingest_file(
+        settings=s,
+        name="rides",
+        path=str(project / "rides.csv"),
+        time_col="timestamp",
+        targets=["ridership"],
+        features=[],
+    )
     _write(project, df, n0 + HORIZON)
     ws = data_flow("rides", s)
     assert ws.meta.rows == n0 + HORIZON
@@ -151,15 +167,22 @@ def _series_csv(path, n=2000):
     rng = np.random.default_rng(0)
     t = np.arange(n)
     y = 50 + 10 * np.sin(2 * np.pi * t / 24) + np.cumsum(rng.standard_normal(n)) + 0.2 * rng.standard_normal(n)
-    pd.DataFrame({"time": pd.date_range("2024-01-01", periods=n, freq="h").strftime("%Y-%m-%d %H:%M"), "load": y,
-                  "temp": 15 + 5 * np.sin(2 * np.pi * t / 24 + 1)}).to_csv(path, index=False)
+    pd.DataFrame(
+        {
+            "time": pd.date_range("2024-01-01", periods=n, freq="h").strftime("%Y-%m-%d %H:%M"),
+            "load": y,
+            "temp": 15 + 5 * np.sin(2 * np.pi * t / 24 + 1),
+        }
+    ).to_csv(path, index=False)
 
 
 def _flow_runs(api: str, deployment: str, state: str) -> list[dict]:
     import urllib.request
+
     body = {"deployments": {"name": {"any_": [deployment]}}, "flow_runs": {"state": {"type": {"any_": [state]}}}}
-    req = urllib.request.Request(f"{api}/flow_runs/filter", data=json.dumps(body).encode(),
-                                 headers={"content-type": "application/json"})
+    req = urllib.request.Request(
+        f"{api}/flow_runs/filter", data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read())
 
@@ -183,19 +206,52 @@ def test_the_stack_starts_as_users_start_it_runs_the_schedule_through_the_worker
     p["train"]["cells"] = ["rnn"]
     tiny_params.write_text(yaml.safe_dump(p, sort_keys=False))
     _series_csv(project / "load.csv")
-    ingest_file(settings=_settings_of("load"), name="load", path=str(project / "load.csv"), time_col="time",
-                targets=["load"], features=["temp"])
+    ingest_file(
+        settings=_settings_of("load"),
+        name="load",
+        path=str(project / "load.csv"),
+        time_col="time",
+        targets=["load"],
+        features=["temp"],
+    )
     ports = {k: free_port() for k in ("prefect", "mlflow", "serve")}
-    env = {**os.environ, "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5", "PREFECT_WORKER_QUERY_SECONDS": "2",
-           "PREFECT_UI_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "INFO"}
+    env = {
+        **os.environ,
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+    }
     stack = [sys.executable, str(root / "infra" / "stack.py")]
-    ports_args = ["--prefect-port", str(ports["prefect"]), "--mlflow-port", str(ports["mlflow"]),
-                  "--serve-port", str(ports["serve"])]
+    ports_args = [
+        "--prefect-port",
+        str(ports["prefect"]),
+        "--mlflow-port",
+        str(ports["mlflow"]),
+        "--serve-port",
+        str(ports["serve"]),
+    ]
     api = f"http://127.0.0.1:{ports['prefect']}/api"
     try:
-        up = subprocess.run(stack + ["start", "load", *ports_args, "--pool", "stack-pool", "--forecast-every", "10",
-                                     "--train-timeout", "300"], cwd=project, env=env, capture_output=True, text=True,
-                            timeout=600)
+        up = subprocess.run(
+            stack
+            + [
+                "start",
+                "load",
+                *ports_args,
+                "--pool",
+                "stack-pool",
+                "--forecast-every",
+                "10",
+                "--train-timeout",
+                "300",
+            ],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert up.returncode == 0, up.stdout + up.stderr
         assert "training through the worker" in up.stdout and "forecast schedule of forecast-load resumed" in up.stdout
         first = _flow_runs(api, "train-load", "COMPLETED")
@@ -209,15 +265,16 @@ def test_the_stack_starts_as_users_start_it_runs_the_schedule_through_the_worker
             time.sleep(2)
         assert done, "no scheduled forecast completed through the worker"
         assert done[0]["auto_scheduled"] and done[0]["parameters"]["refresh"] is True
-        assert not _flow_runs(api, "forecast-load", "FAILED")        # none fired before the champion existed
+        assert not _flow_runs(api, "forecast-load", "FAILED")  # none fired before the champion existed
         assert list((project / "forecasts/load").glob("*.parquet"))
         assert json.loads((project / "reports/load/monitoring/state.json").read_text())["last"]["version"] == 1
         assert subprocess.run(stack + ["status"], cwd=project, capture_output=True).returncode == 0
         pids = [int(f.read_text()) for f in (project / ".stack/pids").glob("*.pid")]
         assert len(pids) == 4
     finally:
-        down = subprocess.run(stack + ["stop", "--grace", "30"], cwd=project, env=env, capture_output=True, text=True,
-                              timeout=300)
+        down = subprocess.run(
+            stack + ["stop", "--grace", "30"], cwd=project, env=env, capture_output=True, text=True, timeout=300
+        )
     assert down.returncode == 0 and down.stdout.count("stopped") == 4, down.stdout
     time.sleep(0.5)
     for pid in pids:
@@ -227,6 +284,7 @@ def test_the_stack_starts_as_users_start_it_runs_the_schedule_through_the_worker
 
 def _settings_of(name):
     from cellcast.pipeline.config import load_params
+
     return load_params().for_dataset(name)
 
 
@@ -235,10 +293,12 @@ def _make_dry_run(*args):
     MAKEFLAGS/MAKELEVEL make the child print "Entering directory" lines: drop them."""
     import os
     import subprocess
+
     root = __import__("pathlib").Path(__file__).resolve().parents[1]
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
-    done = subprocess.run(["make", "--no-print-directory", "-n", *args], cwd=root, env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["make", "--no-print-directory", "-n", *args], cwd=root, env=env, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     return [line for line in done.stdout.splitlines() if line.strip() and not line.startswith("make")]
 

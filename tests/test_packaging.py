@@ -1,4 +1,5 @@
 """pyproject.toml as the build backend reads it: no deprecation banner on every install."""
+
 import re
 import tomllib
 from pathlib import Path

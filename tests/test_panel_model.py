@@ -1,6 +1,7 @@
 """Panels through the model: windows across series (one array, per-series offsets, splits and scales; cold start
 kept apart), the sampler, one global model trained on all series, evaluation per series, the panel forecast and the
 service's many-series requests, through the real flow (Prefect, MLflow, GX, DVC)."""
+
 from __future__ import annotations
 
 import json
@@ -8,20 +9,20 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from test_panels import ingest_panel, mixed_panel, write_csv
 
 from cellcast.pipeline.data.validation import validate_dataset
 from cellcast.pipeline.data.window import COLD, PanelWindowSet, load_windows, window_dataset
 from cellcast.pipeline.errors import DataValidationError
 from cellcast.pipeline.modeling.evaluate import seasonal_naive
 
-from test_panels import ingest_panel, mixed_panel, write_csv
-
 SMALL = {"window": {"lookback": 24, "horizon": 6}}
 
 
 def windowed_mixed(project, settings_for, **window):
-    s = settings_for("city", ingest={"bad_series": "drop", "partition_rows": 500},
-                     window={"lookback": 24, "horizon": 6, **window})
+    s = settings_for(
+        "city", ingest={"bad_series": "drop", "partition_rows": 500}, window={"lookback": 24, "horizon": 6, **window}
+    )
     ingest_panel(write_csv(mixed_panel(), project / "city.csv"), s, freq="h")
     validate_dataset("city", s)
     return window_dataset("city", s), s
@@ -42,8 +43,12 @@ def mixed(tmp_path_factory):
         mp.chdir(work)
         mp.delenv("CELLCAST_PARAMS", raising=False)
         s = load_params(work / "params.yaml").for_dataset("city")
-        s = s.model_copy(update={"ingest": s.ingest.model_copy(update={"bad_series": "drop", "partition_rows": 500}),
-                                 "window": s.window.model_copy(update={"lookback": 24, "horizon": 6})})
+        s = s.model_copy(
+            update={
+                "ingest": s.ingest.model_copy(update={"bad_series": "drop", "partition_rows": 500}),
+                "window": s.window.model_copy(update={"lookback": 24, "horizon": 6}),
+            }
+        )
         ingest_panel(write_csv(mixed_panel(), work / "city.csv"), s, freq="h")
         validate_dataset("city", s)
         return window_dataset("city", s), s
@@ -71,7 +76,7 @@ def test_panel_windows_stay_inside_their_series_with_own_splits_scales_and_cold_
         st = ws.starts[split]
         floor = ws.series_floor(st)
         end = floor + ws.lengths[ws.series_index(st)]
-        assert ((st >= floor) & (st + span <= end)).all(), split      # never across a series boundary
+        assert ((st >= floor) & (st + span <= end)).all(), split  # never across a series boundary
     # each series' own chronological split: A's 400 rows -> train ends at row 280, its test targets from row 340
     a = {k: v for k, v in ((k, ws.series_starts(k).get("A")) for k in ("train", "val", "test"))}
     assert a["train"].max() + span <= 280 and a["val"].min() + 24 >= 280 and a["test"].min() + 24 >= 340
@@ -81,7 +86,7 @@ def test_panel_windows_stay_inside_their_series_with_own_splits_scales_and_cold_
     # absolute one-step difference of 1 (the MASE denominator)
     for i, sid in enumerate(ws.series_ids):
         o, e = ws.offsets[i], ws.train_end[i]
-        y = ws.values[o:o + e, 0].astype(np.float64)
+        y = ws.values[o : o + e, 0].astype(np.float64)
         assert abs(y.mean()) < 1e-4 and abs(np.abs(np.diff(y)).mean() - 1) < 1e-4, sid
     raw = mixed_panel()
     b = raw[raw.sensor == "B"].sort_values("ts")["flow"].to_numpy()
@@ -95,8 +100,8 @@ def test_panel_windows_stay_inside_their_series_with_own_splits_scales_and_cold_
 
 def test_seasonal_naive_never_reads_the_series_before(mixed):
     ws, _ = mixed
-    first_b = ws.series_starts("train")["B"][:1]                  # B's first window: 24 rows of history
-    assert np.isnan(seasonal_naive(ws, first_b, 48)).all()        # two days back lies in A: no forecast
+    first_b = ws.series_starts("train")["B"][:1]  # B's first window: 24 rows of history
+    assert np.isnan(seasonal_naive(ws, first_b, 48)).all()  # two days back lies in A: no forecast
     assert np.isfinite(seasonal_naive(ws, first_b, 24)).all()
 
 
@@ -109,10 +114,10 @@ def test_the_sampler_draws_across_series_uniformly_or_each_series_alike(mixed):
         ws = weighted(mixed[0], weighting)
         train = torch.from_numpy(ws.starts["train"])
         got = panel_sampler(ws, train, "cpu")(20000, torch.Generator().manual_seed(0)).numpy()
-        assert np.isin(got, ws.starts["train"]).all()                 # training windows only
+        assert np.isin(got, ws.starts["train"]).all()  # training windows only
         share = np.bincount(ws.series_index(got), minlength=3) / len(got)
         counts = np.bincount(ws.series_index(ws.starts["train"]), minlength=3)
-        want = want or (counts / counts.sum())[:2]                     # uniform: A has more windows, weighs more
+        want = want or (counts / counts.sum())[:2]  # uniform: A has more windows, weighs more
         assert np.allclose(share[:2], want, atol=0.02) and share[2] == 0, (weighting, share)
 
 
@@ -123,7 +128,7 @@ def test_the_most_recent_calibration_windows_of_a_panel_are_taken_across_its_ser
     s = s.model_copy(update={"evaluate": s.evaluate.model_copy(update={"calibration_windows": 40})})
     got = calibration_starts(ws, s)
     when = ws.timestamps[ws.starts["val"] + 24]
-    assert len(got) == 40 and set(ws.series_index(got)) == {0, 1}        # not only the last series' windows
+    assert len(got) == 40 and set(ws.series_index(got)) == {0, 1}  # not only the last series' windows
     assert ws.timestamps[got + 24].min() >= np.sort(when)[-40]
 
 
@@ -134,22 +139,28 @@ def test_local_models_train_one_per_series_over_a_local_dask_cluster(mixed):
     from cellcast.pipeline.modeling.local import local_comparison, series_set
 
     ws, s = mixed
-    one = series_set(ws, 1)                                     # B alone: views of the panel's arrays
+    one = series_set(ws, 1)  # B alone: views of the panel's arrays
     assert one.series_ids == ["B"] and np.shares_memory(one.values, ws.values)
     assert np.array_equal(one.batch(one.starts["test"])[1], ws.batch(ws.series_starts("test")["B"])[1])
-    s = s.model_copy(update={"train": s.train.model_copy(update={"cells": ["gru"], "epochs": 2, "hidden_size": 8,
-                                                                 "rnn_steps": 12, "max_train_windows": 256})})
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    s = s.model_copy(
+        update={
+            "train": s.train.model_copy(
+                update={"cells": ["gru"], "epochs": 2, "hidden_size": 8, "rnn_steps": 12, "max_train_windows": 256}
+            )
+        }
+    )
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         fanned = local_comparison(ws, s, 24, mapper=client_mapper(client))
     here = local_comparison(ws, s, 24)
     c = fanned["gru-h8-l1"]
-    assert c["models"] == 2 and not c["failed"]                  # A and B; D is cold start: no model of its own
+    assert c["models"] == 2 and not c["failed"]  # A and B; D is cold start: no model of its own
     assert [r["series_id"] for r in c["series"]] == ["A", "B"]
     assert c["aggregate"]["series"] == 2 and c["aggregate"]["cold_start_series"] == 0
     # the same models wherever they train (seeded, one thread each)
-    assert [r["mase"] for r in c["series"]] == pytest.approx([r["mase"] for r in here["gru-h8-l1"]["series"]],
-                                                             rel=1e-4)
+    assert [r["mase"] for r in c["series"]] == pytest.approx([r["mase"] for r in here["gru-h8-l1"]["series"]], rel=1e-4)
 
 
 def test_the_epochs_validation_loss_reads_at_most_max_val_windows_evenly_spread(mixed):
@@ -158,14 +169,28 @@ def test_the_epochs_validation_loss_reads_at_most_max_val_windows_evenly_spread(
     from cellcast.pipeline.modeling.train import Candidate, _val_loss, train_candidate
 
     ws, s = mixed
-    s = s.model_copy(update={"train": s.train.model_copy(update={
-        "cells": ["gru"], "epochs": 1, "hidden_size": 8, "rnn_steps": 12, "max_train_windows": 64, "max_val_windows": 9,
-        "residual": True, "anchor": "seasonal_naive"}), "evaluate": s.evaluate.model_copy(update={"quantiles": []})})
+    s = s.model_copy(
+        update={
+            "train": s.train.model_copy(
+                update={
+                    "cells": ["gru"],
+                    "epochs": 1,
+                    "hidden_size": 8,
+                    "rnn_steps": 12,
+                    "max_train_windows": 64,
+                    "max_val_windows": 9,
+                    "residual": True,
+                    "anchor": "seasonal_naive",
+                }
+            ),
+            "evaluate": s.evaluate.model_copy(update={"quantiles": []}),
+        }
+    )
     res = train_candidate(ws, Candidate("gru", 8, 1), s, 24, device="cpu")
     val = ws.starts["val"]
     spread = val[np.linspace(0, len(val) - 1, 9).round().astype(int)]
-    assert set(ws.series_index(spread)) == {0, 1}                     # both series' validation windows
-    untrained = res.model.__class__(res.model.spec)                   # head at zero: the anchor's forecast
+    assert set(ws.series_index(spread)) == {0, 1}  # both series' validation windows
+    untrained = res.model.__class__(res.model.spec)  # head at zero: the anchor's forecast
     tw = ws.to_torch("cpu")
     scale = untrained.target_scale()
     want = _val_loss(untrained, tw, torch.from_numpy(spread), scale, False, 1024)
@@ -174,23 +199,27 @@ def test_the_epochs_validation_loss_reads_at_most_max_val_windows_evenly_spread(
 
 
 def test_the_batch_forecast_names_the_series_it_cannot_forecast_and_scales_each_series(mixed, tmp_path):
+    import torch
+
     from cellcast.pipeline.engine.inference import OnnxForecaster
     from cellcast.pipeline.engine.onnx_export import export_onnx
     from cellcast.pipeline.modeling.model import Forecaster
     from cellcast.pipeline.modeling.train import Candidate, model_spec
     from cellcast.pipeline.registry.lifecycle import model_metadata
     from cellcast.pipeline.serving.forecast import forecast_panel_frame
-    import torch
 
     ws, s = mixed
     model = Forecaster(model_spec(ws, Candidate("gru", 8, 1), s, 24), generator=torch.Generator().manual_seed(0))
-    path = export_onnx(model.eval(), tmp_path / "m.onnx", model_metadata(ws, s, "gru"),
-                       example=ws.inputs(ws.starts["test"][:2])[0])
+    path = export_onnx(
+        model.eval(), tmp_path / "m.onnx", model_metadata(ws, s, "gru"), example=ws.inputs(ws.starts["test"][:2])[0]
+    )
     eng = OnnxForecaster.from_path(path, device="cpu")
     rows = mixed_panel().rename(columns={"sensor": "series_id", "ts": "timestamp"})
     rows = rows[rows.series_id.isin(["A", "B", "D", "C"])].sort_values(["series_id", "timestamp"])
-    rows.loc[rows.series_id == "B", "flow"] = rows.loc[rows.series_id == "B", "flow"].to_numpy() * np.r_[
-        np.ones((rows.series_id == "B").sum() - 3), [np.nan, 1, 1]]      # a gap in B's last lookback
+    rows.loc[rows.series_id == "B", "flow"] = (
+        rows.loc[rows.series_id == "B", "flow"].to_numpy()
+        * np.r_[np.ones((rows.series_id == "B").sum() - 3), [np.nan, 1, 1]]
+    )  # a gap in B's last lookback
     out, _, skipped = forecast_panel_frame(eng, rows)
     assert sorted(out["series_id"].unique()) == ["A", "D"] and len(out) == 2 * 6
     assert set(skipped) == {"B", "C"} and "hold a break" in skipped["B"] and "not in the model" in skipped["C"]
@@ -213,6 +242,7 @@ def test_a_panel_of_cold_start_series_only_is_refused(project, settings_for):
 
 # --- through the real flow ------------------------------------------------------------------------
 
+
 def panel_params(project, name: str, **sections):
     """The project's params.yaml (already tiny) with a `datasets: NAME:` entry."""
     import yaml
@@ -221,12 +251,14 @@ def panel_params(project, name: str, **sections):
     p.setdefault("datasets", {})[name] = sections
     (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     from cellcast.pipeline.config import load_params
+
     return load_params(project / "params.yaml").for_dataset(name)
 
 
 @pytest.mark.integration
-def test_one_global_model_is_trained_on_every_series_scored_per_series_and_registered(prefect_api, project,
-                                                                                       tiny_params):
+def test_one_global_model_is_trained_on_every_series_scored_per_series_and_registered(
+    prefect_api, project, tiny_params
+):
     import json
 
     from mlflow import MlflowClient
@@ -234,13 +266,28 @@ def test_one_global_model_is_trained_on_every_series_scored_per_series_and_regis
     from cellcast.flows.training import run_training
     from cellcast.pipeline.registry import tracking
 
-    s = panel_params(project, "city", ingest={"bad_series": "drop", "partition_rows": 500},
-                     window={"lookback": 24, "horizon": 6}, calendar={"parts": ["tod"]},
-                     train={"cells": ["gru"], "anchor": "linear", "strategy": "local"})
+    s = panel_params(
+        project,
+        "city",
+        ingest={"bad_series": "drop", "partition_rows": 500},
+        window={"lookback": 24, "horizon": 6},
+        calendar={"parts": ["tod"]},
+        train={"cells": ["gru"], "anchor": "linear", "strategy": "local"},
+    )
     src = write_csv(mixed_panel(), project / "city.csv")
     before = src.read_bytes()
-    out = run_training("city", s, source={"path": str(src), "time_col": "ts", "targets": ["flow"],
-                                          "features": ["temp"], "id_cols": ["sensor"], "freq": "h"})
+    out = run_training(
+        "city",
+        s,
+        source={
+            "path": str(src),
+            "time_col": "ts",
+            "targets": ["flow"],
+            "features": ["temp"],
+            "id_cols": ["sensor"],
+            "freq": "h",
+        },
+    )
     assert src.read_bytes() == before
     assert out.version == 1, out.decision
     best = out.candidates[0]
@@ -271,6 +318,7 @@ def test_one_global_model_is_trained_on_every_series_scored_per_series_and_regis
     # one registered model for the panel; its graph carries each series' scale
     path, _ = tracking.download_model("city-forecaster", 1)
     from cellcast.pipeline.engine.inference import OnnxForecaster
+
     meta = OnnxForecaster.from_path(path, device="cpu").metadata
     assert set(meta["panel"]["series"]) == {"A", "B", "D"} and meta["panel"]["id_cols"] == ["sensor"]
     assert meta["panel"]["series"]["D"]["status"] == "cold_start"
@@ -279,6 +327,7 @@ def test_one_global_model_is_trained_on_every_series_scored_per_series_and_regis
     from typer.testing import CliRunner
 
     from cellcast.cli import app
+
     r = CliRunner().invoke(app, ["forecast", "city"])
     assert r.exit_code == 0, r.output
     assert "3 series (1 cold start) x 6 steps" in r.output
@@ -289,7 +338,7 @@ def test_one_global_model_is_trained_on_every_series_scored_per_series_and_regis
     frame = pd.read_parquet(project / "data/city/validated.parquet")
     last = frame.groupby("series_id")["timestamp"].max()
     assert (fc.groupby("series_id")["timestamp"].min() == last + pd.Timedelta(hours=1)).all()
-    assert fc["flow"].between(7, 13).all()          # each series in its own units (10 + a daily sine)
+    assert fc["flow"].between(7, 13).all()  # each series in its own units (10 + a daily sine)
 
     # the service: one series or many per request, each with its id; the same numbers as the batch forecast
     import httpx
@@ -300,8 +349,12 @@ def test_one_global_model_is_trained_on_every_series_scored_per_series_and_regis
 
     def instance(sid, **extra):
         rows = frame[frame.series_id == sid].iloc[-24:]
-        return {"id": sid, "values": {v: rows[v].tolist() for v in ("flow", "temp")},
-                "timestamps": [t.isoformat() for t in rows["timestamp"]], **extra}
+        return {
+            "id": sid,
+            "values": {v: rows[v].tolist() for v in ("flow", "temp")},
+            "timestamps": [t.isoformat() for t in rows["timestamp"]],
+            **extra,
+        }
 
     svc = create_app(s, source=Source(path, "1"), device="cpu", poll_seconds=60)
     with ServerThread(svc) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
@@ -325,8 +378,9 @@ def test_one_global_model_is_trained_on_every_series_scored_per_series_and_regis
 
 
 @pytest.mark.integration
-def test_a_real_panel_read_at_irregular_times_is_resampled_trained_and_forecast_through_the_cli(prefect_api, project,
-                                                                                              tiny_params):
+def test_a_real_panel_read_at_irregular_times_is_resampled_trained_and_forecast_through_the_cli(
+    prefect_api, project, tiny_params
+):
     """Three airports' hourly weather (bundled, real: missing hours, 5 in a row at every airport), each reading
     written at an irregular minute and one airport's split into two readings an hour: `--freq h --agg mean` puts
     them back on the grid, then `cellcast train` and `cellcast forecast` as a user runs them."""
@@ -335,14 +389,25 @@ def test_a_real_panel_read_at_irregular_times_is_resampled_trained_and_forecast_
     from cellcast.cli import app
     from cellcast.pipeline.data.datasets import load_bundled
 
-    panel_params(project, "nyc", ingest={"long_gaps": "segment"}, window={"lookback": 24, "horizon": 6},
-                 calendar={"parts": ["tod"]}, train={"cells": ["gru"]})
+    panel_params(
+        project,
+        "nyc",
+        ingest={"long_gaps": "segment"},
+        window={"lookback": 24, "horizon": 6},
+        calendar={"parts": ["tod"]},
+        train={"cells": ["gru"]},
+    )
     w = load_bundled("weather")
-    w = w[(w["timestamp"] >= "2013-10-14") & (w["timestamp"] < "2013-11-05")]   # ends a day after its last break
+    w = w[(w["timestamp"] >= "2013-10-14") & (w["timestamp"] < "2013-11-05")]  # ends a day after its last break
     rng = np.random.default_rng(0)
-    df = pd.DataFrame({"airport": w["origin"].to_numpy(), "temp": w["temp"].to_numpy(),
-                       "humid": w["humid"].to_numpy(),
-                       "time": (w["timestamp"] + pd.to_timedelta(rng.integers(0, 50, len(w)), unit="min")).to_numpy()})
+    df = pd.DataFrame(
+        {
+            "airport": w["origin"].to_numpy(),
+            "temp": w["temp"].to_numpy(),
+            "humid": w["humid"].to_numpy(),
+            "time": (w["timestamp"] + pd.to_timedelta(rng.integers(0, 50, len(w)), unit="min")).to_numpy(),
+        }
+    )
     # LGA reports twice an hour, half a degree either side of the hour's value: the mean is that value
     lga = df[df.airport == "LGA"]
     early, late = lga.copy(), lga.copy()
@@ -354,8 +419,28 @@ def test_a_real_panel_read_at_irregular_times_is_resampled_trained_and_forecast_
     df["time"] = df["time"].dt.strftime("%Y-%m-%d %H:%M")
     write_csv(df, project / "weather.csv")
     run = CliRunner().invoke
-    r = run(app, ["ingest", "--csv", "weather.csv", "--time-col", "time", "--id-col", "airport", "--target", "temp",
-                  "--features", "humid", "--name", "nyc", "--freq", "h", "--agg", "mean"])
+    r = run(
+        app,
+        [
+            "ingest",
+            "--csv",
+            "weather.csv",
+            "--time-col",
+            "time",
+            "--id-col",
+            "airport",
+            "--target",
+            "temp",
+            "--features",
+            "humid",
+            "--name",
+            "nyc",
+            "--freq",
+            "h",
+            "--agg",
+            "mean",
+        ],
+    )
     assert r.exit_code == 0, r.output
     r = run(app, ["train", "nyc"])
     assert r.exit_code == 0, r.output
@@ -369,13 +454,15 @@ def test_a_real_panel_read_at_irregular_times_is_resampled_trained_and_forecast_
     truth = w[w.origin == "LGA"].set_index("timestamp")["temp"]
     both = got.index.intersection(truth.index)
     assert len(both) > 450 and np.allclose(got[both], truth[both])
-    r = run(app, ["forecast", "nyc", "--alias", "1"])    # registered; champion or not, the tiny model forecasts
+    r = run(app, ["forecast", "nyc", "--alias", "1"])  # registered; champion or not, the tiny model forecasts
     assert r.exit_code == 0, r.output
     fc = pd.read_parquet(next((project / "forecasts/nyc").glob("*.parquet")))
     assert sorted(fc["airport"].unique()) == ["EWR", "JFK", "LGA"] and len(fc) == 3 * 6
     assert (fc["timestamp"].dt.minute == 0).all() and fc["temp"].between(20, 90).all()
-    assert (fc.groupby("airport")["timestamp"].min() == frame.groupby("series_id")["timestamp"].max()
-            + pd.Timedelta(hours=1)).all()
+    assert (
+        fc.groupby("airport")["timestamp"].min()
+        == frame.groupby("series_id")["timestamp"].max() + pd.Timedelta(hours=1)
+    ).all()
 
 
 def test_a_panel_is_refused_by_the_backtest_and_gets_no_classical_references(mixed):

@@ -1,6 +1,7 @@
 """Panels (many series in long format): ingest with id columns and aggregation onto a grid, validation per series
 with the real Great Expectations suite, the bad-series policy, cold start, off-hours breaks, partitions read
 back with pyarrow datasets, and validation fanned out over a local Dask cluster."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,14 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cellcast.pipeline.catalog import (panel_partitions, read_panel, read_partition, read_raw, read_validated,
-                                       read_validated_panel)
+from cellcast.pipeline.catalog import (
+    panel_partitions,
+    read_panel,
+    read_partition,
+    read_raw,
+    read_validated,
+    read_validated_panel,
+)
 from cellcast.pipeline.data.datasets import load_bundled
 from cellcast.pipeline.data.ingest import ingest_file, source_of
 from cellcast.pipeline.data.panel_validation import client_mapper
@@ -28,8 +35,14 @@ SMALL = {"window": {"lookback": 24, "horizon": 6}}
 def series(sid: str, n: int, start: str = "2024-01-01", seed: int = 0, freq: str = "h") -> pd.DataFrame:
     t = np.arange(n)
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({"sensor": sid, "ts": pd.date_range(start, periods=n, freq=freq),
-                         "flow": 10 + np.sin(2 * np.pi * t / 24) + rng.normal(0, 0.1, n), "temp": t / n})
+    return pd.DataFrame(
+        {
+            "sensor": sid,
+            "ts": pd.date_range(start, periods=n, freq=freq),
+            "flow": 10 + np.sin(2 * np.pi * t / 24) + rng.normal(0, 0.1, n),
+            "temp": t / n,
+        }
+    )
 
 
 def mixed_panel() -> pd.DataFrame:
@@ -39,8 +52,14 @@ def mixed_panel() -> pd.DataFrame:
     c.loc[50, "flow"] = np.inf
     g = series("G", 300, seed=5)
     g = g.drop(index=range(100, 110))
-    parts = [series("A", 400, seed=0), series("B", 300, "2024-01-03 05:00", seed=1), c, series("D", 60, seed=3),
-             series("E", 20, seed=4), g]
+    parts = [
+        series("A", 400, seed=0),
+        series("B", 300, "2024-01-03 05:00", seed=1),
+        c,
+        series("D", 60, seed=3),
+        series("E", 20, seed=4),
+        g,
+    ]
     # rows of the series interleaved and out of order, as a logger might write them
     return pd.concat(parts, ignore_index=True).sample(frac=1, random_state=0).reset_index(drop=True)
 
@@ -51,8 +70,9 @@ def write_csv(df: pd.DataFrame, path: Path) -> Path:
 
 
 def ingest_panel(path: Path, settings, name: str = "city", **kw):
-    return ingest_file(path, name=name, time_col="ts", targets=["flow"], features=["temp"], id_cols=["sensor"],
-                       settings=settings, **kw)
+    return ingest_file(
+        path, name=name, time_col="ts", targets=["flow"], features=["temp"], id_cols=["sensor"], settings=settings, **kw
+    )
 
 
 def test_a_panel_is_ingested_sorted_whole_series_per_row_group_and_read_back_by_series(project, settings_for):
@@ -70,19 +90,24 @@ def test_a_panel_is_ingested_sorted_whole_series_per_row_group_and_read_back_by_
     groups = panel_partitions(raw)
     assert groups == meta["panel"]["row_groups"] == pq.ParquetFile(raw).metadata.num_row_groups >= 3
     seen = [set(read_partition(raw, [i])["series_id"]) for i in range(groups)]
-    assert sum(len(x) for x in seen) == 6 and set().union(*seen) == set("ABCDEG")   # no series split across groups
+    assert sum(len(x) for x in seen) == 6 and set().union(*seen) == set("ABCDEG")  # no series split across groups
     assert all(len(read_partition(raw, [i])) <= 500 or len(seen[i]) == 1 for i in range(groups))
     b = read_panel(raw, ["B"])
     assert set(b["series_id"]) == {"B"} and len(b) == 300 and b["timestamp"].is_monotonic_increasing
     # reading one series reads one row group: the filter is answered from the row groups' statistics
     import pyarrow.dataset as ds
+
     fragment = next(iter(ds.dataset(raw, format="parquet").get_fragments()))
     assert len(fragment.split_by_row_group(ds.field("series_id").isin(["B"]))) == 1
     # series start and end at different times; each is described on its own
     per = meta["panel"]["series"]
     assert per["B"]["start"] == "2024-01-03 05:00:00" and per["A"]["start"] == "2024-01-01 00:00:00"
-    assert per["B"]["rows"] == 300 and per["G"]["gaps"] == {"count": 1, "missing_steps": 10, "longest_steps": 10,
-                                                            "off_grid": 0}
+    assert per["B"]["rows"] == 300 and per["G"]["gaps"] == {
+        "count": 1,
+        "missing_steps": 10,
+        "longest_steps": 10,
+        "off_grid": 0,
+    }
     assert meta["rows"] == len(df) == res.meta.rows and meta["panel"]["id_cols"] == ["sensor"]
     assert source_of("city", s)["id_cols"] == ["sensor"]
 
@@ -95,12 +120,20 @@ def test_a_parquet_dataset_partitioned_by_series_is_ingested_through_pyarrow(pro
     root = project / "by_sensor"
     pq.write_to_dataset(pa.Table.from_pandas(df, preserve_index=False), root, partition_cols=["sensor"])
     assert sorted(p.name for p in root.iterdir()) == ["sensor=A", "sensor=B"]
-    res = ingest_file(root, name="hive", time_col="ts", targets=["flow"], features=["temp"], id_cols=["sensor"],
-                      fmt="parquet", settings=s)
+    res = ingest_file(
+        root,
+        name="hive",
+        time_col="ts",
+        targets=["flow"],
+        features=["temp"],
+        id_cols=["sensor"],
+        fmt="parquet",
+        settings=s,
+    )
     out, meta = read_raw("hive", s)
     assert sorted(meta["panel"]["series"]) == ["A", "B"] and len(out) == 90 and meta["format"] == "parquet"
     assert meta["input_sha256"] == res.meta.input_sha256 and len(meta["input_sha256"]) == 64
-    with pytest.raises(IngestError) as ei:      # a folder is a dataset only for a panel read as Parquet
+    with pytest.raises(IngestError) as ei:  # a folder is a dataset only for a panel read as Parquet
         ingest_file(root, name="hive", time_col="ts", targets=["flow"], settings=s)
     assert "is a directory" in str(ei.value) and "--parquet DIR with --id-col" in str(ei.value)
     with pytest.raises(IngestError) as ei:
@@ -120,16 +153,28 @@ def test_a_panel_frequency_is_inferred_from_each_series_not_their_union(project,
 def test_several_id_columns_make_one_key_and_a_collision_is_refused(project, settings_for):
     s = settings_for("grid")
     df = pd.concat([series("x", 50).assign(site="north"), series("y", 50).assign(site="south")])
-    ingest_file(write_csv(df, project / "grid.csv"), name="grid", time_col="ts", targets=["flow"], id_cols=["site", "sensor"],
-                settings=s)
+    ingest_file(
+        write_csv(df, project / "grid.csv"),
+        name="grid",
+        time_col="ts",
+        targets=["flow"],
+        id_cols=["site", "sensor"],
+        settings=s,
+    )
     out, meta = read_raw("grid", s)
     assert list(out.columns[:4]) == ["series_id", "site", "sensor", "timestamp"]
     assert sorted(meta["panel"]["series"]) == ["north/x", "south/y"]
     assert meta["panel"]["series"]["north/x"]["ids"] == {"site": "north", "sensor": "x"}
     clash = pd.concat([series("b/c", 10).assign(site="a"), series("c", 10).assign(site="a/b")])
     with pytest.raises(IngestError) as ei:
-        ingest_file(write_csv(clash, project / "clash.csv"), name="clash", time_col="ts", targets=["flow"],
-                    id_cols=["site", "sensor"], settings=s)
+        ingest_file(
+            write_csv(clash, project / "clash.csv"),
+            name="clash",
+            time_col="ts",
+            targets=["flow"],
+            id_cols=["site", "sensor"],
+            settings=s,
+        )
     assert "same series id 'a/b/c'" in str(ei.value) and "\n" not in str(ei.value)
 
 
@@ -155,8 +200,15 @@ def test_malformed_panel_files_get_one_line_naming_the_series(case, project, set
     src = write_csv(df, project / "bad.csv")
     before = src.read_bytes()
     with pytest.raises(IngestError) as ei:
-        ingest_file(src, name="bad", time_col="ts", targets=["flow"], features=["temp"],
-                    **({"id_cols": ["sensor"]} | kw), settings=s)
+        ingest_file(
+            src,
+            name="bad",
+            time_col="ts",
+            targets=["flow"],
+            features=["temp"],
+            **({"id_cols": ["sensor"]} | kw),
+            settings=s,
+        )
     msg = str(ei.value)
     assert "\n" not in msg and msg.startswith(str(src)) and all(w in msg for w in want), msg
     assert src.read_bytes() == before and not (project / "data/bad/raw.parquet").exists()
@@ -167,9 +219,12 @@ def test_malformed_panel_files_get_one_line_naming_the_series(case, project, set
 def test_id_columns_that_clash_with_other_options_are_refused(project, settings_for):
     s = settings_for("x")
     src = write_csv(series("A", 30), project / "x.csv")
-    for kw, want in (({"id_cols": ["ts"]}, "is the time column"), ({"id_cols": ["flow"]}, "also a target"),
-                     ({"id_cols": ["sensor"], "agg": "mean"}, "needs --freq"),
-                     ({"id_cols": ["sensor"], "agg": "median", "freq": "h"}, "must be one of mean, sum, last, max")):
+    for kw, want in (
+        ({"id_cols": ["ts"]}, "is the time column"),
+        ({"id_cols": ["flow"]}, "also a target"),
+        ({"id_cols": ["sensor"], "agg": "mean"}, "needs --freq"),
+        ({"id_cols": ["sensor"], "agg": "median", "freq": "h"}, "must be one of mean, sum, last, max"),
+    ):
         with pytest.raises(ConfigError) as ei:
             ingest_file(src, name="x", time_col="ts", targets=["flow"], settings=s, **kw)
         assert want in str(ei.value)
@@ -177,12 +232,23 @@ def test_id_columns_that_clash_with_other_options_are_refused(project, settings_
 
 def irregular() -> pd.DataFrame:
     """Readings at irregular times: P every 20 minutes (+ jitter), Q three readings in one hour then a silent hour."""
-    p = pd.DataFrame({"sensor": "P", "ts": pd.date_range("2024-01-01", periods=12, freq="20min")
-                      + pd.to_timedelta([0, 3, 7, 1, 0, 9, 2, 2, 2, 5, 0, 1], unit="min"),
-                      "flow": np.arange(12, dtype=float)})
-    q = pd.DataFrame({"sensor": "Q", "ts": pd.to_datetime(["2024-01-01 00:05", "2024-01-01 00:59", "2024-01-01 00:30",
-                                                           "2024-01-01 02:10", "2024-01-01 03:00"]),
-                      "flow": [1.0, 5.0, np.nan, 2.0, 7.0]})
+    p = pd.DataFrame(
+        {
+            "sensor": "P",
+            "ts": pd.date_range("2024-01-01", periods=12, freq="20min")
+            + pd.to_timedelta([0, 3, 7, 1, 0, 9, 2, 2, 2, 5, 0, 1], unit="min"),
+            "flow": np.arange(12, dtype=float),
+        }
+    )
+    q = pd.DataFrame(
+        {
+            "sensor": "Q",
+            "ts": pd.to_datetime(
+                ["2024-01-01 00:05", "2024-01-01 00:59", "2024-01-01 00:30", "2024-01-01 02:10", "2024-01-01 03:00"]
+            ),
+            "flow": [1.0, 5.0, np.nan, 2.0, 7.0],
+        }
+    )
     return pd.concat([p, q], ignore_index=True)
 
 
@@ -198,27 +264,50 @@ def test_irregular_readings_without_a_grid_are_refused_naming_a_series_and_the_w
 def test_an_id_column_named_series_id_is_the_key_itself(project, settings_for):
     s = settings_for("sid")
     df = pd.concat([series("A", 30), series("B", 30)]).rename(columns={"sensor": "series_id"})
-    ingest_file(write_csv(df, project / "sid.csv"), name="sid", time_col="ts", targets=["flow"], id_cols=["series_id"],
-                settings=s)
+    ingest_file(
+        write_csv(df, project / "sid.csv"),
+        name="sid",
+        time_col="ts",
+        targets=["flow"],
+        id_cols=["series_id"],
+        settings=s,
+    )
     out, meta = read_raw("sid", s)
-    assert list(out.columns) == ["series_id", "timestamp", "flow"] and meta["panel"]["series"]["A"]["ids"] == {"series_id": "A"}
+    assert list(out.columns) == ["series_id", "timestamp", "flow"] and meta["panel"]["series"]["A"]["ids"] == {
+        "series_id": "A"
+    }
     with pytest.raises(ConfigError):
-        ingest_file(project / "sid.csv", name="sid", time_col="ts", targets=["flow"], id_cols=["series_id", "ts2"], settings=s)
+        ingest_file(
+            project / "sid.csv", name="sid", time_col="ts", targets=["flow"], id_cols=["series_id", "ts2"], settings=s
+        )
 
 
 @pytest.mark.parametrize("agg", ["mean", "sum", "last", "max"])
 def test_irregular_readings_are_aggregated_onto_the_grid_per_series(agg, project, settings_for):
     s = settings_for("irr")
     raw_in = irregular()
-    ingest_file(write_csv(raw_in, project / "irr.csv"), name="irr", time_col="ts", targets=["flow"], id_cols=["sensor"],
-                freq="h", agg=agg, settings=s)
+    ingest_file(
+        write_csv(raw_in, project / "irr.csv"),
+        name="irr",
+        time_col="ts",
+        targets=["flow"],
+        id_cols=["sensor"],
+        freq="h",
+        agg=agg,
+        settings=s,
+    )
     out, meta = read_raw("irr", s)
     # the truth, computed independently: each reading in [hour, hour + 1h)
     raw_in = raw_in.sort_values(["sensor", "ts"], kind="stable")
     raw_in["hour"] = raw_in["ts"].dt.floor("h")
     want = raw_in.groupby(["sensor", "hour"])["flow"].agg(
-        {"mean": "mean", "max": "max", "sum": lambda v: v.sum(min_count=1),
-         "last": lambda v: v.dropna().iloc[-1] if v.notna().any() else np.nan}[agg])
+        {
+            "mean": "mean",
+            "max": "max",
+            "sum": lambda v: v.sum(min_count=1),
+            "last": lambda v: v.dropna().iloc[-1] if v.notna().any() else np.nan,
+        }[agg]
+    )
     got = out.set_index(["series_id", "timestamp"])["flow"]
     assert list(got.index) == list(want.index) and np.allclose(got.to_numpy(), want.to_numpy(), equal_nan=True)
     assert (out["timestamp"].dt.minute == 0).all()
@@ -232,8 +321,15 @@ def test_irregular_readings_are_aggregated_onto_the_grid_per_series(agg, project
 
 def test_one_series_can_be_aggregated_too_and_stays_one_series(project, settings_for):
     s = settings_for("one")
-    ingest_file(write_csv(irregular().query("sensor == 'P'").drop(columns="sensor"), project / "one.csv"), name="one",
-                time_col="ts", targets=["flow"], freq="h", agg="mean", settings=s)
+    ingest_file(
+        write_csv(irregular().query("sensor == 'P'").drop(columns="sensor"), project / "one.csv"),
+        name="one",
+        time_col="ts",
+        targets=["flow"],
+        freq="h",
+        agg="mean",
+        settings=s,
+    )
     out, meta = read_raw("one", s)
     assert list(out.columns) == ["timestamp", "flow"] and "panel" not in meta
     assert out["flow"].tolist() == [1.0, 4.0, 7.0, 10.0] and meta["resample"]["readings"] == 12
@@ -241,10 +337,20 @@ def test_one_series_can_be_aggregated_too_and_stays_one_series(project, settings
 
 def test_a_single_series_ingest_writes_what_it_always_did(project, settings_for):
     s = settings_for("solo")
-    ingest_file(write_csv(series("A", 100).drop(columns="sensor"), project / "solo.csv"), name="solo", time_col="ts",
-                targets=["flow"], features=["temp"], settings=s)
+    ingest_file(
+        write_csv(series("A", 100).drop(columns="sensor"), project / "solo.csv"),
+        name="solo",
+        time_col="ts",
+        targets=["flow"],
+        features=["temp"],
+        settings=s,
+    )
     meta = json.loads((project / "data/solo/raw.json").read_text())
-    assert "panel" not in meta and "resample" not in meta and list(read_raw("solo", s)[0].columns) == ["timestamp", "flow", "temp"]
+    assert (
+        "panel" not in meta
+        and "resample" not in meta
+        and list(read_raw("solo", s)[0].columns) == ["timestamp", "flow", "temp"]
+    )
 
 
 def _validate_mixed(project, settings_for, policy: str):
@@ -262,7 +368,10 @@ def test_bad_series_are_dropped_into_quarantine_short_ones_kept_as_cold_start(pr
     p = rep.panel
     assert (p["series_in"], p["kept"], p["dropped"], p["cold_start"]) == (6, 3, 3, 1)
     assert {k: (v["rule"], v["column"]) for k, v in p["dropped_series"].items()} == {
-        "C": ("finite", "flow"), "E": ("too_short", "timestamp"), "G": ("long_gap", "timestamp")}
+        "C": ("finite", "flow"),
+        "E": ("too_short", "timestamp"),
+        "G": ("long_gap", "timestamp"),
+    }
     assert p["dropped_series"]["C"]["count"] == 1 and p["dropped_series"]["C"]["examples"] == ["inf"]
     assert {k: v["status"] for k, v in p["series"].items()} == {"A": "ok", "B": "ok", "D": "cold_start"}
     assert "non-overlapping test window" in p["series"]["D"]["cold_start"]
@@ -271,8 +380,10 @@ def test_bad_series_are_dropped_into_quarantine_short_ones_kept_as_cold_start(pr
     assert sorted(frame["series_id"].unique()) == ["A", "B", "D"]
     assert list(frame.columns) == ["series_id", "sensor", "timestamp", "flow", "temp", "filled:flow", "filled:temp"]
     assert meta["panel"]["series"]["B"] == p["series"]["B"]
-    assert (meta["panel"]["series"]["B"]["start"], meta["panel"]["series"]["B"]["end"]) == \
-        ("2024-01-03 05:00:00", "2024-01-15 16:00:00")
+    assert (meta["panel"]["series"]["B"]["start"], meta["panel"]["series"]["B"]["end"]) == (
+        "2024-01-03 05:00:00",
+        "2024-01-15 16:00:00",
+    )
     assert meta["panel"]["id_cols"] == ["sensor"] and meta["rows"] == len(frame) == rep.rows_out
     assert set(meta["panel"]["dropped_series"]) == {"C", "E", "G"} and meta["panel"]["window"]["lookback"] == 24
     one, _ = read_validated_panel("city", s, series=["D"])
@@ -284,7 +395,7 @@ def test_bad_series_are_dropped_into_quarantine_short_ones_kept_as_cold_start(pr
     on_disk = json.loads((project / "reports/city/validation.json").read_text())
     assert on_disk["success"] and on_disk["panel"]["series_in"] == 6 and len(on_disk["panel"]["partitions"]) >= 3
     assert (project / "reports/city/data_docs/index.html").is_file()
-    with pytest.raises(ConfigError) as ei:     # a stage that reads one series is not handed a panel
+    with pytest.raises(ConfigError) as ei:  # a stage that reads one series is not handed a panel
         read_validated("city", s)
     assert "is a panel of 3 series" in str(ei.value)
 
@@ -297,7 +408,9 @@ def test_reject_fails_the_dataset_naming_the_series_and_the_rule(project, settin
     assert "\n" not in msg and msg.startswith(str(Path("data/city/raw.parquet")))
     assert "3 of 6 series broke a rule: series 'C': column 'flow': finite failed for 1 rows (inf)" in msg, msg
     assert "'E' (too_short)" in msg and "'G' (long_gap)" in msg and "ingest.bad_series: drop" in msg
-    assert not (project / "data/city/validated.parquet").exists() and not (project / "data/city/validated.json").exists()
+    assert (
+        not (project / "data/city/validated.parquet").exists() and not (project / "data/city/validated.json").exists()
+    )
     rep = json.loads((project / "reports/city/validation.json").read_text())
     assert rep["success"] is False and rep["error"] == msg and rep["panel"]["bad"] == 3
     assert {f["series"] for f in rep["failures"]} == {"C", "E", "G"}
@@ -308,7 +421,7 @@ def test_reject_fails_the_dataset_naming_the_series_and_the_rule(project, settin
 def test_duplicates_are_judged_per_series_by_the_gx_suite(project, settings_for):
     s = settings_for("dup", **SMALL)
     a, b = series("A", 200), series("B", 200)
-    b = pd.concat([b, b.iloc[[10, 11]]])               # two repeated timestamps in B only
+    b = pd.concat([b, b.iloc[[10, 11]]])  # two repeated timestamps in B only
     ingest_panel(write_csv(pd.concat([a, b]), project / "dup.csv"), s, name="dup")
     with pytest.raises(DataValidationError) as ei:
         validate_dataset("dup", s)
@@ -334,8 +447,10 @@ def test_a_series_that_reports_part_of_the_day_gets_breaks_not_interpolated_nigh
     ingest_panel(write_csv(pd.concat([business_hours(), full]), project / "shop.csv"), s, name="shop")
     rep = validate_dataset("shop", s)
     shop = rep.panel["series"]["shop"]
-    assert shop["status"] == "ok" and shop["schedule"] == ["08:00-18:00"] and "schedule" not in rep.panel["series"]["full"]
-    assert shop["breaks"] == shop["off_hours_breaks"] == 19 and shop["filled"] == 1 * 2   # noon, in both variables
+    assert (
+        shop["status"] == "ok" and shop["schedule"] == ["08:00-18:00"] and "schedule" not in rep.panel["series"]["full"]
+    )
+    assert shop["breaks"] == shop["off_hours_breaks"] == 19 and shop["filled"] == 1 * 2  # noon, in both variables
     frame, _ = read_validated_panel("shop", s, series=["shop"])
     night = ~frame["timestamp"].dt.hour.between(8, 17)
     assert frame.loc[night, ["flow", "temp"]].isna().all().all() and not frame.loc[night, "filled:flow"].any()
@@ -346,7 +461,7 @@ def test_a_series_that_reports_part_of_the_day_gets_breaks_not_interpolated_nigh
     vals = frame[["flow", "temp"]].to_numpy()
     valid = usable_windows(vals, frame[["filled:flow", "filled:temp"]].to_numpy(), 4, 2, [0])
     for st in np.flatnonzero(valid):
-        assert not np.isnan(vals[st:st + 6]).any()
+        assert not np.isnan(vals[st : st + 6]).any()
     assert valid.any()
 
 
@@ -355,14 +470,30 @@ def test_a_weather_subset_real_panel_ingests_and_validates(project, settings_for
     w = load_bundled("weather")
     w = w[(w["timestamp"] >= "2013-10-20") & (w["timestamp"] < "2013-11-10")]
     # as a user would have it: the UTC instant written with its zone, the airport as the id
-    df = pd.DataFrame({"airport": w["origin"], "time": w["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                       "temp": w["temp"], "humid": w["humid"], "wind_speed": w["wind_speed"]})
+    df = pd.DataFrame(
+        {
+            "airport": w["origin"],
+            "time": w["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "temp": w["temp"],
+            "humid": w["humid"],
+            "wind_speed": w["wind_speed"],
+        }
+    )
     src = write_csv(df.sample(frac=1, random_state=1), project / "weather.csv")
     s = settings_for("nyc", ingest={"long_gaps": "segment"}, **SMALL)
-    ingest_file(src, name="nyc", time_col="time", targets=["temp"], features=["humid", "wind_speed"], id_cols=["airport"],
-                settings=s)
+    ingest_file(
+        src,
+        name="nyc",
+        time_col="time",
+        targets=["temp"],
+        features=["humid", "wind_speed"],
+        id_cols=["airport"],
+        settings=s,
+    )
     raw, meta = read_raw("nyc", s)
-    assert meta["freq"] == "h" and meta["timezone"] == "UTC" and sorted(meta["panel"]["series"]) == ["EWR", "JFK", "LGA"]
+    assert (
+        meta["freq"] == "h" and meta["timezone"] == "UTC" and sorted(meta["panel"]["series"]) == ["EWR", "JFK", "LGA"]
+    )
     assert all(v["gaps"]["longest_steps"] == 5 for v in meta["panel"]["series"].values())
     rep = validate_dataset("nyc", s)
     p = rep.panel
@@ -384,9 +515,16 @@ def test_the_local_clock_of_the_weather_repeats_an_hour_and_the_suite_names_each
     local = w["timestamp"].dt.tz_localize("UTC").dt.tz_convert("America/New_York").dt.strftime("%Y-%m-%d %H:%M")
     df = pd.DataFrame({"origin": w["origin"], "local": local, "temp": w["temp"]})
     s = settings_for("nyc", **SMALL)
-    ingest_file(write_csv(df, project / "local.csv"), name="nyc", time_col="local", targets=["temp"], id_cols=["origin"],
-                freq="h", settings=s)
-    assert read_raw("nyc", s)[1]["duplicates"] == 3          # 01:00 on 2013-11-03, at each airport
+    ingest_file(
+        write_csv(df, project / "local.csv"),
+        name="nyc",
+        time_col="local",
+        targets=["temp"],
+        id_cols=["origin"],
+        freq="h",
+        settings=s,
+    )
+    assert read_raw("nyc", s)[1]["duplicates"] == 3  # 01:00 on 2013-11-03, at each airport
     with pytest.raises(DataValidationError) as ei:
         validate_dataset("nyc", s)
     assert "3 of 3 series broke a rule: series 'EWR': column 'timestamp': unique failed for 2 rows" in str(ei.value)
@@ -414,11 +552,15 @@ def test_validation_fans_out_over_a_local_dask_cluster(project, settings_for):
     s = _validate_mixed(project, settings_for, "drop")
     here = validate_dataset("city", s)
     frame_here = pd.read_parquet(project / "data/city/validated.parquet")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  silence_logs=50) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         rep = validate_dataset("city", s, mapper=client_mapper(client))
     parts = rep.panel["partitions"]
-    assert len(parts) >= 3 and len({p["worker"] for p in parts}) == 2      # two processes did the work
+    assert len(parts) >= 3 and len({p["worker"] for p in parts}) == 2  # two processes did the work
     assert {p["worker"].split(":")[1] for p in parts}.isdisjoint({str(__import__("os").getpid())})
     assert rep.panel["series"] == here.panel["series"] and rep.panel["dropped_series"] == here.panel["dropped_series"]
     assert pd.read_parquet(project / "data/city/validated.parquet").equals(frame_here)
@@ -439,17 +581,42 @@ def test_cli_ingests_a_panel_with_aggregation_and_validates_it_dropping_a_series
     df.loc[df["sensor"] == "C", "flow"] = np.where(np.arange(200) == 7, np.inf, df.loc[df["sensor"] == "C", "flow"])
     df["ts"] = df["ts"] + pd.to_timedelta(np.random.default_rng(0).integers(0, 50, len(df)), unit="min")
     write_csv(df, project / "s.csv")
-    r = runner.invoke(app, ["ingest", "--csv", "s.csv", "--time-col", "ts", "--id-col", "sensor", "--target", "flow",
-                            "--features", "temp", "--name", "city", "--freq", "h", "--agg", "mean"])
+    r = runner.invoke(
+        app,
+        [
+            "ingest",
+            "--csv",
+            "s.csv",
+            "--time-col",
+            "ts",
+            "--id-col",
+            "sensor",
+            "--target",
+            "flow",
+            "--features",
+            "temp",
+            "--name",
+            "city",
+            "--freq",
+            "h",
+            "--agg",
+            "mean",
+        ],
+    )
     assert r.exit_code == 0, r.output
-    assert "panel of 3 series (id sensor; 1 row group)" in r.output and "600 readings aggregated (mean) into" in r.output
+    assert (
+        "panel of 3 series (id sensor; 1 row group)" in r.output and "600 readings aggregated (mean) into" in r.output
+    )
     r = runner.invoke(app, ["validate", "city", "--bad-series", "drop"])
     assert r.exit_code == 0, r.output
-    assert "valid panel, 3 series in, 2 kept (0 cold start" in r.output and "1 dropped ('C': finite; kept in quarantine/city-" in r.output
+    assert (
+        "valid panel, 3 series in, 2 kept (0 cold start" in r.output
+        and "1 dropped ('C': finite; kept in quarantine/city-" in r.output
+    )
     # the window stage cuts each series on its own (tests/test_panel_model.py)
     r = runner.invoke(app, ["window", "city"])
     assert r.exit_code == 0 and "a panel of 2 series (0 cold start)" in r.output, r.output
-    r = runner.invoke(app, ["validate", "city"])          # the policy given is kept for the dataset
+    r = runner.invoke(app, ["validate", "city"])  # the policy given is kept for the dataset
     assert r.exit_code == 0 and "1 dropped ('C'" in r.output, r.output
     r = runner.invoke(app, ["validate", "city", "--bad-series", "reject"])
     assert r.exit_code == 2 and "error:" in r.output and "series 'C'" in r.output

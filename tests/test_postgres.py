@@ -1,6 +1,7 @@
 """MLflow on a real PostgreSQL (a throwaway Debian cluster) behind a real `mlflow server`, artifacts in a shared
 folder: the training flow, alias moves, rollback and the service's alias polling; promotions racing from several
 processes leave one champion and a `previous` chain that holds."""
+
 from __future__ import annotations
 
 import json
@@ -35,19 +36,20 @@ def _tables(postgres_url: str, sql: str) -> list[tuple]:
 
 
 def test_training_flow_alias_moves_rollback_and_service_polling(trained_on_postgres, postgres_url, monkeypatch):
+    from uvicorn_server import ServerThread
+
     from cellcast.pipeline.registry import tracking
     from cellcast.pipeline.registry.promotion import Decision
     from cellcast.pipeline.serving.service import create_app
     from cellcast.pipeline.serving.swap import registry_source
-    from uvicorn_server import ServerThread
 
-    t = trained_on_postgres   # the training flow ran on this store (tests/conftest.py)
+    t = trained_on_postgres  # the training flow ran on this store (tests/conftest.py)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", t.mlflow)
     monkeypatch.chdir(t.project)
     assert tracking.configure() == t.mlflow and t.outcome.tracking_uri == t.mlflow
     name, v1 = t.model, t.v1
     assert t.outcome.version == 1 and v1.tags["promotion.decision"] == "promoted" and v1.tags["data_md5"]
-    assert v1.source.startswith("mlflow-artifacts:")                   # served by the server, from its folder
+    assert v1.source.startswith("mlflow-artifacts:")  # served by the server, from its folder
     # the registry and the runs live in PostgreSQL, not in a file beside the project
     assert (name,) in _tables(postgres_url, "SELECT name FROM registered_models")
     assert _tables(postgres_url, f"SELECT count(*) FROM runs WHERE run_uuid = '{v1.run_id}'") == [(1,)]
@@ -58,10 +60,14 @@ def test_training_flow_alias_moves_rollback_and_service_polling(trained_on_postg
     app = create_app(t.settings, source=registry_source(t.settings), device="cpu", poll_seconds=0.2)
     with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         assert c.get("/model").json()["version"] == str(champion)
-        logged = v1.source.split("/models/")[1].split("/")[0]   # v1's logged model (m-...), registered again
+        logged = v1.source.split("/models/")[1].split("/")[0]  # v1's logged model (m-...), registered again
         new = tracking.register_version(name, f"models:/{logged}", v1.run_id, tags={"candidate": "again"})
-        tracking.apply_decision(name, new, Decision(True, "promoted by this test", {"champion_version": champion}),
-                                expected_champion=champion)
+        tracking.apply_decision(
+            name,
+            new,
+            Decision(True, "promoted by this test", {"champion_version": champion}),
+            expected_champion=champion,
+        )
         assert _aliases(name) == {"champion": new, "challenger": new, "previous": champion}
         assert tracking.get_version(name, new).tags["promotion.replaced"] == str(champion)
         assert wait_for(lambda: c.get("/model").json()["version"] == str(new))
@@ -70,7 +76,7 @@ def test_training_flow_alias_moves_rollback_and_service_polling(trained_on_postg
         assert wait_for(lambda: c.get("/model").json()["version"] == str(champion))
         info = c.get("/model").json()
         assert info["swaps"] == 2 and info["last_error"] is None
-        assert c.post("/v1/forecast", json={"values": {}}).status_code == 422   # it answers; 4xx as ever
+        assert c.post("/v1/forecast", json={"values": {}}).status_code == 422  # it answers; 4xx as ever
 
 
 def wait_for(cond, timeout=30.0) -> bool:
@@ -82,7 +88,7 @@ def wait_for(cond, timeout=30.0) -> bool:
     return False
 
 
-RACER = textwrap.dedent('''
+RACER = textwrap.dedent("""
     import json, os, sys, time
     from pathlib import Path
     from cellcast.pipeline.registry import tracking
@@ -104,11 +110,10 @@ RACER = textwrap.dedent('''
         if tries[-1] == "promoted":
             break
     print(json.dumps(tries), flush=True)
-''')
+""")
 
 
-def test_concurrent_promotions_leave_one_champion_and_a_valid_previous_chain(mlflow_on_postgres, tmp_path,
-                                                                             monkeypatch):
+def test_concurrent_promotions_leave_one_champion_and_a_valid_previous_chain(mlflow_on_postgres, tmp_path, monkeypatch):
     from cellcast.pipeline.registry import tracking
     from cellcast.pipeline.registry.promotion import Decision
 
@@ -129,12 +134,21 @@ def test_concurrent_promotions_leave_one_champion_and_a_valid_previous_chain(mlf
     script = tmp_path / "racer.py"
     script.write_text(RACER)
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_on_postgres}
-    racers = [subprocess.Popen([sys.executable, str(script), name, str(v), str(go)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path) for v in versions[1:]]
+    racers = [
+        subprocess.Popen(
+            [sys.executable, str(script), name, str(v), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+        )
+        for v in versions[1:]
+    ]
     try:
         for r in racers:
             assert r.stdout.readline().strip() == "ready", r.stderr.read()[-3000:]
-        go.touch()                                     # all four at once
+        go.touch()  # all four at once
         outs = [r.communicate(timeout=120) for r in racers]
         assert [r.returncode for r in racers] == [0, 0, 0, 0], [err[-2000:] for _, err in outs]
         tries = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
@@ -163,4 +177,5 @@ def test_concurrent_promotions_leave_one_champion_and_a_valid_previous_chain(mlf
     # a lost race is said on the version until it wins; nothing is left locked
     assert tracking.rollback(name).version == aliases["previous"]
     from mlflow import MlflowClient
+
     assert not MlflowClient().search_registered_models(f"name = '{name}{tracking.ALIAS_LOCK_SUFFIX}'")

@@ -1,4 +1,5 @@
 """The promotion policy: pure, no MLflow. A Diebold-Mariano test on per-window losses decides."""
+
 import math
 
 import numpy as np
@@ -48,7 +49,9 @@ def test_identical_forecasts_are_not_promoted_over_the_champion():
     assert not d.promote
     assert "not significantly better than champion v3" in d.reason and "champion unchanged" in d.reason
     assert "DM 0, p 0.5, 30 windows" in d.reason
-    assert d.metrics["champion_dm"] == 0 and d.metrics["champion_p_value"] == 0.5 and d.metrics["champion_windows"] == 30
+    assert (
+        d.metrics["champion_dm"] == 0 and d.metrics["champion_p_value"] == 0.5 and d.metrics["champion_windows"] == 30
+    )
 
 
 def test_clearly_better_is_promoted_with_the_evidence_in_reason_and_tags():
@@ -70,13 +73,17 @@ def test_clearly_better_is_promoted_with_the_evidence_in_reason_and_tags():
 def test_few_windows_are_refused_with_the_count():
     d = decide("gru", Comparison("naive", losses(0.1, n=6), losses(1.0, n=6)), min_windows=10)
     assert not d.promote
-    assert d.reason == ("gru not promoted: 6 test windows (one per horizon, none overlapping) are too few for a "
-                        "decision (evaluate.min_test_windows 10)")
+    assert d.reason == (
+        "gru not promoted: 6 test windows (one per horizon, none overlapping) are too few for a "
+        "decision (evaluate.min_test_windows 10)"
+    )
     # enough windows against the baseline, too few after the champion's training rows
     champ = Comparison("champion v4", losses(0.1, n=3), losses(0.5, n=3))
     d = decide("gru", Comparison("naive", losses(0.1), losses(1.0)), champ, min_windows=10, champion_version=4)
-    assert not d.promote and d.reason == ("gru not promoted: only 3 test windows lie after the rows champion v4 "
-                                         "trained on (evaluate.min_test_windows 10): champion unchanged")
+    assert not d.promote and d.reason == (
+        "gru not promoted: only 3 test windows lie after the rows champion v4 "
+        "trained on (evaluate.min_test_windows 10): champion unchanged"
+    )
 
 
 def test_a_lower_average_within_noise_is_not_enough():
@@ -128,9 +135,11 @@ def test_the_coverage_gate_refuses_an_uncalibrated_candidate_and_says_so():
 
     d = decide("ensemble", better, coverage={"80": (0.62, 0.8), "90": (0.747, 0.9)}, coverage_tolerance=0.05)
     assert not d.promote
-    assert d.reason == ("ensemble not promoted: uncalibrated intervals: its 80% interval covers 62.0% of test targets "
-                        "(nominal 80%); its 90% interval covers 74.7% of test targets (nominal 90%): more than 5 points "
-                        "off nominal (evaluate.coverage_tolerance 0.05)")
+    assert d.reason == (
+        "ensemble not promoted: uncalibrated intervals: its 80% interval covers 62.0% of test targets "
+        "(nominal 80%); its 90% interval covers 74.7% of test targets (nominal 90%): more than 5 points "
+        "off nominal (evaluate.coverage_tolerance 0.05)"
+    )
     assert d.metrics["coverage_80"] == 0.62
     # too wide is as uncalibrated as too narrow; a looser tolerance lets a near miss through
     assert not decide("gru", better, coverage={"90": (0.99, 0.9)}).promote
@@ -141,7 +150,9 @@ def test_the_coverage_gate_refuses_an_uncalibrated_candidate_and_says_so():
     tie = Comparison("naive", losses(0.3), losses(0.3, seed=1), margin=0.02)
     both = decide("rnn", tie, coverage={"90": (0.848, 0.9)})
     assert not both.promote and "not significantly better by the margin 2%" in both.reason
-    assert both.reason.endswith("; and uncalibrated intervals: its 90% interval covers 84.8% of test targets "
-                                "(nominal 90%): more than 5 points off nominal (evaluate.coverage_tolerance 0.05)")
+    assert both.reason.endswith(
+        "; and uncalibrated intervals: its 90% interval covers 84.8% of test targets "
+        "(nominal 90%): more than 5 points off nominal (evaluate.coverage_tolerance 0.05)"
+    )
     # a point forecaster has no interval to check
     assert decide("gru", better, coverage={}).promote and decide("gru", better).promote

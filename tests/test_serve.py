@@ -1,10 +1,11 @@
 """The real service (uvicorn on 127.0.0.1): forecasts equal the batch path, hot swaps under load lose no
 request, broken versions are not swapped in, bad requests get a 4xx with a message."""
+
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
@@ -12,15 +13,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from uvicorn_server import ServerThread
 
 from cellcast.pipeline.config import Settings
 from cellcast.pipeline.data.datasets import load_bundled
-from cellcast.pipeline.errors import NotFoundError
 from cellcast.pipeline.engine.inference import OnnxForecaster
-from cellcast.pipeline.modeling.model import ModelSpec, build
 from cellcast.pipeline.engine.onnx_export import export_onnx
+from cellcast.pipeline.errors import NotFoundError
+from cellcast.pipeline.modeling.model import ModelSpec, build
 from cellcast.pipeline.serving.service import create_app
-from uvicorn_server import ServerThread
 
 VARS, LOOKBACK, HORIZON = ["Demand", "Temperature", "WorkDay"], 48, 6
 SETTINGS = Settings(dataset="elecdemand")
@@ -38,15 +39,27 @@ def models(tmp_path_factory, frame):
     x = frame[VARS].to_numpy(np.float32)
     out = {}
     for version, seed in (("1", 1), ("2", 2), ("4", 4)):
-        spec = ModelSpec(cell="gru", n_vars=3, target_idx=[0], lookback=LOOKBACK, horizon=HORIZON, hidden_size=8,
-                         rnn_steps=12, mean=x.mean(0).tolist(), std=x.std(0).tolist())
+        spec = ModelSpec(
+            cell="gru",
+            n_vars=3,
+            target_idx=[0],
+            lookback=LOOKBACK,
+            horizon=HORIZON,
+            hidden_size=8,
+            rnn_steps=12,
+            mean=x.mean(0).tolist(),
+            std=x.std(0).tolist(),
+        )
         torch.manual_seed(seed)
         model = build(spec)
         if version == "4":
             with torch.no_grad():
                 model.head.bias.fill_(float("nan"))
-        out[version] = export_onnx(model, d / f"v{version}.onnx", {"variables": VARS, "targets": ["Demand"],
-                                                                     "freq": "30min", "dataset": "elecdemand"})
+        out[version] = export_onnx(
+            model,
+            d / f"v{version}.onnx",
+            {"variables": VARS, "targets": ["Demand"], "freq": "30min", "dataset": "elecdemand"},
+        )
     out["3"] = d / "v3.onnx"
     out["3"].write_bytes(b"\x08\x07garbage, not a model")
     return out
@@ -66,7 +79,7 @@ class Source:
 
 
 def body(frame: pd.DataFrame, end: int, timestamps: bool = True) -> dict:
-    rows = frame.iloc[end - LOOKBACK:end]
+    rows = frame.iloc[end - LOOKBACK : end]
     out = {"values": {v: rows[v].tolist() for v in VARS}}
     if timestamps:
         out["timestamps"] = [t.isoformat() for t in rows["timestamp"]]
@@ -74,7 +87,7 @@ def body(frame: pd.DataFrame, end: int, timestamps: bool = True) -> dict:
 
 
 def window(frame: pd.DataFrame, end: int) -> np.ndarray:
-    return frame[VARS].to_numpy(np.float32)[end - LOOKBACK:end]
+    return frame[VARS].to_numpy(np.float32)[end - LOOKBACK : end]
 
 
 def wait_for(cond, timeout=15.0):
@@ -116,8 +129,10 @@ def test_forecasts_equal_the_batch_path(models, frame):
 
 
 def test_hot_swap_under_load_and_broken_versions(models, frame):
-    expect = {v: OnnxForecaster.from_path(models[v], device="cpu").predict(window(frame, 2000)[None])[0, :, 0]
-              for v in ("1", "2")}
+    expect = {
+        v: OnnxForecaster.from_path(models[v], device="cpu").predict(window(frame, 2000)[None])[0, :, 0]
+        for v in ("1", "2")
+    }
     assert np.abs(expect["1"] - expect["2"]).max() > 1e-3  # the versions are distinguishable
     source = Source(models["1"], "1")
     app = create_app(SETTINGS, source=source, device="cpu", poll_seconds=0.1)
@@ -168,11 +183,12 @@ def test_hot_swap_under_load_and_broken_versions(models, frame):
         # the source itself failing (registry down, alias removed) keeps the old model too
         def gone():
             raise NotFoundError("model 'elecdemand-forecaster' has no alias 'champion'")
+
         app.state.holder.source = gone
         assert wait_for(lambda: "model source" in (c.get("/model").json()["last_error"] or ""))
         assert c.post("/v1/forecast", json=body(frame, 2000)).status_code == 200
         assert c.post("/v1/forecast", content=b"[", headers={"content-type": "application/json"}).status_code == 400
-        app.state.holder.source = source   # back: the failures stop
+        app.state.holder.source = source  # back: the failures stop
         time.sleep(0.3)
 
         # what happened, as Prometheus reads it
@@ -191,7 +207,7 @@ def test_hot_swap_under_load_and_broken_versions(models, frame):
         assert m["cellcast_model_last_swap_error_timestamp_seconds"][()] > time.time() - 60
         hist = m["cellcast_request_duration_seconds_count"]
         assert hist[(("path", "/v1/forecast"),)] == len(results) + 4
-        assert m["cellcast_requests_in_flight"][()] == 1   # this scrape
+        assert m["cellcast_requests_in_flight"][()] == 1  # this scrape
 
 
 def metrics(text: str) -> dict:
@@ -213,32 +229,41 @@ def test_timestamps_fast_path_answers_as_the_pandas_path(monkeypatch):
     def hours(start, n=6, step="1h", zone=""):
         return [(pd.Timestamp(start) + pd.Timedelta(step) * i).isoformat() + zone for i in range(n)]
 
-    cases = [("h", None, hours("2024-01-01")), ("h", None, hours("2024-01-01", zone="Z")),
-             ("h", None, hours("2024-01-01", zone="+05:30")), ("h", None, hours("2024-01-01", zone="-05:00")),
-             ("h", "2023-01-01T00:30:00", hours("2024-01-01 00:30")),     # on the grid counted from its origin
-             ("h", "2023-01-01T00:30:00", hours("2024-01-01")),           # off it
-             ("30min", None, [t.replace("T", " ")[:16] for t in hours("2024-01-01", step="30min")]),
-             ("D", None, [t[:10] for t in hours("2024-01-01", step="1D")]), ("D", None, hours("2024-01-01 06:00", step="1D")),
-             ("36h", None, hours("2024-01-01", step="36h")),               # a day or longer: every stamp at midnight
-             (None, None, hours("2024-01-01")), (None, None, hours("2024-01-01")[::-1]),
-             ("h", None, hours("2024-01-01")[:5] + ["2024-01-01T05:00:00.5"]),
-             ("s", None, hours("2024-01-01", step="1s", zone="")[:0] + [f"2024-01-01T00:00:0{i}.123456" for i in range(6)]),
-             ("h", None, hours("2024-01-01", zone="Z")[:3] + hours("2024-01-01 03:00", 3, zone="+00:00")),  # mixed zones
-             ("MS", None, ["2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01", "2024-05-01", "2024-06-01"]),
-             ("h", None, ["2024-02-30T00:00:00"] * 6), ("h", None, hours("2262-04-11 18:00"))]
+    cases = [
+        ("h", None, hours("2024-01-01")),
+        ("h", None, hours("2024-01-01", zone="Z")),
+        ("h", None, hours("2024-01-01", zone="+05:30")),
+        ("h", None, hours("2024-01-01", zone="-05:00")),
+        ("h", "2023-01-01T00:30:00", hours("2024-01-01 00:30")),  # on the grid counted from its origin
+        ("h", "2023-01-01T00:30:00", hours("2024-01-01")),  # off it
+        ("30min", None, [t.replace("T", " ")[:16] for t in hours("2024-01-01", step="30min")]),
+        ("D", None, [t[:10] for t in hours("2024-01-01", step="1D")]),
+        ("D", None, hours("2024-01-01 06:00", step="1D")),
+        ("36h", None, hours("2024-01-01", step="36h")),  # a day or longer: every stamp at midnight
+        (None, None, hours("2024-01-01")),
+        (None, None, hours("2024-01-01")[::-1]),
+        ("h", None, hours("2024-01-01")[:5] + ["2024-01-01T05:00:00.5"]),
+        ("s", None, hours("2024-01-01", step="1s", zone="")[:0] + [f"2024-01-01T00:00:0{i}.123456" for i in range(6)]),
+        ("h", None, hours("2024-01-01", zone="Z")[:3] + hours("2024-01-01 03:00", 3, zone="+00:00")),  # mixed zones
+        ("MS", None, ["2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01", "2024-05-01", "2024-06-01"]),
+        ("h", None, ["2024-02-30T00:00:00"] * 6),
+        ("h", None, hours("2262-04-11 18:00")),
+    ]
     fast_answers = 0
     for freq, origin, raw in cases:
+
         def answer():
             try:
                 return rq.check_timestamps(raw, "body.timestamps", len(raw), 3, freq, origin)
             except rq.BadRequest as e:
                 return e.status, e.message
+
         got = answer()
         fast_answers += rq._fast_timestamps(raw, 3, freq, origin) is not None
         with monkeypatch.context() as mp:
             mp.setattr(rq, "_fast_timestamps", lambda *a: None)
             assert got == answer(), (freq, origin, raw)
-    assert fast_answers == 9   # the shapes it is for do take it
+    assert fast_answers == 9  # the shapes it is for do take it
 
 
 def test_bad_requests_get_4xx_with_a_message(models, frame):
@@ -254,29 +279,72 @@ def test_bad_requests_get_4xx_with_a_message(models, frame):
         return {"timestamps": stamps, "values": good["values"]}
 
     short = with_values(Demand=good["values"]["Demand"][:-1])
-    nan_json = ('{"values": {"Demand": [NaN' + ", 1.0" * (LOOKBACK - 1) + '], "Temperature": '
-                + str(good["values"]["Temperature"]) + ', "WorkDay": ' + str(good["values"]["WorkDay"]) + "}}")
+    nan_json = (
+        '{"values": {"Demand": [NaN'
+        + ", 1.0" * (LOOKBACK - 1)
+        + '], "Temperature": '
+        + str(good["values"]["Temperature"])
+        + ', "WorkDay": '
+        + str(good["values"]["WorkDay"])
+        + "}}"
+    )
     irregular = list(good["timestamps"])
     irregular[10] = irregular[11]
-    skipped = list(good["timestamps"][:20]) + [(pd.Timestamp(t) + pd.Timedelta(minutes=30)).isoformat()
-                                               for t in good["timestamps"][20:]]
+    skipped = list(good["timestamps"][:20]) + [
+        (pd.Timestamp(t) + pd.Timedelta(minutes=30)).isoformat() for t in good["timestamps"][20:]
+    ]
     hourly = [(pd.Timestamp("2014-01-01") + pd.Timedelta(hours=i)).isoformat() for i in range(LOOKBACK)]
     corpus = [
         ("too short", {"json": short}, 422, "expected 48 observations"),
         ("NaN literal", {"content": nan_json, "headers": {"content-type": "application/json"}}, 422, "NaN"),
-        ("a string", {"json": with_values(Temperature=["warm"] * LOOKBACK)}, 422, "values.Temperature[0]: expected a number, got str"),
+        (
+            "a string",
+            {"json": with_values(Temperature=["warm"] * LOOKBACK)},
+            422,
+            "values.Temperature[0]: expected a number, got str",
+        ),
         ("a null", {"json": with_values(WorkDay=[None] + good["values"]["WorkDay"][1:])}, 422, "got null"),
         ("a bool", {"json": with_values(WorkDay=[True] * LOOKBACK)}, 422, "got bool"),
-        ("missing variable", {"json": {"values": {"Demand": good["values"]["Demand"]}}}, 422, "missing Temperature, WorkDay"),
+        (
+            "missing variable",
+            {"json": {"values": {"Demand": good["values"]["Demand"]}}},
+            422,
+            "missing Temperature, WorkDay",
+        ),
         ("unknown variable", {"json": with_values(Wind=[1.0] * LOOKBACK)}, 422, "unknown Wind"),
         ("values not an object", {"json": {"values": [1, 2, 3]}}, 422, "body.values: expected an object"),
         ("not an object", {"json": [1, 2, 3]}, 422, "expected a JSON object"),
         ("unknown field", {"json": {**good, "horizon": 3}}, 422, "unknown field(s) horizon"),
-        ("bad JSON", {"content": b'{"values": ', "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
-        ("not UTF-8", {"content": b'\xff\xfe{', "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
-        ("wrong content type", {"content": b"Demand=1", "headers": {"content-type": "text/plain"}}, 415, "content type 'text/plain'"),
-        ("oversized", {"content": b"[" + b"1.0," * 60_000 + b"1]", "headers": {"content-type": "application/json"}}, 413, "over the limit of 200000 bytes"),
-        ("irregular timestamps", {"json": with_stamps(irregular)}, 422, "timestamps[11]: 2014-01-21 01:30:00 does not come after"),
+        (
+            "bad JSON",
+            {"content": b'{"values": ', "headers": {"content-type": "application/json"}},
+            400,
+            "not valid JSON",
+        ),
+        (
+            "not UTF-8",
+            {"content": b"\xff\xfe{", "headers": {"content-type": "application/json"}},
+            400,
+            "not valid JSON",
+        ),
+        (
+            "wrong content type",
+            {"content": b"Demand=1", "headers": {"content-type": "text/plain"}},
+            415,
+            "content type 'text/plain'",
+        ),
+        (
+            "oversized",
+            {"content": b"[" + b"1.0," * 60_000 + b"1]", "headers": {"content-type": "application/json"}},
+            413,
+            "over the limit of 200000 bytes",
+        ),
+        (
+            "irregular timestamps",
+            {"json": with_stamps(irregular)},
+            422,
+            "timestamps[11]: 2014-01-21 01:30:00 does not come after",
+        ),
         ("a skipped step", {"json": with_stamps(skipped)}, 422, "breaks the regular 30min steps"),
         ("wrong step", {"json": with_stamps(hourly)}, 422, "does not match the model's frequency 30min"),
         ("not a date", {"json": with_stamps(["yesterday"] * LOOKBACK)}, 422, "not ISO 8601"),
@@ -308,6 +376,7 @@ def test_bearer_token(models, frame):
 def test_startup_without_a_model_is_one_error(tmp_path):
     def none():
         raise NotFoundError("no champion for model 'elecdemand-forecaster'")
+
     with pytest.raises(NotFoundError, match="no champion"):
         create_app(SETTINGS, source=none, device="cpu")
 
@@ -319,7 +388,9 @@ def test_business_day_timestamps_continue_on_the_calendar(tmp_path):
     app = create_app(Settings(dataset="sp500"), source=Source(path, "1"), device="cpu", poll_seconds=60)
     stamps = pd.bdate_range("2024-03-04", periods=10)  # Mon 4 .. Fri 15 March
     with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
-        r = c.post("/v1/forecast", json={"timestamps": [t.isoformat() for t in stamps], "values": {"Close": [1.0] * 10}})
+        r = c.post(
+            "/v1/forecast", json={"timestamps": [t.isoformat() for t in stamps], "values": {"Close": [1.0] * 10}}
+        )
         assert r.status_code == 200, r.text
         assert r.json()["timestamps"] == ["2024-03-18T00:00:00", "2024-03-19T00:00:00", "2024-03-20T00:00:00"]
         daily = pd.date_range("2024-03-04", periods=10)  # crosses a weekend: not business days
@@ -327,9 +398,18 @@ def test_business_day_timestamps_continue_on_the_calendar(tmp_path):
         assert r.status_code == 422 and "does not match the model's frequency B" in r.json()["detail"]
 
 
-def _toy(tmp_path, name: str, freq: str, **meta) -> "Path":
-    spec = ModelSpec(cell="gru", n_vars=1, target_idx=[0], lookback=10, horizon=3, hidden_size=4, rnn_steps=5,
-                     mean=[50.0], std=[10.0])
+def _toy(tmp_path, name: str, freq: str, **meta) -> Path:
+    spec = ModelSpec(
+        cell="gru",
+        n_vars=1,
+        target_idx=[0],
+        lookback=10,
+        horizon=3,
+        hidden_size=4,
+        rnn_steps=5,
+        mean=[50.0],
+        std=[10.0],
+    )
     torch.manual_seed(0)
     return export_onnx(build(spec), tmp_path / f"{name}.onnx", {"variables": ["Close"], "freq": freq, **meta})
 
@@ -348,9 +428,13 @@ def test_hostile_bodies_get_a_4xx_never_a_500(tmp_path):
         big = b'{"values": {"Close": [' + b"9" * 400 + b", 1, 1, 1, 1, 1, 1, 1, 1, 1]}}"
         r = c.post("/v1/forecast", content=big, headers=json_body)
         assert r.status_code == 422 and r.json()["detail"] == (
-            "body.values.Close[0]: expected a number, got an integer beyond the float range (1 such values)")
-        for nested in (b'{"values": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", b"[" * 200_000 + b"]" * 200_000,
-                       b'{"instances": [' + b"{\"a\": " * 50_000 + b"1" + b"}" * 50_000 + b"]}"):
+            "body.values.Close[0]: expected a number, got an integer beyond the float range (1 such values)"
+        )
+        for nested in (
+            b'{"values": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            b"[" * 200_000 + b"]" * 200_000,
+            b'{"instances": [' + b'{"a": ' * 50_000 + b"1" + b"}" * 50_000 + b"]}",
+        ):
             r = c.post("/v1/forecast", content=nested, headers=json_body)
             assert r.status_code == 400 and "not valid JSON (recursion limit exceeded" in r.json()["detail"], r.text
         r = c.post("/v1/forecast", json={"values": {"Close": [1e300] * 10}})
@@ -362,7 +446,7 @@ def test_hostile_bodies_get_a_4xx_never_a_500(tmp_path):
             assert r.status_code == 422 and "the model's forecast is not finite" in r.json()["detail"], r.text
         r = c.post("/v1/forecast", json={"values": {"Close": good}, "timestamps": ["9999-12-31"] * 10})
         assert r.status_code == 422, r.text
-        for start in ("9999-12-20", "0001-01-01", "1677-09-21"):     # calendar edges: an answer, not a 500
+        for start in ("9999-12-20", "0001-01-01", "1677-09-21"):  # calendar edges: an answer, not a 500
             stamps = [t.isoformat() for t in pd.date_range(start, periods=10, freq="D")]
             r = c.post("/v1/forecast", json={"values": {"Close": good}, "timestamps": stamps})
             assert r.status_code in (200, 422), r.text
@@ -372,7 +456,7 @@ def test_hostile_bodies_get_a_4xx_never_a_500(tmp_path):
 def test_timestamps_off_the_models_grid_are_refused_not_shifted(tmp_path):
     daily = _toy(tmp_path, "d", "D")
     nine = _toy(tmp_path, "n", "D", grid_origin="2020-01-01T09:00:00")
-    cgm = _toy(tmp_path, "c", "5min", grid_origin="2010-03-24T09:51:00")    # readings at :51, :56, :01...
+    cgm = _toy(tmp_path, "c", "5min", grid_origin="2010-03-24T09:51:00")  # readings at :51, :56, :01...
     values = {"Close": [50.0] * 10}
 
     def ask(path, start, freq):
@@ -383,11 +467,13 @@ def test_timestamps_off_the_models_grid_are_refused_not_shifted(tmp_path):
         return r.status_code, r.json()
 
     code, got = ask(daily, "2024-03-01 06:30", "D")
-    assert code == 422 and got["detail"] == ("body.timestamps[0]: 2024-03-01 06:30:00 is off the model's D grid (at "
-                                             "midnight; 10 timestamps off it): send the observations' own timestamps")
+    assert code == 422 and got["detail"] == (
+        "body.timestamps[0]: 2024-03-01 06:30:00 is off the model's D grid (at "
+        "midnight; 10 timestamps off it): send the observations' own timestamps"
+    )
     code, got = ask(daily, "2024-03-01", "D")
     assert code == 200 and got["timestamps"][0] == "2024-03-11T00:00:00"
-    code, got = ask(nine, "2024-03-01 09:00", "D")                 # a daily model whose days start at 09:00
+    code, got = ask(nine, "2024-03-01 09:00", "D")  # a daily model whose days start at 09:00
     assert code == 200 and got["timestamps"][0] == "2024-03-11T09:00:00"
     code, got = ask(nine, "2024-03-01", "D")
     assert code == 422 and "counted from 2020-01-01 09:00:00" in got["detail"]
@@ -406,15 +492,20 @@ def test_values_outside_the_models_training_bounds_are_refused(tmp_path):
         r = c.post("/v1/forecast", json={"values": {"Close": outside}})
         assert r.status_code == 422 and r.json()["detail"] == (
             "body.values.Close: 2 values outside the plausible range [0, 100] profiled on the model's training data "
-            "(e.g. 150 at [3])")
+            "(e.g. 150 at [3])"
+        )
         r = c.post("/v1/forecast", json={"instances": [{"values": {"Close": inside}}, {"values": {"Close": outside}}]})
         assert r.status_code == 422 and r.json()["detail"].startswith("instances[1].values.Close: 2 values outside")
         assert c.post("/v1/forecast", json={"values": {"Close": inside}}).status_code == 200
         # the schema says so too
         series = c.get("/openapi.json").json()["components"]["schemas"]["Series"]
         close = series["properties"]["values"]["properties"]["Close"]
-        assert (close["minItems"], close["maxItems"], close["items"]["minimum"], close["items"]["maximum"]) == \
-            (10, 10, 0.0, 100.0)
+        assert (close["minItems"], close["maxItems"], close["items"]["minimum"], close["items"]["maximum"]) == (
+            10,
+            10,
+            0.0,
+            100.0,
+        )
 
 
 def test_the_openapi_schema_declares_the_body_and_every_refusal(models):
@@ -443,7 +534,10 @@ def test_malformed_bounds_in_the_metadata_are_left_out_not_a_500(tmp_path):
 
 # ---------------------------------------------------------------- known-future inputs and quantiles
 
-FUTURE_NAMES, FUTURE_KINDS = ["tod_sin", "tod_cos", "dow_sin", "dow_cos", "holiday", "WorkDay"], ["calendar"] * 5 + ["user"]
+FUTURE_NAMES, FUTURE_KINDS = (
+    ["tod_sin", "tod_cos", "dow_sin", "dow_cos", "holiday", "WorkDay"],
+    ["calendar"] * 5 + ["user"],
+)
 CALENDAR = {"parts": ["tod", "dow", "holiday"], "country": "AU", "subdiv": "VIC", "timezone": None}
 LEVELS = [0.05, 0.1, 0.5, 0.9, 0.95]
 
@@ -455,19 +549,44 @@ def future_model(tmp_path_factory, frame):
     from cellcast.pipeline.modeling.model import Forecaster
 
     x = frame[VARS].to_numpy(np.float32)
-    spec = ModelSpec(cell="gru", n_vars=3, target_idx=[0], lookback=LOOKBACK, horizon=HORIZON, hidden_size=8,
-                     rnn_steps=12, anchor_season=48, anchor="linear", n_future=6, decoder=True, quantiles=LEVELS,
-                     future_mean=[0, 0, 0, 0, 0, 0.68], future_std=[1, 1, 1, 1, 1, 0.47],
-                     mean=x.mean(0).tolist(), std=x.std(0).tolist())
+    spec = ModelSpec(
+        cell="gru",
+        n_vars=3,
+        target_idx=[0],
+        lookback=LOOKBACK,
+        horizon=HORIZON,
+        hidden_size=8,
+        rnn_steps=12,
+        anchor_season=48,
+        anchor="linear",
+        n_future=6,
+        decoder=True,
+        quantiles=LEVELS,
+        future_mean=[0, 0, 0, 0, 0, 0.68],
+        future_std=[1, 1, 1, 1, 1, 0.47],
+        mean=x.mean(0).tolist(),
+        std=x.std(0).tolist(),
+    )
     model = Forecaster(spec).eval()
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    path = export_onnx(model, tmp_path_factory.mktemp("future") / "m.onnx",
-                       {"variables": VARS, "targets": ["Demand"], "freq": "30min", "dataset": "elecdemand",
-                        "future_names": FUTURE_NAMES, "future_kinds": FUTURE_KINDS, "calendar": CALENDAR,
-                        "grid_origin": "2014-01-01T00:00:00", "bounds": {"WorkDay": [-1.0, 2.0]}})
+    path = export_onnx(
+        model,
+        tmp_path_factory.mktemp("future") / "m.onnx",
+        {
+            "variables": VARS,
+            "targets": ["Demand"],
+            "freq": "30min",
+            "dataset": "elecdemand",
+            "future_names": FUTURE_NAMES,
+            "future_kinds": FUTURE_KINDS,
+            "calendar": CALENDAR,
+            "grid_origin": "2014-01-01T00:00:00",
+            "bounds": {"WorkDay": [-1.0, 2.0]},
+        },
+    )
     return path
 
 
@@ -477,8 +596,8 @@ def test_the_service_takes_known_future_values_computes_the_calendar_and_answers
     engine = OnnxForecaster.from_path(future_model, device="cpu")
     app = create_app(SETTINGS, source=Source(future_model, "7"), device="cpu", poll_seconds=60)
     end = 1000
-    stamps = pd.DatetimeIndex(frame["timestamp"].iloc[end:end + HORIZON])
-    workday = frame["WorkDay"].iloc[end:end + HORIZON].tolist()
+    stamps = pd.DatetimeIndex(frame["timestamp"].iloc[end : end + HORIZON])
+    workday = frame["WorkDay"].iloc[end : end + HORIZON].tolist()
     with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         info = c.get("/model").json()
         assert info["quantiles"] == LEVELS and {"name": "WorkDay", "kind": "user"} in info["future"]
@@ -494,20 +613,33 @@ def test_the_service_takes_known_future_values_computes_the_calendar_and_answers
         assert all(a <= b for lo, hi in zip(list(qs.values()), list(qs.values())[1:]) for a, b in zip(lo, hi))
 
         refusals = [
-            ({**body(frame, end)}, "body.future: missing WorkDay (the model needs 6 values from "
-                                   f"{stamps[0].isoformat()} of each of WorkDay)"),
-            ({**body(frame, end), "future": {"WorkDay": workday[:4]}},
-             f"body.future.WorkDay: no value for {stamps[4].isoformat()} (2 of the 6 horizon steps have none); "
-             "known-future values are never filled: send all 6"),
-            ({**body(frame, end), "future": {"WorkDay": [1, 1, None, 1, 1, 1]}},
-             f"body.future.WorkDay: no value for {stamps[2].isoformat()} (1 of the 6 horizon steps have none)"),
-            ({**body(frame, end, timestamps=False), "future": {"WorkDay": workday}},
-             "body.timestamps: required: the model reads calendar features of the horizon (tod_sin, tod_cos"),
+            (
+                {**body(frame, end)},
+                "body.future: missing WorkDay (the model needs 6 values from "
+                f"{stamps[0].isoformat()} of each of WorkDay)",
+            ),
+            (
+                {**body(frame, end), "future": {"WorkDay": workday[:4]}},
+                f"body.future.WorkDay: no value for {stamps[4].isoformat()} (2 of the 6 horizon steps have none); "
+                "known-future values are never filled: send all 6",
+            ),
+            (
+                {**body(frame, end), "future": {"WorkDay": [1, 1, None, 1, 1, 1]}},
+                f"body.future.WorkDay: no value for {stamps[2].isoformat()} (1 of the 6 horizon steps have none)",
+            ),
+            (
+                {**body(frame, end, timestamps=False), "future": {"WorkDay": workday}},
+                "body.timestamps: required: the model reads calendar features of the horizon (tod_sin, tod_cos",
+            ),
             ({**body(frame, end), "future": {"WorkDay": workday, "Price": workday}}, "body.future: unknown Price"),
-            ({**body(frame, end), "future": {"WorkDay": [1, 1, 9, 1, 1, 1]}},
-             "body.future.WorkDay: 1 values outside the plausible range [-1, 2]"),
-            ({**body(frame, end), "future": {"WorkDay": [1, 1, "x", 1, 1, 1]}},
-             "body.future.WorkDay[2]: expected a number, got str"),
+            (
+                {**body(frame, end), "future": {"WorkDay": [1, 1, 9, 1, 1, 1]}},
+                "body.future.WorkDay: 1 values outside the plausible range [-1, 2]",
+            ),
+            (
+                {**body(frame, end), "future": {"WorkDay": [1, 1, "x", 1, 1, 1]}},
+                "body.future.WorkDay[2]: expected a number, got str",
+            ),
         ]
         for payload, needle in refusals:
             r = c.post("/v1/forecast", json=payload)

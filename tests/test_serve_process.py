@@ -1,5 +1,6 @@
 """`cellcast serve` as a person runs it, in its own process, on a registered champion: SIGTERM lets the request
 in flight finish; several workers behind one port share the port and the Prometheus metrics."""
+
 from __future__ import annotations
 
 import os
@@ -14,10 +15,10 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from services import free_port
 
 from cellcast.pipeline.engine.onnx_export import export_onnx
 from cellcast.pipeline.modeling.model import ModelSpec, build
-from services import free_port
 
 VARS, LOOKBACK, HORIZON = ["load", "temp"], 24, 4
 
@@ -25,20 +26,31 @@ VARS, LOOKBACK, HORIZON = ["load", "temp"], 24, 4
 @pytest.fixture(scope="module")
 def champion_project(tmp_path_factory):
     """A project folder whose embedded registry has a champion for dataset `toy`."""
+    from conftest import ROOT
+
     from cellcast.pipeline.registry import tracking
     from cellcast.pipeline.registry.promotion import Decision
-    from conftest import ROOT
 
     d = tmp_path_factory.mktemp("serve-process")
     (d / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
     try:
         tracking.configure(d)
-        spec = ModelSpec(cell="gru", n_vars=2, target_idx=[0], lookback=LOOKBACK, horizon=HORIZON, hidden_size=8,
-                         rnn_steps=12, mean=[10.0, 5.0], std=[2.0, 1.0])
+        spec = ModelSpec(
+            cell="gru",
+            n_vars=2,
+            target_idx=[0],
+            lookback=LOOKBACK,
+            horizon=HORIZON,
+            hidden_size=8,
+            rnn_steps=12,
+            mean=[10.0, 5.0],
+            std=[2.0, 1.0],
+        )
         torch.manual_seed(0)
-        path = export_onnx(build(spec), d / "m.onnx", {"variables": VARS, "targets": ["load"], "freq": "h",
-                                                       "dataset": "toy"})
+        path = export_onnx(
+            build(spec), d / "m.onnx", {"variables": VARS, "targets": ["load"], "freq": "h", "dataset": "toy"}
+        )
         with tracking.parent_run("toy"):
             with tracking.candidate_run("gru") as rid:
                 uri = tracking.log_onnx_model(path, np.full((2, LOOKBACK, 2), 10, np.float32))
@@ -54,17 +66,27 @@ def body() -> bytes:
     import json
 
     t = np.arange(LOOKBACK)
-    return json.dumps({"values": {"load": (10 + np.sin(t / 3)).tolist(), "temp": (5 + np.cos(t / 5)).tolist()},
-                       "timestamps": [f"2024-01-{1 + i // 24:02d}T{i % 24:02d}:00:00" for i in t]}).encode()
+    return json.dumps(
+        {
+            "values": {"load": (10 + np.sin(t / 3)).tolist(), "temp": (5 + np.cos(t / 5)).tolist()},
+            "timestamps": [f"2024-01-{1 + i // 24:02d}T{i % 24:02d}:00:00" for i in t],
+        }
+    ).encode()
 
 
 def start(project, *args, env=None):
     port = free_port()
     env = {**os.environ, **(env or {})}
-    env.pop("MLFLOW_TRACKING_URI", None)   # the project's embedded store
+    env.pop("MLFLOW_TRACKING_URI", None)  # the project's embedded store
     log = open(project / f"serve-{port}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "cellcast", "serve", "toy", "--port", str(port), *args],
-                            cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cellcast", "serve", "toy", "--port", str(port), *args],
+        cwd=project,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -107,12 +129,15 @@ def test_sigterm_answers_the_request_in_flight_then_exits(champion_project):
         half = len(payload) // 2
         # a slow client: the request is in flight (headers and half the body sent) when SIGTERM comes
         sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        sock.sendall(f"POST /v1/forecast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload[:half])
+        sock.sendall(
+            f"POST /v1/forecast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n".encode()
+            + payload[:half]
+        )
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:   # the port closes: no new requests
+        while time.monotonic() < deadline:  # the port closes: no new requests
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 time.sleep(0.1)
@@ -142,23 +167,29 @@ def test_several_workers_share_the_port_and_the_metrics(champion_project, tmp_pa
     try:
         n = 12
         with httpx.Client(base_url=url, timeout=30) as c:
-            for _ in range(n):   # a new connection each: the kernel spreads them over the workers
+            for _ in range(n):  # a new connection each: the kernel spreads them over the workers
                 r = httpx.post(f"{url}/v1/forecast", content=body(), headers={"content-type": "application/json"})
                 assert r.status_code == 200, r.text
             assert c.post("/v1/forecast", content=b"{", headers={"content-type": "application/json"}).status_code == 400
             pids = set()
             deadline = time.monotonic() + 60
-            while len(pids) < 2 and time.monotonic() < deadline:   # each worker loaded the champion itself
+            while len(pids) < 2 and time.monotonic() < deadline:  # each worker loaded the champion itself
                 got = samples(httpx.get(f"{url}/metrics", timeout=10).text)
-                pids = {lb["pid"] for name, lb, v in got if name == "cellcast_model_info" and lb["version"] == "1"
-                        and v == 1}
+                pids = {
+                    lb["pid"]
+                    for name, lb, v in got
+                    if name == "cellcast_model_info" and lb["version"] == "1" and v == 1
+                }
                 time.sleep(0.5)
             assert len(pids) == 2, got
             # whichever worker answers /metrics, the counts are every worker's
             for _ in range(3):
                 got = samples(httpx.get(f"{url}/metrics", timeout=10).text)
-                counts = {lb["status"]: v for name, lb, v in got
-                          if name == "cellcast_requests_total" and lb["path"] == "/v1/forecast"}
+                counts = {
+                    lb["status"]: v
+                    for name, lb, v in got
+                    if name == "cellcast_requests_total" and lb["path"] == "/v1/forecast"
+                }
                 assert counts == {"200": n, "400": 1}, got
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) in (0, -signal.SIGTERM)

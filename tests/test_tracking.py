@@ -1,5 +1,6 @@
 """cellcast.pipeline.registry.tracking against a real embedded MLflow store (sqlite + local artifacts) and, once, a real
 `mlflow server` reached through MLFLOW_TRACKING_URI. Tiny real models, exported to ONNX here."""
+
 from __future__ import annotations
 
 import os
@@ -18,11 +19,10 @@ import typer
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from cellcast.pipeline.registry import tracking
 from cellcast.commands.registry import register as register_commands
 from cellcast.pipeline.errors import NoChampionError, NotFoundError
 from cellcast.pipeline.modeling.model import Forecaster, ModelSpec
-from cellcast.pipeline.registry import promotion
+from cellcast.pipeline.registry import promotion, tracking
 
 try:  # tests/ is a plain folder of modules or, if someone adds __init__.py, a package
     from mlflow_server import mlflow_server
@@ -34,8 +34,17 @@ LOOKBACK, N_VARS, HORIZON = 24, 2, 4
 
 def _model(seed: int, cell: str = "lstm") -> Forecaster:
     torch.manual_seed(seed)
-    spec = ModelSpec(cell=cell, n_vars=N_VARS, target_idx=[0], lookback=LOOKBACK, horizon=HORIZON,
-                     hidden_size=8, rnn_steps=12, mean=[10.0, 5.0], std=[2.0, 1.0])
+    spec = ModelSpec(
+        cell=cell,
+        n_vars=N_VARS,
+        target_idx=[0],
+        lookback=LOOKBACK,
+        horizon=HORIZON,
+        hidden_size=8,
+        rnn_steps=12,
+        mean=[10.0, 5.0],
+        std=[2.0, 1.0],
+    )
     m = Forecaster(spec).eval()
     with torch.no_grad():  # a fresh head is tiny; make models clearly distinguishable
         m.head.bias.add_(float(seed))
@@ -46,9 +55,16 @@ def _export(model: Forecaster, path: Path) -> Path:
     x = torch.randn(2, LOOKBACK, N_VARS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript exporter deprecation
-        torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"],
-                          output_names=["forecast"], dynamic_axes={"x": {0: "batch", 1: "time"},
-                                                                   "forecast": {0: "batch"}})
+        torch.onnx.export(
+            model,
+            (x,),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["x"],
+            output_names=["forecast"],
+            dynamic_axes={"x": {0: "batch", 1: "time"}, "forecast": {0: "batch"}},
+        )
     return path
 
 
@@ -87,14 +103,27 @@ def _new_version(model_name: str, onnx_path: Path, dataset: str = "toy", tags: d
     return tracking.register_version(model_name, uri, rid, tags=tags)
 
 
-def decide(candidate: float, baseline: float, baseline_name: str, margin: float, champion: float | None = None,
-           champion_version: int | None = None) -> promotion.Decision:
+def decide(
+    candidate: float,
+    baseline: float,
+    baseline_name: str,
+    margin: float,
+    champion: float | None = None,
+    champion_version: int | None = None,
+) -> promotion.Decision:
     """The policy on 20 windows whose losses vary by 1% around the given means: a consistent difference."""
     wiggle = 1 + 0.01 * np.resize([1.0, -1.0], 20)
-    champ = None if champion is None else promotion.Comparison(f"champion v{champion_version}", candidate * wiggle,
-                                                               champion * wiggle)
-    return promotion.decide("lstm", promotion.Comparison(baseline_name, candidate * wiggle, baseline * wiggle, margin),
-                            champ, champion_version=champion_version)
+    champ = (
+        None
+        if champion is None
+        else promotion.Comparison(f"champion v{champion_version}", candidate * wiggle, champion * wiggle)
+    )
+    return promotion.decide(
+        "lstm",
+        promotion.Comparison(baseline_name, candidate * wiggle, baseline * wiggle, margin),
+        champ,
+        champion_version=champion_version,
+    )
 
 
 def _aliases(model_name: str) -> dict[str, int]:
@@ -102,6 +131,7 @@ def _aliases(model_name: str) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------- configuration and runs
+
 
 def test_configure_embedded_store_and_env_override(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -124,8 +154,10 @@ def test_configure_embedded_store_and_env_override(tmp_path, monkeypatch):
     assert mlflow.get_tracking_uri() == other
     with tracking.parent_run("cfg"):
         pass
-    assert MlflowClient().get_experiment_by_name("cellcast/cfg").artifact_location == (
-        tmp_path / "elsewhere" / "mlartifacts" / "cfg").as_uri()
+    assert (
+        MlflowClient().get_experiment_by_name("cellcast/cfg").artifact_location
+        == (tmp_path / "elsewhere" / "mlartifacts" / "cfg").as_uri()
+    )
     assert not (tmp_path / "mlruns").exists()
 
 
@@ -157,10 +189,17 @@ def test_a_store_named_in_the_environment_stays_in_use_and_the_hint_names_it(tmp
 def test_subprocess_inherits_the_embedded_store(store):
     # mlflow exports MLFLOW_TRACKING_URI; a child process (a DVC stage, a CLI call) must land in the
     # same project store with artifacts under .cellcast, not in its own ./mlruns
-    code = ("from cellcast.pipeline.registry import tracking; print(tracking.configure('/nonexistent-root'));"
-            "\nwith tracking.parent_run('child') as r: tracking.log_dict({'a': 1}, 'a.json')")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "MLFLOW_TRACKING_URI": tracking.configure(store)})
+    code = (
+        "from cellcast.pipeline.registry import tracking; print(tracking.configure('/nonexistent-root'));"
+        "\nwith tracking.parent_run('child') as r: tracking.log_dict({'a': 1}, 'a.json')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MLFLOW_TRACKING_URI": tracking.configure(store)},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == f"sqlite:///{store.resolve()}/.cellcast/mlflow.db"
     exp = MlflowClient().get_experiment_by_name("cellcast/child")
@@ -169,6 +208,7 @@ def test_subprocess_inherits_the_embedded_store(store):
 
 def test_nested_runs_with_params_metrics_tags_and_artifacts(store):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -223,10 +263,12 @@ def test_candidate_in_a_worker_thread_nests_under_the_parent(store):
     # Prefect's default task runner runs tasks in threads, where MLflow's active run is not visible
     out = {}
     with tracking.parent_run("nest") as pid:
+
         def task():
             with tracking.candidate_run("rnn") as cid:
                 tracking.log_metrics({"mase": 0.9})
                 out["cid"] = cid
+
         t = threading.Thread(target=task)
         t.start()
         t.join()
@@ -235,6 +277,7 @@ def test_candidate_in_a_worker_thread_nests_under_the_parent(store):
 
 
 # ---------------------------------------------------------------- logged models
+
 
 def test_onnx_model_signature_has_flexible_batch_and_sequence(store, models):
     m, path = models[1]
@@ -272,6 +315,7 @@ def test_torch_model_loads_and_predicts_any_batch_and_length(store, models):
 
 
 # ---------------------------------------------------------------- registry, promotion, rollback
+
 
 def test_register_promote_reject_and_rollback(store, models):
     name = "promo-forecaster"
@@ -333,32 +377,45 @@ def test_a_stale_decision_is_not_applied_and_a_dead_holders_lock_is_broken(store
     tracking.apply_decision(name, v1, decide(0.5, 1.0, "naive", 0.02), expected_champion=None)
     # v3 is decided against v1; v2 is promoted over v1 meanwhile
     d3 = decide(0.3, 1.0, "naive", 0.02, champion=0.5, champion_version=v1)
-    tracking.apply_decision(name, v2, decide(0.4, 1.0, "naive", 0.02, champion=0.5, champion_version=v1),
-                            expected_champion=v1)
+    tracking.apply_decision(
+        name, v2, decide(0.4, 1.0, "naive", 0.02, champion=0.5, champion_version=v1), expected_champion=v1
+    )
     got = tracking.apply_decision(name, v3, d3, expected_champion=v1)
     assert _aliases(name) == {"champion": v2, "previous": v1, "challenger": v3}
     assert got.tags["promotion.decision"] == "rejected"
-    assert got.tags["promotion.reason"].startswith("not promoted: it was decided against champion v1, but the "
-                                                   "champion is now v2 (moved meanwhile); train again")
+    assert got.tags["promotion.reason"].startswith(
+        "not promoted: it was decided against champion v1, but the champion is now v2 (moved meanwhile); train again"
+    )
     assert tracking.get_version(name, v2).tags["promotion.replaced"] == str(v1)
 
     client = MlflowClient()
     lock = f"{name}{tracking.ALIAS_LOCK_SUFFIX}"
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     import socket
     import time
+
     # a live holder (this process, as another would be): the wait ends in one line naming it
     client.create_registered_model(lock, tags={**tracking._owner(), "cellcast.acquired": f"{time.time():.3f}"})
-    with pytest.raises(RegistryBusyError, match=rf"aliases of '{name}' have been locked for 1 s by process "
-                                                 rf"{os.getpid()} on {socket.gethostname()}"):
+    with pytest.raises(
+        RegistryBusyError,
+        match=rf"aliases of '{name}' have been locked for 1 s by process "
+        rf"{os.getpid()} on {socket.gethostname()}",
+    ):
         with tracking.aliases_locked(name, wait_s=1):
             pass
     client.delete_registered_model(lock)
     # a holder that died (kill -9 in the middle of a promotion): its lock is broken, the rollback goes through
-    client.create_registered_model(lock, tags={"cellcast.host": socket.gethostname(), "cellcast.pid": gone,
-                                               "cellcast.process_started": "1.00",
-                                               "cellcast.acquired": f"{time.time():.3f}"})
+    client.create_registered_model(
+        lock,
+        tags={
+            "cellcast.host": socket.gethostname(),
+            "cellcast.pid": gone,
+            "cellcast.process_started": "1.00",
+            "cellcast.acquired": f"{time.time():.3f}",
+        },
+    )
     assert tracking.rollback(name).version == v1
     assert _aliases(name) == {"champion": v1, "previous": v2, "challenger": v3}
     assert not client.search_registered_models(f"name = '{lock}'")
@@ -386,43 +443,55 @@ def test_rollback_and_download_with_nothing_there_give_clear_errors(store, model
 
 def test_retry_budget_from_params_bounds_mlflows_own_retries():
     from cellcast.pipeline.config import RegistryConfig
+
     for seconds in (0, 1, 2, 5, 30, 60, 300, 3600):
         p = tracking.RetryPolicy.within(seconds, 30)
         assert p.wait_s <= seconds and p.retries <= tracking.MAX_RETRIES
         assert (p.retries == 0) == (seconds == 0)
-    assert tracking.RetryPolicy.within(60, 30).waits == [0, 4, 8, 16, 32]    # urllib3's schedule, no jitter
-    assert tracking.RetryPolicy.within(3600, 30).waits[-1] == 120              # one wait is capped at 120 s
+    assert tracking.RetryPolicy.within(60, 30).waits == [0, 4, 8, 16, 32]  # urllib3's schedule, no jitter
+    assert tracking.RetryPolicy.within(3600, 30).waits[-1] == 120  # one wait is capped at 120 s
     tracking.configure(registry=RegistryConfig(retry_seconds=30, request_timeout_s=7))
-    assert (os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"], os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"],
-            os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"], os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"]) == \
-        ("5", "1", "0", "7")
-    tracking.configure()   # a later call without settings keeps them
+    assert (
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"],
+        os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"],
+        os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"],
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"],
+    ) == ("5", "1", "0", "7")
+    tracking.configure()  # a later call without settings keeps them
     assert tracking.retry_policy() == tracking.RetryPolicy(5, 1, 7)
 
 
 def test_unreachable_server_is_one_error_after_the_stated_retries(tmp_path, monkeypatch, caplog):
-    from cellcast.pipeline.config import RegistryConfig
-    from cellcast.pipeline.errors import TrackingUnavailableError
     from mlflow_server import free_port
 
-    dead = f"http://127.0.0.1:{free_port()}"   # nothing listens there
+    from cellcast.pipeline.config import RegistryConfig
+    from cellcast.pipeline.errors import TrackingUnavailableError
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     monkeypatch.setenv("MLFLOW_TRACKING_URI", dead)
     monkeypatch.chdir(tmp_path)
     tracking.configure(registry=RegistryConfig(retry_seconds=2))
     caplog.set_level("WARNING", logger="cellcast")
-    for call in (lambda: tracking.get_alias("x-forecaster", "champion"), lambda: tracking.list_versions("x"),
-                 lambda: tracking.download_model("x-forecaster", "champion"), tracking.check_reachable):
+    for call in (
+        lambda: tracking.get_alias("x-forecaster", "champion"),
+        lambda: tracking.list_versions("x"),
+        lambda: tracking.download_model("x-forecaster", "champion"),
+        tracking.check_reachable,
+    ):
         caplog.clear()
         with pytest.raises(TrackingUnavailableError) as e:
             call()
         assert "\n" not in str(e.value)
-        assert str(e.value).startswith(f"tracking server {dead} unreachable (connection refused); gave up after "
-                                       "2 retries over 2 s")
+        assert str(e.value).startswith(
+            f"tracking server {dead} unreachable (connection refused); gave up after 2 retries over 2 s"
+        )
         said = [r.getMessage() for r in caplog.records if r.name == "cellcast.pipeline.registry.tracking"]
-        assert said == [f"tracking server {dead}: connection refused; retry 1/2 in 0 s (at most 2 s of waiting in "
-                        "all, registry.retry_seconds)",
-                        f"tracking server {dead}: connection refused; retry 2/2 in 2 s (at most 2 s of waiting in "
-                        "all, registry.retry_seconds)"]
+        assert said == [
+            f"tracking server {dead}: connection refused; retry 1/2 in 0 s (at most 2 s of waiting in "
+            "all, registry.retry_seconds)",
+            f"tracking server {dead}: connection refused; retry 2/2 in 2 s (at most 2 s of waiting in "
+            "all, registry.retry_seconds)",
+        ]
     # a run that cannot start leaves nothing open in this process
     with pytest.raises(TrackingUnavailableError):
         with tracking.parent_run("down"):
@@ -444,9 +513,11 @@ def test_every_retry_to_the_tracking_server_is_one_line_of_ours(monkeypatch, tmp
     pool_logger = logging.getLogger("urllib3.connectionpool")
     retry = Retry(total=5, backoff_factor=2).increment(method="POST", url="/x", error=ConnectionResetError())
     caplog.set_level("WARNING")
-    for err, url, ours in ((ConnectionResetError(104, "Connection reset by peer"), "/api/2.0/mlflow/runs/log-batch", True),
-                           (OSError("HTTPConnection(host='127.0.0.1', port=5999): refused"), "/anything", True),
-                           (ConnectionResetError(104, "Connection reset by peer"), "/simple/numpy/", False)):
+    for err, url, ours in (
+        (ConnectionResetError(104, "Connection reset by peer"), "/api/2.0/mlflow/runs/log-batch", True),
+        (OSError("HTTPConnection(host='127.0.0.1', port=5999): refused"), "/anything", True),
+        (ConnectionResetError(104, "Connection reset by peer"), "/simple/numpy/", False),
+    ):
         caplog.clear()
         pool_logger.warning("Retrying (%r) after connection broken by '%r': %s", retry, err, url)
         said = [r.getMessage() for r in caplog.records]
@@ -454,22 +525,24 @@ def test_every_retry_to_the_tracking_server_is_one_line_of_ours(monkeypatch, tmp
             assert len(said) == 1 and said[0].startswith("tracking server http://127.0.0.1:5999: connection ")
             assert "retry 1/" in said[0]
         else:
-            assert len(said) == 1 and said[0].startswith("Retrying (")   # another server's: left as it was
+            assert len(said) == 1 and said[0].startswith("Retrying (")  # another server's: left as it was
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
 
 
 def test_runs_left_running_by_a_dead_process_of_this_host_end_killed(store):
     import socket
 
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     client = MlflowClient()
     with tracking.parent_run("orphans"):
         pass
     exp = client.get_experiment_by_name("cellcast/orphans").experiment_id
     host = socket.gethostname()
-    dead = client.create_run(exp, tags={"cellcast.host": host, "cellcast.pid": gone,
-                                        "cellcast.process_started": "1.00"}).info.run_id
+    dead = client.create_run(
+        exp, tags={"cellcast.host": host, "cellcast.pid": gone, "cellcast.process_started": "1.00"}
+    ).info.run_id
     mine = client.create_run(exp, tags=tracking._owner()).info.run_id
     reused = client.create_run(exp, tags={**tracking._owner(), "cellcast.process_started": "1.00"}).info.run_id
     elsewhere = client.create_run(exp, tags={"cellcast.host": "another-host", "cellcast.pid": gone}).info.run_id
@@ -478,8 +551,10 @@ def test_runs_left_running_by_a_dead_process_of_this_host_end_killed(store):
     assert sorted(tracking.end_orphans("orphans")) == sorted([dead, reused])
     status = {rid: client.get_run(rid).info.status for rid in (dead, mine, reused, elsewhere, untagged)}
     assert status == {dead: "KILLED", mine: "RUNNING", reused: "KILLED", elsewhere: "RUNNING", untagged: "RUNNING"}
-    assert f"process {gone} on {host} ended without closing this run" in \
-        client.get_run(dead).data.tags["cellcast.ended_reason"]
+    assert (
+        f"process {gone} on {host} ended without closing this run"
+        in client.get_run(dead).data.tags["cellcast.ended_reason"]
+    )
     with tracking.parent_run("orphans") as rid:  # a new run tags its owner, and ends nothing of a live process
         pass
     tags = client.get_run(rid).data.tags
@@ -490,6 +565,7 @@ def test_runs_left_running_by_a_dead_process_of_this_host_end_killed(store):
 
 
 # ---------------------------------------------------------------- CLI
+
 
 def test_cli_models_rollback_ui(store, models):
     app = typer.Typer()
@@ -523,11 +599,14 @@ def test_cli_models_rollback_ui(store, models):
     r = runner.invoke(app, ["ui"])
     assert r.exit_code == 0
     # this environment's mlflow (a bare `mlflow` on PATH may be another one, or none)
-    assert r.output.strip() == (f"{Path(sys.executable).with_name('mlflow')} ui --backend-store-uri "
-                                f"sqlite:///{store.resolve()}/.cellcast/mlflow.db --port 5000 --host 127.0.0.1")
+    assert r.output.strip() == (
+        f"{Path(sys.executable).with_name('mlflow')} ui --backend-store-uri "
+        f"sqlite:///{store.resolve()}/.cellcast/mlflow.db --port 5000 --host 127.0.0.1"
+    )
 
 
 # ---------------------------------------------------------------- a real tracking server
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -552,6 +631,7 @@ def test_remote_server_register_promote_rollback_download(server, models, tmp_pa
     assert info.version == v1 and path.is_relative_to(tmp_path)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = _x(batch=1)
-    np.testing.assert_allclose(sess.run(None, {"x": x})[0], models[1][0](torch.from_numpy(x)).detach().numpy(),
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        sess.run(None, {"x": x})[0], models[1][0](torch.from_numpy(x)).detach().numpy(), atol=1e-4
+    )
     assert not (tmp_path / ".cellcast" / "mlflow.db").exists()  # nothing went to the embedded store

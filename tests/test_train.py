@@ -1,13 +1,14 @@
 """The training loop on the CPU: learning, reproducibility, resuming, the anchored start."""
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from cellcast.pipeline.config import Params
+from cellcast.pipeline.data.window import build_windows
 from cellcast.pipeline.modeling.evaluate import evaluate_baselines, evaluate_forecasts, predict_windows, seasonal_naive
 from cellcast.pipeline.modeling.train import Candidate, predictor, train_candidate
-from cellcast.pipeline.data.window import build_windows
 
 torch.set_num_threads(1)
 
@@ -17,17 +18,29 @@ def ws():
     rng = np.random.default_rng(1)
     n = 1500
     t = np.arange(n)
-    level = np.cumsum(rng.standard_normal(n)) * 0.05          # a drifting level seasonal naive can't follow
+    level = np.cumsum(rng.standard_normal(n)) * 0.05  # a drifting level seasonal naive can't follow
     y = 10 + np.sin(2 * np.pi * t / 24) + level + 0.05 * rng.standard_normal(n)
-    df = pd.DataFrame({"timestamp": pd.date_range("2022-01-01", periods=n, freq="h"), "y": y, "x": np.cos(2 * np.pi * t / 24)})
+    df = pd.DataFrame(
+        {"timestamp": pd.date_range("2022-01-01", periods=n, freq="h"), "y": y, "x": np.cos(2 * np.pi * t / 24)}
+    )
     return build_windows(df, name="syn", variables=["y", "x"], targets=["y"], freq="h", settings=settings())
 
 
 def settings(evaluate=None, **train):
-    base = {"epochs": 6, "batch_size": 64, "max_train_windows": 640, "time_budget_s": 120, "hidden_size": 16,
-            "rnn_steps": 12, "patience": 3, "lr": 0.01, "device": "cpu"}
-    return Params(window={"lookback": 36, "horizon": 6}, train={**base, **train},
-                  evaluate=evaluate or {}).for_dataset("syn")
+    base = {
+        "epochs": 6,
+        "batch_size": 64,
+        "max_train_windows": 640,
+        "time_budget_s": 120,
+        "hidden_size": 16,
+        "rnn_steps": 12,
+        "patience": 3,
+        "lr": 0.01,
+        "device": "cpu",
+    }
+    return Params(window={"lookback": 36, "horizon": 6}, train={**base, **train}, evaluate=evaluate or {}).for_dataset(
+        "syn"
+    )
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
@@ -55,7 +68,9 @@ def test_same_params_and_data_give_the_same_metrics_on_cpu(ws):
 
 
 def test_an_interrupted_run_resumes_from_its_checkpoint(ws, tmp_path):
-    full = train_candidate(ws, Candidate("gru", 16, 1), settings(epochs=4, patience=10), 24, checkpoint_dir=tmp_path / "a")
+    full = train_candidate(
+        ws, Candidate("gru", 16, 1), settings(epochs=4, patience=10), 24, checkpoint_dir=tmp_path / "a"
+    )
     # interrupt after epoch 2 (time budget), then run again with the full budget: it resumes at epoch 3
     calls = []
 
@@ -65,12 +80,22 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(ws, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_candidate(ws, Candidate("gru", 16, 1), settings(epochs=4, patience=10), 24,
-                        checkpoint_dir=tmp_path / "b", on_epoch=stop_after_two)
-    resumed = train_candidate(ws, Candidate("gru", 16, 1), settings(epochs=4, patience=10), 24, checkpoint_dir=tmp_path / "b")
+        train_candidate(
+            ws,
+            Candidate("gru", 16, 1),
+            settings(epochs=4, patience=10),
+            24,
+            checkpoint_dir=tmp_path / "b",
+            on_epoch=stop_after_two,
+        )
+    resumed = train_candidate(
+        ws, Candidate("gru", 16, 1), settings(epochs=4, patience=10), 24, checkpoint_dir=tmp_path / "b"
+    )
     assert resumed.resumed_from == 3
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
-    np.testing.assert_allclose([h["val_loss"] for h in resumed.history], [h["val_loss"] for h in full.history], rtol=1e-5)
+    np.testing.assert_allclose(
+        [h["val_loss"] for h in resumed.history], [h["val_loss"] for h in full.history], rtol=1e-5
+    )
 
 
 def test_early_stopping_restores_the_best_weights(ws):
@@ -95,7 +120,7 @@ def test_candidates_trained_at_once_in_threads_equal_those_trained_one_by_one(ws
     results = [train_candidate(ws, c, s, anchor_season=24) for c in cands]
     assert all(r.best_epoch >= 1 for r in results), "kept the initial weights: nothing to compare"
     one_by_one = [_weights(r) for r in results]
-    torch.manual_seed(123)   # the global RNG's state must not matter either
+    torch.manual_seed(123)  # the global RNG's state must not matter either
     with ThreadPoolExecutor(max_workers=3) as pool:
         at_once = [_weights(r) for r in pool.map(lambda c: train_candidate(ws, c, s, anchor_season=24), cands)]
     for cand, a, b in zip(cands, one_by_one, at_once):
@@ -111,7 +136,7 @@ def test_dropout_masks_come_from_the_candidates_generator(ws):
     from cellcast.pipeline.modeling.train import model_spec
 
     s = settings(num_layers=3, dropout=0.5)
-    spec = model_spec(ws, Candidate("lstm", 16, 3), s, None)   # no anchor: its zero head would hide the cell
+    spec = model_spec(ws, Candidate("lstm", 16, 3), s, None)  # no anchor: its zero head would hide the cell
     model = Forecaster(spec, generator=torch.Generator().manual_seed(0)).train()
     x = torch.from_numpy(np.ascontiguousarray(ws.batch(ws.starts["train"][:32])[0]))
     seq = torch.randn(8, spec.steps, model.rnn.input_size)
@@ -122,7 +147,7 @@ def test_dropout_masks_come_from_the_candidates_generator(ws):
         outs = []
         for seed in (1, 1, 2):
             model.dropout_generator = torch.Generator().manual_seed(seed)
-            torch.manual_seed(seed + 100)   # a different global RNG each time: it must not matter
+            torch.manual_seed(seed + 100)  # a different global RNG each time: it must not matter
             outs.append(model(x))
     assert torch.equal(outs[0], outs[1]) and not torch.equal(outs[0], outs[2])
 
@@ -133,7 +158,7 @@ def test_the_flows_thread_count_is_put_back():
     before = torch.get_num_threads()
     s = settings(parallel=3, threads=2)
     assert cpu_threads(s, "cpu") == 2 and cpu_threads(s, "cuda") is None
-    assert cpu_threads(settings(parallel=1), "cpu") is None      # one at a time: torch's own default
+    assert cpu_threads(settings(parallel=1), "cpu") is None  # one at a time: torch's own default
     with torch_threads(cpu_threads(s, "cpu")):
         assert torch.get_num_threads() == 2
     assert torch.get_num_threads() == before
@@ -156,8 +181,13 @@ def test_the_code_that_shapes_the_weights_is_in_the_checkpoint_fingerprint(ws, t
     with open(copies[0], "a") as f:
         f.write("\n# a fix\n")
     assert train_mod.code_hash(copies) != train_mod.code_hash()
-    assert {p.name for p in train_mod.WEIGHT_SOURCES} == {"model.py", "train.py", "window.py", "anchor.py",
-                                                          "quantiles.py"}
+    assert {p.name for p in train_mod.WEIGHT_SOURCES} == {
+        "model.py",
+        "train.py",
+        "window.py",
+        "anchor.py",
+        "quantiles.py",
+    }
 
     s = settings(epochs=2)
     first = train_candidate(ws, Candidate("gru", 8, 1), s, 24, checkpoint_dir=tmp_path / "ck")
@@ -172,8 +202,9 @@ def test_the_code_that_shapes_the_weights_is_in_the_checkpoint_fingerprint(ws, t
 def test_a_run_cut_short_by_the_time_budget_is_continued_by_a_rerun(ws, tmp_path):
     ck = tmp_path / "ck"
     full = train_candidate(ws, Candidate("lstm", 8, 1), settings(epochs=3, patience=10), 24)
-    short = train_candidate(ws, Candidate("lstm", 8, 1), settings(epochs=3, patience=10, time_budget_s=1e-9), 24,
-                            checkpoint_dir=ck)
+    short = train_candidate(
+        ws, Candidate("lstm", 8, 1), settings(epochs=3, patience=10, time_budget_s=1e-9), 24, checkpoint_dir=ck
+    )
     assert short.stopped.startswith("time budget") and len(short.history) == 1
     # a rerun (here with a larger budget: the budget does not shape the weights) goes on from epoch 2
     rest = train_candidate(ws, Candidate("lstm", 8, 1), settings(epochs=3, patience=10), 24, checkpoint_dir=ck)
@@ -188,12 +219,17 @@ def test_the_loss_ignores_filled_targets():
     # a constant series the naive-anchored model forecasts exactly, but for filled cells set to 100:
     # with them masked, every loss is 0 (nothing to learn); scored as observations, they would not be
     n = 600
-    df = pd.DataFrame({"timestamp": pd.date_range("2022-01-01", periods=n, freq="h"), "y": np.full(n, 5.0),
-                       "x": np.cos(np.arange(n) / 3)})
+    df = pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2022-01-01", periods=n, freq="h"),
+            "y": np.full(n, 5.0),
+            "x": np.cos(np.arange(n) / 3),
+        }
+    )
     df["filled:y"], df["filled:x"] = False, False
-    for a in (100, 200, 300, 450, 520):                       # in train, val and test targets
-        df.loc[a:a + 2, "y"], df.loc[a:a + 2, "filled:y"] = 100.0, True
-    point = settings(epochs=2, evaluate={"quantiles": []})   # a perfect point forecast: a loss of exactly 0
+    for a in (100, 200, 300, 450, 520):  # in train, val and test targets
+        df.loc[a : a + 2, "y"], df.loc[a : a + 2, "filled:y"] = 100.0, True
+    point = settings(epochs=2, evaluate={"quantiles": []})  # a perfect point forecast: a loss of exactly 0
     ws = build_windows(df, name="c", variables=["y", "x"], targets=["y"], freq="h", settings=point)
     res = train_candidate(ws, Candidate("gru", 8, 1), point, anchor_season=1)
     assert res.initial_val_loss == 0.0 and all(h["train_loss"] == 0.0 and h["val_loss"] == 0.0 for h in res.history)

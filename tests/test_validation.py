@@ -1,4 +1,5 @@
 """Validation: the GX suite, the duplicate/gap/missing policy, the window rule, reports and quarantine."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,9 +12,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cellcast.pipeline.errors import DataValidationError
 from cellcast.pipeline.data.ingest import ingest_bundled, ingest_file
 from cellcast.pipeline.data.validation import min_rows_for_windows, validate_dataset, validate_frame
+from cellcast.pipeline.errors import DataValidationError
 
 SMALL = {"window": {"lookback": 24, "horizon": 6}}
 META = {"targets": ["y"], "features": ["x"], "freq": "h"}
@@ -21,8 +22,13 @@ META = {"targets": ["y"], "features": ["x"], "freq": "h"}
 
 def frame(n: int = 300) -> pd.DataFrame:
     t = np.arange(n, dtype="float64")
-    return pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=n, freq="h"),
-                         "y": 10 + np.sin(2 * np.pi * t / 24), "x": t / n})
+    return pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2024-01-01", periods=n, freq="h"),
+            "y": 10 + np.sin(2 * np.pi * t / 24),
+            "x": t / n,
+        }
+    )
 
 
 def ingest_frame(df: pd.DataFrame, project: Path, settings, name: str = "syn"):
@@ -38,14 +44,20 @@ def _snap(p: Path):
 
 
 # every refusal names its remedy
-REMEDY = {"finite": "fix or blank those cells", "unique": "--dedupe first|last|mean", "long_gap": "--long-gaps "
-          "segment", "in_range": "widen validate.bounds", "min_rows": "supply more rows", "min_windows": "supply more rows"}
+REMEDY = {
+    "finite": "fix or blank those cells",
+    "unique": "--dedupe first|last|mean",
+    "long_gap": "--long-gaps segment",
+    "in_range": "widen validate.bounds",
+    "min_rows": "supply more rows",
+    "min_windows": "supply more rows",
+}
 
 
 def assert_rejected(project: Path, name: str, err: DataValidationError, column: str, rule: str, count: int | None):
     msg = str(err)
     assert REMEDY[rule] in msg, msg
-    if rule in ("min_rows", "min_windows"):   # table-level: says what is too short and what to change
+    if rule in ("min_rows", "min_windows"):  # table-level: says what is too short and what to change
         assert "\n" not in msg and f"too short ({rule}): {count} rows, need at least" in msg, msg
         assert "window.lookback" in msg, msg
     else:
@@ -123,9 +135,9 @@ def test_dedupe_modes(mode, expected, project, settings_for):
 
 
 def test_short_gaps_and_missing_cells_are_interpolated(project, settings_for):
-    df = frame().drop(index=[50, 51, 52])               # a 3-step gap in time
-    df.loc[100, "y"] = np.nan                          # a missing cell
-    df.loc[200:203, "x"] = np.nan                      # 4 missing cells = max_fill_steps
+    df = frame().drop(index=[50, 51, 52])  # a 3-step gap in time
+    df.loc[100, "y"] = np.nan  # a missing cell
+    df.loc[200:203, "x"] = np.nan  # 4 missing cells = max_fill_steps
     s = settings_for("gap", **SMALL)
     ingest_frame(df, project, s, "gap")
     rep = validate_dataset("gap", s)
@@ -165,7 +177,9 @@ def test_long_gap_segment_keeps_a_break(project, settings_for):
     assert rep.rows_out == 400 and rep.frame[["y", "x"]].isna().all(axis=1).sum() == 10
     whole = validate_frame(frame(400), META, s, name="whole")
     # no window crosses the break: exactly the windows overlapping the 10 NaN rows disappear
-    lost = sum(whole.windows[k] for k in ("train", "val", "test")) - sum(rep.windows[k] for k in ("train", "val", "test"))
+    lost = sum(whole.windows[k] for k in ("train", "val", "test")) - sum(
+        rep.windows[k] for k in ("train", "val", "test")
+    )
     assert lost == 10 + 24 + 6 - 1
 
 
@@ -181,10 +195,20 @@ def test_out_of_range(project, settings_for):
     # forecast time: new data checked against given bounds (a model's, profiled on its training rows)
     new = frame(50)
     new.loc[3, "x"] = 7.0
-    with pytest.raises(DataValidationError, match=r"column 'x': in_range failed for 1 rows \(e.g. 7.0\): outside "
-                                                  r"\[0, 1\] \(the model's\)"):
-        validate_frame(new, META, settings_for("rng2", **SMALL), name="rng2", bounds={"x": [0, 1]},
-                       bounds_origin="the model's", require_windows=False)
+    with pytest.raises(
+        DataValidationError,
+        match=r"column 'x': in_range failed for 1 rows \(e.g. 7.0\): outside "
+        r"\[0, 1\] \(the model's\)",
+    ):
+        validate_frame(
+            new,
+            META,
+            settings_for("rng2", **SMALL),
+            name="rng2",
+            bounds={"x": [0, 1]},
+            bounds_origin="the model's",
+            require_windows=False,
+        )
     # a value far outside every other is not in range merely because the frame itself was profiled
     wild = frame()
     wild.loc[7, "y"] = 1e9
@@ -206,7 +230,7 @@ def test_too_short_for_one_window(project, settings_for):
 
 def test_off_grid_timestamps_are_snapped(project, settings_for):
     df = frame()
-    df.loc[[10, 11, 12], "timestamp"] += pd.Timedelta("4min")   # a drifting clock
+    df.loc[[10, 11, 12], "timestamp"] += pd.Timedelta("4min")  # a drifting clock
     rep = validate_frame(df, META, settings_for("snap", **SMALL), name="snap")
     assert rep.snapped == {"off_grid": 3, "merged": 0} and rep.rows_out == 300
     assert rep.frame["timestamp"].equals(frame()["timestamp"])
@@ -233,8 +257,11 @@ def test_cli_validate(project, settings_for):
     register(app)
     run = CliRunner()
     df = pd.concat([frame(), frame().iloc[[5]]]).sort_values("timestamp", kind="stable")
-    (project / "params.yaml").write_text((project / "params.yaml").read_text().replace(
-        "datasets:\n", "datasets:\n  dup:\n    window: {lookback: 24, horizon: 6}\n", 1))
+    (project / "params.yaml").write_text(
+        (project / "params.yaml")
+        .read_text()
+        .replace("datasets:\n", "datasets:\n  dup:\n    window: {lookback: 24, horizon: 6}\n", 1)
+    )
     ingest_frame(df, project, settings_for("dup"), "dup")
     before = _snap(project / "data/dup/raw.parquet")
     r = run.invoke(app, ["validate", "dup"])
@@ -245,9 +272,12 @@ def test_cli_validate(project, settings_for):
     assert r.exit_code == 0 and "1 duplicates resolved" in r.output, r.output
     # a test split the data rule accepts but promotion's statistical test cannot decide on: said before any training
     import re
+
     origins = int(re.search(r"\((\d+) non-overlapping test windows\)", r.output).group(1))
-    assert origins < 10 and "fewer than evaluate.min_test_windows 10: a model trains and registers but cannot be " \
-                            "promoted" in r.output, r.output
+    assert (
+        origins < 10
+        and "fewer than evaluate.min_test_windows 10: a model trains and registers but cannot be promoted" in r.output
+    ), r.output
     assert _snap(project / "data/dup/raw.parquet") == before
     r = run.invoke(app, ["validate", "dup", "--dedupe", "median"])
     assert r.exit_code == 2 and "--dedupe 'median'" in r.output
@@ -256,11 +286,11 @@ def test_cli_validate(project, settings_for):
 
 
 def test_a_five_row_series_is_refused_saying_how_many_rows_it_needs(project, settings_for):
-    s = settings_for("tiny")                     # params.yaml as shipped: auto window, default test rule
+    s = settings_for("tiny")  # params.yaml as shipped: auto window, default test rule
     ingest_frame(frame(5), project, s, "tiny")
     with pytest.raises(DataValidationError) as ei:
         validate_dataset("tiny", s)
-    need = min_rows_for_windows(s, 2, 1)         # a 5-row hourly series resolves to lookback 2, horizon 1
+    need = min_rows_for_windows(s, 2, 1)  # a 5-row hourly series resolves to lookback 2, horizon 1
     assert need > 5
     assert_rejected(project, "tiny", ei.value, "timestamp", "min_rows", 5)
     msg = str(ei.value)
@@ -272,8 +302,11 @@ def test_too_few_non_overlapping_test_windows_after_the_policy(project, settings
     # 60 test rows give 55 test windows of horizon 6: 10 non-overlapping; a break there leaves 4
     s = settings_for("brk", ingest={"long_gaps": "segment", "min_test_windows": 8}, **SMALL)
     df = frame(400).drop(index=range(365, 375))
-    with pytest.raises(DataValidationError, match=r"too short \(min_test_windows\): 400 rows leave 4 non-overlapping "
-                                                  r"test window\(s\) of horizon 6, need 8") as ei:
+    with pytest.raises(
+        DataValidationError,
+        match=r"too short \(min_test_windows\): 400 rows leave 4 non-overlapping "
+        r"test window\(s\) of horizon 6, need 8",
+    ) as ei:
         validate_frame(df, META, s, name="brk")
     assert "ingest.min_test_windows" in str(ei.value)
     ok = validate_frame(frame(400), META, s, name="ok")
@@ -286,29 +319,34 @@ def test_cli_long_gaps_option_and_the_refusal_that_names_it(project, settings_fo
     app = typer.Typer()
     register(app)
     run = CliRunner()
-    (project / "params.yaml").write_text((project / "params.yaml").read_text().replace(
-        "datasets:\n", "datasets:\n  gappy:\n    window: {lookback: 24, horizon: 6}\n", 1))
+    (project / "params.yaml").write_text(
+        (project / "params.yaml")
+        .read_text()
+        .replace("datasets:\n", "datasets:\n  gappy:\n    window: {lookback: 24, horizon: 6}\n", 1)
+    )
     ingest_frame(frame(400).drop(index=range(200, 210)), project, settings_for("gappy"), "gappy")
     r = run.invoke(app, ["validate", "gappy"])
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert r.exit_code == 2 and len(lines) == 1 and "long_gap failed" in lines[0], r.output
     assert "cellcast validate gappy --long-gaps segment" in lines[0] and "ingest.max_fill_steps" in lines[0], r.output
-    assert "NAME" not in lines[0], r.output                         # the remedy names this dataset, nothing generic
+    assert "NAME" not in lines[0], r.output  # the remedy names this dataset, nothing generic
     r = run.invoke(app, ["validate", "gappy", "--long-gaps", "segment"])
     assert r.exit_code == 0 and "1 breaks" in r.output, r.output
     # a test split the data rule accepts but promotion's test cannot decide on is said before any training
     import re
+
     origins = int(re.search(r"\((\d+) non-overlapping test windows\)", r.output).group(1))
-    assert origins == 10 and "min_test_windows" not in r.output, r.output       # enough: nothing to say
+    assert origins == 10 and "min_test_windows" not in r.output, r.output  # enough: nothing to say
     r = run.invoke(app, ["validate", "gappy", "--long-gaps", "bridge"])
     assert r.exit_code == 2 and "--long-gaps 'bridge': must be one of reject, segment" in r.output, r.output
 
     # the policy given is kept for the dataset: a later validation (train, a scheduled refresh) applies it, as does
     # the forecast's check of the latest rows, though params.yaml still says reject
     from cellcast.pipeline.data.validation import recorded_policy, validate_dataset, with_recorded_policy
+
     s = settings_for("gappy")
     assert s.ingest.long_gaps == "reject" and recorded_policy("gappy", s) == {"long_gaps": "segment"}
     assert with_recorded_policy("gappy", s).ingest.long_gaps == "segment"
     assert len(validate_dataset("gappy", s).breaks) == 1
-    r = run.invoke(app, ["validate", "gappy", "--long-gaps", "reject"])     # given again: replaced
+    r = run.invoke(app, ["validate", "gappy", "--long-gaps", "reject"])  # given again: replaced
     assert r.exit_code == 2 and recorded_policy("gappy", s) == {"long_gaps": "reject"}, r.output

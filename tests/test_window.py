@@ -1,4 +1,5 @@
 """Windowing: chronological splits without leakage, a train-only scaler, windows as views."""
+
 import tracemalloc
 
 import numpy as np
@@ -7,20 +8,21 @@ import pytest
 import torch
 
 from cellcast.pipeline.config import Params
-from cellcast.pipeline.errors import DataValidationError
 from cellcast.pipeline.data.frequency import seasons_for
-from cellcast.pipeline.data.window import (build_windows, complete_windows, load_windows, resolve_window,
-                                           save_windows)
+from cellcast.pipeline.data.window import build_windows, complete_windows, load_windows, resolve_window, save_windows
+from cellcast.pipeline.errors import DataValidationError
 
 
 def frame(n=2000, freq="h", seed=0):
     rng = np.random.default_rng(seed)
     t = np.arange(n)
-    return pd.DataFrame({
-        "timestamp": pd.date_range("2020-01-01", periods=n, freq=freq),
-        "load": 10 + np.sin(2 * np.pi * t / 24) + 0.1 * rng.standard_normal(n),
-        "temp": 20 + 5 * np.sin(2 * np.pi * t / (24 * 7)),
-    })
+    return pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2020-01-01", periods=n, freq=freq),
+            "load": 10 + np.sin(2 * np.pi * t / 24) + 0.1 * rng.standard_normal(n),
+            "temp": 20 + 5 * np.sin(2 * np.pi * t / (24 * 7)),
+        }
+    )
 
 
 def settings(lookback=48, horizon=12, ingest=None, **window):
@@ -48,7 +50,7 @@ def test_scaler_is_fitted_on_train_rows_only():
     df = frame()
     a = make(df)
     later = df.copy()
-    later.loc[a.meta.bounds["val"]:, ["load", "temp"]] *= 1000   # change only validation and test rows
+    later.loc[a.meta.bounds["val"] :, ["load", "temp"]] *= 1000  # change only validation and test rows
     b = make(later)
     assert a.meta.mean == b.meta.mean and a.meta.std == b.meta.std
     assert np.isclose(a.meta.mean[0], df["load"][: a.meta.bounds["val"]].mean(), rtol=1e-6)
@@ -61,8 +63,8 @@ def test_windows_are_views_not_copies():
     assert v.shape == (ws.meta.rows - ws.span + 1, ws.span, 2)
     s = ws.starts["val"][5]
     x, y = ws.batch(np.array([s]))
-    np.testing.assert_array_equal(x[0], ws.values[s:s + ws.meta.lookback])
-    np.testing.assert_array_equal(y[0, :, 0], ws.values[s + ws.meta.lookback:s + ws.span, 0])
+    np.testing.assert_array_equal(x[0], ws.values[s : s + ws.meta.lookback])
+    np.testing.assert_array_equal(y[0, :, 0], ws.values[s + ws.meta.lookback : s + ws.span, 0])
 
 
 def test_memory_grows_with_the_series_not_with_lookback():
@@ -72,7 +74,7 @@ def test_memory_grows_with_the_series_not_with_lookback():
         tracemalloc.start()
         ws = make(df, lookback=L, horizon=24)
         assert ws.view().shape[0] == ws.meta.rows - ws.span + 1
-        ws.batch(ws.starts["train"][:256])                   # a batch copies only its own windows
+        ws.batch(ws.starts["train"][:256])  # a batch copies only its own windows
         peaks[L] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     # a materialised window array at L=960 would be 20000*984*2*4 bytes = 157 MB
@@ -92,13 +94,14 @@ def test_torch_windows_match_numpy_and_unfold_is_a_view():
 
 def test_windows_never_cross_a_break():
     df = frame()
-    df.loc[700:720, ["load", "temp"]] = np.nan        # a long gap kept as a break
+    df.loc[700:720, ["load", "temp"]] = np.nan  # a long gap kept as a break
     ws = make(df)
     for starts in ws.starts.values():
         for s in starts:
             assert not (s <= 720 and s + ws.span > 700)
-    assert complete_windows(ws.values, ws.span).sum() == sum(1 for s in range(ws.meta.rows - ws.span + 1)
-                                                              if not (s <= 720 and s + ws.span > 700))
+    assert complete_windows(ws.values, ws.span).sum() == sum(
+        1 for s in range(ws.meta.rows - ws.span + 1) if not (s <= 720 and s + ws.span > 700)
+    )
 
 
 def test_stride_thins_train_windows():
@@ -124,8 +127,20 @@ def test_save_and_load_round_trip(tmp_path):
         np.testing.assert_array_equal(back.starts[k], ws.starts[k])
 
 
-@pytest.mark.parametrize("freq,seasons", [("30min", [48, 336]), ("h", [24, 168]), ("D", [7, 365]), ("B", [5]),
-                                          ("MS", [12]), ("W-SUN", [52]), ("QS", [4]), ("YS", []), ("5min", [288, 2016])])
+@pytest.mark.parametrize(
+    "freq,seasons",
+    [
+        ("30min", [48, 336]),
+        ("h", [24, 168]),
+        ("D", [7, 365]),
+        ("B", [5]),
+        ("MS", [12]),
+        ("W-SUN", [52]),
+        ("QS", [4]),
+        ("YS", []),
+        ("5min", [288, 2016]),
+    ],
+)
 def test_natural_seasons(freq, seasons):
     assert seasons_for(freq) == seasons
 
@@ -155,6 +170,7 @@ def test_the_window_stage_wants_enough_non_overlapping_test_windows():
 
 # ---------------------------------------------------------------- filled points: never read past an origin, never scored
 
+
 def _filled(df: pd.DataFrame, settings_over: dict | None = None):
     """The validation policy on `df` (short gaps interpolated), then the windows of its result."""
     from cellcast.pipeline.data.validation import validate_frame
@@ -167,8 +183,8 @@ def _filled(df: pd.DataFrame, settings_over: dict | None = None):
 
 def test_validated_frame_says_which_cells_were_filled():
     df = frame()
-    df.loc[500:502, "load"] = np.nan                  # 3 cells of one column
-    df = df.drop(index=[900, 901])                    # 2 missing grid points: both columns
+    df.loc[500:502, "load"] = np.nan  # 3 cells of one column
+    df = df.drop(index=[900, 901])  # 2 missing grid points: both columns
     rep, ws = _filled(df)
     out = rep.frame
     assert out["filled:load"].sum() == 5 and out["filled:temp"].sum() == 2
@@ -179,21 +195,21 @@ def test_validated_frame_says_which_cells_were_filled():
 
 def test_no_window_reads_a_value_interpolated_from_after_its_origin():
     df = frame()
-    df.loc[1000:1003, ["load", "temp"]] = np.nan      # a gap filled from rows 999 and 1004
+    df.loc[1000:1003, ["load", "temp"]] = np.nan  # a gap filled from rows 999 and 1004
     later = df.copy()
-    later.loc[1004:, ["load", "temp"]] += 50.0        # everything after the gap differs
+    later.loc[1004:, ["load", "temp"]] += 50.0  # everything after the gap differs
     (_, a), (_, b) = _filled(df), _filled(later)
     L = a.meta.lookback
     for split in ("train", "val", "test"):
         np.testing.assert_array_equal(a.starts[split], b.starts[split])
         s = a.starts[split]
-        before = s[s + L - 1 < 1004]                  # origins before the row the fill was drawn from
+        before = s[s + L - 1 < 1004]  # origins before the row the fill was drawn from
         xa, _ = a.batch(before)
         xb, _ = b.batch(before)
-        np.testing.assert_array_equal(xa, xb)         # their inputs cannot know what came after them
+        np.testing.assert_array_equal(xa, xb)  # their inputs cannot know what came after them
     every = np.concatenate(list(a.starts.values()))
-    assert not ((every + L - 1 >= 1000) & (every + L - 1 <= 1003)).any()   # no origin inside the gap
-    assert ((every + L - 1 >= 1004) & (every <= 1000)).any()               # windows reading the fill after it: kept
+    assert not ((every + L - 1 >= 1000) & (every + L - 1 <= 1003)).any()  # no origin inside the gap
+    assert ((every + L - 1 >= 1004) & (every <= 1000)).any()  # windows reading the fill after it: kept
 
 
 def test_filled_targets_are_masked_and_windows_with_only_filled_targets_dropped():
@@ -212,6 +228,7 @@ def test_filled_targets_are_masked_and_windows_with_only_filled_targets_dropped(
     df2.loc[1500:1503, "load"] = np.nan
     s2 = Params(window={"lookback": 48, "horizon": 1}).for_dataset("t")
     from cellcast.pipeline.data.validation import validate_frame
+
     rep = validate_frame(df2, {"targets": ["load"], "features": ["temp"], "freq": "h"}, s2, name="t", quarantine=False)
     ws2 = build_windows(rep.frame, name="t", variables=["load", "temp"], targets=["load"], freq="h", settings=s2)
     every = np.concatenate(list(ws2.starts.values()))
@@ -220,10 +237,10 @@ def test_filled_targets_are_masked_and_windows_with_only_filled_targets_dropped(
 
 def test_scaler_and_window_files_keep_the_fill_mask(tmp_path):
     df = frame()
-    df.loc[100:103, "load"] = 1e6                     # absurd values where the cells were filled ...
+    df.loc[100:103, "load"] = 1e6  # absurd values where the cells were filled ...
     df["filled:load"] = False
     df["filled:temp"] = False
-    df.loc[100:103, "filled:load"] = True             # ... are not observations: the scaler ignores them
+    df.loc[100:103, "filled:load"] = True  # ... are not observations: the scaler ignores them
     s = settings()
     s.paths.data = tmp_path / "data"
     ws = build_windows(df, name="t", variables=["load", "temp"], targets=["load"], freq="h", settings=s)
@@ -234,13 +251,14 @@ def test_scaler_and_window_files_keep_the_fill_mask(tmp_path):
     tw = back.to_torch("cpu")
     idx = back.starts["train"][:5]
     np.testing.assert_array_equal(tw.target_mask(torch.from_numpy(idx)).numpy(), back.target_mask(idx))
-    idx = np.concatenate([back.starts[k] for k in ("train", "val", "test")])   # the GPU path, gathered the same way
+    idx = np.concatenate([back.starts[k] for k in ("train", "val", "test")])  # the GPU path, gathered the same way
     np.testing.assert_array_equal(tw.device_target_mask(torch.from_numpy(idx)).numpy(), back.target_mask(idx))
-    assert back.target_mask(idx)[:, :, 0].sum() < back.target_mask(idx).size   # some targets really are masked
+    assert back.target_mask(idx)[:, :, 0].sum() < back.target_mask(idx).size  # some targets really are masked
     assert make().filled is None and make().target_mask(make().starts["test"]) is None
 
 
 # ---------------------------------------------------------------- plausible bounds: profiled on the training rows
+
 
 def test_bounds_are_profiled_on_observed_training_rows_only():
     df = frame()
@@ -251,26 +269,34 @@ def test_bounds_are_profiled_on_observed_training_rows_only():
     assert a.meta.value_bounds["load"] == pytest.approx([lo - t * (hi - lo), hi + t * (hi - lo)])
     assert set(a.meta.value_bounds) == {"load", "temp"}
     later = df.copy()
-    later.loc[a.meta.bounds["val"]:, "load"] *= 1000             # validation and test rows do not move them
+    later.loc[a.meta.bounds["val"] :, "load"] *= 1000  # validation and test rows do not move them
     assert make(later).meta.value_bounds == a.meta.value_bounds
     filled = df.copy()
     filled.loc[10:12, "load"], filled["filled:load"] = 1e6, False
-    filled.loc[10:12, "filled:load"] = True                      # nor do filled cells
+    filled.loc[10:12, "filled:load"] = True  # nor do filled cells
     assert make(filled).meta.value_bounds["load"] == pytest.approx(a.meta.value_bounds["load"], rel=0.05)
     declared = Params(window={"lookback": 48, "horizon": 12}, validate={"bounds": {"load": [0, 20]}}).for_dataset("t")
     ws = build_windows(df, name="t", variables=["load", "temp"], targets=["load"], freq="h", settings=declared)
-    assert ws.meta.value_bounds["load"] == [0, 20]               # declared ranges win
+    assert ws.meta.value_bounds["load"] == [0, 20]  # declared ranges win
 
 
 def _with_future(tmp_path=None):
     df = frame(1200)
-    df["promo"] = (np.arange(len(df)) % 50 < 5).astype(float)      # a planned promotion: known ahead
-    s = Params(window={"lookback": 48, "horizon": 12}, calendar={"parts": ["tod", "dow", "holiday"], "country": "US"}
-               ).for_dataset("t")
+    df["promo"] = (np.arange(len(df)) % 50 < 5).astype(float)  # a planned promotion: known ahead
+    s = Params(
+        window={"lookback": 48, "horizon": 12}, calendar={"parts": ["tod", "dow", "holiday"], "country": "US"}
+    ).for_dataset("t")
     if tmp_path is not None:
         s.paths.data = tmp_path / "data"
-    ws = build_windows(df, name="t", variables=["load", "temp", "promo"], targets=["load"], freq="h", settings=s,
-                       future_features=["promo"])
+    ws = build_windows(
+        df,
+        name="t",
+        variables=["load", "temp", "promo"],
+        targets=["load"],
+        freq="h",
+        settings=s,
+        future_features=["promo"],
+    )
     return df, s, ws
 
 
@@ -284,18 +310,18 @@ def test_each_window_gets_the_known_future_rows_of_its_horizon_as_a_view(tmp_pat
     cal, _ = calendar_features(df["timestamp"], "h", s.calendar)
     table = np.concatenate([cal, df[["promo"]].to_numpy(np.float32)], axis=1)
     np.testing.assert_array_equal(ws.future, table)
-    assert ws.future[df.index[df["timestamp"] == "2020-01-01 05:00"][0], 4] == 1.0     # New Year's Day
+    assert ws.future[df.index[df["timestamp"] == "2020-01-01 05:00"][0], 4] == 1.0  # New Year's Day
     starts = ws.starts["test"][[0, 3, 17]]
     f = ws.future_batch(starts)
     assert f.shape == (3, m.horizon, 6)
-    for i, st in enumerate(starts):      # origin o = st + lookback: rows [o, o + horizon)
-        np.testing.assert_array_equal(f[i], table[st + m.lookback:st + m.lookback + m.horizon])
+    for i, st in enumerate(starts):  # origin o = st + lookback: rows [o, o + horizon)
+        np.testing.assert_array_equal(f[i], table[st + m.lookback : st + m.lookback + m.horizon])
     # the per-window blocks are a strided view of the one table: memory stays flat
     view = np.lib.stride_tricks.sliding_window_view(ws.future, m.horizon, axis=0)
     assert np.shares_memory(view, ws.future)
     tw = ws.to_torch("cpu")
     np.testing.assert_array_equal(tw.future(torch.from_numpy(starts)).numpy(), f)
-    assert tw.future_windows.untyped_storage().data_ptr() == ws.future.ctypes.data      # unfold: a view, no copy
+    assert tw.future_windows.untyped_storage().data_ptr() == ws.future.ctypes.data  # unfold: a view, no copy
 
     save_windows(ws, s)
     back = load_windows("t", s)
@@ -308,8 +334,15 @@ def test_a_window_set_without_known_future_inputs_has_none():
     assert ws.future is None and ws.future_batch(ws.starts["test"][:3]) is None and ws.meta.future_names == []
     assert ws.to_torch("cpu").future(torch.tensor([0])) is None
     with pytest.raises(DataValidationError, match="known-future column\\(s\\) promo not in the data"):
-        build_windows(frame(), name="t", variables=["load", "temp"], targets=["load"], freq="h", settings=settings(),
-                      future_features=["promo"])
+        build_windows(
+            frame(),
+            name="t",
+            variables=["load", "temp"],
+            targets=["load"],
+            freq="h",
+            settings=settings(),
+            future_features=["promo"],
+        )
 
 
 def test_scoring_a_registered_model_on_later_test_windows_keeps_the_fill_mask_and_future_table():

@@ -1,4 +1,5 @@
 """A real uvicorn server on 127.0.0.1 in a background thread, for the service tests."""
+
 from __future__ import annotations
 
 import threading
@@ -13,12 +14,13 @@ class ServerThread:
     def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"):
         import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                                                    lifespan="on", access_log=False))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on", access_log=False)
+        )
         self.thread = threading.Thread(target=self.server.run, name="cellcast-uvicorn", daemon=True)
         self.host = host
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:

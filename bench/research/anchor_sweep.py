@@ -4,6 +4,7 @@
 
 A row per variant in results/anchors.jsonl (experiment.py's format, epochs=0: the scores are the anchor's).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,10 @@ VARIANTS = {
         ("snaive-week", {"anchor": "snaive", "anchor_season": 336}),
         ("profile-week-k1-lvl48", {"anchor": "profile", "anchor_season": 336, "profile_k": 1, "level_steps": 48}),
         ("profile-week-k1-lvl12", {"anchor": "profile", "anchor_season": 336, "profile_k": 1, "level_steps": 12}),
-        ("profile-week-k3-lvl48-L1056", {"anchor": "profile", "anchor_season": 336, "profile_k": 3, "level_steps": 48, "lookback": 1056}),
+        (
+            "profile-week-k3-lvl48-L1056",
+            {"anchor": "profile", "anchor_season": 336, "profile_k": 3, "level_steps": 48, "lookback": 1056},
+        ),
         ("profile-day-k7-lvl12", {"anchor": "profile", "anchor_season": 48, "profile_k": 7, "level_steps": 12}),
         ("linear", {"anchor": "linear"}),
         ("linear-allvars", {"anchor": "linear", "linear_all_vars": True}),

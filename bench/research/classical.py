@@ -9,6 +9,7 @@ Every origin of the test split (non-overlapping, every `horizon` steps) gets its
 history up to that origin only (from the last break, for series with breaks; optionally the last
 `history` rows). Results -> results/classical.jsonl, forecasts -> results/forecasts/DATASET--MODEL.npz.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,7 @@ import platform
 import sys
 import time
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -42,8 +43,8 @@ def make(model: str, seasons: list[int]):
 
     if model == "mstl":
         if not seasons:
-            return AutoETS(model="ZZN")   # MSTL's own trend model, the series having no season left
-        return MSTL(season_length=seasons if len(seasons) > 1 else seasons[0])   # trend: AutoETS(ZZN) by default
+            return AutoETS(model="ZZN")  # MSTL's own trend model, the series having no season left
+        return MSTL(season_length=seasons if len(seasons) > 1 else seasons[0])  # trend: AutoETS(ZZN) by default
     m = seasons[0] if seasons else 1
     if model == "ets":
         return AutoETS(season_length=m)
@@ -75,12 +76,21 @@ def run(d: harness.Data, model: str, stride="horizon", history_override: int | N
     pred = np.stack(preds)
     suffix = ("" if history_override is None else f"-h{history}") + ("" if stride == "horizon" else f"-stride{stride}")
     harness.save_forecasts(model + suffix, d.name, starts, pred)
-    row = {"dataset": d.name, "model": model, "seasons": seasons, "history": history or "all", "stride": stride,
-           "refit": "per origin", "origins": int(len(origins)), "origins_season_dropped": int(dropped),
-           **d.score(pred, starts),
-           "by_step": harness.mase_by_step(d.targets(starts), pred, d.mase_scale()),
-           "fit_s_total": round(float(np.sum(fit_s)), 2), "fit_s_mean": round(float(np.mean(fit_s)), 3),
-           "fit_s_max": round(float(np.max(fit_s)), 3)}
+    row = {
+        "dataset": d.name,
+        "model": model,
+        "seasons": seasons,
+        "history": history or "all",
+        "stride": stride,
+        "refit": "per origin",
+        "origins": int(len(origins)),
+        "origins_season_dropped": int(dropped),
+        **d.score(pred, starts),
+        "by_step": harness.mase_by_step(d.targets(starts), pred, d.mase_scale()),
+        "fit_s_total": round(float(np.sum(fit_s)), 2),
+        "fit_s_mean": round(float(np.mean(fit_s)), 3),
+        "fit_s_max": round(float(np.max(fit_s)), 3),
+    }
     return row
 
 
@@ -89,7 +99,7 @@ def naive_rows(d: harness.Data) -> list[dict]:
     for stride in ("horizon", 1):
         starts = d.starts_for("test", stride)
         for m in [1] + [s for s in d.seasons if s > 1]:
-            if m > int(starts.min()) + d.L:      # as usable_seasons: the baseline must exist for every window
+            if m > int(starts.min()) + d.L:  # as usable_seasons: the baseline must exist for every window
                 continue
             pred = d.seasonal_naive(starts, m)
             if not np.isfinite(pred).all():
@@ -99,8 +109,9 @@ def naive_rows(d: harness.Data) -> list[dict]:
                 sc = {**d.score(pred, starts), "coverage": 1.0}
                 if stride == "horizon":
                     harness.save_forecasts("naive" if m == 1 else f"snaive{m}", d.name, starts, pred)
-            out.append({"dataset": d.name, "model": "naive" if m == 1 else f"seasonal_naive_{m}",
-                        "stride": stride, **sc})
+            out.append(
+                {"dataset": d.name, "model": "naive" if m == 1 else f"seasonal_naive_{m}", "stride": stride, **sc}
+            )
     return out
 
 
@@ -116,8 +127,12 @@ def main(argv=None):
     stride = a.stride if a.stride == "horizon" else int(a.stride)
     import statsforecast
 
-    env = {"machine": f"{platform.node()} 2-core CPU VM (shared)", "threads": os.environ.get("OMP_NUM_THREADS"),
-           "statsforecast": statsforecast.__version__, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")}
+    env = {
+        "machine": f"{platform.node()} 2-core CPU VM (shared)",
+        "threads": os.environ.get("OMP_NUM_THREADS"),
+        "statsforecast": statsforecast.__version__,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
+    }
     for name in a.datasets:
         d = harness.Data(name)
         for row in [] if a.no_naive else naive_rows(d):
@@ -125,9 +140,11 @@ def main(argv=None):
         for model in a.models:
             row = {**run(d, model, stride, a.history), **env}
             harness.append(a.out, row)
-            print(f"{name:11s} {model:6s} MASE {row['mase']:.3f} sMAPE {row['smape']:.2f} "
-                  f"fit {row['fit_s_total']:.1f}s total ({row['fit_s_mean']:.2f}s/origin, {row['origins']} origins)",
-                  flush=True)
+            print(
+                f"{name:11s} {model:6s} MASE {row['mase']:.3f} sMAPE {row['smape']:.2f} "
+                f"fit {row['fit_s_total']:.1f}s total ({row['fit_s_mean']:.2f}s/origin, {row['origins']} origins)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Trains the configuration (as experiment.py does), exports it with torch.onnx.exp
 opset_version=17, dynamic batch), runs it through onnxruntime (CPU provider) on every test window, and
 records the largest difference relative to the target's scale, node count and the ops used.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,16 @@ def export(model: torch.nn.Module, ser: proto.Series, path: Path) -> dict:
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), args, str(path), input_names=names, output_names=["forecast"],
-                          dynamic_axes=dyn, opset_version=17, dynamo=False)
+        torch.onnx.export(
+            model.eval(),
+            args,
+            str(path),
+            input_names=names,
+            output_names=["forecast"],
+            dynamic_axes=dyn,
+            opset_version=17,
+            dynamo=False,
+        )
     return {"export_s": round(time.perf_counter() - t0, 2), "inputs": names}
 
 
@@ -52,7 +61,7 @@ def parity(model: torch.nn.Module, ser: proto.Series, path: Path) -> dict:
     worst, n = 0.0, 0
     scale = model.spec.std[ser.target_idx[0]] if hasattr(model, "spec") else 1.0
     for i in range(0, len(orig), 1024):
-        x, _, f = ser.batch(orig[i:i + 1024])
+        x, _, f = ser.batch(orig[i : i + 1024])
         feed = {"x": np.ascontiguousarray(x)} | ({"future": np.ascontiguousarray(f)} if f is not None else {})
         got = sess.run(None, feed)[0]
         with torch.inference_mode():
@@ -61,9 +70,15 @@ def parity(model: torch.nn.Module, ser: proto.Series, path: Path) -> dict:
         n += len(x)
     g = onnx.load(str(path)).graph
     ops = collections.Counter(node.op_type for node in g.node)
-    return {"max_abs_diff": worst, "max_diff_rel_scale": worst / scale, "windows": n, "nodes": len(g.node),
-            "ops": dict(ops.most_common()), "provider": sess.get_providers()[0],
-            "bytes": path.stat().st_size}
+    return {
+        "max_abs_diff": worst,
+        "max_diff_rel_scale": worst / scale,
+        "windows": n,
+        "nodes": len(g.node),
+        "ops": dict(ops.most_common()),
+        "provider": sess.get_providers()[0],
+        "bytes": path.stat().st_size,
+    }
 
 
 def main(argv=None):
@@ -79,8 +94,14 @@ def main(argv=None):
     model = members[0] if len(members) == 1 else proto.Ensemble(members)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
-        row = {"dataset": a.dataset, "tag": a.tag, "cfg": cfg, "members": len(members),
-               **export(model, out["series"], path), **parity(model, out["series"], path)}
+        row = {
+            "dataset": a.dataset,
+            "tag": a.tag,
+            "cfg": cfg,
+            "members": len(members),
+            **export(model, out["series"], path),
+            **parity(model, out["series"], path),
+        }
     harness.append("export.jsonl", {"export": row})
     print({k: v for k, v in row.items() if k != "cfg"})
 

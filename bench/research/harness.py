@@ -9,6 +9,7 @@ virtualenvs score exactly the same windows with exactly the pipeline's metric:
 - origins: the test split's windows, every `horizon`-th one (non-overlapping targets: starts are strictly
   increasing, so s[i+H] - s[i] >= H), or every window (stride 1, as BENCHMARKS.md scores).
 """
+
 from __future__ import annotations
 
 import json
@@ -82,7 +83,7 @@ class Data:
         """Targets observed before `origin`, back to the last break (NaN row) if there is one."""
         y = self.y()[:origin]
         bad = np.flatnonzero(np.isnan(y).any(axis=1))
-        return y[bad[-1] + 1:] if len(bad) else y
+        return y[bad[-1] + 1 :] if len(bad) else y
 
 
 def metrics(y_true: np.ndarray, y_pred: np.ndarray, scale: np.ndarray) -> dict:
@@ -90,8 +91,13 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray, scale: np.ndarray) -> dict:
     ae = np.abs(yp - yt)
     denom = np.abs(yt) + np.abs(yp)
     smape = np.where(denom > EPS, 2.0 * ae / np.maximum(denom, EPS), 0.0)
-    return {"mase": float((ae / scale).mean()), "smape": float(100 * smape.mean()), "mae": float(ae.mean()),
-            "rmse": float(np.sqrt(((yp - yt) ** 2).mean())), "n_windows": int(len(yt))}
+    return {
+        "mase": float((ae / scale).mean()),
+        "smape": float(100 * smape.mean()),
+        "mae": float(ae.mean()),
+        "rmse": float(np.sqrt(((yp - yt) ** 2).mean())),
+        "n_windows": int(len(yt)),
+    }
 
 
 def mase_by_step(y_true, y_pred, scale) -> list[float]:

@@ -3,6 +3,7 @@ forecasts restricted to the same windows (elecdemand's every-horizon origins all
 
     .venv/bin/python bench/research/phases.py elecdemand mstl-h2688-stride12 anchor-linear-gru-s42-stride1 ...
 """
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,9 @@ def main(ds: str, ref: str, others: list[str]):
     print(f"{ds}: {len(starts)} origins ({ref}'s), weekly seasonal naive MASE {sn['mase']:.3f}")
     for tag, sc in rows:
         print(f"| {tag} | {sc['mase']:.3f} | {100 * sc['mase'] / sn['mase']:.0f}% |")
-        harness.append("phases.jsonl", {"dataset": ds, "origins_from": ref, "model": tag, **sc,
-                                        "snaive_week_mase": sn["mase"]})
+        harness.append(
+            "phases.jsonl", {"dataset": ds, "origins_from": ref, "model": tag, **sc, "snaive_week_mase": sn["mase"]}
+        )
 
 
 if __name__ == "__main__":

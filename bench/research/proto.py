@@ -18,6 +18,7 @@ Lift-able parts (plain torch, exports with the TorchScript exporter, opset 17):
 Data: `Series` holds the values, the known-future feature rows, and origins per split. A window with origin o
 reads inputs [o-L, o) and forecasts [o, o+H); future inputs are rows [o, o+H) of the feature table.
 """
+
 from __future__ import annotations
 
 import copy
@@ -35,8 +36,14 @@ CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 # --- data ---------------------------------------------------------------------------------------------
 
-def calendar_features(ts: np.ndarray, freq: str, country: str | None = None, subdiv: str | None = None,
-                      parts: tuple[str, ...] = ("tod", "dow", "doy", "holiday")) -> tuple[np.ndarray, list[str]]:
+
+def calendar_features(
+    ts: np.ndarray,
+    freq: str,
+    country: str | None = None,
+    subdiv: str | None = None,
+    parts: tuple[str, ...] = ("tod", "dow", "doy", "holiday"),
+) -> tuple[np.ndarray, list[str]]:
     """Cyclical calendar encodings known for any future timestamp, and public holidays (the `holidays`
     package ships its data: no network). Sub-daily series get time of day; every series day of week and
     day of year; the holiday flag is 1 on a public holiday of `country`/`subdiv`."""
@@ -75,13 +82,13 @@ class Series:
     """A series with its split bounds and the known-future feature table (rows aligned with values)."""
 
     name: str
-    values: np.ndarray                  # (rows, V) float32, NaN rows = breaks
+    values: np.ndarray  # (rows, V) float32, NaN rows = breaks
     target_idx: list[int]
     lookback: int
     horizon: int
     val_start: int
     test_start: int
-    future: np.ndarray | None = None    # (rows, F) float32, already scaled (calendar in [-1, 1])
+    future: np.ndarray | None = None  # (rows, F) float32, already scaled (calendar in [-1, 1])
     future_names: list[str] = field(default_factory=list)
 
     def __post_init__(self):
@@ -119,6 +126,7 @@ class Series:
 
 # --- model --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class ProtoSpec:
     cell: str
@@ -129,20 +137,20 @@ class ProtoSpec:
     hidden_size: int = 64
     num_layers: int = 1
     rnn_steps: int = 48
-    diff_season: int | None = None          # seasonal differences fed to the cell (today: the anchor season)
-    anchor: str = "snaive"                  # none | snaive | profile | linear
+    diff_season: int | None = None  # seasonal differences fed to the cell (today: the anchor season)
+    anchor: str = "snaive"  # none | snaive | profile | linear
     anchor_season: int = 1
-    profile_k: int = 3                      # profile: seasons averaged
-    level_steps: int = 0                    # profile: steps of recent level matched (0: no level shift)
-    linear_all_vars: bool = False           # linear: read every variable's lookback, not only the targets
-    linear_future: bool = True              # linear: also read the known-future block
+    profile_k: int = 3  # profile: seasons averaged
+    level_steps: int = 0  # profile: steps of recent level matched (0: no level shift)
+    linear_all_vars: bool = False  # linear: read every variable's lookback, not only the targets
+    linear_future: bool = True  # linear: also read the known-future block
     linear_trainable: bool = False
-    n_future: int = 0                       # known-future inputs per horizon step
-    head_future: bool = True                # the residual head reads the known-future block
-    head_anchor: bool = True                # ... and the anchor forecast
-    cell_future_past: bool = False          # the cell also reads the known features of the lookback steps
-    quantiles: list[float] = field(default_factory=list)   # non-empty: the head forecasts these (pinball loss)
-    decoder: bool = False                   # a second cell runs over the horizon steps reading (future_h, anchor_h)
+    n_future: int = 0  # known-future inputs per horizon step
+    head_future: bool = True  # the residual head reads the known-future block
+    head_anchor: bool = True  # ... and the anchor forecast
+    cell_future_past: bool = False  # the cell also reads the known features of the lookback steps
+    quantiles: list[float] = field(default_factory=list)  # non-empty: the head forecasts these (pinball loss)
+    decoder: bool = False  # a second cell runs over the horizon steps reading (future_h, anchor_h)
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
 
@@ -162,7 +170,9 @@ class ProtoForecaster(nn.Module):
         self.k = min(s.rnn_steps, L - (s.diff_season or 0))
         n_in = s.n_vars + (T if s.diff_season else 0) + (s.n_future if s.cell_future_past else 0)
         self.rnn = CELLS[s.cell](n_in, s.hidden_size, s.num_layers, batch_first=True)
-        n_head = s.hidden_size + (H * s.n_future if s.head_future and s.n_future else 0) + (H * T if s.head_anchor else 0)
+        n_head = (
+            s.hidden_size + (H * s.n_future if s.head_future and s.n_future else 0) + (H * T if s.head_anchor else 0)
+        )
         self.n_q = len(s.quantiles)
         self.head = nn.Linear(n_head, H * T * max(self.n_q, 1))
         if s.decoder:
@@ -180,7 +190,7 @@ class ProtoForecaster(nn.Module):
             m = s.anchor_season
             K = s.profile_k if s.anchor == "profile" else 1
             # step h reads row L + h - m*(h//m + k): the same phase k whole seasons before the origin
-            idx = torch.stack([L + h - m * (h // m + k) for k in range(1, K + 1)])        # (K, H)
+            idx = torch.stack([L + h - m * (h // m + k) for k in range(1, K + 1)])  # (K, H)
             if int(idx.min()) < 0:
                 raise ValueError(f"anchor: {K} seasons of {m} do not fit the lookback {L}")
             self.register_buffer("anchor_idx", idx.reshape(-1), persistent=False)
@@ -205,7 +215,7 @@ class ProtoForecaster(nn.Module):
         if s.anchor in ("snaive", "profile"):
             g = zt.index_select(1, self.anchor_idx).reshape(B, self.K, s.horizon, s.n_targets).mean(1)
             if s.anchor == "profile" and s.level_steps:
-                recent = zt[:, -s.level_steps:, :].mean(1, keepdim=True)
+                recent = zt[:, -s.level_steps :, :].mean(1, keepdim=True)
                 past = zt.index_select(1, self.level_idx).mean(1, keepdim=True)
                 g = g + (recent - past)
             return g
@@ -220,8 +230,9 @@ class ProtoForecaster(nn.Module):
             return out + last
         return torch.zeros(B, s.horizon, s.n_targets, dtype=z.dtype, device=z.device)
 
-    def forward(self, x: torch.Tensor, f: torch.Tensor | None = None,
-                anchor_override: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, f: torch.Tensor | None = None, anchor_override: torch.Tensor | None = None
+    ) -> torch.Tensor:
         s = self.spec
         z = (x - self.mean) / self.std
         zt = z.index_select(2, self.target_idx)
@@ -232,7 +243,7 @@ class ProtoForecaster(nn.Module):
         parts = [z[:, -k:, :]]
         if s.diff_season:
             m = s.diff_season
-            parts.append(zt[:, -k:, :] - zt[:, -k - m:-m, :])
+            parts.append(zt[:, -k:, :] - zt[:, -k - m : -m, :])
         seq = torch.cat(parts, 2)
         out, state = self.rnn(seq)
         hin = [out[:, -1, :]]
@@ -246,8 +257,8 @@ class ProtoForecaster(nn.Module):
         if s.decoder:
             dec_in = torch.cat([f, base], 2) if s.n_future else base
             dout, _ = self.dec(dec_in, state)
-            extra = self.dec_out(dout)                              # (B, H, T*Q)
-        if self.n_q:   # (B, H, T, Q): every quantile is the anchor plus its own residual
+            extra = self.dec_out(dout)  # (B, H, T*Q)
+        if self.n_q:  # (B, H, T, Q): every quantile is the anchor plus its own residual
             delta = self.head(torch.cat(hin, 1)).view(B, s.horizon, s.n_targets, self.n_q)
             if extra is not None:
                 delta = delta + extra.view(B, s.horizon, s.n_targets, self.n_q)
@@ -272,8 +283,15 @@ class Ensemble(nn.Module):
 
 # --- the closed-form linear anchor ----------------------------------------------------------------------
 
-def fit_linear_anchor(model: ProtoForecaster, ser: Series, lambdas=(0.1, 1.0, 10.0, 100.0, 1000.0),
-                      max_windows: int = 20000, seed: int = 0, crossfit: int = 0) -> dict:
+
+def fit_linear_anchor(
+    model: ProtoForecaster,
+    ser: Series,
+    lambdas=(0.1, 1.0, 10.0, 100.0, 1000.0),
+    max_windows: int = 20000,
+    seed: int = 0,
+    crossfit: int = 0,
+) -> dict:
     """Ridge from the anchor's inputs to the horizon (scaled units, relative to the last value), on the
     training windows; the penalty is chosen on the validation windows by MAE. Writes the linear layer."""
     s = model.spec
@@ -294,7 +312,7 @@ def fit_linear_anchor(model: ProtoForecaster, ser: Series, lambdas=(0.1, 1.0, 10
             if s.linear_future and s.n_future:
                 parts.append(torch.from_numpy(f).reshape(len(orig), -1))
             X = torch.cat(parts, 1).double().numpy()
-            yt = ((torch.from_numpy(y) - model.mean[model.target_idx]) / model.std[model.target_idx] - last)
+            yt = (torch.from_numpy(y) - model.mean[model.target_idx]) / model.std[model.target_idx] - last
         return X, yt.reshape(len(orig), -1).double().numpy(), last.double().numpy()
 
     X, Y, _ = design(tr)
@@ -311,7 +329,7 @@ def fit_linear_anchor(model: ProtoForecaster, ser: Series, lambdas=(0.1, 1.0, 10
         if best is None or err < best[0]:
             best = (err, lam, W, b)
     err, lam, W, b = best
-    if crossfit:   # out-of-fold anchors for the training windows: K contiguous blocks, each fitted without itself
+    if crossfit:  # out-of-fold anchors for the training windows: K contiguous blocks, each fitted without itself
         oof = np.empty_like(Y)
         for idx in np.array_split(np.arange(len(X)), crossfit):
             keep = np.ones(len(X), bool)
@@ -321,8 +339,10 @@ def fit_linear_anchor(model: ProtoForecaster, ser: Series, lambdas=(0.1, 1.0, 10
             Wk = np.linalg.solve(Xk.T @ Xk + lam * keep.sum() * 1e-3 * np.eye(X.shape[1]), Xk.T @ Yk)
             oof[idx] = X[idx] @ Wk + (my - mx @ Wk)
         _, _, last_tr = design(tr)
-        model.oof = {int(o): (oof[i].reshape(s.horizon, s.n_targets) + last_tr[i, 0]).astype(np.float32)
-                     for i, o in enumerate(tr)}
+        model.oof = {
+            int(o): (oof[i].reshape(s.horizon, s.n_targets) + last_tr[i, 0]).astype(np.float32)
+            for i, o in enumerate(tr)
+        }
     with torch.no_grad():
         model.linear.weight.copy_(torch.from_numpy(W.T).float())
         model.linear.bias.copy_(torch.from_numpy(b).float())
@@ -330,6 +350,7 @@ def fit_linear_anchor(model: ProtoForecaster, ser: Series, lambdas=(0.1, 1.0, 10
 
 
 # --- training -------------------------------------------------------------------------------------------
+
 
 @dataclass
 class TrainCfg:
@@ -342,14 +363,17 @@ class TrainCfg:
     lr_factor: float = 0.5
     lr_patience: int = 2
     seed: int = 42
-    loss: str = "mae"                       # mae | pinball
+    loss: str = "mae"  # mae | pinball
     quantiles: tuple[float, ...] = ()
 
 
 def _tensors(ser: Series, orig: np.ndarray):
     x, y, f = ser.batch(orig)
-    return (torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)),
-            None if f is None else torch.from_numpy(np.ascontiguousarray(f)))
+    return (
+        torch.from_numpy(np.ascontiguousarray(x)),
+        torch.from_numpy(np.ascontiguousarray(y)),
+        None if f is None else torch.from_numpy(np.ascontiguousarray(f)),
+    )
 
 
 def predict(model: nn.Module, ser: Series, orig: np.ndarray, batch: int = 2048) -> np.ndarray:
@@ -357,7 +381,7 @@ def predict(model: nn.Module, ser: Series, orig: np.ndarray, batch: int = 2048) 
     out = []
     with torch.inference_mode():
         for i in range(0, len(orig), batch):
-            x, _, f = _tensors(ser, orig[i:i + batch])
+            x, _, f = _tensors(ser, orig[i : i + batch])
             out.append(model(x, f).numpy())
     return np.concatenate(out)
 
@@ -377,7 +401,7 @@ def train(model: ProtoForecaster, ser: Series, cfg: TrainCfg, log=None) -> dict:
     qs = torch.tensor(list(model.spec.quantiles), dtype=torch.float32)
 
     def loss_fn(p, y):
-        if len(qs):   # pinball, scaled units; at q=0.5 it is half the MAE
+        if len(qs):  # pinball, scaled units; at q=0.5 it is half the MAE
             e = (y.unsqueeze(-1) - p) / scale.unsqueeze(-1)
             return torch.maximum(qs * e, (qs - 1) * e).mean()
         return ((p - y) / scale).abs().mean()
@@ -397,7 +421,7 @@ def train(model: ProtoForecaster, ser: Series, cfg: TrainCfg, log=None) -> dict:
         tot = 0.0
         nb = math.ceil(per_epoch / cfg.batch_size)
         for i in range(nb):
-            ob = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            ob = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             x, y, f = _tensors(ser, ob)
             oof = getattr(model, "oof", None)
             if oof is not None:
@@ -422,8 +446,14 @@ def train(model: ProtoForecaster, ser: Series, cfg: TrainCfg, log=None) -> dict:
                 break
     model.load_state_dict(best_state)
     model.eval()
-    return {"initial_val": initial, "best_val": best, "best_epoch": best_epoch, "epochs_run": len(hist),
-            "train_s": round(time.perf_counter() - t0, 1), "history": hist}
+    return {
+        "initial_val": initial,
+        "best_val": best,
+        "best_epoch": best_epoch,
+        "epochs_run": len(hist),
+        "train_s": round(time.perf_counter() - t0, 1),
+        "history": hist,
+    }
 
 
 def spec_dict(spec: ProtoSpec) -> dict:

@@ -9,6 +9,7 @@
 Scored on the test split (stride 1, every window; and every horizon): empirical coverage of the 80% and 90%
 intervals, mean width in MASE units (width / the MASE scale), the Winkler score, crossing rate.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,12 @@ def interval_scores(y, lo, hi, alpha, scale) -> dict:
     cover = ((y >= lo) & (y <= hi)).mean()
     width = (hi - lo) / scale
     pen = (2 / alpha) * (np.maximum(lo - y, 0) + np.maximum(y - hi, 0)) / scale
-    return {"coverage": float(cover), "width_mase": float(width.mean()), "winkler_mase": float((width + pen).mean()),
-            "coverage_by_step": ((y >= lo) & (y <= hi)).mean(axis=(0, 2)).round(3).tolist()}
+    return {
+        "coverage": float(cover),
+        "width_mase": float(width.mean()),
+        "winkler_mase": float((width + pen).mean()),
+        "coverage_by_step": ((y >= lo) & (y <= hi)).mean(axis=(0, 2)).round(3).tolist(),
+    }
 
 
 def conformal_offsets(resid: np.ndarray, q: float) -> np.ndarray:
@@ -44,8 +49,10 @@ def conformal_offsets(resid: np.ndarray, q: float) -> np.ndarray:
 def evaluate(d: harness.Data, qpred: dict[float, np.ndarray], starts: np.ndarray) -> dict:
     y = d.targets(starts)
     s = d.mase_scale()
-    out = {"80": interval_scores(y, qpred[0.1], qpred[0.9], 0.2, s),
-           "90": interval_scores(y, qpred[0.05], qpred[0.95], 0.1, s)}
+    out = {
+        "80": interval_scores(y, qpred[0.1], qpred[0.9], 0.2, s),
+        "90": interval_scores(y, qpred[0.05], qpred[0.95], 0.1, s),
+    }
     stack = np.stack([qpred[q] for q in LEVELS], -1)
     out["crossing_rate"] = float((np.diff(stack, axis=-1) < 0).any(-1).mean())
     out["median_mase"] = d.score(qpred[0.5], starts)["mase"]
@@ -79,20 +86,38 @@ def main(argv=None):
     qm = proto.ProtoForecaster(qm.spec)
     if cfg["anchor"] == "linear":
         proto.fit_linear_anchor(qm, ser)
-    res = proto.train(qm, ser, proto.TrainCfg(epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-                                              max_train_windows=cfg["max_train_windows"], lr=cfg["lr"],
-                                              patience=cfg["patience"], seed=cfg["seed"]))
+    res = proto.train(
+        qm,
+        ser,
+        proto.TrainCfg(
+            epochs=cfg["epochs"],
+            batch_size=cfg["batch_size"],
+            max_train_windows=cfg["max_train_windows"],
+            lr=cfg["lr"],
+            patience=cfg["patience"],
+            seed=cfg["seed"],
+        ),
+    )
     for stride in ("horizon", 1):
         starts = d.starts_for("test", stride)
-        p = proto.predict(qm, ser, d.origins(starts))            # (n, H, T, Q)
+        p = proto.predict(qm, ser, d.origins(starts))  # (n, H, T, Q)
         rows[f"pinball_heads_stride_{stride}"] = evaluate(d, {q: p[..., i] for i, q in enumerate(LEVELS)}, starts)
-    row = {"dataset": a.dataset, "tag": a.tag, "cfg": cfg, "val_windows": int(len(va)),
-           "quantile_model_train_s": res["train_s"], "point_train_s": out["rows"][0]["train_s"], **rows}
+    row = {
+        "dataset": a.dataset,
+        "tag": a.tag,
+        "cfg": cfg,
+        "val_windows": int(len(va)),
+        "quantile_model_train_s": res["train_s"],
+        "point_train_s": out["rows"][0]["train_s"],
+        **rows,
+    }
     harness.append("quantiles.jsonl", row)
     for k, v in rows.items():
-        print(f"{a.dataset} {k:32s} 80%: cov {v['80']['coverage']:.3f} width {v['80']['width_mase']:.2f}  "
-              f"90%: cov {v['90']['coverage']:.3f} width {v['90']['width_mase']:.2f}  median MASE {v['median_mase']:.3f} "
-              f"crossing {v['crossing_rate']:.3f}")
+        print(
+            f"{a.dataset} {k:32s} 80%: cov {v['80']['coverage']:.3f} width {v['80']['width_mase']:.2f}  "
+            f"90%: cov {v['90']['coverage']:.3f} width {v['90']['width_mase']:.2f}  median MASE {v['median_mase']:.3f} "
+            f"crossing {v['crossing_rate']:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 Each round: today's Forecaster (library train_candidate, 1 epoch of 8000 windows) then the recipe
 (ridge anchor fit + 1 epoch of 8000 windows of the prototype loop), same cell, 2 torch threads.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,12 +20,15 @@ import current  # noqa: E402
 import experiment  # noqa: E402
 import harness  # noqa: E402
 import proto  # noqa: E402
+
 from cellcast.pipeline.config import load_params  # noqa: E402
 from cellcast.pipeline.data.window import load_windows  # noqa: E402
 from cellcast.pipeline.modeling.train import Candidate, train_candidate  # noqa: E402
 
-RECIPE = {"elecdemand": {"anchor": "linear", "future": "known"},
-          "chicago": {"anchor": "linear", "future": "known", "lookback": 364}}
+RECIPE = {
+    "elecdemand": {"anchor": "linear", "future": "known"},
+    "chicago": {"anchor": "linear", "future": "known", "lookback": 364},
+}
 
 
 def main(argv=None):
@@ -36,8 +40,12 @@ def main(argv=None):
     a = ap.parse_args(argv)
     torch.set_num_threads(2)
     st = load_params(current.REPO / "params.yaml").for_dataset(a.dataset)
-    st = st.model_copy(update={"paths": st.paths.under(harness.SCRATCH),
-                               "train": st.train.model_copy(update={"epochs": 1, "time_budget_s": 1e9})})
+    st = st.model_copy(
+        update={
+            "paths": st.paths.under(harness.SCRATCH),
+            "train": st.train.model_copy(update={"epochs": 1, "time_budget_s": 1e9}),
+        }
+    )
     ws = load_windows(a.dataset, st)
     anchor = current.anchor_season(ws, st)
     d = harness.Data(a.dataset)
@@ -53,9 +61,17 @@ def main(argv=None):
         t_fit = time.perf_counter() - t0
         proto.train(model, ser, proto.TrainCfg(epochs=1))
         t_recipe = time.perf_counter() - t0
-        row = {"dataset": a.dataset, "cell": a.cell, "decoder": a.decoder, "round": r, "today_epoch_s": round(t_today, 1),
-               "recipe_ridge_s": round(t_fit, 1), "recipe_epoch_s": round(t_recipe, 1),
-               "ratio": round(t_recipe / t_today, 2), "load": os.getloadavg()[0]}
+        row = {
+            "dataset": a.dataset,
+            "cell": a.cell,
+            "decoder": a.decoder,
+            "round": r,
+            "today_epoch_s": round(t_today, 1),
+            "recipe_ridge_s": round(t_fit, 1),
+            "recipe_epoch_s": round(t_recipe, 1),
+            "ratio": round(t_recipe / t_today, 2),
+            "load": os.getloadavg()[0],
+        }
         harness.append("timing.jsonl", row)
         print(row, flush=True)
 

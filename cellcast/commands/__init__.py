@@ -1,5 +1,6 @@
 """The commands of `cellcast`, by area (data, training, registry, serving, system); each module's `register(app)`
 adds its commands. What they share: the settings of a dataset, the project root, the device option."""
+
 from __future__ import annotations
 
 from pathlib import Path

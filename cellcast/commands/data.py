@@ -1,8 +1,8 @@
 """`cellcast datasets`, `cellcast ingest`, `cellcast validate`: data in."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,9 +18,21 @@ def register(app: typer.Typer) -> None:
     def datasets() -> None:
         """List the bundled real datasets (loaded offline from installed packages)."""
         from cellcast.pipeline.data.datasets import list_datasets
+
         rows = [("name", "domain", "source", "freq", "series", "rows", "vars", "licence")]
-        rows += [(d.name, d.domain, d.source, d.freq, str(d.series) + (f" ({', '.join(d.id_cols)})" if d.id_cols else ""),
-                  str(d.rows), str(d.variables), d.licence) for d in list_datasets()]
+        rows += [
+            (
+                d.name,
+                d.domain,
+                d.source,
+                d.freq,
+                str(d.series) + (f" ({', '.join(d.id_cols)})" if d.id_cols else ""),
+                str(d.rows),
+                str(d.variables),
+                d.licence,
+            )
+            for d in list_datasets()
+        ]
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
         for r in rows:
             typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
@@ -28,41 +40,62 @@ def register(app: typer.Typer) -> None:
     @app.command()
     @friendly
     def ingest(
-        csv: Optional[Path] = typer.Option(None, "--csv", help="a CSV file (delimiter sniffed: , ; tab |)"),
-        parquet: Optional[Path] = typer.Option(None, "--parquet", help="a Parquet file"),
-        bundled: Optional[str] = typer.Option(None, "--bundled", help="a bundled dataset (see `cellcast datasets`)"),
-        name: Optional[str] = typer.Option(None, "--name", help="dataset name (folder under data/); required for files"),
-        time_col: Optional[str] = typer.Option(None, "--time-col", help="the time column of the file"),
+        csv: Path | None = typer.Option(None, "--csv", help="a CSV file (delimiter sniffed: , ; tab |)"),
+        parquet: Path | None = typer.Option(None, "--parquet", help="a Parquet file"),
+        bundled: str | None = typer.Option(None, "--bundled", help="a bundled dataset (see `cellcast datasets`)"),
+        name: str | None = typer.Option(None, "--name", help="dataset name (folder under data/); required for files"),
+        time_col: str | None = typer.Option(None, "--time-col", help="the time column of the file"),
         target: list[str] = typer.Option([], "--target", help="target column (repeat for several)"),
         features: str = typer.Option("", "--features", help="feature columns, comma-separated"),
-        id_col: list[str] = typer.Option([], "--id-col", help="a column naming each row's series (long format: a panel; "
-                                         "repeat for several: the series key is their tuple)"),
-        future_features: Optional[str] = typer.Option(
-            None, "--future-features", help="columns whose values are known ahead (a planned promotion, a weather "
-                                            "forecast), comma-separated: features the model also reads for the "
-                                            "horizon; rows after the last target observation may carry them "
-                                            "(default: params.yaml ingest.future_features)"),
-        freq: Optional[str] = typer.Option(None, "--freq", help="pandas frequency alias (e.g. 30min, h, D, B); else inferred"),
-        agg: Optional[str] = typer.Option(None, "--agg", help="readings at irregular times put on the --freq grid per "
-                                          "series: mean | sum | last | max"),
-        delimiter: Optional[str] = typer.Option(None, "--delimiter", help="CSV delimiter (overrides sniffing; 'tab' for tabs)"),
-        time_format: Optional[str] = typer.Option(None, "--time-format",
-                                                  help="strftime format of the time column, e.g. %d/%m/%Y %H:%M (else detected)"),
-        time_unit: Optional[str] = typer.Option(None, "--time-unit", help="the time column holds Unix times in s | ms | us | ns"),
-        dayfirst: Optional[bool] = typer.Option(None, "--dayfirst/--monthfirst",
-                                                help="dates are day-first (31/01/2024) or month-first (01/31/2024); "
-                                                     "else read so only where the file is unambiguous about it"),
+        id_col: list[str] = typer.Option(
+            [],
+            "--id-col",
+            help="a column naming each row's series (long format: a panel; "
+            "repeat for several: the series key is their tuple)",
+        ),
+        future_features: str | None = typer.Option(
+            None,
+            "--future-features",
+            help="columns whose values are known ahead (a planned promotion, a weather "
+            "forecast), comma-separated: features the model also reads for the "
+            "horizon; rows after the last target observation may carry them "
+            "(default: params.yaml ingest.future_features)",
+        ),
+        freq: str | None = typer.Option(
+            None, "--freq", help="pandas frequency alias (e.g. 30min, h, D, B); else inferred"
+        ),
+        agg: str | None = typer.Option(
+            None, "--agg", help="readings at irregular times put on the --freq grid per series: mean | sum | last | max"
+        ),
+        delimiter: str | None = typer.Option(
+            None, "--delimiter", help="CSV delimiter (overrides sniffing; 'tab' for tabs)"
+        ),
+        time_format: str | None = typer.Option(
+            None, "--time-format", help="strftime format of the time column, e.g. %d/%m/%Y %H:%M (else detected)"
+        ),
+        time_unit: str | None = typer.Option(
+            None, "--time-unit", help="the time column holds Unix times in s | ms | us | ns"
+        ),
+        dayfirst: bool | None = typer.Option(
+            None,
+            "--dayfirst/--monthfirst",
+            help="dates are day-first (31/01/2024) or month-first (01/31/2024); "
+            "else read so only where the file is unambiguous about it",
+        ),
     ) -> None:
         """Read a CSV/Parquet file or a bundled dataset into data/NAME/raw.parquet + raw.json."""
         from cellcast.pipeline.data.ingest import ingest_bundled, ingest_file
+
         given = [o for o, v in (("--csv", csv), ("--parquet", parquet), ("--bundled", bundled)) if v is not None]
         if len(given) != 1:
             raise ConfigError("ingest: give exactly one of --csv PATH, --parquet PATH, --bundled NAME")
         future = None if future_features is None else [f.strip() for f in future_features.split(",") if f.strip()]
         if bundled is not None:
             if future is not None:
-                raise ConfigError("--future-features: a bundled dataset takes them from params.yaml "
-                                  "(datasets.NAME.ingest.future_features)")
+                raise ConfigError(
+                    "--future-features: a bundled dataset takes them from params.yaml "
+                    "(datasets.NAME.ingest.future_features)"
+                )
             if name and name != bundled:
                 raise ConfigError(f"--name '{name}': a bundled dataset keeps its own name ('{bundled}')")
             res = ingest_bundled(bundled, settings_for(bundled))
@@ -71,64 +104,106 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError("--name: required when ingesting a file")
             if not time_col:
                 raise ConfigError("--time-col: required when ingesting a file")
-            res = ingest_file(csv or parquet, name=name, time_col=time_col, targets=list(target),
-                              features=[f.strip() for f in features.split(",") if f.strip()], freq=freq,
-                              fmt="csv" if csv else "parquet", delimiter=delimiter, time_format=time_format,
-                              time_unit=time_unit, dayfirst=dayfirst, id_cols=list(id_col), agg=agg,
-                              settings=settings_for(name), future_features=future)
+            res = ingest_file(
+                csv or parquet,
+                name=name,
+                time_col=time_col,
+                targets=list(target),
+                features=[f.strip() for f in features.split(",") if f.strip()],
+                freq=freq,
+                fmt="csv" if csv else "parquet",
+                delimiter=delimiter,
+                time_format=time_format,
+                time_unit=time_unit,
+                dayfirst=dayfirst,
+                id_cols=list(id_col),
+                agg=agg,
+                settings=settings_for(name),
+                future_features=future,
+            )
         m = res.meta
         g = m.gaps
-        panel = (f"panel of {len(m.panel['series'])} series (id {', '.join(m.panel['id_cols'])}; "
-                 f"{m.panel['row_groups']} row group{'s' if m.panel['row_groups'] != 1 else ''}), " if m.panel else "")
+        panel = (
+            f"panel of {len(m.panel['series'])} series (id {', '.join(m.panel['id_cols'])}; "
+            f"{m.panel['row_groups']} row group{'s' if m.panel['row_groups'] != 1 else ''}), "
+            if m.panel
+            else ""
+        )
         if m.resample:
             r = m.resample
-            panel += (f"{r['readings']} readings aggregated ({r['agg']}) into {r['grid_points']} grid points "
-                      f"({r['merged_points']} of several), ")
-        typer.echo(f"{res.parquet_path}: {panel}{m.rows} rows, {m.start} .. {m.end}, freq {m.freq} ({m.freq_source}), "
-                   f"{g['count']} gaps ({g['missing_steps']} missing steps, longest {g['longest_steps']}), "
-                   f"{m.duplicates} duplicated timestamps"
-                   + (f", known ahead: {', '.join(m.future_features)} ({m.future_rows} rows after the last "
-                      f"observation)" if m.future_features else "")
-                   + (f", dates read {m.extra['time_reading']['order']}" if (m.extra.get("time_reading") or {}).get("order")
-                      else ""))
+            panel += (
+                f"{r['readings']} readings aggregated ({r['agg']}) into {r['grid_points']} grid points "
+                f"({r['merged_points']} of several), "
+            )
+        typer.echo(
+            f"{res.parquet_path}: {panel}{m.rows} rows, {m.start} .. {m.end}, freq {m.freq} ({m.freq_source}), "
+            f"{g['count']} gaps ({g['missing_steps']} missing steps, longest {g['longest_steps']}), "
+            f"{m.duplicates} duplicated timestamps"
+            + (
+                f", known ahead: {', '.join(m.future_features)} ({m.future_rows} rows after the last observation)"
+                if m.future_features
+                else ""
+            )
+            + (
+                f", dates read {m.extra['time_reading']['order']}"
+                if (m.extra.get("time_reading") or {}).get("order")
+                else ""
+            )
+        )
 
     @app.command()
     @friendly
     def validate(
         name: str = typer.Argument(..., help="dataset name (ingested under data/NAME)"),
-        dedupe: Optional[str] = typer.Option(None, "--dedupe", help="duplicated timestamps: reject|first|last|mean "
-                                                                    "(overrides params.yaml for NAME from now on)"),
-        long_gaps: Optional[str] = typer.Option(None, "--long-gaps", help="gaps longer than ingest.max_fill_steps: "
-                                                "reject|segment (kept as breaks no window crosses; overrides params.yaml for NAME "
-                                                "from now on)"),
-        bad_series: Optional[str] = typer.Option(None, "--bad-series", help="a panel's series that breaks a rule: reject "
-                                                 "(the dataset fails) | drop (quarantined, the rest kept; overrides "
-                                                 "params.yaml)"),
+        dedupe: str | None = typer.Option(
+            None,
+            "--dedupe",
+            help="duplicated timestamps: reject|first|last|mean (overrides params.yaml for NAME from now on)",
+        ),
+        long_gaps: str | None = typer.Option(
+            None,
+            "--long-gaps",
+            help="gaps longer than ingest.max_fill_steps: "
+            "reject|segment (kept as breaks no window crosses; overrides params.yaml for NAME "
+            "from now on)",
+        ),
+        bad_series: str | None = typer.Option(
+            None,
+            "--bad-series",
+            help="a panel's series that breaks a rule: reject "
+            "(the dataset fails) | drop (quarantined, the rest kept; overrides "
+            "params.yaml)",
+        ),
     ) -> None:
         """Validate data/NAME/raw.parquet (GX suite + gap/duplicate policy) into validated.parquet."""
         from cellcast.pipeline.data.validation import record_policy, validate_dataset
+
         settings = settings_for(name)
         policy = {}
-        for opt, value, allowed in (("--dedupe", dedupe, ("reject", "first", "last", "mean")),
-                                    ("--long-gaps", long_gaps, ("reject", "segment")),
-                                    ("--bad-series", bad_series, ("reject", "drop"))):
+        for opt, value, allowed in (
+            ("--dedupe", dedupe, ("reject", "first", "last", "mean")),
+            ("--long-gaps", long_gaps, ("reject", "segment")),
+            ("--bad-series", bad_series, ("reject", "drop")),
+        ):
             if value is not None:
                 if value not in allowed:
                     raise ConfigError(f"{opt} '{value}': must be one of {', '.join(allowed)}")
                 policy[opt[2:].replace("-", "_")] = value
-        if policy:   # kept for NAME: train, scheduled refreshes and forecasts validate it the same way
+        if policy:  # kept for NAME: train, scheduled refreshes and forecasts validate it the same way
             record_policy(name, settings, policy)
         rep = validate_dataset(name, settings)
         if rep.panel is not None:
             typer.echo(_panel_summary(name, rep))
             return
         filled = sum(rep.filled.values())
-        typer.echo(f"{name}: valid, {rep.rows_in} -> {rep.rows_out} rows, {filled} points filled, "
-                   f"{len(rep.breaks)} breaks, {rep.dedupe.get('duplicated_rows', 0)} duplicates resolved, "
-                   f"windows train/val/test {rep.windows.get('train')}/{rep.windows.get('val')}/{rep.windows.get('test')} "
-                   f"({rep.windows.get('test_origins')} non-overlapping test windows)"
-                   + _promotion_hint(rep.windows.get("test_origins"), settings)
-                   + f"; report {rep.report_path}")
+        typer.echo(
+            f"{name}: valid, {rep.rows_in} -> {rep.rows_out} rows, {filled} points filled, "
+            f"{len(rep.breaks)} breaks, {rep.dedupe.get('duplicated_rows', 0)} duplicates resolved, "
+            f"windows train/val/test {rep.windows.get('train')}/{rep.windows.get('val')}/{rep.windows.get('test')} "
+            f"({rep.windows.get('test_origins')} non-overlapping test windows)"
+            + _promotion_hint(rep.windows.get("test_origins"), settings)
+            + f"; report {rep.report_path}"
+        )
 
 
 def _promotion_hint(origins, settings) -> str:
@@ -137,8 +212,10 @@ def _promotion_hint(origins, settings) -> str:
     need = settings.evaluate.min_test_windows
     if origins is None or origins >= need:
         return ""
-    return (f" (fewer than evaluate.min_test_windows {need}: a model trains and registers but cannot be promoted; "
-            f"supply more rows or shorten window.horizon)")
+    return (
+        f" (fewer than evaluate.min_test_windows {need}: a model trains and registers but cannot be promoted; "
+        f"supply more rows or shorten window.horizon)"
+    )
 
 
 def _panel_summary(name: str, rep) -> str:
@@ -149,7 +226,9 @@ def _panel_summary(name: str, rep) -> str:
         more = f" and {len(p['dropped_series']) - 5} more" if len(p["dropped_series"]) > 5 else ""
         dropped = f" ({shown}{more}; kept in {rep.quarantine_path})"
     w = p["window"]
-    return (f"{name}: valid panel, {p['series_in']} series in, {p['kept']} kept ({p['cold_start']} cold start: too "
-            f"short for their own validation/test split), {p['dropped']} dropped{dropped}; {rep.rows_in} -> "
-            f"{rep.rows_out} rows, {p['filled']} points filled, {p['breaks']} breaks; judged on lookback "
-            f"{w['lookback']} + horizon {w['horizon']}; report {rep.report_path}")
+    return (
+        f"{name}: valid panel, {p['series_in']} series in, {p['kept']} kept ({p['cold_start']} cold start: too "
+        f"short for their own validation/test split), {p['dropped']} dropped{dropped}; {rep.rows_in} -> "
+        f"{rep.rows_out} rows, {p['filled']} points filled, {p['breaks']} breaks; judged on lookback "
+        f"{w['lookback']} + horizon {w['horizon']}; report {rep.report_path}"
+    )

@@ -1,4 +1,5 @@
 """`cellcast monitor NAME`: the champion's monitoring state (pipeline/serving/monitor.py)."""
+
 from __future__ import annotations
 
 import json
@@ -13,13 +14,15 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     @friendly
-    def monitor(name: str = typer.Argument(..., help="dataset name"),
-                as_json: bool = typer.Option(False, "--json", help="print reports/NAME/monitoring/state.json")) -> None:
+    def monitor(
+        name: str = typer.Argument(..., help="dataset name"),
+        as_json: bool = typer.Option(False, "--json", help="print reports/NAME/monitoring/state.json"),
+    ) -> None:
         """Show how the champion is doing: its last scores on the actuals that arrived (rolling MASE vs its test
         MASE and vs seasonal naive, bias, interval coverage), input drift, the thresholds, the last retrain
         trigger and the cooldown. The scheduled forecast flow (refresh) updates it."""
         from cellcast.pipeline.serving import monitor as mon
 
         settings = settings_for(name)
-        text = mon.status(name, settings)          # NotFoundError (one line, exit 2) when never monitored
+        text = mon.status(name, settings)  # NotFoundError (one line, exit 2) when never monitored
         typer.echo(json.dumps(mon.read_state(name, settings), indent=2) if as_json else text)

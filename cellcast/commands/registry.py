@@ -1,4 +1,5 @@
 """`cellcast models`, `cellcast rollback`, `cellcast ui`: look at and move the model registry."""
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,9 @@ _COLUMNS = ("promotion.candidate_mase", "promotion.baseline_mase", "promotion.ba
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths)),
-                      *(fmt.format(*r) for r in rows)]).rstrip()
+    return "\n".join(
+        [fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*r) for r in rows)]
+    ).rstrip()
 
 
 def versions_table(versions) -> str:
@@ -28,10 +30,19 @@ def versions_table(versions) -> str:
     rows = []
     for v in versions:
         t = v.tags
-        rows.append([f"v{v.version}", ",".join(v.aliases) or "-", t.get("promotion.decision", "-"),
-                     _short(t.get("promotion.candidate_mase")), t.get("promotion.baseline_name") or "-",
-                     _short(t.get("promotion.baseline_mase")), _short(t.get("promotion.champion_mase")),
-                     v.run_id[:8] or "-", t.get("promotion.reason", "")])
+        rows.append(
+            [
+                f"v{v.version}",
+                ",".join(v.aliases) or "-",
+                t.get("promotion.decision", "-"),
+                _short(t.get("promotion.candidate_mase")),
+                t.get("promotion.baseline_name") or "-",
+                _short(t.get("promotion.baseline_mase")),
+                _short(t.get("promotion.champion_mase")),
+                v.run_id[:8] or "-",
+                t.get("promotion.reason", ""),
+            ]
+        )
     return _table(rows, header)
 
 
@@ -45,8 +56,16 @@ def _short(x: str | None) -> str:
 def ui_command(uri: str, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
     """The MLflow UI on store `uri`, with the mlflow of this environment (a bare `mlflow` may be another one)."""
     exe = Path(sys.executable).with_name("mlflow")
-    return [str(exe) if exe.exists() else "mlflow", "ui", "--backend-store-uri", uri, "--port", str(port),
-            "--host", host]
+    return [
+        str(exe) if exe.exists() else "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--port",
+        str(port),
+        "--host",
+        host,
+    ]
 
 
 def register(app: typer.Typer) -> None:
@@ -56,18 +75,21 @@ def register(app: typer.Typer) -> None:
     @friendly
     def models(name: str = typer.Argument(..., help="dataset name; the model is <name>-forecaster")) -> None:
         """List a dataset's registered model versions, their aliases and promotion decisions."""
-        from cellcast.pipeline.registry import tracking
         from cellcast.pipeline.errors import NotFoundError
+        from cellcast.pipeline.registry import tracking
 
         settings = settings_for(name)
         model_name = settings.model_name
         configure_tracking(settings)
         versions = tracking.list_versions(model_name)
         if not versions:
-            raise NotFoundError(f"model '{model_name}' has no registered versions: train one with `cellcast train {name}`")
+            raise NotFoundError(
+                f"model '{model_name}' has no registered versions: train one with `cellcast train {name}`"
+            )
         champ = next((v for v in versions if "champion" in v.aliases), None)
-        typer.echo(f"{model_name}: {len(versions)} version(s), champion "
-                   f"{'v' + str(champ.version) if champ else 'none'}")
+        typer.echo(
+            f"{model_name}: {len(versions)} version(s), champion {'v' + str(champ.version) if champ else 'none'}"
+        )
         typer.echo(versions_table(versions))
 
     @app.command()
@@ -86,9 +108,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     @friendly
-    def ui(start: bool = typer.Option(False, "--start", help="run it instead of printing it"),
-           port: int = typer.Option(5000, help="port for the UI"),
-           host: str = typer.Option("127.0.0.1", help="interface to listen on")) -> None:
+    def ui(
+        start: bool = typer.Option(False, "--start", help="run it instead of printing it"),
+        port: int = typer.Option(5000, help="port for the UI"),
+        host: str = typer.Option("127.0.0.1", help="interface to listen on"),
+    ) -> None:
         """Print (or with --start, run) the command that opens the MLflow UI on this project's store."""
         uri = configure_tracking()
         if uri.startswith(("http://", "https://")):

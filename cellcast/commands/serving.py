@@ -1,8 +1,8 @@
 """`cellcast serve NAME` (the forecasting service) and `cellcast forecast NAME` (a batch forecast)."""
+
 from __future__ import annotations
 
 import logging
-from typing import Optional
 
 import typer
 
@@ -16,19 +16,24 @@ def register(app: typer.Typer) -> None:
     @friendly
     def serve(
         name: str = typer.Argument(..., help="dataset name; serves <name>-forecaster@ALIAS"),
-        host: Optional[str] = typer.Option(None, help="bind address (default: serve.host, 127.0.0.1)"),
-        port: Optional[int] = typer.Option(None, help="port (default: serve.port)"),
+        host: str | None = typer.Option(None, help="bind address (default: serve.host, 127.0.0.1)"),
+        port: int | None = typer.Option(None, help="port (default: serve.port)"),
         alias: str = typer.Option("champion", help="registry alias to follow"),
         device: str = typer.Option("auto", help="auto | cpu | cuda"),
         require_gpu: bool = typer.Option(False, "--require-gpu", help="fail instead of falling back to the CPU"),
-        token: Optional[str] = typer.Option(None, envvar="CELLCAST_API_TOKEN", show_envvar=True,
-                                            help="require 'Authorization: Bearer TOKEN'"),
-        poll_seconds: Optional[float] = typer.Option(None, help="how often the alias is checked (default: serve.poll_seconds)"),
-        threads: Optional[int] = typer.Option(None, help="ONNX Runtime intra-op threads (default: all cores)"),
-        cpu_batch_threshold: Optional[int] = typer.Option(
-            None, help="on a GPU: batches below this run on the CPU (default: measured at load)"),
-        workers: Optional[int] = typer.Option(None, min=1, help="processes behind the port, each following the "
-                                                                "alias (default: serve.workers)"),
+        token: str | None = typer.Option(
+            None, envvar="CELLCAST_API_TOKEN", show_envvar=True, help="require 'Authorization: Bearer TOKEN'"
+        ),
+        poll_seconds: float | None = typer.Option(
+            None, help="how often the alias is checked (default: serve.poll_seconds)"
+        ),
+        threads: int | None = typer.Option(None, help="ONNX Runtime intra-op threads (default: all cores)"),
+        cpu_batch_threshold: int | None = typer.Option(
+            None, help="on a GPU: batches below this run on the CPU (default: measured at load)"
+        ),
+        workers: int | None = typer.Option(
+            None, min=1, help="processes behind the port, each following the alias (default: serve.workers)"
+        ),
     ) -> None:
         """Serve forecasts over HTTP (POST /v1/forecast, GET /health, GET /model, GET /metrics), following the
         alias. SIGTERM / Ctrl-C: requests in flight are answered, then it exits."""
@@ -40,9 +45,20 @@ def register(app: typer.Typer) -> None:
         settings = settings_for(name)
         configure_tracking(settings)
         source = registry_source(settings, alias)
-        run(settings, host=host, port=port, source=source, alias=alias, device=device, token=token,
-            poll_seconds=poll_seconds, threads=threads, cpu_batch_threshold=cpu_batch_threshold,
-            require_gpu=require_gpu, workers=workers)
+        run(
+            settings,
+            host=host,
+            port=port,
+            source=source,
+            alias=alias,
+            device=device,
+            token=token,
+            poll_seconds=poll_seconds,
+            threads=threads,
+            cpu_batch_threshold=cpu_batch_threshold,
+            require_gpu=require_gpu,
+            workers=workers,
+        )
 
     @app.command()
     @friendly
@@ -50,9 +66,12 @@ def register(app: typer.Typer) -> None:
         name: str = typer.Argument(..., help="dataset name"),
         alias: str = typer.Option("champion", help="registry alias (or a version number)"),
         device: str = typer.Option("auto", help="auto | cpu | cuda"),
-        future: Optional[str] = typer.Option(
-            None, "--future", help="CSV/Parquet of known-future values (a `timestamp` column and the columns the model "
-                                   "reads ahead) for the horizon; default: the rows after the last observation"),
+        future: str | None = typer.Option(
+            None,
+            "--future",
+            help="CSV/Parquet of known-future values (a `timestamp` column and the columns the model "
+            "reads ahead) for the horizon; default: the rows after the last observation",
+        ),
     ) -> None:
         """Forecast the steps after the latest validated observation -> forecasts/NAME/<stamp>.parquet."""
         from cellcast.pipeline.serving.forecast import forecast_latest
@@ -62,14 +81,18 @@ def register(app: typer.Typer) -> None:
         check_device(device)
         res = forecast_latest(name, settings, alias=alias, device=device, future_file=future)
         f = res.frame
-        if "series_id" in f.columns:   # a panel: every series, one long frame
+        if "series_id" in f.columns:  # a panel: every series, one long frame
             cold = int(f.loc[f["cold_start"], "series_id"].nunique())
-            typer.echo(f"{settings.model_name} v{res.version} ({alias}) on {res.provider}: {f['series_id'].nunique()} "
-                       f"series ({cold} cold start) x {len(f) // max(f['series_id'].nunique(), 1)} steps, "
-                       f"{f['timestamp'].min()} .. {f['timestamp'].max()}")
+            typer.echo(
+                f"{settings.model_name} v{res.version} ({alias}) on {res.provider}: {f['series_id'].nunique()} "
+                f"series ({cold} cold start) x {len(f) // max(f['series_id'].nunique(), 1)} steps, "
+                f"{f['timestamp'].min()} .. {f['timestamp'].max()}"
+            )
             for sid, why in (res.skipped or {}).items():
                 typer.echo(f"not forecast: series '{sid}': {why}")
         else:
-            typer.echo(f"{settings.model_name} v{res.version} ({alias}) on {res.provider}: {len(f)} steps "
-                       f"{f['timestamp'].iloc[0]} .. {f['timestamp'].iloc[-1]}")
+            typer.echo(
+                f"{settings.model_name} v{res.version} ({alias}) on {res.provider}: {len(f)} steps "
+                f"{f['timestamp'].iloc[0]} .. {f['timestamp'].iloc[-1]}"
+            )
         typer.echo(f"written: {res.path}")

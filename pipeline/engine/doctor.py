@@ -12,6 +12,7 @@ one real CUDA session; pipeline.engine.inference), then judges the device asked 
 torch and onnxruntime are imported when asked, not with this module: the doctor must answer (and say
 so) when either is missing or broken.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -28,16 +29,22 @@ class DeviceUnavailableError(CellcastError):
 
 @dataclass
 class Diagnosis:
-    device: str                      # what was asked: auto | cpu | cuda
-    resolved: str                    # what training and inference would run on: cpu | cuda
+    device: str  # what was asked: auto | cpu | cuda
+    resolved: str  # what training and inference would run on: cpu | cuda
     ok: bool
-    reason: str                      # one line: why it works, or why not
+    reason: str  # one line: why it works, or why not
     torch: dict = field(default_factory=dict)
     onnxruntime: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"device": self.device, "resolved": self.resolved, "ok": self.ok, "reason": self.reason,
-                "torch": self.torch, "onnxruntime": self.onnxruntime}
+        return {
+            "device": self.device,
+            "resolved": self.resolved,
+            "ok": self.ok,
+            "reason": self.reason,
+            "torch": self.torch,
+            "onnxruntime": self.onnxruntime,
+        }
 
     def raise_unless_ok(self) -> None:
         if not self.ok:
@@ -50,7 +57,10 @@ def onnxruntime_report(probe_cuda: bool) -> dict:
     try:
         from . import inference
     except Exception as e:  # not installed, or a broken build
-        return {"installed": False, "error": f"import onnxruntime failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"}
+        return {
+            "installed": False,
+            "error": f"import onnxruntime failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+        }
     out = {"installed": True, **inference.package_info()}
     if inference.CUDA in out["providers"]:
         out["cuda_libraries"] = inference.preload_cuda()
@@ -68,7 +78,9 @@ def diagnose(device: str = "auto", smoke: bool = True) -> Diagnosis:
     # torch first: it loads the CUDA libraries it ships, which ONNX Runtime then finds
     o = onnxruntime_report(probe_cuda=want_gpu)
     ok, reason = _judge(device, gpu, want_gpu, t, o)
-    return Diagnosis(device=device, resolved="cuda" if want_gpu else "cpu", ok=ok, reason=reason, torch=t, onnxruntime=o)
+    return Diagnosis(
+        device=device, resolved="cuda" if want_gpu else "cpu", ok=ok, reason=reason, torch=t, onnxruntime=o
+    )
 
 
 def _judge(device: str, gpu: bool, want_gpu: bool, t: dict, o: dict) -> tuple[bool, str]:
@@ -81,56 +93,73 @@ def _judge(device: str, gpu: bool, want_gpu: bool, t: dict, o: dict) -> tuple[bo
         return True, f"training and inference run on the CPU ({where})"
     why = "" if device == "cuda" else "a GPU is present (/dev/nvidia*) but "
     if not t.get("cuda_build"):
-        return False, (f"{why}torch {t['version']} is a CPU-only build: install a CUDA build of torch "
-                       f"({INSTALL_HINT})")
+        return False, (f"{why}torch {t['version']} is a CPU-only build: install a CUDA build of torch ({INSTALL_HINT})")
     if not t.get("cuda_available"):
         detail = t.get("cuda_error") or "no CUDA device visible (driver, CUDA_VISIBLE_DEVICES?)"
         return False, f"{why}torch {t['version']} (CUDA {t['cuda_build']}) cannot use it: {detail}"
     if t.get("cuda_error") or not str(t.get("smoke", "")).startswith("ok"):
         return False, f"{why}torch's training step on the GPU failed: {t.get('cuda_error') or t.get('smoke')}"
     if "CUDAExecutionProvider" not in o.get("providers", []):
-        return False, (f"{why}{o['package']} {o['version']} has no CUDA provider: install onnxruntime-gpu "
-                       f"({INSTALL_HINT})")
+        return False, (
+            f"{why}{o['package']} {o['version']} has no CUDA provider: install onnxruntime-gpu ({INSTALL_HINT})"
+        )
     s = o.get("cuda_session") or {}
     if not s.get("ok"):
         if s.get("missing"):
-            detail = (f"CUDA libraries not found: {', '.join(s['missing'])} (onnxruntime-gpu {o['version']} is built "
-                      f"for CUDA {o.get('cuda_build')}: pip install 'onnxruntime-gpu[cuda,cudnn]', or a torch built for "
-                      f"the same CUDA)")
+            detail = (
+                f"CUDA libraries not found: {', '.join(s['missing'])} (onnxruntime-gpu {o['version']} is built "
+                f"for CUDA {o.get('cuda_build')}: pip install 'onnxruntime-gpu[cuda,cudnn]', or a torch built for "
+                f"the same CUDA)"
+            )
         else:
             detail = s.get("error") or f"the session ran on {s.get('provider')}"
         return False, f"{why}ONNX Runtime's CUDA provider did not start: {detail}"
-    return True, (f"training (torch {t['version']}) and inference (ONNX Runtime {o['version']}) run on "
-                  f"{t.get('gpu')} ({t.get('gpu_memory_gib')} GiB)")
+    return True, (
+        f"training (torch {t['version']}) and inference (ONNX Runtime {o['version']}) run on "
+        f"{t.get('gpu')} ({t.get('gpu_memory_gib')} GiB)"
+    )
 
 
 def render(d: Diagnosis) -> str:
     """The report as a person reads it."""
     t, o = d.torch, d.onnxruntime
     th = t.get("threads", {})
-    lines = [f"device asked: {d.device} -> {d.resolved}   (NVIDIA GPU on this machine: {'yes' if gpu_present() else 'no'})"]
+    lines = [
+        f"device asked: {d.device} -> {d.resolved}   (NVIDIA GPU on this machine: {'yes' if gpu_present() else 'no'})"
+    ]
     if t.get("installed"):
-        lines.append(f"torch        {t['version']}   CUDA build: {t.get('cuda_build') or 'no (CPU only)'}   "
-                     f"CUDA available: {'yes' if t.get('cuda_available') else 'no'}")
+        lines.append(
+            f"torch        {t['version']}   CUDA build: {t.get('cuda_build') or 'no (CPU only)'}   "
+            f"CUDA available: {'yes' if t.get('cuda_available') else 'no'}"
+        )
         if t.get("cuda_available"):
-            lines.append(f"             GPU: {t.get('gpu')} ({t.get('gpu_memory_gib')} GiB, compute {t.get('capability')}), "
-                         f"{t.get('device_count')} device(s); cuDNN {t.get('cudnn')} "
-                         f"({'on' if t.get('cudnn_enabled') else 'off'}); bf16: {'yes' if t.get('bf16') else 'no'}")
+            lines.append(
+                f"             GPU: {t.get('gpu')} ({t.get('gpu_memory_gib')} GiB, compute {t.get('capability')}), "
+                f"{t.get('device_count')} device(s); cuDNN {t.get('cudnn')} "
+                f"({'on' if t.get('cudnn_enabled') else 'off'}); bf16: {'yes' if t.get('bf16') else 'no'}"
+            )
         if t.get("smoke"):
             lines.append(f"             smoke: {t['smoke']}")
         if t.get("cuda_error"):
             lines.append(f"             CUDA error: {t['cuda_error']}")
-        lines.append("             TF32: " + ", ".join(f"{k} {v}" for k, v in t.get("tf32", {}).items())
-                     + "   (cellcast sets ieee on CUDA: exact fp32)")
-        lines.append(f"             threads: torch intra-op {th.get('torch_intra_op')}, inter-op {th.get('torch_inter_op')}; "
-                     f"CPUs {th.get('cpus_usable')}/{th.get('cpus')}; OMP_NUM_THREADS={th.get('omp_num_threads')}, "
-                     f"OMP_WAIT_POLICY={th.get('omp_wait_policy')}")
+        lines.append(
+            "             TF32: "
+            + ", ".join(f"{k} {v}" for k, v in t.get("tf32", {}).items())
+            + "   (cellcast sets ieee on CUDA: exact fp32)"
+        )
+        lines.append(
+            f"             threads: torch intra-op {th.get('torch_intra_op')}, inter-op {th.get('torch_inter_op')}; "
+            f"CPUs {th.get('cpus_usable')}/{th.get('cpus')}; OMP_NUM_THREADS={th.get('omp_num_threads')}, "
+            f"OMP_WAIT_POLICY={th.get('omp_wait_policy')}"
+        )
     else:
         lines.append(f"torch        not usable: {t.get('error')}")
     if o.get("installed"):
-        lines.append(f"onnxruntime  {o['package']} {o['version']}"
-                     + (f" (built for CUDA {o['cuda_build']})" if o.get("cuda_build") else "")
-                     + f"   providers: {', '.join(o['providers'])}")
+        lines.append(
+            f"onnxruntime  {o['package']} {o['version']}"
+            + (f" (built for CUDA {o['cuda_build']})" if o.get("cuda_build") else "")
+            + f"   providers: {', '.join(o['providers'])}"
+        )
         libs = o.get("cuda_libraries") or {}
         if libs:
             found = [n for n, r in libs.items() if r["loaded_from"]]
@@ -142,11 +171,15 @@ def render(d: Diagnosis) -> str:
         if s is None:
             lines.append("             CUDA session: not tried (no GPU expected)")
         elif s.get("ok"):
-            lines.append(f"             CUDA session: runs on {s['provider']} (TF32 off; "
-                         f"max |diff| vs CPU {s.get('max_abs_diff', 0):.1e})")
+            lines.append(
+                f"             CUDA session: runs on {s['provider']} (TF32 off; "
+                f"max |diff| vs CPU {s.get('max_abs_diff', 0):.1e})"
+            )
         else:
-            lines.append(f"             CUDA session: failed, ran on {s.get('provider')}"
-                         + (f": {s['error']}" if s.get("error") else ""))
+            lines.append(
+                f"             CUDA session: failed, ran on {s.get('provider')}"
+                + (f": {s['error']}" if s.get("error") else "")
+            )
     else:
         lines.append(f"onnxruntime  not usable: {o.get('error')}")
     lines.append(f"verdict      {'ok' if d.ok else 'NOT OK'}: {d.reason}")

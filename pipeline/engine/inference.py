@@ -12,6 +12,7 @@ unrolled graph behind an If on the batch size; its threshold was tuned on a CPU,
 name another one for CUDA (`hybrid_min_batch_cuda`, or "never": the native operator at every size),
 which the CUDA session gets by overriding the graph's `hybrid/min_batch` initializer.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,7 +25,7 @@ import os
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,7 @@ class ModelLoadError(CellcastError):
 
 _preload_lock = threading.Lock()
 _preloaded: dict | None = None
-_gpu_present = gpu_present   # looked up here at each load, so a test can stand in for a GPU host
+_gpu_present = gpu_present  # looked up here at each load, so a test can stand in for a GPU host
 
 
 def cuda_provider_options(device_id: int = 0) -> dict[str, str]:
@@ -71,15 +72,22 @@ def cuda_libraries() -> list[tuple[str, bool]]:
     is required (ONNX Runtime treats cuFFT and NVRTC as optional) -- from its build info: CUDA 13 -> .so.13."""
     try:
         from onnxruntime.capi import build_and_package_info as info
+
         major = int(str(getattr(info, "cuda_version", "") or "0").split(".")[0])
     except Exception:
         major = 0
     if not major:
         return []
     cufft = 12 if major >= 13 else 11
-    return [(f"libcudart.so.{major}", True), (f"libcublasLt.so.{major}", True), (f"libcublas.so.{major}", True),
-            ("libcurand.so.10", True), (f"libcufft.so.{cufft}", False), (f"libnvrtc.so.{major}", False),
-            ("libcudnn.so.9", True)]
+    return [
+        (f"libcudart.so.{major}", True),
+        (f"libcublasLt.so.{major}", True),
+        (f"libcublas.so.{major}", True),
+        ("libcurand.so.10", True),
+        (f"libcufft.so.{cufft}", False),
+        (f"libnvrtc.so.{major}", False),
+        ("libcudnn.so.9", True),
+    ]
 
 
 def _candidates(soname: str) -> list[str]:
@@ -137,8 +145,9 @@ def missing_cuda_libraries() -> list[str]:
     return [name for name, r in preload_cuda().items() if r["required"] and r["loaded_from"] is None]
 
 
-def _open_session(model: str | Path | bytes, so: ort.SessionOptions, providers: list,
-                  notes: list[str] | None = None) -> ort.InferenceSession:
+def _open_session(
+    model: str | Path | bytes, so: ort.SessionOptions, providers: list, notes: list[str] | None = None
+) -> ort.InferenceSession:
     """An InferenceSession; ONNX Runtime's fallback chatter on stdout ("EP Error ...", when the CUDA
     provider cannot start) goes to the log (and to `notes`), where the provider actually used is reported."""
     with contextlib.redirect_stdout(io.StringIO()) as said:
@@ -174,14 +183,23 @@ def _probe_model() -> tuple[bytes, np.ndarray]:
 
     rng = np.random.default_rng(0)
     steps, batch, n_in, hidden = 6, 2, 3, 4
-    init = {"W": rng.standard_normal((1, 4 * hidden, n_in)), "R": rng.standard_normal((1, 4 * hidden, hidden)),
-            "B": rng.standard_normal((1, 8 * hidden)), "head": rng.standard_normal((hidden, 2))}
-    nodes = [helper.make_node("LSTM", ["x", "W", "R", "B"], ["", "h"], hidden_size=hidden),
-             helper.make_node("MatMul", ["h", "head"], ["y"])]
-    graph = helper.make_graph(nodes, "cellcast_probe",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [steps, batch, n_in])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, batch, 2])],
-                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in init.items()])
+    init = {
+        "W": rng.standard_normal((1, 4 * hidden, n_in)),
+        "R": rng.standard_normal((1, 4 * hidden, hidden)),
+        "B": rng.standard_normal((1, 8 * hidden)),
+        "head": rng.standard_normal((hidden, 2)),
+    }
+    nodes = [
+        helper.make_node("LSTM", ["x", "W", "R", "B"], ["", "h"], hidden_size=hidden),
+        helper.make_node("MatMul", ["h", "head"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "cellcast_probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [steps, batch, n_in])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, batch, 2])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in init.items()],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model.SerializeToString(), rng.standard_normal((steps, batch, n_in)).astype(np.float32)
@@ -210,7 +228,7 @@ def probe_cuda_session() -> dict:
     if not out["ok"]:
         text = " ".join(notes)
         # ONNX Runtime's own line, e.g. "... libcublasLt.so.13: cannot open shared object file"
-        out["error"] = text[text.find("EP Error"):][:300] if "EP Error" in text else (text[:300] or None)
+        out["error"] = text[text.find("EP Error") :][:300] if "EP Error" in text else (text[:300] or None)
     return out
 
 
@@ -219,11 +237,16 @@ def package_info() -> dict:
     the CUDA it was built for, and the providers it has."""
     try:
         from onnxruntime.capi import build_and_package_info as info
+
         package, cuda = getattr(info, "package_name", "onnxruntime"), getattr(info, "cuda_version", None)
     except Exception:
         package, cuda = "onnxruntime", None
-    return {"package": package, "version": ort.__version__, "cuda_build": cuda or None,
-            "providers": ort.get_available_providers()}
+    return {
+        "package": package,
+        "version": ort.__version__,
+        "cuda_build": cuda or None,
+        "providers": ort.get_available_providers(),
+    }
 
 
 def _session_options(threads: int | None) -> ort.SessionOptions:
@@ -245,7 +268,7 @@ def _parse_metadata(props: dict[str, str]) -> dict:
     return out
 
 
-_clock = time.perf_counter   # calibration's clock (the tests give it a fake one)
+_clock = time.perf_counter  # calibration's clock (the tests give it a fake one)
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -276,17 +299,24 @@ class OnnxForecaster:
     """An exported forecaster: (batch, time >= lookback, n_vars) float32 [+ future (batch, horizon, F)] ->
     (batch, horizon, n_targets) [+ quantiles (batch, horizon, n_targets, levels)]."""
 
-    def __init__(self, path: Path, primary: ort.InferenceSession, cpu: ort.InferenceSession | None,
-                 cpu_batch_threshold: int = 0, branches: dict | None = None, pinned: list | None = None):
+    def __init__(
+        self,
+        path: Path,
+        primary: ort.InferenceSession,
+        cpu: ort.InferenceSession | None,
+        cpu_batch_threshold: int = 0,
+        branches: dict | None = None,
+        pinned: list | None = None,
+    ):
         self.path = Path(path)
         self._primary = primary
         self._cpu = cpu if cpu is not None else (primary if primary.get_providers()[0] == CPU else None)
-        self.provider = primary.get_providers()[0]   # what ORT actually runs on, not what was asked
+        self.provider = primary.get_providers()[0]  # what ORT actually runs on, not what was asked
         # batches smaller than this run on the CPU session (only meaningful when the primary is CUDA)
         self.cpu_batch_threshold = int(cpu_batch_threshold) if self.provider == CUDA else 0
         # a hybrid graph's switch to its unrolled branch per device, 'cpu' / 'cuda' (None: as exported)
         self.branches = dict(branches or {})
-        self._pinned = [v for v in (pinned or []) if v is not None]   # initializer overrides live as long as us
+        self._pinned = [v for v in (pinned or []) if v is not None]  # initializer overrides live as long as us
         self.calibration: list[dict] = []
         self.metadata = _parse_metadata(primary.get_modelmeta().custom_metadata_map)
         inputs = {i.name: i for i in primary.get_inputs()}
@@ -306,24 +336,34 @@ class OnnxForecaster:
         self.variables: list[str] = list(self.metadata.get("variables") or [f"x{i}" for i in range(self.n_vars)])
         n_targets = len(spec.get("target_idx") or []) or 1
         self.targets: list[str] = list(self.metadata.get("targets") or self.variables[:n_targets])
-        self.quantiles: list[float] = [float(q) for q in (self.metadata.get("quantiles") or [])] \
-            if self.quantile_name else []
+        self.quantiles: list[float] = (
+            [float(q) for q in (self.metadata.get("quantiles") or [])] if self.quantile_name else []
+        )
         fshape = inputs[self.future_name].shape if self.future_name else []
-        self.n_future = int(fshape[2]) if len(fshape) == 3 and isinstance(fshape[2], int) else \
-            int(self.metadata.get("n_future") or spec.get("n_future") or 0)
+        self.n_future = (
+            int(fshape[2])
+            if len(fshape) == 3 and isinstance(fshape[2], int)
+            else int(self.metadata.get("n_future") or spec.get("n_future") or 0)
+        )
         # what the future block holds, column by column: "calendar" (computed from timestamps by whoever
         # forecasts) or "user" (values a user supplies), and the calendar that computes the first kind
         self.future_names: list[str] = list(self.metadata.get("future_names") or [])
         self.future_kinds: list[str] = list(self.metadata.get("future_kinds") or [])
         self.calendar: dict = dict(self.metadata.get("calendar") or {})
         self.last_provider: str | None = None
-        self.loaded_at = datetime.now(timezone.utc)
+        self.loaded_at = datetime.now(UTC)
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
-    def from_path(cls, path: str | Path, device: str = "auto", require_gpu: bool = False,
-                  threads: int | None = None, cpu_batch_threshold: int | None = None,
-                  hybrid_min_batch: int | str | None = None) -> "OnnxForecaster":
+    def from_path(
+        cls,
+        path: str | Path,
+        device: str = "auto",
+        require_gpu: bool = False,
+        threads: int | None = None,
+        cpu_batch_threshold: int | None = None,
+        hybrid_min_batch: int | str | None = None,
+    ) -> OnnxForecaster:
         """Open `path`. device: auto (CUDA if there is a GPU, else CPU) | cpu | cuda.
 
         require_gpu: raise GpuUnavailableError instead of falling back to the CPU.
@@ -361,9 +401,12 @@ class OnnxForecaster:
                     primary, branches["cuda"] = sess, on_cuda
             used = primary.get_providers()[0]
             if want_gpu and used != CUDA:
-                msg = (f"{path}: asked for a GPU (device={device}) but ONNX Runtime runs this model on {used} "
-                       f"(available: {', '.join(ort.get_available_providers())}"
-                       + (f"; CUDA libraries not found: {', '.join(missing)}" if missing else "") + ")")
+                msg = (
+                    f"{path}: asked for a GPU (device={device}) but ONNX Runtime runs this model on {used} "
+                    f"(available: {', '.join(ort.get_available_providers())}"
+                    + (f"; CUDA libraries not found: {', '.join(missing)}" if missing else "")
+                    + ")"
+                )
                 if require_gpu:
                     raise GpuUnavailableError(msg)
                 if device == "cuda":
@@ -376,8 +419,7 @@ class OnnxForecaster:
             raise ModelLoadError(f"{path}: ONNX Runtime could not load the model: {str(e).splitlines()[0]}") from e
         engine = cls(path, primary, cpu_sess, branches=branches, pinned=pinned)
         if engine.provider == CUDA:
-            engine.cpu_batch_threshold = (engine.calibrate() if cpu_batch_threshold is None
-                                          else int(cpu_batch_threshold))
+            engine.cpu_batch_threshold = engine.calibrate() if cpu_batch_threshold is None else int(cpu_batch_threshold)
             log.info("%s: on CUDA; batches below %d run on the CPU", path.name, engine.cpu_batch_threshold)
         return engine
 
@@ -387,17 +429,20 @@ class OnnxForecaster:
         if x.ndim == 2:  # one window
             x = x[None]
         if x.ndim != 3 or x.shape[2] != self.n_vars or x.shape[1] < self.lookback or x.shape[0] < 1:
-            raise InferenceInputError(f"input: expected shape (batch, >= {self.lookback}, {self.n_vars}), "
-                                      f"got {tuple(x.shape)}")
+            raise InferenceInputError(
+                f"input: expected shape (batch, >= {self.lookback}, {self.n_vars}), got {tuple(x.shape)}"
+            )
         x = np.ascontiguousarray(x, dtype=np.float32)
         bad = int((~np.isfinite(x)).sum())
         if bad:
             raise InferenceInputError(f"input: {bad} values are NaN or infinite; the model needs finite values")
         if not self.future_name:
-            return x, None          # a model without known-future inputs reads none (a block given is not its)
+            return x, None  # a model without known-future inputs reads none (a block given is not its)
         if future is None:
-            raise InferenceInputError(f"future: this model reads {self.n_future} known-future inputs per horizon step "
-                                      f"({', '.join(self.future_names) or 'unnamed'}): pass them for the horizon")
+            raise InferenceInputError(
+                f"future: this model reads {self.n_future} known-future inputs per horizon step "
+                f"({', '.join(self.future_names) or 'unnamed'}): pass them for the horizon"
+            )
         f = np.asarray(future)
         if f.ndim == 2:
             f = f[None]
@@ -433,8 +478,7 @@ class OnnxForecaster:
             return CUDA
         return CPU
 
-    def predict_all(self, x: np.ndarray, future: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, np.ndarray | None, str]:
+    def predict_all(self, x: np.ndarray, future: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None, str]:
         """(point forecast, quantiles or None, the provider that ran it)."""
         x, f = self._check(x, future)
         used = self.engine_for(len(x))
@@ -478,9 +522,11 @@ class OnnxForecaster:
         for out in outs:
             for y, shape in zip(out, want):
                 if y.shape != shape or not np.isfinite(y).all():
-                    raise ModelLoadError(f"{self.path}: smoke forecast failed: expected finite values of shape "
-                                         f"{shape}, got shape {y.shape} with {int((~np.isfinite(y)).sum())} "
-                                         f"non-finite values")
+                    raise ModelLoadError(
+                        f"{self.path}: smoke forecast failed: expected finite values of shape "
+                        f"{shape}, got shape {y.shape} with {int((~np.isfinite(y)).sum())} "
+                        f"non-finite values"
+                    )
         return outs[-1][0]
 
     def calibrate(self, batches=CALIBRATION_BATCHES, repeats: int = 5) -> int:
@@ -492,15 +538,16 @@ class OnnxForecaster:
         timings = []
         for b in batches:
             x, f = self.synthetic_input(b), self.synthetic_future(b)
-            self._run_cuda(x, f), self._run_cpu(x, f)   # warm-up (allocations, cuDNN plans)
+            self._run_cuda(x, f), self._run_cpu(x, f)  # warm-up (allocations, cuDNN plans)
             t_gpu = _median_time(lambda: self._run_cuda(x, f), repeats)
             t_cpu = _median_time(lambda: self._run_cpu(x, f), repeats)
             timings.append((b, t_gpu, t_cpu))
             log.debug("calibration batch %d: cuda %.3f ms, cpu %.3f ms", b, 1e3 * t_gpu, 1e3 * t_cpu)
             if len(timings) >= 2 and all(g <= c for _, g, c in timings[-2:]):
                 break
-        self.calibration = [{"batch": b, "cuda_ms": round(1e3 * g, 4), "cpu_ms": round(1e3 * c, 4)}
-                            for b, g, c in timings]
+        self.calibration = [
+            {"batch": b, "cuda_ms": round(1e3 * g, 4), "cpu_ms": round(1e3 * c, 4)} for b, g, c in timings
+        ]
         return pick_threshold(timings)
 
     def hybrid_switch(self) -> dict | None:
@@ -512,9 +559,18 @@ class OnnxForecaster:
         return {dev: exported if v is None else v for dev, v in self.branches.items()}
 
     def describe(self) -> dict:
-        return {"path": str(self.path), "provider": self.provider, "cpu_batch_threshold": self.cpu_batch_threshold,
-                "calibration": self.calibration, "export": self.metadata.get("export"),
-                "hybrid_min_batch": self.hybrid_switch(),
-                "lookback": self.lookback, "horizon": self.horizon, "variables": self.variables,
-                "targets": self.targets, "quantiles": self.quantiles, "future": self.future_names,
-                "loaded_at": self.loaded_at.isoformat()}
+        return {
+            "path": str(self.path),
+            "provider": self.provider,
+            "cpu_batch_threshold": self.cpu_batch_threshold,
+            "calibration": self.calibration,
+            "export": self.metadata.get("export"),
+            "hybrid_min_batch": self.hybrid_switch(),
+            "lookback": self.lookback,
+            "horizon": self.horizon,
+            "variables": self.variables,
+            "targets": self.targets,
+            "quantiles": self.quantiles,
+            "future": self.future_names,
+            "loaded_at": self.loaded_at.isoformat(),
+        }

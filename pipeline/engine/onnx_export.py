@@ -19,6 +19,7 @@ unrolled; a decoder cell over the horizon stays a native operator (its steps rea
 state comes from the encoder), and an ensemble unrolls each member's encoder. The parity gate compares
 both outputs on every path through the graph.
 """
+
 from __future__ import annotations
 
 import copy
@@ -35,7 +36,7 @@ from torch import nn
 
 from .. import __version__
 from ..errors import ExportError
-from ..modeling.model import Ensemble, Forecaster, QuantileOutput
+from ..modeling.model import Forecaster, QuantileOutput
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class _UnrolledRNN(nn.Module):
         finals = []
         for layer in range(self.num_layers):
             w_ih, w_hh, b = (getattr(self, f"{n}{layer}") for n in ("w_ih", "w_hh", "b"))
-            proj = torch.matmul(xs, w_ih) + b           # every step's input projection at once
+            proj = torch.matmul(xs, w_ih) + b  # every step's input projection at once
             top = layer == self.num_layers - 1
             outs = []
             h = None
@@ -118,7 +119,7 @@ class _UnrolledGated(nn.Module):
                 rows = slice(k * H, (k + 1) * H)
                 w = torch.cat([w_ih[rows].t(), w_hh[rows].t()], 0).contiguous()
                 self.register_buffer(f"w{name}{layer}", w)
-                self.register_buffer(f"wx{name}{layer}", w[:n_in].contiguous())   # first step: h = 0
+                self.register_buffer(f"wx{name}{layer}", w[:n_in].contiguous())  # first step: h = 0
                 self.register_buffer(f"b{name}{layer}", (b_ih[rows] + b_hh[rows]).contiguous())
             if cell == "gru":
                 rows = slice(2 * H, 3 * H)
@@ -129,8 +130,11 @@ class _UnrolledGated(nn.Module):
 
     def _gate(self, name: str, layer: int, inp, both, act):
         b = getattr(self, f"b{name}{layer}")
-        pre = torch.addmm(b, inp, getattr(self, f"wx{name}{layer}")) if both is None else \
-            torch.addmm(b, both, getattr(self, f"w{name}{layer}"))
+        pre = (
+            torch.addmm(b, inp, getattr(self, f"wx{name}{layer}"))
+            if both is None
+            else torch.addmm(b, both, getattr(self, f"w{name}{layer}"))
+        )
         return act(pre)
 
     def forward(self, seq: torch.Tensor):
@@ -166,8 +170,9 @@ class _UnrolledGated(nn.Module):
 
 def _check_unrollable(layer: nn.Module, cell: str) -> None:
     if not layer.batch_first or layer.bidirectional or getattr(layer, "proj_size", 0):
-        raise ExportError(f"{cell}: only unidirectional batch_first layers without projection "
-                          "can be unrolled for export")
+        raise ExportError(
+            f"{cell}: only unidirectional batch_first layers without projection can be unrolled for export"
+        )
 
 
 def _layer_weights(rnn: nn.Module, layer: int):
@@ -179,8 +184,11 @@ def _layer_weights(rnn: nn.Module, layer: int):
     return w_ih, w_hh, (getattr(rnn, f"bias_ih_l{layer}").detach(), getattr(rnn, f"bias_hh_l{layer}").detach())
 
 
-UNROLLED = {"rnn": _UnrolledRNN, "lstm": lambda m, steps: _UnrolledGated(m, steps, "lstm"),
-            "gru": lambda m, steps: _UnrolledGated(m, steps, "gru")}
+UNROLLED = {
+    "rnn": _UnrolledRNN,
+    "lstm": lambda m, steps: _UnrolledGated(m, steps, "lstm"),
+    "gru": lambda m, steps: _UnrolledGated(m, steps, "gru"),
+}
 
 
 def _forecasters(model: nn.Module) -> list[Forecaster]:
@@ -219,8 +227,9 @@ def io_names(model: QuantileOutput) -> tuple[list[str], list[str]]:
     return inputs, outputs
 
 
-def _example(model: QuantileOutput, example: np.ndarray | None, future: np.ndarray | None = None
-             ) -> tuple[torch.Tensor, ...]:
+def _example(
+    model: QuantileOutput, example: np.ndarray | None, future: np.ndarray | None = None
+) -> tuple[torch.Tensor, ...]:
     spec = model.spec
     rng = np.random.default_rng(0)
     if example is None:
@@ -228,19 +237,21 @@ def _example(model: QuantileOutput, example: np.ndarray | None, future: np.ndarr
         f0 = _forecasters(model)[0]
         mean = f0.mean.detach().cpu().numpy()
         std = f0.std.detach().cpu().numpy()
-        example = (mean + std * rng.standard_normal((2, spec.lookback, spec.n_vars)))
+        example = mean + std * rng.standard_normal((2, spec.lookback, spec.n_vars))
     x = torch.as_tensor(np.ascontiguousarray(example, dtype=np.float32))
     if x.ndim != 3 or x.shape[2] != spec.n_vars or x.shape[1] < spec.lookback:
-        raise ExportError(f"export example: expected shape (batch, >= {spec.lookback}, {spec.n_vars}), "
-                          f"got {tuple(x.shape)}")
+        raise ExportError(
+            f"export example: expected shape (batch, >= {spec.lookback}, {spec.n_vars}), got {tuple(x.shape)}"
+        )
     if not spec.n_future:
         return (x,)
     if future is None:
         future = rng.standard_normal((len(x), spec.horizon, spec.n_future))
     f = torch.as_tensor(np.ascontiguousarray(future, dtype=np.float32))
     if f.shape != (len(x), spec.horizon, spec.n_future):
-        raise ExportError(f"export example: future expected shape ({len(x)}, {spec.horizon}, {spec.n_future}), "
-                          f"got {tuple(f.shape)}")
+        raise ExportError(
+            f"export example: future expected shape ({len(x)}, {spec.horizon}, {spec.n_future}), got {tuple(f.shape)}"
+        )
     return x, f
 
 
@@ -267,14 +278,25 @@ def _trace(module: nn.Module, args: tuple[torch.Tensor, ...], cell: str):
 
     buf = io.BytesIO()
     inputs, outputs = io_names(module)
-    axes = {INPUT_NAME: {0: "batch", 1: "time"}, FUTURE_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"},
-            QUANTILE_NAME: {0: "batch"}}
+    axes = {
+        INPUT_NAME: {0: "batch", 1: "time"},
+        FUTURE_NAME: {0: "batch"},
+        OUTPUT_NAME: {0: "batch"},
+        QUANTILE_NAME: {0: "batch"},
+    }
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
-            torch.onnx.export(_Graph(module), args, buf, dynamo=False, opset_version=OPSET,
-                              input_names=inputs, output_names=outputs,
-                              dynamic_axes={k: v for k, v in axes.items() if k in inputs + outputs})
+            torch.onnx.export(
+                _Graph(module),
+                args,
+                buf,
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=inputs,
+                output_names=outputs,
+                dynamic_axes={k: v for k, v in axes.items() if k in inputs + outputs},
+            )
     except Exception as e:  # a failed trace is reported as one line; the traceback goes to the log
         log.debug("torch.onnx.export failed", exc_info=True)
         raise ExportError(f"ONNX export of the {cell} model failed: {str(e).splitlines()[0]}") from e
@@ -294,27 +316,47 @@ def _hybrid(native, unrolled, min_batch: int):
     for prefix, m in (("unrolled/", unrolled), ("native/", native)):
         # every name gets the branch prefix except the inputs, which both read from the outer graph
         g = onnx.compose.add_prefix(m, prefix, rename_inputs=False).graph
-        branches.append(helper.make_graph(list(g.node), prefix.rstrip("/"), [], list(g.output),
-                                          initializer=list(g.initializer), value_info=list(g.value_info)))
-    outputs = [o.name for o in native.graph.output]    # y (and q): the If yields what either branch does
+        branches.append(
+            helper.make_graph(
+                list(g.node),
+                prefix.rstrip("/"),
+                [],
+                list(g.output),
+                initializer=list(g.initializer),
+                value_info=list(g.value_info),
+            )
+        )
+    outputs = [o.name for o in native.graph.output]  # y (and q): the If yields what either branch does
     nodes = [
         helper.make_node("Shape", [INPUT_NAME], ["hybrid/shape"], start=0, end=1),
         helper.make_node("Squeeze", ["hybrid/shape"], ["hybrid/batch"]),
         helper.make_node("GreaterOrEqual", ["hybrid/batch", "hybrid/min_batch"], ["hybrid/big"]),
         helper.make_node("If", ["hybrid/big"], outputs, then_branch=branches[0], else_branch=branches[1]),
     ]
-    graph = helper.make_graph(nodes, "cellcast_hybrid", list(native.graph.input), list(native.graph.output),
-                              initializer=[helper.make_tensor("hybrid/min_batch", TensorProto.INT64, [], [min_batch])])
+    graph = helper.make_graph(
+        nodes,
+        "cellcast_hybrid",
+        list(native.graph.input),
+        list(native.graph.output),
+        initializer=[helper.make_tensor("hybrid/min_batch", TensorProto.INT64, [], [min_batch])],
+    )
     model = helper.make_model(graph, opset_imports=list(native.opset_import))
     model.ir_version = native.ir_version
     onnx.checker.check_model(model)
     return model
 
 
-def export_onnx(model: QuantileOutput, path: Path, metadata: dict, example: np.ndarray | None = None,
-                unroll_rnn: bool = True, variant: str | None = None,
-                hybrid_min_batch: int | None = None, hybrid_min_batch_cuda: int | str | None = None,
-                future_example: np.ndarray | None = None) -> Path:
+def export_onnx(
+    model: QuantileOutput,
+    path: Path,
+    metadata: dict,
+    example: np.ndarray | None = None,
+    unroll_rnn: bool = True,
+    variant: str | None = None,
+    hybrid_min_batch: int | None = None,
+    hybrid_min_batch_cuda: int | str | None = None,
+    future_example: np.ndarray | None = None,
+) -> Path:
     """Write `model` as ONNX to `path` with `metadata` (+ the model spec) in metadata_props (JSON values).
 
     The graph takes `x` (batch, time, n_vars) float32 with time >= lookback (and `future` (batch, horizon, F)
@@ -339,17 +381,29 @@ def export_onnx(model: QuantileOutput, path: Path, metadata: dict, example: np.n
     args = _example(model, example, future_example)
     try:
         if variant == "hybrid":
-            proto = _hybrid(_trace(model, args, spec.cell), _trace(export_model(model, True), args, spec.cell),
-                            int(hybrid_min_batch))
+            proto = _hybrid(
+                _trace(model, args, spec.cell),
+                _trace(export_model(model, True), args, spec.cell),
+                int(hybrid_min_batch),
+            )
         else:
             proto = _trace(export_model(model, variant == "unrolled"), args, spec.cell)
     except ExportError as e:
         raise ExportError(f"{path}: {e}") from e
 
     inputs, outputs = io_names(model)
-    meta = {"lookback": spec.lookback, "horizon": spec.horizon, "cell": spec.cell, "export": variant,
-            "cellcast_version": __version__, "opset": OPSET, "inputs": inputs, "outputs": outputs,
-            "quantiles": list(model.quantiles), "n_future": spec.n_future}
+    meta = {
+        "lookback": spec.lookback,
+        "horizon": spec.horizon,
+        "cell": spec.cell,
+        "export": variant,
+        "cellcast_version": __version__,
+        "opset": OPSET,
+        "inputs": inputs,
+        "outputs": outputs,
+        "quantiles": list(model.quantiles),
+        "n_future": spec.n_future,
+    }
     if variant == "hybrid":
         meta["hybrid_min_batch"] = int(hybrid_min_batch)
         on_cuda = hybrid_min_batch_cuda or ("never" if spec.cell == "ensemble" else HYBRID_MIN_BATCH_CUDA[spec.cell])
@@ -375,16 +429,21 @@ class BranchParity:
     request) with the native operator and large ones with the unrolled graph, each with its own weights'
     layout, so each is checked on the trained model."""
 
-    name: str                       # "native", "unrolled" (a hybrid's two), or the variant of a one-path graph
-    batches: str                    # the batch sizes that take this path, in words
-    n: int                          # windows compared on it
+    name: str  # "native", "unrolled" (a hybrid's two), or the variant of a one-path graph
+    batches: str  # the batch sizes that take this path, in words
+    n: int  # windows compared on it
     max_abs: float
     max_rel_to_scale: float
     ok: bool
 
     def to_dict(self) -> dict:
-        return {"batches": self.batches, "windows": self.n, "max_abs": self.max_abs,
-                "max_rel_to_scale": self.max_rel_to_scale, "ok": self.ok}
+        return {
+            "batches": self.batches,
+            "windows": self.n,
+            "max_abs": self.max_abs,
+            "max_rel_to_scale": self.max_rel_to_scale,
+            "ok": self.ok,
+        }
 
 
 @dataclass(frozen=True)
@@ -399,15 +458,23 @@ class ParityResult:
     @property
     def reason(self) -> str:
         verdict = "within" if self.ok else "NOT within"
-        text = (f"ONNX Runtime vs PyTorch on {self.n} windows: max |diff| {self.max_abs:.3g} "
-                f"= {self.max_rel_to_scale:.3g} of the target scale, {verdict} tolerance {self.rtol:g}")
+        text = (
+            f"ONNX Runtime vs PyTorch on {self.n} windows: max |diff| {self.max_abs:.3g} "
+            f"= {self.max_rel_to_scale:.3g} of the target scale, {verdict} tolerance {self.rtol:g}"
+        )
         if self.branches:
-            text += " (" + "; ".join(f"{b.name}, {b.batches}: {b.max_rel_to_scale:.3g}"
-                                     + ("" if b.ok else " FAILED") for b in self.branches) + ")"
+            text += (
+                " ("
+                + "; ".join(
+                    f"{b.name}, {b.batches}: {b.max_rel_to_scale:.3g}" + ("" if b.ok else " FAILED")
+                    for b in self.branches
+                )
+                + ")"
+            )
         return text
 
 
-SINGLE_REQUESTS = 32   # windows sent one at a time (as the service answers a request) in every parity check
+SINGLE_REQUESTS = 32  # windows sent one at a time (as the service answers a request) in every parity check
 
 
 def _branch_plan(metadata: dict, batch: int) -> list[tuple[str, str, list[int]]]:
@@ -438,16 +505,23 @@ def _reference(model: QuantileOutput, windows: np.ndarray, future: np.ndarray | 
     ys, qs = [], []
     with torch.no_grad():
         for i in range(0, len(windows), batch):
-            f = None if future is None else torch.from_numpy(future[i:i + batch])
-            y, q = model.forward_all(torch.from_numpy(windows[i:i + batch]), f)
+            f = None if future is None else torch.from_numpy(future[i : i + batch])
+            y, q = model.forward_all(torch.from_numpy(windows[i : i + batch]), f)
             ys.append(y.numpy())
             qs.append(None if q is None else q.numpy())
     y = np.concatenate(ys).astype(np.float64)
     return y, (None if qs[0] is None else np.concatenate(qs).astype(np.float64))
 
 
-def check_parity(model: QuantileOutput, onnx_path: Path, windows: np.ndarray, rtol: float = 1e-3,
-                 batch: int = 1024, device: str = "cpu", future: np.ndarray | None = None) -> ParityResult:
+def check_parity(
+    model: QuantileOutput,
+    onnx_path: Path,
+    windows: np.ndarray,
+    rtol: float = 1e-3,
+    batch: int = 1024,
+    device: str = "cpu",
+    future: np.ndarray | None = None,
+) -> ParityResult:
     """Compare ONNX Runtime with PyTorch on real windows (and their future blocks), on every path through the
     exported graph (see _branch_plan), batch 1 included, on both outputs: the point forecast and the quantiles.
     Differences are measured relative to each target's scale (its training std), so one tolerance fits every
@@ -456,11 +530,14 @@ def check_parity(model: QuantileOutput, onnx_path: Path, windows: np.ndarray, rt
 
     windows = np.ascontiguousarray(windows, dtype=np.float32)
     if windows.ndim != 3 or len(windows) == 0:
-        raise ExportError(f"parity check: expected a non-empty (n, time, vars) array of windows, got shape "
-                          f"{windows.shape}")
+        raise ExportError(
+            f"parity check: expected a non-empty (n, time, vars) array of windows, got shape {windows.shape}"
+        )
     if model.spec.n_future and (future is None or len(future) != len(windows)):
-        raise ExportError(f"parity check: the model reads known-future inputs: pass their block for each of the "
-                          f"{len(windows)} windows")
+        raise ExportError(
+            f"parity check: the model reads known-future inputs: pass their block for each of the "
+            f"{len(windows)} windows"
+        )
     future = None if not model.spec.n_future else np.ascontiguousarray(future, dtype=np.float32)
     model = model.cpu().eval()
     engine = OnnxForecaster.from_path(onnx_path, device=device)
@@ -486,16 +563,33 @@ def check_parity(model: QuantileOutput, onnx_path: Path, windows: np.ndarray, rt
                 max_rel = max(max_rel, *(float((d / sc).max()) for d, sc in diffs))
                 seen.update(idx.tolist())
         branches.append(BranchParity(name, words, len(seen), max_abs, max_rel, max_rel <= rtol))
-    return ParityResult(all(b.ok for b in branches), max(b.max_abs for b in branches),
-                        max(b.max_rel_to_scale for b in branches), n, rtol, tuple(branches))
+    return ParityResult(
+        all(b.ok for b in branches),
+        max(b.max_abs for b in branches),
+        max(b.max_rel_to_scale for b in branches),
+        n,
+        rtol,
+        tuple(branches),
+    )
 
 
-def export_checked(model: QuantileOutput, path: Path, metadata: dict, windows: np.ndarray,
-                   rtol: float = 1e-3, future: np.ndarray | None = None) -> tuple[Path, ParityResult]:
+def export_checked(
+    model: QuantileOutput,
+    path: Path,
+    metadata: dict,
+    windows: np.ndarray,
+    rtol: float = 1e-3,
+    future: np.ndarray | None = None,
+) -> tuple[Path, ParityResult]:
     """Export, then gate on parity: a model that fails it is removed and ExportError is raised."""
     two = len(windows) >= 2
-    path = export_onnx(model, path, metadata, example=windows[:2] if two else None,
-                       future_example=future[:2] if two and future is not None else None)
+    path = export_onnx(
+        model,
+        path,
+        metadata,
+        example=windows[:2] if two else None,
+        future_example=future[:2] if two and future is not None else None,
+    )
     result = check_parity(model, path, windows, rtol=rtol, future=future)
     if not result.ok:
         Path(path).unlink(missing_ok=True)

@@ -11,6 +11,7 @@ deterministic (no seed), and frozen inside every candidate (bench/research/FINDI
 did not help).
 auto: whichever of the two has the lower validation MASE (e.g. glucose keeps its naive anchor).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,13 +29,13 @@ CHUNK = 2048
 
 @dataclass
 class LinearAnchor:
-    weight: np.ndarray                # (H*T, L*T + H*F) float32: what nn.Linear holds
-    bias: np.ndarray                  # (H*T,)
-    ridge: float                      # the penalty chosen on validation
-    val_mae_scaled: float             # its validation MAE in scaled units
-    windows: int                      # training windows fitted on
+    weight: np.ndarray  # (H*T, L*T + H*F) float32: what nn.Linear holds
+    bias: np.ndarray  # (H*T,)
+    ridge: float  # the penalty chosen on validation
+    val_mae_scaled: float  # its validation MAE in scaled units
+    windows: int  # training windows fitted on
     seconds: float
-    by_ridge: dict[str, float] = field(default_factory=dict)   # validation MAE (scaled) of every penalty tried
+    by_ridge: dict[str, float] = field(default_factory=dict)  # validation MAE (scaled) of every penalty tried
 
     def fingerprint(self) -> str:
         h = hashlib.sha256(np.ascontiguousarray(self.weight).tobytes())
@@ -42,26 +43,36 @@ class LinearAnchor:
         return h.hexdigest()[:16]
 
     def summary(self) -> dict:
-        return {"ridge": self.ridge, "val_mae_scaled": self.val_mae_scaled, "windows": self.windows,
-                "seconds": round(self.seconds, 3), "by_ridge": self.by_ridge}
+        return {
+            "ridge": self.ridge,
+            "val_mae_scaled": self.val_mae_scaled,
+            "windows": self.windows,
+            "seconds": round(self.seconds, 3),
+            "by_ridge": self.by_ridge,
+        }
 
 
 @dataclass
 class AnchorChoice:
     """What every candidate of one training run is anchored on."""
 
-    kind: str                          # seasonal_naive | linear | none
-    season: int | None                 # the seasonal naive's season; also the seasonal differences the cell reads
+    kind: str  # seasonal_naive | linear | none
+    season: int | None  # the seasonal naive's season; also the seasonal differences the cell reads
     linear: LinearAnchor | None = None
-    val_mase: dict[str, float] = field(default_factory=dict)   # each anchor considered, on validation
+    val_mase: dict[str, float] = field(default_factory=dict)  # each anchor considered, on validation
     reason: str = ""
 
     def fingerprint(self) -> str:
         return f"{self.kind}:{self.season}:{self.linear.fingerprint() if self.linear else ''}"
 
     def summary(self) -> dict:
-        return {"kind": self.kind, "season": self.season, "val_mase": self.val_mase, "reason": self.reason,
-                "linear": self.linear.summary() if self.linear else None}
+        return {
+            "kind": self.kind,
+            "season": self.season,
+            "val_mase": self.val_mase,
+            "reason": self.reason,
+            "linear": self.linear.summary() if self.linear else None,
+        }
 
 
 def _design(ws: WindowSet, starts: np.ndarray, fmean: np.ndarray, fstd: np.ndarray):
@@ -90,7 +101,7 @@ def fit_linear_anchor(ws: WindowSet, settings: Settings) -> LinearAnchor:
     fmean, fstd = np.asarray(fm, np.float64), np.asarray(fs, np.float64)
     train = ws.starts["train"]
     mask = ws.target_mask(train)
-    if mask is not None:   # a filled target is no observation to fit
+    if mask is not None:  # a filled target is no observation to fit
         train = train[mask.all(axis=(1, 2))]
     if len(train) > t.anchor_max_windows:
         rng = np.random.default_rng(t.seed)
@@ -100,7 +111,7 @@ def fit_linear_anchor(ws: WindowSet, settings: Settings) -> LinearAnchor:
         raise ValueError(f"{ws.meta.name}: {n} complete training windows: too few to fit a linear anchor")
     xtx = xty = sx = sy = None
     for i in range(0, n, CHUNK):
-        X, Y, _ = _design(ws, train[i:i + CHUNK], fmean, fstd)
+        X, Y, _ = _design(ws, train[i : i + CHUNK], fmean, fstd)
         if xtx is None:
             xtx, xty = np.zeros((X.shape[1],) * 2), np.zeros((X.shape[1], Y.shape[1]))
             sx, sy = np.zeros(X.shape[1]), np.zeros(Y.shape[1])
@@ -120,7 +131,7 @@ def fit_linear_anchor(ws: WindowSet, settings: Settings) -> LinearAnchor:
     err = {lam: 0.0 for lam in solutions}
     count = 0.0
     for i in range(0, len(val), CHUNK):
-        s = val[i:i + CHUNK]
+        s = val[i : i + CHUNK]
         X, Y, _ = _design(ws, s, fmean, fstd)
         vm = ws.target_mask(s)
         w_obs = np.ones_like(Y) if vm is None else vm.reshape(len(s), -1).astype(np.float64)
@@ -130,9 +141,15 @@ def fit_linear_anchor(ws: WindowSet, settings: Settings) -> LinearAnchor:
     by = {lam: e / max(count, 1.0) for lam, e in err.items()}
     best = min(by, key=lambda k: (by[k], k))
     w, b = solutions[best]
-    return LinearAnchor(weight=w.T.astype(np.float32), bias=b.astype(np.float32), ridge=float(best),
-                        val_mae_scaled=float(by[best]), windows=n, seconds=time.perf_counter() - t0,
-                        by_ridge={f"{k:g}": float(v) for k, v in by.items()})
+    return LinearAnchor(
+        weight=w.T.astype(np.float32),
+        bias=b.astype(np.float32),
+        ridge=float(best),
+        val_mae_scaled=float(by[best]),
+        windows=n,
+        seconds=time.perf_counter() - t0,
+        by_ridge={f"{k:g}": float(v) for k, v in by.items()},
+    )
 
 
 def linear_forecast(ws: WindowSet, starts: np.ndarray, anchor: LinearAnchor) -> np.ndarray:
@@ -144,7 +161,7 @@ def linear_forecast(ws: WindowSet, starts: np.ndarray, anchor: LinearAnchor) -> 
     fm, fs = ws.future_scaler()
     out = []
     for i in range(0, len(starts), CHUNK):
-        X, _, last = _design(ws, starts[i:i + CHUNK], np.asarray(fm), np.asarray(fs))
+        X, _, last = _design(ws, starts[i : i + CHUNK], np.asarray(fm), np.asarray(fs))
         z = (X @ anchor.weight.T.astype(np.float64) + anchor.bias).reshape(len(X), m.horizon, len(tidx))
         out.append((z + last[:, None, :]) * sd + mu)
     return np.concatenate(out) if out else np.zeros((0, m.horizon, len(tidx)))
@@ -157,8 +174,11 @@ def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> Anch
     if not t.residual:
         return AnchorChoice("none", None, reason="train.residual is false: no anchor")
     if t.anchor == "seasonal_naive":
-        return AnchorChoice("seasonal_naive" if season else "none", season,
-                            reason="train.anchor: seasonal_naive" if season else "no seasonal naive fits the lookback")
+        return AnchorChoice(
+            "seasonal_naive" if season else "none",
+            season,
+            reason="train.anchor: seasonal_naive" if season else "no seasonal naive fits the lookback",
+        )
     lin = fit_linear_anchor(ws, settings)
     val = ws.starts["val"]
     _, y = ws.batch(val)
@@ -169,5 +189,10 @@ def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> Anch
     if t.anchor == "linear" or "seasonal_naive" not in scores or scores["linear"] < scores["seasonal_naive"]:
         why = "train.anchor: linear" if t.anchor == "linear" else "auto: the linear anchor forecasts validation better"
         return AnchorChoice("linear", season, lin, scores, why)
-    return AnchorChoice("seasonal_naive", season, None, scores,
-                        f"auto: seasonal naive ({season}) forecasts validation better than the linear anchor")
+    return AnchorChoice(
+        "seasonal_naive",
+        season,
+        None,
+        scores,
+        f"auto: seasonal naive ({season}) forecasts validation better than the linear anchor",
+    )

@@ -17,6 +17,7 @@ They are reference rows, not bars: promotion's bar stays the seasonal-naive fami
 reference that fails, or whose fits would run past `budget_s`, is reported with its status and no score; it never
 fails the caller.
 """
+
 from __future__ import annotations
 
 import time
@@ -31,12 +32,12 @@ REFERENCES = ("mstl", "ets", "theta")
 @dataclass
 class Reference:
     name: str
-    status: str                         # ok | failed: ... | over budget: ...
-    pred: np.ndarray | None = None      # (n origins, H, T) in the data's units
+    status: str  # ok | failed: ... | over budget: ...
+    pred: np.ndarray | None = None  # (n origins, H, T) in the data's units
     seconds: float = 0.0
     fits: int = 0
     seasons: list[int] = field(default_factory=list)
-    history: int | None = None          # rows of history each fit was given at most (None: all)
+    history: int | None = None  # rows of history each fit was given at most (None: all)
 
     @property
     def ok(self) -> bool:
@@ -69,7 +70,7 @@ def _mstl(y: np.ndarray, seasons: list[int], h: int) -> np.ndarray:
     seasonal = np.asarray(res.seasonal).reshape(len(y), -1)
     steps = np.arange(h)
     fc = np.zeros(h)
-    for j, m in enumerate(seasons):   # the last cycle of each component, repeated
+    for j, m in enumerate(seasons):  # the last cycle of each component, repeated
         fc += seasonal[len(y) - m + (steps % m), j]
     rest = y - seasonal.sum(axis=1)
     return fc + np.asarray(_ets_auto(rest, None).forecast(h))
@@ -101,12 +102,19 @@ def _history(series: np.ndarray, end: int, history: int | None) -> np.ndarray:
     y = series[:end]
     nan = np.flatnonzero(~np.isfinite(y))
     if len(nan):
-        y = y[nan[-1] + 1:]
+        y = y[nan[-1] + 1 :]
     return y[-history:] if history else y
 
 
-def reference_forecasts(series: np.ndarray, origins: np.ndarray, horizon: int, names: list[str],
-                        seasons: list[int], budget_s: float, history: int | None = None) -> dict[str, Reference]:
+def reference_forecasts(
+    series: np.ndarray,
+    origins: np.ndarray,
+    horizon: int,
+    names: list[str],
+    seasons: list[int],
+    budget_s: float,
+    history: int | None = None,
+) -> dict[str, Reference]:
     """Each reference's forecasts (n, horizon, T) from every origin: origin o forecasts rows [o, o + horizon) from
     rows before o of `series` (rows, T). A reference whose first three fits say it cannot finish within `budget_s`,
     or that passes it, stops there; one that raises is reported failed."""
@@ -122,7 +130,7 @@ def reference_forecasts(series: np.ndarray, origins: np.ndarray, horizon: int, n
         total = len(origins) * series.shape[1]
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")   # statsmodels' convergence chatter, one per fit
+                warnings.simplefilter("ignore")  # statsmodels' convergence chatter, one per fit
                 for i, o in enumerate(origins):
                     for t in range(series.shape[1]):
                         y = _history(series[:, t], int(o), history)
@@ -133,16 +141,19 @@ def reference_forecasts(series: np.ndarray, origins: np.ndarray, horizon: int, n
                     spent = time.perf_counter() - t0
                     # three fits say what the rest would cost: a reference that cannot finish stops early
                     if spent > budget_s or (fits >= 3 and fits < total and spent / fits * total > budget_s):
-                        status = (f"over budget: {spent:.1f}s for {fits} of {total} fits "
-                                  f"(evaluate.reference_budget_s {budget_s:g})")
+                        status = (
+                            f"over budget: {spent:.1f}s for {fits} of {total} fits "
+                            f"(evaluate.reference_budget_s {budget_s:g})"
+                        )
                         break
-        except Exception as e:   # a reference is evidence beside the run, never a reason to fail it
+        except Exception as e:  # a reference is evidence beside the run, never a reason to fail it
             status = f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
         ok = status == "ok" and np.isfinite(preds).all()
         if status == "ok" and not ok:
             status = "failed: non-finite forecasts"
-        out[name] = Reference(name, status, preds if ok else None, time.perf_counter() - t0, fits, list(seasons),
-                              history)
+        out[name] = Reference(
+            name, status, preds if ok else None, time.perf_counter() - t0, fits, list(seasons), history
+        )
     return out
 
 
@@ -159,21 +170,34 @@ def references(ws, starts: np.ndarray, settings, names: list[str] | None = None)
     on the target rows before the window's first target."""
     names = list(settings.evaluate.references if names is None else names)
     seasons = settings.evaluate.seasons if settings.evaluate.seasons != "auto" else ws.meta.seasons
-    seasons = sorted(m for m in seasons if m > 1)   # each fit uses those its history holds twice (forecast_one)
-    return reference_forecasts(ws.target_series(), np.asarray(starts) + ws.meta.lookback, ws.meta.horizon, names,
-                               seasons, settings.evaluate.reference_budget_s, history_rows(settings, seasons))
+    seasons = sorted(m for m in seasons if m > 1)  # each fit uses those its history holds twice (forecast_one)
+    return reference_forecasts(
+        ws.target_series(),
+        np.asarray(starts) + ws.meta.lookback,
+        ws.meta.horizon,
+        names,
+        seasons,
+        settings.evaluate.reference_budget_s,
+        history_rows(settings, seasons),
+    )
 
 
 def reference_scores(ws, starts: np.ndarray, refs: dict[str, Reference]) -> dict[str, dict]:
     """Each reference's scores on the windows at `starts` (the metrics of modeling/evaluate.py), or its status."""
-    from .evaluate import metrics, mase_scale
+    from .evaluate import mase_scale, metrics
 
     _, y = ws.batch(starts)
     mask, scale = ws.target_mask(starts), mase_scale(ws)
     out = {}
     for name, r in refs.items():
-        row = {"status": r.status, "seconds": round(r.seconds, 2), "fits": r.fits, "seasons": r.seasons,
-               "history": r.history, "windows": int(len(starts))}
+        row = {
+            "status": r.status,
+            "seconds": round(r.seconds, 2),
+            "fits": r.fits,
+            "seasons": r.seasons,
+            "history": r.history,
+            "windows": int(len(starts)),
+        }
         if r.ok:
             row.update(metrics(y, r.pred, scale, mask))
         out[name] = row

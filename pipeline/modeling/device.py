@@ -3,6 +3,7 @@
 Nothing here imports torch at module level: the inference engine asks `gpu_present()` on hosts that
 serve ONNX only, and `cellcast doctor` must still answer when torch itself is broken.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,9 +29,11 @@ def _precision_flags():
     import torch
 
     b = torch.backends
-    new = {"cuda.matmul": getattr(b.cuda.matmul, "fp32_precision", None),
-           "cudnn.conv": getattr(getattr(b.cudnn, "conv", None), "fp32_precision", None),
-           "cudnn.rnn": getattr(getattr(b.cudnn, "rnn", None), "fp32_precision", None)}
+    new = {
+        "cuda.matmul": getattr(b.cuda.matmul, "fp32_precision", None),
+        "cudnn.conv": getattr(getattr(b.cudnn, "conv", None), "fp32_precision", None),
+        "cudnn.rnn": getattr(getattr(b.cudnn, "rnn", None), "fp32_precision", None),
+    }
     return b, (None if None in new.values() else new)
 
 
@@ -52,8 +55,11 @@ def tf32_settings() -> dict[str, str]:
                 value = tf(torch.get_float32_matmul_precision() != "highest") if name == "cuda.matmul" else "tf32"
             out[name] = value
         return out
-    return {"cuda.matmul": tf(b.cuda.matmul.allow_tf32), "cudnn.conv": tf(b.cudnn.allow_tf32),
-            "cudnn.rnn": tf(b.cudnn.allow_tf32)}
+    return {
+        "cuda.matmul": tf(b.cuda.matmul.allow_tf32),
+        "cudnn.conv": tf(b.cudnn.allow_tf32),
+        "cudnn.rnn": tf(b.cudnn.allow_tf32),
+    }
 
 
 def exact_fp32(device) -> None:
@@ -86,8 +92,13 @@ def torch_report(smoke: bool = True) -> dict:
     except Exception as e:  # a broken install is a finding, not a crash
         out["error"] = f"import torch failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
         return out
-    out.update(installed=True, version=torch.__version__, cuda_build=torch.version.cuda,
-               cuda_available=False, tf32=tf32_settings())
+    out.update(
+        installed=True,
+        version=torch.__version__,
+        cuda_build=torch.version.cuda,
+        cuda_available=False,
+        tf32=tf32_settings(),
+    )
     out["threads"].update(torch_intra_op=torch.get_num_threads(), torch_inter_op=torch.get_num_interop_threads())
     try:
         out["cuda_available"] = bool(torch.cuda.is_available())
@@ -97,10 +108,15 @@ def torch_report(smoke: bool = True) -> dict:
         return out
     try:
         props = torch.cuda.get_device_properties(0)
-        out.update(device_count=torch.cuda.device_count(), gpu=props.name,
-                   gpu_memory_gib=round(props.total_memory / 2**30, 1), capability=f"{props.major}.{props.minor}",
-                   cudnn=torch.backends.cudnn.version(), cudnn_enabled=bool(torch.backends.cudnn.enabled),
-                   bf16=bool(torch.cuda.is_bf16_supported()))
+        out.update(
+            device_count=torch.cuda.device_count(),
+            gpu=props.name,
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            capability=f"{props.major}.{props.minor}",
+            cudnn=torch.backends.cudnn.version(),
+            cudnn_enabled=bool(torch.backends.cudnn.enabled),
+            bf16=bool(torch.cuda.is_bf16_supported()),
+        )
         if smoke:
             out["smoke"] = _smoke_step(torch)
     except Exception as e:
@@ -124,8 +140,9 @@ def _smoke_step(torch) -> str:
 
 
 def _thread_report() -> dict:
-    env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY",
-                                          "CUDA_VISIBLE_DEVICES")}
+    env = {
+        k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "CUDA_VISIBLE_DEVICES")
+    }
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

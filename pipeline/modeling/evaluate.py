@@ -7,6 +7,7 @@ season longer than the lookback (a year of days, say) is still a fair bar. Targe
 filled are not observations: every score leaves them out (`WindowSet.target_mask`), and the MASE
 scale counts only steps between two observed points.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -33,12 +34,13 @@ def mase_scale(ws: WindowSet) -> np.ndarray:
 def _mean(a: np.ndarray, mask: np.ndarray | None, axis=None):
     if mask is None:
         return a.mean(axis=axis)
-    with np.errstate(invalid="ignore", divide="ignore"):   # a step with no observed target: NaN
+    with np.errstate(invalid="ignore", divide="ignore"):  # a step with no observed target: NaN
         return np.where(mask, a, 0.0).sum(axis=axis) / mask.sum(axis=axis)
 
 
-def metrics(y_true: np.ndarray, y_pred: np.ndarray, scale: np.ndarray, mask: np.ndarray | None = None
-            ) -> dict[str, float]:
+def metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, scale: np.ndarray, mask: np.ndarray | None = None
+) -> dict[str, float]:
     """y arrays (n, horizon, targets). Averages over windows, steps and targets; `mask` (same shape, bool)
     keeps the observed targets only (WindowSet.target_mask)."""
     yt, yp = y_true.astype(np.float64), y_pred.astype(np.float64)
@@ -48,14 +50,15 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray, scale: np.ndarray, mask: np.
     smape = np.where(denom > EPS, 2.0 * ae / np.maximum(denom, EPS), 0.0)
     return {
         "mae": float(_mean(ae, mask)),
-        "rmse": float(np.sqrt(_mean(err ** 2, mask))),
+        "rmse": float(np.sqrt(_mean(err**2, mask))),
         "smape": float(100.0 * _mean(smape, mask)),
         "mase": float(_mean(ae / scale, mask)),
     }
 
 
-def mae_by_step(y_true: np.ndarray, y_pred: np.ndarray, scale: np.ndarray, mask: np.ndarray | None = None
-                ) -> np.ndarray:
+def mae_by_step(
+    y_true: np.ndarray, y_pred: np.ndarray, scale: np.ndarray, mask: np.ndarray | None = None
+) -> np.ndarray:
     """Scaled absolute error by horizon step (MASE per step), averaged over windows and (observed) targets."""
     return _mean(np.abs(y_pred.astype(np.float64) - y_true) / scale, mask, axis=(0, 2))
 
@@ -71,7 +74,7 @@ def seasonal_naive(ws: WindowSet, starts: np.ndarray, season: int) -> np.ndarray
     src = starts[:, None] + L + h[None, :] - season * (h[None, :] // season + 1)
     y = ws.target_series()
     out = y[np.clip(src, 0, None)]
-    if ws.is_panel:   # a row before the window's own series is none of its history: no forecast (NaN)
+    if ws.is_panel:  # a row before the window's own series is none of its history: no forecast (NaN)
         before = src < ws.series_floor(starts)[:, None]
         out = np.where(before[:, :, None], np.nan, out)
     return out
@@ -95,7 +98,7 @@ def usable_seasons(ws: WindowSet, seasons: list[int] | None = None, split: str =
 @dataclass
 class BaselineReport:
     split: str
-    scores: dict[str, dict[str, float]]          # baseline name -> metrics
+    scores: dict[str, dict[str, float]]  # baseline name -> metrics
     best: str
     by_step: dict[str, list[float]] = field(default_factory=dict)
 
@@ -130,21 +133,24 @@ def season_of(baseline: str) -> int:
     return 1 if baseline == "naive" else int(baseline.rsplit("_", 1)[1])
 
 
-def predict_windows(predict, ws: WindowSet, split: str, batch: int = 4096, table: np.ndarray | None = None
-                    ) -> np.ndarray:
+def predict_windows(
+    predict, ws: WindowSet, split: str, batch: int = 4096, table: np.ndarray | None = None
+) -> np.ndarray:
     """Run `predict(x[, future]) -> (B, H, T)` (torch module wrapper or ONNX session) over every window of a split;
     the future block comes from the set's known-future table (or `table`, WindowSet.future_table_for)."""
-    return forecast_windows(lambda x, f: (predict(x) if f is None else predict(x, f), None), ws, ws.starts[split],
-                            batch, table)[0]
+    return forecast_windows(
+        lambda x, f: (predict(x) if f is None else predict(x, f), None), ws, ws.starts[split], batch, table
+    )[0]
 
 
-def forecast_windows(predict_all, ws: WindowSet, starts: np.ndarray, batch: int = 4096,
-                     table: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def forecast_windows(
+    predict_all, ws: WindowSet, starts: np.ndarray, batch: int = 4096, table: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Run `predict_all(x, future) -> (point (B, H, T), quantiles (B, H, T, Q) or None)` over the windows at
     `starts`, in batches."""
     ys, qs = [], []
     for i in range(0, len(starts), batch):
-        s = starts[i:i + batch]
+        s = starts[i : i + batch]
         x, _ = ws.batch(s)
         f = ws.future_batch(s, table)
         y, q = predict_all(np.ascontiguousarray(x), None if f is None else np.ascontiguousarray(f))
@@ -155,9 +161,14 @@ def forecast_windows(predict_all, ws: WindowSet, starts: np.ndarray, batch: int 
     return np.concatenate(ys), (None if qs[0] is None else np.concatenate(qs))
 
 
-def evaluate_forecasts(ws: WindowSet, split: str, pred: np.ndarray, q: np.ndarray | None = None,
-                       levels: list[float] | None = None, starts: np.ndarray | None = None
-                       ) -> tuple[dict[str, float], list[float]]:
+def evaluate_forecasts(
+    ws: WindowSet,
+    split: str,
+    pred: np.ndarray,
+    q: np.ndarray | None = None,
+    levels: list[float] | None = None,
+    starts: np.ndarray | None = None,
+) -> tuple[dict[str, float], list[float]]:
     """Point metrics (and, given quantiles `q` at `levels`, the quantile scores of modeling/quantiles.py) of the
     forecasts of a split's windows (or of the windows at `starts`), and the MASE per horizon step."""
     from .quantiles import quantile_scores
@@ -182,6 +193,7 @@ def quantiles_by_step(ws: WindowSet, split: str, q: np.ndarray, levels: list[flo
 
 
 # --- evidence for a decision: one loss per forecast origin ---------------------------------------
+
 
 def targets_after(ws: WindowSet, starts: np.ndarray, after) -> np.ndarray:
     """Mask of the windows whose every target comes after time `after` (e.g. the last row a model was

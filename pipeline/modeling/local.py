@@ -6,6 +6,7 @@ The work fans out like the panel validation (data/panel_validation.py): `local_c
 plain function `train_local` over picklable `LocalTask`s (one series' window set, the candidate, the settings); by
 default one after another here, or over a Dask cluster with `panel_validation.client_mapper(client)`.
 """
+
 from __future__ import annotations
 
 import time
@@ -32,30 +33,47 @@ def series_set(ws: PanelWindowSet, i: int) -> PanelWindowSet:
         mine = st[ws.series_index(st) == i] if len(st) else st
         starts[k] = (mine - o).astype(np.int64)
     p = ws.meta.panel
-    panel = {**p, "series": {sid: p["series"][sid]}, "status": {sid: p["status"][sid]},
-             "scales": {sid: p["scales"][sid]}, "counts": {sid: p["counts"][sid]}}
-    meta: WindowMeta = replace(ws.meta, name=f"{ws.meta.name}/{sid}", rows=n + 1, panel=panel,
-                               counts={k: int(len(v)) for k, v in starts.items()})
-    return PanelWindowSet(ws.values[rows], ws.timestamps[rows], meta, starts,
-                          None if ws.filled is None else ws.filled[rows],
-                          None if ws.future is None else ws.future[rows],
-                          offsets=np.zeros(1, np.int64), lengths=ws.lengths[i:i + 1], train_end=ws.train_end[i:i + 1])
+    panel = {
+        **p,
+        "series": {sid: p["series"][sid]},
+        "status": {sid: p["status"][sid]},
+        "scales": {sid: p["scales"][sid]},
+        "counts": {sid: p["counts"][sid]},
+    }
+    meta: WindowMeta = replace(
+        ws.meta,
+        name=f"{ws.meta.name}/{sid}",
+        rows=n + 1,
+        panel=panel,
+        counts={k: int(len(v)) for k, v in starts.items()},
+    )
+    return PanelWindowSet(
+        ws.values[rows],
+        ws.timestamps[rows],
+        meta,
+        starts,
+        None if ws.filled is None else ws.filled[rows],
+        None if ws.future is None else ws.future[rows],
+        offsets=np.zeros(1, np.int64),
+        lengths=ws.lengths[i : i + 1],
+        train_end=ws.train_end[i : i + 1],
+    )
 
 
 @dataclass
 class LocalTask:
     series_id: str
-    ws: PanelWindowSet          # the series alone (series_set)
+    ws: PanelWindowSet  # the series alone (series_set)
     candidate: Candidate
     settings: Settings
-    season: int | None          # the global run's anchor season (its best seasonal naive on validation)
+    season: int | None  # the global run's anchor season (its best seasonal naive on validation)
 
 
 @dataclass
 class LocalResult:
     series_id: str
     candidate: str
-    pred: np.ndarray | None     # (test windows, H, T) in the series' scaled units; None when it could not train
+    pred: np.ndarray | None  # (test windows, H, T) in the series' scaled units; None when it could not train
     seconds: float
     windows_per_s: float
     epochs: int
@@ -69,11 +87,13 @@ def train_local(task: LocalTask) -> LocalResult:
         anchor = choose_anchor(task.ws, task.settings, task.season)
         res = train_candidate(task.ws, task.candidate, task.settings, anchor=anchor, device="cpu")
         pred = forecast_windows(lambda x, f: (predictor(res.model)(x, f), None), task.ws, task.ws.starts["test"])[0]
-        return LocalResult(task.series_id, task.candidate.name, pred, time.perf_counter() - t0, res.windows_per_s,
-                           len(res.history))
-    except Exception as e:   # noqa: BLE001  (one series that cannot train is a row of the comparison, not its end)
-        return LocalResult(task.series_id, task.candidate.name, None, time.perf_counter() - t0, 0.0, 0,
-                           f"{type(e).__name__}: {e}")
+        return LocalResult(
+            task.series_id, task.candidate.name, pred, time.perf_counter() - t0, res.windows_per_s, len(res.history)
+        )
+    except Exception as e:  # noqa: BLE001  (one series that cannot train is a row of the comparison, not its end)
+        return LocalResult(
+            task.series_id, task.candidate.name, None, time.perf_counter() - t0, 0.0, 0, f"{type(e).__name__}: {e}"
+        )
 
 
 def local_tasks(ws: PanelWindowSet, settings: Settings, season: int | None) -> list[LocalTask]:
@@ -105,12 +125,17 @@ def local_comparison(ws: PanelWindowSet, settings: Settings, season: int | None,
             ok = r is not None and r.pred is not None and len(r.pred) == len(st)
             parts.append(r.pred if ok else np.full((len(st), H, T), np.nan))
         pred = np.concatenate(parts) if parts else np.zeros((0, H, T))
-        table = panel_eval.series_table(ws.with_starts(**{COLD: np.zeros(0, np.int64)}), {"test": pred},
-                                        [m for m in seasons if m > 1])
+        table = panel_eval.series_table(
+            ws.with_starts(**{COLD: np.zeros(0, np.int64)}), {"test": pred}, [m for m in seasons if m > 1]
+        )
         table = table.dropna(subset=["mase"])
         trained = [r for r in mine.values() if r.pred is not None]
-        out[cand.name] = {"aggregate": panel_eval.aggregate(table), "series": table.to_dict(orient="records"),
-                          "models": len(trained), "seconds": float(sum(r.seconds for r in mine.values())),
-                          "windows_per_s": float(np.mean([r.windows_per_s for r in trained])) if trained else 0.0,
-                          "failed": {r.series_id: r.error for r in mine.values() if r.pred is None}}
+        out[cand.name] = {
+            "aggregate": panel_eval.aggregate(table),
+            "series": table.to_dict(orient="records"),
+            "models": len(trained),
+            "seconds": float(sum(r.seconds for r in mine.values())),
+            "windows_per_s": float(np.mean([r.windows_per_s for r in trained])) if trained else 0.0,
+            "failed": {r.series_id: r.error for r in mine.values() if r.pred is None},
+        }
     return out

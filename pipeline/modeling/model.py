@@ -26,11 +26,12 @@ softplus offsets, so they cannot cross by construction. A conformal shift per ho
 running max (min) outward from the median, which keeps the order after the shift. `forward` returns the
 point forecast; `forward_all` returns (point, quantiles (batch, horizon, targets, levels)).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
@@ -41,9 +42,9 @@ class CellSpec:
     """What a recurrent cell is and what it supports."""
 
     module: type[nn.Module]
-    state_tensors: int          # 1 for RNN/GRU (h), 2 for LSTM (h, c)
-    onnx_op: str                # the native ONNX operator the TorchScript exporter emits
-    layer_fn: Callable | None = None   # one layer as a function of its weights (what nn.RNN/LSTM/GRU call)
+    state_tensors: int  # 1 for RNN/GRU (h), 2 for LSTM (h, c)
+    onnx_op: str  # the native ONNX operator the TorchScript exporter emits
+    layer_fn: Callable | None = None  # one layer as a function of its weights (what nn.RNN/LSTM/GRU call)
     dynamic_sequence: bool = True
 
 
@@ -68,15 +69,15 @@ class ModelSpec:
     num_layers: int = 1
     dropout: float = 0.0
     rnn_steps: int = 48
-    anchor_season: int | None = None        # None: no seasonal anchor; 1: naive; m: seasonal naive with season m
+    anchor_season: int | None = None  # None: no seasonal anchor; 1: naive; m: seasonal naive with season m
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
-    anchor: str = "seasonal_naive"          # seasonal_naive (over anchor_season) | linear (fitted, frozen)
-    n_future: int = 0                       # known-future inputs per horizon step
-    future_mean: list[float] = field(default_factory=list)   # their scaling (calendar features: 0 and 1)
+    anchor: str = "seasonal_naive"  # seasonal_naive (over anchor_season) | linear (fitted, frozen)
+    n_future: int = 0  # known-future inputs per horizon step
+    future_mean: list[float] = field(default_factory=list)  # their scaling (calendar features: 0 and 1)
     future_std: list[float] = field(default_factory=list)
-    decoder: bool = False                   # a cell over the horizon steps reading [future_h, anchor_h]
-    quantiles: list[float] = field(default_factory=list)     # levels forecast beside the point (0.5 among them)
+    decoder: bool = False  # a cell over the horizon steps reading [future_h, anchor_h]
+    quantiles: list[float] = field(default_factory=list)  # levels forecast beside the point (0.5 among them)
 
     def __post_init__(self):
         if self.cell not in CELLS:
@@ -176,17 +177,19 @@ class Forecaster(QuantileOutput):
         qn = max(self.n_q, 1)
         n_in = s.n_vars + (T if s.seasonal_diffs else 0)
         cell = CELLS[s.cell].module
-        self.rnn = cell(n_in, s.hidden_size, s.num_layers, batch_first=True,
-                        dropout=s.dropout if s.num_layers > 1 else 0.0)
+        self.rnn = cell(
+            n_in, s.hidden_size, s.num_layers, batch_first=True, dropout=s.dropout if s.num_layers > 1 else 0.0
+        )
         n_head = s.hidden_size + H * F + (H * T if s.anchored else 0)
         self.head = nn.Linear(n_head, H * T * qn)
         if s.decoder:
-            self.dec = cell(F + T, s.hidden_size, s.num_layers, batch_first=True,
-                            dropout=s.dropout if s.num_layers > 1 else 0.0)
+            self.dec = cell(
+                F + T, s.hidden_size, s.num_layers, batch_first=True, dropout=s.dropout if s.num_layers > 1 else 0.0
+            )
             self.dec_out = nn.Linear(s.hidden_size, T * qn)
         if s.anchor == "linear":
             self.linear = nn.Linear(s.lookback * T + H * F, H * T)
-            self.linear.requires_grad_(False)   # fitted in closed form, then frozen (modeling/anchor.py)
+            self.linear.requires_grad_(False)  # fitted in closed form, then frozen (modeling/anchor.py)
         mean = torch.tensor(s.mean or [0.0] * s.n_vars, dtype=torch.float32)
         std = torch.tensor(s.std or [1.0] * s.n_vars, dtype=torch.float32)
         self.register_buffer("mean", mean)
@@ -197,7 +200,7 @@ class Forecaster(QuantileOutput):
         if self.n_q:
             # offsets of the levels above the median and below it (nearest first), before their softplus:
             # trained, and started by the trainer at the anchor's residual spread (init_quantile_offsets)
-            self.q_bias = nn.Parameter(torch.zeros(H, T, self.n_q - 1))   # levels in order, the median left out
+            self.q_bias = nn.Parameter(torch.zeros(H, T, self.n_q - 1))  # levels in order, the median left out
         self._init_shift(H, T, s.quantiles)
         if generator is not None:
             self.init_weights(generator)
@@ -231,7 +234,7 @@ class Forecaster(QuantileOutput):
         """Start the level offsets at `gaps` (H, T, Q-1) in scaled units (the spread of the anchor's residuals on
         training windows, modeling/train.py): an untrained model then forecasts the anchor with a plausible band."""
         g = gaps.clamp(min=1e-3).to(self.q_bias)
-        self.q_bias.copy_(torch.where(g > 20, g, torch.log(torch.expm1(g))))   # softplus^-1
+        self.q_bias.copy_(torch.where(g > 20, g, torch.log(torch.expm1(g))))  # softplus^-1
 
     def _layerwise(self, rnn: nn.Module, seq: torch.Tensor, p: float, state=None):
         """A stacked cell one layer at a time, with dropout `p` between layers drawn from `dropout_generator`
@@ -248,7 +251,7 @@ class Forecaster(QuantileOutput):
                 h0 = out.new_zeros(1, out.shape[0], rnn.hidden_size)
                 s0 = (h0, h0) if lstm else h0
             else:
-                s0 = (state[0][layer:layer + 1], state[1][layer:layer + 1]) if lstm else state[layer:layer + 1]
+                s0 = (state[0][layer : layer + 1], state[1][layer : layer + 1]) if lstm else state[layer : layer + 1]
             res = fn(out, s0, weights, True, 1, 0.0, self.training, False, True)
             out = res[0]
             hs.append(res[1])
@@ -268,14 +271,14 @@ class Forecaster(QuantileOutput):
         B = zt.shape[0]
         if s.anchor == "linear":
             last = zt[:, -1:, :]
-            src = [(zt[:, -s.lookback:, :] - last).reshape(B, -1)]
+            src = [(zt[:, -s.lookback :, :] - last).reshape(B, -1)]
             if s.n_future:
                 src.append(fz.reshape(B, -1))
             # fp32 under a GPU's bf16 autocast too: the anchor was fitted in float64 and is the forecast's bulk
             with torch.autocast(zt.device.type, enabled=False):
                 return self.linear(torch.cat(src, 1).float()).view(B, s.horizon, s.n_targets) + last
         if s.anchor_season:
-            return zt[:, -s.anchor_season:, :].index_select(1, self.base_idx)
+            return zt[:, -s.anchor_season :, :].index_select(1, self.base_idx)
         return None
 
     def raw(self, x: torch.Tensor, future: torch.Tensor | None = None):
@@ -293,7 +296,7 @@ class Forecaster(QuantileOutput):
         seq = z[:, -k:, :]
         if s.seasonal_diffs:
             m = s.anchor_season
-            seq = torch.cat([seq, zt[:, -k:, :] - zt[:, -k - m:-m, :]], dim=2)
+            seq = torch.cat([seq, zt[:, -k:, :] - zt[:, -k - m : -m, :]], dim=2)
         out, state = self._run(self.rnn, seq)
         hin = [out[:, -1, :]]
         if s.n_future:
@@ -316,9 +319,9 @@ class Forecaster(QuantileOutput):
             return pt * std_t + mean_t, None
         m = s.median_index
         med = delta[..., m] if base is None else base + delta[..., m]
-        off = nn.functional.softplus(torch.cat([delta[..., :m], delta[..., m + 1:]], -1) + self.q_bias)
-        up = med.unsqueeze(-1) + torch.cumsum(off[..., m:], -1)              # levels above, nearest first
-        down = med.unsqueeze(-1) - torch.cumsum(off[..., :m].flip(-1), -1)   # levels below, nearest first
+        off = nn.functional.softplus(torch.cat([delta[..., :m], delta[..., m + 1 :]], -1) + self.q_bias)
+        up = med.unsqueeze(-1) + torch.cumsum(off[..., m:], -1)  # levels above, nearest first
+        down = med.unsqueeze(-1) - torch.cumsum(off[..., :m].flip(-1), -1)  # levels below, nearest first
         q = torch.cat([down.flip(-1), med.unsqueeze(-1), up], -1)
         return med * std_t + mean_t, q * std_t.unsqueeze(-1) + mean_t.unsqueeze(-1)
 
@@ -352,10 +355,21 @@ class EnsembleSpec:
 
     def to_dict(self) -> dict:
         first = self.members[0]
-        return {"cell": self.cell, "members": self.members, "lookback": self.lookback, "horizon": self.horizon,
-                "n_vars": self.n_vars, "target_idx": self.target_idx, "n_future": self.n_future,
-                "quantiles": self.quantiles, "anchor": self.anchor, "anchor_season": self.anchor_season,
-                "decoder": self.decoder, "mean": first["mean"], "std": first["std"]}
+        return {
+            "cell": self.cell,
+            "members": self.members,
+            "lookback": self.lookback,
+            "horizon": self.horizon,
+            "n_vars": self.n_vars,
+            "target_idx": self.target_idx,
+            "n_future": self.n_future,
+            "quantiles": self.quantiles,
+            "anchor": self.anchor,
+            "anchor_season": self.anchor_season,
+            "decoder": self.decoder,
+            "mean": first["mean"],
+            "std": first["std"],
+        }
 
 
 class Ensemble(QuantileOutput):

@@ -7,6 +7,7 @@ its mean absolute scaled error over its observed targets. The aggregate is over 
 best and the worst series; cold-start series are reported beside it (never trained or selected on, and with too
 little history for some baselines, they would blur the comparison).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,16 +35,23 @@ def series_table(ws: PanelWindowSet, pred: dict[str, np.ndarray], seasons: list[
             sel = idx == i
             mk = None if mask is None else mask[sel]
             sid = ws.series_ids[int(i)]
-            row = {"series_id": sid, "status": "ok" if split == "test" else "cold_start", "windows": int(sel.sum()),
-                   "mase": metrics(y[sel], pred[split][sel], ones, mk)["mase"]}
+            row = {
+                "series_id": sid,
+                "status": "ok" if split == "test" else "cold_start",
+                "windows": int(sel.sum()),
+                "mase": metrics(y[sel], pred[split][sel], ones, mk)["mase"],
+            }
             base = {}
             for name, p in naive.items():
-                if np.isfinite(p[sel]).all():     # a baseline the series' history does not hold is no bar for it
+                if np.isfinite(p[sel]).all():  # a baseline the series' history does not hold is no bar for it
                     base[name] = metrics(y[sel], p[sel], ones, mk)["mase"]
                 row[f"mase_{name}"] = base.get(name, np.nan)
             best = min(base, key=base.get) if base else None
-            row.update(strongest_baseline=best, strongest_mase=base[best] if best else np.nan,
-                       beats=bool(best is not None and row["mase"] < base[best]))
+            row.update(
+                strongest_baseline=best,
+                strongest_mase=base[best] if best else np.nan,
+                beats=bool(best is not None and row["mase"] < base[best]),
+            )
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -56,26 +64,35 @@ def aggregate(table: pd.DataFrame) -> dict:
     if not len(ok):
         return {"series": 0, "cold_start_series": int(len(cold))}
     mid = ok.iloc[(len(ok) - 1) // 2]
-    return {"series": int(len(ok)), "mean_mase": float(ok["mase"].mean()), "median_mase": float(ok["mase"].median()),
-            "mean_strongest_baseline_mase": float(ok["strongest_mase"].mean()),
-            "median_strongest_baseline_mase": float(ok["strongest_mase"].median()),
-            "improved": int(ok["beats"].sum()), "share_improved": float(ok["beats"].mean()),
-            "best_series": str(ok.iloc[0]["series_id"]), "best_mase": float(ok.iloc[0]["mase"]),
-            "median_series": str(mid["series_id"]), "worst_series": str(ok.iloc[-1]["series_id"]),
-            "worst_mase": float(ok.iloc[-1]["mase"]),
-            "worst_strongest_baseline_mase": float(ok.iloc[-1]["strongest_mase"]),
-            "cold_start_series": int(len(cold)),
-            "cold_start_mean_mase": float(cold["mase"].mean()) if len(cold) else None}
+    return {
+        "series": int(len(ok)),
+        "mean_mase": float(ok["mase"].mean()),
+        "median_mase": float(ok["mase"].median()),
+        "mean_strongest_baseline_mase": float(ok["strongest_mase"].mean()),
+        "median_strongest_baseline_mase": float(ok["strongest_mase"].median()),
+        "improved": int(ok["beats"].sum()),
+        "share_improved": float(ok["beats"].mean()),
+        "best_series": str(ok.iloc[0]["series_id"]),
+        "best_mase": float(ok.iloc[0]["mase"]),
+        "median_series": str(mid["series_id"]),
+        "worst_series": str(ok.iloc[-1]["series_id"]),
+        "worst_mase": float(ok.iloc[-1]["mase"]),
+        "worst_strongest_baseline_mase": float(ok.iloc[-1]["strongest_mase"]),
+        "cold_start_series": int(len(cold)),
+        "cold_start_mean_mase": float(cold["mase"].mean()) if len(cold) else None,
+    }
 
 
 def describe(agg: dict) -> str:
     """The aggregate in one sentence (the promotion decision carries it)."""
     if not agg.get("series"):
         return "no series with its own test windows"
-    text = (f"across {agg['series']} series it beats each series' strongest baseline on {agg['improved']} "
-            f"({agg['share_improved']:.0%}); MASE mean {agg['mean_mase']:.3f}, median {agg['median_mase']:.3f}; "
-            f"worst series '{agg['worst_series']}' (MASE {agg['worst_mase']:.3f} against "
-            f"{agg['worst_strongest_baseline_mase']:.3f})")
+    text = (
+        f"across {agg['series']} series it beats each series' strongest baseline on {agg['improved']} "
+        f"({agg['share_improved']:.0%}); MASE mean {agg['mean_mase']:.3f}, median {agg['median_mase']:.3f}; "
+        f"worst series '{agg['worst_series']}' (MASE {agg['worst_mase']:.3f} against "
+        f"{agg['worst_strongest_baseline_mase']:.3f})"
+    )
     if agg.get("cold_start_series"):
         text += f"; {agg['cold_start_series']} cold-start series (MASE mean {agg['cold_start_mean_mase']:.3f})"
     return text

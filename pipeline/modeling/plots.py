@@ -1,4 +1,5 @@
 """Pictures people would rather look at than read: forecast vs actual, loss curves, error by horizon."""
+
 from __future__ import annotations
 
 import matplotlib
@@ -12,12 +13,17 @@ def _tiled(timestamps: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """Every horizon-th window's forecast laid end to end: (times, values)."""
     h = f.shape[1]
     idx = [i for i in range(0, len(f), h) if i + h <= len(timestamps)]
-    return (np.concatenate([timestamps[i:i + h] for i in idx]),
-            np.concatenate([f[i, :h] for i in idx]))
+    return (np.concatenate([timestamps[i : i + h] for i in idx]), np.concatenate([f[i, :h] for i in idx]))
 
 
-def forecast_vs_actual(timestamps: np.ndarray, actual: np.ndarray, forecasts: dict[str, np.ndarray],
-                       title: str, target: str, bands: dict[str, tuple[np.ndarray, np.ndarray]] | None = None):
+def forecast_vs_actual(
+    timestamps: np.ndarray,
+    actual: np.ndarray,
+    forecasts: dict[str, np.ndarray],
+    title: str,
+    target: str,
+    bands: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+):
     """Test range: the actual series and each forecaster's one-step-ahead-origin forecasts.
 
     `forecasts[name]` is (n_windows, horizon) for consecutive windows; the picture draws every
@@ -25,7 +31,9 @@ def forecast_vs_actual(timestamps: np.ndarray, actual: np.ndarray, forecasts: di
     upper), each (n_windows, horizon): intervals drawn as shaded bands, widest lightest.
     """
     fig, ax = plt.subplots(figsize=(11, 4))
-    for k, (label, (lo, hi)) in enumerate(sorted((bands or {}).items(), key=lambda kv: -np.nanmean(kv[1][1] - kv[1][0]))):
+    for k, (label, (lo, hi)) in enumerate(
+        sorted((bands or {}).items(), key=lambda kv: -np.nanmean(kv[1][1] - kv[1][0]))
+    ):
         t, lower = _tiled(timestamps, lo)
         _, upper = _tiled(timestamps, hi)
         ax.fill_between(t, lower, upper, color="tab:blue", alpha=0.15 + 0.15 * k, lw=0, label=label)
@@ -45,7 +53,7 @@ def loss_curves(histories: dict[str, list[dict]], title: str):
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, hist in histories.items():
         ep = [r["epoch"] for r in hist]
-        line, = ax.plot(ep, [r["train_loss"] for r in hist], lw=1, ls="--")
+        (line,) = ax.plot(ep, [r["train_loss"] for r in hist], lw=1, ls="--")
         ax.plot(ep, [r["val_loss"] for r in hist], lw=1.5, color=line.get_color(), label=name)
     ax.set_xlabel("epoch")
     ax.set_ylabel("MAE (scaled): dashed train, solid validation")
@@ -58,8 +66,13 @@ def loss_curves(histories: dict[str, list[dict]], title: str):
 def error_by_horizon(by_step: dict[str, list[float]], title: str):
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, err in by_step.items():
-        ax.plot(np.arange(1, len(err) + 1), err, lw=1.5 if not name.startswith(("naive", "seasonal")) else 1,
-                ls="-" if not name.startswith(("naive", "seasonal")) else ":", label=name)
+        ax.plot(
+            np.arange(1, len(err) + 1),
+            err,
+            lw=1.5 if not name.startswith(("naive", "seasonal")) else 1,
+            ls="-" if not name.startswith(("naive", "seasonal")) else ":",
+            label=name,
+        )
     ax.set_xlabel("horizon step")
     ax.set_ylabel("MASE")
     ax.set_title(title)
@@ -118,11 +131,25 @@ def backtest_errors(folds: list[dict], candidates: list[str], title: str):
     labels = [f"{f['fold']['index']}\n{f['times']['test'][0][:10]}" for f in folds]
     for name in candidates:
         top.plot(x, [f["scores"].get(name, {}).get("mase", np.nan) for f in folds], marker="o", lw=1.3, label=name)
-    top.plot(x, [f["scores"][f["bar"]]["mase"] for f in folds], marker="s", color="black", ls=":", lw=1.2,
-             label="seasonal naive (each fold's bar: " + ", ".join(sorted({f["bar"] for f in folds})) + ")")
+    top.plot(
+        x,
+        [f["scores"][f["bar"]]["mase"] for f in folds],
+        marker="s",
+        color="black",
+        ls=":",
+        lw=1.2,
+        label="seasonal naive (each fold's bar: " + ", ".join(sorted({f["bar"] for f in folds})) + ")",
+    )
     if any("mase" in f["scores"].get("ref_mstl", {}) for f in folds):
-        top.plot(x, [f["scores"].get("ref_mstl", {}).get("mase", np.nan) for f in folds], marker="^", color="grey",
-                 ls="--", lw=1.2, label="MSTL (reference)")
+        top.plot(
+            x,
+            [f["scores"].get("ref_mstl", {}).get("mase", np.nan) for f in folds],
+            marker="^",
+            color="grey",
+            ls="--",
+            lw=1.2,
+            label="MSTL (reference)",
+        )
     top.set_xticks(x, labels, fontsize=8)
     top.set_xlabel("fold (first test day)")
     top.set_ylabel("test MASE")
@@ -133,15 +160,22 @@ def backtest_errors(folds: list[dict], candidates: list[str], title: str):
         sel = f["losses"].get("selected")
         if sel is not None:
             bottom.plot(t, sel, color="tab:blue", lw=1, label="selected candidate" if f is folds[0] else None)
-        bottom.plot(t, f["losses"][f["bar"]], color="black", lw=0.8, ls=":",
-                    label="seasonal naive (bar)" if f is folds[0] else None)
+        bottom.plot(
+            t,
+            f["losses"][f["bar"]],
+            color="black",
+            lw=0.8,
+            ls=":",
+            label="seasonal naive (bar)" if f is folds[0] else None,
+        )
         if "ref_mstl" in f["losses"]:
-            bottom.plot(t, f["losses"]["ref_mstl"], color="grey", lw=0.8, ls="--",
-                        label="MSTL" if f is folds[0] else None)
+            bottom.plot(
+                t, f["losses"]["ref_mstl"], color="grey", lw=0.8, ls="--", label="MSTL" if f is folds[0] else None
+            )
         bottom.axvline(pd.Timestamp(f["times"]["test"][0]), color="red", lw=0.6, alpha=0.5)
     bottom.set_ylabel("MASE of each forecast origin")
     bottom.set_title("error over time: every test origin of every fold (red: a fold's first test row)", fontsize=9)
     bottom.legend(fontsize=7)
-    plt.setp(bottom.get_xticklabels(), rotation=25, ha="right")   # not autofmt_xdate: it hides the top axis' folds
+    plt.setp(bottom.get_xticklabels(), rotation=25, ha="right")  # not autofmt_xdate: it hides the top axis' folds
     fig.tight_layout()
     return fig

@@ -17,6 +17,7 @@ CRPS, width and Winkler read in MASE units and compare across datasets):
   winkler_P   width + (2 / alpha) x the distance by which the target falls outside (alpha = 1 - P/100)
 Filled targets (mask False) are not scored.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,15 +39,16 @@ def interval_name(nominal: float) -> str:
     return f"{100 * nominal:g}"
 
 
-def conformal_shift(y: np.ndarray, q: np.ndarray, levels: list[float], mask: np.ndarray | None = None,
-                    mode: str = "two_sided") -> np.ndarray:
+def conformal_shift(
+    y: np.ndarray, q: np.ndarray, levels: list[float], mask: np.ndarray | None = None, mode: str = "two_sided"
+) -> np.ndarray:
     """The per (step, target, level) shift (H, T, Q) that calibrates quantiles `q` (n, H, T, Q) on targets `y`.
     mode "widen": a level above the median only moves up, one below it only down (the interval never narrows)."""
     e = y.astype(np.float64)[..., None] - q.astype(np.float64)
     if mask is not None:
         e = np.where(mask[..., None], e, np.nan)
-    srt = np.sort(e, axis=0)                       # NaN (unobserved) last
-    n_obs = np.isfinite(e).sum(axis=0)             # (H, T, Q)
+    srt = np.sort(e, axis=0)  # NaN (unobserved) last
+    n_obs = np.isfinite(e).sum(axis=0)  # (H, T, Q)
     shift = np.zeros(q.shape[1:], np.float64)
     for k, tau in enumerate(levels):
         if abs(tau - 0.5) < 1e-12:
@@ -75,14 +77,15 @@ def pinball(y: np.ndarray, q: np.ndarray, levels: list[float], scale: np.ndarray
     return np.maximum(tau * e, (tau - 1) * e)
 
 
-def quantile_scores(y: np.ndarray, q: np.ndarray, levels: list[float], scale: np.ndarray,
-                    mask: np.ndarray | None = None) -> tuple[dict[str, float], dict[str, list[float]]]:
+def quantile_scores(
+    y: np.ndarray, q: np.ndarray, levels: list[float], scale: np.ndarray, mask: np.ndarray | None = None
+) -> tuple[dict[str, float], dict[str, list[float]]]:
     """(scores, scores per horizon step) of quantile forecasts (module docstring). Empty without levels."""
     if q is None or not levels:
         return {}, {}
     y64 = y.astype(np.float64)
     sc = np.asarray(scale, np.float64)[None, None, :]
-    loss = pinball(y, q, levels, scale).mean(axis=-1)             # (n, H, T): mean over levels
+    loss = pinball(y, q, levels, scale).mean(axis=-1)  # (n, H, T): mean over levels
     out = {"pinball": float(_mean(loss, mask)), "crps": float(2 * _mean(loss, mask))}
     steps = {"crps": (2 * _mean(loss, mask, axis=(0, 2))).tolist()}
     for lo, hi, nominal in intervals(levels):
@@ -91,8 +94,14 @@ def quantile_scores(y: np.ndarray, q: np.ndarray, levels: list[float], scale: np
         inside = ((y64 >= low) & (y64 <= up)).astype(np.float64)
         width = (up - low) / sc
         winkler = width + (2 / alpha) * (np.maximum(low - y64, 0) + np.maximum(y64 - up, 0)) / sc
-        out.update({f"coverage_{name}": float(_mean(inside, mask)), f"nominal_{name}": nominal,
-                    f"width_{name}": float(_mean(width, mask)), f"winkler_{name}": float(_mean(winkler, mask))})
+        out.update(
+            {
+                f"coverage_{name}": float(_mean(inside, mask)),
+                f"nominal_{name}": nominal,
+                f"width_{name}": float(_mean(width, mask)),
+                f"winkler_{name}": float(_mean(winkler, mask)),
+            }
+        )
         steps[f"coverage_{name}"] = _mean(inside, mask, axis=(0, 2)).tolist()
         steps[f"width_{name}"] = _mean(width, mask, axis=(0, 2)).tolist()
     return out, steps

@@ -9,6 +9,7 @@ levels (evaluate.quantiles), twice the pinball loss averaged over the levels (th
 is the only level). After the loop the quantiles are conformalised on the validation windows (`calibrate`).
 `build_ensemble` makes the mean of the trained candidates one more candidate (train.ensemble).
 """
+
 from __future__ import annotations
 
 import copy
@@ -19,10 +20,10 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -31,15 +32,15 @@ import torch
 from .. import __version__
 from ..config import Settings
 from ..data import window as _window
+from ..data.window import WindowSet
 from ..errors import ConfigError, TrainingError
 from . import anchor as _anchor
 from . import model as _model
 from . import quantiles as _quantiles
 from .anchor import AnchorChoice, choose_anchor
-from .evaluate import forecast_windows
 from .device import exact_fp32
+from .evaluate import forecast_windows
 from .model import Ensemble, Forecaster, ModelSpec, QuantileOutput
-from ..data.window import WindowSet
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +65,18 @@ def candidates(settings: Settings) -> list[Candidate]:
 @dataclass
 class TrainResult:
     candidate: Candidate
-    model: Forecaster                       # on the CPU, best weights
+    model: Forecaster  # on the CPU, best weights
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     best_val_loss: float = math.inf
-    initial_val_loss: float = math.inf      # before any step: the anchor baseline when residual
+    initial_val_loss: float = math.inf  # before any step: the anchor baseline when residual
     stopped: str = ""
     seconds: float = 0.0
     windows_per_s: float = 0.0
     device: str = "cpu"
     resumed_from: int | None = None
-    anchor: dict = field(default_factory=dict)          # AnchorChoice.summary(): what the residual is over
-    calibration: dict = field(default_factory=dict)     # the conformal shift's windows and size (calibrate)
+    anchor: dict = field(default_factory=dict)  # AnchorChoice.summary(): what the residual is over
+    calibration: dict = field(default_factory=dict)  # the conformal shift's windows and size (calibrate)
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -117,22 +118,40 @@ def torch_threads(n: int | None):
 def model_spec(ws: WindowSet, cand: Candidate, settings: Settings, anchor: AnchorChoice | int | None) -> ModelSpec:
     m = ws.meta
     t = settings.train
-    if not isinstance(anchor, AnchorChoice):   # a season alone: today's seasonal-naive anchor
+    if not isinstance(anchor, AnchorChoice):  # a season alone: today's seasonal-naive anchor
         anchor = AnchorChoice("seasonal_naive" if anchor else "none", anchor)
     fmean, fstd = ws.future_scaler()
-    return ModelSpec(cell=cand.cell, n_vars=len(m.variables), target_idx=m.target_idx, lookback=m.lookback,
-                     horizon=m.horizon, hidden_size=cand.hidden_size, num_layers=cand.num_layers,
-                     dropout=t.dropout, rnn_steps=t.rnn_steps,
-                     anchor_season=anchor.season if t.residual else None, mean=m.mean, std=m.std,
-                     anchor="linear" if anchor.kind == "linear" else "seasonal_naive", n_future=m.n_future,
-                     future_mean=fmean, future_std=fstd, decoder=t.decoder,
-                     quantiles=list(settings.evaluate.quantiles))
+    return ModelSpec(
+        cell=cand.cell,
+        n_vars=len(m.variables),
+        target_idx=m.target_idx,
+        lookback=m.lookback,
+        horizon=m.horizon,
+        hidden_size=cand.hidden_size,
+        num_layers=cand.num_layers,
+        dropout=t.dropout,
+        rnn_steps=t.rnn_steps,
+        anchor_season=anchor.season if t.residual else None,
+        mean=m.mean,
+        std=m.std,
+        anchor="linear" if anchor.kind == "linear" else "seasonal_naive",
+        n_future=m.n_future,
+        future_mean=fmean,
+        future_std=fstd,
+        decoder=t.decoder,
+        quantiles=list(settings.evaluate.quantiles),
+    )
 
 
 # The source that decides which weights a run ends with: the network, this loop (loss, sampling, schedule)
 # and the window batches it reads. A change in any of them must not resume an old checkpoint.
-WEIGHT_SOURCES = (Path(_model.__file__), Path(__file__), Path(_window.__file__), Path(_anchor.__file__),
-                  Path(_quantiles.__file__))
+WEIGHT_SOURCES = (
+    Path(_model.__file__),
+    Path(__file__),
+    Path(_window.__file__),
+    Path(_anchor.__file__),
+    Path(_quantiles.__file__),
+)
 # train settings that bound or place the work without changing the weights it produces (a checkpoint stays
 # valid when they change: a run cut short by the time budget continues under a larger one)
 NOT_WEIGHTS = {"time_budget_s", "parallel", "threads", "task_runner", "dask_address", "device", "strategy"}
@@ -151,17 +170,32 @@ def code_version() -> str:
     return f"{__version__}+{code_hash()}"
 
 
-def _fingerprint(spec: ModelSpec, settings: Settings, data_md5: str | None, device: torch.device,
-                 anchor: AnchorChoice | None = None, future_names: list[str] | None = None) -> str:
+def _fingerprint(
+    spec: ModelSpec,
+    settings: Settings,
+    data_md5: str | None,
+    device: torch.device,
+    anchor: AnchorChoice | None = None,
+    future_names: list[str] | None = None,
+) -> str:
     """What a checkpoint must match to be resumed: model, weight-shaping settings (the calendar, the levels and
     their calibration included), the anchor's weights, data, code, torch, device."""
     train = {k: v for k, v in settings.train.model_dump(mode="json").items() if k not in NOT_WEIGHTS}
     ev = settings.evaluate
-    body = {"spec": spec.to_dict(), "train": train, "data": data_md5, "code": code_version(),
-            "torch": torch.__version__, "device": device.type, "calendar": settings.calendar.model_dump(mode="json"),
-            "future": future_names or [], "anchor": anchor.fingerprint() if anchor else None,
-            "quantiles": list(ev.quantiles), "calibration_windows": ev.calibration_windows,
-            "calibration": ev.calibration}
+    body = {
+        "spec": spec.to_dict(),
+        "train": train,
+        "data": data_md5,
+        "code": code_version(),
+        "torch": torch.__version__,
+        "device": device.type,
+        "calendar": settings.calendar.model_dump(mode="json"),
+        "future": future_names or [],
+        "anchor": anchor.fingerprint() if anchor else None,
+        "quantiles": list(ev.quantiles),
+        "calibration_windows": ev.calibration_windows,
+        "calibration": ev.calibration,
+    }
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -170,8 +204,14 @@ def masked_mean(err: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return err.mean() if mask is None else (err * mask).sum() / mask.sum().clamp(min=1)
 
 
-def window_errors(model: QuantileOutput, x: torch.Tensor, f: torch.Tensor | None, y: torch.Tensor,
-                  scale: torch.Tensor, levels: torch.Tensor | None) -> torch.Tensor:
+def window_errors(
+    model: QuantileOutput,
+    x: torch.Tensor,
+    f: torch.Tensor | None,
+    y: torch.Tensor,
+    scale: torch.Tensor,
+    levels: torch.Tensor | None,
+) -> torch.Tensor:
     """(B, H, T) loss of each forecast target in scaled units: the absolute error, or with quantile levels twice the
     pinball loss averaged over them (the absolute error of the median when it is the only level)."""
     if levels is None:
@@ -181,13 +221,20 @@ def window_errors(model: QuantileOutput, x: torch.Tensor, f: torch.Tensor | None
     return (2 * torch.maximum(levels * e, (levels - 1) * e)).mean(-1)
 
 
-def _val_loss(model: QuantileOutput, tw, starts: torch.Tensor, scale: torch.Tensor, amp: bool, batch: int,
-              levels: torch.Tensor | None = None) -> float:
+def _val_loss(
+    model: QuantileOutput,
+    tw,
+    starts: torch.Tensor,
+    scale: torch.Tensor,
+    amp: bool,
+    batch: int,
+    levels: torch.Tensor | None = None,
+) -> float:
     model.eval()
     total, n = 0.0, 0
     with torch.no_grad(), torch.autocast(tw.device.type, dtype=torch.bfloat16, enabled=amp):
         for i in range(0, len(starts), batch):
-            idx = starts[i:i + batch]
+            idx = starts[i : i + batch]
             x, y = tw.batch(idx)
             err = window_errors(model, x, tw.future(idx), y, scale, levels)
             mask = tw.target_mask(idx)
@@ -208,18 +255,24 @@ def _start_quantile_offsets(model: Forecaster, ws: WindowSet, max_windows: int =
     was = model.training
     model.eval()
     x, f = ws.inputs(starts)
-    med = model(torch.from_numpy(x).to(model.mean.device),
-                None if f is None else torch.from_numpy(f).to(model.mean.device)).float().cpu().numpy()
+    med = (
+        model(
+            torch.from_numpy(x).to(model.mean.device), None if f is None else torch.from_numpy(f).to(model.mean.device)
+        )
+        .float()
+        .cpu()
+        .numpy()
+    )
     model.train(was)
     _, y = ws.batch(starts)
     r = (y - med) / model.target_scale().cpu().numpy()
     mask = ws.target_mask(starts)
     if mask is not None:
         r = np.where(mask, r, np.nan)
-    v = np.nanquantile(r.astype(np.float64), levels, axis=0)          # (Q, H, T)
+    v = np.nanquantile(r.astype(np.float64), levels, axis=0)  # (Q, H, T)
     v = np.nan_to_num(v - v[m], nan=0.0)
     gaps = [v[k] - v[k + 1] if k < m else v[k] - v[k - 1] for k in range(len(levels)) if k != m]
-    gaps = np.abs(np.stack(gaps, axis=-1))                             # (H, T, Q-1), level order
+    gaps = np.abs(np.stack(gaps, axis=-1))  # (H, T, Q-1), level order
     model.init_quantile_offsets(torch.from_numpy(gaps.astype(np.float32)))
 
 
@@ -230,7 +283,7 @@ def panel_sampler(ws: WindowSet, train_starts: torch.Tensor, device) -> Callable
     series (its epoch is a permutation, as always)."""
     if not ws.is_panel:
         return None
-    st = ws.starts["train"]                                   # sorted: series after series, each in time order
+    st = ws.starts["train"]  # sorted: series after series, each in time order
     first = np.searchsorted(st, ws.offsets)
     counts = np.diff(np.append(first, len(st)))
     keep = counts > 0
@@ -254,10 +307,10 @@ def calibration_starts(ws: WindowSet, settings: Settings) -> np.ndarray:
     n = settings.evaluate.calibration_windows
     if n == "all":
         return starts
-    if ws.is_panel:   # the series lie one after another: the most recent by time, across every series
+    if ws.is_panel:  # the series lie one after another: the most recent by time, across every series
         when = ws.timestamps[starts + ws.meta.lookback]
-        return np.sort(starts[np.argsort(when, kind="stable")[-int(n):]])
-    return starts[-int(n):]
+        return np.sort(starts[np.argsort(when, kind="stable")[-int(n) :]])
+    return starts[-int(n) :]
 
 
 @torch.no_grad()
@@ -272,23 +325,34 @@ def calibrate(model: QuantileOutput, ws: WindowSet, settings: Settings) -> dict:
     if mode == "none":
         return {"method": "none: the pinball heads as trained", "windows": 0}
     starts = calibration_starts(ws, settings)
-    _, q = forecast_windows(quantile_predictor(model), ws, starts)   # inputs gathered a batch at a time
+    _, q = forecast_windows(quantile_predictor(model), ws, starts)  # inputs gathered a batch at a time
     _, y = ws.batch(starts)
     shift = _quantiles.conformal_shift(y, q, levels, ws.target_mask(starts), mode)
     model.q_shift.copy_(torch.from_numpy(shift))
     scale = model.target_scale().cpu().numpy()[None, :, None]
     L = ws.meta.lookback
-    return {"method": f"conformalised quantiles (per step, target, level; {mode})", "split": "val",
-            "windows": int(len(starts)),
-            "first_target": str(pd.Timestamp(ws.timestamps[starts[0] + L])) if len(starts) else None,
-            "last_target": str(pd.Timestamp(ws.timestamps[starts[-1] + L + ws.meta.horizon - 1])) if len(starts) else None,
-            "mean_shift_scaled": {f"{lv:g}": float((shift / scale)[..., k].mean()) for k, lv in enumerate(levels)}}
+    return {
+        "method": f"conformalised quantiles (per step, target, level; {mode})",
+        "split": "val",
+        "windows": int(len(starts)),
+        "first_target": str(pd.Timestamp(ws.timestamps[starts[0] + L])) if len(starts) else None,
+        "last_target": str(pd.Timestamp(ws.timestamps[starts[-1] + L + ws.meta.horizon - 1])) if len(starts) else None,
+        "mean_shift_scaled": {f"{lv:g}": float((shift / scale)[..., k].mean()) for k, lv in enumerate(levels)},
+    }
 
 
-def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_season: int | None = None, *,
-                    anchor: AnchorChoice | None = None, device: torch.device | str | None = None,
-                    checkpoint_dir: Path | None = None, progress: bool = False,
-                    on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+def train_candidate(
+    ws: WindowSet,
+    cand: Candidate,
+    settings: Settings,
+    anchor_season: int | None = None,
+    *,
+    anchor: AnchorChoice | None = None,
+    device: torch.device | str | None = None,
+    checkpoint_dir: Path | None = None,
+    progress: bool = False,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> TrainResult:
     """Train one candidate. `anchor`: what every candidate of the run is anchored on (anchor.choose_anchor, chosen
     once per run); without it, chosen here from train.anchor with `anchor_season` the seasonal naive's season."""
     t = settings.train
@@ -312,7 +376,7 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
     model = model.to(device)
     model.dropout_generator = torch.Generator(device=device).manual_seed(t.seed + 1)
     cuda = device.type == "cuda"
-    params = [p for p in model.parameters() if p.requires_grad]     # the linear anchor stays as fitted
+    params = [p for p in model.parameters() if p.requires_grad]  # the linear anchor stays as fitted
     opt = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, fused=cuda or None)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=t.lr_factor, patience=t.lr_patience)
     tw = ws.to_torch(device)
@@ -320,7 +384,7 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
     gen = torch.Generator(device=device).manual_seed(t.seed)
     batch = min(t.batch_size, t.max_batch_size)
     train_starts, val_starts = tw.starts["train"], tw.starts["val"]
-    if t.max_val_windows and len(val_starts) > t.max_val_windows:   # evenly spread: every series, every season
+    if t.max_val_windows and len(val_starts) > t.max_val_windows:  # evenly spread: every series, every season
         keep = np.unique(np.linspace(0, len(val_starts) - 1, t.max_val_windows).round().astype(np.int64))
         val_starts = val_starts[torch.from_numpy(keep).to(val_starts.device)]
     per_epoch = min(t.max_train_windows, len(train_starts))
@@ -328,7 +392,7 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
     draw = panel_sampler(ws, train_starts, device)
 
     fp = _fingerprint(spec, settings, ws.meta.data_md5, device, anchor, ws.meta.future_names)
-    if draw is not None:   # the sampler shapes the weights too
+    if draw is not None:  # the sampler shapes the weights too
         fp = hashlib.sha256(f"{fp}:{ws.meta.panel.get('weighting', 'uniform')}".encode()).hexdigest()[:16]
     ckpt = Path(checkpoint_dir) / f"{cand.name}.pt" if checkpoint_dir else None
     history: list[dict] = []
@@ -339,10 +403,17 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
     if ckpt and ckpt.is_file():
         blob = torch.load(ckpt, map_location=device, weights_only=False)
         if blob.get("fingerprint") == fp:
-            model.load_state_dict(blob["model"]); opt.load_state_dict(blob["opt"]); sched.load_state_dict(blob["sched"])
+            model.load_state_dict(blob["model"])
+            opt.load_state_dict(blob["opt"])
+            sched.load_state_dict(blob["sched"])
             gen.set_state(blob["gen"].cpu())  # generator states are CPU byte tensors, also for CUDA generators
             model.dropout_generator.set_state(blob["dropout_gen"].cpu())
-            history, best, best_epoch, bad_epochs = blob["history"], blob["best"], blob["best_epoch"], blob["bad_epochs"]
+            history, best, best_epoch, bad_epochs = (
+                blob["history"],
+                blob["best"],
+                blob["best_epoch"],
+                blob["bad_epochs"],
+            )
             best_state, initial = blob["best_state"], blob["initial"]
             start_epoch = resumed = blob["epoch"] + 1
             log.info("%s: resuming after epoch %d from %s", cand.name, blob["epoch"], ckpt)
@@ -355,7 +426,7 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
         model.train()
         if draw is None:
             order = train_starts[torch.randperm(len(train_starts), generator=gen, device=device)[:per_epoch]]
-        else:   # a panel: drawn across its series without a permutation of every window
+        else:  # a panel: drawn across its series without a permutation of every window
             order = draw(per_epoch, gen)
         n_batches = math.ceil(per_epoch / batch)
         losses = torch.zeros((), device=device)
@@ -363,9 +434,10 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
         bar = None
         if progress:
             from tqdm import tqdm
+
             bar = tqdm(total=n_batches, desc=f"{cand.name} epoch {epoch}", leave=False, unit="batch")
         for i in range(n_batches):
-            idx = order[i * batch:(i + 1) * batch]
+            idx = order[i * batch : (i + 1) * batch]
             x, y = tw.batch(idx)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
                 loss = masked_mean(window_errors(model, x, tw.future(idx), y, scale, levels), tw.target_mask(idx))
@@ -386,12 +458,18 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
             bar.close()
         train_loss = float(losses) / n_batches
         if not math.isfinite(train_loss):
-            raise TrainingError(f"{cand.name}: training loss became {train_loss} at epoch {epoch} "
-                                f"(try a lower train.lr than {t.lr})")
+            raise TrainingError(
+                f"{cand.name}: training loss became {train_loss} at epoch {epoch} (try a lower train.lr than {t.lr})"
+            )
         val = _val_loss(model, tw, val_starts, scale, cuda, max(batch, 1024), levels)
         sched.step(val)
-        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val, "lr": opt.param_groups[0]["lr"],
-               "seconds": time.perf_counter() - t0}
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val,
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - t0,
+        }
         history.append(row)
         if val < best - 1e-6:
             best, best_epoch, bad_epochs = val, epoch, 0
@@ -408,24 +486,50 @@ def train_candidate(ws: WindowSet, cand: Candidate, settings: Settings, anchor_s
         if ckpt:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             tmp = ckpt.with_suffix(".tmp")
-            torch.save({"fingerprint": fp, "epoch": epoch, "model": model.state_dict(), "opt": opt.state_dict(),
-                        "sched": sched.state_dict(), "gen": gen.get_state(),
-                        "dropout_gen": model.dropout_generator.get_state(), "history": history, "best": best,
-                        "best_epoch": best_epoch, "bad_epochs": bad_epochs, "best_state": best_state,
-                        "initial": initial, "done": done, "stopped": stopped}, tmp)
+            torch.save(
+                {
+                    "fingerprint": fp,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "opt": opt.state_dict(),
+                    "sched": sched.state_dict(),
+                    "gen": gen.get_state(),
+                    "dropout_gen": model.dropout_generator.get_state(),
+                    "history": history,
+                    "best": best,
+                    "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs,
+                    "best_state": best_state,
+                    "initial": initial,
+                    "done": done,
+                    "stopped": stopped,
+                },
+                tmp,
+            )
             tmp.replace(ckpt)  # atomic: a crash mid-write leaves the previous checkpoint
         if on_epoch:
             on_epoch(row)
         if stopped != "max epochs":
             break
     model.load_state_dict(best_state)
-    model.dropout_generator = None   # the trained model carries no training state (it is copied and exported)
+    model.dropout_generator = None  # the trained model carries no training state (it is copied and exported)
     model = model.cpu().eval()
     calibration = calibrate(model, ws, settings)
-    return TrainResult(candidate=cand, model=model, history=history, best_epoch=best_epoch, best_val_loss=best,
-                       initial_val_loss=initial, stopped=stopped, seconds=time.perf_counter() - t_start,
-                       windows_per_s=seen / busy if busy else 0.0, device=str(device), resumed_from=resumed,
-                       anchor=anchor.summary(), calibration=calibration)
+    return TrainResult(
+        candidate=cand,
+        model=model,
+        history=history,
+        best_epoch=best_epoch,
+        best_val_loss=best,
+        initial_val_loss=initial,
+        stopped=stopped,
+        seconds=time.perf_counter() - t_start,
+        windows_per_s=seen / busy if busy else 0.0,
+        device=str(device),
+        resumed_from=resumed,
+        anchor=anchor.summary(),
+        calibration=calibration,
+    )
 
 
 def build_ensemble(results: list[TrainResult], ws: WindowSet, settings: Settings) -> TrainResult | None:
@@ -442,11 +546,19 @@ def build_ensemble(results: list[TrainResult], ws: WindowSet, settings: Settings
     val = _val_loss(ens, tw, tw.starts["val"], scale, False, 1024, levels)
     ens.eval()
     first = results[0].candidate
-    return TrainResult(candidate=Candidate("ensemble", first.hidden_size, first.num_layers), model=ens, history=[],
-                       best_epoch=0, best_val_loss=val, initial_val_loss=min(r.initial_val_loss for r in results),
-                       stopped=f"the mean of {len(results)} trained candidates ({', '.join(r.candidate.name for r in results)})",
-                       seconds=sum(r.seconds for r in results), device="cpu", anchor=results[0].anchor,
-                       calibration=calibration)
+    return TrainResult(
+        candidate=Candidate("ensemble", first.hidden_size, first.num_layers),
+        model=ens,
+        history=[],
+        best_epoch=0,
+        best_val_loss=val,
+        initial_val_loss=min(r.initial_val_loss for r in results),
+        stopped=f"the mean of {len(results)} trained candidates ({', '.join(r.candidate.name for r in results)})",
+        seconds=sum(r.seconds for r in results),
+        device="cpu",
+        anchor=results[0].anchor,
+        calibration=calibration,
+    )
 
 
 def _tensor(a: np.ndarray | None, device):
@@ -465,8 +577,9 @@ def predictor(model: QuantileOutput, device: str | torch.device = "cpu") -> Call
     return run
 
 
-def quantile_predictor(model: QuantileOutput, device: str | torch.device = "cpu", batch: int = 4096
-                       ) -> Callable[..., tuple[np.ndarray, np.ndarray | None]]:
+def quantile_predictor(
+    model: QuantileOutput, device: str | torch.device = "cpu", batch: int = 4096
+) -> Callable[..., tuple[np.ndarray, np.ndarray | None]]:
     """numpy in (x, future=None), (point, quantiles or None) out, in batches."""
     exact_fp32(device)
     model = model.to(device).eval()
@@ -475,8 +588,10 @@ def quantile_predictor(model: QuantileOutput, device: str | torch.device = "cpu"
         ys, qs = [], []
         with torch.inference_mode():
             for i in range(0, len(x), batch):
-                y, q = model.forward_all(_tensor(x[i:i + batch], device),
-                                         None if future is None else _tensor(future[i:i + batch], device))
+                y, q = model.forward_all(
+                    _tensor(x[i : i + batch], device),
+                    None if future is None else _tensor(future[i : i + batch], device),
+                )
                 ys.append(y.cpu().numpy())
                 qs.append(None if q is None else q.cpu().numpy())
         if not ys:

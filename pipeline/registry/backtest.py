@@ -8,15 +8,16 @@ test origins a horizon apart (as promotion scores them) with the metrics of mode
 Candidates are scored by PyTorch (no export per fold: the ONNX parity gate of the training run covers the graph).
 The fold's `selected` row is the candidate its validation MASE picks, what a training run on that fold would offer.
 """
+
 from __future__ import annotations
 
 import copy
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -27,8 +28,17 @@ from ..data.window import WindowSet
 from ..errors import ConfigError, DataValidationError
 from ..modeling import classical, plots
 from ..modeling.anchor import choose_anchor
-from ..modeling.evaluate import (evaluate_forecasts, forecast_origins, forecast_windows, mase_scale, metrics,
-                                 season_of, seasonal_naive, usable_seasons, window_losses)
+from ..modeling.evaluate import (
+    evaluate_forecasts,
+    forecast_origins,
+    forecast_windows,
+    mase_scale,
+    metrics,
+    season_of,
+    seasonal_naive,
+    usable_seasons,
+    window_losses,
+)
 from ..modeling.quantiles import quantile_scores
 from ..modeling.train import TrainResult, build_ensemble, calibrate, candidates, quantile_predictor, train_candidate
 
@@ -41,15 +51,15 @@ SPREAD = ("mase", "smape", "coverage_80", "coverage_90", "winkler_80", "winkler_
 @dataclass
 class FoldRecord:
     fold: Fold
-    times: dict[str, list[str]]                 # first and last timestamp of each block
-    origins: int                                # test origins scored (a horizon apart)
-    scores: dict[str, dict]                     # model -> metrics on the test origins (references: + status)
-    val_mase: dict[str, float]                  # candidate -> validation MASE (all the fold's validation windows)
-    selected: str                               # the candidate its validation picks
-    bar: str                                    # the strongest of the naive family on its test origins
-    trained_on: list[int]                       # the rows the candidates were trained on: [0, end)
-    origin_times: list[str] = field(default_factory=list)     # first target of each origin
-    losses: dict[str, list[float]] = field(default_factory=dict)   # model -> MASE of each origin
+    times: dict[str, list[str]]  # first and last timestamp of each block
+    origins: int  # test origins scored (a horizon apart)
+    scores: dict[str, dict]  # model -> metrics on the test origins (references: + status)
+    val_mase: dict[str, float]  # candidate -> validation MASE (all the fold's validation windows)
+    selected: str  # the candidate its validation picks
+    bar: str  # the strongest of the naive family on its test origins
+    trained_on: list[int]  # the rows the candidates were trained on: [0, end)
+    origin_times: list[str] = field(default_factory=list)  # first target of each origin
+    losses: dict[str, list[float]] = field(default_factory=dict)  # model -> MASE of each origin
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -61,36 +71,44 @@ class BacktestResult:
     dataset: str
     folds: list[FoldRecord]
     refit: str
-    end: int                                    # rows [0, end) were backtested
-    spread: dict[str, dict[str, dict[str, float]]]   # model -> metric -> mean / std / min / max over the folds
+    end: int  # rows [0, end) were backtested
+    spread: dict[str, dict[str, dict[str, float]]]  # model -> metric -> mean / std / min / max over the folds
     seconds: float = 0.0
     parent_run_id: str | None = None
     picture: str | None = None
 
     def mean_mase(self, names: list[str] | None = None) -> dict[str, float]:
         """Each model's mean test MASE over the folds (of the candidates `names`, default every model)."""
-        return {k: v["mase"]["mean"] for k, v in self.spread.items()
-                if "mase" in v and (names is None or k in names)}
+        return {k: v["mase"]["mean"] for k, v in self.spread.items() if "mase" in v and (names is None or k in names)}
 
     def to_dict(self) -> dict:
-        return {"dataset": self.dataset, "refit": self.refit, "end": self.end, "seconds": round(self.seconds, 1),
-                "parent_run_id": self.parent_run_id, "spread": self.spread,
-                "folds": [f.to_dict() for f in self.folds]}
+        return {
+            "dataset": self.dataset,
+            "refit": self.refit,
+            "end": self.end,
+            "seconds": round(self.seconds, 1),
+            "parent_run_id": self.parent_run_id,
+            "spread": self.spread,
+            "folds": [f.to_dict() for f in self.folds],
+        }
 
 
 def plan(ws: WindowSet, settings: Settings, k: int | None = None, end: int | None = None) -> list[Fold]:
     """The folds of `ws` (backtest.folds unless `k`), ending at `end` (default: the series' end); one clear line
     when the series is too short for them."""
     k = settings.backtest.folds if k is None else k
-    if ws.is_panel:   # a fold cuts one time axis; a panel's series each have their own
-        raise ConfigError(f"{ws.meta.name}: a panel ({len(ws.meta.panel.get('series') or [])} series): backtests "
-                          f"cut one series' time axis and are not implemented for panels; use evaluate.selection: "
-                          f"split and the per-series test scores")
+    if ws.is_panel:  # a fold cuts one time axis; a panel's series each have their own
+        raise ConfigError(
+            f"{ws.meta.name}: a panel ({len(ws.meta.panel.get('series') or [])} series): backtests "
+            f"cut one series' time axis and are not implemented for panels; use evaluate.selection: "
+            f"split and the per-series test scores"
+        )
     try:
         return folds_for(ws, k, end)
     except ValueError as e:
-        raise DataValidationError(f"{ws.meta.name}: backtest.folds {k}: {e}: use fewer folds or a longer series") \
-            from None
+        raise DataValidationError(
+            f"{ws.meta.name}: backtest.folds {k}: {e}: use fewer folds or a longer series"
+        ) from None
 
 
 def anchor_season(ws: WindowSet, settings: Settings) -> int | None:
@@ -101,8 +119,9 @@ def anchor_season(ws: WindowSet, settings: Settings) -> int | None:
     return baselines(ws, settings).anchor_season
 
 
-def fit_candidates(fws: WindowSet, settings: Settings, device: str = "cpu",
-                   on_epoch: Callable[[str, dict], None] | None = None) -> list[TrainResult]:
+def fit_candidates(
+    fws: WindowSet, settings: Settings, device: str = "cpu", on_epoch: Callable[[str, dict], None] | None = None
+) -> list[TrainResult]:
     """Every candidate of params.yaml trained on a fold's rows (same seeds and params as `cellcast train`; no
     checkpoints: a fold's weights are not the training run's), and their ensemble when train.ensemble."""
     anchor = choose_anchor(fws, settings, anchor_season(fws, settings))
@@ -136,13 +155,19 @@ def _naive_family(fws: WindowSet, settings: Settings, origins: np.ndarray) -> di
     out = {}
     for name in ["naive"] + [f"seasonal_naive_{m}" for m in usable_seasons(fws, list(seasons), split="val")]:
         pred = seasonal_naive(fws, origins, season_of(name))
-        if np.isfinite(pred).all():   # a baseline reading into a break is no bar on these windows
+        if np.isfinite(pred).all():  # a baseline reading into a break is no bar on these windows
             out[name] = pred
     return out
 
 
-def score_fold(ws: WindowSet, fold: Fold, results: list[TrainResult], settings: Settings, trained_on: Fold,
-               with_references: bool = True) -> FoldRecord:
+def score_fold(
+    ws: WindowSet,
+    fold: Fold,
+    results: list[TrainResult],
+    settings: Settings,
+    trained_on: Fold,
+    with_references: bool = True,
+) -> FoldRecord:
     """A fold's candidates, baselines and references on its test origins (a horizon apart)."""
     t0 = time.perf_counter()
     fws = fold_windowset(ws, fold, settings)
@@ -177,14 +202,30 @@ def score_fold(ws: WindowSet, fold: Fold, results: list[TrainResult], settings: 
     scores["selected"] = {**scores[selected], "candidate": selected}
     losses["selected"] = losses[selected]
     st = fws.meta.split_times
-    return FoldRecord(fold=fold, times=st, origins=int(len(origins)), scores=scores, val_mase=val, selected=selected,
-                      bar=bar, trained_on=[0, trained_on.val_start],
-                      origin_times=[str(pd.Timestamp(fws.timestamps[s + fws.meta.lookback])) for s in origins],
-                      losses=losses, seconds=time.perf_counter() - t0)
+    return FoldRecord(
+        fold=fold,
+        times=st,
+        origins=int(len(origins)),
+        scores=scores,
+        val_mase=val,
+        selected=selected,
+        bar=bar,
+        trained_on=[0, trained_on.val_start],
+        origin_times=[str(pd.Timestamp(fws.timestamps[s + fws.meta.lookback])) for s in origins],
+        losses=losses,
+        seconds=time.perf_counter() - t0,
+    )
 
 
-def run_fold(ws: WindowSet, fold: Fold, settings: Settings, refit: str, first: tuple[Fold, list[TrainResult]] | None,
-             device: str = "cpu", on_epoch=None) -> tuple[FoldRecord, tuple[Fold, list[TrainResult]]]:
+def run_fold(
+    ws: WindowSet,
+    fold: Fold,
+    settings: Settings,
+    refit: str,
+    first: tuple[Fold, list[TrainResult]] | None,
+    device: str = "cpu",
+    on_epoch=None,
+) -> tuple[FoldRecord, tuple[Fold, list[TrainResult]]]:
     """One fold: its candidates (trained on its rows, or the first fold's recalibrated on its validation rows) and
     their scores. Returns the record and what a calibration-only fold after it reuses."""
     t0 = time.perf_counter()
@@ -208,13 +249,26 @@ def spread(records: list[FoldRecord]) -> dict[str, dict[str, dict[str, float]]]:
             vals = [r.scores[n][m] for r in records if n in r.scores and m in r.scores[n]]
             if vals:
                 a = np.asarray(vals, dtype=np.float64)
-                out.setdefault(n, {})[m] = {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()),
-                                            "max": float(a.max()), "folds": len(a)}
+                out.setdefault(n, {})[m] = {
+                    "mean": float(a.mean()),
+                    "std": float(a.std()),
+                    "min": float(a.min()),
+                    "max": float(a.max()),
+                    "folds": len(a),
+                }
     return out
 
 
-def run_backtest(ws: WindowSet, settings: Settings, k: int | None = None, refit: str | None = None,
-                 end: int | None = None, device: str = "cpu", on_fold=None, on_epoch=None) -> BacktestResult:
+def run_backtest(
+    ws: WindowSet,
+    settings: Settings,
+    k: int | None = None,
+    refit: str | None = None,
+    end: int | None = None,
+    device: str = "cpu",
+    on_fold=None,
+    on_epoch=None,
+) -> BacktestResult:
     """Every fold in order (module docstring); `on_fold(record)` after each."""
     t0 = time.perf_counter()
     refit = refit or settings.backtest.refit
@@ -235,8 +289,11 @@ def finish(ws: WindowSet, records: list[FoldRecord], refit: str, end: int, secon
 def picture(result: BacktestResult, candidates_: list[str]):
     """Per-fold MASE of each candidate beside the fold's seasonal-naive bar (and MSTL), and the MASE of every test
     origin over the whole backtest span."""
-    return plots.backtest_errors([r.to_dict() for r in result.folds], candidates_,
-                                 f"{result.dataset}: backtest over {len(result.folds)} folds ({result.refit})")
+    return plots.backtest_errors(
+        [r.to_dict() for r in result.folds],
+        candidates_,
+        f"{result.dataset}: backtest over {len(result.folds)} folds ({result.refit})",
+    )
 
 
 def summary(result: BacktestResult) -> str:
@@ -255,16 +312,27 @@ def summary(result: BacktestResult) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    cov = [f"fold {r.fold.index}: " + ", ".join(f"{k[len('coverage_'):]}% {100 * v:.1f}"
-                                                 for k, v in r.scores["selected"].items() if k.startswith("coverage_"))
-           for r in result.folds]
-    lines += ["", "test MASE on each fold's origins a horizon apart; selected: the candidate its validation picks",
-              "coverage of the selected candidate's intervals: " + "; ".join(cov)]
+    cov = [
+        f"fold {r.fold.index}: "
+        + ", ".join(
+            f"{k[len('coverage_') :]}% {100 * v:.1f}"
+            for k, v in r.scores["selected"].items()
+            if k.startswith("coverage_")
+        )
+        for r in result.folds
+    ]
+    lines += [
+        "",
+        "test MASE on each fold's origins a horizon apart; selected: the candidate its validation picks",
+        "coverage of the selected candidate's intervals: " + "; ".join(cov),
+    ]
     for r in result.folds:
         rows_ = r.fold.rows()
-        lines.append(f"fold {r.fold.index}: trained on rows {r.trained_on[0]}..{r.trained_on[1] - 1}, validation "
-                     f"{rows_['val'][0]}..{rows_['val'][1] - 1}, test {rows_['test'][0]}..{rows_['test'][1] - 1} "
-                     f"({r.times['test'][0]} .. {r.times['test'][1]}, {r.origins} origins); bar {r.bar}")
+        lines.append(
+            f"fold {r.fold.index}: trained on rows {r.trained_on[0]}..{r.trained_on[1] - 1}, validation "
+            f"{rows_['val'][0]}..{rows_['val'][1] - 1}, test {rows_['test'][0]}..{rows_['test'][1] - 1} "
+            f"({r.times['test'][0]} .. {r.times['test'][1]}, {r.origins} origins); bar {r.bar}"
+        )
     return "\n".join(lines)
 
 
@@ -285,27 +353,54 @@ def track(result: BacktestResult, ws: WindowSet, settings: Settings, fig, tags: 
     from . import tracking
     from .lifecycle import lineage
 
-    tags = lineage(ws, settings) | {"cellcast.kind": "backtest", "backtest.refit": result.refit,
-                                    "backtest.folds": str(len(result.folds))} | (tags or {})
+    tags = (
+        lineage(ws, settings)
+        | {"cellcast.kind": "backtest", "backtest.refit": result.refit, "backtest.folds": str(len(result.folds))}
+        | (tags or {})
+    )
     with tracking.parent_run(ws.meta.name, run_name=f"backtest-{ws.meta.name}", tags=tags) as parent:
         result.parent_run_id = parent
-        tracking.log_params({"folds": len(result.folds), "refit": result.refit, "rows": result.end,
-                             "lookback": ws.meta.lookback, "horizon": ws.meta.horizon,
-                             "references": ",".join(settings.evaluate.references)})
+        tracking.log_params(
+            {
+                "folds": len(result.folds),
+                "refit": result.refit,
+                "rows": result.end,
+                "lookback": ws.meta.lookback,
+                "horizon": ws.meta.horizon,
+                "references": ",".join(settings.evaluate.references),
+            }
+        )
         for r in result.folds:
             rows = r.fold.rows()
-            ftags = {"fold": r.fold.index, "selected": r.selected, "bar": r.bar,
-                     **{f"fold.{k}_rows": f"{a}..{b - 1}" for k, (a, b) in rows.items()},
-                     **{f"fold.{k}_time": f"{a} .. {b}" for k, (a, b) in r.times.items()},
-                     "fold.trained_on_rows": f"{r.trained_on[0]}..{r.trained_on[1] - 1}",
-                     **{f"ref.{n[4:]}.status": sc["status"] for n, sc in r.scores.items() if n.startswith("ref_")}}
+            ftags = {
+                "fold": r.fold.index,
+                "selected": r.selected,
+                "bar": r.bar,
+                **{f"fold.{k}_rows": f"{a}..{b - 1}" for k, (a, b) in rows.items()},
+                **{f"fold.{k}_time": f"{a} .. {b}" for k, (a, b) in r.times.items()},
+                "fold.trained_on_rows": f"{r.trained_on[0]}..{r.trained_on[1] - 1}",
+                **{f"ref.{n[4:]}.status": sc["status"] for n, sc in r.scores.items() if n.startswith("ref_")},
+            }
             with tracking.candidate_run(f"fold-{r.fold.index}", tags=ftags):
-                tracking.log_metrics({f"{n}_{m}": v for n, sc in r.scores.items() for m, v in sc.items()
-                                      if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
-                                     | {f"{n}_val_mase": v for n, v in r.val_mase.items()}
-                                     | {"origins": r.origins, "seconds": r.seconds})
-        tracking.log_metrics({f"{n}_{m}_{s}": v[s] for n, ms in result.spread.items() for m, v in ms.items()
-                              for s in ("mean", "std", "min", "max")} | {"seconds": result.seconds})
+                tracking.log_metrics(
+                    {
+                        f"{n}_{m}": v
+                        for n, sc in r.scores.items()
+                        for m, v in sc.items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+                    }
+                    | {f"{n}_val_mase": v for n, v in r.val_mase.items()}
+                    | {"origins": r.origins, "seconds": r.seconds}
+                )
+        tracking.log_metrics(
+            {
+                f"{n}_{m}_{s}": v[s]
+                for n, ms in result.spread.items()
+                for m, v in ms.items()
+                for s in ("mean", "std", "min", "max")
+            }
+            | {"seconds": result.seconds}
+        )
         if fig is not None:
             tracking.log_figure(fig, "backtest.png")
         tracking.log_dict(result.to_dict(), "backtest.json")

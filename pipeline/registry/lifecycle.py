@@ -1,6 +1,7 @@
 """A training run's life after the loop: score candidates, export and gate them, track them in
 MLflow, register the best and let the promotion policy decide. Plain functions; the Prefect flow
 in flows/training.py only calls them in order."""
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,21 @@ from ..config import Settings
 from ..data.window import COLD, WindowSet
 from ..errors import CellcastError, ExportError
 from ..modeling import panel_eval, plots
-from ..modeling.evaluate import (BaselineReport, evaluate_baselines, evaluate_forecasts, forecast_origins,
-                                 forecast_windows, mase_scale, metrics, quantiles_by_step, season_of, seasonal_naive,
-                                 targets_after, usable_seasons, window_losses)
+from ..modeling.evaluate import (
+    BaselineReport,
+    evaluate_baselines,
+    evaluate_forecasts,
+    forecast_origins,
+    forecast_windows,
+    mase_scale,
+    metrics,
+    quantiles_by_step,
+    season_of,
+    seasonal_naive,
+    targets_after,
+    usable_seasons,
+    window_losses,
+)
 from ..modeling.quantiles import crossings, interval_name, intervals
 from ..modeling.train import TrainResult, code_version, predictor, quantile_predictor
 from . import promotion, tracking
@@ -31,7 +44,7 @@ log = logging.getLogger(__name__)
 class Baselines:
     val: BaselineReport
     test: BaselineReport
-    anchor_season: int | None       # the season the residual models are anchored on
+    anchor_season: int | None  # the season the residual models are anchored on
 
     def to_dict(self) -> dict:
         return {"val": asdict(self.val), "test": asdict(self.test), "anchor_season": self.anchor_season}
@@ -41,7 +54,7 @@ def baselines(ws: WindowSet, settings: Settings) -> Baselines:
     """Naive and seasonal naive at every natural season; the best on *validation* anchors the models
     (choosing on test would leak), if its season fits the lookback."""
     seasons = settings.evaluate.seasons if settings.evaluate.seasons != "auto" else ws.meta.seasons
-    seasons = usable_seasons(ws, list(seasons), split="val")   # val precedes test: usable for both
+    seasons = usable_seasons(ws, list(seasons), split="val")  # val precedes test: usable for both
     val = evaluate_baselines(ws, "val", seasons)
     test = evaluate_baselines(ws, "test", seasons)
     fitting = {k: v for k, v in val.scores.items() if season_of(k) <= ws.meta.lookback and v["coverage"] == 1.0}
@@ -70,33 +83,46 @@ class CandidateReport:
     error: str | None = None
     run_id: str | None = None
     model_uri: str | None = None
-    scored_with: str = "torch"          # "onnx" once the export passed its parity gate: what serves is scored
-    quantiles: list[float] = field(default_factory=list)        # the levels it forecasts (val/test hold their scores)
-    interval_by_step: dict = field(default_factory=dict)        # test coverage / width / CRPS per horizon step
-    crossings: int = 0                  # test forecasts with a level below the one before it (0: ordered graph)
-    calibration: dict = field(default_factory=dict)             # the conformal shift's held-out windows
-    anchor: dict = field(default_factory=dict)                  # what its residual is over
-    panel: dict = field(default_factory=dict)   # a panel: {aggregate, series: per-series rows} (modeling/panel_eval.py)
+    scored_with: str = "torch"  # "onnx" once the export passed its parity gate: what serves is scored
+    quantiles: list[float] = field(default_factory=list)  # the levels it forecasts (val/test hold their scores)
+    interval_by_step: dict = field(default_factory=dict)  # test coverage / width / CRPS per horizon step
+    crossings: int = 0  # test forecasts with a level below the one before it (0: ordered graph)
+    calibration: dict = field(default_factory=dict)  # the conformal shift's held-out windows
+    anchor: dict = field(default_factory=dict)  # what its residual is over
+    panel: dict = field(default_factory=dict)  # a panel: {aggregate, series: per-series rows} (modeling/panel_eval.py)
 
     def coverage(self) -> dict[str, tuple[float, float]]:
         """Each interval's test coverage and nominal level: what the promotion policy's calibration gate reads."""
-        return {k[len("coverage_"):]: (v, self.test[f"nominal_{k[len('coverage_'):]}"]) for k, v in self.test.items()
-                if k.startswith("coverage_") and f"nominal_{k[len('coverage_'):]}" in self.test}
+        return {
+            k[len("coverage_") :]: (v, self.test[f"nominal_{k[len('coverage_') :]}"])
+            for k, v in self.test.items()
+            if k.startswith("coverage_") and f"nominal_{k[len('coverage_') :]}" in self.test
+        }
 
 
 def onnx_metadata(ws: WindowSet, settings: Settings) -> dict:
     m = ws.meta
-    return {"dataset": m.name, "freq": m.freq, "variables": m.variables, "targets": m.targets,
-            "lookback": m.lookback, "horizon": m.horizon, "data_md5": m.data_md5, "params_hash": settings.fingerprint(),
-            # variable -> [lo, hi]: plausible inputs, profiled on the training rows; forecast and serve check them
-            "bounds": m.value_bounds,
-            # the phase of the series' grid (readings at :51 past, days from 09:00): the service refuses requests off it
-            "grid_origin": str(ws.timestamps[0].astype("datetime64[s]")) if len(ws.timestamps) else None,
-            "reference": training_reference(ws, settings),
-            # the known-future block in order: each column "calendar" (whoever forecasts computes it from the
-            # timestamps, with `calendar`) or "user" (values the forecast's caller must supply)
-            "future_names": m.future_names, "future_kinds": m.future_kinds, "calendar": m.calendar or {},
-            **({"panel": panel_metadata(ws)} if ws.is_panel else {})}
+    return {
+        "dataset": m.name,
+        "freq": m.freq,
+        "variables": m.variables,
+        "targets": m.targets,
+        "lookback": m.lookback,
+        "horizon": m.horizon,
+        "data_md5": m.data_md5,
+        "params_hash": settings.fingerprint(),
+        # variable -> [lo, hi]: plausible inputs, profiled on the training rows; forecast and serve check them
+        "bounds": m.value_bounds,
+        # the phase of the series' grid (readings at :51 past, days from 09:00): the service refuses requests off it
+        "grid_origin": str(ws.timestamps[0].astype("datetime64[s]")) if len(ws.timestamps) else None,
+        "reference": training_reference(ws, settings),
+        # the known-future block in order: each column "calendar" (whoever forecasts computes it from the
+        # timestamps, with `calendar`) or "user" (values the forecast's caller must supply)
+        "future_names": m.future_names,
+        "future_kinds": m.future_kinds,
+        "calendar": m.calendar or {},
+        **({"panel": panel_metadata(ws)} if ws.is_panel else {}),
+    }
 
 
 def panel_metadata(ws: WindowSet) -> dict:
@@ -104,9 +130,19 @@ def panel_metadata(ws: WindowSet) -> dict:
     columns, and per series its ids, its status (ok | cold_start) and the mean and scale of each variable (the
     graph reads `(value - mean) / scale` and returns targets in those units: the caller unscales)."""
     p = ws.meta.panel
-    return {"id_cols": p["id_cols"], "scaling": p["scaling"],
-            "series": {s: {"ids": p["series"][s], "status": p["status"][s].split(" ", 1)[0],
-                           "mean": p["scales"][s]["mean"], "scale": p["scales"][s]["scale"]} for s in ws.series_ids}}
+    return {
+        "id_cols": p["id_cols"],
+        "scaling": p["scaling"],
+        "series": {
+            s: {
+                "ids": p["series"][s],
+                "status": p["status"][s].split(" ", 1)[0],
+                "mean": p["scales"][s]["mean"],
+                "scale": p["scales"][s]["scale"],
+            }
+            for s in ws.series_ids
+        },
+    }
 
 
 def model_metadata(ws: WindowSet, settings: Settings, candidate: str) -> dict:
@@ -127,18 +163,24 @@ def training_reference(ws: WindowSet, settings: Settings) -> dict:
     from ..data.drift import reference_profile, window_rows
     from ..modeling.evaluate import mase_scale
 
-    rows = ws.train_rows() if ws.is_panel else slice(0, ws.meta.bounds["val"])   # a panel: every series' own
+    rows = ws.train_rows() if ws.is_panel else slice(0, ws.meta.bounds["val"])  # a panel: every series' own
     values = ws.values[rows] if ws.filled is None else np.where(ws.filled[rows], np.nan, ws.values[rows])
-    train = pd.DataFrame(values, columns=ws.meta.variables)   # observed cells only: filled ones are NaN
+    train = pd.DataFrame(values, columns=ws.meta.variables)  # observed cells only: filled ones are NaN
     train.insert(0, "timestamp", pd.to_datetime(ws.timestamps[rows]))
     if ws.is_panel:
         train = train.sort_values("timestamp", kind="stable")
-    return reference_profile(train, ws.meta.variables, ws.meta.targets, settings.monitor.psi_bins,
-                             settings.validate_.profile_tolerance, dict(zip(ws.meta.targets, mase_scale(ws).tolist())),
-                             window_rows(settings.monitor.drift_rows, ws.meta.lookback, settings.monitor.psi_bins))
+    return reference_profile(
+        train,
+        ws.meta.variables,
+        ws.meta.targets,
+        settings.monitor.psi_bins,
+        settings.validate_.profile_tolerance,
+        dict(zip(ws.meta.targets, mase_scale(ws).tolist())),
+        window_rows(settings.monitor.drift_rows, ws.meta.lookback, settings.monitor.psi_bins),
+    )
 
 
-PARITY_WINDOWS = 8192     # test windows the export's parity check reads at most
+PARITY_WINDOWS = 8192  # test windows the export's parity check reads at most
 
 
 def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path) -> CandidateReport:
@@ -151,15 +193,25 @@ def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path
     path = Path(out_dir) / f"{c.name}.onnx"
     parity, error, onnx_path = {}, None, None
     test = ws.starts["test"]
-    x, f = ws.inputs(test[:: -(-len(test) // PARITY_WINDOWS)])   # evenly spread: all test windows of a panel are GBs
+    x, f = ws.inputs(test[:: -(-len(test) // PARITY_WINDOWS)])  # evenly spread: all test windows of a panel are GBs
     try:
-        export_onnx(result.model, path, model_metadata(ws, settings, c.name) | {
-                        "calibration": result.calibration, "anchor": result.anchor},
-                    example=x[:2], future_example=None if f is None else f[:2])
+        export_onnx(
+            result.model,
+            path,
+            model_metadata(ws, settings, c.name) | {"calibration": result.calibration, "anchor": result.anchor},
+            example=x[:2],
+            future_example=None if f is None else f[:2],
+        )
         res = check_parity(result.model, path, x, rtol=settings.registry.parity_atol, future=f)
-        parity = {"ok": res.ok, "max_abs": res.max_abs, "max_rel_to_scale": res.max_rel_to_scale,
-                  "windows": res.n, "tolerance": res.rtol, "reason": res.reason,
-                  "branches": {b.name: b.to_dict() for b in res.branches}}
+        parity = {
+            "ok": res.ok,
+            "max_abs": res.max_abs,
+            "max_rel_to_scale": res.max_rel_to_scale,
+            "windows": res.n,
+            "tolerance": res.rtol,
+            "reason": res.reason,
+            "branches": {b.name: b.to_dict() for b in res.branches},
+        }
         onnx_path = str(path)
     except ExportError as e:
         error, parity = str(e), {"ok": False, "reason": str(e)}
@@ -167,7 +219,7 @@ def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path
     ok = bool(parity.get("ok")) and error is None
     if ok:
         engine = OnnxForecaster.from_path(path, device="cpu")
-        run = lambda xb, fb: engine.predict_all(xb, fb)[:2]   # noqa: E731
+        run = lambda xb, fb: engine.predict_all(xb, fb)[:2]  # noqa: E731
     else:
         run = quantile_predictor(result.model)
     levels = list(result.model.quantiles)
@@ -175,16 +227,37 @@ def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path
     yt, qt = forecast_windows(run, ws, ws.starts["test"])
     val, _ = evaluate_forecasts(ws, "val", yv, qv, levels)
     test, by_step = evaluate_forecasts(ws, "test", yt, qt, levels)
-    panel = panel_scores(ws, settings, {"test": yt, COLD: forecast_windows(run, ws, ws.starts[COLD])[0]}) \
-        if ws.is_panel else {}
-    return CandidateReport(name=c.name, cell=c.cell, hidden_size=c.hidden_size, num_layers=c.num_layers, val=val,
-                           test=test, by_step=by_step, best_epoch=result.best_epoch, epochs=len(result.history),
-                           stopped=result.stopped, seconds=result.seconds, windows_per_s=result.windows_per_s,
-                           device=result.device, parity=parity, parity_ok=ok, onnx_path=onnx_path, error=error,
-                           scored_with="onnx" if ok else "torch", quantiles=levels,
-                           interval_by_step=quantiles_by_step(ws, "test", qt, levels) if qt is not None else {},
-                           crossings=crossings(qt) if qt is not None else 0, calibration=result.calibration,
-                           anchor=result.anchor, panel=panel)
+    panel = (
+        panel_scores(ws, settings, {"test": yt, COLD: forecast_windows(run, ws, ws.starts[COLD])[0]})
+        if ws.is_panel
+        else {}
+    )
+    return CandidateReport(
+        name=c.name,
+        cell=c.cell,
+        hidden_size=c.hidden_size,
+        num_layers=c.num_layers,
+        val=val,
+        test=test,
+        by_step=by_step,
+        best_epoch=result.best_epoch,
+        epochs=len(result.history),
+        stopped=result.stopped,
+        seconds=result.seconds,
+        windows_per_s=result.windows_per_s,
+        device=result.device,
+        parity=parity,
+        parity_ok=ok,
+        onnx_path=onnx_path,
+        error=error,
+        scored_with="onnx" if ok else "torch",
+        quantiles=levels,
+        interval_by_step=quantiles_by_step(ws, "test", qt, levels) if qt is not None else {},
+        crossings=crossings(qt) if qt is not None else 0,
+        calibration=result.calibration,
+        anchor=result.anchor,
+        panel=panel,
+    )
 
 
 def panel_scores(ws: WindowSet, settings: Settings, pred: dict[str, np.ndarray]) -> dict:
@@ -195,16 +268,22 @@ def panel_scores(ws: WindowSet, settings: Settings, pred: dict[str, np.ndarray])
 
 
 def lineage(ws: WindowSet, settings: Settings) -> dict:
-    return {"data_md5": ws.meta.data_md5 or "unknown", "params_hash": settings.fingerprint(),
-            "git_commit": git_commit(), "cellcast_version": __version__, "code_version": code_version(),
-            "dataset": ws.meta.name}
+    return {
+        "data_md5": ws.meta.data_md5 or "unknown",
+        "params_hash": settings.fingerprint(),
+        "git_commit": git_commit(),
+        "cellcast_version": __version__,
+        "code_version": code_version(),
+        "dataset": ws.meta.name,
+    }
 
 
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -213,11 +292,11 @@ def git_commit() -> str:
 @dataclass
 class ChampionScore:
     version: int
-    test: dict | None                   # its scores on the comparison windows
+    test: dict | None  # its scores on the comparison windows
     comparable: bool
     reason: str = ""
-    trained_until: str | None = None    # the last row it was trained or selected on (None: not recorded)
-    windows: int = 0                    # comparison windows: test origins after trained_until
+    trained_until: str | None = None  # the last row it was trained or selected on (None: not recorded)
+    windows: int = 0  # comparison windows: test origins after trained_until
     starts: list[int] = field(default_factory=list, repr=False)
     losses: list[float] = field(default_factory=list, repr=False)
 
@@ -242,11 +321,15 @@ def score_champion(model_name: str, ws: WindowSet, starts=None) -> ChampionScore
     except CellcastError as e:
         return ChampionScore(info.version, None, False, f"champion v{info.version} could not be loaded: {e}")
     if eng.variables != ws.meta.variables or eng.horizon != ws.meta.horizon or eng.lookback > ws.meta.lookback:
-        return ChampionScore(info.version, None, False,
-                             f"champion v{info.version} is not comparable (variables {eng.variables}, horizon "
-                             f"{eng.horizon}, lookback {eng.lookback} vs {ws.meta.variables}, {ws.meta.horizon}, "
-                             f"{ws.meta.lookback})")
-    try:   # the champion's own known-future columns (it may read another calendar than the candidates)
+        return ChampionScore(
+            info.version,
+            None,
+            False,
+            f"champion v{info.version} is not comparable (variables {eng.variables}, horizon "
+            f"{eng.horizon}, lookback {eng.lookback} vs {ws.meta.variables}, {ws.meta.horizon}, "
+            f"{ws.meta.lookback})",
+        )
+    try:  # the champion's own known-future columns (it may read another calendar than the candidates)
         table = ws.future_table_for(eng.future_names, eng.future_kinds, eng.calendar) if eng.future_name else None
     except ValueError as e:
         return ChampionScore(info.version, None, False, f"champion v{info.version} is not comparable: {e}")
@@ -260,28 +343,41 @@ def score_champion(model_name: str, ws: WindowSet, starts=None) -> ChampionScore
     f = ws.future_batch(starts, table) if table is not None else None
     pred = eng.predict(np.ascontiguousarray(x), None if f is None else np.ascontiguousarray(f))
     reason = "" if until else f"champion v{info.version}'s training rows are not recorded: scored on every test window"
-    return ChampionScore(info.version, metrics(y, pred, mase_scale(ws)), True, reason, until, len(starts),
-                         [int(s) for s in starts], window_losses(ws, starts, pred).tolist())
+    return ChampionScore(
+        info.version,
+        metrics(y, pred, mase_scale(ws)),
+        True,
+        reason,
+        until,
+        len(starts),
+        [int(s) for s in starts],
+        window_losses(ws, starts, pred).tolist(),
+    )
 
 
-def comparisons(ws: WindowSet, settings: Settings, best: CandidateReport, starts: np.ndarray,
-                champion: ChampionScore | None) -> tuple[promotion.Comparison, promotion.Comparison | None]:
+def comparisons(
+    ws: WindowSet, settings: Settings, best: CandidateReport, starts: np.ndarray, champion: ChampionScore | None
+) -> tuple[promotion.Comparison, promotion.Comparison | None]:
     """The evidence the policy weighs: the best candidate's per-window losses (ONNX Runtime) beside the
     strongest baseline's on the same test origins, and beside the champion's on the origins it never saw."""
     from ..engine.inference import OnnxForecaster
 
     x, f = ws.inputs(starts)
-    cand = window_losses(ws, starts, OnnxForecaster.from_path(best.onnx_path, device="cpu").predict(x, f)) \
-        if len(starts) else np.zeros(0)
+    cand = (
+        window_losses(ws, starts, OnnxForecaster.from_path(best.onnx_path, device="cpu").predict(x, f))
+        if len(starts)
+        else np.zeros(0)
+    )
     seasons = settings.evaluate.seasons if settings.evaluate.seasons != "auto" else ws.meta.seasons
     rivals = {}
     for name in ["naive"] + [f"seasonal_naive_{m}" for m in usable_seasons(ws, list(seasons), split="val")]:
         pred = seasonal_naive(ws, starts, season_of(name))
-        if np.isfinite(pred).all():   # a baseline that reads into a break is no bar on these windows
+        if np.isfinite(pred).all():  # a baseline that reads into a break is no bar on these windows
             rivals[name] = window_losses(ws, starts, pred)
     strongest = min(rivals, key=lambda k: rivals[k].mean()) if len(starts) else "naive"
-    baseline = promotion.Comparison(strongest, cand, rivals.get(strongest, np.zeros(0)),
-                                    settings.evaluate.promotion_margin)
+    baseline = promotion.Comparison(
+        strongest, cand, rivals.get(strongest, np.zeros(0)), settings.evaluate.promotion_margin
+    )
     if champion is None or not champion.comparable:
         return baseline, None
     mine = np.isin(starts, champion.starts)
@@ -313,9 +409,15 @@ def reference_rows(ws: WindowSet, settings: Settings) -> dict:
 
     if not settings.evaluate.references:
         return {}
-    if ws.is_panel:   # the classical fits read one series' history; per-series references are not built
-        return {name: {"status": "not run: a panel (the references fit one series; per series they are not "
-                                 "implemented)", "seconds": 0.0, "windows": 0} for name in settings.evaluate.references}
+    if ws.is_panel:  # the classical fits read one series' history; per-series references are not built
+        return {
+            name: {
+                "status": "not run: a panel (the references fit one series; per series they are not implemented)",
+                "seconds": 0.0,
+                "windows": 0,
+            }
+            for name in settings.evaluate.references
+        }
     starts = forecast_origins(ws, "test")
     return classical.reference_scores(ws, starts, classical.references(ws, starts, settings))
 
@@ -325,16 +427,25 @@ def _select(ok: list[CandidateReport], selection: dict | None) -> tuple[Candidat
     means = (selection or {}).get("mean_mase") or {}
     if means:
         best = min(ok, key=lambda r: (means.get(r.name, float("inf")), r.val["mase"]))
-        return best, (f"selected by the backtest's mean MASE over {selection['folds']} folds before the test split "
-                      f"({best.name} {means.get(best.name, float('nan')):.3f}; evaluate.selection: backtest)")
+        return best, (
+            f"selected by the backtest's mean MASE over {selection['folds']} folds before the test split "
+            f"({best.name} {means.get(best.name, float('nan')):.3f}; evaluate.selection: backtest)"
+        )
     best = min(ok, key=lambda r: r.val["mase"])
     return best, f"selected by validation MASE ({best.name} {best.val['mase']:.3f}; evaluate.selection: split)"
 
 
-def track_and_promote(ws: WindowSet, settings: Settings, base: Baselines, results: list[TrainResult],
-                      reports: list[CandidateReport], validation_report: Path | None = None,
-                      flow_run_id: str | None = None, selection: dict | None = None,
-                      references: dict | None = None) -> Outcome:
+def track_and_promote(
+    ws: WindowSet,
+    settings: Settings,
+    base: Baselines,
+    results: list[TrainResult],
+    reports: list[CandidateReport],
+    validation_report: Path | None = None,
+    flow_run_id: str | None = None,
+    selection: dict | None = None,
+    references: dict | None = None,
+) -> Outcome:
     """One parent run per training run, a nested run per candidate; the best parity-checked candidate by
     validation MASE (or, given `selection`'s backtest means, by those) becomes a new version (alias challenger); the
     policy decides on champion. `references`: reference_rows(), logged beside the baselines."""
@@ -344,19 +455,31 @@ def track_and_promote(ws: WindowSet, settings: Settings, base: Baselines, result
     model_name = settings.model_name
     tags = lineage(ws, settings) | {"flow_run_id": flow_run_id or "none", "anchor_season": str(base.anchor_season)}
     with tracking.parent_run(ws.meta.name, run_name=f"train-{ws.meta.name}", tags=tags) as parent_id:
-        tracking.log_params({"dataset": ws.meta.name, "lookback": ws.meta.lookback, "horizon": ws.meta.horizon,
-                             "freq": ws.meta.freq, "variables": ",".join(ws.meta.variables),
-                             "candidates": ",".join(r.name for r in reports), "anchor_season": base.anchor_season,
-                             "rows": ws.meta.rows, **{f"windows_{k}": v for k, v in ws.meta.counts.items()}})
+        tracking.log_params(
+            {
+                "dataset": ws.meta.name,
+                "lookback": ws.meta.lookback,
+                "horizon": ws.meta.horizon,
+                "freq": ws.meta.freq,
+                "variables": ",".join(ws.meta.variables),
+                "candidates": ",".join(r.name for r in reports),
+                "anchor_season": base.anchor_season,
+                "rows": ws.meta.rows,
+                **{f"windows_{k}": v for k, v in ws.meta.counts.items()},
+            }
+        )
         for split, rep in (("val", base.val), ("test", base.test)):
             for bname, sc in rep.scores.items():
                 tracking.log_metrics({f"{split}_{bname}_{k}": v for k, v in sc.items()})
         tracking.log_dict(base.to_dict(), "baselines.json")
         for rname, row in references.items():
-            tracking.log_metrics({f"ref_{rname}_test_{k}": row[k] for k in ("mase", "smape", "mae", "rmse") if k in row}
-                                 | {f"ref_{rname}_seconds": row["seconds"]})
-        tracking.set_tags({f"ref.{rname}.status": row["status"] for rname, row in references.items()}
-                          | {"selection": sel["method"]})
+            tracking.log_metrics(
+                {f"ref_{rname}_test_{k}": row[k] for k in ("mase", "smape", "mae", "rmse") if k in row}
+                | {f"ref_{rname}_seconds": row["seconds"]}
+            )
+        tracking.set_tags(
+            {f"ref.{rname}.status": row["status"] for rname, row in references.items()} | {"selection": sel["method"]}
+        )
         if references:
             tracking.log_dict(references, "references.json")
         if selection:
@@ -372,50 +495,110 @@ def track_and_promote(ws: WindowSet, settings: Settings, base: Baselines, result
         if not ok:
             decision = promotion.Decision(False, "no candidate passed its ONNX parity gate: nothing registered", {})
             tracking.set_tags({"promotion.decision": "rejected", "promotion.reason": decision.reason})
-            return Outcome(ws.meta.name, model_name, parent_id, None, None, asdict(decision),
-                           [asdict(r) for r in reports], base.to_dict(), _champ_dict(champ_before),
-                           champ_before.version if champ_before else None, uri, sel, references)
+            return Outcome(
+                ws.meta.name,
+                model_name,
+                parent_id,
+                None,
+                None,
+                asdict(decision),
+                [asdict(r) for r in reports],
+                base.to_dict(),
+                _champ_dict(champ_before),
+                champ_before.version if champ_before else None,
+                uri,
+                sel,
+                references,
+            )
         best, how = _select(ok, selection)
         sel["why"] = how
         same = _same_as_champion(model_name, best, tags)
         if same is not None:
             # a rerun on unchanged data, params and code: the champion already is this model
-            decision = promotion.Decision(False, f"{best.name} is the model champion v{same} already is (same data, "
-                                                 f"params, code and candidate): nothing registered ({how})", {})
+            decision = promotion.Decision(
+                False,
+                f"{best.name} is the model champion v{same} already is (same data, "
+                f"params, code and candidate): nothing registered ({how})",
+                {},
+            )
             tracking.set_tags({"promotion.decision": "unchanged", "promotion.reason": decision.reason})
-            return Outcome(ws.meta.name, model_name, parent_id, best.name, None, asdict(decision),
-                           [asdict(r) for r in reports], base.to_dict(), _champ_dict(champ_before), same, uri, sel,
-                           references)
+            return Outcome(
+                ws.meta.name,
+                model_name,
+                parent_id,
+                best.name,
+                None,
+                asdict(decision),
+                [asdict(r) for r in reports],
+                base.to_dict(),
+                _champ_dict(champ_before),
+                same,
+                uri,
+                sel,
+                references,
+            )
         vs_baseline, vs_champion = comparisons(ws, settings, best, starts, champ_before)
         ev = settings.evaluate
-        decision = promotion.decide(best.name, vs_baseline, vs_champion, significance=ev.significance,
-                                    min_windows=ev.min_test_windows, parity_ok=best.parity_ok,
-                                    champion_version=champ_before.version if vs_champion is not None else None,
-                                    coverage=best.coverage(), coverage_tolerance=ev.coverage_tolerance)
+        decision = promotion.decide(
+            best.name,
+            vs_baseline,
+            vs_champion,
+            significance=ev.significance,
+            min_windows=ev.min_test_windows,
+            parity_ok=best.parity_ok,
+            champion_version=champ_before.version if vs_champion is not None else None,
+            coverage=best.coverage(),
+            coverage_tolerance=ev.coverage_tolerance,
+        )
         if champ_before and champ_before.reason:
             decision.reason += f" ({champ_before.reason})"
-        if best.panel:   # the pooled test says better or not; the reason says across how many series, and the worst
+        if best.panel:  # the pooled test says better or not; the reason says across how many series, and the worst
             decision.reason += f"; {panel_eval.describe(best.panel['aggregate'])}"
         decision.reason += f" [{how}]"
-        version = tracking.register_version(model_name, best.model_uri, best.run_id,
-                                            tags=tags | split_tags(ws) | {
-                                                "candidate": best.name, "cell": best.cell,
-                                                "test_mase": f"{best.test['mase']:.6g}",
-                                                **{f"test_coverage_{k}": f"{v[0]:.4g}"
-                                                   for k, v in best.coverage().items()},
-                                                "parity_max_rel": f"{best.parity.get('max_rel_to_scale', 'nan')}"})
-        applied = tracking.apply_decision(model_name, version, decision,
-                                          expected_champion=champ_before.version if champ_before else None)
+        version = tracking.register_version(
+            model_name,
+            best.model_uri,
+            best.run_id,
+            tags=tags
+            | split_tags(ws)
+            | {
+                "candidate": best.name,
+                "cell": best.cell,
+                "test_mase": f"{best.test['mase']:.6g}",
+                **{f"test_coverage_{k}": f"{v[0]:.4g}" for k, v in best.coverage().items()},
+                "parity_max_rel": f"{best.parity.get('max_rel_to_scale', 'nan')}",
+            },
+        )
+        applied = tracking.apply_decision(
+            model_name, version, decision, expected_champion=champ_before.version if champ_before else None
+        )
         if decision.promote and applied.tags.get("promotion.decision") != "promoted":
             # the champion moved while this run decided (another machine's training, a rollback): not promoted
             decision = promotion.Decision(False, applied.tags["promotion.reason"], decision.metrics)
-        tracking.set_tags({"promotion.decision": "promoted" if decision.promote else "rejected",
-                           "promotion.reason": decision.reason, "registered_version": str(version),
-                           "best_candidate": best.name})
+        tracking.set_tags(
+            {
+                "promotion.decision": "promoted" if decision.promote else "rejected",
+                "promotion.reason": decision.reason,
+                "registered_version": str(version),
+                "best_candidate": best.name,
+            }
+        )
         champ = tracking.get_alias(model_name, "champion")
-        return Outcome(ws.meta.name, model_name, parent_id, best.name, version, asdict(decision),
-                       [asdict(r) for r in reports], base.to_dict(), _champ_dict(champ_before),
-                       champ.version if champ else None, uri, sel, references)
+        return Outcome(
+            ws.meta.name,
+            model_name,
+            parent_id,
+            best.name,
+            version,
+            asdict(decision),
+            [asdict(r) for r in reports],
+            base.to_dict(),
+            _champ_dict(champ_before),
+            champ.version if champ else None,
+            uri,
+            sel,
+            references,
+        )
 
 
 def log_local_comparison(ws: WindowSet, settings: Settings, comparison: dict) -> str:
@@ -425,10 +608,20 @@ def log_local_comparison(ws: WindowSet, settings: Settings, comparison: dict) ->
     tags = lineage(ws, settings) | {"cellcast.kind": "comparison", "strategy": "local"}
     with tracking.parent_run(ws.meta.name, run_name=f"local-{ws.meta.name}", tags=tags) as run_id:
         for cand, c in comparison.items():
-            tracking.log_metrics({f"{cand}_panel_{k}": v for k, v in c["aggregate"].items()
-                                  if isinstance(v, (int, float)) and v is not None})
-            tracking.log_metrics({f"{cand}_models": c["models"], f"{cand}_train_seconds": c["seconds"],
-                                  f"{cand}_train_windows_per_s": c["windows_per_s"]})
+            tracking.log_metrics(
+                {
+                    f"{cand}_panel_{k}": v
+                    for k, v in c["aggregate"].items()
+                    if isinstance(v, (int, float)) and v is not None
+                }
+            )
+            tracking.log_metrics(
+                {
+                    f"{cand}_models": c["models"],
+                    f"{cand}_train_seconds": c["seconds"],
+                    f"{cand}_train_windows_per_s": c["windows_per_s"],
+                }
+            )
             tracking.log_table(pd.DataFrame(c["series"]), f"{cand}/per_series.json")
             if c["failed"]:
                 tracking.log_dict(c["failed"], f"{cand}/failed.json")
@@ -454,48 +647,79 @@ def _champ_dict(c: ChampionScore | None) -> dict | None:
 
 def _log_candidate(ws: WindowSet, settings: Settings, res: TrainResult, rep: CandidateReport, tags: dict) -> None:
     c = res.candidate
-    params = {"cell": c.cell, "hidden_size": c.hidden_size, "num_layers": c.num_layers,
-              **{k: v for k, v in settings.train.model_dump().items() if k not in ("cells", "hidden_size", "num_layers")},
-              "anchor_season": res.model.spec.anchor_season, "rnn_steps_used": res.model.spec.steps,
-              "anchor_used": (rep.anchor or {}).get("kind"), "quantiles": ",".join(f"{q:g}" for q in rep.quantiles),
-              "calibration_windows": (rep.calibration or {}).get("windows"),
-              "future_inputs": ",".join(ws.meta.future_names)}
+    params = {
+        "cell": c.cell,
+        "hidden_size": c.hidden_size,
+        "num_layers": c.num_layers,
+        **{k: v for k, v in settings.train.model_dump().items() if k not in ("cells", "hidden_size", "num_layers")},
+        "anchor_season": res.model.spec.anchor_season,
+        "rnn_steps_used": res.model.spec.steps,
+        "anchor_used": (rep.anchor or {}).get("kind"),
+        "quantiles": ",".join(f"{q:g}" for q in rep.quantiles),
+        "calibration_windows": (rep.calibration or {}).get("windows"),
+        "future_inputs": ",".join(ws.meta.future_names),
+    }
     with tracking.candidate_run(rep.name, params=params, tags=tags | {"cell": c.cell}) as run_id:
         rep.run_id = run_id
         for row in res.history:
-            tracking.log_metrics({"train_loss": row["train_loss"], "val_loss": row["val_loss"], "lr": row["lr"]},
-                                 step=row["epoch"])
-        tracking.log_metrics({"initial_val_loss": res.initial_val_loss, "best_val_loss": res.best_val_loss,
-                              "best_epoch": res.best_epoch, "train_seconds": res.seconds,
-                              "train_windows_per_s": res.windows_per_s,
-                              **{f"val_{k}": v for k, v in rep.val.items()},
-                              **{f"test_{k}": v for k, v in rep.test.items()},
-                              **{f"test_mase_h{i + 1}": v for i, v in enumerate(rep.by_step)},
-                              **{f"test_{k}_h{i + 1}": v for k, steps in rep.interval_by_step.items()
-                                 for i, v in enumerate(steps) if np.isfinite(v)},
-                              "test_quantile_crossings": rep.crossings})
-        tracking.set_tags({"stopped": rep.stopped, "device": rep.device, "parity.ok": str(rep.parity_ok),
-                           "parity.reason": rep.parity.get("reason", ""),
-                           **{f"parity.{name}.max_rel": f"{b['max_rel_to_scale']:.3g}"
-                              for name, b in rep.parity.get("branches", {}).items()}})
+            tracking.log_metrics(
+                {"train_loss": row["train_loss"], "val_loss": row["val_loss"], "lr": row["lr"]}, step=row["epoch"]
+            )
+        tracking.log_metrics(
+            {
+                "initial_val_loss": res.initial_val_loss,
+                "best_val_loss": res.best_val_loss,
+                "best_epoch": res.best_epoch,
+                "train_seconds": res.seconds,
+                "train_windows_per_s": res.windows_per_s,
+                **{f"val_{k}": v for k, v in rep.val.items()},
+                **{f"test_{k}": v for k, v in rep.test.items()},
+                **{f"test_mase_h{i + 1}": v for i, v in enumerate(rep.by_step)},
+                **{
+                    f"test_{k}_h{i + 1}": v
+                    for k, steps in rep.interval_by_step.items()
+                    for i, v in enumerate(steps)
+                    if np.isfinite(v)
+                },
+                "test_quantile_crossings": rep.crossings,
+            }
+        )
+        tracking.set_tags(
+            {
+                "stopped": rep.stopped,
+                "device": rep.device,
+                "parity.ok": str(rep.parity_ok),
+                "parity.reason": rep.parity.get("reason", ""),
+                **{
+                    f"parity.{name}.max_rel": f"{b['max_rel_to_scale']:.3g}"
+                    for name, b in rep.parity.get("branches", {}).items()
+                },
+            }
+        )
         tracking.log_dict(asdict(rep), "candidate.json")
         if rep.panel:
-            tracking.log_metrics({f"panel_{k}": v for k, v in rep.panel["aggregate"].items()
-                                  if isinstance(v, (int, float)) and v is not None})
+            tracking.log_metrics(
+                {
+                    f"panel_{k}": v
+                    for k, v in rep.panel["aggregate"].items()
+                    if isinstance(v, (int, float)) and v is not None
+                }
+            )
             tracking.log_table(pd.DataFrame(rep.panel["series"]), "per_series.json")
         tracking.log_dict({"bounds": ws.meta.value_bounds, "profiled_on": ws.meta.split_times["train"]}, "bounds.json")
         example, future = ws.inputs(ws.starts["test"][:2])
         tracking.log_torch_model(res.model, example, future_example=future)
         if rep.onnx_path and rep.parity_ok:
-            rep.model_uri = tracking.log_onnx_model(Path(rep.onnx_path), example, future_example=future,
-                                                    metadata=model_metadata(ws, settings, rep.name))
+            rep.model_uri = tracking.log_onnx_model(
+                Path(rep.onnx_path), example, future_example=future, metadata=model_metadata(ws, settings, rep.name)
+            )
 
 
 def _log_pictures(ws: WindowSet, base: Baselines, results: list[TrainResult], reports: list[CandidateReport]) -> None:
     m = ws.meta
     ti, H = 0, m.horizon
-    starts = ws.starts["test"][-10 * H:]            # the last ten horizons of the test range: readable, not a smear
-    first = starts[0] + m.lookback                   # row of the first forecast step drawn
+    starts = ws.starts["test"][-10 * H :]  # the last ten horizons of the test range: readable, not a smear
+    first = starts[0] + m.lookback  # row of the first forecast step drawn
     actual = ws.values[first:, m.target_idx[ti]]
     x, f = ws.inputs(starts)
     fc = {base.test.best: seasonal_naive(ws, starts, season_of(base.test.best))[:, :, ti]}
@@ -509,16 +733,24 @@ def _log_pictures(ws: WindowSet, base: Baselines, results: list[TrainResult], re
         _, q = quantile_predictor(res.model)(x, f)
         for lo, hi, nominal in intervals(list(res.model.quantiles)):
             bands[f"{res.candidate.name} {interval_name(nominal)}%"] = (q[:, :, ti, lo], q[:, :, ti, hi])
-    if not ws.is_panel:   # a panel's test range runs through many series: drawn per series below
-        fig = plots.forecast_vs_actual(ws.timestamps[first:], actual, fc,
-                                       f"{m.name}: last {len(starts) // H or 1} forecasts of the test range",
-                                       m.targets[ti], bands=bands)
-        tracking.log_figure(fig, "forecast_vs_actual.png"); plots.close(fig)
+    if not ws.is_panel:  # a panel's test range runs through many series: drawn per series below
+        fig = plots.forecast_vs_actual(
+            ws.timestamps[first:],
+            actual,
+            fc,
+            f"{m.name}: last {len(starts) // H or 1} forecasts of the test range",
+            m.targets[ti],
+            bands=bands,
+        )
+        tracking.log_figure(fig, "forecast_vs_actual.png")
+        plots.close(fig)
     fig = plots.loss_curves({r.candidate.name: r.history for r in results}, f"{m.name}: loss")
-    tracking.log_figure(fig, "loss_curves.png"); plots.close(fig)
+    tracking.log_figure(fig, "loss_curves.png")
+    plots.close(fig)
     steps = {base.test.best: base.test.by_step[base.test.best], **{r.name: r.by_step for r in reports}}
     fig = plots.error_by_horizon(steps, f"{m.name}: test MASE by horizon step")
-    tracking.log_figure(fig, "error_by_horizon.png"); plots.close(fig)
+    tracking.log_figure(fig, "error_by_horizon.png")
+    plots.close(fig)
     if ws.is_panel:
         _log_panel_pictures(ws, results, reports)
 
@@ -538,50 +770,99 @@ def _log_panel_pictures(ws: WindowSet, results: list[TrainResult], reports: list
     panels = []
     for which in ("best", "median", "worst"):
         sid = agg[f"{which}_series"]
-        starts = by_series[sid][-10 * m.horizon:]
+        starts = by_series[sid][-10 * m.horizon :]
         first = starts[0] + m.lookback
         end = ws.offsets[ws.series_ids.index(sid)] + ws.lengths[ws.series_ids.index(sid)]
         x, f = ws.inputs(starts)
-        unscale = lambda y: ws.unscale_targets(y, starts)[:, :, 0]   # noqa: E731
+        unscale = lambda y: ws.unscale_targets(y, starts)[:, :, 0]  # noqa: E731
         row = table.loc[sid]
         fc = {res.candidate.name: unscale(run(x, f))}
         if row["strongest_baseline"]:
             fc[row["strongest_baseline"]] = unscale(seasonal_naive(ws, starts, season_of(row["strongest_baseline"])))
         mean, scale = ws.scaler(sid)
         actual = ws.values[first:end, m.target_idx[0]] * scale[m.target_idx[0]] + mean[m.target_idx[0]]
-        panels.append({"label": f"{which}: series '{sid}' (MASE {row['mase']:.3f}; {row['strongest_baseline']} "
-                                f"{row['strongest_mase']:.3f})", "timestamps": ws.timestamps[first:end],
-                       "actual": actual, "forecasts": fc})
-    fig = plots.panel_small_multiples(panels, f"{m.name}: {res.candidate.name}, best / median / worst series by test "
-                                              f"MASE", m.targets[0])
-    tracking.log_figure(fig, "panel_series_forecasts.png"); plots.close(fig)
+        panels.append(
+            {
+                "label": f"{which}: series '{sid}' (MASE {row['mase']:.3f}; {row['strongest_baseline']} "
+                f"{row['strongest_mase']:.3f})",
+                "timestamps": ws.timestamps[first:end],
+                "actual": actual,
+                "forecasts": fc,
+            }
+        )
+    fig = plots.panel_small_multiples(
+        panels, f"{m.name}: {res.candidate.name}, best / median / worst series by test MASE", m.targets[0]
+    )
+    tracking.log_figure(fig, "panel_series_forecasts.png")
+    plots.close(fig)
     ok = table[table["status"] == "ok"]
-    fig = plots.mase_distribution({res.candidate.name: ok["mase"].to_numpy(),
-                                   "strongest baseline (per series)": ok["strongest_mase"].to_numpy()},
-                                  f"{m.name}: test MASE across {len(ok)} series")
-    tracking.log_figure(fig, "panel_mase_distribution.png"); plots.close(fig)
+    fig = plots.mase_distribution(
+        {res.candidate.name: ok["mase"].to_numpy(), "strongest baseline (per series)": ok["strongest_mase"].to_numpy()},
+        f"{m.name}: test MASE across {len(ok)} series",
+    )
+    tracking.log_figure(fig, "panel_mase_distribution.png")
+    plots.close(fig)
 
 
 def summary_table(outcome: Outcome) -> str:
     """The table `cellcast run` prints: candidates, metrics, baselines and the promotion decision."""
+
     def pct(d: dict, key: str) -> str:
         return f"{100 * d[key]:.1f}%" if key in d else "-"
 
     def num(d: dict, key: str) -> str:
         return f"{d[key]:.3f}" if key in d else "-"
 
-    rows = [("model", "val MASE", "test MASE", "test sMAPE", "test MAE", "cov 80%", "cov 90%", "CRPS", "epochs", "s",
-             "parity")]
+    rows = [
+        (
+            "model",
+            "val MASE",
+            "test MASE",
+            "test sMAPE",
+            "test MAE",
+            "cov 80%",
+            "cov 90%",
+            "CRPS",
+            "epochs",
+            "s",
+            "parity",
+        )
+    ]
     for c in outcome.candidates:
         t = c["test"]
-        rows.append((c["name"], f"{c['val']['mase']:.3f}", f"{t['mase']:.3f}", f"{t['smape']:.2f}",
-                     f"{t['mae']:.4g}", pct(t, "coverage_80"), pct(t, "coverage_90"), num(t, "crps"),
-                     str(c["epochs"]), f"{c['seconds']:.0f}", "ok" if c["parity_ok"] else "FAIL"))
+        rows.append(
+            (
+                c["name"],
+                f"{c['val']['mase']:.3f}",
+                f"{t['mase']:.3f}",
+                f"{t['smape']:.2f}",
+                f"{t['mae']:.4g}",
+                pct(t, "coverage_80"),
+                pct(t, "coverage_90"),
+                num(t, "crps"),
+                str(c["epochs"]),
+                f"{c['seconds']:.0f}",
+                "ok" if c["parity_ok"] else "FAIL",
+            )
+        )
     for bname, sc in outcome.baselines["test"]["scores"].items():
         val = outcome.baselines["val"]["scores"].get(bname, {}).get("mase", float("nan"))
         cov = "" if sc["coverage"] == 1.0 else f" ({sc['coverage']:.0%} of windows)"
-        rows.append((bname + cov, f"{val:.3f}", f"{sc['mase']:.3f}", f"{sc['smape']:.2f}", f"{sc['mae']:.4g}",
-                     "-", "-", "-", "-", "-", "-"))
+        rows.append(
+            (
+                bname + cov,
+                f"{val:.3f}",
+                f"{sc['mase']:.3f}",
+                f"{sc['smape']:.2f}",
+                f"{sc['mae']:.4g}",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -591,25 +872,36 @@ def summary_table(outcome: Outcome) -> str:
     anchor = next((c.get("anchor") for c in outcome.candidates if c.get("anchor")), None)
     if anchor:
         vals = ", ".join(f"{k} {v:.3f}" for k, v in (anchor.get("val_mase") or {}).items())
-        lines += ["", f"anchor: {anchor['kind']}" + (f" (validation MASE: {vals})" if vals else "")
-                  + (f"; {anchor['reason']}" if anchor.get("reason") else "")]
+        lines += [
+            "",
+            f"anchor: {anchor['kind']}"
+            + (f" (validation MASE: {vals})" if vals else "")
+            + (f"; {anchor['reason']}" if anchor.get("reason") else ""),
+        ]
     cal = next((c.get("calibration") for c in outcome.candidates if c.get("calibration")), None)
     if cal and cal.get("windows"):
         mode = cal["method"].rsplit("; ", 1)[-1].rstrip(")")
-        lines.append(f"quantiles conformalised on {cal['windows']} validation windows "
-                     f"({cal.get('first_target')} .. {cal.get('last_target')}; {mode})")
+        lines.append(
+            f"quantiles conformalised on {cal['windows']} validation windows "
+            f"({cal.get('first_target')} .. {cal.get('last_target')}; {mode})"
+        )
     elif cal:
         lines.append(f"quantiles: {cal['method']} (evaluate.calibration)")
     panel = [c for c in outcome.candidates if (c.get("panel") or {}).get("aggregate")]
     if panel:
-        lines.append("a panel: each series scaled by its own one-step naive error, so MAE above is MASE (sMAPE is of "
-                     "scaled values)")
+        lines.append(
+            "a panel: each series scaled by its own one-step naive error, so MAE above is MASE (sMAPE is of "
+            "scaled values)"
+        )
     for c in panel:
         lines.append(f"per series, {c['name']}: {panel_eval.describe(c['panel']['aggregate'])}")
     lines += reference_lines(outcome)
-    lines += ["", f"best candidate: {outcome.best or '-'}  registered: {registered}",
-              f"decision: {verdict}: {d.get('reason')}",
-              f"champion now: {('v' + str(outcome.champion_after)) if outcome.champion_after else 'none'}"]
+    lines += [
+        "",
+        f"best candidate: {outcome.best or '-'}  registered: {registered}",
+        f"decision: {verdict}: {d.get('reason')}",
+        f"champion now: {('v' + str(outcome.champion_after)) if outcome.champion_after else 'none'}",
+    ]
     return "\n".join(lines)
 
 
@@ -620,16 +912,27 @@ def reference_lines(outcome: Outcome) -> list[str]:
         return []
     d = outcome.decision.get("metrics") or {}
     n = next(iter(refs.values())).get("windows")
-    if not n:   # none ran (a panel): one line says why
+    if not n:  # none ran (a panel): one line says why
         return ["", f"references ({', '.join(refs)}): {next(iter(refs.values()))['status']}"]
-    out = ["", f"references (statsmodels, refitted at each of the {n} promotion origins, a horizon apart; evidence, "
-               f"not the bar):"]
+    out = [
+        "",
+        f"references (statsmodels, refitted at each of the {n} promotion origins, a horizon apart; evidence, "
+        f"not the bar):",
+    ]
     for name, row in refs.items():
-        out.append(f"  {name:6s} " + (f"test MASE {row['mase']:.3f}  sMAPE {row['smape']:.2f}  ({row['seconds']:.0f}s)"
-                                      if "mase" in row else row["status"]))
+        out.append(
+            f"  {name:6s} "
+            + (
+                f"test MASE {row['mase']:.3f}  sMAPE {row['smape']:.2f}  ({row['seconds']:.0f}s)"
+                if "mase" in row
+                else row["status"]
+            )
+        )
     if d.get("candidate_mase") is not None:
-        out.append(f"  on the same origins: {outcome.best} {d['candidate_mase']:.3f}, bar {d.get('baseline_name')} "
-                   f"{d['baseline_mase']:.3f}")
+        out.append(
+            f"  on the same origins: {outcome.best} {d['candidate_mase']:.3f}, bar {d.get('baseline_name')} "
+            f"{d['baseline_mase']:.3f}"
+        )
     return out
 
 

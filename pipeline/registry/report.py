@@ -1,16 +1,17 @@
 """Scores of a registered model on the current test split, as files DVC reads:
 `reports/NAME/metrics.json` (`dvc metrics show`) and `reports/NAME/plots/*.csv` (`dvc plots show`)."""
+
 from __future__ import annotations
 
 import csv
 import json
 from pathlib import Path
 
-from . import tracking
 from ..config import Settings
+from ..data.window import WindowSet, load_windows
 from ..errors import CellcastError
 from ..modeling.evaluate import evaluate_forecasts, forecast_windows, season_of, seasonal_naive, targets_after
-from ..data.window import WindowSet, load_windows
+from . import tracking
 
 
 def _unseen(ws: WindowSet, until: str | None, version: int) -> WindowSet:
@@ -23,9 +24,11 @@ def _unseen(ws: WindowSet, until: str | None, version: int) -> WindowSet:
     if len(keep) == len(starts):
         return ws
     if not len(keep):
-        raise CellcastError(f"{ws.meta.name}: v{version} was trained on rows up to {until}, after every test "
-                            f"window of the current window set: window newer data to score it")
-    return ws.with_starts(test=keep)   # the fill mask and the known-future table come along
+        raise CellcastError(
+            f"{ws.meta.name}: v{version} was trained on rows up to {until}, after every test "
+            f"window of the current window set: window newer data to score it"
+        )
+    return ws.with_starts(test=keep)  # the fill mask and the known-future table come along
 
 
 def evaluate_registered(name: str, settings: Settings, alias: str = "champion") -> dict:
@@ -38,23 +41,32 @@ def evaluate_registered(name: str, settings: Settings, alias: str = "champion") 
     path, info = tracking.download_model(settings.model_name, int(alias) if alias.isdigit() else alias)
     eng = OnnxForecaster.from_path(path, device="cpu")
     ws = _unseen(ws, trained_until(eng.metadata, info.tags), info.version)
-    try:   # the model's own known-future columns, computed for these rows
+    try:  # the model's own known-future columns, computed for these rows
         table = ws.future_table_for(eng.future_names, eng.future_kinds, eng.calendar) if eng.future_name else None
     except ValueError as e:
         raise CellcastError(f"{ws.meta.name}: v{info.version} cannot be scored on this window set: {e}") from None
     pred, q = forecast_windows(lambda x, f: eng.predict_all(x, f)[:2], ws, ws.starts["test"], table=table)
     test, by_step = evaluate_forecasts(ws, "test", pred, q, eng.quantiles)
-    base = baselines(ws, settings)      # on the same test windows
+    base = baselines(ws, settings)  # on the same test windows
     best = base.test.best
     # the model's figures, its interval coverage and width (80%, 90%), Winkler score, pinball and CRPS among them
-    out = {"metrics": {"model": {"version": info.version, "aliases": info.aliases, **test,
-                                 "test_windows": int(len(ws.starts["test"])), "quantiles": eng.quantiles},
-                       "baselines": dict(base.test.scores),
-                       "best_baseline": best,
-                       "beats_best_baseline_by_pct": round(100 * (1 - test["mase"] / base.test.best_mase), 2)}}
+    out = {
+        "metrics": {
+            "model": {
+                "version": info.version,
+                "aliases": info.aliases,
+                **test,
+                "test_windows": int(len(ws.starts["test"])),
+                "quantiles": eng.quantiles,
+            },
+            "baselines": dict(base.test.scores),
+            "best_baseline": best,
+            "beats_best_baseline_by_pct": round(100 * (1 - test["mase"] / base.test.best_mase), 2),
+        }
+    }
     d = Path(settings.paths.reports) / name
     refs = _references(d / "train_summary.json")
-    if refs:   # the training run's classical reference rows (its promotion origins): beside the model in `dvc metrics`
+    if refs:  # the training run's classical reference rows (its promotion origins): beside the model in `dvc metrics`
         out["metrics"]["references"] = refs
     (d / "plots").mkdir(parents=True, exist_ok=True)
     (d / "metrics.json").write_text(json.dumps(out["metrics"], indent=2))
@@ -64,7 +76,7 @@ def evaluate_registered(name: str, settings: Settings, alias: str = "champion") 
         for i, (a, b) in enumerate(zip(by_step, base.test.by_step[best])):
             w.writerow([i + 1, f"{a:.6g}", f"{b:.6g}"])
     m = ws.meta
-    starts = ws.starts["test"][:: m.horizon]          # tile the test range with whole forecasts
+    starts = ws.starts["test"][:: m.horizon]  # tile the test range with whole forecasts
     snaive = seasonal_naive(ws, starts, season_of(best))
     tiled = pred[:: m.horizon]
     qt = None if q is None else q[:: m.horizon]
@@ -75,9 +87,15 @@ def evaluate_registered(name: str, settings: Settings, alias: str = "champion") 
         for k, s in enumerate(starts):
             for h in range(m.horizon):
                 row = s + m.lookback + h
-                w.writerow([str(ws.timestamps[row].astype("datetime64[s]")), f"{ws.values[row, m.target_idx[0]]:.6g}",
-                            f"{tiled[k, h, 0]:.6g}", f"{snaive[k, h, 0]:.6g}",
-                            *[f"{qt[k, h, 0, j]:.6g}" for _, j in bands]])
+                w.writerow(
+                    [
+                        str(ws.timestamps[row].astype("datetime64[s]")),
+                        f"{ws.values[row, m.target_idx[0]]:.6g}",
+                        f"{tiled[k, h, 0]:.6g}",
+                        f"{snaive[k, h, 0]:.6g}",
+                        *[f"{qt[k, h, 0, j]:.6g}" for _, j in bands],
+                    ]
+                )
     out["paths"] = {"metrics": str(d / "metrics.json"), "plots": str(d / "plots")}
     return out
 

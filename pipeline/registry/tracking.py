@@ -11,6 +11,7 @@ params.yaml `registry.retry_seconds` / `request_timeout_s` (set here as the MLFL
 variables, which MLflow reads at every request). Each retry logs one line; when they run out, every
 public function here raises TrackingUnavailableError (one line naming the server), never MLflow's chain.
 """
+
 from __future__ import annotations
 
 import functools
@@ -22,18 +23,23 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.protos.databricks_pb2 import (INVALID_PARAMETER_VALUE, RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST,
-                                          ErrorCode)
+from mlflow.protos.databricks_pb2 import (
+    INVALID_PARAMETER_VALUE,
+    RESOURCE_ALREADY_EXISTS,
+    RESOURCE_DOES_NOT_EXIST,
+    ErrorCode,
+)
 from mlflow.types import Schema, TensorSpec
 
 from ..config import RegistryConfig
@@ -47,14 +53,23 @@ log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 STORE_DIR = ".cellcast"
-MAX_RETRIES = 10   # MLflow refuses more (_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT)
+MAX_RETRIES = 10  # MLflow refuses more (_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT)
 
 _lock = threading.Lock()
-_state: dict[str, Any] = {"uri": None, "artifact_root": None, "root": None, "source": None, "parents": [],
-                          "policy": None, "ready": set(), "exported": set()}
+_state: dict[str, Any] = {
+    "uri": None,
+    "artifact_root": None,
+    "root": None,
+    "source": None,
+    "parents": [],
+    "policy": None,
+    "ready": set(),
+    "exported": set(),
+}
 
 
 # ---------------------------------------------------------------- reaching the server: retries, errors
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -75,12 +90,12 @@ class RetryPolicy:
         return sum(self.waits)
 
     @classmethod
-    def within(cls, seconds: float, timeout_s: int) -> "RetryPolicy":
+    def within(cls, seconds: float, timeout_s: int) -> RetryPolicy:
         """The schedule that waits longest without passing `seconds` (more tries on a tie); 0: no retry."""
         best = cls(0, 0, timeout_s)
         if seconds <= 0:
             return best
-        for backoff in range(1, 121):          # MLflow takes whole seconds, at most 120
+        for backoff in range(1, 121):  # MLflow takes whole seconds, at most 120
             for n in range(1, MAX_RETRIES + 1):
                 p = cls(n, backoff, timeout_s)
                 if p.wait_s <= seconds and (p.wait_s, p.retries) > (best.wait_s, best.retries):
@@ -95,8 +110,10 @@ class RetryPolicy:
         os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(self.timeout_s)
 
     def describe(self) -> str:
-        return (f"{self.retries} retries over {self.wait_s:.0f} s, {self.timeout_s} s per request "
-                f"(params.yaml registry.retry_seconds, registry.request_timeout_s)")
+        return (
+            f"{self.retries} retries over {self.wait_s:.0f} s, {self.timeout_s} s per request "
+            f"(params.yaml registry.retry_seconds, registry.request_timeout_s)"
+        )
 
 
 def retry_policy() -> RetryPolicy:
@@ -121,16 +138,24 @@ class _RetryLog(logging.Filter):
         server = _state["uri"] or ""
         host = re.match(r"https?://([^/:]+)(?::(\d+))?", server)
         # a refused connection names its host; a reset one does not, but the path is MLflow's REST API
-        ours = host is not None and (f"host='{host.group(1)}'" in repr(err)
-                                     or str(url).startswith(("/api/2.0/mlflow", "/api/3.0/mlflow", "/ajax-api/")))
+        ours = host is not None and (
+            f"host='{host.group(1)}'" in repr(err)
+            or str(url).startswith(("/api/2.0/mlflow", "/api/3.0/mlflow", "/ajax-api/"))
+        )
         if not ours:
-            return True                       # another server's retry: not ours to reword
+            return True  # another server's retry: not ours to reword
         k = len(getattr(retry, "history", ()) or ())
         p = _state["policy"]
         wait = retry.get_backoff_time() if hasattr(retry, "get_backoff_time") else 0.0
-        log.warning("tracking server %s: %s; retry %d/%d in %.0f s (at most %.0f s of waiting in all, "
-                    "registry.retry_seconds)", server, _reason(err), k, p.retries if p else k, wait,
-                    p.wait_s if p else 0)
+        log.warning(
+            "tracking server %s: %s; retry %d/%d in %.0f s (at most %.0f s of waiting in all, registry.retry_seconds)",
+            server,
+            _reason(err),
+            k,
+            p.retries if p else k,
+            wait,
+            p.wait_s if p else 0,
+        )
         return False
 
 
@@ -147,9 +172,16 @@ def _is_connection_error(exc: BaseException) -> bool:
     import requests
     import urllib3
 
-    kinds = (ConnectionError, TimeoutError, requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-             requests.exceptions.RetryError, urllib3.exceptions.NewConnectionError,
-             urllib3.exceptions.ProtocolError, urllib3.exceptions.MaxRetryError)
+    kinds = (
+        ConnectionError,
+        TimeoutError,
+        requests.exceptions.ConnectionError,
+        requests.exceptions.Timeout,
+        requests.exceptions.RetryError,
+        urllib3.exceptions.NewConnectionError,
+        urllib3.exceptions.ProtocolError,
+        urllib3.exceptions.MaxRetryError,
+    )
     chain = _chain(exc)
     if any(isinstance(e, kinds) for e in chain):
         return True
@@ -243,7 +275,7 @@ def _owner() -> dict[str, str]:
 def _orphaned(run) -> bool:
     """A RUNNING run whose owning process, on this host, is gone (or is another process with its pid)."""
     tags = run.data.tags
-    return owner_gone({k[len("cellcast."):]: v for k, v in tags.items() if k in OWNER_TAGS})
+    return owner_gone({k[len("cellcast.") :]: v for k, v in tags.items() if k in OWNER_TAGS})
 
 
 @_reaching
@@ -261,17 +293,21 @@ def end_orphans(dataset: str) -> list[str]:
         if not _orphaned(run):
             continue
         t = run.data.tags
-        reason = (f"process {t['cellcast.pid']} on {t['cellcast.host']} ended without closing this run "
-                  f"(killed?); found by process {os.getpid()}")
+        reason = (
+            f"process {t['cellcast.pid']} on {t['cellcast.host']} ended without closing this run "
+            f"(killed?); found by process {os.getpid()}"
+        )
         client.set_tag(run.info.run_id, "cellcast.ended_reason", reason)
         client.set_terminated(run.info.run_id, status="KILLED")
         ended.append(run.info.run_id)
-        log.warning("run %s (%s) was left RUNNING by a process that is gone: ended KILLED", run.info.run_id,
-                    run.info.run_name)
+        log.warning(
+            "run %s (%s) was left RUNNING by a process that is gone: ended KILLED", run.info.run_id, run.info.run_name
+        )
     return ended
 
 
 # ---------------------------------------------------------------- configuration
+
 
 def configure(root: Path | str | None = None, registry: RegistryConfig | None = None) -> str:
     """Point MLflow at $MLFLOW_TRACKING_URI, else at the embedded store under `root` (default: cwd).
@@ -287,7 +323,7 @@ def configure(root: Path | str | None = None, registry: RegistryConfig | None = 
     if env and env.startswith("sqlite:///"):
         # a store file named directly, or the embedded URI a parent process exported
         # (mlflow.set_tracking_uri sets the variable): artifacts beside the database, not ./mlruns
-        db = Path(env[len("sqlite:///"):]).resolve()
+        db = Path(env[len("sqlite:///") :]).resolve()
         if db.parent.name == STORE_DIR:
             root = db.parent.parent
         (db.parent / "mlartifacts").mkdir(parents=True, exist_ok=True)
@@ -318,7 +354,7 @@ def _create_store(uri: str) -> None:
     processes doing that at once (two trains started together on a new project) fail in alembic."""
     from ..files import exclusive
 
-    db = Path(uri[len("sqlite:///"):])
+    db = Path(uri[len("sqlite:///") :])
     with exclusive(db.with_name(f".{db.name}.lock")):
         MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)
     _state["ready"].add(uri)
@@ -340,11 +376,12 @@ def server_url() -> str | None:
     return uri if uri.startswith(("http://", "https://")) else None
 
 
-UI_DEFAULT = "http://127.0.0.1:5000"   # where `cellcast ui` serves an embedded store
+UI_DEFAULT = "http://127.0.0.1:5000"  # where `cellcast ui` serves an embedded store
 
 
-def ui_links(dataset: str, run_ids: dict[str, str], model_name: str | None = None,
-             version: int | None = None) -> dict[str, str]:
+def ui_links(
+    dataset: str, run_ids: dict[str, str], model_name: str | None = None, version: int | None = None
+) -> dict[str, str]:
     """MLflow UI addresses of runs ({label: run id}) of `dataset`'s experiment and of a registered version:
     on the tracking server, or where `cellcast ui` serves the embedded store."""
     base = server_url() or UI_DEFAULT
@@ -401,6 +438,7 @@ def _experiment_id(dataset: str) -> str:
 
 # ---------------------------------------------------------------- runs
 
+
 @contextmanager
 def parent_run(dataset: str, run_name: str | None = None, tags: dict | None = None) -> Iterator[str]:
     """A run for one pipeline execution on `dataset`; candidates nest under it. Ends FAILED on an exception.
@@ -456,8 +494,13 @@ def candidate_run(name: str, params: dict | None = None, tags: dict | None = Non
     if parent is None:
         raise RuntimeError("candidate_run needs an open parent_run")
     exp_id = _reaching(lambda: _client().get_run(parent).info.experiment_id)()
-    run = _start_run(experiment_id=exp_id, run_name=name, nested=True, parent_run_id=parent,
-                     tags=_str_tags({**(tags or {}), **_owner()}))
+    run = _start_run(
+        experiment_id=exp_id,
+        run_name=name,
+        nested=True,
+        parent_run_id=parent,
+        tags=_str_tags({**(tags or {}), **_owner()}),
+    )
     rid = run.info.run_id
     with _ending():
         if params:
@@ -520,6 +563,7 @@ def log_table(frame, artifact_file: str) -> None:
 
 # ---------------------------------------------------------------- logged models
 
+
 def _flexible_spec(example: np.ndarray, name: str | None = None, tail: tuple[int, ...] | None = None) -> TensorSpec:
     """A float32 tensor spec whose batch and sequence dims are -1 (any); only the variable dims are fixed."""
     if tail is None:
@@ -569,8 +613,13 @@ def _requirements(*packages: str) -> list[str]:
 
 
 @_reaching
-def log_onnx_model(onnx_path: Path, input_example: np.ndarray, name: str = "onnx_model",
-                   metadata: dict | None = None, future_example: np.ndarray | None = None) -> str:
+def log_onnx_model(
+    onnx_path: Path,
+    input_example: np.ndarray,
+    name: str = "onnx_model",
+    metadata: dict | None = None,
+    future_example: np.ndarray | None = None,
+) -> str:
     """Log an ONNX file as an MLflow model of the active run; returns the model URI to register.
     A graph that reads known-future inputs (`future`) gets them in its signature and example; one that forecasts
     quantiles declares its second output (`q`)."""
@@ -581,12 +630,13 @@ def log_onnx_model(onnx_path: Path, input_example: np.ndarray, name: str = "onnx
     in_name, _ = inputs[0]
     in_specs = [_flexible_spec(x, in_name)]
     example = {in_name: x}
-    for extra, dims in inputs[1:]:   # the known-future block: (batch, horizon, F)
+    for extra, dims in inputs[1:]:  # the known-future block: (batch, horizon, F)
         f = _future_example(future_example, len(x), dims)
         in_specs.append(TensorSpec(np.dtype(np.float32), (-1, *f.shape[1:]), extra))
         example[extra] = f
-    out_specs = [TensorSpec(np.dtype(np.float32), (-1, *[(-1 if d <= 0 else d) for d in dims[1:]]), out)
-                 for out, dims in outputs]
+    out_specs = [
+        TensorSpec(np.dtype(np.float32), (-1, *[(-1 if d <= 0 else d) for d in dims[1:]]), out) for out, dims in outputs
+    ]
     signature = ModelSignature(inputs=Schema(in_specs), outputs=Schema(out_specs))
     info = mlflow.onnx.log_model(
         onnx_model=onnx_path.read_bytes(),
@@ -612,8 +662,9 @@ def _future_example(future: np.ndarray | None, batch: int, dims: tuple) -> np.nd
 
 
 @_reaching
-def log_torch_model(model, input_example: np.ndarray, name: str = "pytorch_model",
-                    future_example: np.ndarray | None = None) -> str:
+def log_torch_model(
+    model, input_example: np.ndarray, name: str = "pytorch_model", future_example: np.ndarray | None = None
+) -> str:
     """Log the trained PyTorch module of the active run; returns its model URI.
 
     pickle, not the default pt2: torch.export fixes the batch and sequence dims from the example. A module that
@@ -628,25 +679,34 @@ def log_torch_model(model, input_example: np.ndarray, name: str = "pytorch_model
     f = None if not n_future else _future_example(future_example, len(x), (-1, -1, n_future))
     with torch.no_grad():
         y = model(torch.from_numpy(x), None if f is None else torch.from_numpy(f)).numpy()
-    in_specs = [_flexible_spec(x)] if f is None else [_flexible_spec(x, "x"),
-                                                      TensorSpec(np.dtype(np.float32), (-1, *f.shape[1:]), "future")]
-    signature = ModelSignature(inputs=Schema(in_specs),
-                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *y.shape[1:]))]))
+    in_specs = (
+        [_flexible_spec(x)]
+        if f is None
+        else [_flexible_spec(x, "x"), TensorSpec(np.dtype(np.float32), (-1, *f.shape[1:]), "future")]
+    )
+    signature = ModelSignature(
+        inputs=Schema(in_specs), outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *y.shape[1:]))])
+    )
     # pickle is a deliberate choice (see above); MLflow warns about it on every call
     mlogger = logging.getLogger("mlflow.pytorch")
     level = mlogger.level
     mlogger.setLevel(logging.ERROR)
     try:
-        info = mlflow.pytorch.log_model(model, name=name, signature=signature,
-                                        input_example=x if f is None else None,
-                                        serialization_format="pickle",
-                                        pip_requirements=_requirements("torch", "numpy") + ["cellcast"])
+        info = mlflow.pytorch.log_model(
+            model,
+            name=name,
+            signature=signature,
+            input_example=x if f is None else None,
+            serialization_format="pickle",
+            pip_requirements=_requirements("torch", "numpy") + ["cellcast"],
+        )
     finally:
         mlogger.setLevel(level)
     return info.model_uri
 
 
 # ---------------------------------------------------------------- registry
+
 
 @dataclass
 class VersionInfo:
@@ -659,14 +719,21 @@ class VersionInfo:
 
 
 def _info(mv) -> VersionInfo:
-    return VersionInfo(name=mv.name, version=int(mv.version), run_id=mv.run_id or "", source=mv.source or "",
-                       tags=dict(mv.tags or {}), aliases=sorted(mv.aliases or []))
+    return VersionInfo(
+        name=mv.name,
+        version=int(mv.version),
+        run_id=mv.run_id or "",
+        source=mv.source or "",
+        tags=dict(mv.tags or {}),
+        aliases=sorted(mv.aliases or []),
+    )
 
 
 def _missing(e: MlflowException) -> bool:
     # the sqlite store reports a missing alias as INVALID_PARAMETER_VALUE "... not found"
-    return (e.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
-            or (e.error_code == ErrorCode.Name(INVALID_PARAMETER_VALUE) and "not found" in e.message))
+    return e.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST) or (
+        e.error_code == ErrorCode.Name(INVALID_PARAMETER_VALUE) and "not found" in e.message
+    )
 
 
 @_reaching
@@ -679,18 +746,18 @@ def register_version(model_name: str, model_uri: str, run_id: str, tags: dict | 
         if not _missing(e):
             raise
         try:
-            client.create_registered_model(model_name, description="cellcast forecaster; aliases: champion, "
-                                           "challenger, previous")
+            client.create_registered_model(
+                model_name, description="cellcast forecaster; aliases: champion, challenger, previous"
+            )
         except MlflowException:  # a concurrent registration created it first
             client.get_registered_model(model_name)
     source = model_uri
     model_id = None
-    if model_uri.startswith("models:/") and "@" not in model_uri and "/" not in model_uri[len("models:/"):]:
+    if model_uri.startswith("models:/") and "@" not in model_uri and "/" not in model_uri[len("models:/") :]:
         # MLflow 3 logged-model URI: register its artifact location and keep the link to it
-        model_id = model_uri[len("models:/"):]
+        model_id = model_uri[len("models:/") :]
         source = client.get_logged_model(model_id).artifact_location
-    mv = client.create_model_version(model_name, source=source, run_id=run_id, tags=_str_tags(tags),
-                                     model_id=model_id)
+    mv = client.create_model_version(model_name, source=source, run_id=run_id, tags=_str_tags(tags), model_id=model_id)
     return int(mv.version)
 
 
@@ -735,7 +802,7 @@ def list_versions(model_name: str) -> list[VersionInfo]:
 ALIAS_LOCK_SUFFIX = ".aliases-lock"
 ALIAS_LOCK_STALE_S = 300
 ALIAS_LOCK_WAIT_S = 120
-ANY = object()   # apply_decision's expected_champion when the caller does not say
+ANY = object()  # apply_decision's expected_champion when the caller does not say
 
 
 def _lock_owner(client: MlflowClient, lock: str) -> dict | None:
@@ -752,8 +819,8 @@ def _lock_stale(tags: dict) -> bool:
         age = time.time() - float(tags.get("cellcast.acquired", "nan"))
     except ValueError:
         age = float("nan")
-    gone = owner_gone({k[len("cellcast."):]: v for k, v in tags.items() if k in OWNER_TAGS})
-    return gone or not age < ALIAS_LOCK_STALE_S   # nan (no time recorded): stale
+    gone = owner_gone({k[len("cellcast.") :]: v for k, v in tags.items() if k in OWNER_TAGS})
+    return gone or not age < ALIAS_LOCK_STALE_S  # nan (no time recorded): stale
 
 
 @contextmanager
@@ -766,19 +833,24 @@ def aliases_locked(model_name: str, wait_s: float = ALIAS_LOCK_WAIT_S) -> Iterat
     while True:
         mine = {**_owner(), "cellcast.acquired": f"{time.time():.3f}"}
         try:
-            client.create_registered_model(lock, tags=mine, description=f"held while the aliases of {model_name} "
-                                           "move (cellcast); deleted after")
+            client.create_registered_model(
+                lock, tags=mine, description=f"held while the aliases of {model_name} move (cellcast); deleted after"
+            )
             break
         except MlflowException as e:
             if e.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
                 raise
         held = _lock_owner(client, lock)
         if held is None:
-            continue                       # given back meanwhile
+            continue  # given back meanwhile
         if _lock_stale(held):
-            if _lock_owner(client, lock) == held:   # still that one: not a lock someone just took
-                log.warning("breaking the lock on the aliases of %s left by process %s on %s", model_name,
-                            held.get("cellcast.pid"), held.get("cellcast.host"))
+            if _lock_owner(client, lock) == held:  # still that one: not a lock someone just took
+                log.warning(
+                    "breaking the lock on the aliases of %s left by process %s on %s",
+                    model_name,
+                    held.get("cellcast.pid"),
+                    held.get("cellcast.host"),
+                )
                 try:
                     client.delete_registered_model(lock)
                 except MlflowException as e:
@@ -786,9 +858,11 @@ def aliases_locked(model_name: str, wait_s: float = ALIAS_LOCK_WAIT_S) -> Iterat
                         raise
             continue
         if time.monotonic() > deadline:
-            raise RegistryBusyError(f"the aliases of '{model_name}' have been locked for {wait_s:.0f} s by process "
-                                    f"{held.get('cellcast.pid')} on {held.get('cellcast.host')} (registered model "
-                                    f"'{lock}'); try again once it is done, or delete that lock if its process is gone")
+            raise RegistryBusyError(
+                f"the aliases of '{model_name}' have been locked for {wait_s:.0f} s by process "
+                f"{held.get('cellcast.pid')} on {held.get('cellcast.host')} (registered model "
+                f"'{lock}'); try again once it is done, or delete that lock if its process is gone"
+            )
         time.sleep(pause)
         pause = min(pause * 2, 0.5)
     try:
@@ -802,7 +876,7 @@ def aliases_locked(model_name: str, wait_s: float = ALIAS_LOCK_WAIT_S) -> Iterat
 
 
 @_reaching
-def apply_decision(model_name: str, version: int, decision: "Decision", expected_champion: Any = ANY) -> VersionInfo:
+def apply_decision(model_name: str, version: int, decision: Decision, expected_champion: Any = ANY) -> VersionInfo:
     """Record a promotion decision on `version` and move aliases accordingly (nothing else changes).
 
     expected_champion: the champion version the decision was made against (None: there was none). If another
@@ -818,8 +892,10 @@ def apply_decision(model_name: str, version: int, decision: "Decision", expected
         if promote and expected_champion is not ANY and now != expected_champion and now != version:
             against = f"champion v{expected_champion}" if expected_champion is not None else "no champion"
             promote = False
-            reason = (f"not promoted: it was decided against {against}, but the champion is now v{now} (moved "
-                      f"meanwhile); train again to compare with it. The decision was: {decision.reason}")
+            reason = (
+                f"not promoted: it was decided against {against}, but the champion is now v{now} (moved "
+                f"meanwhile); train again to compare with it. The decision was: {decision.reason}"
+            )
         tags = {"promotion.decision": "promoted" if promote else "rejected", "promotion.reason": reason}
         tags.update({f"promotion.{k}": "" if v is None else v for k, v in (decision.metrics or {}).items()})
         if promote:
@@ -846,8 +922,9 @@ def rollback(model_name: str) -> VersionInfo:
                 if not list_versions(model_name):
                     raise NotFoundError(f"model '{model_name}' is not registered: nothing to roll back")
                 raise NoChampionError(f"model '{model_name}' has no champion: nothing to roll back")
-            raise NotFoundError(f"model '{model_name}' has no 'previous' version to roll back to "
-                                f"(champion is v{champion.version})")
+            raise NotFoundError(
+                f"model '{model_name}' has no 'previous' version to roll back to (champion is v{champion.version})"
+            )
         client.set_registered_model_alias(model_name, CHAMPION, str(previous.version))
         if champion is not None and champion.version != previous.version:
             client.set_registered_model_alias(model_name, PREVIOUS, str(champion.version))
@@ -855,8 +932,7 @@ def rollback(model_name: str) -> VersionInfo:
 
 
 @_reaching
-def download_model(model_name: str, alias_or_version: str | int,
-                   dst: Path | None = None) -> tuple[Path, VersionInfo]:
+def download_model(model_name: str, alias_or_version: str | int, dst: Path | None = None) -> tuple[Path, VersionInfo]:
     """The local .onnx file of a version (by alias or number), for inference without torch.
 
     Default `dst`: a cache beside the embedded store (versions never change, so a copy is reused)."""
@@ -878,16 +954,14 @@ def download_model(model_name: str, alias_or_version: str | int,
     if not found:
         uri = f"models:/{model_name}/{info.version}"
         if dst.exists():
-            mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst),
-                       tracking_uri=_state["uri"])
+            mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst), tracking_uri=_state["uri"])
         else:
             # download beside it and rename: a reader (the service polling the champion) never
             # sees a half-written copy
             dst.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}-", dir=dst.parent))
             try:
-                mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp),
-                           tracking_uri=_state["uri"])
+                mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp), tracking_uri=_state["uri"])
                 try:
                     os.replace(tmp, dst)
                 except OSError:  # another process finished first: use its copy
@@ -911,12 +985,14 @@ def monitoring_run(dataset: str) -> str:
     created on first use; its metrics are the monitor's figures over time."""
     client = _client()
     exp_id = _experiment_id(dataset)
-    found = client.search_runs([exp_id], f"tags.`cellcast.kind` = '{MONITOR_KIND}'", max_results=1,
-                               order_by=["attributes.start_time ASC"])
+    found = client.search_runs(
+        [exp_id], f"tags.`cellcast.kind` = '{MONITOR_KIND}'", max_results=1, order_by=["attributes.start_time ASC"]
+    )
     if found:
         return found[0].info.run_id
-    run = client.create_run(exp_id, run_name=f"monitor-{dataset}",
-                            tags={"cellcast.kind": MONITOR_KIND, "dataset": dataset})
+    run = client.create_run(
+        exp_id, run_name=f"monitor-{dataset}", tags={"cellcast.kind": MONITOR_KIND, "dataset": dataset}
+    )
     # FINISHED between updates: a run left RUNNING reads as one a killed process left open
     client.set_terminated(run.info.run_id, status="FINISHED")
     return run.info.run_id
@@ -927,12 +1003,15 @@ def log_monitoring(run_id: str, metrics: dict, step: int, timestamp_ms: int, tag
     """One evaluation's figures on the monitoring run, at `step` and `timestamp_ms`; NaN figures are left out."""
     from mlflow.entities import Metric, RunTag
 
-    ms = [Metric(str(k), float(v), int(timestamp_ms), int(step)) for k, v in metrics.items()
-          if v is not None and np.isfinite(float(v))]
+    ms = [
+        Metric(str(k), float(v), int(timestamp_ms), int(step))
+        for k, v in metrics.items()
+        if v is not None and np.isfinite(float(v))
+    ]
     ts = [RunTag(str(k), str(v)) for k, v in (tags or {}).items()]
     client = _client()
-    for i in range(0, max(len(ms), 1), 1000):   # log_batch takes at most 1000 metrics
-        client.log_batch(run_id, metrics=ms[i:i + 1000], tags=ts if i == 0 else [])
+    for i in range(0, max(len(ms), 1), 1000):  # log_batch takes at most 1000 metrics
+        client.log_batch(run_id, metrics=ms[i : i + 1000], tags=ts if i == 0 else [])
     client.set_terminated(run_id, status="FINISHED")
 
 

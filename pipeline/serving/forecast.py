@@ -12,6 +12,7 @@ file given (`cellcast forecast NAME --future FILE`). A missing value is refused,
 first timestamp without one; it is never filled. A model with quantiles adds `<target>_q<level>` columns
 (the median is the target's own column).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,9 +25,9 @@ from ..config import Settings
 from ..data.calendar import USER
 from ..data.frequency import future_timestamps
 from ..data.window import future_block
-from ..files import utc_stamp, write_parquet
-from ..errors import DataValidationError
 from ..engine.inference import OnnxForecaster
+from ..errors import DataValidationError
+from ..files import utc_stamp, write_parquet
 from .requests import panel_scales, unscale
 
 
@@ -36,14 +37,20 @@ class ForecastResult:
     path: Path | None
     version: int | str | None
     provider: str
-    skipped: dict[str, str] | None = None     # a panel: series not forecast -> why
+    skipped: dict[str, str] | None = None  # a panel: series not forecast -> why
 
 
 # --- panels: one forecast per series, all in one batch ------------------------------------------------
 
-def forecast_panel_frame(engine: OnnxForecaster, frame: pd.DataFrame, version=None, model_name: str | None = None,
-                         source: str = "frame", id_frame: pd.DataFrame | None = None
-                         ) -> tuple[pd.DataFrame, str, dict[str, str]]:
+
+def forecast_panel_frame(
+    engine: OnnxForecaster,
+    frame: pd.DataFrame,
+    version=None,
+    model_name: str | None = None,
+    source: str = "frame",
+    id_frame: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, str, dict[str, str]]:
     """Forecast the `horizon` steps after each series' last row of a long `frame` (`series_id`, `timestamp`, the
     variables), every series in one batch -> (long forecast frame, provider, {series not forecast: why}).
     A series the model does not know (no scale) or whose last `lookback` rows hold a break is not forecast, and
@@ -53,12 +60,15 @@ def forecast_panel_frame(engine: OnnxForecaster, frame: pd.DataFrame, version=No
 
     known = engine.metadata["panel"]["series"]
     if user_future_columns(engine):
-        raise DataValidationError(f"{source}: the model reads user-supplied known-future columns "
-                                  f"({', '.join(user_future_columns(engine))}), which a panel forecast does not take yet")
+        raise DataValidationError(
+            f"{source}: the model reads user-supplied known-future columns "
+            f"({', '.join(user_future_columns(engine))}), which a panel forecast does not take yet"
+        )
     missing = [v for v in engine.variables if v not in frame.columns]
     if missing:
-        raise DataValidationError(f"{source}: column(s) {', '.join(missing)} missing; the model needs "
-                                  f"{', '.join(engine.variables)}")
+        raise DataValidationError(
+            f"{source}: column(s) {', '.join(missing)} missing; the model needs {', '.join(engine.variables)}"
+        )
     L, H = engine.lookback, engine.horizon
     frame = frame.sort_values([SERIES_ID, "timestamp"], kind="stable")
     sid = frame[SERIES_ID].astype(str).to_numpy()
@@ -72,17 +82,20 @@ def forecast_panel_frame(engine: OnnxForecaster, frame: pd.DataFrame, version=No
             skipped[s] = "not in the model (trained without it): retrain to forecast it"
         elif b - a < L:
             skipped[s] = f"{b - a} rows, the model needs the last {L} (its lookback)"
-        elif not np.isfinite(values[b - L:b]).all():
+        elif not np.isfinite(values[b - L : b]).all():
             skipped[s] = f"its last {L} rows hold a break or missing values"
         else:
             series.append(s)
-            windows.append(values[b - L:b])
+            windows.append(values[b - L : b])
             lasts.append(pd.Timestamp(stamps_all[b - 1]))
     freq = engine.metadata.get("freq")
     cols = {c: [] for c in ("series_id", "timestamp")}
     if not series:
-        raise DataValidationError(f"{source}: no series to forecast ({len(skipped)} not forecast: "
-                                  + "; ".join(f"'{k}': {v}" for k, v in list(skipped.items())[:3]) + ")")
+        raise DataValidationError(
+            f"{source}: no series to forecast ({len(skipped)} not forecast: "
+            + "; ".join(f"'{k}': {v}" for k, v in list(skipped.items())[:3])
+            + ")"
+        )
     x = np.stack(windows)
     check_bounds(engine, x.reshape(-1, x.shape[-1]), source)
     mean, scale = panel_scales(engine, series)
@@ -91,7 +104,7 @@ def forecast_panel_frame(engine: OnnxForecaster, frame: pd.DataFrame, version=No
     f = None
     if engine.future_name:
         f = np.stack([future_input(engine, h, None, source)[0] for h in horizons])
-    y, q, used = engine.predict_all(xs, f)            # one call: the batch is the series
+    y, q, used = engine.predict_all(xs, f)  # one call: the batch is the series
     y = unscale(engine, y.astype(np.float64), mean, scale)
     q = None if q is None else unscale(engine, q.astype(np.float64), mean, scale)
     n = len(series)
@@ -119,22 +132,30 @@ def model_input(engine: OnnxForecaster, frame: pd.DataFrame, source: str = "fram
     """The last `lookback` rows in the model's variable order, as one (1, lookback, n_vars) window."""
     missing = [v for v in engine.variables if v not in frame.columns]
     if missing:
-        raise DataValidationError(f"{source}: column(s) {', '.join(missing)} missing; the model needs "
-                                  f"{', '.join(engine.variables)}: ingest the data with them (--target / --features)")
+        raise DataValidationError(
+            f"{source}: column(s) {', '.join(missing)} missing; the model needs "
+            f"{', '.join(engine.variables)}: ingest the data with them (--target / --features)"
+        )
     if "timestamp" not in frame.columns:
-        raise DataValidationError(f"{source}: column 'timestamp' missing; pass a frame `cellcast ingest` wrote (its time "
-                                  f"column is 'timestamp')")
+        raise DataValidationError(
+            f"{source}: column 'timestamp' missing; pass a frame `cellcast ingest` wrote (its time "
+            f"column is 'timestamp')"
+        )
     if len(frame) < engine.lookback:
-        raise DataValidationError(f"{source}: {len(frame)} rows, the model needs the last {engine.lookback} "
-                                  f"(its lookback); ingest more history")
-    tail = frame.sort_values("timestamp").iloc[-engine.lookback:]
+        raise DataValidationError(
+            f"{source}: {len(frame)} rows, the model needs the last {engine.lookback} "
+            f"(its lookback); ingest more history"
+        )
+    tail = frame.sort_values("timestamp").iloc[-engine.lookback :]
     x = tail[engine.variables].to_numpy(np.float64)
     bad = int((~np.isfinite(x)).sum())
     if bad:
         cols = [v for v, n in zip(engine.variables, (~np.isfinite(x)).sum(0)) if n]
-        raise DataValidationError(f"{source}: {bad} missing or non-finite values in the last {engine.lookback} rows "
-                                  f"(columns {', '.join(cols)}); a forecast needs a complete lookback: fill or "
-                                  f"re-validate the data (cellcast validate)")
+        raise DataValidationError(
+            f"{source}: {bad} missing or non-finite values in the last {engine.lookback} rows "
+            f"(columns {', '.join(cols)}); a forecast needs a complete lookback: fill or "
+            f"re-validate the data (cellcast validate)"
+        )
     check_bounds(engine, x, source)
     return x.astype(np.float32)[None], tail["timestamp"].iloc[-1]
 
@@ -153,7 +174,8 @@ def check_bounds(engine: OnnxForecaster, x: np.ndarray, source: str = "frame") -
             raise DataValidationError(
                 f"{source}: column '{v}': {int(out.sum())} values outside [{lo:.6g}, {hi:.6g}], the range of the model's "
                 f"training rows (e.g. {eg:.6g}); check the data; if such values are real now, widen "
-                f"validate.profile_tolerance (or declare validate.bounds) in params.yaml and retrain")
+                f"validate.profile_tolerance (or declare validate.bounds) in params.yaml and retrain"
+            )
 
 
 def user_future_columns(engine: OnnxForecaster) -> list[str]:
@@ -161,36 +183,46 @@ def user_future_columns(engine: OnnxForecaster) -> list[str]:
     return [n for n, k in zip(engine.future_names, engine.future_kinds) if k == USER]
 
 
-def future_input(engine: OnnxForecaster, stamps: pd.DatetimeIndex, supplied: pd.DataFrame | None,
-                 source: str = "future rows") -> np.ndarray | None:
+def future_input(
+    engine: OnnxForecaster, stamps: pd.DatetimeIndex, supplied: pd.DataFrame | None, source: str = "future rows"
+) -> np.ndarray | None:
     """The (1, horizon, F) known-future block of one forecast at `stamps`: calendar columns computed, user columns
     looked up by timestamp in `supplied` (a frame with `timestamp` and those columns). A column or a value missing
     is refused with the column and the first timestamp lacking it; values outside the model's bounds too."""
     if not engine.future_name:
         return None
     user = {}
-    hint = ("add rows after the last observation holding them (ingest --future-features) or pass "
-            "`cellcast forecast --future FILE`")
+    hint = (
+        "add rows after the last observation holding them (ingest --future-features) or pass "
+        "`cellcast forecast --future FILE`"
+    )
     for c in user_future_columns(engine):
         if supplied is None or c not in supplied.columns:
-            raise DataValidationError(f"{source}: known-future column '{c}' missing: the model needs its values for "
-                                      f"the {len(stamps)} steps from {stamps[0]}; {hint}")
+            raise DataValidationError(
+                f"{source}: known-future column '{c}' missing: the model needs its values for "
+                f"the {len(stamps)} steps from {stamps[0]}; {hint}"
+            )
         given = supplied.drop_duplicates("timestamp", keep="last").set_index("timestamp")[c].reindex(stamps)
         v = pd.to_numeric(given, errors="coerce").to_numpy(np.float64)
         text = np.flatnonzero(~np.isfinite(v) & given.notna().to_numpy())
         if len(text):
-            raise DataValidationError(f"{source}: known-future column '{c}': {given.iloc[text[0]]!r} at "
-                                      f"{stamps[text[0]]} is not a finite number ({len(text)} such values)")
+            raise DataValidationError(
+                f"{source}: known-future column '{c}': {given.iloc[text[0]]!r} at "
+                f"{stamps[text[0]]} is not a finite number ({len(text)} such values)"
+            )
         gone = np.flatnonzero(~np.isfinite(v))
         if len(gone):
-            raise DataValidationError(f"{source}: known-future column '{c}': no value for {stamps[gone[0]]} "
-                                      f"({len(gone)} of the {len(stamps)} horizon steps have none); known-future "
-                                      f"values are never filled: {hint}")
+            raise DataValidationError(
+                f"{source}: known-future column '{c}': no value for {stamps[gone[0]]} "
+                f"({len(gone)} of the {len(stamps)} horizon steps have none); known-future "
+                f"values are never filled: {hint}"
+            )
         user[c] = v
     check_bounds_of(engine, user, source)
     try:
-        block = future_block(engine.future_names, engine.future_kinds, engine.calendar,
-                             engine.metadata.get("freq") or "D", stamps, user)
+        block = future_block(
+            engine.future_names, engine.future_kinds, engine.calendar, engine.metadata.get("freq") or "D", stamps, user
+        )
     except ValueError as e:
         raise DataValidationError(f"{source}: {e}") from None
     return block[None]
@@ -205,9 +237,11 @@ def check_bounds_of(engine: OnnxForecaster, columns: dict[str, np.ndarray], sour
         lo, hi = bounds[c]
         out = (v < lo) | (v > hi)
         if out.any():
-            raise DataValidationError(f"{source}: known-future column '{c}': {int(out.sum())} values outside "
-                                      f"[{lo:.6g}, {hi:.6g}], the range of the model's training rows (e.g. "
-                                      f"{float(v[out][0]):.6g})")
+            raise DataValidationError(
+                f"{source}: known-future column '{c}': {int(out.sum())} values outside "
+                f"[{lo:.6g}, {hi:.6g}], the range of the model's training rows (e.g. "
+                f"{float(v[out][0]):.6g})"
+            )
 
 
 def quantile_column(target: str, level: float) -> str:
@@ -215,9 +249,15 @@ def quantile_column(target: str, level: float) -> str:
     return f"{target}_q{level:g}"
 
 
-def forecast_frame(engine: OnnxForecaster, frame: pd.DataFrame, version=None, model_name: str | None = None,
-                   source: str = "frame", future: pd.DataFrame | None = None,
-                   future_source: str = "future rows") -> tuple[pd.DataFrame, str]:
+def forecast_frame(
+    engine: OnnxForecaster,
+    frame: pd.DataFrame,
+    version=None,
+    model_name: str | None = None,
+    source: str = "frame",
+    future: pd.DataFrame | None = None,
+    future_source: str = "future rows",
+) -> tuple[pd.DataFrame, str]:
     """Forecast the `horizon` steps after the last row of `frame` -> (forecast frame, provider used). `future`:
     rows (`timestamp` + columns) holding the user-supplied known-future values, when the model reads any."""
     x, last = model_input(engine, frame, source)
@@ -251,8 +291,10 @@ def read_future_file(path: str | Path, time_col: str | None = None) -> pd.DataFr
     df, _ = read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else read_csv(path, None)
     col = "timestamp" if "timestamp" in df.columns else time_col
     if col not in df.columns:
-        raise DataValidationError(f"{path}: no time column ('timestamp'{f' or {time_col!r}' if time_col else ''}); "
-                                  f"columns found: {', '.join(map(str, df.columns))}")
+        raise DataValidationError(
+            f"{path}: no time column ('timestamp'{f' or {time_col!r}' if time_col else ''}); "
+            f"columns found: {', '.join(map(str, df.columns))}"
+        )
     raw = df[col]
     try:
         ts = pd.to_datetime(raw, utc=True, format="ISO8601" if raw.dtype == object else None)
@@ -263,8 +305,14 @@ def read_future_file(path: str | Path, time_col: str | None = None) -> pd.DataFr
     return out
 
 
-def forecast_latest(name: str, settings: Settings, alias: str = "champion", device: str = "auto",
-                    log_to_mlflow: bool = True, future_file: str | Path | None = None) -> ForecastResult:
+def forecast_latest(
+    name: str,
+    settings: Settings,
+    alias: str = "champion",
+    device: str = "auto",
+    log_to_mlflow: bool = True,
+    future_file: str | Path | None = None,
+) -> ForecastResult:
     """The `alias` model of `name` on the latest validated rows -> forecasts/NAME/<UTC stamp>.parquet,
     logged as an artifact of a run in the dataset's experiment. Known-future values: from `future_file`, else
     the rows after the last observation (data/NAME/future.parquet)."""
@@ -281,15 +329,23 @@ def forecast_latest(name: str, settings: Settings, alias: str = "champion", devi
     model_freq = engine.metadata.get("freq")
     if model_freq and meta.get("freq") and model_freq != meta["freq"]:
         # a refresh re-infers the frequency from the file: a model fed another grid forecasts nonsense
-        raise DataValidationError(f"{pq}: the data is on a {meta['freq']} grid, {settings.model_name} v{info.version} was "
-                                  f"trained on {model_freq}: re-ingest with --freq {model_freq}, or retrain")
+        raise DataValidationError(
+            f"{pq}: the data is on a {meta['freq']} grid, {settings.model_name} v{info.version} was "
+            f"trained on {model_freq}: re-ingest with --freq {model_freq}, or retrain"
+        )
     # the input rows pass the same suite + policy as the training data, and the model's own ranges
-    recent = df.sort_values("timestamp").iloc[-engine.lookback:].reset_index(drop=True)
+    recent = df.sort_values("timestamp").iloc[-engine.lookback :].reset_index(drop=True)
     origin = f"the range model {settings.model_name} v{info.version} was trained on"
-    report = validation.validate_frame(recent, meta, validation.with_recorded_policy(name, settings), name=name,
-                                       bounds=engine.metadata.get("bounds") or {},
-                                       bounds_origin=origin, require_windows=False,
-                                       source=f"{pq} (last {engine.lookback} rows)")
+    report = validation.validate_frame(
+        recent,
+        meta,
+        validation.with_recorded_policy(name, settings),
+        name=name,
+        bounds=engine.metadata.get("bounds") or {},
+        bounds_origin=origin,
+        require_windows=False,
+        source=f"{pq} (last {engine.lookback} rows)",
+    )
     supplied, where = None, "future rows"
     if engine.future_name and user_future_columns(engine):
         if future_file is not None:
@@ -299,21 +355,39 @@ def forecast_latest(name: str, settings: Settings, alias: str = "champion", devi
             supplied, where = pd.read_parquet(fp), f"{fp} (the rows after the last observation)"
         else:
             where = f"{name}: no rows after the last observation"
-    frame, used = forecast_frame(engine, report.frame, version=info.version, model_name=settings.model_name,
-                                 source=str(pq), future=supplied, future_source=where)
+    frame, used = forecast_frame(
+        engine,
+        report.frame,
+        version=info.version,
+        model_name=settings.model_name,
+        source=str(pq),
+        future=supplied,
+        future_source=where,
+    )
     stamp = utc_stamp()
     path = write_parquet(frame, Path(settings.paths.forecasts) / name / f"{stamp}.parquet")
     if log_to_mlflow:
-        with tracking.parent_run(name, run_name=f"forecast-{stamp}",
-                                 tags={"cellcast.kind": "forecast", "model_version": info.version, "alias": alias}):
-            tracking.log_params({"model_name": settings.model_name, "model_version": info.version, "alias": alias,
-                                 "provider": used, "last_observation": str(recent["timestamp"].iloc[-1])})
+        with tracking.parent_run(
+            name,
+            run_name=f"forecast-{stamp}",
+            tags={"cellcast.kind": "forecast", "model_version": info.version, "alias": alias},
+        ):
+            tracking.log_params(
+                {
+                    "model_name": settings.model_name,
+                    "model_version": info.version,
+                    "alias": alias,
+                    "provider": used,
+                    "last_observation": str(recent["timestamp"].iloc[-1]),
+                }
+            )
             tracking.log_artifact(path, "forecasts")
     return ForecastResult(frame=frame, path=path, version=info.version, provider=used)
 
 
-def _forecast_panel(name: str, settings: Settings, engine: OnnxForecaster, info, alias: str,
-                    log_to_mlflow: bool) -> ForecastResult:
+def _forecast_panel(
+    name: str, settings: Settings, engine: OnnxForecaster, info, alias: str, log_to_mlflow: bool
+) -> ForecastResult:
     """forecast_latest for a panel: every kept series of validated.parquet (already validated per series by the
     validate stage) forecast in one batch -> one long-format Parquet."""
     from ..catalog import SERIES_ID, read_validated_panel, validated_paths
@@ -321,24 +395,44 @@ def _forecast_panel(name: str, settings: Settings, engine: OnnxForecaster, info,
 
     pq, _ = validated_paths(name, settings)
     if "panel" not in engine.metadata:
-        raise DataValidationError(f"{pq}: dataset '{name}' is a panel, but {settings.model_name} v{info.version} was "
-                                  f"trained on one series: retrain it (cellcast train {name})")
+        raise DataValidationError(
+            f"{pq}: dataset '{name}' is a panel, but {settings.model_name} v{info.version} was "
+            f"trained on one series: retrain it (cellcast train {name})"
+        )
     df, meta = read_validated_panel(name, settings)
     model_freq = engine.metadata.get("freq")
     if model_freq and meta.get("freq") and model_freq != meta["freq"]:
-        raise DataValidationError(f"{pq}: the data is on a {meta['freq']} grid, {settings.model_name} v{info.version} was "
-                                  f"trained on {model_freq}: re-ingest with --freq {model_freq}, or retrain")
+        raise DataValidationError(
+            f"{pq}: the data is on a {meta['freq']} grid, {settings.model_name} v{info.version} was "
+            f"trained on {model_freq}: re-ingest with --freq {model_freq}, or retrain"
+        )
     id_cols = [c for c in (meta["panel"].get("id_cols") or []) if c in df.columns and c != SERIES_ID]
-    frame, used, skipped = forecast_panel_frame(engine, df, version=info.version, model_name=settings.model_name,
-                                                source=str(pq), id_frame=df[[SERIES_ID, *id_cols]])
+    frame, used, skipped = forecast_panel_frame(
+        engine,
+        df,
+        version=info.version,
+        model_name=settings.model_name,
+        source=str(pq),
+        id_frame=df[[SERIES_ID, *id_cols]],
+    )
     stamp = utc_stamp()
     path = write_parquet(frame, Path(settings.paths.forecasts) / name / f"{stamp}.parquet")
     if log_to_mlflow:
-        with tracking.parent_run(name, run_name=f"forecast-{stamp}",
-                                 tags={"cellcast.kind": "forecast", "model_version": info.version, "alias": alias}):
-            tracking.log_params({"model_name": settings.model_name, "model_version": info.version, "alias": alias,
-                                 "provider": used, "series": int(frame["series_id"].nunique()),
-                                 "series_not_forecast": len(skipped)})
+        with tracking.parent_run(
+            name,
+            run_name=f"forecast-{stamp}",
+            tags={"cellcast.kind": "forecast", "model_version": info.version, "alias": alias},
+        ):
+            tracking.log_params(
+                {
+                    "model_name": settings.model_name,
+                    "model_version": info.version,
+                    "alias": alias,
+                    "provider": used,
+                    "series": int(frame["series_id"].nunique()),
+                    "series_not_forecast": len(skipped),
+                }
+            )
             tracking.log_artifact(path, "forecasts")
             if skipped:
                 tracking.log_dict(skipped, "series_not_forecast.json")

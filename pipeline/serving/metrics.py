@@ -15,6 +15,7 @@ gunicorn): set PROMETHEUS_MULTIPROC_DIR to an empty folder before they start; ea
 values there and /metrics, whichever worker answers, reads them all (the model gauges carry a `pid` label:
 each worker polls the alias on its own and may serve another version for up to poll_seconds).
 """
+
 from __future__ import annotations
 
 import os
@@ -33,24 +34,51 @@ class ServiceMetrics:
     def __init__(self, paths: set[str]):
         self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
         self.registry = reg = CollectorRegistry()
-        self.paths = frozenset(paths)   # other paths count as "other": a scanner cannot grow the label set
-        self.requests = Counter("cellcast_requests", "HTTP requests answered, by path, method and status",
-                                ["path", "method", "status"], registry=reg)
-        self.latency = Histogram("cellcast_request_duration_seconds", "time to answer a request, by path",
-                                 ["path"], buckets=BUCKETS, registry=reg)
-        self.in_flight = Gauge("cellcast_requests_in_flight", "requests being answered now", registry=reg,
-                               multiprocess_mode="livesum")
-        self.model = Gauge("cellcast_model_info", "1 for the model version that serves (0: replaced), with the "
-                           "ONNX Runtime provider it runs on", ["name", "version", "alias", "provider"], registry=reg,
-                           multiprocess_mode="liveall")
+        self.paths = frozenset(paths)  # other paths count as "other": a scanner cannot grow the label set
+        self.requests = Counter(
+            "cellcast_requests",
+            "HTTP requests answered, by path, method and status",
+            ["path", "method", "status"],
+            registry=reg,
+        )
+        self.latency = Histogram(
+            "cellcast_request_duration_seconds",
+            "time to answer a request, by path",
+            ["path"],
+            buckets=BUCKETS,
+            registry=reg,
+        )
+        self.in_flight = Gauge(
+            "cellcast_requests_in_flight", "requests being answered now", registry=reg, multiprocess_mode="livesum"
+        )
+        self.model = Gauge(
+            "cellcast_model_info",
+            "1 for the model version that serves (0: replaced), with the ONNX Runtime provider it runs on",
+            ["name", "version", "alias", "provider"],
+            registry=reg,
+            multiprocess_mode="liveall",
+        )
         self.swaps = Counter("cellcast_model_swaps", "hot swaps to a new model version", registry=reg)
-        self.swap_failures = Counter("cellcast_model_swap_failures", "failed refreshes: a version that did not load "
-                                     "or pass its smoke forecast, or the registry failing (the old version kept "
-                                     "serving)", registry=reg)
-        self.error_time = Gauge("cellcast_model_last_swap_error_timestamp_seconds", "when the last swap failed "
-                                "(unix time; 0: never)", registry=reg, multiprocess_mode="livemax")
-        self.error = Gauge("cellcast_model_last_swap_error", "1 for the last failed swap: the version and the "
-                           "error's first line", ["version", "error"], registry=reg, multiprocess_mode="liveall")
+        self.swap_failures = Counter(
+            "cellcast_model_swap_failures",
+            "failed refreshes: a version that did not load "
+            "or pass its smoke forecast, or the registry failing (the old version kept "
+            "serving)",
+            registry=reg,
+        )
+        self.error_time = Gauge(
+            "cellcast_model_last_swap_error_timestamp_seconds",
+            "when the last swap failed (unix time; 0: never)",
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self.error = Gauge(
+            "cellcast_model_last_swap_error",
+            "1 for the last failed swap: the version and the error's first line",
+            ["version", "error"],
+            registry=reg,
+            multiprocess_mode="liveall",
+        )
         self._model_labels: tuple | None = None
         self._error_labels: tuple | None = None
         self._swaps_seen = 0
@@ -92,7 +120,7 @@ class ServiceMetrics:
             if scope["type"] != "http":
                 return await app(scope, receive, send)
             path = scope["path"] if scope["path"] in paths else "other"
-            status = [500]   # an exception before the response started is answered 500 by the server
+            status = [500]  # an exception before the response started is answered 500 by the server
 
             async def send_status(message):
                 if message["type"] == "http.response.start":

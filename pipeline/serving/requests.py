@@ -5,6 +5,7 @@ the OpenAPI schema of the service. What depends on the model that serves (its va
 frequency and grid, the plausible bounds profiled on its training data) is checked after, against it.
 Every refusal is a BadRequest with the HTTP status and one line naming the field and the rule broken.
 """
+
 from __future__ import annotations
 
 import re
@@ -43,17 +44,24 @@ class Series(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str | None = Field(
-        None, description="the series' id (GET /model: series) when the model was trained on a panel: its values are "
-                          "read in that series' scale; required by such a model, refused by one trained on one series")
+        None,
+        description="the series' id (GET /model: series) when the model was trained on a panel: its values are "
+        "read in that series' scale; required by such a model, refused by one trained on one series",
+    )
     values: dict[str, list[Number]] = Field(
-        description="each variable of the model (GET /model: variables) -> its last `lookback` observations")
+        description="each variable of the model (GET /model: variables) -> its last `lookback` observations"
+    )
     timestamps: list[str] | None = Field(
-        None, description="ISO 8601 date-times of the observations (UTC when no zone is given), on the model's "
-                          "grid; the answer then carries the forecast's timestamps. Required when the model reads "
-                          "calendar features of the horizon (GET /model: future), which are computed from them")
+        None,
+        description="ISO 8601 date-times of the observations (UTC when no zone is given), on the model's "
+        "grid; the answer then carries the forecast's timestamps. Required when the model reads "
+        "calendar features of the horizon (GET /model: future), which are computed from them",
+    )
     future: dict[str, list[Number | None]] | None = Field(
-        None, description="each known-future column the caller supplies (GET /model: future, kind 'user') -> its "
-                          "`horizon` values for the forecast's steps; a missing one is refused, never filled")
+        None,
+        description="each known-future column the caller supplies (GET /model: future, kind 'user') -> its "
+        "`horizon` values for the forecast's steps; a missing one is refused, never filled",
+    )
 
 
 class Batch(BaseModel):
@@ -75,8 +83,10 @@ class Forecast(BaseModel):
     timestamps: list[str] | None
     forecast: dict[str, list[float]] = Field(description="each target -> its `horizon` forecast steps")
     quantiles: dict[str, dict[str, list[float]]] | None = Field(
-        None, description="each target -> each quantile level ('0.05', ..., '0.95') -> its `horizon` steps; the "
-                          "median is `forecast`; calibrated on held-out data, they never cross")
+        None,
+        description="each target -> each quantile level ('0.05', ..., '0.95') -> its `horizon` steps; the "
+        "median is `forecast`; calibrated on held-out data, they never cross",
+    )
 
 
 class ForecastResponse(Forecast):
@@ -102,15 +112,16 @@ class Problem(BaseModel):
 
 # ---------------------------------------------------------------- parsing
 
+
 class Parsed(NamedTuple):
     """A request, checked: the model's inputs and what the answer needs."""
 
-    batch: np.ndarray                   # (n, lookback, n_vars)
-    stamps: list                        # per series: the forecast's timestamps, or None
-    single: bool                        # one series (not `instances`)
-    future: np.ndarray | None = None    # (n, horizon, F) known-future block, when the model reads one
-    ids: list | None = None             # a panel model: each series' id
-    scales: tuple | None = None         # a panel model: (mean, scale) (n, V): `batch` is scaled, unscale the answer
+    batch: np.ndarray  # (n, lookback, n_vars)
+    stamps: list  # per series: the forecast's timestamps, or None
+    single: bool  # one series (not `instances`)
+    future: np.ndarray | None = None  # (n, horizon, F) known-future block, when the model reads one
+    ids: list | None = None  # a panel model: each series' id
+    scales: tuple | None = None  # a panel model: (mean, scale) (n, V): `batch` is scaled, unscale the answer
 
 
 def parse_body(body: bytes, engine: OnnxForecaster) -> Parsed:
@@ -132,7 +143,9 @@ def parse_request(payload: Any, engine: OnnxForecaster) -> Parsed:
             raise BadRequest(422, "body: 'instances' cannot be combined with other fields")
         items = payload["instances"]
         if not isinstance(items, list) or not items:
-            raise BadRequest(422, "body.instances: expected a non-empty list of {'values': ..., 'timestamps': ...} objects")
+            raise BadRequest(
+                422, "body.instances: expected a non-empty list of {'values': ..., 'timestamps': ...} objects"
+            )
         parsed = [parse_instance(o, engine, f"instances[{i}]") for i, o in enumerate(items)]
         single = False
     else:
@@ -152,8 +165,10 @@ def panel_scales(engine: OnnxForecaster, series: list[str]) -> tuple[np.ndarray,
     """(n, V) mean and scale of each series (ONNX metadata `panel`): a panel model's graph reads
     (value - mean) / scale and answers in those units (data/window.py, PanelWindowSet)."""
     info = engine.metadata["panel"]["series"]
-    return (np.asarray([info[s]["mean"] for s in series], np.float64),
-            np.asarray([info[s]["scale"] for s in series], np.float64))
+    return (
+        np.asarray([info[s]["mean"] for s in series], np.float64),
+        np.asarray([info[s]["scale"] for s in series], np.float64),
+    )
 
 
 def unscale(engine: OnnxForecaster, y: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -176,29 +191,44 @@ def parse_instance(obj: Any, engine: OnnxForecaster, where: str = "body"):
     if panel is not None:
         known = panel.get("series") or {}
         if series.id is None:
-            raise BadRequest(422, f"{where}.id: required: the model was trained on a panel of {len(known)} series, "
-                                  f"each in its own scale (GET /model: series)")
+            raise BadRequest(
+                422,
+                f"{where}.id: required: the model was trained on a panel of {len(known)} series, "
+                f"each in its own scale (GET /model: series)",
+            )
         if series.id not in known:
-            raise BadRequest(422, f"{where}.id: unknown series {series.id[:80]!r}: the model knows {len(known)} series "
-                                  f"(GET /model: series) and has no scale for another; retrain to add it")
+            raise BadRequest(
+                422,
+                f"{where}.id: unknown series {series.id[:80]!r}: the model knows {len(known)} series "
+                f"(GET /model: series) and has no scale for another; retrain to add it",
+            )
     values = series.values
     missing = [v for v in engine.variables if v not in values]
     extra = sorted(set(values) - set(engine.variables))
     if missing or extra:
-        parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown {', '.join(extra)}"] if extra else [])
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unknown {', '.join(extra)}"] if extra else []
+        )
         raise BadRequest(422, f"{where}.values: {'; '.join(parts)} (the model needs {', '.join(engine.variables)})")
     bounds = model_bounds(engine)
     cols = [_column(values[v], f"{where}.values.{v}", engine.lookback, bounds.get(v)) for v in engine.variables]
     window = np.stack(cols, axis=1).astype(np.float32)
     stamps = None
     if series.timestamps is not None:
-        stamps = check_timestamps(series.timestamps, f"{where}.timestamps", engine.lookback, engine.horizon,
-                                  engine.metadata.get("freq"), engine.metadata.get("grid_origin"))
+        stamps = check_timestamps(
+            series.timestamps,
+            f"{where}.timestamps",
+            engine.lookback,
+            engine.horizon,
+            engine.metadata.get("freq"),
+            engine.metadata.get("grid_origin"),
+        )
     return window, stamps, request_future(series.future, stamps, engine, where, bounds), series.id
 
 
-def request_future(given: dict | None, stamps: list[str] | None, engine: OnnxForecaster, where: str,
-                   bounds: dict) -> np.ndarray | None:
+def request_future(
+    given: dict | None, stamps: list[str] | None, engine: OnnxForecaster, where: str, bounds: dict
+) -> np.ndarray | None:
     """The known-future block (horizon, F) of one request: calendar columns computed from the forecast's timestamps
     (so the request's timestamps are required), user columns from `future`, each `horizon` values, none missing."""
     if not engine.future_name:
@@ -208,25 +238,36 @@ def request_future(given: dict | None, stamps: list[str] | None, engine: OnnxFor
     names, kinds, H = engine.future_names, engine.future_kinds, engine.horizon
     calendar = [n for n, k in zip(names, kinds) if k == CALENDAR]
     if calendar and stamps is None:
-        raise BadRequest(422, f"{where}.timestamps: required: the model reads calendar features of the horizon "
-                              f"({', '.join(calendar)}), computed from the observations' timestamps")
+        raise BadRequest(
+            422,
+            f"{where}.timestamps: required: the model reads calendar features of the horizon "
+            f"({', '.join(calendar)}), computed from the observations' timestamps",
+        )
     user = [n for n, k in zip(names, kinds) if k == USER]
     given = given or {}
     missing = [c for c in user if c not in given]
     extra = sorted(set(given) - set(user))
     if missing or extra:
-        parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown {', '.join(extra)}"] if extra else [])
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unknown {', '.join(extra)}"] if extra else []
+        )
         first = f" from {stamps[0]}" if stamps else ""
-        raise BadRequest(422, f"{where}.future: {'; '.join(parts)} (the model needs {H} values{first} of each of "
-                              f"{', '.join(user) or 'none'})")
+        raise BadRequest(
+            422,
+            f"{where}.future: {'; '.join(parts)} (the model needs {H} values{first} of each of "
+            f"{', '.join(user) or 'none'})",
+        )
     values = {}
     for c in user:
         v = given[c]
         gone = [i for i in range(H) if i >= len(v) or v[i] is None]
         if gone:
             at = stamps[gone[0]] if stamps else f"horizon step {gone[0] + 1}"
-            raise BadRequest(422, f"{where}.future.{c}: no value for {at} ({len(gone)} of the {H} horizon steps have "
-                                  f"none); known-future values are never filled: send all {H}")
+            raise BadRequest(
+                422,
+                f"{where}.future.{c}: no value for {at} ({len(gone)} of the {H} horizon steps have "
+                f"none); known-future values are never filled: send all {H}",
+            )
         if len(v) > H:
             raise BadRequest(422, f"{where}.future.{c}: {len(v)} values for the {H} horizon steps")
         arr = np.asarray(v, dtype=np.float64)
@@ -236,9 +277,12 @@ def request_future(given: dict | None, stamps: list[str] | None, engine: OnnxFor
             lo, hi = bounds[c]
             out = np.flatnonzero((arr < lo) | (arr > hi))
             if len(out):
-                raise BadRequest(422, f"{where}.future.{c}: {len(out)} values outside the plausible range "
-                                      f"[{lo:.6g}, {hi:.6g}] profiled on the model's training data (e.g. "
-                                      f"{arr[out[0]]:.6g} at [{int(out[0])}])")
+                raise BadRequest(
+                    422,
+                    f"{where}.future.{c}: {len(out)} values outside the plausible range "
+                    f"[{lo:.6g}, {hi:.6g}] profiled on the model's training data (e.g. "
+                    f"{arr[out[0]]:.6g} at [{int(out[0])}])",
+                )
         values[c] = arr
     when = pd.DatetimeIndex(stamps) if stamps else range(H)
     return future_block(names, kinds, engine.calendar, engine.metadata.get("freq") or "D", when, values)
@@ -249,7 +293,7 @@ def model_bounds(engine: OnnxForecaster) -> dict[str, tuple[float, float]]:
     not two numbers is left out rather than trusted."""
     raw = engine.metadata.get("bounds")
     out = {}
-    for v, b in (raw.items() if isinstance(raw, dict) else ()):
+    for v, b in raw.items() if isinstance(raw, dict) else ():
         try:
             lo, hi = (float(x) for x in b)
         except (TypeError, ValueError):
@@ -270,8 +314,11 @@ def _column(values: list[float], where: str, length: int, bounds) -> np.ndarray:
         out = np.flatnonzero((arr < lo) | (arr > hi))
         if len(out):
             i = int(out[0])
-            raise BadRequest(422, f"{where}: {len(out)} values outside the plausible range [{lo:.6g}, {hi:.6g}] "
-                                  f"profiled on the model's training data (e.g. {arr[i]:.6g} at [{i}])")
+            raise BadRequest(
+                422,
+                f"{where}: {len(out)} values outside the plausible range [{lo:.6g}, {hi:.6g}] "
+                f"profiled on the model's training data (e.g. {arr[i]:.6g} at [{i}])",
+            )
     return arr
 
 
@@ -300,39 +347,49 @@ def _one_line(e: ValidationError, obj: Any, engine: OnnxForecaster, where: str) 
     err = min(errors, key=lambda x: (rank.get(x["type"], 3), len(x["loc"])))
     loc, kind = tuple(err["loc"]), err["type"]
     if kind == "model_type":
-        return (f"{where}: expected a JSON object with 'values' (and optional 'timestamps'), "
-                f"got {type(obj).__name__}")
+        return f"{where}: expected a JSON object with 'values' (and optional 'timestamps'), got {type(obj).__name__}"
     if kind == "extra_forbidden":
         unknown = sorted(str(x["loc"][-1]) for x in errors if x["type"] == "extra_forbidden" and len(x["loc"]) == 1)
         return f"{where}: unknown field(s) {', '.join(unknown)}; expected 'values' and optional 'timestamps', 'future'"
     if loc[0] == "future" and len(loc) <= 2:
-        return (f"{where}.{'.'.join(str(p) for p in loc)}: expected an object mapping each known-future column to "
-                f"its {engine.horizon} values for the horizon")
+        return (
+            f"{where}.{'.'.join(str(p) for p in loc)}: expected an object mapping each known-future column to "
+            f"its {engine.horizon} values for the horizon"
+        )
     if loc[0] == "future":
         same = sum(1 for x in errors if tuple(x["loc"])[:2] == loc[:2] and x["type"] == kind)
-        what = "NaN or infinite values are not allowed" if kind == "finite_number" else \
-            f"expected a number, got {_kind(_at(obj, loc))}"
+        what = (
+            "NaN or infinite values are not allowed"
+            if kind == "finite_number"
+            else f"expected a number, got {_kind(_at(obj, loc))}"
+        )
         return f"{where}.future.{loc[1]}[{loc[2]}]: {what} ({same} such values)"
     if loc[0] == "values" and len(loc) == 1:
-        return (f"{where}.values: expected an object mapping each variable to its last {engine.lookback} "
-                f"observations ({', '.join(engine.variables)})")
+        return (
+            f"{where}.values: expected an object mapping each variable to its last {engine.lookback} "
+            f"observations ({', '.join(engine.variables)})"
+        )
     if loc[0] == "values" and len(loc) == 2:
-        return (f"{where}.values.{loc[1]}: expected a list of {engine.lookback} numbers, "
-                f"got {type(_at(obj, loc)).__name__}")
+        return (
+            f"{where}.values.{loc[1]}: expected a list of {engine.lookback} numbers, got {type(_at(obj, loc)).__name__}"
+        )
     if loc[0] == "values":
         same = sum(1 for x in errors if tuple(x["loc"])[:2] == loc[:2] and x["type"] == kind)
         if kind == "finite_number":
             return f"{where}.values.{loc[1]}[{loc[2]}]: NaN or infinite values are not allowed ({same} such values)"
         return f"{where}.values.{loc[1]}[{loc[2]}]: expected a number, got {_kind(_at(obj, loc))} ({same} such values)"
     if loc[0] == "timestamps" and len(loc) == 1:
-        return (f"{where}.timestamps: expected a list of {engine.lookback} date-time strings (one per observation), "
-                f"got {type(_at(obj, loc)).__name__}")
+        return (
+            f"{where}.timestamps: expected a list of {engine.lookback} date-time strings (one per observation), "
+            f"got {type(_at(obj, loc)).__name__}"
+        )
     if loc[0] == "timestamps":
         return f"{where}.timestamps[{loc[1]}]: expected an ISO 8601 date-time string, got {_kind(_at(obj, loc))}"
     return f"{where}.{'.'.join(str(p) for p in loc)}: {err['msg']}"
 
 
 # ---------------------------------------------------------------- timestamps
+
 
 @lru_cache(maxsize=64)
 def _offset(freq: str | None):
@@ -355,7 +412,7 @@ _ZONE = re.compile(r"(?:Z|[+-](\d\d):(\d\d))$")
 _EPOCH_NAIVE = datetime(1970, 1, 1)
 _US = timedelta(microseconds=1)
 _DAY_US = 86_400_000_000
-_PANDAS_US = 9_223_372_036_854_775 - 1   # pandas' nanosecond timestamps end about here (years 1677 .. 2262)
+_PANDAS_US = 9_223_372_036_854_775 - 1  # pandas' nanosecond timestamps end about here (years 1677 .. 2262)
 
 
 @lru_cache(maxsize=64)
@@ -391,12 +448,12 @@ def _parse_us(raw: list[str]) -> np.ndarray | None:
     if suffix:
         if not all(s.endswith(suffix) for s in raw):
             return None
-        raw = [s[:-len(suffix)] for s in raw]
+        raw = [s[: -len(suffix)] for s in raw]
     if not _NAIVE_LINES.fullmatch("\n".join(raw)):
         return None
     try:
         us = np.array(raw, dtype="datetime64[us]").astype(np.int64)
-    except (ValueError, OverflowError):   # 2024-02-30, 24:00...: worded by the pandas path
+    except (ValueError, OverflowError):  # 2024-02-30, 24:00...: worded by the pandas path
         return None
     if zone and zone.group(1) is not None:
         sign = -1 if suffix[0] == "-" else 1
@@ -438,18 +495,19 @@ def _off_phase(ts: pd.DatetimeIndex, off, origin: pd.Timestamp | None) -> np.nda
     try:
         step = pd.Timedelta(off)
     except (ValueError, TypeError):
-        step = None                                           # calendar steps: months, business days...
+        step = None  # calendar steps: months, business days...
     if origin is not None and step is not None:
         return np.flatnonzero((ts - origin) % step != pd.Timedelta(0))
     if origin is not None:
         return np.flatnonzero(ts - ts.normalize() != origin - origin.normalize())
     if step is None or step >= pd.Timedelta(days=1):
         return np.flatnonzero(ts != ts.normalize())
-    return np.array([], dtype=int)                             # sub-daily with no origin: any phase
+    return np.array([], dtype=int)  # sub-daily with no origin: any phase
 
 
-def check_timestamps(raw: list[str], where: str, length: int, horizon: int, freq: str | None,
-                     grid_origin: str | None = None) -> list[str]:
+def check_timestamps(
+    raw: list[str], where: str, length: int, horizon: int, freq: str | None, grid_origin: str | None = None
+) -> list[str]:
     """Check the request's timestamps (one per observation, regular, on the model's grid) and continue them
     `horizon` steps.
 
@@ -457,8 +515,9 @@ def check_timestamps(raw: list[str], where: str, length: int, horizon: int, freq
     included) at its phase (a daily model is not asked at 06:30); without it, they must have one
     constant step."""
     if len(raw) != length:
-        raise BadRequest(422, f"{where}: expected a list of {length} date-time strings (one per observation), "
-                              f"got {len(raw)} items")
+        raise BadRequest(
+            422, f"{where}: expected a list of {length} date-time strings (one per observation), got {len(raw)} items"
+        )
     fast = _fast_timestamps(raw, horizon, freq, grid_origin)
     if fast is not None:
         return fast
@@ -477,15 +536,21 @@ def check_timestamps(raw: list[str], where: str, length: int, horizon: int, freq
             grid = pd.date_range(ts[0], periods=length, freq=off)
             future = future_timestamps(ts[-1], freq, horizon)
         except (ValueError, OverflowError, pd.errors.OutOfBoundsDatetime):
-            raise BadRequest(422, f"{where}: {ts[0]} .. {ts[-1]} continued {horizon} steps of {freq} leaves "
-                                  "the calendar pandas can represent") from None
+            raise BadRequest(
+                422,
+                f"{where}: {ts[0]} .. {ts[-1]} continued {horizon} steps of {freq} leaves "
+                "the calendar pandas can represent",
+            ) from None
         off_grid = np.flatnonzero(grid != ts)
         if len(off_grid):
             if len(set(steps)) == 1:
                 raise BadRequest(422, f"{where}: step {steps[0]} does not match the model's frequency {freq}")
             i = int(off_grid[0])
-            raise BadRequest(422, f"{where}[{i}]: {ts[i]} breaks the regular {freq} steps from {ts[0]} (expected "
-                                  f"{grid[i]}; {len(off_grid)} timestamps off the grid)")
+            raise BadRequest(
+                422,
+                f"{where}[{i}]: {ts[i]} breaks the regular {freq} steps from {ts[0]} (expected "
+                f"{grid[i]}; {len(off_grid)} timestamps off the grid)",
+            )
         try:
             origin = pd.Timestamp(grid_origin).tz_localize(None) if grid_origin else None
         except (ValueError, TypeError):
@@ -494,32 +559,46 @@ def check_timestamps(raw: list[str], where: str, length: int, horizon: int, freq
         if len(phase):
             i = int(phase[0])
             anchor = f"counted from {origin}" if origin is not None else "at midnight"
-            raise BadRequest(422, f"{where}[{i}]: {ts[i]} is off the model's {freq} grid ({anchor}; "
-                                  f"{len(phase)} timestamps off it): send the observations' own timestamps")
+            raise BadRequest(
+                422,
+                f"{where}[{i}]: {ts[i]} is off the model's {freq} grid ({anchor}; "
+                f"{len(phase)} timestamps off it): send the observations' own timestamps",
+            )
     else:
         if not len(steps):
             raise BadRequest(422, f"{where}: cannot tell the step from one timestamp and the model has no frequency")
         irregular = np.flatnonzero(steps != steps[0])
         if len(irregular):
             i = int(irregular[0]) + 1
-            raise BadRequest(422, f"{where}[{i}]: step {steps[i - 1]} breaks the regular step {steps[0]} "
-                                  f"({len(irregular)} irregular steps)")
+            raise BadRequest(
+                422,
+                f"{where}[{i}]: step {steps[i - 1]} breaks the regular step {steps[0]} "
+                f"({len(irregular)} irregular steps)",
+            )
         try:
             future = pd.DatetimeIndex([ts[-1] + steps[0] * (k + 1) for k in range(horizon)])
         except (OverflowError, pd.errors.OutOfBoundsDatetime):
-            raise BadRequest(422, f"{where}: continuing {ts[-1]} {horizon} steps leaves the calendar pandas can "
-                                  "represent") from None
+            raise BadRequest(
+                422, f"{where}: continuing {ts[-1]} {horizon} steps leaves the calendar pandas can represent"
+            ) from None
     return [t.isoformat() for t in future]
 
 
-def forecast_json(y: np.ndarray, stamps: list[str] | None, targets: list[str], q: np.ndarray | None = None,
-                  levels: list[float] | None = None, series_id: str | None = None) -> dict:
+def forecast_json(
+    y: np.ndarray,
+    stamps: list[str] | None,
+    targets: list[str],
+    q: np.ndarray | None = None,
+    levels: list[float] | None = None,
+    series_id: str | None = None,
+) -> dict:
     """One series' answer: y (horizon, T), q (horizon, T, Q) at `levels` when the model forecasts quantiles."""
-    y = np.asarray(y, dtype=np.float64)   # float32 -> the float64 numbers JSON writes, as float() gave them
+    y = np.asarray(y, dtype=np.float64)  # float32 -> the float64 numbers JSON writes, as float() gave them
     out = {"id": series_id} if series_id is not None else {}
     out |= {"timestamps": stamps, "forecast": {t: y[:, j].tolist() for j, t in enumerate(targets)}}
     if q is not None and levels:
         q = np.asarray(q, dtype=np.float64)
-        out["quantiles"] = {t: {f"{lv:g}": q[:, j, k].tolist() for k, lv in enumerate(levels)}
-                            for j, t in enumerate(targets)}
+        out["quantiles"] = {
+            t: {f"{lv:g}": q[:, j, k].tolist() for k, lv in enumerate(levels)} for j, t in enumerate(targets)
+        }
     return out

@@ -11,6 +11,7 @@
 The model that serves follows a registry alias through `swap.ModelHolder` (an atomic swap after a
 load and a smoke forecast); requests are checked in `requests`.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -30,9 +31,20 @@ from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 
 from ..config import Settings
-from .requests import (F32_MAX, BadRequest, Batch, BatchResponse, ForecastResponse, Problem, Series,
-                       forecast_json, model_bounds, parse_body, unscale)
 from .metrics import ServiceMetrics
+from .requests import (
+    F32_MAX,
+    BadRequest,
+    Batch,
+    BatchResponse,
+    ForecastResponse,
+    Problem,
+    Series,
+    forecast_json,
+    model_bounds,
+    parse_body,
+    unscale,
+)
 from .swap import ModelHolder, ModelSource, registry_source
 
 log = logging.getLogger(__name__)
@@ -48,8 +60,14 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
 
 
 def _responses(*codes: int) -> dict:
-    why = {400: "not JSON", 401: "missing or wrong bearer token", 413: "body over serve.max_body_bytes",
-           415: "not application/json", 422: "a field breaks a rule (the detail names it)", 503: "no model loaded"}
+    why = {
+        400: "not JSON",
+        401: "missing or wrong bearer token",
+        413: "body over serve.max_body_bytes",
+        415: "not application/json",
+        422: "a field breaks a rule (the detail names it)",
+        503: "no model loaded",
+    }
     return {c: {"model": Problem, "description": why[c]} for c in codes}
 
 
@@ -65,46 +83,91 @@ def _describe_model(series: dict, engine) -> None:
         if v in bounds:
             item["minimum"], item["maximum"] = bounds[v]
         props[v] = {"type": "array", "items": item, "minItems": n, "maxItems": n}
-    series["properties"]["values"] = {"type": "object", "properties": props, "required": list(engine.variables),
-                                      "additionalProperties": False,
-                                      "description": series["properties"]["values"].get("description", "")}
+    series["properties"]["values"] = {
+        "type": "object",
+        "properties": props,
+        "required": list(engine.variables),
+        "additionalProperties": False,
+        "description": series["properties"]["values"].get("description", ""),
+    }
     stamps = {"type": "array", "items": {"type": "string", "format": "date-time"}, "minItems": n, "maxItems": n}
     calendar = any(k == "calendar" for k in engine.future_kinds)
     series["properties"]["timestamps"] = {
-        **({} if calendar else {"anyOf": [stamps, {"type": "null"}], "default": None}), **(stamps if calendar else {}),
-        "description": series["properties"]["timestamps"].get("description", "")}
+        **({} if calendar else {"anyOf": [stamps, {"type": "null"}], "default": None}),
+        **(stamps if calendar else {}),
+        "description": series["properties"]["timestamps"].get("description", ""),
+    }
     user = [c for c, k in zip(engine.future_names, engine.future_kinds) if k == "user"]
     h = engine.horizon
-    future = {"type": "object", "additionalProperties": False, "required": user,
-              "properties": {c: {"type": "array", "minItems": h, "maxItems": h,
-                                 "items": {"type": "number", "minimum": bounds.get(c, (-F32_MAX, F32_MAX))[0],
-                                           "maximum": bounds.get(c, (-F32_MAX, F32_MAX))[1]}} for c in user},
-              "description": series["properties"]["future"].get("description", "")}
-    series["properties"]["future"] = future if user else {"type": "null", "default": None,
-                                                          "description": "this model reads no user-supplied future"}
+    future = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": user,
+        "properties": {
+            c: {
+                "type": "array",
+                "minItems": h,
+                "maxItems": h,
+                "items": {
+                    "type": "number",
+                    "minimum": bounds.get(c, (-F32_MAX, F32_MAX))[0],
+                    "maximum": bounds.get(c, (-F32_MAX, F32_MAX))[1],
+                },
+            }
+            for c in user
+        },
+        "description": series["properties"]["future"].get("description", ""),
+    }
+    series["properties"]["future"] = (
+        future if user else {"type": "null", "default": None, "description": "this model reads no user-supplied future"}
+    )
     panel = engine.metadata.get("panel")
-    if panel is not None:   # each series in its own scale: the id names it
-        series["properties"]["id"] = {"type": "string", "enum": list(panel["series"]),
-                                      "description": series["properties"]["id"].get("description", "")}
+    if panel is not None:  # each series in its own scale: the id names it
+        series["properties"]["id"] = {
+            "type": "string",
+            "enum": list(panel["series"]),
+            "description": series["properties"]["id"].get("description", ""),
+        }
     else:
-        series["properties"]["id"] = {"type": "null", "default": None,
-                                      "description": "this model was trained on one series: no id"}
-    series["required"] = ["values", *(["timestamps"] if calendar else []), *(["future"] if user else []),
-                          *(["id"] if panel is not None else [])]
+        series["properties"]["id"] = {
+            "type": "null",
+            "default": None,
+            "description": "this model was trained on one series: no id",
+        }
+    series["required"] = [
+        "values",
+        *(["timestamps"] if calendar else []),
+        *(["future"] if user else []),
+        *(["id"] if panel is not None else []),
+    ]
 
 
 def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def create_app(settings: Settings, *, source: ModelSource | None = None, alias: str = "champion",
-               device: str = "auto", token: str | None = None, poll_seconds: float | None = None,
-               max_body_bytes: int | None = None, threads: int | None = None,
-               cpu_batch_threshold: int | None = None, require_gpu: bool = False) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    source: ModelSource | None = None,
+    alias: str = "champion",
+    device: str = "auto",
+    token: str | None = None,
+    poll_seconds: float | None = None,
+    max_body_bytes: int | None = None,
+    threads: int | None = None,
+    cpu_batch_threshold: int | None = None,
+    require_gpu: bool = False,
+) -> FastAPI:
     """The service app. The first model is loaded now (a failure raises, one line); the poller starts
     with the app and stops with it. token: required as `Authorization: Bearer ...` (default $CELLCAST_API_TOKEN)."""
-    holder = ModelHolder(source or registry_source(settings, alias), device=device, threads=threads,
-                         cpu_batch_threshold=cpu_batch_threshold, require_gpu=require_gpu)
+    holder = ModelHolder(
+        source or registry_source(settings, alias),
+        device=device,
+        threads=threads,
+        cpu_batch_threshold=cpu_batch_threshold,
+        require_gpu=require_gpu,
+    )
     holder.refresh(raise_errors=True)
     token = token if token is not None else os.environ.get(TOKEN_ENV) or None
     poll_s = poll_seconds if poll_seconds is not None else settings.serve.poll_seconds
@@ -137,8 +200,11 @@ def create_app(settings: Settings, *, source: ModelSource | None = None, alias: 
         got = request.headers.get("authorization", "")
         scheme, _, value = got.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
-            return _error(401, "missing or wrong bearer token (header 'Authorization: Bearer <token>')",
-                          {"WWW-Authenticate": "Bearer"})
+            return _error(
+                401,
+                "missing or wrong bearer token (header 'Authorization: Bearer <token>')",
+                {"WWW-Authenticate": "Bearer"},
+            )
         return None
 
     @app.get("/health", responses=_responses(503))
@@ -149,8 +215,11 @@ def create_app(settings: Settings, *, source: ModelSource | None = None, alias: 
         return {"status": "ok", "model": name, "version": cur.version}
 
     # open like /health: Prometheus scrapes it without the token; it names the version, never data
-    @app.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}},
-                                                                   "description": "Prometheus text format"}})
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+    )
     def prometheus_metrics():
         body, ctype = metrics.exposition()
         return Response(body, media_type=ctype)
@@ -163,27 +232,50 @@ def create_app(settings: Settings, *, source: ModelSource | None = None, alias: 
         if cur is None:
             return _error(503, f"no model loaded; last error: {holder.last_error}")
         e = cur.engine
-        return {"name": getattr(cur.info, "name", None) or name, "version": cur.version, "alias": alias,
-                "run_id": getattr(cur.info, "run_id", None), "provider": e.provider,
-                "cpu_batch_threshold": e.cpu_batch_threshold, "loaded_at": cur.loaded_at.isoformat(),
-                "lookback": e.lookback, "horizon": e.horizon, "variables": e.variables, "targets": e.targets,
-                "freq": e.metadata.get("freq"), "cell": e.metadata.get("cell"), "dataset": e.metadata.get("dataset"),
-                "quantiles": e.quantiles, "calendar": e.calendar if e.future_name else None,
-                "future": [{"name": n, "kind": k} for n, k in zip(e.future_names, e.future_kinds)],
-                **({"id_cols": e.metadata["panel"].get("id_cols"), "series": list(e.metadata["panel"]["series"])}
-                   if "panel" in e.metadata else {}),
-                "swaps": holder.swaps, "last_check": holder.last_check and holder.last_check.isoformat(),
-                "last_error": holder.last_error}
+        return {
+            "name": getattr(cur.info, "name", None) or name,
+            "version": cur.version,
+            "alias": alias,
+            "run_id": getattr(cur.info, "run_id", None),
+            "provider": e.provider,
+            "cpu_batch_threshold": e.cpu_batch_threshold,
+            "loaded_at": cur.loaded_at.isoformat(),
+            "lookback": e.lookback,
+            "horizon": e.horizon,
+            "variables": e.variables,
+            "targets": e.targets,
+            "freq": e.metadata.get("freq"),
+            "cell": e.metadata.get("cell"),
+            "dataset": e.metadata.get("dataset"),
+            "quantiles": e.quantiles,
+            "calendar": e.calendar if e.future_name else None,
+            "future": [{"name": n, "kind": k} for n, k in zip(e.future_names, e.future_kinds)],
+            **(
+                {"id_cols": e.metadata["panel"].get("id_cols"), "series": list(e.metadata["panel"]["series"])}
+                if "panel" in e.metadata
+                else {}
+            ),
+            "swaps": holder.swaps,
+            "last_check": holder.last_check and holder.last_check.isoformat(),
+            "last_error": holder.last_error,
+        }
 
     # the body is read by hand (size limit, content type, one-line errors); its schema is declared here so the
     # OpenAPI document describes it (and schemathesis can generate requests from it)
-    body_schema = {"required": True, "content": {"application/json": {"schema": {
-        "oneOf": [_ref("Series"), _ref("Batch")]}}}}
-    ok = {"description": "the forecast (one series) or forecasts (instances)", "content": {"application/json": {
-        "schema": {"oneOf": [_ref("ForecastResponse"), _ref("BatchResponse")]}}}}
+    body_schema = {
+        "required": True,
+        "content": {"application/json": {"schema": {"oneOf": [_ref("Series"), _ref("Batch")]}}},
+    }
+    ok = {
+        "description": "the forecast (one series) or forecasts (instances)",
+        "content": {"application/json": {"schema": {"oneOf": [_ref("ForecastResponse"), _ref("BatchResponse")]}}},
+    }
 
-    @app.post("/v1/forecast", openapi_extra={"requestBody": body_schema},
-              responses={200: ok, **_responses(400, 401, 413, 415, 422, 503)})
+    @app.post(
+        "/v1/forecast",
+        openapi_extra={"requestBody": body_schema},
+        responses={200: ok, **_responses(400, 401, 413, 415, 422, 503)},
+    )
     async def forecast(request: Request):
         if (denied := unauthorized(request)) is not None:
             return denied
@@ -191,7 +283,9 @@ def create_app(settings: Settings, *, source: ModelSource | None = None, alias: 
             body = await _read_body(request, max_body)
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if ctype != "application/json":
-                raise BadRequest(415, f"content type '{ctype or 'none'}': send JSON with 'Content-Type: application/json'")
+                raise BadRequest(
+                    415, f"content type '{ctype or 'none'}': send JSON with 'Content-Type: application/json'"
+                )
             cur = holder.current  # read once: this request uses one version from parsing to answer
             if cur is None:
                 return _error(503, "no model loaded")
@@ -204,18 +298,34 @@ def create_app(settings: Settings, *, source: ModelSource | None = None, alias: 
             y, q, used = cur.engine.predict_all(batch, future)
         else:
             y, q, used = await run_in_threadpool(cur.engine.predict_all, batch, future)
-        if scales is not None:   # a panel model answers in each series' scale
+        if scales is not None:  # a panel model answers in each series' scale
             y = unscale(cur.engine, y, *scales)
             q = None if q is None else unscale(cur.engine, q, *scales)
         if not np.isfinite(y).all():
             # finite inputs far outside what the model saw can overflow inside it; JSON has no NaN
             bad = sorted({i for i in range(len(y)) if not np.isfinite(y[i]).all()})
-            return _error(422, f"{'body' if single else f'instances[{bad[0]}]'}: the model's forecast is not finite "
-                               f"for these values (far outside its training data?); {len(bad)} such series")
-        out = {"model": {"name": name, "version": cur.version, "alias": alias}, "provider": used,
-               "horizon": cur.engine.horizon, "latency_ms": round(1e3 * (time.perf_counter() - t0), 3)}
-        items = [forecast_json(y[i], whens[i], cur.engine.targets, None if q is None else q[i], cur.engine.quantiles,
-                               None if ids is None else ids[i]) for i in range(len(y))]
+            return _error(
+                422,
+                f"{'body' if single else f'instances[{bad[0]}]'}: the model's forecast is not finite "
+                f"for these values (far outside its training data?); {len(bad)} such series",
+            )
+        out = {
+            "model": {"name": name, "version": cur.version, "alias": alias},
+            "provider": used,
+            "horizon": cur.engine.horizon,
+            "latency_ms": round(1e3 * (time.perf_counter() - t0), 3),
+        }
+        items = [
+            forecast_json(
+                y[i],
+                whens[i],
+                cur.engine.targets,
+                None if q is None else q[i],
+                cur.engine.quantiles,
+                None if ids is None else ids[i],
+            )
+            for i in range(len(y))
+        ]
         if single:
             out.update(items[0])
         else:
@@ -230,7 +340,8 @@ def create_app(settings: Settings, *, source: ModelSource | None = None, alias: 
         if app.openapi_schema is None or app.state.openapi_version != key:
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
             defs = TypeAdapter(Series | Batch | ForecastResponse | BatchResponse).json_schema(
-                ref_template="#/components/schemas/{model}")["$defs"]
+                ref_template="#/components/schemas/{model}"
+            )["$defs"]
             if cur is not None:
                 _describe_model(defs["Series"], cur.engine)
             schema.setdefault("components", {}).setdefault("schemas", {}).update(defs)
@@ -246,7 +357,9 @@ async def _read_body(request: Request, limit: int) -> bytes:
     if declared is not None:
         try:
             if int(declared) > limit:
-                raise BadRequest(413, f"body: {declared} bytes is over the limit of {limit} bytes (serve.max_body_bytes)")
+                raise BadRequest(
+                    413, f"body: {declared} bytes is over the limit of {limit} bytes (serve.max_body_bytes)"
+                )
         except ValueError:
             raise BadRequest(400, "Content-Length: not a number") from None
     chunks, size = [], 0
@@ -258,7 +371,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-SERVE_ENV = "CELLCAST_SERVE"   # a worker process's options, JSON: {"dataset": NAME, "alias": ..., "poll_seconds": ...}
+SERVE_ENV = "CELLCAST_SERVE"  # a worker process's options, JSON: {"dataset": NAME, "alias": ..., "poll_seconds": ...}
 
 
 def app_from_env() -> FastAPI:
@@ -275,8 +388,9 @@ def app_from_env() -> FastAPI:
     return create_app(settings, **opts)
 
 
-def serve(settings: Settings, *, host: str | None = None, port: int | None = None, workers: int | None = None,
-          **app_options) -> None:
+def serve(
+    settings: Settings, *, host: str | None = None, port: int | None = None, workers: int | None = None, **app_options
+) -> None:
     """Run the service in the foreground until SIGINT / SIGTERM (`cellcast serve NAME`). On either, the port
     closes, requests in flight are answered (for up to serve.graceful_shutdown_s), then the process exits.
     workers > 1: that many processes behind the port, each loading and following the model on its own."""
@@ -285,16 +399,24 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
     host = host or settings.serve.host
     port = settings.serve.port if port is None else port
     workers = workers or settings.serve.workers
-    opts = dict(host=host, port=port, log_level="info", access_log=settings.serve.access_log,
-                timeout_graceful_shutdown=settings.serve.graceful_shutdown_s)
+    opts = dict(
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=settings.serve.access_log,
+        timeout_graceful_shutdown=settings.serve.graceful_shutdown_s,
+    )
     if workers > 1:
         from ..config import find_params
 
         if app_options.pop("source", None) is not None:
             log.info("several workers: each follows the registry alias itself")
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            log.warning("%d workers without PROMETHEUS_MULTIPROC_DIR: each /metrics scrape shows the counts of the "
-                        "one worker that answers it (docs/operations.md)", workers)
+            log.warning(
+                "%d workers without PROMETHEUS_MULTIPROC_DIR: each /metrics scrape shows the counts of the "
+                "one worker that answers it (docs/operations.md)",
+                workers,
+            )
         os.environ[SERVE_ENV] = json.dumps({"dataset": settings.dataset, **app_options})
         os.environ.setdefault("CELLCAST_PARAMS", str(find_params().resolve()))
         log.info("serving %s with %d worker processes on http://%s:%d", settings.model_name, workers, host, port)

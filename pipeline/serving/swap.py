@@ -6,15 +6,17 @@ smoke-tested completely before one reference is swapped, so every request sees e
 the new one, never a mix, and a version that fails to load is reported (`last_error`, a log line) while
 the old one keeps serving. Only ONNX files are loaded (no pickles).
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..config import Settings
 from ..engine.inference import OnnxForecaster
@@ -41,7 +43,7 @@ def _version_of(info: Any) -> str:
 
 def _batch1_seconds(engine: OnnxForecaster, runs: int = 5) -> float:
     """The median time of a one-series forecast, after one warm-up."""
-    x, f = engine.synthetic_input(1), engine.synthetic_future(1)   # f: None for a model without future inputs
+    x, f = engine.synthetic_input(1), engine.synthetic_future(1)  # f: None for a model without future inputs
     engine.predict(x, f)
     times = []
     for _ in range(runs):
@@ -60,7 +62,7 @@ class Loaded:
     version: str
     path: Path
     loaded_at: datetime
-    batch1_s: float = 0.0   # a one-series forecast's time, measured at load (the service decides where to run it)
+    batch1_s: float = 0.0  # a one-series forecast's time, measured at load (the service decides where to run it)
 
 
 @dataclass
@@ -74,12 +76,12 @@ class ModelHolder:
     require_gpu: bool = False
     current: Loaded | None = None
     last_error: str | None = None
-    failed_version: str | None = None   # the version last_error is about (None: the source itself failed)
+    failed_version: str | None = None  # the version last_error is about (None: the source itself failed)
     last_check: datetime | None = None
     swaps: int = 0
-    failures: int = 0                   # refreshes that failed (a version not swapped in, or the source itself)
+    failures: int = 0  # refreshes that failed (a version not swapped in, or the source itself)
     # called after every refresh, with the holder (the service's metrics follow it this way)
-    listeners: list[Callable[["ModelHolder"], None]] = field(default_factory=list)
+    listeners: list[Callable[[ModelHolder], None]] = field(default_factory=list)
     _failed: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -96,7 +98,7 @@ class ModelHolder:
 
     def _refresh(self, raise_errors: bool) -> bool:
         with self._lock:  # one refresh at a time; requests never take this lock
-            self.last_check = datetime.now(timezone.utc)
+            self.last_check = datetime.now(UTC)
             version = None
             cur = self.current
             try:
@@ -106,29 +108,41 @@ class ModelHolder:
                     return False
                 if version == self._failed and not raise_errors:
                     return False  # reported already; retried when the source names another version
-                engine = OnnxForecaster.from_path(path, device=self.device, threads=self.threads,
-                                                  cpu_batch_threshold=self.cpu_batch_threshold,
-                                                  require_gpu=self.require_gpu)
+                engine = OnnxForecaster.from_path(
+                    path,
+                    device=self.device,
+                    threads=self.threads,
+                    cpu_batch_threshold=self.cpu_batch_threshold,
+                    require_gpu=self.require_gpu,
+                )
                 engine.smoke_test()
                 batch1_s = _batch1_seconds(engine)
             except Exception as e:
                 what = f"version {version}" if version is not None else "model source"
-                self.last_error = f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}: {what}: {e}"
+                self.last_error = f"{datetime.now(UTC).isoformat(timespec='seconds')}: {what}: {e}"
                 self.failed_version = version
                 self.failures += 1
                 if version is not None:
                     self._failed = version
                 if raise_errors:
                     raise
-                log.error("not swapped in, %s keeps serving: %s", f"version {cur.version}" if cur else "nothing",
-                          self.last_error)
+                log.error(
+                    "not swapped in, %s keeps serving: %s",
+                    f"version {cur.version}" if cur else "nothing",
+                    self.last_error,
+                )
                 return False
             old = self.current
             self.current = Loaded(engine, info, version, Path(path), engine.loaded_at, batch1_s)  # the atomic swap
             self.swaps += int(old is not None)
             self._failed = None
-            log.info("serving version %s (%s) on %s%s", version, path, engine.provider,
-                     f", replacing version {old.version}" if old else "")
+            log.info(
+                "serving version %s (%s) on %s%s",
+                version,
+                path,
+                engine.provider,
+                f", replacing version {old.version}" if old else "",
+            )
             return True
 
     def poll(self, stop: threading.Event, every_s: float) -> None:
