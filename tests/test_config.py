@@ -13,8 +13,14 @@ def write(tmp_path, text):
 
 
 def test_the_repository_params_load_and_every_bundled_dataset_resolves():
+    from cellcast.pipeline.data.datasets import list_datasets
+
     p = load_params()
-    for name in ("elecdemand", "glucose", "chicago", "sp500", "someone-elses"):
+    bundled = [d.name for d in list_datasets()]
+    assert len(bundled) >= 6
+    # every override names a dataset that exists (a typo would silently configure nothing)
+    assert set(p.datasets) <= set(bundled), f"overrides for unknown datasets: {set(p.datasets) - set(bundled)}"
+    for name in [*bundled, "someone-elses"]:
         s = p.for_dataset(name)
         assert s.dataset == name and s.model_name == f"{name}-forecaster"
 

@@ -99,11 +99,19 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(ws, tmp_path):
 
 
 def test_early_stopping_restores_the_best_weights(ws):
-    r = train_candidate(ws, Candidate("rnn", 16, 1), settings(epochs=30, lr=0.5, patience=2), anchor_season=24)
-    assert r.stopped.startswith("early stop") or r.stopped == "max epochs"
-    pred = predict_windows(predictor(r.model), ws, "val")
-    m, _ = evaluate_forecasts(ws, "val", pred)
-    assert min(h["val_loss"] for h in r.history + [{"val_loss": r.initial_val_loss}]) == pytest.approx(r.best_val_loss)
+    """Training stops after `patience` epochs without a better validation loss and hands back the weights of the
+    best epoch, not the last: bitwise the model a run that stopped at that epoch gives (each candidate draws from
+    generators of its own, so the runs agree step for step)."""
+    s = settings(epochs=30, lr=0.05, patience=2)
+    r = train_candidate(ws, Candidate("rnn", 16, 1), s, anchor_season=24)
+    assert r.stopped.startswith("early stop")
+    losses = [h["val_loss"] for h in r.history]
+    assert 1 <= r.best_epoch < len(losses), "the best epoch must not be the last one, or restoring is not tested"
+    assert losses[r.best_epoch - 1] == pytest.approx(r.best_val_loss) and losses[-1] > r.best_val_loss
+    at_best = train_candidate(ws, Candidate("rnn", 16, 1), settings(epochs=r.best_epoch, lr=0.05), anchor_season=24)
+    got, best = _weights(r), _weights(at_best)
+    # the epochs after the best scored worse, so their weights differ: the ones handed back are the best epoch's
+    assert all(torch.equal(got[k], best[k]) for k in got), "the returned weights are not the best epoch's"
 
 
 def _weights(result) -> dict:
