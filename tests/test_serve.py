@@ -174,7 +174,7 @@ def test_hot_swap_under_load_and_broken_versions(models, frame):
         # a corrupt file, then a model whose smoke forecast is NaN: neither is swapped in
         for bad, why in (("3", "could not load"), ("4", "smoke forecast failed")):
             source.set(models[bad], bad)
-            assert wait_for(lambda: f"version {bad}" in (c.get("/model").json()["last_error"] or ""))
+            assert wait_for(lambda bad=bad: f"version {bad}" in (c.get("/model").json()["last_error"] or ""))
             info = c.get("/model").json()
             assert info["version"] == "2" and why in info["last_error"]
             r = c.post("/v1/forecast", json=body(frame, 2000))
@@ -252,7 +252,7 @@ def test_timestamps_fast_path_answers_as_the_pandas_path(monkeypatch):
     fast_answers = 0
     for freq, origin, raw in cases:
 
-        def answer():
+        def answer(raw=raw, freq=freq, origin=origin):
             try:
                 return rq.check_timestamps(raw, "body.timestamps", len(raw), 3, freq, origin)
             except rq.BadRequest as e:

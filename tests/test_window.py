@@ -168,7 +168,7 @@ def test_the_window_stage_wants_enough_non_overlapping_test_windows():
     assert len(make(frame(200), ingest={"min_test_windows": 2}).starts["test"]) == 19
 
 
-# ---------------------------------------------------------------- filled points: never read past an origin, never scored
+# ------------------------------------------------------- filled points: never read past an origin, never scored
 
 
 def _filled(df: pd.DataFrame, settings_over: dict | None = None):

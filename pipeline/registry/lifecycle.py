@@ -774,7 +774,7 @@ def _log_panel_pictures(ws: WindowSet, results: list[TrainResult], reports: list
         first = starts[0] + m.lookback
         end = ws.offsets[ws.series_ids.index(sid)] + ws.lengths[ws.series_ids.index(sid)]
         x, f = ws.inputs(starts)
-        unscale = lambda y: ws.unscale_targets(y, starts)[:, :, 0]  # noqa: E731
+        unscale = lambda y, starts=starts: ws.unscale_targets(y, starts)[:, :, 0]  # noqa: E731
         row = table.loc[sid]
         fc = {res.candidate.name: unscale(run(x, f))}
         if row["strongest_baseline"]:
