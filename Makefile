@@ -17,7 +17,7 @@ TORCH_INDEX ?=
 FUZZ_VENV ?= .venv-schemathesis
 SCHEMATHESIS ?= schemathesis==4.32.5
 
-.PHONY: install run test test-fast lint bench clean repro gpu-bundle serve-stack stop-stack stack-status fuzz-venv
+.PHONY: install run test test-fast test-integration lint bench clean repro gpu-bundle serve-stack stop-stack stack-status fuzz-venv
 
 install: $(STAMP)
 
@@ -49,6 +49,10 @@ test: install
 # the quick tier (tests/README.md): no servers, no training flows, no browser
 test-fast: install
 	$(VENV)/bin/python -m pytest -q -m "not integration"
+
+# the rest of `make test`: what the quick tier leaves out (.ci/run runs the two one after the other)
+test-integration: install
+	$(VENV)/bin/python -m pytest -q -m integration
 
 # ruff (lint and format) and mypy, settings in pyproject.toml
 lint: install

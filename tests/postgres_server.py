@@ -47,7 +47,9 @@ def postgres_server(database: str = "mlflow", startup_timeout: float = 60) -> It
     """Yield a SQLAlchemy URL, postgresql+psycopg2://cellcast@127.0.0.1:PORT/DATABASE (trust authentication
     on loopback; SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3); stopped and removed afterwards."""
     import psycopg2
+    from tiers import require_integration
 
+    require_integration("a PostgreSQL server")
     bindir = postgres_bin()
     if bindir is None:
         raise FileNotFoundError("PostgreSQL server binaries not found (apt-get install postgresql, or set PG_BIN)")
