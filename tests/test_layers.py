@@ -193,3 +193,16 @@ def test_the_doctor_imports_torch_and_onnxruntime_only_when_asked():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"importing the doctor imported {out.stdout.strip()}"
+
+
+def test_only_the_library_and_the_flows_import_under_the_package_name():
+    """cellcast.pipeline and cellcast.flows are the package's; the checkout's other folders are not."""
+    import importlib
+
+    import cellcast
+
+    assert importlib.import_module("cellcast.pipeline").__name__ == "cellcast.pipeline"
+    for folder in ("tests", "bench", "docs", "infra"):
+        with pytest.raises(ImportError):
+            importlib.import_module(f"cellcast.{folder}")
+    assert all(p.endswith("cellcast") for p in cellcast.__path__), cellcast.__path__
