@@ -614,6 +614,7 @@ def server(tmp_path_factory):
         yield url
 
 
+@pytest.mark.integration
 def test_remote_server_register_promote_rollback_download(server, models, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
     monkeypatch.chdir(tmp_path)
