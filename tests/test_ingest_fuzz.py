@@ -16,6 +16,8 @@ from cellcast.pipeline.config import Params
 from cellcast.pipeline.data.ingest import ingest_file
 from cellcast.pipeline.errors import CellcastError, IngestError
 
+pytestmark = pytest.mark.integration  # hypothesis: hundreds of generated files
+
 DATE_FORMATS = [
     "%Y-%m-%d %H:%M",
     "%Y-%m-%dT%H:%M:%S",

@@ -24,6 +24,8 @@ from cellcast.pipeline.errors import NoChampionError, NotFoundError
 from cellcast.pipeline.modeling.model import Forecaster, ModelSpec
 from cellcast.pipeline.registry import promotion, tracking
 
+pytestmark = pytest.mark.integration  # MLflow stores (embedded sqlite and a server): seconds each to create
+
 try:  # tests/ is a plain folder of modules or, if someone adds __init__.py, a package
     from mlflow_server import mlflow_server
 except ImportError:  # pragma: no cover
@@ -614,7 +616,6 @@ def server(tmp_path_factory):
         yield url
 
 
-@pytest.mark.integration
 def test_remote_server_register_promote_rollback_download(server, models, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
     monkeypatch.chdir(tmp_path)
