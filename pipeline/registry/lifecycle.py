@@ -372,9 +372,8 @@ def comparisons(
         cand = window_losses(ws, starts, pred)
     else:
         cand = np.zeros(0)
-    seasons = settings.evaluate.seasons if settings.evaluate.seasons != "auto" else ws.meta.seasons
     rivals = {}
-    for name in ["naive"] + [f"seasonal_naive_{m}" for m in usable_seasons(ws, list(seasons), split="val")]:
+    for name in _baseline_seasons(ws, settings):
         pred = seasonal_naive(ws, starts, season_of(name))
         if np.isfinite(pred).all():  # a baseline that reads into a break is no bar on these windows
             rivals[name] = window_losses(ws, starts, pred)
@@ -404,6 +403,7 @@ def interval_scores(ws: WindowSet, settings: Settings, best: CandidateReport, ba
 
 
 def _baseline_seasons(ws: WindowSet, settings: Settings) -> list[str]:
+    """The naive family the bar is chosen from: naive and the seasonal naives whose season validation sees."""
     seasons = settings.evaluate.seasons if settings.evaluate.seasons != "auto" else ws.meta.seasons
     return ["naive"] + [f"seasonal_naive_{m}" for m in usable_seasons(ws, list(seasons), split="val")]
 
@@ -577,6 +577,10 @@ def track_and_promote(
             widths={k[len("width_") :]: v for k, v in best.test.items() if k.startswith("width_")},
             interval_scores=interval_scores(ws, settings, best, vs_baseline.rival),
         )
+        spaced = np.isin(starts, forecast_origins(ws, "test"))  # what the classical references are scored on
+        if vs_baseline.n == len(starts) and spaced.any() and "candidate_mase" in decision.metrics:
+            decision.metrics["candidate_mase_spaced"] = float(f"{vs_baseline.candidate[spaced].mean():.6g}")
+            decision.metrics["baseline_mase_spaced"] = float(f"{vs_baseline.other[spaced].mean():.6g}")
         if champ_before and champ_before.reason:
             decision.reason += f" ({champ_before.reason})"
         if best.panel:  # the pooled test says better or not; the reason says across how many series, and the worst

@@ -291,15 +291,11 @@ def _accuracy(
         return Decision(False, f"{candidate_name} not promoted: its {m} is not finite on every test window", metrics)
     cand, base = float(baseline.candidate.mean()), float(baseline.other.mean())
     gain = (1 - cand / base) * 100 if base > 0 else float("nan")
-    h = max(baseline.horizon, 1)
     metrics.update(
         {
             f"candidate_{metric}": _num(cand),
             f"baseline_{metric}": _num(base),
             f"{metric}_gain_pct": round(gain, 2) if math.isfinite(gain) else None,
-            # on the windows a horizon apart only (what the classical references are scored on)
-            f"candidate_{metric}_spaced": _num(float(baseline.candidate[::h].mean())),
-            f"baseline_{metric}_spaced": _num(float(baseline.other[::h].mean())),
         }
     )
     if champion is not None:
