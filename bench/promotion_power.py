@@ -10,6 +10,8 @@ MASE-like) and asks each test whether the candidate beats the rival:
                apart - 1) degrees of freedom (promotion.dm_test: the policy now)
   hln_n-1      the same statistic read against t with n - 1 (HLN's own reading, counting overlapping windows as
                independent): shown to say why the policy does not
+  block_bootstrap_2h  every window, a moving-block bootstrap of the mean differential (blocks of 2h windows, 499
+               draws): the other sound route, shown for comparison
 
 The error of a forecaster at origin o, step k (target row t = o + k) is s_t * (a E_t + b P_{o,k}):
   E   a target-row error, AR(1) with coefficient `phi` (what persists over rows: a heat wave); the candidate's and
@@ -107,7 +109,19 @@ def window_losses(sc: Scenario, gain: float, rng: np.random.Generator) -> tuple[
     return cand, rival
 
 
-def p_values(cand: np.ndarray, rival: np.ndarray, h: int, margin: float) -> dict[str, float]:
+def block_bootstrap_p(d: np.ndarray, block: int, rng: np.random.Generator, draws: int = 499) -> float:
+    """One-sided p of a moving-block bootstrap of the mean (Kunsch 1989): the share of resampled means, centred on
+    the observed one, at or below the observed mean."""
+    n = len(d)
+    block = max(1, min(block, n))
+    e = d - d.mean()
+    starts = rng.integers(0, n - block + 1, (draws, -(-n // block)))
+    idx = (starts[:, :, None] + np.arange(block)).reshape(draws, -1)[:, :n]
+    means = e[idx].mean(axis=1)
+    return float((1 + np.sum(means <= d.mean())) / (draws + 1))
+
+
+def p_values(cand: np.ndarray, rival: np.ndarray, h: int, margin: float, rng: np.random.Generator) -> dict[str, float]:
     d = cand - (1 - margin) * rival
     spaced = d[::h]
     n = len(d)
@@ -115,6 +129,7 @@ def p_values(cand: np.ndarray, rival: np.ndarray, h: int, margin: float) -> dict
         "today": dm_test(spaced, lag=newey_west_lag(len(spaced)), h=1).p_value,
         "every_origin": dm_test(d, h=h).p_value,
         "hln_n-1": dm_test(d, h=h, dof=n - 1).p_value,
+        "block_bootstrap_2h": block_bootstrap_p(d, 2 * h, rng),
     }
 
 
@@ -122,11 +137,12 @@ def run(sc: Scenario, gains: list[float], trials: int, margins: list[float], lev
     rows = []
     for gain in gains:
         rng = np.random.default_rng([seed, int(gain * 1000)])
+        boot = np.random.default_rng([seed, int(gain * 1000), 1])  # its own stream: the draws stay the same
         hits: dict[tuple, int] = {}
         for _ in range(trials):
             cand, rival = window_losses(sc, gain, rng)
             for margin in margins:
-                for test, p in p_values(cand, rival, sc.horizon, margin).items():
+                for test, p in p_values(cand, rival, sc.horizon, margin, boot).items():
                     for level in levels:
                         key = (test, margin, level)
                         hits[key] = hits.get(key, 0) + (p < level)
