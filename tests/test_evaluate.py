@@ -14,6 +14,7 @@ from cellcast.pipeline.modeling.evaluate import (
     metrics,
     seasonal_naive,
     usable_seasons,
+    window_losses,
 )
 
 
@@ -151,3 +152,13 @@ def test_the_bars_empirical_intervals_cover_as_its_validation_errors_say():
     assert sc["width_90"] * mase_scale(ws)[0] == pytest.approx(2 * 1.645 * np.sqrt(2), rel=0.08)
     assert sc["winkler_90"] > sc["width_90"] and sc["winkler_80"] > sc["width_80"]
     assert empirical_interval_scores(ws, 24, []) == {}
+
+
+def test_window_losses_are_each_windows_mase_read_a_batch_at_a_time():
+    ws = _ws(np.sin(np.arange(300) / 5.0) + np.arange(300) / 100, lookback=12, horizon=4)
+    st = ws.starts["test"]
+    pred = seasonal_naive(ws, st, 1)
+    _, y = ws.batch(st)
+    by_hand = (np.abs(pred - y) / mase_scale(ws)).mean(axis=(1, 2))
+    np.testing.assert_allclose(window_losses(ws, st, pred), by_hand, rtol=1e-12)
+    np.testing.assert_array_equal(window_losses(ws, st, pred, batch=7), window_losses(ws, st, pred))
