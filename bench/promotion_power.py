@@ -121,19 +121,31 @@ def block_bootstrap_p(d: np.ndarray, block: int, rng: np.random.Generator, draws
     return float((1 + np.sum(means <= d.mean())) / (draws + 1))
 
 
-def p_values(cand: np.ndarray, rival: np.ndarray, h: int, margin: float, rng: np.random.Generator) -> dict[str, float]:
+def p_values(
+    cand: np.ndarray, rival: np.ndarray, h: int, margin: float, rng: np.random.Generator, bootstrap: bool = True
+) -> dict[str, float]:
     d = cand - (1 - margin) * rival
     spaced = d[::h]
     n = len(d)
-    return {
+    out = {
         "today": dm_test(spaced, lag=newey_west_lag(len(spaced)), h=1).p_value,
         "every_origin": dm_test(d, h=h).p_value,
         "hln_n-1": dm_test(d, h=h, dof=n - 1).p_value,
-        "block_bootstrap_2h": block_bootstrap_p(d, 2 * h, rng),
     }
+    if bootstrap:
+        out["block_bootstrap_2h"] = block_bootstrap_p(d, 2 * h, rng)
+    return out
 
 
-def run(sc: Scenario, gains: list[float], trials: int, margins: list[float], levels: list[float], seed: int):
+def run(
+    sc: Scenario,
+    gains: list[float],
+    trials: int,
+    margins: list[float],
+    levels: list[float],
+    seed: int,
+    bootstrap: bool = True,
+):
     rows = []
     for gain in gains:
         rng = np.random.default_rng([seed, int(gain * 1000)])
@@ -142,7 +154,7 @@ def run(sc: Scenario, gains: list[float], trials: int, margins: list[float], lev
         for _ in range(trials):
             cand, rival = window_losses(sc, gain, rng)
             for margin in margins:
-                for test, p in p_values(cand, rival, sc.horizon, margin, boot).items():
+                for test, p in p_values(cand, rival, sc.horizon, margin, boot, bootstrap).items():
                     for level in levels:
                         key = (test, margin, level)
                         hits[key] = hits.get(key, 0) + (p < level)

@@ -255,10 +255,10 @@ def test_size_and_power_on_synthetic_half_hourly_losses():
     windows a horizon apart alone."""
     bench = _bench()
     sc = bench.SCENARIOS[0]
-    null = bench.run(sc, [0.0], 200, [0.0], [0.05], seed=7)
+    null = bench.run(sc, [0.0], 200, [0.0], [0.05], seed=7, bootstrap=False)
     size = {r["test"]: r["promoted"] for r in null}
     # 200 trials: the rate's standard error is 1.5 points; the bench's 600-trial runs put both tests near 6-7%
     assert size["every_origin"] <= 0.10 and size["every_origin"] <= size["today"] + 0.02, size
-    alt = bench.run(sc, [0.2], 200, [0.02], [0.05], seed=7)
+    alt = bench.run(sc, [0.2], 200, [0.02], [0.05], seed=7, bootstrap=False)
     power = {r["test"]: r["promoted"] for r in alt}
     assert power["every_origin"] > power["today"] + 0.03, power
