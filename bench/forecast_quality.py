@@ -160,7 +160,7 @@ def calibration(root: Path, name: str) -> None:
             m.q_shift.zero_()
             _, qv = quantile_predictor(m)(*ws.inputs(starts))
             _, yv = ws.batch(starts)
-            for mode in ("none", "two_sided", "widen"):
+            for mode in ("none", "two_sided", "widen", "guarded"):
                 if mode == "none" and windows != "all":
                     continue
                 shift = (

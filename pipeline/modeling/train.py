@@ -327,7 +327,7 @@ def calibrate(model: QuantileOutput, ws: WindowSet, settings: Settings) -> dict:
     starts = calibration_starts(ws, settings)
     _, q = forecast_windows(quantile_predictor(model), ws, starts)  # inputs gathered a batch at a time
     _, y = ws.batch(starts)
-    shift = _quantiles.conformal_shift(y, q, levels, ws.target_mask(starts), mode)
+    shift = _quantiles.conformal_shift(y, q, levels, ws.target_mask(starts), mode, settings.evaluate.calibration_parts)
     model.q_shift.copy_(torch.from_numpy(shift))
     scale = model.target_scale().cpu().numpy()[None, :, None]
     L = ws.meta.lookback
