@@ -1,5 +1,5 @@
 """Monitoring in the scheduled forecast flow: score the champion, and start the retrain deployment when the
-monitor's verdict says so (pipeline/serving/monitor.py decides; this module only asks Prefect)."""
+monitor's verdict says so (pipeline/monitoring/ decides; this module only asks Prefect)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def train_deployment_name(name: str) -> str:
 
 @task(name="monitor", cache_policy=NO_CACHE, retries=0)
 def monitor_task(name: str, settings: Settings):
-    from cellcast.pipeline.serving.monitor import evaluate
+    from cellcast.pipeline.monitoring.evaluate import evaluate
 
     return evaluate(name, settings)
 
@@ -32,7 +32,7 @@ def trigger_task(name: str, settings: Settings, report) -> dict | None:
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
-    from cellcast.pipeline.serving import monitor
+    from cellcast.pipeline.monitoring import state as monitor
 
     logger = get_run_logger()
     deployment = f"{TRAIN_FLOW}/{train_deployment_name(name)}"

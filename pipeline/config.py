@@ -272,7 +272,7 @@ class ServeConfig(_Strict):
 
 
 class MonitorConfig(_Strict):
-    """When the scheduled forecast flow asks for a retrain (pipeline/serving/monitor.py)."""
+    """When the scheduled forecast flow asks for a retrain (pipeline/monitoring/verdict.py)."""
 
     mase_ratio: float | None = Field(1.5, gt=0)  # rolling MASE / champion's test MASE above this; None: never
     min_points: int | Literal["auto"] = "auto"  # scored forecast points before accuracy is judged

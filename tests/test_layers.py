@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"pipeline": "cellcast.pipeline", "flows": "cellcast.flows", "cellcast": "cellcast"}
 
 # the library's layers, lowest first: a module may import its own layer and those below
-LAYERS = ["core", "data", "modeling", "engine", "registry", "serving"]
+LAYERS = ["core", "data", "modeling", "engine", "registry", "monitoring", "serving"]
 CORE = {
     "cellcast.pipeline",
     "cellcast.pipeline.config",
