@@ -227,7 +227,7 @@ def metrics(text: str) -> dict:
 def test_timestamps_fast_path_answers_as_the_pandas_path(monkeypatch):
     """The common ISO shapes on a fixed step are checked without pandas; each answer (a forecast's timestamps)
     must be the reference path's, and anything else must reach that path (its 422 wording included)."""
-    from cellcast.pipeline.serving import requests as rq
+    from cellcast.pipeline.serving import timestamps as rq
 
     def hours(start, n=6, step="1h", zone=""):
         return [(pd.Timestamp(start) + pd.Timedelta(step) * i).isoformat() + zone for i in range(n)]
