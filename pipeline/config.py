@@ -126,7 +126,7 @@ class TrainConfig(_Strict):
     dropout: float = Field(0.0, ge=0, lt=1)
     rnn_steps: int = Field(48, ge=1)
     residual: bool = True
-    # what the residual is learned over: the best seasonal naive on validation (today's anchor), a linear map from
+    # what the residual is learned over: the best seasonal naive on validation, a linear map from
     # the lookback and the known-future block fitted in closed form (ridge) and frozen, or auto: whichever of the
     # two forecasts validation better (docs/forecasting.md)
     anchor: Literal["seasonal_naive", "linear", "auto"] = "seasonal_naive"

@@ -118,7 +118,7 @@ def torch_threads(n: int | None):
 def model_spec(ws: WindowSet, cand: Candidate, settings: Settings, anchor: AnchorChoice | int | None) -> ModelSpec:
     m = ws.meta
     t = settings.train
-    if not isinstance(anchor, AnchorChoice):  # a season alone: today's seasonal-naive anchor
+    if not isinstance(anchor, AnchorChoice):  # a season alone: the seasonal-naive anchor
         anchor = AnchorChoice("seasonal_naive" if anchor else "none", anchor)
     fmean, fstd = ws.future_scaler()
     return ModelSpec(
