@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from cellcast.pipeline.config import Settings
+from cellcast.pipeline.config import Settings, check_dataset_name
 from cellcast.pipeline.data.ingest import ingest_bundled, ingest_file, source_of
 from cellcast.pipeline.data.validation import validate_dataset
 from cellcast.pipeline.data.window import window_dataset
@@ -41,6 +41,7 @@ def data_steps(name: str, settings: Settings, source: dict | None = None):
 @flow(name="cellcast-data", log_prints=True)
 def data_flow(name: str, settings: Settings, source: dict | None = None):
     """ingest -> validate -> window. `source` holds ingest_file's options for a user file; none: bundled."""
+    check_dataset_name(name)
     ws = data_steps(name, settings, source)
     print(
         f"{name}: {ws.meta.rows} rows, windows {ws.meta.counts}, lookback {ws.meta.lookback}, horizon {ws.meta.horizon}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from cellcast.pipeline.config import Settings
+from cellcast.pipeline.config import Settings, check_dataset_name
 
 
 @task(name="forecast", cache_policy=NO_CACHE, retries=0)
@@ -30,6 +30,7 @@ def forecast_flow(
     monitor (with refresh): then score the champion's earlier forecasts on the new actuals, measure input
     drift, and start the retrain deployment when params.yaml `monitor` says so (flows/monitoring.py).
     future_file: known-future values for the horizon (default: the rows after the last observation)."""
+    check_dataset_name(name)
     if refresh:
         from cellcast.flows.data import ingest_task, validate_task
         from cellcast.pipeline.data.ingest import source_of

@@ -16,7 +16,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from cellcast.flows.backtest import backtest_steps
 from cellcast.flows.data import data_steps
 from cellcast.pipeline.catalog import training_lock
-from cellcast.pipeline.config import Settings
+from cellcast.pipeline.config import Settings, check_dataset_name
 from cellcast.pipeline.data.window import load_windows
 from cellcast.pipeline.errors import TrackingUnavailableError
 from cellcast.pipeline.files import exclusive, owner, owner_gone
@@ -138,6 +138,7 @@ def training_flow(
 ):
     """Train every candidate of params.yaml on dataset `name` and let the registry decide.
     reason: why this run was started (the monitor's verdict when it triggered a retrain)."""
+    check_dataset_name(name)
     logger = get_run_logger()
     if reason:
         logger.info("retrain of %s: %s", name, reason)

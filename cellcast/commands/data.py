@@ -84,6 +84,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Read a CSV/Parquet file or a bundled dataset into data/NAME/raw.parquet + raw.json."""
+        from cellcast.pipeline.config import check_dataset_name
         from cellcast.pipeline.data.ingest import ingest_bundled, ingest_file
 
         given = [o for o, v in (("--csv", csv), ("--parquet", parquet), ("--bundled", bundled)) if v is not None]
@@ -102,6 +103,7 @@ def register(app: typer.Typer) -> None:
         else:
             if not name:
                 raise ConfigError("--name: required when ingesting a file")
+            check_dataset_name(name, "--name")
             if not time_col:
                 raise ConfigError("--time-col: required when ingesting a file")
             res = ingest_file(
