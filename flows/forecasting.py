@@ -32,11 +32,12 @@ def forecast_flow(
     future_file: known-future values for the horizon (default: the rows after the last observation)."""
     check_dataset_name(name)
     if refresh:
-        from cellcast.flows.data import ingest_task, validate_task
+        from cellcast.flows.data import ingest_task, validate_task, version_task
         from cellcast.pipeline.data.ingest import source_of
 
         ingest_task(name, settings, source_of(name, settings))
         validate_task(name, settings)
+        version_task(name, settings, ["ingest", "validate"])  # the new rows: a new data version, kept like any
     res = forecast_task(name, settings, alias, device, future_file)
     what = f"{res.frame['series_id'].nunique()} series" if res.skipped is not None else f"{len(res.frame)} steps"
     print(f"{name}: forecast of {what} from v{res.version} on {res.provider} -> {res.path}")

@@ -304,6 +304,14 @@ class MonitorConfig(_Strict):
         return v
 
 
+class VersioningConfig(_Strict):
+    """The data every model trains on, kept by DVC (docs/dvc.md): in the local cache always (inside a DVC project),
+    pushed to a remote per `push`."""
+
+    push: Literal["auto", "always", "never"] = "auto"
+    remote: str | None = None
+
+
 _SECTIONS = ("ingest", "validate", "window", "calendar", "train", "evaluate", "backtest", "monitor")
 
 
@@ -321,6 +329,7 @@ class _Sections(_Strict):
     registry: RegistryConfig = RegistryConfig()
     serve: ServeConfig = ServeConfig()
     monitor: MonitorConfig = MonitorConfig()
+    versioning: VersioningConfig = VersioningConfig()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -364,6 +373,7 @@ class Settings(_Sections):
             exclude={"paths": True, "serve": True, "registry": {"retry_seconds", "request_timeout_s"}},
         )
         body.pop("monitor", None)  # when to retrain shapes no model
+        body.pop("versioning", None)  # nor where its data is kept
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
