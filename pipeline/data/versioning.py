@@ -1,5 +1,7 @@
-"""The one module that talks to DVC: the hash DVC gives a file, what dvc.lock recorded, and the
-repository's status. The stages themselves are in dvc.yaml and call the `cellcast` CLI."""
+"""The one module that talks to DVC: the hash DVC gives a file, what dvc.lock recorded, the repository's status;
+the datasets of the pipeline (sources.yaml, read by dvc.yaml's foreach) and the record of stages run outside
+`dvc repro`; the data a model trained on, kept in the DVC cache and remote by md5, fetched back and spared by
+garbage collection. The stages themselves are in dvc.yaml and call the `cellcast` CLI."""
 
 from __future__ import annotations
 
