@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -17,6 +19,12 @@ from cellcast.pipeline.data.window import window_dataset
 @task(name="ingest", cache_policy=NO_CACHE, retries=0)
 def ingest_task(name: str, settings: Settings, source: dict | None = None):
     # no source given (a scheduled or triggered run): the file this dataset was ingested from, if any
+    if source is None:  # a database query runs again for the rows after the last one it holds
+        from cellcast.pipeline.data.database import ingest_query, query_source
+
+        query = query_source(name, settings)
+        if query:
+            return ingest_query(settings=settings, name=name, refresh=True, **query)
     source = source or source_of(name, settings)
     if source:
         return ingest_file(settings=settings, name=name, **source)
@@ -45,6 +53,12 @@ def version_task(name: str, settings: Settings, stages: list[str], data_md5: str
         versioning.commit(name, stages)
     except Exception as e:  # the run's data is on disk either way; `dvc commit` can record it later
         logger.warning("dvc.lock not updated for %s (%s)", name, " ".join(str(e).split())[:300])
+    entry = versioning.source_entry(name) if "ingest" in stages else None
+    if entry and "bundled" not in (entry.get("ingest") or {}):  # the file it read (a query's snapshot: new rows)
+        src = Path(entry["source"])
+        src = src if src.is_absolute() else versioning.pipeline_root() / src
+        if src.is_file():
+            versioning.keep(src, settings.versioning.push, settings.versioning.remote)
     pq, _ = validated_paths(name, settings)
     if not pq.is_file():
         return None

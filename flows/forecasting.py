@@ -33,9 +33,8 @@ def forecast_flow(
     check_dataset_name(name)
     if refresh:
         from cellcast.flows.data import ingest_task, validate_task, version_task
-        from cellcast.pipeline.data.ingest import source_of
 
-        ingest_task(name, settings, source_of(name, settings))
+        ingest_task(name, settings)  # the file's latest contents, or the query's rows after the last one held
         validate_task(name, settings)
         version_task(name, settings, ["ingest", "validate"])  # the new rows: a new data version, kept like any
     res = forecast_task(name, settings, alias, device, future_file)

@@ -108,6 +108,15 @@ def register(app: typer.Typer) -> None:
         csv: Path | None = typer.Option(None, "--csv", help="a CSV file (delimiter sniffed: , ; tab |)"),
         parquet: Path | None = typer.Option(None, "--parquet", help="a Parquet file"),
         bundled: str | None = typer.Option(None, "--bundled", help="a bundled dataset (see `cellcast datasets`)"),
+        query: str | None = typer.Option(
+            None,
+            "--query",
+            help="a SELECT run on the database whose SQLAlchemy URL is in $CELLCAST_DB_URL (or --db-env); "
+            "a scheduled refresh runs it again for the rows after the last timestamp",
+        ),
+        db_env: str | None = typer.Option(
+            None, "--db-env", help="the environment variable holding the database URL (default CELLCAST_DB_URL)"
+        ),
         recorded: str | None = typer.Option(
             None,
             "--recorded",
@@ -159,11 +168,21 @@ def register(app: typer.Typer) -> None:
 
         given = [
             o
-            for o, v in (("--csv", csv), ("--parquet", parquet), ("--bundled", bundled), ("--recorded", recorded))
+            for o, v in (
+                ("--csv", csv),
+                ("--parquet", parquet),
+                ("--query", query),
+                ("--bundled", bundled),
+                ("--recorded", recorded),
+            )
             if v is not None
         ]
         if len(given) != 1:
-            raise ConfigError("ingest: give exactly one of --csv PATH, --parquet PATH, --bundled NAME, --recorded NAME")
+            raise ConfigError(
+                "ingest: give exactly one of --csv PATH, --parquet PATH, --query SQL, --bundled NAME, --recorded NAME"
+            )
+        if db_env is not None and query is None:
+            raise ConfigError("--db-env: only with --query")
         future = None if future_features is None else [f.strip() for f in future_features.split(",") if f.strip()]
         if recorded is not None:
             res = _ingest_recorded(check_dataset_name(recorded, "--recorded"))
@@ -182,6 +201,21 @@ def register(app: typer.Typer) -> None:
             check_dataset_name(name, "--name")
             if not time_col:
                 raise ConfigError("--time-col: required when ingesting a file")
+        if query is not None:
+            from cellcast.pipeline.data.database import DEFAULT_ENV, ingest_query
+
+            res = ingest_query(
+                query,
+                name=name,
+                time_col=time_col,
+                targets=list(target),
+                env=db_env or DEFAULT_ENV,
+                settings=settings_for(name),
+                features=[f.strip() for f in features.split(",") if f.strip()],
+                freq=freq,
+                future_features=future,
+            )
+        elif bundled is None and recorded is None:
             res = ingest_file(
                 csv or parquet,
                 name=name,
@@ -343,7 +377,7 @@ def _version_ingest(res) -> str | None:
         how["path"] = versioning.stage_source(source, root)
     if how is not None:
         versioning.register_source(name, source, how, name in load_params().datasets, root)
-        if Path(versioning.stage_source(source, root)).is_absolute():  # outside the repository: its bytes kept too
+        if "bundled" not in how:  # a user's file (outside the repository, or a query's snapshot in data/): kept too
             versioning.keep(source, settings.versioning.push, settings.versioning.remote, root)
     try:
         done = versioning.commit(name, ["ingest"], root)

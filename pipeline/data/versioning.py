@@ -284,11 +284,12 @@ def collect_garbage(
         for ids in repo.used_objs(force=True).values():
             used.update(ids)
         used.update(_hash_info(m) for m in keep_md5)
-        # a source file outside the repository (a user's CSV): its bytes as the last ingest read them
-        for entry in read_lock(root).values():
-            used.update(
-                _hash_info(d["md5"]) for d in entry.get("deps") or [] if Path(d["path"]).is_absolute() and d.get("md5")
-            )
+        # each dataset's source file (a user's CSV, a query's snapshot) as its last recorded ingest read it
+        lock, sources = read_lock(root), read_sources(root)
+        for name, entry in sources.items():
+            for d in (lock.get(f"ingest@{name}") or {}).get("deps") or []:
+                if d.get("path") == entry.get("source") and d.get("md5"):
+                    used.add(_hash_info(d["md5"]))
         removed = {"local": object_gc(repo.cache.local, used, dry=dry), "remote": None, "kept": len(keep_md5)}
         if cloud:
             odb = repo.cloud.get_remote_odb(_default_remote(repo, remote), "gc")
