@@ -156,3 +156,33 @@ def test_data_get_refuses_in_one_line(repo, tmp_path):
     assert r.exit_code == 2 and r.output.strip() == "error: data get: give exactly one of --model ALIAS, --version N"
     r = CliRunner().invoke(app, ["data", "get", "x y", "--version", "1", "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and r.output.startswith("error: dataset name 'x y'")
+
+
+@pytest.mark.integration
+def test_the_data_goes_to_a_networked_remote_over_ssh(repo, tmp_path, monkeypatch):
+    """An SSH remote (DVC's SSH support against a real sshd on loopback) instead of the folder: the source file and
+    the validated data pushed there, back after the local cache is gone, byte for byte."""
+    from ssh_server import ssh_server, sshd_bin
+
+    from cellcast.pipeline.data import versioning
+
+    if sshd_bin() is None:
+        if os.environ.get("CELLCAST_REQUIRE_SERVICES"):
+            pytest.fail("OpenSSH server not found (.ci/run installs Debian's openssh-server)")
+        pytest.skip("OpenSSH server not found: apt-get install openssh-server")
+    with ssh_server(Path("/tmp") / f"cellcast-ssh-{os.getpid()}-{tmp_path.name}") as ssh:
+        store = tmp_path / "ssh-store"
+        dvc(repo, "remote", "add", "-d", "shared", f"ssh://{ssh.user}@{ssh.host}:{ssh.port}{store}")
+        dvc(repo, "remote", "modify", "--local", "shared", "keyfile", str(ssh.keyfile))
+        src = tmp_path / "load.csv"
+        _series(1440, 1).to_csv(src, index=False)
+        cellcast(repo, "ingest", "--csv", str(src), "--name", "load", "--time-col", "ts", "--target", "y")
+        md5 = data_hash(src)
+        assert (store / "files" / "md5" / md5[:2] / md5[2:]).read_bytes() == src.read_bytes()  # pushed on ingest
+        cellcast(repo, "validate", "load")
+        kept = versioning.keep(repo / "data/load/validated.parquet", "always", root=repo)
+        assert kept.remote == "shared" and kept.cached
+        shutil.rmtree(repo / ".dvc" / "cache")
+        got = versioning.fetch(kept.md5, tmp_path / "back" / "validated.parquet", root=repo)
+        assert got.read_bytes() == (repo / "data/load/validated.parquet").read_bytes()
+        assert "Accepted publickey" in ssh.log.read_text()
