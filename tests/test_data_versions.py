@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -134,6 +135,9 @@ def test_a_users_csv_versioned_trained_replaced_and_both_versions_restored(repo,
     # a garbage collection keeps every version a registered model names (v1's data is in no dvc.lock now)
     gc = cellcast(repo, "data", "gc", "--cloud")
     assert "kept the data of 2 registered versions (2 data versions)" in gc
+    # what nothing names is gone: v1's CSV (pushed at the first ingest) from the remote, v1's raw.parquet locally
+    removed = re.search(r"removed (\d+) objects from the local cache and (\d+) from the remote", gc)
+    assert removed and int(removed[1]) >= 1 and int(removed[2]) >= 1, gc
 
     shutil.rmtree(repo / "data")
     shutil.rmtree(repo / ".dvc" / "cache")
