@@ -5,5 +5,6 @@ panel.py, resample.py), validation (Great Expectations + the gap/duplicate polic
 panel_validation.py), window (splits, scaler, strided views), versioning (DVC), database (a query's rows
 through SQLAlchemy).
 May import: the core (config, errors). Must not import: modeling, engine, registry, serving,
-flows or the CLI. Great Expectations is imported only in validation, DVC only in versioning, SQLAlchemy only in database.
+flows or the CLI. Great Expectations is imported only in validation, DVC only in versioning, SQLAlchemy only in
+database.
 """
