@@ -62,9 +62,14 @@ def _env(repo: Path) -> dict:
     return env
 
 
-def cellcast(repo: Path, *args: str) -> str:
+def cellcast(repo: Path, *args: str, env: dict | None = None) -> str:
     p = subprocess.run(
-        [str(BIN / "cellcast"), *args], cwd=repo, env=_env(repo), capture_output=True, text=True, timeout=600
+        [str(BIN / "cellcast"), *args],
+        cwd=repo,
+        env={**_env(repo), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert p.returncode == 0, (
         f"cellcast {' '.join(args)} exited {p.returncode}:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
@@ -149,6 +154,18 @@ def test_a_users_csv_versioned_trained_replaced_and_both_versions_restored(repo,
     # the folder remote holds each under its md5, as `dvc push` stores any output
     md5 = v1["data_md5"]
     assert (repo / "dvc-storage" / "files" / "md5" / md5[:2] / md5[2:]).read_bytes() == first
+
+    # another clone that shares the remote and the tracking store gets the same bytes
+    clone = tmp_path / "clone"
+    for f in _source_files():
+        (clone / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, clone / f)
+    shutil.copy2(repo / "sources.yaml", clone / "sources.yaml")
+    subprocess.run(["git", "init", "-q"], cwd=clone, check=True)
+    dvc(clone, "remote", "add", "-d", "shared", str(repo / "dvc-storage"))
+    tracking = {"MLFLOW_TRACKING_URI": f"sqlite:///{repo / '.cellcast' / 'mlflow.db'}"}
+    cellcast(clone, "data", "get", "load", "--version", "1", "--out", str(tmp_path / "c1"), env=tracking)
+    assert (tmp_path / "c1" / "validated.parquet").read_bytes() == first
 
 
 def test_data_get_refuses_in_one_line(repo, tmp_path):
