@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from prefect import flow, task
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cellcast.pipeline.config import Settings
+from cellcast.pipeline.catalog import validated_paths
+from cellcast.pipeline.config import Settings, check_dataset_name
+from cellcast.pipeline.data import versioning
 from cellcast.pipeline.data.ingest import ingest_bundled, ingest_file, source_of
 from cellcast.pipeline.data.validation import validate_dataset
 from cellcast.pipeline.data.window import window_dataset
@@ -15,6 +19,12 @@ from cellcast.pipeline.data.window import window_dataset
 @task(name="ingest", cache_policy=NO_CACHE, retries=0)
 def ingest_task(name: str, settings: Settings, source: dict | None = None):
     # no source given (a scheduled or triggered run): the file this dataset was ingested from, if any
+    if source is None:  # a database query runs again for the rows after the last one it holds
+        from cellcast.pipeline.data.database import ingest_query, query_source
+
+        query = query_source(name, settings)
+        if query:
+            return ingest_query(settings=settings, name=name, refresh=True, **query)
     source = source or source_of(name, settings)
     if source:
         return ingest_file(settings=settings, name=name, **source)
@@ -31,6 +41,44 @@ def window_task(name: str, settings: Settings):
     return window_dataset(name, settings)
 
 
+# A push that fails under versioning.push: always fails the run; a retry would push the same bytes the same way.
+@task(name="version-data", cache_policy=NO_CACHE, retries=0)
+def version_task(name: str, settings: Settings, stages: list[str], data_md5: str | None = None):
+    """dvc.lock records the stages this run made for `name` (outside `dvc repro`); the validated data goes into the DVC
+    cache under its md5 and to the remote (versioning.push): a re-ingest can replace data/NAME, never these bytes.
+    data_md5: what the windows were cut from; a validated file that no longer matches is not claimed for them.
+    Returns versioning.DataVersion, or None outside a DVC project."""
+    logger = get_run_logger()
+    try:
+        versioning.commit(name, stages)
+    except Exception as e:  # the run's data is on disk either way; `dvc commit` can record it later
+        logger.warning("dvc.lock not updated for %s (%s)", name, " ".join(str(e).split())[:300])
+    entry = versioning.source_entry(name) if "ingest" in stages else None
+    if entry and "bundled" not in (entry.get("ingest") or {}):  # the file it read (a query's snapshot: new rows)
+        src = Path(entry["source"])
+        src = src if src.is_absolute() else versioning.pipeline_root() / src
+        if src.is_file():
+            versioning.keep(src, settings.versioning.push, settings.versioning.remote)
+    pq, _ = validated_paths(name, settings)
+    if not pq.is_file():
+        return None
+    kept = versioning.keep(pq, settings.versioning.push, settings.versioning.remote)
+    if kept is None:
+        return None
+    if data_md5 and kept.md5 != data_md5:
+        logger.warning(
+            "%s: %s (md5 %s) is not the data the windows were cut from (%s): not recorded", name, pq, kept.md5, data_md5
+        )
+        return None
+    logger.info(
+        "data version %s of %s: in the DVC cache%s",
+        kept.md5,
+        name,
+        f", pushed to remote '{kept.remote}'" if kept.remote else f" ({kept.note})",
+    )
+    return kept
+
+
 def data_steps(name: str, settings: Settings, source: dict | None = None):
     """The three tasks in order; returns the WindowSet. Called inside data_flow and training_flow."""
     ingest_task(name, settings, source)
@@ -41,7 +89,9 @@ def data_steps(name: str, settings: Settings, source: dict | None = None):
 @flow(name="cellcast-data", log_prints=True)
 def data_flow(name: str, settings: Settings, source: dict | None = None):
     """ingest -> validate -> window. `source` holds ingest_file's options for a user file; none: bundled."""
+    check_dataset_name(name)
     ws = data_steps(name, settings, source)
+    version_task(name, settings, ["ingest", "validate", "window"], ws.meta.data_md5)
     print(
         f"{name}: {ws.meta.rows} rows, windows {ws.meta.counts}, lookback {ws.meta.lookback}, horizon {ws.meta.horizon}"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from cellcast.pipeline.config import Settings
+from cellcast.pipeline.config import Settings, check_dataset_name
 
 
 @task(name="forecast", cache_policy=NO_CACHE, retries=0)
@@ -30,12 +30,13 @@ def forecast_flow(
     monitor (with refresh): then score the champion's earlier forecasts on the new actuals, measure input
     drift, and start the retrain deployment when params.yaml `monitor` says so (flows/monitoring.py).
     future_file: known-future values for the horizon (default: the rows after the last observation)."""
+    check_dataset_name(name)
     if refresh:
-        from cellcast.flows.data import ingest_task, validate_task
-        from cellcast.pipeline.data.ingest import source_of
+        from cellcast.flows.data import ingest_task, validate_task, version_task
 
-        ingest_task(name, settings, source_of(name, settings))
+        ingest_task(name, settings)  # the file's latest contents, or the query's rows after the last one held
         validate_task(name, settings)
+        version_task(name, settings, ["ingest", "validate"])  # the new rows: a new data version, kept like any
     res = forecast_task(name, settings, alias, device, future_file)
     what = f"{res.frame['series_id'].nunique()} series" if res.skipped is not None else f"{len(res.frame)} steps"
     print(f"{name}: forecast of {what} from v{res.version} on {res.provider} -> {res.path}")

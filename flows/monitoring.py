@@ -6,7 +6,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cellcast.pipeline.config import Settings
+from cellcast.pipeline.config import Settings, check_dataset_name
 
 TRAIN_FLOW = "cellcast-train"
 RETRAIN_TAG = "retrain"
@@ -14,7 +14,7 @@ RETRAIN_TAG = "retrain"
 
 def train_deployment_name(name: str) -> str:
     """The deployment that retrains dataset `name` (flows/deploy.py creates it)."""
-    return f"train-{name}"
+    return f"train-{check_dataset_name(name)}"
 
 
 @task(name="monitor", cache_policy=NO_CACHE, retries=0)

@@ -14,9 +14,9 @@ from prefect.context import get_run_context
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from cellcast.flows.backtest import backtest_steps
-from cellcast.flows.data import data_steps
+from cellcast.flows.data import data_steps, version_task
 from cellcast.pipeline.catalog import training_lock
-from cellcast.pipeline.config import Settings
+from cellcast.pipeline.config import Settings, check_dataset_name
 from cellcast.pipeline.data.window import load_windows
 from cellcast.pipeline.errors import TrackingUnavailableError
 from cellcast.pipeline.files import exclusive, owner, owner_gone
@@ -109,13 +109,22 @@ def tracking_task(name: str, settings: Settings):
 # Reaching MLflow is the one step where a retry can help (a tracking server restarting); MLflow retries each
 # request (registry.retry_seconds), so the task itself is not re-run (no duplicate runs).
 @task(name="track-and-promote", cache_policy=NO_CACHE, retries=0)
-def promote_task(ws, settings: Settings, base, results, reports, selection=None, references=None):
+def promote_task(ws, settings: Settings, base, results, reports, selection=None, references=None, data_version=None):
     ctx = get_run_context()
     flow_run_id = str(ctx.task_run.flow_run_id) if getattr(ctx, "task_run", None) else None
     validation = Path(settings.paths.reports) / ws.meta.name / "validation.json"
     try:
         outcome = lifecycle.track_and_promote(
-            ws, settings, base, results, reports, validation, flow_run_id, selection=selection, references=references
+            ws,
+            settings,
+            base,
+            results,
+            reports,
+            validation,
+            flow_run_id,
+            selection=selection,
+            references=references,
+            data_version=data_version,
         )
     except TrackingUnavailableError as e:
         # the registry is untouched or left as the last finished call left it; the weights are on disk
@@ -138,6 +147,7 @@ def training_flow(
 ):
     """Train every candidate of params.yaml on dataset `name` and let the registry decide.
     reason: why this run was started (the monitor's verdict when it triggered a retrain)."""
+    check_dataset_name(name)
     logger = get_run_logger()
     if reason:
         logger.info("retrain of %s: %s", name, reason)
@@ -155,6 +165,8 @@ def training_flow(
 def _train(name: str, settings: Settings, source, from_windows: bool, device: str | None, logger):
     tracking_task(name, settings)
     ws = load_windows(name, settings) if from_windows else data_steps(name, settings, source)
+    # the bytes this model trains on: in the DVC cache (and remote) before any version names them
+    kept = version_task(name, settings, [] if from_windows else ["ingest", "validate", "window"], ws.meta.data_md5)
     base = baselines_task(ws, settings)
     logger.info(
         "baselines (test MASE): %s; best seasonal naive on validation: season %s",
@@ -204,7 +216,7 @@ def _train(name: str, settings: Settings, source, from_windows: bool, device: st
         )
     out_dir = Path(settings.paths.data) / name / "models"
     reports = [assess_task(r, ws, settings, str(out_dir)) for r in results]
-    outcome = promote_task(ws, settings, base, results, reports, selection, refs)
+    outcome = promote_task(ws, settings, base, results, reports, selection, refs, kept)
     print(lifecycle.summary_table(outcome))
     publish_result(outcome)
     if settings.train.strategy == "local" and ws.is_panel:

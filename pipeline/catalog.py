@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import Settings
+from .config import Settings, check_dataset_name
 from .errors import ConfigError, NotFoundError
 from .files import utc_stamp
 
@@ -18,53 +18,58 @@ def filled_column(variable: str) -> str:
     return f"filled:{variable}"
 
 
+def dataset_dir(name: str, settings: Settings) -> Path:
+    """data/NAME: every path of a dataset is built from its name here, after the one naming rule (config.py)."""
+    return Path(settings.paths.data) / check_dataset_name(name)
+
+
 def raw_paths(name: str, settings: Settings) -> tuple[Path, Path]:
-    d = Path(settings.paths.data) / name
+    d = dataset_dir(name, settings)
     return d / "raw.parquet", d / "raw.json"
 
 
 def validated_paths(name: str, settings: Settings) -> tuple[Path, Path]:
-    d = Path(settings.paths.data) / name
+    d = dataset_dir(name, settings)
     return d / "validated.parquet", d / "validated.json"
 
 
 def policy_path(name: str, settings: Settings) -> Path:
     """The validation policy given on the command line for NAME (`cellcast validate --long-gaps ...`), kept so later
     runs of the dataset (train, a scheduled refresh, a forecast) validate it the same way."""
-    return Path(settings.paths.data) / name / "policy.json"
+    return dataset_dir(name, settings) / "policy.json"
 
 
 def future_path(name: str, settings: Settings) -> Path:
     """The rows after the last observation of a validated series: their known-future values (validate writes it)."""
-    return Path(settings.paths.data) / name / "future.parquet"
+    return dataset_dir(name, settings) / "future.parquet"
 
 
 def window_paths(name: str, settings: Settings) -> tuple[Path, Path]:
-    d = Path(settings.paths.data) / name
+    d = dataset_dir(name, settings)
     return d / "windows.npz", d / "windows.json"
 
 
 def training_lock(name: str, settings: Settings) -> Path:
     """The lock one training run of dataset `name` holds (beside the checkpoints, outside data/)."""
-    return Path(settings.paths.checkpoints).parent / "locks" / f"{name}.train.lock"
+    return Path(settings.paths.checkpoints).parent / "locks" / f"{check_dataset_name(name)}.train.lock"
 
 
 def quarantine_dir(name: str, settings: Settings) -> Path:
     """A new folder for one rejected input and its report."""
-    d = Path(settings.paths.quarantine) / f"{name}-{utc_stamp()}"
+    d = Path(settings.paths.quarantine) / f"{check_dataset_name(name)}-{utc_stamp()}"
     d.mkdir(parents=True, exist_ok=False)
     return d
 
 
 def forecasts_dir(name: str, settings: Settings) -> Path:
     """Batch forecasts of a dataset, one Parquet file per run, named by its UTC stamp."""
-    return Path(settings.paths.forecasts) / name
+    return Path(settings.paths.forecasts) / check_dataset_name(name)
 
 
 def monitoring_dir(name: str, settings: Settings) -> Path:
     """The monitor's files: points.parquet (the scored window), scores.parquet (one row per evaluation),
     state.json (the last evaluation, the last retrain trigger)."""
-    return Path(settings.paths.reports) / name / "monitoring"
+    return Path(settings.paths.reports) / check_dataset_name(name) / "monitoring"
 
 
 SERIES_ID = "series_id"  # a panel's series key: one string per series (its id columns' values joined by "/")

@@ -10,6 +10,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -21,6 +22,29 @@ from .errors import ConfigError
 PARAMS_FILE = "params.yaml"
 CELLS = ("rnn", "lstm", "gru")
 Positive = Annotated[int, Field(ge=1)]
+
+
+# A dataset's name becomes a folder under data/, DVC stage keys (ingest@NAME) and a params key (datasets.NAME, so
+# no '.'), a registered model (NAME-forecaster) and Prefect deployments (train-NAME): one rule for all of them.
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+DATASET_NAME_RULE = "letters, digits, '_' and '-' only, starting with a letter or digit, at most 64 characters"
+
+
+def dataset_name_error(name: object) -> str | None:
+    """Why `name` cannot name a dataset (one line), or None when it can."""
+    if isinstance(name, str) and DATASET_NAME.fullmatch(name):
+        return None
+    shown = repr(name) if not isinstance(name, str) else repr(name if len(name) <= 40 else name[:40] + "...")
+    size = f" ({len(name)} characters)" if isinstance(name, str) and len(name) > 64 else ""
+    return f"dataset name {shown}{size}: {DATASET_NAME_RULE}"
+
+
+def check_dataset_name(name: object, option: str | None = None) -> str:
+    """`name` when it can name a dataset, else ConfigError naming the option (e.g. --name) and the rule."""
+    why = dataset_name_error(name)
+    if why:
+        raise ConfigError(f"{option}: {why}" if option else why)
+    return name  # type: ignore[return-value]
 
 
 def _no_repeats(values: list, what: str = "") -> list:
@@ -291,6 +315,14 @@ class MonitorConfig(_Strict):
         return v
 
 
+class VersioningConfig(_Strict):
+    """The data every model trains on, kept by DVC (docs/dvc.md): in the local cache always (inside a DVC project),
+    pushed to a remote per `push`."""
+
+    push: Literal["auto", "always", "never"] = "auto"
+    remote: str | None = None
+
+
 _SECTIONS = ("ingest", "validate", "window", "calendar", "train", "evaluate", "backtest", "monitor")
 
 
@@ -308,6 +340,7 @@ class _Sections(_Strict):
     registry: RegistryConfig = RegistryConfig()
     serve: ServeConfig = ServeConfig()
     monitor: MonitorConfig = MonitorConfig()
+    versioning: VersioningConfig = VersioningConfig()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -330,6 +363,14 @@ class Settings(_Sections):
 
     dataset: str
 
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_name(cls, v: str) -> str:
+        why = dataset_name_error(v)
+        if why:
+            raise ValueError(why)
+        return v
+
     @property
     def model_name(self) -> str:
         return f"{self.dataset}{self.registry.model_suffix}"
@@ -343,6 +384,7 @@ class Settings(_Sections):
             exclude={"paths": True, "serve": True, "registry": {"retry_seconds", "request_timeout_s"}},
         )
         body.pop("monitor", None)  # when to retrain shapes no model
+        body.pop("versioning", None)  # nor where its data is kept
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -354,6 +396,10 @@ class Params(_Sections):
 
     @model_validator(mode="after")
     def _check_overrides(self):
+        for name in (self.dataset, *self.datasets):
+            why = dataset_name_error(name)
+            if why:
+                raise ValueError(f"{'dataset' if name == self.dataset else 'datasets'}: {why}")
         for name, over in self.datasets.items():
             for section in over:
                 if section not in _SECTIONS:
@@ -365,7 +411,7 @@ class Params(_Sections):
         return self
 
     def for_dataset(self, name: str | None = None) -> Settings:
-        name = name or self.dataset
+        name = check_dataset_name(name) if name is not None else self.dataset
         base = self.model_dump(by_alias=True, exclude={"datasets", "dataset"})
         merged = copy.deepcopy(base)
         for section, values in (self.datasets.get(name) or {}).items():

@@ -70,3 +70,7 @@ class TrackingUnavailableError(CellcastError):
 
 class RegistryBusyError(CellcastError):
     """The aliases of a model stayed locked by another process longer than the wait allows."""
+
+
+class DataVersionError(CellcastError):
+    """A data version could not be kept (pushed) or its bytes did not match their md5."""

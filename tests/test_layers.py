@@ -33,6 +33,7 @@ OWNERS = {
     "great_expectations": {"cellcast.pipeline.data.expectations"},
     "onnxruntime": {"cellcast.pipeline.engine.inference"},
     "dvc": {"cellcast.pipeline.data.versioning"},
+    "sqlalchemy": {"cellcast.pipeline.data.database"},
     "holidays": {"cellcast.pipeline.data.calendar"},
     "statsmodels": {"cellcast.pipeline.modeling.classical"},
     "torch.onnx": {"cellcast.pipeline.engine.onnx_export"},

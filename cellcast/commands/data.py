@@ -13,6 +13,71 @@ from cellcast.pipeline.errors import ConfigError
 def register(app: typer.Typer) -> None:
     from cellcast.cli import friendly  # here, not at import time: cli imports this module
 
+    data_app = typer.Typer(
+        help="Data versions kept by DVC: the data a registered model was trained on, back by model or version.",
+        no_args_is_help=True,
+    )
+    app.add_typer(data_app, name="data")
+
+    @data_app.command("get")
+    @friendly
+    def data_get(
+        name: str = typer.Argument(..., help="dataset name; the model is <name>-forecaster"),
+        model: str | None = typer.Option(None, "--model", help="the version an alias names: champion | challenger"),
+        version: int | None = typer.Option(None, "--version", help="a registered version number"),
+        out: Path = typer.Option(..., "--out", help="folder to write validated.parquet into (created if missing)"),
+    ) -> None:
+        """Write the validated data a registered model version was trained on into --out, from the local DVC cache
+        or the DVC remote, checked against the version's data_md5."""
+        from cellcast.commands import configure_tracking
+        from cellcast.pipeline.data import versioning
+        from cellcast.pipeline.errors import NotFoundError
+        from cellcast.pipeline.files import md5_file
+        from cellcast.pipeline.registry import tracking
+
+        settings = settings_for(name)
+        if (model is None) == (version is None):
+            raise ConfigError("data get: give exactly one of --model ALIAS, --version N")
+        configure_tracking(settings)
+        mname = settings.model_name
+        if model is not None:
+            info = tracking.get_alias(mname, model)
+            if info is None:
+                raise NotFoundError(f"--model {model}: model '{mname}' has no version with that alias")
+        else:
+            info = tracking.get_version(mname, version)
+        md5 = info.tags.get("data_md5")
+        if not md5 or md5 == "unknown":
+            raise NotFoundError(f"{mname} v{info.version}: no data_md5 tag (registered before data was versioned)")
+        dst = out / "validated.parquet"
+        if dst.exists() and md5_file(dst) != md5:
+            raise ConfigError(f"{dst}: exists with other data; choose another --out (nothing is overwritten)")
+        versioning.fetch(md5, dst, settings.versioning.remote)
+        typer.echo(f"{dst}: the data {mname} v{info.version} was trained on (md5 {md5}, checked)")
+
+    @data_app.command("gc")
+    @friendly
+    def data_gc(
+        cloud: bool = typer.Option(False, "--cloud", help="the DVC remote too"),
+        dry_run: bool = typer.Option(False, "--dry-run", help="count what would be removed, remove nothing"),
+    ) -> None:
+        """Remove from the DVC cache (and with --cloud the remote) what neither dvc.lock nor a registered model
+        version uses: every version's training data is kept."""
+        from cellcast.commands import configure_tracking
+        from cellcast.pipeline.data import versioning
+        from cellcast.pipeline.registry import tracking
+
+        settings = settings_for()
+        configure_tracking(settings)
+        named = tracking.data_versions(settings.registry.model_suffix)
+        removed = versioning.collect_garbage(set(named), cloud, settings.versioning.remote, dry_run)
+        verb = "would remove" if dry_run else "removed"
+        typer.echo(
+            f"kept the data of {sum(len(v) for v in named.values())} registered versions ({len(named)} data versions) "
+            f"and what dvc.lock uses; {verb} {removed['local']} objects from the local cache"
+            + (f" and {removed['remote']} from the remote" if removed["remote"] is not None else "")
+        )
+
     @app.command()
     @friendly
     def datasets() -> None:
@@ -43,6 +108,20 @@ def register(app: typer.Typer) -> None:
         csv: Path | None = typer.Option(None, "--csv", help="a CSV file (delimiter sniffed: , ; tab |)"),
         parquet: Path | None = typer.Option(None, "--parquet", help="a Parquet file"),
         bundled: str | None = typer.Option(None, "--bundled", help="a bundled dataset (see `cellcast datasets`)"),
+        query: str | None = typer.Option(
+            None,
+            "--query",
+            help="a SELECT run on the database whose SQLAlchemy URL is in $CELLCAST_DB_URL (or --db-env); "
+            "a scheduled refresh runs it again for the rows after the last timestamp",
+        ),
+        db_env: str | None = typer.Option(
+            None, "--db-env", help="the environment variable holding the database URL (default CELLCAST_DB_URL)"
+        ),
+        recorded: str | None = typer.Option(
+            None,
+            "--recorded",
+            help="ingest dataset NAME again as sources.yaml records it (what DVC's ingest@NAME stage runs)",
+        ),
         name: str | None = typer.Option(None, "--name", help="dataset name (folder under data/); required for files"),
         time_col: str | None = typer.Option(None, "--time-col", help="the time column of the file"),
         target: list[str] = typer.Option([], "--target", help="target column (repeat for several)"),
@@ -84,13 +163,30 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Read a CSV/Parquet file or a bundled dataset into data/NAME/raw.parquet + raw.json."""
+        from cellcast.pipeline.config import check_dataset_name
         from cellcast.pipeline.data.ingest import ingest_bundled, ingest_file
 
-        given = [o for o, v in (("--csv", csv), ("--parquet", parquet), ("--bundled", bundled)) if v is not None]
+        given = [
+            o
+            for o, v in (
+                ("--csv", csv),
+                ("--parquet", parquet),
+                ("--query", query),
+                ("--bundled", bundled),
+                ("--recorded", recorded),
+            )
+            if v is not None
+        ]
         if len(given) != 1:
-            raise ConfigError("ingest: give exactly one of --csv PATH, --parquet PATH, --bundled NAME")
+            raise ConfigError(
+                "ingest: give exactly one of --csv PATH, --parquet PATH, --query SQL, --bundled NAME, --recorded NAME"
+            )
+        if db_env is not None and query is None:
+            raise ConfigError("--db-env: only with --query")
         future = None if future_features is None else [f.strip() for f in future_features.split(",") if f.strip()]
-        if bundled is not None:
+        if recorded is not None:
+            res = _ingest_recorded(check_dataset_name(recorded, "--recorded"))
+        elif bundled is not None:
             if future is not None:
                 raise ConfigError(
                     "--future-features: a bundled dataset takes them from params.yaml "
@@ -102,8 +198,24 @@ def register(app: typer.Typer) -> None:
         else:
             if not name:
                 raise ConfigError("--name: required when ingesting a file")
+            check_dataset_name(name, "--name")
             if not time_col:
                 raise ConfigError("--time-col: required when ingesting a file")
+        if query is not None:
+            from cellcast.pipeline.data.database import DEFAULT_ENV, ingest_query
+
+            res = ingest_query(
+                query,
+                name=name,
+                time_col=time_col,
+                targets=list(target),
+                env=db_env or DEFAULT_ENV,
+                settings=settings_for(name),
+                features=[f.strip() for f in features.split(",") if f.strip()],
+                freq=freq,
+                future_features=future,
+            )
+        elif bundled is None and recorded is None:
             res = ingest_file(
                 csv or parquet,
                 name=name,
@@ -121,6 +233,7 @@ def register(app: typer.Typer) -> None:
                 settings=settings_for(name),
                 future_features=future,
             )
+        versioned = None if recorded is not None else _version_ingest(res)
         m = res.meta
         g = m.gaps
         panel = (
@@ -150,6 +263,8 @@ def register(app: typer.Typer) -> None:
                 else ""
             )
         )
+        if versioned:
+            typer.echo(versioned)
 
     @app.command()
     @friendly
@@ -192,6 +307,9 @@ def register(app: typer.Typer) -> None:
         if policy:  # kept for NAME: train, scheduled refreshes and forecasts validate it the same way
             record_policy(name, settings, policy)
         rep = validate_dataset(name, settings)
+        note = _record(name, ["validate"])
+        if note:
+            typer.echo(note, err=True)
         if rep.panel is not None:
             typer.echo(_panel_summary(name, rep))
             return
@@ -204,6 +322,69 @@ def register(app: typer.Typer) -> None:
             + _promotion_hint(rep.windows.get("test_origins"), settings)
             + f"; report {rep.report_path}"
         )
+
+
+def _record(name: str, stages: list[str]) -> str | None:
+    """dvc.lock records what a command just wrote for `name` (its DVC stages); a warning line when DVC could not."""
+    from cellcast.pipeline.data import versioning
+
+    try:
+        versioning.commit(name, stages)
+    except Exception as e:  # the command's work is done either way: `dvc commit` can record it later
+        why = " ".join(str(e).split())[:200]
+        return f"warning: dvc.lock not updated for {', '.join(f'{s}@{name}' for s in stages)} ({why})"
+    return None
+
+
+def _ingest_recorded(name: str):
+    """Ingest `name` as its sources.yaml entry says (the DVC stage's command): a bundled dataset or a file."""
+    from cellcast.pipeline.data import versioning
+    from cellcast.pipeline.data.ingest import ingest_bundled, ingest_file
+    from cellcast.pipeline.errors import NotFoundError
+
+    root = versioning.pipeline_root()
+    entry = versioning.source_entry(name, root)
+    if entry is None:
+        raise NotFoundError(f"{versioning.SOURCES_FILE}: no dataset '{name}'; ingest it with --csv / --parquet first")
+    how = dict(entry.get("ingest") or {})
+    if "bundled" in how:
+        return ingest_bundled(how["bundled"], settings_for(name))
+    path = Path(how.pop("path"))
+    return ingest_file(path if path.is_absolute() else root / path, name=name, settings=settings_for(name), **how)
+
+
+def _version_ingest(res) -> str | None:
+    """After an ingest typed by a person: the dataset joins DVC's pipeline (sources.yaml: its stages in dvc.yaml, its
+    source file a dependency) and dvc.lock records this ingest. A line saying so; None outside a DVC project."""
+    from cellcast.pipeline.config import load_params
+    from cellcast.pipeline.data import versioning
+    from cellcast.pipeline.data.ingest import source_of
+
+    root = versioning.pipeline_root()
+    if root is None:
+        return None
+    name, settings = res.name, settings_for(res.name)
+    how = source_of(name, settings)
+    if how is None:  # bundled: its loader is the source
+        loader = root / "pipeline" / "data" / "datasets.py"
+        if versioning.source_entry(name, root) is not None or not loader.is_file():
+            source, how = None, None
+        else:
+            source, how = loader, {"bundled": name}
+    else:
+        source = Path(how["path"])
+        how = {k: v for k, v in how.items() if v is not None}
+        how["path"] = versioning.stage_source(source, root)
+    if how is not None:
+        versioning.register_source(name, source, how, name in load_params().datasets, root)
+        if "bundled" not in how:  # a user's file (outside the repository, or a query's snapshot in data/): kept too
+            versioning.keep(source, settings.versioning.push, settings.versioning.remote, root)
+    try:
+        done = versioning.commit(name, ["ingest"], root)
+    except Exception as e:  # the data is ingested either way; DVC's record of it can be made with `dvc commit`
+        return f"warning: dvc.lock not updated for ingest@{name} ({' '.join(str(e).split())[:200]}); run `dvc commit`"
+    entry = versioning.source_entry(name, root) or {}
+    return f"versioned by DVC: stage {', '.join(done) or 'none'}, source {entry.get('source')}" if done else None
 
 
 def _promotion_hint(origins, settings) -> str:

@@ -30,9 +30,13 @@ def register(app: typer.Typer) -> None:
     @friendly
     def window(name: str = typer.Argument(..., help="dataset name")) -> None:
         """Cut a validated dataset into chronological train / validation / test windows (data/NAME/windows.*)."""
+        from cellcast.commands.data import _record
         from cellcast.pipeline.data.window import window_dataset
 
         ws = window_dataset(name, settings_for(name))
+        note = _record(name, ["window"])
+        if note:
+            typer.echo(note, err=True)
         m = ws.meta
         if ws.is_panel:
             cold = sum(1 for v in m.panel["status"].values() if v.startswith("cold_start"))

@@ -21,7 +21,7 @@ from typing import Literal
 import pandas as pd
 
 from ..catalog import quarantine_dir, raw_paths
-from ..config import Settings
+from ..config import Settings, check_dataset_name
 from ..errors import ConfigError, IngestError
 from ..files import sha256_file, sha256_tree, utc_stamp, write_json, write_parquet
 from . import datasets
@@ -138,11 +138,6 @@ def _quarantine(name: str, path: Path, error: Exception, settings: Settings, ext
     return q
 
 
-def _check_name(name: str) -> None:
-    if not name or "/" in name or "\\" in name or name.startswith(".") or name != name.strip():
-        raise ConfigError(f"--name '{name}': must be a plain folder name (no slashes, not hidden)")
-
-
 def _check_options(time_col: str, targets: list[str], features: list[str], future: list[str] | None = None,
                    id_cols: list[str] | None = None) -> None:
     if not targets:
@@ -192,7 +187,7 @@ def ingest_file(path: str | Path, *, name: str, time_col: str, targets: list[str
     when the time column holds Unix times. The reading used is recorded in raw.json (`extra.time_reading`).
     id_cols: the columns naming each row's series (long format: a panel; their tuple is the series key).
     agg: mean | sum | last | max: readings put on the `freq` grid per series (irregular times)."""
-    _check_name(name)
+    check_dataset_name(name, "--name")
     targets = list(targets)
     id_cols = list(id_cols or [])
     future = list(settings.ingest.future_features if future_features is None else future_features)

@@ -279,6 +279,17 @@ def lineage(ws: WindowSet, settings: Settings) -> dict:
     }
 
 
+def data_tags(kept) -> dict:
+    """Where the data of a version is kept (versioning.keep's DataVersion): its md5 and the DVC store(s) holding it."""
+    where = "local DVC cache" + (f" + DVC remote '{kept.remote}'" if kept.remote else f" only ({kept.note})")
+    return {"data_version": kept.md5, "data_kept": where}
+
+
+def data_command(dataset: str, version: int) -> str:
+    """The command that restores the data version `version` of the dataset's model was trained on."""
+    return f"cellcast data get {dataset} --version {version} --out DIR"
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
@@ -469,15 +480,19 @@ def track_and_promote(
     flow_run_id: str | None = None,
     selection: dict | None = None,
     references: dict | None = None,
+    data_version=None,
 ) -> Outcome:
     """One parent run per training run, a nested run per candidate; the best parity-checked candidate by
     validation MASE (or, given `selection`'s backtest means, by those) becomes a new version (alias challenger); the
-    policy decides on champion. `references`: reference_rows(), logged beside the baselines."""
+    policy decides on champion. `references`: reference_rows(), logged beside the baselines. `data_version`: what
+    versioning.keep() did with the validated data (tagged on the version with the command that restores it)."""
     uri = tracking.configure()
     references = references or {}
     sel = {"method": "backtest", **selection} if selection else {"method": "split"}
     model_name = settings.model_name
     tags = lineage(ws, settings) | {"flow_run_id": flow_run_id or "none", "anchor_season": str(base.anchor_season)}
+    if data_version is not None:
+        tags |= data_tags(data_version)
     with tracking.parent_run(ws.meta.name, run_name=f"train-{ws.meta.name}", tags=tags) as parent_id:
         tracking.log_params(
             {
@@ -600,6 +615,8 @@ def track_and_promote(
                 "parity_max_rel": f"{best.parity.get('max_rel_to_scale', 'nan')}",
             },
         )
+        if data_version is not None:
+            tracking.set_version_tags(model_name, version, {"data_get": data_command(ws.meta.name, version)})
         applied = tracking.apply_decision(
             model_name, version, decision, expected_champion=champ_before.version if champ_before else None
         )

@@ -911,6 +911,28 @@ def apply_decision(model_name: str, version: int, decision: Decision, expected_c
 
 
 @_reaching
+def set_version_tags(model_name: str, version: int, tags: dict) -> None:
+    client = _client()
+    for k, v in tags.items():
+        client.set_model_version_tag(model_name, str(version), k, str(v))
+
+
+@_reaching
+def data_versions(suffix: str) -> dict[str, list[str]]:
+    """The data every registered model version (of models named *suffix) was trained on: {data_md5: ['NAME vN']}."""
+    client = _client()
+    found: dict[str, list[str]] = {}
+    for model in client.search_registered_models(max_results=1000):
+        if not model.name.endswith(suffix):
+            continue
+        for mv in client.search_model_versions(f"name = '{model.name}'"):
+            md5 = (mv.tags or {}).get("data_md5")
+            if md5 and md5 != "unknown":
+                found.setdefault(md5, []).append(f"{mv.name} v{mv.version}")
+    return found
+
+
+@_reaching
 def rollback(model_name: str) -> VersionInfo:
     """`previous` becomes champion; the replaced champion becomes `previous` (a second rollback undoes it)."""
     client = _client()
