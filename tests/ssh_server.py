@@ -29,6 +29,9 @@ def sshd_bin() -> str | None:
 @contextmanager
 def ssh_server(workdir: Path, startup_timeout: float = 30) -> Iterator[SimpleNamespace]:
     """Yield (host, port, user, keyfile, known_hosts) of a running sshd that accepts `keyfile`."""
+    from tiers import require_integration
+
+    require_integration("an SSH server")
     sshd = sshd_bin()
     if sshd is None:
         raise FileNotFoundError("OpenSSH server not found (apt-get install openssh-server)")

@@ -24,6 +24,9 @@ from cellcast.pipeline.data.versioning import data_hash, lock_hash, read_lock, r
 ROOT = Path(__file__).resolve().parents[1]
 
 
+pytestmark = pytest.mark.integration  # git, DVC and the cellcast command in a copy of the repository
+
+
 def _series(rows: int, seed: int) -> pd.DataFrame:
     t = pd.date_range("2024-01-01", periods=rows, freq="h")
     rng = np.random.default_rng(seed)
@@ -93,7 +96,6 @@ def version_tags(repo: Path, version: int) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-@pytest.mark.integration
 def test_a_users_csv_versioned_trained_replaced_and_both_versions_restored(repo, tmp_path, prefect_api):
     src = tmp_path / "incoming" / "load.csv"  # outside the repository, as a user's export would be
     src.parent.mkdir()
@@ -179,7 +181,6 @@ def test_data_get_refuses_in_one_line(repo, tmp_path):
     assert r.exit_code == 2 and r.output.startswith("error: dataset name 'x y'")
 
 
-@pytest.mark.integration
 def test_the_data_goes_to_a_networked_remote_over_ssh(repo, tmp_path, monkeypatch):
     """An SSH remote (DVC's SSH support against a real sshd on loopback) instead of the folder: the source file and
     the validated data pushed there, back after the local cache is gone, byte for byte."""
