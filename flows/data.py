@@ -6,14 +6,15 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from cellcast.pipeline.config import Settings
-from cellcast.pipeline.data.ingest import ingest_bundled, ingest_file, source_of
+from cellcast.pipeline.data.findings import ValidationReport
+from cellcast.pipeline.data.ingest import IngestResult, ingest_bundled, ingest_file, source_of
 from cellcast.pipeline.data.validation import validate_dataset
-from cellcast.pipeline.data.window import window_dataset
+from cellcast.pipeline.data.window import WindowSet, window_dataset
 
 
 # No retries: a file that fails to parse or validate fails the same way every time.
 @task(name="ingest", cache_policy=NO_CACHE, retries=0)
-def ingest_task(name: str, settings: Settings, source: dict | None = None):
+def ingest_task(name: str, settings: Settings, source: dict | None = None) -> IngestResult:
     # no source given (a scheduled or triggered run): the file this dataset was ingested from, if any
     source = source or source_of(name, settings)
     if source:
@@ -22,16 +23,16 @@ def ingest_task(name: str, settings: Settings, source: dict | None = None):
 
 
 @task(name="validate", cache_policy=NO_CACHE, retries=0)
-def validate_task(name: str, settings: Settings):
+def validate_task(name: str, settings: Settings) -> ValidationReport:
     return validate_dataset(name, settings)
 
 
 @task(name="window", cache_policy=NO_CACHE, retries=0)
-def window_task(name: str, settings: Settings):
+def window_task(name: str, settings: Settings) -> WindowSet:
     return window_dataset(name, settings)
 
 
-def data_steps(name: str, settings: Settings, source: dict | None = None):
+def data_steps(name: str, settings: Settings, source: dict | None = None) -> WindowSet:
     """The three tasks in order; returns the WindowSet. Called inside data_flow and training_flow."""
     ingest_task(name, settings, source)
     validate_task(name, settings)

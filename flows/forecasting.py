@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from cellcast.pipeline.config import Settings
 
+if TYPE_CHECKING:  # imported where it runs: the flow module stays light
+    from cellcast.pipeline.serving.forecast import ForecastResult
+
 
 @task(name="forecast", cache_policy=NO_CACHE, retries=0)
-def forecast_task(name: str, settings: Settings, alias: str, device: str, future_file: str | None = None):
+def forecast_task(
+    name: str, settings: Settings, alias: str, device: str, future_file: str | None = None
+) -> ForecastResult:
     from cellcast.pipeline.serving.forecast import forecast_latest
 
     return forecast_latest(name, settings, alias=alias, device=device, future_file=future_file)

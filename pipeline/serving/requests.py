@@ -531,7 +531,7 @@ def check_timestamps(
     if len(steps) and (steps <= pd.Timedelta(0)).any():
         i = int(np.flatnonzero(steps <= pd.Timedelta(0))[0]) + 1
         raise BadRequest(422, f"{where}[{i}]: {ts[i]} does not come after {ts[i - 1]}; timestamps must increase")
-    if off is not None:
+    if off is not None and freq is not None:  # a known offset comes from a frequency
         try:
             grid = pd.date_range(ts[0], periods=length, freq=off)
             future = future_timestamps(ts[-1], freq, horizon)
@@ -594,7 +594,7 @@ def forecast_json(
 ) -> dict:
     """One series' answer: y (horizon, T), q (horizon, T, Q) at `levels` when the model forecasts quantiles."""
     y = np.asarray(y, dtype=np.float64)  # float32 -> the float64 numbers JSON writes, as float() gave them
-    out = {"id": series_id} if series_id is not None else {}
+    out: dict[str, object] = {"id": series_id} if series_id is not None else {}
     out |= {"timestamps": stamps, "forecast": {t: y[:, j].tolist() for j, t in enumerate(targets)}}
     if q is not None and levels:
         q = np.asarray(q, dtype=np.float64)
