@@ -91,7 +91,7 @@ def backtest_flow(
     folds: int | None = None,
     refit: str | None = None,
     device: str | None = None,
-):
+) -> bt.BacktestResult:
     """Rolling-origin evaluation of the candidates of params.yaml on dataset `name` (docs/forecasting.md)."""
     logger = get_run_logger()
     tracking.configure(registry=settings.registry)

@@ -40,7 +40,7 @@ def data_steps(name: str, settings: Settings, source: dict | None = None) -> Win
 
 
 @flow(name="cellcast-data", log_prints=True)
-def data_flow(name: str, settings: Settings, source: dict | None = None):
+def data_flow(name: str, settings: Settings, source: dict | None = None) -> WindowSet:
     """ingest -> validate -> window. `source` holds ingest_file's options for a user file; none: bundled."""
     ws = data_steps(name, settings, source)
     print(

@@ -31,7 +31,7 @@ def forecast_flow(
     refresh: bool = False,
     monitor: bool = True,
     future_file: str | None = None,
-):
+) -> ForecastResult:
     """Forecast the next horizon of `name` with the model the registry calls `alias`.
     refresh: re-ingest and re-validate the source first (a scheduled run picks up new rows).
     monitor (with refresh): then score the champion's earlier forecasts on the new actuals, measure input

@@ -136,7 +136,7 @@ def training_flow(
     from_windows: bool = False,
     device: str | None = None,
     reason: str | None = None,
-):
+) -> lifecycle.Outcome:
     """Train every candidate of params.yaml on dataset `name` and let the registry decide.
     reason: why this run was started (the monitor's verdict when it triggered a retrain)."""
     logger = get_run_logger()
@@ -153,7 +153,7 @@ def training_flow(
         return _train(name, settings, source, from_windows, device, logger)
 
 
-def _train(name: str, settings: Settings, source, from_windows: bool, device: str | None, logger):
+def _train(name: str, settings: Settings, source, from_windows: bool, device: str | None, logger) -> lifecycle.Outcome:
     tracking_task(name, settings)
     ws = load_windows(name, settings) if from_windows else data_steps(name, settings, source)
     base = baselines_task(ws, settings)
@@ -395,6 +395,6 @@ def task_runner(settings: Settings):
     return ThreadPoolTaskRunner(max_workers=max(1, t.parallel))
 
 
-def run_training(name: str, settings: Settings, **kw):
+def run_training(name: str, settings: Settings, **kw) -> lifecycle.Outcome:
     """Run the flow with the task runner params.yaml asks for."""
     return training_flow.with_options(task_runner=task_runner(settings))(name, settings, **kw)

@@ -104,8 +104,10 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError("--name: required when ingesting a file")
             if not time_col:
                 raise ConfigError("--time-col: required when ingesting a file")
+            path = csv or parquet
+            assert path is not None  # exactly one of --csv, --parquet, --bundled, and not --bundled
             res = ingest_file(
-                csv or parquet,
+                path,
                 name=name,
                 time_col=time_col,
                 targets=list(target),
