@@ -8,6 +8,7 @@ import csv
 import re
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -96,7 +97,7 @@ def read_csv(path: Path, delimiter: str | None) -> tuple[pd.DataFrame, dict]:
                                  f"with a header line naming its columns")
     text, encoding = _decode_head(path, head)
     declared = delimiter is not None
-    if declared:
+    if delimiter is not None:
         delimiter = {"tab": "\t", "\\t": "\t"}.get(delimiter, delimiter)
         if len(delimiter) != 1:
             raise ConfigError(f"--delimiter '{delimiter}': must be one character (or 'tab')")
@@ -244,7 +245,8 @@ def _guesses(values) -> tuple[set[str], list]:
     values no format reads."""
     from pandas.tseries.api import guess_datetime_format
 
-    formats, unguessable = set(), []
+    formats: set[str] = set()
+    unguessable: list = []
     for v in values:
         got = []
         for df in (False, True):
@@ -302,7 +304,8 @@ def _reading(raw: pd.Series, formats: list[str]) -> tuple[pd.Series, str | None,
     parsed = [(f, *_to_datetime(raw, format=f)) for f in formats]
     parsed.sort(key=lambda x: -int(x[1].notna().sum()))
     t = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns]")
-    tz, used = None, []
+    tz: str | None = None
+    used: list[str] = []
     for f, cand, z in parsed:
         fill = t.isna() & cand.notna()
         if fill.any():
@@ -337,7 +340,7 @@ def _parse_time(path: Path, s: pd.Series, col: str, where, time_format: str | No
     chosen reading cannot parse are refused, counted and the first one named: a bad value never makes
     the other order reinterpret the good ones."""
     raw = s.astype("string").str.strip() if not pd.api.types.is_datetime64_any_dtype(s) else None
-    info = {"order": None, "formats": [], "chosen": "unambiguous"}
+    info: dict[str, Any] = {"order": None, "formats": [], "chosen": "unambiguous"}
     given = None
     if raw is None:
         t, info["formats"] = s, ["datetime"]
@@ -452,9 +455,9 @@ def _read_dates(path: Path, raw: pd.Series, col: str, dayfirst: bool | None) -> 
     fit = {o: _grid_fit(readings[o][0]) for o in readings}
     count = {o: int(readings[o][0].notna().sum()) for o in readings}
     if abs(fit[DAY_FIRST] - fit[MONTH_FIRST]) > _DECISIVE:
-        order = max(fit, key=fit.get)              # the other order scatters the series
+        order = max(fit, key=lambda o: fit[o])     # the other order scatters the series
     elif count[DAY_FIRST] != count[MONTH_FIRST]:
-        order = max(count, key=count.get)          # the other order cannot read values this one can
+        order = max(count, key=lambda o: count[o])  # the other order cannot read values this one can
     else:
         i = int(np.flatnonzero((td != tm).to_numpy() & both.to_numpy())[0])
         raise IngestError.broken("date_order", f"{path}: time column '{col}': dates like {raw.iloc[i]!r} read both "
@@ -520,7 +523,7 @@ def canonical_frame(path: Path, df: pd.DataFrame, time_col: str, targets: list[s
         raise IngestError.broken("header_only", f"{path}: header only, no data rows (columns found: {found}); "
                                  f"export the rows below the header too")
     where = _locator(path, fmt, delimiter, encoding)
-    ids = {}
+    ids: dict[str, pd.Series] = {}
     if id_cols:
         key, ids = series_key(path, df, id_cols, where)
         line = where
