@@ -17,7 +17,7 @@ TORCH_INDEX ?=
 FUZZ_VENV ?= .venv-schemathesis
 SCHEMATHESIS ?= schemathesis==4.32.5
 
-.PHONY: install run test bench clean repro gpu-bundle serve-stack stop-stack stack-status fuzz-venv
+.PHONY: install run test test-fast test-integration lint bench clean repro gpu-bundle serve-stack stop-stack stack-status fuzz-venv
 
 install: $(STAMP)
 
@@ -45,6 +45,20 @@ run: install
 
 test: install
 	$(VENV)/bin/python -m pytest -q
+
+# the quick tier (tests/README.md): no servers, no training flows, no browser
+test-fast: install
+	$(VENV)/bin/python -m pytest -q -m "not integration"
+
+# the rest of `make test`: what the quick tier leaves out (.ci/run runs the two one after the other)
+test-integration: install
+	$(VENV)/bin/python -m pytest -q -m integration
+
+# ruff (lint and format) and mypy, settings in pyproject.toml
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 repro: install
 	# the stages call `cellcast`: the venv's bin first on PATH

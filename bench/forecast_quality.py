@@ -3,7 +3,8 @@ naive, interval coverage and width on test, the calibration modes on the trained
 known-future inputs (two projects) with a Diebold-Mariano test on the same test origins.
 
     cd /tmp/p && cp REPO/params.yaml . && cellcast run elecdemand && ...          # the projects first
-    PYTHONPATH=$PWD .venv/bin/python bench/forecast_quality.py --project /tmp/p --datasets elecdemand chicago glucose sp500
+    PYTHONPATH=$PWD .venv/bin/python bench/forecast_quality.py --project /tmp/p \\
+        --datasets elecdemand chicago glucose sp500
     PYTHONPATH=$PWD .venv/bin/python bench/forecast_quality.py --project /tmp/p --without /tmp/p-nocal \\
         --datasets chicago elecdemand                                             # calendar: with vs without
     PYTHONPATH=$PWD .venv/bin/python bench/forecast_quality.py --project /tmp/p --calibration --datasets chicago
@@ -159,7 +160,7 @@ def calibration(root: Path, name: str) -> None:
             m.q_shift.zero_()
             _, qv = quantile_predictor(m)(*ws.inputs(starts))
             _, yv = ws.batch(starts)
-            for mode in ("none", "two_sided", "widen"):
+            for mode in ("none", "two_sided", "widen", "guarded"):
                 if mode == "none" and windows != "all":
                     continue
                 shift = (
@@ -186,8 +187,8 @@ def tables() -> None:
     q = [r for r in ROWS if r["kind"] == "quality"]
     if q:
         print(
-            "\n| dataset | champion (best candidate) | test MASE | weekly seasonal naive | ratio | naive | 80% coverage "
-            "(width) | 90% coverage (width) | 90% Winkler | CRPS | anchor |"
+            "\n| dataset | champion (best candidate) | test MASE | weekly seasonal naive | ratio | naive "
+            "| 80% coverage (width) | 90% coverage (width) | 90% Winkler | CRPS | anchor |"
         )
         print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
         for r in q:
@@ -210,7 +211,8 @@ def tables() -> None:
             print(
                 f"| {r['dataset']} | {', '.join(r['with_future'])} | {r['with_mase']:.3f} ({r['with_best']}) | "
                 f"{r['without_mase']:.3f} ({r['without_best']}) | {r['gain_pct']:.1f}% | {r['dm_all']:.2f} "
-                f"({r['p_all']:.3g}, {r['windows_all']}) | {r['with_origins_mase']:.3f} / {r['without_origins_mase']:.3f} "
+                f"({r['p_all']:.3g}, {r['windows_all']}) | "
+                f"{r['with_origins_mase']:.3f} / {r['without_origins_mase']:.3f} "
                 f"| {r['dm']:.2f} ({r['p_value']:.3g}, {r['origins']}) |"
             )
     k = [r for r in ROWS if r["kind"] == "calibration"]

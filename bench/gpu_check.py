@@ -456,8 +456,8 @@ def section_infer(out: Out, args, ws: WindowSet, dev: torch.device, models: dict
                 return y
 
             rel = float((np.abs(run(tb).numpy().astype(np.float64) - refb) / scale).max())
-            p50, p99 = latency(lambda: run(t1), args.n_latency)
-            torch_tput = throughput(lambda: run(tb), len(xb), args.infer_budget)
+            p50, p99 = latency(lambda t1=t1: run(t1), args.n_latency)
+            torch_tput = throughput(lambda tb=tb: run(tb), len(xb), args.infer_budget)
             out.emit(
                 "infer",
                 cell=cell,
@@ -470,7 +470,7 @@ def section_infer(out: Out, args, ws: WindowSet, dev: torch.device, models: dict
                 windows_per_s=round(torch_tput),
                 tf32=tf32_settings(),
             )
-            del m
+            m = None  # free the device's copy
         except Exception as e:
             out.error("infer", e, cell=cell, engine="torch-eager")
 
@@ -522,8 +522,9 @@ def section_infer(out: Out, args, ws: WindowSet, dev: torch.device, models: dict
             timings, rows = [], []
             for b in sizes:
                 x = xb[:b]
-                t_unrolled = len(x) / throughput(lambda: engines[1].predict(x), len(x), args.infer_budget / 2)
-                t_native = len(x) / throughput(lambda: engines["never"].predict(x), len(x), args.infer_budget / 2)
+                unrolled, native = engines[1], engines["never"]
+                t_unrolled = len(x) / throughput(lambda x=x: unrolled.predict(x), len(x), args.infer_budget / 2)
+                t_native = len(x) / throughput(lambda x=x: native.predict(x), len(x), args.infer_budget / 2)
                 timings.append((b, t_unrolled, t_native))
                 rows.append(
                     {"batch": b, "unrolled_ms": round(1e3 * t_unrolled, 4), "native_ms": round(1e3 * t_native, 4)}
@@ -539,7 +540,7 @@ def section_infer(out: Out, args, ws: WindowSet, dev: torch.device, models: dict
                 suggested_hybrid_min_batch=suggest,
                 exported=(engines[1].metadata.get(f"hybrid_min_batch{'_cuda' if ort_device == 'cuda' else ''}")),
             )
-            del engines
+            engines = {}
         except Exception as e:
             out.error("infer", e, cell=cell, step="branch-choice")
 
@@ -561,7 +562,7 @@ def section_infer(out: Out, args, ws: WindowSet, dev: torch.device, models: dict
             sweep = []
             for k in args.cpu_threads:
                 e1 = OnnxForecaster.from_path(path, device="cpu", threads=k or None)
-                p50, p99 = latency(lambda: e1.predict(x1), args.n_latency)
+                p50, p99 = latency(lambda e1=e1: e1.predict(x1), args.n_latency)
                 sweep.append({"threads": k or "default", "p50_ms": p50, "p99_ms": p99})
             out.emit("cpu-threads", cell=cell, batch=1, sweep=sweep, cpus=os.cpu_count())
         except Exception as e:
@@ -600,7 +601,7 @@ def section_serve(out: Out, args, ws: WindowSet, dev: torch.device, shipped: dic
                 batch1_engine=eng.engine_for(1),
             )
             x1 = window[None].astype(np.float32)
-            p50, p99 = latency(lambda: eng.predict(x1), args.n_latency)
+            p50, p99 = latency(lambda eng=eng, x1=x1: eng.predict(x1), args.n_latency)
             out.emit(
                 "serve",
                 cell=cell,

@@ -3,8 +3,8 @@
 Single-forecast latency (p50, p99 of batch 1) and batch throughput (windows/s at --batch, default 1024).
 Default model: 2 layers x 128 units, lookback 168 read in full, 7 variables, horizon 24 (the anchor
 measurement's size, /work/shared/bench/anchor_gpu.py). CPU with --threads (default 2); CUDA too when
-ONNX Runtime and torch see a GPU. Prints one JSON line per measurement, then a markdown table. Engines alternate over --rounds rounds and
-the best round is kept (latency: lowest p50/p99; throughput: highest), which damps other load.
+ONNX Runtime and torch see a GPU. Prints one JSON line per measurement, then a markdown table. Engines alternate over
+--rounds rounds and the best round is kept (latency: lowest p50/p99; throughput: highest), which damps other load.
 
     .venv/bin/python bench/inference.py [--cells rnn lstm gru] [--threads 2] [--budget 3]
 """

@@ -26,7 +26,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from cellcast.pipeline.data import readers  # noqa: E402
+from cellcast.pipeline.data import dates  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 FORMATS = {
@@ -38,10 +38,15 @@ FORMATS = {
 
 
 def old_parser(ref: str):
-    """`_parse_time` of readers.py at git revision `ref` (its relative imports pointed at the package)."""
-    src = subprocess.run(
-        ["git", "show", f"{ref}:pipeline/data/readers.py"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.replace("from ..errors import", "from cellcast.pipeline.errors import")
+    """`_parse_time` at git revision `ref`: data/dates.py, or readers.py before the date reading had a module
+    of its own (its relative imports pointed at the package)."""
+    for file in ("pipeline/data/dates.py", "pipeline/data/readers.py"):
+        shown = subprocess.run(["git", "show", f"{ref}:{file}"], cwd=ROOT, capture_output=True, text=True)
+        if shown.returncode == 0:
+            break
+    src = shown.stdout.replace("from ..errors import", "from cellcast.pipeline.errors import").replace(
+        "from .panel import", "from cellcast.pipeline.data.panel import"
+    )
     path = Path(tempfile.mkdtemp()) / "readers_then.py"
     path.write_text(src)
     spec = importlib.util.spec_from_file_location("readers_then", path)
@@ -58,7 +63,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smoke run: 5,000 rows, one repeat, no results file")
     args = ap.parse_args()
     rows, repeats = (5000, 1) if args.quick else (args.rows, args.repeats)
-    methods = {"now": lambda s: readers._parse_time(Path("bench.csv"), s, "time", lambda i: f"line {i + 2}")[0]}
+    methods = {"now": lambda s: dates._parse_time(Path("bench.csv"), s, "time", lambda i: f"line {i + 2}")[0]}
     if args.against:
         methods[args.against] = old_parser(args.against)
     truth = pd.date_range("2020-01-01", periods=rows, freq="30min")

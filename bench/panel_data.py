@@ -177,7 +177,8 @@ def main() -> None:
             notes = (
                 f"{x['rows']:,} rows, {x['series']} series, {x['row_groups']} row groups"
                 if "rows" in x
-                else f"{x['series_in']} series in, {x['kept']} kept, {x['dropped']} dropped, {x['cold_start']} cold start, "
+                else f"{x['series_in']} series in, {x['kept']} kept, {x['dropped']} dropped, "
+                f"{x['cold_start']} cold start, "
                 f"{x['breaks']} breaks, {x['filled']:,} filled, {x['partitions']} partitions"
                 + (f"; workers' peak MiB {x['worker_peak_mib']}" if x["worker_peak_mib"] else "")
             )

@@ -317,8 +317,11 @@ def main() -> None:
     summary = []
     for cell in args.cells if rows else []:  # --repeats 0: time to quality only
         mine = [r for r in rows if r["cell"] == cell]
-        med = lambda k: statistics.median(r[k] for r in mine)  # noqa: E731
-        spread = lambda k: round(100 * (max(r[k] for r in mine) - min(r[k] for r in mine)) / med(k), 1)  # noqa: E731
+        med = lambda k, mine=mine: statistics.median(r[k] for r in mine)  # noqa: E731
+
+        def spread(k, mine=mine, med=med):
+            return round(100 * (max(r[k] for r in mine) - min(r[k] for r in mine)) / med(k), 1)
+
         s = dict(
             kind="train-summary",
             cell=cell,

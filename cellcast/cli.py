@@ -28,7 +28,7 @@ def friendly(fn):
             return fn(*args, **kwargs)
         except CellcastError as e:
             typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(e.exit_code)
+            raise typer.Exit(e.exit_code) from None  # the line above is the whole message
 
     return wrapper
 

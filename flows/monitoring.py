@@ -1,5 +1,5 @@
 """Monitoring in the scheduled forecast flow: score the champion, and start the retrain deployment when the
-monitor's verdict says so (pipeline/serving/monitor.py decides; this module only asks Prefect)."""
+monitor's verdict says so (pipeline/monitoring/ decides; this module only asks Prefect)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from cellcast.pipeline.config import Settings
 
 if TYPE_CHECKING:  # imported where it runs: the flow module stays light
-    from cellcast.pipeline.serving.monitor import MonitorReport
+    from cellcast.pipeline.monitoring.report import MonitorReport
 
 TRAIN_FLOW = "cellcast-train"
 RETRAIN_TAG = "retrain"
@@ -24,7 +24,7 @@ def train_deployment_name(name: str) -> str:
 
 @task(name="monitor", cache_policy=NO_CACHE, retries=0)
 def monitor_task(name: str, settings: Settings) -> MonitorReport:
-    from cellcast.pipeline.serving.monitor import evaluate
+    from cellcast.pipeline.monitoring.evaluate import evaluate
 
     return evaluate(name, settings)
 
@@ -38,7 +38,7 @@ def trigger_task(name: str, settings: Settings, report) -> dict | None:
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
-    from cellcast.pipeline.serving import monitor
+    from cellcast.pipeline.monitoring import state as monitor
 
     logger = get_run_logger()
     deployment = f"{TRAIN_FLOW}/{train_deployment_name(name)}"

@@ -2,12 +2,18 @@
 
 Layers, each importing only those below it (tests/test_layers.py keeps this true):
 
-    serving    forecast (batch), service (HTTP)              registered models in use
-    registry   tracking (MLflow), promotion, lifecycle, report   what is registered and promoted
-    engine     onnx_export, inference (ONNX Runtime)          the deployable artefact and what runs it
-    modeling   model, train, evaluate, plots                  the forecaster, trained and scored
-    data       datasets, ingest, validation, window, versioning   data in
-    core       config, errors (this folder)
+    serving     forecast (batch), service (HTTP), requests     registered models in use
+    monitoring  scoring, verdict, evaluate, status             is the champion still good
+    registry    tracking (MLflow), promotion, lifecycle,       what is registered and promoted
+                backtest, report
+    engine      onnx_export, inference (ONNX Runtime), doctor  the deployable artefact and what runs it
+    modeling    model, train, anchor, evaluate, quantiles,     the forecaster, trained and scored
+                classical, plots
+    data        datasets, readers, dates, ingest, validation,  data in
+                window, calendar, drift, versioning
+    core        config, errors, catalog, files (this folder)
+
+docs/architecture.md has every module and its one job.
 
 No Prefect and no CLI in here: flows/ and cellcast/ import this package, never the reverse.
 """

@@ -127,7 +127,7 @@ class TrainConfig(_Strict):
     dropout: float = Field(0.0, ge=0, lt=1)
     rnn_steps: int = Field(48, ge=1)
     residual: bool = True
-    # what the residual is learned over: the best seasonal naive on validation (today's anchor), a linear map from
+    # what the residual is learned over: the best seasonal naive on validation, a linear map from
     # the lookback and the known-future block fitted in closed form (ridge) and frozen, or auto: whichever of the
     # two forecasts validation better (docs/forecasting.md)
     anchor: Literal["seasonal_naive", "linear", "auto"] = "seasonal_naive"
@@ -191,17 +191,28 @@ class EvaluateConfig(_Strict):
     seasons: list[Positive] | Literal["auto"] = "auto"
     promotion_margin: float = Field(0.02, ge=0, lt=1)
     min_test_windows: int = Field(10, ge=2)
+    # the one-sided Diebold-Mariano p-value a challenger needs against the champion (and the bar): a wrong
+    # replacement costs a working forecast
     significance: float = Field(0.05, gt=0, lt=1)
+    # the p-value a first champion needs against the bar: with no champion the user gets no forecast at all, while
+    # a wrongly promoted first model forecasts about as well as seasonal naive (docs/forecasting.md)
+    first_significance: float = Field(0.10, gt=0, lt=1)
     # quantile levels every candidate forecasts (pinball heads, conformalised on held-out windows); the median is
     # the point forecast; [] forecasts the point only. Intervals are the symmetric pairs (0.1, 0.9: 80%)
     quantiles: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.5, 0.9, 0.95])
-    # a candidate whose test coverage of an interval misses its nominal level by more than this is not promoted
+    # a candidate whose test coverage of an interval falls short of its nominal level by more than this is not
+    # promoted; covering more is reported as width (over-coverage is inefficiency, not danger)
     coverage_tolerance: float = Field(0.05, gt=0, lt=1)
+    # a candidate's interval (Winkler) score must be no worse than the bar's own empirical intervals' (the strongest
+    # seasonal naive plus the quantiles of its validation errors per step)
+    interval_score_gate: bool = True
     # the held-out windows the quantiles are conformalised on: every validation window, or the N most recent
     calibration_windows: Positive | Literal["all"] = "all"
     # how the conformal shift applies: widen (an interval only ever grows: held-out months calmer than what follows
-    # must not narrow it), two_sided (classic CQR), none (the pinball heads as trained)
-    calibration: Literal["widen", "two_sided", "none"] = "widen"
+    # must not narrow it), guarded (two-sided, but narrowing only as far as every one of `calibration_parts`
+    # consecutive parts of the held-out windows agrees), two_sided (classic CQR), none (the pinball heads as trained)
+    calibration: Literal["widen", "guarded", "two_sided", "none"] = "widen"
+    calibration_parts: int = Field(2, ge=2, le=10)  # guarded: the consecutive parts that must each support narrowing
     # how the training flow picks its best candidate: the validation split's MASE (split), or the mean MASE over the
     # backtest's folds cut from the rows before the test split (backtest: params `backtest`; never the final test)
     selection: Literal["split", "backtest"] = "split"
@@ -262,7 +273,7 @@ class ServeConfig(_Strict):
 
 
 class MonitorConfig(_Strict):
-    """When the scheduled forecast flow asks for a retrain (pipeline/serving/monitor.py)."""
+    """When the scheduled forecast flow asks for a retrain (pipeline/monitoring/verdict.py)."""
 
     mase_ratio: float | None = Field(1.5, gt=0)  # rolling MASE / champion's test MASE above this; None: never
     min_points: int | Literal["auto"] = "auto"  # scored forecast points before accuracy is judged

@@ -15,6 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Before the test's fixtures are made: tell the server helpers which tier the test is in (tests/tiers.py)."""
+    from tiers import ENV
+
+    os.environ[ENV] = "1" if item.get_closest_marker("integration") else "0"
+
+
 @pytest.fixture(autouse=True)
 def _log_handlers_on_open_streams():
     """Prefect's console log handler (on the root logger once a flow ran in this process) keeps the stream

@@ -47,7 +47,9 @@ def postgres_server(database: str = "mlflow", startup_timeout: float = 60) -> It
     """Yield a SQLAlchemy URL, postgresql+psycopg2://cellcast@127.0.0.1:PORT/DATABASE (trust authentication
     on loopback; SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3); stopped and removed afterwards."""
     import psycopg2
+    from tiers import require_integration
 
+    require_integration("a PostgreSQL server")
     bindir = postgres_bin()
     if bindir is None:
         raise FileNotFoundError("PostgreSQL server binaries not found (apt-get install postgresql, or set PG_BIN)")
@@ -115,9 +117,9 @@ def postgres_server(database: str = "mlflow", startup_timeout: float = 60) -> It
             try:
                 conn = psycopg2.connect(host="127.0.0.1", port=port, user="cellcast", dbname="postgres")
                 break
-            except psycopg2.OperationalError:
+            except psycopg2.OperationalError as e:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"postgres did not start: {(root / 'server.log').read_text()[-2000:]}")
+                    raise RuntimeError(f"postgres did not start: {(root / 'server.log').read_text()[-2000:]}") from e
                 time.sleep(0.2)
         conn.autocommit = True
         with conn.cursor() as cur:

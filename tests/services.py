@@ -31,6 +31,9 @@ def background_service(
     stop_timeout: float = 25,
 ) -> Iterator[subprocess.Popen]:
     """Yield the running process once `health_url` answers 200; its output goes to workdir/server.log."""
+    from tiers import require_integration
+
+    require_integration(f"a {name} server")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     log = open(workdir / "server.log", "wb")

@@ -70,6 +70,9 @@ def test_unknown_name_lists_the_valid_ones():
 
 def test_loading_writes_nothing_under_home(tmp_path):
     env = {**os.environ, "HOME": str(tmp_path), "XDG_CACHE_HOME": "", "MPLCONFIGDIR": ""}
-    code = "from cellcast.pipeline.data.datasets import list_datasets, load_bundled\nfor d in list_datasets(): load_bundled(d.name)"
+    code = (
+        "from cellcast.pipeline.data.datasets import list_datasets, load_bundled\n"
+        "for d in list_datasets(): load_bundled(d.name)"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=120)
     assert list(tmp_path.iterdir()) == []

@@ -192,6 +192,7 @@ def test_the_verdict(device, gpu, torch_over, ort_over, ok, words):
     assert got_ok is ok and words in reason and "\n" not in reason, reason
 
 
+@pytest.mark.integration  # the installed command as a process
 def test_the_command_runs_without_the_services(tmp_path):
     """`cellcast doctor` as on the GPU machine (no MLflow, Prefect, GX, DVC or FastAPI): a report, exit 0 when
     the device works, else exit 2 and one line saying why."""

@@ -18,6 +18,8 @@ import yaml
 
 from cellcast.pipeline.data.versioning import data_hash, lock_hash, read_lock, status
 
+pytestmark = pytest.mark.integration  # dvc repro / push / pull in a throwaway repository
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 NAME = "elecdemand"
@@ -192,7 +194,6 @@ def test_a_bundled_panel_runs_through_the_ingest_validate_and_window_stages(fres
     assert status(["window@weather"], repo) == {}
 
 
-@pytest.mark.integration
 def test_full_pipeline_trains_evaluates_and_reports_metrics(reproduced, tmp_path):
     """ingest -> ... -> train -> evaluate via `dvc repro`, with seconds-long training."""
     repo = copy_repo(reproduced, tmp_path / "cellcast")

@@ -8,11 +8,13 @@ from cellcast.pipeline.config import Params
 from cellcast.pipeline.data.window import build_windows
 from cellcast.pipeline.modeling.evaluate import (
     baseline_names,
+    empirical_interval_scores,
     evaluate_baselines,
     mase_scale,
     metrics,
     seasonal_naive,
     usable_seasons,
+    window_losses,
 )
 
 
@@ -136,3 +138,27 @@ def test_the_forecast_vs_actual_picture_draws_the_intervals_as_bands():
         ax.get_legend_handles_labels()[1]
     )
     plots.close(fig)
+
+
+def test_the_bars_empirical_intervals_cover_as_its_validation_errors_say():
+    """A seasonal naive on a periodic series plus Gaussian noise: its intervals from the validation errors' quantiles
+    cover about nominal on test, and their Winkler score is what quantiles.py computes for those bands."""
+    rng = np.random.default_rng(5)
+    t = np.arange(6000)
+    ws = _ws(10 + np.sin(2 * np.pi * t / 24) + rng.standard_normal(len(t)), lookback=48, horizon=6)
+    sc = empirical_interval_scores(ws, 24, [0.05, 0.1, 0.5, 0.9, 0.95])
+    assert abs(sc["coverage_80"] - 0.8) < 0.03 and abs(sc["coverage_90"] - 0.9) < 0.03, sc
+    # the difference of two N(0, 1) draws: the 90% band is 2 x 1.645 x sqrt(2) wide, in units of the MASE scale
+    assert sc["width_90"] * mase_scale(ws)[0] == pytest.approx(2 * 1.645 * np.sqrt(2), rel=0.08)
+    assert sc["winkler_90"] > sc["width_90"] and sc["winkler_80"] > sc["width_80"]
+    assert empirical_interval_scores(ws, 24, []) == {}
+
+
+def test_window_losses_are_each_windows_mase_read_a_batch_at_a_time():
+    ws = _ws(np.sin(np.arange(300) / 5.0) + np.arange(300) / 100, lookback=12, horizon=4)
+    st = ws.starts["test"]
+    pred = seasonal_naive(ws, st, 1)
+    _, y = ws.batch(st)
+    by_hand = (np.abs(pred - y) / mase_scale(ws)).mean(axis=(1, 2))
+    np.testing.assert_allclose(window_losses(ws, st, pred), by_hand, rtol=1e-12)
+    np.testing.assert_array_equal(window_losses(ws, st, pred, batch=7), window_losses(ws, st, pred))

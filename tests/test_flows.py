@@ -86,7 +86,10 @@ def test_training_flow_registers_a_champion_then_keeps_it_against_a_worse_model(
     assert {"champion", "challenger"} <= set(v1.aliases)
     assert v1.tags["promotion.decision"] == "promoted"
     # the evidence and the rows the version was trained on travel with it
-    assert float(v1.tags["promotion.baseline_p_value"]) < 0.05 and v1.tags["promotion.baseline_windows"] == "12"
+    # every test origin (stride 1) entered the test; the paths a horizon apart count as its sample size
+    assert float(v1.tags["promotion.baseline_p_value"]) < float(v1.tags["promotion.first_significance"]) == 0.1
+    windows, paths = int(v1.tags["promotion.baseline_windows"]), int(v1.tags["promotion.baseline_paths"])
+    assert windows > paths >= 10 and paths == -(-windows // 24) and int(v1.tags["promotion.baseline_hac_lag"]) >= 23
     assert v1.tags["val_end"] == "2024-03-11 19:00:00" and v1.tags["train_start"] == "2024-01-01 00:00:00"
     # every candidate was scored by the engine that serves it
     assert {c["scored_with"] for c in first.candidates} == {"onnx"}
@@ -250,10 +253,11 @@ def test_a_champion_is_never_scored_on_rows_it_trained_on(prefect_api, project, 
     out = run_training("load", settings("load"), source=older)
     assert out.version == 2 and out.champion_after == 1 and not out.decision["promote"], out.decision
     champ = out.champion_before
-    # its test origins (a day apart) hold targets from 2024-03-04 18:00; champion v1 trained until 03-11 19:00
-    assert champ["trained_until"] == "2024-03-11 19:00:00" and champ["windows"] == 3
-    assert "only 3 test windows lie after the rows champion v1 trained on" in out.decision["reason"]
-    assert tracking.get_version("load-forecaster", 2).tags["promotion.champion_windows"] == "3"
+    # champion v1 trained until 03-11 19:00: 77 of the test windows (stride 1) lie after it, 4 a horizon apart
+    assert champ["trained_until"] == "2024-03-11 19:00:00" and champ["windows"] == 77
+    assert "only 4 test windows lie after the rows champion v1 trained on" in out.decision["reason"]
+    v2 = tracking.get_version("load-forecaster", 2)
+    assert v2.tags["promotion.champion_windows"] == "77" and v2.tags["promotion.champion_paths"] == "4"
     # `cellcast evaluate` reports it the same way: the champion on the 77 stride-1 test windows after its
     # training rows (targets from row 1700), the challenger on all 247
     from cellcast.pipeline.registry.report import evaluate_registered
@@ -263,8 +267,9 @@ def test_a_champion_is_never_scored_on_rows_it_trained_on(prefect_api, project, 
 
 
 def test_a_candidate_with_uncalibrated_intervals_is_registered_not_promoted(prefect_api, project, tiny_params):
-    """The calibration gate in the flow: a better forecast whose test coverage misses nominal stays a challenger,
-    and the version says why; the candidates' interval scores are logged and shown."""
+    """The calibration gate in the flow: an interval under-covering by more than the tolerance keeps a better
+    forecast a challenger, one over-covering is reported with its width; the version says which; the candidates'
+    interval scores are logged and shown."""
     import yaml
 
     from cellcast.flows.training import run_training
@@ -274,12 +279,25 @@ def test_a_candidate_with_uncalibrated_intervals_is_registered_not_promoted(pref
     p["evaluate"]["coverage_tolerance"] = 0.001
     tiny_params.write_text(yaml.safe_dump(p))
     out = run_training("load", settings("load"), source=write_series(project / "load.csv"))
-    assert out.version == 1 and out.champion_after is None
-    reason = out.decision["reason"]
-    assert "not promoted: uncalibrated intervals: its 80% interval covers" in reason, reason
-    assert "(evaluate.coverage_tolerance 0.001)" in reason
+    assert out.version == 1
+    reason, m = out.decision["reason"], out.decision["metrics"]
+    best = next(c for c in out.candidates if c["name"] == out.best)
+    under = [k for k in ("80", "90") if best["test"][f"coverage_{k}"] < int(k) / 100 - 0.001]
+    over = [k for k in ("80", "90") if best["test"][f"coverage_{k}"] > int(k) / 100 + 0.001]
+    assert under or over  # a 0.1-point tolerance: the intervals miss it one way or the other
+    for k in under:
+        assert f"under-covering intervals: its {k}% interval covers" in reason
+        assert "(evaluate.coverage_tolerance 0.001)" in reason
+    for k in over:
+        assert (
+            f"its {k}% interval covers {100 * best['test'][f'coverage_{k}']:.1f}% (nominal {k}%, mean width" in reason
+        )
+        assert m[f"width_{k}"] == pytest.approx(best["test"][f"width_{k}"], rel=1e-5)
     v1 = tracking.get_version("load-forecaster", 1)
-    assert v1.tags["promotion.decision"] == "rejected" and "uncalibrated" in v1.tags["promotion.reason"]
+    if under:
+        assert out.champion_after is None and not out.decision["promote"]
+        assert v1.tags["promotion.decision"] == "rejected" and "under-covering" in v1.tags["promotion.reason"]
+    assert m["bar_winkler_90"] > 0 and m["winkler_90"] > 0  # the interval-score gate had both scores
     for c in out.candidates:
         t = c["test"]
         assert {"coverage_80", "coverage_90", "width_90", "winkler_90", "crps", "pinball"} <= set(t)

@@ -205,6 +205,30 @@ def test_conformal_shift_reaches_the_nominal_rank_on_held_out_windows():
     np.testing.assert_array_equal(conformal_shift(y, q, LEVELS, mode="widen"), shift)  # widening is kept as is
 
 
+def test_guarded_calibration_narrows_only_where_every_part_of_the_held_out_span_agrees():
+    rng = np.random.default_rng(2)
+    y = rng.standard_normal((4000, 3, 1))
+    wide = np.broadcast_to(np.array([-3, -2, 0, 2, 3], np.float32), (4000, 3, 1, 5))
+    two = conformal_shift(y, wide, LEVELS)
+    guarded = conformal_shift(y, wide, LEVELS, mode="guarded", parts=2)
+    # too wide on both halves: narrowed as two-sided does (within the halves' own rank noise)
+    assert (guarded[..., 4] < -1.0).all() and (guarded[..., 0] > 1.0).all()
+    np.testing.assert_allclose(guarded, two, atol=0.1)
+    assert guarded[..., 2].tolist() == [[0.0]] * 3
+    # a calm second half (errors a third as large) says narrow a lot, the first half a little: the first half wins
+    calm = y.copy()
+    calm[2000:] /= 3
+    g = conformal_shift(calm, wide, LEVELS, mode="guarded", parts=2)
+    first_half = conformal_shift(calm[:2000], wide[:2000], LEVELS)
+    assert (conformal_shift(calm, wide, LEVELS)[..., 4] < g[..., 4]).all()  # two-sided narrows further
+    np.testing.assert_allclose(g[..., 4], first_half[..., 4], atol=1e-6)
+    # too narrow: it widens exactly as widen and two-sided do
+    q = np.zeros((4000, 3, 1, 5), np.float32)
+    np.testing.assert_array_equal(conformal_shift(y, q, LEVELS, mode="guarded"), conformal_shift(y, q, LEVELS))
+    # an interval never narrows past its median: the shift of a level stays on its side
+    assert (g[..., 4] <= 0).all() and (g[..., 3] <= 0).all() and (g[..., 0] >= 0).all()
+
+
 def test_coverage_is_computed_correctly_on_a_series_with_known_noise():
     """Nominal 90% gives 90% +- 2 over many windows: with the true quantiles of the noise, the scores say so."""
     rng = np.random.default_rng(1)

@@ -21,6 +21,8 @@ from cellcast.pipeline.engine.onnx_export import export_onnx
 from cellcast.pipeline.modeling.model import ModelSpec, build
 from cellcast.pipeline.serving.service import create_app
 
+pytestmark = pytest.mark.integration  # schemathesis against a real uvicorn
+
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMATHESIS = ROOT / ".venv-schemathesis" / "bin" / "schemathesis"
 EXAMPLES, SEED = 150, 7

@@ -9,6 +9,8 @@ import sys
 import pytest
 from gpu_machine import ROOT, run_without_services
 
+pytestmark = pytest.mark.integration  # the GPU check run as a process with the services made unimportable
+
 SCRIPT = str(ROOT / "bench" / "gpu_check.py")
 CELLS = ("lstm", "gru", "rnn")
 

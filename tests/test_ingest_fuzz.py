@@ -9,12 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cellcast.pipeline.config import Params
 from cellcast.pipeline.data.ingest import ingest_file
 from cellcast.pipeline.errors import CellcastError, IngestError
+
+pytestmark = pytest.mark.integration  # hypothesis: hundreds of generated files
 
 DATE_FORMATS = [
     "%Y-%m-%d %H:%M",

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"pipeline": "cellcast.pipeline", "flows": "cellcast.flows", "cellcast": "cellcast"}
 
 # the library's layers, lowest first: a module may import its own layer and those below
-LAYERS = ["core", "data", "modeling", "engine", "registry", "serving"]
+LAYERS = ["core", "data", "modeling", "engine", "registry", "monitoring", "serving"]
 CORE = {
     "cellcast.pipeline",
     "cellcast.pipeline.config",
@@ -193,3 +193,16 @@ def test_the_doctor_imports_torch_and_onnxruntime_only_when_asked():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"importing the doctor imported {out.stdout.strip()}"
+
+
+def test_only_the_library_and_the_flows_import_under_the_package_name():
+    """cellcast.pipeline and cellcast.flows are the package's; the checkout's other folders are not."""
+    import importlib
+
+    import cellcast
+
+    assert importlib.import_module("cellcast.pipeline").__name__ == "cellcast.pipeline"
+    for folder in ("tests", "bench", "docs", "infra"):
+        with pytest.raises(ImportError):
+            importlib.import_module(f"cellcast.{folder}")
+    assert all(p.endswith("cellcast") for p in cellcast.__path__), cellcast.__path__

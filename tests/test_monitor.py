@@ -10,7 +10,7 @@ import pytest
 from cellcast.pipeline.config import MonitorConfig, Params, load_params
 from cellcast.pipeline.data import drift as D
 from cellcast.pipeline.errors import ConfigError
-from cellcast.pipeline.serving import monitor as M
+from cellcast.pipeline.monitoring import scoring, verdict
 
 NOW = datetime(2025, 3, 1, 12, tzinfo=UTC)
 
@@ -62,9 +62,9 @@ def test_a_seasonal_series_strays_from_itself_beyond_the_rule_of_thumb_and_that_
     assert D.drift(shifted, ref)["y"]["psi"] > normal
     # the calibration holds for windows of its own length only
     assert D.drift(recent.iloc[:50], ref)["y"]["psi_normal"] is None
-    th = M.thresholds(MonitorConfig(), horizon=7, lookback=28)
-    assert not M.judge(_acc(0), D.drift(recent, ref), 0.3, th, {}, NOW).breaches
-    assert "PSI" in M.judge(_acc(0), D.drift(shifted, ref), 0.3, th, {}, NOW).reason
+    th = verdict.thresholds(MonitorConfig(), horizon=7, lookback=28)
+    assert not verdict.judge(_acc(0), D.drift(recent, ref), 0.3, th, {}, NOW).breaches
+    assert "PSI" in verdict.judge(_acc(0), D.drift(shifted, ref), 0.3, th, {}, NOW).reason
 
 
 def test_the_reference_records_the_training_rows_scale_and_bounds():
@@ -117,21 +117,21 @@ def test_points_are_scored_where_actuals_arrived_with_the_seasonal_naive_of_the_
         ("b.parquet", _forecast(a, 49, 24, offset=2.0)),  # steps 50..73: 10 arrived
         ("a.parquet", _forecast(a, 40, 5, offset=-1.0)),
     ]  # steps 41..45: all arrived
-    p = M.score_points(fcs, a, ["load"], season=24)
+    p = scoring.score_points(fcs, a, ["load"], season=24)
     assert len(p) == 15 and set(p["forecast_file"]) == {"a.parquet", "b.parquet"}
     first = p[p["forecast_file"] == "b.parquet"].iloc[0]
     assert first["timestamp"] == a["timestamp"][50] and first["step"] == 1
     assert first["naive"] == a["load"][50 - 24]  # one season back from the forecast step, observed then
     late = p[(p["forecast_file"] == "a.parquet") & (p["step"] == 5)].iloc[0]
     assert late["naive"] == a["load"][45 - 24]
-    acc = M.accuracy(p, {"load": 2.0}, ["load"])
+    acc = scoring.accuracy(p, {"load": 2.0}, ["load"])
     assert acc["points"] == 15 and acc["forecasts"] == 2
     assert acc["mase"] == pytest.approx((10 * 2.0 + 5 * 1.0) / 15 / 2.0)
     assert acc["bias.load"] == pytest.approx((10 * 2.0 - 5 * 1.0) / 15)  # forecast - actual
     assert acc["naive_mase"] > 0 and acc["relative_mase"] == pytest.approx(acc["mase"] / acc["naive_mase"])
     assert np.isnan(acc["coverage"])  # no quantile columns
     # the window: only points at or after `since` count
-    assert len(M.score_points(fcs, a, ["load"], 24, since=a["timestamp"][55])) == 5
+    assert len(scoring.score_points(fcs, a, ["load"], 24, since=a["timestamp"][55])) == 5
 
 
 def test_interval_coverage_uses_the_outermost_quantiles_around_the_median():
@@ -139,8 +139,8 @@ def test_interval_coverage_uses_the_outermost_quantiles_around_the_median():
     fc = _forecast(a, 40, 10, offset=0.5, quantiles=True)
     fc.loc[fc.index[:4], "load"] += 5  # shifts the point forecast only
     fc.loc[fc.index[:4], ["load_q0.1", "load_q0.9"]] += 5  # ... and its interval: 4 misses
-    assert M.quantile_columns(fc, "load") == ("load_q0.1", "load_q0.9", pytest.approx(0.8))
-    acc = M.accuracy(M.score_points([("f", fc)], a, ["load"], 24), {"load": 1.0}, ["load"])
+    assert scoring.quantile_columns(fc, "load") == ("load_q0.1", "load_q0.9", pytest.approx(0.8))
+    acc = scoring.accuracy(scoring.score_points([("f", fc)], a, ["load"], 24), {"load": 1.0}, ["load"])
     assert acc["coverage"] == pytest.approx(0.6) and acc["coverage_nominal"] == pytest.approx(0.8)
 
 
@@ -148,7 +148,7 @@ def test_a_filled_actual_is_no_observation():
     a = _actuals(60)
     a["filled:load"] = False
     a.loc[45, "filled:load"] = True
-    assert len(M.score_points([("f", _forecast(a, 40, 10))], a, ["load"], 24)) == 9
+    assert len(scoring.score_points([("f", _forecast(a, 40, 10))], a, ["load"], 24)) == 9
 
 
 def test_forecast_files_newest_first_one_per_origin_of_the_champion_only(tmp_path):
@@ -158,7 +158,7 @@ def test_forecast_files_newest_first_one_per_origin_of_the_champion_only(tmp_pat
     write("20250101T010000Z.parquet", _forecast(a, 40, 5, offset=9))  # same origin, older: superseded
     write("20250101T020000Z.parquet", _forecast(a, 40, 5, offset=1))
     write("20250101T030000Z.parquet", _forecast(a, 45, 5, version=2))  # another version
-    got = M.read_forecasts(tmp_path, version=1, since=a["timestamp"][30])
+    got = scoring.read_forecasts(tmp_path, version=1, since=a["timestamp"][30])
     assert [n for n, _ in got] == ["20250101T020000Z.parquet"]
 
 
@@ -170,31 +170,31 @@ def _acc(points, mase=1.0):
 
 
 def test_accuracy_triggers_past_the_ratio_once_enough_points_arrived():
-    th = M.thresholds(MonitorConfig(mase_ratio=1.5), horizon=7, lookback=28)
+    th = verdict.thresholds(MonitorConfig(mase_ratio=1.5), horizon=7, lookback=28)
     assert (th.min_points, th.window, th.drift_rows) == (7, 14, 100)
-    assert not M.judge(_acc(6, 1.0), {}, 0.5, th, {}, NOW).retrain  # 2x, but 6 points < 7
-    v = M.judge(_acc(7, 1.0), {}, 0.5, th, {}, NOW)
+    assert not verdict.judge(_acc(6, 1.0), {}, 0.5, th, {}, NOW).retrain  # 2x, but 6 points < 7
+    v = verdict.judge(_acc(7, 1.0), {}, 0.5, th, {}, NOW)
     assert v.retrain and "2.00x the champion's test MASE 0.500" in v.reason
-    assert not M.judge(_acc(50, 0.7), {}, 0.5, th, {}, NOW).retrain  # 1.4x
-    assert not M.judge(_acc(50, 9.0), {}, None, th, {}, NOW).retrain  # no test MASE recorded
-    off = M.thresholds(MonitorConfig(mase_ratio=None), 7, 28)
-    assert not M.judge(_acc(50, 9.0), {}, 0.5, off, {}, NOW).retrain
+    assert not verdict.judge(_acc(50, 0.7), {}, 0.5, th, {}, NOW).retrain  # 1.4x
+    assert not verdict.judge(_acc(50, 9.0), {}, None, th, {}, NOW).retrain  # no test MASE recorded
+    off = verdict.thresholds(MonitorConfig(mase_ratio=None), 7, 28)
+    assert not verdict.judge(_acc(50, 9.0), {}, 0.5, off, {}, NOW).retrain
 
 
 def test_values_outside_the_trained_bounds_trigger():
-    th = M.thresholds(MonitorConfig(outside_share=0.02), 7, 28)
+    th = verdict.thresholds(MonitorConfig(outside_share=0.02), 7, 28)
     d = {"load": {"n": 100, "psi": 0.1, "psi_normal": None, "outside": 0.05, "bounds": [0, 10]}}
-    v = M.judge(_acc(0), d, 0.5, th, {}, NOW)
+    v = verdict.judge(_acc(0), d, 0.5, th, {}, NOW)
     assert v.retrain and "5.0% of the last 100 load values lie outside the trained bounds [0, 10]" in v.reason
 
 
 def test_the_cooldown_holds_a_second_trigger_back_and_then_lets_it_through():
-    th = M.thresholds(MonitorConfig(cooldown_hours=24), 7, 28)
-    recent = {"last_trigger": {"at": M._iso(NOW - timedelta(hours=1))}}
-    v = M.judge(_acc(20, 2.0), {}, 0.5, th, recent, NOW)
+    th = verdict.thresholds(MonitorConfig(cooldown_hours=24), 7, 28)
+    recent = {"last_trigger": {"at": verdict._iso(NOW - timedelta(hours=1))}}
+    v = verdict.judge(_acc(20, 2.0), {}, 0.5, th, recent, NOW)
     assert not v.retrain and v.breaches and v.reason.startswith("cooldown until 2025-03-02T11:00:00Z")
-    old = {"last_trigger": {"at": M._iso(NOW - timedelta(hours=25))}}
-    assert M.judge(_acc(20, 2.0), {}, 0.5, th, old, NOW).retrain
+    old = {"last_trigger": {"at": verdict._iso(NOW - timedelta(hours=25))}}
+    assert verdict.judge(_acc(20, 2.0), {}, 0.5, th, old, NOW).retrain
 
 
 # ---------------------------------------------------------------- params.yaml

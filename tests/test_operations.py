@@ -92,7 +92,7 @@ def test_a_level_shift_triggers_exactly_one_retrain_and_the_unchanged_series_non
 
     forecast_flow("rides", s, refresh=True)  # the first forecast after training
     n, verdicts = n0, []
-    for week in range(6):  # three weeks as they came, three shifted
+    for _week in range(6):  # three weeks as they came, three shifted
         n += HORIZON
         _write(project, df, n, shift_from=n0 + 3 * HORIZON)
         forecast_flow("rides", s, refresh=True)

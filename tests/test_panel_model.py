@@ -132,6 +132,7 @@ def test_the_most_recent_calibration_windows_of_a_panel_are_taken_across_its_ser
     assert ws.timestamps[got + 24].min() >= np.sort(when)[-40]
 
 
+@pytest.mark.integration
 def test_local_models_train_one_per_series_over_a_local_dask_cluster(mixed):
     from distributed import Client, LocalCluster
 

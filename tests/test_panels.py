@@ -547,6 +547,7 @@ def test_the_bundled_us_employment_panel_keeps_its_two_young_series_as_cold_star
     assert p["filled"] == 0
 
 
+@pytest.mark.integration
 def test_validation_fans_out_over_a_local_dask_cluster(project, settings_for):
     distributed = pytest.importorskip("distributed")
     s = _validate_mixed(project, settings_for, "drop")

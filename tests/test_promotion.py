@@ -5,7 +5,16 @@ import math
 import numpy as np
 import pytest
 
-from cellcast.pipeline.registry.promotion import Comparison, Decision, decide, dm_test, newey_west_lag
+from cellcast.pipeline.registry.promotion import (
+    Comparison,
+    Decision,
+    decide,
+    dm_test,
+    hac_lag,
+    long_run_variance,
+    newey_west_lag,
+    paths,
+)
 
 
 def t3_cdf(t: float) -> float:
@@ -126,23 +135,32 @@ def test_losses_must_be_on_the_same_windows():
         Comparison("naive", losses(0.1, n=5), losses(1.0, n=6))
 
 
-def test_the_coverage_gate_refuses_an_uncalibrated_candidate_and_says_so():
-    """A clearly better forecast whose 90% interval covers 74.7% of the test targets is not promoted."""
+def test_the_coverage_gate_refuses_under_coverage_and_reports_over_coverage_as_width():
+    """A clearly better forecast whose 90% interval covers 74.7% of the test targets is not promoted; one whose
+    80% interval covers 85.8% (too wide, not dangerous) is, and the decision says how wide."""
     better = Comparison("seasonal_naive_336", losses(0.28), losses(0.31, seed=1), margin=0.02)
     calibrated = {"80": (0.812, 0.8), "90": (0.887, 0.9)}
     ok = decide("ensemble", better, coverage=calibrated, coverage_tolerance=0.05)
     assert ok.promote and ok.metrics["coverage_90"] == 0.887 and ok.metrics["coverage_tolerance"] == 0.05
+    assert "wider than needed" not in ok.reason and ok.metrics["over_coverage_80"] == pytest.approx(0.012)
 
     d = decide("ensemble", better, coverage={"80": (0.62, 0.8), "90": (0.747, 0.9)}, coverage_tolerance=0.05)
     assert not d.promote
     assert d.reason == (
-        "ensemble not promoted: uncalibrated intervals: its 80% interval covers 62.0% of test targets "
+        "ensemble not promoted: under-covering intervals: its 80% interval covers 62.0% of test targets "
         "(nominal 80%); its 90% interval covers 74.7% of test targets (nominal 90%): more than 5 points "
-        "off nominal (evaluate.coverage_tolerance 0.05)"
+        "under nominal (evaluate.coverage_tolerance 0.05)"
     )
     assert d.metrics["coverage_80"] == 0.62
-    # too wide is as uncalibrated as too narrow; a looser tolerance lets a near miss through
-    assert not decide("gru", better, coverage={"90": (0.99, 0.9)}).promote
+    # too wide is promoted, and said: coverage and mean width in the reason and the metrics
+    wide = decide("gru", better, coverage={"80": (0.858, 0.8), "90": (0.99, 0.9)}, widths={"80": 1.25, "90": 2.5})
+    assert wide.promote
+    assert wide.reason.endswith(
+        "; wider than needed: its 80% interval covers 85.8% (nominal 80%, mean width 1.25); its 90% interval "
+        "covers 99.0% (nominal 90%, mean width 2.5)"
+    )
+    assert wide.metrics["width_80"] == 1.25 and wide.metrics["over_coverage_90"] == pytest.approx(0.09)
+    # the tolerance applies below nominal only
     assert decide("gru", better, coverage={"90": (0.86, 0.9)}, coverage_tolerance=0.05).promote
     assert not decide("gru", better, coverage={"90": (0.84, 0.9)}, coverage_tolerance=0.05).promote
     assert not decide("gru", better, coverage={"90": (float("nan"), 0.9)}).promote
@@ -151,8 +169,96 @@ def test_the_coverage_gate_refuses_an_uncalibrated_candidate_and_says_so():
     both = decide("rnn", tie, coverage={"90": (0.848, 0.9)})
     assert not both.promote and "not significantly better by the margin 2%" in both.reason
     assert both.reason.endswith(
-        "; and uncalibrated intervals: its 90% interval covers 84.8% of test targets "
-        "(nominal 90%): more than 5 points off nominal (evaluate.coverage_tolerance 0.05)"
+        "; and under-covering intervals: its 90% interval covers 84.8% of test targets "
+        "(nominal 90%): more than 5 points under nominal (evaluate.coverage_tolerance 0.05)"
     )
     # a point forecaster has no interval to check
     assert decide("gru", better, coverage={}).promote and decide("gru", better).promote
+
+
+def test_an_interval_score_worse_than_the_bars_empirical_intervals_blocks_promotion():
+    better = Comparison("seasonal_naive_48", losses(0.28), losses(0.31, seed=1), margin=0.02)
+    cov = {"80": (0.8, 0.8), "90": (0.9, 0.9)}
+    ok = decide("gru", better, coverage=cov, interval_scores={"80": (2.0, 2.5), "90": (2.9, 3.0)})
+    assert ok.promote and ok.metrics["winkler_80"] == 2.0 and ok.metrics["bar_winkler_80"] == 2.5
+    d = decide("gru", better, coverage=cov, interval_scores={"80": (2.0, 2.5), "90": (3.2, 3.0)})
+    assert not d.promote
+    assert d.reason == (
+        "gru not promoted: its 90% interval score 3.2 is worse than seasonal_naive_48's empirical interval's 3 "
+        "(evaluate.interval_score_gate)"
+    )
+    # no score for the bar (a break in its windows): no gate
+    assert decide("gru", better, coverage=cov, interval_scores={"90": (3.2, float("nan"))}).promote
+
+
+def test_every_origin_dm_uses_at_least_h_minus_1_lags_and_counts_paths_not_windows():
+    rng = np.random.default_rng(3)
+    h, n = 48, 529  # 12 days of half-hourly windows, one at every origin
+    assert paths(n, h) == 12 and paths(12, 1) == 12 and hac_lag(n, h) == 47 and hac_lag(12, 1) == newey_west_lag(12)
+    assert hac_lag(30, 48) == 29  # never past the series
+    d = np.convolve(rng.standard_normal(n + h - 1), np.ones(h) / h, mode="valid") - 0.2  # an MA(h-1) differential
+    r = dm_test(d, h=h)
+    assert r.lag == 47 and r.dof == 11 and r.h == 48 and r.n == n
+    hln = math.sqrt((n + 1 - 2 * h + h * (h - 1) / n) / n)
+    stat = d.mean() / math.sqrt(long_run_variance(d, 47) / n) * hln
+    assert r.statistic == pytest.approx(stat, rel=1e-12)
+    from scipy.stats import t
+
+    assert r.p_value == pytest.approx(t.cdf(stat, 11), rel=1e-9)
+    # a Comparison of every-origin windows carries the horizon: the test, the path count, the reason
+    c = Comparison("seasonal_naive_336", 1.0 + d, 1.0 + np.zeros(n), margin=0.0, horizon=h)
+    assert c.paths == 12 and c.test() == r
+    dec = decide("gru", c, min_windows=10)
+    assert f"{n} windows at every origin, 12 a horizon apart; HAC lag 47" in dec.reason
+    assert dec.metrics["baseline_paths"] == 12 and dec.metrics["baseline_windows"] == n
+    # the window count is the paths': 5 days of half-hourly windows are too few at min_test_windows 10
+    few = decide("gru", Comparison("naive", 1.0 + d[:200], np.ones(200), horizon=h), min_windows=10)
+    assert not few.promote and "5 test windows (one per horizon" in few.reason
+
+
+def test_a_first_champion_needs_less_evidence_than_a_replacement():
+    """p between the two levels: promoted when there is no champion, not when it would replace one."""
+    rng = np.random.default_rng(11)
+    base, noise = 1.0 + 0.3 * rng.standard_normal(40), 0.3 * rng.standard_normal(40)
+    for gain in np.linspace(0, 0.3, 301):  # the smallest gain whose evidence lies between the two levels
+        bar = Comparison("naive", base - gain + noise, base, margin=0.0)
+        if 0.05 < bar.test().p_value < 0.10:
+            break
+    assert 0.05 < bar.test().p_value < 0.10
+    cand = bar.candidate
+    first = decide("gru", bar, significance=0.05, first_significance=0.10)
+    assert first.promote and first.metrics["first_significance"] == 0.1
+    strict = decide("gru", bar, significance=0.05, first_significance=0.05)
+    assert not strict.promote and "needs p < 0.05, evaluate.first_significance, no champion yet" in strict.reason
+    # against a champion the bar and the champion are held to `significance`
+    champ = Comparison("champion v1", cand, base)
+    d = decide("gru", bar, champ, significance=0.05, first_significance=0.10, champion_version=1)
+    assert not d.promote and "needs p < 0.05, evaluate.significance" in d.reason
+
+
+def _bench():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "promotion_power.py"
+    spec = importlib.util.spec_from_file_location("promotion_power", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["promotion_power"] = mod  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_size_and_power_on_synthetic_half_hourly_losses():
+    """bench/promotion_power.py's taylor-like scenario, fixed seed, 200 trials each: a candidate equal to the bar is
+    promoted at about the test's level; one 20% better is promoted more often by every-origin windows than by the
+    windows a horizon apart alone."""
+    bench = _bench()
+    sc = bench.SCENARIOS[0]
+    null = bench.run(sc, [0.0], 200, [0.0], [0.05], seed=7, bootstrap=False)
+    size = {r["test"]: r["promoted"] for r in null}
+    # 200 trials: the rate's standard error is 1.5 points; the bench's 600-trial runs put both tests near 6-7%
+    assert size["every_origin"] <= 0.10 and size["every_origin"] <= size["today"] + 0.02, size
+    alt = bench.run(sc, [0.2], 200, [0.02], [0.05], seed=7, bootstrap=False)
+    power = {r["test"]: r["promoted"] for r in alt}
+    assert power["every_origin"] > power["today"] + 0.03, power

@@ -1,5 +1,6 @@
-"""The real service (uvicorn on 127.0.0.1): forecasts equal the batch path, hot swaps under load lose no
-request, broken versions are not swapped in, bad requests get a 4xx with a message."""
+"""The service: forecasts equal the batch path, hot swaps under load lose no request (a real uvicorn on
+127.0.0.1: the integration tier), broken versions are not swapped in, bad requests get a 4xx with a message
+(the app in process, through Starlette's TestClient, lifespan and alias polling included)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fastapi.testclient import TestClient
 from uvicorn_server import ServerThread
 
 from cellcast.pipeline.config import Settings
@@ -102,7 +104,7 @@ def wait_for(cond, timeout=15.0):
 def test_forecasts_equal_the_batch_path(models, frame):
     engine = OnnxForecaster.from_path(models["1"], device="cpu")
     app = create_app(SETTINGS, source=Source(models["1"], "1"), device="cpu", poll_seconds=60)
-    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+    with TestClient(app) as c:
         assert c.get("/health").json()["version"] == "1"
         info = c.get("/model").json()
         assert info["version"] == "1" and info["provider"] == "CPUExecutionProvider" and info["alias"] == "champion"
@@ -128,6 +130,7 @@ def test_forecasts_equal_the_batch_path(models, frame):
             np.testing.assert_allclose(item["forecast"]["Demand"], batch[i, :, 0], rtol=0, atol=1e-6)
 
 
+@pytest.mark.integration
 def test_hot_swap_under_load_and_broken_versions(models, frame):
     expect = {
         v: OnnxForecaster.from_path(models[v], device="cpu").predict(window(frame, 2000)[None])[0, :, 0]
@@ -174,7 +177,7 @@ def test_hot_swap_under_load_and_broken_versions(models, frame):
         # a corrupt file, then a model whose smoke forecast is NaN: neither is swapped in
         for bad, why in (("3", "could not load"), ("4", "smoke forecast failed")):
             source.set(models[bad], bad)
-            assert wait_for(lambda: f"version {bad}" in (c.get("/model").json()["last_error"] or ""))
+            assert wait_for(lambda bad=bad: f"version {bad}" in (c.get("/model").json()["last_error"] or ""))
             info = c.get("/model").json()
             assert info["version"] == "2" and why in info["last_error"]
             r = c.post("/v1/forecast", json=body(frame, 2000))
@@ -224,7 +227,7 @@ def metrics(text: str) -> dict:
 def test_timestamps_fast_path_answers_as_the_pandas_path(monkeypatch):
     """The common ISO shapes on a fixed step are checked without pandas; each answer (a forecast's timestamps)
     must be the reference path's, and anything else must reach that path (its 422 wording included)."""
-    from cellcast.pipeline.serving import requests as rq
+    from cellcast.pipeline.serving import timestamps as rq
 
     def hours(start, n=6, step="1h", zone=""):
         return [(pd.Timestamp(start) + pd.Timedelta(step) * i).isoformat() + zone for i in range(n)]
@@ -252,7 +255,7 @@ def test_timestamps_fast_path_answers_as_the_pandas_path(monkeypatch):
     fast_answers = 0
     for freq, origin, raw in cases:
 
-        def answer():
+        def answer(raw=raw, freq=freq, origin=origin):
             try:
                 return rq.check_timestamps(raw, "body.timestamps", len(raw), 3, freq, origin)
             except rq.BadRequest as e:
@@ -352,7 +355,7 @@ def test_bad_requests_get_4xx_with_a_message(models, frame):
         ("empty instances", {"json": {"instances": []}}, 422, "non-empty list"),
         ("bad instance", {"json": {"instances": [good, {"values": {}}]}}, 422, "instances[1].values: missing Demand"),
     ]
-    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+    with TestClient(app) as c:
         for what, kwargs, status, message in corpus:
             r = c.post("/v1/forecast", **kwargs)
             assert r.status_code == status, (what, r.status_code, r.text)
@@ -364,7 +367,7 @@ def test_bad_requests_get_4xx_with_a_message(models, frame):
 
 def test_bearer_token(models, frame):
     app = create_app(SETTINGS, source=Source(models["1"], "1"), device="cpu", poll_seconds=60, token="s3cret")
-    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+    with TestClient(app) as c:
         assert c.get("/health").status_code == 200  # liveness stays open
         assert c.post("/v1/forecast", json=body(frame, 1000)).status_code == 401
         assert c.get("/model", headers={"Authorization": "Bearer wrong"}).status_code == 401
@@ -387,7 +390,7 @@ def test_business_day_timestamps_continue_on_the_calendar(tmp_path):
     path = export_onnx(build(spec), tmp_path / "b.onnx", {"variables": ["Close"], "freq": "B"})
     app = create_app(Settings(dataset="sp500"), source=Source(path, "1"), device="cpu", poll_seconds=60)
     stamps = pd.bdate_range("2024-03-04", periods=10)  # Mon 4 .. Fri 15 March
-    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+    with TestClient(app) as c:
         r = c.post(
             "/v1/forecast", json={"timestamps": [t.isoformat() for t in stamps], "values": {"Close": [1.0] * 10}}
         )
@@ -424,7 +427,7 @@ def test_hostile_bodies_get_a_4xx_never_a_500(tmp_path):
     huge = 3.0e38
     overflow = engine.predict(np.full((1, 10, 1), huge, np.float32))
     json_body = {"content-type": "application/json"}
-    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+    with TestClient(app) as c:
         big = b'{"values": {"Close": [' + b"9" * 400 + b", 1, 1, 1, 1, 1, 1, 1, 1, 1]}}"
         r = c.post("/v1/forecast", content=big, headers=json_body)
         assert r.status_code == 422 and r.json()["detail"] == (
@@ -462,7 +465,7 @@ def test_timestamps_off_the_models_grid_are_refused_not_shifted(tmp_path):
     def ask(path, start, freq):
         app = create_app(Settings(dataset="toy"), source=Source(path, "1"), device="cpu", poll_seconds=60)
         stamps = [t.isoformat() for t in pd.date_range(start, periods=10, freq=freq)]
-        with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        with TestClient(app) as c:
             r = c.post("/v1/forecast", json={"values": values, "timestamps": stamps})
         return r.status_code, r.json()
 
@@ -488,7 +491,7 @@ def test_values_outside_the_models_training_bounds_are_refused(tmp_path):
     app = create_app(Settings(dataset="toy"), source=Source(path, "1"), device="cpu", poll_seconds=60)
     inside = [50.0] * 10
     outside = [50.0, 50.0, 50.0, 150.0, -3.0, 50.0, 50.0, 50.0, 50.0, 50.0]
-    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+    with TestClient(app) as c:
         r = c.post("/v1/forecast", json={"values": {"Close": outside}})
         assert r.status_code == 422 and r.json()["detail"] == (
             "body.values.Close: 2 values outside the plausible range [0, 100] profiled on the model's training data "
@@ -510,7 +513,7 @@ def test_values_outside_the_models_training_bounds_are_refused(tmp_path):
 
 def test_the_openapi_schema_declares_the_body_and_every_refusal(models):
     app = create_app(SETTINGS, source=Source(models["1"], "1"), device="cpu", poll_seconds=60)
-    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+    with TestClient(app) as c:
         doc = c.get("/openapi.json").json()
     post = doc["paths"]["/v1/forecast"]["post"]
     body = post["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
@@ -527,7 +530,7 @@ def test_the_openapi_schema_declares_the_body_and_every_refusal(models):
 def test_malformed_bounds_in_the_metadata_are_left_out_not_a_500(tmp_path):
     path = _toy(tmp_path, "m", "D", bounds={"Close": [None, "x"], "Other": [1, 2]})
     app = create_app(Settings(dataset="toy"), source=Source(path, "1"), device="cpu", poll_seconds=60)
-    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+    with TestClient(app) as c:
         assert c.post("/v1/forecast", json={"values": {"Close": [500.0] * 10}}).status_code == 200
         assert c.get("/openapi.json").status_code == 200
 
@@ -598,7 +601,7 @@ def test_the_service_takes_known_future_values_computes_the_calendar_and_answers
     end = 1000
     stamps = pd.DatetimeIndex(frame["timestamp"].iloc[end : end + HORIZON])
     workday = frame["WorkDay"].iloc[end : end + HORIZON].tolist()
-    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+    with TestClient(app) as c:
         info = c.get("/model").json()
         assert info["quantiles"] == LEVELS and {"name": "WorkDay", "kind": "user"} in info["future"]
         r = c.post("/v1/forecast", json={**body(frame, end), "future": {"WorkDay": workday}})

@@ -20,6 +20,8 @@ from services import free_port
 from cellcast.pipeline.engine.onnx_export import export_onnx
 from cellcast.pipeline.modeling.model import ModelSpec, build
 
+pytestmark = pytest.mark.integration  # the service as a process (SIGTERM, several workers)
+
 VARS, LOOKBACK, HORIZON = ["load", "temp"], 24, 4
 
 

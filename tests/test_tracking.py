@@ -24,6 +24,8 @@ from cellcast.pipeline.errors import NoChampionError, NotFoundError
 from cellcast.pipeline.modeling.model import Forecaster, ModelSpec
 from cellcast.pipeline.registry import promotion, tracking
 
+pytestmark = pytest.mark.integration  # MLflow stores (embedded sqlite and a server): seconds each to create
+
 try:  # tests/ is a plain folder of modules or, if someone adds __init__.py, a package
     from mlflow_server import mlflow_server
 except ImportError:  # pragma: no cover
@@ -248,7 +250,7 @@ def test_failure_ends_runs_failed_and_logging_outside_a_run_is_refused(store):
             ids["p"] = pid
             with tracking.candidate_run("gru") as cid:
                 ids["c"] = cid
-                1 / 0
+                raise ZeroDivisionError("inside a candidate run")
     c = MlflowClient()
     assert c.get_run(ids["p"]).info.status == "FAILED" and c.get_run(ids["c"]).info.status == "FAILED"
     assert mlflow.active_run() is None

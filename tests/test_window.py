@@ -168,7 +168,7 @@ def test_the_window_stage_wants_enough_non_overlapping_test_windows():
     assert len(make(frame(200), ingest={"min_test_windows": 2}).starts["test"]) == 19
 
 
-# ---------------------------------------------------------------- filled points: never read past an origin, never scored
+# ------------------------------------------------------- filled points: never read past an origin, never scored
 
 
 def _filled(df: pd.DataFrame, settings_over: dict | None = None):
@@ -359,3 +359,38 @@ def test_scoring_a_registered_model_on_later_test_windows_keeps_the_fill_mask_an
     assert mask is not None and not mask.all()
     _, _, fws = _with_future()
     assert _unseen(fws, str(pd.Timestamp(fws.timestamps[-40])), 1).future is fws.future
+
+
+def test_read_only_arrays_from_pandas_reach_torch_without_a_warning():
+    """pandas 3 hands out read-only views (copy-on-write); torch.from_numpy warns on those. The window set keeps
+    arrays of its own, so the trainer's tensors never alias memory torch must not write."""
+    import warnings
+
+    from cellcast.pipeline.data.window import WindowMeta, WindowSet
+
+    df = pd.DataFrame({"y": np.arange(60, dtype=np.float32), "f": np.ones(60, dtype=np.float32)})
+    values, future = df[["y"]].to_numpy(np.float32), df[["f"]].to_numpy(np.float32)
+    assert not values.flags.writeable and not future.flags.writeable  # what pandas gives
+    meta = WindowMeta(
+        name="ro",
+        variables=["y"],
+        targets=["y"],
+        freq="h",
+        lookback=8,
+        horizon=4,
+        stride=1,
+        rows=60,
+        bounds={"val": 40, "test": 50},
+        counts={},
+        mean=[0.0],
+        std=[1.0],
+        start="",
+        end="",
+        split_times={},
+    )
+    starts = {"train": pd.Series(np.arange(20)).to_numpy()}
+    ws = WindowSet(values, df.index.to_numpy(), meta, starts, future=future)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tw = ws.to_torch("cpu")
+    assert ws.values.flags.writeable and float(tw.series[5, 0]) == 5.0

@@ -21,6 +21,9 @@ class ServerThread:
         self.host = host
 
     def __enter__(self) -> ServerThread:
+        from tiers import require_integration
+
+        require_integration("a uvicorn server")
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:

@@ -554,6 +554,7 @@ def run_one(task: Task, name: str, spec: dict, a, out: Path | None, work: Path) 
     try:
         if spec["lib"] == "sf":
             strides = ["horizon", 1]
+            per_origin = 0.0  # measured on the horizon-stride pass, which runs first
             for stride in strides:
                 starts = task.sh if stride == "horizon" else task.s1
                 if stride == 1:

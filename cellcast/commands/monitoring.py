@@ -1,4 +1,4 @@
-"""`cellcast monitor NAME`: the champion's monitoring state (pipeline/serving/monitor.py)."""
+"""`cellcast monitor NAME`: the champion's monitoring state (pipeline/monitoring/status.py)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ def register(app: typer.Typer) -> None:
         """Show how the champion is doing: its last scores on the actuals that arrived (rolling MASE vs its test
         MASE and vs seasonal naive, bias, interval coverage), input drift, the thresholds, the last retrain
         trigger and the cooldown. The scheduled forecast flow (refresh) updates it."""
-        from cellcast.pipeline.serving import monitor as mon
+        from cellcast.pipeline.monitoring.state import read_state
+        from cellcast.pipeline.monitoring.status import status
 
         settings = settings_for(name)
-        text = mon.status(name, settings)  # NotFoundError (one line, exit 2) when never monitored
-        typer.echo(json.dumps(mon.read_state(name, settings), indent=2) if as_json else text)
+        text = status(name, settings)  # NotFoundError (one line, exit 2) when never monitored
+        typer.echo(json.dumps(read_state(name, settings), indent=2) if as_json else text)

@@ -60,7 +60,8 @@ def register(app: typer.Typer) -> None:
             False, "--from-windows", help="start from data/NAME/windows.* (the DVC stage) instead of re-ingesting"
         ),
     ) -> None:
-        """Run the training flow: ingest -> validate -> window -> train candidates -> evaluate -> register -> promote."""
+        """Run the training flow: ingest -> validate -> window -> train candidates -> evaluate -> register
+        -> promote."""
         from cellcast.flows.training import run_training
 
         settings = settings_for(name)

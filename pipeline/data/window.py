@@ -105,6 +105,13 @@ class WindowMeta:
         return len(self.future_names)
 
 
+def _owned(a: np.ndarray, dtype) -> np.ndarray:
+    """A contiguous array this set may hand to torch: pandas 3 gives read-only views (copy-on-write), which
+    torch.from_numpy warns about (it could write through them); those are copied once, the rest are kept."""
+    a = np.ascontiguousarray(a, dtype=dtype)
+    return a if a.flags.writeable else a.copy()
+
+
 class WindowSet:
     """A series with its splits. `values` may hold NaN rows where a long gap was kept as a break;
     `filled` (rows, variables) marks the cells the gap policy filled (None: every cell observed).
@@ -114,13 +121,13 @@ class WindowSet:
 
     def __init__(self, values: np.ndarray, timestamps: np.ndarray, meta: WindowMeta, starts: dict[str, np.ndarray],
                  filled: np.ndarray | None = None, future: np.ndarray | None = None):
-        self.values = np.ascontiguousarray(values, dtype=np.float32)
+        self.values = _owned(values, np.float32)
         self.timestamps = timestamps
         self.meta = meta
-        self.starts = starts
-        self.filled = np.ascontiguousarray(filled, dtype=bool) if filled is not None and filled.any() else None
+        self.starts = {k: _owned(v, np.int64) for k, v in starts.items()}
+        self.filled = _owned(filled, bool) if filled is not None and filled.any() else None
         # (rows, F) known-future table aligned with `values`; None when the model reads no future inputs
-        self.future = np.ascontiguousarray(future, dtype=np.float32) if future is not None and future.shape[1] else None
+        self.future = _owned(future, np.float32) if future is not None and future.shape[1] else None
         if self.future is not None and len(self.future) != len(self.values):
             raise ValueError(f"future table: {len(self.future)} rows for {len(self.values)} rows of values")
         # per row, per target: observed (True) or filled; the view target_mask() windows over

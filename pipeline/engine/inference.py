@@ -542,8 +542,8 @@ class OnnxForecaster:
         for b in batches:
             x, f = self.synthetic_input(b), self.synthetic_future(b)
             self._run_cuda(x, f), self._run_cpu(x, f)  # warm-up (allocations, cuDNN plans)
-            t_gpu = _median_time(lambda: self._run_cuda(x, f), repeats)
-            t_cpu = _median_time(lambda: self._run_cpu(x, f), repeats)
+            t_gpu = _median_time(lambda x=x, f=f: self._run_cuda(x, f), repeats)
+            t_cpu = _median_time(lambda x=x, f=f: self._run_cpu(x, f), repeats)
             timings.append((b, t_gpu, t_cpu))
             log.debug("calibration batch %d: cuda %.3f ms, cpu %.3f ms", b, 1e3 * t_gpu, 1e3 * t_cpu)
             if len(timings) >= 2 and all(g <= c for _, g, c in timings[-2:]):

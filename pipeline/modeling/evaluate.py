@@ -217,12 +217,49 @@ def forecast_origins(ws: WindowSet, split: str = "test") -> np.ndarray:
     return np.asarray(keep, dtype=ws.starts[split].dtype)
 
 
-def window_losses(ws: WindowSet, starts: np.ndarray, pred: np.ndarray) -> np.ndarray:
+def window_losses(ws: WindowSet, starts: np.ndarray, pred: np.ndarray, batch: int = 8192) -> np.ndarray:
     """Each window's scaled absolute error (its MASE), averaged over its observed targets: (n,).
-    Filled targets are not scored (every window keeps at least one observed target)."""
-    _, y = ws.batch(starts)
-    err = np.abs(pred.astype(np.float64) - y) / mase_scale(ws)
-    mask = ws.target_mask(starts)
-    if mask is None:
-        return err.mean(axis=(1, 2))
-    return (err * mask).sum(axis=(1, 2)) / np.maximum(mask.sum(axis=(1, 2)), 1)
+    Filled targets are not scored (every window keeps at least one observed target). Read `batch` windows at a
+    time: every test origin of a long panel is millions of windows."""
+    scale = mase_scale(ws)
+    out = np.empty(len(starts), np.float64)
+    for i in range(0, len(starts), batch):
+        s = starts[i : i + batch]
+        _, y = ws.batch(s)
+        err = np.abs(pred[i : i + batch].astype(np.float64) - y) / scale
+        mask = ws.target_mask(s)
+        if mask is None:
+            out[i : i + batch] = err.mean(axis=(1, 2))
+        else:
+            out[i : i + batch] = (err * mask).sum(axis=(1, 2)) / np.maximum(mask.sum(axis=(1, 2)), 1)
+    return out
+
+
+def empirical_interval_scores(
+    ws: WindowSet, season: int, levels: list[float], fit: str = "val", split: str = "test"
+) -> dict[str, float]:
+    """The seasonal naive of `season` with empirical intervals, scored as a candidate's quantiles are: its quantile at
+    level tau for step k and target j is its point forecast plus the tau-quantile of its own errors at step k on the
+    `fit` split's windows (free, deterministic: the interval a planner gets with no model). Returns the quantile
+    scores (coverage_P, width_P, winkler_P, ...; modeling/quantiles.py) on the `split` windows, in MASE units; {}
+    without levels, or when the baseline does not exist on every window of both splits."""
+    from .quantiles import quantile_scores
+
+    if not levels:
+        return {}
+    fs, ts = ws.starts[fit], ws.starts[split]
+    if not len(fs) or not len(ts):
+        return {}
+    _, yf = ws.batch(fs)
+    pf = seasonal_naive(ws, fs, season)
+    pt = seasonal_naive(ws, ts, season)
+    if not (np.isfinite(pf).all() and np.isfinite(pt).all()):
+        return {}
+    err = yf.astype(np.float64) - pf
+    mask = ws.target_mask(fs)
+    if mask is not None:
+        err = np.where(mask, err, np.nan)
+    offsets = np.nanquantile(err, levels, axis=0)  # (Q, H, T)
+    q = pt.astype(np.float64)[..., None] + np.moveaxis(offsets, 0, -1)[None]
+    _, yt = ws.batch(ts)
+    return quantile_scores(yt, q, list(levels), mase_scale(ws), ws.target_mask(ts))[0]

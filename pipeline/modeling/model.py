@@ -8,7 +8,7 @@ Scaling and its inverse are buffers inside the module, so the exported ONNX grap
 The residual design: the network learns the residual over an *anchor*, and its head starts at zero, so an
 untrained model *is* its anchor and training can only move away from it where that lowers the validation
 loss. Anchors (`spec.anchor`):
-  seasonal_naive  the last season repeated (`anchor_season`; 1 = the naive forecast): today's default
+  seasonal_naive  the last season repeated (`anchor_season`; 1 = the naive forecast)
   linear          a linear map from the target's lookback (relative to its last value, NLinear-style) and the
                   known-future block to the horizon, fitted in closed form (ridge, modeling/anchor.py) and frozen
 The cell reads the last `rnn_steps` steps of the scaled inputs plus, when `anchor_season` is set, the

@@ -5,7 +5,8 @@ horizon step, target and level tau, the shift s is the empirical tau-quantile of
 the finite-sample rank (ceil((n+1) tau) above the median, floor((n+1) tau) below it), so that y <= q_tau + s
 holds for a share tau of exchangeable new windows. The median is not shifted: it is the point forecast.
 Held-out months are not always exchangeable with the months that follow (docs/forecasting.md): by default
-(evaluate.calibration: widen) a shift may widen an interval but never narrow it.
+(evaluate.calibration: widen) a shift may widen an interval but never narrow it; `guarded` narrows only as far as
+every consecutive part of the held-out windows agrees.
 
 Scores (y, quantiles (n, H, T, Q), in the data's units; `scale` per target, the MASE scale, so that pinball,
 CRPS, width and Winkler read in MASE units and compare across datasets):
@@ -40,10 +41,52 @@ def interval_name(nominal: float) -> str:
 
 
 def conformal_shift(
-    y: np.ndarray, q: np.ndarray, levels: list[float], mask: np.ndarray | None = None, mode: str = "two_sided"
+    y: np.ndarray,
+    q: np.ndarray,
+    levels: list[float],
+    mask: np.ndarray | None = None,
+    mode: str = "two_sided",
+    parts: int = 2,
 ) -> np.ndarray:
     """The per (step, target, level) shift (H, T, Q) that calibrates quantiles `q` (n, H, T, Q) on targets `y`.
-    mode "widen": a level above the median only moves up, one below it only down (the interval never narrows)."""
+    mode "widen": a level above the median only moves up, one below it only down (the interval never narrows).
+    mode "guarded": the two-sided shift where it widens; where it narrows, only as far as each of `parts`
+    consecutive parts of the windows (in time order) would narrow on its own: the least narrowing of them, so an
+    interval narrows only when the whole held-out span agrees it is too wide, not when one calm stretch says so."""
+    shift = _rank_shift(y, q, levels, mask)
+    if mode == "widen":
+        return _outward(shift, levels).astype(np.float32)
+    if mode == "guarded":
+        bounds = np.linspace(0, len(y), max(int(parts), 2) + 1).round().astype(int)
+        chunks = [
+            _rank_shift(y[a:b], q[a:b], levels, None if mask is None else mask[a:b])
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+            if b > a
+        ]
+        for k, tau in enumerate(levels):
+            if tau > 0.5:  # a negative shift narrows: keep the largest (least negative) the parts agree on, <= 0
+                least = np.max([c[..., k] for c in chunks], axis=0)
+                shift[..., k] = np.where(
+                    shift[..., k] >= 0, shift[..., k], np.minimum(np.maximum(shift[..., k], least), 0)
+                )
+            elif tau < 0.5:
+                least = np.min([c[..., k] for c in chunks], axis=0)
+                shift[..., k] = np.where(
+                    shift[..., k] <= 0, shift[..., k], np.maximum(np.minimum(shift[..., k], least), 0)
+                )
+    return shift.astype(np.float32)
+
+
+def _outward(shift: np.ndarray, levels: list[float]) -> np.ndarray:
+    """Each level's shift clipped to widen only: up above the median, down below it."""
+    out = shift.copy()
+    for k, tau in enumerate(levels):
+        out[..., k] = np.maximum(out[..., k], 0.0) if tau > 0.5 else np.minimum(out[..., k], 0.0)
+    return out
+
+
+def _rank_shift(y: np.ndarray, q: np.ndarray, levels: list[float], mask: np.ndarray | None) -> np.ndarray:
+    """The two-sided conformal shift (H, T, Q), float64: the misses' tau-quantile at the finite-sample rank."""
     e = y.astype(np.float64)[..., None] - q.astype(np.float64)
     if mask is not None:
         e = np.where(mask[..., None], e, np.nan)
@@ -58,9 +101,7 @@ def conformal_shift(
         idx = np.clip(rank, 1, np.maximum(n, 1)).astype(np.int64) - 1
         pick = np.take_along_axis(srt[..., k], idx[None], axis=0)[0]
         shift[..., k] = np.where(n > 0, pick, 0.0)
-        if mode == "widen":
-            shift[..., k] = np.maximum(shift[..., k], 0.0) if tau > 0.5 else np.minimum(shift[..., k], 0.0)
-    return shift.astype(np.float32)
+    return shift
 
 
 def _mean(a: np.ndarray, mask: np.ndarray | None, axis=None):

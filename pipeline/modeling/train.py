@@ -118,7 +118,7 @@ def torch_threads(n: int | None):
 def model_spec(ws: WindowSet, cand: Candidate, settings: Settings, anchor: AnchorChoice | int | None) -> ModelSpec:
     m = ws.meta
     t = settings.train
-    if not isinstance(anchor, AnchorChoice):  # a season alone: today's seasonal-naive anchor
+    if not isinstance(anchor, AnchorChoice):  # a season alone: the seasonal-naive anchor
         anchor = AnchorChoice("seasonal_naive" if anchor else "none", anchor)
     fmean, fstd = ws.future_scaler()
     return ModelSpec(
@@ -330,7 +330,7 @@ def calibrate(model: QuantileOutput, ws: WindowSet, settings: Settings) -> dict:
     if q is None:  # no windows to forecast
         raise TrainingError(f"{ws.meta.name}: no held-out windows to calibrate the quantiles on")
     _, y = ws.batch(starts)
-    shift = _quantiles.conformal_shift(y, q, levels, ws.target_mask(starts), mode)
+    shift = _quantiles.conformal_shift(y, q, levels, ws.target_mask(starts), mode, settings.evaluate.calibration_parts)
     model.q_shift.copy_(torch.from_numpy(shift))
     scale = model.target_scale().cpu().numpy()[None, :, None]
     L = ws.meta.lookback

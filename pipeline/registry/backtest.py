@@ -1,5 +1,5 @@
-"""Rolling-origin backtests (`cellcast backtest NAME`, evaluate.selection: backtest): plain functions; the Prefect flow in
-flows/backtest.py calls them in order.
+"""Rolling-origin backtests (`cellcast backtest NAME`, evaluate.selection: backtest): plain functions; the Prefect flow
+in flows/backtest.py calls them in order.
 
 Each fold (data/folds.py) gets its candidates (backtest.refit: retrain trains them on the fold's own rows with the
 same seeds and params; calibration trains them once, on the first fold's rows, and recomputes only the conformal

@@ -20,6 +20,7 @@ from ..errors import CellcastError, ExportError
 from ..modeling import panel_eval, plots
 from ..modeling.evaluate import (
     BaselineReport,
+    empirical_interval_scores,
     evaluate_baselines,
     evaluate_forecasts,
     forecast_origins,
@@ -310,7 +311,7 @@ def trained_until(metadata: dict, tags: dict) -> str | None:
 
 def score_champion(model_name: str, ws: WindowSet, starts=None) -> ChampionScore | None:
     """The current champion re-scored by ONNX Runtime on the test origins `starts` (default: every test
-    window a horizon apart) that lie after every row it trained on (it may have been trained on newer data)."""
+    window, stride 1) that lie after every row it trained on (it may have been trained on newer data)."""
     from ..engine.inference import OnnxForecaster
 
     info = tracking.get_alias(model_name, "champion")
@@ -335,18 +336,19 @@ def score_champion(model_name: str, ws: WindowSet, starts=None) -> ChampionScore
     except ValueError as e:
         return ChampionScore(info.version, None, False, f"champion v{info.version} is not comparable: {e}")
     until = trained_until(eng.metadata, info.tags)
-    starts = forecast_origins(ws, "test") if starts is None else np.asarray(starts)
+    starts = ws.starts["test"] if starts is None else np.asarray(starts)
     if until is not None:
         starts = starts[targets_after(ws, starts, until)]
     if not len(starts):
         return ChampionScore(info.version, None, True, "", until, 0)
-    x, y = ws.batch(starts)
-    f = ws.future_batch(starts, table) if table is not None else None
-    pred = eng.predict(np.ascontiguousarray(x), None if f is None else np.ascontiguousarray(f))
+    pred, _ = forecast_windows(  # the champion's own known-future block, or none when it reads none
+        lambda xb, fb: (eng.predict(xb, fb if table is not None else None), None), ws, starts, table=table
+    )
+    _, y = ws.batch(starts)
     reason = "" if until else f"champion v{info.version}'s training rows are not recorded: scored on every test window"
     return ChampionScore(
         info.version,
-        metrics(y, pred, mase_scale(ws)),
+        metrics(y, pred, mase_scale(ws), ws.target_mask(starts)),
         True,
         reason,
         until,
@@ -360,30 +362,52 @@ def comparisons(
     ws: WindowSet, settings: Settings, best: CandidateReport, starts: np.ndarray, champion: ChampionScore | None
 ) -> tuple[promotion.Comparison, promotion.Comparison | None]:
     """The evidence the policy weighs: the best candidate's per-window losses (ONNX Runtime) beside the
-    strongest baseline's on the same test origins, and beside the champion's on the origins it never saw."""
+    strongest baseline's on the same test windows (every origin, stride 1: `starts`), and beside the champion's on
+    the windows whose targets it never saw."""
     from ..engine.inference import OnnxForecaster
 
-    x, f = ws.inputs(starts)
-    assert best.onnx_path is not None  # the best is among the candidates whose export passed parity
-    cand = (
-        window_losses(ws, starts, OnnxForecaster.from_path(best.onnx_path, device="cpu").predict(x, f))
-        if len(starts)
-        else np.zeros(0)
-    )
-    seasons = settings.evaluate.seasons if settings.evaluate.seasons != "auto" else ws.meta.seasons
+    H = ws.meta.horizon
+    if len(starts):
+        assert best.onnx_path is not None  # the best is among the candidates whose export passed parity
+        eng = OnnxForecaster.from_path(best.onnx_path, device="cpu")
+        pred, _ = forecast_windows(lambda xb, fb: (eng.predict(xb, fb), None), ws, starts)
+        cand = window_losses(ws, starts, pred)
+    else:
+        cand = np.zeros(0)
     rivals = {}
-    for name in ["naive"] + [f"seasonal_naive_{m}" for m in usable_seasons(ws, list(seasons), split="val")]:
+    for name in _baseline_seasons(ws, settings):
         pred = seasonal_naive(ws, starts, season_of(name))
         if np.isfinite(pred).all():  # a baseline that reads into a break is no bar on these windows
             rivals[name] = window_losses(ws, starts, pred)
-    strongest = min(rivals, key=lambda k: rivals[k].mean()) if len(starts) else "naive"
+    strongest = min(rivals, key=lambda k: rivals[k].mean()) if len(starts) and rivals else "naive"
     baseline = promotion.Comparison(
-        strongest, cand, rivals.get(strongest, np.zeros(0)), settings.evaluate.promotion_margin
+        strongest, cand, rivals.get(strongest, np.zeros(0)), settings.evaluate.promotion_margin, horizon=H
     )
     if champion is None or not champion.comparable:
         return baseline, None
     mine = np.isin(starts, champion.starts)
-    return baseline, promotion.Comparison(f"champion v{champion.version}", cand[mine], np.asarray(champion.losses))
+    return baseline, promotion.Comparison(
+        f"champion v{champion.version}", cand[mine], np.asarray(champion.losses), horizon=H
+    )
+
+
+def interval_scores(ws: WindowSet, settings: Settings, best: CandidateReport, bar: str) -> dict[str, tuple]:
+    """Per interval of the candidate: (its Winkler score, the bar's empirical intervals' Winkler score) on every
+    test window (evaluate.empirical_interval_scores); {} when the gate is off or either has no score."""
+    if not settings.evaluate.interval_score_gate or not best.quantiles or bar not in _baseline_seasons(ws, settings):
+        return {}
+    theirs = empirical_interval_scores(ws, season_of(bar), best.quantiles)
+    return {
+        k[len("winkler_") :]: (float(v), float(theirs[k]))
+        for k, v in best.test.items()
+        if k.startswith("winkler_") and k in theirs
+    }
+
+
+def _baseline_seasons(ws: WindowSet, settings: Settings) -> list[str]:
+    """The naive family the bar is chosen from: naive and the seasonal naives whose season validation sees."""
+    seasons = settings.evaluate.seasons if settings.evaluate.seasons != "auto" else ws.meta.seasons
+    return ["naive"] + [f"seasonal_naive_{m}" for m in usable_seasons(ws, list(seasons), split="val")]
 
 
 @dataclass
@@ -492,7 +516,7 @@ def track_and_promote(
         for res, report in zip(results, reports):
             _log_candidate(ws, settings, res, report, tags)
         ok = [r for r in reports if r.parity_ok and r.error is None]
-        starts = forecast_origins(ws, "test")
+        starts = ws.starts["test"]  # every origin: the test weighs overlapping windows with a HAC variance
         champ_before = score_champion(model_name, ws, starts)
         if not ok:
             decision = promotion.Decision(False, "no candidate passed its ONNX parity gate: nothing registered", {})
@@ -546,12 +570,19 @@ def track_and_promote(
             vs_baseline,
             vs_champion,
             significance=ev.significance,
+            first_significance=ev.first_significance,
             min_windows=ev.min_test_windows,
             parity_ok=best.parity_ok,
             champion_version=champ_before.version if vs_champion is not None and champ_before is not None else None,
             coverage=best.coverage(),
             coverage_tolerance=ev.coverage_tolerance,
+            widths={k[len("width_") :]: v for k, v in best.test.items() if k.startswith("width_")},
+            interval_scores=interval_scores(ws, settings, best, vs_baseline.rival),
         )
+        spaced = np.isin(starts, forecast_origins(ws, "test"))  # what the classical references are scored on
+        if vs_baseline.n == len(starts) and spaced.any() and "candidate_mase" in decision.metrics:
+            decision.metrics["candidate_mase_spaced"] = float(f"{vs_baseline.candidate[spaced].mean():.6g}")
+            decision.metrics["baseline_mase_spaced"] = float(f"{vs_baseline.other[spaced].mean():.6g}")
         if champ_before and champ_before.reason:
             decision.reason += f" ({champ_before.reason})"
         if best.panel:  # the pooled test says better or not; the reason says across how many series, and the worst
@@ -777,7 +808,7 @@ def _log_panel_pictures(ws: PanelWindowSet, results: list[TrainResult], reports:
         first = starts[0] + m.lookback
         end = ws.offsets[ws.series_ids.index(sid)] + ws.lengths[ws.series_ids.index(sid)]
         x, f = ws.inputs(starts)
-        unscale = lambda y: ws.unscale_targets(y, starts)[:, :, 0]  # noqa: E731
+        unscale = lambda y, starts=starts: ws.unscale_targets(y, starts)[:, :, 0]  # noqa: E731
         row = table.loc[sid]
         fc = {res.candidate.name: unscale(run(x, f))}
         if row["strongest_baseline"]:
@@ -931,11 +962,12 @@ def reference_lines(outcome: Outcome) -> list[str]:
                 else row["status"]
             )
         )
-    if d.get("candidate_mase") is not None:
-        out.append(
-            f"  on the same origins: {outcome.best} {d['candidate_mase']:.3f}, bar {d.get('baseline_name')} "
-            f"{d['baseline_mase']:.3f}"
-        )
+    cand, bar = (
+        d.get("candidate_mase_spaced", d.get("candidate_mase")),
+        d.get("baseline_mase_spaced", d.get("baseline_mase")),
+    )
+    if cand is not None:
+        out.append(f"  on the same origins: {outcome.best} {cand:.3f}, bar {d.get('baseline_name')} {bar:.3f}")
     return out
 
 

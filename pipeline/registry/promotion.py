@@ -1,20 +1,27 @@
 """The promotion policy, as pure functions: no MLflow, no I/O.
 
-A candidate becomes champion only if its ONNX export passed the parity gate, its intervals are calibrated
-(the empirical test coverage of each central interval it forecasts, e.g. 80% and 90%, within
-`coverage_tolerance` of nominal: an interval a planner cannot trust should not serve), it beats the
-strongest baseline by the configured margin (a model that cannot beat seasonal naive should not serve),
-and it beats the current champion (never replace a better model); "beats" meaning a significant
-difference, not a lower average.
+A candidate becomes champion only if its ONNX export passed the parity gate, its intervals do not under-cover
+(the empirical test coverage of each central interval it forecasts, e.g. 80% and 90%, at most
+`coverage_tolerance` below nominal: an interval that misses more often than it says is a danger to a planner; one
+that covers more is only wider than it needs to be, reported as its width), its interval score is no worse than the
+bar's own empirical intervals', it beats the strongest baseline by the configured margin (a model that cannot beat
+seasonal naive should not serve), and it beats the current champion (never replace a better model); "beats" meaning
+a significant difference, not a lower average.
 
-The evidence is per-window losses on the same windows (scored by the engine that serves), one window
-per forecast origin with origins a horizon apart, so no two windows share a target (overlapping
-windows repeat the same errors and are not independent). The test is Diebold and Mariano's (1995) on
-the loss differential d_t = loss_candidate_t - (1 - margin) * loss_rival_t, one-sided (the candidate
-better), with a Newey-West (Bartlett) long-run variance for what correlation remains between
-consecutive origins, and the small-sample correction of Harvey, Leybourne and Newbold (1997):
-the statistic scaled by sqrt((n + 1 - 2h + h(h - 1)/n) / n) and read against Student's t with n - 1
-degrees of freedom. h = 1: each window is one forecast path and origins do not overlap.
+The evidence is per-window losses on the same windows, scored by the engine that serves: one window at every
+forecast origin of the test split (stride 1). Windows h steps long at consecutive origins share h - 1 target rows,
+so their losses are correlated up to h - 1 lags (and further where the errors themselves persist): the test is
+Diebold and Mariano's (1995) on the loss differential d_t = loss_candidate_t - (1 - margin) * loss_rival_t,
+one-sided (the candidate better), with a Newey-West (Bartlett) long-run variance of at least h - 1 lags, the
+small-sample correction of Harvey, Leybourne and Newbold (1997) (the statistic scaled by
+sqrt((n + 1 - 2h + h(h - 1)/n) / n)), read against Student's t with as many degrees of freedom as there are
+independent forecast paths, i.e. windows a horizon apart, less one (HLN read it against n - 1, which counts
+overlapping windows as independent and over-rejects on persistent errors: bench/promotion_power.py). h = 1: each
+window is one forecast path and this is the test on non-overlapping origins.
+
+The two mistakes cost differently. With no champion the user gets no forecast at all: a first champion needs
+p < `first_significance` against the bar; a wrong replacement costs a working forecast: a challenger needs
+p < `significance` against the champion (and against the bar). docs/forecasting.md says why.
 """
 
 from __future__ import annotations
@@ -40,11 +47,24 @@ class DMResult:
     n: int  # windows (forecast origins)
     mean_diff: float  # mean loss differential
     lag: int  # Newey-West truncation lag
+    dof: int = 0  # degrees of freedom of the reference t (0: n - 1)
+    h: int = 1  # the forecast horizon the windows span (1: non-overlapping)
 
 
 def newey_west_lag(n: int) -> int:
     """The usual automatic truncation lag, floor(4 (n/100)^(2/9)) (Newey and West 1994)."""
     return int(math.floor(4 * (n / 100) ** (2 / 9)))
+
+
+def hac_lag(n: int, h: int = 1) -> int:
+    """The long-run variance's truncation lag for windows at every origin: at least h - 1 (consecutive windows
+    share h - 1 targets), at least Newey and West's automatic lag, at most n - 1."""
+    return max(0, min(n - 1, max(h - 1, newey_west_lag(n))))
+
+
+def paths(n: int, h: int = 1) -> int:
+    """Independent forecast paths among n windows at consecutive origins: the windows a horizon apart."""
+    return -(-n // max(h, 1))
 
 
 def long_run_variance(d: np.ndarray, lag: int) -> float:
@@ -57,32 +77,39 @@ def long_run_variance(d: np.ndarray, lag: int) -> float:
     return max(var, 0.0)
 
 
-def dm_test(d, lag: int | None = None, h: int = 1) -> DMResult:
-    """Diebold-Mariano on the loss differential `d` (candidate minus rival), HLN-corrected, one-sided.
+def dm_test(d, lag: int | None = None, h: int = 1, dof: int | None = None) -> DMResult:
+    """Diebold-Mariano on the loss differential `d` (candidate minus rival) of windows at consecutive origins,
+    each `h` steps long, HLN-corrected, one-sided. `lag`: default hac_lag(n, h); `dof`: default the independent
+    paths less one (paths(n, h) - 1; n - 1 when h = 1).
 
     Identical losses (d all zero) give statistic 0 and p 0.5: no evidence either way."""
     d = np.asarray(d, dtype=np.float64)
     n = len(d)
     if n < 2 or not np.isfinite(d).all():
         raise ValueError(f"the Diebold-Mariano test needs at least 2 finite loss differentials, got {n}")
-    lag = newey_west_lag(n) if lag is None else int(lag)
+    h = max(int(h), 1)
+    lag = hac_lag(n, h) if lag is None else int(lag)
+    dof = max(paths(n, h) - 1, 1) if dof is None else int(dof)
     mean = float(d.mean())
     var = long_run_variance(d, lag)
+    hln = (n + 1 - 2 * h + h * (h - 1) / n) / n
     if var == 0.0:  # every window differs by the same amount (e.g. identical forecasts)
         stat = 0.0 if mean == 0 else math.copysign(math.inf, mean)
     else:
-        stat = mean / math.sqrt(var / n) * math.sqrt((n + 1 - 2 * h + h * (h - 1) / n) / n)
-    return DMResult(stat, float(stdtr(n - 1, stat)), n, mean, lag)
+        stat = mean / math.sqrt(var / n) * math.sqrt(max(hln, 1.0 / n))
+    return DMResult(stat, float(stdtr(dof, stat)), n, mean, lag, dof, h)
 
 
 @dataclass
 class Comparison:
-    """The candidate's and a rival's loss per window, on the same windows; lower is better."""
+    """The candidate's and a rival's loss per window, on the same windows; lower is better. `horizon`: the steps
+    each window spans when the windows start at consecutive origins (stride 1); 1 when they do not overlap."""
 
     rival: str  # what it is compared with: "seasonal_naive_336", "champion v3"
     candidate: np.ndarray
     other: np.ndarray
     margin: float = 0.0  # the candidate must beat (1 - margin) x the rival's loss
+    horizon: int = 1
 
     def __post_init__(self):
         self.candidate = np.asarray(self.candidate, dtype=np.float64)
@@ -97,8 +124,13 @@ class Comparison:
     def n(self) -> int:
         return len(self.candidate)
 
+    @property
+    def paths(self) -> int:
+        """Independent forecast paths: windows a horizon apart."""
+        return paths(self.n, self.horizon)
+
     def test(self) -> DMResult:
-        return dm_test(self.candidate - (1 - self.margin) * self.other)
+        return dm_test(self.candidate - (1 - self.margin) * self.other, h=self.horizon)
 
 
 def _fmt(x: float) -> str:
@@ -110,16 +142,48 @@ def _num(x: float) -> float:
 
 
 def _evidence(r: DMResult) -> str:
-    return f"DM {r.statistic:.3g}, p {r.p_value:.3g}, {r.n} windows"
+    if r.h <= 1:
+        return f"DM {r.statistic:.3g}, p {r.p_value:.3g}, {r.n} windows"
+    return (
+        f"DM {r.statistic:.3g}, p {r.p_value:.3g}, {r.n} windows at every origin, {paths(r.n, r.h)} a horizon "
+        f"apart; HAC lag {r.lag}"
+    )
 
 
 def coverage_misses(coverage: dict[str, tuple[float, float]] | None, tolerance: float) -> list[str]:
-    """The intervals whose empirical coverage misses nominal by more than `tolerance`, as phrases:
-    coverage maps an interval's name ("90") to (empirical coverage, nominal coverage), shares in 0..1."""
+    """The intervals whose empirical coverage falls short of nominal by more than `tolerance`, as phrases:
+    coverage maps an interval's name ("90") to (empirical coverage, nominal coverage), shares in 0..1. Covering
+    more than nominal is not a miss (coverage_excess)."""
     out = []
     for name, (got, nominal) in sorted((coverage or {}).items(), key=lambda kv: kv[1][1]):
-        if not math.isfinite(got) or abs(got - nominal) > tolerance:
+        if not math.isfinite(got) or got < nominal - tolerance:
             out.append(f"its {name}% interval covers {100 * got:.1f}% of test targets (nominal {100 * nominal:.0f}%)")
+    return out
+
+
+def coverage_excess(
+    coverage: dict[str, tuple[float, float]] | None, tolerance: float, widths: dict[str, float] | None = None
+) -> list[str]:
+    """The intervals that cover more than nominal + `tolerance`: wider than they need to be (their mean width,
+    in MASE units, when given). Reported, not refused: a cautious interval is inefficient, not dangerous."""
+    out = []
+    for name, (got, nominal) in sorted((coverage or {}).items(), key=lambda kv: kv[1][1]):
+        if math.isfinite(got) and got > nominal + tolerance:
+            w = (widths or {}).get(name)
+            width = f", mean width {w:.3g}" if w is not None and math.isfinite(w) else ""
+            out.append(f"its {name}% interval covers {100 * got:.1f}% (nominal {100 * nominal:.0f}%{width})")
+    return out
+
+
+def interval_score_losses(scores: dict[str, tuple[float, float]] | None, bar: str) -> list[str]:
+    """The intervals whose interval (Winkler) score is worse than the bar's empirical intervals': scores maps an
+    interval's name to (candidate's score, bar's score), lower is better."""
+    out = []
+    for name, (cand, base) in sorted((scores or {}).items(), key=lambda kv: float(kv[0])):
+        if math.isfinite(base) and not (math.isfinite(cand) and cand <= base):
+            out.append(
+                f"its {name}% interval score {_fmt(cand)} is worse than {bar}'s empirical interval's {_fmt(base)}"
+            )
     return out
 
 
@@ -129,30 +193,37 @@ def decide(
     champion: Comparison | None = None,
     *,
     significance: float = 0.05,
+    first_significance: float | None = None,
     min_windows: int = 10,
     parity_ok: bool = True,
     champion_version: int | None = None,
     metric: str = "mase",
     coverage: dict[str, tuple[float, float]] | None = None,
     coverage_tolerance: float = 0.05,
+    widths: dict[str, float] | None = None,
+    interval_scores: dict[str, tuple[float, float]] | None = None,
 ) -> Decision:
-    """Promote iff parity_ok, its intervals are calibrated (`coverage`: interval name -> (test coverage, nominal),
-    each within `coverage_tolerance`), and the candidate beats `baseline` by its margin and `champion` (if any),
-    each significantly (one-sided Diebold-Mariano p < significance on at least `min_windows` windows).
+    """Promote iff parity_ok, no interval under-covers (`coverage`: interval name -> (test coverage, nominal), none
+    more than `coverage_tolerance` below nominal), no interval score is worse than the bar's empirical intervals'
+    (`interval_scores`: name -> (candidate, bar)), and the candidate beats `baseline` by its margin and `champion`
+    (if any), each significantly (one-sided Diebold-Mariano on at least `min_windows` windows a horizon apart):
+    p < `first_significance` against the bar when there is no champion, p < `significance` otherwise and against
+    the champion. Over-coverage is reported with the interval's width (`widths`), never refused.
 
     The reason is one sentence with the scores compared, the statistic, p-value and window count; the
     metrics (version tags) hold the same numbers."""
-    m = metric.upper()
+    first = significance if first_significance is None else first_significance
     metrics: dict = {
         "baseline_name": baseline.rival,
         "margin": baseline.margin,
         "significance": significance,
+        "first_significance": first,
         "min_test_windows": min_windows,
         "baseline_windows": baseline.n,
+        "baseline_paths": baseline.paths,
     }
     if champion_version is not None:
         metrics["champion_version"] = champion_version
-    champ_label = f"champion v{champion_version}" if champion_version is not None else "champion"
 
     if not parity_ok:
         return Decision(
@@ -160,21 +231,37 @@ def decide(
         )
     for name, (got, nominal) in (coverage or {}).items():
         metrics[f"coverage_{name}"] = _num(got) if math.isfinite(got) else None
+        if math.isfinite(got) and got > nominal:
+            metrics[f"over_coverage_{name}"] = _num(got - nominal)
+    for name, w in (widths or {}).items():
+        metrics[f"width_{name}"] = _num(w) if math.isfinite(w) else None
+    for name, (cand, base) in (interval_scores or {}).items():
+        metrics[f"winkler_{name}"] = _num(cand) if math.isfinite(cand) else None
+        metrics[f"bar_winkler_{name}"] = _num(base) if math.isfinite(base) else None
     if coverage:
         metrics["coverage_tolerance"] = coverage_tolerance
-    misses = coverage_misses(coverage, coverage_tolerance)
+    level = significance if champion is not None else first
     accuracy = _accuracy(
-        candidate_name, baseline, champion, significance, min_windows, champion_version, metric, metrics
+        candidate_name, baseline, champion, significance, level, min_windows, champion_version, metric, metrics
     )
-    if not misses:
-        return accuracy
-    why = (
-        f"uncalibrated intervals: {'; '.join(misses)}: more than {100 * coverage_tolerance:g} points off nominal "
-        f"(evaluate.coverage_tolerance {coverage_tolerance:g})"
-    )
+    gates = []
+    misses = coverage_misses(coverage, coverage_tolerance)
+    if misses:
+        gates.append(
+            f"under-covering intervals: {'; '.join(misses)}: more than {100 * coverage_tolerance:g} points under "
+            f"nominal (evaluate.coverage_tolerance {coverage_tolerance:g})"
+        )
+    worse = interval_score_losses(interval_scores, baseline.rival)
+    if worse:
+        gates.append(f"{'; '.join(worse)} (evaluate.interval_score_gate)")
+    excess = coverage_excess(coverage, coverage_tolerance, widths)
+    note = f"; wider than needed: {'; '.join(excess)}" if excess else ""
+    if not gates:
+        return Decision(accuracy.promote, accuracy.reason + note, accuracy.metrics)
+    why = "; and ".join(gates)
     if accuracy.promote:
-        return Decision(False, f"{candidate_name} not promoted: {why}", accuracy.metrics)
-    return Decision(False, f"{accuracy.reason}; and {why}", accuracy.metrics)
+        return Decision(False, f"{candidate_name} not promoted: {why}{note}", accuracy.metrics)
+    return Decision(False, f"{accuracy.reason}; and {why}{note}", accuracy.metrics)
 
 
 def _accuracy(
@@ -182,18 +269,20 @@ def _accuracy(
     baseline: Comparison,
     champion: Comparison | None,
     significance: float,
+    bar_level: float,
     min_windows: int,
     champion_version: int | None,
     metric: str,
     metrics: dict,
 ) -> Decision:
-    """The accuracy half of `decide`: the baseline and the champion, each by a significant difference."""
+    """The accuracy half of `decide`: the baseline (at `bar_level`) and the champion (at `significance`), each by a
+    significant difference."""
     m = metric.upper()
     champ_label = f"champion v{champion_version}" if champion_version is not None else "champion"
-    if baseline.n < max(min_windows, 2):
+    if baseline.paths < max(min_windows, 2) or baseline.n < 2:
         return Decision(
             False,
-            f"{candidate_name} not promoted: {baseline.n} test windows (one per horizon, "
+            f"{candidate_name} not promoted: {baseline.paths} test windows (one per horizon, "
             f"none overlapping) are too few for a decision (evaluate.min_test_windows "
             f"{min_windows})",
             metrics,
@@ -211,6 +300,7 @@ def _accuracy(
     )
     if champion is not None:
         metrics["champion_windows"] = champion.n
+        metrics["champion_paths"] = champion.paths
         if champion.n:
             metrics.update(
                 {
@@ -218,26 +308,29 @@ def _accuracy(
                     f"candidate_{metric}_vs_champion": _num(float(champion.candidate.mean())),
                 }
             )
-        if champion.n < max(min_windows, 2):  # no evidence either way: the champion stays
+        if champion.paths < max(min_windows, 2) or champion.n < 2:  # no evidence either way: the champion stays
             return Decision(
                 False,
-                f"{candidate_name} not promoted: only {champion.n} test windows lie after the "
+                f"{candidate_name} not promoted: only {champion.paths} test windows lie after the "
                 f"rows {champ_label} trained on (evaluate.min_test_windows {min_windows}): "
                 f"champion unchanged",
                 metrics,
             )
 
     bt = baseline.test()
-    metrics.update({"baseline_dm": _num(bt.statistic), "baseline_p_value": _num(bt.p_value)})
+    metrics.update(
+        {"baseline_dm": _num(bt.statistic), "baseline_p_value": _num(bt.p_value), "baseline_hac_lag": bt.lag}
+    )
     margin_txt = f"margin {baseline.margin * 100:.3g}%"
     scores = f"{candidate_name} {m} {_fmt(cand)} vs {baseline.rival} {_fmt(base)}"
-    if not bt.p_value < significance:
+    setting = "evaluate.first_significance, no champion yet" if champion is None else "evaluate.significance"
+    if not bt.p_value < bar_level:
         how = f"{gain:.1f}% better" if cand < base else "not better"
         suffix = "" if champion is not None else ": no champion"
         return Decision(
             False,
             f"{scores} ({how}): not significantly better by the {margin_txt} ({_evidence(bt)}; "
-            f"needs p < {significance:g}){suffix}",
+            f"needs p < {bar_level:g}, {setting}){suffix}",
             metrics,
         )
     beat = f"{scores}: {gain:.1f}% better ({margin_txt}; {_evidence(bt)})"
@@ -252,6 +345,6 @@ def _accuracy(
     return Decision(
         False,
         f"{beat}; but not significantly better than {scores} ({_evidence(ct)}; needs "
-        f"p < {significance:g}): champion unchanged",
+        f"p < {significance:g}, evaluate.significance): champion unchanged",
         metrics,
     )

@@ -175,7 +175,8 @@ def check_bounds(engine: OnnxForecaster, x: np.ndarray, source: str = "frame") -
         if out.any():
             eg = float(x[:, j][out][0])
             raise DataValidationError(
-                f"{source}: column '{v}': {int(out.sum())} values outside [{lo:.6g}, {hi:.6g}], the range of the model's "
+                f"{source}: column '{v}': {int(out.sum())} values outside [{lo:.6g}, {hi:.6g}], "
+                f"the range of the model's "
                 f"training rows (e.g. {eg:.6g}); check the data; if such values are real now, widen "
                 f"validate.profile_tolerance (or declare validate.bounds) in params.yaml and retrain"
             )

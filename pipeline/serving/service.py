@@ -33,9 +33,9 @@ from starlette.concurrency import run_in_threadpool
 
 from ..config import Settings
 from .metrics import ServiceMetrics
+from .problems import BadRequest
 from .requests import (
     F32_MAX,
-    BadRequest,
     Batch,
     BatchResponse,
     ForecastResponse,
