@@ -721,8 +721,9 @@ def save_windows(ws: WindowSet, settings: Settings) -> tuple[Path, Path]:
         extra["future"] = ws.future
     if isinstance(ws, PanelWindowSet):
         extra.update(series_offsets=ws.offsets, series_lengths=ws.lengths, series_train_end=ws.train_end)
-    np.savez(npz, values=ws.values, timestamps=ws.timestamps.astype("datetime64[ns]").astype(np.int64),
-             **{f"starts_{k}": v for k, v in ws.starts.items()}, **extra)  # type: ignore[arg-type]  # numpy's stub: **arrays vs its allow_pickle
+    stamps = ws.timestamps.astype("datetime64[ns]").astype(np.int64)
+    arrays = {"values": ws.values, "timestamps": stamps, **{f"starts_{k}": v for k, v in ws.starts.items()}, **extra}
+    np.savez(npz, **arrays)  # type: ignore[arg-type]  # numpy's stub reads **arrays as its allow_pickle flag
     js.write_text(json.dumps(asdict(ws.meta), indent=2))
     return npz, js
 
