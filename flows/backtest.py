@@ -9,16 +9,19 @@ from prefect.cache_policies import NO_CACHE
 from cellcast.flows.data import data_steps
 from cellcast.pipeline.catalog import training_lock
 from cellcast.pipeline.config import Settings
+from cellcast.pipeline.data.folds import Fold
 from cellcast.pipeline.data.window import load_windows
 from cellcast.pipeline.files import exclusive
 from cellcast.pipeline.modeling import plots
-from cellcast.pipeline.modeling.train import cpu_threads, pick_device, torch_threads
+from cellcast.pipeline.modeling.train import TrainResult, cpu_threads, pick_device, torch_threads
 from cellcast.pipeline.registry import backtest as bt
 from cellcast.pipeline.registry import tracking
 
 
 @task(name="backtest-fold", cache_policy=NO_CACHE, retries=0, task_run_name="fold-{fold.index}")
-def fold_task(ws, fold, settings: Settings, refit: str, first, device: str):
+def fold_task(
+    ws, fold, settings: Settings, refit: str, first, device: str
+) -> tuple[bt.FoldRecord, tuple[Fold, list[TrainResult]]]:
     logger = get_run_logger()
 
     def on_epoch(name, row):
@@ -68,7 +71,7 @@ def backtest_steps(
 
 
 @task(name="track-backtest", cache_policy=NO_CACHE, retries=0)
-def track_task(result, ws, settings: Settings):
+def track_task(result, ws, settings: Settings) -> bt.BacktestResult:
     fig = bt.picture(result, [c for c in result.folds[0].val_mase])
     try:
         bt.write_report(result, settings, fig)
@@ -88,7 +91,7 @@ def backtest_flow(
     folds: int | None = None,
     refit: str | None = None,
     device: str | None = None,
-):
+) -> bt.BacktestResult:
     """Rolling-origin evaluation of the candidates of params.yaml on dataset `name` (docs/forecasting.md)."""
     logger = get_run_logger()
     tracking.configure(registry=settings.registry)

@@ -10,14 +10,15 @@ from prefect.cache_policies import NO_CACHE
 from cellcast.pipeline.catalog import validated_paths
 from cellcast.pipeline.config import Settings, check_dataset_name
 from cellcast.pipeline.data import versioning
-from cellcast.pipeline.data.ingest import ingest_bundled, ingest_file, source_of
+from cellcast.pipeline.data.findings import ValidationReport
+from cellcast.pipeline.data.ingest import IngestResult, ingest_bundled, ingest_file, source_of
 from cellcast.pipeline.data.validation import validate_dataset
-from cellcast.pipeline.data.window import window_dataset
+from cellcast.pipeline.data.window import WindowSet, window_dataset
 
 
 # No retries: a file that fails to parse or validate fails the same way every time.
 @task(name="ingest", cache_policy=NO_CACHE, retries=0)
-def ingest_task(name: str, settings: Settings, source: dict | None = None):
+def ingest_task(name: str, settings: Settings, source: dict | None = None) -> IngestResult:
     # no source given (a scheduled or triggered run): the file this dataset was ingested from, if any
     if source is None:  # a database query runs again for the rows after the last one it holds
         from cellcast.pipeline.data.database import ingest_query, query_source
@@ -32,18 +33,20 @@ def ingest_task(name: str, settings: Settings, source: dict | None = None):
 
 
 @task(name="validate", cache_policy=NO_CACHE, retries=0)
-def validate_task(name: str, settings: Settings):
+def validate_task(name: str, settings: Settings) -> ValidationReport:
     return validate_dataset(name, settings)
 
 
 @task(name="window", cache_policy=NO_CACHE, retries=0)
-def window_task(name: str, settings: Settings):
+def window_task(name: str, settings: Settings) -> WindowSet:
     return window_dataset(name, settings)
 
 
 # A push that fails under versioning.push: always fails the run; a retry would push the same bytes the same way.
 @task(name="version-data", cache_policy=NO_CACHE, retries=0)
-def version_task(name: str, settings: Settings, stages: list[str], data_md5: str | None = None):
+def version_task(
+    name: str, settings: Settings, stages: list[str], data_md5: str | None = None
+) -> versioning.DataVersion | None:
     """dvc.lock records the stages this run made for `name` (outside `dvc repro`); the validated data goes into the DVC
     cache under its md5 and to the remote (versioning.push): a re-ingest can replace data/NAME, never these bytes.
     data_md5: what the windows were cut from; a validated file that no longer matches is not claimed for them.
@@ -53,10 +56,11 @@ def version_task(name: str, settings: Settings, stages: list[str], data_md5: str
         versioning.commit(name, stages)
     except Exception as e:  # the run's data is on disk either way; `dvc commit` can record it later
         logger.warning("dvc.lock not updated for %s (%s)", name, " ".join(str(e).split())[:300])
-    entry = versioning.source_entry(name) if "ingest" in stages else None
-    if entry and "bundled" not in (entry.get("ingest") or {}):  # the file it read (a query's snapshot: new rows)
-        src = Path(entry["source"])
-        src = src if src.is_absolute() else versioning.pipeline_root() / src
+    root = versioning.pipeline_root()
+    entry = versioning.source_entry(name, root) if "ingest" in stages and root is not None else None
+    if root is not None and entry and "bundled" not in (entry.get("ingest") or {}):  # the file it read (or a query's
+        src = Path(entry["source"])  # snapshot: new rows)
+        src = src if src.is_absolute() else root / src
         if src.is_file():
             versioning.keep(src, settings.versioning.push, settings.versioning.remote)
     pq, _ = validated_paths(name, settings)
@@ -79,7 +83,7 @@ def version_task(name: str, settings: Settings, stages: list[str], data_md5: str
     return kept
 
 
-def data_steps(name: str, settings: Settings, source: dict | None = None):
+def data_steps(name: str, settings: Settings, source: dict | None = None) -> WindowSet:
     """The three tasks in order; returns the WindowSet. Called inside data_flow and training_flow."""
     ingest_task(name, settings, source)
     validate_task(name, settings)
@@ -87,7 +91,7 @@ def data_steps(name: str, settings: Settings, source: dict | None = None):
 
 
 @flow(name="cellcast-data", log_prints=True)
-def data_flow(name: str, settings: Settings, source: dict | None = None):
+def data_flow(name: str, settings: Settings, source: dict | None = None) -> WindowSet:
     """ingest -> validate -> window. `source` holds ingest_file's options for a user file; none: bundled."""
     check_dataset_name(name)
     ws = data_steps(name, settings, source)

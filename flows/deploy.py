@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from prefect import serve
 
@@ -29,10 +30,25 @@ from cellcast.flows.monitoring import train_deployment_name
 from cellcast.flows.training import training_flow
 from cellcast.pipeline.config import find_params, load_params
 
+if TYPE_CHECKING:
+    from prefect.deployments.runner import EntrypointType
+
 
 def _parameters(dataset: str) -> tuple[dict, dict]:
     settings = load_params().for_dataset(dataset).model_dump(mode="json", by_alias=True)
     return {"name": dataset, "settings": settings}, {"name": dataset, "settings": settings, "refresh": True}
+
+
+class _DeployOptions(TypedDict):
+    """The Flow.deploy options both deployments share."""
+
+    work_pool_name: str
+    job_variables: dict[str, Any]
+    entrypoint_type: EntrypointType
+    build: bool
+    push: bool
+    print_next_steps: bool
+    ignore_warnings: bool
 
 
 def _forecast_schedule(forecast_cron: str | None, forecast_every: float | None) -> dict:
@@ -69,7 +85,7 @@ def deploy_to_pool(
 
     train, fc = _parameters(dataset)
     project = Path(project or find_params().parent).resolve()
-    common = {
+    common: _DeployOptions = {
         "work_pool_name": work_pool,
         "job_variables": {"working_dir": str(project)},
         # the flows are imported from the installed package: no image, no code storage to pull

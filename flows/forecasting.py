@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from cellcast.pipeline.config import Settings, check_dataset_name
 
+if TYPE_CHECKING:  # imported where it runs: the flow module stays light
+    from cellcast.pipeline.serving.forecast import ForecastResult
+
 
 @task(name="forecast", cache_policy=NO_CACHE, retries=0)
-def forecast_task(name: str, settings: Settings, alias: str, device: str, future_file: str | None = None):
+def forecast_task(
+    name: str, settings: Settings, alias: str, device: str, future_file: str | None = None
+) -> ForecastResult:
     from cellcast.pipeline.serving.forecast import forecast_latest
 
     return forecast_latest(name, settings, alias=alias, device=device, future_file=future_file)
@@ -24,7 +31,7 @@ def forecast_flow(
     refresh: bool = False,
     monitor: bool = True,
     future_file: str | None = None,
-):
+) -> ForecastResult:
     """Forecast the next horizon of `name` with the model the registry calls `alias`.
     refresh: re-ingest and re-validate the source first (a scheduled run picks up new rows).
     monitor (with refresh): then score the champion's earlier forecasts on the new actuals, measure input

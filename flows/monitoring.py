@@ -3,10 +3,15 @@ monitor's verdict says so (pipeline/monitoring/ decides; this module only asks P
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from cellcast.pipeline.config import Settings, check_dataset_name
+
+if TYPE_CHECKING:  # imported where it runs: the flow module stays light
+    from cellcast.pipeline.monitoring.report import MonitorReport
 
 TRAIN_FLOW = "cellcast-train"
 RETRAIN_TAG = "retrain"
@@ -18,7 +23,7 @@ def train_deployment_name(name: str) -> str:
 
 
 @task(name="monitor", cache_policy=NO_CACHE, retries=0)
-def monitor_task(name: str, settings: Settings):
+def monitor_task(name: str, settings: Settings) -> MonitorReport:
     from cellcast.pipeline.monitoring.evaluate import evaluate
 
     return evaluate(name, settings)
@@ -29,6 +34,7 @@ def trigger_task(name: str, settings: Settings, report) -> dict | None:
     """run_deployment of train-NAME with the reason as a parameter and tags; the promotion policy decides
     what the retrain registers, as always. No deployment (a forecast run outside the deployed stack): the
     monitor records that it could not start one, and the next evaluation tries again."""
+    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
@@ -45,6 +51,7 @@ def trigger_task(name: str, settings: Settings, report) -> dict | None:
             tags=[RETRAIN_TAG, f"trigger:{kind}", f"monitor-step:{report.evaluation}"],
             idempotency_key=f"retrain-{name}-{report.evaluation}",
         )
+        assert isinstance(run, FlowRun)  # called from a sync task: the sync implementation answers (no coroutine)
     except ObjectNotFound:
         msg = f"deployment '{deployment}' not found: deploy it (python -m cellcast.flows.deploy {name} --work-pool ...)"
         logger.warning("retrain due (%s) but not started: %s", report.verdict.reason, msg)
@@ -57,7 +64,7 @@ def trigger_task(name: str, settings: Settings, report) -> dict | None:
     return trig
 
 
-def monitoring_steps(name: str, settings: Settings):
+def monitoring_steps(name: str, settings: Settings) -> MonitorReport:
     """Monitor, then trigger when due. Returns the monitor's report."""
     report = monitor_task(name, settings)
     if report.verdict.retrain:

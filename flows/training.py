@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.context import get_run_context
+from prefect.context import FlowRunContext, TaskRunContext, get_run_context
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from cellcast.flows.backtest import backtest_steps
@@ -20,9 +20,10 @@ from cellcast.pipeline.config import Settings, check_dataset_name
 from cellcast.pipeline.data.window import load_windows
 from cellcast.pipeline.errors import TrackingUnavailableError
 from cellcast.pipeline.files import exclusive, owner, owner_gone
-from cellcast.pipeline.modeling.anchor import choose_anchor
+from cellcast.pipeline.modeling.anchor import AnchorChoice, choose_anchor
 from cellcast.pipeline.modeling.train import (
     Candidate,
+    TrainResult,
     build_ensemble,
     candidates,
     cpu_threads,
@@ -34,29 +35,29 @@ from cellcast.pipeline.registry import lifecycle, tracking
 
 
 @task(name="baselines", cache_policy=NO_CACHE)
-def baselines_task(ws, settings: Settings):
+def baselines_task(ws, settings: Settings) -> lifecycle.Baselines:
     return lifecycle.baselines(ws, settings)
 
 
 @task(name="references", cache_policy=NO_CACHE)
-def references_task(ws, settings: Settings):
+def references_task(ws, settings: Settings) -> dict:
     """MSTL / ETS / Theta on the promotion's test origins: reference rows, never a reason to fail the run."""
     return lifecycle.reference_rows(ws, settings)
 
 
 @task(name="anchor", cache_policy=NO_CACHE)
-def anchor_task(ws, settings: Settings, season: int | None):
+def anchor_task(ws, settings: Settings, season: int | None) -> AnchorChoice:
     """What every candidate learns its residual over (train.anchor): fitted once, shared by all of them."""
     return choose_anchor(ws, settings, season)
 
 
 @task(name="ensemble", cache_policy=NO_CACHE)
-def ensemble_task(results, ws, settings: Settings):
+def ensemble_task(results, ws, settings: Settings) -> TrainResult | None:
     return build_ensemble(results, ws, settings)
 
 
 @task(name="train-candidate", cache_policy=NO_CACHE, retries=0, task_run_name="train-{cand.name}")
-def train_task(ws, cand: Candidate, settings: Settings, anchor, device: str | None):
+def train_task(ws, cand: Candidate, settings: Settings, anchor, device: str | None) -> TrainResult:
     logger = get_run_logger()
 
     def on_epoch(row):
@@ -85,7 +86,7 @@ def train_task(ws, cand: Candidate, settings: Settings, anchor, device: str | No
 
 
 @task(name="assess", cache_policy=NO_CACHE, task_run_name="assess-{result.candidate.name}")
-def assess_task(result, ws, settings: Settings, out_dir: str):
+def assess_task(result, ws, settings: Settings, out_dir: str) -> lifecycle.CandidateReport:
     return lifecycle.assess(result, ws, settings, Path(out_dir))
 
 
@@ -96,7 +97,7 @@ def _checkpoints(ws, settings: Settings) -> Path:
 # A tracking server that is down fails here, in seconds, before any training; runs of this dataset that a
 # killed process left RUNNING are ended KILLED here too, with the reason.
 @task(name="check-tracking", cache_policy=NO_CACHE, retries=0)
-def tracking_task(name: str, settings: Settings):
+def tracking_task(name: str, settings: Settings) -> str:
     tracking.configure(registry=settings.registry)
     try:
         uri = tracking.check_reachable()
@@ -109,9 +110,11 @@ def tracking_task(name: str, settings: Settings):
 # Reaching MLflow is the one step where a retry can help (a tracking server restarting); MLflow retries each
 # request (registry.retry_seconds), so the task itself is not re-run (no duplicate runs).
 @task(name="track-and-promote", cache_policy=NO_CACHE, retries=0)
-def promote_task(ws, settings: Settings, base, results, reports, selection=None, references=None, data_version=None):
+def promote_task(
+    ws, settings: Settings, base, results, reports, selection=None, references=None, data_version=None
+) -> lifecycle.Outcome:
     ctx = get_run_context()
-    flow_run_id = str(ctx.task_run.flow_run_id) if getattr(ctx, "task_run", None) else None
+    flow_run_id = str(ctx.task_run.flow_run_id) if isinstance(ctx, TaskRunContext) else None
     validation = Path(settings.paths.reports) / ws.meta.name / "validation.json"
     try:
         outcome = lifecycle.track_and_promote(
@@ -144,7 +147,7 @@ def training_flow(
     from_windows: bool = False,
     device: str | None = None,
     reason: str | None = None,
-):
+) -> lifecycle.Outcome:
     """Train every candidate of params.yaml on dataset `name` and let the registry decide.
     reason: why this run was started (the monitor's verdict when it triggered a retrain)."""
     check_dataset_name(name)
@@ -162,7 +165,7 @@ def training_flow(
         return _train(name, settings, source, from_windows, device, logger)
 
 
-def _train(name: str, settings: Settings, source, from_windows: bool, device: str | None, logger):
+def _train(name: str, settings: Settings, source, from_windows: bool, device: str | None, logger) -> lifecycle.Outcome:
     tracking_task(name, settings)
     ws = load_windows(name, settings) if from_windows else data_steps(name, settings, source)
     # the bytes this model trains on: in the DVC cache (and remote) before any version names them
@@ -225,7 +228,7 @@ def _train(name: str, settings: Settings, source, from_windows: bool, device: st
 
 
 @task(name="local-models", cache_policy=NO_CACHE, retries=0)
-def local_task(ws, settings: Settings, season: int | None):
+def local_task(ws, settings: Settings, season: int | None) -> dict:
     """train.strategy: local: one model per series and candidate, for comparison (modeling/local.py), fanned out over
     Dask with train.task_runner: dask (a scheduler at train.dask_address, else a local cluster); a comparison run."""
     from cellcast.pipeline.modeling.local import local_comparison
@@ -352,9 +355,9 @@ def _end_orphan_flow_runs(name: str, logger) -> list[str]:
     from prefect.states import Crashed
 
     ctx = get_run_context()
-    me = getattr(ctx, "flow_run", None)
-    if me is None:
+    if not isinstance(ctx, FlowRunContext) or ctx.flow_run is None or ctx.flow is None:
         return []
+    me = ctx.flow_run
     ended = []
     with get_client(sync_client=True) as client:
         mine = [f"cellcast.{k}={v}" for k, v in owner().items()]
@@ -406,6 +409,6 @@ def task_runner(settings: Settings):
     return ThreadPoolTaskRunner(max_workers=max(1, t.parallel))
 
 
-def run_training(name: str, settings: Settings, **kw):
+def run_training(name: str, settings: Settings, **kw) -> lifecycle.Outcome:
     """Run the flow with the task runner params.yaml asks for."""
     return training_flow.with_options(task_runner=task_runner(settings))(name, settings, **kw)

@@ -29,6 +29,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -164,7 +165,12 @@ def _post(url: str, body: dict, timeout: float = 5) -> tuple[int, bytes]:
 
 
 def _wait(
-    what: str, check, timeout: float, procs: list[subprocess.Popen] = (), folder: Path | None = None, every: float = 0.5
+    what: str,
+    check,
+    timeout: float,
+    procs: Sequence[subprocess.Popen] = (),
+    folder: Path | None = None,
+    every: float = 0.5,
 ) -> None:
     deadline = time.monotonic() + timeout
     while not check():

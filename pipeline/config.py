@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 
 PARAMS_FILE = "params.yaml"
-CELLS = ("rnn", "lstm", "gru")
+CELLS: tuple[Literal["rnn", "lstm", "gru"], ...] = ("rnn", "lstm", "gru")
 Positive = Annotated[int, Field(ge=1)]
 
 
@@ -141,6 +141,7 @@ class CalendarConfig(_Strict):
 
 
 ANCHORS = ("seasonal_naive", "linear", "auto")
+REFERENCES: tuple[Literal["mstl", "ets", "theta"], ...] = ("mstl", "ets", "theta")  # evaluate.references' default
 
 
 class TrainConfig(_Strict):
@@ -241,7 +242,7 @@ class EvaluateConfig(_Strict):
     selection: Literal["split", "backtest"] = "split"
     # classical reference rows beside the candidates (modeling/classical.py), scored on the promotion's test origins;
     # evidence only: promotion's bar stays the seasonal-naive family (docs/forecasting.md)
-    references: list[Literal["mstl", "ets", "theta"]] = Field(default_factory=lambda: ["mstl", "ets", "theta"])
+    references: list[Literal["mstl", "ets", "theta"]] = Field(default_factory=lambda: list(REFERENCES))
     reference_budget_s: float = Field(180, gt=0)  # wall seconds per reference, all its origins: past it, reported
     # rows of history each reference fit is given: auto = 8 cycles of the longest natural season (8 weeks of a
     # half-hourly series, 8 years of a daily one), else this many

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 
 def utc_stamp() -> str:
@@ -53,7 +54,7 @@ def parquet_groups(path: str | Path) -> Iterator[Callable]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-    state = {"writer": None, "schema": None}
+    state: dict[str, Any] = {"writer": None, "schema": None}  # the ParquetWriter and schema of the first frame
 
     def add(frame) -> None:
         table = pa.Table.from_pandas(frame, preserve_index=False)

@@ -394,3 +394,27 @@ def test_the_cuda_probe_on_a_host_without_a_gpu_says_it_ran_on_the_cpu():
     libs = inference.preload_cuda()
     assert [n for n in libs] == [n for n, _ in inference.cuda_libraries()]
     assert set(inference.missing_cuda_libraries()) <= {n for n, r in libs.items() if r["required"]}
+
+
+def test_a_cuda_engine_without_a_cpu_session_runs_every_batch_on_cuda(tmp_path):
+    # built directly (not by from_path) with no CPU session beside it: a threshold cannot send a batch nowhere
+    clock, calls = FakeClock(), []
+    meta = {"lookback": 48, "horizon": 6, "spec": {"target_idx": [0], "n_vars": 2}}
+    cuda = FakeSession(CUDA, lambda b: 1e-3, clock, meta, calls)
+    engine = OnnxForecaster(tmp_path / "m.onnx", cuda, None, cpu_batch_threshold=64)
+    assert engine.engine_for(1) == CUDA
+    y, used = engine.predict_with_provider(np.zeros((1, 48, 2), np.float32))
+    assert used == CUDA and calls == [(CUDA, 1)] and y.shape == (1, 6, 1)
+
+
+def test_a_graph_with_no_fixed_variable_count_and_no_spec_is_a_load_error(tmp_path):
+    from onnx import TensorProto, helper, save
+
+    io = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", "time", "vars"])  # noqa: E731
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "foreign", [io("x")], [io("y")])
+    path = tmp_path / "foreign.onnx"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what ONNX Runtime reads (onnx writes its newest)
+    save(model, str(path))
+    with pytest.raises(ModelLoadError, match="no fixed variable count"):
+        OnnxForecaster.from_path(path, device="cpu")

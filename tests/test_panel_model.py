@@ -232,6 +232,29 @@ def test_the_batch_forecast_names_the_series_it_cannot_forecast_and_scales_each_
     np.testing.assert_allclose(out[out.series_id == "A"]["flow"].to_numpy(), y, rtol=0, atol=1e-4)
 
 
+def test_a_panel_forecast_by_a_model_that_names_no_frequency_is_refused_in_words(mixed, tmp_path):
+    import torch
+
+    from cellcast.pipeline.engine.inference import OnnxForecaster
+    from cellcast.pipeline.engine.onnx_export import export_onnx
+    from cellcast.pipeline.errors import DataValidationError
+    from cellcast.pipeline.modeling.model import Forecaster
+    from cellcast.pipeline.modeling.train import Candidate, model_spec
+    from cellcast.pipeline.registry.lifecycle import model_metadata
+    from cellcast.pipeline.serving.forecast import forecast_panel_frame
+
+    ws, s = mixed
+    model = Forecaster(model_spec(ws, Candidate("gru", 8, 1), s, 24), generator=torch.Generator().manual_seed(0))
+    meta = {k: v for k, v in model_metadata(ws, s, "gru").items() if k != "freq"}
+    path = export_onnx(model.eval(), tmp_path / "m.onnx", meta, example=ws.inputs(ws.starts["test"][:2])[0])
+    eng = OnnxForecaster.from_path(path, device="cpu")
+    assert "freq" not in eng.metadata
+    rows = mixed_panel().rename(columns={"sensor": "series_id", "ts": "timestamp"})
+    rows = rows[rows.series_id == "A"]
+    with pytest.raises(DataValidationError, match="names no frequency"):
+        forecast_panel_frame(eng, rows)
+
+
 def test_a_panel_of_cold_start_series_only_is_refused(project, settings_for):
     s = settings_for("city", window={"lookback": 24, "horizon": 6})
     df = mixed_panel()

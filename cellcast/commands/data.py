@@ -204,6 +204,7 @@ def register(app: typer.Typer) -> None:
         if query is not None:
             from cellcast.pipeline.data.database import DEFAULT_ENV, ingest_query
 
+            assert name and time_col  # checked above: a query is not --bundled / --recorded
             res = ingest_query(
                 query,
                 name=name,
@@ -216,8 +217,10 @@ def register(app: typer.Typer) -> None:
                 future_features=future,
             )
         elif bundled is None and recorded is None:
+            path = csv or parquet
+            assert path is not None and name and time_col  # one of --csv/--parquet, its --name and --time-col checked
             res = ingest_file(
-                csv or parquet,
+                path,
                 name=name,
                 time_col=time_col,
                 targets=list(target),
@@ -343,8 +346,8 @@ def _ingest_recorded(name: str):
     from cellcast.pipeline.errors import NotFoundError
 
     root = versioning.pipeline_root()
-    entry = versioning.source_entry(name, root)
-    if entry is None:
+    entry = versioning.source_entry(name, root) if root is not None else None
+    if root is None or entry is None:
         raise NotFoundError(f"{versioning.SOURCES_FILE}: no dataset '{name}'; ingest it with --csv / --parquet first")
     how = dict(entry.get("ingest") or {})
     if "bundled" in how:
@@ -375,7 +378,7 @@ def _version_ingest(res) -> str | None:
         source = Path(how["path"])
         how = {k: v for k, v in how.items() if v is not None}
         how["path"] = versioning.stage_source(source, root)
-    if how is not None:
+    if how is not None and source is not None:
         versioning.register_source(name, source, how, name in load_params().datasets, root)
         if "bundled" not in how:  # a user's file (outside the repository, or a query's snapshot in data/): kept too
             versioning.keep(source, settings.versioning.push, settings.versioning.remote, root)

@@ -47,6 +47,8 @@ def versions_table(versions) -> str:
 
 
 def _short(x: str | None) -> str:
+    if x is None:
+        return "-"
     try:
         return f"{float(x):.4g}"
     except (TypeError, ValueError):

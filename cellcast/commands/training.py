@@ -31,14 +31,14 @@ def register(app: typer.Typer) -> None:
     def window(name: str = typer.Argument(..., help="dataset name")) -> None:
         """Cut a validated dataset into chronological train / validation / test windows (data/NAME/windows.*)."""
         from cellcast.commands.data import _record
-        from cellcast.pipeline.data.window import window_dataset
+        from cellcast.pipeline.data.window import PanelWindowSet, window_dataset
 
         ws = window_dataset(name, settings_for(name))
         note = _record(name, ["window"])
         if note:
             typer.echo(note, err=True)
         m = ws.meta
-        if ws.is_panel:
+        if isinstance(ws, PanelWindowSet):
             cold = sum(1 for v in m.panel["status"].values() if v.startswith("cold_start"))
             typer.echo(
                 f"{name}: a panel of {len(ws.series_ids)} series ({cold} cold start) in one array of {m.rows} "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,7 +51,8 @@ def _guesses(values) -> tuple[set[str], list]:
     values no format reads."""
     from pandas.tseries.api import guess_datetime_format
 
-    formats, unguessable = set(), []
+    formats: set[str] = set()
+    unguessable: list = []
     for v in values:
         got = []
         for df in (False, True):
@@ -108,7 +110,8 @@ def _reading(raw: pd.Series, formats: list[str]) -> tuple[pd.Series, str | None,
     parsed = [(f, *_to_datetime(raw, format=f)) for f in formats]
     parsed.sort(key=lambda x: -int(x[1].notna().sum()))
     t = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns]")
-    tz, used = None, []
+    tz: str | None = None
+    used: list[str] = []
     for f, cand, z in parsed:
         fill = t.isna() & cand.notna()
         if fill.any():
@@ -150,7 +153,7 @@ def _parse_time(
     chosen reading cannot parse are refused, counted and the first one named: a bad value never makes
     the other order reinterpret the good ones."""
     raw = s.astype("string").str.strip() if not pd.api.types.is_datetime64_any_dtype(s) else None
-    info = {"order": None, "formats": [], "chosen": "unambiguous"}
+    info: dict[str, Any] = {"order": None, "formats": [], "chosen": "unambiguous"}
     given = None
     if raw is None:
         t, info["formats"] = s, ["datetime"]
@@ -280,9 +283,9 @@ def _read_dates(path: Path, raw: pd.Series, col: str, dayfirst: bool | None) -> 
     fit = {o: _grid_fit(readings[o][0]) for o in readings}
     count = {o: int(readings[o][0].notna().sum()) for o in readings}
     if abs(fit[DAY_FIRST] - fit[MONTH_FIRST]) > _DECISIVE:
-        order = max(fit, key=fit.get)  # the other order scatters the series
+        order = max(fit, key=lambda o: fit[o])  # the other order scatters the series
     elif count[DAY_FIRST] != count[MONTH_FIRST]:
-        order = max(count, key=count.get)  # the other order cannot read values this one can
+        order = max(count, key=lambda o: count[o])  # the other order cannot read values this one can
     else:
         i = int(np.flatnonzero((td != tm).to_numpy() & both.to_numpy())[0])
         raise IngestError.broken(

@@ -6,12 +6,16 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 
 from ..catalog import SERIES_ID
 from .findings import EXAMPLES, RuleFailure
+
+if TYPE_CHECKING:  # great_expectations is imported where it is used (a slow import)
+    from great_expectations.checkpoint.actions import ValidationAction
 
 _NUMERIC = ["float64", "float32", "int64", "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64",
             "Float64", "Int64"]
@@ -68,7 +72,7 @@ class Suite:
         for e in _gx_suite(gx, cols, dedupe, bounds, min_rows, id_cols):
             suite.add_expectation(e)
         vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=f"{name}-validation", data=batch, suite=suite))
-        actions = []
+        actions: list[ValidationAction] = []
         if docs_dir is not None:
             if docs_dir.exists():
                 shutil.rmtree(docs_dir)  # our own output: one run's docs, not an accumulating history
@@ -77,6 +81,7 @@ class Suite:
                 "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir.resolve())},
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}})
             actions = [gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["cellcast"])]
+        fmt: dict[str, object] | Literal["SUMMARY"]
         fmt = {"result_format": "COMPLETE", "unexpected_index_column_names": [SERIES_ID]} if self.panel else "SUMMARY"
         self._checkpoint = ctx.checkpoints.add(gx.Checkpoint(name=f"{name}-checkpoint", validation_definitions=[vd],
                                                              actions=actions, result_format=fmt))
@@ -91,6 +96,7 @@ class Suite:
         failed, rows = [], []
         for r in vr.results:
             cfg = r.expectation_config
+            assert cfg is not None  # GX fills it in every result of a suite run
             col = cfg.kwargs.get("column") or "timestamp"
             rule = (cfg.meta or {}).get("rule", cfg.type)
             result = r.result or {}

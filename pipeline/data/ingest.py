@@ -217,7 +217,7 @@ def ingest_file(path: str | Path, *, name: str, time_col: str, targets: list[str
         out, more = canonical_frame(path, df, time_col, targets, features, kind, info.get("delimiter"), time_format,
                                     time_unit, dayfirst, info.get("encoding"), id_cols)
         resampled = None
-        if agg:
+        if agg and declared:  # check_agg: an aggregation comes with its frequency
             out, resampled = to_grid(out, declared, agg, targets + features, id_cols)
         if id_cols:
             f = declared or infer_panel_freq(out, str(path))

@@ -105,7 +105,9 @@ def series_bounds(frame: pd.DataFrame) -> list[tuple[str, int, int]]:
 
 def group_rows(bounds: list[tuple[str, int, int]], budget: int) -> list[tuple[int, int]]:
     """Rows [start, end) of each row group: whole series, consecutive, up to `budget` rows (a longer series alone)."""
-    groups, start, end = [], None, None
+    groups: list[tuple[int, int]] = []
+    start: int | None = None
+    end = 0  # read only once a group has started (and set with it)
     for _, a, b in bounds:
         if start is not None and b - start > budget:
             groups.append((start, end))

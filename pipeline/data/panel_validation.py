@@ -329,7 +329,8 @@ def validate_panel(name: str, settings: Settings, meta: dict, mapper: Callable |
     rep.seconds = (datetime.now(timezone.utc) - t0).total_seconds()
     if refused:
         write_json(Path(rep.report_path), rep.to_dict())
-        raise DataValidationError(rep.error, report_path=rep.report_path, quarantine_path=rep.quarantine_path)
+        raise DataValidationError(rep.error or f"{name}: validation failed", report_path=rep.report_path,
+                                  quarantine_path=rep.quarantine_path)
     rep.success = True
     write_json(Path(rep.report_path), rep.to_dict())
     first = min(r["start"] for r in kept.values())

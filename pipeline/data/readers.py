@@ -96,7 +96,7 @@ def read_csv(path: Path, delimiter: str | None) -> tuple[pd.DataFrame, dict]:
                                  f"with a header line naming its columns")
     text, encoding = _decode_head(path, head)
     declared = delimiter is not None
-    if declared:
+    if delimiter is not None:
         delimiter = {"tab": "\t", "\\t": "\t"}.get(delimiter, delimiter)
         if len(delimiter) != 1:
             raise ConfigError(f"--delimiter '{delimiter}': must be one character (or 'tab')")
@@ -265,7 +265,7 @@ def canonical_frame(path: Path, df: pd.DataFrame, time_col: str, targets: list[s
         raise IngestError.broken("header_only", f"{path}: header only, no data rows (columns found: {found}); "
                                  f"export the rows below the header too")
     where = _locator(path, fmt, delimiter, encoding)
-    ids = {}
+    ids: dict[str, pd.Series] = {}
     if id_cols:
         key, ids = series_key(path, df, id_cols, where)
         line = where

@@ -166,8 +166,9 @@ def _fail(rep: ValidationReport, df: pd.DataFrame, meta: dict, settings: Setting
         write_json(q / "meta.json", meta)
         write_json(q / "report.json", {"stage": "validate", **rep.to_dict()})
     if report_dir is not None:
-        write_json(Path(rep.report_path), rep.to_dict())
-    raise DataValidationError(rep.error, report_path=rep.report_path, quarantine_path=rep.quarantine_path)
+        write_json(report_dir / "validation.json", rep.to_dict())
+    raise DataValidationError(rep.error or f"{rep.name}: validation failed", report_path=rep.report_path,
+                              quarantine_path=rep.quarantine_path)
 
 
 def known_future_rows(raw: pd.DataFrame, meta: dict, last: pd.Timestamp) -> pd.DataFrame:
@@ -220,6 +221,7 @@ def validate_dataset(name: str, settings: Settings, mapper=None) -> ValidationRe
     rep = validate_frame(df, meta, settings, name=name, report_dir=Path(settings.paths.reports) / name,
                          source=str(pq_in))
     pq, js = validated_paths(name, settings)
+    assert rep.frame is not None  # validate_frame returns only a passed report, which holds its frame
     write_parquet(rep.frame, pq)
     ahead = known_future_rows(df, meta, rep.frame["timestamp"].iloc[-1])
     write_parquet(ahead, future_path(name, settings))

@@ -174,7 +174,8 @@ class WindowSet:
                 if n not in got:
                     raise ValueError(f"calendar column '{n}' does not exist at frequency {self.meta.freq}")
                 cols.append(cal[:, got.index(n)])
-            elif n in self.meta.future_names and self.meta.future_kinds[self.meta.future_names.index(n)] == k:
+            elif (self.future is not None and n in self.meta.future_names
+                  and self.meta.future_kinds[self.meta.future_names.index(n)] == k):
                 cols.append(self.future[:, self.meta.future_names.index(n)])
             elif n in self.meta.variables:
                 cols.append(self.values[:, self.meta.variables.index(n)])
@@ -369,7 +370,7 @@ def usable_windows(values: np.ndarray, filled: np.ndarray | None, lookback: int,
     if filled is None or not filled.any():
         return valid
     n = len(valid)
-    origin_filled = filled.any(axis=1)[lookback - 1:lookback - 1 + n]
+    origin_filled = np.asarray(filled.any(axis=1))[lookback - 1:lookback - 1 + n]
     seen = (~filled[:, target_idx]).any(axis=1).astype(np.int64)     # rows with an observed target
     c = np.concatenate([[0], np.cumsum(seen)])
     s = np.arange(n)
@@ -612,7 +613,7 @@ def build_panel_windows(frame: pd.DataFrame, meta: dict, *, name: str, settings:
     ts_all = frame["timestamp"].to_numpy().astype("datetime64[ns]")
 
     ids, offsets, lengths, train_end, scales, status, counts = [], [], [], [], {}, {}, {}
-    starts = {"train": [], "val": [], "test": [], COLD: []}
+    starts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": [], COLD: []}
     blocks, fblocks, tblocks = [], [], []
     row = 0
     skipped, spans = {}, []
@@ -678,8 +679,8 @@ def build_panel_windows(frame: pd.DataFrame, meta: dict, *, name: str, settings:
     gstd = np.nanstd(train_vals, axis=0)
     gstd = np.where(~np.isfinite(gstd) | (gstd < 1e-8), 1.0, gstd)
     at = lambda t: str(pd.Timestamp(t))  # noqa: E731
-    spans = np.asarray(spans, dtype="datetime64[ns]")   # per series with splits: first/last stamp of each split
-    split_times = {k: [at(spans[:, 2 * j].min()), at(spans[:, 2 * j + 1].max())]
+    span_a = np.asarray(spans, dtype="datetime64[ns]")   # per series with splits: first/last stamp of each split
+    split_times = {k: [at(span_a[:, 2 * j].min()), at(span_a[:, 2 * j + 1].max())]
                    for j, k in enumerate(("train", "val", "test"))}
     declared = {v: [float(x) for x in settings.validate_.bounds[v]] for v in variables if v in settings.validate_.bounds}
     wmeta = WindowMeta(
@@ -718,10 +719,11 @@ def save_windows(ws: WindowSet, settings: Settings) -> tuple[Path, Path]:
     extra = {} if ws.filled is None else {"filled": ws.filled}
     if ws.future is not None:
         extra["future"] = ws.future
-    if ws.is_panel:
+    if isinstance(ws, PanelWindowSet):
         extra.update(series_offsets=ws.offsets, series_lengths=ws.lengths, series_train_end=ws.train_end)
-    np.savez(npz, values=ws.values, timestamps=ws.timestamps.astype("datetime64[ns]").astype(np.int64),
-             **{f"starts_{k}": v for k, v in ws.starts.items()}, **extra)
+    stamps = ws.timestamps.astype("datetime64[ns]").astype(np.int64)
+    arrays = {"values": ws.values, "timestamps": stamps, **{f"starts_{k}": v for k, v in ws.starts.items()}, **extra}
+    np.savez(npz, **arrays)  # type: ignore[arg-type]  # numpy's stub reads **arrays as its allow_pickle flag
     js.write_text(json.dumps(asdict(ws.meta), indent=2))
     return npz, js
 
@@ -749,7 +751,7 @@ def window_dataset(name: str, settings: Settings) -> WindowSet:
     series side by side, PanelWindowSet)."""
     if is_panel(read_validated_meta(name, settings)):
         frame, meta = read_validated_panel(name, settings)
-        ws = build_panel_windows(frame, meta, name=name, settings=settings)
+        ws: WindowSet = build_panel_windows(frame, meta, name=name, settings=settings)
         save_windows(ws, settings)
         return ws
     frame, meta = read_validated(name, settings)

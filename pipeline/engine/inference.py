@@ -332,6 +332,8 @@ class OnnxForecaster:
         self.lookback = int(self.metadata.get("lookback") or spec.get("lookback") or 1)
         self.horizon = int(self.metadata.get("horizon") or spec.get("horizon") or 0)
         n_vars = inp.shape[2] if isinstance(inp.shape[2], int) else spec.get("n_vars")
+        if n_vars is None:
+            raise ModelLoadError(f"{path}: input '{inp.name}' has no fixed variable count and no spec.n_vars metadata")
         self.n_vars = int(n_vars)
         self.variables: list[str] = list(self.metadata.get("variables") or [f"x{i}" for i in range(self.n_vars)])
         n_targets = len(spec.get("target_idx") or []) or 1
@@ -459,6 +461,7 @@ class OnnxForecaster:
         return {self.input_name: x, **({self.future_name: f} if self.future_name else {})}
 
     def _run_cpu(self, x: np.ndarray, f: np.ndarray | None = None) -> list[np.ndarray]:
+        assert self._cpu is not None  # engine_for, smoke_test and calibrate route here only when it exists
         return self._cpu.run(self.output_names, self._feeds(x, f))
 
     def _run_cuda(self, x: np.ndarray, f: np.ndarray | None = None) -> list[np.ndarray]:
@@ -474,7 +477,7 @@ class OnnxForecaster:
 
     def engine_for(self, batch: int) -> str:
         """The provider a batch of this size runs on."""
-        if self.provider == CUDA and batch >= self.cpu_batch_threshold:
+        if self.provider == CUDA and (batch >= self.cpu_batch_threshold or self._cpu is None):
             return CUDA
         return CPU
 
@@ -516,7 +519,7 @@ class OnnxForecaster:
         outs = [self._run_cpu(x, f)] if self._cpu is not None else []
         if self.provider == CUDA:
             outs.append(self._run_cuda(x, f))
-        want = [(1, self.horizon, len(self.targets))]
+        want: list[tuple[int, ...]] = [(1, self.horizon, len(self.targets))]
         if self.quantile_name:
             want.append((1, self.horizon, len(self.targets), len(self.quantiles)))
         for out in outs:

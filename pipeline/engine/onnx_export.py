@@ -27,6 +27,7 @@ import io
 import json
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,7 @@ class _UnrolledRNN(nn.Module):
     outputs of the top layer saves a Concat of every step.
     """
 
-    def __init__(self, rnn: nn.RNN, steps: int):
+    def __init__(self, rnn: nn.RNNBase, steps: int):
         super().__init__()
         self.steps = steps
         _check_unrollable(rnn, "rnn")
@@ -72,8 +73,8 @@ class _UnrolledRNN(nn.Module):
     def forward(self, seq: torch.Tensor):
         steps = self.steps  # the Forecaster always passes exactly spec.steps steps
         xs = seq
-        h = None
-        finals = []
+        h: torch.Tensor | None = None
+        finals: list[torch.Tensor] = []
         for layer in range(self.num_layers):
             w_ih, w_hh, b = (getattr(self, f"{n}{layer}") for n in ("w_ih", "w_hh", "b"))
             proj = torch.matmul(xs, w_ih) + b  # every step's input projection at once
@@ -85,9 +86,11 @@ class _UnrolledRNN(nn.Module):
                 h = self.act(pre if h is None else pre + torch.matmul(h, w_hh))
                 if not top:
                     outs.append(h)
+            assert h is not None  # steps >= 1 (ModelSpec.steps)
             if not top:
                 xs = torch.stack(outs, dim=1)
             finals.append(h)
+        assert h is not None  # num_layers >= 1
         return h.unsqueeze(1), torch.stack(finals)
 
 
@@ -105,7 +108,7 @@ class _UnrolledGated(nn.Module):
     layer with only the last step in `out` (see _UnrolledRNN).
     """
 
-    def __init__(self, layer_module: nn.Module, steps: int, cell: str):
+    def __init__(self, layer_module: nn.RNNBase, steps: int, cell: str):
         super().__init__()
         _check_unrollable(layer_module, cell)
         self.steps, self.num_layers, self.cell = steps, layer_module.num_layers, cell
@@ -139,43 +142,53 @@ class _UnrolledGated(nn.Module):
 
     def forward(self, seq: torch.Tensor):
         L, sig, tanh = self.num_layers, torch.sigmoid, torch.tanh
-        h = [None] * L
-        c = [None] * L
+        h: list[torch.Tensor | None] = [None] * L  # None: the zero state before the first step
+        c: list[torch.Tensor | None] = [None] * L
         for t in range(self.steps):
             inp = seq[:, t, :]
             for layer in range(L):
-                both = None if h[layer] is None else torch.cat([inp, h[layer]], 1)
+                hl, cl = h[layer], c[layer]
+                both = None if hl is None else torch.cat([inp, hl], 1)
                 if self.cell == "lstm":
                     i, g, o = (self._gate(n, layer, inp, both, a) for n, a in (("i", sig), ("g", tanh), ("o", sig)))
-                    if c[layer] is None:
-                        c[layer] = i * g
+                    if cl is None:
+                        cl = i * g
                     else:
-                        c[layer] = self._gate("f", layer, inp, both, sig) * c[layer] + i * g
-                    h[layer] = o * tanh(c[layer])
+                        cl = self._gate("f", layer, inp, both, sig) * cl + i * g
+                    hl = o * tanh(cl)
                 else:
                     r, z = (self._gate(n, layer, inp, both, sig) for n in ("r", "z"))
                     xn = torch.addmm(getattr(self, f"bxn{layer}"), inp, getattr(self, f"wxn{layer}"))
                     bhn = getattr(self, f"bhn{layer}")
-                    if h[layer] is None:  # h = 0: W_hn h vanishes, b_hn is left
+                    if hl is None:  # h = 0: W_hn h vanishes, b_hn is left
                         n = tanh(xn + r * bhn)
-                        h[layer] = n - z * n
+                        hl = n - z * n
                     else:
-                        n = tanh(xn + r * torch.addmm(bhn, h[layer], getattr(self, f"whn{layer}")))
-                        h[layer] = n + z * (h[layer] - n)
-                inp = h[layer]
-        top = h[-1]
-        state = (torch.stack(h), torch.stack(c)) if self.cell == "lstm" else torch.stack(h)
-        return top.unsqueeze(1), state
+                        n = tanh(xn + r * torch.addmm(bhn, hl, getattr(self, f"whn{layer}")))
+                        hl = n + z * (hl - n)
+                h[layer], c[layer] = hl, cl
+                inp = hl
+        hs = _stepped(h)
+        state = (torch.stack(hs), torch.stack(_stepped(c))) if self.cell == "lstm" else torch.stack(hs)
+        return hs[-1].unsqueeze(1), state
 
 
-def _check_unrollable(layer: nn.Module, cell: str) -> None:
-    if not layer.batch_first or layer.bidirectional or getattr(layer, "proj_size", 0):
+def _stepped(states: list[torch.Tensor | None]) -> list[torch.Tensor]:
+    """Every layer's state after the steps (steps >= 1: each layer has run)."""
+    out = [s for s in states if s is not None]
+    if len(out) != len(states):
+        raise ExportError("unrolled cell: a layer ran no step (steps must be >= 1)")
+    return out
+
+
+def _check_unrollable(layer: nn.RNNBase, cell: str) -> None:
+    if not layer.batch_first or layer.bidirectional or layer.proj_size:
         raise ExportError(
             f"{cell}: only unidirectional batch_first layers without projection can be unrolled for export"
         )
 
 
-def _layer_weights(rnn: nn.Module, layer: int):
+def _layer_weights(rnn: nn.RNNBase, layer: int):
     w_ih = getattr(rnn, f"weight_ih_l{layer}").detach()
     w_hh = getattr(rnn, f"weight_hh_l{layer}").detach()
     zeros = torch.zeros(w_ih.shape[0])
@@ -184,7 +197,7 @@ def _layer_weights(rnn: nn.Module, layer: int):
     return w_ih, w_hh, (getattr(rnn, f"bias_ih_l{layer}").detach(), getattr(rnn, f"bias_hh_l{layer}").detach())
 
 
-UNROLLED = {
+UNROLLED: dict[str, Callable[[nn.RNNBase, int], nn.Module]] = {
     "rnn": _UnrolledRNN,
     "lstm": lambda m, steps: _UnrolledGated(m, steps, "lstm"),
     "gru": lambda m, steps: _UnrolledGated(m, steps, "gru"),
@@ -195,13 +208,15 @@ def _forecasters(model: nn.Module) -> list[Forecaster]:
     return [m for m in model.modules() if isinstance(m, Forecaster)]
 
 
-def export_model(model: QuantileOutput, unroll_rnn: bool = True) -> nn.Module:
+def export_model(model: QuantileOutput, unroll_rnn: bool = True) -> QuantileOutput:
     """The module that is traced: the model itself (native ONNX RNN/LSTM/GRU operators), or a copy with
     its encoder cells (every member's, for an ensemble) unrolled into plain MatMul/Gemm and activations."""
     if not unroll_rnn:
         return model
     clone = copy.deepcopy(model).cpu().eval()
     for f in _forecasters(clone):
+        if not isinstance(f.rnn, nn.RNNBase):
+            raise ExportError(f"{f.spec.cell}: the encoder cell is not a torch RNN/LSTM/GRU (unrolled already?)")
         f.rnn = UNROLLED[f.spec.cell](f.rnn, f.spec.steps)
     return clone
 
@@ -273,7 +288,7 @@ def hybrid_min_batch_default(model: QuantileOutput) -> int:
     return max(HYBRID_MIN_BATCH[f.spec.cell] for f in _forecasters(model))
 
 
-def _trace(module: nn.Module, args: tuple[torch.Tensor, ...], cell: str):
+def _trace(module: QuantileOutput, args: tuple[torch.Tensor, ...], cell: str):
     import onnx
 
     buf = io.BytesIO()
@@ -290,7 +305,7 @@ def _trace(module: nn.Module, args: tuple[torch.Tensor, ...], cell: str):
             torch.onnx.export(
                 _Graph(module),
                 args,
-                buf,
+                buf,  # type: ignore[arg-type]  # the TorchScript exporter writes to a file object; stubs list paths
                 dynamo=False,
                 opset_version=OPSET,
                 input_names=inputs,
@@ -502,15 +517,17 @@ def _chunks(n: int, size: int, singles: int) -> list[np.ndarray]:
 
 
 def _reference(model: QuantileOutput, windows: np.ndarray, future: np.ndarray | None, batch: int):
-    ys, qs = [], []
+    ys: list[np.ndarray] = []
+    qs: list[np.ndarray] = []  # empty for a model without quantiles (q is None on every batch)
     with torch.no_grad():
         for i in range(0, len(windows), batch):
             f = None if future is None else torch.from_numpy(future[i : i + batch])
             y, q = model.forward_all(torch.from_numpy(windows[i : i + batch]), f)
             ys.append(y.numpy())
-            qs.append(None if q is None else q.numpy())
+            if q is not None:
+                qs.append(q.numpy())
     y = np.concatenate(ys).astype(np.float64)
-    return y, (None if qs[0] is None else np.concatenate(qs).astype(np.float64))
+    return y, (np.concatenate(qs).astype(np.float64) if qs else None)
 
 
 def check_parity(

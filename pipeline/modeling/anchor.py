@@ -119,6 +119,7 @@ def fit_linear_anchor(ws: WindowSet, settings: Settings) -> LinearAnchor:
         xty += X.T @ Y
         sx += X.sum(0)
         sy += Y.sum(0)
+    assert xtx is not None and xty is not None and sx is not None and sy is not None  # n >= 2: the loop ran
     mx, my = sx / n, sy / n
     gram = xtx - n * np.outer(mx, mx)
     cross = xty - n * np.outer(mx, my)

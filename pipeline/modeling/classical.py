@@ -198,7 +198,7 @@ def reference_scores(ws, starts: np.ndarray, refs: dict[str, Reference]) -> dict
             "history": r.history,
             "windows": int(len(starts)),
         }
-        if r.ok:
+        if r.ok and r.pred is not None:  # ok: forecast every origin
             row.update(metrics(y, r.pred, scale, mask))
         out[name] = row
     return out

@@ -148,17 +148,19 @@ def forecast_windows(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Run `predict_all(x, future) -> (point (B, H, T), quantiles (B, H, T, Q) or None)` over the windows at
     `starts`, in batches."""
-    ys, qs = [], []
+    ys: list[np.ndarray] = []
+    qs: list[np.ndarray] = []  # empty when predict_all forecasts no quantiles (q is None on every batch)
     for i in range(0, len(starts), batch):
         s = starts[i : i + batch]
         x, _ = ws.batch(s)
         f = ws.future_batch(s, table)
         y, q = predict_all(np.ascontiguousarray(x), None if f is None else np.ascontiguousarray(f))
         ys.append(np.asarray(y))
-        qs.append(None if q is None else np.asarray(q))
+        if q is not None:
+            qs.append(np.asarray(q))
     if not ys:
         return np.zeros((0, ws.meta.horizon, len(ws.meta.targets)), np.float32), None
-    return np.concatenate(ys), (None if qs[0] is None else np.concatenate(qs))
+    return np.concatenate(ys), (np.concatenate(qs) if qs else None)
 
 
 def evaluate_forecasts(

@@ -122,8 +122,8 @@ def local_comparison(ws: PanelWindowSet, settings: Settings, season: int | None,
         parts = []
         for sid, st in by_series.items():
             r = mine.get(sid)
-            ok = r is not None and r.pred is not None and len(r.pred) == len(st)
-            parts.append(r.pred if ok else np.full((len(st), H, T), np.nan))
+            got = None if r is None else r.pred
+            parts.append(got if got is not None and len(got) == len(st) else np.full((len(st), H, T), np.nan))
         pred = np.concatenate(parts) if parts else np.zeros((0, H, T))
         table = panel_eval.series_table(
             ws.with_starts(**{COLD: np.zeros(0, np.int64)}), {"test": pred}, [m for m in seasons if m > 1]

@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
@@ -41,10 +42,10 @@ from torch import nn
 class CellSpec:
     """What a recurrent cell is and what it supports."""
 
-    module: type[nn.Module]
+    module: type[nn.RNN | nn.LSTM | nn.GRU]
     state_tensors: int  # 1 for RNN/GRU (h), 2 for LSTM (h, c)
     onnx_op: str  # the native ONNX operator the TorchScript exporter emits
-    layer_fn: Callable | None = None  # one layer as a function of its weights (what nn.RNN/LSTM/GRU call)
+    layer_fn: Callable  # one layer as a function of its weights (what nn.RNN/LSTM/GRU call)
     dynamic_sequence: bool = True
 
 
@@ -114,7 +115,8 @@ class ModelSpec:
     def steps(self) -> int:
         """Steps the cell actually reads: rnn_steps, shortened to the lookback, or to the steps whose seasonal
         difference the lookback holds."""
-        room = self.lookback - self.anchor_season if self.seasonal_diffs else self.lookback
+        season = self.anchor_season
+        room = self.lookback - season if season is not None and self.seasonal_diffs else self.lookback
         return max(1, min(self.rnn_steps, room))
 
     @property
@@ -129,8 +131,7 @@ def monotone(q: torch.Tensor, m: int, median: torch.Tensor | None = None) -> tor
     """Quantiles (..., Q) made non-decreasing along the last axis by a running max above the median (index m)
     and a running min below it; the median is kept (or set to `median`: the point forecast, whatever a shift
     says). Elementwise Max/Min: exports as plain ONNX ops."""
-    cols: list[torch.Tensor | None] = [None] * q.shape[-1]
-    cols[m] = q[..., m] if median is None else median
+    cols: list[torch.Tensor] = [q[..., m] if median is None else median] * q.shape[-1]
     for k in range(m + 1, q.shape[-1]):
         cols[k] = torch.maximum(q[..., k], cols[k - 1])
     for k in range(m - 1, -1, -1):
@@ -143,6 +144,8 @@ class QuantileOutput(nn.Module):
     shift buffer `q_shift` (horizon, targets, levels), zero until calibrated, and the calibrated outputs."""
 
     quantiles: list[float]
+    spec: ModelSpec | EnsembleSpec
+    q_shift: torch.Tensor  # a buffer
 
     def _init_shift(self, horizon: int, n_targets: int, quantiles: list[float]) -> None:
         self.quantiles = list(quantiles)
@@ -161,12 +164,27 @@ class QuantileOutput(nn.Module):
     def forward(self, x: torch.Tensor, future: torch.Tensor | None = None) -> torch.Tensor:
         return self.raw(x, future)[0]
 
+    def target_scale(self) -> torch.Tensor:
+        """The targets' training std (T,): the scale of their units."""
+        raise NotImplementedError
+
 
 class Forecaster(QuantileOutput):
     """`generator`: initialise the weights from it (else from torch's global RNG). `dropout_generator`
     (an attribute, set by the trainer): the masks of inter-layer dropout are drawn from it. Candidates
     trained at once in threads must not share torch's process-global RNG: who draws first would decide
     their weights."""
+
+    spec: ModelSpec
+    rnn: nn.Module  # the encoder cell (nn.RNN/LSTM/GRU; the ONNX export swaps in an unrolled copy)
+    dec: nn.RNNBase
+    # buffers
+    mean: torch.Tensor
+    std: torch.Tensor
+    fmean: torch.Tensor
+    fstd: torch.Tensor
+    target_idx: torch.Tensor
+    base_idx: torch.Tensor
 
     def __init__(self, spec: ModelSpec, generator: torch.Generator | None = None):
         super().__init__()
@@ -236,7 +254,7 @@ class Forecaster(QuantileOutput):
         g = gaps.clamp(min=1e-3).to(self.q_bias)
         self.q_bias.copy_(torch.where(g > 20, g, torch.log(torch.expm1(g))))  # softplus^-1
 
-    def _layerwise(self, rnn: nn.Module, seq: torch.Tensor, p: float, state=None):
+    def _layerwise(self, rnn: nn.RNNBase, seq: torch.Tensor, p: float, state=None):
         """A stacked cell one layer at a time, with dropout `p` between layers drawn from `dropout_generator`
         (nn.RNN's built-in dropout draws from the global RNG). Same weights, same parameter names: the exported
         graph and the checkpoints do not change. Returns (output, final state) like the module."""
@@ -261,7 +279,7 @@ class Forecaster(QuantileOutput):
         return out, final
 
     def _run(self, rnn: nn.Module, seq: torch.Tensor, state=None):
-        if self.training and rnn.dropout > 0 and rnn.num_layers > 1:
+        if self.training and isinstance(rnn, nn.RNNBase) and rnn.dropout > 0 and rnn.num_layers > 1:
             return self._layerwise(rnn, seq, rnn.dropout, state)
         return rnn(seq) if state is None else rnn(seq, state)
 
@@ -273,6 +291,8 @@ class Forecaster(QuantileOutput):
             last = zt[:, -1:, :]
             src = [(zt[:, -s.lookback :, :] - last).reshape(B, -1)]
             if s.n_future:
+                if fz is None:
+                    raise ValueError(f"this model reads {s.n_future} known-future inputs per step: pass `fz`")
                 src.append(fz.reshape(B, -1))
             # fp32 under a GPU's bf16 autocast too: the anchor was fitted in float64 and is the forecast's bulk
             with torch.autocast(zt.device.type, enabled=False):
@@ -286,7 +306,7 @@ class Forecaster(QuantileOutput):
         B = x.shape[0]
         z = (x - self.mean) / self.std
         zt = z.index_select(2, self.target_idx)
-        fz = None
+        fz: torch.Tensor | None = None
         if s.n_future:
             if future is None:
                 raise ValueError(f"this model reads {s.n_future} known-future inputs per step: pass `future`")
@@ -294,12 +314,12 @@ class Forecaster(QuantileOutput):
         base = self.anchor(zt, fz)
         k = s.steps
         seq = z[:, -k:, :]
-        if s.seasonal_diffs:
-            m = s.anchor_season
-            seq = torch.cat([seq, zt[:, -k:, :] - zt[:, -k - m : -m, :]], dim=2)
+        if s.anchor_season is not None and s.seasonal_diffs:
+            season = s.anchor_season
+            seq = torch.cat([seq, zt[:, -k:, :] - zt[:, -k - season : -season, :]], dim=2)
         out, state = self._run(self.rnn, seq)
         hin = [out[:, -1, :]]
-        if s.n_future:
+        if fz is not None:  # set when s.n_future
             hin.append(fz.reshape(B, -1).to(out.dtype))
         if base is not None:
             hin.append(base.reshape(B, -1).to(out.dtype))
@@ -307,7 +327,7 @@ class Forecaster(QuantileOutput):
         delta = self.head(torch.cat(hin, 1)).view(B, s.horizon, s.n_targets, qn)
         if s.decoder:
             d_in = base if base is not None else zt.new_zeros(B, s.horizon, s.n_targets)
-            if s.n_future:
+            if fz is not None:  # set when s.n_future
                 d_in = torch.cat([fz, d_in], 2)
             dout, _ = self._run(self.dec, d_in.to(out.dtype), state)
             delta = delta + self.dec_out(dout).view(B, s.horizon, s.n_targets, qn)
@@ -318,6 +338,7 @@ class Forecaster(QuantileOutput):
             pt = delta[..., 0] if base is None else base + delta[..., 0]
             return pt * std_t + mean_t, None
         m = s.median_index
+        assert m is not None  # quantiles are set (n_q), so the median is among them
         med = delta[..., m] if base is None else base + delta[..., m]
         off = nn.functional.softplus(torch.cat([delta[..., :m], delta[..., m + 1 :]], -1) + self.q_bias)
         up = med.unsqueeze(-1) + torch.cumsum(off[..., m:], -1)  # levels above, nearest first
@@ -389,15 +410,19 @@ class Ensemble(QuantileOutput):
         self.spec = EnsembleSpec([m.spec.to_dict() for m in members])
         self._init_shift(first.horizon, first.n_targets, first.quantiles)
 
+    def forecasters(self) -> list[Forecaster]:
+        """The members (nn.ModuleList holds them as plain modules; they are Forecasters by construction)."""
+        return [cast(Forecaster, m) for m in self.members]
+
     def raw(self, x: torch.Tensor, future: torch.Tensor | None = None):
-        outs = [m.raw(x, future) for m in self.members]
+        outs = [m.raw(x, future) for m in self.forecasters()]
         y = torch.stack([o[0] for o in outs]).mean(0)
         if outs[0][1] is None:
             return y, None
         return y, torch.stack([o[1] for o in outs]).mean(0)
 
     def target_scale(self) -> torch.Tensor:
-        return self.members[0].target_scale()
+        return self.forecasters()[0].target_scale()
 
 
 def build(spec: ModelSpec, generator: torch.Generator | None = None) -> Forecaster:

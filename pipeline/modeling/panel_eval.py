@@ -35,22 +35,23 @@ def series_table(ws: PanelWindowSet, pred: dict[str, np.ndarray], seasons: list[
             sel = idx == i
             mk = None if mask is None else mask[sel]
             sid = ws.series_ids[int(i)]
-            row = {
+            mase = metrics(y[sel], pred[split][sel], ones, mk)["mase"]
+            row: dict[str, object] = {
                 "series_id": sid,
                 "status": "ok" if split == "test" else "cold_start",
                 "windows": int(sel.sum()),
-                "mase": metrics(y[sel], pred[split][sel], ones, mk)["mase"],
+                "mase": mase,
             }
-            base = {}
+            base: dict[str, float] = {}
             for name, p in naive.items():
                 if np.isfinite(p[sel]).all():  # a baseline the series' history does not hold is no bar for it
                     base[name] = metrics(y[sel], p[sel], ones, mk)["mase"]
                 row[f"mase_{name}"] = base.get(name, np.nan)
-            best = min(base, key=base.get) if base else None
+            best = min(base, key=lambda k: base[k]) if base else None
             row.update(
                 strongest_baseline=best,
                 strongest_mase=base[best] if best else np.nan,
-                beats=bool(best is not None and row["mase"] < base[best]),
+                beats=bool(best is not None and mase < base[best]),
             )
             rows.append(row)
     return pd.DataFrame(rows)

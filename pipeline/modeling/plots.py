@@ -109,7 +109,7 @@ def mase_distribution(values: dict[str, np.ndarray], title: str):
     fig, ax = plt.subplots(figsize=(7, 4))
     finite = [np.asarray(v, float)[np.isfinite(v)] for v in values.values()]
     allv = np.concatenate(finite) if finite else np.zeros(0)
-    bins = np.linspace(allv.min(), allv.max(), 25) if len(allv) and allv.max() > allv.min() else 10
+    bins = np.linspace(allv.min(), allv.max(), 25).tolist() if len(allv) and allv.max() > allv.min() else 10
     for (name, _), v in zip(values.items(), finite):
         ax.hist(v, bins=bins, alpha=0.5, label=f"{name} (median {np.median(v):.3f})" if len(v) else name)
     ax.set_xlabel("MASE per series")

@@ -32,7 +32,7 @@ import torch
 from .. import __version__
 from ..config import Settings
 from ..data import window as _window
-from ..data.window import WindowSet
+from ..data.window import PanelWindowSet, WindowSet
 from ..errors import ConfigError, TrainingError
 from . import anchor as _anchor
 from . import model as _model
@@ -65,7 +65,7 @@ def candidates(settings: Settings) -> list[Candidate]:
 @dataclass
 class TrainResult:
     candidate: Candidate
-    model: Forecaster  # on the CPU, best weights
+    model: QuantileOutput  # a Forecaster (or the Ensemble of several) on the CPU, best weights
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     best_val_loss: float = math.inf
@@ -250,6 +250,7 @@ def _start_quantile_offsets(model: Forecaster, ws: WindowSet, max_windows: int =
     per step and target: the band an untrained model forecasts is then the anchor's own empirical one."""
     spec = model.spec
     levels, m = spec.quantiles, spec.median_index
+    assert m is not None  # called for a model with quantiles, whose levels hold the median (ModelSpec)
     starts = ws.starts["train"]
     starts = starts[:: max(1, len(starts) // max_windows)][:max_windows]
     was = model.training
@@ -281,7 +282,7 @@ def panel_sampler(ws: WindowSet, train_starts: torch.Tensor, device) -> Callable
     window of every series): uniform over windows, or with window.panel_weighting: per_series a series uniformly then
     one of its windows (each series alike). With replacement: an epoch is `max_train_windows` draws. None for one
     series (its epoch is a permutation, as always)."""
-    if not ws.is_panel:
+    if not isinstance(ws, PanelWindowSet):
         return None
     st = ws.starts["train"]  # sorted: series after series, each in time order
     first = np.searchsorted(st, ws.offsets)
@@ -326,6 +327,8 @@ def calibrate(model: QuantileOutput, ws: WindowSet, settings: Settings) -> dict:
         return {"method": "none: the pinball heads as trained", "windows": 0}
     starts = calibration_starts(ws, settings)
     _, q = forecast_windows(quantile_predictor(model), ws, starts)  # inputs gathered a batch at a time
+    if q is None:  # no windows to forecast
+        raise TrainingError(f"{ws.meta.name}: no held-out windows to calibrate the quantiles on")
     _, y = ws.batch(starts)
     shift = _quantiles.conformal_shift(y, q, levels, ws.target_mask(starts), mode, settings.evaluate.calibration_parts)
     model.q_shift.copy_(torch.from_numpy(shift))
@@ -537,7 +540,11 @@ def build_ensemble(results: list[TrainResult], ws: WindowSet, settings: Settings
     quantiles conformalised on the same held-out windows as theirs. It costs no training of its own."""
     if not settings.train.ensemble or len(results) < 2:
         return None
-    members = [copy.deepcopy(r.model).cpu().eval() for r in results]
+    members: list[Forecaster] = []
+    for r in results:
+        if not isinstance(r.model, Forecaster):
+            raise TrainingError(f"ensemble: its members are single forecasters, not '{r.candidate.name}'")
+        members.append(copy.deepcopy(r.model).cpu().eval())
     ens = Ensemble(members).eval()
     calibration = calibrate(ens, ws, settings)
     tw = ws.to_torch("cpu")
@@ -585,7 +592,8 @@ def quantile_predictor(
     model = model.to(device).eval()
 
     def run(x: np.ndarray, future: np.ndarray | None = None):
-        ys, qs = [], []
+        ys: list[np.ndarray] = []
+        qs: list[np.ndarray] = []  # empty for a model without quantiles (q is None on every batch)
         with torch.inference_mode():
             for i in range(0, len(x), batch):
                 y, q = model.forward_all(
@@ -593,9 +601,10 @@ def quantile_predictor(
                     None if future is None else _tensor(future[i : i + batch], device),
                 )
                 ys.append(y.cpu().numpy())
-                qs.append(None if q is None else q.cpu().numpy())
+                if q is not None:
+                    qs.append(q.cpu().numpy())
         if not ys:
             return np.zeros((0,)), None
-        return np.concatenate(ys), (None if qs[0] is None else np.concatenate(qs))
+        return np.concatenate(ys), (np.concatenate(qs) if qs else None)
 
     return run

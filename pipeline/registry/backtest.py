@@ -176,7 +176,8 @@ def score_fold(
         raise DataValidationError(f"{ws.meta.name}: backtest fold {fold.index} holds no test window")
     _, y = fws.batch(origins)
     mask, scale = fws.target_mask(origins), mase_scale(fws)
-    scores, losses, val = {}, {}, {}
+    scores: dict[str, dict] = {}
+    losses, val = {}, {}
     for r in results:
         run = quantile_predictor(r.model)
         pred, q = run(*fws.inputs(origins))
@@ -196,8 +197,9 @@ def score_fold(
         refs = classical.references(fws, origins, settings)
         for name, row in classical.reference_scores(fws, origins, refs).items():
             scores[f"ref_{name}"] = row
-            if refs[name].ok:
-                losses[f"ref_{name}"] = window_losses(fws, origins, refs[name].pred).tolist()
+            ref = refs[name]
+            if ref.ok and ref.pred is not None:
+                losses[f"ref_{name}"] = window_losses(fws, origins, ref.pred).tolist()
     selected = min(val, key=lambda k: val[k])
     scores["selected"] = {**scores[selected], "candidate": selected}
     losses["selected"] = losses[selected]

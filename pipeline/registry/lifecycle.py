@@ -15,7 +15,7 @@ import pandas as pd
 
 from .. import __version__
 from ..config import Settings
-from ..data.window import COLD, WindowSet
+from ..data.window import COLD, PanelWindowSet, WindowSet
 from ..errors import CellcastError, ExportError
 from ..modeling import panel_eval, plots
 from ..modeling.evaluate import (
@@ -122,11 +122,11 @@ def onnx_metadata(ws: WindowSet, settings: Settings) -> dict:
         "future_names": m.future_names,
         "future_kinds": m.future_kinds,
         "calendar": m.calendar or {},
-        **({"panel": panel_metadata(ws)} if ws.is_panel else {}),
+        **({"panel": panel_metadata(ws)} if isinstance(ws, PanelWindowSet) else {}),
     }
 
 
-def panel_metadata(ws: WindowSet) -> dict:
+def panel_metadata(ws: PanelWindowSet) -> dict:
     """What a panel model needs to forecast its series without the registry (ONNX metadata `panel`): the id
     columns, and per series its ids, its status (ok | cold_start) and the mean and scale of each variable (the
     graph reads `(value - mean) / scale` and returns targets in those units: the caller unscales)."""
@@ -164,7 +164,8 @@ def training_reference(ws: WindowSet, settings: Settings) -> dict:
     from ..data.drift import reference_profile, window_rows
     from ..modeling.evaluate import mase_scale
 
-    rows = ws.train_rows() if ws.is_panel else slice(0, ws.meta.bounds["val"])  # a panel: every series' own
+    # a panel: every series' own training rows
+    rows = ws.train_rows() if isinstance(ws, PanelWindowSet) else slice(0, ws.meta.bounds["val"])
     values = ws.values[rows] if ws.filled is None else np.where(ws.filled[rows], np.nan, ws.values[rows])
     train = pd.DataFrame(values, columns=ws.meta.variables)  # observed cells only: filled ones are NaN
     train.insert(0, "timestamp", pd.to_datetime(ws.timestamps[rows]))
@@ -193,8 +194,8 @@ def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path
     c = result.candidate
     path = Path(out_dir) / f"{c.name}.onnx"
     parity, error, onnx_path = {}, None, None
-    test = ws.starts["test"]
-    x, f = ws.inputs(test[:: -(-len(test) // PARITY_WINDOWS)])  # evenly spread: all test windows of a panel are GBs
+    test_starts = ws.starts["test"]  # evenly spread below: all test windows of a panel are GBs
+    x, f = ws.inputs(test_starts[:: -(-len(test_starts) // PARITY_WINDOWS)])
     try:
         export_onnx(
             result.model,
@@ -230,7 +231,7 @@ def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path
     test, by_step = evaluate_forecasts(ws, "test", yt, qt, levels)
     panel = (
         panel_scores(ws, settings, {"test": yt, COLD: forecast_windows(run, ws, ws.starts[COLD])[0]})
-        if ws.is_panel
+        if isinstance(ws, PanelWindowSet)
         else {}
     )
     return CandidateReport(
@@ -261,7 +262,7 @@ def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path
     )
 
 
-def panel_scores(ws: WindowSet, settings: Settings, pred: dict[str, np.ndarray]) -> dict:
+def panel_scores(ws: PanelWindowSet, settings: Settings, pred: dict[str, np.ndarray]) -> dict:
     """A panel candidate per series against each series' own baselines, and the aggregate (modeling/panel_eval)."""
     seasons = settings.evaluate.seasons if settings.evaluate.seasons != "auto" else ws.meta.seasons
     table = panel_eval.series_table(ws, pred, [m for m in seasons if m > 1])
@@ -378,6 +379,7 @@ def comparisons(
 
     H = ws.meta.horizon
     if len(starts):
+        assert best.onnx_path is not None  # the best is among the candidates whose export passed parity
         eng = OnnxForecaster.from_path(best.onnx_path, device="cpu")
         pred, _ = forecast_windows(lambda xb, fb: (eng.predict(xb, fb), None), ws, starts)
         cand = window_losses(ws, starts, pred)
@@ -460,7 +462,7 @@ def reference_rows(ws: WindowSet, settings: Settings) -> dict:
 def _select(ok: list[CandidateReport], selection: dict | None) -> tuple[CandidateReport, str]:
     """The best candidate and a sentence saying how it was picked (evaluate.selection)."""
     means = (selection or {}).get("mean_mase") or {}
-    if means:
+    if selection is not None and means:
         best = min(ok, key=lambda r: (means.get(r.name, float("inf")), r.val["mase"]))
         return best, (
             f"selected by the backtest's mean MASE over {selection['folds']} folds before the test split "
@@ -526,8 +528,8 @@ def track_and_promote(
         if validation_report and Path(validation_report).is_file():
             tracking.log_artifact(validation_report, "validation")
         _log_pictures(ws, base, results, reports)
-        for res, rep in zip(results, reports):
-            _log_candidate(ws, settings, res, rep, tags)
+        for res, report in zip(results, reports):
+            _log_candidate(ws, settings, res, report, tags)
         ok = [r for r in reports if r.parity_ok and r.error is None]
         starts = ws.starts["test"]  # every origin: the test weighs overlapping windows with a HAC variance
         champ_before = score_champion(model_name, ws, starts)
@@ -586,7 +588,7 @@ def track_and_promote(
             first_significance=ev.first_significance,
             min_windows=ev.min_test_windows,
             parity_ok=best.parity_ok,
-            champion_version=champ_before.version if vs_champion is not None else None,
+            champion_version=champ_before.version if vs_champion is not None and champ_before is not None else None,
             coverage=best.coverage(),
             coverage_tolerance=ev.coverage_tolerance,
             widths={k[len("width_") :]: v for k, v in best.test.items() if k.startswith("width_")},
@@ -779,8 +781,9 @@ def _log_pictures(ws: WindowSet, base: Baselines, results: list[TrainResult], re
     if ranked and ranked[0][0].model.quantiles:
         res, rep = ranked[0]
         _, q = quantile_predictor(res.model)(x, f)
-        for lo, hi, nominal in intervals(list(res.model.quantiles)):
-            bands[f"{res.candidate.name} {interval_name(nominal)}%"] = (q[:, :, ti, lo], q[:, :, ti, hi])
+        if q is not None:  # None only without windows to forecast
+            for lo, hi, nominal in intervals(list(res.model.quantiles)):
+                bands[f"{res.candidate.name} {interval_name(nominal)}%"] = (q[:, :, ti, lo], q[:, :, ti, hi])
     if not ws.is_panel:  # a panel's test range runs through many series: drawn per series below
         fig = plots.forecast_vs_actual(
             ws.timestamps[first:],
@@ -799,11 +802,11 @@ def _log_pictures(ws: WindowSet, base: Baselines, results: list[TrainResult], re
     fig = plots.error_by_horizon(steps, f"{m.name}: test MASE by horizon step")
     tracking.log_figure(fig, "error_by_horizon.png")
     plots.close(fig)
-    if ws.is_panel:
+    if isinstance(ws, PanelWindowSet):
         _log_panel_pictures(ws, results, reports)
 
 
-def _log_panel_pictures(ws: WindowSet, results: list[TrainResult], reports: list[CandidateReport]) -> None:
+def _log_panel_pictures(ws: PanelWindowSet, results: list[TrainResult], reports: list[CandidateReport]) -> None:
     """The candidate validation ranks first: its test forecasts of the best, median and worst series (in each
     series' own units) beside the series' strongest baseline, and the MASE of every series."""
     ranked = sorted(zip(results, reports), key=lambda rr: rr[1].val.get("mase", float("inf")))

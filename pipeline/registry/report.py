@@ -93,7 +93,7 @@ def evaluate_registered(name: str, settings: Settings, alias: str = "champion") 
                         f"{ws.values[row, m.target_idx[0]]:.6g}",
                         f"{tiled[k, h, 0]:.6g}",
                         f"{snaive[k, h, 0]:.6g}",
-                        *[f"{qt[k, h, 0, j]:.6g}" for _, j in bands],
+                        *[f"{qt[k, h, 0, j]:.6g}" for _, j in bands if qt is not None],
                     ]
                 )
     out["paths"] = {"metrics": str(d / "metrics.json"), "plots": str(d / "plots")}

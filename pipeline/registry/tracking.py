@@ -40,7 +40,7 @@ from mlflow.protos.databricks_pb2 import (
     RESOURCE_DOES_NOT_EXIST,
     ErrorCode,
 )
-from mlflow.types import Schema, TensorSpec
+from mlflow.types import ColSpec, Schema, TensorSpec
 
 from ..config import RegistryConfig
 from ..errors import NoChampionError, NotFoundError, RegistryBusyError, TrackingUnavailableError
@@ -150,7 +150,7 @@ class _RetryLog(logging.Filter):
         log.warning(
             "tracking server %s: %s; retry %d/%d in %.0f s (at most %.0f s of waiting in all, registry.retry_seconds)",
             server,
-            _reason(err),
+            _reason(err if isinstance(err, BaseException) else str(err)),
             k,
             p.retries if p else k,
             wait,
@@ -160,7 +160,9 @@ class _RetryLog(logging.Filter):
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
-    out, seen, e = [], set(), exc
+    out: list[BaseException] = []
+    seen: set[int] = set()
+    e: BaseException | None = exc
     while e is not None and id(e) not in seen:  # MlflowException wraps the requests error
         out.append(e)
         seen.add(id(e))
@@ -628,13 +630,13 @@ def log_onnx_model(
     x = _check_example(input_example)
     inputs, outputs = _onnx_io(onnx_path)
     in_name, _ = inputs[0]
-    in_specs = [_flexible_spec(x, in_name)]
+    in_specs: list[ColSpec | TensorSpec] = [_flexible_spec(x, in_name)]
     example = {in_name: x}
     for extra, dims in inputs[1:]:  # the known-future block: (batch, horizon, F)
         f = _future_example(future_example, len(x), dims)
         in_specs.append(TensorSpec(np.dtype(np.float32), (-1, *f.shape[1:]), extra))
         example[extra] = f
-    out_specs = [
+    out_specs: list[ColSpec | TensorSpec] = [
         TensorSpec(np.dtype(np.float32), (-1, *[(-1 if d <= 0 else d) for d in dims[1:]]), out) for out, dims in outputs
     ]
     signature = ModelSignature(inputs=Schema(in_specs), outputs=Schema(out_specs))
@@ -679,7 +681,7 @@ def log_torch_model(
     f = None if not n_future else _future_example(future_example, len(x), (-1, -1, n_future))
     with torch.no_grad():
         y = model(torch.from_numpy(x), None if f is None else torch.from_numpy(f)).numpy()
-    in_specs = (
+    in_specs: list[ColSpec | TensorSpec] = (
         [_flexible_spec(x)]
         if f is None
         else [_flexible_spec(x, "x"), TensorSpec(np.dtype(np.float32), (-1, *f.shape[1:]), "future")]

@@ -89,7 +89,9 @@ def forecast_panel_frame(
             windows.append(values[b - L : b])
             lasts.append(pd.Timestamp(stamps_all[b - 1]))
     freq = engine.metadata.get("freq")
-    cols = {c: [] for c in ("series_id", "timestamp")}
+    if not freq:
+        raise DataValidationError(f"{source}: the model's metadata names no frequency ('freq') to place the horizon on")
+    cols: dict[str, list | np.ndarray] = {c: [] for c in ("series_id", "timestamp")}
     if not series:
         raise DataValidationError(
             f"{source}: no series to forecast ({len(skipped)} not forecast: "
@@ -103,7 +105,8 @@ def forecast_panel_frame(
     horizons = [pd.DatetimeIndex(future_timestamps(t, freq, H)) for t in lasts]
     f = None
     if engine.future_name:
-        f = np.stack([future_input(engine, h, None, source)[0] for h in horizons])
+        blocks = [future_input(engine, h, None, source) for h in horizons]
+        f = np.stack([b[0] for b in blocks if b is not None])  # none is None: the model reads known-future inputs
     y, q, used = engine.predict_all(xs, f)  # one call: the batch is the series
     y = unscale(engine, y.astype(np.float64), mean, scale)
     q = None if q is None else unscale(engine, q.astype(np.float64), mean, scale)
@@ -118,7 +121,7 @@ def forecast_panel_frame(
     for j, t in enumerate(engine.targets):
         out[t] = y[:, :, j].reshape(n * H)
         for k, level in enumerate(engine.quantiles if q is not None else []):
-            if level != 0.5:
+            if level != 0.5 and q is not None:
                 out[quantile_column(t, level)] = q[:, :, j, k].reshape(n * H)
     status = np.repeat([known[s].get("status", "ok") for s in series], H)
     out["status"] = status
@@ -274,7 +277,7 @@ def forecast_frame(
     for j, t in enumerate(engine.targets):
         out[t] = y[0, :, j].astype(np.float64)
         for k, level in enumerate(engine.quantiles if q is not None else []):
-            if level != 0.5:
+            if level != 0.5 and q is not None:
                 out[quantile_column(t, level)] = q[0, :, j, k].astype(np.float64)
     out["model_name"] = model_name or ""
     out["model_version"] = "" if version is None else str(version)

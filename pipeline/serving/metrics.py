@@ -79,8 +79,8 @@ class ServiceMetrics:
             registry=reg,
             multiprocess_mode="liveall",
         )
-        self._model_labels: tuple | None = None
-        self._error_labels: tuple | None = None
+        self._model_labels: tuple[str, ...] | None = None
+        self._error_labels: tuple[str, ...] | None = None
         self._swaps_seen = 0
         self._failures_seen = 0
 
@@ -103,11 +103,11 @@ class ServiceMetrics:
             self.swap_failures.inc(holder.failures - self._failures_seen)
             self._failures_seen = holder.failures
             self.error_time.set(time.time())
-            labels = (str(holder.failed_version or ""), (holder.last_error or "").splitlines()[0][:300])
+            failed = (str(holder.failed_version or ""), (holder.last_error or "").splitlines()[0][:300])
             if self._error_labels is not None:
                 self.error.labels(*self._error_labels).set(0)
-            self.error.labels(*labels).set(1)
-            self._error_labels = labels
+            self.error.labels(*failed).set(1)
+            self._error_labels = failed
 
     # ------------------------------------------------------------ requests
 

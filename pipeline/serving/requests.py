@@ -393,7 +393,7 @@ def forecast_json(
 ) -> dict:
     """One series' answer: y (horizon, T), q (horizon, T, Q) at `levels` when the model forecasts quantiles."""
     y = np.asarray(y, dtype=np.float64)  # float32 -> the float64 numbers JSON writes, as float() gave them
-    out = {"id": series_id} if series_id is not None else {}
+    out: dict[str, object] = {"id": series_id} if series_id is not None else {}
     out |= {"timestamps": stamps, "forecast": {t: y[:, j].tolist() for j, t in enumerate(targets)}}
     if q is not None and levels:
         q = np.asarray(q, dtype=np.float64)

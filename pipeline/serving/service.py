@@ -21,6 +21,7 @@ import os
 import threading
 import time
 from contextlib import asynccontextmanager
+from typing import TypedDict
 
 import numpy as np
 import orjson
@@ -348,7 +349,7 @@ def create_app(
             app.openapi_schema, app.state.openapi_version = schema, key
         return app.openapi_schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented hook for a custom schema
     return app
 
 
@@ -388,6 +389,17 @@ def app_from_env() -> FastAPI:
     return create_app(settings, **opts)
 
 
+class _UvicornOptions(TypedDict):
+    """The uvicorn.run options both launch paths share."""
+
+    host: str
+    port: int
+    log_level: str
+    access_log: bool
+    # serve.graceful_shutdown_s: uvicorn annotates it int, but hands it to asyncio.timeout, which takes a float
+    timeout_graceful_shutdown: float
+
+
 def serve(
     settings: Settings, *, host: str | None = None, port: int | None = None, workers: int | None = None, **app_options
 ) -> None:
@@ -399,7 +411,7 @@ def serve(
     host = host or settings.serve.host
     port = settings.serve.port if port is None else port
     workers = workers or settings.serve.workers
-    opts = dict(
+    opts = _UvicornOptions(
         host=host,
         port=port,
         log_level="info",
@@ -420,9 +432,9 @@ def serve(
         os.environ[SERVE_ENV] = json.dumps({"dataset": settings.dataset, **app_options})
         os.environ.setdefault("CELLCAST_PARAMS", str(find_params().resolve()))
         log.info("serving %s with %d worker processes on http://%s:%d", settings.model_name, workers, host, port)
-        uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=workers, **opts)
+        uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=workers, **opts)  # type: ignore[arg-type]  # see _UvicornOptions
         return
     app = create_app(settings, **app_options)
     cur = app.state.holder.current
     log.info("serving %s version %s on http://%s:%d", settings.model_name, cur.version, host, port)
-    uvicorn.run(app, **opts)
+    uvicorn.run(app, **opts)  # type: ignore[arg-type]  # see _UvicornOptions

@@ -155,7 +155,7 @@ def check_timestamps(
     if len(steps) and (steps <= pd.Timedelta(0)).any():
         i = int(np.flatnonzero(steps <= pd.Timedelta(0))[0]) + 1
         raise BadRequest(422, f"{where}[{i}]: {ts[i]} does not come after {ts[i - 1]}; timestamps must increase")
-    if off is not None:
+    if off is not None and freq is not None:  # a known offset comes from a frequency
         try:
             grid = pd.date_range(ts[0], periods=length, freq=off)
             future = future_timestamps(ts[-1], freq, horizon)
