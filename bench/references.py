@@ -58,6 +58,7 @@ def base_module(rev: str):
     path.write_text(src.stdout)
     spec = importlib.util.spec_from_file_location("cellcast.pipeline.modeling.classical_base", path)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
 
