@@ -1,7 +1,7 @@
 """The classical references (MSTL, ETS, Theta: pipeline/modeling/classical.py) against a whole `cellcast train`, before
 and after they were fitted once and rolled forward, in one run.
 
-    PYTHONPATH=$PWD .venv/bin/python bench/references.py                       # elecdemand, before = main
+    PYTHONPATH=$PWD .venv/bin/python bench/references.py             # elecdemand; before: the merge-base with main
     PYTHONPATH=$PWD .venv/bin/python bench/references.py --datasets elecdemand ewr --base <commit> --refit-every 0 7
 
 Per dataset, in a fresh project folder (a copy of params.yaml, nothing else):
@@ -91,7 +91,9 @@ def prepare(project: Path, name: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", default=["elecdemand"])
-    ap.add_argument("--base", default=None, help="revision whose classical.py is 'before' (default: main)")
+    ap.add_argument(
+        "--base", default=None, help="revision whose classical.py is 'before' (default: the merge-base with main)"
+    )
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--refit-every", type=int, nargs="*", default=[0], help="this tree's variants (0: default)")
     ap.add_argument("--project", type=Path, default=None, help="folder for the projects (default: a temp folder)")
@@ -103,7 +105,10 @@ def main() -> None:
     from cellcast.pipeline.modeling import classical
     from cellcast.pipeline.modeling.evaluate import forecast_origins
 
-    base_rev = args.base or "main"
+    if args.base is None:
+        mb = subprocess.run(["git", "-C", str(ROOT), "merge-base", "HEAD", "main"], capture_output=True, text=True)
+        args.base = mb.stdout.strip() or "main"
+    base_rev = args.base
     rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", base_rev], capture_output=True, text=True)
     base_rev = rev.stdout.strip() or base_rev
     before = base_module(base_rev)
