@@ -95,6 +95,13 @@ def main() -> None:
         "--base", default=None, help="revision whose classical.py is 'before' (default: the merge-base with main)"
     )
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument(
+        "--base-budget",
+        type=float,
+        default=None,
+        help="evaluate.reference_budget_s for the base only (default: as configured): high enough, its MSTL and ETS "
+        "finish on a loaded machine and have a MASE to compare with; its seconds are then what they cost uncut",
+    )
     ap.add_argument("--refit-every", type=int, nargs="*", default=[0], help="this tree's variants (0: default)")
     ap.add_argument("--project", type=Path, default=None, help="folder for the projects (default: a temp folder)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "references-cpu2t.jsonl")
@@ -137,7 +144,11 @@ def main() -> None:
         settings = load_params(project / "params.yaml").for_dataset(name)
         ws = load_windows(name, settings)
         starts = forecast_origins(ws, "test")
-        variants = {f"base {base_rev}": (before, settings)}
+        base_settings = settings
+        if args.base_budget:
+            ev = settings.evaluate.model_copy(update={"reference_budget_s": args.base_budget})
+            base_settings = settings.model_copy(update={"evaluate": ev})
+        variants = {f"base {base_rev[:7]}": (before, base_settings)}
         for k in args.refit_every:
             ev = settings.evaluate.model_copy(update={"reference_refit_every": k or None})
             label = f"HEAD {head.stdout.strip()}" + (f" refit every {k}" if k else "")
