@@ -1,14 +1,16 @@
 """Classical reference forecasts beside the candidates: MSTL, ETS and Theta (statsmodels: the only importer).
 
-Each forecast origin gets its own fit on the target's history up to that origin only (from the last break, and at
-most `history` rows), as bench/research/classical.py does with statsforecast (which cannot be installed here: it
-pins pandas < 3). What each reference is:
+Each reference is fitted once, on the target's history before the first forecast origin (from the last break, and at
+most `history` rows), and rolled forward: at every later origin its parameters stay as fitted and its states are
+filtered through the rows up to that origin (never past it), then it forecasts from there. It is fitted again at the
+first origin after a break (on the rows since it) and, when `refit_every` is set, every that many origins. Refitting
+at every origin (bench/research/classical.py does so with statsforecast, which cannot be installed here: it pins
+pandas < 3) cost more than training the candidates. What each reference is:
 
-- mstl: statsmodels' MSTL over the natural seasons the history holds twice, with statsforecast's seasonal smoother
-  (degree 0); each seasonal component is repeated
-  from its last cycle, and the deseasonalised rest (trend + remainder) is forecast by exponential smoothing with
-  no season, level only or a damped additive trend, whichever has the lower AIC (statsforecast's MSTL uses
-  AutoETS(ZZN) there).
+- mstl: statsmodels' MSTL over the natural seasons the history holds more than twice, with statsforecast's seasonal
+  smoother (degree 0); each seasonal component is repeated from its last fitted cycle, and the deseasonalised rest
+  (trend + remainder) is forecast by exponential smoothing with no season, level only or a damped additive trend,
+  whichever has the lower AIC (statsforecast's MSTL uses AutoETS(ZZN) there).
 - ets: Holt-Winters exponential smoothing with an additive season (the shortest natural season), no trend or a
   damped additive trend chosen by AIC: a small AutoETS.
 - theta: statsmodels' ThetaModel with that season (deseasonalised multiplicatively when it can, else additively).
