@@ -124,3 +124,12 @@ def test_a_reference_that_runs_past_its_budget_says_so_in_one_line():
     over = classical.reference_forecasts(y, np.arange(500, 740, 24), 24, ["ets"], SEASONS, budget_s=1e-4)["ets"]
     assert not over.ok and over.pred is None
     assert over.status.startswith("over budget: ") and "evaluate.reference_budget_s 0.0001" in over.status
+
+
+def test_each_target_of_a_multi_target_series_is_fitted_on_its_own_column():
+    y = np.stack([_hourly(800, seed=0), _hourly(800, seed=1) * 3], axis=1)
+    origins = np.arange(600, 720, 24)
+    both = classical.reference_forecasts(y, origins, 24, ["theta"], SEASONS, budget_s=60, history=400)["theta"]
+    assert both.ok and both.fits == 2 and both.forecasts == 2 * len(origins)
+    for t in range(2):
+        assert np.array_equal(both.pred[:, :, t], _run(y[:, t], origins, "theta", history=400).pred[:, :, 0])

@@ -255,9 +255,10 @@ def reference_forecasts(
                         since, done = since + 1, done + 1
                         spent = time.perf_counter() - t0
                         # what the rest would cost: the rolls so far per origin, a fit per refit still to come
+                        # (and the first fit of each target still to come)
                         left = total - done
                         rolls = (spent - fit_s) / done
-                        refits = -(-left // refit_every) if refit_every else 0
+                        refits = (-(-left // refit_every) if refit_every else 0) + series.shape[1] - t - 1
                         if spent > budget_s or (done >= 3 and spent + left * rolls + refits * fit_s / fits > budget_s):
                             status = (
                                 f"over budget: {spent:.1f}s for {done} of {total} forecasts ({fits} fits) "
