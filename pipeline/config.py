@@ -247,6 +247,9 @@ class EvaluateConfig(_Strict):
     # rows of history each reference fit is given: auto = 8 cycles of the longest natural season (8 weeks of a
     # half-hourly series, 8 years of a daily one), else this many
     reference_history: Positive | Literal["auto"] = "auto"
+    # a reference is fitted once on the history before the first test origin and rolled forward with its parameters
+    # fixed (again after a break); a number: fitted again every this many origins (1: at every origin)
+    reference_refit_every: Positive | None = None
 
     @field_validator("references")
     @classmethod

@@ -967,14 +967,15 @@ def reference_lines(outcome: Outcome) -> list[str]:
         return ["", f"references ({', '.join(refs)}): {next(iter(refs.values()))['status']}"]
     out = [
         "",
-        f"references (statsmodels, refitted at each of the {n} promotion origins, a horizon apart; evidence, "
-        f"not the bar):",
+        f"references (statsmodels, fitted before the first of the {n} promotion origins, a horizon apart, and "
+        f"rolled forward; evidence, not the bar):",
     ]
     for name, row in refs.items():
         out.append(
             f"  {name:6s} "
             + (
-                f"test MASE {row['mase']:.3f}  sMAPE {row['smape']:.2f}  ({row['seconds']:.0f}s)"
+                f"test MASE {row['mase']:.3f}  sMAPE {row['smape']:.2f}  "
+                f"({row['seconds']:.0f}s, {row.get('fits')} fits)"
                 if "mase" in row
                 else row["status"]
             )

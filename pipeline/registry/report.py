@@ -109,5 +109,5 @@ def _references(summary: Path) -> dict:
         refs = json.loads(summary.read_text()).get("references") or {}
     except (OSError, ValueError):
         return {}
-    keep = ("mase", "smape", "mae", "rmse", "windows", "seconds")
+    keep = ("mase", "smape", "mae", "rmse", "windows", "seconds", "fits")
     return {k: {"status": v.get("status"), **{m: v[m] for m in keep if m in v}} for k, v in refs.items()}
