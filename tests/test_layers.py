@@ -29,7 +29,7 @@ CORE = {
 
 # each outside system is imported by one module (or one folder) only
 OWNERS = {
-    "mlflow": {"cellcast.pipeline.registry.tracking"},
+    "mlflow": "cellcast.pipeline.registry.tracking",  # the package: server, runs, models, versions, monitoring
     "great_expectations": {"cellcast.pipeline.data.expectations"},
     "onnxruntime": {"cellcast.pipeline.engine.inference"},
     "dvc": {"cellcast.pipeline.data.versioning"},
