@@ -621,6 +621,17 @@ def _read(path: Path) -> list[dict]:
     return sorted(rows.values(), key=lambda r: order.get(r["name"], len(order)))
 
 
+def _dirty() -> bool:
+    """The library or the CLI differ from the commit (the rows then say so: `abc123+`)."""
+    r = subprocess.run(
+        ["git", "status", "--porcelain", "pipeline", "cellcast", "flows", "params.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    return bool(r.stdout.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tag", default="cpu1t", help="results go to bench/results/corpus-<tag>.jsonl")
@@ -631,6 +642,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default=None, help="folder for the per-series projects (default: a temp folder)")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per command")
     ap.add_argument("--list", action="store_true", help="list the series and exit")
+    ap.add_argument("--resume", action="store_true", help="leave out the series the results file holds already")
     a = ap.parse_args(argv)
     out = RESULTS / f"corpus-{a.tag}.jsonl"
     if a.table:
@@ -646,14 +658,21 @@ def main(argv: list[str] | None = None) -> int:
         for s in chosen:
             print(f"{s.name:16s} {s.freq:22s} {'held out' if s.name in HELD_OUT else '':9s} {s.source}: {s.kind}")
         return 0
+    if a.resume:
+        done = {r["name"] for r in _read(out)}
+        chosen = [s for s in chosen if s.name not in done]
     size = {s.name: len(s.load()) for s in chosen}
     chosen.sort(key=lambda s: (s.heavy, size[s.name]))  # short ones first
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="cellcast-corpus-"))
     out.parent.mkdir(parents=True, exist_ok=True)
 
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    commit = commit.strip() + ("+" if _dirty() else "")
+
     def one(s: Series) -> dict:
         row = run_series(s, work, a.timeout)
         row["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        row["commit"] = commit
         with open(out, "a") as f:
             f.write(json.dumps(row, default=str) + "\n")
         print(json.dumps({k: row.get(k) for k in ("name", "promoted", "candidate_mase", "bar_mase", "refused")}))
