@@ -88,6 +88,7 @@ def test_goals():
     assert g["share"] == 0.5 and not g["share_met"]
     assert g["geomean_vs_best_reference"] == pytest.approx(math.sqrt(0.8 / 0.9 * 1.1 / 1.0))
     assert g["worse_than_bar"] == ["d"] and not g["worse_met"]
+    assert g["geomean_best_candidate_n"] == 4 and g["decided"] == 4
     g = corpus.goals(rows[:1])
     assert g["share_met"] and g["geomean_met"] and g["worse_met"]
 
