@@ -594,22 +594,24 @@ def run_series(s: Series, work: Path, timeout: int) -> dict:
     with open(project / "corpus.log", "w") as log:
         for stage, argv in stages:
             tried: set[str] = set()
+            command = argv
             while True:
-                code, out, dt = _stage(project, argv, log, timeout)
+                code, out, dt = _stage(project, command, log, timeout)
                 row["seconds"][stage] = row["seconds"].get(stage, 0.0) + dt
                 if code == 0:
-                    break
+                    if command is argv or command[0] == stage:  # the stage, or the stage again with an option
+                        break
+                    command = argv  # a remedy of another stage (validate before train): then this stage again
+                    continue
+                # refused: the refusal of the stage or of a remedy names the next remedy, if any
                 remedy = parse_remedy(out, s.name, tried)
-                last = next((ln for ln in reversed(out.strip().splitlines()) if ln.strip()), "")
                 if remedy is None or len(tried) >= MAX_REMEDIES:
+                    last = next((ln for ln in reversed(out.strip().splitlines()) if ln.strip()), "")
                     row.update({"refused": stage, "error": last[:400], "exit": code})
                     return _finish(row, project)
                 tried.add(" ".join(remedy))
                 row["remedies"].append("cellcast " + " ".join(remedy))
-                rcode, rout, rdt = _stage(project, remedy, log, timeout)
-                row["seconds"][stage] += rdt
-                if rcode == 0 and remedy[0] == stage:  # the remedy was this stage run again, with an option
-                    break
+                command = remedy
     summary = project / "reports" / s.name / "train_summary.json"
     if summary.is_file():
         row.update(figures(json.loads(summary.read_text())))
