@@ -7,7 +7,7 @@ Runs in its own virtualenv (`bench/peers/setup.sh` -> bench/peers/.venv; never a
     bench/peers/.venv/bin/python bench/peers/run.py --quick              # smoke run: sp500, tiny budgets
     bench/peers/.venv/bin/python bench/peers/run.py --report             # the markdown table from the JSONL
 
-What it scores, exactly as cellcast does (bench/research/harness.py, imported, reads the window stage's own
+What it scores, exactly as cellcast does (bench/peers/harness.py, imported, reads the window stage's own
 output `data/NAME/windows.npz` + `windows.json` in a scratch project built with the repository's params.yaml;
 built here on first use through the project's venv: `cellcast ingest/validate/window`):
 
@@ -55,8 +55,8 @@ import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-sys.path.insert(0, str(REPO / "bench" / "research"))
-import harness  # noqa: E402  (bench/research/harness.py: the windows and the metric, shared)
+sys.path.insert(0, str(HERE))
+import harness  # noqa: E402  (bench/peers/harness.py: the windows and the metric, shared)
 
 RESULTS = HERE / "results"
 DATASETS = ("elecdemand", "chicago", "glucose", "sp500")
@@ -64,7 +64,7 @@ LEVELS = (80, 90)
 SEED = 42
 
 # statsforecast: the natural seasons of each dataset (as cellcast's seasons_for gives them) and the history
-# each fit sees (rows before the origin; None = all). Chosen with bench/research/FINDINGS.md: MSTL on 8 weeks
+# each fit sees (rows before the origin; None = all). Chosen with docs/research.md: MSTL on 8 weeks
 # of half-hours is better than on the whole year and 6x cheaper; ETS/Theta on half-hourly data get the daily
 # season and 8 weeks; glucose (5-min CGM with breaks) keeps the day season where two full days precede the
 # origin (else MSTL's trend model, AutoETS(ZZN), alone) and ETS/Theta without a season on 2 days.

@@ -7,7 +7,7 @@ last value. It is fitted in closed form: the normal equations are accumulated ov
 float64, chunk by chunk (memory does not grow with the windows), solved for each penalty in
 `train.anchor_ridge` (lambda * n * 1e-3 added to the diagonal of the centred Gram matrix), and the penalty
 with the lowest validation MAE kept. Windows with a filled target are left out of the fit. The fit is
-deterministic (no seed), and frozen inside every candidate (bench/research/FINDINGS.md: training it further
+deterministic (no seed), and frozen inside every candidate (docs/research.md: training it further
 did not help).
 auto: whichever of the two has the lower validation MASE (e.g. glucose keeps its naive anchor).
 """

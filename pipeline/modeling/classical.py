@@ -4,8 +4,8 @@ Each reference is fitted once, on the target's history before the first forecast
 most `history` rows), and rolled forward: at every later origin its parameters stay as fitted and its states are
 filtered through the rows up to that origin (never past it), then it forecasts from there. It is fitted again at the
 first origin after a break (on the rows since it) and, when `refit_every` is set, every that many origins. Refitting
-at every origin (bench/research/classical.py does so with statsforecast, which cannot be installed here: it pins
-pandas < 3) cost more than training the candidates. What each reference is:
+at every origin (what statsforecast's cross-validation does; statsforecast itself pins pandas < 3, so statsmodels
+fits them here) cost more than training the candidates. What each reference is:
 
 - mstl: statsmodels' MSTL over the natural seasons the history holds more than twice, with statsforecast's seasonal
   smoother (degree 0); each seasonal component is repeated from its last fitted cycle, and the deseasonalised rest
