@@ -270,44 +270,10 @@ def publish_result(outcome) -> None:
     Prefect UI sees what it decided without a terminal."""
     from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
+    from cellcast.pipeline.registry.results import artifact_rows, result_rows
+
     key = re.sub(r"[^a-z0-9-]+", "-", outcome.dataset.lower()).strip("-") or "dataset"
-    rows = [
-        {
-            "model": c["name"],
-            "val MASE": round(c["val"]["mase"], 4),
-            "test MASE": round(c["test"]["mase"], 4),
-            "test sMAPE": round(c["test"]["smape"], 3),
-            "test MAE": float(f"{c['test']['mae']:.4g}"),
-            "epochs": c["epochs"],
-            "parity": "ok" if c["parity_ok"] else "FAIL",
-        }
-        for c in outcome.candidates
-    ]
-    for bname, sc in outcome.baselines["test"]["scores"].items():
-        val = outcome.baselines["val"]["scores"].get(bname, {}).get("mase")
-        rows.append(
-            {
-                "model": f"baseline: {bname}",
-                "val MASE": None if val is None else round(val, 4),
-                "test MASE": round(sc["mase"], 4),
-                "test sMAPE": round(sc["smape"], 3),
-                "test MAE": float(f"{sc['mae']:.4g}"),
-                "epochs": None,
-                "parity": None,
-            }
-        )
-    for rname, row in (outcome.references or {}).items():
-        rows.append(
-            {
-                "model": f"reference: {rname}",
-                "val MASE": None,
-                "test MASE": round(row["mase"], 4) if "mase" in row else row["status"],
-                "test sMAPE": round(row["smape"], 3) if "smape" in row else None,
-                "test MAE": float(f"{row['mae']:.4g}") if "mae" in row else None,
-                "epochs": None,
-                "parity": None,
-            }
-        )
+    rows = artifact_rows(outcome.rows or result_rows(outcome.candidates, outcome.baselines, outcome.references))
     create_table_artifact(
         rows,
         key=f"{key}-candidates",

@@ -37,6 +37,7 @@ from ..modeling.evaluate import (
 from ..modeling.quantiles import crossings, interval_name, intervals
 from ..modeling.train import TrainResult, code_version, predictor, quantile_predictor
 from . import promotion, tracking
+from .results import ResultRow, result_rows, text_table
 
 log = logging.getLogger(__name__)
 
@@ -437,6 +438,8 @@ class Outcome:
     # how the best candidate was picked (evaluate.selection) and the classical reference rows (modeling/classical.py)
     selection: dict = field(default_factory=dict)
     references: dict = field(default_factory=dict)
+    # candidates, baselines and references as one typed table (registry/results.py): what every reader shows
+    rows: list[ResultRow] = field(default_factory=list)
 
 
 def reference_rows(ws: WindowSet, settings: Settings) -> dict:
@@ -533,23 +536,36 @@ def track_and_promote(
         ok = [r for r in reports if r.parity_ok and r.error is None]
         starts = ws.starts["test"]  # every origin: the test weighs overlapping windows with a HAC variance
         champ_before = score_champion(model_name, ws, starts)
+        candidates = [asdict(r) for r in reports]
+
+        def outcome(
+            best: str | None, version: int | None, decision: promotion.Decision, champion_after: int | None
+        ) -> Outcome:
+            return Outcome(
+                dataset=ws.meta.name,
+                model_name=model_name,
+                parent_run_id=parent_id,
+                best=best,
+                version=version,
+                decision=asdict(decision),
+                candidates=candidates,
+                baselines=base.to_dict(),
+                champion_before=_champ_dict(champ_before),
+                champion_after=champion_after,
+                tracking_uri=uri,
+                selection=sel,
+                references=references,
+                rows=result_rows(candidates, base.to_dict(), references),
+            )
+
         if not ok:
             decision = promotion.Decision(False, "no candidate passed its ONNX parity gate: nothing registered", {})
             tracking.set_tags({"promotion.decision": "rejected", "promotion.reason": decision.reason})
-            return Outcome(
-                ws.meta.name,
-                model_name,
-                parent_id,
-                None,
-                None,
-                asdict(decision),
-                [asdict(r) for r in reports],
-                base.to_dict(),
-                _champ_dict(champ_before),
-                champ_before.version if champ_before else None,
-                uri,
-                sel,
-                references,
+            return outcome(
+                best=None,
+                version=None,
+                decision=decision,
+                champion_after=champ_before.version if champ_before else None,
             )
         best, how = _select(ok, selection)
         sel["why"] = how
@@ -563,21 +579,7 @@ def track_and_promote(
                 {},
             )
             tracking.set_tags({"promotion.decision": "unchanged", "promotion.reason": decision.reason})
-            return Outcome(
-                ws.meta.name,
-                model_name,
-                parent_id,
-                best.name,
-                None,
-                asdict(decision),
-                [asdict(r) for r in reports],
-                base.to_dict(),
-                _champ_dict(champ_before),
-                same,
-                uri,
-                sel,
-                references,
-            )
+            return outcome(best=best.name, version=None, decision=decision, champion_after=same)
         vs_baseline, vs_champion = comparisons(ws, settings, best, starts, champ_before)
         ev = settings.evaluate
         decision = promotion.decide(
@@ -634,20 +636,8 @@ def track_and_promote(
             }
         )
         champ = tracking.get_alias(model_name, "champion")
-        return Outcome(
-            ws.meta.name,
-            model_name,
-            parent_id,
-            best.name,
-            version,
-            asdict(decision),
-            [asdict(r) for r in reports],
-            base.to_dict(),
-            _champ_dict(champ_before),
-            champ.version if champ else None,
-            uri,
-            sel,
-            references,
+        return outcome(
+            best=best.name, version=version, decision=decision, champion_after=champ.version if champ else None
         )
 
 
@@ -857,66 +847,8 @@ def _log_panel_pictures(ws: PanelWindowSet, results: list[TrainResult], reports:
 
 def summary_table(outcome: Outcome) -> str:
     """The table `cellcast run` prints: candidates, metrics, baselines and the promotion decision."""
-
-    def pct(d: dict, key: str) -> str:
-        return f"{100 * d[key]:.1f}%" if key in d else "-"
-
-    def num(d: dict, key: str) -> str:
-        return f"{d[key]:.3f}" if key in d else "-"
-
-    rows = [
-        (
-            "model",
-            "val MASE",
-            "test MASE",
-            "test sMAPE",
-            "test MAE",
-            "cov 80%",
-            "cov 90%",
-            "CRPS",
-            "epochs",
-            "s",
-            "parity",
-        )
-    ]
-    for c in outcome.candidates:
-        t = c["test"]
-        rows.append(
-            (
-                c["name"],
-                f"{c['val']['mase']:.3f}",
-                f"{t['mase']:.3f}",
-                f"{t['smape']:.2f}",
-                f"{t['mae']:.4g}",
-                pct(t, "coverage_80"),
-                pct(t, "coverage_90"),
-                num(t, "crps"),
-                str(c["epochs"]),
-                f"{c['seconds']:.0f}",
-                "ok" if c["parity_ok"] else "FAIL",
-            )
-        )
-    for bname, sc in outcome.baselines["test"]["scores"].items():
-        val = outcome.baselines["val"]["scores"].get(bname, {}).get("mase", float("nan"))
-        cov = "" if sc["coverage"] == 1.0 else f" ({sc['coverage']:.0%} of windows)"
-        rows.append(
-            (
-                bname + cov,
-                f"{val:.3f}",
-                f"{sc['mase']:.3f}",
-                f"{sc['smape']:.2f}",
-                f"{sc['mae']:.4g}",
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    rows = outcome.rows or result_rows(outcome.candidates, outcome.baselines, outcome.references)
+    lines = text_table(rows)
     d = outcome.decision
     verdict = "PROMOTED to champion" if d.get("promote") else "not promoted"
     registered = f"{outcome.model_name} v{outcome.version}" if outcome.version else "nothing"
