@@ -21,11 +21,12 @@ import os
 import threading
 import time
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TypedDict
 
 import numpy as np
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter
@@ -147,6 +148,170 @@ def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+@dataclass
+class _Service:
+    """What the routes share: the model that serves, its registry name and alias, the metrics, the limits."""
+
+    holder: ModelHolder
+    metrics: ServiceMetrics
+    name: str
+    alias: str
+    token: str | None
+    max_body: int
+
+
+def _service(request: Request) -> _Service:
+    return request.app.state.service
+
+
+async def require_token(request: Request) -> None:
+    """The routes that answer with the model or its data need `Authorization: Bearer <token>` when a token is set
+    (async: a plain function would send every request through the thread pool)."""
+    token = _service(request).token
+    if token is None:
+        return
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+        raise BadRequest(401, "missing or wrong bearer token (header 'Authorization: Bearer <token>')")
+
+
+# open: a load balancer's health check and Prometheus' scrape, without the token; they name the version, never data
+open_routes = APIRouter()
+# the model and its forecasts: behind the token when one is set
+model_routes = APIRouter(dependencies=[Depends(require_token)])
+
+
+@open_routes.get("/health", responses=_responses(503))
+def health(request: Request):
+    svc = _service(request)
+    cur = svc.holder.current
+    if cur is None:
+        return _error(503, "no model loaded")
+    return {"status": "ok", "model": svc.name, "version": cur.version}
+
+
+@open_routes.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
+def prometheus_metrics(request: Request):
+    body, ctype = _service(request).metrics.exposition()
+    return Response(body, media_type=ctype)
+
+
+@model_routes.get("/model", responses=_responses(401, 503))
+def model_info(request: Request):
+    svc = _service(request)
+    holder = svc.holder
+    cur = holder.current
+    if cur is None:
+        return _error(503, f"no model loaded; last error: {holder.last_error}")
+    e = cur.engine
+    return {
+        "name": getattr(cur.info, "name", None) or svc.name,
+        "version": cur.version,
+        "alias": svc.alias,
+        "run_id": getattr(cur.info, "run_id", None),
+        "provider": e.provider,
+        "cpu_batch_threshold": e.cpu_batch_threshold,
+        "loaded_at": cur.loaded_at.isoformat(),
+        "lookback": e.lookback,
+        "horizon": e.horizon,
+        "variables": e.variables,
+        "targets": e.targets,
+        "freq": e.metadata.get("freq"),
+        "cell": e.metadata.get("cell"),
+        "dataset": e.metadata.get("dataset"),
+        "quantiles": e.quantiles,
+        "calendar": e.calendar if e.future_name else None,
+        "future": [{"name": n, "kind": k} for n, k in zip(e.future_names, e.future_kinds, strict=True)],
+        **(
+            {"id_cols": e.metadata["panel"].get("id_cols"), "series": list(e.metadata["panel"]["series"])}
+            if "panel" in e.metadata
+            else {}
+        ),
+        "swaps": holder.swaps,
+        "last_check": holder.last_check and holder.last_check.isoformat(),
+        "last_error": holder.last_error,
+    }
+
+
+# the body is read by hand (size limit, content type, one-line errors); its schema is declared here so the
+# OpenAPI document describes it (and schemathesis can generate requests from it)
+_BODY_SCHEMA = {
+    "required": True,
+    "content": {"application/json": {"schema": {"oneOf": [_ref("Series"), _ref("Batch")]}}},
+}
+_OK = {
+    "description": "the forecast (one series) or forecasts (instances)",
+    "content": {"application/json": {"schema": {"oneOf": [_ref("ForecastResponse"), _ref("BatchResponse")]}}},
+}
+
+
+@model_routes.post(
+    "/v1/forecast",
+    openapi_extra={"requestBody": _BODY_SCHEMA},
+    responses={200: _OK, **_responses(400, 401, 413, 415, 422, 503)},
+)
+async def forecast(request: Request):
+    svc = _service(request)
+    body = await _read_body(request, svc.max_body)
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise BadRequest(415, f"content type '{ctype or 'none'}': send JSON with 'Content-Type: application/json'")
+    cur = svc.holder.current  # read once: this request uses one version from parsing to answer
+    if cur is None:
+        return _error(503, "no model loaded")
+    batch, whens, single, future, ids, scales = parse_body(body, cur.engine)
+    t0 = time.perf_counter()
+    if len(batch) * cur.batch1_s <= INLINE_S:
+        # a forecast well under a millisecond: the hop to the thread pool and back costs more than it does
+        y, q, used = cur.engine.predict_all(batch, future)
+    else:
+        y, q, used = await run_in_threadpool(cur.engine.predict_all, batch, future)
+    if scales is not None:  # a panel model answers in each series' scale
+        y = unscale(cur.engine, y, *scales)
+        q = None if q is None else unscale(cur.engine, q, *scales)
+    if not np.isfinite(y).all():
+        # finite inputs far outside what the model saw can overflow inside it; JSON has no NaN
+        bad = sorted({i for i in range(len(y)) if not np.isfinite(y[i]).all()})
+        return _error(
+            422,
+            f"{'body' if single else f'instances[{bad[0]}]'}: the model's forecast is not finite "
+            f"for these values (far outside its training data?); {len(bad)} such series",
+        )
+    out = {
+        "model": {"name": svc.name, "version": cur.version, "alias": svc.alias},
+        "provider": used,
+        "horizon": cur.engine.horizon,
+        "latency_ms": round(1e3 * (time.perf_counter() - t0), 3),
+    }
+    items = [
+        forecast_json(
+            y[i],
+            whens[i],
+            cur.engine.targets,
+            None if q is None else q[i],
+            cur.engine.quantiles,
+            None if ids is None else ids[i],
+        )
+        for i in range(len(y))
+    ]
+    if single:
+        out.update(items[0])
+    else:
+        out["forecasts"] = items
+    # the same JSON FastAPI would write for the dict (finite floats, checked above), without its encoder's walk
+    return Response(orjson.dumps(out), media_type="application/json")
+
+
+def _refused(request: Request, e: Exception) -> Response:
+    """Every BadRequest, raised by a route or by the token check, as the one-line JSON refusal."""
+    assert isinstance(e, BadRequest)
+    return _error(e.status, e.message, {"WWW-Authenticate": "Bearer"} if e.status == 401 else None)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -170,9 +335,7 @@ def create_app(
         require_gpu=require_gpu,
     )
     holder.refresh(raise_errors=True)
-    token = token if token is not None else os.environ.get(TOKEN_ENV) or None
     poll_s = poll_seconds if poll_seconds is not None else settings.serve.poll_seconds
-    max_body = max_body_bytes or settings.serve.max_body_bytes
     name = settings.model_name
     stop = threading.Event()
     metrics = ServiceMetrics({"/v1/forecast", "/health", "/model", "/metrics", "/openapi.json", "/docs"})
@@ -190,149 +353,21 @@ def create_app(
             poller.join(timeout=10)
 
     app = FastAPI(title="cellcast forecasting service", lifespan=lifespan)
+    app.state.service = _Service(
+        holder=holder,
+        metrics=metrics,
+        name=name,
+        alias=alias,
+        token=token if token is not None else os.environ.get(TOKEN_ENV) or None,
+        max_body=max_body_bytes or settings.serve.max_body_bytes,
+    )
     app.state.holder = holder
     app.state.metrics = metrics
-    app.add_middleware(lambda inner: metrics.middleware(inner))
     app.state.openapi_version = None
-
-    def unauthorized(request: Request) -> JSONResponse | None:
-        if token is None:
-            return None
-        got = request.headers.get("authorization", "")
-        scheme, _, value = got.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
-            return _error(
-                401,
-                "missing or wrong bearer token (header 'Authorization: Bearer <token>')",
-                {"WWW-Authenticate": "Bearer"},
-            )
-        return None
-
-    @app.get("/health", responses=_responses(503))
-    def health():
-        cur = holder.current
-        if cur is None:
-            return _error(503, "no model loaded")
-        return {"status": "ok", "model": name, "version": cur.version}
-
-    # open like /health: Prometheus scrapes it without the token; it names the version, never data
-    @app.get(
-        "/metrics",
-        response_class=Response,
-        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
-    )
-    def prometheus_metrics():
-        body, ctype = metrics.exposition()
-        return Response(body, media_type=ctype)
-
-    @app.get("/model", responses=_responses(401, 503))
-    def model_info(request: Request):
-        if (denied := unauthorized(request)) is not None:
-            return denied
-        cur = holder.current
-        if cur is None:
-            return _error(503, f"no model loaded; last error: {holder.last_error}")
-        e = cur.engine
-        return {
-            "name": getattr(cur.info, "name", None) or name,
-            "version": cur.version,
-            "alias": alias,
-            "run_id": getattr(cur.info, "run_id", None),
-            "provider": e.provider,
-            "cpu_batch_threshold": e.cpu_batch_threshold,
-            "loaded_at": cur.loaded_at.isoformat(),
-            "lookback": e.lookback,
-            "horizon": e.horizon,
-            "variables": e.variables,
-            "targets": e.targets,
-            "freq": e.metadata.get("freq"),
-            "cell": e.metadata.get("cell"),
-            "dataset": e.metadata.get("dataset"),
-            "quantiles": e.quantiles,
-            "calendar": e.calendar if e.future_name else None,
-            "future": [{"name": n, "kind": k} for n, k in zip(e.future_names, e.future_kinds)],
-            **(
-                {"id_cols": e.metadata["panel"].get("id_cols"), "series": list(e.metadata["panel"]["series"])}
-                if "panel" in e.metadata
-                else {}
-            ),
-            "swaps": holder.swaps,
-            "last_check": holder.last_check and holder.last_check.isoformat(),
-            "last_error": holder.last_error,
-        }
-
-    # the body is read by hand (size limit, content type, one-line errors); its schema is declared here so the
-    # OpenAPI document describes it (and schemathesis can generate requests from it)
-    body_schema = {
-        "required": True,
-        "content": {"application/json": {"schema": {"oneOf": [_ref("Series"), _ref("Batch")]}}},
-    }
-    ok = {
-        "description": "the forecast (one series) or forecasts (instances)",
-        "content": {"application/json": {"schema": {"oneOf": [_ref("ForecastResponse"), _ref("BatchResponse")]}}},
-    }
-
-    @app.post(
-        "/v1/forecast",
-        openapi_extra={"requestBody": body_schema},
-        responses={200: ok, **_responses(400, 401, 413, 415, 422, 503)},
-    )
-    async def forecast(request: Request):
-        if (denied := unauthorized(request)) is not None:
-            return denied
-        try:
-            body = await _read_body(request, max_body)
-            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            if ctype != "application/json":
-                raise BadRequest(
-                    415, f"content type '{ctype or 'none'}': send JSON with 'Content-Type: application/json'"
-                )
-            cur = holder.current  # read once: this request uses one version from parsing to answer
-            if cur is None:
-                return _error(503, "no model loaded")
-            batch, whens, single, future, ids, scales = parse_body(body, cur.engine)
-        except BadRequest as e:
-            return _error(e.status, e.message)
-        t0 = time.perf_counter()
-        if len(batch) * cur.batch1_s <= INLINE_S:
-            # a forecast well under a millisecond: the hop to the thread pool and back costs more than it does
-            y, q, used = cur.engine.predict_all(batch, future)
-        else:
-            y, q, used = await run_in_threadpool(cur.engine.predict_all, batch, future)
-        if scales is not None:  # a panel model answers in each series' scale
-            y = unscale(cur.engine, y, *scales)
-            q = None if q is None else unscale(cur.engine, q, *scales)
-        if not np.isfinite(y).all():
-            # finite inputs far outside what the model saw can overflow inside it; JSON has no NaN
-            bad = sorted({i for i in range(len(y)) if not np.isfinite(y[i]).all()})
-            return _error(
-                422,
-                f"{'body' if single else f'instances[{bad[0]}]'}: the model's forecast is not finite "
-                f"for these values (far outside its training data?); {len(bad)} such series",
-            )
-        out = {
-            "model": {"name": name, "version": cur.version, "alias": alias},
-            "provider": used,
-            "horizon": cur.engine.horizon,
-            "latency_ms": round(1e3 * (time.perf_counter() - t0), 3),
-        }
-        items = [
-            forecast_json(
-                y[i],
-                whens[i],
-                cur.engine.targets,
-                None if q is None else q[i],
-                cur.engine.quantiles,
-                None if ids is None else ids[i],
-            )
-            for i in range(len(y))
-        ]
-        if single:
-            out.update(items[0])
-        else:
-            out["forecasts"] = items
-        # the same JSON FastAPI would write for the dict (finite floats, checked above), without its encoder's walk
-        return Response(orjson.dumps(out), media_type="application/json")
+    app.add_middleware(lambda inner: metrics.middleware(inner))
+    app.add_exception_handler(BadRequest, _refused)
+    app.include_router(open_routes)
+    app.include_router(model_routes)
 
     def openapi() -> dict:
         # the body's schema names the variables and lengths of the model serving now: rebuilt after a swap
