@@ -77,8 +77,9 @@ class IngestConfig(_Strict):
     long_gaps: Literal["reject", "segment"] = "reject"
     min_windows: int = Field(1, ge=1)
     # forecasts in the test split whose horizons do not overlap (origins a horizon apart): fewer is no test.
-    # The data rule; promotion's statistical test has its own evaluate.min_test_windows.
-    min_test_windows: int = Field(5, ge=1)
+    # the data rule: the test split holds at least this many whole horizons (forecast origins a horizon apart);
+    # promotion's statistical test has its own evaluate.min_decision_paths
+    min_test_horizons: int = Field(5, ge=1)
     # panels (ingest --id-col): a series that breaks a rule fails the dataset (reject) or is removed into
     # quarantine with its report and named in the summary (drop)
     bad_series: Literal["reject", "drop"] = "reject"
@@ -214,7 +215,8 @@ class TrainConfig(_Strict):
 class EvaluateConfig(_Strict):
     seasons: list[Positive] | Literal["auto"] = "auto"
     promotion_margin: float = Field(0.02, ge=0, lt=1)
-    min_test_windows: int = Field(10, ge=2)
+    # the evidence a decision needs: independent forecast paths (test windows a horizon apart) the test weighs
+    min_decision_paths: int = Field(10, ge=2)
     # the one-sided Diebold-Mariano p-value a challenger needs against the champion (and the bar): a wrong
     # replacement costs a working forecast
     significance: float = Field(0.05, gt=0, lt=1)
@@ -429,6 +431,13 @@ class Params(_Sections):
 _TYPE_TAGS = {"int", "float", "str", "bool", "list", "dict", "tuple"}
 
 
+# settings whose name changed: a params.yaml that still uses the old name is told the new one
+RENAMED = {
+    "ingest.min_test_windows": "ingest.min_test_horizons",
+    "evaluate.min_test_windows": "evaluate.min_decision_paths",
+}
+
+
 def _one_line(e: ValidationError, prefix: str = "") -> str:
     err = e.errors()[0]
     msg = err["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's own message
@@ -437,6 +446,8 @@ def _one_line(e: ValidationError, prefix: str = "") -> str:
         str(p) for p in err["loc"] if p != "validate_" and not (isinstance(p, str) and (p in _TYPE_TAGS or "[" in p))
     )
     where = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+    if err["type"] == "extra_forbidden" and (new := RENAMED.get(loc.removeprefix(f"{prefix}.") if prefix else loc)):
+        msg = f"renamed to {new}"
     more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
     return f"{PARAMS_FILE}: {where}: {msg}{more}" if where else f"{PARAMS_FILE}: {msg}{more}"
 

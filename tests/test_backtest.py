@@ -42,7 +42,7 @@ def _windows(values: np.ndarray, lookback: int, horizon: int, settings=None, fil
     s = s.model_copy(
         update={
             "window": s.window.model_copy(update={"lookback": lookback, "horizon": horizon}),
-            "ingest": s.ingest.model_copy(update={"min_test_windows": 1}),
+            "ingest": s.ingest.model_copy(update={"min_test_horizons": 1}),
         }
     )
     frame = pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=len(values), freq="h"), "y": values})

@@ -1,5 +1,7 @@
 """Typed params.yaml: overrides per dataset, one-line errors naming the key."""
 
+import re
+
 import pytest
 
 from cellcast.pipeline.config import Params, load_params
@@ -65,3 +67,17 @@ def test_a_bad_params_file_is_one_line_naming_the_key(tmp_path, text, needle):
     msg = str(e.value)
     assert needle in msg and "\n" not in msg, msg
     assert str(tmp_path / "params.yaml") in msg
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("ingest:\n  min_test_windows: 5\n", "ingest.min_test_windows: renamed to ingest.min_test_horizons"),
+        ("evaluate:\n  min_test_windows: 10\n", "evaluate.min_test_windows: renamed to evaluate.min_decision_paths"),
+    ],
+)
+def test_a_renamed_setting_names_its_new_name(tmp_path, text, needle):
+    p = tmp_path / "params.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        load_params(p)

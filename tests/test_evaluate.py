@@ -30,10 +30,10 @@ def test_metrics_by_hand():
 
 def _ws(values, lookback=6, horizon=3, freq="h"):
     df = pd.DataFrame({"timestamp": pd.date_range("2021-01-01", periods=len(values), freq=freq), "y": values})
-    # hand-sized series: the data rule on test windows (ingest.min_test_windows) is not what these tests check
+    # hand-sized series: the data rule on test windows (ingest.min_test_horizons) is not what these tests check
     s = Params(
         window={"lookback": lookback, "horizon": horizon, "val_fraction": 0.2, "test_fraction": 0.2},
-        ingest={"min_test_windows": 1},
+        ingest={"min_test_horizons": 1},
     ).for_dataset("t")
     return build_windows(df, name="t", variables=["y"], targets=["y"], freq=freq, settings=s)
 
@@ -104,7 +104,7 @@ def test_evaluation_and_baselines_skip_filled_targets_and_the_mase_scale_filled_
     df["filled:y"] = False
     df.loc[100:101, "y"] = 500.0  # filled cells with a value no forecast would match
     df.loc[100:101, "filled:y"] = True
-    s = Params(window={"lookback": 6, "horizon": 3}, ingest={"min_test_windows": 1}).for_dataset("t")
+    s = Params(window={"lookback": 6, "horizon": 3}, ingest={"min_test_horizons": 1}).for_dataset("t")
     ws = build_windows(df, name="t", variables=["y"], targets=["y"], freq="h", settings=s)
     _, y = ws.batch(ws.starts["test"])
     pred = np.where(y == 500.0, 0.0, y)  # exact on every observed target

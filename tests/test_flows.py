@@ -9,7 +9,7 @@ pytestmark = pytest.mark.integration
 
 def write_series(path, n=2000, kind="seasonal", seed=0, bad_inf=False):
     """n = 2000 hourly rows: a test split of 300 rows holds 12 forecast origins a day apart (a decision
-    needs evaluate.min_test_windows = 10)."""
+    needs evaluate.min_decision_paths = 10)."""
     rng = np.random.default_rng(seed)
     t = np.arange(n)
     if kind == "seasonal":

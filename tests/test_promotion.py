@@ -84,14 +84,14 @@ def test_few_windows_are_refused_with_the_count():
     assert not d.promote
     assert d.reason == (
         "gru not promoted: 6 test windows (one per horizon, none overlapping) are too few for a "
-        "decision (evaluate.min_test_windows 10)"
+        "decision (evaluate.min_decision_paths 10)"
     )
     # enough windows against the baseline, too few after the champion's training rows
     champ = Comparison("champion v4", losses(0.1, n=3), losses(0.5, n=3))
     d = decide("gru", Comparison("naive", losses(0.1), losses(1.0)), champ, min_windows=10, champion_version=4)
     assert not d.promote and d.reason == (
         "gru not promoted: only 3 test windows lie after the rows champion v4 "
-        "trained on (evaluate.min_test_windows 10): champion unchanged"
+        "trained on (evaluate.min_decision_paths 10): champion unchanged"
     )
 
 
@@ -211,7 +211,7 @@ def test_every_origin_dm_uses_at_least_h_minus_1_lags_and_counts_paths_not_windo
     dec = decide("gru", c, min_windows=10)
     assert f"{n} windows at every origin, 12 a horizon apart; HAC lag 47" in dec.reason
     assert dec.metrics["baseline_paths"] == 12 and dec.metrics["baseline_windows"] == n
-    # the window count is the paths': 5 days of half-hourly windows are too few at min_test_windows 10
+    # the window count is the paths': 5 days of half-hourly windows are too few at min_decision_paths 10
     few = decide("gru", Comparison("naive", 1.0 + d[:200], np.ones(200), horizon=h), min_windows=10)
     assert not few.promote and "5 test windows (one per horizon" in few.reason
 

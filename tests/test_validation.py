@@ -276,7 +276,7 @@ def test_cli_validate(project, settings_for):
     origins = int(re.search(r"\((\d+) non-overlapping test windows\)", r.output).group(1))
     assert (
         origins < 10
-        and "fewer than evaluate.min_test_windows 10: a model trains and registers but cannot be promoted" in r.output
+        and "fewer than evaluate.min_decision_paths 10: a model trains and registers but cannot be promoted" in r.output
     ), r.output
     assert _snap(project / "data/dup/raw.parquet") == before
     r = run.invoke(app, ["validate", "dup", "--dedupe", "median"])
@@ -295,20 +295,20 @@ def test_a_five_row_series_is_refused_saying_how_many_rows_it_needs(project, set
     assert_rejected(project, "tiny", ei.value, "timestamp", "min_rows", 5)
     msg = str(ei.value)
     assert f"5 rows, need at least {need}" in msg and "lookback 2, horizon 1" in msg, msg
-    assert f"{s.ingest.min_test_windows} non-overlapping test windows" in msg and "ingest.min_test_windows" in msg, msg
+    assert f"{s.ingest.min_test_horizons} non-overlapping test windows" in msg and "ingest.min_test_horizons" in msg, msg
 
 
 def test_too_few_non_overlapping_test_windows_after_the_policy(project, settings_for):
     # 60 test rows give 55 test windows of horizon 6: 10 non-overlapping; a break there leaves 4
-    s = settings_for("brk", ingest={"long_gaps": "segment", "min_test_windows": 8}, **SMALL)
+    s = settings_for("brk", ingest={"long_gaps": "segment", "min_test_horizons": 8}, **SMALL)
     df = frame(400).drop(index=range(365, 375))
     with pytest.raises(
         DataValidationError,
-        match=r"too short \(min_test_windows\): 400 rows leave 4 non-overlapping "
+        match=r"too short \(min_test_horizons\): 400 rows leave 4 non-overlapping "
         r"test window\(s\) of horizon 6, need 8",
     ) as ei:
         validate_frame(df, META, s, name="brk")
-    assert "ingest.min_test_windows" in str(ei.value)
+    assert "ingest.min_test_horizons" in str(ei.value)
     ok = validate_frame(frame(400), META, s, name="ok")
     assert ok.windows["test_origins"] == 10
 
@@ -336,7 +336,7 @@ def test_cli_long_gaps_option_and_the_refusal_that_names_it(project, settings_fo
     import re
 
     origins = int(re.search(r"\((\d+) non-overlapping test windows\)", r.output).group(1))
-    assert origins == 10 and "min_test_windows" not in r.output, r.output  # enough: nothing to say
+    assert origins == 10 and "min_decision_paths" not in r.output, r.output  # enough: nothing to say
     r = run.invoke(app, ["validate", "gappy", "--long-gaps", "bridge"])
     assert r.exit_code == 2 and "--long-gaps 'bridge': must be one of reject, segment" in r.output, r.output
 

@@ -164,8 +164,8 @@ def test_auto_lookback_shrinks_for_a_short_series():
 def test_the_window_stage_wants_enough_non_overlapping_test_windows():
     # 200 rows: 30 test rows, 19 test windows of horizon 12: 2 that do not overlap
     with pytest.raises(DataValidationError, match=r"2 non-overlapping test window\(s\) of horizon 12, need 3"):
-        make(frame(200), ingest={"min_test_windows": 3})
-    assert len(make(frame(200), ingest={"min_test_windows": 2}).starts["test"]) == 19
+        make(frame(200), ingest={"min_test_horizons": 3})
+    assert len(make(frame(200), ingest={"min_test_horizons": 2}).starts["test"]) == 19
 
 
 # ------------------------------------------------------- filled points: never read past an origin, never scored

@@ -391,13 +391,13 @@ def _version_ingest(res) -> str | None:
 
 
 def _promotion_hint(origins, settings) -> str:
-    """The data rule (ingest.min_test_windows) lets a shorter test through than promotion's statistical test needs
-    (evaluate.min_test_windows): say so before a training, not after it."""
-    need = settings.evaluate.min_test_windows
+    """The data rule (ingest.min_test_horizons) lets a shorter test through than promotion's statistical test needs
+    (evaluate.min_decision_paths): say so before a training, not after it."""
+    need = settings.evaluate.min_decision_paths
     if origins is None or origins >= need:
         return ""
     return (
-        f" (fewer than evaluate.min_test_windows {need}: a model trains and registers but cannot be promoted; "
+        f" (fewer than evaluate.min_decision_paths {need}: a model trains and registers but cannot be promoted; "
         f"supply more rows or shorten window.horizon)"
     )
 

@@ -5,7 +5,7 @@ those row groups, runs the Great Expectations suite once over their long frame (
 every failed rule counts its rows per series), checks each series' time order, applies the policy of
 `settings.ingest` to each series on its own grid (dedupe, snapping, fill, segment; off-hours breaks), and
 judges each series' length against one lookback + horizon for the whole panel:
-  ok          train, validation and test windows of its own (ingest.min_windows, ingest.min_test_windows)
+  ok          train, validation and test windows of its own (ingest.min_windows, ingest.min_test_horizons)
   cold_start  too short for its own validation/test split, but holds at least one whole window: kept, flagged
   bad         broke a rule, or cannot hold one window (rule `too_short`)
 `validate_panel` maps it over the partitions (in this process by default, in order, one partition in memory at

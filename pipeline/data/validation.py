@@ -33,7 +33,7 @@ __all__ = ["ValidationReport", "validate_frame", "validate_dataset", "profile_bo
 
 def min_rows_for_windows(settings: Settings, lookback: int, horizon: int) -> int:
     """The fewest rows (with no breaks) that give `min_windows` windows in each of train/val/test and
-    `min_test_windows` non-overlapping test windows."""
+    `min_test_horizons` non-overlapping test windows."""
     w = settings.window
 
     def ok(n: int) -> bool:
@@ -75,7 +75,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-_TOO_SHORT = ("min_rows", "min_windows", "min_test_windows")   # rules on the whole table, not on a column's values
+_TOO_SHORT = ("min_rows", "min_windows", "min_test_horizons")   # rules on the whole table, not on a column's values
 
 _REMEDY = REMEDY   # what to do about each broken rule: every refusal names its remedy
 _MODEL_RANGE = ("check the data; if such values are real now, widen validate.profile_tolerance (or declare "
@@ -86,7 +86,7 @@ def _message(source: str, f: RuleFailure, rep: ValidationReport | None = None, b
     if f.rule in _TOO_SHORT:
         what = "; ".join(str(x) for x in f.examples[:1]) + (f" {f.detail}" if f.detail else "")
         return (f"{source}: too short ({f.rule}): {what}: supply more rows, or shorten window.lookback / "
-                f"window.horizon or lower ingest.min_windows / ingest.min_test_windows in params.yaml")
+                f"window.horizon or lower ingest.min_windows / ingest.min_test_horizons in params.yaml")
     shown = list(dict.fromkeys(str(x) for x in f.examples))[:3]      # distinct examples
     eg = f" (e.g. {', '.join(shown)})" if shown else ""
     remedy = _REMEDY.get(f.rule, "fix the data at the source")
@@ -133,7 +133,7 @@ def validate_frame(df: pd.DataFrame, meta: dict, settings: Settings, *, name: st
         if f.rule == "min_rows":   # what the row count is for
             i, w = settings.ingest, settings.window
             f.detail = (f"for lookback {lookback}, horizon {horizon} and test_fraction {w.test_fraction:g} "
-                        f"({i.min_windows} window(s) per split, {i.min_test_windows} non-overlapping test windows)")
+                        f"({i.min_windows} window(s) per split, {i.min_test_horizons} non-overlapping test windows)")
     rep.failures = [f.as_dict() for f in failed]
     try:
         if failed:

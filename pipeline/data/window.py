@@ -348,9 +348,9 @@ def window_shortfall(starts: dict[str, np.ndarray], horizon: int, settings: Sett
     for k, s in starts.items():
         if len(s) < need:
             return "min_windows", f"{len(s)} {k} window(s), need {need} per split"
-    origins, need = test_origins(starts["test"], horizon), settings.ingest.min_test_windows
+    origins, need = test_origins(starts["test"], horizon), settings.ingest.min_test_horizons
     if origins < need:
-        return "min_test_windows", f"{origins} non-overlapping test window(s) of horizon {horizon}, need {need}"
+        return "min_test_horizons", f"{origins} non-overlapping test window(s) of horizon {horizon}, need {need}"
     return None
 
 

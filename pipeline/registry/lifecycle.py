@@ -588,7 +588,7 @@ def track_and_promote(
             vs_champion,
             significance=ev.significance,
             first_significance=ev.first_significance,
-            min_windows=ev.min_test_windows,
+            min_windows=ev.min_decision_paths,
             parity_ok=best.parity_ok,
             champion_version=champ_before.version if vs_champion is not None and champ_before is not None else None,
             coverage=best.coverage(),

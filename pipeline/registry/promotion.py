@@ -218,7 +218,7 @@ def decide(
         "margin": baseline.margin,
         "significance": significance,
         "first_significance": first,
-        "min_test_windows": min_windows,
+        "min_decision_paths": min_windows,
         "baseline_windows": baseline.n,
         "baseline_paths": baseline.paths,
     }
@@ -283,7 +283,7 @@ def _accuracy(
         return Decision(
             False,
             f"{candidate_name} not promoted: {baseline.paths} test windows (one per horizon, "
-            f"none overlapping) are too few for a decision (evaluate.min_test_windows "
+            f"none overlapping) are too few for a decision (evaluate.min_decision_paths "
             f"{min_windows})",
             metrics,
         )
@@ -312,7 +312,7 @@ def _accuracy(
             return Decision(
                 False,
                 f"{candidate_name} not promoted: only {champion.paths} test windows lie after the "
-                f"rows {champ_label} trained on (evaluate.min_test_windows {min_windows}): "
+                f"rows {champ_label} trained on (evaluate.min_decision_paths {min_windows}): "
                 f"champion unchanged",
                 metrics,
             )
