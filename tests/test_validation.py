@@ -295,7 +295,8 @@ def test_a_five_row_series_is_refused_saying_how_many_rows_it_needs(project, set
     assert_rejected(project, "tiny", ei.value, "timestamp", "min_rows", 5)
     msg = str(ei.value)
     assert f"5 rows, need at least {need}" in msg and "lookback 2, horizon 1" in msg, msg
-    assert f"{s.ingest.min_test_horizons} non-overlapping test windows" in msg and "ingest.min_test_horizons" in msg, msg
+    need_test = s.ingest.min_test_horizons
+    assert f"{need_test} non-overlapping test windows" in msg and "ingest.min_test_horizons" in msg, msg
 
 
 def test_too_few_non_overlapping_test_windows_after_the_policy(project, settings_for):
