@@ -15,7 +15,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from cellcast.flows.backtest import backtest_steps
 from cellcast.flows.data import data_steps, version_task
-from cellcast.pipeline.catalog import training_lock
+from cellcast.pipeline.catalog import checkpoints_dir, models_dir, training_lock, validation_report_path
 from cellcast.pipeline.config import Settings, check_dataset_name
 from cellcast.pipeline.data.window import load_windows
 from cellcast.pipeline.errors import TrackingUnavailableError
@@ -91,7 +91,7 @@ def assess_task(result, ws, settings: Settings, out_dir: str) -> lifecycle.Candi
 
 
 def _checkpoints(ws, settings: Settings) -> Path:
-    return Path(settings.paths.checkpoints) / ws.meta.name / (ws.meta.data_md5 or "data")
+    return checkpoints_dir(ws.meta.name, settings, ws.meta.data_md5)
 
 
 # A tracking server that is down fails here, in seconds, before any training; runs of this dataset that a
@@ -115,7 +115,7 @@ def promote_task(
 ) -> lifecycle.Outcome:
     ctx = get_run_context()
     flow_run_id = str(ctx.task_run.flow_run_id) if isinstance(ctx, TaskRunContext) else None
-    validation = Path(settings.paths.reports) / ws.meta.name / "validation.json"
+    validation = validation_report_path(ws.meta.name, settings)
     try:
         outcome = lifecycle.track_and_promote(
             ws,
@@ -217,7 +217,7 @@ def _train(name: str, settings: Settings, source, from_windows: bool, device: st
             "references (test MASE on the promotion origins): %s",
             {k: round(v["mase"], 3) if "mase" in v else v["status"] for k, v in refs.items()},
         )
-    out_dir = Path(settings.paths.data) / name / "models"
+    out_dir = models_dir(name, settings)
     reports = [assess_task(r, ws, settings, str(out_dir)) for r in results]
     outcome = promote_task(ws, settings, base, results, reports, selection, refs, kept)
     print(lifecycle.summary_table(outcome))

@@ -66,6 +66,30 @@ def forecasts_dir(name: str, settings: Settings) -> Path:
     return Path(settings.paths.forecasts) / check_dataset_name(name)
 
 
+def reports_dir(name: str, settings: Settings) -> Path:
+    """reports/NAME: the validation report and Data Docs, train_summary.json, metrics.json, the backtest."""
+    return Path(settings.paths.reports) / check_dataset_name(name)
+
+
+def validation_report_path(name: str, settings: Settings) -> Path:
+    return reports_dir(name, settings) / "validation.json"
+
+
+def train_summary_path(name: str, settings: Settings) -> Path:
+    """The last training run's outcome (registry/lifecycle.write_summary): what `dvc metrics` and the corpus read."""
+    return reports_dir(name, settings) / "train_summary.json"
+
+
+def models_dir(name: str, settings: Settings) -> Path:
+    """data/NAME/models: each candidate's ONNX file of the last training run."""
+    return dataset_dir(name, settings) / "models"
+
+
+def checkpoints_dir(name: str, settings: Settings, data_md5: str | None) -> Path:
+    """The candidates' per-epoch checkpoints of a dataset, per version of its data (a resumed run finds its own)."""
+    return Path(settings.paths.checkpoints) / check_dataset_name(name) / (data_md5 or "data")
+
+
 def monitoring_dir(name: str, settings: Settings) -> Path:
     """The monitor's files: points.parquet (the scored window), scores.parquet (one row per evaluation),
     state.json (the last evaluation, the last retrain trigger)."""

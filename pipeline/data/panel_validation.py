@@ -28,6 +28,7 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from ..catalog import reports_dir
 from ..catalog import SERIES_ID, future_path, panel_partitions, quarantine_dir, raw_paths, read_partition, validated_paths
 from ..config import Settings
 from ..errors import DataValidationError
@@ -263,7 +264,7 @@ def validate_panel(name: str, settings: Settings, meta: dict, mapper: Callable |
     (default: here, one after another); results must come back in task order."""
     t0 = datetime.now(timezone.utc)
     raw_pq, _ = raw_paths(name, settings)
-    report_dir = Path(settings.paths.reports) / name
+    report_dir = reports_dir(name, settings)
     source = str(raw_pq)
     lookback, horizon, basis = panel_window(meta, settings)
     docs = str((report_dir / "data_docs").resolve()) if mapper is None else None

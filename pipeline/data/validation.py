@@ -16,6 +16,7 @@ import pandas as pd
 
 import json
 
+from ..catalog import reports_dir
 from ..catalog import (future_path, is_panel, policy_path, quarantine_dir, raw_paths, read_raw, read_raw_meta,
                        validated_paths)
 from ..config import Settings
@@ -218,7 +219,7 @@ def validate_dataset(name: str, settings: Settings, mapper=None) -> ValidationRe
         return validate_panel(name, settings, meta, mapper)
     df, meta = read_raw(name, settings)
     pq_in, _ = raw_paths(name, settings)
-    rep = validate_frame(df, meta, settings, name=name, report_dir=Path(settings.paths.reports) / name,
+    rep = validate_frame(df, meta, settings, name=name, report_dir=reports_dir(name, settings),
                          source=str(pq_in))
     pq, js = validated_paths(name, settings)
     assert rep.frame is not None  # validate_frame returns only a passed report, which holds its frame

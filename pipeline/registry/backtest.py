@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..catalog import reports_dir
 from ..config import Settings
 from ..data.folds import Fold, fold_windowset, folds_for
 from ..data.window import WindowSet
@@ -340,7 +341,7 @@ def summary(result: BacktestResult) -> str:
 
 def write_report(result: BacktestResult, settings: Settings, fig=None) -> Path:
     """reports/NAME/backtest.json and, given the picture, reports/NAME/backtest.png."""
-    d = Path(settings.paths.reports) / result.dataset
+    d = reports_dir(result.dataset, settings)
     d.mkdir(parents=True, exist_ok=True)
     if fig is not None:
         fig.savefig(d / "backtest.png", dpi=110)

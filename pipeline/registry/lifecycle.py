@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..catalog import train_summary_path
 from ..config import Settings
 from ..data.window import COLD, PanelWindowSet, WindowSet
 from ..errors import CellcastError, ExportError
@@ -922,7 +923,7 @@ def reference_lines(outcome: Outcome) -> list[str]:
 
 
 def write_summary(outcome: Outcome, settings: Settings) -> Path:
-    path = Path(settings.paths.reports) / outcome.dataset / "train_summary.json"
+    path = train_summary_path(outcome.dataset, settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(asdict(outcome), indent=2, default=str))
     return path

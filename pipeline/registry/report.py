@@ -7,6 +7,7 @@ import csv
 import json
 from pathlib import Path
 
+from ..catalog import reports_dir
 from ..config import Settings
 from ..data.window import WindowSet, load_windows
 from ..errors import CellcastError
@@ -64,7 +65,7 @@ def evaluate_registered(name: str, settings: Settings, alias: str = "champion") 
             "beats_best_baseline_by_pct": round(100 * (1 - test["mase"] / base.test.best_mase), 2),
         }
     }
-    d = Path(settings.paths.reports) / name
+    d = reports_dir(name, settings)
     refs = _references(d / "train_summary.json")
     if refs:  # the training run's classical reference rows (its promotion origins): beside the model in `dvc metrics`
         out["metrics"]["references"] = refs

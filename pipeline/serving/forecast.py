@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..catalog import forecasts_dir
 from ..config import Settings
 from ..data.calendar import USER
 from ..data.frequency import future_timestamps
@@ -369,7 +370,7 @@ def forecast_latest(
         future_source=where,
     )
     stamp = utc_stamp()
-    path = write_parquet(frame, Path(settings.paths.forecasts) / name / f"{stamp}.parquet")
+    path = write_parquet(frame, forecasts_dir(name, settings) / f"{stamp}.parquet")
     if log_to_mlflow:
         with tracking.parent_run(
             name,
@@ -420,7 +421,7 @@ def _forecast_panel(
         id_frame=df[[SERIES_ID, *id_cols]],
     )
     stamp = utc_stamp()
-    path = write_parquet(frame, Path(settings.paths.forecasts) / name / f"{stamp}.parquet")
+    path = write_parquet(frame, forecasts_dir(name, settings) / f"{stamp}.parquet")
     if log_to_mlflow:
         with tracking.parent_run(
             name,
