@@ -251,10 +251,10 @@ def main(argv=None) -> None:
     p.add_argument(
         "--prefect-yaml",
         nargs="?",
-        const=PREFECT_YAML,
+        const="",
         default=None,
         metavar="PATH",
-        help="write the dataset's deployments into this prefect.yaml (default: ./prefect.yaml) for "
+        help="write the dataset's deployments into this prefect.yaml (default: the one beside params.yaml) for "
         "`prefect deploy --all`, keeping its other deployments; nothing is deployed",
     )
     p.add_argument(
@@ -280,11 +280,11 @@ def main(argv=None) -> None:
         raise SystemExit(f"--overrides: not valid JSON ({e})") from None
     try:
         dataset = a.dataset or load_params().dataset
-        if a.prefect_yaml:
+        if a.prefect_yaml is not None:
             entries = yaml_entries(
                 dataset, a.work_pool or "cellcast", a.train_cron, a.forecast_cron, a.forecast_every, overrides
             )
-            path = write_prefect_yaml(Path(a.prefect_yaml), entries)
+            path = write_prefect_yaml(Path(a.prefect_yaml or find_params().parent / PREFECT_YAML), entries)
             print(f"{path}: deployments {', '.join(e['name'] for e in entries)} (now `prefect deploy --all`)")
             return
         if a.work_pool:

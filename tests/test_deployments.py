@@ -53,7 +53,7 @@ def test_prefect_yaml_entries_are_added_and_updated_keeping_the_others(project):
         yaml.safe_dump({"name": "mine", "deployments": [{"name": "other", "entrypoint": "x.py:f"}]}, sort_keys=False)
     )
     main(["load", "--prefect-yaml", str(path), "--work-pool", "p1"])
-    main(["elecdemand", "--prefect-yaml", str(path)])
+    main(["elecdemand", "--prefect-yaml"])  # the one beside params.yaml
     main(["load", "--prefect-yaml", str(path), "--work-pool", "p2", "--overrides", '{"train": {"epochs": 2}}'])
     doc = yaml.safe_load(path.read_text())
     assert doc["name"] == "mine"
