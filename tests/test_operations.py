@@ -3,6 +3,7 @@ real MLflow (embedded store), real GX. A bundled real series (Chicago L ridershi
 refreshed week by week as new days arrive: unchanged for three weeks, then with a level shift."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -279,7 +280,8 @@ def test_the_stack_starts_as_users_start_it_runs_the_schedule_through_the_worker
     assert down.returncode == 0 and down.stdout.count("stopped") == 4, down.stdout
     time.sleep(0.5)
     for pid in pids:
-        assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split(")")[-1][:3]
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or "Z" in stat.read_text().split(")")[-1][:3]  # gone, or a zombie
     assert subprocess.run(stack + ["status"], cwd=project, capture_output=True).returncode == 3
 
 
