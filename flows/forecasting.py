@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from cellcast.pipeline.config import Settings, check_dataset_name
+from cellcast.pipeline.config import Settings, check_dataset_name, settings_for_run
 
 if TYPE_CHECKING:  # imported where it runs: the flow module stays light
     from cellcast.pipeline.serving.forecast import ForecastResult
@@ -25,19 +25,23 @@ def forecast_task(
 @flow(name="cellcast-forecast", log_prints=True)
 def forecast_flow(
     name: str,
-    settings: Settings,
+    settings: Settings | None = None,
     alias: str = "champion",
     device: str = "auto",
     refresh: bool = False,
     monitor: bool = True,
     future_file: str | None = None,
+    overrides: dict | None = None,
 ) -> ForecastResult:
     """Forecast the next horizon of `name` with the model the registry calls `alias`.
     refresh: re-ingest and re-validate the source first (a scheduled run picks up new rows).
     monitor (with refresh): then score the champion's earlier forecasts on the new actuals, measure input
     drift, and start the retrain deployment when params.yaml `monitor` says so (flows/monitoring.py).
-    future_file: known-future values for the horizon (default: the rows after the last observation)."""
+    future_file: known-future values for the horizon (default: the rows after the last observation).
+    settings: given by a caller in this process; a deployment gives none, and params.yaml is read when the run
+    starts. overrides: params sections on top."""
     check_dataset_name(name)
+    settings = settings_for_run(name, settings, overrides)
     if refresh:
         from cellcast.flows.data import ingest_task, validate_task, version_task
 

@@ -18,8 +18,14 @@ RETRAIN_TAG = "retrain"
 
 
 def train_deployment_name(name: str) -> str:
-    """The deployment that retrains dataset `name` (flows/deploy.py creates it)."""
+    """The deployment that trains dataset `name` on its schedule or on demand (prefect.yaml; flows/deploy.py)."""
     return f"train-{check_dataset_name(name)}"
+
+
+def retrain_deployment_name(name: str) -> str:
+    """The deployment the monitor starts when dataset `name` is due a retrain (no schedule of its own: its runs
+    are the triggered ones, apart from the scheduled trainings of train-NAME)."""
+    return f"retrain-{check_dataset_name(name)}"
 
 
 @task(name="monitor", cache_policy=NO_CACHE, retries=0)
@@ -31,7 +37,7 @@ def monitor_task(name: str, settings: Settings) -> MonitorReport:
 
 @task(name="trigger-retrain", cache_policy=NO_CACHE, retries=0)
 def trigger_task(name: str, settings: Settings, report) -> dict | None:
-    """run_deployment of train-NAME with the reason as a parameter and tags; the promotion policy decides
+    """run_deployment of retrain-NAME with the reason as a parameter and tags; the promotion policy decides
     what the retrain registers, as always. No deployment (a forecast run outside the deployed stack): the
     monitor records that it could not start one, and the next evaluation tries again."""
     from prefect.client.schemas.objects import FlowRun
@@ -41,7 +47,7 @@ def trigger_task(name: str, settings: Settings, report) -> dict | None:
     from cellcast.pipeline.monitoring import state as monitor
 
     logger = get_run_logger()
-    deployment = f"{TRAIN_FLOW}/{train_deployment_name(name)}"
+    deployment = f"{TRAIN_FLOW}/{retrain_deployment_name(name)}"
     kind = "accuracy" if any(b.startswith("accuracy") for b in report.verdict.breaches) else "drift"
     try:
         run = run_deployment(
@@ -53,7 +59,10 @@ def trigger_task(name: str, settings: Settings, report) -> dict | None:
         )
         assert isinstance(run, FlowRun)  # called from a sync task: the sync implementation answers (no coroutine)
     except ObjectNotFound:
-        msg = f"deployment '{deployment}' not found: deploy it (python -m cellcast.flows.deploy {name} --work-pool ...)"
+        msg = (
+            f"deployment '{deployment}' not found: deploy it (cellcast.flows.deploy {name} --prefect-yaml, then "
+            f"`prefect deploy --all`; or cellcast.flows.deploy {name} --work-pool POOL)"
+        )
         logger.warning("retrain due (%s) but not started: %s", report.verdict.reason, msg)
         monitor.record_trigger_error(name, settings, report, msg)
         return None

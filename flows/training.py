@@ -16,7 +16,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from cellcast.flows.backtest import backtest_steps
 from cellcast.flows.data import data_steps, version_task
 from cellcast.pipeline.catalog import checkpoints_dir, models_dir, training_lock, validation_report_path
-from cellcast.pipeline.config import Settings, check_dataset_name
+from cellcast.pipeline.config import Settings, check_dataset_name, find_params, settings_for_run
 from cellcast.pipeline.data.window import load_windows
 from cellcast.pipeline.errors import TrackingUnavailableError
 from cellcast.pipeline.files import exclusive, owner, owner_gone
@@ -142,16 +142,22 @@ def promote_task(
 @flow(name="cellcast-train", log_prints=True)
 def training_flow(
     name: str,
-    settings: Settings,
+    settings: Settings | None = None,
     source: dict | None = None,
     from_windows: bool = False,
     device: str | None = None,
     reason: str | None = None,
+    overrides: dict | None = None,
 ) -> lifecycle.Outcome:
     """Train every candidate of params.yaml on dataset `name` and let the registry decide.
+    settings: given by a caller in this process (the CLI); a deployment gives none, and params.yaml is read when
+    the run starts. overrides: params sections on top, e.g. {"train": {"epochs": 3}}.
     reason: why this run was started (the monitor's verdict when it triggered a retrain)."""
     check_dataset_name(name)
     logger = get_run_logger()
+    if settings is None:
+        logger.info("settings: %s for %s%s", find_params(), name, f", overrides {overrides}" if overrides else "")
+    settings = settings_for_run(name, settings, overrides)
     if reason:
         logger.info("retrain of %s: %s", name, reason)
     _end_orphan_flow_runs(name, logger)

@@ -4,7 +4,8 @@
     MLflow server     mlflow server (backend: the project's store .cellcast/mlflow.db, artifacts beside it)
     Prefect server    prefect server start (its own PREFECT_HOME under the stack folder)
     work pool         prefect work-pool create POOL --type process
-    deployments       python -m cellcast.flows.deploy NAME --work-pool POOL   (train weekly, forecast hourly)
+    deployments       python -m cellcast.flows.deploy NAME --work-pool POOL   (train weekly, retrain when the
+                      monitor starts it, forecast hourly; the runs read params.yaml when they start)
     worker            prefect worker start --pool POOL   (runs the flows in the project folder)
     service           cellcast serve NAME   (once the registry has a champion; without one, the stack starts
                       the training deployment through the worker and waits for it)
@@ -299,7 +300,8 @@ def start(a) -> int:
         # no champion yet: the forecast schedule waits for the first one (its runs would fail: nothing to serve)
         _run(deploy + ([] if champion else ["--forecast-paused"]), project, client, "cellcast.flows.deploy")
         _say(
-            f"deployments cellcast-train/train-{dataset} ({a.train_cron}), cellcast-forecast/forecast-{dataset} "
+            f"deployments cellcast-train/train-{dataset} ({a.train_cron}), cellcast-train/retrain-{dataset} "
+            f"(the monitor's), cellcast-forecast/forecast-{dataset} "
             f"({f'every {a.forecast_every:g} s' if a.forecast_every else a.forecast_cron}"
             f"{'' if champion else ', paused until a champion exists'}) on work pool '{a.pool}'"
         )

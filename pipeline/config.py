@@ -416,16 +416,35 @@ class Params(_Sections):
             self.for_dataset(name)  # type-check every override now, not at first use
         return self
 
-    def for_dataset(self, name: str | None = None) -> Settings:
+    def for_dataset(self, name: str | None = None, overrides: dict | None = None) -> Settings:
+        """The settings of dataset `name`: the sections, its `datasets:` entry, then `overrides` (sections
+        of the same shape, e.g. {"train": {"epochs": 3}}: what a deployment or a run adds on top of
+        params.yaml), each checked like params.yaml itself."""
         name = check_dataset_name(name) if name is not None else self.dataset
         base = self.model_dump(by_alias=True, exclude={"datasets", "dataset"})
         merged = copy.deepcopy(base)
         for section, values in (self.datasets.get(name) or {}).items():
             merged[section] = {**merged[section], **(values or {})}
         try:
-            return Settings(dataset=name, **merged)
+            settings = Settings(dataset=name, **merged)
         except ValidationError as e:
             raise ConfigError(_one_line(e, prefix=f"datasets.{name}")) from None
+        if not overrides:
+            return settings
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"overrides: must be a mapping of sections, got {type(overrides).__name__}")
+        for section, values in overrides.items():
+            if section not in _SECTIONS:
+                raise ConfigError(
+                    f"overrides.{section}: not a section that can be overridden (one of {', '.join(_SECTIONS)})"
+                )
+            if not isinstance(values, dict):
+                raise ConfigError(f"overrides.{section}: must be a mapping of settings, got {type(values).__name__}")
+            merged[section] = {**merged[section], **values}
+        try:
+            return Settings(dataset=name, **merged)
+        except ValidationError as e:
+            raise ConfigError(_one_line(e, prefix="overrides").replace(f"{PARAMS_FILE}: ", "", 1)) from None
 
 
 _TYPE_TAGS = {"int", "float", "str", "bool", "list", "dict", "tuple"}
@@ -480,3 +499,18 @@ def load_params(path: str | Path | None = None) -> Params:
         raise ConfigError(_one_line(e).replace(PARAMS_FILE, str(p), 1)) from None
     except ConfigError as e:  # a dataset override, type-checked while the file is read
         raise ConfigError(e.message.replace(PARAMS_FILE, str(p), 1)) from None
+
+
+def settings_for_run(name: str, settings: Settings | None = None, overrides: dict | None = None) -> Settings:
+    """What a flow run works with: `settings` when the caller built them (the CLI, in this process), else
+    params.yaml as it is now (found from the working directory, or $CELLCAST_PARAMS) for dataset `name`;
+    `overrides` (params sections) on top either way. A deployment passes only the name and its overrides, so an
+    edit of params.yaml reaches its next run without a redeploy."""
+    if settings is None:
+        return load_params().for_dataset(name, overrides)
+    if settings.dataset != name:
+        raise ConfigError(f"settings: made for dataset '{settings.dataset}', not '{name}'")
+    if not overrides:
+        return settings
+    p = Params(dataset=name, **settings.model_dump(by_alias=True, exclude={"dataset"}))
+    return p.for_dataset(name, overrides)

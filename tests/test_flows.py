@@ -177,8 +177,9 @@ def test_candidates_train_in_parallel_on_a_dask_cluster(prefect_api, project, ti
 
 
 def test_scheduled_deployments_register_and_the_server_schedules_runs(prefect_api, project):
-    """flows.deploy: a weekly retrain and an hourly forecast, applied to a real Prefect server, whose scheduler
-    then creates scheduled runs for them."""
+    """flows.deploy: a weekly training, an unscheduled retrain (the monitor's) and an hourly forecast, applied to a
+    real Prefect server, whose scheduler then creates scheduled runs for them. They carry the dataset's name, never
+    a copy of params.yaml."""
     import time
 
     from prefect.client.orchestration import get_client
@@ -187,14 +188,19 @@ def test_scheduled_deployments_register_and_the_server_schedules_runs(prefect_ap
     from cellcast.flows.deploy import deployments
 
     ids = [d.apply() for d in deployments("elecdemand", "0 3 * * 1", "*/5 * * * *")]
-    assert len(ids) == 2
+    assert len(ids) == 3
     with get_client(sync_client=True) as c:
         deps = {d.name: d for d in c.read_deployments()}
-        assert {"train-elecdemand", "forecast-elecdemand"} <= set(deps)
-        crons = {n: [s.schedule.cron for s in deps[n].schedules] for n in ("train-elecdemand", "forecast-elecdemand")}
-        assert crons == {"train-elecdemand": ["0 3 * * 1"], "forecast-elecdemand": ["*/5 * * * *"]}
-        assert deps["forecast-elecdemand"].parameters["refresh"] is True
-        assert deps["train-elecdemand"].parameters["settings"]["dataset"] == "elecdemand"
+        names = ("train-elecdemand", "retrain-elecdemand", "forecast-elecdemand")
+        assert set(names) <= set(deps)
+        crons = {n: [s.schedule.cron for s in deps[n].schedules] for n in names}
+        assert crons == {
+            "train-elecdemand": ["0 3 * * 1"],
+            "retrain-elecdemand": [],
+            "forecast-elecdemand": ["*/5 * * * *"],
+        }
+        assert deps["forecast-elecdemand"].parameters == {"name": "elecdemand", "refresh": True}
+        assert deps["train-elecdemand"].parameters == deps["retrain-elecdemand"].parameters == {"name": "elecdemand"}
         deadline, scheduled = time.monotonic() + 60, []
         while not scheduled and time.monotonic() < deadline:
             scheduled = [

@@ -75,8 +75,9 @@ def test_the_library_and_params_use_the_same_rule(project):
 
 
 def test_the_flows_refuse_a_bad_name(project):
-    from cellcast.flows.monitoring import train_deployment_name
+    from cellcast.flows.monitoring import retrain_deployment_name, train_deployment_name
 
-    with pytest.raises(ConfigError, match="dataset name"):
-        train_deployment_name("x y")
-    assert train_deployment_name("load") == "train-load"
+    for made in (train_deployment_name, retrain_deployment_name):
+        with pytest.raises(ConfigError, match="dataset name"):
+            made("x y")
+    assert train_deployment_name("load") == "train-load" and retrain_deployment_name("load") == "retrain-load"

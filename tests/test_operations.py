@@ -3,6 +3,7 @@ real MLflow (embedded store), real GX. A bundled real series (Chicago L ridershi
 refreshed week by week as new days arrive: unchanged for three weeks, then with a level shift."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -111,16 +112,17 @@ def test_a_level_shift_triggers_exactly_one_retrain_and_the_unchanged_series_non
     held = verdicts[fired[0] + 1]["verdict"]
     assert held["breaches"] and not held["retrain"] and held["reason"].startswith("cooldown until")
 
-    # the retrain: one run of train-rides, its parameters and tags carrying the reason
-    runs = [r for r in _runs_of("train-rides") if not r.auto_scheduled]  # not the weekly cron's
+    # the retrain: one run of retrain-rides (train-rides is the weekly schedule's), its parameters and tags carrying
+    # the reason; the dataset's name, never a copy of params.yaml (the run reads it when it starts)
+    assert not [r for r in _runs_of("train-rides") if not r.auto_scheduled]
+    runs = _runs_of("retrain-rides")
     assert len(runs) == 1
     run = runs[0]
-    assert run.parameters["reason"] == verdicts[fired[0]]["verdict"]["reason"]
-    assert run.parameters["name"] == "rides" and run.parameters["settings"]["dataset"] == "rides"
+    assert run.parameters == {"name": "rides", "reason": verdicts[fired[0]]["verdict"]["reason"]}
     assert {"retrain", "trigger:accuracy"} <= set(run.tags)
     state = json.loads((project / "reports/rides/monitoring/state.json").read_text())
     assert state["last_trigger"]["flow_run_id"] == str(run.id) and len(state["triggers"]) == 1
-    assert state["last_trigger"]["deployment"] == "cellcast-train/train-rides"
+    assert state["last_trigger"]["deployment"] == "cellcast-train/retrain-rides"
 
     # MLflow: one monitoring run, a step per evaluation, the trigger on it
     rid = tracking.monitoring_run("rides")
@@ -278,7 +280,8 @@ def test_the_stack_starts_as_users_start_it_runs_the_schedule_through_the_worker
     assert down.returncode == 0 and down.stdout.count("stopped") == 4, down.stdout
     time.sleep(0.5)
     for pid in pids:
-        assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split(")")[-1][:3]
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or "Z" in stat.read_text().split(")")[-1][:3]  # gone, or a zombie
     assert subprocess.run(stack + ["status"], cwd=project, capture_output=True).returncode == 3
 
 
