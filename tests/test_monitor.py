@@ -319,3 +319,50 @@ def test_cellcast_monitor_before_any_monitoring_is_one_line_and_exit_2(project):
         "error: reports/elecdemand/monitoring/state.json: 'elecdemand' has not been monitored yet; the scheduled "
         "forecast flow (refresh) monitors it after each refresh"
     ]
+
+
+def test_cellcast_monitor_shows_each_limit_and_says_when_a_model_has_the_older_profile(settings_for):
+    from dataclasses import asdict
+
+    from cellcast.pipeline.files import write_json
+    from cellcast.pipeline.monitoring.state import state_path
+    from cellcast.pipeline.monitoring.status import status
+
+    s = settings_for("elecdemand")
+    th = verdict.thresholds(s.monitor, 48, 384)
+    drift = {
+        "Demand": {
+            "n": 384,
+            "psi": 3.48,
+            "psi_normal": 2.78,
+            "psi_windows": 2.79,
+            "residual_psi": 0.3,
+            "residual_windows": 1.39,
+            "outside": 0.0,
+            "bounds": [0, 10],
+        },
+        "WorkDay": {"n": 384, "psi": 0.2, "psi_normal": 0.15, "outside": 0.0, "bounds": [0, 1]},
+    }
+    v = verdict.judge(_acc(0), drift, 0.3, th, {}, NOW)
+    last = {
+        "model_name": "elecdemand-forecaster",
+        "version": 3,
+        "evaluation": 1,
+        "at": "2026-12-07T00:00:00Z",
+        "data_until": "2014-12-31 23:30:00",
+        "window_start": "2014-12-30 00:00:00",
+        "accuracy": {**_acc(0), "forecasts": 0},
+        "test_mase": 0.3,
+        "mase_ratio": None,
+        "season": 48,
+        "drift": drift,
+        "reference": "the model's metadata",
+        "thresholds": asdict(th),
+        "verdict": asdict(v),
+    }
+    write_json(state_path("elecdemand", s), {"last": last, "evaluations": 1})
+    text = status("elecdemand", s, NOW)
+    assert not v.breaches, v.breaches  # 3.48 < 1.5 x 2.79; 0.3 < 1.5 x 1.39; 0.2 < the 0.25 floor
+    assert "seasonal diff PSI" in text and "4.185" in text and "2.085" in text
+    assert "Demand: PSI limit 1.5x the highest of the training split's windows of as many rows, 2.79" in text
+    assert "WorkDay: PSI limit the model's older profile" in text and "a retrained model records" in text
