@@ -308,6 +308,8 @@ class MonitorConfig(_Strict):
     min_points: int | Literal["auto"] = "auto"  # scored forecast points before accuracy is judged
     window: int | Literal["auto"] = "auto"  # rolling window, in steps of the series
     psi: float | None = Field(0.25, gt=0)  # any input's PSI vs the training split above this; None: never
+    # ... and above this multiple of the highest PSI the training split's own windows of as many rows show
+    psi_margin: float = Field(1.5, ge=1)
     psi_bins: int = Field(10, ge=2, le=100)
     drift_rows: int | Literal["auto"] = "auto"  # the latest rows compared with the training split
     outside_share: float | None = Field(0.02, gt=0, le=1)  # share outside the trained bounds above this; None: never

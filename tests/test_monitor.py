@@ -64,7 +64,99 @@ def test_a_seasonal_series_strays_from_itself_beyond_the_rule_of_thumb_and_that_
     assert D.drift(recent.iloc[:50], ref)["y"]["psi_normal"] is None
     th = verdict.thresholds(MonitorConfig(), horizon=7, lookback=28)
     assert not verdict.judge(_acc(0), D.drift(recent, ref), 0.3, th, {}, NOW).breaches
-    assert "PSI" in verdict.judge(_acc(0), D.drift(shifted, ref), 0.3, th, {}, NOW).reason
+    # 100 rows of a 365-row cycle already reach PSI 5.7 among themselves: 1.5x that is beyond what 10 bins can
+    # show (about 8.3), so the levels leave such a shift to the accuracy rule; one that leaves the trained
+    # bounds is still drift
+    assert verdict.psi_limit(th, D.drift(shifted, ref)["y"]) > 8
+    far = pd.DataFrame({"y": y[n + 200 : n + 300] + 13})
+    assert "outside the trained bounds" in verdict.judge(_acc(0), D.drift(far, ref), 0.3, th, {}, NOW).reason
+
+
+def _hourly(n, seed=0):
+    """A daily cycle on a yearly one, with noise: hourly rows."""
+    t = np.arange(n)
+    return (
+        10
+        + 3 * np.sin(2 * np.pi * t / 24)
+        + 2 * np.sin(2 * np.pi * t / (24 * 365))
+        + np.random.default_rng(seed).normal(0, 0.3, n)
+    )
+
+
+ROWS, NTR = 168, int(0.7 * 24 * 365)  # a week compared; trained on the first 70% of a year
+
+
+def _hourly_reference(y):
+    train = pd.DataFrame({"timestamp": pd.date_range("2020-01-01", periods=NTR, freq="h"), "y": y[:NTR]})
+    return D.reference_profile(train, ["y"], ["y"], bins=10, tolerance=1.0, window=ROWS, season=24)
+
+
+def _drift_at(y, ref, end):
+    """The monitor's drift on the week ending at row `end` (the day before it feeds the differences)."""
+    return D.drift(
+        pd.DataFrame({"y": y[end - ROWS : end]}), ref, before=pd.DataFrame({"y": y[end - ROWS - 24 : end - ROWS]})
+    )
+
+
+def test_every_window_psi_matches_the_psi_of_each_window_counted_alone():
+    y = _hourly(3000)
+    y[100:130] = np.nan  # a gap: windows with under half their values observed are skipped
+    prof = D.bin_profile(y, 10)
+    got = D.window_psis(y, prof, ROWS)
+    want = [
+        D.psi(prof["shares"], D.shares(y[i : i + ROWS], prof["cuts"]))
+        for i in range(len(y) - ROWS + 1)
+        if np.isfinite(y[i : i + ROWS]).sum() >= ROWS / 2
+    ]
+    assert got == pytest.approx(want) and len(got) == len(y) - ROWS + 1
+    assert D.seasonal_residuals([1.0, 2, 4, 8], 2)[2:].tolist() == [3.0, 6.0]
+
+
+def test_an_unchanged_seasonal_series_never_breaches_the_calibrated_limits_where_the_old_rule_fired():
+    """Trained on January-September of a daily-and-yearly cycle; every week of the rest of the year (the part
+    of the yearly cycle the training split never saw) stays within the calibrated limits. The older rule
+    (the max of non-overlapping training windows, no margin) fires on many of them."""
+    y = _hourly(24 * 365)
+    ref = _hourly_reference(y)
+    v = ref["variables"]["y"]
+    assert v["psi_windows"] >= v["psi_normal"] > 0.25 and v["residual"]["psi_windows"] > 0
+    assert ref["season"] == 24
+    th = verdict.thresholds(MonitorConfig(), horizon=24, lookback=ROWS)
+    new = old = 0
+    for end in range(NTR + 1, len(y) + 1, 12):
+        d = _drift_at(y, ref, end)
+        assert np.isfinite(d["y"]["residual_psi"]) and d["y"]["n"] == ROWS
+        new += bool(verdict.judge(_acc(0), d, 0.3, th, {}, NOW).breaches)
+        older = {k: {**x, "psi_windows": None, "residual_windows": None} for k, x in d.items()}
+        old += bool(verdict.judge(_acc(0), older, 0.3, th, {}, NOW).breaches)
+    assert new == 0 and old > 10, (new, old)
+
+
+def test_a_planted_level_shift_breaches_the_levels_and_a_variance_change_the_seasonal_differences():
+    y = _hourly(24 * 365)
+    ref = _hourly_reference(y)
+    th = verdict.thresholds(MonitorConfig(outside_share=None), horizon=24, lookback=ROWS)
+    end = NTR + 24 * 30
+    shifted = y.copy()
+    shifted[end - ROWS :] += 8  # past the top of the trained range (3.5 standard deviations of the training rows)
+    v = verdict.judge(_acc(0), _drift_at(shifted, ref, end), 0.3, th, {}, NOW)
+    assert v.retrain and v.reason.startswith("drift: y PSI") and "1.5x the highest of the training split" in v.reason
+    noisy = y.copy()
+    noisy[end - ROWS - 24 :] += np.random.default_rng(1).normal(0, 0.6, len(y) - end + ROWS + 24)
+    d = _drift_at(noisy, ref, end)["y"]
+    v = verdict.judge(_acc(0), {"y": d}, 0.3, th, {}, NOW)
+    assert d["psi"] <= verdict.psi_limit(th, d), d  # the levels alone do not show it
+    assert v.retrain and v.reason.startswith("drift: y seasonal differences PSI"), v.reason
+
+
+def test_a_model_with_an_older_profile_is_judged_as_before_and_says_so():
+    """ONNX metadata written before the calibrated fields: `psi_normal` alone, no margin, no residuals."""
+    th = verdict.thresholds(MonitorConfig(), 7, 28)
+    d = {"n": 100, "psi": 2.6, "psi_normal": 2.5, "outside": 0.0, "bounds": [0, 10]}
+    assert verdict.psi_limit(th, d) == 2.5 and verdict.residual_limit(th, d) is None
+    v = verdict.judge(_acc(0), {"load": d}, 0.3, th, {}, NOW)
+    assert v.retrain and "the model's older profile" in v.reason and "a retrained model records" in v.reason
+    assert verdict.psi_limit(th, {**d, "psi_windows": 2.0}) == pytest.approx(3.0)
 
 
 def test_the_reference_records_the_training_rows_scale_and_bounds():
@@ -227,3 +319,50 @@ def test_cellcast_monitor_before_any_monitoring_is_one_line_and_exit_2(project):
         "error: reports/elecdemand/monitoring/state.json: 'elecdemand' has not been monitored yet; the scheduled "
         "forecast flow (refresh) monitors it after each refresh"
     ]
+
+
+def test_cellcast_monitor_shows_each_limit_and_says_when_a_model_has_the_older_profile(settings_for):
+    from dataclasses import asdict
+
+    from cellcast.pipeline.files import write_json
+    from cellcast.pipeline.monitoring.state import state_path
+    from cellcast.pipeline.monitoring.status import status
+
+    s = settings_for("elecdemand")
+    th = verdict.thresholds(s.monitor, 48, 384)
+    drift = {
+        "Demand": {
+            "n": 384,
+            "psi": 3.48,
+            "psi_normal": 2.78,
+            "psi_windows": 2.79,
+            "residual_psi": 0.3,
+            "residual_windows": 1.39,
+            "outside": 0.0,
+            "bounds": [0, 10],
+        },
+        "WorkDay": {"n": 384, "psi": 0.2, "psi_normal": 0.15, "outside": 0.0, "bounds": [0, 1]},
+    }
+    v = verdict.judge(_acc(0), drift, 0.3, th, {}, NOW)
+    last = {
+        "model_name": "elecdemand-forecaster",
+        "version": 3,
+        "evaluation": 1,
+        "at": "2026-12-07T00:00:00Z",
+        "data_until": "2014-12-31 23:30:00",
+        "window_start": "2014-12-30 00:00:00",
+        "accuracy": {**_acc(0), "forecasts": 0},
+        "test_mase": 0.3,
+        "mase_ratio": None,
+        "season": 48,
+        "drift": drift,
+        "reference": "the model's metadata",
+        "thresholds": asdict(th),
+        "verdict": asdict(v),
+    }
+    write_json(state_path("elecdemand", s), {"last": last, "evaluations": 1})
+    text = status("elecdemand", s, NOW)
+    assert not v.breaches, v.breaches  # 3.48 < 1.5 x 2.79; 0.3 < 1.5 x 1.39; 0.2 < the 0.25 floor
+    assert "seasonal diff PSI" in text and "4.185" in text and "2.085" in text
+    assert "Demand: PSI limit 1.5x the highest of the training split's windows of as many rows, 2.79" in text
+    assert "WorkDay: PSI limit the model's older profile" in text and "a retrained model records" in text

@@ -105,5 +105,6 @@ def _rebuilt_reference(name, settings, frame, engine, md, tags) -> tuple[dict | 
         m.psi_bins,
         settings.validate_.profile_tolerance,
         window=drifts.window_rows(m.drift_rows, engine.lookback, m.psi_bins),
+        season=None if "series_id" in frame.columns else drifts.residual_season(md.get("freq"), len(train)),
     )
     return ref, f"recomputed from {source} (rows up to {end})"

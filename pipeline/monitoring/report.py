@@ -37,6 +37,8 @@ class MonitorReport:
         out["mase_ratio"] = self.mase_ratio if self.mase_ratio is not None else float("nan")
         for var, d in self.drift.items():
             out[f"psi.{var}"], out[f"outside.{var}"] = d["psi"], d["outside"]
+            if d.get("residual_psi") is not None:
+                out[f"residual_psi.{var}"] = d["residual_psi"]
         psis = [d["psi"] for d in self.drift.values() if np.isfinite(d["psi"])]
         outs = [d["outside"] for d in self.drift.values() if np.isfinite(d["outside"])]
         out["psi_max"] = max(psis) if psis else float("nan")

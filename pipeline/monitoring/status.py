@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from ..config import Settings
 from ..errors import NotFoundError
 from .state import read_state, state_path
-from .verdict import Thresholds, _iso, _parse, psi_limit
+from .verdict import Thresholds, _iso, _parse, psi_basis, psi_limit, residual_limit
 
 log = logging.getLogger(__name__)
 
@@ -50,25 +50,34 @@ def status(name: str, settings: Settings, now: datetime | None = None) -> str:
         lines.append(f"  interval coverage: {cov}")
     lines.append(f"drift: the last {th['drift_rows']} rows vs the training split (reference: {last['reference']})")
     if last["drift"]:
-        rows = [["variable", "PSI", "training windows", "limit", "outside bounds", "bounds"]]
+        rows = [
+            ["variable", "PSI", "training windows", "limit", "seasonal diff PSI", "limit", "outside bounds", "bounds"]
+        ]
         tho = Thresholds(**th)
+        bases = []
         for var, d in last["drift"].items():
             b = d.get("bounds")
             limit = psi_limit(tho, d)
+            normal = d.get("psi_windows") if d.get("psi_windows") is not None else d.get("psi_normal")
+            bases.append(f"  {var}: PSI limit {psi_basis(tho, d)}")
             rows.append(
                 [
                     var,
                     num(d["psi"], ".3f"),
-                    num(d.get("psi_normal"), ".3f"),
+                    num(normal, ".3f"),
                     num(limit, ".3f"),
+                    num(d.get("residual_psi"), ".3f"),
+                    num(residual_limit(tho, d), ".3f"),
                     "-" if d["outside"] is None else f"{d['outside']:.1%}",
                     f"[{b[0]:.4g}, {b[1]:.4g}]" if b else "-",
                 ]
             )
         w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines += ["  " + "  ".join(c.ljust(x) for c, x in zip(r, w)).rstrip() for r in rows]
+        lines += bases
     lines.append(
-        f"  thresholds: PSI {th['psi']} (and above the training windows' own), outside share {th['outside_share']}"
+        f"  thresholds: PSI {th['psi']} (and above {th.get('psi_margin', 1.5):g}x the training windows' own), "
+        f"outside share {th['outside_share']}"
     )
     lines.append(f"verdict: {'RETRAIN: ' if v['retrain'] else ''}{v['reason']}")
     for b in v["breaches"] if not v["retrain"] else []:

@@ -27,6 +27,7 @@ class Thresholds:
     drift_rows: int
     outside_share: float | None
     cooldown_hours: float
+    psi_margin: float = 1.5
 
 
 def thresholds(cfg: MonitorConfig, horizon: int, lookback: int) -> Thresholds:
@@ -39,6 +40,7 @@ def thresholds(cfg: MonitorConfig, horizon: int, lookback: int) -> Thresholds:
         drift_rows=drifts.window_rows(cfg.drift_rows, lookback, cfg.psi_bins),
         outside_share=cfg.outside_share,
         cooldown_hours=cfg.cooldown_hours,
+        psi_margin=cfg.psi_margin,
     )
 
 
@@ -59,11 +61,35 @@ def _parse(t: str) -> datetime:
 
 
 def psi_limit(th: Thresholds, d: dict) -> float | None:
-    """The PSI above which a variable has drifted: the stated threshold, and no less than the training
-    split's own windows of as many rows reach (a seasonal series strays that far from itself)."""
+    """The PSI above which a variable has drifted: the stated threshold, and no less than `psi_margin` times
+    the highest PSI of the training split's own windows of as many rows (a seasonal series strays that far
+    from itself). A model whose profile predates `psi_windows`: its `psi_normal` (the max of a few
+    non-overlapping windows), without the margin, as it was judged when it was trained."""
     if not th.psi:
         return None
+    if d.get("psi_windows") is not None:
+        return max(th.psi, th.psi_margin * d["psi_windows"])
     return max(th.psi, d.get("psi_normal") or 0.0)
+
+
+def residual_limit(th: Thresholds, d: dict) -> float | None:
+    """The same for the seasonal differences (None when the profile has no residual profile for this
+    variable and window length)."""
+    if not th.psi or d.get("residual_windows") is None:
+        return None
+    return max(th.psi, th.psi_margin * d["residual_windows"])
+
+
+def psi_basis(th: Thresholds, d: dict) -> str:
+    """How the PSI limit of a variable was set, for the breach line and `cellcast monitor`."""
+    if d.get("psi_windows") is not None:
+        return f"{th.psi_margin:g}x the highest of the training split's windows of as many rows, {d['psi_windows']:.2f}"
+    if d.get("psi_normal") is not None:
+        return (
+            f"the model's older profile: the highest of its non-overlapping training windows, {d['psi_normal']:.2f}, "
+            "no margin, no residual check; a retrained model records the calibrated limits"
+        )
+    return "no training windows of as many rows: the threshold alone"
 
 
 def judge(
@@ -82,11 +108,17 @@ def judge(
     for var, d in drift.items():
         limit = psi_limit(th, d)
         if limit is not None and np.isfinite(d["psi"]) and d["psi"] > limit:
-            normal = d.get("psi_normal")
             breaches.append(
                 f"drift: {var} PSI {d['psi']:.2f} over the last {d['n']} rows vs the training split "
-                f"(threshold {th.psi:g}"
-                + (f"; training windows of as many rows reach {normal:.2f})" if normal is not None else ")")
+                f"(limit {limit:.2f}: threshold {th.psi:g}, {psi_basis(th, d)})"
+            )
+        rlimit = residual_limit(th, d)
+        rpsi = d.get("residual_psi")
+        if rlimit is not None and rpsi is not None and np.isfinite(rpsi) and rpsi > rlimit:
+            breaches.append(
+                f"drift: {var} seasonal differences PSI {rpsi:.2f} over the last {d['n']} rows vs the training "
+                f"split (limit {rlimit:.2f}: threshold {th.psi:g}, {th.psi_margin:g}x the highest of its windows "
+                f"of as many rows, {d['residual_windows']:.2f})"
             )
         if th.outside_share and np.isfinite(d["outside"]) and d["outside"] > th.outside_share:
             lo, hi = d["bounds"]

@@ -163,7 +163,7 @@ def split_tags(ws: WindowSet) -> dict:
 def training_reference(ws: WindowSet, settings: Settings) -> dict:
     """The training split as monitoring compares recent data with it (data/drift.py), and the scale of the
     model's MASE: recorded with the model (ONNX metadata `reference`)."""
-    from ..data.drift import reference_profile, window_rows
+    from ..data.drift import reference_profile, residual_season, window_rows
     from ..modeling.evaluate import mase_scale
 
     # a panel: every series' own training rows
@@ -181,6 +181,8 @@ def training_reference(ws: WindowSet, settings: Settings) -> dict:
         settings.validate_.profile_tolerance,
         dict(zip(ws.meta.targets, mase_scale(ws).tolist())),
         window_rows(settings.monitor.drift_rows, ws.meta.lookback, settings.monitor.psi_bins),
+        # seasonal differences need one series in time order: a panel's interleaved rows have none
+        season=None if ws.is_panel else residual_season(ws.meta.freq, len(train)),
     )
 
 
