@@ -237,35 +237,7 @@ def register(app: typer.Typer) -> None:
                 future_features=future,
             )
         versioned = None if recorded is not None else _version_ingest(res)
-        m = res.meta
-        g = m.gaps
-        panel = (
-            f"panel of {len(m.panel['series'])} series (id {', '.join(m.panel['id_cols'])}; "
-            f"{m.panel['row_groups']} row group{'s' if m.panel['row_groups'] != 1 else ''}), "
-            if m.panel
-            else ""
-        )
-        if m.resample:
-            r = m.resample
-            panel += (
-                f"{r['readings']} readings aggregated ({r['agg']}) into {r['grid_points']} grid points "
-                f"({r['merged_points']} of several), "
-            )
-        typer.echo(
-            f"{res.parquet_path}: {panel}{m.rows} rows, {m.start} .. {m.end}, freq {m.freq} ({m.freq_source}), "
-            f"{g['count']} gaps ({g['missing_steps']} missing steps, longest {g['longest_steps']}), "
-            f"{m.duplicates} duplicated timestamps"
-            + (
-                f", known ahead: {', '.join(m.future_features)} ({m.future_rows} rows after the last observation)"
-                if m.future_features
-                else ""
-            )
-            + (
-                f", dates read {m.extra['time_reading']['order']}"
-                if (m.extra.get("time_reading") or {}).get("order")
-                else ""
-            )
-        )
+        typer.echo(ingest_summary(res))
         if versioned:
             typer.echo(versioned)
 
@@ -337,6 +309,39 @@ def _record(name: str, stages: list[str]) -> str | None:
         why = " ".join(str(e).split())[:200]
         return f"warning: dvc.lock not updated for {', '.join(f'{s}@{name}' for s in stages)} ({why})"
     return None
+
+
+def ingest_summary(res) -> str:
+    """One line of what an ingest read: rows, span, frequency, gaps, duplicates, a panel's series, known-ahead rows."""
+    m = res.meta
+    g = m.gaps
+    panel = (
+        f"panel of {len(m.panel['series'])} series (id {', '.join(m.panel['id_cols'])}; "
+        f"{m.panel['row_groups']} row group{'s' if m.panel['row_groups'] != 1 else ''}), "
+        if m.panel
+        else ""
+    )
+    if m.resample:
+        r = m.resample
+        panel += (
+            f"{r['readings']} readings aggregated ({r['agg']}) into {r['grid_points']} grid points "
+            f"({r['merged_points']} of several), "
+        )
+    return (
+        f"{res.parquet_path}: {panel}{m.rows} rows, {m.start} .. {m.end}, freq {m.freq} ({m.freq_source}), "
+        f"{g['count']} gaps ({g['missing_steps']} missing steps, longest {g['longest_steps']}), "
+        f"{m.duplicates} duplicated timestamps"
+        + (
+            f", known ahead: {', '.join(m.future_features)} ({m.future_rows} rows after the last observation)"
+            if m.future_features
+            else ""
+        )
+        + (
+            f", dates read {m.extra['time_reading']['order']}"
+            if (m.extra.get("time_reading") or {}).get("order")
+            else ""
+        )
+    )
 
 
 def _ingest_recorded(name: str):
