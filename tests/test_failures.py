@@ -58,15 +58,15 @@ def plant(project, tiny_params):
 
 def cellcast(cwd, *args, env: dict, out_name: str) -> subprocess.Popen:
     """`python -m cellcast ARGS` in its own process group, output to a file (read while it runs)."""
-    out = open(cwd / out_name, "w")
-    return subprocess.Popen(
-        [sys.executable, "-m", "cellcast", *args],
-        cwd=cwd,
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with open(cwd / out_name, "w") as out:  # the child holds its own copy of the file
+        return subprocess.Popen(
+            [sys.executable, "-m", "cellcast", *args],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def finish(proc: subprocess.Popen, path, timeout=420) -> tuple[int, str]:

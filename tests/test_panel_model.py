@@ -5,6 +5,7 @@ service's many-series requests, through the real flow (Prefect, MLflow, GX, DVC)
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -330,7 +331,7 @@ def test_one_global_model_is_trained_on_every_series_scored_per_series_and_regis
     client = MlflowClient()
     run = client.get_run(best["run_id"])
     assert run.data.metrics["panel_median_mase"] == pytest.approx(agg["median_mase"])
-    table = json.loads(open(client.download_artifacts(best["run_id"], "per_series.json")).read())
+    table = json.loads(Path(client.download_artifacts(best["run_id"], "per_series.json")).read_text())
     assert sorted(r[table["columns"].index("series_id")] for r in table["data"]) == ["A", "B", "D"]
     parent = {a.path for a in client.list_artifacts(out.parent_run_id)}
     assert {"panel_series_forecasts.png", "panel_mase_distribution.png"} <= parent

@@ -80,15 +80,15 @@ def start(project, *args, env=None):
     port = free_port()
     env = {**os.environ, **(env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)  # the project's embedded store
-    log = open(project / f"serve-{port}.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cellcast", "serve", "toy", "--port", str(port), *args],
-        cwd=project,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with open(project / f"serve-{port}.log", "wb") as log:  # the child holds its own copy of the file
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cellcast", "serve", "toy", "--port", str(port), *args],
+            cwd=project,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
