@@ -172,7 +172,7 @@ def _train(name: str, settings: Settings, source, from_windows: bool, device: st
     cands = candidates(settings)
     # candidates trained at once share the cores (train.threads each); the count is put back afterwards
     with torch_threads(cpu_threads(settings, dev)):
-        if settings.train.task_runner == "dask" or settings.train.parallel > 1:
+        if settings.train.task_runner == "dask" or settings.train.parallel_count() > 1:
             futures = [train_task.submit(ws, c, settings, anchor, dev) for c in cands]
             results = [f.result() for f in futures]
         else:
@@ -227,7 +227,9 @@ def local_task(ws, settings: Settings, season: int | None):
         from cellcast.pipeline.data.panel_validation import client_mapper
 
         cluster = (
-            None if t.dask_address else LocalCluster(n_workers=t.parallel, threads_per_worker=1, dashboard_address=None)
+            None
+            if t.dask_address
+            else LocalCluster(n_workers=t.parallel_count(), threads_per_worker=1, dashboard_address=None)
         )
         with Client(t.dask_address or cluster) as client:
             comparison = local_comparison(ws, settings, season, mapper=client_mapper(client))
@@ -381,17 +383,17 @@ def task_runner(settings: Settings):
         if t.dask_address:
             return DaskTaskRunner(address=t.dask_address)
         # torch's pool per worker: train.threads, or the cores shared out
-        per = str(t.threads if t.threads != "auto" else max(1, (os.cpu_count() or 1) // t.parallel))
+        per = str(t.threads if t.threads != "auto" else max(1, (os.cpu_count() or 1) // t.parallel_count()))
         return DaskTaskRunner(
             cluster_kwargs={
-                "n_workers": t.parallel,
+                "n_workers": t.parallel_count(),
                 "threads_per_worker": 1,
                 "processes": True,
                 "dashboard_address": None,
                 "env": {"OMP_NUM_THREADS": per, "MKL_NUM_THREADS": per},
             }
         )
-    return ThreadPoolTaskRunner(max_workers=max(1, t.parallel))
+    return ThreadPoolTaskRunner(max_workers=t.parallel_count())
 
 
 def run_training(name: str, settings: Settings, **kw):
