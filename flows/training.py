@@ -29,6 +29,7 @@ from cellcast.pipeline.modeling.train import (
     pick_device,
     torch_threads,
     train_candidate,
+    use_decoder,
 )
 from cellcast.pipeline.registry import lifecycle, tracking
 
@@ -170,6 +171,19 @@ def _train(name: str, settings: Settings, source, from_windows: bool, device: st
     )
     dev = str(pick_device(device or settings.train.device))
     cands = candidates(settings)
+    m, t = ws.meta, settings.train
+    logger.info(  # what the defaults chose for this series (docs/forecasting.md "Defaults")
+        "recipe: lookback %d, horizon %d, calendar %s, known ahead %s, decoder %s, ensemble %s; "
+        "%d candidate(s), %d at once",
+        m.lookback,
+        m.horizon,
+        (m.calendar or {}).get("parts") or "none",
+        [n for n, k in zip(m.future_names, m.future_kinds, strict=True) if k == "user"] or "none",
+        "on" if use_decoder(t.decoder, m) else "off",
+        "on" if t.ensemble and len(cands) > 1 else "off",
+        len(cands),
+        min(t.parallel_count(), len(cands)) if t.task_runner == "threads" else t.parallel_count(),
+    )
     # candidates trained at once share the cores (train.threads each); the count is put back afterwards
     with torch_threads(cpu_threads(settings, dev)):
         if settings.train.task_runner == "dask" or settings.train.parallel_count() > 1:

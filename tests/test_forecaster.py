@@ -173,7 +173,7 @@ def test_quantiles_never_cross_whatever_the_weights_and_the_shift(cell, decoder)
 
 
 def test_an_untrained_decoder_model_is_its_anchor_and_the_decoder_reads_the_future():
-    s = settings(decoder=True)
+    s = settings(decoder=True, anchor="seasonal_naive")
     ws = windows(s)
     r = train_candidate(ws, Candidate("lstm", 8, 1), s, 24)
     spec = r.model.spec
