@@ -157,10 +157,10 @@ class TrainConfig(_Strict):
     time_budget_s: float = Field(300, gt=0)
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # candidates trained at once; auto: as many as there are cores, at most one per candidate (each with its share
-    # of the cores: on 2 cores, two candidates on one thread each train in about half the wall time of one after
-    # the other on two threads, whose second thread mostly waits)
-    parallel: Positive | Literal["auto"] = "auto"
+    # candidates trained at once; auto: as many as there are cores, at most one per candidate, each with its share of
+    # the cores. Not the default: in one process the candidates share the interpreter, and on 2 busy cores each
+    # epoch ran 1.3-2x slower beside another (BENCHMARKS.md "Defaults that are the recipe"); across machines: dask
+    parallel: Positive | Literal["auto"] = 1
     threads: Positive | Literal["auto"] = "auto"
     task_runner: Literal["threads", "dask"] = "threads"
     dask_address: str | None = None
