@@ -30,6 +30,7 @@ from cellcast.pipeline.modeling.train import (
     pick_device,
     torch_threads,
     train_candidate,
+    use_decoder,
 )
 from cellcast.pipeline.registry import lifecycle, tracking
 
@@ -191,9 +192,22 @@ def _train(name: str, settings: Settings, source, from_windows: bool, device: st
     )
     dev = str(pick_device(device or settings.train.device))
     cands = candidates(settings)
+    m, t = ws.meta, settings.train
+    logger.info(  # what the defaults chose for this series (docs/forecasting.md "Defaults")
+        "recipe: lookback %d, horizon %d, calendar %s, known ahead %s, decoder %s, ensemble %s; "
+        "%d candidate(s), %d at once",
+        m.lookback,
+        m.horizon,
+        (m.calendar or {}).get("parts") or "none",
+        [n for n, k in zip(m.future_names, m.future_kinds, strict=True) if k == "user"] or "none",
+        "on" if use_decoder(t.decoder, m) else "off",
+        "on" if t.ensemble and len(cands) > 1 else "off",
+        len(cands),
+        min(t.parallel_count(), len(cands)) if t.task_runner == "threads" else t.parallel_count(),
+    )
     # candidates trained at once share the cores (train.threads each); the count is put back afterwards
     with torch_threads(cpu_threads(settings, dev)):
-        if settings.train.task_runner == "dask" or settings.train.parallel > 1:
+        if settings.train.task_runner == "dask" or settings.train.parallel_count() > 1:
             futures = [train_task.submit(ws, c, settings, anchor, dev) for c in cands]
             results = [f.result() for f in futures]
         else:
@@ -248,7 +262,9 @@ def local_task(ws, settings: Settings, season: int | None) -> dict:
         from cellcast.pipeline.data.panel_validation import client_mapper
 
         cluster = (
-            None if t.dask_address else LocalCluster(n_workers=t.parallel, threads_per_worker=1, dashboard_address=None)
+            None
+            if t.dask_address
+            else LocalCluster(n_workers=t.parallel_count(), threads_per_worker=1, dashboard_address=None)
         )
         with Client(t.dask_address or cluster) as client:
             comparison = local_comparison(ws, settings, season, mapper=client_mapper(client))
@@ -368,17 +384,17 @@ def task_runner(settings: Settings):
         if t.dask_address:
             return DaskTaskRunner(address=t.dask_address)
         # torch's pool per worker: train.threads, or the cores shared out
-        per = str(t.threads if t.threads != "auto" else max(1, (os.cpu_count() or 1) // t.parallel))
+        per = str(t.threads if t.threads != "auto" else max(1, (os.cpu_count() or 1) // t.parallel_count()))
         return DaskTaskRunner(
             cluster_kwargs={
-                "n_workers": t.parallel,
+                "n_workers": t.parallel_count(),
                 "threads_per_worker": 1,
                 "processes": True,
                 "dashboard_address": None,
                 "env": {"OMP_NUM_THREADS": per, "MKL_NUM_THREADS": per},
             }
         )
-    return ThreadPoolTaskRunner(max_workers=max(1, t.parallel))
+    return ThreadPoolTaskRunner(max_workers=t.parallel_count())
 
 
 def run_training(name: str, settings: Settings, **kw) -> lifecycle.Outcome:

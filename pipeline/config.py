@@ -125,7 +125,9 @@ CALENDAR_PARTS = ("tod", "dow", "doy", "holiday")
 class CalendarConfig(_Strict):
     """Calendar features of the timestamps, known for any future step (pipeline/data/calendar.py)."""
 
-    parts: list[Literal["tod", "dow", "doy", "holiday"]] = Field(default_factory=list)  # empty: none
+    # which parts: a list (empty: none), or auto: chosen from the frequency and the span of the training rows when
+    # the windows are built (data/calendar.py `resolve_parts`)
+    parts: list[Literal["tod", "dow", "doy", "holiday"]] | Literal["auto"] = "auto"
     country: str | None = None  # public holidays of this country (ISO code of the `holidays` package)
     subdiv: str | None = None  # ... and of this subdivision (state, province), e.g. VIC, IL
     timezone: str | None = None  # the zone the calendar is read in (stored timestamps are UTC when the
@@ -133,8 +135,9 @@ class CalendarConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self):
-        _no_repeats(self.parts, "parts: ")
-        if "holiday" in self.parts and not self.country:
+        if self.parts != "auto":
+            _no_repeats(self.parts, "parts: ")
+        if self.parts != "auto" and "holiday" in self.parts and not self.country:
             raise ValueError("parts: 'holiday' needs a country (calendar.country, e.g. US, AU, DE)")
         if self.subdiv and not self.country:
             raise ValueError(f"subdiv '{self.subdiv}' needs a country (calendar.country)")
@@ -155,14 +158,16 @@ class TrainConfig(_Strict):
     # what the residual is learned over: the best seasonal naive on validation, a linear map from
     # the lookback and the known-future block fitted in closed form (ridge) and frozen, or auto: whichever of the
     # two forecasts validation better (docs/forecasting.md)
-    anchor: Literal["seasonal_naive", "linear", "auto"] = "seasonal_naive"
+    anchor: Literal["seasonal_naive", "linear", "auto"] = "auto"
     anchor_ridge: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] = Field(
         default_factory=lambda: [0.1, 1.0, 10.0, 100.0, 1000.0]
     )  # penalties tried, chosen on validation
     anchor_max_windows: int = Field(20000, ge=1)  # training windows the ridge is fitted on (sampled beyond)
-    decoder: bool = False  # a second cell of the same kind runs over the horizon reading [future_h, anchor_h]
-    ensemble: bool = False  # also offer the mean of the trained cells as one more candidate (one graph; with two
-    # or more candidates)
+    # a second cell of the same kind runs over the horizon reading [future_h, anchor_h]; auto: when the windows carry
+    # a known-future block and the horizon has more than one step (modeling/train.py `use_decoder`)
+    decoder: bool | Literal["auto"] = "auto"
+    ensemble: bool = True  # also offer the mean of the trained cells as one more candidate (one graph; with two
+    # or more candidates), chosen on validation like any other
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(256, ge=1)
     max_batch_size: int = Field(16384, ge=1)
@@ -178,7 +183,10 @@ class TrainConfig(_Strict):
     time_budget_s: float = Field(300, gt=0)
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    parallel: int = Field(1, ge=1)
+    # candidates trained at once; auto: as many as there are cores, at most one per candidate, each with its share of
+    # the cores. Not the default: in one process the candidates share the interpreter, and on 2 busy cores each
+    # epoch ran 1.3-2x slower beside another (BENCHMARKS.md "Defaults that are the recipe"); across machines: dask
+    parallel: Positive | Literal["auto"] = 1
     threads: Positive | Literal["auto"] = "auto"
     task_runner: Literal["threads", "dask"] = "threads"
     dask_address: str | None = None
@@ -201,9 +209,15 @@ class TrainConfig(_Strict):
     def _dask_needs_parallel(self):
         if self.dask_address and self.task_runner != "dask":
             raise ValueError("dask_address is set but task_runner is not 'dask'")
-        if self.anchor != "seasonal_naive" and not self.residual:
+        if self.anchor == "linear" and not self.residual:
             raise ValueError(f"anchor '{self.anchor}' needs residual: true (the anchor is what the residual is over)")
         return self
+
+    def parallel_count(self) -> int:
+        """train.parallel as a number: auto = the cores, at most one per candidate (the ensemble trains nothing)."""
+        if self.parallel != "auto":
+            return int(self.parallel)
+        return max(1, min(os.cpu_count() or 1, len(self.grid())))
 
     def grid(self) -> list[dict]:
         """Every candidate: each cell x each hidden size x each depth listed."""
@@ -265,7 +279,7 @@ class EvaluateConfig(_Strict):
             return v
         if any(not 0 < q < 1 for q in v):
             raise ValueError(f"{next(q for q in v if not 0 < q < 1)} is not a level strictly between 0 and 1")
-        if any(b <= a for a, b in zip(v, v[1:])):
+        if any(b <= a for a, b in zip(v, v[1:], strict=False)):
             raise ValueError("levels must be listed in increasing order, each once")
         if 0.5 not in v:
             raise ValueError("the median (0.5) must be among the levels: it is the point forecast")

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from cellcast.pipeline.config import CalendarConfig, Params
-from cellcast.pipeline.data.calendar import calendar_features, column_names
+from cellcast.pipeline.data.calendar import calendar_features, column_names, resolve_parts, resolved
 from cellcast.pipeline.errors import ConfigError
 
 
@@ -86,3 +86,37 @@ def test_an_unknown_country_subdivision_or_zone_is_one_line(cal, needle):
 def test_calendar_settings_that_cannot_work_are_refused(cal, needle):
     with pytest.raises(ConfigError, match=needle):
         Params(datasets={"x": {"calendar": cal}})
+
+
+YEAR, TWO_YEARS = pd.Timedelta(days=365), pd.Timedelta(days=730)
+
+
+@pytest.mark.parametrize(
+    "freq,span,country,parts",
+    [
+        ("30min", YEAR, None, ["tod", "dow"]),  # below daily: time of day; up to daily: day of week
+        ("5min", pd.Timedelta(days=60), None, ["tod", "dow"]),
+        ("h", TWO_YEARS, None, ["tod", "dow", "doy"]),  # two years of training rows: day of year
+        ("h", TWO_YEARS - pd.Timedelta(hours=1), None, ["tod", "dow"]),
+        ("h", YEAR, "AU", ["tod", "dow", "holiday"]),  # holidays only where a country is known
+        ("D", 10 * YEAR, "US", ["dow", "doy", "holiday"]),
+        ("D", YEAR, None, ["dow"]),
+        ("B", 10 * YEAR, None, ["dow", "doy"]),  # business days: a week of five
+        ("W-SUN", 10 * YEAR, "US", ["doy"]),  # weeks: no day of week, no holiday flag
+        ("MS", 10 * YEAR, "US", ["doy"]),
+        ("YS", 50 * YEAR, "US", []),  # a yearly series: every row is the same day of year
+        ("D", None, None, ["dow"]),  # span unknown: no day of year
+    ],
+)
+def test_auto_parts_follow_the_frequency_the_training_span_and_the_country(freq, span, country, parts):
+    assert resolve_parts("auto", freq, span, country) == parts
+
+
+def test_explicit_parts_are_kept_and_auto_is_resolved_before_any_feature_is_computed():
+    assert resolve_parts(["doy"], "30min", pd.Timedelta(days=3), None) == ["doy"]
+    assert resolve_parts([], "h", TWO_YEARS, "US") == []
+    cal = resolved(CalendarConfig(country="AU", subdiv="VIC"), "30min", YEAR)
+    assert cal == {"parts": ["tod", "dow", "holiday"], "country": "AU", "subdiv": "VIC", "timezone": None}
+    assert CalendarConfig().parts == "auto"
+    with pytest.raises(ValueError, match="must be resolved"):
+        column_names("h", {"parts": "auto"})

@@ -1,6 +1,7 @@
 """Typed params.yaml: overrides per dataset, one-line errors naming the key."""
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +82,18 @@ def test_a_renamed_setting_names_its_new_name(tmp_path, text, needle):
     p.write_text(text)
     with pytest.raises(ConfigError, match=re.escape(needle)):
         load_params(p)
+
+
+def test_the_defaults_are_the_recipe_and_the_bundled_overrides_only_facts():
+    """A file brought by a user gets what the bundled datasets get: the recipe lives in the defaults, the datasets'
+    overrides say only what is true of their data (country, columns known ahead, gaps, horizon, budget)."""
+    d = Params()
+    assert d.calendar.parts == "auto" and d.window.lookback == "auto"
+    assert d.train.anchor == "auto" and d.train.decoder == "auto" and d.train.ensemble is True
+    repo = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    assert repo.calendar.parts == "auto" and repo.train.anchor == "auto" and repo.train.decoder == "auto"
+    assert repo.train.ensemble is True and repo.window.lookback == "auto"
+    recipe = {"calendar": {"parts"}, "window": {"lookback"}, "train": {"anchor", "decoder", "ensemble"}}
+    for name, over in repo.datasets.items():
+        for section, keys in recipe.items():
+            assert not keys & set(over.get(section) or {}), f"datasets.{name}.{section} sets a recipe key"

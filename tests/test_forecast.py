@@ -99,7 +99,9 @@ def test_forecast_latest_through_the_registry(project, monkeypatch, frame):
     r = runner.invoke(app, ["forecast", "elecdemand", "--device", "cpu"])
     assert r.exit_code == 2 and "no champion" in r.output and "Traceback" not in r.output
 
-    lookback, horizon = settings.window.lookback, settings.window.horizon
+    from cellcast.pipeline.data.window import resolve_window
+
+    lookback, horizon = resolve_window(settings, "30min", 17520)  # what the window stage resolves: 384, 48
     onnx_path = export(project / "model.onnx", frame, lookback, horizon)
     with tracking.parent_run("elecdemand"):
         with tracking.candidate_run("lstm") as rid:
@@ -235,7 +237,12 @@ def test_the_batch_forecast_checks_the_latest_rows_against_the_models_bounds(pro
     src = project / "s.csv"
     df.to_csv(src, index=False)
     base = load_params(project / "params.yaml").for_dataset("s")
-    s = base.model_copy(update={"window": base.window.model_copy(update={"lookback": 48, "horizon": 12})})
+    s = base.model_copy(  # no calendar: this model reads the lookback only (bounds are the point here)
+        update={
+            "window": base.window.model_copy(update={"lookback": 48, "horizon": 12}),
+            "calendar": base.calendar.model_copy(update={"parts": []}),
+        }
+    )
     ingest_file(src, name="s", time_col="time", targets=["y"], features=["x"], settings=s)
     validate_dataset("s", s)
     ws = window_dataset("s", s)

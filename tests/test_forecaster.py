@@ -21,6 +21,7 @@ from cellcast.pipeline.modeling.train import (
     predictor,
     quantile_predictor,
     train_candidate,
+    use_decoder,
 )
 
 torch.set_num_threads(1)
@@ -113,8 +114,21 @@ def test_auto_keeps_the_anchor_that_forecasts_validation_better():
     )
     snaive = choose_anchor(windows(s, df), s, 24)
     assert snaive.kind == "seasonal_naive" and snaive.linear is None and "seasonal naive (24)" in snaive.reason
-    assert choose_anchor(windows(settings()), settings(), 24).kind == "seasonal_naive"  # today's default
-    assert choose_anchor(windows(settings()), settings(), None).kind == "none"
+    sn = settings(anchor="seasonal_naive")
+    assert choose_anchor(windows(sn), sn, 24).kind == "seasonal_naive"
+    assert choose_anchor(windows(sn), sn, None).kind == "none"
+    assert settings().train.anchor == "auto" and choose_anchor(windows(settings()), settings(), None).kind == "linear"
+
+
+def test_decoder_auto_runs_where_there_is_a_future_block_to_read_over_a_horizon():
+    ws = windows(settings())  # calendar and a promotion known ahead, 6 steps
+    assert settings().train.decoder == "auto" and use_decoder("auto", ws.meta)
+    assert model_spec(ws, Candidate("gru", 8, 1), settings(), 24).decoder
+    bare = windows(settings(calendar={"parts": []}), future=False)
+    assert bare.meta.n_future == 0 and not use_decoder("auto", bare.meta)
+    one_step = windows(settings(horizon=1))
+    assert not use_decoder("auto", one_step.meta)
+    assert not use_decoder(False, ws.meta) and use_decoder(True, bare.meta)  # set by hand: as set
 
 
 def _random(model: torch.nn.Module, seed: int = 0):
@@ -159,7 +173,7 @@ def test_quantiles_never_cross_whatever_the_weights_and_the_shift(cell, decoder)
 
 
 def test_an_untrained_decoder_model_is_its_anchor_and_the_decoder_reads_the_future():
-    s = settings(decoder=True)
+    s = settings(decoder=True, anchor="seasonal_naive")
     ws = windows(s)
     r = train_candidate(ws, Candidate("lstm", 8, 1), s, 24)
     spec = r.model.spec
@@ -284,7 +298,8 @@ def test_the_ensemble_is_the_mean_of_its_members_and_one_more_candidate():
     np.testing.assert_allclose(predictor(ens.model)(x, f), members, atol=1e-5)
     _, q = quantile_predictor(ens.model)(x, f)
     assert (np.diff(q, axis=-1) >= 0).all() and ens.calibration["windows"] == len(ws.starts["val"])
-    assert build_ensemble(results[:1], ws, s) is None and build_ensemble(results, ws, settings()) is None
+    assert build_ensemble(results[:1], ws, s) is None and build_ensemble(results, ws, settings(ensemble=False)) is None
+    assert settings().train.ensemble  # on by default: chosen on validation like any candidate
 
 
 def test_the_linear_anchor_stays_in_fp32_under_bf16_autocast():

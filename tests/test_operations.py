@@ -15,7 +15,17 @@ pytestmark = pytest.mark.integration
 # ridership alone: a champion that beats weekly seasonal naive by a clear, significant margin on 2011-2014
 START, CUT = "2011-01-01", "2014-09-13"
 HORIZON, SHIFT = 7, 6.0  # a week ahead; +6 (thousand entries a day, ~30% of a weekday) after training
-TRAIN = {"cells": ["rnn"], "hidden_size": 16, "epochs": 8, "time_budget_s": 60}
+# the closed loop is the point here, not the recipe: the seasonal-naive anchor and the lookback alone (with the
+# defaults' calendar, linear anchor and decoder this tiny RNN was 17% better than weekly naive but not significantly)
+TRAIN = {
+    "cells": ["rnn"],
+    "hidden_size": 16,
+    "epochs": 8,
+    "time_budget_s": 60,
+    "anchor": "seasonal_naive",
+    "decoder": False,
+    "ensemble": False,
+}
 
 
 def _rides(project, train: dict | None = None):
@@ -24,7 +34,7 @@ def _rides(project, train: dict | None = None):
 
     p = yaml.safe_load((project / "params.yaml").read_text())
     p["train"].update(train or {})
-    p["datasets"]["rides"] = {"window": {"lookback": 56, "horizon": HORIZON}}
+    p["datasets"]["rides"] = {"window": {"lookback": 56, "horizon": HORIZON}, "calendar": {"parts": []}}
     (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     df = load_bundled("chicago")[["timestamp", "ridership"]]
     df = df[df["timestamp"] >= START].reset_index(drop=True)

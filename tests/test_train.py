@@ -1,5 +1,7 @@
 """The training loop on the CPU: learning, reproducibility, resuming, the anchored start."""
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -37,10 +39,16 @@ def settings(evaluate=None, **train):
         "patience": 3,
         "lr": 0.01,
         "device": "cpu",
+        # the training loop on its own: the seasonal-naive anchor, no calendar, one cell at a time (the defaults'
+        # recipe has its tests in test_forecaster.py, test_calendar.py and test_config.py)
+        "anchor": "seasonal_naive",
+        "decoder": False,
+        "ensemble": False,
+        "parallel": 1,
     }
-    return Params(window={"lookback": 36, "horizon": 6}, train={**base, **train}, evaluate=evaluate or {}).for_dataset(
-        "syn"
-    )
+    return Params(
+        window={"lookback": 36, "horizon": 6}, calendar={"parts": []}, train={**base, **train}, evaluate=evaluate or {}
+    ).for_dataset("syn")
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
@@ -167,6 +175,14 @@ def test_the_flows_thread_count_is_put_back():
     s = settings(parallel=3, threads=2)
     assert cpu_threads(s, "cpu") == 2 and cpu_threads(s, "cuda") is None
     assert cpu_threads(settings(parallel=1), "cpu") is None  # one at a time: torch's own default
+    # auto: as many at once as there are cores, at most one per candidate, the cores shared out among them
+    auto = settings(parallel="auto", cells=["rnn", "lstm", "gru"])
+    n = auto.train.parallel_count()
+    assert (
+        n == max(1, min(os.cpu_count() or 1, 3))
+        and settings(parallel="auto", cells=["gru"]).train.parallel_count() == 1
+    )
+    assert cpu_threads(auto, "cpu") == (max(1, (os.cpu_count() or 1) // n) if n > 1 else None)
     with torch_threads(cpu_threads(s, "cpu")):
         assert torch.get_num_threads() == 2
     assert torch.get_num_threads() == before

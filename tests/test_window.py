@@ -25,8 +25,13 @@ def frame(n=2000, freq="h", seed=0):
     )
 
 
-def settings(lookback=48, horizon=12, ingest=None, **window):
-    return Params(window={"lookback": lookback, "horizon": horizon, **window}, ingest=ingest or {}).for_dataset("t")
+def settings(lookback=48, horizon=12, ingest=None, calendar=None, **window):
+    # no calendar unless asked: these tests are about the windows (the default calendar has its own test below)
+    return Params(
+        window={"lookback": lookback, "horizon": horizon, **window},
+        ingest=ingest or {},
+        calendar={"parts": []} if calendar is None else calendar,
+    ).for_dataset("t")
 
 
 def make(df=None, **kw):
@@ -150,6 +155,36 @@ def test_auto_window_follows_the_frequency():
     assert resolve_window(s, "30min", 17520) == (336 + s.train.rnn_steps, 48)
     assert resolve_window(s, "D", 5000)[1] == 7
     assert resolve_window(Params(window={"lookback": 10, "horizon": 3}).for_dataset("x"), "D", 5000) == (10, 3)
+
+
+def test_auto_lookback_leaves_out_seasons_longer_than_its_cap():
+    s = Params().for_dataset("x")
+    # a week of 5-minute steps (2016) would fit 60,000 rows ten times over: the day is kept instead
+    assert resolve_window(s, "5min", 60000) == (288 + s.train.rnn_steps, 288)
+    assert resolve_window(s, "15min", 60000)[0] == 672 + s.train.rnn_steps  # a week of quarter hours stays
+    assert resolve_window(s, "h", 20000) == (168 + s.train.rnn_steps, 24)
+
+
+@pytest.mark.parametrize(
+    "n,freq,country,names",
+    [
+        (2000, "h", None, ["tod_sin", "tod_cos", "dow_sin", "dow_cos"]),  # 83 days
+        (400, "D", None, ["dow_sin", "dow_cos"]),  # training rows: 280 days
+        (1500, "D", None, ["dow_sin", "dow_cos", "doy_sin", "doy_cos"]),  # training rows: 1050 days
+        (1500, "D", "US", ["dow_sin", "dow_cos", "doy_sin", "doy_cos", "holiday"]),
+    ],
+)
+def test_the_default_calendar_is_resolved_from_the_frequency_and_the_training_span(n, freq, country, names):
+    s = Params(window={"lookback": 14, "horizon": 7}, calendar={"country": country}).for_dataset("t")
+    assert s.calendar.parts == "auto"
+    ws = build_windows(
+        frame(n, freq=freq), name="t", variables=["load", "temp"], targets=["load"], freq=freq, settings=s
+    )
+    assert ws.meta.future_names == names and ws.future.shape == (n, len(names))
+    # what the model and its metadata carry: the parts as resolved, never 'auto'
+    assert ws.meta.calendar["parts"] == [
+        p for p in ("tod", "dow", "doy", "holiday") if f"{p}_sin" in names or p in names
+    ]
 
 
 def test_auto_lookback_shrinks_for_a_short_series():

@@ -6,6 +6,10 @@ Parts (params.yaml `calendar.parts`):
   doy      day of year as sin/cos (useful where training spans several years)
   holiday  1 on a public holiday of `calendar.country` (and `calendar.subdiv`), else 0; the `holidays` package
            ships its tables, so no network is needed
+`parts: auto` (the default) is resolved once, when the windows are built, from the frequency and the span of the
+training rows (`resolve_parts`): tod below daily steps, dow for steps up to a day, doy once the training rows span
+two years (a yearly cycle seen once cannot be told from a trend), holiday only where `calendar.country` is set (and
+steps are at most a day). The resolved list is what the windows, the model and its metadata carry.
 Cyclical encodings put the last hour of a cycle beside its first. The same function computes the features for
 the training rows and for a forecast's horizon, from the timestamps alone: whoever forecasts (the batch forecast,
 the service) computes them, and the model's ONNX metadata says which parts and which country.
@@ -32,7 +36,8 @@ def as_dict(cal: Any) -> dict:
     """A calendar configuration (CalendarConfig or its dict) as the plain dict the metadata carries."""
     if cal is None:
         return {"parts": [], "country": None, "subdiv": None, "timezone": None}
-    return {"parts": list(_get(cal, "parts") or []), "country": _get(cal, "country"),
+    parts = _get(cal, "parts")
+    return {"parts": parts if parts == "auto" else list(parts or []), "country": _get(cal, "country"),
             "subdiv": _get(cal, "subdiv"), "timezone": _get(cal, "timezone")}
 
 
@@ -44,9 +49,55 @@ def sub_daily(freq: str) -> bool:
         return False
 
 
+def up_to_daily(freq: str) -> bool:
+    """Steps of at most a day: sub-daily, daily, business or custom business days."""
+    off = pd.tseries.frequencies.to_offset(freq)
+    if isinstance(off, (pd.offsets.BusinessDay, pd.offsets.CustomBusinessDay)):
+        return off.n == 1
+    try:
+        return pd.Timedelta(off) <= pd.Timedelta("1D")
+    except (ValueError, TypeError):   # weeks anchored on a weekday, months, quarters, years
+        return False
+
+
+def yearly_or_longer(freq: str) -> bool:
+    off = pd.tseries.frequencies.to_offset(freq)
+    return isinstance(off, (pd.offsets.YearBegin, pd.offsets.YearEnd, pd.offsets.BYearBegin, pd.offsets.BYearEnd))
+
+
+MIN_DOY_SPAN = pd.Timedelta(days=730)   # training rows spanning two years: day of year is learnable, not a trend
+
+
+def resolve_parts(parts, freq: str, span: pd.Timedelta | None = None, country: str | None = None) -> list[str]:
+    """The calendar parts a series gets: an explicit list as it is; 'auto' from the frequency and `span`, the time
+    the training rows cover (module docstring). Pure: the same inputs give the same parts."""
+    if parts != "auto":
+        return list(parts or [])
+    out = []
+    if sub_daily(freq):
+        out.append("tod")
+    if up_to_daily(freq):
+        out.append("dow")
+    if span is not None and pd.Timedelta(span) >= MIN_DOY_SPAN and not yearly_or_longer(freq):
+        out.append("doy")
+    if country and up_to_daily(freq):
+        out.append("holiday")
+    return out
+
+
+def resolved(cal: Any, freq: str, span: pd.Timedelta | None = None) -> dict:
+    """as_dict(cal) with its parts resolved (resolve_parts) for a series of frequency `freq` whose training rows
+    cover `span`."""
+    d = as_dict(cal)
+    d["parts"] = resolve_parts(d["parts"], freq, span, d["country"])
+    return d
+
+
 def column_names(freq: str, cal: Any) -> list[str]:
     """The columns `calendar_features` gives for `cal` at frequency `freq`, in order."""
     parts = _get(cal, "parts") or []
+    if parts == "auto":
+        raise ValueError("calendar parts 'auto' must be resolved for the series first (calendar.resolved)")
     names = []
     if "tod" in parts and sub_daily(freq):
         names += ["tod_sin", "tod_cos"]

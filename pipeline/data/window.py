@@ -43,14 +43,18 @@ from . import calendar as _calendar
 from .frequency import seasons_for
 
 SPLITS = ("train", "val", "test")
+MAX_AUTO_SEASON = 1024   # the longest season an auto lookback spans (resolve_window)
 
 
 def resolve_window(settings: Settings, freq: str, n_rows: int | None = None) -> tuple[int, int]:
     """Lookback and horizon in steps; explicit numbers in params.yaml win over 'auto'.
 
     auto horizon: one day of steps for sub-daily data, else the shortest natural season (a week of days).
-    auto lookback: the longest natural season that fits the series comfortably plus `train.rnn_steps`,
-    so a model anchored on that season still sees its recent dynamics.
+    auto lookback: the longest natural season that fits the series comfortably (ten lookbacks in its rows) and
+    spans at most MAX_AUTO_SEASON steps, plus `train.rnn_steps`, so a model anchored on that season still sees its
+    recent dynamics. The cap keeps a week of 5-minute steps (2016) out: the linear anchor's columns would outgrow
+    what its training windows support (docs/research.md: four weeks of half-hours fitted worse than eight
+    days) and every window read would grow with them; such a series keeps its day.
     """
     w = settings.window
     seasons = seasons_for(freq, n_rows)
@@ -59,7 +63,8 @@ def resolve_window(settings: Settings, freq: str, n_rows: int | None = None) -> 
         horizon = seasons[0] if seasons else 1
     lookback = w.lookback
     if lookback == "auto":
-        fit = [m for m in seasons if n_rows is None or (m + settings.train.rnn_steps) * 10 <= n_rows]
+        fit = [m for m in seasons
+               if m <= MAX_AUTO_SEASON and (n_rows is None or (m + settings.train.rnn_steps) * 10 <= n_rows)]
         lookback = (max(fit) if fit else 0) + settings.train.rnn_steps
         if n_rows is not None:   # a short series: a tenth of it at most, so every split keeps windows
             lookback = max(2, min(lookback, n_rows // 10))
@@ -451,7 +456,9 @@ def build_windows(frame: pd.DataFrame, *, name: str, variables: list[str], targe
     if missing:
         raise DataValidationError(f"{name}: known-future column(s) {', '.join(missing)} not in the data: re-ingest "
                                   f"with them (--future-features)")
-    future, fnames, fkinds = future_table(ts, freq, settings.calendar,
+    # calendar.parts auto: from the frequency and the time the training rows cover
+    cal = _calendar.resolved(settings.calendar, freq, pd.Timestamp(ts[val_start - 1]) - pd.Timestamp(ts[0]))
+    future, fnames, fkinds = future_table(ts, freq, cal,
                                           {c: frame[c].to_numpy(np.float32) for c in (future_features or [])})
     at = lambda i: str(pd.Timestamp(ts[i]))  # noqa: E731  (readable stamps in windows.json and messages)
     meta = WindowMeta(
@@ -462,7 +469,7 @@ def build_windows(frame: pd.DataFrame, *, name: str, variables: list[str], targe
         split_times={"train": [at(0), at(val_start - 1)], "val": [at(val_start), at(test_start - 1)],
                      "test": [at(test_start), at(-1)]},
         data_md5=data_md5, seasons=seasons_for(freq, rows), value_bounds=value_bounds,
-        future_names=fnames, future_kinds=fkinds, calendar=_calendar.as_dict(settings.calendar) if fnames else {},
+        future_names=fnames, future_kinds=fkinds, calendar=cal if fnames else {},
     )
     return WindowSet(values, ts, meta, starts, filled, future)
 
@@ -667,7 +674,10 @@ def build_panel_windows(frame: pd.DataFrame, meta: dict, *, name: str, settings:
     ts = np.concatenate(tblocks)
     filled = np.concatenate(fblocks) if fblocks else None
     st = {k: (np.concatenate(v) if v else np.zeros(0, np.int64)).astype(np.int64) for k, v in starts.items()}
-    fut, fnames, fkinds = future_table(ts, freq, settings.calendar,
+    # calendar.parts auto: from the frequency and the longest time a series' training rows cover
+    span = max((pd.Timestamp(sp[1]) - pd.Timestamp(sp[0]) for sp in spans), default=None)
+    cal = _calendar.resolved(settings.calendar, freq, span)
+    fut, fnames, fkinds = future_table(ts, freq, cal,
                                        {c: _with_breaks(frame[c].to_numpy(np.float32), bounds, ids, sid)
                                         for c in future_features})
     offsets_a, train_a = np.asarray(offsets), np.asarray(train_end)
@@ -691,7 +701,7 @@ def build_panel_windows(frame: pd.DataFrame, meta: dict, *, name: str, settings:
         seasons=seasons_for(freq, int(np.median(lengths))),
         # per-series scales make profiled ranges per series; only the declared ranges (raw units) travel
         value_bounds=declared, future_names=fnames, future_kinds=fkinds,
-        calendar=_calendar.as_dict(settings.calendar) if fnames else {},
+        calendar=cal if fnames else {},
         panel={"id_cols": list(info.get("id_cols") or []),
                "series": {s: (info["series"].get(s) or {}).get("ids", {}) for s in ids},
                "status": status, "scales": scales, "counts": counts, "not_windowed": skipped,

@@ -98,7 +98,8 @@ def cpu_threads(settings: Settings, device: torch.device | str) -> int | None:
         return None
     if t.threads != "auto":
         return int(t.threads)
-    return max(1, (os.cpu_count() or 1) // t.parallel) if t.parallel > 1 else None
+    n = t.parallel_count()
+    return max(1, (os.cpu_count() or 1) // n) if n > 1 else None
 
 
 @contextmanager
@@ -113,6 +114,14 @@ def torch_threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def use_decoder(setting: bool | str, meta) -> bool:
+    """train.decoder for a window set: auto runs the decoder cell when there is something for it to read over the
+    horizon (a known-future block) and more than one step to run over; true / false as set."""
+    if setting == "auto":
+        return meta.n_future > 0 and meta.horizon > 1
+    return bool(setting)
 
 
 def model_spec(ws: WindowSet, cand: Candidate, settings: Settings, anchor: AnchorChoice | int | None) -> ModelSpec:
@@ -138,7 +147,7 @@ def model_spec(ws: WindowSet, cand: Candidate, settings: Settings, anchor: Ancho
         n_future=m.n_future,
         future_mean=fmean,
         future_std=fstd,
-        decoder=t.decoder,
+        decoder=use_decoder(t.decoder, m),
         quantiles=list(settings.evaluate.quantiles),
     )
 
