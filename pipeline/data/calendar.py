@@ -14,6 +14,7 @@ Cyclical encodings put the last hour of a cycle beside its first. The same funct
 the training rows and for a forecast's horizon, from the timestamps alone: whoever forecasts (the batch forecast,
 the service) computes them, and the model's ONNX metadata says which parts and which country.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -24,8 +25,8 @@ import pandas as pd
 from ..errors import ConfigError
 
 PARTS = ("tod", "dow", "doy", "holiday")
-CALENDAR = "calendar"      # the kind of a future column computed from timestamps
-USER = "user"              # ... and of one whose values a user supplies (ingest --future-features)
+CALENDAR = "calendar"  # the kind of a future column computed from timestamps
+USER = "user"  # ... and of one whose values a user supplies (ingest --future-features)
 
 
 def _get(cal: Any, key: str):
@@ -37,15 +38,19 @@ def as_dict(cal: Any) -> dict:
     if cal is None:
         return {"parts": [], "country": None, "subdiv": None, "timezone": None}
     parts = _get(cal, "parts")
-    return {"parts": parts if parts == "auto" else list(parts or []), "country": _get(cal, "country"),
-            "subdiv": _get(cal, "subdiv"), "timezone": _get(cal, "timezone")}
+    return {
+        "parts": parts if parts == "auto" else list(parts or []),
+        "country": _get(cal, "country"),
+        "subdiv": _get(cal, "subdiv"),
+        "timezone": _get(cal, "timezone"),
+    }
 
 
 def sub_daily(freq: str) -> bool:
     off = pd.tseries.frequencies.to_offset(freq)
     try:
         return pd.Timedelta(off) < pd.Timedelta("1D")
-    except (ValueError, TypeError):   # calendar offsets (business days, months): a day or longer
+    except (ValueError, TypeError):  # calendar offsets (business days, months): a day or longer
         return False
 
 
@@ -56,7 +61,7 @@ def up_to_daily(freq: str) -> bool:
         return off.n == 1
     try:
         return pd.Timedelta(off) <= pd.Timedelta("1D")
-    except (ValueError, TypeError):   # weeks anchored on a weekday, months, quarters, years
+    except (ValueError, TypeError):  # weeks anchored on a weekday, months, quarters, years
         return False
 
 
@@ -65,7 +70,7 @@ def yearly_or_longer(freq: str) -> bool:
     return isinstance(off, (pd.offsets.YearBegin, pd.offsets.YearEnd, pd.offsets.BYearBegin, pd.offsets.BYearEnd))
 
 
-MIN_DOY_SPAN = pd.Timedelta(days=730)   # training rows spanning two years: day of year is learnable, not a trend
+MIN_DOY_SPAN = pd.Timedelta(days=730)  # training rows spanning two years: day of year is learnable, not a trend
 
 
 def resolve_parts(parts, freq: str, span: pd.Timedelta | None = None, country: str | None = None) -> list[str]:
@@ -124,12 +129,14 @@ def _local(ts, zone: str | None) -> pd.DatetimeIndex:
 
 def holiday_dates(country: str, subdiv: str | None, years) -> np.ndarray:
     """The public holidays of `country` / `subdiv` in `years`, as datetime64[D]."""
-    import holidays   # here: light, but only a calendar with holidays needs it
+    import holidays  # here: light, but only a calendar with holidays needs it
 
     try:
         table = holidays.country_holidays(country, subdiv=subdiv, years=sorted({int(y) for y in years}))
     except NotImplementedError as e:
-        what = f"calendar.subdiv '{subdiv}'" if subdiv and "subdiv" in str(e).lower() else f"calendar.country '{country}'"
+        what = (
+            f"calendar.subdiv '{subdiv}'" if subdiv and "subdiv" in str(e).lower() else f"calendar.country '{country}'"
+        )
         raise ConfigError(f"{what}: not known to the holidays package ({str(e).splitlines()[0][:120]})") from None
     return np.array(sorted(table.keys()), dtype="datetime64[D]")
 

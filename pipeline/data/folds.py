@@ -7,6 +7,7 @@ by fold, the test blocks follow each other without overlapping. A fold's window 
 rows up to its test block's end only; its scaler, plausible bounds, anchor and calibration are fitted on its own
 train / validation rows exactly as the main split's are (data/window.py), so nothing a fold fits reads its test rows.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -20,15 +21,18 @@ from .window import WindowSet, profile_bounds, usable_windows, window_starts
 
 @dataclass(frozen=True)
 class Fold:
-    index: int           # 1 = oldest
-    val_start: int       # first row not trained on (the validation block's first row)
-    test_start: int      # the test block's first row
-    test_end: int        # one past its last row: the fold reads no row from here on
+    index: int  # 1 = oldest
+    val_start: int  # first row not trained on (the validation block's first row)
+    test_start: int  # the test block's first row
+    test_end: int  # one past its last row: the fold reads no row from here on
 
     def rows(self) -> dict[str, list[int]]:
         """Each block as [first row, one past the last]."""
-        return {"train": [0, self.val_start], "val": [self.val_start, self.test_start],
-                "test": [self.test_start, self.test_end]}
+        return {
+            "train": [0, self.val_start],
+            "val": [self.val_start, self.test_start],
+            "test": [self.test_start, self.test_end],
+        }
 
 
 def make_folds(end: int, lookback: int, horizon: int, k: int, val_rows: int, test_rows: int) -> list[Fold]:
@@ -37,16 +41,19 @@ def make_folds(end: int, lookback: int, horizon: int, k: int, val_rows: int, tes
     if k < 1:
         raise ValueError(f"{k} folds: need at least one")
     if min(val_rows, test_rows) < horizon:
-        raise ValueError(f"validation / test blocks of {val_rows} / {test_rows} rows are shorter than the horizon "
-                         f"({horizon})")
+        raise ValueError(
+            f"validation / test blocks of {val_rows} / {test_rows} rows are shorter than the horizon ({horizon})"
+        )
     folds = []
     for i in range(k):
         test_end = end - (k - 1 - i) * test_rows
         folds.append(Fold(i + 1, test_end - test_rows - val_rows, test_end - test_rows, test_end))
     if folds[0].val_start < lookback + horizon:
-        raise ValueError(f"{k} folds of {val_rows} validation + {test_rows} test rows leave the first fold "
-                         f"{max(folds[0].val_start, 0)} training rows of the {end}, fewer than one window "
-                         f"(lookback {lookback} + horizon {horizon})")
+        raise ValueError(
+            f"{k} folds of {val_rows} validation + {test_rows} test rows leave the first fold "
+            f"{max(folds[0].val_start, 0)} training rows of the {end}, fewer than one window "
+            f"(lookback {lookback} + horizon {horizon})"
+        )
     return folds
 
 
@@ -54,8 +61,14 @@ def folds_for(ws: WindowSet, k: int, end: int | None = None) -> list[Fold]:
     """The folds of a window set: blocks the size of its validation and test splits, ending at `end` (default: the
     series' end)."""
     m = ws.meta
-    return make_folds(m.rows if end is None else end, m.lookback, m.horizon, k,
-                      m.bounds["test"] - m.bounds["val"], m.rows - m.bounds["test"])
+    return make_folds(
+        m.rows if end is None else end,
+        m.lookback,
+        m.horizon,
+        k,
+        m.bounds["test"] - m.bounds["val"],
+        m.rows - m.bounds["test"],
+    )
 
 
 def fold_windowset(ws: WindowSet, fold: Fold, settings: Settings) -> WindowSet:
@@ -77,14 +90,24 @@ def fold_windowset(ws: WindowSet, fold: Fold, settings: Settings) -> WindowSet:
         std = np.nanstd(train, axis=0) if len(train) else np.ones(len(m.variables))
     mean = np.where(np.isfinite(mean), mean, 0.0)
     std = np.where(~np.isfinite(std) | (std < 1e-8), 1.0, std)
-    declared = {v: [float(x) for x in settings.validate_.bounds[v]] for v in m.variables
-                if v in settings.validate_.bounds}
-    bounds = {**profile_bounds(pd.DataFrame(train, columns=m.variables), m.variables,
-                               settings.validate_.profile_tolerance), **declared}
+    declared = {
+        v: [float(x) for x in settings.validate_.bounds[v]] for v in m.variables if v in settings.validate_.bounds
+    }
+    bounds = {
+        **profile_bounds(pd.DataFrame(train, columns=m.variables), m.variables, settings.validate_.profile_tolerance),
+        **declared,
+    }
     at = lambda i: str(pd.Timestamp(stamps[i]))  # noqa: E731
-    meta = replace(m, rows=n, bounds={"val": vs, "test": ts_}, counts={k: int(len(v)) for k, v in starts.items()},
-                   mean=[float(x) for x in mean], std=[float(x) for x in std], start=at(0), end=at(n - 1),
-                   split_times={"train": [at(0), at(vs - 1)], "val": [at(vs), at(ts_ - 1)],
-                                "test": [at(ts_), at(n - 1)]},
-                   value_bounds=bounds)
+    meta = replace(
+        m,
+        rows=n,
+        bounds={"val": vs, "test": ts_},
+        counts={k: int(len(v)) for k, v in starts.items()},
+        mean=[float(x) for x in mean],
+        std=[float(x) for x in std],
+        start=at(0),
+        end=at(n - 1),
+        split_times={"train": [at(0), at(vs - 1)], "val": [at(vs), at(ts_ - 1)], "test": [at(ts_), at(n - 1)]},
+        value_bounds=bounds,
+    )
     return WindowSet(values, stamps, meta, starts, filled, future)

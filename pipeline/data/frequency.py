@@ -1,5 +1,6 @@
 """Frequencies of time series: checking and inferring them, the regular grid and its gaps, the
 natural seasons of a frequency, and the steps that follow a timestamp on it."""
+
 from __future__ import annotations
 
 import warnings
@@ -9,7 +10,7 @@ import pandas as pd
 
 from ..errors import ConfigError, IngestError
 
-_MIN_STEP_SHARE = 0.5   # the most common step must cover this share of steps to be taken as the frequency
+_MIN_STEP_SHARE = 0.5  # the most common step must cover this share of steps to be taken as the frequency
 
 
 def to_freq(freq, where: str = "--freq") -> str:
@@ -17,7 +18,9 @@ def to_freq(freq, where: str = "--freq") -> str:
     try:
         return pd.tseries.frequencies.to_offset(freq).freqstr
     except (ValueError, TypeError):
-        raise ConfigError(f"{where} '{freq}': not a pandas frequency alias (e.g. 5min, 30min, h, D, B, W-SUN, MS)") from None
+        raise ConfigError(
+            f"{where} '{freq}': not a pandas frequency alias (e.g. 5min, 30min, h, D, B, W-SUN, MS)"
+        ) from None
 
 
 def infer_freq(ts: pd.Series | pd.DatetimeIndex, source: str = "input") -> str:
@@ -29,7 +32,9 @@ def infer_freq(ts: pd.Series | pd.DatetimeIndex, source: str = "input") -> str:
     """
     idx = pd.DatetimeIndex(ts).dropna().unique().sort_values()
     if len(idx) < 3:
-        raise IngestError.broken("frequency", f"{source}: cannot infer a frequency from {len(idx)} distinct timestamps; pass --freq")
+        raise IngestError.broken(
+            "frequency", f"{source}: cannot infer a frequency from {len(idx)} distinct timestamps; pass --freq"
+        )
     try:
         with warnings.catch_warnings():  # pandas 3 warns that infer_freq will return an offset: either works below
             warnings.simplefilter("ignore")
@@ -42,8 +47,11 @@ def infer_freq(ts: pd.Series | pd.DatetimeIndex, source: str = "input") -> str:
     counts = steps.value_counts()
     step, n = counts.index[0], int(counts.iloc[0])
     if n / len(steps) < _MIN_STEP_SHARE:
-        raise IngestError.broken("frequency", f"{source}: cannot infer a regular frequency: the most common step {step} covers only "
-                          f"{n}/{len(steps)} steps; pass --freq")
+        raise IngestError.broken(
+            "frequency",
+            f"{source}: cannot infer a regular frequency: the most common step {step} covers only "
+            f"{n}/{len(steps)} steps; pass --freq",
+        )
     day = pd.Timedelta(days=1)
     if step == day:
         return "D" if (idx.day_of_week >= 5).any() else "B"
@@ -82,8 +90,12 @@ def gap_stats(ts: pd.Series | pd.DatetimeIndex, freq: str) -> dict:
     _, pos, off_grid = grid_positions(idx, freq)
     d = np.diff(np.sort(pos)) - 1
     d = d[d > 0]
-    return {"count": int(len(d)), "missing_steps": int(d.sum()), "longest_steps": int(d.max()) if len(d) else 0,
-            "off_grid": off_grid}
+    return {
+        "count": int(len(d)),
+        "missing_steps": int(d.sum()),
+        "longest_steps": int(d.max()) if len(d) else 0,
+        "off_grid": off_grid,
+    }
 
 
 def seasons_for(freq: str, n_rows: int | None = None) -> list[int]:
@@ -92,7 +104,7 @@ def seasons_for(freq: str, n_rows: int | None = None) -> list[int]:
     from pandas.tseries.frequencies import to_offset
 
     off = to_offset(freq)
-    if isinstance(off, (pd.offsets.Tick, pd.offsets.Day)):      # fixed steps: seconds .. days
+    if isinstance(off, (pd.offsets.Tick, pd.offsets.Day)):  # fixed steps: seconds .. days
         step = pd.Timedelta(off)
         day, week, year = pd.Timedelta("1D"), pd.Timedelta("7D"), pd.Timedelta("365D")
         out = []

@@ -4,17 +4,18 @@ Canonical frame: column `timestamp` (datetime64[ns], tz-naive; UTC if the input 
 value columns, targets first, float64, sorted by time. A panel (`id_cols`, many series in long format)
 puts `series_id` and the id columns first and sorts by (series_id, timestamp); its Parquet file keeps whole
 series per row group (panel.py). With `agg`, readings at irregular times are first aggregated onto the
-`freq` grid per series (resample.py), and the metadata says how many readings went into how many points. Duplicated timestamps, gaps, NaN and inf are
-kept as they are: the validation policy decides about them. Ingest only refuses what cannot be read
-as a time series, with one line naming the file and the problem, and keeps a copy of the rejected
-input in quarantine. The input file is only ever read.
+`freq` grid per series (resample.py), and the metadata says how many readings went into how many points.
+Duplicated timestamps, gaps, NaN and inf are kept as they are: the validation policy decides about them. Ingest
+only refuses what cannot be read as a time series, with one line naming the file and the problem, and keeps a copy
+of the rejected input in quarantine. The input file is only ever read.
 """
+
 from __future__ import annotations
 
 import json
 import shutil
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -34,28 +35,28 @@ from .resample import check_agg, to_grid
 @dataclass
 class SeriesMeta:
     name: str
-    source: str                     # "file" or "bundled:NAME"
+    source: str  # "file" or "bundled:NAME"
     input_path: str
     input_sha256: str
-    format: str                     # csv | parquet | bundled
-    time_col: str                   # the time column as named in the input
+    format: str  # csv | parquet | bundled
+    time_col: str  # the time column as named in the input
     targets: list[str]
     features: list[str]
-    freq: str                       # pandas alias
-    freq_source: str                # declared | inferred
+    freq: str  # pandas alias
+    freq_source: str  # declared | inferred
     rows: int
     columns: list[str]
     start: str | None
     end: str | None
-    gaps: dict                      # {count, missing_steps, longest_steps, off_grid}
-    duplicates: int                 # rows whose timestamp repeats an earlier one
-    unsorted: bool                  # the input was not in time order (the output is)
-    timezone: str | None            # the input's zone if it had one (values converted to UTC)
+    gaps: dict  # {count, missing_steps, longest_steps, off_grid}
+    duplicates: int  # rows whose timestamp repeats an earlier one
+    unsorted: bool  # the input was not in time order (the output is)
+    timezone: str | None  # the input's zone if it had one (values converted to UTC)
     ingested_at: str
     delimiter: str | None = None
     encoding: str | None = None
     decimal: str | None = None
-    dataset: dict | None = None     # DatasetInfo of a bundled dataset
+    dataset: dict | None = None  # DatasetInfo of a bundled dataset
     extra: dict = field(default_factory=dict)
     # a panel: {id_cols, partition_rows, row_groups, series: {series_id: {ids, rows, observed_rows, start, end,
     # gaps, duplicates[, readings, grid_points]}}}; None: one series
@@ -65,17 +66,17 @@ class SeriesMeta:
     # features whose values are known ahead (--future-features): rows after the last observation may carry them
     # for the horizon (the batch forecast reads them there)
     future_features: list[str] = field(default_factory=list)
-    future_rows: int = 0            # rows after the last target observation (known-future values only)
+    future_rows: int = 0  # rows after the last target observation (known-future values only)
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for k in ("panel", "resample"):   # a single series' raw.json stays as it was
+        for k in ("panel", "resample"):  # a single series' raw.json stays as it was
             if d[k] is None:
                 d.pop(k)
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SeriesMeta":
+    def from_dict(cls, d: dict) -> SeriesMeta:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         return cls(**known)
 
@@ -101,8 +102,9 @@ def _describe(out: pd.DataFrame, freq: str) -> dict:
     }
 
 
-def _describe_panel(out: pd.DataFrame, freq: str, variables: list[str], id_cols: list[str],
-                    resampled: dict | None) -> tuple[dict, dict]:
+def _describe_panel(
+    out: pd.DataFrame, freq: str, variables: list[str], id_cols: list[str], resampled: dict | None
+) -> tuple[dict, dict]:
     """(the pooled single-series fields, the `panel` metadata without its row groups) of a sorted panel frame."""
     series = describe_series(out, freq, variables, id_cols)
     for sid, counts in ((resampled or {}).pop("series", None) or {}).items():
@@ -114,8 +116,12 @@ def _write(name: str, out: pd.DataFrame, meta: SeriesMeta, settings: Settings) -
     pq, js = raw_paths(name, settings)
     if meta.panel is not None:
         budget = settings.ingest.partition_rows
-        meta.panel = {"id_cols": meta.panel["id_cols"], "partition_rows": budget,
-                      "row_groups": write_panel(out, pq, budget), "series": meta.panel["series"]}
+        meta.panel = {
+            "id_cols": meta.panel["id_cols"],
+            "partition_rows": budget,
+            "row_groups": write_panel(out, pq, budget),
+            "series": meta.panel["series"],
+        }
     else:
         write_parquet(out, pq)
     write_json(js, meta.to_dict())
@@ -128,18 +134,33 @@ def _quarantine(name: str, path: Path, error: Exception, settings: Settings, ext
     if path.is_file():
         shutil.copy2(path, q / path.name)
         copied = path.name
-    elif path.is_dir() and not q.resolve().is_relative_to(path.resolve()):   # a Parquet dataset folder
+    elif path.is_dir() and not q.resolve().is_relative_to(path.resolve()):  # a Parquet dataset folder
         shutil.copytree(path, q / path.name)
         copied = path.name
-    write_json(q / "report.json", {"stage": "ingest", "name": name, "input_path": str(path), "copied": copied,
-                                    "error": str(error), "rule": getattr(error, "rule", type(error).__name__),
-                                    "count": getattr(error, "count", None),
-                                    "at": utc_stamp(), **extra})
+    write_json(
+        q / "report.json",
+        {
+            "stage": "ingest",
+            "name": name,
+            "input_path": str(path),
+            "copied": copied,
+            "error": str(error),
+            "rule": getattr(error, "rule", type(error).__name__),
+            "count": getattr(error, "count", None),
+            "at": utc_stamp(),
+            **extra,
+        },
+    )
     return q
 
 
-def _check_options(time_col: str, targets: list[str], features: list[str], future: list[str] | None = None,
-                   id_cols: list[str] | None = None) -> None:
+def _check_options(
+    time_col: str,
+    targets: list[str],
+    features: list[str],
+    future: list[str] | None = None,
+    id_cols: list[str] | None = None,
+) -> None:
     if not targets:
         raise ConfigError("--target: at least one target column is needed")
     known_target = [c for c in (future or []) if c in targets]
@@ -162,7 +183,7 @@ def future_rows(frame: pd.DataFrame, targets: list[str]) -> int:
     done = frame[targets].notna().all(axis=1).to_numpy()
     if not done.any():
         return 0
-    return int(done[::-1].argmax())     # trailing rows before the last observed one, counted from the end
+    return int(done[::-1].argmax())  # trailing rows before the last observed one, counted from the end
 
 
 def _future_rows(frame: pd.DataFrame, targets: list[str], id_cols: list[str]) -> int:
@@ -172,11 +193,24 @@ def _future_rows(frame: pd.DataFrame, targets: list[str], id_cols: list[str]) ->
     return int(sum(future_rows(g, targets) for _, g in frame.groupby(id_cols, sort=False, dropna=False)))
 
 
-def ingest_file(path: str | Path, *, name: str, time_col: str, targets: list[str], features: list[str] | None = None,
-                freq: str | None = None, fmt: Literal["csv", "parquet"] | None = None, delimiter: str | None = None,
-                time_format: str | None = None, time_unit: str | None = None, dayfirst: bool | None = None,
-                id_cols: list[str] | None = None, agg: str | None = None, settings: Settings,
-                future_features: list[str] | None = None) -> IngestResult:
+def ingest_file(
+    path: str | Path,
+    *,
+    name: str,
+    time_col: str,
+    targets: list[str],
+    features: list[str] | None = None,
+    freq: str | None = None,
+    fmt: Literal["csv", "parquet"] | None = None,
+    delimiter: str | None = None,
+    time_format: str | None = None,
+    time_unit: str | None = None,
+    dayfirst: bool | None = None,
+    id_cols: list[str] | None = None,
+    agg: str | None = None,
+    settings: Settings,
+    future_features: list[str] | None = None,
+) -> IngestResult:
     """Read a CSV or Parquet file into data/NAME/raw.parquet + raw.json. Failures: IngestError, input quarantined.
 
     future_features: columns whose values are known ahead (default: params.yaml ingest.future_features); they are
@@ -194,7 +228,7 @@ def ingest_file(path: str | Path, *, name: str, time_col: str, targets: list[str
     features = list(features or [])
     _check_options(time_col, targets, features, future, id_cols)
     check_agg(agg, freq)
-    features += [c for c in future if c not in features]     # known ahead, and read in the lookback as well
+    features += [c for c in future if c not in features]  # known ahead, and read in the lookback as well
     path = Path(path)
     pq, _ = raw_paths(name, settings)
     if pq.exists() and path.exists() and pq.resolve() == path.resolve():
@@ -202,20 +236,36 @@ def ingest_file(path: str | Path, *, name: str, time_col: str, targets: list[str
     declared = to_freq(freq) if freq else None
     try:
         if not path.exists():
-            raise IngestError.broken("missing_file", f"{path}: file not found; check the path (relative paths start in "
-                                     f"{Path.cwd()})")
+            raise IngestError.broken(
+                "missing_file", f"{path}: file not found; check the path (relative paths start in {Path.cwd()})"
+            )
         if path.is_dir() and not (fmt == "parquet" and id_cols):
-            raise IngestError.broken("directory", f"{path}: is a directory, not a CSV or Parquet file; pass a file in it "
-                                     f"(a Parquet dataset partitioned by series: --parquet DIR with --id-col)")
-        if path.is_dir():   # a Parquet dataset, e.g. one folder per series (sensor=A/...): read through pyarrow
+            raise IngestError.broken(
+                "directory",
+                f"{path}: is a directory, not a CSV or Parquet file; pass a file in it "
+                f"(a Parquet dataset partitioned by series: --parquet DIR with --id-col)",
+            )
+        if path.is_dir():  # a Parquet dataset, e.g. one folder per series (sensor=A/...): read through pyarrow
             kind, sha = "parquet", sha256_tree(path)
             df, info = read_parquet_dataset(path)
         else:
             kind = detect_format(path, fmt)
             sha = sha256_file(path)
             df, info = read_csv(path, delimiter) if kind == "csv" else read_parquet(path)
-        out, more = canonical_frame(path, df, time_col, targets, features, kind, info.get("delimiter"), time_format,
-                                    time_unit, dayfirst, info.get("encoding"), id_cols)
+        out, more = canonical_frame(
+            path,
+            df,
+            time_col,
+            targets,
+            features,
+            kind,
+            info.get("delimiter"),
+            time_format,
+            time_unit,
+            dayfirst,
+            info.get("encoding"),
+            id_cols,
+        )
         resampled = None
         if agg and declared:  # check_agg: an aggregation comes with its frequency
             out, resampled = to_grid(out, declared, agg, targets + features, id_cols)
@@ -224,23 +274,55 @@ def ingest_file(path: str | Path, *, name: str, time_col: str, targets: list[str
         else:
             f = declared or infer_freq(out["timestamp"], str(path))
     except (IngestError, ConfigError) as e:
-        _quarantine(name, path, e, settings, {"format": fmt, "time_col": time_col, "targets": targets,
-                                               "features": features, "id_cols": id_cols, "agg": agg})
+        _quarantine(
+            name,
+            path,
+            e,
+            settings,
+            {
+                "format": fmt,
+                "time_col": time_col,
+                "targets": targets,
+                "features": features,
+                "id_cols": id_cols,
+                "agg": agg,
+            },
+        )
         raise
     if id_cols:
         described, panel = _describe_panel(out, f, targets + features, id_cols, resampled)
     else:
         described, panel = _describe(out, f), None
-    meta = SeriesMeta(name=name, source="file", input_path=str(path), input_sha256=sha, format=kind,
-                      time_col=time_col, targets=targets, features=features, freq=f,
-                      freq_source="declared" if declared else "inferred", timezone=more["timezone"],
-                      unsorted=more["unsorted"], ingested_at=datetime.now(timezone.utc).isoformat(),
-                      delimiter=info.get("delimiter"), encoding=info.get("encoding"), decimal=more["decimal"],
-                      extra={"time_format": time_format, "time_unit": time_unit, "time_reading": more["time_reading"],
-                             # the order read, so a re-run of a grown file reads it the same way
-                             "dayfirst": {"day-first": True, "month-first": False}.get(more["time_reading"]["order"])},
-                      panel=panel, resample=resampled, future_features=future,
-                      future_rows=_future_rows(out, targets, id_cols) if future else 0, **described)
+    meta = SeriesMeta(
+        name=name,
+        source="file",
+        input_path=str(path),
+        input_sha256=sha,
+        format=kind,
+        time_col=time_col,
+        targets=targets,
+        features=features,
+        freq=f,
+        freq_source="declared" if declared else "inferred",
+        timezone=more["timezone"],
+        unsorted=more["unsorted"],
+        ingested_at=datetime.now(UTC).isoformat(),
+        delimiter=info.get("delimiter"),
+        encoding=info.get("encoding"),
+        decimal=more["decimal"],
+        extra={
+            "time_format": time_format,
+            "time_unit": time_unit,
+            "time_reading": more["time_reading"],
+            # the order read, so a re-run of a grown file reads it the same way
+            "dayfirst": {"day-first": True, "month-first": False}.get(more["time_reading"]["order"]),
+        },
+        panel=panel,
+        resample=resampled,
+        future_features=future,
+        future_rows=_future_rows(out, targets, id_cols) if future else 0,
+        **described,
+    )
     return _write(name, out, meta, settings)
 
 
@@ -250,8 +332,10 @@ def ingest_bundled(name: str, settings: Settings) -> IngestResult:
     future = list(settings.ingest.future_features)
     unknown = [c for c in future if c not in info.features]
     if unknown:
-        raise ConfigError(f"ingest.future_features: '{unknown[0]}' is not a feature of the bundled dataset {name} "
-                          f"({', '.join(info.features) or 'it has none'})")
+        raise ConfigError(
+            f"ingest.future_features: '{unknown[0]}' is not a feature of the bundled dataset {name} "
+            f"({', '.join(info.features) or 'it has none'})"
+        )
     out = datasets.load_bundled(name)
     src = datasets.source_file(name)
     panel = None
@@ -262,19 +346,34 @@ def ingest_bundled(name: str, settings: Settings) -> IngestResult:
         if unsorted:
             out = out.sort_values("timestamp", kind="stable", ignore_index=True)
     ahead = datasets.known_future(name, future, out["timestamp"].iloc[-1]) if future and not info.id_cols else None
-    if ahead is not None and len(ahead):   # the values it can state for the days after its last row
+    if ahead is not None and len(ahead):  # the values it can state for the days after its last row
         out = pd.concat([out, ahead], ignore_index=True)
     if info.id_cols:
-        described, panel = _describe_panel(out, info.freq, list(info.targets) + list(info.features),
-                                           list(info.id_cols), None)
+        described, panel = _describe_panel(
+            out, info.freq, list(info.targets) + list(info.features), list(info.id_cols), None
+        )
     else:
         described = _describe(out, info.freq)
-    meta = SeriesMeta(name=name, source=f"bundled:{name}", input_path=str(src), input_sha256=sha256_file(src),
-                      format="bundled", time_col=info.time_col, targets=list(info.targets),
-                      features=list(info.features), freq=info.freq, freq_source="declared", timezone=None,
-                      unsorted=bool(unsorted), ingested_at=datetime.now(timezone.utc).isoformat(),
-                      dataset=info.to_dict(), panel=panel, future_features=future,
-                      future_rows=0 if ahead is None else int(len(ahead)), **described)
+    meta = SeriesMeta(
+        name=name,
+        source=f"bundled:{name}",
+        input_path=str(src),
+        input_sha256=sha256_file(src),
+        format="bundled",
+        time_col=info.time_col,
+        targets=list(info.targets),
+        features=list(info.features),
+        freq=info.freq,
+        freq_source="declared",
+        timezone=None,
+        unsorted=bool(unsorted),
+        ingested_at=datetime.now(UTC).isoformat(),
+        dataset=info.to_dict(),
+        panel=panel,
+        future_features=future,
+        future_rows=0 if ahead is None else int(len(ahead)),
+        **described,
+    )
     return _write(name, out, meta, settings)
 
 
@@ -287,12 +386,18 @@ def source_of(name: str, settings: Settings) -> dict | None:
     meta = json.loads(js.read_text())
     if meta.get("source") != "file":
         return None
-    return {"path": meta["input_path"], "time_col": meta["time_col"], "targets": meta["targets"],
-            "features": meta.get("features") or [], "fmt": meta.get("format"), "delimiter": meta.get("delimiter"),
-            "freq": meta["freq"] if meta.get("freq_source") == "declared" else None,
-            "time_format": (meta.get("extra") or {}).get("time_format"),
-            "time_unit": (meta.get("extra") or {}).get("time_unit"),
-            "dayfirst": (meta.get("extra") or {}).get("dayfirst"),
-            "future_features": meta.get("future_features") or [],
-            **({"id_cols": meta["panel"]["id_cols"]} if meta.get("panel") else {}),
-            **({"agg": meta["resample"]["agg"]} if meta.get("resample") else {})}
+    return {
+        "path": meta["input_path"],
+        "time_col": meta["time_col"],
+        "targets": meta["targets"],
+        "features": meta.get("features") or [],
+        "fmt": meta.get("format"),
+        "delimiter": meta.get("delimiter"),
+        "freq": meta["freq"] if meta.get("freq_source") == "declared" else None,
+        "time_format": (meta.get("extra") or {}).get("time_format"),
+        "time_unit": (meta.get("extra") or {}).get("time_unit"),
+        "dayfirst": (meta.get("extra") or {}).get("dayfirst"),
+        "future_features": meta.get("future_features") or [],
+        **({"id_cols": meta["panel"]["id_cols"]} if meta.get("panel") else {}),
+        **({"agg": meta["resample"]["agg"]} if meta.get("resample") else {}),
+    }

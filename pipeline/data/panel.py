@@ -7,6 +7,7 @@ joined by "/"; a file whose tuples would join to the same string is refused). A 
 rows; a longer series gets one of its own): a row group is what a reader or a validation worker takes at
 a time (catalog.read_partition, catalog.read_panel). Series may start and end at different times.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -21,7 +22,7 @@ from ..files import parquet_groups
 from .frequency import gap_stats, infer_freq
 
 JOIN = "/"
-_VOTERS = 25            # the longest series whose own frequency is inferred; the most rows decide
+_VOTERS = 25  # the longest series whose own frequency is inferred; the most rows decide
 
 
 def check_id_options(id_cols: list[str], time_col: str, names: list[str]) -> None:
@@ -37,11 +38,14 @@ def check_id_options(id_cols: list[str], time_col: str, names: list[str]) -> Non
         if c == "timestamp":
             raise ConfigError("--id-col 'timestamp': the name is reserved for the time column")
     if SERIES_ID in id_cols and len(id_cols) > 1:
-        raise ConfigError(f"--id-col '{SERIES_ID}': the name is reserved for the joined key when several id columns "
-                          f"are given; rename that column")
+        raise ConfigError(
+            f"--id-col '{SERIES_ID}': the name is reserved for the joined key when several id columns "
+            f"are given; rename that column"
+        )
     if SERIES_ID in names:
-        raise ConfigError(f"column '{SERIES_ID}': the name is reserved for a panel's series key; it cannot be a "
-                          f"target or feature")
+        raise ConfigError(
+            f"column '{SERIES_ID}': the name is reserved for a panel's series key; it cannot be a target or feature"
+        )
 
 
 def series_key(path: Path, df: pd.DataFrame, id_cols: list[str], where) -> tuple[pd.Series, dict[str, pd.Series]]:
@@ -54,9 +58,12 @@ def series_key(path: Path, df: pd.DataFrame, id_cols: list[str], where) -> tuple
         bad = (txt.isna() | (txt == "")).to_numpy()
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise IngestError.broken("id_missing", f"{path}: id column '{c}': {int(bad.sum())} rows have no value (first "
-                                     f"at {where(i)}): every row needs the id of its series; fill or remove those rows",
-                                     int(bad.sum()))
+            raise IngestError.broken(
+                "id_missing",
+                f"{path}: id column '{c}': {int(bad.sum())} rows have no value (first "
+                f"at {where(i)}): every row needs the id of its series; fill or remove those rows",
+                int(bad.sum()),
+            )
         cleaned[c] = txt.astype(str)
     if len(id_cols) == 1:
         return cleaned[id_cols[0]].rename(SERIES_ID), cleaned
@@ -67,9 +74,13 @@ def series_key(path: Path, df: pd.DataFrame, id_cols: list[str], where) -> tuple
     clash = joined.duplicated(keep=False)
     if clash.any():
         a, b = tuples[clash].iloc[0], tuples[clash].iloc[1]
-        raise IngestError.broken("id_collision", f"{path}: id columns {', '.join(repr(c) for c in id_cols)}: values "
-                                 f"{tuple(a)} and {tuple(b)} give the same series id '{joined[clash].iloc[0]}' (the ids "
-                                 f"are joined with '{JOIN}'); make them distinct at the source", int(clash.sum()))
+        raise IngestError.broken(
+            "id_collision",
+            f"{path}: id columns {', '.join(repr(c) for c in id_cols)}: values "
+            f"{tuple(a)} and {tuple(b)} give the same series id '{joined[clash].iloc[0]}' (the ids "
+            f"are joined with '{JOIN}'); make them distinct at the source",
+            int(clash.sum()),
+        )
     return key, cleaned
 
 
@@ -79,7 +90,8 @@ def _codes(frame: pd.DataFrame) -> np.ndarray:
 
 
 def sort_panel(frame: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
-    """Sorted by (series_id, timestamp), stably (duplicated timestamps keep the file's order); and whether it was not."""
+    """Sorted by (series_id, timestamp), stably (duplicated timestamps keep the file's order); and whether it was
+    not."""
     ordered = True
     if len(frame) > 1:
         codes = _codes(frame)
@@ -154,20 +166,30 @@ def describe_series(frame: pd.DataFrame, freq: str, variables: list[str], id_col
     ts = frame["timestamp"]
     for sid, a, b in series_bounds(frame):
         t = ts.iloc[a:b]
-        out[sid] = {"ids": {c: str(frame[c].iat[a]) for c in id_cols if c != SERIES_ID} or {SERIES_ID: sid},
-                    "rows": b - a, "observed_rows": int(complete[a:b].sum()),
-                    "start": str(t.iat[0]), "end": str(t.iat[-1]),
-                    "gaps": gap_stats(t.drop_duplicates(), freq), "duplicates": int(t.duplicated().sum())}
+        out[sid] = {
+            "ids": {c: str(frame[c].iat[a]) for c in id_cols if c != SERIES_ID} or {SERIES_ID: sid},
+            "rows": b - a,
+            "observed_rows": int(complete[a:b].sum()),
+            "start": str(t.iat[0]),
+            "end": str(t.iat[-1]),
+            "gaps": gap_stats(t.drop_duplicates(), freq),
+            "duplicates": int(t.duplicated().sum()),
+        }
     return out
 
 
 def pooled(series: dict) -> dict:
     """A panel's totals over its series, in raw.json's single-series fields (gaps summed, the longest kept)."""
     gaps = [s["gaps"] for s in series.values()]
-    return {"rows": sum(s["rows"] for s in series.values()),
-            "start": min((s["start"] for s in series.values()), default=None),
-            "end": max((s["end"] for s in series.values()), default=None),
-            "gaps": {"count": sum(g["count"] for g in gaps), "missing_steps": sum(g["missing_steps"] for g in gaps),
-                     "longest_steps": max((g["longest_steps"] for g in gaps), default=0),
-                     "off_grid": sum(g["off_grid"] for g in gaps)},
-            "duplicates": sum(s["duplicates"] for s in series.values())}
+    return {
+        "rows": sum(s["rows"] for s in series.values()),
+        "start": min((s["start"] for s in series.values()), default=None),
+        "end": max((s["end"] for s in series.values()), default=None),
+        "gaps": {
+            "count": sum(g["count"] for g in gaps),
+            "missing_steps": sum(g["missing_steps"] for g in gaps),
+            "longest_steps": max((g["longest_steps"] for g in gaps), default=0),
+            "off_grid": sum(g["off_grid"] for g in gaps),
+        },
+        "duplicates": sum(s["duplicates"] for s in series.values()),
+    }

@@ -14,22 +14,31 @@ validated.parquet (row groups as in raw.parquet) and applies `ingest.bad_series`
 fails the dataset with one line naming the series and the rule; drop removes them into quarantine with their
 report and names them in the summary. The report counts series in, kept, cold start and dropped (and why).
 """
+
 from __future__ import annotations
 
 import os
 import shutil
 import socket
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
 
-from ..catalog import reports_dir
-from ..catalog import SERIES_ID, future_path, panel_partitions, quarantine_dir, raw_paths, read_partition, validated_paths
+from ..catalog import (
+    SERIES_ID,
+    future_path,
+    panel_partitions,
+    quarantine_dir,
+    raw_paths,
+    read_partition,
+    reports_dir,
+    validated_paths,
+)
 from ..config import Settings
 from ..errors import DataValidationError
 from ..files import md5_file, parquet_groups, write_json, write_parquet
@@ -37,50 +46,71 @@ from .cleaning import apply_policy
 from .expectations import Suite
 from .findings import EXAMPLES, REMEDY, RuleFailure, ValidationReport
 from .panel import series_bounds
-from .window import filled_mask, resolve_window, split_bounds, test_origins, usable_windows, window_shortfall, window_starts
+from .window import (
+    filled_mask,
+    resolve_window,
+    split_bounds,
+    test_origins,
+    usable_windows,
+    window_shortfall,
+    window_starts,
+)
 
 OK, COLD_START = "ok", "cold_start"
-_SHOWN = 3          # bad series named in a one-line refusal
+_SHOWN = 3  # bad series named in a one-line refusal
 
 
 @dataclass
 class PartitionTask:
     """One unit of work: row groups of a panel's raw.parquet, and all a worker needs to validate them."""
+
     name: str
-    path: str                      # raw.parquet, absolute (a worker may run elsewhere on a shared filesystem)
+    path: str  # raw.parquet, absolute (a worker may run elsewhere on a shared filesystem)
     row_groups: list[int]
-    meta: dict                     # raw.json: targets, features, freq, panel.id_cols
+    meta: dict  # raw.json: targets, features, freq, panel.id_cols
     settings: Settings
     lookback: int
     horizon: int
     index: int = 0
-    docs_dir: str | None = None    # Data Docs (in this process only: workers elsewhere write none)
+    docs_dir: str | None = None  # Data Docs (in this process only: workers elsewhere write none)
 
 
 @dataclass
 class PartitionResult:
     index: int
     rows_in: int
-    frame: pd.DataFrame            # the kept series, validated (series_id, id columns, timestamp, values, filled:)
-    series: dict                   # series_id -> its report (kept series)
-    bad: dict                      # series_id -> {rule, column, count, examples, detail}
-    bad_rows: pd.DataFrame         # the raw rows of the bad series (for quarantine)
-    gx: dict                       # this partition's GX result
-    failure: dict | None = None    # a rule broken by the whole partition (a missing column...): the dataset fails
-    worker: str = ""               # host:pid that did it
+    frame: pd.DataFrame  # the kept series, validated (series_id, id columns, timestamp, values, filled:)
+    series: dict  # series_id -> its report (kept series)
+    bad: dict  # series_id -> {rule, column, count, examples, detail}
+    bad_rows: pd.DataFrame  # the raw rows of the bad series (for quarantine)
+    gx: dict  # this partition's GX result
+    failure: dict | None = None  # a rule broken by the whole partition (a missing column...): the dataset fails
+    worker: str = ""  # host:pid that did it
     seconds: float = 0.0
 
 
-_SUITES: dict = {}   # per process: a GX suite is built once and runs every partition given to this process
+_SUITES: dict = {}  # per process: a GX suite is built once and runs every partition given to this process
 
 
 def _suite(task: PartitionTask, cols: list[str], id_cols: list[str], bounds: dict) -> Suite:
-    key = (task.name, tuple(cols), tuple(id_cols), task.settings.ingest.dedupe,
-           tuple(sorted((k, tuple(v)) for k, v in bounds.items())), task.docs_dir)
+    key = (
+        task.name,
+        tuple(cols),
+        tuple(id_cols),
+        task.settings.ingest.dedupe,
+        tuple(sorted((k, tuple(v)) for k, v in bounds.items())),
+        task.docs_dir,
+    )
     if key not in _SUITES:
         _SUITES.clear()
-        _SUITES[key] = Suite(task.name, cols, task.settings.ingest.dedupe, bounds,
-                             docs_dir=Path(task.docs_dir) if task.docs_dir else None, id_cols=id_cols)
+        _SUITES[key] = Suite(
+            task.name,
+            cols,
+            task.settings.ingest.dedupe,
+            bounds,
+            docs_dir=Path(task.docs_dir) if task.docs_dir else None,
+            id_cols=id_cols,
+        )
     return _SUITES[key]
 
 
@@ -99,16 +129,22 @@ def _unordered(frame: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in frame[SERIES_ID].iloc[1:][back].value_counts(sort=False).items()}
 
 
-def _window_status(out: pd.DataFrame, cols: list[str], targets: list[str], lookback: int, horizon: int,
-                   settings: Settings) -> tuple[str, dict, str | None]:
+def _window_status(
+    out: pd.DataFrame, cols: list[str], targets: list[str], lookback: int, horizon: int, settings: Settings
+) -> tuple[str, dict, str | None]:
     """(ok | cold_start, window counts, why cold start) of one validated series; RuleFailure too_short when it
     cannot hold one window of lookback + horizon that crosses no break."""
     n = len(out)
-    valid = usable_windows(out[cols].to_numpy(dtype="float64"), filled_mask(out, cols), lookback, horizon,
-                           [cols.index(c) for c in targets])
+    valid = usable_windows(
+        out[cols].to_numpy(dtype="float64"), filled_mask(out, cols), lookback, horizon, [cols.index(c) for c in targets]
+    )
     if not valid.any():
-        raise RuleFailure("timestamp", "too_short", n, [f"{n} rows hold no window of lookback {lookback} + horizon "
-                                                        f"{horizon} that crosses no break"])
+        raise RuleFailure(
+            "timestamp",
+            "too_short",
+            n,
+            [f"{n} rows hold no window of lookback {lookback} + horizon {horizon} that crosses no break"],
+        )
     w = settings.window
     v, t = split_bounds(n, w.val_fraction, w.test_fraction)
     starts = window_starts(n, lookback, horizon, v, t, w.stride, valid)
@@ -118,14 +154,32 @@ def _window_status(out: pd.DataFrame, cols: list[str], targets: list[str], lookb
     return (OK, counts, None) if short is None else (COLD_START, counts, short[1])
 
 
-def _series_report(sid: str, ids: dict, g: pd.DataFrame, out: pd.DataFrame, rep: ValidationReport, status: str,
-                   counts: dict, why: str | None) -> dict:
-    d = {"ids": ids, "rows_in": int(len(g)), "rows": int(len(out)), "start": str(out["timestamp"].iat[0]),
-         "end": str(out["timestamp"].iat[-1]), "status": status, "windows": counts,
-         "filled": int(sum(rep.filled.values())), "breaks": len(rep.breaks),
-         "off_hours_breaks": sum(1 for b in rep.breaks if b.get("off_hours")),
-         "duplicates": int(rep.dedupe.get("duplicated_rows", 0)), "inserted": rep.inserted_rows,
-         "trimmed": rep.trimmed_rows, "snapped": int(rep.snapped.get("off_grid", 0))}
+def _series_report(
+    sid: str,
+    ids: dict,
+    g: pd.DataFrame,
+    out: pd.DataFrame,
+    rep: ValidationReport,
+    status: str,
+    counts: dict,
+    why: str | None,
+) -> dict:
+    d = {
+        "ids": ids,
+        "rows_in": int(len(g)),
+        "rows": int(len(out)),
+        "start": str(out["timestamp"].iat[0]),
+        "end": str(out["timestamp"].iat[-1]),
+        "status": status,
+        "windows": counts,
+        "filled": int(sum(rep.filled.values())),
+        "breaks": len(rep.breaks),
+        "off_hours_breaks": sum(1 for b in rep.breaks if b.get("off_hours")),
+        "duplicates": int(rep.dedupe.get("duplicated_rows", 0)),
+        "inserted": rep.inserted_rows,
+        "trimmed": rep.trimmed_rows,
+        "snapped": int(rep.snapped.get("off_grid", 0)),
+    }
     if rep.schedule:
         d["schedule"] = rep.schedule
     if why:
@@ -134,9 +188,13 @@ def _series_report(sid: str, ids: dict, g: pd.DataFrame, out: pd.DataFrame, rep:
 
 
 def _failure(f: RuleFailure, count: int | None = None, examples: list | None = None) -> dict:
-    return {"rule": f.rule, "column": f.column, "count": int(f.count if count is None else count),
-            "examples": [str(x) for x in (f.examples if examples is None else examples)[:EXAMPLES]],
-            "detail": f.detail}
+    return {
+        "rule": f.rule,
+        "column": f.column,
+        "count": int(f.count if count is None else count),
+        "examples": [str(x) for x in (f.examples if examples is None else examples)[:EXAMPLES]],
+        "detail": f.detail,
+    }
 
 
 def validate_partitions(task: PartitionTask) -> PartitionResult:
@@ -149,28 +207,45 @@ def validate_partitions(task: PartitionTask) -> PartitionResult:
     id_cols = list(meta["panel"]["id_cols"])
     extra = [c for c in id_cols if c != SERIES_ID]
     frame = read_partition(task.path, task.row_groups)
-    result = PartitionResult(index=task.index, rows_in=int(len(frame)), frame=frame.iloc[:0], series={}, bad={},
-                             bad_rows=frame.iloc[:0], gx={}, worker=f"{socket.gethostname()}:{os.getpid()}")
+    result = PartitionResult(
+        index=task.index,
+        rows_in=int(len(frame)),
+        frame=frame.iloc[:0],
+        series={},
+        bad={},
+        bad_rows=frame.iloc[:0],
+        gx={},
+        worker=f"{socket.gethostname()}:{os.getpid()}",
+    )
     gx, failed = _suite(task, cols, id_cols, _bounds(meta, settings)).run(frame)
     result.gx = {"partition": task.index, "rows": int(len(frame)), **gx}
     bad: dict[str, dict] = {}
     for f in failed:
-        if f.series is None:   # a rule on the whole table (a column missing, not numeric): no series to blame
+        if f.series is None:  # a rule on the whole table (a column missing, not numeric): no series to blame
             result.failure = _failure(f)
             result.seconds = time.perf_counter() - t0
             return result
         for sid, found in f.series.items():
             bad.setdefault(sid, _failure(f, found["count"], found["examples"]))
     for sid, n in _unordered(frame).items():
-        bad.setdefault(sid, {"rule": "increasing", "column": "timestamp", "count": n,
-                             "examples": [f"{n} rows earlier than the row before"], "detail": ""})
+        bad.setdefault(
+            sid,
+            {
+                "rule": "increasing",
+                "column": "timestamp",
+                "count": n,
+                "examples": [f"{n} rows earlier than the row before"],
+                "detail": "",
+            },
+        )
     kept = []
     for sid, a, b in series_bounds(frame):
         g = frame.iloc[a:b]
         if sid in bad:
             continue
-        rep = ValidationReport(name=f"{task.name}/{sid}", source=sid, success=False, freq=meta["freq"],
-                               rows_in=int(len(g)))
+        rep = ValidationReport(
+            name=f"{task.name}/{sid}", source=sid, success=False, freq=meta["freq"], rows_in=int(len(g))
+        )
         try:
             out = apply_policy(g[["timestamp", *cols]].reset_index(drop=True), rep, cols, settings, schedule=True)
             status, counts, why = _window_status(out, cols, targets, task.lookback, task.horizon, settings)
@@ -206,12 +281,14 @@ def client_mapper(client) -> Callable:
     """A `mapper` for validate_panel that fans the partitions out over a Dask cluster (a `distributed.Client`; no
     Dask import here): every partition is submitted at once, results come back in partition order, and each is
     released on its worker once read, so this process holds one partition's result at a time."""
+
     def mapper(fn, tasks):
         futures = client.map(fn, tasks, pure=False)
         for i in range(len(futures)):
             future, futures[i] = futures[i], None
             yield future.result()
             future.release()
+
     return mapper
 
 
@@ -221,9 +298,11 @@ def _mapped(mapper: Callable | None, tasks: list[PartitionTask]) -> Iterable[Par
 
 def _message(source: str, bad: dict, n_in: int, policy: str) -> str:
     first_sid, f = next(iter(bad.items()))
-    what = ("too short" if f["rule"] == "too_short" else f"column '{f['column']}': {f['rule']} failed for {f['count']} rows")
+    what = (
+        "too short" if f["rule"] == "too_short" else f"column '{f['column']}': {f['rule']} failed for {f['count']} rows"
+    )
     eg = f" ({f['examples'][0]})" if f["examples"] else ""
-    others = list(bad.items())[1:1 + _SHOWN]
+    others = list(bad.items())[1 : 1 + _SHOWN]
     more = "; also " + ", ".join(f"'{s}' ({x['rule']})" for s, x in others) if others else ""
     more += f" and {len(bad) - 1 - len(others)} more" if len(bad) - 1 > len(others) else ""
     rule = REMEDY.get(f["rule"], "")
@@ -231,11 +310,13 @@ def _message(source: str, bad: dict, n_in: int, policy: str) -> str:
     if f["rule"] == "too_short":
         rule = "shorten window.lookback / window.horizon in params.yaml, or supply more rows; "
     if policy == "reject":
-        remedy = (f"{rule}or set ingest.bad_series: drop in params.yaml (or pass --bad-series drop) to keep the other "
-                  f"series and quarantine these")
+        remedy = (
+            f"{rule}or set ingest.bad_series: drop in params.yaml (or pass --bad-series drop) to keep the other "
+            f"series and quarantine these"
+        )
     else:
         remedy = f"no series is left: {rule}or fix them at the source"
-    return (f"{source}: {len(bad)} of {n_in} series broke a rule: series '{first_sid}': {what}{eg}{more}; {remedy}")
+    return f"{source}: {len(bad)} of {n_in} series broke a rule: series '{first_sid}': {what}{eg}{more}; {remedy}"
 
 
 def _quarantine(name: str, settings: Settings, meta: dict, rows: list[pd.DataFrame], report: dict) -> str:
@@ -247,37 +328,65 @@ def _quarantine(name: str, settings: Settings, meta: dict, rows: list[pd.DataFra
     return str(q)
 
 
-def panel_report(series_in: int, kept: dict, bad: dict, policy: str, lookback: int, horizon: int, basis: int,
-                 partitions: list[dict]) -> dict:
+def panel_report(
+    series_in: int, kept: dict, bad: dict, policy: str, lookback: int, horizon: int, basis: int, partitions: list[dict]
+) -> dict:
     """validated.json `panel` (and the report's): counts, the window the statuses were judged on, each series."""
     cold = [s for s, r in kept.items() if r["status"] == COLD_START]
-    return {"series_in": series_in, "kept": len(kept), "cold_start": len(cold), "dropped": len(bad) if policy == "drop" else 0,
-            "bad": len(bad), "bad_series": policy, "filled": sum(r["filled"] for r in kept.values()),
-            "breaks": sum(r["breaks"] for r in kept.values()),
-            "window": {"lookback": lookback, "horizon": horizon, "median_series_rows": basis},
-            "series": kept, "dropped_series": bad, "partitions": partitions}
+    return {
+        "series_in": series_in,
+        "kept": len(kept),
+        "cold_start": len(cold),
+        "dropped": len(bad) if policy == "drop" else 0,
+        "bad": len(bad),
+        "bad_series": policy,
+        "filled": sum(r["filled"] for r in kept.values()),
+        "breaks": sum(r["breaks"] for r in kept.values()),
+        "window": {"lookback": lookback, "horizon": horizon, "median_series_rows": basis},
+        "series": kept,
+        "dropped_series": bad,
+        "partitions": partitions,
+    }
 
 
 def validate_panel(name: str, settings: Settings, meta: dict, mapper: Callable | None = None) -> ValidationReport:
     """data/NAME/raw.parquet (a panel) -> validated.parquet + validated.json, reports/NAME/validation.json (+ Data
     Docs when validated in this process). `mapper(fn, tasks)` runs validate_partitions over the partitions
     (default: here, one after another); results must come back in task order."""
-    t0 = datetime.now(timezone.utc)
+    t0 = datetime.now(UTC)
     raw_pq, _ = raw_paths(name, settings)
     report_dir = reports_dir(name, settings)
     source = str(raw_pq)
     lookback, horizon, basis = panel_window(meta, settings)
     docs = str((report_dir / "data_docs").resolve()) if mapper is None else None
     if mapper is None:
-        _SUITES.clear()   # this run's Data Docs start afresh
+        _SUITES.clear()  # this run's Data Docs start afresh
     if mapper is not None and (report_dir / "data_docs").exists():
-        shutil.rmtree(report_dir / "data_docs")    # no Data Docs of an older run beside this run's report
-    tasks = [PartitionTask(name=name, path=str(raw_pq.resolve()), row_groups=[i], meta=meta, settings=settings,
-                           lookback=lookback, horizon=horizon, index=i, docs_dir=docs)
-             for i in range(panel_partitions(raw_pq))]
+        shutil.rmtree(report_dir / "data_docs")  # no Data Docs of an older run beside this run's report
+    tasks = [
+        PartitionTask(
+            name=name,
+            path=str(raw_pq.resolve()),
+            row_groups=[i],
+            meta=meta,
+            settings=settings,
+            lookback=lookback,
+            horizon=horizon,
+            index=i,
+            docs_dir=docs,
+        )
+        for i in range(panel_partitions(raw_pq))
+    ]
     policy = settings.ingest.bad_series
-    rep = ValidationReport(name=name, source=source, success=False, freq=meta["freq"], rows_in=int(meta["rows"]),
-                           policy=settings.ingest.model_dump(), bounds=_bounds(meta, settings))
+    rep = ValidationReport(
+        name=name,
+        source=source,
+        success=False,
+        freq=meta["freq"],
+        rows_in=int(meta["rows"]),
+        policy=settings.ingest.model_dump(),
+        bounds=_bounds(meta, settings),
+    )
     rep.bounds_source = {c: "params" for c in rep.bounds}
     kept: dict[str, dict] = {}
     bad: dict[str, dict] = {}
@@ -288,8 +397,16 @@ def validate_panel(name: str, settings: Settings, meta: dict, mapper: Callable |
     try:
         with parquet_groups(pq_out) as add:
             for res in _mapped(mapper, tasks):
-                parts.append({"partition": res.index, "rows_in": res.rows_in, "series": len(res.series) + len(res.bad),
-                              "worker": res.worker, "seconds": round(res.seconds, 3), "gx": res.gx})
+                parts.append(
+                    {
+                        "partition": res.index,
+                        "rows_in": res.rows_in,
+                        "series": len(res.series) + len(res.bad),
+                        "worker": res.worker,
+                        "seconds": round(res.seconds, 3),
+                        "gx": res.gx,
+                    }
+                )
                 if res.failure is not None:
                     failure = failure or res.failure
                     continue
@@ -305,12 +422,32 @@ def validate_panel(name: str, settings: Settings, meta: dict, mapper: Callable |
     except _Refused:
         pass
     series_in = len(kept) + len(bad)
-    rep.gx = {"success": all(p["gx"].get("success") for p in parts), "evaluated": sum(p["gx"].get("evaluated", 0) for p in parts),
-              "partitions": len(parts)}
-    rep.failures = ([{"column": failure["column"], "rule": failure["rule"], "unexpected_count": failure["count"],
-                      "examples": failure["examples"]}] if failure else []) + \
-                   [{"series": s, "column": f["column"], "rule": f["rule"], "unexpected_count": f["count"],
-                     "examples": f["examples"]} for s, f in bad.items()]
+    rep.gx = {
+        "success": all(p["gx"].get("success") for p in parts),
+        "evaluated": sum(p["gx"].get("evaluated", 0) for p in parts),
+        "partitions": len(parts),
+    }
+    rep.failures = (
+        [
+            {
+                "column": failure["column"],
+                "rule": failure["rule"],
+                "unexpected_count": failure["count"],
+                "examples": failure["examples"],
+            }
+        ]
+        if failure
+        else []
+    ) + [
+        {
+            "series": s,
+            "column": f["column"],
+            "rule": f["rule"],
+            "unexpected_count": f["count"],
+            "examples": f["examples"],
+        }
+        for s, f in bad.items()
+    ]
     rep.windows = {"lookback": lookback, "horizon": horizon}
     rep.panel = panel_report(series_in, kept, bad, policy, lookback, horizon, basis, parts)
     rep.data_docs = str(report_dir / "data_docs" / "index.html") if docs else None
@@ -322,26 +459,43 @@ def validate_panel(name: str, settings: Settings, meta: dict, mapper: Callable |
     elif refused and not bad:
         rep.error = f"{source}: no series to validate (0 rows in {len(parts)} partitions); ingest the file again"
     elif refused:
-        rep.error = _message(source, bad, series_in, policy).replace("cellcast validate NAME", f"cellcast validate {name}")
+        rep.error = _message(source, bad, series_in, policy).replace(
+            "cellcast validate NAME", f"cellcast validate {name}"
+        )
     if bad or failure is not None:
         rep.quarantine_path = _quarantine(name, settings, meta, bad_rows if failure is None else [], rep.to_dict())
         if failure is not None:
             shutil.copy2(raw_pq, Path(rep.quarantine_path) / "data.parquet")
-    rep.seconds = (datetime.now(timezone.utc) - t0).total_seconds()
+    rep.seconds = (datetime.now(UTC) - t0).total_seconds()
     if refused:
         write_json(Path(rep.report_path), rep.to_dict())
-        raise DataValidationError(rep.error or f"{name}: validation failed", report_path=rep.report_path,
-                                  quarantine_path=rep.quarantine_path)
+        raise DataValidationError(
+            rep.error or f"{name}: validation failed", report_path=rep.report_path, quarantine_path=rep.quarantine_path
+        )
     rep.success = True
     write_json(Path(rep.report_path), rep.to_dict())
     first = min(r["start"] for r in kept.values())
     last = max(r["end"] for r in kept.values())
-    panel = {"id_cols": meta["panel"]["id_cols"], "row_groups": len(parts),
-             **{k: v for k, v in rep.panel.items() if k != "partitions"}, "quarantine": rep.quarantine_path}
-    write_json(js_out, {**{k: v for k, v in meta.items() if k != "panel"}, "rows": rep.rows_out, "start": first,
-                        "end": last, "bounds": rep.bounds, "validated_at": datetime.now(timezone.utc).isoformat(),
-                        "panel": panel, "report": {k: v for k, v in rep.to_dict().items() if k != "panel"},
-                        "data_md5": md5_file(pq_out)})
+    panel = {
+        "id_cols": meta["panel"]["id_cols"],
+        "row_groups": len(parts),
+        **{k: v for k, v in rep.panel.items() if k != "partitions"},
+        "quarantine": rep.quarantine_path,
+    }
+    write_json(
+        js_out,
+        {
+            **{k: v for k, v in meta.items() if k != "panel"},
+            "rows": rep.rows_out,
+            "start": first,
+            "end": last,
+            "bounds": rep.bounds,
+            "validated_at": datetime.now(UTC).isoformat(),
+            "panel": panel,
+            "report": {k: v for k, v in rep.to_dict().items() if k != "panel"},
+            "data_md5": md5_file(pq_out),
+        },
+    )
     # a panel's known-future rows are read per series at forecast time; the file exists (a stage output) and
     # says which columns they are
     cols = ["timestamp", *meta["panel"]["id_cols"], *(meta.get("future_features") or [])]

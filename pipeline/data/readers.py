@@ -2,6 +2,7 @@
 detection, then the time column and the value columns parsed (day-first dates, Unix times, decimal
 commas and thousands separators included). Every refusal is an IngestError naming the file, the column
 and the first bad line."""
+
 from __future__ import annotations
 
 import csv
@@ -36,8 +37,11 @@ def detect_format(path: Path, fmt: str | None) -> str:
 def _decode_head(path: Path, head: bytes) -> tuple[str, str]:
     """The start of a text file and its encoding; binary content is refused."""
     if b"\x00" in head:
-        raise IngestError.broken("binary", f"{path}: binary content, not a CSV text file (NUL byte at offset {head.index(0)}); "
-                                 f"export the series as CSV text (UTF-8), or pass --parquet for a Parquet file")
+        raise IngestError.broken(
+            "binary",
+            f"{path}: binary content, not a CSV text file (NUL byte at offset {head.index(0)}); "
+            f"export the series as CSV text (UTF-8), or pass --parquet for a Parquet file",
+        )
     # cut at the last newline so a multi-byte character is not split
     cut = head if len(head) < _SNIFF_BYTES else head[: head.rfind(b"\n") + 1 or len(head)]
     try:
@@ -46,8 +50,12 @@ def _decode_head(path: Path, head: bytes) -> tuple[str, str]:
         text = cut.decode("latin-1")
         ctrl = sum(1 for c in text if ord(c) < 32 and c not in "\r\n\t") + sum(1 for c in text if 0x7F <= ord(c) < 0xA0)
         if ctrl > 0.05 * max(1, len(text)):
-            raise IngestError.broken("binary", f"{path}: binary content, not a CSV text file (byte 0x{cut[e.start]:02x} at offset "
-                              f"{e.start} is not UTF-8 text); export the series as CSV text (UTF-8), or pass --parquet for a Parquet file") from None
+            raise IngestError.broken(
+                "binary",
+                f"{path}: binary content, not a CSV text file (byte 0x{cut[e.start]:02x} at offset "
+                f"{e.start} is not UTF-8 text); export the series as CSV text (UTF-8), "
+                "or pass --parquet for a Parquet file",
+            ) from None
         return text, "latin-1"
 
 
@@ -55,8 +63,11 @@ def _sniff_delimiter(path: Path, text: str) -> str:
     # the lines a CSV parser sees (str.splitlines also breaks at \x1c..\x1e, \x85, \u2028)
     lines = [ln for ln in re.split(r"\r\n|\r|\n", text) if ln.strip()][:50]
     if not lines:
-        raise IngestError.broken("empty", f"{path}: no header and no rows (only blank space); export the series with a "
-                                 f"header line naming its columns")
+        raise IngestError.broken(
+            "empty",
+            f"{path}: no header and no rows (only blank space); export the series with a "
+            f"header line naming its columns",
+        )
     if len(lines) > 1 and not text.endswith("\n") and len(text) >= _SNIFF_BYTES:
         lines = lines[:-1]
     try:
@@ -74,8 +85,11 @@ def _sniff_delimiter(path: Path, text: str) -> str:
         n, d = max((lines[0].count(d), d) for d in DELIMITERS)
         best = d if n else None
     if best is None:
-        raise IngestError.broken("delimiter", f"{path}: the columns do not split on any of , ; tab | (the header is one column "
-                          f"'{_show(lines[0])}'); pass --delimiter")
+        raise IngestError.broken(
+            "delimiter",
+            f"{path}: the columns do not split on any of , ; tab | (the header is one column "
+            f"'{_show(lines[0])}'); pass --delimiter",
+        )
     return best
 
 
@@ -92,8 +106,11 @@ def read_csv(path: Path, delimiter: str | None) -> tuple[pd.DataFrame, dict]:
     with open(path, "rb") as f:
         head = f.read(_SNIFF_BYTES)
     if not head.strip():
-        raise IngestError.broken("empty", f"{path}: empty file ({len(head)} bytes), no header and no rows; export the series "
-                                 f"with a header line naming its columns")
+        raise IngestError.broken(
+            "empty",
+            f"{path}: empty file ({len(head)} bytes), no header and no rows; export the series "
+            f"with a header line naming its columns",
+        )
     text, encoding = _decode_head(path, head)
     declared = delimiter is not None
     if delimiter is not None:
@@ -103,38 +120,69 @@ def read_csv(path: Path, delimiter: str | None) -> tuple[pd.DataFrame, dict]:
     else:
         delimiter = _sniff_delimiter(path, text)
     try:
-        df = pd.read_csv(path, sep=delimiter, encoding="utf-8-sig" if encoding == "utf-8" else encoding,
-                         dtype=str, keep_default_na=True, skipinitialspace=True, engine="c")
+        df = pd.read_csv(
+            path,
+            sep=delimiter,
+            encoding="utf-8-sig" if encoding == "utf-8" else encoding,
+            dtype=str,
+            keep_default_na=True,
+            skipinitialspace=True,
+            engine="c",
+        )
     except pd.errors.EmptyDataError:
-        raise IngestError.broken("empty", f"{path}: empty file, no header and no rows; export the series with a header "
-                                 f"line naming its columns") from None
+        raise IngestError.broken(
+            "empty",
+            f"{path}: empty file, no header and no rows; export the series with a header line naming its columns",
+        ) from None
     except pd.errors.ParserError as e:
         msg = str(e).strip().splitlines()[-1]
         hint = "" if declared else "; pass --delimiter if the sniffed one is wrong"
-        raise IngestError.broken("delimiter", f"{path}: rows do not split like the header with delimiter '{_show_delim(delimiter)}' "
-                          f"({msg}){hint}") from None
+        raise IngestError.broken(
+            "delimiter",
+            f"{path}: rows do not split like the header with delimiter '{_show_delim(delimiter)}' ({msg}){hint}",
+        ) from None
     except UnicodeDecodeError as e:
-        raise IngestError.broken("encoding", f"{path}: not UTF-8 text beyond the first {_SNIFF_BYTES} bytes ({e.reason} at byte "
-                          f"{e.start}); re-save the file as UTF-8") from None
+        raise IngestError.broken(
+            "encoding",
+            f"{path}: not UTF-8 text beyond the first {_SNIFF_BYTES} bytes ({e.reason} at byte "
+            f"{e.start}); re-save the file as UTF-8",
+        ) from None
     # a second byte-order mark (files joined together) is no part of a name
     df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
-    try:   # the header as written: pandas renames a repeated name ('load', 'load.1') and would pick one silently
-        head = pd.read_csv(path, sep=delimiter, encoding="utf-8-sig" if encoding == "utf-8" else encoding, header=None,
-                           nrows=1, dtype=str, skipinitialspace=True, engine="c").iloc[0]
+    try:  # the header as written: pandas renames a repeated name ('load', 'load.1') and would pick one silently
+        head = pd.read_csv(
+            path,
+            sep=delimiter,
+            encoding="utf-8-sig" if encoding == "utf-8" else encoding,
+            header=None,
+            nrows=1,
+            dtype=str,
+            skipinitialspace=True,
+            engine="c",
+        ).iloc[0]
         names = [str(c).strip().lstrip("\ufeff") for c in head if isinstance(c, str) and c.strip()]
     except (ValueError, UnicodeDecodeError, IndexError):
         names = list(df.columns)
     dup = sorted({c for c in names if names.count(c) > 1})
     if dup:
-        raise IngestError.broken("header", f"{path}: column '{_show(dup[0])}' appears more than once in the header "
-                                 f"(spaces around names ignored); rename one of them")
+        raise IngestError.broken(
+            "header",
+            f"{path}: column '{_show(dup[0])}' appears more than once in the header "
+            f"(spaces around names ignored); rename one of them",
+        )
     if df.shape[1] == 1:
         col = df.columns[0]
         others = [d for d in DELIMITERS if d != delimiter and d in col]
-        guess = f": the header looks '{_show_delim(others[0])}'-separated, try --delimiter '{_show_delim(others[0])}'" \
-            if others else "; pass --delimiter"
-        raise IngestError.broken("delimiter", f"{path}: the columns do not split with delimiter '{_show_delim(delimiter)}' (one column "
-                          f"'{_show(col)}'){guess}")
+        guess = (
+            f": the header looks '{_show_delim(others[0])}'-separated, try --delimiter '{_show_delim(others[0])}'"
+            if others
+            else "; pass --delimiter"
+        )
+        raise IngestError.broken(
+            "delimiter",
+            f"{path}: the columns do not split with delimiter '{_show_delim(delimiter)}' (one column "
+            f"'{_show(col)}'){guess}",
+        )
     return df, {"delimiter": delimiter, "encoding": encoding}
 
 
@@ -147,13 +195,17 @@ def read_parquet(path: Path) -> tuple[pd.DataFrame, dict]:
         f.seek(max(0, size - 4))
         tail = f.read(4)
     if magic != b"PAR1" or tail != b"PAR1":
-        raise IngestError.broken("parquet", f"{path}: not a Parquet file (no PAR1 magic bytes at its start and end); pass "
-                                 f"--csv for a CSV file, or export the Parquet file again (it may be cut short)")
+        raise IngestError.broken(
+            "parquet",
+            f"{path}: not a Parquet file (no PAR1 magic bytes at its start and end); pass "
+            f"--csv for a CSV file, or export the Parquet file again (it may be cut short)",
+        )
     try:
         df = pd.read_parquet(path)
     except Exception as e:  # pyarrow raises several types for a damaged file
-        raise IngestError.broken("parquet", f"{path}: cannot be read as Parquet ({str(e).splitlines()[0][:200]}); export it "
-                                 f"again") from None
+        raise IngestError.broken(
+            "parquet", f"{path}: cannot be read as Parquet ({str(e).splitlines()[0][:200]}); export it again"
+        ) from None
     if not isinstance(df.index, pd.RangeIndex) and df.index.name:
         df = df.reset_index()  # a time index saved by pandas becomes a column again
     df.columns = [str(c) for c in df.columns]
@@ -168,16 +220,19 @@ def read_parquet_dataset(path: Path) -> tuple[pd.DataFrame, dict]:
     try:
         data = ds.dataset(str(path), format="parquet", partitioning="hive")
         if not data.files:
-            raise IngestError.broken("empty", f"{path}: a folder without Parquet files; pass a CSV or Parquet file, or a "
-                                     f"folder of Parquet files")
+            raise IngestError.broken(
+                "empty",
+                f"{path}: a folder without Parquet files; pass a CSV or Parquet file, or a folder of Parquet files",
+            )
         df = data.to_table().to_pandas()
     except IngestError:
         raise
     except Exception as e:  # pyarrow raises several types for damaged or mixed files
-        raise IngestError.broken("parquet", f"{path}: cannot be read as a Parquet dataset ({str(e).splitlines()[0][:200]})"
-                                 ) from None
+        raise IngestError.broken(
+            "parquet", f"{path}: cannot be read as a Parquet dataset ({str(e).splitlines()[0][:200]})"
+        ) from None
     for c in df.columns:
-        if isinstance(df[c].dtype, pd.CategoricalDtype):   # a partition folder's value
+        if isinstance(df[c].dtype, pd.CategoricalDtype):  # a partition folder's value
             df[c] = df[c].astype(str)
     df.columns = [str(c) for c in df.columns]
     return df, {"files": len(data.files)}
@@ -191,10 +246,11 @@ def _locator(path: Path, fmt: str, delimiter: str | None = None, encoding: str |
 
     def where(i: int) -> str:
         try:
-            with open(path, newline="", encoding="utf-8-sig" if encoding in (None, "utf-8") else encoding,
-                      errors="replace") as f:
+            with open(
+                path, newline="", encoding="utf-8-sig" if encoding in (None, "utf-8") else encoding, errors="replace"
+            ) as f:
                 reader = csv.reader(f, delimiter=delimiter or ",")
-                prev, k = 0, -2        # k: data row index, -1 at the header
+                prev, k = 0, -2  # k: data row index, -1 at the header
                 for rec in reader:
                     start, prev = prev + 1, reader.line_num
                     if not any(x.strip() for x in rec):
@@ -209,8 +265,9 @@ def _locator(path: Path, fmt: str, delimiter: str | None = None, encoding: str |
     return where
 
 
-def _parse_numeric(path: Path, df: pd.DataFrame, cols: list[str], where, delimiter: str | None
-                   ) -> tuple[dict[str, np.ndarray], str | None]:
+def _parse_numeric(
+    path: Path, df: pd.DataFrame, cols: list[str], where, delimiter: str | None
+) -> tuple[dict[str, np.ndarray], str | None]:
     out, decimal = {}, None
     for c in cols:
         s = df[c]
@@ -232,38 +289,63 @@ def _parse_numeric(path: Path, df: pd.DataFrame, cols: list[str], where, delimit
             # thousands separators: "1,234.5" (quoted in a comma-delimited file, or with a decimal point)
             grouped = txt[bad].str.fullmatch(r"[+-]?\d{1,3}(,\d{3})+(\.\d+)?")
             if grouped.all() and (delimiter == "," or txt[bad].str.contains(".", regex=False).any()):
-                num, bad, decimal = pd.to_numeric(txt.str.replace(",", "", regex=False), errors="coerce"), bad & False, \
-                    "." if decimal is None else decimal
+                num, bad, decimal = (
+                    pd.to_numeric(txt.str.replace(",", "", regex=False), errors="coerce"),
+                    bad & False,
+                    "." if decimal is None else decimal,
+                )
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
             mixed = " (the column writes decimals with '.')" if point and "," in str(txt.iloc[i]) else ""
-            raise IngestError.broken("numeric", f"{path}: column '{c}': {int(bad.sum())} non-numeric values{mixed} "
-                              f"(first {str(txt.iloc[i])[:40]!r} at {where(i)}): fix or blank those cells (blank "
-                              f"cells are filled or refused by the gap policy, params.yaml ingest)", int(bad.sum()))
+            raise IngestError.broken(
+                "numeric",
+                f"{path}: column '{c}': {int(bad.sum())} non-numeric values{mixed} "
+                f"(first {str(txt.iloc[i])[:40]!r} at {where(i)}): fix or blank those cells (blank "
+                f"cells are filled or refused by the gap policy, params.yaml ingest)",
+                int(bad.sum()),
+            )
         out[c] = num.astype("float64").to_numpy()
     return out, decimal
 
 
-def canonical_frame(path: Path, df: pd.DataFrame, time_col: str, targets: list[str], features: list[str], fmt: str,
-                    delimiter: str | None, time_format: str | None = None, time_unit: str | None = None,
-                    dayfirst: bool | None = None, encoding: str | None = None, id_cols: list[str] | None = None
-                    ) -> tuple[pd.DataFrame, dict]:
+def canonical_frame(
+    path: Path,
+    df: pd.DataFrame,
+    time_col: str,
+    targets: list[str],
+    features: list[str],
+    fmt: str,
+    delimiter: str | None,
+    time_format: str | None = None,
+    time_unit: str | None = None,
+    dayfirst: bool | None = None,
+    encoding: str | None = None,
+    id_cols: list[str] | None = None,
+) -> tuple[pd.DataFrame, dict]:
     """The file's frame -> the canonical frame, and what was learnt reading it (zone, order, decimal mark,
     how the time column was read: `time_reading`). With `id_cols`, a panel: `series_id` and the id columns
     first, sorted by (series_id, timestamp); a refusal names the series of the row it points at."""
     names = targets + features
-    found = ", ".join(_show(c) for c in df.columns[:30]) + (f" ... ({len(df.columns)} in all)" if len(df.columns) > 30 else "")
+    found = ", ".join(_show(c) for c in df.columns[:30]) + (
+        f" ... ({len(df.columns)} in all)" if len(df.columns) > 30 else ""
+    )
     if time_col not in df.columns:
-        raise IngestError.broken("time_column", f"{path}: no time column '{time_col}' (columns found: {found}); pass --time-col")
+        raise IngestError.broken(
+            "time_column", f"{path}: no time column '{time_col}' (columns found: {found}); pass --time-col"
+        )
     for kind, cols in (("target", targets), ("feature", features), ("id", id_cols or [])):
         missing = [c for c in cols if c not in df.columns]
         if missing:
             opt = {"target": "--target", "feature": "--features", "id": "--id-col"}[kind]
-            raise IngestError.broken("column_missing", f"{path}: {kind} column '{missing[0]}' not found (columns found: "
-                                     f"{found}); pass {opt} with one of them")
+            raise IngestError.broken(
+                "column_missing",
+                f"{path}: {kind} column '{missing[0]}' not found (columns found: {found}); pass {opt} with one of them",
+            )
     if len(df) == 0:
-        raise IngestError.broken("header_only", f"{path}: header only, no data rows (columns found: {found}); "
-                                 f"export the rows below the header too")
+        raise IngestError.broken(
+            "header_only",
+            f"{path}: header only, no data rows (columns found: {found}); export the rows below the header too",
+        )
     where = _locator(path, fmt, delimiter, encoding)
     ids: dict[str, pd.Series] = {}
     if id_cols:
@@ -274,8 +356,14 @@ def canonical_frame(path: Path, df: pd.DataFrame, time_col: str, targets: list[s
     values, decimal = _parse_numeric(path, df, names, where, delimiter)
     if id_cols:
         # .array: the strings as they are stored (Arrow), not copied into Python objects
-        out = pd.DataFrame({"series_id": key.array, **{c: v.array for c, v in ids.items() if c != "series_id"},
-                            "timestamp": ts.to_numpy(), **values})
+        out = pd.DataFrame(
+            {
+                "series_id": key.array,
+                **{c: v.array for c, v in ids.items() if c != "series_id"},
+                "timestamp": ts.to_numpy(),
+                **values,
+            }
+        )
         out, unsorted = sort_panel(out)
     else:
         out = pd.DataFrame({"timestamp": ts.to_numpy(), **values})

@@ -7,18 +7,26 @@ data/NAME/raw.parquet and writes validated.parquet/.json, reports/NAME/validatio
 Any failure raises DataValidationError with one line, keeps the report and Data Docs, and puts a copy of
 the rejected data with its report in quarantine/NAME-<stamp>/. The input is only read.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
-import json
-
-from ..catalog import reports_dir
-from ..catalog import (future_path, is_panel, policy_path, quarantine_dir, raw_paths, read_raw, read_raw_meta,
-                       validated_paths)
+from ..catalog import (
+    future_path,
+    is_panel,
+    policy_path,
+    quarantine_dir,
+    raw_paths,
+    read_raw,
+    read_raw_meta,
+    reports_dir,
+    validated_paths,
+)
 from ..config import Settings
 from ..errors import DataValidationError
 from ..files import md5_file, write_json, write_parquet
@@ -26,8 +34,16 @@ from .cleaning import apply_policy
 from .expectations import run_suite
 from .findings import REMEDY, RuleFailure, ValidationReport
 from .panel_validation import validate_panel
-from .window import (filled_mask, profile_bounds, resolve_window, split_bounds, test_origins, usable_windows,
-                     window_shortfall, window_starts)
+from .window import (
+    filled_mask,
+    profile_bounds,
+    resolve_window,
+    split_bounds,
+    test_origins,
+    usable_windows,
+    window_shortfall,
+    window_starts,
+)
 
 __all__ = ["ValidationReport", "validate_frame", "validate_dataset", "profile_bounds", "min_rows_for_windows"]
 
@@ -44,7 +60,7 @@ def min_rows_for_windows(settings: Settings, lookback: int, horizon: int) -> int
     lo, hi = lookback + horizon, lookback + horizon
     while not ok(hi):
         lo, hi = hi, hi * 2
-        if hi > 10 ** 9:
+        if hi > 10**9:
             return hi
     while lo < hi:  # close enough to monotonic: the exact check runs after the policy anyway
         mid = (lo + hi) // 2
@@ -52,18 +68,24 @@ def min_rows_for_windows(settings: Settings, lookback: int, horizon: int) -> int
     return hi
 
 
-def _check_windows(df: pd.DataFrame, rep: ValidationReport, cols: list[str], targets: list[str],
-                   settings: Settings) -> None:
+def _check_windows(
+    df: pd.DataFrame, rep: ValidationReport, cols: list[str], targets: list[str], settings: Settings
+) -> None:
     lookback, horizon = resolve_window(settings, rep.freq, len(df))
     w = settings.window
     n = len(df)
     v, t = split_bounds(n, w.val_fraction, w.test_fraction)
     # the windows the window stage will cut: no break crossed, no filled origin, an observed target
-    valid = usable_windows(df[cols].to_numpy(dtype="float64"), filled_mask(df, cols), lookback, horizon,
-                           [cols.index(c) for c in targets])
+    valid = usable_windows(
+        df[cols].to_numpy(dtype="float64"), filled_mask(df, cols), lookback, horizon, [cols.index(c) for c in targets]
+    )
     starts = window_starts(n, lookback, horizon, v, t, w.stride, valid)
-    rep.windows = {"lookback": lookback, "horizon": horizon, **{k: int(len(s)) for k, s in starts.items()},
-                   "test_origins": test_origins(starts["test"], horizon)}
+    rep.windows = {
+        "lookback": lookback,
+        "horizon": horizon,
+        **{k: int(len(s)) for k, s in starts.items()},
+        "test_origins": test_origins(starts["test"], horizon),
+    }
     short = window_shortfall(starts, horizon, settings)
     if short:
         rule, what = short
@@ -72,37 +94,55 @@ def _check_windows(df: pd.DataFrame, rep: ValidationReport, cols: list[str], tar
 
 # ---------------------------------------------------------------- entry points
 
+
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
-_TOO_SHORT = ("min_rows", "min_windows", "min_test_horizons")   # rules on the whole table, not on a column's values
+_TOO_SHORT = ("min_rows", "min_windows", "min_test_horizons")  # rules on the whole table, not on a column's values
 
-_REMEDY = REMEDY   # what to do about each broken rule: every refusal names its remedy
-_MODEL_RANGE = ("check the data; if such values are real now, widen validate.profile_tolerance (or declare "
-                "validate.bounds) in params.yaml and retrain")
+_REMEDY = REMEDY  # what to do about each broken rule: every refusal names its remedy
+_MODEL_RANGE = (
+    "check the data; if such values are real now, widen validate.profile_tolerance (or declare "
+    "validate.bounds) in params.yaml and retrain"
+)
 
 
 def _message(source: str, f: RuleFailure, rep: ValidationReport | None = None, bounds_origin: str | None = None) -> str:
     if f.rule in _TOO_SHORT:
         what = "; ".join(str(x) for x in f.examples[:1]) + (f" {f.detail}" if f.detail else "")
-        return (f"{source}: too short ({f.rule}): {what}: supply more rows, or shorten window.lookback / "
-                f"window.horizon or lower ingest.min_windows / ingest.min_test_horizons in params.yaml")
-    shown = list(dict.fromkeys(str(x) for x in f.examples))[:3]      # distinct examples
+        return (
+            f"{source}: too short ({f.rule}): {what}: supply more rows, or shorten window.lookback / "
+            f"window.horizon or lower ingest.min_windows / ingest.min_test_horizons in params.yaml"
+        )
+    shown = list(dict.fromkeys(str(x) for x in f.examples))[:3]  # distinct examples
     eg = f" (e.g. {', '.join(shown)})" if shown else ""
     remedy = _REMEDY.get(f.rule, "fix the data at the source")
     if f.rule == "in_range" and rep is not None and f.column in rep.bounds:
         lo, hi = rep.bounds[f.column]
         given = rep.bounds_source.get(f.column) == "given"
-        eg += f": outside [{lo:.6g}, {hi:.6g}] ({bounds_origin or 'given'})" if given else \
-            f": outside [{lo:.6g}, {hi:.6g}] (validate.bounds)"
+        eg += (
+            f": outside [{lo:.6g}, {hi:.6g}] ({bounds_origin or 'given'})"
+            if given
+            else f": outside [{lo:.6g}, {hi:.6g}] (validate.bounds)"
+        )
         remedy = _MODEL_RANGE if given else remedy
     return f"{source}: column '{f.column}': {f.rule} failed for {f.count} rows{eg}; {remedy}"
 
 
-def validate_frame(df: pd.DataFrame, meta: dict, settings: Settings, *, name: str, report_dir: str | Path | None = None,
-                   bounds: dict[str, list[float]] | None = None, bounds_origin: str | None = None,
-                   require_windows: bool = True, source: str | None = None, quarantine: bool = True) -> ValidationReport:
+def validate_frame(
+    df: pd.DataFrame,
+    meta: dict,
+    settings: Settings,
+    *,
+    name: str,
+    report_dir: str | Path | None = None,
+    bounds: dict[str, list[float]] | None = None,
+    bounds_origin: str | None = None,
+    require_windows: bool = True,
+    source: str | None = None,
+    quarantine: bool = True,
+) -> ValidationReport:
     """Validate a canonical frame and apply the policy; `report.frame` is the validated frame.
 
     `meta` needs targets, features and freq (raw.json has them). Values are checked against the ranges
@@ -112,11 +152,17 @@ def validate_frame(df: pd.DataFrame, meta: dict, settings: Settings, *, name: st
     `report_dir`, the report (validation.json) and Data Docs are written there, on failure too. Raises
     DataValidationError.
     """
-    t0 = datetime.now(timezone.utc)
+    t0 = datetime.now(UTC)
     cols = list(meta["targets"]) + list(meta.get("features") or [])
     source = source or f"{name} (frame)"
-    rep = ValidationReport(name=name, source=source, success=False, freq=meta["freq"], rows_in=int(len(df)),
-                           policy=settings.ingest.model_dump())
+    rep = ValidationReport(
+        name=name,
+        source=source,
+        success=False,
+        freq=meta["freq"],
+        rows_in=int(len(df)),
+        policy=settings.ingest.model_dump(),
+    )
     report_dir = Path(report_dir) if report_dir is not None else None
 
     # bounds: given (a model's) > declared in params
@@ -131,10 +177,12 @@ def validate_frame(df: pd.DataFrame, meta: dict, settings: Settings, *, name: st
     docs = report_dir / "data_docs" if report_dir is not None else None
     rep.gx, failed, rep.data_docs = run_suite(df, name, cols, settings.ingest.dedupe, rep.bounds, min_rows, docs)
     for f in failed:
-        if f.rule == "min_rows":   # what the row count is for
+        if f.rule == "min_rows":  # what the row count is for
             i, w = settings.ingest, settings.window
-            f.detail = (f"for lookback {lookback}, horizon {horizon} and test_fraction {w.test_fraction:g} "
-                        f"({i.min_windows} window(s) per split, {i.min_test_horizons} non-overlapping test windows)")
+            f.detail = (
+                f"for lookback {lookback}, horizon {horizon} and test_fraction {w.test_fraction:g} "
+                f"({i.min_windows} window(s) per split, {i.min_test_horizons} non-overlapping test windows)"
+            )
     rep.failures = [f.as_dict() for f in failed]
     try:
         if failed:
@@ -145,19 +193,22 @@ def validate_frame(df: pd.DataFrame, meta: dict, settings: Settings, *, name: st
     except RuleFailure as f:
         if f.as_dict() not in rep.failures:
             rep.failures.append(f.as_dict())
-        rep.error = _message(source, f, rep, bounds_origin).replace("cellcast validate NAME", f"cellcast validate {name}")
-        rep.seconds = (datetime.now(timezone.utc) - t0).total_seconds()
+        rep.error = _message(source, f, rep, bounds_origin).replace(
+            "cellcast validate NAME", f"cellcast validate {name}"
+        )
+        rep.seconds = (datetime.now(UTC) - t0).total_seconds()
         _fail(rep, df, meta, settings, report_dir, quarantine)
     rep.success, rep.rows_out, rep.frame = True, int(len(out)), out
-    rep.seconds = (datetime.now(timezone.utc) - t0).total_seconds()
+    rep.seconds = (datetime.now(UTC) - t0).total_seconds()
     if report_dir is not None:
         rep.report_path = str(report_dir / "validation.json")
         write_json(Path(rep.report_path), rep.to_dict())
     return rep
 
 
-def _fail(rep: ValidationReport, df: pd.DataFrame, meta: dict, settings: Settings, report_dir: Path | None,
-          quarantine: bool) -> None:
+def _fail(
+    rep: ValidationReport, df: pd.DataFrame, meta: dict, settings: Settings, report_dir: Path | None, quarantine: bool
+) -> None:
     if report_dir is not None:
         rep.report_path = str(report_dir / "validation.json")
     if quarantine:
@@ -168,8 +219,9 @@ def _fail(rep: ValidationReport, df: pd.DataFrame, meta: dict, settings: Setting
         write_json(q / "report.json", {"stage": "validate", **rep.to_dict()})
     if report_dir is not None:
         write_json(report_dir / "validation.json", rep.to_dict())
-    raise DataValidationError(rep.error or f"{rep.name}: validation failed", report_path=rep.report_path,
-                              quarantine_path=rep.quarantine_path)
+    raise DataValidationError(
+        rep.error or f"{rep.name}: validation failed", report_path=rep.report_path, quarantine_path=rep.quarantine_path
+    )
 
 
 def known_future_rows(raw: pd.DataFrame, meta: dict, last: pd.Timestamp) -> pd.DataFrame:
@@ -182,7 +234,7 @@ def known_future_rows(raw: pd.DataFrame, meta: dict, last: pd.Timestamp) -> pd.D
     return out.drop_duplicates("timestamp", keep="last").reset_index(drop=True)
 
 
-POLICY_KEYS = ("dedupe", "long_gaps", "bad_series")   # the ingest settings `cellcast validate` takes as options
+POLICY_KEYS = ("dedupe", "long_gaps", "bad_series")  # the ingest settings `cellcast validate` takes as options
 
 
 def record_policy(name: str, settings: Settings, policy: dict) -> None:
@@ -219,14 +271,23 @@ def validate_dataset(name: str, settings: Settings, mapper=None) -> ValidationRe
         return validate_panel(name, settings, meta, mapper)
     df, meta = read_raw(name, settings)
     pq_in, _ = raw_paths(name, settings)
-    rep = validate_frame(df, meta, settings, name=name, report_dir=reports_dir(name, settings),
-                         source=str(pq_in))
+    rep = validate_frame(df, meta, settings, name=name, report_dir=reports_dir(name, settings), source=str(pq_in))
     pq, js = validated_paths(name, settings)
     assert rep.frame is not None  # validate_frame returns only a passed report, which holds its frame
     write_parquet(rep.frame, pq)
     ahead = known_future_rows(df, meta, rep.frame["timestamp"].iloc[-1])
     write_parquet(ahead, future_path(name, settings))
-    write_json(js, {**meta, "rows": rep.rows_out, "start": str(rep.frame["timestamp"].iloc[0]),
-                     "end": str(rep.frame["timestamp"].iloc[-1]), "bounds": rep.bounds, "validated_at": _now(),
-                     "report": rep.to_dict(), "data_md5": md5_file(pq)})
+    write_json(
+        js,
+        {
+            **meta,
+            "rows": rep.rows_out,
+            "start": str(rep.frame["timestamp"].iloc[0]),
+            "end": str(rep.frame["timestamp"].iloc[-1]),
+            "bounds": rep.bounds,
+            "validated_at": _now(),
+            "report": rep.to_dict(),
+            "data_md5": md5_file(pq),
+        },
+    )
     return rep

@@ -25,6 +25,7 @@ known about each row ahead of time: calendar features of its timestamp (data/cal
 the columns ingested as known ahead (`ingest --future-features`). The window at `s` reads its rows
 [s+lookback, s+lookback+horizon), the horizon, as its future block (B, horizon, F): a view, like the windows.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,15 +36,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..catalog import (SERIES_ID, filled_column, is_panel, read_validated, read_validated_meta, read_validated_panel,
-                       window_paths)
+from ..catalog import (
+    SERIES_ID,
+    filled_column,
+    is_panel,
+    read_validated,
+    read_validated_meta,
+    read_validated_panel,
+    window_paths,
+)
 from ..config import Settings
 from ..errors import DataValidationError, NotFoundError
 from . import calendar as _calendar
 from .frequency import seasons_for
 
 SPLITS = ("train", "val", "test")
-MAX_AUTO_SEASON = 1024   # the longest season an auto lookback spans (resolve_window)
+MAX_AUTO_SEASON = 1024  # the longest season an auto lookback spans (resolve_window)
 
 
 def resolve_window(settings: Settings, freq: str, n_rows: int | None = None) -> tuple[int, int]:
@@ -63,10 +71,13 @@ def resolve_window(settings: Settings, freq: str, n_rows: int | None = None) -> 
         horizon = seasons[0] if seasons else 1
     lookback = w.lookback
     if lookback == "auto":
-        fit = [m for m in seasons
-               if m <= MAX_AUTO_SEASON and (n_rows is None or (m + settings.train.rnn_steps) * 10 <= n_rows)]
+        fit = [
+            m
+            for m in seasons
+            if m <= MAX_AUTO_SEASON and (n_rows is None or (m + settings.train.rnn_steps) * 10 <= n_rows)
+        ]
         lookback = (max(fit) if fit else 0) + settings.train.rnn_steps
-        if n_rows is not None:   # a short series: a tenth of it at most, so every split keeps windows
+        if n_rows is not None:  # a short series: a tenth of it at most, so every split keeps windows
             lookback = max(2, min(lookback, n_rows // 10))
     return int(lookback), int(horizon)
 
@@ -81,13 +92,13 @@ class WindowMeta:
     horizon: int
     stride: int
     rows: int
-    bounds: dict[str, int]                 # first row of val and of test
+    bounds: dict[str, int]  # first row of val and of test
     counts: dict[str, int]
     mean: list[float]
     std: list[float]
     start: str
     end: str
-    split_times: dict[str, list[str]]      # first and last timestamp of each split's rows
+    split_times: dict[str, list[str]]  # first and last timestamp of each split's rows
     data_md5: str | None = None
     seasons: list[int] = field(default_factory=list)
     # plausible range of each variable: declared (validate.bounds) or profiled on the observed training
@@ -124,8 +135,15 @@ class WindowSet:
 
     is_panel = False
 
-    def __init__(self, values: np.ndarray, timestamps: np.ndarray, meta: WindowMeta, starts: dict[str, np.ndarray],
-                 filled: np.ndarray | None = None, future: np.ndarray | None = None):
+    def __init__(
+        self,
+        values: np.ndarray,
+        timestamps: np.ndarray,
+        meta: WindowMeta,
+        starts: dict[str, np.ndarray],
+        filled: np.ndarray | None = None,
+        future: np.ndarray | None = None,
+    ):
         self.values = _owned(values, np.float32)
         self.timestamps = timestamps
         self.meta = meta
@@ -160,7 +178,7 @@ class WindowSet:
         table = self.future if table is None else table
         if table is None:
             return None
-        v = np.lib.stride_tricks.sliding_window_view(table, self.meta.horizon, axis=0)   # (n, F, H), a view
+        v = np.lib.stride_tricks.sliding_window_view(table, self.meta.horizon, axis=0)  # (n, F, H), a view
         return v[np.asarray(starts) + self.meta.lookback].transpose(0, 2, 1)
 
     def future_table_for(self, names: list[str], kinds: list[str], calendar: dict | None) -> np.ndarray | None:
@@ -169,8 +187,11 @@ class WindowSet:
         user columns taken from this set's table or its variables. ValueError naming a column it cannot give."""
         if not names:
             return None
-        if list(names) == self.meta.future_names and list(kinds) == self.meta.future_kinds \
-                and _calendar.as_dict(calendar) == _calendar.as_dict(self.meta.calendar or None):
+        if (
+            list(names) == self.meta.future_names
+            and list(kinds) == self.meta.future_kinds
+            and _calendar.as_dict(calendar) == _calendar.as_dict(self.meta.calendar or None)
+        ):
             return self.future
         cal, got = _calendar.calendar_features(self.timestamps, self.meta.freq, calendar or {})
         cols = []
@@ -179,8 +200,11 @@ class WindowSet:
                 if n not in got:
                     raise ValueError(f"calendar column '{n}' does not exist at frequency {self.meta.freq}")
                 cols.append(cal[:, got.index(n)])
-            elif (self.future is not None and n in self.meta.future_names
-                  and self.meta.future_kinds[self.meta.future_names.index(n)] == k):
+            elif (
+                self.future is not None
+                and n in self.meta.future_names
+                and self.meta.future_kinds[self.meta.future_names.index(n)] == k
+            ):
                 cols.append(self.future[:, self.meta.future_names.index(n)])
             elif n in self.meta.variables:
                 cols.append(self.values[:, self.meta.variables.index(n)])
@@ -234,11 +258,11 @@ class WindowSet:
         y = self.target_series()
         return y if self._observed is None else np.where(self._observed, y, np.nan)
 
-    def with_starts(self, **starts: np.ndarray) -> "WindowSet":
+    def with_starts(self, **starts: np.ndarray) -> WindowSet:
         """The same series (values, fill mask, known-future table) with some splits' windows replaced."""
         return WindowSet(self.values, self.timestamps, self.meta, {**self.starts, **starts}, self.filled, self.future)
 
-    def to_torch(self, device="cpu") -> "TorchWindows":
+    def to_torch(self, device="cpu") -> TorchWindows:
         return TorchWindows(self, device)
 
 
@@ -251,13 +275,17 @@ class TorchWindows:
         self.ws = ws
         self.device = torch.device(device)
         self.series = torch.from_numpy(ws.values).to(self.device)
-        self.windows = self.series.unfold(0, ws.span, 1)          # (n, V, span), a view
+        self.windows = self.series.unfold(0, ws.span, 1)  # (n, V, span), a view
         self.target_idx = torch.tensor(ws.meta.target_idx, device=self.device)
         self.starts = {k: torch.from_numpy(v).to(self.device) for k, v in ws.starts.items()}
-        self.observed = None if ws._observed is None else \
-            torch.from_numpy(ws._observed).to(self.device).unfold(0, ws.meta.horizon, 1)   # (n, T, H), a view
-        self.future_windows = None if ws.future is None else \
-            torch.from_numpy(ws.future).to(self.device).unfold(0, ws.meta.horizon, 1)       # (n, F, H), a view
+        self.observed = (
+            None
+            if ws._observed is None
+            else torch.from_numpy(ws._observed).to(self.device).unfold(0, ws.meta.horizon, 1)
+        )  # (n, T, H), a view
+        self.future_windows = (
+            None if ws.future is None else torch.from_numpy(ws.future).to(self.device).unfold(0, ws.meta.horizon, 1)
+        )  # (n, F, H), a view
 
     def batch(self, idx):
         L = self.ws.meta.lookback
@@ -267,7 +295,7 @@ class TorchWindows:
             # numpy's gather on the sliding view is ~3x faster than torch indexing an unfold view on a CPU
             x, y = self.ws.batch(idx.numpy())
             return torch.from_numpy(x), torch.from_numpy(np.ascontiguousarray(y))
-        w = self.windows[idx].transpose(1, 2)                      # (B, span, V): copies the batch only
+        w = self.windows[idx].transpose(1, 2)  # (B, span, V): copies the batch only
         return w[:, :L, :], w[:, L:, :].index_select(2, self.target_idx)
 
     def future(self, idx):
@@ -297,6 +325,7 @@ class TorchWindows:
 
 # --- building ------------------------------------------------------------------------------------
 
+
 def profile_bounds(df: pd.DataFrame, columns: list[str], tolerance: float) -> dict[str, list[float]]:
     """[min - t*range, max + t*range] of each column's finite values (a constant column gets +-t*|value| or +-t).
     Profile rows other than those it will check: a range drawn from the values it judges cannot fail."""
@@ -318,8 +347,15 @@ def split_bounds(rows: int, val_fraction: float, test_fraction: float) -> tuple[
     return rows - n_val - n_test, rows - n_test
 
 
-def window_starts(rows: int, lookback: int, horizon: int, val_start: int, test_start: int,
-                  stride: int = 1, valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def window_starts(
+    rows: int,
+    lookback: int,
+    horizon: int,
+    val_start: int,
+    test_start: int,
+    stride: int = 1,
+    valid: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """Start rows of the windows of each split. `valid[s]` False drops the window at s (it crosses a break)."""
     s = np.arange(max(rows - lookback - horizon + 1, 0))
     first_target, end = s + lookback, s + lookback + horizon
@@ -333,7 +369,7 @@ def window_starts(rows: int, lookback: int, horizon: int, val_start: int, test_s
         if valid is not None:
             m = m & valid[: len(s)]
         idx = s[m]
-        out[k] = idx[:: stride] if k == "train" else idx
+        out[k] = idx[::stride] if k == "train" else idx
     return out
 
 
@@ -364,19 +400,20 @@ def complete_windows(values: np.ndarray, span: int) -> np.ndarray:
     bad = np.isnan(values).any(axis=1).astype(np.int64)
     c = np.concatenate([[0], np.cumsum(bad)])
     n = max(len(values) - span + 1, 0)
-    return (c[span:span + n] - c[:n]) == 0
+    return (c[span : span + n] - c[:n]) == 0
 
 
-def usable_windows(values: np.ndarray, filled: np.ndarray | None, lookback: int, horizon: int,
-                   target_idx: list[int]) -> np.ndarray:
+def usable_windows(
+    values: np.ndarray, filled: np.ndarray | None, lookback: int, horizon: int, target_idx: list[int]
+) -> np.ndarray:
     """valid[s]: the window at s crosses no break, its origin (row s+lookback-1) is observed in every variable
     (a fill there was drawn from a later observation), and at least one of its targets is observed."""
     valid = complete_windows(values, lookback + horizon)
     if filled is None or not filled.any():
         return valid
     n = len(valid)
-    origin_filled = np.asarray(filled.any(axis=1))[lookback - 1:lookback - 1 + n]
-    seen = (~filled[:, target_idx]).any(axis=1).astype(np.int64)     # rows with an observed target
+    origin_filled = np.asarray(filled.any(axis=1))[lookback - 1 : lookback - 1 + n]
+    seen = (~filled[:, target_idx]).any(axis=1).astype(np.int64)  # rows with an observed target
     c = np.concatenate([[0], np.cumsum(seen)])
     s = np.arange(n)
     return valid & ~origin_filled & (c[s + lookback + horizon] - c[s + lookback] > 0)
@@ -387,12 +424,14 @@ def filled_mask(frame: pd.DataFrame, variables: list[str]) -> np.ndarray | None:
     cols = [filled_column(v) for v in variables]
     if not any(c in frame.columns for c in cols):
         return None
-    return np.stack([frame[c].to_numpy(dtype=bool) if c in frame.columns else np.zeros(len(frame), bool)
-                     for c in cols], axis=1)
+    return np.stack(
+        [frame[c].to_numpy(dtype=bool) if c in frame.columns else np.zeros(len(frame), bool) for c in cols], axis=1
+    )
 
 
-def future_table(timestamps, freq: str, calendar, columns: dict[str, np.ndarray] | None = None
-                 ) -> tuple[np.ndarray | None, list[str], list[str]]:
+def future_table(
+    timestamps, freq: str, calendar, columns: dict[str, np.ndarray] | None = None
+) -> tuple[np.ndarray | None, list[str], list[str]]:
     """The known-future table of a series: calendar features of `timestamps` (data/calendar.py), then the
     user-supplied `columns` (name -> values, one per row). -> (rows, F) float32 or None, names, kinds."""
     cal, names = _calendar.calendar_features(timestamps, freq, calendar)
@@ -407,8 +446,14 @@ def future_table(timestamps, freq: str, calendar, columns: dict[str, np.ndarray]
     return np.concatenate(parts, axis=1).astype(np.float32), names, kinds
 
 
-def future_block(names: list[str], kinds: list[str], calendar: dict | None, freq: str, stamps,
-                 user: dict[str, np.ndarray] | None = None) -> np.ndarray:
+def future_block(
+    names: list[str],
+    kinds: list[str],
+    calendar: dict | None,
+    freq: str,
+    stamps,
+    user: dict[str, np.ndarray] | None = None,
+) -> np.ndarray:
     """One forecast's known-future block (H, F) for the horizon timestamps `stamps`: calendar columns computed from
     them, user columns from `user` (name -> H values, checked by the caller: never filled here)."""
     cal, got = _calendar.calendar_features(stamps, freq, calendar or {})
@@ -423,9 +468,17 @@ def future_block(names: list[str], kinds: list[str], calendar: dict | None, freq
     return np.stack(cols, axis=1).astype(np.float32) if cols else np.zeros((len(stamps), 0), np.float32)
 
 
-def build_windows(frame: pd.DataFrame, *, name: str, variables: list[str], targets: list[str], freq: str,
-                  settings: Settings, data_md5: str | None = None, future_features: list[str] | None = None
-                  ) -> WindowSet:
+def build_windows(
+    frame: pd.DataFrame,
+    *,
+    name: str,
+    variables: list[str],
+    targets: list[str],
+    freq: str,
+    settings: Settings,
+    data_md5: str | None = None,
+    future_features: list[str] | None = None,
+) -> WindowSet:
     lookback, horizon = resolve_window(settings, freq, len(frame))
     w = settings.window
     values = frame[variables].to_numpy(dtype=np.float32)
@@ -440,36 +493,59 @@ def build_windows(frame: pd.DataFrame, *, name: str, variables: list[str], targe
         rule, what = short
         raise DataValidationError(
             f"{name}: {rows} rows give {what} (lookback {lookback}, horizon {horizon}): use a longer series, "
-            f"a shorter window.lookback / window.horizon or a lower ingest.{rule} in params.yaml")
+            f"a shorter window.lookback / window.horizon or a lower ingest.{rule} in params.yaml"
+        )
     train = values[:val_start]
     observed = frame[variables].iloc[:val_start]
-    if filled is not None:    # observed cells only
+    if filled is not None:  # observed cells only
         train = np.where(filled[:val_start], np.nan, train)
         observed = observed.mask(filled[:val_start])
-    declared = {v: [float(x) for x in settings.validate_.bounds[v]] for v in variables if v in settings.validate_.bounds}
+    declared = {
+        v: [float(x) for x in settings.validate_.bounds[v]] for v in variables if v in settings.validate_.bounds
+    }
     value_bounds = {**profile_bounds(observed, variables, settings.validate_.profile_tolerance), **declared}
     mean = np.nanmean(train, axis=0)
     std = np.nanstd(train, axis=0)
-    std = np.where(~np.isfinite(std) | (std < 1e-8), 1.0, std)   # a constant column scales by 1
+    std = np.where(~np.isfinite(std) | (std < 1e-8), 1.0, std)  # a constant column scales by 1
     ts = frame["timestamp"].to_numpy()
     missing = [c for c in (future_features or []) if c not in frame.columns]
     if missing:
-        raise DataValidationError(f"{name}: known-future column(s) {', '.join(missing)} not in the data: re-ingest "
-                                  f"with them (--future-features)")
+        raise DataValidationError(
+            f"{name}: known-future column(s) {', '.join(missing)} not in the data: re-ingest "
+            f"with them (--future-features)"
+        )
     # calendar.parts auto: from the frequency and the time the training rows cover
     cal = _calendar.resolved(settings.calendar, freq, pd.Timestamp(ts[val_start - 1]) - pd.Timestamp(ts[0]))
-    future, fnames, fkinds = future_table(ts, freq, cal,
-                                          {c: frame[c].to_numpy(np.float32) for c in (future_features or [])})
+    future, fnames, fkinds = future_table(
+        ts, freq, cal, {c: frame[c].to_numpy(np.float32) for c in (future_features or [])}
+    )
     at = lambda i: str(pd.Timestamp(ts[i]))  # noqa: E731  (readable stamps in windows.json and messages)
     meta = WindowMeta(
-        name=name, variables=list(variables), targets=list(targets), freq=freq, lookback=lookback,
-        horizon=horizon, stride=w.stride, rows=rows, bounds={"val": int(val_start), "test": int(test_start)},
-        counts={k: int(len(v)) for k, v in starts.items()}, mean=[float(x) for x in mean],
-        std=[float(x) for x in std], start=at(0), end=at(-1),
-        split_times={"train": [at(0), at(val_start - 1)], "val": [at(val_start), at(test_start - 1)],
-                     "test": [at(test_start), at(-1)]},
-        data_md5=data_md5, seasons=seasons_for(freq, rows), value_bounds=value_bounds,
-        future_names=fnames, future_kinds=fkinds, calendar=cal if fnames else {},
+        name=name,
+        variables=list(variables),
+        targets=list(targets),
+        freq=freq,
+        lookback=lookback,
+        horizon=horizon,
+        stride=w.stride,
+        rows=rows,
+        bounds={"val": int(val_start), "test": int(test_start)},
+        counts={k: int(len(v)) for k, v in starts.items()},
+        mean=[float(x) for x in mean],
+        std=[float(x) for x in std],
+        start=at(0),
+        end=at(-1),
+        split_times={
+            "train": [at(0), at(val_start - 1)],
+            "val": [at(val_start), at(test_start - 1)],
+            "test": [at(test_start), at(-1)],
+        },
+        data_md5=data_md5,
+        seasons=seasons_for(freq, rows),
+        value_bounds=value_bounds,
+        future_names=fnames,
+        future_kinds=fkinds,
+        calendar=cal if fnames else {},
     )
     return WindowSet(values, ts, meta, starts, filled, future)
 
@@ -500,7 +576,7 @@ def build_windows(frame: pd.DataFrame, *, name: str, variables: list[str], targe
 # Sampling (`window.panel_weighting`, modeling/train.panel_sampler): `uniform` draws training windows uniformly (a
 # long series weighs more); `per_series` draws a series uniformly, then one of its windows, so each counts alike.
 
-COLD = "cold"        # the starts key of cold-start series' windows
+COLD = "cold"  # the starts key of cold-start series' windows
 
 
 def series_scale(values: np.ndarray, observed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -511,7 +587,7 @@ def series_scale(values: np.ndarray, observed: np.ndarray | None) -> tuple[np.nd
     if observed is not None:
         v = np.where(observed, v, np.nan)
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)     # an all-NaN column: handled below
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: handled below
         mean = np.nanmean(v, axis=0) if len(v) else np.zeros(v.shape[1])
         d = np.nanmean(np.abs(np.diff(v, axis=0)), axis=0) if len(v) > 1 else np.full(v.shape[1], np.nan)
         sd = np.nanstd(v, axis=0) if len(v) else np.full(v.shape[1], np.nan)
@@ -527,8 +603,19 @@ class PanelWindowSet(WindowSet):
 
     is_panel = True
 
-    def __init__(self, values, timestamps, meta: WindowMeta, starts, filled=None, future=None, *,
-                 offsets: np.ndarray, lengths: np.ndarray, train_end: np.ndarray):
+    def __init__(
+        self,
+        values,
+        timestamps,
+        meta: WindowMeta,
+        starts,
+        filled=None,
+        future=None,
+        *,
+        offsets: np.ndarray,
+        lengths: np.ndarray,
+        train_end: np.ndarray,
+    ):
         super().__init__(values, timestamps, meta, starts, filled, future)
         self.offsets = np.asarray(offsets, dtype=np.int64)
         self.lengths = np.asarray(lengths, dtype=np.int64)
@@ -559,15 +646,24 @@ class PanelWindowSet(WindowSet):
         """bool (rows,): the rows of every series' own training split (a cold-start series: its first lookback)."""
         m = np.zeros(len(self.values), dtype=bool)
         for o, e in zip(self.offsets, self.train_end):
-            m[o:o + e] = True
+            m[o : o + e] = True
         return m
 
     def _future_train_rows(self):
-        return self.train_rows()   # every series' own training rows
+        return self.train_rows()  # every series' own training rows
 
-    def with_starts(self, **starts: np.ndarray) -> "PanelWindowSet":
-        return PanelWindowSet(self.values, self.timestamps, self.meta, {**self.starts, **starts}, self.filled,
-                              self.future, offsets=self.offsets, lengths=self.lengths, train_end=self.train_end)
+    def with_starts(self, **starts: np.ndarray) -> PanelWindowSet:
+        return PanelWindowSet(
+            self.values,
+            self.timestamps,
+            self.meta,
+            {**self.starts, **starts},
+            self.filled,
+            self.future,
+            offsets=self.offsets,
+            lengths=self.lengths,
+            train_end=self.train_end,
+        )
 
     # --- per-series scaling ----------------------------------------------------------------------
     def scaler(self, series_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -603,14 +699,15 @@ def build_panel_windows(frame: pd.DataFrame, meta: dict, *, name: str, settings:
     future_features = list(meta.get("future_features") or [])
     missing = [c for c in future_features if c not in frame.columns]
     if missing:
-        raise DataValidationError(f"{name}: known-future column(s) {', '.join(missing)} not in the data: re-ingest "
-                                  f"with them (--future-features)")
+        raise DataValidationError(
+            f"{name}: known-future column(s) {', '.join(missing)} not in the data: re-ingest "
+            f"with them (--future-features)"
+        )
     freq = meta["freq"]
     info = meta["panel"]
     lookback, horizon = panel_window_meta(meta, settings)
     w = settings.window
     target_idx = [variables.index(t) for t in targets]
-    span = lookback + horizon
 
     sid = frame[SERIES_ID].to_numpy()
     cuts = np.flatnonzero(sid[1:] != sid[:-1]) + 1
@@ -643,7 +740,7 @@ def build_panel_windows(frame: pd.DataFrame, meta: dict, *, name: str, settings:
                 starts[k].append(own[k] + row)
             t = ts_all[a:b]
             spans.append([t[0], t[vs - 1], t[vs], t[te - 1], t[te], t[-1]])
-        else:   # too short for its own splits: every whole window is a cold-start test window
+        else:  # too short for its own splits: every whole window is a cold-start test window
             kind, end = "cold_start", lookback
             starts[COLD].append(np.flatnonzero(valid) + row)
         observed = None if f is None else ~f[:end]
@@ -654,61 +751,90 @@ def build_panel_windows(frame: pd.DataFrame, meta: dict, *, name: str, settings:
         train_end.append(end)
         status[s_id] = kind if short is None or validated != "ok" else f"cold_start ({short[1]})"
         scales[s_id] = {"mean": [float(x) for x in mean], "scale": [float(x) for x in scale]}
-        counts[s_id] = {k: int(len(own[k])) for k in ("train", "val", "test")} if kind == "ok" else \
-            {COLD: int(valid.sum())}
+        counts[s_id] = (
+            {k: int(len(own[k])) for k in ("train", "val", "test")} if kind == "ok" else {COLD: int(valid.sum())}
+        )
         blocks.append(((vals - mean) / scale).astype(np.float32))
-        blocks.append(np.full((1, len(variables)), np.nan, np.float32))     # the break after each series
+        blocks.append(np.full((1, len(variables)), np.nan, np.float32))  # the break after each series
         tblocks.append(ts_all[a:b])
-        tblocks.append(ts_all[b - 1:b])                                     # the break row repeats the last stamp
+        tblocks.append(ts_all[b - 1 : b])  # the break row repeats the last stamp
         if f is not None:
             fblocks.append(f)
             fblocks.append(np.zeros((1, len(variables)), bool))
         row += n + 1
     if not ids:
-        raise DataValidationError(f"{name}: none of its {len(bounds) - 1} series holds a whole window of lookback "
-                                  f"{lookback} + horizon {horizon}: use a shorter window.lookback / window.horizon")
+        raise DataValidationError(
+            f"{name}: none of its {len(bounds) - 1} series holds a whole window of lookback "
+            f"{lookback} + horizon {horizon}: use a shorter window.lookback / window.horizon"
+        )
     if not any(len(x) for x in starts["train"]):
-        raise DataValidationError(f"{name}: every series is cold start (too short for its own train / validation / "
-                                  f"test windows): a global model needs at least one series with its own splits")
+        raise DataValidationError(
+            f"{name}: every series is cold start (too short for its own train / validation / "
+            f"test windows): a global model needs at least one series with its own splits"
+        )
     values = np.concatenate(blocks)
     ts = np.concatenate(tblocks)
     filled = np.concatenate(fblocks) if fblocks else None
     st = {k: (np.concatenate(v) if v else np.zeros(0, np.int64)).astype(np.int64) for k, v in starts.items()}
     # calendar.parts auto: from the frequency and the longest time a series' training rows cover
-    span = max((pd.Timestamp(sp[1]) - pd.Timestamp(sp[0]) for sp in spans), default=None)
-    cal = _calendar.resolved(settings.calendar, freq, span)
-    fut, fnames, fkinds = future_table(ts, freq, cal,
-                                       {c: _with_breaks(frame[c].to_numpy(np.float32), bounds, ids, sid)
-                                        for c in future_features})
+    train_span = max((pd.Timestamp(sp[1]) - pd.Timestamp(sp[0]) for sp in spans), default=None)
+    cal = _calendar.resolved(settings.calendar, freq, train_span)
+    fut, fnames, fkinds = future_table(
+        ts, freq, cal, {c: _with_breaks(frame[c].to_numpy(np.float32), bounds, ids, sid) for c in future_features}
+    )
     offsets_a, train_a = np.asarray(offsets), np.asarray(train_end)
     tmask = np.zeros(len(values), bool)
     for o, e in zip(offsets_a, train_a):
-        tmask[o:o + e] = True
+        tmask[o : o + e] = True
     train_vals = np.where(filled[tmask], np.nan, values[tmask]) if filled is not None else values[tmask]
     gmean = np.nanmean(train_vals, axis=0)
     gstd = np.nanstd(train_vals, axis=0)
     gstd = np.where(~np.isfinite(gstd) | (gstd < 1e-8), 1.0, gstd)
     at = lambda t: str(pd.Timestamp(t))  # noqa: E731
-    span_a = np.asarray(spans, dtype="datetime64[ns]")   # per series with splits: first/last stamp of each split
-    split_times = {k: [at(span_a[:, 2 * j].min()), at(span_a[:, 2 * j + 1].max())]
-                   for j, k in enumerate(("train", "val", "test"))}
-    declared = {v: [float(x) for x in settings.validate_.bounds[v]] for v in variables if v in settings.validate_.bounds}
+    span_a = np.asarray(spans, dtype="datetime64[ns]")  # per series with splits: first/last stamp of each split
+    split_times = {
+        k: [at(span_a[:, 2 * j].min()), at(span_a[:, 2 * j + 1].max())] for j, k in enumerate(("train", "val", "test"))
+    }
+    declared = {
+        v: [float(x) for x in settings.validate_.bounds[v]] for v in variables if v in settings.validate_.bounds
+    }
     wmeta = WindowMeta(
-        name=name, variables=variables, targets=targets, freq=freq, lookback=lookback, horizon=horizon,
-        stride=w.stride, rows=int(len(values)), bounds={"val": 0, "test": 0},
-        counts={k: int(len(v)) for k, v in st.items()}, mean=[float(x) for x in gmean], std=[float(x) for x in gstd],
-        start=at(ts.min()), end=at(ts.max()), split_times=split_times, data_md5=meta.get("data_md5"),
+        name=name,
+        variables=variables,
+        targets=targets,
+        freq=freq,
+        lookback=lookback,
+        horizon=horizon,
+        stride=w.stride,
+        rows=int(len(values)),
+        bounds={"val": 0, "test": 0},
+        counts={k: int(len(v)) for k, v in st.items()},
+        mean=[float(x) for x in gmean],
+        std=[float(x) for x in gstd],
+        start=at(ts.min()),
+        end=at(ts.max()),
+        split_times=split_times,
+        data_md5=meta.get("data_md5"),
         seasons=seasons_for(freq, int(np.median(lengths))),
         # per-series scales make profiled ranges per series; only the declared ranges (raw units) travel
-        value_bounds=declared, future_names=fnames, future_kinds=fkinds,
+        value_bounds=declared,
+        future_names=fnames,
+        future_kinds=fkinds,
         calendar=cal if fnames else {},
-        panel={"id_cols": list(info.get("id_cols") or []),
-               "series": {s: (info["series"].get(s) or {}).get("ids", {}) for s in ids},
-               "status": status, "scales": scales, "counts": counts, "not_windowed": skipped,
-               "weighting": settings.window.panel_weighting,
-               "scaling": "per series: (value - mean) / mean |one-step difference| of its own training rows"})
-    return PanelWindowSet(values, ts, wmeta, st, filled, fut, offsets=offsets_a, lengths=np.asarray(lengths),
-                          train_end=train_a)
+        panel={
+            "id_cols": list(info.get("id_cols") or []),
+            "series": {s: (info["series"].get(s) or {}).get("ids", {}) for s in ids},
+            "status": status,
+            "scales": scales,
+            "counts": counts,
+            "not_windowed": skipped,
+            "weighting": settings.window.panel_weighting,
+            "scaling": "per series: (value - mean) / mean |one-step difference| of its own training rows",
+        },
+    )
+    return PanelWindowSet(
+        values, ts, wmeta, st, filled, fut, offsets=offsets_a, lengths=np.asarray(lengths), train_end=train_a
+    )
 
 
 def _with_breaks(col: np.ndarray, bounds: np.ndarray, ids: list[str], sid: np.ndarray) -> np.ndarray:
@@ -717,11 +843,12 @@ def _with_breaks(col: np.ndarray, bounds: np.ndarray, ids: list[str], sid: np.nd
     parts = []
     for a, b in zip(bounds[:-1], bounds[1:]):
         if str(sid[a]) in keep:
-            parts += [col[a:b], col[b - 1:b]]
+            parts += [col[a:b], col[b - 1 : b]]
     return np.concatenate(parts)
 
 
 # --- storage -------------------------------------------------------------------------------------
+
 
 def save_windows(ws: WindowSet, settings: Settings) -> tuple[Path, Path]:
     npz, js = window_paths(ws.meta.name, settings)
@@ -751,8 +878,17 @@ def load_windows(name: str, settings: Settings) -> WindowSet:
         future = z["future"] if "future" in z.files else None
         if meta.panel:
             starts[COLD] = z[f"starts_{COLD}"]
-            return PanelWindowSet(values, ts, meta, starts, filled, future, offsets=z["series_offsets"],
-                                  lengths=z["series_lengths"], train_end=z["series_train_end"])
+            return PanelWindowSet(
+                values,
+                ts,
+                meta,
+                starts,
+                filled,
+                future,
+                offsets=z["series_offsets"],
+                lengths=z["series_lengths"],
+                train_end=z["series_train_end"],
+            )
     return WindowSet(values, ts, meta, starts, filled, future)
 
 
@@ -766,8 +902,15 @@ def window_dataset(name: str, settings: Settings) -> WindowSet:
         return ws
     frame, meta = read_validated(name, settings)
     variables = list(meta["targets"]) + list(meta.get("features") or [])
-    ws = build_windows(frame, name=name, variables=variables, targets=list(meta["targets"]), freq=meta["freq"],
-                       settings=settings, data_md5=meta.get("data_md5"),
-                       future_features=list(meta.get("future_features") or []))
+    ws = build_windows(
+        frame,
+        name=name,
+        variables=variables,
+        targets=list(meta["targets"]),
+        freq=meta["freq"],
+        settings=settings,
+        data_md5=meta.get("data_md5"),
+        future_features=list(meta.get("future_features") or []),
+    )
     save_windows(ws, settings)
     return ws
