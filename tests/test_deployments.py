@@ -24,7 +24,7 @@ def test_overrides_apply_on_top_of_params_and_are_checked(project):
 
     p = load_params()
     s = p.for_dataset("elecdemand", {"train": {"epochs": 2}})
-    assert s.train.epochs == 2 and s.train.anchor == "linear"  # the dataset's own overrides stay
+    assert s.train.epochs == 2 and s.calendar.country == "AU"  # the dataset's own overrides stay
     assert s.window.lookback == p.for_dataset("elecdemand").window.lookback
     with pytest.raises(ConfigError, match=r"^overrides\.paths: not a section that can be overridden"):
         p.for_dataset("x", {"paths": {"data": "/tmp"}})

@@ -31,6 +31,7 @@ def window_set(lookback: int, season: int | None, rnn_steps: int):
     )
     settings = Params(
         window={"lookback": lookback, "horizon": HORIZON},
+        calendar={"parts": []},  # past inputs only: the lookback, the season and the steps are what is tested
         train={
             "epochs": 1,
             "batch_size": 16,
@@ -38,6 +39,7 @@ def window_set(lookback: int, season: int | None, rnn_steps: int):
             "hidden_size": 8,
             "rnn_steps": rnn_steps,
             "device": "cpu",
+            "anchor": "seasonal_naive",  # the season given is the anchor (auto could choose another)
         },
     ).for_dataset("grid")
     return build_windows(df, name="grid", variables=["y", "x"], targets=["y"], freq="D", settings=settings), settings
