@@ -22,7 +22,7 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -353,6 +353,91 @@ def calibrate(model: QuantileOutput, ws: WindowSet, settings: Settings) -> dict:
     }
 
 
+def _train_epoch(
+    model: QuantileOutput,
+    tw,
+    order: torch.Tensor,
+    batch: int,
+    opt: torch.optim.Optimizer,
+    params: list,
+    clip: float,
+    scale: torch.Tensor,
+    levels: torch.Tensor | None,
+    amp: bool,
+    label: str | None,
+) -> float:
+    """One pass over the windows at `order`, a batch at a time; the mean training loss. `label`: a progress bar."""
+    model.train()
+    n_batches = math.ceil(len(order) / batch)
+    losses = torch.zeros((), device=order.device)
+    bar = None
+    if label:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_batches, desc=label, leave=False, unit="batch")
+    for i in range(n_batches):
+        idx = order[i * batch : (i + 1) * batch]
+        x, y = tw.batch(idx)
+        with torch.autocast(order.device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = masked_mean(window_errors(model, x, tw.future(idx), y, scale, levels), tw.target_mask(idx))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+        losses += loss.detach()
+        if bar is not None:
+            bar.update(1)
+            if i % 10 == 0:
+                bar.set_postfix(loss=f"{float(loss):.4f}")
+    if amp:
+        torch.cuda.synchronize()
+    if bar is not None:
+        bar.close()
+    return float(losses) / n_batches
+
+
+@dataclass
+class Checkpoint:
+    """What a candidate's training needs to resume after its last finished epoch, written after each one. A checkpoint
+    is used only by the code, data and settings that wrote it (`fingerprint`); `done`: the run ended as its settings
+    say (early stop or the last epoch), so a rerun takes the result and trains nothing."""
+
+    fingerprint: str
+    epoch: int
+    model: dict
+    opt: dict
+    sched: dict
+    gen: torch.Tensor  # the batch sampler's generator state
+    dropout_gen: torch.Tensor
+    history: list[dict]
+    best: float
+    best_epoch: int
+    bad_epochs: int
+    best_state: dict
+    initial: float
+    done: bool
+    stopped: str
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({f.name: getattr(self, f.name) for f in fields(self)}, tmp)
+        tmp.replace(path)  # atomic: a crash mid-write leaves the previous checkpoint
+
+    @classmethod
+    def load(cls, path: Path, device: torch.device, fingerprint: str) -> Checkpoint | None:
+        """The checkpoint at `path` if this code, data and settings wrote it; None otherwise (trained anew)."""
+        if not path.is_file():
+            return None
+        blob = torch.load(path, map_location=device, weights_only=False)
+        if not isinstance(blob, dict) or blob.get("fingerprint") != fingerprint:
+            return None
+        try:
+            return cls(**{f.name: blob[f.name] for f in fields(cls)})
+        except KeyError:  # a layout without every field: not this code's
+            return None
+
+
 def train_candidate(
     ws: WindowSet,
     cand: Candidate,
@@ -412,63 +497,32 @@ def train_candidate(
     best_state = copy.deepcopy(model.state_dict())
     initial = best = _val_loss(model, tw, val_starts, scale, cuda, max(batch, 1024), levels)
     stopped = "max epochs"
-    if ckpt and ckpt.is_file():
-        blob = torch.load(ckpt, map_location=device, weights_only=False)
-        if blob.get("fingerprint") == fp:
-            model.load_state_dict(blob["model"])
-            opt.load_state_dict(blob["opt"])
-            sched.load_state_dict(blob["sched"])
-            gen.set_state(blob["gen"].cpu())  # generator states are CPU byte tensors, also for CUDA generators
-            model.dropout_generator.set_state(blob["dropout_gen"].cpu())
-            history, best, best_epoch, bad_epochs = (
-                blob["history"],
-                blob["best"],
-                blob["best_epoch"],
-                blob["bad_epochs"],
-            )
-            best_state, initial = blob["best_state"], blob["initial"]
-            start_epoch = resumed = blob["epoch"] + 1
-            log.info("%s: resuming after epoch %d from %s", cand.name, blob["epoch"], ckpt)
-            if blob.get("done"):
-                start_epoch, stopped = t.epochs + 1, blob.get("stopped", stopped)
+    ck = Checkpoint.load(ckpt, device, fp) if ckpt else None
+    if ck is not None:
+        model.load_state_dict(ck.model)
+        opt.load_state_dict(ck.opt)
+        sched.load_state_dict(ck.sched)
+        gen.set_state(ck.gen.cpu())  # generator states are CPU byte tensors, also for CUDA generators
+        model.dropout_generator.set_state(ck.dropout_gen.cpu())
+        history, best, best_epoch, bad_epochs = ck.history, ck.best, ck.best_epoch, ck.bad_epochs
+        best_state, initial = ck.best_state, ck.initial
+        start_epoch = resumed = ck.epoch + 1
+        log.info("%s: resuming after epoch %d from %s", cand.name, ck.epoch, ckpt)
+        if ck.done:
+            start_epoch, stopped = t.epochs + 1, ck.stopped
 
     seen, busy = 0, 0.0
     t_start = time.perf_counter()
     for epoch in range(start_epoch, t.epochs + 1):
-        model.train()
+        t0 = time.perf_counter()
         if draw is None:
             order = train_starts[torch.randperm(len(train_starts), generator=gen, device=device)[:per_epoch]]
         else:  # a panel: drawn across its series without a permutation of every window
             order = draw(per_epoch, gen)
-        n_batches = math.ceil(per_epoch / batch)
-        losses = torch.zeros((), device=device)
-        t0 = time.perf_counter()
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=n_batches, desc=f"{cand.name} epoch {epoch}", leave=False, unit="batch")
-        for i in range(n_batches):
-            idx = order[i * batch : (i + 1) * batch]
-            x, y = tw.batch(idx)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                loss = masked_mean(window_errors(model, x, tw.future(idx), y, scale, levels), tw.target_mask(idx))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, t.clip_grad_norm)
-            opt.step()
-            losses += loss.detach()
-            if bar is not None:
-                bar.update(1)
-                if i % 10 == 0:
-                    bar.set_postfix(loss=f"{float(loss):.4f}")
-        if cuda:
-            torch.cuda.synchronize()
+        label = f"{cand.name} epoch {epoch}" if progress else None
+        train_loss = _train_epoch(model, tw, order, batch, opt, params, t.clip_grad_norm, scale, levels, cuda, label)
         busy += time.perf_counter() - t0
         seen += per_epoch
-        if bar is not None:
-            bar.close()
-        train_loss = float(losses) / n_batches
         if not math.isfinite(train_loss):
             raise TrainingError(
                 f"{cand.name}: training loss became {train_loss} at epoch {epoch} (try a lower train.lr than {t.lr})"
@@ -496,29 +550,23 @@ def train_candidate(
         # done: the run ended as the settings say it should; one cut short by the clock is resumed by a rerun
         done = stopped.startswith("early stop") or epoch == t.epochs
         if ckpt:
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            tmp = ckpt.with_suffix(".tmp")
-            torch.save(
-                {
-                    "fingerprint": fp,
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "opt": opt.state_dict(),
-                    "sched": sched.state_dict(),
-                    "gen": gen.get_state(),
-                    "dropout_gen": model.dropout_generator.get_state(),
-                    "history": history,
-                    "best": best,
-                    "best_epoch": best_epoch,
-                    "bad_epochs": bad_epochs,
-                    "best_state": best_state,
-                    "initial": initial,
-                    "done": done,
-                    "stopped": stopped,
-                },
-                tmp,
-            )
-            tmp.replace(ckpt)  # atomic: a crash mid-write leaves the previous checkpoint
+            Checkpoint(
+                fingerprint=fp,
+                epoch=epoch,
+                model=model.state_dict(),
+                opt=opt.state_dict(),
+                sched=sched.state_dict(),
+                gen=gen.get_state(),
+                dropout_gen=model.dropout_generator.get_state(),
+                history=history,
+                best=best,
+                best_epoch=best_epoch,
+                bad_epochs=bad_epochs,
+                best_state=best_state,
+                initial=initial,
+                done=done,
+                stopped=stopped,
+            ).save(ckpt)
         if on_epoch:
             on_epoch(row)
         if stopped != "max epochs":
