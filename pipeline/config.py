@@ -108,8 +108,19 @@ class WindowConfig(_Strict):
     stride: int = Field(1, ge=1)
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    # the test split grows up to this share of the rows until it holds evaluate.min_decision_paths whole horizons: on
+    # a short series 15% of the rows are too few forecasts for promotion to decide on, and no decision is no champion
+    test_fraction_max: float = Field(0.3, gt=0, lt=0.5)
     # a panel's training windows: uniform over windows (a long series weighs more) or per_series (each series alike)
     panel_weighting: Literal["uniform", "per_series"] = "uniform"
+
+    @model_validator(mode="after")
+    def _test_share(self):
+        if self.test_fraction_max < self.test_fraction:
+            raise ValueError(
+                f"test_fraction_max {self.test_fraction_max:g} is below test_fraction {self.test_fraction:g}"
+            )
+        return self
 
     @field_validator("lookback", "horizon")
     @classmethod

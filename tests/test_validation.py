@@ -260,7 +260,10 @@ def test_cli_validate(project, settings_for):
     (project / "params.yaml").write_text(
         (project / "params.yaml")
         .read_text()
-        .replace("datasets:\n", "datasets:\n  dup:\n    window: {lookback: 24, horizon: 6}\n", 1)
+        # the test split kept at its share (test_fraction_max: no growth), so promotion could not decide on it
+        .replace(
+            "datasets:\n", "datasets:\n  dup:\n    window: {lookback: 24, horizon: 6, test_fraction_max: 0.15}\n", 1
+        )
     )
     ingest_frame(df, project, settings_for("dup"), "dup")
     before = _snap(project / "data/dup/raw.parquet")

@@ -197,10 +197,14 @@ def test_auto_lookback_shrinks_for_a_short_series():
 
 
 def test_the_window_stage_wants_enough_non_overlapping_test_windows():
-    # 200 rows: 30 test rows, 19 test windows of horizon 12: 2 that do not overlap
+    # 200 rows, the test split at its share (no growth): 30 test rows, 19 test windows of horizon 12: 2 that do not
+    # overlap
+    kept = {"test_fraction_max": 0.15}
     with pytest.raises(DataValidationError, match=r"2 non-overlapping test window\(s\) of horizon 12, need 3"):
-        make(frame(200), ingest={"min_test_horizons": 3})
-    assert len(make(frame(200), ingest={"min_test_horizons": 2}).starts["test"]) == 19
+        make(frame(200), ingest={"min_test_horizons": 3}, **kept)
+    assert len(make(frame(200), ingest={"min_test_horizons": 2}, **kept).starts["test"]) == 19
+    # grown as far as window.test_fraction_max allows (60 rows): 5 horizons, enough
+    assert len(make(frame(200), ingest={"min_test_horizons": 3}).starts["test"]) == 49
 
 
 # ------------------------------------------------------- filled points: never read past an origin, never scored
@@ -429,3 +433,29 @@ def test_read_only_arrays_from_pandas_reach_torch_without_a_warning():
         warnings.simplefilter("error")
         tw = ws.to_torch("cpu")
     assert ws.values.flags.writeable and float(tw.series[5, 0]) == 5.0
+
+
+@pytest.mark.parametrize(
+    "rows,horizon,share",
+    [
+        (20_000, 24, 0.15),  # a long series: 15% holds far more than 10 horizons
+        (365, 7, 70 / 365),  # a year of days, a week ahead: grown to 10 weeks (19%)
+        (200, 12, 0.30),  # 200 months, a year ahead: 10 years is more than 30%, so 30%
+    ],
+)
+def test_the_test_split_grows_to_hold_the_horizons_promotion_needs(rows, horizon, share):
+    from cellcast.pipeline.data.window import split_for, test_origins, window_starts
+
+    s = Params(window={"lookback": 14, "horizon": horizon}).for_dataset("x")
+    v, t = split_for(rows, horizon, s)
+    assert rows - t == int(round(rows * share)) or rows - t == int(rows * share)
+    assert t - v == round(rows * s.window.val_fraction)  # the validation split keeps its share
+    paths = test_origins(window_starts(rows, 14, horizon, v, t)["test"], horizon)
+    assert paths >= min(s.evaluate.min_decision_paths, int(rows * s.window.test_fraction_max) // horizon)
+
+
+def test_a_test_share_cap_below_the_share_is_refused():
+    from cellcast.pipeline.errors import ConfigError
+
+    with pytest.raises((ValueError, ConfigError), match="test_fraction_max 0.1 is below test_fraction 0.15"):
+        Params(window={"test_fraction_max": 0.1})

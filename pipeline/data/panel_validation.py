@@ -49,7 +49,7 @@ from .panel import series_bounds
 from .window import (
     filled_mask,
     resolve_window,
-    split_bounds,
+    split_for,
     test_origins,
     usable_windows,
     window_shortfall,
@@ -146,7 +146,7 @@ def _window_status(
             [f"{n} rows hold no window of lookback {lookback} + horizon {horizon} that crosses no break"],
         )
     w = settings.window
-    v, t = split_bounds(n, w.val_fraction, w.test_fraction)
+    v, t = split_for(n, horizon, settings, panel=True)
     starts = window_starts(n, lookback, horizon, v, t, w.stride, valid)
     counts = {k: int(len(s)) for k, s in starts.items()}
     counts["test_origins"] = test_origins(starts["test"], horizon)

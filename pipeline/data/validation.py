@@ -38,7 +38,7 @@ from .window import (
     filled_mask,
     profile_bounds,
     resolve_window,
-    split_bounds,
+    split_for,
     test_origins,
     usable_windows,
     window_shortfall,
@@ -54,7 +54,7 @@ def min_rows_for_windows(settings: Settings, lookback: int, horizon: int) -> int
     w = settings.window
 
     def ok(n: int) -> bool:
-        v, t = split_bounds(n, w.val_fraction, w.test_fraction)
+        v, t = split_for(n, horizon, settings)
         return window_shortfall(window_starts(n, lookback, horizon, v, t, w.stride), horizon, settings) is None
 
     lo, hi = lookback + horizon, lookback + horizon
@@ -74,7 +74,7 @@ def _check_windows(
     lookback, horizon = resolve_window(settings, rep.freq, len(df))
     w = settings.window
     n = len(df)
-    v, t = split_bounds(n, w.val_fraction, w.test_fraction)
+    v, t = split_for(n, horizon, settings)
     # the windows the window stage will cut: no break crossed, no filled origin, an observed target
     valid = usable_windows(
         df[cols].to_numpy(dtype="float64"), filled_mask(df, cols), lookback, horizon, [cols.index(c) for c in targets]

@@ -341,9 +341,18 @@ def profile_bounds(df: pd.DataFrame, columns: list[str], tolerance: float) -> di
     return out
 
 
-def split_bounds(rows: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
-    n_test = int(round(rows * test_fraction))
-    n_val = int(round(rows * val_fraction))
+def split_for(rows: int, horizon: int, settings: Settings, panel: bool = False) -> tuple[int, int]:
+    """Where the validation and the test split start. The test split is `window.test_fraction` of the rows, grown (up
+    to `window.test_fraction_max`) until it holds the `evaluate.min_decision_paths` whole horizons promotion weighs:
+    on a short series 15% of the rows give too few forecasts for any decision, and no decision is no champion. The
+    training rows give way; the validation split keeps its share. A panel's series keep `test_fraction`: promotion
+    pools the paths of every series."""
+    w = settings.window
+    n_test = int(round(rows * w.test_fraction))
+    want = 0 if panel else settings.evaluate.min_decision_paths * horizon
+    if n_test < want:
+        n_test = max(n_test, min(want, int(rows * w.test_fraction_max)))
+    n_val = int(round(rows * w.val_fraction))
     return rows - n_val - n_test, rows - n_test
 
 
@@ -484,7 +493,7 @@ def build_windows(
     values = frame[variables].to_numpy(dtype=np.float32)
     filled = filled_mask(frame, variables)
     rows = len(values)
-    val_start, test_start = split_bounds(rows, w.val_fraction, w.test_fraction)
+    val_start, test_start = split_for(rows, horizon, settings)
     target_idx = [variables.index(t) for t in targets]
     valid = usable_windows(values, filled, lookback, horizon, target_idx)
     starts = window_starts(rows, lookback, horizon, val_start, test_start, w.stride, valid)
@@ -730,7 +739,7 @@ def build_panel_windows(frame: pd.DataFrame, meta: dict, *, name: str, settings:
         if not valid.any():
             skipped[s_id] = f"{n} rows hold no whole window of lookback {lookback} + horizon {horizon}"
             continue
-        vs, te = split_bounds(n, w.val_fraction, w.test_fraction)
+        vs, te = split_for(n, horizon, settings, panel=True)
         own = window_starts(n, lookback, horizon, vs, te, w.stride, valid)
         validated = (info["series"].get(s_id) or {}).get("status", "ok")
         short = window_shortfall(own, horizon, settings) if validated == "ok" else ("cold_start", "validated as such")
