@@ -120,7 +120,7 @@ def test_repro_records_every_output_and_the_dataset_hash(reproduced):
     assert lock_hash(repo / f"data/{NAME}/validated.parquet", repo) == meta["data_md5"]
     assert lock_hash("params.yaml", repo) is None
     # the params each stage declared were recorded with their values
-    assert stages[TARGET]["params"]["params.yaml"][f"datasets.{NAME}"]["window"]["lookback"] == 384
+    assert stages[TARGET]["params"]["params.yaml"][f"datasets.{NAME}"]["calendar"]["country"] == "AU"
     assert (repo / f"reports/{NAME}/validation.json").is_file()
 
 

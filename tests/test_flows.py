@@ -171,7 +171,7 @@ def test_candidates_train_in_parallel_on_a_dask_cluster(prefect_api, project, ti
     )
     assert type(task_runner(s)).__name__ == "DaskTaskRunner"
     out = run_training("load", s, source=src)
-    assert sorted(c["cell"] for c in out.candidates) == ["gru", "rnn"]
+    assert sorted(c["cell"] for c in out.candidates) == ["ensemble", "gru", "rnn"]  # the ensemble: built after them
     assert out.version == 1
     runs = [r for r, _ in flow_runs("cellcast-train") if r.state.is_completed()]
     assert runs
