@@ -369,6 +369,27 @@ def forecast_latest(
         future=supplied,
         future_source=where,
     )
+    path = _record(
+        frame, name, settings, info, alias, used, log_to_mlflow, {"last_observation": str(recent["timestamp"].iloc[-1])}
+    )
+    return ForecastResult(frame=frame, path=path, version=info.version, provider=used)
+
+
+def _record(
+    frame: pd.DataFrame,
+    name: str,
+    settings: Settings,
+    info,
+    alias: str,
+    used: str,
+    log_to_mlflow: bool,
+    params: dict,
+    extra: dict | None = None,
+) -> Path:
+    """Write the forecast to forecasts/NAME/<UTC stamp>.parquet and, when asked, log it as a `forecast-<stamp>` run
+    (the model, the alias, the provider, `params`; `extra`: more JSON artifacts by file name). Returns the path."""
+    from ..registry import tracking
+
     stamp = utc_stamp()
     path = write_parquet(frame, forecasts_dir(name, settings) / f"{stamp}.parquet")
     if log_to_mlflow:
@@ -378,16 +399,13 @@ def forecast_latest(
             tags={"cellcast.kind": "forecast", "model_version": info.version, "alias": alias},
         ):
             tracking.log_params(
-                {
-                    "model_name": settings.model_name,
-                    "model_version": info.version,
-                    "alias": alias,
-                    "provider": used,
-                    "last_observation": str(recent["timestamp"].iloc[-1]),
-                }
+                {"model_name": settings.model_name, "model_version": info.version, "alias": alias, "provider": used}
+                | params
             )
             tracking.log_artifact(path, "forecasts")
-    return ForecastResult(frame=frame, path=path, version=info.version, provider=used)
+            for file, d in (extra or {}).items():
+                tracking.log_dict(d, file)
+    return path
 
 
 def _forecast_panel(
@@ -396,7 +414,6 @@ def _forecast_panel(
     """forecast_latest for a panel: every kept series of validated.parquet (already validated per series by the
     validate stage) forecast in one batch -> one long-format Parquet."""
     from ..catalog import SERIES_ID, read_validated_panel, validated_paths
-    from ..registry import tracking
 
     pq, _ = validated_paths(name, settings)
     if "panel" not in engine.metadata:
@@ -420,25 +437,15 @@ def _forecast_panel(
         source=str(pq),
         id_frame=df[[SERIES_ID, *id_cols]],
     )
-    stamp = utc_stamp()
-    path = write_parquet(frame, forecasts_dir(name, settings) / f"{stamp}.parquet")
-    if log_to_mlflow:
-        with tracking.parent_run(
-            name,
-            run_name=f"forecast-{stamp}",
-            tags={"cellcast.kind": "forecast", "model_version": info.version, "alias": alias},
-        ):
-            tracking.log_params(
-                {
-                    "model_name": settings.model_name,
-                    "model_version": info.version,
-                    "alias": alias,
-                    "provider": used,
-                    "series": int(frame["series_id"].nunique()),
-                    "series_not_forecast": len(skipped),
-                }
-            )
-            tracking.log_artifact(path, "forecasts")
-            if skipped:
-                tracking.log_dict(skipped, "series_not_forecast.json")
+    path = _record(
+        frame,
+        name,
+        settings,
+        info,
+        alias,
+        used,
+        log_to_mlflow,
+        {"series": int(frame["series_id"].nunique()), "series_not_forecast": len(skipped)},
+        {"series_not_forecast.json": skipped} if skipped else None,
+    )
     return ForecastResult(frame=frame, path=path, version=info.version, provider=used, skipped=skipped)
