@@ -46,9 +46,9 @@ run: install
 test: install
 	$(VENV)/bin/python -m pytest -q
 
-# the quick tier (tests/README.md): no servers, no training flows, no browser
+# the quick tier (tests/README.md): no servers, no training flows, no browser; its files shared over two processes
 test-fast: install
-	$(VENV)/bin/python -m pytest -q -m "not integration"
+	$(VENV)/bin/python -m pytest -q -m "not integration" -n 2 --dist loadfile
 
 # the rest of `make test`: what the quick tier leaves out (.ci/run runs the two one after the other)
 test-integration: install
