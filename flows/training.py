@@ -292,10 +292,10 @@ def publish_result(outcome) -> None:
     Prefect UI sees what it decided without a terminal."""
     from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-    from cellcast.pipeline.registry.results import artifact_rows, result_rows
+    from cellcast.pipeline.registry.results import artifact_rows
 
     key = re.sub(r"[^a-z0-9-]+", "-", outcome.dataset.lower()).strip("-") or "dataset"
-    rows = artifact_rows(outcome.rows or result_rows(outcome.candidates, outcome.baselines, outcome.references))
+    rows = artifact_rows(outcome.rows())
     create_table_artifact(
         rows,
         key=f"{key}-candidates",

@@ -187,11 +187,11 @@ def test_hot_swap_under_load_and_broken_versions(models, frame):
         def gone():
             raise NotFoundError("model 'elecdemand-forecaster' has no alias 'champion'")
 
-        app.state.holder.source = gone
+        app.state.service.holder.source = gone
         assert wait_for(lambda: "model source" in (c.get("/model").json()["last_error"] or ""))
         assert c.post("/v1/forecast", json=body(frame, 2000)).status_code == 200
         assert c.post("/v1/forecast", content=b"[", headers={"content-type": "application/json"}).status_code == 400
-        app.state.holder.source = source  # back: the failures stop
+        app.state.service.holder.source = source  # back: the failures stop
         time.sleep(0.3)
 
         # what happened, as Prometheus reads it
@@ -204,7 +204,7 @@ def test_hot_swap_under_load_and_broken_versions(models, frame):
         assert {dict(k)["provider"] for k in m["cellcast_model_info"]} == {"CPUExecutionProvider"}
         assert m["cellcast_model_swaps_total"][()] == 1
         # v3 and v4 once each, the source at every poll while it failed
-        assert m["cellcast_model_swap_failures_total"][()] == app.state.holder.failures >= 3
+        assert m["cellcast_model_swap_failures_total"][()] == app.state.service.holder.failures >= 3
         last = [dict(k) for k, v in m["cellcast_model_last_swap_error"].items() if v == 1]
         assert len(last) == 1 and last[0]["version"] == "" and "no alias 'champion'" in last[0]["error"]
         assert m["cellcast_model_last_swap_error_timestamp_seconds"][()] > time.time() - 60

@@ -441,8 +441,10 @@ class Outcome:
     # how the best candidate was picked (evaluate.selection) and the classical reference rows (modeling/classical.py)
     selection: dict = field(default_factory=dict)
     references: dict = field(default_factory=dict)
-    # candidates, baselines and references as one typed table (registry/results.py): what every reader shows
-    rows: list[ResultRow] = field(default_factory=list)
+
+    def rows(self) -> list[ResultRow]:
+        """Candidates, baselines and references as one typed table (registry/results.py): what every reader shows."""
+        return result_rows(self.candidates, self.baselines, self.references)
 
 
 def reference_rows(ws: WindowSet, settings: Settings) -> dict:
@@ -558,7 +560,6 @@ def track_and_promote(
                 tracking_uri=uri,
                 selection=sel,
                 references=references,
-                rows=result_rows(candidates, base.to_dict(), references),
             )
 
         if not ok:
@@ -850,7 +851,7 @@ def _log_panel_pictures(ws: PanelWindowSet, results: list[TrainResult], reports:
 
 def summary_table(outcome: Outcome) -> str:
     """The table `cellcast run` prints: candidates, metrics, baselines and the promotion decision."""
-    rows = outcome.rows or result_rows(outcome.candidates, outcome.baselines, outcome.references)
+    rows = outcome.rows()
     lines = text_table(rows)
     d = outcome.decision
     verdict = "PROMOTED to champion" if d.get("promote") else "not promoted"

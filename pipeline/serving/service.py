@@ -361,8 +361,6 @@ def create_app(
         token=token if token is not None else os.environ.get(TOKEN_ENV) or None,
         max_body=max_body_bytes or settings.serve.max_body_bytes,
     )
-    app.state.holder = holder
-    app.state.metrics = metrics
     app.state.openapi_version = None
     app.add_middleware(lambda inner: metrics.middleware(inner))
     app.add_exception_handler(BadRequest, _refused)
@@ -470,6 +468,6 @@ def serve(
         uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=workers, **opts)  # type: ignore[arg-type]  # see _UvicornOptions
         return
     app = create_app(settings, **app_options)
-    cur = app.state.holder.current
+    cur = app.state.service.holder.current
     log.info("serving %s version %s on http://%s:%d", settings.model_name, cur.version, host, port)
     uvicorn.run(app, **opts)  # type: ignore[arg-type]  # see _UvicornOptions
