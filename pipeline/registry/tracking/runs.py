@@ -166,9 +166,12 @@ def log_params(params: dict) -> None:
 
 
 @_reaching
-def log_metrics(metrics: dict, step: int | None = None) -> None:
+def log_metrics(metrics: dict, step: int | None = None, model_id: str | None = None) -> None:
+    """model_id: also link the metrics to that logged model of the run (the MLflow UI shows them on it)."""
     if metrics:
-        mlflow.log_metrics({str(k): float(v) for k, v in metrics.items()}, step=step, run_id=_current_run_id())
+        mlflow.log_metrics(
+            {str(k): float(v) for k, v in metrics.items()}, step=step, run_id=_current_run_id(), model_id=model_id
+        )
 
 
 @_reaching
