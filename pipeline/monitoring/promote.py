@@ -79,6 +79,7 @@ def promote_live(name: str, settings: Settings) -> LivePromotion:
     from ..registry import tracking
 
     model = settings.model_name
+    tracking.end_undecided(model)
     champ = tracking.get_alias(model, tracking.CHAMPION)
     chall = tracking.get_alias(model, tracking.CHALLENGER)
     before = champ.version if champ is not None else None
@@ -114,5 +115,4 @@ def promote_live(name: str, settings: Settings) -> LivePromotion:
         if promoted
         else f"{model}: " + applied.tags["promotion.reason"]
     )
-    log.info("%s", line)
     return LivePromotion(promoted, line, before, chall.version, after.version if after else None, d)
