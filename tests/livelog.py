@@ -31,39 +31,35 @@ def live_rows(
     """One request per origin (or the given request ids), answered by `version` in `role`: the forecast of each
     step is the actual (where it has arrived; 100 where it has not) plus error(origin index, step) (a number or a
     function). `quantile_halfwidth`: q0.05 / q0.95 columns that far either side of the point."""
-    truth = (
-        actuals.set_index(["id", "timestamp"])[target] if "id" in actuals else actuals.set_index("timestamp")[target]
-    )
-    frames = []
     logged_at = logged_at or pd.Timestamp("2026-12-07", tz="UTC")
-    for i, origin in enumerate(origins):
-        stamps = pd.date_range(origin, periods=horizon + 1, freq=freq)[1:]
-        keys = [(series or "", t) for t in stamps] if "id" in actuals else list(stamps)
-        y = truth.reindex(keys).to_numpy(dtype=np.float64)
-        steps = np.arange(1, horizon + 1)
-        e = np.array([error(i, s) for s in steps]) if callable(error) else np.full(horizon, float(error))
-        point = np.where(np.isfinite(y), y, 100.0) + e
-        f = pd.DataFrame(
-            {
-                "request_id": (requests[i] if requests else uuid.uuid4().hex),
-                "logged_at": logged_at + pd.Timedelta(seconds=i),
-                "model": model,
-                "dataset": dataset,
-                "model_version": str(version),
-                "role": role,
-                "served": served,
-                "id": series,
-                "origin": pd.Timestamp(origin),
-                "timestamp": stamps,
-                "step": steps.astype(np.int32),
-                target: point,
-            }
-        )
-        if quantile_halfwidth is not None:
-            f[f"{target}_q0.05"] = point - quantile_halfwidth
-            f[f"{target}_q0.95"] = point + quantile_halfwidth
-        frames.append(f)
-    return pd.concat(frames, ignore_index=True)
+    origins = pd.DatetimeIndex(origins)
+    k, steps = len(origins), np.arange(1, horizon + 1)
+    stamps = (origins.to_numpy()[:, None] + pd.Timedelta(1, freq).to_timedelta64() * steps[None, :]).ravel()
+    mine = actuals[actuals["id"] == (series or "")] if "id" in actuals else actuals
+    y = mine.set_index("timestamp")[target].reindex(stamps).to_numpy(dtype=np.float64)
+    i, s = np.repeat(np.arange(k), horizon), np.tile(steps, k)
+    e = np.array([error(a, b) for a, b in zip(i, s)]) if callable(error) else np.full(len(i), float(error))
+    point = np.where(np.isfinite(y), y, 100.0) + e
+    out = pd.DataFrame(
+        {
+            "request_id": np.repeat(requests if requests else [uuid.uuid4().hex for _ in range(k)], horizon),
+            "logged_at": logged_at + pd.to_timedelta(i, unit="s"),
+            "model": model,
+            "dataset": dataset,
+            "model_version": str(version),
+            "role": role,
+            "served": served,
+            "id": series,
+            "origin": np.repeat(origins.to_numpy(), horizon),
+            "timestamp": stamps,
+            "step": s.astype(np.int32),
+            target: point,
+        }
+    )
+    if quantile_halfwidth is not None:
+        out[f"{target}_q0.05"] = point - quantile_halfwidth
+        out[f"{target}_q0.95"] = point + quantile_halfwidth
+    return out
 
 
 def write_live(folder: Path, *frames: pd.DataFrame, pid: int = 4242) -> list[Path]:

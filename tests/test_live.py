@@ -195,3 +195,44 @@ def test_the_live_rule_is_off_by_default_and_typed(settings_for):
     assert m.live_promotion is False and m.live_min_forecasts == 30
     with pytest.raises(ValueError):
         MonitorConfig(live_min_forecasts=1)
+
+
+def test_cellcast_monitor_shows_champion_against_challenger_when_the_live_log_has_rows(settings_for):
+    from typer.testing import CliRunner
+
+    from cellcast.cli import app
+    from cellcast.pipeline.catalog import live_dir, validated_paths
+    from cellcast.pipeline.files import write_json
+
+    s = settings_for("x")
+    run = CliRunner()
+    assert run.invoke(app, ["monitor", "x"]).exit_code == 2  # no log, never monitored: as before
+    a = _actuals(400)
+    pq, js = validated_paths("x", s)
+    pq.parent.mkdir(parents=True, exist_ok=True)
+    a.drop(columns="id").to_parquet(pq)
+    write_json(js, {"name": "x"})
+    origins = _origins(a, 300, 40)
+    write_live(
+        live_dir("x", s),
+        live_rows(a, origins, H, "3", "champion", _noise(1.0, 1), quantile_halfwidth=5.0),
+        live_rows(a, origins, H, "4", "challenger", _noise(1.0, 2), quantile_halfwidth=0.1, served=False),
+    )
+    r = run.invoke(app, ["monitor", "x"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0] == "x: the champion's batch forecasts have not been monitored yet"
+    assert lines[1].startswith("live: forecasts/x/live (2 file(s), 320 rows): champion v3 against challenger v4")
+    assert lines[2].split() == ["version", "role", "forecasts", "scored", "MASE", "rolling", "MASE", "(8", "steps)"] + [
+        "coverage",
+        "DM",
+        "verdict",
+    ]
+    champ, chall = lines[3].split(), lines[4].split()
+    assert champ[:3] == ["v3", "champion", "40"] and champ[-1] == "-"
+    assert chall[:3] == ["v4", "challenger", "40"] and "not better: DM " in lines[4]
+    assert "in 90%" in lines[3] and "100.0% in 90%" in lines[3]  # wide intervals cover; narrow ones do not
+    assert (
+        "live promotion (monitor.live_promotion off; `cellcast promote x --live` applies it now): v4 not promoted"
+        in (r.output)
+    )

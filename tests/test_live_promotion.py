@@ -15,10 +15,10 @@ import time
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from livelog import live_rows, write_live
+from plant import write_plant_csv
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.integration  # an MLflow store, subprocesses that import cellcast
@@ -57,15 +57,7 @@ def plant(project, monkeypatch):
     from cellcast.pipeline.registry import tracking
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    n, rng = 600, np.random.default_rng(0)
-    t = np.arange(n)
-    pd.DataFrame(
-        {
-            "when": pd.date_range("2024-03-01", periods=n, freq="h").strftime("%Y-%m-%d %H:%M"),
-            "kw": 50 + 10 * np.sin(2 * np.pi * t / 24) + np.cumsum(rng.standard_normal(n)),
-            "temp": 15 + 5 * np.sin(2 * np.pi * t / 24 + 1),
-        }
-    ).to_csv(project / "plant.csv", index=False)
+    write_plant_csv(project / "plant.csv", 600)
     settings = load_params(project / "params.yaml").for_dataset("plant")
     ingest_file(
         project / "plant.csv", name="plant", time_col="when", targets=["kw"], features=["temp"], settings=settings

@@ -370,7 +370,7 @@ def decide_live(
     n = int(window.get("paired", 0))
     metrics: dict = {
         "evidence": "live",
-        "champion_version": int(champion_version),
+        "champion_version": int(champion_version) if str(champion_version).isdigit() else str(champion_version),
         "significance": significance,
         "live_min_forecasts": min_forecasts,
         "live_paired": n,
