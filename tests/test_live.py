@@ -55,10 +55,18 @@ def test_a_log_of_several_files_is_read_with_duplicates_a_damaged_file_and_untim
     write_live(folder, rows.iloc[:20], rows.iloc[20:], rows.iloc[:8], untimed)  # the first two requests twice
     (folder / "20261207T000009000000Z-4242-9.parquet").write_bytes(b"PAR1 not a parquet file")
     (folder / ".20261207T000010000000Z-4242-10.parquet.tmp").write_bytes(b"being written")
+    rows.iloc[:H].assign(step="one").to_parquet(folder / "20261207T000011000000Z-4242-11.parquet")
     got = live.read_live(folder)
-    assert got.files == 5 and len(got.damaged) == 1 and got.damaged[0].startswith("20261207T000009000000Z-4242-9")
+    assert got.files == 6 and [d.split(":")[0] for d in got.damaged] == [
+        "20261207T000009000000Z-4242-9.parquet",
+        "20261207T000011000000Z-4242-11.parquet",
+    ]
     assert got.duplicates == 8 and got.untimed == H and len(got.rows) == 40
     assert got.rows["id"].eq("").all() and got.rows["timestamp"].dtype.kind == "M"
+    # a writer that stamps its times in UTC: the data's clock, aligned all the same
+    aware = rows.assign(origin=rows["origin"].dt.tz_localize("UTC"), timestamp=rows["timestamp"].dt.tz_localize("UTC"))
+    scored = live.score_live(_log(tmp_path / "aware", aware).rows, a, ["load"])
+    assert len(scored) == len(rows) and (scored["forecast"] - scored["actual"]).eq(1.0).all()
 
 
 def test_live_forecasts_are_scored_per_version_and_role_on_the_actuals_that_arrived(tmp_path):

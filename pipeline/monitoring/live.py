@@ -51,26 +51,41 @@ class LiveLog:
 
 def _naive(s: pd.Series) -> pd.Series:
     s = pd.to_datetime(s)
-    return s.dt.tz_localize(None) if getattr(s.dt, "tz", None) is not None else s
+    if getattr(s.dt, "tz", None) is not None:
+        s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+    return s.astype("datetime64[ns]")  # one resolution on both sides of the join with the actuals
+
+
+def _normal(df: pd.DataFrame) -> pd.DataFrame:
+    """One file's rows with the key columns in one type (a file whose keys cannot be read so raises)."""
+    df = df.copy()
+    df["model_version"] = df["model_version"].astype(str)
+    df["role"] = df["role"].astype(str)
+    ids = df["id"] if "id" in df.columns else pd.Series(None, index=df.index, dtype=object)
+    df["id"] = ids.astype(object).where(ids.notna(), "").astype(str)
+    df["origin"], df["timestamp"] = _naive(df["origin"]), _naive(df["timestamp"])
+    df["step"] = df["step"].astype(int)
+    if "logged_at" in df.columns:
+        df["logged_at"] = pd.to_datetime(df["logged_at"], utc=True)
+    return df
 
 
 def read_live(folder: Path) -> LiveLog:
     """Every file of a live folder (files being written have a temporary name and are not read); a file that is
-    not readable, or lacks a column the contract requires, is skipped with a warning."""
+    not readable, lacks a column the contract requires or holds keys of another type is skipped with a warning."""
     folder = Path(folder)
     files = sorted(f for f in folder.glob("*.parquet") if not f.name.startswith(".")) if folder.is_dir() else []
     frames, damaged = [], []
     for f in files:
         try:
             df = pd.read_parquet(f)
+            missing = [c for c in REQUIRED if c not in df.columns]
+            if missing:
+                damaged.append(f"{f.name}: no column {', '.join(missing)}")
+                continue
+            frames.append(_normal(df))
         except Exception as e:  # noqa: BLE001 - a damaged file is skipped, and said so
-            damaged.append(f"{f.name}: {str(e).splitlines()[0][:120]}")
-            continue
-        missing = [c for c in REQUIRED if c not in df.columns]
-        if missing:
-            damaged.append(f"{f.name}: no column {', '.join(missing)}")
-            continue
-        frames.append(df)
+            damaged.append(f"{f.name}: {str(e).splitlines()[0][:120] if str(e) else type(e).__name__}")
     for d in damaged:
         log.warning("%s/%s: not readable as a live forecast log: skipped", folder, d)
     if not frames:
@@ -78,11 +93,6 @@ def read_live(folder: Path) -> LiveLog:
     rows = pd.concat(frames, ignore_index=True)
     if "logged_at" in rows.columns:
         rows = rows.sort_values("logged_at", kind="stable")  # the latest logged last: it is the one kept
-    rows["model_version"] = rows["model_version"].astype(str)
-    rows["role"] = rows["role"].astype(str)
-    rows["id"] = rows["id"].astype(object).where(rows["id"].notna(), "").astype(str) if "id" in rows.columns else ""
-    rows["origin"], rows["timestamp"] = _naive(rows["origin"]), _naive(rows["timestamp"])
-    rows["step"] = rows["step"].astype(int)
     n = len(rows)
     rows = rows.drop_duplicates(["request_id", "model_version", "id", "step"], keep="last")
     dups = n - len(rows)
@@ -111,6 +121,7 @@ def read_actuals(name: str, settings: Settings, targets: list[str]) -> pd.DataFr
     keep = ["id", "timestamp", *[c for c in [*targets, *filled] if c in frame.columns]]
     out = frame[keep].copy()
     out["id"] = out["id"].astype(str)
+    out["timestamp"] = _naive(out["timestamp"])
     return out.sort_values(["id", "timestamp"]).reset_index(drop=True)
 
 
