@@ -203,3 +203,58 @@ def test_a_version_whose_process_was_killed_before_deciding_is_marked_abandoned_
         alive.wait(timeout=30)
     time.sleep(0.1)
     assert tracking.end_undecided("plant-forecaster") == [v_alive]  # once its process is gone too
+
+
+def test_the_forecast_flow_applies_the_live_rule_after_monitoring(prefect_api, project, tiny_params, monkeypatch):
+    """A trained champion (tiny settings), a challenger registered beside it, a live log where the challenger is
+    better: with monitor.live_promotion on, the scheduled forecast run (refresh) monitors, then promotes it."""
+    import yaml
+
+    from cellcast.cli import app
+    from cellcast.flows.forecasting import forecast_flow
+    from cellcast.flows.training import run_training
+    from cellcast.pipeline.catalog import live_dir, read_validated
+    from cellcast.pipeline.config import load_params
+    from cellcast.pipeline.data.ingest import ingest_file
+    from cellcast.pipeline.registry import tracking
+    from cellcast.pipeline.registry.promotion import Decision
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    p = yaml.safe_load(tiny_params.read_text())
+    p["train"]["cells"] = ["gru"]
+    p["monitor"]["live_promotion"] = True
+    tiny_params.write_text(yaml.safe_dump(p, sort_keys=False))
+    write_plant_csv(project / "plant.csv")
+    s = load_params(tiny_params).for_dataset("plant")
+    ingest_file(project / "plant.csv", name="plant", time_col="when", targets=["kw"], features=["temp"], settings=s)
+    out = run_training("plant", s)
+    model = s.model_name
+    if out.champion_after is None:  # whether tiny training earns a champion is the policy's business, not this test's
+        tracking.apply_decision(model, out.version, Decision(True, "champion for this test", {}))
+    v1 = tracking.get_alias(model, "champion")
+    v2 = tracking.register_version(model, v1.source, v1.run_id, tags={"candidate": "again"})
+    tracking.apply_decision(model, v2, Decision(False, "not significantly better on its test split", {}))
+
+    frame, _ = read_validated("plant", s)
+    a = frame.assign(id="")
+    noise = np.random.default_rng(5).normal(size=(100, H + 1))
+    origins = list(a["timestamp"].iloc[-150:-50])
+    kw = dict(target="kw", model=model, dataset="plant", requests=[f"r{i}" for i in range(100)])
+    write_live(
+        live_dir("plant", s),
+        live_rows(a, origins, H, v1.version, "champion", lambda i, k: 2 * noise[i, k], **kw),
+        live_rows(a, origins, H, v2, "challenger", lambda i, k: 0.5 * noise[i, k], served=False, **kw),
+    )
+
+    forecast_flow("plant", s, refresh=True)
+    assert tracking.get_alias(model, "champion").version == v2
+    assert tracking.get_alias(model, "previous").version == v1.version
+    tags = tracking.get_version(model, v2).tags
+    assert tags["promotion.decision"] == "promoted" and tags["promotion.evidence"] == "live"
+    assert tags["promotion.live_paired"] == "100" and tags["promotion.reason"].endswith("promoted on live evidence")
+
+    shown = CliRunner().invoke(app, ["monitor", "plant"])  # the batch section, then the live one on the same scale
+    assert shown.exit_code == 0, shown.output
+    assert f"champion v{v1.version}, evaluation 1" in shown.output
+    assert f"champion v{v1.version} against challenger v{v2}, on the actuals that arrived" in shown.output
+    assert "(the champion's MASE scale; a forecast: one series from one origin)" in shown.output
