@@ -77,8 +77,7 @@ def status(name: str, settings: Settings, now: datetime | None = None) -> str:
                     f"[{b[0]:.4g}, {b[1]:.4g}]" if b else "-",
                 ]
             )
-        w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines += ["  " + "  ".join(c.ljust(x) for c, x in zip(r, w)).rstrip() for r in rows]
+        lines += _table(rows)
         lines += bases
     lines.append(
         f"  thresholds: PSI {th['psi']} (and above {th.get('psi_margin', 1.5):g}x the training windows' own), "
@@ -108,6 +107,7 @@ def status(name: str, settings: Settings, now: datetime | None = None) -> str:
 
 
 def _table(rows: list[list[str]]) -> list[str]:
+    """Rows of cells as indented lines, each column as wide as its widest cell."""
     w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  " + "  ".join(c.ljust(x) for c, x in zip(r, w)).rstrip() for r in rows]
 
