@@ -187,6 +187,27 @@ def test_a_canary_pairs_the_origins_both_versions_answered_and_none_is_no_eviden
     assert [r["forecasts"] for r in ev.summary] == [40, 40]
 
 
+def test_a_panel_is_paired_per_series_and_tested_on_one_differential_per_origin(settings_for, tmp_path):
+    ids = ["a", "b", "c"]
+    a = _actuals(300, series=ids)
+    origins = _origins(a, 100, 40)
+    frames = []
+    for k, sid in enumerate(ids):
+        reqs = [f"{sid}{i}" for i in range(40)]
+        frames.append(live_rows(a, origins, H, "1", "champion", _noise(1.0, k), requests=reqs, series=sid))
+        frames.append(
+            live_rows(a, origins, H, "2", "challenger", _noise(0.4, 10 + k), requests=reqs, served=False, series=sid)
+        )
+    logged = _log(tmp_path, *frames)
+    ev = weigh(logged, a, ["load"], "1", "2", {"load": 1.0}, settings_for("x"))
+    m = ev.decision.metrics
+    assert m["live_paired"] == 120 and m["live_origins"] == 40 and ev.decision.promote, ev.decision.reason
+    pairs = live.pair_paths(live.score_live(logged.rows, a, ["load"]), "1", "2", {"load": 1.0})
+    per_origin = pairs.groupby("origin")[["challenger", "champion"]].mean()
+    d = (per_origin["challenger"] - per_origin["champion"]).to_numpy()
+    assert m["champion_dm"] == pytest.approx(promotion.dm_test(d, h=H).statistic, rel=1e-5)
+
+
 def test_the_roles_are_the_versions_last_logged_under_them(tmp_path):
     a = _actuals(100)
     o = _origins(a, 10, 2)
