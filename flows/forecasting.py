@@ -36,7 +36,8 @@ def forecast_flow(
     """Forecast the next horizon of `name` with the model the registry calls `alias`.
     refresh: re-ingest and re-validate the source first (a scheduled run picks up new rows).
     monitor (with refresh): then score the champion's earlier forecasts on the new actuals, measure input
-    drift, and start the retrain deployment when params.yaml `monitor` says so (flows/monitoring.py).
+    drift, and start the retrain deployment when params.yaml `monitor` says so (flows/monitoring.py); with
+    monitor.live_promotion, then decide the challenger against the champion on the live log.
     future_file: known-future values for the horizon (default: the rows after the last observation).
     settings: given by a caller in this process; a deployment gives none, and params.yaml is read when the run
     starts. overrides: params sections on top."""
@@ -57,4 +58,8 @@ def forecast_flow(
         from cellcast.flows.monitoring import monitoring_steps
 
         monitoring_steps(name, settings)
+    if refresh and monitor and alias == "champion" and settings.monitor.live_promotion:
+        from cellcast.flows.monitoring import live_promotion_task
+
+        print(live_promotion_task(name, settings).line)  # the live log scores panels too
     return res

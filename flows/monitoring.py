@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from cellcast.pipeline.config import Settings, check_dataset_name
 
 if TYPE_CHECKING:  # imported where it runs: the flow module stays light
+    from cellcast.pipeline.monitoring.promote import LivePromotion
     from cellcast.pipeline.monitoring.report import MonitorReport
 
 TRAIN_FLOW = "cellcast-train"
@@ -81,3 +82,13 @@ def monitoring_steps(name: str, settings: Settings) -> MonitorReport:
     elif report.verdict.breaches:
         get_run_logger().info("thresholds crossed, no retrain: %s", report.verdict.reason)
     return report
+
+
+@task(name="live-promotion", cache_policy=NO_CACHE, retries=0)
+def live_promotion_task(name: str, settings: Settings) -> LivePromotion:
+    """params.yaml monitor.live_promotion: the challenger against the champion on the live log (pipeline decides)."""
+    from cellcast.pipeline.monitoring.promote import promote_live
+
+    out = promote_live(name, settings)
+    get_run_logger().info("%s", out.line)
+    return out

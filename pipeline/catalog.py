@@ -66,6 +66,12 @@ def forecasts_dir(name: str, settings: Settings) -> Path:
     return Path(settings.paths.forecasts) / check_dataset_name(name)
 
 
+def live_dir(name: str, settings: Settings) -> Path:
+    """The service's live forecast log of a dataset: one Parquet file per flush of its writer, one row per
+    (request, series, step) and version answering (docs/operations.md, pipeline/monitoring/live.py reads it)."""
+    return forecasts_dir(name, settings) / "live"
+
+
 def reports_dir(name: str, settings: Settings) -> Path:
     """reports/NAME: the validation report and Data Docs, train_summary.json, metrics.json, the backtest."""
     return Path(settings.paths.reports) / check_dataset_name(name)

@@ -339,6 +339,10 @@ class MonitorConfig(_Strict):
     drift_rows: int | Literal["auto"] = "auto"  # the latest rows compared with the training split
     outside_share: float | None = Field(0.02, gt=0, le=1)  # share outside the trained bounds above this; None: never
     cooldown_hours: float = Field(24, ge=0)  # no second retrain trigger within this many hours
+    # the challenger replaces the champion when its live errors beat the champion's (monitoring/promote.py) after
+    # each monitoring of the forecast flow; `cellcast promote NAME --live` applies the same rule on demand
+    live_promotion: bool = False
+    live_min_forecasts: int = Field(30, ge=2)  # paired live forecast paths (same series and origin) at least
 
     @field_validator("min_points", "window", "drift_rows")
     @classmethod

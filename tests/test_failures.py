@@ -13,13 +13,12 @@ import time
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import onnx
-import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
 from mlflow_server import free_port, mlflow_server
+from plant import write_plant_csv
 
 pytestmark = pytest.mark.integration
 
@@ -36,15 +35,7 @@ def plant(project, tiny_params):
     p["train"]["cells"] = ["gru"]
     p["registry"]["retry_seconds"] = RETRY_SECONDS
     tiny_params.write_text(yaml.safe_dump(p, sort_keys=False))
-    n, rng = 1200, np.random.default_rng(0)
-    t = np.arange(n)
-    pd.DataFrame(
-        {
-            "when": pd.date_range("2024-03-01", periods=n, freq="h").strftime("%Y-%m-%d %H:%M"),
-            "kw": 50 + 10 * np.sin(2 * np.pi * t / 24) + np.cumsum(rng.standard_normal(n)),
-            "temp": 15 + 5 * np.sin(2 * np.pi * t / 24 + 1),
-        }
-    ).to_csv(project / "plant.csv", index=False)
+    write_plant_csv(project / "plant.csv")
     ingest_file(
         project / "plant.csv",
         name="plant",

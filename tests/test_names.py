@@ -49,7 +49,9 @@ def test_ingest_accepts_a_good_name(project, csv, name):
     assert (project / "data" / name / "raw.parquet").is_file()
 
 
-@pytest.mark.parametrize("cmd", [["validate"], ["window"], ["train"], ["models"], ["forecast"], ["monitor"]])
+@pytest.mark.parametrize(
+    "cmd", [["validate"], ["window"], ["train"], ["models"], ["forecast"], ["monitor"], ["promote", "--live"]]
+)
 @pytest.mark.parametrize("name", ["x y", "élec", "a" * 300, "../evil"])
 def test_every_command_taking_a_name_refuses_it(project, cmd, name):
     code, out = run(*cmd, name)

@@ -1,4 +1,5 @@
-"""`cellcast models`, `cellcast rollback`, `cellcast ui`: look at and move the model registry."""
+"""`cellcast models`, `cellcast promote --live`, `cellcast rollback`, `cellcast ui`: look at and move the model
+registry."""
 
 from __future__ import annotations
 
@@ -83,6 +84,7 @@ def register(app: typer.Typer) -> None:
         settings = settings_for(name)
         model_name = settings.model_name
         configure_tracking(settings)
+        tracking.end_undecided(model_name)  # versions whose training process died before deciding: say so
         versions = tracking.list_versions(model_name)
         if not versions:
             raise NotFoundError(
@@ -107,6 +109,30 @@ def register(app: typer.Typer) -> None:
         now = tracking.rollback(model_name)
         was = f"v{before.version}" if before else "none"
         typer.echo(f"{model_name}: champion {was} -> v{now.version}; previous is now {was}")
+
+    @app.command()
+    @friendly
+    def promote(
+        name: str = typer.Argument(..., help="dataset name; the model is <name>-forecaster"),
+        live: bool = typer.Option(False, "--live", help="decide on the live forecasts the service logged"),
+    ) -> None:
+        """Make the challenger champion when its live errors beat the champion's (the training flow's
+        Diebold-Mariano test, evaluate.significance) on at least monitor.live_min_forecasts forecasts both answered
+        (shadow or canary). Exit 0 when promoted, 1 when not (one line saying why)."""
+        from cellcast.pipeline.errors import ConfigError
+        from cellcast.pipeline.monitoring.promote import promote_live
+
+        settings = settings_for(name)
+        if not live:
+            raise ConfigError(
+                "cellcast promote: only --live is supported (a version is decided on its test split when "
+                f"`cellcast train {name}` registers it)"
+            )
+        configure_tracking(settings)
+        out = promote_live(name, settings)
+        typer.echo(out.line)
+        if not out.promoted:
+            raise typer.Exit(1)
 
     @app.command()
     @friendly

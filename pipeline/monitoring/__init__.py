@@ -17,7 +17,10 @@ One job a module:
 - state: reports/NAME/monitoring/state.json, the last evaluation and the triggers;
 - evaluate: one evaluation end to end (files under reports/NAME/monitoring/, and the long-lived MLflow run
   `monitor-NAME` of the dataset's experiment, one step per evaluation, through registry/tracking);
-- status: `cellcast monitor NAME` as text.
+- status: `cellcast monitor NAME` as text;
+- live: the service's live forecast log (forecasts/NAME/live/) scored per version and role on the arrived actuals,
+  and the champion's and the challenger's losses on the same forecast paths;
+- promote: promotion on that live evidence (`cellcast promote NAME --live`, params `monitor.live_promotion`).
 
 May import: the core, data, engine and registry. Must not import: serving, flows or the CLI.
 """

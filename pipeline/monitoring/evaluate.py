@@ -75,6 +75,8 @@ def evaluate(name: str, settings: Settings, now: datetime | None = None, log_to_
             "evaluations": step,
             "last": _jsonable(asdict(rep)),
             "monitoring_run_id": rep.run_id or state.get("monitoring_run_id"),
+            # the scale the live log is scored on (`cellcast monitor` reads it without the registry)
+            "mase_scale": {"version": champ.version, "scale": _jsonable(dict(scale))},
         }
     )
     write_json(state_path(name, settings), state)

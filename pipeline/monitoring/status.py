@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
+
 from ..config import Settings
 from ..errors import NotFoundError
 from .state import read_state, state_path
@@ -17,7 +19,10 @@ def status(name: str, settings: Settings, now: datetime | None = None) -> str:
     """The monitor's current state as text: last scores, drift, thresholds, last trigger, cooldown."""
     state = read_state(name, settings)
     last = state.get("last")
+    on_live = live_lines(name, settings, state)
     if not last:
+        if on_live:
+            return "\n".join([f"{name}: the champion's batch forecasts have not been monitored yet", *on_live])
         raise NotFoundError(
             f"{state_path(name, settings)}: '{name}' has not been monitored yet; the scheduled "
             f"forecast flow (refresh) monitors it after each refresh"
@@ -72,8 +77,7 @@ def status(name: str, settings: Settings, now: datetime | None = None) -> str:
                     f"[{b[0]:.4g}, {b[1]:.4g}]" if b else "-",
                 ]
             )
-        w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines += ["  " + "  ".join(c.ljust(x) for c, x in zip(r, w)).rstrip() for r in rows]
+        lines += _table(rows)
         lines += bases
     lines.append(
         f"  thresholds: PSI {th['psi']} (and above {th.get('psi_margin', 1.5):g}x the training windows' own), "
@@ -99,4 +103,79 @@ def status(name: str, settings: Settings, now: datetime | None = None) -> str:
     err = state.get("last_trigger_error")
     if err:
         lines.append(f"last trigger error: {err['at']}: {err['error']}")
-    return "\n".join(lines)
+    return "\n".join(lines + on_live)
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    """Rows of cells as indented lines, each column as wide as its widest cell."""
+    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(c.ljust(x) for c, x in zip(r, w)).rstrip() for r in rows]
+
+
+def live_lines(name: str, settings: Settings, state: dict) -> list[str]:
+    """The live log's section of `cellcast monitor`: champion against challenger on the forecasts the service
+    answered, scored on the actuals that arrived; [] when nothing is logged."""
+    from ..catalog import live_dir
+    from . import live
+    from .promote import weigh
+
+    folder = live_dir(name, settings)
+    logged = live.read_live(folder)
+    if logged.empty and not logged.untimed:
+        return []
+    notes = [f"{logged.files} file(s)", f"{len(logged.rows) + logged.untimed} rows"]
+    notes += [f"{logged.duplicates} logged twice, counted once"] if logged.duplicates else []
+    notes += [f"{len(logged.damaged)} damaged file(s) skipped"] if logged.damaged else []
+    notes += [f"{logged.untimed} rows without timestamps not scored"] if logged.untimed else []
+    roles = live.roles(logged.rows) if not logged.empty else {}
+    champion, challenger = roles.get("champion"), roles.get("challenger")
+    who = " against ".join(f"{r} v{v}" for r, v in (("champion", champion), ("challenger", challenger)) if v)
+    lines = [f"live: {folder} ({', '.join(notes)}): {who or 'no version'}, on the actuals that arrived"]
+    if logged.empty:
+        return lines
+    targets = live.target_columns(logged.rows)
+    try:
+        actuals = live.read_actuals(name, settings, targets)
+    except NotFoundError as e:
+        return [*lines, f"  not scored: {e}"]
+    recorded = state.get("mase_scale") or {}
+    scale = recorded.get("scale") if str(recorded.get("version")) == str(champion) else None
+    step = live.grid_step(actuals)
+    window = (state.get("last") or {}).get("thresholds", {}).get("window") or (
+        settings.monitor.window if settings.monitor.window != "auto" else 2 * int(logged.rows["step"].max())
+    )
+    since = actuals["timestamp"].max() - (int(window) - 1) * step if step is not None else None
+    ev = weigh(logged, actuals, targets, str(champion or ""), str(challenger or ""), scale, settings, since)
+    d, m = ev.decision, ev.decision.metrics
+    if "champion_p_value" in m:
+        verdict = f"{'better' if d.promote else 'not better'}: DM {m['champion_dm']:.3g}, p {m['champion_p_value']:.3g}"
+    else:
+        verdict = f"{m['live_paired']} of {settings.monitor.live_min_forecasts} paired"
+    num = lambda x: "-" if x is None or not np.isfinite(x) else f"{x:.3f}"  # noqa: E731
+    rows = [["version", "role", "forecasts scored", "MASE", f"rolling MASE ({window} steps)", "coverage", "DM verdict"]]
+    for r in ev.summary:
+        cov = ", ".join(f"{v:.1%} in {k}%" for k, v in sorted(r["coverage"].items(), key=lambda kv: float(kv[0])))
+        is_challenger = r["version"] == str(challenger) and r["role"] == "challenger" and champion
+        rows.append(
+            [
+                f"v{r['version']}",
+                r["role"],
+                str(r["forecasts"]),
+                num(r["mase"]),
+                num(r["rolling_mase"]),
+                cov or "-",
+                verdict if is_challenger else "-",
+            ]
+        )
+    if len(rows) == 1:
+        return [*lines, "  no logged forecast has its actual yet"]
+    lines += _table(rows)
+    basis = "the champion's MASE scale" if scale else "MASE scaled by the one-step naive MAE before the first origin"
+    lines.append(f"  ({basis}; a forecast: one series from one origin)")
+    if challenger and champion:
+        rule = "on: the forecast flow applies it" if settings.monitor.live_promotion else "off"
+        lines.append(
+            f"  live promotion (monitor.live_promotion {rule}; `cellcast promote {name} --live` applies it now): "
+            f"{d.reason}"
+        )
+    return lines

@@ -503,6 +503,7 @@ def track_and_promote(
     tags = lineage(ws, settings) | {"flow_run_id": flow_run_id or "none", "anchor_season": str(base.anchor_season)}
     if data_version is not None:
         tags |= data_tags(data_version)
+    tracking.end_undecided(model_name)  # a version a killed run registered and never decided: marked, not reused
     with tracking.parent_run(ws.meta.name, run_name=f"train-{ws.meta.name}", tags=tags) as parent_id:
         tracking.log_params(
             {

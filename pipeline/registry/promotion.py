@@ -348,3 +348,73 @@ def _accuracy(
         f"p < {significance:g}, evaluate.significance): champion unchanged",
         metrics,
     )
+
+
+def decide_live(
+    challenger_version: int | str,
+    champion_version: int | str,
+    evidence: Comparison | None,
+    window: dict,
+    *,
+    scored: tuple[int, int] = (0, 0),
+    min_forecasts: int = 30,
+    significance: float = 0.05,
+) -> Decision:
+    """Promotion on live evidence: the challenger replaces the champion iff, on at least `min_forecasts` paired live
+    forecast paths (`window["paired"]`: same series, same origin, both scored), its loss is significantly lower
+    than the champion's under the one-sided Diebold-Mariano test of `decide` (HAC lag >= the paths' overlap - 1,
+    HLN correction, df = independent paths - 1) at `significance`. `evidence`: one loss per origin, the challenger's
+    as the candidate (monitoring/live.comparison); `scored`: the forecast paths scored of the challenger and of the
+    champion, for the refusal. The metrics (version tags) hold the statistic and the live window."""
+    cand, champ = f"v{challenger_version}", f"champion v{champion_version}"
+    n = int(window.get("paired", 0))
+    metrics: dict = {
+        "evidence": "live",
+        "champion_version": int(champion_version) if str(champion_version).isdigit() else str(champion_version),
+        "significance": significance,
+        "live_min_forecasts": min_forecasts,
+        "live_paired": n,
+        "live_origins": int(window.get("origins", 0)),
+        "live_first_origin": window.get("first_origin", ""),
+        "live_last_origin": window.get("last_origin", ""),
+        "live_overlap": int(window.get("overlap", 1)),
+    }
+    if evidence is None or n < min_forecasts:
+        return Decision(
+            False,
+            f"{cand} not promoted: {n} paired live forecasts of the {min_forecasts} needed "
+            f"(monitor.live_min_forecasts; scored: {scored[0]} of the challenger, {scored[1]} of the champion)",
+            metrics,
+        )
+    if evidence.paths < 2:
+        return Decision(
+            False,
+            f"{cand} not promoted: its {n} paired live forecasts come from {evidence.n} origin(s), "
+            f"{evidence.paths} a horizon apart: too few for a test",
+            metrics,
+        )
+    ct = evidence.test()
+    mine, theirs = float(evidence.candidate.mean()), float(evidence.other.mean())
+    gain = (1 - mine / theirs) * 100 if theirs > 0 else float("nan")
+    metrics.update(
+        {
+            "candidate_mase_live": _num(mine),
+            "champion_mase_live": _num(theirs),
+            "live_gain_pct": round(gain, 2) if math.isfinite(gain) else None,
+            "champion_dm": _num(ct.statistic),
+            "champion_p_value": _num(ct.p_value),
+            "champion_hac_lag": ct.lag,
+            "live_dof": ct.dof,
+        }
+    )
+    span = f"{n} paired live forecasts from {window.get('first_origin')} to {window.get('last_origin')}"
+    scores = f"{cand} live MASE {_fmt(mine)} vs {champ} {_fmt(theirs)} on {span}"
+    if ct.p_value < significance:
+        return Decision(True, f"{scores}: {gain:.1f}% better ({_evidence(ct)}); promoted on live evidence", metrics)
+    how = f"{gain:.1f}% better" if mine < theirs else "not better"
+    return Decision(
+        False,
+        f"{cand} not promoted: {scores} ({how}): not significantly better ({_evidence(ct)}; needs p < "
+        f"{significance:g}, evaluate.significance): champion unchanged",
+        metrics,
+    )

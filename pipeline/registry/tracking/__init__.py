@@ -58,6 +58,7 @@ from .server import (
     ui_links,
 )
 from .versions import (
+    ABANDONED,
     ALIAS_LOCK_STALE_S,
     ALIAS_LOCK_SUFFIX,
     ALIAS_LOCK_WAIT_S,
@@ -67,6 +68,7 @@ from .versions import (
     apply_decision,
     data_versions,
     download_model,
+    end_undecided,
     get_alias,
     get_version,
     list_versions,
@@ -76,6 +78,7 @@ from .versions import (
 )
 
 __all__ = [
+    "ABANDONED",
     "ALIAS_LOCK_STALE_S",
     "ALIAS_LOCK_SUFFIX",
     "ALIAS_LOCK_WAIT_S",
@@ -99,6 +102,7 @@ __all__ = [
     "data_versions",
     "download_model",
     "end_orphans",
+    "end_undecided",
     "experiment_name",
     "get_alias",
     "get_version",

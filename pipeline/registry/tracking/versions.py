@@ -69,7 +69,9 @@ def _missing(e: MlflowException) -> bool:
 
 @_reaching
 def register_version(model_name: str, model_uri: str, run_id: str, tags: dict | None = None) -> int:
-    """A new version of `model_name` from a logged model URI (the registered model is created on first use)."""
+    """A new version of `model_name` from a logged model URI (the registered model is created on first use),
+    tagged with the process that registers it (host, pid, start time): the process that owes it a decision
+    (`end_undecided` marks the version of one that died first)."""
     client = _client()
     try:
         client.get_registered_model(model_name)
@@ -88,8 +90,44 @@ def register_version(model_name: str, model_uri: str, run_id: str, tags: dict | 
         # MLflow 3 logged-model URI: register its artifact location and keep the link to it
         model_id = model_uri[len("models:/") :]
         source = client.get_logged_model(model_id).artifact_location
-    mv = client.create_model_version(model_name, source=source, run_id=run_id, tags=_str_tags(tags), model_id=model_id)
+    mv = client.create_model_version(
+        model_name, source=source, run_id=run_id, tags=_str_tags({**(tags or {}), **_owner()}), model_id=model_id
+    )
     return int(mv.version)
+
+
+ABANDONED = "abandoned"  # promotion.decision of a version whose registering process died before deciding
+
+
+@_reaching
+def end_undecided(model_name: str) -> list[int]:
+    """Mark ABANDONED the versions of `model_name` that carry no decision and whose registering process, on this
+    host, is gone (killed between registering the version and recording its decision): tag promotion.decision and
+    promotion.reason saying which process; their aliases are not touched (a version nobody compared with the
+    champion earns none). Versions of live processes (a training still deciding), of other hosts, and those
+    registered before versions recorded their owner are left alone. Returns the versions marked."""
+    client = _client()
+    marked = []
+    for mv in client.search_model_versions(f"name = '{model_name}'"):
+        tags = dict(mv.tags or {})
+        if "promotion.decision" in tags:
+            continue
+        if not owner_gone({k[len("cellcast.") :]: v for k, v in tags.items() if k in OWNER_TAGS}):
+            continue
+        reason = (
+            f"its training process {tags['cellcast.pid']}@{tags['cellcast.host']} ended before deciding "
+            f"(killed?); found by process {os.getpid()}; train again for a decision"
+        )
+        client.set_model_version_tag(model_name, str(mv.version), "promotion.reason", reason)
+        client.set_model_version_tag(model_name, str(mv.version), "promotion.decision", ABANDONED)
+        marked.append(int(mv.version))
+        log.warning(
+            "%s v%s was registered by a process that is gone before deciding: marked %s",
+            model_name,
+            mv.version,
+            ABANDONED,
+        )
+    return sorted(marked)
 
 
 @_reaching
