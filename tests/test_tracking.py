@@ -163,6 +163,36 @@ def test_configure_embedded_store_and_env_override(tmp_path, monkeypatch):
     assert not (tmp_path / "mlruns").exists()
 
 
+def test_a_new_store_is_a_copy_of_the_empty_one_made_once_per_mlflow_version(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("CELLCAST_CACHE_DIR", str(tmp_path / "cache"))
+    empty = tmp_path / "cache" / f"mlflow-{mlflow.__version__}-empty.db"
+    stores = []
+    for name in ("first", "second"):
+        work = tmp_path / name
+        work.mkdir()
+        monkeypatch.chdir(work)
+        uri = tracking.configure(work)
+        stores.append(Path(uri.removeprefix("sqlite:///")))
+        assert empty.is_file()
+        # MLflow's own Default experiment names the folder MLflow would have given it: under this project
+        assert MlflowClient().get_experiment("0").artifact_location == str(work.resolve() / "mlruns" / "0")
+        with tracking.parent_run("cfg"):
+            tracking.log_metrics({"m": 1.0})
+    made = empty.stat().st_mtime_ns
+    assert all(s.is_file() and s.stat().st_size > 0 for s in stores) and stores[0] != stores[1]
+    # the second store is not the first's: each holds its own run only
+    assert len(MlflowClient().search_runs([MlflowClient().get_experiment_by_name("cellcast/cfg").experiment_id])) == 1
+    assert empty.stat().st_mtime_ns == made  # made once
+    # a cache folder that cannot be written: MLflow creates the store in place
+    monkeypatch.setenv("CELLCAST_CACHE_DIR", "/proc/cellcast-cache")
+    work = tmp_path / "third"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert tracking.configure(work).endswith("third/.cellcast/mlflow.db")
+    assert MlflowClient().search_experiments(max_results=5)
+
+
 def test_a_store_named_in_the_environment_stays_in_use_and_the_hint_names_it(tmp_path, monkeypatch):
     # a store file under another project's .cellcast: a second configure() (the summary's) once fell back
     # to this project's embedded store and printed a UI command for a different database

@@ -286,13 +286,64 @@ def configure(root: Path | str | None = None, registry: RegistryConfig | None = 
 
 def _create_store(uri: str) -> None:
     """Open a sqlite store once under a file lock: MLflow creates or migrates its tables on first use, and two
-    processes doing that at once (two trains started together on a new project) fail in alembic."""
+    processes doing that at once (two trains started together on a new project) fail in alembic. A new store is
+    a copy of an empty one made once per MLflow version (`_empty_store`): running every migration takes seconds."""
     from ...files import exclusive
 
     db = Path(uri[len("sqlite:///") :])
     with exclusive(db.with_name(f".{db.name}.lock")):
+        if not db.exists():
+            _copy_empty_store(db)
         MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)
     _state["ready"].add(uri)
+
+
+def cache_dir() -> Path:
+    """Where cellcast keeps what it can rebuild: $CELLCAST_CACHE_DIR, else $XDG_CACHE_HOME/cellcast, else
+    ~/.cache/cellcast."""
+    if os.environ.get("CELLCAST_CACHE_DIR"):
+        return Path(os.environ["CELLCAST_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cellcast"
+
+
+def _empty_store() -> Path | None:
+    """An MLflow sqlite store with every table of this MLflow version and nothing in it, made on first use (None
+    when the cache folder cannot be written: the caller then lets MLflow create the store in place)."""
+    import tempfile
+
+    path = cache_dir() / f"mlflow-{mlflow.__version__}-empty.db"
+    if path.is_file():
+        return path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            made = Path(tmp) / "empty.db"
+            made_uri = f"sqlite:///{made}"
+            MlflowClient(tracking_uri=made_uri, registry_uri=made_uri).search_experiments(max_results=1)
+            os.replace(made, path)  # atomic: another process making it at once replaces one whole file with another
+    except OSError as e:
+        log.debug("no empty MLflow store in %s (%s): the store is created in place", path.parent, e)
+        return None
+    return path
+
+
+def _copy_empty_store(db: Path) -> None:
+    """Start `db` as a copy of the empty store; MLflow's Default experiment (made with the store) then names its
+    artifact folder where MLflow itself would have: `mlruns/0` under the working directory."""
+    import shutil
+    import sqlite3
+
+    empty = _empty_store()
+    if empty is None:
+        return
+    tmp = db.with_name(f".{db.name}.{os.getpid()}.new")
+    shutil.copyfile(empty, tmp)
+    with sqlite3.connect(tmp) as con:
+        con.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (str(Path.cwd() / "mlruns" / "0"),)
+        )
+    con.close()
+    os.replace(tmp, db)
 
 
 def _retry_settings(registry: RegistryConfig) -> tuple[float, int]:
