@@ -43,16 +43,20 @@ run: install
 	# then a panel: three airports' hourly weather, one global model, a forecast for every series
 	$(VENV)/bin/cellcast run weather
 
+# TEST_WORKERS: processes the test files are shared over (pytest-xdist; each process starts the servers its files
+# need). Most of an integration test is waiting on servers and subprocesses, so two keep two cores busy.
+TEST_WORKERS ?= 2
+
 test: install
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # the quick tier (tests/README.md): no servers, no training flows, no browser; its files shared over two processes
 test-fast: install
-	$(VENV)/bin/python -m pytest -q -m "not integration" -n 2 --dist loadfile
+	$(VENV)/bin/python -m pytest -q -m "not integration" -n $(TEST_WORKERS) --dist loadfile
 
 # the rest of `make test`: what the quick tier leaves out (.ci/run runs the two one after the other)
 test-integration: install
-	$(VENV)/bin/python -m pytest -q -m integration
+	$(VENV)/bin/python -m pytest -q -m integration -n $(TEST_WORKERS) --dist loadfile
 
 # ruff (lint and format) and mypy, settings in pyproject.toml
 lint: install
