@@ -492,16 +492,49 @@ def test_a_real_panel_read_at_irregular_times_is_resampled_trained_and_forecast_
     ).all()
 
 
-def test_a_panel_is_refused_by_the_backtest_and_gets_no_classical_references(mixed):
-    """Folds cut one time axis and the references fit one series' history: on a panel both say so, cheaply,
-    instead of reading the series one after another as one."""
-    from cellcast.pipeline.errors import ConfigError
-    from cellcast.pipeline.registry.backtest import plan
+def test_the_classical_references_run_per_series_in_each_series_units_on_a_sample(mixed):
+    """MSTL / ETS / Theta fitted per series on its own rows in its own units, scored per series on its test origins a
+    horizon apart and pooled; the same series fitted alone gives the same forecasts; a sample is stated."""
+    from cellcast.pipeline.modeling import classical, panel_references
+    from cellcast.pipeline.modeling.evaluate import forecast_origins
     from cellcast.pipeline.registry.lifecycle import reference_rows
 
     ws, s = mixed
-    with pytest.raises(ConfigError, match="a panel .* not implemented for panels"):
-        plan(ws, s, k=2)
-    s = s.model_copy(update={"evaluate": s.evaluate.model_copy(update={"references": ["mstl", "theta"]})})
-    rows = reference_rows(ws, s)
-    assert set(rows) == {"mstl", "theta"} and all(r["status"].startswith("not run: a panel") for r in rows.values())
+    # theta: the quick fit (ETS and MSTL's ETS optimise for a fraction of a second a series)
+    s = s.model_copy(update={"evaluate": s.evaluate.model_copy(update={"references": ["theta"]})})
+    calls = []
+
+    def mapper(fn, parts):  # what the flow's task .map does: each part to a worker
+        calls.append([len(p) for p in parts])
+        return [fn(p) for p in parts]
+
+    rows = reference_rows(ws, s, mapper=mapper, parts=2)
+    assert calls == [[1, 1]]  # A and B (D is cold start: no test split of its own)
+    starts = forecast_origins(ws, "test")
+    for name in ("theta",):
+        row = rows[name]
+        assert row["status"] == "ok" and set(row["per_series"]) == {"A", "B"}
+        assert (row["series"], row["series_sampled"], row["series_total"]) == (2, 2, 2)
+        assert row["windows"] == len(starts)
+        assert np.isclose(row["mean_mase"], np.mean(list(row["per_series"].values())))
+    # series A alone in its own units (the history of 8 daily cycles): the same forecasts, in the panel's units
+    i = ws.series_ids.index("A")
+    o, n = int(ws.offsets[i]), int(ws.lengths[i])
+    mean, scale = (a[ws.meta.target_idx] for a in ws.scaler("A"))
+    raw = ws.values[o : o + n, ws.meta.target_idx].astype(np.float64) * scale + mean
+    assert raw.mean() == pytest.approx(10, abs=0.5)  # its own units (10 + a daily sine), not the panel's
+    mine = starts[ws.series_index(starts) == i]
+    alone = classical.reference_forecasts(raw, mine - o + ws.meta.lookback, ws.meta.horizon, ["theta"], [24], 60, 192)
+    _, y = ws.batch(mine)
+    want = np.abs((alone["theta"].pred - mean) / scale - y).mean()
+    assert rows["theta"]["per_series"]["A"] == pytest.approx(want, rel=1e-6)
+    # beside the global model on the same windows: the share of series it beats each reference on
+    losses = np.where(ws.series_index(starts) == i, 0.0, 1e9)  # a model perfect on A, hopeless on B
+    panel_references.compare_model(rows, ws, starts, losses)
+    assert rows["theta"]["model_beats"] == 1 and rows["theta"]["share_model_beats"] == 0.5
+    assert "the model beats it on 1 (50%)" in panel_references.describe("theta", rows["theta"])
+    # a sample of one series: stated
+    s1 = s.evaluate.model_copy(update={"panel_reference_sample": 1})
+    one = reference_rows(ws, s.model_copy(update={"evaluate": s1}))
+    assert (one["theta"]["series"], one["theta"]["series_total"]) == (1, 2)
+    assert "1 of a sample of 1 series (of 2)" in panel_references.describe("theta", one["theta"])
