@@ -538,3 +538,85 @@ def test_the_classical_references_run_per_series_in_each_series_units_on_a_sampl
     one = reference_rows(ws, s.model_copy(update={"evaluate": s1}))
     assert (one["theta"]["series"], one["theta"]["series_total"]) == (1, 2)
     assert "1 of a sample of 1 series (of 2)" in panel_references.describe("theta", one["theta"])
+
+
+def test_a_panels_backtest_folds_are_cut_on_the_shared_time_axis_each_series_scaled_by_its_own_rows(mixed):
+    """Folds cut in time: each series' rows before a fold's validation stamp are its training rows (its scale
+    fitted on them alone), a series whose rows hold no window of a block sits that fold out, and a fold never holds
+    a row at or past its end; before the test split, no series' own test rows are read."""
+    from cellcast.pipeline.data.folds import fold_windowset
+    from cellcast.pipeline.data.window import series_scale
+    from cellcast.pipeline.registry.backtest import plan
+
+    ws, s = mixed
+    folds = plan(ws, s, k=2)
+    assert [f.index for f in folds] == [1, 2] and folds[-1].cuts[2] is None  # the last fold ends with the panel
+    assert folds[0].cuts[2] == folds[1].cuts[1]  # test blocks follow each other
+    seen = {}
+    for fold in folds:
+        fws = fold_windowset(ws, fold, s)
+        assert fws.is_panel and set(fws.series_ids) <= {"A", "B", "D"}
+        val, test = np.datetime64(fold.cuts[0]), np.datetime64(fold.cuts[1])
+        for i, sid in enumerate(fws.series_ids):
+            o, n, e = int(fws.offsets[i]), int(fws.lengths[i]), int(fws.train_end[i])
+            t = fws.timestamps[o : o + n]
+            assert (t[:e] < val).all() and (t[e:] >= val).all()
+            if fold.cuts[2] is not None:
+                assert (t < np.datetime64(fold.cuts[2])).all()
+            # its scale: its own training rows of this fold, in its own units
+            j = ws.series_ids.index(sid)
+            mu, sc = ws.scaler(sid)
+            raw = ws.values[ws.offsets[j] : ws.offsets[j] + e].astype(np.float64) * sc + mu
+            want = series_scale(raw, None)
+            np.testing.assert_allclose(fws.scaler(sid)[1], want[1], rtol=1e-6)
+            for split in ("train", "val", "test"):
+                st = fws.series_starts(split)[sid]
+                first = fws.timestamps[st + fws.meta.lookback]
+                assert (first >= (test if split == "test" else val if split == "val" else first.min())).all()
+        seen[fold.index] = fws.series_ids
+    assert "A" in seen[1] and "A" in seen[2]
+    # B ends before the panel does: the last fold's test block holds no window of it
+    assert "B" not in seen[2] and "D" not in seen[1]
+    # before the test split: every fold ends by the first stamp of any series' own test split
+    first_test = min(
+        ws.timestamps[ws.offsets[i] + ws.meta.lookback + ws.series_starts("test")[sid][0] - ws.offsets[i]]
+        for i, sid in enumerate(ws.series_ids)
+        if sid in ws.series_starts("test")
+    )
+    early = plan(ws, s, k=1, end=0)
+    assert np.datetime64(early[-1].cuts[2]) <= first_test
+
+
+def test_a_panel_backtest_reports_each_series_the_aggregate_and_the_worst(mixed):
+    """One fold scored on a panel (the candidates trained a little): pooled scores as for one series, each model's
+    MASE per series, the references per series, and the table, summary and picture name the worst series."""
+    from conftest import TINY_TRAIN
+
+    from cellcast.pipeline.modeling import plots
+    from cellcast.pipeline.registry import backtest as bt
+
+    ws, s = mixed
+    s = s.model_copy(
+        update={
+            "train": s.train.model_copy(update=TINY_TRAIN | {"cells": ["gru"], "epochs": 1, "ensemble": False}),
+            "evaluate": s.evaluate.model_copy(update={"references": ["theta"]}),
+        }
+    )
+    result = bt.run_backtest(ws, s, k=1, refit="retrain", end=0)  # before the test split: A and B both sit in
+    (rec,) = result.folds
+    assert {"selected", "naive", "ref_theta"} <= set(rec.scores) and rec.losses == {}
+    assert set(rec.series["selected"]) == {"A", "B"} and set(rec.series["ref_theta"]) == {"A", "B"}
+    table = result.series_table()
+    assert list(table["series_id"]) == sorted(rec.series["selected"], key=lambda k: -rec.series["selected"][k])
+    agg = result.panel_aggregate()
+    assert agg["series"] == 2 and agg["worst_series"] == table["series_id"].iloc[0]
+    assert np.isclose(agg["mean_mase"], np.mean(list(rec.series["selected"].values())))
+    text = bt.summary(result)
+    assert f"worst series '{agg['worst_series']}'" in text and "each series trained on its rows before" in text
+    fig = bt.picture(result, ["gru-h8-l1"])
+    try:
+        labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+        assert f"{agg['worst_series']}: selected" in labels
+    finally:
+        plots.close(fig)
+    assert result.to_dict()["panel"]["worst_series"] == agg["worst_series"]
