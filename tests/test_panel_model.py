@@ -620,3 +620,98 @@ def test_a_panel_backtest_reports_each_series_the_aggregate_and_the_worst(mixed)
     finally:
         plots.close(fig)
     assert result.to_dict()["panel"]["worst_series"] == agg["worst_series"]
+
+
+def _with_known_temp(ws):
+    """The mixed panel as if `temp` were known ahead (a user column): its raw values, series by series."""
+    from dataclasses import replace
+
+    j = ws.meta.variables.index("temp")
+    raw = np.empty(len(ws.values), np.float32)
+    for i, sid in enumerate(ws.series_ids):
+        o, n = int(ws.offsets[i]), int(ws.lengths[i])
+        mu, sc = ws.scaler(sid)
+        raw[o : o + n + 1] = ws.values[o : o + n + 1, j] * sc[j] + mu[j]
+        raw[o + n] = raw[o + n - 1]  # the break row repeats the last value (as a panel's future table does)
+    meta = replace(ws.meta, future_names=["temp"], future_kinds=["user"], calendar={})
+    return PanelWindowSet(
+        ws.values,
+        ws.timestamps,
+        meta,
+        ws.starts,
+        ws.filled,
+        raw[:, None],
+        offsets=ws.offsets,
+        lengths=ws.lengths,
+        train_end=ws.train_end,
+    )
+
+
+def test_known_ahead_columns_are_read_per_series_in_the_batch_forecast_and_the_service(mixed, tmp_path):
+    """A panel model that reads a user-supplied column known ahead: the batch forecast takes each series' values
+    from a future file keyed by the id column, the service from each instance's `future`; each series' forecast
+    moves with its own values only, a series without them is named."""
+    import torch
+    from fastapi.testclient import TestClient
+    from test_serve import Source
+
+    from cellcast.pipeline.engine.inference import OnnxForecaster
+    from cellcast.pipeline.engine.onnx_export import export_onnx
+    from cellcast.pipeline.errors import DataValidationError
+    from cellcast.pipeline.modeling.model import Forecaster
+    from cellcast.pipeline.modeling.train import Candidate, model_spec
+    from cellcast.pipeline.registry.lifecycle import model_metadata
+    from cellcast.pipeline.serving.forecast import forecast_panel_frame, panel_future
+    from cellcast.pipeline.serving.service import create_app
+
+    ws, s = mixed
+    ws = _with_known_temp(ws)
+    torch.manual_seed(0)
+    model = Forecaster(model_spec(ws, Candidate("gru", 8, 1), s, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # an untrained head is zero (the anchor alone): give it weights that read the inputs
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x, f = ws.inputs(ws.starts["test"][:2])
+    path = export_onnx(model.eval(), tmp_path / "m.onnx", model_metadata(ws, s, "gru"), example=x, future_example=f)
+    eng = OnnxForecaster.from_path(path, device="cpu")
+    assert eng.future_names == ["temp"] and eng.future_kinds == ["user"]
+    rows = mixed_panel().rename(columns={"sensor": "series_id", "ts": "timestamp"})
+    rows = rows[rows.series_id.isin(["A", "D"])].sort_values(["series_id", "timestamp"])
+    last = rows.groupby("series_id")["timestamp"].max()
+    ahead = pd.concat(
+        pd.DataFrame({"sensor": sid, "timestamp": pd.date_range(t, periods=7, freq="h")[1:], "temp": 0.5})
+        for sid, t in last.items()
+    )
+    with pytest.raises(DataValidationError, match="future.csv: a panel's known-future rows need the series"):
+        panel_future(ahead.drop(columns="sensor"), ["sensor"], "future.csv")
+    base, _, _ = forecast_panel_frame(eng, rows, future=panel_future(ahead, ["sensor"], "f"), future_source="f")
+    moved = ahead.assign(temp=np.where(ahead.sensor == "A", 0.9, 0.5))
+    other, _, _ = forecast_panel_frame(eng, rows, future=panel_future(moved, ["sensor"], "f"), future_source="f")
+    by = lambda fr, sid: fr[fr.series_id == sid]["flow"].to_numpy()  # noqa: E731
+    assert not np.allclose(by(base, "A"), by(other, "A"))  # A's forecast reads A's values
+    np.testing.assert_array_equal(by(base, "D"), by(other, "D"))  # D's does not
+    with pytest.raises(DataValidationError, match=r"f, series 'D': known-future column 'temp': no value for"):
+        forecast_panel_frame(
+            eng, rows, future=panel_future(ahead[ahead.sensor == "A"], ["sensor"], "f"), future_source="f"
+        )
+
+    # the service: each instance its own `future`; the same numbers as the batch forecast
+    def instance(sid, temp):
+        r = rows[rows.series_id == sid].iloc[-24:]
+        return {
+            "id": sid,
+            "values": {v: r[v].tolist() for v in ("flow", "temp")},
+            "timestamps": [t.isoformat() for t in r["timestamp"]],
+            "future": {"temp": [temp] * 6},
+        }
+
+    with TestClient(create_app(s, source=Source(path, "1"), device="cpu", poll_seconds=60)) as c:
+        got = c.post("/v1/forecast", json={"instances": [instance("D", 0.5), instance("A", 0.9)]})
+        assert got.status_code == 200, got.text
+        ans = {item["id"]: item["forecast"]["flow"] for item in got.json()["forecasts"]}
+        np.testing.assert_allclose(ans["A"], by(other, "A"), atol=1e-4)
+        np.testing.assert_allclose(ans["D"], by(other, "D"), atol=1e-4)
+        bad = instance("A", 0.5)
+        del bad["future"]
+        r = c.post("/v1/forecast", json={"instances": [instance("D", 0.5), bad]})
+        assert r.status_code == 422 and r.json()["detail"].startswith("instances[1].future"), r.text
