@@ -31,6 +31,7 @@ class Champion:
     reference: dict | None  # data/drift.reference_profile of its training rows
     reference_source: str
     bounds: dict[str, list[float]]  # plausible range per variable, profiled on its training rows
+    panel: dict | None = None  # a panel model: its ONNX metadata `panel` (each series' ids, status, mean and scale)
 
 
 def _season(tags: dict, metadata: dict) -> int:
@@ -81,6 +82,7 @@ def load_champion(name: str, settings: Settings, frame: pd.DataFrame) -> Champio
         reference=reference,
         reference_source=source,
         bounds={k: list(v) for k, v in bounds.items()},
+        panel=md.get("panel"),
     )
 
 
