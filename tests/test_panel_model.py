@@ -424,29 +424,35 @@ def test_a_real_panel_read_at_irregular_times_is_resampled_trained_and_forecast_
         calendar={"parts": ["tod"]},
         train={"cells": ["gru"]},
     )
-    w = load_bundled("weather")
-    w = w[(w["timestamp"] >= "2013-10-14") & (w["timestamp"] < "2013-11-05")]  # ends a day after its last break
-    rng = np.random.default_rng(0)
-    df = pd.DataFrame(
-        {
-            "airport": w["origin"].to_numpy(),
-            "temp": w["temp"].to_numpy(),
-            "humid": w["humid"].to_numpy(),
-            "time": (w["timestamp"] + pd.to_timedelta(rng.integers(0, 50, len(w)), unit="min")).to_numpy(),
-        }
-    )
-    # LGA reports twice an hour, half a degree either side of the hour's value: the mean is that value
-    lga = df[df.airport == "LGA"]
-    early, late = lga.copy(), lga.copy()
-    early["time"] = early["time"].dt.floor("h") + pd.Timedelta(minutes=5)
-    late["time"] = late["time"].dt.floor("h") + pd.Timedelta(minutes=45)
-    early["temp"] -= 0.5
-    late["temp"] += 0.5
-    df = pd.concat([df[df.airport != "LGA"], early, late]).sample(frac=1, random_state=0)
-    df["time"] = df["time"].dt.strftime("%Y-%m-%d %H:%M")
-    write_csv(df, project / "weather.csv")
+    weather = load_bundled("weather")
+
+    def readings(end: str):
+        """The airports' readings up to `end`, as a logger writes them (weather.csv)."""
+        w = weather[(weather["timestamp"] >= "2013-10-14") & (weather["timestamp"] < end)]
+        rng = np.random.default_rng(0)
+        df = pd.DataFrame(
+            {
+                "airport": w["origin"].to_numpy(),
+                "temp": w["temp"].to_numpy(),
+                "humid": w["humid"].to_numpy(),
+                "time": (w["timestamp"] + pd.to_timedelta(rng.integers(0, 50, len(w)), unit="min")).to_numpy(),
+            }
+        )
+        # LGA reports twice an hour, half a degree either side of the hour's value: the mean is that value
+        lga = df[df.airport == "LGA"]
+        early, late = lga.copy(), lga.copy()
+        early["time"] = early["time"].dt.floor("h") + pd.Timedelta(minutes=5)
+        late["time"] = late["time"].dt.floor("h") + pd.Timedelta(minutes=45)
+        early["temp"] -= 0.5
+        late["temp"] += 0.5
+        df = pd.concat([df[df.airport != "LGA"], early, late]).sample(frac=1, random_state=0)
+        df["time"] = df["time"].dt.strftime("%Y-%m-%d %H:%M")
+        write_csv(df, project / "weather.csv")
+        return w
+
+    w = readings("2013-11-05")  # ends a day after its last break
     run = CliRunner().invoke
-    r = run(
+    ingest = lambda: run(  # noqa: E731
         app,
         [
             "ingest",
@@ -468,10 +474,18 @@ def test_a_real_panel_read_at_irregular_times_is_resampled_trained_and_forecast_
             "mean",
         ],
     )
+    r = ingest()
     assert r.exit_code == 0, r.output
     r = run(app, ["train", "nyc"])
     assert r.exit_code == 0, r.output
     summary = json.loads((project / "reports/nyc/train_summary.json").read_text())
+    # the classical references per airport, each beside the global model on the same origins
+    assert "references per series" in r.output and "the model beats it on" in r.output
+    for name in ("mstl", "ets", "theta"):
+        ref = summary["references"][name]
+        assert ref["status"] == "ok" and (ref["series"], ref["series_total"]) == (3, 3), ref
+        assert set(ref["per_series"]) == {"EWR", "JFK", "LGA"} and 0 <= ref["share_model_beats"] <= 1
+        assert np.isclose(ref["mean_mase"], np.mean(list(ref["per_series"].values())))
     assert summary["version"] == 1 and "across 3 series" in summary["decision"]["reason"], summary["decision"]
     rows = {x["series_id"]: x for x in summary["candidates"][0]["panel"]["series"]}
     assert set(rows) == {"EWR", "JFK", "LGA"} and all(x["status"] == "ok" for x in rows.values())
@@ -490,6 +504,39 @@ def test_a_real_panel_read_at_irregular_times_is_resampled_trained_and_forecast_
         fc.groupby("airport")["timestamp"].min()
         == frame.groupby("series_id")["timestamp"].max() + pd.Timedelta(hours=1)
     ).all()
+
+    # the backtest: folds cut on the shared hours, each airport's figures, the worst one named and drawn
+    r = run(app, ["backtest", "nyc", "--folds", "2"])
+    assert r.exit_code == 0, r.output
+    bt = json.loads((project / "reports/nyc/backtest.json").read_text())
+    assert len(bt["folds"]) == 2 and bt["panel"]["series"] == 3
+    assert set(bt["folds"][1]["series"]["selected"]) == {"EWR", "JFK", "LGA"}
+    assert set(bt["folds"][1]["series"]["ref_mstl"]) == {"EWR", "JFK", "LGA"}
+    assert f"worst series '{bt['panel']['worst_series']}'" in r.output
+    assert (project / "reports/nyc/backtest.png").stat().st_size > 10_000
+
+    # monitoring: v1 serves, a day of actuals arrives, each airport is scored and the worst is shown
+    from mlflow import MlflowClient
+
+    from cellcast.pipeline.config import load_params
+    from cellcast.pipeline.monitoring.evaluate import evaluate
+
+    MlflowClient().set_registered_model_alias("nyc-forecaster", "champion", "1")
+    r = run(app, ["forecast", "nyc"])
+    assert r.exit_code == 0, r.output
+    readings("2013-11-06")
+    assert ingest().exit_code == 0
+    r = run(app, ["validate", "nyc"])
+    assert r.exit_code == 0, r.output
+    rep = evaluate("nyc", load_params().for_dataset("nyc"))
+    assert rep.panel["series"] == 3 and rep.panel["judged"] == 3
+    assert rep.accuracy["points"] == 3 * 6 and rep.panel["worst"][0]["points"] == 6
+    assert rep.verdict.retrain == (rep.panel["share_past"] > 0.2)
+    table = pd.read_parquet(project / "reports/nyc/monitoring/series.parquet")
+    assert sorted(table["series_id"]) == ["EWR", "JFK", "LGA"] and table["mase"].notna().all()
+    r = run(app, ["monitor", "nyc"])
+    assert r.exit_code == 0, r.output
+    assert "panel: 3 series, 3 judged" in r.output and f"  {rep.panel['worst'][0]['series_id']}: MASE" in r.output
 
 
 def test_the_classical_references_run_per_series_in_each_series_units_on_a_sample(mixed):
