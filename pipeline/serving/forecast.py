@@ -334,6 +334,23 @@ def panel_future(supplied: pd.DataFrame, id_cols: list[str], source: str) -> pd.
     )
 
 
+def supplied_future(
+    name: str, settings: Settings, engine: OnnxForecaster, meta: dict, future_file: str | Path | None
+) -> tuple[pd.DataFrame | None, str]:
+    """The user-supplied known-future rows a model that reads any gets, and where they come from: `future_file`,
+    else the rows after the last observation (data/NAME/future.parquet; a panel's: each series')."""
+    from ..catalog import future_path
+
+    if not (engine.future_name and user_future_columns(engine)):
+        return None, "future rows"
+    if future_file is not None:
+        return read_future_file(future_file, meta.get("time_col")), str(future_file)
+    fp = future_path(name, settings)
+    if fp.is_file():
+        return pd.read_parquet(fp), f"{fp} (the rows after the last observation)"
+    return None, f"{name}: no rows after the last observation"
+
+
 def forecast_latest(
     name: str,
     settings: Settings,
@@ -345,7 +362,7 @@ def forecast_latest(
     """The `alias` model of `name` on the latest validated rows -> forecasts/NAME/<UTC stamp>.parquet,
     logged as an artifact of a run in the dataset's experiment. Known-future values: from `future_file`, else
     the rows after the last observation (data/NAME/future.parquet)."""
-    from ..catalog import future_path, is_panel, read_validated, read_validated_meta, validated_paths
+    from ..catalog import is_panel, read_validated, read_validated_meta, validated_paths
     from ..data import validation
     from ..registry import tracking
 
@@ -375,15 +392,7 @@ def forecast_latest(
         require_windows=False,
         source=f"{pq} (last {engine.lookback} rows)",
     )
-    supplied, where = None, "future rows"
-    if engine.future_name and user_future_columns(engine):
-        if future_file is not None:
-            supplied, where = read_future_file(future_file, meta.get("time_col")), str(future_file)
-        elif future_path(name, settings).is_file():
-            fp = future_path(name, settings)
-            supplied, where = pd.read_parquet(fp), f"{fp} (the rows after the last observation)"
-        else:
-            where = f"{name}: no rows after the last observation"
+    supplied, where = supplied_future(name, settings, engine, meta, future_file)
     frame, used = forecast_frame(
         engine,
         report.frame,
@@ -444,7 +453,7 @@ def _forecast_panel(
     """forecast_latest for a panel: every kept series of validated.parquet (already validated per series by the
     validate stage) forecast in one batch -> one long-format Parquet. Known-future values per series: from
     `future_file` (an id column beside the timestamp), else the rows after each series' last observation."""
-    from ..catalog import SERIES_ID, future_path, read_validated_panel, validated_paths
+    from ..catalog import SERIES_ID, read_validated_panel, validated_paths
 
     pq, _ = validated_paths(name, settings)
     if "panel" not in engine.metadata:
@@ -460,17 +469,9 @@ def _forecast_panel(
             f"trained on {model_freq}: re-ingest with --freq {model_freq}, or retrain"
         )
     id_cols = [c for c in (meta["panel"].get("id_cols") or []) if c in df.columns and c != SERIES_ID]
-    supplied, where = None, "future rows"
-    if engine.future_name and user_future_columns(engine):
-        if future_file is not None:
-            supplied, where = read_future_file(future_file, meta.get("time_col")), str(future_file)
-        elif future_path(name, settings).is_file():
-            fp = future_path(name, settings)
-            supplied, where = pd.read_parquet(fp), f"{fp} (the rows after each series' last observation)"
-        else:
-            where = f"{name}: no rows after the last observation"
-        if supplied is not None:
-            supplied = panel_future(supplied, list(meta["panel"].get("id_cols") or []), where)
+    supplied, where = supplied_future(name, settings, engine, meta, future_file)
+    if supplied is not None:
+        supplied = panel_future(supplied, list(meta["panel"].get("id_cols") or []), where)
     frame, used, skipped = forecast_panel_frame(
         engine,
         df,
