@@ -142,7 +142,8 @@ def scores(ws: PanelWindowSet, starts: np.ndarray, results: list[SeriesReference
             if not (r.ok and r.pred is not None):
                 failed[res.series_id] = r.status
                 continue
-            s = starts[idx == pos[res.series_id]]
+            i = pos[res.series_id]
+            s = starts[np.searchsorted(idx, i, "left") : np.searchsorted(idx, i, "right")]  # by series, in order
             ok_starts.append(s)
             preds.append(r.pred)
             per_series[res.series_id] = float(window_losses(ws, s, r.pred).mean())
@@ -183,8 +184,7 @@ def reference_rows(ws: PanelWindowSet, starts: np.ndarray, settings, mapper: Map
 def compare_model(rows: dict[str, dict], ws: PanelWindowSet, starts: np.ndarray, losses: np.ndarray) -> None:
     """Beside each reference's row, the global model on the same windows (`losses`: its MASE of each window at
     `starts`): its mean / median per-series MASE and the share of the series where it beats the reference."""
-    idx = ws.series_index(np.asarray(starts, dtype=np.int64))
-    model = {ws.series_ids[int(i)]: float(losses[idx == i].mean()) for i in np.unique(idx)}
+    model = series_means(ws, starts, losses)
     for row in rows.values():
         per = row.get("per_series") or {}
         if not per:
@@ -195,6 +195,15 @@ def compare_model(rows: dict[str, dict], ws: PanelWindowSet, starts: np.ndarray,
         row["model_median_mase"] = float(np.median(m))
         row["model_beats"] = int((m < r).sum())
         row["share_model_beats"] = float((m < r).mean())
+
+
+def series_means(ws: PanelWindowSet, starts: np.ndarray, values: np.ndarray) -> dict[str, float]:
+    """The mean of `values` (one per window at `starts`) per series that holds any of them (one pass: a panel holds
+    millions of windows)."""
+    idx = ws.series_index(np.asarray(starts, dtype=np.int64))
+    n = np.bincount(idx, minlength=len(ws.series_ids))
+    total = np.bincount(idx, weights=np.asarray(values, np.float64), minlength=len(ws.series_ids))
+    return {ws.series_ids[int(i)]: float(total[i] / n[i]) for i in np.flatnonzero(n)}
 
 
 def describe(name: str, row: dict) -> str:

@@ -257,11 +257,8 @@ def score_fold(
     losses["selected"] = losses[selected]
     st = fws.meta.split_times
     if isinstance(fws, PanelWindowSet):  # per series instead of per origin: a panel has millions of origins
-        idx = fws.series_index(origins)
-        ids = [fws.series_ids[int(i)] for i in np.unique(idx)]
         for name, loss in losses.items():
-            a = np.asarray(loss)
-            per_series[name] = {sid: float(a[idx == i].mean()) for sid, i in zip(ids, np.unique(idx))}
+            per_series[name] = panel_references.series_means(fws, origins, np.asarray(loss))
         losses = {}
     return FoldRecord(
         fold=fold,
