@@ -516,10 +516,10 @@ def test_a_real_panel_read_at_irregular_times_is_resampled_trained_and_forecast_
     assert len(bt["folds"]) == 2 and bt["panel"]["series"] == 3
     assert set(bt["folds"][1]["series"]["selected"]) == {"EWR", "JFK", "LGA"}
     assert set(bt["folds"][1]["series"]["ref_mstl"]) == {"EWR", "JFK", "LGA"}
-    assert f"worst series '{bt['panel']['worst_series']}'" in r.output
+    assert bt["panel"]["worst_series"] in {"EWR", "JFK", "LGA"} and 0 <= bt["panel"]["share_beating_bar"] <= 1
     assert (project / "reports/nyc/backtest.png").stat().st_size > 10_000
 
-    # monitoring: v1 serves, a day of actuals arrives, each airport is scored and the worst is shown
+    # monitoring: v1 serves, actuals arrive, each airport is scored and the worst is shown
     from mlflow import MlflowClient
 
     from cellcast.pipeline.config import load_params
@@ -528,7 +528,7 @@ def test_a_real_panel_read_at_irregular_times_is_resampled_trained_and_forecast_
     MlflowClient().set_registered_model_alias("nyc-forecaster", "champion", "1")
     r = run(app, ["forecast", "nyc"])
     assert r.exit_code == 0, r.output
-    readings("2013-11-06")
+    readings("2013-11-05 12:00")  # half a day more: the rolling window (two horizons) holds the forecast's steps
     assert ingest().exit_code == 0
     r = run(app, ["validate", "nyc"])
     assert r.exit_code == 0, r.output
