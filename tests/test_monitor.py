@@ -435,6 +435,12 @@ def test_a_panel_is_scored_per_series_on_its_own_scale_and_retrains_on_the_share
     text = "\n".join(panel.status_lines(summary, 0.2))
     assert "3 series, 3 judged, 1 past a threshold (33%; retrain above 20%)" in text
     assert text.index("  C: MASE 3.000 on 12 points, ratio 6.00x") < text.index("  A: ")
+    # judged against each series' own test MASE where the champion's run kept them: C was always that hard
+    champ.series_test_mase = {"A": 0.05, "B": 0.05, "C": 2.5}
+    table, _, _ = panel.series_figures(frame, forecasts, champ, th, NOW)
+    rows = table.set_index("series_id")
+    assert rows.loc["C", "test_mase"] == 2.5 and rows.loc["C", "ratio"] == pytest.approx(1.2)
+    assert not rows["past"].any()
 
 
 def test_a_panel_series_whose_level_moved_drifts_in_its_own_units_and_the_worst_is_named():

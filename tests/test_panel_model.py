@@ -538,6 +538,10 @@ def test_a_real_panel_read_at_irregular_times_is_resampled_trained_and_forecast_
     assert rep.verdict.retrain == (rep.panel["share_past"] > 0.2)
     table = pd.read_parquet(project / "reports/nyc/monitoring/series.parquet")
     assert sorted(table["series_id"]) == ["EWR", "JFK", "LGA"] and table["mase"].notna().all()
+    # each airport judged against its own test MASE (the champion's per-series test table)
+    best = next(c for c in summary["candidates"] if c["name"] == summary["best"])
+    own = {x["series_id"]: x["mase"] for x in best["panel"]["series"]}
+    assert table.set_index("series_id")["test_mase"].to_dict() == pytest.approx(own)
     r = run(app, ["monitor", "nyc"])
     assert r.exit_code == 0, r.output
     assert "panel: 3 series, 3 judged" in r.output and f"  {rep.panel['worst'][0]['series_id']}: MASE" in r.output

@@ -5,7 +5,8 @@ the rolling window, MASE on its own scale (the mean absolute one-step difference
 model's per-series scale: the units the champion's test MASE is pooled in), the seasonal naive on the same points,
 interval coverage; drift of its latest rows, in its per-series units, against the panel's training split (the model's
 reference profile is of every series' training rows in those units). Each series gets the verdict one series would
-get (without the cooldown), its breaches listed.
+get (without the cooldown), its breaches listed; its accuracy is judged against its own test MASE (the champion's
+per-series test table), or the pooled one where the run kept none.
 
 The panel: the pooled figures over every scored point, and the share of the series judged (those with enough points,
 or any drift measured) that are past a threshold. A retrain is due when that share exceeds `monitor.panel_share`
@@ -47,7 +48,8 @@ def series_figures(
     now: datetime,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict]]:
     """Each series of `frame` (the validated panel, sorted by series and time) scored and judged: a table (one row
-    per series: points, mase, ratio, naive_mase, coverage, psi_max, outside_max, past, breaches), every scored
+    per series: points, mase, test_mase (its own, from the champion's per-series test scores, else the pooled one),
+    ratio, naive_mase, coverage, psi_max, outside_max, past, breaches), every scored
     point (with its series_id and its scale) and each series' drift figures."""
     assert champ.panel is not None
     known = champ.panel["series"]
@@ -70,7 +72,8 @@ def series_figures(
         scaled = (recent.to_numpy(np.float64) - mean) / scale
         drift = drifts.drift(pd.DataFrame(scaled, columns=champ.variables), champ.reference) if champ.reference else {}
         drifted[sid] = drift
-        verdict = judge(acc, drift, champ.test_mase, th, {}, now)
+        test = champ.series_test_mase.get(sid, champ.test_mase)  # its own test MASE, else the pooled one
+        verdict = judge(acc, drift, test, th, {}, now)
         judged = acc["points"] >= th.min_points or bool(drift)
         psis = [d["psi"] for d in drift.values() if np.isfinite(d["psi"])]
         outs = [d["outside"] for d in drift.values() if np.isfinite(d["outside"])]
@@ -79,7 +82,8 @@ def series_figures(
                 "series_id": sid,
                 "points": acc["points"],
                 "mase": acc["mase"],
-                "ratio": acc["mase"] / champ.test_mase if champ.test_mase and np.isfinite(acc["mase"]) else np.nan,
+                "test_mase": test if test is not None else np.nan,
+                "ratio": acc["mase"] / test if test and np.isfinite(acc["mase"]) else np.nan,
                 "naive_mase": acc["naive_mase"],
                 "coverage": acc["coverage"],
                 "psi_max": max(psis) if psis else np.nan,
@@ -167,7 +171,7 @@ def status_lines(panel: dict, share_limit: float | None) -> list[str]:
     lines = [
         f"panel: {panel['series']} series, {panel['judged']} judged, {panel['past']} past a threshold"
         + (f" ({share:.0%}; retrain above {share_limit:.0%})" if share is not None and share_limit else ""),
-        "worst series (rolling MASE / the champion's test MASE):",
+        "worst series (rolling MASE / its test MASE):",
     ]
     num = lambda x, f=".3f": "-" if x is None else format(x, f)  # noqa: E731
     for r in panel["worst"]:
