@@ -52,9 +52,7 @@ def forecast_flow(
     res = forecast_task(name, settings, alias, device, future_file)
     what = f"{res.frame['series_id'].nunique()} series" if res.skipped is not None else f"{len(res.frame)} steps"
     print(f"{name}: forecast of {what} from v{res.version} on {res.provider} -> {res.path}")
-    if refresh and monitor and alias == "champion" and res.skipped is not None:
-        print(f"{name}: a panel: monitoring scores one series' forecasts and is not run for panels yet")
-    elif refresh and monitor and alias == "champion":
+    if refresh and monitor and alias == "champion":  # a panel: per series, the verdict on their share
         from cellcast.flows.monitoring import monitoring_steps
 
         monitoring_steps(name, settings)

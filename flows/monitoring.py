@@ -49,7 +49,8 @@ def trigger_task(name: str, settings: Settings, report) -> dict | None:
 
     logger = get_run_logger()
     deployment = f"{TRAIN_FLOW}/{retrain_deployment_name(name)}"
-    kind = "accuracy" if any(b.startswith("accuracy") for b in report.verdict.breaches) else "drift"
+    # a panel's breaches are per series ("series 'X': accuracy: ..."): the kind is in each line
+    kind = "accuracy" if any("accuracy:" in b for b in report.verdict.breaches) else "drift"
     try:
         run = run_deployment(
             deployment,

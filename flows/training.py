@@ -8,7 +8,7 @@ import re
 import sys
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext, TaskRunContext, get_run_context
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -44,6 +44,27 @@ def baselines_task(ws, settings: Settings) -> lifecycle.Baselines:
 def references_task(ws, settings: Settings) -> dict:
     """MSTL / ETS / Theta on the promotion's test origins: reference rows, never a reason to fail the run."""
     return lifecycle.reference_rows(ws, settings)
+
+
+@task(name="series-references", cache_policy=NO_CACHE, task_run_name="references-{part[0].series_id}+{n}")
+def series_references_task(fn, part: list, n: int) -> list:
+    """A part of a panel's series: their references (modeling/panel_references.py), one series after another."""
+    return fn(part)
+
+
+def reference_steps(ws, settings: Settings) -> dict:
+    """The references: one task for a single series; a panel's series in parts, one task each, fanned out on the
+    flow's task runner (threads here, a Dask cluster with train.task_runner: dask)."""
+    if not ws.is_panel:
+        return references_task(ws, settings)
+    t = settings.train
+    parts = t.parallel_count() * (4 if t.task_runner == "dask" else 1)
+
+    def mapper(fn, chunks: list) -> list:
+        futures = series_references_task.map(unmapped(fn), chunks, [len(c) - 1 for c in chunks])
+        return [f.result() for f in futures]
+
+    return lifecycle.reference_rows(ws, settings, mapper=mapper, parts=parts)
 
 
 @task(name="anchor", cache_policy=NO_CACHE)
@@ -231,10 +252,11 @@ def _train(name: str, settings: Settings, source, from_windows: bool, device: st
             bt.end - 1,
             {k: round(v, 3) for k, v in selection["mean_mase"].items()},
         )
-    refs = references_task(ws, settings)
+    refs = reference_steps(ws, settings)
     if refs:
         logger.info(
-            "references (test MASE on the promotion origins): %s",
+            "references (test MASE on the promotion origins%s): %s",
+            "" if not ws.is_panel else f", {next(iter(refs.values()))['series_sampled']} series",
             {k: round(v["mase"], 3) if "mase" in v else v["status"] for k, v in refs.items()},
         )
     out_dir = models_dir(name, settings)

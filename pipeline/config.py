@@ -277,6 +277,8 @@ class EvaluateConfig(_Strict):
     # a reference is fitted once on the history before the first test origin and rolled forward with its parameters
     # fixed (again after a break); a number: fitted again every this many origins (1: at every origin)
     reference_refit_every: Positive | None = None
+    # a panel: the references run per series on this many of its series (a fixed sample; None: every series)
+    panel_reference_sample: Positive | None = 200
 
     @field_validator("references")
     @classmethod
@@ -343,6 +345,8 @@ class MonitorConfig(_Strict):
     # each monitoring of the forecast flow; `cellcast promote NAME --live` applies the same rule on demand
     live_promotion: bool = False
     live_min_forecasts: int = Field(30, ge=2)  # paired live forecast paths (same series and origin) at least
+    # a panel: retrain when more than this share of its scored series is past a threshold (per-series verdicts)
+    panel_share: float = Field(0.2, gt=0, le=1)
 
     @field_validator("min_points", "window", "drift_rows")
     @classmethod

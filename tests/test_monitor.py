@@ -366,3 +366,92 @@ def test_cellcast_monitor_shows_each_limit_and_says_when_a_model_has_the_older_p
     assert "seasonal diff PSI" in text and "4.185" in text and "2.085" in text
     assert "Demand: PSI limit 1.5x the highest of the training split's windows of as many rows, 2.79" in text
     assert "WorkDay: PSI limit the model's older profile" in text and "a retrained model records" in text
+
+
+# ---------------------------------------------------------------- panels
+
+
+def _panel_case(shift_c: float = 0.0):
+    """Three hourly series in their own units (A ~ 10, B ~ 1000, C ~ 50), a panel champion that knows their scales,
+    and two forecasts of 6 steps each: close on A and B, 3 series-scales off on C; C's recent level shifted by
+    `shift_c` of its scales."""
+    from cellcast.pipeline.data import drift as drifts
+    from cellcast.pipeline.monitoring.champion import Champion
+
+    n, rng = 240, np.random.default_rng(0)
+    t = pd.date_range("2025-01-01", periods=n, freq="h")
+    levels = {"A": (10.0, 0.5), "B": (1000.0, 40.0), "C": (50.0, 2.0)}
+    parts, scaled, known, fcs = [], [], {}, []
+    for sid, (mu, amp) in levels.items():
+        y = mu + amp * np.sin(2 * np.pi * np.arange(n) / 24) + rng.normal(0, amp / 10, n)
+        scale = float(np.abs(np.diff(y[:150])).mean())
+        if sid == "C":
+            y[-60:] += shift_c * scale
+        parts.append(pd.DataFrame({"series_id": sid, "timestamp": t, "y": y}))
+        scaled.append(pd.DataFrame({"timestamp": t[:150], "y": (y[:150] - mu) / scale}))
+        known[sid] = {"mean": [mu], "scale": [scale], "status": "ok"}
+        off = 3.0 * scale if sid == "C" else 0.05 * scale
+        for first in (n - 12, n - 6):
+            fcs.append(
+                pd.DataFrame(
+                    {"series_id": sid, "timestamp": t[first : first + 6], "y": y[first : first + 6] + off}
+                ).assign(model_version="1")
+            )
+    frame = pd.concat(parts, ignore_index=True)
+    ref = drifts.reference_profile(
+        pd.concat(scaled).sort_values("timestamp"), ["y"], ["y"], 10, 1.0, {"y": 1.0}, window=100
+    )
+    champ = Champion(1, ["y"], ["y"], 24, 6, 0.5, 24, ref, "test", {}, panel={"series": known})
+    forecasts = [("f.parquet", pd.concat(fcs, ignore_index=True).sort_values("timestamp"))]
+    return frame, champ, forecasts
+
+
+def test_a_panel_is_scored_per_series_on_its_own_scale_and_retrains_on_the_share_past_a_threshold():
+    from cellcast.pipeline.monitoring import panel
+
+    frame, champ, forecasts = _panel_case()
+    th = verdict.thresholds(MonitorConfig(), horizon=6, lookback=24)
+    table, points, per_series = panel.series_figures(frame, forecasts, champ, th, NOW)
+    rows = table.set_index("series_id")
+    # each series' MASE on its own scale: A and B off by 0.05 of theirs, C by 3 of its own
+    assert rows.loc["A", "mase"] == pytest.approx(0.05, rel=1e-6) and rows.loc["B", "mase"] == pytest.approx(0.05)
+    assert rows.loc["C", "mase"] == pytest.approx(3.0) and rows.loc["C", "ratio"] == pytest.approx(6.0)
+    assert list(table["series_id"])[0] == "C" and list(rows["past"]) == [True, False, False]
+    assert "accuracy: rolling MASE 3.000 on 12 points" in rows.loc["C", "breaches"]
+    # pooled over every point in the series' units: the mean of the three
+    acc = panel.pooled_accuracy(points, ["y"])
+    assert acc["points"] == 36 and acc["mase"] == pytest.approx((0.05 + 0.05 + 3.0) / 3)
+    # one of three past: a retrain above a share of 0.2, none above 0.5 (the breach still listed)
+    v = panel.panel_verdict(table, 0.2, th, {}, NOW)
+    assert v.retrain and v.breaches[0].startswith("panel: 1 of 3 series (33%) past a threshold")
+    assert v.breaches[1].startswith("series 'C': accuracy")
+    v = panel.panel_verdict(table, 0.5, th, {}, NOW)
+    assert not v.retrain and v.reason.endswith(": no retrain") and len(v.breaches) == 2
+    recent = {"last_trigger": {"at": verdict._iso(NOW - timedelta(hours=1))}}
+    v = panel.panel_verdict(table, 0.2, th, recent, NOW)
+    assert not v.retrain and v.reason.startswith("cooldown until")
+    # what `cellcast monitor NAME` shows: the share and the worst series first
+    summary = panel.panel_summary(table)
+    text = "\n".join(panel.status_lines(summary, 0.2))
+    assert "3 series, 3 judged, 1 past a threshold (33%; retrain above 20%)" in text
+    assert text.index("  C: MASE 3.000 on 12 points, ratio 6.00x") < text.index("  A: ")
+    # judged against each series' own test MASE where the champion's run kept them: C was always that hard
+    champ.series_test_mase = {"A": 0.05, "B": 0.05, "C": 2.5}
+    table, _, _ = panel.series_figures(frame, forecasts, champ, th, NOW)
+    rows = table.set_index("series_id")
+    assert rows.loc["C", "test_mase"] == 2.5 and rows.loc["C", "ratio"] == pytest.approx(1.2)
+    assert not rows["past"].any()
+
+
+def test_a_panel_series_whose_level_moved_drifts_in_its_own_units_and_the_worst_is_named():
+    from cellcast.pipeline.monitoring import panel
+
+    frame, champ, forecasts = _panel_case(shift_c=40.0)
+    th = verdict.thresholds(MonitorConfig(mase_ratio=None), horizon=6, lookback=24)
+    table, _, per_series = panel.series_figures(frame, forecasts, champ, th, NOW)
+    rows = table.set_index("series_id")
+    # B's level is 100 times A's, but each is compared in its own units: neither drifts; C moved, and does
+    assert rows.loc["C", "past"] and "drift: y PSI" in rows.loc["C", "breaches"]
+    assert not rows.loc["A", "past"] and not rows.loc["B", "past"]
+    worst = panel.worst_drift(per_series)
+    assert worst["y"]["series"] == "C" and worst["y"]["psi"] == pytest.approx(per_series["C"]["y"]["psi"])

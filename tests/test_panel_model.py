@@ -423,30 +423,37 @@ def test_a_real_panel_read_at_irregular_times_is_resampled_trained_and_forecast_
         window={"lookback": 24, "horizon": 6},
         calendar={"parts": ["tod"]},
         train={"cells": ["gru"]},
+        evaluate={"references": ["mstl", "ets", "theta"]},  # the tiny params leave them out: per airport here
     )
-    w = load_bundled("weather")
-    w = w[(w["timestamp"] >= "2013-10-14") & (w["timestamp"] < "2013-11-05")]  # ends a day after its last break
-    rng = np.random.default_rng(0)
-    df = pd.DataFrame(
-        {
-            "airport": w["origin"].to_numpy(),
-            "temp": w["temp"].to_numpy(),
-            "humid": w["humid"].to_numpy(),
-            "time": (w["timestamp"] + pd.to_timedelta(rng.integers(0, 50, len(w)), unit="min")).to_numpy(),
-        }
-    )
-    # LGA reports twice an hour, half a degree either side of the hour's value: the mean is that value
-    lga = df[df.airport == "LGA"]
-    early, late = lga.copy(), lga.copy()
-    early["time"] = early["time"].dt.floor("h") + pd.Timedelta(minutes=5)
-    late["time"] = late["time"].dt.floor("h") + pd.Timedelta(minutes=45)
-    early["temp"] -= 0.5
-    late["temp"] += 0.5
-    df = pd.concat([df[df.airport != "LGA"], early, late]).sample(frac=1, random_state=0)
-    df["time"] = df["time"].dt.strftime("%Y-%m-%d %H:%M")
-    write_csv(df, project / "weather.csv")
+    weather = load_bundled("weather")
+
+    def readings(end: str):
+        """The airports' readings up to `end`, as a logger writes them (weather.csv)."""
+        w = weather[(weather["timestamp"] >= "2013-10-14") & (weather["timestamp"] < end)]
+        rng = np.random.default_rng(0)
+        df = pd.DataFrame(
+            {
+                "airport": w["origin"].to_numpy(),
+                "temp": w["temp"].to_numpy(),
+                "humid": w["humid"].to_numpy(),
+                "time": (w["timestamp"] + pd.to_timedelta(rng.integers(0, 50, len(w)), unit="min")).to_numpy(),
+            }
+        )
+        # LGA reports twice an hour, half a degree either side of the hour's value: the mean is that value
+        lga = df[df.airport == "LGA"]
+        early, late = lga.copy(), lga.copy()
+        early["time"] = early["time"].dt.floor("h") + pd.Timedelta(minutes=5)
+        late["time"] = late["time"].dt.floor("h") + pd.Timedelta(minutes=45)
+        early["temp"] -= 0.5
+        late["temp"] += 0.5
+        df = pd.concat([df[df.airport != "LGA"], early, late]).sample(frac=1, random_state=0)
+        df["time"] = df["time"].dt.strftime("%Y-%m-%d %H:%M")
+        write_csv(df, project / "weather.csv")
+        return w
+
+    w = readings("2013-11-05")  # ends a day after its last break
     run = CliRunner().invoke
-    r = run(
+    ingest = lambda: run(  # noqa: E731
         app,
         [
             "ingest",
@@ -468,10 +475,21 @@ def test_a_real_panel_read_at_irregular_times_is_resampled_trained_and_forecast_
             "mean",
         ],
     )
+    r = ingest()
     assert r.exit_code == 0, r.output
     r = run(app, ["train", "nyc"])
     assert r.exit_code == 0, r.output
     summary = json.loads((project / "reports/nyc/train_summary.json").read_text())
+    # the classical references per airport, each beside the global model on the same origins
+    from cellcast.pipeline.registry.lifecycle import Outcome, reference_lines
+
+    lines = "\n".join(reference_lines(Outcome(**summary)))
+    assert "references per series" in lines and "on 3 series" in lines and "the model beats it on" in lines
+    for name in ("mstl", "ets", "theta"):
+        ref = summary["references"][name]
+        assert ref["status"] == "ok" and (ref["series"], ref["series_total"]) == (3, 3), ref
+        assert set(ref["per_series"]) == {"EWR", "JFK", "LGA"} and 0 <= ref["share_model_beats"] <= 1
+        assert np.isclose(ref["mean_mase"], np.mean(list(ref["per_series"].values())))
     assert summary["version"] == 1 and "across 3 series" in summary["decision"]["reason"], summary["decision"]
     rows = {x["series_id"]: x for x in summary["candidates"][0]["panel"]["series"]}
     assert set(rows) == {"EWR", "JFK", "LGA"} and all(x["status"] == "ok" for x in rows.values())
@@ -491,17 +509,264 @@ def test_a_real_panel_read_at_irregular_times_is_resampled_trained_and_forecast_
         == frame.groupby("series_id")["timestamp"].max() + pd.Timedelta(hours=1)
     ).all()
 
+    # the backtest: folds cut on the shared hours, each airport's figures, the worst one named and drawn
+    r = run(app, ["backtest", "nyc", "--folds", "2"])
+    assert r.exit_code == 0, r.output
+    bt = json.loads((project / "reports/nyc/backtest.json").read_text())
+    assert len(bt["folds"]) == 2 and bt["panel"]["series"] == 3
+    assert set(bt["folds"][1]["series"]["selected"]) == {"EWR", "JFK", "LGA"}
+    assert set(bt["folds"][1]["series"]["ref_mstl"]) == {"EWR", "JFK", "LGA"}
+    assert bt["panel"]["worst_series"] in {"EWR", "JFK", "LGA"} and 0 <= bt["panel"]["share_beating_bar"] <= 1
+    assert (project / "reports/nyc/backtest.png").stat().st_size > 10_000
 
-def test_a_panel_is_refused_by_the_backtest_and_gets_no_classical_references(mixed):
-    """Folds cut one time axis and the references fit one series' history: on a panel both say so, cheaply,
-    instead of reading the series one after another as one."""
-    from cellcast.pipeline.errors import ConfigError
-    from cellcast.pipeline.registry.backtest import plan
+    # monitoring: v1 serves, actuals arrive, each airport is scored and the worst is shown
+    from mlflow import MlflowClient
+
+    from cellcast.pipeline.config import load_params
+    from cellcast.pipeline.monitoring.evaluate import evaluate
+
+    MlflowClient().set_registered_model_alias("nyc-forecaster", "champion", "1")
+    r = run(app, ["forecast", "nyc"])
+    assert r.exit_code == 0, r.output
+    readings("2013-11-05 12:00")  # half a day more: the rolling window (two horizons) holds the forecast's steps
+    assert ingest().exit_code == 0
+    r = run(app, ["validate", "nyc"])
+    assert r.exit_code == 0, r.output
+    rep = evaluate("nyc", load_params().for_dataset("nyc"))
+    assert rep.panel["series"] == 3 and rep.panel["judged"] == 3
+    assert rep.accuracy["points"] == 3 * 6 and rep.panel["worst"][0]["points"] == 6
+    assert rep.verdict.retrain == (rep.panel["share_past"] > 0.2)
+    table = pd.read_parquet(project / "reports/nyc/monitoring/series.parquet")
+    assert sorted(table["series_id"]) == ["EWR", "JFK", "LGA"] and table["mase"].notna().all()
+    # each airport judged against its own test MASE (the champion's per-series test table)
+    best = next(c for c in summary["candidates"] if c["name"] == summary["best"])
+    own = {x["series_id"]: x["mase"] for x in best["panel"]["series"]}
+    assert table.set_index("series_id")["test_mase"].to_dict() == pytest.approx(own)
+    r = run(app, ["monitor", "nyc"])
+    assert r.exit_code == 0, r.output
+    assert "panel: 3 series, 3 judged" in r.output and f"  {rep.panel['worst'][0]['series_id']}: MASE" in r.output
+
+
+def test_the_classical_references_run_per_series_in_each_series_units_on_a_sample(mixed):
+    """MSTL / ETS / Theta fitted per series on its own rows in its own units, scored per series on its test origins a
+    horizon apart and pooled; the same series fitted alone gives the same forecasts; a sample is stated."""
+    from cellcast.pipeline.modeling import classical, panel_references
+    from cellcast.pipeline.modeling.evaluate import forecast_origins
     from cellcast.pipeline.registry.lifecycle import reference_rows
 
     ws, s = mixed
-    with pytest.raises(ConfigError, match="a panel .* not implemented for panels"):
-        plan(ws, s, k=2)
-    s = s.model_copy(update={"evaluate": s.evaluate.model_copy(update={"references": ["mstl", "theta"]})})
-    rows = reference_rows(ws, s)
-    assert set(rows) == {"mstl", "theta"} and all(r["status"].startswith("not run: a panel") for r in rows.values())
+    # theta: the quick fit (ETS and MSTL's ETS optimise for a fraction of a second a series)
+    s = s.model_copy(update={"evaluate": s.evaluate.model_copy(update={"references": ["theta"]})})
+    calls = []
+
+    def mapper(fn, parts):  # what the flow's task .map does: each part to a worker
+        calls.append([len(p) for p in parts])
+        return [fn(p) for p in parts]
+
+    rows = reference_rows(ws, s, mapper=mapper, parts=2)
+    assert calls == [[1, 1]]  # A and B (D is cold start: no test split of its own)
+    starts = forecast_origins(ws, "test")
+    for name in ("theta",):
+        row = rows[name]
+        assert row["status"] == "ok" and set(row["per_series"]) == {"A", "B"}
+        assert (row["series"], row["series_sampled"], row["series_total"]) == (2, 2, 2)
+        assert row["windows"] == len(starts)
+        assert np.isclose(row["mean_mase"], np.mean(list(row["per_series"].values())))
+    # series A alone in its own units (the history of 8 daily cycles): the same forecasts, in the panel's units
+    i = ws.series_ids.index("A")
+    o, n = int(ws.offsets[i]), int(ws.lengths[i])
+    mean, scale = (a[ws.meta.target_idx] for a in ws.scaler("A"))
+    raw = ws.values[o : o + n, ws.meta.target_idx].astype(np.float64) * scale + mean
+    assert raw.mean() == pytest.approx(10, abs=0.5)  # its own units (10 + a daily sine), not the panel's
+    mine = starts[ws.series_index(starts) == i]
+    alone = classical.reference_forecasts(raw, mine - o + ws.meta.lookback, ws.meta.horizon, ["theta"], [24], 60, 192)
+    _, y = ws.batch(mine)
+    want = np.abs((alone["theta"].pred - mean) / scale - y).mean()
+    assert rows["theta"]["per_series"]["A"] == pytest.approx(want, rel=1e-6)
+    # beside the global model on the same windows: the share of series it beats each reference on
+    losses = np.where(ws.series_index(starts) == i, 0.0, 1e9)  # a model perfect on A, hopeless on B
+    panel_references.compare_model(rows, ws, starts, losses)
+    assert rows["theta"]["model_beats"] == 1 and rows["theta"]["share_model_beats"] == 0.5
+    assert "the model beats it on 1 (50%)" in panel_references.describe("theta", rows["theta"])
+    # a sample of one series: stated
+    s1 = s.evaluate.model_copy(update={"panel_reference_sample": 1})
+    one = reference_rows(ws, s.model_copy(update={"evaluate": s1}))
+    assert (one["theta"]["series"], one["theta"]["series_total"]) == (1, 2)
+    assert "1 of a sample of 1 series (of 2)" in panel_references.describe("theta", one["theta"])
+
+
+def test_a_panels_backtest_folds_are_cut_on_the_shared_time_axis_each_series_scaled_by_its_own_rows(mixed):
+    """Folds cut in time: each series' rows before a fold's validation stamp are its training rows (its scale
+    fitted on them alone), a series whose rows hold no window of a block sits that fold out, and a fold never holds
+    a row at or past its end; before the test split, no series' own test rows are read."""
+    from cellcast.pipeline.data.folds import fold_windowset
+    from cellcast.pipeline.data.window import series_scale
+    from cellcast.pipeline.registry.backtest import plan
+
+    ws, s = mixed
+    folds = plan(ws, s, k=2)
+    assert [f.index for f in folds] == [1, 2] and folds[-1].cuts[2] is None  # the last fold ends with the panel
+    assert folds[0].cuts[2] == folds[1].cuts[1]  # test blocks follow each other
+    seen = {}
+    for fold in folds:
+        fws = fold_windowset(ws, fold, s)
+        assert fws.is_panel and set(fws.series_ids) <= {"A", "B", "D"}
+        val, test = np.datetime64(fold.cuts[0]), np.datetime64(fold.cuts[1])
+        for i, sid in enumerate(fws.series_ids):
+            o, n, e = int(fws.offsets[i]), int(fws.lengths[i]), int(fws.train_end[i])
+            t = fws.timestamps[o : o + n]
+            assert (t[:e] < val).all() and (t[e:] >= val).all()
+            if fold.cuts[2] is not None:
+                assert (t < np.datetime64(fold.cuts[2])).all()
+            # its scale: its own training rows of this fold, in its own units
+            j = ws.series_ids.index(sid)
+            mu, sc = ws.scaler(sid)
+            raw = ws.values[ws.offsets[j] : ws.offsets[j] + e].astype(np.float64) * sc + mu
+            want = series_scale(raw, None)
+            np.testing.assert_allclose(fws.scaler(sid)[1], want[1], rtol=1e-6)
+            for split in ("train", "val", "test"):
+                st = fws.series_starts(split)[sid]
+                first = fws.timestamps[st + fws.meta.lookback]
+                assert (first >= (test if split == "test" else val if split == "val" else first.min())).all()
+        seen[fold.index] = fws.series_ids
+    assert "A" in seen[1] and "A" in seen[2]
+    # B ends before the panel does: the last fold's test block holds no window of it
+    assert "B" not in seen[2] and "D" not in seen[1]
+    # before the test split: every fold ends by the first stamp of any series' own test split
+    first_test = min(
+        ws.timestamps[ws.offsets[i] + ws.meta.lookback + ws.series_starts("test")[sid][0] - ws.offsets[i]]
+        for i, sid in enumerate(ws.series_ids)
+        if sid in ws.series_starts("test")
+    )
+    early = plan(ws, s, k=1, end=0)
+    assert np.datetime64(early[-1].cuts[2]) <= first_test
+
+
+def test_a_panel_backtest_reports_each_series_the_aggregate_and_the_worst(mixed):
+    """One fold scored on a panel (the candidates trained a little): pooled scores as for one series, each model's
+    MASE per series, the references per series, and the table, summary and picture name the worst series."""
+    from conftest import TINY_TRAIN
+
+    from cellcast.pipeline.modeling import plots
+    from cellcast.pipeline.registry import backtest as bt
+
+    ws, s = mixed
+    s = s.model_copy(
+        update={
+            "train": s.train.model_copy(update=TINY_TRAIN | {"cells": ["gru"], "epochs": 1, "ensemble": False}),
+            "evaluate": s.evaluate.model_copy(update={"references": ["theta"]}),
+        }
+    )
+    result = bt.run_backtest(ws, s, k=1, refit="retrain", end=0)  # before the test split: A and B both sit in
+    (rec,) = result.folds
+    assert {"selected", "naive", "ref_theta"} <= set(rec.scores) and rec.losses == {}
+    assert set(rec.series["selected"]) == {"A", "B"} and set(rec.series["ref_theta"]) == {"A", "B"}
+    table = result.series_table()
+    assert list(table["series_id"]) == sorted(rec.series["selected"], key=lambda k: -rec.series["selected"][k])
+    agg = result.panel_aggregate()
+    assert agg["series"] == 2 and agg["worst_series"] == table["series_id"].iloc[0]
+    assert np.isclose(agg["mean_mase"], np.mean(list(rec.series["selected"].values())))
+    text = bt.summary(result)
+    assert f"worst series '{agg['worst_series']}'" in text and "each series trained on its rows before" in text
+    fig = bt.picture(result, ["gru-h8-l1"])
+    try:
+        labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+        assert f"{agg['worst_series']}: selected" in labels
+    finally:
+        plots.close(fig)
+    assert result.to_dict()["panel"]["worst_series"] == agg["worst_series"]
+
+
+def _with_known_temp(ws):
+    """The mixed panel as if `temp` were known ahead (a user column): its raw values, series by series."""
+    from dataclasses import replace
+
+    j = ws.meta.variables.index("temp")
+    raw = np.empty(len(ws.values), np.float32)
+    for i, sid in enumerate(ws.series_ids):
+        o, n = int(ws.offsets[i]), int(ws.lengths[i])
+        mu, sc = ws.scaler(sid)
+        raw[o : o + n + 1] = ws.values[o : o + n + 1, j] * sc[j] + mu[j]
+        raw[o + n] = raw[o + n - 1]  # the break row repeats the last value (as a panel's future table does)
+    meta = replace(ws.meta, future_names=["temp"], future_kinds=["user"], calendar={})
+    return PanelWindowSet(
+        ws.values,
+        ws.timestamps,
+        meta,
+        ws.starts,
+        ws.filled,
+        raw[:, None],
+        offsets=ws.offsets,
+        lengths=ws.lengths,
+        train_end=ws.train_end,
+    )
+
+
+def test_known_ahead_columns_are_read_per_series_in_the_batch_forecast_and_the_service(mixed, tmp_path):
+    """A panel model that reads a user-supplied column known ahead: the batch forecast takes each series' values
+    from a future file keyed by the id column, the service from each instance's `future`; each series' forecast
+    moves with its own values only, a series without them is named."""
+    import torch
+    from fastapi.testclient import TestClient
+    from test_serve import Source
+
+    from cellcast.pipeline.engine.inference import OnnxForecaster
+    from cellcast.pipeline.engine.onnx_export import export_onnx
+    from cellcast.pipeline.errors import DataValidationError
+    from cellcast.pipeline.modeling.model import Forecaster
+    from cellcast.pipeline.modeling.train import Candidate, model_spec
+    from cellcast.pipeline.registry.lifecycle import model_metadata
+    from cellcast.pipeline.serving.forecast import forecast_panel_frame, panel_future
+    from cellcast.pipeline.serving.service import create_app
+
+    ws, s = mixed
+    ws = _with_known_temp(ws)
+    torch.manual_seed(0)
+    model = Forecaster(model_spec(ws, Candidate("gru", 8, 1), s, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # an untrained head is zero (the anchor alone): give it weights that read the inputs
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x, f = ws.inputs(ws.starts["test"][:2])
+    path = export_onnx(model.eval(), tmp_path / "m.onnx", model_metadata(ws, s, "gru"), example=x, future_example=f)
+    eng = OnnxForecaster.from_path(path, device="cpu")
+    assert eng.future_names == ["temp"] and eng.future_kinds == ["user"]
+    rows = mixed_panel().rename(columns={"sensor": "series_id", "ts": "timestamp"})
+    rows = rows[rows.series_id.isin(["A", "D"])].sort_values(["series_id", "timestamp"])
+    last = rows.groupby("series_id")["timestamp"].max()
+    ahead = pd.concat(
+        pd.DataFrame({"sensor": sid, "timestamp": pd.date_range(t, periods=7, freq="h")[1:], "temp": 0.5})
+        for sid, t in last.items()
+    )
+    with pytest.raises(DataValidationError, match="future.csv: a panel's known-future rows need the series"):
+        panel_future(ahead.drop(columns="sensor"), ["sensor"], "future.csv")
+    base, _, _ = forecast_panel_frame(eng, rows, future=panel_future(ahead, ["sensor"], "f"), future_source="f")
+    moved = ahead.assign(temp=np.where(ahead.sensor == "A", 0.9, 0.5))
+    other, _, _ = forecast_panel_frame(eng, rows, future=panel_future(moved, ["sensor"], "f"), future_source="f")
+    by = lambda fr, sid: fr[fr.series_id == sid]["flow"].to_numpy()  # noqa: E731
+    assert not np.allclose(by(base, "A"), by(other, "A"))  # A's forecast reads A's values
+    np.testing.assert_array_equal(by(base, "D"), by(other, "D"))  # D's does not
+    with pytest.raises(DataValidationError, match=r"f, series 'D': known-future column 'temp': no value for"):
+        forecast_panel_frame(
+            eng, rows, future=panel_future(ahead[ahead.sensor == "A"], ["sensor"], "f"), future_source="f"
+        )
+
+    # the service: each instance its own `future`; the same numbers as the batch forecast
+    def instance(sid, temp):
+        r = rows[rows.series_id == sid].iloc[-24:]
+        return {
+            "id": sid,
+            "values": {v: r[v].tolist() for v in ("flow", "temp")},
+            "timestamps": [t.isoformat() for t in r["timestamp"]],
+            "future": {"temp": [temp] * 6},
+        }
+
+    with TestClient(create_app(s, source=Source(path, "1"), device="cpu", poll_seconds=60)) as c:
+        got = c.post("/v1/forecast", json={"instances": [instance("D", 0.5), instance("A", 0.9)]})
+        assert got.status_code == 200, got.text
+        ans = {item["id"]: item["forecast"]["flow"] for item in got.json()["forecasts"]}
+        np.testing.assert_allclose(ans["A"], by(other, "A"), atol=1e-4)
+        np.testing.assert_allclose(ans["D"], by(other, "D"), atol=1e-4)
+        bad = instance("A", 0.5)
+        del bad["future"]
+        r = c.post("/v1/forecast", json={"instances": [instance("D", 0.5), bad]})
+        assert r.status_code == 422 and r.json()["detail"].startswith("instances[1].future"), r.text

@@ -530,7 +530,7 @@ def test_the_local_clock_of_the_weather_repeats_an_hour_and_the_suite_names_each
     assert "3 of 3 series broke a rule: series 'EWR': column 'timestamp': unique failed for 2 rows" in str(ei.value)
 
 
-def test_the_bundled_us_employment_panel_keeps_its_two_young_series_as_cold_start(project):
+def test_the_bundled_us_employment_panel_keeps_its_young_series_cold_start_folds_by_month_and_refs_a_sample(project):
     from cellcast.pipeline.config import load_params
     from cellcast.pipeline.data.ingest import ingest_bundled
 
@@ -545,6 +545,30 @@ def test_the_bundled_us_employment_panel_keeps_its_two_young_series_as_cold_star
     # series begin when the industry was first counted: leading empty months are trimmed, not filled
     assert min(v["rows"] for v in p["series"].values()) == 225 and max(v["rows"] for v in p["series"].values()) == 969
     assert p["filled"] == 0
+
+    # its backtest folds cut on the shared months: each industry's own rows before each cut, none past a fold's end
+    from cellcast.pipeline.data.folds import fold_windowset
+    from cellcast.pipeline.data.window import window_dataset
+    from cellcast.pipeline.modeling import panel_references
+    from cellcast.pipeline.modeling.evaluate import forecast_origins
+    from cellcast.pipeline.registry.backtest import plan
+
+    ws = window_dataset("us_employment", s)
+    folds = plan(ws, s, k=2)
+    for fold in folds:
+        fws = fold_windowset(ws, fold, s)
+        assert 140 <= len(fws.series_ids) <= 148
+        ends = fws.timestamps[fws.offsets + fws.lengths - 1]
+        assert fold.cuts[2] is None or (ends < np.datetime64(fold.cuts[2])).all()
+        firsts_val = fws.timestamps[fws.offsets + fws.train_end]
+        assert (firsts_val >= np.datetime64(fold.cuts[0])).all()
+    # the references on a stated sample of its industries (Theta: the quick fit)
+    ev = s.evaluate.model_copy(update={"references": ["theta"], "panel_reference_sample": 5})
+    row = panel_references.reference_rows(ws, forecast_origins(ws, "test"), s.model_copy(update={"evaluate": ev}))[
+        "theta"
+    ]
+    assert row["status"] == "ok" and (row["series"], row["series_sampled"], row["series_total"]) == (5, 5, 146)
+    assert np.isfinite(row["mase"]) and len(row["per_series"]) == 5
 
 
 @pytest.mark.integration

@@ -1,4 +1,5 @@
-"""Rolling-origin folds: K expanding-window train | validation | test cuts of one series (`cellcast backtest`).
+"""Rolling-origin folds: K expanding-window train | validation | test cuts of one series (`cellcast backtest`), or of
+a panel's shared time axis.
 
 Fold k (1 = oldest) ends its test block `K - k` blocks before `end` (the series' end, or the first test row of the
 main split when the backtest selects a model and must never read the final test rows). Its validation block comes
@@ -6,6 +7,12 @@ right before its test block, and it trains on every row before its validation bl
 by fold, the test blocks follow each other without overlapping. A fold's window set (`fold_windowset`) holds the
 rows up to its test block's end only; its scaler, plausible bounds, anchor and calibration are fitted on its own
 train / validation rows exactly as the main split's are (data/window.py), so nothing a fold fits reads its test rows.
+
+A panel's folds are cut in time (`panel_folds`): the shared time axis is every timestamp any series holds, the
+blocks are the median series' validation and test splits long in steps of it, and `end` is the first test stamp of
+any series (a selection never reads a series' final test rows) or the last stamp. Each series takes its own rows
+before each cut (`panel_fold_windowset`): its training rows before the fold's validation stamp, its scale fitted on
+them; a series whose rows hold no window of one of the fold's blocks sits that fold out.
 """
 
 from __future__ import annotations
@@ -16,7 +23,16 @@ import numpy as np
 import pandas as pd
 
 from ..config import Settings
-from .window import WindowSet, profile_bounds, usable_windows, window_starts
+from .window import (
+    COLD,
+    PanelWindowSet,
+    WindowSet,
+    profile_bounds,
+    series_scale,
+    split_for,
+    usable_windows,
+    window_starts,
+)
 
 
 @dataclass(frozen=True)
@@ -73,7 +89,11 @@ def folds_for(ws: WindowSet, k: int, end: int | None = None) -> list[Fold]:
 
 def fold_windowset(ws: WindowSet, fold: Fold, settings: Settings) -> WindowSet:
     """The window set of one fold: the rows before `fold.test_end`, split at its validation and test rows, the scaler
-    and bounds fitted on its training rows (observed cells only), the windows of each split recomputed."""
+    and bounds fitted on its training rows (observed cells only), the windows of each split recomputed. A panel's
+    fold (a PanelFold): panel_fold_windowset."""
+    if isinstance(ws, PanelWindowSet):
+        assert isinstance(fold, PanelFold)
+        return panel_fold_windowset(ws, fold, settings)
     m = ws.meta
     n, vs, ts_ = fold.test_end, fold.val_start, fold.test_start
     values = ws.values[:n]
@@ -111,3 +131,137 @@ def fold_windowset(ws: WindowSet, fold: Fold, settings: Settings) -> WindowSet:
         value_bounds=bounds,
     )
     return WindowSet(values, stamps, meta, starts, filled, future)
+
+
+# --- panels: folds cut on the shared time axis ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PanelFold(Fold):
+    """A fold of a panel: rows are steps of the shared time axis; `cuts` the stamps they stand for (the validation
+    block's first, the test block's first, and one past the test block's last: None at the panel's end)."""
+
+    cuts: tuple[str, str, str | None] = ("", "", None)
+
+
+def time_axis(ws: PanelWindowSet) -> np.ndarray:
+    """Every timestamp any series of the panel holds, in order (the break rows repeat a series' last stamp)."""
+    return np.unique(ws.timestamps)
+
+
+def panel_folds(ws: PanelWindowSet, k: int, settings: Settings, before_test: bool = False) -> list[PanelFold]:
+    """K folds over the panel's shared time axis (module docstring); `before_test`: ending before any series' own
+    test split. ValueError (saying what is short) as make_folds."""
+    m = ws.meta
+    axis = time_axis(ws)
+    ok = [i for i, sid in enumerate(ws.series_ids) if m.panel["status"][sid] == "ok"]
+    if not ok:
+        raise ValueError("no series holds its own train / validation / test split")
+    splits = np.asarray([split_for(int(ws.lengths[i]), m.horizon, settings, panel=True) for i in ok])
+    lengths = ws.lengths[ok]
+    val_rows = int(np.median(splits[:, 1] - splits[:, 0]))
+    test_rows = int(np.median(lengths - splits[:, 1]))
+    end = len(axis)
+    if before_test:  # the first stamp of any series' own test split
+        first = min(ws.timestamps[ws.offsets[i] + te] for i, (_, te) in zip(ok, splits))
+        end = int(np.searchsorted(axis, first))
+    folds = make_folds(end, m.lookback, m.horizon, k, val_rows, test_rows)
+    at = lambda i: str(pd.Timestamp(axis[i])) if i < len(axis) else None  # noqa: E731
+    return [
+        PanelFold(
+            f.index,
+            f.val_start,
+            f.test_start,
+            f.test_end,
+            (str(at(f.val_start)), str(at(f.test_start)), at(f.test_end)),
+        )
+        for f in folds
+    ]
+
+
+def panel_fold_windowset(ws: PanelWindowSet, fold: PanelFold, settings: Settings) -> PanelWindowSet:
+    """The panel's window set of one fold: each series' rows before the fold's end, split at its validation and
+    test stamps, scaled by its own training rows; the series without a window in each block left out."""
+    m = ws.meta
+    L, H, tidx = m.lookback, m.horizon, m.target_idx
+    cut_val, cut_test = np.datetime64(fold.cuts[0]), np.datetime64(fold.cuts[1])
+    cut_end = None if fold.cuts[2] is None else np.datetime64(fold.cuts[2])
+    blocks, tblocks, fblocks, ublocks = [], [], [], []
+    starts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    ids, offsets, lengths, train_end, scales, counts, spans = [], [], [], [], {}, {}, []
+    row = 0
+    for i, sid in enumerate(ws.series_ids):
+        o, n = int(ws.offsets[i]), int(ws.lengths[i])
+        t = ws.timestamps[o : o + n]
+        ne = n if cut_end is None else int(np.searchsorted(t, cut_end))
+        vs, te = int(np.searchsorted(t, cut_val)), int(np.searchsorted(t, cut_test))
+        mu, sc = ws.scaler(sid)
+        raw = ws.values[o : o + ne].astype(np.float64) * sc + mu
+        filled = None if ws.filled is None else ws.filled[o : o + ne]
+        valid = usable_windows(raw, filled, L, H, tidx)
+        own = window_starts(ne, L, H, vs, te, m.stride, valid)
+        if not all(len(own[k]) for k in starts):
+            continue
+        mean, scale = series_scale(raw[:vs], None if filled is None else ~filled[:vs])
+        blocks += [((raw - mean) / scale).astype(np.float32), np.full((1, len(m.variables)), np.nan, np.float32)]
+        tblocks += [t[:ne], t[ne - 1 : ne]]
+        if filled is not None:
+            fblocks += [filled, np.zeros((1, len(m.variables)), bool)]
+        if ws.future is not None:
+            ublocks += [ws.future[o : o + ne], ws.future[o + ne - 1 : o + ne]]
+        for k in starts:
+            starts[k].append(own[k] + row)
+        ids.append(sid)
+        offsets.append(row)
+        lengths.append(ne)
+        train_end.append(vs)
+        scales[sid] = {"mean": [float(x) for x in mean], "scale": [float(x) for x in scale]}
+        counts[sid] = {k: int(len(own[k])) for k in starts}
+        spans.append([t[0], t[vs - 1], t[vs], t[te - 1], t[te], t[ne - 1]])
+        row += ne + 1
+    if not ids:
+        raise ValueError(f"fold {fold.index}: no series holds a window of each of its blocks")
+    values = np.concatenate(blocks)
+    filled_all = np.concatenate(fblocks) if fblocks else None
+    offs, ends = np.asarray(offsets), np.asarray(train_end)
+    tmask = np.zeros(len(values), bool)
+    for o, e in zip(offs, ends):
+        tmask[o : o + e] = True
+    train = values[tmask].astype(np.float64)
+    if filled_all is not None:
+        train = np.where(filled_all[tmask], np.nan, train)
+    with np.errstate(invalid="ignore"):
+        gmean, gstd = np.nanmean(train, axis=0), np.nanstd(train, axis=0)
+    gstd = np.where(~np.isfinite(gstd) | (gstd < 1e-8), 1.0, gstd)
+    span = np.asarray(spans, dtype="datetime64[ns]")
+    at = lambda x: str(pd.Timestamp(x))  # noqa: E731
+    st = {k: np.concatenate(v).astype(np.int64) for k, v in starts.items()} | {COLD: np.zeros(0, np.int64)}
+    ts = np.concatenate(tblocks)
+    meta = replace(
+        m,
+        rows=int(len(values)),
+        counts={k: int(len(v)) for k, v in st.items() if k != COLD},
+        mean=[float(x) for x in gmean],
+        std=[float(x) for x in gstd],
+        start=at(ts.min()),
+        end=at(ts.max()),
+        split_times={k: [at(span[:, 2 * j].min()), at(span[:, 2 * j + 1].max())] for j, k in enumerate(starts)},
+        panel={
+            **m.panel,
+            "series": {s: m.panel["series"][s] for s in ids},
+            "status": {s: "ok" for s in ids},
+            "scales": scales,
+            "counts": counts,
+        },
+    )
+    return PanelWindowSet(
+        values,
+        ts,
+        meta,
+        st,
+        filled_all,
+        np.concatenate(ublocks) if ublocks else None,
+        offsets=offs,
+        lengths=np.asarray(lengths),
+        train_end=ends,
+    )

@@ -127,6 +127,57 @@ def backtest_errors(folds: list[dict], candidates: list[str], title: str):
     import pandas as pd
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7), gridspec_kw={"height_ratios": [1, 1.2]})
+    _fold_mase(top, folds, candidates, title)
+    for f in folds:
+        t = pd.to_datetime(f["origin_times"])
+        sel = f["losses"].get("selected")
+        if sel is not None:
+            bottom.plot(t, sel, color="tab:blue", lw=1, label="selected candidate" if f is folds[0] else None)
+        bottom.plot(
+            t,
+            f["losses"][f["bar"]],
+            color="black",
+            lw=0.8,
+            ls=":",
+            label="seasonal naive (bar)" if f is folds[0] else None,
+        )
+        if "ref_mstl" in f["losses"]:
+            bottom.plot(
+                t, f["losses"]["ref_mstl"], color="grey", lw=0.8, ls="--", label="MSTL" if f is folds[0] else None
+            )
+        bottom.axvline(pd.Timestamp(f["times"]["test"][0]), color="red", lw=0.6, alpha=0.5)
+    bottom.set_ylabel("MASE of each forecast origin")
+    bottom.set_title("error over time: every test origin of every fold (red: a fold's first test row)", fontsize=9)
+    bottom.legend(fontsize=7)
+    plt.setp(bottom.get_xticklabels(), rotation=25, ha="right")  # not autofmt_xdate: it hides the top axis' folds
+    fig.tight_layout()
+    return fig
+
+
+def panel_backtest(folds: list[dict], candidates: list[str], title: str, worst: list[str]):
+    """A panel's backtest: above, each fold's pooled test MASE per candidate beside its bar and MSTL (as
+    backtest_errors); below, the `worst` series (by the selected candidate's mean MASE), fold by fold: the selected
+    candidate (solid) against the fold's bar (dotted) on that series' own origins."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7), gridspec_kw={"height_ratios": [1, 1]})
+    _fold_mase(top, folds, candidates, title)
+    x = np.arange(1, len(folds) + 1)
+    for j, sid in enumerate(worst):
+        color = f"C{j}"
+        sel = [f["series"].get("selected", {}).get(sid, np.nan) for f in folds]
+        bar = [f["series"].get(f["bar"], {}).get(sid, np.nan) for f in folds]
+        bottom.plot(x, sel, marker="o", color=color, lw=1.3, label=f"{sid}: selected")
+        bottom.plot(x, bar, marker="s", color=color, lw=1, ls=":", label=f"{sid}: bar")
+    bottom.set_xticks(x, [str(f["fold"]["index"]) for f in folds], fontsize=8)
+    bottom.set_xlabel("fold")
+    bottom.set_ylabel("test MASE of the series")
+    bottom.set_title("the worst series by the selected candidate's mean MASE over the folds", fontsize=9)
+    bottom.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def _fold_mase(top, folds: list[dict], candidates: list[str], title: str) -> None:
+    """Each fold's test MASE per candidate beside its seasonal-naive bar and the MSTL reference."""
     x = np.arange(1, len(folds) + 1)
     labels = [f"{f['fold']['index']}\n{f['times']['test'][0][:10]}" for f in folds]
     for name in candidates:
@@ -155,27 +206,3 @@ def backtest_errors(folds: list[dict], candidates: list[str], title: str):
     top.set_ylabel("test MASE")
     top.set_title(title)
     top.legend(fontsize=7, ncol=2)
-    for f in folds:
-        t = pd.to_datetime(f["origin_times"])
-        sel = f["losses"].get("selected")
-        if sel is not None:
-            bottom.plot(t, sel, color="tab:blue", lw=1, label="selected candidate" if f is folds[0] else None)
-        bottom.plot(
-            t,
-            f["losses"][f["bar"]],
-            color="black",
-            lw=0.8,
-            ls=":",
-            label="seasonal naive (bar)" if f is folds[0] else None,
-        )
-        if "ref_mstl" in f["losses"]:
-            bottom.plot(
-                t, f["losses"]["ref_mstl"], color="grey", lw=0.8, ls="--", label="MSTL" if f is folds[0] else None
-            )
-        bottom.axvline(pd.Timestamp(f["times"]["test"][0]), color="red", lw=0.6, alpha=0.5)
-    bottom.set_ylabel("MASE of each forecast origin")
-    bottom.set_title("error over time: every test origin of every fold (red: a fold's first test row)", fontsize=9)
-    bottom.legend(fontsize=7)
-    plt.setp(bottom.get_xticklabels(), rotation=25, ha="right")  # not autofmt_xdate: it hides the top axis' folds
-    fig.tight_layout()
-    return fig

@@ -17,6 +17,8 @@ One job a module:
 - state: reports/NAME/monitoring/state.json, the last evaluation and the triggers;
 - evaluate: one evaluation end to end (files under reports/NAME/monitoring/, and the long-lived MLflow run
   `monitor-NAME` of the dataset's experiment, one step per evaluation, through registry/tracking);
+- panel: a panel's series each scored and judged as one series is, the retrain on the share of them past a threshold
+  (`monitor.panel_share`);
 - status: `cellcast monitor NAME` as text;
 - live: the service's live forecast log (forecasts/NAME/live/) scored per version and role on the arrived actuals,
   and the champion's and the challenger's losses on the same forecast paths;

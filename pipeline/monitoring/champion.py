@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,8 @@ class Champion:
     reference: dict | None  # data/drift.reference_profile of its training rows
     reference_source: str
     bounds: dict[str, list[float]]  # plausible range per variable, profiled on its training rows
+    panel: dict | None = None  # a panel model: its ONNX metadata `panel` (each series' ids, status, mean and scale)
+    series_test_mase: dict[str, float] = field(default_factory=dict)  # a panel: each series' own test MASE
 
 
 def _season(tags: dict, metadata: dict) -> int:
@@ -81,7 +83,20 @@ def load_champion(name: str, settings: Settings, frame: pd.DataFrame) -> Champio
         reference=reference,
         reference_source=source,
         bounds={k: list(v) for k, v in bounds.items()},
+        panel=md.get("panel"),
+        series_test_mase=_series_test_mase(info.run_id) if md.get("panel") else {},
     )
+
+
+def _series_test_mase(run_id: str) -> dict[str, float]:
+    """A panel champion's test MASE per series (its candidate run's per_series.json); {} where the run has none."""
+    from ..registry import tracking
+
+    table = tracking.read_table(run_id, "per_series.json") if run_id else None
+    if table is None or "mase" not in table.columns:
+        return {}
+    ok = table[table["status"] == "ok"] if "status" in table.columns else table
+    return {str(r.series_id): float(r.mase) for r in ok.itertuples() if np.isfinite(r.mase)}
 
 
 def _rebuilt_reference(name, settings, frame, engine, md, tags) -> tuple[dict | None, str]:

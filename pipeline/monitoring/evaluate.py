@@ -14,6 +14,7 @@ import pandas as pd
 from ..catalog import forecasts_dir, monitoring_dir
 from ..config import Settings
 from ..data import drift as drifts
+from ..errors import DataValidationError
 from ..files import write_json, write_parquet
 from .champion import load_champion
 from .report import MonitorReport
@@ -27,9 +28,11 @@ log = logging.getLogger(__name__)
 def evaluate(name: str, settings: Settings, now: datetime | None = None, log_to_mlflow: bool = True) -> MonitorReport:
     """Score the champion's forecasts on the actuals that arrived, measure drift, judge; write the files
     and log the evaluation to the monitoring run. Raises NoChampionError when there is nothing to monitor."""
-    from ..catalog import read_validated
+    from ..catalog import is_panel, read_validated, read_validated_meta
 
     now = now or datetime.now(UTC)
+    if is_panel(read_validated_meta(name, settings)):
+        return evaluate_panel(name, settings, now, log_to_mlflow)
     frame, _ = read_validated(name, settings)
     frame = frame.sort_values("timestamp").reset_index(drop=True)
     champ = load_champion(name, settings, frame)
@@ -64,11 +67,64 @@ def evaluate(name: str, settings: Settings, now: datetime | None = None, log_to_
         thresholds=asdict(th),
         verdict=verdict,
     )
+    return _finish(rep, points, state, name, settings, log_to_mlflow)
+
+
+def evaluate_panel(name: str, settings: Settings, now: datetime, log_to_mlflow: bool = True) -> MonitorReport:
+    """evaluate() for a panel: every series scored and judged, the panel's verdict on the share past a threshold
+    (monitoring/panel.py); the per-series table in reports/NAME/monitoring/series.parquet."""
+    from ..catalog import SERIES_ID, read_validated_panel
+    from . import panel
+
+    frame, _ = read_validated_panel(name, settings)
+    frame = frame.sort_values([SERIES_ID, "timestamp"], kind="stable").reset_index(drop=True)
+    champ = load_champion(name, settings, frame)
+    if champ.panel is None:
+        raise DataValidationError(
+            f"{name}: a panel, but {settings.model_name} v{champ.version} was trained on one series: retrain it "
+            f"(cellcast train {name}) before monitoring"
+        )
+    th = thresholds(settings.monitor, champ.horizon, champ.lookback)
+    # the earliest first step of any series' rolling window: the forecasts older than it score nothing
+    since = frame.groupby(SERIES_ID)["timestamp"].agg(lambda t: t.iloc[max(len(t) - th.window, 0)]).min()
+    forecasts = read_forecasts(forecasts_dir(name, settings), champ.version, since)
+    table, points, per_series = panel.series_figures(frame, forecasts, champ, th, now)
+    acc = panel.pooled_accuracy(points, champ.targets)
+    state = read_state(name, settings)
+    verdict = panel.panel_verdict(table, settings.monitor.panel_share, th, state, now)
+    rep = MonitorReport(
+        dataset=name,
+        model_name=settings.model_name,
+        version=champ.version,
+        evaluation=int(state.get("evaluations", 0)) + 1,
+        at=_iso(now),
+        data_until=str(frame["timestamp"].max()),
+        window_start=str(since),
+        accuracy=acc,
+        test_mase=champ.test_mase,
+        mase_ratio=(acc["mase"] / champ.test_mase if champ.test_mase and np.isfinite(acc["mase"]) else None),
+        season=champ.season,
+        drift=panel.worst_drift(per_series),
+        reference=champ.reference_source,
+        thresholds=asdict(th),
+        verdict=verdict,
+        panel=panel.panel_summary(table) | {"share_limit": settings.monitor.panel_share},
+    )
+    rep.files["series"] = str(write_parquet(table, monitoring_dir(name, settings) / "series.parquet"))
+    return _finish(rep, points, state, name, settings, log_to_mlflow)
+
+
+def _finish(
+    rep: MonitorReport, points: pd.DataFrame, state: dict, name: str, settings: Settings, log_to_mlflow: bool
+) -> MonitorReport:
+    """The evaluation's files, its MLflow step and the state."""
     folder = monitoring_dir(name, settings)
     rep.files["points"] = str(write_parquet(points, folder / "points.parquet"))
     rep.files["scores"] = str(_append_scores(rep, folder / "scores.parquet"))
     if log_to_mlflow:
         rep.run_id = _log(rep)
+    step = rep.evaluation
+    champ_version = rep.version
     state.update(
         {
             "dataset": name,
@@ -80,7 +136,7 @@ def evaluate(name: str, settings: Settings, now: datetime | None = None, log_to_
         }
     )
     write_json(state_path(name, settings), state)
-    log.info("%s v%s: %s", settings.model_name, champ.version, _summary(rep))
+    log.info("%s v%s: %s", settings.model_name, champ_version, _summary(rep))
     return rep
 
 

@@ -29,6 +29,9 @@ class MonitorReport:
     verdict: Verdict
     run_id: str | None = None
     files: dict = field(default_factory=dict)
+    # a panel (monitoring/panel.py): series, judged, past, share_past, share_limit, worst (the worst series' rows);
+    # `accuracy` is then pooled over every series' points and `drift` holds each variable's worst series
+    panel: dict = field(default_factory=dict)
 
     def figures(self) -> dict:
         """Flat numbers: the MLflow metrics and a scores.parquet row."""
@@ -46,4 +49,8 @@ class MonitorReport:
         out["breaches"] = len(self.verdict.breaches)
         out["retrain"] = int(self.verdict.retrain)
         out["champion_version"] = self.version
+        if self.panel:
+            out["panel_series_judged"] = self.panel["judged"]
+            out["panel_series_past"] = self.panel["past"]
+            out["panel_share_past"] = self.panel["share_past"] if self.panel["share_past"] is not None else float("nan")
         return out

@@ -67,7 +67,7 @@ def status(name: str, settings: Settings, now: datetime | None = None) -> str:
             bases.append(f"  {var}: PSI limit {psi_basis(tho, d)}")
             rows.append(
                 [
-                    var,
+                    var if "series" not in d else f"{var} (worst: {d['series']})",
                     num(d["psi"], ".3f"),
                     num(normal, ".3f"),
                     num(limit, ".3f"),
@@ -83,6 +83,10 @@ def status(name: str, settings: Settings, now: datetime | None = None) -> str:
         f"  thresholds: PSI {th['psi']} (and above {th.get('psi_margin', 1.5):g}x the training windows' own), "
         f"outside share {th['outside_share']}"
     )
+    if last.get("panel"):
+        from .panel import status_lines
+
+        lines += status_lines(last["panel"], last["panel"].get("share_limit"))
     lines.append(f"verdict: {'RETRAIN: ' if v['retrain'] else ''}{v['reason']}")
     for b in v["breaches"] if not v["retrain"] else []:
         lines.append(f"  {b}")

@@ -24,10 +24,10 @@ import pandas as pd
 
 from ..catalog import reports_dir
 from ..config import Settings
-from ..data.folds import Fold, fold_windowset, folds_for
-from ..data.window import WindowSet
-from ..errors import ConfigError, DataValidationError
-from ..modeling import classical, plots
+from ..data.folds import Fold, PanelFold, fold_windowset, folds_for, panel_folds
+from ..data.window import PanelWindowSet, WindowSet
+from ..errors import DataValidationError
+from ..modeling import classical, panel_references, plots
 from ..modeling.anchor import choose_anchor
 from ..modeling.evaluate import (
     evaluate_forecasts,
@@ -62,6 +62,8 @@ class FoldRecord:
     origin_times: list[str] = field(default_factory=list)  # first target of each origin
     losses: dict[str, list[float]] = field(default_factory=dict)  # model -> MASE of each origin
     seconds: float = 0.0
+    # a panel: model -> series id -> its MASE on the series' origins (the origins' own losses are not kept)
+    series: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self) | {"fold": asdict(self.fold) | {"rows": self.fold.rows()}}
@@ -82,6 +84,52 @@ class BacktestResult:
         """Each model's mean test MASE over the folds (of the candidates `names`, default every model)."""
         return {k: v["mase"]["mean"] for k, v in self.spread.items() if "mase" in v and (names is None or k in names)}
 
+    def series_table(self) -> pd.DataFrame:
+        """A panel: one row per series that sat in a fold: the folds it sat in, the selected candidate's mean MASE
+        over them, each fold's bar's, each reference's, and the share of its folds where the selected beat the bar
+        (empty for one series)."""
+        rows: dict[str, dict] = {}
+        for r in self.folds:
+            sel, bar = r.series.get("selected") or {}, r.series.get(r.bar) or {}
+            for sid, v in sel.items():
+                row = rows.setdefault(sid, {"series_id": sid, "folds": 0, "_sel": [], "_bar": [], "_beats": []})
+                row["folds"] += 1
+                row["_sel"].append(v)
+                row["_bar"].append(bar.get(sid, np.nan))
+                row["_beats"].append(v < bar.get(sid, np.inf))
+                for name, per in r.series.items():
+                    if name.startswith("ref_") and sid in per:
+                        row.setdefault(f"_{name}", []).append(per[sid])
+        out = []
+        for row in rows.values():
+            flat = {"series_id": row["series_id"], "folds": row["folds"]}
+            flat["mase"] = float(np.mean(row["_sel"]))
+            flat["bar_mase"] = float(np.nanmean(row["_bar"])) if np.isfinite(row["_bar"]).any() else np.nan
+            flat["share_folds_beating_bar"] = float(np.mean(row["_beats"]))
+            for k, v in row.items():
+                if k.startswith("_ref_"):
+                    flat[f"{k[1:]}_mase"] = float(np.mean(v))
+            out.append(flat)
+        return pd.DataFrame(out).sort_values("mase", ascending=False, kind="stable") if out else pd.DataFrame()
+
+    def panel_aggregate(self) -> dict:
+        """A panel over the folds: the series scored, mean and median of their MASE, the share of series whose
+        selected candidate beats the bar on most of their folds, the worst series."""
+        t = self.series_table()
+        if not len(t):
+            return {}
+        worst = t.iloc[0]
+        return {
+            "series": int(len(t)),
+            "mean_mase": float(t["mase"].mean()),
+            "median_mase": float(t["mase"].median()),
+            "mean_bar_mase": float(t["bar_mase"].mean()),
+            "share_beating_bar": float((t["share_folds_beating_bar"] > 0.5).mean()),
+            "worst_series": str(worst["series_id"]),
+            "worst_mase": float(worst["mase"]),
+            "worst_bar_mase": float(worst["bar_mase"]),
+        }
+
     def to_dict(self) -> dict:
         return {
             "dataset": self.dataset,
@@ -91,6 +139,7 @@ class BacktestResult:
             "parent_run_id": self.parent_run_id,
             "spread": self.spread,
             "folds": [f.to_dict() for f in self.folds],
+            **({"panel": self.panel_aggregate()} if any(f.series for f in self.folds) else {}),
         }
 
 
@@ -98,13 +147,9 @@ def plan(ws: WindowSet, settings: Settings, k: int | None = None, end: int | Non
     """The folds of `ws` (backtest.folds unless `k`), ending at `end` (default: the series' end); one clear line
     when the series is too short for them."""
     k = settings.backtest.folds if k is None else k
-    if ws.is_panel:  # a fold cuts one time axis; a panel's series each have their own
-        raise ConfigError(
-            f"{ws.meta.name}: a panel ({len(ws.meta.panel.get('series') or [])} series): backtests "
-            f"cut one series' time axis and are not implemented for panels; use evaluate.selection: "
-            f"split and the per-series test scores"
-        )
     try:
+        if isinstance(ws, PanelWindowSet):  # cut on the shared time axis; `end`: before every series' test split
+            return list(panel_folds(ws, k, settings, before_test=end is not None))
         return folds_for(ws, k, end)
     except ValueError as e:
         raise DataValidationError(
@@ -194,7 +239,13 @@ def score_fold(
     for name, pred in naive.items():
         scores[name], losses[name] = metrics(y, pred, scale, mask), window_losses(fws, origins, pred).tolist()
     bar = min(naive, key=lambda k: scores[k]["mase"]) if naive else "naive"
-    if with_references and settings.evaluate.references:
+    per_series: dict[str, dict[str, float]] = {}
+    if with_references and settings.evaluate.references and isinstance(fws, PanelWindowSet):
+        for name, row in panel_references.reference_rows(fws, origins, settings).items():
+            scores[f"ref_{name}"] = {k: v for k, v in row.items() if k not in ("per_series", "failed")}
+            if row.get("per_series"):
+                per_series[f"ref_{name}"] = row["per_series"]
+    elif with_references and settings.evaluate.references:
         refs = classical.references(fws, origins, settings)
         for name, row in classical.reference_scores(fws, origins, refs).items():
             scores[f"ref_{name}"] = row
@@ -205,6 +256,10 @@ def score_fold(
     scores["selected"] = {**scores[selected], "candidate": selected}
     losses["selected"] = losses[selected]
     st = fws.meta.split_times
+    if isinstance(fws, PanelWindowSet):  # per series instead of per origin: a panel has millions of origins
+        for name, loss in losses.items():
+            per_series[name] = panel_references.series_means(fws, origins, np.asarray(loss))
+        losses = {}
     return FoldRecord(
         fold=fold,
         times=st,
@@ -214,9 +269,12 @@ def score_fold(
         selected=selected,
         bar=bar,
         trained_on=[0, trained_on.val_start],
-        origin_times=[str(pd.Timestamp(fws.timestamps[s + fws.meta.lookback])) for s in origins],
+        origin_times=[]
+        if fws.is_panel
+        else [str(pd.Timestamp(fws.timestamps[s + fws.meta.lookback])) for s in origins],
         losses=losses,
         seconds=time.perf_counter() - t0,
+        series=per_series,
     )
 
 
@@ -291,7 +349,16 @@ def finish(ws: WindowSet, records: list[FoldRecord], refit: str, end: int, secon
 
 def picture(result: BacktestResult, candidates_: list[str]):
     """Per-fold MASE of each candidate beside the fold's seasonal-naive bar (and MSTL), and the MASE of every test
-    origin over the whole backtest span."""
+    origin over the whole backtest span (a panel: the worst series fold by fold)."""
+    if any(f.series for f in result.folds):
+        table = result.series_table()
+        return plots.panel_backtest(
+            [r.to_dict() for r in result.folds],
+            candidates_,
+            f"{result.dataset}: backtest over {len(result.folds)} folds ({result.refit}), pooled over "
+            f"{len(table)} series",
+            list(table["series_id"][:3]),
+        )
     return plots.backtest_errors(
         [r.to_dict() for r in result.folds],
         candidates_,
@@ -329,7 +396,22 @@ def summary(result: BacktestResult) -> str:
         "test MASE on each fold's origins a horizon apart; selected: the candidate its validation picks",
         "coverage of the selected candidate's intervals: " + "; ".join(cov),
     ]
+    agg = result.panel_aggregate() if any(f.series for f in result.folds) else {}
+    if agg:
+        lines.append(
+            f"per series (the selected candidate, mean over the folds each sat in): {agg['series']} series, MASE "
+            f"mean {agg['mean_mase']:.3f}, median {agg['median_mase']:.3f} (bar mean {agg['mean_bar_mase']:.3f}); "
+            f"beats the bar on most of its folds on {agg['share_beating_bar']:.0%} of the series; worst series "
+            f"'{agg['worst_series']}' (MASE {agg['worst_mase']:.3f} against its bar's {agg['worst_bar_mase']:.3f})"
+        )
     for r in result.folds:
+        if isinstance(r.fold, PanelFold):
+            lines.append(
+                f"fold {r.fold.index}: each series trained on its rows before {r.fold.cuts[0]}, validation to "
+                f"{r.fold.cuts[1]}, test {r.times['test'][0]} .. {r.times['test'][1]} "
+                f"({len(r.series.get('selected') or {})} series, {r.origins} origins); bar {r.bar}"
+            )
+            continue
         rows_ = r.fold.rows()
         lines.append(
             f"fold {r.fold.index}: trained on rows {r.trained_on[0]}..{r.trained_on[1] - 1}, validation "
@@ -407,4 +489,9 @@ def track(result: BacktestResult, ws: WindowSet, settings: Settings, fig, tags: 
         if fig is not None:
             tracking.log_figure(fig, "backtest.png")
         tracking.log_dict(result.to_dict(), "backtest.json")
+        agg = result.panel_aggregate() if any(f.series for f in result.folds) else {}
+        if agg:
+            tracking.log_metrics({f"panel_{k}": v for k, v in agg.items() if not isinstance(v, str)})
+            tracking.set_tags({"panel.worst_series": agg["worst_series"]})
+            tracking.log_table(result.series_table(), "backtest_series.json")
     return parent

@@ -447,24 +447,35 @@ class Outcome:
         return result_rows(self.candidates, self.baselines, self.references)
 
 
-def reference_rows(ws: WindowSet, settings: Settings) -> dict:
+def reference_rows(ws: WindowSet, settings: Settings, mapper=None, parts: int = 1) -> dict:
     """The classical references of evaluate.references (modeling/classical.py) on the promotion's test origins (a
-    horizon apart), each with its scores or the status that says why it has none."""
-    from ..modeling import classical
+    horizon apart), each with its scores or the status that says why it has none. A panel: per series, on a sample
+    of its series, in `parts` chunks mapped by `mapper` (modeling/panel_references.py)."""
+    from ..modeling import classical, panel_references
 
     if not settings.evaluate.references:
         return {}
-    if ws.is_panel:  # the classical fits read one series' history; per-series references are not built
-        return {
-            name: {
-                "status": "not run: a panel (the references fit one series; per series they are not implemented)",
-                "seconds": 0.0,
-                "windows": 0,
-            }
-            for name in settings.evaluate.references
-        }
     starts = forecast_origins(ws, "test")
+    if isinstance(ws, PanelWindowSet):
+        return panel_references.reference_rows(ws, starts, settings, mapper, parts)
     return classical.reference_scores(ws, starts, classical.references(ws, starts, settings))
+
+
+def _compare_panel_references(ws: PanelWindowSet, references: dict, starts: np.ndarray, losses: np.ndarray) -> None:
+    """The best candidate per series beside each reference on the same origins (the share of series it beats each
+    on), logged on the parent run."""
+    from ..modeling import panel_references
+
+    panel_references.compare_model(references, ws, starts, losses)
+    tracking.log_metrics(
+        {
+            f"ref_{name}_{k}": row[k]
+            for name, row in references.items()
+            for k in ("share_model_beats", "model_mean_mase", "model_median_mase")
+            if k in row
+        }
+    )
+    tracking.log_dict(references, "references.json")
 
 
 def _select(ok: list[CandidateReport], selection: dict | None) -> tuple[CandidateReport, str]:
@@ -525,6 +536,7 @@ def track_and_promote(
         for rname, row in references.items():
             tracking.log_metrics(
                 {f"ref_{rname}_test_{k}": row[k] for k in ("mase", "smape", "mae", "rmse") if k in row}
+                | {f"ref_{rname}_{k}": row[k] for k in ("mean_mase", "median_mase", "series") if k in row}
                 | {f"ref_{rname}_seconds": row["seconds"]}
             )
         tracking.set_tags(
@@ -602,6 +614,8 @@ def track_and_promote(
             interval_scores=interval_scores(ws, settings, best, vs_baseline.rival),
         )
         spaced = np.isin(starts, forecast_origins(ws, "test"))  # what the classical references are scored on
+        if isinstance(ws, PanelWindowSet) and references and vs_baseline.n == len(starts):
+            _compare_panel_references(ws, references, starts[spaced], vs_baseline.candidate[spaced])
         if vs_baseline.n == len(starts) and spaced.any() and "candidate_mase" in decision.metrics:
             decision.metrics["candidate_mase_spaced"] = float(f"{vs_baseline.candidate[spaced].mean():.6g}")
             decision.metrics["baseline_mase_spaced"] = float(f"{vs_baseline.other[spaced].mean():.6g}")
@@ -904,9 +918,19 @@ def reference_lines(outcome: Outcome) -> list[str]:
     if not refs:
         return []
     d = outcome.decision.get("metrics") or {}
-    n = next(iter(refs.values())).get("windows")
-    if not n:  # none ran (a panel): one line says why
-        return ["", f"references ({', '.join(refs)}): {next(iter(refs.values()))['status']}"]
+    first = next(iter(refs.values()))
+    if "series_total" in first:  # a panel: per series, aggregated
+        from ..modeling import panel_references
+
+        return [
+            "",
+            "references per series (statsmodels, each series' own units, fitted before its first test origin and "
+            "rolled forward over its origins a horizon apart; evidence, not the bar):",
+            *(f"  {panel_references.describe(name, row)}" for name, row in refs.items()),
+        ]
+    n = first.get("windows")
+    if not n:
+        return ["", f"references ({', '.join(refs)}): {first['status']}"]
     out = [
         "",
         f"references (statsmodels, fitted before the first of the {n} promotion origins, a horizon apart, and "

@@ -51,20 +51,19 @@ def forecast_panel_frame(
     model_name: str | None = None,
     source: str = "frame",
     id_frame: pd.DataFrame | None = None,
+    future: pd.DataFrame | None = None,
+    future_source: str = "future rows",
 ) -> tuple[pd.DataFrame, str, dict[str, str]]:
     """Forecast the `horizon` steps after each series' last row of a long `frame` (`series_id`, `timestamp`, the
     variables), every series in one batch -> (long forecast frame, provider, {series not forecast: why}).
     A series the model does not know (no scale) or whose last `lookback` rows hold a break is not forecast, and
     said so. Output columns: series_id, the id columns (from `id_frame`, one row per series), timestamp, the
-    targets, their quantile columns, status (ok | cold_start), cold_start (bool), model_name, model_version."""
+    targets, their quantile columns, status (ok | cold_start), cold_start (bool), model_name, model_version.
+    `future`: rows (`series_id`, `timestamp`, columns) of the user-supplied known-future values of each series, when
+    the model reads any (panel_future)."""
     from ..catalog import SERIES_ID
 
     known = engine.metadata["panel"]["series"]
-    if user_future_columns(engine):
-        raise DataValidationError(
-            f"{source}: the model reads user-supplied known-future columns "
-            f"({', '.join(user_future_columns(engine))}), which a panel forecast does not take yet"
-        )
     missing = [v for v in engine.variables if v not in frame.columns]
     if missing:
         raise DataValidationError(
@@ -106,7 +105,13 @@ def forecast_panel_frame(
     horizons = [pd.DatetimeIndex(future_timestamps(t, freq, H)) for t in lasts]
     f = None
     if engine.future_name:
-        blocks = [future_input(engine, h, None, source) for h in horizons]
+        groups = {} if future is None else dict(tuple(future.groupby(SERIES_ID, sort=False)))
+        blocks = [
+            future_input(
+                engine, h, groups.get(s, None if future is None else future.iloc[:0]), f"{future_source}, series '{s}'"
+            )
+            for s, h in zip(series, horizons)
+        ]
         f = np.stack([b[0] for b in blocks if b is not None])  # none is None: the model reads known-future inputs
     y, q, used = engine.predict_all(xs, f)  # one call: the batch is the series
     y = unscale(engine, y.astype(np.float64), mean, scale)
@@ -310,6 +315,42 @@ def read_future_file(path: str | Path, time_col: str | None = None) -> pd.DataFr
     return out
 
 
+def panel_future(supplied: pd.DataFrame, id_cols: list[str], source: str) -> pd.DataFrame:
+    """A panel's known-future rows keyed by series: a `series_id` column, else the panel's id columns (joined as
+    ingest joins them). One line when neither is there."""
+    from ..catalog import SERIES_ID
+    from ..data.panel import JOIN
+
+    if SERIES_ID in supplied.columns:
+        return supplied.assign(**{SERIES_ID: supplied[SERIES_ID].astype(str)})
+    if id_cols and all(c in supplied.columns for c in id_cols):
+        parts = [supplied[c].astype("string").str.strip().astype(str) for c in id_cols]
+        key = parts[0].str.cat(parts[1:], sep=JOIN) if len(parts) > 1 else parts[0]
+        return supplied.assign(**{SERIES_ID: key})
+    raise DataValidationError(
+        f"{source}: a panel's known-future rows need the series they belong to: a '{SERIES_ID}' column"
+        + (f" or the id column(s) {', '.join(repr(c) for c in id_cols)}" if id_cols else "")
+        + f"; columns found: {', '.join(map(str, supplied.columns))}"
+    )
+
+
+def supplied_future(
+    name: str, settings: Settings, engine: OnnxForecaster, meta: dict, future_file: str | Path | None
+) -> tuple[pd.DataFrame | None, str]:
+    """The user-supplied known-future rows a model that reads any gets, and where they come from: `future_file`,
+    else the rows after the last observation (data/NAME/future.parquet; a panel's: each series')."""
+    from ..catalog import future_path
+
+    if not (engine.future_name and user_future_columns(engine)):
+        return None, "future rows"
+    if future_file is not None:
+        return read_future_file(future_file, meta.get("time_col")), str(future_file)
+    fp = future_path(name, settings)
+    if fp.is_file():
+        return pd.read_parquet(fp), f"{fp} (the rows after the last observation)"
+    return None, f"{name}: no rows after the last observation"
+
+
 def forecast_latest(
     name: str,
     settings: Settings,
@@ -321,14 +362,14 @@ def forecast_latest(
     """The `alias` model of `name` on the latest validated rows -> forecasts/NAME/<UTC stamp>.parquet,
     logged as an artifact of a run in the dataset's experiment. Known-future values: from `future_file`, else
     the rows after the last observation (data/NAME/future.parquet)."""
-    from ..catalog import future_path, is_panel, read_validated, read_validated_meta, validated_paths
+    from ..catalog import is_panel, read_validated, read_validated_meta, validated_paths
     from ..data import validation
     from ..registry import tracking
 
     onnx_path, info = tracking.download_model(settings.model_name, alias)
     engine = OnnxForecaster.from_path(onnx_path, device=device)
     if is_panel(read_validated_meta(name, settings)):
-        return _forecast_panel(name, settings, engine, info, alias, log_to_mlflow)
+        return _forecast_panel(name, settings, engine, info, alias, log_to_mlflow, future_file)
     df, meta = read_validated(name, settings)
     pq, _ = validated_paths(name, settings)
     model_freq = engine.metadata.get("freq")
@@ -351,15 +392,7 @@ def forecast_latest(
         require_windows=False,
         source=f"{pq} (last {engine.lookback} rows)",
     )
-    supplied, where = None, "future rows"
-    if engine.future_name and user_future_columns(engine):
-        if future_file is not None:
-            supplied, where = read_future_file(future_file, meta.get("time_col")), str(future_file)
-        elif future_path(name, settings).is_file():
-            fp = future_path(name, settings)
-            supplied, where = pd.read_parquet(fp), f"{fp} (the rows after the last observation)"
-        else:
-            where = f"{name}: no rows after the last observation"
+    supplied, where = supplied_future(name, settings, engine, meta, future_file)
     frame, used = forecast_frame(
         engine,
         report.frame,
@@ -409,10 +442,17 @@ def _record(
 
 
 def _forecast_panel(
-    name: str, settings: Settings, engine: OnnxForecaster, info, alias: str, log_to_mlflow: bool
+    name: str,
+    settings: Settings,
+    engine: OnnxForecaster,
+    info,
+    alias: str,
+    log_to_mlflow: bool,
+    future_file: str | Path | None = None,
 ) -> ForecastResult:
     """forecast_latest for a panel: every kept series of validated.parquet (already validated per series by the
-    validate stage) forecast in one batch -> one long-format Parquet."""
+    validate stage) forecast in one batch -> one long-format Parquet. Known-future values per series: from
+    `future_file` (an id column beside the timestamp), else the rows after each series' last observation."""
     from ..catalog import SERIES_ID, read_validated_panel, validated_paths
 
     pq, _ = validated_paths(name, settings)
@@ -429,6 +469,9 @@ def _forecast_panel(
             f"trained on {model_freq}: re-ingest with --freq {model_freq}, or retrain"
         )
     id_cols = [c for c in (meta["panel"].get("id_cols") or []) if c in df.columns and c != SERIES_ID]
+    supplied, where = supplied_future(name, settings, engine, meta, future_file)
+    if supplied is not None:
+        supplied = panel_future(supplied, list(meta["panel"].get("id_cols") or []), where)
     frame, used, skipped = forecast_panel_frame(
         engine,
         df,
@@ -436,6 +479,8 @@ def _forecast_panel(
         model_name=settings.model_name,
         source=str(pq),
         id_frame=df[[SERIES_ID, *id_cols]],
+        future=supplied,
+        future_source=where,
     )
     path = _record(
         frame,

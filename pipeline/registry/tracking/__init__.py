@@ -39,6 +39,7 @@ from .runs import (
     log_params,
     log_table,
     parent_run,
+    read_table,
     set_tags,
 )
 from .server import (
@@ -119,6 +120,7 @@ __all__ = [
     "metric_history",
     "monitoring_run",
     "parent_run",
+    "read_table",
     "register_version",
     "retry_policy",
     "rollback",

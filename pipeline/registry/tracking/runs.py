@@ -201,3 +201,24 @@ def log_dict(d: dict, artifact_file: str) -> None:
 def log_table(frame, artifact_file: str) -> None:
     """A table (pandas DataFrame) as a run artifact the MLflow UI shows as one (a `.json` artifact_file)."""
     _client().log_table(_current_run_id(), frame, artifact_file)
+
+
+@_reaching
+def read_table(run_id: str, artifact_file: str):
+    """A table log_table() logged on run `run_id`, as a pandas DataFrame; None when the run holds none."""
+    import json
+    import tempfile
+
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=artifact_file, dst_path=tmp, tracking_uri=_state["uri"]
+            )
+        except Exception as e:  # noqa: BLE001 - no such artifact (an older run): the caller does without
+            if _is_connection_error(e):
+                raise
+            return None
+        d = json.loads(open(path).read())
+    return pd.DataFrame(d["data"], columns=d["columns"])
