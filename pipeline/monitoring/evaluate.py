@@ -67,7 +67,7 @@ def evaluate(name: str, settings: Settings, now: datetime | None = None, log_to_
         thresholds=asdict(th),
         verdict=verdict,
     )
-    return _finish(rep, points, state, name, settings, log_to_mlflow)
+    return _finish(rep, points, state, name, settings, log_to_mlflow, scale)
 
 
 def evaluate_panel(name: str, settings: Settings, now: datetime, log_to_mlflow: bool = True) -> MonitorReport:
@@ -115,9 +115,16 @@ def evaluate_panel(name: str, settings: Settings, now: datetime, log_to_mlflow: 
 
 
 def _finish(
-    rep: MonitorReport, points: pd.DataFrame, state: dict, name: str, settings: Settings, log_to_mlflow: bool
+    rep: MonitorReport,
+    points: pd.DataFrame,
+    state: dict,
+    name: str,
+    settings: Settings,
+    log_to_mlflow: bool,
+    scale: dict | None = None,
 ) -> MonitorReport:
-    """The evaluation's files, its MLflow step and the state."""
+    """The evaluation's files, its MLflow step and the state. scale: the champion's MASE scale per target (one
+    series), kept in the state for the live log's scores."""
     folder = monitoring_dir(name, settings)
     rep.files["points"] = str(write_parquet(points, folder / "points.parquet"))
     rep.files["scores"] = str(_append_scores(rep, folder / "scores.parquet"))
@@ -131,10 +138,10 @@ def _finish(
             "evaluations": step,
             "last": _jsonable(asdict(rep)),
             "monitoring_run_id": rep.run_id or state.get("monitoring_run_id"),
-            # the scale the live log is scored on (`cellcast monitor` reads it without the registry)
-            "mase_scale": {"version": champ.version, "scale": _jsonable(dict(scale))},
         }
     )
+    if scale is not None:  # the scale the live log is scored on (`cellcast monitor` reads it without the registry)
+        state["mase_scale"] = {"version": rep.version, "scale": _jsonable(dict(scale))}
     write_json(state_path(name, settings), state)
     log.info("%s v%s: %s", settings.model_name, champ_version, _summary(rep))
     return rep
