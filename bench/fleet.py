@@ -129,6 +129,23 @@ def memory(pid: int) -> dict:
     return out
 
 
+def reported_memory(port: int) -> dict:
+    """What the service's /metrics says its models hold (cellcast_model_memory_bytes), summed by kind, in MB."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name == "cellcast_model_memory_bytes":
+            for s in fam.samples:
+                key = f"reported_{s.labels['kind']}_mb"
+                out[key] = out.get(key, 0.0) + s.value / 2**20
+    return {k: round(v, 2) for k, v in out.items()}
+
+
 def load(targets: list[tuple[int, str, bytes]], requests: int, concurrency: int) -> dict:
     """targets: (port, path, body) per model; requests sent round-robin over them by `concurrency` threads, each
     with one keep-alive connection per port. Latency per request, client side."""
@@ -198,6 +215,7 @@ def measure(side: str, models: list[dict], work: Path, requests: int) -> list[di
             )
         mem = [memory(p.pid) for p, _ in servers]
         total = {k: round(sum(m[k] for m in mem), 1) for k in ("rss_mb", "pss_mb")}
+        total |= reported_memory(servers[0][1])
         for r in rows:
             r.update(total)
         return rows
@@ -215,6 +233,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", type=int, default=20)
     ap.add_argument("--requests", type=int, default=600, help="forecasts per concurrency level and side")
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="repeat both sides, the order alternating (a busy machine drifts)"
+    )
     ap.add_argument("--out", type=Path, default=None, help="append the rows (JSON lines) to this file")
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -228,7 +249,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cellcast-fleet-") as tmp:
         work = Path(tmp)
         models = make_models(work, a.models)
-        rows = measure("fleet", models, work, a.requests) + measure("single", models, work, a.requests)
+        rows = []
+        for i in range(a.rounds):
+            for side in ("fleet", "single") if i % 2 == 0 else ("single", "fleet"):
+                rows += [{**r, "round": i + 1} for r in measure(side, models, work, a.requests)]
     for r in rows:
         r.update({"date": stamp, "machine": machine, "load_before": [round(x, 2) for x in load_before]})
         r["load_after"] = [round(x, 2) for x in os.getloadavg()]
@@ -237,12 +261,18 @@ def main() -> None:
         with a.out.open("a") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
+    for i in range(1, a.rounds + 1):
+        summary(a.models, [r for r in rows if r["round"] == i])
+
+
+def summary(n: int, rows: list[dict]) -> None:
     fleet = {r["concurrency"]: r for r in rows if r["side"] == "fleet"}
     single = {r["concurrency"]: r for r in rows if r["side"] == "single"}
     print(
-        f"\n{a.models} models: one process RSS {fleet[1]['rss_mb']:.0f} MB (PSS {fleet[1]['pss_mb']:.0f}) vs "
-        f"{a.models} processes RSS {single[1]['rss_mb']:.0f} MB (PSS {single[1]['pss_mb']:.0f}): "
-        f"{single[1]['pss_mb'] / fleet[1]['pss_mb']:.1f}x the memory"
+        f"\n{n} models: one process RSS {fleet[1]['rss_mb']:.0f} MB (PSS {fleet[1]['pss_mb']:.0f}) vs "
+        f"{n} processes RSS {single[1]['rss_mb']:.0f} MB (PSS {single[1]['pss_mb']:.0f}): "
+        f"{single[1]['pss_mb'] / fleet[1]['pss_mb']:.1f}x the memory; the fleet's /metrics: ONNX files "
+        f"{fleet[1].get('reported_onnx_file_mb')} MB, RSS deltas at load {fleet[1].get('reported_rss_delta_mb')} MB"
     )
     for c in (1, 4):
         print(

@@ -62,42 +62,60 @@ class Answer:
 
 
 def _naive(values: list) -> pa.Array:
-    """ISO strings (or None) -> timestamp[ns] on the data's clock: a zone is converted to UTC and dropped."""
+    """ISO strings (or None) -> timestamp[ns] on the data's clock: a zone is converted to UTC and dropped. One
+    pandas call for a whole file's rows: per answer it would cost more than the request itself."""
     ts = pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="ISO8601").dt.tz_localize(None)
     return pa.array(ts.astype("datetime64[ns]"), type=pa.timestamp("ns"))
 
 
-def answer_table(a: Answer) -> pa.Table:
-    """An answer's rows, in the column order of the contract."""
-    n, h = a.y.shape[:2]
-    origins = [o for o in a.origins for _ in range(h)]
-    stamps = [s for st in a.stamps for s in (st if st is not None else [None] * h)]
-    cols: dict[str, pa.Array] = {
-        "request_id": pa.array([a.request_id] * (n * h), pa.string()),
-        "logged_at": pa.array(
-            np.full(n * h, np.datetime64(a.logged_at.astimezone(UTC).replace(tzinfo=None), "ns")),
-            pa.timestamp("ns", tz="UTC"),
-        ),
-        "model": pa.array([a.model] * (n * h), pa.string()),
-        "dataset": pa.array([a.dataset] * (n * h), pa.string()),
-        "model_version": pa.array([a.version] * (n * h), pa.string()),
-        "role": pa.array([a.role] * (n * h), pa.string()),
-        "served": pa.array(np.full(n * h, a.served), pa.bool_()),
-        "id": pa.array([i for i in (a.ids or [None] * n) for _ in range(h)], pa.string()),
-        "origin": _naive(origins),
-        "timestamp": _naive(stamps),
-        "step": pa.array(np.tile(np.arange(1, h + 1, dtype=np.int32), n), pa.int32()),
-    }
-    y = np.asarray(a.y, np.float64)
-    for j, t in enumerate(a.targets):
-        cols[t] = pa.array(y[:, :, j].reshape(-1), pa.float64())
-    if a.q is not None:
-        q = np.asarray(a.q, np.float64)
-        for j, t in enumerate(a.targets):
-            for k, level in enumerate(a.levels):
-                if level != 0.5:  # as the batch forecast: the point forecast stands for the median
-                    cols[quantile_column(t, level)] = pa.array(q[:, :, j, k].reshape(-1), pa.float64())
-    return pa.table(cols)
+def rows_table(answers: list[Answer]) -> pa.Table:
+    """Answers' rows, in the column order of the contract. Answers of one model shape (targets, quantile levels)
+    are turned into columns together; shapes differ between a champion and a challenger: missing columns are null."""
+    groups: dict[tuple, list[Answer]] = {}
+    for a in answers:
+        groups.setdefault((a.targets, a.levels if a.q is not None else (), a.y.shape[1]), []).append(a)
+    tables = []
+    for (targets, levels, h), group in groups.items():
+        rows = np.asarray([a.rows for a in group])
+        series = [a.y.shape[0] for a in group]
+
+        def each(values: list, rows=rows) -> np.ndarray:  # one value per answer, on each of its rows
+            return np.repeat(np.asarray(values, dtype=object), rows)
+
+        stamps = [s for a in group for st in a.stamps for s in (st if st is not None else [None] * h)]
+        cols: dict[str, pa.Array] = {
+            "request_id": pa.array(each([a.request_id for a in group]), pa.string()),
+            "logged_at": pa.array(
+                np.repeat(
+                    np.asarray([a.logged_at.astimezone(UTC).replace(tzinfo=None) for a in group], "datetime64[ns]"),
+                    rows,
+                ),
+                pa.timestamp("ns", tz="UTC"),
+            ),
+            "model": pa.array(each([a.model for a in group]), pa.string()),
+            "dataset": pa.array(each([a.dataset for a in group]), pa.string()),
+            "model_version": pa.array(each([a.version for a in group]), pa.string()),
+            "role": pa.array(each([a.role for a in group]), pa.string()),
+            "served": pa.array(np.repeat([a.served for a in group], rows), pa.bool_()),
+            "id": pa.array(
+                np.repeat(np.asarray([i for a in group for i in (a.ids or [None] * len(a.y))], dtype=object), h),
+                pa.string(),
+            ),
+            "origin": _naive(list(np.repeat(np.asarray([o for a in group for o in a.origins], dtype=object), h))),
+            "timestamp": _naive(stamps),
+            "step": pa.array(np.tile(np.arange(1, h + 1, dtype=np.int32), sum(series)), pa.int32()),
+        }
+        y = np.concatenate([np.asarray(a.y, np.float64) for a in group])
+        for j, t in enumerate(targets):
+            cols[t] = pa.array(y[:, :, j].reshape(-1), pa.float64())
+        if levels:
+            q = np.concatenate([np.asarray(a.q, np.float64) for a in group])
+            for j, t in enumerate(targets):
+                for k, level in enumerate(levels):
+                    if level != 0.5:  # as the batch forecast: the point forecast stands for the median
+                        cols[quantile_column(t, level)] = pa.array(q[:, :, j, k].reshape(-1), pa.float64())
+        tables.append(pa.table(cols))
+    return pa.concat_tables(tables, promote_options="default")
 
 
 class LiveLog:
@@ -168,8 +186,7 @@ class LiveLog:
         for dataset, answers in by_dataset.items():
             rows = sum(a.rows for a in answers)
             try:
-                # champion and challenger may differ in quantile levels: missing columns are null
-                table = pa.concat_tables([answer_table(a) for a in answers], promote_options="default")
+                table = rows_table(answers)
                 d = self.folder(dataset)
                 d.mkdir(parents=True, exist_ok=True)
                 self._seq += 1
