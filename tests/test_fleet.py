@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from test_serve import metrics  # Prometheus text -> samples, as the service tests read it
 
 from cellcast.pipeline.config import Settings
 from cellcast.pipeline.engine.inference import OnnxForecaster
@@ -93,16 +94,6 @@ def window(dataset: str, shift: float = 0.0) -> np.ndarray:
     variables = SHAPES[dataset][0]
     b = body(dataset, shift)
     return np.stack([b["values"][v] for v in variables], axis=1).astype(np.float32)[None]
-
-
-def metrics(text: str) -> dict:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    out: dict = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
-    return out
 
 
 def live_rows(tmp_path: Path, dataset: str) -> pd.DataFrame:
@@ -413,13 +404,11 @@ def test_cellcast_serve_all_follows_two_registered_models_and_shadows_a_challeng
     params.yaml turns shadow on for pgfleet only. Live rows of both versions land in forecasts/pgfleet/live/."""
     import os
     import signal
-    import subprocess
-    import sys
     import time
 
     import httpx
     import yaml
-    from services import free_port
+    from test_serve_process import start
 
     from cellcast.pipeline.registry import tracking
     from cellcast.pipeline.registry.promotion import Decision
@@ -443,29 +432,8 @@ def test_cellcast_serve_all_follows_two_registered_models_and_shadows_a_challeng
     params["serve"].update({"poll_seconds": 0.5, "live_log_flush_s": 0.5})
     params["datasets"].update({"pgload": {}, "pgfleet": {"serve": {"shadow": True}}})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": t.mlflow}
-    env.pop("CELLCAST_PARAMS", None)
-    with open(tmp_path / "serve.log", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cellcast", "serve", "--all", "--port", str(port), "--device", "cpu"],
-            cwd=tmp_path,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
+    proc, url, _ = start(tmp_path, "--device", "cpu", env={"MLFLOW_TRACKING_URI": t.mlflow}, names=("--all",))
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-2000:]
-            time.sleep(0.3)
         with httpx.Client(base_url=url, timeout=30) as c:
             listed = {m["name"]: m for m in c.get("/v1/models").json()["models"]}
             assert {"pgload", "pgfleet"} <= set(listed)

@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
     @friendly
     def serve(
         names: list[str] | None = typer.Argument(
-            None, help="dataset name(s); serves each <name>-forecaster@ALIAS", metavar="NAME..."
+            None, help="dataset name(s); serves each <name>-forecaster@ALIAS", metavar="NAME"
         ),
         every: bool = typer.Option(
             False, "--all", help="every dataset of params.yaml and sources.yaml with a model under ALIAS"
