@@ -334,6 +334,39 @@ def test_shadow_answers_are_logged_never_returned(tmp_path, files):
     assert str(schema.field("origin").type) == "timestamp[ns]" and str(schema.field("step").type) == "int32"
 
 
+def test_a_full_shadow_queue_drops_and_counts_never_delays(tmp_path, files, monkeypatch):
+    from cellcast.pipeline.serving import service
+
+    gate, real = threading.Event(), service.parse_body
+
+    def parse(body, engine):  # the shadow worker stalls on its first job until the test lets it go
+        if threading.current_thread().name == "cellcast-shadow":
+            gate.wait(10)
+        return real(body, engine)
+
+    monkeypatch.setattr(service, "parse_body", parse)
+    app = create_app(
+        settings(tmp_path, "alpha", shadow=True, shadow_queue=1),
+        sources={"alpha": {"challenger": Source("alpha", files["alpha", "2"], "2")}},
+        source=Source("alpha", files["alpha", "1"], "1"),
+        device="cpu",
+        poll_seconds=60,
+    )
+    with TestClient(app) as c:
+        c.post("/v1/forecast", json=body("alpha"))  # taken by the worker, which stalls
+        for _ in range(100):
+            if app.state.service.shadow.jobs.empty():
+                break
+            threading.Event().wait(0.02)
+        for i in range(3):  # one waits in the queue, two find it full
+            assert c.post("/v1/forecast", json=body("alpha", i)).status_code == 200  # answered all the same
+        m = metrics(c.get("/metrics").text)
+        assert m["cellcast_shadow_dropped_total"][(("name", "alpha-forecaster"),)] == 2
+        gate.set()
+    rows = live_rows(tmp_path, "alpha")
+    assert rows.groupby("served")["request_id"].nunique().to_dict() == {True: 4, False: 2}
+
+
 def test_live_log_files_batches_and_limits(tmp_path):
     written, dropped = [], []
     log = LiveLog(
