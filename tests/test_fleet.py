@@ -18,7 +18,7 @@ from test_serve import metrics  # Prometheus text -> samples, as the service tes
 from cellcast.pipeline.config import Settings
 from cellcast.pipeline.engine.inference import OnnxForecaster
 from cellcast.pipeline.engine.onnx_export import export_onnx
-from cellcast.pipeline.errors import NotFoundError
+from cellcast.pipeline.errors import ConfigError, NotFoundError
 from cellcast.pipeline.modeling.model import ModelSpec, build
 from cellcast.pipeline.serving.livelog import Answer, LiveLog
 from cellcast.pipeline.serving.service import canary_share, create_app
@@ -177,6 +177,15 @@ def test_several_models_each_on_its_own_route(tmp_path, files):
     # the live log: every answer served, one row per step, in the dataset's own folder
     rows = live_rows(tmp_path, "beta")
     assert len(rows) == 2 * 3 and set(rows["served"]) == {True} and set(rows["role"]) == {"champion"}
+
+
+def test_a_fleet_is_refused_at_once_when_ambiguous(tmp_path, files):
+    one = Source("alpha", files["alpha", "1"], "1")
+    with pytest.raises(ConfigError, match=r"serve: a dataset named twice \(alpha, alpha\)"):
+        create_app([settings(tmp_path, "alpha")] * 2, sources={"alpha": {"champion": one}}, device="cpu")
+    with pytest.raises(ConfigError, match="`source` is one model's"):
+        create_app([settings(tmp_path, "alpha"), settings(tmp_path, "beta")], source=one, device="cpu")
+    assert one.calls == 0  # refused before anything loads
 
 
 def test_lazy_models_load_on_their_first_request_once(tmp_path, files, monkeypatch):

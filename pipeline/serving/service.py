@@ -592,6 +592,8 @@ def create_app(
         raise ConfigError("serve: no model to serve")
     if len({s.dataset for s in every}) != len(every):
         raise ConfigError(f"serve: a dataset named twice ({', '.join(s.dataset for s in every)})")
+    if source is not None and len(every) > 1:
+        raise ConfigError("serve: `source` is one model's; give each model's as sources={dataset: {alias: source}}")
     base = every[0]
     lazy = len(every) > 1 and base.serve.load == "lazy"
     sources = sources or {}
@@ -612,7 +614,7 @@ def create_app(
     models: dict[str, _Model] = {}
     for s in every:
         own = sources.get(s.dataset, {})
-        followed = (source if len(every) == 1 else None) or own.get(alias) or registry_source(s, alias)
+        followed = source or own.get(alias) or registry_source(s, alias)
         holder = hold(followed, s.model_name, alias)
         challenger = None
         if (s.serve.shadow or s.serve.canary > 0) and alias != CHALLENGER:
