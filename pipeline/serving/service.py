@@ -1,15 +1,20 @@
-"""The forecasting service: FastAPI + uvicorn, following the registry's champion alias.
+"""The forecasting service: FastAPI + uvicorn, each model following its registry alias (champion by default).
 
     POST /v1/forecast   {"timestamps": [...optional...], "values": {"Demand": [...], ...},
                          "future": {"WorkDay": [...horizon values...]}}   (known-future columns the model reads)
                         or {"instances": [{...}, {...}]} for several series at once; the answer holds the
-                        point forecast and, for a model with quantiles, each level's
-    GET  /health        200 when a model is loaded
-    GET  /model         what serves: name, version, alias, provider, loaded_at, shapes, last_error
-    GET  /metrics       Prometheus metrics: requests by status, latency, the model version and provider, swaps
+                        point forecast and, for a model with quantiles, each level's (one model served)
+    POST /v1/models/{name}/forecast   the same for model `name` (its dataset's name or its registered name)
+    GET  /v1/models     every model served: name, version, alias, provider, loaded_at, loaded, challenger
+    GET  /v1/models/{name}, GET /model (one model served)   what serves: version, provider, shapes, last_error
+    GET  /health        200 when the models are loaded (or, lazily, not yet asked for)
+    GET  /metrics       Prometheus metrics: requests by status, latency, the model versions and providers, swaps,
+                        memory per model, answers per version and role
 
-The model that serves follows a registry alias through `swap.ModelHolder` (an atomic swap after a
-load and a smoke forecast); requests are checked in `requests`.
+Each model follows its alias through its own `swap.ModelHolder` (an atomic swap after a load and a smoke
+forecast), one poller thread for all; requests are checked in `requests`. With serve.shadow or serve.canary, the
+`challenger` alias is followed too: shadow answers each request again off its path (one worker thread, a bounded
+queue), canary answers a stable-hash share of requests with it. Every answer goes to the live log (`livelog`).
 """
 
 from __future__ import annotations
