@@ -546,9 +546,12 @@ class _Shadow:
                 self.svc.metrics.shadow_failed.labels(m.name).inc()
                 log.debug("shadow forecast of %s v%s failed: %s", m.name, ch.version, e)
                 continue
-            self.svc.metrics.forecasts.labels(m.name, ch.version, "challenger", "false").inc()
-            if self.svc.live is not None and m.settings.serve.live_log:
-                self.svc.live.add(_answer(m, ch, "challenger", False, request_id, parsed, y, q))
+            try:
+                self.svc.metrics.forecasts.labels(m.name, ch.version, "challenger", "false").inc()
+                if self.svc.live is not None and m.settings.serve.live_log:
+                    self.svc.live.add(_answer(m, ch, "challenger", False, request_id, parsed, y, q))
+            except Exception:  # the worker must outlive a surprise (close() waits for it to drain the queue)
+                log.exception("shadow answer of %s v%s not recorded", m.name, ch.version)
 
 
 def _refused(request: Request, e: Exception) -> Response:
