@@ -184,7 +184,10 @@ def make_settings(args, **train) -> Settings:
     }
     # past inputs only, as the seed tutorial's loop reads them: no calendar block (the default adds one)
     return Params(
-        window={"lookback": args.lookback, "horizon": args.horizon}, calendar={"parts": []}, train={**base, **train}
+        window={"lookback": args.lookback, "horizon": args.horizon},
+        calendar={"parts": []},
+        train={**base, **train},
+        serve={"live_log": False},  # the check times the service, not the live forecast log's files
     ).for_dataset("synthetic")
 
 

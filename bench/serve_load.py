@@ -54,7 +54,12 @@ def run_service(pointer: Path, port: int, threads: int | None) -> None:
     from cellcast.pipeline.serving.service import create_app
 
     app = create_app(
-        Settings(dataset="bench"), source=pointer_source(pointer), device="cpu", poll_seconds=0.2, threads=threads
+        # the live log (on, as by default) beside the pointer, in the bench's temporary folder
+        Settings(dataset="bench", paths={"forecasts": pointer.parent / "forecasts"}),
+        source=pointer_source(pointer),
+        device="cpu",
+        poll_seconds=0.2,
+        threads=threads,
     )
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 

@@ -326,6 +326,18 @@ class ServeConfig(_Strict):
     workers: int = Field(1, ge=1, le=64)
     graceful_shutdown_s: float = Field(30, gt=0)
     access_log: bool = False
+    # several models in one service (`cellcast serve A B`, `--all`): load each at start (eager) or on its first
+    # request (lazy: a fleet starts at once and holds only the models asked for)
+    load: Literal["eager", "lazy"] = "eager"
+    # the `challenger` alias of a served model, when it has one: shadow answers every request too (off the request's
+    # path, never returned); canary answers this share of requests instead of the champion (a stable hash of the
+    # request picks them). docs/operations.md "Shadow and canary"
+    shadow: bool = False
+    canary: float = Field(0.0, ge=0, le=1)
+    shadow_queue: int = Field(1000, ge=1)  # shadow forecasts waiting for the worker; more are dropped (counted)
+    # every answer's rows, as Parquet under forecasts/NAME/live/ (what the live monitor scores)
+    live_log: bool = True
+    live_log_flush_s: float = Field(5.0, gt=0)
 
 
 class MonitorConfig(_Strict):
@@ -364,7 +376,7 @@ class VersioningConfig(_Strict):
     remote: str | None = None
 
 
-_SECTIONS = ("ingest", "validate", "window", "calendar", "train", "evaluate", "backtest", "monitor")
+_SECTIONS = ("ingest", "validate", "window", "calendar", "train", "evaluate", "backtest", "monitor", "serve")
 
 
 class _Sections(_Strict):

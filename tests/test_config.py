@@ -42,7 +42,8 @@ def test_dataset_overrides_apply_to_their_dataset_only():
         ("train:\n  cells: [rnn, transformer]\n", "train.cells.1"),
         ("trian:\n  epochs: 3\n", "trian: Extra inputs are not permitted"),
         ("window:\n  lookback: -4\n", "window.lookback"),
-        ("datasets:\n  x:\n    serve: {port: 1}\n", "datasets.x.serve: not a section that can be overridden"),
+        ("datasets:\n  x:\n    registry: {retries: 1}\n", "datasets.x.registry: not a section that can be"),
+        ("datasets:\n  x:\n    serve: {canary: 1.5}\n", "datasets.x.serve.canary"),
         ("datasets:\n  x:\n    window: {horizon: zero}\n", "datasets.x.window.horizon"),
         ("train: [1, 2\n", "not valid YAML"),
         # settings that could not build, train or serve a model: refused before any work starts

@@ -83,7 +83,11 @@ def test_the_service_holds_up_under_schemathesis(schemathesis, tmp_path, known_f
     path = export_onnx(build(spec), tmp_path / "m.onnx", meta)
     info = SimpleNamespace(version="1", name="toy-forecaster", run_id="run1")
     app = create_app(
-        Settings(dataset="toy"), source=lambda: (path, info), device="cpu", poll_seconds=3600, token="fuzz-token"
+        Settings(dataset="toy", paths={"forecasts": tmp_path / "forecasts"}),
+        source=lambda: (path, info),
+        device="cpu",
+        poll_seconds=3600,
+        token="fuzz-token",
     )
     with ServerThread(app) as srv:
         out = subprocess.run(

@@ -402,6 +402,13 @@ def test_one_global_model_is_trained_on_every_series_scored_per_series_and_regis
         assert bad.status_code == 422 and "body.id: required" in bad.json()["detail"]
         schema = c.get("/openapi.json").json()["components"]["schemas"]["Series"]
         assert "id" in schema["required"] and schema["properties"]["id"]["enum"] == ["A", "B", "D"]
+    # the live log (written when the service stops): each answered series under its id, in its own scale
+    live = pd.concat(pd.read_parquet(f) for f in (project / "forecasts/city/live").glob("*.parquet"))
+    assert live.groupby("id").size().to_dict() == dict.fromkeys(("A", "B", "D"), info["horizon"])
+    for sid in ("A", "D"):
+        np.testing.assert_allclose(
+            live[live.id == sid].sort_values("step")["flow"], fc[fc.series_id == sid]["flow"], rtol=0, atol=1e-4
+        )
 
 
 @pytest.mark.integration

@@ -29,6 +29,12 @@ VARS, LOOKBACK, HORIZON = ["Demand", "Temperature", "WorkDay"], 48, 6
 SETTINGS = Settings(dataset="elecdemand")
 
 
+@pytest.fixture(autouse=True)
+def _in_a_folder_of_its_own(tmp_path, monkeypatch):
+    """The service writes its live forecast log under forecasts/ (params.yaml paths): here, not in the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="module")
 def frame() -> pd.DataFrame:
     return load_bundled("elecdemand")

@@ -76,13 +76,17 @@ def body() -> bytes:
     ).encode()
 
 
-def start(project, *args, env=None):
+def start(project, *args, env=None, names=("toy",)):
+    """`cellcast serve NAMES --port P ARGS` in `project`, on its embedded store unless `env` names a tracking server;
+    returns once /health answers 200: (process, url, port)."""
     port = free_port()
-    env = {**os.environ, **(env or {})}
-    env.pop("MLFLOW_TRACKING_URI", None)  # the project's embedded store
+    given = env or {}
+    env = {**os.environ, **given}
+    if "MLFLOW_TRACKING_URI" not in given:
+        env.pop("MLFLOW_TRACKING_URI", None)  # the project's embedded store
     with open(project / f"serve-{port}.log", "wb") as log:  # the child holds its own copy of the file
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cellcast", "serve", "toy", "--port", str(port), *args],
+            [sys.executable, "-m", "cellcast", "serve", *names, "--port", str(port), *args],
             cwd=project,
             env=env,
             stdout=log,

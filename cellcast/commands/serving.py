@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from cellcast.commands import check_device, configure_tracking, settings_for
+from cellcast.commands import check_device, configure_tracking, project_root, settings_for
 
 
 def register(app: typer.Typer) -> None:
@@ -15,7 +15,12 @@ def register(app: typer.Typer) -> None:
     @app.command()
     @friendly
     def serve(
-        name: str = typer.Argument(..., help="dataset name; serves <name>-forecaster@ALIAS"),
+        names: list[str] | None = typer.Argument(
+            None, help="dataset name(s); serves each <name>-forecaster@ALIAS", metavar="NAME"
+        ),
+        every: bool = typer.Option(
+            False, "--all", help="every dataset of params.yaml and sources.yaml with a model under ALIAS"
+        ),
         host: str | None = typer.Option(None, help="bind address (default: serve.host, 127.0.0.1)"),
         port: int | None = typer.Option(None, help="port (default: serve.port)"),
         alias: str = typer.Option("champion", help="registry alias to follow"),
@@ -35,21 +40,24 @@ def register(app: typer.Typer) -> None:
             None, min=1, help="processes behind the port, each following the alias (default: serve.workers)"
         ),
     ) -> None:
-        """Serve forecasts over HTTP (POST /v1/forecast, GET /health, GET /model, GET /metrics), following the
-        alias. SIGTERM / Ctrl-C: requests in flight are answered, then it exits."""
+        """Serve forecasts over HTTP, each model following its alias: POST /v1/models/NAME/forecast, GET /v1/models
+        (and with one model POST /v1/forecast, GET /model), GET /health, GET /metrics. SIGTERM / Ctrl-C: requests in
+        flight are answered, then it exits."""
+        from cellcast.pipeline.errors import ConfigError
         from cellcast.pipeline.serving.service import serve as run
-        from cellcast.pipeline.serving.swap import registry_source
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         check_device(device)
-        settings = settings_for(name)
-        configure_tracking(settings)
-        source = registry_source(settings, alias)
+        if every == bool(names):
+            raise ConfigError("serve: name one or more datasets, or --all (not both)")
+        if len(set(names or ())) != len(names or ()):
+            raise ConfigError(f"serve: a dataset named twice ({', '.join(names or ())})")
+        configure_tracking(settings_for(names[0] if names else None))
+        datasets = names or served_datasets(alias)
         run(
-            settings,
+            [settings_for(n) for n in datasets],
             host=host,
             port=port,
-            source=source,
             alias=alias,
             device=device,
             token=token,
@@ -59,6 +67,26 @@ def register(app: typer.Typer) -> None:
             require_gpu=require_gpu,
             workers=workers,
         )
+
+    def served_datasets(alias: str) -> list[str]:
+        """--all: the datasets of params.yaml (its default and `datasets:`) and of sources.yaml whose model has a
+        version under `alias` in the registry."""
+        from cellcast.pipeline.config import load_params
+        from cellcast.pipeline.data.versioning import pipeline_root, read_sources
+        from cellcast.pipeline.errors import NotFoundError
+        from cellcast.pipeline.registry import tracking
+
+        params = load_params()
+        root = pipeline_root(project_root())
+        candidates = dict.fromkeys([params.dataset, *params.datasets, *(read_sources(root) if root else {})])
+        found = [n for n in candidates if tracking.get_alias(params.for_dataset(n).model_name, alias) is not None]
+        if not found:
+            raise NotFoundError(
+                f"serve --all: none of {len(candidates)} datasets ({', '.join(list(candidates)[:10])}) has a "
+                f"model under '{alias}' in the registry: train one with `cellcast train NAME`"
+            )
+        typer.echo(f"serving {len(found)} of {len(candidates)} datasets: {', '.join(found)}")
+        return found
 
     @app.command()
     @friendly

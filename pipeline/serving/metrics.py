@@ -9,6 +9,16 @@
                                                       forecast (reported once), or the source (registry) failing
     cellcast_model_last_swap_error_timestamp_seconds  when the last one failed (0: never)
     cellcast_model_last_swap_error{version, error}    1 for the last failure, its version and first line
+    cellcast_model_memory_bytes{name, version, alias, kind}   per loaded model: kind=onnx_file (the file's size),
+                                                      rss_delta (the process's resident memory after its load
+                                                      minus before: session, weights, arenas; approximate)
+    cellcast_forecasts_total{name, version, role, served}   answers computed, by version and the alias it was
+                                                      loaded through; served=false: shadow answers nobody saw
+    cellcast_shadow_dropped_total{name}               shadow forecasts dropped: the queue was full
+    cellcast_shadow_failed_total{name}                shadow forecasts that failed (the challenger refused the
+                                                      request or its forecast was not finite)
+    cellcast_live_log_rows_total{dataset}             rows written to the live log
+    cellcast_live_log_dropped_rows_total              rows dropped: the writer fell behind or a write failed
 
 One process: each app has its own registry. Several worker processes behind one port (uvicorn --workers,
 gunicorn): set PROMETHEUS_MULTIPROC_DIR to an empty folder before they start; each worker then writes its
@@ -79,29 +89,76 @@ class ServiceMetrics:
             registry=reg,
             multiprocess_mode="liveall",
         )
-        self._model_labels: tuple[str, ...] | None = None
+        self.memory = Gauge(
+            "cellcast_model_memory_bytes",
+            "memory of each loaded model: kind=onnx_file (its file's size), rss_delta (resident memory after its "
+            "load minus before, approximate)",
+            ["name", "version", "alias", "kind"],
+            registry=reg,
+            multiprocess_mode="liveall",
+        )
+        self.forecasts = Counter(
+            "cellcast_forecasts",
+            "forecast answers computed, by model version and role (the alias it was loaded through); served=false: "
+            "shadow answers nobody saw",
+            ["name", "version", "role", "served"],
+            registry=reg,
+        )
+        self.shadow_dropped = Counter(
+            "cellcast_shadow_dropped", "shadow forecasts dropped because the queue was full", ["name"], registry=reg
+        )
+        self.shadow_failed = Counter(
+            "cellcast_shadow_failed",
+            "shadow forecasts that failed (the challenger refused the request, or its forecast was not finite)",
+            ["name"],
+            registry=reg,
+        )
+        self.live_rows = Counter(
+            "cellcast_live_log_rows", "rows written to the live forecast log", ["dataset"], registry=reg
+        )
+        self.live_dropped = Counter(
+            "cellcast_live_log_dropped_rows",
+            "live log rows dropped: the writer fell behind or a write failed",
+            registry=reg,
+        )
+        # per (name, alias) followed: the labels set last, and the holder counts already added
+        self._model_labels: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._memory_labels: dict[tuple[str, str], list[tuple[str, ...]]] = {}
         self._error_labels: tuple[str, ...] | None = None
-        self._swaps_seen = 0
-        self._failures_seen = 0
+        self._swaps_seen: dict[int, int] = {}
+        self._failures_seen: dict[int, int] = {}
 
     # ------------------------------------------------------------ the model
 
     def model_changed(self, holder, name: str, alias: str) -> None:
         """Bring the model gauges up to the holder's state (after each refresh: a swap, a failure, nothing)."""
         cur = holder.current
+        key = (name, alias)
+        labels = None
         if cur is not None:
             labels = (str(getattr(cur.info, "name", None) or name), cur.version, alias, cur.engine.provider)
-            if labels != self._model_labels:
-                if self._model_labels is not None:
-                    self.model.labels(*self._model_labels).set(0)
+        if labels != self._model_labels.get(key):
+            if key in self._model_labels:
+                self.model.labels(*self._model_labels.pop(key)).set(0)
+            for old in self._memory_labels.pop(key, []):
+                self.memory.remove(*old)
+            if labels is not None:
                 self.model.labels(*labels).set(1)
-                self._model_labels = labels
-        if holder.swaps > self._swaps_seen:
-            self.swaps.inc(holder.swaps - self._swaps_seen)
-            self._swaps_seen = holder.swaps
-        if holder.failures > self._failures_seen:
-            self.swap_failures.inc(holder.failures - self._failures_seen)
-            self._failures_seen = holder.failures
+                self._model_labels[key] = labels
+                mem: list[tuple[str, ...]] = [(labels[0], cur.version, alias, "onnx_file")]
+                self.memory.labels(*mem[0]).set(cur.file_bytes)
+                if cur.rss_delta_bytes is not None:
+                    mem.append((labels[0], cur.version, alias, "rss_delta"))
+                    self.memory.labels(*mem[1]).set(cur.rss_delta_bytes)
+                self._memory_labels[key] = mem
+        seen = self._swaps_seen.get(id(holder), 0)
+        if holder.swaps > seen:
+            self.swaps.inc(holder.swaps - seen)
+            self._swaps_seen[id(holder)] = holder.swaps
+        seen = self._failures_seen.get(id(holder), 0)
+        if holder.failures > seen:
+            self.swap_failures.inc(holder.failures - seen)
+            self._failures_seen[id(holder)] = holder.failures
             self.error_time.set(time.time())
             failed = (str(holder.failed_version or ""), (holder.last_error or "").splitlines()[0][:300])
             if self._error_labels is not None:
@@ -119,7 +176,7 @@ class ServiceMetrics:
         async def wrapped(scope, receive, send):
             if scope["type"] != "http":
                 return await app(scope, receive, send)
-            path = scope["path"] if scope["path"] in paths else "other"
+            path = scope["path"] if scope["path"] in paths else route_label(scope["path"])
             status = [500]  # an exception before the response started is answered 500 by the server
 
             async def send_status(message):
@@ -149,6 +206,18 @@ class ServiceMetrics:
             multiprocess.MultiProcessCollector(reg)
             return generate_latest(reg), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def route_label(path: str) -> str:
+    """The path label of a request outside the fixed routes: a model's route by its template (one label for
+    every model name), anything else "other" (a scanner cannot grow the label set)."""
+    if path.startswith("/v1/models/"):
+        rest = path[len("/v1/models/") :]
+        if "/" not in rest:
+            return "/v1/models/{name}"
+        if rest.count("/") == 1 and rest.endswith("/forecast"):
+            return "/v1/models/{name}/forecast"
+    return "other"
 
 
 def worker_exited(pid: int) -> None:

@@ -114,6 +114,7 @@ class Parsed(NamedTuple):
     future: np.ndarray | None = None  # (n, horizon, F) known-future block, when the model reads one
     ids: list | None = None  # a panel model: each series' id
     scales: tuple | None = None  # a panel model: (mean, scale) (n, V): `batch` is scaled, unscale the answer
+    origins: list | None = None  # per series: its last input timestamp as sent (None without timestamps)
 
 
 def parse_body(body: bytes, engine: OnnxForecaster) -> Parsed:
@@ -139,18 +140,22 @@ def parse_request(payload: Any, engine: OnnxForecaster) -> Parsed:
                 422, "body.instances: expected a non-empty list of {'values': ..., 'timestamps': ...} objects"
             )
         parsed = [parse_instance(o, engine, f"instances[{i}]") for i, o in enumerate(items)]
+        objs = items
         single = False
     else:
         parsed = [parse_instance(payload, engine)]
+        objs = [payload]
         single = True
     future = np.stack([p[2] for p in parsed]) if engine.future_name else None
     batch = np.stack([p[0] for p in parsed])
+    # checked above: a series with forecast timestamps sent a list of `lookback` date-time strings
+    origins = [o["timestamps"][-1] if p[1] is not None else None for o, p in zip(objs, parsed, strict=True)]
     if "panel" not in engine.metadata:
-        return Parsed(batch, [p[1] for p in parsed], single, future)
+        return Parsed(batch, [p[1] for p in parsed], single, future, origins=origins)
     ids = [p[3] for p in parsed]
     mean, scale = panel_scales(engine, ids)
     batch = ((batch - mean[:, None, :]) / scale[:, None, :]).astype(np.float32)
-    return Parsed(batch, [p[1] for p in parsed], single, future, ids, (mean, scale))
+    return Parsed(batch, [p[1] for p in parsed], single, future, ids, (mean, scale), origins)
 
 
 def panel_scales(engine: OnnxForecaster, series: list[str]) -> tuple[np.ndarray, np.ndarray]:
