@@ -33,7 +33,6 @@ from .forecast import quantile_column
 
 log = logging.getLogger(__name__)
 
-LIVE_DIR = "live"
 MAX_ROWS = 5000
 
 

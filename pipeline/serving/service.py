@@ -43,10 +43,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 
-from ..catalog import forecasts_dir
+from ..catalog import live_dir
 from ..config import Settings
 from ..errors import ConfigError
-from .livelog import LIVE_DIR, Answer, LiveLog
+from .livelog import Answer, LiveLog
 from .metrics import ServiceMetrics
 from .problems import BadRequest
 from .requests import (
@@ -651,7 +651,7 @@ def create_app(
         if any(s.serve.live_log for s in every):
             by_dataset = {s.dataset: s for s in every}
             service.live = LiveLog(
-                lambda d: forecasts_dir(d, by_dataset[d]) / LIVE_DIR,
+                lambda d: live_dir(d, by_dataset[d]),
                 flush_s=base.serve.live_log_flush_s,
                 on_written=lambda d, n: metrics.live_rows.labels(d).inc(n),
                 on_dropped=lambda n: metrics.live_dropped.inc(n),
