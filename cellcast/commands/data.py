@@ -155,6 +155,13 @@ def register(app: typer.Typer) -> None:
         time_unit: str | None = typer.Option(
             None, "--time-unit", help="the time column holds Unix times in s | ms | us | ns"
         ),
+        schedule: str | None = typer.Option(
+            None,
+            "--schedule",
+            help="the steps the series is observed at: auto (detected), none (24/7), or opening hours like "
+            "'Mon-Fri 08:00-16:30' (last open step included) or 'Mon-Fri' for trading days "
+            "(default: params.yaml ingest.schedule)",
+        ),
         dayfirst: bool | None = typer.Option(
             None,
             "--dayfirst/--monthfirst",
@@ -235,6 +242,7 @@ def register(app: typer.Typer) -> None:
                 agg=agg,
                 settings=settings_for(name),
                 future_features=future,
+                schedule=schedule,
             )
         versioned = None if recorded is not None else _version_ingest(res)
         typer.echo(ingest_summary(res))
@@ -336,6 +344,7 @@ def ingest_summary(res) -> str:
             if m.future_features
             else ""
         )
+        + (f", {m.schedule_line()}" if m.schedule else "")
         + (
             f", dates read {m.extra['time_reading']['order']}"
             if (m.extra.get("time_reading") or {}).get("order")

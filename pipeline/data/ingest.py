@@ -21,15 +21,17 @@ from typing import Literal
 
 import pandas as pd
 
-from ..catalog import quarantine_dir, raw_paths
+from ..catalog import SERIES_ID, quarantine_dir, raw_paths
 from ..config import Settings, check_dataset_name
 from ..errors import ConfigError, IngestError
 from ..files import sha256_file, sha256_tree, utc_stamp, write_json, write_parquet
 from . import datasets
+from . import schedule as _schedule
 from .frequency import gap_stats, infer_freq, to_freq
 from .panel import check_id_options, describe_series, infer_panel_freq, pooled, sort_panel, write_panel
 from .readers import canonical_frame, detect_format, read_csv, read_parquet, read_parquet_dataset
 from .resample import check_agg, to_grid
+from .schedule import Schedule
 
 
 @dataclass
@@ -67,6 +69,19 @@ class SeriesMeta:
     # for the horizon (the batch forecast reads them there)
     future_features: list[str] = field(default_factory=list)
     future_rows: int = 0  # rows after the last target observation (known-future values only)
+    # the steps the series is observed at (data/schedule.py Schedule.to_dict): None keeps none (24/7)
+    schedule: dict | None = None
+    schedule_source: str = "none"  # detected | declared | none
+    off_schedule: dict = field(default_factory=dict)  # readings at closed steps: {count, first}
+
+    def schedule_line(self) -> str:
+        """'observed 08:00-16:30, 18 steps a day, 7 days a week' (or 'declared ...'); '' without a schedule."""
+        if not self.schedule:
+            return ""
+        how = "declared" if self.schedule_source == "declared" else "observed"
+        strays = (self.off_schedule or {}).get("count") or 0
+        off = f" ({strays} readings off it, first {self.off_schedule['first']}: left out)" if strays else ""
+        return f"{how} {self.schedule['summary']}{off}"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -90,23 +105,28 @@ class IngestResult:
     meta_path: Path
 
 
-def _describe(out: pd.DataFrame, freq: str) -> dict:
+def _describe(out: pd.DataFrame, freq: str, schedule: Schedule | None = None) -> dict:
     ts = out["timestamp"]
     return {
         "rows": int(len(out)),
         "columns": list(out.columns),
         "start": str(ts.iloc[0]) if len(ts) else None,
         "end": str(ts.iloc[-1]) if len(ts) else None,
-        "gaps": gap_stats(ts.drop_duplicates(), freq),
+        "gaps": gap_stats(ts.drop_duplicates(), freq, schedule),
         "duplicates": int(ts.duplicated().sum()),
     }
 
 
 def _describe_panel(
-    out: pd.DataFrame, freq: str, variables: list[str], id_cols: list[str], resampled: dict | None
+    out: pd.DataFrame,
+    freq: str,
+    variables: list[str],
+    id_cols: list[str],
+    resampled: dict | None,
+    schedule: Schedule | None = None,
 ) -> tuple[dict, dict]:
     """(the pooled single-series fields, the `panel` metadata without its row groups) of a sorted panel frame."""
-    series = describe_series(out, freq, variables, id_cols)
+    series = describe_series(out, freq, variables, id_cols, schedule)
     for sid, counts in ((resampled or {}).pop("series", None) or {}).items():
         series[sid].update(counts)
     return {**pooled(series), "columns": list(out.columns)}, {"id_cols": list(id_cols), "series": series}
@@ -178,6 +198,26 @@ def _check_options(
         check_id_options(list(id_cols), time_col, names)
 
 
+def schedule_of(frame: pd.DataFrame, freq: str, targets: list[str], spec, panel: bool) -> tuple[dict, Schedule | None]:
+    """The schedule of a canonical frame: declared (`spec`: ingest.schedule or --schedule) or detected from the
+    timestamps where a target is observed (data/schedule.py) -> ({schedule, schedule_source, off_schedule}, it)."""
+    spec = spec.model_dump() if hasattr(spec, "model_dump") else spec
+    got = _schedule.declared(spec, freq)
+    seen = frame.loc[frame[targets].notna().any(axis=1).to_numpy()]
+    sched: Schedule | None
+    if isinstance(got, str):  # auto
+        sched = _schedule.detect(seen["timestamp"], freq, seen[SERIES_ID] if panel else None)
+        source = "detected" if sched is not None else "none"
+    else:
+        sched, source = got, ("declared" if got is not None else "none")
+    fields = {
+        "schedule": None if sched is None else sched.to_dict(),
+        "schedule_source": source,
+        "off_schedule": _schedule.off_schedule(seen["timestamp"], sched),
+    }
+    return fields, sched
+
+
 def future_rows(frame: pd.DataFrame, targets: list[str]) -> int:
     """Rows after the last one where every target is observed: the known-future rows of a frame."""
     done = frame[targets].notna().all(axis=1).to_numpy()
@@ -210,8 +250,12 @@ def ingest_file(
     agg: str | None = None,
     settings: Settings,
     future_features: list[str] | None = None,
+    schedule=None,
 ) -> IngestResult:
     """Read a CSV or Parquet file into data/NAME/raw.parquet + raw.json. Failures: IngestError, input quarantined.
+
+    schedule: the steps the series is observed at: auto | none | {days, open, close} | 'Mon-Fri 08:00-16:30'
+    (default: params.yaml ingest.schedule; data/schedule.py); recorded in raw.json.
 
     future_features: columns whose values are known ahead (default: params.yaml ingest.future_features); they are
     features too, and rows after the last target observation may carry them for the horizon.
@@ -273,6 +317,9 @@ def ingest_file(
             f = declared or infer_panel_freq(out, str(path))
         else:
             f = declared or infer_freq(out["timestamp"], str(path))
+        kept, sched = schedule_of(
+            out, f, targets, settings.ingest.schedule if schedule is None else schedule, bool(id_cols)
+        )
     except (IngestError, ConfigError) as e:
         _quarantine(
             name,
@@ -290,9 +337,9 @@ def ingest_file(
         )
         raise
     if id_cols:
-        described, panel = _describe_panel(out, f, targets + features, id_cols, resampled)
+        described, panel = _describe_panel(out, f, targets + features, id_cols, resampled, sched)
     else:
-        described, panel = _describe(out, f), None
+        described, panel = _describe(out, f, sched), None
     meta = SeriesMeta(
         name=name,
         source="file",
@@ -321,8 +368,11 @@ def ingest_file(
         resample=resampled,
         future_features=future,
         future_rows=_future_rows(out, targets, id_cols) if future else 0,
+        **kept,
         **described,
     )
+    if schedule is not None:  # given for this file: a re-run reads it under the same schedule
+        meta.extra["schedule"] = schedule.model_dump() if hasattr(schedule, "model_dump") else schedule
     return _write(name, out, meta, settings)
 
 
@@ -348,12 +398,13 @@ def ingest_bundled(name: str, settings: Settings) -> IngestResult:
     ahead = datasets.known_future(name, future, out["timestamp"].iloc[-1]) if future and not info.id_cols else None
     if ahead is not None and len(ahead):  # the values it can state for the days after its last row
         out = pd.concat([out, ahead], ignore_index=True)
+    kept, sched = schedule_of(out, info.freq, list(info.targets), settings.ingest.schedule, bool(info.id_cols))
     if info.id_cols:
         described, panel = _describe_panel(
-            out, info.freq, list(info.targets) + list(info.features), list(info.id_cols), None
+            out, info.freq, list(info.targets) + list(info.features), list(info.id_cols), None, sched
         )
     else:
-        described = _describe(out, info.freq)
+        described = _describe(out, info.freq, sched)
     meta = SeriesMeta(
         name=name,
         source=f"bundled:{name}",
@@ -372,6 +423,7 @@ def ingest_bundled(name: str, settings: Settings) -> IngestResult:
         panel=panel,
         future_features=future,
         future_rows=0 if ahead is None else int(len(ahead)),
+        **kept,
         **described,
     )
     return _write(name, out, meta, settings)
@@ -398,6 +450,7 @@ def source_of(name: str, settings: Settings) -> dict | None:
         "time_unit": (meta.get("extra") or {}).get("time_unit"),
         "dayfirst": (meta.get("extra") or {}).get("dayfirst"),
         "future_features": meta.get("future_features") or [],
+        **({"schedule": (meta.get("extra") or {})["schedule"]} if (meta.get("extra") or {}).get("schedule") else {}),
         **({"id_cols": meta["panel"]["id_cols"]} if meta.get("panel") else {}),
         **({"agg": meta["resample"]["agg"]} if meta.get("resample") else {}),
     }

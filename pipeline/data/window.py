@@ -54,8 +54,11 @@ SPLITS = ("train", "val", "test")
 MAX_AUTO_SEASON = 1024  # the longest season an auto lookback spans (resolve_window)
 
 
-def resolve_window(settings: Settings, freq: str, n_rows: int | None = None) -> tuple[int, int]:
-    """Lookback and horizon in steps; explicit numbers in params.yaml win over 'auto'.
+def resolve_window(
+    settings: Settings, freq: str, n_rows: int | None = None, schedule: dict | None = None
+) -> tuple[int, int]:
+    """Lookback and horizon in steps (on a schedule, open steps: data/schedule.py); explicit numbers in params.yaml
+    win over 'auto'.
 
     auto horizon: one day of steps for sub-daily data, else the shortest natural season (a week of days).
     auto lookback: the longest natural season that fits the series comfortably (ten lookbacks in its rows) and
@@ -65,7 +68,7 @@ def resolve_window(settings: Settings, freq: str, n_rows: int | None = None) -> 
     days) and every window read would grow with them; such a series keeps its day.
     """
     w = settings.window
-    seasons = seasons_for(freq, n_rows)
+    seasons = seasons_for(freq, n_rows, schedule)
     horizon = w.horizon
     if horizon == "auto":
         horizon = seasons[0] if seasons else 1
@@ -111,6 +114,8 @@ class WindowMeta:
     calendar: dict = field(default_factory=dict)
     # a panel's series (PanelWindowSet): ids in order, status, per-series scales, window counts; {}: one series
     panel: dict = field(default_factory=dict)
+    # the opening hours the rows keep (data/schedule.py): steps count open steps; None: every step of the grid
+    schedule: dict | None = None
 
     @property
     def target_idx(self) -> list[int]:
@@ -487,8 +492,9 @@ def build_windows(
     settings: Settings,
     data_md5: str | None = None,
     future_features: list[str] | None = None,
+    schedule: dict | None = None,
 ) -> WindowSet:
-    lookback, horizon = resolve_window(settings, freq, len(frame))
+    lookback, horizon = resolve_window(settings, freq, len(frame), schedule)
     w = settings.window
     values = frame[variables].to_numpy(dtype=np.float32)
     filled = filled_mask(frame, variables)
@@ -550,11 +556,12 @@ def build_windows(
             "test": [at(test_start), at(-1)],
         },
         data_md5=data_md5,
-        seasons=seasons_for(freq, rows),
+        seasons=seasons_for(freq, rows, schedule),
         value_bounds=value_bounds,
         future_names=fnames,
         future_kinds=fkinds,
         calendar=cal if fnames else {},
+        schedule=schedule,
     )
     return WindowSet(values, ts, meta, starts, filled, future)
 
@@ -824,12 +831,13 @@ def build_panel_windows(frame: pd.DataFrame, meta: dict, *, name: str, settings:
         end=at(ts.max()),
         split_times=split_times,
         data_md5=meta.get("data_md5"),
-        seasons=seasons_for(freq, int(np.median(lengths))),
+        seasons=seasons_for(freq, int(np.median(lengths)), meta.get("schedule")),
         # per-series scales make profiled ranges per series; only the declared ranges (raw units) travel
         value_bounds=declared,
         future_names=fnames,
         future_kinds=fkinds,
         calendar=cal if fnames else {},
+        schedule=meta.get("schedule"),
         panel={
             "id_cols": list(info.get("id_cols") or []),
             "series": {s: (info["series"].get(s) or {}).get("ids", {}) for s in ids},
@@ -920,6 +928,7 @@ def window_dataset(name: str, settings: Settings) -> WindowSet:
         settings=settings,
         data_md5=meta.get("data_md5"),
         future_features=list(meta.get("future_features") or []),
+        schedule=meta.get("schedule"),
     )
     save_windows(ws, settings)
     return ws

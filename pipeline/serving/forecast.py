@@ -25,6 +25,7 @@ from ..catalog import forecasts_dir
 from ..config import Settings
 from ..data.calendar import USER
 from ..data.frequency import future_timestamps
+from ..data.schedule import as_schedule
 from ..data.window import future_block
 from ..engine.inference import OnnxForecaster
 from ..errors import DataValidationError
@@ -103,7 +104,8 @@ def forecast_panel_frame(
     check_bounds(engine, x.reshape(-1, x.shape[-1]), source)
     mean, scale = panel_scales(engine, series)
     xs = ((x - mean[:, None, :]) / scale[:, None, :]).astype(np.float32)
-    horizons = [pd.DatetimeIndex(future_timestamps(t, freq, H)) for t in lasts]
+    hours = as_schedule(engine.metadata.get("schedule"))
+    horizons = [pd.DatetimeIndex(future_timestamps(t, freq, H, hours)) for t in lasts]
     f = None
     if engine.future_name:
         blocks = [future_input(engine, h, None, source) for h in horizons]
@@ -271,7 +273,7 @@ def forecast_frame(
         step = frame["timestamp"].sort_values().diff().iloc[-1]
         stamps = pd.DatetimeIndex([last + step * (i + 1) for i in range(engine.horizon)])
     else:
-        stamps = future_timestamps(last, freq, engine.horizon)
+        stamps = future_timestamps(last, freq, engine.horizon, engine.metadata.get("schedule"))
     f = future_input(engine, pd.DatetimeIndex(stamps), future, future_source)
     y, q, used = engine.predict_all(x, f)
     out = pd.DataFrame({"timestamp": stamps})

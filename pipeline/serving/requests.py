@@ -214,6 +214,7 @@ def parse_instance(obj: Any, engine: OnnxForecaster, where: str = "body"):
             engine.horizon,
             engine.metadata.get("freq"),
             engine.metadata.get("grid_origin"),
+            engine.metadata.get("schedule"),
         )
     return window, stamps, request_future(series.future, stamps, engine, where, bounds), series.id
 
