@@ -7,8 +7,10 @@ are stamped with the next open steps. A series that keeps none (24/7) has no sch
 Detection (ingest, `ingest.schedule: auto`): a weekday is open when readings occur on it on at least _DAY_SHARE as
 many days as on the busiest weekday; a slot of an open weekday is open when readings occur there on at least
 _OPEN_SHARE of that weekday's days with readings (a day with no reading at all, an outage, does not count against
-its hours). Readings at closed slots are counted and reported as off the schedule (then left out of the grid),
-never a reason to refuse. Too few days to tell (_MIN_DAYS) or every slot open: no schedule.
+its hours; a panel counts each series' days). With fewer than _MIN_WEEKS of some open weekday, the hours are told
+from all open days together (the same every open day). Readings at closed slots are counted and reported as off
+the schedule (then left out of the grid), never a reason to refuse. Too few days to tell (_MIN_DAYS) or every slot
+open: no schedule.
 Applies to steps that divide a day (hours per weekday) and to daily steps (days per week: trading days).
 """
 
@@ -25,7 +27,8 @@ from ..errors import ConfigError
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _OPEN_SHARE = 0.5  # a slot is open when read on at least this share of its weekday's days with readings
 _DAY_SHARE = 0.5  # a weekday is open when it has at least this share of the busiest weekday's days with readings
-_MIN_DAYS = 14  # days with readings needed before a schedule is told from chance gaps (two of each weekday)
+_MIN_DAYS = 14  # dates with readings needed before a schedule is told from chance gaps (two of each weekday)
+_MIN_WEEKS = 4  # dates of each open weekday needed to tell its own hours (fewer: the same hours every open day)
 _HHMM = re.compile(r"^(\d{1,2}):(\d\d)$")
 
 
@@ -305,22 +308,34 @@ def detect(ts, freq: str, series=None) -> Schedule | None:
         return None
     step = pd.Timedelta(days=1) / n
     rel = idx - idx.normalize()
-    # the grid's phase: the most common offset from a whole step (readings at :15 past on a 30min grid)
-    phase = pd.Timedelta(pd.Series(rel % step).mode().iloc[0]) if n > 1 else pd.Timedelta(0)
+    # the grid's phase (readings at :15 past on a 30min grid): the circular mean of the offsets from a whole step
+    # (to the minute, or the second for steps under 5 minutes): readings a few minutes either side do not move it
+    phase = pd.Timedelta(0)
+    if n > 1:
+        angle = 2 * np.pi * np.asarray((rel % step).total_seconds()) / step.total_seconds()
+        mean = np.arctan2(np.sin(angle).mean(), np.cos(angle).mean()) % (2 * np.pi)
+        unit = 60 if step >= pd.Timedelta(minutes=5) else 1  # to the minute where readings are minutes apart
+        phase = pd.Timedelta(int(round(mean / (2 * np.pi) * step.total_seconds() / unit)) * unit, unit="s") % step
     probe = Schedule(to_alias(freq), np.ones((7, n), bool), phase)
     snapped = probe.snap(idx)
     day, slot, _ = probe._slot(snapped)
     date = np.asarray(snapped.normalize().asi8 if n > 1 else idx.normalize().asi8)
     key = pd.DataFrame({"s": 0 if series is None else np.asarray(series), "date": date, "day": day, "slot": slot})
-    days = key.drop_duplicates(["s", "date"])
-    if len(days) < _MIN_DAYS:
+    dates = key.drop_duplicates("date")
+    if len(dates) < _MIN_DAYS:
         return None
+    days = key.drop_duplicates(["s", "date"])  # a day with readings, per series
     active = np.bincount(days["day"].to_numpy(), minlength=7)
     open_day = active >= _DAY_SHARE * active.max()
     cells = key.drop_duplicates(["s", "date", "slot"])
     counts = np.zeros((7, n), np.int64)
     np.add.at(counts, (cells["day"].to_numpy(), cells["slot"].to_numpy()), 1)
-    mask = (counts >= _OPEN_SHARE * np.maximum(active, 1)[:, None]) & open_day[:, None]
+    weeks = np.bincount(dates["day"].to_numpy(), minlength=7)
+    if weeks[open_day].min() >= _MIN_WEEKS:  # enough of each weekday to tell its own hours
+        mask = (counts >= _OPEN_SHARE * np.maximum(active, 1)[:, None]) & open_day[:, None]
+    else:  # the same hours every open day, from all of them
+        hours = counts[open_day].sum(axis=0) >= _OPEN_SHARE * active[open_day].sum()
+        mask = open_day[:, None] & hours[None, :]
     if mask.all() or not mask.any():
         return None
     return Schedule(to_alias(freq), mask, phase)
