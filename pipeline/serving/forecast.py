@@ -166,6 +166,25 @@ def model_input(engine: OnnxForecaster, frame: pd.DataFrame, source: str = "fram
     return x.astype(np.float32)[None], tail["timestamp"].iloc[-1]
 
 
+def check_grid(pq, meta: dict, engine: OnnxForecaster, model: str) -> None:
+    """The data on the grid the model was trained on: its frequency and its opening hours. A refresh re-infers both
+    from the file: a model fed another grid forecasts nonsense."""
+    model_freq = engine.metadata.get("freq")
+    if model_freq and meta.get("freq") and model_freq != meta["freq"]:
+        raise DataValidationError(
+            f"{pq}: the data is on a {meta['freq']} grid, {model} was "
+            f"trained on {model_freq}: re-ingest with --freq {model_freq}, or retrain"
+        )
+    hours, model_hours = as_schedule(meta.get("schedule")), as_schedule(engine.metadata.get("schedule"))
+    if "schedule" in engine.metadata and hours != model_hours:
+        was = model_hours.describe() if model_hours else "none (24/7)"
+        now = hours.describe() if hours else "none (24/7)"
+        raise DataValidationError(
+            f"{pq}: the data keeps the schedule {now}, {model} was trained on {was}: re-ingest with "
+            f"--schedule, or retrain"
+        )
+
+
 def check_bounds(engine: OnnxForecaster, x: np.ndarray, source: str = "frame") -> None:
     """Refuse inputs (time, variables) outside the model's plausible ranges (ONNX metadata `bounds`): one
     line naming the column, the count and an example. A model exported without them checks nothing."""
@@ -333,13 +352,7 @@ def forecast_latest(
         return _forecast_panel(name, settings, engine, info, alias, log_to_mlflow)
     df, meta = read_validated(name, settings)
     pq, _ = validated_paths(name, settings)
-    model_freq = engine.metadata.get("freq")
-    if model_freq and meta.get("freq") and model_freq != meta["freq"]:
-        # a refresh re-infers the frequency from the file: a model fed another grid forecasts nonsense
-        raise DataValidationError(
-            f"{pq}: the data is on a {meta['freq']} grid, {settings.model_name} v{info.version} was "
-            f"trained on {model_freq}: re-ingest with --freq {model_freq}, or retrain"
-        )
+    check_grid(pq, meta, engine, f"{settings.model_name} v{info.version}")
     # the input rows pass the same suite + policy as the training data, and the model's own ranges
     recent = df.sort_values("timestamp").iloc[-engine.lookback :].reset_index(drop=True)
     origin = f"the range model {settings.model_name} v{info.version} was trained on"
@@ -424,12 +437,7 @@ def _forecast_panel(
             f"trained on one series: retrain it (cellcast train {name})"
         )
     df, meta = read_validated_panel(name, settings)
-    model_freq = engine.metadata.get("freq")
-    if model_freq and meta.get("freq") and model_freq != meta["freq"]:
-        raise DataValidationError(
-            f"{pq}: the data is on a {meta['freq']} grid, {settings.model_name} v{info.version} was "
-            f"trained on {model_freq}: re-ingest with --freq {model_freq}, or retrain"
-        )
+    check_grid(pq, meta, engine, f"{settings.model_name} v{info.version}")
     id_cols = [c for c in (meta["panel"].get("id_cols") or []) if c in df.columns and c != SERIES_ID]
     frame, used, skipped = forecast_panel_frame(
         engine,
