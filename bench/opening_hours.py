@@ -120,12 +120,17 @@ def figures(root: Path) -> dict:
     summary_path = root / "reports/parks/train_summary.json"
     if summary_path.is_file():
         s = json.loads(summary_path.read_text())
-        out["decision"] = s.get("decision")
-        best = s["candidates"][0]
-        rows = (best.get("panel") or {}).get("series") or []
-        out["candidate"] = best.get("name")
-        out["series_rows"] = rows[:2]
-        out["series"] = len(rows)
+        out["decision"] = (s.get("decision") or {}).get("reason")
+        out["champion"] = s.get("champion_after")
+        out["candidates"] = {
+            c["name"]: {
+                k: (c.get("panel") or {}).get("aggregate", {}).get(k)
+                for k in ("series", "improved", "share_improved", "mean_mase", "median_mase")
+            }
+            for c in s["candidates"]
+        }
+        out["best"] = s.get("best")
+        out["bar"] = {k: v["mase"] for k, v in s["baselines"]["test"]["scores"].items()}
     fc = sorted((root / "forecasts/parks").glob("*.parquet")) if (root / "forecasts/parks").is_dir() else []
     if fc:
         f = pd.read_parquet(fc[-1])

@@ -278,10 +278,11 @@ def validate_partitions(task: PartitionTask) -> PartitionResult:
 
 def panel_window(meta: dict, settings: Settings) -> tuple[int, int, int]:
     """(lookback, horizon, basis): one lookback + horizon for the whole panel, resolved as for one series of the
-    median series length (rows with every value, at ingest): the window a global model reads."""
+    median series length (rows with every value, at ingest), the seasons a lookback spans fitted in the rows of
+    every series (the windows the global model is fitted on)."""
     rows = [s.get("observed_rows", s["rows"]) for s in meta["panel"]["series"].values()]
     basis = int(np.median(rows)) if rows else 0
-    lookback, horizon = resolve_window(settings, meta["freq"], basis, meta.get("schedule"))
+    lookback, horizon = resolve_window(settings, meta["freq"], basis, meta.get("schedule"), sum(rows))
     return lookback, horizon, basis
 
 

@@ -55,7 +55,11 @@ MAX_AUTO_SEASON = 1024  # the longest season an auto lookback spans (resolve_win
 
 
 def resolve_window(
-    settings: Settings, freq: str, n_rows: int | None = None, schedule: dict | None = None
+    settings: Settings,
+    freq: str,
+    n_rows: int | None = None,
+    schedule: dict | None = None,
+    pooled_rows: int | None = None,
 ) -> tuple[int, int]:
     """Lookback and horizon in steps (on a schedule, open steps: data/schedule.py); explicit numbers in params.yaml
     win over 'auto'.
@@ -66,6 +70,9 @@ def resolve_window(
     recent dynamics. The cap keeps a week of 5-minute steps (2016) out: the linear anchor's columns would outgrow
     what its training windows support (docs/research.md: four weeks of half-hours fitted worse than eight
     days) and every window read would grow with them; such a series keeps its day.
+    A panel (`pooled_rows`: the rows of all its series, whose windows one model is fitted on) fits a season in its
+    pooled rows, the tenth-of-a-series cap still applying to `n_rows` (the median series): thirty car parks of
+    eleven weeks see last week, which one of them alone could not fit ten times.
     """
     w = settings.window
     seasons = seasons_for(freq, n_rows, schedule)
@@ -73,11 +80,12 @@ def resolve_window(
     if horizon == "auto":
         horizon = seasons[0] if seasons else 1
     lookback = w.lookback
+    basis = pooled_rows if pooled_rows is not None else n_rows
     if lookback == "auto":
         fit = [
             m
             for m in seasons
-            if m <= MAX_AUTO_SEASON and (n_rows is None or (m + settings.train.rnn_steps) * 10 <= n_rows)
+            if m <= MAX_AUTO_SEASON and (basis is None or (m + settings.train.rnn_steps) * 10 <= basis)
         ]
         lookback = (max(fit) if fit else 0) + settings.train.rnn_steps
         if n_rows is not None:  # a short series: a tenth of it at most, so every split keeps windows
