@@ -203,3 +203,22 @@ def test_the_service_refuses_timestamps_off_the_schedule_naming_the_first():
         check_timestamps(skipped, "timestamps", 3, 2, "30min", None, sched)
     # a model without a schedule answers as before: the night is just more steps
     assert check_timestamps(night, "t", 3, 1, "30min", None)[0] == "2024-01-05T18:00:00"
+
+
+def test_a_daily_series_of_trading_days_counts_trading_days_whether_declared_daily_or_business_daily(
+    project, settings_for
+):
+    days = pd.date_range("2023-01-02", "2024-06-28", freq="D")
+    trading = days[(days.day_of_week < 5) & ~days.isin(pd.to_datetime(["2023-12-25", "2024-01-01"]))]
+    rng = np.random.default_rng(2)
+    pd.DataFrame({"day": trading.strftime("%Y-%m-%d"), "close": 100 + rng.normal(0, 1, len(trading)).cumsum()}).to_csv(
+        project / "prices.csv", index=False
+    )
+    s = settings_for("px")
+    inferred = ingest_file(project / "prices.csv", name="px", time_col="day", targets=["close"], settings=s)
+    assert inferred.meta.freq == "B" and inferred.meta.schedule is None  # as before: business days
+    daily = ingest_file(project / "prices.csv", name="pxd", time_col="day", targets=["close"], freq="D", settings=s)
+    assert daily.meta.schedule["summary"] == "Mon-Fri, 5 days a week" and daily.meta.gaps["count"] == 2  # holidays
+    rep = validate_dataset("pxd", s)
+    assert rep.frame["timestamp"].dt.day_of_week.max() == 4 and len(rep.frame) == len(trading) + 2  # holidays filled
+    assert resolve_window(s, "D", len(rep.frame), daily.meta.schedule)[1] == 5  # a week of trading days
