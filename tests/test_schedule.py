@@ -125,12 +125,24 @@ def car_park(project, strays: bool = False) -> pd.DataFrame:
     return df
 
 
+def ingest_park(project, settings, name: str = "park", **kw):
+    """park.csv (car_park) onto its 30-minute grid, the readings of each half hour averaged."""
+    return ingest_file(
+        project / "park.csv",
+        name=name,
+        time_col="t",
+        targets=["occ"],
+        freq="30min",
+        agg="mean",
+        settings=settings,
+        **kw,
+    )
+
+
 def test_a_car_park_is_ingested_on_its_hours_and_validated_without_nightly_breaks(project, settings_for):
     car_park(project, strays=True)
     s = settings_for("park", ingest={"long_gaps": "segment"}, window={"lookback": 40, "horizon": 18})
-    res = ingest_file(
-        project / "park.csv", name="park", time_col="t", targets=["occ"], freq="30min", agg="mean", settings=s
-    )
+    res = ingest_park(project, s)
     m = res.meta
     assert m.schedule_source == "detected" and m.schedule["summary"] == "08:00-16:30, 18 steps a day, 7 days a week"
     assert m.off_schedule == {"count": 2, "first": "2024-01-09 21:00:00"}
@@ -155,33 +167,15 @@ def test_a_car_park_is_ingested_on_its_hours_and_validated_without_nightly_break
 def test_auto_windows_count_open_steps_and_a_declared_none_keeps_the_old_grid(project, settings_for):
     car_park(project)
     s = settings_for("park")
-    ingest_file(project / "park.csv", name="park", time_col="t", targets=["occ"], freq="30min", agg="mean", settings=s)
+    ingest_park(project, s)
     meta = read_raw_meta("park", s)
     lookback, horizon = resolve_window(s, meta["freq"], 11 * 7 * 18, meta["schedule"])  # 11 weeks
     assert horizon == 18 and lookback == 18 + s.train.rnn_steps  # a day of open steps, not 48 half hours
     week = resolve_window(s, meta["freq"], 20 * 7 * 18, meta["schedule"])[0]  # 20 weeks: a week fits ten times
     assert week == 126 + s.train.rnn_steps
-    res = ingest_file(
-        project / "park.csv",
-        name="park24",
-        time_col="t",
-        targets=["occ"],
-        freq="30min",
-        agg="mean",
-        settings=s,
-        schedule="none",
-    )
+    res = ingest_park(project, s, "park24", schedule="none")
     assert res.meta.schedule is None and res.meta.gaps["longest_steps"] > 31  # every night is a gap again
-    declared = ingest_file(
-        project / "park.csv",
-        name="parkwd",
-        time_col="t",
-        targets=["occ"],
-        freq="30min",
-        agg="mean",
-        settings=s,
-        schedule="Mon-Fri 08:00-16:30",
-    )
+    declared = ingest_park(project, s, "parkwd", schedule="Mon-Fri 08:00-16:30")
     assert declared.meta.schedule_source == "declared" and declared.meta.off_schedule["count"] == 10 * 18  # weekends
     assert declared.meta.extra["schedule"] == "Mon-Fri 08:00-16:30"
 
