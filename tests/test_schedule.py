@@ -216,3 +216,25 @@ def test_a_daily_series_of_trading_days_counts_trading_days_whether_declared_dai
     rep = validate_dataset("pxd", s)
     assert rep.frame["timestamp"].dt.day_of_week.max() == 4 and len(rep.frame) == len(trading) + 2  # holidays filled
     assert resolve_window(s, "D", len(rep.frame), daily.meta.schedule)[1] == 5  # a week of trading days
+
+
+def test_a_panel_keeps_one_schedule_and_names_the_series_that_keep_other_hours(project, settings_for):
+    """Five car parks: four keep 08:00-16:30 every day, one opens at 07:00 on weekdays too: the panel's schedule is
+    the four's, and the early readings are named with their series."""
+    ts = hours(days=28)
+    early = hours(days=28, first="07:00", last="07:30", weekdays=range(5))
+    rows = [pd.DataFrame({"park": f"P{i}", "t": ts, "occ": 10.0 + i}) for i in range(4)]
+    rows.append(pd.DataFrame({"park": "P4", "t": ts.append(early), "occ": 20.0}))
+    pd.concat(rows).to_csv(project / "parks.csv", index=False)
+    res = ingest_file(
+        project / "parks.csv",
+        name="parks",
+        time_col="t",
+        targets=["occ"],
+        id_cols=["park"],
+        settings=settings_for("parks"),
+    )
+    m = res.meta
+    assert m.schedule["summary"] == "08:00-16:30, 18 steps a day, 7 days a week"
+    assert m.off_schedule == {"count": 40, "first": "2024-01-01 07:00:00", "series": {"P4": 40}}
+    assert "(40 readings off it, first 2024-01-01 07:00:00, most in series 'P4': left out)" in m.schedule_line()

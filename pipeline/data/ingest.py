@@ -80,7 +80,9 @@ class SeriesMeta:
             return ""
         how = "declared" if self.schedule_source == "declared" else "observed"
         strays = (self.off_schedule or {}).get("count") or 0
-        off = f" ({strays} readings off it, first {self.off_schedule['first']}: left out)" if strays else ""
+        most = next(iter((self.off_schedule or {}).get("series") or {}), None)
+        where = f", most in series '{most}'" if most is not None else ""
+        off = f" ({strays} readings off it, first {self.off_schedule['first']}{where}: left out)" if strays else ""
         return f"{how} {self.schedule['summary']}{off}"
 
     def to_dict(self) -> dict:
@@ -213,7 +215,7 @@ def schedule_of(frame: pd.DataFrame, freq: str, targets: list[str], spec, panel:
     fields = {
         "schedule": None if sched is None else sched.to_dict(),
         "schedule_source": source,
-        "off_schedule": _schedule.off_schedule(seen["timestamp"], sched),
+        "off_schedule": _schedule.off_schedule(seen["timestamp"], sched, seen[SERIES_ID] if panel else None),
     }
     return fields, sched
 

@@ -341,11 +341,16 @@ def detect(ts, freq: str, series=None) -> Schedule | None:
     return Schedule(to_alias(freq), mask, phase)
 
 
-def off_schedule(ts, schedule: Schedule | None) -> dict:
-    """Readings that fall on closed steps: {count, first} (none: count 0)."""
+def off_schedule(ts, schedule: Schedule | None, series=None) -> dict:
+    """Readings that fall on closed steps: {count, first} (none: count 0); with `series` (each reading's series, a
+    panel), also {series: {id: count}} for the series that have any, most first: a series that keeps other hours."""
     if schedule is None or not len(ts):
         return {"count": 0, "first": None}
     idx = pd.DatetimeIndex(ts)
     closed = ~schedule.is_open(schedule.snap(idx))
     i = np.flatnonzero(closed)
-    return {"count": int(len(i)), "first": str(idx[i[0]]) if len(i) else None}
+    out: dict = {"count": int(len(i)), "first": str(idx[i[0]]) if len(i) else None}
+    if series is not None and len(i):
+        per = pd.Series(np.asarray(series)[closed]).value_counts()
+        out["series"] = {str(k): int(v) for k, v in per.items()}
+    return out
