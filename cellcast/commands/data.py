@@ -155,6 +155,13 @@ def register(app: typer.Typer) -> None:
         time_unit: str | None = typer.Option(
             None, "--time-unit", help="the time column holds Unix times in s | ms | us | ns"
         ),
+        static: str | None = typer.Option(
+            None,
+            "--static",
+            help="a panel's numeric columns constant within each series (a capacity, a floor area), "
+            "comma-separated: kept once per series and read by the global model "
+            "(default: params.yaml ingest.static; features constant within every series are found too)",
+        ),
         schedule: str | None = typer.Option(
             None,
             "--schedule",
@@ -243,6 +250,7 @@ def register(app: typer.Typer) -> None:
                 settings=settings_for(name),
                 future_features=future,
                 schedule=schedule,
+                static=None if static is None else [c.strip() for c in static.split(",") if c.strip()],
             )
         versioned = None if recorded is not None else _version_ingest(res)
         typer.echo(ingest_summary(res))
@@ -345,6 +353,11 @@ def ingest_summary(res) -> str:
             else ""
         )
         + (f", {m.schedule_line()}" if m.schedule else "")
+        + (
+            ", static per series: " + ", ".join(f"{c} ({how})" for c, how in m.static["source"].items())
+            if m.static
+            else ""
+        )
         + (
             f", dates read {m.extra['time_reading']['order']}"
             if (m.extra.get("time_reading") or {}).get("order")

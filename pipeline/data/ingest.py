@@ -73,6 +73,9 @@ class SeriesMeta:
     schedule: dict | None = None
     schedule_source: str = "none"  # detected | declared | none
     off_schedule: dict = field(default_factory=dict)  # readings at closed steps: {count, first}
+    # a panel's columns constant within each series: {columns, source: {column: declared | detected}, values:
+    # {series_id: {column: value}}}; kept here once per series, not in the rows
+    static: dict = field(default_factory=dict)
 
     def schedule_line(self) -> str:
         """'observed 08:00-16:30, 18 steps a day, 7 days a week' (or 'declared ...'); '' without a schedule."""
@@ -90,6 +93,8 @@ class SeriesMeta:
         for k in ("panel", "resample"):  # a single series' raw.json stays as it was
             if d[k] is None:
                 d.pop(k)
+        if not d["static"]:
+            d.pop("static")
         return d
 
     @classmethod
@@ -220,6 +225,47 @@ def schedule_of(frame: pd.DataFrame, freq: str, targets: list[str], spec, panel:
     return fields, sched
 
 
+def split_static(
+    frame: pd.DataFrame, declared: list[str], candidates: list[str], source: str
+) -> tuple[pd.DataFrame, dict]:
+    """A panel's columns constant within each series, taken out of the rows -> (the frame without them, raw.json's
+    `static`). `declared` (--static) must be constant within every series and have a value in each; `candidates`
+    (features not known ahead) become static when they are constant within every series and differ between some."""
+    g = frame.groupby(SERIES_ID, sort=True)
+    found: dict[str, str] = {}
+    for c in declared:
+        varies = g[c].nunique() > 1
+        if varies.any():
+            sid = str(varies.index[varies.to_numpy()][0])
+            seen = frame.loc[frame[SERIES_ID] == sid, c].dropna().unique()[:2]
+            raise IngestError.broken(
+                "static",
+                f"{source}: column '{c}' is not constant within series '{sid}' ({seen[0]:g} and {seen[1]:g}; "
+                f"{int(varies.sum())} series vary): a --static column holds one value per series; "
+                f"pass it as --features",
+                int(varies.sum()),
+            )
+        empty = g[c].count() == 0
+        if empty.any():
+            raise IngestError.broken(
+                "static",
+                f"{source}: column '{c}' has no value in series '{empty.index[empty.to_numpy()][0]}' "
+                f"({int(empty.sum())} series): a --static column needs its value in every series",
+                int(empty.sum()),
+            )
+        found[c] = "declared"
+    for c in candidates:
+        per = g[c].nunique()
+        if (per == 1).all() and g[c].first().nunique() > 1:
+            found[c] = "detected"
+    if not found:
+        return frame, {}
+    cols = list(found)
+    firsts = g[cols].first()
+    values = {str(sid): {c: float(row[c]) for c in cols} for sid, row in firsts.iterrows()}
+    return frame.drop(columns=cols), {"columns": cols, "source": found, "values": values}
+
+
 def future_rows(frame: pd.DataFrame, targets: list[str]) -> int:
     """Rows after the last one where every target is observed: the known-future rows of a frame."""
     done = frame[targets].notna().all(axis=1).to_numpy()
@@ -253,11 +299,14 @@ def ingest_file(
     settings: Settings,
     future_features: list[str] | None = None,
     schedule=None,
+    static: list[str] | None = None,
 ) -> IngestResult:
     """Read a CSV or Parquet file into data/NAME/raw.parquet + raw.json. Failures: IngestError, input quarantined.
 
     schedule: the steps the series is observed at: auto | none | {days, open, close} | 'Mon-Fri 08:00-16:30'
     (default: params.yaml ingest.schedule; data/schedule.py); recorded in raw.json.
+    static: a panel's columns constant within each series (default: params.yaml ingest.static), kept once per series
+    in raw.json (`static`) and read by the global model; features constant within every series are found as well.
 
     future_features: columns whose values are known ahead (default: params.yaml ingest.future_features); they are
     features too, and rows after the last target observation may carry them for the horizon.
@@ -272,7 +321,10 @@ def ingest_file(
     id_cols = list(id_cols or [])
     future = list(settings.ingest.future_features if future_features is None else future_features)
     features = list(features or [])
-    _check_options(time_col, targets, features, future, id_cols)
+    static = list(settings.ingest.static if static is None else static)
+    if static and not id_cols:
+        raise ConfigError("--static: columns constant per series need a panel (--id-col); one series has one value")
+    _check_options(time_col, targets, features + static, future, id_cols)
     check_agg(agg, freq)
     features += [c for c in future if c not in features]  # known ahead, and read in the lookback as well
     path = Path(path)
@@ -303,7 +355,7 @@ def ingest_file(
             df,
             time_col,
             targets,
-            features,
+            features + static,
             kind,
             info.get("delimiter"),
             time_format,
@@ -314,7 +366,11 @@ def ingest_file(
         )
         resampled = None
         if agg and declared:  # check_agg: an aggregation comes with its frequency
-            out, resampled = to_grid(out, declared, agg, targets + features, id_cols)
+            out, resampled = to_grid(out, declared, agg, targets + features + static, id_cols)
+        statics: dict = {}
+        if id_cols:
+            out, statics = split_static(out, static, [c for c in features if c not in future], str(path))
+            features = [c for c in features if c not in statics.get("columns", [])]
         if id_cols:
             f = declared or infer_panel_freq(out, str(path))
         else:
@@ -370,6 +426,7 @@ def ingest_file(
         resample=resampled,
         future_features=future,
         future_rows=_future_rows(out, targets, id_cols) if future else 0,
+        static=statics,
         **kept,
         **described,
     )
@@ -453,6 +510,11 @@ def source_of(name: str, settings: Settings) -> dict | None:
         "dayfirst": (meta.get("extra") or {}).get("dayfirst"),
         "future_features": meta.get("future_features") or [],
         **({"schedule": (meta.get("extra") or {})["schedule"]} if (meta.get("extra") or {}).get("schedule") else {}),
+        **(
+            {"static": [c for c, how in meta["static"]["source"].items() if how == "declared"]}
+            if meta.get("static")
+            else {}
+        ),
         **({"id_cols": meta["panel"]["id_cols"]} if meta.get("panel") else {}),
         **({"agg": meta["resample"]["agg"]} if meta.get("resample") else {}),
     }

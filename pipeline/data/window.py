@@ -234,7 +234,7 @@ class WindowSet:
         mean, std = [], []
         for j, kind in enumerate(self.meta.future_kinds):
             v = train[:, j][np.isfinite(train[:, j])]
-            user = kind == _calendar.USER and len(v)
+            user = kind in (_calendar.USER, _calendar.STATIC) and len(v)
             mean.append(float(v.mean()) if user else 0.0)
             sd = float(v.std()) if user else 1.0
             std.append(sd if np.isfinite(sd) and sd >= 1e-8 else 1.0)
@@ -743,6 +743,10 @@ def build_panel_windows(frame: pd.DataFrame, meta: dict, *, name: str, settings:
     ids, offsets, lengths, train_end, scales, status, counts = [], [], [], [], {}, {}, {}
     starts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": [], COLD: []}
     blocks, fblocks, tblocks = [], [], []
+    # columns constant per series (ingest --static): read beside the calendar, as known-future columns of kind static
+    scols = list((meta.get("static") or {}).get("columns") or [])
+    svals = (meta.get("static") or {}).get("values") or {}
+    sblocks: list[np.ndarray] = []
     row = 0
     skipped, spans = {}, []
     for a, b in zip(bounds[:-1], bounds[1:]):
@@ -780,6 +784,8 @@ def build_panel_windows(frame: pd.DataFrame, meta: dict, *, name: str, settings:
         )
         blocks.append(((vals - mean) / scale).astype(np.float32))
         blocks.append(np.full((1, len(variables)), np.nan, np.float32))  # the break after each series
+        if scols:  # the series' static values on each of its rows and its break
+            sblocks.append(np.tile(np.asarray([svals[s_id][c] for c in scols], np.float32), (n + 1, 1)))
         tblocks.append(ts_all[a:b])
         tblocks.append(ts_all[b - 1 : b])  # the break row repeats the last stamp
         if f is not None:
@@ -806,6 +812,10 @@ def build_panel_windows(frame: pd.DataFrame, meta: dict, *, name: str, settings:
     fut, fnames, fkinds = future_table(
         ts, freq, cal, {c: _with_breaks(frame[c].to_numpy(np.float32), bounds, ids, sid) for c in future_features}
     )
+    if scols:
+        block = np.concatenate(sblocks)
+        fut = block if fut is None else np.concatenate([fut, block], axis=1)
+        fnames, fkinds = fnames + scols, fkinds + [_calendar.STATIC] * len(scols)
     offsets_a, train_a = np.asarray(offsets), np.asarray(train_end)
     tmask = np.zeros(len(values), bool)
     for o, e in zip(offsets_a, train_a):
@@ -854,6 +864,7 @@ def build_panel_windows(frame: pd.DataFrame, meta: dict, *, name: str, settings:
             "counts": counts,
             "not_windowed": skipped,
             "weighting": settings.window.panel_weighting,
+            **({"static": {s: svals[s] for s in ids}} if scols else {}),
             "scaling": "per series: (value - mean) / mean |one-step difference| of its own training rows",
         },
     )

@@ -144,6 +144,8 @@ def panel_metadata(ws: PanelWindowSet) -> dict:
                 "status": p["status"][s].split(" ", 1)[0],
                 "mean": p["scales"][s]["mean"],
                 "scale": p["scales"][s]["scale"],
+                # its columns constant per series (ingest --static): the forecast and the service supply them
+                **({"static": p["static"][s]} if p.get("static") else {}),
             }
             for s in ws.series_ids
         },

@@ -30,7 +30,7 @@ from ..data.window import future_block
 from ..engine.inference import OnnxForecaster
 from ..errors import DataValidationError
 from ..files import utc_stamp, write_parquet
-from .requests import panel_scales, unscale
+from .requests import panel_scales, static_values, unscale
 
 
 @dataclass
@@ -108,7 +108,7 @@ def forecast_panel_frame(
     horizons = [pd.DatetimeIndex(future_timestamps(t, freq, H, hours)) for t in lasts]
     f = None
     if engine.future_name:
-        blocks = [future_input(engine, h, None, source) for h in horizons]
+        blocks = [future_input(engine, h, None, source, static_values(engine, s)) for s, h in zip(series, horizons)]
         f = np.stack([b[0] for b in blocks if b is not None])  # none is None: the model reads known-future inputs
     y, q, used = engine.predict_all(xs, f)  # one call: the batch is the series
     y = unscale(engine, y.astype(np.float64), mean, scale)
@@ -210,14 +210,19 @@ def user_future_columns(engine: OnnxForecaster) -> list[str]:
 
 
 def future_input(
-    engine: OnnxForecaster, stamps: pd.DatetimeIndex, supplied: pd.DataFrame | None, source: str = "future rows"
+    engine: OnnxForecaster,
+    stamps: pd.DatetimeIndex,
+    supplied: pd.DataFrame | None,
+    source: str = "future rows",
+    static: dict[str, float] | None = None,
 ) -> np.ndarray | None:
     """The (1, horizon, F) known-future block of one forecast at `stamps`: calendar columns computed, user columns
-    looked up by timestamp in `supplied` (a frame with `timestamp` and those columns). A column or a value missing
-    is refused with the column and the first timestamp lacking it; values outside the model's bounds too."""
+    looked up by timestamp in `supplied` (a frame with `timestamp` and those columns), a panel series' `static`
+    values repeated over the horizon. A column or a value missing is refused with the column and the first timestamp
+    lacking it; values outside the model's bounds too."""
     if not engine.future_name:
         return None
-    user = {}
+    user: dict[str, np.ndarray] = {c: np.full(len(stamps), v) for c, v in (static or {}).items()}
     hint = (
         "add rows after the last observation holding them (ingest --future-features) or pass "
         "`cellcast forecast --future FILE`"
