@@ -8,10 +8,11 @@ airports. A "park" is one (origin airport, carrier) pair, the 30 busiest; a "rea
 the two hours before the reading time, read from 08:00 to 16:30 about every 30 minutes (a few minutes after each
 half hour, so the times are irregular), every day of 11 weeks from Monday 2013-03-04. Nothing is invented but the
 reading times: the counts are the real departures. `--capacity` adds each pair's busiest two-hour count as a
-column constant per series (the car park's capacity).
+column constant per series (the car park's capacity), used only with `--static`.
 
     .venv/bin/python bench/opening_hours.py --out /tmp/oh            # writes /tmp/oh/parks.csv and runs it
     .venv/bin/python bench/opening_hours.py --out /tmp/oh --csv-only # the CSV only
+    .venv/bin/python bench/opening_hours.py --out /tmp/oh --static   # with each park's Capacity as --static
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--csv-only", action="store_true")
+    ap.add_argument("--static", action="store_true", help="ingest Capacity as a static column (--static Capacity)")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     readings().to_csv(a.out / "parks.csv", index=False)
@@ -93,7 +95,8 @@ def main() -> None:
         return
     (a.out / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     ingest = "ingest --csv parks.csv --name parks --time-col LastUpdated --id-col Park --target Departures"
-    steps = [ingest.split() + ["--freq", "30min", "--agg", "mean"], ["validate", "parks"]]
+    static = ["--static", "Capacity"] if a.static else []
+    steps = [ingest.split() + ["--freq", "30min", "--agg", "mean", *static], ["validate", "parks"]]
     log = []
     for step in steps:
         rc, text, s = _cli(step, a.out)
