@@ -71,7 +71,19 @@ class Paths(_Strict):
         return Paths(**{k: (v if Path(v).is_absolute() else Path(root) / v) for k, v in self.model_dump().items()})
 
 
+class ScheduleSpec(_Strict):
+    """Declared opening hours (data/schedule.py): the weekdays open (a list, or 'Mon-Fri'; none: every day), the
+    first and the last open step of each of them (HH:MM; none: whole days, as trading days of a daily series)."""
+
+    days: list[str] | str | None = None
+    open: str | None = None
+    close: str | None = None
+
+
 class IngestConfig(_Strict):
+    # the steps a series is observed at (data/schedule.py): auto (detected at ingest), none (24/7: every step of the
+    # grid), {days, open, close}, or the same in words: "Mon-Fri 08:00-16:30"; `cellcast ingest --schedule` for a file
+    schedule: Literal["auto", "none"] | ScheduleSpec | str = "auto"
     dedupe: Literal["reject", "first", "last", "mean"] = "reject"
     max_fill_steps: int = Field(4, ge=0)
     long_gaps: Literal["reject", "segment"] = "reject"
@@ -90,8 +102,12 @@ class IngestConfig(_Strict):
     # model reads them for the horizon too, so a forecast needs them there. `cellcast ingest --future-features`
     # sets them for a file; this key for a bundled dataset (or as the default for a file)
     future_features: list[str] = Field(default_factory=list)
+    # panels: numeric columns constant within each series (a capacity, a floor area), kept once per series and read
+    # by the global model beside the calendar (`cellcast ingest --static`); features constant within every series
+    # are found as well
+    static: list[str] = Field(default_factory=list)
 
-    @field_validator("future_features")
+    @field_validator("future_features", "static")
     @classmethod
     def _unique_columns(cls, v):
         return _no_repeats(v)

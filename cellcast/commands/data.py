@@ -155,6 +155,20 @@ def register(app: typer.Typer) -> None:
         time_unit: str | None = typer.Option(
             None, "--time-unit", help="the time column holds Unix times in s | ms | us | ns"
         ),
+        static: str | None = typer.Option(
+            None,
+            "--static",
+            help="a panel's numeric columns constant within each series (a capacity, a floor area), "
+            "comma-separated: kept once per series and read by the global model "
+            "(default: params.yaml ingest.static; features constant within every series are found too)",
+        ),
+        schedule: str | None = typer.Option(
+            None,
+            "--schedule",
+            help="the steps the series is observed at: auto (detected), none (24/7), or opening hours like "
+            "'Mon-Fri 08:00-16:30' (last open step included) or 'Mon-Fri' for trading days "
+            "(default: params.yaml ingest.schedule)",
+        ),
         dayfirst: bool | None = typer.Option(
             None,
             "--dayfirst/--monthfirst",
@@ -235,6 +249,8 @@ def register(app: typer.Typer) -> None:
                 agg=agg,
                 settings=settings_for(name),
                 future_features=future,
+                schedule=schedule,
+                static=None if static is None else [c.strip() for c in static.split(",") if c.strip()],
             )
         versioned = None if recorded is not None else _version_ingest(res)
         typer.echo(ingest_summary(res))
@@ -334,6 +350,12 @@ def ingest_summary(res) -> str:
         + (
             f", known ahead: {', '.join(m.future_features)} ({m.future_rows} rows after the last observation)"
             if m.future_features
+            else ""
+        )
+        + (f", {m.schedule_line()}" if m.schedule else "")
+        + (
+            ", static per series: " + ", ".join(f"{c} ({how})" for c, how in m.static["source"].items())
+            if m.static
             else ""
         )
         + (

@@ -27,6 +27,7 @@ from ..errors import ConfigError
 PARTS = ("tod", "dow", "doy", "holiday")
 CALENDAR = "calendar"  # the kind of a future column computed from timestamps
 USER = "user"  # ... and of one whose values a user supplies (ingest --future-features)
+STATIC = "static"  # ... and of a panel's value constant per series (ingest --static): the model's metadata holds it
 
 
 def _get(cal: Any, key: str):

@@ -5,8 +5,10 @@
                          this is time-wise) and marked in a `filled:<column>` column (not observed:
                          no window's origin lies on one, no loss or metric scores one); longer runs:
                          reject, or segment (kept as NaN rows that mark a break: no window crosses them)
-  off-hours (panels)     a sub-daily series that never reports at some times of day (business hours) gets a
-                         break over them, not interpolated nights; a gap there is its schedule, not a fault
+  a schedule             (raw.json `schedule`, data/schedule.py) the grid is the open steps only: closed hours are
+                         no rows at all, readings at them are left out and counted (`snapped.off_schedule`)
+  off-hours (panels)     with no schedule recorded, a sub-daily series that never reports at some times of day gets
+                         a break over them, not interpolated nights; a gap there is its schedule, not a fault
 What it did is written into the ValidationReport; a refusal is a RuleFailure."""
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ..catalog import filled_column
 from ..config import Settings
 from .findings import RuleFailure, ValidationReport
 from .frequency import grid_positions
+from .schedule import Schedule
 
 _ON_SHARE = 0.1  # a time of day is on a series' schedule when it reports there this often, relative to its busiest
 _SCHEDULE_DAYS = 3  # days of readings needed before a schedule is told from chance gaps
@@ -50,12 +53,20 @@ def _dedupe(df: pd.DataFrame, mode: str, cols: list[str]) -> tuple[pd.DataFrame,
     return out.sort_index().rename_axis("timestamp").reset_index(), info
 
 
-def _regularise(df: pd.DataFrame, freq: str, cols: list[str]) -> tuple[pd.DataFrame, dict, np.ndarray]:
-    """Snap to the grid (merging collisions by mean) and reindex: returns the frame, counts, inserted-row mask."""
-    grid, pos, off_grid = grid_positions(df["timestamp"], freq)
+def _regularise(
+    df: pd.DataFrame, freq: str, cols: list[str], hours: Schedule | None = None
+) -> tuple[pd.DataFrame, dict, np.ndarray]:
+    """Snap to the grid (merging collisions by mean) and reindex: returns the frame, counts, inserted-row mask.
+    On a schedule the grid is its open steps: rows at closed steps are left out (counted as `off_schedule`)."""
+    grid, pos, off_grid = grid_positions(df["timestamp"], freq, hours)
     merged = 0
     vals = df[cols].copy()
     vals.index = pos
+    stray = pos < 0
+    if stray.any():
+        vals = vals[~stray]
+    if not len(vals):
+        raise RuleFailure("timestamp", "schedule", int(stray.sum()), [], "no reading at an open step of the schedule")
     if off_grid:
         merged = int(pd.Index(pos).duplicated().sum())
         vals = vals.groupby(level=0).mean() if merged else vals
@@ -63,7 +74,8 @@ def _regularise(df: pd.DataFrame, freq: str, cols: list[str]) -> tuple[pd.DataFr
     full = vals.reindex(np.arange(lo, hi + 1))
     inserted = ~np.isin(full.index.to_numpy(), vals.index.to_numpy())
     full.insert(0, "timestamp", grid[lo : hi + 1])
-    return full.reset_index(drop=True), {"off_grid": off_grid, "merged": merged}, inserted
+    counts = {"off_grid": off_grid, "merged": merged, **({"off_schedule": int(stray.sum())} if hours else {})}
+    return full.reset_index(drop=True), counts, inserted
 
 
 def day_slots(freq: str) -> int | None:
@@ -105,19 +117,26 @@ def describe_schedule(on: np.ndarray, freq: str) -> list[str]:
 
 
 def apply_policy(
-    df: pd.DataFrame, rep: ValidationReport, cols: list[str], settings: Settings, schedule: bool = False
+    df: pd.DataFrame,
+    rep: ValidationReport,
+    cols: list[str],
+    settings: Settings,
+    schedule: bool = False,
+    hours: Schedule | None = None,
 ) -> pd.DataFrame:
-    """The policy on one series. `schedule` (a panel's series): missing runs over the times of day the series
-    never reports at (detect_schedule) become breaks whatever `long_gaps` says, with the few missed readings
-    beside them (up to max_fill_steps); longer runs there are gaps like any other."""
+    """The policy on one series. `hours`: the schedule it keeps (raw.json `schedule`): the grid is its open steps,
+    so a closed night is neither a gap nor a break and an outage in open hours is a gap like any other.
+    Without one, `schedule` (a panel's series): missing runs over the times of day the series never reports at
+    (detect_schedule) become breaks whatever `long_gaps` says, with the few missed readings beside them (up to
+    max_fill_steps); longer runs there are gaps like any other."""
     pol = settings.ingest
     df = df.sort_values("timestamp", kind="stable", ignore_index=True)
     df, rep.dedupe = _dedupe(df, pol.dedupe, cols)
-    df, rep.snapped, inserted = _regularise(df, rep.freq, cols)
+    df, rep.snapped, inserted = _regularise(df, rep.freq, cols, hours)
     rep.inserted_rows = int(inserted.sum())
     on = (
         detect_schedule(df.loc[~inserted & df[cols].notna().any(axis=1).to_numpy(), "timestamp"], rep.freq)
-        if schedule
+        if schedule and hours is None
         else None
     )
     if on is not None:

@@ -76,12 +76,12 @@ def window_rows(drift_rows: int | str, lookback: int, bins: int) -> int:
     return max(int(lookback), 10 * int(bins)) if drift_rows == "auto" else int(drift_rows)
 
 
-def residual_season(freq: str | None, n_rows: int | None = None) -> int:
+def residual_season(freq: str | None, n_rows: int | None = None, schedule: dict | None = None) -> int:
     """The lag of the seasonal differences: the frequency's shortest natural season (a day of steps for
-    sub-daily data, a week of days), 1 (the naive's errors) when it has none."""
+    sub-daily data, a week of days; on a schedule, of open steps), 1 (the naive's errors) when it has none."""
     from .frequency import seasons_for
 
-    seasons = seasons_for(freq, n_rows) if freq else []
+    seasons = seasons_for(freq, n_rows, schedule) if freq else []
     return int(seasons[0]) if seasons else 1
 
 

@@ -23,6 +23,7 @@ REMEDY = {
     "numeric": "re-ingest the file (cellcast ingest writes numeric columns)",
     "exists": "re-ingest the file with --target / --features naming its columns",
     "in_range": "fix those values at the source, or widen validate.bounds in params.yaml",
+    "schedule": "re-ingest with the hours the series keeps (--schedule 'Mon-Fri 08:00-16:30', or none for 24/7)",
 }
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, IngestError
+from .schedule import Schedule, as_schedule
 
 _MIN_STEP_SHARE = 0.5  # the most common step must cover this share of steps to be taken as the frequency
 
@@ -70,10 +71,19 @@ def infer_freq(ts: pd.Series | pd.DatetimeIndex, source: str = "input") -> str:
     return pd.tseries.frequencies.to_offset(step).freqstr
 
 
-def grid_positions(ts: pd.Series | pd.DatetimeIndex, freq: str) -> tuple[pd.DatetimeIndex, np.ndarray, int]:
+def grid_positions(
+    ts: pd.Series | pd.DatetimeIndex, freq: str, schedule: Schedule | None = None
+) -> tuple[pd.DatetimeIndex, np.ndarray, int]:
     """The regular grid from the first to the last timestamp, each timestamp's nearest grid position,
-    and how many timestamps were not exactly on the grid (clock drift; snapped to the nearest point)."""
+    and how many timestamps were not exactly on the grid (clock drift; snapped to the nearest point).
+    On a schedule the grid holds the open steps only, and a timestamp at a closed step gets position -1."""
     idx = pd.DatetimeIndex(ts)
+    if schedule is not None:
+        snapped = schedule.snap(idx)
+        on = schedule.is_open(snapped)
+        grid = schedule.grid(snapped[on].min(), snapped[on].max()) if on.any() else pd.DatetimeIndex([], dtype="M8[ns]")
+        pos = np.where(on, grid.get_indexer(snapped), -1)
+        return grid, pos, int((snapped[on] != idx[on]).sum())
     off = pd.tseries.frequencies.to_offset(freq)
     first, last = idx.min(), idx.max()
     grid = pd.date_range(off.rollback(first), off.rollforward(last), freq=off)
@@ -82,12 +92,14 @@ def grid_positions(ts: pd.Series | pd.DatetimeIndex, freq: str) -> tuple[pd.Date
     return grid, pos, off_grid
 
 
-def gap_stats(ts: pd.Series | pd.DatetimeIndex, freq: str) -> dict:
-    """Gaps of a sorted time index measured in steps of freq: count, missing steps, longest."""
+def gap_stats(ts: pd.Series | pd.DatetimeIndex, freq: str, schedule: Schedule | None = None) -> dict:
+    """Gaps of a sorted time index measured in steps of freq (on a schedule: in open steps, a closed night is
+    no gap): count, missing steps, longest."""
     idx = pd.DatetimeIndex(ts).dropna()
     if len(idx) < 2:
         return {"count": 0, "missing_steps": 0, "longest_steps": 0, "off_grid": 0}
-    _, pos, off_grid = grid_positions(idx, freq)
+    _, pos, off_grid = grid_positions(idx, freq, schedule)
+    pos = pos[pos >= 0]
     d = np.diff(np.sort(pos)) - 1
     d = d[d > 0]
     return {
@@ -98,13 +110,17 @@ def gap_stats(ts: pd.Series | pd.DatetimeIndex, freq: str) -> dict:
     }
 
 
-def seasons_for(freq: str, n_rows: int | None = None) -> list[int]:
+def seasons_for(freq: str, n_rows: int | None = None, schedule: Schedule | dict | None = None) -> list[int]:
     """Natural seasons of a frequency, in steps: a day and a week for sub-daily data, a week (and a
-    year, when the series holds several) for daily data, 5 for business days, 12 for months..."""
+    year, when the series holds several) for daily data, 5 for business days, 12 for months...
+    On a schedule, in open steps: a day is the open steps of a day, a week those of a week."""
     from pandas.tseries.frequencies import to_offset
 
     off = to_offset(freq)
-    if isinstance(off, (pd.offsets.Tick, pd.offsets.Day)):  # fixed steps: seconds .. days
+    sched = as_schedule(schedule) if isinstance(schedule, dict) else schedule
+    if sched is not None:
+        out = sched.seasons()
+    elif isinstance(off, (pd.offsets.Tick, pd.offsets.Day)):  # fixed steps: seconds .. days
         step = pd.Timedelta(off)
         day, week, year = pd.Timedelta("1D"), pd.Timedelta("7D"), pd.Timedelta("365D")
         out = []
@@ -125,6 +141,12 @@ def seasons_for(freq: str, n_rows: int | None = None) -> list[int]:
     return out
 
 
-def future_timestamps(last: pd.Timestamp, freq: str, horizon: int) -> pd.DatetimeIndex:
-    """The `horizon` steps after `last` on the series' frequency (calendar frequencies included)."""
+def future_timestamps(
+    last: pd.Timestamp, freq: str, horizon: int, schedule: Schedule | dict | None = None
+) -> pd.DatetimeIndex:
+    """The `horizon` steps after `last` on the series' frequency (calendar frequencies included); on a schedule,
+    the next open steps."""
+    sched = as_schedule(schedule) if isinstance(schedule, dict) else schedule
+    if sched is not None:
+        return sched.next_steps(last, horizon)
     return pd.date_range(start=last, periods=horizon + 1, freq=freq)[1:]

@@ -21,15 +21,17 @@ from typing import Literal
 
 import pandas as pd
 
-from ..catalog import quarantine_dir, raw_paths
+from ..catalog import SERIES_ID, quarantine_dir, raw_paths
 from ..config import Settings, check_dataset_name
 from ..errors import ConfigError, IngestError
 from ..files import sha256_file, sha256_tree, utc_stamp, write_json, write_parquet
 from . import datasets
+from . import schedule as _schedule
 from .frequency import gap_stats, infer_freq, to_freq
 from .panel import check_id_options, describe_series, infer_panel_freq, pooled, sort_panel, write_panel
 from .readers import canonical_frame, detect_format, read_csv, read_parquet, read_parquet_dataset
 from .resample import check_agg, to_grid
+from .schedule import Schedule
 
 
 @dataclass
@@ -67,12 +69,32 @@ class SeriesMeta:
     # for the horizon (the batch forecast reads them there)
     future_features: list[str] = field(default_factory=list)
     future_rows: int = 0  # rows after the last target observation (known-future values only)
+    # the steps the series is observed at (data/schedule.py Schedule.to_dict): None keeps none (24/7)
+    schedule: dict | None = None
+    schedule_source: str = "none"  # detected | declared | none
+    off_schedule: dict = field(default_factory=dict)  # readings at closed steps: {count, first}
+    # a panel's columns constant within each series: {columns, source: {column: declared | detected}, values:
+    # {series_id: {column: value}}}; kept here once per series, not in the rows
+    static: dict = field(default_factory=dict)
+
+    def schedule_line(self) -> str:
+        """'observed 08:00-16:30, 18 steps a day, 7 days a week' (or 'declared ...'); '' without a schedule."""
+        if not self.schedule:
+            return ""
+        how = "declared" if self.schedule_source == "declared" else "observed"
+        strays = (self.off_schedule or {}).get("count") or 0
+        most = next(iter((self.off_schedule or {}).get("series") or {}), None)
+        where = f", most in series '{most}'" if most is not None else ""
+        off = f" ({strays} readings off it, first {self.off_schedule['first']}{where}: left out)" if strays else ""
+        return f"{how} {self.schedule['summary']}{off}"
 
     def to_dict(self) -> dict:
         d = asdict(self)
         for k in ("panel", "resample"):  # a single series' raw.json stays as it was
             if d[k] is None:
                 d.pop(k)
+        if not d["static"]:
+            d.pop("static")
         return d
 
     @classmethod
@@ -90,23 +112,28 @@ class IngestResult:
     meta_path: Path
 
 
-def _describe(out: pd.DataFrame, freq: str) -> dict:
+def _describe(out: pd.DataFrame, freq: str, schedule: Schedule | None = None) -> dict:
     ts = out["timestamp"]
     return {
         "rows": int(len(out)),
         "columns": list(out.columns),
         "start": str(ts.iloc[0]) if len(ts) else None,
         "end": str(ts.iloc[-1]) if len(ts) else None,
-        "gaps": gap_stats(ts.drop_duplicates(), freq),
+        "gaps": gap_stats(ts.drop_duplicates(), freq, schedule),
         "duplicates": int(ts.duplicated().sum()),
     }
 
 
 def _describe_panel(
-    out: pd.DataFrame, freq: str, variables: list[str], id_cols: list[str], resampled: dict | None
+    out: pd.DataFrame,
+    freq: str,
+    variables: list[str],
+    id_cols: list[str],
+    resampled: dict | None,
+    schedule: Schedule | None = None,
 ) -> tuple[dict, dict]:
     """(the pooled single-series fields, the `panel` metadata without its row groups) of a sorted panel frame."""
-    series = describe_series(out, freq, variables, id_cols)
+    series = describe_series(out, freq, variables, id_cols, schedule)
     for sid, counts in ((resampled or {}).pop("series", None) or {}).items():
         series[sid].update(counts)
     return {**pooled(series), "columns": list(out.columns)}, {"id_cols": list(id_cols), "series": series}
@@ -178,6 +205,67 @@ def _check_options(
         check_id_options(list(id_cols), time_col, names)
 
 
+def schedule_of(frame: pd.DataFrame, freq: str, targets: list[str], spec, panel: bool) -> tuple[dict, Schedule | None]:
+    """The schedule of a canonical frame: declared (`spec`: ingest.schedule or --schedule) or detected from the
+    timestamps where a target is observed (data/schedule.py) -> ({schedule, schedule_source, off_schedule}, it)."""
+    spec = spec.model_dump() if hasattr(spec, "model_dump") else spec
+    got = _schedule.declared(spec, freq)
+    seen = frame.loc[frame[targets].notna().any(axis=1).to_numpy()]
+    sched: Schedule | None
+    if isinstance(got, str):  # auto
+        sched = _schedule.detect(seen["timestamp"], freq, seen[SERIES_ID] if panel else None)
+        source = "detected" if sched is not None else "none"
+    else:
+        sched, source = got, ("declared" if got is not None else "none")
+    fields = {
+        "schedule": None if sched is None else sched.to_dict(),
+        "schedule_source": source,
+        "off_schedule": _schedule.off_schedule(seen["timestamp"], sched, seen[SERIES_ID] if panel else None),
+    }
+    return fields, sched
+
+
+def split_static(
+    frame: pd.DataFrame, declared: list[str], candidates: list[str], source: str
+) -> tuple[pd.DataFrame, dict]:
+    """A panel's columns constant within each series, taken out of the rows -> (the frame without them, raw.json's
+    `static`). `declared` (--static) must be constant within every series and have a value in each; `candidates`
+    (features not known ahead) become static when they are constant within every series and differ between some."""
+    g = frame.groupby(SERIES_ID, sort=True)
+    found: dict[str, str] = {}
+    for c in declared:
+        varies = g[c].nunique() > 1
+        if varies.any():
+            sid = str(varies.index[varies.to_numpy()][0])
+            seen = frame.loc[frame[SERIES_ID] == sid, c].dropna().unique()[:2]
+            raise IngestError.broken(
+                "static",
+                f"{source}: column '{c}' is not constant within series '{sid}' ({seen[0]:g} and {seen[1]:g}; "
+                f"{int(varies.sum())} series vary): a --static column holds one value per series; "
+                f"pass it as --features",
+                int(varies.sum()),
+            )
+        empty = g[c].count() == 0
+        if empty.any():
+            raise IngestError.broken(
+                "static",
+                f"{source}: column '{c}' has no value in series '{empty.index[empty.to_numpy()][0]}' "
+                f"({int(empty.sum())} series): a --static column needs its value in every series",
+                int(empty.sum()),
+            )
+        found[c] = "declared"
+    for c in candidates:
+        per = g[c].nunique()
+        if (per == 1).all() and g[c].first().nunique() > 1:
+            found[c] = "detected"
+    if not found:
+        return frame, {}
+    cols = list(found)
+    firsts = g[cols].first()
+    values = {str(sid): {c: float(row[c]) for c in cols} for sid, row in firsts.iterrows()}
+    return frame.drop(columns=cols), {"columns": cols, "source": found, "values": values}
+
+
 def future_rows(frame: pd.DataFrame, targets: list[str]) -> int:
     """Rows after the last one where every target is observed: the known-future rows of a frame."""
     done = frame[targets].notna().all(axis=1).to_numpy()
@@ -210,8 +298,15 @@ def ingest_file(
     agg: str | None = None,
     settings: Settings,
     future_features: list[str] | None = None,
+    schedule=None,
+    static: list[str] | None = None,
 ) -> IngestResult:
     """Read a CSV or Parquet file into data/NAME/raw.parquet + raw.json. Failures: IngestError, input quarantined.
+
+    schedule: the steps the series is observed at: auto | none | {days, open, close} | 'Mon-Fri 08:00-16:30'
+    (default: params.yaml ingest.schedule; data/schedule.py); recorded in raw.json.
+    static: a panel's columns constant within each series (default: params.yaml ingest.static), kept once per series
+    in raw.json (`static`) and read by the global model; features constant within every series are found as well.
 
     future_features: columns whose values are known ahead (default: params.yaml ingest.future_features); they are
     features too, and rows after the last target observation may carry them for the horizon.
@@ -226,7 +321,10 @@ def ingest_file(
     id_cols = list(id_cols or [])
     future = list(settings.ingest.future_features if future_features is None else future_features)
     features = list(features or [])
-    _check_options(time_col, targets, features, future, id_cols)
+    static = list(settings.ingest.static if static is None else static)
+    if static and not id_cols:
+        raise ConfigError("--static: columns constant per series need a panel (--id-col); one series has one value")
+    _check_options(time_col, targets, features + static, future, id_cols)
     check_agg(agg, freq)
     features += [c for c in future if c not in features]  # known ahead, and read in the lookback as well
     path = Path(path)
@@ -257,7 +355,7 @@ def ingest_file(
             df,
             time_col,
             targets,
-            features,
+            features + static,
             kind,
             info.get("delimiter"),
             time_format,
@@ -268,11 +366,18 @@ def ingest_file(
         )
         resampled = None
         if agg and declared:  # check_agg: an aggregation comes with its frequency
-            out, resampled = to_grid(out, declared, agg, targets + features, id_cols)
+            out, resampled = to_grid(out, declared, agg, targets + features + static, id_cols)
+        statics: dict = {}
+        if id_cols:
+            out, statics = split_static(out, static, [c for c in features if c not in future], str(path))
+            features = [c for c in features if c not in statics.get("columns", [])]
         if id_cols:
             f = declared or infer_panel_freq(out, str(path))
         else:
             f = declared or infer_freq(out["timestamp"], str(path))
+        kept, sched = schedule_of(
+            out, f, targets, settings.ingest.schedule if schedule is None else schedule, bool(id_cols)
+        )
     except (IngestError, ConfigError) as e:
         _quarantine(
             name,
@@ -290,9 +395,9 @@ def ingest_file(
         )
         raise
     if id_cols:
-        described, panel = _describe_panel(out, f, targets + features, id_cols, resampled)
+        described, panel = _describe_panel(out, f, targets + features, id_cols, resampled, sched)
     else:
-        described, panel = _describe(out, f), None
+        described, panel = _describe(out, f, sched), None
     meta = SeriesMeta(
         name=name,
         source="file",
@@ -321,8 +426,12 @@ def ingest_file(
         resample=resampled,
         future_features=future,
         future_rows=_future_rows(out, targets, id_cols) if future else 0,
+        static=statics,
+        **kept,
         **described,
     )
+    if schedule is not None:  # given for this file: a re-run reads it under the same schedule
+        meta.extra["schedule"] = schedule.model_dump() if hasattr(schedule, "model_dump") else schedule
     return _write(name, out, meta, settings)
 
 
@@ -348,12 +457,13 @@ def ingest_bundled(name: str, settings: Settings) -> IngestResult:
     ahead = datasets.known_future(name, future, out["timestamp"].iloc[-1]) if future and not info.id_cols else None
     if ahead is not None and len(ahead):  # the values it can state for the days after its last row
         out = pd.concat([out, ahead], ignore_index=True)
+    kept, sched = schedule_of(out, info.freq, list(info.targets), settings.ingest.schedule, bool(info.id_cols))
     if info.id_cols:
         described, panel = _describe_panel(
-            out, info.freq, list(info.targets) + list(info.features), list(info.id_cols), None
+            out, info.freq, list(info.targets) + list(info.features), list(info.id_cols), None, sched
         )
     else:
-        described = _describe(out, info.freq)
+        described = _describe(out, info.freq, sched)
     meta = SeriesMeta(
         name=name,
         source=f"bundled:{name}",
@@ -372,6 +482,7 @@ def ingest_bundled(name: str, settings: Settings) -> IngestResult:
         panel=panel,
         future_features=future,
         future_rows=0 if ahead is None else int(len(ahead)),
+        **kept,
         **described,
     )
     return _write(name, out, meta, settings)
@@ -398,6 +509,12 @@ def source_of(name: str, settings: Settings) -> dict | None:
         "time_unit": (meta.get("extra") or {}).get("time_unit"),
         "dayfirst": (meta.get("extra") or {}).get("dayfirst"),
         "future_features": meta.get("future_features") or [],
+        **({"schedule": (meta.get("extra") or {})["schedule"]} if (meta.get("extra") or {}).get("schedule") else {}),
+        **(
+            {"static": [c for c, how in meta["static"]["source"].items() if how == "declared"]}
+            if meta.get("static")
+            else {}
+        ),
         **({"id_cols": meta["panel"]["id_cols"]} if meta.get("panel") else {}),
         **({"agg": meta["resample"]["agg"]} if meta.get("resample") else {}),
     }

@@ -20,6 +20,7 @@ from ..catalog import SERIES_ID
 from ..errors import ConfigError, IngestError
 from ..files import parquet_groups
 from .frequency import gap_stats, infer_freq
+from .schedule import Schedule
 
 JOIN = "/"
 _VOTERS = 25  # the longest series whose own frequency is inferred; the most rows decide
@@ -159,7 +160,9 @@ def infer_panel_freq(frame: pd.DataFrame, source: str) -> str:
     return votes.most_common(1)[0][0]
 
 
-def describe_series(frame: pd.DataFrame, freq: str, variables: list[str], id_cols: list[str]) -> dict:
+def describe_series(
+    frame: pd.DataFrame, freq: str, variables: list[str], id_cols: list[str], schedule: Schedule | None = None
+) -> dict:
     """Per series of a sorted panel frame: its ids, rows, rows with every value, start, end, gaps, duplicates."""
     out = {}
     complete = frame[variables].notna().all(axis=1).to_numpy()
@@ -172,7 +175,7 @@ def describe_series(frame: pd.DataFrame, freq: str, variables: list[str], id_col
             "observed_rows": int(complete[a:b].sum()),
             "start": str(t.iat[0]),
             "end": str(t.iat[-1]),
-            "gaps": gap_stats(t.drop_duplicates(), freq),
+            "gaps": gap_stats(t.drop_duplicates(), freq, schedule),
             "duplicates": int(t.duplicated().sum()),
         }
     return out

@@ -46,6 +46,7 @@ from .cleaning import apply_policy
 from .expectations import Suite
 from .findings import EXAMPLES, REMEDY, RuleFailure, ValidationReport
 from .panel import series_bounds
+from .schedule import as_schedule
 from .window import (
     filled_mask,
     resolve_window,
@@ -247,7 +248,14 @@ def validate_partitions(task: PartitionTask) -> PartitionResult:
             name=f"{task.name}/{sid}", source=sid, success=False, freq=meta["freq"], rows_in=int(len(g))
         )
         try:
-            out = apply_policy(g[["timestamp", *cols]].reset_index(drop=True), rep, cols, settings, schedule=True)
+            out = apply_policy(
+                g[["timestamp", *cols]].reset_index(drop=True),
+                rep,
+                cols,
+                settings,
+                schedule=True,
+                hours=as_schedule(meta.get("schedule")),
+            )
             status, counts, why = _window_status(out, cols, targets, task.lookback, task.horizon, settings)
         except RuleFailure as f:
             bad[sid] = _failure(f)
@@ -270,10 +278,11 @@ def validate_partitions(task: PartitionTask) -> PartitionResult:
 
 def panel_window(meta: dict, settings: Settings) -> tuple[int, int, int]:
     """(lookback, horizon, basis): one lookback + horizon for the whole panel, resolved as for one series of the
-    median series length (rows with every value, at ingest): the window a global model reads."""
+    median series length (rows with every value, at ingest), the seasons a lookback spans fitted in the rows of
+    every series (the windows the global model is fitted on)."""
     rows = [s.get("observed_rows", s["rows"]) for s in meta["panel"]["series"].values()]
     basis = int(np.median(rows)) if rows else 0
-    lookback, horizon = resolve_window(settings, meta["freq"], basis)
+    lookback, horizon = resolve_window(settings, meta["freq"], basis, meta.get("schedule"), sum(rows))
     return lookback, horizon, basis
 
 

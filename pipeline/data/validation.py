@@ -34,6 +34,7 @@ from .cleaning import apply_policy
 from .expectations import run_suite
 from .findings import REMEDY, RuleFailure, ValidationReport
 from .panel_validation import validate_panel
+from .schedule import as_schedule
 from .window import (
     filled_mask,
     profile_bounds,
@@ -69,9 +70,14 @@ def min_rows_for_windows(settings: Settings, lookback: int, horizon: int) -> int
 
 
 def _check_windows(
-    df: pd.DataFrame, rep: ValidationReport, cols: list[str], targets: list[str], settings: Settings
+    df: pd.DataFrame,
+    rep: ValidationReport,
+    cols: list[str],
+    targets: list[str],
+    settings: Settings,
+    schedule: dict | None = None,
 ) -> None:
-    lookback, horizon = resolve_window(settings, rep.freq, len(df))
+    lookback, horizon = resolve_window(settings, rep.freq, len(df), schedule)
     w = settings.window
     n = len(df)
     v, t = split_for(n, horizon, settings)
@@ -172,7 +178,7 @@ def validate_frame(
 
     min_rows = None
     if require_windows:
-        lookback, horizon = resolve_window(settings, rep.freq, len(df))
+        lookback, horizon = resolve_window(settings, rep.freq, len(df), meta.get("schedule"))
         min_rows = min_rows_for_windows(settings, lookback, horizon)
     docs = report_dir / "data_docs" if report_dir is not None else None
     rep.gx, failed, rep.data_docs = run_suite(df, name, cols, settings.ingest.dedupe, rep.bounds, min_rows, docs)
@@ -187,9 +193,9 @@ def validate_frame(
     try:
         if failed:
             raise failed[0]
-        out = apply_policy(df[["timestamp", *cols]], rep, cols, settings)
+        out = apply_policy(df[["timestamp", *cols]], rep, cols, settings, hours=as_schedule(meta.get("schedule")))
         if require_windows:
-            _check_windows(out, rep, cols, list(meta["targets"]), settings)
+            _check_windows(out, rep, cols, list(meta["targets"]), settings, meta.get("schedule"))
     except RuleFailure as f:
         if f.as_dict() not in rep.failures:
             rep.failures.append(f.as_dict())

@@ -54,8 +54,15 @@ SPLITS = ("train", "val", "test")
 MAX_AUTO_SEASON = 1024  # the longest season an auto lookback spans (resolve_window)
 
 
-def resolve_window(settings: Settings, freq: str, n_rows: int | None = None) -> tuple[int, int]:
-    """Lookback and horizon in steps; explicit numbers in params.yaml win over 'auto'.
+def resolve_window(
+    settings: Settings,
+    freq: str,
+    n_rows: int | None = None,
+    schedule: dict | None = None,
+    pooled_rows: int | None = None,
+) -> tuple[int, int]:
+    """Lookback and horizon in steps (on a schedule, open steps: data/schedule.py); explicit numbers in params.yaml
+    win over 'auto'.
 
     auto horizon: one day of steps for sub-daily data, else the shortest natural season (a week of days).
     auto lookback: the longest natural season that fits the series comfortably (ten lookbacks in its rows) and
@@ -63,18 +70,22 @@ def resolve_window(settings: Settings, freq: str, n_rows: int | None = None) -> 
     recent dynamics. The cap keeps a week of 5-minute steps (2016) out: the linear anchor's columns would outgrow
     what its training windows support (docs/research.md: four weeks of half-hours fitted worse than eight
     days) and every window read would grow with them; such a series keeps its day.
+    A panel (`pooled_rows`: the rows of all its series, whose windows one model is fitted on) fits a season in its
+    pooled rows, the tenth-of-a-series cap still applying to `n_rows` (the median series): thirty car parks of
+    eleven weeks see last week, which one of them alone could not fit ten times.
     """
     w = settings.window
-    seasons = seasons_for(freq, n_rows)
+    seasons = seasons_for(freq, n_rows, schedule)
     horizon = w.horizon
     if horizon == "auto":
         horizon = seasons[0] if seasons else 1
     lookback = w.lookback
+    basis = pooled_rows if pooled_rows is not None else n_rows
     if lookback == "auto":
         fit = [
             m
             for m in seasons
-            if m <= MAX_AUTO_SEASON and (n_rows is None or (m + settings.train.rnn_steps) * 10 <= n_rows)
+            if m <= MAX_AUTO_SEASON and (basis is None or (m + settings.train.rnn_steps) * 10 <= basis)
         ]
         lookback = (max(fit) if fit else 0) + settings.train.rnn_steps
         if n_rows is not None:  # a short series: a tenth of it at most, so every split keeps windows
@@ -111,6 +122,8 @@ class WindowMeta:
     calendar: dict = field(default_factory=dict)
     # a panel's series (PanelWindowSet): ids in order, status, per-series scales, window counts; {}: one series
     panel: dict = field(default_factory=dict)
+    # the opening hours the rows keep (data/schedule.py): steps count open steps; None: every step of the grid
+    schedule: dict | None = None
 
     @property
     def target_idx(self) -> list[int]:
@@ -221,7 +234,7 @@ class WindowSet:
         mean, std = [], []
         for j, kind in enumerate(self.meta.future_kinds):
             v = train[:, j][np.isfinite(train[:, j])]
-            user = kind == _calendar.USER and len(v)
+            user = kind in (_calendar.USER, _calendar.STATIC) and len(v)
             mean.append(float(v.mean()) if user else 0.0)
             sd = float(v.std()) if user else 1.0
             std.append(sd if np.isfinite(sd) and sd >= 1e-8 else 1.0)
@@ -487,8 +500,9 @@ def build_windows(
     settings: Settings,
     data_md5: str | None = None,
     future_features: list[str] | None = None,
+    schedule: dict | None = None,
 ) -> WindowSet:
-    lookback, horizon = resolve_window(settings, freq, len(frame))
+    lookback, horizon = resolve_window(settings, freq, len(frame), schedule)
     w = settings.window
     values = frame[variables].to_numpy(dtype=np.float32)
     filled = filled_mask(frame, variables)
@@ -550,11 +564,12 @@ def build_windows(
             "test": [at(test_start), at(-1)],
         },
         data_md5=data_md5,
-        seasons=seasons_for(freq, rows),
+        seasons=seasons_for(freq, rows, schedule),
         value_bounds=value_bounds,
         future_names=fnames,
         future_kinds=fkinds,
         calendar=cal if fnames else {},
+        schedule=schedule,
     )
     return WindowSet(values, ts, meta, starts, filled, future)
 
@@ -728,6 +743,10 @@ def build_panel_windows(frame: pd.DataFrame, meta: dict, *, name: str, settings:
     ids, offsets, lengths, train_end, scales, status, counts = [], [], [], [], {}, {}, {}
     starts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": [], COLD: []}
     blocks, fblocks, tblocks = [], [], []
+    # columns constant per series (ingest --static): read beside the calendar, as known-future columns of kind static
+    scols = list((meta.get("static") or {}).get("columns") or [])
+    svals = (meta.get("static") or {}).get("values") or {}
+    sblocks: list[np.ndarray] = []
     row = 0
     skipped, spans = {}, []
     for a, b in zip(bounds[:-1], bounds[1:]):
@@ -765,6 +784,8 @@ def build_panel_windows(frame: pd.DataFrame, meta: dict, *, name: str, settings:
         )
         blocks.append(((vals - mean) / scale).astype(np.float32))
         blocks.append(np.full((1, len(variables)), np.nan, np.float32))  # the break after each series
+        if scols:  # the series' static values on each of its rows and its break
+            sblocks.append(np.tile(np.asarray([svals[s_id][c] for c in scols], np.float32), (n + 1, 1)))
         tblocks.append(ts_all[a:b])
         tblocks.append(ts_all[b - 1 : b])  # the break row repeats the last stamp
         if f is not None:
@@ -791,6 +812,10 @@ def build_panel_windows(frame: pd.DataFrame, meta: dict, *, name: str, settings:
     fut, fnames, fkinds = future_table(
         ts, freq, cal, {c: _with_breaks(frame[c].to_numpy(np.float32), bounds, ids, sid) for c in future_features}
     )
+    if scols:
+        block = np.concatenate(sblocks)
+        fut = block if fut is None else np.concatenate([fut, block], axis=1)
+        fnames, fkinds = fnames + scols, fkinds + [_calendar.STATIC] * len(scols)
     offsets_a, train_a = np.asarray(offsets), np.asarray(train_end)
     tmask = np.zeros(len(values), bool)
     for o, e in zip(offsets_a, train_a):
@@ -824,12 +849,13 @@ def build_panel_windows(frame: pd.DataFrame, meta: dict, *, name: str, settings:
         end=at(ts.max()),
         split_times=split_times,
         data_md5=meta.get("data_md5"),
-        seasons=seasons_for(freq, int(np.median(lengths))),
+        seasons=seasons_for(freq, int(np.median(lengths)), meta.get("schedule")),
         # per-series scales make profiled ranges per series; only the declared ranges (raw units) travel
         value_bounds=declared,
         future_names=fnames,
         future_kinds=fkinds,
         calendar=cal if fnames else {},
+        schedule=meta.get("schedule"),
         panel={
             "id_cols": list(info.get("id_cols") or []),
             "series": {s: (info["series"].get(s) or {}).get("ids", {}) for s in ids},
@@ -838,6 +864,7 @@ def build_panel_windows(frame: pd.DataFrame, meta: dict, *, name: str, settings:
             "counts": counts,
             "not_windowed": skipped,
             "weighting": settings.window.panel_weighting,
+            **({"static": {s: svals[s] for s in ids}} if scols else {}),
             "scaling": "per series: (value - mean) / mean |one-step difference| of its own training rows",
         },
     )
@@ -920,6 +947,7 @@ def window_dataset(name: str, settings: Settings) -> WindowSet:
         settings=settings,
         data_md5=meta.get("data_md5"),
         future_features=list(meta.get("future_features") or []),
+        schedule=meta.get("schedule"),
     )
     save_windows(ws, settings)
     return ws

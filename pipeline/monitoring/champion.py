@@ -46,7 +46,7 @@ def _season(tags: dict, metadata: dict) -> int:
         return int(anchor)
     from ..data.frequency import seasons_for
 
-    seasons = seasons_for(metadata["freq"]) if metadata.get("freq") else []
+    seasons = seasons_for(metadata["freq"], schedule=metadata.get("schedule")) if metadata.get("freq") else []
     return seasons[0] if seasons else 1
 
 
@@ -120,6 +120,8 @@ def _rebuilt_reference(name, settings, frame, engine, md, tags) -> tuple[dict | 
         m.psi_bins,
         settings.validate_.profile_tolerance,
         window=drifts.window_rows(m.drift_rows, engine.lookback, m.psi_bins),
-        season=None if "series_id" in frame.columns else drifts.residual_season(md.get("freq"), len(train)),
+        season=None
+        if "series_id" in frame.columns
+        else drifts.residual_season(md.get("freq"), len(train), md.get("schedule")),
     )
     return ref, f"recomputed from {source} (rows up to {end})"

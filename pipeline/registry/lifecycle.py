@@ -108,6 +108,8 @@ def onnx_metadata(ws: WindowSet, settings: Settings) -> dict:
     return {
         "dataset": m.name,
         "freq": m.freq,
+        # the opening hours (data/schedule.py): forecasts are stamped with open steps, the service refuses others
+        "schedule": m.schedule,
         "variables": m.variables,
         "targets": m.targets,
         "lookback": m.lookback,
@@ -142,6 +144,8 @@ def panel_metadata(ws: PanelWindowSet) -> dict:
                 "status": p["status"][s].split(" ", 1)[0],
                 "mean": p["scales"][s]["mean"],
                 "scale": p["scales"][s]["scale"],
+                # its columns constant per series (ingest --static): the forecast and the service supply them
+                **({"static": p["static"][s]} if p.get("static") else {}),
             }
             for s in ws.series_ids
         },
@@ -182,7 +186,7 @@ def training_reference(ws: WindowSet, settings: Settings) -> dict:
         dict(zip(ws.meta.targets, mase_scale(ws).tolist())),
         window_rows(settings.monitor.drift_rows, ws.meta.lookback, settings.monitor.psi_bins),
         # seasonal differences need one series in time order: a panel's interleaved rows have none
-        season=None if ws.is_panel else residual_season(ws.meta.freq, len(train)),
+        season=None if ws.is_panel else residual_season(ws.meta.freq, len(train), ws.meta.schedule),
     )
 
 

@@ -25,11 +25,12 @@ from ..catalog import forecasts_dir
 from ..config import Settings
 from ..data.calendar import USER
 from ..data.frequency import future_timestamps
+from ..data.schedule import as_schedule
 from ..data.window import future_block
 from ..engine.inference import OnnxForecaster
 from ..errors import DataValidationError
 from ..files import utc_stamp, write_parquet
-from .requests import panel_scales, unscale
+from .requests import panel_scales, static_values, unscale
 
 
 @dataclass
@@ -102,13 +103,18 @@ def forecast_panel_frame(
     check_bounds(engine, x.reshape(-1, x.shape[-1]), source)
     mean, scale = panel_scales(engine, series)
     xs = ((x - mean[:, None, :]) / scale[:, None, :]).astype(np.float32)
-    horizons = [pd.DatetimeIndex(future_timestamps(t, freq, H)) for t in lasts]
+    hours = as_schedule(engine.metadata.get("schedule"))
+    horizons = [pd.DatetimeIndex(future_timestamps(t, freq, H, hours)) for t in lasts]
     f = None
     if engine.future_name:
         groups = {} if future is None else dict(tuple(future.groupby(SERIES_ID, sort=False)))
         blocks = [
             future_input(
-                engine, h, groups.get(s, None if future is None else future.iloc[:0]), f"{future_source}, series '{s}'"
+                engine,
+                h,
+                groups.get(s, None if future is None else future.iloc[:0]),
+                f"{future_source}, series '{s}'",
+                static_values(engine, s),
             )
             for s, h in zip(series, horizons)
         ]
@@ -169,6 +175,25 @@ def model_input(engine: OnnxForecaster, frame: pd.DataFrame, source: str = "fram
     return x.astype(np.float32)[None], tail["timestamp"].iloc[-1]
 
 
+def check_grid(pq, meta: dict, engine: OnnxForecaster, model: str) -> None:
+    """The data on the grid the model was trained on: its frequency and its opening hours. A refresh re-infers both
+    from the file: a model fed another grid forecasts nonsense."""
+    model_freq = engine.metadata.get("freq")
+    if model_freq and meta.get("freq") and model_freq != meta["freq"]:
+        raise DataValidationError(
+            f"{pq}: the data is on a {meta['freq']} grid, {model} was "
+            f"trained on {model_freq}: re-ingest with --freq {model_freq}, or retrain"
+        )
+    hours, model_hours = as_schedule(meta.get("schedule")), as_schedule(engine.metadata.get("schedule"))
+    if "schedule" in engine.metadata and hours != model_hours:
+        was = model_hours.describe() if model_hours else "none (24/7)"
+        now = hours.describe() if hours else "none (24/7)"
+        raise DataValidationError(
+            f"{pq}: the data keeps the schedule {now}, {model} was trained on {was}: re-ingest with "
+            f"--schedule, or retrain"
+        )
+
+
 def check_bounds(engine: OnnxForecaster, x: np.ndarray, source: str = "frame") -> None:
     """Refuse inputs (time, variables) outside the model's plausible ranges (ONNX metadata `bounds`): one
     line naming the column, the count and an example. A model exported without them checks nothing."""
@@ -194,14 +219,19 @@ def user_future_columns(engine: OnnxForecaster) -> list[str]:
 
 
 def future_input(
-    engine: OnnxForecaster, stamps: pd.DatetimeIndex, supplied: pd.DataFrame | None, source: str = "future rows"
+    engine: OnnxForecaster,
+    stamps: pd.DatetimeIndex,
+    supplied: pd.DataFrame | None,
+    source: str = "future rows",
+    static: dict[str, float] | None = None,
 ) -> np.ndarray | None:
     """The (1, horizon, F) known-future block of one forecast at `stamps`: calendar columns computed, user columns
-    looked up by timestamp in `supplied` (a frame with `timestamp` and those columns). A column or a value missing
-    is refused with the column and the first timestamp lacking it; values outside the model's bounds too."""
+    looked up by timestamp in `supplied` (a frame with `timestamp` and those columns), a panel series' `static`
+    values repeated over the horizon. A column or a value missing is refused with the column and the first timestamp
+    lacking it; values outside the model's bounds too."""
     if not engine.future_name:
         return None
-    user = {}
+    user: dict[str, np.ndarray] = {c: np.full(len(stamps), v) for c, v in (static or {}).items()}
     hint = (
         "add rows after the last observation holding them (ingest --future-features) or pass "
         "`cellcast forecast --future FILE`"
@@ -276,7 +306,7 @@ def forecast_frame(
         step = frame["timestamp"].sort_values().diff().iloc[-1]
         stamps = pd.DatetimeIndex([last + step * (i + 1) for i in range(engine.horizon)])
     else:
-        stamps = future_timestamps(last, freq, engine.horizon)
+        stamps = future_timestamps(last, freq, engine.horizon, engine.metadata.get("schedule"))
     f = future_input(engine, pd.DatetimeIndex(stamps), future, future_source)
     y, q, used = engine.predict_all(x, f)
     out = pd.DataFrame({"timestamp": stamps})
@@ -372,13 +402,7 @@ def forecast_latest(
         return _forecast_panel(name, settings, engine, info, alias, log_to_mlflow, future_file)
     df, meta = read_validated(name, settings)
     pq, _ = validated_paths(name, settings)
-    model_freq = engine.metadata.get("freq")
-    if model_freq and meta.get("freq") and model_freq != meta["freq"]:
-        # a refresh re-infers the frequency from the file: a model fed another grid forecasts nonsense
-        raise DataValidationError(
-            f"{pq}: the data is on a {meta['freq']} grid, {settings.model_name} v{info.version} was "
-            f"trained on {model_freq}: re-ingest with --freq {model_freq}, or retrain"
-        )
+    check_grid(pq, meta, engine, f"{settings.model_name} v{info.version}")
     # the input rows pass the same suite + policy as the training data, and the model's own ranges
     recent = df.sort_values("timestamp").iloc[-engine.lookback :].reset_index(drop=True)
     origin = f"the range model {settings.model_name} v{info.version} was trained on"
@@ -462,12 +486,7 @@ def _forecast_panel(
             f"trained on one series: retrain it (cellcast train {name})"
         )
     df, meta = read_validated_panel(name, settings)
-    model_freq = engine.metadata.get("freq")
-    if model_freq and meta.get("freq") and model_freq != meta["freq"]:
-        raise DataValidationError(
-            f"{pq}: the data is on a {meta['freq']} grid, {settings.model_name} v{info.version} was "
-            f"trained on {model_freq}: re-ingest with --freq {model_freq}, or retrain"
-        )
+    check_grid(pq, meta, engine, f"{settings.model_name} v{info.version}")
     id_cols = [c for c in (meta["panel"].get("id_cols") or []) if c in df.columns and c != SERIES_ID]
     supplied, where = supplied_future(name, settings, engine, meta, future_file)
     if supplied is not None:

@@ -219,12 +219,24 @@ def parse_instance(obj: Any, engine: OnnxForecaster, where: str = "body"):
             engine.horizon,
             engine.metadata.get("freq"),
             engine.metadata.get("grid_origin"),
+            engine.metadata.get("schedule"),
         )
-    return window, stamps, request_future(series.future, stamps, engine, where, bounds), series.id
+    return window, stamps, request_future(series.future, stamps, engine, where, bounds, series.id), series.id
+
+
+def static_values(engine: OnnxForecaster, series_id: str | None) -> dict[str, float]:
+    """A panel series' columns constant per series (ingest --static), as its model holds them; {} without any."""
+    series = ((engine.metadata.get("panel") or {}).get("series") or {}).get(series_id) or {}
+    return {str(k): float(v) for k, v in (series.get("static") or {}).items()}
 
 
 def request_future(
-    given: dict | None, stamps: list[str] | None, engine: OnnxForecaster, where: str, bounds: dict
+    given: dict | None,
+    stamps: list[str] | None,
+    engine: OnnxForecaster,
+    where: str,
+    bounds: dict,
+    series_id: str | None = None,
 ) -> np.ndarray | None:
     """The known-future block (horizon, F) of one request: calendar columns computed from the forecast's timestamps
     (so the request's timestamps are required), user columns from `future`, each `horizon` values, none missing."""
@@ -281,6 +293,8 @@ def request_future(
                     f"{arr[out[0]]:.6g} at [{int(out[0])}])",
                 )
         values[c] = arr
+    # a panel series' columns constant per series (ingest --static) come from the model, not the request
+    values |= {c: np.full(H, v) for c, v in static_values(engine, series_id).items()}
     when = pd.DatetimeIndex(stamps) if stamps else range(H)
     return future_block(names, kinds, engine.calendar, engine.metadata.get("freq") or "D", when, values)
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.frequency import future_timestamps
+from ..data.schedule import as_schedule
 from .problems import BadRequest
 
 
@@ -129,20 +130,52 @@ def _off_phase(ts: pd.DatetimeIndex, off, origin: pd.Timestamp | None) -> np.nda
     return np.array([], dtype=int)  # sub-daily with no origin: any phase
 
 
+def _on_schedule(ts: pd.DatetimeIndex, where: str, horizon: int, schedule: dict) -> list[str]:
+    """Timestamps of a model with opening hours: each an open step, one after the other (a closed night between
+    two days is no gap), continued with the next open steps."""
+    hours = as_schedule(schedule)
+    assert hours is not None
+    closed = hours.first_closed(ts)
+    if closed is not None:
+        n = int((~hours.is_open(ts)).sum())
+        raise BadRequest(
+            422,
+            f"{where}[{closed}]: {ts[closed]} is outside the model's schedule ({hours.describe()}; "
+            f"{n} timestamps outside it): send the observations at open steps only",
+        )
+    grid = hours.grid(ts[0], ts[-1])
+    n = min(len(grid), len(ts))
+    differ = np.flatnonzero(grid[:n] != ts[:n])
+    if len(differ) or len(grid) != len(ts):
+        i = int(differ[0]) if len(differ) else n
+        raise BadRequest(
+            422,
+            f"{where}[{i}]: {ts[i]} does not follow {ts[i - 1]} on the model's schedule ({hours.describe()}): "
+            f"expected {grid[i]}",
+        )
+    return [t.isoformat() for t in hours.next_steps(ts[-1], horizon)]
+
+
 def check_timestamps(
-    raw: list[str], where: str, length: int, horizon: int, freq: str | None, grid_origin: str | None = None
+    raw: list[str],
+    where: str,
+    length: int,
+    horizon: int,
+    freq: str | None,
+    grid_origin: str | None = None,
+    schedule: dict | None = None,
 ) -> list[str]:
     """Check the request's timestamps (one per observation, regular, on the model's grid) and continue them
     `horizon` steps.
 
     With the model's frequency known, the timestamps must lie on its grid (business days and months
     included) at its phase (a daily model is not asked at 06:30); without it, they must have one
-    constant step."""
+    constant step. A model with opening hours (`schedule`) takes its open steps only, in order."""
     if len(raw) != length:
         raise BadRequest(
             422, f"{where}: expected a list of {length} date-time strings (one per observation), got {len(raw)} items"
         )
-    fast = _fast_timestamps(raw, horizon, freq, grid_origin)
+    fast = None if schedule else _fast_timestamps(raw, horizon, freq, grid_origin)
     if fast is not None:
         return fast
     try:
@@ -155,6 +188,8 @@ def check_timestamps(
     if len(steps) and (steps <= pd.Timedelta(0)).any():
         i = int(np.flatnonzero(steps <= pd.Timedelta(0))[0]) + 1
         raise BadRequest(422, f"{where}[{i}]: {ts[i]} does not come after {ts[i - 1]}; timestamps must increase")
+    if schedule:
+        return _on_schedule(ts, where, horizon, schedule)
     if off is not None and freq is not None:  # a known offset comes from a frequency
         try:
             grid = pd.date_range(ts[0], periods=length, freq=off)
