@@ -494,9 +494,13 @@ def test_cellcast_serve_all_follows_two_registered_models_and_shadows_a_challeng
                 assert r.json()["model"]["version"] == ("1" if name == "pgfleet" else info["version"])
                 assert r.json()["model"]["alias"] == "champion"
                 ids[name] = r.headers["x-request-id"]
-            folder = tmp_path / "forecasts" / "pgfleet" / "live"
             deadline = time.monotonic() + 30
-            while not (folder.is_dir() and set(live_rows(tmp_path, "pgfleet")["model_version"]) == {"1", "2"}):
+
+            def versions() -> set:  # the folder is made before its first file is renamed into it
+                rows = live_rows(tmp_path, "pgfleet")
+                return set() if rows.empty else set(rows["model_version"])
+
+            while versions() != {"1", "2"}:
                 assert time.monotonic() < deadline, "no shadow rows in the live log"
                 time.sleep(0.2)
             m = metrics(c.get("/metrics").text)

@@ -220,5 +220,6 @@ def read_table(run_id: str, artifact_file: str):
             if _is_connection_error(e):
                 raise
             return None
-        d = json.loads(open(path).read())
+        with open(path) as f:
+            d = json.load(f)
     return pd.DataFrame(d["data"], columns=d["columns"])
