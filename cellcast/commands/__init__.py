@@ -1,5 +1,6 @@
 """The commands of `cellcast`, by area (data, training, registry, serving, system); each module's `register(app)`
-adds its commands. What they share: the settings of a dataset, the project root, the device option."""
+adds its commands. What they share: the settings of a dataset, the project root, the device option, and `friendly`,
+which turns a user error into one line on stderr and its exit code."""
 
 from __future__ import annotations
 
