@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sys
 
 import typer
 
-from cellcast.pipeline.errors import CellcastError
+from cellcast.commands import friendly as friendly  # the commands of other modules import it from here
 
 app = typer.Typer(
     help="cellcast: time series in, RNN / LSTM / GRU forecasts out.",
@@ -17,20 +16,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
-
-def friendly(fn):
-    """Print a CellcastError as one line on stderr and exit with its code, no traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except CellcastError as e:
-            typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(e.exit_code) from None  # the line above is the whole message
-
-    return wrapper
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -1,9 +1,15 @@
 """The commands of `cellcast`, by area (data, training, registry, serving, system); each module's `register(app)`
-adds its commands. What they share: the settings of a dataset, the project root, the device option."""
+adds its commands. What they share: the settings of a dataset, the project root, the device option, and `friendly`,
+which turns a user error into one line on stderr and its exit code."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+
+import typer
+
+from cellcast.pipeline.errors import CellcastError
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -35,3 +41,17 @@ def check_device(device: str | None) -> None:
 
     if device is not None and device not in DEVICES:
         raise ConfigError(f"--device '{device}': not one of {', '.join(DEVICES)}")
+
+
+def friendly(fn):
+    """Print a CellcastError as one line on stderr and exit with its code, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except CellcastError as e:
+            typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(e.exit_code) from None  # the line above is the whole message
+
+    return wrapper

@@ -6,219 +6,208 @@ from pathlib import Path
 
 import typer
 
-from cellcast.commands import settings_for
+from cellcast.commands import configure_tracking, friendly, settings_for
 from cellcast.pipeline.errors import ConfigError
 
 
 def register(app: typer.Typer) -> None:
-    from cellcast.cli import friendly  # here, not at import time: cli imports this module
-
     data_app = typer.Typer(
         help="Data versions kept by DVC: the data a registered model was trained on, back by model or version.",
         no_args_is_help=True,
     )
     app.add_typer(data_app, name="data")
+    data_app.command("get")(data_get)
+    data_app.command("gc")(data_gc)
+    app.command()(datasets)
+    app.command()(ingest)
+    app.command()(validate)
 
-    @data_app.command("get")
-    @friendly
-    def data_get(
-        name: str = typer.Argument(..., help="dataset name; the model is <name>-forecaster"),
-        model: str | None = typer.Option(None, "--model", help="the version an alias names: champion | challenger"),
-        version: int | None = typer.Option(None, "--version", help="a registered version number"),
-        out: Path = typer.Option(..., "--out", help="folder to write validated.parquet into (created if missing)"),
-    ) -> None:
-        """Write the validated data a registered model version was trained on into --out, from the local DVC cache
-        or the DVC remote, checked against the version's data_md5."""
-        from cellcast.commands import configure_tracking
-        from cellcast.pipeline.data import versioning
-        from cellcast.pipeline.errors import NotFoundError
-        from cellcast.pipeline.files import md5_file
-        from cellcast.pipeline.registry import tracking
 
-        settings = settings_for(name)
-        if (model is None) == (version is None):
-            raise ConfigError("data get: give exactly one of --model ALIAS, --version N")
-        configure_tracking(settings)
-        mname = settings.model_name
-        if model is not None:
-            info = tracking.get_alias(mname, model)
-            if info is None:
-                raise NotFoundError(f"--model {model}: model '{mname}' has no version with that alias")
-        else:
-            info = tracking.get_version(mname, version)
-        md5 = info.tags.get("data_md5")
-        if not md5 or md5 == "unknown":
-            raise NotFoundError(f"{mname} v{info.version}: no data_md5 tag (registered before data was versioned)")
-        dst = out / "validated.parquet"
-        if dst.exists() and md5_file(dst) != md5:
-            raise ConfigError(f"{dst}: exists with other data; choose another --out (nothing is overwritten)")
-        versioning.fetch(md5, dst, settings.versioning.remote)
-        typer.echo(f"{dst}: the data {mname} v{info.version} was trained on (md5 {md5}, checked)")
+@friendly
+def data_get(
+    name: str = typer.Argument(..., help="dataset name; the model is <name>-forecaster"),
+    model: str | None = typer.Option(None, "--model", help="the version an alias names: champion | challenger"),
+    version: int | None = typer.Option(None, "--version", help="a registered version number"),
+    out: Path = typer.Option(..., "--out", help="folder to write validated.parquet into (created if missing)"),
+) -> None:
+    """Write the validated data a registered model version was trained on into --out, from the local DVC cache
+    or the DVC remote, checked against the version's data_md5."""
+    from cellcast.pipeline.data import versioning
+    from cellcast.pipeline.errors import NotFoundError
+    from cellcast.pipeline.files import md5_file
+    from cellcast.pipeline.registry import tracking
 
-    @data_app.command("gc")
-    @friendly
-    def data_gc(
-        cloud: bool = typer.Option(False, "--cloud", help="the DVC remote too"),
-        dry_run: bool = typer.Option(False, "--dry-run", help="count what would be removed, remove nothing"),
-    ) -> None:
-        """Remove from the DVC cache (and with --cloud the remote) what neither dvc.lock nor a registered model
-        version uses: every version's training data is kept."""
-        from cellcast.commands import configure_tracking
-        from cellcast.pipeline.data import versioning
-        from cellcast.pipeline.registry import tracking
+    settings = settings_for(name)
+    if (model is None) == (version is None):
+        raise ConfigError("data get: give exactly one of --model ALIAS, --version N")
+    configure_tracking(settings)
+    mname = settings.model_name
+    if model is not None:
+        info = tracking.get_alias(mname, model)
+        if info is None:
+            raise NotFoundError(f"--model {model}: model '{mname}' has no version with that alias")
+    else:
+        info = tracking.get_version(mname, version)
+    md5 = info.tags.get("data_md5")
+    if not md5 or md5 == "unknown":
+        raise NotFoundError(f"{mname} v{info.version}: no data_md5 tag (registered before data was versioned)")
+    dst = out / "validated.parquet"
+    if dst.exists() and md5_file(dst) != md5:
+        raise ConfigError(f"{dst}: exists with other data; choose another --out (nothing is overwritten)")
+    versioning.fetch(md5, dst, settings.versioning.remote)
+    typer.echo(f"{dst}: the data {mname} v{info.version} was trained on (md5 {md5}, checked)")
 
-        settings = settings_for()
-        configure_tracking(settings)
-        named = tracking.data_versions(settings.registry.model_suffix)
-        removed = versioning.collect_garbage(set(named), cloud, settings.versioning.remote, dry_run)
-        verb = "would remove" if dry_run else "removed"
-        typer.echo(
-            f"kept the data of {sum(len(v) for v in named.values())} registered versions ({len(named)} data versions) "
-            f"and what dvc.lock uses; {verb} {removed['local']} objects from the local cache"
-            + (f" and {removed['remote']} from the remote" if removed["remote"] is not None else "")
+
+@friendly
+def data_gc(
+    cloud: bool = typer.Option(False, "--cloud", help="the DVC remote too"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="count what would be removed, remove nothing"),
+) -> None:
+    """Remove from the DVC cache (and with --cloud the remote) what neither dvc.lock nor a registered model
+    version uses: every version's training data is kept."""
+    from cellcast.pipeline.data import versioning
+    from cellcast.pipeline.registry import tracking
+
+    settings = settings_for()
+    configure_tracking(settings)
+    named = tracking.data_versions(settings.registry.model_suffix)
+    removed = versioning.collect_garbage(set(named), cloud, settings.versioning.remote, dry_run)
+    verb = "would remove" if dry_run else "removed"
+    typer.echo(
+        f"kept the data of {sum(len(v) for v in named.values())} registered versions ({len(named)} data versions) "
+        f"and what dvc.lock uses; {verb} {removed['local']} objects from the local cache"
+        + (f" and {removed['remote']} from the remote" if removed["remote"] is not None else "")
+    )
+
+
+@friendly
+def datasets() -> None:
+    """List the bundled real datasets (loaded offline from installed packages)."""
+    from cellcast.pipeline.data.datasets import list_datasets
+
+    rows = [("name", "domain", "source", "freq", "series", "rows", "vars", "licence")]
+    rows += [
+        (
+            d.name,
+            d.domain,
+            d.source,
+            d.freq,
+            str(d.series) + (f" ({', '.join(d.id_cols)})" if d.id_cols else ""),
+            str(d.rows),
+            str(d.variables),
+            d.licence,
         )
+        for d in list_datasets()
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
 
-    @app.command()
-    @friendly
-    def datasets() -> None:
-        """List the bundled real datasets (loaded offline from installed packages)."""
-        from cellcast.pipeline.data.datasets import list_datasets
 
-        rows = [("name", "domain", "source", "freq", "series", "rows", "vars", "licence")]
-        rows += [
-            (
-                d.name,
-                d.domain,
-                d.source,
-                d.freq,
-                str(d.series) + (f" ({', '.join(d.id_cols)})" if d.id_cols else ""),
-                str(d.rows),
-                str(d.variables),
-                d.licence,
-            )
-            for d in list_datasets()
-        ]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-        for r in rows:
-            typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+# The options of `cellcast ingest`: where the data comes from, how its columns and times are read.
+_CSV = typer.Option(None, "--csv", help="a CSV file (delimiter sniffed: , ; tab |)")
+_PARQUET = typer.Option(None, "--parquet", help="a Parquet file")
+_BUNDLED = typer.Option(None, "--bundled", help="a bundled dataset (see `cellcast datasets`)")
+_QUERY = typer.Option(
+    None,
+    "--query",
+    help="a SELECT run on the database whose SQLAlchemy URL is in $CELLCAST_DB_URL (or --db-env); "
+    "a scheduled refresh runs it again for the rows after the last timestamp",
+)
+_DB_ENV = typer.Option(
+    None, "--db-env", help="the environment variable holding the database URL (default CELLCAST_DB_URL)"
+)
+_RECORDED = typer.Option(
+    None,
+    "--recorded",
+    help="ingest dataset NAME again as sources.yaml records it (what DVC's ingest@NAME stage runs)",
+)
+_NAME = typer.Option(None, "--name", help="dataset name (folder under data/); required for files")
+_TIME_COL = typer.Option(None, "--time-col", help="the time column of the file")
+_TARGET = typer.Option([], "--target", help="target column (repeat for several)")
+_FEATURES = typer.Option("", "--features", help="feature columns, comma-separated")
+_ID_COL = typer.Option(
+    [],
+    "--id-col",
+    help="a column naming each row's series (long format: a panel; repeat for several: the series key is their tuple)",
+)
+_FUTURE_FEATURES = typer.Option(
+    None,
+    "--future-features",
+    help="columns whose values are known ahead (a planned promotion, a weather "
+    "forecast), comma-separated: features the model also reads for the "
+    "horizon; rows after the last target observation may carry them "
+    "(default: params.yaml ingest.future_features)",
+)
+_FREQ = typer.Option(None, "--freq", help="pandas frequency alias (e.g. 30min, h, D, B); else inferred")
+_AGG = typer.Option(
+    None, "--agg", help="readings at irregular times put on the --freq grid per series: mean | sum | last | max"
+)
+_DELIMITER = typer.Option(None, "--delimiter", help="CSV delimiter (overrides sniffing; 'tab' for tabs)")
+_TIME_FORMAT = typer.Option(
+    None, "--time-format", help="strftime format of the time column, e.g. %d/%m/%Y %H:%M (else detected)"
+)
+_TIME_UNIT = typer.Option(None, "--time-unit", help="the time column holds Unix times in s | ms | us | ns")
+_STATIC = typer.Option(
+    None,
+    "--static",
+    help="a panel's numeric columns constant within each series (a capacity, a floor area), "
+    "comma-separated: kept once per series and read by the global model "
+    "(default: params.yaml ingest.static; features constant within every series are found too)",
+)
+_SCHEDULE = typer.Option(
+    None,
+    "--schedule",
+    help="the steps the series is observed at: auto (detected), none (24/7), or opening hours like "
+    "'Mon-Fri 08:00-16:30' (last open step included) or 'Mon-Fri' for trading days "
+    "(default: params.yaml ingest.schedule)",
+)
+_DAYFIRST = typer.Option(
+    None,
+    "--dayfirst/--monthfirst",
+    help="dates are day-first (31/01/2024) or month-first (01/31/2024); "
+    "else read so only where the file is unambiguous about it",
+)
 
-    @app.command()
-    @friendly
-    def ingest(
-        csv: Path | None = typer.Option(None, "--csv", help="a CSV file (delimiter sniffed: , ; tab |)"),
-        parquet: Path | None = typer.Option(None, "--parquet", help="a Parquet file"),
-        bundled: str | None = typer.Option(None, "--bundled", help="a bundled dataset (see `cellcast datasets`)"),
-        query: str | None = typer.Option(
-            None,
-            "--query",
-            help="a SELECT run on the database whose SQLAlchemy URL is in $CELLCAST_DB_URL (or --db-env); "
-            "a scheduled refresh runs it again for the rows after the last timestamp",
-        ),
-        db_env: str | None = typer.Option(
-            None, "--db-env", help="the environment variable holding the database URL (default CELLCAST_DB_URL)"
-        ),
-        recorded: str | None = typer.Option(
-            None,
-            "--recorded",
-            help="ingest dataset NAME again as sources.yaml records it (what DVC's ingest@NAME stage runs)",
-        ),
-        name: str | None = typer.Option(None, "--name", help="dataset name (folder under data/); required for files"),
-        time_col: str | None = typer.Option(None, "--time-col", help="the time column of the file"),
-        target: list[str] = typer.Option([], "--target", help="target column (repeat for several)"),
-        features: str = typer.Option("", "--features", help="feature columns, comma-separated"),
-        id_col: list[str] = typer.Option(
-            [],
-            "--id-col",
-            help="a column naming each row's series (long format: a panel; "
-            "repeat for several: the series key is their tuple)",
-        ),
-        future_features: str | None = typer.Option(
-            None,
-            "--future-features",
-            help="columns whose values are known ahead (a planned promotion, a weather "
-            "forecast), comma-separated: features the model also reads for the "
-            "horizon; rows after the last target observation may carry them "
-            "(default: params.yaml ingest.future_features)",
-        ),
-        freq: str | None = typer.Option(
-            None, "--freq", help="pandas frequency alias (e.g. 30min, h, D, B); else inferred"
-        ),
-        agg: str | None = typer.Option(
-            None, "--agg", help="readings at irregular times put on the --freq grid per series: mean | sum | last | max"
-        ),
-        delimiter: str | None = typer.Option(
-            None, "--delimiter", help="CSV delimiter (overrides sniffing; 'tab' for tabs)"
-        ),
-        time_format: str | None = typer.Option(
-            None, "--time-format", help="strftime format of the time column, e.g. %d/%m/%Y %H:%M (else detected)"
-        ),
-        time_unit: str | None = typer.Option(
-            None, "--time-unit", help="the time column holds Unix times in s | ms | us | ns"
-        ),
-        static: str | None = typer.Option(
-            None,
-            "--static",
-            help="a panel's numeric columns constant within each series (a capacity, a floor area), "
-            "comma-separated: kept once per series and read by the global model "
-            "(default: params.yaml ingest.static; features constant within every series are found too)",
-        ),
-        schedule: str | None = typer.Option(
-            None,
-            "--schedule",
-            help="the steps the series is observed at: auto (detected), none (24/7), or opening hours like "
-            "'Mon-Fri 08:00-16:30' (last open step included) or 'Mon-Fri' for trading days "
-            "(default: params.yaml ingest.schedule)",
-        ),
-        dayfirst: bool | None = typer.Option(
-            None,
-            "--dayfirst/--monthfirst",
-            help="dates are day-first (31/01/2024) or month-first (01/31/2024); "
-            "else read so only where the file is unambiguous about it",
-        ),
-    ) -> None:
-        """Read a CSV/Parquet file or a bundled dataset into data/NAME/raw.parquet + raw.json."""
-        from cellcast.pipeline.config import check_dataset_name
-        from cellcast.pipeline.data.ingest import ingest_bundled, ingest_file
 
-        given = [
-            o
-            for o, v in (
-                ("--csv", csv),
-                ("--parquet", parquet),
-                ("--query", query),
-                ("--bundled", bundled),
-                ("--recorded", recorded),
-            )
-            if v is not None
-        ]
-        if len(given) != 1:
-            raise ConfigError(
-                "ingest: give exactly one of --csv PATH, --parquet PATH, --query SQL, --bundled NAME, --recorded NAME"
-            )
-        if db_env is not None and query is None:
-            raise ConfigError("--db-env: only with --query")
-        future = None if future_features is None else [f.strip() for f in future_features.split(",") if f.strip()]
-        if recorded is not None:
-            res = _ingest_recorded(check_dataset_name(recorded, "--recorded"))
-        elif bundled is not None:
-            if future is not None:
-                raise ConfigError(
-                    "--future-features: a bundled dataset takes them from params.yaml "
-                    "(datasets.NAME.ingest.future_features)"
-                )
-            if name and name != bundled:
-                raise ConfigError(f"--name '{name}': a bundled dataset keeps its own name ('{bundled}')")
-            res = ingest_bundled(bundled, settings_for(bundled))
-        else:
-            if not name:
-                raise ConfigError("--name: required when ingesting a file")
-            check_dataset_name(name, "--name")
-            if not time_col:
-                raise ConfigError("--time-col: required when ingesting a file")
+@friendly
+def ingest(
+    csv: Path | None = _CSV,
+    parquet: Path | None = _PARQUET,
+    bundled: str | None = _BUNDLED,
+    query: str | None = _QUERY,
+    db_env: str | None = _DB_ENV,
+    recorded: str | None = _RECORDED,
+    name: str | None = _NAME,
+    time_col: str | None = _TIME_COL,
+    target: list[str] = _TARGET,
+    features: str = _FEATURES,
+    id_col: list[str] = _ID_COL,
+    future_features: str | None = _FUTURE_FEATURES,
+    freq: str | None = _FREQ,
+    agg: str | None = _AGG,
+    delimiter: str | None = _DELIMITER,
+    time_format: str | None = _TIME_FORMAT,
+    time_unit: str | None = _TIME_UNIT,
+    static: str | None = _STATIC,
+    schedule: str | None = _SCHEDULE,
+    dayfirst: bool | None = _DAYFIRST,
+) -> None:
+    """Read a CSV/Parquet file or a bundled dataset into data/NAME/raw.parquet + raw.json."""
+    from cellcast.pipeline.config import check_dataset_name
+    from cellcast.pipeline.data.ingest import ingest_file
+
+    _check_one_source(csv=csv, parquet=parquet, query=query, bundled=bundled, recorded=recorded, db_env=db_env)
+    future = _columns(future_features)
+    if recorded is not None:
+        res = _ingest_recorded(check_dataset_name(recorded, "--recorded"))
+    elif bundled is not None:
+        res = _ingest_bundled(bundled, name, future)
+    else:
+        name, time_col = _file_names(name, time_col)
         if query is not None:
             from cellcast.pipeline.data.database import DEFAULT_ENV, ingest_query
 
-            assert name and time_col  # checked above: a query is not --bundled / --recorded
             res = ingest_query(
                 query,
                 name=name,
@@ -226,19 +215,19 @@ def register(app: typer.Typer) -> None:
                 targets=list(target),
                 env=db_env or DEFAULT_ENV,
                 settings=settings_for(name),
-                features=[f.strip() for f in features.split(",") if f.strip()],
+                features=_columns(features),
                 freq=freq,
                 future_features=future,
             )
-        elif bundled is None and recorded is None:
+        else:
             path = csv or parquet
-            assert path is not None and name and time_col  # one of --csv/--parquet, its --name and --time-col checked
+            assert path is not None  # one of --csv / --parquet: _check_one_source
             res = ingest_file(
                 path,
                 name=name,
                 time_col=time_col,
                 targets=list(target),
-                features=[f.strip() for f in features.split(",") if f.strip()],
+                features=_columns(features),
                 freq=freq,
                 fmt="csv" if csv else "parquet",
                 delimiter=delimiter,
@@ -250,69 +239,120 @@ def register(app: typer.Typer) -> None:
                 settings=settings_for(name),
                 future_features=future,
                 schedule=schedule,
-                static=None if static is None else [c.strip() for c in static.split(",") if c.strip()],
+                static=_columns(static),
             )
-        versioned = None if recorded is not None else _version_ingest(res)
-        typer.echo(ingest_summary(res))
-        if versioned:
-            typer.echo(versioned)
+    versioned = None if recorded is not None else _version_ingest(res)
+    typer.echo(ingest_summary(res))
+    if versioned:
+        typer.echo(versioned)
 
-    @app.command()
-    @friendly
-    def validate(
-        name: str = typer.Argument(..., help="dataset name (ingested under data/NAME)"),
-        dedupe: str | None = typer.Option(
-            None,
-            "--dedupe",
-            help="duplicated timestamps: reject|first|last|mean (overrides params.yaml for NAME from now on)",
-        ),
-        long_gaps: str | None = typer.Option(
-            None,
-            "--long-gaps",
-            help="gaps longer than ingest.max_fill_steps: "
-            "reject|segment (kept as breaks no window crosses; overrides params.yaml for NAME "
-            "from now on)",
-        ),
-        bad_series: str | None = typer.Option(
-            None,
-            "--bad-series",
-            help="a panel's series that breaks a rule: reject "
-            "(the dataset fails) | drop (quarantined, the rest kept; overrides "
-            "params.yaml)",
-        ),
-    ) -> None:
-        """Validate data/NAME/raw.parquet (GX suite + gap/duplicate policy) into validated.parquet."""
-        from cellcast.pipeline.data.validation import record_policy, validate_dataset
 
-        settings = settings_for(name)
-        policy = {}
-        for opt, value, allowed in (
-            ("--dedupe", dedupe, ("reject", "first", "last", "mean")),
-            ("--long-gaps", long_gaps, ("reject", "segment")),
-            ("--bad-series", bad_series, ("reject", "drop")),
-        ):
-            if value is not None:
-                if value not in allowed:
-                    raise ConfigError(f"{opt} '{value}': must be one of {', '.join(allowed)}")
-                policy[opt[2:].replace("-", "_")] = value
-        if policy:  # kept for NAME: train, scheduled refreshes and forecasts validate it the same way
-            record_policy(name, settings, policy)
-        rep = validate_dataset(name, settings)
-        note = _record(name, ["validate"])
-        if note:
-            typer.echo(note, err=True)
-        if rep.panel is not None:
-            typer.echo(_panel_summary(name, rep))
-            return
-        filled = sum(rep.filled.values())
-        typer.echo(
-            f"{name}: valid, {rep.rows_in} -> {rep.rows_out} rows, {filled} points filled, "
-            f"{len(rep.breaks)} breaks, {rep.dedupe.get('duplicated_rows', 0)} duplicates resolved, "
-            f"windows train/val/test {rep.windows.get('train')}/{rep.windows.get('val')}/{rep.windows.get('test')} "
-            f"({rep.windows.get('test_origins')} non-overlapping test windows)"
-            + _promotion_hint(rep.windows.get("test_origins"), settings)
-            + f"; report {rep.report_path}"
+def _check_one_source(**given) -> None:
+    """Exactly one of --csv, --parquet, --query, --bundled, --recorded; --db-env only with --query."""
+    db_env = given.pop("db_env")
+    if sum(v is not None for v in given.values()) != 1:
+        raise ConfigError(
+            "ingest: give exactly one of --csv PATH, --parquet PATH, --query SQL, --bundled NAME, --recorded NAME"
         )
+    if db_env is not None and given["query"] is None:
+        raise ConfigError("--db-env: only with --query")
+
+
+def _columns(text: str | None) -> list[str] | None:
+    """A comma-separated option as column names; None when the option was not given."""
+    return None if text is None else [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _ingest_bundled(bundled: str, name: str | None, future: list[str] | None):
+    """`ingest --bundled`: the dataset keeps its own name and its known-future columns from params.yaml."""
+    from cellcast.pipeline.data.ingest import ingest_bundled
+
+    if future is not None:
+        raise ConfigError(
+            "--future-features: a bundled dataset takes them from params.yaml (datasets.NAME.ingest.future_features)"
+        )
+    if name and name != bundled:
+        raise ConfigError(f"--name '{name}': a bundled dataset keeps its own name ('{bundled}')")
+    return ingest_bundled(bundled, settings_for(bundled))
+
+
+def _file_names(name: str | None, time_col: str | None) -> tuple[str, str]:
+    """A file or a query needs --name (a valid dataset name) and --time-col."""
+    from cellcast.pipeline.config import check_dataset_name
+
+    if not name:
+        raise ConfigError("--name: required when ingesting a file")
+    check_dataset_name(name, "--name")
+    if not time_col:
+        raise ConfigError("--time-col: required when ingesting a file")
+    return name, time_col
+
+
+@friendly
+def validate(
+    name: str = typer.Argument(..., help="dataset name (ingested under data/NAME)"),
+    dedupe: str | None = typer.Option(
+        None,
+        "--dedupe",
+        help="duplicated timestamps: reject|first|last|mean (overrides params.yaml for NAME from now on)",
+    ),
+    long_gaps: str | None = typer.Option(
+        None,
+        "--long-gaps",
+        help="gaps longer than ingest.max_fill_steps: "
+        "reject|segment (kept as breaks no window crosses; overrides params.yaml for NAME "
+        "from now on)",
+    ),
+    bad_series: str | None = typer.Option(
+        None,
+        "--bad-series",
+        help="a panel's series that breaks a rule: reject "
+        "(the dataset fails) | drop (quarantined, the rest kept; overrides "
+        "params.yaml)",
+    ),
+) -> None:
+    """Validate data/NAME/raw.parquet (GX suite + gap/duplicate policy) into validated.parquet."""
+    from cellcast.pipeline.data.validation import record_policy, validate_dataset
+
+    settings = settings_for(name)
+    policy = _policy(dedupe=dedupe, long_gaps=long_gaps, bad_series=bad_series)
+    if policy:  # kept for NAME: train, scheduled refreshes and forecasts validate it the same way
+        record_policy(name, settings, policy)
+    rep = validate_dataset(name, settings)
+    note = _record(name, ["validate"])
+    if note:
+        typer.echo(note, err=True)
+    if rep.panel is not None:
+        typer.echo(_panel_summary(name, rep))
+        return
+    filled = sum(rep.filled.values())
+    typer.echo(
+        f"{name}: valid, {rep.rows_in} -> {rep.rows_out} rows, {filled} points filled, "
+        f"{len(rep.breaks)} breaks, {rep.dedupe.get('duplicated_rows', 0)} duplicates resolved, "
+        f"windows train/val/test {rep.windows.get('train')}/{rep.windows.get('val')}/{rep.windows.get('test')} "
+        f"({rep.windows.get('test_origins')} non-overlapping test windows)"
+        + _promotion_hint(rep.windows.get("test_origins"), settings)
+        + f"; report {rep.report_path}"
+    )
+
+
+_POLICY_CHOICES = {
+    "dedupe": ("reject", "first", "last", "mean"),
+    "long_gaps": ("reject", "segment"),
+    "bad_series": ("reject", "drop"),
+}
+
+
+def _policy(**given: str | None) -> dict[str, str]:
+    """The validation policy options given (--dedupe, --long-gaps, --bad-series), each checked against its choices."""
+    policy = {}
+    for key, value in given.items():
+        if value is not None:
+            allowed = _POLICY_CHOICES[key]
+            if value not in allowed:
+                raise ConfigError(f"--{key.replace('_', '-')} '{value}': must be one of {', '.join(allowed)}")
+            policy[key] = value
+    return policy
 
 
 def _record(name: str, stages: list[str]) -> str | None:

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from .. import __version__
-from ..config import Settings
+from ..config import Settings, TrainConfig
 from ..data import window as _window
 from ..data.window import PanelWindowSet, WindowSet
 from ..errors import ConfigError, TrainingError
@@ -438,6 +438,62 @@ class Checkpoint:
             return None
 
 
+@dataclass
+class _Loop:
+    """What one candidate's training loop works with: the model on its device, its optimiser and schedule, the
+    windows resident there and the generator that draws each epoch's training windows."""
+
+    model: Forecaster
+    params: list  # what the optimiser steps: the linear anchor stays as fitted
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.ReduceLROnPlateau
+    tw: _window.TorchWindows
+    scale: torch.Tensor
+    gen: torch.Generator
+    dropout_gen: torch.Generator  # the model's dropout masks
+    device: torch.device
+    batch: int
+    train_starts: torch.Tensor
+    val_starts: torch.Tensor
+    per_epoch: int
+    levels: torch.Tensor | None
+    draw: Callable | None  # a panel's sampler across its series; None: a permutation of every window
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def val_loss(self) -> float:
+        return _val_loss(
+            self.model, self.tw, self.val_starts, self.scale, self.cuda, max(self.batch, 1024), self.levels
+        )
+
+    def order(self) -> torch.Tensor:
+        """The training windows of one epoch, drawn from the loop's own generator."""
+        if self.draw is None:
+            perm = torch.randperm(len(self.train_starts), generator=self.gen, device=self.device)
+            return self.train_starts[perm[: self.per_epoch]]
+        return self.draw(self.per_epoch, self.gen)  # a panel: across its series without a permutation of every window
+
+
+@dataclass
+class _Progress:
+    """Where a candidate's training stands: the epochs run, the best validation loss and its weights, what stopped
+    it, and the throughput so far."""
+
+    history: list[dict]
+    best: float
+    best_epoch: int
+    bad_epochs: int
+    best_state: dict
+    initial: float
+    stopped: str = "max epochs"
+    start_epoch: int = 1
+    resumed: int | None = None
+    seen: int = 0
+    busy: float = 0.0
+
+
 def train_candidate(
     ws: WindowSet,
     cand: Candidate,
@@ -459,19 +515,72 @@ def train_candidate(
     exact_fp32(device)  # no TF32 on a GPU: fp32 work there matches the CPU and ONNX Runtime
     if len(ws.starts["train"]) == 0 or len(ws.starts["val"]) == 0:
         raise TrainingError(f"{ws.meta.name}: no train or validation windows to train {cand.name} on")
+    model = _build_model(ws, cand, settings, anchor, device)
+    loop = _prepare_loop(ws, model, settings, device)
+    fp = _fingerprint(model.spec, settings, ws.meta.data_md5, device, anchor, ws.meta.future_names)
+    if loop.draw is not None:  # the sampler shapes the weights too
+        fp = hashlib.sha256(f"{fp}:{ws.meta.panel.get('weighting', 'uniform')}".encode()).hexdigest()[:16]
+    ckpt = Path(checkpoint_dir) / f"{cand.name}.pt" if checkpoint_dir else None
+    state = _start(loop, ckpt, fp, t.epochs, cand.name)
+    t_start = time.perf_counter()
+    for epoch in range(state.start_epoch, t.epochs + 1):
+        row = _run_epoch(loop, state, epoch, t, cand.name, f"{cand.name} epoch {epoch}" if progress else None)
+        if state.bad_epochs >= t.patience:
+            state.stopped = f"early stop: no val improvement for {t.patience} epochs"
+        elif time.perf_counter() - t_start > t.time_budget_s:
+            state.stopped = f"time budget {t.time_budget_s:g}s spent"
+        if ckpt:
+            # done: the run ended as the settings say it should; one cut short by the clock is resumed by a rerun
+            done = state.stopped.startswith("early stop") or epoch == t.epochs
+            _checkpoint(loop, state, fp, epoch, done).save(ckpt)
+        if on_epoch:
+            on_epoch(row)
+        if state.stopped != "max epochs":
+            break
+    model.load_state_dict(state.best_state)
+    model.dropout_generator = None  # the trained model carries no training state (it is copied and exported)
+    model = model.cpu().eval()
+    calibration = calibrate(model, ws, settings)
+    return TrainResult(
+        candidate=cand,
+        model=model,
+        history=state.history,
+        best_epoch=state.best_epoch,
+        best_val_loss=state.best,
+        initial_val_loss=state.initial,
+        stopped=state.stopped,
+        seconds=time.perf_counter() - t_start,
+        windows_per_s=state.seen / state.busy if state.busy else 0.0,
+        device=str(device),
+        resumed_from=state.resumed,
+        anchor=anchor.summary(),
+        calibration=calibration,
+    )
+
+
+def _build_model(
+    ws: WindowSet, cand: Candidate, settings: Settings, anchor: AnchorChoice, device: torch.device
+) -> Forecaster:
+    """The candidate's model on `device`, its weights drawn from a generator of its own and its linear anchor fitted."""
+    seed = settings.train.seed
     # every draw from a generator of this candidate's own, none from torch's global RNG: candidates
     # trained at once in threads stay exactly what they are when trained one after another
     spec = model_spec(ws, cand, settings, anchor)
     # every weight is drawn from the candidate's own generator (or fitted): the same for any order of building
-    model = Forecaster(spec, generator=torch.Generator().manual_seed(t.seed))
+    model = Forecaster(spec, generator=torch.Generator().manual_seed(seed))
     if anchor.linear is not None:
         with torch.no_grad():
             model.linear.weight.copy_(torch.from_numpy(anchor.linear.weight))
             model.linear.bias.copy_(torch.from_numpy(anchor.linear.bias))
     if spec.quantiles:
         _start_quantile_offsets(model, ws)
-    model = model.to(device)
-    model.dropout_generator = torch.Generator(device=device).manual_seed(t.seed + 1)
+    return model.to(device)
+
+
+def _prepare_loop(ws: WindowSet, model: Forecaster, settings: Settings, device: torch.device) -> _Loop:
+    """The optimiser, the plateau schedule, the windows on `device` and the batch sampler of train.* settings."""
+    t = settings.train
+    model.dropout_generator = dropout_gen = torch.Generator(device=device).manual_seed(t.seed + 1)
     cuda = device.type == "cuda"
     params = [p for p in model.parameters() if p.requires_grad]  # the linear anchor stays as fitted
     opt = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, fused=cuda or None)
@@ -479,116 +588,112 @@ def train_candidate(
     tw = ws.to_torch(device)
     scale = model.target_scale().to(device)
     gen = torch.Generator(device=device).manual_seed(t.seed)
-    batch = min(t.batch_size, t.max_batch_size)
     train_starts, val_starts = tw.starts["train"], tw.starts["val"]
     if t.max_val_windows and len(val_starts) > t.max_val_windows:  # evenly spread: every series, every season
         keep = np.unique(np.linspace(0, len(val_starts) - 1, t.max_val_windows).round().astype(np.int64))
         val_starts = val_starts[torch.from_numpy(keep).to(val_starts.device)]
-    per_epoch = min(t.max_train_windows, len(train_starts))
-    levels = torch.tensor(spec.quantiles, device=device) if spec.quantiles else None
-    draw = panel_sampler(ws, train_starts, device)
-
-    fp = _fingerprint(spec, settings, ws.meta.data_md5, device, anchor, ws.meta.future_names)
-    if draw is not None:  # the sampler shapes the weights too
-        fp = hashlib.sha256(f"{fp}:{ws.meta.panel.get('weighting', 'uniform')}".encode()).hexdigest()[:16]
-    ckpt = Path(checkpoint_dir) / f"{cand.name}.pt" if checkpoint_dir else None
-    history: list[dict] = []
-    start_epoch, best_epoch, bad_epochs, resumed = 1, 0, 0, None
-    best_state = copy.deepcopy(model.state_dict())
-    initial = best = _val_loss(model, tw, val_starts, scale, cuda, max(batch, 1024), levels)
-    stopped = "max epochs"
-    ck = Checkpoint.load(ckpt, device, fp) if ckpt else None
-    if ck is not None:
-        model.load_state_dict(ck.model)
-        opt.load_state_dict(ck.opt)
-        sched.load_state_dict(ck.sched)
-        gen.set_state(ck.gen.cpu())  # generator states are CPU byte tensors, also for CUDA generators
-        model.dropout_generator.set_state(ck.dropout_gen.cpu())
-        history, best, best_epoch, bad_epochs = ck.history, ck.best, ck.best_epoch, ck.bad_epochs
-        best_state, initial = ck.best_state, ck.initial
-        start_epoch = resumed = ck.epoch + 1
-        log.info("%s: resuming after epoch %d from %s", cand.name, ck.epoch, ckpt)
-        if ck.done:
-            start_epoch, stopped = t.epochs + 1, ck.stopped
-
-    seen, busy = 0, 0.0
-    t_start = time.perf_counter()
-    for epoch in range(start_epoch, t.epochs + 1):
-        t0 = time.perf_counter()
-        if draw is None:
-            order = train_starts[torch.randperm(len(train_starts), generator=gen, device=device)[:per_epoch]]
-        else:  # a panel: drawn across its series without a permutation of every window
-            order = draw(per_epoch, gen)
-        label = f"{cand.name} epoch {epoch}" if progress else None
-        train_loss = _train_epoch(model, tw, order, batch, opt, params, t.clip_grad_norm, scale, levels, cuda, label)
-        busy += time.perf_counter() - t0
-        seen += per_epoch
-        if not math.isfinite(train_loss):
-            raise TrainingError(
-                f"{cand.name}: training loss became {train_loss} at epoch {epoch} (try a lower train.lr than {t.lr})"
-            )
-        val = _val_loss(model, tw, val_starts, scale, cuda, max(batch, 1024), levels)
-        sched.step(val)
-        row = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "val_loss": val,
-            "lr": opt.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - t0,
-        }
-        history.append(row)
-        if val < best - 1e-6:
-            best, best_epoch, bad_epochs = val, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            bad_epochs += 1
-        log.debug("%s epoch %d: train %.4f val %.4f lr %.2g", cand.name, epoch, train_loss, val, row["lr"])
-        if bad_epochs >= t.patience:
-            stopped = f"early stop: no val improvement for {t.patience} epochs"
-        elif time.perf_counter() - t_start > t.time_budget_s:
-            stopped = f"time budget {t.time_budget_s:g}s spent"
-        # done: the run ended as the settings say it should; one cut short by the clock is resumed by a rerun
-        done = stopped.startswith("early stop") or epoch == t.epochs
-        if ckpt:
-            Checkpoint(
-                fingerprint=fp,
-                epoch=epoch,
-                model=model.state_dict(),
-                opt=opt.state_dict(),
-                sched=sched.state_dict(),
-                gen=gen.get_state(),
-                dropout_gen=model.dropout_generator.get_state(),
-                history=history,
-                best=best,
-                best_epoch=best_epoch,
-                bad_epochs=bad_epochs,
-                best_state=best_state,
-                initial=initial,
-                done=done,
-                stopped=stopped,
-            ).save(ckpt)
-        if on_epoch:
-            on_epoch(row)
-        if stopped != "max epochs":
-            break
-    model.load_state_dict(best_state)
-    model.dropout_generator = None  # the trained model carries no training state (it is copied and exported)
-    model = model.cpu().eval()
-    calibration = calibrate(model, ws, settings)
-    return TrainResult(
-        candidate=cand,
+    return _Loop(
         model=model,
-        history=history,
-        best_epoch=best_epoch,
-        best_val_loss=best,
-        initial_val_loss=initial,
-        stopped=stopped,
-        seconds=time.perf_counter() - t_start,
-        windows_per_s=seen / busy if busy else 0.0,
-        device=str(device),
-        resumed_from=resumed,
-        anchor=anchor.summary(),
-        calibration=calibration,
+        params=params,
+        opt=opt,
+        sched=sched,
+        tw=tw,
+        scale=scale,
+        gen=gen,
+        dropout_gen=dropout_gen,
+        device=device,
+        batch=min(t.batch_size, t.max_batch_size),
+        train_starts=train_starts,
+        val_starts=val_starts,
+        per_epoch=min(t.max_train_windows, len(train_starts)),
+        levels=torch.tensor(model.spec.quantiles, device=device) if model.spec.quantiles else None,
+        draw=panel_sampler(ws, train_starts, device),
+    )
+
+
+def _start(loop: _Loop, ckpt: Path | None, fp: str, epochs: int, name: str) -> _Progress:
+    """The untrained model's validation loss as the best so far, or where the checkpoint at `ckpt` stopped when
+    this code, data and settings wrote it (after a finished run: nothing left to train)."""
+    best_state = copy.deepcopy(loop.model.state_dict())
+    initial = loop.val_loss()
+    state = _Progress(history=[], best=initial, best_epoch=0, bad_epochs=0, best_state=best_state, initial=initial)
+    ck = Checkpoint.load(ckpt, loop.device, fp) if ckpt else None
+    if ck is None:
+        return state
+    loop.model.load_state_dict(ck.model)
+    loop.opt.load_state_dict(ck.opt)
+    loop.sched.load_state_dict(ck.sched)
+    loop.gen.set_state(ck.gen.cpu())  # generator states are CPU byte tensors, also for CUDA generators
+    loop.dropout_gen.set_state(ck.dropout_gen.cpu())
+    state.history, state.best, state.best_epoch, state.bad_epochs = ck.history, ck.best, ck.best_epoch, ck.bad_epochs
+    state.best_state, state.initial = ck.best_state, ck.initial
+    state.start_epoch = state.resumed = ck.epoch + 1
+    log.info("%s: resuming after epoch %d from %s", name, ck.epoch, ckpt)
+    if ck.done:
+        state.start_epoch, state.stopped = epochs + 1, ck.stopped
+    return state
+
+
+def _run_epoch(loop: _Loop, state: _Progress, epoch: int, t: TrainConfig, name: str, label: str | None) -> dict:
+    """One epoch: a pass over its training windows, the validation loss, the schedule's step and the best weights
+    kept. Its row of the history."""
+    t0 = time.perf_counter()
+    order = loop.order()
+    train_loss = _train_epoch(
+        loop.model,
+        loop.tw,
+        order,
+        loop.batch,
+        loop.opt,
+        loop.params,
+        t.clip_grad_norm,
+        loop.scale,
+        loop.levels,
+        loop.cuda,
+        label,
+    )
+    state.busy += time.perf_counter() - t0
+    state.seen += loop.per_epoch
+    if not math.isfinite(train_loss):
+        raise TrainingError(
+            f"{name}: training loss became {train_loss} at epoch {epoch} (try a lower train.lr than {t.lr})"
+        )
+    val = loop.val_loss()
+    loop.sched.step(val)
+    row = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "val_loss": val,
+        "lr": loop.opt.param_groups[0]["lr"],
+        "seconds": time.perf_counter() - t0,
+    }
+    state.history.append(row)
+    if val < state.best - 1e-6:
+        state.best, state.best_epoch, state.bad_epochs = val, epoch, 0
+        state.best_state = copy.deepcopy(loop.model.state_dict())
+    else:
+        state.bad_epochs += 1
+    log.debug("%s epoch %d: train %.4f val %.4f lr %.2g", name, epoch, train_loss, val, row["lr"])
+    return row
+
+
+def _checkpoint(loop: _Loop, state: _Progress, fp: str, epoch: int, done: bool) -> Checkpoint:
+    return Checkpoint(
+        fingerprint=fp,
+        epoch=epoch,
+        model=loop.model.state_dict(),
+        opt=loop.opt.state_dict(),
+        sched=loop.sched.state_dict(),
+        gen=loop.gen.get_state(),
+        dropout_gen=loop.dropout_gen.get_state(),
+        history=state.history,
+        best=state.best,
+        best_epoch=state.best_epoch,
+        bad_epochs=state.bad_epochs,
+        best_state=state.best_state,
+        initial=state.initial,
+        done=done,
+        stopped=state.stopped,
     )
 
 

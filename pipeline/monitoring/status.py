@@ -27,33 +27,56 @@ def status(name: str, settings: Settings, now: datetime | None = None) -> str:
             f"{state_path(name, settings)}: '{name}' has not been monitored yet; the scheduled "
             f"forecast flow (refresh) monitors it after each refresh"
         )
-    now = now or datetime.now(UTC)
-    a, th, v = last["accuracy"], last["thresholds"], last["verdict"]
-    num = lambda x, f=".3f": "-" if x is None else format(x, f)  # noqa: E731
+    th = last["thresholds"]
+    lines = [
+        *_accuracy_lines(last),
+        *_drift_lines(last),
+        *_verdict_lines(last),
+        *_trigger_lines(state, th["cooldown_hours"], now or datetime.now(UTC)),
+    ]
+    return "\n".join(lines + on_live)
+
+
+def _num(x, f: str = ".3f") -> str:
+    return "-" if x is None else format(x, f)
+
+
+def _accuracy_lines(last: dict) -> list[str]:
+    """Which champion was evaluated on what, and its scores on the actuals: MASE against its test MASE and the
+    seasonal naive's, bias, interval coverage."""
+    a, th, num = last["accuracy"], last["thresholds"], _num
     lines = [
         f"{last['model_name']}: champion v{last['version']}, evaluation {last['evaluation']} at {last['at']} "
         f"(data until {last['data_until']})",
         f"accuracy: window from {last['window_start']}: {a['points']} points from {a['forecasts']} forecast(s)"
         f" (judged from {th['min_points']})",
     ]
-    if a["points"]:
-        lines.append(
-            f"  MASE {num(a['mase'])}  champion's test MASE {num(last['test_mase'])}  ratio "
-            f"{num(last['mase_ratio'], '.2f')}x  (threshold {th['mase_ratio']}x)"
-        )
-        lines.append(
-            f"  seasonal naive ({last['season']}) on the same points: MASE {num(a['naive_mase'])}, "
-            f"the model's relative MASE {num(a['relative_mase'])}"
-        )
-        bias = ", ".join(f"{k[5:]} {num(x, '+.4g')}" for k, x in a.items() if k.startswith("bias.") and x is not None)
-        lines.append(f"  bias (forecast - actual): {bias}  (scaled {num(a['bias_scaled'], '+.3f')})")
-        cov = (
-            f"{a['coverage']:.1%} inside the {a['coverage_nominal']:.0%} interval"
-            if a.get("coverage") is not None
-            else "n/a (the forecasts carry no quantiles)"
-        )
-        lines.append(f"  interval coverage: {cov}")
-    lines.append(f"drift: the last {th['drift_rows']} rows vs the training split (reference: {last['reference']})")
+    if not a["points"]:
+        return lines
+    lines.append(
+        f"  MASE {num(a['mase'])}  champion's test MASE {num(last['test_mase'])}  ratio "
+        f"{num(last['mase_ratio'], '.2f')}x  (threshold {th['mase_ratio']}x)"
+    )
+    lines.append(
+        f"  seasonal naive ({last['season']}) on the same points: MASE {num(a['naive_mase'])}, "
+        f"the model's relative MASE {num(a['relative_mase'])}"
+    )
+    bias = ", ".join(f"{k[5:]} {num(x, '+.4g')}" for k, x in a.items() if k.startswith("bias.") and x is not None)
+    lines.append(f"  bias (forecast - actual): {bias}  (scaled {num(a['bias_scaled'], '+.3f')})")
+    cov = (
+        f"{a['coverage']:.1%} inside the {a['coverage_nominal']:.0%} interval"
+        if a.get("coverage") is not None
+        else "n/a (the forecasts carry no quantiles)"
+    )
+    lines.append(f"  interval coverage: {cov}")
+    return lines
+
+
+def _drift_lines(last: dict) -> list[str]:
+    """Input drift per variable against the training split (PSI, its seasonal difference, the share outside the
+    training bounds) with each limit and its basis; a panel's share of drifting series."""
+    th, num = last["thresholds"], _num
+    lines = [f"drift: the last {th['drift_rows']} rows vs the training split (reference: {last['reference']})"]
     if last["drift"]:
         rows = [
             ["variable", "PSI", "training windows", "limit", "seasonal diff PSI", "limit", "outside bounds", "bounds"]
@@ -87,27 +110,35 @@ def status(name: str, settings: Settings, now: datetime | None = None) -> str:
         from .panel import status_lines
 
         lines += status_lines(last["panel"], last["panel"].get("share_limit"))
-    lines.append(f"verdict: {'RETRAIN: ' if v['retrain'] else ''}{v['reason']}")
+    return lines
+
+
+def _verdict_lines(last: dict) -> list[str]:
+    """The verdict, and the breaches short of a retrain."""
+    v = last["verdict"]
+    lines = [f"verdict: {'RETRAIN: ' if v['retrain'] else ''}{v['reason']}"]
     for b in v["breaches"] if not v["retrain"] else []:
         lines.append(f"  {b}")
+    return lines
+
+
+def _trigger_lines(state: dict, cooldown_hours: float, now: datetime) -> list[str]:
+    """The last retrain the monitor triggered and its cooldown at `now`, and the last trigger that failed."""
     trig = state.get("last_trigger")
     if trig:
-        lines.append(
-            f"last retrain trigger: {trig['at']}: flow run {trig.get('flow_run_name', '?')} "
-            f"({trig.get('flow_run_id', '?')}) of {trig.get('deployment', '?')}: {trig['reason']}"
-        )
-        until = _parse(trig["at"]) + timedelta(hours=th["cooldown_hours"])
+        until = _parse(trig["at"]) + timedelta(hours=cooldown_hours)
         left = (until - now).total_seconds() / 3600
-        lines.append(
-            f"cooldown: {th['cooldown_hours']:g} h: "
-            + (f"until {_iso(until)} ({left:.1f} h left)" if left > 0 else "over")
-        )
+        lines = [
+            f"last retrain trigger: {trig['at']}: flow run {trig.get('flow_run_name', '?')} "
+            f"({trig.get('flow_run_id', '?')}) of {trig.get('deployment', '?')}: {trig['reason']}",
+            f"cooldown: {cooldown_hours:g} h: " + (f"until {_iso(until)} ({left:.1f} h left)" if left > 0 else "over"),
+        ]
     else:
-        lines.append(f"last retrain trigger: none (cooldown {th['cooldown_hours']:g} h after each)")
+        lines = [f"last retrain trigger: none (cooldown {cooldown_hours:g} h after each)"]
     err = state.get("last_trigger_error")
     if err:
         lines.append(f"last trigger error: {err['at']}: {err['error']}")
-    return "\n".join(lines + on_live)
+    return lines
 
 
 def _table(rows: list[list[str]]) -> list[str]:

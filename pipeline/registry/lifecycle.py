@@ -4,6 +4,7 @@ in flows/training.py only calls them in order."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import subprocess
@@ -520,74 +521,30 @@ def track_and_promote(
         tags |= data_tags(data_version)
     tracking.end_undecided(model_name)  # a version a killed run registered and never decided: marked, not reused
     with tracking.parent_run(ws.meta.name, run_name=f"train-{ws.meta.name}", tags=tags) as parent_id:
-        tracking.log_params(
-            {
-                "dataset": ws.meta.name,
-                "lookback": ws.meta.lookback,
-                "horizon": ws.meta.horizon,
-                "freq": ws.meta.freq,
-                "variables": ",".join(ws.meta.variables),
-                "candidates": ",".join(r.name for r in reports),
-                "anchor_season": base.anchor_season,
-                "rows": ws.meta.rows,
-                **{f"windows_{k}": v for k, v in ws.meta.counts.items()},
-            }
-        )
-        for split, rep in (("val", base.val), ("test", base.test)):
-            for bname, sc in rep.scores.items():
-                tracking.log_metrics({f"{split}_{bname}_{k}": v for k, v in sc.items()})
-        tracking.log_dict(base.to_dict(), "baselines.json")
-        for rname, row in references.items():
-            tracking.log_metrics(
-                {f"ref_{rname}_test_{k}": row[k] for k in ("mase", "smape", "mae", "rmse") if k in row}
-                | {f"ref_{rname}_{k}": row[k] for k in ("mean_mase", "median_mase", "series") if k in row}
-                | {f"ref_{rname}_seconds": row["seconds"]}
-            )
-        tracking.set_tags(
-            {f"ref.{rname}.status": row["status"] for rname, row in references.items()} | {"selection": sel["method"]}
-        )
-        if references:
-            tracking.log_dict(references, "references.json")
-        if selection:
-            tracking.log_metrics({f"backtest_{k}_mase_mean": v for k, v in selection.get("mean_mase", {}).items()})
-        if validation_report and Path(validation_report).is_file():
-            tracking.log_artifact(validation_report, "validation")
+        _log_inputs(ws, base, reports, references, selection, sel["method"], validation_report)
         _log_pictures(ws, base, results, reports)
         for res, report in zip(results, reports):
             _log_candidate(ws, settings, res, report, tags)
         ok = [r for r in reports if r.parity_ok and r.error is None]
         starts = ws.starts["test"]  # every origin: the test weighs overlapping windows with a HAC variance
         champ_before = score_champion(model_name, ws, starts)
-        candidates = [asdict(r) for r in reports]
-
-        def outcome(
-            best: str | None, version: int | None, decision: promotion.Decision, champion_after: int | None
-        ) -> Outcome:
-            return Outcome(
-                dataset=ws.meta.name,
-                model_name=model_name,
-                parent_run_id=parent_id,
-                best=best,
-                version=version,
-                decision=asdict(decision),
-                candidates=candidates,
-                baselines=base.to_dict(),
-                champion_before=_champ_dict(champ_before),
-                champion_after=champion_after,
-                tracking_uri=uri,
-                selection=sel,
-                references=references,
-            )
-
+        outcome = functools.partial(
+            Outcome,
+            dataset=ws.meta.name,
+            model_name=model_name,
+            parent_run_id=parent_id,
+            candidates=[asdict(r) for r in reports],
+            baselines=base.to_dict(),
+            champion_before=_champ_dict(champ_before),
+            tracking_uri=uri,
+            selection=sel,
+            references=references,
+        )
         if not ok:
             decision = promotion.Decision(False, "no candidate passed its ONNX parity gate: nothing registered", {})
             tracking.set_tags({"promotion.decision": "rejected", "promotion.reason": decision.reason})
-            return outcome(
-                best=None,
-                version=None,
-                decision=decision,
-                champion_after=champ_before.version if champ_before else None,
-            )
+            before = champ_before.version if champ_before else None
+            return outcome(best=None, version=None, decision=asdict(decision), champion_after=before)
         best, how = _select(ok, selection)
         sel["why"] = how
         same = _same_as_champion(model_name, best, tags)
@@ -600,68 +557,148 @@ def track_and_promote(
                 {},
             )
             tracking.set_tags({"promotion.decision": "unchanged", "promotion.reason": decision.reason})
-            return outcome(best=best.name, version=None, decision=decision, champion_after=same)
-        vs_baseline, vs_champion = comparisons(ws, settings, best, starts, champ_before)
-        ev = settings.evaluate
-        decision = promotion.decide(
-            best.name,
-            vs_baseline,
-            vs_champion,
-            significance=ev.significance,
-            first_significance=ev.first_significance,
-            min_windows=ev.min_decision_paths,
-            parity_ok=best.parity_ok,
-            champion_version=champ_before.version if vs_champion is not None and champ_before is not None else None,
-            coverage=best.coverage(),
-            coverage_tolerance=ev.coverage_tolerance,
-            widths={k[len("width_") :]: v for k, v in best.test.items() if k.startswith("width_")},
-            interval_scores=interval_scores(ws, settings, best, vs_baseline.rival),
-        )
-        spaced = np.isin(starts, forecast_origins(ws, "test"))  # what the classical references are scored on
-        if isinstance(ws, PanelWindowSet) and references and vs_baseline.n == len(starts):
-            _compare_panel_references(ws, references, starts[spaced], vs_baseline.candidate[spaced])
-        if vs_baseline.n == len(starts) and spaced.any() and "candidate_mase" in decision.metrics:
-            decision.metrics["candidate_mase_spaced"] = float(f"{vs_baseline.candidate[spaced].mean():.6g}")
-            decision.metrics["baseline_mase_spaced"] = float(f"{vs_baseline.other[spaced].mean():.6g}")
-        if champ_before and champ_before.reason:
-            decision.reason += f" ({champ_before.reason})"
-        if best.panel:  # the pooled test says better or not; the reason says across how many series, and the worst
-            decision.reason += f"; {panel_eval.describe(best.panel['aggregate'])}"
-        decision.reason += f" [{how}]"
-        version = tracking.register_version(
-            model_name,
-            best.model_uri,
-            best.run_id,
-            tags=tags
-            | split_tags(ws)
-            | {
-                "candidate": best.name,
-                "cell": best.cell,
-                "test_mase": f"{best.test['mase']:.6g}",
-                **{f"test_coverage_{k}": f"{v[0]:.4g}" for k, v in best.coverage().items()},
-                "parity_max_rel": f"{best.parity.get('max_rel_to_scale', 'nan')}",
-            },
-        )
-        if data_version is not None:
-            tracking.set_version_tags(model_name, version, {"data_get": data_command(ws.meta.name, version)})
-        applied = tracking.apply_decision(
-            model_name, version, decision, expected_champion=champ_before.version if champ_before else None
-        )
-        if decision.promote and applied.tags.get("promotion.decision") != "promoted":
-            # the champion moved while this run decided (another machine's training, a rollback): not promoted
-            decision = promotion.Decision(False, applied.tags["promotion.reason"], decision.metrics)
-        tracking.set_tags(
-            {
-                "promotion.decision": "promoted" if decision.promote else "rejected",
-                "promotion.reason": decision.reason,
-                "registered_version": str(version),
-                "best_candidate": best.name,
-            }
-        )
+            return outcome(best=best.name, version=None, decision=asdict(decision), champion_after=same)
+        decision = _decide(ws, settings, best, how, starts, champ_before, references)
+        version = _register(ws, model_name, best, tags, data_version)
+        decision = _record_decision(model_name, version, best, decision, champ_before)
         champ = tracking.get_alias(model_name, "champion")
         return outcome(
-            best=best.name, version=version, decision=decision, champion_after=champ.version if champ else None
+            best=best.name, version=version, decision=asdict(decision), champion_after=champ.version if champ else None
         )
+
+
+def _log_inputs(
+    ws: WindowSet,
+    base: Baselines,
+    reports: list[CandidateReport],
+    references: dict,
+    selection: dict | None,
+    method: str,
+    validation_report: Path | None,
+) -> None:
+    """On the parent run: the data's shape, the baselines' and references' scores, the backtest's selection means and
+    the validation report."""
+    tracking.log_params(
+        {
+            "dataset": ws.meta.name,
+            "lookback": ws.meta.lookback,
+            "horizon": ws.meta.horizon,
+            "freq": ws.meta.freq,
+            "variables": ",".join(ws.meta.variables),
+            "candidates": ",".join(r.name for r in reports),
+            "anchor_season": base.anchor_season,
+            "rows": ws.meta.rows,
+            **{f"windows_{k}": v for k, v in ws.meta.counts.items()},
+        }
+    )
+    for split, rep in (("val", base.val), ("test", base.test)):
+        for bname, sc in rep.scores.items():
+            tracking.log_metrics({f"{split}_{bname}_{k}": v for k, v in sc.items()})
+    tracking.log_dict(base.to_dict(), "baselines.json")
+    for rname, row in references.items():
+        tracking.log_metrics(
+            {f"ref_{rname}_test_{k}": row[k] for k in ("mase", "smape", "mae", "rmse") if k in row}
+            | {f"ref_{rname}_{k}": row[k] for k in ("mean_mase", "median_mase", "series") if k in row}
+            | {f"ref_{rname}_seconds": row["seconds"]}
+        )
+    tracking.set_tags(
+        {f"ref.{rname}.status": row["status"] for rname, row in references.items()} | {"selection": method}
+    )
+    if references:
+        tracking.log_dict(references, "references.json")
+    if selection:
+        tracking.log_metrics({f"backtest_{k}_mase_mean": v for k, v in selection.get("mean_mase", {}).items()})
+    if validation_report and Path(validation_report).is_file():
+        tracking.log_artifact(validation_report, "validation")
+
+
+def _decide(
+    ws: WindowSet,
+    settings: Settings,
+    best: CandidateReport,
+    how: str,
+    starts: np.ndarray,
+    champ_before: ChampionScore | None,
+    references: dict,
+) -> promotion.Decision:
+    """The policy's decision on `best`: compared with the baselines and the champion on every test origin, its
+    reason saying why, across how many series, and how `best` was selected (`how`)."""
+    vs_baseline, vs_champion = comparisons(ws, settings, best, starts, champ_before)
+    ev = settings.evaluate
+    decision = promotion.decide(
+        best.name,
+        vs_baseline,
+        vs_champion,
+        significance=ev.significance,
+        first_significance=ev.first_significance,
+        min_windows=ev.min_decision_paths,
+        parity_ok=best.parity_ok,
+        champion_version=champ_before.version if vs_champion is not None and champ_before is not None else None,
+        coverage=best.coverage(),
+        coverage_tolerance=ev.coverage_tolerance,
+        widths={k[len("width_") :]: v for k, v in best.test.items() if k.startswith("width_")},
+        interval_scores=interval_scores(ws, settings, best, vs_baseline.rival),
+    )
+    spaced = np.isin(starts, forecast_origins(ws, "test"))  # what the classical references are scored on
+    if isinstance(ws, PanelWindowSet) and references and vs_baseline.n == len(starts):
+        _compare_panel_references(ws, references, starts[spaced], vs_baseline.candidate[spaced])
+    if vs_baseline.n == len(starts) and spaced.any() and "candidate_mase" in decision.metrics:
+        decision.metrics["candidate_mase_spaced"] = float(f"{vs_baseline.candidate[spaced].mean():.6g}")
+        decision.metrics["baseline_mase_spaced"] = float(f"{vs_baseline.other[spaced].mean():.6g}")
+    if champ_before and champ_before.reason:
+        decision.reason += f" ({champ_before.reason})"
+    if best.panel:  # the pooled test says better or not; the reason says across how many series, and the worst
+        decision.reason += f"; {panel_eval.describe(best.panel['aggregate'])}"
+    decision.reason += f" [{how}]"
+    return decision
+
+
+def _register(ws: WindowSet, model_name: str, best: CandidateReport, tags: dict, data_version) -> int:
+    """`best` as a new version of `model_name`, tagged with its lineage, test scores and parity (and, when its data
+    is versioned, the command that restores that data)."""
+    version = tracking.register_version(
+        model_name,
+        best.model_uri,
+        best.run_id,
+        tags=tags
+        | split_tags(ws)
+        | {
+            "candidate": best.name,
+            "cell": best.cell,
+            "test_mase": f"{best.test['mase']:.6g}",
+            **{f"test_coverage_{k}": f"{v[0]:.4g}" for k, v in best.coverage().items()},
+            "parity_max_rel": f"{best.parity.get('max_rel_to_scale', 'nan')}",
+        },
+    )
+    if data_version is not None:
+        tracking.set_version_tags(model_name, version, {"data_get": data_command(ws.meta.name, version)})
+    return version
+
+
+def _record_decision(
+    model_name: str,
+    version: int,
+    best: CandidateReport,
+    decision: promotion.Decision,
+    champ_before: ChampionScore | None,
+) -> promotion.Decision:
+    """The decision applied to the registry (aliases and version tags) and tagged on the parent run; not promoted
+    after all when the champion moved while this run decided."""
+    applied = tracking.apply_decision(
+        model_name, version, decision, expected_champion=champ_before.version if champ_before else None
+    )
+    if decision.promote and applied.tags.get("promotion.decision") != "promoted":
+        # the champion moved while this run decided (another machine's training, a rollback): not promoted
+        decision = promotion.Decision(False, applied.tags["promotion.reason"], decision.metrics)
+    tracking.set_tags(
+        {
+            "promotion.decision": "promoted" if decision.promote else "rejected",
+            "promotion.reason": decision.reason,
+            "registered_version": str(version),
+            "best_candidate": best.name,
+        }
+    )
+    return decision
 
 
 def log_local_comparison(ws: WindowSet, settings: Settings, comparison: dict) -> str:

@@ -595,6 +595,36 @@ def create_app(
     several, or for the challenger (default: the registry). token: required as `Authorization: Bearer ...`
     (default $CELLCAST_API_TOKEN). The service-wide settings (poll, limits, load, shadow queue, live log flush)
     are the first dataset's; shadow, canary and live_log are each model's own."""
+    every = _served_settings(settings, source)
+    base = every[0]
+    metrics = ServiceMetrics({"/v1/forecast", "/health", "/model", "/metrics", "/openapi.json", "/docs", "/v1/models"})
+    engine = {
+        "device": device,
+        "threads": threads,
+        "cpu_batch_threshold": cpu_batch_threshold,
+        "require_gpu": require_gpu,
+    }
+    models = _load_models(every, source, sources or {}, alias, metrics, engine)
+    service = _Service(
+        models=models,
+        metrics=metrics,
+        token=token if token is not None else os.environ.get(TOKEN_ENV) or None,
+        max_body=max_body_bytes or base.serve.max_body_bytes,
+    )
+    poll_s = poll_seconds if poll_seconds is not None else base.serve.poll_seconds
+    app = FastAPI(title="cellcast forecasting service", lifespan=_lifespan(service, every, poll_s))
+    app.state.service = service
+    app.state.openapi_version = None
+    app.add_middleware(lambda inner: metrics.middleware(inner))
+    app.add_exception_handler(BadRequest, _refused)
+    app.include_router(open_routes)
+    app.include_router(model_routes)
+    app.openapi = _openapi(app, service)  # type: ignore[method-assign]  # FastAPI's documented hook for a custom schema
+    return app
+
+
+def _served_settings(settings: Settings | Sequence[Settings], source: ModelSource | None) -> list[Settings]:
+    """The settings of each served dataset: at least one, none twice, and `source` only with one."""
     every = [settings] if isinstance(settings, Settings) else list(settings)
     if not every:
         raise ConfigError("serve: no model to serve")
@@ -602,20 +632,23 @@ def create_app(
         raise ConfigError(f"serve: a dataset named twice ({', '.join(s.dataset for s in every)})")
     if source is not None and len(every) > 1:
         raise ConfigError("serve: `source` is one model's; give each model's as sources={dataset: {alias: source}}")
-    base = every[0]
-    lazy = len(every) > 1 and base.serve.load == "lazy"
-    sources = sources or {}
-    metrics = ServiceMetrics({"/v1/forecast", "/health", "/model", "/metrics", "/openapi.json", "/docs", "/v1/models"})
+    return every
+
+
+def _load_models(
+    every: list[Settings],
+    source: ModelSource | None,
+    sources: Mapping[str, Mapping[str, ModelSource]],
+    alias: str,
+    metrics: ServiceMetrics,
+    engine: dict,
+) -> dict[str, _Model]:
+    """Each dataset's model following `alias` (and its challenger when it is shadowed or a canary), by dataset; loaded
+    now unless the service loads lazily (serve.load: lazy, several models)."""
+    lazy = len(every) > 1 and every[0].serve.load == "lazy"
 
     def hold(src: ModelSource, name: str, role: str, optional: bool = False) -> ModelHolder:
-        h = ModelHolder(
-            src,
-            device=device,
-            threads=threads,
-            cpu_batch_threshold=cpu_batch_threshold,
-            require_gpu=require_gpu,
-            optional=optional,
-        )
+        h = ModelHolder(src, **engine, optional=optional)
         h.listeners.append(lambda h: metrics.model_changed(h, name, role))
         return h
 
@@ -633,14 +666,14 @@ def create_app(
             if challenger is not None:
                 challenger.refresh()
         models[s.dataset] = m
-    poll_s = poll_seconds if poll_seconds is not None else base.serve.poll_seconds
+    return models
+
+
+def _lifespan(service: _Service, every: list[Settings], poll_s: float):
+    """What starts with the app and stops with it: the alias poller, the live log, the shadow worker."""
+    base = every[0]
+    models, metrics = service.models, service.metrics
     stop = threading.Event()
-    service = _Service(
-        models=models,
-        metrics=metrics,
-        token=token if token is not None else os.environ.get(TOKEN_ENV) or None,
-        max_body=max_body_bytes or base.serve.max_body_bytes,
-    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -668,17 +701,15 @@ def create_app(
             if service.live is not None:
                 service.live.close()
 
-    app = FastAPI(title="cellcast forecasting service", lifespan=lifespan)
-    app.state.service = service
-    app.state.openapi_version = None
-    app.add_middleware(lambda inner: metrics.middleware(inner))
-    app.add_exception_handler(BadRequest, _refused)
-    app.include_router(open_routes)
-    app.include_router(model_routes)
+    return lifespan
+
+
+def _openapi(app: FastAPI, service: _Service):
+    """The app's OpenAPI schema, whose request bodies name the variables and lengths of the models serving now."""
 
     def openapi() -> dict:
-        # the body's schema names the variables and lengths of the models serving now: rebuilt after a swap
-        key = tuple(m.holder.current.version if m.holder.current else None for m in models.values())
+        # rebuilt after a swap
+        key = tuple(m.holder.current.version if m.holder.current else None for m in service.models.values())
         if app.openapi_schema is None or app.state.openapi_version != key:
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
             defs = TypeAdapter(Series | Batch | ForecastResponse | BatchResponse).json_schema(
@@ -689,13 +720,12 @@ def create_app(
                 if cur is not None:
                     _describe_model(defs["Series"], cur.engine)
             else:
-                _per_model_paths(schema, defs, models.values())
+                _per_model_paths(schema, defs, service.models.values())
             schema.setdefault("components", {}).setdefault("schemas", {}).update(defs)
             app.openapi_schema, app.state.openapi_version = schema, key
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented hook for a custom schema
-    return app
+    return openapi
 
 
 def _per_model_paths(schema: dict, defs: dict, models) -> None:
