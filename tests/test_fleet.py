@@ -179,6 +179,47 @@ def test_several_models_each_on_its_own_route(tmp_path, files):
     assert len(rows) == 2 * 3 and set(rows["served"]) == {True} and set(rows["role"]) == {"champion"}
 
 
+def test_every_answer_of_a_forecast_route_carries_a_request_id_and_a_refusal_logs_it(tmp_path, files, caplog):
+    app = create_app(
+        [settings(tmp_path, "alpha"), settings(tmp_path, "beta")],
+        sources={
+            "alpha": {"champion": Source("alpha", files["alpha", "1"], "1")},
+            "beta": {"champion": Source("beta", files["beta", "1"], "1")},
+        },
+        device="cpu",
+        poll_seconds=60,
+        token="t0k",
+        max_body_bytes=10_000,
+    )
+    auth = {"Authorization": "Bearer t0k"}
+    big = {"values": {"load": [1.0] * 3000, "temp": [1.0]}}
+    asks = {  # what each answer is, and how it is asked for
+        200: ("/v1/models/alpha/forecast", {"json": body("alpha"), "headers": auth}),
+        400: ("/v1/forecast", {"json": body("alpha"), "headers": auth}),
+        401: ("/v1/models/alpha/forecast", {"json": body("alpha")}),
+        404: ("/v1/models/gam%0Ama/forecast", {"json": body("alpha"), "headers": auth}),
+        413: ("/v1/models/alpha/forecast", {"json": big, "headers": auth}),
+        415: ("/v1/models/alpha/forecast", {"content": b"{}", "headers": {**auth, "Content-Type": "text/plain"}}),
+        422: ("/v1/models/beta/forecast", {"json": body("alpha"), "headers": auth}),
+    }
+    ids = {}
+    with TestClient(app) as c, caplog.at_level("INFO", logger="cellcast.pipeline.serving.service"):
+        for status, (path, kw) in asks.items():
+            r = c.post(path, **kw)
+            assert r.status_code == status, (path, r.text)
+            ids[status] = r.headers["x-request-id"]
+        assert "x-request-id" not in c.get("/v1/models/gamma", headers=auth).headers  # not a forecast route
+    assert all(len(i) == 32 for i in ids.values()) and len(set(ids.values())) == len(ids)
+    # each refusal is one log line naming its id, status and why; the answered one is in the live log instead
+    lines = [r.getMessage() for r in caplog.records if "request_id=" in r.getMessage()]
+    assert len(lines) == len(ids) - 1 and not any(ids[200] in line for line in lines)
+    for status in set(ids) - {200}:
+        (line,) = [line for line in lines if ids[status] in line]
+        assert f" {status} request_id={ids[status]}: " in line and line.startswith("POST /v1/")
+    assert "gam\\nma" in next(line for line in lines if ids[404] in line)  # a line break in the path stays escaped
+    assert set(live_rows(tmp_path, "alpha")["request_id"]) == {ids[200]}
+
+
 def test_a_fleet_is_refused_at_once_when_ambiguous(tmp_path, files):
     one = Source("alpha", files["alpha", "1"], "1")
     with pytest.raises(ConfigError, match=r"serve: a dataset named twice \(alpha, alpha\)"):

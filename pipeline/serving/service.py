@@ -15,6 +15,7 @@ Each model follows its alias through its own `swap.ModelHolder` (an atomic swap 
 forecast), one poller thread for all; requests are checked in `requests`. With serve.shadow or serve.canary, the
 `challenger` alias is followed too: shadow answers each request again off its path (one worker thread, a bounded
 queue), canary answers a stable-hash share of requests with it. Every answer goes to the live log (`livelog`).
+Every answer of a forecast route, refusals included, carries an X-Request-Id; a refusal is logged with it.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from ..catalog import live_dir
 from ..config import Settings
 from ..errors import ConfigError
 from .livelog import Answer, LiveLog
-from .metrics import ServiceMetrics
+from .metrics import ServiceMetrics, route_label
 from .problems import BadRequest
 from .requests import (
     F32_MAX,
@@ -453,6 +454,22 @@ def _answer(m: _Model, cur: Loaded, role: str, served: bool, request_id: str, pa
     )
 
 
+REQUEST_ID = "X-Request-Id"
+FORECAST_ROUTES = frozenset({"/v1/forecast", "/v1/models/{name}/forecast"})
+
+
+def _request_id(request: Request) -> str | None:
+    """A forecast route's request id (made when first asked for, one per request): the X-Request-Id of its answer,
+    refusals included, the `request_id` of its live log rows and of its refusal's log line. None on other routes."""
+    path = request.url.path
+    if path not in FORECAST_ROUTES and route_label(path) not in FORECAST_ROUTES:
+        return None
+    rid = getattr(request.state, "request_id", None)
+    if rid is None:
+        rid = request.state.request_id = uuid.uuid4().hex
+    return rid
+
+
 async def _forecast(request: Request, svc: _Service, m: _Model) -> Response:
     body = await _read_body(request, svc.max_body)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -463,7 +480,7 @@ async def _forecast(request: Request, svc: _Service, m: _Model) -> Response:
         if not svc.single:
             cur = await _loaded(m)
         else:
-            return _error(503, "no model loaded")
+            raise BadRequest(503, "no model loaded")
     role, use = m.alias, cur
     ch = m.challenger_now(cur)
     canary = m.settings.serve.canary
@@ -484,7 +501,7 @@ async def _forecast(request: Request, svc: _Service, m: _Model) -> Response:
         y, q, used = _predict(use, parsed, single)
     else:
         y, q, used = await run_in_threadpool(_predict, use, parsed, single)
-    request_id = uuid.uuid4().hex
+    request_id = _request_id(request) or uuid.uuid4().hex
     out = {
         "model": {"name": m.name, "version": use.version, "alias": role},
         "provider": used,
@@ -512,7 +529,7 @@ async def _forecast(request: Request, svc: _Service, m: _Model) -> Response:
     if svc.shadow is not None and m.settings.serve.shadow and ch is not None and use is cur:
         svc.shadow.submit(m, ch, body, request_id)
     # the same JSON FastAPI would write for the dict (finite floats, checked above), without its encoder's walk
-    return Response(orjson.dumps(out), media_type="application/json", headers={"X-Request-Id": request_id})
+    return Response(orjson.dumps(out), media_type="application/json", headers={REQUEST_ID: request_id})
 
 
 class _Shadow:
@@ -555,9 +572,17 @@ class _Shadow:
 
 
 def _refused(request: Request, e: Exception) -> Response:
-    """Every BadRequest, raised by a route or by the token check, as the one-line JSON refusal."""
+    """Every BadRequest, raised by a route or by the token check, as the one-line JSON refusal. A forecast route's
+    refusal carries its X-Request-Id and is logged with it (one line), so a caller's id finds why."""
     assert isinstance(e, BadRequest)
-    return _error(e.status, e.message, {"WWW-Authenticate": "Bearer"} if e.status == 401 else None)
+    headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else {}
+    rid = _request_id(request)
+    if rid is not None:
+        headers[REQUEST_ID] = rid
+        # the path and parts of the message are the client's: escaped, so a line break cannot forge a log line
+        path, why = (t.encode("unicode_escape").decode() for t in (request.url.path[:200], e.message))
+        log.info("%s %s %d request_id=%s: %s", request.method, path, e.status, rid, why)
+    return _error(e.status, e.message, headers or None)
 
 
 def _poll(models: list[_Model], stop: threading.Event, every_s: float) -> None:
