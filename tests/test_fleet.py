@@ -29,8 +29,9 @@ SHAPES = {  # dataset: (variables, lookback, horizon, freq)
 }
 
 
-def export(d: Path, dataset: str, seed: int, quantiles: bool = False) -> Path:
-    variables, lookback, horizon, freq = SHAPES[dataset]
+def export(d: Path, dataset: str, seed: int, quantiles: bool = False, lookback: int | None = None) -> Path:
+    variables, usual, horizon, freq = SHAPES[dataset]
+    lookback = lookback or usual
     spec = ModelSpec(
         cell="gru",
         n_vars=len(variables),
@@ -45,7 +46,7 @@ def export(d: Path, dataset: str, seed: int, quantiles: bool = False) -> Path:
     )
     torch.manual_seed(seed)
     meta = {"variables": variables, "targets": variables[:1], "freq": freq, "dataset": dataset}
-    return export_onnx(build(spec), d / f"{dataset}-{seed}.onnx", meta)
+    return export_onnx(build(spec), d / f"{dataset}-{seed}-{lookback}.onnx", meta)
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +82,9 @@ def settings(tmp_path: Path, dataset: str, **serve) -> Settings:
     return Settings(dataset=dataset, paths={"forecasts": tmp_path / "forecasts"}, serve=serve)
 
 
-def body(dataset: str, shift: float = 0.0, timestamps: bool = True) -> dict:
-    variables, lookback, _, freq = SHAPES[dataset]
+def body(dataset: str, shift: float = 0.0, timestamps: bool = True, lookback: int | None = None) -> dict:
+    variables, usual, _, freq = SHAPES[dataset]
+    lookback = lookback or usual
     t = np.arange(lookback)
     out: dict = {"values": {v: (10 + shift + np.sin(t / 3 + i)).tolist() for i, v in enumerate(variables)}}
     if timestamps:
@@ -322,6 +324,38 @@ def test_canary_picks_by_a_stable_hash_and_says_which_version_answered(tmp_path,
     rows = live_rows(tmp_path, "alpha")
     assert set(rows["served"]) == {True}  # canary answers are served answers
     assert set(zip(rows["model_version"], rows["role"], strict=True)) == {("1", "champion"), ("2", "challenger")}
+
+
+def test_a_canary_request_the_challenger_cannot_read_goes_to_the_champion_and_is_counted(tmp_path, files):
+    # every request is the canary's, but the challenger reads 12 steps where the champion reads 24
+    shorter = export(tmp_path, "alpha", 5, lookback=12)
+    app = create_app(
+        settings(tmp_path, "alpha", canary=1.0),
+        sources={"alpha": {"challenger": Source("alpha", shorter, "2")}},
+        source=Source("alpha", files["alpha", "1"], "1"),
+        device="cpu",
+        poll_seconds=60,
+    )
+    with TestClient(app) as c:
+        for i in range(5):  # the champion's requests: the challenger cannot read them, the champion answers
+            r = c.post("/v1/forecast", json=body("alpha", shift=i))
+            assert r.status_code == 200 and r.json()["model"] == {
+                "name": "alpha-forecaster",
+                "version": "1",
+                "alias": "champion",
+            }, r.text
+        for i in range(2):  # the challenger's: it answers them (the champion would have refused them)
+            r = c.post("/v1/forecast", json=body("alpha", shift=i, lookback=12))
+            assert r.status_code == 200 and r.json()["model"]["alias"] == "challenger", r.text
+        # a request neither can read is a refusal, not a fallback
+        assert c.post("/v1/forecast", json=body("alpha", lookback=7)).status_code == 422
+        m = metrics(c.get("/metrics").text)
+    fallbacks = {
+        tuple(dict(k)[n] for n in ("name", "version")): v for k, v in m["cellcast_canary_fallbacks_total"].items()
+    }
+    assert fallbacks == {("alpha-forecaster", "2"): 5}
+    answers = {(dict(k)["version"], dict(k)["role"]): v for k, v in m["cellcast_forecasts_total"].items()}
+    assert answers == {("1", "champion"): 5, ("2", "challenger"): 2}
 
 
 def test_shadow_answers_are_logged_never_returned(tmp_path, files):

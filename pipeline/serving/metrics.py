@@ -17,6 +17,9 @@
     cellcast_shadow_dropped_total{name}               shadow forecasts dropped: the queue was full
     cellcast_shadow_failed_total{name}                shadow forecasts that failed (the challenger refused the
                                                       request or its forecast was not finite)
+    cellcast_canary_fallbacks_total{name, version}    canary requests the challenger (that version) could not read
+                                                      (other variables, lookback, ...) but the champion could: it
+                                                      answered them
     cellcast_live_log_rows_total{dataset}             rows written to the live log
     cellcast_live_log_dropped_rows_total              rows dropped: the writer fell behind or a write failed
 
@@ -111,6 +114,13 @@ class ServiceMetrics:
             "cellcast_shadow_failed",
             "shadow forecasts that failed (the challenger refused the request, or its forecast was not finite)",
             ["name"],
+            registry=reg,
+        )
+        self.canary_fallbacks = Counter(
+            "cellcast_canary_fallbacks",
+            "requests picked for the canary that the challenger could not read (other variables, lookback, ...) and "
+            "the champion answered instead; version: the challenger's",
+            ["name", "version"],
             registry=reg,
         )
         self.live_rows = Counter(

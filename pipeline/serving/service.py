@@ -9,7 +9,7 @@
     GET  /v1/models/{name}, GET /model (one model served)   what serves: version, provider, shapes, last_error
     GET  /health        200 when the models are loaded (or, lazily, not yet asked for)
     GET  /metrics       Prometheus metrics: requests by status, latency, the model versions and providers, swaps,
-                        memory per model, answers per version and role
+                        memory per model, answers per version and role, canary requests the challenger could not read
 
 Each model follows its alias through its own `swap.ModelHolder` (an atomic swap after a load and a smoke
 forecast), one poller thread for all; requests are checked in `requests`. With serve.shadow or serve.canary, the
@@ -484,16 +484,18 @@ async def _forecast(request: Request, svc: _Service, m: _Model) -> Response:
     role, use = m.alias, cur
     ch = m.challenger_now(cur)
     canary = m.settings.serve.canary
-    parsed = None
+    parsed, refused_by = None, None  # refused_by: a canary challenger that could not read the request
     if ch is not None and canary > 0:
         key = request.headers.get(KEY_HEADER)
         if canary_share(key.encode() if key is not None else body, m.name) < canary:
             try:
                 parsed, role, use = parse_body(body, ch.engine), "challenger", ch
             except BadRequest:  # a challenger with another interface: this request stays with the champion
-                parsed = None
+                refused_by = ch
     if parsed is None:
         parsed = parse_body(body, cur.engine)
+        if refused_by is not None:  # counted once the champion reads it: a request neither reads is only a refusal
+            svc.metrics.canary_fallbacks.labels(m.name, refused_by.version).inc()
     single = parsed.single
     t0 = time.perf_counter()
     if len(parsed.batch) * use.batch1_s <= INLINE_S:
