@@ -107,8 +107,10 @@ def test_a_filled_or_missing_actual_is_not_scored_and_panels_align_by_series():
     assert err.to_dict() == {"a/x": pytest.approx(1.0), "b/y": pytest.approx(3.0)}
     # the scale for a champion that records none: each series' one-step naive MAE before the first origin
     scale = live.data_scale(a, ["load"], a["timestamp"].iloc[50])
-    one = a[(a["id"] == "a/x") & (a["timestamp"] < a["timestamp"].iloc[50])]["load"].diff().abs().mean()
-    assert scale["load"] == pytest.approx(one, rel=0.05)
+    for sid in ("a/x", "b/y"):
+        own = a[(a["id"] == sid) & (a["timestamp"] < a["timestamp"].iloc[50])]["load"].diff().abs().mean()
+        assert scale[(sid, "load")] == pytest.approx(own)
+    assert live.data_scale(_actuals(), ["load"], None).keys() == {"load"}  # one series: per target
 
 
 def _evidence(settings, a, champ, chall, tmp_path, min_forecasts=30):
@@ -265,3 +267,58 @@ def test_cellcast_monitor_shows_champion_against_challenger_when_the_live_log_ha
         "live promotion (monitor.live_promotion off; `cellcast promote x --live` applies it now): v4 not promoted"
         in (r.output)
     )
+
+
+def test_a_panel_is_scored_each_series_on_its_own_scale_so_the_largest_does_not_decide(settings_for, tmp_path):
+    # two series 1000x apart: the champion is off by about 3 naive MAEs on the small one and 1 on the large one, the
+    # challenger by 1 and 1.5; in each series' own units the challenger is better (1.25 against 2 on average)
+    small = _actuals(400, series=["small"])
+    a = pd.concat([small, small.assign(id="big", load=small["load"] * 1000)], ignore_index=True)
+    origins = _origins(small, 200, 100)
+    scale = live.data_scale(a, ["load"], origins[0])
+    assert scale[("big", "load")] == pytest.approx(1000 * scale[("small", "load")])
+    frames = []
+    for k, (sid, champion_off, challenger_off) in enumerate([("small", 3.0, 1.0), ("big", 1.0, 1.5)]):
+        mae, reqs = scale[(sid, "load")], [f"{sid}{i}" for i in range(100)]
+        frames.append(
+            live_rows(a, origins, H, "1", "champion", _noise(champion_off * mae, k), requests=reqs, series=sid)
+        )
+        frames.append(
+            live_rows(
+                a,
+                origins,
+                H,
+                "2",
+                "challenger",
+                _noise(challenger_off * mae, 10 + k),
+                requests=reqs,
+                served=False,
+                series=sid,
+            )
+        )
+    logged = _log(tmp_path, *frames)
+    settings = settings_for("x")
+    # one scale for both series (how a panel's live rows were scored before): the large series alone decides
+    before = a[a["timestamp"] < origins[0]]
+    one = {"load": float(before.groupby("id")["load"].diff().abs().mean())}
+    ev = weigh(logged, a, ["load"], "1", "2", one, settings)
+    mase = {r["version"]: r["mase"] for r in ev.summary}
+    assert mase["1"] < mase["2"] and not ev.decision.promote, (mase, ev.decision.reason)
+    # each series on its own scale: the champion's (its ONNX metadata, panel.series.{id}.scale), or the data's
+    meta = {
+        "variables": ["load"],
+        "targets": ["load"],
+        "panel": {"series": {sid: {"mean": [0.0], "scale": [scale[(sid, "load")]]} for sid in ("small", "big")}},
+    }
+    assert live.champion_scale(meta) == scale
+    points = live.score_live(logged.rows, a, ["load"])
+    for own in (live.champion_scale(meta), None):
+        ev = weigh(logged, a, ["load"], "1", "2", own, settings)
+        mase = {r["version"]: r["mase"] for r in ev.summary}
+        assert ev.decision.promote and mase["2"] < mase["1"], (mase, ev.decision.reason)
+        # pooled as the batch monitor pools a panel: the mean over every point of its error in its series' scale
+        for v in ("1", "2"):
+            p = points[points["model_version"] == v]
+            err = (p["forecast"] - p["actual"]).abs() / p["id"].map(lambda i: scale[(i, "load")])
+            assert mase[v] == pytest.approx(err.mean())
+        assert 1.4 < mase["1"] / mase["2"] < 1.8  # 2 / 1.25, give or take the noise

@@ -1,6 +1,7 @@
 """The live forecast log (forecasts/NAME/live/*.parquet, written by the service: docs/operations.md) scored on the
 actuals that arrived since: per (model version, role) the forecasts scored, MASE on the champion's scale (the scale
-of the batch monitor), interval coverage per level; and the champion's and the challenger's losses on the same
+of the batch monitor: a panel's series each on its own, pooled over every point as monitoring/panel.py pools),
+interval coverage per level; and the champion's and the challenger's losses on the same
 forecast paths, the evidence a live promotion weighs (monitoring/promote.py).
 
 A forecast path is one version's forecast of one series from one origin (its steps 1..h). The same path can be
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 KEYS = ("request_id", "logged_at", "model", "dataset", "model_version", "role", "served", "id", "origin")
 REQUIRED = ("request_id", "model_version", "role", "origin", "timestamp", "step")
 PATH = ["model_version", "id", "origin"]  # one forecast path
+# a MASE scale: per target for one series, per (series id, target) for a panel (each series on its own scale)
+Scale = Mapping[str | tuple[str, str], float]
 
 
 @dataclass
@@ -180,23 +184,60 @@ def score_live(rows: pd.DataFrame, actuals: pd.DataFrame, targets: list[str]) ->
     return pd.concat(parts, ignore_index=True)
 
 
-def scaled_errors(points: pd.DataFrame, scale: dict[str, float]) -> np.ndarray:
-    s = points["target"].map(lambda t: scale.get(t) or 1.0).to_numpy(dtype=np.float64)
-    return np.abs(points["forecast"].to_numpy(dtype=np.float64) - points["actual"].to_numpy(dtype=np.float64)) / s
+def point_scales(points: pd.DataFrame, scale: Scale) -> np.ndarray:
+    """Each point's scale: its series' own for its target when `scale` has one, else the target's, else 1."""
+    ids = points["id"].astype(str) if "id" in points.columns else pd.Series("", index=points.index)
+    return np.array(
+        [scale.get((i, t)) or scale.get(t) or 1.0 for i, t in zip(ids, points["target"].astype(str), strict=True)],
+        dtype=np.float64,
+    )
 
 
-def data_scale(actuals: pd.DataFrame, targets: list[str], before) -> dict[str, float]:
-    """The in-sample one-step naive MAE of each target on the rows before `before` (each series on its own): the
-    scale for a champion that records none."""
+def scaled_errors(points: pd.DataFrame, scale: Scale) -> np.ndarray:
+    f, a = points["forecast"].to_numpy(dtype=np.float64), points["actual"].to_numpy(dtype=np.float64)
+    return np.abs(f - a) / point_scales(points, scale)
+
+
+def _mae(d: pd.Series) -> float:
+    x = d.to_numpy(dtype=np.float64)
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if len(x) and x.mean() > 1e-12 else 1.0
+
+
+def data_scale(actuals: pd.DataFrame, targets: list[str], before) -> dict:
+    """The in-sample one-step naive MAE of each target on the rows before `before`: the scale for a champion that
+    records none. One series: {target: MAE}; a panel: {(series id, target): MAE}, each series on its own (one
+    pooled scale would let the largest series outweigh the rest)."""
     rows = actuals[actuals["timestamp"] < before] if before is not None else actuals
-    out = {}
+    panel = bool((actuals["id"].astype(str) != "").any())
+    out: dict = {}
     for t in targets:
         if t not in rows.columns:
             continue
-        d = rows.groupby("id", sort=False)[t].diff().abs().to_numpy(dtype=np.float64)
-        d = d[np.isfinite(d)]
-        out[t] = float(d.mean()) if len(d) and d.mean() > 1e-12 else 1.0
+        d = rows.groupby("id", sort=False)[t].diff().abs()
+        if not panel:
+            out[t] = _mae(d)
+            continue
+        for sid, g in d.groupby(rows["id"].astype(str), sort=False):
+            out[(str(sid), t)] = _mae(g)
     return out
+
+
+def champion_scale(metadata: Mapping) -> dict | None:
+    """The MASE scale a champion records in its ONNX metadata: a panel's each series' own (`panel.series.{id}.scale`
+    at each target, the scale its batch monitor pools in), else `reference.mase_scale` per target; None: none."""
+    panel = metadata.get("panel")
+    if panel:
+        variables, targets = list(metadata.get("variables") or []), list(metadata.get("targets") or [])
+        out = {
+            (str(sid), t): float(s["scale"][variables.index(t)])
+            for sid, s in (panel.get("series") or {}).items()
+            if s.get("scale") is not None
+            for t in targets
+            if t in variables
+        }
+        return out or None
+    return (metadata.get("reference") or {}).get("mase_scale") or None
 
 
 def roles(rows: pd.DataFrame) -> dict[str, str]:
@@ -204,7 +245,7 @@ def roles(rows: pd.DataFrame) -> dict[str, str]:
     return {str(r): str(g["model_version"].iloc[-1]) for r, g in rows.groupby("role", sort=False)}
 
 
-def summary(points: pd.DataFrame, scale: dict[str, float], since=None) -> list[dict]:
+def summary(points: pd.DataFrame, scale: Scale, since=None) -> list[dict]:
     """Per (version, role): forecast paths scored, points, MASE on all of them and on the rolling window (points at
     or after `since`), coverage per interval level. Champion first, then challenger, then the rest."""
     if points.empty:
@@ -233,7 +274,7 @@ def summary(points: pd.DataFrame, scale: dict[str, float], since=None) -> list[d
     return sorted(out, key=lambda r: (order.get(r["role"], 2), -int(r["version"]) if r["version"].isdigit() else 0))
 
 
-def pair_paths(points: pd.DataFrame, champion: str, challenger: str, scale: dict[str, float]) -> pd.DataFrame:
+def pair_paths(points: pd.DataFrame, champion: str, challenger: str, scale: Scale) -> pd.DataFrame:
     """The champion's and the challenger's loss (mean scaled absolute error) per forecast path both made (same
     series, same origin), on the steps and targets both forecast whose actual arrived; sorted by origin."""
     cols = ["id", "origin", "champion", "challenger", "points"]

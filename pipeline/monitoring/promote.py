@@ -34,12 +34,13 @@ def weigh(
     targets: list[str],
     champion: str,
     challenger: str,
-    scale: dict[str, float] | None,
+    scale: live.Scale | None,
     settings: Settings,
     since=None,
 ) -> LiveEvidence:
     """Score the live log on the actuals and decide (no registry, no files): the evidence `promote_live` records and
-    `cellcast monitor` shows. `scale`: the champion's MASE scale (None: the rows before the first live origin)."""
+    `cellcast monitor` shows. `scale`: the champion's MASE scale, per (series id, target) on a panel (None: the rows
+    before the first live origin, each series on its own)."""
     rows = logged.rows
     if scale is None:
         scale = live.data_scale(actuals, targets, rows["origin"].min() if len(rows) else None)
@@ -91,7 +92,7 @@ def promote_live(name: str, settings: Settings) -> LivePromotion:
         )
         return LivePromotion(False, f"{model}: not promoted: {what}", before, chall.version if chall else None, before)
     path, _ = tracking.download_model(model, champ.version)
-    scale = (OnnxForecaster.from_path(path, device="cpu").metadata.get("reference") or {}).get("mase_scale") or None
+    scale = live.champion_scale(OnnxForecaster.from_path(path, device="cpu").metadata)
     logged = live.read_live(live_dir(name, settings))
     targets = live.target_columns(logged.rows)
     actuals = live.read_actuals(name, settings, targets)
