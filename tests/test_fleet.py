@@ -103,8 +103,9 @@ def live_rows(tmp_path: Path, dataset: str) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame()
 
 
-def test_several_models_each_on_its_own_route(tmp_path, files):
-    app = create_app(
+def two_models(tmp_path: Path, files, **options):
+    """A service of alpha and beta, each at v1, behind the token `t0k`."""
+    return create_app(
         [settings(tmp_path, "alpha"), settings(tmp_path, "beta")],
         sources={
             "alpha": {"champion": Source("alpha", files["alpha", "1"], "1")},
@@ -113,7 +114,12 @@ def test_several_models_each_on_its_own_route(tmp_path, files):
         device="cpu",
         poll_seconds=60,
         token="t0k",
+        **options,
     )
+
+
+def test_several_models_each_on_its_own_route(tmp_path, files):
+    app = two_models(tmp_path, files)
     auth = {"Authorization": "Bearer t0k"}
     with TestClient(app) as c:
         listed = {m["name"]: m for m in c.get("/v1/models", headers=auth).json()["models"]}
@@ -182,17 +188,7 @@ def test_several_models_each_on_its_own_route(tmp_path, files):
 
 
 def test_every_answer_of_a_forecast_route_carries_a_request_id_and_a_refusal_logs_it(tmp_path, files, caplog):
-    app = create_app(
-        [settings(tmp_path, "alpha"), settings(tmp_path, "beta")],
-        sources={
-            "alpha": {"champion": Source("alpha", files["alpha", "1"], "1")},
-            "beta": {"champion": Source("beta", files["beta", "1"], "1")},
-        },
-        device="cpu",
-        poll_seconds=60,
-        token="t0k",
-        max_body_bytes=10_000,
-    )
+    app = two_models(tmp_path, files, max_body_bytes=10_000)
     auth = {"Authorization": "Bearer t0k"}
     big = {"values": {"load": [1.0] * 3000, "temp": [1.0]}}
     asks = {  # what each answer is, and how it is asked for
