@@ -273,7 +273,7 @@ def panel_window(meta: dict, settings: Settings) -> tuple[int, int, int]:
     median series length (rows with every value, at ingest): the window a global model reads."""
     rows = [s.get("observed_rows", s["rows"]) for s in meta["panel"]["series"].values()]
     basis = int(np.median(rows)) if rows else 0
-    lookback, horizon = resolve_window(settings, meta["freq"], basis)
+    lookback, horizon = resolve_window(settings, meta["freq"], basis, panel=True)
     return lookback, horizon, basis
 
 
