@@ -189,6 +189,7 @@ class TrainConfig(_Strict):
     lr_factor: float = Field(0.5, gt=0, lt=1)
     lr_patience: int = Field(2, ge=0)
     max_train_windows: int = Field(8000, ge=1)
+    min_epoch_batches: int = Field(8, ge=1)  # an epoch draws at least this many batches (up to max_train_windows)
     max_val_windows: int | None = Field(None, ge=1)  # the epoch's validation loss on at most this many windows, evenly
     # spread (a large panel holds millions); None: all of them
     time_budget_s: float = Field(300, gt=0)

@@ -311,6 +311,14 @@ def panel_sampler(ws: WindowSet, train_starts: torch.Tensor, device) -> Callable
     return draw
 
 
+def epoch_order(n: int, per_epoch: int, gen: torch.Generator) -> torch.Tensor:
+    """`per_epoch` indices into `n` training windows: whole permutations one after another (each window as often as
+    the others, at most one pass apart), the last cut short. One pass or less is one permutation, as before."""
+    passes = -(-per_epoch // n)
+    perms = [torch.randperm(n, generator=gen, device=gen.device) for _ in range(passes)]
+    return (perms[0] if passes == 1 else torch.cat(perms))[:per_epoch]
+
+
 def calibration_starts(ws: WindowSet, settings: Settings) -> np.ndarray:
     """The held-out windows the quantiles are conformalised on: the validation windows, or the most recent N."""
     starts = ws.starts["val"]
@@ -484,7 +492,9 @@ def train_candidate(
     if t.max_val_windows and len(val_starts) > t.max_val_windows:  # evenly spread: every series, every season
         keep = np.unique(np.linspace(0, len(val_starts) - 1, t.max_val_windows).round().astype(np.int64))
         val_starts = val_starts[torch.from_numpy(keep).to(val_starts.device)]
-    per_epoch = min(t.max_train_windows, len(train_starts))
+    # a short series' few windows would give one optimizer step per epoch (ten in a whole training, the cells left at
+    # their anchor): an epoch draws at least train.min_epoch_batches batches, passing over its windows several times
+    per_epoch = min(t.max_train_windows, max(len(train_starts), t.min_epoch_batches * batch))
     levels = torch.tensor(spec.quantiles, device=device) if spec.quantiles else None
     draw = panel_sampler(ws, train_starts, device)
 
@@ -516,7 +526,7 @@ def train_candidate(
     for epoch in range(start_epoch, t.epochs + 1):
         t0 = time.perf_counter()
         if draw is None:
-            order = train_starts[torch.randperm(len(train_starts), generator=gen, device=device)[:per_epoch]]
+            order = train_starts[epoch_order(len(train_starts), per_epoch, gen)]
         else:  # a panel: drawn across its series without a permutation of every window
             order = draw(per_epoch, gen)
         label = f"{cand.name} epoch {epoch}" if progress else None
