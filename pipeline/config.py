@@ -265,6 +265,7 @@ class EvaluateConfig(_Strict):
     # consecutive parts of the held-out windows agrees), two_sided (classic CQR), none (the pinball heads as trained)
     calibration: Literal["widen", "guarded", "two_sided", "none"] = "widen"
     calibration_parts: int = Field(2, ge=2, le=10)  # guarded: the consecutive parts that must each support narrowing
+    calibration_rank: Literal["paths", "windows"] = "paths"  # what the conformal rank counts (params.yaml)
     # how the training flow picks its best candidate: the validation split's MASE (split), or the mean MASE over the
     # backtest's folds cut from the rows before the test split (backtest: params `backtest`; never the final test)
     selection: Literal["split", "backtest"] = "split"

@@ -347,7 +347,11 @@ def calibrate(model: QuantileOutput, ws: WindowSet, settings: Settings) -> dict:
     if q is None:  # no windows to forecast
         raise TrainingError(f"{ws.meta.name}: no held-out windows to calibrate the quantiles on")
     _, y = ws.batch(starts)
-    shift = _quantiles.conformal_shift(y, q, levels, ws.target_mask(starts), mode, settings.evaluate.calibration_parts)
+    # consecutive windows share horizon - 1 targets: the rank counts the paths a horizon apart (calibration_rank)
+    paths = _window.test_origins(starts, ws.meta.horizon) if settings.evaluate.calibration_rank == "paths" else None
+    shift = _quantiles.conformal_shift(
+        y, q, levels, ws.target_mask(starts), mode, settings.evaluate.calibration_parts, paths
+    )
     model.q_shift.copy_(torch.from_numpy(shift))
     scale = model.target_scale().cpu().numpy()[None, :, None]
     L = ws.meta.lookback
@@ -355,6 +359,7 @@ def calibrate(model: QuantileOutput, ws: WindowSet, settings: Settings) -> dict:
         "method": f"conformalised quantiles (per step, target, level; {mode})",
         "split": "val",
         "windows": int(len(starts)),
+        "paths": paths,
         "first_target": str(pd.Timestamp(ws.timestamps[starts[0] + L])) if len(starts) else None,
         "last_target": str(pd.Timestamp(ws.timestamps[starts[-1] + L + ws.meta.horizon - 1])) if len(starts) else None,
         "mean_shift_scaled": {f"{lv:g}": float((shift / scale)[..., k].mean()) for k, lv in enumerate(levels)},
