@@ -102,9 +102,9 @@ def _rank_shift(
     """The two-sided conformal shift (H, T, Q), float64: the misses' tau-quantile at the finite-sample rank.
 
     With `paths` p < n (overlapping windows: 26 windows of 6 months hold about 5 independent paths), the rank is the
-    one p exchangeable units need, ceil((p + 1) tau) of p above the median, read as that share of the n sorted
-    misses: the share grows as p shrinks (with 5 paths the 90% level reads the largest miss), where n windows would
-    claim a precision their shared targets do not have."""
+    one p exchangeable units need, r = ceil((p + 1) tau) of p above the median (floor below it), read as the share
+    (r - 1/2) / p of the n sorted misses: the share moves outward as p shrinks (with 5 paths the 90% level reads the
+    largest miss), where n windows would claim a precision their shared targets do not have."""
     e = y.astype(np.float64)[..., None] - q.astype(np.float64)
     if mask is not None:
         e = np.where(mask[..., None], e, np.nan)
@@ -117,8 +117,9 @@ def _rank_shift(
         n = n_obs[..., k]
         rank = np.ceil((n + 1) * tau) if tau > 0.5 else np.floor((n + 1) * tau)
         if paths is not None and 0 < paths < len(y):
-            p = max(float(paths), 1.0)  # the paths' rank as a share of them, then of the observed windows
-            share = np.ceil((p + 1) * tau) / p if tau > 0.5 else np.floor((p + 1) * tau) / p
+            p = max(float(paths), 1.0)  # the paths' rank, placed at the middle of its share of them (symmetric
+            r = np.ceil((p + 1) * tau) if tau > 0.5 else np.floor((p + 1) * tau)  # for tau and 1 - tau), then
+            share = (r - 0.5) / p  # read among the observed windows
             rank = np.ceil(share * n) if tau > 0.5 else np.floor(share * n)
         idx = np.clip(rank, 1, np.maximum(n, 1)).astype(np.int64) - 1
         pick = np.take_along_axis(srt[..., k], idx[None], axis=0)[0]
