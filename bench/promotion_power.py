@@ -25,6 +25,7 @@ exactly); an alternative multiplies the candidate's errors by (1 - gain): its lo
 
     .venv/bin/python bench/promotion_power.py                       # 200 trials per cell, ~1-2 min on 2 cores
     .venv/bin/python bench/promotion_power.py --trials 50 --quick   # a smoke run, nothing written
+    .venv/bin/python bench/promotion_power.py --only monthly        # the scenarios whose name holds "monthly"
 
 Prints JSON lines, then a markdown table; writes bench/results/promotion-power.jsonl (unless --quick).
 """
@@ -68,6 +69,9 @@ SCENARIOS = [
     Scenario("hourly, 14 days, h 24", 24, 24, 14),
     Scenario("daily, 168 days, h 14 (chicago-like)", 1, 14, 168, phi=0.6),
     Scenario("daily, 750 days, h 5, random walk (sp500-like)", 1, 5, 750, phi=0.0, origin_share=0.9, vol_phi=0.98),
+    # a short monthly series (17 years, a 30% test split of 61 months): a year ahead leaves 5 paths, half a year 10
+    Scenario("monthly, 61 months, h 12 (5 paths)", 1, 12, 61, phi=0.5),
+    Scenario("monthly, 61 months, h 6 (10 paths)", 1, 6, 61, phi=0.5),
 ]
 
 
@@ -181,6 +185,7 @@ def main() -> None:
     ap.add_argument("--levels", type=float, nargs="+", default=[0.05, 0.10])
     ap.add_argument("--seed", type=int, default=20261207)
     ap.add_argument("--quick", action="store_true", help="print only, write nothing")
+    ap.add_argument("--only", default="", help="the scenarios whose name holds this text (default: all)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "promotion-power.jsonl")
     args = ap.parse_args()
     meta = {
@@ -190,7 +195,7 @@ def main() -> None:
         "seed": args.seed,
     }
     out = []
-    for sc in SCENARIOS:
+    for sc in [sc for sc in SCENARIOS if args.only in sc.name]:
         for row in run(sc, args.gains, args.trials, args.margins, args.levels, args.seed):
             row = meta | row | {"params": asdict(sc)}
             out.append(row)

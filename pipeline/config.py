@@ -205,6 +205,7 @@ class TrainConfig(_Strict):
     lr_factor: float = Field(0.5, gt=0, lt=1)
     lr_patience: int = Field(2, ge=0)
     max_train_windows: int = Field(8000, ge=1)
+    min_epoch_batches: int = Field(8, ge=1)  # an epoch draws at least this many batches (up to max_train_windows)
     max_val_windows: int | None = Field(None, ge=1)  # the epoch's validation loss on at most this many windows, evenly
     # spread (a large panel holds millions); None: all of them
     time_budget_s: float = Field(300, gt=0)
@@ -280,6 +281,7 @@ class EvaluateConfig(_Strict):
     # consecutive parts of the held-out windows agrees), two_sided (classic CQR), none (the pinball heads as trained)
     calibration: Literal["widen", "guarded", "two_sided", "none"] = "widen"
     calibration_parts: int = Field(2, ge=2, le=10)  # guarded: the consecutive parts that must each support narrowing
+    calibration_rank: Literal["paths", "windows"] = "paths"  # what the conformal rank counts (params.yaml)
     # how the training flow picks its best candidate: the validation split's MASE (split), or the mean MASE over the
     # backtest's folds cut from the rows before the test split (backtest: params `backtest`; never the final test)
     selection: Literal["split", "backtest"] = "split"

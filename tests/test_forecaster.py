@@ -219,6 +219,20 @@ def test_conformal_shift_reaches_the_nominal_rank_on_held_out_windows():
     np.testing.assert_array_equal(conformal_shift(y, q, LEVELS, mode="widen"), shift)  # widening is kept as is
 
 
+def test_the_conformal_rank_counts_independent_paths_not_overlapping_windows():
+    rng = np.random.default_rng(3)
+    y = rng.standard_normal((26, 6, 1))  # 26 windows 6 steps long at consecutive origins: 5 paths a horizon apart
+    q = np.zeros((26, 6, 1, 5), np.float32)
+    by_windows = conformal_shift(y, q, LEVELS, mode="widen")
+    by_paths = conformal_shift(y, q, LEVELS, mode="widen", paths=5)
+    # 5 paths cannot tell a 95% (or 90%) level from the largest miss: the band reaches it, where 26 windows did not
+    np.testing.assert_allclose(by_paths[..., 4], y.max(axis=0).clip(min=0), rtol=1e-6)
+    np.testing.assert_allclose(by_paths[..., 0], y.min(axis=0).clip(max=0), rtol=1e-6)
+    assert (by_paths[..., 3] >= by_windows[..., 3]).all() and (by_paths[..., 3] > by_windows[..., 3]).any()
+    # windows that do not overlap are each a path: the rank is the windows' own
+    np.testing.assert_array_equal(conformal_shift(y, q, LEVELS, mode="widen", paths=26), by_windows)
+
+
 def test_guarded_calibration_narrows_only_where_every_part_of_the_held_out_span_agrees():
     rng = np.random.default_rng(2)
     y = rng.standard_normal((4000, 3, 1))

@@ -257,3 +257,17 @@ def test_the_loss_ignores_filled_targets():
     ws = build_windows(df, name="c", variables=["y", "x"], targets=["y"], freq="h", settings=point)
     res = train_candidate(ws, Candidate("gru", 8, 1), point, anchor_season=1)
     assert res.initial_val_loss == 0.0 and all(h["train_loss"] == 0.0 and h["val_loss"] == 0.0 for h in res.history)
+
+
+def test_an_epoch_of_a_short_series_passes_over_its_windows_several_times():
+    from cellcast.pipeline.modeling.train import epoch_order
+
+    # 87 training windows (17 years of months) and 8 batches of 256: 2048 draws, each window 23 or 24 times
+    idx = epoch_order(87, 2048, torch.Generator().manual_seed(0))
+    counts = np.bincount(idx.numpy(), minlength=87)
+    assert len(idx) == 2048 and counts.min() >= 2048 // 87 and counts.max() <= -(-2048 // 87)
+    # a long series: one permutation cut short, the draw it always was (the same weights as before)
+    assert torch.equal(
+        epoch_order(5000, 2048, torch.Generator().manual_seed(0)),
+        torch.randperm(5000, generator=torch.Generator().manual_seed(0))[:2048],
+    )

@@ -157,6 +157,32 @@ def test_auto_window_follows_the_frequency():
     assert resolve_window(Params(window={"lookback": 10, "horizon": 3}).for_dataset("x"), "D", 5000) == (10, 3)
 
 
+@pytest.mark.parametrize(
+    "freq,rows,horizon",
+    [
+        ("MS", 204, 6),  # 17 years of months: a year ahead leaves 5 paths in 30%: half a year ahead holds 10
+        ("MS", 486, 12),  # 40 years: the season fits
+        ("W-SUN", 283, 8),  # 5.4 years of weeks
+        ("W-SUN", 2284, 52),
+        ("QS-JAN", 218, 4),
+        ("D", 365, 7),
+        ("MS", 20, 1),  # never below one step
+    ],
+)
+def test_auto_horizon_of_a_short_series_leaves_room_for_a_decision(freq, rows, horizon):
+    from cellcast.pipeline.data.window import split_for, test_origins, window_starts
+
+    s = Params().for_dataset("x")
+    lookback, h = resolve_window(s, freq, rows)
+    assert h == horizon
+    v, t = split_for(rows, h, s)
+    paths = test_origins(window_starts(rows, lookback, h, v, t)["test"], h)
+    assert paths >= s.evaluate.min_decision_paths or h == 1
+    # an explicit horizon is the user's; a panel keeps the season (promotion pools its series' paths)
+    assert resolve_window(Params(window={"horizon": 12}).for_dataset("x"), freq, rows)[1] == 12
+    assert resolve_window(s, "MS", 204, panel=True)[1] == 12
+
+
 def test_auto_lookback_leaves_out_seasons_longer_than_its_cap():
     s = Params().for_dataset("x")
     # a week of 5-minute steps (2016) would fit 60,000 rows ten times over: the day is kept instead

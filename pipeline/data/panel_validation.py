@@ -282,7 +282,7 @@ def panel_window(meta: dict, settings: Settings) -> tuple[int, int, int]:
     every series (the windows the global model is fitted on)."""
     rows = [s.get("observed_rows", s["rows"]) for s in meta["panel"]["series"].values()]
     basis = int(np.median(rows)) if rows else 0
-    lookback, horizon = resolve_window(settings, meta["freq"], basis, meta.get("schedule"), sum(rows))
+    lookback, horizon = resolve_window(settings, meta["freq"], basis, meta.get("schedule"), sum(rows), panel=True)
     return lookback, horizon, basis
 
 

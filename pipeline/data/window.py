@@ -60,11 +60,15 @@ def resolve_window(
     n_rows: int | None = None,
     schedule: dict | None = None,
     pooled_rows: int | None = None,
+    panel: bool = False,
 ) -> tuple[int, int]:
     """Lookback and horizon in steps (on a schedule, open steps: data/schedule.py); explicit numbers in params.yaml
     win over 'auto'.
 
-    auto horizon: one day of steps for sub-daily data, else the shortest natural season (a week of days).
+    auto horizon: one day of steps for sub-daily data, else the shortest natural season (a week of days), at most
+    what lets the test split (up to `window.test_fraction_max` of the rows) hold `evaluate.min_decision_paths` whole
+    horizons: 17 years of months are forecast 6 months ahead, not 12, or no decision could ever be reached on them
+    (`decidable_horizon`). A panel's series keep the season: promotion pools their paths.
     auto lookback: the longest natural season that fits the series comfortably (ten lookbacks in its rows) and
     spans at most MAX_AUTO_SEASON steps, plus `train.rnn_steps`, so a model anchored on that season still sees its
     recent dynamics. The cap keeps a week of 5-minute steps (2016) out: the linear anchor's columns would outgrow
@@ -79,6 +83,8 @@ def resolve_window(
     horizon = w.horizon
     if horizon == "auto":
         horizon = seasons[0] if seasons else 1
+        if n_rows is not None and not panel:
+            horizon = min(horizon, decidable_horizon(settings, n_rows))
     lookback = w.lookback
     basis = pooled_rows if pooled_rows is not None else n_rows
     if lookback == "auto":
@@ -91,6 +97,12 @@ def resolve_window(
         if n_rows is not None:  # a short series: a tenth of it at most, so every split keeps windows
             lookback = max(2, min(lookback, n_rows // 10))
     return int(lookback), int(horizon)
+
+
+def decidable_horizon(settings: Settings, n_rows: int) -> int:
+    """The longest horizon whose `evaluate.min_decision_paths` non-overlapping windows fit in the largest test split
+    (`window.test_fraction_max` of `n_rows`): the cap on an auto horizon (at least 1)."""
+    return max(1, int(n_rows * settings.window.test_fraction_max) // settings.evaluate.min_decision_paths)
 
 
 @dataclass

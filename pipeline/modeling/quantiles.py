@@ -3,7 +3,9 @@
 Calibration (conformalised quantile regression, Romano et al. 2019, per level): on held-out windows, for each
 horizon step, target and level tau, the shift s is the empirical tau-quantile of the misses y - q_tau, taken at
 the finite-sample rank (ceil((n+1) tau) above the median, floor((n+1) tau) below it), so that y <= q_tau + s
-holds for a share tau of exchangeable new windows. The median is not shifted: it is the point forecast.
+holds for a share tau of exchangeable new windows. Windows at consecutive origins share targets: the rank counts the
+independent paths among them (the windows a horizon apart), not the windows (evaluate.calibration_rank). The
+median is not shifted: it is the point forecast.
 Held-out months are not always exchangeable with the months that follow (docs/forecasting.md): by default
 (evaluate.calibration: widen) a shift may widen an interval but never narrow it; `guarded` narrows only as far as
 every consecutive part of the held-out windows agrees.
@@ -47,19 +49,28 @@ def conformal_shift(
     mask: np.ndarray | None = None,
     mode: str = "two_sided",
     parts: int = 2,
+    paths: int | None = None,
 ) -> np.ndarray:
     """The per (step, target, level) shift (H, T, Q) that calibrates quantiles `q` (n, H, T, Q) on targets `y`.
+    `paths`: how many independent forecast paths the n windows hold (those a horizon apart, when consecutive windows
+    share targets); the finite-sample rank is taken among them, not among the n windows (None: n, no overlap).
     mode "widen": a level above the median only moves up, one below it only down (the interval never narrows).
     mode "guarded": the two-sided shift where it widens; where it narrows, only as far as each of `parts`
     consecutive parts of the windows (in time order) would narrow on its own: the least narrowing of them, so an
     interval narrows only when the whole held-out span agrees it is too wide, not when one calm stretch says so."""
-    shift = _rank_shift(y, q, levels, mask)
+    shift = _rank_shift(y, q, levels, mask, paths)
     if mode == "widen":
         return _outward(shift, levels).astype(np.float32)
     if mode == "guarded":
         bounds = np.linspace(0, len(y), max(int(parts), 2) + 1).round().astype(int)
         chunks = [
-            _rank_shift(y[a:b], q[a:b], levels, None if mask is None else mask[a:b])
+            _rank_shift(
+                y[a:b],
+                q[a:b],
+                levels,
+                None if mask is None else mask[a:b],
+                None if paths is None else paths * (b - a) / len(y),
+            )
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)
             if b > a
         ]
@@ -85,8 +96,15 @@ def _outward(shift: np.ndarray, levels: list[float]) -> np.ndarray:
     return out
 
 
-def _rank_shift(y: np.ndarray, q: np.ndarray, levels: list[float], mask: np.ndarray | None) -> np.ndarray:
-    """The two-sided conformal shift (H, T, Q), float64: the misses' tau-quantile at the finite-sample rank."""
+def _rank_shift(
+    y: np.ndarray, q: np.ndarray, levels: list[float], mask: np.ndarray | None, paths: float | None = None
+) -> np.ndarray:
+    """The two-sided conformal shift (H, T, Q), float64: the misses' tau-quantile at the finite-sample rank.
+
+    With `paths` p < n (overlapping windows: 26 windows of 6 months hold about 5 independent paths), the rank is the
+    one p exchangeable units need, r = ceil((p + 1) tau) of p above the median (floor below it), read as the share
+    (r - 1/2) / p of the n sorted misses: the share moves outward as p shrinks (with 5 paths the 90% level reads the
+    largest miss), where n windows would claim a precision their shared targets do not have."""
     e = y.astype(np.float64)[..., None] - q.astype(np.float64)
     if mask is not None:
         e = np.where(mask[..., None], e, np.nan)
@@ -98,6 +116,11 @@ def _rank_shift(y: np.ndarray, q: np.ndarray, levels: list[float], mask: np.ndar
             continue
         n = n_obs[..., k]
         rank = np.ceil((n + 1) * tau) if tau > 0.5 else np.floor((n + 1) * tau)
+        if paths is not None and 0 < paths < len(y):
+            p = max(float(paths), 1.0)  # the paths' rank, placed at the middle of its share of them (symmetric
+            r = np.ceil((p + 1) * tau) if tau > 0.5 else np.floor((p + 1) * tau)  # for tau and 1 - tau), then
+            share = (r - 0.5) / p  # read among the observed windows
+            rank = np.ceil(share * n) if tau > 0.5 else np.floor(share * n)
         idx = np.clip(rank, 1, np.maximum(n, 1)).astype(np.int64) - 1
         pick = np.take_along_axis(srt[..., k], idx[None], axis=0)[0]
         shift[..., k] = np.where(n > 0, pick, 0.0)

@@ -311,6 +311,14 @@ def panel_sampler(ws: WindowSet, train_starts: torch.Tensor, device) -> Callable
     return draw
 
 
+def epoch_order(n: int, per_epoch: int, gen: torch.Generator) -> torch.Tensor:
+    """`per_epoch` indices into `n` training windows: whole permutations one after another (each window as often as
+    the others, at most one pass apart), the last cut short. One pass or less is one permutation, as before."""
+    passes = -(-per_epoch // n)
+    perms = [torch.randperm(n, generator=gen, device=gen.device) for _ in range(passes)]
+    return (perms[0] if passes == 1 else torch.cat(perms))[:per_epoch]
+
+
 def calibration_starts(ws: WindowSet, settings: Settings) -> np.ndarray:
     """The held-out windows the quantiles are conformalised on: the validation windows, or the most recent N."""
     starts = ws.starts["val"]
@@ -339,7 +347,11 @@ def calibrate(model: QuantileOutput, ws: WindowSet, settings: Settings) -> dict:
     if q is None:  # no windows to forecast
         raise TrainingError(f"{ws.meta.name}: no held-out windows to calibrate the quantiles on")
     _, y = ws.batch(starts)
-    shift = _quantiles.conformal_shift(y, q, levels, ws.target_mask(starts), mode, settings.evaluate.calibration_parts)
+    # consecutive windows share horizon - 1 targets: the rank counts the paths a horizon apart (calibration_rank)
+    paths = _window.test_origins(starts, ws.meta.horizon) if settings.evaluate.calibration_rank == "paths" else None
+    shift = _quantiles.conformal_shift(
+        y, q, levels, ws.target_mask(starts), mode, settings.evaluate.calibration_parts, paths
+    )
     model.q_shift.copy_(torch.from_numpy(shift))
     scale = model.target_scale().cpu().numpy()[None, :, None]
     L = ws.meta.lookback
@@ -347,6 +359,7 @@ def calibrate(model: QuantileOutput, ws: WindowSet, settings: Settings) -> dict:
         "method": f"conformalised quantiles (per step, target, level; {mode})",
         "split": "val",
         "windows": int(len(starts)),
+        "paths": paths,
         "first_target": str(pd.Timestamp(ws.timestamps[starts[0] + L])) if len(starts) else None,
         "last_target": str(pd.Timestamp(ws.timestamps[starts[-1] + L + ws.meta.horizon - 1])) if len(starts) else None,
         "mean_shift_scaled": {f"{lv:g}": float((shift / scale)[..., k].mean()) for k, lv in enumerate(levels)},
@@ -471,8 +484,7 @@ class _Loop:
     def order(self) -> torch.Tensor:
         """The training windows of one epoch, drawn from the loop's own generator."""
         if self.draw is None:
-            perm = torch.randperm(len(self.train_starts), generator=self.gen, device=self.device)
-            return self.train_starts[perm[: self.per_epoch]]
+            return self.train_starts[epoch_order(len(self.train_starts), self.per_epoch, self.gen)]
         return self.draw(self.per_epoch, self.gen)  # a panel: across its series without a permutation of every window
 
 
@@ -592,6 +604,9 @@ def _prepare_loop(ws: WindowSet, model: Forecaster, settings: Settings, device: 
     if t.max_val_windows and len(val_starts) > t.max_val_windows:  # evenly spread: every series, every season
         keep = np.unique(np.linspace(0, len(val_starts) - 1, t.max_val_windows).round().astype(np.int64))
         val_starts = val_starts[torch.from_numpy(keep).to(val_starts.device)]
+    # a short series' few windows would give one optimizer step per epoch (ten in a whole training, the cells left at
+    # their anchor): an epoch draws at least train.min_epoch_batches batches, passing over its windows several times
+    batch = min(t.batch_size, t.max_batch_size)
     return _Loop(
         model=model,
         params=params,
@@ -602,10 +617,10 @@ def _prepare_loop(ws: WindowSet, model: Forecaster, settings: Settings, device: 
         gen=gen,
         dropout_gen=dropout_gen,
         device=device,
-        batch=min(t.batch_size, t.max_batch_size),
+        batch=batch,
         train_starts=train_starts,
         val_starts=val_starts,
-        per_epoch=min(t.max_train_windows, len(train_starts)),
+        per_epoch=min(t.max_train_windows, max(len(train_starts), t.min_epoch_batches * batch)),
         levels=torch.tensor(model.spec.quantiles, device=device) if model.spec.quantiles else None,
         draw=panel_sampler(ws, train_starts, device),
     )
