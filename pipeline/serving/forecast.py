@@ -465,6 +465,35 @@ def _record(
     return path
 
 
+def forecast_validated_panel(
+    name: str,
+    settings: Settings,
+    engine: OnnxForecaster,
+    version=None,
+    model_name: str | None = None,
+    future: pd.DataFrame | None = None,
+    future_source: str = "future rows",
+) -> tuple[pd.DataFrame, str, dict[str, str]]:
+    """Every kept series of a validated panel forecast in one batch (forecast_panel_frame) -> (long forecast frame,
+    provider, {series not forecast: why})."""
+    from ..catalog import SERIES_ID, read_validated_panel, validated_paths
+
+    pq, _ = validated_paths(name, settings)
+    df, meta = read_validated_panel(name, settings)
+    check_grid(pq, meta, engine, f"{model_name or settings.model_name} v{version}")
+    id_cols = [c for c in (meta["panel"].get("id_cols") or []) if c in df.columns and c != SERIES_ID]
+    return forecast_panel_frame(
+        engine,
+        df,
+        version=version,
+        model_name=model_name,
+        source=str(pq),
+        id_frame=df[[SERIES_ID, *id_cols]],
+        future=future,
+        future_source=future_source,
+    )
+
+
 def _forecast_panel(
     name: str,
     settings: Settings,
@@ -477,7 +506,7 @@ def _forecast_panel(
     """forecast_latest for a panel: every kept series of validated.parquet (already validated per series by the
     validate stage) forecast in one batch -> one long-format Parquet. Known-future values per series: from
     `future_file` (an id column beside the timestamp), else the rows after each series' last observation."""
-    from ..catalog import SERIES_ID, read_validated_panel, validated_paths
+    from ..catalog import read_validated_meta, validated_paths
 
     pq, _ = validated_paths(name, settings)
     if "panel" not in engine.metadata:
@@ -485,19 +514,17 @@ def _forecast_panel(
             f"{pq}: dataset '{name}' is a panel, but {settings.model_name} v{info.version} was "
             f"trained on one series: retrain it (cellcast train {name})"
         )
-    df, meta = read_validated_panel(name, settings)
+    meta = read_validated_meta(name, settings)
     check_grid(pq, meta, engine, f"{settings.model_name} v{info.version}")
-    id_cols = [c for c in (meta["panel"].get("id_cols") or []) if c in df.columns and c != SERIES_ID]
     supplied, where = supplied_future(name, settings, engine, meta, future_file)
     if supplied is not None:
         supplied = panel_future(supplied, list(meta["panel"].get("id_cols") or []), where)
-    frame, used, skipped = forecast_panel_frame(
+    frame, used, skipped = forecast_validated_panel(
+        name,
+        settings,
         engine,
-        df,
         version=info.version,
         model_name=settings.model_name,
-        source=str(pq),
-        id_frame=df[[SERIES_ID, *id_cols]],
         future=supplied,
         future_source=where,
     )
