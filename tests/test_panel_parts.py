@@ -111,3 +111,77 @@ def test_a_refusal_in_a_later_part_names_the_column_and_the_series(project, sett
     with pytest.raises(IngestError, match=r"column 'capacity' is not constant within series 'S09' \(59 and 999;"):
         ingest(src, settings_for("bad", ingest={"partition_rows": 500}), "bad", ["temp"], static=["capacity"])
     assert (project / "quarantine").is_dir() and not (project / "data/bad/raw.parquet").exists()
+
+
+@pytest.fixture(scope="module")
+def validated(tmp_path_factory):
+    """The mixed panel (test_panels) ingested and validated in row groups of up to 500 rows: (work dir, settings)."""
+    import shutil
+
+    from conftest import ROOT
+    from test_panels import ingest_panel, mixed_panel, write_csv
+
+    from cellcast.pipeline.config import load_params
+    from cellcast.pipeline.data.validation import validate_dataset
+
+    work = tmp_path_factory.mktemp("parts")
+    shutil.copy(ROOT / "params.yaml", work / "params.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(work)
+        mp.delenv("CELLCAST_PARAMS", raising=False)
+        s = load_params(work / "params.yaml").for_dataset("city")
+        s = s.model_copy(
+            update={
+                "ingest": s.ingest.model_copy(update={"bad_series": "drop", "partition_rows": 500}),
+                "window": s.window.model_copy(update={"lookback": 24, "horizon": 6}),
+            }
+        )
+        ingest_panel(write_csv(mixed_panel(), work / "city.csv"), s, freq="h")
+        validate_dataset("city", s)
+    return work, s
+
+
+def test_the_window_set_read_partition_by_partition_is_the_one_read_whole(validated, monkeypatch):
+    from cellcast.pipeline.catalog import panel_partitions, read_validated_panel, validated_paths
+    from cellcast.pipeline.data.window import build_panel_windows, window_dataset
+
+    work, s = validated
+    monkeypatch.chdir(work)
+    assert panel_partitions(validated_paths("city", s)[0]) >= 3
+    parted = window_dataset("city", s)
+    frame, meta = read_validated_panel("city", s)
+    whole = build_panel_windows(frame, meta, name="city", settings=s)
+    assert parted.meta == whole.meta and parted.series_ids == whole.series_ids
+    for a, b in ((parted.values, whole.values), (parted.future, whole.future), (parted.timestamps, whole.timestamps)):
+        np.testing.assert_array_equal(a, b)
+    for k in whole.starts:
+        np.testing.assert_array_equal(parted.starts[k], whole.starts[k])
+    np.testing.assert_array_equal(parted.offsets, whole.offsets)
+
+
+def test_the_batch_forecast_reads_each_series_last_lookback_a_partition_at_a_time(validated, monkeypatch, tmp_path):
+    import torch
+
+    from cellcast.pipeline.catalog import SERIES_ID, read_validated_panel
+    from cellcast.pipeline.data.window import load_windows
+    from cellcast.pipeline.engine.inference import OnnxForecaster
+    from cellcast.pipeline.engine.onnx_export import export_onnx
+    from cellcast.pipeline.modeling.model import Forecaster
+    from cellcast.pipeline.modeling.train import Candidate, model_spec
+    from cellcast.pipeline.registry.lifecycle import model_metadata
+    from cellcast.pipeline.serving.forecast import forecast_panel_frame, forecast_validated_panel
+
+    work, s = validated
+    monkeypatch.chdir(work)
+    ws = load_windows("city", s)
+    model = Forecaster(model_spec(ws, Candidate("gru", 8, 1), s, 24), generator=torch.Generator().manual_seed(0))
+    meta = model_metadata(ws, s, "gru")
+    path = export_onnx(model.eval(), tmp_path / "m.onnx", meta, example=ws.inputs(ws.starts["test"][:2])[0])
+    eng = OnnxForecaster.from_path(path, device="cpu")
+    out, _, skipped = forecast_validated_panel("city", s, eng, version=3, model_name="m")
+    frame, _ = read_validated_panel("city", s)
+    ref, _, ref_skipped = forecast_panel_frame(
+        eng, frame, version=3, model_name="m", id_frame=frame[[SERIES_ID, "sensor"]]
+    )
+    pd.testing.assert_frame_equal(out, ref)
+    assert skipped == ref_skipped and out["series_id"].nunique() >= 3 and set(out["model_version"]) == {"3"}

@@ -475,12 +475,20 @@ def forecast_validated_panel(
     future_source: str = "future rows",
 ) -> tuple[pd.DataFrame, str, dict[str, str]]:
     """Every kept series of a validated panel forecast in one batch (forecast_panel_frame) -> (long forecast frame,
-    provider, {series not forecast: why})."""
-    from ..catalog import SERIES_ID, read_validated_panel, validated_paths
+    provider, {series not forecast: why}). Memory holds one partition and the last `lookback` rows of each series."""
+    from ..catalog import SERIES_ID, panel_partitions, read_partition, read_validated_meta, validated_paths
 
     pq, _ = validated_paths(name, settings)
-    df, meta = read_validated_panel(name, settings)
+    meta = read_validated_meta(name, settings)
     check_grid(pq, meta, engine, f"{model_name or settings.model_name} v{version}")
+    # a partition of whole series at a time, of each series only the last `lookback` rows kept: what a forecast reads
+    df = pd.concat(
+        [
+            read_partition(pq, [i]).groupby(SERIES_ID, sort=False).tail(engine.lookback)
+            for i in range(panel_partitions(pq))
+        ],
+        ignore_index=True,
+    )
     id_cols = [c for c in (meta["panel"].get("id_cols") or []) if c in df.columns and c != SERIES_ID]
     return forecast_panel_frame(
         engine,
