@@ -185,3 +185,15 @@ def test_the_batch_forecast_reads_each_series_last_lookback_a_partition_at_a_tim
     )
     pd.testing.assert_frame_equal(out, ref)
     assert skipped == ref_skipped and out["series_id"].nunique() >= 3 and set(out["model_version"]) == {"3"}
+
+
+def test_the_known_future_table_made_a_slice_of_rows_at_a_time_is_the_whole_one():
+    from cellcast.pipeline.data.window import _future_table_by_rows, future_table
+
+    ts = pd.date_range("2024-12-20", periods=500, freq="h").to_numpy()
+    cal = {"parts": ["tod", "dow", "doy", "holiday"], "country": "GB", "timezone": None}
+    user = {"price": np.arange(500, dtype=np.float32)}
+    whole, names, kinds = future_table(ts, "h", cal, user)
+    sliced, names2, kinds2 = _future_table_by_rows(ts, "h", cal, user, rows=77)
+    assert names == names2 and kinds == kinds2 and whole.shape == (500, 8) and whole[:, 6].any()
+    np.testing.assert_array_equal(sliced, whole)

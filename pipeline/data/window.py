@@ -871,7 +871,7 @@ def _assemble_panel(acc: _PanelBlocks, meta: dict, name: str, settings: Settings
     train_span = max((pd.Timestamp(sp[1]) - pd.Timestamp(sp[0]) for sp in acc.spans), default=None)
     cal = _calendar.resolved(settings.calendar, freq, train_span)
     user = {c: np.concatenate(acc.ublocks[c]) for c in acc.future_features}
-    fut, fnames, fkinds = future_table(ts, freq, cal, user)
+    fut, fnames, fkinds = _future_table_by_rows(ts, freq, cal, user)
     if acc.static_cols:
         block = np.concatenate(acc.sblocks)
         fut = block if fut is None else np.concatenate([fut, block], axis=1)
@@ -882,6 +882,22 @@ def _assemble_panel(acc: _PanelBlocks, meta: dict, name: str, settings: Settings
     return PanelWindowSet(
         values, ts, wmeta, st, filled, fut, offsets=offsets_a, lengths=np.asarray(acc.lengths), train_end=train_a
     )
+
+
+def _future_table_by_rows(ts: np.ndarray, freq: str, cal, user: dict[str, np.ndarray], rows: int = 1 << 20):
+    """future_table of a panel's rows, `rows` at a time into one float32 table: the calendar's float64 working
+    columns exist for one slice, not for every row of the panel (each row's features are its own timestamp's)."""
+    if len(ts) <= rows:
+        return future_table(ts, freq, cal, user)
+    out = None
+    for a in range(0, len(ts), rows):
+        part, names, kinds = future_table(ts[a : a + rows], freq, cal, {c: v[a : a + rows] for c, v in user.items()})
+        if part is None:
+            return None, [], []
+        if out is None:
+            out = np.empty((len(ts), part.shape[1]), np.float32)
+        out[a : a + len(part)] = part
+    return out, names, kinds
 
 
 def _train_moments(values: np.ndarray, filled, offsets: np.ndarray, train_end: np.ndarray):
