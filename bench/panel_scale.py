@@ -176,11 +176,15 @@ def stage(name: str, work: Path) -> dict:
         from cellcast.pipeline.data.window import load_windows
         from cellcast.pipeline.engine.onnx_export import export_onnx
         from cellcast.pipeline.modeling.anchor import choose_anchor
+        from cellcast.pipeline.modeling.evaluate import forecast_origins
         from cellcast.pipeline.modeling.train import Candidate, train_candidate
         from cellcast.pipeline.registry.lifecycle import baselines, model_metadata
 
         torch.set_num_threads(1)
         ws = load_windows(NAME, s)
+        # validation and test windows a horizon apart (the promotion's origins): the baselines and the anchor choice
+        # gather the windows they score whole, lookback included; every step's would not fit at 10,000 series
+        ws = ws.with_starts(val=forecast_origins(ws, "val"), test=forecast_origins(ws, "test"))
         anchor = choose_anchor(ws, s, baselines(ws, s).anchor_season)
         cand = Candidate("gru", TRAIN["hidden_size"], TRAIN["num_layers"])
         r = train_candidate(ws, cand, s, anchor=anchor, device="cpu")
