@@ -31,7 +31,8 @@ def register(app: typer.Typer) -> None:
 
 def _aliases(name: str, settings) -> dict[str, str | None] | None:
     """The registry's champion and challenger now, for the live section of `cellcast monitor` (only read where the
-    service logged live forecasts); None when the registry cannot be reached: the log's roles stand in."""
+    service logged live forecasts); None when the registry cannot be reached or holds no alias of the model: the
+    log's roles stand in."""
     from cellcast.commands import configure_tracking
     from cellcast.pipeline.catalog import live_dir
     from cellcast.pipeline.errors import CellcastError
@@ -44,5 +45,7 @@ def _aliases(name: str, settings) -> dict[str, str | None] | None:
         configure_tracking(settings)
         found = {r: tracking.get_alias(settings.model_name, r) for r in (tracking.CHAMPION, tracking.CHALLENGER)}
     except CellcastError:
+        return None
+    if all(v is None for v in found.values()):  # a registry that knows no such model: the log's roles stand
         return None
     return {r: str(v.version) if v is not None else None for r, v in found.items()}
