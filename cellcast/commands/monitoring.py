@@ -25,5 +25,5 @@ def register(app: typer.Typer) -> None:
         from cellcast.pipeline.monitoring.status import status
 
         settings = settings_for(name)
-        text = status(name, settings)  # NotFoundError (one line, exit 2) when never monitored
-        typer.echo(json.dumps(read_state(name, settings), indent=2) if as_json else text)
+        text = status(settings)  # NotFoundError (one line, exit 2) when never monitored
+        typer.echo(json.dumps(read_state(settings), indent=2) if as_json else text)

@@ -15,16 +15,17 @@ from .verdict import Thresholds, _iso, _parse, psi_basis, psi_limit, residual_li
 log = logging.getLogger(__name__)
 
 
-def status(name: str, settings: Settings, now: datetime | None = None) -> str:
+def status(settings: Settings, now: datetime | None = None) -> str:
     """The monitor's current state as text: last scores, drift, thresholds, last trigger, cooldown."""
-    state = read_state(name, settings)
+    name = settings.dataset
+    state = read_state(settings)
     last = state.get("last")
-    on_live = live_lines(name, settings, state)
+    on_live = live_lines(settings, state)
     if not last:
         if on_live:
             return "\n".join([f"{name}: the champion's batch forecasts have not been monitored yet", *on_live])
         raise NotFoundError(
-            f"{state_path(name, settings)}: '{name}' has not been monitored yet; the scheduled "
+            f"{state_path(settings)}: '{name}' has not been monitored yet; the scheduled "
             f"forecast flow (refresh) monitors it after each refresh"
         )
     th = last["thresholds"]
@@ -147,14 +148,15 @@ def _table(rows: list[list[str]]) -> list[str]:
     return ["  " + "  ".join(c.ljust(x) for c, x in zip(r, w)).rstrip() for r in rows]
 
 
-def live_lines(name: str, settings: Settings, state: dict) -> list[str]:
+def live_lines(settings: Settings, state: dict) -> list[str]:
     """The live log's section of `cellcast monitor`: champion against challenger on the forecasts the service
     answered, scored on the actuals that arrived; [] when nothing is logged."""
     from ..catalog import live_dir
     from . import live
     from .promote import weigh
 
-    folder = live_dir(name, settings)
+    name = settings.dataset
+    folder = live_dir(settings)
     logged = live.read_live(folder)
     if logged.empty and not logged.untimed:
         return []
@@ -170,7 +172,7 @@ def live_lines(name: str, settings: Settings, state: dict) -> list[str]:
         return lines
     targets = live.target_columns(logged.rows)
     try:
-        actuals = live.read_actuals(name, settings, targets)
+        actuals = live.read_actuals(settings, targets)
     except NotFoundError as e:
         return [*lines, f"  not scored: {e}"]
     recorded = state.get("mase_scale") or {}
