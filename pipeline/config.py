@@ -448,6 +448,12 @@ class Settings(_Sections):
     def model_name(self) -> str:
         return f"{self.dataset}{self.registry.model_suffix}"
 
+    def check_dataset(self, name: str, what: str = "windows") -> None:
+        """`what` (windows, a result) of dataset `name` meets these settings: they must be the same dataset's.
+        The settings carry a dataset's identity; this is checked where data made elsewhere joins them."""
+        if name != self.dataset:
+            raise ConfigError(f"{what} of dataset '{name}' given with the settings of dataset '{self.dataset}'")
+
     def fingerprint(self) -> str:
         """A short hash of every setting that shapes a model: the `params_hash` lineage tag."""
         # how to reach the tracking server shapes no model

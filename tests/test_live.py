@@ -241,13 +241,13 @@ def test_cellcast_monitor_shows_champion_against_challenger_when_the_live_log_ha
     run = CliRunner()
     assert run.invoke(app, ["monitor", "x"]).exit_code == 2  # no log, never monitored: as before
     a = _actuals(400)
-    pq, js = validated_paths("x", s)
+    pq, js = validated_paths(s)
     pq.parent.mkdir(parents=True, exist_ok=True)
     a.drop(columns="id").to_parquet(pq)
     write_json(js, {"name": "x"})
     origins = _origins(a, 300, 40)
     write_live(
-        live_dir("x", s),
+        live_dir(s),
         live_rows(a, origins, H, "3", "champion", _noise(1.0, 1), quantile_halfwidth=5.0),
         live_rows(a, origins, H, "4", "challenger", _noise(1.0, 2), quantile_halfwidth=0.1, served=False),
     )

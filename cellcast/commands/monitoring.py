@@ -25,11 +25,11 @@ def register(app: typer.Typer) -> None:
         from cellcast.pipeline.monitoring.status import status
 
         settings = settings_for(name)
-        text = status(name, settings, aliases=_aliases(name, settings))  # NotFoundError when never monitored
-        typer.echo(json.dumps(read_state(name, settings), indent=2) if as_json else text)
+        text = status(settings, aliases=_aliases(settings))  # NotFoundError when never monitored
+        typer.echo(json.dumps(read_state(settings), indent=2) if as_json else text)
 
 
-def _aliases(name: str, settings) -> dict[str, str | None] | None:
+def _aliases(settings) -> dict[str, str | None] | None:
     """The registry's champion and challenger now, for the live section of `cellcast monitor` (only read where the
     service logged live forecasts); None when the registry cannot be reached or holds no alias of the model: the
     log's roles stand in."""
@@ -37,7 +37,7 @@ def _aliases(name: str, settings) -> dict[str, str | None] | None:
     from cellcast.pipeline.catalog import live_dir
     from cellcast.pipeline.errors import CellcastError
 
-    if not live_dir(name, settings).is_dir():
+    if not live_dir(settings).is_dir():
         return None
     try:
         from cellcast.pipeline.registry import tracking

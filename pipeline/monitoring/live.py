@@ -122,16 +122,16 @@ def target_columns(rows: pd.DataFrame) -> list[str]:
     return [str(c) for c in rows.columns if c not in fixed and not QUANTILE_COLUMN.match(str(c))]
 
 
-def read_actuals(name: str, settings: Settings, targets: list[str]) -> pd.DataFrame:
+def read_actuals(settings: Settings, targets: list[str]) -> pd.DataFrame:
     """The validated rows the live forecasts are scored on: `id` (the panel's series id; "" for one series),
     `timestamp`, the targets and their gap-filled flags."""
-    meta = read_validated_meta(name, settings)
+    meta = read_validated_meta(settings)
     filled = [filled_column(t) for t in targets]
     if is_panel(meta):
-        frame, _ = read_validated_panel(name, settings)
+        frame, _ = read_validated_panel(settings)
         frame = frame.rename(columns={SERIES_ID: "id"})
     else:
-        frame = pd.read_parquet(validated_paths(name, settings)[0])
+        frame = pd.read_parquet(validated_paths(settings)[0])
         frame["id"] = ""
     keep = ["id", "timestamp", *[c for c in [*targets, *filled] if c in frame.columns]]
     out = frame[keep].copy()

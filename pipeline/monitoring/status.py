@@ -15,19 +15,18 @@ from .verdict import Thresholds, _iso, _parse, psi_basis, psi_limit, residual_li
 log = logging.getLogger(__name__)
 
 
-def status(
-    name: str, settings: Settings, now: datetime | None = None, aliases: dict[str, str | None] | None = None
-) -> str:
+def status(settings: Settings, now: datetime | None = None, aliases: dict[str, str | None] | None = None) -> str:
     """The monitor's current state as text: last scores, drift, thresholds, last trigger, cooldown. `aliases`: the
     registry's champion and challenger versions now (None: the live log's last roles stand in for them)."""
-    state = read_state(name, settings)
+    name = settings.dataset
+    state = read_state(settings)
     last = state.get("last")
-    on_live = live_lines(name, settings, state, aliases)
+    on_live = live_lines(settings, state, aliases)
     if not last:
         if on_live:
             return "\n".join([f"{name}: the champion's batch forecasts have not been monitored yet", *on_live])
         raise NotFoundError(
-            f"{state_path(name, settings)}: '{name}' has not been monitored yet; the scheduled "
+            f"{state_path(settings)}: '{name}' has not been monitored yet; the scheduled "
             f"forecast flow (refresh) monitors it after each refresh"
         )
     th = last["thresholds"]
@@ -150,7 +149,7 @@ def _table(rows: list[list[str]]) -> list[str]:
     return ["  " + "  ".join(c.ljust(x) for c, x in zip(r, w)).rstrip() for r in rows]
 
 
-def live_lines(name: str, settings: Settings, state: dict, aliases: dict[str, str | None] | None = None) -> list[str]:
+def live_lines(settings: Settings, state: dict, aliases: dict[str, str | None] | None = None) -> list[str]:
     """The live log's section of `cellcast monitor`: champion against challenger on the forecasts the service
     answered, scored on the actuals that arrived; [] when nothing is logged. The versions compared are the
     registry's (`aliases`) when given: after a promotion the log's last rows still name the old champion until the
@@ -159,7 +158,8 @@ def live_lines(name: str, settings: Settings, state: dict, aliases: dict[str, st
     from . import live
     from .promote import weigh
 
-    folder = live_dir(name, settings)
+    name = settings.dataset
+    folder = live_dir(settings)
     logged = live.read_live(folder)
     if logged.empty and not logged.untimed:
         return []
@@ -180,7 +180,7 @@ def live_lines(name: str, settings: Settings, state: dict, aliases: dict[str, st
         return lines
     targets = live.target_columns(logged.rows)
     try:
-        actuals = live.read_actuals(name, settings, targets)
+        actuals = live.read_actuals(settings, targets)
     except NotFoundError as e:
         return [*lines, f"  not scored: {e}"]
     recorded = state.get("mase_scale") or {}
