@@ -180,6 +180,12 @@ def stage(name: str, work: Path) -> dict:
         from cellcast.pipeline.registry.lifecycle import baselines, model_metadata
 
         torch.set_num_threads(1)
+        if os.environ.get("PANEL_SCALE_NO_REFERENCE") == "1":
+            # the drift reference (lifecycle.training_reference) frames every training row of every series at once:
+            # ~3.2 GB at 1,000 series, out of memory at 10,000 (BENCHMARKS.md); left out of the exported metadata
+            from cellcast.pipeline.registry import lifecycle
+
+            lifecycle.training_reference = lambda ws, settings: {}
         ws = load_windows(s)
         # validation and test windows a horizon apart (the promotion's origins): the baselines and the anchor choice
         # gather the windows they score whole, lookback included; every step's would not fit at 10,000 series
@@ -245,6 +251,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smoke run: 30 series x 2,000 steps")
     ap.add_argument("--workers", type=int, default=0, help="validate over this many local Dask worker processes")
     ap.add_argument("--stride", type=int, default=1, help="window.stride: windows this many steps apart")
+    ap.add_argument("--no-reference", action="store_true", help="leave the drift reference out of the model's metadata")
     ap.add_argument("--stage", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -254,6 +261,7 @@ def main() -> None:
     n, steps = (30, 2000) if args.quick else (args.series, args.steps)
     os.environ["PANEL_SCALE_WORKERS"] = str(args.workers)
     os.environ["PANEL_SCALE_STRIDE"] = str(args.stride)
+    os.environ["PANEL_SCALE_NO_REFERENCE"] = "1" if args.no_reference else "0"
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="cellcast-panel-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
