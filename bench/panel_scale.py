@@ -133,7 +133,6 @@ def stage(name: str, work: Path) -> dict:
 
         r = ingest_file(
             work / "panel",
-            name=NAME,
             time_col="ts",
             targets=["load"],
             features=["temp"],
@@ -159,16 +158,16 @@ def stage(name: str, work: Path) -> dict:
                 distributed.Client(cluster) as client,
             ):
                 t0 = time.perf_counter()  # the cluster's start is not validation
-                p = validate_dataset(NAME, s, mapper=client_mapper(client)).panel
+                p = validate_dataset(s, mapper=client_mapper(client)).panel
                 worker_peaks = list(client.run(peak_mib).values())
         else:
-            p, worker_peaks = validate_dataset(NAME, s).panel, []
+            p, worker_peaks = validate_dataset(s).panel, []
         out = {k: p[k] for k in ("series_in", "kept", "dropped", "cold_start", "breaks", "filled")}
         out["workers"], out["worker_peak_mib"] = workers, worker_peaks
     elif name == "window":
         from cellcast.pipeline.data.window import window_dataset
 
-        ws = window_dataset(NAME, s)
+        ws = window_dataset(s)
         out = {"rows": int(len(ws.values)), "series": len(ws.meta.panel["series"]), "windows": ws.meta.counts}
     elif name == "train":
         import torch
@@ -187,7 +186,7 @@ def stage(name: str, work: Path) -> dict:
             from cellcast.pipeline.registry import lifecycle
 
             lifecycle.training_reference = lambda ws, settings: {}
-        ws = load_windows(NAME, s)
+        ws = load_windows(s)
         # validation and test windows a horizon apart (the promotion's origins): the baselines and the anchor choice
         # gather the windows they score whole, lookback included; every step's would not fit at 10,000 series
         ws = ws.with_starts(val=forecast_origins(ws, "val"), test=forecast_origins(ws, "test"))
@@ -201,7 +200,7 @@ def stage(name: str, work: Path) -> dict:
         from cellcast.pipeline.modeling import panel_references
         from cellcast.pipeline.modeling.evaluate import forecast_origins
 
-        ws = load_windows(NAME, s)
+        ws = load_windows(s)
         refs = panel_references.reference_rows(ws, forecast_origins(ws, "test"), s)
         first = next(iter(refs.values()))
         out = {
@@ -214,7 +213,7 @@ def stage(name: str, work: Path) -> dict:
         from cellcast.pipeline.serving.forecast import forecast_validated_panel
 
         eng = OnnxForecaster.from_path(work / "model.onnx", device="cpu")
-        frame, used, skipped = forecast_validated_panel(NAME, s, eng, version=1, model_name="scale")
+        frame, used, skipped = forecast_validated_panel(s, eng, version=1, model_name="scale")
         frame.to_parquet(work / "forecast.parquet", index=False)
         out = {"series": int(frame["series_id"].nunique()), "rows": len(frame), "not_forecast": len(skipped)}
     else:

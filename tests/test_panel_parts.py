@@ -36,10 +36,9 @@ def panel(n: int = 12) -> pd.DataFrame:
     return df
 
 
-def ingest(path, settings, name: str, features=("temp", "capacity"), **kw):
+def ingest(path, settings, features=("temp", "capacity"), **kw):
     return ingest_file(
         path,
-        name=name,
         time_col="ts",
         targets=["flow"],
         features=list(features),
@@ -60,10 +59,10 @@ def folder_of(df: pd.DataFrame, root, per_file: int, order=None):
 
 
 def same_as_whole(project, settings_for, src, name: str) -> dict:
-    whole = ingest(src, settings_for(name + "_whole"), name + "_whole")
-    parted = ingest(src, settings_for(name, ingest={"partition_rows": 500}), name)
-    a, ma = read_raw(name + "_whole", settings_for(name + "_whole"))
-    b, mb = read_raw(name, settings_for(name))
+    whole = ingest(src, settings_for(name + "_whole"))
+    parted = ingest(src, settings_for(name, ingest={"partition_rows": 500}))
+    a, ma = read_raw(settings_for(name + "_whole"))
+    b, mb = read_raw(settings_for(name))
     assert whole.meta.panel.get("read") is None
     assert a.equals(b) and list(b.columns) == ["series_id", "sensor", "timestamp", "flow", "temp"]
     assert mb["panel"]["series"] == ma["panel"]["series"] and mb["static"] == ma["static"]
@@ -98,8 +97,8 @@ def test_one_parquet_file_whose_row_groups_cut_series_is_read_by_row_groups(proj
 
 def test_files_whose_series_come_out_of_order_are_read_whole(project, settings_for):
     src = folder_of(panel(), project / "panel", per_file=3, order=[1, 0, 2, 3])
-    res = ingest(src, settings_for("shuffled", ingest={"partition_rows": 500}), "shuffled")
-    out, meta = read_raw("shuffled", settings_for("shuffled"))
+    res = ingest(src, settings_for("shuffled", ingest={"partition_rows": 500}))
+    out, meta = read_raw(settings_for("shuffled"))
     assert "read" not in meta["panel"] and len(res.frame) == len(out) == len(panel())
     assert out["series_id"].is_monotonic_increasing
 
@@ -109,7 +108,7 @@ def test_a_refusal_in_a_later_part_names_the_column_and_the_series(project, sett
     df.loc[(df["sensor"] == "S09") & (df.index % 2 == 0), "capacity"] = 999.0
     src = folder_of(df, project / "panel", per_file=2)
     with pytest.raises(IngestError, match=r"column 'capacity' is not constant within series 'S09' \(59 and 999;"):
-        ingest(src, settings_for("bad", ingest={"partition_rows": 500}), "bad", ["temp"], static=["capacity"])
+        ingest(src, settings_for("bad", ingest={"partition_rows": 500}), ["temp"], static=["capacity"])
     assert (project / "quarantine").is_dir() and not (project / "data/bad/raw.parquet").exists()
 
 
@@ -137,7 +136,7 @@ def validated(tmp_path_factory):
             }
         )
         ingest_panel(write_csv(mixed_panel(), work / "city.csv"), s, freq="h")
-        validate_dataset("city", s)
+        validate_dataset(s)
     return work, s
 
 
@@ -147,10 +146,10 @@ def test_the_window_set_read_partition_by_partition_is_the_one_read_whole(valida
 
     work, s = validated
     monkeypatch.chdir(work)
-    assert panel_partitions(validated_paths("city", s)[0]) >= 3
-    parted = window_dataset("city", s)
-    frame, meta = read_validated_panel("city", s)
-    whole = build_panel_windows(frame, meta, name="city", settings=s)
+    assert panel_partitions(validated_paths(s)[0]) >= 3
+    parted = window_dataset(s)
+    frame, meta = read_validated_panel(s)
+    whole = build_panel_windows(frame, meta, settings=s)
     assert parted.meta == whole.meta and parted.series_ids == whole.series_ids
     for a, b in ((parted.values, whole.values), (parted.future, whole.future), (parted.timestamps, whole.timestamps)):
         np.testing.assert_array_equal(a, b)
@@ -173,13 +172,13 @@ def test_the_batch_forecast_reads_each_series_last_lookback_a_partition_at_a_tim
 
     work, s = validated
     monkeypatch.chdir(work)
-    ws = load_windows("city", s)
+    ws = load_windows(s)
     model = Forecaster(model_spec(ws, Candidate("gru", 8, 1), s, 24), generator=torch.Generator().manual_seed(0))
     meta = model_metadata(ws, s, "gru")
     path = export_onnx(model.eval(), tmp_path / "m.onnx", meta, example=ws.inputs(ws.starts["test"][:2])[0])
     eng = OnnxForecaster.from_path(path, device="cpu")
-    out, _, skipped = forecast_validated_panel("city", s, eng, version=3, model_name="m")
-    frame, _ = read_validated_panel("city", s)
+    out, _, skipped = forecast_validated_panel(s, eng, version=3, model_name="m")
+    frame, _ = read_validated_panel(s)
     ref, _, ref_skipped = forecast_panel_frame(
         eng, frame, version=3, model_name="m", id_frame=frame[[SERIES_ID, "sensor"]]
     )

@@ -151,8 +151,9 @@ def _describe_panel(
     return {**pooled(series), "columns": list(out.columns)}, {"id_cols": list(id_cols), "series": series}
 
 
-def _write(name: str, out: pd.DataFrame, meta: SeriesMeta, settings: Settings) -> IngestResult:
-    pq, js = raw_paths(name, settings)
+def _write(out: pd.DataFrame, meta: SeriesMeta, settings: Settings) -> IngestResult:
+    name = settings.dataset
+    pq, js = raw_paths(settings)
     if meta.panel is not None:
         budget = settings.ingest.partition_rows
         meta.panel = {
@@ -167,8 +168,9 @@ def _write(name: str, out: pd.DataFrame, meta: SeriesMeta, settings: Settings) -
     return IngestResult(name, out, meta, pq, js)
 
 
-def _quarantine(name: str, path: Path, error: Exception, settings: Settings, extra: dict) -> Path:
-    q = quarantine_dir(name, settings)
+def _quarantine(path: Path, error: Exception, settings: Settings, extra: dict) -> Path:
+    name = settings.dataset
+    q = quarantine_dir(settings)
     copied = None
     if path.is_file():
         shutil.copy2(path, q / path.name)
@@ -316,7 +318,6 @@ def _future_rows(frame: pd.DataFrame, targets: list[str], id_cols: list[str]) ->
 def ingest_file(
     path: str | Path,
     *,
-    name: str,
     time_col: str,
     targets: list[str],
     features: list[str] | None = None,
@@ -348,6 +349,7 @@ def ingest_file(
     when the time column holds Unix times. The reading used is recorded in raw.json (`extra.time_reading`).
     id_cols: the columns naming each row's series (long format: a panel; their tuple is the series key).
     agg: mean | sum | last | max: readings put on the `freq` grid per series (irregular times)."""
+    name = settings.dataset
     check_dataset_name(name, "--name")
     targets = list(targets)
     id_cols = list(id_cols or [])
@@ -360,7 +362,7 @@ def ingest_file(
     check_agg(agg, freq)
     features += [c for c in future if c not in features]  # known ahead, and read in the lookback as well
     path = Path(path)
-    pq, _ = raw_paths(name, settings)
+    pq, _ = raw_paths(settings)
     if pq.exists() and path.exists() and pq.resolve() == path.resolve():
         raise ConfigError(f"{path}: is the output of dataset '{name}'; ingest a copy under another --name")
     how = _How(
@@ -381,20 +383,20 @@ def ingest_file(
     try:
         kind, sha = _check_input(path, fmt, id_cols)
         parts = parquet_parts(path, settings.ingest.partition_rows) if id_cols and kind == "parquet" else []
-        got = _read_parts(name, path, parts, how, settings) if parts else None
+        got = _read_parts(path, parts, how, settings) if parts else None
         if got is None:  # one part, or series that do not keep to one part each
             got = _read_whole(path, kind, how)
     except (IngestError, ConfigError) as e:
         extra = {"format": fmt, "time_col": time_col, "targets": targets, "features": features, "id_cols": id_cols}
-        _quarantine(name, path, e, settings, {**extra, "agg": agg})
+        _quarantine(path, e, settings, {**extra, "agg": agg})
         raise
     meta = _file_meta(name, path, kind, sha, how, got)
     if schedule is not None:  # given for this file: a re-run reads it under the same schedule
         meta.extra["schedule"] = schedule.model_dump() if hasattr(schedule, "model_dump") else schedule
     if got.written is not None:  # read part by part: raw.parquet is written already
-        write_json(raw_paths(name, settings)[1], meta.to_dict())
-        return IngestResult(name, got.frame, meta, *raw_paths(name, settings))
-    return _write(name, got.frame, meta, settings)
+        write_json(raw_paths(settings)[1], meta.to_dict())
+        return IngestResult(name, got.frame, meta, *raw_paths(settings))
+    return _write(got.frame, meta, settings)
 
 
 @dataclass
@@ -549,14 +551,14 @@ class _NotInParts(Exception):
     """The panel's series do not keep to one part each, in order: read it whole."""
 
 
-def _read_parts(name: str, path: Path, parts: list, how: _How, settings: Settings) -> _Read | None:
+def _read_parts(path: Path, parts: list, how: _How, settings: Settings) -> _Read | None:
     """The panel read part by part (section comment above), raw.parquet written; None: read it whole instead."""
-    tmp = raw_paths(name, settings)[0].parent / ".ingest-parts"
+    tmp = raw_paths(settings)[0].parent / ".ingest-parts"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         first = _first_pass(path, parts, how, tmp)
-        return _second_pass(name, path, how, first, settings)
+        return _second_pass(path, how, first, settings)
     except _NotInParts:
         return None
     finally:
@@ -623,7 +625,7 @@ def _merge_resampled(a: dict | None, b: dict | None) -> dict | None:
     return out
 
 
-def _second_pass(name: str, path: Path, how: _How, first: dict, settings: Settings) -> _Read:
+def _second_pass(path: Path, how: _How, first: dict, settings: Settings) -> _Read:
     """The kept parts, static columns taken out, described and written into raw.parquet as whole-series row
     groups. The schedule is detected on the first part's series (a sample, said in raw.json) and held to by all."""
     f = first["freq"]
@@ -637,7 +639,7 @@ def _second_pass(name: str, path: Path, how: _How, first: dict, settings: Settin
     series: dict = {}
     groups = 0
     per_series = (first["resampled"] or {}).get("series") or {}
-    with parquet_groups(raw_paths(name, settings)[0]) as add:
+    with parquet_groups(raw_paths(settings)[0]) as add:
         for file in first["files"]:
             out = pd.read_parquet(file).drop(columns=drop)
             seen = out.loc[out[how.targets].notna().any(axis=1).to_numpy()]
@@ -690,8 +692,9 @@ def _merge_off(a: dict, b: dict) -> dict:
     }
 
 
-def ingest_bundled(name: str, settings: Settings) -> IngestResult:
+def ingest_bundled(settings: Settings) -> IngestResult:
     """A bundled dataset (see `cellcast datasets`) into data/NAME/raw.parquet + raw.json."""
+    name = settings.dataset
     info = datasets.dataset_info(name)
     future = list(settings.ingest.future_features)
     unknown = [c for c in future if c not in info.features]
@@ -740,13 +743,13 @@ def ingest_bundled(name: str, settings: Settings) -> IngestResult:
         **kept,
         **described,
     )
-    return _write(name, out, meta, settings)
+    return _write(out, meta, settings)
 
 
-def source_of(name: str, settings: Settings) -> dict | None:
+def source_of(settings: Settings) -> dict | None:
     """How a user file was ingested (from raw.json): ingest_file's options, so a re-run (a scheduled
     refresh, a retrain) reads the file's latest contents the same way. None for bundled datasets."""
-    _, js = raw_paths(name, settings)
+    _, js = raw_paths(settings)
     if not js.is_file():
         return None
     meta = json.loads(js.read_text())

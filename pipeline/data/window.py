@@ -508,7 +508,6 @@ def future_block(
 def build_windows(
     frame: pd.DataFrame,
     *,
-    name: str,
     variables: list[str],
     targets: list[str],
     freq: str,
@@ -517,6 +516,7 @@ def build_windows(
     future_features: list[str] | None = None,
     schedule: dict | None = None,
 ) -> WindowSet:
+    name = settings.dataset
     lookback, horizon = resolve_window(settings, freq, len(frame), schedule)
     w = settings.window
     values = frame[variables].to_numpy(dtype=np.float32)
@@ -762,10 +762,11 @@ class _PanelBlocks:
 
 
 def build_panel_windows(
-    frame: pd.DataFrame | Iterable[pd.DataFrame], meta: dict, *, name: str, settings: Settings
+    frame: pd.DataFrame | Iterable[pd.DataFrame], meta: dict, *, settings: Settings
 ) -> PanelWindowSet:
     """validated.parquet's rows (sorted by series, then time; or its partitions of whole series, one after another)
     and validated.json -> the panel's window set. Read by partitions, only the window set grows with the panel."""
+    name = settings.dataset
     targets = list(meta["targets"])
     lookback, horizon = panel_window_meta(meta, settings)
     acc = _PanelBlocks(
@@ -966,7 +967,8 @@ def _panel_window_meta(acc: _PanelBlocks, meta, name, settings, values, ts, st, 
 
 
 def save_windows(ws: WindowSet, settings: Settings) -> tuple[Path, Path]:
-    npz, js = window_paths(ws.meta.name, settings)
+    settings.check_dataset(ws.meta.name)
+    npz, js = window_paths(settings)
     npz.parent.mkdir(parents=True, exist_ok=True)
     extra = {} if ws.filled is None else {"filled": ws.filled}
     if ws.future is not None:
@@ -980,8 +982,9 @@ def save_windows(ws: WindowSet, settings: Settings) -> tuple[Path, Path]:
     return npz, js
 
 
-def load_windows(name: str, settings: Settings) -> WindowSet:
-    npz, js = window_paths(name, settings)
+def load_windows(settings: Settings) -> WindowSet:
+    name = settings.dataset
+    npz, js = window_paths(settings)
     if not npz.is_file() or not js.is_file():
         raise NotFoundError(f"{npz}: no window set for dataset '{name}': run `cellcast window {name}` first")
     meta = WindowMeta(**json.loads(js.read_text()))
@@ -1007,21 +1010,20 @@ def load_windows(name: str, settings: Settings) -> WindowSet:
     return WindowSet(values, ts, meta, starts, filled, future)
 
 
-def window_dataset(name: str, settings: Settings) -> WindowSet:
+def window_dataset(settings: Settings) -> WindowSet:
     """The window stage: data/NAME/validated.parquet -> data/NAME/windows.npz + windows.json (a panel: its
     series side by side, PanelWindowSet)."""
-    if is_panel(read_validated_meta(name, settings)):
-        meta = read_validated_meta(name, settings)
-        pq = validated_paths(name, settings)[0]
+    if is_panel(read_validated_meta(settings)):
+        meta = read_validated_meta(settings)
+        pq = validated_paths(settings)[0]
         parts = (read_partition(pq, [i]) for i in range(panel_partitions(pq)))  # one partition in memory at a time
-        ws: WindowSet = build_panel_windows(parts, meta, name=name, settings=settings)
+        ws: WindowSet = build_panel_windows(parts, meta, settings=settings)
         save_windows(ws, settings)
         return ws
-    frame, meta = read_validated(name, settings)
+    frame, meta = read_validated(settings)
     variables = list(meta["targets"]) + list(meta.get("features") or [])
     ws = build_windows(
         frame,
-        name=name,
         variables=variables,
         targets=list(meta["targets"]),
         freq=meta["freq"],
