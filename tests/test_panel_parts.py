@@ -115,29 +115,9 @@ def test_a_refusal_in_a_later_part_names_the_column_and_the_series(project, sett
 @pytest.fixture(scope="module")
 def validated(tmp_path_factory):
     """The mixed panel (test_panels) ingested and validated in row groups of up to 500 rows: (work dir, settings)."""
-    import shutil
+    from test_panel_model import validated_mixed
 
-    from conftest import ROOT
-    from test_panels import ingest_panel, mixed_panel, write_csv
-
-    from cellcast.pipeline.config import load_params
-    from cellcast.pipeline.data.validation import validate_dataset
-
-    work = tmp_path_factory.mktemp("parts")
-    shutil.copy(ROOT / "params.yaml", work / "params.yaml")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(work)
-        mp.delenv("CELLCAST_PARAMS", raising=False)
-        s = load_params(work / "params.yaml").for_dataset("city")
-        s = s.model_copy(
-            update={
-                "ingest": s.ingest.model_copy(update={"bad_series": "drop", "partition_rows": 500}),
-                "window": s.window.model_copy(update={"lookback": 24, "horizon": 6}),
-            }
-        )
-        ingest_panel(write_csv(mixed_panel(), work / "city.csv"), s, freq="h")
-        validate_dataset(s)
-    return work, s
+    return validated_mixed(tmp_path_factory)
 
 
 def test_the_window_set_read_partition_by_partition_is_the_one_read_whole(validated, monkeypatch):
