@@ -785,3 +785,17 @@ def test_known_ahead_columns_are_read_per_series_in_the_batch_forecast_and_the_s
         del bad["future"]
         r = c.post("/v1/forecast", json={"instances": [instance("D", 0.5), bad]})
         assert r.status_code == 422 and r.json()["detail"].startswith("instances[1].future"), r.text
+
+
+def test_the_drift_reference_of_a_large_panel_profiles_an_even_sample_of_whole_series(mixed):
+    """Every training row of 10,000 series in one frame took 20 GB: past a cap the reference reads every k-th whole
+    series (a distribution, which such a sample estimates); under it, every series' training rows as before."""
+    from cellcast.pipeline.registry.lifecycle import _reference_rows
+
+    ws = mixed[0]
+    assert np.array_equal(_reference_rows(ws), ws.train_rows())
+    total = int(np.sum(ws.train_end))
+    few = _reference_rows(ws, cap=total // 2)
+    kept = [i for i, (o, e) in enumerate(zip(ws.offsets, ws.train_end)) if e and few[o : o + e].all()]
+    assert kept == list(range(0, len(ws.offsets), 2))  # every other series, each whole
+    assert few.sum() == sum(ws.train_end[i] for i in kept) and few.sum() < total

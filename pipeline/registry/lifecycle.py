@@ -165,14 +165,28 @@ def split_tags(ws: WindowSet) -> dict:
     return {"train_start": st["train"][0], "train_end": st["train"][1], "val_end": st["val"][1]}
 
 
+REFERENCE_ROWS = 2_000_000  # a panel's training rows the drift reference profiles at most (whole series, evenly)
+
+
+def _reference_rows(ws: PanelWindowSet, cap: int = REFERENCE_ROWS) -> np.ndarray:
+    """bool (rows,): the training rows of every series, or of every k-th series when all of them exceed `cap`: the
+    reference is a distribution, which an even sample of whole series estimates, while every row of 10,000 series
+    of a year in one frame took 20 GB."""
+    m = np.zeros(len(ws.values), dtype=bool)
+    every = max(1, -(-int(np.sum(ws.train_end)) // cap))
+    for o, e in list(zip(ws.offsets, ws.train_end))[::every]:
+        m[o : o + e] = True
+    return m
+
+
 def training_reference(ws: WindowSet, settings: Settings) -> dict:
     """The training split as monitoring compares recent data with it (data/drift.py), and the scale of the
     model's MASE: recorded with the model (ONNX metadata `reference`)."""
     from ..data.drift import reference_profile, residual_season, window_rows
     from ..modeling.evaluate import mase_scale
 
-    # a panel: every series' own training rows
-    rows = ws.train_rows() if isinstance(ws, PanelWindowSet) else slice(0, ws.meta.bounds["val"])
+    # a panel: every series' own training rows, or an even sample of whole series past REFERENCE_ROWS
+    rows = _reference_rows(ws) if isinstance(ws, PanelWindowSet) else slice(0, ws.meta.bounds["val"])
     values = ws.values[rows] if ws.filled is None else np.where(ws.filled[rows], np.nan, ws.values[rows])
     train = pd.DataFrame(values, columns=ws.meta.variables)  # observed cells only: filled ones are NaN
     train.insert(0, "timestamp", pd.to_datetime(ws.timestamps[rows]))
