@@ -356,6 +356,8 @@ class ServeConfig(_Strict):
     # every answer's rows, as Parquet under forecasts/NAME/live/ (what the live monitor scores)
     live_log: bool = True
     live_log_flush_s: float = Field(5.0, gt=0)
+    # each earlier UTC day's files are folded into one every hour; days older than this are removed (null: kept)
+    live_log_keep_days: float | None = Field(90, gt=0)
 
 
 class MonitorConfig(_Strict):

@@ -156,6 +156,10 @@ def test_one_service_two_datasets_a_shadow_challenger_promoted_on_live_evidence(
         assert tags["promotion.reason"] in r.output and int(tags["promotion.live_paired"]) == len(origins)
         assert float(tags["promotion.champion_p_value"]) < plant.evaluate.significance
         assert tags["promotion.split_decision"] == "rejected"  # what its test split said, kept beside
+        # the monitor names the registry's champion now, not the log's last rows (answered before the promotion)
+        shown = run.invoke(_cli(), ["monitor", "plant"]).output
+        assert f"champion v{v2}, on the actuals" in shown and "against challenger" not in shown, shown
+        assert f"answered by champion v{v1}: the alias moved since" in shown, shown
 
         # the service follows the alias: the next plant request is answered by v2, yard's champion is unchanged
         deadline = time.monotonic() + 30
