@@ -422,5 +422,4 @@ def task_runner(settings: Settings):
 
 def run_training(settings: Settings, **kw) -> lifecycle.Outcome:
     """Run the flow with the task runner params.yaml asks for."""
-    name = settings.dataset
-    return training_flow.with_options(task_runner=task_runner(settings))(name, settings, **kw)
+    return training_flow.with_options(task_runner=task_runner(settings))(settings.dataset, settings, **kw)

@@ -64,7 +64,7 @@ def test_query_ingest_refresh_and_versioning(repo, postgres_url, monkeypatch, pr
     # new rows land in the table; the scheduled refresh's ingest fetches only those after the last timestamp held
     _sql(postgres_url, "INSERT INTO meter VALUES (%s, %s)", _rows(1440, 1540))
     settings = load_params(repo / "params.yaml").for_dataset("meter")
-    res = ingest_task.fn("meter", settings)
+    res = ingest_task.fn(settings)
     assert res.meta.rows == 1540 and res.meta.end == "2024-03-05 03:00:00"
     q = json.loads((repo / "data/meter/query.json").read_text())
     assert q["fetched"] == 100 and q["after"] == "2024-02-29 23:00:00" and q["rows"] == 1540
