@@ -254,5 +254,7 @@ def test_the_forecast_flow_applies_the_live_rule_after_monitoring(prefect_api, p
     shown = CliRunner().invoke(app, ["monitor", "plant"])  # the batch section, then the live one on the same scale
     assert shown.exit_code == 0, shown.output
     assert f"champion v{v1.version}, evaluation 1" in shown.output
-    assert f"champion v{v1.version} against challenger v{v2}, on the actuals that arrived" in shown.output
+    # the registry's champion now, and the version the logged rows were answered by
+    assert f"champion v{v2}, on the actuals that arrived" in shown.output
+    assert f"answered by champion v{v1.version}: the alias moved since" in shown.output
     assert "(the champion's MASE scale; a forecast: one series from one origin)" in shown.output

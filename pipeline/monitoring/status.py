@@ -184,7 +184,10 @@ def live_lines(settings: Settings, state: dict, aliases: dict[str, str | None] |
     except NotFoundError as e:
         return [*lines, f"  not scored: {e}"]
     recorded = state.get("mase_scale") or {}
-    scale = recorded.get("scale") if str(recorded.get("version")) == str(champion) else None
+    # the monitored champion's scale: the registry's champion, or the one the log's rows were answered by
+    scale = (
+        recorded.get("scale") if str(recorded.get("version")) in {str(champion), str(served.get("champion"))} else None
+    )
     step = live.grid_step(actuals)
     window = (state.get("last") or {}).get("thresholds", {}).get("window") or (
         settings.monitor.window if settings.monitor.window != "auto" else 2 * int(logged.rows["step"].max())
