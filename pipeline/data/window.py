@@ -77,6 +77,9 @@ def resolve_window(
     A panel (`pooled_rows`: the rows of all its series, whose windows one model is fitted on) fits a season in its
     pooled rows, the tenth-of-a-series cap still applying to `n_rows` (the median series): thirty car parks of
     eleven weeks see last week, which one of them alone could not fit ten times.
+    A panel's auto lookback holds two of that season (`window.lookback_seasons`) where a quarter of its median series
+    holds them (else one, as above): the last two weeks side by side are what the seasonal-median anchor
+    compares (modeling/anchor.py), one odd week outvoted; the car parks' weekly seasonal naive gave way to it.
     """
     w = settings.window
     seasons = seasons_for(freq, n_rows, schedule)
@@ -88,15 +91,26 @@ def resolve_window(
     lookback = w.lookback
     basis = pooled_rows if pooled_rows is not None else n_rows
     if lookback == "auto":
+        k = lookback_seasons(settings, panel)
         fit = [
             m
             for m in seasons
             if m <= MAX_AUTO_SEASON and (basis is None or (m + settings.train.rnn_steps) * 10 <= basis)
         ]
-        lookback = (max(fit) if fit else 0) + settings.train.rnn_steps
+        one = (max(fit) if fit else 0) + settings.train.rnn_steps
+        lookback = one + (k - 1) * (max(fit) if fit else 0)
         if n_rows is not None:  # a short series: a tenth of it at most, so every split keeps windows
-            lookback = max(2, min(lookback, n_rows // 10))
+            # further seasons only where a tenth of the series (a panel: a quarter of its median series) holds them
+            more = one < lookback <= n_rows // (4 if panel else 10)
+            lookback = lookback if more else max(2, min(one, n_rows // 10))
     return int(lookback), int(horizon)
+
+
+def lookback_seasons(settings: Settings, panel: bool) -> int:
+    """How many of its longest natural season an auto lookback holds (window.lookback_seasons; auto: two on a panel,
+    whose pooled rows support the longer windows, one on a single series)."""
+    k = settings.window.lookback_seasons
+    return (2 if panel else 1) if k == "auto" else int(k)
 
 
 def decidable_horizon(settings: Settings, n_rows: int) -> int:

@@ -9,7 +9,14 @@ float64, chunk by chunk (memory does not grow with the windows), solved for each
 with the lowest validation MAE kept. Windows with a filled target are left out of the fit. The fit is
 deterministic (no seed), and frozen inside every candidate (docs/research.md: training it further
 did not help).
-auto: whichever of the two has the lower validation MASE (e.g. glucose keeps its naive anchor).
+seasonal_median: the median of several seasonal naives, step by step: the last few of the longest natural season
+the lookback holds (a week, two weeks ago) with or without the shorter seasons (yesterday). Where the series repeat a
+timetable, its copies differ by one-off noise (a day of delays, an event): the seasonal naive copies last week's noise
+and the residual network cannot tell it from signal; the median of three copies outvotes one odd copy. The seasons are
+chosen on validation among those sets (`median_sets`), like the ridge penalty.
+auto: whichever of them has the lowest validation MASE (e.g. glucose keeps its naive anchor); the seasonal median is
+weighed on a panel whose lookback holds two of its longest season (window.lookback_seasons); a single series keeps the
+other two unless train.anchor asks for it.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import numpy as np
 
 from ..config import Settings
 from ..data.window import WindowSet
+from ..errors import ConfigError
 from .evaluate import mase_scale, metrics, seasonal_naive
 
 CHUNK = 2048
@@ -56,19 +64,22 @@ class LinearAnchor:
 class AnchorChoice:
     """What every candidate of one training run is anchored on."""
 
-    kind: str  # seasonal_naive | linear | none
+    kind: str  # seasonal_naive | seasonal_median | linear | none
     season: int | None  # the seasonal naive's season; also the seasonal differences the cell reads
     linear: LinearAnchor | None = None
     val_mase: dict[str, float] = field(default_factory=dict)  # each anchor considered, on validation
     reason: str = ""
+    seasons: list[int] = field(default_factory=list)  # seasonal_median: the seasonal naives it is the median of
 
     def fingerprint(self) -> str:
-        return f"{self.kind}:{self.season}:{self.linear.fingerprint() if self.linear else ''}"
+        extra = f":{','.join(map(str, self.seasons))}" if self.seasons else ""
+        return f"{self.kind}:{self.season}:{self.linear.fingerprint() if self.linear else ''}{extra}"
 
     def summary(self) -> dict:
         return {
             "kind": self.kind,
             "season": self.season,
+            "seasons": self.seasons,
             "val_mase": self.val_mase,
             "reason": self.reason,
             "linear": self.linear.summary() if self.linear else None,
@@ -168,6 +179,45 @@ def linear_forecast(ws: WindowSet, starts: np.ndarray, anchor: LinearAnchor) -> 
     return np.concatenate(out) if out else np.zeros((0, m.horizon, len(tidx)))
 
 
+def median_sets(ws: WindowSet) -> list[list[int]]:
+    """The season sets the seasonal-median anchor may take, each sorted: with M the longest natural season the lookback
+    holds twice, the last j seasons (M, 2M, .., jM; j >= 2) and each of those (j >= 1) with the shorter natural
+    seasons beside them (a day: yesterday). None where no season fits twice."""
+    L = ws.meta.lookback
+    natural = sorted({int(m) for m in ws.meta.seasons if 1 < m <= L})
+    twice = [m for m in natural if 2 * m <= L]
+    if not twice:
+        return []
+    longest = twice[-1]
+    shorter = [m for m in natural if m < longest]
+    sets = []
+    for j in range(1, L // longest + 1):
+        last = [longest * i for i in range(1, j + 1)]
+        if j >= 2:
+            sets.append(last)
+        if shorter:
+            sets.append(sorted(shorter + last))
+    return sets
+
+
+def seasonal_median(ws: WindowSet, starts: np.ndarray, seasons: list[int]) -> np.ndarray:
+    """The seasonal-median forecast (n, H, T) of the windows at `starts`: the median of the seasonal naives over
+    `seasons` step by step (an even count: the mean of the middle two), as the model computes it."""
+    return np.median(np.stack([seasonal_naive(ws, starts, m) for m in seasons]), axis=0)
+
+
+def _best_median(ws: WindowSet, y: np.ndarray, mask, scale) -> tuple[list[int], dict[str, float]] | None:
+    """The season set whose seasonal median forecasts validation best, and every set's validation MASE."""
+    val = ws.starts["val"]
+    scores = {}
+    for seasons in median_sets(ws):
+        scores[",".join(map(str, seasons))] = metrics(y, seasonal_median(ws, val, seasons), scale, mask)["mase"]
+    if not scores:
+        return None
+    best = min(scores, key=lambda k: (scores[k], k))
+    return [int(m) for m in best.split(",")], scores
+
+
 def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> AnchorChoice:
     """The anchor of one training run: train.anchor, with `season` the best seasonal naive's (lifecycle.baselines).
     auto fits the linear anchor and keeps whichever of the two forecasts validation better (MASE)."""
@@ -180,13 +230,40 @@ def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> Anch
             season,
             reason="train.anchor: seasonal_naive" if season else "no seasonal naive fits the lookback",
         )
-    lin = fit_linear_anchor(ws, settings)
     val = ws.starts["val"]
     _, y = ws.batch(val)
     mask, scale = ws.target_mask(val), mase_scale(ws)
+    median = _best_median(ws, y, mask, scale) if t.anchor == "seasonal_median" or ws.is_panel else None
+    if t.anchor == "seasonal_median":
+        if median is None:
+            raise ConfigError(
+                f"train.anchor: seasonal_median needs a lookback ({ws.meta.lookback}) that holds a natural season of "
+                f"{ws.meta.name} ({ws.meta.seasons}) twice: set window.lookback or window.lookback_seasons"
+            )
+        return AnchorChoice(
+            "seasonal_median",
+            season or median[0][-1],
+            None,
+            median[1],
+            f"train.anchor: seasonal_median over {median[0]}",
+            median[0],
+        )
+    lin = fit_linear_anchor(ws, settings)
     scores = {"linear": metrics(y, linear_forecast(ws, val, lin), scale, mask)["mase"]}
     if season:
         scores["seasonal_naive"] = metrics(y, seasonal_naive(ws, val, season), scale, mask)["mase"]
+    if median is not None:
+        key = f"seasonal_median {','.join(map(str, median[0]))}"
+        scores[key] = median[1][",".join(map(str, median[0]))]
+        if scores[key] < min(v for k, v in scores.items() if k != key):
+            return AnchorChoice(
+                "seasonal_median",
+                season or median[0][-1],
+                None,
+                scores,
+                f"auto: the seasonal median over {median[0]} forecasts validation better than the other anchors",
+                median[0],
+            )
     if t.anchor == "linear" or "seasonal_naive" not in scores or scores["linear"] < scores["seasonal_naive"]:
         why = "train.anchor: linear" if t.anchor == "linear" else "auto: the linear anchor forecasts validation better"
         return AnchorChoice("linear", season, lin, scores, why)
