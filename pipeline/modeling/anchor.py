@@ -1,13 +1,13 @@
 """The anchor a forecaster learns its residual over, chosen once per window set (train.anchor).
 
 seasonal_naive: the best seasonal naive on validation (registry/lifecycle.baselines picks its season).
-linear: a ridge regression from the target's lookback, relative to its last value (NLinear), and the
-known-future block of the horizon (scaled as the model scales them) to the horizon, relative to that same
-last value. It is fitted in closed form: the normal equations are accumulated over the training windows in
-float64, chunk by chunk (memory does not grow with the windows), solved for each penalty in
-`train.anchor_ridge` (lambda * n * 1e-3 added to the diagonal of the centred Gram matrix), and the penalty
-with the lowest validation MAE kept. Windows with a filled target are left out of the fit. The fit is
-deterministic (no seed), and frozen inside every candidate (docs/research.md: training it further
+linear: a ridge regression from the target's lookback (on a panel, the last `span` steps of it, chosen on
+validation: `linear_spans`), relative to its last value (NLinear), and the known-future block of the horizon (scaled
+as the model scales them) to the horizon, relative to that same last value. It is fitted in closed form: the normal
+equations are accumulated over the training windows in float64, chunk by chunk (memory does not grow with the
+windows), solved for each penalty in `train.anchor_ridge` (lambda * n * 1e-3 added to the diagonal of the centred
+Gram matrix), and the penalty with the lowest validation MAE kept. Windows with a filled target are left out of the
+fit. The fit is deterministic (no seed), and frozen inside every candidate (docs/research.md: training it further
 did not help).
 seasonal_median: the median of several seasonal naives, step by step: the last few of the longest natural season
 the lookback holds (a week, two weeks ago) with or without the shorter seasons (yesterday). Where the series repeat a
@@ -29,6 +29,7 @@ import numpy as np
 
 from ..config import Settings
 from ..data.window import WindowSet
+from ..data.window import median_sets as _median_sets
 from ..errors import ConfigError
 from .evaluate import mase_scale, metrics, seasonal_naive
 
@@ -44,6 +45,8 @@ class LinearAnchor:
     windows: int  # training windows fitted on
     seconds: float
     by_ridge: dict[str, float] = field(default_factory=dict)  # validation MAE (scaled) of every penalty tried
+    span: int = 0  # the last steps of the lookback it reads (its weights on earlier steps are zero)
+    by_span: dict[str, float] = field(default_factory=dict)  # the best validation MAE (scaled) of each span tried
 
     def fingerprint(self) -> str:
         h = hashlib.sha256(np.ascontiguousarray(self.weight).tobytes())
@@ -57,6 +60,8 @@ class LinearAnchor:
             "windows": self.windows,
             "seconds": round(self.seconds, 3),
             "by_ridge": self.by_ridge,
+            "span": self.span,
+            "by_span": self.by_span,
         }
 
 
@@ -134,13 +139,19 @@ def fit_linear_anchor(ws: WindowSet, settings: Settings) -> LinearAnchor:
     mx, my = sx / n, sy / n
     gram = xtx - n * np.outer(mx, mx)
     cross = xty - n * np.outer(mx, my)
-    eye = np.eye(len(gram))
+    spans = linear_spans(ws, settings)
+    T = len(ws.meta.target_idx)
+    L = ws.meta.lookback
     solutions = {}
-    for lam in t.anchor_ridge:
-        w = np.linalg.solve(gram + lam * n * 1e-3 * eye, cross)
-        solutions[lam] = (w, my - mx @ w)
+    for span in spans:  # the last `span` steps of the target and the whole future block: a block of the Gram matrix
+        cols = np.r_[(L - span) * T : len(gram)]
+        sub = np.ix_(cols, cols)
+        for lam in t.anchor_ridge:
+            w = np.zeros_like(cross)
+            w[cols] = np.linalg.solve(gram[sub] + lam * n * 1e-3 * np.eye(len(cols)), cross[cols])
+            solutions[(span, lam)] = (w, my - mx @ w)
     val = ws.starts["val"]
-    err = {lam: 0.0 for lam in solutions}
+    err = {key: 0.0 for key in solutions}
     count = 0.0
     for i in range(0, len(val), CHUNK):
         s = val[i : i + CHUNK]
@@ -148,20 +159,33 @@ def fit_linear_anchor(ws: WindowSet, settings: Settings) -> LinearAnchor:
         vm = ws.target_mask(s)
         w_obs = np.ones_like(Y) if vm is None else vm.reshape(len(s), -1).astype(np.float64)
         count += w_obs.sum()
-        for lam, (w, b) in solutions.items():
-            err[lam] += float((np.abs(X @ w + b - Y) * w_obs).sum())
-    by = {lam: e / max(count, 1.0) for lam, e in err.items()}
-    best = min(by, key=lambda k: (by[k], k))
+        for key, (w, b) in solutions.items():
+            err[key] += float((np.abs(X @ w + b - Y) * w_obs).sum())
+    by = {key: e / max(count, 1.0) for key, e in err.items()}
+    best = min(by, key=lambda k: (by[k], -k[0], k[1]))  # on a tie: the longer span, the smaller penalty
     w, b = solutions[best]
     return LinearAnchor(
         weight=w.T.astype(np.float32),
         bias=b.astype(np.float32),
-        ridge=float(best),
+        ridge=float(best[1]),
         val_mae_scaled=float(by[best]),
         windows=n,
         seconds=time.perf_counter() - t0,
-        by_ridge={f"{k:g}": float(v) for k, v in by.items()},
+        by_ridge={f"{lam:g}": float(v) for (span, lam), v in by.items() if span == best[0]},
+        span=int(best[0]),
+        by_span={str(sp): float(min(v for (s2, _), v in by.items() if s2 == sp)) for sp in spans},
     )
+
+
+def linear_spans(ws: WindowSet, settings: Settings) -> list[int]:
+    """The lookback steps the linear anchor may read, chosen on validation: the whole lookback, and on a panel (whose
+    lookback holds two seasons: window.lookback_seasons) also each natural season + train.rnn_steps shorter than it
+    (what a one-season lookback would be: a ridge over more columns than its windows support fits worse)."""
+    L = ws.meta.lookback
+    if not ws.is_panel:
+        return [L]
+    k = settings.train.rnn_steps
+    return sorted({L} | {int(m) + k for m in ws.meta.seasons if 1 < int(m) + k < L})
 
 
 def linear_forecast(ws: WindowSet, starts: np.ndarray, anchor: LinearAnchor) -> np.ndarray:
@@ -180,24 +204,8 @@ def linear_forecast(ws: WindowSet, starts: np.ndarray, anchor: LinearAnchor) -> 
 
 
 def median_sets(ws: WindowSet) -> list[list[int]]:
-    """The season sets the seasonal-median anchor may take, each sorted: with M the longest natural season the lookback
-    holds twice, the last j seasons (M, 2M, .., jM; j >= 2) and each of those (j >= 1) with the shorter natural
-    seasons beside them (a day: yesterday). None where no season fits twice."""
-    L = ws.meta.lookback
-    natural = sorted({int(m) for m in ws.meta.seasons if 1 < m <= L})
-    twice = [m for m in natural if 2 * m <= L]
-    if not twice:
-        return []
-    longest = twice[-1]
-    shorter = [m for m in natural if m < longest]
-    sets = []
-    for j in range(1, L // longest + 1):
-        last = [longest * i for i in range(1, j + 1)]
-        if j >= 2:
-            sets.append(last)
-        if shorter:
-            sets.append(sorted(shorter + last))
-    return sets
+    """The season sets the seasonal-median anchor of `ws` may take (data/window.py `median_sets`)."""
+    return _median_sets(ws.meta.lookback, list(ws.meta.seasons))
 
 
 def seasonal_median(ws: WindowSet, starts: np.ndarray, seasons: list[int]) -> np.ndarray:
