@@ -13,6 +13,7 @@ column constant per series (the car park's capacity), used only with `--static`.
     .venv/bin/python bench/opening_hours.py --out /tmp/oh            # writes /tmp/oh/parks.csv and runs it
     .venv/bin/python bench/opening_hours.py --out /tmp/oh --csv-only # the CSV only
     .venv/bin/python bench/opening_hours.py --out /tmp/oh --static   # with each park's Capacity as --static
+    nice .venv/bin/python bench/opening_hours.py --out /tmp/oh --threads 1   # torch on one thread (a shared machine)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,12 +90,16 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--csv-only", action="store_true")
     ap.add_argument("--static", action="store_true", help="ingest Capacity as a static column (--static Capacity)")
+    ap.add_argument("--threads", type=int, help="train.threads in the copied params.yaml (torch threads per candidate)")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     readings().to_csv(a.out / "parks.csv", index=False)
     if a.csv_only:
         return
-    (a.out / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    if a.threads:
+        params["train"]["threads"] = a.threads
+    (a.out / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ingest = "ingest --csv parks.csv --name parks --time-col LastUpdated --id-col Park --target Departures"
     static = ["--static", "Capacity"] if a.static else []
     steps = [ingest.split() + ["--freq", "30min", "--agg", "mean", *static], ["validate", "parks"]]

@@ -129,6 +129,9 @@ class WindowConfig(_Strict):
     test_fraction_max: float = Field(0.3, gt=0, lt=0.5)
     # a panel's training windows: uniform over windows (a long series weighs more) or per_series (each series alike)
     panel_weighting: Literal["uniform", "per_series"] = "uniform"
+    # how many of its longest natural season an auto lookback holds; auto: 1 for one series, 2 for a panel (its pooled
+    # rows support the longer windows, and the seasonal-median anchor compares the last two seasons: modeling/anchor.py)
+    lookback_seasons: Positive | Literal["auto"] = "auto"
 
     @model_validator(mode="after")
     def _test_share(self):
@@ -184,12 +187,18 @@ class TrainConfig(_Strict):
     residual: bool = True
     # what the residual is learned over: the best seasonal naive on validation, a linear map from
     # the lookback and the known-future block fitted in closed form (ridge) and frozen, or auto: whichever of the
-    # two forecasts validation better (docs/forecasting.md)
-    anchor: Literal["seasonal_naive", "linear", "auto"] = "auto"
+    # two forecasts validation better (docs/forecasting.md); seasonal_median: the median of several seasonal naives
+    # (modeling/anchor.py), also weighed by auto where the lookback holds two seasons
+    anchor: Literal["seasonal_naive", "seasonal_median", "linear", "auto"] = "auto"
     anchor_ridge: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] = Field(
         default_factory=lambda: [0.1, 1.0, 10.0, 100.0, 1000.0]
     )  # penalties tried, chosen on validation
     anchor_max_windows: int = Field(20000, ge=1)  # training windows the ridge is fitted on (sampled beyond)
+    # shares of the learnt point residual tried after training, the one forecasting validation best kept (0: the
+    # anchor alone); [1.0]: the residual as trained
+    residual_gates: Annotated[list[Annotated[float, Field(ge=0, le=1)]], Field(min_length=1)] = Field(
+        default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0]
+    )
     # a second cell of the same kind runs over the horizon reading [future_h, anchor_h]; auto: when the windows carry
     # a known-future block and the horizon has more than one step (modeling/train.py `use_decoder`)
     decoder: bool | Literal["auto"] = "auto"

@@ -10,6 +10,7 @@ import torch
 
 from cellcast.pipeline.config import Params
 from cellcast.pipeline.data.window import build_windows
+from cellcast.pipeline.errors import ConfigError
 from cellcast.pipeline.modeling.anchor import choose_anchor, fit_linear_anchor, linear_forecast
 from cellcast.pipeline.modeling.evaluate import mase_scale, metrics, seasonal_naive
 from cellcast.pipeline.modeling.model import Ensemble, Forecaster, ModelSpec, monotone
@@ -330,3 +331,60 @@ def test_the_linear_anchor_stays_in_fp32_under_bf16_autocast():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             mixed = model(x, f).float()
     torch.testing.assert_close(mixed, exact, rtol=1e-5, atol=1e-4)
+
+
+def odd_days_series(n=2400, seed=0):
+    """Hourly: a daily cycle with small noise, and one day in five shifted by an event: its copy misleads tomorrow."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    odd = rng.random(n // 24 + 1) < 0.2
+    y = 10 + np.sin(2 * np.pi * t / 24) + 0.05 * rng.standard_normal(n) + 3 * odd[t // 24]
+    return pd.DataFrame({"timestamp": pd.date_range("2022-01-01", periods=n, freq="h"), "y": y, "promo": np.zeros(n)})
+
+
+def test_the_seasonal_median_outvotes_one_odd_day_and_an_untrained_model_is_that_median():
+    from cellcast.pipeline.modeling.anchor import median_sets
+    from cellcast.pipeline.modeling.anchor import seasonal_median as median_forecast
+
+    s = settings(lookback=80, anchor="seasonal_median")
+    ws = windows(s, odd_days_series())
+    assert median_sets(ws) == [[24, 48], [24, 48, 72]]  # the lookback holds a day three times
+    choice = choose_anchor(ws, s, 24)
+    assert choice.kind == "seasonal_median" and choice.seasons == [24, 48, 72] and choice.season == 24
+    assert set(choice.val_mase) == {"24,48", "24,48,72"}
+    spec = model_spec(ws, Candidate("gru", 8, 1), s, choice)
+    assert spec.anchor == "seasonal_median" and spec.anchor_seasons == [24, 48, 72]
+    test = ws.starts["test"]
+    np.testing.assert_allclose(
+        predictor(Forecaster(spec).eval())(*ws.inputs(test)), median_forecast(ws, test, choice.seasons), atol=1e-4
+    )
+    _, y = ws.batch(test)
+    scale = mase_scale(ws)
+    median = metrics(y, median_forecast(ws, test, choice.seasons), scale)["mase"]
+    assert median < 0.6 * metrics(y, seasonal_naive(ws, test, 24), scale)["mase"]
+    # auto weighs it on a panel only; a lookback that holds no season twice cannot take it
+    assert choose_anchor(ws, settings(lookback=80), 24).kind != "seasonal_median"
+    with pytest.raises(ConfigError, match="holds a natural season .* twice"):
+        choose_anchor(
+            windows(settings(lookback=40), odd_days_series()), settings(lookback=40, anchor="seasonal_median"), 24
+        )
+
+
+def test_the_residual_gate_shrinks_a_residual_that_forecasts_validation_worse_toward_its_anchor():
+    from cellcast.pipeline.modeling.train import choose_residual_gate
+
+    s = settings()
+    ws = windows(s)
+    model = Forecaster(model_spec(ws, Candidate("gru", 8, 1), s, 24)).eval()
+    anchor = predictor(model)(*ws.inputs(ws.starts["test"]))
+    with torch.no_grad():  # a residual of pure noise: every share of it forecasts validation worse than none
+        model.head.bias.copy_(torch.from_numpy(np.random.default_rng(0).normal(0, 1, model.head.bias.shape)))
+    choice = choose_residual_gate(model, ws, s)
+    assert choice["gate"] == 0.0 and model.spec.residual_gate == 0.0
+    assert list(choice["val_mase"]) == ["0", "0.25", "0.5", "0.75", "1"]
+    assert choice["val_mase"]["0"] < choice["val_mase"]["0.25"] < choice["val_mase"]["1"]
+    np.testing.assert_allclose(predictor(model)(*ws.inputs(ws.starts["test"])), anchor, atol=1e-5)
+    # a residual that is none: every share ties, and the residual is kept as trained
+    zero = Forecaster(model_spec(ws, Candidate("gru", 8, 1), s, 24)).eval()
+    assert choose_residual_gate(zero, ws, s)["gate"] == 1.0
+    assert choose_residual_gate(model, ws, settings(residual_gates=[1.0])) == {}

@@ -33,7 +33,7 @@ def real_windows(series: np.ndarray, n: int, length: int = LOOKBACK, seed: int =
     return np.stack([series[s : s + length] for s in starts])
 
 
-def make_model(cell: str, series: np.ndarray, anchor: int | None = None, seed: int = 0):
+def make_model(cell: str, series: np.ndarray, season: int | None = None, seed: int = 0, **spec_args):
     spec = ModelSpec(
         cell=cell,
         n_vars=3,
@@ -43,9 +43,10 @@ def make_model(cell: str, series: np.ndarray, anchor: int | None = None, seed: i
         hidden_size=16,
         num_layers=2,
         rnn_steps=24,
-        anchor_season=anchor,
+        anchor_season=season,
         mean=series.mean(0).tolist(),
         std=series.std(0).tolist(),
+        **spec_args,
     )
     torch.manual_seed(seed)
     model = build(spec).eval()
@@ -83,6 +84,21 @@ def test_export_parity_dynamic_shapes_and_metadata(tmp_path, series, cell, ancho
     assert "cellcast_version" in meta
 
 
+@pytest.mark.parametrize("seasons", [[12, 24, 48], [24, 48]])
+def test_a_seasonal_median_anchor_and_a_residual_gate_export_with_parity(tmp_path, series, seasons):
+    median = {"anchor": "seasonal_median", "anchor_seasons": seasons, "residual_gate": 0.5}
+    model = make_model("gru", series, 24, **median)
+    path = export_onnx(model, tmp_path / "median.onnx", {"variables": VARS, "targets": ["Demand"], "freq": "30min"})
+    res = check_parity(model, path, real_windows(series, 300))
+    assert res.ok and res.max_rel_to_scale < 1e-4, res.reason
+    engine = OnnxForecaster.from_path(path, device="cpu")
+    x = real_windows(series, 7, LOOKBACK + 13, seed=7)  # a longer input: the naives read its last seasons
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(engine.predict(x), ref, rtol=0, atol=1e-4 * float(series[:, 0].std()))
+    assert engine.metadata["spec"]["anchor_seasons"] == seasons and engine.metadata["spec"]["residual_gate"] == 0.5
+
+
 def _ops(graph) -> set[str]:
     """Op types in a graph and its If branches."""
     ops = set()
@@ -114,7 +130,7 @@ def test_default_variants_and_their_ops(tmp_path, series):
 def test_lstm_gru_variants_parity_ops_and_metadata(tmp_path, series, cell, variant):
     """Every variant against torch on real windows with random weights (GRU: the reset gate applied
     to W_hn h + b_hn, PyTorch's semantics), at batch sizes on both sides of the hybrid's switch."""
-    model = make_model(cell, series, anchor=48 if cell == "gru" else None)
+    model = make_model(cell, series, season=48 if cell == "gru" else None)
     path = export_onnx(model, tmp_path / f"{cell}-{variant}.onnx", {}, variant=variant, hybrid_min_batch=8)
     ops = _ops(onnx.load(str(path)).graph)
     native_op = cell.upper()

@@ -211,6 +211,47 @@ def test_the_epochs_validation_loss_reads_at_most_max_val_windows_evenly_spread(
     assert res.initial_val_loss != pytest.approx(_val_loss(untrained, tw, tw.starts["val"], scale, False, 1024))
 
 
+def test_a_panels_linear_anchor_reads_the_span_of_its_lookback_that_forecasts_validation_best(mixed):
+    from dataclasses import replace
+
+    from cellcast.pipeline.modeling.anchor import fit_linear_anchor, linear_spans
+
+    ws, s = mixed
+    s = s.model_copy(update={"train": s.train.model_copy(update={"rnn_steps": 12})})
+    ws = ws.with_starts()
+    ws.meta = replace(ws.meta, seasons=[6])  # a season of 6 steps: 6 + 12 is shorter than the lookback of 24
+    assert linear_spans(ws, s) == [18, 24]
+    lin = fit_linear_anchor(ws, s)
+    assert set(lin.by_span) == {"18", "24"} and lin.by_span[str(lin.span)] == min(lin.by_span.values())
+    assert lin.val_mae_scaled == pytest.approx(min(lin.by_span.values()))
+    assert not lin.weight[:, : 24 - lin.span].any()  # nothing read before its span
+
+
+def test_a_panel_keeps_its_further_seasons_only_where_the_seasonal_median_beats_every_seasonal_naive(mixed):
+    from dataclasses import replace
+
+    from cellcast.pipeline.config import Params
+    from cellcast.pipeline.data.window import one_season_lookback, seasons_pay
+    from cellcast.pipeline.modeling.anchor import median_sets, seasonal_median
+    from cellcast.pipeline.modeling.evaluate import seasonal_naive
+
+    ws, _ = mixed
+    ws = ws.with_starts()
+    ws.meta = replace(ws.meta, seasons=[6])
+    assert median_sets(ws) == [[6, 12], [6, 12, 18], [6, 12, 18, 24]]
+    val = ws.starts["val"]
+    _, y = ws.batch(val)
+    best_median = min(np.abs(seasonal_median(ws, val, st) - y).mean() for st in median_sets(ws))
+    best_naive = min(np.abs(seasonal_naive(ws, val, m) - y).mean() for m in (1, 6))
+    assert seasons_pay(ws) == bool(best_median < best_naive)
+    # the one-season lookback the window stage falls back to: none when the lookback is set, or one season asked
+    meta = {"freq": "h", "panel": {"window": {"median_series_rows": 8760}, "series": {"a": {"rows": 8760}}}}
+    s = Params().for_dataset("x")
+    assert one_season_lookback(meta, s) == 168 + s.train.rnn_steps
+    assert one_season_lookback(meta, Params(window={"lookback": 100}).for_dataset("x")) is None
+    assert one_season_lookback(meta, Params(window={"lookback_seasons": 1}).for_dataset("x")) is None
+
+
 def test_the_batch_forecast_names_the_series_it_cannot_forecast_and_scales_each_series(mixed, tmp_path):
     import torch
 

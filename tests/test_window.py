@@ -486,3 +486,17 @@ def test_a_test_share_cap_below_the_share_is_refused():
 
     with pytest.raises((ValueError, ConfigError), match="test_fraction_max 0.1 is below test_fraction 0.15"):
         Params(window={"test_fraction_max": 0.1})
+
+
+def test_a_panels_auto_lookback_holds_two_of_its_longest_season_where_its_median_series_allows():
+    s = Params().for_dataset("x")
+    k = s.train.rnn_steps
+    # a year of hours in each of 30 series: last week and the week before side by side
+    assert resolve_window(s, "h", 8760, pooled_rows=30 * 8760, panel=True)[0] == 2 * 168 + k
+    assert resolve_window(s, "h", 8760)[0] == 168 + k  # one series keeps one season
+    # a median series too short for two weeks in a quarter of its rows: one week, capped as before
+    assert resolve_window(s, "h", 1000, pooled_rows=30 * 1000, panel=True)[0] == min(168 + k, 100)
+    one = Params(window={"lookback_seasons": 1}).for_dataset("x")
+    assert resolve_window(one, "h", 8760, pooled_rows=30 * 8760, panel=True)[0] == 168 + k
+    three = Params(window={"lookback_seasons": 3}).for_dataset("x")
+    assert resolve_window(three, "h", 20000)[0] == 3 * 168 + k  # a long single series, when asked

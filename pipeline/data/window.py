@@ -80,6 +80,12 @@ def resolve_window(
     A panel (`pooled_rows`: the rows of all its series, whose windows one model is fitted on) fits a season in its
     pooled rows, the tenth-of-a-series cap still applying to `n_rows` (the median series): thirty car parks of
     eleven weeks see last week, which one of them alone could not fit ten times.
+    A panel's auto lookback holds two of that season (`window.lookback_seasons`) where a quarter of its median series
+    holds them (else one, as above): the last two weeks side by side are what the seasonal-median anchor
+    compares (modeling/anchor.py), one odd week outvoted; the car parks' weekly seasonal naive gave way to it. The
+    window stage keeps them only where that median forecasts the validation windows better than every seasonal naive
+    (`seasons_pay`), else windows the panel on one season: each further season costs every series its first windows
+    (the weather panel's only January weeks, which its December test needed).
     """
     w = settings.window
     seasons = seasons_for(freq, n_rows, schedule)
@@ -91,15 +97,26 @@ def resolve_window(
     lookback = w.lookback
     basis = pooled_rows if pooled_rows is not None else n_rows
     if lookback == "auto":
+        k = lookback_seasons(settings, panel)
         fit = [
             m
             for m in seasons
             if m <= MAX_AUTO_SEASON and (basis is None or (m + settings.train.rnn_steps) * 10 <= basis)
         ]
-        lookback = (max(fit) if fit else 0) + settings.train.rnn_steps
+        one = (max(fit) if fit else 0) + settings.train.rnn_steps
+        lookback = one + (k - 1) * (max(fit) if fit else 0)
         if n_rows is not None:  # a short series: a tenth of it at most, so every split keeps windows
-            lookback = max(2, min(lookback, n_rows // 10))
+            # further seasons only where a tenth of the series (a panel: a quarter of its median series) holds them
+            more = one < lookback <= n_rows // (4 if panel else 10)
+            lookback = lookback if more else max(2, min(one, n_rows // 10))
     return int(lookback), int(horizon)
+
+
+def lookback_seasons(settings: Settings, panel: bool) -> int:
+    """How many of its longest natural season an auto lookback holds (window.lookback_seasons; auto: two on a panel,
+    whose pooled rows support the longer windows, one on a single series)."""
+    k = settings.window.lookback_seasons
+    return (2 if panel else 1) if k == "auto" else int(k)
 
 
 def decidable_horizon(settings: Settings, n_rows: int) -> int:
@@ -1010,16 +1027,87 @@ def load_windows(settings: Settings) -> WindowSet:
     return WindowSet(values, ts, meta, starts, filled, future)
 
 
+def median_sets(lookback: int, seasons: list[int]) -> list[list[int]]:
+    """The season sets a seasonal median may take, each sorted: with M the longest natural season the lookback holds
+    twice, the last j seasons (M, 2M, .., jM; j >= 2) and each of those (j >= 1) with the shorter natural seasons
+    beside them (a day: yesterday). None where no season fits twice."""
+    natural = sorted({int(m) for m in seasons if 1 < m <= lookback})
+    twice = [m for m in natural if 2 * m <= lookback]
+    if not twice:
+        return []
+    longest = twice[-1]
+    shorter = [m for m in natural if m < longest]
+    sets = []
+    for j in range(1, lookback // longest + 1):
+        last = [longest * i for i in range(1, j + 1)]
+        if j >= 2:
+            sets.append(last)
+        if shorter:
+            sets.append(sorted(shorter + last))
+    return sets
+
+
+def one_season_lookback(meta: dict, settings: Settings) -> int | None:
+    """The auto lookback a panel would have with one season (window.lookback_seasons: 1); None when the lookback is
+    set in params.yaml or auto asks for one season anyway."""
+    w = settings.window
+    if w.lookback != "auto" or lookback_seasons(settings, True) == 1:
+        return None
+    info = meta.get("panel") or {}
+    rows = [int(s.get("observed_rows", s.get("rows", 0))) for s in (info.get("series") or {}).values()]
+    basis = int((info.get("window") or {}).get("median_series_rows") or (np.median(rows) if rows else 0))
+    one = _with_lookback(settings, None)
+    return resolve_window(one, meta["freq"], basis, meta.get("schedule"), sum(rows), panel=True)[0]
+
+
+def _with_lookback(settings: Settings, lookback: int | None) -> Settings:
+    """`settings` with window.lookback set (None: auto with one season)."""
+    update = {"lookback": lookback} if lookback is not None else {"lookback_seasons": 1}
+    return settings.model_copy(update={"window": settings.window.model_copy(update=update)})
+
+
+def seasons_pay(ws: WindowSet, max_windows: int = 20000) -> bool:
+    """Whether a lookback of several seasons earns its cost: on (at most `max_windows`, evenly spread) validation
+    windows, the best seasonal median (`median_sets`) has a lower MAE than the best seasonal naive (the naive among
+    them), each step read from the window's own lookback. The seasonal-median anchor is the one that needs them."""
+    m = ws.meta
+    L, H = m.lookback, m.horizon
+    sets = median_sets(L, list(m.seasons))
+    val = ws.starts["val"]
+    if not sets or not len(val):
+        return False
+    val = val[np.unique(np.linspace(0, len(val) - 1, min(max_windows, len(val))).round().astype(np.int64))]
+    x, y = ws.batch(val)
+    xt = x[:, :, m.target_idx].astype(np.float64)
+    h = np.arange(H)
+    naive = {k: xt[:, L - k + h % k, :] for k in {1, *(int(s) for s in m.seasons if 1 < s <= L), *sum(sets, [])}}
+    mask = ws.target_mask(val)
+    obs = np.ones(y.shape, bool) if mask is None else mask.astype(bool)
+
+    def mae(p: np.ndarray) -> float:
+        return float(np.abs(p - y)[obs].mean())
+
+    plain = min(mae(naive[k]) for k in naive if k == 1 or k in m.seasons)
+    return min(mae(np.median(np.stack([naive[k] for k in st]), axis=0)) for st in sets) < plain
+
+
 def window_dataset(settings: Settings) -> WindowSet:
     """The window stage: data/NAME/validated.parquet -> data/NAME/windows.npz + windows.json (a panel: its
     series side by side, PanelWindowSet)."""
     if is_panel(read_validated_meta(settings)):
         meta = read_validated_meta(settings)
         pq = validated_paths(settings)[0]
-        parts = (read_partition(pq, [i]) for i in range(panel_partitions(pq)))  # one partition in memory at a time
-        ws: WindowSet = build_panel_windows(parts, meta, settings=settings)
-        save_windows(ws, settings)
-        return ws
+
+        def parts():  # one partition in memory at a time
+            return (read_partition(pq, [i]) for i in range(panel_partitions(pq)))
+
+        panel = build_panel_windows(parts(), meta, settings=settings)
+        one = one_season_lookback(meta, settings)
+        if one is not None and one < panel.meta.lookback and not seasons_pay(panel):
+            # the further seasons cost each series its first windows and buy nothing: one season, as before
+            panel = build_panel_windows(parts(), meta, settings=_with_lookback(settings, one))
+        save_windows(panel, settings)
+        return panel
     frame, meta = read_validated(settings)
     variables = list(meta["targets"]) + list(meta.get("features") or [])
     ws = build_windows(

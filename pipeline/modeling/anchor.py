@@ -1,15 +1,22 @@
 """The anchor a forecaster learns its residual over, chosen once per window set (train.anchor).
 
 seasonal_naive: the best seasonal naive on validation (registry/lifecycle.baselines picks its season).
-linear: a ridge regression from the target's lookback, relative to its last value (NLinear), and the
-known-future block of the horizon (scaled as the model scales them) to the horizon, relative to that same
-last value. It is fitted in closed form: the normal equations are accumulated over the training windows in
-float64, chunk by chunk (memory does not grow with the windows), solved for each penalty in
-`train.anchor_ridge` (lambda * n * 1e-3 added to the diagonal of the centred Gram matrix), and the penalty
-with the lowest validation MAE kept. Windows with a filled target are left out of the fit. The fit is
-deterministic (no seed), and frozen inside every candidate (docs/research.md: training it further
+linear: a ridge regression from the target's lookback (on a panel, the last `span` steps of it, chosen on
+validation: `linear_spans`), relative to its last value (NLinear), and the known-future block of the horizon (scaled
+as the model scales them) to the horizon, relative to that same last value. It is fitted in closed form: the normal
+equations are accumulated over the training windows in float64, chunk by chunk (memory does not grow with the
+windows), solved for each penalty in `train.anchor_ridge` (lambda * n * 1e-3 added to the diagonal of the centred
+Gram matrix), and the penalty with the lowest validation MAE kept. Windows with a filled target are left out of the
+fit. The fit is deterministic (no seed), and frozen inside every candidate (docs/research.md: training it further
 did not help).
-auto: whichever of the two has the lower validation MASE (e.g. glucose keeps its naive anchor).
+seasonal_median: the median of several seasonal naives, step by step: the last few of the longest natural season
+the lookback holds (a week, two weeks ago) with or without the shorter seasons (yesterday). Where the series repeat a
+timetable, its copies differ by one-off noise (a day of delays, an event): the seasonal naive copies last week's noise
+and the residual network cannot tell it from signal; the median of three copies outvotes one odd copy. The seasons are
+chosen on validation among those sets (`median_sets`), like the ridge penalty.
+auto: whichever of them has the lowest validation MASE (e.g. glucose keeps its naive anchor); the seasonal median is
+weighed on a panel whose lookback holds two of its longest season (window.lookback_seasons); a single series keeps the
+other two unless train.anchor asks for it.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ import numpy as np
 
 from ..config import Settings
 from ..data.window import WindowSet
+from ..data.window import median_sets as _median_sets
+from ..errors import ConfigError
 from .evaluate import mase_scale, metrics, seasonal_naive
 
 CHUNK = 2048
@@ -36,6 +45,8 @@ class LinearAnchor:
     windows: int  # training windows fitted on
     seconds: float
     by_ridge: dict[str, float] = field(default_factory=dict)  # validation MAE (scaled) of every penalty tried
+    span: int = 0  # the last steps of the lookback it reads (its weights on earlier steps are zero)
+    by_span: dict[str, float] = field(default_factory=dict)  # the best validation MAE (scaled) of each span tried
 
     def fingerprint(self) -> str:
         h = hashlib.sha256(np.ascontiguousarray(self.weight).tobytes())
@@ -49,6 +60,8 @@ class LinearAnchor:
             "windows": self.windows,
             "seconds": round(self.seconds, 3),
             "by_ridge": self.by_ridge,
+            "span": self.span,
+            "by_span": self.by_span,
         }
 
 
@@ -56,19 +69,22 @@ class LinearAnchor:
 class AnchorChoice:
     """What every candidate of one training run is anchored on."""
 
-    kind: str  # seasonal_naive | linear | none
+    kind: str  # seasonal_naive | seasonal_median | linear | none
     season: int | None  # the seasonal naive's season; also the seasonal differences the cell reads
     linear: LinearAnchor | None = None
     val_mase: dict[str, float] = field(default_factory=dict)  # each anchor considered, on validation
     reason: str = ""
+    seasons: list[int] = field(default_factory=list)  # seasonal_median: the seasonal naives it is the median of
 
     def fingerprint(self) -> str:
-        return f"{self.kind}:{self.season}:{self.linear.fingerprint() if self.linear else ''}"
+        extra = f":{','.join(map(str, self.seasons))}" if self.seasons else ""
+        return f"{self.kind}:{self.season}:{self.linear.fingerprint() if self.linear else ''}{extra}"
 
     def summary(self) -> dict:
         return {
             "kind": self.kind,
             "season": self.season,
+            "seasons": self.seasons,
             "val_mase": self.val_mase,
             "reason": self.reason,
             "linear": self.linear.summary() if self.linear else None,
@@ -123,13 +139,19 @@ def fit_linear_anchor(ws: WindowSet, settings: Settings) -> LinearAnchor:
     mx, my = sx / n, sy / n
     gram = xtx - n * np.outer(mx, mx)
     cross = xty - n * np.outer(mx, my)
-    eye = np.eye(len(gram))
+    spans = linear_spans(ws, settings)
+    T = len(ws.meta.target_idx)
+    L = ws.meta.lookback
     solutions = {}
-    for lam in t.anchor_ridge:
-        w = np.linalg.solve(gram + lam * n * 1e-3 * eye, cross)
-        solutions[lam] = (w, my - mx @ w)
+    for span in spans:  # the last `span` steps of the target and the whole future block: a block of the Gram matrix
+        cols = np.r_[(L - span) * T : len(gram)]
+        sub = np.ix_(cols, cols)
+        for lam in t.anchor_ridge:
+            w = np.zeros_like(cross)
+            w[cols] = np.linalg.solve(gram[sub] + lam * n * 1e-3 * np.eye(len(cols)), cross[cols])
+            solutions[(span, lam)] = (w, my - mx @ w)
     val = ws.starts["val"]
-    err = {lam: 0.0 for lam in solutions}
+    err = {key: 0.0 for key in solutions}
     count = 0.0
     for i in range(0, len(val), CHUNK):
         s = val[i : i + CHUNK]
@@ -137,20 +159,33 @@ def fit_linear_anchor(ws: WindowSet, settings: Settings) -> LinearAnchor:
         vm = ws.target_mask(s)
         w_obs = np.ones_like(Y) if vm is None else vm.reshape(len(s), -1).astype(np.float64)
         count += w_obs.sum()
-        for lam, (w, b) in solutions.items():
-            err[lam] += float((np.abs(X @ w + b - Y) * w_obs).sum())
-    by = {lam: e / max(count, 1.0) for lam, e in err.items()}
-    best = min(by, key=lambda k: (by[k], k))
+        for key, (w, b) in solutions.items():
+            err[key] += float((np.abs(X @ w + b - Y) * w_obs).sum())
+    by = {key: e / max(count, 1.0) for key, e in err.items()}
+    best = min(by, key=lambda k: (by[k], -k[0], k[1]))  # on a tie: the longer span, the smaller penalty
     w, b = solutions[best]
     return LinearAnchor(
         weight=w.T.astype(np.float32),
         bias=b.astype(np.float32),
-        ridge=float(best),
+        ridge=float(best[1]),
         val_mae_scaled=float(by[best]),
         windows=n,
         seconds=time.perf_counter() - t0,
-        by_ridge={f"{k:g}": float(v) for k, v in by.items()},
+        by_ridge={f"{lam:g}": float(v) for (span, lam), v in by.items() if span == best[0]},
+        span=int(best[0]),
+        by_span={str(sp): float(min(v for (s2, _), v in by.items() if s2 == sp)) for sp in spans},
     )
+
+
+def linear_spans(ws: WindowSet, settings: Settings) -> list[int]:
+    """The lookback steps the linear anchor may read, chosen on validation: the whole lookback, and on a panel (whose
+    lookback holds two seasons: window.lookback_seasons) also each natural season + train.rnn_steps shorter than it
+    (what a one-season lookback would be: a ridge over more columns than its windows support fits worse)."""
+    L = ws.meta.lookback
+    if not ws.is_panel:
+        return [L]
+    k = settings.train.rnn_steps
+    return sorted({L} | {int(m) + k for m in ws.meta.seasons if 1 < int(m) + k < L})
 
 
 def linear_forecast(ws: WindowSet, starts: np.ndarray, anchor: LinearAnchor) -> np.ndarray:
@@ -168,6 +203,29 @@ def linear_forecast(ws: WindowSet, starts: np.ndarray, anchor: LinearAnchor) -> 
     return np.concatenate(out) if out else np.zeros((0, m.horizon, len(tidx)))
 
 
+def median_sets(ws: WindowSet) -> list[list[int]]:
+    """The season sets the seasonal-median anchor of `ws` may take (data/window.py `median_sets`)."""
+    return _median_sets(ws.meta.lookback, list(ws.meta.seasons))
+
+
+def seasonal_median(ws: WindowSet, starts: np.ndarray, seasons: list[int]) -> np.ndarray:
+    """The seasonal-median forecast (n, H, T) of the windows at `starts`: the median of the seasonal naives over
+    `seasons` step by step (an even count: the mean of the middle two), as the model computes it."""
+    return np.median(np.stack([seasonal_naive(ws, starts, m) for m in seasons]), axis=0)
+
+
+def _best_median(ws: WindowSet, y: np.ndarray, mask, scale) -> tuple[list[int], dict[str, float]] | None:
+    """The season set whose seasonal median forecasts validation best, and every set's validation MASE."""
+    val = ws.starts["val"]
+    scores = {}
+    for seasons in median_sets(ws):
+        scores[",".join(map(str, seasons))] = metrics(y, seasonal_median(ws, val, seasons), scale, mask)["mase"]
+    if not scores:
+        return None
+    best = min(scores, key=lambda k: (scores[k], k))
+    return [int(m) for m in best.split(",")], scores
+
+
 def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> AnchorChoice:
     """The anchor of one training run: train.anchor, with `season` the best seasonal naive's (lifecycle.baselines).
     auto fits the linear anchor and keeps whichever of the two forecasts validation better (MASE)."""
@@ -180,13 +238,40 @@ def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> Anch
             season,
             reason="train.anchor: seasonal_naive" if season else "no seasonal naive fits the lookback",
         )
-    lin = fit_linear_anchor(ws, settings)
     val = ws.starts["val"]
     _, y = ws.batch(val)
     mask, scale = ws.target_mask(val), mase_scale(ws)
+    median = _best_median(ws, y, mask, scale) if t.anchor == "seasonal_median" or ws.is_panel else None
+    if t.anchor == "seasonal_median":
+        if median is None:
+            raise ConfigError(
+                f"train.anchor: seasonal_median needs a lookback ({ws.meta.lookback}) that holds a natural season of "
+                f"{ws.meta.name} ({ws.meta.seasons}) twice: set window.lookback or window.lookback_seasons"
+            )
+        return AnchorChoice(
+            "seasonal_median",
+            season or median[0][-1],
+            None,
+            median[1],
+            f"train.anchor: seasonal_median over {median[0]}",
+            median[0],
+        )
+    lin = fit_linear_anchor(ws, settings)
     scores = {"linear": metrics(y, linear_forecast(ws, val, lin), scale, mask)["mase"]}
     if season:
         scores["seasonal_naive"] = metrics(y, seasonal_naive(ws, val, season), scale, mask)["mase"]
+    if median is not None:
+        key = f"seasonal_median {','.join(map(str, median[0]))}"
+        scores[key] = median[1][",".join(map(str, median[0]))]
+        if scores[key] < min(v for k, v in scores.items() if k != key):
+            return AnchorChoice(
+                "seasonal_median",
+                season or median[0][-1],
+                None,
+                scores,
+                f"auto: the seasonal median over {median[0]} forecasts validation better than the other anchors",
+                median[0],
+            )
     if t.anchor == "linear" or "seasonal_naive" not in scores or scores["linear"] < scores["seasonal_naive"]:
         why = "train.anchor: linear" if t.anchor == "linear" else "auto: the linear anchor forecasts validation better"
         return AnchorChoice("linear", season, lin, scores, why)

@@ -11,13 +11,17 @@ loss. Anchors (`spec.anchor`):
   seasonal_naive  the last season repeated (`anchor_season`; 1 = the naive forecast)
   linear          a linear map from the target's lookback (relative to its last value, NLinear-style) and the
                   known-future block to the horizon, fitted in closed form (ridge, modeling/anchor.py) and frozen
+  seasonal_median the median of the seasonal naives over `anchor_seasons` (e.g. a day, a week and two weeks): one
+                  odd day or week is outvoted (modeling/anchor.py chooses the seasons on validation)
 The cell reads the last `rnn_steps` steps of the scaled inputs plus, when `anchor_season` is set, the
 seasonal differences of the targets over those steps (how this week differs from last week); a difference
 needs the value one season earlier, so they are read only when the lookback holds more than one season.
 The head reads the cell's last state, the known-future block and the anchor. With `decoder`, a second cell
 of the same kind starts from the encoder's state and runs over the horizon steps reading [future_h, anchor_h];
 a shared zero-initialised layer maps each step's output to that step's residual (nonlinear in the calendar:
-a holiday at 18:00 is not a holiday at 03:00).
+a holiday at 18:00 is not a holiday at 03:00). The point residual is scaled by `residual_gate` (0..1, chosen on
+validation after training, modeling/train.py): a residual that fits the training windows' noise and forecasts
+validation worse than its anchor is shrunk toward it, down to the anchor alone.
 
 Quantiles (`spec.quantiles`, the median among them): every level is the anchor plus its own residual; the
 median is the point forecast, and the others are the median plus (above) or minus (below) cumulative
@@ -54,7 +58,7 @@ CELLS: dict[str, CellSpec] = {
     "lstm": CellSpec(nn.LSTM, 2, "LSTM", torch.lstm),
     "gru": CellSpec(nn.GRU, 1, "GRU", torch.gru),
 }
-ANCHORS = ("seasonal_naive", "linear")
+ANCHORS = ("seasonal_naive", "seasonal_median", "linear")
 
 
 @dataclass
@@ -79,6 +83,8 @@ class ModelSpec:
     future_std: list[float] = field(default_factory=list)
     decoder: bool = False  # a cell over the horizon steps reading [future_h, anchor_h]
     quantiles: list[float] = field(default_factory=list)  # levels forecast beside the point (0.5 among them)
+    anchor_seasons: list[int] = field(default_factory=list)  # seasonal_median: the seasons of its naives
+    residual_gate: float = 1.0  # the share of the learnt point residual added to the anchor (chosen on validation)
 
     def __post_init__(self):
         if self.cell not in CELLS:
@@ -90,6 +96,15 @@ class ModelSpec:
             raise ValueError(f"anchor_season {self.anchor_season} is not within 1..lookback {self.lookback}")
         if self.anchor not in ANCHORS:
             raise ValueError(f"anchor: '{self.anchor}' is not one of {', '.join(ANCHORS)}")
+        if self.anchor == "seasonal_median" and (
+            len(self.anchor_seasons) < 2 or not all(1 <= m <= self.lookback for m in self.anchor_seasons)
+        ):
+            raise ValueError(
+                f"anchor_seasons {self.anchor_seasons}: seasonal_median needs two or more seasons within 1..lookback "
+                f"{self.lookback}"
+            )
+        if not 0.0 <= self.residual_gate <= 1.0:
+            raise ValueError(f"residual_gate: {self.residual_gate} is not within 0..1")
         if self.n_future < 0:
             raise ValueError(f"n_future: {self.n_future} is negative")
         if self.quantiles and 0.5 not in self.quantiles:
@@ -104,7 +119,7 @@ class ModelSpec:
     @property
     def anchored(self) -> bool:
         """Whether the network forecasts a residual over an anchor (its head starts at zero)."""
-        return self.anchor == "linear" or self.anchor_season is not None
+        return self.anchor in ("linear", "seasonal_median") or self.anchor_season is not None
 
     @property
     def seasonal_diffs(self) -> bool:
@@ -185,6 +200,7 @@ class Forecaster(QuantileOutput):
     fstd: torch.Tensor
     target_idx: torch.Tensor
     base_idx: torch.Tensor
+    median_idx: torch.Tensor
 
     def __init__(self, spec: ModelSpec, generator: torch.Generator | None = None):
         super().__init__()
@@ -225,6 +241,9 @@ class Forecaster(QuantileOutput):
         if s.anchor_season:
             # seasonal naive for step h reads the last season's value at position h mod s
             self.register_buffer("base_idx", torch.arange(s.horizon) % s.anchor_season, persistent=False)
+        if s.anchor == "seasonal_median":  # row k: the positions seasonal naive k reads in its last season
+            idx = torch.stack([torch.arange(s.horizon) % m for m in s.anchor_seasons])
+            self.register_buffer("median_idx", idx, persistent=False)
         if s.anchored:
             for layer in (self.head, getattr(self, "dec_out", None), getattr(self, "linear", None)):
                 if layer is not None:
@@ -297,6 +316,13 @@ class Forecaster(QuantileOutput):
             # fp32 under a GPU's bf16 autocast too: the anchor was fitted in float64 and is the forecast's bulk
             with torch.autocast(zt.device.type, enabled=False):
                 return self.linear(torch.cat(src, 1).float()).view(B, s.horizon, s.n_targets) + last
+        if s.anchor == "seasonal_median":
+            naives = torch.stack(
+                [zt[:, -m:, :].index_select(1, self.median_idx[k]) for k, m in enumerate(s.anchor_seasons)]
+            )
+            ranked = torch.sort(naives, dim=0).values  # (K, B, H, T); K is fixed: exports as TopK
+            k = len(s.anchor_seasons)
+            return ranked[k // 2] if k % 2 else (ranked[k // 2 - 1] + ranked[k // 2]) / 2
         if s.anchor_season:
             return zt[:, -s.anchor_season :, :].index_select(1, self.base_idx)
         return None
@@ -334,12 +360,13 @@ class Forecaster(QuantileOutput):
         delta = delta.float()
         mean_t = self.mean.index_select(0, self.target_idx)
         std_t = self.std.index_select(0, self.target_idx)
+        gate = s.residual_gate if base is not None else 1.0
         if not self.n_q:
-            pt = delta[..., 0] if base is None else base + delta[..., 0]
+            pt = delta[..., 0] if base is None else base + (delta[..., 0] if gate == 1.0 else gate * delta[..., 0])
             return pt * std_t + mean_t, None
         m = s.median_index
         assert m is not None  # quantiles are set (n_q), so the median is among them
-        med = delta[..., m] if base is None else base + delta[..., m]
+        med = delta[..., m] if base is None else base + (delta[..., m] if gate == 1.0 else gate * delta[..., m])
         off = nn.functional.softplus(torch.cat([delta[..., :m], delta[..., m + 1 :]], -1) + self.q_bias)
         up = med.unsqueeze(-1) + torch.cumsum(off[..., m:], -1)  # levels above, nearest first
         down = med.unsqueeze(-1) - torch.cumsum(off[..., :m].flip(-1), -1)  # levels below, nearest first
@@ -368,6 +395,7 @@ class EnsembleSpec:
     n_future = property(lambda self: self._m("n_future"))
     quantiles = property(lambda self: self._m("quantiles"))
     anchor_season = property(lambda self: self._m("anchor_season"))
+    anchor_seasons = property(lambda self: self.members[0].get("anchor_seasons", []))
     anchor = property(lambda self: self._m("anchor"))
     decoder = property(lambda self: self._m("decoder"))
     steps = property(lambda self: max(ModelSpec(**m).steps for m in self.members))
@@ -387,6 +415,7 @@ class EnsembleSpec:
             "quantiles": self.quantiles,
             "anchor": self.anchor,
             "anchor_season": self.anchor_season,
+            "anchor_seasons": self.anchor_seasons,
             "decoder": self.decoder,
             "mean": first["mean"],
             "std": first["std"],

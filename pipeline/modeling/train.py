@@ -39,7 +39,7 @@ from . import model as _model
 from . import quantiles as _quantiles
 from .anchor import AnchorChoice, choose_anchor
 from .device import exact_fp32
-from .evaluate import forecast_windows
+from .evaluate import forecast_windows, mase_scale, metrics
 from .model import Ensemble, Forecaster, ModelSpec, QuantileOutput
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,8 @@ def model_spec(ws: WindowSet, cand: Candidate, settings: Settings, anchor: Ancho
         anchor_season=anchor.season if t.residual else None,
         mean=m.mean,
         std=m.std,
-        anchor="linear" if anchor.kind == "linear" else "seasonal_naive",
+        anchor=anchor.kind if anchor.kind in ("linear", "seasonal_median") else "seasonal_naive",
+        anchor_seasons=list(anchor.seasons) if anchor.kind == "seasonal_median" else [],
         n_future=m.n_future,
         future_mean=fmean,
         future_std=fstd,
@@ -552,6 +553,7 @@ def train_candidate(
     model.load_state_dict(state.best_state)
     model.dropout_generator = None  # the trained model carries no training state (it is copied and exported)
     model = model.cpu().eval()
+    gate = choose_residual_gate(model, ws, settings)
     calibration = calibrate(model, ws, settings)
     return TrainResult(
         candidate=cand,
@@ -565,9 +567,42 @@ def train_candidate(
         windows_per_s=state.seen / state.busy if state.busy else 0.0,
         device=str(device),
         resumed_from=state.resumed,
-        anchor=anchor.summary(),
+        anchor=anchor.summary() | ({"residual_gate": gate} if gate else {}),
         calibration=calibration,
     )
+
+
+def gate_starts(ws: WindowSet, settings: Settings) -> np.ndarray:
+    """The validation windows the residual gate is chosen on: all, or train.max_val_windows evenly spread."""
+    val = ws.starts["val"]
+    n = settings.train.max_val_windows
+    if n and len(val) > n:
+        val = val[np.unique(np.linspace(0, len(val) - 1, n).round().astype(np.int64))]
+    return val
+
+
+@torch.no_grad()
+def choose_residual_gate(model: Forecaster, ws: WindowSet, settings: Settings) -> dict:
+    """Set `model.spec.residual_gate` to the share of its learnt point residual (train.residual_gates) whose point
+    forecast has the lowest validation MASE, the larger share on a tie. Epochs are kept on the loss of every quantile
+    level, so the median's residual can be worse than none (it fits the training windows' noise) while the bands
+    improve: the gate lets validation shrink it toward the anchor. Returns the choice and every share's MASE ({} for
+    an unanchored model or a single share)."""
+    gates = sorted(set(settings.train.residual_gates))
+    if not model.spec.anchored or gates == [1.0]:
+        return {}
+    starts = gate_starts(ws, settings)
+    _, y = ws.batch(starts)
+    mask, scale = ws.target_mask(starts), mase_scale(ws)
+    model.spec.residual_gate = 1.0
+    full = forecast_windows(quantile_predictor(model), ws, starts)[0].astype(np.float64)
+    model.spec.residual_gate = 0.0
+    anchor = forecast_windows(quantile_predictor(model), ws, starts)[0].astype(np.float64)
+    # the point is linear in the gate: anchor + g * (full - anchor)
+    by = {g: metrics(y, anchor + g * (full - anchor), scale, mask)["mase"] for g in gates}
+    best = min(by, key=lambda g: (by[g], -g))
+    model.spec.residual_gate = float(best)
+    return {"gate": float(best), "val_mase": {f"{g:g}": float(v) for g, v in by.items()}}
 
 
 def _build_model(
