@@ -183,9 +183,9 @@ class TrainConfig(_Strict):
     rnn_steps: int = Field(48, ge=1)
     residual: bool = True
     # what the residual is learned over: the best seasonal naive on validation, a linear map from
-    # the lookback and the known-future block fitted in closed form (ridge) and frozen, or auto: whichever of the
-    # two forecasts validation better (docs/forecasting.md)
-    anchor: Literal["seasonal_naive", "linear", "auto"] = "auto"
+    # the lookback and the known-future block fitted in closed form (ridge) and frozen, their mean (combined), or
+    # auto: whichever forecasts validation better (docs/forecasting.md)
+    anchor: Literal["seasonal_naive", "linear", "combined", "auto"] = "auto"
     anchor_ridge: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] = Field(
         default_factory=lambda: [0.1, 1.0, 10.0, 100.0, 1000.0]
     )  # penalties tried, chosen on validation
@@ -237,7 +237,7 @@ class TrainConfig(_Strict):
     def _dask_needs_parallel(self):
         if self.dask_address and self.task_runner != "dask":
             raise ValueError("dask_address is set but task_runner is not 'dask'")
-        if self.anchor == "linear" and not self.residual:
+        if self.anchor in ("linear", "combined") and not self.residual:
             raise ValueError(f"anchor '{self.anchor}' needs residual: true (the anchor is what the residual is over)")
         return self
 

@@ -99,6 +99,33 @@ def test_the_linear_anchor_is_fitted_in_closed_form_and_an_untrained_model_is_th
     )
 
 
+def test_the_combined_anchor_is_the_mean_of_the_linear_anchor_and_the_seasonal_naive_in_one_linear_map():
+    s = settings(anchor="combined")
+    ws = windows(s)
+    choice = choose_anchor(ws, s, 24)
+    assert choice.kind == "combined" and choice.linear is not None and choice.season == 24
+    lin = fit_linear_anchor(ws, s)
+    test = ws.starts["test"]
+    mean = (linear_forecast(ws, test, lin) + seasonal_naive(ws, test, 24)) / 2
+    np.testing.assert_allclose(linear_forecast(ws, test, choice.linear), mean, rtol=0, atol=1e-4)
+    # the model holds it as a linear anchor: an untrained candidate forecasts that mean, through the same graph
+    spec = model_spec(ws, Candidate("gru", 8, 1), s, choice)
+    assert spec.anchor == "linear" and spec.anchor_season == 24
+    model = Forecaster(spec, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.from_numpy(choice.linear.weight))
+        model.linear.bias.copy_(torch.from_numpy(choice.linear.bias))
+    np.testing.assert_allclose(predictor(model)(*ws.inputs(test)), mean, rtol=0, atol=1e-3)
+    # auto weighs all three on validation and keeps the lowest; with no seasonal naive there is nothing to combine
+    auto = settings(anchor="auto")
+    picked = choose_anchor(ws, auto, 24)
+    assert set(picked.val_mase) == {"linear", "seasonal_naive", "combined"}
+    assert picked.kind == min(picked.val_mase, key=picked.val_mase.__getitem__)
+    assert "combined" not in choose_anchor(ws, auto, None).val_mase
+    alone = choose_anchor(ws, s, None)
+    assert alone.kind == "linear" and "no seasonal naive to combine with" in alone.reason
+
+
 def test_auto_keeps_the_anchor_that_forecasts_validation_better():
     s = settings(anchor="auto")
     lin = choose_anchor(windows(s), s, 24)

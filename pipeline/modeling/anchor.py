@@ -9,14 +9,19 @@ float64, chunk by chunk (memory does not grow with the windows), solved for each
 with the lowest validation MAE kept. Windows with a filled target are left out of the fit. The fit is
 deterministic (no seed), and frozen inside every candidate (docs/research.md: training it further
 did not help).
-auto: whichever of the two has the lower validation MASE (e.g. glucose keeps its naive anchor).
+combined: the mean of the two (forecast combination): still a linear map of the lookback, the linear anchor's
+weights halved plus half the weights that pick the last season, so the model and its ONNX graph are a linear
+anchor's. Where the ridge and the seasonal naive miss in different ways (a level shift the seasonal naive carries for
+a year, a season the ridge smooths), the mean misses less than either.
+auto: whichever has the lower validation MASE (e.g. glucose keeps its naive anchor); the combination is one of
+them for a single series (a panel chooses between the two).
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -56,7 +61,7 @@ class LinearAnchor:
 class AnchorChoice:
     """What every candidate of one training run is anchored on."""
 
-    kind: str  # seasonal_naive | linear | none
+    kind: str  # seasonal_naive | linear | combined (the mean of the two, held as a linear anchor) | none
     season: int | None  # the seasonal naive's season; also the seasonal differences the cell reads
     linear: LinearAnchor | None = None
     val_mase: dict[str, float] = field(default_factory=dict)  # each anchor considered, on validation
@@ -168,9 +173,22 @@ def linear_forecast(ws: WindowSet, starts: np.ndarray, anchor: LinearAnchor) -> 
     return np.concatenate(out) if out else np.zeros((0, m.horizon, len(tidx)))
 
 
+def combine_with_seasonal_naive(ws: WindowSet, lin: LinearAnchor, season: int) -> LinearAnchor:
+    """The mean of `lin` and the seasonal naive of `season`, as one linear anchor (module docstring): in the
+    design's terms the seasonal naive is the lookback value `season` steps before each horizon step, relative to
+    the last value (the model's anchor_season)."""
+    L, H, T = ws.meta.lookback, ws.meta.horizon, len(ws.meta.target_idx)
+    pick = np.zeros_like(lin.weight)
+    for h in range(H):
+        for t in range(T):
+            pick[h * T + t, (L - season + h % season) * T + t] = 1.0
+    return replace(lin, weight=(0.5 * lin.weight + 0.5 * pick).astype(np.float32), bias=0.5 * lin.bias)
+
+
 def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> AnchorChoice:
     """The anchor of one training run: train.anchor, with `season` the best seasonal naive's (lifecycle.baselines).
-    auto fits the linear anchor and keeps whichever of the two forecasts validation better (MASE)."""
+    auto fits the linear anchor and keeps whichever of the linear, the seasonal naive and (a single series) their
+    mean forecasts validation better (MASE)."""
     t = settings.train
     if not t.residual:
         return AnchorChoice("none", None, reason="train.residual is false: no anchor")
@@ -187,8 +205,25 @@ def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> Anch
     scores = {"linear": metrics(y, linear_forecast(ws, val, lin), scale, mask)["mase"]}
     if season:
         scores["seasonal_naive"] = metrics(y, seasonal_naive(ws, val, season), scale, mask)["mase"]
-    if t.anchor == "linear" or "seasonal_naive" not in scores or scores["linear"] < scores["seasonal_naive"]:
-        why = "train.anchor: linear" if t.anchor == "linear" else "auto: the linear anchor forecasts validation better"
+    if season and not ws.is_panel and t.anchor in ("auto", "combined"):
+        mixed = combine_with_seasonal_naive(ws, lin, season)
+        scores["combined"] = metrics(y, linear_forecast(ws, val, mixed), scale, mask)["mase"]
+        if t.anchor == "combined" or scores["combined"] < min(scores["linear"], scores["seasonal_naive"]):
+            why = (
+                "train.anchor: combined"
+                if t.anchor == "combined"
+                else f"auto: the mean of the linear anchor and seasonal naive ({season}) forecasts validation better"
+            )
+            return AnchorChoice("combined", season, mixed, scores, why)
+    if (
+        t.anchor in ("linear", "combined")
+        or "seasonal_naive" not in scores
+        or scores["linear"] < scores["seasonal_naive"]
+    ):
+        why = {
+            "linear": "train.anchor: linear",
+            "combined": "train.anchor: combined, but no seasonal naive to combine with (or a panel): linear",
+        }.get(t.anchor, "auto: the linear anchor forecasts validation better")
         return AnchorChoice("linear", season, lin, scores, why)
     return AnchorChoice(
         "seasonal_naive",

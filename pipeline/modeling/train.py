@@ -143,7 +143,7 @@ def model_spec(ws: WindowSet, cand: Candidate, settings: Settings, anchor: Ancho
         anchor_season=anchor.season if t.residual else None,
         mean=m.mean,
         std=m.std,
-        anchor="linear" if anchor.kind == "linear" else "seasonal_naive",
+        anchor="linear" if anchor.linear is not None else "seasonal_naive",  # combined: a linear anchor too
         n_future=m.n_future,
         future_mean=fmean,
         future_std=fstd,
