@@ -193,6 +193,8 @@ class TrainConfig(_Strict):
     # a second cell of the same kind runs over the horizon reading [future_h, anchor_h]; auto: when the windows carry
     # a known-future block and the horizon has more than one step (modeling/train.py `use_decoder`)
     decoder: bool | Literal["auto"] = "auto"
+    # also offer the anchor alone (untrained, its residual at zero) as a candidate, chosen on validation like any other
+    anchor_candidate: bool = True
     ensemble: bool = True  # also offer the mean of the trained cells as one more candidate (one graph; with two
     # or more candidates), chosen on validation like any other
     epochs: int = Field(10, ge=1)

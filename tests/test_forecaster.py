@@ -3,6 +3,9 @@ decoder, quantile heads that cannot cross, their conformal calibration, and the 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import cast
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,6 +19,8 @@ from cellcast.pipeline.modeling.model import Ensemble, Forecaster, ModelSpec, mo
 from cellcast.pipeline.modeling.quantiles import conformal_shift, quantile_scores
 from cellcast.pipeline.modeling.train import (
     Candidate,
+    TrainResult,
+    anchor_alone,
     build_ensemble,
     model_spec,
     predictor,
@@ -122,8 +127,28 @@ def test_the_combined_anchor_is_the_mean_of_the_linear_anchor_and_the_seasonal_n
     assert set(picked.val_mase) == {"linear", "seasonal_naive", "combined"}
     assert picked.kind == min(picked.val_mase, key=picked.val_mase.__getitem__)
     assert "combined" not in choose_anchor(ws, auto, None).val_mase
+    assert "combined" not in choose_anchor(ws, auto, 1).val_mase  # the naive forecast is the ridge's own prior
     alone = choose_anchor(ws, s, None)
-    assert alone.kind == "linear" and "no seasonal naive to combine with" in alone.reason
+    assert alone.kind == "linear" and "no seasonal naive (season > 1) to combine with" in alone.reason
+
+
+def test_the_anchor_alone_is_a_candidate_that_trains_nothing_and_forecasts_its_anchor():
+    s = settings(anchor="linear")
+    ws = windows(s)
+    choice = choose_anchor(ws, s, 24)
+    trained = [cast(TrainResult, SimpleNamespace(candidate=Candidate("gru", 8, 1)))]  # it reads the first candidate
+    alone = anchor_alone(trained, ws, s, choice)
+    assert alone is not None and alone.candidate.name == "anchor" and alone.candidate.cell == "gru"
+    assert alone.history == [] and alone.seconds == 0.0 and "linear anchor alone" in alone.stopped
+    test = ws.starts["test"]
+    np.testing.assert_allclose(
+        predictor(alone.model)(*ws.inputs(test)), linear_forecast(ws, test, choice.linear), rtol=0, atol=1e-4
+    )
+    assert alone.calibration and np.isfinite(alone.best_val_loss)  # conformalised and scored like the others
+    off = settings(anchor="linear", anchor_candidate=False)
+    assert anchor_alone(trained, ws, off, choice) is None
+    bare = settings(residual=False)
+    assert anchor_alone(trained, ws, bare, choose_anchor(ws, bare, 24)) is None  # no anchor: nothing to offer
 
 
 def test_auto_keeps_the_anchor_that_forecasts_validation_better():

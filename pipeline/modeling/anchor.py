@@ -13,8 +13,9 @@ combined: the mean of the two (forecast combination): still a linear map of the 
 weights halved plus half the weights that pick the last season, so the model and its ONNX graph are a linear
 anchor's. Where the ridge and the seasonal naive miss in different ways (a level shift the seasonal naive carries for
 a year, a season the ridge smooths), the mean misses less than either.
-auto: whichever has the lower validation MASE (e.g. glucose keeps its naive anchor); the combination is one of
-them for a single series (a panel chooses between the two).
+auto: whichever has the lower validation MASE (e.g. sp500 keeps its naive anchor); the combination is one of
+them for a single series whose seasonal naive has a season (> 1: with the naive forecast the mean is the ridge
+halfway to its own prior, which the penalty already covers; a panel chooses between the two).
 """
 
 from __future__ import annotations
@@ -205,7 +206,8 @@ def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> Anch
     scores = {"linear": metrics(y, linear_forecast(ws, val, lin), scale, mask)["mase"]}
     if season:
         scores["seasonal_naive"] = metrics(y, seasonal_naive(ws, val, season), scale, mask)["mase"]
-    if season and not ws.is_panel and t.anchor in ("auto", "combined"):
+    # with season 1 the mean is the ridge halfway to the naive forecast, which its penalty already covers
+    if season and season > 1 and not ws.is_panel and t.anchor in ("auto", "combined"):
         mixed = combine_with_seasonal_naive(ws, lin, season)
         scores["combined"] = metrics(y, linear_forecast(ws, val, mixed), scale, mask)["mase"]
         if t.anchor == "combined" or scores["combined"] < min(scores["linear"], scores["seasonal_naive"]):
@@ -222,7 +224,7 @@ def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> Anch
     ):
         why = {
             "linear": "train.anchor: linear",
-            "combined": "train.anchor: combined, but no seasonal naive to combine with (or a panel): linear",
+            "combined": "train.anchor: combined, but no seasonal naive (season > 1) to combine with, or a panel",
         }.get(t.anchor, "auto: the linear anchor forecasts validation better")
         return AnchorChoice("linear", season, lin, scores, why)
     return AnchorChoice(
