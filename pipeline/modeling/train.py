@@ -752,11 +752,10 @@ def anchor_alone(
     results: list[TrainResult], ws: WindowSet, settings: Settings, anchor: AnchorChoice
 ) -> TrainResult | None:
     """The anchor on its own as one more candidate of a single series (train.anchor_candidate; None without an
-    anchor or candidates):
-    the first candidate's model untrained, its residual at zero and its quantile offsets at the anchor's residual
-    spread, conformalised like the others. Early stopping keeps an epoch for its validation loss (the quantiles'
-    pinball), so a cell can leave its anchor for a better band and a worse point forecast; selection by validation
-    MASE then has the anchor itself to choose. It trains nothing."""
+    anchor or candidates): the first candidate's model untrained, its residual at zero and its quantile offsets at
+    the anchor's residual spread, conformalised like the others. Early stopping keeps an epoch for its validation
+    loss (the quantiles' pinball), so a cell can leave its anchor for a better band and a worse point forecast;
+    selection by validation MASE then has the anchor itself to choose. It trains nothing."""
     if not settings.train.anchor_candidate or anchor.kind == "none" or not results or ws.is_panel:
         return None  # a panel's candidates are left as they are
     first = results[0].candidate
