@@ -41,7 +41,7 @@ from cellcast.pipeline.registry import lifecycle  # noqa: E402
 def run(project: Path, params: Path, name: str, tag: str, threads: int) -> dict:
     os.chdir(project)
     settings = load_params(params).for_dataset(name)
-    ws = window_dataset(name, settings)
+    ws = window_dataset(settings)
     base = lifecycle.baselines(ws, settings)
     t0 = time.perf_counter()
     with torch_threads(threads):

@@ -82,7 +82,6 @@ def make_project(base: Path, retry_seconds: float = 4) -> Path:
     try:
         ingest_file(
             base / "plant.csv",
-            name="plant",
             time_col="when",
             targets=["kw"],
             features=["temp"],

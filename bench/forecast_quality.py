@@ -51,7 +51,7 @@ def emit(**row) -> dict:
 def project(root: Path, name: str):
     os.chdir(root)
     settings = load_params(root / "params.yaml").for_dataset(name)
-    ws = load_windows(name, settings)
+    ws = load_windows(settings)
     summary = json.loads((root / "reports" / name / "train_summary.json").read_text())
     return settings, ws, summary
 

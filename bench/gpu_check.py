@@ -194,9 +194,7 @@ def make_settings(args, **train) -> Settings:
 def window_set(args) -> WindowSet:
     frame = synthetic_frame(args.rows, args.vars)
     names = [c for c in frame.columns if c != "timestamp"]
-    return build_windows(
-        frame, name="synthetic", variables=names, targets=names[:1], freq="h", settings=make_settings(args)
-    )
+    return build_windows(frame, variables=names, targets=names[:1], freq="h", settings=make_settings(args))
 
 
 # --- sections --------------------------------------------------------------------------------------

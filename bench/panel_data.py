@@ -86,7 +86,7 @@ out = {{}}
 if stage == "ingest":
     from cellcast.pipeline.data.ingest import ingest_file
     fmt = "csv" if arg.endswith(".csv") else "parquet"
-    r = ingest_file(arg, name="bench", time_col="ts", targets=["load"], features=["temp"], id_cols=["sensor"], fmt=fmt,
+    r = ingest_file(arg, time_col="ts", targets=["load"], features=["temp"], id_cols=["sensor"], fmt=fmt,
                     settings=s)
     out = {{"rows": r.meta.rows, "series": len(r.meta.panel["series"]), "row_groups": r.meta.panel["row_groups"],
             "freq": r.meta.freq}}
@@ -94,14 +94,14 @@ else:
     from cellcast.pipeline.data.panel_validation import client_mapper
     from cellcast.pipeline.data.validation import validate_dataset
     if arg == "0":
-        rep = validate_dataset("bench", s)
+        rep = validate_dataset(s)
         workers = []
     else:
         import distributed
         with distributed.LocalCluster(n_workers=int(arg), threads_per_worker=1, processes=True, dashboard_address=None,
                                       silence_logs=50) as cluster, distributed.Client(cluster) as client:
             t0 = time.perf_counter()     # the cluster's start is not validation
-            rep = validate_dataset("bench", s, mapper=client_mapper(client))
+            rep = validate_dataset(s, mapper=client_mapper(client))
             workers = [w * 1024 for w in client.run(peak_mib).values()]
     p = rep.panel
     out = {{"rows_in": rep.rows_in, "rows_out": rep.rows_out, "series_in": p["series_in"], "kept": p["kept"],

@@ -170,7 +170,6 @@ def main() -> None:
         t0 = time.perf_counter()
         ingest_file(
             work / "panel.parquet",
-            name="bench",
             time_col="ts",
             targets=["load"],
             features=["temp"],
@@ -179,7 +178,7 @@ def main() -> None:
             settings=s,
         )
         t1 = time.perf_counter()
-        rep = validate_dataset("bench", s)
+        rep = validate_dataset(s)
         emit(
             stage="ingest + validate",
             ingest_s=round(t1 - t0, 1),
@@ -189,13 +188,13 @@ def main() -> None:
             cold_start=rep.panel["cold_start"],
         )
 
-        frame, meta = read_validated_panel("bench", s)
+        frame, meta = read_validated_panel(s)
         ids = sorted(frame["series_id"].unique())
         sets = {}
         for label, keep in ((f"{small} series", ids[:small]), (f"{len(ids)} series", ids)):
             part = frame[frame["series_id"].isin(set(keep))] if len(keep) < len(ids) else frame
             t0 = time.perf_counter()
-            ws = build_panel_windows(part, meta, name="bench", settings=s)
+            ws = build_panel_windows(part, meta, settings=s)
             built = time.perf_counter() - t0
             L, H, V = ws.meta.lookback, ws.meta.horizon, len(ws.meta.variables)
             windows = sum(len(v) for v in ws.starts.values())
@@ -297,7 +296,7 @@ def main() -> None:
             example=ws.inputs(ws.starts["test"][:2])[0],
         )
         eng = OnnxForecaster.from_path(path, device="cpu")
-        frame, _ = read_validated_panel("bench", s)
+        frame, _ = read_validated_panel(s)
         forecast_panel_frame(eng, frame.head(20000))  # warm-up
         t0 = time.perf_counter()
         out, provider, skipped = forecast_panel_frame(eng, frame, version=1, model_name="bench-forecaster")

@@ -51,7 +51,7 @@ def main() -> None:
     from cellcast.pipeline.modeling.evaluate import forecast_origins
 
     settings = load_params(work / "params.yaml").for_dataset(NAME)
-    ws = window_dataset(NAME, settings)
+    ws = window_dataset(settings)
     starts = forecast_origins(ws, "test")
     rows = []
     with (

@@ -142,7 +142,7 @@ def main() -> None:
         )
         os.chdir(project)
         settings = load_params(project / "params.yaml").for_dataset(name)
-        ws = load_windows(name, settings)
+        ws = load_windows(settings)
         starts = forecast_origins(ws, "test")
         base_settings = settings
         if args.base_budget:

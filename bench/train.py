@@ -66,7 +66,6 @@ def window_set(name: str, settings: Settings) -> WindowSet:
     info = dataset_info(name)
     return build_windows(
         load_bundled(name),
-        name=name,
         variables=list(info.targets) + list(info.features),
         targets=list(info.targets),
         freq=info.freq,

@@ -8,7 +8,7 @@ from prefect.cache_policies import NO_CACHE
 
 from cellcast.flows.data import data_steps
 from cellcast.pipeline.catalog import training_lock
-from cellcast.pipeline.config import Settings
+from cellcast.pipeline.config import Settings, settings_for_run
 from cellcast.pipeline.data.folds import Fold
 from cellcast.pipeline.data.window import load_windows
 from cellcast.pipeline.files import exclusive
@@ -93,16 +93,17 @@ def backtest_flow(
     device: str | None = None,
 ) -> bt.BacktestResult:
     """Rolling-origin evaluation of the candidates of params.yaml on dataset `name` (docs/forecasting.md)."""
+    settings = settings_for_run(name, settings)  # made for `name`: refused (one line) when made for another dataset
     logger = get_run_logger()
     tracking.configure(registry=settings.registry)
     tracking.check_reachable()
     # the training lock: a training of the same dataset rewrites data/NAME/ (ingest, validate, window) as this reads it
-    lock = training_lock(name, settings)
+    lock = training_lock(settings)
     with exclusive(
         lock,
         waiting=lambda who: logger.warning("%s is being trained by %s: waiting for it to finish (%s)", name, who, lock),
     ):
-        ws = load_windows(name, settings) if from_windows else data_steps(name, settings, source)
+        ws = load_windows(settings) if from_windows else data_steps(settings, source)
     dev = str(pick_device(device or settings.train.device))
     result = backtest_steps(ws, settings, folds, refit, device=dev)
     result = track_task(result, ws, settings)

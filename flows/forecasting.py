@@ -14,12 +14,10 @@ if TYPE_CHECKING:  # imported where it runs: the flow module stays light
 
 
 @task(name="forecast", cache_policy=NO_CACHE, retries=0)
-def forecast_task(
-    name: str, settings: Settings, alias: str, device: str, future_file: str | None = None
-) -> ForecastResult:
+def forecast_task(settings: Settings, alias: str, device: str, future_file: str | None = None) -> ForecastResult:
     from cellcast.pipeline.serving.forecast import forecast_latest
 
-    return forecast_latest(name, settings, alias=alias, device=device, future_file=future_file)
+    return forecast_latest(settings, alias=alias, device=device, future_file=future_file)
 
 
 @flow(name="cellcast-forecast", log_prints=True)
@@ -46,18 +44,18 @@ def forecast_flow(
     if refresh:
         from cellcast.flows.data import ingest_task, validate_task, version_task
 
-        ingest_task(name, settings)  # the file's latest contents, or the query's rows after the last one held
-        validate_task(name, settings)
-        version_task(name, settings, ["ingest", "validate"])  # the new rows: a new data version, kept like any
-    res = forecast_task(name, settings, alias, device, future_file)
+        ingest_task(settings)  # the file's latest contents, or the query's rows after the last one held
+        validate_task(settings)
+        version_task(settings, ["ingest", "validate"])  # the new rows: a new data version, kept like any
+    res = forecast_task(settings, alias, device, future_file)
     what = f"{res.frame['series_id'].nunique()} series" if res.skipped is not None else f"{len(res.frame)} steps"
     print(f"{name}: forecast of {what} from v{res.version} on {res.provider} -> {res.path}")
     if refresh and monitor and alias == "champion":  # a panel: per series, the verdict on their share
         from cellcast.flows.monitoring import monitoring_steps
 
-        monitoring_steps(name, settings)
+        monitoring_steps(settings)
     if refresh and monitor and alias == "champion" and settings.monitor.live_promotion:
         from cellcast.flows.monitoring import live_promotion_task
 
-        print(live_promotion_task(name, settings).line)  # the live log scores panels too
+        print(live_promotion_task(settings).line)  # the live log scores panels too
     return res

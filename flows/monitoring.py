@@ -30,14 +30,14 @@ def retrain_deployment_name(name: str) -> str:
 
 
 @task(name="monitor", cache_policy=NO_CACHE, retries=0)
-def monitor_task(name: str, settings: Settings) -> MonitorReport:
+def monitor_task(settings: Settings) -> MonitorReport:
     from cellcast.pipeline.monitoring.evaluate import evaluate
 
-    return evaluate(name, settings)
+    return evaluate(settings)
 
 
 @task(name="trigger-retrain", cache_policy=NO_CACHE, retries=0)
-def trigger_task(name: str, settings: Settings, report) -> dict | None:
+def trigger_task(settings: Settings, report) -> dict | None:
     """run_deployment of retrain-NAME with the reason as a parameter and tags; the promotion policy decides
     what the retrain registers, as always. No deployment (a forecast run outside the deployed stack): the
     monitor records that it could not start one, and the next evaluation tries again."""
@@ -47,6 +47,7 @@ def trigger_task(name: str, settings: Settings, report) -> dict | None:
 
     from cellcast.pipeline.monitoring import state as monitor
 
+    name = settings.dataset
     logger = get_run_logger()
     deployment = f"{TRAIN_FLOW}/{retrain_deployment_name(name)}"
     # a panel's breaches are per series ("series 'X': accuracy: ..."): the kind is in each line
@@ -66,30 +67,30 @@ def trigger_task(name: str, settings: Settings, report) -> dict | None:
             f"`prefect deploy --all`; or cellcast.flows.deploy {name} --work-pool POOL)"
         )
         logger.warning("retrain due (%s) but not started: %s", report.verdict.reason, msg)
-        monitor.record_trigger_error(name, settings, report, msg)
+        monitor.record_trigger_error(settings, report, msg)
         return None
     trig = monitor.record_trigger(
-        name, settings, report, {"flow_run_id": str(run.id), "flow_run_name": run.name, "deployment": deployment}
+        settings, report, {"flow_run_id": str(run.id), "flow_run_name": run.name, "deployment": deployment}
     )
     logger.warning("retrain started: flow run %s (%s) of %s: %s", run.name, run.id, deployment, trig["reason"])
     return trig
 
 
-def monitoring_steps(name: str, settings: Settings) -> MonitorReport:
+def monitoring_steps(settings: Settings) -> MonitorReport:
     """Monitor, then trigger when due. Returns the monitor's report."""
-    report = monitor_task(name, settings)
+    report = monitor_task(settings)
     if report.verdict.retrain:
-        trigger_task(name, settings, report)
+        trigger_task(settings, report)
     elif report.verdict.breaches:
         get_run_logger().info("thresholds crossed, no retrain: %s", report.verdict.reason)
     return report
 
 
 @task(name="live-promotion", cache_policy=NO_CACHE, retries=0)
-def live_promotion_task(name: str, settings: Settings) -> LivePromotion:
+def live_promotion_task(settings: Settings) -> LivePromotion:
     """params.yaml monitor.live_promotion: the challenger against the champion on the live log (pipeline decides)."""
     from cellcast.pipeline.monitoring.promote import promote_live
 
-    out = promote_live(name, settings)
+    out = promote_live(settings)
     get_run_logger().info("%s", out.line)
     return out

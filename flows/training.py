@@ -114,13 +114,14 @@ def assess_task(result, ws, settings: Settings, out_dir: str) -> lifecycle.Candi
 
 
 def _checkpoints(ws, settings: Settings) -> Path:
-    return checkpoints_dir(ws.meta.name, settings, ws.meta.data_md5)
+    return checkpoints_dir(settings, ws.meta.data_md5)
 
 
 # A tracking server that is down fails here, in seconds, before any training; runs of this dataset that a
 # killed process left RUNNING are ended KILLED here too, with the reason.
 @task(name="check-tracking", cache_policy=NO_CACHE, retries=0)
-def tracking_task(name: str, settings: Settings) -> str:
+def tracking_task(settings: Settings) -> str:
+    name = settings.dataset
     tracking.configure(registry=settings.registry)
     try:
         uri = tracking.check_reachable()
@@ -138,7 +139,7 @@ def promote_task(
 ) -> lifecycle.Outcome:
     ctx = get_run_context()
     flow_run_id = str(ctx.task_run.flow_run_id) if isinstance(ctx, TaskRunContext) else None
-    validation = validation_report_path(ws.meta.name, settings)
+    validation = validation_report_path(settings)
     try:
         outcome = lifecycle.track_and_promote(
             ws,
@@ -186,19 +187,19 @@ def training_flow(
     _end_orphan_flow_runs(name, logger)
     # one training of a dataset at a time: two would train the same candidates into the same checkpoints and
     # race for the champion alias; the second waits (a killed holder releases the lock)
-    lock = training_lock(name, settings)
+    lock = training_lock(settings)
     with exclusive(
         lock,
         waiting=lambda who: logger.warning("%s is being trained by %s: waiting for it to finish (%s)", name, who, lock),
     ):
-        return _train(name, settings, source, from_windows, device, logger)
+        return _train(settings, source, from_windows, device, logger)
 
 
-def _train(name: str, settings: Settings, source, from_windows: bool, device: str | None, logger) -> lifecycle.Outcome:
-    tracking_task(name, settings)
-    ws = load_windows(name, settings) if from_windows else data_steps(name, settings, source)
+def _train(settings: Settings, source, from_windows: bool, device: str | None, logger) -> lifecycle.Outcome:
+    tracking_task(settings)
+    ws = load_windows(settings) if from_windows else data_steps(settings, source)
     # the bytes this model trains on: in the DVC cache (and remote) before any version names them
-    kept = version_task(name, settings, [] if from_windows else ["ingest", "validate", "window"], ws.meta.data_md5)
+    kept = version_task(settings, [] if from_windows else ["ingest", "validate", "window"], ws.meta.data_md5)
     base = baselines_task(ws, settings)
     logger.info(
         "baselines (test MASE): %s; best seasonal naive on validation: season %s",
@@ -261,7 +262,7 @@ def _train(name: str, settings: Settings, source, from_windows: bool, device: st
             "" if not ws.is_panel else f", {next(iter(refs.values()))['series_sampled']} series",
             {k: round(v["mase"], 3) if "mase" in v else v["status"] for k, v in refs.items()},
         )
-    out_dir = models_dir(name, settings)
+    out_dir = models_dir(settings)
     reports = [assess_task(r, ws, settings, str(out_dir)) for r in results]
     outcome = promote_task(ws, settings, base, results, reports, selection, refs, kept)
     print(lifecycle.summary_table(outcome))
@@ -421,6 +422,7 @@ def task_runner(settings: Settings):
     return ThreadPoolTaskRunner(max_workers=t.parallel_count())
 
 
-def run_training(name: str, settings: Settings, **kw) -> lifecycle.Outcome:
+def run_training(settings: Settings, **kw) -> lifecycle.Outcome:
     """Run the flow with the task runner params.yaml asks for."""
+    name = settings.dataset
     return training_flow.with_options(task_runner=task_runner(settings))(name, settings, **kw)

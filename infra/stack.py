@@ -31,6 +31,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -211,6 +212,23 @@ def _run(cmd: list[str], cwd: Path, env: dict, what: str) -> str:
 # ---------------------------------------------------------------- start / stop / status
 
 
+@dataclass
+class _Stack:
+    """One `start`: where it runs, the addresses and environments of its parts, and the parts started so far
+    (stopped newest first when a later step fails)."""
+
+    a: argparse.Namespace
+    project: Path
+    folder: Path
+    dataset: str
+    api: str
+    mlflow_url: str
+    base: dict  # the servers' environment
+    client: dict  # the worker's, the service's and the CLI's: pointed at the two servers
+    started: list[str] = field(default_factory=list)
+    model: str = ""
+
+
 def start(a) -> int:
     project = _project(a.project)
     folder = Path(a.dir if Path(a.dir).is_absolute() else project / a.dir)
@@ -218,12 +236,40 @@ def start(a) -> int:
     if up:
         _say(f"already running ({', '.join(f'{k} pid {v}' for k, v in up.items())}): `make stop-stack` first")
         return 2
+    st = _stack(a, project, folder)
+    try:
+        _start_servers(st)
+        deploy, champion = _deploy(st)
+        wk = _start_worker(st)
+        if champion is None:
+            if a.no_train:
+                _say(
+                    f"no champion for {st.model}: the service is not started (run the training deployment, then "
+                    f"`make serve-stack` again)"
+                )
+                _write_env(folder, st.api, st.mlflow_url, None)
+                return 0
+            _train_first_champion(st, wk, deploy)
+        _say(f"champion {st.model} v{_champion(st.mlflow_url, st.model)}")
+        _start_service(st)
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        _say(f"error: {e}")
+        for name in reversed(st.started):
+            msg = _stop_one(folder, name, a.grace)
+            if msg:
+                _say(msg)
+        return 1
+    _say(f"up. `source {folder / 'env'}` points cellcast, prefect and mlflow at it; `make stop-stack` stops it")
+    return 0
+
+
+def _stack(a, project: Path, folder: Path) -> _Stack:
+    """The addresses and environments of one start; the project's store folder made."""
     dataset = a.dataset or _default_dataset(project)
     api = f"http://{HOST}:{a.prefect_port}/api"
     mlflow_url = f"http://{HOST}:{a.mlflow_port}"
     store = project / ".cellcast"
     store.mkdir(parents=True, exist_ok=True)
-    backend = a.backend_store_uri or f"sqlite:///{store / 'mlflow.db'}"
     base = {
         **os.environ,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -235,158 +281,152 @@ def start(a) -> int:
         base.pop(k, None)
     client = {**base, "PREFECT_API_URL": api, "MLFLOW_TRACKING_URI": mlflow_url}
     (folder / "prefect").mkdir(parents=True, exist_ok=True)
-    started: list[str] = []
-    try:
-        # the two servers start together: each takes 10-40 s here
-        ml = _spawn(
-            folder,
-            "mlflow",
-            [
-                str(BIN / "mlflow"),
-                "server",
-                "--host",
-                HOST,
-                "--port",
-                str(a.mlflow_port),
-                "--workers",
-                "1",
-                "--backend-store-uri",
-                backend,
-                "--artifacts-destination",
-                str(a.artifacts or store / "mlartifacts"),
-            ],
-            project,
-            {**base, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        )
-        started.append("mlflow")
-        # the UI asks the API at the port it really has (else it calls :4200 and shows "Can't connect")
-        pf = _spawn(
-            folder,
-            "prefect",
-            [str(BIN / "prefect"), "server", "start", "--host", HOST, "--port", str(a.prefect_port)],
-            project,
-            {**base, "PREFECT_UI_API_URL": api, "PREFECT_SERVER_UI_API_URL": api},
-        )
-        started.append("prefect")
-        _say(f"MLflow server and Prefect server starting (logs: {folder / 'logs'})")
-        _wait("mlflow server", lambda: _get(f"{mlflow_url}/health")[0] == 200, a.timeout, [ml], folder)
-        _say(f"MLflow server  {mlflow_url}")
-        _wait("prefect server", lambda: _get(f"{api}/health")[0] == 200, a.timeout, [pf], folder)
-        _say(f"Prefect server http://{HOST}:{a.prefect_port}")
+    return _Stack(a, project, folder, dataset, api, mlflow_url, base, client)
 
-        _run(
-            [str(BIN / "prefect"), "work-pool", "create", a.pool, "--type", "process", "--overwrite"],
-            project,
-            client,
-            "prefect work-pool create",
-        )
-        model = f"{dataset}{_model_suffix(project)}"
-        deploy = [
-            sys.executable,
-            "-m",
-            "cellcast.flows.deploy",
-            dataset,
-            "--work-pool",
-            a.pool,
-            "--train-cron",
-            a.train_cron,
-            "--project",
-            str(project),
-        ]
-        deploy += (
-            ["--forecast-every", str(a.forecast_every)] if a.forecast_every else ["--forecast-cron", a.forecast_cron]
-        )
-        champion = _champion(mlflow_url, model)
-        # no champion yet: the forecast schedule waits for the first one (its runs would fail: nothing to serve)
-        _run(deploy + ([] if champion else ["--forecast-paused"]), project, client, "cellcast.flows.deploy")
-        _say(
-            f"deployments cellcast-train/train-{dataset} ({a.train_cron}), cellcast-train/retrain-{dataset} "
-            f"(the monitor's), cellcast-forecast/forecast-{dataset} "
-            f"({f'every {a.forecast_every:g} s' if a.forecast_every else a.forecast_cron}"
-            f"{'' if champion else ', paused until a champion exists'}) on work pool '{a.pool}'"
-        )
 
-        wk = _spawn(
-            folder,
-            "worker",
-            [
-                str(BIN / "prefect"),
-                "worker",
-                "start",
-                "--pool",
-                a.pool,
-                "--type",
-                "process",
-                "--name",
-                f"cellcast-{a.pool}",
-            ],
-            project,
-            client,
-        )
-        started.append("worker")
-        _wait("worker", lambda: _worker_online(api, a.pool), a.timeout, [wk], folder, every=1)
-        _say(f"worker online on '{a.pool}', running flows in {project}")
+def _start_servers(st: _Stack) -> None:
+    """The MLflow and Prefect servers, started together (each takes 10-40 s here), then awaited."""
+    a, store = st.a, st.project / ".cellcast"
+    backend = a.backend_store_uri or f"sqlite:///{store / 'mlflow.db'}"
+    ml = _spawn(
+        st.folder,
+        "mlflow",
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            HOST,
+            "--port",
+            str(a.mlflow_port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            backend,
+            "--artifacts-destination",
+            str(a.artifacts or store / "mlartifacts"),
+        ],
+        st.project,
+        {**st.base, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    )
+    st.started.append("mlflow")
+    # the UI asks the API at the port it really has (else it calls :4200 and shows "Can't connect")
+    pf = _spawn(
+        st.folder,
+        "prefect",
+        [str(BIN / "prefect"), "server", "start", "--host", HOST, "--port", str(a.prefect_port)],
+        st.project,
+        {**st.base, "PREFECT_UI_API_URL": st.api, "PREFECT_SERVER_UI_API_URL": st.api},
+    )
+    st.started.append("prefect")
+    _say(f"MLflow server and Prefect server starting (logs: {st.folder / 'logs'})")
+    _wait("mlflow server", lambda: _get(f"{st.mlflow_url}/health")[0] == 200, a.timeout, [ml], st.folder)
+    _say(f"MLflow server  {st.mlflow_url}")
+    _wait("prefect server", lambda: _get(f"{st.api}/health")[0] == 200, a.timeout, [pf], st.folder)
+    _say(f"Prefect server http://{HOST}:{a.prefect_port}")
 
-        if champion is None:
-            if a.no_train:
-                _say(
-                    f"no champion for {model}: the service is not started (run the training deployment, then "
-                    f"`make serve-stack` again)"
-                )
-                _write_env(folder, api, mlflow_url, None)
-                return 0
-            out = _run(
-                [
-                    str(BIN / "prefect"),
-                    "deployment",
-                    "run",
-                    f"cellcast-train/train-{dataset}",
-                    "--params",
-                    json.dumps({"reason": "no champion yet: the stack's first start"}),
-                    "--tag",
-                    "first-champion",
-                ],
-                project,
-                client,
-                "prefect deployment run",
-            )
-            run_id = next((ln.split()[-1] for ln in out.splitlines() if "UUID" in ln), "?")
-            _say(
-                f"no champion for {model} yet: training through the worker "
-                f"(http://{HOST}:{a.prefect_port}/runs/flow-run/{run_id}); waiting up to {a.train_timeout:.0f}s"
-            )
-            _wait(
-                "worker training",
-                lambda: _champion(mlflow_url, model) is not None,
-                a.train_timeout,
-                [wk],
-                folder,
-                every=3,
-            )
-            _run(deploy, project, client, "cellcast.flows.deploy")
-            _say(f"forecast schedule of forecast-{dataset} resumed")
-        _say(f"champion {model} v{_champion(mlflow_url, model)}")
-        sv = _spawn(
-            folder,
-            "service",
-            [sys.executable, "-m", "cellcast", "serve", dataset, "--host", HOST, "--port", str(a.serve_port)],
-            project,
-            client,
-        )
-        started.append("service")
-        serve_url = f"http://{HOST}:{a.serve_port}"
-        _wait("service", lambda: _get(f"{serve_url}/health")[0] == 200, a.timeout, [sv], folder)
-        _say(f"forecasting service {serve_url} (GET /model, POST /v1/forecast)")
-        _write_env(folder, api, mlflow_url, serve_url)
-    except (RuntimeError, subprocess.TimeoutExpired) as e:
-        _say(f"error: {e}")
-        for name in reversed(started):
-            msg = _stop_one(folder, name, a.grace)
-            if msg:
-                _say(msg)
-        return 1
-    _say(f"up. `source {folder / 'env'}` points cellcast, prefect and mlflow at it; `make stop-stack` stops it")
-    return 0
+
+def _deploy(st: _Stack) -> tuple[list[str], str | None]:
+    """The work pool and the dataset's deployments; returns the deploy command and the champion's version, if
+    any (without one, the forecast schedule is deployed paused: its runs would have nothing to serve)."""
+    a = st.a
+    _run(
+        [str(BIN / "prefect"), "work-pool", "create", a.pool, "--type", "process", "--overwrite"],
+        st.project,
+        st.client,
+        "prefect work-pool create",
+    )
+    st.model = f"{st.dataset}{_model_suffix(st.project)}"
+    deploy = [
+        sys.executable,
+        "-m",
+        "cellcast.flows.deploy",
+        st.dataset,
+        "--work-pool",
+        a.pool,
+        "--train-cron",
+        a.train_cron,
+        "--project",
+        str(st.project),
+    ]
+    deploy += ["--forecast-every", str(a.forecast_every)] if a.forecast_every else ["--forecast-cron", a.forecast_cron]
+    champion = _champion(st.mlflow_url, st.model)
+    _run(deploy + ([] if champion else ["--forecast-paused"]), st.project, st.client, "cellcast.flows.deploy")
+    _say(
+        f"deployments cellcast-train/train-{st.dataset} ({a.train_cron}), cellcast-train/retrain-{st.dataset} "
+        f"(the monitor's), cellcast-forecast/forecast-{st.dataset} "
+        f"({f'every {a.forecast_every:g} s' if a.forecast_every else a.forecast_cron}"
+        f"{'' if champion else ', paused until a champion exists'}) on work pool '{a.pool}'"
+    )
+    return deploy, champion
+
+
+def _start_worker(st: _Stack) -> subprocess.Popen:
+    """A process worker on the pool, running the flows in the project folder; awaited until online."""
+    pool = st.a.pool
+    wk = _spawn(
+        st.folder,
+        "worker",
+        [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process", "--name", f"cellcast-{pool}"],
+        st.project,
+        st.client,
+    )
+    st.started.append("worker")
+    _wait("worker", lambda: _worker_online(st.api, pool), st.a.timeout, [wk], st.folder, every=1)
+    _say(f"worker online on '{pool}', running flows in {st.project}")
+    return wk
+
+
+def _train_first_champion(st: _Stack, wk: subprocess.Popen, deploy: list[str]) -> None:
+    """No champion yet: the training deployment run through the worker and awaited, then the forecast schedule
+    deployed again, unpaused."""
+    a = st.a
+    out = _run(
+        [
+            str(BIN / "prefect"),
+            "deployment",
+            "run",
+            f"cellcast-train/train-{st.dataset}",
+            "--params",
+            json.dumps({"reason": "no champion yet: the stack's first start"}),
+            "--tag",
+            "first-champion",
+        ],
+        st.project,
+        st.client,
+        "prefect deployment run",
+    )
+    run_id = next((ln.split()[-1] for ln in out.splitlines() if "UUID" in ln), "?")
+    _say(
+        f"no champion for {st.model} yet: training through the worker "
+        f"(http://{HOST}:{a.prefect_port}/runs/flow-run/{run_id}); waiting up to {a.train_timeout:.0f}s"
+    )
+    _wait(
+        "worker training",
+        lambda: _champion(st.mlflow_url, st.model) is not None,
+        a.train_timeout,
+        [wk],
+        st.folder,
+        every=3,
+    )
+    _run(deploy, st.project, st.client, "cellcast.flows.deploy")
+    _say(f"forecast schedule of forecast-{st.dataset} resumed")
+
+
+def _start_service(st: _Stack) -> None:
+    """`cellcast serve NAME` on the champion, awaited; then the env file that points the CLI at the stack."""
+    a = st.a
+    sv = _spawn(
+        st.folder,
+        "service",
+        [sys.executable, "-m", "cellcast", "serve", st.dataset, "--host", HOST, "--port", str(a.serve_port)],
+        st.project,
+        st.client,
+    )
+    st.started.append("service")
+    serve_url = f"http://{HOST}:{a.serve_port}"
+    _wait("service", lambda: _get(f"{serve_url}/health")[0] == 200, a.timeout, [sv], st.folder)
+    _say(f"forecasting service {serve_url} (GET /model, POST /v1/forecast)")
+    _write_env(st.folder, st.api, st.mlflow_url, serve_url)
 
 
 def _default_dataset(project: Path) -> str:

@@ -18,88 +18,89 @@ def filled_column(variable: str) -> str:
     return f"filled:{variable}"
 
 
-def dataset_dir(name: str, settings: Settings) -> Path:
-    """data/NAME: every path of a dataset is built from its name here, after the one naming rule (config.py)."""
-    return Path(settings.paths.data) / check_dataset_name(name)
+def dataset_dir(settings: Settings) -> Path:
+    """data/NAME (NAME: settings.dataset): every path of a dataset is built from its name here, after the one
+    naming rule (config.py)."""
+    return Path(settings.paths.data) / check_dataset_name(settings.dataset)
 
 
-def raw_paths(name: str, settings: Settings) -> tuple[Path, Path]:
-    d = dataset_dir(name, settings)
+def raw_paths(settings: Settings) -> tuple[Path, Path]:
+    d = dataset_dir(settings)
     return d / "raw.parquet", d / "raw.json"
 
 
-def validated_paths(name: str, settings: Settings) -> tuple[Path, Path]:
-    d = dataset_dir(name, settings)
+def validated_paths(settings: Settings) -> tuple[Path, Path]:
+    d = dataset_dir(settings)
     return d / "validated.parquet", d / "validated.json"
 
 
-def policy_path(name: str, settings: Settings) -> Path:
+def policy_path(settings: Settings) -> Path:
     """The validation policy given on the command line for NAME (`cellcast validate --long-gaps ...`), kept so later
     runs of the dataset (train, a scheduled refresh, a forecast) validate it the same way."""
-    return dataset_dir(name, settings) / "policy.json"
+    return dataset_dir(settings) / "policy.json"
 
 
-def future_path(name: str, settings: Settings) -> Path:
+def future_path(settings: Settings) -> Path:
     """The rows after the last observation of a validated series: their known-future values (validate writes it)."""
-    return dataset_dir(name, settings) / "future.parquet"
+    return dataset_dir(settings) / "future.parquet"
 
 
-def window_paths(name: str, settings: Settings) -> tuple[Path, Path]:
-    d = dataset_dir(name, settings)
+def window_paths(settings: Settings) -> tuple[Path, Path]:
+    d = dataset_dir(settings)
     return d / "windows.npz", d / "windows.json"
 
 
-def training_lock(name: str, settings: Settings) -> Path:
-    """The lock one training run of dataset `name` holds (beside the checkpoints, outside data/)."""
-    return Path(settings.paths.checkpoints).parent / "locks" / f"{check_dataset_name(name)}.train.lock"
+def training_lock(settings: Settings) -> Path:
+    """The lock one training run of the dataset holds (beside the checkpoints, outside data/)."""
+    return Path(settings.paths.checkpoints).parent / "locks" / f"{check_dataset_name(settings.dataset)}.train.lock"
 
 
-def quarantine_dir(name: str, settings: Settings) -> Path:
+def quarantine_dir(settings: Settings) -> Path:
     """A new folder for one rejected input and its report."""
-    d = Path(settings.paths.quarantine) / f"{check_dataset_name(name)}-{utc_stamp()}"
+    d = Path(settings.paths.quarantine) / f"{check_dataset_name(settings.dataset)}-{utc_stamp()}"
     d.mkdir(parents=True, exist_ok=False)
     return d
 
 
-def forecasts_dir(name: str, settings: Settings) -> Path:
+def forecasts_dir(settings: Settings) -> Path:
     """Batch forecasts of a dataset, one Parquet file per run, named by its UTC stamp."""
-    return Path(settings.paths.forecasts) / check_dataset_name(name)
+    return Path(settings.paths.forecasts) / check_dataset_name(settings.dataset)
 
 
-def live_dir(name: str, settings: Settings) -> Path:
+def live_dir(settings: Settings) -> Path:
     """The service's live forecast log of a dataset: one Parquet file per flush of its writer, one row per
     (request, series, step) and version answering (docs/operations.md, pipeline/monitoring/live.py reads it)."""
-    return forecasts_dir(name, settings) / "live"
+    return forecasts_dir(settings) / "live"
 
 
-def reports_dir(name: str, settings: Settings) -> Path:
+def reports_dir(settings: Settings) -> Path:
     """reports/NAME: the validation report and Data Docs, train_summary.json, metrics.json, the backtest."""
-    return Path(settings.paths.reports) / check_dataset_name(name)
+    return Path(settings.paths.reports) / check_dataset_name(settings.dataset)
 
 
-def validation_report_path(name: str, settings: Settings) -> Path:
-    return reports_dir(name, settings) / "validation.json"
+def validation_report_path(settings: Settings) -> Path:
+    return reports_dir(settings) / "validation.json"
 
 
-def train_summary_path(name: str, settings: Settings) -> Path:
+def train_summary_path(settings: Settings) -> Path:
     """The last training run's outcome (registry/lifecycle.write_summary): what `dvc metrics` and the corpus read."""
-    return reports_dir(name, settings) / "train_summary.json"
+    return reports_dir(settings) / "train_summary.json"
 
 
-def models_dir(name: str, settings: Settings) -> Path:
+def models_dir(settings: Settings) -> Path:
     """data/NAME/models: each candidate's ONNX file of the last training run."""
-    return dataset_dir(name, settings) / "models"
+    return dataset_dir(settings) / "models"
 
 
-def checkpoints_dir(name: str, settings: Settings, data_md5: str | None) -> Path:
+def checkpoints_dir(settings: Settings, data_md5: str | None) -> Path:
     """The candidates' per-epoch checkpoints of a dataset, per version of its data (a resumed run finds its own)."""
-    return Path(settings.paths.checkpoints) / check_dataset_name(name) / (data_md5 or "data")
+    return Path(settings.paths.checkpoints) / check_dataset_name(settings.dataset) / (data_md5 or "data")
 
 
-def monitoring_dir(name: str, settings: Settings) -> Path:
+def monitoring_dir(settings: Settings) -> Path:
     """The monitor's files: points.parquet (the scored window), scores.parquet (one row per evaluation),
     state.json (the last evaluation, the last retrain trigger)."""
-    return Path(settings.paths.reports) / check_dataset_name(name) / "monitoring"
+    return Path(settings.paths.reports) / check_dataset_name(settings.dataset) / "monitoring"
 
 
 SERIES_ID = "series_id"  # a panel's series key: one string per series (its id columns' values joined by "/")
@@ -110,32 +111,35 @@ def is_panel(meta: dict) -> bool:
     return bool(meta.get("panel"))
 
 
-def read_raw_meta(name: str, settings: Settings) -> dict:
+def read_raw_meta(settings: Settings) -> dict:
     """raw.json alone (a panel's data is read partition by partition)."""
-    pq, js = raw_paths(name, settings)
+    name = settings.dataset
+    pq, js = raw_paths(settings)
     if not pq.is_file() or not js.is_file():
         raise NotFoundError(f"{pq}: dataset '{name}' is not ingested; run `cellcast ingest` first")
     return json.loads(js.read_text())
 
 
-def read_raw(name: str, settings: Settings) -> tuple[pd.DataFrame, dict]:
+def read_raw(settings: Settings) -> tuple[pd.DataFrame, dict]:
     """The canonical frame and metadata written by ingest."""
-    meta = read_raw_meta(name, settings)
-    return pd.read_parquet(raw_paths(name, settings)[0]), meta
+    meta = read_raw_meta(settings)
+    return pd.read_parquet(raw_paths(settings)[0]), meta
 
 
-def read_validated_meta(name: str, settings: Settings) -> dict:
+def read_validated_meta(settings: Settings) -> dict:
     """validated.json alone (whether it is a panel, its series and their status)."""
-    pq, js = validated_paths(name, settings)
+    name = settings.dataset
+    pq, js = validated_paths(settings)
     if not pq.is_file() or not js.is_file():
         raise NotFoundError(f"{pq}: dataset '{name}' is not validated; run `cellcast validate {name}` first")
     return json.loads(js.read_text())
 
 
-def read_validated(name: str, settings: Settings) -> tuple[pd.DataFrame, dict]:
+def read_validated(settings: Settings) -> tuple[pd.DataFrame, dict]:
     """The validated frame and its metadata (policy report, bounds, data_md5) written by validate. One series:
     a panel is refused here (its rows would run one series into the next); read it with read_panel."""
-    pq, js = validated_paths(name, settings)
+    name = settings.dataset
+    pq, js = validated_paths(settings)
     if not pq.is_file() or not js.is_file():
         raise NotFoundError(f"{pq}: dataset '{name}' is not validated; run `cellcast validate {name}` first")
     meta = json.loads(js.read_text())
@@ -173,11 +177,12 @@ def read_partition(path: str | Path, groups: list[int], columns: list[str] | Non
 
 
 def read_validated_panel(
-    name: str, settings: Settings, series: list[str] | None = None, columns: list[str] | None = None
+    settings: Settings, series: list[str] | None = None, columns: list[str] | None = None
 ) -> tuple[pd.DataFrame, dict]:
     """A validated panel's rows (all, or the series named) and validated.json; `panel.series` lists the series
     kept with their rows, start, end and status (ok | cold_start), `panel.dropped` those dropped and why."""
-    pq, js = validated_paths(name, settings)
+    name = settings.dataset
+    pq, js = validated_paths(settings)
     if not pq.is_file() or not js.is_file():
         raise NotFoundError(f"{pq}: dataset '{name}' is not validated; run `cellcast validate {name}` first")
     meta = json.loads(js.read_text())

@@ -358,6 +358,8 @@ class ServeConfig(_Strict):
     # every answer's rows, as Parquet under forecasts/NAME/live/ (what the live monitor scores)
     live_log: bool = True
     live_log_flush_s: float = Field(5.0, gt=0)
+    # each earlier UTC day's files are folded into one every hour; days older than this are removed (null: kept)
+    live_log_keep_days: float | None = Field(90, gt=0)
 
 
 class MonitorConfig(_Strict):
@@ -447,6 +449,12 @@ class Settings(_Sections):
     @property
     def model_name(self) -> str:
         return f"{self.dataset}{self.registry.model_suffix}"
+
+    def check_dataset(self, name: str, what: str = "windows") -> None:
+        """`what` (windows, a result) of dataset `name` meets these settings: they must be the same dataset's.
+        The settings carry a dataset's identity; this is checked where data made elsewhere joins them."""
+        if name != self.dataset:
+            raise ConfigError(f"{what} of dataset '{name}' given with the settings of dataset '{self.dataset}'")
 
     def fingerprint(self) -> str:
         """A short hash of every setting that shapes a model: the `params_hash` lineage tag."""

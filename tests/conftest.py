@@ -148,7 +148,7 @@ def trained_on_postgres(prefect_api, mlflow_on_postgres, tmp_path_factory):
         full.iloc[:2000].to_csv(csv, index=False)
         source["path"] = str(csv)
         settings = load_params().for_dataset("pgload")
-        out = run_training("pgload", settings, source=source)
+        out = run_training(settings, source=source)
         model = settings.model_name
         if out.champion_after != 1:
             tracking.apply_decision(model, 1, Decision(True, "promoted by the fixture", {}), expected_champion=None)

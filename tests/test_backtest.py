@@ -48,7 +48,7 @@ def _windows(values: np.ndarray, lookback: int, horizon: int, settings=None, fil
     frame = pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=len(values), freq="h"), "y": values})
     if filled is not None:
         frame["filled:y"] = filled
-    return build_windows(frame, name="syn", variables=["y"], targets=["y"], freq="h", settings=s), s
+    return build_windows(frame, variables=["y"], targets=["y"], freq="h", settings=s), s
 
 
 @hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -223,7 +223,7 @@ def test_training_with_backtest_selection_picks_by_the_backtest_mean_and_logs_th
     _project_params(project, selection="backtest")
     src = _series_csv(project / "syn.csv")
     tracking.configure(project)
-    out = run_training("syn", load_params().for_dataset("syn"), source=src)
+    out = run_training(load_params().for_dataset("syn"), source=src)
     sel = out.selection
     assert sel["method"] == "backtest" and sel["folds"] == 2 and sel["rows"] == [0, 1700]  # never the test rows
     means = sel["mean_mase"]
@@ -245,7 +245,7 @@ def test_training_with_backtest_selection_picks_by_the_backtest_mean_and_logs_th
     # `cellcast evaluate` (the DVC stage) puts them in reports/NAME/metrics.json: `dvc metrics show` reads them
     from cellcast.pipeline.registry.report import evaluate_registered
 
-    metrics = evaluate_registered("syn", load_params().for_dataset("syn"), "challenger")["metrics"]
+    metrics = evaluate_registered(load_params().for_dataset("syn"), "challenger")["metrics"]
     assert metrics["references"]["mstl"]["mase"] == pytest.approx(out.references["mstl"]["mase"])
     assert metrics["references"]["mstl"]["status"] == "ok" and metrics["references"]["mstl"]["windows"] == 12
 

@@ -123,7 +123,6 @@ def test_prefect_deploy_all_and_a_worker_run_training_with_the_params_of_the_run
     _series_csv(project / "load.csv", n=1200)
     ingest_file(
         settings=load_params().for_dataset("load"),
-        name="load",
         path=str(project / "load.csv"),
         time_col="time",
         targets=["load"],

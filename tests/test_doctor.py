@@ -53,7 +53,7 @@ def test_the_trainer_and_the_predictor_turn_tf32_off_before_using_a_gpu(tf32_res
     n = 200
     df = pd.DataFrame({"timestamp": pd.date_range("2022-01-01", periods=n, freq="h"), "y": np.sin(np.arange(n) / 4)})
     settings = Params(window={"lookback": 8, "horizon": 2}, train={"device": "cpu"}).for_dataset("syn")
-    ws = build_windows(df, name="syn", variables=["y"], targets=["y"], freq="h", settings=settings)
+    ws = build_windows(df, variables=["y"], targets=["y"], freq="h", settings=settings)
     with pytest.raises((RuntimeError, AssertionError)):
         train_candidate(ws, Candidate("gru", 4, 1), settings, device="cuda")
     assert tf32_settings()["cudnn.rnn"] == "ieee"

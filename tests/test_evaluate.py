@@ -35,7 +35,7 @@ def _ws(values, lookback=6, horizon=3, freq="h"):
         window={"lookback": lookback, "horizon": horizon, "val_fraction": 0.2, "test_fraction": 0.2},
         ingest={"min_test_horizons": 1},
     ).for_dataset("t")
-    return build_windows(df, name="t", variables=["y"], targets=["y"], freq=freq, settings=s)
+    return build_windows(df, variables=["y"], targets=["y"], freq=freq, settings=s)
 
 
 def test_seasonal_naive_repeats_the_last_observed_season():
@@ -105,7 +105,7 @@ def test_evaluation_and_baselines_skip_filled_targets_and_the_mase_scale_filled_
     df.loc[100:101, "y"] = 500.0  # filled cells with a value no forecast would match
     df.loc[100:101, "filled:y"] = True
     s = Params(window={"lookback": 6, "horizon": 3}, ingest={"min_test_horizons": 1}).for_dataset("t")
-    ws = build_windows(df, name="t", variables=["y"], targets=["y"], freq="h", settings=s)
+    ws = build_windows(df, variables=["y"], targets=["y"], freq="h", settings=s)
     _, y = ws.batch(ws.starts["test"])
     pred = np.where(y == 500.0, 0.0, y)  # exact on every observed target
     test, by_step = evaluate_forecasts(ws, "test", pred)
@@ -113,7 +113,7 @@ def test_evaluation_and_baselines_skip_filled_targets_and_the_mase_scale_filled_
     base = evaluate_baselines(ws, "test", [])
     assert base.scores["naive"]["mae"] < 1  # the 500s are not counted against it either
     df.loc[20:21, "y"], df.loc[20:21, "filled:y"] = 500.0, True  # a fill among the training rows
-    ws2 = build_windows(df, name="t", variables=["y"], targets=["y"], freq="h", settings=s)
+    ws2 = build_windows(df, variables=["y"], targets=["y"], freq="h", settings=s)
     y = df["y"].where(~df["filled:y"]).to_numpy()[: ws2.meta.bounds["val"]]
     d = np.abs(np.diff(y))
     assert mase_scale(ws2)[0] == pytest.approx(np.nanmean(d)) and mase_scale(ws2)[0] < 1  # 500s in it: ~20

@@ -38,7 +38,6 @@ def plant(project, tiny_params):
     write_plant_csv(project / "plant.csv")
     ingest_file(
         project / "plant.csv",
-        name="plant",
         time_col="when",
         targets=["kw"],
         features=["temp"],

@@ -3,6 +3,7 @@ process (Starlette's TestClient, lifespan and alias polling included) on local O
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -495,6 +496,18 @@ def test_live_log_files_batches_and_limits(tmp_path):
     t = pq.read_table(files[0])
     assert t.num_rows == 10 and str(t.schema.field("timestamp").type) == "timestamp[ns]"  # typed when all null
     assert t.column("id").to_pylist()[:4] == ["s0", "s0", "s1", "s1"]
+
+    # an earlier day's files are folded into one by the writer after its first write (then hourly)
+    old = tmp_path / "c" / "live"
+    old.mkdir(parents=True)
+    for n in (1, 2):
+        pq.write_table(t, old / f"20240101T0{n}0000000000Z-4242-{n}.parquet")
+    log = LiveLog(lambda d: tmp_path / d / "live", flush_s=3600, keep_days=None)
+    log.add(answer("c", 5))
+    log.close()
+    names = sorted(f.name for f in old.glob("*.parquet"))
+    assert len(names) == 2 and names[0] == f"20240101T000000000000Z-day-{os.getpid()}.parquet"
+    assert pq.read_table(old / names[0]).num_rows == 20
 
 
 def test_live_log_off_writes_nothing(tmp_path, files):

@@ -56,16 +56,15 @@ def _register(model: str, onnx_path, decision) -> int:
     return version
 
 
-def _ingest(project, name: str, rows: int, settings) -> None:
+def _ingest(project, rows: int, settings) -> None:
     from cellcast.pipeline.data.ingest import ingest_file
     from cellcast.pipeline.data.validation import validate_dataset
 
     full = pd.read_csv(project / "plant-all.csv")
-    full.iloc[:rows].to_csv(project / f"{name}.csv", index=False)
-    ingest_file(
-        project / f"{name}.csv", name=name, time_col="when", targets=["kw"], features=["temp"], settings=settings
-    )
-    validate_dataset(name, settings)
+    path = project / f"{settings.dataset}.csv"
+    full.iloc[:rows].to_csv(path, index=False)
+    ingest_file(path, time_col="when", targets=["kw"], features=["temp"], settings=settings)
+    validate_dataset(settings)
 
 
 def test_one_service_two_datasets_a_shadow_challenger_promoted_on_live_evidence(project, monkeypatch, tmp_path):
@@ -83,8 +82,8 @@ def test_one_service_two_datasets_a_shadow_challenger_promoted_on_live_evidence(
     params = load_params(project / "params.yaml")
     plant, yard = params.for_dataset("plant"), params.for_dataset("yard")
     write_plant_csv(project / "plant-all.csv", ALL_ROWS)
-    for name, s in (("plant", plant), ("yard", yard)):
-        _ingest(project, name, TRAINED_ROWS, s)  # the data the models were made for: the first 480 hours
+    for s in (plant, yard):
+        _ingest(project, TRAINED_ROWS, s)  # the data the models were made for: the first 480 hours
     tracking.configure(project)
 
     # plant: a poor champion (v1) and a better challenger (v2); yard: a champion only
@@ -145,7 +144,7 @@ def test_one_service_two_datasets_a_shadow_challenger_promoted_on_live_evidence(
         assert tracking.get_alias(plant.model_name, "champion").version == v1
 
         # the actuals arrive: the next export holds 120 more hours
-        _ingest(project, "plant", ALL_ROWS, plant)
+        _ingest(project, ALL_ROWS, plant)
         shown = run.invoke(_cli(), ["monitor", "plant"])
         assert f"champion v{v1} against challenger v{v2}" in shown.output, shown.output
         r = run.invoke(_cli(), ["promote", "plant", "--live"])
@@ -157,6 +156,10 @@ def test_one_service_two_datasets_a_shadow_challenger_promoted_on_live_evidence(
         assert tags["promotion.reason"] in r.output and int(tags["promotion.live_paired"]) == len(origins)
         assert float(tags["promotion.champion_p_value"]) < plant.evaluate.significance
         assert tags["promotion.split_decision"] == "rejected"  # what its test split said, kept beside
+        # the monitor names the registry's champion now, not the log's last rows (answered before the promotion)
+        shown = run.invoke(_cli(), ["monitor", "plant"]).output
+        assert f"champion v{v2}, on the actuals" in shown and "against challenger" not in shown, shown
+        assert f"answered by champion v{v1}: the alias moved since" in shown, shown
 
         # the service follows the alias: the next plant request is answered by v2, yard's champion is unchanged
         deadline = time.monotonic() + 30

@@ -79,7 +79,7 @@ def test_training_flow_registers_a_champion_then_keeps_it_against_a_worse_model(
     from cellcast.pipeline.registry import tracking
 
     src = write_series(project / "load.csv")
-    first = run_training("load", settings("load"), source=src)
+    first = run_training(settings("load"), source=src)
     assert first.version == 1 and first.champion_after == 1, first.decision
     assert first.decision["promote"] and "% better (margin 2%; DM -" in first.decision["reason"]
     v1 = tracking.get_version("load-forecaster", 1)
@@ -116,7 +116,7 @@ def test_training_flow_registers_a_champion_then_keeps_it_against_a_worse_model(
     p = yaml.safe_load(tiny_params.read_text())
     p["train"].update({"epochs": 1, "lr": 1e-9, "max_train_windows": 64})
     tiny_params.write_text(yaml.safe_dump(p))
-    second = run_training("load", settings("load"), source=src)
+    second = run_training(settings("load"), source=src)
     assert second.version == 2 and not second.decision["promote"]
     assert second.champion_after == 1
     v2 = tracking.get_version("load-forecaster", 2)
@@ -132,7 +132,7 @@ def test_a_random_walk_gets_no_champion_and_says_why(prefect_api, project, tiny_
     src = write_series(project / "walk.csv", kind="walk", seed=3)
     s = settings("walk")
     s = s.model_copy(update={"train": s.train.model_copy(update={"parallel": 3, "threads": 1})})
-    out = run_training("walk", s, source=src)
+    out = run_training(s, source=src)
     # the three cells, their mean (train.ensemble) and the anchor alone (train.anchor_candidate), on by default
     assert sorted(c["name"] for c in out.candidates) == ["anchor", "ensemble", "gru-h8-l1", "lstm-h8-l1", "rnn-h8-l1"]
     assert out.champion_after is None and not out.decision["promote"]
@@ -152,7 +152,7 @@ def test_a_random_walk_gets_no_champion_and_says_why(prefect_api, project, tiny_
         filter_string=f"tags.mlflow.parentRunId = '{out.parent_run_id}'",
     )
     logged = {r.info.run_name: r.data.metrics["best_val_loss"] for r in runs}
-    ws = load_windows("walk", s)
+    ws = load_windows(s)
     before = torch.get_num_threads()
     with torch_threads(1):
         alone = {c.name: train_candidate(ws, c, s, out.baselines["anchor_season"]).best_val_loss for c in candidates(s)}
@@ -170,7 +170,7 @@ def test_candidates_train_in_parallel_on_a_dask_cluster(prefect_api, project, ti
         update={"train": s.train.model_copy(update={"task_runner": "dask", "parallel": 2, "cells": ["gru", "rnn"]})}
     )
     assert type(task_runner(s)).__name__ == "DaskTaskRunner"
-    out = run_training("load", s, source=src)
+    out = run_training(s, source=src)
     # the ensemble and the anchor alone: built after them
     assert sorted(c["name"] for c in out.candidates) == ["anchor", "ensemble", "gru-h8-l1", "rnn-h8-l1"]
     assert out.version == 1
@@ -228,9 +228,9 @@ def test_a_rerun_on_unchanged_data_params_and_code_registers_nothing(prefect_api
     ):
         subprocess.run(cmd, cwd=project, check=True)
     src = write_series(project / "load.csv")
-    first = run_training("load", settings("load"), source=src)
+    first = run_training(settings("load"), source=src)
     assert first.champion_after == 1
-    again = run_training("load", settings("load"), source=src)
+    again = run_training(settings("load"), source=src)
     assert again.version is None and again.champion_after == 1
     assert "already is" in again.decision["reason"]
     assert [v.version for v in tracking.list_versions("load-forecaster")] == [1]
@@ -240,7 +240,7 @@ def test_a_rerun_on_unchanged_data_params_and_code_registers_nothing(prefect_api
     from cellcast.pipeline.registry import lifecycle
 
     monkeypatch.setattr(lifecycle, "code_version", lambda: "9.9.9+0123456789ab")
-    upgraded = run_training("load", settings("load"), source=src)
+    upgraded = run_training(settings("load"), source=src)
     assert upgraded.version == 2 and upgraded.champion_after == 1 and not upgraded.decision["promote"]
     assert "not significantly better than champion v1" in upgraded.decision["reason"]
     v2 = tracking.get_version("load-forecaster", 2)
@@ -255,10 +255,10 @@ def test_a_champion_is_never_scored_on_rows_it_trained_on(prefect_api, project, 
     from cellcast.pipeline.registry import tracking
 
     newer = write_series(project / "load.csv")
-    first = run_training("load", settings("load"), source=newer)
+    first = run_training(settings("load"), source=newer)
     assert first.champion_after == 1
     older = write_series(project / "older.csv", n=1800)  # the first 1800 of the same rows
-    out = run_training("load", settings("load"), source=older)
+    out = run_training(settings("load"), source=older)
     assert out.version == 2 and out.champion_after == 1 and not out.decision["promote"], out.decision
     champ = out.champion_before
     # champion v1 trained until 03-11 19:00: 77 of the test windows (stride 1) lie after it, 4 a horizon apart
@@ -270,8 +270,8 @@ def test_a_champion_is_never_scored_on_rows_it_trained_on(prefect_api, project, 
     # training rows (targets from row 1700), the challenger on all 247
     from cellcast.pipeline.registry.report import evaluate_registered
 
-    assert evaluate_registered("load", settings("load"), "champion")["metrics"]["model"]["test_windows"] == 77
-    assert evaluate_registered("load", settings("load"), "challenger")["metrics"]["model"]["test_windows"] == 247
+    assert evaluate_registered(settings("load"), "champion")["metrics"]["model"]["test_windows"] == 77
+    assert evaluate_registered(settings("load"), "challenger")["metrics"]["model"]["test_windows"] == 247
 
 
 def test_a_candidate_with_uncalibrated_intervals_is_registered_not_promoted(prefect_api, project, tiny_params):
@@ -286,7 +286,7 @@ def test_a_candidate_with_uncalibrated_intervals_is_registered_not_promoted(pref
     p = yaml.safe_load(tiny_params.read_text())
     p["evaluate"]["coverage_tolerance"] = 0.001
     tiny_params.write_text(yaml.safe_dump(p))
-    out = run_training("load", settings("load"), source=write_series(project / "load.csv"))
+    out = run_training(settings("load"), source=write_series(project / "load.csv"))
     assert out.version == 1
     reason, m = out.decision["reason"], out.decision["metrics"]
     best = next(c for c in out.candidates if c["name"] == out.best)

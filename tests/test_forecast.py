@@ -86,9 +86,9 @@ def test_forecast_latest_through_the_registry(project, monkeypatch, frame):
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     settings = load_params(project / "params.yaml").for_dataset("elecdemand")
-    ingest_bundled("elecdemand", settings)
-    validate_dataset("elecdemand", settings)
-    validated, _ = validated_paths("elecdemand", settings)
+    ingest_bundled(settings)
+    validate_dataset(settings)
+    validated, _ = validated_paths(settings)
     md5_before = hashlib.md5(validated.read_bytes()).hexdigest()
     tracking.configure(project)
 
@@ -243,9 +243,9 @@ def test_the_batch_forecast_checks_the_latest_rows_against_the_models_bounds(pro
             "calendar": base.calendar.model_copy(update={"parts": []}),
         }
     )
-    ingest_file(src, name="s", time_col="time", targets=["y"], features=["x"], settings=s)
-    validate_dataset("s", s)
-    ws = window_dataset("s", s)
+    ingest_file(src, time_col="time", targets=["y"], features=["x"], settings=s)
+    validate_dataset(s)
+    ws = window_dataset(s)
     assert set(ws.meta.value_bounds) == {"y", "x"}
     tracking.configure(project)
     torch.manual_seed(0)
@@ -258,15 +258,15 @@ def test_the_batch_forecast_checks_the_latest_rows_against_the_models_bounds(pro
             uri = tracking.log_onnx_model(onnx_path, ws.batch(ws.starts["test"][:2])[0])
     version = tracking.register_version(s.model_name, uri, rid)
     tracking.apply_decision(s.model_name, version, Decision(True, "promoted by this test", {}))
-    assert forecast_latest("s", s, device="cpu", log_to_mlflow=False).frame["y"].notna().all()
+    assert forecast_latest(s, device="cpu", log_to_mlflow=False).frame["y"].notna().all()
 
     df.loc[n - 6 : n - 3, "y"] = 60.0  # a sensor gone wild in the newest rows
     df.to_csv(src, index=False)
-    ingest_file(src, name="s", time_col="time", targets=["y"], features=["x"], settings=s)
-    validate_dataset("s", s)  # the data stage has no model range to check against
-    pq, _ = validated_paths("s", s)
+    ingest_file(src, time_col="time", targets=["y"], features=["x"], settings=s)
+    validate_dataset(s)  # the data stage has no model range to check against
+    pq, _ = validated_paths(s)
     with pytest.raises(DataValidationError) as ei:
-        forecast_latest("s", s, device="cpu", log_to_mlflow=False)
+        forecast_latest(s, device="cpu", log_to_mlflow=False)
     msg = str(ei.value)
     lo, hi = ws.meta.value_bounds["y"]
     assert "\n" not in msg and "column 'y': in_range failed for 4 rows (e.g. 60.0)" in msg, msg
@@ -276,14 +276,14 @@ def test_the_batch_forecast_checks_the_latest_rows_against_the_models_bounds(pro
     # a refresh that reads the file on another grid is refused before the model sees it
     df.loc[n - 6 : n - 3, "y"] = 10.0
     df.to_csv(src, index=False)
-    ingest_file(src, name="s", time_col="time", targets=["y"], features=["x"], freq="30min", settings=s)
-    validate_dataset("s", s)
+    ingest_file(src, time_col="time", targets=["y"], features=["x"], freq="30min", settings=s)
+    validate_dataset(s)
     with pytest.raises(
         DataValidationError,
         match=r"on a 30min grid, s-forecaster v1 was trained on h: re-ingest with "
         r"--freq h",
     ):
-        forecast_latest("s", s, device="cpu", log_to_mlflow=False)
+        forecast_latest(s, device="cpu", log_to_mlflow=False)
 
 
 def test_a_batch_forecast_reads_the_known_future_rows_and_writes_quantile_columns(tmp_path, frame):

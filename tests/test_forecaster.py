@@ -65,7 +65,6 @@ def windows(s, df=None, future=True):
     df = promo_series() if df is None else df
     return build_windows(
         df,
-        name="syn",
         variables=["y", "promo"],
         targets=["y"],
         freq="h",

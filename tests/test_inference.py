@@ -418,3 +418,52 @@ def test_a_graph_with_no_fixed_variable_count_and_no_spec_is_a_load_error(tmp_pa
     save(model, str(path))
     with pytest.raises(ModelLoadError, match="no fixed variable count"):
         OnnxForecaster.from_path(path, device="cpu")
+
+
+def test_what_onnxruntime_prints_is_captured_per_thread_and_sys_stdout_is_left_as_others_set_it():
+    """A model loaded in a background thread (the service's hot swap) captures onnxruntime's chatter without
+    taking the output of other threads or putting back a stream somebody replaced meanwhile."""
+    import io
+    import sys
+    import threading
+
+    from cellcast.pipeline.engine.inference import _captured_stdout
+
+    before = sys.stdout
+    mine = io.StringIO()
+    sys.stdout = mine
+    try:
+        inside, go, done = threading.Event(), threading.Event(), threading.Event()
+        said = {}
+
+        def loader():
+            with _captured_stdout() as buf:
+                print("EP Error: from the loader")
+                inside.set()
+                go.wait(5)
+            said["loader"] = buf.getvalue()
+            done.set()
+
+        t = threading.Thread(target=loader)
+        t.start()
+        assert inside.wait(5)
+        print("from the main thread")  # while the loader captures: still reaches this thread's stream
+        go.set()
+        assert done.wait(5)
+        t.join()
+        assert said["loader"] == "EP Error: from the loader\n"
+        assert mine.getvalue() == "from the main thread\n"
+        assert sys.stdout is mine  # put back
+
+        # a caller replaces sys.stdout while the loader captures (a CLI runner): the loader leaves theirs in place
+        inside.clear(), go.clear(), done.clear()
+        t = threading.Thread(target=loader)
+        t.start()
+        assert inside.wait(5)
+        theirs = io.StringIO()
+        sys.stdout = theirs
+        go.set()
+        t.join()
+        assert sys.stdout is theirs and said["loader"] == "EP Error: from the loader\n"
+    finally:
+        sys.stdout = before

@@ -192,7 +192,7 @@ def test_corpus_gives_one_clear_line(case, project, settings_for):
     fname, content, kw, rule, needles = CORPUS[case]
     path = _make(project, fname, content)
     before = _snapshot(path)
-    args = {"name": "bad", "time_col": "date", "targets": ["load"], "features": ["temp"], **kw}
+    args = {"time_col": "date", "targets": ["load"], "features": ["temp"], **kw}
     with pytest.raises(IngestError) as ei:
         ingest_file(path, settings=settings_for("bad"), **args)
     msg = str(ei.value)
@@ -219,7 +219,7 @@ def test_corpus_gives_one_clear_line(case, project, settings_for):
 def test_delimiters_are_sniffed_and_bom_is_ok(delim, project, settings_for):
     p = project / "in.csv"
     p.write_bytes(b"\xef\xbb\xbf" + GOOD.replace(",", delim).encode())
-    r = ingest_file(p, name="d", time_col="date", targets=["load"], features=["temp"], settings=settings_for("d"))
+    r = ingest_file(p, time_col="date", targets=["load"], features=["temp"], settings=settings_for("d"))
     assert list(r.frame.columns) == ["timestamp", "load", "temp"]
     assert r.meta.delimiter == delim and r.meta.freq == "h" and r.meta.rows == 24
     assert r.frame["load"].tolist() == [float(10 + h) for h in range(24)]
@@ -239,9 +239,9 @@ def test_canonical_output_and_metadata(project, settings_for):
     p = project / "in.csv"
     p.write_text("t;y;x\n" + "".join(";".join(r) + "\n" for r in rows))
     before = _snapshot(p)
-    r = ingest_file(p, name="c", time_col="t", targets=["y"], features=["x"], settings=settings_for("c"))
+    r = ingest_file(p, time_col="t", targets=["y"], features=["x"], settings=settings_for("c"))
     assert _snapshot(p) == before
-    df, meta = read_raw("c", settings_for("c"))
+    df, meta = read_raw(settings_for("c"))
     assert list(df.columns) == ["timestamp", "y", "x"]
     assert str(df["timestamp"].dtype) == "datetime64[ns]" and df["y"].dtype == np.float64
     assert df["timestamp"].is_monotonic_increasing and len(df) == 7
@@ -263,7 +263,7 @@ def test_timezones_become_utc(project, settings_for):
         "time,v\n2024-03-31T00:00+01:00,1\n2024-03-31T01:00+01:00,2\n2024-03-31T03:00+02:00,3\n"
         "2024-03-31T04:00+02:00,4\n"
     )
-    r = ingest_file(p, name="tz", time_col="time", targets=["v"], settings=settings_for("tz"))
+    r = ingest_file(p, time_col="time", targets=["v"], settings=settings_for("tz"))
     assert r.frame["timestamp"].dt.tz is None
     assert r.frame["timestamp"].tolist() == list(pd.date_range("2024-03-30 23:00", periods=4, freq="h"))
     assert r.meta.timezone == "UTC" and r.meta.freq == "h"
@@ -274,7 +274,7 @@ def test_parquet_with_time_index(project, settings_for):
     src = pd.DataFrame({"a": np.arange(50, dtype="int64"), "b": np.linspace(0, 1, 50)}, index=idx)
     p = project / "in.parquet"
     src.to_parquet(p)
-    r = ingest_file(p, name="pq", time_col="when", targets=["b"], features=["a"], settings=settings_for("pq"))
+    r = ingest_file(p, time_col="when", targets=["b"], features=["a"], settings=settings_for("pq"))
     assert list(r.frame.columns) == ["timestamp", "b", "a"] and r.frame["a"].dtype == np.float64
     assert r.frame["timestamp"].iloc[0] == pd.Timestamp("2023-12-31 23:00") and r.meta.freq == "15min"
 
@@ -287,21 +287,21 @@ def test_frequency_inference_and_declaration(project, settings_for):
     assert infer_freq(pd.date_range("2024-01-07", periods=30, freq="W-SUN").delete([4])) == "W-SUN"
     p = project / "in.csv"
     p.write_text(GOOD)
-    r = ingest_file(p, name="f", time_col="date", targets=["load"], freq="30min", settings=settings_for("f"))
+    r = ingest_file(p, time_col="date", targets=["load"], freq="30min", settings=settings_for("f"))
     assert r.meta.freq == "30min" and r.meta.freq_source == "declared" and r.meta.gaps["missing_steps"] == 23
     with pytest.raises(ConfigError, match="--freq 'fortnightly'"):
-        ingest_file(p, name="f", time_col="date", targets=["load"], freq="fortnightly", settings=settings_for("f"))
+        ingest_file(p, time_col="date", targets=["load"], freq="fortnightly", settings=settings_for("f"))
     with pytest.raises(ConfigError, match="'load' is listed more than once"):
-        ingest_file(p, name="f", time_col="date", targets=["load"], features=["load"], settings=settings_for("f"))
+        ingest_file(p, time_col="date", targets=["load"], features=["load"], settings=settings_for("f"))
 
 
 def test_output_never_overwrites_its_own_input(project, settings_for):
     p = project / "in.csv"
     p.write_text(GOOD)
-    r = ingest_file(p, name="same", time_col="date", targets=["load"], settings=settings_for("same"))
+    r = ingest_file(p, time_col="date", targets=["load"], settings=settings_for("same"))
     before = _snapshot(r.parquet_path)
     with pytest.raises(ConfigError, match="is the output of dataset 'same'"):
-        ingest_file(r.parquet_path, name="same", time_col="timestamp", targets=["load"], settings=settings_for("same"))
+        ingest_file(r.parquet_path, time_col="timestamp", targets=["load"], settings=settings_for("same"))
     assert _snapshot(r.parquet_path) == before
 
 
@@ -324,7 +324,7 @@ def test_cli_ingest(project, cli):
     ok = cli("ingest", "--csv", str(p), "--name", "ok", "--time-col", "date", "--target", "load", "--features", "temp")
     assert ok.exit_code == 0, ok.output
     assert "24 rows" in ok.output and "freq h (inferred)" in ok.output
-    assert read_raw("ok", __import__("cellcast.pipeline.config", fromlist=["x"]).load_params().for_dataset("ok"))[1][
+    assert read_raw(__import__("cellcast.pipeline.config", fromlist=["x"]).load_params().for_dataset("ok"))[1][
         "features"
     ] == ["temp"]
 
@@ -353,7 +353,7 @@ def _daily_csv(project: Path, fname: str, stamps, values) -> Path:
 def test_day_first_dates_are_read_the_way_the_file_steps(project, settings_for):
     days = pd.date_range("2021-01-01", periods=60, freq="D")
     p = _daily_csv(project, "ddmm.csv", days.strftime("%d/%m/%Y"), range(60))
-    res = ingest_file(p, name="ddmm", time_col="when", targets=["value"], settings=settings_for("ddmm"))
+    res = ingest_file(p, time_col="when", targets=["value"], settings=settings_for("ddmm"))
     assert list(res.frame["timestamp"]) == list(days) and res.meta.freq == "D"
     assert res.meta.gaps["count"] == 0
 
@@ -361,14 +361,10 @@ def test_day_first_dates_are_read_the_way_the_file_steps(project, settings_for):
 def test_an_explicit_time_format_wins_and_a_mismatch_is_one_line(project, settings_for):
     days = pd.date_range("2021-01-01", periods=40, freq="D")
     p = _daily_csv(project, "fmt.csv", days.strftime("%d.%m.%Y"), range(40))
-    res = ingest_file(
-        p, name="fmt", time_col="when", targets=["value"], time_format="%d.%m.%Y", settings=settings_for("fmt")
-    )
+    res = ingest_file(p, time_col="when", targets=["value"], time_format="%d.%m.%Y", settings=settings_for("fmt"))
     assert list(res.frame["timestamp"]) == list(days)
     with pytest.raises(IngestError, match=r"values are not dates with --time-format '%m\.%d\.%Y'"):
-        ingest_file(
-            p, name="fmt2", time_col="when", targets=["value"], time_format="%m.%d.%Y", settings=settings_for("fmt2")
-        )
+        ingest_file(p, time_col="when", targets=["value"], time_format="%m.%d.%Y", settings=settings_for("fmt2"))
 
 
 def test_unix_times_need_a_unit_and_then_parse(project, settings_for):
@@ -376,8 +372,8 @@ def test_unix_times_need_a_unit_and_then_parse(project, settings_for):
     secs = (days - pd.Timestamp("1970-01-01")) // pd.Timedelta(seconds=1)
     p = _daily_csv(project, "epoch.csv", secs, range(30))
     with pytest.raises(IngestError, match=r"holds numbers .*pass --time-unit s"):
-        ingest_file(p, name="ep", time_col="when", targets=["value"], settings=settings_for("ep"))
-    res = ingest_file(p, name="ep", time_col="when", targets=["value"], time_unit="s", settings=settings_for("ep"))
+        ingest_file(p, time_col="when", targets=["value"], settings=settings_for("ep"))
+    res = ingest_file(p, time_col="when", targets=["value"], time_unit="s", settings=settings_for("ep"))
     assert list(res.frame["timestamp"]) == list(days)
 
 
@@ -385,7 +381,7 @@ def test_thousands_separators_are_read(project, settings_for):
     days = pd.date_range("2021-01-01", periods=20, freq="D")
     vals = [f'"{1000 + 37 * i:,}.5"' for i in range(20)]
     p = _daily_csv(project, "th.csv", days.strftime("%Y-%m-%d"), vals)
-    res = ingest_file(p, name="th", time_col="when", targets=["value"], settings=settings_for("th"))
+    res = ingest_file(p, time_col="when", targets=["value"], settings=settings_for("th"))
     np.testing.assert_allclose(res.frame["value"], [1000.5 + 37 * i for i in range(20)])
 
 
@@ -403,7 +399,7 @@ def test_one_bad_date_among_iso_dates_is_refused_not_absorbed_by_a_day_first_rea
     p = _hourly_csv(project, "iso.csv", stamps)
     before = _snapshot(p)
     with pytest.raises(IngestError) as ei:
-        ingest_file(p, name="iso", time_col="when", targets=["value"], settings=settings_for("iso"))
+        ingest_file(p, time_col="when", targets=["value"], settings=settings_for("iso"))
     msg = str(ei.value)
     assert "\n" not in msg and ei.value.rule == "time_parse" and ei.value.count == 1, msg
     assert "1 values are not dates" in msg and "first '2024-13-01 00:00' at line 302" in msg, msg
@@ -416,7 +412,7 @@ def test_three_bad_values_are_counted_as_three_and_the_first_is_named(project, s
     stamps[3], stamps[20], stamps[150] = "2024-13-01 00:00", "yesterday", "2014-02-30 10:00"
     p = _hourly_csv(project, "three.csv", stamps)
     with pytest.raises(IngestError) as ei:
-        ingest_file(p, name="three", time_col="when", targets=["value"], settings=settings_for("three"))
+        ingest_file(p, time_col="when", targets=["value"], settings=settings_for("three"))
     assert ei.value.count == 3 and "3 values are not dates" in str(ei.value), str(ei.value)
     assert "first '2024-13-01 00:00' at line 5" in str(ei.value), str(ei.value)
 
@@ -428,7 +424,7 @@ def test_a_typo_does_not_flip_a_month_first_file_to_day_first(project, settings_
     stamps[100] = "13/01/2024 04:00"
     p = _hourly_csv(project, "typo.csv", stamps)
     with pytest.raises(IngestError) as ei:
-        ingest_file(p, name="typo", time_col="when", targets=["value"], settings=settings_for("typo"))
+        ingest_file(p, time_col="when", targets=["value"], settings=settings_for("typo"))
     msg = str(ei.value)
     assert ei.value.count == 1 and "first '13/01/2024 04:00' at line 102" in msg and "month-first" in msg, msg
     assert "--dayfirst" in msg, msg
@@ -439,31 +435,31 @@ def test_a_file_that_reads_both_ways_needs_the_order_given(project, settings_for
     stamps = [f"01/{m:02d}/2020" for m in range(1, 13)]
     p = _hourly_csv(project, "amb.csv", stamps)
     with pytest.raises(IngestError) as ei:
-        ingest_file(p, name="amb", time_col="when", targets=["value"], settings=settings_for("amb"))
+        ingest_file(p, time_col="when", targets=["value"], settings=settings_for("amb"))
     msg = str(ei.value)
     assert ei.value.rule == "date_order" and "\n" not in msg, msg
     assert "'01/02/2020'" in msg and "--dayfirst" in msg and "--monthfirst" in msg, msg
-    res = ingest_file(p, name="amb", time_col="when", targets=["value"], dayfirst=True, settings=settings_for("amb"))
+    res = ingest_file(p, time_col="when", targets=["value"], dayfirst=True, settings=settings_for("amb"))
     assert list(res.frame["timestamp"]) == list(pd.date_range("2020-01-01", periods=12, freq="MS"))
     assert res.meta.freq == "MS" and res.meta.extra["time_reading"]["order"] == "day-first"
     assert res.meta.extra["time_reading"]["chosen"] == "given" and res.meta.extra["dayfirst"] is True
-    res = ingest_file(p, name="amb2", time_col="when", targets=["value"], dayfirst=False, settings=settings_for("amb2"))
+    res = ingest_file(p, time_col="when", targets=["value"], dayfirst=False, settings=settings_for("amb2"))
     assert list(res.frame["timestamp"]) == list(pd.date_range("2020-01-01", periods=12, freq="D"))
     # a re-run (a scheduled refresh) reads the file the way it was read before
     from cellcast.pipeline.data.ingest import source_of
 
-    assert source_of("amb", settings_for("amb"))["dayfirst"] is True
-    assert source_of("amb2", settings_for("amb2"))["dayfirst"] is False
+    assert source_of(settings_for("amb"))["dayfirst"] is True
+    assert source_of(settings_for("amb2"))["dayfirst"] is False
 
 
 def test_the_chosen_reading_is_recorded(project, settings_for):
     days = pd.date_range("2021-01-01", periods=60, freq="D")
     p = _daily_csv(project, "ddmm2.csv", days.strftime("%d/%m/%Y"), range(60))
-    res = ingest_file(p, name="ddmm2", time_col="when", targets=["value"], settings=settings_for("ddmm2"))
+    res = ingest_file(p, time_col="when", targets=["value"], settings=settings_for("ddmm2"))
     reading = res.meta.extra["time_reading"]
     assert reading["order"] == "day-first" and reading["chosen"] == "detected" and "%d/%m/%Y" in reading["formats"]
     p = _daily_csv(project, "iso2.csv", days.strftime("%Y-%m-%d"), range(60))
-    res = ingest_file(p, name="iso2", time_col="when", targets=["value"], settings=settings_for("iso2"))
+    res = ingest_file(p, time_col="when", targets=["value"], settings=settings_for("iso2"))
     assert res.meta.extra["time_reading"]["order"] is None and res.meta.extra["dayfirst"] is None
 
 
@@ -471,7 +467,7 @@ def test_a_given_order_is_obeyed_and_a_value_against_it_is_refused(project, sett
     days = pd.date_range("2021-01-01", periods=40, freq="D")
     p = _daily_csv(project, "mdy.csv", days.strftime("%m/%d/%Y"), range(40))
     with pytest.raises(IngestError) as ei:
-        ingest_file(p, name="mdy", time_col="when", targets=["value"], dayfirst=True, settings=settings_for("mdy"))
+        ingest_file(p, time_col="when", targets=["value"], dayfirst=True, settings=settings_for("mdy"))
     # January 13th to 31st cannot be day-first; the first nine days of February can (and are read so)
     assert "read day-first as --dayfirst asks" in str(ei.value) and ei.value.count == 19, str(ei.value)
     assert "first '01/13/2021' at line 14" in str(ei.value) and "--monthfirst" in str(ei.value)
@@ -484,17 +480,15 @@ def test_the_line_named_counts_blank_lines_and_quoted_line_breaks(project, setti
     )
     p = _make(project, "lines.csv", body.encode())
     with pytest.raises(IngestError, match="first 'not a date' at line 8"):
-        ingest_file(p, name="lines", time_col="when", targets=["value"], settings=settings_for("lines"))
+        ingest_file(p, time_col="when", targets=["value"], settings=settings_for("lines"))
 
 
 def test_compact_dates_with_a_time_format_are_dates_not_numbers(project, settings_for):
     days = pd.date_range("2021-01-01", periods=20, freq="D")
     p = _daily_csv(project, "compact.csv", days.strftime("%Y%m%d"), range(20))
     with pytest.raises(IngestError, match=r"--time-format %Y%m%d"):
-        ingest_file(p, name="cp", time_col="when", targets=["value"], settings=settings_for("cp"))
-    res = ingest_file(
-        p, name="cp", time_col="when", targets=["value"], time_format="%Y%m%d", settings=settings_for("cp")
-    )
+        ingest_file(p, time_col="when", targets=["value"], settings=settings_for("cp"))
+    res = ingest_file(p, time_col="when", targets=["value"], time_format="%Y%m%d", settings=settings_for("cp"))
     assert list(res.frame["timestamp"]) == list(days)
 
 
@@ -519,10 +513,10 @@ def test_a_comma_in_a_column_of_decimal_points_is_not_read_as_a_decimal_comma(pr
         match=r"1 non-numeric values \(the column writes decimals with '.'\) "
         r"\(first '1,234' at line 9\)",
     ):
-        ingest_file(p, name="semi", time_col="when", targets=["value"], settings=settings_for("semi"))
+        ingest_file(p, time_col="when", targets=["value"], settings=settings_for("semi"))
     # a column of decimal commas still reads as one
     p2 = _make(project, "comma.csv", ("when;value\n" + "".join(f"{d};{i},5\n" for i, d in enumerate(days))).encode())
-    res = ingest_file(p2, name="comma", time_col="when", targets=["value"], settings=settings_for("comma"))
+    res = ingest_file(p2, time_col="when", targets=["value"], settings=settings_for("comma"))
     assert res.meta.decimal == "," and res.frame["value"].iloc[3] == 3.5
 
 
@@ -530,7 +524,7 @@ def test_a_time_format_with_offsets_keeps_the_zone(project, settings_for):
     t = pd.date_range("2024-03-01", periods=30, freq="h", tz="Europe/Paris")
     p = _daily_csv(project, "tzf.csv", t.strftime("%d/%m/%Y %H:%M%z"), range(30))
     res = ingest_file(
-        p, name="tzf", time_col="when", targets=["value"], time_format="%d/%m/%Y %H:%M%z", settings=settings_for("tzf")
+        p, time_col="when", targets=["value"], time_format="%d/%m/%Y %H:%M%z", settings=settings_for("tzf")
     )
     assert res.meta.timezone == "UTC+01:00" and res.frame["timestamp"].iloc[0] == pd.Timestamp("2024-02-29 23:00")
 
@@ -570,11 +564,11 @@ def test_known_future_columns_and_the_rows_after_the_last_observation(project, c
     assert r.exit_code == 0, r.output
     assert "known ahead: promo (5 rows after the last observation)" in r.output
     settings = load_params().for_dataset("shop")
-    _, meta = read_raw("shop", settings)
+    _, meta = read_raw(settings)
     assert meta["features"] == ["temp", "promo"] and meta["future_features"] == ["promo"] and meta["future_rows"] == 5
     assert _snapshot(p) == before
 
-    rep = validate_dataset("shop", settings)
+    rep = validate_dataset(settings)
     assert rep.frame["timestamp"].iloc[-1] == stamps[n - 1]  # the history ends at the last observation
     ahead = pd.read_parquet(project / "data" / "shop" / "future.parquet")
     assert list(ahead.columns) == ["timestamp", "promo"] and list(ahead["timestamp"]) == list(stamps[n:])
@@ -608,13 +602,13 @@ def test_a_bundled_dataset_states_its_known_future_values_by_its_sources_rule(pr
     np.testing.assert_array_equal(_workday_vic(pd.DatetimeIndex(e["timestamp"])), e["WorkDay"].to_numpy())
     assert known_future_columns("elecdemand") == ["WorkDay"] and known_future_columns("chicago") == []
 
-    res = ingest_bundled("elecdemand", settings_for("elecdemand", ingest={"future_features": ["WorkDay"]}))
+    res = ingest_bundled(settings_for("elecdemand", ingest={"future_features": ["WorkDay"]}))
     ahead = res.frame.iloc[len(e) :]
     assert res.meta.future_rows == 336 == len(ahead) and res.meta.future_features == ["WorkDay"]
     assert ahead["Demand"].isna().all() and ahead["Temperature"].isna().all()
     day = ahead.set_index("timestamp")["WorkDay"]
     assert day["2015-01-01 12:00"] == 0 and day["2015-01-02 12:00"] == 1 and day["2015-01-03 12:00"] == 0
     with pytest.raises(ConfigError, match="ingest.future_features: 'Price' is not a feature of the bundled dataset"):
-        ingest_bundled("elecdemand", settings_for("elecdemand", ingest={"future_features": ["Price"]}))
-    plain = ingest_bundled("elecdemand", settings_for("elecdemand", ingest={"future_features": []}))
+        ingest_bundled(settings_for("elecdemand", ingest={"future_features": ["Price"]}))
+    plain = ingest_bundled(settings_for("elecdemand", ingest={"future_features": []}))
     assert len(plain.frame) == len(e) and plain.meta.future_rows == 0

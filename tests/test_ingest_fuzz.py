@@ -170,7 +170,6 @@ def _check(data: bytes, declare: bool, opts: dict) -> str:
         try:
             res = ingest_file(
                 path,
-                name="fz",
                 time_col="time",
                 targets=["y"],
                 features=["x"],

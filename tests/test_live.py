@@ -4,6 +4,8 @@ paths in shadow and under a canary, and the live promotion rule."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -239,13 +241,13 @@ def test_cellcast_monitor_shows_champion_against_challenger_when_the_live_log_ha
     run = CliRunner()
     assert run.invoke(app, ["monitor", "x"]).exit_code == 2  # no log, never monitored: as before
     a = _actuals(400)
-    pq, js = validated_paths("x", s)
+    pq, js = validated_paths(s)
     pq.parent.mkdir(parents=True, exist_ok=True)
     a.drop(columns="id").to_parquet(pq)
     write_json(js, {"name": "x"})
     origins = _origins(a, 300, 40)
     write_live(
-        live_dir("x", s),
+        live_dir(s),
         live_rows(a, origins, H, "3", "champion", _noise(1.0, 1), quantile_halfwidth=5.0),
         live_rows(a, origins, H, "4", "challenger", _noise(1.0, 2), quantile_halfwidth=0.1, served=False),
     )
@@ -322,3 +324,53 @@ def test_a_panel_is_scored_each_series_on_its_own_scale_so_the_largest_does_not_
             err = (p["forecast"] - p["actual"]).abs() / p["id"].map(lambda i: scale[(i, "load")])
             assert mase[v] == pytest.approx(err.mean())
         assert 1.4 < mase["1"] / mase["2"] < 1.8  # 2 / 1.25, give or take the noise
+
+
+def test_earlier_days_are_folded_into_one_file_and_days_past_the_retention_removed(tmp_path):
+    """A file every few seconds is thousands a day: the service folds each earlier UTC day into one file (the rows
+    read the same, the challenger's extra quantile columns too), removes the days older than keep_days, leaves
+    today's files and a damaged file as they are, and a second service tidying the same folder changes nothing."""
+    from cellcast.pipeline.serving.livelog import tidy
+
+    a = _actuals()
+    champ = live_rows(a, _origins(a, 300, 12), H, "1", "champion", 1.0)
+    chall = live_rows(a, _origins(a, 300, 12), H, "2", "challenger", 0.5, served=False, quantile_halfwidth=2.0)
+    folder = tmp_path / "live"
+    folder.mkdir()
+
+    def put(day: str, n: int, frame: pd.DataFrame) -> None:
+        frame.to_parquet(folder / f"{day}T0{n}0000000000Z-4242-{n}.parquet", index=False)
+
+    put("20261204", 1, champ.iloc[:8])  # past the retention
+    put("20261205", 1, champ.iloc[:8])
+    put("20261206", 1, champ.iloc[8:24])
+    put("20261206", 2, chall.iloc[8:24])
+    put("20261206", 3, champ.iloc[24:32])
+    (folder / "20261206T040000000000Z-4242-4.parquet").write_bytes(b"PAR1 not a parquet file")
+    put("20261207", 1, champ.iloc[32:40])  # today: still being written to by the service
+    put("20261207", 2, chall.iloc[32:40])
+    kept = live.read_live(folder).rows
+    kept = kept[kept["origin"] >= champ["origin"].iloc[8]]
+
+    done = tidy(folder, keep_days=1.5, today=pd.Timestamp("2026-12-07T12:00:00Z").to_pydatetime())
+    names = sorted(f.name for f in folder.glob("*.parquet"))
+    assert done == {"folded": 3, "removed": 2}
+    assert names == [
+        f"20261206T000000000000Z-day-{os.getpid()}.parquet",
+        "20261206T040000000000Z-4242-4.parquet",  # damaged: left for the reader to report
+        "20261207T010000000000Z-4242-1.parquet",
+        "20261207T020000000000Z-4242-2.parquet",
+    ]
+    after = live.read_live(folder)
+    cols = sorted(kept.columns)
+    order = ["request_id", "model_version", "step"]
+    pd.testing.assert_frame_equal(
+        after.rows[cols].sort_values(order).reset_index(drop=True),
+        kept[cols].sort_values(order).reset_index(drop=True),
+    )
+    assert after.rows["load_q0.95"].notna().sum() == 16 + 8  # the challenger's columns survive the fold
+    # another service tidying the same folder: nothing left to fold or remove
+    assert tidy(folder, keep_days=1.5, today=pd.Timestamp("2026-12-07T13:00:00Z").to_pydatetime()) == {
+        "folded": 0,
+        "removed": 0,
+    }

@@ -59,10 +59,8 @@ def plant(project, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     write_plant_csv(project / "plant.csv", 600)
     settings = load_params(project / "params.yaml").for_dataset("plant")
-    ingest_file(
-        project / "plant.csv", name="plant", time_col="when", targets=["kw"], features=["temp"], settings=settings
-    )
-    validate_dataset("plant", settings)
+    ingest_file(project / "plant.csv", time_col="when", targets=["kw"], features=["temp"], settings=settings)
+    validate_dataset(settings)
     tracking.configure(project)
     return settings
 
@@ -89,7 +87,7 @@ def test_promote_live_moves_the_alias_with_its_reason_and_rollback_undoes_it(pla
     v2 = _register(model, _onnx(tmp_path / "b.onnx", 2), Decision(False, "v2 not significantly better on test", {}))
     assert (tracking.get_alias(model, "champion").version, tracking.get_alias(model, "challenger").version) == (1, 2)
 
-    frame, _ = read_validated("plant", plant)
+    frame, _ = read_validated(plant)
     a = frame.assign(id="")
     rng = np.random.default_rng(3)
     noise = rng.normal(size=(200, H + 1))
@@ -103,7 +101,7 @@ def test_promote_live_moves_the_alias_with_its_reason_and_rollback_undoes_it(pla
     run = CliRunner()
 
     # too few paired forecasts: one line, exit 1, nothing recorded
-    write_live(live_dir("plant", plant), champ(origins[:12], reqs[:12]), chall(origins[:12], reqs[:12]))
+    write_live(live_dir(plant), champ(origins[:12], reqs[:12]), chall(origins[:12], reqs[:12]))
     r = run.invoke(app, ["promote", "plant", "--live"])
     assert r.exit_code == 1 and r.output.strip().splitlines() == [
         f"{model}: v2 not promoted: 12 paired live forecasts of the 30 needed (monitor.live_min_forecasts; "
@@ -112,7 +110,7 @@ def test_promote_live_moves_the_alias_with_its_reason_and_rollback_undoes_it(pla
     assert tracking.get_version(model, v2).tags["promotion.decision"] == "rejected"
 
     # the rest of the traffic arrives, in more files of the writer
-    write_live(live_dir("plant", plant), champ(origins, reqs), chall(origins, reqs), pid=4343)
+    write_live(live_dir(plant), champ(origins, reqs), chall(origins, reqs), pid=4343)
     shown = run.invoke(app, ["monitor", "plant"])
     assert shown.exit_code == 0, shown.output
     table = shown.output.splitlines()
@@ -226,8 +224,8 @@ def test_the_forecast_flow_applies_the_live_rule_after_monitoring(prefect_api, p
     tiny_params.write_text(yaml.safe_dump(p, sort_keys=False))
     write_plant_csv(project / "plant.csv")
     s = load_params(tiny_params).for_dataset("plant")
-    ingest_file(project / "plant.csv", name="plant", time_col="when", targets=["kw"], features=["temp"], settings=s)
-    out = run_training("plant", s)
+    ingest_file(project / "plant.csv", time_col="when", targets=["kw"], features=["temp"], settings=s)
+    out = run_training(s)
     model = s.model_name
     if out.champion_after is None:  # whether tiny training earns a champion is the policy's business, not this test's
         tracking.apply_decision(model, out.version, Decision(True, "champion for this test", {}))
@@ -235,13 +233,13 @@ def test_the_forecast_flow_applies_the_live_rule_after_monitoring(prefect_api, p
     v2 = tracking.register_version(model, v1.source, v1.run_id, tags={"candidate": "again"})
     tracking.apply_decision(model, v2, Decision(False, "not significantly better on its test split", {}))
 
-    frame, _ = read_validated("plant", s)
+    frame, _ = read_validated(s)
     a = frame.assign(id="")
     noise = np.random.default_rng(5).normal(size=(100, H + 1))
     origins = list(a["timestamp"].iloc[-150:-50])
     kw = dict(target="kw", model=model, dataset="plant", requests=[f"r{i}" for i in range(100)])
     write_live(
-        live_dir("plant", s),
+        live_dir(s),
         live_rows(a, origins, H, v1.version, "champion", lambda i, k: 2 * noise[i, k], **kw),
         live_rows(a, origins, H, v2, "challenger", lambda i, k: 0.5 * noise[i, k], served=False, **kw),
     )

@@ -42,7 +42,7 @@ def window_set(lookback: int, season: int | None, rnn_steps: int):
             "anchor": "seasonal_naive",  # the season given is the anchor (auto could choose another)
         },
     ).for_dataset("grid")
-    return build_windows(df, name="grid", variables=["y", "x"], targets=["y"], freq="D", settings=settings), settings
+    return build_windows(df, variables=["y", "x"], targets=["y"], freq="D", settings=settings), settings
 
 
 @pytest.mark.parametrize(

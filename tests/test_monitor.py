@@ -360,8 +360,8 @@ def test_cellcast_monitor_shows_each_limit_and_says_when_a_model_has_the_older_p
         "thresholds": asdict(th),
         "verdict": asdict(v),
     }
-    write_json(state_path("elecdemand", s), {"last": last, "evaluations": 1})
-    text = status("elecdemand", s, NOW)
+    write_json(state_path(s), {"last": last, "evaluations": 1})
+    text = status(s, NOW)
     assert not v.breaches, v.breaches  # 3.48 < 1.5 x 2.79; 0.3 < 1.5 x 1.39; 0.2 < the 0.25 floor
     assert "seasonal diff PSI" in text and "4.185" in text and "2.085" in text
     assert "Demand: PSI limit 1.5x the highest of the training split's windows of as many rows, 2.79" in text

@@ -65,11 +65,16 @@ def test_the_library_and_params_use_the_same_rule(project):
         with pytest.raises(ConfigError, match="dataset name"):
             check_dataset_name(name)
         with pytest.raises(ConfigError, match="dataset name"):
-            raw_paths(name, settings)  # every path of a dataset is built through the rule
+            raw_paths(
+                settings.model_copy(update={"dataset": name})
+            )  # every path of a dataset is built through the rule
         with pytest.raises(ConfigError, match="dataset name"):
             load_params(project / "params.yaml").for_dataset(name)
     for name in GOOD:
-        assert check_dataset_name(name) == name and raw_paths(name, settings)[0].parent.name == name
+        assert (
+            check_dataset_name(name) == name
+            and raw_paths(settings.model_copy(update={"dataset": name}))[0].parent.name == name
+        )
     text = (project / "params.yaml").read_text()
     (project / "params.yaml").write_text(text.replace("\ndatasets:\n", "\ndatasets:\n  x y: {}\n", 1))
     with pytest.raises(ConfigError, match=r"params.yaml: datasets: dataset name 'x y'"):

@@ -90,13 +90,12 @@ def test_a_level_shift_triggers_exactly_one_retrain_and_the_unchanged_series_non
     s = _settings()
     ingest_file(
         settings=s,
-        name="rides",
         path=str(project / "rides.csv"),
         time_col="timestamp",
         targets=["ridership"],
         features=[],
     )
-    out = run_training("rides", s)
+    out = run_training(s)
     assert out.champion_after == 1, out.decision
     _work_pool("loop-pool")  # the retrain deployment exists; no worker: its runs stay scheduled
     deploy_to_pool("rides", "loop-pool", "0 3 * * 1", "5 * * * *", project=project)
@@ -163,7 +162,6 @@ def test_a_scheduled_run_without_a_source_rereads_the_file_the_dataset_came_from
     s = _settings()
     ingest_file(
         settings=s,
-        name="rides",
         path=str(project / "rides.csv"),
         time_col="timestamp",
         targets=["ridership"],
@@ -220,7 +218,6 @@ def test_the_stack_starts_as_users_start_it_runs_the_schedule_through_the_worker
     _series_csv(project / "load.csv")
     ingest_file(
         settings=_settings_of("load"),
-        name="load",
         path=str(project / "load.csv"),
         time_col="time",
         targets=["load"],

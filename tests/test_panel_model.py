@@ -25,8 +25,8 @@ def windowed_mixed(project, settings_for, **window):
         "city", ingest={"bad_series": "drop", "partition_rows": 500}, window={"lookback": 24, "horizon": 6, **window}
     )
     ingest_panel(write_csv(mixed_panel(), project / "city.csv"), s, freq="h")
-    validate_dataset("city", s)
-    return window_dataset("city", s), s
+    validate_dataset(s)
+    return window_dataset(s), s
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +53,8 @@ def mixed(tmp_path_factory):
             }
         )
         ingest_panel(write_csv(mixed_panel(), work / "city.csv"), s, freq="h")
-        validate_dataset("city", s)
-        return window_dataset("city", s), s
+        validate_dataset(s)
+        return window_dataset(s), s
 
 
 def weighted(ws, weighting: str):
@@ -96,7 +96,7 @@ def test_panel_windows_stay_inside_their_series_with_own_splits_scales_and_cold_
     mean, scale = ws.scaler("B")
     assert np.allclose(ws.values[401:701, 0] * scale[0] + mean[0], b, atol=1e-4)
     # the window set on disk is the same panel
-    back = load_windows("city", s)
+    back = load_windows(s)
     assert isinstance(back, PanelWindowSet) and back.meta.panel == ws.meta.panel
     assert all(np.array_equal(back.starts[k], ws.starts[k]) for k in ws.starts)
 
@@ -262,9 +262,9 @@ def test_a_panel_of_cold_start_series_only_is_refused(project, settings_for):
     s = settings_for("city", window={"lookback": 24, "horizon": 6})
     df = mixed_panel()
     ingest_panel(write_csv(df[df.sensor == "D"], project / "d.csv"), s, freq="h")
-    validate_dataset("city", s)
+    validate_dataset(s)
     with pytest.raises(DataValidationError, match="every series is cold start"):
-        window_dataset("city", s)
+        window_dataset(s)
 
 
 # --- through the real flow ------------------------------------------------------------------------
@@ -304,7 +304,6 @@ def test_one_global_model_is_trained_on_every_series_scored_per_series_and_regis
     src = write_csv(mixed_panel(), project / "city.csv")
     before = src.read_bytes()
     out = run_training(
-        "city",
         s,
         source={
             "path": str(src),
@@ -539,7 +538,7 @@ def test_a_real_panel_read_at_irregular_times_is_resampled_trained_and_forecast_
     assert ingest().exit_code == 0
     r = run(app, ["validate", "nyc"])
     assert r.exit_code == 0, r.output
-    rep = evaluate("nyc", load_params().for_dataset("nyc"))
+    rep = evaluate(load_params().for_dataset("nyc"))
     assert rep.panel["series"] == 3 and rep.panel["judged"] == 3
     assert rep.accuracy["points"] == 3 * 6 and rep.panel["worst"][0]["points"] == 6
     assert rep.verdict.retrain == (rep.panel["share_past"] > 0.2)

@@ -69,9 +69,9 @@ def write_csv(df: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def ingest_panel(path: Path, settings, name: str = "city", **kw):
+def ingest_panel(path: Path, settings, **kw):
     return ingest_file(
-        path, name=name, time_col="ts", targets=["flow"], features=["temp"], id_cols=["sensor"], settings=settings, **kw
+        path, time_col="ts", targets=["flow"], features=["temp"], id_cols=["sensor"], settings=settings, **kw
     )
 
 
@@ -82,7 +82,7 @@ def test_a_panel_is_ingested_sorted_whole_series_per_row_group_and_read_back_by_
     res = ingest_panel(src, s, freq="h")
     assert src.read_bytes() == before
     raw = project / "data/city/raw.parquet"
-    df, meta = read_raw("city", s)
+    df, meta = read_raw(s)
     assert list(df.columns) == ["series_id", "sensor", "timestamp", "flow", "temp"]
     assert str(df["timestamp"].dtype) == "datetime64[ns]" and df["series_id"].tolist() == df["sensor"].tolist()
     assert df.equals(df.sort_values(["series_id", "timestamp"], ignore_index=True)) and meta["unsorted"] is True
@@ -109,7 +109,7 @@ def test_a_panel_is_ingested_sorted_whole_series_per_row_group_and_read_back_by_
         "off_grid": 0,
     }
     assert meta["rows"] == len(df) == res.meta.rows and meta["panel"]["id_cols"] == ["sensor"]
-    assert source_of("city", s)["id_cols"] == ["sensor"]
+    assert source_of(s)["id_cols"] == ["sensor"]
 
 
 def test_a_parquet_dataset_partitioned_by_series_is_ingested_through_pyarrow(project, settings_for):
@@ -122,7 +122,6 @@ def test_a_parquet_dataset_partitioned_by_series_is_ingested_through_pyarrow(pro
     assert sorted(p.name for p in root.iterdir()) == ["sensor=A", "sensor=B"]
     res = ingest_file(
         root,
-        name="hive",
         time_col="ts",
         targets=["flow"],
         features=["temp"],
@@ -130,14 +129,14 @@ def test_a_parquet_dataset_partitioned_by_series_is_ingested_through_pyarrow(pro
         fmt="parquet",
         settings=s,
     )
-    out, meta = read_raw("hive", s)
+    out, meta = read_raw(s)
     assert sorted(meta["panel"]["series"]) == ["A", "B"] and len(out) == 90 and meta["format"] == "parquet"
     assert meta["input_sha256"] == res.meta.input_sha256 and len(meta["input_sha256"]) == 64
     with pytest.raises(IngestError) as ei:  # a folder is a dataset only for a panel read as Parquet
-        ingest_file(root, name="hive", time_col="ts", targets=["flow"], settings=s)
+        ingest_file(root, time_col="ts", targets=["flow"], settings=s)
     assert "is a directory" in str(ei.value) and "--parquet DIR with --id-col" in str(ei.value)
     with pytest.raises(IngestError) as ei:
-        ingest_file(root, name="hive2", time_col="ts", targets=["flow"], id_cols=["station"], fmt="parquet", settings=s)
+        ingest_file(root, time_col="ts", targets=["flow"], id_cols=["station"], fmt="parquet", settings=s)
     assert "id column 'station' not found" in str(ei.value)
     assert any((q / "by_sensor" / "sensor=A").is_dir() for q in (project / "quarantine").iterdir())
 
@@ -146,8 +145,8 @@ def test_a_panel_frequency_is_inferred_from_each_series_not_their_union(project,
     s = settings_for("half")
     # hourly series on different phases: their union steps every 30 minutes
     a, b = series("A", 100), series("B", 100, "2024-01-01 00:30")
-    ingest_panel(write_csv(pd.concat([a, b]), project / "half.csv"), s, name="half")
-    assert read_raw("half", s)[1]["freq"] == "h"
+    ingest_panel(write_csv(pd.concat([a, b]), project / "half.csv"), s)
+    assert read_raw(s)[1]["freq"] == "h"
 
 
 def test_several_id_columns_make_one_key_and_a_collision_is_refused(project, settings_for):
@@ -155,13 +154,12 @@ def test_several_id_columns_make_one_key_and_a_collision_is_refused(project, set
     df = pd.concat([series("x", 50).assign(site="north"), series("y", 50).assign(site="south")])
     ingest_file(
         write_csv(df, project / "grid.csv"),
-        name="grid",
         time_col="ts",
         targets=["flow"],
         id_cols=["site", "sensor"],
         settings=s,
     )
-    out, meta = read_raw("grid", s)
+    out, meta = read_raw(s)
     assert list(out.columns[:4]) == ["series_id", "site", "sensor", "timestamp"]
     assert sorted(meta["panel"]["series"]) == ["north/x", "south/y"]
     assert meta["panel"]["series"]["north/x"]["ids"] == {"site": "north", "sensor": "x"}
@@ -169,7 +167,6 @@ def test_several_id_columns_make_one_key_and_a_collision_is_refused(project, set
     with pytest.raises(IngestError) as ei:
         ingest_file(
             write_csv(clash, project / "clash.csv"),
-            name="clash",
             time_col="ts",
             targets=["flow"],
             id_cols=["site", "sensor"],
@@ -202,7 +199,6 @@ def test_malformed_panel_files_get_one_line_naming_the_series(case, project, set
     with pytest.raises(IngestError) as ei:
         ingest_file(
             src,
-            name="bad",
             time_col="ts",
             targets=["flow"],
             features=["temp"],
@@ -226,7 +222,7 @@ def test_id_columns_that_clash_with_other_options_are_refused(project, settings_
         ({"id_cols": ["sensor"], "agg": "median", "freq": "h"}, "must be one of mean, sum, last, max"),
     ):
         with pytest.raises(ConfigError) as ei:
-            ingest_file(src, name="x", time_col="ts", targets=["flow"], settings=s, **kw)
+            ingest_file(src, time_col="ts", targets=["flow"], settings=s, **kw)
         assert want in str(ei.value)
 
 
@@ -256,7 +252,7 @@ def test_irregular_readings_without_a_grid_are_refused_naming_a_series_and_the_w
     s = settings_for("irr")
     src = write_csv(irregular(), project / "irr.csv")
     with pytest.raises(IngestError) as ei:
-        ingest_file(src, name="irr", time_col="ts", targets=["flow"], id_cols=["sensor"], settings=s)
+        ingest_file(src, time_col="ts", targets=["flow"], id_cols=["sensor"], settings=s)
     msg = str(ei.value)
     assert "series 'P'" in msg and "cannot infer a regular frequency" in msg and "--freq with --agg" in msg, msg
 
@@ -266,20 +262,17 @@ def test_an_id_column_named_series_id_is_the_key_itself(project, settings_for):
     df = pd.concat([series("A", 30), series("B", 30)]).rename(columns={"sensor": "series_id"})
     ingest_file(
         write_csv(df, project / "sid.csv"),
-        name="sid",
         time_col="ts",
         targets=["flow"],
         id_cols=["series_id"],
         settings=s,
     )
-    out, meta = read_raw("sid", s)
+    out, meta = read_raw(s)
     assert list(out.columns) == ["series_id", "timestamp", "flow"] and meta["panel"]["series"]["A"]["ids"] == {
         "series_id": "A"
     }
     with pytest.raises(ConfigError):
-        ingest_file(
-            project / "sid.csv", name="sid", time_col="ts", targets=["flow"], id_cols=["series_id", "ts2"], settings=s
-        )
+        ingest_file(project / "sid.csv", time_col="ts", targets=["flow"], id_cols=["series_id", "ts2"], settings=s)
 
 
 @pytest.mark.parametrize("agg", ["mean", "sum", "last", "max"])
@@ -288,7 +281,6 @@ def test_irregular_readings_are_aggregated_onto_the_grid_per_series(agg, project
     raw_in = irregular()
     ingest_file(
         write_csv(raw_in, project / "irr.csv"),
-        name="irr",
         time_col="ts",
         targets=["flow"],
         id_cols=["sensor"],
@@ -296,7 +288,7 @@ def test_irregular_readings_are_aggregated_onto_the_grid_per_series(agg, project
         agg=agg,
         settings=s,
     )
-    out, meta = read_raw("irr", s)
+    out, meta = read_raw(s)
     # the truth, computed independently: each reading in [hour, hour + 1h)
     raw_in = raw_in.sort_values(["sensor", "ts"], kind="stable")
     raw_in["hour"] = raw_in["ts"].dt.floor("h")
@@ -316,21 +308,20 @@ def test_irregular_readings_are_aggregated_onto_the_grid_per_series(agg, project
     r = meta["resample"]
     assert r == {"freq": "h", "agg": agg, "readings": 17, "grid_points": 7, "merged_points": 5, "most_per_point": 3}
     assert meta["panel"]["series"]["Q"]["readings"] == 5 and meta["panel"]["series"]["Q"]["grid_points"] == 3
-    assert source_of("irr", s)["agg"] == agg
+    assert source_of(s)["agg"] == agg
 
 
 def test_one_series_can_be_aggregated_too_and_stays_one_series(project, settings_for):
     s = settings_for("one")
     ingest_file(
         write_csv(irregular().query("sensor == 'P'").drop(columns="sensor"), project / "one.csv"),
-        name="one",
         time_col="ts",
         targets=["flow"],
         freq="h",
         agg="mean",
         settings=s,
     )
-    out, meta = read_raw("one", s)
+    out, meta = read_raw(s)
     assert list(out.columns) == ["timestamp", "flow"] and "panel" not in meta
     assert out["flow"].tolist() == [1.0, 4.0, 7.0, 10.0] and meta["resample"]["readings"] == 12
 
@@ -339,7 +330,6 @@ def test_a_single_series_ingest_writes_what_it_always_did(project, settings_for)
     s = settings_for("solo")
     ingest_file(
         write_csv(series("A", 100).drop(columns="sensor"), project / "solo.csv"),
-        name="solo",
         time_col="ts",
         targets=["flow"],
         features=["temp"],
@@ -347,9 +337,7 @@ def test_a_single_series_ingest_writes_what_it_always_did(project, settings_for)
     )
     meta = json.loads((project / "data/solo/raw.json").read_text())
     assert (
-        "panel" not in meta
-        and "resample" not in meta
-        and list(read_raw("solo", s)[0].columns) == ["timestamp", "flow", "temp"]
+        "panel" not in meta and "resample" not in meta and list(read_raw(s)[0].columns) == ["timestamp", "flow", "temp"]
     )
 
 
@@ -363,7 +351,7 @@ def test_bad_series_are_dropped_into_quarantine_short_ones_kept_as_cold_start(pr
     s = _validate_mixed(project, settings_for, "drop")
     raw = project / "data/city/raw.parquet"
     before = raw.read_bytes()
-    rep = validate_dataset("city", s)
+    rep = validate_dataset(s)
     assert raw.read_bytes() == before
     p = rep.panel
     assert (p["series_in"], p["kept"], p["dropped"], p["cold_start"]) == (6, 3, 3, 1)
@@ -376,7 +364,7 @@ def test_bad_series_are_dropped_into_quarantine_short_ones_kept_as_cold_start(pr
     assert {k: v["status"] for k, v in p["series"].items()} == {"A": "ok", "B": "ok", "D": "cold_start"}
     assert "non-overlapping test window" in p["series"]["D"]["cold_start"]
     # validated.parquet holds the kept series only, each on its own grid; validated.json is the contract
-    frame, meta = read_validated_panel("city", s)
+    frame, meta = read_validated_panel(s)
     assert sorted(frame["series_id"].unique()) == ["A", "B", "D"]
     assert list(frame.columns) == ["series_id", "sensor", "timestamp", "flow", "temp", "filled:flow", "filled:temp"]
     assert meta["panel"]["series"]["B"] == p["series"]["B"]
@@ -386,7 +374,7 @@ def test_bad_series_are_dropped_into_quarantine_short_ones_kept_as_cold_start(pr
     )
     assert meta["panel"]["id_cols"] == ["sensor"] and meta["rows"] == len(frame) == rep.rows_out
     assert set(meta["panel"]["dropped_series"]) == {"C", "E", "G"} and meta["panel"]["window"]["lookback"] == 24
-    one, _ = read_validated_panel("city", s, series=["D"])
+    one, _ = read_validated_panel(s, series=["D"])
     assert len(one) == 60 and set(one["series_id"]) == {"D"}
     # the dropped series' raw rows and their report are in quarantine; the summary names them
     q = Path(rep.quarantine_path)
@@ -396,14 +384,14 @@ def test_bad_series_are_dropped_into_quarantine_short_ones_kept_as_cold_start(pr
     assert on_disk["success"] and on_disk["panel"]["series_in"] == 6 and len(on_disk["panel"]["partitions"]) >= 3
     assert (project / "reports/city/data_docs/index.html").is_file()
     with pytest.raises(ConfigError) as ei:  # a stage that reads one series is not handed a panel
-        read_validated("city", s)
+        read_validated(s)
     assert "is a panel of 3 series" in str(ei.value)
 
 
 def test_reject_fails_the_dataset_naming_the_series_and_the_rule(project, settings_for):
     s = _validate_mixed(project, settings_for, "reject")
     with pytest.raises(DataValidationError) as ei:
-        validate_dataset("city", s)
+        validate_dataset(s)
     msg = str(ei.value)
     assert "\n" not in msg and msg.startswith(str(Path("data/city/raw.parquet")))
     assert "3 of 6 series broke a rule: series 'C': column 'flow': finite failed for 1 rows (inf)" in msg, msg
@@ -422,13 +410,13 @@ def test_duplicates_are_judged_per_series_by_the_gx_suite(project, settings_for)
     s = settings_for("dup", **SMALL)
     a, b = series("A", 200), series("B", 200)
     b = pd.concat([b, b.iloc[[10, 11]]])  # two repeated timestamps in B only
-    ingest_panel(write_csv(pd.concat([a, b]), project / "dup.csv"), s, name="dup")
+    ingest_panel(write_csv(pd.concat([a, b]), project / "dup.csv"), s)
     with pytest.raises(DataValidationError) as ei:
-        validate_dataset("dup", s)
+        validate_dataset(s)
     assert "1 of 2 series broke a rule: series 'B': column 'timestamp': unique failed for 4 rows" in str(ei.value)
     assert "--dedupe first|last|mean" in str(ei.value)
     s2 = settings_for("dup", ingest={"dedupe": "mean"}, **SMALL)
-    rep = validate_dataset("dup", s2)
+    rep = validate_dataset(s2)
     assert rep.panel["series"]["B"]["duplicates"] == 2 and rep.panel["series"]["B"]["rows"] == 200
 
 
@@ -444,14 +432,14 @@ def test_a_series_that_reports_part_of_the_day_gets_breaks_not_interpolated_nigh
     # long_gaps stays reject: a night is the series' schedule, not a fault
     s = settings_for("shop", window={"lookback": 4, "horizon": 2})
     full = series("full", 24 * 20, "2024-03-01")
-    ingest_panel(write_csv(pd.concat([business_hours(), full]), project / "shop.csv"), s, name="shop")
-    rep = validate_dataset("shop", s)
+    ingest_panel(write_csv(pd.concat([business_hours(), full]), project / "shop.csv"), s)
+    rep = validate_dataset(s)
     shop = rep.panel["series"]["shop"]
     assert (
         shop["status"] == "ok" and shop["schedule"] == ["08:00-18:00"] and "schedule" not in rep.panel["series"]["full"]
     )
     assert shop["breaks"] == shop["off_hours_breaks"] == 19 and shop["filled"] == 1 * 2  # noon, in both variables
-    frame, _ = read_validated_panel("shop", s, series=["shop"])
+    frame, _ = read_validated_panel(s, series=["shop"])
     night = ~frame["timestamp"].dt.hour.between(8, 17)
     assert frame.loc[night, ["flow", "temp"]].isna().all().all() and not frame.loc[night, "filled:flow"].any()
     # the missed 08:00 beside a night joins the break; the missed noon is filled and marked
@@ -483,29 +471,28 @@ def test_a_weather_subset_real_panel_ingests_and_validates(project, settings_for
     s = settings_for("nyc", ingest={"long_gaps": "segment"}, **SMALL)
     ingest_file(
         src,
-        name="nyc",
         time_col="time",
         targets=["temp"],
         features=["humid", "wind_speed"],
         id_cols=["airport"],
         settings=s,
     )
-    raw, meta = read_raw("nyc", s)
+    raw, meta = read_raw(s)
     assert (
         meta["freq"] == "h" and meta["timezone"] == "UTC" and sorted(meta["panel"]["series"]) == ["EWR", "JFK", "LGA"]
     )
     assert all(v["gaps"]["longest_steps"] == 5 for v in meta["panel"]["series"].values())
-    rep = validate_dataset("nyc", s)
+    rep = validate_dataset(s)
     p = rep.panel
     assert (p["series_in"], p["kept"], p["dropped"]) == (3, 3, 0)
     for sid, r in p["series"].items():
         assert r["status"] == "ok" and r["breaks"] >= 1 and r["filled"] > 0 and r["rows"] == 504, (sid, r)
-    frame, _ = read_validated_panel("nyc", s, series=["JFK"])
+    frame, _ = read_validated_panel(s, series=["JFK"])
     assert frame.set_index("timestamp").loc["2013-10-26 00:00":"2013-10-26 04:00", "temp"].isna().all()
     # the same file with long gaps rejected and bad series dropped: nothing is left, and that is one line
     s2 = settings_for("nyc", ingest={"bad_series": "drop"}, **SMALL)
     with pytest.raises(DataValidationError) as ei:
-        validate_dataset("nyc", s2)
+        validate_dataset(s2)
     assert "3 of 3 series broke a rule" in str(ei.value) and "no series is left" in str(ei.value)
 
 
@@ -517,16 +504,15 @@ def test_the_local_clock_of_the_weather_repeats_an_hour_and_the_suite_names_each
     s = settings_for("nyc", **SMALL)
     ingest_file(
         write_csv(df, project / "local.csv"),
-        name="nyc",
         time_col="local",
         targets=["temp"],
         id_cols=["origin"],
         freq="h",
         settings=s,
     )
-    assert read_raw("nyc", s)[1]["duplicates"] == 3  # 01:00 on 2013-11-03, at each airport
+    assert read_raw(s)[1]["duplicates"] == 3  # 01:00 on 2013-11-03, at each airport
     with pytest.raises(DataValidationError) as ei:
-        validate_dataset("nyc", s)
+        validate_dataset(s)
     assert "3 of 3 series broke a rule: series 'EWR': column 'timestamp': unique failed for 2 rows" in str(ei.value)
 
 
@@ -535,9 +521,9 @@ def test_the_bundled_us_employment_panel_keeps_its_young_series_cold_start_folds
     from cellcast.pipeline.data.ingest import ingest_bundled
 
     s = load_params(project / "params.yaml").for_dataset("us_employment")
-    res = ingest_bundled("us_employment", s)
+    res = ingest_bundled(s)
     assert len(res.meta.panel["series"]) == 148 and res.meta.dataset["series"] == 148
-    rep = validate_dataset("us_employment", s)
+    rep = validate_dataset(s)
     p = rep.panel
     assert (p["series_in"], p["kept"], p["dropped"], p["cold_start"]) == (148, 148, 0, 2)
     young = sorted(k for k, v in p["series"].items() if v["status"] == "cold_start")
@@ -553,7 +539,7 @@ def test_the_bundled_us_employment_panel_keeps_its_young_series_cold_start_folds
     from cellcast.pipeline.modeling.evaluate import forecast_origins
     from cellcast.pipeline.registry.backtest import plan
 
-    ws = window_dataset("us_employment", s)
+    ws = window_dataset(s)
     folds = plan(ws, s, k=2)
     for fold in folds:
         fws = fold_windowset(ws, fold, s)
@@ -575,7 +561,7 @@ def test_the_bundled_us_employment_panel_keeps_its_young_series_cold_start_folds
 def test_validation_fans_out_over_a_local_dask_cluster(project, settings_for):
     distributed = pytest.importorskip("distributed")
     s = _validate_mixed(project, settings_for, "drop")
-    here = validate_dataset("city", s)
+    here = validate_dataset(s)
     frame_here = pd.read_parquet(project / "data/city/validated.parquet")
     with (
         distributed.LocalCluster(
@@ -583,7 +569,7 @@ def test_validation_fans_out_over_a_local_dask_cluster(project, settings_for):
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
-        rep = validate_dataset("city", s, mapper=client_mapper(client))
+        rep = validate_dataset(s, mapper=client_mapper(client))
     parts = rep.panel["partitions"]
     assert len(parts) >= 3 and len({p["worker"] for p in parts}) == 2  # two processes did the work
     assert {p["worker"].split(":")[1] for p in parts}.isdisjoint({str(__import__("os").getpid())})

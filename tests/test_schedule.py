@@ -125,11 +125,10 @@ def car_park(project, strays: bool = False) -> pd.DataFrame:
     return df
 
 
-def ingest_park(project, settings, name: str = "park", **kw):
+def ingest_park(project, settings, **kw):
     """park.csv (car_park) onto its 30-minute grid, the readings of each half hour averaged."""
     return ingest_file(
         project / "park.csv",
-        name=name,
         time_col="t",
         targets=["occ"],
         freq="30min",
@@ -149,14 +148,14 @@ def test_a_car_park_is_ingested_on_its_hours_and_validated_without_nightly_break
     assert m.schedule_line().startswith("observed 08:00-16:30, 18 steps a day, 7 days a week (2 readings off it")
     # the outage is the only gap: two days of open steps, not nights
     assert m.gaps["count"] == 1 and m.gaps["longest_steps"] == 36
-    rep = validate_dataset("park", s)
+    rep = validate_dataset(s)
     assert rep.snapped["off_schedule"] == 2
     assert [b["steps"] for b in rep.breaks] == [36]  # the outage; no night is a break
     frame = rep.frame
     assert len(frame) == 35 * 18 and set(frame["timestamp"].dt.strftime("%H:%M")) == {
         f"{h:02d}:{m:02d}" for h in range(8, 17) for m in (0, 30) if (h, m) <= (16, 30)
     }
-    ws = window_dataset("park", s)
+    ws = window_dataset(s)
     # windows cross the nights: a lookback of 40 open steps spans two and a bit days
     first = pd.Timestamp(ws.timestamps[ws.starts["train"][0]])
     origin = pd.Timestamp(ws.timestamps[ws.starts["train"][0] + 39])
@@ -168,14 +167,14 @@ def test_auto_windows_count_open_steps_and_a_declared_none_keeps_the_old_grid(pr
     car_park(project)
     s = settings_for("park")
     ingest_park(project, s)
-    meta = read_raw_meta("park", s)
+    meta = read_raw_meta(s)
     lookback, horizon = resolve_window(s, meta["freq"], 11 * 7 * 18, meta["schedule"])  # 11 weeks
     assert horizon == 18 and lookback == 18 + s.train.rnn_steps  # a day of open steps, not 48 half hours
     week = resolve_window(s, meta["freq"], 20 * 7 * 18, meta["schedule"])[0]  # 20 weeks: a week fits ten times
     assert week == 126 + s.train.rnn_steps
-    res = ingest_park(project, s, "park24", schedule="none")
+    res = ingest_park(project, settings_for("park24"), schedule="none")
     assert res.meta.schedule is None and res.meta.gaps["longest_steps"] > 31  # every night is a gap again
-    declared = ingest_park(project, s, "parkwd", schedule="Mon-Fri 08:00-16:30")
+    declared = ingest_park(project, settings_for("parkwd"), schedule="Mon-Fri 08:00-16:30")
     assert declared.meta.schedule_source == "declared" and declared.meta.off_schedule["count"] == 10 * 18  # weekends
     assert declared.meta.extra["schedule"] == "Mon-Fri 08:00-16:30"
 
@@ -209,11 +208,12 @@ def test_a_daily_series_of_trading_days_counts_trading_days_whether_declared_dai
         project / "prices.csv", index=False
     )
     s = settings_for("px")
-    inferred = ingest_file(project / "prices.csv", name="px", time_col="day", targets=["close"], settings=s)
+    inferred = ingest_file(project / "prices.csv", time_col="day", targets=["close"], settings=s)
     assert inferred.meta.freq == "B" and inferred.meta.schedule is None  # as before: business days
-    daily = ingest_file(project / "prices.csv", name="pxd", time_col="day", targets=["close"], freq="D", settings=s)
+    sd = settings_for("pxd")
+    daily = ingest_file(project / "prices.csv", time_col="day", targets=["close"], freq="D", settings=sd)
     assert daily.meta.schedule["summary"] == "Mon-Fri, 5 days a week" and daily.meta.gaps["count"] == 2  # holidays
-    rep = validate_dataset("pxd", s)
+    rep = validate_dataset(sd)
     assert rep.frame["timestamp"].dt.day_of_week.max() == 4 and len(rep.frame) == len(trading) + 2  # holidays filled
     assert resolve_window(s, "D", len(rep.frame), daily.meta.schedule)[1] == 5  # a week of trading days
 
@@ -228,7 +228,6 @@ def test_a_panel_keeps_one_schedule_and_names_the_series_that_keep_other_hours(p
     pd.concat(rows).to_csv(project / "parks.csv", index=False)
     res = ingest_file(
         project / "parks.csv",
-        name="parks",
         time_col="t",
         targets=["occ"],
         id_cols=["park"],

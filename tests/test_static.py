@@ -38,9 +38,7 @@ def parks(project, vary: bool = False):
 
 
 def ingest(project, settings, **kw):
-    return ingest_file(
-        project / "parks.csv", name="parks", time_col="t", targets=["occ"], id_cols=["park"], settings=settings, **kw
-    )
+    return ingest_file(project / "parks.csv", time_col="t", targets=["occ"], id_cols=["park"], settings=settings, **kw)
 
 
 def test_static_columns_are_kept_once_per_series_and_features_constant_per_series_are_found(project, settings_for):
@@ -53,8 +51,8 @@ def test_static_columns_are_kept_once_per_series_and_features_constant_per_serie
     assert m.static["values"]["P2"] == {"capacity": 400.0, "floors": 3.0}
     assert m.features == ["temp"] and "capacity" not in res.frame.columns and "floors" not in res.frame.columns
     # the model reads them beside the calendar, scaled over the training rows; each series its own value
-    validate_dataset("parks", s)
-    ws = window_dataset("parks", s)
+    validate_dataset(s)
+    ws = window_dataset(s)
     assert ws.meta.future_names[-2:] == ["capacity", "floors"] and ws.meta.future_kinds[-2:] == ["static", "static"]
     j = ws.meta.future_names.index("capacity")
     for sid, o, n in zip(ws.series_ids, ws.offsets, ws.lengths):
@@ -73,4 +71,4 @@ def test_a_static_column_that_varies_within_a_series_or_on_one_series_is_refused
     # a feature that varies within a series stays a feature
     assert ingest(project, s, features=["capacity"]).meta.static == {}
     with pytest.raises(ConfigError, match=r"--static: columns constant per series need a panel"):
-        ingest_file(project / "parks.csv", name="one", time_col="t", targets=["occ"], static=["capacity"], settings=s)
+        ingest_file(project / "parks.csv", time_col="t", targets=["occ"], static=["capacity"], settings=s)

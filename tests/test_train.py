@@ -25,7 +25,7 @@ def ws():
     df = pd.DataFrame(
         {"timestamp": pd.date_range("2022-01-01", periods=n, freq="h"), "y": y, "x": np.cos(2 * np.pi * t / 24)}
     )
-    return build_windows(df, name="syn", variables=["y", "x"], targets=["y"], freq="h", settings=settings())
+    return build_windows(df, variables=["y", "x"], targets=["y"], freq="h", settings=settings())
 
 
 def settings(evaluate=None, **train):
@@ -254,7 +254,7 @@ def test_the_loss_ignores_filled_targets():
     for a in (100, 200, 300, 450, 520):  # in train, val and test targets
         df.loc[a : a + 2, "y"], df.loc[a : a + 2, "filled:y"] = 100.0, True
     point = settings(epochs=2, evaluate={"quantiles": []})  # a perfect point forecast: a loss of exactly 0
-    ws = build_windows(df, name="c", variables=["y", "x"], targets=["y"], freq="h", settings=point)
+    ws = build_windows(df, variables=["y", "x"], targets=["y"], freq="h", settings=point)
     res = train_candidate(ws, Candidate("gru", 8, 1), point, anchor_season=1)
     assert res.initial_val_loss == 0.0 and all(h["train_loss"] == 0.0 and h["val_loss"] == 0.0 for h in res.history)
 

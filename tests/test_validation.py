@@ -31,11 +31,11 @@ def frame(n: int = 300) -> pd.DataFrame:
     )
 
 
-def ingest_frame(df: pd.DataFrame, project: Path, settings, name: str = "syn"):
+def ingest_frame(df: pd.DataFrame, project: Path, settings):
     """Write a frame as CSV and ingest it, as a user would (freq declared so gaps do not confuse inference)."""
-    p = project / f"{name}.csv"
+    p = project / f"{settings.dataset}.csv"
     df.to_csv(p, index=False)
-    ingest_file(p, name=name, time_col="timestamp", targets=["y"], features=["x"], freq="h", settings=settings)
+    ingest_file(p, time_col="timestamp", targets=["y"], features=["x"], freq="h", settings=settings)
     return p
 
 
@@ -82,7 +82,7 @@ def test_clean_series_passes_and_writes_everything(project, settings_for):
     src = ingest_frame(frame(), project, s)
     raw = project / "data/syn/raw.parquet"
     before, before_src = _snap(raw), _snap(src)
-    rep = validate_dataset("syn", s)
+    rep = validate_dataset(s)
     assert rep.success and rep.rows_out == 300 and rep.filled == {} and rep.breaks == []
     assert rep.gx["success"] and rep.gx["evaluated"] >= 10 and rep.failures == []
     assert rep.windows["lookback"] == 24 and min(rep.windows[k] for k in ("train", "val", "test")) >= 1
@@ -103,10 +103,10 @@ def test_inf_is_rejected(project, settings_for):
     df = frame()
     df.loc[[10, 20], "x"] = np.inf
     s = settings_for("inf", **SMALL)
-    ingest_frame(df, project, s, "inf")
+    ingest_frame(df, project, s)
     before = _snap(project / "data/inf/raw.parquet")
     with pytest.raises(DataValidationError) as ei:
-        validate_dataset("inf", s)
+        validate_dataset(s)
     assert_rejected(project, "inf", ei.value, "x", "finite", 2)
     assert "inf" in str(ei.value)
     assert _snap(project / "data/inf/raw.parquet") == before
@@ -115,9 +115,9 @@ def test_inf_is_rejected(project, settings_for):
 def test_duplicates_rejected_by_default(project, settings_for):
     df = pd.concat([frame(), frame().iloc[[5]]]).sort_values("timestamp", kind="stable")
     s = settings_for("dup", **SMALL)
-    ingest_frame(df, project, s, "dup")
+    ingest_frame(df, project, s)
     with pytest.raises(DataValidationError) as ei:
-        validate_dataset("dup", s)
+        validate_dataset(s)
     assert_rejected(project, "dup", ei.value, "timestamp", "unique", 2)
 
 
@@ -128,7 +128,7 @@ def test_dedupe_modes(mode, expected, project, settings_for):
     df.loc[5, "y"], extra["y"] = 1.0, [2.0, 3.0]
     df = pd.concat([df, extra]).sort_values("timestamp", kind="stable", ignore_index=True)
     s = settings_for("dd", ingest={"dedupe": mode}, **SMALL)
-    rep = validate_frame(df, META, s, name="dd")
+    rep = validate_frame(df, META, s)
     assert rep.frame.loc[5, "y"] == expected and rep.rows_out == 300
     assert rep.dedupe == {"mode": mode, "duplicated_rows": 2, "timestamps": 1}
     assert not Path("quarantine").exists()
@@ -139,8 +139,8 @@ def test_short_gaps_and_missing_cells_are_interpolated(project, settings_for):
     df.loc[100, "y"] = np.nan  # a missing cell
     df.loc[200:203, "x"] = np.nan  # 4 missing cells = max_fill_steps
     s = settings_for("gap", **SMALL)
-    ingest_frame(df, project, s, "gap")
-    rep = validate_dataset("gap", s)
+    ingest_frame(df, project, s)
+    rep = validate_dataset(s)
     assert rep.inserted_rows == 3 and rep.rows_out == 300
     assert rep.filled == {"y": 4, "x": 7}
     out = rep.frame
@@ -157,25 +157,25 @@ def test_short_gaps_and_missing_cells_are_interpolated(project, settings_for):
 def test_long_gap_rejected(project, settings_for):
     df = frame().drop(index=range(100, 110))
     s = settings_for("long", **SMALL)
-    ingest_frame(df, project, s, "long")
+    ingest_frame(df, project, s)
     with pytest.raises(DataValidationError) as ei:
-        validate_dataset("long", s)
+        validate_dataset(s)
     assert_rejected(project, "long", ei.value, "timestamp", "long_gap", 1)
     assert "10 missing steps from 2024-01-05 04:00:00" in str(ei.value)
     # a long run of empty cells names its column
     df = frame()
     df.loc[30:40, "x"] = np.nan
     with pytest.raises(DataValidationError, match="column 'x': long_gap failed for 1 rows"):
-        validate_frame(df, META, s, name="cells")
+        validate_frame(df, META, s)
 
 
 def test_long_gap_segment_keeps_a_break(project, settings_for):
     df = frame(400).drop(index=range(200, 210))
     s = settings_for("seg", ingest={"long_gaps": "segment"}, **SMALL)
-    rep = validate_frame(df, META, s, name="seg")
+    rep = validate_frame(df, META, s)
     assert rep.breaks == [{"start": "2024-01-09 08:00:00", "end": "2024-01-09 17:00:00", "steps": 10}]
     assert rep.rows_out == 400 and rep.frame[["y", "x"]].isna().all(axis=1).sum() == 10
-    whole = validate_frame(frame(400), META, s, name="whole")
+    whole = validate_frame(frame(400), META, s)
     # no window crosses the break: exactly the windows overlapping the 10 NaN rows disappear
     lost = sum(whole.windows[k] for k in ("train", "val", "test")) - sum(
         rep.windows[k] for k in ("train", "val", "test")
@@ -187,9 +187,9 @@ def test_out_of_range(project, settings_for):
     df = frame()
     df.loc[7, "y"] = 50.0
     s = settings_for("rng", validate={"bounds": {"y": (0.0, 20.0)}}, **SMALL)
-    ingest_frame(df, project, s, "rng")
+    ingest_frame(df, project, s)
     with pytest.raises(DataValidationError) as ei:
-        validate_dataset("rng", s)
+        validate_dataset(s)
     assert_rejected(project, "rng", ei.value, "y", "in_range", 1)
     assert "outside [0, 20] (validate.bounds)" in str(ei.value) and "widen validate.bounds" in str(ei.value)
     # forecast time: new data checked against given bounds (a model's, profiled on its training rows)
@@ -204,7 +204,6 @@ def test_out_of_range(project, settings_for):
             new,
             META,
             settings_for("rng2", **SMALL),
-            name="rng2",
             bounds={"x": [0, 1]},
             bounds_origin="the model's",
             require_windows=False,
@@ -212,41 +211,41 @@ def test_out_of_range(project, settings_for):
     # a value far outside every other is not in range merely because the frame itself was profiled
     wild = frame()
     wild.loc[7, "y"] = 1e9
-    assert validate_frame(wild, META, settings_for("rng3", **SMALL), name="rng3").bounds == {}
+    assert validate_frame(wild, META, settings_for("rng3", **SMALL)).bounds == {}
 
 
 def test_too_short_for_one_window(project, settings_for):
     s = settings_for("short", **SMALL)
     need = min_rows_for_windows(s, 24, 6)
-    ingest_frame(frame(need - 1), project, s, "short")
+    ingest_frame(frame(need - 1), project, s)
     with pytest.raises(DataValidationError) as ei:
-        validate_dataset("short", s)
+        validate_dataset(s)
     assert_rejected(project, "short", ei.value, "timestamp", "min_rows", need - 1)
     # the batch-forecast path validates recent data without the window rule
-    rep = validate_frame(frame(need - 1), META, s, name="short", require_windows=False, quarantine=False)
+    rep = validate_frame(frame(need - 1), META, s, require_windows=False, quarantine=False)
     assert rep.success and rep.windows == {}
-    assert validate_frame(frame(need), META, s, name="short").success
+    assert validate_frame(frame(need), META, s).success
 
 
 def test_off_grid_timestamps_are_snapped(project, settings_for):
     df = frame()
     df.loc[[10, 11, 12], "timestamp"] += pd.Timedelta("4min")  # a drifting clock
-    rep = validate_frame(df, META, settings_for("snap", **SMALL), name="snap")
+    rep = validate_frame(df, META, settings_for("snap", **SMALL))
     assert rep.snapped == {"off_grid": 3, "merged": 0} and rep.rows_out == 300
     assert rep.frame["timestamp"].equals(frame()["timestamp"])
 
 
 def test_real_bundled_data(project, settings_for):
     s = settings_for("sp500")
-    ingest_bundled("sp500", s)
-    rep = validate_dataset("sp500", s)
+    ingest_bundled(s)
+    rep = validate_dataset(s)
     # market holidays are the gaps: filled (at most 4 business days in a row, after 11 September 2001)
     assert rep.success and rep.inserted_rows == 185 and rep.filled == {"adj_close": 185} and rep.seconds < 10
     assert rep.frame["timestamp"].iloc[-1] == pd.Timestamp("2018-12-31")
     g = settings_for("glucose", ingest={"dedupe": "reject", "long_gaps": "segment"})
-    ingest_bundled("glucose", g)
+    ingest_bundled(g)
     with pytest.raises(DataValidationError) as ei:
-        validate_dataset("glucose", g)
+        validate_dataset(g)
     assert_rejected(project, "glucose", ei.value, "timestamp", "unique", 6)
 
 
@@ -265,7 +264,7 @@ def test_cli_validate(project, settings_for):
             "datasets:\n", "datasets:\n  dup:\n    window: {lookback: 24, horizon: 6, test_fraction_max: 0.15}\n", 1
         )
     )
-    ingest_frame(df, project, settings_for("dup"), "dup")
+    ingest_frame(df, project, settings_for("dup"))
     before = _snap(project / "data/dup/raw.parquet")
     r = run.invoke(app, ["validate", "dup"])
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
@@ -290,9 +289,9 @@ def test_cli_validate(project, settings_for):
 
 def test_a_five_row_series_is_refused_saying_how_many_rows_it_needs(project, settings_for):
     s = settings_for("tiny")  # params.yaml as shipped: auto window, default test rule
-    ingest_frame(frame(5), project, s, "tiny")
+    ingest_frame(frame(5), project, s)
     with pytest.raises(DataValidationError) as ei:
-        validate_dataset("tiny", s)
+        validate_dataset(s)
     need = min_rows_for_windows(s, 2, 1)  # a 5-row hourly series resolves to lookback 2, horizon 1
     assert need > 5
     assert_rejected(project, "tiny", ei.value, "timestamp", "min_rows", 5)
@@ -311,9 +310,9 @@ def test_too_few_non_overlapping_test_windows_after_the_policy(project, settings
         match=r"too short \(min_test_horizons\): 400 rows leave 4 non-overlapping "
         r"test window\(s\) of horizon 6, need 8",
     ) as ei:
-        validate_frame(df, META, s, name="brk")
+        validate_frame(df, META, s)
     assert "ingest.min_test_horizons" in str(ei.value)
-    ok = validate_frame(frame(400), META, s, name="ok")
+    ok = validate_frame(frame(400), META, s)
     assert ok.windows["test_origins"] == 10
 
 
@@ -328,7 +327,7 @@ def test_cli_long_gaps_option_and_the_refusal_that_names_it(project, settings_fo
         .read_text()
         .replace("datasets:\n", "datasets:\n  gappy:\n    window: {lookback: 24, horizon: 6}\n", 1)
     )
-    ingest_frame(frame(400).drop(index=range(200, 210)), project, settings_for("gappy"), "gappy")
+    ingest_frame(frame(400).drop(index=range(200, 210)), project, settings_for("gappy"))
     r = run.invoke(app, ["validate", "gappy"])
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert r.exit_code == 2 and len(lines) == 1 and "long_gap failed" in lines[0], r.output
@@ -349,8 +348,8 @@ def test_cli_long_gaps_option_and_the_refusal_that_names_it(project, settings_fo
     from cellcast.pipeline.data.validation import recorded_policy, validate_dataset, with_recorded_policy
 
     s = settings_for("gappy")
-    assert s.ingest.long_gaps == "reject" and recorded_policy("gappy", s) == {"long_gaps": "segment"}
-    assert with_recorded_policy("gappy", s).ingest.long_gaps == "segment"
-    assert len(validate_dataset("gappy", s).breaks) == 1
+    assert s.ingest.long_gaps == "reject" and recorded_policy(s) == {"long_gaps": "segment"}
+    assert with_recorded_policy(s).ingest.long_gaps == "segment"
+    assert len(validate_dataset(s).breaks) == 1
     r = run.invoke(app, ["validate", "gappy", "--long-gaps", "reject"])  # given again: replaced
-    assert r.exit_code == 2 and recorded_policy("gappy", s) == {"long_gaps": "reject"}, r.output
+    assert r.exit_code == 2 and recorded_policy(s) == {"long_gaps": "reject"}, r.output

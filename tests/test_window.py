@@ -10,7 +10,7 @@ import torch
 from cellcast.pipeline.config import Params
 from cellcast.pipeline.data.frequency import seasons_for
 from cellcast.pipeline.data.window import build_windows, complete_windows, load_windows, resolve_window, save_windows
-from cellcast.pipeline.errors import DataValidationError
+from cellcast.pipeline.errors import ConfigError, DataValidationError
 
 
 def frame(n=2000, freq="h", seed=0):
@@ -36,7 +36,7 @@ def settings(lookback=48, horizon=12, ingest=None, calendar=None, **window):
 
 def make(df=None, **kw):
     df = frame() if df is None else df
-    return build_windows(df, name="t", variables=["load", "temp"], targets=["load"], freq="h", settings=settings(**kw))
+    return build_windows(df, variables=["load", "temp"], targets=["load"], freq="h", settings=settings(**kw))
 
 
 def test_splits_are_chronological_and_targets_stay_in_their_split():
@@ -123,13 +123,18 @@ def test_too_short_for_one_window_in_each_split_is_a_clear_error():
 def test_save_and_load_round_trip(tmp_path):
     s = settings()
     s.paths.data = tmp_path / "data"
-    ws = build_windows(frame(), name="t", variables=["load", "temp"], targets=["load"], freq="h", settings=s)
+    ws = build_windows(frame(), variables=["load", "temp"], targets=["load"], freq="h", settings=s)
     save_windows(ws, s)
-    back = load_windows("t", s)
+    back = load_windows(s)
     np.testing.assert_array_equal(back.values, ws.values)
     assert back.meta == ws.meta
     for k in ws.starts:
         np.testing.assert_array_equal(back.starts[k], ws.starts[k])
+    # the windows are dataset t's: another dataset's settings would file them under its name, and are refused
+    other = s.model_copy(update={"dataset": "u"})
+    with pytest.raises(ConfigError, match=r"^windows of dataset 't' given with the settings of dataset 'u'$"):
+        save_windows(ws, other)
+    assert not (tmp_path / "data" / "u").exists()
 
 
 @pytest.mark.parametrize(
@@ -203,9 +208,7 @@ def test_auto_lookback_leaves_out_seasons_longer_than_its_cap():
 def test_the_default_calendar_is_resolved_from_the_frequency_and_the_training_span(n, freq, country, names):
     s = Params(window={"lookback": 14, "horizon": 7}, calendar={"country": country}).for_dataset("t")
     assert s.calendar.parts == "auto"
-    ws = build_windows(
-        frame(n, freq=freq), name="t", variables=["load", "temp"], targets=["load"], freq=freq, settings=s
-    )
+    ws = build_windows(frame(n, freq=freq), variables=["load", "temp"], targets=["load"], freq=freq, settings=s)
     assert ws.meta.future_names == names and ws.future.shape == (n, len(names))
     # what the model and its metadata carry: the parts as resolved, never 'auto'
     assert ws.meta.calendar["parts"] == [
@@ -218,7 +221,7 @@ def test_auto_lookback_shrinks_for_a_short_series():
     lookback, horizon = resolve_window(s, "D", 300)
     assert lookback == 30 and horizon == 7
     df = frame(300, freq="D")
-    ws = build_windows(df, name="t", variables=["load", "temp"], targets=["load"], freq="D", settings=s)
+    ws = build_windows(df, variables=["load", "temp"], targets=["load"], freq="D", settings=s)
     assert min(ws.meta.counts.values()) > 0
 
 
@@ -241,8 +244,8 @@ def _filled(df: pd.DataFrame, settings_over: dict | None = None):
     from cellcast.pipeline.data.validation import validate_frame
 
     s = Params(window={"lookback": 48, "horizon": 12}, **(settings_over or {})).for_dataset("t")
-    rep = validate_frame(df, {"targets": ["load"], "features": ["temp"], "freq": "h"}, s, name="t", quarantine=False)
-    ws = build_windows(rep.frame, name="t", variables=["load", "temp"], targets=["load"], freq="h", settings=s)
+    rep = validate_frame(df, {"targets": ["load"], "features": ["temp"], "freq": "h"}, s, quarantine=False)
+    ws = build_windows(rep.frame, variables=["load", "temp"], targets=["load"], freq="h", settings=s)
     return rep, ws
 
 
@@ -294,8 +297,8 @@ def test_filled_targets_are_masked_and_windows_with_only_filled_targets_dropped(
     s2 = Params(window={"lookback": 48, "horizon": 1}).for_dataset("t")
     from cellcast.pipeline.data.validation import validate_frame
 
-    rep = validate_frame(df2, {"targets": ["load"], "features": ["temp"], "freq": "h"}, s2, name="t", quarantine=False)
-    ws2 = build_windows(rep.frame, name="t", variables=["load", "temp"], targets=["load"], freq="h", settings=s2)
+    rep = validate_frame(df2, {"targets": ["load"], "features": ["temp"], "freq": "h"}, s2, quarantine=False)
+    ws2 = build_windows(rep.frame, variables=["load", "temp"], targets=["load"], freq="h", settings=s2)
     every = np.concatenate(list(ws2.starts.values()))
     assert not np.isin(np.arange(1500, 1504) - 48, every).any()
 
@@ -308,10 +311,10 @@ def test_scaler_and_window_files_keep_the_fill_mask(tmp_path):
     df.loc[100:103, "filled:load"] = True  # ... are not observations: the scaler ignores them
     s = settings()
     s.paths.data = tmp_path / "data"
-    ws = build_windows(df, name="t", variables=["load", "temp"], targets=["load"], freq="h", settings=s)
+    ws = build_windows(df, variables=["load", "temp"], targets=["load"], freq="h", settings=s)
     assert ws.meta.mean[0] < 20
     save_windows(ws, s)
-    back = load_windows("t", s)
+    back = load_windows(s)
     np.testing.assert_array_equal(back.filled, ws.filled)
     tw = back.to_torch("cpu")
     idx = back.starts["train"][:5]
@@ -341,7 +344,7 @@ def test_bounds_are_profiled_on_observed_training_rows_only():
     filled.loc[10:12, "filled:load"] = True  # nor do filled cells
     assert make(filled).meta.value_bounds["load"] == pytest.approx(a.meta.value_bounds["load"], rel=0.05)
     declared = Params(window={"lookback": 48, "horizon": 12}, validate={"bounds": {"load": [0, 20]}}).for_dataset("t")
-    ws = build_windows(df, name="t", variables=["load", "temp"], targets=["load"], freq="h", settings=declared)
+    ws = build_windows(df, variables=["load", "temp"], targets=["load"], freq="h", settings=declared)
     assert ws.meta.value_bounds["load"] == [0, 20]  # declared ranges win
 
 
@@ -355,7 +358,6 @@ def _with_future(tmp_path=None):
         s.paths.data = tmp_path / "data"
     ws = build_windows(
         df,
-        name="t",
         variables=["load", "temp", "promo"],
         targets=["load"],
         freq="h",
@@ -389,7 +391,7 @@ def test_each_window_gets_the_known_future_rows_of_its_horizon_as_a_view(tmp_pat
     assert tw.future_windows.untyped_storage().data_ptr() == ws.future.ctypes.data  # unfold: a view, no copy
 
     save_windows(ws, s)
-    back = load_windows("t", s)
+    back = load_windows(s)
     assert back.meta == ws.meta
     np.testing.assert_array_equal(back.future_batch(starts), f)
 
@@ -401,7 +403,6 @@ def test_a_window_set_without_known_future_inputs_has_none():
     with pytest.raises(DataValidationError, match="known-future column\\(s\\) promo not in the data"):
         build_windows(
             frame(),
-            name="t",
             variables=["load", "temp"],
             targets=["load"],
             freq="h",

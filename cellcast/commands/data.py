@@ -210,7 +210,6 @@ def ingest(
 
             res = ingest_query(
                 query,
-                name=name,
                 time_col=time_col,
                 targets=list(target),
                 env=db_env or DEFAULT_ENV,
@@ -224,7 +223,6 @@ def ingest(
             assert path is not None  # one of --csv / --parquet: _check_one_source
             res = ingest_file(
                 path,
-                name=name,
                 time_col=time_col,
                 targets=list(target),
                 features=_columns(features),
@@ -273,7 +271,7 @@ def _ingest_bundled(bundled: str, name: str | None, future: list[str] | None):
         )
     if name and name != bundled:
         raise ConfigError(f"--name '{name}': a bundled dataset keeps its own name ('{bundled}')")
-    return ingest_bundled(bundled, settings_for(bundled))
+    return ingest_bundled(settings_for(bundled))
 
 
 def _file_names(name: str | None, time_col: str | None) -> tuple[str, str]:
@@ -317,8 +315,8 @@ def validate(
     settings = settings_for(name)
     policy = _policy(dedupe=dedupe, long_gaps=long_gaps, bad_series=bad_series)
     if policy:  # kept for NAME: train, scheduled refreshes and forecasts validate it the same way
-        record_policy(name, settings, policy)
-    rep = validate_dataset(name, settings)
+        record_policy(settings, policy)
+    rep = validate_dataset(settings)
     note = _record(name, ["validate"])
     if note:
         typer.echo(note, err=True)
@@ -418,9 +416,9 @@ def _ingest_recorded(name: str):
         raise NotFoundError(f"{versioning.SOURCES_FILE}: no dataset '{name}'; ingest it with --csv / --parquet first")
     how = dict(entry.get("ingest") or {})
     if "bundled" in how:
-        return ingest_bundled(how["bundled"], settings_for(name))
+        return ingest_bundled(settings_for(how["bundled"]))
     path = Path(how.pop("path"))
-    return ingest_file(path if path.is_absolute() else root / path, name=name, settings=settings_for(name), **how)
+    return ingest_file(path if path.is_absolute() else root / path, settings=settings_for(name), **how)
 
 
 def _version_ingest(res) -> str | None:
@@ -434,7 +432,7 @@ def _version_ingest(res) -> str | None:
     if root is None:
         return None
     name, settings = res.name, settings_for(res.name)
-    how = source_of(name, settings)
+    how = source_of(settings)
     if how is None:  # bundled: its loader is the source
         loader = root / "pipeline" / "data" / "datasets.py"
         if versioning.source_entry(name, root) is not None or not loader.is_file():

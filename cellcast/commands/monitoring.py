@@ -25,5 +25,27 @@ def register(app: typer.Typer) -> None:
         from cellcast.pipeline.monitoring.status import status
 
         settings = settings_for(name)
-        text = status(name, settings)  # NotFoundError (one line, exit 2) when never monitored
-        typer.echo(json.dumps(read_state(name, settings), indent=2) if as_json else text)
+        text = status(settings, aliases=_aliases(settings))  # NotFoundError when never monitored
+        typer.echo(json.dumps(read_state(settings), indent=2) if as_json else text)
+
+
+def _aliases(settings) -> dict[str, str | None] | None:
+    """The registry's champion and challenger now, for the live section of `cellcast monitor` (only read where the
+    service logged live forecasts); None when the registry cannot be reached or holds no alias of the model: the
+    log's roles stand in."""
+    from cellcast.commands import configure_tracking
+    from cellcast.pipeline.catalog import live_dir
+    from cellcast.pipeline.errors import CellcastError
+
+    if not live_dir(settings).is_dir():
+        return None
+    try:
+        from cellcast.pipeline.registry import tracking
+
+        configure_tracking(settings)
+        found = {r: tracking.get_alias(settings.model_name, r) for r in (tracking.CHAMPION, tracking.CHALLENGER)}
+    except CellcastError:
+        return None
+    if all(v is None for v in found.values()):  # a registry that knows no such model: the log's roles stand
+        return None
+    return {r: str(v.version) if v is not None else None for r, v in found.items()}

@@ -128,7 +128,7 @@ def promote(
             f"`cellcast train {name}` registers it)"
         )
     configure_tracking(settings)
-    out = promote_live(name, settings)
+    out = promote_live(settings)
     typer.echo(out.line)
     if not out.promoted:
         raise typer.Exit(1)

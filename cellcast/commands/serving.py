@@ -109,7 +109,7 @@ def forecast(
     settings = settings_for(name)
     configure_tracking(settings)
     check_device(device)
-    res = forecast_latest(name, settings, alias=alias, device=device, future_file=future)
+    res = forecast_latest(settings, alias=alias, device=device, future_file=future)
     f = res.frame
     if "series_id" in f.columns:  # a panel: every series, one long frame
         cold = int(f.loc[f["cold_start"], "series_id"].nunique())

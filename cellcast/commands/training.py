@@ -10,12 +10,13 @@ from cellcast.commands import check_device, configure_tracking, friendly, settin
 from cellcast.pipeline.data.ingest import source_of
 
 
-def check_known(name: str, settings) -> None:
+def check_known(settings) -> None:
     from cellcast.pipeline.catalog import raw_paths
     from cellcast.pipeline.data.datasets import list_datasets
     from cellcast.pipeline.errors import NotFoundError
 
-    if raw_paths(name, settings)[1].is_file() or name in {d.name for d in list_datasets()}:
+    name = settings.dataset
+    if raw_paths(settings)[1].is_file() or name in {d.name for d in list_datasets()}:
         return
     raise NotFoundError(
         f"dataset '{name}': neither ingested (data/{name}/raw.json) nor bundled "
@@ -37,7 +38,7 @@ def window(name: str = typer.Argument(..., help="dataset name")) -> None:
     from cellcast.commands.data import _record
     from cellcast.pipeline.data.window import PanelWindowSet, window_dataset
 
-    ws = window_dataset(name, settings_for(name))
+    ws = window_dataset(settings_for(name))
     note = _record(name, ["window"])
     if note:
         typer.echo(note, err=True)
@@ -75,12 +76,11 @@ def train(
     settings = settings_for(name)
     check_device(device)
     if not from_windows:
-        check_known(name, settings)
+        check_known(settings)
     configure_tracking(settings)
     run_training(
-        name,
         settings,
-        source=None if from_windows else source_of(name, settings),
+        source=None if from_windows else source_of(settings),
         from_windows=from_windows,
         device=device,
     )
@@ -111,12 +111,12 @@ def backtest(
     if refit is not None and refit not in ("retrain", "calibration"):
         raise ConfigError(f"--refit '{refit}': not one of retrain, calibration")
     if not from_windows:
-        check_known(name, settings)
+        check_known(settings)
     configure_tracking(settings)
     result = backtest_flow(
         name,
         settings,
-        source=None if from_windows else source_of(name, settings),
+        source=None if from_windows else source_of(settings),
         from_windows=from_windows,
         folds=folds,
         refit=refit,
@@ -137,7 +137,7 @@ def evaluate(
 
     settings = settings_for(name)
     configure_tracking(settings)
-    out = evaluate_registered(name, settings, alias)
+    out = evaluate_registered(settings, alias)
     typer.echo(json.dumps(out["metrics"], indent=2))
 
 
@@ -152,9 +152,9 @@ def run(
     check_device(device)
     settings = settings_for(name)
     name = settings.dataset
-    check_known(name, settings)
+    check_known(settings)
     configure_tracking(settings)
-    outcome = run_training(name, settings, source=source_of(name, settings), device=device)
+    outcome = run_training(settings, source=source_of(settings), device=device)
     if outcome.champion_after:
         from cellcast.flows.forecasting import forecast_flow
 

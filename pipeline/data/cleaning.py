@@ -130,8 +130,23 @@ def apply_policy(
     (detect_schedule) become breaks whatever `long_gaps` says, with the few missed readings beside them (up to
     max_fill_steps); longer runs there are gaps like any other."""
     pol = settings.ingest
+    df, inserted, on = _on_grid(df, rep, cols, pol.dedupe, schedule, hours)
+    df, inserted = _trim(df, rep, cols, inserted)
+    off = None if on is None else ~on[_slot(df["timestamp"], rep.freq) % len(on)]
+    filled, long_rows, off_rows = _fill_short_runs(df, rep, cols, pol.max_fill_steps, inserted, off)
+    breaks = _mark_breaks(df, rep, cols, pol.long_gaps, pol.max_fill_steps, long_rows, off_rows)
+    for c in cols:
+        df[filled_column(c)] = filled.get(c, np.zeros(len(df), dtype=bool)) & ~breaks
+    return df
+
+
+def _on_grid(
+    df: pd.DataFrame, rep: ValidationReport, cols: list[str], dedupe: str, schedule: bool, hours: Schedule | None
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None]:
+    """Sorted, deduplicated and snapped onto the grid; returns the frame, its inserted-row mask and, for a panel's
+    series without a recorded schedule, the times of day it reports at (detect_schedule)."""
     df = df.sort_values("timestamp", kind="stable", ignore_index=True)
-    df, rep.dedupe = _dedupe(df, pol.dedupe, cols)
+    df, rep.dedupe = _dedupe(df, dedupe, cols)
     df, rep.snapped, inserted = _regularise(df, rep.freq, cols, hours)
     rep.inserted_rows = int(inserted.sum())
     on = (
@@ -141,28 +156,37 @@ def apply_policy(
     )
     if on is not None:
         rep.schedule = describe_schedule(on, rep.freq)
+    return df, inserted, on
 
-    # leading/trailing rows with a missing value cannot be interpolated: trim them
+
+def _trim(
+    df: pd.DataFrame, rep: ValidationReport, cols: list[str], inserted: np.ndarray
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Leading/trailing rows with a missing value cannot be interpolated: trimmed."""
     complete = df[cols].notna().all(axis=1).to_numpy()
     if not complete.any():
         raise RuleFailure(cols[0], "not_null", len(df), [], "no row has every value")
     first, last = int(np.argmax(complete)), len(complete) - int(np.argmax(complete[::-1]))
     rep.trimmed_rows = int(len(df) - (last - first))
-    df, inserted = df.iloc[first:last].reset_index(drop=True), inserted[first:last]
+    return df.iloc[first:last].reset_index(drop=True), inserted[first:last]
 
-    k = pol.max_fill_steps
+
+def _fill_short_runs(
+    df: pd.DataFrame, rep: ValidationReport, cols: list[str], k: int, inserted: np.ndarray, off: np.ndarray | None
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Runs of missing cells up to `k` steps interpolated in place (returned per column as the cells filled);
+    longer runs recorded in rep.long_runs; runs over off-hours (`off`, a detected schedule) with at most `k` open
+    steps missed left for breaks. Returns (filled, rows in long runs, rows of off-hours breaks)."""
     ts = df["timestamp"]
     long_rows = np.zeros(len(df), dtype=bool)
     off_rows = np.zeros(len(df), dtype=bool)  # breaks over off-hours (a schedule)
-    off = None if on is None else ~on[_slot(ts, rep.freq) % len(on)]
     filled = {}
     for c in cols:
         miss = df[c].isna().to_numpy()
         if not miss.any():
             continue
-        runs = _runs(miss)
         short = np.zeros(len(df), dtype=bool)
-        for a, b in runs:
+        for a, b in _runs(miss):
             if off is not None and off[a:b].any() and int((~off[a:b]).sum()) <= k:
                 off_rows[a:b] = True
             elif b - a <= k:
@@ -184,36 +208,46 @@ def apply_policy(
             df.loc[short, c] = values[short]
             rep.filled[c] = int(short.sum())
             filled[c] = short
+    return filled, long_rows, off_rows
 
-    if rep.long_runs:
+
+def _mark_breaks(
+    df: pd.DataFrame,
+    rep: ValidationReport,
+    cols: list[str],
+    long_gaps: str,
+    k: int,
+    long_rows: np.ndarray,
+    off_rows: np.ndarray,
+) -> np.ndarray:
+    """Long runs refused (long_gaps: reject), else every row of a long run or an off-hours break blanked whole (no
+    window reads half a row) and listed in rep.breaks. Returns the rows that are breaks."""
+    if rep.long_runs and long_gaps == "reject":
         worst = max(rep.long_runs, key=lambda r: r["steps"])
         n = len({(r["start"], r["end"]) for r in rep.long_runs})
-        if pol.long_gaps == "reject":
-            raise RuleFailure(
-                worst["column"],
-                "long_gap",
-                n,
-                [f"{worst['steps']} missing steps from {worst['start']} to {worst['end']}"],
-                f"runs longer than max_fill_steps={k}: {n}",
-            )
-    if rep.long_runs or off_rows.any():
-        # segment: the whole row becomes a break, so no window reads half a row
-        breaks = long_rows | off_rows
-        for c in cols:
-            blank = breaks & df[c].notna().to_numpy()
-            if blank.any():
-                rep.dropped[c] = int(blank.sum())
-        df.loc[breaks, cols] = np.nan
-        rep.breaks = [
-            {
-                "start": str(ts.iloc[a]),
-                "end": str(ts.iloc[b - 1]),
-                "steps": b - a,
-                **({"off_hours": True} if not long_rows[a:b].any() else {}),
-            }
-            for a, b in _runs(breaks)
-        ]
-        long_rows = breaks
+        raise RuleFailure(
+            worst["column"],
+            "long_gap",
+            n,
+            [f"{worst['steps']} missing steps from {worst['start']} to {worst['end']}"],
+            f"runs longer than max_fill_steps={k}: {n}",
+        )
+    if not (rep.long_runs or off_rows.any()):
+        return long_rows
+    ts = df["timestamp"]
+    breaks = long_rows | off_rows
     for c in cols:
-        df[filled_column(c)] = filled.get(c, np.zeros(len(df), dtype=bool)) & ~long_rows
-    return df
+        blank = breaks & df[c].notna().to_numpy()
+        if blank.any():
+            rep.dropped[c] = int(blank.sum())
+    df.loc[breaks, cols] = np.nan
+    rep.breaks = [
+        {
+            "start": str(ts.iloc[a]),
+            "end": str(ts.iloc[b - 1]),
+            "steps": b - a,
+            **({"off_hours": True} if not long_rows[a:b].any() else {}),
+        }
+        for a, b in _runs(breaks)
+    ]
+    return breaks

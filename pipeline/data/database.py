@@ -25,9 +25,9 @@ SNAPSHOT = "query.parquet"
 QUERY = "query.json"  # the query and the variable holding the URL (never the URL): what a refresh runs again
 
 
-def snapshot_path(name: str, settings: Settings) -> Path:
+def snapshot_path(settings: Settings) -> Path:
     """data/NAME/query.parquet: every row the query returned so far (the DVC source of the dataset)."""
-    return dataset_dir(name, settings) / SNAPSHOT
+    return dataset_dir(settings) / SNAPSHOT
 
 
 def _url(env: str) -> str:
@@ -97,7 +97,6 @@ def read_query(env: str, query: str, time_col: str, after=None) -> pd.DataFrame:
 def ingest_query(
     query: str,
     *,
-    name: str,
     time_col: str,
     targets: list[str],
     env: str = DEFAULT_ENV,
@@ -110,8 +109,9 @@ def ingest_query(
     and appended (a scheduled refresh); else the snapshot is the query's whole result. Returns IngestResult."""
     from .ingest import ingest_file
 
+    name = settings.dataset
     check_dataset_name(name, "--name")
-    snap = snapshot_path(name, settings)
+    snap = snapshot_path(settings)
     before = pd.read_parquet(snap) if refresh and snap.is_file() else None
     after = None
     if before is not None and len(before):
@@ -124,11 +124,11 @@ def ingest_query(
     tmp = snap.with_name(f".{SNAPSHOT}.tmp")
     write_parquet(frame, tmp)
     tmp.replace(snap)
-    res = ingest_file(snap, name=name, time_col=time_col, targets=targets, fmt="parquet", settings=settings, **options)
+    res = ingest_file(snap, time_col=time_col, targets=targets, fmt="parquet", settings=settings, **options)
     # how to run it again: the query and the variable's name, never the URL (beside the snapshot: a DVC stage that
     # re-ingests the snapshot rewrites raw.json, not this)
     write_json(
-        dataset_dir(name, settings) / QUERY,
+        dataset_dir(settings) / QUERY,
         {
             "sql": query,
             "env": env,
@@ -143,9 +143,9 @@ def ingest_query(
     return res
 
 
-def query_source(name: str, settings: Settings) -> dict | None:
-    """How dataset `name` was read from a database (data/NAME/query.json): ingest_query's arguments, or None."""
-    path = dataset_dir(name, settings) / QUERY
+def query_source(settings: Settings) -> dict | None:
+    """How the dataset was read from a database (data/NAME/query.json): ingest_query's arguments, or None."""
+    path = dataset_dir(settings) / QUERY
     if not path.is_file():
         return None
     q = json.loads(path.read_text())

@@ -139,8 +139,9 @@ def _describe_panel(
     return {**pooled(series), "columns": list(out.columns)}, {"id_cols": list(id_cols), "series": series}
 
 
-def _write(name: str, out: pd.DataFrame, meta: SeriesMeta, settings: Settings) -> IngestResult:
-    pq, js = raw_paths(name, settings)
+def _write(out: pd.DataFrame, meta: SeriesMeta, settings: Settings) -> IngestResult:
+    name = settings.dataset
+    pq, js = raw_paths(settings)
     if meta.panel is not None:
         budget = settings.ingest.partition_rows
         meta.panel = {
@@ -155,8 +156,9 @@ def _write(name: str, out: pd.DataFrame, meta: SeriesMeta, settings: Settings) -
     return IngestResult(name, out, meta, pq, js)
 
 
-def _quarantine(name: str, path: Path, error: Exception, settings: Settings, extra: dict) -> Path:
-    q = quarantine_dir(name, settings)
+def _quarantine(path: Path, error: Exception, settings: Settings, extra: dict) -> Path:
+    name = settings.dataset
+    q = quarantine_dir(settings)
     copied = None
     if path.is_file():
         shutil.copy2(path, q / path.name)
@@ -284,7 +286,6 @@ def _future_rows(frame: pd.DataFrame, targets: list[str], id_cols: list[str]) ->
 def ingest_file(
     path: str | Path,
     *,
-    name: str,
     time_col: str,
     targets: list[str],
     features: list[str] | None = None,
@@ -316,6 +317,7 @@ def ingest_file(
     when the time column holds Unix times. The reading used is recorded in raw.json (`extra.time_reading`).
     id_cols: the columns naming each row's series (long format: a panel; their tuple is the series key).
     agg: mean | sum | last | max: readings put on the `freq` grid per series (irregular times)."""
+    name = settings.dataset
     check_dataset_name(name, "--name")
     targets = list(targets)
     id_cols = list(id_cols or [])
@@ -328,7 +330,7 @@ def ingest_file(
     check_agg(agg, freq)
     features += [c for c in future if c not in features]  # known ahead, and read in the lookback as well
     path = Path(path)
-    pq, _ = raw_paths(name, settings)
+    pq, _ = raw_paths(settings)
     if pq.exists() and path.exists() and pq.resolve() == path.resolve():
         raise ConfigError(f"{path}: is the output of dataset '{name}'; ingest a copy under another --name")
     declared = to_freq(freq) if freq else None
@@ -380,7 +382,6 @@ def ingest_file(
         )
     except (IngestError, ConfigError) as e:
         _quarantine(
-            name,
             path,
             e,
             settings,
@@ -432,11 +433,12 @@ def ingest_file(
     )
     if schedule is not None:  # given for this file: a re-run reads it under the same schedule
         meta.extra["schedule"] = schedule.model_dump() if hasattr(schedule, "model_dump") else schedule
-    return _write(name, out, meta, settings)
+    return _write(out, meta, settings)
 
 
-def ingest_bundled(name: str, settings: Settings) -> IngestResult:
+def ingest_bundled(settings: Settings) -> IngestResult:
     """A bundled dataset (see `cellcast datasets`) into data/NAME/raw.parquet + raw.json."""
+    name = settings.dataset
     info = datasets.dataset_info(name)
     future = list(settings.ingest.future_features)
     unknown = [c for c in future if c not in info.features]
@@ -485,13 +487,13 @@ def ingest_bundled(name: str, settings: Settings) -> IngestResult:
         **kept,
         **described,
     )
-    return _write(name, out, meta, settings)
+    return _write(out, meta, settings)
 
 
-def source_of(name: str, settings: Settings) -> dict | None:
+def source_of(settings: Settings) -> dict | None:
     """How a user file was ingested (from raw.json): ingest_file's options, so a re-run (a scheduled
     refresh, a retrain) reads the file's latest contents the same way. None for bundled datasets."""
-    _, js = raw_paths(name, settings)
+    _, js = raw_paths(settings)
     if not js.is_file():
         return None
     meta = json.loads(js.read_text())

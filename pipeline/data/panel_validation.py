@@ -328,8 +328,8 @@ def _message(source: str, bad: dict, n_in: int, policy: str) -> str:
     return f"{source}: {len(bad)} of {n_in} series broke a rule: series '{first_sid}': {what}{eg}{more}; {remedy}"
 
 
-def _quarantine(name: str, settings: Settings, meta: dict, rows: list[pd.DataFrame], report: dict) -> str:
-    q = quarantine_dir(name, settings)
+def _quarantine(settings: Settings, meta: dict, rows: list[pd.DataFrame], report: dict) -> str:
+    q = quarantine_dir(settings)
     if rows:
         pd.concat(rows, ignore_index=True).to_parquet(q / "data.parquet", index=False)
     write_json(q / "meta.json", meta)
@@ -358,13 +358,14 @@ def panel_report(
     }
 
 
-def validate_panel(name: str, settings: Settings, meta: dict, mapper: Callable | None = None) -> ValidationReport:
+def validate_panel(settings: Settings, meta: dict, mapper: Callable | None = None) -> ValidationReport:
     """data/NAME/raw.parquet (a panel) -> validated.parquet + validated.json, reports/NAME/validation.json (+ Data
     Docs when validated in this process). `mapper(fn, tasks)` runs validate_partitions over the partitions
     (default: here, one after another); results must come back in task order."""
+    name = settings.dataset
     t0 = datetime.now(UTC)
-    raw_pq, _ = raw_paths(name, settings)
-    report_dir = reports_dir(name, settings)
+    raw_pq, _ = raw_paths(settings)
+    report_dir = reports_dir(settings)
     source = str(raw_pq)
     lookback, horizon, basis = panel_window(meta, settings)
     docs = str((report_dir / "data_docs").resolve()) if mapper is None else None
@@ -402,7 +403,7 @@ def validate_panel(name: str, settings: Settings, meta: dict, mapper: Callable |
     bad_rows: list[pd.DataFrame] = []
     parts: list[dict] = []
     failure = None
-    pq_out, js_out = validated_paths(name, settings)
+    pq_out, js_out = validated_paths(settings)
     try:
         with parquet_groups(pq_out) as add:
             for res in _mapped(mapper, tasks):
@@ -472,7 +473,7 @@ def validate_panel(name: str, settings: Settings, meta: dict, mapper: Callable |
             "cellcast validate NAME", f"cellcast validate {name}"
         )
     if bad or failure is not None:
-        rep.quarantine_path = _quarantine(name, settings, meta, bad_rows if failure is None else [], rep.to_dict())
+        rep.quarantine_path = _quarantine(settings, meta, bad_rows if failure is None else [], rep.to_dict())
         if failure is not None:
             shutil.copy2(raw_pq, Path(rep.quarantine_path) / "data.parquet")
     rep.seconds = (datetime.now(UTC) - t0).total_seconds()
@@ -508,7 +509,7 @@ def validate_panel(name: str, settings: Settings, meta: dict, mapper: Callable |
     # a panel's known-future rows are read per series at forecast time; the file exists (a stage output) and
     # says which columns they are
     cols = ["timestamp", *meta["panel"]["id_cols"], *(meta.get("future_features") or [])]
-    write_parquet(pd.DataFrame({c: pd.Series(dtype="float64") for c in cols}), future_path(name, settings))
+    write_parquet(pd.DataFrame({c: pd.Series(dtype="float64") for c in cols}), future_path(settings))
     return rep
 
 

@@ -119,6 +119,13 @@ def read_csv(path: Path, delimiter: str | None) -> tuple[pd.DataFrame, dict]:
             raise ConfigError(f"--delimiter '{delimiter}': must be one character (or 'tab')")
     else:
         delimiter = _sniff_delimiter(path, text)
+    df = _parse_csv(path, delimiter, encoding, declared)
+    _check_header(path, df, delimiter, encoding)
+    return df, {"delimiter": delimiter, "encoding": encoding}
+
+
+def _parse_csv(path: Path, delimiter: str, encoding: str, declared: bool) -> pd.DataFrame:
+    """Every cell as a string (parsed later, column by column), names stripped; the parser's failures as one line."""
     try:
         df = pd.read_csv(
             path,
@@ -149,6 +156,11 @@ def read_csv(path: Path, delimiter: str | None) -> tuple[pd.DataFrame, dict]:
         ) from None
     # a second byte-order mark (files joined together) is no part of a name
     df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
+    return df
+
+
+def _check_header(path: Path, df: pd.DataFrame, delimiter: str, encoding: str) -> None:
+    """No name twice in the header as written, and more than one column (else the delimiter is wrong)."""
     try:  # the header as written: pandas renames a repeated name ('load', 'load.1') and would pick one silently
         head = pd.read_csv(
             path,
@@ -183,7 +195,6 @@ def read_csv(path: Path, delimiter: str | None) -> tuple[pd.DataFrame, dict]:
             f"{path}: the columns do not split with delimiter '{_show_delim(delimiter)}' (one column "
             f"'{_show(col)}'){guess}",
         )
-    return df, {"delimiter": delimiter, "encoding": encoding}
 
 
 def read_parquet(path: Path) -> tuple[pd.DataFrame, dict]:

@@ -141,7 +141,6 @@ def validate_frame(
     meta: dict,
     settings: Settings,
     *,
-    name: str,
     report_dir: str | Path | None = None,
     bounds: dict[str, list[float]] | None = None,
     bounds_origin: str | None = None,
@@ -158,6 +157,7 @@ def validate_frame(
     `report_dir`, the report (validation.json) and Data Docs are written there, on failure too. Raises
     DataValidationError.
     """
+    name = settings.dataset
     t0 = datetime.now(UTC)
     cols = list(meta["targets"]) + list(meta.get("features") or [])
     source = source or f"{name} (frame)"
@@ -218,7 +218,7 @@ def _fail(
     if report_dir is not None:
         rep.report_path = str(report_dir / "validation.json")
     if quarantine:
-        q = quarantine_dir(rep.name, settings)
+        q = quarantine_dir(settings)
         rep.quarantine_path = str(q)
         df.to_parquet(q / "data.parquet", index=False)
         write_json(q / "meta.json", meta)
@@ -243,46 +243,46 @@ def known_future_rows(raw: pd.DataFrame, meta: dict, last: pd.Timestamp) -> pd.D
 POLICY_KEYS = ("dedupe", "long_gaps", "bad_series")  # the ingest settings `cellcast validate` takes as options
 
 
-def record_policy(name: str, settings: Settings, policy: dict) -> None:
+def record_policy(settings: Settings, policy: dict) -> None:
     """Keep the policy given for NAME on the command line (data/NAME/policy.json, merged with what was given before):
     every later validation of NAME applies it over params.yaml (with_recorded_policy)."""
     unknown = sorted(set(policy) - set(POLICY_KEYS))
     if unknown:
         raise ValueError(f"not a validation policy: {unknown}")
-    path = policy_path(name, settings)
+    path = policy_path(settings)
     before = json.loads(path.read_text()) if path.is_file() else {}
     write_json(path, {**before, **policy})
 
 
-def recorded_policy(name: str, settings: Settings) -> dict:
-    path = policy_path(name, settings)
+def recorded_policy(settings: Settings) -> dict:
+    path = policy_path(settings)
     return {k: v for k, v in json.loads(path.read_text()).items() if k in POLICY_KEYS} if path.is_file() else {}
 
 
-def with_recorded_policy(name: str, settings: Settings) -> Settings:
+def with_recorded_policy(settings: Settings) -> Settings:
     """`settings` with the validation policy recorded for NAME (record_policy) over params.yaml's."""
-    policy = recorded_policy(name, settings)
+    policy = recorded_policy(settings)
     return settings.model_copy(update={"ingest": settings.ingest.model_copy(update=policy)}) if policy else settings
 
 
-def validate_dataset(name: str, settings: Settings, mapper=None) -> ValidationReport:
+def validate_dataset(settings: Settings, mapper=None) -> ValidationReport:
     """data/NAME/raw.parquet -> data/NAME/validated.parquet + validated.json, reports/NAME/validation.json + Data Docs.
 
     The policy recorded for NAME by `cellcast validate --dedupe/--long-gaps/--bad-series` applies over params.yaml's.
     A panel is validated per series, partition by partition (panel_validation.py); `mapper(fn, tasks)` runs the
     partitions elsewhere, e.g. `lambda fn, tasks: client.gather(client.map(fn, tasks))` with a Dask client."""
-    settings = with_recorded_policy(name, settings)
-    meta = read_raw_meta(name, settings)
+    settings = with_recorded_policy(settings)
+    meta = read_raw_meta(settings)
     if is_panel(meta):
-        return validate_panel(name, settings, meta, mapper)
-    df, meta = read_raw(name, settings)
-    pq_in, _ = raw_paths(name, settings)
-    rep = validate_frame(df, meta, settings, name=name, report_dir=reports_dir(name, settings), source=str(pq_in))
-    pq, js = validated_paths(name, settings)
+        return validate_panel(settings, meta, mapper)
+    df, meta = read_raw(settings)
+    pq_in, _ = raw_paths(settings)
+    rep = validate_frame(df, meta, settings, report_dir=reports_dir(settings), source=str(pq_in))
+    pq, js = validated_paths(settings)
     assert rep.frame is not None  # validate_frame returns only a passed report, which holds its frame
     write_parquet(rep.frame, pq)
     ahead = known_future_rows(df, meta, rep.frame["timestamp"].iloc[-1])
-    write_parquet(ahead, future_path(name, settings))
+    write_parquet(ahead, future_path(settings))
     write_json(
         js,
         {

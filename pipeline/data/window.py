@@ -505,7 +505,6 @@ def future_block(
 def build_windows(
     frame: pd.DataFrame,
     *,
-    name: str,
     variables: list[str],
     targets: list[str],
     freq: str,
@@ -514,6 +513,7 @@ def build_windows(
     future_features: list[str] | None = None,
     schedule: dict | None = None,
 ) -> WindowSet:
+    name = settings.dataset
     lookback, horizon = resolve_window(settings, freq, len(frame), schedule)
     w = settings.window
     values = frame[variables].to_numpy(dtype=np.float32)
@@ -728,8 +728,9 @@ def panel_window_meta(meta: dict, settings: Settings) -> tuple[int, int]:
     return int(lb if lb != "auto" else w["lookback"]), int(hz if hz != "auto" else w["horizon"])
 
 
-def build_panel_windows(frame: pd.DataFrame, meta: dict, *, name: str, settings: Settings) -> PanelWindowSet:
+def build_panel_windows(frame: pd.DataFrame, meta: dict, *, settings: Settings) -> PanelWindowSet:
     """validated.parquet's rows (sorted by series, then time) and validated.json -> the panel's window set."""
+    name = settings.dataset
     targets = list(meta["targets"])
     variables = targets + list(meta.get("features") or [])
     future_features = list(meta.get("future_features") or [])
@@ -899,7 +900,8 @@ def _with_breaks(col: np.ndarray, bounds: np.ndarray, ids: list[str], sid: np.nd
 
 
 def save_windows(ws: WindowSet, settings: Settings) -> tuple[Path, Path]:
-    npz, js = window_paths(ws.meta.name, settings)
+    settings.check_dataset(ws.meta.name)
+    npz, js = window_paths(settings)
     npz.parent.mkdir(parents=True, exist_ok=True)
     extra = {} if ws.filled is None else {"filled": ws.filled}
     if ws.future is not None:
@@ -913,8 +915,9 @@ def save_windows(ws: WindowSet, settings: Settings) -> tuple[Path, Path]:
     return npz, js
 
 
-def load_windows(name: str, settings: Settings) -> WindowSet:
-    npz, js = window_paths(name, settings)
+def load_windows(settings: Settings) -> WindowSet:
+    name = settings.dataset
+    npz, js = window_paths(settings)
     if not npz.is_file() or not js.is_file():
         raise NotFoundError(f"{npz}: no window set for dataset '{name}': run `cellcast window {name}` first")
     meta = WindowMeta(**json.loads(js.read_text()))
@@ -940,19 +943,18 @@ def load_windows(name: str, settings: Settings) -> WindowSet:
     return WindowSet(values, ts, meta, starts, filled, future)
 
 
-def window_dataset(name: str, settings: Settings) -> WindowSet:
+def window_dataset(settings: Settings) -> WindowSet:
     """The window stage: data/NAME/validated.parquet -> data/NAME/windows.npz + windows.json (a panel: its
     series side by side, PanelWindowSet)."""
-    if is_panel(read_validated_meta(name, settings)):
-        frame, meta = read_validated_panel(name, settings)
-        ws: WindowSet = build_panel_windows(frame, meta, name=name, settings=settings)
+    if is_panel(read_validated_meta(settings)):
+        frame, meta = read_validated_panel(settings)
+        ws: WindowSet = build_panel_windows(frame, meta, settings=settings)
         save_windows(ws, settings)
         return ws
-    frame, meta = read_validated(name, settings)
+    frame, meta = read_validated(settings)
     variables = list(meta["targets"]) + list(meta.get("features") or [])
     ws = build_windows(
         frame,
-        name=name,
         variables=variables,
         targets=list(meta["targets"]),
         freq=meta["freq"],

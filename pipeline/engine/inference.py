@@ -118,6 +118,52 @@ def _load(soname: str) -> tuple[str | None, str | None]:
     return None, error
 
 
+class _ThreadStdout:
+    """sys.stdout while some thread captures what onnxruntime prints: a capturing thread's writes go to its own
+    buffer, every other thread's to the stream that was sys.stdout. contextlib.redirect_stdout swaps sys.stdout for
+    the whole process: a model loaded in the service's background thread (a hot swap) took other threads' output
+    and could put back a stream another caller had since replaced or closed."""
+
+    def __init__(self, base):
+        self.base = base
+        self.local = threading.local()
+        self.active = 0  # threads inside _captured_stdout
+
+    def write(self, s: str) -> int:
+        buf = getattr(self.local, "buf", None)
+        return (buf if buf is not None else self.base).write(s)
+
+    def flush(self) -> None:
+        buf = getattr(self.local, "buf", None)
+        (buf if buf is not None else self.base).flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self.base, name)
+
+
+_stdout_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _captured_stdout():
+    """What this thread prints to sys.stdout inside the block, in a StringIO; other threads print as before."""
+    with _stdout_lock:
+        proxy = sys.stdout
+        if not isinstance(proxy, _ThreadStdout):
+            proxy = sys.stdout = _ThreadStdout(sys.stdout)
+        proxy.active += 1
+    buf = io.StringIO()
+    proxy.local.buf = buf
+    try:
+        yield buf
+    finally:
+        proxy.local.buf = None
+        with _stdout_lock:  # the last one out puts the stream back, unless sys.stdout was replaced meanwhile
+            proxy.active -= 1
+            if sys.stdout is proxy and not proxy.active:
+                sys.stdout = proxy.base
+
+
 def preload_cuda() -> dict:
     """Load the CUDA/cuDNN libraries onnxruntime-gpu needs before a CUDA session is made.
     -> {soname: {"required": bool, "loaded_from": str | None, "error": str | None}} (done once per process)."""
@@ -126,7 +172,7 @@ def preload_cuda() -> dict:
         if _preloaded is None:
             if hasattr(ort, "preload_dlls"):
                 # ONNX Runtime's own search (pip's nvidia packages beside it); it prints what it misses
-                with contextlib.redirect_stdout(io.StringIO()) as said:
+                with _captured_stdout() as said:
                     try:
                         ort.preload_dlls()
                     except Exception:  # what is missing is found out below, library by library
@@ -150,7 +196,7 @@ def _open_session(
 ) -> ort.InferenceSession:
     """An InferenceSession; ONNX Runtime's fallback chatter on stdout ("EP Error ...", when the CUDA
     provider cannot start) goes to the log (and to `notes`), where the provider actually used is reported."""
-    with contextlib.redirect_stdout(io.StringIO()) as said:
+    with _captured_stdout() as said:
         sess = ort.InferenceSession(model if isinstance(model, bytes) else str(model), so, providers=providers)
     text = " ".join(said.getvalue().split())
     if text:

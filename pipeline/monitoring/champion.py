@@ -58,8 +58,8 @@ def _float(x) -> float | None:
     return v if np.isfinite(v) else None
 
 
-def load_champion(name: str, settings: Settings, frame: pd.DataFrame) -> Champion:
-    """The registry's champion of `name`, and its training reference (from the model; for a model trained
+def load_champion(settings: Settings, frame: pd.DataFrame) -> Champion:
+    """The registry's champion of the dataset, and its training reference (from the model; for a model trained
     before models carried one, recomputed from the rows it was trained on when those are known)."""
     from ..engine.inference import OnnxForecaster
     from ..registry import tracking
@@ -69,7 +69,7 @@ def load_champion(name: str, settings: Settings, frame: pd.DataFrame) -> Champio
     md = engine.metadata
     reference, source = md.get("reference"), "the model's metadata"
     if not reference:
-        reference, source = _rebuilt_reference(name, settings, frame, engine, md, info.tags)
+        reference, source = _rebuilt_reference(settings, frame, engine, md, info.tags)
     test = _float(info.tags.get("test_mase")) or _float(info.tags.get("promotion.candidate_mase"))
     bounds = md.get("bounds") or (reference or {}).get("bounds") or {}
     return Champion(
@@ -99,12 +99,12 @@ def _series_test_mase(run_id: str) -> dict[str, float]:
     return {str(r.series_id): float(r.mase) for r in ok.itertuples() if np.isfinite(r.mase)}
 
 
-def _rebuilt_reference(name, settings, frame, engine, md, tags) -> tuple[dict | None, str]:
+def _rebuilt_reference(settings, frame, engine, md, tags) -> tuple[dict | None, str]:
     end = ((md.get("split_times") or {}).get("train") or [None, None])[1] or tags.get("train_end")
     source = "its recorded training split"
     if end is None:
         # the window set on disk describes this model's rows when it was cut from the same data
-        js = window_paths(name, settings)[1]
+        js = window_paths(settings)[1]
         if js.is_file():
             wm = json.loads(js.read_text())
             if md.get("data_md5") and wm.get("data_md5") == md.get("data_md5"):

@@ -25,21 +25,22 @@ from .verdict import _iso, _parse, judge, thresholds
 log = logging.getLogger(__name__)
 
 
-def evaluate(name: str, settings: Settings, now: datetime | None = None, log_to_mlflow: bool = True) -> MonitorReport:
+def evaluate(settings: Settings, now: datetime | None = None, log_to_mlflow: bool = True) -> MonitorReport:
     """Score the champion's forecasts on the actuals that arrived, measure drift, judge; write the files
     and log the evaluation to the monitoring run. Raises NoChampionError when there is nothing to monitor."""
     from ..catalog import is_panel, read_validated, read_validated_meta
 
+    name = settings.dataset
     now = now or datetime.now(UTC)
-    if is_panel(read_validated_meta(name, settings)):
-        return evaluate_panel(name, settings, now, log_to_mlflow)
-    frame, _ = read_validated(name, settings)
+    if is_panel(read_validated_meta(settings)):
+        return evaluate_panel(settings, now, log_to_mlflow)
+    frame, _ = read_validated(settings)
     frame = frame.sort_values("timestamp").reset_index(drop=True)
-    champ = load_champion(name, settings, frame)
+    champ = load_champion(settings, frame)
     th = thresholds(settings.monitor, champ.horizon, champ.lookback)
     ts = frame["timestamp"]
     since = ts.iloc[max(len(ts) - th.window, 0)]
-    forecasts = read_forecasts(forecasts_dir(name, settings), champ.version, since)
+    forecasts = read_forecasts(forecasts_dir(settings), champ.version, since)
     points = score_points(forecasts, frame, champ.targets, champ.season, since)
     scale = (champ.reference or {}).get("mase_scale") or _scale_before(frame, champ.targets, since)
     acc = accuracy(points, scale, champ.targets)
@@ -47,7 +48,7 @@ def evaluate(name: str, settings: Settings, now: datetime | None = None, log_to_
     lag = int((champ.reference or {}).get("season") or 0)  # the seasonal differences reach back this far
     before = frame.iloc[max(len(frame) - th.drift_rows - lag, 0) : max(len(frame) - th.drift_rows, 0)]
     drift = drifts.drift(recent, champ.reference, champ.bounds, before) if champ.reference else {}
-    state = read_state(name, settings)
+    state = read_state(settings)
     verdict = judge(acc, drift, champ.test_mase, th, state, now)
     step = int(state.get("evaluations", 0)) + 1
     rep = MonitorReport(
@@ -67,18 +68,19 @@ def evaluate(name: str, settings: Settings, now: datetime | None = None, log_to_
         thresholds=asdict(th),
         verdict=verdict,
     )
-    return _finish(rep, points, state, name, settings, log_to_mlflow, scale)
+    return _finish(rep, points, state, settings, log_to_mlflow, scale)
 
 
-def evaluate_panel(name: str, settings: Settings, now: datetime, log_to_mlflow: bool = True) -> MonitorReport:
+def evaluate_panel(settings: Settings, now: datetime, log_to_mlflow: bool = True) -> MonitorReport:
     """evaluate() for a panel: every series scored and judged, the panel's verdict on the share past a threshold
     (monitoring/panel.py); the per-series table in reports/NAME/monitoring/series.parquet."""
     from ..catalog import SERIES_ID, read_validated_panel
     from . import panel
 
-    frame, _ = read_validated_panel(name, settings)
+    name = settings.dataset
+    frame, _ = read_validated_panel(settings)
     frame = frame.sort_values([SERIES_ID, "timestamp"], kind="stable").reset_index(drop=True)
-    champ = load_champion(name, settings, frame)
+    champ = load_champion(settings, frame)
     if champ.panel is None:
         raise DataValidationError(
             f"{name}: a panel, but {settings.model_name} v{champ.version} was trained on one series: retrain it "
@@ -87,10 +89,10 @@ def evaluate_panel(name: str, settings: Settings, now: datetime, log_to_mlflow: 
     th = thresholds(settings.monitor, champ.horizon, champ.lookback)
     # the earliest first step of any series' rolling window: the forecasts older than it score nothing
     since = frame.groupby(SERIES_ID)["timestamp"].agg(lambda t: t.iloc[max(len(t) - th.window, 0)]).min()
-    forecasts = read_forecasts(forecasts_dir(name, settings), champ.version, since)
+    forecasts = read_forecasts(forecasts_dir(settings), champ.version, since)
     table, points, per_series = panel.series_figures(frame, forecasts, champ, th, now)
     acc = panel.pooled_accuracy(points, champ.targets)
-    state = read_state(name, settings)
+    state = read_state(settings)
     verdict = panel.panel_verdict(table, settings.monitor.panel_share, th, state, now)
     rep = MonitorReport(
         dataset=name,
@@ -110,22 +112,22 @@ def evaluate_panel(name: str, settings: Settings, now: datetime, log_to_mlflow: 
         verdict=verdict,
         panel=panel.panel_summary(table) | {"share_limit": settings.monitor.panel_share},
     )
-    rep.files["series"] = str(write_parquet(table, monitoring_dir(name, settings) / "series.parquet"))
-    return _finish(rep, points, state, name, settings, log_to_mlflow)
+    rep.files["series"] = str(write_parquet(table, monitoring_dir(settings) / "series.parquet"))
+    return _finish(rep, points, state, settings, log_to_mlflow)
 
 
 def _finish(
     rep: MonitorReport,
     points: pd.DataFrame,
     state: dict,
-    name: str,
     settings: Settings,
     log_to_mlflow: bool,
     scale: dict | None = None,
 ) -> MonitorReport:
     """The evaluation's files, its MLflow step and the state. scale: the champion's MASE scale per target (one
     series), kept in the state for the live log's scores."""
-    folder = monitoring_dir(name, settings)
+    name = settings.dataset
+    folder = monitoring_dir(settings)
     rep.files["points"] = str(write_parquet(points, folder / "points.parquet"))
     rep.files["scores"] = str(_append_scores(rep, folder / "scores.parquet"))
     if log_to_mlflow:
@@ -142,7 +144,7 @@ def _finish(
     )
     if scale is not None:  # the scale the live log is scored on (`cellcast monitor` reads it without the registry)
         state["mase_scale"] = {"version": rep.version, "scale": _jsonable(dict(scale))}
-    write_json(state_path(name, settings), state)
+    write_json(state_path(settings), state)
     log.info("%s v%s: %s", settings.model_name, champ_version, _summary(rep))
     return rep
 

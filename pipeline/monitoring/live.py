@@ -74,12 +74,9 @@ def _normal(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def read_live(folder: Path) -> LiveLog:
-    """Every file of a live folder (files being written have a temporary name and are not read); a file that is
-    not readable, lacks a column the contract requires or holds keys of another type is skipped with a warning."""
-    folder = Path(folder)
-    files = sorted(f for f in folder.glob("*.parquet") if not f.name.startswith(".")) if folder.is_dir() else []
-    frames, damaged = [], []
+def _read_files(files: list[Path]) -> tuple[list[pd.DataFrame], list[str], bool]:
+    """The live files' rows, the damaged files (name: why), and whether any file vanished before it was read."""
+    frames, damaged, vanished = [], [], False
     for f in files:
         try:
             df = pd.read_parquet(f)
@@ -88,8 +85,22 @@ def read_live(folder: Path) -> LiveLog:
                 damaged.append(f"{f.name}: no column {', '.join(missing)}")
                 continue
             frames.append(_normal(df))
+        except FileNotFoundError:
+            vanished = True
         except Exception as e:  # noqa: BLE001 - a damaged file is skipped, and said so
             damaged.append(f"{f.name}: {str(e).splitlines()[0][:120] if str(e) else type(e).__name__}")
+    return frames, damaged, vanished
+
+
+def read_live(folder: Path) -> LiveLog:
+    """Every file of a live folder (files being written have a temporary name and are not read); a file that is
+    not readable, lacks a column the contract requires or holds keys of another type is skipped with a warning."""
+    folder = Path(folder)
+    for _ in range(3):  # a file that vanished was folded into its day's file meanwhile (serving/livelog.tidy): reread
+        files = sorted(f for f in folder.glob("*.parquet") if not f.name.startswith(".")) if folder.is_dir() else []
+        frames, damaged, vanished = _read_files(files)
+        if not vanished:
+            break
     for d in damaged:
         log.warning("%s/%s: not readable as a live forecast log: skipped", folder, d)
     if not frames:
@@ -111,16 +122,16 @@ def target_columns(rows: pd.DataFrame) -> list[str]:
     return [str(c) for c in rows.columns if c not in fixed and not QUANTILE_COLUMN.match(str(c))]
 
 
-def read_actuals(name: str, settings: Settings, targets: list[str]) -> pd.DataFrame:
+def read_actuals(settings: Settings, targets: list[str]) -> pd.DataFrame:
     """The validated rows the live forecasts are scored on: `id` (the panel's series id; "" for one series),
     `timestamp`, the targets and their gap-filled flags."""
-    meta = read_validated_meta(name, settings)
+    meta = read_validated_meta(settings)
     filled = [filled_column(t) for t in targets]
     if is_panel(meta):
-        frame, _ = read_validated_panel(name, settings)
+        frame, _ = read_validated_panel(settings)
         frame = frame.rename(columns={SERIES_ID: "id"})
     else:
-        frame = pd.read_parquet(validated_paths(name, settings)[0])
+        frame = pd.read_parquet(validated_paths(settings)[0])
         frame["id"] = ""
     keep = ["id", "timestamp", *[c for c in [*targets, *filled] if c in frame.columns]]
     out = frame[keep].copy()

@@ -71,7 +71,7 @@ class LivePromotion:
     decision: promotion.Decision | None = None
 
 
-def promote_live(name: str, settings: Settings) -> LivePromotion:
+def promote_live(settings: Settings) -> LivePromotion:
     """Decide the registry's challenger against its champion on the live log; a tested decision (promoted, or not
     significantly better) is written on the challenger (tags promotion.*, the decision on the test split it had
     kept as promotion.split_decision / split_reason) and applied under the alias lock; a refusal for lack of
@@ -93,9 +93,9 @@ def promote_live(name: str, settings: Settings) -> LivePromotion:
         return LivePromotion(False, f"{model}: not promoted: {what}", before, chall.version if chall else None, before)
     path, _ = tracking.download_model(model, champ.version)
     scale = live.champion_scale(OnnxForecaster.from_path(path, device="cpu").metadata)
-    logged = live.read_live(live_dir(name, settings))
+    logged = live.read_live(live_dir(settings))
     targets = live.target_columns(logged.rows)
-    actuals = live.read_actuals(name, settings, targets)
+    actuals = live.read_actuals(settings, targets)
     ev = weigh(logged, actuals, targets, str(champ.version), str(chall.version), scale, settings)
     d = ev.decision
     if "champion_p_value" not in d.metrics:  # no test was run: nothing to record

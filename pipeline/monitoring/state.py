@@ -20,17 +20,16 @@ log = logging.getLogger(__name__)
 MAX_TRIGGERS_KEPT = 50
 
 
-def state_path(name: str, settings: Settings) -> Path:
-    return monitoring_dir(name, settings) / "state.json"
+def state_path(settings: Settings) -> Path:
+    return monitoring_dir(settings) / "state.json"
 
 
-def read_state(name: str, settings: Settings) -> dict:
-    p = state_path(name, settings)
+def read_state(settings: Settings) -> dict:
+    p = state_path(settings)
     return json.loads(p.read_text()) if p.is_file() else {}
 
 
 def record_trigger(
-    name: str,
     settings: Settings,
     report: MonitorReport,
     flow_run: dict,
@@ -48,11 +47,11 @@ def record_trigger(
         "evaluation": report.evaluation,
         **flow_run,
     }
-    state = read_state(name, settings)
+    state = read_state(settings)
     state["last_trigger"] = trig
     state["triggers"] = (state.get("triggers") or [])[-(MAX_TRIGGERS_KEPT - 1) :] + [trig]
     state.pop("last_trigger_error", None)
-    write_json(state_path(name, settings), state)
+    write_json(state_path(settings), state)
     if log_to_mlflow and report.run_id:
         from ..registry import tracking
 
@@ -73,15 +72,13 @@ def record_trigger(
     return trig
 
 
-def record_trigger_error(
-    name: str, settings: Settings, report: MonitorReport, error: str, now: datetime | None = None
-) -> None:
+def record_trigger_error(settings: Settings, report: MonitorReport, error: str, now: datetime | None = None) -> None:
     """A retrain was due but could not be started (no such deployment, no server): said in state.json; no
     cooldown starts, so the next evaluation tries again."""
-    state = read_state(name, settings)
+    state = read_state(settings)
     state["last_trigger_error"] = {
         "at": _iso(now or datetime.now(UTC)),
         "reason": report.verdict.reason,
         "error": error,
     }
-    write_json(state_path(name, settings), state)
+    write_json(state_path(settings), state)

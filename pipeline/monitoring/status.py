@@ -15,16 +15,18 @@ from .verdict import Thresholds, _iso, _parse, psi_basis, psi_limit, residual_li
 log = logging.getLogger(__name__)
 
 
-def status(name: str, settings: Settings, now: datetime | None = None) -> str:
-    """The monitor's current state as text: last scores, drift, thresholds, last trigger, cooldown."""
-    state = read_state(name, settings)
+def status(settings: Settings, now: datetime | None = None, aliases: dict[str, str | None] | None = None) -> str:
+    """The monitor's current state as text: last scores, drift, thresholds, last trigger, cooldown. `aliases`: the
+    registry's champion and challenger versions now (None: the live log's last roles stand in for them)."""
+    name = settings.dataset
+    state = read_state(settings)
     last = state.get("last")
-    on_live = live_lines(name, settings, state)
+    on_live = live_lines(settings, state, aliases)
     if not last:
         if on_live:
             return "\n".join([f"{name}: the champion's batch forecasts have not been monitored yet", *on_live])
         raise NotFoundError(
-            f"{state_path(name, settings)}: '{name}' has not been monitored yet; the scheduled "
+            f"{state_path(settings)}: '{name}' has not been monitored yet; the scheduled "
             f"forecast flow (refresh) monitors it after each refresh"
         )
     th = last["thresholds"]
@@ -147,14 +149,17 @@ def _table(rows: list[list[str]]) -> list[str]:
     return ["  " + "  ".join(c.ljust(x) for c, x in zip(r, w)).rstrip() for r in rows]
 
 
-def live_lines(name: str, settings: Settings, state: dict) -> list[str]:
+def live_lines(settings: Settings, state: dict, aliases: dict[str, str | None] | None = None) -> list[str]:
     """The live log's section of `cellcast monitor`: champion against challenger on the forecasts the service
-    answered, scored on the actuals that arrived; [] when nothing is logged."""
+    answered, scored on the actuals that arrived; [] when nothing is logged. The versions compared are the
+    registry's (`aliases`) when given: after a promotion the log's last rows still name the old champion until the
+    service answers again, and the promoted version is champion and challenger at once (nothing left to compare)."""
     from ..catalog import live_dir
     from . import live
     from .promote import weigh
 
-    folder = live_dir(name, settings)
+    name = settings.dataset
+    folder = live_dir(settings)
     logged = live.read_live(folder)
     if logged.empty and not logged.untimed:
         return []
@@ -162,15 +167,20 @@ def live_lines(name: str, settings: Settings, state: dict) -> list[str]:
     notes += [f"{logged.duplicates} logged twice, counted once"] if logged.duplicates else []
     notes += [f"{len(logged.damaged)} damaged file(s) skipped"] if logged.damaged else []
     notes += [f"{logged.untimed} rows without timestamps not scored"] if logged.untimed else []
-    roles = live.roles(logged.rows) if not logged.empty else {}
+    served = live.roles(logged.rows) if not logged.empty else {}
+    roles = served if aliases is None else {r: str(v) for r, v in aliases.items() if v is not None}
     champion, challenger = roles.get("champion"), roles.get("challenger")
+    if challenger is not None and challenger == champion:
+        challenger = None  # promoted: it is the champion now
     who = " against ".join(f"{r} v{v}" for r, v in (("champion", champion), ("challenger", challenger)) if v)
     lines = [f"live: {folder} ({', '.join(notes)}): {who or 'no version'}, on the actuals that arrived"]
+    if aliases is not None and served.get("champion") not in (None, champion):
+        lines.append(f"  the log's rows were answered by champion v{served['champion']}: the alias moved since")
     if logged.empty:
         return lines
     targets = live.target_columns(logged.rows)
     try:
-        actuals = live.read_actuals(name, settings, targets)
+        actuals = live.read_actuals(settings, targets)
     except NotFoundError as e:
         return [*lines, f"  not scored: {e}"]
     recorded = state.get("mase_scale") or {}

@@ -154,6 +154,7 @@ class BacktestResult:
 def plan(ws: WindowSet, settings: Settings, k: int | None = None, end: int | None = None) -> list[Fold]:
     """The folds of `ws` (backtest.folds unless `k`), ending at `end` (default: the series' end); one clear line
     when the series is too short for them."""
+    settings.check_dataset(ws.meta.name)
     k = settings.backtest.folds if k is None else k
     try:
         if isinstance(ws, PanelWindowSet):  # cut on the shared time axis; `end`: before every series' test split
@@ -432,7 +433,7 @@ def summary(result: BacktestResult) -> str:
 
 def write_report(result: BacktestResult, settings: Settings, fig=None) -> Path:
     """reports/NAME/backtest.json and, given the picture, reports/NAME/backtest.png."""
-    d = reports_dir(result.dataset, settings)
+    d = reports_dir(settings)
     d.mkdir(parents=True, exist_ok=True)
     if fig is not None:
         fig.savefig(d / "backtest.png", dpi=110)

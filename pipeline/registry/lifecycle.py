@@ -200,6 +200,7 @@ def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path
     from ..engine.inference import OnnxForecaster
     from ..engine.onnx_export import check_parity, export_onnx
 
+    settings.check_dataset(ws.meta.name)
     c = result.candidate
     path = Path(out_dir) / f"{c.name}.onnx"
     parity, error, onnx_path = {}, None, None
@@ -512,6 +513,7 @@ def track_and_promote(
     validation MASE (or, given `selection`'s backtest means, by those) becomes a new version (alias challenger); the
     policy decides on champion. `references`: reference_rows(), logged beside the baselines. `data_version`: what
     versioning.keep() did with the validated data (tagged on the version with the command that restores it)."""
+    settings.check_dataset(ws.meta.name)
     uri = tracking.configure()
     references = references or {}
     sel = {"method": "backtest", **selection} if selection else {"method": "split"}
@@ -997,7 +999,7 @@ def reference_lines(outcome: Outcome) -> list[str]:
 
 
 def write_summary(outcome: Outcome, settings: Settings) -> Path:
-    path = train_summary_path(outcome.dataset, settings)
+    path = train_summary_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(asdict(outcome), indent=2, default=str))
     return path

@@ -277,8 +277,29 @@ def _accuracy(
 ) -> Decision:
     """The accuracy half of `decide`: the baseline (at `bar_level`) and the champion (at `significance`), each by a
     significant difference."""
-    m = metric.upper()
     champ_label = f"champion v{champion_version}" if champion_version is not None else "champion"
+    refused = _too_little_evidence(candidate_name, baseline, champion, min_windows, champ_label, metric, metrics)
+    if refused is not None:
+        return refused
+    beaten, text = _against_bar(candidate_name, baseline, champion is not None, bar_level, metric, metrics)
+    if not beaten:
+        return Decision(False, text, metrics)
+    if champion is None:
+        return Decision(True, f"{text}; no champion yet", metrics)
+    return _against_champion(text, champion, champ_label, significance, metrics)
+
+
+def _too_little_evidence(
+    candidate_name: str,
+    baseline: Comparison,
+    champion: Comparison | None,
+    min_windows: int,
+    champ_label: str,
+    metric: str,
+    metrics: dict,
+) -> Decision | None:
+    """A refusal when the test windows cannot decide (too few paths, a score not finite, too few after the rows the
+    champion trained on), else None; the mean scores go into `metrics` either way once they are known."""
     if baseline.paths < max(min_windows, 2) or baseline.n < 2:
         return Decision(
             False,
@@ -288,7 +309,9 @@ def _accuracy(
             metrics,
         )
     if not np.isfinite(baseline.candidate).all():
-        return Decision(False, f"{candidate_name} not promoted: its {m} is not finite on every test window", metrics)
+        return Decision(
+            False, f"{candidate_name} not promoted: its {metric.upper()} is not finite on every test window", metrics
+        )
     cand, base = float(baseline.candidate.mean()), float(baseline.other.mean())
     gain = (1 - cand / base) * 100 if base > 0 else float("nan")
     metrics.update(
@@ -298,45 +321,55 @@ def _accuracy(
             f"{metric}_gain_pct": round(gain, 2) if math.isfinite(gain) else None,
         }
     )
-    if champion is not None:
-        metrics["champion_windows"] = champion.n
-        metrics["champion_paths"] = champion.paths
-        if champion.n:
-            metrics.update(
-                {
-                    f"champion_{metric}": _num(float(champion.other.mean())),
-                    f"candidate_{metric}_vs_champion": _num(float(champion.candidate.mean())),
-                }
-            )
-        if champion.paths < max(min_windows, 2) or champion.n < 2:  # no evidence either way: the champion stays
-            return Decision(
-                False,
-                f"{candidate_name} not promoted: only {champion.paths} test windows lie after the "
-                f"rows {champ_label} trained on (evaluate.min_decision_paths {min_windows}): "
-                f"champion unchanged",
-                metrics,
-            )
+    if champion is None:
+        return None
+    metrics["champion_windows"] = champion.n
+    metrics["champion_paths"] = champion.paths
+    if champion.n:
+        metrics.update(
+            {
+                f"champion_{metric}": _num(float(champion.other.mean())),
+                f"candidate_{metric}_vs_champion": _num(float(champion.candidate.mean())),
+            }
+        )
+    if champion.paths < max(min_windows, 2) or champion.n < 2:  # no evidence either way: the champion stays
+        return Decision(
+            False,
+            f"{candidate_name} not promoted: only {champion.paths} test windows lie after the "
+            f"rows {champ_label} trained on (evaluate.min_decision_paths {min_windows}): "
+            f"champion unchanged",
+            metrics,
+        )
+    return None
 
+
+def _against_bar(
+    candidate_name: str, baseline: Comparison, has_champion: bool, bar_level: float, metric: str, metrics: dict
+) -> tuple[bool, str]:
+    """Whether the candidate beats the bar significantly (p < `bar_level`), and the sentence that says so."""
+    cand, base = float(baseline.candidate.mean()), float(baseline.other.mean())
+    gain = (1 - cand / base) * 100 if base > 0 else float("nan")
     bt = baseline.test()
     metrics.update(
         {"baseline_dm": _num(bt.statistic), "baseline_p_value": _num(bt.p_value), "baseline_hac_lag": bt.lag}
     )
     margin_txt = f"margin {baseline.margin * 100:.3g}%"
-    scores = f"{candidate_name} {m} {_fmt(cand)} vs {baseline.rival} {_fmt(base)}"
-    setting = "evaluate.first_significance, no champion yet" if champion is None else "evaluate.significance"
+    scores = f"{candidate_name} {metric.upper()} {_fmt(cand)} vs {baseline.rival} {_fmt(base)}"
+    setting = "evaluate.significance" if has_champion else "evaluate.first_significance, no champion yet"
     if not bt.p_value < bar_level:
         how = f"{gain:.1f}% better" if cand < base else "not better"
-        suffix = "" if champion is not None else ": no champion"
-        return Decision(
-            False,
+        suffix = "" if has_champion else ": no champion"
+        return False, (
             f"{scores} ({how}): not significantly better by the {margin_txt} ({_evidence(bt)}; "
-            f"needs p < {bar_level:g}, {setting}){suffix}",
-            metrics,
+            f"needs p < {bar_level:g}, {setting}){suffix}"
         )
-    beat = f"{scores}: {gain:.1f}% better ({margin_txt}; {_evidence(bt)})"
-    if champion is None:
-        return Decision(True, f"{beat}; no champion yet", metrics)
+    return True, f"{scores}: {gain:.1f}% better ({margin_txt}; {_evidence(bt)})"
 
+
+def _against_champion(
+    beat: str, champion: Comparison, champ_label: str, significance: float, metrics: dict
+) -> Decision:
+    """The candidate that beat the bar (`beat`) against the champion: promoted iff significantly better."""
     ct = champion.test()
     metrics.update({"champion_dm": _num(ct.statistic), "champion_p_value": _num(ct.p_value)})
     scores = f"{champ_label} {_fmt(float(champion.other.mean()))} with {_fmt(float(champion.candidate.mean()))}"

@@ -32,11 +32,11 @@ def _unseen(ws: WindowSet, until: str | None, version: int) -> WindowSet:
     return ws.with_starts(test=keep)  # the fill mask and the known-future table come along
 
 
-def evaluate_registered(name: str, settings: Settings, alias: str = "champion") -> dict:
+def evaluate_registered(settings: Settings, alias: str = "champion") -> dict:
     from ..engine.inference import OnnxForecaster
     from .lifecycle import baselines, trained_until
 
-    ws = load_windows(name, settings)
+    ws = load_windows(settings)
     tracking.configure()
     # a missing alias or version is download_model's one-line NoChampionError / NotFoundError
     path, info = tracking.download_model(settings.model_name, int(alias) if alias.isdigit() else alias)
@@ -65,7 +65,7 @@ def evaluate_registered(name: str, settings: Settings, alias: str = "champion") 
             "beats_best_baseline_by_pct": round(100 * (1 - test["mase"] / base.test.best_mase), 2),
         }
     }
-    d = reports_dir(name, settings)
+    d = reports_dir(settings)
     refs = _references(d / "train_summary.json")
     if refs:  # the training run's classical reference rows (its promotion origins): beside the model in `dvc metrics`
         out["metrics"]["references"] = refs

@@ -365,31 +365,31 @@ def panel_future(supplied: pd.DataFrame, id_cols: list[str], source: str) -> pd.
 
 
 def supplied_future(
-    name: str, settings: Settings, engine: OnnxForecaster, meta: dict, future_file: str | Path | None
+    settings: Settings, engine: OnnxForecaster, meta: dict, future_file: str | Path | None
 ) -> tuple[pd.DataFrame | None, str]:
     """The user-supplied known-future rows a model that reads any gets, and where they come from: `future_file`,
     else the rows after the last observation (data/NAME/future.parquet; a panel's: each series')."""
     from ..catalog import future_path
 
+    name = settings.dataset
     if not (engine.future_name and user_future_columns(engine)):
         return None, "future rows"
     if future_file is not None:
         return read_future_file(future_file, meta.get("time_col")), str(future_file)
-    fp = future_path(name, settings)
+    fp = future_path(settings)
     if fp.is_file():
         return pd.read_parquet(fp), f"{fp} (the rows after the last observation)"
     return None, f"{name}: no rows after the last observation"
 
 
 def forecast_latest(
-    name: str,
     settings: Settings,
     alias: str = "champion",
     device: str = "auto",
     log_to_mlflow: bool = True,
     future_file: str | Path | None = None,
 ) -> ForecastResult:
-    """The `alias` model of `name` on the latest validated rows -> forecasts/NAME/<UTC stamp>.parquet,
+    """The `alias` model of the dataset on the latest validated rows -> forecasts/NAME/<UTC stamp>.parquet,
     logged as an artifact of a run in the dataset's experiment. Known-future values: from `future_file`, else
     the rows after the last observation (data/NAME/future.parquet)."""
     from ..catalog import is_panel, read_validated, read_validated_meta, validated_paths
@@ -398,10 +398,10 @@ def forecast_latest(
 
     onnx_path, info = tracking.download_model(settings.model_name, alias)
     engine = OnnxForecaster.from_path(onnx_path, device=device)
-    if is_panel(read_validated_meta(name, settings)):
-        return _forecast_panel(name, settings, engine, info, alias, log_to_mlflow, future_file)
-    df, meta = read_validated(name, settings)
-    pq, _ = validated_paths(name, settings)
+    if is_panel(read_validated_meta(settings)):
+        return _forecast_panel(settings, engine, info, alias, log_to_mlflow, future_file)
+    df, meta = read_validated(settings)
+    pq, _ = validated_paths(settings)
     check_grid(pq, meta, engine, f"{settings.model_name} v{info.version}")
     # the input rows pass the same suite + policy as the training data, and the model's own ranges
     recent = df.sort_values("timestamp").iloc[-engine.lookback :].reset_index(drop=True)
@@ -409,14 +409,13 @@ def forecast_latest(
     report = validation.validate_frame(
         recent,
         meta,
-        validation.with_recorded_policy(name, settings),
-        name=name,
+        validation.with_recorded_policy(settings),
         bounds=engine.metadata.get("bounds") or {},
         bounds_origin=origin,
         require_windows=False,
         source=f"{pq} (last {engine.lookback} rows)",
     )
-    supplied, where = supplied_future(name, settings, engine, meta, future_file)
+    supplied, where = supplied_future(settings, engine, meta, future_file)
     frame, used = forecast_frame(
         engine,
         report.frame,
@@ -427,14 +426,13 @@ def forecast_latest(
         future_source=where,
     )
     path = _record(
-        frame, name, settings, info, alias, used, log_to_mlflow, {"last_observation": str(recent["timestamp"].iloc[-1])}
+        frame, settings, info, alias, used, log_to_mlflow, {"last_observation": str(recent["timestamp"].iloc[-1])}
     )
     return ForecastResult(frame=frame, path=path, version=info.version, provider=used)
 
 
 def _record(
     frame: pd.DataFrame,
-    name: str,
     settings: Settings,
     info,
     alias: str,
@@ -447,8 +445,9 @@ def _record(
     (the model, the alias, the provider, `params`; `extra`: more JSON artifacts by file name). Returns the path."""
     from ..registry import tracking
 
+    name = settings.dataset
     stamp = utc_stamp()
-    path = write_parquet(frame, forecasts_dir(name, settings) / f"{stamp}.parquet")
+    path = write_parquet(frame, forecasts_dir(settings) / f"{stamp}.parquet")
     if log_to_mlflow:
         with tracking.parent_run(
             name,
@@ -466,7 +465,6 @@ def _record(
 
 
 def _forecast_panel(
-    name: str,
     settings: Settings,
     engine: OnnxForecaster,
     info,
@@ -479,16 +477,17 @@ def _forecast_panel(
     `future_file` (an id column beside the timestamp), else the rows after each series' last observation."""
     from ..catalog import SERIES_ID, read_validated_panel, validated_paths
 
-    pq, _ = validated_paths(name, settings)
+    name = settings.dataset
+    pq, _ = validated_paths(settings)
     if "panel" not in engine.metadata:
         raise DataValidationError(
             f"{pq}: dataset '{name}' is a panel, but {settings.model_name} v{info.version} was "
             f"trained on one series: retrain it (cellcast train {name})"
         )
-    df, meta = read_validated_panel(name, settings)
+    df, meta = read_validated_panel(settings)
     check_grid(pq, meta, engine, f"{settings.model_name} v{info.version}")
     id_cols = [c for c in (meta["panel"].get("id_cols") or []) if c in df.columns and c != SERIES_ID]
-    supplied, where = supplied_future(name, settings, engine, meta, future_file)
+    supplied, where = supplied_future(settings, engine, meta, future_file)
     if supplied is not None:
         supplied = panel_future(supplied, list(meta["panel"].get("id_cols") or []), where)
     frame, used, skipped = forecast_panel_frame(
@@ -503,7 +502,6 @@ def _forecast_panel(
     )
     path = _record(
         frame,
-        name,
         settings,
         info,
         alias,

@@ -11,16 +11,22 @@ into rows and writes a file per dataset every `flush_s` seconds, or once `max_ro
 Files are named `<UTC stamp>-<pid>-<seq>.parquet`, written under a temporary name and renamed (a reader never
 sees half a file). When the writer falls behind by more than `max_pending` rows, new answers are dropped and
 counted rather than held in memory.
+
+A file every few seconds is some 17,000 a day: once an hour the writer folds each earlier UTC day's files of a
+folder into one (`<day>T000000000000Z-day-<pid>.parquet`: written, then its sources removed; a reader that meets
+both counts each row once, by its request id) and removes the days older than `keep_days` (None: kept for ever).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -129,8 +135,12 @@ class LiveLog:
         max_pending: int = 20 * MAX_ROWS,
         on_written: Callable[[str, int], None] | None = None,
         on_dropped: Callable[[int], None] | None = None,
+        keep_days: float | None = None,
+        tidy_every_s: float = 3600.0,
     ):
         self.folder, self.flush_s, self.max_rows, self.max_pending = folder, flush_s, max_rows, max_pending
+        self.keep_days, self.tidy_every_s = keep_days, tidy_every_s
+        self._tidied: dict[str, float] = {}  # folder -> when it was last tidied (monotonic)
         self.on_written = on_written or (lambda dataset, rows: None)
         self.on_dropped = on_dropped or (lambda rows: None)
         self._pending: list[Answer] = []
@@ -199,4 +209,57 @@ class LiveLog:
                 continue
             written.append(path)
             self.on_written(dataset, rows)
+            if time.monotonic() - self._tidied.get(str(d), -math.inf) >= self.tidy_every_s:
+                self._tidied[str(d)] = time.monotonic()
+                try:
+                    tidy(d, self.keep_days)
+                except Exception as e:  # noqa: BLE001 - tidying is retried at the next hour; the rows are written
+                    log.warning("live log: %s not tidied: %s", d, e)
         return written
+
+
+def _day(path: Path) -> str | None:
+    """The UTC day (YYYYMMDD) a live file's name starts with, or None for a name this log did not write."""
+    head = path.name.split("-", 1)[0]
+    return head[:8] if len(head) == 22 and head[8] == "T" and head[:8].isdigit() else None
+
+
+def tidy(folder: Path, keep_days: float | None, today: datetime | None = None) -> dict[str, int]:
+    """Fold each UTC day before `today` into one file and remove the days older than `keep_days`:
+    {"folded": files merged away, "removed": files deleted}. Safe beside writers: only past days are touched, and a
+    file already folded (or removed) by another process is skipped."""
+    now = today or datetime.now(UTC)
+    today_s = now.strftime("%Y%m%d")
+    oldest = (now - timedelta(days=keep_days)).strftime("%Y%m%d") if keep_days is not None else None
+    days: dict[str, list[Path]] = {}
+    for f in sorted(Path(folder).glob("*.parquet")):
+        day = _day(f)
+        if day is not None and day < today_s:
+            days.setdefault(day, []).append(f)
+    folded = removed = 0
+    for day, files in days.items():
+        if oldest is not None and day < oldest:
+            for f in files:
+                f.unlink(missing_ok=True)
+            removed += len(files)
+        elif len(files) > 1:
+            tables, read = [], []
+            for f in files:
+                try:
+                    tables.append(pq.read_table(f))
+                    read.append(f)
+                except FileNotFoundError:  # folded by another process meanwhile
+                    continue
+                except Exception as e:  # noqa: BLE001 - a damaged file stays as it is, for the reader to report
+                    log.warning("live log: %s not folded: %s", f, str(e).splitlines()[0] if str(e) else e)
+            if len(read) < 2:
+                continue
+            path = Path(folder) / f"{day}T000000000000Z-day-{os.getpid()}.parquet"
+            tmp = path.with_name(f".{path.name}.tmp")
+            pq.write_table(pa.concat_tables(tables, promote_options="default"), tmp)
+            os.replace(tmp, path)
+            for f in read:
+                if f != path:
+                    f.unlink(missing_ok=True)
+                    folded += 1
+    return {"folded": folded, "removed": removed}

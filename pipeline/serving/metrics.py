@@ -48,6 +48,18 @@ class ServiceMetrics:
         self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
         self.registry = reg = CollectorRegistry()
         self.paths = frozenset(paths)  # other paths count as "other": a scanner cannot grow the label set
+        self._request_metrics(reg)
+        self._model_metrics(reg)
+        self._answer_metrics(reg)
+        # per (name, alias) followed: the labels set last, and the holder counts already added
+        self._model_labels: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._memory_labels: dict[tuple[str, str], list[tuple[str, ...]]] = {}
+        self._error_labels: tuple[str, ...] | None = None
+        self._swaps_seen: dict[int, int] = {}
+        self._failures_seen: dict[int, int] = {}
+
+    def _request_metrics(self, reg: CollectorRegistry) -> None:
+        """The HTTP side: requests answered, their latency, those in flight."""
         self.requests = Counter(
             "cellcast_requests",
             "HTTP requests answered, by path, method and status",
@@ -64,6 +76,9 @@ class ServiceMetrics:
         self.in_flight = Gauge(
             "cellcast_requests_in_flight", "requests being answered now", registry=reg, multiprocess_mode="livesum"
         )
+
+    def _model_metrics(self, reg: CollectorRegistry) -> None:
+        """The models loaded: which version serves, its swaps and their failures, its memory."""
         self.model = Gauge(
             "cellcast_model_info",
             "1 for the model version that serves (0: replaced), with the ONNX Runtime provider it runs on",
@@ -100,6 +115,9 @@ class ServiceMetrics:
             registry=reg,
             multiprocess_mode="liveall",
         )
+
+    def _answer_metrics(self, reg: CollectorRegistry) -> None:
+        """The answers: forecasts by version and role, the shadow's and the canary's mishaps, the live log."""
         self.forecasts = Counter(
             "cellcast_forecasts",
             "forecast answers computed, by model version and role (the alias it was loaded through); served=false: "
@@ -131,12 +149,6 @@ class ServiceMetrics:
             "live log rows dropped: the writer fell behind or a write failed",
             registry=reg,
         )
-        # per (name, alias) followed: the labels set last, and the holder counts already added
-        self._model_labels: dict[tuple[str, str], tuple[str, ...]] = {}
-        self._memory_labels: dict[tuple[str, str], list[tuple[str, ...]]] = {}
-        self._error_labels: tuple[str, ...] | None = None
-        self._swaps_seen: dict[int, int] = {}
-        self._failures_seen: dict[int, int] = {}
 
     # ------------------------------------------------------------ the model
 

@@ -711,8 +711,9 @@ def _lifespan(service: _Service, every: list[Settings], poll_s: float):
         if any(s.serve.live_log for s in every):
             by_dataset = {s.dataset: s for s in every}
             service.live = LiveLog(
-                lambda d: live_dir(d, by_dataset[d]),
+                lambda d: live_dir(by_dataset[d]),
                 flush_s=base.serve.live_log_flush_s,
+                keep_days=base.serve.live_log_keep_days,
                 on_written=lambda d, n: metrics.live_rows.labels(d).inc(n),
                 on_dropped=lambda n: metrics.live_dropped.inc(n),
             )

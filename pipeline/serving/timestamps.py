@@ -178,11 +178,7 @@ def check_timestamps(
     fast = None if schedule else _fast_timestamps(raw, horizon, freq, grid_origin)
     if fast is not None:
         return fast
-    try:
-        # the project's convention: tz-naive UTC (a zone in the request is converted)
-        ts = pd.DatetimeIndex(pd.to_datetime(pd.Series(raw), utc=True, format="ISO8601")).tz_localize(None)
-    except (ValueError, TypeError, OverflowError) as e:
-        raise BadRequest(422, f"{where}: not ISO 8601 date-times ({str(e).splitlines()[0][:120]})") from None
+    ts = _parse(raw, where)
     steps = ts[1:] - ts[:-1]
     off = _offset(freq)
     if len(steps) and (steps <= pd.Timedelta(0)).any():
@@ -191,53 +187,74 @@ def check_timestamps(
     if schedule:
         return _on_schedule(ts, where, horizon, schedule)
     if off is not None and freq is not None:  # a known offset comes from a frequency
-        try:
-            grid = pd.date_range(ts[0], periods=length, freq=off)
-            future = future_timestamps(ts[-1], freq, horizon)
-        except (ValueError, OverflowError, pd.errors.OutOfBoundsDatetime):
-            raise BadRequest(
-                422,
-                f"{where}: {ts[0]} .. {ts[-1]} continued {horizon} steps of {freq} leaves "
-                "the calendar pandas can represent",
-            ) from None
-        off_grid = np.flatnonzero(grid != ts)
-        if len(off_grid):
-            if len(set(steps)) == 1:
-                raise BadRequest(422, f"{where}: step {steps[0]} does not match the model's frequency {freq}")
-            i = int(off_grid[0])
-            raise BadRequest(
-                422,
-                f"{where}[{i}]: {ts[i]} breaks the regular {freq} steps from {ts[0]} (expected "
-                f"{grid[i]}; {len(off_grid)} timestamps off the grid)",
-            )
-        try:
-            origin = pd.Timestamp(grid_origin).tz_localize(None) if grid_origin else None
-        except (ValueError, TypeError):
-            origin = None
-        phase = _off_phase(ts, off, origin)
-        if len(phase):
-            i = int(phase[0])
-            anchor = f"counted from {origin}" if origin is not None else "at midnight"
-            raise BadRequest(
-                422,
-                f"{where}[{i}]: {ts[i]} is off the model's {freq} grid ({anchor}; "
-                f"{len(phase)} timestamps off it): send the observations' own timestamps",
-            )
+        future = _on_frequency(ts, steps, where, horizon, freq, off, grid_origin)
     else:
-        if not len(steps):
-            raise BadRequest(422, f"{where}: cannot tell the step from one timestamp and the model has no frequency")
-        irregular = np.flatnonzero(steps != steps[0])
-        if len(irregular):
-            i = int(irregular[0]) + 1
-            raise BadRequest(
-                422,
-                f"{where}[{i}]: step {steps[i - 1]} breaks the regular step {steps[0]} "
-                f"({len(irregular)} irregular steps)",
-            )
-        try:
-            future = pd.DatetimeIndex([ts[-1] + steps[0] * (k + 1) for k in range(horizon)])
-        except (OverflowError, pd.errors.OutOfBoundsDatetime):
-            raise BadRequest(
-                422, f"{where}: continuing {ts[-1]} {horizon} steps leaves the calendar pandas can represent"
-            ) from None
+        future = _one_step(ts, steps, where, horizon)
     return [t.isoformat() for t in future]
+
+
+def _parse(raw: list[str], where: str) -> pd.DatetimeIndex:
+    """ISO 8601 strings as tz-naive UTC, the project's convention (a zone in the request is converted)."""
+    try:
+        return pd.DatetimeIndex(pd.to_datetime(pd.Series(raw), utc=True, format="ISO8601")).tz_localize(None)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise BadRequest(422, f"{where}: not ISO 8601 date-times ({str(e).splitlines()[0][:120]})") from None
+
+
+def _on_frequency(
+    ts: pd.DatetimeIndex, steps, where: str, horizon: int, freq: str, off, grid_origin: str | None
+) -> pd.DatetimeIndex:
+    """Timestamps of a model with a frequency: on its grid from the first, at its phase (counted from
+    `grid_origin`, else midnight); returns the `horizon` steps after the last."""
+    try:
+        grid = pd.date_range(ts[0], periods=len(ts), freq=off)
+        future = future_timestamps(ts[-1], freq, horizon)
+    except (ValueError, OverflowError, pd.errors.OutOfBoundsDatetime):
+        raise BadRequest(
+            422,
+            f"{where}: {ts[0]} .. {ts[-1]} continued {horizon} steps of {freq} leaves "
+            "the calendar pandas can represent",
+        ) from None
+    off_grid = np.flatnonzero(grid != ts)
+    if len(off_grid):
+        if len(set(steps)) == 1:
+            raise BadRequest(422, f"{where}: step {steps[0]} does not match the model's frequency {freq}")
+        i = int(off_grid[0])
+        raise BadRequest(
+            422,
+            f"{where}[{i}]: {ts[i]} breaks the regular {freq} steps from {ts[0]} (expected "
+            f"{grid[i]}; {len(off_grid)} timestamps off the grid)",
+        )
+    try:
+        origin = pd.Timestamp(grid_origin).tz_localize(None) if grid_origin else None
+    except (ValueError, TypeError):
+        origin = None
+    phase = _off_phase(ts, off, origin)
+    if len(phase):
+        i = int(phase[0])
+        anchor = f"counted from {origin}" if origin is not None else "at midnight"
+        raise BadRequest(
+            422,
+            f"{where}[{i}]: {ts[i]} is off the model's {freq} grid ({anchor}; "
+            f"{len(phase)} timestamps off it): send the observations' own timestamps",
+        )
+    return future
+
+
+def _one_step(ts: pd.DatetimeIndex, steps, where: str, horizon: int) -> pd.DatetimeIndex:
+    """Timestamps of a model with no frequency: one constant step; returns the `horizon` steps after the last."""
+    if not len(steps):
+        raise BadRequest(422, f"{where}: cannot tell the step from one timestamp and the model has no frequency")
+    irregular = np.flatnonzero(steps != steps[0])
+    if len(irregular):
+        i = int(irregular[0]) + 1
+        raise BadRequest(
+            422,
+            f"{where}[{i}]: step {steps[i - 1]} breaks the regular step {steps[0]} ({len(irregular)} irregular steps)",
+        )
+    try:
+        return pd.DatetimeIndex([ts[-1] + steps[0] * (k + 1) for k in range(horizon)])
+    except (OverflowError, pd.errors.OutOfBoundsDatetime):
+        raise BadRequest(
+            422, f"{where}: continuing {ts[-1]} {horizon} steps leaves the calendar pandas can represent"
+        ) from None
