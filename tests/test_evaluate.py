@@ -162,3 +162,15 @@ def test_window_losses_are_each_windows_mase_read_a_batch_at_a_time():
     by_hand = (np.abs(pred - y) / mase_scale(ws)).mean(axis=(1, 2))
     np.testing.assert_allclose(window_losses(ws, st, pred), by_hand, rtol=1e-12)
     np.testing.assert_array_equal(window_losses(ws, st, pred, batch=7), window_losses(ws, st, pred))
+
+
+def test_the_bars_intervals_are_read_at_the_candidates_rank_so_the_gate_compares_like_with_like():
+    """With evaluate.calibration_rank: paths the candidates' conformal shift reads the rank of the paths a horizon
+    apart; the bar's empirical band must be read at that rank too, or the candidate pays a width the bar does not."""
+    rng = np.random.default_rng(7)
+    t = np.arange(900)
+    ws = _ws(10 + np.sin(2 * np.pi * t / 24) + rng.standard_normal(len(t)), lookback=48, horizon=24)
+    by_windows = empirical_interval_scores(ws, 24, [0.05, 0.5, 0.95])
+    by_paths = empirical_interval_scores(ws, 24, [0.05, 0.5, 0.95], rank="paths")
+    assert by_paths["width_90"] > by_windows["width_90"]  # few paths: the rank moves outward, as the candidates'
+    assert by_paths["coverage_90"] >= by_windows["coverage_90"]

@@ -236,14 +236,23 @@ def window_losses(ws: WindowSet, starts: np.ndarray, pred: np.ndarray, batch: in
 
 
 def empirical_interval_scores(
-    ws: WindowSet, season: int, levels: list[float], fit: str = "val", split: str = "test"
+    ws: WindowSet,
+    season: int,
+    levels: list[float],
+    fit: str = "val",
+    split: str = "test",
+    rank: str = "windows",
 ) -> dict[str, float]:
     """The seasonal naive of `season` with empirical intervals, scored as a candidate's quantiles are: its quantile at
     level tau for step k and target j is its point forecast plus the tau-quantile of its own errors at step k on the
-    `fit` split's windows (free, deterministic: the interval a planner gets with no model). Returns the quantile
-    scores (coverage_P, width_P, winkler_P, ...; modeling/quantiles.py) on the `split` windows, in MASE units; {}
-    without levels, or when the baseline does not exist on every window of both splits."""
-    from .quantiles import quantile_scores
+    `fit` split's windows (free, deterministic: the interval a planner gets with no model), read at the same
+    finite-sample rank as the candidates' conformal shift (`rank`: evaluate.calibration_rank, "paths" counting the
+    windows a horizon apart): the bar's band and the candidate's are calibrated by one rule on the same windows, so
+    the interval-score gate compares forecasts, not two ways of reading a quantile. Returns the quantile scores
+    (coverage_P, width_P, winkler_P, ...; modeling/quantiles.py) on the `split` windows, in MASE units; {} without
+    levels, or when the baseline does not exist on every window of both splits."""
+    from ..data import window as _window
+    from .quantiles import _rank_shift, quantile_scores
 
     if not levels:
         return {}
@@ -255,11 +264,9 @@ def empirical_interval_scores(
     pt = seasonal_naive(ws, ts, season)
     if not (np.isfinite(pf).all() and np.isfinite(pt).all()):
         return {}
-    err = yf.astype(np.float64) - pf
-    mask = ws.target_mask(fs)
-    if mask is not None:
-        err = np.where(mask, err, np.nan)
-    offsets = np.nanquantile(err, levels, axis=0)  # (Q, H, T)
-    q = pt.astype(np.float64)[..., None] + np.moveaxis(offsets, 0, -1)[None]
+    paths = _window.test_origins(fs, ws.meta.horizon) if rank == "paths" else None
+    point = np.repeat(pf.astype(np.float64)[..., None], len(levels), axis=-1)
+    offsets = _rank_shift(yf, point, list(levels), ws.target_mask(fs), paths)  # (H, T, Q); 0 at the median
+    q = pt.astype(np.float64)[..., None] + offsets[None]
     _, yt = ws.batch(ts)
     return quantile_scores(yt, q, list(levels), mase_scale(ws), ws.target_mask(ts))[0]

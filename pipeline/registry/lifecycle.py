@@ -417,7 +417,7 @@ def interval_scores(ws: WindowSet, settings: Settings, best: CandidateReport, ba
     test window (evaluate.empirical_interval_scores); {} when the gate is off or either has no score."""
     if not settings.evaluate.interval_score_gate or not best.quantiles or bar not in _baseline_seasons(ws, settings):
         return {}
-    theirs = empirical_interval_scores(ws, season_of(bar), best.quantiles)
+    theirs = empirical_interval_scores(ws, season_of(bar), best.quantiles, rank=settings.evaluate.calibration_rank)
     return {
         k[len("winkler_") :]: (float(v), float(theirs[k]))
         for k, v in best.test.items()
