@@ -29,9 +29,9 @@ def windowed_mixed(project, settings_for, **window):
     return window_dataset(s), s
 
 
-@pytest.fixture(scope="module")
-def mixed(tmp_path_factory):
-    """The mixed panel windowed once for the tests that only read it: (window set, settings)."""
+def validated_mixed(tmp_path_factory) -> tuple[Path, object]:
+    """The mixed panel ingested and validated in a folder of its own, row groups of up to 500 rows: (folder,
+    settings)."""
     import shutil
 
     from conftest import ROOT
@@ -54,6 +54,15 @@ def mixed(tmp_path_factory):
         )
         ingest_panel(write_csv(mixed_panel(), work / "city.csv"), s, freq="h")
         validate_dataset(s)
+    return work, s
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """The mixed panel windowed once for the tests that only read it: (window set, settings)."""
+    work, s = validated_mixed(tmp_path_factory)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(work)
         return window_dataset(s), s
 
 

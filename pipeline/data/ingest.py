@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,12 +25,23 @@ import pandas as pd
 from ..catalog import SERIES_ID, quarantine_dir, raw_paths
 from ..config import Settings, check_dataset_name
 from ..errors import ConfigError, IngestError
-from ..files import sha256_file, sha256_tree, utc_stamp, write_json, write_parquet
+from ..files import parquet_groups, sha256_file, sha256_tree, utc_stamp, write_json, write_parquet
 from . import datasets
 from . import schedule as _schedule
 from .frequency import gap_stats, infer_freq, to_freq
-from .panel import check_id_options, describe_series, infer_panel_freq, pooled, sort_panel, write_panel
-from .readers import canonical_frame, detect_format, read_csv, read_parquet, read_parquet_dataset
+from .panel import (
+    check_id_options,
+    decide_freq,
+    describe_series,
+    freq_votes,
+    group_rows,
+    infer_panel_freq,
+    pooled,
+    series_bounds,
+    sort_panel,
+    write_panel,
+)
+from .readers import canonical_frame, detect_format, parquet_parts, read_csv, read_parquet, read_parquet_dataset
 from .resample import check_agg, to_grid
 from .schedule import Schedule
 
@@ -233,21 +245,42 @@ def split_static(
     """A panel's columns constant within each series, taken out of the rows -> (the frame without them, raw.json's
     `static`). `declared` (--static) must be constant within every series and have a value in each; `candidates`
     (features not known ahead) become static when they are constant within every series and differ between some."""
-    g = frame.groupby(SERIES_ID, sort=True)
+
+    def seen(sid: str, c: str) -> tuple:
+        return tuple(frame.loc[frame[SERIES_ID] == sid, c].dropna().unique()[:2])
+
+    statics = static_found(static_stats(frame, declared + candidates), declared, candidates, source, seen)
+    return (frame.drop(columns=statics["columns"]) if statics else frame), statics
+
+
+def static_stats(frame: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    """Per series of a panel frame (its index) and column: distinct values, values, the first, the least, the most.
+    Parts of a panel holding different series: their tables stack."""
+    if not cols:
+        return pd.DataFrame(index=pd.Index(frame[SERIES_ID].unique(), name=SERIES_ID))
+    g = frame.groupby(SERIES_ID, sort=True)[cols]
+    return pd.concat(
+        {"nunique": g.nunique(), "count": g.count(), "first": g.first(), "min": g.min(), "max": g.max()}, axis=1
+    )
+
+
+def static_found(stats: pd.DataFrame, declared: list[str], candidates: list[str], source: str, seen=None) -> dict:
+    """raw.json's `static` from static_stats (module docstring of split_static); a declared column that varies within
+    a series or misses in one is refused. `seen(sid, column)`: two of its values there (else its least and most)."""
     found: dict[str, str] = {}
     for c in declared:
-        varies = g[c].nunique() > 1
+        varies = stats[("nunique", c)] > 1
         if varies.any():
             sid = str(varies.index[varies.to_numpy()][0])
-            seen = frame.loc[frame[SERIES_ID] == sid, c].dropna().unique()[:2]
+            two = seen(sid, c) if seen else (stats.at[sid, ("min", c)], stats.at[sid, ("max", c)])
             raise IngestError.broken(
                 "static",
-                f"{source}: column '{c}' is not constant within series '{sid}' ({seen[0]:g} and {seen[1]:g}; "
+                f"{source}: column '{c}' is not constant within series '{sid}' ({two[0]:g} and {two[1]:g}; "
                 f"{int(varies.sum())} series vary): a --static column holds one value per series; "
                 f"pass it as --features",
                 int(varies.sum()),
             )
-        empty = g[c].count() == 0
+        empty = stats[("count", c)] == 0
         if empty.any():
             raise IngestError.broken(
                 "static",
@@ -257,15 +290,14 @@ def split_static(
             )
         found[c] = "declared"
     for c in candidates:
-        per = g[c].nunique()
-        if (per == 1).all() and g[c].first().nunique() > 1:
+        if (stats[("nunique", c)] == 1).all() and stats[("first", c)].nunique() > 1:
             found[c] = "detected"
     if not found:
-        return frame, {}
+        return {}
     cols = list(found)
-    firsts = g[cols].first()
+    firsts = stats["first"][cols]
     values = {str(sid): {c: float(row[c]) for c in cols} for sid, row in firsts.iterrows()}
-    return frame.drop(columns=cols), {"columns": cols, "source": found, "values": values}
+    return {"columns": cols, "source": found, "values": values}
 
 
 def future_rows(frame: pd.DataFrame, targets: list[str]) -> int:
@@ -333,107 +365,331 @@ def ingest_file(
     pq, _ = raw_paths(settings)
     if pq.exists() and path.exists() and pq.resolve() == path.resolve():
         raise ConfigError(f"{path}: is the output of dataset '{name}'; ingest a copy under another --name")
-    declared = to_freq(freq) if freq else None
+    how = _How(
+        time_col,
+        targets,
+        features,
+        static,
+        future,
+        id_cols,
+        to_freq(freq) if freq else None,
+        agg,
+        delimiter,
+        time_format,
+        time_unit,
+        dayfirst,
+        settings.ingest.schedule if schedule is None else schedule,
+    )
     try:
-        if not path.exists():
-            raise IngestError.broken(
-                "missing_file", f"{path}: file not found; check the path (relative paths start in {Path.cwd()})"
-            )
-        if path.is_dir() and not (fmt == "parquet" and id_cols):
-            raise IngestError.broken(
-                "directory",
-                f"{path}: is a directory, not a CSV or Parquet file; pass a file in it "
-                f"(a Parquet dataset partitioned by series: --parquet DIR with --id-col)",
-            )
-        if path.is_dir():  # a Parquet dataset, e.g. one folder per series (sensor=A/...): read through pyarrow
-            kind, sha = "parquet", sha256_tree(path)
-            df, info = read_parquet_dataset(path)
-        else:
-            kind = detect_format(path, fmt)
-            sha = sha256_file(path)
-            df, info = read_csv(path, delimiter) if kind == "csv" else read_parquet(path)
-        out, more = canonical_frame(
-            path,
-            df,
-            time_col,
-            targets,
-            features + static,
-            kind,
-            info.get("delimiter"),
-            time_format,
-            time_unit,
-            dayfirst,
-            info.get("encoding"),
-            id_cols,
-        )
-        resampled = None
-        if agg and declared:  # check_agg: an aggregation comes with its frequency
-            out, resampled = to_grid(out, declared, agg, targets + features + static, id_cols)
-        statics: dict = {}
-        if id_cols:
-            out, statics = split_static(out, static, [c for c in features if c not in future], str(path))
-            features = [c for c in features if c not in statics.get("columns", [])]
-        if id_cols:
-            f = declared or infer_panel_freq(out, str(path))
-        else:
-            f = declared or infer_freq(out["timestamp"], str(path))
-        kept, sched = schedule_of(
-            out, f, targets, settings.ingest.schedule if schedule is None else schedule, bool(id_cols)
-        )
+        kind, sha = _check_input(path, fmt, id_cols)
+        parts = parquet_parts(path, settings.ingest.partition_rows) if id_cols and kind == "parquet" else []
+        got = _read_parts(path, parts, how, settings) if parts else None
+        if got is None:  # one part, or series that do not keep to one part each
+            got = _read_whole(path, kind, how)
     except (IngestError, ConfigError) as e:
-        _quarantine(
-            path,
-            e,
-            settings,
-            {
-                "format": fmt,
-                "time_col": time_col,
-                "targets": targets,
-                "features": features,
-                "id_cols": id_cols,
-                "agg": agg,
-            },
-        )
+        extra = {"format": fmt, "time_col": time_col, "targets": targets, "features": features, "id_cols": id_cols}
+        _quarantine(path, e, settings, {**extra, "agg": agg})
         raise
-    if id_cols:
-        described, panel = _describe_panel(out, f, targets + features, id_cols, resampled, sched)
+    meta = _file_meta(name, path, kind, sha, how, got)
+    if schedule is not None:  # given for this file: a re-run reads it under the same schedule
+        meta.extra["schedule"] = schedule.model_dump() if hasattr(schedule, "model_dump") else schedule
+    if got.written is not None:  # read part by part: raw.parquet is written already
+        write_json(raw_paths(settings)[1], meta.to_dict())
+        return IngestResult(name, got.frame, meta, *raw_paths(settings))
+    return _write(got.frame, meta, settings)
+
+
+@dataclass
+class _How:
+    """How ingest_file reads a file: its options, checked."""
+
+    time_col: str
+    targets: list[str]
+    features: list[str]  # the known-future ones included; static columns are taken out once found
+    static: list[str]
+    future: list[str]
+    id_cols: list[str]
+    declared: str | None  # --freq
+    agg: str | None
+    delimiter: str | None
+    time_format: str | None
+    time_unit: str | None
+    dayfirst: bool | None
+    schedule: object  # ingest.schedule or --schedule
+
+
+@dataclass
+class _Read:
+    """What reading a file gave: the canonical frame (read part by part: its columns only, no rows), the facts for
+    raw.json, and (read part by part) the row groups written."""
+
+    frame: pd.DataFrame
+    info: dict  # the reader's: delimiter, encoding
+    more: dict  # canonical_frame's: timezone, unsorted, decimal, time_reading
+    freq: str
+    features: list[str]
+    statics: dict
+    resampled: dict | None
+    kept: dict  # schedule_of's fields
+    described: dict
+    panel: dict | None
+    future_rows: int
+    written: int | None = None  # row groups of raw.parquet, when read part by part
+
+
+def _check_input(path: Path, fmt: str | None, id_cols: list[str]) -> tuple[str, str]:
+    """The input exists and is a file (or a Parquet folder of a panel) -> (format, sha256)."""
+    if not path.exists():
+        raise IngestError.broken(
+            "missing_file", f"{path}: file not found; check the path (relative paths start in {Path.cwd()})"
+        )
+    if path.is_dir() and not (fmt == "parquet" and id_cols):
+        raise IngestError.broken(
+            "directory",
+            f"{path}: is a directory, not a CSV or Parquet file; pass a file in it "
+            f"(a Parquet dataset partitioned by series: --parquet DIR with --id-col)",
+        )
+    if path.is_dir():  # a Parquet dataset, e.g. one folder per series (sensor=A/...): read through pyarrow
+        return "parquet", sha256_tree(path)
+    return detect_format(path, fmt), sha256_file(path)
+
+
+def _canonical(path: Path, df: pd.DataFrame, kind: str, info: dict, how: _How, first_row: int = 0):
+    """canonical_frame with ingest_file's options, then put on the grid (--agg) -> (frame, more, resampled)."""
+    out, more = canonical_frame(
+        path,
+        df,
+        how.time_col,
+        how.targets,
+        how.features + how.static,
+        kind,
+        info.get("delimiter"),
+        how.time_format,
+        how.time_unit,
+        how.dayfirst,
+        info.get("encoding"),
+        how.id_cols,
+        first_row,
+    )
+    resampled = None
+    if how.agg and how.declared:  # check_agg: an aggregation comes with its frequency
+        out, resampled = to_grid(out, how.declared, how.agg, how.targets + how.features + how.static, how.id_cols)
+    return out, more, resampled
+
+
+def _read_whole(path: Path, kind: str, how: _How) -> _Read:
+    """The whole file in one frame: canonical, on its grid, static columns taken out, frequency and schedule."""
+    if path.is_dir():
+        df, info = read_parquet_dataset(path)
+    else:
+        df, info = read_csv(path, how.delimiter) if kind == "csv" else read_parquet(path)
+    out, more, resampled = _canonical(path, df, kind, info, how)
+    del df
+    statics: dict = {}
+    features = how.features
+    if how.id_cols:
+        candidates = [c for c in features if c not in how.future]
+        out, statics = split_static(out, how.static, candidates, str(path))
+        features = [c for c in features if c not in statics.get("columns", [])]
+        f = how.declared or infer_panel_freq(out, str(path))
+    else:
+        f = how.declared or infer_freq(out["timestamp"], str(path))
+    kept, sched = schedule_of(out, f, how.targets, how.schedule, bool(how.id_cols))
+    if how.id_cols:
+        described, panel = _describe_panel(out, f, how.targets + features, how.id_cols, resampled, sched)
     else:
         described, panel = _describe(out, f, sched), None
-    meta = SeriesMeta(
+    rows = _future_rows(out, how.targets, how.id_cols) if how.future else 0
+    return _Read(out, info, more, f, features, statics, resampled, kept, described, panel, rows)
+
+
+def _file_meta(name: str, path: Path, kind: str, sha: str, how: _How, got: _Read) -> SeriesMeta:
+    more = got.more
+    return SeriesMeta(
         name=name,
         source="file",
         input_path=str(path),
         input_sha256=sha,
         format=kind,
-        time_col=time_col,
-        targets=targets,
-        features=features,
-        freq=f,
-        freq_source="declared" if declared else "inferred",
+        time_col=how.time_col,
+        targets=how.targets,
+        features=got.features,
+        freq=got.freq,
+        freq_source="declared" if how.declared else "inferred",
         timezone=more["timezone"],
         unsorted=more["unsorted"],
         ingested_at=datetime.now(UTC).isoformat(),
-        delimiter=info.get("delimiter"),
-        encoding=info.get("encoding"),
+        delimiter=got.info.get("delimiter"),
+        encoding=got.info.get("encoding"),
         decimal=more["decimal"],
         extra={
-            "time_format": time_format,
-            "time_unit": time_unit,
+            "time_format": how.time_format,
+            "time_unit": how.time_unit,
             "time_reading": more["time_reading"],
             # the order read, so a re-run of a grown file reads it the same way
             "dayfirst": {"day-first": True, "month-first": False}.get(more["time_reading"]["order"]),
         },
-        panel=panel,
-        resample=resampled,
-        future_features=future,
-        future_rows=_future_rows(out, targets, id_cols) if future else 0,
-        static=statics,
-        **kept,
-        **described,
+        panel=got.panel,
+        resample=got.resampled,
+        future_features=how.future,
+        future_rows=got.future_rows,
+        static=got.statics,
+        **got.kept,
+        **got.described,
     )
-    if schedule is not None:  # given for this file: a re-run reads it under the same schedule
-        meta.extra["schedule"] = schedule.model_dump() if hasattr(schedule, "model_dump") else schedule
-    return _write(out, meta, settings)
+
+
+# --- a panel read part by part -------------------------------------------------------------------
+# A Parquet panel larger than `ingest.partition_rows` (a folder of files, or a file of several row groups) is read
+# a part at a time: each part made canonical and kept aside (first pass: what decides the frequency and the static
+# columns is tallied), then each part described and written as whole-series row groups (second pass). Memory holds
+# one part, not the panel. The series must keep to one part each and come in order (a series cut where a part
+# ends is carried into the next); where they do not, the file is read whole as before.
+
+
+class _NotInParts(Exception):
+    """The panel's series do not keep to one part each, in order: read it whole."""
+
+
+def _read_parts(path: Path, parts: list, how: _How, settings: Settings) -> _Read | None:
+    """The panel read part by part (section comment above), raw.parquet written; None: read it whole instead."""
+    tmp = raw_paths(settings)[0].parent / ".ingest-parts"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        first = _first_pass(path, parts, how, tmp)
+        return _second_pass(path, how, first, settings)
+    except _NotInParts:
+        return None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _first_pass(path: Path, parts: list, how: _How, tmp: Path) -> dict:
+    """Each part canonical and on its grid, kept in `tmp`; tallied: frequency votes, static statistics, known-future
+    rows, the reading, the resampling. Raises _NotInParts where a series spans parts or they come out of order."""
+    votes: Counter = Counter()
+    refusal = None
+    stats, files, resampled = [], [], None
+    more: dict = {}
+    carried, row, last, future = None, 0, None, 0
+    cols = how.static + [c for c in how.features if c not in how.future]
+    for k, read in enumerate(parts):
+        df = read()
+        first_row = row - (0 if carried is None else len(carried))
+        row += len(df)
+        if carried is not None:
+            df = pd.concat([carried, df], ignore_index=True)
+        carried = None
+        if k < len(parts) - 1:  # the rows of the series this part ends in wait for the rest of it
+            tail = (df[how.id_cols] == df[how.id_cols].iloc[-1]).all(axis=1).to_numpy()
+            df, carried = df[~tail].reset_index(drop=True), df[tail].reset_index(drop=True)
+            if not len(df):  # the part is one series, and it goes on in the next
+                continue
+        out, m, res = _canonical(path, df, "parquet", {}, how, first_row)
+        del df
+        sid = out[SERIES_ID]
+        if last is not None and sid.iat[0] <= last:
+            raise _NotInParts
+        last = sid.iat[-1]
+        if how.dayfirst is None and m["time_reading"].get("order"):  # the later parts read as the first
+            how.dayfirst = {"day-first": True, "month-first": False}.get(m["time_reading"]["order"])
+        more = more or m
+        more["unsorted"] = bool(more["unsorted"] or m["unsorted"])
+        resampled = _merge_resampled(resampled, res)
+        if not how.declared:
+            v, e = freq_votes(out, str(path))
+            votes.update(v)
+            refusal = refusal or e
+        stats.append(static_stats(out, cols))
+        future += _future_rows(out, how.targets, how.id_cols) if how.future else 0
+        files.append(tmp / f"part-{k:05d}.parquet")
+        out.to_parquet(files[-1], index=False)
+    return {
+        "freq": how.declared or decide_freq(votes, refusal),
+        "stats": pd.concat(stats) if stats else None,
+        "files": files,
+        "more": more,
+        "resampled": resampled,
+        "future_rows": future,
+    }
+
+
+def _merge_resampled(a: dict | None, b: dict | None) -> dict | None:
+    """to_grid's counts of two parts as one."""
+    if a is None or b is None:
+        return a or b
+    out = {**a, **{k: a[k] + b[k] for k in ("readings", "grid_points", "merged_points")}}
+    out["most_per_point"] = max(a["most_per_point"], b["most_per_point"])
+    out["series"] = {**a.get("series", {}), **b.get("series", {})}
+    return out
+
+
+def _second_pass(path: Path, how: _How, first: dict, settings: Settings) -> _Read:
+    """The kept parts, static columns taken out, described and written into raw.parquet as whole-series row
+    groups. The schedule is detected on the first part's series (a sample, said in raw.json) and held to by all."""
+    f = first["freq"]
+    candidates = [c for c in how.features if c not in how.future]
+    statics = static_found(first["stats"], how.static, candidates, str(path)) if first["stats"] is not None else {}
+    drop = statics.get("columns", [])
+    features = [c for c in how.features if c not in drop]
+    head = pd.read_parquet(first["files"][0]).drop(columns=drop)
+    kept, sched = schedule_of(head, f, how.targets, how.schedule, True)
+    off: dict = {"count": 0, "first": None}
+    series: dict = {}
+    groups = 0
+    per_series = (first["resampled"] or {}).get("series") or {}
+    with parquet_groups(raw_paths(settings)[0]) as add:
+        for file in first["files"]:
+            out = pd.read_parquet(file).drop(columns=drop)
+            seen = out.loc[out[how.targets].notna().any(axis=1).to_numpy()]
+            off = _merge_off(off, _schedule.off_schedule(seen["timestamp"], sched, seen[SERIES_ID]))
+            described = describe_series(out, f, how.targets + features, how.id_cols, sched)
+            for sid in described:
+                described[sid].update(per_series.get(sid, {}))
+            series.update(described)
+            for a, b in group_rows(series_bounds(out), settings.ingest.partition_rows):
+                add(out.iloc[a:b])
+                groups += 1
+            columns = list(out.columns)
+    kept["off_schedule"] = off
+    resampled = first["resampled"]
+    if resampled:
+        resampled = {k: v for k, v in resampled.items() if k != "series"}
+    panel = {
+        "id_cols": list(how.id_cols),
+        "partition_rows": settings.ingest.partition_rows,
+        "row_groups": groups,
+        "series": series,
+        # the schedule is detected on the first part's series: a sample of the panel
+        "read": {"parts": len(first["files"]), "first_part_series": int(head[SERIES_ID].nunique())},
+    }
+    return _Read(
+        pd.DataFrame(columns=columns),
+        {},
+        first["more"],
+        f,
+        features,
+        statics,
+        resampled,
+        kept,
+        {**pooled(series), "columns": columns},
+        panel,
+        first["future_rows"],
+        groups,
+    )
+
+
+def _merge_off(a: dict, b: dict) -> dict:
+    """off_schedule's counts of two parts as one (the series with most strays first)."""
+    if not b["count"]:
+        return a
+    series = {**a.get("series", {}), **b.get("series", {})}
+    return {
+        "count": a["count"] + b["count"],
+        "first": a["first"] or b["first"],
+        "series": dict(sorted(series.items(), key=lambda kv: -kv[1])),
+    }
 
 
 def ingest_bundled(settings: Settings) -> IngestResult:

@@ -145,6 +145,12 @@ def write_panel(frame: pd.DataFrame, path: Path, budget: int) -> int:
 def infer_panel_freq(frame: pd.DataFrame, source: str) -> str:
     """The panel's frequency: each of the longest series' own (frequency.infer_freq), the one most rows agree on.
     Series too short or too irregular to tell are passed over; when none can tell, the longest one's refusal."""
+    return decide_freq(*freq_votes(frame, source))
+
+
+def freq_votes(frame: pd.DataFrame, source: str) -> tuple[Counter, IngestError | None]:
+    """The frequencies of a panel frame's longest series, each weighted by its rows, and the first refusal (of a
+    series that could not tell): what decide_freq decides on; the votes of parts of a panel add up."""
     sizes = frame.groupby(SERIES_ID, sort=False).size().sort_values(ascending=False, kind="stable")
     pos = frame.groupby(SERIES_ID, sort=False).indices
     votes: Counter = Counter()
@@ -155,6 +161,11 @@ def infer_panel_freq(frame: pd.DataFrame, source: str) -> str:
             votes[infer_freq(ts.iloc[pos[sid]], f"{source}: series '{sid}'")] += int(sizes[sid])
         except IngestError as e:
             first_error = first_error or e
+    return votes, first_error
+
+
+def decide_freq(votes: Counter, first_error: IngestError | None) -> str:
+    """The frequency most rows vote for; none: the first refusal."""
     if not votes:
         raise IngestError.broken("frequency", f"{first_error}; or --freq with --agg to put the readings on a grid")
     return votes.most_common(1)[0][0]

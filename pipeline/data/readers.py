@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -235,25 +236,79 @@ def read_parquet_dataset(path: Path) -> tuple[pd.DataFrame, dict]:
                 "empty",
                 f"{path}: a folder without Parquet files; pass a CSV or Parquet file, or a folder of Parquet files",
             )
-        df = data.to_table().to_pandas()
+        df = _dataset_frame(data.to_table())
     except IngestError:
         raise
     except Exception as e:  # pyarrow raises several types for damaged or mixed files
         raise IngestError.broken(
             "parquet", f"{path}: cannot be read as a Parquet dataset ({str(e).splitlines()[0][:200]})"
         ) from None
+    return df, {"files": len(data.files)}
+
+
+def _dataset_frame(table) -> pd.DataFrame:
+    df = table.to_pandas()
     for c in df.columns:
         if isinstance(df[c].dtype, pd.CategoricalDtype):  # a partition folder's value
             df[c] = df[c].astype(str)
     df.columns = [str(c) for c in df.columns]
-    return df, {"files": len(data.files)}
+    return df
 
 
-def _locator(path: Path, fmt: str, delimiter: str | None = None, encoding: str | None = None):
+def parquet_parts(path: Path, budget: int) -> list[Callable[[], pd.DataFrame]]:
+    """A Parquet input in parts of about `budget` rows, each a reader of its own rows (in file order): a folder's
+    files, several to a part, or a file's row groups. One part (or none): the input is read whole."""
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    try:
+        if path.is_dir():
+            data = ds.dataset(str(path), format="parquet", partitioning="hive")
+            sizes = [f.count_rows() for f in data.get_fragments()]
+            groups = _consecutive(list(data.files), sizes, budget)
+
+            def folder(files: list[str]) -> Callable[[], pd.DataFrame]:
+                part = ds.dataset(files, format="parquet", partitioning="hive", partition_base_dir=str(path))
+                return lambda: _dataset_frame(part.to_table())
+
+            return [folder(g) for g in groups] if len(groups) > 1 else []
+        meta = pq.ParquetFile(str(path)).metadata
+        sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        groups = _consecutive(list(range(meta.num_row_groups)), sizes, budget)
+    except Exception:  # not readable as parts: the whole read says why, in its own words
+        return []
+
+    def row_groups(ids: list[int]) -> Callable[[], pd.DataFrame]:
+        def read() -> pd.DataFrame:
+            df = pq.ParquetFile(str(path)).read_row_groups(ids).to_pandas()
+            if not isinstance(df.index, pd.RangeIndex) and df.index.name:
+                df = df.reset_index()
+            df.columns = [str(c) for c in df.columns]
+            return df
+
+        return read
+
+    return [row_groups(g) for g in groups] if len(groups) > 1 else []
+
+
+def _consecutive(items: list, sizes: list[int], budget: int) -> list[list]:
+    """Items in order, grouped until a group holds at least `budget` rows."""
+    groups: list[list] = [[]]
+    rows = 0
+    for item, n in zip(items, sizes):
+        if rows >= budget:
+            groups.append([])
+            rows = 0
+        groups[-1].append(item)
+        rows += n
+    return [g for g in groups if g]
+
+
+def _locator(path: Path, fmt: str, delimiter: str | None = None, encoding: str | None = None, first_row: int = 0):
     """Where row i of the frame is in the input: for a CSV the physical line (header = line 1; blank lines and
     quoted line breaks counted, as pandas skips or joins them), found only when a refusal needs it."""
-    if fmt != "csv":
-        return lambda i: f"row {i}"
+    if fmt != "csv":  # first_row: where a part of the file starts
+        return lambda i: f"row {first_row + i}"
 
     def where(i: int) -> str:
         try:
@@ -332,8 +387,10 @@ def canonical_frame(
     dayfirst: bool | None = None,
     encoding: str | None = None,
     id_cols: list[str] | None = None,
+    first_row: int = 0,
 ) -> tuple[pd.DataFrame, dict]:
-    """The file's frame -> the canonical frame, and what was learnt reading it (zone, order, decimal mark,
+    """The file's frame (of a file read in parts: the part starting at row `first_row`) -> the canonical frame, and
+    what was learnt reading it (zone, order, decimal mark,
     how the time column was read: `time_reading`). With `id_cols`, a panel: `series_id` and the id columns
     first, sorted by (series_id, timestamp); a refusal names the series of the row it points at."""
     names = targets + features
@@ -357,7 +414,7 @@ def canonical_frame(
             "header_only",
             f"{path}: header only, no data rows (columns found: {found}); export the rows below the header too",
         )
-    where = _locator(path, fmt, delimiter, encoding)
+    where = _locator(path, fmt, delimiter, encoding, first_row)
     ids: dict[str, pd.Series] = {}
     if id_cols:
         key, ids = series_key(path, df, id_cols, where)

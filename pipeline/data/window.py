@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,9 +41,11 @@ from ..catalog import (
     SERIES_ID,
     filled_column,
     is_panel,
+    panel_partitions,
+    read_partition,
     read_validated,
     read_validated_meta,
-    read_validated_panel,
+    validated_paths,
     window_paths,
 )
 from ..config import Settings
@@ -728,48 +731,94 @@ def panel_window_meta(meta: dict, settings: Settings) -> tuple[int, int]:
     return int(lb if lb != "auto" else w["lookback"]), int(hz if hz != "auto" else w["horizon"])
 
 
-def build_panel_windows(frame: pd.DataFrame, meta: dict, *, settings: Settings) -> PanelWindowSet:
-    """validated.parquet's rows (sorted by series, then time) and validated.json -> the panel's window set."""
+@dataclass
+class _PanelBlocks:
+    """The window set of a panel as its series are read, a partition at a time (build_panel_windows)."""
+
+    variables: list[str]
+    targets: list[str]
+    future_features: list[str]
+    lookback: int
+    horizon: int
+    static_cols: list[str]
+    static_values: dict
+    ids: list[str] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    train_end: list[int] = field(default_factory=list)
+    scales: dict = field(default_factory=dict)
+    status: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)
+    skipped: dict = field(default_factory=dict)
+    spans: list = field(default_factory=list)  # per series with splits: first/last stamp of each split
+    starts: dict = field(default_factory=lambda: {"train": [], "val": [], "test": [], COLD: []})
+    blocks: list = field(default_factory=list)  # values, scaled per series, float32; a break row after each series
+    fblocks: list = field(default_factory=list)  # the filled mask, laid out alike
+    tblocks: list = field(default_factory=list)  # timestamps
+    sblocks: list = field(default_factory=list)  # static values on each row
+    ublocks: dict = field(default_factory=dict)  # known-future columns, laid out alike
+    seen: int = 0  # series read
+    row: int = 0
+
+
+def build_panel_windows(
+    frame: pd.DataFrame | Iterable[pd.DataFrame], meta: dict, *, settings: Settings
+) -> PanelWindowSet:
+    """validated.parquet's rows (sorted by series, then time; or its partitions of whole series, one after another)
+    and validated.json -> the panel's window set. Read by partitions, only the window set grows with the panel."""
     name = settings.dataset
     targets = list(meta["targets"])
-    variables = targets + list(meta.get("features") or [])
-    future_features = list(meta.get("future_features") or [])
-    missing = [c for c in future_features if c not in frame.columns]
+    lookback, horizon = panel_window_meta(meta, settings)
+    acc = _PanelBlocks(
+        targets + list(meta.get("features") or []),
+        targets,
+        list(meta.get("future_features") or []),
+        lookback,
+        horizon,
+        list((meta.get("static") or {}).get("columns") or []),
+        (meta.get("static") or {}).get("values") or {},
+    )
+    for part in [frame] if isinstance(frame, pd.DataFrame) else frame:
+        _add_series(acc, part, meta, name, settings)
+    if not acc.ids:
+        raise DataValidationError(
+            f"{name}: none of its {acc.seen} series holds a whole window of lookback "
+            f"{lookback} + horizon {horizon}: use a shorter window.lookback / window.horizon"
+        )
+    if not any(len(x) for x in acc.starts["train"]):
+        raise DataValidationError(
+            f"{name}: every series is cold start (too short for its own train / validation / "
+            f"test windows): a global model needs at least one series with its own splits"
+        )
+    return _assemble_panel(acc, meta, name, settings)
+
+
+def _add_series(acc: _PanelBlocks, frame: pd.DataFrame, meta: dict, name: str, settings: Settings) -> None:
+    """Each series of a partition of the validated panel: its windows, splits and scale, its rows scaled."""
+    missing = [c for c in acc.future_features if c not in frame.columns]
     if missing:
         raise DataValidationError(
             f"{name}: known-future column(s) {', '.join(missing)} not in the data: re-ingest "
             f"with them (--future-features)"
         )
-    freq = meta["freq"]
-    info = meta["panel"]
-    lookback, horizon = panel_window_meta(meta, settings)
-    w = settings.window
-    target_idx = [variables.index(t) for t in targets]
-
+    info, w = meta["panel"], settings.window
+    lookback, horizon, variables = acc.lookback, acc.horizon, acc.variables
+    target_idx = [variables.index(t) for t in acc.targets]
     sid = frame[SERIES_ID].to_numpy()
     cuts = np.flatnonzero(sid[1:] != sid[:-1]) + 1
-    bounds = np.concatenate([[0], cuts, [len(frame)]]).astype(np.int64)
+    bounds = np.concatenate([[0], cuts, [len(frame)]]).astype(np.int64) if len(frame) else np.zeros(1, np.int64)
     raw = frame[variables].to_numpy(dtype=np.float64)
     fill = filled_mask(frame, variables)
     ts_all = frame["timestamp"].to_numpy().astype("datetime64[ns]")
-
-    ids, offsets, lengths, train_end, scales, status, counts = [], [], [], [], {}, {}, {}
-    starts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": [], COLD: []}
-    blocks, fblocks, tblocks = [], [], []
-    # columns constant per series (ingest --static): read beside the calendar, as known-future columns of kind static
-    scols = list((meta.get("static") or {}).get("columns") or [])
-    svals = (meta.get("static") or {}).get("values") or {}
-    sblocks: list[np.ndarray] = []
-    row = 0
-    skipped, spans = {}, []
     for a, b in zip(bounds[:-1], bounds[1:]):
         s_id = str(sid[a])
         n = int(b - a)
+        acc.seen += 1
         vals = raw[a:b]
         f = None if fill is None else fill[a:b]
         valid = usable_windows(vals, f, lookback, horizon, target_idx)
         if not valid.any():
-            skipped[s_id] = f"{n} rows hold no whole window of lookback {lookback} + horizon {horizon}"
+            acc.skipped[s_id] = f"{n} rows hold no whole window of lookback {lookback} + horizon {horizon}"
             continue
         vs, te = split_for(n, horizon, settings, panel=True)
         own = window_starts(n, lookback, horizon, vs, te, w.stride, valid)
@@ -778,81 +827,112 @@ def build_panel_windows(frame: pd.DataFrame, meta: dict, *, settings: Settings) 
         if short is None:
             kind, end = "ok", vs
             for k in ("train", "val", "test"):
-                starts[k].append(own[k] + row)
+                acc.starts[k].append(own[k] + acc.row)
             t = ts_all[a:b]
-            spans.append([t[0], t[vs - 1], t[vs], t[te - 1], t[te], t[-1]])
+            acc.spans.append([t[0], t[vs - 1], t[vs], t[te - 1], t[te], t[-1]])
         else:  # too short for its own splits: every whole window is a cold-start test window
             kind, end = "cold_start", lookback
-            starts[COLD].append(np.flatnonzero(valid) + row)
+            acc.starts[COLD].append(np.flatnonzero(valid) + acc.row)
         observed = None if f is None else ~f[:end]
         mean, scale = series_scale(vals[:end], observed)
-        ids.append(s_id)
-        offsets.append(row)
-        lengths.append(n)
-        train_end.append(end)
-        status[s_id] = kind if short is None or validated != "ok" else f"cold_start ({short[1]})"
-        scales[s_id] = {"mean": [float(x) for x in mean], "scale": [float(x) for x in scale]}
-        counts[s_id] = (
+        acc.ids.append(s_id)
+        acc.offsets.append(acc.row)
+        acc.lengths.append(n)
+        acc.train_end.append(end)
+        acc.status[s_id] = kind if short is None or validated != "ok" else f"cold_start ({short[1]})"
+        acc.scales[s_id] = {"mean": [float(x) for x in mean], "scale": [float(x) for x in scale]}
+        acc.counts[s_id] = (
             {k: int(len(own[k])) for k in ("train", "val", "test")} if kind == "ok" else {COLD: int(valid.sum())}
         )
-        blocks.append(((vals - mean) / scale).astype(np.float32))
-        blocks.append(np.full((1, len(variables)), np.nan, np.float32))  # the break after each series
-        if scols:  # the series' static values on each of its rows and its break
-            sblocks.append(np.tile(np.asarray([svals[s_id][c] for c in scols], np.float32), (n + 1, 1)))
-        tblocks.append(ts_all[a:b])
-        tblocks.append(ts_all[b - 1 : b])  # the break row repeats the last stamp
+        acc.blocks.append(((vals - mean) / scale).astype(np.float32))
+        acc.blocks.append(np.full((1, len(variables)), np.nan, np.float32))  # the break after each series
+        if acc.static_cols:  # the series' static values on each of its rows and its break
+            row = np.asarray([acc.static_values[s_id][c] for c in acc.static_cols], np.float32)
+            acc.sblocks.append(np.tile(row, (n + 1, 1)))
+        acc.tblocks.append(ts_all[a:b])
+        acc.tblocks.append(ts_all[b - 1 : b])  # the break row repeats the last stamp
+        for c in acc.future_features:  # the break row repeats the last value
+            col = frame[c].to_numpy(np.float32)
+            acc.ublocks.setdefault(c, []).extend([col[a:b], col[b - 1 : b]])
         if f is not None:
-            fblocks.append(f)
-            fblocks.append(np.zeros((1, len(variables)), bool))
-        row += n + 1
-    if not ids:
-        raise DataValidationError(
-            f"{name}: none of its {len(bounds) - 1} series holds a whole window of lookback "
-            f"{lookback} + horizon {horizon}: use a shorter window.lookback / window.horizon"
-        )
-    if not any(len(x) for x in starts["train"]):
-        raise DataValidationError(
-            f"{name}: every series is cold start (too short for its own train / validation / "
-            f"test windows): a global model needs at least one series with its own splits"
-        )
-    values = np.concatenate(blocks)
-    ts = np.concatenate(tblocks)
-    filled = np.concatenate(fblocks) if fblocks else None
-    st = {k: (np.concatenate(v) if v else np.zeros(0, np.int64)).astype(np.int64) for k, v in starts.items()}
+            acc.fblocks.append(f)
+            acc.fblocks.append(np.zeros((1, len(variables)), bool))
+        acc.row += n + 1
+
+
+def _assemble_panel(acc: _PanelBlocks, meta: dict, name: str, settings: Settings) -> PanelWindowSet:
+    """The blocks of every series as one window set, with its known-future table and metadata."""
+    values = np.concatenate(acc.blocks)
+    acc.blocks.clear()
+    ts = np.concatenate(acc.tblocks)
+    filled = np.concatenate(acc.fblocks) if acc.fblocks else None
+    st = {k: (np.concatenate(v) if v else np.zeros(0, np.int64)).astype(np.int64) for k, v in acc.starts.items()}
+    freq = meta["freq"]
     # calendar.parts auto: from the frequency and the longest time a series' training rows cover
-    train_span = max((pd.Timestamp(sp[1]) - pd.Timestamp(sp[0]) for sp in spans), default=None)
+    train_span = max((pd.Timestamp(sp[1]) - pd.Timestamp(sp[0]) for sp in acc.spans), default=None)
     cal = _calendar.resolved(settings.calendar, freq, train_span)
-    fut, fnames, fkinds = future_table(
-        ts, freq, cal, {c: _with_breaks(frame[c].to_numpy(np.float32), bounds, ids, sid) for c in future_features}
-    )
-    if scols:
-        block = np.concatenate(sblocks)
+    user = {c: np.concatenate(acc.ublocks[c]) for c in acc.future_features}
+    fut, fnames, fkinds = _future_table_by_rows(ts, freq, cal, user)
+    if acc.static_cols:
+        block = np.concatenate(acc.sblocks)
         fut = block if fut is None else np.concatenate([fut, block], axis=1)
-        fnames, fkinds = fnames + scols, fkinds + [_calendar.STATIC] * len(scols)
-    offsets_a, train_a = np.asarray(offsets), np.asarray(train_end)
+        fnames, fkinds = fnames + acc.static_cols, fkinds + [_calendar.STATIC] * len(acc.static_cols)
+    offsets_a, train_a = np.asarray(acc.offsets), np.asarray(acc.train_end)
+    gmean, gstd = _train_moments(values, filled, offsets_a, train_a)
+    wmeta = _panel_window_meta(acc, meta, name, settings, values, ts, st, (gmean, gstd), (fnames, fkinds, cal))
+    return PanelWindowSet(
+        values, ts, wmeta, st, filled, fut, offsets=offsets_a, lengths=np.asarray(acc.lengths), train_end=train_a
+    )
+
+
+def _future_table_by_rows(ts: np.ndarray, freq: str, cal, user: dict[str, np.ndarray], rows: int = 1 << 20):
+    """future_table of a panel's rows, `rows` at a time into one float32 table: the calendar's float64 working
+    columns exist for one slice, not for every row of the panel (each row's features are its own timestamp's)."""
+    if len(ts) <= rows:
+        return future_table(ts, freq, cal, user)
+    out = None
+    for a in range(0, len(ts), rows):
+        part, names, kinds = future_table(ts[a : a + rows], freq, cal, {c: v[a : a + rows] for c, v in user.items()})
+        if part is None:
+            return None, [], []
+        if out is None:
+            out = np.empty((len(ts), part.shape[1]), np.float32)
+        out[a : a + len(part)] = part
+    return out, names, kinds
+
+
+def _train_moments(values: np.ndarray, filled, offsets: np.ndarray, train_end: np.ndarray):
+    """The mean and spread of every series' training rows (observed values only), per variable."""
     tmask = np.zeros(len(values), bool)
-    for o, e in zip(offsets_a, train_a):
+    for o, e in zip(offsets, train_end):
         tmask[o : o + e] = True
     train_vals = np.where(filled[tmask], np.nan, values[tmask]) if filled is not None else values[tmask]
     gmean = np.nanmean(train_vals, axis=0)
     gstd = np.nanstd(train_vals, axis=0)
-    gstd = np.where(~np.isfinite(gstd) | (gstd < 1e-8), 1.0, gstd)
+    return gmean, np.where(~np.isfinite(gstd) | (gstd < 1e-8), 1.0, gstd)
+
+
+def _panel_window_meta(acc: _PanelBlocks, meta, name, settings, values, ts, st, moments, future) -> WindowMeta:
+    gmean, gstd = moments
+    fnames, fkinds, cal = future
+    info, variables, freq = meta["panel"], acc.variables, meta["freq"]
     at = lambda t: str(pd.Timestamp(t))  # noqa: E731
-    span_a = np.asarray(spans, dtype="datetime64[ns]")  # per series with splits: first/last stamp of each split
+    span_a = np.asarray(acc.spans, dtype="datetime64[ns]")  # per series with splits: first/last stamp of each split
     split_times = {
         k: [at(span_a[:, 2 * j].min()), at(span_a[:, 2 * j + 1].max())] for j, k in enumerate(("train", "val", "test"))
     }
     declared = {
         v: [float(x) for x in settings.validate_.bounds[v]] for v in variables if v in settings.validate_.bounds
     }
-    wmeta = WindowMeta(
+    svals = acc.static_values
+    return WindowMeta(
         name=name,
         variables=variables,
-        targets=targets,
+        targets=acc.targets,
         freq=freq,
-        lookback=lookback,
-        horizon=horizon,
-        stride=w.stride,
+        lookback=acc.lookback,
+        horizon=acc.horizon,
+        stride=settings.window.stride,
         rows=int(len(values)),
         bounds={"val": 0, "test": 0},
         counts={k: int(len(v)) for k, v in st.items()},
@@ -862,7 +942,7 @@ def build_panel_windows(frame: pd.DataFrame, meta: dict, *, settings: Settings) 
         end=at(ts.max()),
         split_times=split_times,
         data_md5=meta.get("data_md5"),
-        seasons=seasons_for(freq, int(np.median(lengths)), meta.get("schedule")),
+        seasons=seasons_for(freq, int(np.median(acc.lengths)), meta.get("schedule")),
         # per-series scales make profiled ranges per series; only the declared ranges (raw units) travel
         value_bounds=declared,
         future_names=fnames,
@@ -871,29 +951,16 @@ def build_panel_windows(frame: pd.DataFrame, meta: dict, *, settings: Settings) 
         schedule=meta.get("schedule"),
         panel={
             "id_cols": list(info.get("id_cols") or []),
-            "series": {s: (info["series"].get(s) or {}).get("ids", {}) for s in ids},
-            "status": status,
-            "scales": scales,
-            "counts": counts,
-            "not_windowed": skipped,
+            "series": {s: (info["series"].get(s) or {}).get("ids", {}) for s in acc.ids},
+            "status": acc.status,
+            "scales": acc.scales,
+            "counts": acc.counts,
+            "not_windowed": acc.skipped,
             "weighting": settings.window.panel_weighting,
-            **({"static": {s: svals[s] for s in ids}} if scols else {}),
+            **({"static": {s: svals[s] for s in acc.ids}} if acc.static_cols else {}),
             "scaling": "per series: (value - mean) / mean |one-step difference| of its own training rows",
         },
     )
-    return PanelWindowSet(
-        values, ts, wmeta, st, filled, fut, offsets=offsets_a, lengths=np.asarray(lengths), train_end=train_a
-    )
-
-
-def _with_breaks(col: np.ndarray, bounds: np.ndarray, ids: list[str], sid: np.ndarray) -> np.ndarray:
-    """A frame column laid out like the panel's values: the windowed series, each followed by its break row."""
-    keep = set(ids)
-    parts = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        if str(sid[a]) in keep:
-            parts += [col[a:b], col[b - 1 : b]]
-    return np.concatenate(parts)
 
 
 # --- storage -------------------------------------------------------------------------------------
@@ -947,8 +1014,10 @@ def window_dataset(settings: Settings) -> WindowSet:
     """The window stage: data/NAME/validated.parquet -> data/NAME/windows.npz + windows.json (a panel: its
     series side by side, PanelWindowSet)."""
     if is_panel(read_validated_meta(settings)):
-        frame, meta = read_validated_panel(settings)
-        ws: WindowSet = build_panel_windows(frame, meta, settings=settings)
+        meta = read_validated_meta(settings)
+        pq = validated_paths(settings)[0]
+        parts = (read_partition(pq, [i]) for i in range(panel_partitions(pq)))  # one partition in memory at a time
+        ws: WindowSet = build_panel_windows(parts, meta, settings=settings)
         save_windows(ws, settings)
         return ws
     frame, meta = read_validated(settings)

@@ -62,7 +62,6 @@ def forecast_panel_frame(
     targets, their quantile columns, status (ok | cold_start), cold_start (bool), model_name, model_version.
     `future`: rows (`series_id`, `timestamp`, columns) of the user-supplied known-future values of each series, when
     the model reads any (panel_future)."""
-    from ..catalog import SERIES_ID
 
     known = engine.metadata["panel"]["series"]
     missing = [v for v in engine.variables if v not in frame.columns]
@@ -70,29 +69,11 @@ def forecast_panel_frame(
         raise DataValidationError(
             f"{source}: column(s) {', '.join(missing)} missing; the model needs {', '.join(engine.variables)}"
         )
-    L, H = engine.lookback, engine.horizon
-    frame = frame.sort_values([SERIES_ID, "timestamp"], kind="stable")
-    sid = frame[SERIES_ID].astype(str).to_numpy()
-    values = frame[engine.variables].to_numpy(np.float64)
-    stamps_all = frame["timestamp"].to_numpy()
-    cuts = np.concatenate([[0], np.flatnonzero(sid[1:] != sid[:-1]) + 1, [len(sid)]])
-    series, windows, lasts, skipped = [], [], [], {}
-    for a, b in zip(cuts[:-1], cuts[1:]):
-        s = str(sid[a])
-        if s not in known:
-            skipped[s] = "not in the model (trained without it): retrain to forecast it"
-        elif b - a < L:
-            skipped[s] = f"{b - a} rows, the model needs the last {L} (its lookback)"
-        elif not np.isfinite(values[b - L : b]).all():
-            skipped[s] = f"its last {L} rows hold a break or missing values"
-        else:
-            series.append(s)
-            windows.append(values[b - L : b])
-            lasts.append(pd.Timestamp(stamps_all[b - 1]))
+    H = engine.horizon
+    series, windows, lasts, skipped = _last_windows(engine, frame, known)
     freq = engine.metadata.get("freq")
     if not freq:
         raise DataValidationError(f"{source}: the model's metadata names no frequency ('freq') to place the horizon on")
-    cols: dict[str, list | np.ndarray] = {c: [] for c in ("series_id", "timestamp")}
     if not series:
         raise DataValidationError(
             f"{source}: no series to forecast ({len(skipped)} not forecast: "
@@ -105,27 +86,77 @@ def forecast_panel_frame(
     xs = ((x - mean[:, None, :]) / scale[:, None, :]).astype(np.float32)
     hours = as_schedule(engine.metadata.get("schedule"))
     horizons = [pd.DatetimeIndex(future_timestamps(t, freq, H, hours)) for t in lasts]
-    f = None
-    if engine.future_name:
-        groups = {} if future is None else dict(tuple(future.groupby(SERIES_ID, sort=False)))
-        blocks = [
-            future_input(
-                engine,
-                h,
-                groups.get(s, None if future is None else future.iloc[:0]),
-                f"{future_source}, series '{s}'",
-                static_values(engine, s),
-            )
-            for s, h in zip(series, horizons)
-        ]
-        f = np.stack([b[0] for b in blocks if b is not None])  # none is None: the model reads known-future inputs
+    f = _future_inputs(engine, series, horizons, future, future_source) if engine.future_name else None
     y, q, used = engine.predict_all(xs, f)  # one call: the batch is the series
     y = unscale(engine, y.astype(np.float64), mean, scale)
     q = None if q is None else unscale(engine, q.astype(np.float64), mean, scale)
-    n = len(series)
-    cols["series_id"] = np.repeat(series, H)
-    cols["timestamp"] = np.concatenate([h.to_numpy() for h in horizons])
-    out = pd.DataFrame(cols)
+    out = _forecast_rows(engine, series, horizons, y, q, id_frame)
+    status = np.repeat([known[s].get("status", "ok") for s in series], H)
+    out["status"] = status
+    out["cold_start"] = status == "cold_start"
+    out["model_name"] = model_name or ""
+    out["model_version"] = "" if version is None else str(version)
+    return out, used, skipped
+
+
+def _future_inputs(engine: OnnxForecaster, series: list[str], horizons: list, future, future_source: str) -> np.ndarray:
+    """The known-future block of each series' horizon: calendar columns from its timestamps, user columns from
+    `future` (rows per series), static values from the model's metadata."""
+    from ..catalog import SERIES_ID
+
+    groups = {} if future is None else dict(tuple(future.groupby(SERIES_ID, sort=False)))
+    blocks = [
+        future_input(
+            engine,
+            h,
+            groups.get(s, None if future is None else future.iloc[:0]),
+            f"{future_source}, series '{s}'",
+            static_values(engine, s),
+        )
+        for s, h in zip(series, horizons)
+    ]
+    return np.stack([b[0] for b in blocks if b is not None])  # none is None: the model reads known-future inputs
+
+
+def _last_windows(engine: OnnxForecaster, frame: pd.DataFrame, known: dict):
+    """Each series' last `lookback` rows of a long frame -> (series, their windows, their last stamps, {series not
+    forecast: why}): a series the model does not know, too short, or with a break in those rows is not forecast."""
+    from ..catalog import SERIES_ID
+
+    L = engine.lookback
+    frame = frame.sort_values([SERIES_ID, "timestamp"], kind="stable")
+    sid = frame[SERIES_ID].astype(str).to_numpy()
+    values = frame[engine.variables].to_numpy(np.float64)
+    stamps_all = frame["timestamp"].to_numpy()
+    cuts = np.concatenate([[0], np.flatnonzero(sid[1:] != sid[:-1]) + 1, [len(sid)]])
+    series: list[str] = []
+    windows: list[np.ndarray] = []
+    lasts: list[pd.Timestamp] = []
+    skipped: dict[str, str] = {}
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        s = str(sid[a])
+        if s not in known:
+            skipped[s] = "not in the model (trained without it): retrain to forecast it"
+        elif b - a < L:
+            skipped[s] = f"{b - a} rows, the model needs the last {L} (its lookback)"
+        elif not np.isfinite(values[b - L : b]).all():
+            skipped[s] = f"its last {L} rows hold a break or missing values"
+        else:
+            series.append(s)
+            windows.append(values[b - L : b])
+            lasts.append(pd.Timestamp(stamps_all[b - 1]))
+    return series, windows, lasts, skipped
+
+
+def _forecast_rows(engine: OnnxForecaster, series: list[str], horizons: list, y, q, id_frame) -> pd.DataFrame:
+    """The long forecast frame: series_id, the id columns (from `id_frame`), timestamp, the targets and their
+    quantile columns."""
+    from ..catalog import SERIES_ID
+
+    n, H = len(series), engine.horizon
+    out = pd.DataFrame(
+        {"series_id": np.repeat(series, H), "timestamp": np.concatenate([h.to_numpy() for h in horizons])}
+    )
     if id_frame is not None and len(id_frame.columns) > 1:
         ids = id_frame.drop_duplicates(SERIES_ID).set_index(SERIES_ID)
         for c in ids.columns:
@@ -135,12 +166,7 @@ def forecast_panel_frame(
         for k, level in enumerate(engine.quantiles if q is not None else []):
             if level != 0.5 and q is not None:
                 out[quantile_column(t, level)] = q[:, :, j, k].reshape(n * H)
-    status = np.repeat([known[s].get("status", "ok") for s in series], H)
-    out["status"] = status
-    out["cold_start"] = status == "cold_start"
-    out["model_name"] = model_name or ""
-    out["model_version"] = "" if version is None else str(version)
-    return out, used, skipped
+    return out
 
 
 def model_input(engine: OnnxForecaster, frame: pd.DataFrame, source: str = "frame") -> tuple[np.ndarray, pd.Timestamp]:
@@ -464,6 +490,42 @@ def _record(
     return path
 
 
+def forecast_validated_panel(
+    settings: Settings,
+    engine: OnnxForecaster,
+    version=None,
+    model_name: str | None = None,
+    future: pd.DataFrame | None = None,
+    future_source: str = "future rows",
+) -> tuple[pd.DataFrame, str, dict[str, str]]:
+    """Every kept series of a validated panel forecast in one batch (forecast_panel_frame) -> (long forecast frame,
+    provider, {series not forecast: why}). Memory holds one partition and the last `lookback` rows of each series."""
+    from ..catalog import SERIES_ID, panel_partitions, read_partition, read_validated_meta, validated_paths
+
+    pq, _ = validated_paths(settings)
+    meta = read_validated_meta(settings)
+    check_grid(pq, meta, engine, f"{model_name or settings.model_name} v{version}")
+    # a partition of whole series at a time, of each series only the last `lookback` rows kept: what a forecast reads
+    df = pd.concat(
+        [
+            read_partition(pq, [i]).groupby(SERIES_ID, sort=False).tail(engine.lookback)
+            for i in range(panel_partitions(pq))
+        ],
+        ignore_index=True,
+    )
+    id_cols = [c for c in (meta["panel"].get("id_cols") or []) if c in df.columns and c != SERIES_ID]
+    return forecast_panel_frame(
+        engine,
+        df,
+        version=version,
+        model_name=model_name,
+        source=str(pq),
+        id_frame=df[[SERIES_ID, *id_cols]],
+        future=future,
+        future_source=future_source,
+    )
+
+
 def _forecast_panel(
     settings: Settings,
     engine: OnnxForecaster,
@@ -475,7 +537,7 @@ def _forecast_panel(
     """forecast_latest for a panel: every kept series of validated.parquet (already validated per series by the
     validate stage) forecast in one batch -> one long-format Parquet. Known-future values per series: from
     `future_file` (an id column beside the timestamp), else the rows after each series' last observation."""
-    from ..catalog import SERIES_ID, read_validated_panel, validated_paths
+    from ..catalog import read_validated_meta, validated_paths
 
     name = settings.dataset
     pq, _ = validated_paths(settings)
@@ -484,19 +546,16 @@ def _forecast_panel(
             f"{pq}: dataset '{name}' is a panel, but {settings.model_name} v{info.version} was "
             f"trained on one series: retrain it (cellcast train {name})"
         )
-    df, meta = read_validated_panel(settings)
+    meta = read_validated_meta(settings)
     check_grid(pq, meta, engine, f"{settings.model_name} v{info.version}")
-    id_cols = [c for c in (meta["panel"].get("id_cols") or []) if c in df.columns and c != SERIES_ID]
     supplied, where = supplied_future(settings, engine, meta, future_file)
     if supplied is not None:
         supplied = panel_future(supplied, list(meta["panel"].get("id_cols") or []), where)
-    frame, used, skipped = forecast_panel_frame(
+    frame, used, skipped = forecast_validated_panel(
+        settings,
         engine,
-        df,
         version=info.version,
         model_name=settings.model_name,
-        source=str(pq),
-        id_frame=df[[SERIES_ID, *id_cols]],
         future=supplied,
         future_source=where,
     )

@@ -1,0 +1,178 @@
+"""A panel larger than `ingest.partition_rows`, brought as Parquet, is ingested a part at a time: the same raw.parquet
+and the same per-series description as a whole read, whole series per row group; series that do not keep to one
+part in order are read whole; the window set and the batch forecast read the validated panel a partition at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cellcast.pipeline.catalog import read_raw
+from cellcast.pipeline.data.ingest import ingest_file
+from cellcast.pipeline.errors import IngestError
+
+
+def series(sid: str, n: int, start: str = "2024-01-01", seed: int = 0, capacity: float = 100.0) -> pd.DataFrame:
+    t = np.arange(n)
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "sensor": sid,
+            "ts": pd.date_range(start, periods=n, freq="h"),
+            "flow": 10 + np.sin(2 * np.pi * t / 24) + rng.normal(0, 0.1, n),
+            "temp": t / n,
+            "capacity": capacity,
+        }
+    )
+
+
+def panel(n: int = 12) -> pd.DataFrame:
+    parts = [series(f"S{i:02d}", 150 + 10 * i, f"2024-01-0{1 + i % 3}", seed=i, capacity=50.0 + i) for i in range(n)]
+    df = pd.concat(parts, ignore_index=True)
+    df.loc[df["sensor"] == "S03", "flow"] = df.loc[df["sensor"] == "S03", "flow"].where(lambda x: x.index % 17 != 0)
+    return df
+
+
+def ingest(path, settings, features=("temp", "capacity"), **kw):
+    return ingest_file(
+        path,
+        time_col="ts",
+        targets=["flow"],
+        features=list(features),
+        id_cols=["sensor"],
+        fmt="parquet",
+        settings=settings,
+        **kw,
+    )
+
+
+def folder_of(df: pd.DataFrame, root, per_file: int, order=None):
+    root.mkdir()
+    ids = sorted(df["sensor"].unique())
+    chunks = [ids[i : i + per_file] for i in range(0, len(ids), per_file)]
+    for k, chunk in enumerate(chunks if order is None else [chunks[j] for j in order]):
+        df[df["sensor"].isin(chunk)].to_parquet(root / f"part-{k:03d}.parquet", index=False)
+    return root
+
+
+def same_as_whole(project, settings_for, src, name: str) -> dict:
+    whole = ingest(src, settings_for(name + "_whole"))
+    parted = ingest(src, settings_for(name, ingest={"partition_rows": 500}))
+    a, ma = read_raw(settings_for(name + "_whole"))
+    b, mb = read_raw(settings_for(name))
+    assert whole.meta.panel.get("read") is None
+    assert a.equals(b) and list(b.columns) == ["series_id", "sensor", "timestamp", "flow", "temp"]
+    assert mb["panel"]["series"] == ma["panel"]["series"] and mb["static"] == ma["static"]
+    for k in ("rows", "start", "end", "gaps", "duplicates", "columns", "freq", "features", "schedule", "unsorted"):
+        assert mb[k] == ma[k], k
+    assert mb["static"]["columns"] == ["capacity"] and mb["static"]["values"]["S05"] == {"capacity": 55.0}
+    # whole series per row group, up to 500 rows each
+    f = pq.ParquetFile(project / f"data/{name}/raw.parquet")
+    assert f.metadata.num_row_groups == mb["panel"]["row_groups"] > 1
+    groups = [f.read_row_group(i).column("series_id").to_pylist() for i in range(f.metadata.num_row_groups)]
+    firsts = [g[0] for g in groups]
+    assert len(set(firsts)) == len(firsts) and all(len(g) <= 500 or len(set(g)) == 1 for g in groups)
+    assert sum(len(set(g)) for g in groups) == 12
+    assert parted.meta.rows == len(b) and len(parted.frame) == 0
+    return mb
+
+
+def test_a_folder_of_parquet_files_is_ingested_part_by_part_as_if_read_whole(project, settings_for):
+    src = folder_of(panel(), project / "panel", per_file=2)
+    meta = same_as_whole(project, settings_for, src, "folder")
+    # 2 series per file (310-490 rows): files are taken together until a part holds 500 rows
+    assert meta["panel"]["read"]["parts"] == 3
+
+
+def test_one_parquet_file_whose_row_groups_cut_series_is_read_by_row_groups(project, settings_for):
+    src = project / "panel.parquet"
+    pq.write_table(pa.Table.from_pandas(panel(), preserve_index=False), src, row_group_size=333)
+    assert pq.ParquetFile(src).metadata.num_row_groups > 6
+    meta = same_as_whole(project, settings_for, src, "file")
+    assert meta["panel"]["read"]["parts"] > 1  # a series cut by a row group is carried into the next part
+
+
+def test_files_whose_series_come_out_of_order_are_read_whole(project, settings_for):
+    src = folder_of(panel(), project / "panel", per_file=3, order=[1, 0, 2, 3])
+    res = ingest(src, settings_for("shuffled", ingest={"partition_rows": 500}))
+    out, meta = read_raw(settings_for("shuffled"))
+    assert "read" not in meta["panel"] and len(res.frame) == len(out) == len(panel())
+    assert out["series_id"].is_monotonic_increasing
+
+
+def test_a_refusal_in_a_later_part_names_the_column_and_the_series(project, settings_for):
+    df = panel()
+    df.loc[(df["sensor"] == "S09") & (df.index % 2 == 0), "capacity"] = 999.0
+    src = folder_of(df, project / "panel", per_file=2)
+    with pytest.raises(IngestError, match=r"column 'capacity' is not constant within series 'S09' \(59 and 999;"):
+        ingest(src, settings_for("bad", ingest={"partition_rows": 500}), ["temp"], static=["capacity"])
+    assert (project / "quarantine").is_dir() and not (project / "data/bad/raw.parquet").exists()
+
+
+@pytest.fixture(scope="module")
+def validated(tmp_path_factory):
+    """The mixed panel (test_panels) ingested and validated in row groups of up to 500 rows: (work dir, settings)."""
+    from test_panel_model import validated_mixed
+
+    return validated_mixed(tmp_path_factory)
+
+
+def test_the_window_set_read_partition_by_partition_is_the_one_read_whole(validated, monkeypatch):
+    from cellcast.pipeline.catalog import panel_partitions, read_validated_panel, validated_paths
+    from cellcast.pipeline.data.window import build_panel_windows, window_dataset
+
+    work, s = validated
+    monkeypatch.chdir(work)
+    assert panel_partitions(validated_paths(s)[0]) >= 3
+    parted = window_dataset(s)
+    frame, meta = read_validated_panel(s)
+    whole = build_panel_windows(frame, meta, settings=s)
+    assert parted.meta == whole.meta and parted.series_ids == whole.series_ids
+    for a, b in ((parted.values, whole.values), (parted.future, whole.future), (parted.timestamps, whole.timestamps)):
+        np.testing.assert_array_equal(a, b)
+    for k in whole.starts:
+        np.testing.assert_array_equal(parted.starts[k], whole.starts[k])
+    np.testing.assert_array_equal(parted.offsets, whole.offsets)
+
+
+def test_the_batch_forecast_reads_each_series_last_lookback_a_partition_at_a_time(validated, monkeypatch, tmp_path):
+    import torch
+
+    from cellcast.pipeline.catalog import SERIES_ID, read_validated_panel
+    from cellcast.pipeline.data.window import load_windows
+    from cellcast.pipeline.engine.inference import OnnxForecaster
+    from cellcast.pipeline.engine.onnx_export import export_onnx
+    from cellcast.pipeline.modeling.model import Forecaster
+    from cellcast.pipeline.modeling.train import Candidate, model_spec
+    from cellcast.pipeline.registry.lifecycle import model_metadata
+    from cellcast.pipeline.serving.forecast import forecast_panel_frame, forecast_validated_panel
+
+    work, s = validated
+    monkeypatch.chdir(work)
+    ws = load_windows(s)
+    model = Forecaster(model_spec(ws, Candidate("gru", 8, 1), s, 24), generator=torch.Generator().manual_seed(0))
+    meta = model_metadata(ws, s, "gru")
+    path = export_onnx(model.eval(), tmp_path / "m.onnx", meta, example=ws.inputs(ws.starts["test"][:2])[0])
+    eng = OnnxForecaster.from_path(path, device="cpu")
+    out, _, skipped = forecast_validated_panel(s, eng, version=3, model_name="m")
+    frame, _ = read_validated_panel(s)
+    ref, _, ref_skipped = forecast_panel_frame(
+        eng, frame, version=3, model_name="m", id_frame=frame[[SERIES_ID, "sensor"]]
+    )
+    pd.testing.assert_frame_equal(out, ref)
+    assert skipped == ref_skipped and out["series_id"].nunique() >= 3 and set(out["model_version"]) == {"3"}
+
+
+def test_the_known_future_table_made_a_slice_of_rows_at_a_time_is_the_whole_one():
+    from cellcast.pipeline.data.window import _future_table_by_rows, future_table
+
+    ts = pd.date_range("2024-12-20", periods=500, freq="h").to_numpy()
+    cal = {"parts": ["tod", "dow", "doy", "holiday"], "country": "GB", "timezone": None}
+    user = {"price": np.arange(500, dtype=np.float32)}
+    whole, names, kinds = future_table(ts, "h", cal, user)
+    sliced, names2, kinds2 = _future_table_by_rows(ts, "h", cal, user, rows=77)
+    assert names == names2 and kinds == kinds2 and whole.shape == (500, 8) and whole[:, 6].any()
+    np.testing.assert_array_equal(sliced, whole)
