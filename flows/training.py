@@ -24,6 +24,7 @@ from cellcast.pipeline.modeling.anchor import AnchorChoice, choose_anchor
 from cellcast.pipeline.modeling.train import (
     Candidate,
     TrainResult,
+    anchor_alone,
     build_ensemble,
     candidates,
     cpu_threads,
@@ -235,8 +236,9 @@ def _train(settings: Settings, source, from_windows: bool, device: str | None, l
         else:
             results = [train_task(ws, c, settings, anchor, dev) for c in cands]
         ensemble = ensemble_task(results, ws, settings)
-    if ensemble is not None:
-        results = [*results, ensemble]
+        alone = anchor_alone(results, ws, settings, anchor)
+    # after the trained ones: a tie on validation (cells that stayed at their anchor) keeps a trained candidate
+    results = [*results, *(r for r in (ensemble, alone) if r is not None)]
     selection = None
     if settings.evaluate.selection == "backtest":
         # folds cut from the rows before the test split: the final test rows decide promotion, never selection

@@ -186,10 +186,10 @@ class TrainConfig(_Strict):
     rnn_steps: int = Field(48, ge=1)
     residual: bool = True
     # what the residual is learned over: the best seasonal naive on validation, a linear map from
-    # the lookback and the known-future block fitted in closed form (ridge) and frozen, or auto: whichever of the
-    # two forecasts validation better (docs/forecasting.md); seasonal_median: the median of several seasonal naives
-    # (modeling/anchor.py), also weighed by auto where the lookback holds two seasons
-    anchor: Literal["seasonal_naive", "seasonal_median", "linear", "auto"] = "auto"
+    # the lookback and the known-future block fitted in closed form (ridge) and frozen, their mean (combined), or
+    # auto: whichever forecasts validation better (docs/forecasting.md); seasonal_median: the median of several
+    # seasonal naives (modeling/anchor.py), also weighed by auto where the lookback holds two seasons
+    anchor: Literal["seasonal_naive", "seasonal_median", "linear", "combined", "auto"] = "auto"
     anchor_ridge: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] = Field(
         default_factory=lambda: [0.1, 1.0, 10.0, 100.0, 1000.0]
     )  # penalties tried, chosen on validation
@@ -202,6 +202,8 @@ class TrainConfig(_Strict):
     # a second cell of the same kind runs over the horizon reading [future_h, anchor_h]; auto: when the windows carry
     # a known-future block and the horizon has more than one step (modeling/train.py `use_decoder`)
     decoder: bool | Literal["auto"] = "auto"
+    # also offer the anchor alone (untrained, its residual at zero) as a candidate, chosen on validation like any other
+    anchor_candidate: bool = True
     ensemble: bool = True  # also offer the mean of the trained cells as one more candidate (one graph; with two
     # or more candidates), chosen on validation like any other
     epochs: int = Field(10, ge=1)
@@ -246,7 +248,7 @@ class TrainConfig(_Strict):
     def _dask_needs_parallel(self):
         if self.dask_address and self.task_runner != "dask":
             raise ValueError("dask_address is set but task_runner is not 'dask'")
-        if self.anchor == "linear" and not self.residual:
+        if self.anchor in ("linear", "combined") and not self.residual:
             raise ValueError(f"anchor '{self.anchor}' needs residual: true (the anchor is what the residual is over)")
         return self
 

@@ -227,7 +227,8 @@ def test_training_with_backtest_selection_picks_by_the_backtest_mean_and_logs_th
     sel = out.selection
     assert sel["method"] == "backtest" and sel["folds"] == 2 and sel["rows"] == [0, 1700]  # never the test rows
     means = sel["mean_mase"]
-    assert set(means) == {"rnn-h8-l1", "gru-h8-l1", "ensemble"}  # their mean too (train.ensemble, on by default)
+    # their mean and the anchor alone too (train.ensemble, train.anchor_candidate, on by default)
+    assert set(means) == {"rnn-h8-l1", "gru-h8-l1", "ensemble", "anchor"}
     assert means[out.best] == min(means.values())  # candidates that stayed at their anchor tie: any of them
     assert (
         f"selected by the backtest's mean MASE over 2 folds before the test split ({out.best} "

@@ -133,8 +133,8 @@ def test_a_random_walk_gets_no_champion_and_says_why(prefect_api, project, tiny_
     s = settings("walk")
     s = s.model_copy(update={"train": s.train.model_copy(update={"parallel": 3, "threads": 1})})
     out = run_training(s, source=src)
-    # the three cells and their mean (train.ensemble, on by default)
-    assert sorted(c["cell"] for c in out.candidates) == ["ensemble", "gru", "lstm", "rnn"]
+    # the three cells, their mean (train.ensemble) and the anchor alone (train.anchor_candidate), on by default
+    assert sorted(c["name"] for c in out.candidates) == ["anchor", "ensemble", "gru-h8-l1", "lstm-h8-l1", "rnn-h8-l1"]
     assert out.champion_after is None and not out.decision["promote"]
     assert "no champion" in out.decision["reason"] or "does not beat" in out.decision["reason"]
     assert tracking.get_alias("walk-forecaster", "champion") is None
@@ -156,7 +156,7 @@ def test_a_random_walk_gets_no_champion_and_says_why(prefect_api, project, tiny_
     before = torch.get_num_threads()
     with torch_threads(1):
         alone = {c.name: train_candidate(ws, c, s, out.baselines["anchor_season"]).best_val_loss for c in candidates(s)}
-    assert {k: v for k, v in logged.items() if k != "ensemble"} == alone
+    assert {k: v for k, v in logged.items() if k not in ("ensemble", "anchor")} == alone
     assert torch.get_num_threads() == before
 
 
@@ -171,7 +171,8 @@ def test_candidates_train_in_parallel_on_a_dask_cluster(prefect_api, project, ti
     )
     assert type(task_runner(s)).__name__ == "DaskTaskRunner"
     out = run_training(s, source=src)
-    assert sorted(c["cell"] for c in out.candidates) == ["ensemble", "gru", "rnn"]  # the ensemble: built after them
+    # the ensemble and the anchor alone: built after them
+    assert sorted(c["name"] for c in out.candidates) == ["anchor", "ensemble", "gru-h8-l1", "rnn-h8-l1"]
     assert out.version == 1
     runs = [r for r, _ in flow_runs("cellcast-train") if r.state.is_completed()]
     assert runs

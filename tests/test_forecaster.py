@@ -3,6 +3,9 @@ decoder, quantile heads that cannot cross, their conformal calibration, and the 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import cast
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,6 +20,8 @@ from cellcast.pipeline.modeling.model import Ensemble, Forecaster, ModelSpec, mo
 from cellcast.pipeline.modeling.quantiles import conformal_shift, quantile_scores
 from cellcast.pipeline.modeling.train import (
     Candidate,
+    TrainResult,
+    anchor_alone,
     build_ensemble,
     model_spec,
     predictor,
@@ -97,6 +102,53 @@ def test_the_linear_anchor_is_fitted_in_closed_form_and_an_untrained_model_is_th
         metrics(y, linear_forecast(ws, test, lin), mase_scale(ws))["mase"]
         < 0.6 * metrics(y, seasonal_naive(ws, test, 24), mase_scale(ws))["mase"]
     )
+
+
+def test_the_combined_anchor_is_the_mean_of_the_linear_anchor_and_the_seasonal_naive_in_one_linear_map():
+    s = settings(anchor="combined")
+    ws = windows(s)
+    choice = choose_anchor(ws, s, 24)
+    assert choice.kind == "combined" and choice.linear is not None and choice.season == 24
+    lin = fit_linear_anchor(ws, s)
+    test = ws.starts["test"]
+    mean = (linear_forecast(ws, test, lin) + seasonal_naive(ws, test, 24)) / 2
+    np.testing.assert_allclose(linear_forecast(ws, test, choice.linear), mean, rtol=0, atol=1e-4)
+    # the model holds it as a linear anchor: an untrained candidate forecasts that mean, through the same graph
+    spec = model_spec(ws, Candidate("gru", 8, 1), s, choice)
+    assert spec.anchor == "linear" and spec.anchor_season == 24
+    model = Forecaster(spec, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.from_numpy(choice.linear.weight))
+        model.linear.bias.copy_(torch.from_numpy(choice.linear.bias))
+    np.testing.assert_allclose(predictor(model)(*ws.inputs(test)), mean, rtol=0, atol=1e-3)
+    # auto weighs all three on validation and keeps the lowest; with no seasonal naive there is nothing to combine
+    auto = settings(anchor="auto")
+    picked = choose_anchor(ws, auto, 24)
+    assert set(picked.val_mase) == {"linear", "seasonal_naive", "combined"}
+    assert picked.kind == min(picked.val_mase, key=picked.val_mase.__getitem__)
+    assert "combined" not in choose_anchor(ws, auto, None).val_mase
+    assert "combined" not in choose_anchor(ws, auto, 1).val_mase  # the naive forecast is the ridge's own prior
+    alone = choose_anchor(ws, s, None)
+    assert alone.kind == "linear" and "no seasonal naive (season > 1) to combine with" in alone.reason
+
+
+def test_the_anchor_alone_is_a_candidate_that_trains_nothing_and_forecasts_its_anchor():
+    s = settings(anchor="linear")
+    ws = windows(s)
+    choice = choose_anchor(ws, s, 24)
+    trained = [cast(TrainResult, SimpleNamespace(candidate=Candidate("gru", 8, 1)))]  # it reads the first candidate
+    alone = anchor_alone(trained, ws, s, choice)
+    assert alone is not None and alone.candidate.name == "anchor" and alone.candidate.cell == "gru"
+    assert alone.history == [] and alone.seconds == 0.0 and "linear anchor alone" in alone.stopped
+    test = ws.starts["test"]
+    np.testing.assert_allclose(
+        predictor(alone.model)(*ws.inputs(test)), linear_forecast(ws, test, choice.linear), rtol=0, atol=1e-4
+    )
+    assert alone.calibration and np.isfinite(alone.best_val_loss)  # conformalised and scored like the others
+    off = settings(anchor="linear", anchor_candidate=False)
+    assert anchor_alone(trained, ws, off, choice) is None
+    bare = settings(residual=False)
+    assert anchor_alone(trained, ws, bare, choose_anchor(ws, bare, 24)) is None  # no anchor: nothing to offer
 
 
 def test_auto_keeps_the_anchor_that_forecasts_validation_better():

@@ -14,16 +14,21 @@ the lookback holds (a week, two weeks ago) with or without the shorter seasons (
 timetable, its copies differ by one-off noise (a day of delays, an event): the seasonal naive copies last week's noise
 and the residual network cannot tell it from signal; the median of three copies outvotes one odd copy. The seasons are
 chosen on validation among those sets (`median_sets`), like the ridge penalty.
-auto: whichever of them has the lowest validation MASE (e.g. glucose keeps its naive anchor); the seasonal median is
-weighed on a panel whose lookback holds two of its longest season (window.lookback_seasons); a single series keeps the
-other two unless train.anchor asks for it.
+combined: the mean of the linear anchor and the seasonal naive (forecast combination): still a linear map of the
+lookback, the linear anchor's weights halved plus half the weights that pick the last season, so the model and its
+ONNX graph are a linear anchor's. Where the ridge and the seasonal naive miss in different ways (a level shift the
+seasonal naive carries for a year, a season the ridge smooths), the mean misses less than either.
+auto: whichever of them has the lowest validation MASE (e.g. sp500 keeps its naive anchor). The seasonal median is
+weighed on a panel whose lookback holds two of its longest season (window.lookback_seasons); the combination for a
+single series whose seasonal naive has a season (> 1: with the naive forecast the mean is the ridge halfway to its
+own prior, which the penalty already covers). A single series gets the seasonal median only when train.anchor asks.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -69,7 +74,7 @@ class LinearAnchor:
 class AnchorChoice:
     """What every candidate of one training run is anchored on."""
 
-    kind: str  # seasonal_naive | seasonal_median | linear | none
+    kind: str  # seasonal_naive | seasonal_median | linear | combined (the mean of two, held as a linear anchor) | none
     season: int | None  # the seasonal naive's season; also the seasonal differences the cell reads
     linear: LinearAnchor | None = None
     val_mase: dict[str, float] = field(default_factory=dict)  # each anchor considered, on validation
@@ -226,9 +231,22 @@ def _best_median(ws: WindowSet, y: np.ndarray, mask, scale) -> tuple[list[int], 
     return [int(m) for m in best.split(",")], scores
 
 
+def combine_with_seasonal_naive(ws: WindowSet, lin: LinearAnchor, season: int) -> LinearAnchor:
+    """The mean of `lin` and the seasonal naive of `season`, as one linear anchor (module docstring): in the
+    design's terms the seasonal naive is the lookback value `season` steps before each horizon step, relative to
+    the last value (the model's anchor_season)."""
+    L, H, T = ws.meta.lookback, ws.meta.horizon, len(ws.meta.target_idx)
+    pick = np.zeros_like(lin.weight)
+    for h in range(H):
+        for t in range(T):
+            pick[h * T + t, (L - season + h % season) * T + t] = 1.0
+    return replace(lin, weight=(0.5 * lin.weight + 0.5 * pick).astype(np.float32), bias=0.5 * lin.bias)
+
+
 def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> AnchorChoice:
     """The anchor of one training run: train.anchor, with `season` the best seasonal naive's (lifecycle.baselines).
-    auto fits the linear anchor and keeps whichever of the two forecasts validation better (MASE)."""
+    auto fits the linear anchor and keeps whichever of the linear, the seasonal naive and (a single series) their
+    mean forecasts validation better (MASE)."""
     t = settings.train
     if not t.residual:
         return AnchorChoice("none", None, reason="train.residual is false: no anchor")
@@ -272,8 +290,26 @@ def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> Anch
                 f"auto: the seasonal median over {median[0]} forecasts validation better than the other anchors",
                 median[0],
             )
-    if t.anchor == "linear" or "seasonal_naive" not in scores or scores["linear"] < scores["seasonal_naive"]:
-        why = "train.anchor: linear" if t.anchor == "linear" else "auto: the linear anchor forecasts validation better"
+    # with season 1 the mean is the ridge halfway to the naive forecast, which its penalty already covers
+    if season and season > 1 and not ws.is_panel and t.anchor in ("auto", "combined"):
+        mixed = combine_with_seasonal_naive(ws, lin, season)
+        scores["combined"] = metrics(y, linear_forecast(ws, val, mixed), scale, mask)["mase"]
+        if t.anchor == "combined" or scores["combined"] < min(scores["linear"], scores["seasonal_naive"]):
+            why = (
+                "train.anchor: combined"
+                if t.anchor == "combined"
+                else f"auto: the mean of the linear anchor and seasonal naive ({season}) forecasts validation better"
+            )
+            return AnchorChoice("combined", season, mixed, scores, why)
+    if (
+        t.anchor in ("linear", "combined")
+        or "seasonal_naive" not in scores
+        or scores["linear"] < scores["seasonal_naive"]
+    ):
+        why = {
+            "linear": "train.anchor: linear",
+            "combined": "train.anchor: combined, but no seasonal naive (season > 1) to combine with, or a panel",
+        }.get(t.anchor, "auto: the linear anchor forecasts validation better")
         return AnchorChoice("linear", season, lin, scores, why)
     return AnchorChoice(
         "seasonal_naive",

@@ -50,11 +50,14 @@ class Candidate:
     cell: str
     hidden_size: int
     num_layers: int
+    untrained: bool = False  # the anchor alone (anchor_alone): a model of this cell whose residual stays at zero
 
     @property
     def name(self) -> str:
         if self.cell == "ensemble":
             return "ensemble"
+        if self.untrained:
+            return "anchor"
         return f"{self.cell}-h{self.hidden_size}-l{self.num_layers}"
 
 
@@ -143,7 +146,12 @@ def model_spec(ws: WindowSet, cand: Candidate, settings: Settings, anchor: Ancho
         anchor_season=anchor.season if t.residual else None,
         mean=m.mean,
         std=m.std,
-        anchor=anchor.kind if anchor.kind in ("linear", "seasonal_median") else "seasonal_naive",
+        # combined: held as a linear anchor too
+        anchor="seasonal_median"
+        if anchor.kind == "seasonal_median"
+        else "linear"
+        if anchor.linear is not None
+        else "seasonal_naive",
         anchor_seasons=list(anchor.seasons) if anchor.kind == "seasonal_median" else [],
         n_future=m.n_future,
         future_mean=fmean,
@@ -776,6 +784,48 @@ def build_ensemble(results: list[TrainResult], ws: WindowSet, settings: Settings
         seconds=sum(r.seconds for r in results),
         device="cpu",
         anchor=results[0].anchor,
+        calibration=calibration,
+    )
+
+
+def _spec_anchor(anchor: AnchorChoice) -> str:
+    """The anchor a model is built with: a combined anchor is held as a linear one (its weights)."""
+    if anchor.kind == "seasonal_median":
+        return "seasonal_median"
+    return "linear" if anchor.linear is not None else "seasonal_naive"
+
+
+def anchor_alone(
+    results: list[TrainResult], ws: WindowSet, settings: Settings, anchor: AnchorChoice
+) -> TrainResult | None:
+    """The anchor on its own as one more candidate of a single series (train.anchor_candidate; None without an
+    anchor or candidates): the first candidate's model untrained, its residual at zero and its quantile offsets at
+    the anchor's residual spread, conformalised like the others. Early stopping keeps an epoch for its validation
+    loss (the quantiles' pinball), so a cell can leave its anchor for a better band and a worse point forecast;
+    selection by validation MASE then has the anchor itself to choose. It trains nothing."""
+    if not settings.train.anchor_candidate or anchor.kind == "none" or not results or ws.is_panel:
+        return None  # a panel's candidates are left as they are
+    first = results[0].candidate
+    if first.untrained or first.cell == "ensemble":
+        return None
+    cand = Candidate(first.cell, first.hidden_size, first.num_layers, untrained=True)
+    model = _build_model(ws, cand, settings, anchor, torch.device("cpu")).eval()
+    calibration = calibrate(model, ws, settings)
+    tw = ws.to_torch("cpu")
+    levels = torch.tensor(model.spec.quantiles) if model.spec.quantiles else None
+    val = _val_loss(model, tw, tw.starts["val"], model.target_scale(), False, 1024, levels)
+    model.eval()
+    return TrainResult(
+        candidate=cand,
+        model=model,
+        history=[],
+        best_epoch=0,
+        best_val_loss=val,
+        initial_val_loss=val,
+        stopped=f"not trained: the {anchor.kind} anchor alone (its residual at zero)",
+        seconds=0.0,
+        device="cpu",
+        anchor=anchor.summary(),
         calibration=calibration,
     )
 

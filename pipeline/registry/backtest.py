@@ -41,7 +41,15 @@ from ..modeling.evaluate import (
     window_losses,
 )
 from ..modeling.quantiles import quantile_scores
-from ..modeling.train import TrainResult, build_ensemble, calibrate, candidates, quantile_predictor, train_candidate
+from ..modeling.train import (
+    TrainResult,
+    anchor_alone,
+    build_ensemble,
+    calibrate,
+    candidates,
+    quantile_predictor,
+    train_candidate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +185,8 @@ def fit_candidates(
         cb = (lambda row, n=cand.name: on_epoch(n, row)) if on_epoch else None
         results.append(train_candidate(fws, cand, settings, anchor.season, anchor=anchor, device=device, on_epoch=cb))
     ens = build_ensemble(results, fws, settings)
-    return results + ([ens] if ens is not None else [])
+    alone = anchor_alone(results, fws, settings, anchor)
+    return results + [r for r in (ens, alone) if r is not None]
 
 
 def recalibrated(results: list[TrainResult], fws: WindowSet, settings: Settings) -> list[TrainResult]:
