@@ -203,3 +203,13 @@ def tiny_params(project):
     p["evaluate"].update(TINY_EVALUATE)
     (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     return project / "params.yaml"
+
+
+def one_cell(params_path: Path, cell: str = "rnn") -> None:
+    """params.yaml trains one candidate (the RNN: the quickest cell), for tests about what a run registers, decides
+    or serves rather than about the candidates: on the tests' seasonal hourly series a tiny RNN becomes champion."""
+    import yaml
+
+    p = yaml.safe_load(params_path.read_text())
+    p["train"]["cells"] = [cell]
+    params_path.write_text(yaml.safe_dump(p, sort_keys=False))
