@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import one_cell
 from typer.testing import CliRunner
 
 from cellcast.cli import app
@@ -57,6 +58,7 @@ def test_help_on_every_command():
 
 
 def test_own_csv_to_champion_to_forecast(prefect_api, project, tiny_params):
+    one_cell(tiny_params)
     rng = np.random.default_rng(0)
     n = 2000  # a test split with 12 forecast origins a day apart: enough evidence to promote (min 10)
     t = np.arange(n)

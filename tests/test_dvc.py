@@ -197,12 +197,12 @@ def test_a_bundled_panel_runs_through_the_ingest_validate_and_window_stages(fres
 def test_full_pipeline_trains_evaluates_and_reports_metrics(reproduced, tmp_path):
     """ingest -> ... -> train -> evaluate via `dvc repro`, with seconds-long training."""
     repo = copy_repo(reproduced, tmp_path / "cellcast")
-    edit_params(
-        repo,
-        lambda p: p["train"].update(
-            cells=["gru"], epochs=1, time_budget_s=5, hidden_size=8, max_train_windows=1024, device="cpu"
-        ),
-    )
+
+    def tiny(p):
+        p["train"].update(cells=["gru"], epochs=1, time_budget_s=5, hidden_size=8, max_train_windows=1024, device="cpu")
+        p["evaluate"].update(references=[])  # nothing here reads the classical reference rows (seconds per origin)
+
+    edit_params(repo, tiny)
     p = dvc(repo, "repro", "evaluate")
     # the data stages did not depend on train.cells / epochs: only train and evaluate ran
     assert ran(p) == {"train", "evaluate"}, p.stdout
