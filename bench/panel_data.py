@@ -114,15 +114,21 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def run_stage(work: Path, stage: str, arg: str) -> dict:
-    code = STAGE.format(root=str(ROOT), work=str(work))
+def run_result(cmd: list[str], what: str) -> dict:
+    """Run a stage in a process of its own (its peak memory is its own) and read the `RESULT {json}` line it prints,
+    with the process's wall seconds; a failed stage stops the bench with its output's tail."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GX_ANALYTICS_ENABLED": "False"}
     wall = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", code, stage, arg], capture_output=True, text=True, env=env)
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
-        raise SystemExit(f"{stage} {arg} failed:\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}")
+        raise SystemExit(f"{what} failed:\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}")
     line = next(x for x in p.stdout.splitlines() if x.startswith("RESULT "))
     return {**json.loads(line[7:]), "process_seconds": round(time.perf_counter() - wall, 2)}
+
+
+def run_stage(work: Path, stage: str, arg: str) -> dict:
+    code = STAGE.format(root=str(ROOT), work=str(work))
+    return run_result([sys.executable, "-c", code, stage, arg], f"{stage} {arg}")
 
 
 def main() -> None:

@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from panel_data import run_result  # noqa: E402  (bench/: the stage runner of the ingest / validate bench)
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "scale"
@@ -231,14 +233,7 @@ def stage(name: str, work: Path) -> dict:
 
 
 def run_stage(name: str, work: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "GX_ANALYTICS_ENABLED": "False"}
-    wall = time.perf_counter()
-    cmd = ["nice", sys.executable, __file__, "--stage", name, "--work", str(work)]
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if p.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}")
-    line = next(x for x in p.stdout.splitlines() if x.startswith("RESULT "))
-    return {**json.loads(line[7:]), "process_seconds": round(time.perf_counter() - wall, 2)}
+    return run_result(["nice", sys.executable, __file__, "--stage", name, "--work", str(work)], name)
 
 
 def main() -> None:
