@@ -1066,6 +1066,14 @@ def _with_lookback(settings: Settings, lookback: int | None) -> Settings:
     return settings.model_copy(update={"window": settings.window.model_copy(update=update)})
 
 
+def spread(n: int, most: int | None) -> np.ndarray:
+    """Indices of `n` windows, at most `most` of them evenly spread (every series, every season); all when `most` is
+    0 or None or not exceeded."""
+    if not most or n <= most:
+        return np.arange(n, dtype=np.int64)
+    return np.unique(np.linspace(0, n - 1, most).round().astype(np.int64))
+
+
 def seasons_pay(ws: WindowSet, max_windows: int = 20000) -> bool:
     """Whether a lookback of several seasons earns its cost: on (at most `max_windows`, evenly spread) validation
     windows, the best seasonal median (`median_sets`) has a lower MAE than the best seasonal naive (the naive among
@@ -1076,7 +1084,7 @@ def seasons_pay(ws: WindowSet, max_windows: int = 20000) -> bool:
     val = ws.starts["val"]
     if not sets or not len(val):
         return False
-    val = val[np.unique(np.linspace(0, len(val) - 1, min(max_windows, len(val))).round().astype(np.int64))]
+    val = val[spread(len(val), max_windows)]
     x, y = ws.batch(val)
     xt = x[:, :, m.target_idx].astype(np.float64)
     h = np.arange(H)

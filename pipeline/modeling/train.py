@@ -146,12 +146,7 @@ def model_spec(ws: WindowSet, cand: Candidate, settings: Settings, anchor: Ancho
         anchor_season=anchor.season if t.residual else None,
         mean=m.mean,
         std=m.std,
-        # combined: held as a linear anchor too
-        anchor="seasonal_median"
-        if anchor.kind == "seasonal_median"
-        else "linear"
-        if anchor.linear is not None
-        else "seasonal_naive",
+        anchor=_spec_anchor(anchor),
         anchor_seasons=list(anchor.seasons) if anchor.kind == "seasonal_median" else [],
         n_future=m.n_future,
         future_mean=fmean,
@@ -583,10 +578,7 @@ def train_candidate(
 def gate_starts(ws: WindowSet, settings: Settings) -> np.ndarray:
     """The validation windows the residual gate is chosen on: all, or train.max_val_windows evenly spread."""
     val = ws.starts["val"]
-    n = settings.train.max_val_windows
-    if n and len(val) > n:
-        val = val[np.unique(np.linspace(0, len(val) - 1, n).round().astype(np.int64))]
-    return val
+    return val[_window.spread(len(val), settings.train.max_val_windows)]
 
 
 @torch.no_grad()
@@ -645,7 +637,7 @@ def _prepare_loop(ws: WindowSet, model: Forecaster, settings: Settings, device: 
     gen = torch.Generator(device=device).manual_seed(t.seed)
     train_starts, val_starts = tw.starts["train"], tw.starts["val"]
     if t.max_val_windows and len(val_starts) > t.max_val_windows:  # evenly spread: every series, every season
-        keep = np.unique(np.linspace(0, len(val_starts) - 1, t.max_val_windows).round().astype(np.int64))
+        keep = _window.spread(len(val_starts), t.max_val_windows)
         val_starts = val_starts[torch.from_numpy(keep).to(val_starts.device)]
     # a short series' few windows would give one optimizer step per epoch (ten in a whole training, the cells left at
     # their anchor): an epoch draws at least train.min_epoch_batches batches, passing over its windows several times
