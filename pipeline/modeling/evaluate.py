@@ -252,7 +252,7 @@ def empirical_interval_scores(
     (coverage_P, width_P, winkler_P, ...; modeling/quantiles.py) on the `split` windows, in MASE units; {} without
     levels, or when the baseline does not exist on every window of both splits."""
     from ..data import window as _window
-    from .quantiles import _rank_shift, quantile_scores
+    from .quantiles import quantile_scores, rank_shift
 
     if not levels:
         return {}
@@ -266,7 +266,7 @@ def empirical_interval_scores(
         return {}
     paths = _window.test_origins(fs, ws.meta.horizon) if rank == "paths" else None
     point = np.repeat(pf.astype(np.float64)[..., None], len(levels), axis=-1)
-    offsets = _rank_shift(yf, point, list(levels), ws.target_mask(fs), paths)  # (H, T, Q); 0 at the median
+    offsets = rank_shift(yf, point, list(levels), ws.target_mask(fs), paths)  # (H, T, Q); 0 at the median
     q = pt.astype(np.float64)[..., None] + offsets[None]
     _, yt = ws.batch(ts)
     return quantile_scores(yt, q, list(levels), mase_scale(ws), ws.target_mask(ts))[0]

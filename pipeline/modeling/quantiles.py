@@ -58,13 +58,13 @@ def conformal_shift(
     mode "guarded": the two-sided shift where it widens; where it narrows, only as far as each of `parts`
     consecutive parts of the windows (in time order) would narrow on its own: the least narrowing of them, so an
     interval narrows only when the whole held-out span agrees it is too wide, not when one calm stretch says so."""
-    shift = _rank_shift(y, q, levels, mask, paths)
+    shift = rank_shift(y, q, levels, mask, paths)
     if mode == "widen":
         return _outward(shift, levels).astype(np.float32)
     if mode == "guarded":
         bounds = np.linspace(0, len(y), max(int(parts), 2) + 1).round().astype(int)
         chunks = [
-            _rank_shift(
+            rank_shift(
                 y[a:b],
                 q[a:b],
                 levels,
@@ -96,7 +96,7 @@ def _outward(shift: np.ndarray, levels: list[float]) -> np.ndarray:
     return out
 
 
-def _rank_shift(
+def rank_shift(
     y: np.ndarray, q: np.ndarray, levels: list[float], mask: np.ndarray | None, paths: float | None = None
 ) -> np.ndarray:
     """The two-sided conformal shift (H, T, Q), float64: the misses' tau-quantile at the finite-sample rank.
