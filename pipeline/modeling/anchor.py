@@ -231,6 +231,12 @@ def _best_median(ws: WindowSet, y: np.ndarray, mask, scale) -> tuple[list[int], 
     return [int(m) for m in best.split(",")], scores
 
 
+def _median_choice(seasons: list[int], season: int | None, scores: dict[str, float], why: str) -> AnchorChoice:
+    """The seasonal-median anchor over `seasons` (its season for the model: the best seasonal naive's, else the longest
+    of them)."""
+    return AnchorChoice("seasonal_median", season or seasons[-1], None, scores, why, seasons)
+
+
 def combine_with_seasonal_naive(ws: WindowSet, lin: LinearAnchor, season: int) -> LinearAnchor:
     """The mean of `lin` and the seasonal naive of `season`, as one linear anchor (module docstring): in the
     design's terms the seasonal naive is the lookback value `season` steps before each horizon step, relative to
@@ -266,14 +272,7 @@ def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> Anch
                 f"train.anchor: seasonal_median needs a lookback ({ws.meta.lookback}) that holds a natural season of "
                 f"{ws.meta.name} ({ws.meta.seasons}) twice: set window.lookback or window.lookback_seasons"
             )
-        return AnchorChoice(
-            "seasonal_median",
-            season or median[0][-1],
-            None,
-            median[1],
-            f"train.anchor: seasonal_median over {median[0]}",
-            median[0],
-        )
+        return _median_choice(median[0], season, median[1], f"train.anchor: seasonal_median over {median[0]}")
     lin = fit_linear_anchor(ws, settings)
     scores = {"linear": metrics(y, linear_forecast(ws, val, lin), scale, mask)["mase"]}
     if season:
@@ -282,14 +281,8 @@ def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> Anch
         key = f"seasonal_median {','.join(map(str, median[0]))}"
         scores[key] = median[1][",".join(map(str, median[0]))]
         if scores[key] < min(v for k, v in scores.items() if k != key):
-            return AnchorChoice(
-                "seasonal_median",
-                season or median[0][-1],
-                None,
-                scores,
-                f"auto: the seasonal median over {median[0]} forecasts validation better than the other anchors",
-                median[0],
-            )
+            why = f"auto: the seasonal median over {median[0]} forecasts validation better than the other anchors"
+            return _median_choice(median[0], season, scores, why)
     # with season 1 the mean is the ridge halfway to the naive forecast, which its penalty already covers
     if season and season > 1 and not ws.is_panel and t.anchor in ("auto", "combined"):
         mixed = combine_with_seasonal_naive(ws, lin, season)
