@@ -28,6 +28,7 @@ from cellcast.pipeline.data.panel_validation import client_mapper
 from cellcast.pipeline.data.validation import validate_dataset
 from cellcast.pipeline.data.window import usable_windows
 from cellcast.pipeline.errors import ConfigError, DataValidationError, IngestError
+from cellcast.pipeline.serving.forecast import panel_future
 
 SMALL = {"window": {"lookback": 24, "horizon": 6}}
 
@@ -386,6 +387,32 @@ def test_bad_series_are_dropped_into_quarantine_short_ones_kept_as_cold_start(pr
     with pytest.raises(ConfigError) as ei:  # a stage that reads one series is not handed a panel
         read_validated(s)
     assert "is a panel of 3 series" in str(ei.value)
+
+
+def test_a_panel_with_known_future_columns_keeps_each_series_rows_after_its_last_observation(project, settings_for):
+    """future.parquet of a panel: every kept series' own rows after its last observation (series end at different
+    times and lie in different partitions), keyed by series; a dropped series' rows are not there."""
+    s = settings_for("city", ingest={"bad_series": "drop", "partition_rows": 500}, **SMALL)
+    df = mixed_panel()
+    ends = {"A": 394, "B": 290, "C": 390, "D": 57}  # rows from here on carry temp only
+    for sid, at in ends.items():
+        rows = df.index[df["sensor"] == sid][df.loc[df["sensor"] == sid, "ts"].rank().to_numpy() > at]
+        df.loc[rows, "flow"] = np.nan
+    ingest_panel(write_csv(df, project / "city.csv"), s, freq="h", future_features=["temp"])
+    rep = validate_dataset(s)
+    assert rep.panel["kept"] == 3 and len(rep.panel["partitions"]) >= 3
+    ahead = pd.read_parquet(project / "data/city/future.parquet")
+    frame, _ = read_validated_panel(s)
+    assert list(ahead.columns) == ["series_id", "sensor", "timestamp", "temp"]
+    for sid, n in (("A", 6), ("B", 10), ("D", 3)):
+        mine = ahead[ahead["series_id"] == sid]
+        raw = df[df["sensor"] == sid].sort_values("ts")
+        assert len(mine) == n and (mine["sensor"] == sid).all()
+        assert mine["timestamp"].min() > frame.loc[frame["series_id"] == sid, "timestamp"].max()
+        assert mine["temp"].tolist() == raw["temp"].iloc[-n:].tolist()
+    assert set(ahead["series_id"]) == {"A", "B", "D"}
+    # what the batch forecast makes of it: rows keyed by series
+    assert panel_future(ahead, ["sensor"], "f")["series_id"].tolist() == ahead["series_id"].tolist()
 
 
 def test_reject_fails_the_dataset_naming_the_series_and_the_rule(project, settings_for):

@@ -251,3 +251,13 @@ def _mark_breaks(
         for a, b in _runs(breaks)
     ]
     return breaks
+
+
+def known_future_rows(raw: pd.DataFrame, meta: dict, last: pd.Timestamp) -> pd.DataFrame:
+    """The rows after the last validated one (`last`) with the columns known ahead (`future_features`): what the
+    batch forecast reads for the horizon. Values are kept as they are (a missing one is refused at forecast time,
+    naming it, never filled)."""
+    cols = list(meta.get("future_features") or [])
+    later = raw[raw["timestamp"] > last] if cols else raw.iloc[:0]
+    out = later[["timestamp", *cols]].sort_values("timestamp", kind="stable")
+    return out.drop_duplicates("timestamp", keep="last").reset_index(drop=True)

@@ -42,7 +42,7 @@ from ..catalog import (
 from ..config import Settings
 from ..errors import DataValidationError
 from ..files import md5_file, parquet_groups, write_json, write_parquet
-from .cleaning import apply_policy
+from .cleaning import apply_policy, known_future_rows
 from .expectations import Suite
 from .findings import EXAMPLES, REMEDY, RuleFailure, ValidationReport
 from .panel import series_bounds
@@ -85,6 +85,7 @@ class PartitionResult:
     bad: dict  # series_id -> {rule, column, count, examples, detail}
     bad_rows: pd.DataFrame  # the raw rows of the bad series (for quarantine)
     gx: dict  # this partition's GX result
+    future: pd.DataFrame | None = None  # the kept series' rows after their last observation (known-future columns)
     failure: dict | None = None  # a rule broken by the whole partition (a missing column...): the dataset fails
     worker: str = ""  # host:pid that did it
     seconds: float = 0.0
@@ -239,7 +240,7 @@ def validate_partitions(task: PartitionTask) -> PartitionResult:
                 "detail": "",
             },
         )
-    kept = []
+    kept, ahead = [], []
     for sid, a, b in series_bounds(frame):
         g = frame.iloc[a:b]
         if sid in bad:
@@ -266,9 +267,16 @@ def validate_partitions(task: PartitionTask) -> PartitionResult:
             out.insert(1 + i, c, ids[c])
         out["timestamp"] = out["timestamp"].astype("datetime64[ns]")
         kept.append(out)
+        if meta.get("future_features"):
+            later = known_future_rows(g, meta, out["timestamp"].iat[-1])
+            for i, c in enumerate([SERIES_ID, *extra]):
+                later.insert(i, c, sid if c == SERIES_ID else ids[c])
+            ahead.append(later)
         result.series[sid] = _series_report(sid, ids, g, out, rep, status, counts, why)
     if kept:
         result.frame = pd.concat(kept, ignore_index=True)
+    if ahead:
+        result.future = pd.concat(ahead, ignore_index=True)
     result.bad = bad
     if bad:
         result.bad_rows = frame[frame[SERIES_ID].isin(list(bad))].reset_index(drop=True)
@@ -403,6 +411,7 @@ def validate_panel(settings: Settings, meta: dict, mapper: Callable | None = Non
     bad_rows: list[pd.DataFrame] = []
     parts: list[dict] = []
     failure = None
+    future: list[pd.DataFrame] = []  # a few rows per series: kept here and written once
     pq_out, js_out = validated_paths(settings)
     try:
         with parquet_groups(pq_out) as add:
@@ -424,6 +433,8 @@ def validate_panel(settings: Settings, meta: dict, mapper: Callable | None = Non
                 bad.update(res.bad)
                 if len(res.bad_rows):
                     bad_rows.append(res.bad_rows)
+                if res.future is not None and len(res.future):
+                    future.append(res.future)
                 if len(res.frame):
                     add(res.frame)
                     rep.rows_out += int(len(res.frame))
@@ -506,11 +517,20 @@ def validate_panel(settings: Settings, meta: dict, mapper: Callable | None = Non
             "data_md5": md5_file(pq_out),
         },
     )
-    # a panel's known-future rows are read per series at forecast time; the file exists (a stage output) and
-    # says which columns they are
-    cols = ["timestamp", *meta["panel"]["id_cols"], *(meta.get("future_features") or [])]
-    write_parquet(pd.DataFrame({c: pd.Series(dtype="float64") for c in cols}), future_path(settings))
+    write_parquet(_future_frame(future, meta), future_path(settings))
     return rep
+
+
+def _future_frame(parts: list[pd.DataFrame], meta: dict) -> pd.DataFrame:
+    """future.parquet of a panel: each kept series' rows after its last observation, keyed by series_id and the id
+    columns (what the batch forecast reads per series); with none, an empty file of those columns (a stage output)."""
+    if parts:
+        return pd.concat(parts, ignore_index=True)
+    ids = [SERIES_ID, *(c for c in meta["panel"]["id_cols"] if c != SERIES_ID)]
+    empty = {**{c: "str" for c in ids}, "timestamp": "datetime64[ns]"}
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in empty.items()}).assign(
+        **{c: pd.Series(dtype="float64") for c in meta.get("future_features") or []}
+    )
 
 
 class _Refused(Exception):

@@ -30,7 +30,7 @@ from ..catalog import (
 from ..config import Settings
 from ..errors import DataValidationError
 from ..files import md5_file, write_json, write_parquet
-from .cleaning import apply_policy
+from .cleaning import apply_policy, known_future_rows
 from .expectations import run_suite
 from .findings import REMEDY, RuleFailure, ValidationReport
 from .panel_validation import validate_panel
@@ -228,16 +228,6 @@ def _fail(
     raise DataValidationError(
         rep.error or f"{rep.name}: validation failed", report_path=rep.report_path, quarantine_path=rep.quarantine_path
     )
-
-
-def known_future_rows(raw: pd.DataFrame, meta: dict, last: pd.Timestamp) -> pd.DataFrame:
-    """The rows after the last validated one (`last`) with the columns known ahead (`future_features`): what the
-    batch forecast reads for the horizon. Values are kept as they are (a missing one is refused at forecast time,
-    naming it, never filled)."""
-    cols = list(meta.get("future_features") or [])
-    later = raw[raw["timestamp"] > last] if cols else raw.iloc[:0]
-    out = later[["timestamp", *cols]].sort_values("timestamp", kind="stable")
-    return out.drop_duplicates("timestamp", keep="last").reset_index(drop=True)
 
 
 POLICY_KEYS = ("dedupe", "long_gaps", "bad_series")  # the ingest settings `cellcast validate` takes as options
