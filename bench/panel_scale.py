@@ -125,9 +125,37 @@ def peak_mib() -> float:
         return round(int(f.read().split("VmHWM:")[1].split()[0]) / 1024, 1)
 
 
+class AnonPeak:
+    """The largest anonymous resident memory (RssAnon) seen, sampled every `every` seconds in a thread: the memory the
+    process owns. VmHWM also counts the pages of memory-mapped files it has read (the window set, mapped from
+    windows.npz), page cache that the kernel takes back when memory is short."""
+
+    def __init__(self, every: float = 0.02):
+        import threading
+
+        self.peak, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _run(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self.sample()
+
+    def sample(self) -> None:
+        with open("/proc/self/status") as f:
+            self.peak = max(self.peak, int(f.read().split("RssAnon:")[1].split()[0]))
+
+    def mib(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+        return round(self.peak / 1024, 1)
+
+
 def stage(name: str, work: Path) -> dict:
     """One stage in this process -> its figures."""
     os.chdir(work)
+    anon = AnonPeak()
     s = settings_for(work)
     t0 = time.perf_counter()
     if name == "ingest":
@@ -229,7 +257,14 @@ def stage(name: str, work: Path) -> dict:
     )
     # cpu_seconds: this process's (and its finished children's) CPU time since it started, imports included: on a
     # shared machine the wall seconds follow the load, the CPU seconds much less
-    return {**out, "seconds": round(time.perf_counter() - t0, 2), "cpu_seconds": round(cpu, 1), "peak_mib": peak_mib()}
+    seconds = round(time.perf_counter() - t0, 2)
+    return {
+        **out,
+        "seconds": seconds,
+        "cpu_seconds": round(cpu, 1),
+        "peak_mib": peak_mib(),
+        "anon_peak_mib": anon.mib(),
+    }
 
 
 def run_stage(name: str, work: Path) -> dict:
@@ -295,9 +330,9 @@ def main() -> None:
             if args.out:
                 with open(args.out, "a") as f:
                     f.write(json.dumps(lines[-1]) + "\n")
-        print("\n| stage | seconds | peak MiB |\n| --- | ---: | ---: |")
+        print("\n| stage | seconds | peak MiB (VmHWM) | anonymous peak MiB |\n| --- | ---: | ---: | ---: |")
         for x in lines:
-            print(f"| {x['stage']} | {x['seconds']:.1f} | {x['peak_mib']:,.0f} |")
+            print(f"| {x['stage']} | {x['seconds']:.1f} | {x['peak_mib']:,.0f} | {x['anon_peak_mib']:,.0f} |")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -136,6 +136,76 @@ def test_the_window_set_read_partition_by_partition_is_the_one_read_whole(valida
     for k in whole.starts:
         np.testing.assert_array_equal(parted.starts[k], whole.starts[k])
     np.testing.assert_array_equal(parted.offsets, whole.offsets)
+    assert _mapped(parted.values) and _mapped(parted.timestamps) and not _mapped(whole.values)
+
+
+def _mapped(a) -> bool:
+    """Whether `a` reads its memory from a mapped file (np.memmap), not from memory of its own."""
+    import mmap
+
+    while a is not None and not isinstance(a, mmap.mmap):
+        a = getattr(a, "base", None) if isinstance(a, np.ndarray) else getattr(a, "obj", None)
+    return a is not None
+
+
+def test_the_window_set_built_in_files_is_the_one_built_in_memory(validated, monkeypatch, tmp_path):
+    """Spilled to files as the series come (the window stage's flat route): the same arrays, known-future columns
+    and static columns included, mapped from the files."""
+    import copy
+
+    from cellcast.pipeline.catalog import panel_partitions, read_partition, read_validated_panel, validated_paths
+    from cellcast.pipeline.data.window import build_panel_windows
+
+    work, s = validated
+    monkeypatch.chdir(work)
+    _, meta = read_validated_panel(s)
+    meta = copy.deepcopy(meta)
+    meta["future_features"] = ["temp"]
+    ids = list(meta["panel"]["series"])
+    meta["static"] = {"columns": ["capacity"], "values": {sid: {"capacity": 10.0 + i} for i, sid in enumerate(ids)}}
+    pq = validated_paths(s)[0]
+    parts = [read_partition(pq, [i]) for i in range(panel_partitions(pq))]
+    whole = build_panel_windows(iter(parts), meta, settings=s)
+    spilled = build_panel_windows(iter(parts), meta, settings=s, spill=tmp_path / "spill")
+    assert spilled.meta == whole.meta and spilled.meta.future_names[-2:] == ["temp", "capacity"]
+    for a, b in (
+        (spilled.values, whole.values),
+        (spilled.future, whole.future),
+        (spilled.timestamps, whole.timestamps),
+    ):
+        np.testing.assert_array_equal(a, b)
+        assert _mapped(a)
+    np.testing.assert_array_equal(spilled.filled, whole.filled)
+    for k in whole.starts:
+        np.testing.assert_array_equal(spilled.starts[k], whole.starts[k])
+
+
+@pytest.mark.parametrize("width", [1, 2, 3])
+def test_the_panel_moments_summed_a_series_at_a_time_are_numpys_over_all_rows(width):
+    """The model's input scaling (WindowMeta mean / std): numpy's nanmean / nanstd over every series' training rows,
+    to the bit, with one series' rows in memory at a time."""
+    import warnings
+
+    from cellcast.pipeline.data.window import _train_moments
+
+    rng = np.random.default_rng(width)
+    lengths = rng.integers(20, 3000, 40)
+    offsets = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])
+    n = int(offsets[-1] + lengths[-1] + 1)
+    values = (rng.normal(0, 1, (n, width)) * rng.lognormal(0, 2, width)).astype(np.float32)
+    values[rng.random((n, width)) < 0.02] = np.nan
+    filled = rng.random((n, width)) < 0.05
+    train_end = (lengths * 0.7).astype(int)
+    rows = np.zeros(n, bool)
+    for o, e in zip(offsets, train_end):
+        rows[o : o + e] = True
+    for f in (None, filled):
+        train = values[rows] if f is None else np.where(f[rows], np.nan, values[rows])
+        mean, std = _train_moments(values, f, offsets, train_end)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            assert np.array_equal(mean, np.nanmean(train, axis=0)) and mean.dtype == np.float32
+            assert np.array_equal(std, np.nanstd(train, axis=0)) and std.dtype == np.float32
 
 
 def test_the_batch_forecast_reads_each_series_last_lookback_a_partition_at_a_time(validated, monkeypatch, tmp_path):

@@ -29,6 +29,7 @@ the columns ingested as known ahead (`ingest --future-features`). The window at 
 from __future__ import annotations
 
 import json
+import tempfile
 import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -262,10 +263,12 @@ class WindowSet:
         like the variables (its training rows); calendar features are left as they are (already in [-1, 1])."""
         if self.future is None:
             return [], []
-        train = self.future[self._future_train_rows()].astype(np.float64)
+        rows = self._future_train_rows()
         mean, std = [], []
         for j, kind in enumerate(self.meta.future_kinds):
-            v = train[:, j][np.isfinite(train[:, j])]
+            # one column's training rows at a time, and none of a calendar column's (it is not scaled)
+            col = self.future[:, j][rows].astype(np.float64) if kind in (_calendar.USER, _calendar.STATIC) else None
+            v = np.zeros(0) if col is None else col[np.isfinite(col)]
             user = kind in (_calendar.USER, _calendar.STATIC) and len(v)
             mean.append(float(v.mean()) if user else 0.0)
             sd = float(v.std()) if user else 1.0
@@ -776,13 +779,66 @@ class _PanelBlocks:
     ublocks: dict = field(default_factory=dict)  # known-future columns, laid out alike
     seen: int = 0  # series read
     row: int = 0
+    spill: Path | None = None  # a folder: the blocks go to files there as they come, not into memory
+
+    def __post_init__(self) -> None:
+        if self.spill is not None:
+            self.blocks, self.fblocks, self.tblocks, self.sblocks = (
+                _Spill(self.spill / f"{k}.bin") for k in ("values", "filled", "timestamps", "static")
+            )
+            self.ublocks = {c: _Spill(self.spill / f"future-{i}.bin") for i, c in enumerate(self.future_features)}
+
+
+class _Spill:
+    """Blocks of rows of one dtype and width appended to a file, not kept in memory; `array()` maps them back as one
+    array (what np.concatenate of the blocks would be). Stands in for a _PanelBlocks list of blocks."""
+
+    def __init__(self, path: Path):
+        self.path, self.blocks, self.rows = path, 0, 0
+        self.dtype: np.dtype | None = None
+        self.tail: tuple = ()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+
+    def append(self, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block)
+        self.dtype, self.tail = block.dtype, block.shape[1:]
+        with open(self.path, "ab") as f:
+            block.tofile(f)
+        self.blocks, self.rows = self.blocks + 1, self.rows + len(block)
+
+    def extend(self, blocks: Iterable[np.ndarray]) -> None:
+        for b in blocks:
+            self.append(b)
+
+    def clear(self) -> None:
+        """(the list's clear(): the blocks stay on disk until array() has mapped them)"""
+
+    def __len__(self) -> int:
+        return self.blocks
+
+    def array(self) -> np.ndarray:
+        assert self.dtype is not None  # array() is called on spills that were written to
+        # copy-on-write: writable as a set's arrays must be (WindowSet._owned), the file never changed
+        return (
+            np.memmap(self.path, self.dtype, "c", shape=(self.rows, *self.tail))
+            if self.rows
+            else np.zeros((0, *self.tail), self.dtype)
+        )
+
+
+def _joined(blocks) -> np.ndarray:
+    """The blocks of a _PanelBlocks field as one array: concatenated, or mapped from their file."""
+    return blocks.array() if isinstance(blocks, _Spill) else np.concatenate(blocks)
 
 
 def build_panel_windows(
-    frame: pd.DataFrame | Iterable[pd.DataFrame], meta: dict, *, settings: Settings
+    frame: pd.DataFrame | Iterable[pd.DataFrame], meta: dict, *, settings: Settings, spill: Path | None = None
 ) -> PanelWindowSet:
     """validated.parquet's rows (sorted by series, then time; or its partitions of whole series, one after another)
-    and validated.json -> the panel's window set. Read by partitions, only the window set grows with the panel."""
+    and validated.json -> the panel's window set. Read by partitions, only the window set grows with the panel;
+    with `spill` (a folder) not even that: its arrays are written there as the series come and mapped from there
+    (the files must outlive the set)."""
     name = settings.dataset
     targets = list(meta["targets"])
     lookback, horizon = panel_window_meta(meta, settings)
@@ -794,6 +850,7 @@ def build_panel_windows(
         horizon,
         list((meta.get("static") or {}).get("columns") or []),
         (meta.get("static") or {}).get("values") or {},
+        spill=spill,
     )
     for part in [frame] if isinstance(frame, pd.DataFrame) else frame:
         _add_series(acc, part, meta, name, settings)
@@ -879,20 +936,19 @@ def _add_series(acc: _PanelBlocks, frame: pd.DataFrame, meta: dict, name: str, s
 
 def _assemble_panel(acc: _PanelBlocks, meta: dict, name: str, settings: Settings) -> PanelWindowSet:
     """The blocks of every series as one window set, with its known-future table and metadata."""
-    values = np.concatenate(acc.blocks)
+    values = _joined(acc.blocks)
     acc.blocks.clear()
-    ts = np.concatenate(acc.tblocks)
-    filled = np.concatenate(acc.fblocks) if acc.fblocks else None
+    ts = _joined(acc.tblocks)
+    filled = _joined(acc.fblocks) if acc.fblocks else None
     st = {k: (np.concatenate(v) if v else np.zeros(0, np.int64)).astype(np.int64) for k, v in acc.starts.items()}
     freq = meta["freq"]
     # calendar.parts auto: from the frequency and the longest time a series' training rows cover
     train_span = max((pd.Timestamp(sp[1]) - pd.Timestamp(sp[0]) for sp in acc.spans), default=None)
     cal = _calendar.resolved(settings.calendar, freq, train_span)
-    user = {c: np.concatenate(acc.ublocks[c]) for c in acc.future_features}
-    fut, fnames, fkinds = _future_table_by_rows(ts, freq, cal, user)
+    user = {c: _joined(acc.ublocks[c]) for c in acc.future_features}
+    static = _joined(acc.sblocks) if acc.static_cols else None
+    fut, fnames, fkinds = _future_table_by_rows(ts, freq, cal, user, static=static, spill=acc.spill)
     if acc.static_cols:
-        block = np.concatenate(acc.sblocks)
-        fut = block if fut is None else np.concatenate([fut, block], axis=1)
         fnames, fkinds = fnames + acc.static_cols, fkinds + [_calendar.STATIC] * len(acc.static_cols)
     offsets_a, train_a = np.asarray(acc.offsets), np.asarray(acc.train_end)
     gmean, gstd = _train_moments(values, filled, offsets_a, train_a)
@@ -902,30 +958,75 @@ def _assemble_panel(acc: _PanelBlocks, meta: dict, name: str, settings: Settings
     )
 
 
-def _future_table_by_rows(ts: np.ndarray, freq: str, cal, user: dict[str, np.ndarray], rows: int = 1 << 20):
+def _future_table_by_rows(
+    ts: np.ndarray,
+    freq: str,
+    cal,
+    user: dict[str, np.ndarray],
+    rows: int = 1 << 20,
+    static: np.ndarray | None = None,
+    spill: Path | None = None,
+):
     """future_table of a panel's rows, `rows` at a time into one float32 table: the calendar's float64 working
-    columns exist for one slice, not for every row of the panel (each row's features are its own timestamp's)."""
-    if len(ts) <= rows:
-        return future_table(ts, freq, cal, user)
+    columns exist for one slice, not for every row of the panel (each row's features are its own timestamp's).
+    `static` (rows, S) columns go on its right; with `spill` the table is a file there, mapped."""
     out = None
-    for a in range(0, len(ts), rows):
+    names: list[str] = []
+    kinds: list[str] = []
+    for a in range(0, max(len(ts), 1), rows):
         part, names, kinds = future_table(ts[a : a + rows], freq, cal, {c: v[a : a + rows] for c, v in user.items()})
+        if static is not None:
+            block = np.asarray(static[a : a + rows], np.float32)
+            part = block if part is None else np.concatenate([part, block], axis=1)
         if part is None:
             return None, [], []
+        if len(ts) <= rows and spill is None:
+            return part, names, kinds
         if out is None:
-            out = np.empty((len(ts), part.shape[1]), np.float32)
+            shape = (len(ts), part.shape[1])
+            out = (
+                np.empty(shape, np.float32)
+                if spill is None
+                else np.memmap(spill / "future.bin", np.float32, "w+", shape=shape)
+            )
         out[a : a + len(part)] = part
     return out, names, kinds
 
 
 def _train_moments(values: np.ndarray, filled, offsets: np.ndarray, train_end: np.ndarray):
-    """The mean and spread of every series' training rows (observed values only), per variable."""
-    tmask = np.zeros(len(values), bool)
-    for o, e in zip(offsets, train_end):
-        tmask[o : o + e] = True
-    train_vals = np.where(filled[tmask], np.nan, values[tmask]) if filled is not None else values[tmask]
-    gmean = np.nanmean(train_vals, axis=0)
-    gstd = np.nanstd(train_vals, axis=0)
+    """The mean and spread of every series' training rows (observed values only), per variable: numpy's nanmean and
+    nanstd over those rows together, the sums carried a series at a time in the same row order (numpy sums the rows
+    of a (rows, V > 1) float32 array one after another), so only one series' rows are in memory."""
+    if values.shape[1] == 1:  # a single column numpy sums pairwise, which a series at a time cannot repeat: gathered
+        tmask = np.zeros(len(values), bool)
+        for o, e in zip(offsets, train_end):
+            tmask[o : o + e] = True
+        train_vals = np.where(filled[tmask], np.nan, values[tmask]) if filled is not None else values[tmask]
+        gmean, gstd = np.nanmean(train_vals, axis=0), np.nanstd(train_vals, axis=0)
+        return gmean, np.where(~np.isfinite(gstd) | (gstd < 1e-8), 1.0, gstd)
+
+    def rows():  # each series' training rows, NaN (and filled cells) as 0, with where they were
+        for o, e in zip(offsets, train_end):
+            v = np.asarray(values[o : o + e])
+            gap = np.isnan(v) if filled is None else np.asarray(filled[o : o + e]) | np.isnan(v)
+            yield np.where(gap, np.float32(0), v).astype(values.dtype, copy=False), gap
+
+    def carried(total: np.ndarray, block: np.ndarray) -> np.ndarray:
+        return np.add.reduce(np.concatenate([total, block]), axis=0, keepdims=True)
+
+    width = values.shape[1]
+    total, count = np.zeros((1, width), values.dtype), np.zeros(width, np.intp)
+    for v, gap in rows():
+        total = carried(total, v)
+        count += np.sum(~gap, axis=0, dtype=np.intp)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gmean = np.divide(total[0], count, out=total[0].copy(), casting="unsafe")
+        squares = np.zeros((1, width), values.dtype)
+        for v, gap in rows():
+            d = np.subtract(v, gmean, dtype=values.dtype)
+            d[gap] = 0
+            squares = carried(squares, d * d)
+        gstd = np.sqrt(np.divide(squares[0], count, out=squares[0].copy(), casting="unsafe"))
     return gmean, np.where(~np.isfinite(gstd) | (gstd < 1e-8), 1.0, gstd)
 
 
@@ -992,7 +1093,7 @@ def save_windows(ws: WindowSet, settings: Settings) -> tuple[Path, Path]:
         extra["future"] = ws.future
     if isinstance(ws, PanelWindowSet):
         extra.update(series_offsets=ws.offsets, series_lengths=ws.lengths, series_train_end=ws.train_end)
-    stamps = ws.timestamps.astype("datetime64[ns]").astype(np.int64)
+    stamps = ws.timestamps.astype("datetime64[ns]", copy=False).view(np.int64)  # no copy of a mapped set
     arrays = {"values": ws.values, "timestamps": stamps, **{f"starts_{k}": v for k, v in ws.starts.items()}, **extra}
     np.savez(npz, **arrays)  # type: ignore[arg-type]  # numpy's stub reads **arrays as its allow_pickle flag
     js.write_text(json.dumps(asdict(ws.meta), indent=2))
@@ -1005,26 +1106,66 @@ def load_windows(settings: Settings) -> WindowSet:
     if not npz.is_file() or not js.is_file():
         raise NotFoundError(f"{npz}: no window set for dataset '{name}': run `cellcast window {name}` first")
     meta = WindowMeta(**json.loads(js.read_text()))
+    if meta.panel:
+        return _mapped_panel(npz, meta)
     with np.load(npz) as z:
         values = z["values"]
         ts = z["timestamps"].astype("datetime64[ns]")
         starts = {k: z[f"starts_{k}"] for k in SPLITS}
         filled = z["filled"] if "filled" in z.files else None
         future = z["future"] if "future" in z.files else None
-        if meta.panel:
-            starts[COLD] = z[f"starts_{COLD}"]
-            return PanelWindowSet(
-                values,
-                ts,
-                meta,
-                starts,
-                filled,
-                future,
-                offsets=z["series_offsets"],
-                lengths=z["series_lengths"],
-                train_end=z["series_train_end"],
-            )
     return WindowSet(values, ts, meta, starts, filled, future)
+
+
+def _mapped_panel(npz: Path, meta: WindowMeta) -> PanelWindowSet:
+    """A panel's window set with its arrays memory-mapped from windows.npz (np.savez stores them uncompressed), not
+    read into memory: a batch reads the rows it gathers, and the pages stay the kernel's page cache."""
+    z = _npz_arrays(npz)
+    return PanelWindowSet(
+        z["values"],
+        z["timestamps"].view("datetime64[ns]"),
+        meta,
+        {k: z[f"starts_{k}"] for k in (*SPLITS, COLD)},
+        z.get("filled"),
+        z.get("future"),
+        offsets=np.array(z["series_offsets"]),
+        lengths=np.array(z["series_lengths"]),
+        train_end=np.array(z["series_train_end"]),
+    )
+
+
+def _npz_arrays(npz: Path) -> dict[str, np.ndarray]:
+    """Every array of an uncompressed .npz, memory-mapped copy-on-write (writable, as a set's arrays must be; the
+    file is never changed); a compressed member is read whole."""
+    import zipfile
+
+    out: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(npz) as zf, open(npz, "rb") as f:
+        for info in zf.infolist():
+            key = info.filename.removesuffix(".npy")
+            if info.compress_type != zipfile.ZIP_STORED:
+                with zf.open(info) as member:
+                    out[key] = np.lib.format.read_array(member)
+                continue
+            f.seek(info.header_offset)
+            local = f.read(30)  # the local file header: its name and extra field lengths at bytes 26-29
+            f.seek(
+                info.header_offset
+                + 30
+                + int.from_bytes(local[26:28], "little")
+                + int.from_bytes(local[28:30], "little")
+            )
+            version = np.lib.format.read_magic(f)
+            header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            shape, fortran, dtype = header[version](f) if version in header else ((), False, np.dtype(object))
+            if dtype.hasobject or not shape or 0 in shape:
+                f.seek(info.header_offset)
+                with zf.open(info) as member:
+                    out[key] = np.lib.format.read_array(member)
+                continue
+            order = "F" if fortran else "C"
+            out[key] = np.memmap(npz, dtype, "c", offset=f.tell(), shape=shape, order=order)
+    return out
 
 
 def median_sets(lookback: int, seasons: list[int]) -> list[list[int]]:
@@ -1109,13 +1250,19 @@ def window_dataset(settings: Settings) -> WindowSet:
         def parts():  # one partition in memory at a time
             return (read_partition(pq, [i]) for i in range(panel_partitions(pq)))
 
-        panel = build_panel_windows(parts(), meta, settings=settings)
-        one = one_season_lookback(meta, settings)
-        if one is not None and one < panel.meta.lookback and not seasons_pay(panel):
-            # the further seasons cost each series its first windows and buy nothing: one season, as before
-            panel = build_panel_windows(parts(), meta, settings=_with_lookback(settings, one))
-        save_windows(panel, settings)
-        return panel
+        # the set is built in files beside windows.npz (flat memory in the number of series), then read from it
+        with tempfile.TemporaryDirectory(dir=window_paths(settings)[0].parent, prefix=".windows-") as spill:
+            panel = build_panel_windows(parts(), meta, settings=settings, spill=Path(spill, "a"))
+            one = one_season_lookback(meta, settings)
+            if one is not None and one < panel.meta.lookback and not seasons_pay(panel):
+                # the further seasons cost each series its first windows and buy nothing: one season, as before
+                del panel
+                panel = build_panel_windows(
+                    parts(), meta, settings=_with_lookback(settings, one), spill=Path(spill, "b")
+                )
+            save_windows(panel, settings)
+            del panel
+        return load_windows(settings)
     frame, meta = read_validated(settings)
     variables = list(meta["targets"]) + list(meta.get("features") or [])
     ws = build_windows(
