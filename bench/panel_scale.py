@@ -126,30 +126,39 @@ def peak_mib() -> float:
 
 
 class AnonPeak:
-    """The largest anonymous resident memory (RssAnon) seen, sampled every `every` seconds in a thread: the memory the
-    process owns. VmHWM also counts the pages of memory-mapped files it has read (the window set, mapped from
-    windows.npz), page cache that the kernel takes back when memory is short."""
+    """The largest anonymous resident memory (RssAnon) of this process, sampled every `every` seconds by a child
+    process (a thread would wait for the GIL through a long numpy call and miss its peak): the memory the process
+    owns. VmHWM also counts the pages of memory-mapped files it has read (the window set, mapped from windows.npz),
+    page cache that the kernel takes back when memory is short."""
 
-    def __init__(self, every: float = 0.02):
-        import threading
+    _WATCH = (
+        "import sys, time\n"
+        "path, every, peak = f'/proc/{sys.argv[1]}/status', float(sys.argv[2]), 0\n"
+        "while True:\n"
+        "    try:\n"
+        "        peak = max(peak, int(open(path).read().split('RssAnon:')[1].split()[0]))\n"
+        "        open(sys.argv[3], 'w').write(str(peak))\n"
+        "    except (OSError, IndexError):\n"
+        "        break\n"
+        "    time.sleep(every)\n"
+    )
 
-        self.peak, self._stop = 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
-        self._thread.start()
+    def __init__(self, every: float = 0.01):
+        import subprocess
+        import tempfile
 
-    def _run(self, every: float) -> None:
-        while not self._stop.wait(every):
-            self.sample()
-
-    def sample(self) -> None:
-        with open("/proc/self/status") as f:
-            self.peak = max(self.peak, int(f.read().split("RssAnon:")[1].split()[0]))
+        self._out = Path(tempfile.mkstemp(prefix="anon-peak-")[1])
+        self._proc = subprocess.Popen([sys.executable, "-c", self._WATCH, str(os.getpid()), str(every), str(self._out)])
 
     def mib(self) -> float:
-        self._stop.set()
-        self._thread.join()
-        self.sample()
-        return round(self.peak / 1024, 1)
+        time.sleep(0.05)  # one more sample of the stage's end
+        self._proc.kill()
+        self._proc.wait()
+        with open("/proc/self/status") as f:
+            now = int(f.read().split("RssAnon:")[1].split()[0])
+        text = self._out.read_text()
+        self._out.unlink()
+        return round(max(int(text or 0), now) / 1024, 1)
 
 
 def stage(name: str, work: Path) -> dict:

@@ -36,14 +36,14 @@ def panel(n: int = 12) -> pd.DataFrame:
     return df
 
 
-def ingest(path, settings, features=("temp", "capacity"), **kw):
+def ingest(path, settings, features=("temp", "capacity"), fmt="parquet", **kw):
     return ingest_file(
         path,
         time_col="ts",
         targets=["flow"],
         features=list(features),
         id_cols=["sensor"],
-        fmt="parquet",
+        fmt=fmt,
         settings=settings,
         **kw,
     )
@@ -58,9 +58,9 @@ def folder_of(df: pd.DataFrame, root, per_file: int, order=None):
     return root
 
 
-def same_as_whole(project, settings_for, src, name: str) -> dict:
-    whole = ingest(src, settings_for(name + "_whole"))
-    parted = ingest(src, settings_for(name, ingest={"partition_rows": 500}))
+def same_as_whole(project, settings_for, src, name: str, fmt: str = "parquet") -> dict:
+    whole = ingest(src, settings_for(name + "_whole"), fmt=fmt)
+    parted = ingest(src, settings_for(name, ingest={"partition_rows": 500}), fmt=fmt)
     a, ma = read_raw(settings_for(name + "_whole"))
     b, mb = read_raw(settings_for(name))
     assert whole.meta.panel.get("read") is None
@@ -93,6 +93,22 @@ def test_one_parquet_file_whose_row_groups_cut_series_is_read_by_row_groups(proj
     assert pq.ParquetFile(src).metadata.num_row_groups > 6
     meta = same_as_whole(project, settings_for, src, "file")
     assert meta["panel"]["read"]["parts"] > 1  # a series cut by a row group is carried into the next part
+
+
+def test_a_csv_panel_is_read_in_blocks_of_rows_as_if_read_whole(project, settings_for):
+    """A CSV over ingest.partition_rows is parsed 500 rows at a time (series cut by a block carried into the next):
+    the same raw.parquet and description as the whole read, and the dialect it found."""
+    src = project / "panel.csv"
+    df = panel()
+    df["flow"] = df["flow"].round(6)
+    df.to_csv(src, sep=";", index=False)
+    meta = same_as_whole(project, settings_for, src, "csv", fmt="csv")
+    assert meta["panel"]["read"]["parts"] > 1 and meta["delimiter"] == ";" and meta["encoding"] == "utf-8"
+    # a block that breaks the parser's rule (a row with a cell too many) is named as the whole read names it
+    with open(src, "a") as f:
+        f.write("S99;2024-01-01 00:00:00;1;2;3;4\n")
+    with pytest.raises(IngestError, match=r"panel.csv: rows do not split like the header with delimiter ';'"):
+        ingest(src, settings_for("csv_bad", ingest={"partition_rows": 500}), fmt="csv")
 
 
 def test_files_whose_series_come_out_of_order_are_read_whole(project, settings_for):

@@ -15,10 +15,11 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -41,7 +42,15 @@ from .panel import (
     sort_panel,
     write_panel,
 )
-from .readers import canonical_frame, detect_format, parquet_parts, read_csv, read_parquet, read_parquet_dataset
+from .readers import (
+    canonical_frame,
+    csv_parts,
+    detect_format,
+    parquet_parts,
+    read_csv,
+    read_parquet,
+    read_parquet_dataset,
+)
 from .resample import check_agg, to_grid
 from .schedule import Schedule
 
@@ -382,8 +391,8 @@ def ingest_file(
     )
     try:
         kind, sha = _check_input(path, fmt, id_cols)
-        parts = parquet_parts(path, settings.ingest.partition_rows) if id_cols and kind == "parquet" else []
-        got = _read_parts(path, parts, how, settings) if parts else None
+        parts, info = _parts(path, kind, how, settings.ingest.partition_rows) if id_cols else ([], {})
+        got = _read_parts(path, parts, how, settings, kind, info) if parts else None
         if got is None:  # one part, or series that do not keep to one part each
             got = _read_whole(path, kind, how)
     except (IngestError, ConfigError) as e:
@@ -551,13 +560,23 @@ class _NotInParts(Exception):
     """The panel's series do not keep to one part each, in order: read it whole."""
 
 
-def _read_parts(path: Path, parts: list, how: _How, settings: Settings) -> _Read | None:
+def _parts(path: Path, kind: str, how: _How, budget: int) -> tuple[Iterable[Callable[[], pd.DataFrame]], dict]:
+    """The readers of a panel file's parts of about `budget` rows (none: it is read whole), and what the reading
+    found (a CSV's delimiter and encoding)."""
+    if kind == "csv" and not path.is_dir():
+        return csv_parts(path, how.delimiter, budget)
+    return parquet_parts(path, budget), {}
+
+
+def _read_parts(
+    path: Path, parts: Iterable, how: _How, settings: Settings, kind: str = "parquet", info: dict | None = None
+) -> _Read | None:
     """The panel read part by part (section comment above), raw.parquet written; None: read it whole instead."""
     tmp = raw_paths(settings)[0].parent / ".ingest-parts"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        first = _first_pass(path, parts, how, tmp)
+        first = _first_pass(path, parts, how, tmp, kind, info or {})
         return _second_pass(path, how, first, settings)
     except _NotInParts:
         return None
@@ -565,7 +584,22 @@ def _read_parts(path: Path, parts: list, how: _How, settings: Settings) -> _Read
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _first_pass(path: Path, parts: list, how: _How, tmp: Path) -> dict:
+def _with_last(items: Iterable) -> Iterator[tuple[Any, bool]]:
+    """Each item with whether it is the last (one item read ahead: the parts of a CSV are read as they are taken)."""
+    it = iter(items)
+    item = next(it, _END)
+    while item is not _END:
+        after = next(it, _END)
+        yield item, after is _END
+        item = after
+
+
+_END = object()
+
+
+def _first_pass(
+    path: Path, parts: Iterable, how: _How, tmp: Path, kind: str = "parquet", info: dict | None = None
+) -> dict:
     """Each part canonical and on its grid, kept in `tmp`; tallied: frequency votes, static statistics, known-future
     rows, the reading, the resampling. Raises _NotInParts where a series spans parts or they come out of order."""
     votes: Counter = Counter()
@@ -574,19 +608,19 @@ def _first_pass(path: Path, parts: list, how: _How, tmp: Path) -> dict:
     more: dict = {}
     carried, row, last, future = None, 0, None, 0
     cols = how.static + [c for c in how.features if c not in how.future]
-    for k, read in enumerate(parts):
+    for k, (read, last_part) in enumerate(_with_last(parts)):
         df = read()
         first_row = row - (0 if carried is None else len(carried))
         row += len(df)
         if carried is not None:
             df = pd.concat([carried, df], ignore_index=True)
         carried = None
-        if k < len(parts) - 1:  # the rows of the series this part ends in wait for the rest of it
+        if not last_part:  # the rows of the series this part ends in wait for the rest of it
             tail = (df[how.id_cols] == df[how.id_cols].iloc[-1]).all(axis=1).to_numpy()
             df, carried = df[~tail].reset_index(drop=True), df[tail].reset_index(drop=True)
             if not len(df):  # the part is one series, and it goes on in the next
                 continue
-        out, m, res = _canonical(path, df, "parquet", {}, how, first_row)
+        out, m, res = _canonical(path, df, kind, info or {}, how, first_row)
         del df
         sid = out[SERIES_ID]
         if last is not None and sid.iat[0] <= last:
@@ -612,6 +646,7 @@ def _first_pass(path: Path, parts: list, how: _How, tmp: Path) -> dict:
         "more": more,
         "resampled": resampled,
         "future_rows": future,
+        "info": info or {},
     }
 
 
@@ -666,7 +701,7 @@ def _second_pass(path: Path, how: _How, first: dict, settings: Settings) -> _Rea
     }
     return _Read(
         pd.DataFrame(columns=columns),
-        {},
+        first["info"],
         first["more"],
         f,
         features,

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,51 @@ def _show_delim(d: str) -> str:
 
 
 def read_csv(path: Path, delimiter: str | None) -> tuple[pd.DataFrame, dict]:
+    delimiter, encoding, declared = _csv_dialect(path, delimiter)
+    df = _parse_csv(path, delimiter, encoding, declared)
+    _check_header(path, df, delimiter, encoding)
+    return df, {"delimiter": delimiter, "encoding": encoding}
+
+
+def csv_parts(path: Path, delimiter: str | None, budget: int) -> tuple[Iterable[Callable[[], pd.DataFrame]], dict]:
+    """A CSV in parts of `budget` rows, read one after another as the parts are taken (the parser and its options
+    are read_csv's: the parts put together are its frame), and the dialect read_csv reports. No parts (an empty
+    list) when the file holds no more than one: it is read whole."""
+    delimiter, encoding, declared = _csv_dialect(path, delimiter)
+    reader = _parse_csv(path, delimiter, encoding, declared, chunksize=budget)
+    chunks = iter(reader)
+    first = _next_chunk(path, chunks, delimiter, declared)
+    info = {"delimiter": delimiter, "encoding": encoding}
+    if first is None:
+        reader.close()
+        return [], info
+    _check_header(path, first, delimiter, encoding)
+    second = _next_chunk(path, chunks, delimiter, declared)
+    if second is None:
+        reader.close()
+        return [], info
+
+    def parts() -> Iterator[Callable[[], pd.DataFrame]]:
+        with reader:
+            chunk: pd.DataFrame | None = first
+            ahead: pd.DataFrame | None = second
+            while chunk is not None:
+                yield (lambda c=chunk: c)
+                chunk, ahead = ahead, (None if ahead is None else _next_chunk(path, chunks, delimiter, declared))
+
+    return parts(), info
+
+
+def _next_chunk(path: Path, chunks: Iterator[pd.DataFrame], delimiter: str, declared: bool) -> pd.DataFrame | None:
+    with _csv_errors(path, delimiter, declared):
+        df = next(chunks, None)
+    if df is not None:
+        df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
+    return df
+
+
+def _csv_dialect(path: Path, delimiter: str | None) -> tuple[str, str, bool]:
+    """(delimiter, encoding, whether the delimiter was given) of a CSV: sniffed from its first bytes unless given."""
     with open(path, "rb") as f:
         head = f.read(_SNIFF_BYTES)
     if not head.strip():
@@ -120,14 +166,13 @@ def read_csv(path: Path, delimiter: str | None) -> tuple[pd.DataFrame, dict]:
             raise ConfigError(f"--delimiter '{delimiter}': must be one character (or 'tab')")
     else:
         delimiter = _sniff_delimiter(path, text)
-    df = _parse_csv(path, delimiter, encoding, declared)
-    _check_header(path, df, delimiter, encoding)
-    return df, {"delimiter": delimiter, "encoding": encoding}
+    return delimiter, encoding, declared
 
 
-def _parse_csv(path: Path, delimiter: str, encoding: str, declared: bool) -> pd.DataFrame:
-    """Every cell as a string (parsed later, column by column), names stripped; the parser's failures as one line."""
-    try:
+def _parse_csv(path: Path, delimiter: str, encoding: str, declared: bool, chunksize: int | None = None):
+    """Every cell as a string (parsed later, column by column), names stripped; the parser's failures as one line.
+    With `chunksize`: the reader of its parts (pandas' TextFileReader), the same parser and options."""
+    with _csv_errors(path, delimiter, declared):
         df = pd.read_csv(
             path,
             sep=delimiter,
@@ -136,7 +181,20 @@ def _parse_csv(path: Path, delimiter: str, encoding: str, declared: bool) -> pd.
             keep_default_na=True,
             skipinitialspace=True,
             engine="c",
+            chunksize=chunksize,
         )
+    if chunksize is not None:
+        return df
+    # a second byte-order mark (files joined together) is no part of a name
+    df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
+    return df
+
+
+@contextmanager
+def _csv_errors(path: Path, delimiter: str, declared: bool) -> Iterator[None]:
+    """The CSV parser's failures, while it reads the file whole or a part of it, as one line naming the file."""
+    try:
+        yield
     except pd.errors.EmptyDataError:
         raise IngestError.broken(
             "empty",
@@ -155,9 +213,6 @@ def _parse_csv(path: Path, delimiter: str, encoding: str, declared: bool) -> pd.
             f"{path}: not UTF-8 text beyond the first {_SNIFF_BYTES} bytes ({e.reason} at byte "
             f"{e.start}); re-save the file as UTF-8",
         ) from None
-    # a second byte-order mark (files joined together) is no part of a name
-    df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
-    return df
 
 
 def _check_header(path: Path, df: pd.DataFrame, delimiter: str, encoding: str) -> None:
