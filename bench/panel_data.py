@@ -117,7 +117,9 @@ print("RESULT " + json.dumps(out))
 def run_result(cmd: list[str], what: str) -> dict:
     """Run a stage in a process of its own (its peak memory is its own) and read the `RESULT {json}` line it prints,
     with the process's wall seconds; a failed stage stops the bench with its output's tail."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "GX_ANALYTICS_ENABLED": "False"}
+    # this checkout first; what the caller put on PYTHONPATH after it (a sitecustomize, say)
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "GX_ANALYTICS_ENABLED": "False"}
     wall = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:

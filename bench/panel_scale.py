@@ -132,14 +132,18 @@ class AnonPeak:
     page cache that the kernel takes back when memory is short."""
 
     _WATCH = (
-        "import sys, time\n"
-        "path, every, peak = f'/proc/{sys.argv[1]}/status', float(sys.argv[2]), 0\n"
+        "import os, sys, time\n"
+        "path, every, out, peak = f'/proc/{sys.argv[1]}/status', float(sys.argv[2]), sys.argv[3], 0\n"
         "while True:\n"
         "    try:\n"
-        "        peak = max(peak, int(open(path).read().split('RssAnon:')[1].split()[0]))\n"
-        "        open(sys.argv[3], 'w').write(str(peak))\n"
+        "        now = int(open(path).read().split('RssAnon:')[1].split()[0])\n"
         "    except (OSError, IndexError):\n"
         "        break\n"
+        "    if now > peak:\n"
+        "        peak = now\n"
+        "        with open(out + '.tmp', 'w') as f:\n"
+        "            f.write(str(peak))\n"
+        "        os.replace(out + '.tmp', out)  # whole: the watcher is killed at any moment\n"
         "    time.sleep(every)\n"
     )
 
@@ -158,6 +162,7 @@ class AnonPeak:
             now = int(f.read().split("RssAnon:")[1].split()[0])
         text = self._out.read_text()
         self._out.unlink()
+        Path(f"{self._out}.tmp").unlink(missing_ok=True)
         return round(max(int(text or 0), now) / 1024, 1)
 
 

@@ -263,7 +263,7 @@ def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> Anch
             reason="train.anchor: seasonal_naive" if season else "no seasonal naive fits the lookback",
         )
     val = ws.starts["val"]
-    _, y = ws.batch(val)
+    y = ws.targets(val)
     mask, scale = ws.target_mask(val), mase_scale(ws)
     median = _best_median(ws, y, mask, scale) if t.anchor == "seasonal_median" or ws.is_panel else None
     if t.anchor == "seasonal_median":

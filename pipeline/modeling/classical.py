@@ -316,7 +316,7 @@ def reference_scores(ws, starts: np.ndarray, refs: dict[str, Reference]) -> dict
     """Each reference's scores on the windows at `starts` (the metrics of modeling/evaluate.py), or its status."""
     from .evaluate import mase_scale, metrics
 
-    _, y = ws.batch(starts)
+    y = ws.targets(starts)
     mask, scale = ws.target_mask(starts), mase_scale(ws)
     out = {}
     for name, r in refs.items():

@@ -72,8 +72,8 @@ def seasonal_naive(ws: WindowSet, starts: np.ndarray, season: int) -> np.ndarray
     L, H = ws.meta.lookback, ws.meta.horizon
     h = np.arange(H)
     src = starts[:, None] + L + h[None, :] - season * (h[None, :] // season + 1)
-    y = ws.target_series()
-    out = y[np.clip(src, 0, None)]
+    # the rows it reads, gathered (not a copy of the whole target column: a panel's is every series')
+    out = ws.values[np.clip(src, 0, None)][:, :, ws.meta.target_idx]
     if ws.is_panel:  # a row before the window's own series is none of its history: no forecast (NaN)
         before = src < ws.series_floor(starts)[:, None]
         out = np.where(before[:, :, None], np.nan, out)
@@ -112,7 +112,7 @@ def evaluate_baselines(ws: WindowSet, split: str, seasons: list[int]) -> Baselin
     is scored on the windows where it exists, with `coverage` < 1, and cannot be the bar: the bar
     must be scored on exactly the windows the models are."""
     starts = ws.starts[split]
-    _, y = ws.batch(starts)
+    y = ws.targets(starts)
     mask = ws.target_mask(starts)
     scale = mase_scale(ws)
     scores, steps = {}, {}
@@ -176,7 +176,7 @@ def evaluate_forecasts(
     from .quantiles import quantile_scores
 
     starts = ws.starts[split] if starts is None else starts
-    _, y = ws.batch(starts)
+    y = ws.targets(starts)
     mask = ws.target_mask(starts)
     scale = mase_scale(ws)
     out = metrics(y, pred, scale, mask)
@@ -190,7 +190,7 @@ def quantiles_by_step(ws: WindowSet, split: str, q: np.ndarray, levels: list[flo
     from .quantiles import quantile_scores
 
     starts = ws.starts[split]
-    _, y = ws.batch(starts)
+    y = ws.targets(starts)
     return quantile_scores(y, q, list(levels), mase_scale(ws), ws.target_mask(starts))[1]
 
 
@@ -225,7 +225,7 @@ def window_losses(ws: WindowSet, starts: np.ndarray, pred: np.ndarray, batch: in
     out = np.empty(len(starts), np.float64)
     for i in range(0, len(starts), batch):
         s = starts[i : i + batch]
-        _, y = ws.batch(s)
+        y = ws.targets(s)
         err = np.abs(pred[i : i + batch].astype(np.float64) - y) / scale
         mask = ws.target_mask(s)
         if mask is None:
@@ -259,7 +259,7 @@ def empirical_interval_scores(
     fs, ts = ws.starts[fit], ws.starts[split]
     if not len(fs) or not len(ts):
         return {}
-    _, yf = ws.batch(fs)
+    yf = ws.targets(fs)
     pf = seasonal_naive(ws, fs, season)
     pt = seasonal_naive(ws, ts, season)
     if not (np.isfinite(pf).all() and np.isfinite(pt).all()):
@@ -268,5 +268,5 @@ def empirical_interval_scores(
     point = np.repeat(pf.astype(np.float64)[..., None], len(levels), axis=-1)
     offsets = rank_shift(yf, point, list(levels), ws.target_mask(fs), paths)  # (H, T, Q); 0 at the median
     q = pt.astype(np.float64)[..., None] + offsets[None]
-    _, yt = ws.batch(ts)
+    yt = ws.targets(ts)
     return quantile_scores(yt, q, list(levels), mase_scale(ws), ws.target_mask(ts))[0]

@@ -28,7 +28,7 @@ def series_table(ws: PanelWindowSet, pred: dict[str, np.ndarray], seasons: list[
         if not len(starts):
             continue
         idx = ws.series_index(starts)
-        _, y = ws.batch(starts)
+        y = ws.targets(starts)
         mask = ws.target_mask(starts)
         naive = {name: seasonal_naive(ws, starts, m) for name, m in baseline_names(seasons).items()}
         for i in np.unique(idx):

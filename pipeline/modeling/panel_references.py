@@ -159,7 +159,7 @@ def scores(ws: PanelWindowSet, starts: np.ndarray, results: list[SeriesReference
         }
         if per_series:
             s = np.concatenate(ok_starts)
-            _, y = ws.batch(s)
+            y = ws.targets(s)
             row.update(metrics(y, np.concatenate(preds), np.ones(len(ws.meta.targets)), ws.target_mask(s)))
             v = np.asarray(list(per_series.values()))
             row.update(mean_mase=float(v.mean()), median_mase=float(np.median(v)), per_series=per_series)

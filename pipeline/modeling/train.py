@@ -278,7 +278,7 @@ def _start_quantile_offsets(model: Forecaster, ws: WindowSet, max_windows: int =
         .numpy()
     )
     model.train(was)
-    _, y = ws.batch(starts)
+    y = ws.targets(starts)
     r = (y - med) / model.target_scale().cpu().numpy()
     mask = ws.target_mask(starts)
     if mask is not None:
@@ -350,7 +350,7 @@ def calibrate(model: QuantileOutput, ws: WindowSet, settings: Settings) -> dict:
     _, q = forecast_windows(quantile_predictor(model), ws, starts)  # inputs gathered a batch at a time
     if q is None:  # no windows to forecast
         raise TrainingError(f"{ws.meta.name}: no held-out windows to calibrate the quantiles on")
-    _, y = ws.batch(starts)
+    y = ws.targets(starts)
     # consecutive windows share horizon - 1 targets: the rank counts the paths a horizon apart (calibration_rank)
     paths = _window.test_origins(starts, ws.meta.horizon) if settings.evaluate.calibration_rank == "paths" else None
     shift = _quantiles.conformal_shift(
@@ -592,7 +592,7 @@ def choose_residual_gate(model: Forecaster, ws: WindowSet, settings: Settings) -
     if not model.spec.anchored or gates == [1.0]:
         return {}
     starts = gate_starts(ws, settings)
-    _, y = ws.batch(starts)
+    y = ws.targets(starts)
     mask, scale = ws.target_mask(starts), mase_scale(ws)
     model.spec.residual_gate = 1.0
     full = forecast_windows(quantile_predictor(model), ws, starts)[0].astype(np.float64)

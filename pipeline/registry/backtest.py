@@ -230,7 +230,7 @@ def score_fold(
     origins = forecast_origins(fws, "test")
     if not len(origins):
         raise DataValidationError(f"{ws.meta.name}: backtest fold {fold.index} holds no test window")
-    _, y = fws.batch(origins)
+    y = fws.targets(origins)
     mask, scale = fws.target_mask(origins), mase_scale(fws)
     scores: dict[str, dict] = {}
     losses, val = {}, {}

@@ -379,7 +379,7 @@ def score_champion(model_name: str, ws: WindowSet, starts=None) -> ChampionScore
     pred, _ = forecast_windows(  # the champion's own known-future block, or none when it reads none
         lambda xb, fb: (eng.predict(xb, fb if table is not None else None), None), ws, starts, table=table
     )
-    _, y = ws.batch(starts)
+    y = ws.targets(starts)
     reason = "" if until else f"champion v{info.version}'s training rows are not recorded: scored on every test window"
     return ChampionScore(
         info.version,
