@@ -134,10 +134,14 @@ def csv_parts(path: Path, delimiter: str | None, budget: int) -> tuple[Iterable[
             chunk: pd.DataFrame | None = first
             ahead: pd.DataFrame | None = second
             while chunk is not None:
-                yield (lambda c=chunk: c)
+                yield _read_already(chunk)
                 chunk, ahead = ahead, (None if ahead is None else _next_chunk(path, chunks, delimiter, declared))
 
     return parts(), info
+
+
+def _read_already(df: pd.DataFrame) -> Callable[[], pd.DataFrame]:
+    return lambda: df
 
 
 def _next_chunk(path: Path, chunks: Iterator[pd.DataFrame], delimiter: str, declared: bool) -> pd.DataFrame | None:

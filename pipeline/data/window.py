@@ -778,10 +778,12 @@ class _PanelBlocks:
     skipped: dict = field(default_factory=dict)
     spans: list = field(default_factory=list)  # per series with splits: first/last stamp of each split
     starts: dict = field(default_factory=lambda: {"train": [], "val": [], "test": [], COLD: []})
-    blocks: list = field(default_factory=list)  # values, scaled per series, float32; a break row after each series
-    fblocks: list = field(default_factory=list)  # the filled mask, laid out alike
-    tblocks: list = field(default_factory=list)  # timestamps
-    sblocks: list = field(default_factory=list)  # static values on each row
+    blocks: list | _Spill = field(
+        default_factory=list
+    )  # values, scaled per series, float32; a break row after each series
+    fblocks: list | _Spill = field(default_factory=list)  # the filled mask, laid out alike
+    tblocks: list | _Spill = field(default_factory=list)  # timestamps
+    sblocks: list | _Spill = field(default_factory=list)  # static values on each row
     ublocks: dict = field(default_factory=dict)  # known-future columns, laid out alike
     seen: int = 0  # series read
     row: int = 0
@@ -1169,8 +1171,12 @@ def _npz_arrays(npz: Path) -> dict[str, np.ndarray]:
                 with zf.open(info) as member:
                     out[key] = np.lib.format.read_array(member)
                 continue
-            order = "F" if fortran else "C"
-            out[key] = np.memmap(npz, dtype, "c", offset=f.tell(), shape=shape, order=order)
+            at = f.tell()
+            out[key] = (
+                np.memmap(npz, dtype, "c", offset=at, shape=shape, order="F")
+                if fortran
+                else np.memmap(npz, dtype, "c", offset=at, shape=shape)
+            )
     return out
 
 
