@@ -29,6 +29,7 @@ the columns ingested as known ahead (`ingest --future-features`). The window at 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import warnings
 from collections.abc import Iterable
@@ -1103,7 +1104,11 @@ def save_windows(ws: WindowSet, settings: Settings) -> tuple[Path, Path]:
         extra.update(series_offsets=ws.offsets, series_lengths=ws.lengths, series_train_end=ws.train_end)
     stamps = ws.timestamps.astype("datetime64[ns]", copy=False).view(np.int64)  # no copy of a mapped set
     arrays = {"values": ws.values, "timestamps": stamps, **{f"starts_{k}": v for k, v in ws.starts.items()}, **extra}
-    np.savez(npz, **arrays)  # type: ignore[arg-type]  # numpy's stub reads **arrays as its allow_pickle flag
+    # a new file put in place, not the old one rewritten: a process that maps the old set (load_windows) keeps it
+    tmp = npz.with_name(f".{npz.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub reads **arrays as its allow_pickle flag
+    os.replace(tmp, npz)
     js.write_text(json.dumps(asdict(ws.meta), indent=2))
     return npz, js
 
