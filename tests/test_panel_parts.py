@@ -109,6 +109,12 @@ def test_a_csv_panel_is_read_in_blocks_of_rows_as_if_read_whole(project, setting
         f.write("S99;2024-01-01 00:00:00;1;2;3;4\n")
     with pytest.raises(IngestError, match=r"panel.csv: rows do not split like the header with delimiter ';'"):
         ingest(src, settings_for("csv_bad", ingest={"partition_rows": 500}), fmt="csv")
+    # a refusal in a later block names the line of the file, as the whole read does
+    df["ts"] = df["ts"].astype(str)
+    df.loc[1700, "ts"] = "not a date"
+    df.to_csv(src, index=False)
+    with pytest.raises(IngestError, match=r"first 'not a date' at line 1702, series 'S08'"):
+        ingest(src, settings_for("csv_date", ingest={"partition_rows": 500}), fmt="csv")
 
 
 def test_files_whose_series_come_out_of_order_are_read_whole(project, settings_for):

@@ -365,7 +365,8 @@ def _consecutive(items: list, sizes: list[int], budget: int) -> list[list]:
 
 def _locator(path: Path, fmt: str, delimiter: str | None = None, encoding: str | None = None, first_row: int = 0):
     """Where row i of the frame is in the input: for a CSV the physical line (header = line 1; blank lines and
-    quoted line breaks counted, as pandas skips or joins them), found only when a refusal needs it."""
+    quoted line breaks counted, as pandas skips or joins them), found only when a refusal needs it. `first_row`: where
+    the frame starts in the file (a part of it)."""
     if fmt != "csv":  # first_row: where a part of the file starts
         return lambda i: f"row {first_row + i}"
 
@@ -381,11 +382,11 @@ def _locator(path: Path, fmt: str, delimiter: str | None = None, encoding: str |
                     if not any(x.strip() for x in rec):
                         continue
                     k += 1
-                    if k == i:
+                    if k == first_row + i:
                         return f"line {start}"
         except (OSError, csv.Error):
             pass
-        return f"line {i + 2}"
+        return f"line {first_row + i + 2}"
 
     return where
 
