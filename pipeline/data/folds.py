@@ -6,7 +6,7 @@ main split when the backtest selects a model and must never read the final test 
 right before its test block, and it trains on every row before its validation block: the training rows grow fold
 by fold, the test blocks follow each other without overlapping. A fold's window set (`fold_windowset`) holds the
 rows up to its test block's end only; its scaler, plausible bounds, anchor and calibration are fitted on its own
-train / validation rows exactly as the main split's are (data/window.py), so nothing a fold fits reads its test rows.
+train / validation rows exactly as the main split's are (data/splits.py), so nothing a fold fits reads its test rows.
 
 A panel's folds are cut in time (`panel_folds`): the shared time axis is every timestamp any series holds, the
 blocks are the median series' validation and test splits long in steps of it, and `end` is the first test stamp of
@@ -23,16 +23,9 @@ import numpy as np
 import pandas as pd
 
 from ..config import Settings
-from .window import (
-    COLD,
-    PanelWindowSet,
-    WindowSet,
-    profile_bounds,
-    series_scale,
-    split_for,
-    usable_windows,
-    window_starts,
-)
+from .panel_windows import COLD, PanelWindowSet
+from .splits import profile_bounds, series_scale, split_for, usable_windows, window_starts
+from .windowset import WindowSet
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from .expectations import Suite
 from .findings import EXAMPLES, REMEDY, RuleFailure, ValidationReport
 from .panel import series_bounds
 from .schedule import as_schedule
-from .window import (
+from .splits import (
     filled_mask,
     resolve_window,
     split_for,

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..config import Settings
-from ..data.window import WindowSet
-from ..data.window import median_sets as _median_sets
+from ..data.panel_windows import median_sets as _median_sets
+from ..data.windowset import WindowSet
 from ..errors import ConfigError
 from .evaluate import mase_scale, metrics, seasonal_naive
 
@@ -209,7 +209,7 @@ def linear_forecast(ws: WindowSet, starts: np.ndarray, anchor: LinearAnchor) -> 
 
 
 def median_sets(ws: WindowSet) -> list[list[int]]:
-    """The season sets the seasonal-median anchor of `ws` may take (data/window.py `median_sets`)."""
+    """The season sets the seasonal-median anchor of `ws` may take (data/panel_windows.py `median_sets`)."""
     return _median_sets(ws.meta.lookback, list(ws.meta.seasons))
 
 
