@@ -211,6 +211,7 @@ def test_the_code_that_shapes_the_weights_is_in_the_checkpoint_fingerprint(ws, t
         "windowset.py",
         "panel_windows.py",
         "anchor.py",
+        "seasonal.py",
         "quantiles.py",
     }
 

@@ -38,6 +38,7 @@ from ..config import Settings
 from ..errors import DataValidationError
 from . import calendar as _calendar
 from .frequency import seasons_for
+from .seasonal import median_sets, naive_offsets, seasonal_median
 from .splits import (
     filled_mask,
     lookback_seasons,
@@ -397,26 +398,6 @@ def _panel_window_meta(acc: _PanelBlocks, meta, name, settings, values, ts, st, 
     )
 
 
-def median_sets(lookback: int, seasons: list[int]) -> list[list[int]]:
-    """The season sets a seasonal median may take, each sorted: with M the longest natural season the lookback holds
-    twice, the last j seasons (M, 2M, .., jM; j >= 2) and each of those (j >= 1) with the shorter natural seasons
-    beside them (a day: yesterday). None where no season fits twice."""
-    natural = sorted({int(m) for m in seasons if 1 < m <= lookback})
-    twice = [m for m in natural if 2 * m <= lookback]
-    if not twice:
-        return []
-    longest = twice[-1]
-    shorter = [m for m in natural if m < longest]
-    sets = []
-    for j in range(1, lookback // longest + 1):
-        last = [longest * i for i in range(1, j + 1)]
-        if j >= 2:
-            sets.append(last)
-        if shorter:
-            sets.append(sorted(shorter + last))
-    return sets
-
-
 def one_season_lookback(meta: dict, settings: Settings) -> int | None:
     """The auto lookback a panel would have with one season (window.lookback_seasons: 1); None when the lookback is
     set in params.yaml or auto asks for one season anyway."""
@@ -449,8 +430,8 @@ def seasons_pay(ws: WindowSet, max_windows: int = 20000) -> bool:
     val = val[spread(len(val), max_windows)]
     x, y = ws.batch(val)
     xt = x[:, :, m.target_idx].astype(np.float64)
-    h = np.arange(H)
-    naive = {k: xt[:, L - k + h % k, :] for k in {1, *(int(s) for s in m.seasons if 1 < s <= L), *sum(sets, [])}}
+    ks = {1, *(int(s) for s in m.seasons if 1 < s <= L), *sum(sets, [])}
+    naive = {k: xt[:, L + naive_offsets(H, k), :] for k in ks}
     mask = ws.target_mask(val)
     obs = np.ones(y.shape, bool) if mask is None else mask.astype(bool)
 
@@ -458,4 +439,4 @@ def seasons_pay(ws: WindowSet, max_windows: int = 20000) -> bool:
         return float(np.abs(p - y)[obs].mean())
 
     plain = min(mae(naive[k]) for k in naive if k == 1 or k in m.seasons)
-    return min(mae(np.median(np.stack([naive[k] for k in st]), axis=0)) for st in sets) < plain
+    return min(mae(seasonal_median([naive[k] for k in st])) for st in sets) < plain

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..data.seasonal import naive_offsets
 from ..data.splits import test_origins
 from ..data.windowset import WindowSet
 
@@ -71,8 +72,7 @@ def seasonal_naive(ws: WindowSet, starts: np.ndarray, season: int) -> np.ndarray
     the latest row one or more whole seasons back that is already observed.
     """
     L, H = ws.meta.lookback, ws.meta.horizon
-    h = np.arange(H)
-    src = starts[:, None] + L + h[None, :] - season * (h[None, :] // season + 1)
+    src = starts[:, None] + L + naive_offsets(H, season)[None, :]
     y = ws.target_series()
     out = y[np.clip(src, 0, None)]
     if ws.is_panel:  # a row before the window's own series is none of its history: no forecast (NaN)

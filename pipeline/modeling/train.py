@@ -32,6 +32,7 @@ import torch
 from .. import __version__
 from ..config import Settings, TrainConfig
 from ..data import panel_windows as _panel_windows
+from ..data import seasonal as _seasonal
 from ..data import splits as _splits
 from ..data import windowset as _windowset
 from ..data.panel_windows import PanelWindowSet
@@ -167,6 +168,7 @@ WEIGHT_SOURCES = (
     Path(_windowset.__file__),
     Path(_panel_windows.__file__),
     Path(_anchor.__file__),
+    Path(_seasonal.__file__),
     Path(_quantiles.__file__),
 )
 # train settings that bound or place the work without changing the weights it produces (a checkpoint stays
