@@ -40,6 +40,7 @@ from . import calendar as _calendar
 from .frequency import seasons_for
 from .seasonal import median_sets, naive_offsets, seasonal_median
 from .splits import (
+    declared_bounds,
     filled_mask,
     lookback_seasons,
     resolve_window,
@@ -356,9 +357,7 @@ def _panel_window_meta(acc: _PanelBlocks, meta, name, settings, values, ts, st, 
     split_times = {
         k: [at(span_a[:, 2 * j].min()), at(span_a[:, 2 * j + 1].max())] for j, k in enumerate(("train", "val", "test"))
     }
-    declared = {
-        v: [float(x) for x in settings.validate_.bounds[v]] for v in variables if v in settings.validate_.bounds
-    }
+    declared = declared_bounds(variables, settings)
     svals = acc.static_values
     return WindowMeta(
         name=name,

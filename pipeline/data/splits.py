@@ -112,6 +112,11 @@ def profile_bounds(df: pd.DataFrame, columns: list[str], tolerance: float) -> di
     return out
 
 
+def declared_bounds(variables: list[str], settings: Settings) -> dict[str, list[float]]:
+    """The plausible ranges params.yaml declares (validate.bounds) for these variables, in raw units."""
+    return {v: [float(x) for x in settings.validate_.bounds[v]] for v in variables if v in settings.validate_.bounds}
+
+
 def split_for(rows: int, horizon: int, settings: Settings, panel: bool = False) -> tuple[int, int]:
     """Where the validation and the test split start. The test split is `window.test_fraction` of the rows, grown (up
     to `window.test_fraction_max`) until it holds the `evaluate.min_decision_paths` whole horizons promotion weighs:

@@ -21,6 +21,7 @@ from . import calendar as _calendar
 from .frequency import seasons_for
 from .panel_windows import COLD, PanelWindowSet, window_panel
 from .splits import (
+    declared_bounds,
     filled_mask,
     profile_bounds,
     resolve_window,
@@ -43,57 +44,27 @@ def build_windows(
     future_features: list[str] | None = None,
     schedule: dict | None = None,
 ) -> WindowSet:
-    name = settings.dataset
+    """A validated series -> its window set: the windows of each split, the scaler and plausible ranges of its
+    observed training cells, its known-future table and the metadata that travels with a model."""
     lookback, horizon = resolve_window(settings, freq, len(frame), schedule)
-    w = settings.window
     values = frame[variables].to_numpy(dtype=np.float32)
     filled = filled_mask(frame, variables)
-    rows = len(values)
-    val_start, test_start = split_for(rows, horizon, settings)
+    val_start, test_start = split_for(len(values), horizon, settings)
     target_idx = [variables.index(t) for t in targets]
-    valid = usable_windows(values, filled, lookback, horizon, target_idx)
-    starts = window_starts(rows, lookback, horizon, val_start, test_start, w.stride, valid)
-    short = window_shortfall(starts, horizon, settings)
-    if short:
-        rule, what = short
-        raise DataValidationError(
-            f"{name}: {rows} rows give {what} (lookback {lookback}, horizon {horizon}): use a longer series, "
-            f"a shorter window.lookback / window.horizon or a lower ingest.{rule} in params.yaml"
-        )
-    train = values[:val_start]
-    observed = frame[variables].iloc[:val_start]
-    if filled is not None:  # observed cells only
-        train = np.where(filled[:val_start], np.nan, train)
-        observed = observed.mask(filled[:val_start])
-    declared = {
-        v: [float(x) for x in settings.validate_.bounds[v]] for v in variables if v in settings.validate_.bounds
-    }
-    value_bounds = {**profile_bounds(observed, variables, settings.validate_.profile_tolerance), **declared}
-    mean = np.nanmean(train, axis=0)
-    std = np.nanstd(train, axis=0)
-    std = np.where(~np.isfinite(std) | (std < 1e-8), 1.0, std)  # a constant column scales by 1
+    starts = _split_starts(values, filled, target_idx, (lookback, horizon), (val_start, test_start), settings)
+    mean, std, value_bounds = _train_scaler(frame, values, filled, variables, val_start, settings)
     ts = frame["timestamp"].to_numpy()
-    missing = [c for c in (future_features or []) if c not in frame.columns]
-    if missing:
-        raise DataValidationError(
-            f"{name}: known-future column(s) {', '.join(missing)} not in the data: re-ingest "
-            f"with them (--future-features)"
-        )
-    # calendar.parts auto: from the frequency and the time the training rows cover
-    cal = _calendar.resolved(settings.calendar, freq, pd.Timestamp(ts[val_start - 1]) - pd.Timestamp(ts[0]))
-    future, fnames, fkinds = future_table(
-        ts, freq, cal, {c: frame[c].to_numpy(np.float32) for c in (future_features or [])}
-    )
+    future, fnames, fkinds, cal = _series_future(frame, ts, freq, val_start, future_features or [], settings)
     at = lambda i: str(pd.Timestamp(ts[i]))  # noqa: E731  (readable stamps in windows.json and messages)
     meta = WindowMeta(
-        name=name,
+        name=settings.dataset,
         variables=list(variables),
         targets=list(targets),
         freq=freq,
         lookback=lookback,
         horizon=horizon,
-        stride=w.stride,
-        rows=rows,
+        stride=settings.window.stride,
+        rows=len(values),
         bounds={"val": int(val_start), "test": int(test_start)},
         counts={k: int(len(v)) for k, v in starts.items()},
         mean=[float(x) for x in mean],
@@ -106,7 +77,7 @@ def build_windows(
             "test": [at(test_start), at(-1)],
         },
         data_md5=data_md5,
-        seasons=seasons_for(freq, rows, schedule),
+        seasons=seasons_for(freq, len(values), schedule),
         value_bounds=value_bounds,
         future_names=fnames,
         future_kinds=fkinds,
@@ -114,6 +85,69 @@ def build_windows(
         schedule=schedule,
     )
     return WindowSet(values, ts, meta, starts, filled, future)
+
+
+def _split_starts(
+    values: np.ndarray,
+    filled: np.ndarray | None,
+    target_idx: list[int],
+    window: tuple[int, int],
+    splits: tuple[int, int],
+    settings: Settings,
+) -> dict[str, np.ndarray]:
+    """The start rows of each split's usable windows; DataValidationError when the splits hold fewer than params.yaml
+    `ingest` asks."""
+    (lookback, horizon), (val_start, test_start), rows = window, splits, len(values)
+    valid = usable_windows(values, filled, lookback, horizon, target_idx)
+    starts = window_starts(rows, lookback, horizon, val_start, test_start, settings.window.stride, valid)
+    short = window_shortfall(starts, horizon, settings)
+    if short:
+        rule, what = short
+        raise DataValidationError(
+            f"{settings.dataset}: {rows} rows give {what} (lookback {lookback}, horizon {horizon}): use a longer "
+            f"series, a shorter window.lookback / window.horizon or a lower ingest.{rule} in params.yaml"
+        )
+    return starts
+
+
+def _train_scaler(
+    frame: pd.DataFrame,
+    values: np.ndarray,
+    filled: np.ndarray | None,
+    variables: list[str],
+    val_start: int,
+    settings: Settings,
+) -> tuple[np.ndarray, np.ndarray, dict[str, list[float]]]:
+    """The mean, the spread (1 for a constant column) and the plausible range of each variable, from the observed
+    cells of the training rows; a range declared in params.yaml (validate.bounds) wins over the profiled one."""
+    train = values[:val_start]
+    observed = frame[variables].iloc[:val_start]
+    if filled is not None:  # observed cells only
+        train = np.where(filled[:val_start], np.nan, train)
+        observed = observed.mask(filled[:val_start])
+    declared = declared_bounds(variables, settings)
+    value_bounds = {**profile_bounds(observed, variables, settings.validate_.profile_tolerance), **declared}
+    mean = np.nanmean(train, axis=0)
+    std = np.nanstd(train, axis=0)
+    std = np.where(~np.isfinite(std) | (std < 1e-8), 1.0, std)  # a constant column scales by 1
+    return mean, std, value_bounds
+
+
+def _series_future(
+    frame: pd.DataFrame, ts: np.ndarray, freq: str, val_start: int, future_features: list[str], settings: Settings
+) -> tuple[np.ndarray | None, list[str], list[str], dict]:
+    """The series' known-future table (future_table) with its column names, kinds and the calendar settings resolved
+    for it; DataValidationError naming a known-future column the data lacks."""
+    missing = [c for c in future_features if c not in frame.columns]
+    if missing:
+        raise DataValidationError(
+            f"{settings.dataset}: known-future column(s) {', '.join(missing)} not in the data: re-ingest "
+            f"with them (--future-features)"
+        )
+    # calendar.parts auto: from the frequency and the time the training rows cover
+    cal = _calendar.resolved(settings.calendar, freq, pd.Timestamp(ts[val_start - 1]) - pd.Timestamp(ts[0]))
+    future, fnames, fkinds = future_table(ts, freq, cal, {c: frame[c].to_numpy(np.float32) for c in future_features})
+    return future, fnames, fkinds, cal
 
 
 def save_windows(ws: WindowSet, settings: Settings) -> tuple[Path, Path]:
