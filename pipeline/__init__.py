@@ -15,7 +15,8 @@ Layers, each importing only those below it (tests/test_layers.py keeps this true
     data        datasets, readers, dates, frequency, ingest,   data in
                 panel, resample, schedule, database,
                 validation, expectations, cleaning, findings,
-                panel_validation, window, folds, calendar,
+                panel_validation, window, splits, windowset,
+                panel_windows, seasonal, folds, calendar,
                 drift, versioning
     core        config, errors, catalog, files (this folder)
 
