@@ -143,9 +143,7 @@ class WindowSet:
         cols = []
         for n, k in zip(names, kinds):
             if k == _calendar.CALENDAR:
-                if n not in got:
-                    raise ValueError(f"calendar column '{n}' does not exist at frequency {self.meta.freq}")
-                cols.append(cal[:, got.index(n)])
+                cols.append(_calendar_column(cal, got, n, self.meta.freq))
             elif (
                 self.future is not None
                 and n in self.meta.future_names
@@ -300,12 +298,18 @@ def future_block(
     cols = []
     for n, k in zip(names, kinds):
         if k == _calendar.CALENDAR:
-            if n not in got:
-                raise ValueError(f"calendar column '{n}' does not exist at frequency {freq}")
-            cols.append(cal[:, got.index(n)])
+            cols.append(_calendar_column(cal, got, n, freq))
         else:
             cols.append(np.asarray((user or {})[n], dtype=np.float32))
     return np.stack(cols, axis=1).astype(np.float32) if cols else np.zeros((len(stamps), 0), np.float32)
+
+
+def _calendar_column(cal: np.ndarray, got: list[str], name: str, freq: str) -> np.ndarray:
+    """Calendar feature `name` from calendar_features' table `cal` (columns `got`); ValueError when the frequency has
+    no such feature."""
+    if name not in got:
+        raise ValueError(f"calendar column '{name}' does not exist at frequency {freq}")
+    return cal[:, got.index(name)]
 
 
 def spread(n: int, most: int | None) -> np.ndarray:
