@@ -415,6 +415,7 @@ def short_reason(reason: str, promoted: bool = False) -> str:
         ("too few for a decision", "too few test origins"),
         ("not significantly better", "not significantly better"),
         ("uncalibrated intervals", "intervals off nominal"),
+        ("under-covering", "under-covering intervals"),
         ("parity", "ONNX parity"),
         ("not finite", "not finite"),
         ("champion unchanged", "champion kept"),
@@ -513,7 +514,7 @@ def table(rows: list[dict]) -> str:
         elif r.get("refused"):
             dec = f"refused at {r['refused']}: {refusal_reason(r.get('error') or '')}"
         else:
-            dec = f"no champion: {r.get('why') or '-'}"
+            dec = f"no champion: {short_reason(r.get('reason') or '') if r.get('reason') else r.get('why') or '-'}"
         star = "" if r.get("same_origins", True) or _num(r.get("candidate_mase")) is None else "*"
         s = r.get("seconds") or {}
         secs = " / ".join(f"{s[k]:.0f}" if k in s else "-" for k in ("ingest", "validate", "train"))

@@ -55,7 +55,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from seed_loop import SeedLoop  # noqa: E402  (bench/: the seed tutorial's loop)
 
 from cellcast.pipeline.config import Params, Settings  # noqa: E402
-from cellcast.pipeline.data.window import WindowSet, build_windows  # noqa: E402
+from cellcast.pipeline.data.window import build_windows  # noqa: E402
+from cellcast.pipeline.data.windowset import WindowSet  # noqa: E402
 from cellcast.pipeline.modeling.device import exact_fp32, tf32_settings  # noqa: E402
 from cellcast.pipeline.modeling.evaluate import seasonal_naive  # noqa: E402
 from cellcast.pipeline.modeling.model import Forecaster  # noqa: E402

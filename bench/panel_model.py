@@ -131,8 +131,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from cellcast.pipeline.catalog import read_validated_panel
     from cellcast.pipeline.data.ingest import ingest_file
+    from cellcast.pipeline.data.panel_windows import build_panel_windows
     from cellcast.pipeline.data.validation import validate_dataset
-    from cellcast.pipeline.data.window import build_panel_windows
     from cellcast.pipeline.engine.inference import OnnxForecaster
     from cellcast.pipeline.engine.onnx_export import export_onnx
     from cellcast.pipeline.modeling import panel_eval

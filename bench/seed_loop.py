@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from cellcast.pipeline.config import Settings
-from cellcast.pipeline.data.window import WindowSet
+from cellcast.pipeline.data.windowset import WindowSet
 from cellcast.pipeline.modeling.model import Forecaster
 from cellcast.pipeline.modeling.train import Candidate, model_spec
 

@@ -45,7 +45,8 @@ from windows import RESULTS, Out, env_row, machine_tag  # noqa: E402
 
 from cellcast.pipeline.config import Settings, load_params  # noqa: E402
 from cellcast.pipeline.data.datasets import dataset_info, load_bundled  # noqa: E402
-from cellcast.pipeline.data.window import WindowSet, build_windows  # noqa: E402
+from cellcast.pipeline.data.window import build_windows  # noqa: E402
+from cellcast.pipeline.data.windowset import WindowSet  # noqa: E402
 from cellcast.pipeline.modeling.train import Candidate, _val_loss, train_candidate  # noqa: E402
 from cellcast.pipeline.registry.lifecycle import baselines  # noqa: E402
 

@@ -47,7 +47,7 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from cellcast.pipeline.data.window import WindowMeta, WindowSet  # noqa: E402
+from cellcast.pipeline.data.windowset import WindowMeta, WindowSet  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 

@@ -13,7 +13,8 @@ from cellcast.pipeline.data import versioning
 from cellcast.pipeline.data.findings import ValidationReport
 from cellcast.pipeline.data.ingest import IngestResult, ingest_bundled, ingest_file, source_of
 from cellcast.pipeline.data.validation import validate_dataset
-from cellcast.pipeline.data.window import WindowSet, window_dataset
+from cellcast.pipeline.data.window import window_dataset
+from cellcast.pipeline.data.windowset import WindowSet
 
 
 # No retries: a file that fails to parse or validate fails the same way every time.

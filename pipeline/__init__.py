@@ -2,15 +2,22 @@
 
 Layers, each importing only those below it (tests/test_layers.py keeps this true):
 
-    serving     forecast (batch), service (HTTP), requests     registered models in use
-    monitoring  scoring, verdict, evaluate, status             is the champion still good
+    serving     forecast (batch), service (HTTP), requests,    registered models in use
+                timestamps, problems, swap, livelog, metrics
+    monitoring  scoring, verdict, evaluate, status, champion,  is the champion still good
+                report, state, panel, live, promote
     registry    tracking (MLflow), promotion, lifecycle,       what is registered and promoted
-                backtest, report
+                results, backtest, report
     engine      onnx_export, inference (ONNX Runtime), doctor  the deployable artefact and what runs it
     modeling    model, train, anchor, evaluate, quantiles,     the forecaster, trained and scored
-                classical, plots
-    data        datasets, readers, dates, ingest, validation,  data in
-                window, calendar, drift, versioning
+                classical, plots, device, panel_eval,
+                panel_references, local
+    data        datasets, readers, dates, frequency, ingest,   data in
+                panel, resample, schedule, database,
+                validation, expectations, cleaning, findings,
+                panel_validation, window, splits, windowset,
+                panel_windows, seasonal, folds, calendar,
+                drift, versioning
     core        config, errors, catalog, files (this folder)
 
 docs/architecture.md has every module and its one job.

@@ -92,7 +92,7 @@ def test_folds_are_ordered_expanding_and_never_fit_on_their_test_rows(rows, look
         # the scaler, the bounds, the MASE scale and the training windows: the same whatever the test rows hold
         noisy = ws.values.copy()
         noisy[f.test_start :] += 1e3 * rng.standard_normal((rows - f.test_start, 1))
-        from cellcast.pipeline.data.window import WindowSet
+        from cellcast.pipeline.data.windowset import WindowSet
 
         other = fold_windowset(WindowSet(noisy, ws.timestamps, ws.meta, ws.starts, ws.filled, ws.future), f, s)
         assert other.meta.mean == fws.meta.mean and other.meta.std == fws.meta.std
@@ -103,7 +103,7 @@ def test_folds_are_ordered_expanding_and_never_fit_on_their_test_rows(rows, look
 
 def test_the_linear_anchor_and_calibration_of_a_fold_ignore_its_test_rows():
     from cellcast.pipeline.data.folds import fold_windowset, folds_for
-    from cellcast.pipeline.data.window import WindowSet
+    from cellcast.pipeline.data.windowset import WindowSet
     from cellcast.pipeline.modeling.anchor import fit_linear_anchor
 
     ws, s = _windows(_two_seasons(1400), 48, 24)

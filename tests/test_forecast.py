@@ -99,7 +99,7 @@ def test_forecast_latest_through_the_registry(project, monkeypatch, frame):
     r = runner.invoke(app, ["forecast", "elecdemand", "--device", "cpu"])
     assert r.exit_code == 2 and "no champion" in r.output and "Traceback" not in r.output
 
-    from cellcast.pipeline.data.window import resolve_window
+    from cellcast.pipeline.data.splits import resolve_window
 
     lookback, horizon = resolve_window(settings, "30min", 17520)  # what the window stage resolves: 384, 48
     onnx_path = export(project / "model.onnx", frame, lookback, horizon)
@@ -289,7 +289,7 @@ def test_the_batch_forecast_checks_the_latest_rows_against_the_models_bounds(pro
 def test_a_batch_forecast_reads_the_known_future_rows_and_writes_quantile_columns(tmp_path, frame):
     """Calendar columns are computed for the horizon, WorkDay is looked up in the rows after the last observation;
     a missing value is refused naming the column and the first timestamp; quantiles become `Demand_q<level>`."""
-    from cellcast.pipeline.data.window import future_block
+    from cellcast.pipeline.data.windowset import future_block
     from cellcast.pipeline.modeling.model import Forecaster
     from cellcast.pipeline.serving.forecast import read_future_file
 

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 from test_panels import ingest_panel, mixed_panel, write_csv
 
+from cellcast.pipeline.data.panel_windows import COLD, PanelWindowSet
 from cellcast.pipeline.data.validation import validate_dataset
-from cellcast.pipeline.data.window import COLD, PanelWindowSet, load_windows, window_dataset
+from cellcast.pipeline.data.window import load_windows, window_dataset
 from cellcast.pipeline.errors import DataValidationError
 from cellcast.pipeline.modeling.evaluate import seasonal_naive
 
@@ -231,7 +232,7 @@ def test_a_panel_keeps_its_further_seasons_only_where_the_seasonal_median_beats_
     from dataclasses import replace
 
     from cellcast.pipeline.config import Params
-    from cellcast.pipeline.data.window import one_season_lookback, seasons_pay
+    from cellcast.pipeline.data.panel_windows import one_season_lookback, seasons_pay
     from cellcast.pipeline.modeling.anchor import median_sets, seasonal_median
     from cellcast.pipeline.modeling.evaluate import seasonal_naive
 
@@ -656,7 +657,7 @@ def test_a_panels_backtest_folds_are_cut_on_the_shared_time_axis_each_series_sca
     fitted on them alone), a series whose rows hold no window of a block sits that fold out, and a fold never holds
     a row at or past its end; before the test split, no series' own test rows are read."""
     from cellcast.pipeline.data.folds import fold_windowset
-    from cellcast.pipeline.data.window import series_scale
+    from cellcast.pipeline.data.splits import series_scale
     from cellcast.pipeline.registry.backtest import plan
 
     ws, s = mixed

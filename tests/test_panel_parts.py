@@ -144,7 +144,8 @@ def validated(tmp_path_factory):
 
 def test_the_window_set_read_partition_by_partition_is_the_one_read_whole(validated, monkeypatch):
     from cellcast.pipeline.catalog import panel_partitions, read_validated_panel, validated_paths
-    from cellcast.pipeline.data.window import build_panel_windows, window_dataset
+    from cellcast.pipeline.data.panel_windows import build_panel_windows
+    from cellcast.pipeline.data.window import window_dataset
 
     work, s = validated
     monkeypatch.chdir(work)
@@ -183,7 +184,7 @@ def test_the_window_set_built_in_files_is_the_one_built_in_memory(validated, mon
     import copy
 
     from cellcast.pipeline.catalog import panel_partitions, read_partition, read_validated_panel, validated_paths
-    from cellcast.pipeline.data.window import build_panel_windows
+    from cellcast.pipeline.data.panel_windows import build_panel_windows
 
     work, s = validated
     monkeypatch.chdir(work)
@@ -215,7 +216,7 @@ def test_the_panel_moments_summed_a_series_at_a_time_are_numpys_over_all_rows(wi
     to the bit, with one series' rows in memory at a time."""
     import warnings
 
-    from cellcast.pipeline.data.window import _train_moments
+    from cellcast.pipeline.data.panel_windows import _train_moments
 
     rng = np.random.default_rng(width)
     lengths = rng.integers(20, 3000, 40)
@@ -266,7 +267,8 @@ def test_the_batch_forecast_reads_each_series_last_lookback_a_partition_at_a_tim
 
 
 def test_the_known_future_table_made_a_slice_of_rows_at_a_time_is_the_whole_one():
-    from cellcast.pipeline.data.window import _future_table_by_rows, future_table
+    from cellcast.pipeline.data.panel_windows import _future_table_by_rows
+    from cellcast.pipeline.data.windowset import future_table
 
     ts = pd.date_range("2024-12-20", periods=500, freq="h").to_numpy()
     cal = {"parts": ["tod", "dow", "doy", "holiday"], "country": "GB", "timezone": None}

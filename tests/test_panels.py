@@ -25,8 +25,8 @@ from cellcast.pipeline.catalog import (
 from cellcast.pipeline.data.datasets import load_bundled
 from cellcast.pipeline.data.ingest import ingest_file, source_of
 from cellcast.pipeline.data.panel_validation import client_mapper
+from cellcast.pipeline.data.splits import usable_windows
 from cellcast.pipeline.data.validation import validate_dataset
-from cellcast.pipeline.data.window import usable_windows
 from cellcast.pipeline.errors import ConfigError, DataValidationError, IngestError
 from cellcast.pipeline.serving.forecast import panel_future
 

@@ -12,8 +12,9 @@ from cellcast.pipeline.catalog import read_raw_meta
 from cellcast.pipeline.data import schedule as S
 from cellcast.pipeline.data.frequency import future_timestamps, seasons_for
 from cellcast.pipeline.data.ingest import ingest_file
+from cellcast.pipeline.data.splits import resolve_window
 from cellcast.pipeline.data.validation import validate_dataset
-from cellcast.pipeline.data.window import resolve_window, window_dataset
+from cellcast.pipeline.data.window import window_dataset
 from cellcast.pipeline.errors import ConfigError
 from cellcast.pipeline.serving.problems import BadRequest
 from cellcast.pipeline.serving.timestamps import check_timestamps

@@ -600,7 +600,7 @@ def future_model(tmp_path_factory, frame):
 
 
 def test_the_service_takes_known_future_values_computes_the_calendar_and_answers_quantiles(future_model, frame):
-    from cellcast.pipeline.data.window import future_block
+    from cellcast.pipeline.data.windowset import future_block
 
     engine = OnnxForecaster.from_path(future_model, device="cpu")
     app = create_app(SETTINGS, source=Source(future_model, "7"), device="cpu", poll_seconds=60)

@@ -208,8 +208,10 @@ def test_the_code_that_shapes_the_weights_is_in_the_checkpoint_fingerprint(ws, t
     assert {p.name for p in train_mod.WEIGHT_SOURCES} == {
         "model.py",
         "train.py",
-        "window.py",
+        "windowset.py",
+        "panel_windows.py",
         "anchor.py",
+        "seasonal.py",
         "quantiles.py",
     }
 

@@ -9,7 +9,8 @@ import torch
 
 from cellcast.pipeline.config import Params
 from cellcast.pipeline.data.frequency import seasons_for
-from cellcast.pipeline.data.window import build_windows, complete_windows, load_windows, resolve_window, save_windows
+from cellcast.pipeline.data.splits import complete_windows, resolve_window
+from cellcast.pipeline.data.window import build_windows, load_windows, save_windows
 from cellcast.pipeline.errors import ConfigError, DataValidationError
 
 
@@ -175,7 +176,7 @@ def test_auto_window_follows_the_frequency():
     ],
 )
 def test_auto_horizon_of_a_short_series_leaves_room_for_a_decision(freq, rows, horizon):
-    from cellcast.pipeline.data.window import split_for, test_origins, window_starts
+    from cellcast.pipeline.data.splits import split_for, test_origins, window_starts
 
     s = Params().for_dataset("x")
     lookback, h = resolve_window(s, freq, rows)
@@ -432,7 +433,7 @@ def test_read_only_arrays_from_pandas_reach_torch_without_a_warning():
     arrays of its own, so the trainer's tensors never alias memory torch must not write."""
     import warnings
 
-    from cellcast.pipeline.data.window import WindowMeta, WindowSet
+    from cellcast.pipeline.data.windowset import WindowMeta, WindowSet
 
     df = pd.DataFrame({"y": np.arange(60, dtype=np.float32), "f": np.ones(60, dtype=np.float32)})
     values, future = df[["y"]].to_numpy(np.float32), df[["f"]].to_numpy(np.float32)
@@ -471,7 +472,7 @@ def test_read_only_arrays_from_pandas_reach_torch_without_a_warning():
     ],
 )
 def test_the_test_split_grows_to_hold_the_horizons_promotion_needs(rows, horizon, share):
-    from cellcast.pipeline.data.window import split_for, test_origins, window_starts
+    from cellcast.pipeline.data.splits import split_for, test_origins, window_starts
 
     s = Params(window={"lookback": 14, "horizon": horizon}).for_dataset("x")
     v, t = split_for(rows, horizon, s)

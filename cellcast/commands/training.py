@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
 def window(name: str = typer.Argument(..., help="dataset name")) -> None:
     """Cut a validated dataset into chronological train / validation / test windows (data/NAME/windows.*)."""
     from cellcast.commands.data import _record
-    from cellcast.pipeline.data.window import PanelWindowSet, window_dataset
+    from cellcast.pipeline.data.panel_windows import PanelWindowSet
+    from cellcast.pipeline.data.window import window_dataset
 
     ws = window_dataset(settings_for(name))
     note = _record(name, ["window"])

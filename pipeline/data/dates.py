@@ -222,77 +222,90 @@ def _read_dates(path: Path, raw: pd.Series, col: str, dayfirst: bool | None) -> 
     """Date strings read by the formats they are written in (the order chosen as _parse_time says)
     -> (timestamps, {order, formats, chosen, tz})."""
     values = raw.dropna().unique()
-    n = len(values)
-    pick = (
-        np.unique(np.concatenate([np.arange(min(n, _SAMPLE)), np.linspace(0, n - 1, min(n, _SAMPLE)).astype(int)]))
-        if n
-        else np.array([], dtype=int)
-    )
-    formats, unguessable = _guesses(values[pick])
+    formats, unguessable = _guesses(values[_sample(len(values))])
     # dateutil, value by value, only for a column whose values no format reads (it swaps day and month
     # silently where one of them cannot be a month, so it never gets to read a value a format could)
     fallback = (
         bool(unguessable) and _to_datetime(pd.Series(unguessable, dtype="string"), format="mixed")[0].notna().any()
     )
-
-    def read(order: str | None) -> tuple[pd.Series, str | None, list]:
-        fmts = _usable(formats, order) + ["ISO8601"]
-        t, tz, used = _reading(raw, fmts)
-        if t.isna().any():
-            # rarer formats among the values not read (a time of day left out at midnight, say)
-            more, _ = _guesses(raw[t.isna()].dropna().unique()[:_SAMPLE])
-            extra = [f for f in _usable(more, order) if f not in fmts]
-            t2, tz2, used2 = _reading(raw[t.isna()], extra)
-            if fallback:
-                rest = t.isna() & t2.reindex(t.index).isna() & raw.notna()
-                # a value some format reads (in any order, swapped year-first ones included) is not dateutil's
-                known = pd.Series(False, index=raw.index)
-                for f in (
-                    formats
-                    | more
-                    | {f.replace("%d", "%D").replace("%m", "%d").replace("%D", "%m") for f in formats | more}
-                ):
-                    known[rest] |= _to_datetime(raw[rest], format=f)[0].notna()
-                rest &= ~known
-                t3, tz3 = _to_datetime(raw[rest], format="mixed", dayfirst=order == DAY_FIRST)
-                t2 = pd.concat([t2[t2.notna()], t3[t3.notna()]])
-                tz2, used2 = tz2 or tz3, used2 + (["mixed"] if t3.notna().any() else [])
-            t2 = t2[t2.notna()]
-            if len(t2):
-                t = t.copy()
-                t[t2.index] = t2
-                tz, used = tz or tz2, used + [f for f in used2 if f not in used]
-        return t, tz, used
-
     if dayfirst is not None:
         order = DAY_FIRST if dayfirst else MONTH_FIRST
-        t, tz, used = read(order)
+        t, tz, used = _read_in_order(raw, formats, fallback, order)
         return t, {"order": order, "formats": used, "chosen": "given", "tz": tz}
     if not fallback and not any(_format_order(f) for f in formats):
         # nothing to confuse: ISO, year-first or month names
-        t, tz, used = read(None)
+        t, tz, used = _read_in_order(raw, formats, fallback, None)
         if not any(_format_order(f) for f in used):
             return t, {"order": None, "formats": used, "chosen": "unambiguous", "tz": tz}
-    readings = {o: read(o) for o in (DAY_FIRST, MONTH_FIRST)}
+    readings = {o: _read_in_order(raw, formats, fallback, o) for o in (DAY_FIRST, MONTH_FIRST)}
+    decided = _decided_order(path, col, raw, readings)
+    if decided is None:
+        t, tz, used = readings[MONTH_FIRST]
+        return t, {"order": None, "formats": used, "chosen": "unambiguous", "tz": tz}
+    t, tz, used = readings[decided]
+    return t, {"order": decided, "formats": used, "chosen": "detected", "tz": tz}
+
+
+def _sample(n: int) -> np.ndarray:
+    """Positions of the values whose formats are guessed: the first _SAMPLE and _SAMPLE evenly spread."""
+    if not n:
+        return np.array([], dtype=int)
+    return np.unique(np.concatenate([np.arange(min(n, _SAMPLE)), np.linspace(0, n - 1, min(n, _SAMPLE)).astype(int)]))
+
+
+def _read_in_order(
+    raw: pd.Series, formats: set, fallback: bool, order: str | None
+) -> tuple[pd.Series, str | None, list]:
+    """`raw` read by the guessed formats usable in `order` (then ISO 8601), the values they leave by rarer formats
+    guessed among those, and (`fallback`) what no format reads by dateutil -> (timestamps, tz, formats used)."""
+    fmts = _usable(formats, order) + ["ISO8601"]
+    t, tz, used = _reading(raw, fmts)
+    if t.isna().any():
+        # rarer formats among the values not read (a time of day left out at midnight, say)
+        more, _ = _guesses(raw[t.isna()].dropna().unique()[:_SAMPLE])
+        extra = [f for f in _usable(more, order) if f not in fmts]
+        t2, tz2, used2 = _reading(raw[t.isna()], extra)
+        if fallback:
+            t2, tz2, used2 = _by_dateutil(raw, t, (t2, tz2, used2), formats | more, order)
+        t2 = t2[t2.notna()]
+        if len(t2):
+            t = t.copy()
+            t[t2.index] = t2
+            tz, used = tz or tz2, used + [f for f in used2 if f not in used]
+    return t, tz, used
+
+
+def _by_dateutil(raw: pd.Series, t: pd.Series, got: tuple, formats: set, order: str | None) -> tuple:
+    """`got` (the rarer formats' reading) with the values no format reads, in any order, read by dateutil."""
+    t2, tz2, used2 = got
+    rest = t.isna() & t2.reindex(t.index).isna() & raw.notna()
+    # a value some format reads (in any order, swapped year-first ones included) is not dateutil's
+    known = pd.Series(False, index=raw.index)
+    for f in formats | {f.replace("%d", "%D").replace("%m", "%d").replace("%D", "%m") for f in formats}:
+        known[rest] |= _to_datetime(raw[rest], format=f)[0].notna()
+    rest &= ~known
+    t3, tz3 = _to_datetime(raw[rest], format="mixed", dayfirst=order == DAY_FIRST)
+    t2 = pd.concat([t2[t2.notna()], t3[t3.notna()]])
+    return t2, tz2 or tz3, used2 + (["mixed"] if t3.notna().any() else [])
+
+
+def _decided_order(path: Path, col: str, raw: pd.Series, readings: dict) -> str | None:
+    """The date order whose reading fits a regular grid better, else the one that reads more values; None when both
+    read the same instants (nothing to decide). IngestError when the file does not tell."""
     td, tm = readings[DAY_FIRST][0], readings[MONTH_FIRST][0]
     both = td.notna() & tm.notna()
     if td.notna().equals(tm.notna()) and (td[both] == tm[both]).all():
-        # both orders read the same instants (every day equals its month): nothing to decide
-        t, tz, used = readings[MONTH_FIRST]
-        return t, {"order": None, "formats": used, "chosen": "unambiguous", "tz": tz}
+        return None  # both orders read the same instants (every day equals its month)
     fit = {o: _grid_fit(readings[o][0]) for o in readings}
     count = {o: int(readings[o][0].notna().sum()) for o in readings}
     if abs(fit[DAY_FIRST] - fit[MONTH_FIRST]) > _DECISIVE:
-        order = max(fit, key=lambda o: fit[o])  # the other order scatters the series
-    elif count[DAY_FIRST] != count[MONTH_FIRST]:
-        order = max(count, key=lambda o: count[o])  # the other order cannot read values this one can
-    else:
-        i = int(np.flatnonzero((td != tm).to_numpy() & both.to_numpy())[0])
-        raise IngestError.broken(
-            "date_order",
-            f"{path}: time column '{col}': dates like {raw.iloc[i]!r} read both "
-            f"day-first ({td.iloc[i]:%Y-%m-%d}) and month-first ({tm.iloc[i]:%Y-%m-%d}) and the "
-            f"file does not tell which: pass --dayfirst or --monthfirst (or --time-format)",
-        )
-    t, tz, used = readings[order]
-    return t, {"order": order, "formats": used, "chosen": "detected", "tz": tz}
+        return max(fit, key=lambda o: fit[o])  # the other order scatters the series
+    if count[DAY_FIRST] != count[MONTH_FIRST]:
+        return max(count, key=lambda o: count[o])  # the other order cannot read values this one can
+    i = int(np.flatnonzero((td != tm).to_numpy() & both.to_numpy())[0])
+    raise IngestError.broken(
+        "date_order",
+        f"{path}: time column '{col}': dates like {raw.iloc[i]!r} read both "
+        f"day-first ({td.iloc[i]:%Y-%m-%d}) and month-first ({tm.iloc[i]:%Y-%m-%d}) and the "
+        f"file does not tell which: pass --dayfirst or --monthfirst (or --time-format)",
+    )

@@ -12,8 +12,9 @@ year of it by far more than 0.25 (measured on the bundled series: 0.3-2 for the 
 half-hourly temperature, 1-2.4 for glucose sensor currents, none of it a change in the process). So the
 profile also records, per variable, how far the training split strays from itself in windows of the recent
 window's length: `psi_windows`, the highest PSI over *every* window of that many consecutive training rows (not a
-few non-overlapping ones: their max is a noisy bound), and `psi_normal`, the older max over non-overlapping windows
-(kept for readers of older models). The monitor's limit is a margin above `psi_windows` (monitoring/verdict.py).
+few non-overlapping ones: their max is a noisy bound), and `psi_normal`, the max over non-overlapping windows
+(what a model whose profile has no `psi_windows` is judged by). The monitor's limit is a margin above
+`psi_windows` (monitoring/verdict.py).
 
 Raw levels still move with a season the training split never covered (a year of half-hourly demand trained on
 January-September meets December), so the profile also holds `residual`: the same bins, shares and `psi_windows`

@@ -6,7 +6,7 @@ main split when the backtest selects a model and must never read the final test 
 right before its test block, and it trains on every row before its validation block: the training rows grow fold
 by fold, the test blocks follow each other without overlapping. A fold's window set (`fold_windowset`) holds the
 rows up to its test block's end only; its scaler, plausible bounds, anchor and calibration are fitted on its own
-train / validation rows exactly as the main split's are (data/window.py), so nothing a fold fits reads its test rows.
+train / validation rows exactly as the main split's are (data/splits.py), so nothing a fold fits reads its test rows.
 
 A panel's folds are cut in time (`panel_folds`): the shared time axis is every timestamp any series holds, the
 blocks are the median series' validation and test splits long in steps of it, and `end` is the first test stamp of
@@ -17,22 +17,15 @@ them; a series whose rows hold no window of one of the fold's blocks sits that f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from ..config import Settings
-from .window import (
-    COLD,
-    PanelWindowSet,
-    WindowSet,
-    profile_bounds,
-    series_scale,
-    split_for,
-    usable_windows,
-    window_starts,
-)
+from .panel_windows import COLD, PanelWindowSet
+from .splits import declared_bounds, profile_bounds, series_scale, split_for, usable_windows, window_starts
+from .windowset import WindowSet
 
 
 @dataclass(frozen=True)
@@ -110,9 +103,7 @@ def fold_windowset(ws: WindowSet, fold: Fold, settings: Settings) -> WindowSet:
         std = np.nanstd(train, axis=0) if len(train) else np.ones(len(m.variables))
     mean = np.where(np.isfinite(mean), mean, 0.0)
     std = np.where(~np.isfinite(std) | (std < 1e-8), 1.0, std)
-    declared = {
-        v: [float(x) for x in settings.validate_.bounds[v]] for v in m.variables if v in settings.validate_.bounds
-    }
+    declared = declared_bounds(m.variables, settings)
     bounds = {
         **profile_bounds(pd.DataFrame(train, columns=m.variables), m.variables, settings.validate_.profile_tolerance),
         **declared,
@@ -182,62 +173,108 @@ def panel_folds(ws: PanelWindowSet, k: int, settings: Settings, before_test: boo
 def panel_fold_windowset(ws: PanelWindowSet, fold: PanelFold, settings: Settings) -> PanelWindowSet:
     """The panel's window set of one fold: each series' rows before the fold's end, split at its validation and
     test stamps, scaled by its own training rows; the series without a window in each block left out."""
+    acc = _FoldBlocks()
+    for i, sid in enumerate(ws.series_ids):
+        _add_fold_series(acc, ws, i, sid, fold)
+    if not acc.ids:
+        raise ValueError(f"fold {fold.index}: no series holds a window of each of its blocks")
+    values = np.concatenate(acc.blocks)
+    filled_all = np.concatenate(acc.fblocks) if acc.fblocks else None
+    offs, ends = np.asarray(acc.offsets), np.asarray(acc.train_end)
+    st = {k: np.concatenate(v).astype(np.int64) for k, v in acc.starts.items()} | {COLD: np.zeros(0, np.int64)}
+    ts = np.concatenate(acc.tblocks)
+    meta = _panel_fold_meta(ws.meta, acc, values, ts, st, _fold_moments(values, filled_all, offs, ends))
+    return PanelWindowSet(
+        values,
+        ts,
+        meta,
+        st,
+        filled_all,
+        np.concatenate(acc.ublocks) if acc.ublocks else None,
+        offsets=offs,
+        lengths=np.asarray(acc.lengths),
+        train_end=ends,
+    )
+
+
+@dataclass
+class _FoldBlocks:
+    """A panel fold's window set as its series are cut (panel_fold_windowset): the panel's layout, a break row after
+    each series."""
+
+    blocks: list = field(default_factory=list)  # values, scaled by the fold's own training rows of each series
+    tblocks: list = field(default_factory=list)  # timestamps
+    fblocks: list = field(default_factory=list)  # the filled mask
+    ublocks: list = field(default_factory=list)  # the known-future table
+    starts: dict = field(default_factory=lambda: {"train": [], "val": [], "test": []})
+    ids: list = field(default_factory=list)
+    offsets: list = field(default_factory=list)
+    lengths: list = field(default_factory=list)
+    train_end: list = field(default_factory=list)
+    scales: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)
+    spans: list = field(default_factory=list)  # per series: first/last stamp of each block
+    row: int = 0
+
+
+def _add_fold_series(acc: _FoldBlocks, ws: PanelWindowSet, i: int, sid: str, fold: PanelFold) -> None:
+    """Series `i` cut at the fold's stamps, rescaled on its training rows there; left out when one of the fold's
+    blocks holds none of its windows."""
     m = ws.meta
     L, H, tidx = m.lookback, m.horizon, m.target_idx
     cut_val, cut_test = np.datetime64(fold.cuts[0]), np.datetime64(fold.cuts[1])
     cut_end = None if fold.cuts[2] is None else np.datetime64(fold.cuts[2])
-    blocks, tblocks, fblocks, ublocks = [], [], [], []
-    starts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
-    ids, offsets, lengths, train_end, scales, counts, spans = [], [], [], [], {}, {}, []
-    row = 0
-    for i, sid in enumerate(ws.series_ids):
-        o, n = int(ws.offsets[i]), int(ws.lengths[i])
-        t = ws.timestamps[o : o + n]
-        ne = n if cut_end is None else int(np.searchsorted(t, cut_end))
-        vs, te = int(np.searchsorted(t, cut_val)), int(np.searchsorted(t, cut_test))
-        mu, sc = ws.scaler(sid)
-        raw = ws.values[o : o + ne].astype(np.float64) * sc + mu
-        filled = None if ws.filled is None else ws.filled[o : o + ne]
-        valid = usable_windows(raw, filled, L, H, tidx)
-        own = window_starts(ne, L, H, vs, te, m.stride, valid)
-        if not all(len(own[k]) for k in starts):
-            continue
-        mean, scale = series_scale(raw[:vs], None if filled is None else ~filled[:vs])
-        blocks += [((raw - mean) / scale).astype(np.float32), np.full((1, len(m.variables)), np.nan, np.float32)]
-        tblocks += [t[:ne], t[ne - 1 : ne]]
-        if filled is not None:
-            fblocks += [filled, np.zeros((1, len(m.variables)), bool)]
-        if ws.future is not None:
-            ublocks += [ws.future[o : o + ne], ws.future[o + ne - 1 : o + ne]]
-        for k in starts:
-            starts[k].append(own[k] + row)
-        ids.append(sid)
-        offsets.append(row)
-        lengths.append(ne)
-        train_end.append(vs)
-        scales[sid] = {"mean": [float(x) for x in mean], "scale": [float(x) for x in scale]}
-        counts[sid] = {k: int(len(own[k])) for k in starts}
-        spans.append([t[0], t[vs - 1], t[vs], t[te - 1], t[te], t[ne - 1]])
-        row += ne + 1
-    if not ids:
-        raise ValueError(f"fold {fold.index}: no series holds a window of each of its blocks")
-    values = np.concatenate(blocks)
-    filled_all = np.concatenate(fblocks) if fblocks else None
-    offs, ends = np.asarray(offsets), np.asarray(train_end)
+    o, n = int(ws.offsets[i]), int(ws.lengths[i])
+    t = ws.timestamps[o : o + n]
+    ne = n if cut_end is None else int(np.searchsorted(t, cut_end))
+    vs, te = int(np.searchsorted(t, cut_val)), int(np.searchsorted(t, cut_test))
+    mu, sc = ws.scaler(sid)
+    raw = ws.values[o : o + ne].astype(np.float64) * sc + mu
+    filled = None if ws.filled is None else ws.filled[o : o + ne]
+    valid = usable_windows(raw, filled, L, H, tidx)
+    own = window_starts(ne, L, H, vs, te, m.stride, valid)
+    if not all(len(own[k]) for k in acc.starts):
+        return
+    mean, scale = series_scale(raw[:vs], None if filled is None else ~filled[:vs])
+    acc.blocks += [((raw - mean) / scale).astype(np.float32), np.full((1, len(m.variables)), np.nan, np.float32)]
+    acc.tblocks += [t[:ne], t[ne - 1 : ne]]
+    if filled is not None:
+        acc.fblocks += [filled, np.zeros((1, len(m.variables)), bool)]
+    if ws.future is not None:
+        acc.ublocks += [ws.future[o : o + ne], ws.future[o + ne - 1 : o + ne]]
+    for k in acc.starts:
+        acc.starts[k].append(own[k] + acc.row)
+    acc.ids.append(sid)
+    acc.offsets.append(acc.row)
+    acc.lengths.append(ne)
+    acc.train_end.append(vs)
+    acc.scales[sid] = {"mean": [float(x) for x in mean], "scale": [float(x) for x in scale]}
+    acc.counts[sid] = {k: int(len(own[k])) for k in acc.starts}
+    acc.spans.append([t[0], t[vs - 1], t[vs], t[te - 1], t[te], t[ne - 1]])
+    acc.row += ne + 1
+
+
+def _fold_moments(
+    values: np.ndarray, filled: np.ndarray | None, offsets: np.ndarray, train_end: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and spread (1 where it vanishes) of every series' training rows in the fold, observed cells only."""
     tmask = np.zeros(len(values), bool)
-    for o, e in zip(offs, ends):
+    for o, e in zip(offsets, train_end):
         tmask[o : o + e] = True
     train = values[tmask].astype(np.float64)
-    if filled_all is not None:
-        train = np.where(filled_all[tmask], np.nan, train)
+    if filled is not None:
+        train = np.where(filled[tmask], np.nan, train)
     with np.errstate(invalid="ignore"):
         gmean, gstd = np.nanmean(train, axis=0), np.nanstd(train, axis=0)
-    gstd = np.where(~np.isfinite(gstd) | (gstd < 1e-8), 1.0, gstd)
-    span = np.asarray(spans, dtype="datetime64[ns]")
+    return gmean, np.where(~np.isfinite(gstd) | (gstd < 1e-8), 1.0, gstd)
+
+
+def _panel_fold_meta(m, acc: _FoldBlocks, values: np.ndarray, ts: np.ndarray, st: dict, moments):
+    """The panel's metadata for the fold: its rows, counts, pooled scaler, split times and the series it keeps."""
+    gmean, gstd = moments
+    span = np.asarray(acc.spans, dtype="datetime64[ns]")
     at = lambda x: str(pd.Timestamp(x))  # noqa: E731
-    st = {k: np.concatenate(v).astype(np.int64) for k, v in starts.items()} | {COLD: np.zeros(0, np.int64)}
-    ts = np.concatenate(tblocks)
-    meta = replace(
+    return replace(
         m,
         rows=int(len(values)),
         counts={k: int(len(v)) for k, v in st.items() if k != COLD},
@@ -245,23 +282,12 @@ def panel_fold_windowset(ws: PanelWindowSet, fold: PanelFold, settings: Settings
         std=[float(x) for x in gstd],
         start=at(ts.min()),
         end=at(ts.max()),
-        split_times={k: [at(span[:, 2 * j].min()), at(span[:, 2 * j + 1].max())] for j, k in enumerate(starts)},
+        split_times={k: [at(span[:, 2 * j].min()), at(span[:, 2 * j + 1].max())] for j, k in enumerate(acc.starts)},
         panel={
             **m.panel,
-            "series": {s: m.panel["series"][s] for s in ids},
-            "status": {s: "ok" for s in ids},
-            "scales": scales,
-            "counts": counts,
+            "series": {s: m.panel["series"][s] for s in acc.ids},
+            "status": {s: "ok" for s in acc.ids},
+            "scales": acc.scales,
+            "counts": acc.counts,
         },
-    )
-    return PanelWindowSet(
-        values,
-        ts,
-        meta,
-        st,
-        filled_all,
-        np.concatenate(ublocks) if ublocks else None,
-        offsets=offs,
-        lengths=np.asarray(lengths),
-        train_end=ends,
     )

@@ -360,6 +360,54 @@ def ingest_file(
     agg: mean | sum | last | max: readings put on the `freq` grid per series (irregular times)."""
     name = settings.dataset
     check_dataset_name(name, "--name")
+    path = Path(path)
+    how = _how_to_read(
+        path,
+        settings,
+        time_col=time_col,
+        targets=targets,
+        features=features,
+        freq=freq,
+        delimiter=delimiter,
+        time_format=time_format,
+        time_unit=time_unit,
+        dayfirst=dayfirst,
+        id_cols=id_cols,
+        agg=agg,
+        future_features=future_features,
+        schedule=schedule,
+        static=static,
+    )
+    kind, sha, got = _read_or_quarantine(path, fmt, how, settings)
+    meta = _file_meta(name, path, kind, sha, how, got)
+    if schedule is not None:  # given for this file: a re-run reads it under the same schedule
+        meta.extra["schedule"] = schedule.model_dump() if hasattr(schedule, "model_dump") else schedule
+    if got.written is not None:  # read part by part: raw.parquet is written already
+        write_json(raw_paths(settings)[1], meta.to_dict())
+        return IngestResult(name, got.frame, meta, *raw_paths(settings))
+    return _write(got.frame, meta, settings)
+
+
+def _how_to_read(
+    path: Path,
+    settings: Settings,
+    *,
+    time_col: str,
+    targets: list[str],
+    features: list[str] | None,
+    freq: str | None,
+    delimiter: str | None,
+    time_format: str | None,
+    time_unit: str | None,
+    dayfirst: bool | None,
+    id_cols: list[str] | None,
+    agg: str | None,
+    future_features: list[str] | None,
+    schedule,
+    static: list[str] | None,
+) -> _How:
+    """ingest_file's options checked against each other and completed from params.yaml `ingest`; ConfigError naming
+    the option that cannot hold, or when `path` is the dataset's own raw.parquet."""
     targets = list(targets)
     id_cols = list(id_cols or [])
     future = list(settings.ingest.future_features if future_features is None else future_features)
@@ -370,11 +418,10 @@ def ingest_file(
     _check_options(time_col, targets, features + static, future, id_cols)
     check_agg(agg, freq)
     features += [c for c in future if c not in features]  # known ahead, and read in the lookback as well
-    path = Path(path)
     pq, _ = raw_paths(settings)
     if pq.exists() and path.exists() and pq.resolve() == path.resolve():
-        raise ConfigError(f"{path}: is the output of dataset '{name}'; ingest a copy under another --name")
-    how = _How(
+        raise ConfigError(f"{path}: is the output of dataset '{settings.dataset}'; ingest a copy under another --name")
+    return _How(
         time_col,
         targets,
         features,
@@ -389,23 +436,29 @@ def ingest_file(
         dayfirst,
         settings.ingest.schedule if schedule is None else schedule,
     )
+
+
+def _read_or_quarantine(path: Path, fmt: str | None, how: _How, settings: Settings) -> tuple[str, str, _Read]:
+    """The file read as `how` says (part by part where a panel's Parquet allows it) -> (format, sha, what it gave);
+    a file it cannot read goes to quarantine with the reason, and the error is raised on."""
+    options = {
+        "format": fmt,
+        "time_col": how.time_col,
+        "targets": how.targets,
+        "features": how.features,
+        "id_cols": how.id_cols,
+        "agg": how.agg,
+    }
     try:
-        kind, sha = _check_input(path, fmt, id_cols)
-        parts, info = _parts(path, kind, how, settings.ingest.partition_rows) if id_cols else ([], {})
+        kind, sha = _check_input(path, fmt, how.id_cols)
+        parts, info = _parts(path, kind, how, settings.ingest.partition_rows) if how.id_cols else ([], {})
         got = _read_parts(path, parts, how, settings, kind, info) if parts else None
         if got is None:  # one part, or series that do not keep to one part each
             got = _read_whole(path, kind, how)
     except (IngestError, ConfigError) as e:
-        extra = {"format": fmt, "time_col": time_col, "targets": targets, "features": features, "id_cols": id_cols}
-        _quarantine(path, e, settings, {**extra, "agg": agg})
+        _quarantine(path, e, settings, options)
         raise
-    meta = _file_meta(name, path, kind, sha, how, got)
-    if schedule is not None:  # given for this file: a re-run reads it under the same schedule
-        meta.extra["schedule"] = schedule.model_dump() if hasattr(schedule, "model_dump") else schedule
-    if got.written is not None:  # read part by part: raw.parquet is written already
-        write_json(raw_paths(settings)[1], meta.to_dict())
-        return IngestResult(name, got.frame, meta, *raw_paths(settings))
-    return _write(got.frame, meta, settings)
+    return kind, sha, got
 
 
 @dataclass

@@ -22,7 +22,7 @@ import shutil
 import socket
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,7 +47,7 @@ from .expectations import Suite
 from .findings import EXAMPLES, REMEDY, RuleFailure, ValidationReport
 from .panel import series_bounds
 from .schedule import as_schedule
-from .window import (
+from .splits import (
     filled_mask,
     resolve_window,
     split_for,
@@ -376,25 +376,8 @@ def validate_panel(settings: Settings, meta: dict, mapper: Callable | None = Non
     report_dir = reports_dir(settings)
     source = str(raw_pq)
     lookback, horizon, basis = panel_window(meta, settings)
-    docs = str((report_dir / "data_docs").resolve()) if mapper is None else None
-    if mapper is None:
-        _SUITES.clear()  # this run's Data Docs start afresh
-    if mapper is not None and (report_dir / "data_docs").exists():
-        shutil.rmtree(report_dir / "data_docs")  # no Data Docs of an older run beside this run's report
-    tasks = [
-        PartitionTask(
-            name=name,
-            path=str(raw_pq.resolve()),
-            row_groups=[i],
-            meta=meta,
-            settings=settings,
-            lookback=lookback,
-            horizon=horizon,
-            index=i,
-            docs_dir=docs,
-        )
-        for i in range(panel_partitions(raw_pq))
-    ]
+    docs = _fresh_data_docs(report_dir, mapper)
+    tasks = _partition_tasks(settings, meta, raw_pq, (lookback, horizon), docs)
     policy = settings.ingest.bad_series
     rep = ValidationReport(
         name=name,
@@ -406,17 +389,94 @@ def validate_panel(settings: Settings, meta: dict, mapper: Callable | None = Non
         bounds=_bounds(meta, settings),
     )
     rep.bounds_source = {c: "params" for c in rep.bounds}
-    kept: dict[str, dict] = {}
-    bad: dict[str, dict] = {}
-    bad_rows: list[pd.DataFrame] = []
-    parts: list[dict] = []
-    failure = None
-    future: list[pd.DataFrame] = []  # a few rows per series: kept here and written once
     pq_out, js_out = validated_paths(settings)
+    got = _write_partitions(pq_out, mapper, tasks, rep, policy)
+    rep.gx = _gx_summary(got.parts)
+    rep.failures = _failures(got.failure, got.bad)
+    rep.windows = {"lookback": lookback, "horizon": horizon}
+    rep.panel = panel_report(got.series_in, got.kept, got.bad, policy, lookback, horizon, basis, got.parts)
+    rep.data_docs = str(report_dir / "data_docs" / "index.html") if docs else None
+    rep.report_path = str(report_dir / "validation.json")
+    refused = got.refused(policy)
+    if refused:
+        rep.error = _refusal(source, name, got, policy)
+    if got.bad or got.failure is not None:
+        rep.quarantine_path = _quarantine(settings, meta, got.bad_rows if got.failure is None else [], rep.to_dict())
+        if got.failure is not None:
+            shutil.copy2(raw_pq, Path(rep.quarantine_path) / "data.parquet")
+    rep.seconds = (datetime.now(UTC) - t0).total_seconds()
+    if refused:
+        write_json(Path(rep.report_path), rep.to_dict())
+        raise DataValidationError(
+            rep.error or f"{name}: validation failed", report_path=rep.report_path, quarantine_path=rep.quarantine_path
+        )
+    rep.success = True
+    write_json(Path(rep.report_path), rep.to_dict())
+    _write_validated_meta(settings, meta, rep, got, js_out, pq_out)
+    return rep
+
+
+def _fresh_data_docs(report_dir: Path, mapper: Callable | None) -> str | None:
+    """Where this run's Data Docs go (validated in this process), or None (mapped elsewhere): no Data Docs of an older
+    run are left beside this run's report."""
+    if mapper is None:
+        _SUITES.clear()  # this run's Data Docs start afresh
+    if mapper is not None and (report_dir / "data_docs").exists():
+        shutil.rmtree(report_dir / "data_docs")  # no Data Docs of an older run beside this run's report
+    return str((report_dir / "data_docs").resolve()) if mapper is None else None
+
+
+def _partition_tasks(
+    settings: Settings, meta: dict, raw_pq: Path, window: tuple[int, int], docs: str | None
+) -> list[PartitionTask]:
+    """One validation task per row group of raw.parquet (each holds whole series)."""
+    lookback, horizon = window
+    return [
+        PartitionTask(
+            name=settings.dataset,
+            path=str(raw_pq.resolve()),
+            row_groups=[i],
+            meta=meta,
+            settings=settings,
+            lookback=lookback,
+            horizon=horizon,
+            index=i,
+            docs_dir=docs,
+        )
+        for i in range(panel_partitions(raw_pq))
+    ]
+
+
+@dataclass
+class _Partitions:
+    """What the partitions' validation gave: the kept and the bad series, the bad series' rows, a line per partition,
+    and the first failure of a whole partition (a column missing or of the wrong type)."""
+
+    kept: dict[str, dict] = field(default_factory=dict)
+    bad: dict[str, dict] = field(default_factory=dict)
+    bad_rows: list[pd.DataFrame] = field(default_factory=list)
+    parts: list[dict] = field(default_factory=list)
+    failure: dict | None = None
+    future: list[pd.DataFrame] = field(default_factory=list)  # a few rows per series: kept here and written once
+
+    @property
+    def series_in(self) -> int:
+        return len(self.kept) + len(self.bad)
+
+    def refused(self, policy: str) -> bool:
+        return bool(self.failure is not None or (self.bad and policy == "reject") or not self.kept)
+
+
+def _write_partitions(
+    pq_out: Path, mapper: Callable | None, tasks: list[PartitionTask], rep: ValidationReport, policy: str
+) -> _Partitions:
+    """Validates the partitions (through `mapper`) and writes the kept rows to validated.parquet, partition by
+    partition; a refused panel publishes no validated.parquet."""
+    got = _Partitions()
     try:
         with parquet_groups(pq_out) as add:
             for res in _mapped(mapper, tasks):
-                parts.append(
+                got.parts.append(
                     {
                         "partition": res.index,
                         "rows_in": res.rows_in,
@@ -427,28 +487,36 @@ def validate_panel(settings: Settings, meta: dict, mapper: Callable | None = Non
                     }
                 )
                 if res.failure is not None:
-                    failure = failure or res.failure
+                    got.failure = got.failure or res.failure
                     continue
-                kept.update(res.series)
-                bad.update(res.bad)
+                got.kept.update(res.series)
+                got.bad.update(res.bad)
                 if len(res.bad_rows):
-                    bad_rows.append(res.bad_rows)
+                    got.bad_rows.append(res.bad_rows)
                 if res.future is not None and len(res.future):
-                    future.append(res.future)
+                    got.future.append(res.future)
                 if len(res.frame):
                     add(res.frame)
                     rep.rows_out += int(len(res.frame))
-            if failure is not None or (bad and policy == "reject") or not kept:
+            if got.refused(policy):
                 raise _Refused()
     except _Refused:
         pass
-    series_in = len(kept) + len(bad)
-    rep.gx = {
+    return got
+
+
+def _gx_summary(parts: list[dict]) -> dict:
+    """The GX suite's result over every partition."""
+    return {
         "success": all(p["gx"].get("success") for p in parts),
         "evaluated": sum(p["gx"].get("evaluated", 0) for p in parts),
         "partitions": len(parts),
     }
-    rep.failures = (
+
+
+def _failures(failure: dict | None, bad: dict[str, dict]) -> list[dict]:
+    """The report's failures: a whole partition's (if any), then each bad series' broken rule."""
+    whole = (
         [
             {
                 "column": failure["column"],
@@ -459,7 +527,8 @@ def validate_panel(settings: Settings, meta: dict, mapper: Callable | None = Non
         ]
         if failure
         else []
-    ) + [
+    )
+    return whole + [
         {
             "series": s,
             "column": f["column"],
@@ -469,38 +538,31 @@ def validate_panel(settings: Settings, meta: dict, mapper: Callable | None = Non
         }
         for s, f in bad.items()
     ]
-    rep.windows = {"lookback": lookback, "horizon": horizon}
-    rep.panel = panel_report(series_in, kept, bad, policy, lookback, horizon, basis, parts)
-    rep.data_docs = str(report_dir / "data_docs" / "index.html") if docs else None
-    rep.report_path = str(report_dir / "validation.json")
-    refused = failure is not None or (bad and policy == "reject") or not kept
+
+
+def _refusal(source: str, name: str, got: _Partitions, policy: str) -> str:
+    """The one line a refused panel is refused with."""
+    failure = got.failure
     if failure is not None:
         what = f"column '{failure['column']}': {failure['rule']} failed for {failure['count']} rows"
-        rep.error = f"{source}: {what}; re-ingest the file with --target / --features / --id-col naming its columns"
-    elif refused and not bad:
-        rep.error = f"{source}: no series to validate (0 rows in {len(parts)} partitions); ingest the file again"
-    elif refused:
-        rep.error = _message(source, bad, series_in, policy).replace(
-            "cellcast validate NAME", f"cellcast validate {name}"
-        )
-    if bad or failure is not None:
-        rep.quarantine_path = _quarantine(settings, meta, bad_rows if failure is None else [], rep.to_dict())
-        if failure is not None:
-            shutil.copy2(raw_pq, Path(rep.quarantine_path) / "data.parquet")
-    rep.seconds = (datetime.now(UTC) - t0).total_seconds()
-    if refused:
-        write_json(Path(rep.report_path), rep.to_dict())
-        raise DataValidationError(
-            rep.error or f"{name}: validation failed", report_path=rep.report_path, quarantine_path=rep.quarantine_path
-        )
-    rep.success = True
-    write_json(Path(rep.report_path), rep.to_dict())
-    first = min(r["start"] for r in kept.values())
-    last = max(r["end"] for r in kept.values())
+        return f"{source}: {what}; re-ingest the file with --target / --features / --id-col naming its columns"
+    if not got.bad:
+        return f"{source}: no series to validate (0 rows in {len(got.parts)} partitions); ingest the file again"
+    return _message(source, got.bad, got.series_in, policy).replace(
+        "cellcast validate NAME", f"cellcast validate {name}"
+    )
+
+
+def _write_validated_meta(
+    settings: Settings, meta: dict, rep: ValidationReport, got: _Partitions, js_out: Path, pq_out: Path
+) -> None:
+    """validated.json of an accepted panel, and its future.parquet (each kept series' rows after its last one)."""
+    first = min(r["start"] for r in got.kept.values())
+    last = max(r["end"] for r in got.kept.values())
     panel = {
         "id_cols": meta["panel"]["id_cols"],
-        "row_groups": len(parts),
-        **{k: v for k, v in rep.panel.items() if k != "partitions"},
+        "row_groups": len(got.parts),
+        **{k: v for k, v in (rep.panel or {}).items() if k != "partitions"},
         "quarantine": rep.quarantine_path,
     }
     write_json(
@@ -517,8 +579,7 @@ def validate_panel(settings: Settings, meta: dict, mapper: Callable | None = Non
             "data_md5": md5_file(pq_out),
         },
     )
-    write_parquet(_future_frame(future, meta), future_path(settings))
-    return rep
+    write_parquet(_future_frame(got.future, meta), future_path(settings))
 
 
 def _future_frame(parts: list[pd.DataFrame], meta: dict) -> pd.DataFrame:

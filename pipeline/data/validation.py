@@ -35,7 +35,7 @@ from .expectations import run_suite
 from .findings import REMEDY, RuleFailure, ValidationReport
 from .panel_validation import validate_panel
 from .schedule import as_schedule
-from .window import (
+from .splits import (
     filled_mask,
     profile_bounds,
     resolve_window,

@@ -2,7 +2,7 @@
 (ONNX Runtime sessions, providers, engine choice per batch size) and doctor (what this machine can run
 on: torch and ONNX Runtime probed, the configured device judged).
 
-May import: the core, data and modeling. Must not import: registry, serving, flows or the CLI, nor
+May import: the core, data and modeling. Must not import: registry, monitoring, serving, flows or the CLI, nor
 MLflow, Prefect, Great Expectations or DVC. torch.onnx is used only in onnx_export, onnxruntime only
 in inference.
 """

@@ -379,7 +379,7 @@ def export_onnx(
     (and `q` (batch, horizon, n_targets, levels) when it forecasts quantiles). variant: "native" (ORT's RNN/LSTM/GRU
     operators), "unrolled" (MatMul/Gemm + activations per step), "hybrid" (both, chosen per call by
     batch size: >= hybrid_min_batch, default HYBRID_MIN_BATCH[cell], unrolled); None is
-    DEFAULT_VARIANT for the cell, or "native" when unroll_rnn=False (the old switch). The variant is
+    DEFAULT_VARIANT for the cell, or "native" when unroll_rnn=False (the same choice as a boolean). The variant is
     recorded in the metadata 'export'. hybrid_min_batch_cuda: the switch on CUDA (a batch size or
     "never"; default HYBRID_MIN_BATCH_CUDA[cell]), recorded as 'hybrid_min_batch_cuda'.
     """

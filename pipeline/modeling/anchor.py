@@ -33,8 +33,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..config import Settings
-from ..data.window import WindowSet
-from ..data.window import median_sets as _median_sets
+from ..data.seasonal import median_sets as _median_sets
+from ..data.seasonal import naive_offsets
+from ..data.seasonal import seasonal_median as _median_of
+from ..data.windowset import WindowSet
 from ..errors import ConfigError
 from .evaluate import mase_scale, metrics, seasonal_naive
 
@@ -209,14 +211,14 @@ def linear_forecast(ws: WindowSet, starts: np.ndarray, anchor: LinearAnchor) -> 
 
 
 def median_sets(ws: WindowSet) -> list[list[int]]:
-    """The season sets the seasonal-median anchor of `ws` may take (data/window.py `median_sets`)."""
+    """The season sets the seasonal-median anchor of `ws` may take (data/seasonal.py `median_sets`)."""
     return _median_sets(ws.meta.lookback, list(ws.meta.seasons))
 
 
 def seasonal_median(ws: WindowSet, starts: np.ndarray, seasons: list[int]) -> np.ndarray:
     """The seasonal-median forecast (n, H, T) of the windows at `starts`: the median of the seasonal naives over
     `seasons` step by step (an even count: the mean of the middle two), as the model computes it."""
-    return np.median(np.stack([seasonal_naive(ws, starts, m) for m in seasons]), axis=0)
+    return _median_of([seasonal_naive(ws, starts, m) for m in seasons])
 
 
 def _best_median(ws: WindowSet, y: np.ndarray, mask, scale) -> tuple[list[int], dict[str, float]] | None:
@@ -243,9 +245,10 @@ def combine_with_seasonal_naive(ws: WindowSet, lin: LinearAnchor, season: int) -
     the last value (the model's anchor_season)."""
     L, H, T = ws.meta.lookback, ws.meta.horizon, len(ws.meta.target_idx)
     pick = np.zeros_like(lin.weight)
+    back = naive_offsets(H, season)
     for h in range(H):
         for t in range(T):
-            pick[h * T + t, (L - season + h % season) * T + t] = 1.0
+            pick[h * T + t, (L + back[h]) * T + t] = 1.0
     return replace(lin, weight=(0.5 * lin.weight + 0.5 * pick).astype(np.float32), bias=0.5 * lin.bias)
 
 

@@ -15,14 +15,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..data.window import WindowSet
+from ..data.seasonal import naive_offsets
+from ..data.splits import test_origins
+from ..data.windowset import WindowSet
 
 EPS = 1e-12
 
 
 def mase_scale(ws: WindowSet) -> np.ndarray:
     """Per target: mean |y_t - y_{t-1}| over the training rows (NaN breaks and filled points ignored). A panel's
-    values are already divided by this per series (data/window.py PanelWindowSet): its scale is 1."""
+    values are already divided by this per series (data/panel_windows.py PanelWindowSet): its scale is 1."""
     if ws.is_panel:
         return np.ones(len(ws.meta.targets))
     y = ws.observed_target_series()[: ws.meta.bounds["val"]].astype(np.float64)
@@ -70,8 +72,7 @@ def seasonal_naive(ws: WindowSet, starts: np.ndarray, season: int) -> np.ndarray
     the latest row one or more whole seasons back that is already observed.
     """
     L, H = ws.meta.lookback, ws.meta.horizon
-    h = np.arange(H)
-    src = starts[:, None] + L + h[None, :] - season * (h[None, :] // season + 1)
+    src = starts[:, None] + L + naive_offsets(H, season)[None, :]
     # the rows it reads, gathered (not a copy of the whole target column: a panel's is every series')
     out = ws.values[np.clip(src, 0, None)][:, :, ws.meta.target_idx]
     if ws.is_panel:  # a row before the window's own series is none of its history: no forecast (NaN)
@@ -251,7 +252,6 @@ def empirical_interval_scores(
     the interval-score gate compares forecasts, not two ways of reading a quantile. Returns the quantile scores
     (coverage_P, width_P, winkler_P, ...; modeling/quantiles.py) on the `split` windows, in MASE units; {} without
     levels, or when the baseline does not exist on every window of both splits."""
-    from ..data import window as _window
     from .quantiles import quantile_scores, rank_shift
 
     if not levels:
@@ -264,7 +264,7 @@ def empirical_interval_scores(
     pt = seasonal_naive(ws, ts, season)
     if not (np.isfinite(pf).all() and np.isfinite(pt).all()):
         return {}
-    paths = _window.test_origins(fs, ws.meta.horizon) if rank == "paths" else None
+    paths = test_origins(fs, ws.meta.horizon) if rank == "paths" else None
     point = np.repeat(pf.astype(np.float64)[..., None], len(levels), axis=-1)
     offsets = rank_shift(yf, point, list(levels), ws.target_mask(fs), paths)  # (H, T, Q); 0 at the median
     q = pt.astype(np.float64)[..., None] + offsets[None]

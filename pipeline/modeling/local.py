@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..config import Settings
-from ..data.window import COLD, PanelWindowSet, WindowMeta
+from ..data.panel_windows import COLD, PanelWindowSet
+from ..data.windowset import WindowMeta
 from . import panel_eval
 from .anchor import choose_anchor
 from .evaluate import forecast_windows

@@ -1,8 +1,8 @@
 """A panel scored per series: each series' test windows (a cold-start series: its cold-start windows) against its own
 baselines (naive, seasonal naive at each natural season that its history holds), then aggregated across series.
 
-A panel's values are per-series scaled by the MASE denominator (data/window.py, PanelWindowSet), so a series' MASE is
-its mean absolute scaled error over its observed targets. The aggregate is over the series with their own splits
+A panel's values are per-series scaled by the MASE denominator (data/panel_windows.py, PanelWindowSet), so a series'
+MASE is its mean absolute scaled error over its observed targets. The aggregate is over the series with their own splits
 (status ok): mean and median MASE, the share of series where the model beats the strongest of its baselines, the
 best and the worst series; cold-start series are reported beside it (never trained or selected on, and with too
 little history for some baselines, they would blur the comparison).
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..data.window import COLD, PanelWindowSet
+from ..data.panel_windows import COLD, PanelWindowSet
 from .evaluate import baseline_names, metrics, seasonal_naive
 
 

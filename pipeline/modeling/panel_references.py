@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.window import PanelWindowSet
+from ..data.panel_windows import PanelWindowSet
 from . import classical
 from .evaluate import metrics, window_losses
 

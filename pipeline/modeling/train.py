@@ -31,8 +31,12 @@ import torch
 
 from .. import __version__
 from ..config import Settings, TrainConfig
-from ..data import window as _window
-from ..data.window import PanelWindowSet, WindowSet
+from ..data import panel_windows as _panel_windows
+from ..data import seasonal as _seasonal
+from ..data import splits as _splits
+from ..data import windowset as _windowset
+from ..data.panel_windows import PanelWindowSet
+from ..data.windowset import WindowSet
 from ..errors import ConfigError, TrainingError
 from . import anchor as _anchor
 from . import model as _model
@@ -161,8 +165,10 @@ def model_spec(ws: WindowSet, cand: Candidate, settings: Settings, anchor: Ancho
 WEIGHT_SOURCES = (
     Path(_model.__file__),
     Path(__file__),
-    Path(_window.__file__),
+    Path(_windowset.__file__),
+    Path(_panel_windows.__file__),
     Path(_anchor.__file__),
+    Path(_seasonal.__file__),
     Path(_quantiles.__file__),
 )
 # train settings that bound or place the work without changing the weights it produces (a checkpoint stays
@@ -352,7 +358,7 @@ def calibrate(model: QuantileOutput, ws: WindowSet, settings: Settings) -> dict:
         raise TrainingError(f"{ws.meta.name}: no held-out windows to calibrate the quantiles on")
     y = ws.targets(starts)
     # consecutive windows share horizon - 1 targets: the rank counts the paths a horizon apart (calibration_rank)
-    paths = _window.test_origins(starts, ws.meta.horizon) if settings.evaluate.calibration_rank == "paths" else None
+    paths = _splits.test_origins(starts, ws.meta.horizon) if settings.evaluate.calibration_rank == "paths" else None
     shift = _quantiles.conformal_shift(
         y, q, levels, ws.target_mask(starts), mode, settings.evaluate.calibration_parts, paths
     )
@@ -464,7 +470,7 @@ class _Loop:
     params: list  # what the optimiser steps: the linear anchor stays as fitted
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.ReduceLROnPlateau
-    tw: _window.TorchWindows
+    tw: _windowset.TorchWindows
     scale: torch.Tensor
     gen: torch.Generator
     dropout_gen: torch.Generator  # the model's dropout masks
@@ -578,7 +584,7 @@ def train_candidate(
 def gate_starts(ws: WindowSet, settings: Settings) -> np.ndarray:
     """The validation windows the residual gate is chosen on: all, or train.max_val_windows evenly spread."""
     val = ws.starts["val"]
-    return val[_window.spread(len(val), settings.train.max_val_windows)]
+    return val[_windowset.spread(len(val), settings.train.max_val_windows)]
 
 
 @torch.no_grad()
@@ -637,7 +643,7 @@ def _prepare_loop(ws: WindowSet, model: Forecaster, settings: Settings, device: 
     gen = torch.Generator(device=device).manual_seed(t.seed)
     train_starts, val_starts = tw.starts["train"], tw.starts["val"]
     if t.max_val_windows and len(val_starts) > t.max_val_windows:  # evenly spread: every series, every season
-        keep = _window.spread(len(val_starts), t.max_val_windows)
+        keep = _windowset.spread(len(val_starts), t.max_val_windows)
         val_starts = val_starts[torch.from_numpy(keep).to(val_starts.device)]
     # a short series' few windows would give one optimizer step per epoch (ten in a whole training, the cells left at
     # their anchor): an epoch draws at least train.min_epoch_batches batches, passing over its windows several times

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data.seasonal import naive_offsets
+
 log = logging.getLogger(__name__)
 
 
@@ -80,7 +82,7 @@ def score_points(
             ok &= stamps >= np.datetime64(since)
         if not ok.any():
             continue
-        src = rows - season * (h // season + 1)  # always before `pos`: observed at forecast time
+        src = pos + naive_offsets(len(stamps), season)  # always before `pos`: observed at forecast time
         for t in targets:
             if t not in fc.columns or t not in actuals.columns:
                 continue

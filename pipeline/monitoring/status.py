@@ -158,24 +158,16 @@ def live_lines(settings: Settings, state: dict, aliases: dict[str, str | None] |
     from . import live
     from .promote import weigh
 
-    name = settings.dataset
     folder = live_dir(settings)
     logged = live.read_live(folder)
     if logged.empty and not logged.untimed:
         return []
-    notes = [f"{logged.files} file(s)", f"{len(logged.rows) + logged.untimed} rows"]
-    notes += [f"{logged.duplicates} logged twice, counted once"] if logged.duplicates else []
-    notes += [f"{len(logged.damaged)} damaged file(s) skipped"] if logged.damaged else []
-    notes += [f"{logged.untimed} rows without timestamps not scored"] if logged.untimed else []
     served = live.roles(logged.rows) if not logged.empty else {}
     roles = served if aliases is None else {r: str(v) for r, v in aliases.items() if v is not None}
     champion, challenger = roles.get("champion"), roles.get("challenger")
     if challenger is not None and challenger == champion:
         challenger = None  # promoted: it is the champion now
-    who = " against ".join(f"{r} v{v}" for r, v in (("champion", champion), ("challenger", challenger)) if v)
-    lines = [f"live: {folder} ({', '.join(notes)}): {who or 'no version'}, on the actuals that arrived"]
-    if aliases is not None and served.get("champion") not in (None, champion):
-        lines.append(f"  the log's rows were answered by champion v{served['champion']}: the alias moved since")
+    lines = _live_header(folder, logged, served if aliases is not None else None, champion, challenger)
     if logged.empty:
         return lines
     targets = live.target_columns(logged.rows)
@@ -194,6 +186,29 @@ def live_lines(settings: Settings, state: dict, aliases: dict[str, str | None] |
     )
     since = actuals["timestamp"].max() - (int(window) - 1) * step if step is not None else None
     ev = weigh(logged, actuals, targets, str(champion or ""), str(challenger or ""), scale, settings, since)
+    rows = _live_rows(ev, settings, window, champion, challenger)
+    if len(rows) == 1:
+        return [*lines, "  no logged forecast has its actual yet"]
+    return lines + _table(rows) + _live_footer(settings, ev.decision, scale, champion, challenger)
+
+
+def _live_header(folder, logged, served: dict | None, champion, challenger) -> list[str]:
+    """What the live log holds and which versions it compares; `served` (the log's roles, when the registry's
+    aliases name the versions): a line when the champion alias moved since the log's rows were answered."""
+    notes = [f"{logged.files} file(s)", f"{len(logged.rows) + logged.untimed} rows"]
+    notes += [f"{logged.duplicates} logged twice, counted once"] if logged.duplicates else []
+    notes += [f"{len(logged.damaged)} damaged file(s) skipped"] if logged.damaged else []
+    notes += [f"{logged.untimed} rows without timestamps not scored"] if logged.untimed else []
+    who = " against ".join(f"{r} v{v}" for r, v in (("champion", champion), ("challenger", challenger)) if v)
+    lines = [f"live: {folder} ({', '.join(notes)}): {who or 'no version'}, on the actuals that arrived"]
+    if served is not None and served.get("champion") not in (None, champion):
+        lines.append(f"  the log's rows were answered by champion v{served['champion']}: the alias moved since")
+    return lines
+
+
+def _live_rows(ev, settings: Settings, window, champion, challenger) -> list[list[str]]:
+    """The live table: a header, then per version its role, forecasts scored, MASE, rolling MASE, coverage and (the
+    challenger) the Diebold-Mariano verdict."""
     d, m = ev.decision, ev.decision.metrics
     if "champion_p_value" in m:
         verdict = f"{'better' if d.promote else 'not better'}: DM {m['champion_dm']:.3g}, p {m['champion_p_value']:.3g}"
@@ -215,15 +230,17 @@ def live_lines(settings: Settings, state: dict, aliases: dict[str, str | None] |
                 verdict if is_challenger else "-",
             ]
         )
-    if len(rows) == 1:
-        return [*lines, "  no logged forecast has its actual yet"]
-    lines += _table(rows)
+    return rows
+
+
+def _live_footer(settings: Settings, decision, scale, champion, challenger) -> list[str]:
+    """The live table's basis and, with a challenger beside the champion, what live promotion would do."""
     basis = "the champion's MASE scale" if scale else "MASE scaled by the one-step naive MAE before the first origin"
-    lines.append(f"  ({basis}; a forecast: one series from one origin)")
+    lines = [f"  ({basis}; a forecast: one series from one origin)"]
     if challenger and champion:
         rule = "on: the forecast flow applies it" if settings.monitor.live_promotion else "off"
         lines.append(
-            f"  live promotion (monitor.live_promotion {rule}; `cellcast promote {name} --live` applies it now): "
-            f"{d.reason}"
+            f"  live promotion (monitor.live_promotion {rule}; `cellcast promote {settings.dataset} --live` applies it "
+            f"now): {decision.reason}"
         )
     return lines

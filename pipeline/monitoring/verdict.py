@@ -63,8 +63,8 @@ def _parse(t: str) -> datetime:
 def psi_limit(th: Thresholds, d: dict) -> float | None:
     """The PSI above which a variable has drifted: the stated threshold, and no less than `psi_margin` times
     the highest PSI of the training split's own windows of as many rows (a seasonal series strays that far
-    from itself). A model whose profile predates `psi_windows`: its `psi_normal` (the max of a few
-    non-overlapping windows), without the margin, as it was judged when it was trained."""
+    from itself). A model whose profile has no `psi_windows`: its `psi_normal` (the max of a few
+    non-overlapping windows), without the margin: the limit that profile was recorded with."""
     if not th.psi:
         return None
     if d.get("psi_windows") is not None:

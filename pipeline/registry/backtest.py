@@ -25,7 +25,8 @@ import pandas as pd
 from ..catalog import reports_dir
 from ..config import Settings
 from ..data.folds import Fold, PanelFold, fold_windowset, folds_for, panel_folds
-from ..data.window import PanelWindowSet, WindowSet
+from ..data.panel_windows import PanelWindowSet
+from ..data.windowset import WindowSet
 from ..errors import DataValidationError
 from ..modeling import classical, panel_references, plots
 from ..modeling.anchor import choose_anchor

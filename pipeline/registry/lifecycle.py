@@ -17,7 +17,8 @@ import pandas as pd
 from .. import __version__
 from ..catalog import train_summary_path
 from ..config import Settings
-from ..data.window import COLD, PanelWindowSet, WindowSet
+from ..data.panel_windows import COLD, PanelWindowSet
+from ..data.windowset import WindowSet
 from ..errors import CellcastError, ExportError
 from ..modeling import panel_eval, plots
 from ..modeling.evaluate import (

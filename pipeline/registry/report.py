@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ..catalog import reports_dir
 from ..config import Settings
-from ..data.window import WindowSet, load_windows
+from ..data.window import load_windows
+from ..data.windowset import WindowSet
 from ..errors import CellcastError
 from ..modeling.evaluate import evaluate_forecasts, forecast_windows, season_of, seasonal_naive, targets_after
 from . import tracking

@@ -26,7 +26,7 @@ from ..config import Settings
 from ..data.calendar import USER
 from ..data.frequency import future_timestamps
 from ..data.schedule import as_schedule
-from ..data.window import future_block
+from ..data.windowset import future_block
 from ..engine.inference import OnnxForecaster
 from ..errors import DataValidationError
 from ..files import utc_stamp, write_parquet

@@ -16,7 +16,7 @@ import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..data.calendar import CALENDAR, USER
-from ..data.window import future_block
+from ..data.windowset import future_block
 from ..engine.inference import OnnxForecaster
 from .problems import BadRequest
 from .timestamps import check_timestamps
@@ -160,7 +160,7 @@ def parse_request(payload: Any, engine: OnnxForecaster) -> Parsed:
 
 def panel_scales(engine: OnnxForecaster, series: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(n, V) mean and scale of each series (ONNX metadata `panel`): a panel model's graph reads
-    (value - mean) / scale and answers in those units (data/window.py, PanelWindowSet)."""
+    (value - mean) / scale and answers in those units (data/panel_windows.py, PanelWindowSet)."""
     info = engine.metadata["panel"]["series"]
     return (
         np.asarray([info[s]["mean"] for s in series], np.float64),
