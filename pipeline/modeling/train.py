@@ -92,17 +92,25 @@ def pick_device(preference: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def cpu_threads(settings: Settings, device: torch.device | str) -> int | None:
+def cpu_threads(settings: Settings, device: torch.device | str, at_once: int | None = None) -> int | None:
     """Intra-op threads per candidate on the CPU: `train.threads`, or with 'auto' the cores shared out
-    among `train.parallel` candidates (None: torch's default). CPU training is bitwise repeatable for a
-    given thread count; BLAS splits some products by it, so compare runs at the same count."""
+    among the `at_once` candidates trained together (default `train.parallel`; None: torch's default). CPU
+    training is bitwise repeatable for a given thread count; BLAS splits some products by it, so compare runs
+    at the same count."""
     t = settings.train
     if torch.device(device).type != "cpu":
         return None
     if t.threads != "auto":
         return int(t.threads)
-    n = t.parallel_count()
+    n = t.parallel_count() if at_once is None else at_once
     return max(1, (os.cpu_count() or 1) // n) if n > 1 else None
+
+
+def set_threads(n: int | None) -> None:
+    """torch's intra-op thread count of this process (a training worker's share of the cores; None: torch's
+    default)."""
+    if n is not None:
+        torch.set_num_threads(n)
 
 
 @contextmanager
