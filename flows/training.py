@@ -250,7 +250,7 @@ def _train(settings: Settings, source, from_windows: bool, device: str | None, l
             {k: round(v["mase"], 3) if "mase" in v else v["status"] for k, v in refs.items()},
         )
     out_dir = models_dir(settings)
-    if t.task_runner != "dask" and t.parallel_count() > 1:
+    if t.task_runner != "dask" and (os.cpu_count() or 1) > 1:
         # in the flow's threads: ONNX Runtime and torch release the interpreter while they compute
         futures = [assess_task.submit(r, ws, settings, str(out_dir)) for r in results]
         reports = [f.result() for f in futures]
@@ -392,7 +392,7 @@ def _end_orphan_flow_runs(name: str, logger) -> list[str]:
 
 
 def task_runner(settings: Settings):
-    """Threads in this process (train.parallel wide), or a Dask cluster: `train.dask_address`, else a local
+    """Threads in this process (train.parallel wide, a thread per core at least), or a Dask cluster: `train.dask_address`, else a local
     cluster of train.parallel worker processes, one thread each (each candidate gets its own core)."""
     t = settings.train
     if t.task_runner == "dask":
@@ -411,7 +411,8 @@ def task_runner(settings: Settings):
                 "env": {"OMP_NUM_THREADS": per, "MKL_NUM_THREADS": per},
             }
         )
-    return ThreadPoolTaskRunner(max_workers=t.parallel_count())
+    # a thread per core at least: the candidates are assessed (export, parity, scores) in them
+    return ThreadPoolTaskRunner(max_workers=max(t.parallel_count(), os.cpu_count() or 1))
 
 
 def run_training(settings: Settings, **kw) -> lifecycle.Outcome:
