@@ -211,11 +211,11 @@ def _train(settings: Settings, source, from_windows: bool, device: str | None, l
         if t.task_runner == "processes" and at_once > 1:
             # one worker process per candidate trained at once: no interpreter shared between them
             with worker_processes(at_once, threads) as pool:
-                futures = [
+                running = [
                     pool.submit(train_task, dict(ws=ws, cand=c, settings=settings, anchor=anchor, device=dev))
                     for c in cands
                 ]
-                results = [f.result() for f in futures]
+                results = [f.result() for f in running]
         elif t.task_runner == "dask" or at_once > 1:
             futures = [train_task.submit(ws, c, settings, anchor, dev) for c in cands]
             results = [f.result() for f in futures]
@@ -252,8 +252,8 @@ def _train(settings: Settings, source, from_windows: bool, device: str | None, l
     out_dir = models_dir(settings)
     if t.task_runner != "dask" and (os.cpu_count() or 1) > 1:
         # in the flow's threads: ONNX Runtime and torch release the interpreter while they compute
-        futures = [assess_task.submit(r, ws, settings, str(out_dir)) for r in results]
-        reports = [f.result() for f in futures]
+        assessing = [assess_task.submit(r, ws, settings, str(out_dir)) for r in results]
+        reports = [f.result() for f in assessing]
     else:
         reports = [assess_task(r, ws, settings, str(out_dir)) for r in results]
     outcome = promote_task(ws, settings, base, results, reports, selection, refs, kept)
@@ -392,8 +392,9 @@ def _end_orphan_flow_runs(name: str, logger) -> list[str]:
 
 
 def task_runner(settings: Settings):
-    """Threads in this process (train.parallel wide, a thread per core at least), or a Dask cluster: `train.dask_address`, else a local
-    cluster of train.parallel worker processes, one thread each (each candidate gets its own core)."""
+    """Threads in this process (train.parallel wide, a thread per core at least), or a Dask cluster:
+    `train.dask_address`, else a local cluster of train.parallel worker processes, one thread each (each candidate
+    gets its own core)."""
     t = settings.train
     if t.task_runner == "dask":
         from prefect_dask import DaskTaskRunner
