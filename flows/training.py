@@ -94,6 +94,8 @@ def candidates_at_once(ws, settings: Settings, device: str, n: int) -> int:
     return min(t.parallel_count(), n)
 
 
+# A tracking server that is down fails here, in seconds, before any training; runs of this dataset that a
+# killed process left RUNNING are ended KILLED here too, with the reason.
 @task(name="check-tracking", cache_policy=NO_CACHE, retries=0)
 def tracking_task(settings: Settings) -> str:
     name = settings.dataset
@@ -191,6 +193,7 @@ def _train(settings: Settings, source, from_windows: bool, device: str | None, l
     dev = str(pick_device(device or settings.train.device))
     cands = candidates(settings)
     m, t = ws.meta, settings.train
+    at_once = candidates_at_once(ws, settings, dev, len(cands))
     logger.info(  # what the defaults chose for this series (docs/forecasting.md "Defaults")
         "recipe: lookback %d, horizon %d, calendar %s, known ahead %s, decoder %s, ensemble %s; "
         "%d candidate(s), %d at once",
@@ -201,10 +204,9 @@ def _train(settings: Settings, source, from_windows: bool, device: str | None, l
         "on" if use_decoder(t.decoder, m) else "off",
         "on" if t.ensemble and len(cands) > 1 else "off",
         len(cands),
-        candidates_at_once(ws, settings, dev, len(cands)),
+        at_once,
     )
     # candidates trained at once share the cores (train.threads each); the count is put back afterwards
-    at_once = candidates_at_once(ws, settings, dev, len(cands))
     threads = cpu_threads(settings, dev, at_once)
     started = time.perf_counter()
     with torch_threads(threads):
