@@ -223,10 +223,10 @@ class TrainConfig(_Strict):
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # candidates trained at once; auto: as many as there are cores, at most one per candidate, each with its share of
-    # the cores (1 by default: on a busy shared machine worker processes cost their start-up and win nothing,
-    # BENCHMARKS.md). task_runner: processes (a single series' candidates on the CPU each in a worker process of its
-    # own; a panel's, or on a GPU, one after another in this process), threads (this process: the candidates share
-    # the interpreter, and on 2 busy cores each epoch ran 1.3-2x slower beside another) or dask
+    # the cores (1 by default: worker processes won 13% on two free cores and lost up to a fifth on a busy shared
+    # machine, BENCHMARKS.md). task_runner: processes (a single series' candidates on the CPU each in a worker
+    # process of its own; a panel's, or on a GPU, one after another in this process), threads (this process: the
+    # candidates share the interpreter, and on 2 busy cores each epoch ran 1.3-2x slower beside another) or dask
     parallel: Positive | Literal["auto"] = 1
     threads: Positive | Literal["auto"] = "auto"
     task_runner: Literal["processes", "threads", "dask"] = "processes"
