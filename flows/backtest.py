@@ -63,7 +63,7 @@ def backtest_steps(
     t0 = time.perf_counter()
     refit = refit or settings.backtest.refit
     records, first = [], None
-    with torch_threads(cpu_threads(settings, device)):
+    with torch_threads(cpu_threads(settings, device, at_once=1)):  # a fold's candidates: one after another
         for fold in bt.plan(ws, settings, folds, end):
             rec, first = fold_task(ws, fold, settings, refit, first, device)
             records.append(rec)

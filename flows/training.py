@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-import sys
+import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task, unmapped
@@ -14,15 +14,15 @@ from prefect.context import FlowRunContext, TaskRunContext, get_run_context
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from cellcast.flows.backtest import backtest_steps
+from cellcast.flows.candidates import checkpoints, train_task, worker_processes
 from cellcast.flows.data import data_steps, version_task
-from cellcast.pipeline.catalog import checkpoints_dir, models_dir, training_lock, validation_report_path
+from cellcast.pipeline.catalog import models_dir, training_lock, validation_report_path
 from cellcast.pipeline.config import Settings, check_dataset_name, find_params, settings_for_run
 from cellcast.pipeline.data.window import load_windows
 from cellcast.pipeline.errors import TrackingUnavailableError
 from cellcast.pipeline.files import exclusive, owner, owner_gone
 from cellcast.pipeline.modeling.anchor import AnchorChoice, choose_anchor
 from cellcast.pipeline.modeling.train import (
-    Candidate,
     TrainResult,
     anchor_alone,
     build_ensemble,
@@ -30,7 +30,6 @@ from cellcast.pipeline.modeling.train import (
     cpu_threads,
     pick_device,
     torch_threads,
-    train_candidate,
     use_decoder,
 )
 from cellcast.pipeline.registry import lifecycle, tracking
@@ -79,42 +78,20 @@ def ensemble_task(results, ws, settings: Settings) -> TrainResult | None:
     return build_ensemble(results, ws, settings)
 
 
-@task(name="train-candidate", cache_policy=NO_CACHE, retries=0, task_run_name="train-{cand.name}")
-def train_task(ws, cand: Candidate, settings: Settings, anchor, device: str | None) -> TrainResult:
-    logger = get_run_logger()
-
-    def on_epoch(row):
-        logger.info(
-            "%s epoch %d: train %.4f  val %.4f  lr %.2g  (%.1fs)",
-            cand.name,
-            row["epoch"],
-            row["train_loss"],
-            row["val_loss"],
-            row["lr"],
-            row["seconds"],
-        )
-
-    ckpt = _checkpoints(ws, settings)
-    return train_candidate(
-        ws,
-        cand,
-        settings,
-        anchor.season,
-        anchor=anchor,
-        device=device,
-        checkpoint_dir=ckpt,
-        on_epoch=on_epoch,
-        progress=sys.stderr.isatty(),
-    )
-
-
 @task(name="assess", cache_policy=NO_CACHE, task_run_name="assess-{result.candidate.name}")
 def assess_task(result, ws, settings: Settings, out_dir: str) -> lifecycle.CandidateReport:
     return lifecycle.assess(result, ws, settings, Path(out_dir))
 
 
-def _checkpoints(ws, settings: Settings) -> Path:
-    return checkpoints_dir(settings, ws.meta.data_md5)
+def candidates_at_once(ws, settings: Settings, device: str, n: int) -> int:
+    """How many of the `n` candidates train at once: train.parallel, at most one per candidate; with the processes
+    runner a panel's (its window set is not copied into worker processes) and a GPU's train one after another."""
+    t = settings.train
+    if t.task_runner == "dask":
+        return t.parallel_count()
+    if t.task_runner == "processes" and (ws.is_panel or device != "cpu"):
+        return 1
+    return min(t.parallel_count(), n)
 
 
 # A tracking server that is down fails here, in seconds, before any training; runs of this dataset that a
@@ -156,7 +133,7 @@ def promote_task(
     except TrackingUnavailableError as e:
         # the registry is untouched or left as the last finished call left it; the weights are on disk
         raise e.kept(
-            f"the trained candidates are kept ({_checkpoints(ws, settings)}): rerun `cellcast train "
+            f"the trained candidates are kept ({checkpoints(ws, settings)}): rerun `cellcast train "
             f"{ws.meta.name}` once it answers; it resumes from them and registers"
         ) from None
     lifecycle.write_summary(outcome, settings)
@@ -216,6 +193,7 @@ def _train(settings: Settings, source, from_windows: bool, device: str | None, l
     dev = str(pick_device(device or settings.train.device))
     cands = candidates(settings)
     m, t = ws.meta, settings.train
+    at_once = candidates_at_once(ws, settings, dev, len(cands))
     logger.info(  # what the defaults chose for this series (docs/forecasting.md "Defaults")
         "recipe: lookback %d, horizon %d, calendar %s, known ahead %s, decoder %s, ensemble %s; "
         "%d candidate(s), %d at once",
@@ -226,15 +204,26 @@ def _train(settings: Settings, source, from_windows: bool, device: str | None, l
         "on" if use_decoder(t.decoder, m) else "off",
         "on" if t.ensemble and len(cands) > 1 else "off",
         len(cands),
-        min(t.parallel_count(), len(cands)) if t.task_runner == "threads" else t.parallel_count(),
+        at_once,
     )
     # candidates trained at once share the cores (train.threads each); the count is put back afterwards
-    with torch_threads(cpu_threads(settings, dev)):
-        if settings.train.task_runner == "dask" or settings.train.parallel_count() > 1:
+    threads = cpu_threads(settings, dev, at_once)
+    started = time.perf_counter()
+    with torch_threads(threads):
+        if t.task_runner == "processes" and at_once > 1:
+            # one worker process per candidate trained at once: no interpreter shared between them
+            with worker_processes(at_once, threads) as pool:
+                running = [
+                    pool.submit(train_task, dict(ws=ws, cand=c, settings=settings, anchor=anchor, device=dev))
+                    for c in cands
+                ]
+                results = [f.result() for f in running]
+        elif t.task_runner == "dask" or at_once > 1:
             futures = [train_task.submit(ws, c, settings, anchor, dev) for c in cands]
             results = [f.result() for f in futures]
         else:
             results = [train_task(ws, c, settings, anchor, dev) for c in cands]
+        logger.info("%d candidate(s) trained in %.1fs, %d at once", len(cands), time.perf_counter() - started, at_once)
         ensemble = ensemble_task(results, ws, settings)
         alone = anchor_alone(results, ws, settings, anchor)
     # after the trained ones: a tie on validation (cells that stayed at their anchor) keeps a trained candidate
@@ -263,7 +252,12 @@ def _train(settings: Settings, source, from_windows: bool, device: str | None, l
             {k: round(v["mase"], 3) if "mase" in v else v["status"] for k, v in refs.items()},
         )
     out_dir = models_dir(settings)
-    reports = [assess_task(r, ws, settings, str(out_dir)) for r in results]
+    if t.task_runner != "dask" and (os.cpu_count() or 1) > 1:
+        # in the flow's threads: ONNX Runtime and torch release the interpreter while they compute
+        assessing = [assess_task.submit(r, ws, settings, str(out_dir)) for r in results]
+        reports = [f.result() for f in assessing]
+    else:
+        reports = [assess_task(r, ws, settings, str(out_dir)) for r in results]
     outcome = promote_task(ws, settings, base, results, reports, selection, refs, kept)
     print(lifecycle.summary_table(outcome))
     publish_result(outcome)
@@ -400,8 +394,9 @@ def _end_orphan_flow_runs(name: str, logger) -> list[str]:
 
 
 def task_runner(settings: Settings):
-    """Threads in this process (train.parallel wide), or a Dask cluster: `train.dask_address`, else a local
-    cluster of train.parallel worker processes, one thread each (each candidate gets its own core)."""
+    """Threads in this process (train.parallel wide, a thread per core at least), or a Dask cluster:
+    `train.dask_address`, else a local cluster of train.parallel worker processes, one thread each (each candidate
+    gets its own core)."""
     t = settings.train
     if t.task_runner == "dask":
         from prefect_dask import DaskTaskRunner
@@ -419,7 +414,8 @@ def task_runner(settings: Settings):
                 "env": {"OMP_NUM_THREADS": per, "MKL_NUM_THREADS": per},
             }
         )
-    return ThreadPoolTaskRunner(max_workers=t.parallel_count())
+    # a thread per core at least: the candidates are assessed (export, parity, scores) in them
+    return ThreadPoolTaskRunner(max_workers=max(t.parallel_count(), os.cpu_count() or 1))
 
 
 def run_training(settings: Settings, **kw) -> lifecycle.Outcome:

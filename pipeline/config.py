@@ -223,11 +223,13 @@ class TrainConfig(_Strict):
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # candidates trained at once; auto: as many as there are cores, at most one per candidate, each with its share of
-    # the cores. Not the default: in one process the candidates share the interpreter, and on 2 busy cores each
-    # epoch ran 1.3-2x slower beside another (BENCHMARKS.md "Defaults that are the recipe"); across machines: dask
+    # the cores (1 by default: worker processes won 13% on two free cores and lost up to a fifth on a busy shared
+    # machine, BENCHMARKS.md). task_runner: processes (a single series' candidates on the CPU each in a worker
+    # process of its own; a panel's, or on a GPU, one after another in this process), threads (this process: the
+    # candidates share the interpreter, and on 2 busy cores each epoch ran 1.3-2x slower beside another) or dask
     parallel: Positive | Literal["auto"] = 1
     threads: Positive | Literal["auto"] = "auto"
-    task_runner: Literal["threads", "dask"] = "threads"
+    task_runner: Literal["processes", "threads", "dask"] = "processes"
     dask_address: str | None = None
     # a panel: one global model per candidate (registered), or also one model per series (local), trained and scored
     # for comparison only (a comparison run in MLflow, never registered); local fans out like task_runner says

@@ -230,6 +230,7 @@ TINY_TRAIN = {
     "rnn_steps": 12,
     "patience": 2,
     "device": "cpu",
+    "parallel": 1,  # no worker processes to start (seconds each); tests that train at once set it
 }
 
 # Intervals conformalised on a few hundred validation windows of a small synthetic series (a random-walk level:

@@ -126,7 +126,7 @@ def test_training_flow_registers_a_champion_then_keeps_it_against_a_worse_model(
 
 
 def test_a_random_walk_gets_no_champion_and_says_why(prefect_api, project, tiny_params):
-    """Also runs the candidates in parallel through the flow's task runner."""
+    """Also trains the candidates at once, each in a worker process of its own (train.task_runner: processes)."""
     from cellcast.flows.training import run_training
     from cellcast.pipeline.registry import tracking
 
@@ -140,7 +140,7 @@ def test_a_random_walk_gets_no_champion_and_says_why(prefect_api, project, tiny_
     assert "no champion" in out.decision["reason"] or "does not beat" in out.decision["reason"]
     assert tracking.get_alias("walk-forecaster", "champion") is None
 
-    # the flow's thread pool trained each candidate exactly as training them one by one does
+    # the worker processes trained each candidate exactly as training them one by one at their thread count does
     import mlflow
     import torch
 

@@ -331,6 +331,24 @@ def test_coverage_is_computed_correctly_on_a_series_with_known_noise():
     assert np.isnan(quantile_scores(y, q, LEVELS, np.array([0.5]), mask)[1]["coverage_90"][0])
 
 
+def test_calibration_reads_the_residual_gates_forecast_of_its_windows_instead_of_forecasting_them_again():
+    from cellcast.pipeline.modeling.train import calibrate, choose_residual_gate
+
+    s = settings(residual_gates=[0.0, 1.0])
+    ws = windows(s)
+    model = Forecaster(model_spec(ws, Candidate("gru", 8, 1), s, 24)).eval()
+    seen: dict = {}
+    assert choose_residual_gate(model, ws, s, seen)["gate"] in (0.0, 1.0)
+    starts, q = seen["forecast"]
+    assert np.array_equal(starts, ws.starts["val"]) and q.shape[0] == len(starts)
+    read = calibrate(model, ws, s, seen["forecast"])
+    shift = model.q_shift.clone()
+    assert shift.any() and calibrate(model, ws, s) == read and torch.equal(model.q_shift, shift)
+    # other windows than the calibration's (the most recent 300): forecast again
+    recent = settings(residual_gates=[0.0, 1.0], evaluate={"calibration_windows": 300})
+    assert calibrate(model, ws, recent, seen["forecast"])["windows"] == 300
+
+
 def test_a_trained_and_calibrated_model_covers_its_nominal_levels_on_test():
     s = settings(anchor="linear", epochs=1)
     ws = windows(s, promo_series(n=9000, noise=0.5, seed=2))

@@ -186,6 +186,24 @@ def test_the_flows_thread_count_is_put_back():
     with torch_threads(cpu_threads(s, "cpu")):
         assert torch.get_num_threads() == 2
     assert torch.get_num_threads() == before
+    # the candidates actually trained at once share the cores, not train.parallel: one at a time, torch's default
+    assert cpu_threads(settings(parallel=2), "cpu", at_once=1) is None
+    assert cpu_threads(settings(parallel=1), "cpu", at_once=2) == max(1, (os.cpu_count() or 1) // 2)
+
+
+def test_a_single_series_trains_its_candidates_at_once_in_processes_a_panel_and_a_gpu_one_by_one():
+    from types import SimpleNamespace
+
+    from cellcast.flows.training import candidates_at_once
+
+    series, panel = SimpleNamespace(is_panel=False), SimpleNamespace(is_panel=True)
+    two = settings(parallel=2, cells=["rnn", "lstm", "gru"])
+    assert two.train.task_runner == "processes"  # the default
+    assert candidates_at_once(series, two, "cpu", 3) == 2 and candidates_at_once(series, two, "cpu", 1) == 1
+    # a panel's window set is not copied into worker processes; a GPU is not shared out among them
+    assert candidates_at_once(panel, two, "cpu", 3) == 1 and candidates_at_once(series, two, "cuda", 3) == 1
+    threads = settings(parallel=2, task_runner="threads")
+    assert candidates_at_once(panel, threads, "cpu", 3) == 2 and candidates_at_once(series, threads, "cuda", 3) == 2
 
 
 def test_the_code_that_shapes_the_weights_is_in_the_checkpoint_fingerprint(ws, tmp_path, monkeypatch):

@@ -26,6 +26,7 @@ import copy
 import io
 import json
 import logging
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -288,6 +289,11 @@ def hybrid_min_batch_default(model: QuantileOutput) -> int:
     return max(HYBRID_MIN_BATCH[f.spec.cell] for f in _forecasters(model))
 
 
+# one trace at a time in a process: the TorchScript exporter keeps its state in module globals, and the warnings
+# filter it is traced under is process-wide (candidates are assessed in threads)
+_TRACE_LOCK = threading.Lock()
+
+
 def _trace(module: QuantileOutput, args: tuple[torch.Tensor, ...], cell: str):
     import onnx
 
@@ -300,7 +306,7 @@ def _trace(module: QuantileOutput, args: tuple[torch.Tensor, ...], cell: str):
         QUANTILE_NAME: {0: "batch"},
     }
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with _TRACE_LOCK, torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
             torch.onnx.export(
                 _Graph(module),

@@ -96,17 +96,25 @@ def pick_device(preference: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def cpu_threads(settings: Settings, device: torch.device | str) -> int | None:
+def cpu_threads(settings: Settings, device: torch.device | str, at_once: int | None = None) -> int | None:
     """Intra-op threads per candidate on the CPU: `train.threads`, or with 'auto' the cores shared out
-    among `train.parallel` candidates (None: torch's default). CPU training is bitwise repeatable for a
-    given thread count; BLAS splits some products by it, so compare runs at the same count."""
+    among the `at_once` candidates trained together (default `train.parallel`; None: torch's default). CPU
+    training is bitwise repeatable for a given thread count; BLAS splits some products by it, so compare runs
+    at the same count."""
     t = settings.train
     if torch.device(device).type != "cpu":
         return None
     if t.threads != "auto":
         return int(t.threads)
-    n = t.parallel_count()
+    n = t.parallel_count() if at_once is None else at_once
     return max(1, (os.cpu_count() or 1) // n) if n > 1 else None
+
+
+def set_threads(n: int | None) -> None:
+    """torch's intra-op thread count of this process (a training worker's share of the cores; None: torch's
+    default)."""
+    if n is not None:
+        torch.set_num_threads(n)
 
 
 @contextmanager
@@ -342,9 +350,13 @@ def calibration_starts(ws: WindowSet, settings: Settings) -> np.ndarray:
 
 
 @torch.no_grad()
-def calibrate(model: QuantileOutput, ws: WindowSet, settings: Settings) -> dict:
+def calibrate(
+    model: QuantileOutput, ws: WindowSet, settings: Settings, seen: tuple[np.ndarray, np.ndarray] | None = None
+) -> dict:
     """Conformalise `model`'s quantiles on held-out windows (modeling/quantiles.py): sets its `q_shift`.
-    Returns what it was fitted on and the mean shift per level, in units of the target's training std."""
+    Returns what it was fitted on and the mean shift per level, in units of the target's training std.
+    `seen`: (starts, quantiles) the model as it is, uncalibrated, already forecast (choose_residual_gate): used
+    when those are the calibration windows, instead of a second pass over them."""
     levels = list(model.quantiles)
     if not levels:
         return {}
@@ -353,7 +365,10 @@ def calibrate(model: QuantileOutput, ws: WindowSet, settings: Settings) -> dict:
     if mode == "none":
         return {"method": "none: the pinball heads as trained", "windows": 0}
     starts = calibration_starts(ws, settings)
-    _, q = forecast_windows(quantile_predictor(model), ws, starts)  # inputs gathered a batch at a time
+    if seen is not None and np.array_equal(seen[0], starts):
+        q: np.ndarray | None = seen[1]
+    else:
+        _, q = forecast_windows(quantile_predictor(model), ws, starts)  # inputs gathered a batch at a time
     if q is None:  # no windows to forecast
         raise TrainingError(f"{ws.meta.name}: no held-out windows to calibrate the quantiles on")
     y = ws.targets(starts)
@@ -562,8 +577,9 @@ def train_candidate(
     model.load_state_dict(state.best_state)
     model.dropout_generator = None  # the trained model carries no training state (it is copied and exported)
     model = model.cpu().eval()
-    gate = choose_residual_gate(model, ws, settings)
-    calibration = calibrate(model, ws, settings)
+    seen: dict = {}
+    gate = choose_residual_gate(model, ws, settings, seen)
+    calibration = calibrate(model, ws, settings, seen.get("forecast"))
     return TrainResult(
         candidate=cand,
         model=model,
@@ -588,12 +604,13 @@ def gate_starts(ws: WindowSet, settings: Settings) -> np.ndarray:
 
 
 @torch.no_grad()
-def choose_residual_gate(model: Forecaster, ws: WindowSet, settings: Settings) -> dict:
+def choose_residual_gate(model: Forecaster, ws: WindowSet, settings: Settings, seen: dict | None = None) -> dict:
     """Set `model.spec.residual_gate` to the share of its learnt point residual (train.residual_gates) whose point
     forecast has the lowest validation MASE, the larger share on a tie. Epochs are kept on the loss of every quantile
     level, so the median's residual can be worse than none (it fits the training windows' noise) while the bands
     improve: the gate lets validation shrink it toward the anchor. Returns the choice and every share's MASE ({} for
-    an unanchored model or a single share)."""
+    an unanchored model or a single share). `seen`, given: its "forecast" is set to (the windows, their quantiles)
+    when the share kept is 0 or 1 (one of the two passes here) and the model is uncalibrated, for calibrate()."""
     gates = sorted(set(settings.train.residual_gates))
     if not model.spec.anchored or gates == [1.0]:
         return {}
@@ -601,13 +618,17 @@ def choose_residual_gate(model: Forecaster, ws: WindowSet, settings: Settings) -
     y = ws.targets(starts)
     mask, scale = ws.target_mask(starts), mase_scale(ws)
     model.spec.residual_gate = 1.0
-    full = forecast_windows(quantile_predictor(model), ws, starts)[0].astype(np.float64)
+    full, q_full = forecast_windows(quantile_predictor(model), ws, starts)
     model.spec.residual_gate = 0.0
-    anchor = forecast_windows(quantile_predictor(model), ws, starts)[0].astype(np.float64)
+    anchor, q_anchor = forecast_windows(quantile_predictor(model), ws, starts)
+    full, anchor = full.astype(np.float64), anchor.astype(np.float64)
     # the point is linear in the gate: anchor + g * (full - anchor)
     by = {g: metrics(y, anchor + g * (full - anchor), scale, mask)["mase"] for g in gates}
     best = min(by, key=lambda g: (by[g], -g))
     model.spec.residual_gate = float(best)
+    q = {1.0: q_full, 0.0: q_anchor}.get(float(best))
+    if seen is not None and q is not None and not model.q_shift.any():
+        seen["forecast"] = (starts, q)
     return {"gate": float(best), "val_mase": {f"{g:g}": float(v) for g, v in by.items()}}
 
 

@@ -1,0 +1,78 @@
+"""The training of one candidate as a Prefect task, in a module of its own: the training flow runs it in this process
+or in a worker process (train.task_runner), and a worker imports only this (Prefect, torch, the training library),
+not MLflow, GX or DVC."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.task_runners import ProcessPoolTaskRunner
+
+from cellcast.pipeline.catalog import checkpoints_dir
+from cellcast.pipeline.config import Settings
+from cellcast.pipeline.modeling.train import Candidate, TrainResult, set_threads, train_candidate
+
+
+def checkpoints(ws, settings: Settings) -> Path:
+    return checkpoints_dir(settings, ws.meta.data_md5)
+
+
+@task(name="train-candidate", cache_policy=NO_CACHE, retries=0, task_run_name="train-{cand.name}")
+def train_task(ws, cand: Candidate, settings: Settings, anchor, device: str | None) -> TrainResult:
+    logger = get_run_logger()
+
+    def on_epoch(row):
+        logger.info(
+            "%s epoch %d: train %.4f  val %.4f  lr %.2g  (%.1fs)",
+            cand.name,
+            row["epoch"],
+            row["train_loss"],
+            row["val_loss"],
+            row["lr"],
+            row["seconds"],
+        )
+
+    ckpt = checkpoints(ws, settings)
+    return train_candidate(
+        ws,
+        cand,
+        settings,
+        anchor.season,
+        anchor=anchor,
+        device=device,
+        checkpoint_dir=ckpt,
+        on_epoch=on_epoch,
+        progress=sys.stderr.isatty(),
+    )
+
+
+@contextmanager
+def worker_processes(n: int, threads: int | None) -> Iterator[ProcessPoolTaskRunner]:
+    """A pool of `n` worker processes (spawned; `threads` torch threads each) to submit train_task to. They report
+    to this process's Prefect API; on leaving, the pool is shut down in a background thread (its workers take
+    seconds to exit) while the flow goes on."""
+    with temporary_settings(updates=_api_for_workers()):
+        pool = ProcessPoolTaskRunner(max_workers=n, initializer=set_threads, initargs=(threads,))
+        pool.__enter__()
+        try:
+            yield pool
+        finally:
+            threading.Thread(target=pool.__exit__, args=(None, None, None), name="close-training-workers").start()
+
+
+def _api_for_workers() -> dict:
+    """The Prefect API for worker processes: this process's temporary server when no PREFECT_API_URL is set (a
+    worker left to itself would start a server of its own, and its task runs would not show in this flow run)."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    if PREFECT_API_URL.value():
+        return {}
+    server = SubprocessASGIServer()
+    return {PREFECT_API_URL: server.api_url} if server.running else {}
