@@ -277,3 +277,28 @@ def test_the_known_future_table_made_a_slice_of_rows_at_a_time_is_the_whole_one(
     sliced, names2, kinds2 = _future_table_by_rows(ts, "h", cal, user, rows=77)
     assert names == names2 and kinds == kinds2 and whole.shape == (500, 8) and whole[:, 6].any()
     np.testing.assert_array_equal(sliced, whole)
+
+
+def test_a_window_stage_killed_midway_leaves_no_build_folder_past_the_next_one(tmp_path):
+    """The panel's window set is built in `.windows-<pid>-*` beside windows.npz; a stage killed midway leaves its
+    folder, which the next stage removes, while a live process's folder (mid-build) is left alone."""
+    import os
+    import subprocess
+    import sys
+
+    from cellcast.pipeline.data.window import SPILL_PREFIX, remove_dead_spills
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    dead = tmp_path / f"{SPILL_PREFIX}{p.pid}-abc"
+    (dead / "a").mkdir(parents=True)
+    (dead / "a" / "values.bin").write_bytes(b"\0" * 64)
+    live = tmp_path / f"{SPILL_PREFIX}{os.getpid()}-xyz"
+    live.mkdir()
+    other = tmp_path / f"{SPILL_PREFIX}notapid"
+    other.mkdir()
+    kept = tmp_path / "windows.npz"
+    kept.write_bytes(b"x")
+
+    assert remove_dead_spills(tmp_path) == [dead]
+    assert not dead.exists() and live.is_dir() and other.is_dir() and kept.read_bytes() == b"x"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -244,6 +245,32 @@ def _npz_arrays(npz: Path) -> dict[str, np.ndarray]:
     return out
 
 
+SPILL_PREFIX = ".windows-"  # a panel's window set is built in a folder named so, with the building process's id
+
+
+def remove_dead_spills(folder: Path) -> list[Path]:
+    """Removes the build folders that window stages left in `folder` when they were killed midway (their process is
+    gone: a live one's folder is its own, mid-build); returns what it removed."""
+    gone = []
+    for d in folder.glob(f"{SPILL_PREFIX}*"):
+        pid = d.name.removeprefix(SPILL_PREFIX).split("-")[0]
+        if not d.is_dir() or not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        gone.append(d)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process, or not a process id this machine can hold: left alone
+    return True
+
+
 def window_dataset(settings: Settings) -> WindowSet:
     """The window stage: data/NAME/validated.parquet -> data/NAME/windows.npz + windows.json (a panel: its
     series side by side, PanelWindowSet)."""
@@ -251,7 +278,8 @@ def window_dataset(settings: Settings) -> WindowSet:
         # the set is built in files beside windows.npz (flat memory in the number of series), then read from it
         parent = window_paths(settings)[0].parent
         parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=parent, prefix=".windows-") as spill:
+        remove_dead_spills(parent)
+        with tempfile.TemporaryDirectory(dir=parent, prefix=f"{SPILL_PREFIX}{os.getpid()}-") as spill:
             panel = window_panel(read_validated_meta(settings), settings, spill=Path(spill))
             save_windows(panel, settings)
             del panel
