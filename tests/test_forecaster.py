@@ -337,16 +337,16 @@ def test_calibration_reads_the_residual_gates_forecast_of_its_windows_instead_of
     s = settings(residual_gates=[0.0, 1.0])
     ws = windows(s)
     model = Forecaster(model_spec(ws, Candidate("gru", 8, 1), s, 24)).eval()
-    seen: dict = {}
-    assert choose_residual_gate(model, ws, s, seen)["gate"] in (0.0, 1.0)
-    starts, q = seen["forecast"]
+    gate, seen = choose_residual_gate(model, ws, s)
+    assert gate["gate"] in (0.0, 1.0) and seen is not None
+    starts, q = seen
     assert np.array_equal(starts, ws.starts["val"]) and q.shape[0] == len(starts)
-    read = calibrate(model, ws, s, seen["forecast"])
+    read = calibrate(model, ws, s, seen)
     shift = model.q_shift.clone()
     assert shift.any() and calibrate(model, ws, s) == read and torch.equal(model.q_shift, shift)
     # other windows than the calibration's (the most recent 300): forecast again
     recent = settings(residual_gates=[0.0, 1.0], evaluate={"calibration_windows": 300})
-    assert calibrate(model, ws, recent, seen["forecast"])["windows"] == 300
+    assert calibrate(model, ws, recent, seen)["windows"] == 300
 
 
 def test_a_trained_and_calibrated_model_covers_its_nominal_levels_on_test():
@@ -449,12 +449,12 @@ def test_the_residual_gate_shrinks_a_residual_that_forecasts_validation_worse_to
     anchor = predictor(model)(*ws.inputs(ws.starts["test"]))
     with torch.no_grad():  # a residual of pure noise: every share of it forecasts validation worse than none
         model.head.bias.copy_(torch.from_numpy(np.random.default_rng(0).normal(0, 1, model.head.bias.shape)))
-    choice = choose_residual_gate(model, ws, s)
+    choice, _ = choose_residual_gate(model, ws, s)
     assert choice["gate"] == 0.0 and model.spec.residual_gate == 0.0
     assert list(choice["val_mase"]) == ["0", "0.25", "0.5", "0.75", "1"]
     assert choice["val_mase"]["0"] < choice["val_mase"]["0.25"] < choice["val_mase"]["1"]
     np.testing.assert_allclose(predictor(model)(*ws.inputs(ws.starts["test"])), anchor, atol=1e-5)
     # a residual that is none: every share ties, and the residual is kept as trained
     zero = Forecaster(model_spec(ws, Candidate("gru", 8, 1), s, 24)).eval()
-    assert choose_residual_gate(zero, ws, s)["gate"] == 1.0
-    assert choose_residual_gate(model, ws, settings(residual_gates=[1.0])) == {}
+    assert choose_residual_gate(zero, ws, s)[0]["gate"] == 1.0
+    assert choose_residual_gate(model, ws, settings(residual_gates=[1.0])) == ({}, None)

@@ -577,9 +577,8 @@ def train_candidate(
     model.load_state_dict(state.best_state)
     model.dropout_generator = None  # the trained model carries no training state (it is copied and exported)
     model = model.cpu().eval()
-    seen: dict = {}
-    gate = choose_residual_gate(model, ws, settings, seen)
-    calibration = calibrate(model, ws, settings, seen.get("forecast"))
+    gate, seen = choose_residual_gate(model, ws, settings)
+    calibration = calibrate(model, ws, settings, seen)
     return TrainResult(
         candidate=cand,
         model=model,
@@ -604,16 +603,18 @@ def gate_starts(ws: WindowSet, settings: Settings) -> np.ndarray:
 
 
 @torch.no_grad()
-def choose_residual_gate(model: Forecaster, ws: WindowSet, settings: Settings, seen: dict | None = None) -> dict:
+def choose_residual_gate(
+    model: Forecaster, ws: WindowSet, settings: Settings
+) -> tuple[dict, tuple[np.ndarray, np.ndarray] | None]:
     """Set `model.spec.residual_gate` to the share of its learnt point residual (train.residual_gates) whose point
     forecast has the lowest validation MASE, the larger share on a tie. Epochs are kept on the loss of every quantile
     level, so the median's residual can be worse than none (it fits the training windows' noise) while the bands
     improve: the gate lets validation shrink it toward the anchor. Returns the choice and every share's MASE ({} for
-    an unanchored model or a single share). `seen`, given: its "forecast" is set to (the windows, their quantiles)
-    when the share kept is 0 or 1 (one of the two passes here) and the model is uncalibrated, for calibrate()."""
+    an unanchored model or a single share), and (the windows, their quantiles) as the model now forecasts them when
+    the share kept is 0 or 1 (one of the two passes here) and the model is uncalibrated, for calibrate(); else None."""
     gates = sorted(set(settings.train.residual_gates))
     if not model.spec.anchored or gates == [1.0]:
-        return {}
+        return {}, None
     starts = gate_starts(ws, settings)
     y = ws.targets(starts)
     mask, scale = ws.target_mask(starts), mase_scale(ws)
@@ -627,9 +628,8 @@ def choose_residual_gate(model: Forecaster, ws: WindowSet, settings: Settings, s
     best = min(by, key=lambda g: (by[g], -g))
     model.spec.residual_gate = float(best)
     q = {1.0: q_full, 0.0: q_anchor}.get(float(best))
-    if seen is not None and q is not None and not model.q_shift.any():
-        seen["forecast"] = (starts, q)
-    return {"gate": float(best), "val_mase": {f"{g:g}": float(v) for g, v in by.items()}}
+    seen = (starts, q) if q is not None and not model.q_shift.any() else None
+    return {"gate": float(best), "val_mase": {f"{g:g}": float(v) for g, v in by.items()}}, seen
 
 
 def _build_model(
