@@ -274,13 +274,14 @@ def _alive(pid: int) -> bool:
 def window_dataset(settings: Settings) -> WindowSet:
     """The window stage: data/NAME/validated.parquet -> data/NAME/windows.npz + windows.json (a panel: its
     series side by side, PanelWindowSet)."""
-    if is_panel(read_validated_meta(settings)):
+    validated = read_validated_meta(settings)
+    if is_panel(validated):
         # the set is built in files beside windows.npz (flat memory in the number of series), then read from it
         parent = window_paths(settings)[0].parent
         parent.mkdir(parents=True, exist_ok=True)
         remove_dead_spills(parent)
         with tempfile.TemporaryDirectory(dir=parent, prefix=f"{SPILL_PREFIX}{os.getpid()}-") as spill:
-            panel = window_panel(read_validated_meta(settings), settings, spill=Path(spill))
+            panel = window_panel(validated, settings, spill=Path(spill))
             save_windows(panel, settings)
             del panel
         return load_windows(settings)
