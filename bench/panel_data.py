@@ -32,6 +32,10 @@ RESULTS = ROOT / "bench" / "results"
 N_BAD = 5  # series given one infinite reading
 
 
+# the panel's columns as ingest_file reads them (synthetic_panel's frame, and panel_scale's of the same shape)
+INGEST_COLUMNS = {"time_col": "ts", "targets": ["load"], "features": ["temp"], "id_cols": ["sensor"]}
+
+
 def synthetic_panel(n_series: int, steps: int, seed: int = 0) -> pd.DataFrame:
     """The long frame: sensor, ts, load, temp (float64), rows of each series in time order."""
     rng = np.random.default_rng(seed)

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 RESULTS = ROOT / "bench" / "results"
 
-from panel_data import synthetic_panel  # noqa: E402
+from panel_data import INGEST_COLUMNS, synthetic_panel  # noqa: E402
 
 TRAIN = {
     "cells": ["gru"],
@@ -170,10 +170,7 @@ def main() -> None:
         t0 = time.perf_counter()
         ingest_file(
             work / "panel.parquet",
-            time_col="ts",
-            targets=["load"],
-            features=["temp"],
-            id_cols=["sensor"],
+            **INGEST_COLUMNS,
             fmt="parquet",
             settings=s,
         )

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from panel_data import run_result  # noqa: E402  (bench/: the stage runner of the ingest / validate bench)
+from panel_data import INGEST_COLUMNS, run_result  # noqa: E402  (bench/: the stage runner of the ingest / validate bench)
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "scale"
@@ -177,10 +177,7 @@ def stage(name: str, work: Path) -> dict:
 
         r = ingest_file(
             work / "panel",
-            time_col="ts",
-            targets=["load"],
-            features=["temp"],
-            id_cols=["sensor"],
+            **INGEST_COLUMNS,
             fmt="parquet",
             settings=s,
         )
