@@ -35,14 +35,14 @@ from cellcast.pipeline.modeling.train import (  # noqa: E402
     train_candidate,
     use_decoder,
 )
-from cellcast.pipeline.registry import lifecycle  # noqa: E402
+from cellcast.pipeline.registry import assessment  # noqa: E402
 
 
 def run(project: Path, params: Path, name: str, tag: str, threads: int) -> dict:
     os.chdir(project)
     settings = load_params(params).for_dataset(name)
     ws = window_dataset(settings)
-    base = lifecycle.baselines(ws, settings)
+    base = assessment.baselines(ws, settings)
     t0 = time.perf_counter()
     with torch_threads(threads):
         anchor = choose_anchor(ws, settings, base.anchor_season)

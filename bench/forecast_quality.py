@@ -143,7 +143,7 @@ def calibration(root: Path, name: str) -> None:
     from cellcast.pipeline.modeling.evaluate import mase_scale
     from cellcast.pipeline.modeling.quantiles import conformal_shift, quantile_scores
     from cellcast.pipeline.modeling.train import candidates, quantile_predictor, train_candidate
-    from cellcast.pipeline.registry.lifecycle import baselines
+    from cellcast.pipeline.registry.assessment import baselines
 
     settings, ws, summary = project(root, name)
     anchor = choose_anchor(ws, settings, baselines(ws, settings).anchor_season)

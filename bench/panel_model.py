@@ -140,7 +140,8 @@ def main() -> None:
     from cellcast.pipeline.modeling.evaluate import forecast_windows
     from cellcast.pipeline.modeling.local import LocalTask, series_set, train_local
     from cellcast.pipeline.modeling.train import Candidate, predictor, train_candidate
-    from cellcast.pipeline.registry.lifecycle import baselines, model_metadata
+    from cellcast.pipeline.registry.assessment import baselines
+    from cellcast.pipeline.registry.metadata import model_metadata
     from cellcast.pipeline.serving.forecast import forecast_panel_frame
 
     common = {

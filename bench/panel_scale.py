@@ -218,15 +218,16 @@ def stage(name: str, work: Path) -> dict:
         from cellcast.pipeline.modeling.anchor import choose_anchor
         from cellcast.pipeline.modeling.evaluate import forecast_origins
         from cellcast.pipeline.modeling.train import Candidate, train_candidate
-        from cellcast.pipeline.registry.lifecycle import baselines, model_metadata
+        from cellcast.pipeline.registry.assessment import baselines
+        from cellcast.pipeline.registry.metadata import model_metadata
 
         torch.set_num_threads(1)
         if os.environ.get("PANEL_SCALE_NO_REFERENCE") == "1":
-            # the drift reference (lifecycle.training_reference) frames every training row of every series at once:
+            # the drift reference (metadata.training_reference) frames every training row of every series at once:
             # ~3.2 GB at 1,000 series, out of memory at 10,000 (BENCHMARKS.md); left out of the exported metadata
-            from cellcast.pipeline.registry import lifecycle
+            from cellcast.pipeline.registry import metadata
 
-            lifecycle.training_reference = lambda ws, settings: {}
+            metadata.training_reference = lambda ws, settings: {}
         ws = load_windows(s)
         # validation and test windows a horizon apart (the promotion's origins): the baselines and the anchor choice
         # gather the windows they score whole, lookback included; every step's would not fit at 10,000 series

@@ -48,7 +48,7 @@ from cellcast.pipeline.data.datasets import dataset_info, load_bundled  # noqa: 
 from cellcast.pipeline.data.window import build_windows  # noqa: E402
 from cellcast.pipeline.data.windowset import WindowSet  # noqa: E402
 from cellcast.pipeline.modeling.train import Candidate, _val_loss, train_candidate  # noqa: E402
-from cellcast.pipeline.registry.lifecycle import baselines  # noqa: E402
+from cellcast.pipeline.registry.assessment import baselines  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEV = torch.device("cuda" if CUDA else "cpu")

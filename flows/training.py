@@ -32,18 +32,19 @@ from cellcast.pipeline.modeling.train import (
     torch_threads,
     use_decoder,
 )
-from cellcast.pipeline.registry import lifecycle, tracking
+from cellcast.pipeline.registry import assessment, promotion_run, run_logs, summary, tracking
+from cellcast.pipeline.registry.references import reference_rows
 
 
 @task(name="baselines", cache_policy=NO_CACHE)
-def baselines_task(ws, settings: Settings) -> lifecycle.Baselines:
-    return lifecycle.baselines(ws, settings)
+def baselines_task(ws, settings: Settings) -> assessment.Baselines:
+    return assessment.baselines(ws, settings)
 
 
 @task(name="references", cache_policy=NO_CACHE)
 def references_task(ws, settings: Settings) -> dict:
     """MSTL / ETS / Theta on the promotion's test origins: reference rows, never a reason to fail the run."""
-    return lifecycle.reference_rows(ws, settings)
+    return reference_rows(ws, settings)
 
 
 @task(name="series-references", cache_policy=NO_CACHE, task_run_name="references-{part[0].series_id}+{n}")
@@ -64,7 +65,7 @@ def reference_steps(ws, settings: Settings) -> dict:
         futures = series_references_task.map(unmapped(fn), chunks, [len(c) - 1 for c in chunks])
         return [f.result() for f in futures]
 
-    return lifecycle.reference_rows(ws, settings, mapper=mapper, parts=parts)
+    return reference_rows(ws, settings, mapper=mapper, parts=parts)
 
 
 @task(name="anchor", cache_policy=NO_CACHE)
@@ -79,8 +80,8 @@ def ensemble_task(results, ws, settings: Settings) -> TrainResult | None:
 
 
 @task(name="assess", cache_policy=NO_CACHE, task_run_name="assess-{result.candidate.name}")
-def assess_task(result, ws, settings: Settings, out_dir: str) -> lifecycle.CandidateReport:
-    return lifecycle.assess(result, ws, settings, Path(out_dir))
+def assess_task(result, ws, settings: Settings, out_dir: str) -> assessment.CandidateReport:
+    return assessment.assess(result, ws, settings, Path(out_dir))
 
 
 def candidates_at_once(ws, settings: Settings, device: str, n: int) -> int:
@@ -113,12 +114,12 @@ def tracking_task(settings: Settings) -> str:
 @task(name="track-and-promote", cache_policy=NO_CACHE, retries=0)
 def promote_task(
     ws, settings: Settings, base, results, reports, selection=None, references=None, data_version=None
-) -> lifecycle.Outcome:
+) -> promotion_run.Outcome:
     ctx = get_run_context()
     flow_run_id = str(ctx.task_run.flow_run_id) if isinstance(ctx, TaskRunContext) else None
     validation = validation_report_path(settings)
     try:
-        outcome = lifecycle.track_and_promote(
+        outcome = promotion_run.track_and_promote(
             ws,
             settings,
             base,
@@ -136,7 +137,7 @@ def promote_task(
             f"the trained candidates are kept ({checkpoints(ws, settings)}): rerun `cellcast train "
             f"{ws.meta.name}` once it answers; it resumes from them and registers"
         ) from None
-    lifecycle.write_summary(outcome, settings)
+    summary.write_summary(outcome, settings)
     return outcome
 
 
@@ -149,7 +150,7 @@ def training_flow(
     device: str | None = None,
     reason: str | None = None,
     overrides: dict | None = None,
-) -> lifecycle.Outcome:
+) -> promotion_run.Outcome:
     """Train every candidate of params.yaml on dataset `name` and let the registry decide.
     settings: given by a caller in this process (the CLI); a deployment gives none, and params.yaml is read when
     the run starts. overrides: params sections on top, e.g. {"train": {"epochs": 3}}.
@@ -172,7 +173,7 @@ def training_flow(
         return _train(settings, source, from_windows, device, logger)
 
 
-def _train(settings: Settings, source, from_windows: bool, device: str | None, logger) -> lifecycle.Outcome:
+def _train(settings: Settings, source, from_windows: bool, device: str | None, logger) -> promotion_run.Outcome:
     tracking_task(settings)
     ws = load_windows(settings) if from_windows else data_steps(settings, source)
     # the bytes this model trains on: in the DVC cache (and remote) before any version names them
@@ -259,7 +260,7 @@ def _train(settings: Settings, source, from_windows: bool, device: str | None, l
     else:
         reports = [assess_task(r, ws, settings, str(out_dir)) for r in results]
     outcome = promote_task(ws, settings, base, results, reports, selection, refs, kept)
-    print(lifecycle.summary_table(outcome))
+    print(summary.summary_table(outcome))
     publish_result(outcome)
     if settings.train.strategy == "local" and ws.is_panel:
         local_task(ws, settings, base.anchor_season)
@@ -291,7 +292,7 @@ def local_task(ws, settings: Settings, season: int | None) -> dict:
             cluster.close()
     else:
         comparison = local_comparison(ws, settings, season)
-    run_id = lifecycle.log_local_comparison(ws, settings, comparison)
+    run_id = run_logs.log_local_comparison(ws, settings, comparison)
     for cand, c in comparison.items():
         logger.info(
             "local models, %s (%d series models, %.0fs): %s%s",
@@ -418,6 +419,6 @@ def task_runner(settings: Settings):
     return ThreadPoolTaskRunner(max_workers=max(t.parallel_count(), os.cpu_count() or 1))
 
 
-def run_training(settings: Settings, **kw) -> lifecycle.Outcome:
+def run_training(settings: Settings, **kw) -> promotion_run.Outcome:
     """Run the flow with the task runner params.yaml asks for."""
     return training_flow.with_options(task_runner=task_runner(settings))(settings.dataset, settings, **kw)

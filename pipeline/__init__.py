@@ -2,12 +2,17 @@
 
 Layers, each importing only those below it (tests/test_layers.py keeps this true):
 
-    serving     forecast (batch), service (HTTP), requests,    registered models in use
-                timestamps, problems, swap, livelog, metrics
+    serving     forecast (batch), service (HTTP), launch,      registered models in use
+                models, context, routes_health, routes_models,
+                routes_forecast, predict, canary, openapi,
+                requests, timestamps, problems, swap, livelog,
+                metrics
     monitoring  scoring, verdict, evaluate, status, champion,  is the champion still good
                 report, state, panel, live, promote
-    registry    tracking (MLflow), promotion, lifecycle,       what is registered and promoted
-                results, backtest, report
+    registry    tracking (MLflow), promotion, assessment,      what is registered and promoted
+                metadata, lineage, champion, decision,
+                references, promotion_run, run_logs, pictures,
+                summary, results, backtest, report
     engine      onnx_export, inference (ONNX Runtime), doctor  the deployable artefact and what runs it
     modeling    model, train, anchor, evaluate, quantiles,     the forecaster, trained and scored
                 classical, plots, device, panel_eval,

@@ -83,7 +83,7 @@ def validation_report_path(settings: Settings) -> Path:
 
 
 def train_summary_path(settings: Settings) -> Path:
-    """The last training run's outcome (registry/lifecycle.write_summary): what `dvc metrics` and the corpus read."""
+    """The last training run's outcome (registry/summary.write_summary): what `dvc metrics` and the corpus read."""
     return reports_dir(settings) / "train_summary.json"
 
 

@@ -218,7 +218,7 @@ def test_training_with_backtest_selection_picks_by_the_backtest_mean_and_logs_th
 
     from cellcast.flows.training import run_training
     from cellcast.pipeline.config import load_params
-    from cellcast.pipeline.registry import lifecycle, tracking
+    from cellcast.pipeline.registry import summary, tracking
 
     _project_params(project, selection="backtest")
     src = _series_csv(project / "syn.csv")
@@ -239,7 +239,7 @@ def test_training_with_backtest_selection_picks_by_the_backtest_mean_and_logs_th
     assert run.data.metrics["ref_mstl_test_mase"] == pytest.approx(out.references["mstl"]["mase"])
     assert run.data.metrics[f"backtest_{out.best}_mase_mean"] == pytest.approx(means[out.best])
     assert out.references["mstl"]["windows"] == 12 and out.references["mstl"]["fits"] == 1  # once, rolled forward
-    table = lifecycle.summary_table(out)
+    table = summary.summary_table(out)
     assert "references (statsmodels, fitted before the first of the 12 promotion origins" in table
     assert f"  mstl   test MASE {out.references['mstl']['mase']:.3f}" in table
     # `cellcast evaluate` (the DVC stage) puts them in reports/NAME/metrics.json: `dvc metrics show` reads them
@@ -253,13 +253,13 @@ def test_training_with_backtest_selection_picks_by_the_backtest_mean_and_logs_th
 def test_selection_by_backtest_overrides_the_validation_ranking():
     from types import SimpleNamespace
 
-    from cellcast.pipeline.registry.lifecycle import _select
+    from cellcast.pipeline.registry.decision import select
 
     a = SimpleNamespace(name="rnn-h8-l1", val={"mase": 0.5})
     b = SimpleNamespace(name="gru-h8-l1", val={"mase": 0.9})
-    best, how = _select([a, b], None)
+    best, how = select([a, b], None)
     assert best is a and how == "selected by validation MASE (rnn-h8-l1 0.500; evaluate.selection: split)"
-    best, how = _select([a, b], {"folds": 3, "mean_mase": {"rnn-h8-l1": 1.2, "gru-h8-l1": 0.8}})
+    best, how = select([a, b], {"folds": 3, "mean_mase": {"rnn-h8-l1": 1.2, "gru-h8-l1": 0.8}})
     assert best is b and how == (
         "selected by the backtest's mean MASE over 3 folds before the test split "
         "(gru-h8-l1 0.800; evaluate.selection: backtest)"

@@ -21,8 +21,9 @@ from cellcast.pipeline.engine.inference import OnnxForecaster
 from cellcast.pipeline.engine.onnx_export import export_onnx
 from cellcast.pipeline.errors import ConfigError, NotFoundError
 from cellcast.pipeline.modeling.model import ModelSpec, build
+from cellcast.pipeline.serving.canary import canary_share
 from cellcast.pipeline.serving.livelog import Answer, LiveLog
-from cellcast.pipeline.serving.service import canary_share, create_app
+from cellcast.pipeline.serving.service import create_app
 
 SHAPES = {  # dataset: (variables, lookback, horizon, freq)
     "alpha": (["load", "temp"], 24, 4, "h"),
@@ -202,7 +203,7 @@ def test_every_answer_of_a_forecast_route_carries_a_request_id_and_a_refusal_log
         422: ("/v1/models/beta/forecast", {"json": body("alpha"), "headers": auth}),
     }
     ids = {}
-    with TestClient(app) as c, caplog.at_level("INFO", logger="cellcast.pipeline.serving.service"):
+    with TestClient(app) as c, caplog.at_level("INFO", logger="cellcast.pipeline.serving.context"):
         for status, (path, kw) in asks.items():
             r = c.post(path, **kw)
             assert r.status_code == status, (path, r.text)
@@ -416,16 +417,16 @@ def test_shadow_answers_are_logged_never_returned(tmp_path, files):
 
 
 def test_a_full_shadow_queue_drops_and_counts_never_delays(tmp_path, files, monkeypatch):
-    from cellcast.pipeline.serving import service
+    from cellcast.pipeline.serving import canary
 
-    gate, real = threading.Event(), service.parse_body
+    gate, real = threading.Event(), canary.parse_body
 
     def parse(body, engine):  # the shadow worker stalls on its first job until the test lets it go
         if threading.current_thread().name == "cellcast-shadow":
             gate.wait(10)
         return real(body, engine)
 
-    monkeypatch.setattr(service, "parse_body", parse)
+    monkeypatch.setattr(canary, "parse_body", parse)
     app = create_app(
         settings(tmp_path, "alpha", shadow=True, shadow_queue=1),
         sources={"alpha": {"challenger": Source("alpha", files["alpha", "2"], "2")}},

@@ -239,9 +239,9 @@ def test_a_rerun_on_unchanged_data_params_and_code_registers_nothing(prefect_api
 
     # after an upgrade of cellcast (another code version) the same run is new code: it is registered, and
     # its forecasts, identical to the champion's, are no evidence to replace it
-    from cellcast.pipeline.registry import lifecycle
+    from cellcast.pipeline.registry import lineage
 
-    monkeypatch.setattr(lifecycle, "code_version", lambda: "9.9.9+0123456789ab")
+    monkeypatch.setattr(lineage, "code_version", lambda: "9.9.9+0123456789ab")
     upgraded = run_training(settings("load"), source=src)
     assert upgraded.version == 2 and upgraded.champion_after == 1 and not upgraded.decision["promote"]
     assert "not significantly better than champion v1" in upgraded.decision["reason"]
@@ -284,7 +284,7 @@ def test_a_candidate_with_uncalibrated_intervals_is_registered_not_promoted(pref
     import yaml
 
     from cellcast.flows.training import run_training
-    from cellcast.pipeline.registry import lifecycle, tracking
+    from cellcast.pipeline.registry import summary, tracking
 
     p = yaml.safe_load(tiny_params.read_text())
     p["evaluate"]["coverage_tolerance"] = 0.001
@@ -314,5 +314,5 @@ def test_a_candidate_with_uncalibrated_intervals_is_registered_not_promoted(pref
         assert {"coverage_80", "coverage_90", "width_90", "winkler_90", "crps", "pinball"} <= set(t)
         assert c["crossings"] == 0 and len(c["interval_by_step"]["coverage_90"]) == 24
         assert c["calibration"]["windows"] > 100
-    table = lifecycle.summary_table(out)
+    table = summary.summary_table(out)
     assert "cov 80%" in table and "cov 90%" in table and "quantiles conformalised on" in table

@@ -220,7 +220,7 @@ def test_the_batch_forecast_checks_the_latest_rows_against_the_models_bounds(pro
     from cellcast.pipeline.data.window import window_dataset
     from cellcast.pipeline.modeling.train import Candidate, model_spec
     from cellcast.pipeline.registry import tracking
-    from cellcast.pipeline.registry.lifecycle import onnx_metadata
+    from cellcast.pipeline.registry.metadata import onnx_metadata
     from cellcast.pipeline.registry.promotion import Decision
     from cellcast.pipeline.serving.forecast import forecast_latest
 

@@ -260,7 +260,7 @@ def test_the_batch_forecast_names_the_series_it_cannot_forecast_and_scales_each_
     from cellcast.pipeline.engine.onnx_export import export_onnx
     from cellcast.pipeline.modeling.model import Forecaster
     from cellcast.pipeline.modeling.train import Candidate, model_spec
-    from cellcast.pipeline.registry.lifecycle import model_metadata
+    from cellcast.pipeline.registry.metadata import model_metadata
     from cellcast.pipeline.serving.forecast import forecast_panel_frame
 
     ws, s = mixed
@@ -294,7 +294,7 @@ def test_a_panel_forecast_by_a_model_that_names_no_frequency_is_refused_in_words
     from cellcast.pipeline.errors import DataValidationError
     from cellcast.pipeline.modeling.model import Forecaster
     from cellcast.pipeline.modeling.train import Candidate, model_spec
-    from cellcast.pipeline.registry.lifecycle import model_metadata
+    from cellcast.pipeline.registry.metadata import model_metadata
     from cellcast.pipeline.serving.forecast import forecast_panel_frame
 
     ws, s = mixed
@@ -538,7 +538,8 @@ def test_a_real_panel_read_at_irregular_times_is_resampled_trained_and_forecast_
     assert r.exit_code == 0, r.output
     summary = json.loads((project / "reports/nyc/train_summary.json").read_text())
     # the classical references per airport, each beside the global model on the same origins
-    from cellcast.pipeline.registry.lifecycle import Outcome, reference_lines
+    from cellcast.pipeline.registry.promotion_run import Outcome
+    from cellcast.pipeline.registry.summary import reference_lines
 
     lines = "\n".join(reference_lines(Outcome(**summary)))
     assert "references per series" in lines and "on 3 series" in lines and "the model beats it on" in lines
@@ -609,7 +610,7 @@ def test_the_classical_references_run_per_series_in_each_series_units_on_a_sampl
     horizon apart and pooled; the same series fitted alone gives the same forecasts; a sample is stated."""
     from cellcast.pipeline.modeling import classical, panel_references
     from cellcast.pipeline.modeling.evaluate import forecast_origins
-    from cellcast.pipeline.registry.lifecycle import reference_rows
+    from cellcast.pipeline.registry.references import reference_rows
 
     ws, s = mixed
     # theta: the quick fit (ETS and MSTL's ETS optimise for a fraction of a second a series)
@@ -772,7 +773,7 @@ def test_known_ahead_columns_are_read_per_series_in_the_batch_forecast_and_the_s
     from cellcast.pipeline.errors import DataValidationError
     from cellcast.pipeline.modeling.model import Forecaster
     from cellcast.pipeline.modeling.train import Candidate, model_spec
-    from cellcast.pipeline.registry.lifecycle import model_metadata
+    from cellcast.pipeline.registry.metadata import model_metadata
     from cellcast.pipeline.serving.forecast import forecast_panel_frame, panel_future
     from cellcast.pipeline.serving.service import create_app
 
@@ -832,7 +833,7 @@ def test_known_ahead_columns_are_read_per_series_in_the_batch_forecast_and_the_s
 def test_the_drift_reference_of_a_large_panel_profiles_an_even_sample_of_whole_series(mixed):
     """Every training row of 10,000 series in one frame took 20 GB: past a cap the reference reads every k-th whole
     series (a distribution, which such a sample estimates); under it, every series' training rows as before."""
-    from cellcast.pipeline.registry.lifecycle import _reference_rows
+    from cellcast.pipeline.registry.metadata import _reference_rows
 
     ws = mixed[0]
     assert np.array_equal(_reference_rows(ws), ws.train_rows())

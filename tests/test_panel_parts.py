@@ -247,7 +247,7 @@ def test_the_batch_forecast_reads_each_series_last_lookback_a_partition_at_a_tim
     from cellcast.pipeline.engine.onnx_export import export_onnx
     from cellcast.pipeline.modeling.model import Forecaster
     from cellcast.pipeline.modeling.train import Candidate, model_spec
-    from cellcast.pipeline.registry.lifecycle import model_metadata
+    from cellcast.pipeline.registry.metadata import model_metadata
     from cellcast.pipeline.serving.forecast import forecast_panel_frame, forecast_validated_panel
 
     work, s = validated

@@ -45,7 +45,7 @@ def serve(
     (and with one model POST /v1/forecast, GET /model), GET /health, GET /metrics. SIGTERM / Ctrl-C: requests in
     flight are answered, then it exits."""
     from cellcast.pipeline.errors import ConfigError
-    from cellcast.pipeline.serving.service import serve as run
+    from cellcast.pipeline.serving.launch import serve as run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     check_device(device)

@@ -1,6 +1,6 @@
 """The anchor a forecaster learns its residual over, chosen once per window set (train.anchor).
 
-seasonal_naive: the best seasonal naive on validation (registry/lifecycle.baselines picks its season).
+seasonal_naive: the best seasonal naive on validation (registry/assessment.baselines picks its season).
 linear: a ridge regression from the target's lookback (on a panel, the last `span` steps of it, chosen on
 validation: `linear_spans`), relative to its last value (NLinear), and the known-future block of the horizon (scaled
 as the model scales them) to the horizon, relative to that same last value. It is fitted in closed form: the normal
@@ -253,7 +253,7 @@ def combine_with_seasonal_naive(ws: WindowSet, lin: LinearAnchor, season: int) -
 
 
 def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> AnchorChoice:
-    """The anchor of one training run: train.anchor, with `season` the best seasonal naive's (lifecycle.baselines).
+    """The anchor of one training run: train.anchor, with `season` the best seasonal naive's (assessment.baselines).
     auto fits the linear anchor and keeps whichever of the linear, the seasonal naive and (a single series) their
     mean forecasts validation better (MASE)."""
     t = settings.train

@@ -169,8 +169,8 @@ def plan(ws: WindowSet, settings: Settings, k: int | None = None, end: int | Non
 
 def anchor_season(ws: WindowSet, settings: Settings) -> int | None:
     """The season the residual models of this window set are anchored on: the best seasonal naive on validation
-    among those the lookback holds (as lifecycle.baselines chooses it)."""
-    from .lifecycle import baselines
+    among those the lookback holds (as assessment.baselines chooses it)."""
+    from .assessment import baselines
 
     return baselines(ws, settings).anchor_season
 
@@ -447,7 +447,7 @@ def track(result: BacktestResult, ws: WindowSet, settings: Settings, fig, tags: 
     """One MLflow parent run `backtest-NAME`, a child run per fold (tags: its row ranges and times; metrics per
     model), the spread on the parent, the picture and the JSON as its artifacts."""
     from . import tracking
-    from .lifecycle import lineage
+    from .lineage import lineage
 
     tags = (
         lineage(ws, settings)

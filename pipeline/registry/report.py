@@ -35,7 +35,8 @@ def _unseen(ws: WindowSet, until: str | None, version: int) -> WindowSet:
 
 def evaluate_registered(settings: Settings, alias: str = "champion") -> dict:
     from ..engine.inference import OnnxForecaster
-    from .lifecycle import baselines, trained_until
+    from .assessment import baselines
+    from .champion import trained_until
 
     ws = load_windows(settings)
     tracking.configure()

@@ -1,5 +1,5 @@
 """What a training run found, as one typed table: a row per candidate, baseline and classical reference, with the
-scores every reader shows. The CLI's text (lifecycle.summary_table), the Prefect artifact (flows/training.py) and
+scores every reader shows. The CLI's text (summary.summary_table), the Prefect artifact (flows/training.py) and
 the run's train_summary.json all read these rows; none builds its own from the outcome's dicts."""
 
 from __future__ import annotations

@@ -1,0 +1,178 @@
+"""A trained candidate assessed: the baselines it is measured against, its export to ONNX gated on parity,
+its scores on validation and test with the engine that will serve it (per series for a panel), in one
+CandidateReport."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Settings
+from ..data.panel_windows import COLD, PanelWindowSet
+from ..data.windowset import WindowSet
+from ..errors import ExportError
+from ..modeling import panel_eval
+from ..modeling.evaluate import (
+    BaselineReport,
+    evaluate_baselines,
+    evaluate_forecasts,
+    forecast_windows,
+    quantiles_by_step,
+    season_of,
+    usable_seasons,
+)
+from ..modeling.quantiles import crossings
+from ..modeling.train import TrainResult, quantile_predictor
+from .metadata import model_metadata
+
+
+@dataclass
+class Baselines:
+    val: BaselineReport
+    test: BaselineReport
+    anchor_season: int | None  # the season the residual models are anchored on
+
+    def to_dict(self) -> dict:
+        return {"val": asdict(self.val), "test": asdict(self.test), "anchor_season": self.anchor_season}
+
+
+def baselines(ws: WindowSet, settings: Settings) -> Baselines:
+    """Naive and seasonal naive at every natural season; the best on *validation* anchors the models
+    (choosing on test would leak), if its season fits the lookback."""
+    seasons = settings.evaluate.seasons if settings.evaluate.seasons != "auto" else ws.meta.seasons
+    seasons = usable_seasons(ws, list(seasons), split="val")  # val precedes test: usable for both
+    val = evaluate_baselines(ws, "val", seasons)
+    test = evaluate_baselines(ws, "test", seasons)
+    fitting = {k: v for k, v in val.scores.items() if season_of(k) <= ws.meta.lookback and v["coverage"] == 1.0}
+    anchor = season_of(min(fitting, key=lambda k: fitting[k]["mase"])) if fitting else None
+    return Baselines(val, test, anchor)
+
+
+@dataclass
+class CandidateReport:
+    name: str
+    cell: str
+    hidden_size: int
+    num_layers: int
+    val: dict
+    test: dict
+    by_step: list[float]
+    best_epoch: int
+    epochs: int
+    stopped: str
+    seconds: float
+    windows_per_s: float
+    device: str
+    parity: dict = field(default_factory=dict)
+    parity_ok: bool = False
+    onnx_path: str | None = None
+    error: str | None = None
+    run_id: str | None = None
+    model_uri: str | None = None
+    scored_with: str = "torch"  # "onnx" once the export passed its parity gate: what serves is scored
+    quantiles: list[float] = field(default_factory=list)  # the levels it forecasts (val/test hold their scores)
+    interval_by_step: dict = field(default_factory=dict)  # test coverage / width / CRPS per horizon step
+    crossings: int = 0  # test forecasts with a level below the one before it (0: ordered graph)
+    calibration: dict = field(default_factory=dict)  # the conformal shift's held-out windows
+    anchor: dict = field(default_factory=dict)  # what its residual is over
+    panel: dict = field(default_factory=dict)  # a panel: {aggregate, series: per-series rows} (modeling/panel_eval.py)
+
+    def coverage(self) -> dict[str, tuple[float, float]]:
+        """Each interval's test coverage and nominal level: what the promotion policy's calibration gate reads."""
+        return {
+            k[len("coverage_") :]: (v, self.test[f"nominal_{k[len('coverage_') :]}"])
+            for k, v in self.test.items()
+            if k.startswith("coverage_") and f"nominal_{k[len('coverage_') :]}" in self.test
+        }
+
+
+# test windows the export's parity check reads at most, evenly spread over the split: every path through the graph
+# runs on them (a full batch, batch 1); the scores are ONNX Runtime's over every window, read once below
+PARITY_WINDOWS = 1024
+
+
+def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path) -> CandidateReport:
+    """Export a trained candidate to ONNX, check parity on real test windows, and score it on validation and
+    test with the engine that will serve it (ONNX Runtime; PyTorch only when the export failed)."""
+    from ..engine.inference import OnnxForecaster
+    from ..engine.onnx_export import check_parity, export_onnx
+
+    settings.check_dataset(ws.meta.name)
+    c = result.candidate
+    path = Path(out_dir) / f"{c.name}.onnx"
+    parity, error, onnx_path = {}, None, None
+    test_starts = ws.starts["test"]  # evenly spread below: all test windows of a panel are GBs
+    x, f = ws.inputs(test_starts[:: -(-len(test_starts) // PARITY_WINDOWS)])
+    try:
+        export_onnx(
+            result.model,
+            path,
+            model_metadata(ws, settings, c.name) | {"calibration": result.calibration, "anchor": result.anchor},
+            example=x[:2],
+            future_example=None if f is None else f[:2],
+        )
+        res = check_parity(result.model, path, x, rtol=settings.registry.parity_atol, future=f)
+        parity = {
+            "ok": res.ok,
+            "max_abs": res.max_abs,
+            "max_rel_to_scale": res.max_rel_to_scale,
+            "windows": res.n,
+            "tolerance": res.rtol,
+            "reason": res.reason,
+            "branches": {b.name: b.to_dict() for b in res.branches},
+        }
+        onnx_path = str(path)
+    except ExportError as e:
+        error, parity = str(e), {"ok": False, "reason": str(e)}
+    del x, f
+    ok = bool(parity.get("ok")) and error is None
+    if ok:
+        engine = OnnxForecaster.from_path(path, device="cpu")
+        run = lambda xb, fb: engine.predict_all(xb, fb)[:2]  # noqa: E731
+    else:
+        run = quantile_predictor(result.model)
+    levels = list(result.model.quantiles)
+    yv, qv = forecast_windows(run, ws, ws.starts["val"])
+    yt, qt = forecast_windows(run, ws, ws.starts["test"])
+    val, _ = evaluate_forecasts(ws, "val", yv, qv, levels)
+    test, by_step = evaluate_forecasts(ws, "test", yt, qt, levels)
+    panel = (
+        panel_scores(ws, settings, {"test": yt, COLD: forecast_windows(run, ws, ws.starts[COLD])[0]})
+        if isinstance(ws, PanelWindowSet)
+        else {}
+    )
+    return CandidateReport(
+        name=c.name,
+        cell=c.cell,
+        hidden_size=c.hidden_size,
+        num_layers=c.num_layers,
+        val=val,
+        test=test,
+        by_step=by_step,
+        best_epoch=result.best_epoch,
+        epochs=len(result.history),
+        stopped=result.stopped,
+        seconds=result.seconds,
+        windows_per_s=result.windows_per_s,
+        device=result.device,
+        parity=parity,
+        parity_ok=ok,
+        onnx_path=onnx_path,
+        error=error,
+        scored_with="onnx" if ok else "torch",
+        quantiles=levels,
+        interval_by_step=quantiles_by_step(ws, "test", qt, levels) if qt is not None else {},
+        crossings=crossings(qt) if qt is not None else 0,
+        calibration=result.calibration,
+        anchor=result.anchor,
+        panel=panel,
+    )
+
+
+def panel_scores(ws: PanelWindowSet, settings: Settings, pred: dict[str, np.ndarray]) -> dict:
+    """A panel candidate per series against each series' own baselines, and the aggregate (modeling/panel_eval)."""
+    seasons = settings.evaluate.seasons if settings.evaluate.seasons != "auto" else ws.meta.seasons
+    table = panel_eval.series_table(ws, pred, [m for m in seasons if m > 1])
+    return {"aggregate": panel_eval.aggregate(table), "series": table.to_dict(orient="records")}

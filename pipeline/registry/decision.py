@@ -1,0 +1,131 @@
+"""Which candidate, and is it promoted: the best selected (validation or the backtest's means), the evidence
+the policy weighs (per-window losses against the bar and the champion, interval scores) and the policy's
+decision with a reason that says why (registry/promotion.py is the policy itself)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import Settings
+from ..data.panel_windows import PanelWindowSet
+from ..data.windowset import WindowSet
+from ..modeling import panel_eval
+from ..modeling.evaluate import (
+    empirical_interval_scores,
+    forecast_origins,
+    forecast_windows,
+    season_of,
+    seasonal_naive,
+    usable_seasons,
+    window_losses,
+)
+from . import promotion
+from .assessment import CandidateReport
+from .champion import ChampionScore
+from .references import compare_panel_references
+
+
+def select(ok: list[CandidateReport], selection: dict | None) -> tuple[CandidateReport, str]:
+    """The best candidate and a sentence saying how it was picked (evaluate.selection)."""
+    means = (selection or {}).get("mean_mase") or {}
+    if selection is not None and means:
+        best = min(ok, key=lambda r: (means.get(r.name, float("inf")), r.val["mase"]))
+        return best, (
+            f"selected by the backtest's mean MASE over {selection['folds']} folds before the test split "
+            f"({best.name} {means.get(best.name, float('nan')):.3f}; evaluate.selection: backtest)"
+        )
+    best = min(ok, key=lambda r: r.val["mase"])
+    return best, f"selected by validation MASE ({best.name} {best.val['mase']:.3f}; evaluate.selection: split)"
+
+
+def comparisons(
+    ws: WindowSet, settings: Settings, best: CandidateReport, starts: np.ndarray, champion: ChampionScore | None
+) -> tuple[promotion.Comparison, promotion.Comparison | None]:
+    """The evidence the policy weighs: the best candidate's per-window losses (ONNX Runtime) beside the
+    strongest baseline's on the same test windows (every origin, stride 1: `starts`), and beside the champion's on
+    the windows whose targets it never saw."""
+    from ..engine.inference import OnnxForecaster
+
+    H = ws.meta.horizon
+    if len(starts):
+        assert best.onnx_path is not None  # the best is among the candidates whose export passed parity
+        eng = OnnxForecaster.from_path(best.onnx_path, device="cpu")
+        pred, _ = forecast_windows(lambda xb, fb: (eng.predict(xb, fb), None), ws, starts)
+        cand = window_losses(ws, starts, pred)
+    else:
+        cand = np.zeros(0)
+    rivals = {}
+    for name in _baseline_seasons(ws, settings):
+        pred = seasonal_naive(ws, starts, season_of(name))
+        if np.isfinite(pred).all():  # a baseline that reads into a break is no bar on these windows
+            rivals[name] = window_losses(ws, starts, pred)
+    strongest = min(rivals, key=lambda k: rivals[k].mean()) if len(starts) and rivals else "naive"
+    baseline = promotion.Comparison(
+        strongest, cand, rivals.get(strongest, np.zeros(0)), settings.evaluate.promotion_margin, horizon=H
+    )
+    if champion is None or not champion.comparable:
+        return baseline, None
+    mine = np.isin(starts, champion.starts)
+    return baseline, promotion.Comparison(
+        f"champion v{champion.version}", cand[mine], np.asarray(champion.losses), horizon=H
+    )
+
+
+def interval_scores(ws: WindowSet, settings: Settings, best: CandidateReport, bar: str) -> dict[str, tuple]:
+    """Per interval of the candidate: (its Winkler score, the bar's empirical intervals' Winkler score) on every
+    test window (evaluate.empirical_interval_scores); {} when the gate is off or either has no score."""
+    if not settings.evaluate.interval_score_gate or not best.quantiles or bar not in _baseline_seasons(ws, settings):
+        return {}
+    theirs = empirical_interval_scores(ws, season_of(bar), best.quantiles, rank=settings.evaluate.calibration_rank)
+    return {
+        k[len("winkler_") :]: (float(v), float(theirs[k]))
+        for k, v in best.test.items()
+        if k.startswith("winkler_") and k in theirs
+    }
+
+
+def _baseline_seasons(ws: WindowSet, settings: Settings) -> list[str]:
+    """The naive family the bar is chosen from: naive and the seasonal naives whose season validation sees."""
+    seasons = settings.evaluate.seasons if settings.evaluate.seasons != "auto" else ws.meta.seasons
+    return ["naive"] + [f"seasonal_naive_{m}" for m in usable_seasons(ws, list(seasons), split="val")]
+
+
+def decide(
+    ws: WindowSet,
+    settings: Settings,
+    best: CandidateReport,
+    how: str,
+    starts: np.ndarray,
+    champ_before: ChampionScore | None,
+    references: dict,
+) -> promotion.Decision:
+    """The policy's decision on `best`: compared with the baselines and the champion on every test origin, its
+    reason saying why, across how many series, and how `best` was selected (`how`)."""
+    vs_baseline, vs_champion = comparisons(ws, settings, best, starts, champ_before)
+    ev = settings.evaluate
+    decision = promotion.decide(
+        best.name,
+        vs_baseline,
+        vs_champion,
+        significance=ev.significance,
+        first_significance=ev.first_significance,
+        min_windows=ev.min_decision_paths,
+        parity_ok=best.parity_ok,
+        champion_version=champ_before.version if vs_champion is not None and champ_before is not None else None,
+        coverage=best.coverage(),
+        coverage_tolerance=ev.coverage_tolerance,
+        widths={k[len("width_") :]: v for k, v in best.test.items() if k.startswith("width_")},
+        interval_scores=interval_scores(ws, settings, best, vs_baseline.rival),
+    )
+    spaced = np.isin(starts, forecast_origins(ws, "test"))  # what the classical references are scored on
+    if isinstance(ws, PanelWindowSet) and references and vs_baseline.n == len(starts):
+        compare_panel_references(ws, references, starts[spaced], vs_baseline.candidate[spaced])
+    if vs_baseline.n == len(starts) and spaced.any() and "candidate_mase" in decision.metrics:
+        decision.metrics["candidate_mase_spaced"] = float(f"{vs_baseline.candidate[spaced].mean():.6g}")
+        decision.metrics["baseline_mase_spaced"] = float(f"{vs_baseline.other[spaced].mean():.6g}")
+    if champ_before and champ_before.reason:
+        decision.reason += f" ({champ_before.reason})"
+    if best.panel:  # the pooled test says better or not; the reason says across how many series, and the worst
+        decision.reason += f"; {panel_eval.describe(best.panel['aggregate'])}"
+    decision.reason += f" [{how}]"
+    return decision
