@@ -124,7 +124,7 @@ def test_the_combined_anchor_is_the_mean_of_the_linear_anchor_and_the_seasonal_n
     # auto weighs all three on validation and keeps the lowest; with no seasonal naive there is nothing to combine
     auto = settings(anchor="auto")
     picked = choose_anchor(ws, auto, 24)
-    assert set(picked.val_mase) == {"linear", "seasonal_naive", "combined"}
+    assert set(picked.val_mase) == {"linear", "seasonal_naive", "combined", "theta", "combined_theta"}
     assert picked.kind == min(picked.val_mase, key=picked.val_mase.__getitem__)
     assert "combined" not in choose_anchor(ws, auto, None).val_mase
     assert "combined" not in choose_anchor(ws, auto, 1).val_mase  # the naive forecast is the ridge's own prior
