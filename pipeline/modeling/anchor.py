@@ -269,7 +269,7 @@ def _lookback_map(ws: WindowSet, rows: np.ndarray) -> np.ndarray:
     return weight
 
 
-def _mean_with(lin: LinearAnchor, weight: np.ndarray) -> LinearAnchor:
+def mean_with_linear(lin: LinearAnchor, weight: np.ndarray) -> LinearAnchor:
     """The mean of `lin` and a fixed lookback map (_lookback_map), as one linear anchor."""
     return replace(lin, weight=(0.5 * lin.weight + 0.5 * weight).astype(np.float32), bias=0.5 * lin.bias)
 
@@ -281,7 +281,7 @@ def combine_with_seasonal_naive(ws: WindowSet, lin: LinearAnchor, season: int) -
     L, H = ws.meta.lookback, ws.meta.horizon
     pick = np.zeros((H, L))
     pick[np.arange(H), L + naive_offsets(H, season)] = 1.0
-    return _mean_with(lin, _lookback_map(ws, pick))
+    return mean_with_linear(lin, _lookback_map(ws, pick))
 
 
 def theta_weights(lookback: int, horizon: int, season: int, alpha: float) -> np.ndarray:
@@ -376,7 +376,7 @@ def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> Anch
         if t.anchor == "combined":
             return AnchorChoice("combined", season, held["combined"], scores, "train.anchor: combined")
         held["theta"] = fit_theta_anchor(ws, settings, season)
-        held["combined_theta"] = _mean_with(lin, held["theta"].weight.astype(np.float64))
+        held["combined_theta"] = mean_with_linear(lin, held["theta"].weight.astype(np.float64))
         for kind in ("theta", "combined_theta"):
             scores[kind] = metrics(y, linear_forecast(ws, val, held[kind]), scale, mask)["mase"]
     if t.anchor in ("linear", "combined") or "seasonal_naive" not in scores:
