@@ -74,6 +74,17 @@ def windows(s, df=None, future=True):
     )
 
 
+def anchored_model(ws, s, choice, cell: str = "gru") -> Forecaster:
+    """An untrained candidate of `cell` on the linear anchor `choice` holds (its residual head at zero): that anchor."""
+    spec = model_spec(ws, Candidate(cell, 8, 1), s, choice)
+    assert spec.anchor == "linear" and spec.anchor_season == 24
+    model = Forecaster(spec, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.from_numpy(choice.linear.weight))
+        model.linear.bias.copy_(torch.from_numpy(choice.linear.bias))
+    return model
+
+
 def test_the_linear_anchor_is_fitted_in_closed_form_and_an_untrained_model_is_that_anchor():
     s = settings(anchor="linear")
     ws = windows(s)
@@ -114,12 +125,7 @@ def test_the_combined_anchor_is_the_mean_of_the_linear_anchor_and_the_seasonal_n
     mean = (linear_forecast(ws, test, lin) + seasonal_naive(ws, test, 24)) / 2
     np.testing.assert_allclose(linear_forecast(ws, test, choice.linear), mean, rtol=0, atol=1e-4)
     # the model holds it as a linear anchor: an untrained candidate forecasts that mean, through the same graph
-    spec = model_spec(ws, Candidate("gru", 8, 1), s, choice)
-    assert spec.anchor == "linear" and spec.anchor_season == 24
-    model = Forecaster(spec, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        model.linear.weight.copy_(torch.from_numpy(choice.linear.weight))
-        model.linear.bias.copy_(torch.from_numpy(choice.linear.bias))
+    model = anchored_model(ws, s, choice)
     np.testing.assert_allclose(predictor(model)(*ws.inputs(test)), mean, rtol=0, atol=1e-3)
     # auto weighs all three on validation and keeps the lowest; with no seasonal naive there is nothing to combine
     auto = settings(anchor="auto")
@@ -170,12 +176,7 @@ def test_the_theta_anchor_is_the_theta_method_on_each_lookback_and_an_untrained_
     np.testing.assert_allclose(linear_forecast(ws, test, choice.linear)[:, :, 0], by_hand, rtol=0, atol=1e-3)
     # held as a linear anchor that reads no known-future input: the model and its graph are a linear anchor's
     assert not choice.linear.weight[:, 48:].any() and not choice.linear.bias.any()
-    spec = model_spec(ws, Candidate("lstm", 8, 1), s, choice)
-    assert spec.anchor == "linear" and spec.anchor_season == 24
-    model = Forecaster(spec, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        model.linear.weight.copy_(torch.from_numpy(choice.linear.weight))
-        model.linear.bias.copy_(torch.from_numpy(choice.linear.bias))
+    model = anchored_model(ws, s, choice, "lstm")
     np.testing.assert_allclose(predictor(model)(*ws.inputs(test))[:, :, 0], by_hand, rtol=0, atol=1e-3)
     # auto weighs it (and its mean with the ridge) only where a seasonal naive of more than one step is there
     auto = settings(anchor="auto")
