@@ -54,6 +54,19 @@ from cellcast.pipeline.modeling.train import (  # noqa: E402
 from cellcast.pipeline.registry import lifecycle  # noqa: E402
 
 
+def _head(ws, name: str, tag: str) -> dict:
+    """What every row starts with: when, under what load, which windows."""
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
+        "load": round(os.getloadavg()[0], 2),
+        "dataset": name,
+        "tag": tag,
+        "rows": ws.meta.rows,
+        "lookback": ws.meta.lookback,
+        "horizon": ws.meta.horizon,
+    }
+
+
 def run(project: Path, params: Path, name: str, tag: str, threads: int) -> dict:
     os.chdir(project)
     settings = load_params(params).for_dataset(name)
@@ -77,15 +90,8 @@ def run(project: Path, params: Path, name: str, tag: str, threads: int) -> dict:
         rows[r.candidate.name] = score | {"best_epoch": r.best_epoch}
     chosen = min(rows, key=lambda k: rows[k]["val"])
     bars = {k: round(v["mase"], 4) for k, v in base.test.scores.items()}
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
-        "load": round(os.getloadavg()[0], 2),
-        "dataset": name,
-        "tag": tag,
-        "rows": ws.meta.rows,
+    return _head(ws, name, tag) | {
         "freq": ws.meta.freq,
-        "lookback": ws.meta.lookback,
-        "horizon": ws.meta.horizon,
         "calendar": (ws.meta.calendar or {}).get("parts", []),
         "future": ws.meta.future_names,
         "anchor": anchor.kind,
@@ -127,14 +133,7 @@ def anchors_alone(project: Path, params: Path, name: str, tag: str) -> dict:
         if season:
             row["seasonal_naive"] = metrics(y, seasonal_naive(ws, starts, season), scale, mask)["mase"]
         scores[split] = {k: round(v, 4) for k, v in row.items()}
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
-        "load": round(os.getloadavg()[0], 2),
-        "dataset": name,
-        "tag": tag,
-        "rows": ws.meta.rows,
-        "lookback": ws.meta.lookback,
-        "horizon": ws.meta.horizon,
+    return _head(ws, name, tag) | {
         "season": season,
         "theta_alpha": forecasts["theta"].alpha if "theta" in forecasts else None,
         "auto": chosen.kind,
