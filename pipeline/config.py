@@ -188,12 +188,18 @@ class TrainConfig(_Strict):
     # what the residual is learned over: the best seasonal naive on validation, a linear map from
     # the lookback and the known-future block fitted in closed form (ridge) and frozen, their mean (combined), or
     # auto: whichever forecasts validation better (docs/forecasting.md); seasonal_median: the median of several
-    # seasonal naives (modeling/anchor.py), also weighed by auto where the lookback holds two seasons
-    anchor: Literal["seasonal_naive", "seasonal_median", "linear", "combined", "auto"] = "auto"
+    # seasonal naives (modeling/anchor.py), also weighed by auto where the lookback holds two seasons; theta: the
+    # lookback deseasonalized, smoothed (SES) plus half its trend, reseasonalized, a fixed linear map (auto weighs it
+    # and its mean with the linear anchor on a single seasonal series)
+    anchor: Literal["seasonal_naive", "seasonal_median", "linear", "combined", "theta", "auto"] = "auto"
     anchor_ridge: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] = Field(
         default_factory=lambda: [0.1, 1.0, 10.0, 100.0, 1000.0]
     )  # penalties tried, chosen on validation
     anchor_max_windows: int = Field(20000, ge=1)  # training windows the ridge is fitted on (sampled beyond)
+    # the theta anchor's smoothing constants tried, chosen on validation (0.1: a level of about the last ten steps)
+    anchor_theta_alphas: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=1)] = Field(
+        default_factory=lambda: [0.1, 0.2, 0.3, 0.5, 0.8]
+    )
     # shares of the learnt point residual tried after training, the one forecasting validation best kept (0: the
     # anchor alone); [1.0]: the residual as trained
     residual_gates: Annotated[list[Annotated[float, Field(ge=0, le=1)]], Field(min_length=1)] = Field(
@@ -250,7 +256,7 @@ class TrainConfig(_Strict):
     def _dask_needs_parallel(self):
         if self.dask_address and self.task_runner != "dask":
             raise ValueError("dask_address is set but task_runner is not 'dask'")
-        if self.anchor in ("linear", "combined") and not self.residual:
+        if self.anchor in ("linear", "combined", "theta") and not self.residual:
             raise ValueError(f"anchor '{self.anchor}' needs residual: true (the anchor is what the residual is over)")
         return self
 

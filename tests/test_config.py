@@ -61,6 +61,9 @@ def test_dataset_overrides_apply_to_their_dataset_only():
         ("- a\n- b\n", "must be a mapping"),
         ("evaluate:\n  references: [mstl, theta, mstl]\n", "evaluate.references: 'mstl' is listed more than once"),
         ("ingest:\n  future_features: [WorkDay, WorkDay]\n", "'WorkDay' is listed more than once"),
+        ("train:\n  anchor: theta\n  residual: false\n", "anchor 'theta' needs residual: true"),
+        ("train:\n  anchor_theta_alphas: [0.3, 1.5]\n", "train.anchor_theta_alphas.1: Input should be less than or"),
+        ("train:\n  anchor_theta_alphas: []\n", "train.anchor_theta_alphas: List should have at least 1 item"),
     ],
 )
 def test_a_bad_params_file_is_one_line_naming_the_key(tmp_path, text, needle):

@@ -14,7 +14,7 @@ import torch
 from cellcast.pipeline.config import Params
 from cellcast.pipeline.data.window import build_windows
 from cellcast.pipeline.errors import ConfigError
-from cellcast.pipeline.modeling.anchor import choose_anchor, fit_linear_anchor, linear_forecast
+from cellcast.pipeline.modeling.anchor import choose_anchor, fit_linear_anchor, linear_forecast, theta_weights
 from cellcast.pipeline.modeling.evaluate import mase_scale, metrics, seasonal_naive
 from cellcast.pipeline.modeling.model import Ensemble, Forecaster, ModelSpec, monotone
 from cellcast.pipeline.modeling.quantiles import conformal_shift, quantile_scores
@@ -74,6 +74,17 @@ def windows(s, df=None, future=True):
     )
 
 
+def anchored_model(ws, s, choice, cell: str = "gru") -> Forecaster:
+    """An untrained candidate of `cell` on the linear anchor `choice` holds (its residual head at zero): that anchor."""
+    spec = model_spec(ws, Candidate(cell, 8, 1), s, choice)
+    assert spec.anchor == "linear" and spec.anchor_season == 24
+    model = Forecaster(spec, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.from_numpy(choice.linear.weight))
+        model.linear.bias.copy_(torch.from_numpy(choice.linear.bias))
+    return model
+
+
 def test_the_linear_anchor_is_fitted_in_closed_form_and_an_untrained_model_is_that_anchor():
     s = settings(anchor="linear")
     ws = windows(s)
@@ -114,22 +125,63 @@ def test_the_combined_anchor_is_the_mean_of_the_linear_anchor_and_the_seasonal_n
     mean = (linear_forecast(ws, test, lin) + seasonal_naive(ws, test, 24)) / 2
     np.testing.assert_allclose(linear_forecast(ws, test, choice.linear), mean, rtol=0, atol=1e-4)
     # the model holds it as a linear anchor: an untrained candidate forecasts that mean, through the same graph
-    spec = model_spec(ws, Candidate("gru", 8, 1), s, choice)
-    assert spec.anchor == "linear" and spec.anchor_season == 24
-    model = Forecaster(spec, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        model.linear.weight.copy_(torch.from_numpy(choice.linear.weight))
-        model.linear.bias.copy_(torch.from_numpy(choice.linear.bias))
+    model = anchored_model(ws, s, choice)
     np.testing.assert_allclose(predictor(model)(*ws.inputs(test)), mean, rtol=0, atol=1e-3)
     # auto weighs all three on validation and keeps the lowest; with no seasonal naive there is nothing to combine
     auto = settings(anchor="auto")
     picked = choose_anchor(ws, auto, 24)
-    assert set(picked.val_mase) == {"linear", "seasonal_naive", "combined"}
+    assert set(picked.val_mase) == {"linear", "seasonal_naive", "combined", "theta", "combined_theta"}
     assert picked.kind == min(picked.val_mase, key=picked.val_mase.__getitem__)
     assert "combined" not in choose_anchor(ws, auto, None).val_mase
     assert "combined" not in choose_anchor(ws, auto, 1).val_mase  # the naive forecast is the ridge's own prior
     alone = choose_anchor(ws, s, None)
     assert alone.kind == "linear" and "no seasonal naive (season > 1) to combine with" in alone.reason
+
+
+def theta_by_hand(z: np.ndarray, season: int, alpha: float, horizon: int) -> np.ndarray:
+    """The Theta method on one lookback, step by step: the least-squares line out, centred seasonal indices, simple
+    exponential smoothing from the first value, half the slope, the indices back (Hyndman & Billah's form)."""
+    t = np.arange(len(z))
+    slope, icpt = np.polyfit(t, z, 1)
+    rest = z - (icpt + slope * t)
+    index = np.array([rest[t % season == p].mean() for p in range(season)])
+    index -= index.mean()
+    adjusted = z - index[t % season]
+    level = adjusted[0]
+    for v in adjusted:
+        level = alpha * v + (1 - alpha) * level
+    b = np.polyfit(t, adjusted, 1)[0]
+    h = np.arange(1, horizon + 1)
+    n = len(z)
+    return level + b / 2 * (h - 1 + 1 / alpha - (1 - alpha) ** n / alpha) + index[(n + h - 1) % season]
+
+
+def test_the_theta_anchor_is_the_theta_method_on_each_lookback_and_an_untrained_model_forecasts_it():
+    # a trend and a season the lookback holds twice: the map is the method, window by window
+    rng = np.random.default_rng(3)
+    z = 5 + 0.05 * np.arange(48) + np.sin(2 * np.pi * np.arange(48) / 24) + 0.2 * rng.standard_normal(48)
+    for alpha in (0.1, 0.5, 1.0):
+        np.testing.assert_allclose(theta_weights(48, 6, 24, alpha) @ z, theta_by_hand(z, 24, alpha, 6), atol=1e-9)
+    s = settings(anchor="theta", anchor_theta_alphas=[0.2, 0.5])
+    df = promo_series()
+    df["y"] += 0.002 * np.arange(len(df))  # a trend the seasonal naive does not carry
+    ws = windows(s, df)
+    choice = choose_anchor(ws, s, 24)
+    assert choice.kind == "theta" and choice.linear is not None and choice.linear.alpha in (0.2, 0.5)
+    assert set(choice.linear.by_alpha) == {"0.2", "0.5"}
+    assert choice.linear.by_alpha[f"{choice.linear.alpha:g}"] == min(choice.linear.by_alpha.values())
+    test = ws.starts["test"][:40]
+    x, _ = ws.batch(test)
+    by_hand = np.stack([theta_by_hand(w[:, 0].astype(np.float64), 24, choice.linear.alpha, 6) for w in x])
+    np.testing.assert_allclose(linear_forecast(ws, test, choice.linear)[:, :, 0], by_hand, rtol=0, atol=1e-3)
+    # held as a linear anchor that reads no known-future input: the model and its graph are a linear anchor's
+    assert not choice.linear.weight[:, 48:].any() and not choice.linear.bias.any()
+    model = anchored_model(ws, s, choice, "lstm")
+    np.testing.assert_allclose(predictor(model)(*ws.inputs(test))[:, :, 0], by_hand, rtol=0, atol=1e-3)
+    # auto weighs it (and its mean with the ridge) only where a seasonal naive of more than one step is there
+    auto = settings(anchor="auto")
+    assert {"theta", "combined_theta"} <= set(choose_anchor(ws, auto, 24).val_mase)
+    assert "theta" not in choose_anchor(ws, auto, 1).val_mase and "theta" not in choose_anchor(ws, auto, None).val_mase
 
 
 def test_the_anchor_alone_is_a_candidate_that_trains_nothing_and_forecasts_its_anchor():

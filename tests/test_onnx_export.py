@@ -17,6 +17,7 @@ from cellcast.pipeline.engine.onnx_export import (
     export_onnx,
 )
 from cellcast.pipeline.errors import ExportError
+from cellcast.pipeline.modeling.anchor import theta_weights
 from cellcast.pipeline.modeling.model import ModelSpec, build
 
 LOOKBACK, HORIZON, VARS = 96, 12, ["Demand", "Temperature", "WorkDay"]
@@ -97,6 +98,23 @@ def test_a_seasonal_median_anchor_and_a_residual_gate_export_with_parity(tmp_pat
         ref = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(engine.predict(x), ref, rtol=0, atol=1e-4 * float(series[:, 0].std()))
     assert engine.metadata["spec"]["anchor_seasons"] == seasons and engine.metadata["spec"]["residual_gate"] == 0.5
+
+
+def test_a_theta_anchor_exports_as_a_linear_anchor_and_onnx_forecasts_the_theta_method(tmp_path, series):
+    model = make_model("gru", series, 48, anchor="linear")
+    rows = theta_weights(LOOKBACK, HORIZON, 48, 0.3)
+    with torch.no_grad():  # the theta map on the lookback relative to its last value; the residual head at zero
+        model.linear.weight.copy_(torch.from_numpy(rows.astype(np.float32)))
+        model.linear.bias.zero_()
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+    path = export_onnx(model, tmp_path / "theta.onnx", {"variables": VARS, "targets": ["Demand"], "freq": "30min"})
+    res = check_parity(model, path, real_windows(series, 300))
+    assert res.ok and res.max_rel_to_scale < 1e-4, res.reason
+    x = real_windows(series, 9, LOOKBACK + 5, seed=9)  # a longer input: the anchor reads its last LOOKBACK steps
+    got = OnnxForecaster.from_path(path, device="cpu").predict(x)[:, :, 0]
+    want = x[:, -LOOKBACK:, 0].astype(np.float64) @ rows.T
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * float(series[:, 0].std()))
 
 
 def _ops(graph) -> set[str]:

@@ -18,10 +18,22 @@ combined: the mean of the linear anchor and the seasonal naive (forecast combina
 lookback, the linear anchor's weights halved plus half the weights that pick the last season, so the model and its
 ONNX graph are a linear anchor's. Where the ridge and the seasonal naive miss in different ways (a level shift the
 seasonal naive carries for a year, a season the ridge smooths), the mean misses less than either.
+theta: the Theta method's forecast of the lookback alone, a fixed linear map of it (no fitting but its smoothing
+constant, chosen on validation among `train.anchor_theta_alphas`): the lookback's line (least squares) taken out, the
+mean of what is left at each phase of the season is its seasonal index (centred), the lookback less its indices is
+smoothed by simple exponential smoothing (started at its first value) and continued with half the slope of its line
+(Hyndman & Billah's form of Theta: level + b/2 * (h - 1 + 1/alpha - (1 - alpha)^L / alpha)), and the indices are put
+back. Every step is linear and shifts with the lookback, so it is held as a linear anchor (its weights on the lookback
+relative to the last value, none on the known-future block) and exports as one. The ridge fits a free map on the
+short series' few windows (90 on 16 years of months); the Theta forecast has no free weights to overfit and carries a
+trend the seasonal naive does not. combined_theta: the mean of the linear anchor and the theta anchor, held the same
+way.
 auto: whichever of them has the lowest validation MASE (e.g. sp500 keeps its naive anchor). The seasonal median is
 weighed on a panel whose lookback holds two of its longest season (window.lookback_seasons); the combination for a
 single series whose seasonal naive has a season (> 1: with the naive forecast the mean is the ridge halfway to its
-own prior, which the penalty already covers). A single series gets the seasonal median only when train.anchor asks.
+own prior, which the penalty already covers), and the theta anchor and its mean with the linear one likewise; a tie
+keeps the earlier of seasonal naive, linear, combined, theta, combined_theta. A single series gets the seasonal median
+only when train.anchor asks.
 """
 
 from __future__ import annotations
@@ -54,6 +66,8 @@ class LinearAnchor:
     by_ridge: dict[str, float] = field(default_factory=dict)  # validation MAE (scaled) of every penalty tried
     span: int = 0  # the last steps of the lookback it reads (its weights on earlier steps are zero)
     by_span: dict[str, float] = field(default_factory=dict)  # the best validation MAE (scaled) of each span tried
+    alpha: float | None = None  # a theta anchor's smoothing constant (chosen on validation); None: a ridge
+    by_alpha: dict[str, float] = field(default_factory=dict)  # validation MASE of every smoothing constant tried
 
     def fingerprint(self) -> str:
         h = hashlib.sha256(np.ascontiguousarray(self.weight).tobytes())
@@ -69,6 +83,8 @@ class LinearAnchor:
             "by_ridge": self.by_ridge,
             "span": self.span,
             "by_span": self.by_span,
+            "alpha": self.alpha,
+            "by_alpha": self.by_alpha,
         }
 
 
@@ -76,7 +92,8 @@ class LinearAnchor:
 class AnchorChoice:
     """What every candidate of one training run is anchored on."""
 
-    kind: str  # seasonal_naive | seasonal_median | linear | combined (the mean of two, held as a linear anchor) | none
+    kind: str  # seasonal_naive | seasonal_median | linear | combined | theta | combined_theta (the last three held as
+    # a linear anchor) | none
     season: int | None  # the seasonal naive's season; also the seasonal differences the cell reads
     linear: LinearAnchor | None = None
     val_mase: dict[str, float] = field(default_factory=dict)  # each anchor considered, on validation
@@ -239,23 +256,83 @@ def _median_choice(seasons: list[int], season: int | None, scores: dict[str, flo
     return AnchorChoice("seasonal_median", season or seasons[-1], None, scores, why, seasons)
 
 
+def _lookback_map(ws: WindowSet, rows: np.ndarray) -> np.ndarray:
+    """A linear anchor's weight (H*T, L*T + H*F) that forecasts every target by `rows` (H, L) times its own lookback
+    and reads no known-future input. Its rows sum to one, so the map of the lookback relative to its last value (the
+    design's) plus that last value is the map of the lookback itself."""
+    L, H, T = ws.meta.lookback, ws.meta.horizon, len(ws.meta.target_idx)
+    F = ws.meta.n_future
+    assert rows.shape == (H, L) and np.allclose(rows.sum(1), 1.0), "a lookback map must keep a constant series"
+    weight = np.zeros((H * T, L * T + H * F))
+    for t in range(T):
+        weight[t : H * T : T, t : L * T : T] = rows
+    return weight
+
+
+def mean_with_linear(lin: LinearAnchor, weight: np.ndarray) -> LinearAnchor:
+    """The mean of `lin` and a fixed lookback map (_lookback_map), as one linear anchor."""
+    return replace(lin, weight=(0.5 * lin.weight + 0.5 * weight).astype(np.float32), bias=0.5 * lin.bias)
+
+
 def combine_with_seasonal_naive(ws: WindowSet, lin: LinearAnchor, season: int) -> LinearAnchor:
     """The mean of `lin` and the seasonal naive of `season`, as one linear anchor (module docstring): in the
     design's terms the seasonal naive is the lookback value `season` steps before each horizon step, relative to
     the last value (the model's anchor_season)."""
+    L, H = ws.meta.lookback, ws.meta.horizon
+    pick = np.zeros((H, L))
+    pick[np.arange(H), L + naive_offsets(H, season)] = 1.0
+    return mean_with_linear(lin, _lookback_map(ws, pick))
+
+
+def theta_weights(lookback: int, horizon: int, season: int, alpha: float) -> np.ndarray:
+    """(horizon, lookback) float64: the theta anchor's forecast as a linear map of one lookback (module docstring);
+    the phase of step i is i mod `season` counted from the lookback's first step (1: no season)."""
+    L, H = lookback, horizon
+    t = np.arange(L, dtype=np.float64)
+    line = np.linalg.pinv(np.stack([np.ones(L), t], 1))  # (2, L): intercept and slope of the least-squares line
+    detrended = np.eye(L) - np.stack([np.ones(L), t], 1) @ line
+    phase = np.arange(L + H) % season
+    onehot = (phase[:L, None] == np.arange(season)[None, :]).astype(np.float64)  # (L, m)
+    index = (onehot / onehot.sum(0)).T @ detrended  # (m, L): the mean detrended value at each phase
+    index -= index.mean(0)  # centred: the indices sum to zero over a season
+    adjusted = np.eye(L) - index[phase[:L]]  # the lookback less its seasonal indices
+    smooth = alpha * (1 - alpha) ** (L - 1 - t)
+    smooth[0] += (1 - alpha) ** L  # exponential smoothing started at the first value: weights sum to one
+    level, slope = smooth @ adjusted, line[1] @ adjusted
+    h = np.arange(1, H + 1, dtype=np.float64)
+    drift = 0.5 * (h - 1 + 1 / alpha - (1 - alpha) ** L / alpha)
+    return level[None, :] + drift[:, None] * slope[None, :] + index[phase[L:]]
+
+
+def fit_theta_anchor(ws: WindowSet, settings: Settings, season: int) -> LinearAnchor:
+    """The theta anchor of `ws` over `season` (module docstring), its smoothing constant the one of
+    `train.anchor_theta_alphas` whose forecast has the lowest validation MASE (a tie: the smaller)."""
+    t0 = time.perf_counter()
+    val = ws.starts["val"]
+    y, mask, scale = ws.targets(val), ws.target_mask(val), mase_scale(ws)
     L, H, T = ws.meta.lookback, ws.meta.horizon, len(ws.meta.target_idx)
-    pick = np.zeros_like(lin.weight)
-    back = naive_offsets(H, season)
-    for h in range(H):
-        for t in range(T):
-            pick[h * T + t, (L + back[h]) * T + t] = 1.0
-    return replace(lin, weight=(0.5 * lin.weight + 0.5 * pick).astype(np.float32), bias=0.5 * lin.bias)
+    sd = np.asarray(ws.meta.std, np.float64)[ws.meta.target_idx]
+    observed = np.ones(y.shape) if mask is None else mask.astype(np.float64)
+    fitted, by, mae = {}, {}, {}
+    for alpha in sorted(set(settings.train.anchor_theta_alphas)):
+        weight = _lookback_map(ws, theta_weights(L, H, season, alpha)).astype(np.float32)
+        fitted[alpha] = LinearAnchor(weight, np.zeros(H * T, np.float32), 0.0, 0.0, 0, 0.0, span=L, alpha=alpha)
+        pred = linear_forecast(ws, val, fitted[alpha])
+        by[alpha] = metrics(y, pred, scale, mask)["mase"]
+        mae[alpha] = float((np.abs(pred - y) / sd * observed).sum() / max(observed.sum(), 1.0))
+    alpha = min(by, key=lambda a: (by[a], a))
+    return replace(
+        fitted[alpha],
+        val_mae_scaled=mae[alpha],
+        by_alpha={f"{a:g}": float(v) for a, v in by.items()},
+        seconds=time.perf_counter() - t0,
+    )
 
 
 def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> AnchorChoice:
     """The anchor of one training run: train.anchor, with `season` the best seasonal naive's (assessment.baselines).
-    auto fits the linear anchor and keeps whichever of the linear, the seasonal naive and (a single series) their
-    mean forecasts validation better (MASE)."""
+    auto fits the linear anchor and keeps whichever of the linear, the seasonal naive and (a single series with a
+    season > 1) their mean, the theta anchor and its mean with the linear one forecasts validation better (MASE)."""
     t = settings.train
     if not t.residual:
         return AnchorChoice("none", None, reason="train.residual is false: no anchor")
@@ -276,6 +353,11 @@ def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> Anch
                 f"{ws.meta.name} ({ws.meta.seasons}) twice: set window.lookback or window.lookback_seasons"
             )
         return _median_choice(median[0], season, median[1], f"train.anchor: seasonal_median over {median[0]}")
+    if t.anchor == "theta":
+        theta = fit_theta_anchor(ws, settings, season or 1)
+        scores = {"theta": metrics(y, linear_forecast(ws, val, theta), scale, mask)["mase"]}
+        why = f"train.anchor: theta (season {season or 1}, alpha {theta.alpha:g})"
+        return AnchorChoice("theta", season, theta, scores, why)
     lin = fit_linear_anchor(ws, settings)
     scores = {"linear": metrics(y, linear_forecast(ws, val, lin), scale, mask)["mase"]}
     if season:
@@ -286,31 +368,34 @@ def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> Anch
         if scores[key] < min(v for k, v in scores.items() if k != key):
             why = f"auto: the seasonal median over {median[0]} forecasts validation better than the other anchors"
             return _median_choice(median[0], season, scores, why)
+    held = {"linear": lin}  # the choices held as a linear anchor
     # with season 1 the mean is the ridge halfway to the naive forecast, which its penalty already covers
     if season and season > 1 and not ws.is_panel and t.anchor in ("auto", "combined"):
-        mixed = combine_with_seasonal_naive(ws, lin, season)
-        scores["combined"] = metrics(y, linear_forecast(ws, val, mixed), scale, mask)["mase"]
-        if t.anchor == "combined" or scores["combined"] < min(scores["linear"], scores["seasonal_naive"]):
-            why = (
-                "train.anchor: combined"
-                if t.anchor == "combined"
-                else f"auto: the mean of the linear anchor and seasonal naive ({season}) forecasts validation better"
-            )
-            return AnchorChoice("combined", season, mixed, scores, why)
-    if (
-        t.anchor in ("linear", "combined")
-        or "seasonal_naive" not in scores
-        or scores["linear"] < scores["seasonal_naive"]
-    ):
+        held["combined"] = combine_with_seasonal_naive(ws, lin, season)
+        scores["combined"] = metrics(y, linear_forecast(ws, val, held["combined"]), scale, mask)["mase"]
+        if t.anchor == "combined":
+            return AnchorChoice("combined", season, held["combined"], scores, "train.anchor: combined")
+        held["theta"] = fit_theta_anchor(ws, settings, season)
+        held["combined_theta"] = mean_with_linear(lin, held["theta"].weight.astype(np.float64))
+        for kind in ("theta", "combined_theta"):
+            scores[kind] = metrics(y, linear_forecast(ws, val, held[kind]), scale, mask)["mase"]
+    if t.anchor in ("linear", "combined") or "seasonal_naive" not in scores:
         why = {
             "linear": "train.anchor: linear",
             "combined": "train.anchor: combined, but no seasonal naive (season > 1) to combine with, or a panel",
-        }.get(t.anchor, "auto: the linear anchor forecasts validation better")
+        }.get(t.anchor, "auto: the linear anchor (no seasonal naive fits the lookback)")
         return AnchorChoice("linear", season, lin, scores, why)
-    return AnchorChoice(
-        "seasonal_naive",
-        season,
-        None,
-        scores,
-        f"auto: seasonal naive ({season}) forecasts validation better than the linear anchor",
-    )
+    order = ["seasonal_naive", *held]  # a tie keeps the earlier
+    best = min(order, key=lambda k: (scores[k], order.index(k)))
+    if best == "seasonal_naive":
+        why = f"auto: seasonal naive ({season}) forecasts validation better than the linear anchors"
+        return AnchorChoice("seasonal_naive", season, None, scores, why)
+    what = {
+        "linear": "the linear anchor",
+        "combined": f"the mean of the linear anchor and seasonal naive ({season})",
+        "theta": "the theta anchor",
+        "combined_theta": "the mean of the linear and theta anchors",
+    }[best]
+    alpha = f" (season {season}, alpha {held['theta'].alpha:g})" if "theta" in best else ""
+    why = f"auto: {what}{alpha} forecasts validation better"
+    return AnchorChoice(best, season, held[best], scores, why)
