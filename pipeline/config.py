@@ -295,6 +295,9 @@ class EvaluateConfig(_Strict):
     calibration: Literal["widen", "guarded", "two_sided", "none"] = "widen"
     calibration_parts: int = Field(2, ge=2, le=10)  # guarded: the consecutive parts that must each support narrowing
     calibration_rank: Literal["paths", "windows"] = "paths"  # what the conformal rank counts (params.yaml)
+    # the test split's bands: walk_forward (each origin recalibrated on every miss observed before it, held-out and
+    # earlier test windows; the served model carries every miss's shift) | validation (the held-out windows' only)
+    calibration_update: Literal["walk_forward", "validation"] = "walk_forward"
     # how the training flow picks its best candidate: the validation split's MASE (split), or the mean MASE over the
     # backtest's folds cut from the rows before the test split (backtest: params `backtest`; never the final test)
     selection: Literal["split", "backtest"] = "split"

@@ -14,8 +14,10 @@ from cellcast.pipeline.modeling.evaluate import (
     metrics,
     seasonal_naive,
     usable_seasons,
+    walk_forward_quantiles,
     window_losses,
 )
+from cellcast.pipeline.modeling.quantiles import rank_shift, walk_forward
 
 
 def test_metrics_by_hand():
@@ -174,3 +176,61 @@ def test_the_bars_intervals_are_read_at_the_candidates_rank_so_the_gate_compares
     by_paths = empirical_interval_scores(ws, 24, [0.05, 0.5, 0.95], rank="paths")
     assert by_paths["width_90"] > by_windows["width_90"]  # few paths: the rank moves outward, as the candidates'
     assert by_paths["coverage_90"] >= by_windows["coverage_90"]
+
+
+def test_a_walk_forward_band_uses_no_miss_from_after_its_origin():
+    """Each test window's shift is calibrated only on windows whose last target lies before its origin; the held-out
+    windows are always among them, and the later windows see the earlier test windows' misses too."""
+    fit_ends = np.arange(10, 30)  # held-out windows, then 40 test windows of horizon 5 at consecutive origins
+    origins = np.arange(40, 80)
+    ends = np.concatenate([fit_ends, origins + 4])
+    seen: list[np.ndarray] = []
+
+    def shift_of(idx):
+        seen.append(idx)
+        return np.full((1, 1, 1), ends[idx].max() if len(idx) else -1.0)
+
+    per, final = walk_forward(ends, origins, shift_of)
+    latest = per[:, 0, 0, 0]
+    assert (latest < origins).all()  # no window used a miss it could not have observed
+    assert latest[0] == fit_ends.max() and latest[-1] == origins[-1] - 1  # every miss observed by then
+    assert final[0, 0, 0] == ends.max()  # the served shift sees every miss
+    assert all(np.isin(np.arange(len(fit_ends)), s).all() for s in seen[1:])
+    # capped: at most `updates` recalibrations, each still before the windows that use it
+    per, _ = walk_forward(ends, origins, shift_of, updates=4)
+    assert len(np.unique(per)) <= 4 and (per[:, 0, 0, 0] < origins).all()
+
+
+def test_walk_forward_intervals_cover_better_than_static_ones_when_the_noise_grows():
+    """A periodic series whose noise grows through the test split: the bar's empirical band read on validation alone
+    under-covers; recalibrated on every miss observed before each origin it comes closer to nominal."""
+    rng = np.random.default_rng(3)
+    t = np.arange(3000)
+    noise = rng.standard_normal(len(t)) * (1 + 4 * (t / len(t)) ** 2)
+    ws = _ws(10 + np.sin(2 * np.pi * t / 24) + noise, lookback=48, horizon=6)
+    levels = [0.05, 0.1, 0.5, 0.9, 0.95]
+    static = empirical_interval_scores(ws, 24, levels, rank="paths")
+    walked = empirical_interval_scores(ws, 24, levels, rank="paths", walk=True)
+    assert static["coverage_80"] < 0.75 and static["coverage_90"] < 0.85, static
+    for p in ("80", "90"):
+        assert walked[f"coverage_{p}"] > static[f"coverage_{p}"] + 0.03, (walked, static)
+        assert walked[f"winkler_{p}"] < static[f"winkler_{p}"]
+
+
+def test_walk_forward_quantiles_start_from_the_held_out_calibration_and_stay_ordered():
+    """On the held-out windows' misses alone a two-sided shift of calibrated quantiles is zero: the first test windows
+    keep the held-out calibration; the levels stay in order after any shift."""
+    rng = np.random.default_rng(1)
+    ws = _ws(rng.standard_normal(800).cumsum(), lookback=12, horizon=4)
+    levels = [0.1, 0.5, 0.9]
+    fit, test = ws.starts["val"], ws.starts["test"]
+    point_f, point_t = seasonal_naive(ws, fit, 1), seasonal_naive(ws, test, 1)
+    spread = lambda p: np.repeat(p[..., None], 3, axis=-1).astype(np.float64)  # noqa: E731
+    off = rank_shift(ws.targets(fit), spread(point_f), levels, None, None)
+    shift = lambda y, q, m, p: rank_shift(y, q, levels, m, p)  # noqa: E731
+    q, final = walk_forward_quantiles(
+        ws, fit, spread(point_f) + off, test, spread(point_t) + off, levels, shift, rank="windows"
+    )
+    np.testing.assert_allclose(q[0], spread(point_t)[0] + off, atol=1e-9)
+    assert (np.diff(q, axis=-1) >= 0).all()
+    assert np.abs(final).max() > 0  # the test misses move the served shift

@@ -10,6 +10,11 @@ Held-out months are not always exchangeable with the months that follow (docs/fo
 (evaluate.calibration: widen) a shift may widen an interval but never narrow it; `guarded` narrows only as far as
 every consecutive part of the held-out windows agrees.
 
+Walk-forward (online) calibration of the test split (`walk_forward`): each test origin's band is calibrated on
+every miss observable before that origin, the held-out windows' and those of the earlier test windows whose whole
+horizon ended before it, as a system that recalibrates as actuals arrive would have served it; no window sees a miss
+from its own or a later horizon. The served model then carries the shift of every miss, held-out and test.
+
 Scores (y, quantiles (n, H, T, Q), in the data's units; `scale` per target, the MASE scale, so that pinball,
 CRPS, width and Winkler read in MASE units and compare across datasets):
   pinball     mean over levels of the pinball (quantile) loss
@@ -23,7 +28,11 @@ Filled targets (mask False) are not scored.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+
+WALK_FORWARD_UPDATES = 200  # the most recalibrations over one test split (cost: each sorts every miss seen so far)
 
 
 def intervals(levels: list[float]) -> list[tuple[int, int, float]]:
@@ -125,6 +134,50 @@ def rank_shift(
         pick = np.take_along_axis(srt[..., k], idx[None], axis=0)[0]
         shift[..., k] = np.where(n > 0, pick, 0.0)
     return shift
+
+
+def walk_forward(
+    ends: np.ndarray,
+    origins: np.ndarray,
+    shift_of: Callable[[np.ndarray], np.ndarray],
+    every: int = 1,
+    updates: int = WALK_FORWARD_UPDATES,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per test window, the shift calibrated on the misses observable at its origin; and the shift of every miss.
+
+    `ends`: when each pooled window's last target is observed (held-out windows first, then the n test windows), in
+    any ordered unit (row positions, timestamps); `origins` (n): each test window's first target. `shift_of(idx)`:
+    the shift (H, T, Q) calibrated on the pooled windows at `idx` (sorted). The shift is recomputed at every
+    `every`-th distinct origin (at most `updates` times, evenly); a window uses the last recomputation at or before
+    its origin, on the windows whose last target lies before that point. Returns ((n, H, T, Q), (H, T, Q))."""
+    n = len(origins)
+    final = shift_of(np.arange(len(ends)))
+    out = np.zeros((n, *final.shape), final.dtype)
+    if not n:
+        return out, final
+    u = np.unique(origins)
+    step = max(int(every), -(-len(u) // max(int(updates), 1)), 1)
+    bounds = u[::step]
+    which = np.searchsorted(bounds, origins, side="right") - 1  # >= 0: bounds[0] is the first origin
+    done: dict[int, np.ndarray] = {}
+    for b in np.unique(which):
+        idx = np.flatnonzero(ends < bounds[b])
+        key = len(idx)  # the observed set only grows with the bound: its size names it
+        if key not in done:
+            done[key] = shift_of(idx)
+        out[which == b] = done[key]
+    return out, final
+
+
+def ordered(q: np.ndarray, levels: list[float]) -> np.ndarray:
+    """Quantiles (..., Q) made non-decreasing outward from the median, as the model's graph does after its shift."""
+    out = np.array(q, copy=True)
+    m = min(range(len(levels)), key=lambda k: abs(levels[k] - 0.5))
+    for k in range(m + 1, len(levels)):
+        out[..., k] = np.maximum(out[..., k], out[..., k - 1])
+    for k in range(m - 1, -1, -1):
+        out[..., k] = np.minimum(out[..., k], out[..., k + 1])
+    return out
 
 
 def _mean(a: np.ndarray, mask: np.ndarray | None, axis=None):
