@@ -234,3 +234,23 @@ def test_walk_forward_quantiles_start_from_the_held_out_calibration_and_stay_ord
     np.testing.assert_allclose(q[0], spread(point_t)[0] + off, atol=1e-9)
     assert (np.diff(q, axis=-1) >= 0).all()
     assert np.abs(final).max() > 0  # the test misses move the served shift
+
+
+def test_misses_are_calibrated_relative_to_the_level_only_where_they_grow_with_it():
+    """Windows of a level growing 3% a window: misses proportional to the level are better calibrated in its units
+    (relative_wins on the held-out windows' halves), constant misses in the data's; never on a series below zero."""
+    from cellcast.pipeline.modeling.quantiles import conformal_shift, forecast_level, relative_wins
+
+    rng = np.random.default_rng(2)
+    levels = [0.05, 0.1, 0.5, 0.9, 0.95]
+    n, H = 120, 6
+    level = 100 * 1.03 ** np.arange(n)[:, None, None]  # (n, 1, 1)
+    point = np.broadcast_to(level, (n, H, 1)).astype(np.float64)
+    q = np.repeat(point[..., None], len(levels), axis=-1)  # a band of width zero: calibration makes it
+    shift = lambda y, qq, m, part: conformal_shift(y, qq, levels, m, "two_sided")  # noqa: E731
+    grows = point * (1 + 0.1 * rng.standard_normal((n, H, 1)))
+    flat = point + 10 * rng.standard_normal((n, H, 1))
+    assert relative_wins(grows, q, point, levels, None, shift)
+    assert not relative_wins(flat, q, point, levels, None, shift)
+    assert not relative_wins(grows - 500, q - 500, point - 500, levels, None, shift)
+    assert forecast_level(point).shape == (n, 1, 1, 1)

@@ -210,6 +210,7 @@ def test_quantiles_never_cross_whatever_the_weights_and_the_shift(cell, decoder)
     )
     model = _random(Forecaster(spec)).eval()
     model.q_shift.copy_(torch.randn(model.q_shift.shape) * 3)  # a wild calibration: still ordered
+    model.q_scale.copy_(torch.randn(model.q_scale.shape))
     x, f = torch.randn(64, 24, 2) * 3, torch.randn(64, 4, 3)
     with torch.no_grad():
         y, q = model.forward_all(x, f)
@@ -342,8 +343,9 @@ def test_calibration_reads_the_residual_gates_forecast_of_its_windows_instead_of
     starts, q = seen
     assert np.array_equal(starts, ws.starts["val"]) and q.shape[0] == len(starts)
     read = calibrate(model, ws, s, seen)
-    shift = model.q_shift.clone()
-    assert shift.any() and calibrate(model, ws, s) == read and torch.equal(model.q_shift, shift)
+    shift = torch.stack([model.q_shift, model.q_scale]).clone()  # absolute or in units of the level
+    assert shift.any() and calibrate(model, ws, s) == read
+    assert torch.equal(torch.stack([model.q_shift, model.q_scale]), shift)
     # other windows than the calibration's (the most recent 300): forecast again
     recent = settings(residual_gates=[0.0, 1.0], evaluate={"calibration_windows": 300})
     assert calibrate(model, ws, recent, seen)["windows"] == 300

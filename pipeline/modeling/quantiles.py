@@ -10,6 +10,12 @@ Held-out months are not always exchangeable with the months that follow (docs/fo
 (evaluate.calibration: widen) a shift may widen an interval but never narrow it; `guarded` narrows only as far as
 every consecutive part of the held-out windows agrees.
 
+Relative to the level (evaluate.calibration_scale): on a strictly positive series whose misses grow with its level
+(exponential growth, a multiplicative season) the misses are calibrated in units of each window's forecast level (the
+mean absolute point forecast over its horizon, per target: `forecast_level`) and multiplied back by the level of the
+window served (normalised conformal scores, Lei et al. 2018). `auto` takes it only when it scores the later half of
+the held-out windows better from the earlier half (`relative_wins`): chosen on held-out evidence, never on test.
+
 Walk-forward (online) calibration of the test split (`walk_forward`): each test origin's band is calibrated on
 every miss observable before that origin, the held-out windows' and those of the earlier test windows whose whole
 horizon ended before it, as a system that recalibrates as actuals arrive would have served it; no window sees a miss
@@ -58,7 +64,7 @@ def conformal_shift(
     mask: np.ndarray | None = None,
     mode: str = "two_sided",
     parts: int = 2,
-    paths: int | None = None,
+    paths: float | None = None,
 ) -> np.ndarray:
     """The per (step, target, level) shift (H, T, Q) that calibrates quantiles `q` (n, H, T, Q) on targets `y`.
     `paths`: how many independent forecast paths the n windows hold (those a horizon apart, when consecutive windows
@@ -134,6 +140,44 @@ def rank_shift(
         pick = np.take_along_axis(srt[..., k], idx[None], axis=0)[0]
         shift[..., k] = np.where(n > 0, pick, 0.0)
     return shift
+
+
+def forecast_level(point: np.ndarray) -> np.ndarray:
+    """Each window's level (n, 1, T, 1): the mean absolute point forecast (n, H, T) over its horizon, what the
+    model's graph multiplies `q_scale` by."""
+    return np.abs(point.astype(np.float64)).mean(axis=1, keepdims=True)[..., None]
+
+
+def mean_interval_score(y: np.ndarray, q: np.ndarray, levels: list[float], mask: np.ndarray | None) -> float:
+    """The Winkler score averaged over the central intervals the levels hold, in the data's units."""
+    scores, _ = quantile_scores(y, q, levels, np.ones(y.shape[-1]), mask)
+    return float(np.mean([scores[f"winkler_{interval_name(p)}"] for _, _, p in intervals(levels)]))
+
+
+def relative_wins(
+    y: np.ndarray,
+    q: np.ndarray,
+    point: np.ndarray,
+    levels: list[float],
+    mask: np.ndarray | None,
+    shift: Callable[..., np.ndarray],
+) -> bool:
+    """Whether calibrating in units of the forecast level scores the later half of the held-out windows (time order)
+    better than the plain shift, both fitted on the earlier half with `shift(y, q, mask, part) -> (H, T, Q)` (part:
+    the share of the windows fitted on): a strictly positive series only, with intervals to score."""
+    half = len(y) // 2
+    if half < 2 or not intervals(levels) or not (np.nan_to_num(y, nan=1.0) > 0).all():
+        return False
+    lv = forecast_level(point)
+    if not (lv > 0).all():
+        return False
+    a, b = slice(0, half), slice(half, len(y))
+    ma, mb = (None, None) if mask is None else (mask[a], mask[b])
+    plain = ordered(q[b] + shift(y[a], q[a], ma, half / len(y)), levels)
+    rel = shift(y[a] / lv[a][..., 0], q[a] / lv[a], ma, half / len(y))
+    return mean_interval_score(y[b], ordered(q[b] + rel * lv[b], levels), levels, mb) < mean_interval_score(
+        y[b], plain, levels, mb
+    )
 
 
 def walk_forward(

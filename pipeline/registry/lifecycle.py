@@ -38,7 +38,7 @@ from ..modeling.evaluate import (
     walk_forward_quantiles,
     window_losses,
 )
-from ..modeling.quantiles import conformal_shift, crossings, interval_name, intervals
+from ..modeling.quantiles import conformal_shift, crossings, forecast_level, interval_name, intervals
 from ..modeling.train import TrainResult, code_version, predictor, quantile_predictor
 from . import promotion, tracking
 from .results import ResultRow, result_rows, text_table
@@ -233,7 +233,7 @@ def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path
     yv, qv = forecast_windows(run, ws, ws.starts["val"])
     yt, qt = forecast_windows(run, ws, ws.starts["test"])
     if qv is not None and qt is not None and _walks_forward(ws, settings):
-        qt = recalibrate_walk_forward(result, ws, settings, qv, qt)
+        qt = recalibrate_walk_forward(result, ws, settings, (yv, qv), (yt, qt))
         if ok:  # the served graph carries the shift of every miss, held-out and test
             parity, error, onnx_path = _export(result, ws, settings, path, x, f)
             ok = bool(parity.get("ok")) and error is None
@@ -312,11 +312,16 @@ def _walks_forward(ws: WindowSet, settings: Settings) -> bool:
 
 
 def recalibrate_walk_forward(
-    result: TrainResult, ws: WindowSet, settings: Settings, qv: np.ndarray, qt: np.ndarray
+    result: TrainResult,
+    ws: WindowSet,
+    settings: Settings,
+    val: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
 ) -> np.ndarray:
-    """The test quantiles `qt` recalibrated walk-forward (evaluate.walk_forward_quantiles) on the misses of the
-    calibrated forecasts (`qv` on every validation window): the shift on top of the held-out calibration, with the
-    same rule (evaluate.calibration). Adds the shift of every miss, held-out and test, to the model's `q_shift` and
+    """The test quantiles recalibrated walk-forward (evaluate.walk_forward_quantiles) on the misses of the calibrated
+    forecasts (`val`, `test`: point and quantiles of every validation and test window): the shift on top of the
+    held-out calibration, with the same rule and units (evaluate.calibration, the calibration's scale).
+    Adds the shift of every miss, held-out and test, to the model's `q_shift` (`q_scale` in units of the level) and
     records it in `result.calibration`. Returns the walk-forward test quantiles."""
     import torch
 
@@ -324,6 +329,7 @@ def recalibrate_walk_forward(
 
     ev = settings.evaluate
     levels = list(result.model.quantiles)
+    (pv, qv), (pt, qt) = val, test
     fit = calibration_starts(ws, settings)
     rows = np.searchsorted(ws.starts["val"], fit)
 
@@ -331,15 +337,18 @@ def recalibrate_walk_forward(
         return conformal_shift(y, q, levels, mask, ev.calibration, ev.calibration_parts, paths)
 
     windows = None if ev.calibration_windows == "all" else int(ev.calibration_windows)
+    relative = (result.calibration or {}).get("scale") == "level"
+    level = (forecast_level(pv[rows]), forecast_level(pt)) if relative else None
     q, extra = walk_forward_quantiles(
-        ws, fit, qv[rows], ws.starts["test"], qt, levels, shift, ev.calibration_rank, windows
+        ws, fit, qv[rows], ws.starts["test"], qt, levels, shift, ev.calibration_rank, windows, level
     )
     model = result.model
-    model.q_shift.add_(torch.from_numpy(extra.astype(np.float32)).to(model.q_shift.device))
-    scale = model.target_scale().cpu().numpy()[None, :, None]
+    buffer = model.q_scale if relative else model.q_shift
+    buffer.add_(torch.from_numpy(extra.astype(np.float32)).to(buffer.device))
+    scale = np.ones((1, 1, 1)) if relative else model.target_scale().cpu().numpy()[None, :, None]
     L, H = ws.meta.lookback, ws.meta.horizon
     last = ws.starts["test"][-1] if len(ws.starts["test"]) else fit[-1]
-    total = model.q_shift.cpu().numpy()
+    total = buffer.cpu().numpy()
     result.calibration = dict(result.calibration or {}) | {
         "update": "walk_forward: each test origin recalibrated on the misses observed before it",
         "split": "val+test",
@@ -496,7 +505,12 @@ def interval_scores(ws: WindowSet, settings: Settings, best: CandidateReport, ba
     if not settings.evaluate.interval_score_gate or not best.quantiles or bar not in _baseline_seasons(ws, settings):
         return {}
     theirs = empirical_interval_scores(
-        ws, season_of(bar), best.quantiles, rank=settings.evaluate.calibration_rank, walk=_walks_forward(ws, settings)
+        ws,
+        season_of(bar),
+        best.quantiles,
+        rank=settings.evaluate.calibration_rank,
+        walk=_walks_forward(ws, settings),
+        scale=(best.calibration or {}).get("scale", "absolute"),
     )
     return {
         k[len("winkler_") :]: (float(v), float(theirs[k]))
