@@ -254,3 +254,19 @@ def test_misses_are_calibrated_relative_to_the_level_only_where_they_grow_with_i
     assert not relative_wins(flat, q, point, levels, None, shift)
     assert not relative_wins(grows - 500, q - 500, point - 500, levels, None, shift)
     assert forecast_level(point).shape == (n, 1, 1, 1)
+
+
+def test_a_rank_beyond_the_paths_reads_past_the_largest_miss_and_farther_for_the_wider_interval():
+    """25 windows holding 5 paths: the 0.9 and 0.95 levels' ranks (6 of 5) lie beyond the sample; they read past the
+    largest miss by their excess in paths (0.4, 0.7) times one path's spacing there, so the 90% band is wider than the
+    80% one, not the same. With 30 paths both ranks lie inside the sample: the misses as they are."""
+    levels = [0.05, 0.1, 0.5, 0.9, 0.95]
+    e = np.arange(25, dtype=np.float64)  # misses 0 .. 24, one window per step of 1
+    y = e[:, None, None]
+    q = np.zeros((25, 1, 1, 5))
+    s = rank_shift(y, q, levels, None, paths=5)[0, 0]
+    gap = 24 - 19  # the largest miss less the one a path (5 windows) in
+    assert s[3] == pytest.approx(24 + 0.4 * gap) and s[4] == pytest.approx(24 + 0.7 * gap)
+    assert s[1] == pytest.approx(0 - 0.4 * 5) and s[0] == pytest.approx(0 - 0.7 * 5)
+    inside = rank_shift(np.arange(300.0)[:, None, None], np.zeros((300, 1, 1, 5)), levels, None, paths=30)[0, 0]
+    assert inside[4] <= 299 and inside[0] >= 0

@@ -119,7 +119,9 @@ def rank_shift(
     With `paths` p < n (overlapping windows: 26 windows of 6 months hold about 5 independent paths), the rank is the
     one p exchangeable units need, r = ceil((p + 1) tau) of p above the median (floor below it), read as the share
     (r - 1/2) / p of the n sorted misses: the share moves outward as p shrinks (with 5 paths the 90% level reads the
-    largest miss), where n windows would claim a precision their shared targets do not have."""
+    largest miss), where n windows would claim a precision their shared targets do not have. A rank beyond the paths
+    reads past the largest miss (`_beyond`): a conformal quantile beyond the sample has no finite value, and the
+    largest miss of p paths covers p / (p + 1) at best."""
     e = y.astype(np.float64)[..., None] - q.astype(np.float64)
     if mask is not None:
         e = np.where(mask[..., None], e, np.nan)
@@ -138,8 +140,28 @@ def rank_shift(
             rank = np.ceil(share * n) if tau > 0.5 else np.floor(share * n)
         idx = np.clip(rank, 1, np.maximum(n, 1)).astype(np.int64) - 1
         pick = np.take_along_axis(srt[..., k], idx[None], axis=0)[0]
+        if paths is not None and 0 < paths < len(y):
+            pick = pick + _beyond(srt[..., k], n, float(paths), tau)
         shift[..., k] = np.where(n > 0, pick, 0.0)
     return shift
+
+
+def _beyond(srt: np.ndarray, n: np.ndarray, p: float, tau: float) -> np.ndarray:
+    """How far past the most extreme miss a level reads when its conformal rank lies beyond the `p` paths the `n`
+    sorted misses hold ((p + 1) tau > p above the median, < 1 below it): the excess, in paths, times the spacing of
+    one path at that end (the extreme miss less the miss one path in). Reading the extreme miss itself would cover
+    p / (p + 1) at best (83% with 5 paths) and give the 80% and 90% intervals the same band."""
+    excess = (p + 1) * tau - p if tau > 0.5 else 1 - (p + 1) * tau
+    if excess <= 0 or p < 2:
+        return np.zeros(srt.shape[1:])
+    one = np.maximum(n / p, 1.0)  # windows per path
+
+    def at(rank: np.ndarray) -> np.ndarray:
+        i = np.clip(np.ceil(rank), 1, np.maximum(n, 1)).astype(np.int64) - 1
+        return np.take_along_axis(srt, i[None], axis=0)[0]
+
+    gap = at(n) - at(n - one) if tau > 0.5 else at(np.ones_like(n)) - at(1 + one)
+    return np.where(n > 1, excess * np.nan_to_num(gap), 0.0)
 
 
 def forecast_level(point: np.ndarray) -> np.ndarray:
