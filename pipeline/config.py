@@ -301,6 +301,12 @@ class EvaluateConfig(_Strict):
     calibration: Literal["widen", "guarded", "two_sided", "none"] = "widen"
     calibration_parts: int = Field(2, ge=2, le=10)  # guarded: the consecutive parts that must each support narrowing
     calibration_rank: Literal["paths", "windows"] = "paths"  # what the conformal rank counts (params.yaml)
+    # the test split's bands: walk_forward (each origin recalibrated on every miss observed before it, held-out and
+    # earlier test windows; the served model carries every miss's shift) | validation (the held-out windows' only)
+    calibration_update: Literal["walk_forward", "validation"] = "walk_forward"
+    # the misses' units: absolute (the data's), level (each window's forecast level: a band that grows with a positive
+    # series), auto (level where it calibrates the later half of the held-out windows better from the earlier half)
+    calibration_scale: Literal["auto", "absolute", "level"] = "auto"
     # how the training flow picks its best candidate: the validation split's MASE (split), or the mean MASE over the
     # backtest's folds cut from the rows before the test split (backtest: params `backtest`; never the final test)
     selection: Literal["split", "backtest"] = "split"

@@ -14,8 +14,10 @@ from cellcast.pipeline.modeling.evaluate import (
     metrics,
     seasonal_naive,
     usable_seasons,
+    walk_forward_quantiles,
     window_losses,
 )
+from cellcast.pipeline.modeling.quantiles import rank_shift, walk_forward
 
 
 def test_metrics_by_hand():
@@ -174,3 +176,97 @@ def test_the_bars_intervals_are_read_at_the_candidates_rank_so_the_gate_compares
     by_paths = empirical_interval_scores(ws, 24, [0.05, 0.5, 0.95], rank="paths")
     assert by_paths["width_90"] > by_windows["width_90"]  # few paths: the rank moves outward, as the candidates'
     assert by_paths["coverage_90"] >= by_windows["coverage_90"]
+
+
+def test_a_walk_forward_band_uses_no_miss_from_after_its_origin():
+    """Each test window's shift is calibrated only on windows whose last target lies before its origin; the held-out
+    windows are always among them, and the later windows see the earlier test windows' misses too."""
+    fit_ends = np.arange(10, 30)  # held-out windows, then 40 test windows of horizon 5 at consecutive origins
+    origins = np.arange(40, 80)
+    ends = np.concatenate([fit_ends, origins + 4])
+    seen: list[np.ndarray] = []
+
+    def shift_of(idx):
+        seen.append(idx)
+        return np.full((1, 1, 1), ends[idx].max() if len(idx) else -1.0)
+
+    per, final = walk_forward(ends, origins, shift_of)
+    latest = per[:, 0, 0, 0]
+    assert (latest < origins).all()  # no window used a miss it could not have observed
+    assert latest[0] == fit_ends.max() and latest[-1] == origins[-1] - 1  # every miss observed by then
+    assert final[0, 0, 0] == ends.max()  # the served shift sees every miss
+    assert all(np.isin(np.arange(len(fit_ends)), s).all() for s in seen[1:])
+    # capped: at most `updates` recalibrations, each still before the windows that use it
+    per, _ = walk_forward(ends, origins, shift_of, updates=4)
+    assert len(np.unique(per)) <= 4 and (per[:, 0, 0, 0] < origins).all()
+
+
+def test_walk_forward_intervals_cover_better_than_static_ones_when_the_noise_grows():
+    """A periodic series whose noise grows through the test split: the bar's empirical band read on validation alone
+    under-covers; recalibrated on every miss observed before each origin it comes closer to nominal."""
+    rng = np.random.default_rng(3)
+    t = np.arange(3000)
+    noise = rng.standard_normal(len(t)) * (1 + 4 * (t / len(t)) ** 2)
+    ws = _ws(10 + np.sin(2 * np.pi * t / 24) + noise, lookback=48, horizon=6)
+    levels = [0.05, 0.1, 0.5, 0.9, 0.95]
+    static = empirical_interval_scores(ws, 24, levels, rank="paths")
+    walked = empirical_interval_scores(ws, 24, levels, rank="paths", walk=True)
+    assert static["coverage_80"] < 0.75 and static["coverage_90"] < 0.85, static
+    for p in ("80", "90"):
+        assert walked[f"coverage_{p}"] > static[f"coverage_{p}"] + 0.03, (walked, static)
+        assert walked[f"winkler_{p}"] < static[f"winkler_{p}"]
+
+
+def test_walk_forward_quantiles_start_from_the_held_out_calibration_and_stay_ordered():
+    """On the held-out windows' misses alone a two-sided shift of calibrated quantiles is zero: the first test windows
+    keep the held-out calibration; the levels stay in order after any shift."""
+    rng = np.random.default_rng(1)
+    ws = _ws(rng.standard_normal(800).cumsum(), lookback=12, horizon=4)
+    levels = [0.1, 0.5, 0.9]
+    fit, test = ws.starts["val"], ws.starts["test"]
+    point_f, point_t = seasonal_naive(ws, fit, 1), seasonal_naive(ws, test, 1)
+    spread = lambda p: np.repeat(p[..., None], 3, axis=-1).astype(np.float64)  # noqa: E731
+    off = rank_shift(ws.targets(fit), spread(point_f), levels, None, None)
+    shift = lambda y, q, m, p: rank_shift(y, q, levels, m, p)  # noqa: E731
+    q, final = walk_forward_quantiles(
+        ws, fit, spread(point_f) + off, test, spread(point_t) + off, levels, shift, rank="windows"
+    )
+    np.testing.assert_allclose(q[0], spread(point_t)[0] + off, atol=1e-9)
+    assert (np.diff(q, axis=-1) >= 0).all()
+    assert np.abs(final).max() > 0  # the test misses move the served shift
+
+
+def test_misses_are_calibrated_relative_to_the_level_only_where_they_grow_with_it():
+    """Windows of a level growing 3% a window: misses proportional to the level are better calibrated in its units
+    (relative_wins on the held-out windows' halves), constant misses in the data's; never on a series below zero."""
+    from cellcast.pipeline.modeling.quantiles import conformal_shift, forecast_level, relative_wins
+
+    rng = np.random.default_rng(2)
+    levels = [0.05, 0.1, 0.5, 0.9, 0.95]
+    n, H = 120, 6
+    level = 100 * 1.03 ** np.arange(n)[:, None, None]  # (n, 1, 1)
+    point = np.broadcast_to(level, (n, H, 1)).astype(np.float64)
+    q = np.repeat(point[..., None], len(levels), axis=-1)  # a band of width zero: calibration makes it
+    shift = lambda y, qq, m, part: conformal_shift(y, qq, levels, m, "two_sided")  # noqa: E731
+    grows = point * (1 + 0.1 * rng.standard_normal((n, H, 1)))
+    flat = point + 10 * rng.standard_normal((n, H, 1))
+    assert relative_wins(grows, q, point, levels, None, shift)
+    assert not relative_wins(flat, q, point, levels, None, shift)
+    assert not relative_wins(grows - 500, q - 500, point - 500, levels, None, shift)
+    assert forecast_level(point).shape == (n, 1, 1, 1)
+
+
+def test_a_rank_beyond_the_paths_reads_past_the_largest_miss_and_farther_for_the_wider_interval():
+    """25 windows holding 5 paths: the 0.9 and 0.95 levels' ranks (6 of 5) lie beyond the sample; they read past the
+    largest miss by their excess in paths (0.4, 0.7) times one path's spacing there, so the 90% band is wider than the
+    80% one, not the same. With 30 paths both ranks lie inside the sample: the misses as they are."""
+    levels = [0.05, 0.1, 0.5, 0.9, 0.95]
+    e = np.arange(25, dtype=np.float64)  # misses 0 .. 24, one window per step of 1
+    y = e[:, None, None]
+    q = np.zeros((25, 1, 1, 5))
+    s = rank_shift(y, q, levels, None, paths=5)[0, 0]
+    gap = 24 - 19  # the largest miss less the one a path (5 windows) in
+    assert s[3] == pytest.approx(24 + 0.4 * gap) and s[4] == pytest.approx(24 + 0.7 * gap)
+    assert s[1] == pytest.approx(0 - 0.4 * 5) and s[0] == pytest.approx(0 - 0.7 * 5)
+    inside = rank_shift(np.arange(300.0)[:, None, None], np.zeros((300, 1, 1, 5)), levels, None, paths=30)[0, 0]
+    assert inside[4] <= 299 and inside[0] >= 0

@@ -314,5 +314,8 @@ def test_a_candidate_with_uncalibrated_intervals_is_registered_not_promoted(pref
         assert {"coverage_80", "coverage_90", "width_90", "winkler_90", "crps", "pinball"} <= set(t)
         assert c["crossings"] == 0 and len(c["interval_by_step"]["coverage_90"]) == 24
         assert c["calibration"]["windows"] > 100
+        # scored walk-forward on test; the served graph carries the shift of every miss, validation and test
+        assert c["calibration"]["split"] == "val+test" and c["calibration"]["test_windows"] > 0
     table = summary.summary_table(out)
     assert "cov 80%" in table and "cov 90%" in table and "quantiles conformalised on" in table
+    assert "and walk-forward on" in table

@@ -280,6 +280,7 @@ def future_model(cell: str, series: np.ndarray, anchor: str = "linear", decoder:
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * (0.02 if p.shape[-1] > 200 else 0.3))
         model.q_shift.copy_(torch.randn(model.q_shift.shape, generator=g) * 0.1 * float(series[:, 0].std()))
+        model.q_scale.copy_(torch.randn(model.q_scale.shape, generator=g) * 0.05)  # times the forecast level
     return model
 
 

@@ -10,6 +10,7 @@ scale counts only steps between two observed points.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -236,6 +237,48 @@ def window_losses(ws: WindowSet, starts: np.ndarray, pred: np.ndarray, batch: in
     return out
 
 
+def walk_forward_quantiles(
+    ws: WindowSet,
+    fit: np.ndarray,
+    q_fit: np.ndarray,
+    test: np.ndarray,
+    q_test: np.ndarray,
+    levels: list[float],
+    shift: Callable[..., np.ndarray],
+    rank: str = "paths",
+    windows: int | None = None,
+    level: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The test windows' quantiles recalibrated as actuals arrive (quantiles.walk_forward), one series: each test
+    window at `test` gets `shift(y, q, mask, paths) -> (H, T, Q)` of the misses of the held-out windows at `fit`
+    (quantiles `q_fit`) and of the earlier test windows whose whole horizon ended before its origin, added to its own
+    quantiles `q_test` and put back in order. `rank`: evaluate.calibration_rank (paths counts the windows a horizon
+    apart among those misses); `windows`: only the most recent N windows' misses; `level`: (the held-out windows', the
+    test windows') forecast levels (quantiles.forecast_level), the misses calibrated in their units and each window's
+    shift multiplied by its own. Returns (the test quantiles, the shift of every miss, held-out and test, in the
+    misses' units: what the served model carries)."""
+    from .quantiles import ordered, walk_forward
+
+    starts = np.concatenate([fit, test])
+    y = np.concatenate([ws.targets(fit), ws.targets(test)])
+    q = np.concatenate([q_fit, q_test]).astype(np.float64)
+    lv_test = np.ones((len(test), 1, y.shape[-1], 1)) if level is None else level[1]
+    if level is not None:  # in units of each window's level
+        lv = np.concatenate(level)
+        y, q = y / lv[..., 0], q / lv
+    mask = ws.target_mask(starts)
+    L, H = ws.meta.lookback, ws.meta.horizon
+
+    def shift_of(idx: np.ndarray) -> np.ndarray:
+        idx = idx[-windows:] if windows else idx  # pooled in time order: held-out windows, then test windows
+        paths = test_origins(starts[idx], H) if rank == "paths" else None
+        return np.asarray(shift(y[idx], q[idx], None if mask is None else mask[idx], paths), np.float64)
+
+    # a window is observed once its last target is: row positions order one series' windows in time
+    per, final = walk_forward(starts + L + H - 1, test + L, shift_of)
+    return ordered(q_test.astype(np.float64) + per * lv_test, list(levels)), final
+
+
 def empirical_interval_scores(
     ws: WindowSet,
     season: int,
@@ -243,16 +286,21 @@ def empirical_interval_scores(
     fit: str = "val",
     split: str = "test",
     rank: str = "windows",
+    walk: bool = False,
+    scale: str = "absolute",
 ) -> dict[str, float]:
     """The seasonal naive of `season` with empirical intervals, scored as a candidate's quantiles are: its quantile at
     level tau for step k and target j is its point forecast plus the tau-quantile of its own errors at step k on the
     `fit` split's windows (free, deterministic: the interval a planner gets with no model), read at the same
     finite-sample rank as the candidates' conformal shift (`rank`: evaluate.calibration_rank, "paths" counting the
     windows a horizon apart): the bar's band and the candidate's are calibrated by one rule on the same windows, so
-    the interval-score gate compares forecasts, not two ways of reading a quantile. Returns the quantile scores
-    (coverage_P, width_P, winkler_P, ...; modeling/quantiles.py) on the `split` windows, in MASE units; {} without
-    levels, or when the baseline does not exist on every window of both splits."""
-    from .quantiles import quantile_scores, rank_shift
+    the interval-score gate compares forecasts, not two ways of reading a quantile. `walk`: read walk-forward as the
+    candidates' are (evaluate.calibration_update): each `split` window's band from the errors of the `fit` windows
+    and of the earlier `split` windows whose horizon ended before its origin. `scale`: "level" reads the errors in
+    units of each window's forecast level (quantiles.forecast_level), as a candidate calibrated so. Returns the
+    quantile scores (coverage_P, width_P, winkler_P, ...; modeling/quantiles.py) on the `split` windows, in MASE
+    units; {} without levels, or when the baseline does not exist on every window of both splits."""
+    from .quantiles import forecast_level, quantile_scores, rank_shift
 
     if not levels:
         return {}
@@ -264,9 +312,27 @@ def empirical_interval_scores(
     pt = seasonal_naive(ws, ts, season)
     if not (np.isfinite(pf).all() and np.isfinite(pt).all()):
         return {}
-    paths = test_origins(fs, ws.meta.horizon) if rank == "paths" else None
-    point = np.repeat(pf.astype(np.float64)[..., None], len(levels), axis=-1)
-    offsets = rank_shift(yf, point, list(levels), ws.target_mask(fs), paths)  # (H, T, Q); 0 at the median
-    q = pt.astype(np.float64)[..., None] + offsets[None]
+    levels = list(levels)
     yt = ws.targets(ts)
-    return quantile_scores(yt, q, list(levels), mase_scale(ws), ws.target_mask(ts))[0]
+    spread = lambda p: np.repeat(p.astype(np.float64)[..., None], len(levels), axis=-1)  # noqa: E731
+    lf, lt = forecast_level(pf), forecast_level(pt)
+    relative = scale == "level" and bool((lf > 0).all() and (lt > 0).all())
+    if walk:
+        q, _ = walk_forward_quantiles(
+            ws,
+            fs,
+            spread(pf),
+            ts,
+            spread(pt),
+            levels,
+            lambda y, q, m, p: rank_shift(y, q, levels, m, p),
+            rank,
+            level=(lf, lt) if relative else None,
+        )
+        return quantile_scores(yt, q, levels, mase_scale(ws), ws.target_mask(ts))[0]
+    paths = test_origins(fs, ws.meta.horizon) if rank == "paths" else None
+    if relative:  # (H, T, Q) in units of the level; 0 at the median
+        q = spread(pt) + rank_shift(yf / lf[..., 0], spread(pf) / lf, levels, ws.target_mask(fs), paths)[None] * lt
+    else:
+        q = spread(pt) + rank_shift(yf, spread(pf), levels, ws.target_mask(fs), paths)[None]
+    return quantile_scores(yt, q, levels, mase_scale(ws), ws.target_mask(ts))[0]

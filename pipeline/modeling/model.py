@@ -26,9 +26,11 @@ validation worse than its anchor is shrunk toward it, down to the anchor alone.
 Quantiles (`spec.quantiles`, the median among them): every level is the anchor plus its own residual; the
 median is the point forecast, and the others are the median plus (above) or minus (below) cumulative
 softplus offsets, so they cannot cross by construction. A conformal shift per horizon step, target and level
-(`q_shift`, fitted on held-out windows after training: modeling/quantiles.py) is added last, followed by a
-running max (min) outward from the median, which keeps the order after the shift. `forward` returns the
-point forecast; `forward_all` returns (point, quantiles (batch, horizon, targets, levels)).
+(`q_shift`, fitted on held-out windows after training: modeling/quantiles.py) is added last, with one in units of
+the window's forecast level (`q_scale` times the mean absolute point forecast over the horizon, per target: a band
+that grows with the series' level, evaluate.calibration_scale), followed by a running max (min) outward from the
+median, which keeps the order after the shift. `forward` returns the point forecast;
+`forward_all` returns (point, quantiles (batch, horizon, targets, levels)).
 """
 
 from __future__ import annotations
@@ -161,10 +163,12 @@ class QuantileOutput(nn.Module):
     quantiles: list[float]
     spec: ModelSpec | EnsembleSpec
     q_shift: torch.Tensor  # a buffer
+    q_scale: torch.Tensor  # a buffer: the shift in units of the window's forecast level
 
     def _init_shift(self, horizon: int, n_targets: int, quantiles: list[float]) -> None:
         self.quantiles = list(quantiles)
         self.register_buffer("q_shift", torch.zeros(horizon, n_targets, len(quantiles)))
+        self.register_buffer("q_scale", torch.zeros(horizon, n_targets, len(quantiles)))
 
     def raw(self, x: torch.Tensor, future: torch.Tensor | None = None):
         raise NotImplementedError
@@ -174,7 +178,8 @@ class QuantileOutput(nn.Module):
         y, q = self.raw(x, future)
         if q is None:
             return y, None
-        return y, monotone(q + self.q_shift, self.quantiles.index(0.5), y)
+        level = y.abs().mean(dim=1, keepdim=True).unsqueeze(-1)  # (B, 1, T, 1): quantiles.forecast_level
+        return y, monotone(q + self.q_shift + self.q_scale * level, self.quantiles.index(0.5), y)
 
     def forward(self, x: torch.Tensor, future: torch.Tensor | None = None) -> torch.Tensor:
         return self.raw(x, future)[0]
@@ -465,5 +470,7 @@ def save(model: Forecaster, path) -> None:
 def load(path, map_location="cpu") -> Forecaster:
     blob = torch.load(path, map_location=map_location, weights_only=True)
     model = Forecaster(ModelSpec(**blob["spec"]))
-    model.load_state_dict(blob["state_dict"])
+    state = blob["state_dict"]
+    state.setdefault("q_scale", model.q_scale)  # saved before the level-relative shift existed: none
+    model.load_state_dict(state)
     return model

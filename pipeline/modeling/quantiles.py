@@ -10,6 +10,17 @@ Held-out months are not always exchangeable with the months that follow (docs/fo
 (evaluate.calibration: widen) a shift may widen an interval but never narrow it; `guarded` narrows only as far as
 every consecutive part of the held-out windows agrees.
 
+Relative to the level (evaluate.calibration_scale): on a strictly positive series whose misses grow with its level
+(exponential growth, a multiplicative season) the misses are calibrated in units of each window's forecast level (the
+mean absolute point forecast over its horizon, per target: `forecast_level`) and multiplied back by the level of the
+window served (normalised conformal scores, Lei et al. 2018). `auto` takes it only when it scores the later half of
+the held-out windows better from the earlier half (`relative_wins`): chosen on held-out evidence, never on test.
+
+Walk-forward (online) calibration of the test split (`walk_forward`): each test origin's band is calibrated on
+every miss observable before that origin, the held-out windows' and those of the earlier test windows whose whole
+horizon ended before it, as a system that recalibrates as actuals arrive would have served it; no window sees a miss
+from its own or a later horizon. The served model then carries the shift of every miss, held-out and test.
+
 Scores (y, quantiles (n, H, T, Q), in the data's units; `scale` per target, the MASE scale, so that pinball,
 CRPS, width and Winkler read in MASE units and compare across datasets):
   pinball     mean over levels of the pinball (quantile) loss
@@ -23,7 +34,11 @@ Filled targets (mask False) are not scored.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+
+WALK_FORWARD_UPDATES = 200  # the most recalibrations over one test split (cost: each sorts every miss seen so far)
 
 
 def intervals(levels: list[float]) -> list[tuple[int, int, float]]:
@@ -49,7 +64,7 @@ def conformal_shift(
     mask: np.ndarray | None = None,
     mode: str = "two_sided",
     parts: int = 2,
-    paths: int | None = None,
+    paths: float | None = None,
 ) -> np.ndarray:
     """The per (step, target, level) shift (H, T, Q) that calibrates quantiles `q` (n, H, T, Q) on targets `y`.
     `paths`: how many independent forecast paths the n windows hold (those a horizon apart, when consecutive windows
@@ -104,7 +119,9 @@ def rank_shift(
     With `paths` p < n (overlapping windows: 26 windows of 6 months hold about 5 independent paths), the rank is the
     one p exchangeable units need, r = ceil((p + 1) tau) of p above the median (floor below it), read as the share
     (r - 1/2) / p of the n sorted misses: the share moves outward as p shrinks (with 5 paths the 90% level reads the
-    largest miss), where n windows would claim a precision their shared targets do not have."""
+    largest miss), where n windows would claim a precision their shared targets do not have. A rank beyond the paths
+    reads past the largest miss (`_beyond`): a conformal quantile beyond the sample has no finite value, and the
+    largest miss of p paths covers p / (p + 1) at best."""
     e = y.astype(np.float64)[..., None] - q.astype(np.float64)
     if mask is not None:
         e = np.where(mask[..., None], e, np.nan)
@@ -123,8 +140,110 @@ def rank_shift(
             rank = np.ceil(share * n) if tau > 0.5 else np.floor(share * n)
         idx = np.clip(rank, 1, np.maximum(n, 1)).astype(np.int64) - 1
         pick = np.take_along_axis(srt[..., k], idx[None], axis=0)[0]
+        if paths is not None and 0 < paths < len(y):
+            pick = pick + _beyond(srt[..., k], n, float(paths), tau)
         shift[..., k] = np.where(n > 0, pick, 0.0)
     return shift
+
+
+def _beyond(srt: np.ndarray, n: np.ndarray, p: float, tau: float) -> np.ndarray:
+    """How far past the most extreme miss a level reads when its conformal rank lies beyond the `p` paths the `n`
+    sorted misses hold ((p + 1) tau > p above the median, < 1 below it): the excess, in paths, times the spacing of
+    one path at that end (the extreme miss less the miss one path in). Reading the extreme miss itself would cover
+    p / (p + 1) at best (83% with 5 paths) and give the 80% and 90% intervals the same band."""
+    excess = (p + 1) * tau - p if tau > 0.5 else 1 - (p + 1) * tau
+    if excess <= 0 or p < 2:
+        return np.zeros(srt.shape[1:])
+    one = np.maximum(n / p, 1.0)  # windows per path
+
+    def at(rank: np.ndarray) -> np.ndarray:
+        i = np.clip(np.ceil(rank), 1, np.maximum(n, 1)).astype(np.int64) - 1
+        return np.take_along_axis(srt, i[None], axis=0)[0]
+
+    gap = at(n) - at(n - one) if tau > 0.5 else at(np.ones_like(n)) - at(1 + one)
+    return np.where(n > 1, excess * np.nan_to_num(gap), 0.0)
+
+
+def forecast_level(point: np.ndarray) -> np.ndarray:
+    """Each window's level (n, 1, T, 1): the mean absolute point forecast (n, H, T) over its horizon, what the
+    model's graph multiplies `q_scale` by."""
+    return np.abs(point.astype(np.float64)).mean(axis=1, keepdims=True)[..., None]
+
+
+def mean_interval_score(y: np.ndarray, q: np.ndarray, levels: list[float], mask: np.ndarray | None) -> float:
+    """The Winkler score averaged over the central intervals the levels hold, in the data's units."""
+    scores, _ = quantile_scores(y, q, levels, np.ones(y.shape[-1]), mask)
+    return float(np.mean([scores[f"winkler_{interval_name(p)}"] for _, _, p in intervals(levels)]))
+
+
+def relative_wins(
+    y: np.ndarray,
+    q: np.ndarray,
+    point: np.ndarray,
+    levels: list[float],
+    mask: np.ndarray | None,
+    shift: Callable[..., np.ndarray],
+) -> bool:
+    """Whether calibrating in units of the forecast level scores the later half of the held-out windows (time order)
+    better than the plain shift, both fitted on the earlier half with `shift(y, q, mask, part) -> (H, T, Q)` (part:
+    the share of the windows fitted on): a strictly positive series only, with intervals to score."""
+    half = len(y) // 2
+    if half < 2 or not intervals(levels) or not (np.nan_to_num(y, nan=1.0) > 0).all():
+        return False
+    lv = forecast_level(point)
+    if not (lv > 0).all():
+        return False
+    a, b = slice(0, half), slice(half, len(y))
+    ma, mb = (None, None) if mask is None else (mask[a], mask[b])
+    plain = ordered(q[b] + shift(y[a], q[a], ma, half / len(y)), levels)
+    rel = shift(y[a] / lv[a][..., 0], q[a] / lv[a], ma, half / len(y))
+    return mean_interval_score(y[b], ordered(q[b] + rel * lv[b], levels), levels, mb) < mean_interval_score(
+        y[b], plain, levels, mb
+    )
+
+
+def walk_forward(
+    ends: np.ndarray,
+    origins: np.ndarray,
+    shift_of: Callable[[np.ndarray], np.ndarray],
+    every: int = 1,
+    updates: int = WALK_FORWARD_UPDATES,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per test window, the shift calibrated on the misses observable at its origin; and the shift of every miss.
+
+    `ends`: when each pooled window's last target is observed (held-out windows first, then the n test windows), in
+    any ordered unit (row positions, timestamps); `origins` (n): each test window's first target. `shift_of(idx)`:
+    the shift (H, T, Q) calibrated on the pooled windows at `idx` (sorted). The shift is recomputed at every
+    `every`-th distinct origin (at most `updates` times, evenly); a window uses the last recomputation at or before
+    its origin, on the windows whose last target lies before that point. Returns ((n, H, T, Q), (H, T, Q))."""
+    n = len(origins)
+    final = shift_of(np.arange(len(ends)))
+    out = np.zeros((n, *final.shape), final.dtype)
+    if not n:
+        return out, final
+    u = np.unique(origins)
+    step = max(int(every), -(-len(u) // max(int(updates), 1)), 1)
+    bounds = u[::step]
+    which = np.searchsorted(bounds, origins, side="right") - 1  # >= 0: bounds[0] is the first origin
+    done: dict[int, np.ndarray] = {}
+    for b in np.unique(which):
+        idx = np.flatnonzero(ends < bounds[b])
+        key = len(idx)  # the observed set only grows with the bound: its size names it
+        if key not in done:
+            done[key] = shift_of(idx)
+        out[which == b] = done[key]
+    return out, final
+
+
+def ordered(q: np.ndarray, levels: list[float]) -> np.ndarray:
+    """Quantiles (..., Q) made non-decreasing outward from the median, as the model's graph does after its shift."""
+    out = np.array(q, copy=True)
+    m = min(range(len(levels)), key=lambda k: abs(levels[k] - 0.5))
+    for k in range(m + 1, len(levels)):
+        out[..., k] = np.maximum(out[..., k], out[..., k - 1])
+    for k in range(m - 1, -1, -1):
+        out[..., k] = np.minimum(out[..., k], out[..., k + 1])
+    return out
 
 
 def _mean(a: np.ndarray, mask: np.ndarray | None, axis=None):

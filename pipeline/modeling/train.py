@@ -360,8 +360,10 @@ def calibrate(
     levels = list(model.quantiles)
     if not levels:
         return {}
-    mode = settings.evaluate.calibration
+    ev = settings.evaluate
+    mode = ev.calibration
     model.q_shift.zero_()
+    model.q_scale.zero_()
     if mode == "none":
         return {"method": "none: the pinball heads as trained", "windows": 0}
     starts = calibration_starts(ws, settings)
@@ -372,19 +374,36 @@ def calibrate(
     if q is None:  # no windows to forecast
         raise TrainingError(f"{ws.meta.name}: no held-out windows to calibrate the quantiles on")
     y = ws.targets(starts)
+    mask = ws.target_mask(starts)
     # consecutive windows share horizon - 1 targets: the rank counts the paths a horizon apart (calibration_rank)
-    paths = _splits.test_origins(starts, ws.meta.horizon) if settings.evaluate.calibration_rank == "paths" else None
-    shift = _quantiles.conformal_shift(
-        y, q, levels, ws.target_mask(starts), mode, settings.evaluate.calibration_parts, paths
+    paths = _splits.test_origins(starts, ws.meta.horizon) if ev.calibration_rank == "paths" else None
+
+    def fit(yy: np.ndarray, qq: np.ndarray, mm: np.ndarray | None, part: float = 1.0) -> np.ndarray:
+        return _quantiles.conformal_shift(
+            yy, qq, levels, mm, mode, ev.calibration_parts, None if paths is None else paths * part
+        )
+
+    point = q[..., levels.index(0.5)]  # uncalibrated, the median is the point forecast
+    relative = ev.calibration_scale == "level" or (
+        ev.calibration_scale == "auto" and _quantiles.relative_wins(y, q, point, levels, mask, fit)
     )
-    model.q_shift.copy_(torch.from_numpy(shift))
-    scale = model.target_scale().cpu().numpy()[None, :, None]
+    level = _quantiles.forecast_level(point)
+    if relative and (level > 0).all():
+        shift = fit(y / level[..., 0], q / level, mask)
+        model.q_scale.copy_(torch.from_numpy(shift))
+        scale = np.ones((1, len(ws.meta.targets), 1))
+    else:
+        relative = False
+        shift = fit(y, q, mask)
+        model.q_shift.copy_(torch.from_numpy(shift))
+        scale = model.target_scale().cpu().numpy()[None, :, None]
     L = ws.meta.lookback
     return {
         "method": f"conformalised quantiles (per step, target, level; {mode})",
         "split": "val",
         "windows": int(len(starts)),
         "paths": paths,
+        "scale": "level" if relative else "absolute",
         "first_target": str(pd.Timestamp(ws.timestamps[starts[0] + L])) if len(starts) else None,
         "last_target": str(pd.Timestamp(ws.timestamps[starts[-1] + L + ws.meta.horizon - 1])) if len(starts) else None,
         "mean_shift_scaled": {f"{lv:g}": float((shift / scale)[..., k].mean()) for k, lv in enumerate(levels)},
@@ -628,7 +647,7 @@ def choose_residual_gate(
     best = min(by, key=lambda g: (by[g], -g))
     model.spec.residual_gate = float(best)
     q = {1.0: q_full, 0.0: q_anchor}.get(float(best))
-    seen = (starts, q) if q is not None and not model.q_shift.any() else None
+    seen = (starts, q) if q is not None and not (model.q_shift.any() or model.q_scale.any()) else None
     return {"gate": float(best), "val_mase": {f"{g:g}": float(v) for g, v in by.items()}}, seen
 
 

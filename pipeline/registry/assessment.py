@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ..config import Settings
 from ..data.panel_windows import COLD, PanelWindowSet
@@ -22,8 +23,9 @@ from ..modeling.evaluate import (
     quantiles_by_step,
     season_of,
     usable_seasons,
+    walk_forward_quantiles,
 )
-from ..modeling.quantiles import crossings
+from ..modeling.quantiles import conformal_shift, crossings, forecast_level
 from ..modeling.train import TrainResult, quantile_predictor
 from .metadata import model_metadata
 
@@ -97,36 +99,13 @@ def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path
     """Export a trained candidate to ONNX, check parity on real test windows, and score it on validation and
     test with the engine that will serve it (ONNX Runtime; PyTorch only when the export failed)."""
     from ..engine.inference import OnnxForecaster
-    from ..engine.onnx_export import check_parity, export_onnx
 
     settings.check_dataset(ws.meta.name)
     c = result.candidate
     path = Path(out_dir) / f"{c.name}.onnx"
-    parity, error, onnx_path = {}, None, None
     test_starts = ws.starts["test"]  # evenly spread below: all test windows of a panel are GBs
     x, f = ws.inputs(test_starts[:: -(-len(test_starts) // PARITY_WINDOWS)])
-    try:
-        export_onnx(
-            result.model,
-            path,
-            model_metadata(ws, settings, c.name) | {"calibration": result.calibration, "anchor": result.anchor},
-            example=x[:2],
-            future_example=None if f is None else f[:2],
-        )
-        res = check_parity(result.model, path, x, rtol=settings.registry.parity_atol, future=f)
-        parity = {
-            "ok": res.ok,
-            "max_abs": res.max_abs,
-            "max_rel_to_scale": res.max_rel_to_scale,
-            "windows": res.n,
-            "tolerance": res.rtol,
-            "reason": res.reason,
-            "branches": {b.name: b.to_dict() for b in res.branches},
-        }
-        onnx_path = str(path)
-    except ExportError as e:
-        error, parity = str(e), {"ok": False, "reason": str(e)}
-    del x, f
+    parity, error, onnx_path = _export(result, ws, settings, path, x, f)
     ok = bool(parity.get("ok")) and error is None
     if ok:
         engine = OnnxForecaster.from_path(path, device="cpu")
@@ -136,6 +115,12 @@ def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path
     levels = list(result.model.quantiles)
     yv, qv = forecast_windows(run, ws, ws.starts["val"])
     yt, qt = forecast_windows(run, ws, ws.starts["test"])
+    if qv is not None and qt is not None and walks_forward(ws, settings):
+        qt = recalibrate_walk_forward(result, ws, settings, (yv, qv), (yt, qt))
+        if ok:  # the served graph carries the shift of every miss, held-out and test
+            parity, error, onnx_path = _export(result, ws, settings, path, x, f)
+            ok = bool(parity.get("ok")) and error is None
+    del x, f
     val, _ = evaluate_forecasts(ws, "val", yv, qv, levels)
     test, by_step = evaluate_forecasts(ws, "test", yt, qt, levels)
     panel = (
@@ -169,6 +154,92 @@ def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path
         anchor=result.anchor,
         panel=panel,
     )
+
+
+def _export(
+    result: TrainResult, ws: WindowSet, settings: Settings, path: Path, x, f
+) -> tuple[dict, str | None, str | None]:
+    """Export the candidate to ONNX at `path` and check parity on the windows `x` (future `f`): (parity, the export's
+    error or None, the file or None)."""
+    from ..engine.onnx_export import check_parity, export_onnx
+
+    try:
+        export_onnx(
+            result.model,
+            path,
+            model_metadata(ws, settings, result.candidate.name)
+            | {"calibration": result.calibration, "anchor": result.anchor},
+            example=x[:2],
+            future_example=None if f is None else f[:2],
+        )
+        res = check_parity(result.model, path, x, rtol=settings.registry.parity_atol, future=f)
+    except ExportError as e:
+        return {"ok": False, "reason": str(e)}, str(e), None
+    parity = {
+        "ok": res.ok,
+        "max_abs": res.max_abs,
+        "max_rel_to_scale": res.max_rel_to_scale,
+        "windows": res.n,
+        "tolerance": res.rtol,
+        "reason": res.reason,
+        "branches": {b.name: b.to_dict() for b in res.branches},
+    }
+    return parity, None, str(path)
+
+
+def walks_forward(ws: WindowSet, settings: Settings) -> bool:
+    """Whether the test split's bands are recalibrated walk-forward (evaluate.calibration_update): one series only,
+    a panel's test windows (every series' origins pooled) keep the held-out windows' calibration."""
+    ev = settings.evaluate
+    return ev.calibration_update == "walk_forward" and ev.calibration != "none" and not ws.is_panel
+
+
+def recalibrate_walk_forward(
+    result: TrainResult,
+    ws: WindowSet,
+    settings: Settings,
+    val: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """The test quantiles recalibrated walk-forward (evaluate.walk_forward_quantiles) on the misses of the calibrated
+    forecasts (`val`, `test`: point and quantiles of every validation and test window): the shift on top of the
+    held-out calibration, with the same rule and units (evaluate.calibration, the calibration's scale).
+    Adds the shift of every miss, held-out and test, to the model's `q_shift` (`q_scale` in units of the level) and
+    records it in `result.calibration`. Returns the walk-forward test quantiles."""
+    import torch
+
+    from ..modeling.train import calibration_starts
+
+    ev = settings.evaluate
+    levels = list(result.model.quantiles)
+    (pv, qv), (pt, qt) = val, test
+    fit = calibration_starts(ws, settings)
+    rows = np.searchsorted(ws.starts["val"], fit)
+
+    def shift(y: np.ndarray, q: np.ndarray, mask, paths) -> np.ndarray:
+        return conformal_shift(y, q, levels, mask, ev.calibration, ev.calibration_parts, paths)
+
+    windows = None if ev.calibration_windows == "all" else int(ev.calibration_windows)
+    relative = (result.calibration or {}).get("scale") == "level"
+    level = (forecast_level(pv[rows]), forecast_level(pt)) if relative else None
+    q, extra = walk_forward_quantiles(
+        ws, fit, qv[rows], ws.starts["test"], qt, levels, shift, ev.calibration_rank, windows, level
+    )
+    model = result.model
+    buffer = model.q_scale if relative else model.q_shift
+    buffer.add_(torch.from_numpy(extra.astype(np.float32)).to(buffer.device))
+    scale = np.ones((1, 1, 1)) if relative else model.target_scale().cpu().numpy()[None, :, None]
+    L, H = ws.meta.lookback, ws.meta.horizon
+    last = ws.starts["test"][-1] if len(ws.starts["test"]) else fit[-1]
+    total = buffer.cpu().numpy()
+    result.calibration = dict(result.calibration or {}) | {
+        "update": "walk_forward: each test origin recalibrated on the misses observed before it",
+        "split": "val+test",
+        "test_windows": int(len(ws.starts["test"])),
+        "last_target": str(pd.Timestamp(ws.timestamps[last + L + H - 1])),
+        "mean_shift_scaled": {f"{lv:g}": float((total / scale)[..., k].mean()) for k, lv in enumerate(levels)},
+    }
+    return q.astype(np.float32)
 
 
 def panel_scores(ws: PanelWindowSet, settings: Settings, pred: dict[str, np.ndarray]) -> dict:

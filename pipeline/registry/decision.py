@@ -20,7 +20,7 @@ from ..modeling.evaluate import (
     window_losses,
 )
 from . import promotion
-from .assessment import CandidateReport
+from .assessment import CandidateReport, walks_forward
 from .champion import ChampionScore
 from .references import compare_panel_references
 
@@ -76,7 +76,14 @@ def interval_scores(ws: WindowSet, settings: Settings, best: CandidateReport, ba
     test window (evaluate.empirical_interval_scores); {} when the gate is off or either has no score."""
     if not settings.evaluate.interval_score_gate or not best.quantiles or bar not in _baseline_seasons(ws, settings):
         return {}
-    theirs = empirical_interval_scores(ws, season_of(bar), best.quantiles, rank=settings.evaluate.calibration_rank)
+    theirs = empirical_interval_scores(
+        ws,
+        season_of(bar),
+        best.quantiles,
+        rank=settings.evaluate.calibration_rank,
+        walk=walks_forward(ws, settings),
+        scale=(best.calibration or {}).get("scale", "absolute"),
+    )
     return {
         k[len("winkler_") :]: (float(v), float(theirs[k]))
         for k, v in best.test.items()

@@ -33,8 +33,9 @@ def summary_table(outcome: Outcome) -> str:
     cal = next((c.get("calibration") for c in outcome.candidates if c.get("calibration")), None)
     if cal and cal.get("windows"):
         mode = cal["method"].rsplit("; ", 1)[-1].rstrip(")")
+        walked = f" and walk-forward on {cal['test_windows']} test windows" if cal.get("test_windows") else ""
         lines.append(
-            f"quantiles conformalised on {cal['windows']} validation windows "
+            f"quantiles conformalised on {cal['windows']} validation windows{walked} "
             f"({cal.get('first_target')} .. {cal.get('last_target')}; {mode})"
         )
     elif cal:
