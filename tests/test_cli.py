@@ -88,9 +88,10 @@ def test_own_csv_to_champion_to_forecast(prefect_api, project, tiny_params):
     assert code == 0, out
     code, out = shell(project, "train", "plant")
     assert code == 0, out
-    code, out = shell(project, "models", "plant")
+    # what reads the registry runs in this process (the process paths are the ingest, the training and the forecast)
+    code, out = run("models", "plant")
     assert code == 0 and "champion" in out, out
-    code, out = shell(project, "evaluate", "plant")
+    code, out = run("evaluate", "plant")
     assert code == 0 and '"mase"' in out, out
     assert (project / "reports/plant/metrics.json").is_file()
     code, out = shell(project, "forecast", "plant")
@@ -112,7 +113,8 @@ def test_unknown_dataset_and_bad_option_are_one_line_errors(project):
 def test_known_future_columns_from_ingest_to_a_forecast_with_intervals(prefect_api, project, tiny_params):
     """A promotion planned ahead (--future-features) and the calendar: the rows after the last observation carry the
     promotion for the horizon; the forecast has quantile columns; a --future file missing a value is refused, one line
-    naming the column and the first timestamp without one."""
+    naming the column and the first timestamp without one. Through the CLI in this process: the process is the test
+    above's."""
     import yaml
 
     p = yaml.safe_load(tiny_params.read_text())
@@ -128,8 +130,7 @@ def test_known_future_columns_from_ingest_to_a_forecast_with_intervals(prefect_a
         {"when": stamps.strftime("%Y-%m-%dT%H:%M:%S"), "kw": np.r_[kw[:n], [np.nan] * ahead], "promo": promo}
     ).to_csv(project / "shop.csv", index=False)
 
-    code, out = shell(
-        project,
+    code, out = run(
         "ingest",
         "--csv",
         "shop.csv",
@@ -143,11 +144,11 @@ def test_known_future_columns_from_ingest_to_a_forecast_with_intervals(prefect_a
         "shop",
     )
     assert code == 0 and "known ahead: promo (30 rows after the last observation)" in out, out
-    code, out = shell(project, "train", "shop")
+    code, out = run("train", "shop")
     assert code == 0, out
-    code, out = shell(project, "models", "shop")
+    code, out = run("models", "shop")
     assert code == 0 and "champion" in out, out
-    code, out = shell(project, "forecast", "shop")
+    code, out = run("forecast", "shop")
     assert code == 0, out
     fc = pd.read_parquet(next((project / "forecasts/shop").glob("*.parquet")))
     assert list(fc.columns) == [
@@ -162,13 +163,13 @@ def test_known_future_columns_from_ingest_to_a_forecast_with_intervals(prefect_a
     ]
     assert list(fc["timestamp"]) == list(stamps[n : n + 24])
     assert (fc["kw_q0.05"] <= fc["kw_q0.1"]).all() and (fc["kw_q0.9"] <= fc["kw_q0.95"]).all()
-    code, out = shell(project, "evaluate", "shop")
+    code, out = run("evaluate", "shop")
     assert code == 0 and '"coverage_90"' in out and '"winkler_90"' in out, out
 
     gap = pd.DataFrame({"timestamp": stamps[n : n + 24].strftime("%Y-%m-%d %H:%M"), "promo": promo[n : n + 24]})
     gap = gap.drop(index=5)
     gap.to_csv(project / "plan.csv", index=False)
-    code, out = shell(project, "forecast", "shop", "--future", "plan.csv")
+    code, out = run("forecast", "shop", "--future", "plan.csv")
     lines = [ln for ln in out.splitlines() if ln.startswith("error")]
     assert code == 2 and len(lines) == 1, out
     assert f"plan.csv: known-future column 'promo': no value for {stamps[n + 5]}" in lines[0], out

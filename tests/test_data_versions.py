@@ -5,12 +5,10 @@ in processes of their own, MLflow's store in the copy, the session's Prefect ser
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -81,19 +79,12 @@ def cellcast(repo: Path, *args: str, env: dict | None = None) -> str:
 
 
 def version_tags(repo: Path, version: int) -> dict:
-    code = (
-        "import json, sys; from cellcast.pipeline.registry import tracking; tracking.configure(sys.argv[1]); "
-        "print(json.dumps(tracking.get_version('load-forecaster', int(sys.argv[2])).tags))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(repo), str(version)],
-        cwd=repo,
-        env=_env(repo),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    """The tags of load-forecaster v<version> in the copy's own MLflow store (<copy>/.cellcast/mlflow.db), read here
+    with a client of its own: the test process's tracking URI stays as it was."""
+    from mlflow import MlflowClient
+
+    store = f"sqlite:///{repo / '.cellcast' / 'mlflow.db'}"
+    return dict(MlflowClient(tracking_uri=store, registry_uri=store).get_model_version("load-forecaster", version).tags)
 
 
 def test_a_users_csv_versioned_trained_replaced_and_both_versions_restored(repo, tmp_path, prefect_api):
