@@ -238,10 +238,13 @@ def test_the_panel_moments_summed_a_series_at_a_time_are_numpys_over_all_rows(wi
             assert np.array_equal(std, np.nanstd(train, axis=0)) and std.dtype == np.float32
 
 
-def test_the_batch_forecast_reads_each_series_last_lookback_a_partition_at_a_time(validated, monkeypatch, tmp_path):
+def test_the_batch_forecast_written_two_series_at_a_time_is_the_one_batch_forecast(validated, monkeypatch, tmp_path):
+    """The batch forecast reads a partition at a time and forecasts a chunk of series per model call, each chunk a row
+    group of the file: the file holds the rows of one model call over every series (the whole panel read at once)."""
+    import pyarrow.parquet as pq
     import torch
 
-    from cellcast.pipeline.catalog import SERIES_ID, read_validated_panel
+    from cellcast.pipeline.catalog import SERIES_ID, panel_partitions, read_validated_panel, validated_paths
     from cellcast.pipeline.data.window import load_windows
     from cellcast.pipeline.engine.inference import OnnxForecaster
     from cellcast.pipeline.engine.onnx_export import export_onnx
@@ -257,13 +260,20 @@ def test_the_batch_forecast_reads_each_series_last_lookback_a_partition_at_a_tim
     meta = model_metadata(ws, s, "gru")
     path = export_onnx(model.eval(), tmp_path / "m.onnx", meta, example=ws.inputs(ws.starts["test"][:2])[0])
     eng = OnnxForecaster.from_path(path, device="cpu")
-    out, _, skipped = forecast_validated_panel(s, eng, version=3, model_name="m")
     frame, _ = read_validated_panel(s)
     ref, _, ref_skipped = forecast_panel_frame(
         eng, frame, version=3, model_name="m", id_frame=frame[[SERIES_ID, "sensor"]]
     )
-    pd.testing.assert_frame_equal(out, ref)
-    assert skipped == ref_skipped and out["series_id"].nunique() >= 3 and set(out["model_version"]) == {"3"}
+    for chunk in (2, 1000):
+        done = forecast_validated_panel(s, eng, tmp_path / f"f{chunk}.parquet", version=3, model_name="m", chunk=chunk)
+        out = pd.read_parquet(done.path)
+        pd.testing.assert_frame_equal(out, ref)
+        assert done.skipped == ref_skipped and (done.series, done.rows) == (ref["series_id"].nunique(), len(ref))
+        assert (done.first, done.last) == (ref["timestamp"].min(), ref["timestamp"].max())
+        assert done.cold_start == ref.loc[ref["cold_start"], "series_id"].nunique()
+        groups = pq.ParquetFile(done.path).metadata.num_row_groups
+        assert (done.series / 2 <= groups < done.series) if chunk == 2 else groups == 1  # a row group per call
+    assert done.series >= 3 and panel_partitions(validated_paths(s)[0]) > 1 and set(out["model_version"]) == {"3"}
 
 
 def test_the_known_future_table_made_a_slice_of_rows_at_a_time_is_the_whole_one():
