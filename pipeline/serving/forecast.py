@@ -481,30 +481,12 @@ def forecast_latest(
         future=supplied,
         future_source=where,
     )
-    path = _record(
-        frame, settings, info, alias, used, log_to_mlflow, {"last_observation": str(recent["timestamp"].iloc[-1])}
-    )
+    path = write_parquet(frame, forecasts_dir(settings) / f"{utc_stamp()}.parquet")
+    _record(path, settings, info, alias, used, log_to_mlflow, {"last_observation": str(recent["timestamp"].iloc[-1])})
     return ForecastResult(frame=frame, path=path, version=info.version, provider=used)
 
 
 def _record(
-    frame: pd.DataFrame,
-    settings: Settings,
-    info,
-    alias: str,
-    used: str,
-    log_to_mlflow: bool,
-    params: dict,
-    extra: dict | None = None,
-) -> Path:
-    """Write the forecast to forecasts/NAME/<UTC stamp>.parquet and, when asked, log it as a `forecast-<stamp>` run
-    (the model, the alias, the provider, `params`; `extra`: more JSON artifacts by file name). Returns the path."""
-    path = write_parquet(frame, forecasts_dir(settings) / f"{utc_stamp()}.parquet")
-    _log_forecast(path, settings, info, alias, used, log_to_mlflow, params, extra)
-    return path
-
-
-def _log_forecast(
     path: Path,
     settings: Settings,
     info,
@@ -514,7 +496,8 @@ def _log_forecast(
     params: dict,
     extra: dict | None = None,
 ) -> None:
-    """When asked, log the forecast file `path` as a `forecast-<stamp>` run (see _record)."""
+    """When asked, log the forecast file `path` (forecasts/NAME/<UTC stamp>.parquet) as a `forecast-<stamp>` run: the
+    model, the alias, the provider, `params`; `extra`: more JSON artifacts by file name."""
     from ..registry import tracking
 
     if log_to_mlflow:
@@ -647,7 +630,7 @@ def _forecast_panel(
         future=supplied,
         future_source=where,
     )
-    _log_forecast(
+    _record(
         done.path,
         settings,
         info,
