@@ -14,7 +14,7 @@ Each stage runs in a fresh process, its peak resident memory its own (VmHWM): in
 (one process, partition by partition), window (validated.parquet -> windows.npz), train (one global GRU with a
 small budget: the pipeline's time and memory are the point, not the accuracy; exported to ONNX), references
 (MSTL / ETS / Theta on a sample of series) and forecast (every kept series: the batch forecast's library path,
-written as Parquet).
+a chunk of series per model call, written as Parquet row groups).
 
     .venv/bin/python bench/panel_scale.py --series 1000 [--steps 8760] [--keep DIR] [--out FILE] [--quick]
 """
@@ -255,9 +255,8 @@ def stage(name: str, work: Path) -> dict:
         from cellcast.pipeline.serving.forecast import forecast_validated_panel
 
         eng = OnnxForecaster.from_path(work / "model.onnx", device="cpu")
-        frame, used, skipped = forecast_validated_panel(s, eng, version=1, model_name="scale")
-        frame.to_parquet(work / "forecast.parquet", index=False)
-        out = {"series": int(frame["series_id"].nunique()), "rows": len(frame), "not_forecast": len(skipped)}
+        done = forecast_validated_panel(s, eng, work / "forecast.parquet", version=1, model_name="scale")
+        out = {"series": done.series, "rows": done.rows, "not_forecast": len(done.skipped)}
     else:
         raise SystemExit(f"unknown stage {name}")
     import resource

@@ -48,7 +48,8 @@ def forecast_flow(
         validate_task(settings)
         version_task(settings, ["ingest", "validate"])  # the new rows: a new data version, kept like any
     res = forecast_task(settings, alias, device, future_file)
-    what = f"{res.frame['series_id'].nunique()} series" if res.skipped is not None else f"{len(res.frame)} steps"
+    steps = 0 if res.frame is None else len(res.frame)
+    what = f"{res.panel.series} series" if res.panel is not None else f"{steps} steps"
     print(f"{name}: forecast of {what} from v{res.version} on {res.provider} -> {res.path}")
     if refresh and monitor and alias == "champion":  # a panel: per series, the verdict on their share
         from cellcast.flows.monitoring import monitoring_steps

@@ -10,6 +10,7 @@ from cellcast.pipeline.modeling.evaluate import (
     baseline_names,
     empirical_interval_scores,
     evaluate_baselines,
+    forecast_origins,
     mase_scale,
     metrics,
     seasonal_naive,
@@ -56,6 +57,16 @@ def test_a_perfectly_periodic_series_is_solved_by_its_season():
     rep = evaluate_baselines(ws, "test", usable_seasons(ws, [24]))
     assert rep.best == "seasonal_naive_24"
     assert rep.scores["seasonal_naive_24"]["mase"] < 1e-6 < rep.scores["naive"]["mase"]
+
+
+def test_forecast_origins_walked_a_chunk_at_a_time_are_a_horizon_apart_whatever_the_chunk():
+    ws = _ws(np.arange(200, dtype=float), lookback=6, horizon=3)
+    # the test starts with holes (a panel's series boundaries and breaks): taken at least a horizon apart, greedily
+    ws.starts["test"] = np.asarray([0, 1, 2, 3, 4, 9, 10, 11, 12, 20, 21, 30], dtype=ws.starts["test"].dtype)
+    want = [0, 3, 9, 12, 20, 30]
+    for chunk in (1, 2, 5, 1 << 20):
+        got = forecast_origins(ws, "test", chunk=chunk)
+        assert got.tolist() == want and got.dtype == ws.starts["test"].dtype
 
 
 def test_mase_scale_is_the_one_step_naive_mae_on_train_rows():

@@ -400,7 +400,7 @@ def test_one_global_model_is_trained_on_every_series_scored_per_series_and_regis
     assert set(meta["panel"]["series"]) == {"A", "B", "D"} and meta["panel"]["id_cols"] == ["sensor"]
     assert meta["panel"]["series"]["D"]["status"] == "cold_start"
 
-    # the batch forecast: one long-format Parquet, every kept series (the cold-start one flagged), one ONNX call
+    # the batch forecast: one long-format Parquet, every kept series (the cold-start one flagged), a chunk per ONNX call
     from typer.testing import CliRunner
 
     from cellcast.cli import app

@@ -142,6 +142,18 @@ def validated(tmp_path_factory):
     return validated_mixed(tmp_path_factory)
 
 
+@pytest.fixture(scope="module")
+def windowed(validated):
+    """`validated` with its window set built (data/city/windows.npz): (work dir, settings)."""
+    from cellcast.pipeline.data.window import window_dataset
+
+    work, s = validated
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(work)
+        window_dataset(s)
+    return validated
+
+
 def test_the_window_set_read_partition_by_partition_is_the_one_read_whole(validated, monkeypatch):
     from cellcast.pipeline.catalog import panel_partitions, read_validated_panel, validated_paths
     from cellcast.pipeline.data.panel_windows import build_panel_windows
@@ -238,10 +250,13 @@ def test_the_panel_moments_summed_a_series_at_a_time_are_numpys_over_all_rows(wi
             assert np.array_equal(std, np.nanstd(train, axis=0)) and std.dtype == np.float32
 
 
-def test_the_batch_forecast_reads_each_series_last_lookback_a_partition_at_a_time(validated, monkeypatch, tmp_path):
+def test_the_batch_forecast_written_two_series_at_a_time_is_the_one_batch_forecast(windowed, monkeypatch, tmp_path):
+    """The batch forecast reads a partition at a time and forecasts a chunk of series per model call, each chunk a row
+    group of the file: the file holds the rows of one model call over every series (the whole panel read at once)."""
+    import pyarrow.parquet as pq
     import torch
 
-    from cellcast.pipeline.catalog import SERIES_ID, read_validated_panel
+    from cellcast.pipeline.catalog import SERIES_ID, panel_partitions, read_validated_panel, validated_paths
     from cellcast.pipeline.data.window import load_windows
     from cellcast.pipeline.engine.inference import OnnxForecaster
     from cellcast.pipeline.engine.onnx_export import export_onnx
@@ -250,20 +265,58 @@ def test_the_batch_forecast_reads_each_series_last_lookback_a_partition_at_a_tim
     from cellcast.pipeline.registry.metadata import model_metadata
     from cellcast.pipeline.serving.forecast import forecast_panel_frame, forecast_validated_panel
 
-    work, s = validated
+    work, s = windowed
     monkeypatch.chdir(work)
     ws = load_windows(s)
     model = Forecaster(model_spec(ws, Candidate("gru", 8, 1), s, 24), generator=torch.Generator().manual_seed(0))
     meta = model_metadata(ws, s, "gru")
     path = export_onnx(model.eval(), tmp_path / "m.onnx", meta, example=ws.inputs(ws.starts["test"][:2])[0])
     eng = OnnxForecaster.from_path(path, device="cpu")
-    out, _, skipped = forecast_validated_panel(s, eng, version=3, model_name="m")
     frame, _ = read_validated_panel(s)
     ref, _, ref_skipped = forecast_panel_frame(
         eng, frame, version=3, model_name="m", id_frame=frame[[SERIES_ID, "sensor"]]
     )
-    pd.testing.assert_frame_equal(out, ref)
-    assert skipped == ref_skipped and out["series_id"].nunique() >= 3 and set(out["model_version"]) == {"3"}
+    for chunk in (2, 1000):
+        done = forecast_validated_panel(s, eng, tmp_path / f"f{chunk}.parquet", version=3, model_name="m", chunk=chunk)
+        out = pd.read_parquet(done.path)
+        pd.testing.assert_frame_equal(out, ref)
+        assert done.skipped == ref_skipped and (done.series, done.rows) == (ref["series_id"].nunique(), len(ref))
+        assert (done.first, done.last) == (ref["timestamp"].min(), ref["timestamp"].max())
+        assert done.cold_start == ref.loc[ref["cold_start"], "series_id"].nunique()
+        groups = pq.ParquetFile(done.path).metadata.num_row_groups
+        assert (done.series / 2 <= groups < done.series) if chunk == 2 else groups == 1  # a row group per call
+    assert done.series >= 3 and panel_partitions(validated_paths(s)[0]) > 1 and set(out["model_version"]) == {"3"}
+
+
+def test_the_per_series_scores_taken_a_series_at_a_time_are_those_of_every_window_gathered_at_once(
+    windowed, monkeypatch
+):
+    """panel_eval.series_table gathers one series' targets and baselines at a time; the scores are those of the
+    targets and baselines of every test and cold-start window gathered at once, picked out per series."""
+    from cellcast.pipeline.data.panel_windows import COLD
+    from cellcast.pipeline.data.window import load_windows
+    from cellcast.pipeline.modeling.evaluate import metrics, seasonal_naive
+    from cellcast.pipeline.modeling.panel_eval import series_table
+
+    work, s = windowed
+    monkeypatch.chdir(work)
+    ws = load_windows(s)
+    rng = np.random.default_rng(0)
+    pred = {k: rng.normal(size=(len(ws.starts[k]), ws.meta.horizon, len(ws.meta.targets))) for k in ("test", COLD)}
+    table = series_table(ws, pred, [24])
+    assert len(table) >= 3 and set(table["status"]) == {"ok", "cold_start"}
+    ones = np.ones(len(ws.meta.targets))
+    for split, status in (("test", "ok"), (COLD, "cold_start")):
+        starts = ws.starts[split]
+        idx, y, mask = ws.series_index(starts), ws.targets(starts), ws.target_mask(starts)
+        naive = seasonal_naive(ws, starts, 24)
+        for i in np.unique(idx):
+            sel = idx == i
+            mk = None if mask is None else mask[sel]
+            row = table[(table["series_id"] == ws.series_ids[int(i)]) & (table["status"] == status)].iloc[0]
+            assert row["windows"] == sel.sum() and row["mase"] == metrics(y[sel], pred[split][sel], ones, mk)["mase"]
+            want = metrics(y[sel], naive[sel], ones, mk)["mase"] if np.isfinite(naive[sel]).all() else np.nan
+            np.testing.assert_equal(row["mase_seasonal_naive_24"], want)
 
 
 def test_the_known_future_table_made_a_slice_of_rows_at_a_time_is_the_whole_one():

@@ -110,17 +110,16 @@ def forecast(
     configure_tracking(settings)
     check_device(device)
     res = forecast_latest(settings, alias=alias, device=device, future_file=future)
-    f = res.frame
-    if "series_id" in f.columns:  # a panel: every series, one long frame
-        cold = int(f.loc[f["cold_start"], "series_id"].nunique())
+    if res.panel is not None:  # a panel: every series, one long file
+        pf = res.panel
         typer.echo(
-            f"{settings.model_name} v{res.version} ({alias}) on {res.provider}: {f['series_id'].nunique()} "
-            f"series ({cold} cold start) x {len(f) // max(f['series_id'].nunique(), 1)} steps, "
-            f"{f['timestamp'].min()} .. {f['timestamp'].max()}"
+            f"{settings.model_name} v{res.version} ({alias}) on {res.provider}: {pf.series} "
+            f"series ({pf.cold_start} cold start) x {pf.rows // max(pf.series, 1)} steps, {pf.first} .. {pf.last}"
         )
-        for sid, why in (res.skipped or {}).items():
+        for sid, why in pf.skipped.items():
             typer.echo(f"not forecast: series '{sid}': {why}")
-    else:
+    elif res.frame is not None:
+        f = res.frame
         typer.echo(
             f"{settings.model_name} v{res.version} ({alias}) on {res.provider}: {len(f)} steps "
             f"{f['timestamp'].iloc[0]} .. {f['timestamp'].iloc[-1]}"

@@ -161,7 +161,8 @@ def run(
 
         res = forecast_flow(name, settings)
         typer.echo(f"\nforecast from champion v{res.version} ({res.provider}): {res.path}")
-        typer.echo(res.frame.to_string(max_rows=12))
+        if res.frame is not None:  # a panel's forecast is in the file only (the flow printed its series' count)
+            typer.echo(res.frame.to_string(max_rows=12))
     else:
         typer.echo(f"\nno champion for {settings.model_name}: no forecast written")
     _print_ui_hint()

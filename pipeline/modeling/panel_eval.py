@@ -28,24 +28,24 @@ def series_table(ws: PanelWindowSet, pred: dict[str, np.ndarray], seasons: list[
         if not len(starts):
             continue
         idx = ws.series_index(starts)
-        y = ws.targets(starts)
-        mask = ws.target_mask(starts)
-        naive = {name: seasonal_naive(ws, starts, m) for name, m in baseline_names(seasons).items()}
-        for i in np.unique(idx):
-            sel = idx == i
-            mk = None if mask is None else mask[sel]
-            sid = ws.series_ids[int(i)]
-            mase = metrics(y[sel], pred[split][sel], ones, mk)["mase"]
+        order = np.argsort(idx, kind="stable")
+        # one series' windows at a time: its targets and baselines gathered, never every series' at once
+        for sel in np.split(order, np.flatnonzero(np.diff(idx[order])) + 1):
+            at = starts[sel]
+            y, mk = ws.targets(at), ws.target_mask(at)
+            sid = ws.series_ids[int(idx[sel[0]])]
+            mase = metrics(y, pred[split][sel], ones, mk)["mase"]
             row: dict[str, object] = {
                 "series_id": sid,
                 "status": "ok" if split == "test" else "cold_start",
-                "windows": int(sel.sum()),
+                "windows": len(sel),
                 "mase": mase,
             }
             base: dict[str, float] = {}
-            for name, p in naive.items():
-                if np.isfinite(p[sel]).all():  # a baseline the series' history does not hold is no bar for it
-                    base[name] = metrics(y[sel], p[sel], ones, mk)["mase"]
+            for name, m in baseline_names(seasons).items():
+                p = seasonal_naive(ws, at, m)
+                if np.isfinite(p).all():  # a baseline the series' history does not hold is no bar for it
+                    base[name] = metrics(y, p, ones, mk)["mase"]
                 row[f"mase_{name}"] = base.get(name, np.nan)
             best = min(base, key=lambda k: base[k]) if base else None
             row.update(

@@ -15,6 +15,7 @@ first timestamp without one; it is never filled. A model with quantiles adds `<t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,14 +36,21 @@ from .requests import panel_scales, static_values, unscale
 
 @dataclass
 class ForecastResult:
-    frame: pd.DataFrame
+    frame: pd.DataFrame | None  # one series' forecast; None for a panel (written to `path` a chunk at a time)
     path: Path | None
     version: int | str | None
     provider: str
     skipped: dict[str, str] | None = None  # a panel: series not forecast -> why
+    panel: PanelForecast | None = None  # a panel: what was written
 
 
-# --- panels: one forecast per series, all in one batch ------------------------------------------------
+# --- panels: one forecast per series, a chunk of series per model call -----------------------------------
+
+# Series forecast per model call when a whole validated panel is forecast: what the forecast holds at once is this
+# many lookback tails (a frame, then the model's float32 input: ~60 KB per series at 216 hourly rows of two
+# variables, ~60 MB here), whatever the panel's size; ONNX Runtime's CPU throughput no longer grows past batches of
+# about a thousand windows (STACK.md: 1,024), so a larger chunk buys no speed.
+PANEL_CHUNK = 1024
 
 
 def forecast_panel_frame(
@@ -62,7 +70,31 @@ def forecast_panel_frame(
     targets, their quantile columns, status (ok | cold_start), cold_start (bool), model_name, model_version.
     `future`: rows (`series_id`, `timestamp`, columns) of the user-supplied known-future values of each series, when
     the model reads any (panel_future)."""
+    out, used, skipped = _forecast_series(engine, frame, version, model_name, source, id_frame, future, future_source)
+    if out is None:
+        raise _nothing_to_forecast(source, skipped)
+    return out, used, skipped
 
+
+def _nothing_to_forecast(source: str, skipped: dict[str, str]) -> DataValidationError:
+    return DataValidationError(
+        f"{source}: no series to forecast ({len(skipped)} not forecast: "
+        + "; ".join(f"'{k}': {v}" for k, v in list(skipped.items())[:3])
+        + ")"
+    )
+
+
+def _forecast_series(
+    engine: OnnxForecaster,
+    frame: pd.DataFrame,
+    version,
+    model_name: str | None,
+    source: str,
+    id_frame: pd.DataFrame | None,
+    future: pd.DataFrame | None,
+    future_source: str,
+) -> tuple[pd.DataFrame | None, str, dict[str, str]]:
+    """forecast_panel_frame's work, one model call; the frame is None when no series of `frame` can be forecast."""
     known = engine.metadata["panel"]["series"]
     missing = [v for v in engine.variables if v not in frame.columns]
     if missing:
@@ -75,15 +107,13 @@ def forecast_panel_frame(
     if not freq:
         raise DataValidationError(f"{source}: the model's metadata names no frequency ('freq') to place the horizon on")
     if not series:
-        raise DataValidationError(
-            f"{source}: no series to forecast ({len(skipped)} not forecast: "
-            + "; ".join(f"'{k}': {v}" for k, v in list(skipped.items())[:3])
-            + ")"
-        )
+        return None, "", skipped
     x = np.stack(windows)
+    del windows
     check_bounds(engine, x.reshape(-1, x.shape[-1]), source)
     mean, scale = panel_scales(engine, series)
     xs = ((x - mean[:, None, :]) / scale[:, None, :]).astype(np.float32)
+    del x
     hours = as_schedule(engine.metadata.get("schedule"))
     horizons = [pd.DatetimeIndex(future_timestamps(t, freq, H, hours)) for t in lasts]
     f = _future_inputs(engine, series, horizons, future, future_source) if engine.future_name else None
@@ -451,14 +481,13 @@ def forecast_latest(
         future=supplied,
         future_source=where,
     )
-    path = _record(
-        frame, settings, info, alias, used, log_to_mlflow, {"last_observation": str(recent["timestamp"].iloc[-1])}
-    )
+    path = write_parquet(frame, forecasts_dir(settings) / f"{utc_stamp()}.parquet")
+    _record(path, settings, info, alias, used, log_to_mlflow, {"last_observation": str(recent["timestamp"].iloc[-1])})
     return ForecastResult(frame=frame, path=path, version=info.version, provider=used)
 
 
 def _record(
-    frame: pd.DataFrame,
+    path: Path,
     settings: Settings,
     info,
     alias: str,
@@ -466,18 +495,15 @@ def _record(
     log_to_mlflow: bool,
     params: dict,
     extra: dict | None = None,
-) -> Path:
-    """Write the forecast to forecasts/NAME/<UTC stamp>.parquet and, when asked, log it as a `forecast-<stamp>` run
-    (the model, the alias, the provider, `params`; `extra`: more JSON artifacts by file name). Returns the path."""
+) -> None:
+    """When asked, log the forecast file `path` (forecasts/NAME/<UTC stamp>.parquet) as a `forecast-<stamp>` run: the
+    model, the alias, the provider, `params`; `extra`: more JSON artifacts by file name."""
     from ..registry import tracking
 
-    name = settings.dataset
-    stamp = utc_stamp()
-    path = write_parquet(frame, forecasts_dir(settings) / f"{stamp}.parquet")
     if log_to_mlflow:
         with tracking.parent_run(
-            name,
-            run_name=f"forecast-{stamp}",
+            settings.dataset,
+            run_name=f"forecast-{path.stem}",
             tags={"cellcast.kind": "forecast", "model_version": info.version, "alias": alias},
         ):
             tracking.log_params(
@@ -487,43 +513,86 @@ def _record(
             tracking.log_artifact(path, "forecasts")
             for file, d in (extra or {}).items():
                 tracking.log_dict(d, file)
-    return path
+
+
+@dataclass
+class PanelForecast:
+    """What a panel's batch forecast wrote: the file, the provider, the counts and the horizon's span, and the series
+    not forecast (-> why)."""
+
+    path: Path
+    provider: str
+    series: int
+    rows: int
+    cold_start: int
+    first: pd.Timestamp
+    last: pd.Timestamp
+    skipped: dict[str, str]
+
+
+def panel_tails(pq: str | Path, lookback: int, chunk: int) -> Iterator[pd.DataFrame]:
+    """The last `lookback` rows of each series of a validated panel, `chunk` series at a time, in the order the file
+    holds them: a partition of whole series is read at a time, and only its series' tails are kept."""
+    from ..catalog import SERIES_ID, panel_partitions, read_partition
+
+    held: pd.DataFrame | None = None
+    for i in range(panel_partitions(pq)):
+        tails = read_partition(pq, [i]).groupby(SERIES_ID, sort=False).tail(lookback)
+        held = tails if held is None else pd.concat([held, tails], ignore_index=True)
+        ids = held[SERIES_ID].unique()
+        while len(ids) >= chunk:
+            first = held[SERIES_ID].isin(ids[:chunk]).to_numpy()
+            yield held[first]
+            held, ids = held[~first], ids[chunk:]
+    if held is not None and len(held):
+        yield held
 
 
 def forecast_validated_panel(
     settings: Settings,
     engine: OnnxForecaster,
+    path: str | Path,
     version=None,
     model_name: str | None = None,
     future: pd.DataFrame | None = None,
     future_source: str = "future rows",
-) -> tuple[pd.DataFrame, str, dict[str, str]]:
-    """Every kept series of a validated panel forecast in one batch (forecast_panel_frame) -> (long forecast frame,
-    provider, {series not forecast: why}). Memory holds one partition and the last `lookback` rows of each series."""
-    from ..catalog import SERIES_ID, panel_partitions, read_partition, read_validated_meta, validated_paths
+    chunk: int = PANEL_CHUNK,
+) -> PanelForecast:
+    """Every kept series of a validated panel forecast (forecast_panel_frame's rows) -> the Parquet file `path`,
+    `chunk` series per model call and per row group, in validated.parquet's order of series. Memory holds one
+    partition and the tails of one chunk of series, whatever the panel's size."""
+    from ..catalog import SERIES_ID, read_validated_meta, validated_paths
+    from ..files import parquet_groups
 
+    if chunk < 1:
+        raise ValueError(f"chunk: {chunk} series, at least 1")
     pq, _ = validated_paths(settings)
     meta = read_validated_meta(settings)
     check_grid(pq, meta, engine, f"{model_name or settings.model_name} v{version}")
-    # a partition of whole series at a time, of each series only the last `lookback` rows kept: what a forecast reads
-    df = pd.concat(
-        [
-            read_partition(pq, [i]).groupby(SERIES_ID, sort=False).tail(engine.lookback)
-            for i in range(panel_partitions(pq))
-        ],
-        ignore_index=True,
-    )
-    id_cols = [c for c in (meta["panel"].get("id_cols") or []) if c in df.columns and c != SERIES_ID]
-    return forecast_panel_frame(
-        engine,
-        df,
-        version=version,
-        model_name=model_name,
-        source=str(pq),
-        id_frame=df[[SERIES_ID, *id_cols]],
-        future=future,
-        future_source=future_source,
-    )
+    wanted = [c for c in (meta["panel"].get("id_cols") or []) if c != SERIES_ID]
+    skipped: dict[str, str] = {}
+    used, series, rows, cold = "", 0, 0, 0
+    first: pd.Timestamp | None = None
+    last: pd.Timestamp | None = None
+    with parquet_groups(path) as add:
+        for tails in panel_tails(pq, engine.lookback, chunk):
+            id_cols = [c for c in wanted if c in tails.columns]
+            part = future if future is None else future[future[SERIES_ID].isin(tails[SERIES_ID].unique())]
+            out, now, why = _forecast_series(
+                engine, tails, version, model_name, str(pq), tails[[SERIES_ID, *id_cols]], part, future_source
+            )
+            skipped.update(why)
+            if out is None:
+                continue
+            add(out)
+            used = now
+            n = out[SERIES_ID].nunique()
+            series, rows, cold = series + n, rows + len(out), cold + int(out["cold_start"].sum()) // engine.horizon
+            lo, hi = out["timestamp"].min(), out["timestamp"].max()
+            first, last = lo if first is None else min(first, lo), hi if last is None else max(last, hi)
+        if first is None or last is None:
+            raise _nothing_to_forecast(str(pq), skipped)
+    return PanelForecast(Path(path), used, series, rows, cold, first, last, skipped)
 
 
 def _forecast_panel(
@@ -535,8 +604,9 @@ def _forecast_panel(
     future_file: str | Path | None = None,
 ) -> ForecastResult:
     """forecast_latest for a panel: every kept series of validated.parquet (already validated per series by the
-    validate stage) forecast in one batch -> one long-format Parquet. Known-future values per series: from
-    `future_file` (an id column beside the timestamp), else the rows after each series' last observation."""
+    validate stage) forecast a chunk of series at a time -> one long-format Parquet, written chunk by chunk.
+    Known-future values per series: from `future_file` (an id column beside the timestamp), else the rows after each
+    series' last observation."""
     from ..catalog import read_validated_meta, validated_paths
 
     name = settings.dataset
@@ -551,22 +621,25 @@ def _forecast_panel(
     supplied, where = supplied_future(settings, engine, meta, future_file)
     if supplied is not None:
         supplied = panel_future(supplied, list(meta["panel"].get("id_cols") or []), where)
-    frame, used, skipped = forecast_validated_panel(
+    done = forecast_validated_panel(
         settings,
         engine,
+        forecasts_dir(settings) / f"{utc_stamp()}.parquet",
         version=info.version,
         model_name=settings.model_name,
         future=supplied,
         future_source=where,
     )
-    path = _record(
-        frame,
+    _record(
+        done.path,
         settings,
         info,
         alias,
-        used,
+        done.provider,
         log_to_mlflow,
-        {"series": int(frame["series_id"].nunique()), "series_not_forecast": len(skipped)},
-        {"series_not_forecast.json": skipped} if skipped else None,
+        {"series": done.series, "series_not_forecast": len(done.skipped)},
+        {"series_not_forecast.json": done.skipped} if done.skipped else None,
     )
-    return ForecastResult(frame=frame, path=path, version=info.version, provider=used, skipped=skipped)
+    return ForecastResult(
+        frame=None, path=done.path, version=info.version, provider=done.provider, skipped=done.skipped, panel=done
+    )
