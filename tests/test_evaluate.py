@@ -281,3 +281,28 @@ def test_a_rank_beyond_the_paths_reads_past_the_largest_miss_and_farther_for_the
     assert s[1] == pytest.approx(0 - 0.4 * 5) and s[0] == pytest.approx(0 - 0.7 * 5)
     inside = rank_shift(np.arange(300.0)[:, None, None], np.zeros((300, 1, 1, 5)), levels, None, paths=30)[0, 0]
     assert inside[4] <= 299 and inside[0] >= 0
+
+
+def test_a_widened_band_comes_back_toward_the_heads_when_later_misses_are_smaller_never_past_them():
+    """further_shift under widen: quantiles carrying a held-out widening of 2 around heads of +-1, on misses of
+    standard deviation 0.1, narrow back to the heads exactly (the total shift 0, never inward); on misses of
+    standard deviation 3 they widen beyond the held-out band; two-sided keeps its own rule."""
+    from cellcast.pipeline.modeling.quantiles import conformal_shift, further_shift
+
+    rng = np.random.default_rng(3)
+    levels = [0.1, 0.5, 0.9]
+    n, H = 400, 4
+    heads = np.broadcast_to(np.array([-1.0, 0.0, 1.0]), (n, H, 1, 3))
+    held = np.broadcast_to(np.array([-2.0, 0.0, 2.0]), (H, 1, 3)).astype(np.float64)
+    q = heads + held
+    calm = further_shift(held, rng.normal(0, 0.1, (n, H, 1)), q, levels)
+    total = held + calm
+    np.testing.assert_allclose(total[..., 0], 0.0, atol=1e-6)  # back to the heads, not inside them
+    np.testing.assert_allclose(total[..., 2], 0.0, atol=1e-6)
+    assert (calm[..., 0] > 0).all() and (calm[..., 2] < 0).all()  # it narrowed the held-out band
+    wild = further_shift(held, rng.normal(0, 3.0, (n, H, 1)), q, levels)
+    assert (wild[..., 0] < 0).all() and (wild[..., 2] > 0).all()  # wider than the held-out band
+    y = rng.normal(0, 0.1, (n, H, 1))
+    np.testing.assert_array_equal(
+        further_shift(held, y, q, levels, mode="two_sided"), conformal_shift(y, q, levels, None, "two_sided")
+    )

@@ -75,7 +75,7 @@ def conformal_shift(
     interval narrows only when the whole held-out span agrees it is too wide, not when one calm stretch says so."""
     shift = rank_shift(y, q, levels, mask, paths)
     if mode == "widen":
-        return _outward(shift, levels).astype(np.float32)
+        return outward(shift, levels).astype(np.float32)
     if mode == "guarded":
         bounds = np.linspace(0, len(y), max(int(parts), 2) + 1).round().astype(int)
         chunks = [
@@ -103,7 +103,28 @@ def conformal_shift(
     return shift.astype(np.float32)
 
 
-def _outward(shift: np.ndarray, levels: list[float]) -> np.ndarray:
+def further_shift(
+    held: np.ndarray,
+    y: np.ndarray,
+    q: np.ndarray,
+    levels: list[float],
+    mask: np.ndarray | None = None,
+    mode: str = "widen",
+    parts: int = 2,
+    paths: float | None = None,
+) -> np.ndarray:
+    """The shift (H, T, Q) to add to quantiles `q` that already carry the calibration `held` (H, T, Q), calibrated on
+    targets `y` by `mode` (conformal_shift). Under "widen" the rule is read against the heads as trained, not against
+    the calibrated band: the total (`held` plus the result) is the two-sided shift these misses ask on top of `held`,
+    kept outward of the heads, so a band later misses find too wide comes back toward the heads, never past them
+    (a fresh widen calibration on these misses, to within the heads' own reordering)."""
+    if mode != "widen":
+        return conformal_shift(y, q, levels, mask, mode, parts, paths)
+    two = conformal_shift(y, q, levels, mask, "two_sided", parts, paths).astype(np.float64)
+    return (outward(held + two, levels) - held).astype(np.float32)
+
+
+def outward(shift: np.ndarray, levels: list[float]) -> np.ndarray:
     """Each level's shift clipped to widen only: up above the median, down below it."""
     out = shift.copy()
     for k, tau in enumerate(levels):

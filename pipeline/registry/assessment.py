@@ -25,7 +25,7 @@ from ..modeling.evaluate import (
     usable_seasons,
     walk_forward_quantiles,
 )
-from ..modeling.quantiles import conformal_shift, crossings, forecast_level
+from ..modeling.quantiles import crossings, forecast_level, further_shift
 from ..modeling.train import TrainResult, quantile_predictor
 from .metadata import model_metadata
 
@@ -203,7 +203,8 @@ def recalibrate_walk_forward(
 ) -> np.ndarray:
     """The test quantiles recalibrated walk-forward (evaluate.walk_forward_quantiles) on the misses of the calibrated
     forecasts (`val`, `test`: point and quantiles of every validation and test window): the shift on top of the
-    held-out calibration, with the same rule and units (evaluate.calibration, the calibration's scale).
+    held-out calibration, with the same rule and units (evaluate.calibration, the calibration's scale); under
+    `widen` the band may come back toward the heads as trained, never past them.
     Adds the shift of every miss, held-out and test, to the model's `q_shift` (`q_scale` in units of the level) and
     records it in `result.calibration`. Returns the walk-forward test quantiles."""
     import torch
@@ -216,17 +217,19 @@ def recalibrate_walk_forward(
     fit = calibration_starts(ws, settings)
     rows = np.searchsorted(ws.starts["val"], fit)
 
+    relative = (result.calibration or {}).get("scale") == "level"
+    model = result.model
+    buffer = model.q_scale if relative else model.q_shift
+    held = buffer.detach().cpu().numpy().astype(np.float64)  # the held-out calibration, in the misses' units
+
     def shift(y: np.ndarray, q: np.ndarray, mask, paths) -> np.ndarray:
-        return conformal_shift(y, q, levels, mask, ev.calibration, ev.calibration_parts, paths)
+        return further_shift(held, y, q, levels, mask, ev.calibration, ev.calibration_parts, paths)
 
     windows = None if ev.calibration_windows == "all" else int(ev.calibration_windows)
-    relative = (result.calibration or {}).get("scale") == "level"
     level = (forecast_level(pv[rows]), forecast_level(pt)) if relative else None
     q, extra = walk_forward_quantiles(
         ws, fit, qv[rows], ws.starts["test"], qt, levels, shift, ev.calibration_rank, windows, level
     )
-    model = result.model
-    buffer = model.q_scale if relative else model.q_shift
     buffer.add_(torch.from_numpy(extra.astype(np.float32)).to(buffer.device))
     scale = np.ones((1, 1, 1)) if relative else model.target_scale().cpu().numpy()[None, :, None]
     L, H = ws.meta.lookback, ws.meta.horizon
