@@ -355,7 +355,7 @@ def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> Anch
         return _median_choice(median[0], season, median[1], f"train.anchor: seasonal_median over {median[0]}")
     if t.anchor == "theta":
         theta = fit_theta_anchor(ws, settings, season or 1)
-        scores = {"theta": metrics(y, linear_forecast(ws, val, theta), scale, mask)["mase"]}
+        scores = {"theta": theta.by_alpha[f"{theta.alpha:g}"]}  # its validation MASE, scored when it was chosen
         why = f"train.anchor: theta (season {season or 1}, alpha {theta.alpha:g})"
         return AnchorChoice("theta", season, theta, scores, why)
     lin = fit_linear_anchor(ws, settings)
@@ -377,8 +377,8 @@ def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> Anch
             return AnchorChoice("combined", season, held["combined"], scores, "train.anchor: combined")
         held["theta"] = fit_theta_anchor(ws, settings, season)
         held["combined_theta"] = mean_with_linear(lin, held["theta"].weight.astype(np.float64))
-        for kind in ("theta", "combined_theta"):
-            scores[kind] = metrics(y, linear_forecast(ws, val, held[kind]), scale, mask)["mase"]
+        scores["theta"] = held["theta"].by_alpha[f"{held['theta'].alpha:g}"]  # scored when its alpha was chosen
+        scores["combined_theta"] = metrics(y, linear_forecast(ws, val, held["combined_theta"]), scale, mask)["mase"]
     if t.anchor in ("linear", "combined") or "seasonal_naive" not in scores:
         why = {
             "linear": "train.anchor: linear",
