@@ -292,31 +292,51 @@ def empirical_interval_scores(
     walk: bool = False,
     scale: str = "absolute",
 ) -> dict[str, float]:
-    """The seasonal naive of `season` with empirical intervals, scored as a candidate's quantiles are: its quantile at
-    level tau for step k and target j is its point forecast plus the tau-quantile of its own errors at step k on the
-    `fit` split's windows (free, deterministic: the interval a planner gets with no model), read at the same
-    finite-sample rank as the candidates' conformal shift (`rank`: evaluate.calibration_rank, "paths" counting the
-    windows a horizon apart): the bar's band and the candidate's are calibrated by one rule on the same windows, so
-    the interval-score gate compares forecasts, not two ways of reading a quantile. `walk`: read walk-forward as the
-    candidates' are (evaluate.calibration_update): each `split` window's band from the errors of the `fit` windows
-    and of the earlier `split` windows whose horizon ended before its origin. `scale`: "level" reads the errors in
-    units of each window's forecast level (quantiles.forecast_level), as a candidate calibrated so. Returns the
-    quantile scores (coverage_P, width_P, winkler_P, ...; modeling/quantiles.py) on the `split` windows, in MASE
-    units; {} without levels, or when the baseline does not exist on every window of both splits."""
-    from .quantiles import forecast_level, quantile_scores, rank_shift
+    """The seasonal naive of `season` with empirical intervals (`empirical_band`), scored as a candidate's quantiles
+    are: the quantile scores (coverage_P, width_P, winkler_P, ...; modeling/quantiles.py) on the `split` windows, in
+    MASE units; {} without levels, or when the baseline does not exist on every window of both splits."""
+    from .quantiles import quantile_scores
+
+    q = empirical_band(ws, season, levels, fit, split, rank, walk, scale)
+    if q is None:
+        return {}
+    ts = ws.starts[split]
+    return quantile_scores(ws.targets(ts), q, list(levels), mase_scale(ws), ws.target_mask(ts))[0]
+
+
+def empirical_band(
+    ws: WindowSet,
+    season: int,
+    levels: list[float],
+    fit: str = "val",
+    split: str = "test",
+    rank: str = "windows",
+    walk: bool = False,
+    scale: str = "absolute",
+) -> np.ndarray | None:
+    """The quantiles (n, H, T, Q) of the seasonal naive of `season` on the `split` windows, with empirical
+    intervals: its quantile at level tau for step k and target j is its point forecast plus the tau-quantile of its
+    own errors at step k on the `fit` split's windows (free, deterministic: the interval a planner gets with no
+    model), read at the same finite-sample rank as the candidates' conformal shift (`rank`: evaluate.calibration_rank,
+    "paths" counting the windows a horizon apart): the bar's band and the candidate's are calibrated by one rule on
+    the same windows, so the interval-score gate compares forecasts, not two ways of reading a quantile. `walk`: read
+    walk-forward as the candidates' are (evaluate.calibration_update): each `split` window's band from the errors of
+    the `fit` windows and of the earlier `split` windows whose horizon ended before its origin. `scale`: "level" reads
+    the errors in units of each window's forecast level (quantiles.forecast_level), as a candidate calibrated so.
+    None without levels, or when the baseline does not exist on every window of both splits."""
+    from .quantiles import forecast_level, rank_shift
 
     if not levels:
-        return {}
+        return None
     fs, ts = ws.starts[fit], ws.starts[split]
     if not len(fs) or not len(ts):
-        return {}
+        return None
     yf = ws.targets(fs)
     pf = seasonal_naive(ws, fs, season)
     pt = seasonal_naive(ws, ts, season)
     if not (np.isfinite(pf).all() and np.isfinite(pt).all()):
-        return {}
+        return None
     levels = list(levels)
-    yt = ws.targets(ts)
     spread = lambda p: np.repeat(p.astype(np.float64)[..., None], len(levels), axis=-1)  # noqa: E731
     lf, lt = forecast_level(pf), forecast_level(pt)
     relative = scale == "level" and bool((lf > 0).all() and (lt > 0).all())
@@ -332,10 +352,8 @@ def empirical_interval_scores(
             rank,
             level=(lf, lt) if relative else None,
         )
-        return quantile_scores(yt, q, levels, mase_scale(ws), ws.target_mask(ts))[0]
+        return q
     paths = test_origins(fs, ws.meta.horizon) if rank == "paths" else None
     if relative:  # (H, T, Q) in units of the level; 0 at the median
-        q = spread(pt) + rank_shift(yf / lf[..., 0], spread(pf) / lf, levels, ws.target_mask(fs), paths)[None] * lt
-    else:
-        q = spread(pt) + rank_shift(yf, spread(pf), levels, ws.target_mask(fs), paths)[None]
-    return quantile_scores(yt, q, levels, mase_scale(ws), ws.target_mask(ts))[0]
+        return spread(pt) + rank_shift(yf / lf[..., 0], spread(pf) / lf, levels, ws.target_mask(fs), paths)[None] * lt
+    return spread(pt) + rank_shift(yf, spread(pf), levels, ws.target_mask(fs), paths)[None]

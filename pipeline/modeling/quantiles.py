@@ -311,6 +311,27 @@ def quantile_scores(
     return out, steps
 
 
+def window_winkler(
+    y: np.ndarray, q: np.ndarray, levels: list[float], scale: np.ndarray, mask: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Each window's Winkler score (n,) of every central interval, averaged over its observed steps and targets, in
+    MASE units (`scale` per target): the per-window losses the interval-score gate tests (registry/promotion.py)."""
+    out: dict[str, np.ndarray] = {}
+    if q is None or not levels:
+        return out
+    y64 = y.astype(np.float64)
+    sc = np.asarray(scale, np.float64)[None, None, :]
+    for lo, hi, nominal in intervals(levels):
+        low, up = q[..., lo].astype(np.float64), q[..., hi].astype(np.float64)
+        miss = np.maximum(low - y64, 0) + np.maximum(y64 - up, 0)
+        w = (up - low + (2 / (1 - nominal)) * miss) / sc
+        if mask is None:
+            out[interval_name(nominal)] = w.mean(axis=(1, 2))
+        else:
+            out[interval_name(nominal)] = np.where(mask, w, 0.0).sum(axis=(1, 2)) / np.maximum(mask.sum(axis=(1, 2)), 1)
+    return out
+
+
 def crossings(q: np.ndarray) -> int:
     """How many (window, step, target) forecasts have a level below the one before it."""
     return int((np.diff(q, axis=-1) < 0).any(axis=-1).sum())

@@ -20,12 +20,13 @@ from ..modeling.evaluate import (
     evaluate_baselines,
     evaluate_forecasts,
     forecast_windows,
+    mase_scale,
     quantiles_by_step,
     season_of,
     usable_seasons,
     walk_forward_quantiles,
 )
-from ..modeling.quantiles import crossings, forecast_level, further_shift
+from ..modeling.quantiles import crossings, forecast_level, further_shift, window_winkler
 from ..modeling.train import TrainResult, quantile_predictor
 from .metadata import model_metadata
 
@@ -80,6 +81,9 @@ class CandidateReport:
     calibration: dict = field(default_factory=dict)  # the conformal shift's held-out windows
     anchor: dict = field(default_factory=dict)  # what its residual is over
     panel: dict = field(default_factory=dict)  # a panel: {aggregate, series: per-series rows} (modeling/panel_eval.py)
+    # each test window's Winkler score per interval (one series; a panel's windows are too many to keep): what the
+    # interval-score gate tests against the bar's (registry/decision.py)
+    test_winkler: dict[str, list[float]] = field(default_factory=dict)
 
     def coverage(self) -> dict[str, tuple[float, float]]:
         """Each interval's test coverage and nominal level: what the promotion policy's calibration gate reads."""
@@ -153,7 +157,15 @@ def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path
         calibration=result.calibration,
         anchor=result.anchor,
         panel=panel,
+        test_winkler={} if qt is None or ws.is_panel else test_winkler(ws, qt, levels),
     )
+
+
+def test_winkler(ws: WindowSet, q: np.ndarray, levels: list[float]) -> dict[str, list[float]]:
+    """Each test window's Winkler score per interval, in MASE units (quantiles.window_winkler)."""
+    st = ws.starts["test"]
+    scores = window_winkler(ws.targets(st), q, levels, mase_scale(ws), ws.target_mask(st))
+    return {k: v.tolist() for k, v in scores.items()}
 
 
 def _export(
