@@ -251,6 +251,7 @@ def walk_forward_quantiles(
     rank: str = "paths",
     windows: int | None = None,
     level: tuple[np.ndarray, np.ndarray] | None = None,
+    adapt: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The test windows' quantiles recalibrated as actuals arrive (quantiles.walk_forward), one series: each test
     window at `test` gets `shift(y, q, mask, paths) -> (H, T, Q)` of the misses of the held-out windows at `fit`
@@ -258,9 +259,12 @@ def walk_forward_quantiles(
     quantiles `q_test` and put back in order. `rank`: evaluate.calibration_rank (paths counts the windows a horizon
     apart among those misses); `windows`: only the most recent N windows' misses; `level`: (the held-out windows', the
     test windows') forecast levels (quantiles.forecast_level), the misses calibrated in their units and each window's
-    shift multiplied by its own. Returns (the test quantiles, the shift of every miss, held-out and test, in the
-    misses' units: what the served model carries)."""
-    from .quantiles import ordered, walk_forward
+    shift multiplied by its own. `adapt` (evaluate.calibration_update: adaptive): each origin's ranks are read at the
+    levels that correct how the nominal rule's bands covered the test windows observed before it
+    (quantiles.adapted_levels), by the share of the evidence those windows are (their paths over theirs and the
+    held-out windows'): `shift(y, q, mask, paths, at)`. Returns (the test quantiles, the shift of every miss,
+    held-out and test, in the misses' units: what the served model carries)."""
+    from .quantiles import adapted_levels, ordered, walk_forward
 
     starts = np.concatenate([fit, test])
     y = np.concatenate([ws.targets(fit), ws.targets(test)])
@@ -272,13 +276,22 @@ def walk_forward_quantiles(
     mask = ws.target_mask(starts)
     L, H = ws.meta.lookback, ws.meta.horizon
 
-    def shift_of(idx: np.ndarray) -> np.ndarray:
+    def shift_of(idx: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
         idx = idx[-windows:] if windows else idx  # pooled in time order: held-out windows, then test windows
         paths = test_origins(starts[idx], H) if rank == "paths" else None
-        return np.asarray(shift(y[idx], q[idx], None if mask is None else mask[idx], paths), np.float64)
+        m = None if mask is None else mask[idx]
+        return np.asarray(shift(y[idx], q[idx], m, paths) if at is None else shift(y[idx], q[idx], m, paths, at))
+
+    nf, held_paths = len(fit), test_origins(fit, H)
+
+    def levels_at(seen: np.ndarray, per: np.ndarray) -> np.ndarray:
+        band = ordered(q[nf + seen] + per, list(levels))  # the nominal bands, in the misses' units
+        p = test_origins(test[seen], H)
+        m = None if mask is None else mask[nf + seen]
+        return adapted_levels(y[nf + seen], band, list(levels), m, p / (p + held_paths))
 
     # a window is observed once its last target is: row positions order one series' windows in time
-    per, final = walk_forward(starts + L + H - 1, test + L, shift_of)
+    per, final = walk_forward(starts + L + H - 1, test + L, shift_of, adapt=levels_at if adapt else None)
     return ordered(q_test.astype(np.float64) + per * lv_test, list(levels)), final
 
 
@@ -291,13 +304,14 @@ def empirical_interval_scores(
     rank: str = "windows",
     walk: bool = False,
     scale: str = "absolute",
+    adapt: bool = False,
 ) -> dict[str, float]:
     """The seasonal naive of `season` with empirical intervals (`empirical_band`), scored as a candidate's quantiles
     are: the quantile scores (coverage_P, width_P, winkler_P, ...; modeling/quantiles.py) on the `split` windows, in
     MASE units; {} without levels, or when the baseline does not exist on every window of both splits."""
     from .quantiles import quantile_scores
 
-    q = empirical_band(ws, season, levels, fit, split, rank, walk, scale)
+    q = empirical_band(ws, season, levels, fit, split, rank, walk, scale, adapt)
     if q is None:
         return {}
     ts = ws.starts[split]
@@ -313,6 +327,7 @@ def empirical_band(
     rank: str = "windows",
     walk: bool = False,
     scale: str = "absolute",
+    adapt: bool = False,
 ) -> np.ndarray | None:
     """The quantiles (n, H, T, Q) of the seasonal naive of `season` on the `split` windows, with empirical
     intervals: its quantile at level tau for step k and target j is its point forecast plus the tau-quantile of its
@@ -322,8 +337,9 @@ def empirical_band(
     the same windows, so the interval-score gate compares forecasts, not two ways of reading a quantile. `walk`: read
     walk-forward as the candidates' are (evaluate.calibration_update): each `split` window's band from the errors of
     the `fit` windows and of the earlier `split` windows whose horizon ended before its origin. `scale`: "level" reads
-    the errors in units of each window's forecast level (quantiles.forecast_level), as a candidate calibrated so.
-    None without levels, or when the baseline does not exist on every window of both splits."""
+    the errors in units of each window's forecast level (quantiles.forecast_level), as a candidate calibrated so;
+    `adapt`: the walk-forward's levels adapted as a candidate's are (walk_forward_quantiles). None without levels, or
+    when the baseline does not exist on every window of both splits."""
     from .quantiles import forecast_level, rank_shift
 
     if not levels:
@@ -348,9 +364,10 @@ def empirical_band(
             ts,
             spread(pt),
             levels,
-            lambda y, q, m, p: rank_shift(y, q, levels, m, p),
+            lambda y, q, m, p, at=None: rank_shift(y, q, levels, m, p, at),
             rank,
             level=(lf, lt) if relative else None,
+            adapt=adapt,
         )
         return q
     paths = test_origins(fs, ws.meta.horizon) if rank == "paths" else None

@@ -203,7 +203,13 @@ def walks_forward(ws: WindowSet, settings: Settings) -> bool:
     """Whether the test split's bands are recalibrated walk-forward (evaluate.calibration_update): one series only,
     a panel's test windows (every series' origins pooled) keep the held-out windows' calibration."""
     ev = settings.evaluate
-    return ev.calibration_update == "walk_forward" and ev.calibration != "none" and not ws.is_panel
+    return ev.calibration_update in ("walk_forward", "adaptive") and ev.calibration != "none" and not ws.is_panel
+
+
+def adapts(settings: Settings) -> bool:
+    """Whether the walk-forward reads its ranks at levels adapted to how the bands covered so far
+    (evaluate.calibration_update: adaptive)."""
+    return settings.evaluate.calibration_update == "adaptive"
 
 
 def recalibrate_walk_forward(
@@ -234,13 +240,13 @@ def recalibrate_walk_forward(
     buffer = model.q_scale if relative else model.q_shift
     held = buffer.detach().cpu().numpy().astype(np.float64)  # the held-out calibration, in the misses' units
 
-    def shift(y: np.ndarray, q: np.ndarray, mask, paths) -> np.ndarray:
-        return further_shift(held, y, q, levels, mask, ev.calibration, ev.calibration_parts, paths)
+    def shift(y: np.ndarray, q: np.ndarray, mask, paths, at=None) -> np.ndarray:
+        return further_shift(held, y, q, levels, mask, ev.calibration, ev.calibration_parts, paths, at)
 
     windows = None if ev.calibration_windows == "all" else int(ev.calibration_windows)
     level = (forecast_level(pv[rows]), forecast_level(pt)) if relative else None
     q, extra = walk_forward_quantiles(
-        ws, fit, qv[rows], ws.starts["test"], qt, levels, shift, ev.calibration_rank, windows, level
+        ws, fit, qv[rows], ws.starts["test"], qt, levels, shift, ev.calibration_rank, windows, level, adapts(settings)
     )
     buffer.add_(torch.from_numpy(extra.astype(np.float32)).to(buffer.device))
     scale = np.ones((1, 1, 1)) if relative else model.target_scale().cpu().numpy()[None, :, None]
@@ -248,7 +254,8 @@ def recalibrate_walk_forward(
     last = ws.starts["test"][-1] if len(ws.starts["test"]) else fit[-1]
     total = buffer.cpu().numpy()
     result.calibration = dict(result.calibration or {}) | {
-        "update": "walk_forward: each test origin recalibrated on the misses observed before it",
+        "update": "walk_forward: each test origin recalibrated on the misses observed before it"
+        + ("; its levels adapted to the coverage of the test windows observed before it" if adapts(settings) else ""),
         "split": "val+test",
         "test_windows": int(len(ws.starts["test"])),
         "last_target": str(pd.Timestamp(ws.timestamps[last + L + H - 1])),

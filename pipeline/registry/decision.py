@@ -22,7 +22,7 @@ from ..modeling.evaluate import (
 )
 from ..modeling.quantiles import quantile_scores, window_winkler
 from . import promotion
-from .assessment import CandidateReport, walks_forward
+from .assessment import CandidateReport, adapts, walks_forward
 from .champion import ChampionScore
 from .references import compare_panel_references
 
@@ -86,6 +86,7 @@ def interval_scores(ws: WindowSet, settings: Settings, best: CandidateReport, ba
         rank=settings.evaluate.calibration_rank,
         walk=walks_forward(ws, settings),
         scale=(best.calibration or {}).get("scale", "absolute"),
+        adapt=adapts(settings),
     )
     if q is None:
         return {}
