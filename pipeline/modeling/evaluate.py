@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -296,22 +297,15 @@ def walk_forward_quantiles(
 
 
 def empirical_interval_scores(
-    ws: WindowSet,
-    season: int,
-    levels: list[float],
-    fit: str = "val",
-    split: str = "test",
-    rank: str = "windows",
-    walk: bool = False,
-    scale: str = "absolute",
-    adapt: bool = False,
+    ws: WindowSet, season: int, levels: list[float], split: str = "test", **band: Any
 ) -> dict[str, float]:
-    """The seasonal naive of `season` with empirical intervals (`empirical_band`), scored as a candidate's quantiles
-    are: the quantile scores (coverage_P, width_P, winkler_P, ...; modeling/quantiles.py) on the `split` windows, in
-    MASE units; {} without levels, or when the baseline does not exist on every window of both splits."""
+    """The seasonal naive of `season` with empirical intervals (`empirical_band`, which reads `band`: fit, rank, walk,
+    scale, adapt), scored as a candidate's quantiles are: the quantile scores (coverage_P, width_P, winkler_P, ...;
+    modeling/quantiles.py) on the `split` windows, in MASE units; {} without levels, or when the baseline does not
+    exist on every window of both splits."""
     from .quantiles import quantile_scores
 
-    q = empirical_band(ws, season, levels, fit, split, rank, walk, scale, adapt)
+    q = empirical_band(ws, season, levels, split=split, **band)
     if q is None:
         return {}
     ts = ws.starts[split]

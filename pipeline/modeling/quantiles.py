@@ -20,6 +20,8 @@ Walk-forward (online) calibration of the test split (`walk_forward`): each test 
 every miss observable before that origin, the held-out windows' and those of the earlier test windows whose whole
 horizon ended before it, as a system that recalibrates as actuals arrive would have served it; no window sees a miss
 from its own or a later horizon. The served model then carries the shift of every miss, held-out and test.
+Adapted (`adapted_levels`): each origin's ranks read at levels corrected by how the nominal rule's bands covered the
+test windows observed before it, so a rank too cautious (or too bold) for this series is corrected as evidence arrives.
 
 Scores (y, quantiles (n, H, T, Q), in the data's units; `scale` per target, the MASE scale, so that pinball,
 CRPS, width and Winkler read in MASE units and compare across datasets):
