@@ -308,8 +308,8 @@ class EvaluateConfig(_Strict):
     # the test split's bands: walk_forward (each origin recalibrated on every miss observed before it, held-out and
     # earlier test windows; the served model carries every miss's shift) | validation (the held-out windows' only)
     # | adaptive (walk_forward, each origin's ranks read at levels corrected by how the nominal bands covered the test
-    # windows observed before it: a band that over-covered narrows, one that under-covered widens)
-    calibration_update: Literal["adaptive", "walk_forward", "validation"] = "adaptive"
+    # windows observed before it: nearer nominal coverage, but a worse interval score on the corpus: not the default)
+    calibration_update: Literal["walk_forward", "adaptive", "validation"] = "walk_forward"
     # the misses' units: absolute (the data's), level (each window's forecast level: a band that grows with a positive
     # series), auto (level where it calibrates the later half of the held-out windows better from the earlier half)
     calibration_scale: Literal["auto", "absolute", "level"] = "auto"
