@@ -290,9 +290,13 @@ class EvaluateConfig(_Strict):
     # a candidate whose test coverage of an interval falls short of its nominal level by more than this is not
     # promoted; covering more is reported as width (over-coverage is inefficiency, not danger)
     coverage_tolerance: float = Field(0.05, gt=0, lt=1)
-    # a candidate's interval (Winkler) score must be no worse than the bar's own empirical intervals' (the strongest
-    # seasonal naive plus the quantiles of its validation errors per step)
+    # a candidate's interval (Winkler) score must not be worse than the bar's own empirical intervals' (the strongest
+    # seasonal naive plus the quantiles of its validation errors per step) ...
     interval_score_gate: bool = True
+    # ... refused when worse by more than this share of the bar's score, or worse by evidence (one-sided
+    # Diebold-Mariano on the per-window Winkler scores, p < evaluate.significance); less, and not significantly, is
+    # noise between two bands of one quality (docs/forecasting.md)
+    interval_score_tolerance: float = Field(0.1, ge=0, lt=1)
     # the held-out windows the quantiles are conformalised on: every validation window, or the N most recent
     calibration_windows: Positive | Literal["all"] = "all"
     # how the conformal shift applies: widen (an interval only ever grows: held-out months calmer than what follows
@@ -303,7 +307,9 @@ class EvaluateConfig(_Strict):
     calibration_rank: Literal["paths", "windows"] = "paths"  # what the conformal rank counts (params.yaml)
     # the test split's bands: walk_forward (each origin recalibrated on every miss observed before it, held-out and
     # earlier test windows; the served model carries every miss's shift) | validation (the held-out windows' only)
-    calibration_update: Literal["walk_forward", "validation"] = "walk_forward"
+    # | adaptive (walk_forward, each origin's ranks read at levels corrected by how the nominal bands covered the test
+    # windows observed before it: nearer nominal coverage, but a worse interval score on the corpus: not the default)
+    calibration_update: Literal["walk_forward", "adaptive", "validation"] = "walk_forward"
     # the misses' units: absolute (the data's), level (each window's forecast level: a band that grows with a positive
     # series), auto (level where it calibrates the later half of the held-out windows better from the earlier half)
     calibration_scale: Literal["auto", "absolute", "level"] = "auto"

@@ -18,7 +18,7 @@ from cellcast.pipeline.modeling.evaluate import (
     walk_forward_quantiles,
     window_losses,
 )
-from cellcast.pipeline.modeling.quantiles import rank_shift, walk_forward
+from cellcast.pipeline.modeling.quantiles import adapted_levels, rank_shift, walk_forward
 
 
 def test_metrics_by_hand():
@@ -210,6 +210,61 @@ def test_a_walk_forward_band_uses_no_miss_from_after_its_origin():
     # capped: at most `updates` recalibrations, each still before the windows that use it
     per, _ = walk_forward(ends, origins, shift_of, updates=4)
     assert len(np.unique(per)) <= 4 and (per[:, 0, 0, 0] < origins).all()
+
+
+def test_an_adapted_walk_forward_learns_only_from_windows_observed_before_its_origin():
+    """The levels each origin's ranks are read at come from the coverage of test windows whose whole horizon ended
+    before it, scored with the bands the nominal rule gave them; the served shift sees every window."""
+    fit_ends = np.arange(10, 30)
+    origins = np.arange(40, 80)  # test windows of horizon 5 at consecutive origins
+    ends = np.concatenate([fit_ends, origins + 4])
+    calls: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def shift_of(idx, at=None):  # nominal: 0; adapted: the latest end of the test windows the levels learnt from
+        return np.zeros((1, 1, 1)) if at is None else np.full((1, 1, 1), at[0])
+
+    def adapt(seen, shifts):
+        calls.append((seen, shifts))
+        return np.array([ends[len(fit_ends) + seen].max()])
+
+    per, final = walk_forward(ends, origins, shift_of, adapt=adapt)
+    used = per[:, 0, 0, 0]
+    assert (used[used != 0] < origins[used != 0]).all()  # no correction from a window not yet observed
+    assert (used[:5] == 0).all() and used[-1] == origins[-1] - 1  # the first origins: nothing observed, nominal
+    assert all((s == 0).all() for _, s in calls)  # it learns from the nominal bands, not from its own corrections
+    assert final[0, 0, 0] == ends.max()
+
+
+def test_adapted_levels_move_a_band_toward_what_it_covered_and_no_further_than_the_guard():
+    rng = np.random.default_rng(0)
+    levels = [0.05, 0.1, 0.5, 0.9, 0.95]
+    y = rng.standard_normal((200, 4, 1))
+    z = np.array([-1.645, -1.2816, 0.0, 1.2816, 1.645])
+    wide = np.broadcast_to(1.6 * z, (200, 4, 1, 5))  # covers about 96% / 99% where it says 80% / 90%
+    at = adapted_levels(y, wide, levels, None, weight=1.0)
+    assert at[2] == 0.5 and (at[3:] < [0.9, 0.95]).all() and (at[:2] > [0.05, 0.1]).all()  # read nearer the median
+    assert at[3] >= 0.7 and at[0] <= 0.275  # at most halfway to the median
+    narrow = np.broadcast_to(0.5 * z, (200, 4, 1, 5))
+    out = adapted_levels(y, narrow, levels, None, weight=1.0)
+    assert (out[3:] > [0.9, 0.95]).all() and (out[3:] <= [0.95, 0.975]).all()  # further out, at most halfway to 1
+    np.testing.assert_allclose(adapted_levels(y, wide, levels, None, weight=0.0), levels)  # no evidence: nominal
+    half = adapted_levels(y, wide, levels, None, weight=0.5)
+    assert (np.abs(np.asarray(half) - levels) <= np.abs(at - levels) + 1e-12).all()
+
+
+def test_an_adapted_walk_forward_band_that_over_covers_comes_nearer_nominal():
+    """A seasonal naive's band read at the paths' rank with few paths over-covers; adapted to how it covered the test
+    windows already observed, it covers nearer nominal and scores better."""
+    rng = np.random.default_rng(0)
+    t = np.arange(1500)
+    ws = _ws(10 + np.sin(2 * np.pi * t / 24) + rng.standard_normal(len(t)), lookback=48, horizon=24)
+    levels = [0.05, 0.1, 0.5, 0.9, 0.95]
+    plain = empirical_interval_scores(ws, 24, levels, rank="paths", walk=True)
+    adapted = empirical_interval_scores(ws, 24, levels, rank="paths", walk=True, adapt=True)
+    assert plain["coverage_90"] > 0.95 and plain["coverage_80"] > 0.88, plain
+    for p, nominal in (("80", 0.8), ("90", 0.9)):
+        assert nominal <= adapted[f"coverage_{p}"] < plain[f"coverage_{p}"] - 0.01, (adapted, plain)
+        assert adapted[f"winkler_{p}"] < plain[f"winkler_{p}"]
 
 
 def test_walk_forward_intervals_cover_better_than_static_ones_when_the_noise_grows():

@@ -176,19 +176,57 @@ def test_the_coverage_gate_refuses_under_coverage_and_reports_over_coverage_as_w
     assert decide("gru", better, coverage={}).promote and decide("gru", better).promote
 
 
-def test_an_interval_score_worse_than_the_bars_empirical_intervals_blocks_promotion():
+def winkler(mean: float, n: int = 120, h: int = 4, seed: int = 0, common: np.ndarray | None = None) -> np.ndarray:
+    """Per-window Winkler scores of windows at consecutive origins, `h` steps long: a moving average of h draws, so
+    neighbours share h - 1 of them as overlapping windows' scores do; right-skewed (a miss costs 2 / alpha). `common`:
+    the windows' shared difficulty (a storm is hard for every band), times this band's own noise."""
+    rng = np.random.default_rng(seed)
+    draws = rng.gamma(3.0, 1 / 3.0, n + h - 1) if common is None else common * np.exp(0.15 * rng.standard_normal(n))
+    return mean * np.convolve(draws, np.ones(h) / h, mode="valid") if common is None else mean * draws
+
+
+def test_the_interval_score_gate_refuses_a_clearly_worse_band_not_two_bands_of_one_quality():
     better = Comparison("seasonal_naive_48", losses(0.28), losses(0.31, seed=1), margin=0.02)
     cov = {"80": (0.8, 0.8), "90": (0.9, 0.9)}
-    ok = decide("gru", better, coverage=cov, interval_scores={"80": (2.0, 2.5), "90": (2.9, 3.0)})
+    hard = winkler(1.0, seed=1)  # how hard each window is, for any band
+    bar = winkler(3.0, seed=2, common=hard)
+    # two bands of one quality (the same scores but for each band's own noise): whichever mean is lower, no refusal
+    for seed in range(3, 13):
+        same = {"90": Comparison("seasonal_naive_48", winkler(3.0, seed=seed, common=hard), bar, horizon=4)}
+        assert decide("gru", better, coverage=cov, interval_scores=same).promote, seed
+    # 20% worse: refused by the tolerance whatever the test says
+    worse = Comparison("seasonal_naive_48", winkler(3.6, seed=3, common=hard), bar, horizon=4)
+    d = decide("gru", better, coverage=cov, interval_scores={"90": worse})
+    assert not d.promote and d.metrics["bar_winkler_90"] == pytest.approx(bar.mean(), rel=1e-5)
+    assert "more than the tolerance 10% (evaluate.interval_score_tolerance)" in d.reason
+    assert d.reason.startswith("gru not promoted: its 90% interval score")
+    # 4% worse on every window (a consistently wider band): inside the tolerance but significant, refused
+    wider = Comparison("seasonal_naive_48", bar * 1.04 + 0.01 * winkler(1.0, seed=3), bar, horizon=4)
+    d = decide("gru", better, coverage=cov, interval_scores={"90": wider})
+    assert not d.promote and "significantly (DM" in d.reason and "(evaluate.interval_score_gate)" in d.reason
+    # 4% worse by noise: inside the tolerance and not significant, promoted, and the reason says so
+    noisy = Comparison("seasonal_naive_48", bar[::-1] * 1.04, bar, horizon=4)
+    d = decide("gru", better, coverage=cov, interval_scores={"90": noisy})
+    assert d.promote and "interval score level with the bar's: its 90% interval score" in d.reason
+    assert "within the tolerance 10% and not significantly" in d.reason
+    # a stricter tolerance refuses what the looser one let through
+    assert not decide("gru", better, coverage=cov, interval_scores={"90": noisy}, interval_score_tolerance=0.02).promote
+
+
+def test_the_interval_score_gate_on_means_alone_reads_the_tolerance():
+    """Without per-window scores (a panel) only the tolerance applies; a missing bar score is no gate."""
+    better = Comparison("seasonal_naive_48", losses(0.28), losses(0.31, seed=1), margin=0.02)
+    cov = {"80": (0.8, 0.8), "90": (0.9, 0.9)}
+    ok = decide("gru", better, coverage=cov, interval_scores={"80": (2.0, 2.5), "90": (3.1, 3.0)})
     assert ok.promote and ok.metrics["winkler_80"] == 2.0 and ok.metrics["bar_winkler_80"] == 2.5
-    d = decide("gru", better, coverage=cov, interval_scores={"80": (2.0, 2.5), "90": (3.2, 3.0)})
+    d = decide("gru", better, coverage=cov, interval_scores={"80": (2.0, 2.5), "90": (3.6, 3.0)})
     assert not d.promote
     assert d.reason == (
-        "gru not promoted: its 90% interval score 3.2 is worse than seasonal_naive_48's empirical interval's 3 "
-        "(evaluate.interval_score_gate)"
+        "gru not promoted: its 90% interval score 3.6 is worse than seasonal_naive_48's empirical interval's 3 "
+        "(20.0% worse, more than the tolerance 10% (evaluate.interval_score_tolerance)) (evaluate.interval_score_gate)"
     )
-    # no score for the bar (a break in its windows): no gate
-    assert decide("gru", better, coverage=cov, interval_scores={"90": (3.2, float("nan"))}).promote
+    assert decide("gru", better, coverage=cov, interval_scores={"90": (3.6, float("nan"))}).promote
+    assert not decide("gru", better, coverage=cov, interval_scores={"90": (float("nan"), 3.0)}).promote
 
 
 def test_every_origin_dm_uses_at_least_h_minus_1_lags_and_counts_paths_not_windows():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -251,6 +252,7 @@ def walk_forward_quantiles(
     rank: str = "paths",
     windows: int | None = None,
     level: tuple[np.ndarray, np.ndarray] | None = None,
+    adapt: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The test windows' quantiles recalibrated as actuals arrive (quantiles.walk_forward), one series: each test
     window at `test` gets `shift(y, q, mask, paths) -> (H, T, Q)` of the misses of the held-out windows at `fit`
@@ -258,9 +260,12 @@ def walk_forward_quantiles(
     quantiles `q_test` and put back in order. `rank`: evaluate.calibration_rank (paths counts the windows a horizon
     apart among those misses); `windows`: only the most recent N windows' misses; `level`: (the held-out windows', the
     test windows') forecast levels (quantiles.forecast_level), the misses calibrated in their units and each window's
-    shift multiplied by its own. Returns (the test quantiles, the shift of every miss, held-out and test, in the
-    misses' units: what the served model carries)."""
-    from .quantiles import ordered, walk_forward
+    shift multiplied by its own. `adapt` (evaluate.calibration_update: adaptive): each origin's ranks are read at the
+    levels that correct how the nominal rule's bands covered the test windows observed before it
+    (quantiles.adapted_levels), by the share of the evidence those windows are (their paths over theirs and the
+    held-out windows'): `shift(y, q, mask, paths, at)`. Returns (the test quantiles, the shift of every miss,
+    held-out and test, in the misses' units: what the served model carries)."""
+    from .quantiles import adapted_levels, ordered, walk_forward
 
     starts = np.concatenate([fit, test])
     y = np.concatenate([ws.targets(fit), ws.targets(test)])
@@ -272,17 +277,42 @@ def walk_forward_quantiles(
     mask = ws.target_mask(starts)
     L, H = ws.meta.lookback, ws.meta.horizon
 
-    def shift_of(idx: np.ndarray) -> np.ndarray:
+    def shift_of(idx: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
         idx = idx[-windows:] if windows else idx  # pooled in time order: held-out windows, then test windows
         paths = test_origins(starts[idx], H) if rank == "paths" else None
-        return np.asarray(shift(y[idx], q[idx], None if mask is None else mask[idx], paths), np.float64)
+        m = None if mask is None else mask[idx]
+        return np.asarray(shift(y[idx], q[idx], m, paths) if at is None else shift(y[idx], q[idx], m, paths, at))
+
+    nf, held_paths = len(fit), test_origins(fit, H)
+
+    def levels_at(seen: np.ndarray, per: np.ndarray) -> np.ndarray:
+        band = ordered(q[nf + seen] + per, list(levels))  # the nominal bands, in the misses' units
+        p = test_origins(test[seen], H)
+        m = None if mask is None else mask[nf + seen]
+        return adapted_levels(y[nf + seen], band, list(levels), m, p / (p + held_paths))
 
     # a window is observed once its last target is: row positions order one series' windows in time
-    per, final = walk_forward(starts + L + H - 1, test + L, shift_of)
+    per, final = walk_forward(starts + L + H - 1, test + L, shift_of, adapt=levels_at if adapt else None)
     return ordered(q_test.astype(np.float64) + per * lv_test, list(levels)), final
 
 
 def empirical_interval_scores(
+    ws: WindowSet, season: int, levels: list[float], split: str = "test", **band: Any
+) -> dict[str, float]:
+    """The seasonal naive of `season` with empirical intervals (`empirical_band`, which reads `band`: fit, rank, walk,
+    scale, adapt), scored as a candidate's quantiles are: the quantile scores (coverage_P, width_P, winkler_P, ...;
+    modeling/quantiles.py) on the `split` windows, in MASE units; {} without levels, or when the baseline does not
+    exist on every window of both splits."""
+    from .quantiles import quantile_scores
+
+    q = empirical_band(ws, season, levels, split=split, **band)
+    if q is None:
+        return {}
+    ts = ws.starts[split]
+    return quantile_scores(ws.targets(ts), q, list(levels), mase_scale(ws), ws.target_mask(ts))[0]
+
+
+def empirical_band(
     ws: WindowSet,
     season: int,
     levels: list[float],
@@ -291,32 +321,32 @@ def empirical_interval_scores(
     rank: str = "windows",
     walk: bool = False,
     scale: str = "absolute",
-) -> dict[str, float]:
-    """The seasonal naive of `season` with empirical intervals, scored as a candidate's quantiles are: its quantile at
-    level tau for step k and target j is its point forecast plus the tau-quantile of its own errors at step k on the
-    `fit` split's windows (free, deterministic: the interval a planner gets with no model), read at the same
-    finite-sample rank as the candidates' conformal shift (`rank`: evaluate.calibration_rank, "paths" counting the
-    windows a horizon apart): the bar's band and the candidate's are calibrated by one rule on the same windows, so
-    the interval-score gate compares forecasts, not two ways of reading a quantile. `walk`: read walk-forward as the
-    candidates' are (evaluate.calibration_update): each `split` window's band from the errors of the `fit` windows
-    and of the earlier `split` windows whose horizon ended before its origin. `scale`: "level" reads the errors in
-    units of each window's forecast level (quantiles.forecast_level), as a candidate calibrated so. Returns the
-    quantile scores (coverage_P, width_P, winkler_P, ...; modeling/quantiles.py) on the `split` windows, in MASE
-    units; {} without levels, or when the baseline does not exist on every window of both splits."""
-    from .quantiles import forecast_level, quantile_scores, rank_shift
+    adapt: bool = False,
+) -> np.ndarray | None:
+    """The quantiles (n, H, T, Q) of the seasonal naive of `season` on the `split` windows, with empirical
+    intervals: its quantile at level tau for step k and target j is its point forecast plus the tau-quantile of its
+    own errors at step k on the `fit` split's windows (free, deterministic: the interval a planner gets with no
+    model), read at the same finite-sample rank as the candidates' conformal shift (`rank`: evaluate.calibration_rank,
+    "paths" counting the windows a horizon apart): the bar's band and the candidate's are calibrated by one rule on
+    the same windows, so the interval-score gate compares forecasts, not two ways of reading a quantile. `walk`: read
+    walk-forward as the candidates' are (evaluate.calibration_update): each `split` window's band from the errors of
+    the `fit` windows and of the earlier `split` windows whose horizon ended before its origin. `scale`: "level" reads
+    the errors in units of each window's forecast level (quantiles.forecast_level), as a candidate calibrated so;
+    `adapt`: the walk-forward's levels adapted as a candidate's are (walk_forward_quantiles). None without levels, or
+    when the baseline does not exist on every window of both splits."""
+    from .quantiles import forecast_level, rank_shift
 
     if not levels:
-        return {}
+        return None
     fs, ts = ws.starts[fit], ws.starts[split]
     if not len(fs) or not len(ts):
-        return {}
+        return None
     yf = ws.targets(fs)
     pf = seasonal_naive(ws, fs, season)
     pt = seasonal_naive(ws, ts, season)
     if not (np.isfinite(pf).all() and np.isfinite(pt).all()):
-        return {}
+        return None
     levels = list(levels)
-    yt = ws.targets(ts)
     spread = lambda p: np.repeat(p.astype(np.float64)[..., None], len(levels), axis=-1)  # noqa: E731
     lf, lt = forecast_level(pf), forecast_level(pt)
     relative = scale == "level" and bool((lf > 0).all() and (lt > 0).all())
@@ -328,14 +358,13 @@ def empirical_interval_scores(
             ts,
             spread(pt),
             levels,
-            lambda y, q, m, p: rank_shift(y, q, levels, m, p),
+            lambda y, q, m, p, at=None: rank_shift(y, q, levels, m, p, at),
             rank,
             level=(lf, lt) if relative else None,
+            adapt=adapt,
         )
-        return quantile_scores(yt, q, levels, mase_scale(ws), ws.target_mask(ts))[0]
+        return q
     paths = test_origins(fs, ws.meta.horizon) if rank == "paths" else None
     if relative:  # (H, T, Q) in units of the level; 0 at the median
-        q = spread(pt) + rank_shift(yf / lf[..., 0], spread(pf) / lf, levels, ws.target_mask(fs), paths)[None] * lt
-    else:
-        q = spread(pt) + rank_shift(yf, spread(pf), levels, ws.target_mask(fs), paths)[None]
-    return quantile_scores(yt, q, levels, mase_scale(ws), ws.target_mask(ts))[0]
+        return spread(pt) + rank_shift(yf / lf[..., 0], spread(pf) / lf, levels, ws.target_mask(fs), paths)[None] * lt
+    return spread(pt) + rank_shift(yf, spread(pf), levels, ws.target_mask(fs), paths)[None]

@@ -20,6 +20,8 @@ Walk-forward (online) calibration of the test split (`walk_forward`): each test 
 every miss observable before that origin, the held-out windows' and those of the earlier test windows whose whole
 horizon ended before it, as a system that recalibrates as actuals arrive would have served it; no window sees a miss
 from its own or a later horizon. The served model then carries the shift of every miss, held-out and test.
+Adapted (`adapted_levels`): each origin's ranks read at levels corrected by how the nominal rule's bands covered the
+test windows observed before it, so a rank too cautious (or too bold) for this series is corrected as evidence arrives.
 
 Scores (y, quantiles (n, H, T, Q), in the data's units; `scale` per target, the MASE scale, so that pinball,
 CRPS, width and Winkler read in MASE units and compare across datasets):
@@ -65,6 +67,7 @@ def conformal_shift(
     mode: str = "two_sided",
     parts: int = 2,
     paths: float | None = None,
+    at: np.ndarray | None = None,
 ) -> np.ndarray:
     """The per (step, target, level) shift (H, T, Q) that calibrates quantiles `q` (n, H, T, Q) on targets `y`.
     `paths`: how many independent forecast paths the n windows hold (those a horizon apart, when consecutive windows
@@ -73,7 +76,7 @@ def conformal_shift(
     mode "guarded": the two-sided shift where it widens; where it narrows, only as far as each of `parts`
     consecutive parts of the windows (in time order) would narrow on its own: the least narrowing of them, so an
     interval narrows only when the whole held-out span agrees it is too wide, not when one calm stretch says so."""
-    shift = rank_shift(y, q, levels, mask, paths)
+    shift = rank_shift(y, q, levels, mask, paths, at)
     if mode == "widen":
         return outward(shift, levels).astype(np.float32)
     if mode == "guarded":
@@ -85,6 +88,7 @@ def conformal_shift(
                 levels,
                 None if mask is None else mask[a:b],
                 None if paths is None else paths * (b - a) / len(y),
+                at,
             )
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)
             if b > a
@@ -112,6 +116,7 @@ def further_shift(
     mode: str = "widen",
     parts: int = 2,
     paths: float | None = None,
+    at: np.ndarray | None = None,
 ) -> np.ndarray:
     """The shift (H, T, Q) to add to quantiles `q` that already carry the calibration `held` (H, T, Q), calibrated on
     targets `y` by `mode` (conformal_shift). Under "widen" the rule is read against the heads as trained, not against
@@ -119,8 +124,8 @@ def further_shift(
     kept outward of the heads, so a band later misses find too wide comes back toward the heads, never past them
     (a fresh widen calibration on these misses, to within the heads' own reordering)."""
     if mode != "widen":
-        return conformal_shift(y, q, levels, mask, mode, parts, paths)
-    two = conformal_shift(y, q, levels, mask, "two_sided", parts, paths).astype(np.float64)
+        return conformal_shift(y, q, levels, mask, mode, parts, paths, at)
+    two = conformal_shift(y, q, levels, mask, "two_sided", parts, paths, at).astype(np.float64)
     return (outward(held + two, levels) - held).astype(np.float32)
 
 
@@ -133,7 +138,12 @@ def outward(shift: np.ndarray, levels: list[float]) -> np.ndarray:
 
 
 def rank_shift(
-    y: np.ndarray, q: np.ndarray, levels: list[float], mask: np.ndarray | None, paths: float | None = None
+    y: np.ndarray,
+    q: np.ndarray,
+    levels: list[float],
+    mask: np.ndarray | None,
+    paths: float | None = None,
+    at: np.ndarray | None = None,
 ) -> np.ndarray:
     """The two-sided conformal shift (H, T, Q), float64: the misses' tau-quantile at the finite-sample rank.
 
@@ -149,9 +159,10 @@ def rank_shift(
     srt = np.sort(e, axis=0)  # NaN (unobserved) last
     n_obs = np.isfinite(e).sum(axis=0)  # (H, T, Q)
     shift = np.zeros(q.shape[1:], np.float64)
-    for k, tau in enumerate(levels):
-        if abs(tau - 0.5) < 1e-12:
+    for k, nominal in enumerate(levels):
+        if abs(nominal - 0.5) < 1e-12:
             continue
+        tau = nominal if at is None else float(at[k])
         n = n_obs[..., k]
         rank = np.ceil((n + 1) * tau) if tau > 0.5 else np.floor((n + 1) * tau)
         if paths is not None and 0 < paths < len(y):
@@ -226,9 +237,10 @@ def relative_wins(
 def walk_forward(
     ends: np.ndarray,
     origins: np.ndarray,
-    shift_of: Callable[[np.ndarray], np.ndarray],
+    shift_of: Callable[..., np.ndarray],
     every: int = 1,
     updates: int = WALK_FORWARD_UPDATES,
+    adapt: Callable[[np.ndarray, np.ndarray], np.ndarray | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per test window, the shift calibrated on the misses observable at its origin; and the shift of every miss.
 
@@ -236,24 +248,58 @@ def walk_forward(
     any ordered unit (row positions, timestamps); `origins` (n): each test window's first target. `shift_of(idx)`:
     the shift (H, T, Q) calibrated on the pooled windows at `idx` (sorted). The shift is recomputed at every
     `every`-th distinct origin (at most `updates` times, evenly); a window uses the last recomputation at or before
-    its origin, on the windows whose last target lies before that point. Returns ((n, H, T, Q), (H, T, Q))."""
+    its origin, on the windows whose last target lies before that point.
+    `adapt(seen, shifts)`: given the test windows observed by then (positions among the n) and the shifts their
+    nominal rule gave them (k, H, T, Q), the levels (Q,) to read the ranks at instead (None: nominal), passed as
+    `shift_of(idx, at)`; the nominal rule's shifts are kept beside, so a correction learns from how the nominal rule
+    covered, never from its own earlier corrections. Returns ((n, H, T, Q), (H, T, Q))."""
     n = len(origins)
-    final = shift_of(np.arange(len(ends)))
-    out = np.zeros((n, *final.shape), final.dtype)
+    nominal_final = shift_of(np.arange(len(ends)))
+    out = np.zeros((n, *nominal_final.shape), nominal_final.dtype)
     if not n:
-        return out, final
+        return out, nominal_final
+    fit = len(ends) - n
     u = np.unique(origins)
     step = max(int(every), -(-len(u) // max(int(updates), 1)), 1)
     bounds = u[::step]
     which = np.searchsorted(bounds, origins, side="right") - 1  # >= 0: bounds[0] is the first origin
+    nominal = np.zeros_like(out)
     done: dict[int, np.ndarray] = {}
+    adapted: dict[int, np.ndarray] = {}
     for b in np.unique(which):
         idx = np.flatnonzero(ends < bounds[b])
         key = len(idx)  # the observed set only grows with the bound: its size names it
         if key not in done:
             done[key] = shift_of(idx)
-        out[which == b] = done[key]
-    return out, final
+        nominal[which == b] = done[key]
+        if adapt is not None and key not in adapted:
+            seen = idx[idx >= fit] - fit  # test windows observed by now: each origin is before this bound
+            at = adapt(seen, nominal[seen]) if len(seen) else None
+            adapted[key] = done[key] if at is None else shift_of(idx, at)
+        out[which == b] = done[key] if adapt is None else adapted[key]
+    if adapt is None:
+        return out, nominal_final
+    at = adapt(np.arange(n), nominal)
+    return out, (nominal_final if at is None else shift_of(np.arange(len(ends)), at))
+
+
+def adapted_levels(
+    y: np.ndarray, band: np.ndarray, levels: list[float], mask: np.ndarray | None, weight: float
+) -> np.ndarray:
+    """The levels (Q,) at which to read the conformal ranks so that the band covers what it says: each level tau
+    moved against the share of targets `y` (k, H, T) its nominal band `band` (k, H, T, Q) put at or below it, by
+    `weight` (0..1) of the gap: tau - weight x (share - tau). A band that covered more than nominal (the upper level
+    above more than tau of the targets, the lower one above fewer than 1 - tau) is read nearer the median (narrower);
+    one that covered less, further out. Kept on its side of the median, at most halfway to it or to 0 / 1 (the guard:
+    a correction never inverts or doubles a band on one stretch's evidence). The median stays 0.5."""
+    below = y.astype(np.float64)[..., None] <= band
+    m = np.ones(y.shape, bool) if mask is None else mask
+    share = (below & m[..., None]).sum(axis=(0, 1, 2)) / max(int(m.sum()), 1)
+    tau = np.asarray(levels, np.float64)
+    at = tau - float(np.clip(weight, 0.0, 1.0)) * (share - tau)
+    lo = np.where(tau > 0.5, (tau + 0.5) / 2, tau / 2)
+    hi = np.where(tau > 0.5, (tau + 1) / 2, (tau + 0.5) / 2)
+    return np.where(np.abs(tau - 0.5) < 1e-12, tau, np.clip(at, lo, hi))
 
 
 def ordered(q: np.ndarray, levels: list[float]) -> np.ndarray:
@@ -309,6 +355,27 @@ def quantile_scores(
         steps[f"coverage_{name}"] = _mean(inside, mask, axis=(0, 2)).tolist()
         steps[f"width_{name}"] = _mean(width, mask, axis=(0, 2)).tolist()
     return out, steps
+
+
+def window_winkler(
+    y: np.ndarray, q: np.ndarray, levels: list[float], scale: np.ndarray, mask: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Each window's Winkler score (n,) of every central interval, averaged over its observed steps and targets, in
+    MASE units (`scale` per target): the per-window losses the interval-score gate tests (registry/promotion.py)."""
+    out: dict[str, np.ndarray] = {}
+    if q is None or not levels:
+        return out
+    y64 = y.astype(np.float64)
+    sc = np.asarray(scale, np.float64)[None, None, :]
+    for lo, hi, nominal in intervals(levels):
+        low, up = q[..., lo].astype(np.float64), q[..., hi].astype(np.float64)
+        miss = np.maximum(low - y64, 0) + np.maximum(y64 - up, 0)
+        w = (up - low + (2 / (1 - nominal)) * miss) / sc
+        if mask is None:
+            out[interval_name(nominal)] = w.mean(axis=(1, 2))
+        else:
+            out[interval_name(nominal)] = np.where(mask, w, 0.0).sum(axis=(1, 2)) / np.maximum(mask.sum(axis=(1, 2)), 1)
+    return out
 
 
 def crossings(q: np.ndarray) -> int:

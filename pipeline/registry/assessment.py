@@ -20,12 +20,13 @@ from ..modeling.evaluate import (
     evaluate_baselines,
     evaluate_forecasts,
     forecast_windows,
+    mase_scale,
     quantiles_by_step,
     season_of,
     usable_seasons,
     walk_forward_quantiles,
 )
-from ..modeling.quantiles import crossings, forecast_level, further_shift
+from ..modeling.quantiles import crossings, forecast_level, further_shift, window_winkler
 from ..modeling.train import TrainResult, quantile_predictor
 from .metadata import model_metadata
 
@@ -80,6 +81,9 @@ class CandidateReport:
     calibration: dict = field(default_factory=dict)  # the conformal shift's held-out windows
     anchor: dict = field(default_factory=dict)  # what its residual is over
     panel: dict = field(default_factory=dict)  # a panel: {aggregate, series: per-series rows} (modeling/panel_eval.py)
+    # each test window's Winkler score per interval (one series; a panel's windows are too many to keep): what the
+    # interval-score gate tests against the bar's (registry/decision.py)
+    test_winkler: dict[str, list[float]] = field(default_factory=dict)
 
     def coverage(self) -> dict[str, tuple[float, float]]:
         """Each interval's test coverage and nominal level: what the promotion policy's calibration gate reads."""
@@ -153,7 +157,15 @@ def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path
         calibration=result.calibration,
         anchor=result.anchor,
         panel=panel,
+        test_winkler={} if qt is None or ws.is_panel else test_winkler(ws, qt, levels),
     )
+
+
+def test_winkler(ws: WindowSet, q: np.ndarray, levels: list[float]) -> dict[str, list[float]]:
+    """Each test window's Winkler score per interval, in MASE units (quantiles.window_winkler)."""
+    st = ws.starts["test"]
+    scores = window_winkler(ws.targets(st), q, levels, mase_scale(ws), ws.target_mask(st))
+    return {k: v.tolist() for k, v in scores.items()}
 
 
 def _export(
@@ -191,7 +203,13 @@ def walks_forward(ws: WindowSet, settings: Settings) -> bool:
     """Whether the test split's bands are recalibrated walk-forward (evaluate.calibration_update): one series only,
     a panel's test windows (every series' origins pooled) keep the held-out windows' calibration."""
     ev = settings.evaluate
-    return ev.calibration_update == "walk_forward" and ev.calibration != "none" and not ws.is_panel
+    return ev.calibration_update in ("walk_forward", "adaptive") and ev.calibration != "none" and not ws.is_panel
+
+
+def adapts(settings: Settings) -> bool:
+    """Whether the walk-forward reads its ranks at levels adapted to how the bands covered so far
+    (evaluate.calibration_update: adaptive)."""
+    return settings.evaluate.calibration_update == "adaptive"
 
 
 def recalibrate_walk_forward(
@@ -222,13 +240,13 @@ def recalibrate_walk_forward(
     buffer = model.q_scale if relative else model.q_shift
     held = buffer.detach().cpu().numpy().astype(np.float64)  # the held-out calibration, in the misses' units
 
-    def shift(y: np.ndarray, q: np.ndarray, mask, paths) -> np.ndarray:
-        return further_shift(held, y, q, levels, mask, ev.calibration, ev.calibration_parts, paths)
+    def shift(y: np.ndarray, q: np.ndarray, mask, paths, at=None) -> np.ndarray:
+        return further_shift(held, y, q, levels, mask, ev.calibration, ev.calibration_parts, paths, at)
 
     windows = None if ev.calibration_windows == "all" else int(ev.calibration_windows)
     level = (forecast_level(pv[rows]), forecast_level(pt)) if relative else None
     q, extra = walk_forward_quantiles(
-        ws, fit, qv[rows], ws.starts["test"], qt, levels, shift, ev.calibration_rank, windows, level
+        ws, fit, qv[rows], ws.starts["test"], qt, levels, shift, ev.calibration_rank, windows, level, adapts(settings)
     )
     buffer.add_(torch.from_numpy(extra.astype(np.float32)).to(buffer.device))
     scale = np.ones((1, 1, 1)) if relative else model.target_scale().cpu().numpy()[None, :, None]
@@ -236,7 +254,8 @@ def recalibrate_walk_forward(
     last = ws.starts["test"][-1] if len(ws.starts["test"]) else fit[-1]
     total = buffer.cpu().numpy()
     result.calibration = dict(result.calibration or {}) | {
-        "update": "walk_forward: each test origin recalibrated on the misses observed before it",
+        "update": "walk_forward: each test origin recalibrated on the misses observed before it"
+        + ("; its levels adapted to the coverage of the test windows observed before it" if adapts(settings) else ""),
         "split": "val+test",
         "test_windows": int(len(ws.starts["test"])),
         "last_target": str(pd.Timestamp(ws.timestamps[last + L + H - 1])),

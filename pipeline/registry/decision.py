@@ -11,16 +11,18 @@ from ..data.panel_windows import PanelWindowSet
 from ..data.windowset import WindowSet
 from ..modeling import panel_eval
 from ..modeling.evaluate import (
-    empirical_interval_scores,
+    empirical_band,
     forecast_origins,
     forecast_windows,
+    mase_scale,
     season_of,
     seasonal_naive,
     usable_seasons,
     window_losses,
 )
+from ..modeling.quantiles import quantile_scores, window_winkler
 from . import promotion
-from .assessment import CandidateReport, walks_forward
+from .assessment import CandidateReport, adapts, walks_forward
 from .champion import ChampionScore
 from .references import compare_panel_references
 
@@ -71,24 +73,38 @@ def comparisons(
     )
 
 
-def interval_scores(ws: WindowSet, settings: Settings, best: CandidateReport, bar: str) -> dict[str, tuple]:
-    """Per interval of the candidate: (its Winkler score, the bar's empirical intervals' Winkler score) on every
-    test window (evaluate.empirical_interval_scores); {} when the gate is off or either has no score."""
+def interval_scores(ws: WindowSet, settings: Settings, best: CandidateReport, bar: str) -> promotion.IntervalScores:
+    """Per interval of the candidate: its Winkler score beside the bar's empirical intervals'
+    (evaluate.empirical_band) on every test window, as a Comparison of per-window scores (the means where the
+    candidate kept none: a panel); {} when the gate is off or either has no score."""
     if not settings.evaluate.interval_score_gate or not best.quantiles or bar not in _baseline_seasons(ws, settings):
         return {}
-    theirs = empirical_interval_scores(
+    q = empirical_band(
         ws,
         season_of(bar),
         best.quantiles,
         rank=settings.evaluate.calibration_rank,
         walk=walks_forward(ws, settings),
         scale=(best.calibration or {}).get("scale", "absolute"),
+        adapt=adapts(settings),
     )
-    return {
-        k[len("winkler_") :]: (float(v), float(theirs[k]))
-        for k, v in best.test.items()
-        if k.startswith("winkler_") and k in theirs
-    }
+    if q is None:
+        return {}
+    st = ws.starts["test"]
+    y, mask, scale = ws.targets(st), ws.target_mask(st), mase_scale(ws)
+    theirs = quantile_scores(y, q, list(best.quantiles), scale, mask)[0]
+    per_window = window_winkler(y, q, list(best.quantiles), scale, mask) if best.test_winkler else {}
+    out: promotion.IntervalScores = {}
+    for k, v in best.test.items():
+        name = k[len("winkler_") :]
+        if not k.startswith("winkler_") or k not in theirs:
+            continue
+        mine = best.test_winkler.get(name)
+        if mine is not None and name in per_window and len(mine) == len(per_window[name]):
+            out[name] = promotion.Comparison(bar, np.asarray(mine), per_window[name], horizon=ws.meta.horizon)
+        else:
+            out[name] = (float(v), float(theirs[k]))
+    return out
 
 
 def _baseline_seasons(ws: WindowSet, settings: Settings) -> list[str]:
@@ -123,6 +139,7 @@ def decide(
         coverage_tolerance=ev.coverage_tolerance,
         widths={k[len("width_") :]: v for k, v in best.test.items() if k.startswith("width_")},
         interval_scores=interval_scores(ws, settings, best, vs_baseline.rival),
+        interval_score_tolerance=ev.interval_score_tolerance,
     )
     spaced = np.isin(starts, forecast_origins(ws, "test"))  # what the classical references are scored on
     if isinstance(ws, PanelWindowSet) and references and vs_baseline.n == len(starts):

@@ -3,8 +3,10 @@
 A candidate becomes champion only if its ONNX export passed the parity gate, its intervals do not under-cover
 (the empirical test coverage of each central interval it forecasts, e.g. 80% and 90%, at most
 `coverage_tolerance` below nominal: an interval that misses more often than it says is a danger to a planner; one
-that covers more is only wider than it needs to be, reported as its width), its interval score is no worse than the
-bar's own empirical intervals', it beats the strongest baseline by the configured margin (a model that cannot beat
+that covers more is only wider than it needs to be, reported as its width), its interval score is not worse than the
+bar's own empirical intervals' (by more than a tolerance, or significantly by the same test on per-window Winkler
+scores: two bands of one quality differ by noise, and a point forecast that passed its test is not refused for it),
+it beats the strongest baseline by the configured margin (a model that cannot beat
 seasonal naive should not serve), and it beats the current champion (never replace a better model); "beats" meaning
 a significant difference, not a lower average.
 
@@ -175,16 +177,66 @@ def coverage_excess(
     return out
 
 
-def interval_score_losses(scores: dict[str, tuple[float, float]] | None, bar: str) -> list[str]:
-    """The intervals whose interval (Winkler) score is worse than the bar's empirical intervals': scores maps an
-    interval's name to (candidate's score, bar's score), lower is better."""
+IntervalScores = dict[str, Comparison | tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class IntervalVerdict:
+    name: str  # the interval: "90"
+    candidate: float  # mean Winkler score, lower is better
+    bar: float
+    refused: bool
+    why: str  # "" when not worse
+
+
+def interval_verdicts(
+    scores: IntervalScores | None, tolerance: float = 0.1, significance: float = 0.05
+) -> list[IntervalVerdict]:
+    """Each interval's Winkler score against the bar's empirical intervals': `scores` maps an interval's name to a
+    Comparison of per-window scores on the same windows (or, with no per-window scores, the two means). Refused when
+    the candidate's mean score is worse by more than `tolerance` (a share of the bar's), or worse by evidence: the
+    one-sided Diebold-Mariano test of the per-window scores (the candidate worse), p < `significance`. A score worse
+    by less than the tolerance and not significantly is noise between two bands of the same quality, not a worse
+    band; a missing candidate score against a finite bar is refused."""
     out = []
-    for name, (cand, base) in sorted((scores or {}).items(), key=lambda kv: float(kv[0])):
-        if math.isfinite(base) and not (math.isfinite(cand) and cand <= base):
-            out.append(
-                f"its {name}% interval score {_fmt(cand)} is worse than {bar}'s empirical interval's {_fmt(base)}"
-            )
+    for name, v in sorted((scores or {}).items(), key=lambda kv: float(kv[0])):
+        if isinstance(v, Comparison):
+            cand, base = (float(v.candidate.mean()), float(v.other.mean())) if v.n else (math.nan, math.nan)
+        else:
+            cand, base = float(v[0]), float(v[1])
+        if not math.isfinite(base) or (math.isfinite(cand) and cand <= base):
+            out.append(IntervalVerdict(name, cand, base, False, ""))
+            continue
+        if not math.isfinite(cand):
+            out.append(IntervalVerdict(name, cand, base, True, "no score"))
+            continue
+        worse = cand / base - 1 if base > 0 else math.inf
+        test = None
+        if isinstance(v, Comparison) and v.n >= 2 and np.isfinite(v.candidate).all() and np.isfinite(v.other).all():
+            test = dm_test(v.other - v.candidate, h=v.horizon)  # low p: the candidate's band worse
+        by = f"{100 * worse:.1f}% worse"
+        if worse > tolerance:
+            why = f"{by}, more than the tolerance {100 * tolerance:g}% (evaluate.interval_score_tolerance)"
+            out.append(IntervalVerdict(name, cand, base, True, why))
+        elif test is not None and test.p_value < significance:
+            out.append(IntervalVerdict(name, cand, base, True, f"{by}, significantly ({_evidence(test)})"))
+        else:
+            p = f", p {test.p_value:.3g}" if test is not None else ""
+            why = f"{by}: within the tolerance {100 * tolerance:g}% and not significantly{p}"
+            out.append(IntervalVerdict(name, cand, base, False, why))
     return out
+
+
+def interval_score_losses(
+    scores: IntervalScores | None, bar: str, tolerance: float = 0.1, significance: float = 0.05
+) -> list[str]:
+    """The intervals the interval-score gate refuses (interval_verdicts), as phrases."""
+    return [
+        f"its {v.name}% interval score {_fmt(v.candidate)} is worse than {bar}'s empirical interval's "
+        f"{_fmt(v.bar)} ({v.why})"
+        for v in interval_verdicts(scores, tolerance, significance)
+        if v.refused
+    ]
 
 
 def decide(
@@ -201,14 +253,16 @@ def decide(
     coverage: dict[str, tuple[float, float]] | None = None,
     coverage_tolerance: float = 0.05,
     widths: dict[str, float] | None = None,
-    interval_scores: dict[str, tuple[float, float]] | None = None,
+    interval_scores: IntervalScores | None = None,
+    interval_score_tolerance: float = 0.1,
 ) -> Decision:
     """Promote iff parity_ok, no interval under-covers (`coverage`: interval name -> (test coverage, nominal), none
-    more than `coverage_tolerance` below nominal), no interval score is worse than the bar's empirical intervals'
-    (`interval_scores`: name -> (candidate, bar)), and the candidate beats `baseline` by its margin and `champion`
-    (if any), each significantly (one-sided Diebold-Mariano on at least `min_windows` windows a horizon apart):
-    p < `first_significance` against the bar when there is no champion, p < `significance` otherwise and against
-    the champion. Over-coverage is reported with the interval's width (`widths`), never refused.
+    more than `coverage_tolerance` below nominal), no interval score is worse than the bar's empirical intervals' by
+    more than `interval_score_tolerance` or by evidence at `significance` (`interval_scores`: name -> a Comparison
+    of per-window Winkler scores, or (candidate, bar) means; interval_verdicts), and the candidate beats `baseline`
+    by its margin and `champion` (if any), each significantly (one-sided Diebold-Mariano on at least `min_windows`
+    windows a horizon apart): p < `first_significance` against the bar when there is no champion, p < `significance`
+    otherwise and against the champion. Over-coverage is reported with the interval's width (`widths`), never refused.
 
     The reason is one sentence with the scores compared, the statistic, p-value and window count; the
     metrics (version tags) hold the same numbers."""
@@ -235,9 +289,12 @@ def decide(
             metrics[f"over_coverage_{name}"] = _num(got - nominal)
     for name, w in (widths or {}).items():
         metrics[f"width_{name}"] = _num(w) if math.isfinite(w) else None
-    for name, (cand, base) in (interval_scores or {}).items():
-        metrics[f"winkler_{name}"] = _num(cand) if math.isfinite(cand) else None
-        metrics[f"bar_winkler_{name}"] = _num(base) if math.isfinite(base) else None
+    verdicts = interval_verdicts(interval_scores, interval_score_tolerance, significance)
+    for v in verdicts:
+        metrics[f"winkler_{v.name}"] = _num(v.candidate) if math.isfinite(v.candidate) else None
+        metrics[f"bar_winkler_{v.name}"] = _num(v.bar) if math.isfinite(v.bar) else None
+    if verdicts:
+        metrics["interval_score_tolerance"] = interval_score_tolerance
     if coverage:
         metrics["coverage_tolerance"] = coverage_tolerance
     level = significance if champion is not None else first
@@ -251,11 +308,18 @@ def decide(
             f"under-covering intervals: {'; '.join(misses)}: more than {100 * coverage_tolerance:g} points under "
             f"nominal (evaluate.coverage_tolerance {coverage_tolerance:g})"
         )
-    worse = interval_score_losses(interval_scores, baseline.rival)
+    worse = interval_score_losses(interval_scores, baseline.rival, interval_score_tolerance, significance)
     if worse:
         gates.append(f"{'; '.join(worse)} (evaluate.interval_score_gate)")
     excess = coverage_excess(coverage, coverage_tolerance, widths)
     note = f"; wider than needed: {'; '.join(excess)}" if excess else ""
+    level_with = [
+        f"its {v.name}% interval score {_fmt(v.candidate)} vs {baseline.rival}'s empirical {_fmt(v.bar)} ({v.why})"
+        for v in verdicts
+        if v.why and not v.refused
+    ]
+    if level_with:
+        note += f"; interval score level with the bar's: {'; '.join(level_with)}"
     if not gates:
         return Decision(accuracy.promote, accuracy.reason + note, accuracy.metrics)
     why = "; and ".join(gates)
