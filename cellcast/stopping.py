@@ -1,0 +1,105 @@
+"""How a `cellcast` process stops when it is told to: SIGTERM (a scheduler, systemd, a pod stop, a CI timeout),
+SIGINT (Ctrl-C) or SIGHUP (the terminal closed).
+
+Left to Python's defaults, SIGTERM and SIGHUP end the process on the spot: no `finally`, no context manager's exit,
+no atexit handler runs, so whatever the command started lives on as an orphan (Prefect's temporary API server, which
+Prefect stops from atexit; worker processes; a Dask cluster). Here each becomes an exception raised in the main
+thread, the way SIGINT becomes KeyboardInterrupt: the command unwinds as it does on an error (Prefect marks its flow
+run Crashed, the training lock is released, half-written files are removed), `friendly` prints one line and the
+process exits with 128 + the signal's number (130 SIGINT, 143 SIGTERM, 129 SIGHUP), running atexit on the way."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+# SIGINT keeps Python's own handler (KeyboardInterrupt, which libraries already unwind on)
+HANDLED = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(BaseException):
+    """Raised in the main thread when the process gets SIGTERM or SIGHUP. A BaseException, as KeyboardInterrupt:
+    `except Exception` blocks (a retry, an error turned into a report) must not swallow a stop."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+def exit_code(signum: int) -> int:
+    """The shell's convention for a process ended by a signal: 128 + its number."""
+    return 128 + signum
+
+
+def stop_of(exc: BaseException) -> int | None:
+    """The signal behind `exc`, or None for an error of its own: Stopped, KeyboardInterrupt (SIGINT), Prefect's
+    TerminationSignal (its handler's SIGTERM while a flow runs), or an exception raised while one of these unwound
+    (a SIGTERM that lands while Prefect starts a task run surfaces as Prefect's ValueError "Task run is not set")."""
+    # Prefect's exception class only where Prefect was imported: no flow ran otherwise
+    termination = getattr(sys.modules.get("prefect.exceptions"), "TerminationSignal", None)
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, Stopped):
+            return e.signum
+        if isinstance(e, KeyboardInterrupt):
+            return signal.SIGINT
+        if termination is not None and isinstance(e, termination):
+            return int(e.signal)
+        e = e.__cause__ or e.__context__
+    return None
+
+
+_stopping = False
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """A handler, not SIG_IGN: processes started later would inherit SIG_IGN through exec."""
+
+
+def _raise_stopped(signum: int, frame: FrameType | None) -> None:
+    global _stopping
+    # once: a second signal while the command unwinds (Prefect reporting the crash, its server being stopped at
+    # exit) must not cut that short and leave the orphans the first one is meant to prevent
+    _stopping = True
+    for s in HANDLED:
+        signal.signal(s, _ignore)
+    raise Stopped(signum)
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise Stopped in the main thread while the block runs (the command's whole life); the
+    previous handlers come back afterwards, unless it stopped. Prefect's flow engine puts its own SIGTERM handler in
+    front of this one while a flow runs: it marks the run Crashed, then re-sends the signal, which lands here."""
+    saved = {s: signal.signal(s, _raise_stopped) for s in HANDLED}
+    try:
+        yield
+    finally:
+        if not _stopping:  # stopping: the signals stay ignored until the process is gone (atexit still to run)
+            for s, h in saved.items():
+                signal.signal(s, h)
+
+
+# what a stop leaves, by command (docs/operations.md "Stopping a command"); the rest: DEFAULT_NOTE
+NOTES = {
+    "train": "the epochs trained so far are kept as checkpoints, which a rerun resumes from",
+    "run": "the epochs trained so far are kept as checkpoints, which a rerun resumes from",
+    "backtest": "no report was written; a rerun starts the folds again",
+    "serve": "requests in flight were answered first",
+}
+DEFAULT_NOTE = "no file is left half-written"
+
+
+def stopped_line(signum: int, command: str) -> str:
+    """The one line a stopped command prints last."""
+    note = NOTES.get(command, DEFAULT_NOTE)
+    return f"stopped by {signal.Signals(signum).name}: `cellcast {command}` shut down what it started; {note}"
