@@ -57,14 +57,36 @@ def train_task(ws, cand: Candidate, settings: Settings, anchor, device: str | No
 def worker_processes(n: int, threads: int | None) -> Iterator[ProcessPoolTaskRunner]:
     """A pool of `n` worker processes (spawned; `threads` torch threads each) to submit train_task to. They report
     to this process's Prefect API; on leaving, the pool is shut down in a background thread (its workers take
-    seconds to exit) while the flow goes on."""
+    seconds to exit) while the flow goes on. Left by an error or a stop (SIGTERM, Ctrl-C), the workers are ended
+    at once: the pool's own shutdown waits for the candidates they are training, minutes, and a failed or stopped
+    flow has no use for them (each keeps its last finished epoch in its checkpoint)."""
     with temporary_settings(updates=_api_for_workers()):
         pool = ProcessPoolTaskRunner(max_workers=n, initializer=set_threads, initargs=(threads,))
         pool.__enter__()
         try:
             yield pool
-        finally:
-            threading.Thread(target=pool.__exit__, args=(None, None, None), name="close-training-workers").start()
+        except BaseException:
+            _end_workers(pool)
+            pool.__exit__(None, None, None)
+            raise
+        threading.Thread(target=pool.__exit__, args=(None, None, None), name="close-training-workers").start()
+
+
+def _end_workers(pool: ProcessPoolTaskRunner, grace_s: float = 5.0) -> None:
+    """SIGTERM to the pool's worker processes, SIGKILL to those still there after `grace_s`."""
+    import time
+
+    # the executor's own table of its processes: ProcessPoolExecutor has no public way to end them before 3.14
+    executor = getattr(pool, "_executor", None)
+    workers = list((getattr(executor, "_processes", None) or {}).values())
+    for p in workers:
+        p.terminate()
+    end = time.monotonic() + grace_s
+    for p in workers:
+        p.join(max(0.0, end - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join()
 
 
 def _api_for_workers() -> dict:
