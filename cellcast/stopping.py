@@ -10,10 +10,14 @@ process exits with 128 + the signal's number (130 SIGINT, 143 SIGTERM, 129 SIGHU
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 
 # SIGINT keeps Python's own handler (KeyboardInterrupt, which libraries already unwind on)
@@ -95,6 +99,7 @@ NOTES = {
     "run": "the epochs trained so far are kept as checkpoints, which a rerun resumes from",
     "backtest": "no report was written; a rerun starts the folds again",
     "serve": "requests in flight were answered first",
+    "ui": "the MLflow UI's processes ended with it",
 }
 DEFAULT_NOTE = "no file is left half-written"
 
@@ -103,3 +108,52 @@ def stopped_line(signum: int, command: str) -> str:
     """The one line a stopped command prints last."""
     note = NOTES.get(command, DEFAULT_NOTE)
     return f"stopped by {signal.Signals(signum).name}: `cellcast {command}` shut down what it started; {note}"
+
+
+def run_foreground(cmd: list[str], env: dict[str, str] | None = None, grace_s: float = 30.0) -> int:
+    """Run `cmd` until it exits and return its exit code; stopped meanwhile (Stopped, Ctrl-C), SIGTERM goes to its
+    whole process group and the stop goes on once they all ended (SIGKILL after `grace_s`). A server such as
+    `mlflow ui` runs its workers under a process of their own: subprocess.call would SIGKILL only the command it
+    started and leave those running."""
+    proc = subprocess.Popen(cmd, env=env, process_group=0)  # a group of its own: its children are reached too
+    try:
+        return proc.wait()
+    except BaseException:
+        _end_group(proc, grace_s)
+        raise
+
+
+def _end_group(proc: subprocess.Popen, grace_s: float) -> None:
+    pgid = proc.pid
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    end = time.monotonic() + grace_s
+    while _group_running(proc) and time.monotonic() < end:
+        time.sleep(0.2)
+    if _group_running(proc):
+        os.killpg(pgid, signal.SIGKILL)
+    proc.wait()
+
+
+def _group_running(proc: subprocess.Popen) -> bool:
+    """Whether a process of `proc`'s group still runs. An exited process whose parent is gone waits as a zombie
+    for init to reap it, and a container's init may never do: /proc tells it apart where there is one."""
+    proc.poll()  # reaps the group's leader
+    proc_dir = Path("/proc")
+    if not proc_dir.is_dir():
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for stat in proc_dir.glob("[0-9]*/stat"):
+        try:
+            # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses, the fields after it do not
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == proc.pid and fields[0] != "Z":
+            return True
+    return False
