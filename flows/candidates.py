@@ -60,7 +60,7 @@ def worker_processes(n: int, threads: int | None) -> Iterator[ProcessPoolTaskRun
     seconds to exit) while the flow goes on. Left by an error or a stop (SIGTERM, Ctrl-C), the workers are ended
     at once: the pool's own shutdown waits for the candidates they are training, minutes, and a failed or stopped
     flow has no use for them (each keeps its last finished epoch in its checkpoint)."""
-    with temporary_settings(updates=_api_for_workers()):
+    with temporary_settings(updates=api_for_workers()):
         pool = ProcessPoolTaskRunner(max_workers=n, initializer=set_threads, initargs=(threads,))
         pool.__enter__()
         try:
@@ -89,12 +89,18 @@ def _end_workers(pool: ProcessPoolTaskRunner, grace_s: float = 5.0) -> None:
             p.join()
 
 
-def _api_for_workers() -> dict:
+def api_for_workers(start: bool = False) -> dict:
     """The Prefect API for worker processes: this process's temporary server when no PREFECT_API_URL is set (a
-    worker left to itself would start a server of its own, and its task runs would not show in this flow run)."""
+    worker left to itself would start a server of its own, and its task runs would not show in this flow run; a
+    Dask worker ended with its cluster would leave that server running). start: start that server now if Prefect
+    has not yet (the one its client would start: a local Dask cluster starts with the flow's task runner, before
+    the flow run asks for it)."""
     from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_ENABLED
 
     if PREFECT_API_URL.value():
         return {}
     server = SubprocessASGIServer()
+    if start and not server.running and PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        server.start()
     return {PREFECT_API_URL: server.api_url} if server.running else {}
