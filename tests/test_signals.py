@@ -13,10 +13,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+import typer
 from conftest import one_cell
 from prefect_server import prefect_env
 
-pytestmark = pytest.mark.integration
+from cellcast.commands import friendly
+from cellcast.stopping import Stopped, run_foreground, stop_of, stop_on_signals
 
 SERVER = "prefect.server.api.server:create_app"  # the temporary server's uvicorn command line
 
@@ -90,6 +92,7 @@ def _stop_in_flow(project: Path, signum: int) -> tuple[int, str, list[psutil.Pro
                 pass
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("signum", [signal.SIGTERM])
 def test_a_stopped_train_leaves_no_process_behind(project, tiny_params, signum):
     one_cell(tiny_params)
@@ -99,3 +102,97 @@ def test_a_stopped_train_leaves_no_process_behind(project, tiny_params, signum):
     assert code == 128 + signum, out[-3000:]
     lines = [line for line in out.splitlines() if line.startswith(f"stopped by {name}: `cellcast train`")]
     assert len(lines) == 1, out[-3000:]
+
+
+def test_a_stop_exits_with_its_signal_and_one_line(capsys):
+    @friendly
+    def train():
+        raise Stopped(signal.SIGHUP)
+
+    @friendly
+    def ingest():
+        raise KeyboardInterrupt
+
+    with pytest.raises(typer.Exit) as hup:
+        train()
+    with pytest.raises(typer.Exit) as ctrl_c:
+        ingest()
+    assert (hup.value.exit_code, ctrl_c.value.exit_code) == (129, 130)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("stopped by SIGHUP: `cellcast train` shut down what it started; the epochs"), lines
+    assert lines[1].startswith("stopped by SIGINT: `cellcast ingest` shut down what it started; no file"), lines
+
+
+def _raised_while(first: BaseException) -> BaseException:
+    """A ValueError raised in the handler of `first` (its __context__)."""
+    try:
+        try:
+            raise first
+        except BaseException:
+            # no `from`: the implicit context is the point
+            raise ValueError("Task run is not set")  # noqa: B904
+    except ValueError as e:
+        return e
+
+
+def test_an_error_raised_while_a_stop_unwinds_is_the_stop():
+    assert stop_of(_raised_while(Stopped(signal.SIGHUP))) == signal.SIGHUP
+    assert stop_of(_raised_while(KeyboardInterrupt())) == signal.SIGINT
+    assert stop_of(ValueError("an error of its own")) is None
+
+
+@pytest.mark.integration  # imports Prefect (2 s)
+def test_prefects_termination_signal_is_a_stop():
+    """Prefect's handler turns SIGTERM into its TerminationSignal while a flow runs; landing as a task run starts,
+    Prefect's clean-up then raises a ValueError from it: the command still reads it as the stop."""
+    from prefect.exceptions import TerminationSignal
+
+    assert stop_of(_raised_while(TerminationSignal(signal.SIGTERM))) == signal.SIGTERM
+
+    @friendly
+    def train():
+        raise _raised_while(TerminationSignal(signal.SIGTERM))
+
+    with pytest.raises(typer.Exit) as stopped:
+        train()
+    assert stopped.value.exit_code == 143
+
+
+def test_sigterm_raises_in_the_main_thread_and_a_second_one_is_dropped(monkeypatch):
+    import cellcast.stopping as stopping
+
+    saved = {s: signal.getsignal(s) for s in stopping.HANDLED}
+    monkeypatch.setattr(stopping, "_stopping", False)
+    try:
+        with pytest.raises(Stopped) as stop:
+            with stop_on_signals():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler raises here, at once
+        assert stop.value.signum == signal.SIGTERM
+        # unwinding: a second SIGTERM is taken and dropped, not the default death
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+@pytest.mark.integration  # processes (sh, sleep): a second
+def test_a_stop_ends_the_whole_group_of_a_foreground_command(tmp_path):
+    """`cellcast ui --start` runs the MLflow UI, whose server runs under a process of its own: a stop ends them all."""
+    pids = tmp_path / "pids"
+
+    def stop_soon(signum, frame):
+        raise Stopped(signal.SIGTERM)
+
+    saved = signal.signal(signal.SIGALRM, stop_soon)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 1.0)
+        with pytest.raises(Stopped):
+            run_foreground(["sh", "-c", f"sleep 60 & echo $! > {pids}; wait"], grace_s=10)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, saved)
+    child = int(pids.read_text())
+    assert not psutil.pid_exists(child) or not _running(psutil.Process(child)), "the command's child lives on"
