@@ -75,7 +75,8 @@ def _raise_stopped(signum: int, frame: FrameType | None) -> None:
     # exit) must not cut that short and leave the orphans the first one is meant to prevent
     _stopping = True
     for s in HANDLED:
-        signal.signal(s, _ignore)
+        if signal.getsignal(s) is _raise_stopped:  # not a handler someone put in front (uvicorn's, Prefect's)
+            signal.signal(s, _ignore)
     raise Stopped(signum)
 
 
@@ -157,3 +158,23 @@ def _group_running(proc: subprocess.Popen) -> bool:
         if int(fields[2]) == proc.pid and fields[0] != "Z":
             return True
     return False
+
+
+@contextmanager
+def hangup_as_terminate() -> Iterator[None]:
+    """SIGHUP handled as SIGTERM is at the time, for a block that runs an event loop (`cellcast serve`): an
+    exception raised by a signal handler inside the loop is logged by the loop and lost, while uvicorn's own
+    SIGTERM handler closes the port, answers the requests in flight and re-raises the signal afterwards, which then
+    comes back here and stops the command."""
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        handler = signal.getsignal(signal.SIGTERM)
+        if callable(handler) and handler is not forward:
+            handler(signum, frame)
+
+    saved = signal.signal(signal.SIGHUP, forward)
+    try:
+        yield
+    finally:
+        if not _stopping:
+            signal.signal(signal.SIGHUP, saved)

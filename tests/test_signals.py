@@ -196,3 +196,22 @@ def test_a_stop_ends_the_whole_group_of_a_foreground_command(tmp_path):
         signal.signal(signal.SIGALRM, saved)
     child = int(pids.read_text())
     assert not psutil.pid_exists(child) or not _running(psutil.Process(child)), "the command's child lives on"
+
+
+def test_while_serving_sighup_takes_the_way_sigterm_takes():
+    """uvicorn's SIGTERM handler shuts the service down gracefully; SIGHUP goes to it too (an exception raised by a
+    signal handler inside the event loop would be logged and lost)."""
+    from cellcast.stopping import hangup_as_terminate
+
+    got: list[int] = []
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+        with hangup_as_terminate():
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(0.05)
+        assert got == [signal.SIGHUP]
+        assert signal.getsignal(signal.SIGHUP) is saved[signal.SIGHUP]
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
