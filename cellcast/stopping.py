@@ -98,7 +98,7 @@ def stop_on_signals() -> Iterator[None]:
 NOTES = {
     "train": "the epochs trained so far are kept as checkpoints, which a rerun resumes from",
     "run": "the epochs trained so far are kept as checkpoints, which a rerun resumes from",
-    "backtest": "no report was written; a rerun starts the folds again",
+    "backtest": "the previous report stays; a rerun trains every fold again",
     "serve": "requests in flight were answered first",
     "ui": "the MLflow UI's processes ended with it",
 }
