@@ -85,7 +85,8 @@ def stop_on_signals() -> Iterator[None]:
     """SIGTERM and SIGHUP raise Stopped in the main thread while the block runs (the command's whole life); the
     previous handlers come back afterwards, unless it stopped. Prefect's flow engine puts its own SIGTERM handler in
     front of this one while a flow runs: it marks the run Crashed, then re-sends the signal, which lands here."""
-    saved = {s: signal.signal(s, _raise_stopped) for s in HANDLED}
+    # a signal ignored when the process started stays ignored (`nohup cellcast train ...` outlives its terminal)
+    saved = {s: signal.signal(s, _raise_stopped) for s in HANDLED if signal.getsignal(s) == signal.SIG_DFL}
     try:
         yield
     finally:
@@ -172,6 +173,9 @@ def hangup_as_terminate() -> Iterator[None]:
         if callable(handler) and handler is not forward:
             handler(signum, frame)
 
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:  # nohup: SIGHUP is not a stop
+        yield
+        return
     saved = signal.signal(signal.SIGHUP, forward)
     try:
         yield

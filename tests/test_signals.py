@@ -165,6 +165,8 @@ def test_sigterm_raises_in_the_main_thread_and_a_second_one_is_dropped(monkeypat
     saved = {s: signal.getsignal(s) for s in stopping.HANDLED}
     monkeypatch.setattr(stopping, "_stopping", False)
     try:
+        for sig in stopping.HANDLED:  # as a process starts (a test runner may have its own)
+            signal.signal(sig, signal.SIG_DFL)
         with pytest.raises(Stopped) as stop:
             with stop_on_signals():
                 os.kill(os.getpid(), signal.SIGTERM)
@@ -207,11 +209,30 @@ def test_while_serving_sighup_takes_the_way_sigterm_takes():
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
         with hangup_as_terminate():
             os.kill(os.getpid(), signal.SIGHUP)
             time.sleep(0.05)
         assert got == [signal.SIGHUP]
-        assert signal.getsignal(signal.SIGHUP) is saved[signal.SIGHUP]
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def test_a_signal_ignored_at_start_stays_ignored():
+    """`nohup cellcast train ...`: SIGHUP is ignored when the process starts, and the command must outlive its
+    terminal as it did."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        with stop_on_signals():
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(0.05)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
