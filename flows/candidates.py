@@ -17,6 +17,7 @@ from prefect.task_runners import ProcessPoolTaskRunner
 
 from cellcast.pipeline.catalog import checkpoints_dir
 from cellcast.pipeline.config import Settings
+from cellcast.pipeline.errors import TrainingError
 from cellcast.pipeline.modeling.train import Candidate, TrainResult, set_threads, train_candidate
 
 
@@ -24,11 +25,31 @@ def checkpoints(ws, settings: Settings) -> Path:
     return checkpoints_dir(settings, ws.meta.data_md5)
 
 
+# set when the flow leaves (an error, a stop) while candidates train in its threads: a thread cannot be ended from
+# outside, and the process would wait for each to train to the end before it exits
+_leaving = threading.Event()
+
+
+@contextmanager
+def candidates_in_threads() -> Iterator[None]:
+    """Around candidates trained in this process's threads: left by an error or a stop (SIGTERM, Ctrl-C), each ends
+    after its epoch in progress, that epoch's checkpoint written."""
+    _leaving.clear()
+    try:
+        yield
+    except BaseException:
+        _leaving.set()
+        raise
+
+
 @task(name="train-candidate", cache_policy=NO_CACHE, retries=0, task_run_name="train-{cand.name}")
 def train_task(ws, cand: Candidate, settings: Settings, anchor, device: str | None) -> TrainResult:
     logger = get_run_logger()
 
     def on_epoch(row):
+        if _leaving.is_set():
+            # a CellcastError: one line in the run's log, no traceback (flows.UserErrorLog)
+            raise TrainingError(f"{cand.name}: the training flow is leaving; ended after epoch {row['epoch']}")
         logger.info(
             "%s epoch %d: train %.4f  val %.4f  lr %.2g  (%.1fs)",
             cand.name,

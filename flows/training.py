@@ -14,7 +14,13 @@ from prefect.context import FlowRunContext, TaskRunContext, get_run_context
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from cellcast.flows.backtest import backtest_steps
-from cellcast.flows.candidates import api_for_workers, checkpoints, train_task, worker_processes
+from cellcast.flows.candidates import (
+    api_for_workers,
+    candidates_in_threads,
+    checkpoints,
+    train_task,
+    worker_processes,
+)
 from cellcast.flows.data import data_steps, version_task
 from cellcast.pipeline.catalog import models_dir, training_lock, validation_report_path
 from cellcast.pipeline.config import Settings, check_dataset_name, find_params, settings_for_run
@@ -220,8 +226,9 @@ def _train(settings: Settings, source, from_windows: bool, device: str | None, l
                 ]
                 results = [f.result() for f in running]
         elif t.task_runner == "dask" or at_once > 1:
-            futures = [train_task.submit(ws, c, settings, anchor, dev) for c in cands]
-            results = [f.result() for f in futures]
+            with candidates_in_threads():  # (on Dask they train in other processes, which the cluster ends)
+                futures = [train_task.submit(ws, c, settings, anchor, dev) for c in cands]
+                results = [f.result() for f in futures]
         else:
             results = [train_task(ws, c, settings, anchor, dev) for c in cands]
         logger.info("%d candidate(s) trained in %.1fs, %d at once", len(cands), time.perf_counter() - started, at_once)
