@@ -42,12 +42,18 @@ def candidates_in_threads() -> Iterator[None]:
         raise
 
 
+def flow_leaving() -> bool:
+    """Whether the candidates' block was left (train_task's code calls this rather than reading the Event: a task
+    sent to Dask is pickled by value with the globals it reads, and an Event does not pickle)."""
+    return _leaving.is_set()
+
+
 @task(name="train-candidate", cache_policy=NO_CACHE, retries=0, task_run_name="train-{cand.name}")
 def train_task(ws, cand: Candidate, settings: Settings, anchor, device: str | None) -> TrainResult:
     logger = get_run_logger()
 
     def on_epoch(row):
-        if _leaving.is_set():
+        if flow_leaving():
             # a CellcastError: one line in the run's log, no traceback (flows.UserErrorLog)
             raise TrainingError(f"{cand.name}: the training flow is leaving; ended after epoch {row['epoch']}")
         logger.info(
