@@ -9,8 +9,20 @@ import sys
 import typer
 
 from cellcast.commands import friendly as friendly  # the commands of other modules import it from here
+from cellcast.stopping import stop_on_signals
 
-app = typer.Typer(
+
+class _Command(typer.Typer):
+    """The `cellcast` process: SIGTERM and SIGHUP unwind it as Ctrl-C does (cellcast/stopping.py), so what a command
+    started (Prefect's temporary server, worker processes, a cluster) stops with it. Only the real process: typer's
+    CliRunner (the tests) builds the command without calling this, and leaves the test process's handlers alone."""
+
+    def __call__(self, *args, **kwargs):
+        with stop_on_signals():
+            return super().__call__(*args, **kwargs)
+
+
+app = _Command(
     help="cellcast: time series in, RNN / LSTM / GRU forecasts out.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

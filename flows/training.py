@@ -14,7 +14,13 @@ from prefect.context import FlowRunContext, TaskRunContext, get_run_context
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from cellcast.flows.backtest import backtest_steps
-from cellcast.flows.candidates import checkpoints, train_task, worker_processes
+from cellcast.flows.candidates import (
+    api_for_workers,
+    candidates_in_threads,
+    checkpoints,
+    train_task,
+    worker_processes,
+)
 from cellcast.flows.data import data_steps, version_task
 from cellcast.pipeline.catalog import models_dir, training_lock, validation_report_path
 from cellcast.pipeline.config import Settings, check_dataset_name, find_params, settings_for_run
@@ -220,8 +226,9 @@ def _train(settings: Settings, source, from_windows: bool, device: str | None, l
                 ]
                 results = [f.result() for f in running]
         elif t.task_runner == "dask" or at_once > 1:
-            futures = [train_task.submit(ws, c, settings, anchor, dev) for c in cands]
-            results = [f.result() for f in futures]
+            with candidates_in_threads():  # (on Dask they train in other processes, which the cluster ends)
+                futures = [train_task.submit(ws, c, settings, anchor, dev) for c in cands]
+                results = [f.result() for f in futures]
         else:
             results = [train_task(ws, c, settings, anchor, dev) for c in cands]
         logger.info("%d candidate(s) trained in %.1fs, %d at once", len(cands), time.perf_counter() - started, at_once)
@@ -406,13 +413,15 @@ def task_runner(settings: Settings):
             return DaskTaskRunner(address=t.dask_address)
         # torch's pool per worker: train.threads, or the cores shared out
         per = str(t.threads if t.threads != "auto" else max(1, (os.cpu_count() or 1) // t.parallel_count()))
+        # the workers report to this process's Prefect API: with none named, the temporary server, started now
+        api = {str(k.name): str(v) for k, v in api_for_workers(start=True).items()}
         return DaskTaskRunner(
             cluster_kwargs={
                 "n_workers": t.parallel_count(),
                 "threads_per_worker": 1,
                 "processes": True,
                 "dashboard_address": None,
-                "env": {"OMP_NUM_THREADS": per, "MKL_NUM_THREADS": per},
+                "env": {"OMP_NUM_THREADS": per, "MKL_NUM_THREADS": per, **api},
             }
         )
     # a thread per core at least: the candidates are assessed (export, parity, scores) in them

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from cellcast.pipeline.errors import CellcastError
+from cellcast.stopping import exit_code, stop_of, stopped_line
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -44,14 +45,24 @@ def check_device(device: str | None) -> None:
 
 
 def friendly(fn):
-    """Print a CellcastError as one line on stderr and exit with its code, no traceback."""
+    """Print a CellcastError as one line on stderr and exit with its code, no traceback. A stop (SIGTERM, SIGHUP:
+    cellcast/stopping.py; SIGINT) likewise: one line, exit 128 + the signal's number, once the command unwound."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except CellcastError as e:
-            typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(e.exit_code) from None  # the line above is the whole message
+        except BaseException as e:
+            signum = stop_of(e)
+            if signum is not None:  # first: an error raised while a stop unwound is the stop's
+                try:
+                    typer.secho(stopped_line(signum, fn.__name__.replace("_", " ")), fg=typer.colors.YELLOW, err=True)
+                except OSError:  # SIGHUP: the terminal may be gone
+                    pass
+                raise typer.Exit(exit_code(signum)) from None
+            if isinstance(e, CellcastError):
+                typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+                raise typer.Exit(e.exit_code) from None  # the line above is the whole message
+            raise
 
     return wrapper

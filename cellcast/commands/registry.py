@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 import typer
 
 from cellcast.commands import configure_tracking, friendly, settings_for
+from cellcast.stopping import run_foreground
 
 # the decision tags worth a column, in this order
 _COLUMNS = ("promotion.candidate_mase", "promotion.baseline_mase", "promotion.baseline_name", "promotion.champion_mase")
@@ -150,4 +150,4 @@ def ui(
     if start:
         # no background job runner: the UI answers in seconds instead of ~45 s
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        raise typer.Exit(subprocess.call(cmd, env=env))
+        raise typer.Exit(run_foreground(cmd, env=env))

@@ -7,6 +7,7 @@ import logging
 import typer
 
 from cellcast.commands import check_device, configure_tracking, friendly, project_root, settings_for
+from cellcast.stopping import hangup_as_terminate
 
 
 def register(app: typer.Typer) -> None:
@@ -55,19 +56,20 @@ def serve(
         raise ConfigError(f"serve: a dataset named twice ({', '.join(names or ())})")
     configure_tracking(settings_for(names[0] if names else None))
     datasets = names or served_datasets(alias)
-    run(
-        [settings_for(n) for n in datasets],
-        host=host,
-        port=port,
-        alias=alias,
-        device=device,
-        token=token,
-        poll_seconds=poll_seconds,
-        threads=threads,
-        cpu_batch_threshold=cpu_batch_threshold,
-        require_gpu=require_gpu,
-        workers=workers,
-    )
+    with hangup_as_terminate():  # SIGHUP: the same graceful shutdown as SIGTERM
+        run(
+            [settings_for(n) for n in datasets],
+            host=host,
+            port=port,
+            alias=alias,
+            device=device,
+            token=token,
+            poll_seconds=poll_seconds,
+            threads=threads,
+            cpu_batch_threshold=cpu_batch_threshold,
+            require_gpu=require_gpu,
+            workers=workers,
+        )
 
 
 def served_datasets(alias: str) -> list[str]:
