@@ -143,16 +143,17 @@ def rank_shift(
     largest miss), where n windows would claim a precision their shared targets do not have. A rank beyond the paths
     reads past the largest miss (`_beyond`): a conformal quantile beyond the sample has no finite value, and the
     largest miss of p paths covers p / (p + 1) at best."""
-    e = y.astype(np.float64)[..., None] - q.astype(np.float64)
-    if mask is not None:
-        e = np.where(mask[..., None], e, np.nan)
-    srt = np.sort(e, axis=0)  # NaN (unobserved) last
-    n_obs = np.isfinite(e).sum(axis=0)  # (H, T, Q)
+    y64 = y.astype(np.float64)
     shift = np.zeros(q.shape[1:], np.float64)
-    for k, tau in enumerate(levels):
+    for k, tau in enumerate(levels):  # a level at a time: one level's misses in memory, sorted, not every level's
         if abs(tau - 0.5) < 1e-12:
             continue
-        n = n_obs[..., k]
+        e = y64 - q[..., k].astype(np.float64)
+        if mask is not None:
+            e = np.where(mask, e, np.nan)
+        srt = np.sort(e, axis=0)  # NaN (unobserved) last
+        n = np.isfinite(e).sum(axis=0)  # (H, T)
+        del e
         rank = np.ceil((n + 1) * tau) if tau > 0.5 else np.floor((n + 1) * tau)
         if paths is not None and 0 < paths < len(y):
             p = max(float(paths), 1.0)  # the paths' rank, placed at the middle of its share of them (symmetric
@@ -160,9 +161,9 @@ def rank_shift(
             share = (r - 0.5) / p  # read among the observed windows
             rank = np.ceil(share * n) if tau > 0.5 else np.floor(share * n)
         idx = np.clip(rank, 1, np.maximum(n, 1)).astype(np.int64) - 1
-        pick = np.take_along_axis(srt[..., k], idx[None], axis=0)[0]
+        pick = np.take_along_axis(srt, idx[None], axis=0)[0]
         if paths is not None and 0 < paths < len(y):
-            pick = pick + _beyond(srt[..., k], n, float(paths), tau)
+            pick = pick + _beyond(srt, n, float(paths), tau)
         shift[..., k] = np.where(n > 0, pick, 0.0)
     return shift
 
