@@ -177,6 +177,32 @@ def test_window_losses_are_each_windows_mase_read_a_batch_at_a_time():
     np.testing.assert_array_equal(window_losses(ws, st, pred, batch=7), window_losses(ws, st, pred))
 
 
+@pytest.mark.parametrize("quantiles", [False, True])
+def test_the_forecasts_written_a_batch_at_a_time_are_the_windows_forecast_in_one_batch(quantiles):
+    """forecast_windows writes each batch into one array of every window's forecasts: the same values, order and
+    dtype as one batch of every window; quantiles only from a predictor that forecasts them."""
+    from cellcast.pipeline.modeling.evaluate import forecast_windows
+
+    ws = _ws(np.sin(np.arange(300) / 5.0) + np.arange(300) / 100, lookback=12, horizon=4)
+    st = np.concatenate([ws.starts["val"], ws.starts["test"]])
+
+    def predict_all(x, f):  # a forecast that depends on each window's own lookback
+        point = (x[:, -4:, :] * np.arange(1, 5, dtype=np.float32)[None, :, None]).astype(np.float32)
+        return point, (point[..., None] + np.array([-1.0, 0.0, 1.0], np.float32) if quantiles else None)
+
+    one, q_one = forecast_windows(predict_all, ws, st, batch=len(st))
+    by7, q7 = forecast_windows(predict_all, ws, st, batch=7)
+    assert len(st) % 7 and one.dtype == by7.dtype == np.float32 and one.shape == (len(st), 4, 1)
+    np.testing.assert_array_equal(by7, one)
+    if quantiles:
+        assert q7 is not None and q_one is not None and q7.shape == (len(st), 4, 1, 3)
+        np.testing.assert_array_equal(q7, q_one)
+    else:
+        assert q7 is None and q_one is None
+    empty, q_empty = forecast_windows(predict_all, ws, st[:0])
+    assert empty.shape == (0, 4, 1) and q_empty is None
+
+
 def test_the_bars_intervals_are_read_at_the_candidates_rank_so_the_gate_compares_like_with_like():
     """With evaluate.calibration_rank: paths the candidates' conformal shift reads the rank of the paths a horizon
     apart; the bar's empirical band must be read at that rank too, or the candidate pays a width the bar does not."""
