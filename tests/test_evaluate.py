@@ -312,7 +312,8 @@ def test_a_rank_beyond_the_paths_reads_past_the_largest_miss_and_farther_for_the
 @pytest.mark.parametrize("paths", [None, 4.0, 60.0])
 def test_the_conformal_shift_taken_a_level_at_a_time_is_the_one_of_every_level_sorted_at_once(paths):
     """rank_shift sorts one level's misses at a time (a fifth of the memory at five levels): the same shift, to the
-    bit, as sorting every level's misses together, with filled targets left out and with or without paths."""
+    bit, as sorting every level's misses together, with filled targets left out and with or without paths; and in
+    units of each window's divisor (`per`) the shift of the misses divided beforehand."""
     from cellcast.pipeline.modeling.quantiles import _beyond
 
     rng = np.random.default_rng(7)
@@ -340,6 +341,18 @@ def test_the_conformal_shift_taken_a_level_at_a_time_is_the_one_of_every_level_s
     got = rank_shift(y, q, levels, mask, paths)
     np.testing.assert_array_equal(got, want)
     assert (got[0, 1] == 0).all() and (got[1:, :, [0, 1, 3, 4]] != 0).all()
+    # in units of each window's level (calibration_scale): the shift of the divided misses, without dividing q whole
+    from cellcast.pipeline.modeling.quantiles import conformal_shift
+
+    per = rng.uniform(0.5, 3.0, (300, 1, 2))
+    np.testing.assert_array_equal(
+        rank_shift(y, q, levels, mask, paths, per), rank_shift(y / per, q / per[..., None], levels, mask, paths)
+    )
+    for mode in ("widen", "guarded"):
+        np.testing.assert_array_equal(
+            conformal_shift(y, q, levels, mask, mode, 3, paths, per),
+            conformal_shift(y / per, q / per[..., None], levels, mask, mode, 3, paths),
+        )
 
 
 def test_a_widened_band_comes_back_toward_the_heads_when_later_misses_are_smaller_never_past_them():
