@@ -177,6 +177,32 @@ def test_window_losses_are_each_windows_mase_read_a_batch_at_a_time():
     np.testing.assert_array_equal(window_losses(ws, st, pred, batch=7), window_losses(ws, st, pred))
 
 
+@pytest.mark.parametrize("quantiles", [False, True])
+def test_the_forecasts_written_a_batch_at_a_time_are_the_windows_forecast_in_one_batch(quantiles):
+    """forecast_windows writes each batch into one array of every window's forecasts: the same values, order and
+    dtype as one batch of every window; quantiles only from a predictor that forecasts them."""
+    from cellcast.pipeline.modeling.evaluate import forecast_windows
+
+    ws = _ws(np.sin(np.arange(300) / 5.0) + np.arange(300) / 100, lookback=12, horizon=4)
+    st = np.concatenate([ws.starts["val"], ws.starts["test"]])
+
+    def predict_all(x, f):  # a forecast that depends on each window's own lookback
+        point = (x[:, -4:, :] * np.arange(1, 5, dtype=np.float32)[None, :, None]).astype(np.float32)
+        return point, (point[..., None] + np.array([-1.0, 0.0, 1.0], np.float32) if quantiles else None)
+
+    one, q_one = forecast_windows(predict_all, ws, st, batch=len(st))
+    by7, q7 = forecast_windows(predict_all, ws, st, batch=7)
+    assert len(st) % 7 and one.dtype == by7.dtype == np.float32 and one.shape == (len(st), 4, 1)
+    np.testing.assert_array_equal(by7, one)
+    if quantiles:
+        assert q7 is not None and q_one is not None and q7.shape == (len(st), 4, 1, 3)
+        np.testing.assert_array_equal(q7, q_one)
+    else:
+        assert q7 is None and q_one is None
+    empty, q_empty = forecast_windows(predict_all, ws, st[:0])
+    assert empty.shape == (0, 4, 1) and q_empty is None
+
+
 def test_the_bars_intervals_are_read_at_the_candidates_rank_so_the_gate_compares_like_with_like():
     """With evaluate.calibration_rank: paths the candidates' conformal shift reads the rank of the paths a horizon
     apart; the bar's empirical band must be read at that rank too, or the candidate pays a width the bar does not."""
@@ -336,6 +362,52 @@ def test_a_rank_beyond_the_paths_reads_past_the_largest_miss_and_farther_for_the
     assert s[1] == pytest.approx(0 - 0.4 * 5) and s[0] == pytest.approx(0 - 0.7 * 5)
     inside = rank_shift(np.arange(300.0)[:, None, None], np.zeros((300, 1, 1, 5)), levels, None, paths=30)[0, 0]
     assert inside[4] <= 299 and inside[0] >= 0
+
+
+@pytest.mark.parametrize("paths", [None, 4.0, 60.0])
+def test_the_conformal_shift_taken_a_level_at_a_time_is_the_one_of_every_level_sorted_at_once(paths):
+    """rank_shift sorts one level's misses at a time (a fifth of the memory at five levels): the same shift, to the
+    bit, as sorting every level's misses together, with filled targets left out and with or without paths; and in
+    units of each window's divisor (`per`) the shift of the misses divided beforehand."""
+    from cellcast.pipeline.modeling.quantiles import _beyond
+
+    rng = np.random.default_rng(7)
+    levels = [0.05, 0.1, 0.5, 0.9, 0.95]
+    y = rng.normal(size=(300, 6, 2)).astype(np.float32)
+    q = (rng.normal(size=(300, 6, 2, 5)) + np.array([-2, -1, 0, 1, 2])).astype(np.float32)
+    mask = rng.random((300, 6, 2)) > 0.1
+    mask[:, 0, 1] = False  # a step and target never observed: no shift there
+    e = np.where(mask[..., None], y.astype(np.float64)[..., None] - q.astype(np.float64), np.nan)
+    srt, n_obs = np.sort(e, axis=0), np.isfinite(e).sum(axis=0)
+    want = np.zeros(q.shape[1:])
+    for k, tau in enumerate(levels):
+        if tau == 0.5:
+            continue
+        n = n_obs[..., k]
+        rank = np.ceil((n + 1) * tau) if tau > 0.5 else np.floor((n + 1) * tau)
+        if paths is not None and paths < len(y):
+            r = np.ceil((paths + 1) * tau) if tau > 0.5 else np.floor((paths + 1) * tau)
+            rank = np.ceil((r - 0.5) / paths * n) if tau > 0.5 else np.floor((r - 0.5) / paths * n)
+        idx = np.clip(rank, 1, np.maximum(n, 1)).astype(np.int64) - 1
+        pick = np.take_along_axis(srt[..., k], idx[None], axis=0)[0]
+        if paths is not None and paths < len(y):
+            pick = pick + _beyond(srt[..., k], n, paths, tau)
+        want[..., k] = np.where(n > 0, pick, 0.0)
+    got = rank_shift(y, q, levels, mask, paths)
+    np.testing.assert_array_equal(got, want)
+    assert (got[0, 1] == 0).all() and (got[1:, :, [0, 1, 3, 4]] != 0).all()
+    # in units of each window's level (calibration_scale): the shift of the divided misses, without dividing q whole
+    from cellcast.pipeline.modeling.quantiles import conformal_shift
+
+    per = rng.uniform(0.5, 3.0, (300, 1, 2))
+    np.testing.assert_array_equal(
+        rank_shift(y, q, levels, mask, paths, per=per), rank_shift(y / per, q / per[..., None], levels, mask, paths)
+    )
+    for mode in ("widen", "guarded"):
+        np.testing.assert_array_equal(
+            conformal_shift(y, q, levels, mask, mode, 3, paths, per=per),
+            conformal_shift(y / per, q / per[..., None], levels, mask, mode, 3, paths),
+        )
 
 
 def test_a_widened_band_comes_back_toward_the_heads_when_later_misses_are_smaller_never_past_them():

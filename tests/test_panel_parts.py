@@ -192,7 +192,7 @@ def _mapped(a) -> bool:
 
 def test_the_window_set_built_in_files_is_the_one_built_in_memory(validated, monkeypatch, tmp_path):
     """Spilled to files as the series come (the window stage's flat route): the same arrays, known-future columns
-    and static columns included, mapped from the files."""
+    and static columns included, and the same window starts of every split, mapped from the files."""
     import copy
 
     from cellcast.pipeline.catalog import panel_partitions, read_partition, read_validated_panel, validated_paths
@@ -220,6 +220,8 @@ def test_the_window_set_built_in_files_is_the_one_built_in_memory(validated, mon
     np.testing.assert_array_equal(spilled.filled, whole.filled)
     for k in whole.starts:
         np.testing.assert_array_equal(spilled.starts[k], whole.starts[k])
+        assert spilled.starts[k].dtype == np.int64
+    assert all(_mapped(spilled.starts[k]) for k in ("train", "val", "test"))
 
 
 @pytest.mark.parametrize("width", [1, 2, 3])

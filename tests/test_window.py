@@ -326,6 +326,37 @@ def test_scaler_and_window_files_keep_the_fill_mask(tmp_path):
     assert make().filled is None and make().target_mask(make().starts["test"]) is None
 
 
+def test_the_target_mask_reads_the_fill_mask_in_place_whatever_the_target_columns():
+    """A set keeps no inverted copy of its fill mask (1 byte a row): the targets' columns are a view of it where
+    they neighbour each other; the windows' mask and the observations are what inverting it whole gives, for the
+    targets first, last, or apart."""
+    rng = np.random.default_rng(3)
+    n, names = 400, ["a", "b", "c"]
+    values = rng.normal(size=(n, 3)).astype(np.float32)
+    filled = rng.random((n, 3)) < 0.2
+    for targets in (["a"], ["b", "c"], ["a", "c"]):
+        s = settings()
+        ws = build_windows(
+            pd.DataFrame(values, columns=names, index=pd.date_range("2024-01-01", periods=n, freq="h"))
+            .rename_axis("timestamp")
+            .reset_index()
+            .assign(**{f"filled:{c}": filled[:, i] for i, c in enumerate(names)}),
+            variables=names,
+            targets=targets,
+            freq="h",
+            settings=s,
+        )
+        tidx = ws.meta.target_idx
+        observed = ~ws.filled[:, tidx]
+        assert np.shares_memory(ws._filled_targets, ws.filled) == (targets != ["a", "c"])
+        idx = np.concatenate([ws.starts[k] for k in ("train", "val", "test")])
+        rows = idx[:, None] + ws.meta.lookback + np.arange(ws.meta.horizon)
+        np.testing.assert_array_equal(ws.target_mask(idx), observed[rows])
+        np.testing.assert_array_equal(ws._observed, observed)
+        y = ws.values[:, tidx]
+        np.testing.assert_array_equal(ws.observed_target_series(), np.where(observed, y, np.nan))
+
+
 # ---------------------------------------------------------------- plausible bounds: profiled on the training rows
 
 

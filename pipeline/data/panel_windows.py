@@ -172,6 +172,7 @@ class _PanelBlocks:
     counts: dict = field(default_factory=dict)
     skipped: dict = field(default_factory=dict)
     spans: list = field(default_factory=list)  # per series with splits: first/last stamp of each split
+    # each split's window starts, a block per series (the validation and test ones are every step: 8 bytes a window)
     starts: dict = field(default_factory=lambda: {"train": [], "val": [], "test": [], COLD: []})
     blocks: list | _Spill = field(
         default_factory=list
@@ -190,6 +191,7 @@ class _PanelBlocks:
                 _Spill(self.spill / f"{k}.bin") for k in ("values", "filled", "timestamps", "static")
             )
             self.ublocks = {c: _Spill(self.spill / f"future-{i}.bin") for i, c in enumerate(self.future_features)}
+            self.starts = {k: _Spill(self.spill / f"starts-{k}.bin") for k in self.starts}
 
 
 class _Spill:
@@ -235,6 +237,18 @@ def _joined(blocks) -> np.ndarray:
     return blocks.array() if isinstance(blocks, _Spill) else np.concatenate(blocks)
 
 
+def _rows(blocks) -> int:
+    """How many rows the blocks of a _PanelBlocks field hold."""
+    return blocks.rows if isinstance(blocks, _Spill) else sum(len(b) for b in blocks)
+
+
+def _joined_starts(blocks) -> np.ndarray:
+    """One split's window starts as one int64 array (mapped from their file when spilled; empty when none)."""
+    if isinstance(blocks, _Spill):
+        return blocks.array() if blocks.rows else np.zeros(0, np.int64)
+    return (np.concatenate(blocks) if blocks else np.zeros(0, np.int64)).astype(np.int64)
+
+
 def build_panel_windows(
     frame: pd.DataFrame | Iterable[pd.DataFrame], meta: dict, *, settings: Settings, spill: Path | None = None
 ) -> PanelWindowSet:
@@ -262,7 +276,7 @@ def build_panel_windows(
             f"{name}: none of its {acc.seen} series holds a whole window of lookback "
             f"{lookback} + horizon {horizon}: use a shorter window.lookback / window.horizon"
         )
-    if not any(len(x) for x in acc.starts["train"]):
+    if not _rows(acc.starts["train"]):
         raise DataValidationError(
             f"{name}: every series is cold start (too short for its own train / validation / "
             f"test windows): a global model needs at least one series with its own splits"
@@ -324,12 +338,12 @@ def _add_series(acc: _PanelBlocks, frame: pd.DataFrame, meta: dict, name: str, s
         if short is None:
             kind, end = "ok", vs
             for k in ("train", "val", "test"):
-                acc.starts[k].append(own[k] + acc.row)
+                acc.starts[k].append((own[k] + acc.row).astype(np.int64, copy=False))
             t = ts_all[a:b]
             acc.spans.append([t[0], t[vs - 1], t[vs], t[te - 1], t[te], t[-1]])
         else:  # too short for its own splits: every whole window is a cold-start test window
             kind, end = "cold_start", lookback
-            acc.starts[COLD].append(np.flatnonzero(valid) + acc.row)
+            acc.starts[COLD].append((np.flatnonzero(valid) + acc.row).astype(np.int64, copy=False))
         observed = None if f is None else ~f[:end]
         mean, scale = series_scale(vals[:end], observed)
         acc.ids.append(s_id)
@@ -363,7 +377,7 @@ def _assemble_panel(acc: _PanelBlocks, meta: dict, name: str, settings: Settings
     acc.blocks.clear()
     ts = _joined(acc.tblocks)
     filled = _joined(acc.fblocks) if acc.fblocks else None
-    st = {k: (np.concatenate(v) if v else np.zeros(0, np.int64)).astype(np.int64) for k, v in acc.starts.items()}
+    st = {k: _joined_starts(v) for k, v in acc.starts.items()}
     freq = meta["freq"]
     # calendar.parts auto: from the frequency and the longest time a series' training rows cover
     train_span = max((pd.Timestamp(sp[1]) - pd.Timestamp(sp[0]) for sp in acc.spans), default=None)

@@ -99,8 +99,15 @@ class WindowSet:
         self.future = _owned(future, np.float32) if future is not None and future.shape[1] else None
         if self.future is not None and len(self.future) != len(self.values):
             raise ValueError(f"future table: {len(self.future)} rows for {len(self.values)} rows of values")
-        # per row, per target: observed (True) or filled; the view target_mask() windows over
-        self._observed = None if self.filled is None else ~self.filled[:, meta.target_idx]
+        # per row, per target: filled (True) or observed; a view of the fill mask where the targets are neighbouring
+        # columns (they come first in `variables`): a mapped panel's mask is not copied (1 byte a row) per set
+        self._filled_targets = None if self.filled is None else _columns(self.filled, meta.target_idx)
+
+    @property
+    def _observed(self) -> np.ndarray | None:
+        """(rows, T) bool: each row's targets observed (True) or filled; None when no cell was filled. Made whole
+        when asked (a device-resident copy, the observations only), not kept."""
+        return None if self._filled_targets is None else ~self._filled_targets
 
     # --- views and batches -------------------------------------------------------------------
     @property
@@ -167,13 +174,15 @@ class WindowSet:
         like the variables (its training rows); calendar features are left as they are (already in [-1, 1])."""
         if self.future is None:
             return [], []
-        rows = self._future_train_rows()
+        scaled = (_calendar.USER, _calendar.STATIC)
+        # a panel's training rows are a mask of every row: made only when a column is scaled
+        rows = self._future_train_rows() if any(k in scaled for k in self.meta.future_kinds) else None
         mean, std = [], []
         for j, kind in enumerate(self.meta.future_kinds):
             # one column's training rows at a time, and none of a calendar column's (it is not scaled)
-            col = self.future[:, j][rows].astype(np.float64) if kind in (_calendar.USER, _calendar.STATIC) else None
+            col = self.future[:, j][rows].astype(np.float64) if kind in scaled else None
             v = np.zeros(0) if col is None else col[np.isfinite(col)]
-            user = kind in (_calendar.USER, _calendar.STATIC) and len(v)
+            user = kind in scaled and len(v)
             mean.append(float(v.mean()) if user else 0.0)
             sd = float(v.std()) if user else 1.0
             std.append(sd if np.isfinite(sd) and sd >= 1e-8 else 1.0)
@@ -193,10 +202,10 @@ class WindowSet:
     def target_mask(self, starts: np.ndarray) -> np.ndarray | None:
         """(B, horizon, T) bool: which targets of the windows at `starts` were observed (False: filled, not to
         be scored). None when no cell was filled."""
-        if self._observed is None:
+        if self._filled_targets is None:
             return None
-        v = np.lib.stride_tricks.sliding_window_view(self._observed, self.meta.horizon, axis=0)  # (n, T, H), a view
-        return v[np.asarray(starts) + self.meta.lookback].transpose(0, 2, 1)
+        v = np.lib.stride_tricks.sliding_window_view(self._filled_targets, self.meta.horizon, axis=0)  # (n, T, H)
+        return ~v[np.asarray(starts) + self.meta.lookback].transpose(0, 2, 1)  # the gathered windows' cells only
 
     def series_floor(self, starts: np.ndarray) -> np.ndarray:
         """The first row of the series each window lies in (0 here; a panel's series start at their offsets)."""
@@ -208,7 +217,7 @@ class WindowSet:
     def observed_target_series(self) -> np.ndarray:
         """The targets with filled cells as NaN: observations only."""
         y = self.target_series()
-        return y if self._observed is None else np.where(self._observed, y, np.nan)
+        return y if self._filled_targets is None else np.where(self._filled_targets, np.nan, y)
 
     def with_starts(self, **starts: np.ndarray) -> WindowSet:
         """The same series (values, fill mask, known-future table) with some splits' windows replaced."""
@@ -230,10 +239,9 @@ class TorchWindows:
         self.windows = self.series.unfold(0, ws.span, 1)  # (n, V, span), a view
         self.target_idx = torch.tensor(ws.meta.target_idx, device=self.device)
         self.starts = {k: torch.from_numpy(v).to(self.device) for k, v in ws.starts.items()}
+        observed = ws._observed if self.device.type != "cpu" else None  # a CPU batch gathers from the set's mask
         self.observed = (
-            None
-            if ws._observed is None
-            else torch.from_numpy(ws._observed).to(self.device).unfold(0, ws.meta.horizon, 1)
+            None if observed is None else torch.from_numpy(observed).to(self.device).unfold(0, ws.meta.horizon, 1)
         )  # (n, T, H), a view
         self.future_windows = (
             None if ws.future is None else torch.from_numpy(ws.future).to(self.device).unfold(0, ws.meta.horizon, 1)
@@ -262,7 +270,7 @@ class TorchWindows:
 
     def target_mask(self, idx):
         """(B, horizon, T) float, 1 where a target was observed, 0 where filled; None when nothing was filled."""
-        if self.observed is None:
+        if self.ws._filled_targets is None:
             return None
         if self.device.type == "cpu":
             import torch
@@ -272,6 +280,13 @@ class TorchWindows:
 
     def device_target_mask(self, idx):
         """target_mask gathered from the device-resident unfold view (the GPU path; runs on any device)."""
+        if self.observed is None:  # on a CPU, made when first asked
+            import torch
+
+            observed = self.ws._observed
+            if observed is None:
+                return None
+            self.observed = torch.from_numpy(observed).to(self.device).unfold(0, self.ws.meta.horizon, 1)
         return self.observed[idx + self.ws.meta.lookback].transpose(1, 2).float()
 
 
@@ -318,6 +333,13 @@ def _calendar_column(cal: np.ndarray, got: list[str], name: str, freq: str) -> n
     if name not in got:
         raise ValueError(f"calendar column '{name}' does not exist at frequency {freq}")
     return cal[:, got.index(name)]
+
+
+def _columns(a: np.ndarray, idx: list[int]) -> np.ndarray:
+    """a[:, idx]: a view when `idx` are neighbouring columns in order, else a copy."""
+    if len(idx) and list(idx) == list(range(idx[0], idx[0] + len(idx))):
+        return a[:, idx[0] : idx[0] + len(idx)]
+    return a[:, idx]
 
 
 def spread(n: int, most: int | None) -> np.ndarray:

@@ -150,20 +150,28 @@ def forecast_windows(
     predict_all, ws: WindowSet, starts: np.ndarray, batch: int = 4096, table: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Run `predict_all(x, future) -> (point (B, H, T), quantiles (B, H, T, Q) or None)` over the windows at
-    `starts`, in batches."""
-    ys: list[np.ndarray] = []
-    qs: list[np.ndarray] = []  # empty when predict_all forecasts no quantiles (q is None on every batch)
-    for i in range(0, len(starts), batch):
+    `starts`, in batches, written into arrays of every window's forecasts as they come (not joined from a list of
+    batches at the end: one copy of the forecasts at the peak, not two)."""
+    n = len(starts)
+    out: np.ndarray | None = None
+    qout: np.ndarray | None = None  # None when predict_all forecasts no quantiles (q is None on every batch)
+    for i in range(0, n, batch):
         s = starts[i : i + batch]
         x, _ = ws.batch(s)
         f = ws.future_batch(s, table)
         y, q = predict_all(np.ascontiguousarray(x), None if f is None else np.ascontiguousarray(f))
-        ys.append(np.asarray(y))
+        y = np.asarray(y)
+        if out is None:
+            out = np.empty((n, *y.shape[1:]), y.dtype)
+        out[i : i + len(y)] = y
         if q is not None:
-            qs.append(np.asarray(q))
-    if not ys:
+            q = np.asarray(q)
+            if qout is None:
+                qout = np.empty((n, *q.shape[1:]), q.dtype)
+            qout[i : i + len(q)] = q
+    if out is None:
         return np.zeros((0, ws.meta.horizon, len(ws.meta.targets)), np.float32), None
-    return np.concatenate(ys), (np.concatenate(qs) if qs else None)
+    return out, qout
 
 
 def evaluate_forecasts(

@@ -68,15 +68,18 @@ def conformal_shift(
     parts: int = 2,
     paths: float | None = None,
     at: np.ndarray | None = None,
+    per: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The per (step, target, level) shift (H, T, Q) that calibrates quantiles `q` (n, H, T, Q) on targets `y`.
+    """The per (step, target, level) shift (H, T, Q) that calibrates quantiles `q` (n, H, T, Q) on targets `y`;
+    with `per` (n, 1, T) the misses in units of it, each window's own (the shift of `y / per` and `q / per[..., None]`,
+    without a float64 copy of every level's quantiles).
     `paths`: how many independent forecast paths the n windows hold (those a horizon apart, when consecutive windows
     share targets); the finite-sample rank is taken among them, not among the n windows (None: n, no overlap).
     mode "widen": a level above the median only moves up, one below it only down (the interval never narrows).
     mode "guarded": the two-sided shift where it widens; where it narrows, only as far as each of `parts`
     consecutive parts of the windows (in time order) would narrow on its own: the least narrowing of them, so an
     interval narrows only when the whole held-out span agrees it is too wide, not when one calm stretch says so."""
-    shift = rank_shift(y, q, levels, mask, paths, at)
+    shift = rank_shift(y, q, levels, mask, paths, at, per)
     if mode == "widen":
         return outward(shift, levels).astype(np.float32)
     if mode == "guarded":
@@ -89,6 +92,7 @@ def conformal_shift(
                 None if mask is None else mask[a:b],
                 None if paths is None else paths * (b - a) / len(y),
                 at,
+                None if per is None else per[a:b],
             )
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)
             if b > a
@@ -144,6 +148,7 @@ def rank_shift(
     mask: np.ndarray | None,
     paths: float | None = None,
     at: np.ndarray | None = None,
+    per: np.ndarray | None = None,
 ) -> np.ndarray:
     """The two-sided conformal shift (H, T, Q), float64: the misses' tau-quantile at the finite-sample rank.
 
@@ -152,18 +157,20 @@ def rank_shift(
     (r - 1/2) / p of the n sorted misses: the share moves outward as p shrinks (with 5 paths the 90% level reads the
     largest miss), where n windows would claim a precision their shared targets do not have. A rank beyond the paths
     reads past the largest miss (`_beyond`): a conformal quantile beyond the sample has no finite value, and the
-    largest miss of p paths covers p / (p + 1) at best."""
-    e = y.astype(np.float64)[..., None] - q.astype(np.float64)
-    if mask is not None:
-        e = np.where(mask[..., None], e, np.nan)
-    srt = np.sort(e, axis=0)  # NaN (unobserved) last
-    n_obs = np.isfinite(e).sum(axis=0)  # (H, T, Q)
+    largest miss of p paths covers p / (p + 1) at best. `per` (n, 1, T): the misses in units of each window's own
+    divisor (conformal_shift)."""
+    y64 = y.astype(np.float64) if per is None else y / per
     shift = np.zeros(q.shape[1:], np.float64)
-    for k, nominal in enumerate(levels):
+    for k, nominal in enumerate(levels):  # a level at a time: one level's misses in memory, sorted, not every level's
         if abs(nominal - 0.5) < 1e-12:
             continue
         tau = nominal if at is None else float(at[k])
-        n = n_obs[..., k]
+        e = y64 - (q[..., k].astype(np.float64) if per is None else q[..., k] / per)
+        if mask is not None:
+            e = np.where(mask, e, np.nan)
+        srt = np.sort(e, axis=0)  # NaN (unobserved) last
+        n = np.isfinite(e).sum(axis=0)  # (H, T)
+        del e
         rank = np.ceil((n + 1) * tau) if tau > 0.5 else np.floor((n + 1) * tau)
         if paths is not None and 0 < paths < len(y):
             p = max(float(paths), 1.0)  # the paths' rank, placed at the middle of its share of them (symmetric
@@ -171,9 +178,9 @@ def rank_shift(
             share = (r - 0.5) / p  # read among the observed windows
             rank = np.ceil(share * n) if tau > 0.5 else np.floor(share * n)
         idx = np.clip(rank, 1, np.maximum(n, 1)).astype(np.int64) - 1
-        pick = np.take_along_axis(srt[..., k], idx[None], axis=0)[0]
+        pick = np.take_along_axis(srt, idx[None], axis=0)[0]
         if paths is not None and 0 < paths < len(y):
-            pick = pick + _beyond(srt[..., k], n, float(paths), tau)
+            pick = pick + _beyond(srt, n, float(paths), tau)
         shift[..., k] = np.where(n > 0, pick, 0.0)
     return shift
 

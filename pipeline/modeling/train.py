@@ -378,9 +378,11 @@ def calibrate(
     # consecutive windows share horizon - 1 targets: the rank counts the paths a horizon apart (calibration_rank)
     paths = _splits.test_origins(starts, ws.meta.horizon) if ev.calibration_rank == "paths" else None
 
-    def fit(yy: np.ndarray, qq: np.ndarray, mm: np.ndarray | None, part: float = 1.0) -> np.ndarray:
+    def fit(
+        yy: np.ndarray, qq: np.ndarray, mm: np.ndarray | None, part: float = 1.0, per: np.ndarray | None = None
+    ) -> np.ndarray:
         return _quantiles.conformal_shift(
-            yy, qq, levels, mm, mode, ev.calibration_parts, None if paths is None else paths * part
+            yy, qq, levels, mm, mode, ev.calibration_parts, None if paths is None else paths * part, per=per
         )
 
     point = q[..., levels.index(0.5)]  # uncalibrated, the median is the point forecast
@@ -389,7 +391,7 @@ def calibrate(
     )
     level = _quantiles.forecast_level(point)
     if relative and (level > 0).all():
-        shift = fit(y / level[..., 0], q / level, mask)
+        shift = fit(y, q, mask, per=level[..., 0])  # in units of each window's level, no copy of q / level
         model.q_scale.copy_(torch.from_numpy(shift))
         scale = np.ones((1, len(ws.meta.targets), 1))
     else:
