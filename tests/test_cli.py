@@ -71,8 +71,7 @@ def test_own_csv_to_champion_to_forecast(prefect_api, project, tiny_params):
     ).to_csv(project / "plant.csv", sep=";", index=False)
     before = (project / "plant.csv").read_bytes()
 
-    code, out = shell(
-        project,
+    code, out = run(
         "ingest",
         "--csv",
         "plant.csv",
@@ -86,15 +85,16 @@ def test_own_csv_to_champion_to_forecast(prefect_api, project, tiny_params):
         "plant",
     )
     assert code == 0, out
+    # the entry point as a user runs it, in a process of its own (Prefect sets up its logging per process); the steps
+    # before and after it run in this process
     code, out = shell(project, "train", "plant")
     assert code == 0, out
-    # what reads the registry runs in this process (the process paths are the ingest, the training and the forecast)
     code, out = run("models", "plant")
     assert code == 0 and "champion" in out, out
     code, out = run("evaluate", "plant")
     assert code == 0 and '"mase"' in out, out
     assert (project / "reports/plant/metrics.json").is_file()
-    code, out = shell(project, "forecast", "plant")
+    code, out = run("forecast", "plant")
     assert code == 0, out
     files = list((project / "forecasts/plant").glob("*.parquet"))
     assert len(files) == 1 and len(pd.read_parquet(files[0])) == 24

@@ -1,7 +1,8 @@
 """A user's own data under DVC, as a new user meets it: their CSV (outside the repository) ingested, trained on,
 replaced by next month's CSV under the same name, trained on again; then data/ and the local DVC cache are gone and
 both versions' exact bytes come back through `cellcast data get` from the remote. The real `dvc`, the real `cellcast`
-in processes of their own, MLflow's store in the copy, the session's Prefect server."""
+in processes of their own for the ingests, the trainings and the other clone (the reads of the copy after them in this
+process), MLflow's store in the copy, the session's Prefect server."""
 
 from __future__ import annotations
 
@@ -78,6 +79,18 @@ def cellcast(repo: Path, *args: str, env: dict | None = None) -> str:
     return p.stdout + p.stderr
 
 
+def here(*args: str) -> str:
+    """`cellcast ARGS` in this process, on the project in the working directory: the reads that follow the trainings
+    (a process of its own would import MLflow and DVC again for each)."""
+    from typer.testing import CliRunner
+
+    from cellcast.cli import app
+
+    r = CliRunner().invoke(app, list(args), env={"CELLCAST_PARAMS": None, "MLFLOW_TRACKING_URI": None})
+    assert r.exit_code == 0, f"cellcast {' '.join(args)} exited {r.exit_code}:\n{r.output[-3000:]}"
+    return r.output
+
+
 def version_tags(repo: Path, version: int) -> dict:
     """The tags of load-forecaster v<version> in the copy's own MLflow store (<copy>/.cellcast/mlflow.db), read here
     with a client of its own: the test process's tracking URI stays as it was."""
@@ -131,7 +144,7 @@ def test_a_users_csv_versioned_trained_replaced_and_both_versions_restored(repo,
     assert v2["data_md5"] != v1["data_md5"] and v2["data_md5"] == data_hash(repo / "data/load/validated.parquet")
 
     # a garbage collection keeps every version a registered model names (v1's data is in no dvc.lock now)
-    gc = cellcast(repo, "data", "gc", "--cloud")
+    gc = here("data", "gc", "--cloud")
     assert "kept the data of 2 registered versions (2 data versions)" in gc
     # what nothing names is gone: v1's CSV (pushed at the first ingest) from the remote, v1's raw.parquet locally
     removed = re.search(r"removed (\d+) objects from the local cache and (\d+) from the remote", gc)
@@ -139,10 +152,10 @@ def test_a_users_csv_versioned_trained_replaced_and_both_versions_restored(repo,
 
     shutil.rmtree(repo / "data")
     shutil.rmtree(repo / ".dvc" / "cache")
-    got = cellcast(repo, "data", "get", "load", "--version", "1", "--out", str(tmp_path / "v1"))
+    got = here("data", "get", "load", "--version", "1", "--out", str(tmp_path / "v1"))
     assert f"load-forecaster v1 was trained on (md5 {v1['data_md5']}, checked)" in got
     assert (tmp_path / "v1" / "validated.parquet").read_bytes() == first
-    cellcast(repo, "data", "get", "load", "--model", "challenger", "--out", str(tmp_path / "v2"))
+    here("data", "get", "load", "--model", "challenger", "--out", str(tmp_path / "v2"))
     assert (tmp_path / "v2" / "validated.parquet").read_bytes() == second
     # the folder remote holds each under its md5, as `dvc push` stores any output
     md5 = v1["data_md5"]
@@ -157,6 +170,8 @@ def test_a_users_csv_versioned_trained_replaced_and_both_versions_restored(repo,
     subprocess.run(["git", "init", "-q"], cwd=clone, check=True)
     dvc(clone, "remote", "add", "-d", "shared", str(repo / "dvc-storage"))
     tracking = {"MLFLOW_TRACKING_URI": f"sqlite:///{repo / '.cellcast' / 'mlflow.db'}"}
+    # a process of its own: this one exported the copy's store as its own tracking URI, which a new process reads as
+    # the user's
     cellcast(clone, "data", "get", "load", "--version", "1", "--out", str(tmp_path / "c1"), env=tracking)
     assert (tmp_path / "c1" / "validated.parquet").read_bytes() == first
 
