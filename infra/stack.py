@@ -98,22 +98,41 @@ def _spawn(folder: Path, name: str, cmd: list[str], cwd: Path, env: dict) -> sub
     return proc
 
 
+def _stat(d: Path) -> tuple[int, int] | None:
+    """(parent pid, session id) of the process at /proc/PID, None when it is gone or unreadable."""
+    try:
+        f = (d / "stat").read_text().split(")")[-1].split()
+        return int(f[1]), int(f[3])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _tree(pid: int) -> list[int]:
-    """pid and every descendant (children first found through /proc, so no extra package is needed)."""
+    """pid, every descendant, and every process of the session pid leads (each stack process is started in a
+    session of its own): a flow run the worker started is found even after the worker is gone and the run was
+    handed to init. Read from /proc, so no extra package is needed."""
     kids: dict[int, list[int]] = {}
+    session: list[int] = []
     for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().split(")")[-1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            kids.setdefault(ppid, []).append(int(d.name))
-    out, todo = [], [pid]
+        if d.name.isdigit() and (st := _stat(d)) is not None:
+            kids.setdefault(st[0], []).append(int(d.name))
+            if st[1] == pid:
+                session.append(int(d.name))
+    out, todo = [], [pid, *session]
     while todo:
         p = todo.pop()
-        out.append(p)
-        todo.extend(kids.get(p, []))
+        if p not in out:
+            out.append(p)
+            todo.extend(kids.get(p, []))
     return out
+
+
+def _signal(procs: list[int], sig: int) -> None:
+    for q in procs:
+        try:
+            os.kill(q, sig)
+        except ProcessLookupError:
+            pass
 
 
 def _stop_one(folder: Path, name: str, grace: float) -> str | None:
@@ -125,20 +144,16 @@ def _stop_one(folder: Path, name: str, grace: float) -> str | None:
         p.unlink()
         return f"{name}: not running"
     procs = _tree(pid)
-    for q in procs:
-        try:
-            os.kill(q, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+    _signal(procs, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and any(_alive(q) for q in procs):
         time.sleep(0.3)
+        # what a process started while the others stopped (a worker's flow run) is stopped too
+        new = [q for q in _tree(pid) if q not in procs]
+        _signal(new, signal.SIGTERM)
+        procs += new
     killed = [q for q in procs if _alive(q)]
-    for q in killed:
-        try:
-            os.kill(q, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    _signal(killed, signal.SIGKILL)
     p.unlink()
     return f"{name}: stopped (pid {pid}" + (f", {len(killed)} killed after {grace:.0f}s)" if killed else ")")
 

@@ -289,6 +289,16 @@ def test_the_stack_starts_as_users_start_it_runs_the_schedule_through_the_worker
     for pid in pids:
         stat = Path(f"/proc/{pid}/stat")
         assert not stat.exists() or "Z" in stat.read_text().split(")")[-1][:3]  # gone, or a zombie
+    # nor anything they started: each runs in a session of its own, which a flow run the worker began shares
+    left = []
+    for d in Path("/proc").iterdir():
+        try:
+            f = (d / "stat").read_text().split(")")[-1].split() if d.name.isdigit() else None
+            if f and f[0] != "Z" and int(f[3]) in pids:
+                left.append((d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200])
+        except OSError:
+            continue  # gone while read
+    assert not left, left
     assert subprocess.run(stack + ["status"], cwd=project, capture_output=True).returncode == 3
 
 
