@@ -221,13 +221,45 @@ def validate_partitions(task: PartitionTask) -> PartitionResult:
     )
     gx, failed = _suite(task, cols, id_cols, _bounds(meta, settings)).run(frame)
     result.gx = {"partition": task.index, "rows": int(len(frame)), **gx}
+    whole = [f for f in failed if f.series is None]  # a rule on the whole table (a column missing, not numeric)
+    if whole:  # no series to blame: the dataset fails
+        result.failure = _failure(whole[0])
+        result.seconds = time.perf_counter() - t0
+        return result
+    bad = _broken_series(failed, frame)
+    kept, ahead = [], []
+    for sid, a, b in series_bounds(frame):
+        g = frame.iloc[a:b]
+        if sid in bad:
+            continue
+        try:
+            out, rep, (status, counts, why) = _cleaned_series(task, sid, g, cols, targets)
+        except RuleFailure as f:
+            bad[sid] = _failure(f)
+            continue
+        ids = {c: str(g[c].iat[0]) for c in extra} or {SERIES_ID: sid}
+        out = _keyed(out, sid, ids, extra)
+        out["timestamp"] = out["timestamp"].astype("datetime64[ns]")
+        kept.append(out)
+        if meta.get("future_features"):
+            ahead.append(_keyed(known_future_rows(g, meta, out["timestamp"].iat[-1]), sid, ids, extra))
+        result.series[sid] = _series_report(sid, ids, g, out, rep, status, counts, why)
+    if kept:
+        result.frame = pd.concat(kept, ignore_index=True)
+    if ahead:
+        result.future = pd.concat(ahead, ignore_index=True)
+    result.bad = bad
+    if bad:
+        result.bad_rows = frame[frame[SERIES_ID].isin(list(bad))].reset_index(drop=True)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _broken_series(failed: list[RuleFailure], frame: pd.DataFrame) -> dict[str, dict]:
+    """series_id -> the rule it broke: the first expectation that found its rows, else rows going back in time."""
     bad: dict[str, dict] = {}
     for f in failed:
-        if f.series is None:  # a rule on the whole table (a column missing, not numeric): no series to blame
-            result.failure = _failure(f)
-            result.seconds = time.perf_counter() - t0
-            return result
-        for sid, found in f.series.items():
+        for sid, found in (f.series or {}).items():
             bad.setdefault(sid, _failure(f, found["count"], found["examples"]))
     for sid, n in _unordered(frame).items():
         bad.setdefault(
@@ -240,48 +272,32 @@ def validate_partitions(task: PartitionTask) -> PartitionResult:
                 "detail": "",
             },
         )
-    kept, ahead = [], []
-    for sid, a, b in series_bounds(frame):
-        g = frame.iloc[a:b]
-        if sid in bad:
-            continue
-        rep = ValidationReport(
-            name=f"{task.name}/{sid}", source=sid, success=False, freq=meta["freq"], rows_in=int(len(g))
-        )
-        try:
-            out = apply_policy(
-                g[["timestamp", *cols]].reset_index(drop=True),
-                rep,
-                cols,
-                settings,
-                schedule=True,
-                hours=as_schedule(meta.get("schedule")),
-            )
-            status, counts, why = _window_status(out, cols, targets, task.lookback, task.horizon, settings)
-        except RuleFailure as f:
-            bad[sid] = _failure(f)
-            continue
-        ids = {c: str(g[c].iat[0]) for c in extra} or {SERIES_ID: sid}
-        out.insert(0, SERIES_ID, sid)
-        for i, c in enumerate(extra):
-            out.insert(1 + i, c, ids[c])
-        out["timestamp"] = out["timestamp"].astype("datetime64[ns]")
-        kept.append(out)
-        if meta.get("future_features"):
-            later = known_future_rows(g, meta, out["timestamp"].iat[-1])
-            for i, c in enumerate([SERIES_ID, *extra]):
-                later.insert(i, c, sid if c == SERIES_ID else ids[c])
-            ahead.append(later)
-        result.series[sid] = _series_report(sid, ids, g, out, rep, status, counts, why)
-    if kept:
-        result.frame = pd.concat(kept, ignore_index=True)
-    if ahead:
-        result.future = pd.concat(ahead, ignore_index=True)
-    result.bad = bad
-    if bad:
-        result.bad_rows = frame[frame[SERIES_ID].isin(list(bad))].reset_index(drop=True)
-    result.seconds = time.perf_counter() - t0
-    return result
+    return bad
+
+
+def _cleaned_series(
+    task: PartitionTask, sid: str, g: pd.DataFrame, cols: list[str], targets: list[str]
+) -> tuple[pd.DataFrame, ValidationReport, tuple[str, dict, str | None]]:
+    """One series' rows after the gap policy, what the policy did to them, and its window status (_window_status);
+    RuleFailure when the series breaks a rule."""
+    meta, settings = task.meta, task.settings
+    rep = ValidationReport(name=f"{task.name}/{sid}", source=sid, success=False, freq=meta["freq"], rows_in=int(len(g)))
+    out = apply_policy(
+        g[["timestamp", *cols]].reset_index(drop=True),
+        rep,
+        cols,
+        settings,
+        schedule=True,
+        hours=as_schedule(meta.get("schedule")),
+    )
+    return out, rep, _window_status(out, cols, targets, task.lookback, task.horizon, settings)
+
+
+def _keyed(rows: pd.DataFrame, sid: str, ids: dict, extra: list[str]) -> pd.DataFrame:
+    """`rows` of series `sid` with its key in front: series_id, then the panel's other id columns."""
+    for i, c in enumerate([SERIES_ID, *extra]):
+        rows.insert(i, c, sid if c == SERIES_ID else ids[c])
+    return rows
 
 
 def panel_window(meta: dict, settings: Settings) -> tuple[int, int, int]:
