@@ -31,13 +31,15 @@ import pandas as pd
 
 from ..catalog import (
     SERIES_ID,
+    data_docs_dir,
     future_path,
     panel_partitions,
     quarantine_dir,
+    quarantined_files,
     raw_paths,
     read_partition,
-    reports_dir,
     validated_paths,
+    validation_report_path,
 )
 from ..config import Settings
 from ..errors import DataValidationError
@@ -354,10 +356,11 @@ def _message(source: str, bad: dict, n_in: int, policy: str) -> str:
 
 def _quarantine(settings: Settings, meta: dict, rows: list[pd.DataFrame], report: dict) -> str:
     q = quarantine_dir(settings)
+    rows_file, meta_file, report_file = quarantined_files(q)
     if rows:
-        pd.concat(rows, ignore_index=True).to_parquet(q / "data.parquet", index=False)
-    write_json(q / "meta.json", meta)
-    write_json(q / "report.json", {"stage": "validate", **report})
+        pd.concat(rows, ignore_index=True).to_parquet(rows_file, index=False)
+    write_json(meta_file, meta)
+    write_json(report_file, {"stage": "validate", **report})
     return str(q)
 
 
@@ -389,10 +392,9 @@ def validate_panel(settings: Settings, meta: dict, mapper: Callable | None = Non
     name = settings.dataset
     t0 = datetime.now(UTC)
     raw_pq, _ = raw_paths(settings)
-    report_dir = reports_dir(settings)
     source = str(raw_pq)
     lookback, horizon, basis = panel_window(meta, settings)
-    docs = _fresh_data_docs(report_dir, mapper)
+    docs = _fresh_data_docs(data_docs_dir(settings), mapper)
     tasks = _partition_tasks(settings, meta, raw_pq, (lookback, horizon), docs)
     policy = settings.ingest.bad_series
     rep = ValidationReport(
@@ -411,15 +413,15 @@ def validate_panel(settings: Settings, meta: dict, mapper: Callable | None = Non
     rep.failures = _failures(got.failure, got.bad)
     rep.windows = {"lookback": lookback, "horizon": horizon}
     rep.panel = panel_report(got.series_in, got.kept, got.bad, policy, lookback, horizon, basis, got.parts)
-    rep.data_docs = str(report_dir / "data_docs" / "index.html") if docs else None
-    rep.report_path = str(report_dir / "validation.json")
+    rep.data_docs = str(data_docs_dir(settings) / "index.html") if docs else None
+    rep.report_path = str(validation_report_path(settings))
     refused = got.refused(policy)
     if refused:
         rep.error = _refusal(source, name, got, policy)
     if got.bad or got.failure is not None:
         rep.quarantine_path = _quarantine(settings, meta, got.bad_rows if got.failure is None else [], rep.to_dict())
         if got.failure is not None:
-            shutil.copy2(raw_pq, Path(rep.quarantine_path) / "data.parquet")
+            shutil.copy2(raw_pq, quarantined_files(Path(rep.quarantine_path))[0])
     rep.seconds = (datetime.now(UTC) - t0).total_seconds()
     if refused:
         write_json(Path(rep.report_path), rep.to_dict())
@@ -432,14 +434,14 @@ def validate_panel(settings: Settings, meta: dict, mapper: Callable | None = Non
     return rep
 
 
-def _fresh_data_docs(report_dir: Path, mapper: Callable | None) -> str | None:
+def _fresh_data_docs(docs_dir: Path, mapper: Callable | None) -> str | None:
     """Where this run's Data Docs go (validated in this process), or None (mapped elsewhere): no Data Docs of an older
     run are left beside this run's report."""
     if mapper is None:
         _SUITES.clear()  # this run's Data Docs start afresh
-    if mapper is not None and (report_dir / "data_docs").exists():
-        shutil.rmtree(report_dir / "data_docs")  # no Data Docs of an older run beside this run's report
-    return str((report_dir / "data_docs").resolve()) if mapper is None else None
+    if mapper is not None and docs_dir.exists():
+        shutil.rmtree(docs_dir)  # no Data Docs of an older run beside this run's report
+    return str(docs_dir.resolve()) if mapper is None else None
 
 
 def _partition_tasks(
