@@ -198,6 +198,27 @@ def _train(settings: Settings, source, from_windows: bool, device: str | None, l
         f"; validation MASE { ({k: round(v, 3) for k, v in anchor.val_mase.items()}) }" if anchor.val_mase else "",
     )
     dev = str(pick_device(device or settings.train.device))
+    results = _train_candidates(ws, settings, anchor, dev, logger)
+    selection = _backtest_selection(ws, settings, results, dev, logger)
+    refs = reference_steps(ws, settings)
+    if refs:
+        logger.info(
+            "references (test MASE on the promotion origins%s): %s",
+            "" if not ws.is_panel else f", {next(iter(refs.values()))['series_sampled']} series",
+            {k: round(v["mase"], 3) if "mase" in v else v["status"] for k, v in refs.items()},
+        )
+    reports = _assess(results, ws, settings)
+    outcome = promote_task(ws, settings, base, results, reports, selection, refs, kept)
+    print(summary.summary_table(outcome))
+    publish_result(outcome)
+    if settings.train.strategy == "local" and ws.is_panel:
+        local_task(ws, settings, base.anchor_season)
+    return outcome
+
+
+def _train_candidates(ws, settings: Settings, anchor: AnchorChoice, dev: str, logger) -> list[TrainResult]:
+    """Every candidate of params.yaml trained (in worker processes, threads or one after another, as
+    train.task_runner and the cores allow), then their ensemble and the anchor alone when they apply."""
     cands = candidates(settings)
     m, t = ws.meta, settings.train
     at_once = candidates_at_once(ws, settings, dev, len(cands))
@@ -235,43 +256,39 @@ def _train(settings: Settings, source, from_windows: bool, device: str | None, l
         ensemble = ensemble_task(results, ws, settings)
         alone = anchor_alone(results, ws, settings, anchor)
     # after the trained ones: a tie on validation (cells that stayed at their anchor) keeps a trained candidate
-    results = [*results, *(r for r in (ensemble, alone) if r is not None)]
-    selection = None
-    if settings.evaluate.selection == "backtest":
-        # folds cut from the rows before the test split: the final test rows decide promotion, never selection
-        bt = backtest_steps(ws, settings, end=ws.meta.bounds["test"], device=dev)
-        selection = {
-            "folds": len(bt.folds),
-            "refit": bt.refit,
-            "rows": [0, bt.end],
-            "mean_mase": bt.mean_mase([r.candidate.name for r in results]),
-        }
-        logger.info(
-            "backtest selection over %d folds (rows 0..%d): mean MASE %s",
-            len(bt.folds),
-            bt.end - 1,
-            {k: round(v, 3) for k, v in selection["mean_mase"].items()},
-        )
-    refs = reference_steps(ws, settings)
-    if refs:
-        logger.info(
-            "references (test MASE on the promotion origins%s): %s",
-            "" if not ws.is_panel else f", {next(iter(refs.values()))['series_sampled']} series",
-            {k: round(v["mase"], 3) if "mase" in v else v["status"] for k, v in refs.items()},
-        )
-    out_dir = models_dir(settings)
-    if t.task_runner != "dask" and (os.cpu_count() or 1) > 1:
+    return [*results, *(r for r in (ensemble, alone) if r is not None)]
+
+
+def _backtest_selection(ws, settings: Settings, results: list[TrainResult], dev: str, logger) -> dict | None:
+    """evaluate.selection: backtest: each candidate's mean MASE over rolling-origin folds, which selection reads
+    instead of the validation split; None otherwise."""
+    if settings.evaluate.selection != "backtest":
+        return None
+    # folds cut from the rows before the test split: the final test rows decide promotion, never selection
+    bt = backtest_steps(ws, settings, end=ws.meta.bounds["test"], device=dev)
+    selection = {
+        "folds": len(bt.folds),
+        "refit": bt.refit,
+        "rows": [0, bt.end],
+        "mean_mase": bt.mean_mase([r.candidate.name for r in results]),
+    }
+    logger.info(
+        "backtest selection over %d folds (rows 0..%d): mean MASE %s",
+        len(bt.folds),
+        bt.end - 1,
+        {k: round(v, 3) for k, v in selection["mean_mase"].items()},
+    )
+    return selection
+
+
+def _assess(results: list[TrainResult], ws, settings: Settings) -> list[assessment.CandidateReport]:
+    """Each result exported to ONNX in models_dir, gated on parity and scored."""
+    out_dir = str(models_dir(settings))
+    if settings.train.task_runner != "dask" and (os.cpu_count() or 1) > 1:
         # in the flow's threads: ONNX Runtime and torch release the interpreter while they compute
-        assessing = [assess_task.submit(r, ws, settings, str(out_dir)) for r in results]
-        reports = [f.result() for f in assessing]
-    else:
-        reports = [assess_task(r, ws, settings, str(out_dir)) for r in results]
-    outcome = promote_task(ws, settings, base, results, reports, selection, refs, kept)
-    print(summary.summary_table(outcome))
-    publish_result(outcome)
-    if settings.train.strategy == "local" and ws.is_panel:
-        local_task(ws, settings, base.anchor_season)
-    return outcome
+        assessing = [assess_task.submit(r, ws, settings, out_dir) for r in results]
+        return [f.result() for f in assessing]
+    return [assess_task(r, ws, settings, out_dir) for r in results]
 
 
 @task(name="local-models", cache_policy=NO_CACHE, retries=0)

@@ -62,6 +62,12 @@ def quarantine_dir(settings: Settings) -> Path:
     return d
 
 
+def quarantined_files(folder: Path) -> tuple[Path, Path, Path]:
+    """(data.parquet, meta.json, report.json) of a quarantine folder: the rejected rows, their metadata and why
+    they were rejected."""
+    return folder / "data.parquet", folder / "meta.json", folder / "report.json"
+
+
 def forecasts_dir(settings: Settings) -> Path:
     """Batch forecasts of a dataset, one Parquet file per run, named by its UTC stamp."""
     return Path(settings.paths.forecasts) / check_dataset_name(settings.dataset)
@@ -82,6 +88,27 @@ def validation_report_path(settings: Settings) -> Path:
     return reports_dir(settings) / "validation.json"
 
 
+def data_docs_dir(settings: Settings) -> Path:
+    """reports/NAME/data_docs: the Great Expectations Data Docs of the last validation (index.html)."""
+    return reports_dir(settings) / "data_docs"
+
+
+def metrics_path(settings: Settings) -> Path:
+    """reports/NAME/metrics.json: the registered model's test metrics (`dvc metrics show`, registry/report.py)."""
+    return reports_dir(settings) / "metrics.json"
+
+
+def plots_dir(settings: Settings) -> Path:
+    """reports/NAME/plots: error_by_horizon.csv and forecast_vs_actual.csv (`dvc plots show`)."""
+    return reports_dir(settings) / "plots"
+
+
+def backtest_paths(settings: Settings) -> tuple[Path, Path]:
+    """reports/NAME/backtest.json and its picture, backtest.png (registry/backtest.py)."""
+    d = reports_dir(settings)
+    return d / "backtest.json", d / "backtest.png"
+
+
 def train_summary_path(settings: Settings) -> Path:
     """The last training run's outcome (registry/summary.write_summary): what `dvc metrics` and the corpus read."""
     return reports_dir(settings) / "train_summary.json"
@@ -100,7 +127,7 @@ def checkpoints_dir(settings: Settings, data_md5: str | None) -> Path:
 def monitoring_dir(settings: Settings) -> Path:
     """The monitor's files: points.parquet (the scored window), scores.parquet (one row per evaluation),
     state.json (the last evaluation, the last retrain trigger)."""
-    return Path(settings.paths.reports) / check_dataset_name(settings.dataset) / "monitoring"
+    return reports_dir(settings) / "monitoring"
 
 
 SERIES_ID = "series_id"  # a panel's series key: one string per series (its id columns' values joined by "/")

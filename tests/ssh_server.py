@@ -58,7 +58,7 @@ def ssh_server(workdir: Path, startup_timeout: float = 30) -> Iterator[SimpleNam
     )
     proc = subprocess.Popen(
         [sshd, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=open(workdir / "sshd.log", "w")
-    )  # noqa: SIM115
+    )
     try:
         deadline = time.monotonic() + startup_timeout
         while True:

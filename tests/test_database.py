@@ -40,7 +40,7 @@ def _rows(start: int, stop: int) -> list[tuple]:
     return [(ts.to_pydatetime(), float(v)) for ts, v in zip(t, y, strict=True)]
 
 
-def test_query_ingest_refresh_and_versioning(repo, postgres_url, monkeypatch, prefect_api):  # noqa: F811
+def test_query_ingest_refresh_and_versioning(repo, postgres_url, monkeypatch, prefect_api):  # noqa: F811  (repo: the fixture imported above)
     from cellcast.flows.data import data_flow, ingest_task
     from cellcast.pipeline.config import load_params
     from cellcast.pipeline.data import versioning
@@ -96,7 +96,7 @@ def test_query_ingest_refresh_and_versioning(repo, postgres_url, monkeypatch, pr
     assert found == []
 
 
-def test_query_errors_are_one_line(repo, postgres_url, monkeypatch):  # noqa: F811
+def test_query_errors_are_one_line(repo, postgres_url, monkeypatch):  # noqa: F811  (repo: the fixture imported above)
     from typer.testing import CliRunner
 
     from cellcast.cli import app

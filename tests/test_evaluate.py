@@ -317,9 +317,15 @@ def test_walk_forward_quantiles_start_from_the_held_out_calibration_and_stay_ord
     levels = [0.1, 0.5, 0.9]
     fit, test = ws.starts["val"], ws.starts["test"]
     point_f, point_t = seasonal_naive(ws, fit, 1), seasonal_naive(ws, test, 1)
-    spread = lambda p: np.repeat(p[..., None], 3, axis=-1).astype(np.float64)  # noqa: E731
+
+    def spread(p):
+        return np.repeat(p[..., None], 3, axis=-1).astype(np.float64)
+
     off = rank_shift(ws.targets(fit), spread(point_f), levels, None, None)
-    shift = lambda y, q, m, p: rank_shift(y, q, levels, m, p)  # noqa: E731
+
+    def shift(y, q, m, p):
+        return rank_shift(y, q, levels, m, p)
+
     q, final = walk_forward_quantiles(
         ws, fit, spread(point_f) + off, test, spread(point_t) + off, levels, shift, rank="windows"
     )
@@ -339,7 +345,10 @@ def test_misses_are_calibrated_relative_to_the_level_only_where_they_grow_with_i
     level = 100 * 1.03 ** np.arange(n)[:, None, None]  # (n, 1, 1)
     point = np.broadcast_to(level, (n, H, 1)).astype(np.float64)
     q = np.repeat(point[..., None], len(levels), axis=-1)  # a band of width zero: calibration makes it
-    shift = lambda y, qq, m, part: conformal_shift(y, qq, levels, m, "two_sided")  # noqa: E731
+
+    def shift(y, qq, m, part):
+        return conformal_shift(y, qq, levels, m, "two_sided")
+
     grows = point * (1 + 0.1 * rng.standard_normal((n, H, 1)))
     flat = point + 10 * rng.standard_normal((n, H, 1))
     assert relative_wins(grows, q, point, levels, None, shift)

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import json
 import logging
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from cellcast.pipeline.engine import inference
 from cellcast.pipeline.engine.inference import (
     CPU,
+    CUDA,
+    NEVER,
     GpuUnavailableError,
     InferenceInputError,
     ModelLoadError,
     OnnxForecaster,
     _gpu_present,
+    pick_threshold,
 )
 from cellcast.pipeline.engine.onnx_export import export_onnx
 from cellcast.pipeline.errors import CellcastError, NotFoundError
@@ -107,11 +112,6 @@ def test_missing_or_corrupt_files(tmp_path):
 # The doubles stand for ORT's InferenceSession only; what is under test is cellcast's own decisions:
 # which providers and options a session is asked for, which branch a hybrid graph takes on CUDA, where
 # the CPU/CUDA threshold falls for given timings, and where each batch is sent.
-
-from types import SimpleNamespace  # noqa: E402
-
-from cellcast.pipeline.engine import inference  # noqa: E402
-from cellcast.pipeline.engine.inference import CUDA, NEVER, pick_threshold  # noqa: E402
 
 
 class FakeClock:
@@ -304,14 +304,18 @@ def _two_branch_model(path):
     import onnx
     from onnx import TensorProto, helper
 
-    out = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 2])  # noqa: E731
-    branch = lambda name, k: helper.make_graph(  # noqa: E731
-        [helper.make_node("Mul", ["x", f"{name}/k"], [f"{name}/y"])],
-        name,
-        [],
-        [out(f"{name}/y")],
-        initializer=[helper.make_tensor(f"{name}/k", TensorProto.FLOAT, [], [k])],
-    )
+    def out(n):
+        return helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 2])
+
+    def branch(name, k):
+        return helper.make_graph(
+            [helper.make_node("Mul", ["x", f"{name}/k"], [f"{name}/y"])],
+            name,
+            [],
+            [out(f"{name}/y")],
+            initializer=[helper.make_tensor(f"{name}/k", TensorProto.FLOAT, [], [k])],
+        )
+
     nodes = [
         helper.make_node("Shape", ["x"], ["s"], start=0, end=1),
         helper.make_node("Squeeze", ["s"], ["b"]),
@@ -410,7 +414,9 @@ def test_a_cuda_engine_without_a_cpu_session_runs_every_batch_on_cuda(tmp_path):
 def test_a_graph_with_no_fixed_variable_count_and_no_spec_is_a_load_error(tmp_path):
     from onnx import TensorProto, helper, save
 
-    io = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", "time", "vars"])  # noqa: E731
+    def io(n):
+        return helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", "time", "vars"])
+
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "foreign", [io("x")], [io("y")])
     path = tmp_path / "foreign.onnx"
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

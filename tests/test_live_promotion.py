@@ -94,10 +94,13 @@ def test_promote_live_moves_the_alias_with_its_reason_and_rollback_undoes_it(pla
     origins = list(a["timestamp"].iloc[400:520])
     reqs = [f"r{i}" for i in range(len(origins))]
     shadow = dict(target="kw", model=model, dataset="plant")
-    champ = lambda o, r: live_rows(a, o, H, v1, "champion", lambda i, s: 2 * noise[i, s], requests=r, **shadow)  # noqa: E731
-    chall = lambda o, r: live_rows(  # noqa: E731
-        a, o, H, v2, "challenger", lambda i, s: 0.5 * noise[i, s], requests=r, served=False, **shadow
-    )
+
+    def champ(o, r):
+        return live_rows(a, o, H, v1, "champion", lambda i, s: 2 * noise[i, s], requests=r, **shadow)
+
+    def chall(o, r):
+        return live_rows(a, o, H, v2, "challenger", lambda i, s: 0.5 * noise[i, s], requests=r, served=False, **shadow)
+
     run = CliRunner()
 
     # too few paired forecasts: one line, exit 1, nothing recorded

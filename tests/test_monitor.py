@@ -245,7 +245,10 @@ def test_a_filled_actual_is_no_observation():
 
 def test_forecast_files_newest_first_one_per_origin_of_the_champion_only(tmp_path):
     a = _actuals(60)
-    write = lambda name, fc: fc.to_parquet(tmp_path / name, index=False)  # noqa: E731
+
+    def write(name, fc):
+        return fc.to_parquet(tmp_path / name, index=False)
+
     write("20250101T000000Z.parquet", _forecast(a, 10, 5))  # before the window: stops the scan
     write("20250101T010000Z.parquet", _forecast(a, 40, 5, offset=9))  # same origin, older: superseded
     write("20250101T020000Z.parquet", _forecast(a, 40, 5, offset=1))

@@ -510,28 +510,31 @@ def test_a_real_panel_read_at_irregular_times_is_resampled_trained_and_forecast_
 
     w = readings("2013-11-05")  # ends a day after its last break
     run = CliRunner().invoke
-    ingest = lambda: run(  # noqa: E731
-        app,
-        [
-            "ingest",
-            "--csv",
-            "weather.csv",
-            "--time-col",
-            "time",
-            "--id-col",
-            "airport",
-            "--target",
-            "temp",
-            "--features",
-            "humid",
-            "--name",
-            "nyc",
-            "--freq",
-            "h",
-            "--agg",
-            "mean",
-        ],
-    )
+
+    def ingest():
+        return run(
+            app,
+            [
+                "ingest",
+                "--csv",
+                "weather.csv",
+                "--time-col",
+                "time",
+                "--id-col",
+                "airport",
+                "--target",
+                "temp",
+                "--features",
+                "humid",
+                "--name",
+                "nyc",
+                "--freq",
+                "h",
+                "--agg",
+                "mean",
+            ],
+        )
+
     r = ingest()
     assert r.exit_code == 0, r.output
     r = run(app, ["train", "nyc"])
@@ -800,7 +803,10 @@ def test_known_ahead_columns_are_read_per_series_in_the_batch_forecast_and_the_s
     base, _, _ = forecast_panel_frame(eng, rows, future=panel_future(ahead, ["sensor"], "f"), future_source="f")
     moved = ahead.assign(temp=np.where(ahead.sensor == "A", 0.9, 0.5))
     other, _, _ = forecast_panel_frame(eng, rows, future=panel_future(moved, ["sensor"], "f"), future_source="f")
-    by = lambda fr, sid: fr[fr.series_id == sid]["flow"].to_numpy()  # noqa: E731
+
+    def by(fr, sid):
+        return fr[fr.series_id == sid]["flow"].to_numpy()
+
     assert not np.allclose(by(base, "A"), by(other, "A"))  # A's forecast reads A's values
     np.testing.assert_array_equal(by(base, "D"), by(other, "D"))  # D's does not
     with pytest.raises(DataValidationError, match=r"f, series 'D': known-future column 'temp': no value for"):

@@ -130,8 +130,7 @@ def _raised_while(first: BaseException) -> BaseException:
         try:
             raise first
         except BaseException:
-            # no `from`: the implicit context is the point
-            raise ValueError("Task run is not set")  # noqa: B904
+            raise ValueError("Task run is not set")  # noqa: B904  (no `from`: the implicit context is the point)
     except ValueError as e:
         return e
 

@@ -7,7 +7,7 @@ they find in findings; per series for a panel: panel_validation), windows (the s
 scalers: splits; the WindowSet and its strided views: windowset; a panel's: panel_windows; seasonal naive and
 median arithmetic: seasonal), folds (rolling-origin cuts for backtests), calendar (known-future features), drift
 (the reference profile and PSI the monitor reads), versioning (DVC).
-May import: the core (config, errors). Must not import: modeling, engine, registry, monitoring, serving,
-flows or the CLI. Great Expectations is imported only in validation, DVC only in versioning, SQLAlchemy only in
-database.
+May import: the core (config, errors, catalog, files). Must not import: modeling, engine, registry, monitoring,
+serving, flows or the CLI. Great Expectations is imported only in expectations, DVC only in versioning, SQLAlchemy
+only in database, holidays only in calendar.
 """

@@ -108,7 +108,10 @@ def fold_windowset(ws: WindowSet, fold: Fold, settings: Settings) -> WindowSet:
         **profile_bounds(pd.DataFrame(train, columns=m.variables), m.variables, settings.validate_.profile_tolerance),
         **declared,
     }
-    at = lambda i: str(pd.Timestamp(stamps[i]))  # noqa: E731
+
+    def at(i):
+        return str(pd.Timestamp(stamps[i]))
+
     meta = replace(
         m,
         rows=n,
@@ -157,7 +160,10 @@ def panel_folds(ws: PanelWindowSet, k: int, settings: Settings, before_test: boo
         first = min(ws.timestamps[ws.offsets[i] + te] for i, (_, te) in zip(ok, splits))
         end = int(np.searchsorted(axis, first))
     folds = make_folds(end, m.lookback, m.horizon, k, val_rows, test_rows)
-    at = lambda i: str(pd.Timestamp(axis[i])) if i < len(axis) else None  # noqa: E731
+
+    def at(i):
+        return str(pd.Timestamp(axis[i])) if i < len(axis) else None
+
     return [
         PanelFold(
             f.index,
@@ -273,7 +279,10 @@ def _panel_fold_meta(m, acc: _FoldBlocks, values: np.ndarray, ts: np.ndarray, st
     """The panel's metadata for the fold: its rows, counts, pooled scaler, split times and the series it keeps."""
     gmean, gstd = moments
     span = np.asarray(acc.spans, dtype="datetime64[ns]")
-    at = lambda x: str(pd.Timestamp(x))  # noqa: E731
+
+    def at(x):
+        return str(pd.Timestamp(x))
+
     return replace(
         m,
         rows=int(len(values)),

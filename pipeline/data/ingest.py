@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from ..catalog import SERIES_ID, quarantine_dir, raw_paths
+from ..catalog import SERIES_ID, quarantine_dir, quarantined_files, raw_paths
 from ..config import Settings, check_dataset_name
 from ..errors import ConfigError, IngestError
 from ..files import parquet_groups, sha256_file, sha256_tree, utc_stamp, write_json, write_parquet
@@ -188,7 +188,7 @@ def _quarantine(path: Path, error: Exception, settings: Settings, extra: dict) -
         shutil.copytree(path, q / path.name)
         copied = path.name
     write_json(
-        q / "report.json",
+        quarantined_files(q)[2],
         {
             "stage": "ingest",
             "name": name,

@@ -31,13 +31,15 @@ import pandas as pd
 
 from ..catalog import (
     SERIES_ID,
+    data_docs_dir,
     future_path,
     panel_partitions,
     quarantine_dir,
+    quarantined_files,
     raw_paths,
     read_partition,
-    reports_dir,
     validated_paths,
+    validation_report_path,
 )
 from ..config import Settings
 from ..errors import DataValidationError
@@ -221,13 +223,45 @@ def validate_partitions(task: PartitionTask) -> PartitionResult:
     )
     gx, failed = _suite(task, cols, id_cols, _bounds(meta, settings)).run(frame)
     result.gx = {"partition": task.index, "rows": int(len(frame)), **gx}
+    whole = [f for f in failed if f.series is None]  # a rule on the whole table (a column missing, not numeric)
+    if whole:  # no series to blame: the dataset fails
+        result.failure = _failure(whole[0])
+        result.seconds = time.perf_counter() - t0
+        return result
+    bad = _broken_series(failed, frame)
+    kept, ahead = [], []
+    for sid, a, b in series_bounds(frame):
+        g = frame.iloc[a:b]
+        if sid in bad:
+            continue
+        try:
+            out, rep, (status, counts, why) = _cleaned_series(task, sid, g, cols, targets)
+        except RuleFailure as f:
+            bad[sid] = _failure(f)
+            continue
+        ids = {c: str(g[c].iat[0]) for c in extra} or {SERIES_ID: sid}
+        out = _keyed(out, sid, ids, extra)
+        out["timestamp"] = out["timestamp"].astype("datetime64[ns]")
+        kept.append(out)
+        if meta.get("future_features"):
+            ahead.append(_keyed(known_future_rows(g, meta, out["timestamp"].iat[-1]), sid, ids, extra))
+        result.series[sid] = _series_report(sid, ids, g, out, rep, status, counts, why)
+    if kept:
+        result.frame = pd.concat(kept, ignore_index=True)
+    if ahead:
+        result.future = pd.concat(ahead, ignore_index=True)
+    result.bad = bad
+    if bad:
+        result.bad_rows = frame[frame[SERIES_ID].isin(list(bad))].reset_index(drop=True)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _broken_series(failed: list[RuleFailure], frame: pd.DataFrame) -> dict[str, dict]:
+    """series_id -> the rule it broke: the first expectation that found its rows, else rows going back in time."""
     bad: dict[str, dict] = {}
     for f in failed:
-        if f.series is None:  # a rule on the whole table (a column missing, not numeric): no series to blame
-            result.failure = _failure(f)
-            result.seconds = time.perf_counter() - t0
-            return result
-        for sid, found in f.series.items():
+        for sid, found in (f.series or {}).items():
             bad.setdefault(sid, _failure(f, found["count"], found["examples"]))
     for sid, n in _unordered(frame).items():
         bad.setdefault(
@@ -240,48 +274,32 @@ def validate_partitions(task: PartitionTask) -> PartitionResult:
                 "detail": "",
             },
         )
-    kept, ahead = [], []
-    for sid, a, b in series_bounds(frame):
-        g = frame.iloc[a:b]
-        if sid in bad:
-            continue
-        rep = ValidationReport(
-            name=f"{task.name}/{sid}", source=sid, success=False, freq=meta["freq"], rows_in=int(len(g))
-        )
-        try:
-            out = apply_policy(
-                g[["timestamp", *cols]].reset_index(drop=True),
-                rep,
-                cols,
-                settings,
-                schedule=True,
-                hours=as_schedule(meta.get("schedule")),
-            )
-            status, counts, why = _window_status(out, cols, targets, task.lookback, task.horizon, settings)
-        except RuleFailure as f:
-            bad[sid] = _failure(f)
-            continue
-        ids = {c: str(g[c].iat[0]) for c in extra} or {SERIES_ID: sid}
-        out.insert(0, SERIES_ID, sid)
-        for i, c in enumerate(extra):
-            out.insert(1 + i, c, ids[c])
-        out["timestamp"] = out["timestamp"].astype("datetime64[ns]")
-        kept.append(out)
-        if meta.get("future_features"):
-            later = known_future_rows(g, meta, out["timestamp"].iat[-1])
-            for i, c in enumerate([SERIES_ID, *extra]):
-                later.insert(i, c, sid if c == SERIES_ID else ids[c])
-            ahead.append(later)
-        result.series[sid] = _series_report(sid, ids, g, out, rep, status, counts, why)
-    if kept:
-        result.frame = pd.concat(kept, ignore_index=True)
-    if ahead:
-        result.future = pd.concat(ahead, ignore_index=True)
-    result.bad = bad
-    if bad:
-        result.bad_rows = frame[frame[SERIES_ID].isin(list(bad))].reset_index(drop=True)
-    result.seconds = time.perf_counter() - t0
-    return result
+    return bad
+
+
+def _cleaned_series(
+    task: PartitionTask, sid: str, g: pd.DataFrame, cols: list[str], targets: list[str]
+) -> tuple[pd.DataFrame, ValidationReport, tuple[str, dict, str | None]]:
+    """One series' rows after the gap policy, what the policy did to them, and its window status (_window_status);
+    RuleFailure when the series breaks a rule."""
+    meta, settings = task.meta, task.settings
+    rep = ValidationReport(name=f"{task.name}/{sid}", source=sid, success=False, freq=meta["freq"], rows_in=int(len(g)))
+    out = apply_policy(
+        g[["timestamp", *cols]].reset_index(drop=True),
+        rep,
+        cols,
+        settings,
+        schedule=True,
+        hours=as_schedule(meta.get("schedule")),
+    )
+    return out, rep, _window_status(out, cols, targets, task.lookback, task.horizon, settings)
+
+
+def _keyed(rows: pd.DataFrame, sid: str, ids: dict, extra: list[str]) -> pd.DataFrame:
+    """`rows` of series `sid` with its key in front: series_id, then the panel's other id columns."""
+    for i, c in enumerate([SERIES_ID, *extra]):
+        rows.insert(i, c, sid if c == SERIES_ID else ids[c])
+    return rows
 
 
 def panel_window(meta: dict, settings: Settings) -> tuple[int, int, int]:
@@ -338,10 +356,11 @@ def _message(source: str, bad: dict, n_in: int, policy: str) -> str:
 
 def _quarantine(settings: Settings, meta: dict, rows: list[pd.DataFrame], report: dict) -> str:
     q = quarantine_dir(settings)
+    rows_file, meta_file, report_file = quarantined_files(q)
     if rows:
-        pd.concat(rows, ignore_index=True).to_parquet(q / "data.parquet", index=False)
-    write_json(q / "meta.json", meta)
-    write_json(q / "report.json", {"stage": "validate", **report})
+        pd.concat(rows, ignore_index=True).to_parquet(rows_file, index=False)
+    write_json(meta_file, meta)
+    write_json(report_file, {"stage": "validate", **report})
     return str(q)
 
 
@@ -373,10 +392,9 @@ def validate_panel(settings: Settings, meta: dict, mapper: Callable | None = Non
     name = settings.dataset
     t0 = datetime.now(UTC)
     raw_pq, _ = raw_paths(settings)
-    report_dir = reports_dir(settings)
     source = str(raw_pq)
     lookback, horizon, basis = panel_window(meta, settings)
-    docs = _fresh_data_docs(report_dir, mapper)
+    docs = _fresh_data_docs(data_docs_dir(settings), mapper)
     tasks = _partition_tasks(settings, meta, raw_pq, (lookback, horizon), docs)
     policy = settings.ingest.bad_series
     rep = ValidationReport(
@@ -395,15 +413,15 @@ def validate_panel(settings: Settings, meta: dict, mapper: Callable | None = Non
     rep.failures = _failures(got.failure, got.bad)
     rep.windows = {"lookback": lookback, "horizon": horizon}
     rep.panel = panel_report(got.series_in, got.kept, got.bad, policy, lookback, horizon, basis, got.parts)
-    rep.data_docs = str(report_dir / "data_docs" / "index.html") if docs else None
-    rep.report_path = str(report_dir / "validation.json")
+    rep.data_docs = str(data_docs_dir(settings) / "index.html") if docs else None
+    rep.report_path = str(validation_report_path(settings))
     refused = got.refused(policy)
     if refused:
         rep.error = _refusal(source, name, got, policy)
     if got.bad or got.failure is not None:
         rep.quarantine_path = _quarantine(settings, meta, got.bad_rows if got.failure is None else [], rep.to_dict())
         if got.failure is not None:
-            shutil.copy2(raw_pq, Path(rep.quarantine_path) / "data.parquet")
+            shutil.copy2(raw_pq, quarantined_files(Path(rep.quarantine_path))[0])
     rep.seconds = (datetime.now(UTC) - t0).total_seconds()
     if refused:
         write_json(Path(rep.report_path), rep.to_dict())
@@ -416,14 +434,14 @@ def validate_panel(settings: Settings, meta: dict, mapper: Callable | None = Non
     return rep
 
 
-def _fresh_data_docs(report_dir: Path, mapper: Callable | None) -> str | None:
+def _fresh_data_docs(docs_dir: Path, mapper: Callable | None) -> str | None:
     """Where this run's Data Docs go (validated in this process), or None (mapped elsewhere): no Data Docs of an older
     run are left beside this run's report."""
     if mapper is None:
         _SUITES.clear()  # this run's Data Docs start afresh
-    if mapper is not None and (report_dir / "data_docs").exists():
-        shutil.rmtree(report_dir / "data_docs")  # no Data Docs of an older run beside this run's report
-    return str((report_dir / "data_docs").resolve()) if mapper is None else None
+    if mapper is not None and docs_dir.exists():
+        shutil.rmtree(docs_dir)  # no Data Docs of an older run beside this run's report
+    return str(docs_dir.resolve()) if mapper is None else None
 
 
 def _partition_tasks(

@@ -471,7 +471,10 @@ def _panel_window_meta(acc: _PanelBlocks, meta, name, settings, values, ts, st, 
     gmean, gstd = moments
     fnames, fkinds, cal = future
     info, variables, freq = meta["panel"], acc.variables, meta["freq"]
-    at = lambda t: str(pd.Timestamp(t))  # noqa: E731
+
+    def at(t):
+        return str(pd.Timestamp(t))
+
     span_a = np.asarray(acc.spans, dtype="datetime64[ns]")  # per series with splits: first/last stamp of each split
     split_times = {
         k: [at(span_a[:, 2 * j].min()), at(span_a[:, 2 * j + 1].max())] for j, k in enumerate(("train", "val", "test"))

@@ -17,15 +17,17 @@ from pathlib import Path
 import pandas as pd
 
 from ..catalog import (
+    data_docs_dir,
     future_path,
     is_panel,
     policy_path,
     quarantine_dir,
+    quarantined_files,
     raw_paths,
     read_raw,
     read_raw_meta,
-    reports_dir,
     validated_paths,
+    validation_report_path,
 )
 from ..config import Settings
 from ..errors import DataValidationError
@@ -141,7 +143,7 @@ def validate_frame(
     meta: dict,
     settings: Settings,
     *,
-    report_dir: str | Path | None = None,
+    write_report: bool = False,
     bounds: dict[str, list[float]] | None = None,
     bounds_origin: str | None = None,
     require_windows: bool = True,
@@ -154,7 +156,7 @@ def validate_frame(
     declared in params.yaml (validate.bounds) and `bounds` (a model's, profiled on its training rows:
     ONNX metadata `bounds`), which win; `bounds_origin` says whose they are in a refusal. Nothing is
     profiled from the frame itself: a range drawn from the values it judges could never fail. With
-    `report_dir`, the report (validation.json) and Data Docs are written there, on failure too. Raises
+    `write_report`, the report (reports/NAME/validation.json) and Data Docs are written, on failure too. Raises
     DataValidationError.
     """
     name = settings.dataset
@@ -169,7 +171,6 @@ def validate_frame(
         rows_in=int(len(df)),
         policy=settings.ingest.model_dump(),
     )
-    report_dir = Path(report_dir) if report_dir is not None else None
 
     # bounds: given (a model's) > declared in params
     declared = {c: list(v) for c, v in settings.validate_.bounds.items() if c in cols}
@@ -180,7 +181,7 @@ def validate_frame(
     if require_windows:
         lookback, horizon = resolve_window(settings, rep.freq, len(df), meta.get("schedule"))
         min_rows = min_rows_for_windows(settings, lookback, horizon)
-    docs = report_dir / "data_docs" if report_dir is not None else None
+    docs = data_docs_dir(settings) if write_report else None
     rep.gx, failed, rep.data_docs = run_suite(df, name, cols, settings.ingest.dedupe, rep.bounds, min_rows, docs)
     for f in failed:
         if f.rule == "min_rows":  # what the row count is for
@@ -203,28 +204,29 @@ def validate_frame(
             "cellcast validate NAME", f"cellcast validate {name}"
         )
         rep.seconds = (datetime.now(UTC) - t0).total_seconds()
-        _fail(rep, df, meta, settings, report_dir, quarantine)
+        _fail(rep, df, meta, settings, write_report, quarantine)
     rep.success, rep.rows_out, rep.frame = True, int(len(out)), out
     rep.seconds = (datetime.now(UTC) - t0).total_seconds()
-    if report_dir is not None:
-        rep.report_path = str(report_dir / "validation.json")
+    if write_report:
+        rep.report_path = str(validation_report_path(settings))
         write_json(Path(rep.report_path), rep.to_dict())
     return rep
 
 
 def _fail(
-    rep: ValidationReport, df: pd.DataFrame, meta: dict, settings: Settings, report_dir: Path | None, quarantine: bool
+    rep: ValidationReport, df: pd.DataFrame, meta: dict, settings: Settings, write_report: bool, quarantine: bool
 ) -> None:
-    if report_dir is not None:
-        rep.report_path = str(report_dir / "validation.json")
+    if write_report:
+        rep.report_path = str(validation_report_path(settings))
     if quarantine:
         q = quarantine_dir(settings)
         rep.quarantine_path = str(q)
-        df.to_parquet(q / "data.parquet", index=False)
-        write_json(q / "meta.json", meta)
-        write_json(q / "report.json", {"stage": "validate", **rep.to_dict()})
-    if report_dir is not None:
-        write_json(report_dir / "validation.json", rep.to_dict())
+        rows, meta_file, report_file = quarantined_files(q)
+        df.to_parquet(rows, index=False)
+        write_json(meta_file, meta)
+        write_json(report_file, {"stage": "validate", **rep.to_dict()})
+    if write_report:
+        write_json(validation_report_path(settings), rep.to_dict())
     raise DataValidationError(
         rep.error or f"{rep.name}: validation failed", report_path=rep.report_path, quarantine_path=rep.quarantine_path
     )
@@ -267,7 +269,7 @@ def validate_dataset(settings: Settings, mapper=None) -> ValidationReport:
         return validate_panel(settings, meta, mapper)
     df, meta = read_raw(settings)
     pq_in, _ = raw_paths(settings)
-    rep = validate_frame(df, meta, settings, report_dir=reports_dir(settings), source=str(pq_in))
+    rep = validate_frame(df, meta, settings, write_report=True, source=str(pq_in))
     pq, js = validated_paths(settings)
     assert rep.frame is not None  # validate_frame returns only a passed report, which holds its frame
     write_parquet(rep.frame, pq)

@@ -4,5 +4,6 @@ local (one model per series, for comparison), classical and panel_references (th
 on a panel), plots, device (is there a GPU, what torch can do with it, fp32 kept exact on it).
 
 May import: the core and data. Must not import: engine, registry, monitoring, serving, flows or the CLI, nor
-MLflow, Prefect, Great Expectations, DVC or ONNX Runtime (it runs where only torch is).
+MLflow, Prefect, Great Expectations, DVC or ONNX Runtime (it runs where only torch is). statsmodels is imported
+only in classical.
 """

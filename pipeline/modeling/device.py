@@ -42,7 +42,10 @@ def tf32_settings() -> dict[str, str]:
     import torch
 
     b, new = _precision_flags()
-    tf = lambda on: "tf32" if on else "ieee"  # noqa: E731
+
+    def tf(on):
+        return "tf32" if on else "ieee"
+
     if new is not None:
         # "none" inherits: cuDNN's from cudnn.fp32_precision, then the global setting; at the end of the
         # chain matmuls follow set_float32_matmul_precision and cuDNN defaults to TF32

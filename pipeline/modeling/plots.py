@@ -5,8 +5,8 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")  # headless: flows and CI have no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402  (after matplotlib.use: pyplot takes the backend set then)
+import numpy as np  # noqa: E402  (kept with the imports above)
 
 
 def _tiled(timestamps: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

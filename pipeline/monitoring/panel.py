@@ -173,7 +173,10 @@ def status_lines(panel: dict, share_limit: float | None) -> list[str]:
         + (f" ({share:.0%}; retrain above {share_limit:.0%})" if share is not None and share_limit else ""),
         "worst series (rolling MASE / its test MASE):",
     ]
-    num = lambda x, f=".3f": "-" if x is None else format(x, f)  # noqa: E731
+
+    def num(x, f=".3f"):
+        return "-" if x is None else format(x, f)
+
     for r in panel["worst"]:
         lines.append(
             f"  {r['series_id']}: MASE {num(r['mase'])} on {r['points']} points, ratio {num(r['ratio'], '.2f')}x, "

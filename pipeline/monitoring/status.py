@@ -214,7 +214,10 @@ def _live_rows(ev, settings: Settings, window, champion, challenger) -> list[lis
         verdict = f"{'better' if d.promote else 'not better'}: DM {m['champion_dm']:.3g}, p {m['champion_p_value']:.3g}"
     else:
         verdict = f"{m['live_paired']} of {settings.monitor.live_min_forecasts} paired"
-    num = lambda x: "-" if x is None or not np.isfinite(x) else f"{x:.3f}"  # noqa: E731
+
+    def num(x):
+        return "-" if x is None or not np.isfinite(x) else f"{x:.3f}"
+
     rows = [["version", "role", "forecasts scored", "MASE", f"rolling MASE ({window} steps)", "coverage", "DM verdict"]]
     for r in ev.summary:
         cov = ", ".join(f"{v:.1%} in {k}%" for k, v in sorted(r["coverage"].items(), key=lambda kv: float(kv[0])))

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..catalog import reports_dir
+from ..catalog import backtest_paths
 from ..config import Settings
 from ..data.folds import Fold, PanelFold, fold_windowset, folds_for, panel_folds
 from ..data.panel_windows import PanelWindowSet
@@ -434,13 +434,13 @@ def summary(result: BacktestResult) -> str:
 
 def write_report(result: BacktestResult, settings: Settings, fig=None) -> Path:
     """reports/NAME/backtest.json and, given the picture, reports/NAME/backtest.png."""
-    d = reports_dir(settings)
-    d.mkdir(parents=True, exist_ok=True)
+    report, picture = backtest_paths(settings)
+    report.parent.mkdir(parents=True, exist_ok=True)
     if fig is not None:
-        fig.savefig(d / "backtest.png", dpi=110)
-        result.picture = str(d / "backtest.png")
-    (d / "backtest.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
-    return d / "backtest.json"
+        fig.savefig(picture, dpi=110)
+        result.picture = str(picture)
+    report.write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    return report
 
 
 def track(result: BacktestResult, ws: WindowSet, settings: Settings, fig, tags: dict | None = None) -> str:

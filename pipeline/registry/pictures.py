@@ -75,7 +75,10 @@ def _log_panel_pictures(ws: PanelWindowSet, results: list[TrainResult], reports:
         first = starts[0] + m.lookback
         end = ws.offsets[ws.series_ids.index(sid)] + ws.lengths[ws.series_ids.index(sid)]
         x, f = ws.inputs(starts)
-        unscale = lambda y, starts=starts: ws.unscale_targets(y, starts)[:, :, 0]  # noqa: E731
+
+        def unscale(y, starts=starts):
+            return ws.unscale_targets(y, starts)[:, :, 0]
+
         row = table.loc[sid]
         fc = {res.candidate.name: unscale(run(x, f))}
         if row["strongest_baseline"]:

@@ -7,7 +7,7 @@ import csv
 import json
 from pathlib import Path
 
-from ..catalog import reports_dir
+from ..catalog import metrics_path, plots_dir, train_summary_path
 from ..config import Settings
 from ..data.window import load_windows
 from ..data.windowset import WindowSet
@@ -67,13 +67,13 @@ def evaluate_registered(settings: Settings, alias: str = "champion") -> dict:
             "beats_best_baseline_by_pct": round(100 * (1 - test["mase"] / base.test.best_mase), 2),
         }
     }
-    d = reports_dir(settings)
-    refs = _references(d / "train_summary.json")
+    metrics, plots = metrics_path(settings), plots_dir(settings)
+    refs = _references(train_summary_path(settings))
     if refs:  # the training run's classical reference rows (its promotion origins): beside the model in `dvc metrics`
         out["metrics"]["references"] = refs
-    (d / "plots").mkdir(parents=True, exist_ok=True)
-    (d / "metrics.json").write_text(json.dumps(out["metrics"], indent=2))
-    with open(d / "plots" / "error_by_horizon.csv", "w", newline="") as f:
+    plots.mkdir(parents=True, exist_ok=True)
+    metrics.write_text(json.dumps(out["metrics"], indent=2))
+    with open(plots / "error_by_horizon.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["step", "model", best])
         for i, (a, b) in enumerate(zip(by_step, base.test.by_step[best])):
@@ -84,7 +84,7 @@ def evaluate_registered(settings: Settings, alias: str = "champion") -> dict:
     tiled = pred[:: m.horizon]
     qt = None if q is None else q[:: m.horizon]
     bands = [] if qt is None else [(f"q{lv:g}", j) for j, lv in enumerate(eng.quantiles) if lv != 0.5]
-    with open(d / "plots" / "forecast_vs_actual.csv", "w", newline="") as f:
+    with open(plots / "forecast_vs_actual.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["timestamp", "actual", "model", best, *[name for name, _ in bands]])
         for k, s in enumerate(starts):
@@ -99,7 +99,7 @@ def evaluate_registered(settings: Settings, alias: str = "champion") -> dict:
                         *[f"{qt[k, h, 0, j]:.6g}" for _, j in bands if qt is not None],
                     ]
                 )
-    out["paths"] = {"metrics": str(d / "metrics.json"), "plots": str(d / "plots")}
+    out["paths"] = {"metrics": str(metrics), "plots": str(plots)}
     return out
 
 
