@@ -13,8 +13,10 @@ every consecutive part of the held-out windows agrees.
 Relative to the level (evaluate.calibration_scale): on a strictly positive series whose misses grow with its level
 (exponential growth, a multiplicative season) the misses are calibrated in units of each window's forecast level (the
 mean absolute point forecast over its horizon, per target: `forecast_level`) and multiplied back by the level of the
-window served (normalised conformal scores, Lei et al. 2018). `auto` takes it only when it scores the later half of
-the held-out windows better from the earlier half (`relative_wins`): chosen on held-out evidence, never on test.
+window served (normalised conformal scores, Lei et al. 2018). `auto` takes it where the seasonal-naive bar's misses
+over every window before the test split grow with their level (`misses_grow_with_level`: hundreds of windows); a
+panel, where the held-out windows pool many series, where it scores the later half of the held-out windows better
+from the earlier half (`relative_wins`). Chosen before the test split, never on test.
 
 Walk-forward (online) calibration of the test split (`walk_forward`): each test origin's band is calibrated on
 every miss observable before that origin, the held-out windows' and those of the earlier test windows whose whole
