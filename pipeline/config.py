@@ -311,8 +311,9 @@ class EvaluateConfig(_Strict):
     # windows observed before it: nearer nominal coverage, but a worse interval score on the corpus: not the default)
     calibration_update: Literal["walk_forward", "adaptive", "validation"] = "walk_forward"
     # the misses' units: absolute (the data's), level (each window's forecast level: a band that grows with a positive
-    # series), auto (level where it calibrates the later half of the held-out windows better from the earlier half)
-    calibration_scale: Literal["auto", "absolute", "level"] = "auto"
+    # series), auto (level where it calibrates the later half of the held-out windows better from the earlier half),
+    # bar (level where the seasonal-naive bar's misses before the test split grow with their level; a single series)
+    calibration_scale: Literal["auto", "bar", "absolute", "level"] = "auto"
     # how the training flow picks its best candidate: the validation split's MASE (split), or the mean MASE over the
     # backtest's folds cut from the rows before the test split (backtest: params `backtest`; never the final test)
     selection: Literal["split", "backtest"] = "split"

@@ -357,6 +357,28 @@ def test_misses_are_calibrated_relative_to_the_level_only_where_they_grow_with_i
     assert forecast_level(point).shape == (n, 1, 1, 1)
 
 
+def test_the_bars_misses_choose_level_units_where_they_grow_with_the_level_and_data_units_where_they_do_not():
+    """A monthly series growing 2% a month (about 17x over 12 years) under a seasonal-naive forecast: noise
+    proportional to the level reads in level units, additive noise of the same size at the start in the data's (the
+    drift the naive lags by grows with the level in both: it is no spread); below zero, never the level's."""
+    from cellcast.pipeline.modeling.quantiles import misses_grow_with_level
+
+    rng = np.random.default_rng(5)
+    rows, m, H = 150, 12, 6
+    level = 100 * 1.02 ** np.arange(rows) + 20 * np.sin(2 * np.pi * np.arange(rows) / m)
+    starts = np.arange(m, rows - H + 1)
+    rows_of = starts[:, None] + np.arange(H)
+
+    def decide(series: np.ndarray) -> dict:
+        return misses_grow_with_level(series[rows_of][..., None], series[rows_of - m][..., None], starts, m)
+
+    proportional = decide(level * (1 + 0.05 * rng.standard_normal(rows)))
+    additive = decide(level + 5 * rng.standard_normal(rows))
+    assert proportional["level"] and proportional["rho_absolute"] > proportional["threshold"], proportional
+    assert not additive["level"] and additive["rho_level"] < -additive["threshold"], additive
+    assert not decide(level * (1 + 0.05 * rng.standard_normal(rows)) - 1000)["level"]
+
+
 def test_a_rank_beyond_the_paths_reads_past_the_largest_miss_and_farther_for_the_wider_interval():
     """25 windows holding 5 paths: the 0.9 and 0.95 levels' ranks (6 of 5) lie beyond the sample; they read past the
     largest miss by their excess in paths (0.4, 0.7) times one path's spacing there, so the 90% band is wider than the

@@ -13,8 +13,10 @@ every consecutive part of the held-out windows agrees.
 Relative to the level (evaluate.calibration_scale): on a strictly positive series whose misses grow with its level
 (exponential growth, a multiplicative season) the misses are calibrated in units of each window's forecast level (the
 mean absolute point forecast over its horizon, per target: `forecast_level`) and multiplied back by the level of the
-window served (normalised conformal scores, Lei et al. 2018). `auto` takes it only when it scores the later half of
-the held-out windows better from the earlier half (`relative_wins`): chosen on held-out evidence, never on test.
+window served (normalised conformal scores, Lei et al. 2018). `auto` takes it where the seasonal-naive bar's misses
+over every window before the test split grow with their level (`misses_grow_with_level`: hundreds of windows); a
+panel, where the held-out windows pool many series, where it scores the later half of the held-out windows better
+from the earlier half (`relative_wins`). Chosen before the test split, never on test.
 
 Walk-forward (online) calibration of the test split (`walk_forward`): each test origin's band is calibrated on
 every miss observable before that origin, the held-out windows' and those of the earlier test windows whose whole
@@ -36,6 +38,7 @@ Filled targets (mask False) are not scored.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -239,6 +242,86 @@ def relative_wins(
     return mean_interval_score(y[b], ordered(q[b] + rel * lv[b], levels), levels, mb) < mean_interval_score(
         y[b], plain, levels, mb
     )
+
+
+def misses_grow_with_level(
+    y: np.ndarray,
+    pred: np.ndarray,
+    origins: np.ndarray,
+    season: int,
+    mask: np.ndarray | None = None,
+    paths: float | None = None,
+) -> dict:
+    """Whether a forecast's misses grow with its level: windows of targets `y` and a forecast `pred` (n, H, T) at
+    `origins` (n,), the seasonal-naive bar's over the rows before the test split. Each miss is taken less the mean miss
+    at its step fitted by a local quadratic through the windows whole `season`s apart, two either side (what the
+    forecast systematically misses by at that point of the season, a drift it lags, changes smoothly from one season
+    to the next, exponential growth included: no spread), then
+    its size ranked against the window's level (`forecast_level`) in the data's units and in the level's: level units
+    where the size in the data's units grows with the level significantly (Spearman's rho above 2 / sqrt(paths): the
+    independent paths the windows hold, n without overlap) and rho in the level's units is nearer zero (dividing by
+    the level removes more of the relation than it makes). Strictly positive targets only.
+    Returns {"level": the decision, and where it was measured: "rho_absolute", "rho_level", "threshold"}."""
+    n, _, T = y.shape
+    no = {"level": False}
+    if n < 3 or not (np.nan_to_num(y, nan=1.0) > 0).all():
+        return no
+    lv = forecast_level(pred)[..., 0]  # (n, 1, T)
+    if not (np.nan_to_num(lv, nan=1.0) > 0).all():
+        return no
+    e = (y - pred).astype(np.float64)
+    if mask is not None:
+        e = np.where(mask, e, np.nan)
+    origins = np.asarray(origins)
+    centre = np.zeros_like(e)
+    for j, w in zip(range(-2, 3), _QUADRATIC_5, strict=True):  # the windows whole seasons apart; NaN where one is not
+        at = np.searchsorted(origins, origins + j * season).clip(0, n - 1)
+        found = (origins[at] == origins + j * season)[:, None, None]
+        centre += np.where(found, e[at], np.nan) * w
+    size = np.abs(e - centre)
+    level = np.broadcast_to(lv, size.shape)
+    rho_abs, rho_rel = [], []
+    for t in range(T):
+        ok = np.isfinite(size[..., t]) & np.isfinite(level[..., t])
+        s, lvl = size[..., t][ok], level[..., t][ok]
+        if len(s) < 3:
+            return no
+        rho_abs.append(_spearman(s, lvl))
+        rho_rel.append(_spearman(s / lvl, lvl))
+    grows, rel = float(np.mean(rho_abs)), float(np.mean(np.abs(rho_rel)))
+    seen = int(np.isfinite(size).all(axis=(1, 2)).sum())  # the windows measured, of n
+    threshold = 2 / math.sqrt(max((paths if paths is not None else n) * seen / n, 2.0))
+    return {
+        "level": bool(grows > threshold and rel < grows),
+        "rho_absolute": round(grows, 4),
+        "rho_level": round(float(np.mean(rho_rel)), 4),
+        "threshold": round(threshold, 4),
+    }
+
+
+_QUADRATIC_5 = np.array([-3.0, 12.0, 17.0, 12.0, -3.0]) / 35  # a quadratic through 5 points, read at the middle
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation (average ranks for ties); 0 where either is constant."""
+    ra, rb = _ranks(a), _ranks(b)
+    sa, sb = ra.std(), rb.std()
+    if sa == 0 or sb == 0:
+        return 0.0
+    return float(((ra - ra.mean()) * (rb - rb.mean())).mean() / (sa * sb))
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(x, kind="stable")
+    srt = x[order]
+    first = np.r_[True, srt[1:] != srt[:-1]]
+    group = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], len(x)]
+    avg = (starts + ends - 1) / 2.0
+    out = np.empty(len(x))
+    out[order] = avg[group]
+    return out
 
 
 def walk_forward(

@@ -43,7 +43,15 @@ from . import model as _model
 from . import quantiles as _quantiles
 from .anchor import AnchorChoice, choose_anchor
 from .device import exact_fp32
-from .evaluate import forecast_windows, mase_scale, metrics
+from .evaluate import (
+    evaluate_baselines,
+    forecast_windows,
+    mase_scale,
+    metrics,
+    season_of,
+    seasonal_naive,
+    usable_seasons,
+)
 from .model import Ensemble, Forecaster, ModelSpec, QuantileOutput
 
 log = logging.getLogger(__name__)
@@ -349,6 +357,23 @@ def calibration_starts(ws: WindowSet, settings: Settings) -> np.ndarray:
     return starts[-int(n) :]
 
 
+def scale_evidence(ws: WindowSet, settings: Settings) -> dict:
+    """evaluate.calibration_scale bar on one series: whether the seasonal-naive bar's misses over every window before
+    the test split (training and validation, time order) grow with their level (quantiles.misses_grow_with_level):
+    hundreds of windows where the held-out halves hold a few paths. The bar is the baselines' best on validation,
+    as the promotion reads it."""
+    seasons = settings.evaluate.seasons if settings.evaluate.seasons != "auto" else ws.meta.seasons
+    bar = evaluate_baselines(ws, "val", usable_seasons(ws, list(seasons), split="val")).best
+    L, H = ws.meta.lookback, ws.meta.horizon
+    starts = np.sort(np.concatenate([ws.starts["train"], ws.starts["val"]]))
+    season = season_of(bar)
+    starts = starts[starts + L + _seasonal.naive_offsets(H, season).min() >= 0]  # its naive reads no row before 0
+    if len(starts) < 3:
+        return {"level": False}
+    pred = seasonal_naive(ws, starts, season)
+    return _quantiles.misses_grow_with_level(ws.targets(starts), pred, starts, max(season, H), ws.target_mask(starts))
+
+
 @torch.no_grad()
 def calibrate(
     model: QuantileOutput, ws: WindowSet, settings: Settings, seen: tuple[np.ndarray, np.ndarray] | None = None
@@ -386,9 +411,13 @@ def calibrate(
         )
 
     point = q[..., levels.index(0.5)]  # uncalibrated, the median is the point forecast
-    relative = ev.calibration_scale == "level" or (
-        ev.calibration_scale == "auto" and _quantiles.relative_wins(y, q, point, levels, mask, fit)
-    )
+    evidence: dict = {}
+    relative = ev.calibration_scale == "level"
+    if ev.calibration_scale == "bar" and not ws.is_panel:  # a panel's windows pool series: the held-out halves decide
+        evidence = scale_evidence(ws, settings)
+        relative = evidence["level"]
+    elif ev.calibration_scale in ("auto", "bar"):
+        relative = _quantiles.relative_wins(y, q, point, levels, mask, fit)
     level = _quantiles.forecast_level(point)
     if relative and (level > 0).all():
         shift = fit(y, q, mask, per=level[..., 0])  # in units of each window's level, no copy of q / level
@@ -406,6 +435,7 @@ def calibrate(
         "windows": int(len(starts)),
         "paths": paths,
         "scale": "level" if relative else "absolute",
+        **({"scale_evidence": {k: v for k, v in evidence.items() if k != "level"}} if evidence else {}),
         "first_target": str(pd.Timestamp(ws.timestamps[starts[0] + L])) if len(starts) else None,
         "last_target": str(pd.Timestamp(ws.timestamps[starts[-1] + L + ws.meta.horizon - 1])) if len(starts) else None,
         "mean_shift_scaled": {f"{lv:g}": float((shift / scale)[..., k].mean()) for k, lv in enumerate(levels)},
