@@ -151,6 +151,40 @@ def test_a_level_shift_triggers_exactly_one_retrain_and_the_unchanged_series_non
     assert json.loads(as_json.output)["last_trigger"]["flow_run_id"] == str(run.id)
 
 
+def test_a_crashed_retrain_lifts_the_cooldown_and_a_finished_one_keeps_it(prefect_api, settings_for):
+    """The forecast flow's monitoring looks up the last retrain it started on the Prefect server: killed before
+    it finished (Crashed: the worker or the stack stopped), its cooldown no longer holds back the next one."""
+    from prefect import flow, get_client
+    from prefect.states import Completed, Crashed
+
+    from cellcast.flows.monitoring import last_retrain_task
+    from cellcast.pipeline.monitoring import state as monitor
+    from cellcast.pipeline.monitoring.report import MonitorReport
+    from cellcast.pipeline.monitoring.verdict import Verdict
+
+    s = settings_for("load")
+
+    @flow(name="stand-in-retrain")
+    def stand_in():
+        pass
+
+    @flow(name="stand-in-forecast")
+    def looks_up():
+        return last_retrain_task(s)
+
+    v = Verdict(True, ["drift: temp"], "drift: temp")
+    report = MonitorReport("load", "load-forecaster", 1, 1, "", "", "", {}, None, None, 24, {}, "", {}, v)
+    with get_client(sync_client=True) as c:
+        done = c.create_flow_run(stand_in, state=Completed())
+        killed = c.create_flow_run(stand_in, state=Crashed(message="Process exited with status code: -15."))
+    monitor.record_trigger(s, report, {"flow_run_id": str(done.id)}, log_to_mlflow=False)
+    assert looks_up() is None and monitor.unchecked_trigger(s) == str(done.id)  # finished: the cooldown holds
+    monitor.record_trigger(s, report, {"flow_run_id": str(killed.id)}, log_to_mlflow=False)
+    trig = looks_up()
+    assert trig and trig["crashed"]["state_message"] == "Process exited with status code: -15."
+    assert monitor.read_state(s)["last_trigger"]["crashed"] and monitor.unchecked_trigger(s) is None
+
+
 def test_a_scheduled_run_without_a_source_rereads_the_file_the_dataset_came_from(prefect_api, project):
     """The scheduled or triggered retrain of a user's dataset gets no `source`: it must read the user's file
     again (it used to look for a bundled dataset of that name and fail)."""
