@@ -76,8 +76,44 @@ def trigger_task(settings: Settings, report) -> dict | None:
     return trig
 
 
+@task(name="last-retrain", cache_policy=NO_CACHE, retries=0)
+def last_retrain_task(settings: Settings) -> dict | None:
+    """The last retrain the monitor started, looked up on the Prefect server: crashed (its process killed before
+    it finished: the worker or the stack stopped, the machine out of memory), its cooldown is lifted, so that the
+    evaluation that follows starts another if the breach is still there. Returns that trigger, or None."""
+    from uuid import UUID
+
+    from prefect import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.exceptions import ObjectNotFound
+
+    from cellcast.pipeline.monitoring import state as monitor
+
+    run_id = monitor.unchecked_trigger(settings)
+    if run_id is None:
+        return None
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(run_id))
+    except (ObjectNotFound, ValueError):  # a run of another Prefect database (one made anew), or no run id
+        return None
+    if run.state is None or run.state.type != StateType.CRASHED:
+        return None  # running, waiting, or ended by itself (a failed retrain keeps its cooldown: no storm)
+    trig = monitor.record_trigger_crashed(settings, run_id, run.state.message or "crashed")
+    get_run_logger().warning(
+        "the retrain started at %s (flow run %s, %s) crashed: %s; no cooldown holds, the monitor starts another "
+        "when a breach is still there",
+        (trig or {}).get("at"),
+        run.name,
+        run_id,
+        run.state.message,
+    )
+    return trig
+
+
 def monitoring_steps(settings: Settings) -> MonitorReport:
-    """Monitor, then trigger when due. Returns the monitor's report."""
+    """Lift the cooldown of a crashed retrain, monitor, then trigger when due. Returns the monitor's report."""
+    last_retrain_task(settings)
     report = monitor_task(settings)
     if report.verdict.retrain:
         trigger_task(settings, report)

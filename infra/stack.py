@@ -255,6 +255,7 @@ def start(a) -> int:
     try:
         _start_servers(st)
         deploy, champion = _deploy(st)
+        _crash_unfinished(st)
         wk = _start_worker(st)
         if champion is None:
             if a.no_train:
@@ -373,6 +374,29 @@ def _deploy(st: _Stack) -> tuple[list[str], str | None]:
         f"{'' if champion else ', paused until a champion exists'}) on work pool '{a.pool}'"
     )
     return deploy, champion
+
+
+def _crash_unfinished(st: _Stack) -> None:
+    """Flow runs a previous stack left Pending or Running (stopped, or killed, while they ran: the worker may be
+    gone before it reports the crash) marked Crashed, before a worker starts: none of them can be running then.
+    Left as they are, each holds its deployment's only concurrency slot and no later run of it starts: no
+    forecast, no retrain; marked Crashed, the monitor sees its retrain crashed and starts another when due."""
+    code, body = _post(
+        f"{st.api}/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["PENDING", "RUNNING"]}}}}
+    )
+    if code != 200:
+        raise RuntimeError(f"prefect server: flow runs not listed ({code}): {body[:300]!r}")
+    runs = json.loads(body)
+    for run in runs:
+        state = {"type": "CRASHED", "message": "the stack stopped while it ran; marked Crashed by the next start"}
+        code, body = _post(f"{st.api}/flow_runs/{run['id']}/set_state", {"state": state, "force": True})
+        if code not in (200, 201):
+            raise RuntimeError(f"prefect server: flow run {run['name']} not marked Crashed ({code}): {body[:300]!r}")
+    if runs:
+        _say(
+            f"{len(runs)} flow run(s) the last stack left unfinished marked Crashed: "
+            + ", ".join(f"{r['name']} ({r['state_name']})" for r in runs)
+        )
 
 
 def _start_worker(st: _Stack) -> subprocess.Popen:

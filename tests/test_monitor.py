@@ -292,6 +292,33 @@ def test_the_cooldown_holds_a_second_trigger_back_and_then_lets_it_through():
     assert verdict.judge(_acc(20, 2.0), {}, 0.5, th, old, NOW).retrain
 
 
+def test_a_retrain_whose_run_crashed_holds_no_cooldown_and_status_says_so(settings_for):
+    """A retrain killed before it finished (worker or stack stopped) never had its say: the next evaluation
+    that still finds the breach starts another, instead of waiting out the cooldown."""
+    from cellcast.pipeline.monitoring import state as monitor
+    from cellcast.pipeline.monitoring.report import MonitorReport
+    from cellcast.pipeline.monitoring.status import _trigger_lines
+
+    th = verdict.thresholds(MonitorConfig(cooldown_hours=24), 7, 28)
+    s = settings_for("load")
+    v = verdict.Verdict(True, ["drift: temp"], "drift: temp")
+    report = MonitorReport(
+        "load", "load-forecaster", 1, 3, "", "", "", {}, None, None, 24, {}, "the model's metadata", {}, v
+    )
+    at = NOW - timedelta(hours=1)
+    monitor.record_trigger(s, report, {"flow_run_id": "r1", "flow_run_name": "a-run"}, now=at, log_to_mlflow=False)
+    assert monitor.unchecked_trigger(s) == "r1"
+    assert not verdict.judge(_acc(20, 2.0), {}, 0.5, th, monitor.read_state(s), NOW).retrain
+    assert monitor.record_trigger_crashed(s, "another run", "killed") is None  # not the last trigger's run
+    assert monitor.record_trigger_crashed(s, "r1", "Process exited with status code: -15.", now=NOW)
+    state = monitor.read_state(s)
+    assert monitor.unchecked_trigger(s) is None and state["triggers"][-1]["crashed"]["at"] == verdict._iso(NOW)
+    assert verdict.judge(_acc(20, 2.0), {}, 0.5, th, state, NOW).retrain
+    assert "cooldown: none: the retrain's run crashed (Process exited with status code: -15.)" in "\n".join(
+        _trigger_lines(state, 24, NOW)
+    )
+
+
 # ---------------------------------------------------------------- params.yaml
 
 

@@ -151,6 +151,73 @@ def test_a_level_shift_triggers_exactly_one_retrain_and_the_unchanged_series_non
     assert json.loads(as_json.output)["last_trigger"]["flow_run_id"] == str(run.id)
 
 
+def test_a_crashed_retrain_lifts_the_cooldown_and_a_finished_one_keeps_it(prefect_api, settings_for):
+    """The forecast flow's monitoring looks up the last retrain it started on the Prefect server: killed before
+    it finished (Crashed: the worker or the stack stopped), its cooldown no longer holds back the next one."""
+    from prefect import flow, get_client
+    from prefect.states import Completed, Crashed
+
+    from cellcast.flows.monitoring import last_retrain_task
+    from cellcast.pipeline.monitoring import state as monitor
+    from cellcast.pipeline.monitoring.report import MonitorReport
+    from cellcast.pipeline.monitoring.verdict import Verdict
+
+    s = settings_for("load")
+
+    @flow(name="stand-in-retrain")
+    def stand_in():
+        pass
+
+    @flow(name="stand-in-forecast")
+    def looks_up():
+        return last_retrain_task(s)
+
+    v = Verdict(True, ["drift: temp"], "drift: temp")
+    report = MonitorReport("load", "load-forecaster", 1, 1, "", "", "", {}, None, None, 24, {}, "", {}, v)
+    with get_client(sync_client=True) as c:
+        done = c.create_flow_run(stand_in, state=Completed())
+        killed = c.create_flow_run(stand_in, state=Crashed(message="Process exited with status code: -15."))
+    monitor.record_trigger(s, report, {"flow_run_id": str(done.id)}, log_to_mlflow=False)
+    assert looks_up() is None and monitor.unchecked_trigger(s) == str(done.id)  # finished: the cooldown holds
+    monitor.record_trigger(s, report, {"flow_run_id": str(killed.id)}, log_to_mlflow=False)
+    trig = looks_up()
+    assert trig and trig["crashed"]["state_message"] == "Process exited with status code: -15."
+    assert monitor.read_state(s)["last_trigger"]["crashed"] and monitor.unchecked_trigger(s) is None
+
+
+def test_a_stack_start_marks_the_runs_a_stopped_stack_left_unfinished_crashed(prefect_api, capsys, monkeypatch):
+    """A stack stopped (or killed) while a flow run was being submitted or ran can leave it Pending or Running
+    on its Prefect server: the worker is gone before it reports the crash. Such a run holds its deployment's only
+    concurrency slot, so no forecast or retrain would start again; the next `start` marks it Crashed."""
+    import importlib.util
+    import sys
+    import types
+
+    from prefect import flow, get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Completed, Pending, Running
+
+    spec = importlib.util.spec_from_file_location("stack", Path(__file__).resolve().parents[1] / "infra/stack.py")
+    assert spec and spec.loader
+    stack = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "stack", stack)  # its dataclasses look their module up there
+    spec.loader.exec_module(stack)
+
+    @flow(name="stand-in-stack-run")
+    def stand_in():
+        pass
+
+    with get_client(sync_client=True) as c:
+        left = [c.create_flow_run(stand_in, state=Pending()), c.create_flow_run(stand_in, state=Running())]
+        done = c.create_flow_run(stand_in, state=Completed())
+        stack._crash_unfinished(types.SimpleNamespace(api=prefect_api))
+        assert [c.read_flow_run(r.id).state.type for r in left] == [StateType.CRASHED] * 2
+        assert "the stack stopped while it ran" in c.read_flow_run(left[0].id).state.message
+        assert c.read_flow_run(done.id).state.type == StateType.COMPLETED
+    said = capsys.readouterr().out
+    assert "flow run(s) the last stack left unfinished marked Crashed" in said and left[1].name in said
+
+
 def test_a_scheduled_run_without_a_source_rereads_the_file_the_dataset_came_from(prefect_api, project):
     """The scheduled or triggered retrain of a user's dataset gets no `source`: it must read the user's file
     again (it used to look for a bundled dataset of that name and fail)."""

@@ -16,7 +16,7 @@ or any drift measured) that are past a threshold. A retrain is due when that sha
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,7 @@ import pandas as pd
 from ..data import drift as drifts
 from .champion import Champion
 from .scoring import accuracy, score_points
-from .verdict import Thresholds, Verdict, _iso, _parse, judge
+from .verdict import Thresholds, Verdict, cooldown, judge
 
 WORST = 5  # series the verdict and the status name
 
@@ -139,11 +139,9 @@ def panel_verdict(table: pd.DataFrame, share_limit: float, th: Thresholds, state
     lines = [head] + [f"series '{r.series_id}': {r.breaches}" for r in past.head(WORST).itertuples()]
     if share <= share_limit:
         return Verdict(False, lines, f"{head}: no retrain")
-    last = (state.get("last_trigger") or {}).get("at")  # the cooldown, as one series has it
-    if last:
-        until = _parse(last) + timedelta(hours=th.cooldown_hours)
-        if now < until:
-            return Verdict(False, lines, f"cooldown until {_iso(until)} (retrain triggered at {last})", _iso(until))
+    held = cooldown(state, th, now)  # the cooldown, as one series has it
+    if held:
+        return Verdict(False, lines, held[0], held[1])
     return Verdict(True, lines, "; ".join(lines))
 
 

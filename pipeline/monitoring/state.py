@@ -82,3 +82,28 @@ def record_trigger_error(settings: Settings, report: MonitorReport, error: str, 
         "error": error,
     }
     write_json(state_path(settings), state)
+
+
+def unchecked_trigger(settings: Settings) -> str | None:
+    """The flow run id of the last retrain the monitor started, unless it is already known to have crashed:
+    the run whose end the flows look up before an evaluation (pipeline/ does not ask Prefect)."""
+    trig = read_state(settings).get("last_trigger") or {}
+    return None if trig.get("crashed") else trig.get("flow_run_id") or None
+
+
+def record_trigger_crashed(
+    settings: Settings, flow_run_id: str, state_message: str, now: datetime | None = None
+) -> dict | None:
+    """The last trigger's retrain run crashed (its process was killed before it finished): its cooldown is
+    lifted (verdict.cooldown), kept in state.json as `crashed` on the trigger. Returns the trigger, None when
+    the last trigger is another run's."""
+    state = read_state(settings)
+    trig = state.get("last_trigger") or {}
+    if trig.get("flow_run_id") != flow_run_id:
+        return None
+    trig["crashed"] = {"at": _iso(now or datetime.now(UTC)), "state_message": state_message}
+    for t in state.get("triggers") or []:
+        if t.get("flow_run_id") == flow_run_id:
+            t["crashed"] = trig["crashed"]
+    write_json(state_path(settings), state)
+    return trig

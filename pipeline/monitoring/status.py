@@ -135,6 +135,11 @@ def _trigger_lines(state: dict, cooldown_hours: float, now: datetime) -> list[st
             f"({trig.get('flow_run_id', '?')}) of {trig.get('deployment', '?')}: {trig['reason']}",
             f"cooldown: {cooldown_hours:g} h: " + (f"until {_iso(until)} ({left:.1f} h left)" if left > 0 else "over"),
         ]
+        if trig.get("crashed"):
+            lines[1] = (
+                f"cooldown: none: the retrain's run crashed ({trig['crashed']['state_message']}); the next "
+                f"evaluation that still finds a breach starts another"
+            )
     else:
         lines = [f"last retrain trigger: none (cooldown {cooldown_hours:g} h after each)"]
     err = state.get("last_trigger_error")

@@ -128,9 +128,20 @@ def judge(
             )
     if not breaches:
         return Verdict(False, [], "within thresholds")
-    last = (state.get("last_trigger") or {}).get("at")
-    if last:
-        until = _parse(last) + timedelta(hours=th.cooldown_hours)
-        if now < until:
-            return Verdict(False, breaches, f"cooldown until {_iso(until)} (retrain triggered at {last})", _iso(until))
+    held = cooldown(state, th, now)
+    if held:
+        return Verdict(False, breaches, held[0], held[1])
     return Verdict(True, breaches, "; ".join(breaches))
+
+
+def cooldown(state: dict, th: Thresholds, now: datetime) -> tuple[str, str] | None:
+    """(reason, until) while the last trigger's cooldown holds at `now`, else None. A retrain whose run crashed
+    (its process killed: a worker or stack stopped, the machine out of memory) never had its say: it holds no
+    cooldown, and the next evaluation that still finds a breach starts another."""
+    last = state.get("last_trigger") or {}
+    if not last.get("at") or last.get("crashed"):
+        return None
+    until = _parse(last["at"]) + timedelta(hours=th.cooldown_hours)
+    if now >= until:
+        return None
+    return f"cooldown until {_iso(until)} (retrain triggered at {last['at']})", _iso(until)
