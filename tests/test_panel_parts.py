@@ -402,3 +402,25 @@ def test_a_panel_scored_a_few_series_at_a_time_is_scored_as_with_every_window_at
         for a, b in ((got.val, val), (got.test, test), ({"mase": got.by_step}, {"mase": by_step}), (got.steps, steps)):
             for k in b:
                 np.testing.assert_allclose(a[k], b[k], rtol=1e-12, atol=0, err_msg=f"{per} series a part: {k}")
+
+
+def test_the_per_window_losses_made_a_part_at_a_time_are_those_of_every_window_at_once(windowed, monkeypatch):
+    """champion.losses_by_part (the promotion's per-window losses: the candidate, the bar, the champion) forecasts a
+    part of the windows at a time: the same losses to the bit, and a baseline that reads into a break is told."""
+    from cellcast.pipeline.data.window import load_windows
+    from cellcast.pipeline.modeling.evaluate import seasonal_naive, window_losses
+    from cellcast.pipeline.registry.champion import losses_by_part
+
+    work, s = windowed
+    monkeypatch.chdir(work)
+    ws = load_windows(s)
+    starts = ws.starts["test"][:3000]
+    for m in (1, 24):
+        whole = seasonal_naive(ws, starts, m)
+        want = window_losses(ws, starts, whole)
+        for part in (1000, 77, len(starts)):
+            got, finite = losses_by_part(ws, starts, lambda at, m=m: seasonal_naive(ws, at, m), part=part)
+            np.testing.assert_array_equal(got, want)
+            assert finite == bool(np.isfinite(whole).all())
+    ahead = int(ws.meta.lookback + 2 * ws.meta.horizon)  # a season longer than any window's history at a series' start
+    assert not losses_by_part(ws, starts, lambda at: seasonal_naive(ws, at, 10 * ahead), part=50)[1]

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.panel_windows import COLD, PanelWindowSet
+from ..data.windowset import WindowSet
 from .evaluate import baseline_names, metrics, seasonal_naive
 
 
@@ -71,6 +72,11 @@ def series_parts(ws: PanelWindowSet, starts: np.ndarray, series: int) -> list[sl
     if len(starts) == 0:
         return []
     return [slice(int(cuts[i]), int(cuts[min(i + series, len(cuts) - 1)])) for i in range(0, len(cuts) - 1, series)]
+
+
+def observed_cells(ws: PanelWindowSet | WindowSet, starts: np.ndarray, mask: np.ndarray | None) -> int:
+    """The cells the means of the windows at `starts` average (their observed targets): pooled()'s weight."""
+    return len(starts) * ws.meta.horizon * len(ws.meta.targets) if mask is None else int(mask.sum())
 
 
 def pooled(parts: list[tuple[dict, int]]) -> dict:

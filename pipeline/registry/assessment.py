@@ -309,7 +309,7 @@ def score_panel(
                 rows += panel_eval.series_rows(ws, split, at, y, seasons)
                 continue
             mask = ws.target_mask(at)
-            cells = len(at) * H * T if mask is None else int(mask.sum())
+            cells = panel_eval.observed_cells(ws, at, mask)
             per_step = np.full(H, len(at) * T) if mask is None else mask.sum(axis=(0, 2))
             out, by = evaluate_forecasts(ws, split, y, q, levels, starts=at)
             scores[split].append((out, cells))
