@@ -257,6 +257,14 @@ def stage(name: str, work: Path) -> dict:
 
             metadata.training_reference = lambda ws, settings: {}
         ws = load_windows(s)
+        last = int(os.environ.get("PANEL_SCALE_ASSESS_LAST", "0"))
+        if last:  # each series' last `last` validation and test windows (every step): the bench's time, not its shape
+
+            def pick(st: np.ndarray) -> np.ndarray:
+                cuts = np.append(np.searchsorted(st, ws.offsets), len(st))  # each series' windows: cuts[i]..cuts[i+1]
+                return np.concatenate([np.arange(max(e - last, b), e) for b, e in zip(cuts[:-1], cuts[1:])])
+
+            ws = ws.with_starts(**{k: ws.starts[k][pick(ws.starts[k])] for k in ("val", "test")})
         origins = ws.with_starts(val=forecast_origins(ws, "val"), test=forecast_origins(ws, "test"))
         tiny = s.model_copy(update={"train": s.train.model_copy(update={"epochs": 1, "max_train_windows": 1000})})
         anchor = choose_anchor(origins, tiny, baselines(origins, tiny).anchor_season)
@@ -334,6 +342,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0, help="validate over this many local Dask worker processes")
     ap.add_argument("--stride", type=int, default=1, help="window.stride: windows this many steps apart")
     ap.add_argument("--no-reference", action="store_true", help="leave the drift reference out of the model's metadata")
+    ap.add_argument("--assess-last", type=int, default=0, help="assess: each series' last N val / test windows only")
     ap.add_argument("--stage", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -344,6 +353,7 @@ def main() -> None:
     os.environ["PANEL_SCALE_WORKERS"] = str(args.workers)
     os.environ["PANEL_SCALE_STRIDE"] = str(args.stride)
     os.environ["PANEL_SCALE_NO_REFERENCE"] = "1" if args.no_reference else "0"
+    os.environ["PANEL_SCALE_ASSESS_LAST"] = str(args.assess_last)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="cellcast-panel-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
