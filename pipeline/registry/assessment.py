@@ -307,18 +307,21 @@ def score_panel(
             y, q = forecast_windows(run, ws, at)
             if split == COLD:
                 rows += panel_eval.series_rows(ws, split, at, y, seasons)
-                continue
-            mask = ws.target_mask(at)
-            cells = panel_eval.observed_cells(ws, at, mask)
-            per_step = np.full(H, len(at) * T) if mask is None else mask.sum(axis=(0, 2))
-            out, by = evaluate_forecasts(ws, split, y, q, levels, starts=at)
-            scores[split].append((out, cells))
-            if split == "test":
-                steps.append(({"mase": by}, per_step))
-                if q is not None:
-                    interval.append((quantile_scores(ws.targets(at), q, levels, mase_scale(ws), mask)[1], per_step))
-                    crossed += crossings(q)
-                rows += panel_eval.series_rows(ws, split, at, y, seasons)
+            else:
+                mask = ws.target_mask(at)
+                cells = panel_eval.observed_cells(ws, at, mask)
+                per_step = np.full(H, len(at) * T) if mask is None else mask.sum(axis=(0, 2))
+                out, by = evaluate_forecasts(ws, split, y, q, levels, starts=at)
+                scores[split].append((out, cells))
+                if split == "test":
+                    steps.append(({"mase": by}, per_step))
+                    if q is not None:
+                        qs = quantile_scores(ws.targets(at), q, levels, mase_scale(ws), mask)[1]
+                        interval.append((qs, per_step))
+                        crossed += crossings(q)
+                    rows += panel_eval.series_rows(ws, split, at, y, seasons)
+                del mask
+            del y, q  # freed before the next part's are made: one part's forecasts at a time
     table = pd.DataFrame(rows)
     if not (scores["val"] and scores["test"]):  # a split with no window: its scores as at once (NaN)
         empty = np.zeros((0, H, T), np.float32)
