@@ -14,7 +14,8 @@ Each stage runs in a fresh process, its peak resident memory its own (VmHWM): in
 (one process, partition by partition), window (validated.parquet -> windows.npz), train (one global GRU with a
 small budget: the pipeline's time and memory are the point, not the accuracy; exported to ONNX), references
 (MSTL / ETS / Theta on a sample of series) and forecast (every kept series: the batch forecast's library path,
-a chunk of series per model call, written as Parquet row groups).
+a chunk of series per model call, written as Parquet row groups). Not by default: assess (a full `cellcast train`'s
+assessment of one tiny-budget candidate: export, parity, scores on every validation and test window, per series).
 
     .venv/bin/python bench/panel_scale.py --series 1000 [--steps 8760] [--keep DIR] [--out FILE] [--quick]
 """
@@ -237,6 +238,54 @@ def stage(name: str, work: Path) -> dict:
         r = train_candidate(ws, cand, s, anchor=anchor, device="cpu")
         export_onnx(r.model, work / "model.onnx", model_metadata(ws, s, cand.name), ws.inputs(ws.starts["test"][:2])[0])
         out = {"epochs": len(r.history), "windows_per_s": round(r.windows_per_s), "anchor": anchor.kind}
+    elif name == "assess":
+        # a full `cellcast train`'s assessment of one candidate on every validation and test window (every step):
+        # the candidate trained first on a tiny budget (not measured), then export, parity and scoring measured
+        import gc
+
+        import torch
+
+        from cellcast.pipeline.data.window import load_windows
+        from cellcast.pipeline.modeling.anchor import choose_anchor
+        from cellcast.pipeline.modeling.evaluate import forecast_origins
+        from cellcast.pipeline.modeling.train import Candidate, train_candidate
+        from cellcast.pipeline.registry.assessment import assess, baselines
+
+        torch.set_num_threads(1)
+        if os.environ.get("PANEL_SCALE_NO_REFERENCE") == "1":  # as in train: the export's drift reference left out
+            from cellcast.pipeline.registry import metadata
+
+            metadata.training_reference = lambda ws, settings: {}
+        ws = load_windows(s)
+        last = int(os.environ.get("PANEL_SCALE_ASSESS_LAST", "0"))
+        if last:  # each series' last `last` validation and test windows (every step): the bench's time, not its shape
+
+            def pick(st: np.ndarray) -> np.ndarray:
+                cuts = np.append(np.searchsorted(st, ws.offsets), len(st))  # each series' windows: cuts[i]..cuts[i+1]
+                return np.concatenate([np.arange(max(e - last, b), e) for b, e in zip(cuts[:-1], cuts[1:])])
+
+            ws = ws.with_starts(**{k: ws.starts[k][pick(ws.starts[k])] for k in ("val", "test")})
+        origins = ws.with_starts(val=forecast_origins(ws, "val"), test=forecast_origins(ws, "test"))
+        tiny = s.model_copy(update={"train": s.train.model_copy(update={"epochs": 1, "max_train_windows": 1000})})
+        anchor = choose_anchor(origins, tiny, baselines(origins, tiny).anchor_season)
+        r = train_candidate(origins, Candidate("gru", TRAIN["hidden_size"], TRAIN["num_layers"]), tiny, anchor=anchor)
+        del origins
+        gc.collect()
+        with open("/proc/self/status") as f:
+            held = round(int(f.read().split("RssAnon:")[1].split()[0]) / 1024, 1)
+        before = anon.mib()  # the candidate's training (not measured: a tiny budget)
+        anon = AnonPeak()  # the assessment's own peak, from here
+        t0 = time.perf_counter()
+        rep = assess(r, ws, s, work)
+        out = {
+            "anon_before_assess_mib": held,
+            "anon_peak_training_mib": before,
+            "val_windows": int(len(ws.starts["val"])),
+            "test_windows": int(len(ws.starts["test"])),
+            "scored_with": rep.scored_with,
+            "test_mase": rep.test["mase"],
+            "series_scored": len(rep.panel["series"]),
+        }
     elif name == "references":
         from cellcast.pipeline.data.window import load_windows
         from cellcast.pipeline.modeling import panel_references
@@ -286,13 +335,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--series", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=8760)
-    ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=(*STAGES, "assess"))
     ap.add_argument("--keep", help="work in this folder and keep it (else a temporary one, removed)")
     ap.add_argument("--out", help="append the JSON lines to this file")
     ap.add_argument("--quick", action="store_true", help="smoke run: 30 series x 2,000 steps")
     ap.add_argument("--workers", type=int, default=0, help="validate over this many local Dask worker processes")
     ap.add_argument("--stride", type=int, default=1, help="window.stride: windows this many steps apart")
     ap.add_argument("--no-reference", action="store_true", help="leave the drift reference out of the model's metadata")
+    ap.add_argument("--assess-last", type=int, default=0, help="assess: each series' last N val / test windows only")
     ap.add_argument("--stage", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -303,6 +353,7 @@ def main() -> None:
     os.environ["PANEL_SCALE_WORKERS"] = str(args.workers)
     os.environ["PANEL_SCALE_STRIDE"] = str(args.stride)
     os.environ["PANEL_SCALE_NO_REFERENCE"] = "1" if args.no_reference else "0"
+    os.environ["PANEL_SCALE_ASSESS_LAST"] = str(args.assess_last)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="cellcast-panel-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     try:

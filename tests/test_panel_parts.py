@@ -357,3 +357,70 @@ def test_a_window_stage_killed_midway_leaves_no_build_folder_past_the_next_one(t
 
     assert remove_dead_spills(tmp_path) == [dead]
     assert not dead.exists() and live.is_dir() and other.is_dir() and kept.read_bytes() == b"x"
+
+
+def test_a_panel_scored_a_few_series_at_a_time_is_scored_as_with_every_window_at_once(windowed, monkeypatch):
+    """assessment.score_panel forecasts whole series a part at a time: the per-series rows, the aggregate and the
+    crossings are those of every window forecast at once; the split's means and per-step means pooled from the parts
+    agree with the means over every window to a float64 sum's rounding (the same to the bit in one part)."""
+    from cellcast.pipeline.data.panel_windows import COLD
+    from cellcast.pipeline.data.window import load_windows
+    from cellcast.pipeline.modeling import panel_eval
+    from cellcast.pipeline.modeling.evaluate import evaluate_forecasts, forecast_windows, quantiles_by_step
+    from cellcast.pipeline.modeling.quantiles import crossings
+    from cellcast.pipeline.registry.assessment import score_panel
+
+    work, s = windowed
+    monkeypatch.chdir(work)
+    ws = load_windows(s)
+    H, j = ws.meta.horizon, [ws.meta.variables.index(t) for t in ws.meta.targets]
+    levels = [0.1, 0.5, 0.9]
+
+    def run(x, f):  # each window's forecast from its own inputs only, whatever the batch: its last value, a band
+        last = x[:, -1:, j].astype(np.float32)
+        point = np.repeat(last, H, axis=1) + 0.01 * np.arange(H, dtype=np.float32)[None, :, None]
+        spread = np.abs(x[:, -H:, j]).astype(np.float32)
+        return point, np.stack([point - spread, point, point + 0.5 * spread - 0.2], axis=-1)
+
+    yv, qv = forecast_windows(run, ws, ws.starts["val"])
+    yt, qt = forecast_windows(run, ws, ws.starts["test"])
+    val, _ = evaluate_forecasts(ws, "val", yv, qv, levels)
+    test, by_step = evaluate_forecasts(ws, "test", yt, qt, levels)
+    steps = quantiles_by_step(ws, "test", qt, levels)
+    seasons = [24]
+    table = panel_eval.series_table(ws, {"test": yt, COLD: forecast_windows(run, ws, ws.starts[COLD])[0]}, seasons)
+    s.evaluate.seasons = seasons
+    n = len(ws.series_ids)
+    assert n >= 3 and len(ws.starts[COLD]) and crossings(qt) > 0
+    for per in (1, 2, n):
+        got = score_panel(run, ws, s, levels, series=per)
+        assert got.panel["series"] == table.to_dict(orient="records")
+        assert got.panel["aggregate"] == panel_eval.aggregate(table) and got.crossings == crossings(qt)
+        assert set(got.val) == set(val) and set(got.test) == set(test) and set(got.steps) == set(steps)
+        if per == n:  # one part: the same sums, the same numbers
+            assert (got.val, got.test, got.by_step, got.steps) == (val, test, by_step, steps)
+        for a, b in ((got.val, val), (got.test, test), ({"mase": got.by_step}, {"mase": by_step}), (got.steps, steps)):
+            for k in b:
+                np.testing.assert_allclose(a[k], b[k], rtol=1e-12, atol=0, err_msg=f"{per} series a part: {k}")
+
+
+def test_the_per_window_losses_made_a_part_at_a_time_are_those_of_every_window_at_once(windowed, monkeypatch):
+    """champion.losses_by_part (the promotion's per-window losses: the candidate, the bar, the champion) forecasts a
+    part of the windows at a time: the same losses to the bit, and a baseline that reads into a break is told."""
+    from cellcast.pipeline.data.window import load_windows
+    from cellcast.pipeline.modeling.evaluate import seasonal_naive, window_losses
+    from cellcast.pipeline.registry.champion import losses_by_part
+
+    work, s = windowed
+    monkeypatch.chdir(work)
+    ws = load_windows(s)
+    starts = ws.starts["test"][:3000]
+    for m in (1, 24):
+        whole = seasonal_naive(ws, starts, m)
+        want = window_losses(ws, starts, whole)
+        for part in (1000, 77, len(starts)):
+            got, finite = losses_by_part(ws, starts, lambda at, m=m: seasonal_naive(ws, at, m), part=part)
+            np.testing.assert_array_equal(got, want)
+            assert finite == bool(np.isfinite(whole).all())
+    ahead = int(ws.meta.lookback + 2 * ws.meta.horizon)  # a season longer than any window's history at a series' start
+    assert not losses_by_part(ws, starts, lambda at: seasonal_naive(ws, at, 10 * ahead), part=50)[1]

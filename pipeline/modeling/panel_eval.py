@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.panel_windows import COLD, PanelWindowSet
+from ..data.windowset import WindowSet
 from .evaluate import baseline_names, metrics, seasonal_naive
 
 
@@ -21,40 +22,94 @@ def series_table(ws: PanelWindowSet, pred: dict[str, np.ndarray], seasons: list[
     """One row per series: series_id, status, windows, mase (the model), each baseline's MASE, the strongest
     baseline and its MASE, `beats` (model < strongest). `pred`: split ('test' / 'cold') -> forecasts (n, H, T) of
     ws.starts[split] in scaled units, in that order."""
-    ones = np.ones(len(ws.meta.targets))
     rows = []
     for split in ("test", COLD):
         starts = ws.starts.get(split, np.zeros(0, np.int64))
-        if not len(starts):
-            continue
-        idx = ws.series_index(starts)
-        order = np.argsort(idx, kind="stable")
-        # one series' windows at a time: its targets and baselines gathered, never every series' at once
-        for sel in np.split(order, np.flatnonzero(np.diff(idx[order])) + 1):
-            at = starts[sel]
-            y, mk = ws.targets(at), ws.target_mask(at)
-            sid = ws.series_ids[int(idx[sel[0]])]
-            mase = metrics(y, pred[split][sel], ones, mk)["mase"]
-            row: dict[str, object] = {
-                "series_id": sid,
-                "status": "ok" if split == "test" else "cold_start",
-                "windows": len(sel),
-                "mase": mase,
-            }
-            base: dict[str, float] = {}
-            for name, m in baseline_names(seasons).items():
-                p = seasonal_naive(ws, at, m)
-                if np.isfinite(p).all():  # a baseline the series' history does not hold is no bar for it
-                    base[name] = metrics(y, p, ones, mk)["mase"]
-                row[f"mase_{name}"] = base.get(name, np.nan)
-            best = min(base, key=lambda k: base[k]) if base else None
-            row.update(
-                strongest_baseline=best,
-                strongest_mase=base[best] if best else np.nan,
-                beats=bool(best is not None and mase < base[best]),
-            )
-            rows.append(row)
+        if len(starts):
+            rows += series_rows(ws, split, starts, pred[split], seasons)
     return pd.DataFrame(rows)
+
+
+def series_rows(ws: PanelWindowSet, split: str, starts: np.ndarray, pred: np.ndarray, seasons: list[int]) -> list[dict]:
+    """series_table's rows of the series whose `split` windows are at `starts` (whole series), `pred` their
+    forecasts in that order: a part of the panel scored as in the whole table."""
+    ones = np.ones(len(ws.meta.targets))
+    rows = []
+    idx = ws.series_index(starts)
+    order = np.argsort(idx, kind="stable")
+    # one series' windows at a time: its targets and baselines gathered, never every series' at once
+    for sel in np.split(order, np.flatnonzero(np.diff(idx[order])) + 1):
+        at = starts[sel]
+        y, mk = ws.targets(at), ws.target_mask(at)
+        sid = ws.series_ids[int(idx[sel[0]])]
+        mase = metrics(y, pred[sel], ones, mk)["mase"]
+        row: dict[str, object] = {
+            "series_id": sid,
+            "status": "ok" if split == "test" else "cold_start",
+            "windows": len(sel),
+            "mase": mase,
+        }
+        base: dict[str, float] = {}
+        for name, m in baseline_names(seasons).items():
+            p = seasonal_naive(ws, at, m)
+            if np.isfinite(p).all():  # a baseline the series' history does not hold is no bar for it
+                base[name] = metrics(y, p, ones, mk)["mase"]
+            row[f"mase_{name}"] = base.get(name, np.nan)
+        best = min(base, key=lambda k: base[k]) if base else None
+        row.update(
+            strongest_baseline=best,
+            strongest_mase=base[best] if best else np.nan,
+            beats=bool(best is not None and mase < base[best]),
+        )
+        rows.append(row)
+    return rows
+
+
+def series_parts(ws: PanelWindowSet, starts: np.ndarray, series: int) -> list[slice]:
+    """Slices of `starts` (ascending: a series' windows follow each other) of `series` whole series each."""
+    cuts = np.unique(np.searchsorted(starts, ws.offsets))  # where each series' windows begin
+    cuts = np.union1d(cuts[(cuts > 0) & (cuts < len(starts))], [0, len(starts)]).astype(np.int64)
+    if len(starts) == 0:
+        return []
+    return [slice(int(cuts[i]), int(cuts[min(i + series, len(cuts) - 1)])) for i in range(0, len(cuts) - 1, series)]
+
+
+def observed_cells(ws: PanelWindowSet | WindowSet, starts: np.ndarray, mask: np.ndarray | None) -> int:
+    """The cells the means of the windows at `starts` average (their observed targets): pooled()'s weight."""
+    return len(starts) * ws.meta.horizon * len(ws.meta.targets) if mask is None else int(mask.sum())
+
+
+def pooled(parts: list[tuple[dict, int]]) -> dict:
+    """Means over every window from the means of parts of them, each weighted by the observed cells it averaged
+    (`parts`: (name -> mean, cells)); `rmse` pooled as a root of mean squares, `nominal_*` carried. One part is
+    returned as it is; more agree with the means taken at once to the rounding of a float64 sum (~1e-15 relative),
+    not to the bit (numpy sums an array pairwise)."""
+    if len(parts) == 1:
+        return dict(parts[0][0])
+    n = sum(c for _, c in parts)
+    out: dict = {}
+    for k in parts[0][0] if parts else []:
+        if k.startswith("nominal_"):
+            out[k] = parts[0][0][k]
+            continue
+        sq = k == "rmse"
+        total = sum((p[k] ** 2 if sq else p[k]) * c for p, c in parts if c)
+        mean = total / n if n else float("nan")
+        out[k] = float(np.sqrt(mean) if sq else mean)
+    return out
+
+
+def pooled_steps(parts: list[tuple[dict[str, list[float]], np.ndarray]]) -> dict[str, list[float]]:
+    """pooled() per horizon step: (name -> mean per step, observed cells per step) of each part."""
+    if len(parts) == 1:
+        return dict(parts[0][0])
+    n = sum(c for _, c in parts)
+    out: dict[str, list[float]] = {}
+    for k in parts[0][0] if parts else []:
+        total = sum(np.where(c > 0, np.asarray(p[k], np.float64), 0.0) * c for p, c in parts)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a step no part observed: NaN, as at once
+            out[k] = (total / n).tolist()
+    return out
 
 
 def aggregate(table: pd.DataFrame) -> dict:

@@ -26,7 +26,7 @@ from ..modeling.evaluate import (
     usable_seasons,
     walk_forward_quantiles,
 )
-from ..modeling.quantiles import crossings, forecast_level, further_shift, window_winkler
+from ..modeling.quantiles import crossings, forecast_level, further_shift, quantile_scores, window_winkler
 from ..modeling.train import TrainResult, quantile_predictor
 from .metadata import model_metadata
 
@@ -117,21 +117,26 @@ def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path
     else:
         run = quantile_predictor(result.model)
     levels = list(result.model.quantiles)
-    yv, qv = forecast_windows(run, ws, ws.starts["val"])
-    yt, qt = forecast_windows(run, ws, ws.starts["test"])
-    if qv is not None and qt is not None and walks_forward(ws, settings):
-        qt = recalibrate_walk_forward(result, ws, settings, (yv, qv), (yt, qt))
-        if ok:  # the served graph carries the shift of every miss, held-out and test
-            parity, error, onnx_path = _export(result, ws, settings, path, x, f)
-            ok = bool(parity.get("ok")) and error is None
-    del x, f
-    val, _ = evaluate_forecasts(ws, "val", yv, qv, levels)
-    test, by_step = evaluate_forecasts(ws, "test", yt, qt, levels)
-    panel = (
-        panel_scores(ws, settings, {"test": yt, COLD: forecast_windows(run, ws, ws.starts[COLD])[0]})
-        if isinstance(ws, PanelWindowSet)
-        else {}
-    )
+    if isinstance(ws, PanelWindowSet):  # scored a part of the series at a time: its test windows are GBs whole
+        del x, f
+        s = score_panel(run, ws, settings, levels)
+        val, test, by_step, interval_steps, crossed, panel = s.val, s.test, s.by_step, s.steps, s.crossings, s.panel
+        winkler: dict[str, list[float]] = {}
+    else:
+        yv, qv = forecast_windows(run, ws, ws.starts["val"])
+        yt, qt = forecast_windows(run, ws, ws.starts["test"])
+        if qv is not None and qt is not None and walks_forward(ws, settings):
+            qt = recalibrate_walk_forward(result, ws, settings, (yv, qv), (yt, qt))
+            if ok:  # the served graph carries the shift of every miss, held-out and test
+                parity, error, onnx_path = _export(result, ws, settings, path, x, f)
+                ok = bool(parity.get("ok")) and error is None
+        del x, f
+        val, _ = evaluate_forecasts(ws, "val", yv, qv, levels)
+        test, by_step = evaluate_forecasts(ws, "test", yt, qt, levels)
+        interval_steps = quantiles_by_step(ws, "test", qt, levels) if qt is not None else {}
+        crossed = crossings(qt) if qt is not None else 0
+        panel = {}
+        winkler = {} if qt is None else test_winkler(ws, qt, levels)
     return CandidateReport(
         name=c.name,
         cell=c.cell,
@@ -152,12 +157,12 @@ def assess(result: TrainResult, ws: WindowSet, settings: Settings, out_dir: Path
         error=error,
         scored_with="onnx" if ok else "torch",
         quantiles=levels,
-        interval_by_step=quantiles_by_step(ws, "test", qt, levels) if qt is not None else {},
-        crossings=crossings(qt) if qt is not None else 0,
+        interval_by_step=interval_steps,
+        crossings=crossed,
         calibration=result.calibration,
         anchor=result.anchor,
         panel=panel,
-        test_winkler={} if qt is None or ws.is_panel else test_winkler(ws, qt, levels),
+        test_winkler=winkler,
     )
 
 
@@ -264,8 +269,68 @@ def recalibrate_walk_forward(
     return q.astype(np.float32)
 
 
-def panel_scores(ws: PanelWindowSet, settings: Settings, pred: dict[str, np.ndarray]) -> dict:
-    """A panel candidate per series against each series' own baselines, and the aggregate (modeling/panel_eval)."""
+# windows a part of a panel's assessment forecasts at most (whole series: more when one series has more): its
+# forecasts and quantiles, float32, are ~0.4 KB a window at horizon 24 and 5 levels
+PANEL_WINDOWS = 1 << 16
+
+
+@dataclass
+class PanelScores:
+    val: dict  # evaluate_forecasts' scores of every validation window
+    test: dict  # ... and of every test window
+    by_step: list[float]  # test MASE per horizon step
+    steps: dict  # test coverage / width / CRPS per horizon step (quantiles_by_step)
+    crossings: int
+    panel: dict  # {aggregate, series: per-series rows} (modeling/panel_eval.py)
+
+
+def score_panel(
+    run, ws: PanelWindowSet, settings: Settings, levels: list[float], series: int | None = None
+) -> PanelScores:
+    """A panel candidate's scores, `run(x, future) -> (point, quantiles or None)` forecasting `series` whole series'
+    windows at a time (default: about PANEL_WINDOWS windows), never every window at once: the split's means pooled
+    from the parts' (panel_eval.pooled: the same to the bit in one part, to a float64 sum's rounding in more), the
+    per-series rows and the crossings as from every window at once."""
     seasons = settings.evaluate.seasons if settings.evaluate.seasons != "auto" else ws.meta.seasons
-    table = panel_eval.series_table(ws, pred, [m for m in seasons if m > 1])
-    return {"aggregate": panel_eval.aggregate(table), "series": table.to_dict(orient="records")}
+    seasons = [m for m in seasons if m > 1]
+    H, T = ws.meta.horizon, len(ws.meta.targets)
+    scores: dict[str, list] = {"val": [], "test": []}
+    steps: list = []
+    interval: list = []
+    crossed = 0
+    rows: list[dict] = []
+    for split in ("val", "test", COLD):
+        starts = ws.starts.get(split, np.zeros(0, np.int64))
+        per = series or max(1, PANEL_WINDOWS * len(ws.series_ids) // max(len(starts), 1))
+        for part in panel_eval.series_parts(ws, starts, per):
+            at = starts[part]
+            y, q = forecast_windows(run, ws, at)
+            if split == COLD:
+                rows += panel_eval.series_rows(ws, split, at, y, seasons)
+            else:
+                mask = ws.target_mask(at)
+                cells = panel_eval.observed_cells(ws, at, mask)
+                per_step = np.full(H, len(at) * T) if mask is None else mask.sum(axis=(0, 2))
+                out, by = evaluate_forecasts(ws, split, y, q, levels, starts=at)
+                scores[split].append((out, cells))
+                if split == "test":
+                    steps.append(({"mase": by}, per_step))
+                    if q is not None:
+                        qs = quantile_scores(ws.targets(at), q, levels, mase_scale(ws), mask)[1]
+                        interval.append((qs, per_step))
+                        crossed += crossings(q)
+                    rows += panel_eval.series_rows(ws, split, at, y, seasons)
+                del mask
+            del y, q  # freed before the next part's are made: one part's forecasts at a time
+    table = pd.DataFrame(rows)
+    if not (scores["val"] and scores["test"]):  # a split with no window: its scores as at once (NaN)
+        empty = np.zeros((0, H, T), np.float32)
+        none = evaluate_forecasts(ws, "val", empty, None, levels, starts=np.zeros(0, np.int64))
+    return PanelScores(
+        val=panel_eval.pooled(scores["val"]) if scores["val"] else none[0],
+        test=panel_eval.pooled(scores["test"]) if scores["test"] else none[0],
+        by_step=panel_eval.pooled_steps(steps)["mase"] if steps else none[1],
+        steps=panel_eval.pooled_steps(interval) if interval else {},
+        crossings=crossed,
+        panel={"aggregate": panel_eval.aggregate(table), "series": table.to_dict(orient="records")},
+    )

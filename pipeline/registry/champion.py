@@ -10,6 +10,7 @@ import numpy as np
 from ..data.windowset import WindowSet
 from ..errors import CellcastError
 from ..modeling.evaluate import forecast_windows, mase_scale, metrics, targets_after, window_losses
+from ..modeling.panel_eval import observed_cells, pooled
 from . import tracking
 from .assessment import CandidateReport
 
@@ -24,6 +25,23 @@ class ChampionScore:
     windows: int = 0  # comparison windows: test origins after trained_until
     starts: list[int] = field(default_factory=list, repr=False)
     losses: list[float] = field(default_factory=list, repr=False)
+
+
+# windows forecast at once for the per-window losses: a multiple of forecast_windows' batch (the model sees the same
+# batches as with every window at once, so the same forecasts); (n, H, T) of every test window is GBs for a panel
+LOSS_PART = 1 << 16
+
+
+def losses_by_part(ws: WindowSet, starts: np.ndarray, forecast, part: int = LOSS_PART) -> tuple[np.ndarray, bool]:
+    """Each window's loss (window_losses) of the forecasts `forecast(starts) -> (n, H, T)`, made `part` windows at a
+    time, and whether every forecast was finite (a baseline that reads into a series' break is not)."""
+    out, finite = np.empty(len(starts), np.float64), True
+    for i in range(0, len(starts), part):
+        s = starts[i : i + part]
+        pred = forecast(s)
+        finite = finite and bool(np.isfinite(pred).all())
+        out[i : i + len(s)] = window_losses(ws, s, pred)
+    return out, finite
 
 
 def trained_until(metadata: dict, tags: dict) -> str | None:
@@ -64,20 +82,26 @@ def score_champion(model_name: str, ws: WindowSet, starts=None) -> ChampionScore
         starts = starts[targets_after(ws, starts, until)]
     if not len(starts):
         return ChampionScore(info.version, None, True, "", until, 0)
-    pred, _ = forecast_windows(  # the champion's own known-future block, or none when it reads none
-        lambda xb, fb: (eng.predict(xb, fb if table is not None else None), None), ws, starts, table=table
-    )
-    y = ws.targets(starts)
+    # a part of the windows at a time (a multiple of forecast_windows' batch: the same forecasts as all at once)
+    parts, losses = [], np.empty(len(starts), np.float64)
+    for i in range(0, len(starts), LOSS_PART):
+        at = starts[i : i + LOSS_PART]
+        pred, _ = forecast_windows(  # the champion's own known-future block, or none when it reads none
+            lambda xb, fb: (eng.predict(xb, fb if table is not None else None), None), ws, at, table=table
+        )
+        mask = ws.target_mask(at)
+        parts.append((metrics(ws.targets(at), pred, mase_scale(ws), mask), observed_cells(ws, at, mask)))
+        losses[i : i + len(at)] = window_losses(ws, at, pred)
     reason = "" if until else f"champion v{info.version}'s training rows are not recorded: scored on every test window"
     return ChampionScore(
         info.version,
-        metrics(y, pred, mase_scale(ws), ws.target_mask(starts)),
+        pooled(parts),
         True,
         reason,
         until,
         len(starts),
         [int(s) for s in starts],
-        window_losses(ws, starts, pred).tolist(),
+        losses.tolist(),
     )
 
 

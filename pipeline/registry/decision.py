@@ -18,12 +18,11 @@ from ..modeling.evaluate import (
     season_of,
     seasonal_naive,
     usable_seasons,
-    window_losses,
 )
 from ..modeling.quantiles import quantile_scores, window_winkler
 from . import promotion
 from .assessment import CandidateReport, adapts, walks_forward
-from .champion import ChampionScore
+from .champion import ChampionScore, losses_by_part
 from .references import compare_panel_references
 
 
@@ -52,15 +51,17 @@ def comparisons(
     if len(starts):
         assert best.onnx_path is not None  # the best is among the candidates whose export passed parity
         eng = OnnxForecaster.from_path(best.onnx_path, device="cpu")
-        pred, _ = forecast_windows(lambda xb, fb: (eng.predict(xb, fb), None), ws, starts)
-        cand = window_losses(ws, starts, pred)
+        cand, _ = losses_by_part(  # a part of the windows at a time: every test window's forecasts are GBs
+            ws, starts, lambda s: forecast_windows(lambda xb, fb: (eng.predict(xb, fb), None), ws, s)[0]
+        )
     else:
         cand = np.zeros(0)
     rivals = {}
     for name in _baseline_seasons(ws, settings):
-        pred = seasonal_naive(ws, starts, season_of(name))
-        if np.isfinite(pred).all():  # a baseline that reads into a break is no bar on these windows
-            rivals[name] = window_losses(ws, starts, pred)
+        m = season_of(name)
+        loss, finite = losses_by_part(ws, starts, lambda s, m=m: seasonal_naive(ws, s, m))
+        if finite:  # a baseline that reads into a break is no bar on these windows
+            rivals[name] = loss
     strongest = min(rivals, key=lambda k: rivals[k].mean()) if len(starts) and rivals else "naive"
     baseline = promotion.Comparison(
         strongest, cand, rivals.get(strongest, np.zeros(0)), settings.evaluate.promotion_margin, horizon=H
