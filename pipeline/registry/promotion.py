@@ -283,20 +283,8 @@ def decide(
         return Decision(
             False, f"{candidate_name} not promoted: its ONNX export failed the parity check against PyTorch", metrics
         )
-    for name, (got, nominal) in (coverage or {}).items():
-        metrics[f"coverage_{name}"] = _num(got) if math.isfinite(got) else None
-        if math.isfinite(got) and got > nominal:
-            metrics[f"over_coverage_{name}"] = _num(got - nominal)
-    for name, w in (widths or {}).items():
-        metrics[f"width_{name}"] = _num(w) if math.isfinite(w) else None
     verdicts = interval_verdicts(interval_scores, interval_score_tolerance, significance)
-    for v in verdicts:
-        metrics[f"winkler_{v.name}"] = _num(v.candidate) if math.isfinite(v.candidate) else None
-        metrics[f"bar_winkler_{v.name}"] = _num(v.bar) if math.isfinite(v.bar) else None
-    if verdicts:
-        metrics["interval_score_tolerance"] = interval_score_tolerance
-    if coverage:
-        metrics["coverage_tolerance"] = coverage_tolerance
+    metrics.update(_interval_metrics(coverage, widths, verdicts, coverage_tolerance, interval_score_tolerance))
     level = significance if champion is not None else first
     accuracy = _accuracy(
         candidate_name, baseline, champion, significance, level, min_windows, champion_version, metric, metrics
@@ -311,21 +299,60 @@ def decide(
     worse = interval_score_losses(interval_scores, baseline.rival, interval_score_tolerance, significance)
     if worse:
         gates.append(f"{'; '.join(worse)} (evaluate.interval_score_gate)")
-    excess = coverage_excess(coverage, coverage_tolerance, widths)
-    note = f"; wider than needed: {'; '.join(excess)}" if excess else ""
-    level_with = [
-        f"its {v.name}% interval score {_fmt(v.candidate)} vs {baseline.rival}'s empirical {_fmt(v.bar)} ({v.why})"
-        for v in verdicts
-        if v.why and not v.refused
-    ]
-    if level_with:
-        note += f"; interval score level with the bar's: {'; '.join(level_with)}"
+    note = _interval_note(coverage, coverage_tolerance, widths, verdicts, baseline.rival)
     if not gates:
         return Decision(accuracy.promote, accuracy.reason + note, accuracy.metrics)
     why = "; and ".join(gates)
     if accuracy.promote:
         return Decision(False, f"{candidate_name} not promoted: {why}{note}", accuracy.metrics)
     return Decision(False, f"{accuracy.reason}; and {why}{note}", accuracy.metrics)
+
+
+def _interval_metrics(
+    coverage: dict[str, tuple[float, float]] | None,
+    widths: dict[str, float] | None,
+    verdicts: list[IntervalVerdict],
+    coverage_tolerance: float,
+    interval_score_tolerance: float,
+) -> dict:
+    """The decision's interval metrics: coverage and over-coverage, width, the candidate's and the bar's Winkler score
+    of each interval, and the tolerances they were read with."""
+    metrics: dict = {}
+    for name, (got, nominal) in (coverage or {}).items():
+        metrics[f"coverage_{name}"] = _num(got) if math.isfinite(got) else None
+        if math.isfinite(got) and got > nominal:
+            metrics[f"over_coverage_{name}"] = _num(got - nominal)
+    for name, w in (widths or {}).items():
+        metrics[f"width_{name}"] = _num(w) if math.isfinite(w) else None
+    for v in verdicts:
+        metrics[f"winkler_{v.name}"] = _num(v.candidate) if math.isfinite(v.candidate) else None
+        metrics[f"bar_winkler_{v.name}"] = _num(v.bar) if math.isfinite(v.bar) else None
+    if verdicts:
+        metrics["interval_score_tolerance"] = interval_score_tolerance
+    if coverage:
+        metrics["coverage_tolerance"] = coverage_tolerance
+    return metrics
+
+
+def _interval_note(
+    coverage: dict[str, tuple[float, float]] | None,
+    coverage_tolerance: float,
+    widths: dict[str, float] | None,
+    verdicts: list[IntervalVerdict],
+    rival: str,
+) -> str:
+    """What the reason adds without refusing: intervals wider than needed, and interval scores behind the bar's by
+    less than the tolerance and not significantly."""
+    excess = coverage_excess(coverage, coverage_tolerance, widths)
+    note = f"; wider than needed: {'; '.join(excess)}" if excess else ""
+    level_with = [
+        f"its {v.name}% interval score {_fmt(v.candidate)} vs {rival}'s empirical {_fmt(v.bar)} ({v.why})"
+        for v in verdicts
+        if v.why and not v.refused
+    ]
+    if level_with:
+        note += f"; interval score level with the bar's: {'; '.join(level_with)}"
+    return note
 
 
 def _accuracy(
