@@ -227,14 +227,12 @@ def interval_verdicts(
     return out
 
 
-def interval_score_losses(
-    scores: IntervalScores | None, bar: str, tolerance: float = 0.1, significance: float = 0.05
-) -> list[str]:
-    """The intervals the interval-score gate refuses (interval_verdicts), as phrases."""
+def interval_score_losses(verdicts: list[IntervalVerdict], bar: str) -> list[str]:
+    """The intervals the interval-score gate refuses (of interval_verdicts), as phrases."""
     return [
         f"its {v.name}% interval score {_fmt(v.candidate)} is worse than {bar}'s empirical interval's "
         f"{_fmt(v.bar)} ({v.why})"
-        for v in interval_verdicts(scores, tolerance, significance)
+        for v in verdicts
         if v.refused
     ]
 
@@ -296,7 +294,7 @@ def decide(
             f"under-covering intervals: {'; '.join(misses)}: more than {100 * coverage_tolerance:g} points under "
             f"nominal (evaluate.coverage_tolerance {coverage_tolerance:g})"
         )
-    worse = interval_score_losses(interval_scores, baseline.rival, interval_score_tolerance, significance)
+    worse = interval_score_losses(verdicts, baseline.rival)
     if worse:
         gates.append(f"{'; '.join(worse)} (evaluate.interval_score_gate)")
     note = _interval_note(coverage, coverage_tolerance, widths, verdicts, baseline.rival)
