@@ -429,11 +429,11 @@ def quantile_scores(
     out = {"pinball": float(_mean(loss, mask)), "crps": float(2 * _mean(loss, mask))}
     steps = {"crps": (2 * _mean(loss, mask, axis=(0, 2))).tolist()}
     for lo, hi, nominal in intervals(levels):
-        name, alpha = interval_name(nominal), 1 - nominal
+        name = interval_name(nominal)
         low, up = q[..., lo].astype(np.float64), q[..., hi].astype(np.float64)
         inside = ((y64 >= low) & (y64 <= up)).astype(np.float64)
         width = (up - low) / sc
-        winkler = width + (2 / alpha) * (np.maximum(low - y64, 0) + np.maximum(y64 - up, 0)) / sc
+        winkler = _winkler(y64, low, up, nominal, sc)
         out.update(
             {
                 f"coverage_{name}": float(_mean(inside, mask)),
@@ -447,6 +447,12 @@ def quantile_scores(
     return out, steps
 
 
+def _winkler(y64: np.ndarray, low: np.ndarray, up: np.ndarray, nominal: float, sc: np.ndarray) -> np.ndarray:
+    """The Winkler score of each target (n, H, T), scaled by `sc`: the interval's width plus 2 / alpha times the
+    distance by which the target falls outside it (alpha = 1 - nominal)."""
+    return (up - low) / sc + (2 / (1 - nominal)) * (np.maximum(low - y64, 0) + np.maximum(y64 - up, 0)) / sc
+
+
 def window_winkler(
     y: np.ndarray, q: np.ndarray, levels: list[float], scale: np.ndarray, mask: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
@@ -458,9 +464,7 @@ def window_winkler(
     y64 = y.astype(np.float64)
     sc = np.asarray(scale, np.float64)[None, None, :]
     for lo, hi, nominal in intervals(levels):
-        low, up = q[..., lo].astype(np.float64), q[..., hi].astype(np.float64)
-        miss = np.maximum(low - y64, 0) + np.maximum(y64 - up, 0)
-        w = (up - low + (2 / (1 - nominal)) * miss) / sc
+        w = _winkler(y64, q[..., lo].astype(np.float64), q[..., hi].astype(np.float64), nominal, sc)
         if mask is None:
             out[interval_name(nominal)] = w.mean(axis=(1, 2))
         else:
