@@ -82,16 +82,17 @@ def score_champion(model_name: str, ws: WindowSet, starts=None) -> ChampionScore
         starts = starts[targets_after(ws, starts, until)]
     if not len(starts):
         return ChampionScore(info.version, None, True, "", until, 0)
-    # a part of the windows at a time (a multiple of forecast_windows' batch: the same forecasts as all at once)
-    parts, losses = [], np.empty(len(starts), np.float64)
-    for i in range(0, len(starts), LOSS_PART):
-        at = starts[i : i + LOSS_PART]
+    parts = []  # each part's metrics, pooled below
+
+    def forecast(at: np.ndarray) -> np.ndarray:
         pred, _ = forecast_windows(  # the champion's own known-future block, or none when it reads none
             lambda xb, fb: (eng.predict(xb, fb if table is not None else None), None), ws, at, table=table
         )
         mask = ws.target_mask(at)
         parts.append((metrics(ws.targets(at), pred, mase_scale(ws), mask), observed_cells(ws, at, mask)))
-        losses[i : i + len(at)] = window_losses(ws, at, pred)
+        return pred
+
+    losses, _ = losses_by_part(ws, starts, forecast)  # a part at a time: the same forecasts as all at once
     reason = "" if until else f"champion v{info.version}'s training rows are not recorded: scored on every test window"
     return ChampionScore(
         info.version,
