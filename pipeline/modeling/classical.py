@@ -297,8 +297,10 @@ def history_rows(settings, seasons: list[int]) -> int | None:
 def references(ws, starts: np.ndarray, settings, names: list[str] | None = None) -> dict[str, Reference]:
     """The references of `evaluate.references` forecasting the windows of `ws` (a WindowSet) at `starts`, each fit
     on the target rows before the window's first target."""
+    from .evaluate import evaluation_seasons  # imported where used, as the module's other evaluate imports
+
     names = list(settings.evaluate.references if names is None else names)
-    seasons = settings.evaluate.seasons if settings.evaluate.seasons != "auto" else ws.meta.seasons
+    seasons = evaluation_seasons(settings, ws)
     seasons = sorted(m for m in seasons if m > 1)  # each fit uses those its history holds twice (forecast_one)
     return reference_forecasts(
         ws.target_series(),

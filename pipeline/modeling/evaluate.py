@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,9 @@ import pandas as pd
 from ..data.seasonal import naive_offsets
 from ..data.splits import test_origins
 from ..data.windowset import WindowSet
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 EPS = 1e-12
 
@@ -87,6 +90,12 @@ def baseline_names(seasons: list[int]) -> dict[str, int]:
     out = {"naive": 1}
     out.update({f"seasonal_naive_{m}": m for m in seasons if m > 1})
     return out
+
+
+def evaluation_seasons(settings: Settings, ws: WindowSet) -> list[int]:
+    """The seasons the seasonal-naive bar is built from: params `evaluate.seasons`, or the window set's own (auto)."""
+    seasons = settings.evaluate.seasons
+    return list(ws.meta.seasons if seasons == "auto" else seasons)
 
 
 def usable_seasons(ws: WindowSet, seasons: list[int] | None = None, split: str = "train") -> list[int]:

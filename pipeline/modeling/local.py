@@ -19,7 +19,7 @@ from ..data.panel_windows import COLD, PanelWindowSet
 from ..data.windowset import WindowMeta
 from . import panel_eval
 from .anchor import choose_anchor
-from .evaluate import forecast_windows
+from .evaluate import evaluation_seasons, forecast_windows
 from .train import Candidate, candidates, predictor, train_candidate
 
 
@@ -114,7 +114,7 @@ def local_comparison(ws: PanelWindowSet, settings: Settings, season: int | None,
     mapper = mapper or (lambda fn, tasks: map(fn, tasks))
     tasks = local_tasks(ws, settings, season)
     results = list(mapper(train_local, tasks))
-    seasons = settings.evaluate.seasons if settings.evaluate.seasons != "auto" else ws.meta.seasons
+    seasons = evaluation_seasons(settings, ws)
     by_series = ws.series_starts("test")
     H, T = ws.meta.horizon, len(ws.meta.targets)
     out = {}

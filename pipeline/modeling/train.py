@@ -45,6 +45,7 @@ from .anchor import AnchorChoice, choose_anchor
 from .device import exact_fp32
 from .evaluate import (
     evaluate_baselines,
+    evaluation_seasons,
     forecast_windows,
     mase_scale,
     metrics,
@@ -362,8 +363,8 @@ def scale_evidence(ws: WindowSet, settings: Settings) -> dict:
     the test split (training and validation, time order) grow with their level (quantiles.misses_grow_with_level):
     hundreds of windows where the held-out halves hold a few paths. The bar is the baselines' best on validation,
     as the promotion reads it."""
-    seasons = settings.evaluate.seasons if settings.evaluate.seasons != "auto" else ws.meta.seasons
-    bar = evaluate_baselines(ws, "val", usable_seasons(ws, list(seasons), split="val")).best
+    seasons = evaluation_seasons(settings, ws)
+    bar = evaluate_baselines(ws, "val", usable_seasons(ws, seasons, split="val")).best
     L, H = ws.meta.lookback, ws.meta.horizon
     starts = np.sort(np.concatenate([ws.starts["train"], ws.starts["val"]]))
     season = season_of(bar)

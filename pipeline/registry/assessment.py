@@ -19,6 +19,7 @@ from ..modeling.evaluate import (
     BaselineReport,
     evaluate_baselines,
     evaluate_forecasts,
+    evaluation_seasons,
     forecast_windows,
     mase_scale,
     quantiles_by_step,
@@ -44,8 +45,8 @@ class Baselines:
 def baselines(ws: WindowSet, settings: Settings) -> Baselines:
     """Naive and seasonal naive at every natural season; the best on *validation* anchors the models
     (choosing on test would leak), if its season fits the lookback."""
-    seasons = settings.evaluate.seasons if settings.evaluate.seasons != "auto" else ws.meta.seasons
-    seasons = usable_seasons(ws, list(seasons), split="val")  # val precedes test: usable for both
+    seasons = evaluation_seasons(settings, ws)
+    seasons = usable_seasons(ws, seasons, split="val")  # val precedes test: usable for both
     val = evaluate_baselines(ws, "val", seasons)
     test = evaluate_baselines(ws, "test", seasons)
     fitting = {k: v for k, v in val.scores.items() if season_of(k) <= ws.meta.lookback and v["coverage"] == 1.0}
@@ -291,7 +292,7 @@ def score_panel(
     windows at a time (default: about PANEL_WINDOWS windows), never every window at once: the split's means pooled
     from the parts' (panel_eval.pooled: the same to the bit in one part, to a float64 sum's rounding in more), the
     per-series rows and the crossings as from every window at once."""
-    seasons = settings.evaluate.seasons if settings.evaluate.seasons != "auto" else ws.meta.seasons
+    seasons = evaluation_seasons(settings, ws)
     seasons = [m for m in seasons if m > 1]
     H, T = ws.meta.horizon, len(ws.meta.targets)
     scores: dict[str, list] = {"val": [], "test": []}

@@ -32,6 +32,7 @@ from ..modeling import classical, panel_references, plots
 from ..modeling.anchor import choose_anchor
 from ..modeling.evaluate import (
     evaluate_forecasts,
+    evaluation_seasons,
     forecast_origins,
     forecast_windows,
     mase_scale,
@@ -208,9 +209,9 @@ def _with(r: TrainResult, **kw) -> TrainResult:
 
 
 def _naive_family(fws: WindowSet, settings: Settings, origins: np.ndarray) -> dict[str, np.ndarray]:
-    seasons = settings.evaluate.seasons if settings.evaluate.seasons != "auto" else fws.meta.seasons
+    seasons = evaluation_seasons(settings, fws)
     out = {}
-    for name in ["naive"] + [f"seasonal_naive_{m}" for m in usable_seasons(fws, list(seasons), split="val")]:
+    for name in ["naive"] + [f"seasonal_naive_{m}" for m in usable_seasons(fws, seasons, split="val")]:
         pred = seasonal_naive(fws, origins, season_of(name))
         if np.isfinite(pred).all():  # a baseline reading into a break is no bar on these windows
             out[name] = pred

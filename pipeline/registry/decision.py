@@ -12,6 +12,7 @@ from ..data.windowset import WindowSet
 from ..modeling import panel_eval
 from ..modeling.evaluate import (
     empirical_band,
+    evaluation_seasons,
     forecast_origins,
     forecast_windows,
     mase_scale,
@@ -110,8 +111,8 @@ def interval_scores(ws: WindowSet, settings: Settings, best: CandidateReport, ba
 
 def _baseline_seasons(ws: WindowSet, settings: Settings) -> list[str]:
     """The naive family the bar is chosen from: naive and the seasonal naives whose season validation sees."""
-    seasons = settings.evaluate.seasons if settings.evaluate.seasons != "auto" else ws.meta.seasons
-    return ["naive"] + [f"seasonal_naive_{m}" for m in usable_seasons(ws, list(seasons), split="val")]
+    seasons = evaluation_seasons(settings, ws)
+    return ["naive"] + [f"seasonal_naive_{m}" for m in usable_seasons(ws, seasons, split="val")]
 
 
 def decide(
