@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,7 +64,16 @@ def stop_of(exc: BaseException) -> int | None:
     return None
 
 
-_stopping = False
+_stopping = False  # a stop is unwinding the command: Stopped was raised
+_received: int | None = None  # the stop signal this process got, whichever handler took it
+_unwinding = threading.Event()
+
+# A stop whose exception is lost is delivered again after this long, a few times. Lost: raised while the main thread
+# ran a `__del__` or a weakref callback (Python prints "Exception ignored" and goes on), or inside an asyncio task
+# nobody awaits, or caught by a library's bare `except:`. The handler has run, and the command would go on to the end
+# of its work as if never told to stop (seen once in CI: a SIGTERM during validation, the training ran to its end).
+REDELIVER_AFTER_S = 10.0
+REDELIVERIES = 3
 
 
 def _ignore(signum: int, frame: FrameType | None) -> None:
@@ -70,26 +81,100 @@ def _ignore(signum: int, frame: FrameType | None) -> None:
 
 
 def _raise_stopped(signum: int, frame: FrameType | None) -> None:
-    global _stopping
+    global _stopping, _received
     # once: a second signal while the command unwinds (Prefect reporting the crash, its server being stopped at
     # exit) must not cut that short and leave the orphans the first one is meant to prevent
     _stopping = True
+    _received = _received or signum
+    _unwinding.set()
     for s in HANDLED:
         if signal.getsignal(s) is _raise_stopped:  # not a handler someone put in front (uvicorn's, Prefect's)
             signal.signal(s, _ignore)
     raise Stopped(signum)
 
 
+def _redeliverable(handler: object) -> bool:
+    """Handlers whose exception is the stop: this module's, and Prefect's flow-run bridge (TerminationSignal, which
+    Prefect turns into this module's Stopped once the flow run is marked Crashed). Not a handler of a graceful
+    shutdown (uvicorn's): a second signal there means "now", and cuts short the requests in flight."""
+    prefect_bridge = getattr(sys.modules.get("prefect.utilities.engine"), "_prefect_sigterm_handler", None)
+    return handler is _raise_stopped or (prefect_bridge is not None and handler is prefect_bridge)
+
+
+def _redeliver(signum: int) -> None:
+    """Until the stop unwinds the command, the signal again every REDELIVER_AFTER_S, while a handler whose
+    exception is the stop takes it. A signal not yet handled (the main thread inside a long C call) is only
+    raised again, to the same effect."""
+    sent = 0
+    while sent < REDELIVERIES:
+        if _unwinding.wait(REDELIVER_AFTER_S) or not _redeliverable(signal.getsignal(signum)):
+            return
+        if _main_thread_handles_a_stop():  # Prefect marking its runs Crashed: the stop is on its way
+            continue
+        os.kill(os.getpid(), signum)
+        sent += 1
+
+
+def _main_thread_handles_a_stop() -> bool:
+    """Whether the main thread is inside an `except` (or `finally`) block handling a stop: unwinding, slowly."""
+    handled = sys._current_exceptions().get(threading.main_thread().ident or -1)
+    exc = handled[1] if isinstance(handled, tuple) else handled  # (type, value, tb) before Python 3.12
+    return isinstance(exc, BaseException) and stop_of(exc) is not None
+
+
+class _Arrivals:
+    """Which signals reach the process, read in a thread of its own from the wakeup fd Python's C-level handler
+    writes each signal's number to before any Python handler runs: a stop is known here even when the
+    exception its handler raised is lost (REDELIVER_AFTER_S), or when the handler in front (Prefect's) took it."""
+
+    def __init__(self) -> None:
+        self._read, self._write = socket.socketpair()
+        self._write.setblocking(False)
+        self._previous = signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
+        if self._previous != -1:  # someone reads the signals already (an event loop): leave it theirs
+            signal.set_wakeup_fd(self._previous)
+        self.active = self._previous == -1
+        self._thread = threading.Thread(target=self._watch, name="cellcast-signals", daemon=True)
+        if self.active:
+            self._thread.start()
+
+    def _watch(self) -> None:
+        global _received
+        while data := self._read.recv(64):
+            for signum in data:
+                # a stop where the handler's exception is one; not a signal a server takes its own way (uvicorn's
+                # supervisor restarts its workers on SIGHUP)
+                if signum in HANDLED and _received is None and _redeliverable(signal.getsignal(signum)):
+                    _received = signum
+                    threading.Thread(target=_redeliver, args=(signum,), name="cellcast-stop", daemon=True).start()
+
+    def close(self) -> None:
+        if self.active and signal.set_wakeup_fd(-1) != self._write.fileno():
+            signal.set_wakeup_fd(self._previous)  # replaced meanwhile (an event loop's own): left as it is
+        self._write.close()  # the watching thread reads the end of the pair and returns
+        if self.active:
+            self._thread.join(timeout=1)
+        self._read.close()
+
+
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
     """SIGTERM and SIGHUP raise Stopped in the main thread while the block runs (the command's whole life); the
     previous handlers come back afterwards, unless it stopped. Prefect's flow engine puts its own SIGTERM handler in
-    front of this one while a flow runs: it marks the run Crashed, then re-sends the signal, which lands here."""
+    front of this one while a flow runs: it marks the run Crashed, then re-sends the signal, which lands here.
+    A stop whose exception was lost is delivered again (REDELIVER_AFTER_S), and a block that ends as if no stop
+    came, after one did, raises it at its end: the command exits as stopped, not as done."""
     # a signal ignored when the process started stays ignored (`nohup cellcast train ...` outlives its terminal)
     saved = {s: signal.signal(s, _raise_stopped) for s in HANDLED if signal.getsignal(s) == signal.SIG_DFL}
+    # the wakeup fd is the main thread's to set, as the handlers are
+    arrivals = _Arrivals() if saved and threading.current_thread() is threading.main_thread() else None
     try:
         yield
+        if _received is not None:
+            raise Stopped(_received)
     finally:
+        if arrivals is not None:
+            arrivals.close()
         if not _stopping:  # stopping: the signals stay ignored until the process is gone (atexit still to run)
             for s, h in saved.items():
                 signal.signal(s, h)

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -158,25 +159,84 @@ def test_prefects_termination_signal_is_a_stop():
     assert stopped.value.exit_code == 143
 
 
-def test_sigterm_raises_in_the_main_thread_and_a_second_one_is_dropped(monkeypatch):
+@pytest.fixture
+def as_a_process_starts(monkeypatch):
+    """This module's stop state fresh and SIGTERM/SIGHUP at their defaults, as a `cellcast` process starts; the
+    test process's own handlers back afterwards."""
     import cellcast.stopping as stopping
 
     saved = {s: signal.getsignal(s) for s in stopping.HANDLED}
     monkeypatch.setattr(stopping, "_stopping", False)
+    monkeypatch.setattr(stopping, "_received", None)
+    monkeypatch.setattr(stopping, "_unwinding", threading.Event())
+    monkeypatch.setattr(stopping, "REDELIVER_AFTER_S", 0.3)
     try:
-        for sig in stopping.HANDLED:  # as a process starts (a test runner may have its own)
+        for sig in stopping.HANDLED:
             signal.signal(sig, signal.SIG_DFL)
-        with pytest.raises(Stopped) as stop:
-            with stop_on_signals():
-                os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(5)  # the handler raises here, at once
-        assert stop.value.signum == signal.SIGTERM
-        # unwinding: a second SIGTERM is taken and dropped, not the default death
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.05)
+        yield stopping
     finally:
+        stopping._unwinding.set()  # a redelivery still waiting gives up
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+def _sleep_through(seconds: float) -> None:
+    """Sleep in steps: a signal's handler runs between two of them."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.02)
+
+
+def test_sigterm_raises_in_the_main_thread_and_a_second_one_is_dropped(as_a_process_starts):
+    with pytest.raises(Stopped) as stop:
+        with stop_on_signals():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises here, at once
+    assert stop.value.signum == signal.SIGTERM
+    # unwinding: a second SIGTERM is taken and dropped, not the default death
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.05)
+
+
+def test_a_stop_whose_exception_was_swallowed_still_ends_the_command_stopped(as_a_process_starts):
+    """A handler's exception raised inside a `__del__`, a weakref callback or a library's bare `except:` is lost,
+    and the command goes on: it must not then exit 0 as if it had finished unasked."""
+    swallowed = []
+    with pytest.raises(Stopped) as stop:
+        with stop_on_signals():
+            try:
+                os.kill(os.getpid(), signal.SIGHUP)
+                _sleep_through(5)
+            except BaseException as e:  # noqa: BLE001  (the library that loses it)
+                swallowed.append(e)
+            _sleep_through(0.5)  # its own handler ignores a redelivery: the stop is already under way
+    assert [type(e) for e in swallowed] == [Stopped]
+    assert stop.value.signum == signal.SIGHUP
+
+
+@pytest.mark.integration  # imports Prefect (2 s)
+def test_a_stop_lost_while_prefects_handler_is_in_front_is_delivered_again(as_a_process_starts):
+    """While a flow runs, Prefect's SIGTERM handler stands in front of the command's: its TerminationSignal, lost
+    once, comes again; this time it unwinds the flow, and the command stops with its own Stopped."""
+    from prefect.exceptions import TerminationSignal
+    from prefect.utilities.engine import capture_sigterm
+
+    raised = []
+    with pytest.raises(Stopped) as stop:
+        with stop_on_signals():
+            with capture_sigterm():  # the flow engine's, around a flow run
+                try:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    _sleep_through(5)
+                except TerminationSignal as e:
+                    raised.append(e)  # lost
+                try:
+                    _sleep_through(5)  # the flow goes on ... until the stop comes again
+                except TerminationSignal as e:
+                    raised.append(e)
+                    raise
+    assert len(raised) == 2
+    assert stop.value.signum == signal.SIGTERM
 
 
 @pytest.mark.integration  # processes (sh, sleep): a second
