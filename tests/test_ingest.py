@@ -612,3 +612,61 @@ def test_a_bundled_dataset_states_its_known_future_values_by_its_sources_rule(pr
         ingest_bundled(settings_for("elecdemand", ingest={"future_features": ["Price"]}))
     plain = ingest_bundled(settings_for("elecdemand", ingest={"future_features": []}))
     assert len(plain.frame) == len(e) and plain.meta.future_rows == 0
+
+
+# ---------------------------------------------------------------- columns not named: read from the file
+
+
+def test_a_two_column_file_needs_no_column_names(project, cli):
+    """The first file a user tries is a date and a number ("Month,#Passengers"): its columns are read from it, the
+    summary says which, and raw.json keeps them for a re-ingest."""
+    p = project / "air.csv"
+    p.write_text("Month,#Passengers\n" + "".join(f"19{49 + i // 12}-{i % 12 + 1:02d},{100 + i}\n" for i in range(36)))
+    r = cli("ingest", "--csv", str(p), "--name", "air")
+    assert r.exit_code == 0, r.output
+    assert "time column 'Month' and target '#Passengers' read from the file's columns" in r.output
+    assert "36 rows" in r.output and "freq MS" in r.output
+    meta = json.loads((project / "data" / "air" / "raw.json").read_text())
+    assert (meta["time_col"], meta["targets"]) == ("Month", ["#Passengers"])
+    assert meta["extra"]["chosen_columns"] == {"time_col": "Month", "targets": ["#Passengers"]}
+
+
+def test_the_columns_not_named_are_the_ones_left_by_those_named(project, settings_for):
+    """A date column among a text column, an id and numbers: the given parts (features, id) are never chosen; a
+    semicolon file with decimal commas holds numbers; a Parquet file's types are read as they are."""
+    semi = project / "shop.csv"
+    rows = "".join(f"{d:02d}.01.2024;Filiale Nord;{d},5;{d % 3}\n" for d in range(1, 29))
+    semi.write_text("Datum;Name;Umsatz;Aktion\n" + rows)
+    got = ingest_file(semi, time_col=None, targets=[], features=["Aktion"], settings=settings_for("shop"))
+    assert (got.meta.time_col, got.meta.targets, got.meta.features) == ("Datum", ["Umsatz"], ["Aktion"])
+    assert got.frame["Umsatz"].iloc[:2].tolist() == [1.5, 2.5]
+
+    pq = project / "loads.parquet"
+    t = pd.date_range("2024-01-01", periods=48, freq="h")
+    pd.DataFrame({"when": t, "load": np.arange(48.0)}).set_index("when").to_parquet(pq)
+    got = ingest_file(pq, time_col=None, targets=[], settings=settings_for("loads"))
+    assert (got.meta.time_col, got.meta.targets) == ("when", ["load"])
+    got = ingest_file(pq, time_col="when", targets=[], settings=settings_for("loads2"))
+    assert got.meta.extra["chosen_columns"] == {"targets": ["load"]}
+
+
+@pytest.mark.parametrize(
+    ("header", "row", "rule", "needles"),
+    [
+        ("date,load,temp", "2024-01-01 {h:02d}:00,{h},{h}", "target", ["2 columns hold ('load', 'temp')", "--target"]),
+        ("start,end,load", "2024-01-01 {h:02d}:00,2024-01-02 {h:02d}:00,{h}", "time_column", ["2 columns read"]),
+        ("step,load", "{h},{h}", "time_column", ["no column reads as dates", "--time-col"]),
+    ],
+)
+def test_columns_the_file_leaves_open_are_refused_naming_the_candidates(project, cli, header, row, rule, needles):
+    p = project / "open.csv"
+    p.write_text(header + "\n" + "".join(row.format(h=h) + "\n" for h in range(24)))
+    before = _snapshot(p)
+    r = cli("ingest", "--csv", str(p), "--name", "open")
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {p}"), r.output
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    assert _snapshot(p) == before
+    (q,) = list((project / "quarantine").iterdir())
+    assert json.loads((q / "report.json").read_text())["rule"] == rule

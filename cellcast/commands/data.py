@@ -123,8 +123,15 @@ _RECORDED = typer.Option(
     help="ingest dataset NAME again as sources.yaml records it (what DVC's ingest@NAME stage runs)",
 )
 _NAME = typer.Option(None, "--name", help="dataset name (folder under data/); required for files")
-_TIME_COL = typer.Option(None, "--time-col", help="the time column of the file")
-_TARGET = typer.Option([], "--target", help="target column (repeat for several)")
+_TIME_COL = typer.Option(
+    None, "--time-col", help="the time column of the file (default: its one column whose values read as dates)"
+)
+_TARGET = typer.Option(
+    [],
+    "--target",
+    help="target column (repeat for several; default: the file's one numeric column besides the time column "
+    "and the columns given other parts)",
+)
 _FEATURES = typer.Option("", "--features", help="feature columns, comma-separated")
 _ID_COL = typer.Option(
     [],
@@ -204,10 +211,12 @@ def ingest(
     elif bundled is not None:
         res = _ingest_bundled(bundled, name, future)
     else:
-        name, time_col = _file_names(name, time_col)
+        name = _file_names(name)
         if query is not None:
             from cellcast.pipeline.data.database import DEFAULT_ENV, ingest_query
 
+            if not time_col:  # a file's columns are read from it when not named; a query's result is not
+                raise ConfigError("--time-col: required with --query")
             res = ingest_query(
                 query,
                 time_col=time_col,
@@ -274,16 +283,14 @@ def _ingest_bundled(bundled: str, name: str | None, future: list[str] | None):
     return ingest_bundled(settings_for(bundled))
 
 
-def _file_names(name: str | None, time_col: str | None) -> tuple[str, str]:
-    """A file or a query needs --name (a valid dataset name) and --time-col."""
+def _file_names(name: str | None) -> str:
+    """A file or a query needs --name (a valid dataset name)."""
     from cellcast.pipeline.config import check_dataset_name
 
     if not name:
         raise ConfigError("--name: required when ingesting a file")
     check_dataset_name(name, "--name")
-    if not time_col:
-        raise ConfigError("--time-col: required when ingesting a file")
-    return name, time_col
+    return name
 
 
 @friendly
@@ -381,6 +388,14 @@ def ingest_summary(res) -> str:
             f"{r['readings']} readings aggregated ({r['agg']}) into {r['grid_points']} grid points "
             f"({r['merged_points']} of several), "
         )
+    chosen = (m.extra or {}).get("chosen_columns") or {}
+    read_from_file = " and ".join(
+        f"{what} {', '.join(repr(c) for c in ([v] if isinstance(v, str) else v))}"
+        for what, v in (("time column", chosen.get("time_col")), ("target", chosen.get("targets")))
+        if v
+    )
+    if read_from_file:  # not named by the command: say which were taken, and how to take others
+        panel = f"{read_from_file} read from the file's columns (--time-col / --target choose others); " + panel
     return (
         f"{res.parquet_path}: {panel}{m.rows} rows, {m.start} .. {m.end}, freq {m.freq} ({m.freq_source}), "
         f"{g['count']} gaps ({g['missing_steps']} missing steps, longest {g['longest_steps']}), "

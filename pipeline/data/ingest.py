@@ -29,6 +29,7 @@ from ..errors import ConfigError, IngestError
 from ..files import parquet_groups, sha256_file, sha256_tree, utc_stamp, write_json, write_parquet
 from . import datasets
 from . import schedule as _schedule
+from .columns import choose_columns
 from .frequency import gap_stats, infer_freq, to_freq
 from .panel import (
     check_id_options,
@@ -205,13 +206,16 @@ def _quarantine(path: Path, error: Exception, settings: Settings, extra: dict) -
 
 
 def _check_options(
-    time_col: str,
+    time_col: str | None,
     targets: list[str],
     features: list[str],
     future: list[str] | None = None,
     id_cols: list[str] | None = None,
+    chosen_later: bool = False,
 ) -> None:
-    if not targets:
+    """The column options checked against each other. `chosen_later`: a file's time column and target may be
+    left to data/columns.py (read from the file)."""
+    if not targets and not chosen_later:
         raise ConfigError("--target: at least one target column is needed")
     known_target = [c for c in (future or []) if c in targets]
     if known_target:
@@ -327,7 +331,7 @@ def _future_rows(frame: pd.DataFrame, targets: list[str], id_cols: list[str]) ->
 def ingest_file(
     path: str | Path,
     *,
-    time_col: str,
+    time_col: str | None,
     targets: list[str],
     features: list[str] | None = None,
     freq: str | None = None,
@@ -344,6 +348,8 @@ def ingest_file(
     static: list[str] | None = None,
 ) -> IngestResult:
     """Read a CSV or Parquet file into data/NAME/raw.parquet + raw.json. Failures: IngestError, input quarantined.
+
+    time_col None, targets empty: the file's one date column, its one numeric column besides (data/columns.py).
 
     schedule: the steps the series is observed at: auto | none | {days, open, close} | 'Mon-Fri 08:00-16:30'
     (default: params.yaml ingest.schedule; data/schedule.py); recorded in raw.json.
@@ -392,7 +398,7 @@ def _how_to_read(
     path: Path,
     settings: Settings,
     *,
-    time_col: str,
+    time_col: str | None,
     targets: list[str],
     features: list[str] | None,
     freq: str | None,
@@ -415,7 +421,7 @@ def _how_to_read(
     static = list(settings.ingest.static if static is None else static)
     if static and not id_cols:
         raise ConfigError("--static: columns constant per series need a panel (--id-col); one series has one value")
-    _check_options(time_col, targets, features + static, future, id_cols)
+    _check_options(time_col, targets, features + static, future, id_cols, chosen_later=True)
     check_agg(agg, freq)
     features += [c for c in future if c not in features]  # known ahead, and read in the lookback as well
     pq, _ = raw_paths(settings)
@@ -451,6 +457,8 @@ def _read_or_quarantine(path: Path, fmt: str | None, how: _How, settings: Settin
     }
     try:
         kind, sha = _check_input(path, fmt, how.id_cols)
+        if how.time_col is None or not how.targets:
+            _choose_columns(path, kind, how)
         parts, info = _parts(path, kind, how, settings.ingest.partition_rows) if how.id_cols else ([], {})
         got = _read_parts(path, parts, how, settings, kind, info) if parts else None
         if got is None:  # one part, or series that do not keep to one part each
@@ -461,11 +469,18 @@ def _read_or_quarantine(path: Path, fmt: str | None, how: _How, settings: Settin
     return kind, sha, got
 
 
+def _choose_columns(path: Path, kind: str, how: _How) -> None:
+    """The time column and targets not given, read from the file (data/columns.py) into `how`, checked as given."""
+    named = how.id_cols + how.features + how.static + how.future
+    how.time_col, how.targets, how.chosen = choose_columns(path, kind, how.delimiter, how.time_col, how.targets, named)
+    _check_options(how.time_col, how.targets, how.features + how.static, how.future, how.id_cols)
+
+
 @dataclass
 class _How:
     """How ingest_file reads a file: its options, checked."""
 
-    time_col: str
+    time_col: str | None  # None until read from the file (_choose_columns)
     targets: list[str]
     features: list[str]  # the known-future ones included; static columns are taken out once found
     static: list[str]
@@ -478,6 +493,7 @@ class _How:
     time_unit: str | None
     dayfirst: bool | None
     schedule: object  # ingest.schedule or --schedule
+    chosen: dict = field(default_factory=dict)  # the columns read from the file rather than given
 
 
 @dataclass
@@ -518,6 +534,7 @@ def _check_input(path: Path, fmt: str | None, id_cols: list[str]) -> tuple[str, 
 
 def _canonical(path: Path, df: pd.DataFrame, kind: str, info: dict, how: _How, first_row: int = 0):
     """canonical_frame with ingest_file's options, then put on the grid (--agg) -> (frame, more, resampled)."""
+    assert how.time_col is not None  # given, or chosen before any reading (_choose_columns)
     out, more = canonical_frame(
         path,
         df,
@@ -567,6 +584,7 @@ def _read_whole(path: Path, kind: str, how: _How) -> _Read:
 
 def _file_meta(name: str, path: Path, kind: str, sha: str, how: _How, got: _Read) -> SeriesMeta:
     more = got.more
+    assert how.time_col is not None  # the file was read: given or chosen
     return SeriesMeta(
         name=name,
         source="file",
@@ -590,6 +608,7 @@ def _file_meta(name: str, path: Path, kind: str, sha: str, how: _How, got: _Read
             "time_reading": more["time_reading"],
             # the order read, so a re-run of a grown file reads it the same way
             "dayfirst": {"day-first": True, "month-first": False}.get(more["time_reading"]["order"]),
+            **({"chosen_columns": how.chosen} if how.chosen else {}),
         },
         panel=got.panel,
         resample=got.resampled,

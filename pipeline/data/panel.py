@@ -26,7 +26,7 @@ JOIN = "/"
 _VOTERS = 25  # the longest series whose own frequency is inferred; the most rows decide
 
 
-def check_id_options(id_cols: list[str], time_col: str, names: list[str]) -> None:
+def check_id_options(id_cols: list[str], time_col: str | None, names: list[str]) -> None:
     """The id columns against the other options: distinct, none a time/target/feature column."""
     dup = sorted({c for c in id_cols if id_cols.count(c) > 1})
     if dup:

@@ -140,6 +140,31 @@ def csv_parts(path: Path, delimiter: str | None, budget: int) -> tuple[Iterable[
     return parts(), info
 
 
+def read_head(path: Path, kind: str, delimiter: str | None, rows: int) -> tuple[pd.DataFrame, str | None]:
+    """The first `rows` rows of a CSV (cells as strings, as read_csv reads them) or a Parquet file or folder (its
+    types), and the CSV's delimiter: enough to tell its columns apart without reading it whole."""
+    if kind != "csv":
+        import pyarrow.dataset as ds
+
+        try:
+            data = ds.dataset(str(path), format="parquet", partitioning="hive" if path.is_dir() else None)
+            df = _dataset_frame(data.head(rows))
+            if not isinstance(df.index, pd.RangeIndex) and df.index.name:
+                df = df.reset_index()  # a time index saved by pandas is a column, as read_parquet gives it
+        except Exception as e:  # pyarrow raises several types for damaged files
+            raise IngestError.broken(
+                "parquet", f"{path}: cannot be read as Parquet ({str(e).splitlines()[0][:200]}); export it again"
+            ) from None
+        return df, None
+    delimiter, encoding, declared = _csv_dialect(path, delimiter)
+    with _parse_csv(path, delimiter, encoding, declared, chunksize=rows) as reader:
+        df = _next_chunk(path, iter(reader), delimiter, declared)
+    if df is None:
+        df = _parse_csv(path, delimiter, encoding, declared)  # the header alone
+    _check_header(path, df, delimiter, encoding)
+    return df, delimiter
+
+
 def _read_already(df: pd.DataFrame) -> Callable[[], pd.DataFrame]:
     return lambda: df
 
