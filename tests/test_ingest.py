@@ -641,6 +641,11 @@ def test_the_columns_not_named_are_the_ones_left_by_those_named(project, setting
     assert (got.meta.time_col, got.meta.targets, got.meta.features) == ("Datum", ["Umsatz"], ["Aktion"])
     assert got.frame["Umsatz"].iloc[:2].tolist() == [1.5, 2.5]
 
+    saved = project / "saved.csv"  # pandas' to_csv writes the index, unnamed: row numbers, not a series
+    pd.DataFrame({"day": pd.date_range("2024-01-01", periods=30).strftime("%Y-%m-%d"), "sales": 3.0}).to_csv(saved)
+    got = ingest_file(saved, time_col=None, targets=[], settings=settings_for("saved"))
+    assert (got.meta.time_col, got.meta.targets) == ("day", ["sales"])
+
     pq = project / "loads.parquet"
     t = pd.date_range("2024-01-01", periods=48, freq="h")
     pd.DataFrame({"when": t, "load": np.arange(48.0)}).set_index("when").to_parquet(pq)

@@ -1,6 +1,7 @@
 """Which columns of a user's file hold the time and the series to forecast, when the command names them not
 (`cellcast ingest --csv sales.csv --name sales`): the one column whose values read as dates, and the one numeric
-column besides it and the columns named otherwise (id, features, static). A file where either is not exactly one
+column besides it and the columns named otherwise (id, features, static), not counting a column of row numbers (a
+saved index). A file where either is not exactly one
 column is refused in one line naming the candidates and the option that chooses; what was chosen is stated in the
 ingest summary and kept in raw.json (`extra.chosen_columns`), so a re-ingest reads the same columns."""
 
@@ -37,7 +38,9 @@ def choose_columns(
             )
         time_col = chosen["time_col"] = dates[0]
     if not targets:
-        numeric = [c for c in free if c != time_col and _reads_as_numbers(head[c], delimiter)]
+        numeric = [
+            c for c in free if c != time_col and _reads_as_numbers(head[c], delimiter) and not _row_numbers(head[c])
+        ]
         if len(numeric) != 1:
             what = "no column holds" if not numeric else f"{len(numeric)} columns hold ({_names(numeric)})"
             raise IngestError.broken(
@@ -74,6 +77,17 @@ def _reads_as_dates(s: pd.Series, delimiter: str | None) -> bool:
         warnings.simplefilter("ignore")  # dateutil's "could not infer format" on mixed text
         read = pd.to_datetime(txt, errors="coerce", format="mixed")
     return bool(read.notna().mean() >= READ_SHARE and read.nunique() > 1)
+
+
+def _row_numbers(s: pd.Series) -> bool:
+    """0, 1, 2, ... or 1, 2, 3, ...: a saved index (pandas writes one, unnamed, by default), not a series."""
+    read = pd.to_numeric(s, errors="coerce")
+    return (
+        len(read) > 2
+        and read.notna().all()
+        and float(read.iloc[0]) in (0.0, 1.0)
+        and bool((read.diff()[1:] == 1).all())
+    )
 
 
 def _reads_as_numbers(s: pd.Series, delimiter: str | None) -> bool:
