@@ -658,7 +658,7 @@ def test_the_columns_not_named_are_the_ones_left_by_those_named(project, setting
 @pytest.mark.parametrize(
     ("header", "row", "rule", "needles"),
     [
-        ("date,load,temp", "2024-01-01 {h:02d}:00,{h},{h}", "target", ["2 columns hold ('load', 'temp')", "--target"]),
+        ("date,load,temp", "2024-01-01 {h:02d}:00,{h}.5,{h}.2", "target", ["2 columns hold ('load', 'temp')"]),
         ("start,end,load", "2024-01-01 {h:02d}:00,2024-01-02 {h:02d}:00,{h}", "time_column", ["2 columns read"]),
         ("step,load", "{h},{h}", "time_column", ["no column reads as dates", "--time-col"]),
     ],

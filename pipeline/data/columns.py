@@ -38,9 +38,9 @@ def choose_columns(
             )
         time_col = chosen["time_col"] = dates[0]
     if not targets:
-        numeric = [
-            c for c in free if c != time_col and _reads_as_numbers(head[c], delimiter) and not _row_numbers(head[c])
-        ]
+        numeric = [c for c in free if c != time_col and _reads_as_numbers(head[c], delimiter)]
+        if len(numeric) > 1:  # beside a series, a column of row numbers is a saved index
+            numeric = [c for c in numeric if not _row_numbers(head[c])]
         if len(numeric) != 1:
             what = "no column holds" if not numeric else f"{len(numeric)} columns hold ({_names(numeric)})"
             raise IngestError.broken(
