@@ -137,6 +137,7 @@ class _Arrivals:
         self._thread = threading.Thread(target=self._watch, name="cellcast-signals", daemon=True)
         if self.active:
             self._thread.start()
+            os.register_at_fork(after_in_child=self.forget_in_child)
 
     def _watch(self) -> None:
         global _received
@@ -148,13 +149,24 @@ class _Arrivals:
                     _received = signum
                     threading.Thread(target=_redeliver, args=(signum,), name="cellcast-stop", daemon=True).start()
 
+    def forget_in_child(self) -> None:
+        """In a child forked from this process (a worker, a data loader): the wakeup fd is process state fork
+        copies, and the child's signals (its stop by the parent) would reach the parent's watcher as its own."""
+        if self.active:
+            now = signal.set_wakeup_fd(-1)
+            if now != self._write.fileno():
+                signal.set_wakeup_fd(now)
+
     def close(self) -> None:
-        if self.active and signal.set_wakeup_fd(-1) != self._write.fileno():
-            signal.set_wakeup_fd(self._previous)  # replaced meanwhile (an event loop's own): left as it is
+        if self.active:
+            now = signal.set_wakeup_fd(-1)
+            if now not in (-1, self._write.fileno()):
+                signal.set_wakeup_fd(now)  # an event loop's own, set meanwhile: theirs, left as it is
         self._write.close()  # the watching thread reads the end of the pair and returns
         if self.active:
             self._thread.join(timeout=1)
         self._read.close()
+        self.active = False  # a later fork has nothing of this to forget
 
 
 @contextmanager

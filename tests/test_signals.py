@@ -214,6 +214,23 @@ def test_a_stop_whose_exception_was_swallowed_still_ends_the_command_stopped(as_
     assert stop.value.signum == signal.SIGHUP
 
 
+def test_a_forked_childs_stop_is_not_its_parents(as_a_process_starts):
+    """A worker forked from the command and stopped by it: its SIGTERM must not reach the command's own watch (the
+    wakeup fd is process state fork copies) and end a finished command as stopped."""
+    with stop_on_signals():
+        pid = os.fork()
+        if pid == 0:  # the child: stopped as a worker is
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                _sleep_through(5)
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        _sleep_through(0.5)  # what the watch would have read, read
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert as_a_process_starts._received is None
+
+
 @pytest.mark.integration  # imports Prefect (2 s)
 def test_a_stop_lost_while_prefects_handler_is_in_front_is_delivered_again(as_a_process_starts):
     """While a flow runs, Prefect's SIGTERM handler stands in front of the command's: its TerminationSignal, lost
