@@ -4,8 +4,10 @@ raw.parquet of a panel holds whole series per row group (panel.py). `validate_pa
 those row groups, runs the Great Expectations suite once over their long frame (the series id in the batch:
 every failed rule counts its rows per series), checks each series' time order, applies the policy of
 `settings.ingest` to each series on its own grid (dedupe, snapping, fill, segment; off-hours breaks), and
-judges each series' length against one lookback + horizon for the whole panel:
-  ok          train, validation and test windows of its own (ingest.min_windows, ingest.min_test_horizons)
+judges each series' length against one lookback + horizon for the whole panel, its splits grown and its test
+windows counted as the series pool them for promotion (splits.panel_test_rule):
+  ok          train, validation and test windows of its own (ingest.min_windows; ingest.min_test_horizons, at most
+              its share of evaluate.min_decision_paths)
   cold_start  too short for its own validation/test split, but holds at least one whole window: kept, flagged
   bad         broke a rule, or cannot hold one window (rule `too_short`)
 `validate_panel` maps it over the partitions (in this process by default, in order, one partition in memory at
