@@ -715,3 +715,23 @@ def test_a_short_real_panel_from_a_european_csv_trains_to_a_decision_through_the
     m = d["metrics"]
     assert m["baseline_paths"] == 12 >= m["min_decision_paths"] and "baseline_p_value" in m, d
     assert "too few for a decision" not in d["reason"] and "across 4 series" in d["reason"], d
+    # the first 40 months of each, asked a year ahead in params.yaml: no series can hold splits of its own, and both
+    # commands name the setting that fixes it, in one line
+    import yaml
+
+    params = yaml.safe_load(tiny_params.read_text())
+    params["datasets"] = {**(params.get("datasets") or {}), "short": {"window": {"horizon": 12}}}
+    tiny_params.write_text(yaml.safe_dump(params, sort_keys=False))
+    local_data.stocks().groupby("symbol").head(40).to_csv(project / "short.csv", index=False)
+    r = run(
+        app,
+        ["ingest", "--csv", "short.csv", "--name", "short", "--time-col", "date", "--target", "price"]
+        + ["--id-col", "symbol"],
+    )
+    assert r.exit_code == 0, r.output
+    fix = "set window.horizon: 6 in params.yaml (the longest series then holds splits of its own)"
+    r = run(app, ["validate", "short"])
+    assert r.exit_code == 0 and "5 kept (5 cold start" in r.output, r.output
+    assert f"no series holds splits of its own, so no model can train: {fix}" in r.output
+    r = run(app, ["train", "short"])
+    assert r.exit_code != 0 and "every series is cold start" in r.output and fix in r.output, r.output
