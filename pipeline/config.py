@@ -90,7 +90,8 @@ class IngestConfig(_Strict):
     min_windows: int = Field(1, ge=1)
     # forecasts in the test split whose horizons do not overlap (origins a horizon apart): fewer is no test.
     # the data rule: the test split holds at least this many whole horizons (forecast origins a horizon apart);
-    # promotion's statistical test has its own evaluate.min_decision_paths
+    # promotion's statistical test has its own evaluate.min_decision_paths. A panel's series pool their paths: each is
+    # asked at most its share of min_decision_paths (data/splits.series_test_need)
     min_test_horizons: int = Field(5, ge=1)
     # panels (ingest --id-col): a series that breaks a rule fails the dataset (reject) or is removed into
     # quarantine with its report and named in the summary (drop)
@@ -126,6 +127,7 @@ class WindowConfig(_Strict):
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
     # the test split grows up to this share of the rows until it holds evaluate.min_decision_paths whole horizons: on
     # a short series 15% of the rows are too few forecasts for promotion to decide on, and no decision is no champion
+    # (a panel's series grow alike until together they hold them: data/splits.test_horizons)
     test_fraction_max: float = Field(0.3, gt=0, lt=0.5)
     # a panel's training windows: uniform over windows (a long series weighs more) or per_series (each series alike)
     panel_weighting: Literal["uniform", "per_series"] = "uniform"

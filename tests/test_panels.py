@@ -543,7 +543,9 @@ def test_the_local_clock_of_the_weather_repeats_an_hour_and_the_suite_names_each
     assert "3 of 3 series broke a rule: series 'EWR': column 'timestamp': unique failed for 2 rows" in str(ei.value)
 
 
-def test_the_bundled_us_employment_panel_keeps_its_young_series_cold_start_folds_by_month_and_refs_a_sample(project):
+def test_the_bundled_us_employment_panel_keeps_its_window_trains_its_young_series_folds_by_month_and_refs_a_sample(
+    project,
+):
     from cellcast.pipeline.config import load_params
     from cellcast.pipeline.data.ingest import ingest_bundled
 
@@ -552,9 +554,17 @@ def test_the_bundled_us_employment_panel_keeps_its_young_series_cold_start_folds
     assert len(res.meta.panel["series"]) == 148 and res.meta.dataset["series"] == 148
     rep = validate_dataset(s)
     p = rep.panel
-    assert (p["series_in"], p["kept"], p["dropped"], p["cold_start"]) == (148, 148, 0, 2)
-    young = sorted(k for k, v in p["series"].items() if v["status"] == "cold_start")
-    assert all(p["series"][k]["start"] == "2001-01-01 00:00:00" and p["series"][k]["rows"] == 225 for k in young)
+    assert (p["series_in"], p["kept"], p["dropped"], p["cold_start"]) == (148, 148, 0, 0)
+    # the year ahead and each series' own 15% test split, as before: 148 series pool the decision's paths with
+    # one test year each, so the two series begun in 2001 (two test years of their own) train with the others
+    assert {k: p["window"][k] for k in ("horizon", "test_horizons", "test_need")} == {
+        "horizon": 12,
+        "test_horizons": 1,
+        "test_need": 1,
+    }
+    young = sorted(k for k, v in p["series"].items() if v["start"] == "2001-01-01 00:00:00")
+    assert len(young) == 2 and all(p["series"][k]["rows"] == 225 for k in young)
+    assert all(p["series"][k]["status"] == "ok" and p["series"][k]["windows"]["test_origins"] == 2 for k in young)
     # series begin when the industry was first counted: leading empty months are trimmed, not filled
     assert min(v["rows"] for v in p["series"].values()) == 225 and max(v["rows"] for v in p["series"].values()) == 969
     assert p["filled"] == 0
@@ -580,7 +590,7 @@ def test_the_bundled_us_employment_panel_keeps_its_young_series_cold_start_folds
     row = panel_references.reference_rows(ws, forecast_origins(ws, "test"), s.model_copy(update={"evaluate": ev}))[
         "theta"
     ]
-    assert row["status"] == "ok" and (row["series"], row["series_sampled"], row["series_total"]) == (5, 5, 146)
+    assert row["status"] == "ok" and (row["series"], row["series_sampled"], row["series_total"]) == (5, 5, 148)
     assert np.isfinite(row["mase"]) and len(row["per_series"]) == 5
 
 
@@ -660,3 +670,68 @@ def test_cli_ingests_a_panel_with_aggregation_and_validates_it_dropping_a_series
     assert r.exit_code == 2 and "error:" in r.output and "series 'C'" in r.output
     r = runner.invoke(app, ["datasets"])
     assert "148 (Series_ID)" in r.output and "3 (origin)" in r.output
+
+
+@pytest.mark.integration
+def test_a_short_real_panel_from_a_european_csv_trains_to_a_decision_through_the_cli(prefect_api, project, tiny_params):
+    """Five stock prices by month (vega_datasets `stocks`: 123 months each, GOOG 68), written as a European user
+    has them (';', decimal commas, day-first dates). One such series alone would be forecast 3 months ahead; the
+    five pool the decision's paths, so the year is kept, each test split grows to 3 years and each series needs its
+    share of the paths: a decision is reached (here a refusal, with its evidence), not a cold-start exit."""
+    from conftest import one_cell
+    from vega_datasets import local_data  # dev dependency: the data ships in the package
+
+    from cellcast.cli import app
+
+    one_cell(tiny_params)
+    df = local_data.stocks()
+    assert df.groupby("symbol").size().to_dict() == {"AAPL": 123, "AMZN": 123, "GOOG": 68, "IBM": 123, "MSFT": 123}
+    df["date"] = df["date"].dt.strftime("%d.%m.%Y")
+    df["price"] = df["price"].map(lambda x: f"{x:.2f}".replace(".", ","))
+    df.to_csv(project / "stocks.csv", index=False, sep=";")
+    run = CliRunner().invoke
+    r = run(
+        app,
+        ["ingest", "--csv", "stocks.csv", "--name", "stocks", "--time-col", "date", "--target", "price"]
+        + ["--id-col", "symbol"],
+    )
+    assert r.exit_code == 0 and "panel of 5 series" in r.output and "dates read day-first" in r.output, r.output
+    r = run(app, ["validate", "stocks"])
+    assert r.exit_code == 0, r.output
+    assert "5 kept (1 cold start" in r.output and "judged on lookback 12 + horizon 12" in r.output, r.output
+    assert (
+        "test splits grown to hold 3 horizons a series (2 needed); 12 non-overlapping test windows pooled" in r.output
+    )
+    p = json.loads((project / "data/stocks/validated.json").read_text())["panel"]
+    ok = {k: v["windows"] for k, v in p["series"].items() if v["status"] == "ok"}
+    assert sorted(ok) == ["AAPL", "AMZN", "IBM", "MSFT"] and all(w["test_origins"] == 3 for w in ok.values())
+    assert p["series"]["GOOG"]["cold_start"] == "0 val window(s), need 1 per split"  # 68 months: no validation year
+    r = run(app, ["train", "stocks"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((project / "reports/stocks/train_summary.json").read_text())
+    d = summary["decision"]
+    assert summary["version"] == 1 and "(DM " in d["reason"], d  # the test was run: its statistic is the evidence
+    # the evidence the policy weighed: each series' 3 test years, pooled, enough for a decision either way
+    m = d["metrics"]
+    assert m["baseline_paths"] == 12 >= m["min_decision_paths"] and "baseline_p_value" in m, d
+    assert "too few for a decision" not in d["reason"] and "across 4 series" in d["reason"], d
+    # the first 40 months of each, asked a year ahead in params.yaml: no series can hold splits of its own, and both
+    # commands name the setting that fixes it, in one line
+    import yaml
+
+    params = yaml.safe_load(tiny_params.read_text())
+    params["datasets"] = {**(params.get("datasets") or {}), "short": {"window": {"horizon": 12}}}
+    tiny_params.write_text(yaml.safe_dump(params, sort_keys=False))
+    local_data.stocks().groupby("symbol").head(40).to_csv(project / "short.csv", index=False)
+    r = run(
+        app,
+        ["ingest", "--csv", "short.csv", "--name", "short", "--time-col", "date", "--target", "price"]
+        + ["--id-col", "symbol"],
+    )
+    assert r.exit_code == 0, r.output
+    fix = "set window.horizon: 6 in params.yaml (the longest series then holds splits of its own)"
+    r = run(app, ["validate", "short"])
+    assert r.exit_code == 0 and "5 kept (5 cold start" in r.output, r.output
+    assert f"no series holds splits of its own, so no model can train: {fix}" in r.output
+    r = run(app, ["train", "short"])
+    assert r.exit_code != 0 and "every series is cold start" in r.output and fix in r.output, r.output

@@ -300,3 +300,19 @@ def test_size_and_power_on_synthetic_half_hourly_losses():
     alt = bench.run(sc, [0.2], 200, [0.02], [0.05], seed=7, bootstrap=False)
     power = {r["test"]: r["promoted"] for r in alt}
     assert power["every_origin"] > power["today"] + 0.03, power
+
+
+def test_a_panels_paths_are_counted_within_each_series_and_summed():
+    """Four series' 25 test windows of a year ahead, pooled: 3 paths a horizon apart in each, 12 in all; counted over
+    the 100 windows together they would be 9, each series' last partial path lost at the next one's start."""
+    rng = np.random.default_rng(0)
+    cand, base = rng.gamma(2.0, 1.0, 100), rng.gamma(2.0, 1.2, 100)
+    pooled = Comparison("naive", cand, base, horizon=12)
+    panel = Comparison("naive", cand, base, horizon=12, independent=12)
+    assert (pooled.paths, panel.paths) == (9, 12)
+    t_pooled, t_panel = pooled.test(), panel.test()
+    assert (t_pooled.dof, t_panel.dof) == (8, 11) and t_panel.statistic == t_pooled.statistic
+    dec = decide("m", panel, None, min_windows=10)
+    assert dec.metrics["baseline_paths"] == 12 and "100 windows at every origin, 12 a horizon apart" in dec.reason
+    dec = decide("m", pooled, None, min_windows=10)
+    assert "9 test windows (one per horizon, none overlapping) are too few for a decision" in dec.reason

@@ -189,6 +189,79 @@ def test_auto_horizon_of_a_short_series_leaves_room_for_a_decision(freq, rows, h
     assert resolve_window(s, "MS", 204, panel=True)[1] == 12
 
 
+def _panel_meta(rows: list[int]) -> dict:
+    return {"freq": "MS", "panel": {"series": {f"S{i}": {"rows": n} for i, n in enumerate(rows)}}}
+
+
+def test_a_short_panel_splits_by_the_rule_of_one_short_series_its_series_pooling_the_decision_paths():
+    """Five series of ten years of months (the stocks panel's shape): one of them alone is forecast 3 months ahead
+    and its test split grows to 30% for 10 paths; five together hold 10 paths of a year ahead when each test split
+    grows to 3 years, and each needs its share (2 of the 10), not 5 of its own."""
+    from cellcast.pipeline.data.panel_validation import panel_window
+    from cellcast.pipeline.data.splits import (
+        panel_test_rule,
+        series_test_need,
+        split_for,
+        test_horizons,
+        test_origins,
+        window_shortfall,
+        window_starts,
+    )
+
+    s = Params().for_dataset("x")
+    paths = s.evaluate.min_decision_paths
+    assert resolve_window(s, "MS", 123)[1] == 3  # one series: the horizon shrinks, as before
+    assert (series_test_need(s, 1), test_horizons(s, [123], 12, 3)) == (s.ingest.min_test_horizons, paths)
+    stocks = [123, 123, 68, 123, 123]
+    lookback, horizon, basis = panel_window(_panel_meta(stocks), s)
+    assert (lookback, horizon, basis) == (12, 12, 123)  # the pooled paths hold the year
+    rule = panel_test_rule(_panel_meta(stocks), s, lookback, horizon)
+    assert rule == {"test_horizons": 3, "test_need": 2}
+    pooled = 0
+    for n in (123, 123, 123, 123):
+        v, t = split_for(n, horizon, s, rule["test_horizons"])
+        assert n - t == 36 and t - v == 18  # 3 years of test (30%), the validation share kept
+        st = window_starts(n, lookback, horizon, v, t)
+        assert window_shortfall(st, horizon, s, rule["test_need"]) is None  # splits of its own
+        assert window_shortfall(st, horizon, s) is not None  # 5 of its own, as before: cold start
+        pooled += test_origins(st["test"], horizon)
+    assert pooled >= paths  # what the decision weighs
+    # the 68 months' series has no validation window of a year: cold start, saying why
+    v, t = split_for(68, horizon, s, rule["test_horizons"])
+    assert window_shortfall(window_starts(68, lookback, horizon, v, t), horizon, s, 2) == (
+        "min_windows",
+        "0 val window(s), need 1 per split",
+    )
+    # a long panel keeps its 15% test split and the season (the bundled panels: unchanged)
+    assert panel_window(_panel_meta([500] * 148), s)[1] == 12
+    assert panel_test_rule(_panel_meta([500] * 148), s, 12, 12) == {"test_horizons": 1, "test_need": 1}
+    assert split_for(500, 12, s, 1) == split_for(500, 12, s, 0) == (350, 425)
+    # a panel of one series is one series
+    assert panel_window(_panel_meta([123]), s)[1] == 3
+    assert panel_test_rule(_panel_meta([123]), s, 12, 3) == {"test_horizons": paths, "test_need": 5}
+
+
+def test_a_panel_whose_series_are_far_too_short_is_cold_start_with_the_reason_and_the_setting_that_fixes_it():
+    from cellcast.pipeline.data.splits import panel_remedy, panel_test_rule, split_for, window_shortfall, window_starts
+
+    s = Params(window={"horizon": 12, "lookback": 12}).for_dataset("x")
+    short = [40] * 5  # three years and a bit: no validation year, no room for a test year after training
+    rule = panel_test_rule(_panel_meta(short), s, 12, 12)
+    v, t = split_for(40, 12, s, rule["test_horizons"])
+    why = window_shortfall(window_starts(40, 12, 12, v, t), 12, s, rule["test_need"])
+    assert why is not None and why[0] == "min_windows" and "0 " in why[1] and "need 1 per split" in why[1]
+    remedy = panel_remedy(s, short, 12, 12)
+    assert remedy.startswith("set window.horizon: ") and remedy.endswith(
+        "in params.yaml (the longest series then holds splits of its own)"
+    )
+    h = int(remedy.split(": ")[1].split()[0])
+    assert 1 <= h < 12
+    rule = panel_test_rule(_panel_meta(short), s, 12, h)
+    v, t = split_for(40, h, s, rule["test_horizons"])
+    assert window_shortfall(window_starts(40, 12, h, v, t), h, s, rule["test_need"]) is None  # the fix fixes it
+    assert panel_remedy(s, [10] * 5, 12, 12) == "supply more rows (the longest series has 10)"
+
+
 def test_auto_lookback_leaves_out_seasons_longer_than_its_cap():
     s = Params().for_dataset("x")
     # a week of 5-minute steps (2016) would fit 60,000 rows ten times over: the day is kept instead

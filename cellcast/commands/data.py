@@ -328,7 +328,7 @@ def validate(
     if note:
         typer.echo(note, err=True)
     if rep.panel is not None:
-        typer.echo(_panel_summary(name, rep))
+        typer.echo(_panel_summary(name, rep, settings))
         return
     filled = sum(rep.filled.values())
     typer.echo(
@@ -482,7 +482,7 @@ def _promotion_hint(origins, settings) -> str:
     )
 
 
-def _panel_summary(name: str, rep) -> str:
+def _panel_summary(name: str, rep, settings) -> str:
     p = rep.panel
     dropped = ""
     if p["dropped_series"]:
@@ -490,9 +490,19 @@ def _panel_summary(name: str, rep) -> str:
         more = f" and {len(p['dropped_series']) - 5} more" if len(p["dropped_series"]) > 5 else ""
         dropped = f" ({shown}{more}; kept in {rep.quarantine_path})"
     w = p["window"]
+    own = [r for r in p["series"].values() if r["status"] == "ok"]
+    pooled = sum(int(r["windows"].get("test_origins", 0)) for r in own)
+    grown = w.get("test_horizons", 1)
+    split = (
+        f", test splits grown to hold {grown} horizons a series ({w.get('test_need')} needed)"
+        if grown > 1 and own
+        else ""
+    )
+    tested = f"; {pooled} non-overlapping test windows pooled" + _promotion_hint(pooled, settings) if own else ""
+    remedy = f"; no series holds splits of its own, so no model can train: {p['remedy']}" if p.get("remedy") else ""
     return (
         f"{name}: valid panel, {p['series_in']} series in, {p['kept']} kept ({p['cold_start']} cold start: too "
         f"short for their own validation/test split), {p['dropped']} dropped{dropped}; {rep.rows_in} -> "
         f"{rep.rows_out} rows, {p['filled']} points filled, {p['breaks']} breaks; judged on lookback "
-        f"{w['lookback']} + horizon {w['horizon']}; report {rep.report_path}"
+        f"{w['lookback']} + horizon {w['horizon']}{split}{tested}{remedy}; report {rep.report_path}"
     )

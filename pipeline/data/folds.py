@@ -151,7 +151,8 @@ def panel_folds(ws: PanelWindowSet, k: int, settings: Settings, before_test: boo
     ok = [i for i, sid in enumerate(ws.series_ids) if m.panel["status"][sid] == "ok"]
     if not ok:
         raise ValueError("no series holds its own train / validation / test split")
-    splits = np.asarray([split_for(int(ws.lengths[i]), m.horizon, settings, panel=True) for i in ok])
+    grown = m.panel.get("test_horizons") or 1  # a set windowed before test splits grew on panels: they did not
+    splits = np.asarray([split_for(int(ws.lengths[i]), m.horizon, settings, grown) for i in ok])
     lengths = ws.lengths[ok]
     val_rows = int(np.median(splits[:, 1] - splits[:, 0]))
     test_rows = int(np.median(lengths - splits[:, 1]))

@@ -4,8 +4,10 @@ raw.parquet of a panel holds whole series per row group (panel.py). `validate_pa
 those row groups, runs the Great Expectations suite once over their long frame (the series id in the batch:
 every failed rule counts its rows per series), checks each series' time order, applies the policy of
 `settings.ingest` to each series on its own grid (dedupe, snapping, fill, segment; off-hours breaks), and
-judges each series' length against one lookback + horizon for the whole panel:
-  ok          train, validation and test windows of its own (ingest.min_windows, ingest.min_test_horizons)
+judges each series' length against one lookback + horizon for the whole panel, its splits grown and its test
+windows counted as the series pool them for promotion (splits.panel_test_rule):
+  ok          train, validation and test windows of its own (ingest.min_windows; ingest.min_test_horizons, at most
+              its share of evaluate.min_decision_paths)
   cold_start  too short for its own validation/test split, but holds at least one whole window: kept, flagged
   bad         broke a rule, or cannot hold one window (rule `too_short`)
 `validate_panel` maps it over the partitions (in this process by default, in order, one partition in memory at
@@ -51,7 +53,10 @@ from .panel import series_bounds
 from .schedule import as_schedule
 from .splits import (
     filled_mask,
+    panel_remedy,
+    panel_test_rule,
     resolve_window,
+    series_rows,
     split_for,
     test_origins,
     usable_windows,
@@ -76,6 +81,8 @@ class PartitionTask:
     horizon: int
     index: int = 0
     docs_dir: str | None = None  # Data Docs (in this process only: workers elsewhere write none)
+    test_horizons: int | None = None  # horizons each series' test split grows to hold (splits.test_horizons)
+    test_need: int | None = None  # non-overlapping test windows a series needs (splits.series_test_need)
 
 
 @dataclass
@@ -134,10 +141,11 @@ def _unordered(frame: pd.DataFrame) -> dict[str, int]:
 
 
 def _window_status(
-    out: pd.DataFrame, cols: list[str], targets: list[str], lookback: int, horizon: int, settings: Settings
+    out: pd.DataFrame, cols: list[str], targets: list[str], task: PartitionTask
 ) -> tuple[str, dict, str | None]:
     """(ok | cold_start, window counts, why cold start) of one validated series; RuleFailure too_short when it
     cannot hold one window of lookback + horizon that crosses no break."""
+    lookback, horizon, settings = task.lookback, task.horizon, task.settings
     n = len(out)
     valid = usable_windows(
         out[cols].to_numpy(dtype="float64"), filled_mask(out, cols), lookback, horizon, [cols.index(c) for c in targets]
@@ -150,11 +158,11 @@ def _window_status(
             [f"{n} rows hold no window of lookback {lookback} + horizon {horizon} that crosses no break"],
         )
     w = settings.window
-    v, t = split_for(n, horizon, settings, panel=True)
+    v, t = split_for(n, horizon, settings, task.test_horizons)
     starts = window_starts(n, lookback, horizon, v, t, w.stride, valid)
     counts = {k: int(len(s)) for k, s in starts.items()}
     counts["test_origins"] = test_origins(starts["test"], horizon)
-    short = window_shortfall(starts, horizon, settings)
+    short = window_shortfall(starts, horizon, settings, task.test_need)
     return (OK, counts, None) if short is None else (COLD_START, counts, short[1])
 
 
@@ -292,7 +300,7 @@ def _cleaned_series(
         schedule=True,
         hours=as_schedule(meta.get("schedule")),
     )
-    return out, rep, _window_status(out, cols, targets, task.lookback, task.horizon, settings)
+    return out, rep, _window_status(out, cols, targets, task)
 
 
 def _keyed(rows: pd.DataFrame, sid: str, ids: dict, extra: list[str]) -> pd.DataFrame:
@@ -305,10 +313,13 @@ def _keyed(rows: pd.DataFrame, sid: str, ids: dict, extra: list[str]) -> pd.Data
 def panel_window(meta: dict, settings: Settings) -> tuple[int, int, int]:
     """(lookback, horizon, basis): one lookback + horizon for the whole panel, resolved as for one series of the
     median series length (rows with every value, at ingest), the seasons a lookback spans fitted in the rows of
-    every series (the windows the global model is fitted on)."""
-    rows = [s.get("observed_rows", s["rows"]) for s in meta["panel"]["series"].values()]
+    every series (the windows the global model is fitted on), an auto horizon no longer than lets the series' test
+    splits pool the paths a decision needs (splits.decidable_horizon)."""
+    rows = series_rows(meta)
     basis = int(np.median(rows)) if rows else 0
-    lookback, horizon = resolve_window(settings, meta["freq"], basis, meta.get("schedule"), sum(rows), panel=True)
+    lookback, horizon = resolve_window(
+        settings, meta["freq"], basis, meta.get("schedule"), sum(rows), panel=True, series_rows=rows
+    )
     return lookback, horizon, basis
 
 
@@ -365,9 +376,10 @@ def _quarantine(settings: Settings, meta: dict, rows: list[pd.DataFrame], report
 
 
 def panel_report(
-    series_in: int, kept: dict, bad: dict, policy: str, lookback: int, horizon: int, basis: int, partitions: list[dict]
+    series_in: int, kept: dict, bad: dict, policy: str, window: dict, basis: int, partitions: list[dict]
 ) -> dict:
-    """validated.json `panel` (and the report's): counts, the window the statuses were judged on, each series."""
+    """validated.json `panel` (and the report's): counts, the window the statuses were judged on (lookback, horizon,
+    test_horizons, test_need: panel_test_rule), each series."""
     cold = [s for s, r in kept.items() if r["status"] == COLD_START]
     return {
         "series_in": series_in,
@@ -378,7 +390,7 @@ def panel_report(
         "bad_series": policy,
         "filled": sum(r["filled"] for r in kept.values()),
         "breaks": sum(r["breaks"] for r in kept.values()),
-        "window": {"lookback": lookback, "horizon": horizon, "median_series_rows": basis},
+        "window": {**window, "median_series_rows": basis},
         "series": kept,
         "dropped_series": bad,
         "partitions": partitions,
@@ -394,8 +406,9 @@ def validate_panel(settings: Settings, meta: dict, mapper: Callable | None = Non
     raw_pq, _ = raw_paths(settings)
     source = str(raw_pq)
     lookback, horizon, basis = panel_window(meta, settings)
+    rule = panel_test_rule(meta, settings, lookback, horizon)
     docs = _fresh_data_docs(data_docs_dir(settings), mapper)
-    tasks = _partition_tasks(settings, meta, raw_pq, (lookback, horizon), docs)
+    tasks = _partition_tasks(settings, meta, raw_pq, (lookback, horizon), docs, rule)
     policy = settings.ingest.bad_series
     rep = ValidationReport(
         name=name,
@@ -412,7 +425,11 @@ def validate_panel(settings: Settings, meta: dict, mapper: Callable | None = Non
     rep.gx = _gx_summary(got.parts)
     rep.failures = _failures(got.failure, got.bad)
     rep.windows = {"lookback": lookback, "horizon": horizon}
-    rep.panel = panel_report(got.series_in, got.kept, got.bad, policy, lookback, horizon, basis, got.parts)
+    rep.panel = panel_report(
+        got.series_in, got.kept, got.bad, policy, {"lookback": lookback, "horizon": horizon, **rule}, basis, got.parts
+    )
+    if got.kept and rep.panel["cold_start"] == len(got.kept):  # valid data, but no model can be fitted on it
+        rep.panel["remedy"] = panel_remedy(settings, series_rows(meta), lookback, horizon)
     rep.data_docs = str(data_docs_dir(settings) / "index.html") if docs else None
     rep.report_path = str(validation_report_path(settings))
     refused = got.refused(policy)
@@ -445,7 +462,7 @@ def _fresh_data_docs(docs_dir: Path, mapper: Callable | None) -> str | None:
 
 
 def _partition_tasks(
-    settings: Settings, meta: dict, raw_pq: Path, window: tuple[int, int], docs: str | None
+    settings: Settings, meta: dict, raw_pq: Path, window: tuple[int, int], docs: str | None, rule: dict
 ) -> list[PartitionTask]:
     """One validation task per row group of raw.parquet (each holds whole series)."""
     lookback, horizon = window
@@ -460,6 +477,8 @@ def _partition_tasks(
             horizon=horizon,
             index=i,
             docs_dir=docs,
+            test_horizons=rule["test_horizons"],
+            test_need=rule["test_need"],
         )
         for i in range(panel_partitions(raw_pq))
     ]

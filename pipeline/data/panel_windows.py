@@ -44,9 +44,13 @@ from .splits import (
     declared_bounds,
     filled_mask,
     lookback_seasons,
+    panel_remedy,
+    panel_test_rule,
     resolve_window,
+    series_rows,
     series_scale,
     split_for,
+    test_origins,
     usable_windows,
     window_shortfall,
     window_starts,
@@ -101,6 +105,14 @@ class PanelWindowSet(WindowSet):
         ids = self.series_ids
         cuts = np.flatnonzero(np.diff(idx)) + 1
         return {ids[int(g[0])]: s for g, s in zip(np.split(idx, cuts), np.split(starts, cuts)) if len(s)}
+
+    def independent_paths(self, starts: np.ndarray) -> int:
+        """The forecast paths among `starts` that share no target: within each series its windows a horizon apart
+        (test_origins), summed over the series; no two series share a target."""
+        starts = np.sort(np.asarray(starts, dtype=np.int64))
+        idx = self.series_index(starts)
+        cuts = np.flatnonzero(np.diff(idx)) + 1
+        return sum(test_origins(s, self.meta.horizon) for s in np.split(starts, cuts) if len(s))
 
     def train_rows(self) -> np.ndarray:
         """bool (rows,): the rows of every series' own training split (a cold-start series: its first lookback)."""
@@ -171,6 +183,8 @@ class _PanelBlocks:
     status: dict = field(default_factory=dict)
     counts: dict = field(default_factory=dict)
     skipped: dict = field(default_factory=dict)
+    test_horizons: int | None = None  # horizons each series' test split grows to hold (splits.panel_test_rule)
+    test_need: int | None = None  # non-overlapping test windows a series needs for splits of its own
     spans: list = field(default_factory=list)  # per series with splits: first/last stamp of each split
     # each split's window starts, a block per series (the validation and test ones are every step: 8 bytes a window)
     starts: dict = field(default_factory=lambda: {"train": [], "val": [], "test": [], COLD: []})
@@ -259,6 +273,7 @@ def build_panel_windows(
     name = settings.dataset
     targets = list(meta["targets"])
     lookback, horizon = panel_window_meta(meta, settings)
+    rule = panel_test_rule(meta, settings, lookback, horizon)
     acc = _PanelBlocks(
         targets + list(meta.get("features") or []),
         targets,
@@ -268,6 +283,8 @@ def build_panel_windows(
         list((meta.get("static") or {}).get("columns") or []),
         (meta.get("static") or {}).get("values") or {},
         spill=spill,
+        test_horizons=rule["test_horizons"],
+        test_need=rule["test_need"],
     )
     for part in [frame] if isinstance(frame, pd.DataFrame) else frame:
         _add_series(acc, part, meta, name, settings)
@@ -279,7 +296,8 @@ def build_panel_windows(
     if not _rows(acc.starts["train"]):
         raise DataValidationError(
             f"{name}: every series is cold start (too short for its own train / validation / "
-            f"test windows): a global model needs at least one series with its own splits"
+            f"test windows): a global model needs at least one series with its own splits; "
+            f"{panel_remedy(settings, series_rows(meta), lookback, horizon)}"
         )
     return _assemble_panel(acc, meta, name, settings)
 
@@ -331,10 +349,14 @@ def _add_series(acc: _PanelBlocks, frame: pd.DataFrame, meta: dict, name: str, s
         if not valid.any():
             acc.skipped[s_id] = f"{n} rows hold no whole window of lookback {lookback} + horizon {horizon}"
             continue
-        vs, te = split_for(n, horizon, settings, panel=True)
+        vs, te = split_for(n, horizon, settings, acc.test_horizons)
         own = window_starts(n, lookback, horizon, vs, te, w.stride, valid)
         validated = (info["series"].get(s_id) or {}).get("status", "ok")
-        short = window_shortfall(own, horizon, settings) if validated == "ok" else ("cold_start", "validated as such")
+        short = (
+            window_shortfall(own, horizon, settings, acc.test_need)
+            if validated == "ok"
+            else ("cold_start", "validated as such")
+        )
         if short is None:
             kind, end = "ok", vs
             for k in ("train", "val", "test"):
@@ -513,6 +535,8 @@ def _panel_window_meta(acc: _PanelBlocks, meta, name, settings, values, ts, st, 
             "counts": acc.counts,
             "not_windowed": acc.skipped,
             "weighting": settings.window.panel_weighting,
+            "test_horizons": acc.test_horizons,
+            "test_need": acc.test_need,
             **({"static": {s: svals[s] for s in acc.ids}} if acc.static_cols else {}),
             "scaling": "per series: (value - mean) / mean |one-step difference| of its own training rows",
         },

@@ -17,7 +17,9 @@ bounds are fitted on observed training cells only.
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,6 +38,7 @@ def resolve_window(
     schedule: dict | None = None,
     pooled_rows: int | None = None,
     panel: bool = False,
+    series_rows: Sequence[int] | None = None,
 ) -> tuple[int, int]:
     """Lookback and horizon in steps (on a schedule, open steps: data/schedule.py); explicit numbers in params.yaml
     win over 'auto'.
@@ -43,7 +46,9 @@ def resolve_window(
     auto horizon: one day of steps for sub-daily data, else the shortest natural season (a week of days), at most
     what lets the test split (up to `window.test_fraction_max` of the rows) hold `evaluate.min_decision_paths` whole
     horizons: 17 years of months are forecast 6 months ahead, not 12, or no decision could ever be reached on them
-    (`decidable_horizon`). A panel's series keep the season: promotion pools their paths.
+    (`decidable_horizon`). A panel (`series_rows`: the rows of each series) is held to the same rule over the paths its
+    series pool (promotion pools them): five series of ten years of months keep the year; one such series alone would
+    not. A panel given without its series' rows keeps the season.
     auto lookback: the longest natural season that fits the series comfortably (ten lookbacks in its rows) and
     spans at most MAX_AUTO_SEASON steps, plus `train.rnn_steps`, so a model anchored on that season still sees its
     recent dynamics. The cap keeps a week of 5-minute steps (2016) out: the linear anchor's columns would outgrow
@@ -64,8 +69,9 @@ def resolve_window(
     horizon = w.horizon
     if horizon == "auto":
         horizon = seasons[0] if seasons else 1
-        if n_rows is not None and not panel:
-            horizon = min(horizon, decidable_horizon(settings, n_rows))
+        rows = series_rows if series_rows is not None else ([n_rows] if n_rows is not None and not panel else None)
+        if rows is not None:
+            horizon = min(horizon, decidable_horizon(settings, rows))
     lookback = w.lookback
     basis = pooled_rows if pooled_rows is not None else n_rows
     if lookback == "auto":
@@ -91,10 +97,96 @@ def lookback_seasons(settings: Settings, panel: bool) -> int:
     return (2 if panel else 1) if k == "auto" else int(k)
 
 
-def decidable_horizon(settings: Settings, n_rows: int) -> int:
-    """The longest horizon whose `evaluate.min_decision_paths` non-overlapping windows fit in the largest test split
-    (`window.test_fraction_max` of `n_rows`): the cap on an auto horizon (at least 1)."""
-    return max(1, int(n_rows * settings.window.test_fraction_max) // settings.evaluate.min_decision_paths)
+def decidable_horizon(settings: Settings, n_rows: int | Sequence[int]) -> int:
+    """The longest horizon whose `evaluate.min_decision_paths` non-overlapping windows fit in the largest test splits
+    (`window.test_fraction_max` of `n_rows`; a panel: of each of its series' rows, their paths pooled as promotion
+    pools them): the cap on an auto horizon (at least 1)."""
+    cap = np.floor(np.atleast_1d(np.asarray(n_rows, dtype=np.float64)) * settings.window.test_fraction_max)
+    need = settings.evaluate.min_decision_paths
+    lo, hi = 1, max(int(cap.max(initial=0)), 1)
+    while lo < hi:  # the pooled paths fall as the horizon grows: the longest horizon that still holds `need`
+        mid = (lo + hi + 1) // 2
+        if int((cap // mid).sum()) >= need:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def test_horizons(settings: Settings, series_rows: Sequence[int], lookback: int, horizon: int) -> int:
+    """How many whole horizons each series' test split grows to hold (split_for): the fewest that let the series
+    with splits of their own together hold `evaluate.min_decision_paths` of them, the paths promotion weighs (one
+    series: all of them). Where even `window.test_fraction_max` of every series falls short, every split grows to
+    its largest, as one short series' does."""
+    need = settings.evaluate.min_decision_paths
+    rows = np.asarray(series_rows, dtype=np.int64)
+    if len(rows) <= 1:
+        return need
+    w = settings.window
+    n_val = np.round(rows * w.val_fraction).astype(np.int64)
+    for k in range(1, need):
+        n_test = _grown_test(rows, np.round(rows * w.test_fraction).astype(np.int64), k * horizon, w.test_fraction_max)
+        own = (n_val >= horizon) & (n_test >= horizon) & (rows - n_val - n_test >= lookback + horizon)
+        if int((n_test // horizon)[own].sum()) >= need:
+            return k
+    return need
+
+
+def series_test_need(settings: Settings, n_series: int) -> int:
+    """The non-overlapping test windows a series needs for a split of its own (else it is cold start):
+    `ingest.min_test_horizons` for one series; on a panel no more than its share of the
+    `evaluate.min_decision_paths` its series pool (five series: 2 each), at least one."""
+    mine = settings.ingest.min_test_horizons
+    if n_series <= 1:
+        return mine
+    return max(1, min(mine, math.ceil(settings.evaluate.min_decision_paths / n_series)))
+
+
+def panel_remedy(settings: Settings, series_rows: Sequence[int], lookback: int, horizon: int) -> str:
+    """What lets the longest series of a panel whose every series is cold start hold splits of its own, as a setting
+    to change: the longest shorter window.horizon, else the longest shorter window.lookback, else more rows."""
+    rows = [int(r) for r in series_rows]
+    if not rows:
+        return "supply more rows"
+    n, need = max(rows), series_test_need(settings, len(rows))
+
+    def own(lb: int, h: int) -> bool:
+        v, t = split_for(n, h, settings, test_horizons(settings, rows, lb, h) if len(rows) > 1 else None)
+        return window_shortfall(window_starts(n, lb, h, v, t, settings.window.stride), h, settings, need) is None
+
+    for h in range(horizon - 1, 0, -1):
+        if own(lookback, h):
+            return f"set window.horizon: {h} in params.yaml (the longest series then holds splits of its own)"
+    for lb in range(lookback - 1, 1, -1):
+        if own(lb, horizon):
+            return f"set window.lookback: {lb} in params.yaml (the longest series then holds splits of its own)"
+    return f"supply more rows (the longest series has {n})"
+
+
+def series_rows(meta: dict) -> list[int]:
+    """Each series' rows with every value (raw.json; validated.json: its kept rows)."""
+    return [int(s.get("observed_rows", s["rows"])) for s in meta["panel"]["series"].values()]
+
+
+def panel_test_rule(meta: dict, settings: Settings, lookback: int, horizon: int) -> dict:
+    """How a panel's series are split and judged (validated.json `panel.window`): `test_horizons`, the horizons each
+    series' test split grows to hold, and `test_need`, the non-overlapping test windows a series needs to be `ok`
+    (test_horizons, series_test_need): the series pool their paths for promotion's decision. What validation
+    recorded wins (the window stage splits as it judged)."""
+    known = meta["panel"].get("window") or {}
+    if "test_horizons" in known and "test_need" in known and known.get("horizon") == horizon:
+        return {"test_horizons": int(known["test_horizons"]), "test_need": int(known["test_need"])}
+    rows = series_rows(meta)
+    return {
+        "test_horizons": test_horizons(settings, rows, lookback, horizon),
+        "test_need": series_test_need(settings, len(rows)),
+    }
+
+
+def _grown_test(rows, n_test, want: int, fraction_max: float):
+    """Test rows grown to `want` where they hold fewer, up to `fraction_max` of the rows (never shrunk)."""
+    grown = np.maximum(n_test, np.minimum(want, np.floor(rows * fraction_max).astype(np.int64)))
+    return np.where(n_test < want, grown, n_test)
 
 
 def profile_bounds(df: pd.DataFrame, columns: list[str], tolerance: float) -> dict[str, list[float]]:
@@ -117,17 +209,15 @@ def declared_bounds(variables: list[str], settings: Settings) -> dict[str, list[
     return {v: [float(x) for x in settings.validate_.bounds[v]] for v in variables if v in settings.validate_.bounds}
 
 
-def split_for(rows: int, horizon: int, settings: Settings, panel: bool = False) -> tuple[int, int]:
+def split_for(rows: int, horizon: int, settings: Settings, horizons: int | None = None) -> tuple[int, int]:
     """Where the validation and the test split start. The test split is `window.test_fraction` of the rows, grown (up
-    to `window.test_fraction_max`) until it holds the `evaluate.min_decision_paths` whole horizons promotion weighs:
-    on a short series 15% of the rows give too few forecasts for any decision, and no decision is no champion. The
-    training rows give way; the validation split keeps its share. A panel's series keep `test_fraction`: promotion
-    pools the paths of every series."""
+    to `window.test_fraction_max`) until it holds `horizons` whole horizons (default `evaluate.min_decision_paths`,
+    the paths promotion weighs): on a short series 15% of the rows give too few forecasts for any decision, and no
+    decision is no champion. The training rows give way; the validation split keeps its share. A panel's series pool
+    their paths: each grows to its share (`test_horizons`)."""
     w = settings.window
-    n_test = int(round(rows * w.test_fraction))
-    want = 0 if panel else settings.evaluate.min_decision_paths * horizon
-    if n_test < want:
-        n_test = max(n_test, min(want, int(rows * w.test_fraction_max)))
+    want = (settings.evaluate.min_decision_paths if horizons is None else horizons) * horizon
+    n_test = int(_grown_test(np.int64(rows), np.int64(round(rows * w.test_fraction)), want, w.test_fraction_max))
     n_val = int(round(rows * w.val_fraction))
     return rows - n_val - n_test, rows - n_test
 
@@ -168,13 +258,18 @@ def test_origins(starts: np.ndarray, horizon: int) -> int:
     return n
 
 
-def window_shortfall(starts: dict[str, np.ndarray], horizon: int, settings: Settings) -> tuple[str, str] | None:
-    """(rule, what is short) when the splits hold fewer windows than params.yaml `ingest` asks, else None."""
+def window_shortfall(
+    starts: dict[str, np.ndarray], horizon: int, settings: Settings, test_need: int | None = None
+) -> tuple[str, str] | None:
+    """(rule, what is short) when the splits hold fewer windows than params.yaml `ingest` asks (`test_need`: the
+    non-overlapping test windows asked, default `ingest.min_test_horizons`; a panel's series: series_test_need),
+    else None."""
     need = settings.ingest.min_windows
     for k, s in starts.items():
         if len(s) < need:
             return "min_windows", f"{len(s)} {k} window(s), need {need} per split"
-    origins, need = test_origins(starts["test"], horizon), settings.ingest.min_test_horizons
+    origins = test_origins(starts["test"], horizon)
+    need = settings.ingest.min_test_horizons if test_need is None else test_need
     if origins < need:
         return "min_test_horizons", f"{origins} non-overlapping test window(s) of horizon {horizon}, need {need}"
     return None

@@ -65,14 +65,30 @@ def comparisons(
             rivals[name] = loss
     strongest = min(rivals, key=lambda k: rivals[k].mean()) if len(starts) and rivals else "naive"
     baseline = promotion.Comparison(
-        strongest, cand, rivals.get(strongest, np.zeros(0)), settings.evaluate.promotion_margin, horizon=H
+        strongest,
+        cand,
+        rivals.get(strongest, np.zeros(0)),
+        settings.evaluate.promotion_margin,
+        horizon=H,
+        independent=_pooled_paths(ws, starts),
     )
     if champion is None or not champion.comparable:
         return baseline, None
     mine = np.isin(starts, champion.starts)
     return baseline, promotion.Comparison(
-        f"champion v{champion.version}", cand[mine], np.asarray(champion.losses), horizon=H
+        f"champion v{champion.version}",
+        cand[mine],
+        np.asarray(champion.losses),
+        horizon=H,
+        independent=_pooled_paths(ws, starts[mine]),
     )
+
+
+def _pooled_paths(ws: WindowSet, starts: np.ndarray) -> int | None:
+    """A panel's independent paths among `starts`: each series' own, summed (its series pool their paths; the windows
+    of every series over the horizon would count each series' last partial path as a part of the next one's). None
+    for one series: counted from the windows and the horizon."""
+    return ws.independent_paths(starts) if isinstance(ws, PanelWindowSet) else None
 
 
 def interval_scores(ws: WindowSet, settings: Settings, best: CandidateReport, bar: str) -> promotion.IntervalScores:

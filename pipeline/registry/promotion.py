@@ -51,6 +51,7 @@ class DMResult:
     lag: int  # Newey-West truncation lag
     dof: int = 0  # degrees of freedom of the reference t (0: n - 1)
     h: int = 1  # the forecast horizon the windows span (1: non-overlapping)
+    paths: int = 0  # the independent forecast paths counted (0: paths(n, h))
 
 
 def newey_west_lag(n: int) -> int:
@@ -79,10 +80,10 @@ def long_run_variance(d: np.ndarray, lag: int) -> float:
     return max(var, 0.0)
 
 
-def dm_test(d, lag: int | None = None, h: int = 1, dof: int | None = None) -> DMResult:
+def dm_test(d, lag: int | None = None, h: int = 1, dof: int | None = None, independent: int | None = None) -> DMResult:
     """Diebold-Mariano on the loss differential `d` (candidate minus rival) of windows at consecutive origins,
     each `h` steps long, HLN-corrected, one-sided. `lag`: default hac_lag(n, h); `dof`: default the independent
-    paths less one (paths(n, h) - 1; n - 1 when h = 1).
+    paths less one (`independent`, default paths(n, h); n - 1 when h = 1).
 
     Identical losses (d all zero) give statistic 0 and p 0.5: no evidence either way."""
     d = np.asarray(d, dtype=np.float64)
@@ -91,7 +92,8 @@ def dm_test(d, lag: int | None = None, h: int = 1, dof: int | None = None) -> DM
         raise ValueError(f"the Diebold-Mariano test needs at least 2 finite loss differentials, got {n}")
     h = max(int(h), 1)
     lag = hac_lag(n, h) if lag is None else int(lag)
-    dof = max(paths(n, h) - 1, 1) if dof is None else int(dof)
+    counted = paths(n, h) if independent is None else int(independent)
+    dof = max(counted - 1, 1) if dof is None else int(dof)
     mean = float(d.mean())
     var = long_run_variance(d, lag)
     hln = (n + 1 - 2 * h + h * (h - 1) / n) / n
@@ -99,7 +101,7 @@ def dm_test(d, lag: int | None = None, h: int = 1, dof: int | None = None) -> DM
         stat = 0.0 if mean == 0 else math.copysign(math.inf, mean)
     else:
         stat = mean / math.sqrt(var / n) * math.sqrt(max(hln, 1.0 / n))
-    return DMResult(stat, float(stdtr(dof, stat)), n, mean, lag, dof, h)
+    return DMResult(stat, float(stdtr(dof, stat)), n, mean, lag, dof, h, counted)
 
 
 @dataclass
@@ -112,6 +114,9 @@ class Comparison:
     other: np.ndarray
     margin: float = 0.0  # the candidate must beat (1 - margin) x the rival's loss
     horizon: int = 1
+    # independent paths when the windows are not one series' consecutive origins: a panel's, each series' own
+    # windows a horizon apart, summed (its series pool their paths); None: counted from n and the horizon
+    independent: int | None = None
 
     def __post_init__(self):
         self.candidate = np.asarray(self.candidate, dtype=np.float64)
@@ -128,11 +133,11 @@ class Comparison:
 
     @property
     def paths(self) -> int:
-        """Independent forecast paths: windows a horizon apart."""
-        return paths(self.n, self.horizon)
+        """Independent forecast paths: windows a horizon apart (a panel: within each series, summed)."""
+        return paths(self.n, self.horizon) if self.independent is None else self.independent
 
     def test(self) -> DMResult:
-        return dm_test(self.candidate - (1 - self.margin) * self.other, h=self.horizon)
+        return dm_test(self.candidate - (1 - self.margin) * self.other, h=self.horizon, independent=self.independent)
 
 
 def _fmt(x: float) -> str:
@@ -147,8 +152,8 @@ def _evidence(r: DMResult) -> str:
     if r.h <= 1:
         return f"DM {r.statistic:.3g}, p {r.p_value:.3g}, {r.n} windows"
     return (
-        f"DM {r.statistic:.3g}, p {r.p_value:.3g}, {r.n} windows at every origin, {paths(r.n, r.h)} a horizon "
-        f"apart; HAC lag {r.lag}"
+        f"DM {r.statistic:.3g}, p {r.p_value:.3g}, {r.n} windows at every origin, {r.paths or paths(r.n, r.h)} a "
+        f"horizon apart; HAC lag {r.lag}"
     )
 
 
@@ -213,7 +218,8 @@ def interval_verdicts(
         worse = cand / base - 1 if base > 0 else math.inf
         test = None
         if isinstance(v, Comparison) and v.n >= 2 and np.isfinite(v.candidate).all() and np.isfinite(v.other).all():
-            test = dm_test(v.other - v.candidate, h=v.horizon)  # low p: the candidate's band worse
+            # low p: the candidate's band worse
+            test = dm_test(v.other - v.candidate, h=v.horizon, independent=v.independent)
         by = f"{100 * worse:.1f}% worse"
         if worse > tolerance:
             why = f"{by}, more than the tolerance {100 * tolerance:g}% (evaluate.interval_score_tolerance)"
