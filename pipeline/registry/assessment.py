@@ -26,6 +26,7 @@ from ..modeling.evaluate import (
     season_of,
     usable_seasons,
     walk_forward_quantiles,
+    window_parts,
 )
 from ..modeling.quantiles import crossings, forecast_level, further_shift, quantile_scores, window_winkler
 from ..modeling.train import TrainResult, quantile_predictor
@@ -270,11 +271,6 @@ def recalibrate_walk_forward(
     return q.astype(np.float32)
 
 
-# windows a part of a panel's assessment forecasts at most (whole series: more when one series has more): its
-# forecasts and quantiles, float32, are ~0.4 KB a window at horizon 24 and 5 levels
-PANEL_WINDOWS = 1 << 16
-
-
 @dataclass
 class PanelScores:
     val: dict  # evaluate_forecasts' scores of every validation window
@@ -289,9 +285,9 @@ def score_panel(
     run, ws: PanelWindowSet, settings: Settings, levels: list[float], series: int | None = None
 ) -> PanelScores:
     """A panel candidate's scores, `run(x, future) -> (point, quantiles or None)` forecasting `series` whole series'
-    windows at a time (default: about PANEL_WINDOWS windows), never every window at once: the split's means pooled
-    from the parts' (panel_eval.pooled: the same to the bit in one part, to a float64 sum's rounding in more), the
-    per-series rows and the crossings as from every window at once."""
+    windows at a time (default: about evaluate.PANEL_WINDOWS windows; evaluate.window_parts), never every window at
+    once: the split's means pooled from the parts' (panel_eval.pooled: the same to the bit in one part, to a float64
+    sum's rounding in more), the per-series rows and the crossings as from every window at once."""
     seasons = evaluation_seasons(settings, ws)
     seasons = [m for m in seasons if m > 1]
     H, T = ws.meta.horizon, len(ws.meta.targets)
@@ -302,8 +298,8 @@ def score_panel(
     rows: list[dict] = []
     for split in ("val", "test", COLD):
         starts = ws.starts.get(split, np.zeros(0, np.int64))
-        per = series or max(1, PANEL_WINDOWS * len(ws.series_ids) // max(len(starts), 1))
-        for part in panel_eval.series_parts(ws, starts, per):
+        # its forecasts and quantiles, float32, are ~0.4 KB a window at horizon 24 and 5 levels
+        for part in window_parts(ws, starts, series):
             at = starts[part]
             y, q = forecast_windows(run, ws, at)
             if split == COLD:
