@@ -243,7 +243,11 @@ def _best_median(ws: WindowSet) -> tuple[list[int], dict[str, float]] | None:
     val = ws.starts["val"]
     scores = {}
     for seasons in median_sets(ws):
-        scores[",".join(map(str, seasons))] = split_mase(ws, val, lambda s, m=seasons: seasonal_median(ws, s, m))
+
+        def forecast(starts: np.ndarray, m: list[int] = seasons) -> np.ndarray:
+            return seasonal_median(ws, starts, m)
+
+        scores[",".join(map(str, seasons))] = split_mase(ws, val, forecast)
     if not scores:
         return None
     best = min(scores, key=lambda k: (scores[k], k))
