@@ -23,6 +23,7 @@ from ..data.windowset import WindowSet
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..data.panel_windows import PanelWindowSet
 
 EPS = 1e-12
 
@@ -124,8 +125,6 @@ def evaluate_baselines(ws: WindowSet, split: str, seasons: list[int]) -> Baselin
     is scored on the windows where it exists, with `coverage` < 1, and cannot be the bar: the bar
     must be scored on exactly the windows the models are. A panel's windows are scored a part of the series at a
     time (window_parts), the means pooled from the parts' (the same to the bit in one part)."""
-    from .panel_eval import observed_cells, pooled, pooled_steps
-
     starts = ws.starts[split]
     scale = mase_scale(ws)
     names = baseline_names(seasons)
@@ -155,6 +154,53 @@ def evaluate_baselines(ws: WindowSet, split: str, seasons: list[int]) -> Baselin
     return BaselineReport(split=split, scores=scores, best=best, by_step=steps)
 
 
+def series_parts(ws: PanelWindowSet, starts: np.ndarray, series: int) -> list[slice]:
+    """Slices of `starts` (ascending: a series' windows follow each other) of `series` whole series each."""
+    cuts = np.unique(np.searchsorted(starts, ws.offsets))  # where each series' windows begin
+    cuts = np.union1d(cuts[(cuts > 0) & (cuts < len(starts))], [0, len(starts)]).astype(np.int64)
+    if len(starts) == 0:
+        return []
+    return [slice(int(cuts[i]), int(cuts[min(i + series, len(cuts) - 1)])) for i in range(0, len(cuts) - 1, series)]
+
+
+def observed_cells(ws: WindowSet, starts: np.ndarray, mask: np.ndarray | None) -> int:
+    """The cells the means of the windows at `starts` average (their observed targets): pooled()'s weight."""
+    return len(starts) * ws.meta.horizon * len(ws.meta.targets) if mask is None else int(mask.sum())
+
+
+def pooled(parts: list[tuple[dict, int]]) -> dict:
+    """Means over every window from the means of parts of them, each weighted by the observed cells it averaged
+    (`parts`: (name -> mean, cells)); `rmse` pooled as a root of mean squares, `nominal_*` carried. One part is
+    returned as it is; more agree with the means taken at once to the rounding of a float64 sum (~1e-15 relative),
+    not to the bit (numpy sums an array pairwise)."""
+    if len(parts) == 1:
+        return dict(parts[0][0])
+    n = sum(c for _, c in parts)
+    out: dict = {}
+    for k in parts[0][0] if parts else []:
+        if k.startswith("nominal_"):
+            out[k] = parts[0][0][k]
+            continue
+        sq = k == "rmse"
+        total = sum((p[k] ** 2 if sq else p[k]) * c for p, c in parts if c)
+        mean = total / n if n else float("nan")
+        out[k] = float(np.sqrt(mean) if sq else mean)
+    return out
+
+
+def pooled_steps(parts: list[tuple[dict[str, list[float]], np.ndarray]]) -> dict[str, list[float]]:
+    """pooled() per horizon step: (name -> mean per step, observed cells per step) of each part."""
+    if len(parts) == 1:
+        return dict(parts[0][0])
+    n = sum(c for _, c in parts)
+    out: dict[str, list[float]] = {}
+    for k in parts[0][0] if parts else []:
+        total = sum(np.where(c > 0, np.asarray(p[k], np.float64), 0.0) * c for p, c in parts)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a step no part observed: NaN, as at once
+            out[k] = (total / n).tolist()
+    return out
+
+
 # windows a part of a panel's scoring holds at most (whole series: more when one series has more); the targets and
 # a forecast of a part, float64, are ~0.2 KB a window at horizon 24
 PANEL_WINDOWS = 1 << 16
@@ -162,11 +208,9 @@ PANEL_WINDOWS = 1 << 16
 
 def window_parts(ws: WindowSet, starts: np.ndarray, series: int | None = None) -> list[slice]:
     """Slices of `starts` to score one after another: a panel's of `series` whole series each (default: about
-    PANEL_WINDOWS windows a part; panel_eval.series_parts), a single series' in one part."""
+    PANEL_WINDOWS windows a part; series_parts), a single series' in one part."""
     if not ws.is_panel:
         return [slice(0, len(starts))]
-    from .panel_eval import series_parts
-
     per = series or max(1, PANEL_WINDOWS * len(ws.series_ids) // max(len(starts), 1))  # type: ignore[attr-defined]
     return series_parts(ws, starts, per)  # type: ignore[arg-type]
 
@@ -175,8 +219,6 @@ def split_mase(ws: WindowSet, starts: np.ndarray, forecast: Callable[[np.ndarray
     """The MASE of `forecast(starts) -> (n, H, T)` on the windows at `starts` (observed targets only), a part at a
     time (window_parts): the same to the bit as metrics() on every window at once in one part, to a float64 sum's
     rounding in more."""
-    from .panel_eval import observed_cells, pooled
-
     scale = mase_scale(ws)
     parts = []
     for part in window_parts(ws, starts):
@@ -367,7 +409,6 @@ def empirical_interval_scores(
     modeling/quantiles.py) on the `split` windows, in MASE units; {} without levels, or when the baseline does not
     exist on every window of both splits. Not walked forward, the band is made and scored a part of a panel's series
     at a time (window_parts), the means pooled from the parts' (the same to the bit in one part)."""
-    from .panel_eval import observed_cells, pooled
     from .quantiles import quantile_scores
 
     ts = ws.starts[split]
@@ -376,7 +417,8 @@ def empirical_interval_scores(
         if q is None:
             return {}
         return quantile_scores(ws.targets(ts), q, list(levels), mase_scale(ws), ws.target_mask(ts))[0]
-    fitted = _band_shift(ws, season, levels, split=split, **band)
+    fit, rank, scale = band.get("fit", "val"), band.get("rank", "windows"), band.get("scale", "absolute")
+    fitted = _band_shift(ws, season, levels, fit, split, rank, scale)
     if fitted is None:
         return {}
     parts = []
@@ -439,14 +481,7 @@ def _band_checks(ws: WindowSet, starts: np.ndarray, season: int) -> tuple[bool, 
 
 
 def _band_shift(
-    ws: WindowSet,
-    season: int,
-    levels: list[float],
-    fit: str = "val",
-    split: str = "test",
-    rank: str = "windows",
-    scale: str = "absolute",
-    **_: Any,
+    ws: WindowSet, season: int, levels: list[float], fit: str, split: str, rank: str, scale: str
 ) -> tuple[np.ndarray, bool] | None:
     """empirical_band's shift (H, T, Q) of the seasonal naive's misses on the `fit` windows, not walked forward, and
     whether it is in units of each window's level; None without levels or windows, or when the baseline does not
