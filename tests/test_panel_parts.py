@@ -424,3 +424,93 @@ def test_the_per_window_losses_made_a_part_at_a_time_are_those_of_every_window_a
             assert finite == bool(np.isfinite(whole).all())
     ahead = int(ws.meta.lookback + 2 * ws.meta.horizon)  # a season longer than any window's history at a series' start
     assert not losses_by_part(ws, starts, lambda at: seasonal_naive(ws, at, 10 * ahead), part=50)[1]
+
+
+def test_the_baselines_the_anchors_and_the_bars_band_scored_a_few_series_at_a_time_are_scored_as_at_once(
+    windowed, monkeypatch
+):
+    """evaluate_baselines, the anchor's validation MASE (split_mase) and the interval-score gate's bar
+    (empirical_interval_scores) take whole series a part at a time: pooled by observed cells they agree with the
+    scores of every window gathered at once to a float64 sum's rounding, and are the same numbers in one part."""
+    from cellcast.pipeline.data.window import load_windows
+    from cellcast.pipeline.modeling import evaluate as E
+    from cellcast.pipeline.modeling.anchor import seasonal_median
+    from cellcast.pipeline.modeling.quantiles import quantile_scores
+
+    work, s = windowed
+    monkeypatch.chdir(work)
+    ws = load_windows(s)
+    levels = [0.05, 0.1, 0.5, 0.9, 0.95]
+    scale = E.mase_scale(ws)
+
+    def at_once(split: str, seasons: list[int]) -> tuple[dict, dict]:  # every window gathered at once, as before
+        st = ws.starts[split]
+        y, mask = ws.targets(st), ws.target_mask(st)
+        scores, steps = {}, {}
+        for name, m in E.baseline_names(seasons).items():
+            pred = E.seasonal_naive(ws, st, m)
+            ok = np.isfinite(pred).all(axis=(1, 2))
+            if ok.any():
+                mk = None if mask is None else mask[ok]
+                scores[name] = {**E.metrics(y[ok], pred[ok], scale, mk), "coverage": float(ok.mean())}
+                steps[name] = E.mae_by_step(y[ok], pred[ok], scale, mk).tolist()
+        return scores, steps
+
+    seasons = [24, 168]
+    val = ws.starts["val"]
+    median = lambda st: seasonal_median(ws, st, [24, 168])  # noqa: E731
+    mase_at_once = E.metrics(ws.targets(val), median(val), scale, ws.target_mask(val))["mase"]
+    band = {"rank": "paths", "scale": "level"}
+    q = E.empirical_band(ws, 24, levels, **band)
+    assert q is not None
+    st = ws.starts["test"]
+    bar = quantile_scores(ws.targets(st), q, levels, scale, ws.target_mask(st))[0]
+    n = len(ws.series_ids)
+    assert n >= 3
+    for per in (1, 2, n):  # series a part (PANEL_WINDOWS set so that each part holds `per` series' windows)
+        monkeypatch.setattr(E, "PANEL_WINDOWS", max(1, per * min(len(ws.starts[k]) for k in ("val", "test")) // n))
+        parts = E.window_parts(ws, ws.starts["test"])
+        assert len(parts) > 1 if per < n else len(parts) == 1
+        for split in ("val", "test"):
+            want, want_steps = at_once(split, seasons)
+            got = E.evaluate_baselines(ws, split, seasons)
+            assert set(got.scores) == set(want) and got.best == min(want, key=lambda k: want[k]["mase"])
+            if len(parts) == 1:  # the same sums, the same numbers
+                assert (got.scores, got.by_step) == (want, want_steps)
+            for name in want:
+                for k, v in want[name].items():
+                    assert got.scores[name][k] == pytest.approx(v, rel=1e-12, abs=0), (per, split, name, k)
+                np.testing.assert_allclose(got.by_step[name], want_steps[name], rtol=1e-12, atol=0)
+        got_mase = E.split_mase(ws, val, median)
+        assert got_mase == mase_at_once if len(parts) == 1 else got_mase == pytest.approx(mase_at_once, rel=1e-12)
+        got_bar = E.empirical_interval_scores(ws, 24, levels, **band)
+        assert set(got_bar) == set(bar) and (got_bar == bar or len(parts) > 1)
+        for k, v in bar.items():
+            assert got_bar[k] == pytest.approx(v, rel=1e-12, abs=0), (per, k)
+
+
+@pytest.mark.parametrize("part", [1, 7, 500, 1 << 16])
+def test_the_window_psis_counted_a_part_of_the_windows_at_a_time_are_those_of_every_row_counted_at_once(part):
+    """drift.window_psis (a panel's drift reference: millions of rows) counts `part` windows at a time: the counts
+    are whole numbers, so every window's PSI is the one of every row's cumulative counts made at once, to the bit."""
+    from cellcast.pipeline.data import drift as D
+
+    rng = np.random.default_rng(3)
+    y = np.sin(np.arange(2000) / 7.0) + rng.normal(0, 0.3, 2000)
+    y[100:300] = np.nan  # windows with under half their values observed are skipped
+    y[rng.integers(0, 2000, 50)] = np.nan
+    prof, rows = D.bin_profile(y, 10), 168
+    ok = np.isfinite(y)  # every row's cumulative counts at once, as window_psis made them before
+    idx = np.searchsorted(np.asarray(prof["cuts"]), np.where(ok, y, 0.0), side="right")
+    onehot = np.zeros((len(y) + 1, len(prof["cuts"]) + 1))
+    onehot[1:][ok, idx[ok]] = 1.0
+    cum = np.cumsum(onehot, axis=0)
+    counts = cum[rows:] - cum[:-rows]
+    n = counts.sum(axis=1)
+    keep = n >= rows / 2
+    e = np.maximum(np.asarray(prof["shares"]), D.PSI_FLOOR)
+    a = np.maximum(counts[keep] / n[keep, None], D.PSI_FLOOR)
+    want = ((a - e) * np.log(a / e)).sum(axis=1)
+    got = D.window_psis(y, prof, rows, part=part)
+    assert 0 < len(got) < len(y) - rows + 1 and np.array_equal(got, want)
+    assert len(D.window_psis(y[:rows], prof, rows, part=part)) == 1 and not len(D.window_psis(y[:10], prof, rows))

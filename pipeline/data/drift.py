@@ -98,25 +98,35 @@ def normal_psi(values, profile: dict, rows: int) -> float | None:
     return float(max(found)) if found else None
 
 
-def window_psis(values, profile: dict, rows: int) -> np.ndarray:
+# windows window_psis counts at a time: the bin counts of a part are (part + rows, bins), never every row's
+PSI_PART = 1 << 16
+
+
+def window_psis(values, profile: dict, rows: int, part: int = PSI_PART) -> np.ndarray:
     """The PSI against `profile` of every window of `rows` consecutive `values` (stride 1) in which at least
     half the values are finite; counted with cumulative bin counts, so a year of half-hourly rows takes
-    milliseconds."""
+    milliseconds, `part` windows at a time (a panel's reference frames millions of rows: every row's cumulative
+    counts at once were ~1 GB); the counts are whole numbers, so each window's PSI is the same in any part."""
     v = np.asarray(values, dtype=np.float64).ravel()
     if rows < 1 or len(v) < rows:
         return np.array([])
     ok = np.isfinite(v)
     cuts = np.asarray(profile["cuts"], dtype=np.float64)
     idx = np.searchsorted(cuts, np.where(ok, v, 0.0), side="right")
-    onehot = np.zeros((len(v) + 1, len(cuts) + 1))
-    onehot[1:][ok, idx[ok]] = 1.0
-    cum = np.cumsum(onehot, axis=0)
-    counts = cum[rows:] - cum[:-rows]
-    n = counts.sum(axis=1)
-    keep = n >= rows / 2
     e = np.maximum(np.asarray(profile["shares"], dtype=np.float64), PSI_FLOOR)
-    a = np.maximum(counts[keep] / n[keep, None], PSI_FLOOR)
-    return ((a - e) * np.log(a / e)).sum(axis=1)
+    out = []
+    for a in range(0, len(v) - rows + 1, part):
+        b = min(a + part, len(v) - rows + 1)  # windows a..b-1 read rows a..b-1+rows
+        onehot = np.zeros((b - a + rows, len(cuts) + 1))
+        sel = ok[a : b - 1 + rows]
+        onehot[1:][sel, idx[a : b - 1 + rows][sel]] = 1.0
+        cum = np.cumsum(onehot, axis=0)
+        counts = cum[rows:] - cum[:-rows]
+        n = counts.sum(axis=1)
+        keep = n >= rows / 2
+        p = np.maximum(counts[keep] / n[keep, None], PSI_FLOOR)
+        out.append(((p - e) * np.log(p / e)).sum(axis=1))
+    return np.concatenate(out)
 
 
 def seasonal_residuals(values, season: int) -> np.ndarray:

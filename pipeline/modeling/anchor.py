@@ -50,7 +50,7 @@ from ..data.seasonal import naive_offsets
 from ..data.seasonal import seasonal_median as _median_of
 from ..data.windowset import WindowSet
 from ..errors import ConfigError
-from .evaluate import mase_scale, metrics, seasonal_naive
+from .evaluate import mase_scale, metrics, seasonal_naive, split_mase
 
 CHUNK = 2048
 
@@ -238,12 +238,16 @@ def seasonal_median(ws: WindowSet, starts: np.ndarray, seasons: list[int]) -> np
     return _median_of([seasonal_naive(ws, starts, m) for m in seasons])
 
 
-def _best_median(ws: WindowSet, y: np.ndarray, mask, scale) -> tuple[list[int], dict[str, float]] | None:
+def _best_median(ws: WindowSet) -> tuple[list[int], dict[str, float]] | None:
     """The season set whose seasonal median forecasts validation best, and every set's validation MASE."""
     val = ws.starts["val"]
     scores = {}
     for seasons in median_sets(ws):
-        scores[",".join(map(str, seasons))] = metrics(y, seasonal_median(ws, val, seasons), scale, mask)["mase"]
+
+        def forecast(starts: np.ndarray, m: list[int] = seasons) -> np.ndarray:
+            return seasonal_median(ws, starts, m)
+
+        scores[",".join(map(str, seasons))] = split_mase(ws, val, forecast)
     if not scores:
         return None
     best = min(scores, key=lambda k: (scores[k], k))
@@ -342,10 +346,8 @@ def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> Anch
             season,
             reason="train.anchor: seasonal_naive" if season else "no seasonal naive fits the lookback",
         )
-    val = ws.starts["val"]
-    y = ws.targets(val)
-    mask, scale = ws.target_mask(val), mase_scale(ws)
-    median = _best_median(ws, y, mask, scale) if t.anchor == "seasonal_median" or ws.is_panel else None
+    val = ws.starts["val"]  # scored a part of a panel's series at a time (evaluate.split_mase)
+    median = _best_median(ws) if t.anchor == "seasonal_median" or ws.is_panel else None
     if t.anchor == "seasonal_median":
         if median is None:
             raise ConfigError(
@@ -359,9 +361,9 @@ def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> Anch
         why = f"train.anchor: theta (season {season or 1}, alpha {theta.alpha:g})"
         return AnchorChoice("theta", season, theta, scores, why)
     lin = fit_linear_anchor(ws, settings)
-    scores = {"linear": metrics(y, linear_forecast(ws, val, lin), scale, mask)["mase"]}
+    scores = {"linear": split_mase(ws, val, lambda s: linear_forecast(ws, s, lin))}
     if season:
-        scores["seasonal_naive"] = metrics(y, seasonal_naive(ws, val, season), scale, mask)["mase"]
+        scores["seasonal_naive"] = split_mase(ws, val, lambda s: seasonal_naive(ws, s, season))
     if median is not None:
         key = f"seasonal_median {','.join(map(str, median[0]))}"
         scores[key] = median[1][",".join(map(str, median[0]))]
@@ -372,13 +374,13 @@ def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> Anch
     # with season 1 the mean is the ridge halfway to the naive forecast, which its penalty already covers
     if season and season > 1 and not ws.is_panel and t.anchor in ("auto", "combined"):
         held["combined"] = combine_with_seasonal_naive(ws, lin, season)
-        scores["combined"] = metrics(y, linear_forecast(ws, val, held["combined"]), scale, mask)["mase"]
+        scores["combined"] = split_mase(ws, val, lambda s: linear_forecast(ws, s, held["combined"]))
         if t.anchor == "combined":
             return AnchorChoice("combined", season, held["combined"], scores, "train.anchor: combined")
         held["theta"] = fit_theta_anchor(ws, settings, season)
         held["combined_theta"] = mean_with_linear(lin, held["theta"].weight.astype(np.float64))
         scores["theta"] = held["theta"].by_alpha[f"{held['theta'].alpha:g}"]  # scored when its alpha was chosen
-        scores["combined_theta"] = metrics(y, linear_forecast(ws, val, held["combined_theta"]), scale, mask)["mase"]
+        scores["combined_theta"] = split_mase(ws, val, lambda s: linear_forecast(ws, s, held["combined_theta"]))
     if t.anchor in ("linear", "combined") or "seasonal_naive" not in scores:
         why = {
             "linear": "train.anchor: linear",

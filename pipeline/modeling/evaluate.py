@@ -23,6 +23,7 @@ from ..data.windowset import WindowSet
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..data.panel_windows import PanelWindowSet
 
 EPS = 1e-12
 
@@ -122,23 +123,110 @@ class BaselineReport:
 def evaluate_baselines(ws: WindowSet, split: str, seasons: list[int]) -> BaselineReport:
     """Every baseline on a split's windows. A baseline that reads into a break (a long gap kept as NaN)
     is scored on the windows where it exists, with `coverage` < 1, and cannot be the bar: the bar
-    must be scored on exactly the windows the models are."""
+    must be scored on exactly the windows the models are. A panel's windows are scored a part of the series at a
+    time (window_parts), the means pooled from the parts' (the same to the bit in one part)."""
     starts = ws.starts[split]
-    y = ws.targets(starts)
-    mask = ws.target_mask(starts)
     scale = mase_scale(ws)
+    names = baseline_names(seasons)
+    parts: dict[str, list] = {name: [] for name in names}
+    by_step: dict[str, list] = {name: [] for name in names}
+    kept = dict.fromkeys(names, 0)
+    for part in window_parts(ws, starts):
+        at = starts[part]
+        y, mask = ws.targets(at), ws.target_mask(at)
+        for name, m in names.items():
+            pred = seasonal_naive(ws, at, m)
+            ok = np.isfinite(pred).all(axis=(1, 2))
+            kept[name] += int(ok.sum())
+            if not ok.any():
+                continue
+            mk = None if mask is None else mask[ok]
+            per_step = np.full(ws.meta.horizon, int(ok.sum()) * y.shape[-1]) if mk is None else mk.sum(axis=(0, 2))
+            parts[name].append((metrics(y[ok], pred[ok], scale, mk), observed_cells(ws, at[ok], mk)))
+            by_step[name].append(({"mae": mae_by_step(y[ok], pred[ok], scale, mk).tolist()}, per_step))
     scores, steps = {}, {}
-    for name, m in baseline_names(seasons).items():
-        pred = seasonal_naive(ws, starts, m)
-        ok = np.isfinite(pred).all(axis=(1, 2))
-        if not ok.any():
-            continue
-        mk = None if mask is None else mask[ok]
-        scores[name] = {**metrics(y[ok], pred[ok], scale, mk), "coverage": float(ok.mean())}
-        steps[name] = mae_by_step(y[ok], pred[ok], scale, mk).tolist()
+    for name in names:
+        if parts[name]:  # a baseline that exists on no window is none
+            scores[name] = {**pooled(parts[name]), "coverage": kept[name] / len(starts)}
+            steps[name] = pooled_steps(by_step[name])["mae"]
     complete = [k for k, v in scores.items() if v["coverage"] == 1.0] or list(scores)
     best = min(complete, key=lambda k: scores[k]["mase"])
     return BaselineReport(split=split, scores=scores, best=best, by_step=steps)
+
+
+def series_parts(ws: PanelWindowSet, starts: np.ndarray, series: int) -> list[slice]:
+    """Slices of `starts` (ascending: a series' windows follow each other) of `series` whole series each."""
+    cuts = np.unique(np.searchsorted(starts, ws.offsets))  # where each series' windows begin
+    cuts = np.union1d(cuts[(cuts > 0) & (cuts < len(starts))], [0, len(starts)]).astype(np.int64)
+    if len(starts) == 0:
+        return []
+    return [slice(int(cuts[i]), int(cuts[min(i + series, len(cuts) - 1)])) for i in range(0, len(cuts) - 1, series)]
+
+
+def observed_cells(ws: WindowSet, starts: np.ndarray, mask: np.ndarray | None) -> int:
+    """The cells the means of the windows at `starts` average (their observed targets): pooled()'s weight."""
+    return len(starts) * ws.meta.horizon * len(ws.meta.targets) if mask is None else int(mask.sum())
+
+
+def pooled(parts: list[tuple[dict, int]]) -> dict:
+    """Means over every window from the means of parts of them, each weighted by the observed cells it averaged
+    (`parts`: (name -> mean, cells)); `rmse` pooled as a root of mean squares, `nominal_*` carried. One part is
+    returned as it is; more agree with the means taken at once to the rounding of a float64 sum (~1e-15 relative),
+    not to the bit (numpy sums an array pairwise)."""
+    if len(parts) == 1:
+        return dict(parts[0][0])
+    n = sum(c for _, c in parts)
+    out: dict = {}
+    for k in parts[0][0] if parts else []:
+        if k.startswith("nominal_"):
+            out[k] = parts[0][0][k]
+            continue
+        sq = k == "rmse"
+        total = sum((p[k] ** 2 if sq else p[k]) * c for p, c in parts if c)
+        mean = total / n if n else float("nan")
+        out[k] = float(np.sqrt(mean) if sq else mean)
+    return out
+
+
+def pooled_steps(parts: list[tuple[dict[str, list[float]], np.ndarray]]) -> dict[str, list[float]]:
+    """pooled() per horizon step: (name -> mean per step, observed cells per step) of each part."""
+    if len(parts) == 1:
+        return dict(parts[0][0])
+    n = sum(c for _, c in parts)
+    out: dict[str, list[float]] = {}
+    for k in parts[0][0] if parts else []:
+        total = sum(np.where(c > 0, np.asarray(p[k], np.float64), 0.0) * c for p, c in parts)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a step no part observed: NaN, as at once
+            out[k] = (total / n).tolist()
+    return out
+
+
+# windows a part of a panel's scoring holds at most (whole series: more when one series has more); the targets and
+# a forecast of a part, float64, are ~0.2 KB a window at horizon 24
+PANEL_WINDOWS = 1 << 16
+
+
+def window_parts(ws: WindowSet, starts: np.ndarray, series: int | None = None) -> list[slice]:
+    """Slices of `starts` to score one after another: a panel's of `series` whole series each (default: about
+    PANEL_WINDOWS windows a part; series_parts), a single series' in one part."""
+    if not ws.is_panel:
+        return [slice(0, len(starts))]
+    per = series or max(1, PANEL_WINDOWS * len(ws.series_ids) // max(len(starts), 1))  # type: ignore[attr-defined]
+    return series_parts(ws, starts, per)  # type: ignore[arg-type]
+
+
+def split_mase(ws: WindowSet, starts: np.ndarray, forecast: Callable[[np.ndarray], np.ndarray]) -> float:
+    """The MASE of `forecast(starts) -> (n, H, T)` on the windows at `starts` (observed targets only), a part at a
+    time (window_parts): the same to the bit as metrics() on every window at once in one part, to a float64 sum's
+    rounding in more."""
+    scale = mase_scale(ws)
+    parts = []
+    for part in window_parts(ws, starts):
+        at = starts[part]
+        mask = ws.target_mask(at)
+        mase = metrics(ws.targets(at), forecast(at), scale, mask)["mase"]
+        parts.append(({"mase": mase}, observed_cells(ws, at, mask)))
+    return pooled(parts)["mase"] if parts else float("nan")
 
 
 def season_of(baseline: str) -> int:
@@ -319,14 +407,29 @@ def empirical_interval_scores(
     """The seasonal naive of `season` with empirical intervals (`empirical_band`, which reads `band`: fit, rank, walk,
     scale, adapt), scored as a candidate's quantiles are: the quantile scores (coverage_P, width_P, winkler_P, ...;
     modeling/quantiles.py) on the `split` windows, in MASE units; {} without levels, or when the baseline does not
-    exist on every window of both splits."""
+    exist on every window of both splits. Not walked forward, the band is made and scored a part of a panel's series
+    at a time (window_parts), the means pooled from the parts' (the same to the bit in one part)."""
     from .quantiles import quantile_scores
 
-    q = empirical_band(ws, season, levels, split=split, **band)
-    if q is None:
-        return {}
     ts = ws.starts[split]
-    return quantile_scores(ws.targets(ts), q, list(levels), mase_scale(ws), ws.target_mask(ts))[0]
+    if band.get("walk"):  # each test window's band reads the test windows before it: one series, whole
+        q = empirical_band(ws, season, levels, split=split, **band)
+        if q is None:
+            return {}
+        return quantile_scores(ws.targets(ts), q, list(levels), mase_scale(ws), ws.target_mask(ts))[0]
+    fit, rank, scale = band.get("fit", "val"), band.get("rank", "windows"), band.get("scale", "absolute")
+    fitted = _band_shift(ws, season, levels, fit, split, rank, scale)
+    if fitted is None:
+        return {}
+    parts = []
+    for part in window_parts(ws, ts):
+        at = ts[part]
+        mask = ws.target_mask(at)
+        q = _band_of(ws, at, season, levels, *fitted)
+        scores = quantile_scores(ws.targets(at), q, list(levels), mase_scale(ws), mask)[0]
+        parts.append((scores, observed_cells(ws, at, mask)))
+        del q
+    return pooled(parts)
 
 
 def empirical_band(
@@ -351,37 +454,98 @@ def empirical_band(
     the errors in units of each window's forecast level (quantiles.forecast_level), as a candidate calibrated so;
     `adapt`: the walk-forward's levels adapted as a candidate's are (walk_forward_quantiles). None without levels, or
     when the baseline does not exist on every window of both splits."""
-    from .quantiles import forecast_level, rank_shift
-
     if not levels:
         return None
+    if walk:
+        return _walked_band(ws, season, list(levels), fit, split, rank, scale, adapt)
+    fitted = _band_shift(ws, season, levels, fit, split, rank, scale)
+    return None if fitted is None else _band_of(ws, ws.starts[split], season, list(levels), *fitted)
+
+
+def _spread(p: np.ndarray, levels: list[float]) -> np.ndarray:
+    """A point forecast (n, H, T) as every level's quantile (n, H, T, Q), float64."""
+    return np.repeat(p.astype(np.float64)[..., None], len(levels), axis=-1)
+
+
+def _band_checks(ws: WindowSet, starts: np.ndarray, season: int) -> tuple[bool, bool]:
+    """(the seasonal naive exists on every window at `starts`, its forecast level is above 0 on every one), read a
+    part of a panel's series at a time."""
+    from .quantiles import forecast_level
+
+    finite = positive = True
+    for part in window_parts(ws, starts):
+        p = seasonal_naive(ws, starts[part], season)
+        finite = finite and bool(np.isfinite(p).all())
+        positive = positive and bool((forecast_level(p) > 0).all())
+    return finite, positive
+
+
+def _band_shift(
+    ws: WindowSet, season: int, levels: list[float], fit: str, split: str, rank: str, scale: str
+) -> tuple[np.ndarray, bool] | None:
+    """empirical_band's shift (H, T, Q) of the seasonal naive's misses on the `fit` windows, not walked forward, and
+    whether it is in units of each window's level; None without levels or windows, or when the baseline does not
+    exist on every window of both splits. Every `fit` window's misses are held (the rank reads them sorted); the
+    point forecast is not copied per level (a read-only view repeats it)."""
+    from .quantiles import forecast_level, rank_shift
+
+    fs, ts = ws.starts[fit], ws.starts[split]
+    if not levels or not len(fs) or not len(ts):
+        return None
+    pf = seasonal_naive(ws, fs, season)
+    finite, positive = _band_checks(ws, ts, season)
+    if not (np.isfinite(pf).all() and finite):
+        return None
+    levels = list(levels)
+    lf = forecast_level(pf)
+    relative = scale == "level" and bool((lf > 0).all() and positive)
+    paths = test_origins(fs, ws.meta.horizon) if rank == "paths" else None
+    yf, mask = ws.targets(fs), ws.target_mask(fs)
+    if relative:  # (H, T, Q) in units of the level; 0 at the median
+        q = np.broadcast_to(pf.astype(np.float64)[..., None] / lf, (*pf.shape, len(levels)))
+        return rank_shift(yf / lf[..., 0], q, levels, mask, paths), True
+    q = np.broadcast_to(pf.astype(np.float64)[..., None], (*pf.shape, len(levels)))
+    return rank_shift(yf, q, levels, mask, paths), False
+
+
+def _band_of(
+    ws: WindowSet, starts: np.ndarray, season: int, levels: list[float], shift: np.ndarray, relative: bool
+) -> np.ndarray:
+    """The band (n, H, T, Q) of the windows at `starts`: the seasonal naive plus `shift` (times each window's level
+    where `relative`)."""
+    from .quantiles import forecast_level
+
+    pt = seasonal_naive(ws, starts, season)
+    if relative:
+        return _spread(pt, levels) + shift[None] * forecast_level(pt)
+    return _spread(pt, levels) + shift[None]
+
+
+def _walked_band(
+    ws: WindowSet, season: int, levels: list[float], fit: str, split: str, rank: str, scale: str, adapt: bool
+) -> np.ndarray | None:
+    """empirical_band walked forward (one series): each `split` window's band from the misses before its origin."""
+    from .quantiles import forecast_level, rank_shift
+
     fs, ts = ws.starts[fit], ws.starts[split]
     if not len(fs) or not len(ts):
         return None
-    yf = ws.targets(fs)
     pf = seasonal_naive(ws, fs, season)
     pt = seasonal_naive(ws, ts, season)
     if not (np.isfinite(pf).all() and np.isfinite(pt).all()):
         return None
-    levels = list(levels)
-    spread = lambda p: np.repeat(p.astype(np.float64)[..., None], len(levels), axis=-1)  # noqa: E731
     lf, lt = forecast_level(pf), forecast_level(pt)
     relative = scale == "level" and bool((lf > 0).all() and (lt > 0).all())
-    if walk:
-        q, _ = walk_forward_quantiles(
-            ws,
-            fs,
-            spread(pf),
-            ts,
-            spread(pt),
-            levels,
-            lambda y, q, m, p, at=None: rank_shift(y, q, levels, m, p, at),
-            rank,
-            level=(lf, lt) if relative else None,
-            adapt=adapt,
-        )
-        return q
-    paths = test_origins(fs, ws.meta.horizon) if rank == "paths" else None
-    if relative:  # (H, T, Q) in units of the level; 0 at the median
-        return spread(pt) + rank_shift(yf / lf[..., 0], spread(pf) / lf, levels, ws.target_mask(fs), paths)[None] * lt
-    return spread(pt) + rank_shift(yf, spread(pf), levels, ws.target_mask(fs), paths)[None]
+    q, _ = walk_forward_quantiles(
+        ws,
+        fs,
+        _spread(pf, levels),
+        ts,
+        _spread(pt, levels),
+        levels,
+        lambda y, q, m, p, at=None: rank_shift(y, q, levels, m, p, at),
+        rank,
+        level=(lf, lt) if relative else None,
+        adapt=adapt,
+    )
+    return q

@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 
 from ..data.panel_windows import COLD, PanelWindowSet
-from ..data.windowset import WindowSet
 from .evaluate import baseline_names, metrics, seasonal_naive
 
 
@@ -63,53 +62,6 @@ def series_rows(ws: PanelWindowSet, split: str, starts: np.ndarray, pred: np.nda
         )
         rows.append(row)
     return rows
-
-
-def series_parts(ws: PanelWindowSet, starts: np.ndarray, series: int) -> list[slice]:
-    """Slices of `starts` (ascending: a series' windows follow each other) of `series` whole series each."""
-    cuts = np.unique(np.searchsorted(starts, ws.offsets))  # where each series' windows begin
-    cuts = np.union1d(cuts[(cuts > 0) & (cuts < len(starts))], [0, len(starts)]).astype(np.int64)
-    if len(starts) == 0:
-        return []
-    return [slice(int(cuts[i]), int(cuts[min(i + series, len(cuts) - 1)])) for i in range(0, len(cuts) - 1, series)]
-
-
-def observed_cells(ws: PanelWindowSet | WindowSet, starts: np.ndarray, mask: np.ndarray | None) -> int:
-    """The cells the means of the windows at `starts` average (their observed targets): pooled()'s weight."""
-    return len(starts) * ws.meta.horizon * len(ws.meta.targets) if mask is None else int(mask.sum())
-
-
-def pooled(parts: list[tuple[dict, int]]) -> dict:
-    """Means over every window from the means of parts of them, each weighted by the observed cells it averaged
-    (`parts`: (name -> mean, cells)); `rmse` pooled as a root of mean squares, `nominal_*` carried. One part is
-    returned as it is; more agree with the means taken at once to the rounding of a float64 sum (~1e-15 relative),
-    not to the bit (numpy sums an array pairwise)."""
-    if len(parts) == 1:
-        return dict(parts[0][0])
-    n = sum(c for _, c in parts)
-    out: dict = {}
-    for k in parts[0][0] if parts else []:
-        if k.startswith("nominal_"):
-            out[k] = parts[0][0][k]
-            continue
-        sq = k == "rmse"
-        total = sum((p[k] ** 2 if sq else p[k]) * c for p, c in parts if c)
-        mean = total / n if n else float("nan")
-        out[k] = float(np.sqrt(mean) if sq else mean)
-    return out
-
-
-def pooled_steps(parts: list[tuple[dict[str, list[float]], np.ndarray]]) -> dict[str, list[float]]:
-    """pooled() per horizon step: (name -> mean per step, observed cells per step) of each part."""
-    if len(parts) == 1:
-        return dict(parts[0][0])
-    n = sum(c for _, c in parts)
-    out: dict[str, list[float]] = {}
-    for k in parts[0][0] if parts else []:
-        total = sum(np.where(c > 0, np.asarray(p[k], np.float64), 0.0) * c for p, c in parts)
-        with np.errstate(invalid="ignore", divide="ignore"):  # a step no part observed: NaN, as at once
-            out[k] = (total / n).tolist()
-    return out
 
 
 def aggregate(table: pd.DataFrame) -> dict:

@@ -22,10 +22,14 @@ from ..modeling.evaluate import (
     evaluation_seasons,
     forecast_windows,
     mase_scale,
+    observed_cells,
+    pooled,
+    pooled_steps,
     quantiles_by_step,
     season_of,
     usable_seasons,
     walk_forward_quantiles,
+    window_parts,
 )
 from ..modeling.quantiles import crossings, forecast_level, further_shift, quantile_scores, window_winkler
 from ..modeling.train import TrainResult, quantile_predictor
@@ -270,11 +274,6 @@ def recalibrate_walk_forward(
     return q.astype(np.float32)
 
 
-# windows a part of a panel's assessment forecasts at most (whole series: more when one series has more): its
-# forecasts and quantiles, float32, are ~0.4 KB a window at horizon 24 and 5 levels
-PANEL_WINDOWS = 1 << 16
-
-
 @dataclass
 class PanelScores:
     val: dict  # evaluate_forecasts' scores of every validation window
@@ -289,9 +288,9 @@ def score_panel(
     run, ws: PanelWindowSet, settings: Settings, levels: list[float], series: int | None = None
 ) -> PanelScores:
     """A panel candidate's scores, `run(x, future) -> (point, quantiles or None)` forecasting `series` whole series'
-    windows at a time (default: about PANEL_WINDOWS windows), never every window at once: the split's means pooled
-    from the parts' (panel_eval.pooled: the same to the bit in one part, to a float64 sum's rounding in more), the
-    per-series rows and the crossings as from every window at once."""
+    windows at a time (default: about evaluate.PANEL_WINDOWS windows; evaluate.window_parts), never every window at
+    once: the split's means pooled from the parts' (evaluate.pooled: the same to the bit in one part, to a float64
+    sum's rounding in more), the per-series rows and the crossings as from every window at once."""
     seasons = evaluation_seasons(settings, ws)
     seasons = [m for m in seasons if m > 1]
     H, T = ws.meta.horizon, len(ws.meta.targets)
@@ -302,15 +301,15 @@ def score_panel(
     rows: list[dict] = []
     for split in ("val", "test", COLD):
         starts = ws.starts.get(split, np.zeros(0, np.int64))
-        per = series or max(1, PANEL_WINDOWS * len(ws.series_ids) // max(len(starts), 1))
-        for part in panel_eval.series_parts(ws, starts, per):
+        # its forecasts and quantiles, float32, are ~0.4 KB a window at horizon 24 and 5 levels
+        for part in window_parts(ws, starts, series):
             at = starts[part]
             y, q = forecast_windows(run, ws, at)
             if split == COLD:
                 rows += panel_eval.series_rows(ws, split, at, y, seasons)
             else:
                 mask = ws.target_mask(at)
-                cells = panel_eval.observed_cells(ws, at, mask)
+                cells = observed_cells(ws, at, mask)
                 per_step = np.full(H, len(at) * T) if mask is None else mask.sum(axis=(0, 2))
                 out, by = evaluate_forecasts(ws, split, y, q, levels, starts=at)
                 scores[split].append((out, cells))
@@ -328,10 +327,10 @@ def score_panel(
         empty = np.zeros((0, H, T), np.float32)
         none = evaluate_forecasts(ws, "val", empty, None, levels, starts=np.zeros(0, np.int64))
     return PanelScores(
-        val=panel_eval.pooled(scores["val"]) if scores["val"] else none[0],
-        test=panel_eval.pooled(scores["test"]) if scores["test"] else none[0],
-        by_step=panel_eval.pooled_steps(steps)["mase"] if steps else none[1],
-        steps=panel_eval.pooled_steps(interval) if interval else {},
+        val=pooled(scores["val"]) if scores["val"] else none[0],
+        test=pooled(scores["test"]) if scores["test"] else none[0],
+        by_step=pooled_steps(steps)["mase"] if steps else none[1],
+        steps=pooled_steps(interval) if interval else {},
         crossings=crossed,
         panel={"aggregate": panel_eval.aggregate(table), "series": table.to_dict(orient="records")},
     )

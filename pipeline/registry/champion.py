@@ -9,8 +9,15 @@ import numpy as np
 
 from ..data.windowset import WindowSet
 from ..errors import CellcastError
-from ..modeling.evaluate import forecast_windows, mase_scale, metrics, targets_after, window_losses
-from ..modeling.panel_eval import observed_cells, pooled
+from ..modeling.evaluate import (
+    forecast_windows,
+    mase_scale,
+    metrics,
+    observed_cells,
+    pooled,
+    targets_after,
+    window_losses,
+)
 from . import tracking
 from .assessment import CandidateReport
 

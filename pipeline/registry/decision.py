@@ -12,6 +12,7 @@ from ..data.windowset import WindowSet
 from ..modeling import panel_eval
 from ..modeling.evaluate import (
     empirical_band,
+    empirical_interval_scores,
     evaluation_seasons,
     forecast_origins,
     forecast_windows,
@@ -97,21 +98,25 @@ def interval_scores(ws: WindowSet, settings: Settings, best: CandidateReport, ba
     candidate kept none: a panel); {} when the gate is off or either has no score."""
     if not settings.evaluate.interval_score_gate or not best.quantiles or bar not in _baseline_seasons(ws, settings):
         return {}
-    q = empirical_band(
-        ws,
-        season_of(bar),
-        best.quantiles,
-        rank=settings.evaluate.calibration_rank,
-        walk=walks_forward(ws, settings),
-        scale=(best.calibration or {}).get("scale", "absolute"),
-        adapt=adapts(settings),
-    )
-    if q is None:
-        return {}
-    st = ws.starts["test"]
-    y, mask, scale = ws.targets(st), ws.target_mask(st), mase_scale(ws)
-    theirs = quantile_scores(y, q, list(best.quantiles), scale, mask)[0]
-    per_window = window_winkler(y, q, list(best.quantiles), scale, mask) if best.test_winkler else {}
+    band = {
+        "rank": settings.evaluate.calibration_rank,
+        "walk": walks_forward(ws, settings),
+        "scale": (best.calibration or {}).get("scale", "absolute"),
+        "adapt": adapts(settings),
+    }
+    per_window: dict[str, np.ndarray] = {}
+    if best.test_winkler:  # the per-window scores to test against the candidate's
+        q = empirical_band(ws, season_of(bar), best.quantiles, **band)
+        if q is None:
+            return {}
+        st = ws.starts["test"]
+        y, mask, scale = ws.targets(st), ws.target_mask(st), mase_scale(ws)
+        theirs = quantile_scores(y, q, list(best.quantiles), scale, mask)[0]
+        per_window = window_winkler(y, q, list(best.quantiles), scale, mask)
+    else:  # the means only (a panel: its band made and scored a part of the series at a time)
+        theirs = empirical_interval_scores(ws, season_of(bar), best.quantiles, **band)
+        if not theirs:
+            return {}
     out: promotion.IntervalScores = {}
     for k, v in best.test.items():
         name = k[len("winkler_") :]
