@@ -81,6 +81,9 @@ def resolve_window(
             # further seasons only where a tenth of the series (a panel: a quarter of its median series) holds them
             more = one < lookback <= n_rows // (4 if panel else 10)
             lookback = lookback if more else max(2, min(one, n_rows // 10))
+            if not panel and seasons:  # a short seasonal series: at least window.min_lookback_seasons seasons
+                least = w.min_lookback_seasons * seasons[0]
+                lookback = least if lookback < least <= n_rows // 5 else lookback
     return int(lookback), int(horizon)
 
 

@@ -48,6 +48,8 @@ from ..config import Settings
 from ..data.seasonal import median_sets as _median_sets
 from ..data.seasonal import naive_offsets
 from ..data.seasonal import seasonal_median as _median_of
+from ..data.splits import resolve_window
+from ..data.window import with_lookback
 from ..data.windowset import WindowSet
 from ..errors import ConfigError
 from .evaluate import mase_scale, metrics, seasonal_naive
@@ -329,10 +331,53 @@ def fit_theta_anchor(ws: WindowSet, settings: Settings, season: int) -> LinearAn
     )
 
 
+def short_span(ws: WindowSet, settings: Settings) -> int | None:
+    """The auto lookback a single series would have without `window.min_lookback_seasons`, where that setting gave it
+    a longer one (else None): auto weighs its anchors reading only those last steps too."""
+    w = settings.window
+    if ws.is_panel or w.lookback != "auto" or w.min_lookback_seasons == 1:
+        return None
+    one = settings.model_copy(update={"window": w.model_copy(update={"min_lookback_seasons": 1})})
+    short = resolve_window(one, ws.meta.freq, ws.meta.rows, ws.meta.schedule)[0]
+    return short if short < ws.meta.lookback else None
+
+
 def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> AnchorChoice:
     """The anchor of one training run: train.anchor, with `season` the best seasonal naive's (assessment.baselines).
     auto fits the linear anchor and keeps whichever of the linear, the seasonal naive and (a single series with a
-    season > 1) their mean, the theta anchor and its mean with the linear one forecasts validation better (MASE)."""
+    season > 1) their mean, the theta anchor and its mean with the linear one forecasts validation better (MASE).
+    Where `window.min_lookback_seasons` lengthened the lookback (`short_span`), auto weighs them twice, reading the
+    whole lookback and only its last `short_span` steps, and keeps the better (a tie: the shorter)."""
+    short = short_span(ws, settings) if settings.train.anchor == "auto" and settings.train.residual else None
+    if short is None or (season or 0) > short:
+        return _choose(ws, settings, season)
+    whole = _choose(ws, settings, season)
+    part = _choose(with_lookback(ws, short, settings), settings, season)  # the choice of the lookback before
+    if part.linear is not None:  # held over the long lookback: no weight on its first steps
+        part = replace(part, linear=_widened(part.linear, short, ws))
+        val = ws.starts["val"]
+        score = metrics(ws.targets(val), linear_forecast(ws, val, part.linear), mase_scale(ws), ws.target_mask(val))
+        part.val_mase[part.kind] = score["mase"]  # on the long lookback's validation windows, like `whole`
+    L = ws.meta.lookback
+    scores = {f"{k} (last {short})": v for k, v in part.val_mase.items()} | whole.val_mase
+    keep = part if part.val_mase[part.kind] <= whole.val_mase[whole.kind] else whole
+    span = short if keep is part else L
+    why = f"{keep.reason}, reading the last {span} of the {L} lookback steps ({L} since window.min_lookback_seasons)"
+    return replace(keep, val_mase=scores, reason=why)
+
+
+def _widened(lin: LinearAnchor, short: int, ws: WindowSet) -> LinearAnchor:
+    """A linear anchor fitted on a lookback of `short` steps, as one over the lookback of `ws`: its weights on the
+    last `short` steps, none on the earlier ones, the known-future block's as they were."""
+    L, T = ws.meta.lookback, len(ws.meta.target_idx)
+    weight = np.zeros((lin.weight.shape[0], lin.weight.shape[1] + (L - short) * T), np.float32)
+    weight[:, (L - short) * T : L * T] = lin.weight[:, : short * T]
+    weight[:, L * T :] = lin.weight[:, short * T :]
+    return replace(lin, weight=weight, span=short)
+
+
+def _choose(ws: WindowSet, settings: Settings, season: int | None) -> AnchorChoice:
+    """choose_anchor's choice on the lookback of `ws`."""
     t = settings.train
     if not t.residual:
         return AnchorChoice("none", None, reason="train.residual is false: no anchor")
