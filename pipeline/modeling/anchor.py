@@ -33,7 +33,10 @@ weighed on a panel whose lookback holds two of its longest season (window.lookba
 single series whose seasonal naive has a season (> 1: with the naive forecast the mean is the ridge halfway to its
 own prior, which the penalty already covers), and the theta anchor and its mean with the linear one likewise; a tie
 keeps the earlier of seasonal naive, linear, combined, theta, combined_theta. A single series gets the seasonal median
-only when train.anchor asks.
+only when train.anchor asks. Where window.min_lookback_seasons lengthened a short series' lookback (data/splits.py),
+auto weighs them twice: on the whole lookback, and as the lookback before would have chosen them (the window set cut
+again at it, its linear anchor then held over the whole lookback with no weight on the earlier steps); the lower
+validation MASE is kept, a tie the shorter: validation chooses how much history the anchor reads.
 """
 
 from __future__ import annotations
