@@ -87,7 +87,7 @@ def resolve_window(
             # a single series cut to a tenth of its rows: window.min_lookback_seasons of its shortest season, where a
             # fifth of its rows holds them
             least = w.min_lookback_seasons * seasons[0] if seasons and not panel and w.min_lookback_seasons > 1 else 0
-            lookback = least if lookback < min(one, least) and least <= n_rows // 5 else lookback
+            lookback = least if int(lookback) < min(one, least) and least <= n_rows // 5 else lookback
     return int(lookback), int(horizon)
 
 

@@ -340,9 +340,10 @@ def short_span(ws: WindowSet, settings: Settings) -> int | None:
     w = settings.window
     if ws.is_panel or w.lookback != "auto" or w.min_lookback_seasons == 1:
         return None
+    m = ws.meta
     one = settings.model_copy(update={"window": w.model_copy(update={"min_lookback_seasons": 1})})
-    short = resolve_window(one, ws.meta.freq, ws.meta.rows, ws.meta.schedule)[0]
-    return short if short < ws.meta.lookback else None
+    short, long = (resolve_window(s, m.freq, m.rows, m.schedule)[0] for s in (one, settings))
+    return short if short < long == m.lookback else None  # else the lookback is not the one the setting lengthened
 
 
 def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> AnchorChoice:
@@ -357,9 +358,10 @@ def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> Anch
     whole = _choose(ws, settings, season)
     part = _choose(with_lookback(ws, short, settings), settings, season)  # the choice of the lookback before
     if part.linear is not None:  # held over the long lookback: no weight on its first steps
-        part = replace(part, linear=_widened(part.linear, short, ws))
+        lin = _widened(part.linear, short, ws)
+        part = replace(part, linear=lin)
         val = ws.starts["val"]
-        score = metrics(ws.targets(val), linear_forecast(ws, val, part.linear), mase_scale(ws), ws.target_mask(val))
+        score = metrics(ws.targets(val), linear_forecast(ws, val, lin), mase_scale(ws), ws.target_mask(val))
         part.val_mase[part.kind] = score["mase"]  # on the long lookback's validation windows, like `whole`
     L = ws.meta.lookback
     scores = {f"{k} (last {short})": v for k, v in part.val_mase.items()} | whole.val_mase
