@@ -133,11 +133,17 @@ def anchors_alone(project: Path, params: Path, name: str, tag: str) -> dict:
         if season:
             row["seasonal_naive"] = metrics(y, seasonal_naive(ws, starts, season), scale, mask)["mase"]
         scores[split] = {k: round(v, 4) for k, v in row.items()}
+        # the anchor auto keeps, as it keeps it (window.min_lookback_seasons: it may read the last steps only)
+        kept = linear_forecast(ws, starts, chosen.linear) if chosen.linear else None
+        if kept is None and season and chosen.kind == "seasonal_naive":
+            kept = seasonal_naive(ws, starts, season)
+        scores[split]["auto"] = round(metrics(y, kept, scale, mask)["mase"], 4) if kept is not None else None
     return _head(ws, name, tag) | {
         "season": season,
         "theta_alpha": forecasts["theta"].alpha if "theta" in forecasts else None,
         "auto": chosen.kind,
-        "auto_test": scores["test"].get(chosen.kind),
+        "auto_span": chosen.linear.span if chosen.linear else None,
+        "auto_test": scores["test"]["auto"],
         "val": scores["val"],
         "test": scores["test"],
     }

@@ -134,6 +134,10 @@ class WindowConfig(_Strict):
     # how many of its longest natural season an auto lookback holds; auto: 1 for one series, 2 for a panel (its pooled
     # rows support the longer windows, and the seasonal-median anchor compares the last two seasons: modeling/anchor.py)
     lookback_seasons: Positive | Literal["auto"] = "auto"
+    # a single series whose auto lookback is cut to a tenth of its rows gets this many of its shortest natural season
+    # where a fifth of its rows holds them (1: no more); auto then weighs its anchors on that lookback and on the one
+    # before and keeps the better on validation (modeling/anchor.py; BENCHMARKS.md "Three seasons for the anchor")
+    min_lookback_seasons: Positive = 3
 
     @model_validator(mode="after")
     def _test_share(self):

@@ -184,6 +184,38 @@ def test_the_theta_anchor_is_the_theta_method_on_each_lookback_and_an_untrained_
     assert "theta" not in choose_anchor(ws, auto, 1).val_mase and "theta" not in choose_anchor(ws, auto, None).val_mase
 
 
+def test_a_lookback_lengthened_for_seasons_weighs_the_anchors_of_the_lookback_before_and_keeps_the_better():
+    from cellcast.pipeline.data.window import with_lookback
+
+    # 16 years of months with a trend and a season: auto's lookback is 36 months, 19 (a tenth) with one
+    rng = np.random.default_rng(1)
+    t = np.arange(192)
+    y = 20 + 0.05 * t + 3 * np.sin(2 * np.pi * t / 12) + rng.standard_normal(192)
+    df = pd.DataFrame({"timestamp": pd.date_range("2000-01-01", periods=192, freq="MS"), "y": y})
+    train = {**TRAIN, "rnn_steps": 48}
+    one = Params(window={"min_lookback_seasons": 1}, calendar={"parts": []}, train=train).for_dataset("syn")
+    s = Params(calendar={"parts": []}, train=train).for_dataset("syn")  # the default: three seasons
+    ws = build_windows(df, variables=["y"], targets=["y"], freq="MS", settings=s)
+    before = build_windows(df, variables=["y"], targets=["y"], freq="MS", settings=one)
+    assert (ws.meta.lookback, before.meta.lookback) == (36, 19)
+    short = with_lookback(ws, 19, s)  # the same windows as the window stage cuts for 19 months
+    assert all(np.array_equal(short.starts[k], before.starts[k]) for k in ("train", "val", "test"))
+    choice, was = choose_anchor(ws, s, 12), choose_anchor(before, one, 12)
+    # both sets weighed on the same validation targets; here the ridge on the last 19 months wins
+    assert set(choice.val_mase) == set(was.val_mase) | {f"{k} (last 19)" for k in was.val_mase}
+    assert choice.kind == was.kind == "linear" and "reading the last 19 of the 36" in choice.reason
+    assert choice.val_mase["linear (last 19)"] < min(choice.val_mase[k] for k in was.val_mase)
+    assert choice.linear is not None and was.linear is not None and choice.linear.span == 19
+    # held over the 36 months with no weight on the first 17: the forecasts of the 19-month choice
+    assert not choice.linear.weight[:, :17].any()
+    np.testing.assert_allclose(
+        linear_forecast(ws, ws.starts["test"], choice.linear),
+        linear_forecast(before, before.starts["test"][-len(ws.starts["test"]) :], was.linear),
+        atol=1e-4,
+    )
+    assert not any("last" in k for k in was.val_mase)  # one season: one set weighed
+
+
 def test_the_anchor_alone_is_a_candidate_that_trains_nothing_and_forecasts_its_anchor():
     s = settings(anchor="linear")
     ws = windows(s)

@@ -605,3 +605,21 @@ def test_a_panels_auto_lookback_holds_two_of_its_longest_season_where_its_median
     assert resolve_window(one, "h", 8760, pooled_rows=30 * 8760, panel=True)[0] == 168 + k
     three = Params(window={"lookback_seasons": 3}).for_dataset("x")
     assert resolve_window(three, "h", 20000)[0] == 3 * 168 + k  # a long single series, when asked
+
+
+def test_a_short_series_auto_lookback_holds_the_seasons_asked_where_a_fifth_of_its_rows_hold_them():
+    s = Params(window={"min_lookback_seasons": 1}).for_dataset("x")
+    assert resolve_window(s, "MS", 192)[0] == 19  # one season: a tenth of 16 years of months
+    assert resolve_window(s, "W", 283)[0] == 28  # and under one season of weeks: never lengthened
+    three = Params().for_dataset("x")  # the default: three
+    assert resolve_window(three, "MS", 192)[0] == 36  # three years, a fifth of the rows holds them
+    assert resolve_window(three, "MS", 170)[0] == 17  # 36 months are more than a fifth of 170: a tenth, as before
+    assert resolve_window(three, "QS", 218)[0] == 21  # already over three years of quarters: kept
+    # a lookback the rows did not cut keeps its rule: 26 years of weeks, 180 days of 5-minute readings
+    assert resolve_window(three, "W", 1355)[0] == resolve_window(s, "W", 1355)[0] == 52 + 48
+    assert resolve_window(three, "5min", 52000)[0] == resolve_window(s, "5min", 52000)[0] == 288 + 48
+    # a panel's lookback is its own rule
+    assert (
+        resolve_window(three, "MS", 192, pooled_rows=30 * 192, panel=True)[0]
+        == resolve_window(s, "MS", 192, pooled_rows=30 * 192, panel=True)[0]
+    )

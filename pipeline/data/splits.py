@@ -54,6 +54,9 @@ def resolve_window(
     recent dynamics. The cap keeps a week of 5-minute steps (2016) out: the linear anchor's columns would outgrow
     what its training windows support (docs/research.md: four weeks of half-hours fitted worse than eight
     days) and every window read would grow with them; such a series keeps its day.
+    A single series cut to a tenth of its rows gets `window.min_lookback_seasons` (3) of its shortest natural season
+    where a fifth of its rows holds them: 16 years of months 36 months, not 19, so the anchor's seasonal indices and
+    trend see three seasons (modeling/anchor.py weighs its anchors on both lookbacks and keeps the better).
     A panel (`pooled_rows`: the rows of all its series, whose windows one model is fitted on) fits a season in its
     pooled rows, the tenth-of-a-series cap still applying to `n_rows` (the median series): thirty car parks of
     eleven weeks see last week, which one of them alone could not fit ten times.
@@ -87,6 +90,10 @@ def resolve_window(
             # further seasons only where a tenth of the series (a panel: a quarter of its median series) holds them
             more = one < lookback <= n_rows // (4 if panel else 10)
             lookback = lookback if more else max(2, min(one, n_rows // 10))
+            # a single series cut to a tenth of its rows: window.min_lookback_seasons of its shortest season, where a
+            # fifth of its rows holds them
+            least = w.min_lookback_seasons * seasons[0] if seasons and not panel and w.min_lookback_seasons > 1 else 0
+            lookback = least if int(lookback) < min(one, least) and least <= n_rows // 5 else lookback
     return int(lookback), int(horizon)
 
 

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +111,16 @@ def _split_starts(
             f"series, a shorter window.lookback / window.horizon or a lower ingest.{rule} in params.yaml"
         )
     return starts
+
+
+def with_lookback(ws: WindowSet, lookback: int, settings: Settings) -> WindowSet:
+    """The same single series windowed on another lookback: its rows, splits, scaler and known-future table; each
+    split's windows those the lookback leaves (a shorter one keeps the first training windows a longer one loses)."""
+    m = ws.meta
+    valid = usable_windows(ws.values, ws.filled, lookback, m.horizon, m.target_idx)
+    starts = window_starts(m.rows, lookback, m.horizon, m.bounds["val"], m.bounds["test"], m.stride, valid)
+    meta = replace(m, lookback=lookback, counts={k: int(len(v)) for k, v in starts.items()})
+    return WindowSet(ws.values, ws.timestamps, meta, starts, ws.filled, ws.future)
 
 
 def _train_scaler(

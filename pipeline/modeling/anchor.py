@@ -33,7 +33,10 @@ weighed on a panel whose lookback holds two of its longest season (window.lookba
 single series whose seasonal naive has a season (> 1: with the naive forecast the mean is the ridge halfway to its
 own prior, which the penalty already covers), and the theta anchor and its mean with the linear one likewise; a tie
 keeps the earlier of seasonal naive, linear, combined, theta, combined_theta. A single series gets the seasonal median
-only when train.anchor asks.
+only when train.anchor asks. Where window.min_lookback_seasons lengthened a short series' lookback (data/splits.py),
+auto weighs them twice: on the whole lookback, and as the lookback before would have chosen them (the window set cut
+again at it, its linear anchor then held over the whole lookback with no weight on the earlier steps); the lower
+validation MASE is kept, a tie the shorter: validation chooses how much history the anchor reads.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ from ..config import Settings
 from ..data.seasonal import median_sets as _median_sets
 from ..data.seasonal import naive_offsets
 from ..data.seasonal import seasonal_median as _median_of
+from ..data.splits import resolve_window
+from ..data.window import with_lookback
 from ..data.windowset import WindowSet
 from ..errors import ConfigError
 from .evaluate import mase_scale, metrics, seasonal_naive, split_mase
@@ -333,10 +338,55 @@ def fit_theta_anchor(ws: WindowSet, settings: Settings, season: int) -> LinearAn
     )
 
 
+def short_span(ws: WindowSet, settings: Settings) -> int | None:
+    """The auto lookback a single series would have without `window.min_lookback_seasons`, where that setting gave it
+    a longer one (else None): auto weighs its anchors reading only those last steps too."""
+    w = settings.window
+    if ws.is_panel or w.lookback != "auto" or w.min_lookback_seasons == 1:
+        return None
+    m = ws.meta
+    one = settings.model_copy(update={"window": w.model_copy(update={"min_lookback_seasons": 1})})
+    short, long = (resolve_window(s, m.freq, m.rows, m.schedule)[0] for s in (one, settings))
+    return short if short < long == m.lookback else None  # else the lookback is not the one the setting lengthened
+
+
 def choose_anchor(ws: WindowSet, settings: Settings, season: int | None) -> AnchorChoice:
     """The anchor of one training run: train.anchor, with `season` the best seasonal naive's (assessment.baselines).
     auto fits the linear anchor and keeps whichever of the linear, the seasonal naive and (a single series with a
-    season > 1) their mean, the theta anchor and its mean with the linear one forecasts validation better (MASE)."""
+    season > 1) their mean, the theta anchor and its mean with the linear one forecasts validation better (MASE).
+    Where `window.min_lookback_seasons` lengthened the lookback (`short_span`), auto weighs them twice, reading the
+    whole lookback and only its last `short_span` steps, and keeps the better (a tie: the shorter)."""
+    short = short_span(ws, settings) if settings.train.anchor == "auto" and settings.train.residual else None
+    if short is None or (season or 0) > short:
+        return _choose(ws, settings, season)
+    whole = _choose(ws, settings, season)
+    part = _choose(with_lookback(ws, short, settings), settings, season)  # the choice of the lookback before
+    if part.linear is not None:  # held over the long lookback: no weight on its first steps
+        lin = _widened(part.linear, short, ws)
+        part = replace(part, linear=lin)
+        val = ws.starts["val"]
+        score = metrics(ws.targets(val), linear_forecast(ws, val, lin), mase_scale(ws), ws.target_mask(val))
+        part.val_mase[part.kind] = score["mase"]  # on the long lookback's validation windows, like `whole`
+    L = ws.meta.lookback
+    scores = {f"{k} (last {short})": v for k, v in part.val_mase.items()} | whole.val_mase
+    keep = part if part.val_mase[part.kind] <= whole.val_mase[whole.kind] else whole
+    span = short if keep is part else L
+    why = f"{keep.reason}, reading the last {span} of the {L} lookback steps ({L} since window.min_lookback_seasons)"
+    return replace(keep, val_mase=scores, reason=why)
+
+
+def _widened(lin: LinearAnchor, short: int, ws: WindowSet) -> LinearAnchor:
+    """A linear anchor fitted on a lookback of `short` steps, as one over the lookback of `ws`: its weights on the
+    last `short` steps, none on the earlier ones, the known-future block's as they were."""
+    L, T = ws.meta.lookback, len(ws.meta.target_idx)
+    weight = np.zeros((lin.weight.shape[0], lin.weight.shape[1] + (L - short) * T), np.float32)
+    weight[:, (L - short) * T : L * T] = lin.weight[:, : short * T]
+    weight[:, L * T :] = lin.weight[:, short * T :]
+    return replace(lin, weight=weight, span=short)
+
+
+def _choose(ws: WindowSet, settings: Settings, season: int | None) -> AnchorChoice:
+    """choose_anchor's choice on the lookback of `ws`."""
     t = settings.train
     if not t.residual:
         return AnchorChoice("none", None, reason="train.residual is false: no anchor")
