@@ -45,6 +45,7 @@ run: install
 
 # TEST_WORKERS: processes the test files are shared over (pytest-xdist; each process starts the servers its files
 # need). Most of an integration test is waiting on servers and subprocesses, so two keep two cores busy.
+# Three cost the integration tier 112 CPU s more and were no faster on 2 busy cores (tests/README.md, 'A third look').
 TEST_WORKERS ?= 2
 
 test: install

@@ -18,8 +18,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ
 # `pytest -n 2 --dist loadfile` hands each worker a file at a time; the run ends when the last file does. Files
 # that share a session fixture too costly to make twice go to one worker together (the name of their group), and
 # the costliest files go first so the quick ones fill the gaps at the end. Seconds of the integration tier's
-# files (their tests and the session fixtures they start), measured at load 8-10 on 2 cores on 2026-12-07 (the
-# others, unlisted, follow in xdist's own order). A stale figure costs balance, never a test.
+# files (their tests and the session fixtures they start, as far as the 40 slowest of the run show them),
+# measured at load 5-11 on 2 cores on 2026-12-08 (the others, unlisted, follow in xdist's own order). A stale
+# figure costs balance, never a test.
 SHARED_WORKER = {
     # trained_on_postgres: PostgreSQL, an MLflow server on it and a training run
     "tests/test_browser.py": "trained_on_postgres",
@@ -27,19 +28,23 @@ SHARED_WORKER = {
     "tests/test_fleet.py": "trained_on_postgres",
 }
 FILE_SECONDS = {
-    "tests/test_flows.py": 620,
-    "tests/test_dvc.py": 510,
-    "tests/test_cli.py": 350,
-    "tests/test_fuzz_service.py": 340,
-    "trained_on_postgres": 300,
-    "tests/test_operations.py": 280,
-    "tests/test_failures.py": 270,
-    "tests/test_data_versions.py": 220,
-    "tests/test_deployments.py": 170,
-    "tests/test_panel_model.py": 140,
-    "tests/test_tracking.py": 130,
-    "tests/test_gpu_check.py": 85,
-    "tests/test_live_promotion.py": 65,
+    "tests/test_failures.py": 315,
+    "tests/test_operations.py": 300,
+    "tests/test_flows.py": 250,
+    "tests/test_data_versions.py": 190,
+    "tests/test_dvc.py": 190,
+    "tests/test_deployments.py": 180,
+    "tests/test_fuzz_service.py": 150,
+    "trained_on_postgres": 120,
+    "tests/test_panel_model.py": 110,
+    "tests/test_cli.py": 90,
+    "tests/test_signals.py": 60,
+    "tests/test_tracking.py": 60,
+    "tests/test_backtest.py": 55,
+    "tests/test_forecast.py": 50,
+    "tests/test_live_promotion.py": 45,
+    "tests/test_ingest_fuzz.py": 45,
+    "tests/test_gpu_check.py": 40,
 }
 
 
