@@ -232,11 +232,13 @@ def test_gx_data_docs_render_with_no_network(page, trained):
     page.goto(index.as_uri())
     row = page.locator("table tbody tr").filter(has_text=f"{NAME}-schema").first
     row.wait_for()
-    # styled: bootstrap's table and navbar rules applied (unstyled, a table has no borders, the body Times)
+    # styled: bootstrap's table and navbar rules applied (unstyled, a table has no borders, the body Times). The
+    # page's script builds its tables after the load: the row's own cell, once styled (expect retries until then)
+    from playwright.sync_api import expect
+
     font = page.evaluate("getComputedStyle(document.body).fontFamily")
     assert "Segoe UI" in font or "Roboto" in font, font
-    border = page.eval_on_selector("table td", "e => getComputedStyle(e).borderTopStyle")
-    assert border == "solid", border
+    expect(row.locator("td").first).to_have_css("border-top-style", "solid", timeout=15_000)
     shot(page, "gx-data-docs-index")
 
     assert f"{NAME}-source-{NAME}" in row.inner_text()  # the validation run of this dataset's asset
