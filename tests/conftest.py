@@ -77,6 +77,19 @@ def pytest_runtest_setup(item):
 
 
 @pytest.fixture(autouse=True)
+def _tracking_uri_left_as_found():
+    """mlflow.set_tracking_uri (tracking.configure) exports MLFLOW_TRACKING_URI into this process's environment. Left
+    there after a test, the next test's `cellcast` subprocesses inherit that test's store as if a user had named it:
+    a `cellcast train` then registers into another project's store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+@pytest.fixture(autouse=True)
 def _log_handlers_on_open_streams():
     """Prefect's console log handler (on the root logger once a flow ran in this process) keeps the stream
     it was created with; a CliRunner invocation closes its captured stream afterwards. A real process
